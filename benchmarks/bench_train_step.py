@@ -1,0 +1,164 @@
+"""NeuroNet training-step throughput and peak memory (DESIGN.md 3.1, issue 4).
+
+One training step = hybrid-loss forward (frame CNN, two masked views, reconstruction + NT-Xent),
+backward, AdamW step. Each (device, preset, batch) runs in its own Python process so that its peak
+RSS is its own. Random robust-scaled-like epochs (B, 3000) stand in for data: the step cost does
+not depend on the values.
+
+    python benchmarks/bench_train_step.py                       # tiny and B, batch 8 and 32, CPU (2 threads) [+ CUDA]
+    python benchmarks/bench_train_step.py --presets B --batches 8 --steps 10
+    python benchmarks/bench_train_step.py --fast-math           # also: oneDNN bf16 math for fp32 conv/matmul
+
+Reference (published NeuroNet-B implementation, same CPU, 2 threads): 3.0 samples/s at batch 8 and
+4.3 at batch 32, 71.6 M parameters, peak RSS 2.3 / 4.0 GB.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+PUBLISHED_B = {8: (3.0, 2.3), 32: (4.3, 4.0)}  # batch → (samples/s, peak RSS GB) of the published code
+
+
+def _optimizer(model, device):
+    import torch
+
+    # fused AdamW: one kernel over all tensors (CPU support since torch 2.4) instead of ~12 ops per tensor
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
+
+
+def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warmup: int, fast_math: bool,
+            detach_target: bool) -> dict:
+    """Time `steps` training steps after `warmup` in this process; return the measurements."""
+    import torch
+
+    from models.neuronet import build_neuronet, count_parameters, neuronet_config
+
+    torch.set_num_threads(threads)
+    if fast_math:
+        # let oneDNN run fp32 convolutions and matmuls with bf16 multiplies and fp32 accumulation (CPU "TF32")
+        torch.backends.mkldnn.conv.fp32_precision = "bf16"
+        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(0)
+    model = build_neuronet(neuronet_config(preset, detach_target=detach_target)).to(device).train()
+    optimizer = _optimizer(model, device)
+    epochs = [torch.randn(batch, 3000, device=device) for _ in range(2)]  # (B, 3000) at 100 Hz
+    use_amp = device == "cuda"
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def step(x):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            out = model(x)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        return out["loss"]
+
+    for i in range(warmup):
+        step(epochs[i % 2])
+    sync()
+    times = []
+    for i in range(steps):
+        start = time.perf_counter()
+        loss = step(epochs[i % 2])
+        sync()
+        times.append(time.perf_counter() - start)
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"{preset} batch {batch}: non-finite loss {loss.item()}")
+    step_s = statistics.median(times)
+    result = {
+        "preset": preset, "batch": batch, "device": device, "threads": threads if device == "cpu" else None,
+        "params_m": count_parameters(model) / 1e6, "step_s": step_s, "samples_per_s": batch / step_s,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,  # ru_maxrss in KiB
+        "fast_math": fast_math, "amp": "bf16" if use_amp else None, "steps": steps,
+    }
+    if device == "cuda":
+        result["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1024 ** 3
+        result["gpu"] = torch.cuda.get_device_name()
+    return result
+
+
+def _child(args, preset, batch, device, fast_math) -> dict:
+    command = [sys.executable, os.path.abspath(__file__), "--child", preset, str(batch), device,
+               "--threads", str(args.threads), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    if fast_math:
+        command.append("--fast-math")
+    if args.detach_target:
+        command.append("--detach-target")
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark of {preset} batch {batch} on {device} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _table(results: list[dict]) -> str:
+    header = (f"{'preset':<6} {'params':>8} {'device':<6} {'math':<9} {'batch':>5} {'step s':>7} "
+              f"{'samples/s':>9} {'peak RSS':>9} {'vs published':>13}")
+    lines = [header, "-" * len(header)]
+    for r in results:
+        math = "bf16-amp" if r["amp"] else ("bf16-mkl" if r["fast_math"] else "fp32")
+        ref = PUBLISHED_B.get(r["batch"]) if r["preset"] == "B" and r["device"] == "cpu" else None
+        versus = f"{r['samples_per_s'] / ref[0]:.2f}x" if ref else ""
+        memory = f"{r['peak_rss_gb']:.2f} GB" + (f" ({r['peak_cuda_gb']:.1f} GPU)" if "peak_cuda_gb" in r else "")
+        lines.append(f"{r['preset']:<6} {r['params_m']:>6.2f} M {r['device']:<6} {math:<9} {r['batch']:>5} "
+                     f"{r['step_s']:>7.3f} {r['samples_per_s']:>9.2f} {memory:>9} {versus:>13}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--presets", nargs="+", default=["tiny", "B"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[8, 32])
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per setting (median reported)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                        help="auto: CPU, plus CUDA when available")
+    parser.add_argument("--fast-math", action="store_true",
+                        help="also run with oneDNN bf16 math for fp32 convolutions/matmuls (CPU), TF32 (CUDA)")
+    parser.add_argument("--detach-target", action="store_true", help="stop gradients through the latent target")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    parser.add_argument("--child", nargs=3, metavar=("PRESET", "BATCH", "DEVICE"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        preset, batch, device = args.child
+        print(json.dumps(run_one(preset, int(batch), device, args.threads, args.steps, args.warmup,
+                                 args.fast_math, args.detach_target)))
+        return 0
+
+    import torch
+
+    devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else (
+        ["cpu"] if args.device == "auto" else [args.device])
+    load = os.getloadavg()[0]
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.2f}"
+          + ("  (machine busy: timings are pessimistic)" if load > 0.5 else ""), flush=True)
+    results = []
+    for device in devices:
+        for fast_math in ([False, True] if args.fast_math else [False]):
+            for preset in args.presets:
+                for batch in args.batches:
+                    result = _child(args, preset, batch, device, fast_math)
+                    results.append(result)
+                    print(f"  {preset} batch {batch} {device}{' fast-math' if fast_math else ''}: "
+                          f"{result['samples_per_s']:.2f} samples/s", flush=True)
+    print(_table(results))
+    print("published NeuroNet-B (same CPU, 2 threads): " + ", ".join(
+        f"batch {b}: {s:.1f} samples/s, {m:.1f} GB" for b, (s, m) in PUBLISHED_B.items()))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,542 @@
+"""EDF + NSRR XML cohort -> one Parquet epoch table per night, events, manifest and splits (DESIGN 2.1-2.4).
+
+    python dataset/data_parser.py --src SRC --dst DST [--workers N] [--overwrite] [--channels eeg_c4 ...]
+                                  [--shard K/N] [--merge] [--allow-unscored] [--test-frac 0.1 --val-frac 0.1
+                                  --train-subjects 50 --split-seed 0]
+
+SRC is an NSRR download (`polysomnography/edfs/<cohort>/<name>.edf` with
+`polysomnography/annotations-events-nsrr/<cohort>/<name>-nsrr.xml`) or a folder with `<name>.edf` beside
+`<name>-nsrr.xml`. Every input ends as one manifest row (ok, skipped or failed, with a reason); a bad file never
+stops the cohort. Writes are atomic; a rerun reuses every Parquet file whose footer is valid and whose source
+hashes and processing settings match. Exit code 0 when nothing failed, else 1. See dataset/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import multiprocessing
+import os
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tqdm import tqdm
+
+from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EVENT_TYPES
+from dataset.edf_reader import EdfError
+from dataset.labels import EVENT_TABLE_COLUMNS, LABEL_COLUMNS, events_frame
+from dataset.nsrr_xml import XmlError
+from dataset.signal_processing import (FORMAT_VERSION, Night, ProcessingConfig, SkipRecording, load_night,
+                                       process_recording)
+from dataset.splits import make_splits, write_splits
+
+__all__ = ["discover", "parse_cohort", "process_recording", "load_night", "make_splits", "write_splits",
+           "merge_shards", "main", "ProcessingConfig"]
+
+ROW_GROUP_EPOCHS = 32  # epochs per Parquet row group (random epoch read ~1 ms)
+STRING_COLUMNS = ("recording_id", "subject_id", "cohort", "status", "reason", "edf", "xml", "parquet", "channels",
+                  "native_rates", "units", "dropped_channels", "warnings", "edf_sha256", "xml_sha256")
+INT_COLUMNS = ("n_epochs", "n_scored", *(f"n_{e}" for e in EVENT_TYPES))
+FLOAT_COLUMNS = ("signal_s", "scored_s", "kept_s", "tst_min", "ahi_scored")
+
+
+def package_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("synthsleepnet")
+    except Exception:  # not installed (e.g. run from a source tree)
+        return "0+unknown"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input recording. `edf` or `xml` is None when that file is missing; `problem` marks a duplicate."""
+
+    recording_id: str
+    subject_id: str
+    cohort: str
+    edf: str | None
+    xml: str | None
+    problem: str = ""
+
+
+def subject_of(recording_id: str) -> str:
+    """NSRR rule (DESIGN 2.1): the part after the last '-' (`shhs1-200001` -> `200001`)."""
+    return recording_id.rsplit("-", 1)[-1]
+
+
+def discover(src: str | Path) -> list[Job]:
+    """All recordings under `src` in sorted order (NSRR layout if `src/polysomnography/edfs` exists, else flat)."""
+    src = Path(src)
+    if not src.is_dir():
+        raise FileNotFoundError(f"{src}: source folder not found")
+    edf_root = src / "polysomnography" / "edfs"
+    xml_root = src / "polysomnography" / "annotations-events-nsrr"
+    nsrr = edf_root.is_dir()
+    edf_base = edf_root if nsrr else src
+    edfs = sorted(p for p in edf_base.rglob("*") if p.suffix.lower() == ".edf" and p.is_file())
+    xml_base = xml_root if nsrr and xml_root.is_dir() else edf_base
+    xmls = {p.name.lower(): p for p in sorted(xml_base.rglob("*")) if p.name.lower().endswith("-nsrr.xml")}
+    if nsrr:  # an XML beside the EDF is accepted too
+        xmls.update({p.name.lower(): p for p in sorted(edf_root.rglob("*")) if p.name.lower().endswith("-nsrr.xml")
+                     and p.name.lower() not in xmls})
+
+    def cohort_of(path: Path, name: str) -> str:
+        if nsrr:
+            rel = path.relative_to(edf_base).parts
+            return rel[0] if len(rel) > 1 else ""
+        return name.rsplit("-", 1)[0] if "-" in name else src.name
+
+    jobs, seen = [], {}
+    for edf in edfs:
+        name = edf.stem
+        xml = xmls.pop(f"{name}-nsrr.xml".lower(), None)
+        problem = f"duplicate recording id (first at {seen[name]})" if name in seen else ""
+        seen.setdefault(name, edf)
+        jobs.append(Job(name, subject_of(name), cohort_of(edf, name), str(edf), str(xml) if xml else None, problem))
+    for xml in xmls.values():  # annotation files without an EDF
+        name = xml.name[: -len("-nsrr.xml")]
+        cohort = xml.parent.name if nsrr else (name.rsplit("-", 1)[0] if "-" in name else src.name)
+        jobs.append(Job(name, subject_of(name), cohort, None, str(xml)))
+    return sorted(jobs, key=lambda j: (j.recording_id, j.edf or "", j.xml or ""))
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' -> (K, N) with 1 <= K <= N."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard {text!r}: expected K/N, e.g. 1/4") from None
+    if not 1 <= k <= n:
+        raise ValueError(f"--shard {text!r}: need 1 <= K <= N")
+    return k, n
+
+
+def shard_of(recording_id: str, n_shards: int) -> int:
+    """Shard 1..N of a recording: a hash of its id, so the assignment never depends on which other files exist."""
+    return int(hashlib.sha1(recording_id.encode()).hexdigest(), 16) % n_shards + 1
+
+
+def _sha256(path: str | None) -> str | None:
+    if path is None:
+        return None
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def recording_file(dst: Path, recording_id: str) -> Path:
+    return dst / "recordings" / f"{recording_id}.parquet"
+
+
+def night_table(night: Night, metadata: dict[str, str]) -> pa.Table:
+    """The DESIGN 2.4 epoch table: epoch, channels (fixed_size_list<float32>), stage, event columns."""
+    n = night.n_epochs
+    columns, fields = [pa.array(np.arange(n, dtype=np.int32))], [pa.field("epoch", pa.int32(), nullable=False)]
+    for name, channel in night.channels.items():
+        values = pa.array(channel.epochs.reshape(-1))  # zero-copy float32 view of (n_epochs, samples)
+        columns.append(pa.FixedSizeListArray.from_arrays(values, channel.epochs.shape[1]))
+        fields.append(pa.field(name, pa.list_(pa.float32(), channel.epochs.shape[1])))
+    for name in LABEL_COLUMNS:
+        array = night.labels[name]
+        columns.append(pa.array(array))
+        fields.append(pa.field(name, pa.from_numpy_dtype(array.dtype)))
+    schema = pa.schema(fields, metadata={k: v.encode() for k, v in metadata.items()})
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _processing_record(night: Night, config: ProcessingConfig) -> dict:
+    """The processing steps and their parameters, as written into the Parquet metadata."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "steps": [
+            {"step": "read", "reader": "dataset.edf_reader", "scaling": "per-signal digital->physical gain/offset"},
+            {"step": "units", "electrophysiology_to": "uV", "unknown_unit": "assumed uV, flagged"},
+            {"step": "resample", "method": "scipy.signal.resample_poly", "window": "kaiser(5.0)",
+             "padtype": config.resample_padtype,
+             "up_down": {n: [c.up, c.down] for n, c in night.channels.items()},
+             "target_fs": {n: CHANNEL_BY_NAME[n].target_fs for n in night.channels}},
+            {"step": "bandpass", "method": "scipy.signal.sosfiltfilt", "design": "butterworth",
+             "order": config.filter_order, "zero_phase": True, "continuous": True,
+             "bands_hz": {n: config.band(CHANNEL_BY_NAME[n]) for n in night.channels}},
+            {"step": "trim", "rule": "floor(min(signal_s, scored_s) / 30) epochs from t = 0", "n_epochs": night.n_epochs},
+            {"step": "robust_scale", "center": "median", "scale": "IQR of the kept epochs (1.349 x SD if IQR < "
+             "half a digital step)", "median": {n: c.median for n, c in night.channels.items()},
+             "iqr": {n: c.iqr for n, c in night.channels.items()}},
+        ],
+        "config": config.as_dict(),
+    }
+
+
+def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path) -> None:
+    metadata = {
+        "version": package_version(),
+        "format_version": str(FORMAT_VERSION),
+        "config_digest": config.digest(),
+        "source_sha256": json.dumps({"edf": row["edf_sha256"], "xml": row["xml_sha256"]}),
+        "processing": json.dumps(_processing_record(night, config)),
+        "channels": json.dumps(list(night.channels)),
+        "rates": json.dumps({n: {"native_hz": c.native_rate, "fs": CHANNEL_BY_NAME[n].target_fs,
+                                 "label": c.label, "unit": c.unit} for n, c in night.channels.items()}),
+        "manifest_row": json.dumps(row),
+        "events": json.dumps([[e["type"], e["concept"], e["start_s"], e["duration_s"], e["spo2_nadir"]]
+                              for e in night.events]),
+    }
+    table = night_table(night, metadata)
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp, row_group_size=ROW_GROUP_EPOCHS, compression="none", use_dictionary=False,
+                   write_statistics=["epoch"])
+    os.replace(tmp, path)
+
+
+def _reusable(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tuple[dict, list[dict]] | None:
+    """(manifest row, events) of a complete output made from the same sources and settings, else None."""
+    if not path.is_file():
+        return None
+    try:
+        parquet = pq.ParquetFile(path)
+        meta = {k.decode(): v.decode() for k, v in (parquet.schema_arrow.metadata or {}).items()}
+        row = json.loads(meta["manifest_row"])
+        same = (json.loads(meta["source_sha256"]) == {"edf": edf_sha, "xml": xml_sha}
+                and meta.get("config_digest") == digest and parquet.metadata.num_rows == row["n_epochs"])
+        if not same:
+            return None
+        keys = ("type", "concept", "start_s", "duration_s", "spo2_nadir")
+        events = [dict(zip(keys, e)) for e in json.loads(meta["events"])]
+        return row, events
+    except Exception:  # unreadable footer, old format: process again
+        return None
+
+
+def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool = False) -> dict:
+    """Process one recording into DST/recordings (or reuse its output). Never raises for a bad input.
+
+    Returns {"row": manifest row, "events": [event dicts], "timings": {step: s}, "reused": bool,
+    "max_rss_mb": peak RSS of this process}.
+    """
+    dst = Path(dst)
+    row = {"recording_id": job.recording_id, "subject_id": job.subject_id, "cohort": job.cohort,
+           "status": "ok", "reason": "", "edf": job.edf or "", "xml": job.xml or "", "parquet": ""}
+    out = recording_file(dst, job.recording_id)
+    timings: dict[str, float] = {}
+    result = {"row": row, "events": [], "timings": timings, "reused": False}
+    tick = time.perf_counter()
+    try:
+        if job.problem:
+            raise SkipRecording(f"{job.edf}: {job.problem}")
+        if job.edf is None:
+            raise SkipRecording(f"{job.xml}: no EDF file for this annotation file")
+        try:
+            row["edf_sha256"] = _sha256(job.edf)
+        except OSError as err:
+            raise EdfError(f"{job.edf}: cannot read ({err.strerror or err})") from None
+        try:
+            row["xml_sha256"] = _sha256(job.xml)
+        except OSError as err:
+            raise XmlError(f"{job.xml}: cannot read ({err.strerror or err})") from None
+        timings["hash"] = time.perf_counter() - tick
+        reuse = None if overwrite else _reusable(out, row["edf_sha256"], row["xml_sha256"], config.digest())
+        if reuse is not None:
+            old, result["events"] = reuse
+            row.update({k: v for k, v in old.items() if k not in ("edf", "xml", "cohort", "subject_id")})
+            result["reused"] = True
+        else:
+            night = process_recording(job.edf, job.xml if job.xml else None, config, job.recording_id)
+            row.update(night.info)
+            row["parquet"] = str(out.relative_to(dst))
+            timings.update(night.timings)
+            tick = time.perf_counter()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            _write_parquet(night, row, config, out)
+            timings["write"] = time.perf_counter() - tick
+            result["events"] = night.events
+    except SkipRecording as why:
+        row.update(status="skipped", reason=str(why))
+    except (EdfError, XmlError) as err:
+        row.update(status="failed", reason=str(err))
+    except Exception as err:  # an unforeseen problem in one file must not stop the cohort
+        row.update(status="failed", reason=f"{job.edf}: unexpected {type(err).__name__}: {err}")
+    if row["status"] != "ok":
+        out.unlink(missing_ok=True)  # no stale table for a recording that is no longer ok
+        result["events"] = []
+    row["reason"] = " ".join(str(row["reason"]).split())  # one line
+    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return result
+
+
+def _init_worker() -> None:
+    """One thread per worker process: the pool provides the parallelism."""
+    try:
+        from threadpoolctl import threadpool_limits
+        threadpool_limits(1)
+    except ImportError:
+        pass
+    pa.set_cpu_count(1)
+    pa.set_io_thread_count(1)
+
+
+_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
+    """Manifest rows in a fixed column order and types (one row per input, sorted by recording id)."""
+    columns = ["recording_id", "subject_id", "cohort", "status", "reason", "n_epochs", "n_scored", "channels",
+               "native_rates", "units", "signal_s", "scored_s", "kept_s", "truncated"]
+    columns += [f"{kind}_{c}" for kind in ("median", "iqr") for c in channels]
+    columns += [f"unit_assumed_{c}" for c in channels if c in EPHYS_CHANNELS]
+    columns += ["dropped_channels", *(f"n_{e}" for e in EVENT_TYPES), "tst_min", "ahi_scored", "warnings",
+                "edf", "xml", "parquet", "edf_sha256", "xml_sha256"]
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    frame = pd.DataFrame(rows, columns=columns + extra)
+    for name in frame.columns:
+        if name in STRING_COLUMNS:
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), "").astype(str)
+        elif name in INT_COLUMNS:
+            frame[name] = frame[name].astype("Int64")
+        elif name == "truncated" or name.startswith("unit_assumed_"):
+            frame[name] = frame[name].astype("boolean")
+        elif name in FLOAT_COLUMNS or name.startswith(("median_", "iqr_")):
+            frame[name] = frame[name].astype("float64")
+    return frame.sort_values("recording_id", kind="stable").reset_index(drop=True)
+
+
+def events_table(results: list[tuple[dict, list[dict]]]) -> pd.DataFrame:
+    """events.parquet of all ok recordings."""
+    frames = [events_frame(row["recording_id"], events, float(row["kept_s"])) for row, events in results
+              if row["status"] == "ok" and events]
+    if not frames:
+        return events_frame("", [], 0.0).iloc[0:0]
+    return pd.concat(frames, ignore_index=True).sort_values(["recording_id", "start_s"], kind="stable",
+                                                            ignore_index=True)[list(EVENT_TABLE_COLUMNS)]
+
+
+def _write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    if csv:
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_cohort_outputs(dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict) -> dict | None:
+    """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split)."""
+    _write_frame(manifest, dst / "manifest.parquet")
+    _write_frame(manifest, dst / "manifest.csv", csv=True)
+    _write_frame(events, dst / "events.parquet")
+    try:
+        splits = make_splits(manifest, **split_args)
+    except ValueError as err:
+        print(f"splits.json not written: {err}", file=sys.stderr)
+        return None
+    path = dst / "splits.json"
+    if path.is_file():
+        try:
+            if json.loads(path.read_text()) != splits:
+                print(f"{path}: splits changed (the set of ok recordings or the split options changed)", file=sys.stderr)
+        except json.JSONDecodeError:
+            pass
+    write_splits(splits, path)
+    return splits
+
+
+def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: bool = False,
+                 channels: list[str] | tuple[str, ...] | None = None, shard: tuple[int, int] | str | None = None,
+                 allow_unscored: bool = False, config: ProcessingConfig | None = None, split_seed: int = 0,
+                 test_frac: float = 0.1, val_frac: float = 0.1, train_subjects: int = 50,
+                 progress: bool = True) -> pd.DataFrame:
+    """Parse every recording under `src` into `dst` and return the manifest.
+
+    With `shard=(K, N)` only the K-th of N shards is processed and DST/manifest.shard-K-of-N.parquet (+ events)
+    is written instead of the final files (combine with `merge_shards`). `manifest.attrs["runs"]` holds per-
+    recording timings, reuse flags and worker peak RSS (MB).
+    """
+    dst = Path(dst)
+    base = config or ProcessingConfig()
+    config = ProcessingConfig(**{**asdict(base), "allow_unscored": allow_unscored or base.allow_unscored,
+                                 **({"channels": tuple(channels)} if channels else {})})
+    jobs = discover(src)
+    if isinstance(shard, str):
+        shard = parse_shard(shard)
+    if shard is not None:
+        jobs = [j for j in jobs if shard_of(j.recording_id, shard[1]) == shard[0]]
+    (dst / "recordings").mkdir(parents=True, exist_ok=True)
+    (dst / "parser_config.json").write_text(json.dumps(
+        {"src": str(src), "workers": workers, "shard": list(shard) if shard else None, "version": package_version(),
+         "config": config.as_dict(), "config_digest": config.digest()}, indent=1, default=list) + "\n")
+
+    results = []
+    bar = tqdm(total=len(jobs), desc="parsing nights", unit="night", disable=not progress)
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            results.append(run_job(job, dst, config, overwrite))
+            bar.update()
+    else:
+        saved = {k: os.environ.get(k) for k in _THREAD_VARS}
+        os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by the spawned workers
+        try:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                     initializer=_init_worker) as pool:
+                futures = [pool.submit(run_job, job, dst, config, overwrite) for job in jobs]
+                for future in as_completed(futures):
+                    results.append(future.result())
+                    bar.update()
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+    bar.close()
+
+    manifest = manifest_frame([r["row"] for r in results], config.channels)
+    events = events_table([(r["row"], r["events"]) for r in results])
+    if shard is not None:
+        tag = f"shard-{shard[0]}-of-{shard[1]}"
+        _write_frame(manifest, dst / f"manifest.{tag}.parquet")
+        _write_frame(events, dst / f"events.{tag}.parquet")
+    else:
+        write_cohort_outputs(dst, manifest, events, dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac,
+                                                         train_subjects=train_subjects))
+    manifest.attrs["runs"] = {r["row"]["recording_id"]: {"timings": r["timings"], "reused": r["reused"],
+                                                         "max_rss_mb": r["max_rss_mb"]} for r in results}
+    return manifest
+
+
+def merge_shards(dst: str | Path, split_seed: int = 0, test_frac: float = 0.1, val_frac: float = 0.1,
+                 train_subjects: int = 50) -> pd.DataFrame:
+    """Combine DST/manifest.shard-K-of-N.parquet (all K of one N) and their events into the final outputs."""
+    dst = Path(dst)
+    found: dict[int, set[int]] = {}
+    for path in dst.glob("manifest.shard-*-of-*.parquet"):
+        k, n = path.name[len("manifest.shard-"): -len(".parquet")].split("-of-")
+        found.setdefault(int(n), set()).add(int(k))
+    if not found:
+        raise FileNotFoundError(f"{dst}: no shard manifests (manifest.shard-K-of-N.parquet) to merge")
+    if len(found) > 1:
+        raise ValueError(f"{dst}: shard manifests of different shard counts {sorted(found)}; remove the stale ones")
+    (n, ks), = found.items()
+    missing = sorted(set(range(1, n + 1)) - ks)
+    if missing:
+        raise ValueError(f"{dst}: shards {missing} of {n} have not finished (no manifest.shard-K-of-{n}.parquet)")
+    manifest = pd.concat([pd.read_parquet(dst / f"manifest.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)],
+                         ignore_index=True)
+    channels = tuple(c for c in CHANNEL_BY_NAME if f"median_{c}" in manifest.columns)
+    manifest = manifest_frame(manifest.to_dict("records"), channels)
+    events = [pd.read_parquet(dst / f"events.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)]
+    events = pd.concat(events, ignore_index=True).sort_values(["recording_id", "start_s"], kind="stable",
+                                                              ignore_index=True)
+    write_cohort_outputs(dst, manifest, events, dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac,
+                                                     train_subjects=train_subjects))
+    return manifest
+
+
+def summary_text(manifest: pd.DataFrame) -> str:
+    """Counts by status and the reason of every recording that is not ok."""
+    lines = ["status    count"]
+    for status in ("ok", "skipped", "failed"):
+        lines.append(f"{status:<9} {int((manifest['status'] == status).sum()):>5}")
+    bad = manifest[manifest["status"] != "ok"]
+    if len(bad):
+        lines.append("")
+        lines += [f"{r.status:<8} {r.recording_id}: {r.reason}" for r in bad.itertuples()]
+    return "\n".join(lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python dataset/data_parser.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="JSON or YAML file of options (keys as the long option names); flags win")
+    parser.add_argument("--src", type=Path, default=None, help="NSRR download root or flat folder of EDF + XML")
+    parser.add_argument("--dst", type=Path, default=None, help="output folder (recordings/, manifest, events, splits)")
+    parser.add_argument("--workers", type=int, default=1, help="parallel processes (one night each at a time)")
+    parser.add_argument("--overwrite", action="store_true", help="reprocess recordings whose output is complete")
+    parser.add_argument("--channels", nargs="+", default=None, metavar="NAME",
+                        help=f"canonical channels to keep (default all: {' '.join(CHANNEL_BY_NAME)})")
+    parser.add_argument("--band", action="append", default=[], metavar="NAME=LOW,HIGH",
+                        help="override a channel's band-pass in Hz (repeatable), or NAME=none to skip filtering")
+    parser.add_argument("--shard", default=None, metavar="K/N", help="process only shard K of N (1-based)")
+    parser.add_argument("--merge", action="store_true", help="merge finished shard manifests into the final outputs")
+    parser.add_argument("--allow-unscored", action="store_true",
+                        help="write recordings without an XML file, every label -1 (self-supervision only)")
+    parser.add_argument("--test-frac", type=float, default=0.1, help="fraction of labelled subjects for test")
+    parser.add_argument("--val-frac", type=float, default=0.1, help="fraction of labelled subjects for val")
+    parser.add_argument("--train-subjects", type=int, default=50, help="labelled subjects drawn from pretrain")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the subject split")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
+    return parser
+
+
+def _parse_bands(items: list[str], parser: argparse.ArgumentParser) -> tuple:
+    bands = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or name not in CHANNEL_BY_NAME:
+            parser.error(f"--band {item!r}: expected NAME=LOW,HIGH with NAME one of {', '.join(CHANNEL_BY_NAME)}")
+        if value.strip().lower() == "none":
+            bands.append((name, None))
+            continue
+        try:
+            low, high = (float(v) for v in value.split(","))
+        except ValueError:
+            parser.error(f"--band {item!r}: expected two frequencies in Hz, e.g. {name}=0.3,35")
+        if not 0 < low < high:
+            parser.error(f"--band {item!r}: need 0 < LOW < HIGH")
+        bands.append((name, (low, high)))
+    return tuple(bands)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command-line entry point; returns the exit code (0: nothing failed, 1: some recording failed)."""
+    parser = build_parser()
+    known, _ = parser.parse_known_args(argv)
+    if known.config is not None:
+        from utils.config import load_config_file  # shared --config reader (JSON or YAML)
+        try:
+            values = load_config_file(known.config)
+        except (OSError, ValueError) as err:
+            parser.error(str(err))
+        dests = {a.dest for a in parser._actions}
+        unknown = sorted(set(values) - dests)
+        if unknown:
+            parser.error(f"{known.config}: unknown option(s) {', '.join(unknown)}")
+        parser.set_defaults(**values)
+    args = parser.parse_args(argv)
+    if args.dst is None:
+        parser.error("--dst is required")
+    split_args = dict(split_seed=args.split_seed, test_frac=args.test_frac, val_frac=args.val_frac,
+                      train_subjects=args.train_subjects)
+    started = time.perf_counter()
+    try:
+        if args.merge:
+            manifest = merge_shards(args.dst, **split_args)
+        else:
+            if args.src is None:
+                parser.error("--src is required (unless --merge)")
+            shard = parse_shard(args.shard) if args.shard else None
+            config = ProcessingConfig(channels=tuple(args.channels or CHANNEL_BY_NAME),
+                                      bands=_parse_bands(args.band, parser))
+            manifest = parse_cohort(args.src, args.dst, workers=args.workers, overwrite=args.overwrite,
+                                    shard=shard, allow_unscored=args.allow_unscored, config=config,
+                                    progress=args.progress, **split_args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(summary_text(manifest))
+    print(f"{len(manifest)} recording(s) in {time.perf_counter() - started:.1f} s -> {args.dst}")
+    return int((manifest["status"] == "failed").any())
+
+
+if __name__ == "__main__":
+    from dataset import data_parser  # the importable module, so worker functions pickle by their real name
+
+    raise SystemExit(data_parser.main())

@@ -1,0 +1,151 @@
+"""NSRR XML annotations (`<name>-nsrr.xml`) read with an XML parser, never with line regexes (DESIGN 2.1).
+
+An NSRR file is a `PSGAnnotation` root holding `EpochLength` and `ScoredEvents/ScoredEvent` elements, each with
+`EventType` ("name|code"), `EventConcept` ("name|code"), `Start` and `Duration` (seconds from the EDF start)
+and, for desaturations, `SpO2Nadir`. CRLF line ends and one-line files parse like any other XML. Tag names
+and concepts are matched case-insensitively.
+
+The result splits the events into stage events (class per `dataset.constants.STAGE_CONCEPTS`, -1 for
+`Movement|6`, `Unscored|9` and unknown codes) and every other scored event (canonical type per
+`dataset.constants.EVENT_CONCEPT_NAMES`, "arousal" for any concept whose name contains "arousal", else
+"other"). The "Recording Start Time" record is dropped.
+"""
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dataset.constants import EVENT_CONCEPT_NAMES, STAGE_CONCEPTS, STAGE_UNSCORED
+
+RECORDING_START = "recording start time"
+_CONCEPT_TO_TYPE = {concept: kind for kind, concepts in EVENT_CONCEPT_NAMES.items() for concept in concepts}
+
+
+class XmlError(ValueError):
+    """An annotation file that cannot be used; the message names the file and the problem."""
+
+
+def _norm(text: str | None) -> str:
+    """Lower-case, whitespace-collapsed text ("" for None)."""
+    return " ".join((text or "").split()).lower()
+
+
+def concept_name(concept: str) -> str:
+    """Normalised name part of an NSRR "name|code" concept: `"Obstructive apnea|Obstructive Apnea"` -> `"obstructive apnea"`."""
+    return _norm(concept.split("|", 1)[0])
+
+
+def stage_class(concept: str) -> int:
+    """Stage class (0 W, 1 N1, 2 N2, 3 N3, 4 REM) of a stage concept; -1 for movement, unscored and unknown codes."""
+    name, _, code = concept.partition("|")
+    return STAGE_CONCEPTS.get(f"{_norm(name)}|{_norm(code)}", STAGE_UNSCORED)
+
+
+def event_type(concept: str) -> str:
+    """Canonical event type of a concept (DESIGN 2.3) or "other"."""
+    name = concept_name(concept)
+    if name in _CONCEPT_TO_TYPE:
+        return _CONCEPT_TO_TYPE[name]
+    return "arousal" if "arousal" in name else "other"
+
+
+@dataclass
+class NsrrAnnotations:
+    """Stage events (arrays, file order) and the other scored events of one XML file. Times in seconds."""
+
+    path: Path
+    epoch_length: float  # EpochLength as written (NSRR: 30 s); stages are placed by their own Start anyway
+    stage_start: np.ndarray  # (n_stage_events,) float64
+    stage_duration: np.ndarray  # (n_stage_events,) float64
+    stage_class: np.ndarray  # (n_stage_events,) int8, -1 for movement / unscored / unknown
+    stage_concept: list[str]
+    events: list[dict]  # {"type", "concept", "start_s", "duration_s", "spo2_nadir"} in file order
+
+    @property
+    def scored_s(self) -> float:
+        """End of the last stage event (Start + Duration), 0 when there is none."""
+        if self.stage_start.size == 0:
+            return 0.0
+        return float(np.max(self.stage_start + self.stage_duration))
+
+
+def _children(element: ET.Element) -> dict[str, str]:
+    """Lower-case local tag -> text (stripped) of an element's direct children; the first of duplicates wins."""
+    out: dict[str, str] = {}
+    for child in element:
+        tag = child.tag.rsplit("}", 1)[-1].lower() if isinstance(child.tag, str) else ""
+        out.setdefault(tag, (child.text or "").strip())
+    return out
+
+
+def _seconds(path: Path, index: int, concept: str, what: str, text: str | None) -> float:
+    try:
+        value = float(text) if text not in (None, "") else math.nan
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or (what == "Duration" and value < 0):
+        raise XmlError(f"{path}: ScoredEvent #{index} ({concept or 'no concept'}) has {what} {text!r}, "
+                       f"expected a {'non-negative ' if what == 'Duration' else ''}number of seconds")
+    return value
+
+
+def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
+    """Read one NSRR annotation file. Raises `XmlError` for malformed XML or an event without valid times."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise XmlError(f"{path}: malformed XML ({err})") from None
+    except OSError as err:
+        raise XmlError(f"{path}: cannot read ({err.strerror or err})") from None
+
+    scored = [el for el in root.iter() if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1].lower() == "scoredevent"]
+    root_tag = root.tag.rsplit("}", 1)[-1] if isinstance(root.tag, str) else ""
+    if not scored and root_tag.lower() != "psgannotation":
+        raise XmlError(f"{path}: no ScoredEvent elements and root <{root_tag}>; not an NSRR annotation file")
+
+    epoch_length = 30.0
+    for el in root.iter():
+        if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1].lower() == "epochlength":
+            try:
+                epoch_length = float((el.text or "").strip())
+            except ValueError:
+                raise XmlError(f"{path}: EpochLength is {el.text!r}, expected seconds") from None
+            break
+
+    starts, durations, classes, stage_concepts, events = [], [], [], [], []
+    for index, element in enumerate(scored):
+        fields = _children(element)
+        concept = fields.get("eventconcept", "")
+        kind = _norm(fields.get("eventtype", "")).split("|", 1)[0]
+        is_stage = kind in ("stages", "stage") or stage_class(concept) != STAGE_UNSCORED
+        if not is_stage and concept_name(concept) == RECORDING_START:
+            continue
+        start = _seconds(path, index, concept, "Start", fields.get("start"))
+        duration = _seconds(path, index, concept, "Duration", fields.get("duration"))
+        if is_stage:
+            starts.append(start)
+            durations.append(duration)
+            classes.append(stage_class(concept))
+            stage_concepts.append(concept)
+            continue
+        nadir_text = fields.get("spo2nadir")
+        try:
+            nadir = float(nadir_text) if nadir_text else math.nan
+        except ValueError:
+            nadir = math.nan
+        events.append({"type": event_type(concept), "concept": concept, "start_s": start,
+                       "duration_s": duration, "spo2_nadir": nadir})
+    return NsrrAnnotations(
+        path=path,
+        epoch_length=epoch_length,
+        stage_start=np.asarray(starts, dtype=np.float64),
+        stage_duration=np.asarray(durations, dtype=np.float64),
+        stage_class=np.asarray(classes, dtype=np.int8),
+        stage_concept=stage_concepts,
+        events=events,
+    )

@@ -1,0 +1,90 @@
+"""Subject-level splits of a parsed cohort (DESIGN 2.4): made once, from sorted subject ids and a fixed seed.
+
+- Only `ok` recordings take part. `test` and `val` are drawn from labelled subjects (a subject with at least
+  one scored epoch), each at least one subject; every other subject is `pretrain`.
+- `train` = up to `train_subjects` labelled subjects drawn from `pretrain` (the semi-supervised setting); it is a
+  subset of `pretrain`. No subject is in two of {pretrain, val, test}; all nights of a subject share a split.
+- The same manifest and seed always give the same file.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+SPLIT_NAMES: tuple[str, ...] = ("pretrain", "train", "val", "test")
+
+
+def make_splits(manifest: pd.DataFrame, seed: int = 0, test_frac: float = 0.1, val_frac: float = 0.1,
+                train_subjects: int = 50) -> dict:
+    """Split the `ok` recordings of a manifest by subject.
+
+    Returns {"seed", "fractions": {"test", "val"}, "train_subjects", "subjects": {split: [ids]},
+    "recordings": {split: [ids]}} with sorted id lists. Raises ValueError with fewer than 3 labelled subjects
+    (one each for test, val and pretrain is the minimum) or fractions outside [0, 1).
+    """
+    for name, frac in (("test_frac", test_frac), ("val_frac", val_frac)):
+        if not 0.0 <= frac < 1.0:
+            raise ValueError(f"{name} = {frac}, expected a fraction in [0, 1)")
+    if test_frac + val_frac >= 1.0:
+        raise ValueError(f"test_frac + val_frac = {test_frac + val_frac}, must leave subjects for pretraining")
+    if train_subjects < 0:
+        raise ValueError(f"train_subjects = {train_subjects}, expected >= 0")
+    ok = manifest[manifest["status"] == "ok"]
+    subject_of = dict(zip(ok["recording_id"].astype(str), ok["subject_id"].astype(str)))
+    scored = ok["n_scored"].fillna(0).astype(np.int64) if "n_scored" in ok else pd.Series(1, index=ok.index)
+    labelled = sorted(set(ok.loc[scored.to_numpy() > 0, "subject_id"].astype(str)))
+    unlabelled = sorted(set(subject_of.values()) - set(labelled))
+    if len(labelled) < 3:
+        raise ValueError(f"{len(labelled)} labelled subject(s) with an ok recording; splits need at least 3 "
+                         f"(test, val and pretrain each take one)")
+
+    rng = np.random.default_rng(seed)
+    order = [labelled[i] for i in rng.permutation(len(labelled))]
+    n_test = max(1, int(round(test_frac * len(labelled))))
+    n_val = max(1, int(round(val_frac * len(labelled))))
+    while n_test + n_val > len(labelled) - 1:  # keep at least one labelled subject for pretrain / train
+        if n_test >= n_val:
+            n_test -= 1
+        else:
+            n_val -= 1
+    test, val = order[:n_test], order[n_test:n_test + n_val]
+    pretrain_labelled = order[n_test + n_val:]
+    train = [pretrain_labelled[i] for i in rng.permutation(len(pretrain_labelled))[:train_subjects]]
+    subjects = {
+        "pretrain": sorted(pretrain_labelled + unlabelled),
+        "train": sorted(train),
+        "val": sorted(val),
+        "test": sorted(test),
+    }
+    members = {split: set(ids) for split, ids in subjects.items()}
+    recordings = {split: sorted(r for r, s in subject_of.items() if s in members[split]) for split in subjects}
+    return {
+        "seed": int(seed),
+        "fractions": {"test": float(test_frac), "val": float(val_frac)},
+        "train_subjects": int(train_subjects),
+        "subjects": subjects,
+        "recordings": recordings,
+    }
+
+
+def write_splits(splits: dict, path: str | Path) -> Path:
+    """Write splits as JSON atomically (temp file + rename)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(splits, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_splits(path: str | Path) -> dict:
+    """Read a splits file written by `write_splits`."""
+    path = Path(path)
+    splits = json.loads(path.read_text())
+    for key in ("subjects", "recordings"):
+        if set(splits.get(key, {})) != set(SPLIT_NAMES):
+            raise ValueError(f"{path}: '{key}' must have keys {list(SPLIT_NAMES)}")
+    return splits

@@ -1,0 +1,407 @@
+"""A synthetic NSRR-format PSG cohort: EDF files with SHHS labels and NSRR XML scoring (DESIGN.md 2.5).
+
+No public PSG night can be fetched here, so this module writes realistic ones: plain 16-bit EDF (1-s data
+records, native mixed rates: EEG/EMG/ECG 125 Hz, EOG 50 Hz, airflow/effort 10 Hz, SaO2 1 Hz; µV, mV and %),
+NSRR XML with merged stage runs and respiratory/arousal events, and the truth as JSON. The signals carry what
+experts score (alpha in relaxed wake, theta and vertex waves in N1, spindles and K-complexes in N2, delta in N3,
+sawtooth waves, rapid eye movements and atonia in REM, stage-dependent heart rate and variability, apneas and
+hypopneas with desaturations, arousals and heart-rate surges). Subjects differ in AHI, amplitudes, noise and
+artefacts. Everything is seeded: the same seed gives byte-identical files.
+
+    python dataset/synthetic.py --out data/synthetic --nights 8 --hours 8 --seed 0 [--variations all]
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from edfio import Edf, EdfSignal
+
+from dataset.constants import EPOCH_S
+from dataset.synthetic_physiology import simulate_night, subject_params
+
+TRUTH_FILE = "synthetic_truth.json"
+STAGE_CONCEPT = {0: "Wake|0", 1: "Stage 1 sleep|1", 2: "Stage 2 sleep|2", 3: "Stage 3 sleep|3",
+                 4: "REM sleep|5", "n4": "Stage 4 sleep|4", "move": "Movement|6", "unscored": "Unscored|9"}
+EVENT_CONCEPT = {"obstructive_apnea": "Obstructive apnea|Obstructive Apnea",
+                 "central_apnea": "Central apnea|Central Apnea", "mixed_apnea": "Mixed apnea|Mixed Apnea",
+                 "hypopnea": "Hypopnea|Hypopnea", "desaturation": "SpO2 desaturation|SpO2 desaturation",
+                 "spo2_artifact": "SpO2 artifact|SpO2 artifact"}
+AROUSAL_CONCEPTS = ("Arousal|Arousal ()", "ASDA arousal|Arousal (ASDA)")
+# EDF layout in SHHS1 order: key -> (label, rate Hz, unit, physical min, physical max). Keys are the canonical
+# channel names of dataset.constants plus the thermistor and two channels the parser must ignore.
+SHHS1_LAYOUT = (
+    ("spo2", "SaO2", 1, "%", 0.0, 100.0),
+    ("hr", "H.R.", 1, "bpm", 0.0, 250.0),
+    ("eeg_c3", "EEG(sec)", 125, "uV", -250.0, 250.0),
+    ("ecg", "ECG", 125, "mV", -2.5, 2.5),
+    ("emg", "EMG", 125, "uV", -125.0, 125.0),
+    ("eog_l", "EOG(L)", 50, "uV", -250.0, 250.0),
+    ("eog_r", "EOG(R)", 50, "uV", -250.0, 250.0),
+    ("eeg_c4", "EEG", 125, "uV", -250.0, 250.0),
+    ("thermistor", "AIRFLOW", 10, "", -1.0, 1.0),
+    ("thor", "THOR RES", 10, "", -1.0, 1.0),
+    ("abdo", "ABDO RES", 10, "", -1.0, 1.0),
+    ("position", "POSITION", 1, "", 0.0, 3.0),
+    ("airflow", "NEW AIR", 10, "", -1.0, 1.0),
+)
+SECONDARY_EEG_LABELS = ("EEG(sec)", "EEG (sec)", "EEG sec", "EEG2", "EEG 2")
+CANONICAL = ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg", "airflow", "thor", "abdo", "spo2")
+# Named variations for the CLI (`--variations all` or a comma list); each goes to its own night from night 1 on.
+VARIATION_CATALOG: dict[str, dict] = {
+    "eeg2_label": {"secondary_eeg_label": "EEG2"},
+    "ecg250": {"ecg_rate": 250},
+    "shhs2": {"shhs2": True},  # a second (SHHS2) night of the subject of night 0
+    "missing_eog_r": {"missing_channels": ("eog_r",)},
+    "truncated": {"truncated": True},
+    "unscored": {"unscored_epochs": 8},
+    "scored_shorter": {"scored_shorter": True},
+    "signal_shorter": {"signal_shorter": True},
+    "shuffled_xml": {"shuffle_stages": True},
+    "crlf_xml": {"crlf": True},
+    "one_line_xml": {"single_line": True},
+}
+NIGHT_OPTIONS = ("secondary_eeg_label", "ecg_rate", "shhs2", "missing_channels", "truncated", "unscored_epochs",
+                 "scored_shorter", "signal_shorter", "shuffle_stages", "crlf", "single_line", "subject_id")
+
+
+@dataclass
+class SyntheticNight:
+    """What was written for one night and the truth behind it (times in seconds from the EDF start).
+
+    `stages` holds one int8 per 30-s epoch of the scored period (0 W, 1 N1, 2 N2, 3 N3, 4 REM; -1 for
+    unscored/movement epochs). `events` are dicts with `type` (canonical name or "other"), `concept` (as in the
+    XML), `start_s`, `duration_s`, `spo2_nadir` (% or None). `signal_s` counts whole readable data records.
+    `channels` maps canonical names to EDF labels; `rates` maps them to native rates (Hz).
+    """
+
+    recording_id: str
+    subject_id: str
+    cohort: str
+    edf_path: Path
+    xml_path: Path
+    stages: np.ndarray
+    events: list[dict]
+    signal_s: float
+    scored_s: float
+    channels: dict[str, str] = field(default_factory=dict)
+    rates: dict[str, float] = field(default_factory=dict)
+    variations: dict = field(default_factory=dict)
+    ahi: float = 0.0  # apneas + hypopneas per hour of scored sleep
+
+    def to_json(self, root: Path | None = None) -> dict:
+        def rel(path: Path) -> str:
+            return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
+
+        return {"recording_id": self.recording_id, "subject_id": self.subject_id, "cohort": self.cohort,
+                "edf_path": rel(self.edf_path), "xml_path": rel(self.xml_path), "stages": self.stages.tolist(),
+                "events": self.events, "signal_s": self.signal_s, "scored_s": self.scored_s,
+                "channels": self.channels, "rates": self.rates, "ahi": self.ahi,
+                "variations": {k: list(v) if isinstance(v, tuple) else v for k, v in self.variations.items()}}
+
+    @classmethod
+    def from_json(cls, record: dict, root: Path) -> SyntheticNight:
+        return cls(record["recording_id"], record["subject_id"], record["cohort"], root / record["edf_path"],
+                   root / record["xml_path"], np.asarray(record["stages"], dtype=np.int8), record["events"],
+                   record["signal_s"], record["scored_s"], record["channels"], record["rates"],
+                   record["variations"], record["ahi"])
+
+
+def _night_seed(seed: int, *keys: str) -> np.random.SeedSequence:
+    return np.random.SeedSequence([seed, *(zlib.crc32(k.encode()) for k in keys)])
+
+
+def _shift_epochs(value, rng: np.random.Generator) -> int:
+    """`True` -> a few (2-5) epochs; an int -> that many; falsy -> 0."""
+    if value is True:
+        return int(rng.integers(2, 6))
+    return int(value or 0)
+
+
+def _mark_unscored(stage: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """NSRR concept keys per epoch with about `k` epochs marked Movement|6 (single epochs at wake/sleep borders)
+    and Unscored|9 (one block). Returns an object array of STAGE_CONCEPT keys."""
+    keys = np.array(stage, dtype=object)
+    if k <= 0:
+        return keys
+    n = len(stage)
+    n_move = min(k // 3, n // 4)
+    borders = np.flatnonzero((stage[1:] == 0) != (stage[:-1] == 0)) + 1
+    borders = borders[(borders > 0) & (borders < n)]
+    picks = rng.choice(borders, size=min(n_move, len(borders)), replace=False) if len(borders) else []
+    keys[np.asarray(picks, dtype=int)] = "move"
+    block = max(min(k - len(picks), n // 3), 0)
+    if block:
+        first = int(rng.integers(n // 3, max(n - block, n // 3 + 1)))
+        keys[first:first + block] = "unscored"
+    return keys
+
+
+def _stage_runs(keys: np.ndarray) -> list[tuple[str, float, float]]:
+    """Merge consecutive equal epochs into (concept, start_s, duration_s) runs, as NSRR does."""
+    runs, first = [], 0
+    for i in range(1, len(keys) + 1):
+        if i == len(keys) or keys[i] != keys[first]:
+            runs.append((STAGE_CONCEPT[keys[first]], first * float(EPOCH_S), (i - first) * float(EPOCH_S)))
+            first = i
+    return runs
+
+
+def _xml_bytes(clock: str, signal_s: float, runs: list, events: list[dict], airflow_label: str,
+               shuffle_rng: np.random.Generator | None, crlf: bool, single_line: bool) -> bytes:
+    """The NSRR annotation file: start record, scored events (chronological), then stage runs."""
+    lines = ['<?xml version="1.0" encoding="UTF-8" standalone="no"?>', "<PSGAnnotation>",
+             "<SoftwareVersion>Compumedics</SoftwareVersion>", "<EpochLength>30</EpochLength>", "<ScoredEvents>",
+             "<ScoredEvent>", "<EventType/>", "<EventConcept>Recording Start Time</EventConcept>",
+             "<Start>0</Start>", f"<Duration>{signal_s:.1f}</Duration>", f"<ClockTime>00.00.00 {clock}</ClockTime>",
+             "</ScoredEvent>"]
+
+    def add(kind: str, concept: str, start: float, duration: float, extra: tuple[str, ...] = ()) -> None:
+        lines.extend(("<ScoredEvent>", f"<EventType>{kind}</EventType>", f"<EventConcept>{concept}</EventConcept>",
+                      f"<Start>{start:.1f}</Start>", f"<Duration>{duration:.1f}</Duration>", *extra, "</ScoredEvent>"))
+
+    for ev in events:
+        if ev["type"] == "arousal":
+            add("Arousals|Arousals", ev["concept"], ev["start_s"], ev["duration_s"])
+        elif ev["spo2_nadir"] is not None:
+            add("Respiratory|Respiratory", ev["concept"], ev["start_s"], ev["duration_s"],
+                ("<SignalLocation>SaO2</SignalLocation>", f"<SpO2Nadir>{ev['spo2_nadir']:.1f}</SpO2Nadir>",
+                 f"<SpO2Baseline>{ev['spo2_baseline']:.1f}</SpO2Baseline>"))
+        else:
+            where = "SaO2" if ev["type"] == "other" else airflow_label
+            add("Respiratory|Respiratory", ev["concept"], ev["start_s"], ev["duration_s"],
+                (f"<SignalLocation>{where}</SignalLocation>",))
+    order = shuffle_rng.permutation(len(runs)) if shuffle_rng is not None else range(len(runs))
+    for i in order:
+        add("Stages|Stages", *runs[i])
+    lines += ["</ScoredEvents>", "</PSGAnnotation>"]
+    sep = "" if single_line else ("\r\n" if crlf else "\n")
+    return (sep.join(lines) + sep).encode("utf-8")
+
+
+def _digital(values: np.ndarray, pmin: float, pmax: float) -> np.ndarray:
+    """Physical values -> int16 with the full 16-bit range; values beyond the range clip at the rails."""
+    scaled = (np.asarray(values, dtype=np.float64) - pmin) * (65535.0 / (pmax - pmin)) - 32768.0
+    return np.clip(np.round(scaled), -32768, 32767).astype(np.int16)
+
+
+def _write_edf(path: Path, layout: list[tuple], signals: dict[str, np.ndarray], start: datetime.time) -> int:
+    """Plain EDF with 1-s data records. Returns the bytes per data record."""
+    edf_signals = [EdfSignal.from_digital(_digital(signals[key], pmin, pmax), rate, label=label,
+                                          physical_dimension=unit, physical_range=(pmin, pmax),
+                                          digital_range=(-32768, 32767))
+                   for key, label, rate, unit, pmin, pmax in layout]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Edf(edf_signals, starttime=start, data_record_duration=1).write(path)
+    return 2 * sum(int(rate) for _, _, rate, *_ in layout)
+
+
+def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str, hours: float, seed: int,
+                   *, secondary_eeg_label: str | None = None, ecg_rate: int | None = None, shhs2: bool = False,
+                   missing_channels: tuple[str, ...] | list[str] = (), truncated: bool = False,
+                   unscored_epochs: int = 0, scored_shorter: bool | int = False, signal_shorter: bool | int = False,
+                   shuffle_stages: bool = False, crlf: bool = False, single_line: bool = False,
+                   subject_id: str | None = None) -> SyntheticNight:
+    """Write one synthetic night (EDF + NSRR XML) and return its truth.
+
+    `hours` sets the scored period (round(hours * 120) epochs). Subject physiology is seeded by (seed,
+    subject id) so two nights of one subject share it; the night itself by (seed, recording id). Options
+    reproduce what real files show: `secondary_eeg_label` (e.g. "EEG2"), `ecg_rate` (250, 256),
+    `shhs2` (SHHS2 rates and the thermistor "AIRFLOW" only), `missing_channels` (canonical names),
+    `truncated` (last data record cut in half at the byte level; `signal_s` then counts the whole records),
+    `unscored_epochs` (Movement|6 and Unscored|9 epochs), `scored_shorter` / `signal_shorter` (the scored
+    period ends a few epochs before / after the signal; True = 2-5 epochs), `shuffle_stages` (stage events in
+    random file order), `crlf` / `single_line` (XML line ends).
+    """
+    edf_path, xml_path = Path(edf_path), Path(xml_path)
+    cohort, _, subject = recording_id.rpartition("-")
+    subject_id = subject_id or subject
+    cohort = cohort or ("shhs2" if shhs2 else "shhs1")
+    if secondary_eeg_label is not None and secondary_eeg_label not in SECONDARY_EEG_LABELS:
+        raise ValueError(f"{recording_id}: secondary_eeg_label {secondary_eeg_label!r} is not an SHHS alias "
+                         f"({', '.join(SECONDARY_EEG_LABELS)})")
+    unknown = [c for c in missing_channels if c not in CANONICAL]
+    if unknown:
+        raise ValueError(f"{recording_id}: missing_channels {unknown} are not canonical names ({', '.join(CANONICAL)})")
+    if hours <= 0:
+        raise ValueError(f"{recording_id}: hours must be > 0, got {hours}")
+    rng = np.random.default_rng(_night_seed(seed, recording_id, "night"))
+    subj = subject_params(np.random.default_rng(_night_seed(seed, subject_id, "subject")))
+
+    n_scored = max(1, int(round(hours * 3600 / EPOCH_S)))
+    scored_less = _shift_epochs(scored_shorter, rng)
+    signal_less = _shift_epochs(signal_shorter, rng)
+    n_scored_final = max(1, n_scored - scored_less)
+    if signal_less:
+        signal_s = max(1, (n_scored - signal_less) * EPOCH_S + int(rng.integers(1, EPOCH_S)))
+    elif scored_less:
+        signal_s = n_scored * EPOCH_S
+    else:
+        signal_s = n_scored * EPOCH_S
+    n_sim = max(n_scored, math.ceil(signal_s / EPOCH_S))
+
+    layout = [list(row) for row in SHHS1_LAYOUT]
+    rates = {row[0]: row[2] for row in layout}
+    if shhs2:
+        layout = [row for row in layout if row[0] != "airflow"]
+        rates["ecg"] = 250
+    if ecg_rate is not None:
+        rates["ecg"] = int(ecg_rate)
+    for row in layout:
+        row[2] = rates[row[0]]
+        if row[0] == "eeg_c3" and secondary_eeg_label:
+            row[1] = secondary_eeg_label
+    drop = set(missing_channels) | ({"thermistor"} if "airflow" in missing_channels else set())
+    layout = [tuple(row) for row in layout if row[0] not in drop]
+
+    sim = simulate_night(rng, subj, n_sim, signal_s, {row[0]: row[2] for row in layout},
+                         movement_epochs=int(unscored_epochs))
+    stage = sim["stage"][:n_scored_final]
+    keys = _mark_unscored(stage, int(unscored_epochs), rng)
+    keys[(keys == 3) & sim["deep"][:n_scored_final]] = "n4"
+    stages_out = np.array([s if isinstance(s, (int, np.integer)) and s != "n4" else -1 for s in keys], dtype=np.int8)
+    stages_out[keys == "n4"] = 3
+    scored_s = float(n_scored_final * EPOCH_S)
+
+    clock = datetime.time(int(rng.integers(21, 24)), int(rng.integers(0, 60)), int(rng.integers(0, 60)))
+    record_bytes = _write_edf(edf_path, layout, sim["signals"], clock)
+    readable_s = float(signal_s)
+    if truncated:
+        size = os.path.getsize(edf_path)
+        os.truncate(edf_path, size - record_bytes + record_bytes // 2)
+        readable_s = float(signal_s - 1)
+
+    concept_arousal = AROUSAL_CONCEPTS[int(rng.integers(0, 2))]
+    events = []
+    for ev in sim["events"]:
+        kind = ev["kind"]
+        concept = concept_arousal if kind == "arousal" else EVENT_CONCEPT[kind]
+        record = {"type": "other" if kind == "spo2_artifact" else kind, "concept": concept,
+                  "start_s": round(ev["start"], 1), "duration_s": round(ev["duration"], 1),
+                  "spo2_nadir": ev.get("nadir")}
+        if "baseline" in ev:
+            record["spo2_baseline"] = ev["baseline"]
+        events.append(record)
+    events.sort(key=lambda e: (e["start_s"], e["type"]))
+    airflow_label = next((label for key, label, *_ in layout if key == "airflow"), "AIRFLOW")
+    shuffle_rng = np.random.default_rng(_night_seed(seed, recording_id, "shuffle")) if shuffle_stages else None
+    xml_path.parent.mkdir(parents=True, exist_ok=True)
+    xml_path.write_bytes(_xml_bytes(clock.strftime("%H.%M.%S"), float(signal_s), _stage_runs(keys), events,
+                                    airflow_label, shuffle_rng, crlf, single_line))
+
+    present = {key: (label, rate) for key, label, rate, *_ in layout}
+    if "airflow" not in present and "thermistor" in present:
+        present["airflow"] = present["thermistor"]
+    channels = {c: present[c][0] for c in CANONICAL if c in present}
+    sleep_h = float(np.sum(stages_out > 0)) * EPOCH_S / 3600
+    n_resp = sum(e["type"] in ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea") and
+                 e["start_s"] < scored_s and stages_out[int(e["start_s"] // EPOCH_S)] > 0 for e in events)
+    options = {"secondary_eeg_label": secondary_eeg_label, "ecg_rate": ecg_rate, "shhs2": shhs2,
+               "missing_channels": tuple(missing_channels), "truncated": truncated,
+               "unscored_epochs": unscored_epochs, "scored_shorter": scored_less, "signal_shorter": signal_less,
+               "shuffle_stages": shuffle_stages, "crlf": crlf, "single_line": single_line}
+    return SyntheticNight(recording_id, subject_id, cohort, edf_path, xml_path, stages_out, events, readable_s,
+                          scored_s, channels, {c: float(present[c][1]) for c in channels},
+                          {k: v for k, v in options.items() if v}, round(n_resp / sleep_h, 2) if sleep_h else 0.0)
+
+
+def generate_cohort(out_dir: str | Path, nights: int, hours: float, seed: int, layout: str = "nsrr",
+                    variations: dict[int, dict] | None = None) -> list[SyntheticNight]:
+    """Write `nights` nights (subjects 200001, 200002, ...) and `out_dir/synthetic_truth.json`.
+
+    `layout` "nsrr" writes `polysomnography/edfs/<cohort>/<id>.edf` and
+    `polysomnography/annotations-events-nsrr/<cohort>/<id>-nsrr.xml`; "flat" puts both in `out_dir`.
+    `variations` maps a night index to `generate_night` options; `subject_id` there makes the night another
+    night of that subject (with `shhs2=True`: the subject's SHHS2 visit).
+    """
+    if layout not in ("nsrr", "flat"):
+        raise ValueError(f"layout must be 'nsrr' or 'flat', got {layout!r}")
+    out_dir = Path(out_dir)
+    variations = variations or {}
+    bad = {i: [k for k in opts if k not in NIGHT_OPTIONS] for i, opts in variations.items()}
+    bad = {i: keys for i, keys in bad.items() if keys}
+    if bad:
+        raise ValueError(f"unknown variation option(s) {bad}; known: {', '.join(NIGHT_OPTIONS)}")
+    results, seen = [], set()
+    for index in range(nights):
+        options = dict(variations.get(index, {}))
+        subject = str(options.pop("subject_id", None) or 200001 + index)
+        cohort = "shhs2" if options.get("shhs2") else "shhs1"
+        recording_id = f"{cohort}-{subject}"
+        if recording_id in seen:
+            raise ValueError(f"night {index}: recording {recording_id} is generated twice")
+        seen.add(recording_id)
+        if layout == "nsrr":
+            edf = out_dir / "polysomnography" / "edfs" / cohort / f"{recording_id}.edf"
+            xml = out_dir / "polysomnography" / "annotations-events-nsrr" / cohort / f"{recording_id}-nsrr.xml"
+        else:
+            edf, xml = out_dir / f"{recording_id}.edf", out_dir / f"{recording_id}-nsrr.xml"
+        results.append(generate_night(edf, xml, recording_id, hours, seed, subject_id=subject, **options))
+    truth = {"seed": seed, "hours": hours, "layout": layout,
+             "recordings": {n.recording_id: n.to_json(out_dir) for n in results}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=1))
+    return results
+
+
+def load_truth(out_dir: str | Path) -> dict[str, SyntheticNight]:
+    """The truth written by `generate_cohort`, by recording id (paths made absolute under `out_dir`)."""
+    out_dir = Path(out_dir)
+    path = out_dir / TRUTH_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no synthetic truth file (written by dataset/synthetic.py)")
+    truth = json.loads(path.read_text())
+    return {rid: SyntheticNight.from_json(rec, out_dir) for rid, rec in truth["recordings"].items()}
+
+
+def variation_plan(nights: int, names: list[str]) -> dict[int, dict]:
+    """Assign each named variation of VARIATION_CATALOG to its own night, from night 1 on (night 0 stays plain;
+    with fewer nights the variations share nights). "shhs2" becomes an SHHS2 night of night 0's subject."""
+    unknown = [n for n in names if n not in VARIATION_CATALOG]
+    if unknown:
+        raise ValueError(f"unknown variation(s) {unknown}; known: all, {', '.join(VARIATION_CATALOG)}")
+    if nights < 2 and names:
+        raise ValueError("variations need at least 2 nights (night 0 stays plain)")
+    plan: dict[int, dict] = {}
+    for i, name in enumerate(names):
+        options = plan.setdefault(1 + i % (nights - 1), {})
+        options.update(VARIATION_CATALOG[name])
+        if name == "shhs2":
+            options["subject_id"] = "200001"
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--nights", type=int, default=8)
+    parser.add_argument("--hours", type=float, default=8.0, help="scored hours per night")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layout", choices=("nsrr", "flat"), default="nsrr")
+    parser.add_argument("--variations", default="",
+                        help=f"'all' or a comma list of {', '.join(VARIATION_CATALOG)}; one night each from night 1")
+    args = parser.parse_args(argv)
+    names = list(VARIATION_CATALOG) if args.variations == "all" else [v for v in args.variations.split(",") if v]
+    try:
+        plan = variation_plan(args.nights, names)
+    except ValueError as err:
+        parser.error(str(err))
+    nights = generate_cohort(args.out, args.nights, args.hours, args.seed, args.layout, plan)
+    for night in nights:
+        extra = ", ".join(f"{k}={v}" for k, v in night.variations.items())
+        print(f"{night.recording_id}: {len(night.stages)} epochs, AHI {night.ahi:.1f}, {len(night.events)} events"
+              + (f" [{extra}]" if extra else ""))
+    print(f"wrote {len(nights)} nights and {TRUTH_FILE} to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""NeuroNet: frame CNN + masked autoencoder ViT + contrastive projector, trained with a hybrid loss.
+
+One model per modality (DESIGN.md 3.1). A 30-s epoch at 100 Hz is cut into overlapping frames
+(`models.frames`), each frame becomes one token (`models.frame_backbone`), and a masked autoencoder
+ViT learns from two independently masked views of the same frame tokens:
+
+    loss = MSE(view 1, masked tokens) + MSE(view 2, masked tokens) + alpha * NT-Xent(CLS 1, CLS 2)
+
+The reconstruction target is the frame tokens themselves (latent target). As published, gradients
+flow through the target by default; `detach_target=True` stops them.
+
+Differences from the published code, on purpose: fixed 1-D sin-cos positions (the published 2-D table
+spends half its width on a constant axis); exactly round(N * (1 - mask_ratio)) tokens are kept; the two
+views run through encoder, decoder and projector as one 2B batch (identical maths per sample, but the
+projector's BatchNorm sees both views at once, as in SimCLR; this also makes batch size 1 work).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from models.frame_backbone import MultiScaleFrameBackbone
+from models.frames import EpochFramer
+from models.objectives import MaskedTokenMSE, NTXentLoss
+from models.transformer import TransformerStack, init_vit_weights, n_kept, random_masking, sincos_positions, unshuffle
+
+
+@dataclass
+class NeuroNetConfig:
+    """Every size and training constant of one NeuroNet; saved in checkpoints via `to_dict`.
+
+    Units: `fs` in Hz; `epoch_s`, `frame_window_s`, `frame_step_s` in seconds.
+    """
+
+    preset: str = "B"
+    fs: float = 100.0
+    epoch_s: float = 30.0
+    frame_window_s: float = 4.0
+    frame_step_s: float = 1.0
+    # frame backbone
+    stem_channels: int = 64
+    backbone_channels: tuple[int, ...] = (64, 128, 128, 256)
+    backbone_strides: tuple[int, ...] = (1, 1, 2, 2)
+    branch_kernels: tuple[int, ...] = (3, 5, 7)
+    pool_kernels: tuple[int, ...] = (16, 11, 6)
+    se_reduction: int = 16
+    frame_token_dim: int | None = None  # None: half the flattened CNN output (3328 at B)
+    # masked autoencoder
+    encoder_dim: int = 768
+    encoder_heads: int = 8
+    encoder_depth: int = 4
+    decoder_dim: int = 256
+    decoder_heads: int = 8
+    decoder_depth: int = 3
+    mlp_ratio: float = 4.0
+    mask_ratio: float = 0.8
+    # contrastive head and loss
+    projector_hidden: tuple[int, ...] = (1024, 512)
+    temperature: float = 0.05
+    alpha: float = 1.0
+    detach_target: bool = False
+
+    _TUPLES = ("backbone_channels", "backbone_strides", "branch_kernels", "pool_kernels", "projector_hidden")
+
+    def __post_init__(self) -> None:
+        for name in self._TUPLES:
+            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        for dim, heads, what in ((self.encoder_dim, self.encoder_heads, "encoder"),
+                                 (self.decoder_dim, self.decoder_heads, "decoder")):
+            if dim <= 0 or heads <= 0 or dim % heads or dim % 2:
+                raise ValueError(f"NeuroNet config: {what} width {dim} must be even and divisible by {heads} heads")
+        if not self.projector_hidden:
+            raise ValueError("NeuroNet config: projector_hidden needs at least one layer width")
+        if self.temperature <= 0:
+            raise ValueError(f"NeuroNet config: temperature must be positive, got {self.temperature}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able dict (tuples become lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "NeuroNetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"NeuroNet config: unknown keys {unknown}; known keys are {sorted(known)}")
+        return cls(**values)
+
+
+_PRESETS: dict[str, dict[str, Any]] = {
+    # CPU tests and the demo: a training step at batch 32 takes a fraction of a second on one core
+    "tiny": dict(stem_channels=8, backbone_channels=(8, 16, 16, 32), frame_token_dim=128,
+                 encoder_dim=64, encoder_heads=4, encoder_depth=2,
+                 decoder_dim=32, decoder_heads=4, decoder_depth=1, projector_hidden=(64, 32)),
+    # half-width frame backbone, smaller ViT
+    "T": dict(stem_channels=32, backbone_channels=(32, 64, 64, 128), frame_token_dim=1024,
+              encoder_dim=512, encoder_heads=8, encoder_depth=4,
+              decoder_dim=192, decoder_heads=8, decoder_depth=1, projector_hidden=(1024, 512)),
+    # published SynthSleepNet unimodal model
+    "B": dict(),
+}
+PRESETS: tuple[str, ...] = tuple(_PRESETS)
+
+
+def neuronet_config(preset: str = "B", **overrides: Any) -> NeuroNetConfig:
+    """Config of a named preset ('tiny', 'T', 'B'), with any field overridden by keyword."""
+    if preset not in _PRESETS:
+        raise ValueError(f"unknown NeuroNet preset {preset!r}; choose one of {list(_PRESETS)}")
+    values = {**_PRESETS[preset], "preset": preset, **overrides}
+    return NeuroNetConfig.from_dict(values)
+
+
+def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
+    """Number of parameter values (buffers excluded)."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class MaskedAutoencoderViT(nn.Module):
+    """MAE over frame tokens: (B, N, token_dim) → encoder latents and decoder predictions of every token."""
+
+    def __init__(self, token_dim: int, n_tokens: int, encoder_dim: int, encoder_heads: int, encoder_depth: int,
+                 decoder_dim: int, decoder_heads: int, decoder_depth: int, mlp_ratio: float = 4.0):
+        super().__init__()
+        self.n_tokens = n_tokens
+        self.patch_embed = nn.Linear(token_dim, encoder_dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, encoder_dim))
+        self.register_buffer("pos_embed", sincos_positions(n_tokens, encoder_dim)[None], persistent=False)  # (1, N, D)
+        self.encoder = TransformerStack(encoder_dim, encoder_heads, encoder_depth, mlp_ratio)
+        self.decoder_embed = nn.Linear(encoder_dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.register_buffer("decoder_pos_embed", sincos_positions(n_tokens, decoder_dim)[None],
+                             persistent=False)  # (1, N, D_dec)
+        self.decoder = TransformerStack(decoder_dim, decoder_heads, decoder_depth, mlp_ratio)
+        self.decoder_pred = nn.Linear(decoder_dim, token_dim)
+        self.apply(init_vit_weights)
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    def embed(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, N, token_dim) → (B, N, D) patch embeddings with positions."""
+        return self.patch_embed(frame_tokens) + self.pos_embed
+
+    def _with_cls(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + T, D)
+
+    def forward_encoder(self, embedded: torch.Tensor, mask_ratio: float,
+                        generator: torch.Generator | None = None):
+        """embedded (B, N, D) → latent (B, 1 + K, D) with CLS first, mask (B, N) 1 = masked, ids_restore (B, N)."""
+        kept, mask, ids_restore = random_masking(embedded, mask_ratio, generator)  # (B, K, D)
+        return self.encoder(self._with_cls(kept)), mask, ids_restore
+
+    def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
+        """latent (B, 1 + K, D) → predicted frame tokens (B, N, token_dim) at every position."""
+        visible = self.decoder_embed(latent[:, 1:])  # (B, K, D_dec), CLS dropped
+        x = unshuffle(visible, self.mask_token, ids_restore) + self.decoder_pos_embed  # (B, N, D_dec)
+        return self.decoder_pred(self.decoder(x))  # (B, N, token_dim)
+
+    def encode(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        """No masking: (B, N, token_dim) → final-normed latents (B, 1 + N, D), CLS first."""
+        return self.encoder(self._with_cls(self.embed(frame_tokens)))
+
+
+def _projector(in_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
+    """[Linear → BatchNorm → ELU] per hidden width, then a plain Linear to the last width."""
+    widths = (in_dim, *hidden)
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers += [nn.BatchNorm1d(b), nn.ELU(inplace=True)]
+    return nn.Sequential(*layers)
+
+
+class NeuroNet(nn.Module):
+    """Single-channel NeuroNet; input (batch, fs * epoch_s) samples (3000 at 100 Hz), robust-scaled."""
+
+    def __init__(self, config: NeuroNetConfig):
+        super().__init__()
+        self.config = config
+        self.framer = EpochFramer(config.fs, config.epoch_s, config.frame_window_s, config.frame_step_s)
+        self.frame_backbone = MultiScaleFrameBackbone(
+            self.framer.window_samples, config.stem_channels, config.backbone_channels, config.backbone_strides,
+            config.branch_kernels, config.pool_kernels, config.frame_token_dim, config.se_reduction)
+        n_frames = self.framer.n_frames
+        if n_kept(n_frames, config.mask_ratio) >= n_frames:
+            raise ValueError(f"NeuroNet config: mask_ratio {config.mask_ratio} masks none of {n_frames} frames")
+        self.autoencoder = MaskedAutoencoderViT(
+            self.frame_backbone.token_dim, n_frames, config.encoder_dim, config.encoder_heads, config.encoder_depth,
+            config.decoder_dim, config.decoder_heads, config.decoder_depth, config.mlp_ratio)
+        self.projector = _projector(config.encoder_dim, config.projector_hidden)
+        self.reconstruction = MaskedTokenMSE()
+        self.contrastive = NTXentLoss(config.temperature)
+
+    @property
+    def n_frames(self) -> int:
+        return self.framer.n_frames
+
+    @property
+    def embed_dim(self) -> int:
+        return self.config.encoder_dim
+
+    def frame_tokens(self, epochs: torch.Tensor) -> torch.Tensor:
+        """(B, n_samples) → (B, N, token_dim): one CNN token per frame."""
+        return self.frame_backbone(self.framer(epochs))
+
+    def forward(self, epochs: torch.Tensor, mask_ratio: float | None = None,
+                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        """Hybrid self-supervised loss of a batch of epochs (B, n_samples).
+
+        Returns a dict of scalar tensors: `loss` (= recon_1 + recon_2 + alpha * contrastive), `recon_1`,
+        `recon_2`, `contrastive`, and the detached `contrastive_accuracy`.
+        """
+        ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
+        batch = epochs.shape[0]
+        frame_tokens = self.frame_tokens(epochs)  # (B, N, T), computed once for both views
+        target = frame_tokens.detach() if self.config.detach_target else frame_tokens
+        embedded = self.autoencoder.embed(frame_tokens)  # (B, N, D), shared by both views
+        views = embedded.repeat(2, 1, 1)  # (2B, N, D): rows [0, B) view 1, [B, 2B) view 2
+        latent, mask, ids_restore = self.autoencoder.forward_encoder(views, ratio, generator)  # (2B, 1 + K, D)
+        prediction = self.autoencoder.forward_decoder(latent, ids_restore)  # (2B, N, T)
+        recon_1, _ = self.reconstruction(prediction[:batch], target, mask[:batch])
+        recon_2, _ = self.reconstruction(prediction[batch:], target, mask[batch:])
+        projected = self.projector(latent[:, 0])  # (2B, P) from each view's CLS
+        contrastive, parts = self.contrastive(projected[:batch], projected[batch:])
+        loss = recon_1 + recon_2 + self.config.alpha * contrastive
+        return {"loss": loss, "recon_1": recon_1, "recon_2": recon_2, "contrastive": contrastive,
+                "contrastive_accuracy": parts["accuracy"]}
+
+    def encode(self, epochs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Representation without masking: (B, n_samples) → pooled (B, D), tokens (B, N, D).
+
+        `tokens` are the final-normed encoder outputs of the frame tokens (CLS excluded); `pooled` is
+        their mean over frames (the downstream representation).
+        """
+        latent = self.autoencoder.encode(self.frame_tokens(epochs))  # (B, 1 + N, D)
+        tokens = latent[:, 1:]  # (B, N, D)
+        return tokens.mean(dim=1), tokens
+
+    def summary(self) -> str:
+        """One line for the start of every script: preset, parameter counts, framing, widths."""
+        c, f = self.config, self.framer
+        return (f"NeuroNet[{c.preset}] {count_parameters(self) / 1e6:.2f} M params "
+                f"(frame CNN {count_parameters(self.frame_backbone) / 1e6:.2f} M, "
+                f"MAE {count_parameters(self.autoencoder) / 1e6:.2f} M, "
+                f"projector {count_parameters(self.projector) / 1e6:.2f} M); "
+                f"{f.n_frames} frames of {c.frame_window_s:g} s every {c.frame_step_s:g} s at {c.fs:g} Hz "
+                f"-> {self.frame_backbone.token_dim}-d tokens; encoder {c.encoder_dim}/{c.encoder_heads}h x"
+                f"{c.encoder_depth}, decoder {c.decoder_dim}/{c.decoder_heads}h x{c.decoder_depth}, "
+                f"mask {c.mask_ratio:g}, tau {c.temperature:g}, detach_target {c.detach_target}")
+
+
+def build_neuronet(config: NeuroNetConfig | dict[str, Any] | str) -> NeuroNet:
+    """NeuroNet from a config, a config dict (as saved in a checkpoint) or a preset name."""
+    if isinstance(config, str):
+        config = neuronet_config(config)
+    elif isinstance(config, dict):
+        config = NeuroNetConfig.from_dict(config)
+    elif not isinstance(config, NeuroNetConfig):
+        raise TypeError(f"build_neuronet needs a NeuroNetConfig, dict or preset name, got {type(config).__name__}")
+    return NeuroNet(config)

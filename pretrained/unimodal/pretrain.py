@@ -1,0 +1,129 @@
+"""Unimodal NeuroNet pretraining (DESIGN.md 3.1, 4), shared by pretrained/unimodal/{eeg,eog,emg,ecg}/train.py.
+
+Each modality's channels are pooled as single-channel samples (EEG: eeg_c4 and eeg_c3 epochs are separate
+samples of one model; EOG: eog_l and eog_r); the model learns from the `pretrain` split without labels. Model
+selection uses a k-NN probe fitted on labelled `train` epochs and scored on `val` (never `test`):
+
+    modality  channels          probe target
+    eeg       eeg_c4, eeg_c3    stage (W/N1/N2/N3/REM)
+    eog       eog_l, eog_r      stage
+    emg       emg               wake_sleep (stage 0 vs 1-4)
+    ecg       ecg               apnea
+
+Outputs in --out (default runs/unimodal/<modality>): config.json, log.jsonl (one line per epoch + summary),
+steps.jsonl, last.pt, best.pt. Resume is automatic from OUT/last.pt. Multi-GPU / multi-node:
+`torchrun --nproc_per_node G pretrained/unimodal/eeg/train.py ...`.
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from dataset.constants import CHANNEL_BY_NAME, EPOCH_SAMPLES, MODALITY_CHANNELS
+from dataset.datasets import EpochDataset
+from models.neuronet import build_neuronet, neuronet_config
+from utils.config import build_parser, parse_config
+from utils.distributed import DistContext, cleanup
+from utils.engine import fit, setup_run
+from utils.knn_probe import KnnMonitor, add_knn_args, build_knn_monitor, probe_target
+
+MODEL_KIND = "neuronet"
+PROBE_TARGET_BY_MODALITY: dict[str, str] = {"eeg": "stage", "eog": "stage", "emg": "wake_sleep", "ecg": "apnea"}
+MODALITIES: tuple[str, ...] = tuple(PROBE_TARGET_BY_MODALITY)
+
+
+def modality_defaults(modality: str) -> dict[str, Any]:
+    """The options a modality's train.py sets: its channels, probe target and run directory."""
+    if modality not in PROBE_TARGET_BY_MODALITY:
+        raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
+    return {"channels": list(MODALITY_CHANNELS[modality]), "monitor_target": PROBE_TARGET_BY_MODALITY[modality],
+            "out": Path("runs") / "unimodal" / modality}
+
+
+def build_pretrain_parser(modality: str) -> argparse.ArgumentParser:
+    defaults = modality_defaults(modality)
+    return build_parser(
+        description=f"NeuroNet self-supervised pretraining on {modality.upper()}: channels "
+                    f"{', '.join(defaults['channels'])} pooled as single-channel samples of the 'pretrain' split; "
+                    f"best.pt selected by a k-NN probe ({defaults['monitor_target']}) fitted on 'train', scored on 'val'.",
+        defaults=defaults, add_options=[add_knn_args],
+    )
+
+
+def _check_channels(channels: list[str], modality: str) -> None:
+    for name in channels:
+        spec = CHANNEL_BY_NAME.get(name)
+        if spec is None:
+            raise SystemExit(f"error: --channels: unknown channel {name!r}; canonical names: {', '.join(CHANNEL_BY_NAME)}")
+        if spec.epoch_samples != EPOCH_SAMPLES:
+            raise SystemExit(f"error: --channels: {name} is a {spec.target_fs} Hz respiratory channel; NeuroNet takes "
+                             f"{EPOCH_SAMPLES}-sample epochs at 100 Hz (electrophysiology)")
+        if spec.modality != modality:
+            print(f"note: channel {name} ({spec.modality}) is pretrained with the {modality} model", flush=True)
+
+
+def open_split(cfg: argparse.Namespace, split: str, task: str | None = None) -> EpochDataset:
+    """Pooled single-channel EpochDataset of one split; prints the recordings skipped for a missing channel."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*skipped \d+ of")  # reported below, with every reason
+        try:
+            dataset = EpochDataset(cfg.data, split, cfg.channels, task=task, seed=cfg.seed, pool_channels=True)
+        except (ValueError, FileNotFoundError, KeyError) as err:
+            raise SystemExit(f"error: {cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
+    if dataset.skipped:
+        reasons = Counter(dataset.skipped.values())
+        print(f"{split}: skipped {len(dataset.skipped)} recording(s): "
+              + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()), flush=True)
+    return dataset
+
+
+def describe(dataset: EpochDataset) -> str:
+    return (f"{len(dataset)} single-channel epochs of {', '.join(dataset.channels)} from "
+            f"{len(dataset.recordings)} recordings, {len(dataset.subjects)} subjects")
+
+
+def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | None:
+    """k-NN probe over labelled `train` -> `val` epochs (rank 0 only); None when disabled or impossible."""
+    if not (cfg.monitor and ctx.is_main):
+        return None
+    target = probe_target(cfg.monitor_target)
+    try:
+        train_set = open_split(cfg, "train", task=target.task)
+        val_set = open_split(cfg, "val", task=target.task)
+    except SystemExit as err:
+        print(f"k-NN monitor disabled ({err}); best.pt follows the training loss", flush=True)
+        return None
+    print(f"k-NN monitor ({target.name}): train {describe(train_set)}; val {describe(val_set)}; "
+          f"using at most {cfg.knn_max_train} / {cfg.knn_max_val}", flush=True)
+    return build_knn_monitor(cfg, train_set, val_set)
+
+
+def main(argv: list[str] | None = None, modality: str = "eeg") -> int:
+    """Parse `argv` (with `modality`'s defaults), pretrain, return 0. Errors in the input exit with a message."""
+    parser = build_pretrain_parser(modality)
+    cfg = parse_config(parser, argv)
+    if not Path(cfg.data).is_dir():
+        parser.error(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
+    _check_channels(cfg.channels, modality)
+    try:
+        model_config = neuronet_config(cfg.preset, **cfg.model_args)
+    except (ValueError, TypeError) as err:
+        parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
+    ctx = setup_run(cfg)
+    try:
+        train_set = open_split(cfg, "pretrain")
+        if ctx.is_main:
+            print(f"pretrain ({modality}): {describe(train_set)}", flush=True)
+        monitor = build_monitor(cfg, ctx)
+        model = build_neuronet(model_config)
+        if ctx.is_main:
+            print(model.summary(), flush=True)
+        fit(cfg, model, train_set, ctx=ctx, model_kind=MODEL_KIND, model_config=model_config.to_dict(),
+            monitor=monitor, monitor_metric=cfg.monitor_metric, monitor_mode="max",
+            metadata={"modality": modality, "channels": list(cfg.channels), "probe_target": cfg.monitor_target})
+    finally:
+        cleanup(ctx)
+    return 0

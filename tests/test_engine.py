@@ -1,0 +1,317 @@
+"""The shared training engine (utils/): exact resume, torchrun/gloo DDP, lr schedule, accumulation, config
+precedence, checkpoints, the k-NN monitor. Toy model and data; CPU; seconds.
+
+This file is also the toy torchrun entry point of `test_torchrun_two_processes` (see `__main__` below).
+"""
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import Dataset
+
+from utils.checkpoint import load_checkpoint, sha256_file
+from utils.config import build_parser, load_config_file, parse_config, save_config
+from utils.distributed import cleanup
+from utils.engine import (
+    ResumableDistributedSampler, evaluating, fit, param_groups, preserved_rng, scaled_lr, setup_run, warmup_cosine,
+)
+from utils.knn_probe import KnnMonitor, knn_scores, probe_target
+from utils.run_logging import read_jsonl
+
+DIM = 16
+
+
+class ToyDataset(Dataset):
+    """n items {"signal": (DIM,) float32, "target": float32, "label": int}; `augment` adds NumPy noise per
+    access (exercises the NumPy RNG of the main process)."""
+
+    def __init__(self, n: int = 24, seed: int = 0, augment: bool = False):
+        rng = np.random.default_rng(seed)
+        self.x = rng.normal(size=(n, DIM)).astype(np.float32)  # (n, DIM)
+        self.y = (self.x[:, :4].sum(1) + 0.1 * rng.normal(size=n)).astype(np.float32)  # (n,)
+        self.augment = augment
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: int) -> dict:
+        x = self.x[index]
+        if self.augment:
+            x = x + np.random.normal(0, 0.01, size=x.shape).astype(np.float32)
+        return {"signal": torch.from_numpy(x), "target": torch.tensor(self.y[index]),
+                "label": int(self.y[index] > 0)}
+
+
+class ToyModel(nn.Module):
+    """Linear encoder + LayerNorm + head, with input noise from the torch RNG (like random masking)."""
+
+    def __init__(self, noise: float = 0.1):
+        super().__init__()
+        self.encoder = nn.Linear(DIM, 8)
+        self.norm = nn.LayerNorm(8)
+        self.head = nn.Linear(8, 1)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, 8))
+        self.noise = noise
+
+    def encode(self, signal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        hidden = self.norm(self.encoder(signal))  # (B, 8)
+        return hidden, hidden[:, None]
+
+    def forward(self, signal: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.noise:
+            signal = signal + self.noise * torch.randn_like(signal)
+        hidden = self.norm(self.encoder(signal)) + self.cls_token[0]  # (B, 8)
+        loss = F.mse_loss(self.head(hidden).squeeze(-1), target)
+        return {"loss": loss, "mse_copy": loss.detach()}
+
+
+def toy_loss(model: nn.Module, batch: dict, device: torch.device) -> dict[str, torch.Tensor]:
+    return model(batch["signal"].to(device), batch["target"].to(device))
+
+
+def toy_parser():
+    return build_parser("toy", defaults={
+        "out": Path("runs/toy"), "progress": False, "workers": 0, "batch_size": 8, "epochs": 3, "lr": 0.2,
+        "warmup_steps": 1, "log_every": 1, "device": "cpu", "weight_decay": 0.01, "clip_grad": 1.0,
+    })
+
+
+def toy_cfg(out: Path, *args: str):
+    return parse_config(toy_parser(), ["--out", str(out), *args], required=())
+
+
+def run_toy(out: Path, *args: str, noise: float = 0.1, augment: bool = True, n: int = 24, monitor=None):
+    cfg = toy_cfg(out, *args)
+    ctx = setup_run(cfg)
+    model = ToyModel(noise)
+    summary = fit(cfg, model, ToyDataset(n, augment=augment), ctx=ctx, model_kind="toy",
+                  model_config={"noise": noise}, compute_loss=toy_loss, monitor=monitor, monitor_metric="score")
+    return model, summary
+
+
+def step_losses(run_dir: Path) -> list[float]:
+    return [record["loss"] for record in read_jsonl(run_dir / "steps.jsonl")]
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_resume_is_exact(tmp_path, accum):
+    """4 steps straight == 2 steps + stop + resume + 2 steps (3 steps per epoch: the resumed part starts
+    mid-epoch and crosses an epoch boundary)."""
+    batch = str(8 // accum)
+    common = ["--batch-size", batch, "--accum-steps", str(accum)]
+    straight, _ = run_toy(tmp_path / "straight", *common, "--max-steps", "4")
+    first, summary = run_toy(tmp_path / "split", *common, "--max-steps", "2")
+    assert summary["stopped"] == "max_steps" and summary["step"] == 2
+    resumed, summary = run_toy(tmp_path / "split", *common, "--max-steps", "4")
+    assert summary["step"] == 4
+
+    a, b = step_losses(tmp_path / "straight"), step_losses(tmp_path / "split")
+    assert len(a) == len(b) == 4
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    for (name, p), q in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(p, q), name
+    # The epoch-1 mean loss covers the batches before and after the stop.
+    epoch_1 = [r for r in read_jsonl(tmp_path / "split" / "log.jsonl") if r.get("epoch") == 1 and not r["partial"]]
+    straight_1 = [r for r in read_jsonl(tmp_path / "straight" / "log.jsonl") if r.get("epoch") == 1]
+    assert epoch_1 and epoch_1[0]["loss"] == pytest.approx(straight_1[0]["loss"], abs=1e-6)
+    # Without the resume the second call would have started again from step 0 with a fresh model.
+    fresh, _ = run_toy(tmp_path / "fresh", *common, "--max-steps", "2")
+    assert not torch.equal(fresh.encoder.weight, resumed.encoder.weight)
+
+
+def test_checkpoint_contents_and_best(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "splits.json").write_text(json.dumps({"seed": 0, "subjects": {}, "recordings": {}}))
+    scores = iter([0.5, 0.9, 0.7])
+    model, summary = run_toy(tmp_path / "run", "--data", str(data), "--epochs", "3",
+                             monitor=lambda m, device: {"score": next(scores)})
+    run_dir = tmp_path / "run"
+    for name in ("config.json", "log.jsonl", "steps.jsonl", "last.pt", "best.pt"):
+        assert (run_dir / name).is_file(), name
+    last, best = load_checkpoint(run_dir / "last.pt"), load_checkpoint(run_dir / "best.pt")  # weights_only load
+    assert last["epoch"] == 3 and last["step"] == 9 and last["batch_in_epoch"] == 0
+    assert best["epoch"] == 2 and best["best"]["value"] == 0.9 and last["best"]["epoch"] == 2
+    assert last["splits_sha256"] == sha256_file(data / "splits.json")
+    assert last["model_kind"] == "toy" and last["model_config"] == {"noise": 0.1}
+    assert set(last["version"]) == {"package", "git_commit"} and last["config"]["epochs"] == 3
+    assert "torch" in last["rng"][0] and "numpy" in last["rng"][0]
+    rebuilt = ToyModel(**last["model_config"])
+    rebuilt.load_state_dict(last["model"])  # unwrapped keys, strict
+    assert torch.equal(rebuilt.head.weight, model.head.weight)
+    log = read_jsonl(run_dir / "log.jsonl")
+    epochs = [r for r in log if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2, 3] and [r["score"] for r in epochs] == [0.5, 0.9, 0.7]
+    for key in ("loss", "mse_copy", "lr", "samples_per_s", "wall_time_s", "step"):
+        assert key in epochs[0], key
+    assert log[-1]["kind"] == "summary" and log[-1]["best"]["epoch"] == 2 and summary["stopped"] == "completed"
+    # A finished run resumed again does nothing and keeps its weights.
+    again, summary = run_toy(tmp_path / "run", "--data", str(data), "--epochs", "3")
+    assert summary["step"] == 9 and torch.equal(again.head.weight, model.head.weight)
+
+
+def test_lr_schedule_values():
+    factor = warmup_cosine(warmup_steps=4, total_steps=14, min_lr_ratio=0.1)
+    assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
+    assert factor(4) == pytest.approx(1.0)
+    assert factor(9) == pytest.approx(0.1 + 0.9 * 0.5)  # half-way through the cosine
+    assert factor(14) == pytest.approx(0.1) and factor(20) == pytest.approx(0.1)
+    assert all(factor(s) > factor(s + 1) for s in range(4, 14))
+    assert scaled_lr(5e-4, 512) == pytest.approx(1e-3) and scaled_lr(1e-4, 64) == pytest.approx(2.5e-5)
+
+
+def test_lr_in_a_run_follows_scaling_warmup_and_cosine(tmp_path):
+    run_toy(tmp_path / "run", "--lr", "0.1", "--batch-size", "4", "--accum-steps", "2", "--warmup-steps", "2",
+            "--epochs", "2", "--min-lr-ratio", "0")
+    peak = 0.1 * 8 / 256  # effective batch 8
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "run" / "steps.jsonl")]
+    expected = [peak * warmup_cosine(2, 6)(s) for s in range(6)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-9)
+    assert lrs[0] == pytest.approx(peak / 2) and lrs[1] == pytest.approx(peak)
+
+
+def test_accumulation_matches_large_batch(tmp_path):
+    """accum 2 x batch 4 == batch 8 (same samples, mean loss) on a noise-free model, 3 optimizer steps."""
+    small, _ = run_toy(tmp_path / "a", "--batch-size", "4", "--accum-steps", "2", "--max-steps", "3", noise=0.0,
+                       augment=False)
+    large, _ = run_toy(tmp_path / "b", "--batch-size", "8", "--accum-steps", "1", "--max-steps", "3", noise=0.0,
+                       augment=False)
+    for (name, p), q in zip(small.state_dict().items(), large.state_dict().values()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=name)
+    losses_small, losses_large = step_losses(tmp_path / "a"), step_losses(tmp_path / "b")
+    np.testing.assert_allclose(losses_small, losses_large, atol=1e-6)
+
+
+def test_config_precedence(tmp_path):
+    yaml_file = tmp_path / "cfg.yaml"
+    yaml_file.write_text("batch-size: 32\nlr: 0.001\nepochs: 5\nmodel_args: {mask_ratio: 0.7}\ndata: /x/y\n")
+    parser = build_parser(defaults={"epochs": 7, "warmup_epochs": 2.0})
+    cfg = parse_config(parser, ["--config", str(yaml_file), "--lr", "0.002", "--model-arg", "depth=2"])
+    assert cfg.batch_size == 32 and cfg.lr == 0.002 and cfg.epochs == 5  # file > script default; CLI > file
+    assert cfg.warmup_epochs == 2.0 and cfg.model_args == {"mask_ratio": 0.7, "depth": 2}
+    assert cfg.data == Path("/x/y") and cfg.seed == 0  # parser default
+
+    # The saved config.json round-trips as --config.
+    cfg.out = tmp_path / "run"
+    saved = save_config(cfg, tmp_path / "run" / "config.json", derived={"world_size": 1})
+    assert json.loads(saved.read_text())["_derived"] == {"world_size": 1}
+    again = parse_config(build_parser(), ["--config", str(saved)])
+    assert vars(again) | {"config": None} == vars(cfg) | {"config": None}
+
+    json_file = tmp_path / "cfg.json"
+    json_file.write_text(json.dumps({"batch_szie": 4}))
+    with pytest.raises(SystemExit):
+        parse_config(build_parser(), ["--config", str(json_file), "--data", "d"])
+    with pytest.raises(ValueError, match="batch_szie"):
+        load_config_file(json_file) and build_parser(defaults={"batch_szie": 4})
+    with pytest.raises(SystemExit):  # --data is required unless the file gives it
+        parse_config(build_parser(), [])
+
+
+def test_param_groups_skip_frozen_and_undecayed():
+    model = ToyModel()
+    model.head.weight.requires_grad_(False)
+    decay, no_decay = param_groups(model, weight_decay=0.05)
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    ids = lambda group: {id(p) for p in group["params"]}  # noqa: E731
+    assert ids(decay) == {id(model.encoder.weight)}
+    assert ids(no_decay) == {id(p) for p in (model.encoder.bias, model.norm.weight, model.norm.bias,
+                                             model.head.bias, model.cls_token)}
+
+
+def test_sampler_resume_skips_consumed_samples():
+    data = ToyDataset(20)
+    full = ResumableDistributedSampler(data, num_replicas=2, rank=1, seed=3)
+    full.set_epoch(4)
+    order = list(full)
+    full.start_index = 4
+    assert list(full) == order[4:] and len(full) == len(order) - 4
+    other = ResumableDistributedSampler(data, num_replicas=2, rank=0, seed=3)
+    other.set_epoch(4)
+    assert not set(other) & set(order)  # ranks see disjoint shares
+
+
+def test_knn_probe_and_monitor_restore_modes():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(scale=5, size=(3, 10))
+    y = np.repeat(np.arange(3), 40)
+    x = centres[y] + rng.normal(size=(120, 10))
+    scores = knn_scores(x[::2], y[::2], x[1::2], y[1::2], k=5, pca_dim=4)
+    assert scores["kappa"] > 0.9 and scores["f1"] > 0.9
+    noise = knn_scores(rng.normal(size=(60, 10)), y[::2], rng.normal(size=(60, 10)), y[1::2], k=5)
+    assert noise["kappa"] < 0.4
+    assert probe_target("wake_sleep").map_labels(np.array([-1, 0, 1, 4])).tolist() == [-1, 0, 1, 1]
+
+    model = ToyModel()
+    model.train()
+    model.norm.eval()  # a submodule the model keeps frozen in eval mode
+    monitor = KnnMonitor(ToyDataset(40, seed=1), ToyDataset(20, seed=2), target="stage", k=3, max_train=30, max_val=10)
+    assert len(monitor.train_indices) == 30 and len(monitor.val_indices) == 10
+    before = torch.get_rng_state()
+    with preserved_rng():
+        result = monitor(model, torch.device("cpu"))
+        torch.rand(3)
+    assert torch.equal(before, torch.get_rng_state())
+    assert result["knn_n_train"] == 30 and -1 <= result["knn_kappa"] <= 1
+    assert model.training and model.encoder.training and not model.norm.training
+    with evaluating(model):
+        assert not model.training and not model.encoder.training
+    assert model.encoder.training and not model.norm.training
+
+
+def test_nan_loss_is_reported(tmp_path):
+    class Broken(ToyModel):
+        def forward(self, signal, target):
+            return {"loss": super().forward(signal, target)["loss"] * float("nan")}
+
+    cfg = toy_cfg(tmp_path / "run")
+    ctx = setup_run(cfg)
+    with pytest.raises(FloatingPointError, match="loss is nan at epoch 1, step 1"):
+        fit(cfg, Broken(), ToyDataset(), ctx=ctx, model_kind="toy", model_config={}, compute_loss=toy_loss)
+    with pytest.raises(ValueError, match="fewer than one optimizer step"):
+        fit(cfg, ToyModel(), ToyDataset(4), ctx=ctx, model_kind="toy", model_config={}, compute_loss=toy_loss)
+
+
+def test_torchrun_two_processes(tmp_path):
+    """2 gloo processes via torchrun: the run completes, both ranks hold identical weights, only rank 0 writes."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    out = tmp_path / "ddp"
+    result = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", __file__, "--out", str(out),
+         "--max-steps", "3", "--batch-size", "4"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rank0, rank1 = (torch.load(out / f"weights_rank{r}.pt") for r in (0, 1))
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["world_size"] == 2 and len(ckpt["rng"]) == 2 and ckpt["step"] == 3
+    assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])  # per-rank streams
+    for name in rank0:
+        assert torch.equal(ckpt["model"][name], rank0[name]), name
+    steps = read_jsonl(out / "steps.jsonl")
+    assert len(steps) == 3 and all(math.isfinite(s["loss"]) for s in steps)
+    assert json.loads((out / "config.json").read_text())["_derived"]["effective_batch_size"] == 8
+
+
+def _torchrun_main(argv: list[str]) -> None:
+    cfg = parse_config(toy_parser(), argv, required=())
+    ctx = setup_run(cfg)
+    model = ToyModel()
+    fit(cfg, model, ToyDataset(40, augment=True), ctx=ctx, model_kind="toy", model_config={}, compute_loss=toy_loss)
+    torch.save(model.state_dict(), Path(cfg.out) / f"weights_rank{ctx.rank}.pt")
+    cleanup(ctx)
+
+
+if __name__ == "__main__":
+    _torchrun_main(sys.argv[1:])

@@ -1,0 +1,153 @@
+"""Training checkpoints: atomic writes, RNG state capture, provenance (code version, data split hash).
+
+A checkpoint is a plain dict that `torch.load(path, weights_only=True)` can read (tensors, numbers, strings,
+lists, dicts only), with the keys
+
+    format_version, model_kind, model_config, model, optimizer, scheduler, scaler, epoch, batch_in_epoch,
+    step, rng (list, one entry per rank), config, splits_sha256, version, metrics, best, meter, metadata
+
+`model` is the unwrapped state_dict (no `module.` prefix); `model_kind` + `model_config` are what `models/`
+needs to rebuild the module from the file alone. `epoch` counts completed epochs and `batch_in_epoch` the
+micro-batches already consumed of the next one, so a run resumes mid-epoch exactly where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import os
+import random
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMAT_VERSION = 1
+PACKAGE_NAME = "synthsleepnet"
+REQUIRED_KEYS = ("format_version", "model_kind", "model_config", "model", "epoch", "step", "config")
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The module inside DistributedDataParallel / DataParallel / torch.compile wrappers."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):
+            model = model.module
+        elif hasattr(model, "_orig_mod") and isinstance(model._orig_mod, nn.Module):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def sha256_file(path: str | Path) -> str | None:
+    """Hex SHA-256 of a file's bytes, or None when the file does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@lru_cache(maxsize=1)
+def code_version() -> dict[str, str]:
+    """`{"package": <installed version>, "git_commit": <HEAD sha>}`, each "unknown" when it cannot be found."""
+    try:
+        package = importlib.metadata.version(PACKAGE_NAME)
+    except importlib.metadata.PackageNotFoundError:
+        package = "unknown"
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        result = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+        commit = result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        commit = "unknown"
+    return {"package": package, "git_commit": commit}
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and (if present) CUDA generator states, in weights_only-loadable types."""
+    py_version, py_internal, py_gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)  # {'bit_generator', 'state': {'key', 'pos'}, 'has_gauss', 'gauss'}
+    state: dict[str, Any] = {
+        "python": [py_version, list(py_internal), py_gauss],
+        "numpy": {
+            "bit_generator": np_state["bit_generator"],
+            "key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),  # (624,) uint32 values
+            "pos": int(np_state["state"]["pos"]),
+            "has_gauss": int(np_state["has_gauss"]),
+            "gauss": float(np_state["gauss"]),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of `capture_rng_state`."""
+    py_version, py_internal, py_gauss = state["python"]
+    random.setstate((py_version, tuple(py_internal), py_gauss))
+    np_state = state["numpy"]
+    np.random.set_state({
+        "bit_generator": np_state["bit_generator"],
+        "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+        "has_gauss": np_state["has_gauss"],
+        "gauss": np_state["gauss"],
+    })
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = state["cuda"]
+        if len(cuda_states) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda_states])
+
+
+def atomic_save(obj: Any, path: str | Path) -> Path:
+    """`torch.save` to a temporary file beside `path`, then `os.replace` (no half-written checkpoint)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by the engine (safe `weights_only` load) and check its keys."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 — a corrupt or foreign file: say which and why
+        raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from err
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a training checkpoint (expected a dict, found {type(state).__name__})")
+    missing = [key for key in REQUIRED_KEYS if key not in state]
+    if missing:
+        raise ValueError(f"{path}: not a training checkpoint of this project (missing keys: {', '.join(missing)})")
+    if state["format_version"] > FORMAT_VERSION:
+        raise ValueError(
+            f"{path}: checkpoint format {state['format_version']} is newer than this code ({FORMAT_VERSION}); update the code"
+        )
+    return state
+
+
+def plain_number(value: Any) -> Any:
+    """NumPy / torch scalars -> Python numbers (JSON- and weights_only-safe)."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return value.item()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,449 @@
+"""The one training loop of the project (DESIGN.md section 4): every train.py builds its data and model, then
+calls `setup_run` and `fit`.
+
+Contract with the model: `compute_loss(model, batch, device)` returns a dict with a scalar `"loss"` tensor
+(the default, `signal_loss`, calls `model(batch["signal"])`, which is how NeuroNet pretraining works); every
+other 0-d tensor in the dict is averaged into the logs. Only parameters with `requires_grad` are optimised,
+so frozen encoders with LoRA adapters train as expected.
+
+What `fit` does: device placement; DistributedDataParallel under torchrun; a seeded, resumable
+DistributedSampler (per-epoch permutation from seed + epoch, consumed batches skipped on resume); gradient
+accumulation (`no_sync` between micro-batches); gradient clipping; AdamW over trainable parameters with no
+decay on biases, norms and tokens; linear warmup + cosine per optimizer step; bf16 autocast on CUDA;
+checkpoints `last.pt` (each epoch, optionally every N steps, and when stopped) and `best.pt` (by the monitor
+metric); JSON-lines logs; tqdm progress. Resuming reproduces the uninterrupted run exactly (same RNG streams,
+same batch order, same optimizer/scheduler state).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from utils.checkpoint import (
+    FORMAT_VERSION, atomic_save, capture_rng_state, code_version, load_checkpoint, plain_number,
+    restore_rng_state, sha256_file, unwrap_model,
+)
+from utils.config import config_to_dict, save_config, to_plain
+from utils.distributed import (
+    DistContext, all_gather_objects, all_reduce_sum, barrier, broadcast_object, init_distributed,
+)
+from utils.run_logging import RunLogger, format_count, progress_bar
+
+LossFn = Callable[[nn.Module, Any, torch.device], Mapping[str, torch.Tensor]]
+Monitor = Callable[[nn.Module, torch.device], Mapping[str, float]]
+NO_DECAY_NAME_PARTS = ("token", "pos_embed", "modality_embed")  # matched in a parameter's own (last) name
+REFERENCE_BATCH = 256  # lr = base_lr x effective_batch / REFERENCE_BATCH
+RESUME_CHECKED_KEYS = ("batch_size", "accum_steps", "lr", "epochs", "seed", "weight_decay", "warmup_epochs",
+                       "warmup_steps", "min_lr_ratio", "channels", "preset", "model_args")
+
+
+# --------------------------------------------------------------------------- reproducibility
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every CUDA device)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader `worker_init_fn`: seed NumPy and Python from the worker's torch seed (base_seed + worker_id)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Run a block (e.g. a monitor) without disturbing the training RNG streams."""
+    state = capture_rng_state()
+    try:
+        yield
+    finally:
+        restore_rng_state(state)
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model.eval()` inside the block, then every submodule's own train/eval flag restored (frozen encoders
+    that a model keeps in eval mode stay in eval mode)."""
+    flags = {module: module.training for module in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in flags.items():
+            module.training = training
+
+
+class ResumableDistributedSampler(DistributedSampler):
+    """DistributedSampler (permutation seeded by seed + epoch, this rank's share) that can start mid-epoch:
+    `start_index` samples of this rank's share are skipped (resume after `batch_in_epoch` batches)."""
+
+    def __init__(self, dataset: Dataset, num_replicas: int = 1, rank: int = 0, shuffle: bool = True, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=False)
+        self.start_index = 0
+
+    def __iter__(self) -> Iterator[int]:
+        indices = list(super().__iter__())
+        return iter(indices[self.start_index:])
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start_index
+
+
+# --------------------------------------------------------------------------- optimisation
+def scaled_lr(base_lr: float, effective_batch: int) -> float:
+    """The linear scaling rule: base_lr x effective_batch / 256."""
+    return base_lr * effective_batch / REFERENCE_BATCH
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Two AdamW groups over trainable parameters: decayed weights, and undecayed biases / norm scales / 1-d
+    parameters / embedding tables / tokens and positions (plus the names `model.no_weight_decay()` returns)."""
+    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        own_name = name.rsplit(".", 1)[-1].lower()
+        if (param.ndim <= 1 or name in skip or id(param) in embedding_params
+                or any(part in own_name for part in NO_DECAY_NAME_PARTS)):
+            no_decay.append(param)
+        else:
+            decay.append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> Callable[[int], float]:
+    """LambdaLR factor for the update after `step` optimizer steps: linear warmup (step + 1) / warmup, then a
+    cosine from 1 to `min_lr_ratio` at `total_steps`. A plain function, so a resumed run follows the schedule
+    of its own config."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def autocast_context(device: torch.device, enabled: bool, dtype: str = "bf16"):
+    """bf16 (or fp16) autocast on CUDA when enabled; never on CPU."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+    return nullcontext()
+
+
+def signal_loss(model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> Mapping[str, torch.Tensor]:
+    """Default loss: `model(batch["signal"])`, the (B, 3000) pooled single-channel epochs at 100 Hz."""
+    signal = batch["signal"].to(device, non_blocking=True)  # (B, 3000) robust-scaled, 100 Hz
+    return model(signal)
+
+
+# --------------------------------------------------------------------------- run set-up
+def run_derived(cfg: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+    """Values that follow from the config and the launch: world size, effective batch, scaled lr."""
+    effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
+    return {"world_size": ctx.world_size, "device": str(ctx.device), "effective_batch_size": effective_batch,
+            "lr_scaled": scaled_lr(cfg.lr, effective_batch), "version": code_version()}
+
+
+def setup_run(cfg: argparse.Namespace) -> DistContext:
+    """Join torchrun's process group (or run single-process), seed everything with `cfg.seed` (so the model
+    is initialised identically on every rank), create the run directory and save config.json (rank 0)."""
+    for name, minimum in (("batch_size", 1), ("accum_steps", 1), ("epochs", 1)):
+        if getattr(cfg, name) < minimum:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
+    ctx = init_distributed(cfg.device, cfg.dist_backend, cfg.dist_timeout_min)
+    seed_everything(cfg.seed)
+    if ctx.is_main:
+        derived = run_derived(cfg, ctx)
+        save_config(cfg, Path(cfg.out) / "config.json", derived=derived)
+        amp = "off" if not cfg.amp else (cfg.amp_dtype if ctx.device.type == "cuda" else "off (CUDA only)")
+        print(f"run dir {cfg.out} | device {ctx.device} x {ctx.world_size} process(es) | amp {amp} | "
+              f"effective batch {derived['effective_batch_size']} -> lr {derived['lr_scaled']:.3g} "
+              f"(base {cfg.lr:g} x batch / {REFERENCE_BATCH})", flush=True)
+    barrier(ctx)
+    return ctx
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """`auto` -> RUN_DIR/last.pt if present; `none`/empty -> None; otherwise the given path (must exist)."""
+    if resume is None or str(resume).lower() in ("", "none", "no", "false"):
+        return None
+    if str(resume).lower() == "auto":
+        last = run_dir / "last.pt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise FileNotFoundError(f"--resume {resume}: checkpoint not found")
+    return path
+
+
+# --------------------------------------------------------------------------- the loop
+class _Meter:
+    """Sums of the scalar outputs of compute_loss over micro-batches (restored from checkpoints mid-epoch)."""
+
+    def __init__(self, state: Mapping[str, Any] | None = None):
+        self.sums: dict[str, float] = dict(state["sums"]) if state else {}
+        self.count: int = int(state["count"]) if state else 0
+
+    def add(self, values: Mapping[str, float]) -> None:
+        for key, value in values.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def state(self) -> dict[str, Any]:
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def global_means(self, ctx: DistContext) -> dict[str, float]:
+        keys = sorted(self.sums)
+        totals = all_reduce_sum(torch.tensor([self.sums[k] for k in keys] + [self.count], dtype=torch.float64), ctx)
+        count = max(1.0, float(totals[-1]))
+        return {key: float(totals[i]) / count for i, key in enumerate(keys)}
+
+
+def _scalars(output: Mapping[str, Any]) -> dict[str, float]:
+    """Float values of the 0-d tensors (and numbers) in a loss dict."""
+    values = {}
+    for key, value in output.items():
+        if isinstance(value, torch.Tensor) and value.numel() == 1:
+            values[key] = float(value.detach().float().item())
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            values[key] = float(value)
+    return values
+
+
+def fit(
+    cfg: argparse.Namespace,
+    model: nn.Module,
+    train_set: Dataset,
+    *,
+    ctx: DistContext,
+    model_kind: str,
+    model_config: Mapping[str, Any],
+    compute_loss: LossFn = signal_loss,
+    monitor: Monitor | None = None,
+    monitor_metric: str = "knn_kappa",
+    monitor_mode: str = "max",
+    collate_fn: Callable | None = None,
+    metadata: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train `model` on `train_set` with the options of `cfg` (see utils/config.py); returns the run summary.
+
+    `monitor(model, device) -> {name: value}` runs on rank 0 after every epoch (and when a run stops early),
+    on the unwrapped model, without disturbing the training RNG streams (other ranks may pass None); `best.pt` follows `monitor_metric` (`monitor_mode` "max" or "min"). Without a
+    monitor, best.pt follows the epoch's mean training loss. `model_kind` + `model_config` are stored so the
+    model can be rebuilt from a checkpoint alone; `metadata` (modality, channels, ...) is stored as is.
+    """
+    run_dir, device = Path(cfg.out), ctx.device
+    wall_start = time.monotonic()
+    model = model.to(device)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise ValueError("fit: the model has no trainable parameters (requires_grad is False everywhere)")
+    n_total, n_trainable = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trainable)
+    if ctx.is_main:
+        print(f"parameters: {format_count(n_total)} total, {format_count(n_trainable)} trainable", flush=True)
+    seed_everything(cfg.seed + ctx.rank)  # per-rank streams (masking, dropout); restored on resume
+
+    sampler = ResumableDistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
+    loader_generator = torch.Generator()
+    loader = DataLoader(
+        train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True,
+        collate_fn=collate_fn, pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
+        generator=loader_generator,
+    )
+    batches_per_epoch = sampler.num_samples // cfg.batch_size
+    steps_per_epoch = batches_per_epoch // cfg.accum_steps
+    effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"training set has {len(train_set)} samples, fewer than one optimizer step needs "
+            f"(batch_size {cfg.batch_size} x accum_steps {cfg.accum_steps} x {ctx.world_size} process(es)); "
+            "lower --batch-size")
+    used_batches = steps_per_epoch * cfg.accum_steps  # micro-batches per epoch (trailing partial group dropped)
+    total_steps = cfg.epochs * steps_per_epoch
+    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
+    lr = scaled_lr(cfg.lr, effective_batch)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.adam_betas))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps, cfg.min_lr_ratio))
+    use_amp = bool(cfg.amp) and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and cfg.amp_dtype == "fp16")
+
+    has_monitor = broadcast_object(monitor is not None, ctx)  # rank 0 decides; other ranks may pass None
+    epoch, batch_in_epoch, step = 0, 0, 0
+    best = {"metric": monitor_metric if has_monitor else "loss",
+            "mode": monitor_mode if has_monitor else "min", "value": None, "epoch": None, "step": None}
+    meter = _Meter()
+    resume_path = resolve_resume(cfg.resume, run_dir)
+    if resume_path is not None:
+        ckpt = load_checkpoint(resume_path)
+        if ckpt["model_kind"] != model_kind:
+            raise ValueError(f"{resume_path}: checkpoint holds a {ckpt['model_kind']!r} model, this run trains {model_kind!r}")
+        changed = {k: (ckpt["config"].get(k), to_plain(getattr(cfg, k))) for k in RESUME_CHECKED_KEYS
+                   if hasattr(cfg, k) and ckpt["config"].get(k) != to_plain(getattr(cfg, k))}
+        if changed and ctx.is_main:
+            print(f"warning: resuming {resume_path} with changed options (checkpoint -> now): {changed}", flush=True)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            scaler.load_state_dict(ckpt["scaler"])
+        epoch, batch_in_epoch, step = int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]), int(ckpt["step"])
+        best = dict(ckpt.get("best") or best)
+        meter = _Meter(ckpt.get("meter"))
+        if len(ckpt["rng"]) == ctx.world_size:
+            restore_rng_state(ckpt["rng"][ctx.rank])
+        else:
+            seed_everything(cfg.seed + ctx.rank + 7919 * step)
+            if ctx.is_main:
+                print(f"warning: {resume_path} was written by {len(ckpt['rng'])} process(es), this run has "
+                      f"{ctx.world_size}: RNG streams reseeded, the batch order is re-split", flush=True)
+        if batch_in_epoch > used_batches:
+            raise ValueError(f"{resume_path}: {batch_in_epoch} batches consumed in epoch {epoch}, but an epoch now "
+                             f"has {used_batches}; resume with the batch size and process count it was written with")
+        if ctx.is_main:
+            print(f"resumed from {resume_path}: epoch {epoch}, batch {batch_in_epoch}, step {step}", flush=True)
+
+    train_model: nn.Module = model
+    if ctx.is_distributed:
+        train_model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.find_unused_parameters)
+    train_model.train()
+    logger = RunLogger(run_dir, enabled=ctx.is_main, tensorboard=cfg.tensorboard, fresh=resume_path is None)
+    splits_sha256 = sha256_file(Path(cfg.data) / "splits.json") if getattr(cfg, "data", None) else None
+    step_cap = min(total_steps, cfg.max_steps) if cfg.max_steps and cfg.max_steps > 0 else total_steps
+    bar = progress_bar(step_cap, enabled=ctx.is_main and cfg.progress, desc=f"train {model_kind}", initial=step)
+
+    def save(path_names: tuple[str, ...], metrics: Mapping[str, Any]) -> None:
+        rng_states = all_gather_objects(capture_rng_state(), ctx)  # collective: every rank takes part
+        if ctx.is_main:
+            state = {
+                "format_version": FORMAT_VERSION, "model_kind": model_kind, "model_config": to_plain(dict(model_config)),
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step,
+                "rng": rng_states, "config": config_to_dict(cfg), "splits_sha256": splits_sha256,
+                "version": code_version(), "metrics": {k: plain_number(v) for k, v in metrics.items()},
+                "best": best, "meter": meter.state(), "world_size": ctx.world_size,
+                "metadata": to_plain(dict(metadata or {})),
+            }
+            for name in path_names:
+                atomic_save(state, run_dir / name)
+        barrier(ctx)
+
+    stop_reason = ("completed" if epoch >= cfg.epochs or step >= total_steps
+                   else "max_steps" if step >= step_cap else None)
+    record: dict[str, Any] = {}
+    while stop_reason is None:
+        sampler.set_epoch(epoch)
+        sampler.start_index = batch_in_epoch * cfg.batch_size
+        loader_generator.manual_seed(cfg.seed + epoch)
+        epoch_start, samples_seen = time.monotonic(), 0
+        group_values: list[dict[str, float]] = []
+        for batch in loader:
+            if batch_in_epoch >= used_batches:
+                break
+            last_micro = (batch_in_epoch + 1) % cfg.accum_steps == 0
+            sync = train_model.no_sync() if ctx.is_distributed and not last_micro else nullcontext()
+            with sync:
+                with autocast_context(device, use_amp, cfg.amp_dtype):
+                    output = compute_loss(train_model, batch, device)
+                if not isinstance(output, Mapping) or "loss" not in output:
+                    raise TypeError(f"compute_loss must return a dict with a 'loss' tensor, got {type(output).__name__}")
+                values = _scalars(output)
+                if not math.isfinite(values["loss"]):
+                    raise FloatingPointError(
+                        f"loss is {values['loss']} at epoch {epoch + 1}, step {step + 1} (rank {ctx.rank}); "
+                        f"last good checkpoint: {run_dir / 'last.pt'}")
+                scaler.scale(output["loss"] / cfg.accum_steps).backward()
+            meter.add(values)
+            group_values.append(values)
+            batch_in_epoch += 1
+            samples_seen += cfg.batch_size * ctx.world_size
+            if not last_micro:
+                continue
+            grad_norm = None
+            if cfg.clip_grad and cfg.clip_grad > 0:
+                scaler.unscale_(optimizer)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad))
+            step_lr = optimizer.param_groups[0]["lr"]
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            step += 1
+            group_mean = {k: float(np.mean([v[k] for v in group_values])) for k in group_values[0]}
+            group_values = []
+            throughput = samples_seen / max(1e-9, time.monotonic() - epoch_start)
+            bar.update(1)
+            bar.set_postfix(loss=f"{group_mean['loss']:.4f}", samples_s=f"{throughput:.0f}", epoch=epoch + 1)
+            if cfg.log_every and step % cfg.log_every == 0:
+                logger.log_step(step, {"epoch": epoch + 1, **group_mean, "lr": step_lr, "grad_norm": grad_norm,
+                                       "samples_per_s": throughput})
+            if step >= step_cap:
+                stop_reason = "completed" if step >= total_steps else "max_steps"
+            elif cfg.max_minutes and cfg.max_minutes > 0:
+                out_of_time = time.monotonic() - wall_start > cfg.max_minutes * 60
+                if broadcast_object(out_of_time, ctx):  # every rank stops at the same step
+                    stop_reason = "max_minutes"
+            if stop_reason is not None:
+                break
+            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and batch_in_epoch < used_batches:
+                save(("last.pt",), {})
+        train_time = time.monotonic() - epoch_start
+        epoch_done = batch_in_epoch >= used_batches
+        means = meter.global_means(ctx)
+        metrics: dict[str, Any] = {}
+        if has_monitor:
+            if ctx.is_main:
+                with preserved_rng():
+                    metrics = dict(monitor(model, device))
+            metrics = broadcast_object(metrics, ctx)
+        record = {"epoch": epoch + 1, "step": step, "partial": not epoch_done, **means,
+                  "lr": optimizer.param_groups[0]["lr"], "samples_per_s": samples_seen / max(1e-9, train_time),
+                  "epoch_time_s": train_time, "wall_time_s": time.monotonic() - wall_start, **metrics}
+        if device.type == "cuda":
+            record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        value = record.get(best["metric"])
+        improved = value is not None and math.isfinite(value) and (
+            best["value"] is None or (value > best["value"] if best["mode"] == "max" else value < best["value"]))
+        if improved:
+            best.update(value=float(value), epoch=epoch + 1, step=step)
+        elif value is None and ctx.is_main:
+            print(f"warning: monitor metric {best['metric']!r} missing at epoch {epoch + 1}; best.pt not updated", flush=True)
+        logger.log_epoch(record)
+        if ctx.is_main:
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+            bar.write(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v}" for k, v in shown.items()
+                                                                   if k not in ("epoch",)))
+        if epoch_done:
+            epoch, batch_in_epoch, meter = epoch + 1, 0, _Meter()
+            if epoch >= cfg.epochs:
+                stop_reason = "completed"
+        save(("last.pt", "best.pt") if improved else ("last.pt",), record)
+    bar.close()
+
+    summary = {"stopped": stop_reason, "epochs_completed": epoch, "step": step, "total_steps": total_steps,
+               "steps_per_epoch": steps_per_epoch, "effective_batch_size": effective_batch, "lr": lr,
+               "warmup_steps": warmup, "parameters": n_total, "trainable_parameters": n_trainable,
+               "best": best, "last_checkpoint": str(run_dir / "last.pt"),
+               "best_checkpoint": str(run_dir / "best.pt") if best["value"] is not None else None,
+               "wall_time_s": time.monotonic() - wall_start, "final": record}
+    logger.log_summary(summary)
+    logger.close()
+    return summary

@@ -1,0 +1,193 @@
+"""Model-selection monitor for self-supervised pretraining: a PCA + k-NN probe on the frozen representation.
+
+The encoder (`model.encode(x)` -> pooled (B, D), tokens) embeds a seeded, capped subsample of labelled
+`train`-split epochs and of `val`-split epochs (never `test`: DESIGN.md section 4); a standardise -> PCA -> k-NN
+classifier is fitted on train and scored on val with macro-F1 and Cohen's kappa. The cost is bounded by the
+caps (default 4000 train / 2000 val epochs), the encoding runs under `torch.no_grad` in eval mode, and each
+submodule's train/eval flag is restored afterwards.
+
+Targets (`--monitor-target`): `stage` (5 classes W/N1/N2/N3/REM), `wake_sleep` (stage 0 vs 1-4), `apnea`,
+`hypopnea` (binary midpoint labels). Epochs without a label (-1) are left out.
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from dataset.constants import STAGE_NAMES
+from utils.checkpoint import unwrap_model
+from utils.engine import evaluating
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """What the probe predicts: the dataset `task` whose labels are read, and the class names after mapping."""
+
+    name: str
+    task: str
+    class_names: tuple[str, ...]
+    wake_vs_sleep: bool = False  # map stages 0 -> 0 (wake), 1-4 -> 1 (sleep)
+
+    def map_labels(self, labels: np.ndarray) -> np.ndarray:
+        """Dataset labels -> probe classes; -1 (unlabelled) stays -1."""
+        labels = np.asarray(labels, dtype=np.int64)
+        if self.wake_vs_sleep:
+            return np.where(labels < 0, -1, (labels > 0).astype(np.int64))
+        return labels
+
+
+PROBE_TARGETS: dict[str, ProbeTarget] = {
+    "stage": ProbeTarget("stage", "sleep_stage", STAGE_NAMES),
+    "wake_sleep": ProbeTarget("wake_sleep", "sleep_stage", ("wake", "sleep"), wake_vs_sleep=True),
+    "apnea": ProbeTarget("apnea", "apnea", ("no apnea", "apnea")),
+    "hypopnea": ProbeTarget("hypopnea", "hypopnea", ("no hypopnea", "hypopnea")),
+}
+
+
+def probe_target(name: str) -> ProbeTarget:
+    if name not in PROBE_TARGETS:
+        raise ValueError(f"unknown probe target {name!r}; choose one of {', '.join(PROBE_TARGETS)}")
+    return PROBE_TARGETS[name]
+
+
+def add_knn_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The monitor's options (a `monitor` group) for scripts that use it."""
+    group = parser.add_argument_group("monitor (k-NN probe on train -> val for model selection)")
+    group.add_argument("--monitor-target", choices=tuple(PROBE_TARGETS), default="stage", help="what the probe predicts")
+    group.add_argument("--monitor-metric", choices=("knn_kappa", "knn_f1"), default="knn_kappa",
+                       help="metric that selects best.pt")
+    group.add_argument("--no-monitor", dest="monitor", action="store_false",
+                       help="skip the probe (best.pt then follows the training loss)")
+    group.add_argument("--knn-k", type=int, default=10, help="neighbours")
+    group.add_argument("--knn-pca", type=int, default=50, help="PCA components (capped by the data)")
+    group.add_argument("--knn-max-train", type=int, default=4000, help="train-split epochs used (seeded subsample)")
+    group.add_argument("--knn-max-val", type=int, default=2000, help="val-split epochs used (seeded subsample)")
+    return parser
+
+
+def subsample_indices(n: int, cap: int, seed: int) -> np.ndarray:
+    """Sorted indices of a seeded subsample of `min(n, cap)` of range(n) (all of them when cap <= 0 or cap >= n)."""
+    if cap <= 0 or cap >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
+
+
+def pooled_representation(model: nn.Module, signal: torch.Tensor) -> torch.Tensor:
+    """(B, D) pooled vector of `model.encode(signal)` (first element when it returns (pooled, tokens))."""
+    encoded = unwrap_model(model).encode(signal)
+    return encoded[0] if isinstance(encoded, (tuple, list)) else encoded
+
+
+@torch.no_grad()
+def encode_dataset(
+    model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256, workers: int = 0,
+    input_key: str = "signal",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled representations (N, D) float32 and labels (N,) int64 of every item (items need `input_key`
+    and `label`), in eval mode; the model's train/eval flags are restored afterwards."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))
+    features, labels = [], []
+    with evaluating(model):
+        for batch in loader:
+            if "label" not in batch:
+                raise KeyError("k-NN probe: dataset items carry no 'label' (build the dataset with a task)")
+            signal = batch[input_key].to(device, non_blocking=True)  # (B, 3000) at 100 Hz
+            features.append(pooled_representation(model, signal).float().cpu().numpy())  # (B, D)
+            labels.append(np.asarray(batch["label"], dtype=np.int64))
+    if not features:
+        return np.zeros((0, 0), np.float32), np.zeros(0, np.int64)
+    return np.concatenate(features), np.concatenate(labels)
+
+
+def knn_scores(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, k: int = 10, pca_dim: int = 50,
+) -> dict[str, float]:
+    """Standardise -> PCA -> k-NN fitted on (train_x, train_y), scored on val: accuracy, macro-F1, kappa.
+
+    Feature arrays are (N, D); labels (N,) class indices >= 0.
+    """
+    if len(np.unique(train_y)) < 2:
+        raise ValueError(f"k-NN probe: the train epochs hold {len(np.unique(train_y))} class(es); need at least 2")
+    n_components = max(1, min(pca_dim, train_x.shape[0] - 1, train_x.shape[1]))
+    classifier = make_pipeline(
+        StandardScaler(), PCA(n_components=n_components, random_state=0),
+        KNeighborsClassifier(n_neighbors=min(k, train_x.shape[0])),
+    )
+    classifier.fit(train_x, train_y)
+    predicted = classifier.predict(val_x)
+    return {
+        "accuracy": float(accuracy_score(val_y, predicted)),
+        "f1": float(f1_score(val_y, predicted, average="macro")),
+        "kappa": float(cohen_kappa_score(val_y, predicted)),
+    }
+
+
+class KnnMonitor:
+    """Callable monitor for `engine.fit`: `monitor(model, device) -> {"knn_kappa", "knn_f1", ...}`.
+
+    `train_set` / `val_set` are labelled datasets of the `train` and `val` splits (items with `input_key` and
+    `label`); the same seeded subsample is used at every call, so values are comparable across epochs.
+    """
+
+    def __init__(
+        self, train_set: Dataset, val_set: Dataset, target: str | ProbeTarget = "stage", k: int = 10,
+        pca_dim: int = 50, max_train: int = 4000, max_val: int = 2000, batch_size: int = 256, workers: int = 0,
+        seed: int = 0, input_key: str = "signal",
+    ):
+        self.target = probe_target(target) if isinstance(target, str) else target
+        self.k, self.pca_dim, self.batch_size, self.workers, self.input_key = k, pca_dim, batch_size, workers, input_key
+        self.train_indices = subsample_indices(len(train_set), max_train, seed)
+        self.val_indices = subsample_indices(len(val_set), max_val, seed + 1)
+        self.train_set = Subset(train_set, self.train_indices.tolist())
+        self.val_set = Subset(val_set, self.val_indices.tolist())
+
+    def embed(self, model: nn.Module, device: torch.device) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """{"train": (x, y), "val": (x, y)} with unlabelled epochs removed and labels mapped to the target."""
+        out = {}
+        for split, subset in (("train", self.train_set), ("val", self.val_set)):
+            x, y = encode_dataset(model, subset, device, self.batch_size, self.workers, self.input_key)
+            y = self.target.map_labels(y)
+            keep = y >= 0
+            out[split] = (x[keep], y[keep])
+        return out
+
+    def __call__(self, model: nn.Module, device: torch.device) -> dict[str, Any]:
+        embedded = self.embed(model, device)
+        (train_x, train_y), (val_x, val_y) = embedded["train"], embedded["val"]
+        result: dict[str, Any] = {"knn_n_train": int(train_y.size), "knn_n_val": int(val_y.size)}
+        if val_y.size == 0 or len(np.unique(train_y)) < 2:
+            print(f"k-NN probe skipped: {train_y.size} labelled train epochs ({len(np.unique(train_y))} classes), "
+                  f"{val_y.size} labelled val epochs for target {self.target.name!r}", flush=True)
+            return result
+        scores = knn_scores(train_x, train_y, val_x, val_y, self.k, self.pca_dim)
+        result.update({f"knn_{name}": value for name, value in scores.items()})
+        return result
+
+
+def build_knn_monitor(cfg: argparse.Namespace, train_set: Dataset, val_set: Dataset) -> KnnMonitor:
+    """A KnnMonitor from the options of `add_knn_args` (+ the shared batch size, workers, seed)."""
+    return KnnMonitor(
+        train_set, val_set, target=cfg.monitor_target, k=cfg.knn_k, pca_dim=cfg.knn_pca,
+        max_train=cfg.knn_max_train, max_val=cfg.knn_max_val, batch_size=cfg.batch_size, workers=cfg.workers,
+        seed=cfg.seed,
+    )
+
+
+def summarize(result: Mapping[str, Any]) -> str:
+    """'kappa 0.612  macro-F1 0.655  (n 4000 / 2000)' for printing."""
+    if "knn_kappa" not in result:
+        return "k-NN probe: no score"
+    return (f"kappa {result['knn_kappa']:.3f}  macro-F1 {result['knn_f1']:.3f}  accuracy {result['knn_accuracy']:.3f}"
+            f"  (train {result['knn_n_train']} / val {result['knn_n_val']})")

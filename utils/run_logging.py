@@ -1,0 +1,122 @@
+"""Run-directory logs: one JSON line per epoch (`log.jsonl`), step lines (`steps.jsonl`), optional TensorBoard,
+and the tqdm progress bar. Only the main process (rank 0) writes or prints; other ranks get no-op objects.
+
+log.jsonl holds `{"kind": "epoch", ...}` lines and, at the end of a run, one `{"kind": "summary", ...}` line.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from tqdm.auto import tqdm
+
+from utils.checkpoint import plain_number
+
+
+def _json_value(value: Any) -> Any:
+    value = plain_number(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # JSON has no NaN/inf
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return value
+
+
+class RunLogger:
+    """Writes RUN_DIR/log.jsonl and RUN_DIR/steps.jsonl (and TensorBoard events when asked and installed).
+
+    `fresh=True` truncates earlier logs (a new run in an old directory); a resumed run appends.
+    """
+
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = False, fresh: bool = False):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.log_path = self.run_dir / "log.jsonl"
+        self.steps_path = self.run_dir / "steps.jsonl"
+        self.writer = None
+        if not enabled:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            for path in (self.log_path, self.steps_path):
+                path.unlink(missing_ok=True)
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                print("TensorBoard logging skipped: the `tensorboard` package is not installed "
+                      "(pip install tensorboard to enable --tensorboard)", file=sys.stderr)
+            else:
+                self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+
+    def _append(self, path: Path, record: Mapping[str, Any]) -> None:
+        with path.open("a") as handle:
+            handle.write(json.dumps(_json_value(dict(record))) + "\n")
+
+    def log_step(self, step: int, scalars: Mapping[str, Any]) -> None:
+        """One line in steps.jsonl (and TensorBoard scalars under `train/`)."""
+        if not self.enabled:
+            return
+        self._append(self.steps_path, {"step": step, **scalars})
+        if self.writer is not None:
+            for name, value in scalars.items():
+                if isinstance(plain_number(value), (int, float)):
+                    self.writer.add_scalar(f"train/{name}", plain_number(value), step)
+
+    def log_epoch(self, record: Mapping[str, Any]) -> None:
+        """One `{"kind": "epoch", ...}` line in log.jsonl (and TensorBoard scalars under `epoch/`)."""
+        if not self.enabled:
+            return
+        self._append(self.log_path, {"kind": "epoch", **record})
+        if self.writer is not None:
+            step = int(record.get("step", 0))
+            for name, value in record.items():
+                if name not in ("epoch", "step") and isinstance(plain_number(value), (int, float)):
+                    self.writer.add_scalar(f"epoch/{name}", plain_number(value), step)
+            self.writer.flush()
+
+    def log_summary(self, record: Mapping[str, Any]) -> None:
+        """The final `{"kind": "summary", ...}` line in log.jsonl, also printed."""
+        if not self.enabled:
+            return
+        line = {"kind": "summary", **record}
+        self._append(self.log_path, line)
+        print("summary " + json.dumps(_json_value(line)), flush=True)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """All records of a JSON-lines file."""
+    with Path(path).open() as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def progress_bar(total: int, enabled: bool, desc: str = "", initial: int = 0) -> tqdm:
+    """A tqdm bar over optimizer steps; disabled (silent) off the main process or with --no-progress."""
+    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
+                unit="step", leave=True, file=sys.stderr)
+
+
+def format_count(n: int) -> str:
+    """12345678 -> '12.35 M'."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f} {suffix}"
+    return str(n)
+
+
+def print_main(is_main: bool, *parts: Iterable[Any]) -> None:
+    """print() on the main process only."""
+    if is_main:
+        print(*parts, flush=True)
