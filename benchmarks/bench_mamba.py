@@ -4,9 +4,10 @@ and mamba-ssm's fused kernel vs pure PyTorch (CUDA, when available).
     python benchmarks/bench_mamba.py                       # d_model 512, batch 32, T = 20 and 1000, 2 threads
     python benchmarks/bench_mamba.py --seq-lens 20 200 --repeats 5 --json bench_mamba.json
 
-Each CPU case runs in a fresh process so its peak RSS is its own; "peak MB" is that peak minus the RSS after
-building the block and input. Times are medians over --repeats runs after one warm-up (the naive recurrence
-at T >= 500 runs once, without warm-up). Prints a Markdown table.
+Each CPU case runs in a fresh process so its peak RSS is its own; "peak extra memory" is that peak minus the RSS
+after building the block and input (CUDA: torch.cuda.max_memory_allocated). Times are the median and minimum
+over --repeats runs after one warm-up (the naive recurrence at T >= 500 runs once, without warm-up; on CUDA at
+least 10 runs). Prints a Markdown table.
 """
 from __future__ import annotations
 
@@ -42,18 +43,18 @@ def cpu_case(d_model: int, batch: int, seqlen: int, naive: bool, threads: int, r
     import psutil
     torch.set_num_threads(threads)
     block, u = build(d_model, batch, seqlen, "cpu", "torch")
+    baseline_mb = psutil.Process().memory_info().rss / 2**20
     if naive and seqlen >= 500:
         repeats = 1
     else:
         step(block, u, naive)  # warm-up
-    baseline_mb = psutil.Process().memory_info().rss / 2**20
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step(block, u, naive)
         times.append(time.perf_counter() - start)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
-    return {"seconds": statistics.median(times), "peak_mb": max(0.0, peak_mb - baseline_mb)}
+    return {"seconds": statistics.median(times), "min_seconds": min(times), "peak_mb": max(0.0, peak_mb - baseline_mb)}
 
 
 def cuda_case(d_model: int, batch: int, seqlen: int, backend: str, repeats: int) -> dict:
@@ -67,7 +68,8 @@ def cuda_case(d_model: int, batch: int, seqlen: int, backend: str, repeats: int)
         step(block, u, naive=False)
         torch.cuda.synchronize()
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+    return {"seconds": statistics.median(times), "min_seconds": min(times),
+            "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
 
 
 def main() -> None:
@@ -103,12 +105,12 @@ def main() -> None:
         cuda_note = " (no CUDA device: GPU rows skipped)"
 
     print(f"Mamba2 d_model={args.d_model} {DESIGN_DEFAULTS}, batch {args.batch}, forward+backward{cuda_note}")
-    print("| device | T | implementation | time (s) | peak extra memory (MB) | vs chunked |")
-    print("|---|---:|---|---:|---:|---:|")
+    print("| device | T | implementation | median s | min s | peak extra memory (MB) | median vs chunked |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for row in rows:
         base = next(r for r in rows if r["device"] == row["device"] and r["T"] == row["T"]
                     and r["implementation"] == "chunked SSD (torch)")
-        print(f"| {row['device']} | {row['T']} | {row['implementation']} | {row['seconds']:.4f} | "
+        print(f"| {row['device']} | {row['T']} | {row['implementation']} | {row['seconds']:.4f} | {row['min_seconds']:.4f} | "
               f"{row['peak_mb']:.0f} | {row['seconds'] / base['seconds']:.2f}x |")
     if args.json:
         with open(args.json, "w") as handle:

@@ -218,8 +218,8 @@ def _reusable(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tup
 def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool = False) -> dict:
     """Process one recording into DST/recordings (or reuse its output). Never raises for a bad input.
 
-    Returns {"row": manifest row, "events": [event dicts], "timings": {step: s}, "reused": bool,
-    "max_rss_mb": peak RSS of this process}.
+    Returns {"row": manifest row, "events": [event dicts], "timings": {step: wall s}, "reused": bool,
+    "cpu_s": CPU seconds of this recording, "max_rss_mb": peak RSS of this process so far}.
     """
     dst = Path(dst)
     row = {"recording_id": job.recording_id, "subject_id": job.subject_id, "cohort": job.cohort,
@@ -227,7 +227,7 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
     out = recording_file(dst, job.recording_id)
     timings: dict[str, float] = {}
     result = {"row": row, "events": [], "timings": timings, "reused": False}
-    tick = time.perf_counter()
+    tick, cpu = time.perf_counter(), time.process_time()
     try:
         if job.problem:
             raise SkipRecording(f"{job.edf}: {job.problem}")
@@ -242,6 +242,7 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
         except OSError as err:
             raise XmlError(f"{job.xml}: cannot read ({err.strerror or err})") from None
         timings["hash"] = time.perf_counter() - tick
+        out.with_name(f".{out.name}.tmp").unlink(missing_ok=True)  # left by an interrupted run
         reuse = None if overwrite else _reusable(out, row["edf_sha256"], row["xml_sha256"], config.digest())
         if reuse is not None:
             old, result["events"] = reuse
@@ -267,6 +268,7 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
         out.unlink(missing_ok=True)  # no stale table for a recording that is no longer ok
         result["events"] = []
     row["reason"] = " ".join(str(row["reason"]).split())  # one line
+    result["cpu_s"] = time.process_time() - cpu
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
 
@@ -368,9 +370,12 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
     if shard is not None:
         jobs = [j for j in jobs if shard_of(j.recording_id, shard[1]) == shard[0]]
     (dst / "recordings").mkdir(parents=True, exist_ok=True)
-    (dst / "parser_config.json").write_text(json.dumps(
-        {"src": str(src), "workers": workers, "shard": list(shard) if shard else None, "version": package_version(),
-         "config": config.as_dict(), "config_digest": config.digest()}, indent=1, default=list) + "\n")
+    record = {"src": str(src), "workers": workers, "shard": list(shard) if shard else None,
+              "version": package_version(), "config": config.as_dict(), "config_digest": config.digest()}
+    name = f"parser_config.shard-{shard[0]}-of-{shard[1]}.json" if shard else "parser_config.json"
+    tmp = dst / f".{name}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(record, indent=1, default=list) + "\n")
+    os.replace(tmp, dst / name)
 
     results = []
     bar = tqdm(total=len(jobs), desc="parsing nights", unit="night", disable=not progress)
@@ -405,8 +410,8 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
     else:
         write_cohort_outputs(dst, manifest, events, dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac,
                                                          train_subjects=train_subjects))
-    manifest.attrs["runs"] = {r["row"]["recording_id"]: {"timings": r["timings"], "reused": r["reused"],
-                                                         "max_rss_mb": r["max_rss_mb"]} for r in results}
+    manifest.attrs["runs"] = {r["row"]["recording_id"]: {k: r[k] for k in ("timings", "reused", "cpu_s", "max_rss_mb")}
+                              for r in results}
     return manifest
 
 
@@ -438,15 +443,17 @@ def merge_shards(dst: str | Path, split_seed: int = 0, test_frac: float = 0.1, v
     return manifest
 
 
-def summary_text(manifest: pd.DataFrame) -> str:
-    """Counts by status and the reason of every recording that is not ok."""
+def summary_text(manifest: pd.DataFrame, max_reasons: int = 40) -> str:
+    """Counts by status and the reasons of the recordings that are not ok (failed first, at most `max_reasons`)."""
     lines = ["status    count"]
     for status in ("ok", "skipped", "failed"):
         lines.append(f"{status:<9} {int((manifest['status'] == status).sum()):>5}")
-    bad = manifest[manifest["status"] != "ok"]
+    bad = manifest[manifest["status"] != "ok"].sort_values("status", kind="stable")
     if len(bad):
         lines.append("")
-        lines += [f"{r.status:<8} {r.recording_id}: {r.reason}" for r in bad.itertuples()]
+        lines += [f"{r.status:<8} {r.recording_id}: {r.reason}" for r in bad.head(max_reasons).itertuples()]
+        if len(bad) > max_reasons:
+            lines.append(f"... and {len(bad) - max_reasons} more (see the reason column of manifest.csv)")
     return "\n".join(lines)
 
 

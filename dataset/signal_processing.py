@@ -273,12 +273,13 @@ def night_info(header: EdfHeader, annotations: NsrrAnnotations | None, n_epochs:
 
 
 def process_recording(edf_path: str | Path, xml_path: str | Path | None, config: ProcessingConfig | None = None,
-                      recording_id: str | None = None) -> Night:
+                      recording_id: str | None = None, require_scored: bool = True) -> Night:
     """Read, process and label one night in memory.
 
     Raises `EdfError` / `XmlError` for unreadable or malformed inputs (status failed) and `SkipRecording` for
     nights excluded by a rule: no annotations (unless `config.allow_unscored`), no electrophysiology channel,
-    no scored epoch.
+    no scored epoch. With `require_scored=False` (inference) an annotation file without any stage event keeps
+    the whole signal and a night without a scored epoch is still processed.
     """
     config = config or ProcessingConfig()
     edf_path = Path(edf_path)
@@ -300,6 +301,8 @@ def process_recording(edf_path: str | Path, xml_path: str | Path | None, config:
 
     signal_s = header.duration_s
     scored_s = annotations.scored_s if annotations is not None else signal_s
+    if not require_scored and scored_s == 0:
+        scored_s = signal_s
     n_epochs = int(math.floor(min(signal_s, scored_s) / EPOCH_S + 1e-9))
     if n_epochs < 1:
         what = "no stage event" if scored_s == 0 else f"signal {signal_s:g} s, scored {scored_s:g} s"
@@ -307,7 +310,7 @@ def process_recording(edf_path: str | Path, xml_path: str | Path | None, config:
     tick = time.perf_counter()
     labels = epoch_labels(annotations, n_epochs)
     events = annotations.events if annotations is not None else []
-    if annotations is not None and not np.any(labels["stage"] >= 0):
+    if require_scored and annotations is not None and not np.any(labels["stage"] >= 0):
         raise SkipRecording(f"{annotations.path}: no scored epoch (every kept epoch is movement, unscored or uncovered)")
     timings["labels"] = time.perf_counter() - tick
 
@@ -332,13 +335,14 @@ def load_night(edf_path: str | Path, xml_path: str | Path | None = None, channel
     Returns (epochs, labels, info): `epochs` maps canonical channel names to (n_epochs, samples) float32 arrays
     (3000 samples at 100 Hz, 300 at 10 Hz for respiratory channels; robust-scaled); `labels` is a DataFrame
     (`epoch`, `stage`, event columns) or None without `xml_path`; `info` holds the manifest fields (rates,
-    medians and IQRs, dropped channels, n_epochs, kept_s, ...). Without an XML file the whole recording is
-    kept (floor(signal_s / 30) epochs).
+    medians and IQRs, dropped channels, n_epochs, kept_s, ...). Without an XML file (or with one that holds
+    no stage event) the whole recording is kept (floor(signal_s / 30) epochs). Raises `EdfError` / `XmlError`
+    for unreadable files and `SkipRecording` when no electrophysiology channel is usable.
     """
     base = config or ProcessingConfig()
     names = tuple(channels) if channels is not None else base.channels
     config = ProcessingConfig(**{**asdict(base), "channels": names, "allow_unscored": True})
-    night = process_recording(edf_path, xml_path, config)
+    night = process_recording(edf_path, xml_path, config, require_scored=False)
     epochs = {name: result.epochs for name, result in night.channels.items()}
     labels = labels_frame(night.labels) if xml_path is not None else None
     return epochs, labels, night.info

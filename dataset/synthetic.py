@@ -125,25 +125,6 @@ def _shift_epochs(value, rng: np.random.Generator) -> int:
     return int(value or 0)
 
 
-def _mark_unscored(stage: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
-    """NSRR concept keys per epoch with about `k` epochs marked Movement|6 (single epochs at wake/sleep borders)
-    and Unscored|9 (one block). Returns an object array of STAGE_CONCEPT keys."""
-    keys = np.array(stage, dtype=object)
-    if k <= 0:
-        return keys
-    n = len(stage)
-    n_move = min(k // 3, n // 4)
-    borders = np.flatnonzero((stage[1:] == 0) != (stage[:-1] == 0)) + 1
-    borders = borders[(borders > 0) & (borders < n)]
-    picks = rng.choice(borders, size=min(n_move, len(borders)), replace=False) if len(borders) else []
-    keys[np.asarray(picks, dtype=int)] = "move"
-    block = max(min(k - len(picks), n // 3), 0)
-    if block:
-        first = int(rng.integers(n // 3, max(n - block, n // 3 + 1)))
-        keys[first:first + block] = "unscored"
-    return keys
-
-
 def _stage_runs(keys: np.ndarray) -> list[tuple[str, float, float]]:
     """Merge consecutive equal epochs into (concept, start_s, duration_s) runs, as NSRR does."""
     runs, first = [], 0
@@ -239,12 +220,9 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
     scored_less = _shift_epochs(scored_shorter, rng)
     signal_less = _shift_epochs(signal_shorter, rng)
     n_scored_final = max(1, n_scored - scored_less)
+    signal_s = n_scored * EPOCH_S  # whole seconds (1-s data records)
     if signal_less:
         signal_s = max(1, (n_scored - signal_less) * EPOCH_S + int(rng.integers(1, EPOCH_S)))
-    elif scored_less:
-        signal_s = n_scored * EPOCH_S
-    else:
-        signal_s = n_scored * EPOCH_S
     n_sim = max(n_scored, math.ceil(signal_s / EPOCH_S))
 
     layout = [list(row) for row in SHHS1_LAYOUT]
@@ -261,13 +239,13 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
     drop = set(missing_channels) | ({"thermistor"} if "airflow" in missing_channels else set())
     layout = [tuple(row) for row in layout if row[0] not in drop]
 
-    sim = simulate_night(rng, subj, n_sim, signal_s, {row[0]: row[2] for row in layout},
-                         movement_epochs=int(unscored_epochs))
-    stage = sim["stage"][:n_scored_final]
-    keys = _mark_unscored(stage, int(unscored_epochs), rng)
-    keys[(keys == 3) & sim["deep"][:n_scored_final]] = "n4"
-    stages_out = np.array([s if isinstance(s, (int, np.integer)) and s != "n4" else -1 for s in keys], dtype=np.int8)
-    stages_out[keys == "n4"] = 3
+    sim = simulate_night(rng, subj, n_sim, n_scored_final, signal_s, {row[0]: row[2] for row in layout},
+                         int(unscored_epochs))
+    keys = np.array(sim["stage"][:n_scored_final], dtype=object)  # STAGE_CONCEPT keys per scored epoch
+    stages_out = sim["stage"][:n_scored_final].astype(np.int8)
+    keys[(stages_out == 3) & sim["deep"][:n_scored_final]] = "n4"
+    keys[sim["movement"]], keys[sim["unscored"]] = "move", "unscored"
+    stages_out[sim["movement"] | sim["unscored"]] = -1
     scored_s = float(n_scored_final * EPOCH_S)
 
     clock = datetime.time(int(rng.integers(21, 24)), int(rng.integers(0, 60)), int(rng.integers(0, 60)))

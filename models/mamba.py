@@ -234,7 +234,7 @@ class Mamba2(nn.Module):
 
     def uses_fused(self, u: torch.Tensor) -> bool:
         """Whether forward(u) runs mamba-ssm's fused kernel; raises if backend="fused" cannot."""
-        if self.backend == "torch":
+        if self.backend == "torch" or (self.backend == "auto" and not u.is_cuda):
             return False
         kernel, reason = _fused_kernel()
         if self.backend == "fused":
@@ -246,13 +246,13 @@ class Mamba2(nn.Module):
                 raise RuntimeError(f"Mamba2(backend='fused') needs CUDA tensors, got input on {u.device}; "
                                    f"use backend='auto' or 'torch' on CPU")
             return True
-        if u.is_cuda and kernel is None:
+        if kernel is None:  # auto on CUDA without the extra: say so once, then run the pure-PyTorch scan
             global _warned_cuda_fallback
             if not _warned_cuda_fallback:
                 _warned_cuda_fallback = True
                 warnings.warn(f"Mamba2: input is on CUDA but mamba-ssm's kernels are unavailable ({reason}); "
                               f"using the slower pure-PyTorch scan. Install them with: {INSTALL_HINT}")
-        return u.is_cuda and kernel is not None
+        return kernel is not None
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """u: (batch, seqlen, d_model) → (batch, seqlen, d_model). Causal along seqlen."""
@@ -263,14 +263,18 @@ class Mamba2(nn.Module):
         return self._forward_torch(u)
 
     def _forward_fused(self, u: torch.Tensor) -> torch.Tensor:
-        """mamba-ssm's mem-efficient path (exactly what mamba_ssm.Mamba2.forward calls)."""
+        """mamba-ssm's mem-efficient kernel (conv + scan + gated norm, as mamba_ssm.Mamba2.forward calls it).
+
+        in_proj and out_proj are called as modules (mamba-ssm fuses out_proj's weight into the kernel), so
+        hooks or adapters on them act in both backends.
+        """
         kernel = _fused_kernel()[0]
         limit = {} if self.dt_limit == (0.0, float("inf")) else {"dt_limit": self.dt_limit}
-        return kernel(self.in_proj(u), self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias,
-                      -torch.exp(self.A_log.float()), D=self.D, chunk_size=self.chunk_size, activation="silu",
-                      rmsnorm_weight=self.norm.weight, rmsnorm_eps=self.norm.eps,
-                      outproj_weight=self.out_proj.weight, outproj_bias=self.out_proj.bias,
-                      headdim=self.headdim, ngroups=self.ngroups, norm_before_gate=self.norm_before_gate, **limit)
+        y = kernel(self.in_proj(u), self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias,
+                   -torch.exp(self.A_log.float()), D=self.D, chunk_size=self.chunk_size, activation="silu",
+                   rmsnorm_weight=self.norm.weight, rmsnorm_eps=self.norm.eps, outproj_weight=None,
+                   headdim=self.headdim, ngroups=self.ngroups, norm_before_gate=self.norm_before_gate, **limit)
+        return self.out_proj(y)  # y: (batch, seqlen, d_inner)
 
     def _forward_torch(self, u: torch.Tensor) -> torch.Tensor:
         batch, seqlen, _ = u.shape

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
-from dataset.constants import CHANNEL_BY_NAME, CHANNELS, LABEL_EVENT_COLUMNS
+from dataset.constants import CHANNELS, LABEL_EVENT_COLUMNS
 from dataset.datasets import EpochDataset, SequenceDataset
 
 
@@ -112,6 +112,8 @@ def test_items_match_written_signals_and_labels(cohort):
         assert item["label"].dtype == torch.int64 and item["label"].ndim == 0
         assert int(item["label"]) == columns["stage"][item["epoch"]] >= 0
     np.testing.assert_array_equal(ds.labels, [int(ds[i]["label"]) for i in range(len(ds))])
+    ds[3]["eeg_c4"].zero_()  # items are copies: editing one must not touch the row-group cache
+    np.testing.assert_array_equal(ds[3]["eeg_c4"].numpy(), written[ds[3]["recording"]]["eeg_c4"][ds[3]["epoch"]])
     counts = ds.class_counts()
     assert counts.shape == (5,) and counts.sum() == len(ds)
 
@@ -284,18 +286,30 @@ def _parser_missing() -> str:
 @pytest.mark.skipif(bool(_parser_missing()), reason=_parser_missing() or "-")
 def test_on_parsed_synthetic_cohort(tmp_path):
     from dataset.data_parser import parse_cohort
-    from dataset.synthetic import generate_cohort
+    from dataset.synthetic import generate_cohort, variation_plan
 
-    generate_cohort(tmp_path / "src", nights=2, hours=0.5, seed=0)
-    parse_cohort(tmp_path / "src", tmp_path / "dst", workers=1)
+    plan = variation_plan(4, ["missing_eog_r", "unscored"])
+    generate_cohort(tmp_path / "src", nights=4, hours=0.25, seed=0, variations=plan)
+    parse_cohort(tmp_path / "src", tmp_path / "dst", workers=1, progress=False)
     dst = tmp_path / "dst"
-    splits = json.loads((dst / "splits.json").read_text())
-    recordings = sorted({r for ids in splits["recordings"].values() for r in ids})
-    ds = quiet(EpochDataset, dst, recordings, ["eeg_c4"], task="sleep_stage")
-    table = pq.read_table(dst / "recordings" / f"{ds[0]['recording']}.parquet", columns=["epoch", "stage", "eeg_c4"])
-    row = table.column("epoch").to_pylist().index(ds[0]["epoch"])
-    np.testing.assert_array_equal(ds[0]["eeg_c4"].numpy(), np.asarray(table.column("eeg_c4")[row].as_py(), np.float32))
-    assert int(ds[0]["label"]) == table.column("stage")[row].as_py()
+    manifest = pq.read_table(dst / "manifest.parquet", columns=["recording_id", "status"]).to_pydict()
+    recordings = sorted(r for r, status in zip(manifest["recording_id"], manifest["status"]) if status == "ok")
+    assert len(recordings) == 4
+    tables = {r: pq.read_table(dst / "recordings" / f"{r}.parquet") for r in recordings}
+    lacking = [r for r in recordings if "eog_r" not in tables[r].column_names]
+    assert len(lacking) == 1
+    with pytest.warns(UserWarning, match="skipped 1 of 4"):
+        ds = EpochDataset(dst, recordings, ["eeg_c4", "eog_r"], task="sleep_stage")
+    assert list(ds.skipped) == lacking
+    stages = {r: tables[r].column("stage").to_numpy() for r in ds.recordings}
+    assert len(ds) == sum(int((s >= 0).sum()) for s in stages.values()) < sum(len(s) for s in stages.values())
+    for index in (0, len(ds) // 2, len(ds) - 1):
+        item = ds[index]
+        table = tables[item["recording"]]
+        row = table.column("epoch").to_pylist().index(item["epoch"])
+        written = np.asarray(table.column("eog_r")[row].as_py(), np.float32)  # (3000,)
+        np.testing.assert_array_equal(item["eog_r"].numpy(), written)
+        assert int(item["label"]) == stages[item["recording"]][row] >= 0
     tiles = quiet(SequenceDataset, dst, recordings, ["eeg_c4"], epochs_per_window=20, tiling=True)
-    assert sum(int(tiles[i]["owned"].sum()) for i in range(len(tiles))) == sum(
-        pq.ParquetFile(dst / "recordings" / f"{r}.parquet").metadata.num_rows for r in tiles.recordings)
+    owned = [(t["recording"], e) for t in (tiles[i] for i in range(len(tiles))) for e in t["epoch_ids"][t["owned"]].tolist()]
+    assert sorted(owned) == sorted((r, e) for r in recordings for e in tables[r].column("epoch").to_pylist())

@@ -202,6 +202,9 @@ def test_event_runs_hand_count():
     assert event_runs([1, 1, 0, 1]) == [(0, 2), (3, 1)]
     assert event_runs([0, 0, 0]) == []
     assert event_runs([1, 0, 1, 1, 1], min_epochs=2) == [(2, 3)]
+    assert event_runs(np.array([True, True, False])) == [(0, 2)]
+    with pytest.raises(ValueError, match="0/1"):
+        event_runs([0.2, 0.9, 0.4])
 
 
 def test_estimate_ahi_known_pattern():

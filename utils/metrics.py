@@ -464,7 +464,8 @@ def event_runs(binary_epochs, min_epochs: int = 1) -> list[tuple[int, int]]:
     positive = np.asarray(binary_epochs)
     if positive.ndim != 1:
         raise ValueError(f"binary_epochs: expected a 1-D per-epoch array, got shape {positive.shape}")
-    positive = positive.astype(bool)
+    if not np.isin(positive, (0, 1)).all():
+        raise ValueError("binary_epochs: expected 0/1 per epoch (threshold probabilities first)")
     edges = np.diff(np.concatenate(([0], positive.astype(np.int8), [0])))  # +1 at run start, -1 after run end
     starts = np.flatnonzero(edges == 1)
     lengths = np.flatnonzero(edges == -1) - starts

@@ -1,0 +1,256 @@
+"""SynthSleepNet multimodal pretraining (DESIGN.md 3.2, 4) on the shared engine (utils/engine.py).
+
+    python pretrained/multimodal/train.py --data DST --unimodal eeg=RUN,eog=RUN,emg=RUN,ecg=RUN \
+        [--channels eeg_c4,eeg_c3,eog_l,eog_r,emg,ecg] [--preset tiny|T|B] ...
+
+RUN is a unimodal run directory (its best.pt, else last.pt) or a checkpoint file. The EEG model serves
+eeg_c4 and eeg_c3, the EOG model eog_l and eog_r (each channel gets its own frozen copy and its own LoRA).
+Only the modalities of `--channels` are needed. The model learns from the `pretrain` split without labels;
+recordings lacking one of the channels are skipped (and counted). best.pt is selected by a k-NN probe on the
+fusion representation (mean fusion token), fitted on labelled `train` epochs and scored on `val`.
+
+Outputs in --out (default runs/multimodal): config.json, log.jsonl, steps.jsonl, last.pt, best.pt. The
+checkpoints hold everything the backbone needs (unimodal configs, frozen encoder weights, LoRA, adapters,
+fusion, channel list): `models.loading.load_backbone(OUT/best.pt)`. Resume is automatic from OUT/last.pt
+(--unimodal may then be left out: the model is rebuilt from that checkpoint). Multi-GPU / multi-node:
+`torchrun --nproc_per_node G pretrained/multimodal/train.py ...`.
+"""
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES
+from dataset.datasets import EpochDataset
+from models.loading import build_backbone, read_checkpoint
+from models.neuronet import NeuroNet
+from models.synthsleepnet import SynthSleepNet, build_synthsleepnet, synthsleepnet_config
+from utils.checkpoint import load_checkpoint, sha256_file
+from utils.config import build_parser, parse_config
+from utils.distributed import DistContext, cleanup
+from utils.engine import fit, resolve_resume, setup_run
+from utils.knn_probe import KnnMonitor, add_knn_args, build_knn_monitor, probe_target
+
+MODEL_KIND = "synthsleepnet"
+UNIMODAL_MODALITIES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg")
+DEFAULTS: dict[str, Any] = {"channels": list(EPHYS_CHANNELS), "out": Path("runs") / "multimodal",
+                            "monitor_target": "stage", "lr": 1e-4}
+
+
+def parse_unimodal(text: str | Mapping[str, str]) -> dict[str, str]:
+    """`"eeg=runs/unimodal/eeg,eog=x.pt"` (or a dict from a config file) → {"eeg": "runs/unimodal/eeg", "eog": "x.pt"}."""
+    if isinstance(text, Mapping):
+        items = [(str(k), str(v)) for k, v in text.items()]
+    else:
+        items = []
+        for part in str(text).split(","):
+            if not part.strip():
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not key.strip() or not value.strip():
+                raise argparse.ArgumentTypeError(f"expected MODALITY=RUN pairs separated by commas, got {part!r}")
+            items.append((key.strip().lower(), value.strip()))
+    unknown = sorted({k for k, _ in items} - set(UNIMODAL_MODALITIES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown modality {unknown}; use {', '.join(UNIMODAL_MODALITIES)}")
+    if len({k for k, _ in items}) != len(items):
+        raise argparse.ArgumentTypeError(f"a modality is given twice in {text!r}")
+    return dict(items)
+
+
+def add_multimodal_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    group = parser.add_argument_group("multimodal")
+    group.add_argument(
+        "--unimodal", type=parse_unimodal, default=None, metavar="MOD=RUN,...",
+        help="pretrained unimodal NeuroNets: eeg=RUN,eog=RUN,emg=RUN,ecg=RUN; RUN = run directory (best.pt, else "
+             "last.pt) or checkpoint file; the modalities of --channels are required (not when resuming)",
+    )
+    return parser
+
+
+def build_multimodal_parser() -> argparse.ArgumentParser:
+    return build_parser(
+        description="SynthSleepNet multimodal self-supervised pretraining: frozen unimodal NeuroNet encoders with "
+                    "LoRA, per-channel adapters, masked fusion transformer, per-channel decoders and cross-modal "
+                    "contrastive loss, on the 'pretrain' split; best.pt selected by a k-NN probe on the fusion "
+                    "representation (train -> val).",
+        defaults=DEFAULTS, add_options=[add_knn_args, add_multimodal_args],
+    )
+
+
+def check_channels(channels: list[str]) -> dict[str, str]:
+    """channel → modality for 100-Hz electrophysiology channels; SystemExit naming a bad one."""
+    modality = {}
+    for name in channels:
+        spec = CHANNEL_BY_NAME.get(name)
+        if spec is None:
+            raise SystemExit(f"error: --channels: unknown channel {name!r}; canonical names: {', '.join(EPHYS_CHANNELS)}")
+        if spec.epoch_samples != EPOCH_SAMPLES or spec.modality not in UNIMODAL_MODALITIES:
+            raise SystemExit(f"error: --channels: {name} is a {spec.target_fs} Hz {spec.modality} channel; SynthSleepNet "
+                             f"fuses 100-Hz electrophysiology channels ({', '.join(EPHYS_CHANNELS)})")
+        modality[name] = spec.modality
+    if len(set(channels)) != len(channels):
+        raise SystemExit(f"error: --channels {','.join(channels)} lists a channel twice")
+    return modality
+
+
+def load_unimodal(runs: Mapping[str, str], needed: set[str]) -> tuple[dict[str, NeuroNet], dict[str, dict]]:
+    """The pretrained NeuroNet of each needed modality, and provenance (path, sha256) per modality."""
+    missing = sorted(needed - set(runs))
+    if missing:
+        raise SystemExit(f"error: --unimodal gives no run for modality {', '.join(missing)} (needed by --channels)")
+    unused = sorted(set(runs) - needed)
+    if unused:
+        print(f"note: --unimodal {', '.join(unused)} not used by --channels", flush=True)
+    nets, provenance = {}, {}
+    for modality in sorted(needed):
+        try:
+            checkpoint = read_checkpoint(runs[modality])
+            where = checkpoint["path"]
+            if checkpoint["model_kind"] != "neuronet":
+                raise ValueError(f"{where}: holds a {checkpoint['model_kind']!r} model, expected a unimodal 'neuronet'")
+            trained_on = (checkpoint.get("metadata") or {}).get("modality")
+            if trained_on is not None and trained_on != modality:
+                raise ValueError(f"{where}: was pretrained on {trained_on}, but is given for {modality}")
+            nets[modality] = build_backbone(checkpoint, where)
+        except (FileNotFoundError, ValueError) as err:
+            raise SystemExit(f"error: --unimodal {modality}={runs[modality]}: {err}") from err
+        provenance[modality] = {"path": where, "sha256": sha256_file(where), "step": checkpoint.get("step")}
+        if nets[modality].framer.n_samples != EPOCH_SAMPLES:
+            raise SystemExit(f"error: {where}: encoder takes {nets[modality].framer.n_samples}-sample epochs, "
+                             f"the data has {EPOCH_SAMPLES}")
+    return nets, provenance
+
+
+def open_split(cfg: argparse.Namespace, split: str, task: str | None = None) -> EpochDataset:
+    """EpochDataset of one split with every channel of --channels; prints the recordings skipped and why."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*skipped \d+ of")  # reported below, with every reason
+        try:
+            dataset = EpochDataset(cfg.data, split, cfg.channels, task=task, seed=cfg.seed)
+        except (ValueError, FileNotFoundError, KeyError) as err:
+            raise SystemExit(f"error: {cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
+    if dataset.skipped:
+        reasons = Counter(dataset.skipped.values())
+        print(f"{split}: skipped {len(dataset.skipped)} recording(s): "
+              + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()), flush=True)
+    return dataset
+
+
+def describe(dataset: EpochDataset) -> str:
+    return (f"{len(dataset)} epochs x {len(dataset.channels)} channels from {len(dataset.recordings)} recordings, "
+            f"{len(dataset.subjects)} subjects")
+
+
+class StackedChannels(Dataset):
+    """Items of an EpochDataset with its channels stacked into `signal` (M, 3000) in the given order, plus
+    `label`: the input `SynthSleepNet.encode` takes as a tensor (used by the k-NN monitor)."""
+
+    def __init__(self, dataset: EpochDataset, channels: list[str]):
+        self.dataset, self.channels = dataset, list(channels)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.dataset[index]
+        out = {"signal": torch.stack([item[ch] for ch in self.channels])}  # (M, 3000) float32, 100 Hz
+        if "label" in item:
+            out["label"] = item["label"]
+        return out
+
+
+class ChannelLoss:
+    """`compute_loss` for the engine: the batch's channel tensors (B, 3000) to the device, then the model."""
+
+    def __init__(self, channels: list[str]):
+        self.channels = list(channels)
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> Mapping[str, torch.Tensor]:
+        signals = {ch: batch[ch].to(device, non_blocking=True) for ch in self.channels}  # (B, 3000) each, 100 Hz
+        return model(signals)
+
+
+def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | None:
+    """k-NN probe of the fusion representation over labelled `train` -> `val` epochs (rank 0 only)."""
+    if not (cfg.monitor and ctx.is_main):
+        return None
+    target = probe_target(cfg.monitor_target)
+    try:
+        train_set = open_split(cfg, "train", task=target.task)
+        val_set = open_split(cfg, "val", task=target.task)
+    except SystemExit as err:
+        print(f"k-NN monitor disabled ({err}); best.pt follows the training loss", flush=True)
+        return None
+    print(f"k-NN monitor ({target.name}): train {describe(train_set)}; val {describe(val_set)}; "
+          f"using at most {cfg.knn_max_train} / {cfg.knn_max_val}", flush=True)
+    return build_knn_monitor(cfg, StackedChannels(train_set, cfg.channels), StackedChannels(val_set, cfg.channels))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv`, pretrain, return 0. Errors in the input exit with a message."""
+    parser = build_multimodal_parser()
+    cfg = parse_config(parser, argv)
+    if not Path(cfg.data).is_dir():
+        parser.error(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
+    if isinstance(cfg.unimodal, (str, Mapping)):  # from a --config file
+        try:
+            cfg.unimodal = parse_unimodal(cfg.unimodal)
+        except argparse.ArgumentTypeError as err:
+            parser.error(f"--unimodal: {err}")
+    channel_modality = check_channels(cfg.channels)
+    if "channels" in cfg.model_args:
+        parser.error("--model-arg channels: use --channels")
+    try:
+        config = synthsleepnet_config(cfg.preset, channels=cfg.channels, **cfg.model_args)
+    except (ValueError, TypeError) as err:
+        parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
+
+    resume_from = resolve_resume(cfg.resume, Path(cfg.out))
+    nets, provenance = None, None
+    if cfg.unimodal is not None:
+        nets, provenance = load_unimodal(cfg.unimodal, set(channel_modality.values()))
+    elif resume_from is None:
+        parser.error("--unimodal is required (e.g. --unimodal eeg=runs/unimodal/eeg,eog=runs/unimodal/eog,"
+                     "emg=runs/unimodal/emg,ecg=runs/unimodal/ecg)")
+    else:
+        resumed = load_checkpoint(resume_from)  # encoder configs from the checkpoint; fit restores the weights
+        try:
+            config = synthsleepnet_config(cfg.preset, channels=cfg.channels, **cfg.model_args,
+                                          encoders=resumed["model_config"].get("encoders", {}))
+        except ValueError as err:
+            parser.error(f"--resume {resume_from}: {err}")
+        provenance = (resumed.get("metadata") or {}).get("unimodal")
+
+    ctx = setup_run(cfg)
+    try:
+        train_set = open_split(cfg, "pretrain")
+        if ctx.is_main:
+            print(f"pretrain (multimodal): {describe(train_set)}", flush=True)
+        monitor = build_monitor(cfg, ctx)
+        encoders = {ch: nets[modality] for ch, modality in channel_modality.items()} if nets else None
+        try:
+            model: SynthSleepNet = build_synthsleepnet(config, encoders)
+        except ValueError as err:
+            raise SystemExit(f"error: cannot build SynthSleepNet: {err}") from err
+        if ctx.is_main:
+            print(model.summary(), flush=True)
+        fit(cfg, model, train_set, ctx=ctx, model_kind=MODEL_KIND, model_config=model.config.to_dict(),
+            compute_loss=ChannelLoss(cfg.channels), monitor=monitor, monitor_metric=cfg.monitor_metric,
+            monitor_mode="max",
+            metadata={"channels": list(cfg.channels), "channel_modality": channel_modality, "unimodal": provenance,
+                      "probe_target": cfg.monitor_target, "representation": "mean fusion token"})
+    finally:
+        cleanup(ctx)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

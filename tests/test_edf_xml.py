@@ -1,0 +1,264 @@
+"""The EDF reader (checked against edfio), the NSRR XML reader and the per-epoch label rules."""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+from edfio import Edf, EdfAnnotation, EdfSignal, read_edf
+
+from dataset.edf_reader import EdfError, read_digital, read_edf_header, read_signal, to_physical
+from dataset.labels import covered_seconds, epoch_labels, epoch_stages, merge_intervals, midpoint_flags
+from dataset.nsrr_xml import XmlError, event_type, parse_nsrr_xml, stage_class
+
+
+# ----------------------------------------------------------------------------------------------- EDF reader
+def _mixed_edf(path, seconds=6, annotations=False, record_s=None):
+    """Signals at 125, 50, 10 and 1 Hz with different physical and digital ranges; returns what edfio wrote."""
+    rng = np.random.default_rng(0)
+    signals = [
+        EdfSignal(rng.uniform(-200, 200, 125 * seconds), 125, label="EEG", physical_dimension="uV",
+                  physical_range=(-250, 250)),
+        EdfSignal(rng.uniform(-1, 1, 50 * seconds), 50, label="EOG(L)", physical_dimension="mV",
+                  physical_range=(-1.2, 1.5), digital_range=(-2048, 2047)),
+        EdfSignal(rng.uniform(0, 1, 10 * seconds), 10, label="NEW AIR", physical_range=(0, 1),
+                  digital_range=(0, 255)),
+        EdfSignal(rng.uniform(80, 100, 1 * seconds), 1, label="SaO2", physical_dimension="%",
+                  physical_range=(0, 100), digital_range=(0, 1000)),
+    ]
+    kwargs = {"annotations": [EdfAnnotation(1.5, None, "lights off")]} if annotations else {}
+    if record_s:
+        kwargs["data_record_duration"] = record_s
+    Edf(signals, **kwargs).write(path)
+    return read_edf(path)
+
+
+@pytest.mark.parametrize("annotations", [False, True])
+def test_reader_matches_edfio_per_signal_at_native_rate(tmp_path, annotations):
+    path = tmp_path / "mixed.edf"
+    reference = _mixed_edf(path, annotations=annotations)
+    header = read_edf_header(path)
+    assert header.labels == ["EEG", "EOG(L)", "NEW AIR", "SaO2"]  # annotation signal never offered
+    assert not header.truncated and header.n_records == reference.num_data_records
+    for expected in reference.signals:
+        data, rate = read_signal(header, expected.label)
+        assert rate == expected.sampling_frequency
+        assert data.shape == expected.data.shape
+        np.testing.assert_allclose(data, expected.data, rtol=0, atol=1e-9)
+
+
+def test_reader_with_long_data_records(tmp_path):
+    path = tmp_path / "long_records.edf"
+    reference = _mixed_edf(path, seconds=60, record_s=30)
+    header = read_edf_header(path)
+    assert header.n_records == 2 and float(header.record_duration) == 30
+    signal = header.find(["SaO2"])
+    assert signal.samples_per_record == 30 and signal.sampling_rate == 1.0
+    np.testing.assert_allclose(read_signal(header, "EOG(L)")[0], reference.signals[1].data, atol=1e-9)
+
+
+def test_labels_match_case_and_whitespace_insensitively_first_alias_wins(tmp_path):
+    path = tmp_path / "labels.edf"
+    Edf([EdfSignal(np.zeros(10), 10, label="eeg  (SEC)"), EdfSignal(np.zeros(10), 10, label="EEG2"),
+         EdfSignal(np.ones(10), 10, label="EEG", physical_range=(-1, 1)),
+         EdfSignal(np.zeros(10), 10, label="EEG", physical_range=(-1, 1))]).write(path)
+    header = read_edf_header(path)
+    assert header.find(["EEG(sec)", "EEG (sec)", "EEG2"]).index == 0  # alias order decides, not file order
+    assert header.find(["EEG2", "EEG (sec)"]).index == 1
+    assert header.find(["EEG"]).index == 2  # first of duplicate labels
+    assert header.find(["EMG"]) is None
+
+
+def _cut(path, n_bytes):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - n_bytes])
+
+
+def test_cut_final_record_reads_whole_records_and_flags_truncated(tmp_path):
+    path = tmp_path / "cut.edf"
+    reference = _mixed_edf(path, seconds=6)
+    _cut(path, 100)  # part of the last 1-s record
+    header = read_edf_header(path)
+    assert header.truncated and header.n_records == 5 and header.n_records_header == 6
+    data, _ = read_signal(header, "EEG")
+    np.testing.assert_allclose(data, reference.signals[0].data[: 5 * 125], atol=1e-9)
+
+
+@pytest.mark.parametrize("declared, expected_records, truncated", [(b"-1", 6, False), (b"9", 6, True), (b"4", 4, False)])
+def test_record_count_from_file_size_when_header_is_wrong(tmp_path, declared, expected_records, truncated):
+    path = tmp_path / "count.edf"
+    _mixed_edf(path, seconds=6)
+    raw = bytearray(path.read_bytes())
+    raw[236:244] = declared.ljust(8)
+    path.write_bytes(bytes(raw))
+    header = read_edf_header(path)
+    assert header.n_records == expected_records and header.truncated == truncated
+    assert read_signal(header, "SaO2")[0].size == expected_records
+
+
+def test_digital_to_physical_uses_each_signals_gain_and_offset(tmp_path):
+    path = tmp_path / "gain.edf"
+    Edf([EdfSignal(np.array([0.0, 25.0, 50.0, 100.0]), 1, label="A", physical_range=(0, 100), digital_range=(0, 200)),
+         EdfSignal(np.array([-3.0, 0.0, 1.0, 5.0]), 1, label="B", physical_range=(-5, 5), digital_range=(-100, 100))]
+        ).write(path)
+    header = read_edf_header(path)
+    a, b = header.find(["A"]), header.find(["B"])
+    np.testing.assert_array_equal(read_digital(header, a), [0, 50, 100, 200])
+    np.testing.assert_allclose(to_physical(read_digital(header, a), a), [0, 25, 50, 100])
+    np.testing.assert_allclose(to_physical(read_digital(header, b), b, scale=1000.0), [-3000, 0, 1000, 5000])
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file"),
+    (b"0       " + b" " * 50, "too short"),
+    (b"hello, this is not an EDF" * 40, "not an EDF"),
+    (b"\xffBIOSEMI" + b" " * 1000, "BDF"),
+])
+def test_unreadable_files_raise_edf_error_naming_the_file(tmp_path, content, message):
+    path = tmp_path / "bad.edf"
+    path.write_bytes(content)
+    with pytest.raises(EdfError, match=message) as err:
+        read_edf_header(path)
+    assert str(path) in str(err.value)
+
+
+def test_header_without_one_whole_record_is_an_error(tmp_path):
+    path = tmp_path / "header_only.edf"
+    _mixed_edf(path, seconds=1)
+    header_bytes = read_edf_header(path).header_bytes
+    path.write_bytes(path.read_bytes()[: header_bytes + 10])
+    with pytest.raises(EdfError, match="no complete data record"):
+        read_edf_header(path)
+
+
+# ------------------------------------------------------------------------------------------------ NSRR XML
+def _event(kind, concept, start, duration, extra=""):
+    return (f"<ScoredEvent><EventType>{kind}</EventType><EventConcept>{concept}</EventConcept>"
+            f"<Start>{start}</Start><Duration>{duration}</Duration>{extra}</ScoredEvent>")
+
+
+XML_EVENTS = [
+    _event("", "Recording Start Time", 0, 300),
+    _event("Stages|Stages", "Wake|0", 0, 60),
+    _event("Stages|Stages", "stage 2 SLEEP|2", 60, 90),
+    _event("Stages|Stages", "Stage 4 sleep|4", 150, 30),
+    _event("Stages|Stages", "REM sleep|5", 180, 30),
+    _event("Stages|Stages", "Movement|6", 210, 30),
+    _event("Stages|Stages", "Unscored|9", 240, 30),
+    _event("Respiratory|Respiratory", "OBSTRUCTIVE APNEA|Obstructive Apnea", 65.5, 12),
+    _event("Respiratory|Respiratory", "SpO2 desaturation|SpO2 desaturation", 80, 9,
+           "<SpO2Baseline>96</SpO2Baseline><SpO2Nadir>89</SpO2Nadir>"),
+    _event("Arousals|Arousals", "ASDA arousal|Arousal (ASDA)", 100, 5),
+    _event("Respiratory|Respiratory", "SpO2 artifact|SpO2 artifact", 0, 300),
+]
+
+
+def _xml(events, newline="\n"):
+    body = newline.join(["<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "<PSGAnnotation>",
+                         "<EpochLength>30</EpochLength>", "<ScoredEvents>", *events, "</ScoredEvents>",
+                         "</PSGAnnotation>", ""])
+    return body.encode()
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", ""])
+def test_xml_parses_lf_crlf_and_one_line_files_alike(tmp_path, newline):
+    path = tmp_path / "a-nsrr.xml"
+    path.write_bytes(_xml(XML_EVENTS, newline))
+    ann = parse_nsrr_xml(path)
+    assert ann.epoch_length == 30
+    np.testing.assert_array_equal(ann.stage_class, [0, 2, 3, 4, -1, -1])
+    assert ann.scored_s == 270
+    kinds = [e["type"] for e in ann.events]
+    assert kinds == ["obstructive_apnea", "desaturation", "arousal", "other"]  # recording start dropped
+    assert ann.events[1]["spo2_nadir"] == 89 and np.isnan(ann.events[0]["spo2_nadir"])
+    assert ann.events[0]["start_s"] == 65.5 and ann.events[0]["concept"] == "OBSTRUCTIVE APNEA|Obstructive Apnea"
+
+
+def test_concept_tables():
+    assert [stage_class(c) for c in ("Wake|0", "Stage 1 sleep|1", "Stage 3 sleep|3", "stage 4 sleep|4", "REM Sleep|5",
+                                     "Movement|6", "Unscored|9", "Stage 7 sleep|7")] == [0, 1, 3, 3, 4, -1, -1, -1]
+    assert event_type("Central apnea|Central Apnea") == "central_apnea"
+    assert event_type("Mixed Apnea|Mixed Apnea") == "mixed_apnea"
+    assert event_type("Hypopnea|Hypopnea") == "hypopnea"
+    assert event_type("Arousal|Arousal ()") == "arousal"
+    assert event_type("Unsure|Unsure") == "other"
+
+
+@pytest.mark.parametrize("text, message", [
+    (b"<PSGAnnotation><ScoredEvents><ScoredEvent>", "malformed XML"),
+    (_xml([_event("Stages|Stages", "Wake|0", "soon", 30)]), "Start 'soon'"),
+    (_xml([_event("Stages|Stages", "Wake|0", 0, -30)]), "Duration"),
+    (b"<CMPStudyConfig><SleepStages><SleepStage>0</SleepStage></SleepStages></CMPStudyConfig>", "not an NSRR"),
+])
+def test_bad_xml_raises_xml_error_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad-nsrr.xml"
+    path.write_bytes(text)
+    with pytest.raises(XmlError, match=message) as err:
+        parse_nsrr_xml(path)
+    assert str(path) in str(err.value)
+
+
+# -------------------------------------------------------------------------------------------------- labels
+def test_stages_placed_by_start_not_order_and_by_midpoint():
+    starts = np.array([0.0, 60.0, 150.0, 95.0])  # out of order, with a gap [90, 95) and an off-grid start
+    durations = np.array([60.0, 30.0, 30.0, 55.0])
+    classes = np.array([0, 2, 4, 3], dtype=np.int8)
+    expected = [0, 0, 2, 3, 3, 4, -1]  # epoch 3 midpoint 105 is inside [95, 150); epoch 6 uncovered
+    for order in itertools.permutations(range(4)):
+        order = list(order)
+        np.testing.assert_array_equal(epoch_stages(starts[order], durations[order], classes[order], 7), expected)
+
+
+def test_overlapping_stage_events_later_start_wins():
+    stages = epoch_stages(np.array([0.0, 30.0]), np.array([120.0, 30.0]), np.array([2, 4], dtype=np.int8), 5)
+    np.testing.assert_array_equal(stages, [2, 4, 2, 2, -1])
+
+
+def test_midpoint_rule_is_half_open():
+    # epoch 1 = [30, 60), midpoint 45
+    assert midpoint_flags(np.array([40.0]), np.array([45.0]), 3).tolist() == [0, 0, 0]
+    assert midpoint_flags(np.array([45.0]), np.array([46.0]), 3).tolist() == [0, 1, 0]
+    assert midpoint_flags(np.array([40.0, 45.0]), np.array([45.0, 50.0]), 3).tolist() == [0, 1, 0]
+
+
+def test_event_seconds_are_the_union_of_overlapping_events():
+    seconds = covered_seconds(np.array([10.0, 20.0, 85.0]), np.array([40.0, 50.0, 200.0]), 4)
+    np.testing.assert_allclose(seconds, [20.0, 20.0, 5.0, 30.0])
+    starts, ends = merge_intervals(np.array([20.0, 10.0, 50.0, 60.0]), np.array([30.0, 20.0, 60.0, 60.0]))
+    assert starts.tolist() == [10.0, 50.0] and ends.tolist() == [30.0, 60.0]
+
+
+def test_interval_arithmetic_matches_brute_force():
+    rng = np.random.default_rng(3)
+    n_epochs = 40
+    starts = rng.uniform(-20, 30 * n_epochs + 20, 60)
+    ends = starts + rng.exponential(25, 60)
+    grid = np.arange(0, 30 * n_epochs, 0.01) + 0.005  # 1 ms resolution
+    inside = np.zeros(grid.size, dtype=bool)
+    for s, e in zip(starts, ends):
+        inside |= (grid >= s) & (grid < e)
+    expected_seconds = inside.reshape(n_epochs, -1).sum(axis=1) * 0.01
+    np.testing.assert_allclose(covered_seconds(starts, ends, n_epochs), expected_seconds, atol=0.02)
+    mid = np.arange(n_epochs) * 30 + 15.0
+    expected_flags = [int(any(s <= m < e for s, e in zip(starts, ends))) for m in mid]
+    assert midpoint_flags(starts, ends, n_epochs).tolist() == expected_flags
+
+
+def test_apnea_is_the_union_of_the_three_apnea_types(tmp_path):
+    path = tmp_path / "apnea-nsrr.xml"
+    path.write_bytes(_xml([
+        _event("Stages|Stages", "Stage 2 sleep|2", 0, 120),
+        _event("Respiratory|Respiratory", "Obstructive apnea|Obstructive Apnea", 0, 20),
+        _event("Respiratory|Respiratory", "Central apnea|Central Apnea", 10, 20),
+        _event("Respiratory|Respiratory", "Mixed apnea|Mixed Apnea", 40, 10),
+        _event("Respiratory|Respiratory", "Hypopnea|Hypopnea", 70, 40),
+    ]))
+    labels = epoch_labels(parse_nsrr_xml(path), 4)
+    np.testing.assert_allclose(labels["apnea_s"], [30, 10, 0, 0])
+    assert labels["apnea"].tolist() == [1, 1, 0, 0]  # midpoint 45 inside the mixed apnea [40, 50)
+    assert labels["obstructive_apnea"].tolist() == [1, 0, 0, 0]
+    np.testing.assert_allclose(labels["hypopnea_s"], [0, 0, 20, 20])
+    assert labels["hypopnea"].tolist() == [0, 0, 1, 1]
+    assert labels["stage"].tolist() == [2, 2, 2, 2]
+    assert all(labels[k].dtype == np.int8 for k in ("stage", "apnea", "hypopnea"))
+    assert labels["apnea_s"].dtype == np.float32

@@ -1,0 +1,553 @@
+"""End-to-end tests of dataset/data_parser.py on small EDF + XML nights written here with edfio.
+
+Each night carries known content: a distinct tone per channel (eeg_c4 10 Hz, eeg_c3 6 Hz, ...) and optional
+marker bursts (x5 amplitude from second 10 to 15 of a chosen epoch), so channel identity, time alignment and
+amplitude can be checked on the written Parquet files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from edfio import Edf, EdfSignal
+
+from dataset.constants import CHANNEL_BY_NAME
+from dataset.data_parser import discover, load_night, main, merge_shards, parse_cohort
+from dataset.signal_processing import quartiles
+
+# canonical key -> (EDF label, rate Hz, unit, physical range, tone Hz, tone amplitude in the EDF unit)
+SHHS1 = {
+    "spo2": ("SaO2", 1, "%", (0, 100), 0.01, 2.0),
+    "hr": ("H.R.", 1, "bpm", (0, 250), 0.01, 5.0),
+    "eeg_c3": ("EEG(sec)", 125, "uV", (-500, 500), 6.0, 25.0),
+    "ecg": ("ECG", 125, "mV", (-6, 6), 12.0, 1.0),
+    "emg": ("EMG", 125, "uV", (-125, 125), 35.0, 10.0),
+    "eog_l": ("EOG(L)", 50, "uV", (-500, 500), 2.0, 40.0),
+    "eog_r": ("EOG(R)", 50, "uV", (-500, 500), 3.0, 40.0),
+    "eeg_c4": ("EEG", 125, "uV", (-500, 500), 10.0, 40.0),
+    "airflow": ("AIRFLOW", 10, "", (-3, 3), 0.3, 0.5),
+    "thor": ("THOR RES", 10, "", (-3, 3), 0.25, 0.5),
+    "abdo": ("ABDO RES", 10, "", (-3, 3), 0.2, 0.5),
+}
+TONE_HZ = {key: spec[4] for key, spec in SHHS1.items()}
+STAGE_CONCEPT = {0: "Wake|0", 1: "Stage 1 sleep|1", 2: "Stage 2 sleep|2", 3: "Stage 3 sleep|3", 34: "Stage 4 sleep|4",
+                 4: "REM sleep|5", 6: "Movement|6", 9: "Unscored|9"}
+STAGE_TRUTH = {0: 0, 1: 1, 2: 2, 3: 3, 34: 3, 4: 4, 6: -1, 9: -1}
+
+
+def write_edf(path: Path, seconds: float, layout: dict | None = None, markers: dict | None = None,
+              overrides: dict | None = None) -> None:
+    """An EDF of `seconds` (whole 1-s records) with one tone per channel; `overrides` replaces layout fields
+    per key ({"eeg_c4": {"rate": 128, "label": "EEG 1", "unit": ""}}); `markers` = {key: epoch}."""
+    layout = dict(SHHS1 if layout is None else layout)
+    signals = []
+    for key, (label, rate, unit, prange, tone, amplitude) in layout.items():
+        change = (overrides or {}).get(key, {})
+        label, rate, unit = change.get("label", label), change.get("rate", rate), change.get("unit", unit)
+        t = np.arange(int(round(seconds * rate))) / rate  # (samples,) s
+        values = amplitude * np.sin(2 * np.pi * tone * t + 0.3)
+        if key in ("spo2", "hr"):
+            values = (95 if key == "spo2" else 70) + values
+        if key in (markers or {}):
+            burst = (t >= 30 * markers[key] + 10) & (t < 30 * markers[key] + 15)
+            values[burst] *= 5
+        if "values" in change:
+            values = change["values"](t)
+        signals.append(EdfSignal(values, rate, label=label, physical_dimension=unit,
+                                 physical_range=change.get("range", prange)))
+    Edf(signals).write(path)
+
+
+def stage_events(stages: list[int], shuffle: bool = False) -> list[tuple]:
+    """Runs of equal stage codes as (type, concept, start, duration) events."""
+    runs, start = [], 0
+    for k in range(1, len(stages) + 1):
+        if k == len(stages) or stages[k] != stages[start]:
+            runs.append(("Stages|Stages", STAGE_CONCEPT[stages[start]], 30.0 * start, 30.0 * (k - start)))
+            start = k
+    if shuffle:
+        runs = [runs[i] for i in np.random.default_rng(0).permutation(len(runs))]
+    return runs
+
+
+def write_xml(path: Path, events: list[tuple], style: str = "lf") -> None:
+    """NSRR XML; events are (EventType, EventConcept, start, duration[, spo2 nadir]); style lf | crlf | one-line."""
+    items = ["<ScoredEvent><EventType/><EventConcept>Recording Start Time</EventConcept><Start>0</Start>"
+             "<Duration>36000</Duration><ClockTime>00.00.00 22.00.00</ClockTime></ScoredEvent>"]
+    for kind, concept, start, duration, *nadir in events:
+        extra = f"<SpO2Nadir>{nadir[0]}</SpO2Nadir>" if nadir else ""
+        items.append(f"<ScoredEvent>\n<EventType>{kind}</EventType>\n<EventConcept>{concept}</EventConcept>\n"
+                     f"<Start>{start}</Start>\n<Duration>{duration}</Duration>{extra}\n</ScoredEvent>")
+    text = "\n".join(['<?xml version="1.0" encoding="UTF-8" standalone="no"?>', "<PSGAnnotation>",
+                      "<SoftwareVersion>Compumedics</SoftwareVersion>", "<EpochLength>30</EpochLength>",
+                      "<ScoredEvents>", *items, "</ScoredEvents>", "</PSGAnnotation>", ""])
+    if style == "crlf":
+        text = text.replace("\n", "\r\n")
+    elif style == "one-line":
+        text = text.replace("\n", "")
+    path.write_bytes(text.encode())
+
+
+DEFAULT_STAGES = [0, 0, 1, 2, 2, 2, 3, 34, 3, 2, 4, 4, 6, 2, 2, 9, 0, 2, 2, 4]
+RESP_EVENTS = [
+    ("Respiratory|Respiratory", "Obstructive apnea|Obstructive Apnea", 95.0, 20.0),
+    ("Respiratory|Respiratory", "Central apnea|Central Apnea", 100.0, 25.0),
+    ("Respiratory|Respiratory", "Hypopnea|Hypopnea", 301.5, 14.0),
+    ("Respiratory|Respiratory", "SpO2 desaturation|SpO2 desaturation", 320.0, 12.0, 88.0),
+    ("Arousals|Arousals", "Arousal|Arousal ()", 44.0, 1.0),
+    ("Respiratory|Respiratory", "SpO2 artifact|SpO2 artifact", 0.0, 600.0),
+]
+
+
+def make_night(folder: Path, name: str, stages=DEFAULT_STAGES, events=RESP_EVENTS, seconds=None, style="lf",
+               shuffle=False, xml=True, **edf_options) -> Path:
+    """A flat-layout night <name>.edf + <name>-nsrr.xml; returns the EDF path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    edf = folder / f"{name}.edf"
+    write_edf(edf, 30 * len(stages) if seconds is None else seconds, **edf_options)
+    if xml:
+        write_xml(folder / f"{name}-nsrr.xml", stage_events(stages, shuffle) + list(events), style)
+    return edf
+
+
+def parse(src, dst, **kwargs) -> pd.DataFrame:
+    return parse_cohort(src, dst, progress=False, **kwargs)
+
+
+def read_table(dst: Path, recording_id: str) -> pd.DataFrame:
+    return pq.read_table(dst / "recordings" / f"{recording_id}.parquet").to_pandas()
+
+
+def channel(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """(n_epochs, samples) float32 of one channel column."""
+    return np.stack(frame[name].to_numpy())
+
+
+def dominant_hz(epochs: np.ndarray, fs: float) -> float:
+    spectrum = np.abs(np.fft.rfft(epochs[2:-2].reshape(-1)))
+    return float(np.fft.rfftfreq(epochs[2:-2].size, 1 / fs)[np.argmax(spectrum[1:]) + 1])
+
+
+def unscaled(frame, manifest_row, name) -> np.ndarray:
+    """Undo robust scaling with the manifest's median and IQR: physical units again (µV for electrophysiology)."""
+    return channel(frame, name) * manifest_row[f"iqr_{name}"] + manifest_row[f"median_{name}"]
+
+
+def tone_amplitude(values: np.ndarray) -> float:
+    """Peak amplitude of a pure tone from its RMS, away from the record edges."""
+    return float(np.sqrt(2) * np.sqrt(np.mean(values[2:-2].astype(np.float64) ** 2)))
+
+
+# -------------------------------------------------------------------------------------------- content checks
+def test_channel_identity_and_time_alignment(tmp_path):
+    markers = {"eeg_c4": 7, "eeg_c3": 12, "eog_r": 3, "ecg": 15, "airflow": 5, "thor": 9}
+    make_night(tmp_path / "src", "shhs1-100001", markers=markers)
+    manifest = parse(tmp_path / "src", tmp_path / "dst")
+    row = manifest.iloc[0]
+    assert row["status"] == "ok" and row["n_epochs"] == 20
+    assert row["channels"] == "eeg_c4,eeg_c3,eog_l,eog_r,emg,ecg,airflow,thor,abdo,spo2"
+    assert row["native_rates"] == "eeg_c4:125,eeg_c3:125,eog_l:50,eog_r:50,emg:125,ecg:125,airflow:10,thor:10,abdo:10,spo2:1"
+    frame = read_table(tmp_path / "dst", "shhs1-100001")
+    for name in ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg"):
+        assert dominant_hz(channel(frame, name), 100) == pytest.approx(TONE_HZ[name], abs=0.05), name
+    for name in ("airflow", "thor", "abdo"):
+        assert dominant_hz(channel(frame, name), 10) == pytest.approx(TONE_HZ[name], abs=0.02), name
+    for name, epoch in markers.items():
+        fs = 100 if name not in ("airflow", "thor") else 10
+        epochs = channel(frame, name)
+        energy = np.sqrt(np.mean(epochs ** 2, axis=1))
+        assert int(np.argmax(energy)) == epoch, name
+        # the burst covers seconds [10, 15) of its epoch: the samples of those seconds dominate
+        inside = np.abs(epochs[epoch, int(10.2 * fs): int(14.8 * fs)]).max()
+        outside = np.abs(np.concatenate([epochs[epoch, : int(9.5 * fs)], epochs[epoch, int(15.5 * fs):]])).max()
+        assert inside > 3 * outside, name
+
+
+@pytest.mark.parametrize("overrides, tolerance", [({}, 0.02), ({"eeg_c4": {"rate": 128}, "ecg": {"rate": 250}}, 0.02)])
+def test_tone_amplitude_survives_resampling_and_unit_conversion(tmp_path, overrides, tolerance):
+    make_night(tmp_path / "src", "n-1", overrides=overrides)
+    row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
+    frame = read_table(tmp_path / "dst", "n-1")
+    assert tone_amplitude(unscaled(frame, row, "eeg_c4")) == pytest.approx(40.0, rel=tolerance)  # µV
+    assert tone_amplitude(unscaled(frame, row, "eeg_c3")) == pytest.approx(25.0, rel=tolerance)
+    assert tone_amplitude(unscaled(frame, row, "ecg")) == pytest.approx(1000.0, rel=tolerance)  # 1 mV -> µV
+    assert tone_amplitude(unscaled(frame, row, "eog_l")) == pytest.approx(40.0, rel=tolerance)  # 50 Hz -> 100 Hz
+    # robust scaling: every kept channel has median 0 and IQR 1 after scaling
+    for name in row["channels"].split(","):
+        q25, median, q75 = quartiles(channel(frame, name).reshape(-1))
+        assert abs(median) < 1e-3 and (q75 - q25 == pytest.approx(1.0, abs=1e-3) or name == "spo2"), name
+
+
+@pytest.mark.parametrize("style, shuffle", [("lf", False), ("lf", True), ("crlf", True), ("one-line", False)])
+def test_labels_equal_truth_for_every_epoch(tmp_path, style, shuffle):
+    make_night(tmp_path / "src", "n-1", style=style, shuffle=shuffle)
+    manifest = parse(tmp_path / "src", tmp_path / "dst")
+    frame = read_table(tmp_path / "dst", "n-1")
+    assert frame["stage"].tolist() == [STAGE_TRUTH[s] for s in DEFAULT_STAGES]
+    assert frame["epoch"].tolist() == list(range(20))
+    truth = {name: np.zeros(20, dtype=np.int8) for name in ("obstructive_apnea", "central_apnea", "hypopnea",
+                                                            "desaturation", "arousal", "apnea")}
+    seconds = {name: np.zeros(20) for name in truth}
+    grid = np.arange(0, 600, 0.01) + 0.005
+    names = {"Obstructive apnea": ["obstructive_apnea", "apnea"], "Central apnea": ["central_apnea", "apnea"],
+             "Hypopnea": ["hypopnea"], "SpO2 desaturation": ["desaturation"], "Arousal": ["arousal"]}
+    covered = {name: np.zeros(grid.size, dtype=bool) for name in truth}
+    for _, concept, start, duration, *_ in RESP_EVENTS:
+        for name in names.get(concept.split("|")[0], []):
+            for k in range(20):
+                if start <= 30 * k + 15 < start + duration:
+                    truth[name][k] = 1
+            covered[name] |= (grid >= start) & (grid < start + duration)
+    for name in truth:
+        seconds[name] = covered[name].reshape(20, -1).sum(axis=1) * 0.01
+        assert frame[name].tolist() == truth[name].tolist(), name
+        np.testing.assert_allclose(frame[f"{name}_s"], seconds[name], atol=0.02, err_msg=name)
+    assert frame["mixed_apnea"].sum() == 0
+    row = manifest.iloc[0]
+    assert (row["n_obstructive_apnea"], row["n_central_apnea"], row["n_hypopnea"], row["n_arousal"]) == (1, 1, 1, 1)
+    asleep = sum(STAGE_TRUTH[s] >= 1 for s in DEFAULT_STAGES)
+    assert row["tst_min"] == asleep / 2
+    # apnea events start at 95 s (epoch 3, N2) and 100 s (epoch 3); hypopnea at 301.5 s (epoch 10, REM)
+    assert row["ahi_scored"] == pytest.approx(3 / (asleep / 120))
+    events = pd.read_parquet(tmp_path / "dst" / "events.parquet")
+    assert len(events) == len(RESP_EVENTS)  # stages and the recording-start record excluded
+    assert set(events["type"]) == {"obstructive_apnea", "central_apnea", "hypopnea", "desaturation", "arousal", "other"}
+    assert events.loc[events["type"] == "desaturation", "spo2_nadir"].item() == 88.0
+    assert not events["beyond_end"].any()
+
+
+def test_parquet_layout_and_metadata(tmp_path):
+    edf = make_night(tmp_path / "src", "n-1", stages=[2] * 70)
+    parse(tmp_path / "src", tmp_path / "dst")
+    parquet = pq.ParquetFile(tmp_path / "dst" / "recordings" / "n-1.parquet")
+    schema = parquet.schema_arrow
+    assert schema.names[:11] == ["epoch", "eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg", "airflow", "thor",
+                                 "abdo", "spo2"]
+    assert schema.names[11] == "stage" and str(schema.field("stage").type) == "int8"
+    assert str(schema.field("eeg_c4").type) == "fixed_size_list<element: float>[3000]"
+    assert str(schema.field("spo2").type) == "fixed_size_list<element: float>[300]"
+    assert str(schema.field("apnea_s").type) == "float" and str(schema.field("apnea").type) == "int8"
+    meta = parquet.metadata
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [32, 32, 6]
+    assert all(meta.row_group(0).column(i).compression == "UNCOMPRESSED" for i in range(meta.num_columns))
+    kv = {k.decode(): v.decode() for k, v in schema.metadata.items()}
+    sha = json.loads(kv["source_sha256"])
+    assert sha["edf"] == hashlib.sha256(edf.read_bytes()).hexdigest()
+    assert sha["xml"] == hashlib.sha256((edf.parent / "n-1-nsrr.xml").read_bytes()).hexdigest()
+    steps = {s["step"]: s for s in json.loads(kv["processing"])["steps"]}
+    assert steps["bandpass"]["zero_phase"] is True and steps["bandpass"]["bands_hz"]["emg"] == [25.0, 49.0]
+    assert steps["resample"]["up_down"]["eeg_c4"] == [4, 5] and steps["resample"]["up_down"]["eog_l"] == [2, 1]
+    assert json.loads(kv["rates"])["spo2"] == {"native_hz": 1.0, "fs": 10, "label": "SaO2", "unit": "%"}
+    assert kv["version"] and json.loads(kv["channels"])[0] == "eeg_c4"
+    assert json.loads(kv["manifest_row"])["n_epochs"] == 70
+
+
+def test_load_night_is_the_parsers_processing(tmp_path):
+    edf = make_night(tmp_path / "src", "n-1", markers={"eeg_c4": 4})
+    row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
+    frame = read_table(tmp_path / "dst", "n-1")
+    epochs, labels, info = load_night(edf, tmp_path / "src" / "n-1-nsrr.xml")
+    for name, array in epochs.items():
+        assert array.dtype == np.float32
+        np.testing.assert_array_equal(array, channel(frame, name))
+    pd.testing.assert_frame_equal(labels, frame[labels.columns], check_dtype=True)
+    assert info["median_eeg_c4"] == row["median_eeg_c4"] and info["n_epochs"] == 20
+    only, none_labels, _ = load_night(edf, channels=["eeg_c3", "spo2"])
+    assert set(only) == {"eeg_c3", "spo2"} and none_labels is None and only["spo2"].shape == (20, 300)
+    write_xml(tmp_path / "events-only-nsrr.xml", RESP_EVENTS)  # no stage event: inference keeps the whole night
+    _, labels, info = load_night(edf, tmp_path / "events-only-nsrr.xml")
+    assert info["n_epochs"] == 20 and (labels["stage"] == -1).all() and labels["apnea"].sum() > 0
+
+
+# ------------------------------------------------------------------------------------------- variations
+@pytest.mark.parametrize("label", ["EEG2", "EEG 2", "EEG sec", "EEG (sec)", "eeg(SEC)"])
+def test_secondary_eeg_alias_labels(tmp_path, label):
+    make_night(tmp_path / "src", "n-1", overrides={"eeg_c3": {"label": label}})
+    row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
+    assert row["status"] == "ok" and "eeg_c3" in row["channels"].split(",")
+    assert dominant_hz(channel(read_table(tmp_path / "dst", "n-1"), "eeg_c3"), 100) == pytest.approx(6.0, abs=0.05)
+
+
+def test_shhs2_rates_and_labels(tmp_path):
+    overrides = {"eeg_c4": {"rate": 128}, "eeg_c3": {"rate": 128, "label": "EEG2"}, "eog_l": {"rate": 64},
+                 "eog_r": {"rate": 64}, "emg": {"rate": 128}, "ecg": {"rate": 256},
+                 "airflow": {"rate": 8, "label": "new A/F"}, "thor": {"rate": 8}, "abdo": {"rate": 8}}
+    make_night(tmp_path / "src", "shhs2-100001", overrides=overrides)
+    row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
+    assert row["native_rates"] == "eeg_c4:128,eeg_c3:128,eog_l:64,eog_r:64,emg:128,ecg:256,airflow:8,thor:8,abdo:8,spo2:1"
+    frame = read_table(tmp_path / "dst", "shhs2-100001")
+    for name in ("eeg_c4", "eeg_c3", "eog_l", "emg", "ecg"):
+        assert channel(frame, name).shape == (20, 3000)
+        assert dominant_hz(channel(frame, name), 100) == pytest.approx(TONE_HZ[name], abs=0.05), name
+    assert tone_amplitude(unscaled(frame, row, "eog_r")) == pytest.approx(40.0, rel=0.02)
+    assert channel(frame, "airflow").shape == (20, 300)
+    assert dominant_hz(channel(frame, "airflow"), 10) == pytest.approx(0.3, abs=0.02)
+
+
+def test_missing_channels_are_left_out(tmp_path):
+    layout = {k: v for k, v in SHHS1.items() if k not in ("eog_r", "emg", "thor")}
+    make_night(tmp_path / "src", "n-1", layout=layout)
+    row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
+    assert row["channels"] == "eeg_c4,eeg_c3,eog_l,ecg,airflow,abdo,spo2"
+    frame = read_table(tmp_path / "dst", "n-1")
+    assert "eog_r" not in frame and "emg" not in frame and np.isnan(row["median_emg"])
+
+
+@pytest.mark.parametrize("stages, seconds, n_epochs", [
+    (DEFAULT_STAGES[:15], 600, 15),  # scored shorter than the signal: trimmed at the end
+    (DEFAULT_STAGES, 18 * 30 + 10, 18),  # signal shorter than the scoring
+])
+def test_trim_to_the_shorter_of_signal_and_scoring(tmp_path, stages, seconds, n_epochs):
+    make_night(tmp_path / "src", "n-1", stages=stages, seconds=seconds, markers={"eeg_c4": 11})
+    row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
+    assert (row["n_epochs"], row["kept_s"], row["signal_s"], row["scored_s"]) == (n_epochs, 30.0 * n_epochs, seconds,
+                                                                                  30.0 * len(stages))
+    frame = read_table(tmp_path / "dst", "n-1")
+    assert len(frame) == n_epochs and frame["stage"].tolist() == [STAGE_TRUTH[s] for s in stages[:n_epochs]]
+    assert int(np.argmax(np.abs(channel(frame, "eeg_c4")).max(axis=1))) == 11  # not shifted
+    events = pd.read_parquet(tmp_path / "dst" / "events.parquet")
+    np.testing.assert_array_equal(events["beyond_end"], events["start_s"] >= 30 * n_epochs)
+
+
+def test_unscored_and_movement_epochs_keep_their_place(tmp_path):
+    stages = [0, 9, 9, 2, 2, 6, 2, 9, 4, 4]
+    make_night(tmp_path / "src", "n-1", stages=stages, events=[])
+    row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
+    assert read_table(tmp_path / "dst", "n-1")["stage"].tolist() == [0, -1, -1, 2, 2, -1, 2, -1, 4, 4]
+    assert row["n_scored"] == 6 and row["ahi_scored"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------- bad inputs
+def build_bad_cohort(src: Path) -> None:
+    make_night(src, "good-1")
+    make_night(src, "good-2", markers={"eeg_c3": 2})
+    (src / "empty-3.edf").write_bytes(b"")
+    write_xml(src / "empty-3-nsrr.xml", stage_events(DEFAULT_STAGES))
+    (src / "garbage-4.edf").write_bytes(np.random.default_rng(0).bytes(5000))
+    write_xml(src / "garbage-4-nsrr.xml", stage_events(DEFAULT_STAGES))
+    make_night(src, "badxml-5")
+    (src / "badxml-5-nsrr.xml").write_text("<PSGAnnotation><ScoredEvents><ScoredEvent><Start>0")
+    make_night(src, "noxml-6", xml=False)
+    make_night(src, "noephys-7", layout={k: SHHS1[k] for k in ("spo2", "airflow", "thor")})
+    edf = make_night(src, "cut-8")
+    edf.write_bytes(edf.read_bytes()[:-300])  # cut inside the last 1-s data record
+    make_night(src, "units-9", overrides={"eeg_c4": {"unit": ""}, "eeg_c3": {"unit": "furlong"}})
+    make_night(src, "unscored-10", stages=[9] * 20)
+    make_night(src, "dropped-11", overrides={"eeg_c3": {"values": lambda t: np.zeros_like(t)},
+                                              "emg": {"values": lambda t: np.full_like(t, 125.0)}})
+    write_xml(src / "orphan-12-nsrr.xml", stage_events(DEFAULT_STAGES))
+
+
+def test_every_bad_input_is_a_manifest_row_and_good_ones_finish(tmp_path, capsys):
+    build_bad_cohort(tmp_path / "src")
+    code = main(["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "dst"), "--no-progress"])
+    assert code == 1  # some recordings failed
+    manifest = pd.read_parquet(tmp_path / "dst" / "manifest.parquet").set_index("recording_id")
+    expected = {
+        "good-1": ("ok", ""), "good-2": ("ok", ""),
+        "empty-3": ("failed", "empty file"), "garbage-4": ("failed", "not an EDF"),
+        "badxml-5": ("failed", "malformed XML"), "noxml-6": ("skipped", "no NSRR XML"),
+        "noephys-7": ("skipped", "no electrophysiology channel"), "cut-8": ("ok", ""), "units-9": ("ok", ""),
+        "unscored-10": ("skipped", "no scored epoch"), "dropped-11": ("ok", ""),
+        "orphan-12": ("skipped", "no EDF file"),
+    }
+    assert sorted(manifest.index) == sorted(expected)
+    for recording, (status, reason) in expected.items():
+        row = manifest.loc[recording]
+        assert row["status"] == status, (recording, row["reason"])
+        assert reason in row["reason"] and "\n" not in row["reason"], recording
+        if status == "failed":
+            assert recording in row["reason"]  # names the file
+        assert (tmp_path / "dst" / "recordings" / f"{recording}.parquet").exists() == (status == "ok")
+    assert bool(manifest.loc["cut-8", "truncated"]) and manifest.loc["cut-8", "n_epochs"] == 19
+    assert not bool(manifest.loc["good-1", "truncated"])
+    assert bool(manifest.loc["units-9", "unit_assumed_eeg_c4"]) and bool(manifest.loc["units-9", "unit_assumed_eeg_c3"])
+    assert not bool(manifest.loc["units-9", "unit_assumed_eog_l"])
+    dropped = manifest.loc["dropped-11", "dropped_channels"]
+    assert "eeg_c3" in dropped and "flat" in dropped and "emg" in dropped and "clipped" in dropped
+    assert "eeg_c3" not in manifest.loc["dropped-11", "channels"].split(",")
+    assert list(pd.read_csv(tmp_path / "dst" / "manifest.csv")["recording_id"]) == sorted(expected)
+    out = capsys.readouterr().out
+    assert "failed        3" in out and "skipped       4" in out and "ok            5" in out
+    assert "empty-3" in out
+
+
+def test_allow_unscored_writes_a_night_without_xml_unlabelled(tmp_path):
+    make_night(tmp_path / "src", "noxml-1", xml=False)
+    row = parse(tmp_path / "src", tmp_path / "dst", allow_unscored=True).iloc[0]
+    assert row["status"] == "ok" and row["n_epochs"] == 20 and row["n_scored"] == 0
+    frame = read_table(tmp_path / "dst", "noxml-1")
+    assert (frame["stage"] == -1).all() and (frame["apnea"] == -1).all() and frame["apnea_s"].isna().all()
+
+
+# ------------------------------------------------------------------------------------- resume, kill, shards
+def test_rerun_skips_finished_work_and_overwrite_redoes_it(tmp_path):
+    for i in range(3):
+        make_night(tmp_path / "src", f"n-{i}")
+    first = parse(tmp_path / "src", tmp_path / "dst")
+    files = sorted((tmp_path / "dst" / "recordings").glob("*.parquet"))
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    second = parse(tmp_path / "src", tmp_path / "dst")
+    assert all(run["reused"] for run in second.attrs["runs"].values())
+    assert {p: p.stat().st_mtime_ns for p in files} == stamps
+    pd.testing.assert_frame_equal(first, second)
+    write_xml(tmp_path / "src" / "n-1-nsrr.xml", stage_events([2] * 20))  # scoring changed: redo that night only
+    third = parse(tmp_path / "src", tmp_path / "dst")
+    assert {r: run["reused"] for r, run in third.attrs["runs"].items()} == {"n-0": True, "n-1": False, "n-2": True}
+    assert read_table(tmp_path / "dst", "n-1")["stage"].tolist() == [2] * 20
+    fourth = parse(tmp_path / "src", tmp_path / "dst", overwrite=True)
+    assert not any(run["reused"] for run in fourth.attrs["runs"].values())
+    parse(tmp_path / "src", tmp_path / "dst", channels=["eeg_c4"])  # other settings: nothing reused
+    assert pq.read_schema(tmp_path / "dst" / "recordings" / "n-0.parquet").names[:2] == ["epoch", "eeg_c4"]
+    assert "eeg_c3" not in pq.read_schema(tmp_path / "dst" / "recordings" / "n-0.parquet").names
+
+
+def _assert_complete(dst: Path, n_ok: int) -> None:
+    manifest = pd.read_parquet(dst / "manifest.parquet")
+    assert (manifest["status"] == "ok").sum() == n_ok
+    for row in manifest.itertuples():
+        table = pq.read_table(dst / row.parquet)
+        assert table.num_rows == row.n_epochs
+    assert not list(dst.rglob("*.tmp"))
+    assert json.loads((dst / "splits.json").read_text())["recordings"]["test"]
+
+
+def test_interrupted_run_leftovers_are_repaired(tmp_path):
+    for i in range(4):
+        make_night(tmp_path / "src", f"n-{i}")
+    parse(tmp_path / "src", tmp_path / "dst")
+    rec = tmp_path / "dst" / "recordings"
+    (rec / "n-1.parquet").write_bytes((rec / "n-1.parquet").read_bytes()[:50000])  # cut before the footer
+    (rec / ".n-2.parquet.tmp").write_bytes(b"half a file")  # a temp file of a killed writer
+    (rec / "n-3.parquet").unlink()
+    (tmp_path / "dst" / "manifest.parquet").unlink()
+    manifest = parse(tmp_path / "src", tmp_path / "dst")
+    assert {r: run["reused"] for r, run in manifest.attrs["runs"].items()} == {
+        "n-0": True, "n-1": False, "n-2": True, "n-3": False}
+    _assert_complete(tmp_path / "dst", 4)
+
+
+def test_killed_parser_process_then_rerun_ends_complete(tmp_path):
+    for i in range(8):
+        make_night(tmp_path / "src", f"n-{i}", stages=[2] * 240)  # 2-h nights
+    dst = tmp_path / "dst"
+    command = [sys.executable, "dataset/data_parser.py", "--src", str(tmp_path / "src"), "--dst", str(dst),
+               "--no-progress"]
+    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline:
+        if list((dst / "recordings").glob("*.parquet")) if (dst / "recordings").exists() else []:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    assert not (dst / "manifest.parquet").exists() or process.returncode == 0
+    manifest = parse(tmp_path / "src", dst)
+    assert sum(run["reused"] for run in manifest.attrs["runs"].values()) >= 1
+    _assert_complete(dst, 8)
+
+
+def test_shards_and_merge_equal_a_single_run_with_workers(tmp_path):
+    for i in range(7):
+        make_night(tmp_path / "src", f"c-{i:03d}", markers={"eeg_c4": i})
+    make_night(tmp_path / "src", "bad-007", xml=False)
+    single = parse(tmp_path / "src", tmp_path / "single", workers=2)
+    assert single.attrs["runs"]["c-003"]["max_rss_mb"] > 0
+    for k in (1, 2, 3):
+        parse(tmp_path / "src", tmp_path / "sharded", shard=f"{k}/3")
+        assert (tmp_path / "sharded" / f"manifest.shard-{k}-of-3.parquet").exists()
+    with pytest.raises(ValueError, match="different shard counts"):
+        parse(tmp_path / "src", tmp_path / "sharded", shard=(1, 2))
+        merge_shards(tmp_path / "sharded")
+    (tmp_path / "sharded" / "manifest.shard-1-of-2.parquet").unlink()
+    assert main(["--merge", "--dst", str(tmp_path / "sharded"), "--no-progress"]) == 0
+    for name in ("manifest.parquet", "events.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "single" / name),
+                                      pd.read_parquet(tmp_path / "sharded" / name))
+    assert (tmp_path / "single" / "splits.json").read_text() == (tmp_path / "sharded" / "splits.json").read_text()
+    for path in sorted((tmp_path / "single" / "recordings").glob("*.parquet")):
+        assert pq.read_table(path).equals(pq.read_table(tmp_path / "sharded" / "recordings" / path.name))
+
+
+def test_nsrr_layout_discovery(tmp_path):
+    root = tmp_path / "shhs" / "polysomnography"
+    make_night(root / "edfs" / "shhs1", "shhs1-200001", xml=False)
+    make_night(root / "edfs" / "shhs2", "shhs2-200001", xml=False)
+    for name in ("shhs1-200001", "shhs2-200001"):
+        cohort = name.split("-")[0]
+        (root / "annotations-events-nsrr" / cohort).mkdir(parents=True, exist_ok=True)
+        write_xml(root / "annotations-events-nsrr" / cohort / f"{name}-nsrr.xml", stage_events(DEFAULT_STAGES))
+    jobs = discover(tmp_path / "shhs")
+    assert [(j.recording_id, j.subject_id, j.cohort) for j in jobs] == [("shhs1-200001", "200001", "shhs1"),
+                                                                        ("shhs2-200001", "200001", "shhs2")]
+    assert all(j.xml and j.xml.endswith("-nsrr.xml") for j in jobs)
+
+
+def test_module_entry_point_help():
+    result = subprocess.run([sys.executable, "-m", "dataset.data_parser", "--help"], capture_output=True, text=True,
+                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.returncode == 0 and "--shard" in result.stdout and "--allow-unscored" in result.stdout
+    assert main(["--dst", "/nonexistent/x", "--src", "/nonexistent/src", "--no-progress"]) == 2
+
+
+# --------------------------------------------------------------------------------- synthetic cohort (2.5)
+@pytest.fixture(scope="module")
+def synthetic_cohort(tmp_path_factory):
+    from dataset.synthetic import VARIATION_CATALOG, generate_cohort, variation_plan
+
+    root = tmp_path_factory.mktemp("synthetic")
+    nights = generate_cohort(root / "src", nights=12, hours=0.25, seed=3,
+                             variations=variation_plan(12, list(VARIATION_CATALOG)))
+    manifest = parse(root / "src", root / "dst")
+    return root, {n.recording_id: n for n in nights}, manifest.set_index("recording_id")
+
+
+def test_synthetic_cohort_every_variation_end_to_end(synthetic_cohort):
+    root, nights, manifest = synthetic_cohort
+    assert sorted(manifest.index) == sorted(nights) and (manifest["status"] == "ok").all()
+    events = pd.read_parquet(root / "dst" / "events.parquet")
+    for rid, night in nights.items():
+        row = manifest.loc[rid]
+        n_epochs = int(min(night.signal_s, night.scored_s) // 30)
+        assert row["n_epochs"] == n_epochs and row["signal_s"] == night.signal_s and row["scored_s"] == night.scored_s
+        assert row["cohort"] == night.cohort and row["subject_id"] == night.subject_id
+        assert row["channels"] == ",".join(c for c in CHANNEL_BY_NAME if c in night.channels) and not row["dropped_channels"]
+        rates = json.loads(pq.read_schema(root / "dst" / row["parquet"]).metadata[b"rates"])
+        assert {c: r["label"] for c, r in rates.items()} == night.channels  # the alias the generator wrote
+        frame = read_table(root / "dst", rid)
+        np.testing.assert_array_equal(frame["stage"], night.stages[:n_epochs], err_msg=rid)
+        mine = events[events["recording_id"] == rid]
+        assert sorted(zip(mine["type"], mine["start_s"])) == sorted((e["type"], e["start_s"]) for e in night.events)
+        for name in ("obstructive_apnea", "hypopnea", "arousal", "desaturation"):
+            flags = np.zeros(n_epochs, dtype=np.int8)
+            for e in night.events:
+                if e["type"] == name:
+                    k = np.arange(n_epochs)
+                    flags[(e["start_s"] <= 30 * k + 15) & (30 * k + 15 < e["start_s"] + e["duration_s"])] = 1
+            np.testing.assert_array_equal(frame[name], flags, err_msg=f"{rid} {name}")
+        variations = night.variations
+        assert bool(row["truncated"]) == bool(variations.get("truncated"))
+        for name, rate in night.rates.items():
+            if name in row["channels"].split(","):
+                assert f"{name}:{rate:g}" in row["native_rates"]
+        if "missing_channels" in variations:
+            assert "eog_r" not in row["channels"].split(",")
+        if "secondary_eeg_label" in variations:
+            assert "eeg_c3" in row["channels"].split(",")
+    shhs2 = [rid for rid in nights if rid.startswith("shhs2")]
+    assert shhs2 and manifest.loc[shhs2[0], "subject_id"] == manifest.loc["shhs1-" + shhs2[0].split("-")[1], "subject_id"]
+    splits = json.loads((root / "dst" / "splits.json").read_text())
+    subject_split = [s for s in ("pretrain", "val", "test") if manifest.loc[shhs2[0], "subject_id"] in splits["subjects"][s]]
+    assert len(subject_split) == 1 and {shhs2[0], "shhs1-" + shhs2[0].split("-")[1]} <= set(
+        splits["recordings"][subject_split[0]])

@@ -1,0 +1,131 @@
+"""Hand-crafted per-epoch features of the feature baseline (DESIGN.md section 5): band powers and simple statistics.
+
+`epoch_features` takes 30-s epochs at 100 Hz, one (n_epochs, 3000) array per channel (as the parser writes them:
+robust-scaled, so powers are relative to the night's median/IQR), and returns one row per epoch. Everything is
+vectorised over epochs; an 8-h night of six channels takes a fraction of a second.
+
+Per channel: log10 band powers (Welch, 4-s Hann windows, 50 % overlap) in BANDS, the same as fractions of the
+0.5-49 Hz power, the 95 % spectral edge frequency (Hz), log10 standard deviation, excess kurtosis, zero crossings
+per second, log10 line length (mean |Δx| per sample). For ECG channels, a crude heart rate from the
+autocorrelation of the QRS energy envelope (bpm, whole epoch) plus its range and trend over three 10-s thirds.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft as sfft
+from numpy.lib.stride_tricks import sliding_window_view
+from scipy.signal import get_window
+
+from dataset.constants import CHANNEL_BY_NAME, FS
+
+BANDS: tuple[tuple[str, float, float], ...] = (
+    ("delta_slow", 0.5, 2.0), ("delta", 2.0, 4.0), ("theta", 4.0, 8.0), ("alpha", 8.0, 12.0),
+    ("sigma", 12.0, 15.0), ("beta", 15.0, 30.0), ("gamma", 30.0, 49.0),
+)
+WELCH_S = 4.0  # Welch window length (s): 0.25 Hz resolution
+EDGE = 0.95  # spectral edge: frequency below which this fraction of the 0.5-49 Hz power lies
+HR_RANGE_BPM = (30.0, 200.0)
+_EPS = 1e-12
+
+
+def _is_ecg(name: str) -> bool:
+    spec = CHANNEL_BY_NAME.get(name)
+    return spec.modality == "ecg" if spec is not None else name.lower().startswith("ecg")
+
+
+def heart_rate(ecg: np.ndarray, fs: float = FS) -> np.ndarray:
+    """Crude heart rate (bpm) per row of `ecg` (n, samples): the first strong peak of the autocorrelation of
+    the squared-derivative envelope between 30 and 200 bpm, refined by parabolic interpolation. NaN-free; rows
+    without a clear rhythm give the rate of their strongest lag."""
+    x = np.diff(ecg, axis=1) ** 2  # QRS energy, (n, samples - 1)
+    x = _moving_average(x, 5)
+    x = (x - x.mean(axis=1, keepdims=True)).astype(np.float32)
+    lo, hi = int(fs * 60 / HR_RANGE_BPM[1]), int(fs * 60 / HR_RANGE_BPM[0])
+    n_fft = sfft.next_fast_len(x.shape[1] + hi + 2, real=True)  # no circular wrap below lag hi + 2
+    spec = sfft.rfft(x, n_fft, axis=1)
+    ac = sfft.irfft(spec.real**2 + spec.imag**2, n_fft, axis=1)[:, : hi + 2].astype(np.float64)
+    ac /= ac[:, :1] + _EPS
+    window = ac[:, lo - 1: hi + 2]  # lags lo-1 .. hi+1
+    inner = window[:, 1:-1]
+    local_max = (inner >= window[:, :-2]) & (inner >= window[:, 2:])
+    strong = local_max & (inner >= 0.75 * inner.max(axis=1, keepdims=True))
+    first = np.where(strong.any(axis=1), strong.argmax(axis=1), inner.argmax(axis=1))  # index into inner
+    rows = np.arange(len(x))
+    y0, y1, y2 = window[rows, first], window[rows, first + 1], window[rows, first + 2]
+    denom = y0 - 2 * y1 + y2
+    shift = np.where(np.abs(denom) > _EPS, 0.5 * (y0 - y2) / np.where(np.abs(denom) > _EPS, denom, 1.0), 0.0)
+    lag = lo + first + np.clip(shift, -0.5, 0.5)
+    return 60.0 * fs / lag
+
+
+def welch_psd(x: np.ndarray, fs: float = FS) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided Welch PSD (unit²/Hz) per row of x (n, samples): Hann windows of WELCH_S s, 50 % overlap,
+    mean removed per window. Returns (freqs (n_freq,), psd (n, n_freq) float64)."""
+    nperseg = int(WELCH_S * fs)
+    window = get_window("hann", nperseg).astype(np.float32)
+    segments = sliding_window_view(np.asarray(x, dtype=np.float32), nperseg, axis=1)[:, :: nperseg // 2]
+    segments = segments - segments.mean(axis=2, keepdims=True)  # (n, n_windows, nperseg)
+    spec = sfft.rfft(segments * window, axis=2)
+    psd = (spec.real**2 + spec.imag**2).mean(axis=1, dtype=np.float64) / (fs * float((window**2).sum()))
+    psd[:, 1:-1 if nperseg % 2 == 0 else None] *= 2
+    return sfft.rfftfreq(nperseg, 1 / fs), psd
+
+
+def _moving_average(x: np.ndarray, width: int) -> np.ndarray:
+    """Centred moving average along the last axis (same length), via cumulative sums."""
+    c = np.cumsum(np.pad(x, ((0, 0), (width // 2 + 1, width - width // 2 - 1)), mode="edge"), axis=1)
+    return (c[:, width:] - c[:, :-width]) / width
+
+
+def channel_features(x: np.ndarray, fs: float = FS, ecg: bool = False) -> tuple[np.ndarray, list[str]]:
+    """Features (n_epochs, F) and their names for one channel `x` (n_epochs, samples) at fs Hz."""
+    x = np.asarray(x, dtype=np.float32)
+    freqs, psd = welch_psd(x, fs)
+    df = freqs[1] - freqs[0]
+    powers = np.stack([psd[:, (freqs >= lo) & (freqs < hi)].sum(axis=1) * df for _, lo, hi in BANDS], axis=1)
+    in_band = (freqs >= BANDS[0][1]) & (freqs < BANDS[-1][2])
+    total = psd[:, in_band].sum(axis=1) * df
+    cumulative = np.cumsum(psd[:, in_band], axis=1) * df
+    edge = freqs[in_band][np.minimum((cumulative < EDGE * total[:, None]).sum(axis=1), in_band.sum() - 1)]
+    centred = x - x.mean(axis=1, keepdims=True)
+    square = centred * centred
+    var = square.mean(axis=1, dtype=np.float64)
+    kurtosis = np.einsum("ij,ij->i", square, square, dtype=np.float64) / x.shape[1] / (var**2 + _EPS) - 3.0
+    negative = centred < 0
+    crossings = (negative[:, 1:] != negative[:, :-1]).sum(axis=1) / (x.shape[1] / fs)
+    line_length = np.abs(np.diff(x, axis=1)).mean(axis=1, dtype=np.float64)
+    columns = [np.log10(powers + _EPS), powers / (total[:, None] + _EPS), edge[:, None],
+               np.log10(np.sqrt(var) + _EPS)[:, None], kurtosis[:, None], crossings[:, None],
+               np.log10(line_length + _EPS)[:, None]]
+    names = ([f"logpow_{b}" for b, _, _ in BANDS] + [f"relpow_{b}" for b, _, _ in BANDS]
+             + ["edge95_hz", "log_std", "kurtosis", "zero_cross_per_s", "log_line_length"])
+    if ecg:
+        thirds = heart_rate(x.reshape(len(x) * 3, -1), fs).reshape(len(x), 3)
+        columns += [heart_rate(x, fs)[:, None], (thirds.max(axis=1) - thirds.min(axis=1))[:, None],
+                    (thirds[:, 2] - thirds[:, 0])[:, None]]
+        names += ["hr_bpm", "hr_range_bpm", "hr_trend_bpm"]
+    return np.concatenate(columns, axis=1), names
+
+
+def epoch_features(signals: dict[str, np.ndarray], fs: float = FS) -> tuple[np.ndarray, list[str]]:
+    """Hand-crafted features of every epoch.
+
+    `signals` maps channel names (canonical, e.g. "eeg_c4", "ecg") to (n_epochs, 3000) arrays at `fs` (100 Hz);
+    all must have the same number of epochs. Returns (features (n_epochs, F) float32, names) with names
+    "<channel>_<feature>", channels in the order given. Heart-rate features are added for ECG channels.
+    """
+    if not signals:
+        raise ValueError("epoch_features: no channels given")
+    counts = {name: np.shape(x)[0] for name, x in signals.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(f"epoch_features: channels have different numbers of epochs: {counts}")
+    blocks, names = [], []
+    for name, x in signals.items():
+        if np.ndim(x) != 2 or np.shape(x)[1] < int(WELCH_S * fs):
+            raise ValueError(f"epoch_features: channel {name} has shape {np.shape(x)}, expected (n_epochs, samples"
+                             f" >= {int(WELCH_S * fs)})")
+        values, feature_names = channel_features(x, fs, ecg=_is_ecg(name))
+        blocks.append(values)
+        names += [f"{name}_{f}" for f in feature_names]
+    features = np.concatenate(blocks, axis=1)
+    return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), names
