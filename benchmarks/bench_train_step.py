@@ -7,7 +7,7 @@ not depend on the values.
 
     python benchmarks/bench_train_step.py                       # tiny and B, batch 8 and 32, CPU (2 threads) [+ CUDA]
     python benchmarks/bench_train_step.py --presets B --batches 8 --steps 10
-    python benchmarks/bench_train_step.py --fast-math           # also: oneDNN bf16 math for fp32 conv/matmul
+    python benchmarks/bench_train_step.py --bf16                # also: bf16 autocast on the CPU (mixed precision)
 
 Reference (published NeuroNet-B implementation, same CPU, 2 threads): 3.0 samples/s at batch 8 and
 4.3 at batch 32, 71.6 M parameters, peak RSS 2.3 / 4.0 GB.
@@ -26,14 +26,7 @@ import time
 PUBLISHED_B = {8: (3.0, 2.3), 32: (4.3, 4.0)}  # batch → (samples/s, peak RSS GB) of the published code
 
 
-def _optimizer(model, device):
-    import torch
-
-    # fused AdamW: one kernel over all tensors (CPU support since torch 2.4) instead of ~12 ops per tensor
-    return torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
-
-
-def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warmup: int, fast_math: bool,
+def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warmup: int, bf16: bool,
             detach_target: bool) -> dict:
     """Time `steps` training steps after `warmup` in this process; return the measurements."""
     import torch
@@ -41,21 +34,16 @@ def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warm
     from models.neuronet import build_neuronet, count_parameters, neuronet_config
 
     torch.set_num_threads(threads)
-    if fast_math:
-        # let oneDNN run fp32 convolutions and matmuls with bf16 multiplies and fp32 accumulation (CPU "TF32")
-        torch.backends.mkldnn.conv.fp32_precision = "bf16"
-        torch.backends.mkldnn.matmul.fp32_precision = "bf16"
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(0)
     model = build_neuronet(neuronet_config(preset, detach_target=detach_target)).to(device).train()
-    optimizer = _optimizer(model, device)
+    # fused AdamW: one kernel over all tensors (CPU support since torch 2.4) instead of ~12 ops per tensor
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
     epochs = [torch.randn(batch, 3000, device=device) for _ in range(2)]  # (B, 3000) at 100 Hz
-    use_amp = device == "cuda"
+    use_amp = bf16 or device == "cuda"  # CUDA always trains with bf16 autocast (DESIGN.md 4)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step(x):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=use_amp):
             out = model(x)
         optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
@@ -78,7 +66,7 @@ def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warm
         "preset": preset, "batch": batch, "device": device, "threads": threads if device == "cpu" else None,
         "params_m": count_parameters(model) / 1e6, "step_s": step_s, "samples_per_s": batch / step_s,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,  # ru_maxrss in KiB
-        "fast_math": fast_math, "amp": "bf16" if use_amp else None, "steps": steps,
+        "amp": "bf16" if use_amp else None, "steps": steps,
     }
     if device == "cuda":
         result["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1024 ** 3
@@ -86,11 +74,11 @@ def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warm
     return result
 
 
-def _child(args, preset, batch, device, fast_math) -> dict:
+def _child(args, preset, batch, device, bf16) -> dict:
     command = [sys.executable, os.path.abspath(__file__), "--child", preset, str(batch), device,
                "--threads", str(args.threads), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-    if fast_math:
-        command.append("--fast-math")
+    if bf16:
+        command.append("--bf16")
     if args.detach_target:
         command.append("--detach-target")
     done = subprocess.run(command, capture_output=True, text=True)
@@ -104,7 +92,7 @@ def _table(results: list[dict]) -> str:
               f"{'samples/s':>9} {'peak RSS':>9} {'vs published':>13}")
     lines = [header, "-" * len(header)]
     for r in results:
-        math = "bf16-amp" if r["amp"] else ("bf16-mkl" if r["fast_math"] else "fp32")
+        math = "bf16-amp" if r["amp"] else "fp32"
         ref = PUBLISHED_B.get(r["batch"]) if r["preset"] == "B" and r["device"] == "cpu" else None
         versus = f"{r['samples_per_s'] / ref[0]:.2f}x" if ref else ""
         memory = f"{r['peak_rss_gb']:.2f} GB" + (f" ({r['peak_cuda_gb']:.1f} GPU)" if "peak_cuda_gb" in r else "")
@@ -122,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                         help="auto: CPU, plus CUDA when available")
-    parser.add_argument("--fast-math", action="store_true",
-                        help="also run with oneDNN bf16 math for fp32 convolutions/matmuls (CPU), TF32 (CUDA)")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also run the CPU with bf16 autocast (fast on CPUs with AVX512-BF16 or AMX)")
     parser.add_argument("--detach-target", action="store_true", help="stop gradients through the latent target")
     parser.add_argument("--json", help="also write the results to this JSON file")
     parser.add_argument("--child", nargs=3, metavar=("PRESET", "BATCH", "DEVICE"), help=argparse.SUPPRESS)
@@ -132,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         preset, batch, device = args.child
         print(json.dumps(run_one(preset, int(batch), device, args.threads, args.steps, args.warmup,
-                                 args.fast_math, args.detach_target)))
+                                 args.bf16, args.detach_target)))
         return 0
 
     import torch
@@ -143,14 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.2f}"
           + ("  (machine busy: timings are pessimistic)" if load > 0.5 else ""), flush=True)
     results = []
-    for device in devices:
-        for fast_math in ([False, True] if args.fast_math else [False]):
-            for preset in args.presets:
-                for batch in args.batches:
-                    result = _child(args, preset, batch, device, fast_math)
-                    results.append(result)
-                    print(f"  {preset} batch {batch} {device}{' fast-math' if fast_math else ''}: "
-                          f"{result['samples_per_s']:.2f} samples/s", flush=True)
+    runs = [("cpu", False)] + [("cpu", True)] * args.bf16 if "cpu" in devices else []
+    runs += [("cuda", True)] if "cuda" in devices else []
+    for device, bf16 in runs:
+        for preset in args.presets:
+            for batch in args.batches:
+                result = _child(args, preset, batch, device, bf16)
+                results.append(result)
+                print(f"  {preset} batch {batch} {device} {'bf16' if bf16 else 'fp32'}: "
+                      f"{result['samples_per_s']:.2f} samples/s, peak RSS {result['peak_rss_gb']:.2f} GB", flush=True)
     print(_table(results))
     print("published NeuroNet-B (same CPU, 2 threads): " + ", ".join(
         f"batch {b}: {s:.1f} samples/s, {m:.1f} GB" for b, (s, m) in PUBLISHED_B.items()))

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 from sklearn.ensemble import HistGradientBoostingClassifier
+from threadpoolctl import threadpool_limits
 
 from dataset.constants import EPOCH_SAMPLES, STAGE_NAMES
 from dataset.data_parser import parse_cohort
@@ -67,14 +68,16 @@ def subject_folds(subjects: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return np.array([fold_of[s] for s in subjects])
 
 
-def cross_validate(X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int, binary: bool) -> np.ndarray:
+def cross_validate(X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int, binary: bool,
+                   threads: int = 1) -> np.ndarray:
     """Pooled out-of-fold predictions: class (n,) for staging, positive-class probability (n,) for binary tasks.
     Epochs with y < 0 are neither trained on nor predicted (their prediction is 0)."""
     out = np.zeros(len(y), dtype=np.float64 if binary else np.int64)
-    for k in np.unique(fold):
-        train, test = (fold != k) & (y >= 0), (fold == k) & (y >= 0)
-        model = _model(seed).fit(X[train], y[train])
-        out[test] = model.predict_proba(X[test])[:, 1] if binary else model.predict(X[test])
+    with threadpool_limits(threads):  # OpenMP spin-waiting on a busy machine is far slower than one thread
+        for k in np.unique(fold):
+            train, test = (fold != k) & (y >= 0), (fold == k) & (y >= 0)
+            model = _model(seed).fit(X[train], y[train])
+            out[test] = model.predict_proba(X[test])[:, 1] if binary else model.predict(X[test])
     return out
 
 

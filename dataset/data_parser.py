@@ -41,7 +41,7 @@ from dataset.splits import make_splits, write_splits
 __all__ = ["discover", "parse_cohort", "process_recording", "load_night", "make_splits", "write_splits",
            "merge_shards", "main", "ProcessingConfig"]
 
-ROW_GROUP_EPOCHS = 32  # epochs per Parquet row group (random epoch read ~1 ms)
+ROW_GROUP_EPOCHS = 16  # epochs per Parquet row group: a random 6-channel epoch read decodes 16 epochs
 STRING_COLUMNS = ("recording_id", "subject_id", "cohort", "status", "reason", "edf", "xml", "parquet", "channels",
                   "native_rates", "units", "dropped_channels", "warnings", "edf_sha256", "xml_sha256")
 INT_COLUMNS = ("n_epochs", "n_scored", *(f"n_{e}" for e in EVENT_TYPES))
@@ -190,7 +190,7 @@ def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path
                               for e in night.events]),
     }
     table = night_table(night, metadata)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")  # the same name run_job cleans up
     pq.write_table(table, tmp, row_group_size=ROW_GROUP_EPOCHS, compression="none", use_dictionary=False,
                    write_statistics=["epoch"])
     os.replace(tmp, path)
@@ -227,6 +227,8 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
     out = recording_file(dst, job.recording_id)
     timings: dict[str, float] = {}
     result = {"row": row, "events": [], "timings": timings, "reused": False}
+    tmp = out.with_name(f".{out.name}.tmp")
+    owner = not job.problem  # a duplicate id must never touch the output of the first file with that id
     tick, cpu = time.perf_counter(), time.process_time()
     try:
         if job.problem:
@@ -242,7 +244,7 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
         except OSError as err:
             raise XmlError(f"{job.xml}: cannot read ({err.strerror or err})") from None
         timings["hash"] = time.perf_counter() - tick
-        out.with_name(f".{out.name}.tmp").unlink(missing_ok=True)  # left by an interrupted run
+        tmp.unlink(missing_ok=True)  # left by an interrupted run
         reuse = None if overwrite else _reusable(out, row["edf_sha256"], row["xml_sha256"], config.digest())
         if reuse is not None:
             old, result["events"] = reuse
@@ -265,7 +267,9 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
     except Exception as err:  # an unforeseen problem in one file must not stop the cohort
         row.update(status="failed", reason=f"{job.edf}: unexpected {type(err).__name__}: {err}")
     if row["status"] != "ok":
-        out.unlink(missing_ok=True)  # no stale table for a recording that is no longer ok
+        if owner:  # no stale table (or half-written temp file) for a recording that is no longer ok
+            out.unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
         result["events"] = []
     row["reason"] = " ".join(str(row["reason"]).split())  # one line
     result["cpu_s"] = time.process_time() - cpu
@@ -468,7 +472,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (one night each at a time)")
     parser.add_argument("--overwrite", action="store_true", help="reprocess recordings whose output is complete")
     parser.add_argument("--channels", nargs="+", default=None, metavar="NAME",
-                        help=f"canonical channels to keep (default all: {' '.join(CHANNEL_BY_NAME)})")
+                        help=f"canonical channels to keep, space- or comma-separated (default all: {' '.join(CHANNEL_BY_NAME)})")
     parser.add_argument("--band", action="append", default=[], metavar="NAME=LOW,HIGH",
                         help="override a channel's band-pass in Hz (repeatable), or NAME=none to skip filtering")
     parser.add_argument("--shard", default=None, metavar="K/N", help="process only shard K of N (1-based)")
@@ -530,7 +534,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.src is None:
                 parser.error("--src is required (unless --merge)")
             shard = parse_shard(args.shard) if args.shard else None
-            config = ProcessingConfig(channels=tuple(args.channels or CHANNEL_BY_NAME),
+            names = [n.strip() for item in (args.channels or CHANNEL_BY_NAME) for n in str(item).split(",") if n.strip()]
+            config = ProcessingConfig(channels=tuple(names),
                                       bands=_parse_bands(args.band, parser))
             manifest = parse_cohort(args.src, args.dst, workers=args.workers, overwrite=args.overwrite,
                                     shard=shard, allow_unscored=args.allow_unscored, config=config,

@@ -183,7 +183,9 @@ def _unit_factor(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[float, str
 
 def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpec, n_epochs: int,
                     config: ProcessingConfig, timings: dict[str, float]) -> ChannelResult | str:
-    """Process one channel of a night; returns the result, or the reason it is dropped (flat / clipped)."""
+    """Process one channel of a night; returns the result, or the reason it is dropped (flat, clipped, bad header)."""
+    if signal.digital_max <= signal.digital_min:
+        return f"invalid header: digital range [{signal.digital_min}, {signal.digital_max}]"
     tick = time.perf_counter()
     kept_s = n_epochs * EPOCH_S
     records = min(header.n_records, math.ceil((kept_s + config.margin_s) / header.record_duration))
@@ -218,15 +220,15 @@ def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpe
     timings["resample_filter"] = timings.get("resample_filter", 0.0) + now - tick
     tick = now
 
-    flat_values = epochs.reshape(-1)
-    q25, median, q75 = quartiles(flat_values)
+    kept_values = epochs.reshape(-1)
+    q25, median, q75 = quartiles(kept_values)
     iqr = q75 - q25
     if spec.electrophysiology:
         threshold = max(config.flat_levels * step, config.flat_iqr_uv)
         flat = iqr < threshold
         why = f"flat: IQR {iqr:.3g} {unit} < {threshold:.3g}"
     else:
-        spread = float(flat_values.max() - flat_values.min())
+        spread = float(kept_values.max() - kept_values.min())
         flat = spread < step
         why = f"flat: range {spread:.3g} {unit} < one digital step {step:.3g}"
     if flat:
@@ -234,15 +236,11 @@ def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpe
         return why
     divisor = iqr
     if divisor < config.flat_levels * step:  # e.g. SpO2 at one value most of the night: IQR ~ 0
-        divisor = max(NORMAL_IQR_PER_SD * float(np.std(flat_values, dtype=np.float64)), config.flat_levels * step)
-    flat_values -= np.float32(median)  # in place on the epochs
-    flat_values *= np.float32(1.0 / divisor)
+        divisor = max(NORMAL_IQR_PER_SD * float(np.std(kept_values, dtype=np.float64)), config.flat_levels * step)
+    kept_values -= np.float32(median)  # in place on the epochs
+    kept_values *= np.float32(1.0 / divisor)
     timings["scale"] = timings.get("scale", 0.0) + time.perf_counter() - tick
     return ChannelResult(spec.name, epochs, signal.label, signal.sampling_rate, unit, assumed, median, divisor, up, down)
-
-
-def _fmt_rate(rate: float) -> str:
-    return f"{rate:g}"
 
 
 def night_info(header: EdfHeader, annotations: NsrrAnnotations | None, n_epochs: int, signal_s: float,
@@ -253,7 +251,7 @@ def night_info(header: EdfHeader, annotations: NsrrAnnotations | None, n_epochs:
     info = {
         "n_epochs": n_epochs,
         "channels": ",".join(channels),
-        "native_rates": ",".join(f"{n}:{_fmt_rate(c.native_rate)}" for n, c in channels.items()),
+        "native_rates": ",".join(f"{n}:{c.native_rate:g}" for n, c in channels.items()),
         "units": ",".join(f"{n}:{c.unit}" for n, c in channels.items()),
         "signal_s": signal_s,
         "scored_s": scored_s,

@@ -41,7 +41,7 @@ EEG_RMS = np.array([
     [5.0, 11.0, 0.0, 6.5, 1.5, 2.0, 1.5, 0.0],
     [5.0, 6.0, 6.5, 9.0, 3.0, 1.5, 3.0, 0.0],
 ])
-EMG_RMS = np.array([0.0, 6.0, 4.5, 4.0, 1.6])  # chin EMG tone per stage (wake from relaxation)
+EMG_RMS = np.array([0.0, 5.0, 4.0, 3.8, 2.2])  # chin EMG tone per stage (wake from relaxation)
 HR_OFFSET = np.array([7.0, 3.0, 0.0, -3.0, 4.0])  # bpm relative to the subject's sleep heart rate
 HRV_SD = np.array([4.5, 3.0, 2.0, 1.2, 4.5])  # bpm, slow (0.02-0.15 Hz) heart-rate variability
 BREATH_VAR = np.array([0.12, 0.08, 0.05, 0.03, 0.15])  # relative breath-rate variability
@@ -60,12 +60,12 @@ def subject_params(rng: np.random.Generator) -> dict:
         "spont_arousal_rate": rng.uniform(4.0, 14.0), "resp_arousal_p": rng.uniform(0.7, 0.95),
         "eeg_scale": rng.lognormal(0.0, 0.2), "alpha": rng.lognormal(0.0, 0.35) * (0.3 if rng.random() < 0.15 else 1.0),
         "alpha_hz": rng.uniform(8.8, 11.0), "n1_alpha": rng.uniform(0.15, 0.55), "delta": rng.lognormal(0.0, 0.2),
-        "spindle_rate": rng.uniform(2.0, 7.0), "spindle_uv": rng.uniform(12.0, 30.0),
+        "spindle_rate": rng.uniform(2.0, 7.0), "spindle_uv": rng.uniform(15.0, 35.0),
         "spindle_hz": rng.uniform(12.0, 14.0), "kc_rate": rng.uniform(0.5, 2.0),
         "emg_scale": rng.lognormal(0.0, 0.35), "eog_scale": rng.lognormal(0.0, 0.2),
         "ecg_mv": rng.uniform(0.6, 1.6) * (-1.0 if rng.random() < 0.08 else 1.0), "hr_bpm": rng.uniform(55.0, 75.0),
         "rsa_bpm": rng.uniform(1.0, 4.0), "breath_hz": rng.uniform(0.2, 0.3), "spo2": rng.uniform(94.0, 98.0),
-        "noise_uv": rng.uniform(0.5, 2.5), "n3_amount": rng.uniform(0.5, 1.4), "fragmentation": rng.uniform(1.5, 5.0),
+        "noise_uv": rng.uniform(0.5, 2.5), "n3_amount": rng.uniform(0.5, 1.4), "fragmentation": rng.uniform(2.0, 6.0),
         "ecg_leak": rng.uniform(0.001, 0.006) if rng.random() < 0.5 else 0.0,
         "line_noise_uv": rng.uniform(2.0, 12.0) if rng.random() < 0.25 else 0.0,
     }
@@ -94,8 +94,8 @@ def _slow_noise(rng: np.random.Generator, n: int, sigma: float) -> np.ndarray:
 
 def hypnogram(n: int, rng: np.random.Generator, subj: dict) -> np.ndarray:
     """Scored stage per 30-s epoch (n,) int8: 0 W, 1 N1, 2 N2, 3 N3, 4 REM."""
-    seq = [W] * int(np.clip(rng.lognormal(np.log(24.0), 0.5), 4, 90))  # sleep-onset latency (~12 min)
-    n3_min, rem_min = (30, 18, 8, 3, 0), (9, 17, 24, 28, 30)  # per cycle, minutes
+    seq = [W] * int(np.clip(rng.lognormal(np.log(30.0), 0.5), 4, 120))  # sleep-onset latency (~15 min)
+    n3_min, rem_min = (34, 22, 10, 4, 0), (8, 14, 20, 24, 26)  # per cycle, minutes
     cycle = 0
     while len(seq) < n:
         c = min(cycle, 4)
@@ -111,25 +111,34 @@ def hypnogram(n: int, rng: np.random.Generator, subj: dict) -> np.ndarray:
     stage = np.array(seq[:n], dtype=np.int8)
     islands = rng.random(n)
     stage[(stage == N3) & (islands < 0.08)] = N2
-    stage[(stage == REM) & (islands < 0.03)] = N1
+    stage[(stage == REM) & (islands < 0.04)] = N1
+    stage[(stage == N2) & (islands > 0.97)] = N1
     sleep = np.flatnonzero(stage > 0)
     if len(sleep):
         weight = np.array([0.0, 1.0, 1.0, 0.3, 1.0])[stage[sleep]]
         count = min(rng.poisson(subj["fragmentation"] * len(sleep) / 120), len(sleep))
         for i in np.sort(rng.choice(sleep, size=count, replace=False, p=weight / weight.sum())):
-            length = int(rng.integers(1, 5))
+            length = int(rng.integers(1, 7))
             after = i + length
             if after < n and stage[after] in (N2, N3):
-                stage[after:after + int(rng.integers(1, 3))] = N1
+                stage[after:after + int(rng.integers(1, 4))] = N1
             stage[i:after] = W
-    if rng.random() < 0.5:
-        stage[n - int(rng.integers(2, 16)):] = W
+    if rng.random() < 0.6:
+        stage[n - int(rng.integers(2, 30)):] = W
     return stage
 
 
-def _physiological_stage(stage: np.ndarray, rng: np.random.Generator, p_border: float = 0.3) -> np.ndarray:
-    """The stage the signals follow: at a fraction of stage borders one side takes the other side's stage."""
+# Stages a scorer may confuse with each stage (rows W, N1, N2, N3, REM): where ambiguous epochs drift to.
+NEIGHBOURS = ((N1,), (W, N2, REM), (N1, N3), (N2,), (N1,))
+
+
+def _physiological_stage(stage: np.ndarray, rng: np.random.Generator, p_border: float = 0.5,
+                         p_ambiguous: float = 0.08) -> np.ndarray:
+    """The stage the signals follow (scorer disagreement): at a fraction `p_border` of stage borders one side
+    takes the other side's stage, and a fraction `p_ambiguous` of epochs looks like a neighbouring stage."""
     phys = stage.copy()
+    ambiguous = np.flatnonzero(rng.random(len(stage)) < p_ambiguous)
+    phys[ambiguous] = [NEIGHBOURS[s][int(rng.integers(len(NEIGHBOURS[s])))] for s in stage[ambiguous]]
     border = np.flatnonzero(stage[1:] != stage[:-1])
     flip = rng.random(len(border)) < p_border
     left = rng.random(len(border)) < 0.5
@@ -288,7 +297,7 @@ def simulate_night(rng: np.random.Generator, subj: dict, n_epochs: int, n_scored
     phys = _physiological_stage(stage, rng)
     depth = np.clip(0.5 + _ar1(rng, n_epochs, 0.95, 0.3), 0, 1)  # NREM depth latent
     relax = 1 / (1 + np.exp(-(0.8 + _ar1(rng, n_epochs, 0.9, 1.5))))  # wake: eyes closed and relaxed
-    phasic = np.clip(0.5 + _ar1(rng, n_epochs, 0.8, 0.35), 0, 1)  # REM: phasic activity
+    phasic = np.clip(0.35 + _ar1(rng, n_epochs, 0.8, 0.4), 0, 1)  # REM: phasic activity
     movement, unscored = _unscored_marks(stage[:n_scored], unscored_epochs, rng)
     blocked = np.zeros(n_epochs, dtype=bool)
     blocked[:n_scored] = movement | unscored
@@ -310,7 +319,7 @@ def simulate_night(rng: np.random.Generator, subj: dict, n_epochs: int, n_scored
     eeg_fs = rates.get("eeg_c4", rates.get("eeg_c3", 125))
     emg_rms = EMG_RMS[phys].copy()
     emg_rms[phys == W] = 6.0 + 14.0 * (1 - relax[phys == W])
-    emg_rms *= subj["emg_scale"] * np.exp(_ar1(rng, n_epochs, 0.8, 0.25)) * (1 - 0.25 * np.arange(n_epochs) / n_epochs)
+    emg_rms *= subj["emg_scale"] * np.exp(_ar1(rng, n_epochs, 0.7, 0.35)) * (1 - 0.25 * np.arange(n_epochs) / n_epochs)
     ecg_fs = rates.get("ecg", 125)
     signals = {"ecg": _ecg(rng, subj, heart["beats"], breath["phase"], ecg_fs, total_s, emg_rms)}
     leak_ecg = _ecg(rng, subj, heart["beats"], breath["phase"], eeg_fs, total_s, None) if ecg_fs != eeg_fs else signals["ecg"]
@@ -358,11 +367,11 @@ def _eeg_rms(subj, phys, relax, depth, emg_rms, rng) -> np.ndarray:
     rms[wake, 6] = 2.0 + 4.0 * (1 - relax[wake])
     rms[n1, 4] = 14.0 * subj["n1_alpha"] * (0.5 + relax[n1])
     rms[phys == N2, 2] = 8.0 + 16.0 * depth[phys == N2]
-    rms[phys == N3, 2] = 28.0 + 28.0 * depth[phys == N3]
+    rms[phys == N3, 2] = 25.0 + 25.0 * depth[phys == N3]
     rms[:, 4] *= subj["alpha"]
     rms[:, 2] *= subj["delta"]
     rms[:, 7] = 0.25 * emg_rms
-    return rms * subj["eeg_scale"] * np.exp(np.stack([_ar1(rng, len(phys), 0.7, 0.2) for _ in EEG_COMPONENTS], 1))
+    return rms * subj["eeg_scale"] * np.exp(np.stack([_ar1(rng, len(phys), 0.6, 0.3) for _ in EEG_COMPONENTS], 1))
 
 
 def _eeg(rng, subj, phys, relax, depth, emg_rms, arousals, moves, fs, n_epochs):
@@ -468,10 +477,10 @@ def _emg(rng, subj, phys, phasic, emg_rms, arousals, moves, fs, n_epochs):
     shapes = _shapes(fs, {"alpha": 10.0})[-1:]
     emg = spectral_noise(rng, _segments((emg_rms**2)[:, None]), shapes, fs, n_epochs)
     scale = subj["emg_scale"]
-    on = _times(rng, 8.0 * (phys == REM) * (0.3 + phasic))
+    on = _times(rng, 5.0 * (phys == REM) * (0.3 + phasic))
     t = np.arange(int(0.25 * fs)) / fs
     d = rng.uniform(0.05, 0.25, (len(on), 1))
-    add_waves(emg, fs, on, rng.uniform(8, 25, (len(on), 1)) * scale * rng.standard_normal((len(on), t.size)) * (t < d))
+    add_waves(emg, fs, on, rng.uniform(5, 15, (len(on), 1)) * scale * rng.standard_normal((len(on), t.size)) * (t < d))
     on, d = arousals
     if len(on):
         t = np.arange(int(d.max() * fs) + 1) / fs

@@ -9,6 +9,7 @@ replaces each targeted Linear in place by a `peft` LoRA layer, so its state-dict
     y = W x + b + scaling * B(A(dropout(x))),  scaling = alpha / sqrt(rank) (rsLoRA) or alpha / rank
 
 B starts at zero, so an adapted encoder computes exactly what the frozen one did until B is trained.
+`peft` is imported only when adapters are added or inspected (importing it pulls in `transformers`, seconds).
 """
 from __future__ import annotations
 
@@ -16,9 +17,13 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-from peft import LoraConfig, inject_adapter_in_model
-from peft.tuners.lora import LoraLayer
+from typing import TYPE_CHECKING
+
 from torch import nn
+
+if TYPE_CHECKING:
+    from peft import LoraConfig
+    from peft.tuners.lora import LoraLayer
 
 DEFAULT_ADAPTER = "default"
 LORA_PARAM_MARKER = "lora_"  # every LoRA parameter name has a `lora_A.` / `lora_B.` part
@@ -50,7 +55,9 @@ class LoraSettings:
         """Factor on B·A: alpha / sqrt(rank) with rsLoRA (8 at rank 4, alpha 16), else alpha / rank."""
         return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
 
-    def peft_config(self) -> LoraConfig:
+    def peft_config(self) -> "LoraConfig":
+        from peft import LoraConfig
+
         return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, use_rslora=self.rslora,
                           target_modules=list(self.targets), bias="none")
 
@@ -65,8 +72,10 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def lora_layers(module: nn.Module) -> list[tuple[str, LoraLayer]]:
+def lora_layers(module: nn.Module) -> list[tuple[str, "LoraLayer"]]:
     """(qualified name, layer) of every peft LoRA layer inside `module`."""
+    from peft.tuners.lora import LoraLayer
+
     return [(name, sub) for name, sub in module.named_modules() if isinstance(sub, LoraLayer)]
 
 
@@ -81,6 +90,8 @@ def add_lora(module: nn.Module, settings: LoraSettings, adapter_name: str = DEFA
     Afterwards the new adapter's A/B matrices are the only trainable parameters of `module`. Returns them by
     name. Raises ValueError naming the targets when none matched (nothing would be adapted).
     """
+    from peft import inject_adapter_in_model
+
     freeze(module)
     try:
         inject_adapter_in_model(settings.peft_config(), module, adapter_name=adapter_name)

@@ -93,8 +93,9 @@ def ssd_chunked_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torc
     Args:
         x: (batch, T, nheads, headdim).  dt: (batch, T, nheads), step sizes > 0 (after softplus).
         A: (nheads,), negative decay rates.  B, C: (batch, T, ngroups, d_state).
-        chunk_size: chunk length Q. T ≤ Q is one chunk of matmuls (no padding); longer sequences are padded
-            to a multiple of Q, with memory O(batch·nheads·T·Q) and a Python loop over T/Q chunks.
+        chunk_size: longest chunk Q. T ≤ Q is one chunk of matmuls (no padding); longer sequences are split
+            into ceil(T/Q) equal chunks (the last padded by < ceil(T/Q) steps), with memory O(batch·nheads·T·Q)
+            and a Python loop over the chunks.
     Returns:
         y: (batch, T, nheads, headdim), in the promoted dtype of the inputs (at least float32).
     """
@@ -103,8 +104,8 @@ def ssd_chunked_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torc
     heads_per_group = nheads // ngroups
     compute = torch.promote_types(x.dtype, torch.float32)
     x, dt, A, B, C = (t.to(compute) for t in (x, dt, A, B, C))
-    chunk = max(1, min(chunk_size, seqlen))
-    n_chunks = math.ceil(seqlen / chunk)
+    n_chunks = max(1, math.ceil(seqlen / chunk_size))
+    chunk = max(1, math.ceil(seqlen / n_chunks))  # ≤ chunk_size, balanced so that padding is < n_chunks steps
     pad = n_chunks * chunk - seqlen
     if pad:  # zero dt and x: padded steps neither decay nor write the state; their outputs are dropped
         x = F.pad(x, (0, 0, 0, 0, 0, pad))

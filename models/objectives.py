@@ -21,7 +21,7 @@ class MaskedTokenMSE(nn.Module):
         if prediction.shape != target.shape or mask.shape != prediction.shape[:2]:
             raise ValueError(f"masked MSE: prediction {tuple(prediction.shape)}, target {tuple(target.shape)} "
                              f"and mask {tuple(mask.shape)} do not match")
-        per_token = (prediction - target).pow(2).mean(dim=-1)  # (B, N)
+        per_token = (prediction.float() - target.float()).pow(2).mean(dim=-1)  # (B, N), fp32 even under autocast
         mask = mask.to(per_token.dtype)
         n_masked = mask.sum()
         # where() rather than a product so a non-finite error on a visible token cannot leak in;

@@ -188,6 +188,15 @@ def test_tone_amplitude_survives_resampling_and_unit_conversion(tmp_path, overri
         assert abs(median) < 1e-3 and (q75 - q25 == pytest.approx(1.0, abs=1e-3) or name == "spo2"), name
 
 
+def test_quartiles_are_exactly_numpy_percentiles():
+    rng = np.random.default_rng(0)
+    cases = [rng.standard_normal(200_001).astype(np.float32), np.round(rng.standard_normal(150_000) * 3),
+             np.sort(rng.exponential(2.0, 100_000)), np.r_[np.full(90_000, 95.0), rng.uniform(80, 99, 10_000)],
+             rng.standard_normal(1_000)]
+    for values in cases:
+        assert quartiles(values) == tuple(np.percentile(values, (25, 50, 75)))
+
+
 @pytest.mark.parametrize("style, shuffle", [("lf", False), ("lf", True), ("crlf", True), ("one-line", False)])
 def test_labels_equal_truth_for_every_epoch(tmp_path, style, shuffle):
     make_night(tmp_path / "src", "n-1", style=style, shuffle=shuffle)
@@ -343,8 +352,12 @@ def build_bad_cohort(src: Path) -> None:
     edf.write_bytes(edf.read_bytes()[:-300])  # cut inside the last 1-s data record
     make_night(src, "units-9", overrides={"eeg_c4": {"unit": ""}, "eeg_c3": {"unit": "furlong"}})
     make_night(src, "unscored-10", stages=[9] * 20)
-    make_night(src, "dropped-11", overrides={"eeg_c3": {"values": lambda t: np.zeros_like(t)},
-                                              "emg": {"values": lambda t: np.full_like(t, 125.0)}})
+    edf = make_night(src, "dropped-11", overrides={"eeg_c3": {"values": lambda t: np.zeros_like(t)},
+                                                    "emg": {"values": lambda t: np.full_like(t, 125.0)}})
+    raw, n_signals, eog_l = bytearray(edf.read_bytes()), len(SHHS1), list(SHHS1).index("eog_l")
+    start = 256 + n_signals * (16 + 80 + 8 + 8 + 8 + 8) + 8 * eog_l  # digital maximum field of EOG(L)
+    raw[start:start + 8] = b"-32768  "  # = its digital minimum: an unusable header
+    edf.write_bytes(bytes(raw))
     write_xml(src / "orphan-12-nsrr.xml", stage_events(DEFAULT_STAGES))
 
 
@@ -375,6 +388,7 @@ def test_every_bad_input_is_a_manifest_row_and_good_ones_finish(tmp_path, capsys
     assert not bool(manifest.loc["units-9", "unit_assumed_eog_l"])
     dropped = manifest.loc["dropped-11", "dropped_channels"]
     assert "eeg_c3" in dropped and "flat" in dropped and "emg" in dropped and "clipped" in dropped
+    assert "eog_l ('EOG(L)' invalid header" in dropped
     assert "eeg_c3" not in manifest.loc["dropped-11", "channels"].split(",")
     assert list(pd.read_csv(tmp_path / "dst" / "manifest.csv")["recording_id"]) == sorted(expected)
     out = capsys.readouterr().out
@@ -438,8 +452,8 @@ def test_interrupted_run_leftovers_are_repaired(tmp_path):
 
 
 def test_killed_parser_process_then_rerun_ends_complete(tmp_path):
-    for i in range(8):
-        make_night(tmp_path / "src", f"n-{i}", stages=[2] * 240)  # 2-h nights
+    for i in range(6):
+        make_night(tmp_path / "src", f"n-{i}", stages=[2] * 120)  # 1-h nights
     dst = tmp_path / "dst"
     command = [sys.executable, "dataset/data_parser.py", "--src", str(tmp_path / "src"), "--dst", str(dst),
                "--no-progress"]
@@ -455,7 +469,7 @@ def test_killed_parser_process_then_rerun_ends_complete(tmp_path):
     assert not (dst / "manifest.parquet").exists() or process.returncode == 0
     manifest = parse(tmp_path / "src", dst)
     assert sum(run["reused"] for run in manifest.attrs["runs"].values()) >= 1
-    _assert_complete(dst, 8)
+    _assert_complete(dst, 6)
 
 
 def test_shards_and_merge_equal_a_single_run_with_workers(tmp_path):
@@ -465,10 +479,13 @@ def test_shards_and_merge_equal_a_single_run_with_workers(tmp_path):
     single = parse(tmp_path / "src", tmp_path / "single", workers=2)
     assert single.attrs["runs"]["c-003"]["max_rss_mb"] > 0
     for k in (1, 2, 3):
+        if k == 3:
+            with pytest.raises(ValueError, match=r"shards \[3\] of 3 have not finished"):
+                merge_shards(tmp_path / "sharded")
         parse(tmp_path / "src", tmp_path / "sharded", shard=f"{k}/3")
         assert (tmp_path / "sharded" / f"manifest.shard-{k}-of-3.parquet").exists()
+    parse(tmp_path / "src", tmp_path / "sharded", shard=(1, 2))  # a stale shard of another run
     with pytest.raises(ValueError, match="different shard counts"):
-        parse(tmp_path / "src", tmp_path / "sharded", shard=(1, 2))
         merge_shards(tmp_path / "sharded")
     (tmp_path / "sharded" / "manifest.shard-1-of-2.parquet").unlink()
     assert main(["--merge", "--dst", str(tmp_path / "sharded"), "--no-progress"]) == 0
@@ -551,3 +568,11 @@ def test_synthetic_cohort_every_variation_end_to_end(synthetic_cohort):
     subject_split = [s for s in ("pretrain", "val", "test") if manifest.loc[shhs2[0], "subject_id"] in splits["subjects"][s]]
     assert len(subject_split) == 1 and {shhs2[0], "shhs1-" + shhs2[0].split("-")[1]} <= set(
         splits["recordings"][subject_split[0]])
+
+
+def test_duplicate_recording_id_is_skipped_without_touching_the_first(tmp_path):
+    make_night(tmp_path / "src", "a-1")
+    make_night(tmp_path / "src" / "copy", "a-1", xml=False)
+    manifest = parse(tmp_path / "src", tmp_path / "dst")
+    assert manifest["status"].tolist() == ["ok", "skipped"] and "duplicate" in manifest["reason"].iloc[1]
+    assert pq.read_table(tmp_path / "dst" / "recordings" / "a-1.parquet").num_rows == 20

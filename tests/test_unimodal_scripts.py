@@ -19,8 +19,8 @@ from utils.checkpoint import load_checkpoint
 from utils.run_logging import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = ["--preset", "tiny", "--max-steps", "2", "--batch-size", "16", "--workers", "0", "--no-progress",
-         "--log-every", "1", "--knn-max-train", "300", "--knn-max-val", "150", "--knn-k", "5"]
+SMOKE = ["--preset", "tiny", "--max-steps", "2", "--batch-size", "8", "--workers", "0", "--no-progress",
+         "--log-every", "1", "--knn-max-train", "64", "--knn-max-val", "32", "--knn-k", "3"]
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_script_pretrains_two_steps(cohort, tmp_path, capsys, modality):
     for key in ("loss", "recon_1", "recon_2", "contrastive", "lr", "samples_per_s"):
         assert key in log[0], key
     if modality in ("eeg", "eog"):  # stages exist in train and val: the probe scores
-        assert -1.0 <= log[0]["knn_kappa"] <= 1.0 and log[0]["knn_n_train"] == 300
+        assert -1.0 <= log[0]["knn_kappa"] <= 1.0 and log[0]["knn_n_train"] == 64
 
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["model_kind"] == "neuronet" and ckpt["metadata"]["modality"] == modality
@@ -72,16 +72,13 @@ def test_bad_channels_and_data_are_reported(cohort, tmp_path):
         main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"), *SMOKE], modality="eeg")
 
 
-def test_scripts_run_as_file_and_as_module(cohort, tmp_path):
-    helped = subprocess.run([sys.executable, "pretrained/unimodal/eog/train.py", "--help"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
-    assert helped.returncode == 0 and "eog_l, eog_r" in helped.stdout
-    out = tmp_path / "ecg"
-    ran = subprocess.run([sys.executable, "-m", "pretrained.unimodal.ecg.train", "--data", str(cohort), "--out",
-                          str(out), *SMOKE, "--max-steps", "1", "--no-monitor"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert ran.returncode == 0, ran.stderr[-3000:]
-    assert load_checkpoint(out / "last.pt")["step"] == 1
+def test_scripts_run_as_file_and_as_module():
+    """Both launch forms reach their modality's main (the help text names the modality's channels)."""
+    for command, channels in ((["pretrained/unimodal/eog/train.py"], "eog_l, eog_r"),
+                              (["-m", "pretrained.unimodal.ecg.train"], "channels ecg pooled")):
+        ran = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True,
+                             timeout=120)
+        assert ran.returncode == 0 and channels in " ".join(ran.stdout.split()), ran.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -429,7 +429,7 @@ def fit(
             print(f"warning: monitor metric {best['metric']!r} missing at epoch {epoch + 1}; best.pt not updated", flush=True)
         logger.log_epoch(record)
         if ctx.is_main:
-            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in record.items()}
+            shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items()}
             bar.write(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v}" for k, v in shown.items()
                                                                    if k not in ("epoch",)))
         if epoch_done:

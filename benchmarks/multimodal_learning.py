@@ -1,0 +1,209 @@
+"""Does multimodal fusion help? A fixed-CPU-budget learning check of tiny SynthSleepNet (DESIGN.md 3.2).
+
+1. A synthetic cohort is generated and parsed (val = 20 % of subjects, so the score rests on more than one
+   night), or --data is used.
+2. The four tiny unimodal NeuroNets (EEG, EOG, EMG, ECG) are pretrained with the real scripts
+   (pretrained/unimodal/pretrain.py), about --unimodal-minutes each; then the tiny SynthSleepNet over the six
+   channels with pretrained/multimodal/train.py for about --multimodal-minutes. Epoch counts come from a
+   timed calibration step so that warmup + cosine end inside the budget; --max-minutes is the hard stop.
+   Every model is taken from last.pt (no selection on val).
+3. On the same seeded subsample of labelled `train` (fit) and `val` (score) epochs, 5-class staging is scored
+   with the same PCA + k-NN probe (utils/knn_probe.py) on
+     - each channel's unimodal encoder alone (mean encoder token; eeg_c4/eeg_c3 share the EEG model),
+     - the fusion representation (mean fusion token) of the pretrained SynthSleepNet,
+     - for reference: the concatenated unimodal vectors of all six channels, and the fusion representation
+       of an untrained SynthSleepNet built on the same encoders.
+
+    python benchmarks/multimodal_learning.py [--out runs/bench_multimodal] [--unimodal-minutes 1.5]
+                                             [--multimodal-minutes 3] [--nights 10] [--hours 1.5]
+
+Prints a table, writes OUT/results.json; exits 1 unless the fusion beats the best single channel.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Subset
+
+from dataset import data_parser, synthetic
+from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, MODALITY_CHANNELS
+from dataset.datasets import EpochDataset
+from models.loading import load_backbone
+from models.neuronet import build_neuronet, neuronet_config
+from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
+from pretrained.multimodal.train import StackedChannels
+from pretrained.multimodal.train import main as multimodal_main
+from pretrained.unimodal.pretrain import main as unimodal_main
+from utils.knn_probe import encode_dataset, knn_scores, subsample_indices
+
+CHANNELS = list(EPHYS_CHANNELS)
+MODALITIES = ("eeg", "eog", "emg", "ecg")
+
+
+def prepare_cohort(out: Path, nights: int, hours: float, seed: int, val_frac: float) -> Path:
+    """Generate + parse a synthetic cohort under OUT (reused when OUT/parsed/splits.json exists)."""
+    dst = out / "parsed"
+    if not (dst / "splits.json").is_file():
+        started = time.time()
+        synthetic.generate_cohort(out / "cohort", nights=nights, hours=hours, seed=seed)
+        data_parser.parse_cohort(out / "cohort", dst, workers=1, progress=False, val_frac=val_frac)
+        print(f"cohort: {nights} nights x {hours:g} h generated and parsed in {time.time() - started:.0f} s", flush=True)
+    return dst
+
+
+def seconds_per_step(model: torch.nn.Module, inputs, steps: int = 2) -> float:
+    """Median wall seconds of a training step (forward, backward, AdamW) of `model` on `inputs`."""
+    model.train()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    timings = []
+    for _ in range(steps + 1):
+        started = time.perf_counter()
+        model(inputs)["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        timings.append(time.perf_counter() - started)
+    return float(np.median(timings[1:]))
+
+
+def planned_epochs(step_s: float, steps_per_epoch: int, minutes: float) -> int:
+    """Epochs whose full schedule fits in 75 % of the budget (at least 1; --max-minutes stops the rest)."""
+    return max(1, int(0.75 * minutes * 60 / max(1e-6, step_s * steps_per_epoch)))
+
+
+def common_args(args: argparse.Namespace, dst: Path, out: Path, epochs: int, minutes: float) -> list[str]:
+    return ["--data", str(dst), "--out", str(out), "--preset", "tiny", "--epochs", str(epochs),
+            "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--warmup-epochs", "0.3",
+            "--max-minutes", str(minutes), "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none",
+            "--seed", str(args.seed), "--log-every", "10"]
+
+
+def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
+    """Run the four unimodal scripts; {modality: {"checkpoint", "steps", "epochs", "seconds"}}."""
+    torch.manual_seed(args.seed)
+    step_s = seconds_per_step(build_neuronet(neuronet_config("tiny")), torch.randn(args.batch_size, 3000))
+    runs = {}
+    for modality in MODALITIES:
+        n = len(EpochDataset(dst, "pretrain", list(MODALITY_CHANNELS[modality]), pool_channels=True))
+        epochs = planned_epochs(step_s, n // args.batch_size, args.unimodal_minutes)
+        out = args.out / "unimodal" / modality
+        print(f"unimodal {modality}: {n} single-channel epochs, ~{step_s:.2f} s/step -> {epochs} epoch(s)", flush=True)
+        started = time.time()
+        unimodal_main(common_args(args, dst, out, epochs, args.unimodal_minutes), modality=modality)
+        steps = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
+        runs[modality] = {"checkpoint": str(out / "last.pt"), "steps": steps, "epochs": epochs,
+                          "seconds": round(time.time() - started, 1)}
+    return runs
+
+
+def pretrain_multimodal(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict]) -> dict:
+    nets = {m: load_backbone(unimodal[m]["checkpoint"]) for m in MODALITIES}
+    torch.manual_seed(args.seed)
+    model = build_synthsleepnet(synthsleepnet_config("tiny"), {ch: nets[CHANNEL_BY_NAME[ch].modality] for ch in CHANNELS})
+    step_s = seconds_per_step(model, {ch: torch.randn(args.batch_size, 3000) for ch in CHANNELS})
+    n = len(EpochDataset(dst, "pretrain", CHANNELS))
+    epochs = planned_epochs(step_s, n // args.batch_size, args.multimodal_minutes)
+    print(f"multimodal: {n} six-channel epochs, ~{step_s:.2f} s/step -> {epochs} epoch(s)", flush=True)
+    out = args.out / "multimodal"
+    started = time.time()
+    multimodal_main([*common_args(args, dst, out, epochs, args.multimodal_minutes),
+                     "--unimodal", ",".join(f"{m}={unimodal[m]['checkpoint']}" for m in MODALITIES)])
+    steps = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
+    return {"checkpoint": str(out / "last.pt"), "steps": steps, "epochs": epochs,
+            "seconds": round(time.time() - started, 1)}
+
+
+def evaluate(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict], multimodal: dict) -> dict[str, dict]:
+    """k-NN staging scores of every representation on one seeded train/val subsample."""
+    device = torch.device("cpu")
+    train_set = EpochDataset(dst, "train", CHANNELS, task="sleep_stage")
+    val_set = EpochDataset(dst, "val", CHANNELS, task="sleep_stage")
+    train = Subset(train_set, subsample_indices(len(train_set), args.max_train, args.seed).tolist())
+    val = Subset(val_set, subsample_indices(len(val_set), args.max_val, args.seed + 1).tolist())
+
+    def embed(model, key: str, stacked: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        wrap = (lambda s: StackedChannels(s, CHANNELS)) if stacked else (lambda s: s)
+        train_x, train_y = encode_dataset(model, wrap(train), device, batch_size=64, input_key=key)
+        val_x, val_y = encode_dataset(model, wrap(val), device, batch_size=64, input_key=key)
+        return train_x, train_y, val_x, val_y
+
+    def score(train_x, train_y, val_x, val_y) -> dict:
+        return {**knn_scores(train_x, train_y, val_x, val_y, k=args.knn_k, pca_dim=args.knn_pca),
+                "n_train": int(train_y.size), "n_val": int(val_y.size)}
+
+    results, per_channel = {}, {}
+    with torch.no_grad():
+        nets = {m: load_backbone(unimodal[m]["checkpoint"]) for m in MODALITIES}
+        for channel in CHANNELS:
+            per_channel[channel] = embed(nets[CHANNEL_BY_NAME[channel].modality], channel, stacked=False)
+            results[channel] = score(*per_channel[channel])
+        concat = [np.concatenate([per_channel[ch][i] for ch in CHANNELS], axis=1) for i in (0, 2)]
+        results["concat_unimodal"] = score(concat[0], per_channel[CHANNELS[0]][1], concat[1], per_channel[CHANNELS[0]][3])
+        torch.manual_seed(args.seed)
+        untrained = build_synthsleepnet(synthsleepnet_config("tiny"),
+                                        {ch: nets[CHANNEL_BY_NAME[ch].modality] for ch in CHANNELS})
+        results["fusion_untrained"] = score(*embed(untrained.eval(), "signal", stacked=True))
+        results["fusion"] = score(*embed(load_backbone(multimodal["checkpoint"]), "signal", stacked=True))
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_multimodal"))
+    parser.add_argument("--data", type=Path, default=None, help="an existing parsed cohort (skips generation)")
+    parser.add_argument("--nights", type=int, default=10)
+    parser.add_argument("--hours", type=float, default=1.5)
+    parser.add_argument("--val-frac", type=float, default=0.2, help="share of subjects in val (generated cohort)")
+    parser.add_argument("--unimodal-minutes", type=float, default=1.5, help="budget per unimodal model")
+    parser.add_argument("--multimodal-minutes", type=float, default=3.0)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=2e-3, help="base lr (x batch / 256)")
+    parser.add_argument("--max-train", type=int, default=1000, help="train-split epochs fitted by the probe")
+    parser.add_argument("--max-val", type=int, default=600, help="val-split epochs scored")
+    parser.add_argument("--knn-k", type=int, default=10)
+    parser.add_argument("--knn-pca", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (1 is fastest on a shared machine; 2 may help on an idle one)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    dst = args.data or prepare_cohort(args.out, args.nights, args.hours, args.seed, args.val_frac)
+    unimodal = pretrain_unimodal(args, dst)
+    multimodal = pretrain_multimodal(args, dst, unimodal)
+    eval_started = time.time()
+    results = evaluate(args, dst, unimodal, multimodal)
+    best_single = max(CHANNELS, key=lambda ch: results[ch]["kappa"])
+    passed = results["fusion"]["kappa"] > results[best_single]["kappa"]
+    results["run"] = {"unimodal": unimodal, "multimodal": multimodal, "eval_s": round(time.time() - eval_started, 1),
+                      "total_s": round(time.time() - started, 1), "best_single_channel": best_single,
+                      "fusion_beats_best_single": passed, "torch_threads": torch.get_num_threads(),
+                      "batch_size": args.batch_size, "base_lr": args.lr}
+
+    n = results["fusion"]
+    print(f"\nval 5-class staging, PCA + k-NN (k={args.knn_k}) on the same {n['n_train']} train / {n['n_val']} val epochs:")
+    print(f"{'representation':<44}{'kappa':>8}{'macro-F1':>10}{'accuracy':>10}")
+    rows = [(ch, f"{ch} alone ({CHANNEL_BY_NAME[ch].modality} encoder)") for ch in CHANNELS]
+    rows += [("concat_unimodal", "6 unimodal vectors concatenated (ref.)"),
+             ("fusion_untrained", "fusion, untrained SynthSleepNet (ref.)"),
+             ("fusion", "fusion, pretrained SynthSleepNet")]
+    for key, label in rows:
+        r = results[key]
+        print(f"{label:<44}{r['kappa']:>8.3f}{r['f1']:>10.3f}{r['accuracy']:>10.3f}")
+    steps = ", ".join(f"{m} {unimodal[m]['steps']} steps/{unimodal[m]['seconds']:.0f} s" for m in MODALITIES)
+    print(f"pretraining: {steps}; multimodal {multimodal['steps']} steps/{multimodal['seconds']:.0f} s; "
+          f"evaluation {results['run']['eval_s']:.0f} s; total {results['run']['total_s']:.0f} s "
+          f"({torch.get_num_threads()} torch thread(s))")
+    print(f"fusion kappa {results['fusion']['kappa']:.3f} vs best single channel {best_single} "
+          f"{results[best_single]['kappa']:.3f}: {'PASS' if passed else 'FAIL'}")
+    (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    return 0 if passed else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

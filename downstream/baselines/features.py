@@ -1,0 +1,161 @@
+"""Hand-crafted feature baseline (DESIGN.md 5): band powers and signal statistics per channel + gradient-boosted trees.
+
+    python downstream/baselines/features.py --data DST --task sleep_stage|apnea|hypopnea \
+        [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels eeg_c4,eog_l,...] [--out DIR]
+
+Same splits, label fractions, leakage guard, test tiling and outputs as the linear probe and fine-tuning
+(`downstream.common`), so its row in `downstream/evaluate.py`'s table is directly comparable:
+
+- features: `utils.features.epoch_features` of each 30-s epoch of every --channels channel (log and relative
+  band powers, spectral edge, standard deviation, kurtosis, zero crossings, line length; heart rate for ECG);
+- model: scikit-learn `HistGradientBoostingClassifier` (class_weight "balanced" with --class-weights balanced),
+  fitted on the `train` epochs at --label-fraction / --train-subjects (the same draw as the other methods);
+- model selection on `val` only: the number of boosting iterations is the one whose staged `val`
+  predictions score best on --select-metric (the model is refitted with that many iterations: identical
+  trees, the fit is deterministic without early stopping);
+- `test` predicted once (every epoch exactly once).
+
+Outputs in --out (default runs/downstream/features_hgb/<task>-lf<fraction>-seed<seed>): config.json,
+model.pkl (pickled estimator), metrics.json (with the `val` curve), predictions.parquet, confusion_matrix.png,
+results.md (and hypnogram PNGs for staging).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import pickle
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+from torch.utils.data import DataLoader
+
+from dataset.constants import EPHYS_CHANNELS, TASKS
+from dataset.datasets import EpochDataset
+from downstream.common import (
+    SELECT_METRICS, add_task_args, assert_no_test_leakage, epoch_dataset, epochwise, eval_batch_size,
+    parse_downstream, predict_windows, report, run_info, selection_scores, train_summary, val_split, window_dataset,
+)
+from downstream.evaluate import attach_context
+from utils.config import comma_list, save_config
+from utils.features import epoch_features
+
+TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only)
+
+
+def build_features_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", type=Path, default=None,
+                        help="JSON or YAML file of options (keys as in config.json); explicit flags win")
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)")
+    data.add_argument("--channels", type=comma_list, default=list(EPHYS_CHANNELS),
+                      help="comma-separated canonical channel names (a recording lacking one is skipped)")
+    data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes reading epochs")
+    data.add_argument("--batch-size", type=int, default=256, help="epochs per feature-extraction batch")
+    run = parser.add_argument_group("run")
+    run.add_argument("--out", type=Path, default=None, help="run directory")
+    run.add_argument("--seed", type=int, default=0)
+    model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
+    model.add_argument("--hgb-max-iter", type=int, default=300, help="boosting iterations fitted (selected on val)")
+    model.add_argument("--hgb-learning-rate", type=float, default=0.1)
+    model.add_argument("--hgb-max-leaf-nodes", type=int, default=31)
+    model.add_argument("--hgb-min-samples-leaf", type=int, default=20)
+    model.add_argument("--hgb-l2", type=float, default=0.0, help="L2 regularisation")
+    add_task_args(parser)
+    return parser
+
+
+def dataset_features(dataset: EpochDataset, channels: list[str], cfg: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, F) float32 and labels (N,) int64 of every item of a labelled EpochDataset."""
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
+    features, labels = [], []
+    for batch in loader:
+        values, _ = epoch_features({ch: batch[ch].numpy() for ch in channels})  # (B, F)
+        features.append(values)
+        labels.append(batch["label"].numpy())
+    return np.concatenate(features), np.concatenate(labels).astype(np.int64)
+
+
+def full_probabilities(probabilities: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
+    """Columns of `predict_proba` (only the classes seen in training) → (N, n_classes), 0 for unseen classes."""
+    out = np.zeros((probabilities.shape[0], n_classes), dtype=np.float32)
+    out[:, classes.astype(np.int64)] = probabilities
+    return out
+
+
+def make_classifier(cfg: argparse.Namespace, max_iter: int) -> HistGradientBoostingClassifier:
+    return HistGradientBoostingClassifier(
+        max_iter=max_iter, learning_rate=cfg.hgb_learning_rate, max_leaf_nodes=cfg.hgb_max_leaf_nodes,
+        min_samples_leaf=cfg.hgb_min_samples_leaf, l2_regularization=cfg.hgb_l2, early_stopping=False,
+        class_weight="balanced" if cfg.class_weights == "balanced" else None, random_state=cfg.seed)
+
+
+def select_iterations(classifier: HistGradientBoostingClassifier, val_x: np.ndarray, val_y: np.ndarray,
+                      cfg: argparse.Namespace) -> tuple[int, float, list[float]]:
+    """(best number of iterations, its val score, the val score after every iteration) by --select-metric."""
+    n_classes, key = TASKS[cfg.task], f"val_{cfg.select_metric}"
+    sign = 1.0 if SELECT_METRICS[cfg.select_metric] == "max" else -1.0
+    curve, best, best_score = [], classifier.n_iter_, float("nan")
+    for iteration, probabilities in enumerate(classifier.staged_predict_proba(val_x), start=1):
+        score = float(selection_scores(val_y, full_probabilities(probabilities, classifier.classes_, n_classes),
+                                       cfg.task).get(key, float("nan")))
+        curve.append(score)
+        if math.isfinite(score) and (not math.isfinite(best_score) or sign * score > sign * best_score):
+            best, best_score = iteration, score
+    return best, best_score, curve
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv`, fit, select on val, evaluate on test, return 0. Input errors exit with a message."""
+    parser = build_features_parser()
+    cfg = parse_downstream(parser, argv, lambda _: "features_hgb")
+    if cfg.hgb_max_iter < 1:
+        parser.error("--hgb-max-iter must be >= 1")
+    assert_no_test_leakage(cfg.data)
+    channels, n_classes = list(cfg.channels), TASKS[cfg.task]
+    train_set = epoch_dataset(cfg, "train", channels, training=True)
+    val_set = epoch_dataset(cfg, val_split(cfg), channels)
+    test_windows = window_dataset(cfg, "test", channels, TEST_WINDOW, tiling=True)
+    assert_no_test_leakage(cfg.data, {"training": train_set.recordings, "model selection": val_set.recordings})
+    Path(cfg.out).mkdir(parents=True, exist_ok=True)
+    save_config(cfg, Path(cfg.out) / "config.json")
+    started = time.monotonic()
+    train_x, train_y = dataset_features(train_set, channels, cfg)
+    val_x, val_y = dataset_features(val_set, channels, cfg)
+    counts = train_set.class_counts()
+    print(f"features_hgb | task {cfg.task} | channels {', '.join(channels)} | train {train_x.shape} "
+          f"(per class {counts.tolist()}) | val {val_x.shape} | features {time.monotonic() - started:.1f} s", flush=True)
+    if np.unique(train_y).size < 2:
+        raise SystemExit(f"error: the training epochs hold one class only ({np.unique(train_y).tolist()}); raise "
+                         "--label-fraction or --train-subjects")
+
+    classifier = make_classifier(cfg, cfg.hgb_max_iter).fit(train_x, train_y)
+    best, best_score, curve = select_iterations(classifier, val_x, val_y, cfg)
+    if best != classifier.n_iter_:
+        classifier = make_classifier(cfg, best).fit(train_x, train_y)
+    print(f"selected {best} of {cfg.hgb_max_iter} boosting iterations: val_{cfg.select_metric} {best_score:.4f} "
+          f"({time.monotonic() - started:.1f} s)", flush=True)
+    with (Path(cfg.out) / "model.pkl").open("wb") as handle:
+        pickle.dump(classifier, handle)
+
+    def probabilities(signals: dict[str, torch.Tensor]) -> torch.Tensor:
+        values, _ = epoch_features({ch: x.numpy() for ch, x in signals.items()})  # (n, F)
+        return torch.from_numpy(full_probabilities(classifier.predict_proba(values), classifier.classes_, n_classes))
+
+    predictions = predict_windows(test_windows, epochwise(probabilities, channels), n_classes, eval_batch_size(cfg),
+                                  cfg.workers)
+    predictions = attach_context(predictions, cfg.data)
+    info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects))
+    info["init"] = "n/a"
+    info["selection"] = {"metric": f"val_{cfg.select_metric}", "value": best_score, "checkpoint": "model.pkl",
+                         "iterations": best, "val_curve": curve}
+    report(cfg, predictions, info)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

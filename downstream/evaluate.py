@@ -1,0 +1,415 @@
+"""Evaluation of downstream runs (DESIGN.md 5): per-run test reports, and one comparison table over many runs.
+
+    python downstream/evaluate.py RUN [RUN ...] [--out runs/downstream/comparison]
+
+RUN is a run directory holding metrics.json (written by the linear-probing, fine-tuning and feature-baseline
+scripts) or a folder searched recursively for them. Writes OUT/comparison.md, OUT/comparison.csv and
+OUT/label_fraction.png (headline metric against the fraction of training labels, one line per method).
+
+Per run (`write_run_report`, called by every downstream script once, on `test`, with the checkpoint selected
+on `val`): predictions.parquet (recording, subject, epoch, true, predicted, probabilities, stage), metrics.json,
+confusion_matrix.png, results.md and, for staging, hypnogram PNGs of the first test recordings.
+
+Metrics: `utils.metrics.evaluate` on the test epochs (accuracy, macro-F1, Cohen's kappa, per-class F1, confusion
+matrix; binary tasks also sensitivity, specificity, AUROC, AUPRC), 95 % percentile-bootstrap CIs that resample
+test SUBJECTS. Unscored epochs (true = -1) are predicted but not scored.
+
+AHI. The event models predict one event family each, while the manifest's `ahi_scored` counts apneas AND
+hypopneas, so:
+- per run (task apnea or hypopnea): `event_index` = that family's events per hour of sleep, estimated from the
+  predicted epochs and, as reference, from the scored epoch labels with the same counting rule
+  (`utils.metrics.count_events`: a run of k positive epochs = ceil(k / 2) events, counted when it starts in a
+  sleep epoch); agreement by `utils.metrics.ahi_agreement` (ICC, Pearson r, severity classes).
+- here, when an apnea run and a hypopnea run of the same method, backbone, label fraction, subjects and seed
+  are both given: AHI per recording = `estimate_ahi(predicted apnea, predicted hypopnea)` against the
+  manifest's `ahi_scored`, in the `ahi_*` columns of both rows.
+Sleep time for these indices comes from the SCORED hypnogram (stages N1-REM), as in `ahi_scored`: an event
+model does not stage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataset.cohort import read_subjects, recording_path, scan_recording
+from dataset.constants import EPOCH_S, STAGE_NAMES, TASKS
+from utils.metrics import ahi_agreement, binary_class_names, count_events, estimate_ahi, evaluate
+from utils.plots import confusion_matrix_png, hypnogram_png, label_fraction_png
+
+METHOD_LABELS: dict[str, str] = {
+    "linear_probe": "linear probe (frozen backbone + MLP head)",
+    "fine_tune": "fine-tuning (LoRA + Mamba temporal context)",
+    "scratch_probe": "supervised from scratch (probe architecture, random init)",
+    "scratch_finetune": "supervised from scratch (fine-tuning architecture, random init)",
+    "features_hgb": "hand-crafted features + gradient-boosted trees",
+}
+HEADLINE_OF_TASK: dict[str, str] = {"sleep_stage": "kappa", "apnea": "auroc", "hypopnea": "auroc"}
+SLEEP_STAGES = (1, 2, 3, 4)  # N1, N2, N3, REM
+TABLE_COLUMNS = ("method", "backbone", "task", "label_fraction", "train_subjects", "seed", "n_test_subjects",
+                 "kappa", "macro_f1", "accuracy", "auroc", "auprc", "event_index_icc", "ahi_icc", "ahi_r",
+                 "ahi_severity_kappa")
+CI_METRICS = ("kappa", "macro_f1", "accuracy", "auroc", "auprc")
+
+
+def class_names(task: str) -> tuple[str, ...]:
+    return STAGE_NAMES if task == "sleep_stage" else tuple(binary_class_names(task))
+
+
+# ---------------------------------------------------------------------------------------- predictions
+@dataclass
+class Predictions:
+    """One prediction per (recording, epoch), sorted by recording then epoch.
+
+    recording, subject: (N,) str; epoch: (N,) int64 (epoch k covers [30k, 30k + 30) s); true: (N,) int64 class,
+    -1 = unlabelled; probabilities: (N, C) float32 class probabilities; stage: (N,) int8 scored stage
+    (-1 unscored) for the sleep mask of the event indices.
+    """
+
+    recording: np.ndarray
+    epoch: np.ndarray
+    true: np.ndarray
+    probabilities: np.ndarray
+    subject: np.ndarray | None = None
+    stage: np.ndarray | None = None
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1).astype(np.int64)  # (N,)
+
+    def __len__(self) -> int:
+        return int(self.epoch.shape[0])
+
+    def to_table(self, task: str) -> pa.Table:
+        n_classes = self.probabilities.shape[1]
+        probabilities = pa.FixedSizeListArray.from_arrays(
+            pa.array(self.probabilities.astype(np.float32).reshape(-1)), n_classes)
+        table = pa.table({
+            "recording": pa.array(self.recording.astype(str)), "subject": pa.array(self.subject.astype(str)),
+            "epoch": pa.array(self.epoch.astype(np.int32)), "true": pa.array(self.true.astype(np.int8)),
+            "predicted": pa.array(self.predicted.astype(np.int8)), "probabilities": probabilities,
+            "stage": pa.array(self.stage.astype(np.int8)),
+        })
+        meta = {"task": task, "class_names": json.dumps(list(class_names(task)))}
+        return table.replace_schema_metadata({k: v.encode() for k, v in meta.items()})
+
+    @classmethod
+    def read(cls, path: str | Path) -> "Predictions":
+        table = pq.read_table(path)
+        probabilities = np.stack(table.column("probabilities").to_numpy(zero_copy_only=False)).astype(np.float32)
+        return cls(np.asarray(table.column("recording").to_pylist(), dtype=object),
+                   table.column("epoch").to_numpy().astype(np.int64), table.column("true").to_numpy().astype(np.int64),
+                   probabilities, np.asarray(table.column("subject").to_pylist(), dtype=object),
+                   table.column("stage").to_numpy().astype(np.int8))
+
+
+class PredictionCollector:
+    """Gathers per-epoch predictions batch by batch; `finish()` sorts them and checks that no (recording,
+    epoch) was predicted twice."""
+
+    def __init__(self, n_classes: int):
+        self.n_classes = n_classes
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, recordings: Sequence[str], epochs, labels, probabilities) -> None:
+        """recordings (n,), epochs (n,), labels (n,), probabilities (n, C)."""
+        probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1, self.n_classes)
+        self.parts.append((np.asarray(recordings, dtype=object), np.asarray(epochs, dtype=np.int64),
+                           np.asarray(labels, dtype=np.int64), probabilities))
+
+    def finish(self) -> Predictions:
+        if not self.parts:
+            raise ValueError("no prediction was collected")
+        recording, epoch, true, probabilities = (np.concatenate([p[i] for p in self.parts]) for i in range(4))
+        order = np.lexsort((epoch, recording.astype(str)))
+        recording, epoch, true, probabilities = recording[order], epoch[order], true[order], probabilities[order]
+        same = (recording[1:] == recording[:-1]) & (epoch[1:] == epoch[:-1])
+        if same.any():
+            k = int(np.flatnonzero(same)[0])
+            raise ValueError(f"recording {recording[k]}, epoch {epoch[k]} was predicted more than once "
+                             f"({int(same.sum())} duplicates)")
+        return Predictions(recording, epoch, true, probabilities)
+
+
+def attach_context(predictions: Predictions, data_dir: str | Path) -> Predictions:
+    """Fill `subject` (from DST/manifest.parquet) and `stage` (the scored stage column of each recording)."""
+    recordings = sorted(set(predictions.recording.tolist()))
+    subjects = read_subjects(data_dir, recordings)
+    stage = np.full(len(predictions), -1, dtype=np.int8)
+    for rid in recordings:
+        rows = np.flatnonzero(predictions.recording == rid)
+        info, stages = scan_recording(recording_path(data_dir, rid), rid, subjects[rid], "sleep_stage", "midpoint")
+        position = np.searchsorted(info.epochs, predictions.epoch[rows])  # epochs are sorted in the file
+        if np.any(position >= info.n_epochs) or np.any(info.epochs[np.minimum(position, info.n_epochs - 1)]
+                                                       != predictions.epoch[rows]):
+            raise ValueError(f"{rid}: predicted epochs not found in {recording_path(data_dir, rid)}")
+        stage[rows] = stages[position]
+    subject = np.asarray([subjects[r] for r in predictions.recording], dtype=object)
+    return replace(predictions, subject=subject, stage=stage)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def _per_recording(predictions: Predictions) -> Iterable[tuple[str, np.ndarray]]:
+    for rid in sorted(set(predictions.recording.tolist())):
+        yield rid, np.flatnonzero(predictions.recording == rid)  # rows in epoch order
+
+
+def event_index(predictions: Predictions, task: str) -> dict[str, Any]:
+    """Events of the task's family per hour of scored sleep, per test recording: from the predicted epochs and
+    from the scored epoch labels (same counting rule), and their agreement (module docstring)."""
+    estimated, reference, recordings = [], [], []
+    for rid, rows in _per_recording(predictions):
+        sleep = np.isin(predictions.stage[rows], SLEEP_STAGES)  # (n,) bool, scored sleep
+        hours = sleep.sum() * EPOCH_S / 3600.0
+        recordings.append(rid)
+        if hours == 0:
+            estimated.append(float("nan"))
+            reference.append(float("nan"))
+            continue
+        estimated.append(count_events((predictions.predicted[rows] == 1).astype(np.int8), sleep) / hours)
+        reference.append(count_events((predictions.true[rows] == 1).astype(np.int8), sleep) / hours)
+    return {"definition": f"{task} events (runs of positive epochs, ceil(k/2) per run of k, starting in scored "
+                          "sleep) per hour of scored sleep; reference = the same count on the scored epoch labels",
+            "per_recording": {r: {"estimated": e, "reference": f} for r, e, f in zip(recordings, estimated, reference)},
+            "agreement": ahi_agreement(estimated, reference)}
+
+
+def evaluate_predictions(predictions: Predictions, task: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Test metrics of a run: `utils.metrics.evaluate` (subject bootstrap) and, for event tasks, `event_index`."""
+    binary = TASKS[task] == 2
+    result = {"test": evaluate(predictions.true, predictions.predicted,
+                               predictions.probabilities[:, 1] if binary else None, predictions.subject, task,
+                               n_boot=n_boot, recordings=predictions.recording, seed=seed)}
+    if task in ("apnea", "hypopnea"):
+        result["event_index"] = event_index(predictions, task)
+    return result
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf → None and NumPy scalars → Python numbers, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------- tables
+def _number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
+    """One flat table row of a run's metrics.json: identity, headline metrics with CI ends (`<m>_low/_high`)."""
+    test = metrics["test"]
+    row: dict[str, Any] = {
+        "method": metrics["method"], "backbone": metrics.get("backbone_name") or "", "task": metrics["task"],
+        "label_fraction": metrics["label_fraction"], "train_subjects": metrics.get("train_subjects"),
+        "seed": metrics.get("seed"), "n_test_subjects": test["n_subjects"], "n_test_epochs": test["n_epochs"],
+    }
+    for name in CI_METRICS:
+        row[name] = _number(test["pooled"].get(name))
+        low, high = test.get("ci", {}).get(name, [None, None])
+        row[f"{name}_low"], row[f"{name}_high"] = _number(low), _number(high)
+    agreement = (metrics.get("event_index") or {}).get("agreement", {})
+    row["event_index_icc"] = _number(agreement.get("icc_2_1"))
+    row.update(ahi_icc=float("nan"), ahi_r=float("nan"), ahi_severity_kappa=float("nan"), run=run)
+    return row
+
+
+def _cell(row: Mapping[str, Any], name: str) -> str:
+    value = row.get(name)
+    if name in CI_METRICS or name in ("event_index_icc", "ahi_icc", "ahi_r", "ahi_severity_kappa"):
+        value = _number(value)
+        if not math.isfinite(value):
+            return "–"
+        low, high = _number(row.get(f"{name}_low")), _number(row.get(f"{name}_high"))
+        ci = f" [{low:.3f}, {high:.3f}]" if math.isfinite(low) and math.isfinite(high) else ""
+        return f"{value:.3f}{ci}"
+    if name == "label_fraction":
+        return f"{100 * float(value):g} %"
+    return "all" if value is None and name == "train_subjects" else str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A Markdown table; metric cells read `value [CI low, CI high]`, undefined values `–`."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(row, c) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_markdown(metrics: Mapping[str, Any]) -> str:
+    """results.md of one run: what was run, the headline table, per-class F1, the confusion matrix."""
+    test, task = metrics["test"], metrics["task"]
+    names = class_names(task)
+    columns = [c for c in ("kappa", "macro_f1", "accuracy") + (("auroc", "auprc", "event_index_icc")
+                                                               if TASKS[task] == 2 else ())]
+    lines = [f"# {METHOD_LABELS.get(metrics['method'], metrics['method'])}: {task}", "",
+             f"- backbone: {metrics.get('backbone_name') or '—'} ({metrics.get('init', '—')})",
+             f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
+             f"{metrics.get('train_subjects') or 'all'} `train` subjects ({metrics.get('train', {}).get('n_labelled', '?')} epochs)",
+             f"- model selection: {metrics.get('selection', {}).get('metric', '—')} on `val` "
+             f"= {metrics.get('selection', {}).get('value')}; checkpoint {metrics.get('selection', {}).get('checkpoint', '—')}",
+             f"- test: {test['n_epochs']} scored epochs, {test['n_recordings']} recordings, {test['n_subjects']} subjects; "
+             f"95 % CIs: {test.get('ci_method', '')} ({test.get('n_boot')} replicates)", "",
+             markdown_table([summary_row(metrics)], columns), "## Per-class F1", "",
+             "| " + " | ".join(names) + " |", "|" + "|".join("---" for _ in names) + "|",
+             "| " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in test["pooled"]["per_class_f1"].values())
+             + " |", "", "## Confusion matrix (rows = scored, columns = predicted)", "",
+             "| | " + " | ".join(names) + " |", "|---|" + "|".join("---" for _ in names) + "|"]
+    lines += [f"| {n} | " + " | ".join(str(v) for v in row) + " |"
+              for n, row in zip(names, test["pooled"]["confusion_matrix"])]
+    if metrics.get("event_index"):
+        agreement = metrics["event_index"]["agreement"]
+        lines += ["", "## Event index per recording", "", metrics["event_index"]["definition"], "",
+                  f"ICC(2,1) {agreement['icc_2_1']}, Pearson r {agreement['pearson_r']}, MAE {agreement['mae']} /h, "
+                  f"bias {agreement['bias']} /h, severity accuracy {agreement['severity_accuracy']} "
+                  f"({agreement['n']} recordings)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_run_report(out_dir: str | Path, predictions: Predictions, metrics: Mapping[str, Any],
+                     hypnograms: int = 3) -> dict[str, Any]:
+    """Write predictions.parquet, metrics.json, confusion_matrix.png, results.md (+ hypnograms for staging)
+    into `out_dir`. `metrics` holds the run description and `evaluate_predictions`' result."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task = metrics["task"]
+    pq.write_table(predictions.to_table(task), out_dir / "predictions.parquet")
+    outputs = {"predictions": "predictions.parquet", "confusion_matrix": "confusion_matrix.png",
+               "results": "results.md"}
+    title = f"{metrics['method']} | {task} | {100 * metrics['label_fraction']:g} % labels"
+    confusion_matrix_png(metrics["test"]["pooled"]["confusion_matrix"], class_names(task),
+                         out_dir / "confusion_matrix.png", title=title)
+    if task == "sleep_stage":
+        for rid, rows in list(_per_recording(predictions))[:max(0, hypnograms)]:
+            name = f"hypnogram_{rid}.png"
+            hypnogram_png(predictions.predicted[rows], out_dir / name, true=predictions.true[rows], title=rid)
+            outputs[f"hypnogram_{rid}"] = name
+    record = json_safe({**metrics, "outputs": outputs})
+    tmp = out_dir / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(out_dir / "metrics.json")
+    (out_dir / "results.md").write_text(run_markdown(record))
+    return record
+
+
+# ---------------------------------------------------------------------------------------- comparison
+def find_runs(paths: Iterable[str | Path]) -> list[Path]:
+    """Run directories: each path holding metrics.json, or every folder below it that does (sorted)."""
+    runs: list[Path] = []
+    for path in map(Path, paths):
+        if (path / "metrics.json").is_file():
+            runs.append(path)
+        elif path.is_dir():
+            found = sorted(p.parent for p in path.rglob("metrics.json"))
+            if not found:
+                raise FileNotFoundError(f"{path}: no metrics.json in this folder or below it")
+            runs += found
+        else:
+            raise FileNotFoundError(f"{path}: not a run directory (no metrics.json)")
+    return list(dict.fromkeys(runs))
+
+
+def combined_ahi(apnea_run: Path, hypopnea_run: Path, data_dir: str | Path) -> dict[str, Any]:
+    """AHI per test recording from an apnea run's and a hypopnea run's predicted epochs (epochs both predicted)
+    against the manifest's `ahi_scored`: `utils.metrics.ahi_agreement`."""
+    apnea, hypopnea = Predictions.read(apnea_run / "predictions.parquet"), Predictions.read(hypopnea_run / "predictions.parquet")
+    manifest = pd.read_parquet(Path(data_dir) / "manifest.parquet", columns=["recording_id", "ahi_scored"])
+    scored_ahi = dict(zip(manifest["recording_id"].astype(str), manifest["ahi_scored"].astype(float)))
+    left = pd.DataFrame({"recording": apnea.recording, "epoch": apnea.epoch, "apnea": apnea.predicted, "stage": apnea.stage})
+    right = pd.DataFrame({"recording": hypopnea.recording, "epoch": hypopnea.epoch, "hypopnea": hypopnea.predicted})
+    both = left.merge(right, on=["recording", "epoch"]).sort_values(["recording", "epoch"])
+    estimated, scored = [], []
+    for rid, night in both.groupby("recording", sort=True):
+        sleep = np.isin(night["stage"].to_numpy(), SLEEP_STAGES)
+        estimated.append(estimate_ahi(night["apnea"].to_numpy(), night["hypopnea"].to_numpy(), sleep, EPOCH_S))
+        scored.append(scored_ahi.get(str(rid), float("nan")))
+    return ahi_agreement(estimated, scored)
+
+
+def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Table rows of the runs, with the combined AHI agreement filled in for apnea + hypopnea pairs."""
+    rows, metrics_of = [], {}
+    for run in runs:
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics_of[run] = metrics
+        rows.append(summary_row(metrics, run=str(run)))
+    key = lambda r: (r["method"], r["backbone"], r["label_fraction"], r["train_subjects"], r["seed"])  # noqa: E731
+    for row in rows:
+        if row["task"] != "apnea":
+            continue
+        partners = [r for r in rows if r["task"] == "hypopnea" and key(r) == key(row)]
+        if not partners:
+            continue
+        partner = partners[0]
+        data_dir = metrics_of[Path(row["run"])].get("data")
+        agreement = combined_ahi(Path(row["run"]), Path(partner["run"]), data_dir)
+        for target in (row, partner):
+            target.update(ahi_icc=agreement["icc_2_1"], ahi_r=agreement["pearson_r"],
+                          ahi_severity_kappa=agreement["severity_kappa"], ahi_n=agreement["n"])
+    order = {t: i for i, t in enumerate(TASKS)}
+    return sorted(rows, key=lambda r: (order.get(r["task"], 9), r["method"], r["backbone"], r["label_fraction"],
+                                       str(r["train_subjects"]), str(r["seed"])))
+
+
+def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str, Any]]:
+    """comparison.md, comparison.csv and label_fraction.png of `runs` in `out_dir`; returns the rows."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = comparison_rows(runs)
+    pd.DataFrame(rows).to_csv(out_dir / "comparison.csv", index=False)
+    sections = ["# Downstream comparison", "",
+                "Test split, subject-bootstrap 95 % CIs in brackets. Model selection on `val` only. AHI columns: "
+                "apnea + hypopnea runs of one method combined, against the manifest's scored AHI (ICC(2,1), "
+                "Pearson r, severity-class kappa); event_index_icc: the task's own events per hour of sleep "
+                "against the scored epoch labels.", ""]
+    for task in TASKS:
+        task_rows = [r for r in rows if r["task"] == task]
+        if not task_rows:
+            continue
+        metrics = ("kappa", "macro_f1", "accuracy") if task == "sleep_stage" else (
+            "auroc", "auprc", "kappa", "event_index_icc", "ahi_icc", "ahi_r", "ahi_severity_kappa")
+        columns = ("method", "backbone", "label_fraction", "train_subjects", "seed", "n_test_subjects") + metrics
+        sections += [f"## {task}", "", markdown_table(task_rows, columns)]
+    (out_dir / "comparison.md").write_text("\n".join(sections))
+    for row in rows:
+        row["series"] = row["method"] + (f" / {row['backbone']}" if row["backbone"] else "")
+    label_fraction_png([{**r, "method": r["series"]} for r in rows], out_dir / "label_fraction.png", HEADLINE_OF_TASK)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser.add_argument("runs", nargs="+", type=Path, help="run directories (with metrics.json) or folders of them")
+    parser.add_argument("--out", type=Path, default=Path("runs") / "downstream" / "comparison",
+                        help="folder for comparison.md, comparison.csv, label_fraction.png")
+    args = parser.parse_args(argv)
+    try:
+        runs = find_runs(args.runs)
+    except FileNotFoundError as err:
+        parser.error(str(err))
+    rows = write_comparison(runs, args.out)
+    print(f"{len(rows)} run(s) -> {args.out / 'comparison.md'}, comparison.csv, label_fraction.png")
+    print(pd.DataFrame(rows)[["method", "backbone", "task", "label_fraction", "kappa", "auroc"]]
+          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

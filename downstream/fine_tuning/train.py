@@ -1,0 +1,221 @@
+"""Fine-tuning with temporal context (DESIGN.md 3.3, 5): LoRA on the encoders + residual Mamba2 over 20 epochs.
+
+    python downstream/fine_tuning/train.py --data DST --backbone RUN --task sleep_stage|apnea|hypopnea \
+        [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--epochs-per-window 20] [--stride 10] ...
+
+The model (`models.heads.TemporalClassifier`) reads windows of T = 20 consecutive 30-s epochs of ONE recording
+(`dataset.datasets.SequenceDataset`; windows never cross recordings): each epoch → backbone (new LoRA rank 4,
+alpha 8 on the encoders' attention output projections; the pretraining LoRA of a SynthSleepNet is merged
+first; a SynthSleepNet's adapters and fusion transformer train unless --no-tune-fusion) → pooled vector v_t →
+s = LayerNorm(v) → y = s + Mamba2(s) → shared MLP head at every position; class-weighted cross-entropy over the
+labelled positions. `--init random` trains the same architecture from random weights, everything trainable
+(supervised-from-scratch baseline).
+
+Training windows start every --stride (10) epochs (plus one aligned to the recording end). Labels: exactly the
+epochs the linear probe would use (the --label-fraction / --train-subjects draw of `EpochDataset`, same seed);
+other positions are unlabelled (-1, ignored), and windows without any selected epoch are dropped. So at 1 %
+labels the model still sees the unlabelled neighbours of each labelled epoch as context.
+
+Evaluation (`val` after every epoch for model selection, `test` once with best.pt): deterministic tiling,
+`SequenceDataset(tiling=True)`: windows at 0, T, 2T, ... and a last window aligned to the recording end whose
+overlapping first positions are left to the earlier window, so every epoch is predicted exactly once, by the
+window that saw it with the most left context (Mamba2 is causal). Recordings shorter than T are zero-padded at
+the end (padding never influences earlier positions). Outputs: as the linear probe (see its --help).
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from dataset.constants import TASKS
+from dataset.datasets import EpochDataset, SequenceDataset
+from downstream.common import (
+    ClassificationLoss, SelectionMonitor, assert_no_test_leakage, build_downstream_parser, class_weights,
+    epoch_dataset, eval_batch_size, finish_run, fit_and_select, parse_downstream, predict_windows,
+    resolve_backbone, run_info, train_summary, val_split, window_dataset,
+)
+from models.heads import EpochEncoder, MLPHead, TemporalClassifier
+from models.lora import LoraSettings
+from utils.distributed import cleanup
+from utils.engine import autocast_context, setup_run
+
+# lr is the base rate of the engine's rule lr x effective_batch / 256: 3.2e-3 x 8 windows / 256 = 1e-4
+DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 8, "lr": 3.2e-3, "weight_decay": 0.01, "warmup_epochs": 1.0}
+
+
+def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    group = parser.add_argument_group("fine-tuning (windows, LoRA, Mamba2 temporal context)")
+    group.add_argument("--epochs-per-window", type=int, default=20, help="T: consecutive 30-s epochs per window")
+    group.add_argument("--stride", type=int, default=10, help="epochs between training window starts")
+    group.add_argument("--lora-rank", type=int, default=4)
+    group.add_argument("--lora-alpha", type=float, default=8.0)
+    group.add_argument("--lora-dropout", type=float, default=0.05)
+    group.add_argument("--lora-rslora", action=argparse.BooleanOptionalAction, default=True,
+                       help="scale alpha / sqrt(rank) (as in SynthSleepNet pretraining) instead of alpha / rank")
+    group.add_argument("--tune-fusion", action=argparse.BooleanOptionalAction, default=True,
+                       help="SynthSleepNet: train its adapters and fusion transformer too")
+    group.add_argument("--context-norm", choices=("layer", "batch"), default="layer", help="norm before the Mamba2")
+    group.add_argument("--mamba-d-state", type=int, default=16)
+    group.add_argument("--mamba-d-conv", type=int, default=4)
+    group.add_argument("--mamba-expand", type=int, default=2)
+    group.add_argument("--mamba-headdim", type=int, default=64)
+    group.add_argument("--mamba-backend", choices=("auto", "torch", "fused"), default="auto",
+                       help="auto: mamba-ssm's fused kernels on CUDA when installed, else pure PyTorch")
+    return parser
+
+
+def method_of(cfg) -> str:
+    return "fine_tune" if cfg.init == "pretrained" else "scratch_finetune"
+
+
+def build_fine_tuning_parser() -> argparse.ArgumentParser:
+    return build_downstream_parser(
+        "Fine-tuning over windows of consecutive epochs: backbone with new LoRA + residual Mamba2 temporal context "
+        "+ MLP head at every position; or, with --init random, the same architecture from scratch. Model selection "
+        "on `val`, one evaluation on `test` (every epoch exactly once).", DEFAULTS, extra=[add_fine_tuning_args])
+
+
+# ---------------------------------------------------------------------------------------- training windows
+def sample_epochs(dataset: EpochDataset) -> tuple[np.ndarray, np.ndarray]:
+    """(recording id (N,), epoch number (N,)) of every sample of an EpochDataset, from its index (no signal read).
+
+    Reads EpochDataset's index arrays (`_infos`, `_rec`, `_row`): the dataset has no public accessor for them.
+    """
+    ids = np.asarray([info.recording_id for info in dataset._infos], dtype=object)
+    epochs = np.empty(len(dataset), dtype=np.int64)
+    for r, info in enumerate(dataset._infos):
+        rows = np.flatnonzero(dataset._rec == r)
+        epochs[rows] = info.epochs[dataset._row[rows]]
+    return ids[dataset._rec], epochs
+
+
+def window_epochs(windows: SequenceDataset) -> list[tuple[str, np.ndarray]]:
+    """(recording id, epoch numbers (T,), -1 at padding) of every window, from the index (no signal read).
+
+    Reads SequenceDataset's index arrays (`_infos`, `_rec`, `_start`): no public accessor exists.
+    """
+    size, out = windows.epochs_per_window, []
+    for r, start in zip(windows._rec, windows._start):
+        info = windows._infos[int(r)]
+        epochs = np.full(size, -1, dtype=np.int64)
+        real = info.epochs[int(start): int(start) + size]
+        epochs[: real.shape[0]] = real
+        out.append((info.recording_id, epochs))
+    return out
+
+
+class LabelledWindows(Dataset):
+    """Training windows whose labels are kept only at the selected training epochs (-1 elsewhere).
+
+    `selected` is the EpochDataset of the training labels (--label-fraction, --train-subjects, seed); windows
+    holding none of them are dropped. Items are those of `windows` with `label` masked.
+    """
+
+    def __init__(self, windows: SequenceDataset, selected: EpochDataset):
+        recordings, epochs = sample_epochs(selected)
+        chosen = {rid: np.sort(epochs[recordings == rid]) for rid in np.unique(recordings)}
+        index, masks = [], []
+        for i, (rid, window) in enumerate(window_epochs(windows)):
+            mask = (window >= 0) & np.isin(window, chosen.get(rid, np.zeros(0, np.int64)))  # (T,) bool
+            if mask.any():
+                index.append(i)
+                masks.append(mask)
+        if not index:
+            raise SystemExit("error: no training window holds a selected labelled epoch")
+        self.windows, self.index, self.masks = windows, np.asarray(index), np.stack(masks)  # masks (n, T)
+        self.counts = selected.class_counts()
+        self.recordings, self.subjects = selected.recordings, selected.subjects
+
+    def __len__(self) -> int:
+        return int(self.index.shape[0])
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.windows[int(self.index[index])]
+        keep = torch.from_numpy(self.masks[index])
+        item["label"] = torch.where(keep, item["label"], torch.full_like(item["label"], -1))  # (T,) -1 = ignore
+        return item
+
+
+def window_predictor(model: torch.nn.Module, device: torch.device, channels: list[str], cfg: argparse.Namespace):
+    """`predict_batch` for `predict_windows`: {channel: (B, T, 3000)} → probabilities (B, T, C)."""
+
+    def predict(batch) -> torch.Tensor:
+        signals = {ch: batch[ch].to(device, non_blocking=True) for ch in channels}  # (B, T, 3000) each
+        with autocast_context(device, cfg.amp, cfg.amp_dtype):
+            return model(signals).float().softmax(dim=-1)
+
+    return predict
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv`, fine-tune, evaluate on test, return 0. Input errors exit with a message."""
+    parser = build_fine_tuning_parser()
+    cfg = parse_downstream(parser, argv, method_of)
+    if cfg.epochs_per_window < 1 or cfg.stride < 1:
+        parser.error("--epochs-per-window and --stride must be >= 1")
+    assert_no_test_leakage(cfg.data)
+    source = resolve_backbone(cfg, cfg.data)
+    channels, size = source.channels, cfg.epochs_per_window
+    selected = epoch_dataset(cfg, "train", channels, training=True)
+    train_set = LabelledWindows(window_dataset(cfg, "train", channels, size, tiling=False, stride=cfg.stride,
+                                              training=True), selected)
+    val_windows = window_dataset(cfg, val_split(cfg), channels, size, tiling=True)
+    test_windows = window_dataset(cfg, "test", channels, size, tiling=True)
+    assert_no_test_leakage(cfg.data, {"training": train_set.windows.recordings,
+                                      "model selection": val_windows.recordings})
+    if len(train_set) < cfg.batch_size:
+        print(f"note: {len(train_set)} training windows < --batch-size {cfg.batch_size}; using batch size "
+              f"{max(2, len(train_set))}", flush=True)
+        cfg.batch_size = max(2, len(train_set))
+    n_classes, pretrained = TASKS[cfg.task], cfg.init == "pretrained"
+    print(f"{cfg.method} | task {cfg.task} | backbone {source.name} | channels {', '.join(channels)} | train "
+          f"{len(train_set)} windows of {size} epochs, {int(train_set.counts.sum())} labelled epochs of "
+          f"{len(train_set.subjects)} subjects (per class {train_set.counts.tolist()}) | val "
+          f"{len(val_windows.recordings)} recordings | test {len(test_windows.recordings)} recordings", flush=True)
+
+    ctx = setup_run(cfg)
+    try:
+        lora = LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_rslora)
+        encoder = EpochEncoder(source.instantiate(), channels, mode="lora" if pretrained else "full", lora=lora,
+                               tune_fusion=cfg.tune_fusion)
+        context = {"norm": cfg.context_norm, "backend": cfg.mamba_backend, "d_state": cfg.mamba_d_state,
+                   "d_conv": cfg.mamba_d_conv, "expand": cfg.mamba_expand, "headdim": cfg.mamba_headdim}
+        if (cfg.mamba_expand * encoder.embed_dim) % cfg.mamba_headdim:
+            raise SystemExit(f"error: --mamba-headdim {cfg.mamba_headdim} must divide --mamba-expand x "
+                             f"{encoder.embed_dim} (the backbone's width)")
+        model = TemporalClassifier(encoder, MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout),
+                                   context)
+        loss = ClassificationLoss(class_weights(train_set.counts, cfg.class_weights), channels=channels)
+        batch_size = eval_batch_size(cfg)
+
+        def predict_val(model, device):
+            predictions = predict_windows(val_windows, window_predictor(model, device, channels, cfg), n_classes,
+                                          batch_size, cfg.workers)
+            return predictions.true, predictions.probabilities
+
+        def predict_test(model, device):
+            return predict_windows(test_windows, window_predictor(model, device, channels, cfg), n_classes,
+                                   batch_size, cfg.workers)
+
+        monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
+        metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method,
+                    "epochs_per_window": size}
+        summary = fit_and_select(cfg, ctx, model, train_set, model_kind="temporal_classifier", loss=loss,
+                                 monitor=monitor, metadata=metadata)
+        info = run_info(cfg, channels, train_summary(train_set.counts, train_set.recordings, train_set.subjects),
+                        source)
+        info["windows"] = {"epochs_per_window": size, "train_stride": cfg.stride, "train_windows": len(train_set),
+                           "evaluation": "tiling: windows at 0, T, 2T, ... + one aligned to the recording end; "
+                                         "each epoch predicted once, by the earlier window where they overlap"}
+        finish_run(cfg, ctx, model, summary, predict_test, info)
+    finally:
+        cleanup(ctx)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

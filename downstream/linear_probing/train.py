@@ -1,0 +1,127 @@
+"""Linear probing (DESIGN.md 5): a frozen backbone and an MLP head, trained on one 30-s epoch at a time.
+
+    python downstream/linear_probing/train.py --data DST --backbone RUN --task sleep_stage|apnea|hypopnea \
+        [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels ...] [--out DIR]
+
+With `--init pretrained` (default) the backbone (a unimodal NeuroNet or a SynthSleepNet, `models.loading`) stays
+frozen in eval mode: its pooled representation of every `train` and `val` epoch is computed ONCE under no_grad
+and cached in memory, and the engine (`utils.engine.fit`) trains only the head (512 → 256 → 256 → C with
+BatchNorm, ELU, dropout; class-weighted cross-entropy) on the cached vectors; `test` is encoded once at the end.
+The checkpoints (kind `mlp_head`) hold the head; metrics.json and the checkpoint metadata name the backbone file
+and its SHA-256.
+
+With `--init random` this is the supervised-from-scratch baseline of the same architecture: backbone (config
+from --backbone, or --preset over --channels) randomly initialised and trained with the head, end to end,
+on the epochs of `train` (checkpoint kind `epoch_classifier`).
+
+Model selection: `--select-metric` (default Cohen's kappa) on `val` after every epoch → best.pt. `test` is
+predicted once with best.pt; every test epoch once. Outputs in --out (default
+runs/downstream/<method>/<task>-lf<fraction>-seed<seed>): config.json, log.jsonl, steps.jsonl, last.pt, best.pt,
+metrics.json, predictions.parquet, confusion_matrix.png, results.md (and hypnogram PNGs for staging).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from dataset.constants import TASKS
+from downstream.common import (
+    ClassificationLoss, SelectionMonitor, apply_epochs, assert_no_test_leakage, build_downstream_parser,
+    class_weights, epoch_dataset, epochwise, eval_batch_size, finish_run, fit_and_select, parse_downstream,
+    predict_windows, resolve_backbone, run_info, train_summary, val_split, window_dataset,
+)
+from models.heads import EpochClassifier, EpochEncoder, MLPHead
+from utils.distributed import cleanup
+from utils.engine import setup_run
+
+DEFAULTS: dict[str, Any] = {"epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-3, "warmup_epochs": 1.0}
+TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only: the probe sees one epoch)
+
+
+def method_of(cfg) -> str:
+    return "linear_probe" if cfg.init == "pretrained" else "scratch_probe"
+
+
+def build_probe_parser():
+    return build_downstream_parser(
+        "Linear probe: frozen pretrained backbone (representations cached once per split) + MLP head; or, with "
+        "--init random, the same architecture trained from scratch. Model selection on `val`, one evaluation on "
+        "`test`.", DEFAULTS)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse `argv`, train, evaluate on test, return 0. Input errors exit with a message."""
+    parser = build_probe_parser()
+    cfg = parse_downstream(parser, argv, method_of)
+    assert_no_test_leakage(cfg.data)
+    source = resolve_backbone(cfg, cfg.data)
+    channels = source.channels
+    train_set = epoch_dataset(cfg, "train", channels, training=True)
+    val_set = epoch_dataset(cfg, val_split(cfg), channels)
+    test_windows = window_dataset(cfg, "test", channels, TEST_WINDOW, tiling=True)
+    assert_no_test_leakage(cfg.data, {"training": train_set.recordings, "model selection": val_set.recordings})
+    if len(train_set) < cfg.batch_size:
+        print(f"note: {len(train_set)} training epochs < --batch-size {cfg.batch_size}; using batch size "
+              f"{max(2, len(train_set))}", flush=True)
+        cfg.batch_size = max(2, len(train_set))
+    n_classes, frozen = TASKS[cfg.task], cfg.init == "pretrained"
+    counts = train_set.class_counts()
+    print(f"{cfg.method} | task {cfg.task} | backbone {source.name} | channels {', '.join(channels)} | train "
+          f"{len(train_set)} labelled epochs of {len(train_set.subjects)} subjects (per class {counts.tolist()}) | "
+          f"val {len(val_set)} epochs | test {len(test_windows.recordings)} recordings", flush=True)
+
+    ctx = setup_run(cfg)
+    try:
+        encoder = EpochEncoder(source.instantiate(), channels, mode="frozen" if frozen else "full").to(ctx.device)
+        head = MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout)
+        weights = class_weights(counts, cfg.class_weights)
+        metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method}
+        batch_size = eval_batch_size(cfg)
+        if frozen:
+            cached_train = apply_epochs(encoder, train_set, channels, ctx.device, cfg)  # (N, D), encoded once
+            cached_val = apply_epochs(encoder, val_set, channels, ctx.device, cfg)
+            print(f"cached representations: train {tuple(cached_train.features.shape)}, "
+                  f"val {tuple(cached_val.features.shape)}", flush=True)
+
+            def predict_val(model, device):
+                logits = torch.cat([model(chunk.to(device)).float().cpu()
+                                    for chunk in cached_val.features.split(batch_size)])  # (N, C)
+                return cached_val.labels.numpy(), logits.softmax(dim=1).numpy()
+
+            def predict_test(model, device):
+                def probabilities(signals):
+                    return model(encoder({ch: x.to(device) for ch, x in signals.items()})).float().softmax(dim=-1)
+                return predict_windows(test_windows, epochwise(probabilities, channels), n_classes, batch_size,
+                                       cfg.workers)
+
+            fit_cfg = copy.copy(cfg)
+            fit_cfg.workers = 0  # cached tensors: no loader workers needed
+            model, kind, train_data = head, "mlp_head", cached_train
+            loss = ClassificationLoss(weights, input_key="features")
+        else:
+            def predict_val(model, device):
+                out = apply_epochs(lambda signals: model(signals).softmax(dim=-1), val_set, channels, device, cfg)
+                return out.labels.numpy(), out.features.numpy()
+
+            def predict_test(model, device):
+                def probabilities(signals):
+                    return model({ch: x.to(device) for ch, x in signals.items()}).float().softmax(dim=-1)
+                return predict_windows(test_windows, epochwise(probabilities, channels), n_classes, batch_size,
+                                       cfg.workers)
+
+            fit_cfg, model, kind, train_data = cfg, EpochClassifier(encoder, head), "epoch_classifier", train_set
+            loss = ClassificationLoss(weights, channels=channels)
+        monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
+        summary = fit_and_select(fit_cfg, ctx, model, train_data, model_kind=kind, loss=loss, monitor=monitor,
+                                 metadata=metadata)
+        info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects), source)
+        finish_run(cfg, ctx, model, summary, predict_test, info)
+    finally:
+        cleanup(ctx)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,238 @@
+"""Downstream models (DESIGN.md 3.3, 5): MLP head, backbone-as-epoch-encoder, per-epoch and temporal classifiers.
+
+    EpochEncoder        backbone (NeuroNet or SynthSleepNet) → one pooled vector per 30-s epoch, (N, D)
+    MLPHead             (..., D) → (..., C): Linear → BN → ELU → Dropout per hidden width, then Linear
+    EpochClassifier     EpochEncoder → MLPHead                       (linear probe; supervised from scratch)
+    TemporalClassifier  EpochEncoder per epoch → s = norm(v); y = s + Mamba2(s) → MLPHead at every position
+                        (fine-tuning over windows of T consecutive epochs of one recording)
+
+An `EpochEncoder` has one of three modes:
+- `frozen`: nothing trains, every submodule stays in eval mode (BatchNorm statistics never move); the linear
+  probe runs it once per split under no_grad and trains the head on the cached vectors.
+- `lora`: the pretrained encoders' earlier LoRA adapters (SynthSleepNet pretraining) are merged into their
+  weights and new LoRA adapters (default rank 4, alpha 8) are added on the attention output projections; the
+  encoders' other weights stay frozen and in eval mode. A SynthSleepNet's adapters and fusion transformer train
+  unless `tune_fusion=False`.
+- `full`: every weight trains and every submodule follows train()/eval() (supervised from scratch: random init).
+A unimodal NeuroNet serves exactly one channel; a SynthSleepNet serves its channels (a subset may be given;
+a channel missing from the input is dropped from the fusion, as `SynthSleepNet.encode` documents). The
+SynthSleepNet's pretraining-only parts (decoders, projectors, mask token, losses) are removed.
+
+Every model returns its `to_config()`; `build_downstream_model(kind, config)` rebuilds the same module structure
+(random weights) from a checkpoint's `model_kind` and `model_config`, so a run's checkpoint loads by itself.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from models.lora import LoraSettings, add_lora, freeze, merge_lora
+from models.loading import BUILDERS
+from models.mamba import DESIGN_DEFAULTS, ResidualMamba
+from models.neuronet import NeuroNet
+from models.synthsleepnet import ChannelEncoder, SynthSleepNet
+
+ENCODER_MODES: tuple[str, ...] = ("frozen", "lora", "full")
+FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # DESIGN 3.3: new LoRA (rank 4, alpha 8) while fine-tuning
+# SynthSleepNet attributes used only by the self-supervised objective (removed for downstream use).
+_PRETRAINING_PARTS: tuple[str, ...] = ("decoder_embed", "mask_token", "decoders", "decoder_preds", "fusion_projector",
+                                       "channel_projectors", "reconstruction", "contrastive")
+
+
+class MLPHead(nn.Module):
+    """Classifier head: per hidden width Linear → BatchNorm1d → ELU → Dropout, then Linear to `n_classes`.
+
+    Input (..., in_dim) → logits (..., n_classes); leading dimensions are flattened for the BatchNorm, so a
+    (B, T, D) sequence is normalised over all B·T positions. Train mode needs at least 2 vectors per call.
+    """
+
+    def __init__(self, in_dim: int, n_classes: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.5):
+        super().__init__()
+        if in_dim < 1 or n_classes < 2:
+            raise ValueError(f"MLPHead: need in_dim >= 1 and n_classes >= 2, got {in_dim}, {n_classes}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MLPHead: dropout must be in [0, 1), got {dropout}")
+        self.in_dim, self.n_classes = int(in_dim), int(n_classes)
+        self.hidden, self.dropout = tuple(int(h) for h in hidden), float(dropout)
+        layers: list[nn.Module] = []
+        width = self.in_dim
+        for size in self.hidden:
+            layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ELU(), nn.Dropout(self.dropout)]
+            width = size
+        layers.append(nn.Linear(width, self.n_classes))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if features.shape[-1] != self.in_dim:
+            raise ValueError(f"MLPHead: expected (..., {self.in_dim}) features, got {tuple(features.shape)}")
+        flat = features.reshape(-1, self.in_dim)  # (N, D), N = product of leading dimensions
+        return self.layers(flat).reshape(*features.shape[:-1], self.n_classes)  # (..., C)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"in_dim": self.in_dim, "n_classes": self.n_classes, "hidden": list(self.hidden), "dropout": self.dropout}
+
+
+class EpochEncoder(nn.Module):
+    """A pretrained (or randomly initialised) backbone as an epoch encoder: {channel: (N, n_samples)} → (N, D).
+
+    Args:
+        backbone: a NeuroNet (one channel) or a SynthSleepNet. It is taken over (modified in place).
+        channels: the channels read from the input dict; a NeuroNet takes exactly one.
+        mode: "frozen", "lora" or "full" (module docstring).
+        lora: settings of the new adapters in "lora" mode (default rank 4, alpha 8, rsLoRA, on attn.proj).
+        tune_fusion: "lora" mode with a SynthSleepNet: whether its adapters and fusion transformer train.
+    """
+
+    def __init__(self, backbone: NeuroNet | SynthSleepNet, channels: Sequence[str], mode: str = "frozen",
+                 lora: LoraSettings | None = None, tune_fusion: bool = True):
+        super().__init__()
+        if mode not in ENCODER_MODES:
+            raise ValueError(f"EpochEncoder: mode must be one of {ENCODER_MODES}, got {mode!r}")
+        self.channels: tuple[str, ...] = tuple(channels)
+        self.mode, self.tune_fusion = mode, bool(tune_fusion)
+        self.lora = lora if lora is not None else FINE_TUNING_LORA
+        if not self.channels:
+            raise ValueError("EpochEncoder: no channel given")
+        if isinstance(backbone, NeuroNet):
+            self.backbone_kind = "neuronet"
+            if len(self.channels) != 1:
+                raise ValueError(f"EpochEncoder: a unimodal NeuroNet encodes one channel, got {list(self.channels)}; "
+                                 "use a SynthSleepNet backbone for several channels")
+            self.backbone_config = backbone.config.to_dict()
+            self.net: nn.Module = ChannelEncoder(backbone, self.lora)  # frozen, new LoRA on attn.proj
+            if mode != "lora":
+                merge_lora(self.net)  # B = 0: exactly the pretrained weights
+            self._dim = backbone.config.encoder_dim
+        elif isinstance(backbone, SynthSleepNet):
+            self.backbone_kind = "synthsleepnet"
+            unknown = [c for c in self.channels if c not in backbone.channels]
+            if unknown:
+                raise ValueError(f"EpochEncoder: channel(s) {unknown} are not channels of the SynthSleepNet "
+                                 f"{list(backbone.channels)}")
+            self.backbone_config = backbone.config.to_dict()
+            for part in _PRETRAINING_PARTS:
+                if hasattr(backbone, part):
+                    delattr(backbone, part)
+            for encoder in backbone.encoders.values():
+                merge_lora(encoder)  # fold the pretraining adapters into the frozen weights
+                if mode == "lora":
+                    with warnings.catch_warnings():  # peft notes the merged adapter's leftover config: expected
+                        warnings.filterwarnings("ignore", message=".*Already found a `peft_config` attribute")
+                        add_lora(encoder.autoencoder.encoder, self.lora)
+            if mode == "lora" and not self.tune_fusion:
+                for part in (backbone.adapters, backbone.fusion):
+                    freeze(part)
+                backbone.modality_embed.requires_grad_(False)
+            self.net = backbone
+            self._dim = backbone.config.fusion_dim
+        else:
+            raise TypeError(f"EpochEncoder: backbone must be a NeuroNet or SynthSleepNet, got {type(backbone).__name__}")
+        if mode == "frozen":
+            self.requires_grad_(False)
+        elif mode == "full":
+            self.requires_grad_(True)
+        self.train(False)
+
+    @property
+    def embed_dim(self) -> int:
+        return self._dim
+
+    def train(self, mode: bool = True) -> "EpochEncoder":
+        super().train(mode)  # ChannelEncoder keeps its frozen weights in eval mode here
+        if self.mode == "frozen":
+            for module in self.modules():
+                module.training = False
+        elif self.mode == "full":  # nothing is frozen: every BatchNorm and dropout follows `mode`
+            for module in self.modules():
+                module.training = mode
+        return self
+
+    def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """{channel: (N, n_samples)} epochs at 100 Hz, robust-scaled → pooled representation (N, D)."""
+        if self.backbone_kind == "neuronet":
+            channel = self.channels[0]
+            if signals.get(channel) is None:
+                raise ValueError(f"EpochEncoder: input has no channel {channel!r} (keys: {sorted(signals)})")
+            return self.net(signals[channel]).mean(dim=1)  # tokens (N, n_frames, D) → (N, D)
+        present = {ch: signals[ch] for ch in self.channels if signals.get(ch) is not None}
+        return self.net.encode(present)[0]  # mean fusion token (N, D)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"backbone_kind": self.backbone_kind, "backbone_config": self.backbone_config,
+                "channels": list(self.channels), "mode": self.mode, "lora": self.lora.to_dict(),
+                "tune_fusion": self.tune_fusion}
+
+
+def build_epoch_encoder(config: Mapping[str, Any]) -> EpochEncoder:
+    """The EpochEncoder structure of `EpochEncoder.to_config()` with random weights (load a state dict next)."""
+    kind = config["backbone_kind"]
+    if kind not in BUILDERS:
+        raise ValueError(f"EpochEncoder config: unknown backbone kind {kind!r}; expected one of {sorted(BUILDERS)}")
+    backbone = BUILDERS[kind](dict(config["backbone_config"]))
+    return EpochEncoder(backbone, config["channels"], config["mode"], LoraSettings(**config["lora"]),
+                        config.get("tune_fusion", True))
+
+
+class EpochClassifier(nn.Module):
+    """EpochEncoder → MLPHead: {channel: (N, n_samples)} → logits (N, C)."""
+
+    def __init__(self, encoder: EpochEncoder, head: MLPHead):
+        super().__init__()
+        if head.in_dim != encoder.embed_dim:
+            raise ValueError(f"EpochClassifier: head takes {head.in_dim}-d vectors, encoder gives {encoder.embed_dim}")
+        self.encoder, self.head = encoder, head
+
+    def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return self.head(self.encoder(signals))  # (N, C)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.to_config(), "head": self.head.to_config()}
+
+
+class TemporalClassifier(nn.Module):
+    """Per-epoch encoder, residual Mamba2 temporal context, shared head at every position (DESIGN 3.3).
+
+    {channel: (B, T, n_samples)} windows of T consecutive epochs → logits (B, T, C). The context is causal
+    (Mamba2 scans forward in time), so zero-padded epochs at a window's end do not change earlier positions.
+    `context` holds `ResidualMamba` arguments: norm ("layer" or "batch"), backend, and Mamba2 sizes
+    (d_state 16, d_conv 4, expand 2, headdim 64 by default).
+    """
+
+    def __init__(self, encoder: EpochEncoder, head: MLPHead, context: Mapping[str, Any] | None = None):
+        super().__init__()
+        if head.in_dim != encoder.embed_dim:
+            raise ValueError(f"TemporalClassifier: head takes {head.in_dim}-d vectors, encoder gives {encoder.embed_dim}")
+        self.context_config = {"norm": "layer", "backend": "auto", **DESIGN_DEFAULTS, **dict(context or {})}
+        self.encoder, self.head = encoder, head
+        self.context = ResidualMamba(encoder.embed_dim, **self.context_config)
+
+    def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        shapes = {ch: tuple(x.shape) for ch, x in signals.items() if isinstance(x, torch.Tensor)}
+        window = next((x for ch, x in signals.items() if ch in self.encoder.channels and x is not None), None)
+        if window is None or window.dim() != 3:
+            raise ValueError(f"TemporalClassifier: expected {{channel: (batch, T, samples)}} for channels "
+                             f"{list(self.encoder.channels)}, got shapes {shapes}")
+        batch, length = window.shape[:2]
+        flat = {ch: x.reshape(batch * length, x.shape[-1]) for ch, x in signals.items()
+                if ch in self.encoder.channels and x is not None}  # (B*T, n_samples) per channel
+        vectors = self.encoder(flat).reshape(batch, length, -1)  # (B, T, D)
+        return self.head(self.context(vectors))  # (B, T, C)
+
+    def to_config(self) -> dict[str, Any]:
+        return {"encoder": self.encoder.to_config(), "head": self.head.to_config(), "context": dict(self.context_config)}
+
+
+def build_downstream_model(kind: str, config: Mapping[str, Any]) -> nn.Module:
+    """A downstream model's structure from a checkpoint's `model_kind` and `model_config` (random weights)."""
+    if kind == "mlp_head":
+        return MLPHead(**config)
+    if kind == "epoch_classifier":
+        return EpochClassifier(build_epoch_encoder(config["encoder"]), MLPHead(**config["head"]))
+    if kind == "temporal_classifier":
+        return TemporalClassifier(build_epoch_encoder(config["encoder"]), MLPHead(**config["head"]),
+                                  config.get("context"))
+    raise ValueError(f"unknown downstream model kind {kind!r}; expected mlp_head, epoch_classifier or "
+                     "temporal_classifier")
