@@ -87,7 +87,9 @@ def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (test subjects) for the CIs")
     group.add_argument("--hypnograms", type=int, default=3, help="staging: hypnogram PNGs of the first N test recordings")
     group.add_argument("--eval-batch-size", type=int, default=0,
-                       help="batch size when encoding / predicting without gradients (0 = --batch-size)")
+                       help="samples (epochs; fine-tuning: windows) per batch when encoding / predicting without "
+                            "gradients (0 = --batch-size)")
+    group.add_argument("--method", default=None, help=argparse.SUPPRESS)  # set by the script; kept in config.json
     return parser
 
 
@@ -204,6 +206,9 @@ class BackboneSource:
 
 def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneSource:
     """The backbone of `--backbone` / `--init` / `--preset` / `--channels` (module docstring)."""
+    if cfg.model_args and cfg.backbone is not None:
+        raise SystemExit("error: --model-arg shapes a backbone built from --preset (--init random without "
+                         "--backbone); a checkpoint's architecture is fixed")
     if cfg.backbone is not None:
         try:
             checkpoint = read_checkpoint(cfg.backbone)
@@ -299,8 +304,9 @@ def window_dataset(cfg: argparse.Namespace, split: str | list[str], channels: Se
         tiling=tiling), f"{cfg.data}, split {name}, {epochs_per_window}-epoch windows, channels {list(channels)}")
 
 
-def eval_batch_size(cfg: argparse.Namespace) -> int:
-    return cfg.eval_batch_size or cfg.batch_size
+def eval_batch_size(cfg: argparse.Namespace, per_window: int = 1) -> int:
+    """--eval-batch-size (or --batch-size) samples; with `per_window` epochs per sample, in windows (>= 1)."""
+    return max(1, (cfg.eval_batch_size or cfg.batch_size) // per_window)
 
 
 # ---------------------------------------------------------------------------------------- training pieces

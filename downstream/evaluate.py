@@ -388,7 +388,8 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
         sections += [f"## {task}", "", markdown_table(task_rows, columns)]
     (out_dir / "comparison.md").write_text("\n".join(sections))
     for row in rows:
-        row["series"] = row["method"] + (f" / {row['backbone']}" if row["backbone"] else "")
+        with_backbone = row["backbone"] and not row["backbone"].startswith("none")
+        row["series"] = row["method"] + (f" / {row['backbone']}" if with_backbone else "")
     label_fraction_png([{**r, "method": r["series"]} for r in rows], out_dir / "label_fraction.png", HEADLINE_OF_TASK)
     return rows
 

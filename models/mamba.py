@@ -65,7 +65,8 @@ class GatedRMSNorm(nn.Module):
         self.eps = eps
         self.group_size = hidden_size if group_size is None else group_size
         if hidden_size % self.group_size:
-            raise ValueError(f"GatedRMSNorm: hidden_size {hidden_size} is not a multiple of group_size {self.group_size}")
+            raise ValueError(f"GatedRMSNorm: hidden_size {hidden_size} is not a multiple of "
+                             f"group_size {self.group_size}")
         self.norm_before_gate = norm_before_gate
         self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
 
@@ -182,7 +183,8 @@ class Mamba2(nn.Module):
         self.d_inner = expand * d_model
         self.headdim, self.ngroups = headdim, ngroups
         if self.d_inner % headdim:
-            raise ValueError(f"Mamba2: d_inner = expand*d_model = {self.d_inner} is not a multiple of headdim {headdim}")
+            raise ValueError(f"Mamba2: d_inner = expand*d_model = {self.d_inner} is not a multiple of "
+                             f"headdim {headdim}")
         self.nheads = self.d_inner // headdim
         if self.nheads % ngroups:
             raise ValueError(f"Mamba2: nheads = {self.nheads} is not a multiple of ngroups {ngroups}")
@@ -300,21 +302,24 @@ class Mamba2(nn.Module):
 def mamba2_recurrence_ref(block: Mamba2, u: torch.Tensor) -> torch.Tensor:
     """SLOW reference: `block`'s forward computed one time step at a time, as a plain recurrence.
 
-    Shares only the parameters with `Mamba2._forward_torch`: the causal conv is a rolling window of the last
-    d_conv inputs, the SSM state (batch, nheads, headdim, d_state) is updated step by step, and the gated
-    RMSNorm is written out here. For tests and benchmarks only; cost O(T) Python steps.
+    Shares only the parameters with `Mamba2._forward_torch`: after the position-wise in_proj, each step runs
+    the causal conv as a rolling window of the last d_conv inputs, updates the SSM state
+    (batch, nheads, headdim, d_state), and applies the gated RMSNorm written out here; out_proj is applied
+    position-wise at the end. For tests and benchmarks only; cost O(T) Python steps.
     u: (batch, seqlen, d_model) → (batch, seqlen, d_model).
     """
     batch, seqlen, _ = u.shape
-    d_inner, nheads, headdim, ngroups, d_state = block.d_inner, block.nheads, block.headdim, block.ngroups, block.d_state
+    d_inner, nheads, headdim = block.d_inner, block.nheads, block.headdim
+    ngroups, d_state = block.ngroups, block.d_state
     conv_weight = block.conv1d.weight[:, 0, :]  # (conv_dim, d_conv), last tap multiplies the current input
     conv_bias = block.conv1d.bias
     A = -torch.exp(block.A_log)  # (nheads,)
     window = u.new_zeros(batch, conv_weight.shape[0], block.d_conv)  # last d_conv conv inputs
     state = u.new_zeros(batch, nheads, headdim, d_state)
+    projected = F.linear(u, block.in_proj.weight, block.in_proj.bias)  # (b, T, d_in_proj), position-wise
     outputs = []
     for t in range(seqlen):
-        zxbcdt = F.linear(u[:, t], block.in_proj.weight, block.in_proj.bias)  # (b, d_in_proj)
+        zxbcdt = projected[:, t]  # (b, d_in_proj)
         z, xbc, dt = zxbcdt[:, :d_inner], zxbcdt[:, d_inner:-nheads], zxbcdt[:, -nheads:]
         window = torch.cat([window[:, :, 1:], xbc.unsqueeze(-1)], dim=-1)
         xbc = (window * conv_weight).sum(-1)
@@ -324,7 +329,8 @@ def mamba2_recurrence_ref(block: Mamba2, u: torch.Tensor) -> torch.Tensor:
         x = xbc[:, :d_inner].reshape(batch, nheads, headdim)
         B = xbc[:, d_inner:d_inner + ngroups * d_state].reshape(batch, ngroups, d_state)
         C = xbc[:, d_inner + ngroups * d_state:].reshape(batch, ngroups, d_state)
-        B = B.repeat_interleave(nheads // ngroups, dim=1)  # (b, nheads, d_state): head h reads group h // (nheads/ngroups)
+        # (b, nheads, d_state): head h reads group h // (nheads / ngroups)
+        B = B.repeat_interleave(nheads // ngroups, dim=1)
         C = C.repeat_interleave(nheads // ngroups, dim=1)
         dt = torch.logaddexp(dt + block.dt_bias, dt.new_zeros(()))  # softplus, (b, nheads)
         low, high = block.dt_limit
@@ -340,8 +346,8 @@ def mamba2_recurrence_ref(block: Mamba2, u: torch.Tensor) -> torch.Tensor:
         y = y * block.norm.weight
         if block.norm_before_gate:
             y = y * gate
-        outputs.append(F.linear(y, block.out_proj.weight, block.out_proj.bias))
-    return torch.stack(outputs, dim=1)
+        outputs.append(y)
+    return F.linear(torch.stack(outputs, dim=1), block.out_proj.weight, block.out_proj.bias)  # position-wise
 
 
 class ResidualMamba(nn.Module):

@@ -359,6 +359,10 @@ class SynthSleepNet(nn.Module):
         """The masked pass without the losses (every configured channel required)."""
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         signals = self._inputs(batch, require_all=True)
+        n_epochs = next(iter(signals.values())).shape[0]
+        if self.training and n_epochs < 2:
+            raise ValueError("SynthSleepNet: training needs at least 2 epochs per batch (contrastive negatives, "
+                             f"BatchNorm), got {n_epochs}")
         tokens, masks, ids_restore, fused, kept = self.forward_encoder(signals, ratio, generator)
         return MaskedFusion(tokens, masks, fused, self.forward_decoder(fused, ids_restore, kept))
 
@@ -387,11 +391,6 @@ class SynthSleepNet(nn.Module):
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """Hybrid self-supervised loss of a batch: dict channel → (B, 3000) (every configured channel), or a
         (B, M, 3000) tensor in config channel order. B >= 2 in train mode (BatchNorm, in-batch negatives)."""
-        if self.training:
-            first = next(iter(batch.values())) if isinstance(batch, Mapping) else batch
-            if isinstance(first, torch.Tensor) and first.shape[0] < 2:
-                raise ValueError("SynthSleepNet: training needs at least 2 epochs per batch (contrastive negatives, "
-                                 f"BatchNorm), got {first.shape[0]}")
         return self.forward_loss(self.forward_parts(batch, mask_ratio, generator))
 
     # ------------------------------------------------------------------ representation

@@ -43,7 +43,7 @@ def write_recording(path: Path, n_epochs: int, channels: list[str], seed: int, u
         else:
             arrays[name] = pa.array(values)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table(arrays), path, row_group_size=32, compression="none", use_dictionary=False)
+    pq.write_table(pa.table(arrays), path, row_group_size=16, compression="none", use_dictionary=False)
     return columns
 
 

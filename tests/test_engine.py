@@ -111,6 +111,8 @@ def test_resume_is_exact(tmp_path, accum):
     straight, _ = run_toy(tmp_path / "straight", *common, "--max-steps", "4")
     first, summary = run_toy(tmp_path / "split", *common, "--max-steps", "2")
     assert summary["stopped"] == "max_steps" and summary["step"] == 2
+    with (tmp_path / "split" / "steps.jsonl").open("a") as log:  # logged after the checkpoint, then a crash
+        log.write(json.dumps({"step": 3, "loss": 99.0}) + "\n")
     resumed, summary = run_toy(tmp_path / "split", *common, "--max-steps", "4")
     assert summary["step"] == 4
 
@@ -123,6 +125,7 @@ def test_resume_is_exact(tmp_path, accum):
     epoch_1 = [r for r in read_jsonl(tmp_path / "split" / "log.jsonl") if r.get("epoch") == 1 and not r["partial"]]
     straight_1 = [r for r in read_jsonl(tmp_path / "straight" / "log.jsonl") if r.get("epoch") == 1]
     assert epoch_1 and epoch_1[0]["loss"] == pytest.approx(straight_1[0]["loss"], abs=1e-6)
+    assert [r["kind"] for r in read_jsonl(tmp_path / "split" / "log.jsonl")].count("summary") == 1
     # Without the resume the second call would have started again from step 0 with a fresh model.
     fresh, _ = run_toy(tmp_path / "fresh", *common, "--max-steps", "2")
     assert not torch.equal(fresh.encoder.weight, resumed.encoder.weight)

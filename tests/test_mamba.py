@@ -67,7 +67,8 @@ def test_state_dict_keys_and_shapes_equal_mamba_ssm_table():
     block = Mamba2(**DESIGN_CONFIG)
     assert [(k, tuple(v.shape)) for k, v in block.state_dict().items()] == MAMBA_SSM_MAMBA2_512
     residual = ResidualMamba()  # DESIGN 3.3 defaults
-    mamba_keys = [(k[len("mamba."):], tuple(v.shape)) for k, v in residual.state_dict().items() if k.startswith("mamba.")]
+    mamba_keys = [(k[len("mamba."):], tuple(v.shape))
+                  for k, v in residual.state_dict().items() if k.startswith("mamba.")]
     assert mamba_keys == MAMBA_SSM_MAMBA2_512
     assert block.in_proj.bias is None and block.out_proj.bias is None
 

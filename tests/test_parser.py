@@ -247,7 +247,7 @@ def test_parquet_layout_and_metadata(tmp_path):
     assert str(schema.field("spo2").type) == "fixed_size_list<element: float>[300]"
     assert str(schema.field("apnea_s").type) == "float" and str(schema.field("apnea").type) == "int8"
     meta = parquet.metadata
-    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [32, 32, 6]
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [16, 16, 16, 16, 6]
     assert all(meta.row_group(0).column(i).compression == "UNCOMPRESSED" for i in range(meta.num_columns))
     kv = {k.decode(): v.decode() for k, v in schema.metadata.items()}
     sha = json.loads(kv["source_sha256"])

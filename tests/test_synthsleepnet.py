@@ -4,6 +4,7 @@ load_backbone round trip; LoRA helpers. CPU, tiny presets, seconds each."""
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -120,7 +121,6 @@ def test_builds_from_unimodal_checkpoints_with_frozen_copies_and_lora(unimodal_n
     model.eval()
     with torch.no_grad():
         assert torch.allclose(model.encoders["eog_r"](x), unimodal_nets["eog"].encode(x)[1], atol=1e-6)
-    print(model.summary())
     assert "LoRA" in model.summary() and "frozen encoders" in model.summary()
 
 
@@ -236,7 +236,6 @@ def test_encode_fuses_available_channels_and_reports_missing_ones(unimodal_nets)
             part_pooled, part_tokens, used = model.encode(subset, return_channels=True)
         assert used == ("eeg_c4", "emg") and part_tokens.shape == (BATCH, 2 * 27, 64)
         assert not torch.allclose(part_pooled, pooled, atol=1e-3)  # a different fusion input, not zeros filled in
-        import warnings
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # reported once per set of missing channels
             model.encode(subset)
@@ -278,8 +277,10 @@ def test_load_backbone_round_trip(unimodal_nets, unimodal_checkpoints, tmp_path)
         load_backbone(broken)
     with pytest.raises(ValueError, match="holds a 'synthsleepnet' model"):
         load_neuronet(path)
-    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
-        load_backbone(tmp_path / "empty_dir" if (tmp_path / "empty_dir").mkdir() is None else None)
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match="empty_run: run directory holds no checkpoint"):
+        load_backbone(empty)
 
 
 # ---------------------------------------------------------------- LoRA helpers

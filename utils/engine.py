@@ -327,6 +327,8 @@ def fit(
             find_unused_parameters=cfg.find_unused_parameters)
     train_model.train()
     logger = RunLogger(run_dir, enabled=ctx.is_main, tensorboard=cfg.tensorboard, fresh=resume_path is None)
+    if resume_path is not None:
+        logger.rewind(step)
     splits_sha256 = sha256_file(Path(cfg.data) / "splits.json") if getattr(cfg, "data", None) else None
     step_cap = min(total_steps, cfg.max_steps) if cfg.max_steps and cfg.max_steps > 0 else total_steps
     bar = progress_bar(step_cap, enabled=ctx.is_main and cfg.progress, desc=f"train {model_kind}", initial=step)

@@ -98,7 +98,8 @@ def label_fraction_png(rows: Iterable[Mapping], path: str | Path, metric_of_task
         metric = metric_of_task[task]
         task_rows = [r for r in rows if r["task"] == task and np.isfinite(float(r.get(metric, np.nan)))]
         for method in sorted({r["method"] for r in task_rows}):
-            points = sorted((float(r["label_fraction"]), r) for r in task_rows if r["method"] == method)
+            points = sorted(((float(r["label_fraction"]), r) for r in task_rows if r["method"] == method),
+                            key=lambda point: point[0])
             x = np.array([100.0 * f for f, _ in points])
             y = np.array([float(r[metric]) for _, r in points])
             low = np.array([float(r.get(f"{metric}_low", np.nan)) for _, r in points])

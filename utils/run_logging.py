@@ -56,6 +56,18 @@ class RunLogger:
             else:
                 self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
+    def rewind(self, step: int) -> None:
+        """Drop step and epoch lines written after optimizer step `step` (a run resumed from a checkpoint older
+        than its last log lines would otherwise log those steps twice)."""
+        if not self.enabled:
+            return
+        for path in (self.steps_path, self.log_path):
+            if path.is_file():
+                kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step and r.get("kind") != "summary"]
+                tmp = path.with_name(path.name + ".tmp")
+                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+                tmp.replace(path)
+
     def _append(self, path: Path, record: Mapping[str, Any]) -> None:
         with path.open("a") as handle:
             handle.write(json.dumps(_json_value(dict(record))) + "\n")

@@ -8,8 +8,11 @@ Same splits, label fractions, leakage guard, test tiling and outputs as the line
 
 - features: `utils.features.epoch_features` of each 30-s epoch of every --channels channel (log and relative
   band powers, spectral edge, standard deviation, kurtosis, zero crossings, line length; heart rate for ECG);
-- model: scikit-learn `HistGradientBoostingClassifier` (class_weight "balanced" with --class-weights balanced),
-  fitted on the `train` epochs at --label-fraction / --train-subjects (the same draw as the other methods);
+- model: scikit-learn `HistGradientBoostingClassifier`, fitted on the `train` epochs at --label-fraction /
+  --train-subjects (the same draw as the other methods). With --class-weights balanced its probabilities are
+  re-weighted by the balanced class weights N / (C x n_c) and renormalised (a prior shift: the Bayes-optimal
+  counterpart of class-weighted fitting; scikit-learn's own sample-weighted fit spends ~10 s per fit in its
+  weighted binning whatever the data size, so it is not used);
 - model selection on `val` only: the number of boosting iterations is the one whose staged `val`
   predictions score best on --select-metric (the model is refitted with that many iterations: identical
   trees, the fit is deterministic without early stopping);
@@ -35,7 +38,7 @@ from torch.utils.data import DataLoader
 from dataset.constants import EPHYS_CHANNELS, TASKS
 from dataset.datasets import EpochDataset
 from downstream.common import (
-    SELECT_METRICS, add_task_args, assert_no_test_leakage, epoch_dataset, epochwise, eval_batch_size,
+    SELECT_METRICS, add_task_args, assert_no_test_leakage, class_weights, epoch_dataset, epochwise, eval_batch_size,
     parse_downstream, predict_windows, report, run_info, selection_scores, train_summary, val_split, window_dataset,
 )
 from downstream.evaluate import attach_context
@@ -80,29 +83,34 @@ def dataset_features(dataset: EpochDataset, channels: list[str], cfg: argparse.N
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)
 
 
-def full_probabilities(probabilities: np.ndarray, classes: np.ndarray, n_classes: int) -> np.ndarray:
-    """Columns of `predict_proba` (only the classes seen in training) → (N, n_classes), 0 for unseen classes."""
-    out = np.zeros((probabilities.shape[0], n_classes), dtype=np.float32)
+def full_probabilities(probabilities: np.ndarray, classes: np.ndarray, n_classes: int,
+                       weights: np.ndarray | None = None) -> np.ndarray:
+    """Columns of `predict_proba` (only the classes seen in training) → (N, n_classes), 0 for unseen classes;
+    with `weights` (n_classes,) each column is multiplied by its class weight and the rows renormalised."""
+    out = np.zeros((probabilities.shape[0], n_classes), dtype=np.float64)
     out[:, classes.astype(np.int64)] = probabilities
-    return out
+    if weights is not None:
+        out *= weights[None, :]
+        out /= np.maximum(out.sum(axis=1, keepdims=True), 1e-12)
+    return out.astype(np.float32)
 
 
 def make_classifier(cfg: argparse.Namespace, max_iter: int) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(
         max_iter=max_iter, learning_rate=cfg.hgb_learning_rate, max_leaf_nodes=cfg.hgb_max_leaf_nodes,
         min_samples_leaf=cfg.hgb_min_samples_leaf, l2_regularization=cfg.hgb_l2, early_stopping=False,
-        class_weight="balanced" if cfg.class_weights == "balanced" else None, random_state=cfg.seed)
+        random_state=cfg.seed)
 
 
 def select_iterations(classifier: HistGradientBoostingClassifier, val_x: np.ndarray, val_y: np.ndarray,
-                      cfg: argparse.Namespace) -> tuple[int, float, list[float]]:
+                      weights: np.ndarray | None, cfg: argparse.Namespace) -> tuple[int, float, list[float]]:
     """(best number of iterations, its val score, the val score after every iteration) by --select-metric."""
     n_classes, key = TASKS[cfg.task], f"val_{cfg.select_metric}"
     sign = 1.0 if SELECT_METRICS[cfg.select_metric] == "max" else -1.0
     curve, best, best_score = [], classifier.n_iter_, float("nan")
     for iteration, probabilities in enumerate(classifier.staged_predict_proba(val_x), start=1):
-        score = float(selection_scores(val_y, full_probabilities(probabilities, classifier.classes_, n_classes),
-                                       cfg.task).get(key, float("nan")))
+        full = full_probabilities(probabilities, classifier.classes_, n_classes, weights)
+        score = float(selection_scores(val_y, full, cfg.task).get(key, float("nan")))
         curve.append(score)
         if math.isfinite(score) and (not math.isfinite(best_score) or sign * score > sign * best_score):
             best, best_score = iteration, score
@@ -133,8 +141,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"error: the training epochs hold one class only ({np.unique(train_y).tolist()}); raise "
                          "--label-fraction or --train-subjects")
 
+    weights = class_weights(counts, cfg.class_weights)
+    weights = None if weights is None else weights.numpy().astype(np.float64)  # (C,) prior-shift weights
     classifier = make_classifier(cfg, cfg.hgb_max_iter).fit(train_x, train_y)
-    best, best_score, curve = select_iterations(classifier, val_x, val_y, cfg)
+    best, best_score, curve = select_iterations(classifier, val_x, val_y, weights, cfg)
     if best != classifier.n_iter_:
         classifier = make_classifier(cfg, best).fit(train_x, train_y)
     print(f"selected {best} of {cfg.hgb_max_iter} boosting iterations: val_{cfg.select_metric} {best_score:.4f} "
@@ -144,15 +154,17 @@ def main(argv: list[str] | None = None) -> int:
 
     def probabilities(signals: dict[str, torch.Tensor]) -> torch.Tensor:
         values, _ = epoch_features({ch: x.numpy() for ch, x in signals.items()})  # (n, F)
-        return torch.from_numpy(full_probabilities(classifier.predict_proba(values), classifier.classes_, n_classes))
+        return torch.from_numpy(full_probabilities(classifier.predict_proba(values), classifier.classes_, n_classes,
+                                                   weights))
 
-    predictions = predict_windows(test_windows, epochwise(probabilities, channels), n_classes, eval_batch_size(cfg),
-                                  cfg.workers)
+    predictions = predict_windows(test_windows, epochwise(probabilities, channels), n_classes,
+                                  eval_batch_size(cfg, TEST_WINDOW), cfg.workers)
     predictions = attach_context(predictions, cfg.data)
     info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects))
-    info["init"] = "n/a"
+    info.update(init="n/a", backbone_name="none (hand-crafted features)")
     info["selection"] = {"metric": f"val_{cfg.select_metric}", "value": best_score, "checkpoint": "model.pkl",
-                         "iterations": best, "val_curve": curve}
+                         "iterations": best, "val_curve": curve,
+                         "class_balance": "prior shift by balanced class weights" if weights is not None else "none"}
     report(cfg, predictions, info)
     return 0
 

@@ -34,7 +34,7 @@ from downstream.common import (
 )
 from models.heads import EpochClassifier, EpochEncoder, MLPHead
 from utils.distributed import cleanup
-from utils.engine import setup_run
+from utils.engine import autocast_context, setup_run
 
 DEFAULTS: dict[str, Any] = {"epochs": 30, "batch_size": 256, "lr": 1e-3, "weight_decay": 1e-3, "warmup_epochs": 1.0}
 TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only: the probe sees one epoch)
@@ -78,7 +78,20 @@ def main(argv: list[str] | None = None) -> int:
         head = MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout)
         weights = class_weights(counts, cfg.class_weights)
         metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method}
-        batch_size = eval_batch_size(cfg)
+        batch_size, window_batch = eval_batch_size(cfg), eval_batch_size(cfg, TEST_WINDOW)
+
+        def probabilities(model, signals, device):  # {channel: (n, 3000)} -> (n, C), as in training
+            signals = {ch: x.to(device, non_blocking=True) for ch, x in signals.items()}
+            with autocast_context(device, cfg.amp, cfg.amp_dtype):
+                if not frozen:
+                    return model(signals).float().softmax(dim=-1)
+                features = encoder(signals).float()  # (n, D), encoded exactly as the cached ones
+            return model(features).softmax(dim=-1)
+
+        def predict_test(model, device):
+            return predict_windows(test_windows, epochwise(lambda signals: probabilities(model, signals, device),
+                                                           channels), n_classes, window_batch, cfg.workers)
+
         if frozen:
             cached_train = apply_epochs(encoder, train_set, channels, ctx.device, cfg)  # (N, D), encoded once
             cached_val = apply_epochs(encoder, val_set, channels, ctx.device, cfg)
@@ -90,26 +103,15 @@ def main(argv: list[str] | None = None) -> int:
                                     for chunk in cached_val.features.split(batch_size)])  # (N, C)
                 return cached_val.labels.numpy(), logits.softmax(dim=1).numpy()
 
-            def predict_test(model, device):
-                def probabilities(signals):
-                    return model(encoder({ch: x.to(device) for ch, x in signals.items()})).float().softmax(dim=-1)
-                return predict_windows(test_windows, epochwise(probabilities, channels), n_classes, batch_size,
-                                       cfg.workers)
-
             fit_cfg = copy.copy(cfg)
             fit_cfg.workers = 0  # cached tensors: no loader workers needed
             model, kind, train_data = head, "mlp_head", cached_train
             loss = ClassificationLoss(weights, input_key="features")
         else:
             def predict_val(model, device):
-                out = apply_epochs(lambda signals: model(signals).softmax(dim=-1), val_set, channels, device, cfg)
+                out = apply_epochs(lambda signals: probabilities(model, signals, device), val_set, channels, device,
+                                   cfg)
                 return out.labels.numpy(), out.features.numpy()
-
-            def predict_test(model, device):
-                def probabilities(signals):
-                    return model({ch: x.to(device) for ch, x in signals.items()}).float().softmax(dim=-1)
-                return predict_windows(test_windows, epochwise(probabilities, channels), n_classes, batch_size,
-                                       cfg.workers)
 
             fit_cfg, model, kind, train_data = cfg, EpochClassifier(encoder, head), "epoch_classifier", train_set
             loss = ClassificationLoss(weights, channels=channels)

@@ -206,8 +206,9 @@ def main(argv: list[str] | None = None) -> int:
         except argparse.ArgumentTypeError as err:
             parser.error(f"--unimodal: {err}")
     channel_modality = check_channels(cfg.channels)
-    if "channels" in cfg.model_args:
-        parser.error("--model-arg channels: use --channels")
+    for key in ("channels", "encoders"):
+        if key in cfg.model_args:
+            parser.error(f"--model-arg {key}: not a model option here (channels: --channels; encoders: --unimodal)")
     try:
         config = synthsleepnet_config(cfg.preset, channels=cfg.channels, **cfg.model_args)
     except (ValueError, TypeError) as err:

@@ -1,0 +1,311 @@
+"""Downstream training and evaluation (DESIGN.md 3.3, 5, 8) on one small synthetic cohort with tiny backbones:
+heads and encoder modes, the linear probe (cached, deterministic), fine-tuning windows (never across recordings,
+labels only at the selected epochs) and tiling (every test epoch exactly once), the supervised-from-scratch
+and hand-crafted feature baselines, the leakage guard on a doctored splits file, and the comparison table."""
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dataset import data_parser, synthetic
+from dataset.datasets import EpochDataset, SequenceDataset
+from downstream import evaluate as evaluate_script
+from downstream.baselines import features as features_script
+from downstream.common import LeakageError, assert_no_test_leakage
+from downstream.fine_tuning import train as fine_tuning
+from downstream.linear_probing import train as linear_probing
+from models.heads import EpochEncoder, MLPHead, TemporalClassifier, build_downstream_model
+from models.loading import load_backbone, load_state_checked
+from models.lora import lora_parameters
+from models.neuronet import build_neuronet, neuronet_config
+from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
+from utils.checkpoint import FORMAT_VERSION, atomic_save, load_checkpoint, sha256_file
+from utils.run_logging import read_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+# A smaller NeuroNet than the tiny preset (14 frames, narrow CNN): a fine-tuning step takes a fraction of a second.
+SMALL = dict(frame_step_s=2.0, stem_channels=4, backbone_channels=(4, 8, 8, 16), frame_token_dim=32, encoder_depth=1)
+RUN = ["--workers", "0", "--no-progress", "--n-boot", "50", "--hypnograms", "1", "--resume", "none"]
+RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt", "metrics.json", "predictions.parquet",
+             "confusion_matrix.png", "results.md")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Single-threaded: tiny models on a shared 2-core machine run faster without OpenMP contention."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """6 synthetic 48-minute nights (96 epochs, apneas and hypopneas in every split), parsed once: 4 train/pretrain
+    subjects, 1 val, 1 test."""
+    root = tmp_path_factory.mktemp("downstream_cohort")
+    synthetic.generate_cohort(root / "src", nights=6, hours=0.8, seed=0)
+    data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
+    return root / "dst"
+
+
+def save_engine_checkpoint(path: Path, kind: str, model: torch.nn.Module, metadata: dict, data: Path) -> Path:
+    """A checkpoint with the keys utils/engine.py writes (optimizer state left empty)."""
+    atomic_save({"format_version": FORMAT_VERSION, "model_kind": kind, "model_config": model.config.to_dict(),
+                 "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {}, "epoch": 1,
+                 "batch_in_epoch": 0, "step": 1, "rng": [], "config": {}, "version": {}, "metrics": {}, "best": {},
+                 "splits_sha256": sha256_file(data / "splits.json"), "meter": {}, "world_size": 1,
+                 "metadata": metadata}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def backbones(cohort, tmp_path_factory) -> dict[str, Path]:
+    """A small EEG NeuroNet and a SynthSleepNet over eeg_c4 + eog_l built from it, as engine checkpoints."""
+    root = tmp_path_factory.mktemp("backbones")
+    torch.manual_seed(0)
+    net = build_neuronet(neuronet_config("tiny", **SMALL))
+    with torch.no_grad():
+        net.train()(torch.randn(8, 3000))  # BatchNorm statistics move off their initial values
+    fusion = build_synthsleepnet(synthsleepnet_config("tiny", channels=("eeg_c4", "eog_l"), fusion_depth=1),
+                                 {"eeg_c4": net, "eog_l": net})
+    return {"eeg": save_engine_checkpoint(root / "eeg.pt", "neuronet", net, {"channels": ["eeg_c4", "eeg_c3"]}, cohort),
+            "fusion": save_engine_checkpoint(root / "fusion.pt", "synthsleepnet", fusion, {}, cohort)}
+
+
+def splits_of(cohort) -> dict:
+    return json.loads((cohort / "splits.json").read_text())
+
+
+def assert_every_test_epoch_once(run: Path, cohort: Path) -> pd.DataFrame:
+    predictions = pd.read_parquet(run / "predictions.parquet")
+    manifest = pd.read_parquet(cohort / "manifest.parquet").set_index("recording_id")
+    expected = {(rid, e) for rid in splits_of(cohort)["recordings"]["test"] for e in range(manifest.loc[rid, "n_epochs"])}
+    pairs = list(zip(predictions["recording"], predictions["epoch"]))
+    assert len(pairs) == len(set(pairs)) and set(pairs) == expected
+    probabilities = np.stack(predictions["probabilities"].to_numpy())
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert (predictions["predicted"].to_numpy() == probabilities.argmax(axis=1)).all()
+    return predictions
+
+
+# ---------------------------------------------------------------- models/heads.py
+def test_encoder_modes_trainable_parts_and_rebuild(backbones):
+    x = {ch: torch.randn(2, 6, 3000) for ch in ("eeg_c4", "eog_l")}  # 2 windows of 6 epochs
+    expected_trainable = {"frozen": lambda n: False, "lora": lambda n: "lora_" in n or not n.startswith("net.encoders."),
+                          "full": lambda n: True}
+    for mode, rule in expected_trainable.items():
+        encoder = EpochEncoder(load_backbone(backbones["fusion"]), ["eeg_c4", "eog_l"], mode)
+        assert encoder.embed_dim == 64 and not hasattr(encoder.net, "decoders")  # pretraining parts removed
+        for name, param in encoder.named_parameters():
+            assert param.requires_grad == rule(name), (mode, name)
+        if mode == "lora":
+            assert lora_parameters(encoder) and all("default" in n for n in lora_parameters(encoder))
+        model = TemporalClassifier(encoder, MLPHead(64, 5)).train()
+        norms = [m for n, m in encoder.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+                 and ".encoders." in f".{n}"]
+        assert norms and all(m.training == (mode == "full") for m in norms), mode  # frozen BN stays in eval mode
+        assert model(x).shape == (2, 6, 5)
+        rebuilt = build_downstream_model("temporal_classifier", model.to_config())
+        load_state_checked(rebuilt, model.state_dict(), mode)
+        model.eval(), rebuilt.eval()
+        with torch.no_grad():
+            out = model(x)
+            assert torch.allclose(out, rebuilt(x), atol=1e-5)
+            padded = {ch: v.clone() for ch, v in x.items()}
+            for v in padded.values():
+                v[:, 4:] = 0.0  # zero-padding at the window end does not change earlier positions (causal)
+            assert torch.allclose(model(padded)[:, :4], out[:, :4], atol=1e-5)
+
+
+def test_frozen_encoder_matches_the_backbone_representation(backbones):
+    net = load_backbone(backbones["eeg"])
+    x = torch.randn(3, 3000)
+    with torch.no_grad():
+        expected = net.encode(x)[0]
+        encoder = EpochEncoder(copy.deepcopy(net), ["eeg_c4"], "frozen").train()  # train() keeps it in eval mode
+        assert torch.allclose(encoder({"eeg_c4": x}), expected, atol=1e-5)
+    with pytest.raises(ValueError, match="one channel"):
+        EpochEncoder(net, ["eeg_c4", "eeg_c3"])
+
+
+# ---------------------------------------------------------------- leakage guard
+def doctored_copy(cohort: Path, root: Path) -> Path:
+    """The cohort with a splits.json that also lists the test subject's recording under `train`."""
+    dst = root / "doctored"
+    dst.mkdir()
+    (dst / "recordings").symlink_to(cohort / "recordings")
+    shutil.copy(cohort / "manifest.parquet", dst / "manifest.parquet")
+    splits = splits_of(cohort)
+    test_recording, test_subject = splits["recordings"]["test"][0], splits["subjects"]["test"][0]
+    splits["recordings"]["train"] = sorted(splits["recordings"]["train"] + [test_recording])
+    splits["recordings"]["pretrain"] = sorted(splits["recordings"]["pretrain"] + [test_recording])
+    splits["subjects"]["train"] = sorted(splits["subjects"]["train"] + [test_subject])
+    (dst / "splits.json").write_text(json.dumps(splits))
+    return dst
+
+
+def test_leakage_guard_fires(cohort, backbones, tmp_path):
+    test_recording = splits_of(cohort)["recordings"]["test"][0]
+    assert assert_no_test_leakage(cohort) == set(splits_of(cohort)["subjects"]["test"])
+    with pytest.raises(LeakageError, match="training data holds recording"):
+        assert_no_test_leakage(cohort, {"training": [test_recording]})
+    doctored = doctored_copy(cohort, tmp_path)
+    with pytest.raises(LeakageError, match="also in split 'train'"):
+        linear_probing.main(["--data", str(doctored), "--backbone", str(backbones["fusion"]), "--task", "sleep_stage",
+                             "--out", str(tmp_path / "probe"), *RUN])
+    with pytest.raises(LeakageError, match="test leakage"):
+        features_script.main(["--data", str(doctored), "--task", "apnea", "--channels", "eeg_c4",
+                              "--out", str(tmp_path / "features"), *RUN[:2], "--n-boot", "10"])
+    assert not (tmp_path / "probe").exists()  # raised before anything was trained or written
+
+
+# ---------------------------------------------------------------- linear probe
+@pytest.fixture(scope="module")
+def probe_runs(cohort, backbones, tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("probe")
+    first, second = root / "a", root / "b"
+    assert linear_probing.main(["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--task",
+                                "sleep_stage", "--out", str(first), "--epochs", "3", "--batch-size", "32",
+                                "--seed", "3", *RUN]) == 0
+    # the same job again from its saved config.json (same seed)
+    assert linear_probing.main(["--config", str(first / "config.json"), "--out", str(second)]) == 0
+    return [first, second]
+
+
+def test_linear_probe_outputs_and_determinism(probe_runs, cohort, backbones):
+    first, second = probe_runs
+    for name in RUN_FILES:
+        assert (first / name).is_file(), name
+    assert list(first.glob("hypnogram_*.png"))
+    metrics = json.loads((first / "metrics.json").read_text())
+    assert metrics["method"] == "linear_probe" and metrics["channels"] == ["eeg_c4", "eog_l"]
+    assert metrics["backbone"]["sha256"] == sha256_file(backbones["fusion"])
+    assert metrics["selection"]["metric"] == "val_kappa" and metrics["selection"]["checkpoint"] == "best.pt"
+    assert metrics["test"]["n_subjects"] == 1 and 0.0 <= metrics["test"]["pooled"]["accuracy"] <= 1.0
+    assert metrics["train"]["subjects"] == splits_of(cohort)["subjects"]["train"]
+    assert "| kappa | macro_f1 | accuracy |" in (first / "results.md").read_text()
+    checkpoint = load_checkpoint(first / "best.pt")
+    assert checkpoint["model_kind"] == "mlp_head" and checkpoint["model_config"]["in_dim"] == 64
+    assert all(k.startswith("layers.") for k in checkpoint["model"])  # only the head is trained and stored
+    assert_every_test_epoch_once(first, cohort)
+    # same seed (and the config.json round trip) -> same result
+    assert json.loads((second / "config.json").read_text())["task"] == "sleep_stage"
+    assert json.loads((second / "metrics.json").read_text()) == metrics
+    assert pd.read_parquet(first / "predictions.parquet").equals(pd.read_parquet(second / "predictions.parquet"))
+
+
+# ---------------------------------------------------------------- fine-tuning
+def test_training_windows_stay_in_one_recording_and_keep_only_selected_labels(cohort):
+    selected = EpochDataset(cohort, "train", ["eeg_c4"], task="sleep_stage", label_fraction=0.3, seed=1)
+    windows = SequenceDataset(cohort, "train", ["eeg_c4"], task="sleep_stage", epochs_per_window=8, stride=4, seed=1)
+    train_set = fine_tuning.LabelledWindows(windows, selected)
+    recordings, epochs = fine_tuning.sample_epochs(selected)
+    chosen = set(zip(recordings.tolist(), epochs.tolist()))
+    n_epochs = pd.read_parquet(cohort / "manifest.parquet").set_index("recording_id")["n_epochs"]
+    seen = set()
+    for i in range(len(train_set)):
+        item = train_set[i]
+        ids, labels = item["epoch_ids"].numpy(), item["label"].numpy()
+        assert isinstance(item["recording"], str) and np.all(np.diff(ids) == 1)  # consecutive epochs, one night
+        assert ids[0] >= 0 and ids[-1] < n_epochs[item["recording"]]
+        labelled = {(item["recording"], int(e)) for e in ids[labels >= 0]}
+        assert labelled and labelled <= chosen  # labels only at the probe's selected epochs
+        seen |= labelled
+    assert seen == chosen  # every selected epoch is trained on
+    assert train_set.counts.sum() == len(chosen) == round(0.3 * len(EpochDataset(cohort, "train", ["eeg_c4"],
+                                                                                   task="sleep_stage")))
+
+
+def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, tmp_path):
+    out = tmp_path / "ft"
+    assert fine_tuning.main(["--data", str(cohort), "--backbone", str(backbones["eeg"]), "--task", "sleep_stage",
+                             "--out", str(out), "--epochs-per-window", "8", "--stride", "4", "--label-fraction", "0.5",
+                             "--epochs", "1", "--max-steps", "2", "--batch-size", "2", *RUN]) == 0
+    for name in RUN_FILES:
+        assert (out / name).is_file(), name
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["method"] == "fine_tune" and metrics["channels"] == ["eeg_c4"]  # the checkpoint's first channel
+    assert metrics["windows"]["epochs_per_window"] == 8 and metrics["selection"]["checkpoint"] == "best.pt"
+    assert_every_test_epoch_once(out, cohort)
+    checkpoint = load_checkpoint(out / "best.pt")
+    assert checkpoint["model_kind"] == "temporal_classifier" and checkpoint["config"]["label_fraction"] == 0.5
+    model = build_downstream_model(checkpoint["model_kind"], checkpoint["model_config"])
+    load_state_checked(model, checkpoint["model"], "best.pt")  # the run's checkpoint rebuilds by itself
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n or not n.startswith("encoder.") for n in trainable)
+    summary = read_jsonl(out / "log.jsonl")[-1]
+    assert summary["kind"] == "summary" and summary["step"] == 2
+
+
+def test_supervised_from_scratch_baselines(cohort, backbones, tmp_path):
+    probe = tmp_path / "scratch_probe"
+    assert linear_probing.main(["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--init", "random",
+                                "--task", "hypopnea", "--out", str(probe), "--epochs", "1", "--max-steps", "2",
+                                "--batch-size", "16", "--select-metric", "auroc", *RUN]) == 0
+    metrics = json.loads((probe / "metrics.json").read_text())
+    assert metrics["method"] == "scratch_probe" and metrics["init"] == "random"
+    assert metrics["selection"]["metric"] == "val_auroc" and "event_index" in metrics
+    checkpoint = load_checkpoint(probe / "last.pt")
+    assert checkpoint["model_kind"] == "epoch_classifier"
+    pretrained = load_checkpoint(backbones["fusion"])["model"]
+    weight = "encoder.net.encoders.eeg_c4.frame_backbone.stem.0.weight"
+    assert not torch.equal(checkpoint["model"][weight], pretrained[weight.removeprefix("encoder.net.")])
+    summary = read_jsonl(probe / "log.jsonl")[-1]
+    assert summary["trainable_parameters"] == summary["parameters"]  # everything trains
+    assert_every_test_epoch_once(probe, cohort)
+
+    finetune = tmp_path / "scratch_finetune"  # architecture from --preset over --channels (no checkpoint)
+    assert fine_tuning.main(["--data", str(cohort), "--init", "random", "--preset", "tiny", "--channels", "eeg_c4",
+                             "--model-arg", "frame_step_s=2.0", "--task", "sleep_stage", "--out", str(finetune),
+                             "--epochs-per-window", "8", "--epochs", "1", "--max-steps", "1", "--batch-size", "2",
+                             *RUN]) == 0
+    metrics = json.loads((finetune / "metrics.json").read_text())
+    assert metrics["method"] == "scratch_finetune" and metrics["backbone_name"] == "neuronet[tiny] random-init"
+    summary = read_jsonl(finetune / "log.jsonl")[-1]
+    assert summary["trainable_parameters"] == summary["parameters"]
+
+
+# ---------------------------------------------------------------- feature baseline and comparison table
+def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
+    runs = []
+    for task in ("apnea", "hypopnea", "sleep_stage"):
+        out = tmp_path / f"features_{task}"
+        assert features_script.main(["--data", str(cohort), "--task", task, "--channels", "eeg_c4,eog_l,ecg",
+                                     "--out", str(out), "--hgb-max-iter", "15", *RUN[:2], "--n-boot", "50"]) == 0
+        for name in ("config.json", "model.pkl", "metrics.json", "predictions.parquet", "confusion_matrix.png",
+                     "results.md"):
+            assert (out / name).is_file(), name
+        assert_every_test_epoch_once(out, cohort)
+        runs.append(out)
+    metrics = json.loads((runs[2] / "metrics.json").read_text())
+    assert metrics["method"] == "features_hgb" and 1 <= metrics["selection"]["iterations"] <= 15
+    assert len(metrics["selection"]["val_curve"]) == 15
+    apnea = json.loads((runs[0] / "metrics.json").read_text())
+    assert set(apnea["event_index"]["per_recording"]) == set(splits_of(cohort)["recordings"]["test"])
+
+    table = tmp_path / "comparison"
+    assert evaluate_script.main([str(probe_runs[0]), str(tmp_path), "--out", str(table)]) == 0
+    for name in ("comparison.md", "comparison.csv", "label_fraction.png"):
+        assert (table / name).is_file(), name
+    rows = pd.read_csv(table / "comparison.csv")
+    assert len(rows) == 4 and set(rows["method"]) == {"linear_probe", "features_hgb"}
+    assert rows["kappa_low"].notna().all() and (rows["kappa_low"] <= rows["kappa_high"]).all()
+    assert (rows.loc[rows["task"] != "sleep_stage", "ahi_n"] == 1).all()  # apnea + hypopnea combined into an AHI
+    text = (table / "comparison.md").read_text()
+    assert "## sleep_stage" in text and "## apnea" in text and "linear_probe" in text
+
+
+def test_scripts_run_as_files():
+    helped = subprocess.run([sys.executable, "downstream/fine_tuning/train.py", "--help"], cwd=REPO,
+                            capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 0 and "--epochs-per-window" in helped.stdout and "--label-fraction" in helped.stdout
