@@ -102,13 +102,16 @@ def main(argv: list[str] | None = None) -> dict:
     steps_per_epoch = n_pretrain // args.batch_size
     step_s = seconds_per_step(args.batch_size)
     budget_s = args.minutes * 60
-    epochs = max(1, int(0.75 * budget_s / max(1e-6, step_s * steps_per_epoch)))
+    # Data loading and start-up cost time too: plan for 60 % of the budget in model steps.
+    epochs = max(1, round(0.6 * budget_s / max(1e-6, step_s * steps_per_epoch)))
+    warmup_steps = max(1, epochs * steps_per_epoch // 10)
     print(f"pretrain: {n_pretrain} single-channel epochs, {steps_per_epoch} steps/epoch, ~{step_s:.2f} s/step "
-          f"-> {epochs} epochs in {args.minutes:g} min", flush=True)
+          f"-> {epochs} epochs ({warmup_steps} warmup steps) in {args.minutes:g} min", flush=True)
     run_dir = args.out / "eeg_tiny"
     started = time.time()
     pretrain(["--data", str(dst), "--out", str(run_dir), "--preset", "tiny", "--epochs", str(epochs),
               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--max-minutes", str(args.minutes),
+              "--warmup-steps", str(warmup_steps),
               "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none", "--seed", str(args.seed),
               "--log-every", "10"], modality="eeg")
     pretrain_s = time.time() - started
@@ -135,7 +138,7 @@ def main(argv: list[str] | None = None) -> dict:
     boosted = HistGradientBoostingClassifier(random_state=args.seed).fit(train_x, train_y)
     results["features_hgb"] = {**scores(val_y, boosted.predict(val_x)), "n_train": int(train_y.size),
                                "n_val": int(val_y.size)}
-    results["run"] = {"epochs": epochs, "steps": int(ckpt["step"]), "pretrain_s": round(pretrain_s, 1),
+    results["run"] = {"epochs": epochs, "steps": int(ckpt["step"]), "planned_steps": epochs * steps_per_epoch, "pretrain_s": round(pretrain_s, 1),
                       "batch_size": args.batch_size, "base_lr": args.lr, "n_pretrain": n_pretrain,
                       "train_subjects": len(train_set.subjects), "val_subjects": len(val_set.subjects),
                       "torch_threads": torch.get_num_threads()}
@@ -147,7 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
                         ("features_knn", "(c) hand-crafted features, k-NN"), ("features_hgb", "(c) hand-crafted, HistGB")):
         r = results[name]
         print(f"{label:<32}{r['kappa']:>8.3f}{r['f1']:>10.3f}{r['accuracy']:>10.3f}")
-    print(f"pretraining: {results['run']['steps']} steps ({epochs} epochs scheduled) in {pretrain_s:.0f} s")
+    print(f"pretraining: {results['run']['steps']} of {epochs * steps_per_epoch} planned steps ({epochs} epochs) "
+          f"in {pretrain_s:.0f} s")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
 
 from dataset.cohort import read_subjects
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
@@ -43,7 +44,8 @@ from dataset.splits import read_splits
 from downstream.evaluate import (
     METHOD_LABELS, PredictionCollector, Predictions, attach_context, evaluate_predictions, write_run_report,
 )
-from models.loading import BUILDERS, build_backbone, read_checkpoint
+from models.heads import EpochClassifier, EpochEncoder, build_downstream_model
+from models.loading import BUILDERS, build_backbone, checkpoint_path, load_backbone, load_state_checked, read_checkpoint
 from models.neuronet import neuronet_config
 from models.synthsleepnet import synthsleepnet_config
 from utils.checkpoint import load_checkpoint, sha256_file
@@ -142,7 +144,8 @@ def parse_downstream(parser: argparse.ArgumentParser, argv: list[str] | None, me
     if cfg.channels is not None:
         bad = [c for c in cfg.channels if c not in CHANNEL_BY_NAME or CHANNEL_BY_NAME[c].epoch_samples != EPOCH_SAMPLES]
         if bad:
-            parser.error(f"--channels {bad}: the models take 100-Hz electrophysiology channels ({', '.join(EPHYS_CHANNELS)})")
+            parser.error(f"--channels {bad}: the models take 100-Hz electrophysiology channels "
+                         f"({', '.join(EPHYS_CHANNELS)})")
     cfg.method = method_of(cfg)
     if cfg.out is None:
         subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""
@@ -365,7 +368,8 @@ def apply_epochs(function: Callable[[dict[str, torch.Tensor]], torch.Tensor], da
     gradients (the caller sets eval mode): outputs (N, K) float32 on the CPU, with the labels (N,)."""
     loader = DataLoader(dataset, batch_size=eval_batch_size(cfg), shuffle=False, num_workers=cfg.workers)
     outputs, labels = [], []
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"encode {dataset.split}", unit="batch", leave=False,
+                      disable=not getattr(cfg, "progress", False)):
         signals = {ch: batch[ch].to(device, non_blocking=True) for ch in channels}  # (B, 3000) each, 100 Hz
         with autocast_context(device, cfg.amp, cfg.amp_dtype):
             outputs.append(function(signals).float().cpu())  # (B, K)
@@ -375,7 +379,7 @@ def apply_epochs(function: Callable[[dict[str, torch.Tensor]], torch.Tensor], da
 
 # ---------------------------------------------------------------------------------------- prediction
 def predict_windows(windows: SequenceDataset, predict_batch: Callable[[Mapping[str, Any]], torch.Tensor],
-                    n_classes: int, batch_size: int, workers: int = 0) -> Predictions:
+                    n_classes: int, batch_size: int, workers: int = 0, progress: bool = False) -> Predictions:
     """Class probabilities for the `owned` epochs of every window (tiling mode: each epoch exactly once).
 
     `predict_batch(batch) -> (B, T, C)` probabilities (values at positions not owned are ignored).
@@ -383,7 +387,8 @@ def predict_windows(windows: SequenceDataset, predict_batch: Callable[[Mapping[s
     if not windows.tiling:
         raise ValueError("predict_windows needs a SequenceDataset in tiling mode (every epoch exactly once)")
     collector = PredictionCollector(n_classes)
-    for batch in DataLoader(windows, batch_size=batch_size, shuffle=False, num_workers=workers):
+    loader = DataLoader(windows, batch_size=batch_size, shuffle=False, num_workers=workers)
+    for batch in tqdm(loader, desc=f"predict {windows.split}", unit="batch", leave=False, disable=not progress):
         owned = batch["owned"].numpy()  # (B, T) bool
         probabilities = predict_batch(batch).float().cpu().numpy()  # (B, T, C)
         length = owned.shape[1]
@@ -505,3 +510,41 @@ def report(cfg: argparse.Namespace, predictions: Predictions, info: Mapping[str,
     print(f"test ({test['n_subjects']} subjects, {test['n_epochs']} epochs): {headline} -> {cfg.out}/metrics.json",
           flush=True)
     return record
+
+
+# ---------------------------------------------------------------------------------------- reuse of a run
+@dataclass
+class DownstreamModel:
+    """A trained downstream model ready for inference (eval mode).
+
+    `model`: kind "epoch_classifier": {channel: (N, 3000)} → logits (N, C); kind "temporal_classifier":
+    {channel: (B, T, 3000)} windows of T = `epochs_per_window` consecutive epochs → logits (B, T, C).
+    """
+
+    model: nn.Module
+    kind: str
+    task: str
+    channels: list[str]
+    epochs_per_window: int | None
+    checkpoint: str
+
+
+def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu") -> DownstreamModel:
+    """The model of a linear-probing or fine-tuning run directory (best.pt, else last.pt) or checkpoint file.
+
+    A linear probe's checkpoint holds only its head: the frozen backbone is loaded from the file named in the
+    checkpoint's metadata, whose SHA-256 must still match (ValueError otherwise)."""
+    path = checkpoint_path(run)
+    checkpoint = load_checkpoint(path, map_location)
+    kind, metadata = checkpoint["model_kind"], checkpoint.get("metadata") or {}
+    model = build_downstream_model(kind, checkpoint["model_config"])
+    load_state_checked(model, checkpoint["model"], str(path))
+    if kind == "mlp_head":
+        backbone = metadata.get("backbone") or {}
+        if not backbone.get("path") or sha256_file(backbone["path"]) != backbone.get("sha256"):
+            raise ValueError(f"{path}: the probe's backbone {backbone.get('path')} is missing or changed since training "
+                             f"(sha256 {backbone.get('sha256')})")
+        encoder = EpochEncoder(load_backbone(backbone["path"], map_location), metadata["channels"], "frozen")
+        model, kind = EpochClassifier(encoder, model), "epoch_classifier"
+    return DownstreamModel(model.eval(), kind, metadata["task"], list(metadata["channels"]),
+                           metadata.get("epochs_per_window"), str(path))

@@ -255,17 +255,18 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) ->
 def run_markdown(metrics: Mapping[str, Any]) -> str:
     """results.md of one run: what was run, the headline table, per-class F1, the confusion matrix."""
     test, task = metrics["test"], metrics["task"]
+    selection, train = metrics.get("selection", {}), metrics.get("train", {})
     names = class_names(task)
     columns = [c for c in ("kappa", "macro_f1", "accuracy") + (("auroc", "auprc", "event_index_icc")
                                                                if TASKS[task] == 2 else ())]
     lines = [f"# {METHOD_LABELS.get(metrics['method'], metrics['method'])}: {task}", "",
              f"- backbone: {metrics.get('backbone_name') or '—'} ({metrics.get('init', '—')})",
              f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
-             f"{metrics.get('train_subjects') or 'all'} `train` subjects ({metrics.get('train', {}).get('n_labelled', '?')} epochs)",
-             f"- model selection: {metrics.get('selection', {}).get('metric', '—')} on `val` "
-             f"= {metrics.get('selection', {}).get('value')}; checkpoint {metrics.get('selection', {}).get('checkpoint', '—')}",
-             f"- test: {test['n_epochs']} scored epochs, {test['n_recordings']} recordings, {test['n_subjects']} subjects; "
-             f"95 % CIs: {test.get('ci_method', '')} ({test.get('n_boot')} replicates)", "",
+             f"{metrics.get('train_subjects') or 'all'} `train` subjects ({train.get('n_labelled', '?')} epochs)",
+             f"- model selection: {selection.get('metric', '—')} on `val` = {selection.get('value')}; "
+             f"checkpoint {selection.get('checkpoint', '—')}",
+             f"- test: {test['n_epochs']} scored epochs, {test['n_recordings']} recordings, {test['n_subjects']} "
+             f"subjects; 95 % CIs: {test.get('ci_method', '')} ({test.get('n_boot')} replicates)", "",
              markdown_table([summary_row(metrics)], columns), "## Per-class F1", "",
              "| " + " | ".join(names) + " |", "|" + "|".join("---" for _ in names) + "|",
              "| " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in test["pooled"]["per_class_f1"].values())
@@ -328,10 +329,12 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 def combined_ahi(apnea_run: Path, hypopnea_run: Path, data_dir: str | Path) -> dict[str, Any]:
     """AHI per test recording from an apnea run's and a hypopnea run's predicted epochs (epochs both predicted)
     against the manifest's `ahi_scored`: `utils.metrics.ahi_agreement`."""
-    apnea, hypopnea = Predictions.read(apnea_run / "predictions.parquet"), Predictions.read(hypopnea_run / "predictions.parquet")
+    apnea = Predictions.read(apnea_run / "predictions.parquet")
+    hypopnea = Predictions.read(hypopnea_run / "predictions.parquet")
     manifest = pd.read_parquet(Path(data_dir) / "manifest.parquet", columns=["recording_id", "ahi_scored"])
     scored_ahi = dict(zip(manifest["recording_id"].astype(str), manifest["ahi_scored"].astype(float)))
-    left = pd.DataFrame({"recording": apnea.recording, "epoch": apnea.epoch, "apnea": apnea.predicted, "stage": apnea.stage})
+    left = pd.DataFrame({"recording": apnea.recording, "epoch": apnea.epoch, "apnea": apnea.predicted,
+                         "stage": apnea.stage})
     right = pd.DataFrame({"recording": hypopnea.recording, "epoch": hypopnea.epoch, "hypopnea": hypopnea.predicted})
     both = left.merge(right, on=["recording", "epoch"]).sort_values(["recording", "epoch"])
     estimated, scored = [], []
@@ -395,8 +398,8 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 1)[1])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="+", type=Path, help="run directories (with metrics.json) or folders of them")
     parser.add_argument("--out", type=Path, default=Path("runs") / "downstream" / "comparison",
                         help="folder for comparison.md, comparison.csv, label_fraction.png")

@@ -20,7 +20,7 @@ from dataset import data_parser, synthetic
 from dataset.datasets import EpochDataset, SequenceDataset
 from downstream import evaluate as evaluate_script
 from downstream.baselines import features as features_script
-from downstream.common import LeakageError, assert_no_test_leakage
+from downstream.common import LeakageError, assert_no_test_leakage, load_downstream_run
 from downstream.fine_tuning import train as fine_tuning
 from downstream.linear_probing import train as linear_probing
 from models.heads import EpochEncoder, MLPHead, TemporalClassifier, build_downstream_model
@@ -165,7 +165,7 @@ def test_leakage_guard_fires(cohort, backbones, tmp_path):
                              "--out", str(tmp_path / "probe"), *RUN])
     with pytest.raises(LeakageError, match="test leakage"):
         features_script.main(["--data", str(doctored), "--task", "apnea", "--channels", "eeg_c4",
-                              "--out", str(tmp_path / "features"), *RUN[:2], "--n-boot", "10"])
+                              "--out", str(tmp_path / "features"), *RUN[:3], "--n-boot", "10"])
     assert not (tmp_path / "probe").exists()  # raised before anything was trained or written
 
 
@@ -197,7 +197,15 @@ def test_linear_probe_outputs_and_determinism(probe_runs, cohort, backbones):
     checkpoint = load_checkpoint(first / "best.pt")
     assert checkpoint["model_kind"] == "mlp_head" and checkpoint["model_config"]["in_dim"] == 64
     assert all(k.startswith("layers.") for k in checkpoint["model"])  # only the head is trained and stored
-    assert_every_test_epoch_once(first, cohort)
+    predictions = assert_every_test_epoch_once(first, cohort)
+    # the run reloads for inference (frozen backbone from the checkpoint's metadata + selected head)
+    loaded = load_downstream_run(first)
+    assert loaded.kind == "epoch_classifier" and loaded.task == "sleep_stage" and loaded.checkpoint.endswith("best.pt")
+    test_epochs = EpochDataset(cohort, "test", loaded.channels)
+    batch = {ch: torch.stack([test_epochs[i][ch] for i in range(4)]) for ch in loaded.channels}  # epochs 0-3
+    with torch.no_grad():
+        reloaded = loaded.model(batch).softmax(dim=-1).numpy()
+    assert np.allclose(reloaded, np.stack(predictions["probabilities"].to_numpy()[:4]), atol=1e-5)
     # same seed (and the config.json round trip) -> same result
     assert json.loads((second / "config.json").read_text())["task"] == "sleep_stage"
     assert json.loads((second / "metrics.json").read_text()) == metrics
@@ -239,8 +247,11 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
     assert_every_test_epoch_once(out, cohort)
     checkpoint = load_checkpoint(out / "best.pt")
     assert checkpoint["model_kind"] == "temporal_classifier" and checkpoint["config"]["label_fraction"] == 0.5
+    loaded = load_downstream_run(out)  # the run's checkpoint rebuilds by itself
+    assert loaded.kind == "temporal_classifier" and loaded.epochs_per_window == 8
+    with torch.no_grad():
+        assert loaded.model({"eeg_c4": torch.randn(2, 8, 3000)}).shape == (2, 8, 5)
     model = build_downstream_model(checkpoint["model_kind"], checkpoint["model_config"])
-    load_state_checked(model, checkpoint["model"], "best.pt")  # the run's checkpoint rebuilds by itself
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert trainable and all("lora_" in n or not n.startswith("encoder.") for n in trainable)
     summary = read_jsonl(out / "log.jsonl")[-1]
@@ -281,7 +292,7 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     for task in ("apnea", "hypopnea", "sleep_stage"):
         out = tmp_path / f"features_{task}"
         assert features_script.main(["--data", str(cohort), "--task", task, "--channels", "eeg_c4,eog_l,ecg",
-                                     "--out", str(out), "--hgb-max-iter", "15", *RUN[:2], "--n-boot", "50"]) == 0
+                                     "--out", str(out), "--hgb-max-iter", "15", *RUN[:3], "--n-boot", "50"]) == 0
         for name in ("config.json", "model.pkl", "metrics.json", "predictions.parquet", "confusion_matrix.png",
                      "results.md"):
             assert (out / name).is_file(), name
@@ -309,3 +320,21 @@ def test_scripts_run_as_files():
     helped = subprocess.run([sys.executable, "downstream/fine_tuning/train.py", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0 and "--epochs-per-window" in helped.stdout and "--label-fraction" in helped.stdout
+
+
+def test_bad_input_is_reported(cohort, backbones, tmp_path, capsys):
+    base = ["--data", str(cohort), "--out", str(tmp_path / "x"), *RUN]
+    with pytest.raises(SystemExit):
+        linear_probing.main([*base, "--backbone", str(backbones["eeg"])])  # no --task
+    assert "--task is required" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        linear_probing.main([*base, "--task", "apnea", "--backbone", str(tmp_path / "nowhere.pt")])
+    with pytest.raises(SystemExit):
+        fine_tuning.main([*base, "--task", "apnea", "--backbone", str(backbones["eeg"]), "--label-fraction", "0"])
+    assert "--label-fraction must be in (0, 1]" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        features_script.main(["--data", str(cohort), "--task", "apnea", "--channels", "airflow"])
+    assert "100-Hz electrophysiology" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="one channel"):
+        linear_probing.main([*base, "--task", "apnea", "--backbone", str(backbones["eeg"]), "--channels",
+                             "eeg_c4,eog_l"])

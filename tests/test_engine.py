@@ -5,6 +5,7 @@ This file is also the toy torchrun entry point of `test_torchrun_two_processes` 
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -129,6 +130,37 @@ def test_resume_is_exact(tmp_path, accum):
     # Without the resume the second call would have started again from step 0 with a fresh model.
     fresh, _ = run_toy(tmp_path / "fresh", *common, "--max-steps", "2")
     assert not torch.equal(fresh.encoder.weight, resumed.encoder.weight)
+
+
+def test_crash_recovery_from_step_checkpoint(tmp_path):
+    """--save-every-steps: a run that dies at step 3 resumes from the step-2 last.pt and matches a straight run."""
+
+    class DiesAtThirdStep(ToyModel):
+        calls = 0
+
+        def forward(self, signal, target):
+            DiesAtThirdStep.calls += 1
+            if DiesAtThirdStep.calls == 3:
+                raise RuntimeError("simulated crash")
+            return super().forward(signal, target)
+
+    run_toy(tmp_path / "straight", "--max-steps", "4")
+    cfg = toy_cfg(tmp_path / "crash", "--max-steps", "4", "--save-every-steps", "2")
+    ctx = setup_run(cfg)  # seeds before the model is built, as in run_toy
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cfg, DiesAtThirdStep(), ToyDataset(augment=True), ctx=ctx, model_kind="toy",
+            model_config={"noise": 0.1}, compute_loss=toy_loss)
+    assert load_checkpoint(tmp_path / "crash" / "last.pt")["step"] == 2
+    run_toy(tmp_path / "crash", "--max-steps", "4")
+    np.testing.assert_allclose(step_losses(tmp_path / "crash"), step_losses(tmp_path / "straight"), atol=1e-6)
+
+
+def test_time_limit_and_missing_tensorboard(tmp_path, capsys):
+    _, summary = run_toy(tmp_path / "run", "--max-minutes", "1e-6", "--tensorboard")
+    assert summary["stopped"] == "max_minutes" and summary["step"] == 1
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["batch_in_epoch"] == 1
+    if importlib.util.find_spec("tensorboard") is None:
+        assert "TensorBoard logging skipped" in capsys.readouterr().err
 
 
 def test_checkpoint_contents_and_best(tmp_path):

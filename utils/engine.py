@@ -12,7 +12,16 @@ accumulation (`no_sync` between micro-batches); gradient clipping; AdamW over tr
 decay on biases, norms and tokens; linear warmup + cosine per optimizer step; bf16 autocast on CUDA;
 checkpoints `last.pt` (each epoch, optionally every N steps, and when stopped) and `best.pt` (by the monitor
 metric); JSON-lines logs; tqdm progress. Resuming reproduces the uninterrupted run exactly (same RNG streams,
-same batch order, same optimizer/scheduler state).
+same batch order, same optimizer/scheduler state) for datasets whose items are deterministic (EpochDataset is);
+a dataset that draws random numbers inside DataLoader workers gets the same worker seeds after a resume, but
+the resumed epoch hands batches to workers in a different rotation.
+
+    cfg = parse_config(build_parser(defaults={...}), argv)
+    ctx = setup_run(cfg)                       # torchrun process group or single process; seeds; config.json
+    model = build_model(...)                   # identical on every rank (seeded)
+    summary = fit(cfg, model, train_set, ctx=ctx, model_kind="neuronet", model_config=model_cfg.to_dict(),
+                  monitor=KnnMonitor(...))
+    cleanup(ctx)
 """
 from __future__ import annotations
 
@@ -227,226 +236,274 @@ def _scalars(output: Mapping[str, Any]) -> dict[str, float]:
     return values
 
 
-def fit(
-    cfg: argparse.Namespace,
-    model: nn.Module,
-    train_set: Dataset,
-    *,
-    ctx: DistContext,
-    model_kind: str,
-    model_config: Mapping[str, Any],
-    compute_loss: LossFn = signal_loss,
-    monitor: Monitor | None = None,
-    monitor_metric: str = "knn_kappa",
-    monitor_mode: str = "max",
-    collate_fn: Callable | None = None,
-    metadata: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train `model` on `train_set` with the options of `cfg` (see utils/config.py); returns the run summary.
+class Trainer:
+    """One training run; `fit` below is the usual entry point. Attributes mirror the checkpoint: `epoch`
+    (completed epochs), `batch_in_epoch` (micro-batches consumed of the current one), `step` (optimizer steps)."""
 
-    `monitor(model, device) -> {name: value}` runs on rank 0 after every epoch (and when a run stops early),
-    on the unwrapped model, without disturbing the training RNG streams (other ranks may pass None); `best.pt` follows `monitor_metric` (`monitor_mode` "max" or "min"). Without a
-    monitor, best.pt follows the epoch's mean training loss. `model_kind` + `model_config` are stored so the
-    model can be rebuilt from a checkpoint alone; `metadata` (modality, channels, ...) is stored as is.
-    """
-    run_dir, device = Path(cfg.out), ctx.device
-    wall_start = time.monotonic()
-    model = model.to(device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    if not trainable:
-        raise ValueError("fit: the model has no trainable parameters (requires_grad is False everywhere)")
-    n_total, n_trainable = sum(p.numel() for p in model.parameters()), sum(p.numel() for p in trainable)
-    if ctx.is_main:
-        print(f"parameters: {format_count(n_total)} total, {format_count(n_trainable)} trainable", flush=True)
-    seed_everything(cfg.seed + ctx.rank)  # per-rank streams (masking, dropout); restored on resume
+    def __init__(
+        self,
+        cfg: argparse.Namespace,
+        model: nn.Module,
+        train_set: Dataset,
+        *,
+        ctx: DistContext,
+        model_kind: str,
+        model_config: Mapping[str, Any],
+        compute_loss: LossFn = signal_loss,
+        monitor: Monitor | None = None,
+        monitor_metric: str = "knn_kappa",
+        monitor_mode: str = "max",
+        collate_fn: Callable | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ):
+        self.cfg, self.ctx, self.device, self.run_dir = cfg, ctx, ctx.device, Path(cfg.out)
+        self.model_kind, self.model_config = model_kind, to_plain(dict(model_config))
+        self.metadata = to_plain(dict(metadata or {}))
+        self.compute_loss, self.monitor = compute_loss, monitor
+        self.wall_start = time.monotonic()
+        self.model = model.to(self.device)
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not self.trainable:
+            raise ValueError("fit: the model has no trainable parameters (requires_grad is False everywhere)")
+        self.n_parameters = sum(p.numel() for p in self.model.parameters())
+        self.n_trainable = sum(p.numel() for p in self.trainable)
+        seed_everything(cfg.seed + ctx.rank)  # per-rank streams (masking, dropout); restored on resume
 
-    sampler = ResumableDistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
-    loader_generator = torch.Generator()
-    loader = DataLoader(
-        train_set, batch_size=cfg.batch_size, sampler=sampler, num_workers=cfg.workers, drop_last=True,
-        collate_fn=collate_fn, pin_memory=device.type == "cuda", worker_init_fn=seed_worker,
-        generator=loader_generator,
-    )
-    batches_per_epoch = sampler.num_samples // cfg.batch_size
-    steps_per_epoch = batches_per_epoch // cfg.accum_steps
-    effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"training set has {len(train_set)} samples, fewer than one optimizer step needs "
-            f"(batch_size {cfg.batch_size} x accum_steps {cfg.accum_steps} x {ctx.world_size} process(es)); "
-            "lower --batch-size")
-    used_batches = steps_per_epoch * cfg.accum_steps  # micro-batches per epoch (trailing partial group dropped)
-    total_steps = cfg.epochs * steps_per_epoch
-    warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * steps_per_epoch)
-    lr = scaled_lr(cfg.lr, effective_batch)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=lr, betas=tuple(cfg.adam_betas),
-                                  fused=device.type in ("cpu", "cuda"))  # one kernel over all tensors
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps, cfg.min_lr_ratio))
-    use_amp = bool(cfg.amp) and device.type == "cuda"
-    scaler = torch.amp.GradScaler(device.type, enabled=use_amp and cfg.amp_dtype == "fp16")
+        self.sampler = ResumableDistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
+        self.loader_generator = torch.Generator()  # reseeded per epoch: worker seeds do not depend on history
+        self.loader = DataLoader(
+            train_set, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers, drop_last=True,
+            collate_fn=collate_fn, pin_memory=self.device.type == "cuda", worker_init_fn=seed_worker,
+            generator=self.loader_generator,
+        )
+        self.effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
+        self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size // cfg.accum_steps
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"training set has {len(train_set)} samples, fewer than one optimizer step needs "
+                f"(batch_size {cfg.batch_size} x accum_steps {cfg.accum_steps} x {ctx.world_size} process(es)); "
+                "lower --batch-size")
+        self.used_batches = self.steps_per_epoch * cfg.accum_steps  # micro-batches per epoch (partial group dropped)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.step_cap = min(self.total_steps, cfg.max_steps) if cfg.max_steps and cfg.max_steps > 0 else self.total_steps
+        self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * self.steps_per_epoch)
+        self.lr = scaled_lr(cfg.lr, self.effective_batch)
+        self.optimizer = torch.optim.AdamW(
+            param_groups(self.model, cfg.weight_decay), lr=self.lr, betas=tuple(cfg.adam_betas),
+            fused=self.device.type in ("cpu", "cuda"))  # one kernel over all tensors
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(self.warmup, self.total_steps, cfg.min_lr_ratio))
+        self.use_amp = bool(cfg.amp) and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and cfg.amp_dtype == "fp16")
+        self.train_model: nn.Module = self.model
+        if ctx.is_distributed:
+            self.train_model = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters)
 
-    has_monitor = broadcast_object(monitor is not None, ctx)  # rank 0 decides; other ranks may pass None
-    epoch, batch_in_epoch, step = 0, 0, 0
-    best = {"metric": monitor_metric if has_monitor else "loss",
-            "mode": monitor_mode if has_monitor else "min", "value": None, "epoch": None, "step": None}
-    meter = _Meter()
-    resume_path = resolve_resume(cfg.resume, run_dir)
-    if resume_path is not None:
-        ckpt = load_checkpoint(resume_path)
-        if ckpt["model_kind"] != model_kind:
-            raise ValueError(f"{resume_path}: checkpoint holds a {ckpt['model_kind']!r} model, this run trains {model_kind!r}")
+        self.has_monitor = broadcast_object(monitor is not None, ctx)  # rank 0 decides; other ranks may pass None
+        self.best: dict[str, Any] = {"metric": monitor_metric if self.has_monitor else "loss",
+                                     "mode": monitor_mode if self.has_monitor else "min",
+                                     "value": None, "epoch": None, "step": None}
+        self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.meter = _Meter()
+        self.splits_sha256 = sha256_file(Path(cfg.data) / "splits.json") if getattr(cfg, "data", None) else None
+
+    # ----------------------------------------------------------------------- checkpoints
+    def resume(self, path: Path) -> None:
+        """Load model, optimizer, scheduler, scaler, position, best, meter and this rank's RNG state."""
+        ckpt, cfg, ctx = load_checkpoint(path), self.cfg, self.ctx
+        if ckpt["model_kind"] != self.model_kind:
+            raise ValueError(f"{path}: checkpoint holds a {ckpt['model_kind']!r} model, this run trains {self.model_kind!r}")
         changed = {k: (ckpt["config"].get(k), to_plain(getattr(cfg, k))) for k in RESUME_CHECKED_KEYS
                    if hasattr(cfg, k) and ckpt["config"].get(k) != to_plain(getattr(cfg, k))}
         if changed and ctx.is_main:
-            print(f"warning: resuming {resume_path} with changed options (checkpoint -> now): {changed}", flush=True)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
+            print(f"warning: resuming {path} with changed options (checkpoint -> now): {changed}", flush=True)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
         if ckpt.get("scaler"):
-            scaler.load_state_dict(ckpt["scaler"])
-        epoch, batch_in_epoch, step = int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]), int(ckpt["step"])
-        best = dict(ckpt.get("best") or best)
-        meter = _Meter(ckpt.get("meter"))
+            self.scaler.load_state_dict(ckpt["scaler"])
+        self.epoch, self.batch_in_epoch, self.step = int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]), int(ckpt["step"])
+        self.best = dict(ckpt.get("best") or self.best)
+        self.meter = _Meter(ckpt.get("meter"))
         if len(ckpt["rng"]) == ctx.world_size:
             restore_rng_state(ckpt["rng"][ctx.rank])
         else:
-            seed_everything(cfg.seed + ctx.rank + 7919 * step)
+            seed_everything(cfg.seed + ctx.rank + 7919 * self.step)
             if ctx.is_main:
-                print(f"warning: {resume_path} was written by {len(ckpt['rng'])} process(es), this run has "
+                print(f"warning: {path} was written by {len(ckpt['rng'])} process(es), this run has "
                       f"{ctx.world_size}: RNG streams reseeded, the batch order is re-split", flush=True)
-        if batch_in_epoch > used_batches:
-            raise ValueError(f"{resume_path}: {batch_in_epoch} batches consumed in epoch {epoch}, but an epoch now "
-                             f"has {used_batches}; resume with the batch size and process count it was written with")
+        if self.batch_in_epoch > self.used_batches:
+            raise ValueError(f"{path}: {self.batch_in_epoch} batches consumed in epoch {self.epoch}, but an epoch now "
+                             f"has {self.used_batches}; resume with the batch size and process count it was written with")
         if ctx.is_main:
-            print(f"resumed from {resume_path}: epoch {epoch}, batch {batch_in_epoch}, step {step}", flush=True)
+            print(f"resumed from {path}: epoch {self.epoch}, batch {self.batch_in_epoch}, step {self.step}", flush=True)
 
-    train_model: nn.Module = model
-    if ctx.is_distributed:
-        train_model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=cfg.find_unused_parameters)
-    train_model.train()
-    logger = RunLogger(run_dir, enabled=ctx.is_main, tensorboard=cfg.tensorboard, fresh=resume_path is None)
-    if resume_path is not None:
-        logger.rewind(step)
-    splits_sha256 = sha256_file(Path(cfg.data) / "splits.json") if getattr(cfg, "data", None) else None
-    step_cap = min(total_steps, cfg.max_steps) if cfg.max_steps and cfg.max_steps > 0 else total_steps
-    bar = progress_bar(step_cap, enabled=ctx.is_main and cfg.progress, desc=f"train {model_kind}", initial=step)
-
-    def save(path_names: tuple[str, ...], metrics: Mapping[str, Any]) -> None:
-        rng_states = all_gather_objects(capture_rng_state(), ctx)  # collective: every rank takes part
-        if ctx.is_main:
+    def save(self, names: tuple[str, ...], metrics: Mapping[str, Any]) -> None:
+        """Write the checkpoint under RUN_DIR/<name> for each name (rank 0; every rank must call: the RNG
+        states of all ranks are gathered)."""
+        rng_states = all_gather_objects(capture_rng_state(), self.ctx)
+        if self.ctx.is_main:
             state = {
-                "format_version": FORMAT_VERSION, "model_kind": model_kind, "model_config": to_plain(dict(model_config)),
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "epoch": epoch, "batch_in_epoch": batch_in_epoch, "step": step,
-                "rng": rng_states, "config": config_to_dict(cfg), "splits_sha256": splits_sha256,
-                "version": code_version(), "metrics": {k: plain_number(v) for k, v in metrics.items()},
-                "best": best, "meter": meter.state(), "world_size": ctx.world_size,
-                "metadata": to_plain(dict(metadata or {})),
+                "format_version": FORMAT_VERSION, "model_kind": self.model_kind, "model_config": self.model_config,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "rng": rng_states,
+                "config": config_to_dict(self.cfg), "splits_sha256": self.splits_sha256, "version": code_version(),
+                "metrics": {k: plain_number(v) for k, v in metrics.items()}, "best": self.best,
+                "meter": self.meter.state(), "world_size": self.ctx.world_size, "metadata": self.metadata,
             }
-            for name in path_names:
-                atomic_save(state, run_dir / name)
-        barrier(ctx)
+            for name in names:
+                atomic_save(state, self.run_dir / name)
+        barrier(self.ctx)
 
-    stop_reason = ("completed" if epoch >= cfg.epochs or step >= total_steps
-                   else "max_steps" if step >= step_cap else None)
-    record: dict[str, Any] = {}
-    while stop_reason is None:
-        sampler.set_epoch(epoch)
-        sampler.start_index = batch_in_epoch * cfg.batch_size
-        loader_generator.manual_seed(cfg.seed + epoch)
-        epoch_start, samples_seen = time.monotonic(), 0
-        group_values: list[dict[str, float]] = []
-        for batch in loader:
-            if batch_in_epoch >= used_batches:
+    # ----------------------------------------------------------------------- the loop
+    def _micro_step(self, batch: Any) -> dict[str, float]:
+        """Forward + backward of one micro-batch (gradients synchronised only on the last of a group)."""
+        cfg, ctx = self.cfg, self.ctx
+        last_micro = (self.batch_in_epoch + 1) % cfg.accum_steps == 0
+        with self.train_model.no_sync() if ctx.is_distributed and not last_micro else nullcontext():
+            with autocast_context(self.device, self.use_amp, cfg.amp_dtype):
+                output = self.compute_loss(self.train_model, batch, self.device)
+            if not isinstance(output, Mapping) or "loss" not in output:
+                raise TypeError(f"compute_loss must return a dict with a 'loss' tensor, got {type(output).__name__}")
+            values = _scalars(output)
+            if not math.isfinite(values["loss"]):
+                raise FloatingPointError(
+                    f"loss is {values['loss']} at epoch {self.epoch + 1}, step {self.step + 1} (rank {ctx.rank}); "
+                    f"last good checkpoint: {self.run_dir / 'last.pt'}")
+            self.scaler.scale(output["loss"] / cfg.accum_steps).backward()
+        self.meter.add(values)
+        self.batch_in_epoch += 1
+        return values
+
+    def _optimizer_step(self) -> float | None:
+        """Clip, step, schedule; returns the pre-clipping gradient norm (None without clipping)."""
+        grad_norm = None
+        if self.cfg.clip_grad and self.cfg.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.clip_grad))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return grad_norm
+
+    def _train_epoch(self, logger: RunLogger, bar) -> tuple[str | None, int, float]:
+        """Micro-batches of the current epoch until it ends or the run must stop; returns (stop reason or None,
+        samples seen by all ranks, seconds)."""
+        cfg = self.cfg
+        self.sampler.set_epoch(self.epoch)
+        self.sampler.start_index = self.batch_in_epoch * cfg.batch_size  # skip what a resumed run consumed
+        self.loader_generator.manual_seed(cfg.seed + self.epoch)
+        started, samples, group = time.monotonic(), 0, []
+        for batch in self.loader:
+            if self.batch_in_epoch >= self.used_batches:
                 break
-            last_micro = (batch_in_epoch + 1) % cfg.accum_steps == 0
-            sync = train_model.no_sync() if ctx.is_distributed and not last_micro else nullcontext()
-            with sync:
-                with autocast_context(device, use_amp, cfg.amp_dtype):
-                    output = compute_loss(train_model, batch, device)
-                if not isinstance(output, Mapping) or "loss" not in output:
-                    raise TypeError(f"compute_loss must return a dict with a 'loss' tensor, got {type(output).__name__}")
-                values = _scalars(output)
-                if not math.isfinite(values["loss"]):
-                    raise FloatingPointError(
-                        f"loss is {values['loss']} at epoch {epoch + 1}, step {step + 1} (rank {ctx.rank}); "
-                        f"last good checkpoint: {run_dir / 'last.pt'}")
-                scaler.scale(output["loss"] / cfg.accum_steps).backward()
-            meter.add(values)
-            group_values.append(values)
-            batch_in_epoch += 1
-            samples_seen += cfg.batch_size * ctx.world_size
-            if not last_micro:
+            group.append(self._micro_step(batch))
+            samples += cfg.batch_size * self.ctx.world_size
+            if self.batch_in_epoch % cfg.accum_steps:
                 continue
-            grad_norm = None
-            if cfg.clip_grad and cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_grad))
-            step_lr = optimizer.param_groups[0]["lr"]
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
-            group_mean = {k: float(np.mean([v[k] for v in group_values])) for k in group_values[0]}
-            group_values = []
-            throughput = samples_seen / max(1e-9, time.monotonic() - epoch_start)
+            lr = self.optimizer.param_groups[0]["lr"]
+            grad_norm = self._optimizer_step()
+            means = {k: float(np.mean([v[k] for v in group])) for k in group[0]}
+            group = []
+            throughput = samples / max(1e-9, time.monotonic() - started)
             bar.update(1)
-            bar.set_postfix(loss=f"{group_mean['loss']:.4f}", samples_s=f"{throughput:.0f}", epoch=epoch + 1)
-            if cfg.log_every and step % cfg.log_every == 0:
-                logger.log_step(step, {"epoch": epoch + 1, **group_mean, "lr": step_lr, "grad_norm": grad_norm,
-                                       "samples_per_s": throughput})
-            if step >= step_cap:
-                stop_reason = "completed" if step >= total_steps else "max_steps"
-            elif cfg.max_minutes and cfg.max_minutes > 0:
-                out_of_time = time.monotonic() - wall_start > cfg.max_minutes * 60
-                if broadcast_object(out_of_time, ctx):  # every rank stops at the same step
-                    stop_reason = "max_minutes"
-            if stop_reason is not None:
-                break
-            if cfg.save_every_steps and step % cfg.save_every_steps == 0 and batch_in_epoch < used_batches:
-                save(("last.pt",), {})
-        train_time = time.monotonic() - epoch_start
-        epoch_done = batch_in_epoch >= used_batches
-        means = meter.global_means(ctx)
+            bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{throughput:.0f}", epoch=self.epoch + 1)
+            if cfg.log_every and self.step % cfg.log_every == 0:
+                logger.log_step(self.step, {"epoch": self.epoch + 1, **means, "lr": lr, "grad_norm": grad_norm,
+                                            "samples_per_s": throughput})
+            if self.step >= self.step_cap:
+                return ("completed" if self.step >= self.total_steps else "max_steps"), samples, time.monotonic() - started
+            if cfg.max_minutes and cfg.max_minutes > 0:
+                out_of_time = time.monotonic() - self.wall_start > cfg.max_minutes * 60
+                if broadcast_object(out_of_time, self.ctx):  # every rank stops at the same step
+                    return "max_minutes", samples, time.monotonic() - started
+            if cfg.save_every_steps and self.step % cfg.save_every_steps == 0 and self.batch_in_epoch < self.used_batches:
+                self.save(("last.pt",), {})
+        return None, samples, time.monotonic() - started
+
+    def _end_epoch(self, samples: int, seconds: float) -> tuple[dict[str, Any], bool]:
+        """Epoch record (losses averaged over all ranks and the whole epoch, monitor metrics) and whether the
+        monitored metric improved."""
+        means = self.meter.global_means(self.ctx)
         metrics: dict[str, Any] = {}
-        if has_monitor:
-            if ctx.is_main:
+        if self.has_monitor:
+            if self.ctx.is_main:
                 with preserved_rng():
-                    metrics = dict(monitor(model, device))
-            metrics = broadcast_object(metrics, ctx)
-        record = {"epoch": epoch + 1, "step": step, "partial": not epoch_done, **means,
-                  "lr": optimizer.param_groups[0]["lr"], "samples_per_s": samples_seen / max(1e-9, train_time),
-                  "epoch_time_s": train_time, "wall_time_s": time.monotonic() - wall_start, **metrics}
-        if device.type == "cuda":
-            record["max_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-        value = record.get(best["metric"])
+                    metrics = dict(self.monitor(self.model, self.device))
+            metrics = broadcast_object(metrics, self.ctx)
+        record = {"epoch": self.epoch + 1, "step": self.step, "partial": self.batch_in_epoch < self.used_batches,
+                  **means, "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": samples / max(1e-9, seconds),
+                  "epoch_time_s": seconds, "wall_time_s": time.monotonic() - self.wall_start, **metrics}
+        if self.device.type == "cuda":
+            record["max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        best, value = self.best, record.get(self.best["metric"])
         improved = value is not None and math.isfinite(value) and (
             best["value"] is None or (value > best["value"] if best["mode"] == "max" else value < best["value"]))
         if improved:
-            best.update(value=float(value), epoch=epoch + 1, step=step)
-        elif value is None and ctx.is_main:
-            print(f"warning: monitor metric {best['metric']!r} missing at epoch {epoch + 1}; best.pt not updated", flush=True)
-        logger.log_epoch(record)
-        if ctx.is_main:
-            shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items()}
-            bar.write(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v}" for k, v in shown.items()
-                                                                   if k not in ("epoch",)))
-        if epoch_done:
-            epoch, batch_in_epoch, meter = epoch + 1, 0, _Meter()
-            if epoch >= cfg.epochs:
-                stop_reason = "completed"
-        save(("last.pt", "best.pt") if improved else ("last.pt",), record)
-    bar.close()
+            best.update(value=float(value), epoch=self.epoch + 1, step=self.step)
+        elif value is None and self.ctx.is_main:
+            print(f"warning: monitor metric {best['metric']!r} missing at epoch {self.epoch + 1}; "
+                  "best.pt not updated", flush=True)
+        return record, improved
 
-    summary = {"stopped": stop_reason, "epochs_completed": epoch, "step": step, "total_steps": total_steps,
-               "steps_per_epoch": steps_per_epoch, "effective_batch_size": effective_batch, "lr": lr,
-               "warmup_steps": warmup, "parameters": n_total, "trainable_parameters": n_trainable,
-               "best": best, "last_checkpoint": str(run_dir / "last.pt"),
-               "best_checkpoint": str(run_dir / "best.pt") if best["value"] is not None else None,
-               "wall_time_s": time.monotonic() - wall_start, "final": record}
-    logger.log_summary(summary)
-    logger.close()
-    return summary
+    def fit(self) -> dict[str, Any]:
+        cfg, ctx = self.cfg, self.ctx
+        if ctx.is_main:
+            print(f"parameters: {format_count(self.n_parameters)} total, {format_count(self.n_trainable)} trainable",
+                  flush=True)
+        resume_path = resolve_resume(cfg.resume, self.run_dir)
+        if resume_path is not None:
+            self.resume(resume_path)
+        logger = RunLogger(self.run_dir, enabled=ctx.is_main, tensorboard=cfg.tensorboard, fresh=resume_path is None)
+        if resume_path is not None:
+            logger.rewind(self.step)
+        self.train_model.train()
+        bar = progress_bar(self.step_cap, enabled=ctx.is_main and cfg.progress, desc=f"train {self.model_kind}",
+                           initial=self.step)
+        stop_reason = ("completed" if self.epoch >= cfg.epochs or self.step >= self.total_steps
+                       else "max_steps" if self.step >= self.step_cap else None)
+        record: dict[str, Any] = {}
+        while stop_reason is None:
+            stop_reason, samples, seconds = self._train_epoch(logger, bar)
+            record, improved = self._end_epoch(samples, seconds)
+            logger.log_epoch(record)
+            if ctx.is_main:
+                bar.write(f"epoch {self.epoch + 1}/{cfg.epochs} " + " ".join(
+                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if k != "epoch"))
+            if self.batch_in_epoch >= self.used_batches:  # the epoch is complete
+                self.epoch, self.batch_in_epoch, self.meter = self.epoch + 1, 0, _Meter()
+                if stop_reason is None and self.epoch >= cfg.epochs:
+                    stop_reason = "completed"
+            self.save(("last.pt", "best.pt") if improved else ("last.pt",), record)
+        bar.close()
+        summary = {
+            "stopped": stop_reason, "epochs_completed": self.epoch, "step": self.step, "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch, "effective_batch_size": self.effective_batch, "lr": self.lr,
+            "warmup_steps": self.warmup, "parameters": self.n_parameters, "trainable_parameters": self.n_trainable,
+            "best": self.best, "last_checkpoint": str(self.run_dir / "last.pt"),
+            "best_checkpoint": str(self.run_dir / "best.pt") if self.best["value"] is not None else None,
+            "wall_time_s": time.monotonic() - self.wall_start, "final": record,
+        }
+        logger.log_summary(summary)
+        logger.close()
+        return summary
+
+
+def fit(cfg: argparse.Namespace, model: nn.Module, train_set: Dataset, **options: Any) -> dict[str, Any]:
+    """Train `model` on `train_set` with the options of `cfg` (utils/config.py); returns the run summary.
+
+    Keyword options (see `Trainer`): `ctx` (from `setup_run`), `model_kind` + `model_config` (stored so the model
+    can be rebuilt from a checkpoint alone), `compute_loss`, `monitor`, `monitor_metric`, `monitor_mode`,
+    `collate_fn`, `metadata` (modality, channels, ... stored as is).
+
+    `monitor(model, device) -> {name: value}` runs on rank 0 after every epoch (and when a run stops early), on
+    the unwrapped model, without disturbing the training RNG streams (other ranks may pass None); best.pt follows
+    `monitor_metric` (`monitor_mode` "max" or "min"), or the epoch's mean training loss without a monitor.
+    Resumes from `cfg.resume` ("auto": RUN_DIR/last.pt when present).
+    """
+    return Trainer(cfg, model, train_set, **options).fit()

@@ -37,6 +37,8 @@ def heart_rate(ecg: np.ndarray, fs: float = FS) -> np.ndarray:
     """Crude heart rate (bpm) per row of `ecg` (n, samples): the first strong peak of the autocorrelation of
     the squared-derivative envelope between 30 and 200 bpm, refined by parabolic interpolation. NaN-free; rows
     without a clear rhythm give the rate of their strongest lag."""
+    if len(ecg) == 0:
+        return np.zeros(0)
     x = np.diff(ecg, axis=1) ** 2  # QRS energy, (n, samples - 1)
     x = _moving_average(x, 5)
     x = (x - x.mean(axis=1, keepdims=True)).astype(np.float32)
@@ -100,7 +102,7 @@ def channel_features(x: np.ndarray, fs: float = FS, ecg: bool = False) -> tuple[
     names = ([f"logpow_{b}" for b, _, _ in BANDS] + [f"relpow_{b}" for b, _, _ in BANDS]
              + ["edge95_hz", "log_std", "kurtosis", "zero_cross_per_s", "log_line_length"])
     if ecg:
-        thirds = heart_rate(x.reshape(len(x) * 3, -1), fs).reshape(len(x), 3)
+        thirds = heart_rate(x[:, : x.shape[1] // 3 * 3].reshape(len(x) * 3, x.shape[1] // 3), fs).reshape(len(x), 3)
         columns += [heart_rate(x, fs)[:, None], (thirds.max(axis=1) - thirds.min(axis=1))[:, None],
                     (thirds[:, 2] - thirds[:, 0])[:, None]]
         names += ["hr_bpm", "hr_range_bpm", "hr_trend_bpm"]

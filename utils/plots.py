@@ -107,6 +107,14 @@ def label_fraction_png(rows: Iterable[Mapping], path: str | Path, metric_of_task
             err = np.vstack([np.where(np.isfinite(low), y - low, 0.0), np.where(np.isfinite(high), high - y, 0.0)])
             ax.errorbar(x, y, yerr=np.clip(err, 0.0, None), marker="o", capsize=3, label=method)
         ax.set_xscale("log")
+        fractions = sorted({100.0 * float(r["label_fraction"]) for r in task_rows})
+        if fractions:
+            ax.set_xticks(fractions, labels=[f"{f:g} %" for f in fractions])
+            ax.set_xticks([], minor=True)
+            ax.set_xlim(fractions[0] / 1.5, fractions[-1] * 1.5)
+            lowest = min(min(float(r[metric]), float(r.get(f"{metric}_low", np.nan)) if np.isfinite(
+                float(r.get(f"{metric}_low", np.nan))) else float(r[metric])) for r in task_rows)
+            ax.set_ylim(min(0.0, lowest - 0.05), 1.02)
         ax.set_xlabel("training labels (% of epochs)")
         ax.set_ylabel(metric)
         ax.set_title(task, fontsize=10)

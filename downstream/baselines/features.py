@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from dataset.constants import EPHYS_CHANNELS, TASKS
 from dataset.datasets import EpochDataset
@@ -62,6 +63,7 @@ def build_features_parser() -> argparse.ArgumentParser:
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=None, help="run directory")
     run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
     model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
     model.add_argument("--hgb-max-iter", type=int, default=300, help="boosting iterations fitted (selected on val)")
     model.add_argument("--hgb-learning-rate", type=float, default=0.1)
@@ -76,7 +78,7 @@ def dataset_features(dataset: EpochDataset, channels: list[str], cfg: argparse.N
     """Features (N, F) float32 and labels (N,) int64 of every item of a labelled EpochDataset."""
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
     features, labels = [], []
-    for batch in loader:
+    for batch in tqdm(loader, desc=f"features {dataset.split}", unit="batch", leave=False, disable=not cfg.progress):
         values, _ = epoch_features({ch: batch[ch].numpy() for ch in channels})  # (B, F)
         features.append(values)
         labels.append(batch["label"].numpy())
@@ -158,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    weights))
 
     predictions = predict_windows(test_windows, epochwise(probabilities, channels), n_classes,
-                                  eval_batch_size(cfg, TEST_WINDOW), cfg.workers)
+                                  eval_batch_size(cfg, TEST_WINDOW), cfg.workers, cfg.progress)
     predictions = attach_context(predictions, cfg.data)
     info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects))
     info.update(init="n/a", backbone_name="none (hand-crafted features)")

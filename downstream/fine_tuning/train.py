@@ -194,12 +194,12 @@ def main(argv: list[str] | None = None) -> int:
 
         def predict_val(model, device):
             predictions = predict_windows(val_windows, window_predictor(model, device, channels, cfg), n_classes,
-                                          batch_size, cfg.workers)
+                                          batch_size, cfg.workers, cfg.progress)
             return predictions.true, predictions.probabilities
 
         def predict_test(model, device):
             return predict_windows(test_windows, window_predictor(model, device, channels, cfg), n_classes,
-                                   batch_size, cfg.workers)
+                                   batch_size, cfg.workers, cfg.progress)
 
         monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
         metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method,

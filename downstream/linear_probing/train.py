@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def predict_test(model, device):
             return predict_windows(test_windows, epochwise(lambda signals: probabilities(model, signals, device),
-                                                           channels), n_classes, window_batch, cfg.workers)
+                                                           channels), n_classes, window_batch, cfg.workers, cfg.progress)
 
         if frozen:
             cached_train = apply_epochs(encoder, train_set, channels, ctx.device, cfg)  # (N, D), encoded once
