@@ -139,13 +139,20 @@ class PredictionCollector:
         return Predictions(recording, epoch, true, probabilities)
 
 
+def _per_recording(predictions: Predictions) -> list[tuple[str, slice]]:
+    """(recording id, rows) of each recording; rows are contiguous and in epoch order (predictions are sorted)."""
+    ids, starts, counts = np.unique(predictions.recording.astype(str), return_index=True, return_counts=True)
+    if not np.array_equal(starts, np.cumsum(counts) - counts):  # each recording one contiguous block, in id order
+        raise ValueError("predictions are not sorted by recording")
+    return [(str(rid), slice(int(a), int(a + n))) for rid, a, n in zip(ids, starts, counts)]
+
+
 def attach_context(predictions: Predictions, data_dir: str | Path) -> Predictions:
     """Fill `subject` (from DST/manifest.parquet) and `stage` (the scored stage column of each recording)."""
-    recordings = sorted(set(predictions.recording.tolist()))
-    subjects = read_subjects(data_dir, recordings)
+    groups = _per_recording(predictions)
+    subjects = read_subjects(data_dir, [rid for rid, _ in groups])
     stage = np.full(len(predictions), -1, dtype=np.int8)
-    for rid in recordings:
-        rows = np.flatnonzero(predictions.recording == rid)
+    for rid, rows in groups:
         info, stages = scan_recording(recording_path(data_dir, rid), rid, subjects[rid], "sleep_stage", "midpoint")
         position = np.searchsorted(info.epochs, predictions.epoch[rows])  # epochs are sorted in the file
         if np.any(position >= info.n_epochs) or np.any(info.epochs[np.minimum(position, info.n_epochs - 1)]
@@ -157,11 +164,6 @@ def attach_context(predictions: Predictions, data_dir: str | Path) -> Prediction
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def _per_recording(predictions: Predictions) -> Iterable[tuple[str, np.ndarray]]:
-    for rid in sorted(set(predictions.recording.tolist())):
-        yield rid, np.flatnonzero(predictions.recording == rid)  # rows in epoch order
-
-
 def event_index(predictions: Predictions, task: str) -> dict[str, Any]:
     """Events of the task's family per hour of scored sleep, per test recording: from the predicted epochs and
     from the scored epoch labels (same counting rule), and their agreement (module docstring)."""
@@ -297,7 +299,7 @@ def write_run_report(out_dir: str | Path, predictions: Predictions, metrics: Map
     confusion_matrix_png(metrics["test"]["pooled"]["confusion_matrix"], class_names(task),
                          out_dir / "confusion_matrix.png", title=title)
     if task == "sleep_stage":
-        for rid, rows in list(_per_recording(predictions))[:max(0, hypnograms)]:
+        for rid, rows in _per_recording(predictions)[:max(0, hypnograms)]:
             name = f"hypnogram_{rid}.png"
             hypnogram_png(predictions.predicted[rows], out_dir / name, true=predictions.true[rows], title=rid)
             outputs[f"hypnogram_{rid}"] = name
