@@ -294,6 +294,15 @@ class EpochDataset(_CohortIndex):
         """Samples per class, (n_classes,) int64, e.g. for inverse-frequency class weights."""
         return self._label_counts(self.labels)
 
+    def sample_index(self) -> tuple[np.ndarray, np.ndarray]:
+        """(recording id (N,) object, epoch number (N,) int64) of every sample, from the index (no signal read)."""
+        ids = np.asarray([info.recording_id for info in self._infos], dtype=object)
+        epochs = np.empty(len(self), dtype=np.int64)
+        for r, info in enumerate(self._infos):
+            rows = np.flatnonzero(self._rec == r)
+            epochs[rows] = info.epochs[self._row[rows]]
+        return ids[self._rec], epochs
+
     def __len__(self) -> int:
         return int(self._rec.shape[0])
 
@@ -416,6 +425,17 @@ class SequenceDataset(_CohortIndex):
     def class_counts(self) -> np.ndarray:
         """Labelled epochs per class over the dataset's recordings (each epoch once), (n_classes,) int64."""
         return self._label_counts(np.concatenate(self._rec_labels).astype(np.int64))
+
+    def window_index(self) -> list[tuple[str, np.ndarray]]:
+        """(recording id, epoch numbers (T,) int64 with -1 at padding) of every window (no signal read)."""
+        out = []
+        for r, start in zip(self._rec, self._start):
+            info = self._infos[int(r)]
+            epochs = np.full(self.epochs_per_window, -1, dtype=np.int64)
+            real = info.epochs[int(start): int(start) + self.epochs_per_window]
+            epochs[: real.shape[0]] = real
+            out.append((info.recording_id, epochs))
+        return out
 
     def __len__(self) -> int:
         return int(self._rec.shape[0])

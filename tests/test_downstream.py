@@ -217,7 +217,7 @@ def test_training_windows_stay_in_one_recording_and_keep_only_selected_labels(co
     selected = EpochDataset(cohort, "train", ["eeg_c4"], task="sleep_stage", label_fraction=0.3, seed=1)
     windows = SequenceDataset(cohort, "train", ["eeg_c4"], task="sleep_stage", epochs_per_window=8, stride=4, seed=1)
     train_set = fine_tuning.LabelledWindows(windows, selected)
-    recordings, epochs = fine_tuning.sample_epochs(selected)
+    recordings, epochs = selected.sample_index()
     chosen = set(zip(recordings.tolist(), epochs.tolist()))
     n_epochs = pd.read_parquet(cohort / "manifest.parquet").set_index("recording_id")["n_epochs"]
     seen = set()

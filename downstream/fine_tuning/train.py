@@ -80,34 +80,6 @@ def build_fine_tuning_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------- training windows
-def sample_epochs(dataset: EpochDataset) -> tuple[np.ndarray, np.ndarray]:
-    """(recording id (N,), epoch number (N,)) of every sample of an EpochDataset, from its index (no signal read).
-
-    Reads EpochDataset's index arrays (`_infos`, `_rec`, `_row`): the dataset has no public accessor for them.
-    """
-    ids = np.asarray([info.recording_id for info in dataset._infos], dtype=object)
-    epochs = np.empty(len(dataset), dtype=np.int64)
-    for r, info in enumerate(dataset._infos):
-        rows = np.flatnonzero(dataset._rec == r)
-        epochs[rows] = info.epochs[dataset._row[rows]]
-    return ids[dataset._rec], epochs
-
-
-def window_epochs(windows: SequenceDataset) -> list[tuple[str, np.ndarray]]:
-    """(recording id, epoch numbers (T,), -1 at padding) of every window, from the index (no signal read).
-
-    Reads SequenceDataset's index arrays (`_infos`, `_rec`, `_start`): no public accessor exists.
-    """
-    size, out = windows.epochs_per_window, []
-    for r, start in zip(windows._rec, windows._start):
-        info = windows._infos[int(r)]
-        epochs = np.full(size, -1, dtype=np.int64)
-        real = info.epochs[int(start): int(start) + size]
-        epochs[: real.shape[0]] = real
-        out.append((info.recording_id, epochs))
-    return out
-
-
 class LabelledWindows(Dataset):
     """Training windows whose labels are kept only at the selected training epochs (-1 elsewhere).
 
@@ -116,10 +88,10 @@ class LabelledWindows(Dataset):
     """
 
     def __init__(self, windows: SequenceDataset, selected: EpochDataset):
-        recordings, epochs = sample_epochs(selected)
+        recordings, epochs = selected.sample_index()
         chosen = {rid: np.sort(epochs[recordings == rid]) for rid in np.unique(recordings)}
         index, masks = [], []
-        for i, (rid, window) in enumerate(window_epochs(windows)):
+        for i, (rid, window) in enumerate(windows.window_index()):
             mask = (window >= 0) & np.isin(window, chosen.get(rid, np.zeros(0, np.int64)))  # (T,) bool
             if mask.any():
                 index.append(i)
