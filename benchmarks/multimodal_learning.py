@@ -3,10 +3,10 @@
 1. A synthetic cohort is generated and parsed (val = 20 % of subjects, so the score rests on more than one
    night), or --data is used.
 2. The four tiny unimodal NeuroNets (EEG, EOG, EMG, ECG) are pretrained with the real scripts
-   (pretrained/unimodal/pretrain.py), about --unimodal-minutes each; then the tiny SynthSleepNet over the six
-   channels with pretrained/multimodal/train.py for about --multimodal-minutes. Epoch counts come from a
-   timed calibration step so that warmup + cosine end inside the budget; --max-minutes is the hard stop.
-   Every model is taken from last.pt (no selection on val).
+   (pretrained/unimodal/pretrain.py) for the whole epochs nearest to --unimodal-steps optimizer steps each;
+   then the tiny SynthSleepNet over the six channels with pretrained/multimodal/train.py for
+   --multimodal-epochs. Fixed step counts keep results independent of the machine's load; --max-minutes
+   caps each run. Every model is taken from last.pt (no selection on val).
 3. On the same seeded subsample of labelled `train` (fit) and `val` (score) epochs, 5-class staging is scored
    with the same PCA + k-NN probe (utils/knn_probe.py) on
      - each channel's unimodal encoder alone (mean encoder token; eeg_c4/eeg_c3 share the EEG model),
@@ -14,8 +14,8 @@
      - for reference: the concatenated unimodal vectors of all six channels, and the fusion representation
        of an untrained SynthSleepNet built on the same encoders.
 
-    python benchmarks/multimodal_learning.py [--out runs/bench_multimodal] [--unimodal-minutes 1.5]
-                                             [--multimodal-minutes 3] [--nights 10] [--hours 1.5]
+    python benchmarks/multimodal_learning.py [--out runs/bench_multimodal] [--unimodal-steps 80]
+                                             [--multimodal-epochs 3] [--nights 10] [--hours 1.5]
 
 Prints a table, writes OUT/results.json; exits 1 unless the fusion beats the best single channel.
 """
@@ -34,7 +34,6 @@ from dataset import data_parser, synthetic
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, MODALITY_CHANNELS
 from dataset.datasets import EpochDataset
 from models.loading import load_backbone
-from models.neuronet import build_neuronet, neuronet_config
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
 from pretrained.multimodal.train import StackedChannels
 from pretrained.multimodal.train import main as multimodal_main
@@ -56,44 +55,23 @@ def prepare_cohort(out: Path, nights: int, hours: float, seed: int, val_frac: fl
     return dst
 
 
-def seconds_per_step(model: torch.nn.Module, inputs, steps: int = 2) -> float:
-    """Median wall seconds of a training step (forward, backward, AdamW) of `model` on `inputs`."""
-    model.train()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    timings = []
-    for _ in range(steps + 1):
-        started = time.perf_counter()
-        model(inputs)["loss"].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        timings.append(time.perf_counter() - started)
-    return float(np.median(timings[1:]))
-
-
-def planned_epochs(step_s: float, steps_per_epoch: int, minutes: float) -> int:
-    """Epochs whose full schedule fits in 75 % of the budget (at least 1; --max-minutes stops the rest)."""
-    return max(1, int(0.75 * minutes * 60 / max(1e-6, step_s * steps_per_epoch)))
-
-
-def common_args(args: argparse.Namespace, dst: Path, out: Path, epochs: int, minutes: float) -> list[str]:
+def common_args(args: argparse.Namespace, dst: Path, out: Path, epochs: int, lr: float, minutes: float) -> list[str]:
     return ["--data", str(dst), "--out", str(out), "--preset", "tiny", "--epochs", str(epochs),
-            "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--warmup-epochs", "0.3",
+            "--batch-size", str(args.batch_size), "--lr", str(lr), "--warmup-epochs", "0.3",
             "--max-minutes", str(minutes), "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none",
             "--seed", str(args.seed), "--log-every", "10"]
 
 
 def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
     """Run the four unimodal scripts; {modality: {"checkpoint", "steps", "epochs", "seconds"}}."""
-    torch.manual_seed(args.seed)
-    step_s = seconds_per_step(build_neuronet(neuronet_config("tiny")), torch.randn(args.batch_size, 3000))
     runs = {}
     for modality in MODALITIES:
         n = len(EpochDataset(dst, "pretrain", list(MODALITY_CHANNELS[modality]), pool_channels=True))
-        epochs = planned_epochs(step_s, n // args.batch_size, args.unimodal_minutes)
+        epochs = max(1, round(args.unimodal_steps / max(1, n // args.batch_size)))
         out = args.out / "unimodal" / modality
-        print(f"unimodal {modality}: {n} single-channel epochs, ~{step_s:.2f} s/step -> {epochs} epoch(s)", flush=True)
+        print(f"unimodal {modality}: {n} single-channel epochs -> {epochs} epoch(s)", flush=True)
         started = time.time()
-        unimodal_main(common_args(args, dst, out, epochs, args.unimodal_minutes), modality=modality)
+        unimodal_main(common_args(args, dst, out, epochs, args.lr, args.max_minutes), modality=modality)
         steps = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
         runs[modality] = {"checkpoint": str(out / "last.pt"), "steps": steps, "epochs": epochs,
                           "seconds": round(time.time() - started, 1)}
@@ -101,16 +79,12 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
 
 
 def pretrain_multimodal(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict]) -> dict:
-    nets = {m: load_backbone(unimodal[m]["checkpoint"]) for m in MODALITIES}
-    torch.manual_seed(args.seed)
-    model = build_synthsleepnet(synthsleepnet_config("tiny"), {ch: nets[CHANNEL_BY_NAME[ch].modality] for ch in CHANNELS})
-    step_s = seconds_per_step(model, {ch: torch.randn(args.batch_size, 3000) for ch in CHANNELS})
     n = len(EpochDataset(dst, "pretrain", CHANNELS))
-    epochs = planned_epochs(step_s, n // args.batch_size, args.multimodal_minutes)
-    print(f"multimodal: {n} six-channel epochs, ~{step_s:.2f} s/step -> {epochs} epoch(s)", flush=True)
+    epochs = args.multimodal_epochs
+    print(f"multimodal: {n} six-channel epochs -> {epochs} epoch(s)", flush=True)
     out = args.out / "multimodal"
     started = time.time()
-    multimodal_main([*common_args(args, dst, out, epochs, args.multimodal_minutes),
+    multimodal_main([*common_args(args, dst, out, epochs, args.multimodal_lr, args.max_minutes),
                      "--unimodal", ",".join(f"{m}={unimodal[m]['checkpoint']}" for m in MODALITIES)])
     steps = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
     return {"checkpoint": str(out / "last.pt"), "steps": steps, "epochs": epochs,
@@ -158,10 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nights", type=int, default=10)
     parser.add_argument("--hours", type=float, default=1.5)
     parser.add_argument("--val-frac", type=float, default=0.2, help="share of subjects in val (generated cohort)")
-    parser.add_argument("--unimodal-minutes", type=float, default=1.5, help="budget per unimodal model")
-    parser.add_argument("--multimodal-minutes", type=float, default=3.0)
+    parser.add_argument("--unimodal-steps", type=int, default=80, help="about this many steps per unimodal model")
+    parser.add_argument("--multimodal-epochs", type=int, default=3)
+    parser.add_argument("--max-minutes", type=float, default=5.0, help="wall-time cap of each pretraining run")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3, help="base lr (x batch / 256)")
+    parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
+    parser.add_argument("--multimodal-lr", type=float, default=4e-3, help="multimodal base lr (x batch / 256)")
     parser.add_argument("--max-train", type=int, default=1000, help="train-split epochs fitted by the probe")
     parser.add_argument("--max-val", type=int, default=600, help="val-split epochs scored")
     parser.add_argument("--knn-k", type=int, default=10)
@@ -183,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     results["run"] = {"unimodal": unimodal, "multimodal": multimodal, "eval_s": round(time.time() - eval_started, 1),
                       "total_s": round(time.time() - started, 1), "best_single_channel": best_single,
                       "fusion_beats_best_single": passed, "torch_threads": torch.get_num_threads(),
-                      "batch_size": args.batch_size, "base_lr": args.lr}
+                      "batch_size": args.batch_size, "base_lr": args.lr, "multimodal_base_lr": args.multimodal_lr}
 
     n = results["fusion"]
     print(f"\nval 5-class staging, PCA + k-NN (k={args.knn_k}) on the same {n['n_train']} train / {n['n_val']} val epochs:")

@@ -46,7 +46,8 @@ def prepare_cohort(out: Path, nights: int, hours: float, seed: int) -> Path:
         started = time.time()
         synthetic.generate_cohort(out / "cohort", nights=nights, hours=hours, seed=seed)
         data_parser.parse_cohort(out / "cohort", dst, workers=1, progress=False)
-        print(f"cohort: {nights} nights x {hours:g} h generated and parsed in {time.time() - started:.0f} s", flush=True)
+        print(f"cohort: {nights} nights x {hours:g} h generated and parsed in {time.time() - started:.0f} s",
+              flush=True)
     return dst
 
 
@@ -75,7 +76,8 @@ def feature_matrix(subset) -> tuple[np.ndarray, np.ndarray]:
 
 
 def scores(truth: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    return {"accuracy": float(accuracy_score(truth, predicted)), "f1": float(f1_score(truth, predicted, average="macro")),
+    return {"accuracy": float(accuracy_score(truth, predicted)),
+            "f1": float(f1_score(truth, predicted, average="macro")),
             "kappa": float(cohen_kappa_score(truth, predicted))}
 
 
@@ -92,6 +94,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max-val", type=int, default=2000)
     parser.add_argument("--knn-k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="passed to the pretraining script (e.g. detach_target=true)")
     args = parser.parse_args(argv)
     if not 0 < args.minutes <= 10:
         parser.error("--minutes must be in (0, 10]")
@@ -113,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--max-minutes", str(args.minutes),
               "--warmup-steps", str(warmup_steps),
               "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none", "--seed", str(args.seed),
-              "--log-every", "10"], modality="eeg")
+              "--log-every", "10", *(f"--model-arg={item}" for item in args.model_arg)], modality="eeg")
     pretrain_s = time.time() - started
 
     train_set = EpochDataset(dst, "train", CHANNELS, task="sleep_stage", pool_channels=True)
@@ -138,8 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
     boosted = HistGradientBoostingClassifier(random_state=args.seed).fit(train_x, train_y)
     results["features_hgb"] = {**scores(val_y, boosted.predict(val_x)), "n_train": int(train_y.size),
                                "n_val": int(val_y.size)}
-    results["run"] = {"epochs": epochs, "steps": int(ckpt["step"]), "planned_steps": epochs * steps_per_epoch, "pretrain_s": round(pretrain_s, 1),
-                      "batch_size": args.batch_size, "base_lr": args.lr, "n_pretrain": n_pretrain,
+    results["run"] = {"epochs": epochs, "steps": int(ckpt["step"]), "planned_steps": epochs * steps_per_epoch,
+                      "pretrain_s": round(pretrain_s, 1),
+                      "batch_size": args.batch_size, "base_lr": args.lr, "model_args": args.model_arg, "n_pretrain": n_pretrain,
                       "train_subjects": len(train_set.subjects), "val_subjects": len(val_set.subjects),
                       "torch_threads": torch.get_num_threads()}
 
@@ -147,7 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
           f"{results['pretrained']['n_val']} val epochs:")
     print(f"{'representation':<32}{'kappa':>8}{'macro-F1':>10}{'accuracy':>10}")
     for name, label in (("pretrained", "(a) pretrained tiny encoder"), ("random_init", "(b) same encoder, random init"),
-                        ("features_knn", "(c) hand-crafted features, k-NN"), ("features_hgb", "(c) hand-crafted, HistGB")):
+                        ("features_knn", "(c) hand-crafted features, k-NN"),
+                        ("features_hgb", "(c) hand-crafted, HistGB")):
         r = results[name]
         print(f"{label:<32}{r['kappa']:>8.3f}{r['f1']:>10.3f}{r['accuracy']:>10.3f}")
     print(f"pretraining: {results['run']['steps']} of {epochs * steps_per_epoch} planned steps ({epochs} epochs) "

@@ -100,7 +100,7 @@ def test_script_trains_resumes_and_writes_a_loadable_backbone(cohort, unimodal_r
     batch = {ch: torch.stack([val[i][ch] for i in range(4)]) for ch in EPHYS_CHANNELS}  # (4, 3000) each
     with torch.no_grad():
         pooled, tokens = backbone.encode(batch)
-    assert pooled.shape == (4, 64) and torch.isfinite(pooled).all() and tokens.shape[1] == 6 * 27
+    assert pooled.shape == (4, 128) and torch.isfinite(pooled).all() and tokens.shape[1] == 6 * 27
 
 
 def test_channel_subset_needs_only_its_modalities(cohort, unimodal_runs, tmp_path):

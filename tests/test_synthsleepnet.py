@@ -229,12 +229,12 @@ def test_encode_fuses_available_channels_and_reports_missing_ones(unimodal_nets)
     with torch.no_grad():
         pooled, tokens = model.encode({**inputs, "label": torch.zeros(BATCH), "recording": "x"})  # extra keys ignored
         stacked, _ = model.encode(torch.stack([inputs[c] for c in DEFAULT_CHANNELS], dim=1))  # (B, M, 3000)
-        assert pooled.shape == (BATCH, 64) and tokens.shape == (BATCH, 5 * 27 + 28, 64)
+        assert pooled.shape == (BATCH, 128) and tokens.shape == (BATCH, 5 * 27 + 28, 128)
         assert torch.allclose(pooled, tokens.mean(1)) and torch.allclose(stacked, pooled, atol=1e-6)
         subset = {"eeg_c4": inputs["eeg_c4"], "emg": inputs["emg"], "ecg": None}
         with pytest.warns(UserWarning, match=r"\['eeg_c3', 'eog_l', 'eog_r', 'ecg'\] missing.*not zero-filled"):
             part_pooled, part_tokens, used = model.encode(subset, return_channels=True)
-        assert used == ("eeg_c4", "emg") and part_tokens.shape == (BATCH, 2 * 27, 64)
+        assert used == ("eeg_c4", "emg") and part_tokens.shape == (BATCH, 2 * 27, 128)
         assert not torch.allclose(part_pooled, pooled, atol=1e-3)  # a different fusion input, not zeros filled in
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # reported once per set of missing channels

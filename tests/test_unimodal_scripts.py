@@ -70,6 +70,10 @@ def test_bad_channels_and_data_are_reported(cohort, tmp_path):
         main(["--data", str(cohort), "--out", str(tmp_path / "b"), "--channels", "eeg_c5", *SMOKE], modality="eeg")
     with pytest.raises(SystemExit):
         main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "c"), *SMOKE], modality="eeg")
+    eeg_only = tmp_path / "eeg_only"  # the same nights parsed without chin EMG
+    data_parser.parse_cohort(cohort.parent / "src", eeg_only, workers=1, channels=["eeg_c4", "eeg_c3"], progress=False)
+    with pytest.raises(SystemExit, match=r"split 'pretrain'.*\['emg'\] not present in any"):
+        main(["--data", str(eeg_only), "--out", str(tmp_path / "d"), *SMOKE], modality="emg")
 
 
 def test_scripts_run_as_file_and_as_module():

@@ -139,7 +139,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise ValueError(f"{path}: not a training checkpoint of this project (missing keys: {', '.join(missing)})")
     if state["format_version"] > FORMAT_VERSION:
         raise ValueError(
-            f"{path}: checkpoint format {state['format_version']} is newer than this code ({FORMAT_VERSION}); update the code"
+            f"{path}: checkpoint format {state['format_version']} is newer than this code ({FORMAT_VERSION}); "
+            "update the code"
         )
     return state
 

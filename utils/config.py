@@ -64,7 +64,8 @@ def build_parser(
     )
 
     data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)")
+    data.add_argument("--data", type=Path, default=None,
+                      help="parsed cohort folder (data_parser's DST; holds splits.json)")
     data.add_argument("--channels", type=comma_list, default=None, help="comma-separated canonical channel names")
     data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per training process")
 
@@ -93,7 +94,8 @@ def build_parser(
     optim.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decay (not on biases, norms, tokens)")
     optim.add_argument("--adam-betas", type=float, nargs=2, default=[0.9, 0.999], metavar=("BETA1", "BETA2"))
     optim.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup length in epochs")
-    optim.add_argument("--warmup-steps", type=int, default=None, help="linear warmup in optimizer steps (overrides epochs)")
+    optim.add_argument("--warmup-steps", type=int, default=None,
+                       help="linear warmup in optimizer steps (overrides --warmup-epochs)")
     optim.add_argument("--clip-grad", type=float, default=3.0, help="max global gradient norm (0 = no clipping)")
 
     run = parser.add_argument_group("run")
@@ -106,15 +108,21 @@ def build_parser(
     )
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     run.add_argument("--amp", action="store_true", help="mixed precision autocast on CUDA (never on CPU)")
-    run.add_argument("--amp-dtype", choices=("bf16", "fp16"), default="bf16", help="autocast dtype (fp16 uses loss scaling)")
-    run.add_argument("--max-minutes", type=float, default=0.0, help="stop cleanly (checkpoint saved) after this wall time; 0 = none")
-    run.add_argument("--save-every-steps", type=int, default=0, help="also write last.pt every N optimizer steps (0 = per epoch only)")
-    run.add_argument("--log-every", type=int, default=50, help="optimizer steps between lines in steps.jsonl (and TensorBoard)")
-    run.add_argument("--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs the tensorboard package)")
+    run.add_argument("--amp-dtype", choices=("bf16", "fp16"), default="bf16",
+                     help="autocast dtype (fp16 uses loss scaling)")
+    run.add_argument("--max-minutes", type=float, default=0.0,
+                     help="stop cleanly (checkpoint saved) after this wall time; 0 = no limit")
+    run.add_argument("--save-every-steps", type=int, default=0,
+                     help="also write last.pt every N optimizer steps (0 = per epoch only)")
+    run.add_argument("--log-every", type=int, default=50,
+                     help="optimizer steps between lines in steps.jsonl (and TensorBoard)")
+    run.add_argument("--tensorboard", action="store_true",
+                     help="also log to OUT/tensorboard (needs the tensorboard package)")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
 
     dist = parser.add_argument_group("distributed (launch with torchrun; single process without it)")
-    dist.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto", help="auto: nccl on CUDA, gloo on CPU")
+    dist.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
+                      help="auto: nccl on CUDA, gloo on CPU")
     dist.add_argument("--dist-timeout-min", type=float, default=30.0, help="collective timeout in minutes")
     dist.add_argument(
         "--find-unused-parameters", action="store_true",
@@ -156,7 +164,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping of option names to values, got {type(values).__name__}")
+        raise ValueError(f"{path}: a config file must hold a mapping of option names to values, "
+                         f"got {type(values).__name__}")
     values = {str(key).replace("-", "_"): value for key, value in values.items()}
     values.pop("config", None)
     values.pop(DERIVED_KEY, None)

@@ -41,7 +41,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from utils.checkpoint import (
     FORMAT_VERSION, atomic_save, capture_rng_state, code_version, load_checkpoint, plain_number,
-    restore_rng_state, sha256_file, unwrap_model,
+    restore_rng_state, sha256_file,
 )
 from utils.config import config_to_dict, save_config, to_plain
 from utils.distributed import (
@@ -285,8 +285,10 @@ class Trainer:
                 "lower --batch-size")
         self.used_batches = self.steps_per_epoch * cfg.accum_steps  # micro-batches per epoch (partial group dropped)
         self.total_steps = cfg.epochs * self.steps_per_epoch
-        self.step_cap = min(self.total_steps, cfg.max_steps) if cfg.max_steps and cfg.max_steps > 0 else self.total_steps
-        self.warmup = cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_epochs * self.steps_per_epoch)
+        capped = cfg.max_steps is not None and cfg.max_steps > 0
+        self.step_cap = min(self.total_steps, cfg.max_steps) if capped else self.total_steps
+        self.warmup = (cfg.warmup_steps if cfg.warmup_steps is not None
+                       else round(cfg.warmup_epochs * self.steps_per_epoch))
         self.lr = scaled_lr(cfg.lr, self.effective_batch)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.weight_decay), lr=self.lr, betas=tuple(cfg.adam_betas),
@@ -314,7 +316,8 @@ class Trainer:
         """Load model, optimizer, scheduler, scaler, position, best, meter and this rank's RNG state."""
         ckpt, cfg, ctx = load_checkpoint(path), self.cfg, self.ctx
         if ckpt["model_kind"] != self.model_kind:
-            raise ValueError(f"{path}: checkpoint holds a {ckpt['model_kind']!r} model, this run trains {self.model_kind!r}")
+            raise ValueError(f"{path}: checkpoint holds a {ckpt['model_kind']!r} model, "
+                             f"this run trains {self.model_kind!r}")
         changed = {k: (ckpt["config"].get(k), to_plain(getattr(cfg, k))) for k in RESUME_CHECKED_KEYS
                    if hasattr(cfg, k) and ckpt["config"].get(k) != to_plain(getattr(cfg, k))}
         if changed and ctx.is_main:
@@ -335,8 +338,9 @@ class Trainer:
                 print(f"warning: {path} was written by {len(ckpt['rng'])} process(es), this run has "
                       f"{ctx.world_size}: RNG streams reseeded, the batch order is re-split", flush=True)
         if self.batch_in_epoch > self.used_batches:
-            raise ValueError(f"{path}: {self.batch_in_epoch} batches consumed in epoch {self.epoch}, but an epoch now "
-                             f"has {self.used_batches}; resume with the batch size and process count it was written with")
+            raise ValueError(f"{path}: {self.batch_in_epoch} batches consumed in epoch {self.epoch}, but an epoch "
+                             f"now has {self.used_batches}; resume with the batch size and process count it was "
+                             "written with")
         if ctx.is_main:
             print(f"resumed from {path}: epoch {self.epoch}, batch {self.batch_in_epoch}, step {self.step}", flush=True)
 
@@ -417,12 +421,14 @@ class Trainer:
                 logger.log_step(self.step, {"epoch": self.epoch + 1, **means, "lr": lr, "grad_norm": grad_norm,
                                             "samples_per_s": throughput})
             if self.step >= self.step_cap:
-                return ("completed" if self.step >= self.total_steps else "max_steps"), samples, time.monotonic() - started
+                reason = "completed" if self.step >= self.total_steps else "max_steps"
+                return reason, samples, time.monotonic() - started
             if cfg.max_minutes and cfg.max_minutes > 0:
                 out_of_time = time.monotonic() - self.wall_start > cfg.max_minutes * 60
                 if broadcast_object(out_of_time, self.ctx):  # every rank stops at the same step
                     return "max_minutes", samples, time.monotonic() - started
-            if cfg.save_every_steps and self.step % cfg.save_every_steps == 0 and self.batch_in_epoch < self.used_batches:
+            mid_epoch = self.batch_in_epoch < self.used_batches  # (the epoch's end saves anyway)
+            if cfg.save_every_steps and self.step % cfg.save_every_steps == 0 and mid_epoch:
                 self.save(("last.pt",), {})
         return None, samples, time.monotonic() - started
 

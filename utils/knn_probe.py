@@ -64,7 +64,8 @@ def probe_target(name: str) -> ProbeTarget:
 def add_knn_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The monitor's options (a `monitor` group) for scripts that use it."""
     group = parser.add_argument_group("monitor (k-NN probe on train -> val for model selection)")
-    group.add_argument("--monitor-target", choices=tuple(PROBE_TARGETS), default="stage", help="what the probe predicts")
+    group.add_argument("--monitor-target", choices=tuple(PROBE_TARGETS), default="stage",
+                       help="what the probe predicts")
     group.add_argument("--monitor-metric", choices=("knn_kappa", "knn_f1"), default="knn_kappa",
                        help="metric that selects best.pt")
     group.add_argument("--no-monitor", dest="monitor", action="store_false",

@@ -48,7 +48,8 @@ def build_pretrain_parser(modality: str) -> argparse.ArgumentParser:
     return build_parser(
         description=f"NeuroNet self-supervised pretraining on {modality.upper()}: channels "
                     f"{', '.join(defaults['channels'])} pooled as single-channel samples of the 'pretrain' split; "
-                    f"best.pt selected by a k-NN probe ({defaults['monitor_target']}) fitted on 'train', scored on 'val'.",
+                    f"best.pt selected by a k-NN probe ({defaults['monitor_target']}) fitted on 'train', "
+                    "scored on 'val'.",
         defaults=defaults, add_options=[add_knn_args],
     )
 
@@ -57,7 +58,8 @@ def _check_channels(channels: list[str], modality: str) -> None:
     for name in channels:
         spec = CHANNEL_BY_NAME.get(name)
         if spec is None:
-            raise SystemExit(f"error: --channels: unknown channel {name!r}; canonical names: {', '.join(CHANNEL_BY_NAME)}")
+            raise SystemExit(f"error: --channels: unknown channel {name!r}; "
+                             f"canonical names: {', '.join(CHANNEL_BY_NAME)}")
         if spec.epoch_samples != EPOCH_SAMPLES:
             raise SystemExit(f"error: --channels: {name} is a {spec.target_fs} Hz respiratory channel; NeuroNet takes "
                              f"{EPOCH_SAMPLES}-sample epochs at 100 Hz (electrophysiology)")

@@ -1,0 +1,431 @@
+"""Inference on one new night (DESIGN.md section 6): EDF (+ optional NSRR XML) -> hypnogram, events, sleep report.
+
+    python downstream/predict.py --checkpoint RUN --edf NIGHT.edf [--xml NIGHT-nsrr.xml] --out DIR \
+        [--apnea RUN] [--hypopnea RUN]
+
+`--checkpoint` is a staging run (linear-probing or fine-tuning run directory, or its best.pt / last.pt);
+`--apnea` / `--hypopnea` are optional runs of those tasks. The night goes through the parser's exact
+processing in memory (`dataset.data_parser.load_night`), every model predicts every epoch exactly once
+(fine-tuned temporal runs: the deterministic tiling of `SequenceDataset(tiling=True)`; probes: per epoch),
+and DIR receives:
+
+- hypnogram.csv: one row per 30-s epoch: epoch, start_s (seconds from the EDF start), time (clock time of the
+  epoch start, from the EDF header), stage (W/N1/N2/N3/REM), stage_code (0..4), p_W .. p_REM; with event
+  runs p_<task> and <task> (0/1, argmax); with an XML scored_stage / scored_stage_code (-1 / "" unscored).
+- hypnogram.png: the predicted hypnogram (with the scored one when an XML is given).
+- events.csv (event runs given): one row per run of consecutive positive epochs: type, start_epoch, n_epochs,
+  start_s, duration_s, time, in_sleep (the run starts in a predicted sleep epoch: only those count in the AHI),
+  n_events (ceil(n_epochs / 2), as `utils.metrics.count_events` counts).
+- report.json (strict JSON, NaN -> null) and report.md: total recording time, TST, sleep efficiency, sleep onset
+  latency, REM latency, WASO, minutes and % per stage (`utils.sleep_stats.sleep_statistics` on the predicted
+  hypnogram); estimated AHI and severity when both event runs are given (events counted only when they start in
+  predicted sleep, `utils.metrics.estimate_ahi`); channels the models wanted but the night lacks; with an XML,
+  agreement with the scoring (accuracy, kappa, confusion matrix; scored AHI from the XML's events vs estimated).
+
+A SynthSleepNet model missing some of its channels predicts from the others (dropped from the fusion input, not
+zero-filled) and the report names them. Unreadable or malformed inputs end with one `error: FILE: ...` line and
+exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+
+from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_S, STAGE_NAMES, STAGE_UNSCORED, TASKS
+from dataset.data_parser import load_night
+from dataset.datasets import SequenceDataset
+from dataset.edf_reader import EdfError, read_edf_header
+from dataset.nsrr_xml import XmlError
+from dataset.signal_processing import SkipRecording
+from downstream.common import DownstreamModel, epochwise, load_downstream_run, predict_windows
+from utils.metrics import (SEVERITY_NAMES, SEVERITY_UNKNOWN, binary_class_names, classification_metrics,
+                           count_events, estimate_ahi, event_runs, severity_class)
+from utils.plots import hypnogram_png
+from utils.sleep_stats import SLEEP_STAGES, sleep_statistics
+
+EVENT_TASKS: tuple[str, ...] = ("apnea", "hypopnea")
+PROBE_WINDOW = 32  # epochs per window when a per-epoch model runs through the tiling (any size gives the same)
+MAX_EVENT_EPOCHS = 2  # a run of k positive epochs = ceil(k / 2) events (utils.metrics.count_events default)
+
+
+class InputError(Exception):
+    """Bad input (file, checkpoint or channels): reported as one `error:` line, exit code 2."""
+
+
+# ---------------------------------------------------------------------------------------- options
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="predict.py", description=__doc__.split("\n\n")[0],
+        epilog="Runs: a linear-probing or fine-tuning run directory (best.pt, else last.pt) or a checkpoint file. "
+               "--checkpoint must be a sleep_stage run; --apnea and --hypopnea add events.csv, and both together "
+               "the estimated AHI. Exit codes: 0 ok, 2 bad input (unreadable EDF, malformed XML, bad run, no "
+               "usable channel).")
+    parser.add_argument("--checkpoint", type=Path, required=True, help="sleep-staging run (required)")
+    parser.add_argument("--apnea", type=Path, default=None, help="apnea run (optional)")
+    parser.add_argument("--hypopnea", type=Path, default=None, help="hypopnea run (optional)")
+    parser.add_argument("--edf", type=Path, required=True, help="the night's EDF file")
+    parser.add_argument("--xml", type=Path, default=None,
+                        help="optional NSRR XML of the night: adds agreement with its scoring")
+    parser.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    parser.add_argument("--batch-size", type=int, default=64, help="epochs per forward pass")
+    parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    return parser
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_runs(runs: Mapping[str, Path | None], device: torch.device) -> dict[str, DownstreamModel]:
+    """task -> loaded run, checking that each run was trained for the task it is given as."""
+    loaded = {}
+    for task, run in runs.items():
+        if run is None:
+            continue
+        try:
+            model = load_downstream_run(run, device)
+        except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+            raise InputError(f"{run}: cannot load the {task} run ({err})") from None
+        if model.task != task:
+            option = "--checkpoint" if task == "sleep_stage" else f"--{task}"
+            raise InputError(f"{model.checkpoint}: a {model.task} run, but {option} expects a {task} run")
+        model.model.to(device).eval()
+        loaded[task] = model
+    return loaded
+
+
+# ---------------------------------------------------------------------------------------- prediction
+def tiling_starts(n_epochs: int, epochs_per_window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Window starts and first owned positions of one night in tiling mode: the same rule as
+    `SequenceDataset(tiling=True)` (every epoch owned exactly once), taken from that class."""
+    rule = SimpleNamespace(epochs_per_window=epochs_per_window, stride=epochs_per_window, tiling=True, task=None)
+    return SequenceDataset._window_starts(rule, n_epochs, None)
+
+
+class NightWindows(Dataset):
+    """In-memory tiling windows of one night, items as `SequenceDataset(tiling=True)` gives them (no label):
+    {"recording", "start_epoch", <channel>: (T, n_samples) float32 zero-padded, "valid", "epoch_ids", "owned"}."""
+
+    tiling = True
+
+    def __init__(self, recording: str, epochs: Mapping[str, np.ndarray], epochs_per_window: int):
+        self.split = recording  # predict_windows' progress label
+        self.recording, self.epochs, self.size = recording, dict(epochs), int(epochs_per_window)
+        self.n_epochs = int(next(iter(self.epochs.values())).shape[0])
+        self.starts, self.owned_from = tiling_starts(self.n_epochs, self.size)
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        start, size = int(self.starts[index]), self.size
+        stop = min(start + size, self.n_epochs)
+        n_real = stop - start
+        item: dict[str, Any] = {"recording": self.recording, "start_epoch": start}
+        for name, array in self.epochs.items():
+            window = np.zeros((size, array.shape[1]), dtype=np.float32)  # (T, 3000) at 100 Hz, zero padding
+            window[:n_real] = array[start:stop]
+            item[name] = torch.from_numpy(window)
+        valid = np.arange(size) < n_real  # (T,) bool
+        epoch_ids = np.where(valid, start + np.arange(size), -1)  # (T,) int64, -1 at padding
+        item["valid"] = torch.from_numpy(valid)
+        item["epoch_ids"] = torch.from_numpy(epoch_ids.astype(np.int64))
+        item["owned"] = torch.from_numpy(valid & (np.arange(size) >= int(self.owned_from[index])))
+        return item
+
+
+def predict_task(run: DownstreamModel, epochs: Mapping[str, np.ndarray], recording: str, device: torch.device,
+                 batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Class probabilities (n_epochs, C) float32 of one night, every epoch predicted exactly once.
+
+    `epochs`: {channel: (n_epochs, 3000)} robust-scaled epochs at 100 Hz; only the run's channels found there are
+    used (a SynthSleepNet drops the others from its fusion input)."""
+    channels = [ch for ch in run.channels if ch in epochs]
+    n_classes = TASKS[run.task]
+    temporal = run.kind == "temporal_classifier"
+    size = int(run.epochs_per_window) if temporal else PROBE_WINDOW
+    windows = NightWindows(recording, {ch: epochs[ch] for ch in channels}, size)
+
+    def classify(signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {ch: x.to(device) for ch, x in signals.items()}  # (B, [T,] 3000) per channel
+        return run.model(inputs).float().softmax(dim=-1).cpu()  # (B, [T,] C)
+
+    def classify_windows(batch: Mapping[str, Any]) -> torch.Tensor:
+        return classify({ch: batch[ch] for ch in channels})  # (B, T, C)
+
+    predict_batch = classify_windows if temporal else epochwise(classify, channels)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"SynthSleepNet.encode: channel")  # reported by the caller
+        predictions = predict_windows(windows, predict_batch, n_classes, max(1, batch_size // size),
+                                      progress=progress)
+    if not np.array_equal(predictions.epoch, np.arange(windows.n_epochs)):
+        raise RuntimeError(f"{recording}: the tiling did not predict every epoch exactly once")
+    return predictions.probabilities.astype(np.float32)  # (n_epochs, C), rows in epoch order
+
+
+# ---------------------------------------------------------------------------------------- night
+def clock_times(edf_path: Path, n_epochs: int) -> list[str]:
+    """HH:MM:SS clock time of each epoch start from the EDF header's start time ("" if unreadable)."""
+    try:
+        start = datetime.datetime.strptime(read_edf_header(edf_path).starttime, "%H.%M.%S")
+    except (EdfError, ValueError):
+        return [""] * n_epochs
+    return [(start + datetime.timedelta(seconds=k * EPOCH_S)).strftime("%H:%M:%S") for k in range(n_epochs)]
+
+
+def channel_report(runs: Mapping[str, DownstreamModel], epochs: Mapping[str, np.ndarray], info: Mapping[str, Any],
+                   edf_path: Path) -> dict[str, Any]:
+    """Which wanted channels each model uses and which the night lacks; InputError if a model has none."""
+    dropped = {part.split(" ", 1)[0]: part for part in str(info.get("dropped_channels") or "").split("; ") if part}
+    models, missing_all = {}, []
+    for task, run in runs.items():
+        used = [ch for ch in run.channels if ch in epochs]
+        missing = [ch for ch in run.channels if ch not in epochs]
+        if not used:
+            looked = "; ".join(f"{ch}: {', '.join(CHANNEL_BY_NAME[ch].aliases)}" for ch in run.channels)
+            raise InputError(f"{edf_path}: none of the channels the {task} model needs is usable "
+                             f"(looked for {looked})")
+        models[task] = {"checkpoint": run.checkpoint, "kind": run.kind, "channels": list(run.channels),
+                        "used": used, "missing": missing,
+                        "epochs_per_window": run.epochs_per_window if run.kind == "temporal_classifier" else None}
+        missing_all += [ch for ch in missing if ch not in missing_all]
+    return {"models": models, "missing": missing_all, "present": sorted(epochs, key=EPHYS_CHANNELS.index),
+            "why_missing": {ch: dropped.get(ch, "not in the EDF") for ch in missing_all}}
+
+
+def event_rows(task: str, positive: np.ndarray, sleep: np.ndarray, times: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per run of positive epochs (utils.metrics.event_runs)."""
+    rows = []
+    for start, length in event_runs(positive):
+        rows.append({"type": task, "start_epoch": start, "n_epochs": length, "start_s": float(start * EPOCH_S),
+                     "duration_s": float(length * EPOCH_S), "time": times[start], "in_sleep": bool(sleep[start]),
+                     "n_events": -(-length // MAX_EVENT_EPOCHS)})
+    return rows
+
+
+def agreement(stages: np.ndarray, stage_probabilities: np.ndarray, labels: pd.DataFrame,
+              events: Mapping[str, np.ndarray], event_probabilities: Mapping[str, np.ndarray],
+              stats: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
+    """Predicted vs scored: staging metrics on scored epochs; per-epoch event metrics; scored vs estimated AHI."""
+    scored = labels["stage"].to_numpy().astype(np.int64)  # (n_epochs,) -1 = unscored
+    out: dict[str, Any] = {"n_scored_epochs": int(np.sum(scored != STAGE_UNSCORED))}
+    if out["n_scored_epochs"]:
+        out["sleep_stage"] = classification_metrics(scored, stages, len(STAGE_NAMES), stage_probabilities)
+        out["scored_sleep"] = sleep_statistics(scored)
+    for task, positive in events.items():
+        truth = labels[task].to_numpy().astype(np.int64)
+        out[task] = classification_metrics(truth, positive, 2, event_probabilities[task], binary_class_names(task))
+    ahi_scored = float(info.get("ahi_scored", math.nan))
+    out["ahi"] = {"scored": ahi_scored, "estimated": stats.get("ahi_est"), "scored_severity": severity_name(ahi_scored),
+                  "estimated_severity": stats.get("ahi_severity_name"),
+                  "severity_agrees": (severity_class(ahi_scored) == stats["ahi_severity"]) if "ahi_est" in stats
+                  and not math.isnan(ahi_scored) else None}
+    return out
+
+
+def severity_name(ahi: float) -> str:
+    severity = severity_class(ahi)
+    return SEVERITY_NAMES[severity] if severity != SEVERITY_UNKNOWN else "unknown"
+
+
+def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml_path: str | Path | None = None,
+                  device: torch.device | str = "cpu", batch_size: int = 64, progress: bool = False
+                  ) -> dict[str, Any]:
+    """Process and predict one night in memory. Returns {"hypnogram": DataFrame, "events": DataFrame | None,
+    "report": dict, "stages": (n,) int, "scored": (n,) int | None}. Raises InputError for bad inputs."""
+    edf_path, device = Path(edf_path), torch.device(device)
+    xml_path = Path(xml_path) if xml_path is not None else None
+    for path in (edf_path, xml_path):
+        if path is not None and not path.is_file():
+            raise InputError(f"{path}: no such file")
+    wanted = [ch for ch in EPHYS_CHANNELS if any(ch in run.channels for run in runs.values())]
+    try:
+        epochs, labels, info = load_night(edf_path, xml_path, channels=wanted)
+    except (EdfError, XmlError, SkipRecording) as err:
+        raise InputError(str(err)) from None
+    channels = channel_report(runs, epochs, info, edf_path)
+    recording, n_epochs = edf_path.stem, int(info["n_epochs"])
+    times = clock_times(edf_path, n_epochs)
+
+    probabilities = {task: predict_task(run, epochs, recording, device, batch_size, progress)
+                     for task, run in runs.items()}  # task -> (n_epochs, C)
+    stages = probabilities["sleep_stage"].argmax(axis=1).astype(np.int64)  # (n_epochs,) 0..4
+    sleep = np.isin(stages, SLEEP_STAGES)  # (n_epochs,) bool, predicted sleep
+    events = {task: probabilities[task].argmax(axis=1).astype(np.int64) for task in EVENT_TASKS if task in runs}
+    event_p = {task: probabilities[task][:, 1] for task in events}  # (n_epochs,) positive-class probability
+    both = len(events) == len(EVENT_TASKS)
+    stats = sleep_statistics(stages, EPOCH_S, events.get("apnea") if both else None,
+                             events.get("hypopnea") if both else None, max_event_epochs=MAX_EVENT_EPOCHS)
+
+    table = pd.DataFrame({"epoch": np.arange(n_epochs), "start_s": np.arange(n_epochs) * float(EPOCH_S),
+                          "time": times, "stage": [STAGE_NAMES[s] for s in stages], "stage_code": stages})
+    for k, name in enumerate(STAGE_NAMES):
+        table[f"p_{name}"] = probabilities["sleep_stage"][:, k]
+    for task, positive in events.items():
+        table[f"p_{task}"], table[task] = event_p[task], positive
+    scored = None
+    if labels is not None:
+        scored = labels["stage"].to_numpy().astype(np.int64)
+        table["scored_stage"] = [STAGE_NAMES[s] if s != STAGE_UNSCORED else "" for s in scored]
+        table["scored_stage_code"] = scored
+
+    event_table = None
+    event_summary = {}
+    if events:
+        rows = [row for task, positive in events.items() for row in event_rows(task, positive, sleep, times)]
+        event_table = pd.DataFrame(rows, columns=["type", "start_epoch", "n_epochs", "start_s", "duration_s", "time",
+                                                  "in_sleep", "n_events"])
+        zeros = np.zeros(n_epochs, dtype=np.int64)
+        for task, positive in events.items():
+            alone = (positive, zeros) if task == "apnea" else (zeros, positive)
+            event_summary[task] = {"n_runs": len(event_runs(positive)),
+                                   "n_events_in_sleep": count_events(positive, sleep, MAX_EVENT_EPOCHS),
+                                   "index_per_h": estimate_ahi(*alone, sleep, EPOCH_S, MAX_EVENT_EPOCHS)}
+    notes = []
+    if channels["missing"]:
+        notes.append(f"missing channels {', '.join(channels['missing'])}: predicted without them")
+    if events and not both:
+        notes.append("the AHI needs both --apnea and --hypopnea runs; only the given type's index is reported")
+
+    report = {
+        "recording": recording, "edf": str(edf_path.resolve()), "xml": str(xml_path.resolve()) if xml_path else None,
+        "start_time": times[0] or None, "n_epochs": n_epochs, "epoch_s": float(EPOCH_S),
+        "channels": channels, "sleep": stats, "events": event_summary or None, "notes": notes,
+        "processing": {"signal_s": info.get("signal_s"), "kept_s": info.get("kept_s"), "truncated": info.get("truncated"),
+                       "warnings": info.get("warnings") or ""},
+        "agreement": (agreement(stages, probabilities["sleep_stage"], labels, events, event_p, stats, info)
+                      if labels is not None else None),
+    }
+    return {"hypnogram": table, "events": event_table, "report": report, "stages": stages, "scored": scored}
+
+
+# ---------------------------------------------------------------------------------------- outputs
+def strict(value: Any) -> Any:
+    """JSON-ready copy: NaN / inf -> None, numpy scalars and arrays -> Python."""
+    if isinstance(value, Mapping):
+        return {str(k): strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [strict(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer, int)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def _fmt(value: Any, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def report_markdown(report: Mapping[str, Any]) -> str:
+    """report.md: the sleep report as tables (values from report.json)."""
+    s = report["sleep"]
+    lines = [f"# Sleep report: {report['recording']}", "",
+             f"EDF `{report['edf']}`" + (f", scoring `{report['xml']}`" if report["xml"] else "")
+             + f"; start {report['start_time'] or 'unknown'}; {report['n_epochs']} epochs of {report['epoch_s']:g} s.", ""]
+    for task, model in report["channels"]["models"].items():
+        lines.append(f"- {task}: `{model['checkpoint']}` ({model['kind']}), channels used: {', '.join(model['used'])}"
+                     + (f"; **missing: {', '.join(model['missing'])}**" if model["missing"] else ""))
+    for ch, why in report["channels"]["why_missing"].items():
+        lines.append(f"- missing channel {ch}: {why}")
+    lines += ["", "## Sleep statistics (predicted hypnogram)", "", "| measure | value |", "|---|---|"]
+    for key, label in (("trt_min", "total recording time (min)"), ("tst_min", "total sleep time (min)"),
+                       ("sleep_efficiency_pct", "sleep efficiency (%)"), ("sol_min", "sleep onset latency (min)"),
+                       ("rem_latency_min", "REM latency from sleep onset (min)"), ("waso_min", "WASO (min)"),
+                       ("n_awakenings", "awakenings"), ("unscored_min", "unscored (min)")):
+        lines.append(f"| {label} | {_fmt(s.get(key))} |")
+    lines += ["", "| stage | minutes | % of TST |", "|---|---|---|"]
+    for name in STAGE_NAMES:
+        pct = s.get(f"{name.lower()}_pct")
+        lines.append(f"| {name} | {_fmt(s[f'{name.lower()}_min'])} | {_fmt(pct) if name != 'W' else '-'} |")
+    if report["events"]:
+        lines += ["", "## Respiratory events (predicted)", "", "| type | runs | events in sleep | index (/h sleep) |",
+                  "|---|---|---|---|"]
+        for task, e in report["events"].items():
+            lines.append(f"| {task} | {e['n_runs']} | {e['n_events_in_sleep']} | {_fmt(e['index_per_h'])} |")
+        if "ahi_est" in s:
+            lines += ["", f"Estimated AHI: **{_fmt(s['ahi_est'])} events/h** ({s['ahi_severity_name']})."]
+    agree = report["agreement"]
+    if agree:
+        lines += ["", "## Agreement with the scoring", ""]
+        staging = agree.get("sleep_stage")
+        if staging:
+            lines.append(f"Staging on {staging['n']} scored epochs: accuracy {_fmt(staging['accuracy'], 3)}, "
+                         f"kappa {_fmt(staging['kappa'], 3)}, macro-F1 {_fmt(staging['macro_f1'], 3)}.")
+            lines += ["", "| scored \\ predicted | " + " | ".join(STAGE_NAMES) + " |", "|---" * (len(STAGE_NAMES) + 1) + "|"]
+            for name, row in zip(STAGE_NAMES, staging["confusion_matrix"]):
+                lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+            lines += ["", f"Scored TST {_fmt(agree['scored_sleep']['tst_min'])} min vs predicted {_fmt(s['tst_min'])} min."]
+        for task in EVENT_TASKS:
+            if task in agree:
+                lines.append(f"{task} epochs: accuracy {_fmt(agree[task]['accuracy'], 3)}, "
+                             f"kappa {_fmt(agree[task]['kappa'], 3)}.")
+        ahi = agree["ahi"]
+        lines.append(f"AHI: scored {_fmt(ahi['scored'])} ({ahi['scored_severity']}), estimated "
+                     f"{_fmt(ahi['estimated'])} ({ahi['estimated_severity'] or 'not estimated'}).")
+    if report["notes"]:
+        lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]:
+    """Write hypnogram.csv / .png, events.csv (if any), report.json, report.md into `out`."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"hypnogram_csv": out / "hypnogram.csv", "hypnogram_png": out / "hypnogram.png",
+             "report_json": out / "report.json", "report_md": out / "report.md"}
+    result["hypnogram"].to_csv(paths["hypnogram_csv"], index=False, float_format="%.6g")
+    report = result["report"]
+    hypnogram_png(result["stages"], paths["hypnogram_png"], true=result["scored"], epoch_s=EPOCH_S,
+                  title=f"{report['recording']}: predicted" + (" vs scored" if result["scored"] is not None else ""))
+    if result["events"] is not None:
+        paths["events_csv"] = out / "events.csv"
+        result["events"].to_csv(paths["events_csv"], index=False)
+    paths["report_json"].write_text(json.dumps(strict(report), indent=2, allow_nan=False) + "\n")
+    paths["report_md"].write_text(report_markdown(strict(report)))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        device = resolve_device(args.device)
+        runs = load_runs({"sleep_stage": args.checkpoint, "apnea": args.apnea, "hypopnea": args.hypopnea}, device)
+        result = predict_night(args.edf, runs, args.xml, device, args.batch_size, args.progress)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    report = result["report"]
+    if report["channels"]["missing"]:
+        print(f"warning: {args.edf}: missing channel(s) {', '.join(report['channels']['missing'])} "
+              f"({'; '.join(report['channels']['why_missing'].values())}); predicted with "
+              f"{', '.join(report['channels']['present'])}", flush=True)
+    paths = write_outputs(args.out, result)
+    s = report["sleep"]
+    ahi = f", AHI {_fmt(s['ahi_est'])}/h ({s['ahi_severity_name']})" if "ahi_est" in s else ""
+    print(f"{report['recording']}: {report['n_epochs']} epochs, TST {_fmt(s['tst_min'])} min, sleep efficiency "
+          f"{_fmt(s['sleep_efficiency_pct'])} %{ahi} -> {paths['report_md']}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,186 @@
+"""Inference on a new night (downstream/predict.py, DESIGN.md 6): tiny staging / apnea / hypopnea runs trained for a
+step or two on a small synthetic cohort predict an unseen synthetic night; the outputs must be complete and
+consistent with each other (every epoch once, probabilities sum to 1, stage minutes add up to the recording time,
+the AHI of the report recomputes from events.csv), a missing channel is named, bad files exit with code 2."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dataset import data_parser, synthetic
+from dataset.constants import STAGE_NAMES
+from downstream import predict
+from downstream.fine_tuning import train as fine_tuning
+from downstream.linear_probing import train as linear_probing
+from models.neuronet import build_neuronet, neuronet_config
+from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
+from utils.checkpoint import FORMAT_VERSION, atomic_save, sha256_file
+from utils.metrics import estimate_ahi
+
+# A NeuroNet smaller than the tiny preset (14 frames, narrow CNN): a training step takes a fraction of a second.
+SMALL = dict(frame_step_s=2.0, stem_channels=4, backbone_channels=(4, 8, 8, 16), frame_token_dim=32, encoder_depth=1)
+RUN = ["--workers", "0", "--no-progress", "--n-boot", "0", "--hypnograms", "0", "--resume", "none"]
+SLEEP = ("N1", "N2", "N3", "REM")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A 4-night cohort, two small backbones, and tiny runs: staging / apnea probes on a SynthSleepNet over
+    eeg_c4 + eog_l, a hypopnea probe on a NeuroNet (eeg_c4), a fine-tuned (temporal) staging run on eeg_c4."""
+    root = tmp_path_factory.mktemp("predict_runs")
+    synthetic.generate_cohort(root / "src", nights=4, hours=0.8, seed=1)
+    data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
+    data = root / "dst"
+    torch.manual_seed(0)
+    net = build_neuronet(neuronet_config("tiny", **SMALL))
+    fusion = build_synthsleepnet(synthsleepnet_config("tiny", channels=("eeg_c4", "eog_l"), fusion_depth=1),
+                                 {"eeg_c4": net, "eog_l": net})
+    backbones = {}
+    for name, kind, model, metadata in (("eeg", "neuronet", net, {"channels": ["eeg_c4"]}),
+                                        ("fusion", "synthsleepnet", fusion, {})):
+        backbones[name] = root / f"{name}.pt"
+        atomic_save({"format_version": FORMAT_VERSION, "model_kind": kind, "model_config": model.config.to_dict(),
+                     "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {}, "epoch": 1,
+                     "batch_in_epoch": 0, "step": 1, "rng": [], "config": {}, "version": {}, "metrics": {},
+                     "best": {}, "splits_sha256": sha256_file(data / "splits.json"), "meter": {}, "world_size": 1,
+                     "metadata": metadata}, backbones[name])
+    out = {}
+    for name, backbone, task in (("stage", "fusion", "sleep_stage"), ("apnea", "fusion", "apnea"),
+                                 ("hypopnea", "eeg", "hypopnea")):
+        out[name] = root / name
+        assert linear_probing.main(["--data", str(data), "--backbone", str(backbones[backbone]), "--task", task,
+                                    "--out", str(out[name]), "--epochs", "20", "--batch-size", "32", *RUN]) == 0
+    out["temporal"] = root / "temporal"
+    assert fine_tuning.main(["--data", str(data), "--backbone", str(backbones["eeg"]), "--task", "sleep_stage",
+                             "--out", str(out["temporal"]), "--epochs-per-window", "8", "--stride", "8",
+                             "--epochs", "1", "--max-steps", "1", "--batch-size", "2", *RUN]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory) -> tuple[Path, Path]:
+    """An unseen 0.7-h night (84 epochs, not a multiple of the 8-epoch windows) with respiratory events."""
+    root = tmp_path_factory.mktemp("predict_night")
+    edf, xml = root / "new-900001.edf", root / "new-900001-nsrr.xml"
+    synthetic.generate_night(edf, xml, "new-900001", hours=0.7, seed=7)
+    return edf, xml
+
+
+def test_predict_writes_consistent_outputs(runs, night, tmp_path, capsys):
+    edf, xml = night
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--hypopnea",
+                         str(runs["hypopnea"]), "--edf", str(edf), "--xml", str(xml), "--out", str(out),
+                         "--no-progress"]) == 0
+    for name in ("hypnogram.csv", "hypnogram.png", "events.csv", "report.json", "report.md"):
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+    hypnogram = pd.read_csv(out / "hypnogram.csv", keep_default_na=False)
+    n = report["n_epochs"]
+    assert n == 84 and hypnogram["epoch"].tolist() == list(range(n))  # one row per epoch, in order
+    probabilities = hypnogram[[f"p_{s}" for s in STAGE_NAMES]].to_numpy()
+    assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
+    assert (hypnogram["stage_code"].to_numpy() == probabilities.argmax(axis=1)).all()
+    assert (hypnogram["stage"] == [STAGE_NAMES[c] for c in hypnogram["stage_code"]]).all()
+    assert hypnogram["time"].str.match(r"^\d\d:\d\d:\d\d$").all() and (hypnogram["start_s"] == 30 * hypnogram["epoch"]).all()
+
+    sleep = report["sleep"]
+    stage_min = {s: (hypnogram["stage"] == s).sum() * 0.5 for s in STAGE_NAMES}
+    for s in STAGE_NAMES:
+        assert sleep[f"{s.lower()}_min"] == pytest.approx(stage_min[s])
+    assert sleep["trt_min"] == pytest.approx(n * 0.5)
+    assert sum(sleep[f"{s.lower()}_min"] for s in STAGE_NAMES) + sleep["unscored_min"] == pytest.approx(sleep["trt_min"])
+    assert sleep["tst_min"] == pytest.approx(sum(stage_min[s] for s in SLEEP))
+    assert sleep["sleep_efficiency_pct"] == pytest.approx(100 * sleep["tst_min"] / sleep["trt_min"])
+
+    # the AHI of the report recomputes from events.csv and the hypnogram (events start in predicted sleep)
+    events = pd.read_csv(out / "events.csv")
+    per_epoch = {task: np.zeros(n, dtype=np.int64) for task in ("apnea", "hypopnea")}
+    for row in events.itertuples():
+        per_epoch[row.type][row.start_epoch: row.start_epoch + row.n_epochs] = 1
+        assert row.duration_s == 30 * row.n_epochs and row.start_s == 30 * row.start_epoch
+    for task in per_epoch:
+        assert (per_epoch[task] == hypnogram[task].to_numpy()).all()
+    is_sleep = hypnogram["stage"].isin(SLEEP).to_numpy()
+    expected = estimate_ahi(per_epoch["apnea"], per_epoch["hypopnea"], is_sleep)
+    assert (sleep["ahi_est"] is None and math.isnan(expected)) or sleep["ahi_est"] == pytest.approx(expected)
+    assert (events["in_sleep"] == is_sleep[events["start_epoch"]]).all()
+
+    agreement = report["agreement"]
+    scored = hypnogram["scored_stage_code"].to_numpy()
+    confusion = np.array(agreement["sleep_stage"]["confusion_matrix"])
+    assert confusion.sum() == agreement["sleep_stage"]["n"] == (scored >= 0).sum() > 0
+    assert agreement["sleep_stage"]["accuracy"] == pytest.approx(np.mean(scored[scored >= 0] ==
+                                                                         hypnogram["stage_code"].to_numpy()[scored >= 0]))
+    assert agreement["ahi"]["scored"] is not None and agreement["ahi"]["scored"] > 0
+    assert report["channels"]["missing"] == []
+    markdown = (out / "report.md").read_text()
+    assert "total sleep time" in markdown and "Agreement with the scoring" in markdown and "Estimated AHI" in markdown
+    assert "TST" in capsys.readouterr().out
+
+
+def test_temporal_run_tiles_every_epoch_once(runs, night, tmp_path):
+    edf, _ = night
+    loaded = predict.load_runs({"sleep_stage": runs["temporal"]}, torch.device("cpu"))["sleep_stage"]
+    assert loaded.kind == "temporal_classifier" and loaded.epochs_per_window == 8
+    windows = predict.NightWindows("n", {"eeg_c4": np.zeros((84, 3000), np.float32)}, 8)
+    owned = np.concatenate([windows[i]["epoch_ids"].numpy()[windows[i]["owned"].numpy()] for i in range(len(windows))])
+    assert sorted(owned.tolist()) == list(range(84)) and len(windows) == 11  # 0, 8, .., 72 and the end-aligned 76
+    out = tmp_path / "temporal"
+    assert predict.main(["--checkpoint", str(runs["temporal"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    hypnogram = pd.read_csv(out / "hypnogram.csv")
+    assert len(hypnogram) == 84 and not (out / "events.csv").exists()
+    assert np.allclose(hypnogram[[f"p_{s}" for s in STAGE_NAMES]].sum(axis=1), 1.0, atol=1e-4)
+    report = json.loads((out / "report.json").read_text())
+    assert report["agreement"] is None and "ahi_est" not in report["sleep"] and report["xml"] is None
+
+
+def test_missing_channel_still_predicts_and_is_named(runs, tmp_path, capsys):
+    edf, xml = tmp_path / "gap-900002.edf", tmp_path / "gap-900002-nsrr.xml"
+    synthetic.generate_night(edf, xml, "gap-900002", hours=0.2, seed=8, missing_channels=("eog_l",))
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["channels"]["missing"] == ["eog_l"]
+    assert report["channels"]["models"]["sleep_stage"]["used"] == ["eeg_c4"]
+    assert "eog_l" in (out / "report.md").read_text() and "eog_l" in capsys.readouterr().out
+    hypnogram = pd.read_csv(out / "hypnogram.csv")
+    assert len(hypnogram) == report["n_epochs"] == 24
+    assert np.allclose(hypnogram[[f"p_{s}" for s in STAGE_NAMES]].sum(axis=1), 1.0, atol=1e-4)
+    # a model none of whose channels exists: clear error naming the file and the labels looked for
+    synthetic.generate_night(edf, xml, "gap-900002", hours=0.2, seed=8, missing_channels=("eeg_c4",))
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--hypopnea", str(runs["hypopnea"]), "--edf", str(edf),
+                         "--out", str(tmp_path / "none"), "--no-progress"]) == 2
+    message = capsys.readouterr().err
+    assert str(edf) in message and "hypopnea" in message and "EEG 1" in message
+
+
+def test_bad_inputs_exit_2_with_the_file_named(runs, night, tmp_path, capsys):
+    garbage = tmp_path / "garbage.edf"
+    garbage.write_bytes(b"this is not an EDF file" * 40)
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(garbage), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(garbage) in err and "Traceback" not in err and err.count("\n") == 1
+    bad_xml = tmp_path / "bad-nsrr.xml"
+    bad_xml.write_text("<PSGAnnotation><ScoredEvents><ScoredEvent>")
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(night[0]), "--xml", str(bad_xml),
+                         "--out", str(tmp_path / "b")]) == 2
+    assert str(bad_xml) in capsys.readouterr().err
+    # a run given for the wrong task
+    assert predict.main(["--checkpoint", str(runs["apnea"]), "--edf", str(night[0]), "--out", str(tmp_path / "c")]) == 2
+    assert "expects a sleep_stage run" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
