@@ -215,6 +215,27 @@ class _CohortIndex(Dataset):
         return np.bincount(labels[labels >= 0], minlength=TASKS[self.task]).astype(np.int64)
 
 
+def window_starts(n_epochs: int, epochs_per_window: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows over a recording of n_epochs: (first epoch row of each window, first position it owns).
+
+    Windows start every `step` rows; when they leave a tail uncovered, a final window is aligned to the recording
+    end and owns only the rows no earlier window covered (so with step == epochs_per_window — the tiling used at
+    test and inference time — every epoch is owned by exactly one window). A recording shorter than the window
+    gives one window starting at 0 (padded by the caller).
+    """
+    size = int(epochs_per_window)
+    if n_epochs <= size:
+        starts = np.zeros(1, dtype=np.int64)
+    else:
+        starts = np.arange(0, n_epochs - size + 1, int(step), dtype=np.int64)
+    owned_from = np.zeros(starts.shape, dtype=np.int64)
+    covered = int(starts[-1]) + size
+    if covered < n_epochs:  # final window aligned to the recording end
+        owned_from = np.append(owned_from, covered - (n_epochs - size))
+        starts = np.append(starts, n_epochs - size)
+    return starts, owned_from
+
+
 class EpochDataset(_CohortIndex):
     """Single 30-s epochs of a split, streamed from Parquet.
 
@@ -406,17 +427,10 @@ class SequenceDataset(_CohortIndex):
 
     def _window_starts(self, n: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """First row of each window of a recording of n epochs, and its first owned position."""
-        size = self.epochs_per_window
-        if n <= size:
-            starts = np.zeros(1, dtype=np.int64)
-        else:
-            starts = np.arange(0, n - size + 1, size if self.tiling else self.stride)
-        owned_from = np.zeros(starts.shape, dtype=np.int64)
-        covered = int(starts[-1]) + size
-        if covered < n:  # final window aligned to the recording end
-            owned_from = np.append(owned_from, covered - (n - size))
-            starts = np.append(starts, n - size)
+        step = self.epochs_per_window if self.tiling else self.stride
+        starts, owned_from = window_starts(n, self.epochs_per_window, step)
         if self.task is not None and not self.tiling:
+            size = self.epochs_per_window
             labelled = np.concatenate([[0], np.cumsum(labels >= 0)])  # (n + 1,) labelled epochs before each row
             keep = labelled[np.minimum(starts + size, n)] > labelled[starts]
             starts, owned_from = starts[keep], owned_from[keep]

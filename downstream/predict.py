@@ -35,7 +35,6 @@ import math
 import sys
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -45,7 +44,7 @@ from torch.utils.data import Dataset
 
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_S, STAGE_NAMES, STAGE_UNSCORED, TASKS
 from dataset.data_parser import load_night
-from dataset.datasets import SequenceDataset
+from dataset.datasets import window_starts
 from dataset.edf_reader import EdfError, read_edf_header
 from dataset.nsrr_xml import XmlError
 from dataset.signal_processing import SkipRecording
@@ -110,13 +109,6 @@ def load_runs(runs: Mapping[str, Path | None], device: torch.device) -> dict[str
 
 
 # ---------------------------------------------------------------------------------------- prediction
-def tiling_starts(n_epochs: int, epochs_per_window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Window starts and first owned positions of one night in tiling mode: the same rule as
-    `SequenceDataset(tiling=True)` (every epoch owned exactly once), taken from that class."""
-    rule = SimpleNamespace(epochs_per_window=epochs_per_window, stride=epochs_per_window, tiling=True, task=None)
-    return SequenceDataset._window_starts(rule, n_epochs, None)
-
-
 class NightWindows(Dataset):
     """In-memory tiling windows of one night, items as `SequenceDataset(tiling=True)` gives them (no label):
     {"recording", "start_epoch", <channel>: (T, n_samples) float32 zero-padded, "valid", "epoch_ids", "owned"}."""
@@ -127,7 +119,7 @@ class NightWindows(Dataset):
         self.split = recording  # predict_windows' progress label
         self.recording, self.epochs, self.size = recording, dict(epochs), int(epochs_per_window)
         self.n_epochs = int(next(iter(self.epochs.values())).shape[0])
-        self.starts, self.owned_from = tiling_starts(self.n_epochs, self.size)
+        self.starts, self.owned_from = window_starts(self.n_epochs, self.size, self.size)
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])

@@ -59,9 +59,10 @@ def confusion_matrix_png(confusion: Sequence[Sequence[float]], class_names: Sequ
 def hypnogram_png(predicted: Sequence[int], path: str | Path, true: Sequence[int] | None = None,
                   epoch_s: float = 30.0, title: str = "") -> Path:
     """Hypnogram(s) over time in hours: the predicted stages (0..4 = W, N1, N2, N3, REM) and, when given, the
-    scored ones above them; unscored epochs (-1) are gaps. REM is drawn on top as clinical hypnograms do."""
-    rows = [("predicted", np.asarray(predicted))] if true is None else [("scored", np.asarray(true)),
-                                                                        ("predicted", np.asarray(predicted))]
+    scored ones beneath them; unscored epochs (-1) are gaps. REM is drawn on top as clinical hypnograms do."""
+    rows = [("predicted", np.asarray(predicted))]
+    if true is not None:
+        rows.append(("scored", np.asarray(true)))
     order = [STAGE_NAMES.index(s) for s in ("N3", "N2", "N1", "REM", "W")]  # bottom → top
     level = {stage: k for k, stage in enumerate(order)}
     fig = Figure(figsize=(10, 1.6 * len(rows) + 0.6))
