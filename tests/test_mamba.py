@@ -259,8 +259,8 @@ def _mamba_ssm_or_skip():
 def test_cuda_matches_mamba_ssm_module(seqlen):
     mamba_ssm = _mamba_ssm_or_skip()
     torch.manual_seed(7)
-    ours = Mamba2(**DESIGN_CONFIG, backend="torch").cuda()
-    theirs = mamba_ssm.Mamba2(**DESIGN_CONFIG).cuda()
+    ours = Mamba2(**DESIGN_CONFIG, backend="torch").to("cuda")
+    theirs = mamba_ssm.Mamba2(**DESIGN_CONFIG).to("cuda")
     assert [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()] == MAMBA_SSM_MAMBA2_512
     with torch.no_grad():
         for param in ours.parameters():
@@ -280,7 +280,7 @@ def test_cuda_matches_mamba_ssm_module(seqlen):
 def test_cuda_fused_and_torch_gradients_agree():
     _mamba_ssm_or_skip()
     torch.manual_seed(8)
-    block = Mamba2(**DESIGN_CONFIG).cuda()
+    block = Mamba2(**DESIGN_CONFIG).to("cuda")
     u = torch.randn(4, 300, 512, device="cuda")
     grads = {}
     for backend in ("fused", "torch"):
