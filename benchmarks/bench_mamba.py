@@ -62,15 +62,13 @@ def cpu_case(d_model: int, batch: int, seqlen: int, naive: bool, threads: int, r
 def cuda_case(d_model: int, batch: int, seqlen: int, backend: str, repeats: int) -> dict:
     block, u = build(d_model, batch, seqlen, "cuda", backend)
     step(block, u, naive=False)  # warm-up (Triton compiles here)
-    if u.is_cuda:
-        torch.cuda.synchronize()
+    if u.is_cuda: torch.cuda.synchronize()  # noqa: E701
     torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step(block, u, naive=False)
-        if u.is_cuda:
-            torch.cuda.synchronize()
+        if u.is_cuda: torch.cuda.synchronize()  # noqa: E701
         times.append(time.perf_counter() - start)
     return {"seconds": statistics.median(times), "min_seconds": min(times),
             "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
