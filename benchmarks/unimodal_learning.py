@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -51,15 +52,15 @@ def prepare_cohort(out: Path, nights: int, hours: float, seed: int) -> Path:
     return dst
 
 
-def seconds_per_step(batch_size: int, steps: int = 3) -> float:
-    """Wall seconds of one tiny-preset training step (forward, backward, AdamW) at `batch_size` on CPU."""
+def seconds_per_step(dataset: EpochDataset, batch_size: int, steps: int = 3) -> float:
+    """Median wall seconds of one tiny-preset training step (batch read, forward, backward, AdamW) on CPU."""
     torch.manual_seed(0)
     model = build_neuronet(neuronet_config("tiny"))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=True)
-    signal = torch.randn(batch_size, 3000)  # (B, 3000) stand-in epochs
     timings = []
-    for _ in range(steps + 1):
+    for step in range(steps + 1):  # the first step pays one-off set-up costs: not counted
         started = time.perf_counter()
+        signal = torch.stack([dataset[step * batch_size + i]["signal"] for i in range(batch_size)])  # (B, 3000)
         model(signal)["loss"].backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -88,7 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--nights", type=int, default=10)
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--minutes", type=float, default=8.0, help="pretraining wall-time budget (at most 10)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=0,
+                        help="optimizer steps to plan (0: as many as --minutes allows, from a timed calibration)")
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="base lr (x batch / 256)")
     parser.add_argument("--max-train", type=int, default=4000)
     parser.add_argument("--max-val", type=int, default=2000)
@@ -102,18 +105,22 @@ def main(argv: list[str] | None = None) -> dict:
     args.out.mkdir(parents=True, exist_ok=True)
     dst = args.data or prepare_cohort(args.out, args.nights, args.hours, args.seed)
 
-    n_pretrain = len(EpochDataset(dst, "pretrain", CHANNELS, pool_channels=True))
-    steps_per_epoch = n_pretrain // args.batch_size
-    step_s = seconds_per_step(args.batch_size)
-    budget_s = args.minutes * 60
-    # Data loading and start-up cost time too: plan for 60 % of the budget in model steps.
-    epochs = max(1, round(0.6 * budget_s / max(1e-6, step_s * steps_per_epoch)))
-    warmup_steps = max(1, epochs * steps_per_epoch // 10)
-    print(f"pretrain: {n_pretrain} single-channel epochs, {steps_per_epoch} steps/epoch, ~{step_s:.2f} s/step "
-          f"-> {epochs} epochs ({warmup_steps} warmup steps) in {args.minutes:g} min", flush=True)
+    pretrain_set = EpochDataset(dst, "pretrain", CHANNELS, pool_channels=True)
+    n_pretrain, steps_per_epoch = len(pretrain_set), len(pretrain_set) // args.batch_size
+    if args.steps:
+        planned = args.steps
+    else:  # as many steps as 80 % of the budget allows (data loading and checkpoints take the rest)
+        step_s = seconds_per_step(pretrain_set, args.batch_size)
+        planned = max(10, int(0.8 * args.minutes * 60 / step_s))
+        print(f"calibration: {step_s:.2f} s per step at batch {args.batch_size}", flush=True)
+    epochs = math.ceil(planned / steps_per_epoch)
+    warmup_steps = max(1, planned // 10)
+    print(f"pretrain: {n_pretrain} single-channel epochs, {steps_per_epoch} steps/epoch -> {planned} steps "
+          f"({epochs} epochs scheduled, {warmup_steps} warmup steps), at most {args.minutes:g} min", flush=True)
     run_dir = args.out / "eeg_tiny"
     started = time.time()
     pretrain(["--data", str(dst), "--out", str(run_dir), "--preset", "tiny", "--epochs", str(epochs),
+              "--max-steps", str(planned),
               "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--max-minutes", str(args.minutes),
               "--warmup-steps", str(warmup_steps),
               "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none", "--seed", str(args.seed),
@@ -142,9 +149,10 @@ def main(argv: list[str] | None = None) -> dict:
     boosted = HistGradientBoostingClassifier(random_state=args.seed).fit(train_x, train_y)
     results["features_hgb"] = {**scores(val_y, boosted.predict(val_x)), "n_train": int(train_y.size),
                                "n_val": int(val_y.size)}
-    results["run"] = {"epochs": epochs, "steps": int(ckpt["step"]), "planned_steps": epochs * steps_per_epoch,
+    results["run"] = {"epochs": epochs, "steps": int(ckpt["step"]), "planned_steps": planned,
                       "pretrain_s": round(pretrain_s, 1),
-                      "batch_size": args.batch_size, "base_lr": args.lr, "model_args": args.model_arg, "n_pretrain": n_pretrain,
+                      "batch_size": args.batch_size, "base_lr": args.lr, "model_args": args.model_arg,
+                      "n_pretrain": n_pretrain,
                       "train_subjects": len(train_set.subjects), "val_subjects": len(val_set.subjects),
                       "torch_threads": torch.get_num_threads()}
 
@@ -156,8 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
                         ("features_hgb", "(c) hand-crafted, HistGB")):
         r = results[name]
         print(f"{label:<32}{r['kappa']:>8.3f}{r['f1']:>10.3f}{r['accuracy']:>10.3f}")
-    print(f"pretraining: {results['run']['steps']} of {epochs * steps_per_epoch} planned steps ({epochs} epochs) "
-          f"in {pretrain_s:.0f} s")
+    print(f"pretraining: {results['run']['steps']} of {planned} planned steps in {pretrain_s:.0f} s")
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return results
 
