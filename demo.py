@@ -1,16 +1,26 @@
 """End-to-end demo on a freshly generated synthetic NSRR cohort (the README's `make demo`).
 
-Stages run in order; each writes under --out and prints what it produced:
-  1. generate   dataset/synthetic.py   EDF + NSRR XML nights in the NSRR folder layout
-  2. parse      dataset/data_parser.py one Parquet per night + events + manifest + splits
-  3. summarise  manifest summary and label statistics per split
+Every stage is the project's own command-line script, run as a subprocess with tiny presets and a wall-clock
+budget, so the demo exercises exactly what a user runs on real data:
 
-Usage: python demo.py [--out demo_out] [--nights 12] [--hours 2] [--seed 0] [--workers 2]
+  1. generate    dataset/synthetic.py                 EDF + NSRR XML nights in the NSRR folder layout
+  2. parse       dataset/data_parser.py               Parquet per night + events + manifest + splits
+  3. unimodal    pretrained/unimodal/{eeg,eog,emg,ecg}/train.py   one NeuroNet per modality
+  4. multimodal  pretrained/multimodal/train.py       SynthSleepNet (frozen encoders + LoRA + fusion)
+  5. downstream  linear probe, Mamba fine-tuning, supervised-from-scratch and feature baselines for sleep
+                 staging, apnea and hypopnea at 5 % and 100 % of the training labels
+  6. evaluate    downstream/evaluate.py               one comparison table (Markdown + CSV + plot)
+  7. predict     downstream/predict.py                hypnogram, events, AHI and report for a held-out night
+
+A stage whose outputs exist is skipped on a rerun (delete --out, or `make clean-demo`, to start over).
+Usage: python demo.py [--out demo_out] [--nights 16] [--hours 2] [--seed 0] [--minutes-scale 1.0]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,38 +28,50 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from dataset import data_parser, synthetic
 from dataset.constants import STAGE_NAMES
+
+MODALITIES = ("eeg", "eog", "emg", "ecg")
+TASKS = ("sleep_stage", "apnea", "hypopnea")
+FRACTIONS = (0.05, 1.0)
 
 
 def _banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 70 - len(text)), flush=True)
 
 
+def _run(script: str, *args: object, done: Path | None = None) -> None:
+    """Run one project script as `python SCRIPT ARGS…`; skip it when `done` exists; stop the demo on failure."""
+    if done is not None and done.exists():
+        print(f"[skip] {script}: {done} exists", flush=True)
+        return
+    command = [sys.executable, script, *map(str, args)]
+    print("$ " + " ".join(command[1:]), flush=True)
+    started = time.time()
+    code = subprocess.call(command)
+    if code != 0:
+        raise SystemExit(f"demo: {script} exited with code {code}; see its message above")
+    print(f"[{time.time() - started:.0f} s] {script}", flush=True)
+
+
 def label_statistics(dst: Path) -> pd.DataFrame:
     """Per split: epochs, stage distribution (%), apnea / hypopnea epoch prevalence (%), scored AHI median."""
-    manifest = pd.read_parquet(dst / "manifest.parquet")
+    manifest = pd.read_parquet(dst / "manifest.parquet").set_index("recording_id")
     splits = json.loads((dst / "splits.json").read_text())
     rows = []
     for split, recordings in splits["recordings"].items():
-        stages, apnea, hypopnea = [], [], []
-        for rec in recordings:
-            table = pq.read_table(dst / "recordings" / f"{rec}.parquet", columns=["stage", "apnea", "hypopnea"])
-            stages.append(table["stage"].to_numpy())
-            apnea.append(table["apnea"].to_numpy())
-            hypopnea.append(table["hypopnea"].to_numpy())
         if not recordings:
             continue
-        stage = np.concatenate(stages)
+        tables = [pq.read_table(dst / "recordings" / f"{rec}.parquet", columns=["stage", "apnea", "hypopnea"])
+                  for rec in recordings]
+        stage = np.concatenate([t["stage"].to_numpy() for t in tables])
         scored = stage >= 0
         row = {"split": split, "recordings": len(recordings), "epochs": int(stage.size),
                "unscored %": round(100 * float(np.mean(~scored)), 1)}
         for k, name in enumerate(STAGE_NAMES):
             row[f"{name} %"] = round(100 * float(np.mean(stage[scored] == k)), 1) if scored.any() else float("nan")
-        row["apnea %"] = round(100 * float(np.mean(np.concatenate(apnea))), 2)
-        row["hypopnea %"] = round(100 * float(np.mean(np.concatenate(hypopnea))), 2)
-        ahi = manifest.set_index("recording_id").loc[recordings, "ahi_scored"]
-        row["AHI median"] = round(float(np.median(ahi)), 1)
+        for event in ("apnea", "hypopnea"):
+            row[f"{event} %"] = round(100 * float(np.mean(np.concatenate([t[event].to_numpy() for t in tables]))), 2)
+        row["AHI median"] = round(float(np.median(manifest.loc[recordings, "ahi_scored"])), 1)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -57,30 +79,81 @@ def label_statistics(dst: Path) -> pd.DataFrame:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("demo_out"))
-    parser.add_argument("--nights", type=int, default=12)
+    parser.add_argument("--nights", type=int, default=16)
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--minutes-scale", type=float, default=1.0,
+                        help="multiply every training stage's wall-clock budget (default 1.0: about 25 min total)")
     args = parser.parse_args(argv)
     started = time.time()
-    src, dst = args.out / "cohort", args.out / "parsed"
+    out = args.out
+    src, dst, runs = out / "cohort", out / "parsed", out / "runs"
+    budget = lambda minutes: f"{minutes * args.minutes_scale:g}"  # noqa: E731 - wall-clock budget per stage
+    common = ("--preset", "tiny", "--workers", "0", "--seed", args.seed)
 
     _banner(f"1. generate {args.nights} synthetic nights of {args.hours:g} h -> {src}")
-    nights = synthetic.generate_cohort(src, nights=args.nights, hours=args.hours, seed=args.seed)
-    print(f"wrote {len(nights)} EDF + NSRR XML pairs")
+    _run("dataset/synthetic.py", "--out", src, "--nights", args.nights, "--hours", args.hours, "--seed", args.seed,
+         done=src / "synthetic_truth.json")
 
     _banner(f"2. parse -> {dst}")
-    manifest = data_parser.parse_cohort(src, dst, workers=args.workers)
-
-    _banner("3. manifest summary and label statistics")
-    print(manifest["status"].value_counts().to_string())
+    _run("dataset/data_parser.py", "--src", src, "--dst", dst, "--workers", 2, done=dst / "splits.json")
+    manifest = pd.read_parquet(dst / "manifest.parquet")
     ok = manifest[manifest["status"] == "ok"]
-    print(f"\n{len(ok)} recordings ok, {int(ok['n_epochs'].sum())} epochs, "
-          f"{ok['subject_id'].nunique()} subjects; scored AHI range "
-          f"{ok['ahi_scored'].min():.1f}-{ok['ahi_scored'].max():.1f} /h")
+    print(manifest["status"].value_counts().to_string())
+    print(f"{len(ok)} recordings ok, {int(ok['n_epochs'].sum())} epochs, {ok['subject_id'].nunique()} subjects; "
+          f"scored AHI {ok['ahi_scored'].min():.1f}-{ok['ahi_scored'].max():.1f} /h")
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(label_statistics(dst).to_string(index=False))
-    print(f"\ndemo finished in {time.time() - started:.0f} s; outputs under {args.out}")
+
+    _banner("3. unimodal NeuroNet pretraining (tiny preset)")
+    for modality in MODALITIES:
+        run = runs / "unimodal" / modality
+        _run(f"pretrained/unimodal/{modality}/train.py", "--data", dst, "--out", run, *common,
+             "--epochs", 30, "--max-minutes", budget(1.5), "--no-progress", done=run / "last.pt")
+
+    _banner("4. SynthSleepNet multimodal pretraining (tiny preset)")
+    multimodal = runs / "multimodal"
+    unimodal = ",".join(f"{m}={runs / 'unimodal' / m}" for m in MODALITIES)
+    _run("pretrained/multimodal/train.py", "--data", dst, "--unimodal", unimodal, "--out", multimodal, *common,
+         "--epochs", 30, "--max-minutes", budget(3), "--no-progress", done=multimodal / "last.pt")
+
+    _banner("5. downstream: probe, Mamba fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
+    downstream = runs / "downstream"
+    for task in TASKS:
+        for fraction in FRACTIONS:
+            tag = f"{task}-lf{fraction:g}"
+            task_args = ("--data", dst, "--task", task, "--label-fraction", fraction, "--seed", args.seed)
+            _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--workers", 0,
+                 "--epochs", 30, "--max-minutes", budget(0.5), "--no-progress", "--out", downstream / "probe" / tag,
+                 done=downstream / "probe" / tag / "metrics.json")
+            _run("downstream/fine_tuning/train.py", *task_args, "--backbone", multimodal, "--workers", 0,
+                 "--epochs", 10, "--max-minutes", budget(1), "--no-progress", "--out",
+                 downstream / "finetune" / tag, done=downstream / "finetune" / tag / "metrics.json")
+            _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--init", "random",
+                 "--workers", 0, "--epochs", 10, "--max-minutes", budget(0.75), "--no-progress", "--out",
+                 downstream / "scratch" / tag, done=downstream / "scratch" / tag / "metrics.json")
+            _run("downstream/baselines/features.py", *task_args, "--no-progress", "--out",
+                 downstream / "features" / tag, done=downstream / "features" / tag / "metrics.json")
+
+    _banner("6. comparison table")
+    comparison = out / "comparison"
+    _run("downstream/evaluate.py", downstream, "--out", comparison)
+    print((comparison / "comparison.md").read_text())
+
+    _banner("7. inference on a held-out night")
+    splits = json.loads((dst / "splits.json").read_text())
+    night = sorted(splits["recordings"]["test"])[0]
+    edf = next(src.rglob(f"{night}.edf"))
+    xml = next(src.rglob(f"{night}-nsrr.xml"))
+    report_dir = out / "report" / night
+    _run("downstream/predict.py", "--checkpoint", downstream / "finetune" / "sleep_stage-lf1",
+         "--apnea", downstream / "finetune" / "apnea-lf1", "--hypopnea", downstream / "finetune" / "hypopnea-lf1",
+         "--edf", edf, "--xml", xml, "--out", report_dir, "--no-progress")
+
+    _banner("done")
+    print(f"comparison table : {comparison / 'comparison.md'} (+ .csv, label_fraction.png)")
+    print(f"night report     : {report_dir / 'report.md'} (+ report.json, hypnogram.csv/.png, events.csv)")
+    print(f"all outputs under {out}; demo took {(time.time() - started) / 60:.1f} min")
     return 0
 
 

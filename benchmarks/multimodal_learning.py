@@ -15,7 +15,7 @@
        of an untrained SynthSleepNet built on the same encoders.
 
     python benchmarks/multimodal_learning.py [--out runs/bench_multimodal] [--unimodal-steps 80]
-                                             [--multimodal-epochs 3] [--nights 10] [--hours 1.5]
+                                             [--multimodal-epochs 3] [--nights 14] [--hours 1.5]
 
 Prints a table, writes OUT/results.json; exits 1 unless the fusion beats the best single channel.
 """
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_multimodal"))
     parser.add_argument("--data", type=Path, default=None, help="an existing parsed cohort (skips generation)")
-    parser.add_argument("--nights", type=int, default=10)
+    parser.add_argument("--nights", type=int, default=14)
     parser.add_argument("--hours", type=float, default=1.5)
     parser.add_argument("--val-frac", type=float, default=0.2, help="share of subjects in val (generated cohort)")
     parser.add_argument("--unimodal-steps", type=int, default=80, help="about this many steps per unimodal model")
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-minutes", type=float, default=5.0, help="wall-time cap of each pretraining run")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
-    parser.add_argument("--multimodal-lr", type=float, default=4e-3, help="multimodal base lr (x batch / 256)")
+    parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
     parser.add_argument("--max-train", type=int, default=1000, help="train-split epochs fitted by the probe")
     parser.add_argument("--max-val", type=int, default=600, help="val-split epochs scored")
     parser.add_argument("--knn-k", type=int, default=10)

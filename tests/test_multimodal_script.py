@@ -133,3 +133,14 @@ def test_script_help_runs_as_a_file():
     helped = subprocess.run([sys.executable, "pretrained/multimodal/train.py", "--help"], cwd=REPO,
                             capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0 and "--unimodal" in helped.stdout and "runs/multimodal" in helped.stdout
+
+
+@pytest.mark.slow
+def test_fusion_beats_every_single_channel(tmp_path):
+    """benchmarks/multimodal_learning.py at its defaults (about 5-12 min on 2 CPU cores): the val k-NN staging
+    kappa of the fusion representation beats that of each channel's unimodal encoder alone."""
+    ran = subprocess.run([sys.executable, "benchmarks/multimodal_learning.py", "--out", str(tmp_path)], cwd=REPO,
+                         capture_output=True, text=True, timeout=1800)
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert ran.returncode == 0 and results["run"]["fusion_beats_best_single"], (ran.stdout[-2000:], results)
+    assert all(results["fusion"]["kappa"] > results[ch]["kappa"] for ch in EPHYS_CHANNELS), results

@@ -67,15 +67,16 @@ def _check_channels(channels: list[str], modality: str) -> None:
             print(f"note: channel {name} ({spec.modality}) is pretrained with the {modality} model", flush=True)
 
 
-def open_split(cfg: argparse.Namespace, split: str, task: str | None = None) -> EpochDataset:
-    """Pooled single-channel EpochDataset of one split; prints the recordings skipped for a missing channel."""
+def open_split(cfg: argparse.Namespace, split: str, task: str | None = None, report: bool = True) -> EpochDataset:
+    """Pooled single-channel EpochDataset of one split; prints (with `report`) the recordings skipped and why
+    (e.g. a missing channel)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*skipped \d+ of")  # reported below, with every reason
         try:
             dataset = EpochDataset(cfg.data, split, cfg.channels, task=task, seed=cfg.seed, pool_channels=True)
         except (ValueError, FileNotFoundError, KeyError) as err:
             raise SystemExit(f"error: {cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
-    if dataset.skipped:
+    if dataset.skipped and report:
         reasons = Counter(dataset.skipped.values())
         print(f"{split}: skipped {len(dataset.skipped)} recording(s): "
               + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()), flush=True)
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None, modality: str = "eeg") -> int:
         parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
     ctx = setup_run(cfg)
     try:
-        train_set = open_split(cfg, "pretrain")
+        train_set = open_split(cfg, "pretrain", report=ctx.is_main)
         if ctx.is_main:
             print(f"pretrain ({modality}): {describe(train_set)}", flush=True)
         monitor = build_monitor(cfg, ctx)
