@@ -104,13 +104,14 @@ def test_encoder_modes_trainable_parts_and_rebuild(backbones):
     expected_trainable = {"frozen": lambda n: False, "lora": lambda n: "lora_" in n or not n.startswith("net.encoders."),
                           "full": lambda n: True}
     for mode, rule in expected_trainable.items():
-        encoder = EpochEncoder(load_backbone(backbones["fusion"]), ["eeg_c4", "eog_l"], mode)
-        assert encoder.embed_dim == 64 and not hasattr(encoder.net, "decoders")  # pretraining parts removed
+        backbone = load_backbone(backbones["fusion"])
+        encoder = EpochEncoder(backbone, ["eeg_c4", "eog_l"], mode)
+        assert encoder.embed_dim == backbone.config.fusion_dim and not hasattr(encoder.net, "decoders")  # pretraining parts removed
         for name, param in encoder.named_parameters():
             assert param.requires_grad == rule(name), (mode, name)
         if mode == "lora":
             assert lora_parameters(encoder) and all("default" in n for n in lora_parameters(encoder))
-        model = TemporalClassifier(encoder, MLPHead(64, 5)).train()
+        model = TemporalClassifier(encoder, MLPHead(encoder.embed_dim, 5)).train()
         norms = [m for n, m in encoder.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                  and ".encoders." in f".{n}"]
         assert norms and all(m.training == (mode == "full") for m in norms), mode  # frozen BN stays in eval mode
@@ -195,7 +196,8 @@ def test_linear_probe_outputs_and_determinism(probe_runs, cohort, backbones):
     assert metrics["train"]["subjects"] == splits_of(cohort)["subjects"]["train"]
     assert "| kappa | macro_f1 | accuracy |" in (first / "results.md").read_text()
     checkpoint = load_checkpoint(first / "best.pt")
-    assert checkpoint["model_kind"] == "mlp_head" and checkpoint["model_config"]["in_dim"] == 64
+    fusion_dim = load_backbone(backbones["fusion"]).config.fusion_dim
+    assert checkpoint["model_kind"] == "mlp_head" and checkpoint["model_config"]["in_dim"] == fusion_dim
     assert all(k.startswith("layers.") for k in checkpoint["model"])  # only the head is trained and stored
     predictions = assert_every_test_epoch_once(first, cohort)
     # the run reloads for inference (frozen backbone from the checkpoint's metadata + selected head)
