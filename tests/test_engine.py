@@ -246,8 +246,15 @@ def test_config_precedence(tmp_path):
     json_file.write_text(json.dumps({"batch_szie": 4}))
     with pytest.raises(SystemExit):
         parse_config(build_parser(), ["--config", str(json_file), "--data", "d"])
-    with pytest.raises(ValueError, match="batch_szie"):
-        load_config_file(json_file) and build_parser(defaults={"batch_szie": 4})
+    assert load_config_file(json_file) == {"batch_szie": 4}
+    with pytest.raises(ValueError, match="unknown option.*batch_szie"):
+        build_parser(defaults={"batch_szie": 4})
+    for bad in ("epochs: 3.5", "amp: 'yes'", "lr: [1]"):
+        yaml_file.write_text(bad + "\n")
+        with pytest.raises(SystemExit):
+            parse_config(build_parser(), ["--config", str(yaml_file), "--data", "d"])
+    with pytest.raises(ValueError, match="epochs = 3.5 should be an int"):
+        build_parser(defaults={"epochs": 3.5})
     with pytest.raises(SystemExit):  # --data is required unless the file gives it
         parse_config(build_parser(), [])
 
@@ -317,12 +324,13 @@ def test_nan_loss_is_reported(tmp_path):
 
 
 def test_torchrun_two_processes(tmp_path):
-    """2 gloo processes via torchrun: the run completes, both ranks hold identical weights, only rank 0 writes."""
+    """2 gloo processes via torchrun (with gradient accumulation, so no_sync is used): the run completes across
+    an epoch boundary, both ranks hold identical weights, rank 0's checkpoint holds both ranks' RNG states."""
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "ddp"
     result = subprocess.run(
         [str(torchrun), "--standalone", "--nproc_per_node", "2", __file__, "--out", str(out),
-         "--max-steps", "3", "--batch-size", "4"],
+         "--max-steps", "3", "--batch-size", "4", "--accum-steps", "2"],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -336,7 +344,7 @@ def test_torchrun_two_processes(tmp_path):
         assert torch.equal(ckpt["model"][name], rank0[name]), name
     steps = read_jsonl(out / "steps.jsonl")
     assert len(steps) == 3 and all(math.isfinite(s["loss"]) for s in steps)
-    assert json.loads((out / "config.json").read_text())["_derived"]["effective_batch_size"] == 8
+    assert json.loads((out / "config.json").read_text())["_derived"]["effective_batch_size"] == 16
 
 
 def _torchrun_main(argv: list[str]) -> None:

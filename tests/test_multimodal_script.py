@@ -137,10 +137,11 @@ def test_script_help_runs_as_a_file():
 
 @pytest.mark.slow
 def test_fusion_beats_every_single_channel(tmp_path):
-    """benchmarks/multimodal_learning.py at its defaults (about 5-12 min on 2 CPU cores): the val k-NN staging
-    kappa of the fusion representation beats that of each channel's unimodal encoder alone."""
+    """benchmarks/multimodal_learning.py at its defaults (about 6-12 min on 2 CPU cores). The fusion representation
+    must beat each channel's unimodal encoder alone under the linear probe (a margin of ~0.03 kappa measured) and
+    under the k-NN probe (the benchmark's exit code; measured margins -0.004 to +0.03, i.e. within noise)."""
     ran = subprocess.run([sys.executable, "benchmarks/multimodal_learning.py", "--out", str(tmp_path)], cwd=REPO,
                          capture_output=True, text=True, timeout=1800)
     results = json.loads((tmp_path / "results.json").read_text())
+    assert all(results["fusion"]["linear_kappa"] > results[ch]["linear_kappa"] for ch in EPHYS_CHANNELS), results
     assert ran.returncode == 0 and results["run"]["fusion_beats_best_single"], (ran.stdout[-2000:], results)
-    assert all(results["fusion"]["kappa"] > results[ch]["kappa"] for ch in EPHYS_CHANNELS), results

@@ -141,10 +141,25 @@ def _option_dests(parser: argparse.ArgumentParser) -> set[str]:
 
 
 def _check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], where: str) -> None:
+    """Unknown names and wrongly typed values are errors (strings are converted by argparse itself)."""
     unknown = sorted(set(values) - _option_dests(parser))
     if unknown:
         known = ", ".join(sorted(_option_dests(parser) - {"help"}))
         raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)}; known options: {known}")
+    flags = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)
+    for action in parser._actions:
+        if action.dest not in values or values[action.dest] is None:
+            continue
+        value = values[action.dest]
+        if isinstance(action, flags):
+            expected = bool
+        elif action.type in (int, float) and action.nargs is None and not isinstance(value, str):
+            expected = int if action.type is int else (int, float)
+        else:
+            continue
+        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
+            kind = {bool: "true/false", int: "an integer"}.get(expected, "a number")
+            raise ValueError(f"{where}: option {action.dest} = {value!r} should be {kind}")
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
