@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--minutes-scale", type=float, default=1.0,
-                        help="multiply every training stage's wall-clock budget (default 1.0: about 25 min total)")
+                        help="multiply every training stage's wall-clock budget (1.0: 15 min of training budgets in all)")
     args = parser.parse_args(argv)
     started = time.time()
     out = args.out
@@ -109,13 +109,14 @@ def main(argv: list[str] | None = None) -> int:
     for modality in MODALITIES:
         run = runs / "unimodal" / modality
         _run(f"pretrained/unimodal/{modality}/train.py", "--data", dst, "--out", run, *common,
-             "--epochs", 30, "--max-minutes", budget(1.5), "--no-progress", done=run / "last.pt")
+             "--epochs", 30, "--max-minutes", budget(1), "--batch-size", 64, "--no-progress", done=run / "last.pt")
 
     _banner("4. SynthSleepNet multimodal pretraining (tiny preset)")
     multimodal = runs / "multimodal"
     unimodal = ",".join(f"{m}={runs / 'unimodal' / m}" for m in MODALITIES)
     _run("pretrained/multimodal/train.py", "--data", dst, "--unimodal", unimodal, "--out", multimodal, *common,
-         "--epochs", 30, "--max-minutes", budget(3), "--no-progress", done=multimodal / "last.pt")
+         "--epochs", 30, "--max-minutes", budget(2), "--batch-size", 32, "--no-progress",
+         done=multimodal / "last.pt")
 
     _banner("5. downstream: probe, Mamba fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
     downstream = runs / "downstream"
@@ -124,13 +125,13 @@ def main(argv: list[str] | None = None) -> int:
             tag = f"{task}-lf{fraction:g}"
             task_args = ("--data", dst, "--task", task, "--label-fraction", fraction, "--seed", args.seed)
             _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--workers", 0,
-                 "--epochs", 30, "--max-minutes", budget(0.5), "--no-progress", "--out", downstream / "probe" / tag,
+                 "--epochs", 30, "--max-minutes", budget(0.25), "--no-progress", "--out", downstream / "probe" / tag,
                  done=downstream / "probe" / tag / "metrics.json")
             _run("downstream/fine_tuning/train.py", *task_args, "--backbone", multimodal, "--workers", 0,
-                 "--epochs", 10, "--max-minutes", budget(1), "--no-progress", "--out",
+                 "--epochs", 10, "--max-minutes", budget(0.75), "--no-progress", "--out",
                  downstream / "finetune" / tag, done=downstream / "finetune" / tag / "metrics.json")
             _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--init", "random",
-                 "--workers", 0, "--epochs", 10, "--max-minutes", budget(0.75), "--no-progress", "--out",
+                 "--workers", 0, "--epochs", 10, "--max-minutes", budget(0.5), "--no-progress", "--out",
                  downstream / "scratch" / tag, done=downstream / "scratch" / tag / "metrics.json")
             _run("downstream/baselines/features.py", *task_args, "--no-progress", "--out",
                  downstream / "features" / tag, done=downstream / "features" / tag / "metrics.json")

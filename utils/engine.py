@@ -175,7 +175,7 @@ def setup_run(cfg: argparse.Namespace) -> DistContext:
     is initialised identically on every rank), create the run directory and save config.json (rank 0)."""
     for name, minimum in (("batch_size", 1), ("accum_steps", 1), ("epochs", 1)):
         if getattr(cfg, name) < minimum:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
+            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
     ctx = init_distributed(cfg.device, cfg.dist_backend, cfg.dist_timeout_min)
     seed_everything(cfg.seed)
     if ctx.is_main:
