@@ -39,15 +39,6 @@ RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt", "metrics.json", "
              "confusion_matrix.png", "results.md")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Single-threaded: tiny models on a shared 2-core machine run faster without OpenMP contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     """6 synthetic 48-minute nights (96 epochs, apneas and hypopneas in every split), parsed once: 4 train/pretrain

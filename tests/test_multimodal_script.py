@@ -26,15 +26,6 @@ COMMON = ["--preset", "tiny", "--batch-size", "8", "--workers", "0", "--no-progr
 MONITOR = ["--knn-max-train", "40", "--knn-max-val", "20", "--knn-k", "3"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Single-threaded: tiny models on a shared 2-core machine run many times faster without OpenMP contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory) -> Path:
     """5 synthetic half-hour nights, two of them without chin EMG; parsed once for this module."""

@@ -13,16 +13,6 @@ from models.objectives import MaskedTokenMSE, NTXentLoss
 from models.transformer import Block, n_kept, random_masking, sincos_positions, unshuffle
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Single-threaded: these models are small, and 2 busy OpenMP threads per pytest worker on a shared
-    2-core machine slow everything down many times over."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)

@@ -29,14 +29,6 @@ RUN = ["--workers", "0", "--no-progress", "--n-boot", "0", "--hypnograms", "0", 
 SLEEP = ("N1", "N2", "N3", "REM")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> dict[str, Path]:
     """A 4-night cohort, two small backbones, and tiny runs: staging / apnea probes on a SynthSleepNet over

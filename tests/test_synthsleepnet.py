@@ -23,15 +23,6 @@ MODALITY_OF = {"eeg_c4": "eeg", "eeg_c3": "eeg", "eog_l": "eog", "eog_r": "eog",
 BATCH = 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Single-threaded: tiny models on a shared 2-core machine run faster without OpenMP contention."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def save_engine_checkpoint(path, kind: str, model_config: dict, model: torch.nn.Module, metadata: dict) -> None:
     """A checkpoint with the keys utils/engine.py writes (optimizer state left empty)."""
     atomic_save({"format_version": FORMAT_VERSION, "model_kind": kind, "model_config": model_config,
