@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import torch
@@ -184,6 +184,28 @@ def build_knn_monitor(cfg: argparse.Namespace, train_set: Dataset, val_set: Data
         max_train=cfg.knn_max_train, max_val=cfg.knn_max_val, batch_size=cfg.batch_size, workers=cfg.workers,
         seed=cfg.seed,
     )
+
+
+def monitor_on_splits(cfg: argparse.Namespace, is_main: bool, open_split: Callable[..., Dataset],
+                      describe: Callable[[Dataset], str],
+                      wrap: Callable[[Dataset], Dataset] | None = None) -> KnnMonitor | None:
+    """The pretraining monitor: a k-NN probe fitted on labelled `train` epochs and scored on `val` (never
+    `test`), on rank 0 only. `open_split(cfg, split, task=...)` opens a split (raising SystemExit when it has no
+    usable epoch, which disables the monitor with a message); `wrap` adapts its items to the model's input."""
+    if not (cfg.monitor and is_main):
+        return None
+    target = probe_target(cfg.monitor_target)
+    try:
+        train_set = open_split(cfg, "train", task=target.task)
+        val_set = open_split(cfg, "val", task=target.task)
+    except SystemExit as err:
+        print(f"k-NN monitor disabled ({err}); best.pt follows the training loss", flush=True)
+        return None
+    print(f"k-NN monitor ({target.name}): train {describe(train_set)}; val {describe(val_set)}; "
+          f"using at most {cfg.knn_max_train} / {cfg.knn_max_val}", flush=True)
+    if wrap is not None:
+        train_set, val_set = wrap(train_set), wrap(val_set)
+    return build_knn_monitor(cfg, train_set, val_set)
 
 
 def summarize(result: Mapping[str, Any]) -> str:

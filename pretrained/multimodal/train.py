@@ -36,7 +36,7 @@ from utils.checkpoint import load_checkpoint, sha256_file
 from utils.config import build_parser, parse_config
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, resolve_resume, setup_run
-from utils.knn_probe import KnnMonitor, add_knn_args, build_knn_monitor, probe_target
+from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
 MODEL_KIND = "synthsleepnet"
 UNIMODAL_MODALITIES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg")
@@ -180,18 +180,8 @@ class ChannelLoss:
 
 def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | None:
     """k-NN probe of the fusion representation over labelled `train` -> `val` epochs (rank 0 only)."""
-    if not (cfg.monitor and ctx.is_main):
-        return None
-    target = probe_target(cfg.monitor_target)
-    try:
-        train_set = open_split(cfg, "train", task=target.task)
-        val_set = open_split(cfg, "val", task=target.task)
-    except SystemExit as err:
-        print(f"k-NN monitor disabled ({err}); best.pt follows the training loss", flush=True)
-        return None
-    print(f"k-NN monitor ({target.name}): train {describe(train_set)}; val {describe(val_set)}; "
-          f"using at most {cfg.knn_max_train} / {cfg.knn_max_val}", flush=True)
-    return build_knn_monitor(cfg, StackedChannels(train_set, cfg.channels), StackedChannels(val_set, cfg.channels))
+    return monitor_on_splits(cfg, ctx.is_main, open_split, describe,
+                             wrap=lambda split_set: StackedChannels(split_set, cfg.channels))
 
 
 def main(argv: list[str] | None = None) -> int:

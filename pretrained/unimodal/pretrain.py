@@ -28,7 +28,7 @@ from models.neuronet import build_neuronet, neuronet_config
 from utils.config import build_parser, parse_config
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, setup_run
-from utils.knn_probe import KnnMonitor, add_knn_args, build_knn_monitor, probe_target
+from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
 MODEL_KIND = "neuronet"
 PROBE_TARGET_BY_MODALITY: dict[str, str] = {"eeg": "stage", "eog": "stage", "emg": "wake_sleep", "ecg": "apnea"}
@@ -90,18 +90,7 @@ def describe(dataset: EpochDataset) -> str:
 
 def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | None:
     """k-NN probe over labelled `train` -> `val` epochs (rank 0 only); None when disabled or impossible."""
-    if not (cfg.monitor and ctx.is_main):
-        return None
-    target = probe_target(cfg.monitor_target)
-    try:
-        train_set = open_split(cfg, "train", task=target.task)
-        val_set = open_split(cfg, "val", task=target.task)
-    except SystemExit as err:
-        print(f"k-NN monitor disabled ({err}); best.pt follows the training loss", flush=True)
-        return None
-    print(f"k-NN monitor ({target.name}): train {describe(train_set)}; val {describe(val_set)}; "
-          f"using at most {cfg.knn_max_train} / {cfg.knn_max_val}", flush=True)
-    return build_knn_monitor(cfg, train_set, val_set)
+    return monitor_on_splits(cfg, ctx.is_main, open_split, describe)
 
 
 def main(argv: list[str] | None = None, modality: str = "eeg") -> int:
