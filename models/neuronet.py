@@ -165,7 +165,7 @@ class MaskedAutoencoderViT(nn.Module):
         return self.encoder(self._with_cls(self.embed(frame_tokens)))
 
 
-def _projector(in_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
+def projector_mlp(in_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
     """[Linear → BatchNorm → ELU] per hidden width, then a plain Linear to the last width."""
     widths = (in_dim, *hidden)
     layers: list[nn.Module] = []
@@ -192,7 +192,7 @@ class NeuroNet(nn.Module):
         self.autoencoder = MaskedAutoencoderViT(
             self.frame_backbone.token_dim, n_frames, config.encoder_dim, config.encoder_heads, config.encoder_depth,
             config.decoder_dim, config.decoder_heads, config.decoder_depth, config.mlp_ratio)
-        self.projector = _projector(config.encoder_dim, config.projector_hidden)
+        self.projector = projector_mlp(config.encoder_dim, config.projector_hidden)
         self.reconstruction = MaskedTokenMSE()
         self.contrastive = NTXentLoss(config.temperature)
 

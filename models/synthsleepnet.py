@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from models.lora import LoraSettings, add_lora, freeze, lora_parameters, set_lora_dropout_mode
-from models.neuronet import NeuroNet, NeuroNetConfig, _projector, build_neuronet, count_parameters
+from models.neuronet import NeuroNet, NeuroNetConfig, build_neuronet, count_parameters, projector_mlp
 from models.objectives import MaskedTokenMSE, NTXentLoss
 from models.transformer import TransformerStack, init_vit_weights, random_masking, sincos_positions, unshuffle
 
@@ -275,8 +275,8 @@ class SynthSleepNet(nn.Module):
                                        for ch in self.channels})
         self.decoder_preds = nn.ModuleDict({ch: nn.Linear(c.decoder_dim, enc.embed_dim)
                                             for ch, enc in self.encoders.items()})
-        self.fusion_projector = _projector(c.fusion_dim, c.projector_hidden)
-        self.channel_projectors = nn.ModuleDict({ch: _projector(enc.embed_dim, c.projector_hidden)
+        self.fusion_projector = projector_mlp(c.fusion_dim, c.projector_hidden)
+        self.channel_projectors = nn.ModuleDict({ch: projector_mlp(enc.embed_dim, c.projector_hidden)
                                                  for ch, enc in self.encoders.items()})
         self.reconstruction = MaskedTokenMSE()
         self.contrastive = NTXentLoss(c.temperature)
