@@ -41,6 +41,7 @@ from dataset.cohort import read_subjects
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
 from dataset.datasets import EpochDataset, SequenceDataset
 from dataset.splits import read_splits
+from downstream.cache import VectorStore, cache_key, encode_recordings
 from downstream.evaluate import (
     METHOD_LABELS, PredictionCollector, Predictions, attach_context, evaluate_predictions, write_run_report,
 )
@@ -101,6 +102,9 @@ def add_backbone_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                        help="pretraining run directory or checkpoint (NeuroNet or SynthSleepNet)")
     group.add_argument("--init", choices=("pretrained", "random"), default="pretrained",
                        help="random: supervised from scratch (architecture from --backbone or --preset, all trainable)")
+    group.add_argument("--cache-dir", type=Path, default=None,
+                       help="keep the frozen backbone's vectors of every encoded recording here and reuse them in "
+                            "later runs with the same backbone file and channels (default: encode in memory)")
     group.add_argument("--head-hidden", type=int_list, default=[256, 256], help="MLP head hidden widths")
     group.add_argument("--head-dropout", type=float, default=0.5, help="MLP head dropout")
     return parser
@@ -377,6 +381,30 @@ def apply_epochs(function: Callable[[dict[str, torch.Tensor]], torch.Tensor], da
     return FeatureDataset(torch.cat(outputs), torch.cat(labels))
 
 
+def encode_store(cfg: argparse.Namespace, encoder: EpochEncoder, source: BackboneSource, channels: Sequence[str],
+                 recordings: Sequence[str], device: torch.device) -> VectorStore:
+    """Frozen `encoder` vectors of every epoch of `recordings` (`downstream.cache`): read from / written to
+    --cache-dir when given and the backbone is a pretrained file, else computed in memory."""
+    precision = f"amp-{cfg.amp_dtype}" if cfg.amp and device.type == "cuda" else "fp32"
+    sha = source.provenance.get("sha256") if source.state is not None else None
+    key = cache_key(sha, channels, precision) if sha else None
+
+    def encode(signals: dict[str, torch.Tensor]) -> torch.Tensor:
+        with autocast_context(device, cfg.amp, cfg.amp_dtype):
+            return encoder(signals)  # (n, D)
+
+    with evaluating(encoder):
+        return encode_recordings(encode, cfg.data, recordings, channels, device, batch_epochs=eval_batch_size(cfg),
+                                 workers=cfg.workers, cache_dir=getattr(cfg, "cache_dir", None), key=key,
+                                 progress=getattr(cfg, "progress", False))
+
+
+def stored_features(store: VectorStore, dataset: EpochDataset) -> FeatureDataset:
+    """The stored vectors of a labelled EpochDataset's samples, in its order: features (N, D), labels (N,)."""
+    recordings, epochs = dataset.sample_index()
+    return FeatureDataset(torch.from_numpy(store.gather(recordings, epochs)), torch.from_numpy(dataset.labels))
+
+
 # ---------------------------------------------------------------------------------------- prediction
 def predict_windows(windows: SequenceDataset, predict_batch: Callable[[Mapping[str, Any]], torch.Tensor],
                     n_classes: int, batch_size: int, workers: int = 0, progress: bool = False) -> Predictions:
@@ -465,16 +493,17 @@ def run_info(cfg: argparse.Namespace, channels: Sequence[str], train: Mapping[st
 
 
 def fit_and_select(cfg: argparse.Namespace, ctx: DistContext, model: nn.Module, train_set: Dataset, *, model_kind: str,
-                   loss: ClassificationLoss, monitor: SelectionMonitor | None, metadata: Mapping[str, Any]
-                   ) -> dict[str, Any]:
-    """`utils.engine.fit` with best.pt selected by `val_<--select-metric>`."""
+                   loss: ClassificationLoss, monitor: SelectionMonitor | None, metadata: Mapping[str, Any],
+                   initial_best: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """`utils.engine.fit` with best.pt selected by `val_<--select-metric>`; `initial_best`: the `val_*` metrics of
+    the starting weights, which an epoch must beat to replace them as best.pt."""
     train_size = len(train_set)
     if train_size < 2:
         raise SystemExit(f"error: {train_size} training sample(s); the head's BatchNorm needs at least 2 "
                          "(raise --label-fraction or --train-subjects)")
     return fit(cfg, model, train_set, ctx=ctx, model_kind=model_kind, model_config=model.to_config(),
                compute_loss=loss, monitor=monitor, monitor_metric=f"val_{cfg.select_metric}",
-               monitor_mode=SELECT_METRICS[cfg.select_metric], metadata=metadata)
+               monitor_mode=SELECT_METRICS[cfg.select_metric], metadata=metadata, initial_best=initial_best)
 
 
 def finish_run(cfg: argparse.Namespace, ctx: DistContext, model: nn.Module, summary: Mapping[str, Any],

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from dataset import data_parser, synthetic
 from dataset.datasets import EpochDataset, SequenceDataset
 from downstream import evaluate as evaluate_script
 from downstream.baselines import features as features_script
+from downstream.cache import cache_key, encode_recordings, epoch_labels, predict_tiles
 from downstream.common import LeakageError, assert_no_test_leakage, load_downstream_run
 from downstream.fine_tuning import train as fine_tuning
 from downstream.linear_probing import train as linear_probing
@@ -205,6 +207,49 @@ def test_linear_probe_outputs_and_determinism(probe_runs, cohort, backbones):
     assert pd.read_parquet(first / "predictions.parquet").equals(pd.read_parquet(second / "predictions.parquet"))
 
 
+def test_vector_cache_encodes_each_epoch_once_and_is_reused(cohort, backbones, tmp_path):
+    encoder = EpochEncoder(load_backbone(backbones["fusion"]), ["eeg_c4", "eog_l"], "frozen")
+    channels, calls = list(encoder.channels), []
+
+    def encode(signals):
+        calls.append(signals["eeg_c4"].shape[0])
+        return encoder(signals)
+
+    splits = splits_of(cohort)["recordings"]
+    recordings = sorted(splits["test"] + splits["val"])
+    n_epochs = pd.read_parquet(cohort / "manifest.parquet").set_index("recording_id")["n_epochs"]
+    key = cache_key(sha256_file(backbones["fusion"]), channels, "fp32")
+    fill = lambda: encode_recordings(encode, cohort, recordings, channels, torch.device("cpu"),  # noqa: E731
+                                     batch_epochs=40, cache_dir=tmp_path, key=key)
+    with torch.no_grad():
+        store = fill()
+        assert sum(calls) == n_epochs[recordings].sum()  # every epoch exactly once
+        items = EpochDataset(cohort, "test", channels)
+        rows = [0, 5, 95]
+        direct = encoder({ch: torch.stack([items[i][ch] for i in rows]) for ch in channels}).numpy()
+        ids, epochs = items.sample_index()
+        assert np.allclose(store.gather(ids[rows], epochs[rows]), direct, atol=1e-5)
+        calls.clear()
+        again = fill()  # all from the cache
+        assert calls == [] and np.array_equal(again.gather(ids, epochs), store.gather(ids, epochs))
+        touched = recordings[0]
+        path = cohort / "recordings" / f"{touched}.parquet"
+        os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))  # "re-parsed"
+        fill()
+        assert sum(calls) == n_epochs[touched]  # only the changed recording is encoded again
+    with pytest.raises(KeyError, match="no epoch"):
+        store.gather(ids[:1], np.array([10**6]))
+    # the evaluation tiling over stored vectors predicts every epoch once, with its label
+    labels = epoch_labels(EpochDataset(cohort, "test", channels, task="sleep_stage"))
+    predictions = predict_tiles(store, splits["test"], 7, lambda x: torch.softmax(x[..., :5], dim=-1), labels, 5)
+    assert len(predictions.recording) == n_epochs[splits["test"]].sum()
+    scored = EpochDataset(cohort, "test", channels, task="sleep_stage")
+    truth = dict(zip(zip(*scored.sample_index()), scored.labels))
+    got = {(r, e): t for r, e, t in zip(predictions.recording, predictions.epoch, predictions.true)}
+    assert all(got[pair] == label for pair, label in truth.items())
+    assert sum(t >= 0 for t in got.values()) == len(truth)
+
+
 # ---------------------------------------------------------------- fine-tuning
 def test_training_windows_stay_in_one_recording_and_keep_only_selected_labels(cohort):
     selected = EpochDataset(cohort, "train", ["eeg_c4"], task="sleep_stage", label_fraction=0.3, seed=1)
@@ -231,9 +276,16 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
     out = tmp_path / "ft"
     assert fine_tuning.main(["--data", str(cohort), "--backbone", str(backbones["eeg"]), "--task", "sleep_stage",
                              "--out", str(out), "--epochs-per-window", "8", "--stride", "4", "--label-fraction", "0.5",
-                             "--epochs", "1", "--max-steps", "2", "--batch-size", "2", *RUN]) == 0
+                             "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--context-epochs", "3",
+                             "--context-batch-size", "4", *RUN]) == 0
     for name in RUN_FILES:
         assert (out / name).is_file(), name
+    # phase 1 (context + head on frozen vectors) ran first; phase 2 kept its selected weights unless it beat them
+    phase = [r for r in read_jsonl(out / "context_phase" / "log.jsonl") if r["kind"] == "epoch"]
+    assert len(phase) == 3 and all(np.isfinite(r["val_kappa"]) for r in phase)
+    final = [r for r in read_jsonl(out / "log.jsonl") if r["kind"] == "epoch"]
+    selected = json.loads((out / "metrics.json").read_text())["selection"]
+    assert selected["value"] == max(max(r["val_kappa"] for r in phase), max(r["val_kappa"] for r in final))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "fine_tune" and metrics["channels"] == ["eeg_c4"]  # the checkpoint's first channel
     assert metrics["windows"]["epochs_per_window"] == 8 and metrics["selection"]["checkpoint"] == "best.pt"

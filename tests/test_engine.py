@@ -90,12 +90,14 @@ def toy_cfg(out: Path, *args: str):
     return parse_config(toy_parser(), ["--out", str(out), *args], required=())
 
 
-def run_toy(out: Path, *args: str, noise: float = 0.1, augment: bool = True, n: int = 24, monitor=None):
+def run_toy(out: Path, *args: str, noise: float = 0.1, augment: bool = True, n: int = 24, monitor=None,
+            initial_best=None):
     cfg = toy_cfg(out, *args)
     ctx = setup_run(cfg)
     model = ToyModel(noise)
     summary = fit(cfg, model, ToyDataset(n, augment=augment), ctx=ctx, model_kind="toy",
-                  model_config={"noise": noise}, compute_loss=toy_loss, monitor=monitor, monitor_metric="score")
+                  model_config={"noise": noise}, compute_loss=toy_loss, monitor=monitor, monitor_metric="score",
+                  initial_best=initial_best)
     return model, summary
 
 
@@ -192,6 +194,23 @@ def test_checkpoint_contents_and_best(tmp_path):
     # A finished run resumed again does nothing and keeps its weights.
     again, summary = run_toy(tmp_path / "run", "--data", str(data), "--epochs", "3")
     assert summary["step"] == 9 and torch.equal(again.head.weight, model.head.weight)
+
+
+@pytest.mark.parametrize("to_beat, best_epoch", [(0.8, 2), (0.95, 0)])
+def test_initial_best_must_be_beaten(tmp_path, to_beat, best_epoch):
+    """Starting weights with a known score (a warm-up phase) stay best.pt until an epoch beats them."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "splits.json").write_text(json.dumps({"seed": 0, "subjects": {}, "recordings": {}}))
+    scores = iter([0.5, 0.9, 0.7])
+    _, summary = run_toy(tmp_path / "run", "--data", str(data), "--epochs", "3", monitor=lambda m, d: {"score": next(scores)},
+                         initial_best={"score": to_beat, "tag": 1.0})
+    best = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert summary["best"]["epoch"] == best["best"]["epoch"] == best_epoch
+    if best_epoch == 0:
+        assert best["step"] == 0 and best["metrics"] == {"score": to_beat, "tag": 1.0}
+        assert summary["best"]["value"] == to_beat
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 9  # training ran all the same
 
 
 def test_lr_schedule_values():

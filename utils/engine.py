@@ -255,6 +255,7 @@ class Trainer:
         monitor_mode: str = "max",
         collate_fn: Callable | None = None,
         metadata: Mapping[str, Any] | None = None,
+        initial_best: Mapping[str, Any] | None = None,
     ):
         self.cfg, self.ctx, self.device, self.run_dir = cfg, ctx, ctx.device, Path(cfg.out)
         self.model_kind, self.model_config = model_kind, to_plain(dict(model_config))
@@ -309,6 +310,9 @@ class Trainer:
                                      "value": None, "epoch": None, "step": None}
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.meter = _Meter()
+        self.initial_best = dict(initial_best) if initial_best else None
+        if self.initial_best is not None and self.best["metric"] not in self.initial_best:
+            raise ValueError(f"fit: initial_best has no {self.best['metric']!r} (keys: {sorted(self.initial_best)})")
         self.splits_sha256 = sha256_file(Path(cfg.data) / "splits.json") if getattr(cfg, "data", None) else None
 
     # ----------------------------------------------------------------------- checkpoints
@@ -465,6 +469,11 @@ class Trainer:
         resume_path = resolve_resume(cfg.resume, self.run_dir)
         if resume_path is not None:
             self.resume(resume_path)
+        elif self.initial_best is not None:  # the starting weights are the score to beat: best.pt until beaten
+            value = float(self.initial_best[self.best["metric"]])
+            if math.isfinite(value):
+                self.best.update(value=value, epoch=0, step=0)
+                self.save(("best.pt",), self.initial_best)
         logger = RunLogger(self.run_dir, enabled=ctx.is_main, tensorboard=cfg.tensorboard, fresh=resume_path is None)
         if resume_path is not None:
             logger.rewind(self.step)
@@ -505,7 +514,9 @@ def fit(cfg: argparse.Namespace, model: nn.Module, train_set: Dataset, **options
 
     Keyword options (see `Trainer`): `ctx` (from `setup_run`), `model_kind` + `model_config` (stored so the model
     can be rebuilt from a checkpoint alone), `compute_loss`, `monitor`, `monitor_metric`, `monitor_mode`,
-    `collate_fn`, `metadata` (modality, channels, ... stored as is).
+    `collate_fn`, `metadata` (modality, channels, ... stored as is), `initial_best` (metrics of the starting
+    weights, e.g. after a warm-up phase: on a fresh start they are saved as best.pt at epoch 0, and an epoch
+    replaces them only if its `monitor_metric` is better).
 
     `monitor(model, device) -> {name: value}` runs on rank 0 after every epoch (and when a run stops early), on
     the unwrapped model, without disturbing the training RNG streams (other ranks may pass None); best.pt follows

@@ -25,6 +25,9 @@ the end (padding never influences earlier positions). Outputs: as the linear pro
 from __future__ import annotations
 
 import argparse
+import copy
+import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,12 +36,14 @@ from torch.utils.data import Dataset
 
 from dataset.constants import TASKS
 from dataset.datasets import EpochDataset, SequenceDataset
+from downstream.cache import VectorStore, epoch_labels, labels_at, predict_tiles
 from downstream.common import (
     ClassificationLoss, SelectionMonitor, assert_no_test_leakage, build_downstream_parser, class_weights,
-    epoch_dataset, eval_batch_size, finish_run, fit_and_select, parse_downstream, predict_windows,
-    resolve_backbone, run_info, train_summary, val_split, window_dataset,
+    encode_store, epoch_dataset, eval_batch_size, finish_run, fit_and_select, parse_downstream, predict_windows,
+    resolve_backbone, run_info, selection_scores, train_summary, val_split, window_dataset,
 )
-from models.heads import EpochEncoder, MLPHead, TemporalClassifier
+from models.heads import ContextHead, EpochEncoder, MLPHead, TemporalClassifier
+from utils.checkpoint import load_checkpoint
 from models.lora import LoraSettings
 from utils.distributed import cleanup
 from utils.engine import autocast_context, setup_run
@@ -65,6 +70,15 @@ def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     group.add_argument("--mamba-headdim", type=int, default=64)
     group.add_argument("--mamba-backend", choices=("auto", "torch", "fused"), default="auto",
                        help="auto: mamba-ssm's fused kernels on CUDA when installed, else pure PyTorch")
+    phase = parser.add_argument_group("phase 1: context and head on frozen vectors (pretrained backbones)")
+    phase.add_argument("--context-epochs", type=int, default=30,
+                       help="epochs of phase 1 (0 = none): Mamba2 context + head trained on the frozen encoder's "
+                            "cached vectors before LoRA fine-tuning starts from them")
+    phase.add_argument("--context-batch-size", type=int, default=32, help="phase 1 windows per batch")
+    phase.add_argument("--context-lr", type=float, default=8e-3,
+                       help="phase 1 base lr (x effective batch / 256: 8e-3 x 32 / 256 = 1e-3)")
+    phase.add_argument("--context-budget-share", type=float, default=0.4,
+                       help="with --max-minutes: at most this share of the budget for phase 1; phase 2 gets the rest")
     return parser
 
 
@@ -110,6 +124,63 @@ class LabelledWindows(Dataset):
         keep = torch.from_numpy(self.masks[index])
         item["label"] = torch.where(keep, item["label"], torch.full_like(item["label"], -1))  # (T,) -1 = ignore
         return item
+
+
+class VectorWindows(Dataset):
+    """The training windows of a LabelledWindows as stored frozen vectors: items {"vectors": (T, D) float32,
+    "label": (T,) int64, -1 except at the selected training epochs} (phase 1; no signal is read)."""
+
+    def __init__(self, windows: LabelledWindows, selected: EpochDataset, store: VectorStore):
+        everything = windows.windows.window_index()
+        self.index = [everything[int(i)] for i in windows.index]  # (recording, epoch numbers (T,)) per window
+        self.masks, self.store, self.labels = windows.masks, store, epoch_labels(selected)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, index: int) -> dict:
+        recording, epochs = self.index[index]
+        label = np.where(self.masks[index], labels_at(self.labels, recording, epochs), -1)  # (T,)
+        return {"vectors": self.store.windows([recording], epochs[None])[0], "label": torch.from_numpy(label)}
+
+
+def train_context_phase(cfg: argparse.Namespace, ctx, model: TemporalClassifier, source, channels: list[str],
+                        train_set: LabelledWindows, selected: EpochDataset, val_recordings: list[str],
+                        weights: torch.Tensor | None) -> dict | None:
+    """Phase 1: the context and head of `model` trained on cached frozen vectors, selected on `val` (kept in
+    --out/context_phase). Loads the selected weights into `model`; returns their `val_*` metrics (None if no
+    epoch had a finite score)."""
+    phase_cfg = copy.copy(cfg)
+    phase_cfg.out = Path(cfg.out) / "context_phase"
+    phase_cfg.epochs, phase_cfg.batch_size, phase_cfg.lr = cfg.context_epochs, cfg.context_batch_size, cfg.context_lr
+    phase_cfg.workers, phase_cfg.max_steps = 0, None
+    phase_cfg.max_minutes = cfg.max_minutes * cfg.context_budget_share if cfg.max_minutes else 0.0
+    frozen = EpochEncoder(source.instantiate(), channels, mode="frozen").to(ctx.device)
+    store = encode_store(cfg, frozen, source, channels, sorted(set(train_set.recordings) | set(val_recordings)),
+                         ctx.device)
+    del frozen
+    vectors = VectorWindows(train_set, selected, store)
+    if len(vectors) < phase_cfg.batch_size:
+        phase_cfg.batch_size = max(2, len(vectors))
+    val_labels = epoch_labels(epoch_dataset(cfg, val_recordings, channels))
+    head = ContextHead(model)
+    n_classes = TASKS[cfg.task]
+
+    def predict_val(module, device):
+        predictions = predict_tiles(store, val_recordings, cfg.epochs_per_window,
+                                    lambda x: module(x.to(device)).float().softmax(dim=-1), val_labels, n_classes)
+        return predictions.true, predictions.probabilities
+
+    print(f"phase 1: context + head on frozen vectors, {len(vectors)} windows, {cfg.context_epochs} epochs", flush=True)
+    monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
+    summary = fit_and_select(phase_cfg, ctx, head, vectors, model_kind="context_head",
+                             loss=ClassificationLoss(weights, input_key="vectors"), monitor=monitor,
+                             metadata={"task": cfg.task, "channels": channels, "phase": "context"})
+    if not summary.get("best_checkpoint"):
+        return None
+    checkpoint = load_checkpoint(summary["best_checkpoint"])
+    head.load_state_dict(checkpoint["model"])
+    return {k: v for k, v in (checkpoint.get("metrics") or {}).items() if k.startswith("val_")}
 
 
 def window_predictor(model: torch.nn.Module, device: torch.device, channels: list[str], cfg: argparse.Namespace):
@@ -161,7 +232,15 @@ def main(argv: list[str] | None = None) -> int:
                              f"{encoder.embed_dim} (the backbone's width)")
         model = TemporalClassifier(encoder, MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout),
                                    context)
-        loss = ClassificationLoss(class_weights(train_set.counts, cfg.class_weights), channels=channels)
+        weights = class_weights(train_set.counts, cfg.class_weights)
+        loss = ClassificationLoss(weights, channels=channels)
+        phase_started, initial_best = time.monotonic(), None
+        if pretrained and cfg.context_epochs > 0:
+            initial_best = train_context_phase(cfg, ctx, model, source, channels, train_set, selected,
+                                               val_windows.recordings, weights)
+            if cfg.max_minutes:  # phase 2 gets what phase 1 left of the budget (at least a tenth of it)
+                used = (time.monotonic() - phase_started) / 60
+                cfg.max_minutes = max(cfg.max_minutes - used, 0.1 * cfg.max_minutes)
         batch_size = eval_batch_size(cfg)
 
         def predict_val(model, device):
@@ -177,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method,
                     "epochs_per_window": size}
         summary = fit_and_select(cfg, ctx, model, train_set, model_kind="temporal_classifier", loss=loss,
-                                 monitor=monitor, metadata=metadata)
+                                 monitor=monitor, metadata=metadata, initial_best=initial_best)
         info = run_info(cfg, channels, train_summary(train_set.counts, train_set.recordings, train_set.subjects),
                         source)
         info["windows"] = {"epochs_per_window": size, "train_stride": cfg.stride, "train_windows": len(train_set),

@@ -27,10 +27,12 @@ from typing import Any
 import torch
 
 from dataset.constants import TASKS
+from downstream.cache import epoch_labels, predict_tiles
 from downstream.common import (
     ClassificationLoss, SelectionMonitor, apply_epochs, assert_no_test_leakage, build_downstream_parser,
-    class_weights, epoch_dataset, epochwise, eval_batch_size, finish_run, fit_and_select, parse_downstream,
-    predict_windows, resolve_backbone, run_info, train_summary, val_split, window_dataset,
+    class_weights, encode_store, epoch_dataset, epochwise, eval_batch_size, finish_run, fit_and_select,
+    parse_downstream, predict_windows, resolve_backbone, run_info, stored_features, train_summary, val_split,
+    window_dataset,
 )
 from models.heads import EpochClassifier, EpochEncoder, MLPHead
 from utils.distributed import cleanup
@@ -80,38 +82,47 @@ def main(argv: list[str] | None = None) -> int:
         metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method}
         batch_size, window_batch = eval_batch_size(cfg), eval_batch_size(cfg, TEST_WINDOW)
 
-        def probabilities(model, signals, device):  # {channel: (n, 3000)} -> (n, C), as in training
-            signals = {ch: x.to(device, non_blocking=True) for ch, x in signals.items()}
-            with autocast_context(device, cfg.amp, cfg.amp_dtype):
-                if not frozen:
-                    return model(signals).float().softmax(dim=-1)
-                features = encoder(signals).float()  # (n, D), encoded exactly as the cached ones
-            return model(features).softmax(dim=-1)
-
-        def predict_test(model, device):
-            return predict_windows(test_windows, epochwise(lambda signals: probabilities(model, signals, device),
-                                                           channels), n_classes, window_batch, cfg.workers, cfg.progress)
-
         if frozen:
-            cached_train = apply_epochs(encoder, train_set, channels, ctx.device, cfg)  # (N, D), encoded once
-            cached_val = apply_epochs(encoder, val_set, channels, ctx.device, cfg)
+            # every val and test epoch (and, with --cache-dir, every epoch of the train recordings) encoded once
+            wanted = set(val_set.recordings) | set(test_windows.recordings)
+            store = encode_store(cfg, encoder, source, channels,
+                                 sorted(wanted | (set(train_set.recordings) if cfg.cache_dir else set())), ctx.device)
+            cached_train = (stored_features(store, train_set) if cfg.cache_dir
+                            else apply_epochs(encoder, train_set, channels, ctx.device, cfg))  # (N, D) + labels
+            cached_val = stored_features(store, val_set)
             print(f"cached representations: train {tuple(cached_train.features.shape)}, "
                   f"val {tuple(cached_val.features.shape)}", flush=True)
+            test_labels = epoch_labels(epoch_dataset(cfg, "test", channels))
 
             def predict_val(model, device):
                 logits = torch.cat([model(chunk.to(device)).float().cpu()
                                     for chunk in cached_val.features.split(batch_size)])  # (N, C)
                 return cached_val.labels.numpy(), logits.softmax(dim=1).numpy()
 
+            def predict_test(model, device):  # (B, T, D) stored vectors -> (B, T, C), every test epoch once
+                return predict_tiles(store, test_windows.recordings, TEST_WINDOW,
+                                     lambda x: model(x.flatten(0, 1).to(device)).float().softmax(dim=-1).reshape(
+                                         *x.shape[:2], -1), test_labels, n_classes, window_batch)
+
             fit_cfg = copy.copy(cfg)
             fit_cfg.workers = 0  # cached tensors: no loader workers needed
             model, kind, train_data = head, "mlp_head", cached_train
             loss = ClassificationLoss(weights, input_key="features")
         else:
+            def probabilities(model, signals, device):  # {channel: (n, 3000)} -> (n, C), as in training
+                signals = {ch: x.to(device, non_blocking=True) for ch, x in signals.items()}
+                with autocast_context(device, cfg.amp, cfg.amp_dtype):
+                    return model(signals).float().softmax(dim=-1)
+
             def predict_val(model, device):
                 out = apply_epochs(lambda signals: probabilities(model, signals, device), val_set, channels, device,
                                    cfg)
                 return out.labels.numpy(), out.features.numpy()
+
+            def predict_test(model, device):
+                return predict_windows(test_windows, epochwise(lambda signals: probabilities(model, signals, device),
+                                                               channels), n_classes, window_batch, cfg.workers,
+                                       cfg.progress)
 
             fit_cfg, model, kind, train_data = cfg, EpochClassifier(encoder, head), "epoch_classifier", train_set
             loss = ClassificationLoss(weights, channels=channels)

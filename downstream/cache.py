@@ -1,0 +1,226 @@
+"""Frozen-backbone representations of whole recordings, computed once and reused (DESIGN.md 5).
+
+A frozen backbone (kept in eval mode) maps each 30-s epoch to the same vector in every run, so the linear probe
+and the first phase of fine-tuning (context + head on frozen vectors) need each recording encoded only once.
+`encode_recordings` does that, in deterministic tiles of consecutive epochs, and returns a `VectorStore`
+(recording -> epoch numbers + vectors) that answers lookups by (recording, epoch number).
+
+With `cache_dir`, every recording's vectors are also written to `cache_dir/<key>/<recording>.npz` (atomic
+write) and read back by later runs; `key` names the backbone file (SHA-256), the channels and the encoding
+precision, and each file records the size and modification time of the Parquet file it was computed from, so a
+re-parsed recording is encoded again. Delete the folder to drop the cache.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from dataset.cohort import recording_path
+from dataset.datasets import EpochDataset, SequenceDataset, window_starts
+from downstream.evaluate import PredictionCollector, Predictions
+
+TILE_EPOCHS = 20  # epochs read together per recording while encoding (I/O only; each epoch is encoded alone)
+
+
+@dataclass
+class RecordingVectors:
+    """One recording's representations: `epochs` (n,) int64 epoch numbers in file order, `vectors` (n, D)."""
+
+    epochs: np.ndarray
+    vectors: np.ndarray
+
+
+class VectorStore:
+    """recording id -> RecordingVectors, with lookups by (recording, epoch number)."""
+
+    def __init__(self, recordings: Mapping[str, RecordingVectors]):
+        if not recordings:
+            raise ValueError("VectorStore: no recording")
+        self.recordings = dict(recordings)
+        dims = {r.vectors.shape[1] for r in self.recordings.values()}
+        if len(dims) != 1:
+            raise ValueError(f"VectorStore: recordings disagree on the vector width ({sorted(dims)})")
+        self.dim = dims.pop()
+
+    def __contains__(self, recording: str) -> bool:
+        return recording in self.recordings
+
+    def rows(self, recording: str, epochs: np.ndarray) -> np.ndarray:
+        """Rows of `epochs` (int64, any shape) in `recording`'s arrays; KeyError for an unknown recording or epoch."""
+        if recording not in self.recordings:
+            raise KeyError(f"VectorStore: recording {recording!r} was not encoded")
+        known = self.recordings[recording].epochs
+        rows = np.searchsorted(known, epochs)
+        bad = (rows >= known.size) | (known[np.minimum(rows, known.size - 1)] != epochs)
+        if np.any(bad):
+            raise KeyError(f"VectorStore: recording {recording!r} has no epoch(s) {np.asarray(epochs)[bad][:5].tolist()}")
+        return rows
+
+    def gather(self, recordings: Sequence[str], epochs: np.ndarray) -> np.ndarray:
+        """Vectors of the (recording, epoch) pairs: recordings (N,), epochs (N,) -> (N, D) float32."""
+        recordings = np.asarray(recordings, dtype=object)
+        epochs = np.asarray(epochs, dtype=np.int64)
+        out = np.empty((epochs.shape[0], self.dim), dtype=np.float32)
+        for recording in np.unique(recordings):
+            at = np.flatnonzero(recordings == recording)
+            out[at] = self.recordings[recording].vectors[self.rows(recording, epochs[at])]
+        return out
+
+    def windows(self, recordings: Sequence[str], epoch_ids: torch.Tensor) -> torch.Tensor:
+        """Vectors of window batches: recordings (B,), epoch_ids (B, T) with -1 at padding -> (B, T, D), zeros at
+        padding (the temporal context is causal, so padded positions never influence real ones)."""
+        ids = epoch_ids.numpy() if isinstance(epoch_ids, torch.Tensor) else np.asarray(epoch_ids)
+        out = np.zeros((*ids.shape, self.dim), dtype=np.float32)  # (B, T, D)
+        for b, recording in enumerate(recordings):
+            real = ids[b] >= 0
+            out[b, real] = self.recordings[recording].vectors[self.rows(recording, ids[b, real])]
+        return torch.from_numpy(out)
+
+    def tiles(self, recordings: Sequence[str], epochs_per_window: int
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The evaluation tiling of `SequenceDataset(tiling=True)` over `recordings`: recording (W,) object,
+        epoch_ids (W, T) int64 with -1 at padding, owned (W, T) bool (every epoch owned exactly once)."""
+        size = int(epochs_per_window)
+        owners, ids, owned = [], [], []
+        for recording in recordings:
+            epochs = self.recordings[recording].epochs
+            starts, owned_from = window_starts(epochs.size, size, size)
+            for start, first in zip(starts, owned_from):
+                window = np.full(size, -1, dtype=np.int64)
+                real = epochs[start: start + size]
+                window[: real.size] = real
+                owners.append(recording)
+                ids.append(window)
+                owned.append((window >= 0) & (np.arange(size) >= first))
+        return np.asarray(owners, dtype=object), np.stack(ids), np.stack(owned)
+
+
+def epoch_labels(dataset: EpochDataset) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """recording -> (labelled epoch numbers (n,) sorted, their labels (n,)) of a labelled EpochDataset."""
+    recordings, epochs = dataset.sample_index()
+    out = {}
+    for recording in np.unique(recordings):
+        at = np.flatnonzero(recordings == recording)
+        order = np.argsort(epochs[at], kind="stable")
+        out[recording] = (epochs[at][order], dataset.labels[at][order])
+    return out
+
+
+def labels_at(labels: Mapping[str, tuple[np.ndarray, np.ndarray]], recording: str, epochs: np.ndarray) -> np.ndarray:
+    """Labels of `epochs` (any shape) of `recording`; -1 where the epoch has none (or is padding, -1)."""
+    known, values = labels.get(recording, (np.zeros(0, np.int64), np.zeros(0, np.int64)))
+    out = np.full(np.shape(epochs), -1, dtype=np.int64)
+    if known.size:
+        rows = np.minimum(np.searchsorted(known, epochs), known.size - 1)
+        hit = known[rows] == epochs
+        out[hit] = values[rows[hit]]
+    return out
+
+
+@torch.no_grad()
+def predict_tiles(store: VectorStore, recordings: Sequence[str], epochs_per_window: int,
+                  classify: Callable[[torch.Tensor], torch.Tensor], labels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                  n_classes: int, batch_windows: int = 64) -> Predictions:
+    """Probabilities of every epoch of `recordings` exactly once, from stored vectors in the evaluation tiling:
+    `classify((B, T, D)) -> (B, T, C)` probabilities. The caller sets eval mode and the device."""
+    owners, ids, owned = store.tiles(recordings, epochs_per_window)
+    collector = PredictionCollector(n_classes)
+    for first in range(0, len(owners), batch_windows):
+        part = slice(first, first + batch_windows)
+        probabilities = classify(store.windows(owners[part], ids[part])).float().cpu().numpy()  # (B, T, C)
+        keep = owned[part]
+        rows = np.repeat(owners[part], epochs_per_window).reshape(keep.shape)[keep]
+        epochs = ids[part][keep]
+        true = np.concatenate([labels_at(labels, r, epochs[rows == r]) for r in np.unique(rows)])
+        order = np.concatenate([np.flatnonzero(rows == r) for r in np.unique(rows)])
+        collector.add(rows[order], epochs[order], true, probabilities[keep][order])
+    return collector.finish()
+
+
+def cache_key(backbone_sha256: str, channels: Sequence[str], precision: str) -> str:
+    """Folder name of one backbone's cache: readable prefix + hash of (backbone file, channels, precision)."""
+    text = json.dumps({"backbone_sha256": backbone_sha256, "channels": list(channels), "precision": precision})
+    return f"{backbone_sha256[:12]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+
+def _source_stamp(path: Path) -> str:
+    stat = path.stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _read_cached(path: Path, stamp: str) -> RecordingVectors | None:
+    """A cache file's vectors when it exists and was computed from the same Parquet file; else None."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["source"]) != stamp:
+                return None
+            return RecordingVectors(data["epochs"].astype(np.int64), data["vectors"].astype(np.float32))
+    except (OSError, KeyError, ValueError):  # a truncated or foreign file: encode again and overwrite it
+        return None
+
+
+def _write_cached(path: Path, vectors: RecordingVectors, stamp: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, epochs=vectors.epochs, vectors=vectors.vectors, source=np.asarray(stamp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+@torch.no_grad()
+def encode_recordings(encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], data_dir: str | Path,
+                      recordings: Sequence[str], channels: Sequence[str], device: torch.device, *,
+                      batch_epochs: int = 256, workers: int = 0, cache_dir: str | Path | None = None,
+                      key: str | None = None, progress: bool = False) -> VectorStore:
+    """Every epoch of `recordings` through `encode({channel: (n, 3000)}) -> (n, D)` (the caller holds the backbone
+    in eval mode and any autocast), each epoch exactly once; cached under `cache_dir/key` when both are given."""
+    data_dir = Path(data_dir)
+    folder = Path(cache_dir) / key if cache_dir is not None and key is not None else None
+    found: dict[str, RecordingVectors] = {}
+    stamps = {r: _source_stamp(recording_path(data_dir, r)) for r in recordings}
+    if folder is not None:
+        for recording in recordings:
+            cached = _read_cached(folder / f"{recording}.npz", stamps[recording])
+            if cached is not None:
+                found[recording] = cached
+    missing = sorted(set(recordings) - set(found))
+    if missing:
+        tiles = SequenceDataset(data_dir, missing, list(channels), task=None, epochs_per_window=TILE_EPOCHS,
+                                tiling=True)
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {r: [] for r in missing}
+        loader = DataLoader(tiles, batch_size=max(1, batch_epochs // TILE_EPOCHS), shuffle=False, num_workers=workers)
+        for batch in tqdm(loader, desc=f"encode {len(missing)} recordings", unit="batch", leave=False,
+                          disable=not progress):
+            owned = batch["owned"]  # (B, T) bool: every epoch once
+            signals = {ch: batch[ch][owned].to(device, non_blocking=True) for ch in channels}  # (n, 3000) each
+            vectors = encode(signals).float().cpu().numpy()  # (n, D)
+            owners = np.repeat(np.asarray(batch["recording"], dtype=object), owned.shape[1]).reshape(owned.shape)
+            owners, epochs = owners[owned.numpy()], batch["epoch_ids"][owned].numpy()
+            for recording in np.unique(owners):
+                at = owners == recording
+                parts[recording].append((epochs[at], vectors[at]))
+        for recording in missing:
+            if not parts[recording]:
+                raise ValueError(f"{recording_path(data_dir, recording)}: no epoch to encode "
+                                 f"(skipped: {tiles.skipped.get(recording, 'unknown reason')})")
+            epochs = np.concatenate([p[0] for p in parts[recording]])
+            vectors = np.concatenate([p[1] for p in parts[recording]])
+            order = np.argsort(epochs, kind="stable")
+            found[recording] = RecordingVectors(epochs[order].astype(np.int64), vectors[order])
+            if folder is not None:
+                _write_cached(folder / f"{recording}.npz", found[recording], stamps[recording])
+    return VectorStore({r: found[r] for r in recordings})
