@@ -219,10 +219,31 @@ class TemporalClassifier(nn.Module):
         flat = {ch: x.reshape(batch * length, x.shape[-1]) for ch, x in signals.items()
                 if ch in self.encoder.channels and x is not None}  # (B*T, n_samples) per channel
         vectors = self.encoder(flat).reshape(batch, length, -1)  # (B, T, D)
-        return self.head(self.context(vectors))  # (B, T, C)
+        return self.classify_vectors(vectors)  # (B, T, C)
+
+    def classify_vectors(self, vectors: torch.Tensor) -> torch.Tensor:
+        """Per-epoch vectors (B, T, D), e.g. cached from the frozen encoder → logits (B, T, C)."""
+        return self.head(self.context(vectors))
 
     def to_config(self) -> dict[str, Any]:
         return {"encoder": self.encoder.to_config(), "head": self.head.to_config(), "context": dict(self.context_config)}
+
+
+class ContextHead(nn.Module):
+    """The temporal context and head of a TemporalClassifier, trained alone on vectors of the frozen encoder
+    (the first phase of fine-tuning): (B, T, D) → logits (B, T, C). Shares the parameters of `temporal`, so
+    training this trains them."""
+
+    def __init__(self, temporal: TemporalClassifier):
+        super().__init__()
+        self.context, self.head = temporal.context, temporal.head
+        self._config = {"head": temporal.head.to_config(), "context": dict(temporal.context_config)}
+
+    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
+        return self.head(self.context(vectors))  # (B, T, C)
+
+    def to_config(self) -> dict[str, Any]:
+        return dict(self._config)
 
 
 def build_downstream_model(kind: str, config: Mapping[str, Any]) -> nn.Module:
