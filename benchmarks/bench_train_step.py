@@ -32,6 +32,7 @@ def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warm
             detach_target: bool) -> dict:
     """Time `steps` training steps after `warmup` in this process; return the measurements."""
     import torch
+    from torch.utils.flop_counter import FlopCounterMode
 
     from models.neuronet import build_neuronet, count_parameters, neuronet_config
 
@@ -65,12 +66,19 @@ def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warm
     if not torch.isfinite(loss):
         raise RuntimeError(f"{preset} batch {batch}: non-finite loss {loss.item()}")
     step_s = statistics.median(times)
+    with FlopCounterMode(display=False) as flops:  # one more forward + backward, counted, not timed
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=use_amp):
+            out = model(epochs[0])
+        out["loss"].backward()
+    optimizer.zero_grad(set_to_none=True)
+    gflop = flops.get_total_flops() / 1e9
     result = {
         "preset": preset, "batch": batch, "device": device, "threads": threads if device == "cpu" else None,
         "params_m": count_parameters(model) / 1e6, "step_s": step_s, "samples_per_s": batch / step_s,
         "cpu_s_per_step": statistics.median(cpu_times),
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,  # ru_maxrss in KiB
         "amp": "bf16" if use_amp else None, "steps": steps,
+        "gflop_per_step": gflop, "gflop_per_s": gflop / step_s,
     }
     if device == "cuda":
         result["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1024 ** 3
@@ -93,7 +101,7 @@ def _child(args, preset, batch, device, bf16) -> dict:
 
 def _table(results: list[dict]) -> str:
     header = (f"{'preset':<6} {'params':>8} {'device':<6} {'math':<9} {'batch':>5} {'step s':>7} "
-              f"{'samples/s':>9} {'CPU s':>7} {'peak RSS':>9} {'vs published':>13}")
+              f"{'samples/s':>9} {'CPU s':>7} {'GFLOP':>7} {'GFLOP/s':>8} {'peak RSS':>9} {'vs published':>13}")
     lines = [header, "-" * len(header)]
     for r in results:
         math = "bf16-amp" if r["amp"] else "fp32"
@@ -101,8 +109,25 @@ def _table(results: list[dict]) -> str:
         versus = f"{r['samples_per_s'] / ref[0]:.2f}x" if ref else ""
         memory = f"{r['peak_rss_gb']:.2f} GB" + (f" ({r['peak_cuda_gb']:.1f} GPU)" if "peak_cuda_gb" in r else "")
         lines.append(f"{r['preset']:<6} {r['params_m']:>6.2f} M {r['device']:<6} {math:<9} {r['batch']:>5} "
-                     f"{r['step_s']:>7.3f} {r['samples_per_s']:>9.2f} {r['cpu_s_per_step']:>7.2f} {memory:>9} {versus:>13}")
+                     f"{r['step_s']:>7.3f} {r['samples_per_s']:>9.2f} {r['cpu_s_per_step']:>7.2f} {r['gflop_per_step']:>7.1f} "
+                     f"{r['gflop_per_s']:>8.1f} {memory:>9} {versus:>13}")
     return "\n".join(lines)
+
+
+def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> float:
+    """Measured fp32 GFLOP/s of a large square matmul with `threads` threads: what this CPU can sustain at best."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    for _ in range(3):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * size ** 3 / min(times) / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -148,6 +173,16 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(results))
     print("published NeuroNet-B (same CPU, 2 threads): " + ", ".join(
         f"batch {b}: {s:.1f} samples/s, {m:.1f} GB" for b, (s, m) in PUBLISHED_B.items()))
+    if "cpu" in devices:
+        peak = matmul_peak_gflops(args.threads)
+        print(f"this CPU, {args.threads} threads: fp32 matmul peak {peak:.0f} GFLOP/s (2048^3, best of 10)")
+        for r in results:
+            ref = PUBLISHED_B.get(r["batch"])
+            if r["preset"] == "B" and r["device"] == "cpu" and not r["amp"] and ref:
+                need = 2 * ref[0] * r["gflop_per_step"] / r["batch"]  # GFLOP/s for 2x the published samples/s
+                print(f"  B fp32 batch {r['batch']}: {r['gflop_per_step'] / r['batch']:.1f} GFLOP per sample; 2x "
+                      f"published = {2 * ref[0]:.1f} samples/s needs {need:.0f} GFLOP/s = {need / peak:.0%} of that "
+                      f"peak (now {r['gflop_per_s']:.0f} GFLOP/s = {r['gflop_per_s'] / peak:.0%})")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

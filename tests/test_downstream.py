@@ -345,7 +345,6 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
         runs.append(out)
     metrics = json.loads((runs[2] / "metrics.json").read_text())
     assert metrics["method"] == "features_hgb" and 1 <= metrics["selection"]["iterations"] <= 15
-    assert len(metrics["selection"]["val_curve"]) == 15
     apnea = json.loads((runs[0] / "metrics.json").read_text())
     assert set(apnea["event_index"]["per_recording"]) == set(splits_of(cohort)["recordings"]["test"])
 
@@ -359,6 +358,17 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     assert (rows.loc[rows["task"] != "sleep_stage", "ahi_n"] == 1).all()  # apnea + hypopnea combined into an AHI
     text = (table / "comparison.md").read_text()
     assert "## sleep_stage" in text and "## apnea" in text and "linear_probe" in text
+    # with --cache-dir (filled by the first run, read by the second) the features and so the results are the same
+    for name in ("cached_a", "cached_b"):
+        assert features_script.main(["--data", str(cohort), "--task", "sleep_stage", "--channels", "eeg_c4,eog_l,ecg",
+                                     "--out", str(tmp_path / name), "--hgb-max-iter", "15", "--cache-dir",
+                                     str(tmp_path / "cache"), *RUN[:3], "--n-boot", "50"]) == 0
+        cached = pd.read_parquet(tmp_path / name / "predictions.parquet")
+        reference = pd.read_parquet(runs[2] / "predictions.parquet")
+        assert np.allclose(np.stack(cached["probabilities"]), np.stack(reference["probabilities"]), atol=1e-6)
+    used = {r for split in ("train", "val", "test") for r in splits_of(cohort)["recordings"][split]}
+    assert {p.stem for p in (tmp_path / "cache").rglob("*.npz")} == used  # one file per recording used
+    assert len(metrics["selection"]["val_curve"]) == 15
 
 
 def test_scripts_run_as_files():

@@ -42,7 +42,10 @@ from downstream.common import (
     SELECT_METRICS, add_task_args, assert_no_test_leakage, class_weights, epoch_dataset, epochwise, eval_batch_size,
     parse_downstream, predict_windows, report, run_info, selection_scores, train_summary, val_split, window_dataset,
 )
+from downstream.cache import cache_key, encode_recordings, epoch_labels, predict_tiles
 from downstream.evaluate import attach_context
+from utils import features as features_module
+from utils.checkpoint import sha256_file
 from utils.config import comma_list, save_config
 from utils.features import epoch_features
 
@@ -62,6 +65,9 @@ def build_features_parser() -> argparse.ArgumentParser:
     data.add_argument("--batch-size", type=int, default=256, help="epochs per feature-extraction batch")
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=None, help="run directory")
+    run.add_argument("--cache-dir", type=Path, default=None,
+                     help="keep the features of every recording used here and reuse them in later runs (the key "
+                          "names the channels and the feature code's SHA-256)")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
     model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
@@ -134,8 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     save_config(cfg, Path(cfg.out) / "config.json")
     started = time.monotonic()
-    train_x, train_y = dataset_features(train_set, channels, cfg)
-    val_x, val_y = dataset_features(val_set, channels, cfg)
+    store = None
+    if cfg.cache_dir is not None:  # whole recordings, once per cache; the runs then only gather rows
+        recordings = sorted(set(train_set.recordings) | set(val_set.recordings) | set(test_windows.recordings))
+        key = cache_key(sha256_file(features_module.__file__), channels, "hand-crafted")
+        store = encode_recordings(
+            lambda signals: torch.from_numpy(epoch_features({ch: x.numpy() for ch, x in signals.items()})[0]),
+            cfg.data, recordings, channels, torch.device("cpu"), batch_epochs=cfg.batch_size, workers=cfg.workers,
+            cache_dir=cfg.cache_dir, key=key, progress=cfg.progress)
+        (train_x, train_y), (val_x, val_y) = ((store.gather(*d.sample_index()), d.labels) for d in (train_set, val_set))
+    else:
+        train_x, train_y = dataset_features(train_set, channels, cfg)
+        val_x, val_y = dataset_features(val_set, channels, cfg)
     counts = train_set.class_counts()
     print(f"features_hgb | task {cfg.task} | channels {', '.join(channels)} | train {train_x.shape} "
           f"(per class {counts.tolist()}) | val {val_x.shape} | features {time.monotonic() - started:.1f} s", flush=True)
@@ -159,8 +175,14 @@ def main(argv: list[str] | None = None) -> int:
         return torch.from_numpy(full_probabilities(classifier.predict_proba(values), classifier.classes_, n_classes,
                                                    weights))
 
-    predictions = predict_windows(test_windows, epochwise(probabilities, channels), n_classes,
-                                  eval_batch_size(cfg, TEST_WINDOW), cfg.workers, cfg.progress)
+    if store is not None:
+        test_labels = epoch_labels(epoch_dataset(cfg, "test", channels))
+        predictions = predict_tiles(store, test_windows.recordings, TEST_WINDOW, lambda x: torch.from_numpy(
+            full_probabilities(classifier.predict_proba(x.flatten(0, 1).numpy()), classifier.classes_, n_classes,
+                               weights)).reshape(*x.shape[:2], n_classes), test_labels, n_classes)
+    else:
+        predictions = predict_windows(test_windows, epochwise(probabilities, channels), n_classes,
+                                      eval_batch_size(cfg, TEST_WINDOW), cfg.workers, cfg.progress)
     predictions = attach_context(predictions, cfg.data)
     info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects))
     info.update(init="n/a", backbone_name="none (hand-crafted features)")
