@@ -14,10 +14,8 @@ An `EpochEncoder` has one of three modes:
   encoders' other weights stay frozen and in eval mode. A SynthSleepNet's adapters and fusion transformer train
   unless `tune_fusion=False`.
 - `full`: every weight trains and every submodule follows train()/eval() (supervised from scratch: random init).
-  Its BatchNorm layers keep bias-corrected running statistics (`debias_batchnorm`): with PyTorch's plain
-  momentum 0.1 the eval-mode statistics are still weighted 0.9^k towards the initial (0, 1) after k steps, which
-  in a randomly initialised SynthSleepNet (about 200 BatchNorms) made every eval-mode prediction one class for
-  the first tens of steps (issue 6).
+  (The training engine gives every BatchNorm bias-corrected running statistics, `utils.batchnorm`, so a
+  randomly initialised encoder is usable in eval mode after a few steps.)
 A unimodal NeuroNet serves exactly one channel; a SynthSleepNet serves its channels (a subset may be given;
 a channel missing from the input is dropped from the fusion, as `SynthSleepNet.encode` documents). The
 SynthSleepNet's pretraining-only parts (decoders, projectors, mask token, losses) are removed.
@@ -44,34 +42,6 @@ FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # DESIGN 3.3: new LoRA (rank
 # SynthSleepNet attributes used only by the self-supervised objective (removed for downstream use).
 _PRETRAINING_PARTS: tuple[str, ...] = ("decoder_embed", "mask_token", "decoders", "decoder_preds", "fusion_projector",
                                        "channel_projectors", "reconstruction", "contrastive")
-
-
-def _debiased_momentum(norm: nn.modules.batchnorm._BatchNorm, inputs: tuple) -> None:
-    """Forward pre-hook of `debias_batchnorm`: momentum for the update this training forward makes."""
-    if norm.training and norm.track_running_stats:
-        norm.momentum = max(norm.base_momentum, 1.0 / (int(norm.num_batches_tracked) + 1))
-
-
-def debias_batchnorm(module: nn.Module) -> int:
-    """Bias-corrected running statistics for every BatchNorm inside `module`; returns how many were set up.
-
-    Before each training-mode forward, momentum = max(m0, 1 / (n + 1)), n = batches tracked so far (m0 = the
-    layer's momentum, 0.1 by default): the running mean / variance are the plain average of the first 1 / m0
-    batches (no pull towards the initial mean 0, variance 1), then PyTorch's exponential average with m0.
-    Layers with momentum None (cumulative average) or without running statistics are left alone; calling it
-    twice changes nothing. The hook is not part of the state dict: a model rebuilt by the same constructor has it.
-    """
-    count = 0
-    for norm in module.modules():
-        if not isinstance(norm, nn.modules.batchnorm._BatchNorm) or not norm.track_running_stats:
-            continue
-        if getattr(norm, "base_momentum", None) is None:
-            if norm.momentum is None:
-                continue
-            norm.base_momentum = float(norm.momentum)
-            norm.register_forward_pre_hook(_debiased_momentum)
-        count += 1
-    return count
 
 
 class MLPHead(nn.Module):
@@ -166,7 +136,6 @@ class EpochEncoder(nn.Module):
             self.requires_grad_(False)
         elif mode == "full":
             self.requires_grad_(True)
-            debias_batchnorm(self.net)  # eval-mode statistics usable after a few steps from random init
         self.train(False)
 
     @property
@@ -210,19 +179,13 @@ def build_epoch_encoder(config: Mapping[str, Any]) -> EpochEncoder:
 
 
 class EpochClassifier(nn.Module):
-    """EpochEncoder → MLPHead: {channel: (N, n_samples)} → logits (N, C).
-
-    With a "full" encoder (trained end to end) the head's BatchNorms get bias-corrected running statistics too
-    (`debias_batchnorm`), like the encoder's.
-    """
+    """EpochEncoder → MLPHead: {channel: (N, n_samples)} → logits (N, C)."""
 
     def __init__(self, encoder: EpochEncoder, head: MLPHead):
         super().__init__()
         if head.in_dim != encoder.embed_dim:
             raise ValueError(f"EpochClassifier: head takes {head.in_dim}-d vectors, encoder gives {encoder.embed_dim}")
         self.encoder, self.head = encoder, head
-        if encoder.mode == "full":
-            debias_batchnorm(head)
 
     def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return self.head(self.encoder(signals))  # (N, C)
@@ -247,8 +210,6 @@ class TemporalClassifier(nn.Module):
         self.context_config = {"norm": "layer", "backend": "auto", **DESIGN_DEFAULTS, **dict(context or {})}
         self.encoder, self.head = encoder, head
         self.context = ResidualMamba(encoder.embed_dim, **self.context_config)
-        if encoder.mode == "full":  # trained from scratch: usable eval-mode statistics after a few steps
-            debias_batchnorm(self)
 
     def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
         shapes = {ch: tuple(x.shape) for ch, x in signals.items() if isinstance(x, torch.Tensor)}

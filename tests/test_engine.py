@@ -213,6 +213,20 @@ def test_initial_best_must_be_beaten(tmp_path, to_beat, best_epoch):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 9  # training ran all the same
 
 
+def test_engine_gives_batchnorm_bias_corrected_statistics(tmp_path):
+    class NormToy(ToyModel):
+        def __init__(self):
+            super().__init__(0.0)
+            self.norm = nn.BatchNorm1d(8)  # replaces the LayerNorm: running statistics from 3 steps
+
+    cfg = toy_cfg(tmp_path / "run", "--epochs", "1", "--warmup-steps", "0")
+    model = NormToy()
+    fit(cfg, model, ToyDataset(24), ctx=setup_run(cfg), model_kind="toy", model_config={}, compute_loss=toy_loss)
+    assert int(model.norm.num_batches_tracked) == 3 and len(model.norm._forward_pre_hooks) == 1
+    assert model.norm.momentum == pytest.approx(1 / 3)  # the third batch entered a plain average of three
+    assert model.norm.running_var.min() < 0.9 or model.norm.running_var.max() > 1.1  # not (1 - 0.1)^3 of the start
+
+
 def test_lr_schedule_values():
     factor = warmup_cosine(warmup_steps=4, total_steps=14, min_lr_ratio=0.1)
     assert [factor(s) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]

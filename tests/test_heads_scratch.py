@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from downstream.linear_probing import train as linear_probing
-from models.heads import EpochClassifier, EpochEncoder, MLPHead, build_downstream_model, debias_batchnorm
+from models.heads import EpochClassifier, EpochEncoder, MLPHead
 from models.neuronet import build_neuronet, neuronet_config
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
+from utils.batchnorm import debias_batchnorm
 
 # A NeuroNet smaller than the tiny preset (14 frames, narrow CNN), as in tests/test_downstream.py.
 SMALL = dict(frame_step_s=2.0, stem_channels=4, backbone_channels=(4, 8, 8, 16), frame_token_dim=32, encoder_depth=1)
@@ -31,10 +32,8 @@ def random_classifier(seed: int = 0, debias: bool = True) -> EpochClassifier:
                                    {ch: net for ch in CHANNELS})
     encoder = EpochEncoder(backbone, CHANNELS, "full")
     model = EpochClassifier(encoder, MLPHead(encoder.embed_dim, 5))
-    if not debias:  # PyTorch's plain momentum: the behaviour before the fix
-        for norm in norms_of(model):
-            norm._forward_pre_hooks.clear()
-            norm.momentum = 0.1
+    if debias:  # as the training engine does; without: PyTorch's plain momentum, the behaviour before the fix
+        debias_batchnorm(model)
     return model
 
 
@@ -63,6 +62,7 @@ def test_full_mode_trains_every_weight_and_every_batchnorm():
     assert all(p.requires_grad for p in model.parameters())
     norms = norms_of(model)
     assert len(norms) > 20 and all(len(m._forward_pre_hooks) == 1 for m in norms)
+    assert debias_batchnorm(model) == len(norms) and all(len(m._forward_pre_hooks) == 1 for m in norms)  # idempotent
     model.train()
     assert all(m.training for m in norms)  # the ChannelEncoder's frozen-eval rule does not apply in "full"
     before = {id(m): m.running_var.clone() for m in norms}
@@ -74,9 +74,10 @@ def test_full_mode_trains_every_weight_and_every_batchnorm():
     model.eval()
     assert not any(m.training for m in model.modules())
     frozen = EpochEncoder(build_neuronet(neuronet_config("tiny", **SMALL)), ["eeg_c4"], "frozen")
-    assert not any(m._forward_pre_hooks for m in norms_of(frozen))  # only "full" is changed
-    rebuilt = build_downstream_model("epoch_classifier", model.to_config())
-    assert all(len(m._forward_pre_hooks) == 1 for m in norms_of(rebuilt))  # a loaded checkpoint keeps the rule
+    running = [m.running_mean.clone() for m in norms_of(frozen)]
+    debias_batchnorm(frozen)
+    frozen.train()({"eeg_c4": torch.randn(4, 3000)})
+    assert all(torch.equal(a, m.running_mean) for a, m in zip(running, norms_of(frozen)))  # frozen stays frozen
 
 
 def eval_train_gap(model: EpochClassifier, steps: int) -> float:

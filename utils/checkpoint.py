@@ -12,6 +12,7 @@ micro-batches already consumed of the next one, so a run resumes mid-epoch exact
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -55,7 +56,13 @@ def sha256_file(path: str | Path) -> str | None:
 
 @lru_cache(maxsize=1)
 def code_version() -> dict[str, str]:
-    """`{"package": <installed version>, "git_commit": <HEAD sha>}`, each "unknown" when it cannot be found."""
+    """`{"package": <installed version>, "git_commit": <HEAD sha>}`, each "unknown" when it cannot be found.
+    Looked up once per process (every checkpoint save would otherwise start a git process)."""
+    return dict(_code_version())
+
+
+@functools.lru_cache(maxsize=1)
+def _code_version() -> dict[str, str]:
     try:
         package = importlib.metadata.version(PACKAGE_NAME)
     except importlib.metadata.PackageNotFoundError:

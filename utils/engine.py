@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import (
     FORMAT_VERSION, atomic_save, capture_rng_state, code_version, load_checkpoint, plain_number,
     restore_rng_state, sha256_file,
@@ -263,6 +264,7 @@ class Trainer:
         self.compute_loss, self.monitor = compute_loss, monitor
         self.wall_start = time.monotonic()
         self.model = model.to(self.device)
+        debias_batchnorm(self.model)  # eval-mode BatchNorm statistics usable after a few steps (utils/batchnorm.py)
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError("fit: the model has no trainable parameters (requires_grad is False everywhere)")
