@@ -120,20 +120,21 @@ def main(argv: list[str] | None = None) -> int:
 
     _banner("5. downstream: probe, Mamba fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
     downstream = runs / "downstream"
+    cache = ("--cache-dir", out / "cache")  # frozen-backbone vectors and features: computed once, reused by every run
     for task in TASKS:
         for fraction in FRACTIONS:
             tag = f"{task}-lf{fraction:g}"
             task_args = ("--data", dst, "--task", task, "--label-fraction", fraction, "--seed", args.seed)
-            _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--workers", 0,
+            _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--workers", 0, *cache,
                  "--epochs", 30, "--max-minutes", budget(0.25), "--no-progress", "--out", downstream / "probe" / tag,
                  done=downstream / "probe" / tag / "metrics.json")
-            _run("downstream/fine_tuning/train.py", *task_args, "--backbone", multimodal, "--workers", 0,
+            _run("downstream/fine_tuning/train.py", *task_args, "--backbone", multimodal, "--workers", 0, *cache,
                  "--epochs", 10, "--max-minutes", budget(0.75), "--no-progress", "--out",
                  downstream / "finetune" / tag, done=downstream / "finetune" / tag / "metrics.json")
             _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--init", "random",
                  "--workers", 0, "--epochs", 10, "--max-minutes", budget(0.5), "--no-progress", "--out",
                  downstream / "scratch" / tag, done=downstream / "scratch" / tag / "metrics.json")
-            _run("downstream/baselines/features.py", *task_args, "--no-progress", "--out",
+            _run("downstream/baselines/features.py", *task_args, *cache, "--workers", 0, "--no-progress", "--out",
                  downstream / "features" / tag, done=downstream / "features" / tag / "metrics.json")
 
     _banner("6. comparison table")
