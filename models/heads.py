@@ -12,7 +12,9 @@ An `EpochEncoder` has one of three modes:
 - `lora`: the pretrained encoders' earlier LoRA adapters (SynthSleepNet pretraining) are merged into their
   weights and new LoRA adapters (default rank 4, alpha 8) are added on the attention output projections; the
   encoders' other weights stay frozen and in eval mode. A SynthSleepNet's adapters and fusion transformer train
-  unless `tune_fusion=False`.
+  unless `tune_fusion=False`; every BatchNorm of the backbone stays in eval mode (pretrained statistics): batches
+  of a few windows of consecutive, strongly correlated epochs give batch statistics unlike the population's, so
+  training in batch-statistics mode would learn a representation that eval mode does not reproduce.
 - `full`: every weight trains and every submodule follows train()/eval() (supervised from scratch: random init).
   (The training engine gives every BatchNorm bias-corrected running statistics, `utils.batchnorm`, so a
   randomly initialised encoder is usable in eval mode after a few steps.)
@@ -150,6 +152,10 @@ class EpochEncoder(nn.Module):
         elif self.mode == "full":  # nothing is frozen: every BatchNorm and dropout follows `mode`
             for module in self.modules():
                 module.training = mode
+        else:  # "lora": BatchNorm keeps the pretrained statistics (its affine weights may still train)
+            for module in self.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.training = False
         return self
 
     def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:

@@ -108,6 +108,9 @@ def test_encoder_modes_trainable_parts_and_rebuild(backbones):
         norms = [m for n, m in encoder.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
                  and ".encoders." in f".{n}"]
         assert norms and all(m.training == (mode == "full") for m in norms), mode  # frozen BN stays in eval mode
+        every_norm = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert all(m.training == (mode == "full") for m in every_norm), mode  # LoRA: adapters' BN statistics kept too
+        assert model.head.training  # the head follows train()
         assert model(x).shape == (2, 6, 5)
         rebuilt = build_downstream_model("temporal_classifier", model.to_config())
         load_state_checked(rebuilt, model.state_dict(), mode)
