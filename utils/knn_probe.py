@@ -112,10 +112,10 @@ def encode_dataset(
     return np.concatenate(features), np.concatenate(labels)
 
 
-def knn_scores(
-    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, k: int = 10, pca_dim: int = 50,
-) -> dict[str, float]:
-    """Standardise -> PCA -> k-NN fitted on (train_x, train_y), scored on val: accuracy, macro-F1, kappa.
+def knn_predict(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, k: int = 10, pca_dim: int = 50,
+) -> np.ndarray:
+    """Standardise -> PCA -> k-NN fitted on (train_x, train_y); the predicted classes (N_val,) of val_x.
 
     Feature arrays are (N, D); labels (N,) class indices >= 0.
     """
@@ -126,13 +126,26 @@ def knn_scores(
         StandardScaler(), PCA(n_components=n_components, random_state=0),
         KNeighborsClassifier(n_neighbors=min(k, train_x.shape[0])),
     )
-    classifier.fit(train_x, train_y)
-    predicted = classifier.predict(val_x)
+    return classifier.fit(train_x, train_y).predict(val_x)
+
+
+def classification_scores(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    """Accuracy, macro-F1 and Cohen's kappa of predicted vs true class indices (N,)."""
     return {
-        "accuracy": float(accuracy_score(val_y, predicted)),
-        "f1": float(f1_score(val_y, predicted, average="macro")),
-        "kappa": float(cohen_kappa_score(val_y, predicted)),
+        "accuracy": float(accuracy_score(true, predicted)),
+        "f1": float(f1_score(true, predicted, average="macro")),
+        "kappa": float(cohen_kappa_score(true, predicted)),
     }
+
+
+def knn_scores(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, k: int = 10, pca_dim: int = 50,
+) -> dict[str, float]:
+    """Standardise -> PCA -> k-NN fitted on (train_x, train_y), scored on val: accuracy, macro-F1, kappa.
+
+    Feature arrays are (N, D); labels (N,) class indices >= 0.
+    """
+    return classification_scores(val_y, knn_predict(train_x, train_y, val_x, k, pca_dim))
 
 
 class KnnMonitor:
