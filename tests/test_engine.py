@@ -5,6 +5,7 @@ This file is also the toy torchrun entry point of `test_torchrun_two_processes` 
 """
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import math
@@ -25,7 +26,7 @@ from utils.distributed import cleanup
 from utils.engine import (
     ResumableDistributedSampler, evaluating, fit, param_groups, preserved_rng, scaled_lr, setup_run, warmup_cosine,
 )
-from utils.knn_probe import KnnMonitor, knn_scores, probe_target
+from utils.knn_probe import KnnMonitor, knn_scores, monitor_on_splits, probe_target
 from utils.run_logging import read_jsonl
 
 DIM = 16
@@ -341,6 +342,34 @@ def test_knn_probe_and_monitor_restore_modes():
     with evaluating(model):
         assert not model.training and not model.encoder.training
     assert model.encoder.training and not model.norm.training
+
+
+def test_knn_monitor_scores_a_rare_binary_target_by_auroc():
+    """Apnea-like target (10 % positives): the k-NN vote rarely says positive, so kappa says little; the
+    positive vote share ranks epochs (knn_auroc), and "auto" selects best.pt by it for binary targets."""
+    class Rare(Dataset):
+        def __init__(self, n, seed):
+            g = np.random.default_rng(seed)
+            self.y = (g.random(n) < 0.1).astype(np.int64)
+            self.x = g.normal(size=(n, DIM)).astype(np.float32) + 0.8 * self.y[:, None]  # weakly shifted positives
+
+        def __len__(self):
+            return len(self.y)
+
+        def __getitem__(self, i):
+            return {"signal": torch.from_numpy(self.x[i]), "label": torch.tensor(self.y[i])}
+
+    class Identity(nn.Module):
+        def encode(self, signal):
+            return signal, signal[:, None]
+
+    result = KnnMonitor(Rare(400, 1), Rare(400, 2), target="apnea", k=10)(Identity(), torch.device("cpu"))
+    assert result["knn_auroc"] > 0.75 and result["knn_kappa"] < result["knn_auroc"] - 0.3
+    args = argparse.Namespace(monitor_target="apnea", monitor_metric="auto", monitor=False)
+    assert monitor_on_splits(args, True, None, None) is None and args.monitor_metric == "knn_auroc"
+    args = argparse.Namespace(monitor_target="stage", monitor_metric="auto", monitor=False)
+    monitor_on_splits(args, True, None, None)
+    assert args.monitor_metric == "knn_kappa"
 
 
 def test_nan_loss_is_reported(tmp_path):

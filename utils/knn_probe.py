@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -66,8 +66,8 @@ def add_knn_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("monitor (k-NN probe on train -> val for model selection)")
     group.add_argument("--monitor-target", choices=tuple(PROBE_TARGETS), default="stage",
                        help="what the probe predicts")
-    group.add_argument("--monitor-metric", choices=("knn_kappa", "knn_f1"), default="knn_kappa",
-                       help="metric that selects best.pt")
+    group.add_argument("--monitor-metric", choices=("auto", "knn_kappa", "knn_f1", "knn_auroc"), default="auto",
+                       help="metric that selects best.pt; auto: knn_auroc for a binary target, else knn_kappa")
     group.add_argument("--no-monitor", dest="monitor", action="store_false",
                        help="skip the probe (best.pt then follows the training loss)")
     group.add_argument("--knn-k", type=int, default=10, help="neighbours")
@@ -119,6 +119,18 @@ def knn_predict(
 
     Feature arrays are (N, D); labels (N,) class indices >= 0.
     """
+    return _knn(train_x, train_y, k, pca_dim).predict(val_x)
+
+
+def knn_vote_fractions(
+    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, k: int = 10, pca_dim: int = 50,
+) -> tuple[np.ndarray, np.ndarray]:
+    """As `knn_predict`, but the share of the k neighbours in each class: (classes (C,), fractions (N_val, C))."""
+    classifier = _knn(train_x, train_y, k, pca_dim)
+    return classifier.classes_, classifier.predict_proba(val_x)
+
+
+def _knn(train_x: np.ndarray, train_y: np.ndarray, k: int, pca_dim: int):
     if len(np.unique(train_y)) < 2:
         raise ValueError(f"k-NN probe: the train epochs hold {len(np.unique(train_y))} class(es); need at least 2")
     n_components = max(1, min(pca_dim, train_x.shape[0] - 1, train_x.shape[1]))
@@ -126,7 +138,7 @@ def knn_predict(
         StandardScaler(), PCA(n_components=n_components, random_state=0),
         KNeighborsClassifier(n_neighbors=min(k, train_x.shape[0])),
     )
-    return classifier.fit(train_x, train_y).predict(val_x)
+    return classifier.fit(train_x, train_y)
 
 
 def classification_scores(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
@@ -185,7 +197,12 @@ class KnnMonitor:
             print(f"k-NN probe skipped: {train_y.size} labelled train epochs ({len(np.unique(train_y))} classes), "
                   f"{val_y.size} labelled val epochs for target {self.target.name!r}", flush=True)
             return result
-        scores = knn_scores(train_x, train_y, val_x, val_y, self.k, self.pca_dim)
+        classes, fractions = knn_vote_fractions(train_x, train_y, val_x, self.k, self.pca_dim)  # (C,), (N_val, C)
+        scores = classification_scores(val_y, classes[fractions.argmax(axis=1)])
+        if len(self.target.class_names) == 2 and np.unique(val_y).size == 2:
+            # threshold-free: with a rare positive class (apnea) the k-NN vote almost never says positive, so
+            # kappa stays ~0 whatever the representation; the positive vote share still ranks epochs
+            scores["auroc"] = float(roc_auc_score(val_y, fractions[:, list(classes).index(1)]))
         result.update({f"knn_{name}": value for name, value in scores.items()})
         return result
 
@@ -205,9 +222,11 @@ def monitor_on_splits(cfg: argparse.Namespace, is_main: bool, open_split: Callab
     """The pretraining monitor: a k-NN probe fitted on labelled `train` epochs and scored on `val` (never
     `test`), on rank 0 only. `open_split(cfg, split, task=...)` opens a split (raising SystemExit when it has no
     usable epoch, which disables the monitor with a message); `wrap` adapts its items to the model's input."""
+    target = probe_target(cfg.monitor_target)
+    if cfg.monitor_metric == "auto":  # resolved on every rank: the engine's best.pt follows it
+        cfg.monitor_metric = "knn_auroc" if len(target.class_names) == 2 else "knn_kappa"
     if not (cfg.monitor and is_main):
         return None
-    target = probe_target(cfg.monitor_target)
     try:
         train_set = open_split(cfg, "train", task=target.task)
         val_set = open_split(cfg, "val", task=target.task)
@@ -225,5 +244,6 @@ def summarize(result: Mapping[str, Any]) -> str:
     """'kappa 0.612  macro-F1 0.655  (n 4000 / 2000)' for printing."""
     if "knn_kappa" not in result:
         return "k-NN probe: no score"
+    auroc = f"  AUROC {result['knn_auroc']:.3f}" if "knn_auroc" in result else ""
     return (f"kappa {result['knn_kappa']:.3f}  macro-F1 {result['knn_f1']:.3f}  accuracy {result['knn_accuracy']:.3f}"
-            f"  (train {result['knn_n_train']} / val {result['knn_n_val']})")
+            f"{auroc}  (train {result['knn_n_train']} / val {result['knn_n_val']})")
