@@ -81,8 +81,9 @@ def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="use only this many `train` subjects (seeded permutation of the sorted ids); default all")
     group.add_argument("--label-rule", default="midpoint",
                        help='event tasks: "midpoint", "any" or "min_s:X" (seconds of the epoch covered)')
-    group.add_argument("--select-metric", choices=tuple(SELECT_METRICS), default="kappa",
-                       help="`val` metric that selects the checkpoint (best.pt); `test` is never used for it")
+    group.add_argument("--select-metric", choices=("auto", *SELECT_METRICS), default="auto",
+                       help="`val` metric that selects the checkpoint (best.pt); `test` is never used for it. auto: "
+                            "auroc for the binary event tasks (kappa of a rare class says little), kappa for staging")
     group.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
                        help="cross-entropy class weights: balanced = N / (C x n_c) over the training labels")
     group.add_argument("--max-val-recordings", type=int, default=0,
@@ -150,6 +151,8 @@ def parse_downstream(parser: argparse.ArgumentParser, argv: list[str] | None, me
         if bad:
             parser.error(f"--channels {bad}: the models take 100-Hz electrophysiology channels "
                          f"({', '.join(EPHYS_CHANNELS)})")
+    if cfg.select_metric == "auto":
+        cfg.select_metric = "auroc" if TASKS[cfg.task] == 2 else "kappa"
     cfg.method = method_of(cfg)
     if cfg.out is None:
         subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""

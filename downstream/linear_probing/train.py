@@ -16,7 +16,7 @@ on the epochs of `train` (checkpoint kind `epoch_classifier`). Its defaults diff
 lr 4e-3 → 5e-4 after the engine's batch/256 scaling, warmup 0.1 epoch): end-to-end training needs many optimiser
 steps, and batch 256 gave one or two per epoch at 5 % labels (issue 6). Explicit flags and --config still win.
 
-Model selection: `--select-metric` (default Cohen's kappa) on `val` after every epoch → best.pt. `test` is
+Model selection: `--select-metric` (default: AUROC for apnea / hypopnea, Cohen's kappa for staging) on `val` after every epoch → best.pt. `test` is
 predicted once with best.pt; every test epoch once. Outputs in --out (default
 runs/downstream/<method>/<task>-lf<fraction>-seed<seed>): config.json, log.jsonl, steps.jsonl, last.pt, best.pt,
 metrics.json, predictions.parquet, confusion_matrix.png, results.md (and hypnogram PNGs for staging).
