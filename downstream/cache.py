@@ -51,9 +51,6 @@ class VectorStore:
             raise ValueError(f"VectorStore: recordings disagree on the vector width ({sorted(dims)})")
         self.dim = dims.pop()
 
-    def __contains__(self, recording: str) -> bool:
-        return recording in self.recordings
-
     def rows(self, recording: str, epochs: np.ndarray) -> np.ndarray:
         """Rows of `epochs` (int64, any shape) in `recording`'s arrays; KeyError for an unknown recording or epoch."""
         if recording not in self.recordings:
@@ -137,12 +134,10 @@ def predict_tiles(store: VectorStore, recordings: Sequence[str], epochs_per_wind
     for first in range(0, len(owners), batch_windows):
         part = slice(first, first + batch_windows)
         probabilities = classify(store.windows(owners[part], ids[part])).float().cpu().numpy()  # (B, T, C)
-        keep = owned[part]
-        rows = np.repeat(owners[part], epochs_per_window).reshape(keep.shape)[keep]
-        epochs = ids[part][keep]
-        true = np.concatenate([labels_at(labels, r, epochs[rows == r]) for r in np.unique(rows)])
-        order = np.concatenate([np.flatnonzero(rows == r) for r in np.unique(rows)])
-        collector.add(rows[order], epochs[order], true, probabilities[keep][order])
+        keep = owned[part]  # (B, T)
+        true = np.stack([labels_at(labels, r, window) for r, window in zip(owners[part], ids[part])])  # (B, T)
+        rows = np.repeat(owners[part], epochs_per_window).reshape(keep.shape)
+        collector.add(rows[keep], ids[part][keep], true[keep], probabilities[keep])
     return collector.finish()
 
 

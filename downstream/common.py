@@ -41,7 +41,7 @@ from dataset.cohort import read_subjects
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
 from dataset.datasets import EpochDataset, SequenceDataset
 from dataset.splits import read_splits
-from downstream.cache import VectorStore, cache_key, encode_recordings
+from downstream.cache import VectorStore, cache_key, encode_recordings, epoch_labels, predict_tiles
 from downstream.evaluate import (
     METHOD_LABELS, PredictionCollector, Predictions, attach_context, evaluate_predictions, write_run_report,
 )
@@ -398,14 +398,24 @@ def encode_store(cfg: argparse.Namespace, encoder: EpochEncoder, source: Backbon
 
     with evaluating(encoder):
         return encode_recordings(encode, cfg.data, recordings, channels, device, batch_epochs=eval_batch_size(cfg),
-                                 workers=cfg.workers, cache_dir=getattr(cfg, "cache_dir", None), key=key,
-                                 progress=getattr(cfg, "progress", False))
+                                 workers=cfg.workers, cache_dir=cfg.cache_dir, key=key, progress=cfg.progress)
 
 
 def stored_features(store: VectorStore, dataset: EpochDataset) -> FeatureDataset:
     """The stored vectors of a labelled EpochDataset's samples, in its order: features (N, D), labels (N,)."""
     recordings, epochs = dataset.sample_index()
     return FeatureDataset(torch.from_numpy(store.gather(recordings, epochs)), torch.from_numpy(dataset.labels))
+
+
+def predict_stored_epochs(cfg: argparse.Namespace, store: VectorStore, windows: SequenceDataset,
+                          channels: Sequence[str], classify: Callable[[torch.Tensor], torch.Tensor]) -> Predictions:
+    """A per-epoch model's probabilities for every epoch of `windows`' recordings exactly once, from stored
+    vectors in the same tiling: `classify((n, D)) -> (n, C)` probabilities; labels from the split's index."""
+    labels = epoch_labels(epoch_dataset(cfg, windows.split, channels))
+    size = windows.epochs_per_window
+    return predict_tiles(store, windows.recordings, size,
+                         lambda x: classify(x.flatten(0, 1)).reshape(*x.shape[:2], -1),  # (B, T, D) -> (B, T, C)
+                         labels, TASKS[cfg.task], eval_batch_size(cfg, size))
 
 
 # ---------------------------------------------------------------------------------------- prediction

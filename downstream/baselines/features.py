@@ -38,11 +38,12 @@ from tqdm.auto import tqdm
 
 from dataset.constants import EPHYS_CHANNELS, TASKS
 from dataset.datasets import EpochDataset
+from downstream.cache import cache_key, encode_recordings
 from downstream.common import (
-    SELECT_METRICS, add_task_args, assert_no_test_leakage, class_weights, epoch_dataset, epochwise, eval_batch_size,
-    parse_downstream, predict_windows, report, run_info, selection_scores, train_summary, val_split, window_dataset,
+    SELECT_METRICS, add_task_args, assert_no_test_leakage, class_weights, epoch_dataset, parse_downstream,
+    predict_stored_epochs, report, run_info, selection_scores, stored_features, train_summary, val_split,
+    window_dataset,
 )
-from downstream.cache import cache_key, encode_recordings, epoch_labels, predict_tiles
 from downstream.evaluate import attach_context
 from utils import features as features_module
 from utils.checkpoint import sha256_file
@@ -140,18 +141,20 @@ def main(argv: list[str] | None = None) -> int:
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     save_config(cfg, Path(cfg.out) / "config.json")
     started = time.monotonic()
-    store = None
-    if cfg.cache_dir is not None:  # whole recordings, once per cache; the runs then only gather rows
-        recordings = sorted(set(train_set.recordings) | set(val_set.recordings) | set(test_windows.recordings))
-        key = cache_key(sha256_file(features_module.__file__), channels, "hand-crafted")
-        store = encode_recordings(
-            lambda signals: torch.from_numpy(epoch_features({ch: x.numpy() for ch, x in signals.items()})[0]),
-            cfg.data, recordings, channels, torch.device("cpu"), batch_epochs=cfg.batch_size, workers=cfg.workers,
-            cache_dir=cfg.cache_dir, key=key, progress=cfg.progress)
-        (train_x, train_y), (val_x, val_y) = ((store.gather(*d.sample_index()), d.labels) for d in (train_set, val_set))
-    else:
+    # every val and test epoch (and, with --cache-dir, every epoch of the train recordings) featurised once
+    wanted = set(val_set.recordings) | set(test_windows.recordings)
+    store = encode_recordings(
+        lambda signals: torch.from_numpy(epoch_features({ch: x.numpy() for ch, x in signals.items()})[0]),
+        cfg.data, sorted(wanted | (set(train_set.recordings) if cfg.cache_dir else set())), channels,
+        torch.device("cpu"), batch_epochs=cfg.batch_size, workers=cfg.workers, cache_dir=cfg.cache_dir,
+        key=cache_key(sha256_file(features_module.__file__), channels, "hand-crafted"), progress=cfg.progress)
+    if cfg.cache_dir:
+        train = stored_features(store, train_set)
+        train_x, train_y = train.features.numpy(), train.labels.numpy()
+    else:  # only the selected epochs: at 1 % labels far fewer than whole recordings
         train_x, train_y = dataset_features(train_set, channels, cfg)
-        val_x, val_y = dataset_features(val_set, channels, cfg)
+    val = stored_features(store, val_set)
+    val_x, val_y = val.features.numpy(), val.labels.numpy()
     counts = train_set.class_counts()
     print(f"features_hgb | task {cfg.task} | channels {', '.join(channels)} | train {train_x.shape} "
           f"(per class {counts.tolist()}) | val {val_x.shape} | features {time.monotonic() - started:.1f} s", flush=True)
@@ -170,19 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     with (Path(cfg.out) / "model.pkl").open("wb") as handle:
         pickle.dump(classifier, handle)
 
-    def probabilities(signals: dict[str, torch.Tensor]) -> torch.Tensor:
-        values, _ = epoch_features({ch: x.numpy() for ch, x in signals.items()})  # (n, F)
-        return torch.from_numpy(full_probabilities(classifier.predict_proba(values), classifier.classes_, n_classes,
-                                                   weights))
-
-    if store is not None:
-        test_labels = epoch_labels(epoch_dataset(cfg, "test", channels))
-        predictions = predict_tiles(store, test_windows.recordings, TEST_WINDOW, lambda x: torch.from_numpy(
-            full_probabilities(classifier.predict_proba(x.flatten(0, 1).numpy()), classifier.classes_, n_classes,
-                               weights)).reshape(*x.shape[:2], n_classes), test_labels, n_classes)
-    else:
-        predictions = predict_windows(test_windows, epochwise(probabilities, channels), n_classes,
-                                      eval_batch_size(cfg, TEST_WINDOW), cfg.workers, cfg.progress)
+    predictions = predict_stored_epochs(cfg, store, test_windows, channels, lambda x: torch.from_numpy(
+        full_probabilities(classifier.predict_proba(x.numpy()), classifier.classes_, n_classes, weights)))
     predictions = attach_context(predictions, cfg.data)
     info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects))
     info.update(init="n/a", backbone_name="none (hand-crafted features)")

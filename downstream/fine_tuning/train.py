@@ -40,7 +40,7 @@ from downstream.cache import VectorStore, epoch_labels, labels_at, predict_tiles
 from downstream.common import (
     ClassificationLoss, SelectionMonitor, assert_no_test_leakage, build_downstream_parser, class_weights,
     encode_store, epoch_dataset, eval_batch_size, finish_run, fit_and_select, parse_downstream, predict_windows,
-    resolve_backbone, run_info, selection_scores, train_summary, val_split, window_dataset,
+    resolve_backbone, run_info, train_summary, val_split, window_dataset,
 )
 from models.heads import ContextHead, EpochEncoder, MLPHead, TemporalClassifier
 from utils.checkpoint import load_checkpoint
@@ -104,12 +104,13 @@ class LabelledWindows(Dataset):
     def __init__(self, windows: SequenceDataset, selected: EpochDataset):
         recordings, epochs = selected.sample_index()
         chosen = {rid: np.sort(epochs[recordings == rid]) for rid in np.unique(recordings)}
-        index, masks = [], []
+        index, masks, self.window_epochs = [], [], []
         for i, (rid, window) in enumerate(windows.window_index()):
             mask = (window >= 0) & np.isin(window, chosen.get(rid, np.zeros(0, np.int64)))  # (T,) bool
             if mask.any():
                 index.append(i)
                 masks.append(mask)
+                self.window_epochs.append((rid, window))  # (recording, epoch numbers (T,)) of each kept window
         if not index:
             raise SystemExit("error: no training window holds a selected labelled epoch")
         self.windows, self.index, self.masks = windows, np.asarray(index), np.stack(masks)  # masks (n, T)
@@ -131,8 +132,7 @@ class VectorWindows(Dataset):
     "label": (T,) int64, -1 except at the selected training epochs} (phase 1; no signal is read)."""
 
     def __init__(self, windows: LabelledWindows, selected: EpochDataset, store: VectorStore):
-        everything = windows.windows.window_index()
-        self.index = [everything[int(i)] for i in windows.index]  # (recording, epoch numbers (T,)) per window
+        self.index = windows.window_epochs  # (recording, epoch numbers (T,)) per window
         self.masks, self.store, self.labels = windows.masks, store, epoch_labels(selected)
 
     def __len__(self) -> int:
@@ -155,10 +155,10 @@ def train_context_phase(cfg: argparse.Namespace, ctx, model: TemporalClassifier,
     phase_cfg.epochs, phase_cfg.batch_size, phase_cfg.lr = cfg.context_epochs, cfg.context_batch_size, cfg.context_lr
     phase_cfg.workers, phase_cfg.max_steps = 0, None
     phase_cfg.max_minutes = cfg.max_minutes * cfg.context_budget_share if cfg.max_minutes else 0.0
-    frozen = EpochEncoder(source.instantiate(), channels, mode="frozen").to(ctx.device)
-    store = encode_store(cfg, frozen, source, channels, sorted(set(train_set.recordings) | set(val_recordings)),
-                         ctx.device)
-    del frozen
+    # the model's own encoder: its new LoRA adapters start at B = 0, so in eval mode it gives exactly the frozen
+    # backbone's vectors (the same ones the linear probe caches)
+    store = encode_store(cfg, model.encoder.to(ctx.device), source, channels,
+                         sorted(set(train_set.recordings) | set(val_recordings)), ctx.device)
     vectors = VectorWindows(train_set, selected, store)
     if len(vectors) < phase_cfg.batch_size:
         phase_cfg.batch_size = max(2, len(vectors))

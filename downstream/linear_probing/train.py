@@ -31,12 +31,11 @@ from typing import Any
 import torch
 
 from dataset.constants import TASKS
-from downstream.cache import epoch_labels, predict_tiles
 from downstream.common import (
     ClassificationLoss, SelectionMonitor, apply_epochs, assert_no_test_leakage, build_downstream_parser,
     class_weights, encode_store, epoch_dataset, epochwise, eval_batch_size, finish_run, fit_and_select,
-    parse_downstream, predict_windows, resolve_backbone, run_info, stored_features, train_summary, val_split,
-    window_dataset,
+    parse_downstream, predict_stored_epochs, predict_windows, resolve_backbone, run_info, stored_features,
+    train_summary, val_split, window_dataset,
 )
 from models.heads import EpochClassifier, EpochEncoder, MLPHead
 from utils.config import load_config_file
@@ -117,17 +116,15 @@ def main(argv: list[str] | None = None) -> int:
             cached_val = stored_features(store, val_set)
             print(f"cached representations: train {tuple(cached_train.features.shape)}, "
                   f"val {tuple(cached_val.features.shape)}", flush=True)
-            test_labels = epoch_labels(epoch_dataset(cfg, "test", channels))
 
             def predict_val(model, device):
                 logits = torch.cat([model(chunk.to(device)).float().cpu()
                                     for chunk in cached_val.features.split(batch_size)])  # (N, C)
                 return cached_val.labels.numpy(), logits.softmax(dim=1).numpy()
 
-            def predict_test(model, device):  # (B, T, D) stored vectors -> (B, T, C), every test epoch once
-                return predict_tiles(store, test_windows.recordings, TEST_WINDOW,
-                                     lambda x: model(x.flatten(0, 1).to(device)).float().softmax(dim=-1).reshape(
-                                         *x.shape[:2], -1), test_labels, n_classes, window_batch)
+            def predict_test(model, device):  # stored vectors, every test epoch once
+                return predict_stored_epochs(cfg, store, test_windows, channels,
+                                             lambda x: model(x.to(device)).float().softmax(dim=-1))
 
             fit_cfg = copy.copy(cfg)
             fit_cfg.workers = 0  # cached tensors: no loader workers needed
