@@ -82,12 +82,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-naive", action="store_true", help="only time the chunked scan on CPU")
+    parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=["cpu", "cuda"],
+                        help="which devices to time (cuda rows need a CUDA GPU)")
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
 
     rows = []
     spawn = multiprocessing.get_context("spawn")
-    for seqlen in args.seq_lens:
+    for seqlen in (args.seq_lens if "cpu" in args.devices else []):
         for naive in ([False] if args.skip_naive else [False, True]):
             print(f"cpu T={seqlen} {'naive' if naive else 'chunked'} ...", file=sys.stderr, flush=True)
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
@@ -95,7 +97,9 @@ def main() -> None:
                                      args.repeats).result()
             rows.append({"device": f"cpu ({args.threads} threads)", "T": seqlen,
                          "implementation": "naive recurrence" if naive else "chunked SSD (torch)", **result})
-    if torch.cuda.is_available():
+    if "cuda" not in args.devices:
+        cuda_note = ""
+    elif torch.cuda.is_available():
         backends = ["torch"] + (["fused"] if fused_kernels_available() else [])
         for seqlen in args.seq_lens:
             for backend in backends:
