@@ -70,9 +70,18 @@ def common_args(args: argparse.Namespace, dst: Path, out: Path, epochs: int, lr:
 
 
 def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
-    """Run the four unimodal scripts; {modality: {"checkpoint", "steps", "epochs", "seconds"}}."""
+    """Run the four unimodal scripts (or reuse --unimodal-runs); {modality: {"checkpoint", "steps", "epochs",
+    "seconds"}}."""
     runs = {}
     for modality in MODALITIES:
+        if args.unimodal_runs is not None:
+            out = args.unimodal_runs / modality
+            if not (out / "last.pt").is_file():
+                raise SystemExit(f"--unimodal-runs: {out / 'last.pt'} not found")
+            last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
+            runs[modality] = {"checkpoint": str(out / "last.pt"), "steps": last["step"], "epochs": last.get("epochs_completed"),
+                              "seconds": 0.0, "reused": str(out)}
+            continue
         n = len(EpochDataset(dst, "pretrain", list(MODALITY_CHANNELS[modality]), pool_channels=True))
         epochs = max(1, round(args.unimodal_steps / max(1, n // args.batch_size)))
         out = args.out / "unimodal" / modality
@@ -92,7 +101,8 @@ def pretrain_multimodal(args: argparse.Namespace, dst: Path, unimodal: dict[str,
     out = args.out / "multimodal"
     started = time.time()
     multimodal_main([*common_args(args, dst, out, epochs, args.multimodal_lr, args.max_minutes),
-                     "--unimodal", ",".join(f"{m}={unimodal[m]['checkpoint']}" for m in MODALITIES)])
+                     "--unimodal", ",".join(f"{m}={unimodal[m]['checkpoint']}" for m in MODALITIES),
+                     *[item for pair in args.model_arg for item in ("--model-arg", pair)]])
     steps = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
     return {"checkpoint": str(out / "last.pt"), "steps": steps, "epochs": epochs,
             "seconds": round(time.time() - started, 1)}
@@ -168,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
     parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
+    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
+                        help="SynthSleepNet config override passed to the multimodal script (repeatable), "
+                             "e.g. contrastive_view=all")
+    parser.add_argument("--unimodal-runs", type=Path, default=None,
+                        help="reuse the unimodal runs of an earlier benchmark (its OUT/unimodal) instead of "
+                             "pretraining them again (ablations of the multimodal stage)")
     parser.add_argument("--max-train", type=int, default=1000, help="train-split epochs fitted by the probe")
     parser.add_argument("--max-val", type=int, default=600, help="val-split epochs scored")
     parser.add_argument("--knn-k", type=int, default=10)
