@@ -12,11 +12,16 @@
    logistic-regression (linear) probe, on
      - each channel's unimodal encoder alone (mean encoder token; eeg_c4/eeg_c3 share the EEG model),
      - the fusion representation (mean fusion token) of the pretrained SynthSleepNet,
-     - for reference: the concatenated unimodal vectors of all six channels, and the fusion representation
-       of an untrained SynthSleepNet built on the same encoders.
+     - for reference: the concatenated unimodal vectors of all six channels, the fusion representation
+       of an untrained SynthSleepNet built on the same encoders, and, per channel m, the mean of the pretrained
+       fusion's output tokens at channel m's positions (how much stage information the fusion moved into
+       channel m's tokens from the others, against channel m's encoder alone).
 
     python benchmarks/multimodal_learning.py [--out runs/bench_multimodal] [--unimodal-steps 80]
                                              [--multimodal-epochs 3] [--nights 14] [--hours 1.5]
+    # ablation of the multimodal stage on the same cohort and unimodal encoders:
+    python benchmarks/multimodal_learning.py --out runs/ablation --data runs/bench_multimodal/parsed \
+        --unimodal-runs runs/bench_multimodal/unimodal --model-arg fusion_depth=4 --seed 1
 
 Prints a table, writes OUT/results.json; exits 1 unless the fusion's k-NN kappa beats the best single channel's.
 The difference is also resampled over the val epochs (paired bootstrap) to show how far it stands above the
@@ -49,6 +54,20 @@ from utils.knn_probe import classification_scores, encode_dataset, knn_predict, 
 
 CHANNELS = list(EPHYS_CHANNELS)
 MODALITIES = ("eeg", "eog", "emg", "ecg")
+
+
+class FusionChunkMeans(torch.nn.Module):
+    """encode(x) → the pretrained fusion's output tokens averaged per channel, concatenated (B, M·F) in channel
+    order (the model's mean fusion token is the average of these M vectors, weighted by token counts)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def encode(self, signal: torch.Tensor) -> torch.Tensor:  # signal (B, M, 3000)
+        _, tokens = self.model.encode(signal)  # (B, ΣN, F), channels in config order
+        sizes = [encoder.n_frames for encoder in self.model.encoders.values()]
+        return torch.cat([chunk.mean(dim=1) for chunk in torch.split(tokens, sizes, dim=1)], dim=1)
 
 
 def prepare_cohort(out: Path, nights: int, hours: float, seed: int, val_frac: float) -> Path:
@@ -145,8 +164,14 @@ def evaluate(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict],
         torch.manual_seed(args.seed)
         untrained = build_synthsleepnet(synthsleepnet_config("tiny"),
                                         {ch: nets[CHANNEL_BY_NAME[ch].modality] for ch in CHANNELS})
-        for key, model in (("fusion_untrained", untrained.eval()), ("fusion", load_backbone(multimodal["checkpoint"]))):
+        fusion = load_backbone(multimodal["checkpoint"])
+        for key, model in (("fusion_untrained", untrained.eval()), ("fusion", fusion)):
             results[key], predictions[key] = score(*embed(model, "signal", stacked=True))
+        train_x, train_y, val_x, val_y = embed(FusionChunkMeans(fusion).eval(), "signal", stacked=True)
+        width = fusion.embed_dim
+        for i, channel in enumerate(fusion.channels):
+            part = slice(i * width, (i + 1) * width)
+            results[f"fusion_tokens_{channel}"], _ = score(train_x[:, part], train_y, val_x[:, part], val_y)
     return results, predictions, labels[1]
 
 
@@ -220,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     rows += [("concat_unimodal", "6 unimodal vectors concatenated (ref.)"),
              ("fusion_untrained", "fusion, untrained SynthSleepNet (ref.)"),
              ("fusion", "fusion, pretrained SynthSleepNet")]
+    rows += [(f"fusion_tokens_{ch}", f"  its output tokens at {ch}'s positions") for ch in CHANNELS]
     for key, label in rows:
         r = results[key]
         print(f"{label:<44}{r['kappa']:>8.3f}{r['f1']:>10.3f}{r['accuracy']:>10.3f}{r['linear_kappa']:>14.3f}"

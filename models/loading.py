@@ -46,16 +46,24 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """The checkpoint dict at `path` (a file, or a run directory → best.pt / last.pt), checked for the keys
     a model needs (`model_kind`, `model_config`, `model`)."""
     path = checkpoint_path(path)
+    state = load_checked_dict(path, CHECKPOINT_KEYS, "model checkpoint", map_location)
+    state["path"] = str(path)
+    return state
+
+
+def load_checked_dict(path: Path, required: Iterable[str], what: str,
+                      map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """`torch.load(path, weights_only=True)` (no pickled code runs) of a dict holding every `required` key;
+    ValueError naming the file and the problem otherwise (`what` names the expected kind of file)."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 — a corrupt or foreign file: say which and why
         raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from err
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a checkpoint of this project (a {type(state).__name__}, expected a dict)")
-    missing = [key for key in CHECKPOINT_KEYS if key not in state]
+        raise ValueError(f"{path}: not a {what} of this project (a {type(state).__name__}, expected a dict)")
+    missing = [key for key in required if key not in state]
     if missing:
-        raise ValueError(f"{path}: not a model checkpoint of this project (missing {', '.join(missing)})")
-    state["path"] = str(path)
+        raise ValueError(f"{path}: not a {what} of this project (missing keys: {', '.join(missing)})")
     return state
 
 

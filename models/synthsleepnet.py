@@ -43,7 +43,6 @@ from models.transformer import TransformerStack, init_vit_weights, random_maskin
 # The six 100-Hz electrophysiology channels, in the order of dataset.constants.EPHYS_CHANNELS (models may not
 # import dataset/; tests/test_synthsleepnet.py checks that the two agree).
 DEFAULT_CHANNELS: tuple[str, ...] = ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg")
-CONTRASTIVE_VIEWS = ("all", "others")
 # Parts of a NeuroNet's masked autoencoder that the multimodal model does not use (removed from its copies).
 _UNUSED_AUTOENCODER_PARTS = ("decoder_embed", "mask_token", "decoder", "decoder_pred", "decoder_pos_embed")
 
@@ -73,9 +72,6 @@ class SynthSleepNetConfig:
     projector_hidden: tuple[int, ...] = (512, 256)
     temperature: float = 0.1
     alpha: float = 1.0
-    # which fusion output channel m's token is contrasted with: "all" = the fusion of every channel's visible
-    # tokens (published); "others" = the fusion of the other channels' visible tokens only (cross-modal)
-    contrastive_view: str = "all"
     # LoRA on the frozen encoders
     lora_rank: int = 4
     lora_alpha: float = 16.0
@@ -116,12 +112,6 @@ class SynthSleepNetConfig:
             raise ValueError("SynthSleepNet config: projector_hidden needs at least one layer width")
         if self.temperature <= 0:
             raise ValueError(f"SynthSleepNet config: temperature must be positive, got {self.temperature}")
-        if self.contrastive_view not in CONTRASTIVE_VIEWS:
-            raise ValueError(f"SynthSleepNet config: contrastive_view must be one of {CONTRASTIVE_VIEWS}, "
-                             f"got {self.contrastive_view!r}")
-        if self.contrastive_view == "others" and len(self.channels) < 2:
-            raise ValueError("SynthSleepNet config: contrastive_view 'others' needs at least 2 channels, got "
-                             f"{list(self.channels)}")
         self.lora_settings()  # validates the LoRA fields
 
     @property
@@ -234,7 +224,6 @@ class MaskedFusion(NamedTuple):
     masks: dict[str, torch.Tensor]  # (B, N_m) 1 = masked
     fused: torch.Tensor  # (B, ΣK_m, F) fusion output over the visible tokens of all channels
     predictions: dict[str, torch.Tensor]  # (B, N_m, E_m) decoder m's prediction at every position
-    pooled: dict[str, torch.Tensor]  # (B, F) mean fusion token contrasted with channel m (config.contrastive_view)
 
 
 class SynthSleepNet(nn.Module):
@@ -340,16 +329,18 @@ class SynthSleepNet(nn.Module):
                         generator: torch.Generator | None = None):
         """Encode every channel, mask each independently, fuse the visible tokens.
 
-        Returns tokens {ch: (B, N, E)}, masks {ch: (B, N)}, ids_restore {ch: (B, N)}, visible {ch: (B, K, F)}
-        (the fusion inputs, in input order) and fused (B, ΣK, F).
+        Returns tokens {ch: (B, N, E)}, masks {ch: (B, N)}, ids_restore {ch: (B, N)}, fused (B, ΣK, F),
+        kept {ch: K} (chunk sizes of `fused`, in input order).
         """
-        tokens, masks, ids_restore, visible = {}, {}, {}, {}
+        tokens, masks, ids_restore, visible, kept = {}, {}, {}, [], {}
         for channel, signal in signals.items():
             tokens[channel] = self.encoders[channel](signal)  # (B, N, E)
             embedded = self._embed(channel, tokens[channel])  # (B, N, F)
-            visible[channel], masks[channel], ids_restore[channel] = random_masking(embedded, mask_ratio, generator)
-        fused = self.fusion(torch.cat(list(visible.values()), dim=1))  # (B, ΣK, F)
-        return tokens, masks, ids_restore, visible, fused
+            channel_kept, masks[channel], ids_restore[channel] = random_masking(embedded, mask_ratio, generator)
+            visible.append(channel_kept)  # (B, K, F)
+            kept[channel] = channel_kept.shape[1]
+        fused = self.fusion(torch.cat(visible, dim=1))  # (B, ΣK, F)
+        return tokens, masks, ids_restore, fused, kept
 
     def forward_decoder(self, fused: torch.Tensor, ids_restore: Mapping[str, torch.Tensor],
                         kept: Mapping[str, int]) -> dict[str, torch.Tensor]:
@@ -373,26 +364,16 @@ class SynthSleepNet(nn.Module):
         if self.training and n_epochs < 2:
             raise ValueError("SynthSleepNet: training needs at least 2 epochs per batch (contrastive negatives, "
                              f"BatchNorm), got {n_epochs}")
-        tokens, masks, ids_restore, visible, fused = self.forward_encoder(signals, ratio, generator)
-        if self.config.contrastive_view == "all":
-            pooled = dict.fromkeys(tokens, fused.mean(dim=1))  # (B, F), the same for every channel
-        else:  # channel m is contrasted with a fusion pass over the other channels' visible tokens only
-            pooled = {ch: self.fusion(torch.cat([v for other, v in visible.items() if other != ch], dim=1)).mean(dim=1)
-                      for ch in tokens}
-        kept = {ch: v.shape[1] for ch, v in visible.items()}
-        return MaskedFusion(tokens, masks, fused, self.forward_decoder(fused, ids_restore, kept), pooled)
+        tokens, masks, ids_restore, fused, kept = self.forward_encoder(signals, ratio, generator)
+        return MaskedFusion(tokens, masks, fused, self.forward_decoder(fused, ids_restore, kept))
 
     def forward_loss(self, parts: MaskedFusion) -> dict[str, torch.Tensor]:
         """Losses of a masked pass: `loss` = `recon` + alpha * `contrastive`, per-channel `recon_<ch>` and
         `contrastive_<ch>`, and the detached `contrastive_accuracy` (mean over channels)."""
         out: dict[str, torch.Tensor] = {}
         recon, contrastive, accuracy = [], [], []
-        projected: dict[int, torch.Tensor] = {}  # one projector pass per distinct pooled tensor
+        fusion_z = self.fusion_projector(parts.fused.mean(dim=1))  # (B, P) from the mean fusion token
         for channel, tokens in parts.tokens.items():
-            pooled = parts.pooled[channel]
-            if id(pooled) not in projected:
-                projected[id(pooled)] = self.fusion_projector(pooled)  # (B, P) from a mean fusion token
-            fusion_z = projected[id(pooled)]
             target = tokens.detach()  # stop-gradient: the encoder is not pulled towards the prediction
             recon_m, _ = self.reconstruction(parts.predictions[channel], target, parts.masks[channel])
             channel_z = self.channel_projectors[channel](tokens.mean(dim=1))  # (B, P) from the mean encoder token

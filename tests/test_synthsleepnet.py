@@ -193,34 +193,6 @@ def test_decoder_m_reconstructs_channel_m_tokens_at_its_masked_positions(unimoda
             assert same == (ch != changed), (changed, ch)
 
 
-def test_contrastive_view_others_contrasts_channel_m_with_the_fusion_of_the_other_channels(unimodal_nets):
-    """contrastive_view="others": the fusion token contrasted with channel m is computed without channel m's
-    tokens (it must not move when only channel m's input changes, and moves when another channel's does);
-    "all" contrasts every channel with the one fusion of all visible tokens."""
-    channels = ("eeg_c4", "eog_l", "emg")
-    inputs = distinct_inputs(channels)
-    published = build(unimodal_nets, channels).eval()
-    parts = published.forward_parts(inputs, generator=torch.Generator().manual_seed(3))
-    assert all(torch.equal(parts.pooled[ch], parts.fused.mean(dim=1)) for ch in channels)
-
-    model = build(unimodal_nets, channels, contrastive_view="others").eval()
-    parts = model.forward_parts(inputs, generator=torch.Generator().manual_seed(3))
-    assert {ch: tuple(v.shape) for ch, v in parts.pooled.items()} == {ch: (BATCH, model.embed_dim) for ch in channels}
-    for changed in channels:
-        perturbed = dict(inputs, **{changed: inputs[changed] + torch.randn(BATCH, 3000)})
-        again = model.forward_parts(perturbed, generator=torch.Generator().manual_seed(3))
-        for ch in channels:
-            same = torch.allclose(again.pooled[ch], parts.pooled[ch], atol=1e-6)
-            assert same == (ch == changed), (changed, ch)
-    loss = model.train()(inputs)["loss"]
-    loss.backward()
-    assert model.fusion_projector[0].weight.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="contrastive_view"):
-        synthsleepnet_config("tiny", contrastive_view="sideways")
-    with pytest.raises(ValueError, match="at least 2 channels"):
-        synthsleepnet_config("tiny", channels=("eeg_c4",), contrastive_view="others")
-
-
 def test_any_channel_subset_trains(unimodal_nets):
     for channels in (("eeg_c4",), ("eog_l", "ecg")):
         model = build(unimodal_nets, channels).train()

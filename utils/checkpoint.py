@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.loading import load_checked_dict
+
 FORMAT_VERSION = 1
 PACKAGE_NAME = "synthsleepnet"
 REQUIRED_KEYS = ("format_version", "model_kind", "model_config", "model", "epoch", "step", "config")
@@ -135,15 +137,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 — a corrupt or foreign file: say which and why
-        raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from err
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a training checkpoint (expected a dict, found {type(state).__name__})")
-    missing = [key for key in REQUIRED_KEYS if key not in state]
-    if missing:
-        raise ValueError(f"{path}: not a training checkpoint of this project (missing keys: {', '.join(missing)})")
+    state = load_checked_dict(path, REQUIRED_KEYS, "training checkpoint", map_location)
     if state["format_version"] > FORMAT_VERSION:
         raise ValueError(
             f"{path}: checkpoint format {state['format_version']} is newer than this code ({FORMAT_VERSION}); "
