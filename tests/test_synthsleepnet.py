@@ -293,3 +293,20 @@ def test_lora_merge_keeps_the_function_and_allows_new_adapters(unimodal_nets):
     assert {n for n, p in encoder.named_parameters() if p.requires_grad} == set(added)
     with pytest.raises(ValueError, match="matches targets"):
         add_lora(torch.nn.Sequential(torch.nn.Linear(2, 2)), LoraSettings(targets=("attn.proj",)))
+
+
+def test_benchmark_chunk_means_are_the_parts_of_the_mean_fusion_token(unimodal_nets):
+    """benchmarks/multimodal_learning.py scores the fusion's output tokens per channel: chunk m is the mean over
+    channel m's positions, so the token-count-weighted average of the chunks is the mean fusion token."""
+    from benchmarks.multimodal_learning import FusionChunkMeans
+    channels = ("eeg_c4", "emg", "ecg")  # the ECG model has 28 tokens, the others 27
+    model = build(unimodal_nets, channels).eval()
+    inputs = distinct_inputs(channels)
+    stacked = torch.stack([inputs[ch] for ch in channels], dim=1)  # (B, M, 3000)
+    with torch.no_grad():
+        chunks = FusionChunkMeans(model).encode(stacked).reshape(BATCH, len(channels), model.embed_dim)
+        pooled, tokens = model.encode(stacked)
+    sizes = torch.tensor([model.encoders[ch].n_frames for ch in channels], dtype=torch.float32)
+    assert sizes.tolist() == [27, 27, 28] and tokens.shape[1] == 82
+    assert torch.allclose((chunks * sizes[None, :, None]).sum(1) / sizes.sum(), pooled, atol=1e-5)
+    assert torch.allclose(chunks[:, 2], tokens[:, 54:].mean(dim=1), atol=1e-6)
