@@ -51,23 +51,30 @@ from pretrained.multimodal.train import StackedChannels
 from pretrained.multimodal.train import main as multimodal_main
 from pretrained.unimodal.pretrain import main as unimodal_main
 from utils.knn_probe import classification_scores, encode_dataset, knn_predict, subsample_indices
+from utils.run_logging import read_jsonl
 
 CHANNELS = list(EPHYS_CHANNELS)
 MODALITIES = ("eeg", "eog", "emg", "ecg")
 
 
-class FusionChunkMeans(torch.nn.Module):
-    """encode(x) → the pretrained fusion's output tokens averaged per channel, concatenated (B, M·F) in channel
-    order (the model's mean fusion token is the average of these M vectors, weighted by token counts)."""
+class FusionParts(torch.nn.Module):
+    """encode(x) → (B, (1 + M)·F): the mean fusion token, then the fusion's output tokens averaged per channel in
+    channel order (the mean fusion token is the average of those M vectors, weighted by token counts), so one
+    pass over the data scores the representation and its per-channel parts."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
     def encode(self, signal: torch.Tensor) -> torch.Tensor:  # signal (B, M, 3000)
-        _, tokens = self.model.encode(signal)  # (B, ΣN, F), channels in config order
+        pooled, tokens = self.model.encode(signal)  # (B, F), (B, ΣN, F) with channels in config order
         sizes = [encoder.n_frames for encoder in self.model.encoders.values()]
-        return torch.cat([chunk.mean(dim=1) for chunk in torch.split(tokens, sizes, dim=1)], dim=1)
+        return torch.cat([pooled, *(chunk.mean(dim=1) for chunk in torch.split(tokens, sizes, dim=1))], dim=1)
+
+
+def last_log_record(run: Path) -> dict:
+    """The final record (the run summary) of RUN/log.jsonl."""
+    return read_jsonl(run / "log.jsonl")[-1]
 
 
 def prepare_cohort(out: Path, nights: int, hours: float, seed: int, val_frac: float) -> Path:
@@ -97,9 +104,9 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
             out = args.unimodal_runs / modality
             if not (out / "last.pt").is_file():
                 raise SystemExit(f"--unimodal-runs: {out / 'last.pt'} not found")
-            last = json.loads((out / "log.jsonl").read_text().splitlines()[-1])
-            runs[modality] = {"checkpoint": str(out / "last.pt"), "steps": last["step"], "epochs": last.get("epochs_completed"),
-                              "seconds": 0.0, "reused": str(out)}
+            last = last_log_record(out)
+            runs[modality] = {"checkpoint": str(out / "last.pt"), "steps": last["step"],
+                              "epochs": last.get("epochs_completed"), "seconds": 0.0, "reused": str(out)}
             continue
         n = len(EpochDataset(dst, "pretrain", list(MODALITY_CHANNELS[modality]), pool_channels=True))
         epochs = max(1, round(args.unimodal_steps / max(1, n // args.batch_size)))
@@ -107,7 +114,7 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
         print(f"unimodal {modality}: {n} single-channel epochs -> {epochs} epoch(s)", flush=True)
         started = time.time()
         unimodal_main(common_args(args, dst, out, epochs, args.lr, args.max_minutes), modality=modality)
-        steps = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
+        steps = last_log_record(out)["step"]
         runs[modality] = {"checkpoint": str(out / "last.pt"), "steps": steps, "epochs": epochs,
                           "seconds": round(time.time() - started, 1)}
     return runs
@@ -122,7 +129,7 @@ def pretrain_multimodal(args: argparse.Namespace, dst: Path, unimodal: dict[str,
     multimodal_main([*common_args(args, dst, out, epochs, args.multimodal_lr, args.max_minutes),
                      "--unimodal", ",".join(f"{m}={unimodal[m]['checkpoint']}" for m in MODALITIES),
                      *[item for pair in args.model_arg for item in ("--model-arg", pair)]])
-    steps = json.loads((out / "log.jsonl").read_text().splitlines()[-1])["step"]
+    steps = last_log_record(out)["step"]
     return {"checkpoint": str(out / "last.pt"), "steps": steps, "epochs": epochs,
             "seconds": round(time.time() - started, 1)}
 
@@ -164,14 +171,16 @@ def evaluate(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict],
         torch.manual_seed(args.seed)
         untrained = build_synthsleepnet(synthsleepnet_config("tiny"),
                                         {ch: nets[CHANNEL_BY_NAME[ch].modality] for ch in CHANNELS})
+        results["fusion_untrained"], predictions["fusion_untrained"] = score(*embed(untrained.eval(), "signal",
+                                                                                    stacked=True))
         fusion = load_backbone(multimodal["checkpoint"])
-        for key, model in (("fusion_untrained", untrained.eval()), ("fusion", fusion)):
-            results[key], predictions[key] = score(*embed(model, "signal", stacked=True))
-        train_x, train_y, val_x, val_y = embed(FusionChunkMeans(fusion).eval(), "signal", stacked=True)
+        train_x, train_y, val_x, val_y = embed(FusionParts(fusion).eval(), "signal", stacked=True)
         width = fusion.embed_dim
-        for i, channel in enumerate(fusion.channels):
+        for i, key in enumerate(["fusion", *(f"fusion_tokens_{ch}" for ch in fusion.channels)]):
             part = slice(i * width, (i + 1) * width)
-            results[f"fusion_tokens_{channel}"], _ = score(train_x[:, part], train_y, val_x[:, part], val_y)
+            results[key], knn_predicted = score(train_x[:, part], train_y, val_x[:, part], val_y)
+            if key == "fusion":
+                predictions[key] = knn_predicted
     return results, predictions, labels[1]
 
 
@@ -205,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
     parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
                         help="SynthSleepNet config override passed to the multimodal script (repeatable), "
-                             "e.g. contrastive_view=all")
+                             "e.g. fusion_depth=4")
     parser.add_argument("--unimodal-runs", type=Path, default=None,
                         help="reuse the unimodal runs of an earlier benchmark (its OUT/unimodal) instead of "
                              "pretraining them again (ablations of the multimodal stage)")

@@ -296,16 +296,19 @@ def test_lora_merge_keeps_the_function_and_allows_new_adapters(unimodal_nets):
 
 
 def test_benchmark_chunk_means_are_the_parts_of_the_mean_fusion_token(unimodal_nets):
-    """benchmarks/multimodal_learning.py scores the fusion's output tokens per channel: chunk m is the mean over
-    channel m's positions, so the token-count-weighted average of the chunks is the mean fusion token."""
-    from benchmarks.multimodal_learning import FusionChunkMeans
+    """benchmarks/multimodal_learning.py scores the mean fusion token and the fusion's output tokens per channel
+    from one pass: part 0 is the mean fusion token, chunk m the mean over channel m's positions, so the
+    token-count-weighted average of the chunks is the mean fusion token."""
+    from benchmarks.multimodal_learning import FusionParts
     channels = ("eeg_c4", "emg", "ecg")  # the ECG model has 28 tokens, the others 27
     model = build(unimodal_nets, channels).eval()
     inputs = distinct_inputs(channels)
     stacked = torch.stack([inputs[ch] for ch in channels], dim=1)  # (B, M, 3000)
     with torch.no_grad():
-        chunks = FusionChunkMeans(model).encode(stacked).reshape(BATCH, len(channels), model.embed_dim)
+        parts = FusionParts(model).encode(stacked).reshape(BATCH, 1 + len(channels), model.embed_dim)
         pooled, tokens = model.encode(stacked)
+    assert torch.equal(parts[:, 0], pooled)
+    chunks = parts[:, 1:]
     sizes = torch.tensor([model.encoders[ch].n_frames for ch in channels], dtype=torch.float32)
     assert sizes.tolist() == [27, 27, 28] and tokens.shape[1] == 82
     assert torch.allclose((chunks * sizes[None, :, None]).sum(1) / sizes.sum(), pooled, atol=1e-5)
