@@ -1,12 +1,17 @@
 """Does multimodal fusion help? A fixed-CPU-budget learning check of tiny SynthSleepNet (DESIGN.md 3.2).
 
 1. A synthetic cohort is generated and parsed (val = 20 % of subjects, so the score rests on more than one
-   night), or --data is used.
+   night), or --data is used. The nights are long enough (default 6 h, about four sleep cycles) to hold every
+   stage in a realistic mix: REM, where the eye movements and chin atonia that only EOG and EMG show are what
+   scorers rely on, comes late in the night. Short nights cover the first cycle only, which is wake, N2 and
+   N3 (14 nights x 1.5 h: 1 % REM, 40 % N3 in val), a task the EEG alone solves and that cannot show what
+   fusion is for (measured there: every combination of channels, concatenation included, scored at or below
+   the EEG alone under k-NN).
 2. The four tiny unimodal NeuroNets (EEG, EOG, EMG, ECG) are pretrained with the real scripts
-   (pretrained/unimodal/pretrain.py) for the whole epochs nearest to --unimodal-steps optimizer steps each;
-   then the tiny SynthSleepNet over the six channels with pretrained/multimodal/train.py for
-   --multimodal-epochs. Fixed step counts keep results independent of the machine's load; --max-minutes
-   caps each run. Every model is taken from last.pt (no selection on val).
+   (pretrained/unimodal/pretrain.py) for --unimodal-epochs each; then the tiny SynthSleepNet over the six
+   channels with pretrained/multimodal/train.py for --multimodal-epochs. Whole epochs with fixed batch sizes
+   keep results independent of the machine's load; --max-minutes caps each run. Every model is taken from
+   last.pt (no selection on val).
 3. On the same seeded subsample of labelled `train` (fit) and `val` (score) epochs, 5-class staging is scored
    with the same PCA + k-NN probe (utils/knn_probe.py; the pass criterion) and, for reference, a standardised
    logistic-regression (linear) probe, on
@@ -17,15 +22,15 @@
        fusion's output tokens at channel m's positions (how much stage information the fusion moved into
        channel m's tokens from the others, against channel m's encoder alone).
 
-    python benchmarks/multimodal_learning.py [--out runs/bench_multimodal] [--unimodal-steps 80]
-                                             [--multimodal-epochs 3] [--nights 14] [--hours 1.5]
+    python benchmarks/multimodal_learning.py [--out runs/bench_multimodal] [--nights 14] [--hours 6]
+                                             [--unimodal-epochs 1] [--multimodal-epochs 1] [--seed 0]
     # ablation of the multimodal stage on the same cohort and unimodal encoders:
     python benchmarks/multimodal_learning.py --out runs/ablation --data runs/bench_multimodal/parsed \
         --unimodal-runs runs/bench_multimodal/unimodal --model-arg fusion_depth=4 --seed 1
 
-Prints a table, writes OUT/results.json; exits 1 unless the fusion's k-NN kappa beats the best single channel's.
-The difference is also resampled over the val epochs (paired bootstrap) to show how far it stands above the
-noise of one small val split (14 nights: 3 val subjects, ~540 epochs).
+Prints the stage mix of the probe's epochs and a table, writes OUT/results.json; exits 1 unless the fusion's
+k-NN kappa beats the best single channel's. The difference is also resampled over the val epochs (paired
+bootstrap) to show how far it stands above the noise of one small val split (14 nights: 3 val subjects).
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ from sklearn.preprocessing import StandardScaler
 from torch.utils.data import Subset
 
 from dataset import data_parser, synthetic
-from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, MODALITY_CHANNELS
+from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, MODALITY_CHANNELS, STAGE_NAMES
 from dataset.datasets import EpochDataset
 from models.loading import load_backbone
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
@@ -109,7 +114,7 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
                               "epochs": last.get("epochs_completed"), "seconds": 0.0, "reused": str(out)}
             continue
         n = len(EpochDataset(dst, "pretrain", list(MODALITY_CHANNELS[modality]), pool_channels=True))
-        epochs = max(1, round(args.unimodal_steps / max(1, n // args.batch_size)))
+        epochs = args.unimodal_epochs
         out = args.out / "unimodal" / modality
         print(f"unimodal {modality}: {n} single-channel epochs -> {epochs} epoch(s)", flush=True)
         started = time.time()
@@ -135,9 +140,9 @@ def pretrain_multimodal(args: argparse.Namespace, dst: Path, unimodal: dict[str,
 
 
 def evaluate(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict],
-             multimodal: dict) -> tuple[dict[str, dict], dict[str, np.ndarray], np.ndarray]:
+             multimodal: dict) -> tuple[dict[str, dict], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Staging scores of every representation on one seeded train/val subsample; also each representation's
-    k-NN predictions (N_val,) and the val labels (N_val,)."""
+    k-NN predictions (N_val,) and the (train (N,), val (N_val,)) labels."""
     device = torch.device("cpu")
     train_set = EpochDataset(dst, "train", CHANNELS, task="sleep_stage")
     val_set = EpochDataset(dst, "val", CHANNELS, task="sleep_stage")
@@ -181,7 +186,7 @@ def evaluate(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict],
             results[key], knn_predicted = score(train_x[:, part], train_y, val_x[:, part], val_y)
             if key == "fusion":
                 predictions[key] = knn_predicted
-    return results, predictions, labels[1]
+    return results, predictions, labels
 
 
 def paired_bootstrap(true: np.ndarray, first: np.ndarray, second: np.ndarray, resamples: int = 1000,
@@ -204,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_multimodal"))
     parser.add_argument("--data", type=Path, default=None, help="an existing parsed cohort (skips generation)")
     parser.add_argument("--nights", type=int, default=14)
-    parser.add_argument("--hours", type=float, default=1.5)
+    parser.add_argument("--hours", type=float, default=6.0,
+                        help="scored hours per night; under ~4 h the nights hold almost no REM")
     parser.add_argument("--val-frac", type=float, default=0.2, help="share of subjects in val (generated cohort)")
-    parser.add_argument("--unimodal-steps", type=int, default=80, help="about this many steps per unimodal model")
-    parser.add_argument("--multimodal-epochs", type=int, default=3)
+    parser.add_argument("--unimodal-epochs", type=int, default=1, help="pretraining epochs of each unimodal model")
+    parser.add_argument("--multimodal-epochs", type=int, default=1)
     parser.add_argument("--max-minutes", type=float, default=5.0, help="wall-time cap of each pretraining run")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
@@ -233,7 +239,9 @@ def main(argv: list[str] | None = None) -> int:
     unimodal = pretrain_unimodal(args, dst)
     multimodal = pretrain_multimodal(args, dst, unimodal)
     eval_started = time.time()
-    results, predictions, val_y = evaluate(args, dst, unimodal, multimodal)
+    results, predictions, (train_y, val_y) = evaluate(args, dst, unimodal, multimodal)
+    stage_mix = {split: {name: int((y == i).sum()) for i, name in enumerate(STAGE_NAMES)}
+                 for split, y in (("train", train_y), ("val", val_y))}
     best_single = max(CHANNELS, key=lambda ch: results[ch]["kappa"])
     best_linear = max(CHANNELS, key=lambda ch: results[ch]["linear_kappa"])
     passed = results["fusion"]["kappa"] > results[best_single]["kappa"]
@@ -243,11 +251,13 @@ def main(argv: list[str] | None = None) -> int:
                       "fusion_beats_best_single": passed, "fusion_minus_best_single_knn_bootstrap": difference,
                       "best_single_channel_linear": best_linear,
                       "fusion_beats_best_single_linear": results["fusion"]["linear_kappa"] > results[best_linear]["linear_kappa"],
-                      "torch_threads": torch.get_num_threads(),
+                      "stage_mix": stage_mix, "torch_threads": torch.get_num_threads(),
                       "batch_size": args.batch_size, "base_lr": args.lr, "multimodal_base_lr": args.multimodal_lr}
 
     n = results["fusion"]
-    print(f"\nval 5-class staging on the same {n['n_train']} train / {n['n_val']} val epochs: PCA + k-NN (k={args.knn_k}), "
+    print("\nstage mix of the probe's epochs (train / val): " + ", ".join(
+        f"{name} {stage_mix['train'][name]} / {stage_mix['val'][name]}" for name in STAGE_NAMES))
+    print(f"val 5-class staging on the same {n['n_train']} train / {n['n_val']} val epochs: PCA + k-NN (k={args.knn_k}), "
           f"and a logistic-regression probe (linear):")
     print(f"{'representation':<44}{'kappa':>8}{'macro-F1':>10}{'accuracy':>10}{'linear kappa':>14}{'linear F1':>11}")
     rows = [(ch, f"{ch} alone ({CHANNEL_BY_NAME[ch].modality} encoder)") for ch in CHANNELS]
