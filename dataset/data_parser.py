@@ -36,12 +36,12 @@ from dataset.labels import EVENT_TABLE_COLUMNS, LABEL_COLUMNS, events_frame
 from dataset.nsrr_xml import XmlError
 from dataset.signal_processing import (FORMAT_VERSION, Night, ProcessingConfig, SkipRecording, load_night,
                                        process_recording)
-from dataset.splits import make_splits, write_splits
+from dataset.splits import extend_splits, make_splits, read_splits, write_splits
 
 __all__ = ["discover", "parse_cohort", "process_recording", "load_night", "make_splits", "write_splits",
            "merge_shards", "main", "ProcessingConfig"]
 
-ROW_GROUP_EPOCHS = 16  # epochs per Parquet row group: a random 6-channel epoch read decodes 16 epochs
+ROW_GROUP_EPOCHS = 16  # target epochs per Parquet row group (DESIGN 2.4: 16-32); a random epoch read decodes ~16
 STRING_COLUMNS = ("recording_id", "subject_id", "cohort", "status", "reason", "edf", "xml", "parquet", "channels",
                   "native_rates", "units", "dropped_channels", "warnings", "edf_sha256", "xml_sha256")
 INT_COLUMNS = ("n_epochs", "n_scored", *(f"n_{e}" for e in EVENT_TYPES))
@@ -152,6 +152,14 @@ def night_table(night: Night, metadata: dict[str, str]) -> pa.Table:
     return pa.Table.from_arrays(columns, schema=schema)
 
 
+def row_group_sizes(n_epochs: int, target: int = ROW_GROUP_EPOCHS) -> list[int]:
+    """Epochs per row group: n_epochs // target groups of near-equal size, so every group holds 16-31 epochs
+    (a night shorter than 16 epochs is one group); no short final group."""
+    groups = max(1, n_epochs // target)
+    base, extra = divmod(n_epochs, groups)
+    return [base + 1] * extra + [base] * (groups - extra)
+
+
 def _processing_record(night: Night, config: ProcessingConfig) -> dict:
     """The processing steps and their parameters, as written into the Parquet metadata."""
     return {
@@ -184,15 +192,20 @@ def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path
         "processing": json.dumps(_processing_record(night, config)),
         "channels": json.dumps(list(night.channels)),
         "rates": json.dumps({n: {"native_hz": c.native_rate, "fs": CHANNEL_BY_NAME[n].target_fs,
-                                 "label": c.label, "unit": c.unit} for n, c in night.channels.items()}),
+                                 "label": c.label, "unit": c.unit, "edf_unit": c.edf_unit}
+                           for n, c in night.channels.items()}),
         "manifest_row": json.dumps(row),
         "events": json.dumps([[e["type"], e["concept"], e["start_s"], e["duration_s"], e["spo2_nadir"]]
                               for e in night.events]),
     }
     table = night_table(night, metadata)
     tmp = path.with_name(f".{path.name}.tmp")  # the same name run_job cleans up
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP_EPOCHS, compression="none", use_dictionary=False,
-                   write_statistics=["epoch"])
+    with pq.ParquetWriter(tmp, table.schema, compression="none", use_dictionary=False,
+                          write_statistics=["epoch"]) as writer:
+        offset = 0
+        for size in row_group_sizes(table.num_rows):
+            writer.write_table(table.slice(offset, size), row_group_size=size)
+            offset += size
     os.replace(tmp, path)
 
 
@@ -332,23 +345,32 @@ def _write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def write_cohort_outputs(dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict) -> dict | None:
+def write_cohort_outputs(dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict,
+                         resplit: bool = False) -> dict | None:
     """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split)."""
     _write_frame(manifest, dst / "manifest.parquet")
     _write_frame(manifest, dst / "manifest.csv", csv=True)
     _write_frame(events, dst / "events.parquet")
-    try:
-        splits = make_splits(manifest, **split_args)
-    except ValueError as err:
-        print(f"splits.json not written: {err}", file=sys.stderr)
-        return None
     path = dst / "splits.json"
-    if path.is_file():
+    if path.is_file() and not resplit:  # made once: keep every subject where it is, add new ones to pretrain
         try:
-            if json.loads(path.read_text()) != splits:
-                print(f"{path}: splits changed (the set of ok recordings or the split options changed)", file=sys.stderr)
-        except json.JSONDecodeError:
-            pass
+            splits = extend_splits(read_splits(path), manifest)
+        except (ValueError, KeyError, json.JSONDecodeError) as err:
+            print(f"{path}: unreadable ({err}); use --resplit to make a new one", file=sys.stderr)
+            return None
+        asked = {"seed": split_args["seed"], "fractions": {"test": split_args["test_frac"],
+                                                           "val": split_args["val_frac"]},
+                 "train_subjects": split_args["train_subjects"]}
+        kept = {key: splits.get(key) for key in asked}
+        if kept != asked:
+            print(f"{path}: kept as made (seed / fractions / train subjects {kept}); the options given now "
+                  f"({asked}) apply only with --resplit", file=sys.stderr)
+    else:
+        try:
+            splits = make_splits(manifest, **split_args)
+        except ValueError as err:
+            print(f"splits.json not written: {err}", file=sys.stderr)
+            return None
     write_splits(splits, path)
     return splits
 
@@ -357,7 +379,7 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
                  channels: list[str] | tuple[str, ...] | None = None, shard: tuple[int, int] | str | None = None,
                  allow_unscored: bool = False, config: ProcessingConfig | None = None, split_seed: int = 0,
                  test_frac: float = 0.1, val_frac: float = 0.1, train_subjects: int = 50,
-                 progress: bool = True) -> pd.DataFrame:
+                 progress: bool = True, resplit: bool = False) -> pd.DataFrame:
     """Parse every recording under `src` into `dst` and return the manifest.
 
     With `shard=(K, N)` only the K-th of N shards is processed and DST/manifest.shard-K-of-N.parquet (+ events)
@@ -413,14 +435,14 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
         _write_frame(events, dst / f"events.{tag}.parquet")
     else:
         write_cohort_outputs(dst, manifest, events, dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac,
-                                                         train_subjects=train_subjects))
+                                                         train_subjects=train_subjects), resplit)
     manifest.attrs["runs"] = {r["row"]["recording_id"]: {k: r[k] for k in ("timings", "reused", "cpu_s", "max_rss_mb")}
                               for r in results}
     return manifest
 
 
 def merge_shards(dst: str | Path, split_seed: int = 0, test_frac: float = 0.1, val_frac: float = 0.1,
-                 train_subjects: int = 50) -> pd.DataFrame:
+                 train_subjects: int = 50, resplit: bool = False) -> pd.DataFrame:
     """Combine DST/manifest.shard-K-of-N.parquet (all K of one N) and their events into the final outputs."""
     dst = Path(dst)
     found: dict[int, set[int]] = {}
@@ -443,7 +465,7 @@ def merge_shards(dst: str | Path, split_seed: int = 0, test_frac: float = 0.1, v
     events = pd.concat(events, ignore_index=True).sort_values(["recording_id", "start_s"], kind="stable",
                                                               ignore_index=True)
     write_cohort_outputs(dst, manifest, events, dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac,
-                                                     train_subjects=train_subjects))
+                                                     train_subjects=train_subjects), resplit)
     return manifest
 
 
@@ -483,6 +505,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--val-frac", type=float, default=0.1, help="fraction of labelled subjects for val")
     parser.add_argument("--train-subjects", type=int, default=50, help="labelled subjects drawn from pretrain")
     parser.add_argument("--split-seed", type=int, default=0, help="seed of the subject split")
+    parser.add_argument("--resplit", action="store_true",
+                        help="make DST/splits.json anew (default: an existing one is kept; new subjects join pretrain)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
     return parser
 
@@ -525,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dst is None:
         parser.error("--dst is required")
     split_args = dict(split_seed=args.split_seed, test_frac=args.test_frac, val_frac=args.val_frac,
-                      train_subjects=args.train_subjects)
+                      train_subjects=args.train_subjects, resplit=args.resplit)
     started = time.perf_counter()
     try:
         if args.merge:

@@ -22,6 +22,7 @@ import numpy as np
 from dataset.constants import EVENT_CONCEPT_NAMES, STAGE_CONCEPTS, STAGE_UNSCORED
 
 RECORDING_START = "recording start time"
+LABEL_EVENT_KINDS = ("respiratory", "arousals", "arousal", "")  # EventType name parts whose events give labels
 _CONCEPT_TO_TYPE = {concept: kind for kind, concepts in EVENT_CONCEPT_NAMES.items() for concept in concepts}
 
 
@@ -138,7 +139,10 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
             nadir = float(nadir_text) if nadir_text else math.nan
         except ValueError:
             nadir = math.nan
-        events.append({"type": event_type(concept), "concept": concept, "start_s": start,
+        # DESIGN 2.3: labels come from Respiratory|Respiratory and Arousals|Arousals events (a missing EventType
+        # is accepted); a labelled concept under any other EventType is kept as "other".
+        kind_of = event_type(concept) if kind in LABEL_EVENT_KINDS else "other"
+        events.append({"type": kind_of, "concept": concept, "start_s": start,
                        "duration_s": duration, "spo2_nadir": nadir})
     return NsrrAnnotations(
         path=path,

@@ -28,7 +28,7 @@ from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digita
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.nsrr_xml import NsrrAnnotations, parse_nsrr_xml
 
-FORMAT_VERSION = 1  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
+FORMAT_VERSION = 2  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
 NORMAL_IQR_PER_SD = 1.349  # IQR of a normal distribution in standard deviations
 
 
@@ -93,6 +93,7 @@ class ChannelResult:
     iqr: float  # the divisor used (IQR, or 1.349 x SD when the IQR is below half a digital step)
     up: int
     down: int
+    edf_unit: str = ""  # physical dimension as written in the EDF header (e.g. "mV"), before conversion
 
 
 @dataclass
@@ -171,11 +172,22 @@ def quartiles(values: np.ndarray, stride: int = 8, spread: float = 6.0) -> tuple
     return out[0], out[1], out[2]
 
 
+def normalise_unit(unit: str) -> str:
+    """Lower-case unit with the micro sign spelled 'u'. The header is decoded as latin-1, so a UTF-8 'µ' or 'μ'
+    (bytes C2 B5 / CE BC, as a UTF-8 writer puts them) arrives as two characters and is re-decoded first."""
+    text = unit.strip()
+    try:
+        text = text.encode("latin-1").decode("utf-8")
+    except (UnicodeEncodeError, UnicodeDecodeError):
+        pass
+    return text.replace("\u00b5", "u").replace("\u03bc", "u").lower()
+
+
 def _unit_factor(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[float, str, bool]:
     """(factor to the stored unit, stored unit, assumed?) for one channel."""
     if not spec.electrophysiology:
         return 1.0, signal.physical_dimension, False
-    factor = UNIT_TO_UV.get(signal.physical_dimension.strip().lower())
+    factor = UNIT_TO_UV.get(normalise_unit(signal.physical_dimension))
     if factor is None:
         return 1.0, "uV", True  # empty or unknown unit: taken as µV and flagged
     return factor, "uV", False
@@ -240,7 +252,8 @@ def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpe
     kept_values -= np.float32(median)  # in place on the epochs
     kept_values *= np.float32(1.0 / divisor)
     timings["scale"] = timings.get("scale", 0.0) + time.perf_counter() - tick
-    return ChannelResult(spec.name, epochs, signal.label, signal.sampling_rate, unit, assumed, median, divisor, up, down)
+    return ChannelResult(spec.name, epochs, signal.label, signal.sampling_rate, unit, assumed, median, divisor, up, down,
+                         signal.physical_dimension)
 
 
 def night_info(header: EdfHeader, annotations: NsrrAnnotations | None, n_epochs: int, signal_s: float,
@@ -252,7 +265,7 @@ def night_info(header: EdfHeader, annotations: NsrrAnnotations | None, n_epochs:
         "n_epochs": n_epochs,
         "channels": ",".join(channels),
         "native_rates": ",".join(f"{n}:{c.native_rate:g}" for n, c in channels.items()),
-        "units": ",".join(f"{n}:{c.unit}" for n, c in channels.items()),
+        "units": ",".join(f"{n}:{c.edf_unit}" for n, c in channels.items()),  # as written in the EDF header
         "signal_s": signal_s,
         "scored_s": scored_s,
         "kept_s": kept_s,

@@ -23,8 +23,9 @@ def make_splits(manifest: pd.DataFrame, seed: int = 0, test_frac: float = 0.1, v
     """Split the `ok` recordings of a manifest by subject.
 
     Returns {"seed", "fractions": {"test", "val"}, "train_subjects", "subjects": {split: [ids]},
-    "recordings": {split: [ids]}} with sorted id lists. Raises ValueError with fewer than 3 labelled subjects
-    (one each for test, val and pretrain is the minimum) or fractions outside [0, 1).
+    "recordings": {split: [ids]}} with sorted id lists. Raises ValueError with fewer than 2 labelled subjects
+    (one each for test and val is the minimum; with exactly 2, no labelled subject is left for pretrain / train)
+    or fractions outside [0, 1).
     """
     for name, frac in (("test_frac", test_frac), ("val_frac", val_frac)):
         if not 0.0 <= frac < 1.0:
@@ -38,15 +39,16 @@ def make_splits(manifest: pd.DataFrame, seed: int = 0, test_frac: float = 0.1, v
     scored = ok["n_scored"].fillna(0).astype(np.int64) if "n_scored" in ok else pd.Series(1, index=ok.index)
     labelled = sorted(set(ok.loc[scored.to_numpy() > 0, "subject_id"].astype(str)))
     unlabelled = sorted(set(subject_of.values()) - set(labelled))
-    if len(labelled) < 3:
-        raise ValueError(f"{len(labelled)} labelled subject(s) with an ok recording; splits need at least 3 "
-                         f"(test, val and pretrain each take one)")
+    if len(labelled) < 2:
+        raise ValueError(f"{len(labelled)} labelled subject(s) with an ok recording; splits need at least 2 "
+                         f"(test and val each take one)")
 
     rng = np.random.default_rng(seed)
     order = [labelled[i] for i in rng.permutation(len(labelled))]
     n_test = max(1, int(round(test_frac * len(labelled))))
     n_val = max(1, int(round(val_frac * len(labelled))))
-    while n_test + n_val > len(labelled) - 1:  # keep at least one labelled subject for pretrain / train
+    spare = 1 if len(labelled) >= 3 else 0  # keep a labelled subject for pretrain / train when there is one to spare
+    while n_test + n_val > len(labelled) - spare:
         if n_test >= n_val:
             n_test -= 1
         else:
@@ -69,6 +71,21 @@ def make_splits(manifest: pd.DataFrame, seed: int = 0, test_frac: float = 0.1, v
         "subjects": subjects,
         "recordings": recordings,
     }
+
+
+def extend_splits(old: dict, manifest: pd.DataFrame) -> dict:
+    """Keep an existing split (DESIGN 2.4: made once): every subject stays where it was; subjects new to the
+    cohort go to `pretrain` only (never val/test, never train); subjects with no ok recording leave; the
+    recording lists are rebuilt from the manifest."""
+    ok = manifest[manifest["status"] == "ok"]
+    subject_of = dict(zip(ok["recording_id"].astype(str), ok["subject_id"].astype(str)))
+    present = set(subject_of.values())
+    subjects = {name: sorted(set(ids) & present) for name, ids in old["subjects"].items()}
+    placed = set().union(*(set(subjects[n]) for n in ("pretrain", "val", "test")))
+    subjects["pretrain"] = sorted(set(subjects["pretrain"]) | (present - placed))
+    members = {name: set(ids) for name, ids in subjects.items()}
+    recordings = {name: sorted(r for r, sub in subject_of.items() if sub in members[name]) for name in subjects}
+    return {**old, "subjects": subjects, "recordings": recordings}
 
 
 def write_splits(splits: dict, path: str | Path) -> Path:

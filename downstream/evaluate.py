@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from dataset.cohort import read_subjects, recording_path, scan_recording
 from dataset.constants import EPOCH_S, STAGE_NAMES, TASKS
+from utils.config import parse_config, save_config
 from utils.metrics import ahi_agreement, binary_class_names, count_events, estimate_ahi, evaluate
 from utils.plots import confusion_matrix_png, hypnogram_png, label_fraction_png
 
@@ -402,15 +403,20 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path, help="run directories (with metrics.json) or folders of them")
+    parser.add_argument("runs", nargs="*", type=Path, help="run directories (with metrics.json) or folders of them")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="JSON or YAML file of these options (e.g. {\"runs\": [...], \"out\": ...}); flags win")
     parser.add_argument("--out", type=Path, default=Path("runs") / "downstream" / "comparison",
                         help="folder for comparison.md, comparison.csv, label_fraction.png")
-    args = parser.parse_args(argv)
+    args = parse_config(parser, argv, required=())
+    if not args.runs:
+        parser.error("give at least one run directory (on the command line or as `runs` in --config)")
     try:
         runs = find_runs(args.runs)
     except FileNotFoundError as err:
         parser.error(str(err))
     rows = write_comparison(runs, args.out)
+    save_config(args, Path(args.out) / "config.json")  # the exact options this table was made with
     print(f"{len(rows)} run(s) -> {args.out / 'comparison.md'}, comparison.csv, label_fraction.png")
     print(pd.DataFrame(rows)[["method", "backbone", "task", "label_fraction", "kappa", "auroc"]]
           .to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -49,6 +49,7 @@ from dataset.edf_reader import EdfError, read_edf_header
 from dataset.nsrr_xml import XmlError
 from dataset.signal_processing import SkipRecording
 from downstream.common import DownstreamModel, epochwise, load_downstream_run, predict_windows
+from utils.config import parse_config, save_config
 from utils.metrics import (SEVERITY_NAMES, SEVERITY_UNKNOWN, binary_class_names, classification_metrics,
                            count_events, estimate_ahi, event_runs, severity_class)
 from utils.plots import hypnogram_png
@@ -71,13 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
                "--checkpoint must be a sleep_stage run; --apnea and --hypopnea add events.csv, and both together "
                "the estimated AHI. Exit codes: 0 ok, 2 bad input (unreadable EDF, malformed XML, bad run, no "
                "usable channel).")
-    parser.add_argument("--checkpoint", type=Path, required=True, help="sleep-staging run (required)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="JSON or YAML file of these options (keys as in the config.json it writes); "
+                             "explicit flags win")
+    parser.add_argument("--checkpoint", type=Path, default=None, help="sleep-staging run (required)")
     parser.add_argument("--apnea", type=Path, default=None, help="apnea run (optional)")
     parser.add_argument("--hypopnea", type=Path, default=None, help="hypopnea run (optional)")
-    parser.add_argument("--edf", type=Path, required=True, help="the night's EDF file")
+    parser.add_argument("--edf", type=Path, default=None, help="the night's EDF file (required)")
     parser.add_argument("--xml", type=Path, default=None,
                         help="optional NSRR XML of the night: adds agreement with its scoring")
-    parser.add_argument("--out", type=Path, required=True, help="output directory (created)")
+    parser.add_argument("--out", type=Path, default=None, help="output directory (created; required)")
     parser.add_argument("--batch-size", type=int, default=64, help="epochs per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -398,7 +402,7 @@ def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_config(build_parser(), argv, required=("checkpoint", "edf", "out"))
     try:
         device = resolve_device(args.device)
         runs = load_runs({"sleep_stage": args.checkpoint, "apnea": args.apnea, "hypopnea": args.hypopnea}, device)
@@ -412,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
               f"({'; '.join(report['channels']['why_missing'].values())}); predicted with "
               f"{', '.join(report['channels']['present'])}", flush=True)
     paths = write_outputs(args.out, result)
+    save_config(args, Path(args.out) / "config.json")  # the exact options this prediction ran with
     s = report["sleep"]
     ahi = f", AHI {_fmt(s['ahi_est'])}/h ({s['ahi_severity_name']})" if "ahi_est" in s else ""
     print(f"{report['recording']}: {report['n_epochs']} epochs, TST {_fmt(s['tst_min'])} min, sleep efficiency "

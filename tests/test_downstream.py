@@ -352,7 +352,10 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     assert set(apnea["event_index"]["per_recording"]) == set(splits_of(cohort)["recordings"]["test"])
 
     table = tmp_path / "comparison"
-    assert evaluate_script.main([str(probe_runs[0]), str(tmp_path), "--out", str(table)]) == 0
+    options = tmp_path / "evaluate.json"  # DESIGN 1: every step takes --config and saves what it ran with
+    options.write_text(json.dumps({"runs": [str(probe_runs[0]), str(tmp_path)], "out": str(table)}))
+    assert evaluate_script.main(["--config", str(options)]) == 0
+    assert json.loads((table / "config.json").read_text())["runs"] == [str(probe_runs[0]), str(tmp_path)]
     for name in ("comparison.md", "comparison.csv", "label_fraction.png"):
         assert (table / name).is_file(), name
     rows = pd.read_csv(table / "comparison.csv")
@@ -396,3 +399,17 @@ def test_bad_input_is_reported(cohort, backbones, tmp_path, capsys):
     with pytest.raises(SystemExit, match="one channel"):
         linear_probing.main([*base, "--task", "apnea", "--backbone", str(backbones["eeg"]), "--channels",
                              "eeg_c4,eog_l"])
+
+
+def test_evaluate_without_runs_is_a_usage_error(tmp_path, capsys):
+    """Runs come from the command line or from `runs` in --config; neither, or a folder without runs, is exit 2."""
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_script.main(["--out", str(tmp_path / "table")])
+    assert exit_info.value.code == 2 and "at least one run directory" in capsys.readouterr().err
+    empty = tmp_path / "no_runs_here"
+    empty.mkdir()
+    config = tmp_path / "evaluate.yaml"
+    config.write_text(f"runs: [{empty}]\nout: {tmp_path / 'table'}\n")
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_script.main(["--config", str(config)])
+    assert exit_info.value.code == 2 and "no metrics.json" in capsys.readouterr().err

@@ -262,3 +262,15 @@ def test_apnea_is_the_union_of_the_three_apnea_types(tmp_path):
     assert labels["stage"].tolist() == [2, 2, 2, 2]
     assert all(labels[k].dtype == np.int8 for k in ("stage", "apnea", "hypopnea"))
     assert labels["apnea_s"].dtype == np.float32
+
+
+def test_labelled_concepts_only_under_respiratory_or_arousal_event_types(tmp_path):
+    path = tmp_path / "et-nsrr.xml"
+    path.write_bytes(_xml([
+        _event("Stages|Stages", "Stage 2 sleep|2", 0, 90),
+        _event("Limb Movement|Limb Movement", "Limb movement arousal|LM arousal", 10, 5),
+        _event("Technician Notes|Technician Notes", "Hypopnea|Hypopnea", 40, 10),
+        _event("respiratory|Respiratory", "Hypopnea|Hypopnea", 60, 10),
+        _event("Arousals|Arousals", "ASDA arousal|Arousal (ASDA)", 70, 5),
+    ]))
+    assert [e["type"] for e in parse_nsrr_xml(path).events] == ["other", "other", "hypopnea", "arousal"]

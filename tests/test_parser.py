@@ -246,7 +246,7 @@ def test_parquet_layout_and_metadata(tmp_path):
     assert str(schema.field("spo2").type) == "fixed_size_list<element: float>[300]"
     assert str(schema.field("apnea_s").type) == "float" and str(schema.field("apnea").type) == "int8"
     meta = parquet.metadata
-    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [16, 16, 16, 16, 6]
+    assert [meta.row_group(i).num_rows for i in range(meta.num_row_groups)] == [18, 18, 17, 17]
     assert all(meta.row_group(0).column(i).compression == "UNCOMPRESSED" for i in range(meta.num_columns))
     kv = {k.decode(): v.decode() for k, v in schema.metadata.items()}
     sha = json.loads(kv["source_sha256"])
@@ -255,9 +255,27 @@ def test_parquet_layout_and_metadata(tmp_path):
     steps = {s["step"]: s for s in json.loads(kv["processing"])["steps"]}
     assert steps["bandpass"]["zero_phase"] is True and steps["bandpass"]["bands_hz"]["emg"] == [25.0, 49.0]
     assert steps["resample"]["up_down"]["eeg_c4"] == [4, 5] and steps["resample"]["up_down"]["eog_l"] == [2, 1]
-    assert json.loads(kv["rates"])["spo2"] == {"native_hz": 1.0, "fs": 10, "label": "SaO2", "unit": "%"}
+    assert json.loads(kv["rates"])["spo2"] == {"native_hz": 1.0, "fs": 10, "label": "SaO2", "unit": "%", "edf_unit": "%"}
     assert kv["version"] and json.loads(kv["channels"])[0] == "eeg_c4"
     assert json.loads(kv["manifest_row"])["n_epochs"] == 70
+
+
+@pytest.mark.parametrize("n_epochs", [1, 15, 16, 17, 31, 32, 33, 39, 47, 120, 961])
+def test_row_groups_hold_16_to_32_epochs(n_epochs):
+    from dataset.data_parser import row_group_sizes
+    sizes = row_group_sizes(n_epochs)
+    assert sum(sizes) == n_epochs
+    assert all(16 <= s <= 32 for s in sizes) if n_epochs >= 16 else sizes == [n_epochs]
+
+
+@pytest.mark.parametrize("raw, factor", [(b"uV", 1.0), (b"\xb5V", 1.0), ("\u00b5V".encode("utf-8"), 1.0),
+                                         ("\u03bcV".encode("utf-8"), 1.0), (b"mV", 1e3), (b"V", 1e6), (b"", None),
+                                         (b"bananas", None)])
+def test_units_latin1_and_utf8_micro_sign(raw, factor):
+    from types import SimpleNamespace
+    from dataset.signal_processing import _unit_factor
+    got = _unit_factor(CHANNEL_BY_NAME["eeg_c4"], SimpleNamespace(physical_dimension=raw.decode("latin-1")))
+    assert got == ((factor, "uV", False) if factor else (1.0, "uV", True))
 
 
 def test_load_night_is_the_parsers_processing(tmp_path):
@@ -385,6 +403,8 @@ def test_every_bad_input_is_a_manifest_row_and_good_ones_finish(tmp_path, capsys
     assert not bool(manifest.loc["good-1", "truncated"])
     assert bool(manifest.loc["units-9", "unit_assumed_eeg_c4"]) and bool(manifest.loc["units-9", "unit_assumed_eeg_c3"])
     assert not bool(manifest.loc["units-9", "unit_assumed_eog_l"])
+    assert "ecg:mV" in manifest.loc["units-9", "units"].split(",")  # the EDF's unit as written (SHHS1 ECG is mV)
+    assert "eeg_c3:furlong" in manifest.loc["units-9", "units"].split(",")
     dropped = manifest.loc["dropped-11", "dropped_channels"]
     assert "eeg_c3" in dropped and "flat" in dropped and "emg" in dropped and "clipped" in dropped
     assert "eog_l ('EOG(L)' invalid header" in dropped

@@ -176,3 +176,23 @@ def test_bad_inputs_exit_2_with_the_file_named(runs, night, tmp_path, capsys):
     assert predict.main(["--checkpoint", str(runs["apnea"]), "--edf", str(night[0]), "--out", str(tmp_path / "c")]) == 2
     assert "expects a sleep_stage run" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_options_from_a_config_file(runs, night, tmp_path):
+    """DESIGN 1: every step takes --config and writes the exact configuration it ran with."""
+    edf, xml = night
+    out = tmp_path / "from_config"
+    config = tmp_path / "predict.json"
+    config.write_text(json.dumps({"checkpoint": str(runs["stage"]), "edf": str(edf), "xml": str(xml),
+                                  "out": str(out), "progress": False}))
+    assert predict.main(["--config", str(config), "--batch-size", "16"]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["edf"] == str(edf) and saved["batch_size"] == 16 and saved["checkpoint"] == str(runs["stage"])
+
+
+def test_config_file_without_a_required_option_is_a_usage_error(tmp_path):
+    config = tmp_path / "predict.json"
+    config.write_text(json.dumps({"edf": str(tmp_path / "x.edf")}))
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main(["--config", str(config), "--out", str(tmp_path / "o")])
+    assert exit_info.value.code == 2

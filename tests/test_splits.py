@@ -91,12 +91,31 @@ def test_small_cohorts_keep_one_subject_each_for_test_and_val(n_subjects):
     assert len(splits["subjects"]["pretrain"]) >= 1
 
 
+def test_two_subjects_still_give_one_test_and_one_val_subject():
+    manifest = manifest_of(2, second_nights=2, unlabelled=1)
+    splits = make_splits(manifest, seed=0)
+    check_invariants(splits, manifest)
+    assert len(splits["subjects"]["test"]) == 1 and len(splits["subjects"]["val"]) == 1
+    assert splits["subjects"]["pretrain"] == ["800001"] and splits["subjects"]["train"] == []
+
+
 def test_too_few_subjects_or_bad_fractions_raise():
-    with pytest.raises(ValueError, match="at least 3"):
-        make_splits(manifest_of(2))
-    with pytest.raises(ValueError, match="at least 3"):
-        make_splits(manifest_of(2, unlabelled=5))
+    with pytest.raises(ValueError, match="at least 2"):
+        make_splits(manifest_of(1))
+    with pytest.raises(ValueError, match="at least 2"):
+        make_splits(manifest_of(1, unlabelled=5))
     with pytest.raises(ValueError, match="test_frac"):
         make_splits(manifest_of(10), test_frac=1.5)
     with pytest.raises(ValueError, match="must leave"):
         make_splits(manifest_of(10), test_frac=0.5, val_frac=0.5)
+
+
+def test_an_existing_split_is_kept_and_new_subjects_only_join_pretrain():
+    from dataset.splits import extend_splits
+    first = make_splits(manifest_of(10), seed=0)
+    grown = manifest_of(20, second_nights=3)
+    kept = extend_splits(first, grown)
+    check_invariants(kept, grown)
+    for name in ("val", "test", "train"):
+        assert kept["subjects"][name] == first["subjects"][name]
+    assert set(first["subjects"]["pretrain"]) <= set(kept["subjects"]["pretrain"])

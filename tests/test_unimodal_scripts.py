@@ -94,3 +94,19 @@ def test_pretraining_beats_random_init(tmp_path):
     assert ran.returncode == 0, ran.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["pretrained"]["kappa"] > results["random_init"]["kappa"] + 0.05, results
+
+
+def test_detach_target_flag_reaches_the_model(monkeypatch, tmp_path):
+    """DESIGN 3.1: the published gradient through the target is the default; `--detach-target` stops it."""
+    from pretrained.unimodal import pretrain
+
+    seen = {}
+    monkeypatch.setattr(pretrain, "setup_run", lambda cfg: (_ for _ in ()).throw(SystemExit(0)))
+    real = pretrain.neuronet_config
+    monkeypatch.setattr(pretrain, "neuronet_config", lambda *a, **k: seen.setdefault("cfg", real(*a, **k)))
+    for flag, expected in ((None, False), ("--detach-target", True)):
+        seen.clear()
+        argv = ["--data", str(tmp_path), "--preset", "tiny"] + ([flag] if flag else [])
+        with pytest.raises(SystemExit):
+            pretrain.main(argv, modality="eeg")
+        assert seen["cfg"].detach_target is expected

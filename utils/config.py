@@ -215,6 +215,10 @@ def parse_config(
     for name in ("data", "out", "config"):  # file values arrive as str; keep paths typed
         if isinstance(getattr(cfg, name, None), str):
             setattr(cfg, name, Path(getattr(cfg, name)))
+    for action in parser._actions:  # lists from a file (nargs options) skip argparse's type conversion
+        value = getattr(cfg, action.dest, None)
+        if action.type is Path and isinstance(value, list):
+            setattr(cfg, action.dest, [Path(v) if isinstance(v, str) else v for v in value])
     return cfg
 
 

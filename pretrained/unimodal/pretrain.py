@@ -50,8 +50,16 @@ def build_pretrain_parser(modality: str) -> argparse.ArgumentParser:
                     f"{', '.join(defaults['channels'])} pooled as single-channel samples of the 'pretrain' split; "
                     f"best.pt selected by a k-NN probe ({defaults['monitor_target']}) fitted on 'train', "
                     "scored on 'val'.",
-        defaults=defaults, add_options=[add_knn_args],
+        defaults=defaults, add_options=[add_knn_args, add_objective_args],
     )
+
+
+def add_objective_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    group = parser.add_argument_group("NeuroNet objective")
+    group.add_argument("--detach-target", action=argparse.BooleanOptionalAction, default=False,
+                       help="stop gradients through the reconstruction target (frame tokens); default off, as "
+                            "published (DESIGN 3.1)")
+    return parser
 
 
 def _check_channels(channels: list[str], modality: str) -> None:
@@ -101,7 +109,7 @@ def main(argv: list[str] | None = None, modality: str = "eeg") -> int:
         parser.error(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
     _check_channels(cfg.channels, modality)
     try:
-        model_config = neuronet_config(cfg.preset, **cfg.model_args)
+        model_config = neuronet_config(cfg.preset, **{"detach_target": cfg.detach_target, **cfg.model_args})
     except (ValueError, TypeError) as err:
         parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
     ctx = setup_run(cfg)
