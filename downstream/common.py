@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -43,7 +44,8 @@ from dataset.datasets import EpochDataset, SequenceDataset
 from dataset.splits import read_splits
 from downstream.cache import VectorStore, cache_key, encode_recordings, epoch_labels, predict_tiles
 from downstream.evaluate import (
-    METHOD_LABELS, PredictionCollector, Predictions, attach_context, evaluate_predictions, write_run_report,
+    EVENT_FAMILIES, METHOD_LABELS, PredictionCollector, Predictions, attach_context, evaluate_predictions,
+    event_calibration, write_run_report,
 )
 from models.heads import EpochClassifier, EpochEncoder, build_downstream_model
 from models.loading import BUILDERS, build_backbone, checkpoint_path, load_backbone, load_state_checked, read_checkpoint
@@ -545,6 +547,8 @@ def finish_run(cfg: argparse.Namespace, ctx: DistContext, model: nn.Module, summ
 def report(cfg: argparse.Namespace, predictions: Predictions, info: Mapping[str, Any]) -> dict[str, Any]:
     """Evaluate test predictions and write every output of the run (shared with the feature baseline)."""
     metrics = {**info, **evaluate_predictions(predictions, cfg.task, cfg.n_boot, cfg.seed)}
+    if cfg.task in EVENT_FAMILIES:  # stored for the AHI of evaluate.py and predict.py
+        metrics["event_calibration"] = event_calibration(cfg.data, cfg.task, cfg.label_rule)
     record = write_run_report(cfg.out, predictions, metrics, hypnograms=cfg.hypnograms)
     test = record["test"]
     headline = " ".join(f"{k} {test['pooled'].get(k):.3f}" for k in ("kappa", "macro_f1", "accuracy", "auroc")
@@ -569,6 +573,7 @@ class DownstreamModel:
     channels: list[str]
     epochs_per_window: int | None
     checkpoint: str
+    event_scale: float = 1.0  # event tasks: scored events per counted event (metrics.json `event_calibration`)
 
 
 def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu") -> DownstreamModel:
@@ -588,5 +593,9 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
                              f"(sha256 {backbone.get('sha256')})")
         encoder = EpochEncoder(load_backbone(backbone["path"], map_location), metadata["channels"], "frozen")
         model, kind = EpochClassifier(encoder, model), "epoch_classifier"
+    calibration = {}
+    metrics_path = path.parent / "metrics.json"  # written by the run after training (event_calibration)
+    if metadata["task"] in EVENT_FAMILIES and metrics_path.is_file():
+        calibration = json.loads(metrics_path.read_text()).get("event_calibration") or {}
     return DownstreamModel(model.eval(), kind, metadata["task"], list(metadata["channels"]),
-                           metadata.get("epochs_per_window"), str(path))
+                           metadata.get("epochs_per_window"), str(path), float(calibration.get("scale", 1.0)))

@@ -22,7 +22,10 @@ hypopneas, so:
   sleep epoch); agreement by `utils.metrics.ahi_agreement` (ICC, Pearson r, severity classes).
 - here, when an apnea run and a hypopnea run of the same method, backbone, label fraction, subjects and seed
   are both given: AHI per recording = `estimate_ahi(predicted apnea, predicted hypopnea)` against the
-  manifest's `ahi_scored`, in the `ahi_*` columns of both rows.
+  manifest's `ahi_scored`, in the `ahi_*` columns of both rows. Each family's count is multiplied by its run's
+  `event_calibration` scale (metrics.json): scored events per event counted from the scored epoch LABELS of
+  `val`. Epoch labels lose events (a short event that misses an epoch midpoint; neighbouring events merged
+  into one run), so even perfect epoch predictions count too few; `ahi_icc_uncalibrated` is the raw count's ICC.
 Sleep time for these indices comes from the SCORED hypnogram (stages N1-REM), as in `ahi_scored`: an event
 model does not stage.
 """
@@ -41,9 +44,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataset.cohort import read_subjects, recording_path, scan_recording
-from dataset.constants import EPOCH_S, STAGE_NAMES, TASKS
+from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_NAMES, TASKS
+from dataset.splits import read_splits
 from utils.config import parse_config, save_config
-from utils.metrics import ahi_agreement, binary_class_names, count_events, estimate_ahi, evaluate
+from utils.metrics import (ahi_agreement, binary_class_names, count_events, estimate_ahi, evaluate,
+                           event_count_scale)
 from utils.plots import confusion_matrix_png, hypnogram_png, label_fraction_png
 
 METHOD_LABELS: dict[str, str] = {
@@ -185,6 +190,40 @@ def event_index(predictions: Predictions, task: str) -> dict[str, Any]:
             "agreement": ahi_agreement(estimated, reference)}
 
 
+EVENT_FAMILIES: dict[str, tuple[str, ...]] = {"apnea": APNEA_TYPES, "hypopnea": ("hypopnea",)}
+
+
+def event_calibration(data_dir: str | Path, task: str, label_rule: str = "midpoint", split: str = "val"
+                      ) -> dict[str, Any]:
+    """Scale from counted to scored events of one family (`utils.metrics.event_count_scale`), fitted on the
+    scored labels of `split` (never `test`): the family's events in DST/events.parquet that start in a scored
+    sleep epoch (as `ahi_scored` counts them) against `count_events` on the task's epoch labels (`label_rule`)
+    with the same sleep mask. The AHI estimates of `combined_ahi` and predict.py multiply their counts by it."""
+    if task not in EVENT_FAMILIES:
+        raise ValueError(f"event_calibration: task must be one of {sorted(EVENT_FAMILIES)}, got {task!r}")
+    if split == "test":
+        raise ValueError("event_calibration: never fitted on test")
+    data_dir = Path(data_dir)
+    recordings = sorted(read_splits(data_dir / "splits.json")["recordings"][split])
+    events = pd.read_parquet(data_dir / "events.parquet", columns=["recording_id", "type", "start_s"])
+    events = events[events["type"].isin(EVENT_FAMILIES[task])]
+    starts_of = {str(rid): group["start_s"].to_numpy() for rid, group in events.groupby("recording_id")}
+    subjects = read_subjects(data_dir, recordings)
+    scored = counted = 0
+    for rid in recordings:
+        path = recording_path(data_dir, rid)
+        _, stage = scan_recording(path, rid, subjects[rid], "sleep_stage", "midpoint")
+        _, labels = scan_recording(path, rid, subjects[rid], task, label_rule)
+        sleep = np.isin(stage, SLEEP_STAGES)  # (n_epochs,) bool, scored sleep
+        epoch = np.floor(starts_of.get(rid, np.empty(0)) / EPOCH_S).astype(np.int64)  # event start epochs
+        scored += int(sleep[epoch[(epoch >= 0) & (epoch < stage.size)]].sum())
+        counted += count_events((labels == 1).astype(np.int8), sleep)
+    return {"scale": event_count_scale(scored, counted), "scored_events": scored, "counted_events": counted,
+            "split": split, "n_recordings": len(recordings), "label_rule": label_rule,
+            "definition": f"{task} events scored in sleep / events counted from the epoch labels (runs, ceil(k/2) "
+                          f"per run of k) on {split}; 1.0 when fewer than 20 were counted"}
+
+
 def evaluate_predictions(predictions: Predictions, task: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Test metrics of a run: `utils.metrics.evaluate` (subject bootstrap) and, for event tasks, `event_index`."""
     binary = TASKS[task] == 2
@@ -230,7 +269,8 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         row[f"{name}_low"], row[f"{name}_high"] = _number(low), _number(high)
     agreement = (metrics.get("event_index") or {}).get("agreement", {})
     row["event_index_icc"] = _number(agreement.get("icc_2_1"))
-    row.update(ahi_icc=float("nan"), ahi_r=float("nan"), ahi_severity_kappa=float("nan"), run=run)
+    row.update(ahi_icc=float("nan"), ahi_r=float("nan"), ahi_severity_kappa=float("nan"),
+               ahi_icc_uncalibrated=float("nan"), run=run)
     return row
 
 
@@ -329,9 +369,20 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(runs))
 
 
-def combined_ahi(apnea_run: Path, hypopnea_run: Path, data_dir: str | Path) -> dict[str, Any]:
-    """AHI per test recording from an apnea run's and a hypopnea run's predicted epochs (epochs both predicted)
-    against the manifest's `ahi_scored`: `utils.metrics.ahi_agreement`."""
+def run_event_scale(metrics: Mapping[str, Any]) -> float:
+    """The `event_calibration` scale an event run stored in its metrics.json; fitted anew on its data's `val`
+    for runs written before it was stored."""
+    stored = metrics.get("event_calibration") or {}
+    if "scale" in stored:
+        return float(stored["scale"])
+    return event_calibration(metrics["data"], metrics["task"], metrics.get("label_rule") or "midpoint")["scale"]
+
+
+def combined_ahi(apnea_run: Path, hypopnea_run: Path, data_dir: str | Path,
+                 scales: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
+    """AHI per test recording from an apnea run's and a hypopnea run's predicted epochs (epochs both predicted),
+    each family's count times its scale (`event_calibration`), against the manifest's `ahi_scored`:
+    `utils.metrics.ahi_agreement`."""
     apnea = Predictions.read(apnea_run / "predictions.parquet")
     hypopnea = Predictions.read(hypopnea_run / "predictions.parquet")
     manifest = pd.read_parquet(Path(data_dir) / "manifest.parquet", columns=["recording_id", "ahi_scored"])
@@ -343,7 +394,8 @@ def combined_ahi(apnea_run: Path, hypopnea_run: Path, data_dir: str | Path) -> d
     estimated, scored = [], []
     for rid, night in both.groupby("recording", sort=True):
         sleep = np.isin(night["stage"].to_numpy(), SLEEP_STAGES)
-        estimated.append(estimate_ahi(night["apnea"].to_numpy(), night["hypopnea"].to_numpy(), sleep, EPOCH_S))
+        estimated.append(estimate_ahi(night["apnea"].to_numpy(), night["hypopnea"].to_numpy(), sleep, EPOCH_S,
+                                      scales=scales))
         scored.append(scored_ahi.get(str(rid), float("nan")))
     return ahi_agreement(estimated, scored)
 
@@ -364,10 +416,14 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
             continue
         partner = partners[0]
         data_dir = metrics_of[Path(row["run"])].get("data")
-        agreement = combined_ahi(Path(row["run"]), Path(partner["run"]), data_dir)
+        scales = (run_event_scale(metrics_of[Path(row["run"])]), run_event_scale(metrics_of[Path(partner["run"])]))
+        agreement = combined_ahi(Path(row["run"]), Path(partner["run"]), data_dir, scales)
+        raw = combined_ahi(Path(row["run"]), Path(partner["run"]), data_dir)
         for target in (row, partner):
             target.update(ahi_icc=agreement["icc_2_1"], ahi_r=agreement["pearson_r"],
-                          ahi_severity_kappa=agreement["severity_kappa"], ahi_n=agreement["n"])
+                          ahi_severity_kappa=agreement["severity_kappa"], ahi_n=agreement["n"],
+                          ahi_icc_uncalibrated=raw["icc_2_1"], ahi_scale_apnea=scales[0],
+                          ahi_scale_hypopnea=scales[1])
     order = {t: i for i, t in enumerate(TASKS)}
     return sorted(rows, key=lambda r: (order.get(r["task"], 9), r["method"], r["backbone"], r["label_fraction"],
                                        str(r["train_subjects"]), str(r["seed"])))

@@ -19,7 +19,8 @@ and DIR receives:
 - report.json (strict JSON, NaN -> null) and report.md: total recording time, TST, sleep efficiency, sleep onset
   latency, REM latency, WASO, minutes and % per stage (`utils.sleep_stats.sleep_statistics` on the predicted
   hypnogram); estimated AHI and severity when both event runs are given (events counted only when they start in
-  predicted sleep, `utils.metrics.estimate_ahi`); channels the models wanted but the night lacks; with an XML,
+  predicted sleep, `utils.metrics.estimate_ahi`, each type's count times its run's `event_calibration` scale
+  from metrics.json; the raw count is `ahi_est_uncalibrated`); channels the models wanted but the night lacks; with an XML,
   agreement with the scoring (accuracy, kappa, confusion matrix; scored AHI from the XML's events vs estimated).
 
 A SynthSleepNet model missing some of its channels predicts from the others (dropped from the fusion input, not
@@ -265,8 +266,10 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
     events = {task: probabilities[task].argmax(axis=1).astype(np.int64) for task in EVENT_TASKS if task in runs}
     event_p = {task: probabilities[task][:, 1] for task in events}  # (n_epochs,) positive-class probability
     both = len(events) == len(EVENT_TASKS)
+    scales = {task: runs[task].event_scale for task in events}  # scored events per counted event (val labels)
     stats = sleep_statistics(stages, EPOCH_S, events.get("apnea") if both else None,
-                             events.get("hypopnea") if both else None, max_event_epochs=MAX_EVENT_EPOCHS)
+                             events.get("hypopnea") if both else None, max_event_epochs=MAX_EVENT_EPOCHS,
+                             event_scales=(scales.get("apnea", 1.0), scales.get("hypopnea", 1.0)))
 
     table = pd.DataFrame({"epoch": np.arange(n_epochs), "start_s": np.arange(n_epochs) * float(EPOCH_S),
                           "time": times, "stage": [STAGE_NAMES[s] for s in stages], "stage_code": stages})
@@ -291,7 +294,9 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
             alone = (positive, zeros) if task == "apnea" else (zeros, positive)
             event_summary[task] = {"n_runs": len(event_runs(positive)),
                                    "n_events_in_sleep": count_events(positive, sleep, MAX_EVENT_EPOCHS),
-                                   "index_per_h": estimate_ahi(*alone, sleep, EPOCH_S, MAX_EVENT_EPOCHS)}
+                                   "event_scale": scales[task],
+                                   "index_per_h": estimate_ahi(*alone, sleep, EPOCH_S, MAX_EVENT_EPOCHS,
+                                                               (scales[task], scales[task]))}
     notes = []
     if channels["missing"]:
         notes.append(f"missing channels {', '.join(channels['missing'])}: predicted without them")
@@ -354,12 +359,16 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         pct = s.get(f"{name.lower()}_pct")
         lines.append(f"| {name} | {_fmt(s[f'{name.lower()}_min'])} | {_fmt(pct) if name != 'W' else '-'} |")
     if report["events"]:
-        lines += ["", "## Respiratory events (predicted)", "", "| type | runs | events in sleep | index (/h sleep) |",
-                  "|---|---|---|---|"]
+        lines += ["", "## Respiratory events (predicted)", "",
+                  "| type | runs | events in sleep (counted) | scale | index (/h sleep) |", "|---|---|---|---|---|"]
         for task, e in report["events"].items():
-            lines.append(f"| {task} | {e['n_runs']} | {e['n_events_in_sleep']} | {_fmt(e['index_per_h'])} |")
+            lines.append(f"| {task} | {e['n_runs']} | {e['n_events_in_sleep']} | {_fmt(e['event_scale'], 2)} | "
+                         f"{_fmt(e['index_per_h'])} |")
         if "ahi_est" in s:
-            lines += ["", f"Estimated AHI: **{_fmt(s['ahi_est'])} events/h** ({s['ahi_severity_name']})."]
+            lines += ["", f"Estimated AHI: **{_fmt(s['ahi_est'])} events/h** ({s['ahi_severity_name']}); "
+                          f"uncalibrated count {_fmt(s['ahi_est_uncalibrated'])} events/h. The scale per event type is "
+                          "the scored events per event counted from the scored epoch labels of the runs' `val` nights "
+                          "(epoch labels miss short events and merge neighbouring ones)."]
     agree = report["agreement"]
     if agree:
         lines += ["", "## Agreement with the scoring", ""]

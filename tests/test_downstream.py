@@ -362,6 +362,11 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     assert len(rows) == 4 and set(rows["method"]) == {"linear_probe", "features_hgb"}
     assert rows["kappa_low"].notna().all() and (rows["kappa_low"] <= rows["kappa_high"]).all()
     assert (rows.loc[rows["task"] != "sleep_stage", "ahi_n"] == 1).all()  # apnea + hypopnea combined into an AHI
+    events = rows[rows["task"] != "sleep_stage"]  # each family's count scaled by its run's val-fitted scale
+    for task in ("apnea", "hypopnea"):
+        stored = json.loads((runs[("apnea", "hypopnea", "sleep_stage").index(task)] / "metrics.json").read_text())
+        assert stored["event_calibration"]["split"] == "val"
+        assert (events[f"ahi_scale_{task}"] == stored["event_calibration"]["scale"]).all()
     text = (table / "comparison.md").read_text()
     assert "## sleep_stage" in text and "## apnea" in text and "linear_probe" in text
     # with --cache-dir (filled by the first run, read by the second) the features and so the results are the same

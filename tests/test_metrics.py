@@ -16,6 +16,7 @@ from utils.metrics import (
     count_events,
     estimate_ahi,
     evaluate,
+    event_count_scale,
     event_runs,
     icc,
     severity_class,
@@ -225,6 +226,30 @@ def test_estimate_ahi_known_pattern():
     assert estimate_ahi(apnea, hypopnea, sleep) == pytest.approx(9 / hours)
     assert estimate_ahi(apnea, hypopnea, sleep, max_event_epochs=None) == pytest.approx(6 / hours)
     assert math.isnan(estimate_ahi(apnea, hypopnea, np.zeros(n, dtype=bool)))
+    assert estimate_ahi(apnea, hypopnea, sleep, scales=(2.0, 0.5)) == pytest.approx((2.0 * 5 + 0.5 * 4) / hours)
+
+
+def test_event_count_scale_corrects_what_epoch_labels_lose():
+    """20-s events, one every other epoch, half of them missing the epoch midpoint: perfect epoch labels count
+    half the events; the scale fitted on one night (scored / counted) makes another night's estimate exact."""
+    from dataset.labels import midpoint_flags
+
+    def night(n_epochs: int, offset: int) -> tuple[int, np.ndarray]:
+        starts = np.array([30.0 * k + (0.0 if (k // 2 + offset) % 2 else 16.0) for k in range(0, n_epochs - 1, 2)])
+        return starts.size, midpoint_flags(starts, starts + 20.0, n_epochs).astype(np.int64)
+
+    n = 240
+    sleep, zeros = np.ones(n, dtype=bool), np.zeros(n, dtype=np.int64)
+    n_fit, fit_labels = night(n, 0)
+    scale = event_count_scale(n_fit, count_events(fit_labels, sleep))
+    assert scale == pytest.approx(2.0)
+    n_new, new_labels = night(n, 1)
+    scored_ahi = n_new / (n * 30 / 3600)
+    assert estimate_ahi(new_labels, zeros, sleep) == pytest.approx(scored_ahi / 2)
+    assert estimate_ahi(new_labels, zeros, sleep, scales=(scale, 1.0)) == pytest.approx(scored_ahi)
+    assert event_count_scale(30, 19) == 1.0 and event_count_scale(30, 20) == pytest.approx(1.5)  # too few: 1
+    with pytest.raises(ValueError, match=">= 0"):
+        event_count_scale(-1, 30)
 
 
 @pytest.mark.parametrize(

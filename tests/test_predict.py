@@ -108,8 +108,19 @@ def test_predict_writes_consistent_outputs(runs, night, tmp_path, capsys):
     for task in per_epoch:
         assert (per_epoch[task] == hypnogram[task].to_numpy()).all()
     is_sleep = hypnogram["stage"].isin(SLEEP).to_numpy()
-    expected = estimate_ahi(per_epoch["apnea"], per_epoch["hypopnea"], is_sleep)
+    # each type's count is scaled by the event_calibration its run stored (fitted on val labels, never test)
+    calibration = {task: json.loads((runs[task] / "metrics.json").read_text())["event_calibration"]
+                   for task in ("apnea", "hypopnea")}
+    for task, fitted in calibration.items():
+        assert fitted["split"] == "val" and fitted["scored_events"] >= 0 and fitted["counted_events"] >= 0
+        assert fitted["scale"] == (fitted["scored_events"] / fitted["counted_events"]
+                                   if fitted["counted_events"] >= 20 else 1.0)
+        assert report["events"][task]["event_scale"] == pytest.approx(fitted["scale"])
+    scales = (calibration["apnea"]["scale"], calibration["hypopnea"]["scale"])
+    expected = estimate_ahi(per_epoch["apnea"], per_epoch["hypopnea"], is_sleep, scales=scales)
+    raw = estimate_ahi(per_epoch["apnea"], per_epoch["hypopnea"], is_sleep)
     assert (sleep["ahi_est"] is None and math.isnan(expected)) or sleep["ahi_est"] == pytest.approx(expected)
+    assert (sleep["ahi_est_uncalibrated"] is None and math.isnan(raw)) or sleep["ahi_est_uncalibrated"] == pytest.approx(raw)
     assert (events["in_sleep"] == is_sleep[events["start_epoch"]]).all()
 
     agreement = report["agreement"]
@@ -196,3 +207,28 @@ def test_config_file_without_a_required_option_is_a_usage_error(tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         predict.main(["--config", str(config), "--out", str(tmp_path / "o")])
     assert exit_info.value.code == 2
+
+
+def test_the_ahi_uses_each_event_runs_stored_scale(runs, night, tmp_path):
+    """predict.py multiplies each event type's count by the `event_calibration` scale of its run's metrics.json
+    (scored per counted event on val labels); the raw count stays in `ahi_est_uncalibrated`."""
+    import shutil
+
+    edf, _ = night
+    scaled = {}
+    for task, scale in (("apnea", 1.5), ("hypopnea", 3.0)):
+        scaled[task] = tmp_path / task
+        shutil.copytree(runs[task], scaled[task])
+        metrics = json.loads((scaled[task] / "metrics.json").read_text())
+        metrics["event_calibration"]["scale"] = scale
+        (scaled[task] / "metrics.json").write_text(json.dumps(metrics))
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(scaled["apnea"]), "--hypopnea",
+                         str(scaled["hypopnea"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    counted = {task: report["events"][task]["n_events_in_sleep"] for task in ("apnea", "hypopnea")}
+    sleep_h = report["sleep"]["tst_min"] / 60
+    assert sleep_h > 0 and report["events"]["apnea"]["event_scale"] == 1.5
+    assert report["sleep"]["ahi_est"] == pytest.approx((1.5 * counted["apnea"] + 3.0 * counted["hypopnea"]) / sleep_h)
+    assert report["sleep"]["ahi_est_uncalibrated"] == pytest.approx((counted["apnea"] + counted["hypopnea"]) / sleep_h)
+    assert report["events"]["hypopnea"]["index_per_h"] == pytest.approx(3.0 * counted["hypopnea"] / sleep_h)

@@ -49,6 +49,7 @@ def sleep_statistics(
     hypopnea_epochs=None,
     max_event_epochs: int | None = 2,
     min_awakening_epochs: int = 1,
+    event_scales: tuple[float, float] = (1.0, 1.0),
 ) -> dict:
     """Sleep statistics of one night.
 
@@ -60,14 +61,16 @@ def sleep_statistics(
             given, the estimated AHI and its severity are added (events counted as in `estimate_ahi`).
         max_event_epochs: passed to `estimate_ahi` (a run of k positive epochs = ceil(k / max) events).
         min_awakening_epochs: shortest wake run (epochs) counted as an awakening.
+        event_scales: (apnea, hypopnea) scored events per counted event, passed to `estimate_ahi`.
 
     Returns:
         dict, durations in minutes (`*_min`), ratios in percent (`*_pct`):
         trt_min, tst_min, spt_min, sleep_efficiency_pct, sleep_maintenance_efficiency_pct, sol_min,
         rem_latency_min, waso_min, n_awakenings, unscored_min, <stage>_min for every stage (w, n1, n2, n3,
         rem), <stage>_pct of TST for the sleep stages, nrem_min, nrem_pct, n_epochs, epoch_s; with event
-        predictions also ahi_est (events/h), ahi_severity (0..3, -1 if no sleep), ahi_severity_name,
-        n_apnea_events, n_hypopnea_events.
+        predictions also ahi_est (events/h, scaled by `event_scales`), ahi_est_uncalibrated (raw count),
+        ahi_event_scales, ahi_severity (0..3, -1 if no sleep; of ahi_est), ahi_severity_name, n_apnea_events,
+        n_hypopnea_events (raw counts).
     """
     hypno = as_labels(stages, "stages", len(STAGE_NAMES), allow_unscored=True)  # (n_epochs,) int64
     if hypno.size == 0:
@@ -111,9 +114,12 @@ def sleep_statistics(
     if (apnea_epochs is None) != (hypopnea_epochs is None):
         raise ValueError("give both apnea_epochs and hypopnea_epochs, or neither")
     if apnea_epochs is not None:
-        ahi = estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, epoch_s, max_event_epochs)
+        ahi = estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, epoch_s, max_event_epochs, event_scales)
         severity = severity_class(ahi)
         out["ahi_est"] = float(ahi)
+        out["ahi_est_uncalibrated"] = float(estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, epoch_s,
+                                                         max_event_epochs))
+        out["ahi_event_scales"] = [float(v) for v in event_scales]
         out["ahi_severity"] = severity
         out["ahi_severity_name"] = SEVERITY_NAMES[severity] if severity != SEVERITY_UNKNOWN else "unknown"
         out["n_apnea_events"] = count_events(apnea_epochs, sleep, max_event_epochs)
