@@ -382,7 +382,7 @@ def combined_ahi(apnea_run: Path, hypopnea_run: Path, data_dir: str | Path,
                  scales: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
     """AHI per test recording from an apnea run's and a hypopnea run's predicted epochs (epochs both predicted),
     each family's count times its scale (`event_calibration`), against the manifest's `ahi_scored`:
-    `utils.metrics.ahi_agreement`."""
+    `utils.metrics.ahi_agreement`, with that of the raw counts under "uncalibrated"."""
     apnea = Predictions.read(apnea_run / "predictions.parquet")
     hypopnea = Predictions.read(hypopnea_run / "predictions.parquet")
     manifest = pd.read_parquet(Path(data_dir) / "manifest.parquet", columns=["recording_id", "ahi_scored"])
@@ -391,13 +391,14 @@ def combined_ahi(apnea_run: Path, hypopnea_run: Path, data_dir: str | Path,
                          "stage": apnea.stage})
     right = pd.DataFrame({"recording": hypopnea.recording, "epoch": hypopnea.epoch, "hypopnea": hypopnea.predicted})
     both = left.merge(right, on=["recording", "epoch"]).sort_values(["recording", "epoch"])
-    estimated, scored = [], []
+    estimated, raw, scored = [], [], []
     for rid, night in both.groupby("recording", sort=True):
         sleep = np.isin(night["stage"].to_numpy(), SLEEP_STAGES)
-        estimated.append(estimate_ahi(night["apnea"].to_numpy(), night["hypopnea"].to_numpy(), sleep, EPOCH_S,
-                                      scales=scales))
+        apnea_epochs, hypopnea_epochs = night["apnea"].to_numpy(), night["hypopnea"].to_numpy()
+        estimated.append(estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, EPOCH_S, scales=scales))
+        raw.append(estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, EPOCH_S))
         scored.append(scored_ahi.get(str(rid), float("nan")))
-    return ahi_agreement(estimated, scored)
+    return {**ahi_agreement(estimated, scored), "uncalibrated": ahi_agreement(raw, scored)}
 
 
 def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
@@ -418,11 +419,10 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
         data_dir = metrics_of[Path(row["run"])].get("data")
         scales = (run_event_scale(metrics_of[Path(row["run"])]), run_event_scale(metrics_of[Path(partner["run"])]))
         agreement = combined_ahi(Path(row["run"]), Path(partner["run"]), data_dir, scales)
-        raw = combined_ahi(Path(row["run"]), Path(partner["run"]), data_dir)
         for target in (row, partner):
             target.update(ahi_icc=agreement["icc_2_1"], ahi_r=agreement["pearson_r"],
                           ahi_severity_kappa=agreement["severity_kappa"], ahi_n=agreement["n"],
-                          ahi_icc_uncalibrated=raw["icc_2_1"], ahi_scale_apnea=scales[0],
+                          ahi_icc_uncalibrated=agreement["uncalibrated"]["icc_2_1"], ahi_scale_apnea=scales[0],
                           ahi_scale_hypopnea=scales[1])
     order = {t: i for i, t in enumerate(TASKS)}
     return sorted(rows, key=lambda r: (order.get(r["task"], 9), r["method"], r["backbone"], r["label_fraction"],
