@@ -1,7 +1,8 @@
 """End-to-end demo on a freshly generated synthetic NSRR cohort (the README's `make demo`).
 
-Every stage is the project's own command-line script, run as a subprocess with tiny presets and a wall-clock
-budget, so the demo exercises exactly what a user runs on real data:
+Every stage is the project's own command-line script, run as a subprocess with tiny presets and a budget in
+passes over the data and optimizer steps (never wall-clock minutes: the same seed gives the same numbers on any
+machine), so the demo exercises exactly what a user runs on real data:
 
   1. generate    dataset/synthetic.py                 EDF + NSRR XML nights in the NSRR folder layout
   2. parse       dataset/data_parser.py               Parquet per night + events + manifest + splits
@@ -13,7 +14,7 @@ budget, so the demo exercises exactly what a user runs on real data:
   7. predict     downstream/predict.py                hypnogram, events, AHI and report for a held-out night
 
 A stage whose outputs exist is skipped on a rerun (delete --out, or `make clean-demo`, to start over).
-Usage: python demo.py [--out demo_out] [--nights 16] [--hours 2] [--seed 0] [--minutes-scale 1.0]
+Usage: python demo.py [--out demo_out] [--nights 16] [--hours 2] [--seed 0]
 """
 from __future__ import annotations
 
@@ -33,6 +34,15 @@ from dataset.constants import STAGE_NAMES
 MODALITIES = ("eeg", "eog", "emg", "ecg")
 TASKS = ("sleep_stage", "apnea", "hypopnea")
 FRACTIONS = (0.05, 1.0)
+
+# Training budgets in passes over the training data (the lr schedule ends with them) and, for the LoRA phase of
+# fine-tuning, optimizer steps. With 12 pretraining nights of 2 h, one pass is 90 steps of 64 EEG or EOG samples
+# (two channels each) and 45 of EMG or ECG; about one minute per modality on 2 cores.
+UNIMODAL_PASSES = {"eeg": 2, "eog": 2, "emg": 3, "ecg": 3}
+MULTIMODAL_PASSES = 2  # 90 steps each at batch 32
+PROBE_PASSES = {0.05: 100, 1.0: 8}  # about 500 / 720 steps of the MLP head on cached vectors
+SCRATCH_PASSES = {0.05: 20, 1.0: 1}  # about 100 / 90 steps of the whole tiny model on the signals
+FINE_TUNING_PASSES = 1  # LoRA phase; phase 1 (context + head on cached vectors) runs its default 30 passes
 
 
 def _banner(text: str) -> None:
@@ -82,13 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nights", type=int, default=16)
     parser.add_argument("--hours", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--minutes-scale", type=float, default=1.0,
-                        help="multiply every training stage's wall-clock budget (1.0: 15 min of training budgets in all)")
     args = parser.parse_args(argv)
     started = time.time()
     out = args.out
     src, dst, runs = out / "cohort", out / "parsed", out / "runs"
-    budget = lambda minutes: f"{minutes * args.minutes_scale:g}"  # noqa: E731 - wall-clock budget per stage
     common = ("--preset", "tiny", "--workers", "0", "--seed", args.seed)
 
     _banner(f"1. generate {args.nights} synthetic nights of {args.hours:g} h -> {src}")
@@ -109,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     for modality in MODALITIES:
         run = runs / "unimodal" / modality
         _run(f"pretrained/unimodal/{modality}/train.py", "--data", dst, "--out", run, *common,
-             "--epochs", 30, "--max-minutes", budget(1), "--batch-size", 64, "--no-progress", done=run / "last.pt")
+             "--epochs", UNIMODAL_PASSES[modality], "--batch-size", 64, "--no-progress", done=run / "last.pt")
 
     _banner("4. SynthSleepNet multimodal pretraining (tiny preset)")
     multimodal = runs / "multimodal"
     unimodal = ",".join(f"{m}={runs / 'unimodal' / m}" for m in MODALITIES)
     _run("pretrained/multimodal/train.py", "--data", dst, "--unimodal", unimodal, "--out", multimodal, *common,
-         "--epochs", 30, "--max-minutes", budget(2), "--batch-size", 32, "--no-progress",
+         "--epochs", MULTIMODAL_PASSES, "--batch-size", 32, "--no-progress",
          done=multimodal / "last.pt")
 
     _banner("5. downstream: probe, Mamba fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
@@ -126,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             tag = f"{task}-lf{fraction:g}"
             task_args = ("--data", dst, "--task", task, "--label-fraction", fraction, "--seed", args.seed)
             _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--workers", 0, *cache,
-                 "--max-minutes", budget(0.25), "--no-progress", "--out", downstream / "probe" / tag,
+                 "--epochs", PROBE_PASSES[fraction], "--no-progress", "--out", downstream / "probe" / tag,
                  done=downstream / "probe" / tag / "metrics.json")
             _run("downstream/fine_tuning/train.py", *task_args, "--backbone", multimodal, "--workers", 0, *cache,
-                 "--epochs", 10, "--max-minutes", budget(0.75), "--no-progress", "--out",
+                 "--epochs", FINE_TUNING_PASSES, "--no-progress", "--out",
                  downstream / "finetune" / tag, done=downstream / "finetune" / tag / "metrics.json")
             _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--init", "random",
-                 "--workers", 0, "--epochs", 10, "--max-minutes", budget(0.5), "--no-progress", "--out",
+                 "--workers", 0, "--epochs", SCRATCH_PASSES[fraction], "--no-progress", "--out",
                  downstream / "scratch" / tag, done=downstream / "scratch" / tag / "metrics.json")
             _run("downstream/baselines/features.py", *task_args, *cache, "--workers", 0, "--no-progress", "--out",
                  downstream / "features" / tag, done=downstream / "features" / tag / "metrics.json")

@@ -10,7 +10,7 @@
 2. The four tiny unimodal NeuroNets (EEG, EOG, EMG, ECG) are pretrained with the real scripts
    (pretrained/unimodal/pretrain.py) for --unimodal-epochs each; then the tiny SynthSleepNet over the six
    channels with pretrained/multimodal/train.py for --multimodal-epochs. Whole epochs with fixed batch sizes
-   keep results independent of the machine's load; --max-minutes caps each run. Every model is taken from
+   keep results independent of the machine's load (--max-minutes is an optional cap). Every model is taken from
    last.pt (no selection on val).
 3. On the same seeded subsample of labelled `train` (fit) and `val` (score) epochs, 5-class staging is scored
    with the same PCA + k-NN probe (utils/knn_probe.py; the pass criterion) and, for reference, a standardised
@@ -99,7 +99,7 @@ def prepare_cohort(out: Path, nights: int, hours: float, seed: int, val_frac: fl
 def common_args(args: argparse.Namespace, dst: Path, out: Path, epochs: int, lr: float, minutes: float) -> list[str]:
     return ["--data", str(dst), "--out", str(out), "--preset", "tiny", "--epochs", str(epochs),
             "--batch-size", str(args.batch_size), "--lr", str(lr), "--warmup-epochs", "0.3",
-            "--max-minutes", str(minutes), "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none",
+            *(["--max-minutes", str(minutes)] if minutes else []), "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none",
             "--seed", str(args.seed), "--log-every", "10"]
 
 
@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-frac", type=float, default=0.2, help="share of subjects in val (generated cohort)")
     parser.add_argument("--unimodal-epochs", type=int, default=1, help="pretraining epochs of each unimodal model")
     parser.add_argument("--multimodal-epochs", type=int, default=1)
-    parser.add_argument("--max-minutes", type=float, default=5.0, help="wall-time cap of each pretraining run")
+    parser.add_argument("--max-minutes", type=float, default=0.0,
+                        help="optional wall-time cap of each pretraining run (0 = none, the default: budgets are "
+                             "passes, so a seed gives the same numbers on any machine)")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
     parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
