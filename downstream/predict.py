@@ -33,10 +33,13 @@ import argparse
 import datetime
 import json
 import math
+import os
+import shutil
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -61,8 +64,17 @@ PROBE_WINDOW = 32  # epochs per window when a per-epoch model runs through the t
 MAX_EVENT_EPOCHS = 2  # a run of k positive epochs = ceil(k / 2) events (utils.metrics.count_events default)
 
 
+REPORT_MARKERS = ("report.json", "summary.csv")  # a folder holding one of these was written by predict.py
+
+
 class InputError(Exception):
     """Bad input (file, checkpoint or channels): reported as one `error:` line, exit code 2."""
+
+
+def one_line(err: BaseException | str) -> str:
+    """The first line of an error message (torch and friends add paragraphs of advice)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 # ---------------------------------------------------------------------------------------- options
@@ -103,8 +115,8 @@ def load_runs(runs: Mapping[str, Path | None], device: torch.device) -> dict[str
             continue
         try:
             model = load_downstream_run(run, device)
-        except (FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
-            raise InputError(f"{run}: cannot load the {task} run ({err})") from None
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:  # missing, corrupt or foreign file
+            raise InputError(f"{run}: cannot load the {task} run ({one_line(err)})") from None
         if model.task != task:
             option = "--checkpoint" if task == "sleep_stage" else f"--{task}"
             raise InputError(f"{model.checkpoint}: a {model.task} run, but {option} expects a {task} run")
@@ -297,6 +309,11 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
                                    "event_scale": scales[task],
                                    "index_per_h": estimate_ahi(*alone, sleep, EPOCH_S, MAX_EVENT_EPOCHS,
                                                                (scales[task], scales[task]))}
+    warnings_ = []
+    if info.get("truncated"):
+        warnings_.append(f"truncated EDF ({info.get('warnings') or 'last data record cut'}): predicted the "
+                         f"{_fmt(float(info['kept_s']) / 60)} min of whole data records; the end of the night is "
+                         "missing")
     notes = []
     if channels["missing"]:
         notes.append(f"missing channels {', '.join(channels['missing'])}: predicted without them")
@@ -306,7 +323,7 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
     report = {
         "recording": recording, "edf": str(edf_path.resolve()), "xml": str(xml_path.resolve()) if xml_path else None,
         "start_time": times[0] or None, "n_epochs": n_epochs, "epoch_s": float(EPOCH_S),
-        "channels": channels, "sleep": stats, "events": event_summary or None, "notes": notes,
+        "channels": channels, "sleep": stats, "events": event_summary or None, "warnings": warnings_, "notes": notes,
         "processing": {"signal_s": info.get("signal_s"), "kept_s": info.get("kept_s"), "truncated": info.get("truncated"),
                        "warnings": info.get("warnings") or ""},
         "agreement": (agreement(stages, probabilities["sleep_stage"], labels, events, event_p, stats, info)
@@ -343,6 +360,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# Sleep report: {report['recording']}", "",
              f"EDF `{report['edf']}`" + (f", scoring `{report['xml']}`" if report["xml"] else "")
              + f"; start {report['start_time'] or 'unknown'}; {report['n_epochs']} epochs of {report['epoch_s']:g} s.", ""]
+    lines += [f"**Warning: {warning}.**\n" for warning in report.get("warnings") or ()]
     for task, model in report["channels"]["models"].items():
         lines.append(f"- {task}: `{model['checkpoint']}` ({model['kind']}), channels used: {', '.join(model['used'])}"
                      + (f"; **missing: {', '.join(model['missing'])}**" if model["missing"] else ""))
@@ -392,8 +410,53 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def check_out(out: Path) -> None:
+    """Refuse an `--out` this run could not write, before any night is processed (InputError).
+
+    `out` must be new, an empty folder, or an earlier predict.py output (a folder holding report.json or
+    summary.csv), which the new report set then replaces as a whole: nothing of the earlier run stays beside it.
+    """
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in REPORT_MARKERS):
+        raise InputError(f"--out {out}: a folder holding other files (not a predict.py report); "
+                         "give a new or empty folder")
+    existing = out.absolute().parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"--out {out}: cannot be created ({existing} is not a folder)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: cannot be created ({existing} is not writable)")
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A fresh folder beside `out` to write into; on success it replaces `out` (two renames), on any failure it
+    is removed and `out` is left exactly as it was."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    for leftover in (stage, old):  # from a run of this pid that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+        if out.exists():
+            os.replace(out, old)
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]:
-    """Write hypnogram.csv / .png, events.csv (if any), report.json, report.md into `out`."""
+    """Write hypnogram.csv / .png, events.csv (if any), report.json, report.md into the folder `out` (callers write
+    into a `staged_folder`, so a report set appears whole or not at all)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"hypnogram_csv": out / "hypnogram.csv", "hypnogram_png": out / "hypnogram.png",
@@ -411,8 +474,12 @@ def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_config(build_parser(), argv, required=("checkpoint", "edf", "out"))
+    parser = build_parser()
+    args = parse_config(parser, argv, required=("checkpoint", "edf", "out"))
+    if args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size}: expected a positive number of epochs")
     try:
+        check_out(Path(args.out))
         device = resolve_device(args.device)
         runs = load_runs({"sleep_stage": args.checkpoint, "apnea": args.apnea, "hypopnea": args.hypopnea}, device)
         result = predict_night(args.edf, runs, args.xml, device, args.batch_size, args.progress)
@@ -424,8 +491,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warning: {args.edf}: missing channel(s) {', '.join(report['channels']['missing'])} "
               f"({'; '.join(report['channels']['why_missing'].values())}); predicted with "
               f"{', '.join(report['channels']['present'])}", flush=True)
-    paths = write_outputs(args.out, result)
-    save_config(args, Path(args.out) / "config.json")  # the exact options this prediction ran with
+    for warning in report["warnings"]:
+        print(f"warning: {args.edf}: {warning}", flush=True)
+    try:
+        with staged_folder(Path(args.out)) as stage:
+            paths = write_outputs(stage, result)
+            save_config(args, stage / "config.json")  # the exact options this prediction ran with
+    except OSError as err:
+        print(f"error: --out {args.out}: cannot write the report ({one_line(err)})", file=sys.stderr, flush=True)
+        return 2
+    paths = {key: Path(args.out) / path.name for key, path in paths.items()}
     s = report["sleep"]
     ahi = f", AHI {_fmt(s['ahi_est'])}/h ({s['ahi_severity_name']})" if "ahi_est" in s else ""
     print(f"{report['recording']}: {report['n_epochs']} epochs, TST {_fmt(s['tst_min'])} min, sleep efficiency "

@@ -232,3 +232,57 @@ def test_the_ahi_uses_each_event_runs_stored_scale(runs, night, tmp_path):
     assert report["sleep"]["ahi_est"] == pytest.approx((1.5 * counted["apnea"] + 3.0 * counted["hypopnea"]) / sleep_h)
     assert report["sleep"]["ahi_est_uncalibrated"] == pytest.approx((counted["apnea"] + counted["hypopnea"]) / sleep_h)
     assert report["events"]["hypopnea"]["index_per_h"] == pytest.approx(3.0 * counted["hypopnea"] / sleep_h)
+
+
+def _tree_digest(root: Path) -> dict[str, str]:
+    """sha256 of every file below `root` by relative path."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_out_that_is_a_file_is_refused_before_any_work(runs, night, tmp_path, capsys, monkeypatch):
+    target = tmp_path / "report.txt"
+    target.write_text("keep me")
+    monkeypatch.setattr(predict, "load_night", lambda *a, **k: pytest.fail("processed the night before checking --out"))
+    for out in (target, target / "below"):
+        assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(night[0]), "--out", str(out),
+                             "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: --out ") and str(target) in err and err.count("\n") == 1
+    assert target.read_text() == "keep me"
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("x")
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(night[0]), "--out", str(foreign)]) == 2
+    assert "not a predict.py report" in capsys.readouterr().err and (foreign / "mine.txt").read_text() == "x"
+
+
+def test_a_new_report_replaces_the_old_one_whole_and_a_failed_run_changes_nothing(runs, night, tmp_path):
+    edf, _ = night
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--edf", str(edf),
+                         "--out", str(out), "--no-progress"]) == 0
+    assert (out / "events.csv").is_file()
+    before = _tree_digest(out)
+    garbage = tmp_path / "garbage.edf"
+    garbage.write_bytes(b"0" * 600)
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(garbage), "--out", str(out)]) == 2
+    assert _tree_digest(out) == before  # the failed run left the earlier report as it was
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out),
+                         "--no-progress"]) == 0
+    assert not (out / "events.csv").exists()  # no stale events.csv beside a report without event runs
+    assert "events.csv" not in " ".join(_tree_digest(out))
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging leftovers
+
+
+def test_a_truncated_edf_is_reported_as_truncated(runs, tmp_path, capsys):
+    edf, xml = tmp_path / "cut-900003.edf", tmp_path / "cut-900003-nsrr.xml"
+    synthetic.generate_night(edf, xml, "cut-900003", hours=0.2, seed=9, truncated=True)
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    console = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["processing"]["truncated"] is True and any("truncated" in w for w in report["warnings"])
+    assert "truncated" in console.lower() and "truncated" in (out / "report.md").read_text().lower()
