@@ -58,7 +58,9 @@ def package_version() -> str:
 
 @dataclass(frozen=True)
 class Job:
-    """One input recording. `edf` or `xml` is None when that file is missing; `problem` marks a duplicate."""
+    """One input recording. `edf` or `xml` is None when that file is missing; a `problem` (duplicate recording id,
+    ambiguous annotation files) makes it `failed`. Only the job that `owns_output` may write or remove
+    DST/recordings/<recording_id>.parquet: the first EDF with that id in path order (else the first XML)."""
 
     recording_id: str
     subject_id: str
@@ -66,6 +68,7 @@ class Job:
     edf: str | None
     xml: str | None
     problem: str = ""
+    owns_output: bool = True
 
 
 def subject_of(recording_id: str) -> str:
@@ -74,7 +77,14 @@ def subject_of(recording_id: str) -> str:
 
 
 def discover(src: str | Path) -> list[Job]:
-    """All recordings under `src` in sorted order (NSRR layout if `src/polysomnography/edfs` exists, else flat)."""
+    """All recordings under `src` in sorted order (NSRR layout if `src/polysomnography/edfs` exists, else flat).
+
+    Pairing rule (dataset/README.md, "Pairing"): `<dir>/<name>.edf` is paired only with `<dir>/<name>-nsrr.xml`
+    and, in the NSRR layout, with `annotations-events-nsrr/<rel>/<name>-nsrr.xml` for the EDF at
+    `edfs/<rel>/<name>.edf` (names compared case-insensitively). Never with an XML of the same name elsewhere:
+    two candidates make the EDF fail (ambiguous); a second EDF with a recording id already seen fails as a
+    duplicate (the first in path order is processed); an XML paired with no EDF is a `skipped` row of its own.
+    """
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: source folder not found")
@@ -83,11 +93,12 @@ def discover(src: str | Path) -> list[Job]:
     nsrr = edf_root.is_dir()
     edf_base = edf_root if nsrr else src
     edfs = sorted(p for p in edf_base.rglob("*") if p.suffix.lower() == ".edf" and p.is_file())
-    xml_base = xml_root if nsrr and xml_root.is_dir() else edf_base
-    xmls = {p.name.lower(): p for p in sorted(xml_base.rglob("*")) if p.name.lower().endswith("-nsrr.xml")}
-    if nsrr:  # an XML beside the EDF is accepted too
-        xmls.update({p.name.lower(): p for p in sorted(edf_root.rglob("*")) if p.name.lower().endswith("-nsrr.xml")
-                     and p.name.lower() not in xmls})
+    xml_bases = [edf_base] + ([xml_root] if nsrr and xml_root.is_dir() else [])
+    xmls: dict[tuple[Path, str], list[Path]] = {}  # (folder, lower-case file name) -> annotation files
+    for base in xml_bases:
+        for path in sorted(base.rglob("*")):
+            if path.name.lower().endswith("-nsrr.xml") and path.is_file():
+                xmls.setdefault((path.parent, path.name.lower()), []).append(path)
 
     def cohort_of(path: Path, name: str) -> str:
         if nsrr:
@@ -95,17 +106,26 @@ def discover(src: str | Path) -> list[Job]:
             return rel[0] if len(rel) > 1 else ""
         return name.rsplit("-", 1)[0] if "-" in name else src.name
 
-    jobs, seen = [], {}
+    jobs, seen, paired = [], {}, set()
     for edf in edfs:
         name = edf.stem
-        xml = xmls.pop(f"{name}-nsrr.xml".lower(), None)
-        problem = f"duplicate recording id (first at {seen[name]})" if name in seen else ""
+        key = f"{name}-nsrr.xml".lower()
+        folders = [edf.parent] + ([xml_root / edf.parent.relative_to(edf_root)] if nsrr else [])
+        candidates = [xml for folder in folders for xml in xmls.get((folder, key), [])]
+        paired.update(candidates)
+        problem, xml = "", (str(candidates[0]) if len(candidates) == 1 else None)
+        if name in seen:
+            problem = f"duplicate recording id, also in {seen[name]} (the first in path order is the one processed)"
+        elif len(candidates) > 1:
+            problem = f"ambiguous annotation files {' and '.join(map(str, candidates))}"
         seen.setdefault(name, edf)
-        jobs.append(Job(name, subject_of(name), cohort_of(edf, name), str(edf), str(xml) if xml else None, problem))
-    for xml in xmls.values():  # annotation files without an EDF
+        jobs.append(Job(name, subject_of(name), cohort_of(edf, name), str(edf), xml, problem,
+                        owns_output=seen[name] == edf))
+    for xml in sorted(p for group in xmls.values() for p in group if p not in paired):  # no EDF beside it
         name = xml.name[: -len("-nsrr.xml")]
         cohort = xml.parent.name if nsrr else (name.rsplit("-", 1)[0] if "-" in name else src.name)
-        jobs.append(Job(name, subject_of(name), cohort, None, str(xml)))
+        jobs.append(Job(name, subject_of(name), cohort, None, str(xml), owns_output=name not in seen))
+        seen.setdefault(name, xml)
     return sorted(jobs, key=lambda j: (j.recording_id, j.edf or "", j.xml or ""))
 
 
@@ -240,12 +260,10 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
     out = recording_file(dst, job.recording_id)
     timings: dict[str, float] = {}
     result = {"row": row, "events": [], "timings": timings, "reused": False}
-    tmp = out.with_name(f".{out.name}.tmp")
-    owner = not job.problem  # a duplicate id must never touch the output of the first file with that id
     tick, cpu = time.perf_counter(), time.process_time()
     try:
-        if job.problem:
-            raise SkipRecording(f"{job.edf}: {job.problem}")
+        if job.problem:  # duplicate id or ambiguous annotation files: never guess which file is meant
+            raise EdfError(f"{job.edf}: {job.problem}")
         if job.edf is None:
             raise SkipRecording(f"{job.xml}: no EDF file for this annotation file")
         try:
@@ -257,7 +275,7 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
         except OSError as err:
             raise XmlError(f"{job.xml}: cannot read ({err.strerror or err})") from None
         timings["hash"] = time.perf_counter() - tick
-        tmp.unlink(missing_ok=True)  # left by an interrupted run
+        out.with_name(f".{out.name}.tmp").unlink(missing_ok=True)  # left by an interrupted run
         reuse = None if overwrite else _reusable(out, row["edf_sha256"], row["xml_sha256"], config.digest())
         if reuse is not None:
             old, result["events"] = reuse
@@ -280,14 +298,27 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
     except Exception as err:  # an unforeseen problem in one file must not stop the cohort
         row.update(status="failed", reason=f"{job.edf}: unexpected {type(err).__name__}: {err}")
     if row["status"] != "ok":
-        if owner:  # no stale table (or half-written temp file) for a recording that is no longer ok
-            out.unlink(missing_ok=True)
-            tmp.unlink(missing_ok=True)
+        row["reason"] = f"{row['reason']}{_clear_output(job, dst)}"
         result["events"] = []
     row["reason"] = " ".join(str(row["reason"]).split())  # one line
     result["cpu_s"] = time.process_time() - cpu
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return result
+
+
+def _clear_output(job: Job, dst: Path) -> str:
+    """Remove the table (and half-written temp file) of a recording that is no longer ok, if `job` owns it, so
+    no stale table outlives its failure. Never raises: returns a note for the reason when removal failed."""
+    if not job.owns_output:  # a duplicate id must never touch the output of the first file with that id
+        return ""
+    out = recording_file(dst, job.recording_id)
+    notes = []
+    for path in (out, out.with_name(f".{out.name}.tmp")):
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as err:
+            notes.append(f"; could not remove the old {path} ({err.strerror or err})")
+    return "".join(notes)
 
 
 def _init_worker() -> None:

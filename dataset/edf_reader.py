@@ -9,7 +9,8 @@ signal's own gain and offset:
 Robustness (DESIGN 2.4): an empty file, a file that is not an EDF, a BDF (24-bit), an EDF+D (discontinuous)
 file or a file without one whole data record raise `EdfError` naming the file. A cut final data record is
 ignored (the file is read up to its last whole record and `truncated` is set); a header record count of -1
-or one that disagrees with the file size is replaced by the count the file holds. EDF+ annotation signals
+(unknown), 0 or one that disagrees with the file size is replaced by the count the file holds, with a warning
+(the manifest's `warnings`); a count below -1 is an `EdfError`. EDF+ annotation signals
 ("EDF Annotations") keep their place in the record layout but are never offered as channels.
 
 Reference: https://www.edfplus.info/specs/edf.html
@@ -227,6 +228,11 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     available = max(data_bytes, 0) // record_bytes
     partial = max(data_bytes, 0) % record_bytes
     declared = header.n_records_header
+    if declared < -1:
+        raise EdfError(f"{path}: header declares {declared} data records, expected -1 (unknown) or a count >= 0")
+    if declared <= 0:  # -1: unknown (allowed while recording); 0: not updated when the file was closed
+        what = "-1 (unknown)" if declared == -1 else "0"
+        header.warnings.append(f"header record count {what}: counted {available} whole records from the file size")
     if declared > 0 and declared <= available:
         header.n_records = declared
         if available > declared or partial:

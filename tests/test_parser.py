@@ -589,9 +589,9 @@ def test_synthetic_cohort_every_variation_end_to_end(synthetic_cohort):
         splits["recordings"][subject_split[0]])
 
 
-def test_duplicate_recording_id_is_skipped_without_touching_the_first(tmp_path):
+def test_duplicate_recording_id_fails_without_touching_the_first(tmp_path):
     make_night(tmp_path / "src", "a-1")
     make_night(tmp_path / "src" / "copy", "a-1", xml=False)
     manifest = parse(tmp_path / "src", tmp_path / "dst")
-    assert manifest["status"].tolist() == ["ok", "skipped"] and "duplicate" in manifest["reason"].iloc[1]
+    assert manifest["status"].tolist() == ["ok", "failed"] and "duplicate" in manifest["reason"].iloc[1]
     assert pq.read_table(tmp_path / "dst" / "recordings" / "a-1.parquet").num_rows == 20

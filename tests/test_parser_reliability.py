@@ -1,0 +1,117 @@
+"""Reliability of dataset/data_parser.py under hand-made faults: EDF/XML pairing across folders, duplicate
+recording ids, EDF header record counts of 0 and -1, unwritable output folders, a worker killed mid-night and
+a parser killed with its workers running. Nights come from dataset/synthetic.py and are minutes long."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from dataset.data_parser import main
+from dataset.synthetic import generate_cohort, generate_night
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run_main(src: Path, dst: Path, *extra: str) -> tuple[int, pd.DataFrame | None]:
+    """Exit code of the command line and the manifest it wrote (None when none was written)."""
+    code = main(["--src", str(src), "--dst", str(dst), "--no-progress", *extra])
+    path = dst / "manifest.parquet"
+    return code, (pd.read_parquet(path) if path.exists() else None)
+
+
+def night(folder: Path, recording_id: str, seed: int, hours: float = 0.1):
+    folder.mkdir(parents=True, exist_ok=True)
+    return generate_night(folder / f"{recording_id}.edf", folder / f"{recording_id}-nsrr.xml", recording_id,
+                          hours, seed)
+
+
+def stages_of(dst: Path, recording_id: str) -> np.ndarray:
+    return pq.read_table(dst / "recordings" / f"{recording_id}.parquet", columns=["stage"])["stage"].to_numpy()
+
+
+# ------------------------------------------------------------------------------------------------ pairing
+def test_same_recording_id_in_two_folders_never_borrows_the_other_folders_xml(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    first = night(src / "a", "dup-100021", seed=1)
+    second = night(src / "b", "dup-100021", seed=2)
+    night(src / "a", "other-100022", seed=3)
+    assert not np.array_equal(first.stages, second.stages)  # a wrong pairing would show in the labels
+    code, manifest = run_main(src, dst)
+    assert code == 1  # the duplicate failed
+    rows = manifest[manifest["recording_id"] == "dup-100021"]
+    assert rows["edf"].tolist() == [str(first.edf_path), str(second.edf_path)]  # path order, deterministic
+    ok, duplicate = rows.iloc[0], rows.iloc[1]
+    assert ok["status"] == "ok" and ok["xml"] == str(first.xml_path)
+    np.testing.assert_array_equal(stages_of(dst, "dup-100021"), first.stages[: ok["n_epochs"]])
+    assert duplicate["status"] == "failed" and "duplicate recording id" in duplicate["reason"]
+    assert str(first.edf_path) in duplicate["reason"] and str(second.edf_path) in duplicate["reason"]
+    assert manifest.set_index("recording_id").loc["other-100022", "status"] == "ok"
+    assert len(manifest) == 3  # no row for an XML: each sits beside its EDF
+
+
+def test_nsrr_pairing_is_by_relative_path_and_two_candidates_fail(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    nights = generate_cohort(src, nights=3, hours=0.1, seed=0, layout="nsrr")
+    one, two, three = nights
+    shutil.copy(one.xml_path, one.edf_path.parent)  # a second candidate, beside the EDF
+    stray = src / "polysomnography" / "annotations-events-nsrr" / "shhs2" / two.xml_path.name
+    stray.parent.mkdir(parents=True)
+    two.xml_path.rename(stray)  # the mirror folder of another cohort: not this EDF's annotation file
+    code, manifest = run_main(src, dst)
+    assert code == 1
+    rows = {(r.recording_id, r.edf != ""): r for r in manifest.itertuples()}
+    failed = rows[(one.recording_id, True)]
+    assert failed.status == "failed" and "ambiguous annotation files" in failed.reason
+    assert str(one.xml_path) in failed.reason and str(one.edf_path.parent / one.xml_path.name) in failed.reason
+    assert not (dst / "recordings" / f"{one.recording_id}.parquet").exists()
+    unpaired = rows[(two.recording_id, True)]
+    assert unpaired.status == "skipped" and unpaired.xml == ""
+    orphan = rows[(two.recording_id, False)]
+    assert orphan.status == "skipped" and orphan.xml == str(stray) and "no EDF file" in orphan.reason
+    assert rows[(three.recording_id, True)].status == "ok"
+
+
+def test_an_unpaired_xml_never_removes_the_table_of_its_namesake(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    night(src / "a", "x-100031", seed=1)
+    night(src / "a", "y-100032", seed=2)
+    (src / "b").mkdir()
+    shutil.copy(src / "a" / "x-100031-nsrr.xml", src / "b")  # an annotation file with no EDF beside it
+    run_main(src, dst)
+    table = dst / "recordings" / "x-100031.parquet"
+    stamp = table.stat().st_mtime_ns
+    code, manifest = run_main(src, dst)  # the rerun reuses the table; the orphan row must not delete it
+    assert table.stat().st_mtime_ns == stamp
+    statuses = manifest[manifest["recording_id"] == "x-100031"].set_index("xml")["status"].to_dict()
+    assert statuses == {str(src / "a" / "x-100031-nsrr.xml"): "ok", str(src / "b" / "x-100031-nsrr.xml"): "skipped"}
+    assert code == 0
+
+
+# ------------------------------------------------------------------------------------ EDF record count
+@pytest.mark.parametrize("declared, status", [(b"-1", "ok"), (b"0", "ok"), (b"-5", "failed")])
+def test_header_record_count_unknown_or_zero_is_counted_and_flagged(tmp_path, declared, status):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    truth = night(src, "count-100041", seed=1)
+    raw = bytearray(truth.edf_path.read_bytes())
+    raw[236:244] = declared.ljust(8)  # "number of data records" field of the EDF header
+    truth.edf_path.write_bytes(bytes(raw))
+    night(src, "count-100042", seed=2)
+    code, manifest = run_main(src, dst)
+    row = manifest.set_index("recording_id").loc["count-100041"]
+    assert row["status"] == status and code == (status == "failed")
+    if status == "ok":
+        assert row["n_epochs"] == len(truth.stages) and not row["truncated"]
+        assert f"header record count {declared.decode()}" in row["warnings"]
+        assert "counted" in row["warnings"] and "from the file size" in row["warnings"]
+    else:
+        assert "-5 data records" in row["reason"] and str(truth.edf_path) in row["reason"]
