@@ -8,19 +8,135 @@ precedence
 
 The resolved configuration is saved beside the outputs (`save_config`) and can be passed back as `--config` to
 rerun the same job.
+
+Every value is checked at parse time, and a `--config` file's values go through the same typed validators
+(`positive_int`, `fraction`, ...: argparse `type=` functions defined once here) as the command line; an unknown
+key is an error. Bad input ends as one `error:` line and exit status 2 (`ArgumentParser.error`, `UsageError` +
+`reported_errors` in each script's `main`).
+
+config.json rule: a training script writes it only when training really starts, after the options, data and
+checkpoints have been checked, so a run that fails on its input changes nothing in OUT. When OUT already holds a
+config.json with different options (a finished run rerun with other options, a resume with a larger
+--max-steps), that file is kept as `config.<n>.json` (n = 1, 2, ...) before the new one is written.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import re
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import yaml
 
 # Keys written into config.json for the record that are not options (ignored when the file is read back).
 DERIVED_KEY = "_derived"
 MODEL_PRESETS = ("tiny", "T", "B")
+CONFIG_HISTORY_HELP = ("config.json is written when training really starts (after the data, checkpoints and options "
+                       "are checked); an earlier, different config.json there is kept as config.<n>.json")
+
+
+# --------------------------------------------------------------------------- errors
+class UsageError(Exception):
+    """Input the user must fix: an option value, the data folder, a checkpoint, the output folder. The message names
+    the option or file. Library code raises it; a script's `main` turns it into one `error:` line and exit status 2
+    (`reported_errors`)."""
+
+
+class ErrorExit(SystemExit):
+    """SystemExit with an exit status whose str() is the message already printed (callers and tests can read it)."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(code)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextmanager
+def reported_errors() -> Iterator[None]:
+    """Wrap a training script's `main`: a `UsageError` becomes `error: <message>` on stderr and exit status 2; a
+    training failure (`FloatingPointError`: a non-finite loss) becomes `error: <message>` and exit status 1. Anything
+    else is a bug and keeps its traceback."""
+    try:
+        yield
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise ErrorExit(str(err), 2) from None
+    except FloatingPointError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        raise ErrorExit(str(err), 1) from None
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors: `error: --lr must be > 0, got -1` on stderr, exit status 2."""
+
+    def error(self, message: str):
+        message = re.sub(r"^argument ([^:]+): (must|should|expected)", r"\1 \2", message)
+        message = re.sub(r"^argument ", "", message)
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+# --------------------------------------------------------------------------- typed option values
+def bounded(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False,
+            high_open: bool = False) -> Callable[[Any], Any]:
+    """An argparse `type=` that reads an int or a finite float (from command-line text or a config-file value)
+    and checks it against [low, high] (`low_open` / `high_open`: that end excluded); argparse.ArgumentTypeError
+    otherwise. `parse_config` runs config-file values through the same function."""
+    if low is not None and high is not None:
+        text = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        text = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        raise ValueError("bounded: give at least the lower bound")
+    noun = "an integer " if kind is int else ""
+
+    def check(value: Any) -> Any:
+        try:
+            if isinstance(value, bool) or (kind is int and isinstance(value, float)):
+                raise ValueError
+            number = kind(value.strip() if isinstance(value, str) else value)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"must be {noun or 'a number '}{text}, got {value!r}") from None
+        if kind is float and not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"must be a finite number {text}, got {value!r}")
+        too_low = low is not None and (number <= low if low_open else number < low)
+        too_high = high is not None and (number >= high if high_open else number > high)
+        if too_low or too_high:
+            raise argparse.ArgumentTypeError(f"must be {noun}{text}, got {number:g}")
+        return number
+
+    check.__name__ = f"{kind.__name__} {text}"
+    check.checks_values = True  # parse_config applies it to --config values too
+    return check
+
+
+positive_int = bounded(int, low=1)
+non_negative_int = bounded(int, low=0)
+positive_float = bounded(float, low=0, low_open=True)
+non_negative_float = bounded(float, low=0)
+fraction = bounded(float, 0, 1, low_open=True)  # (0, 1], e.g. --label-fraction
+unit_interval = bounded(float, 0, 1)  # [0, 1], e.g. --min-lr-ratio
+probability = bounded(float, 0, 1, high_open=True)  # [0, 1), e.g. a dropout rate or an Adam beta
+
+
+def check_out_dir(path: str | Path, option: str = "--out") -> Path:
+    """`path` as a run directory that exists or can be made (nothing is created): UsageError naming `option`
+    when it, or the nearest existing folder above it, is not a writable directory."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"{option} {path}: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(f"{option} {path}: {existing} is not writable")
+    return path
 
 
 def comma_list(text: str) -> list[str]:
@@ -55,19 +171,18 @@ def build_parser(
     `defaults` (dest names, e.g. `{"channels": [...], "out": "runs/x"}`) are the script's own defaults and
     may name those options too.
     """
-    parser = argparse.ArgumentParser(
-        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
-    )
+    parser = ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument(
         "--config", type=Path, default=None,
-        help="JSON or YAML file of options (keys as in config.json); its values become defaults, explicit flags win",
+        help="JSON or YAML file of options (keys as in config.json); its values become defaults, explicit flags win; "
+             "an unknown key or a bad value is an error",
     )
 
     data = parser.add_argument_group("data")
     data.add_argument("--data", type=Path, default=None,
                       help="parsed cohort folder (data_parser's DST; holds splits.json)")
     data.add_argument("--channels", type=comma_list, default=None, help="comma-separated canonical channel names")
-    data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes per training process")
+    data.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes per training process")
 
     model = parser.add_argument_group("model")
     model.add_argument("--preset", default="B", help=f"model size preset ({', '.join(MODEL_PRESETS)})")
@@ -77,44 +192,46 @@ def build_parser(
     )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=int, default=30, help="passes over the training set (defines the lr schedule)")
+    optim.add_argument("--epochs", type=positive_int, default=30, help="passes over the training set (defines the lr schedule)")
     optim.add_argument(
-        "--max-steps", type=int, default=0,
+        "--max-steps", type=non_negative_int, default=0,
         help="stop after this many optimizer steps in total (smoke runs; 0 = no cap). The lr schedule still "
              "spans --epochs, so a capped run can be resumed with a larger cap",
     )
-    optim.add_argument("--batch-size", type=int, default=256, help="samples per process per micro-batch")
-    optim.add_argument("--accum-steps", type=int, default=1, help="micro-batches per optimizer step")
+    optim.add_argument("--batch-size", type=positive_int, default=256, help="samples per process per micro-batch")
+    optim.add_argument("--accum-steps", type=positive_int, default=1, help="micro-batches per optimizer step")
     optim.add_argument(
-        "--lr", type=float, default=5e-4,
+        "--lr", type=positive_float, default=5e-4,
         help="base learning rate; the AdamW rate is lr x effective_batch / 256 with effective_batch = "
              "batch_size x accum_steps x world_size",
     )
-    optim.add_argument("--min-lr-ratio", type=float, default=0.0, help="cosine floor as a fraction of the peak lr")
-    optim.add_argument("--weight-decay", type=float, default=0.05, help="AdamW decay (not on biases, norms, tokens)")
-    optim.add_argument("--adam-betas", type=float, nargs=2, default=[0.9, 0.999], metavar=("BETA1", "BETA2"))
-    optim.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup length in epochs")
-    optim.add_argument("--warmup-steps", type=int, default=None,
+    optim.add_argument("--min-lr-ratio", type=unit_interval, default=0.0, help="cosine floor as a fraction of the peak lr")
+    optim.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW decay (not on biases, norms, tokens)")
+    optim.add_argument("--adam-betas", type=probability, nargs=2, default=[0.9, 0.999], metavar=("BETA1", "BETA2"))
+    optim.add_argument("--warmup-epochs", type=non_negative_float, default=1.0, help="linear warmup length in epochs")
+    optim.add_argument("--warmup-steps", type=non_negative_int, default=None,
                        help="linear warmup in optimizer steps (overrides --warmup-epochs)")
-    optim.add_argument("--clip-grad", type=float, default=3.0, help="max global gradient norm (0 = no clipping)")
+    optim.add_argument("--clip-grad", type=non_negative_float, default=3.0, help="max global gradient norm (0 = no clipping)")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory (config, logs, checkpoints)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--out", type=Path, default=Path("runs/train"),
+                     help=f"run directory (config, logs, checkpoints); {CONFIG_HISTORY_HELP}")
+    run.add_argument("--seed", type=non_negative_int, default=0)
     run.add_argument(
         "--resume", default="auto",
         help="'auto' continues from OUT/last.pt when it exists; a checkpoint path continues from that file; "
-             "'none' starts afresh (overwriting OUT's logs)",
+             "'none' starts afresh (overwriting OUT's logs and checkpoints). An unreadable checkpoint is an error "
+             "(nothing is written): pass --resume none, or another checkpoint such as OUT/best.pt",
     )
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     run.add_argument("--amp", action="store_true", help="mixed precision autocast on CUDA (never on CPU)")
     run.add_argument("--amp-dtype", choices=("bf16", "fp16"), default="bf16",
                      help="autocast dtype (fp16 uses loss scaling)")
-    run.add_argument("--max-minutes", type=float, default=0.0,
+    run.add_argument("--max-minutes", type=non_negative_float, default=0.0,
                      help="stop cleanly (checkpoint saved) after this wall time; 0 = no limit")
-    run.add_argument("--save-every-steps", type=int, default=0,
+    run.add_argument("--save-every-steps", type=non_negative_int, default=0,
                      help="also write last.pt every N optimizer steps (0 = per epoch only)")
-    run.add_argument("--log-every", type=int, default=50,
+    run.add_argument("--log-every", type=non_negative_int, default=50,
                      help="optimizer steps between lines in steps.jsonl (and TensorBoard)")
     run.add_argument("--tensorboard", action="store_true",
                      help="also log to OUT/tensorboard (needs the tensorboard package)")
@@ -123,7 +240,7 @@ def build_parser(
     dist = parser.add_argument_group("distributed (launch with torchrun; single process without it)")
     dist.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
                       help="auto: nccl on CUDA, gloo on CPU")
-    dist.add_argument("--dist-timeout-min", type=float, default=30.0, help="collective timeout in minutes")
+    dist.add_argument("--dist-timeout-min", type=positive_float, default=30.0, help="collective timeout in minutes")
     dist.add_argument(
         "--find-unused-parameters", action="store_true",
         help="DistributedDataParallel option for models whose forward leaves some trainable parameters unused",
@@ -131,8 +248,7 @@ def build_parser(
     for add in add_options:
         add(parser)
     if defaults:
-        _check_keys(parser, defaults, "build_parser(defaults=...)")
-        parser.set_defaults(**dict(defaults))
+        parser.set_defaults(**_check_keys(parser, defaults, "build_parser(defaults=...)"))
     return parser
 
 
@@ -140,26 +256,38 @@ def _option_dests(parser: argparse.ArgumentParser) -> set[str]:
     return {action.dest for action in parser._actions if action.dest != argparse.SUPPRESS}
 
 
-def _check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], where: str) -> None:
-    """Unknown names and wrongly typed values are errors (strings are converted by argparse itself)."""
+def _check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """`values` (option dest -> value, e.g. from a config file) checked as the command line would be: unknown names
+    and wrongly typed or out-of-range values raise ValueError naming `where` and the key. Returns the values with
+    the typed validators' conversions applied (e.g. `"1e-3"` -> 0.001)."""
     unknown = sorted(set(values) - _option_dests(parser))
     if unknown:
         known = ", ".join(sorted(_option_dests(parser) - {"help"}))
         raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)}; known options: {known}")
+    checked = dict(values)
     flags = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)
     for action in parser._actions:
         if action.dest not in values or values[action.dest] is None:
             continue
         value = values[action.dest]
         if isinstance(action, flags):
-            expected = bool
+            if not isinstance(value, bool):
+                raise ValueError(f"{where}: option {action.dest} = {value!r} should be true/false")
+        elif getattr(action.type, "checks_values", False):
+            many = action.nargs not in (None, "?")
+            if many and not isinstance(value, (list, tuple)):
+                raise ValueError(f"{where}: option {action.dest} = {value!r} should be a list")
+            try:
+                checked[action.dest] = ([action.type(item) for item in value] if many else action.type(value))
+            except argparse.ArgumentTypeError as err:
+                wanted = re.sub(r"^must be (.*), got .*$", r"should be \1", str(err))
+                raise ValueError(f"{where}: option {action.dest} = {value!r} {wanted}") from None
         elif action.type in (int, float) and action.nargs is None and not isinstance(value, str):
             expected = int if action.type is int else (int, float)
-        else:
-            continue
-        if not isinstance(value, expected) or (expected is not bool and isinstance(value, bool)):
-            kind = {bool: "true/false", int: "an integer"}.get(expected, "a number")
-            raise ValueError(f"{where}: option {action.dest} = {value!r} should be {kind}")
+            if not isinstance(value, expected) or isinstance(value, bool):
+                kind = "an integer" if expected is int else "a number"
+                raise ValueError(f"{where}: option {action.dest} = {value!r} should be {kind}")
+    return checked
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
@@ -198,13 +326,13 @@ def parse_config(
     file values). Raises SystemExit with a usage message on bad input, like argparse.
     """
     argv = list(argv) if argv is not None else None
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = ArgumentParser(add_help=False)
     pre.add_argument("--config", type=Path, default=None)
     known, _ = pre.parse_known_args(argv)
     if known.config is not None:
         try:
             values = load_config_file(known.config)
-            _check_keys(parser, values, str(known.config))
+            values = _check_keys(parser, values, str(known.config))
         except (OSError, ValueError) as err:
             parser.error(str(err))
         parser.set_defaults(**values)
@@ -238,15 +366,29 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def save_config(cfg: argparse.Namespace, path: str | Path, derived: Mapping[str, Any] | None = None) -> Path:
+def save_config(cfg: argparse.Namespace, path: str | Path, derived: Mapping[str, Any] | None = None,
+                keep_previous: bool = False) -> Path:
     """Write the resolved config as JSON (atomic); `derived` values (world size, effective lr, ...) go under
-    `_derived` for the record."""
+    `_derived` for the record. With `keep_previous`, an existing file whose options differ is first renamed to
+    `config.<n>.json` (the next free n), so a run directory keeps the config of every run that started there."""
     record = config_to_dict(cfg)
     if derived:
         record[DERIVED_KEY] = to_plain(dict(derived))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+    if keep_previous and path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except (OSError, ValueError):
+            previous = None  # unreadable: kept as history all the same
+        options = {k: v for k, v in json.loads(text).items() if k != DERIVED_KEY}
+        if not isinstance(previous, dict) or {k: v for k, v in previous.items() if k != DERIVED_KEY} != options:
+            n = 1
+            while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
+                n += 1
+            os.replace(path, path.with_name(f"{path.stem}.{n}{path.suffix}"))
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
     return path
