@@ -8,7 +8,8 @@ SRC is an NSRR download (`polysomnography/edfs/<cohort>/<name>.edf` with
 `polysomnography/annotations-events-nsrr/<cohort>/<name>-nsrr.xml`) or a folder with `<name>.edf` beside
 `<name>-nsrr.xml`. Every input ends as one manifest row (ok, skipped or failed, with a reason); a bad file never
 stops the cohort. Writes are atomic; a rerun reuses every Parquet file whose footer is valid and whose source
-hashes and processing settings match. Exit code 0 when nothing failed, else 1. See dataset/README.md.
+hashes and processing settings match. Exit code 0 when nothing failed, 1 when some recording failed, 2 for a
+usage or environment error (no SRC, a DST that cannot be written). See dataset/README.md.
 """
 from __future__ import annotations
 
@@ -406,6 +407,22 @@ def write_cohort_outputs(dst: Path, manifest: pd.DataFrame, events: pd.DataFrame
     return splits
 
 
+class OutputFolderError(OSError):
+    """DST (or DST/recordings) cannot be created or written: an environment error, not a bad recording."""
+
+
+def _check_writable(folder: Path) -> None:
+    """Create `folder` (and its parents) and prove a file can be made there, before any night is processed."""
+    probe = folder / f".write-check.{os.getpid()}.tmp"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise OutputFolderError(f"{folder}: cannot create or write the output folder "
+                                f"({err.strerror or err}{f': {err.filename}' if err.filename else ''})") from None
+
+
 def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: bool = False,
                  channels: list[str] | tuple[str, ...] | None = None, shard: tuple[int, int] | str | None = None,
                  allow_unscored: bool = False, config: ProcessingConfig | None = None, split_seed: int = 0,
@@ -426,7 +443,7 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
         shard = parse_shard(shard)
     if shard is not None:
         jobs = [j for j in jobs if shard_of(j.recording_id, shard[1]) == shard[0]]
-    (dst / "recordings").mkdir(parents=True, exist_ok=True)
+    _check_writable(dst / "recordings")
     record = {"src": str(src), "workers": workers, "shard": list(shard) if shard else None,
               "version": package_version(), "config": config.as_dict(), "config_digest": config.digest()}
     name = f"parser_config.shard-{shard[0]}-of-{shard[1]}.json" if shard else "parser_config.json"
@@ -562,7 +579,8 @@ def _parse_bands(items: list[str], parser: argparse.ArgumentParser) -> tuple:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code (0: nothing failed, 1: some recording failed)."""
+    """Command-line entry point; returns the exit code (0: nothing failed, 1: some recording failed, 2: usage or
+    environment error, reported as one `error:` line)."""
     parser = build_parser()
     known, _ = parser.parse_known_args(argv)
     if known.config is not None:
@@ -595,8 +613,8 @@ def main(argv: list[str] | None = None) -> int:
             manifest = parse_cohort(args.src, args.dst, workers=args.workers, overwrite=args.overwrite,
                                     shard=shard, allow_unscored=args.allow_unscored, config=config,
                                     progress=args.progress, **split_args)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (OSError, ValueError) as err:  # no SRC, unusable DST, missing shards, full disk: not one recording
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     print(summary_text(manifest))
     print(f"{len(manifest)} recording(s) in {time.perf_counter() - started:.1f} s -> {args.dst}")

@@ -115,3 +115,63 @@ def test_header_record_count_unknown_or_zero_is_counted_and_flagged(tmp_path, de
         assert "counted" in row["warnings"] and "from the file size" in row["warnings"]
     else:
         assert "-5 data records" in row["reason"] and str(truth.edf_path) in row["reason"]
+
+
+# ------------------------------------------------------------------------------------- unwritable output
+@pytest.mark.parametrize("where", ["below_a_file", "a_file"])
+def test_dst_that_cannot_be_created_is_one_error_line_and_exit_2(tmp_path, capsys, where):
+    src = tmp_path / "src"
+    generate_cohort(src, nights=1, hours=0.1, seed=0, layout="flat")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a regular file")
+    dst = blocker / "dst" if where == "below_a_file" else blocker
+    assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and str(blocker) in err and "Traceback" not in err
+    assert blocker.read_text() == "a regular file"
+
+
+def test_read_only_recordings_folder_is_an_environment_error(tmp_path, capsys):
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    generate_cohort(src, nights=1, hours=0.1, seed=0, layout="flat")
+    (dst / "recordings").mkdir(parents=True)
+    (dst / "recordings").chmod(0o555)
+    try:
+        assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 2
+    finally:
+        (dst / "recordings").chmod(0o755)
+    assert capsys.readouterr().err.startswith(f"error: {dst / 'recordings'}")
+    assert not (dst / "manifest.parquet").exists()
+
+
+def test_a_table_that_cannot_be_written_or_removed_fails_that_night_only(tmp_path, monkeypatch):
+    """What a read-only DST/recordings does to a rerun with --overwrite: writing fails, and so does removing
+    the old table in the error handler; the night must fail with both reasons and the cohort must finish."""
+    from dataset import data_parser
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    nights = generate_cohort(src, nights=3, hours=0.1, seed=0, layout="flat")
+    assert run_main(src, dst)[0] == 0
+    victim = nights[1].recording_id
+    real_write, real_unlink = data_parser._write_parquet, Path.unlink
+
+    def write(night, row, config, path):
+        if path.stem == victim:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_write(night, row, config, path)
+
+    def unlink(self, missing_ok=False):
+        if self.parent == dst / "recordings" and victim in self.name:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(data_parser, "_write_parquet", write)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    code, manifest = run_main(src, dst, "--overwrite")
+    assert code == 1
+    rows = manifest.set_index("recording_id")
+    assert rows.loc[victim, "status"] == "failed" and "Permission denied" in rows.loc[victim, "reason"]
+    assert "could not remove the old" in rows.loc[victim, "reason"]
+    assert (rows.drop(index=victim)["status"] == "ok").all()
