@@ -281,13 +281,16 @@ def test_icc_shrout_fleiss_table_and_perfect_agreement():
 
 def test_ahi_agreement():
     scored = np.array([1.0, 4.0, 6.0, 12.0, 20.0, 35.0, 50.0, 2.0])
-    perfect = ahi_agreement(scored, scored)
+    few = ahi_agreement(scored[:2] + 1, scored[:2])  # 2 nights: r would be 1.000, ICC meaningless
+    assert np.isnan(few["pearson_r"]) and np.isnan(few["icc_2_1"]) and few["bland_altman"]["bias"] == 1.0
+    assert np.isnan(ahi_agreement(scored, scored)["icc_2_1"])  # 8 nights < 10
+    perfect = ahi_agreement(scored, scored, min_nights=2)
     assert perfect["pearson_r"] == pytest.approx(1.0) and perfect["icc_2_1"] == pytest.approx(1.0)
     assert perfect["severity_accuracy"] == 1.0 and perfect["severity_kappa"] == pytest.approx(1.0)
     assert perfect["mae"] == 0.0 and perfect["n"] == 8
 
     estimated = np.array([2.0, 6.0, 5.0, 16.0, 18.0, 28.0, np.nan, 1.0])  # last-but-one: no predicted sleep
-    got = ahi_agreement(estimated, scored)
+    got = ahi_agreement(estimated, scored, min_nights=2)
     keep = np.isfinite(estimated)
     assert got["n"] == 7 and got["n_missing"] == 1
     assert got["mae"] == pytest.approx(np.mean(np.abs(estimated[keep] - scored[keep])))

@@ -22,6 +22,7 @@ import numpy as np
 from scipy import stats
 
 from dataset.constants import STAGE_NAMES, STAGE_UNSCORED, TASKS
+from utils.events import bland_altman
 
 SEVERITY_THRESHOLDS: tuple[float, ...] = (5.0, 15.0, 30.0)  # events/h; AHI >= threshold enters the next class
 SEVERITY_NAMES: tuple[str, ...] = ("normal", "mild", "moderate", "severe")
@@ -581,13 +582,20 @@ def icc(ratings, kind: str = "2,1") -> float:
     return float((ms_rows - ms_error) / denominator)
 
 
-def ahi_agreement(estimated, scored) -> dict:
+MIN_AGREEMENT_NIGHTS = 10  # fewer nights than this: no correlation or ICC (2 nights give r = +-1)
+
+
+def ahi_agreement(estimated, scored, min_nights: int = MIN_AGREEMENT_NIGHTS) -> dict:
     """Agreement between estimated and scored AHI over recordings (events/h, one value per recording each).
 
     Pairs where either value is NaN (e.g. no predicted sleep) are left out and counted in `n_missing`.
+    Pearson r and the ICCs are NaN (left blank in tables) with fewer than `min_nights` pairs: from 2 or 3
+    nights they are meaningless (r = +-1, ICC below -1). Bland-Altman limits (`utils.events.bland_altman`)
+    are given under "bland_altman".
 
     Returns:
         {"n", "n_missing", "pearson_r", "pearson_p", "icc_2_1" (absolute agreement, the headline),
+         "bland_altman" ({"n", "bias", "sd", "loa_low", "loa_high"}),
          "icc_3_1" (consistency), "mae" and "bias" (mean estimated - scored, events/h),
          "severity_accuracy", "severity_kappa" (unweighted), "severity_kappa_linear" (linear-weighted),
          "severity_confusion" (4x4 nested list, rows = scored class, columns = estimated),
@@ -602,14 +610,16 @@ def ahi_agreement(estimated, scored) -> dict:
     n = int(est.size)
     nan = float("nan")
     out = {"n": n, "n_missing": int((~ok).sum()), "severity_names": list(SEVERITY_NAMES)}
-    if n >= 2 and np.std(est) > 0 and np.std(ref) > 0:
+    if n >= max(min_nights, 2) and np.std(est) > 0 and np.std(ref) > 0:
         r, p = stats.pearsonr(est, ref)
         out["pearson_r"], out["pearson_p"] = float(r), float(p)
     else:
         out["pearson_r"], out["pearson_p"] = nan, nan
     pairs = np.stack([ref, est], axis=1)  # (n, 2): targets = recordings, raters = scorer, model
-    out["icc_2_1"] = icc(pairs, "2,1") if n >= 2 else nan
-    out["icc_3_1"] = icc(pairs, "3,1") if n >= 2 else nan
+    enough = n >= max(min_nights, 2)
+    out["icc_2_1"] = icc(pairs, "2,1") if enough else nan
+    out["icc_3_1"] = icc(pairs, "3,1") if enough else nan
+    out["bland_altman"] = bland_altman(est, ref)
     out["mae"] = float(np.mean(np.abs(est - ref))) if n else nan
     out["bias"] = float(np.mean(est - ref)) if n else nan
     cm = confusion_matrix(severity_class(ref), severity_class(est), len(SEVERITY_NAMES))  # (4, 4)
