@@ -14,6 +14,8 @@ encoder, decoders and projectors, so `load_backbone(path)` needs no unimodal che
 """
 from __future__ import annotations
 
+import pickle
+import zipfile
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -57,14 +59,26 @@ def load_checked_dict(path: Path, required: Iterable[str], what: str,
     ValueError naming the file and the problem otherwise (`what` names the expected kind of file)."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # noqa: BLE001 — a corrupt or foreign file: say which and why
-        raise ValueError(f"{path}: cannot read checkpoint ({type(err).__name__}: {err})") from err
+    except Exception as err:  # noqa: BLE001 — a corrupt or foreign file: say which and why, in one line
+        raise ValueError(f"{path}: cannot read it as a {what}: {unreadable_reason(path, err)}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a {what} of this project (a {type(state).__name__}, expected a dict)")
     missing = [key for key in required if key not in state]
     if missing:
         raise ValueError(f"{path}: not a {what} of this project (missing keys: {', '.join(missing)})")
     return state
+
+
+def unreadable_reason(path: Path, err: Exception) -> str:
+    """One line on why `torch.load(path, weights_only=True)` failed (torch's own message spans several lines and
+    suggests `weights_only=False`, which this project never uses: it would run code from the file)."""
+    if not zipfile.is_zipfile(path):
+        return "not a PyTorch checkpoint file (truncated, e.g. by an interrupted copy, or another kind of file)"
+    if isinstance(err, pickle.UnpicklingError):
+        return ("it holds Python objects other than tensors, numbers, strings, lists and dicts, which this "
+                "project's checkpoints never do")
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return f"corrupt PyTorch archive ({first[:160]})"
 
 
 def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], where: str,

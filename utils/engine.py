@@ -17,7 +17,7 @@ a dataset that draws random numbers inside DataLoader workers gets the same work
 the resumed epoch hands batches to workers in a different rotation.
 
     cfg = parse_config(build_parser(defaults={...}), argv)
-    ctx = setup_run(cfg)                       # torchrun process group or single process; seeds; config.json
+    ctx = setup_run(cfg)                       # torchrun process group or single process; seeds
     model = build_model(...)                   # identical on every rank (seeded)
     summary = fit(cfg, model, train_set, ctx=ctx, model_kind="neuronet", model_config=model_cfg.to_dict(),
                   monitor=KnnMonitor(...))
@@ -44,7 +44,7 @@ from utils.checkpoint import (
     FORMAT_VERSION, atomic_save, capture_rng_state, code_version, load_checkpoint, plain_number,
     restore_rng_state, sha256_file,
 )
-from utils.config import config_to_dict, save_config, to_plain
+from utils.config import UsageError, config_to_dict, save_config, to_plain
 from utils.distributed import (
     DistContext, all_gather_objects, all_reduce_sum, barrier, broadcast_object, init_distributed,
 )
@@ -172,16 +172,13 @@ def run_derived(cfg: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
 
 
 def setup_run(cfg: argparse.Namespace) -> DistContext:
-    """Join torchrun's process group (or run single-process), seed everything with `cfg.seed` (so the model
-    is initialised identically on every rank), create the run directory and save config.json (rank 0)."""
-    for name, minimum in (("batch_size", 1), ("accum_steps", 1), ("epochs", 1)):
-        if getattr(cfg, name) < minimum:
-            raise SystemExit(f"error: --{name.replace('_', '-')} must be >= {minimum}, got {getattr(cfg, name)}")
+    """Join torchrun's process group (or run single-process) and seed everything with `cfg.seed` (so the model
+    is initialised identically on every rank). Writes nothing: `fit` writes config.json when training starts.
+    (Option values were checked when they were parsed: utils/config.py.)"""
     ctx = init_distributed(cfg.device, cfg.dist_backend, cfg.dist_timeout_min)
     seed_everything(cfg.seed)
     if ctx.is_main:
         derived = run_derived(cfg, ctx)
-        save_config(cfg, Path(cfg.out) / "config.json", derived=derived)
         amp = "off" if not cfg.amp else (cfg.amp_dtype if ctx.device.type == "cuda" else "off (CUDA only)")
         print(f"run dir {cfg.out} | device {ctx.device} x {ctx.world_size} process(es) | amp {amp} | "
               f"effective batch {derived['effective_batch_size']} -> lr {derived['lr_scaled']:.3g} "
@@ -191,16 +188,41 @@ def setup_run(cfg: argparse.Namespace) -> DistContext:
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """`auto` -> RUN_DIR/last.pt if present; `none`/empty -> None; otherwise the given path (must exist)."""
+    """`auto` -> RUN_DIR/last.pt if present; `none`/empty -> None; otherwise the given path (UsageError if it is
+    not a file)."""
     if resume is None or str(resume).lower() in ("", "none", "no", "false"):
         return None
     if str(resume).lower() == "auto":
-        last = run_dir / "last.pt"
+        last = Path(run_dir) / "last.pt"
         return last if last.is_file() else None
     path = Path(resume)
     if not path.is_file():
-        raise FileNotFoundError(f"--resume {resume}: checkpoint not found")
+        raise UsageError(f"--resume {resume}: no such checkpoint file (--resume none starts afresh)")
     return path
+
+
+def read_resume_checkpoint(resume: str | None, run_dir: Path, model_kind: str | None = None
+                           ) -> tuple[Path | None, dict[str, Any] | None]:
+    """The training checkpoint `--resume` points at (`resolve_resume`), read and checked, or (None, None) for a
+    fresh start. UsageError naming the file and what to do when it cannot be read (truncated, corrupt, not a
+    checkpoint) or holds another `model_kind` than this run trains. Scripts call it before reading any data, so
+    a bad checkpoint costs nothing and changes nothing; `fit` calls it again to resume."""
+    path = resolve_resume(resume, run_dir)
+    if path is None:
+        return None, None
+    if str(resume).lower() == "auto":
+        best = Path(run_dir) / "best.pt"
+        advice = ("it is the automatic resume from --out: start afresh with --resume none"
+                  + (f", or continue from the best checkpoint with --resume {best}" if best.is_file() else ""))
+    else:
+        advice = "give --resume another checkpoint, or --resume none to start afresh"
+    try:
+        state = load_checkpoint(path)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{err}; {advice}") from None
+    if model_kind is not None and state["model_kind"] != model_kind:
+        raise UsageError(f"{path}: holds a {state['model_kind']!r} model, this run trains {model_kind!r}; {advice}")
+    return path, state
 
 
 # --------------------------------------------------------------------------- the loop
@@ -311,6 +333,7 @@ class Trainer:
                                      "mode": monitor_mode if self.has_monitor else "min",
                                      "value": None, "epoch": None, "step": None}
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
+        self.saved: dict[str, int] = {}  # checkpoint name -> step, as written (or resumed from) by this run
         self.meter = _Meter()
         self.initial_best = dict(initial_best) if initial_best else None
         if self.initial_best is not None and self.best["metric"] not in self.initial_best:
@@ -318,23 +341,33 @@ class Trainer:
         self.splits_sha256 = sha256_file(Path(cfg.data) / "splits.json") if getattr(cfg, "data", None) else None
 
     # ----------------------------------------------------------------------- checkpoints
-    def resume(self, path: Path) -> None:
-        """Load model, optimizer, scheduler, scaler, position, best, meter and this rank's RNG state."""
-        ckpt, cfg, ctx = load_checkpoint(path), self.cfg, self.ctx
-        if ckpt["model_kind"] != self.model_kind:
-            raise ValueError(f"{path}: checkpoint holds a {ckpt['model_kind']!r} model, "
-                             f"this run trains {self.model_kind!r}")
+    def resume(self, path: Path, ckpt: Mapping[str, Any] | None = None) -> None:
+        """Load model, optimizer, scheduler, scaler, position, best, meter and this rank's RNG state (from `ckpt`,
+        the checkpoint at `path` already read, or read here)."""
+        if ckpt is None:
+            path, ckpt = read_resume_checkpoint(path, self.run_dir, self.model_kind)
+        cfg, ctx = self.cfg, self.ctx
         changed = {k: (ckpt["config"].get(k), to_plain(getattr(cfg, k))) for k in RESUME_CHECKED_KEYS
                    if hasattr(cfg, k) and ckpt["config"].get(k) != to_plain(getattr(cfg, k))}
         if changed and ctx.is_main:
             print(f"warning: resuming {path} with changed options (checkpoint -> now): {changed}", flush=True)
-        self.model.load_state_dict(ckpt["model"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        except (RuntimeError, ValueError, KeyError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(f"{path}: its weights or optimizer state do not fit the model built from the current "
+                             f"options ({first[:200]}); resume with the options it was written with, or start "
+                             "afresh with --resume none") from None
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.batch_in_epoch, self.step = int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]), int(ckpt["step"])
         self.best = dict(ckpt.get("best") or self.best)
+        if Path(path) == self.run_dir / "last.pt":
+            self.saved["last.pt"] = self.step
+        if self.best.get("step") is not None and (self.run_dir / "best.pt").is_file():
+            self.saved["best.pt"] = self.best["step"]
         self.meter = _Meter(ckpt.get("meter"))
         if len(ckpt["rng"]) == ctx.world_size:
             restore_rng_state(ckpt["rng"][ctx.rank])
@@ -344,7 +377,7 @@ class Trainer:
                 print(f"warning: {path} was written by {len(ckpt['rng'])} process(es), this run has "
                       f"{ctx.world_size}: RNG streams reseeded, the batch order is re-split", flush=True)
         if self.batch_in_epoch > self.used_batches:
-            raise ValueError(f"{path}: {self.batch_in_epoch} batches consumed in epoch {self.epoch}, but an epoch "
+            raise UsageError(f"{path}: {self.batch_in_epoch} batches consumed in epoch {self.epoch}, but an epoch "
                              f"now has {self.used_batches}; resume with the batch size and process count it was "
                              "written with")
         if ctx.is_main:
@@ -366,7 +399,15 @@ class Trainer:
             }
             for name in names:
                 atomic_save(state, self.run_dir / name)
+                self.saved[name] = self.step
         barrier(self.ctx)
+
+    def checkpoint_report(self) -> str:
+        """What a failed run leaves to continue from: this run's checkpoints and their steps, or that none exists."""
+        if not self.saved:
+            return f"no checkpoint of this run was written yet in {self.run_dir}: start again, e.g. with a lower --lr"
+        listed = ", ".join(f"{self.run_dir / name} (step {step})" for name, step in sorted(self.saved.items()))
+        return f"checkpoints of this run: {listed}; --resume one of them, e.g. with a lower --lr"
 
     # ----------------------------------------------------------------------- the loop
     def _micro_step(self, batch: Any) -> dict[str, float]:
@@ -382,7 +423,7 @@ class Trainer:
             if not math.isfinite(values["loss"]):
                 raise FloatingPointError(
                     f"loss is {values['loss']} at epoch {self.epoch + 1}, step {self.step + 1} (rank {ctx.rank}); "
-                    f"last good checkpoint: {self.run_dir / 'last.pt'}")
+                    f"{self.checkpoint_report()}")
             self.scaler.scale(output["loss"] / cfg.accum_steps).backward()
         self.meter.add(values)
         self.batch_in_epoch += 1
@@ -468,10 +509,13 @@ class Trainer:
         if ctx.is_main:
             print(f"parameters: {format_count(self.n_parameters)} total, {format_count(self.n_trainable)} trainable",
                   flush=True)
-        resume_path = resolve_resume(cfg.resume, self.run_dir)
+        resume_path, checkpoint = read_resume_checkpoint(cfg.resume, self.run_dir, self.model_kind)
         if resume_path is not None:
-            self.resume(resume_path)
-        elif self.initial_best is not None:  # the starting weights are the score to beat: best.pt until beaten
+            self.resume(resume_path, checkpoint)
+        del checkpoint
+        if ctx.is_main:  # training really starts: the inputs were checked (utils/config.py, config.json rule)
+            save_config(cfg, self.run_dir / "config.json", derived=run_derived(cfg, ctx), keep_previous=True)
+        if resume_path is None and self.initial_best is not None:  # the starting weights are the score to beat: best.pt until beaten
             value = float(self.initial_best[self.best["metric"]])
             if math.isfinite(value):
                 self.best.update(value=value, epoch=0, step=0)

@@ -1,13 +1,15 @@
 """Run-directory logs: one JSON line per epoch (`log.jsonl`), step lines (`steps.jsonl`), optional TensorBoard,
 and the tqdm progress bar. Only the main process (rank 0) writes or prints; other ranks get no-op objects.
 
-log.jsonl holds `{"kind": "epoch", ...}` lines and, at the end of a run, one `{"kind": "summary", ...}` line.
+log.jsonl holds `{"kind": "epoch", ...}` lines (one per epoch: a resumed epoch's complete record replaces the
+partial one of the stopped run) and, at the end of a run, one `{"kind": "summary", ...}` line.
 """
 from __future__ import annotations
 
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -62,11 +64,8 @@ class RunLogger:
         if not self.enabled:
             return
         for path in (self.steps_path, self.log_path):
-            if path.is_file():
-                kept = [r for r in read_jsonl(path) if r.get("step", 0) <= step and r.get("kind") != "summary"]
-                tmp = path.with_name(path.name + ".tmp")
-                tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-                tmp.replace(path)
+            if path.is_file():  # (a cut last line is dropped here, so appends start on a fresh line)
+                _write_jsonl(path, [r for r in read_jsonl(path) if r.get("step", 0) <= step and r.get("kind") != "summary"])
 
     def _append(self, path: Path, record: Mapping[str, Any]) -> None:
         with path.open("a") as handle:
@@ -83,10 +82,19 @@ class RunLogger:
                     self.writer.add_scalar(f"train/{name}", plain_number(value), step)
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
-        """One `{"kind": "epoch", ...}` line in log.jsonl (and TensorBoard scalars under `epoch/`)."""
+        """One `{"kind": "epoch", ...}` line in log.jsonl (and TensorBoard scalars under `epoch/`). The partial
+        record of the same epoch that a stopped run left (`"partial": true`) is replaced by this one, atomically,
+        so a resumed epoch has one line."""
         if not self.enabled:
             return
-        self._append(self.log_path, {"kind": "epoch", **record})
+        line = {"kind": "epoch", **record}
+        earlier = read_jsonl(self.log_path) if self.log_path.is_file() else []
+        stale = [r for r in earlier if r.get("kind") == "epoch" and r.get("epoch") == record.get("epoch")
+                 and r.get("partial")]
+        if stale:
+            _write_jsonl(self.log_path, [r for r in earlier if not any(r is s for s in stale)] + [_json_value(line)])
+        else:
+            self._append(self.log_path, line)
         if self.writer is not None:
             step = int(record.get("step", 0))
             for name, value in record.items():
@@ -109,9 +117,28 @@ class RunLogger:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """All records of a JSON-lines file."""
-    with Path(path).open() as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    """All records of a JSON-lines file. A cut last line (what a killed writer leaves) is dropped with a warning;
+    an unreadable line before it is a ValueError naming the file and the line number."""
+    path = Path(path)
+    with path.open() as handle:
+        lines = [(number, line) for number, line in enumerate(handle, start=1) if line.strip()]
+    records = []
+    for index, (number, line) in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if index == len(lines) - 1:
+                warnings.warn(f"{path}: line {number} is cut off (an interrupted write); dropped", stacklevel=2)
+                break
+            raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg}); fix or remove that line") from None
+    return records
+
+
+def _write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Replace a JSON-lines file atomically (temporary file, then rename)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(record) + "\n" for record in records))
+    tmp.replace(path)
 
 
 def progress_bar(total: int, enabled: bool, desc: str = "", initial: int = 0) -> tqdm:
