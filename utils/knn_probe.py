@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from dataset.constants import STAGE_NAMES
 from utils.checkpoint import unwrap_model
+from utils.config import UsageError, positive_int
 from utils.engine import evaluating
 
 
@@ -70,10 +71,10 @@ def add_knn_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                        help="metric that selects best.pt; auto: knn_auroc for a binary target, else knn_kappa")
     group.add_argument("--no-monitor", dest="monitor", action="store_false",
                        help="skip the probe (best.pt then follows the training loss)")
-    group.add_argument("--knn-k", type=int, default=10, help="neighbours")
-    group.add_argument("--knn-pca", type=int, default=50, help="PCA components (capped by the data)")
-    group.add_argument("--knn-max-train", type=int, default=4000, help="train-split epochs used (seeded subsample)")
-    group.add_argument("--knn-max-val", type=int, default=2000, help="val-split epochs used (seeded subsample)")
+    group.add_argument("--knn-k", type=positive_int, default=10, help="neighbours")
+    group.add_argument("--knn-pca", type=positive_int, default=50, help="PCA components (capped by the data)")
+    group.add_argument("--knn-max-train", type=positive_int, default=4000, help="train-split epochs used (seeded subsample)")
+    group.add_argument("--knn-max-val", type=positive_int, default=2000, help="val-split epochs used (seeded subsample)")
     return parser
 
 
@@ -220,7 +221,7 @@ def monitor_on_splits(cfg: argparse.Namespace, is_main: bool, open_split: Callab
                       describe: Callable[[Dataset], str],
                       wrap: Callable[[Dataset], Dataset] | None = None) -> KnnMonitor | None:
     """The pretraining monitor: a k-NN probe fitted on labelled `train` epochs and scored on `val` (never
-    `test`), on rank 0 only. `open_split(cfg, split, task=...)` opens a split (raising SystemExit when it has no
+    `test`), on rank 0 only. `open_split(cfg, split, task=...)` opens a split (raising UsageError when it has no
     usable epoch, which disables the monitor with a message); `wrap` adapts its items to the model's input."""
     target = probe_target(cfg.monitor_target)
     if cfg.monitor_metric == "auto":  # resolved on every rank: the engine's best.pt follows it
@@ -230,7 +231,7 @@ def monitor_on_splits(cfg: argparse.Namespace, is_main: bool, open_split: Callab
     try:
         train_set = open_split(cfg, "train", task=target.task)
         val_set = open_split(cfg, "val", task=target.task)
-    except SystemExit as err:
+    except UsageError as err:
         print(f"k-NN monitor disabled ({err}); best.pt follows the training loss", flush=True)
         return None
     print(f"k-NN monitor ({target.name}): train {describe(train_set)}; val {describe(val_set)}; "

@@ -12,7 +12,9 @@ fusion representation (mean fusion token), fitted on labelled `train` epochs and
 Outputs in --out (default runs/multimodal): config.json, log.jsonl, steps.jsonl, last.pt, best.pt. The
 checkpoints hold everything the backbone needs (unimodal configs, frozen encoder weights, LoRA, adapters,
 fusion, channel list): `models.loading.load_backbone(OUT/best.pt)`. Resume is automatic from OUT/last.pt
-(--unimodal may then be left out: the model is rebuilt from that checkpoint). Multi-GPU / multi-node:
+(--unimodal may then be left out: the model is rebuilt from that checkpoint). Bad input (an option, the data
+folder, an unreadable or wrong-kind checkpoint, an unusable --out) is checked before anything is written and ends
+as one `error:` line, exit status 2; config.json follows the rule of utils/config.py. Multi-GPU / multi-node:
 `torchrun --nproc_per_node G pretrained/multimodal/train.py ...`.
 """
 from __future__ import annotations
@@ -32,10 +34,10 @@ from dataset.datasets import EpochDataset
 from models.loading import build_backbone, read_checkpoint
 from models.neuronet import NeuroNet
 from models.synthsleepnet import SynthSleepNet, build_synthsleepnet, synthsleepnet_config
-from utils.checkpoint import load_checkpoint, sha256_file
-from utils.config import build_parser, parse_config
+from utils.checkpoint import sha256_file
+from utils.config import UsageError, build_parser, check_out_dir, parse_config, reported_errors
 from utils.distributed import DistContext, cleanup
-from utils.engine import fit, resolve_resume, setup_run
+from utils.engine import fit, read_resume_checkpoint, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
 MODEL_KIND = "synthsleepnet"
@@ -86,18 +88,18 @@ def build_multimodal_parser() -> argparse.ArgumentParser:
 
 
 def check_channels(channels: list[str]) -> dict[str, str]:
-    """channel → modality for 100-Hz electrophysiology channels; SystemExit naming a bad one."""
+    """channel → modality for 100-Hz electrophysiology channels; UsageError naming a bad one."""
     modality = {}
     for name in channels:
         spec = CHANNEL_BY_NAME.get(name)
         if spec is None:
-            raise SystemExit(f"error: --channels: unknown channel {name!r}; canonical names: {', '.join(EPHYS_CHANNELS)}")
+            raise UsageError(f"--channels: unknown channel {name!r}; canonical names: {', '.join(EPHYS_CHANNELS)}")
         if spec.epoch_samples != EPOCH_SAMPLES or spec.modality not in UNIMODAL_MODALITIES:
-            raise SystemExit(f"error: --channels: {name} is a {spec.target_fs} Hz {spec.modality} channel; SynthSleepNet "
+            raise UsageError(f"--channels: {name} is a {spec.target_fs} Hz {spec.modality} channel; SynthSleepNet "
                              f"fuses 100-Hz electrophysiology channels ({', '.join(EPHYS_CHANNELS)})")
         modality[name] = spec.modality
     if len(set(channels)) != len(channels):
-        raise SystemExit(f"error: --channels {','.join(channels)} lists a channel twice")
+        raise UsageError(f"--channels {','.join(channels)} lists a channel twice")
     return modality
 
 
@@ -105,7 +107,7 @@ def load_unimodal(runs: Mapping[str, str], needed: set[str]) -> tuple[dict[str, 
     """The pretrained NeuroNet of each needed modality, and provenance (path, sha256) per modality."""
     missing = sorted(needed - set(runs))
     if missing:
-        raise SystemExit(f"error: --unimodal gives no run for modality {', '.join(missing)} (needed by --channels)")
+        raise UsageError(f"--unimodal gives no run for modality {', '.join(missing)} (needed by --channels)")
     unused = sorted(set(runs) - needed)
     if unused:
         print(f"note: --unimodal {', '.join(unused)} not used by --channels", flush=True)
@@ -121,10 +123,10 @@ def load_unimodal(runs: Mapping[str, str], needed: set[str]) -> tuple[dict[str, 
                 raise ValueError(f"{where}: was pretrained on {trained_on}, but is given for {modality}")
             nets[modality] = build_backbone(checkpoint, where)
         except (FileNotFoundError, ValueError) as err:
-            raise SystemExit(f"error: --unimodal {modality}={runs[modality]}: {err}") from err
+            raise UsageError(f"--unimodal {modality}={runs[modality]}: {err}") from None
         provenance[modality] = {"path": where, "sha256": sha256_file(where), "step": checkpoint.get("step")}
         if nets[modality].framer.n_samples != EPOCH_SAMPLES:
-            raise SystemExit(f"error: {where}: encoder takes {nets[modality].framer.n_samples}-sample epochs, "
+            raise UsageError(f"--unimodal {modality}={where}: encoder takes {nets[modality].framer.n_samples}-sample epochs, "
                              f"the data has {EPOCH_SAMPLES}")
     return nets, provenance
 
@@ -135,8 +137,8 @@ def open_split(cfg: argparse.Namespace, split: str, task: str | None = None) -> 
         warnings.filterwarnings("ignore", message=r".*skipped \d+ of")  # reported below, with every reason
         try:
             dataset = EpochDataset(cfg.data, split, cfg.channels, task=task, seed=cfg.seed)
-        except (ValueError, FileNotFoundError, KeyError) as err:
-            raise SystemExit(f"error: {cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
+        except (ValueError, OSError, KeyError) as err:
+            raise UsageError(f"{cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
     if dataset.skipped:
         reasons = Counter(dataset.skipped.values())
         print(f"{split}: skipped {len(dataset.skipped)} recording(s): "
@@ -185,9 +187,17 @@ def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv`, pretrain, return 0. Errors in the input exit with a message."""
+    """Parse `argv`, pretrain, return 0. Bad input: one `error:` line on stderr and exit status 2 (a non-finite
+    loss: exit status 1), raised as SystemExit."""
+    with reported_errors():
+        return run(argv)
+
+
+def run(argv: list[str] | None) -> int:
+    """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_multimodal_parser()
     cfg = parse_config(parser, argv)
+    check_out_dir(cfg.out)
     if not Path(cfg.data).is_dir():
         parser.error(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
     if isinstance(cfg.unimodal, (str, Mapping)):  # from a --config file
@@ -204,21 +214,21 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, TypeError) as err:
         parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
 
-    resume_from = resolve_resume(cfg.resume, Path(cfg.out))
+    resume_from, resumed = read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND)  # checked before any work
     nets, provenance = None, None
     if cfg.unimodal is not None:
         nets, provenance = load_unimodal(cfg.unimodal, set(channel_modality.values()))
     elif resume_from is None:
         parser.error("--unimodal is required (e.g. --unimodal eeg=runs/unimodal/eeg,eog=runs/unimodal/eog,"
                      "emg=runs/unimodal/emg,ecg=runs/unimodal/ecg)")
-    else:
-        resumed = load_checkpoint(resume_from)  # encoder configs from the checkpoint; fit restores the weights
+    else:  # encoder configs from the checkpoint; fit restores the weights
         try:
             config = synthsleepnet_config(cfg.preset, channels=cfg.channels, **cfg.model_args,
                                           encoders=resumed["model_config"].get("encoders", {}))
         except ValueError as err:
             parser.error(f"--resume {resume_from}: {err}")
         provenance = (resumed.get("metadata") or {}).get("unimodal")
+    del resumed  # fit reads the checkpoint again when it resumes
 
     ctx = setup_run(cfg)
     try:
@@ -230,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             model: SynthSleepNet = build_synthsleepnet(config, encoders)
         except ValueError as err:
-            raise SystemExit(f"error: cannot build SynthSleepNet: {err}") from err
+            raise UsageError(f"cannot build SynthSleepNet from --channels / --unimodal / --model-arg: {err}") from err
         if ctx.is_main:
             print(model.summary(), flush=True)
         fit(cfg, model, train_set, ctx=ctx, model_kind=MODEL_KIND, model_config=model.config.to_dict(),

@@ -11,7 +11,9 @@ selection uses a k-NN probe fitted on labelled `train` epochs and scored on `val
     ecg       ecg               apnea
 
 Outputs in --out (default runs/unimodal/<modality>): config.json, log.jsonl (one line per epoch + summary),
-steps.jsonl, last.pt, best.pt. Resume is automatic from OUT/last.pt. Multi-GPU / multi-node:
+steps.jsonl, last.pt, best.pt. Resume is automatic from OUT/last.pt. Bad input (an option, the data folder, an
+unreadable or wrong-kind checkpoint, an unusable --out) is checked before anything is written and ends as one
+`error:` line, exit status 2; config.json follows the rule of utils/config.py. Multi-GPU / multi-node:
 `torchrun --nproc_per_node G pretrained/unimodal/eeg/train.py ...`.
 """
 from __future__ import annotations
@@ -25,9 +27,9 @@ from typing import Any
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_SAMPLES, MODALITY_CHANNELS
 from dataset.datasets import EpochDataset
 from models.neuronet import build_neuronet, neuronet_config
-from utils.config import build_parser, parse_config
+from utils.config import UsageError, build_parser, check_out_dir, parse_config, reported_errors
 from utils.distributed import DistContext, cleanup
-from utils.engine import fit, setup_run
+from utils.engine import fit, read_resume_checkpoint, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
 MODEL_KIND = "neuronet"
@@ -66,10 +68,9 @@ def _check_channels(channels: list[str], modality: str) -> None:
     for name in channels:
         spec = CHANNEL_BY_NAME.get(name)
         if spec is None:
-            raise SystemExit(f"error: --channels: unknown channel {name!r}; "
-                             f"canonical names: {', '.join(CHANNEL_BY_NAME)}")
+            raise UsageError(f"--channels: unknown channel {name!r}; canonical names: {', '.join(CHANNEL_BY_NAME)}")
         if spec.epoch_samples != EPOCH_SAMPLES:
-            raise SystemExit(f"error: --channels: {name} is a {spec.target_fs} Hz respiratory channel; NeuroNet takes "
+            raise UsageError(f"--channels: {name} is a {spec.target_fs} Hz respiratory channel; NeuroNet takes "
                              f"{EPOCH_SAMPLES}-sample epochs at 100 Hz (electrophysiology)")
         if spec.modality != modality:
             print(f"note: channel {name} ({spec.modality}) is pretrained with the {modality} model", flush=True)
@@ -77,13 +78,13 @@ def _check_channels(channels: list[str], modality: str) -> None:
 
 def open_split(cfg: argparse.Namespace, split: str, task: str | None = None, report: bool = True) -> EpochDataset:
     """Pooled single-channel EpochDataset of one split; prints (with `report`) the recordings skipped and why
-    (e.g. a missing channel)."""
+    (e.g. a missing channel). UsageError naming the folder or file when the split cannot be read."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*skipped \d+ of")  # reported below, with every reason
         try:
             dataset = EpochDataset(cfg.data, split, cfg.channels, task=task, seed=cfg.seed, pool_channels=True)
-        except (ValueError, FileNotFoundError, KeyError) as err:
-            raise SystemExit(f"error: {cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
+        except (ValueError, OSError, KeyError) as err:
+            raise UsageError(f"{cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
     if dataset.skipped and report:
         reasons = Counter(dataset.skipped.values())
         print(f"{split}: skipped {len(dataset.skipped)} recording(s): "
@@ -102,9 +103,17 @@ def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | Non
 
 
 def main(argv: list[str] | None = None, modality: str = "eeg") -> int:
-    """Parse `argv` (with `modality`'s defaults), pretrain, return 0. Errors in the input exit with a message."""
+    """Parse `argv` (with `modality`'s defaults), pretrain, return 0. Bad input: one `error:` line on stderr and
+    exit status 2 (a non-finite loss: exit status 1), raised as SystemExit."""
+    with reported_errors():
+        return run(argv, modality)
+
+
+def run(argv: list[str] | None, modality: str) -> int:
+    """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_pretrain_parser(modality)
     cfg = parse_config(parser, argv)
+    check_out_dir(cfg.out)
     if not Path(cfg.data).is_dir():
         parser.error(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
     _check_channels(cfg.channels, modality)
@@ -112,6 +121,7 @@ def main(argv: list[str] | None = None, modality: str = "eeg") -> int:
         model_config = neuronet_config(cfg.preset, **{"detach_target": cfg.detach_target, **cfg.model_args})
     except (ValueError, TypeError) as err:
         parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
+    read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND)  # an unreadable checkpoint fails before any work
     ctx = setup_run(cfg)
     try:
         train_set = open_split(cfg, "pretrain", report=ctx.is_main)
