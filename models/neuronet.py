@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.frame_backbone import MultiScaleFrameBackbone
+from models.frame_backbone import MultiScaleFrameBackbone, SharedConvFrameBackbone
 from models.frames import EpochFramer
 from models.objectives import MaskedTokenMSE, NTXentLoss
 from models.transformer import TransformerStack, init_vit_weights, n_kept, random_masking, sincos_positions, unshuffle
@@ -41,7 +41,9 @@ class NeuroNetConfig:
     epoch_s: float = 30.0
     frame_window_s: float = 4.0
     frame_step_s: float = 1.0
-    # frame backbone
+    # frame backbone: "per_frame" convolves every frame (published); "shared_conv" convolves the epoch once
+    # and pools the feature map per frame (models/frame_backbone.py SharedConvFrameBackbone)
+    frame_tokenizer: str = "per_frame"
     stem_channels: int = 64
     backbone_channels: tuple[int, ...] = (64, 128, 128, 256)
     backbone_strides: tuple[int, ...] = (1, 1, 2, 2)
@@ -49,6 +51,7 @@ class NeuroNetConfig:
     pool_kernels: tuple[int, ...] = (16, 11, 6)
     se_reduction: int = 16
     frame_token_dim: int | None = None  # None: half the flattened CNN output (3328 at B)
+    frame_segments: int = 4  # shared_conv only: equal parts of a frame averaged separately (4 x 1 s)
     # masked autoencoder
     encoder_dim: int = 768
     encoder_heads: int = 8
@@ -77,6 +80,9 @@ class NeuroNetConfig:
             raise ValueError("NeuroNet config: projector_hidden needs at least one layer width")
         if self.temperature <= 0:
             raise ValueError(f"NeuroNet config: temperature must be positive, got {self.temperature}")
+        if self.frame_tokenizer not in FRAME_TOKENIZERS:
+            raise ValueError(f"NeuroNet config: frame_tokenizer must be one of {list(FRAME_TOKENIZERS)}, "
+                             f"got {self.frame_tokenizer!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -91,6 +97,8 @@ class NeuroNetConfig:
         return cls(**values)
 
 
+FRAME_TOKENIZERS = ("per_frame", "shared_conv")
+
 _PRESETS: dict[str, dict[str, Any]] = {
     # CPU tests and the demo: a training step at batch 32 well under 0.3 s on one core. The CNN's cost is
     # memory traffic over 27 frames x 3 branches, proportional to its width: 8/16/16/32 takes about twice as long
@@ -103,12 +111,20 @@ _PRESETS: dict[str, dict[str, Any]] = {
               decoder_dim=192, decoder_heads=8, decoder_depth=1, projector_hidden=(1024, 512)),
     # published SynthSleepNet unimodal model
     "B": dict(),
+    # compute-efficient CPU preset: tiny's widths and ViT, but the frame tokens come from ONE convolution pass
+    # over the 30-s epoch (feature stride 20 samples = 0.2 s; stage 2 max-pools by 5 where the per-frame CNN
+    # strides by 2 twice), pooled per 4-s frame, instead of a CNN run on each of the 27 overlapping frames (3.6x
+    # the epoch); same 27-frame geometry; no squeeze-excitation (global in time); token k sees frame k +- 3.9 s
+    "fast": dict(frame_tokenizer="shared_conv", stem_channels=4, backbone_channels=(4, 8, 8, 16),
+                 backbone_strides=(1, 5, 1, 1), frame_token_dim=128,
+                 encoder_dim=64, encoder_heads=4, encoder_depth=2,
+                 decoder_dim=32, decoder_heads=4, decoder_depth=1, projector_hidden=(64, 32)),
 }
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
 def neuronet_config(preset: str = "B", **overrides: Any) -> NeuroNetConfig:
-    """Config of a named preset ('tiny', 'T', 'B'), with any field overridden by keyword."""
+    """Config of a named preset ('tiny', 'T', 'B', 'fast'), with any field overridden by keyword."""
     if preset not in _PRESETS:
         raise ValueError(f"unknown NeuroNet preset {preset!r}; choose one of {list(_PRESETS)}")
     values = {**_PRESETS[preset], "preset": preset, **overrides}
@@ -118,6 +134,14 @@ def neuronet_config(preset: str = "B", **overrides: Any) -> NeuroNetConfig:
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter values (buffers excluded)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+def epoch_frame_tokens(framer: EpochFramer, frame_backbone: nn.Module, epochs: torch.Tensor) -> torch.Tensor:
+    """(B, n_samples) → (B, N, token_dim) with either frame tokenizer: the per-frame CNN takes the framer's
+    overlapping frames; the shared-convolution one takes the whole epoch and pools its feature map per frame."""
+    if isinstance(frame_backbone, SharedConvFrameBackbone):
+        return frame_backbone(epochs)
+    return frame_backbone(framer(epochs))
 
 
 class MaskedAutoencoderViT(nn.Module):
@@ -183,9 +207,16 @@ class NeuroNet(nn.Module):
         super().__init__()
         self.config = config
         self.framer = EpochFramer(config.fs, config.epoch_s, config.frame_window_s, config.frame_step_s)
-        self.frame_backbone = MultiScaleFrameBackbone(
-            self.framer.window_samples, config.stem_channels, config.backbone_channels, config.backbone_strides,
-            config.branch_kernels, config.pool_kernels, config.frame_token_dim, config.se_reduction)
+        self.frame_backbone: MultiScaleFrameBackbone | SharedConvFrameBackbone
+        if config.frame_tokenizer == "shared_conv":
+            self.frame_backbone = SharedConvFrameBackbone(
+                self.framer.n_samples, self.framer.window_samples, self.framer.step_samples, config.stem_channels,
+                config.backbone_channels, config.backbone_strides, config.branch_kernels, config.frame_segments,
+                config.frame_token_dim)
+        else:
+            self.frame_backbone = MultiScaleFrameBackbone(
+                self.framer.window_samples, config.stem_channels, config.backbone_channels, config.backbone_strides,
+                config.branch_kernels, config.pool_kernels, config.frame_token_dim, config.se_reduction)
         n_frames = self.framer.n_frames
         if n_kept(n_frames, config.mask_ratio) >= n_frames:
             raise ValueError(f"NeuroNet config: mask_ratio {config.mask_ratio} masks none of {n_frames} frames")
@@ -206,7 +237,7 @@ class NeuroNet(nn.Module):
 
     def frame_tokens(self, epochs: torch.Tensor) -> torch.Tensor:
         """(B, n_samples) → (B, N, token_dim): one CNN token per frame."""
-        return self.frame_backbone(self.framer(epochs))
+        return epoch_frame_tokens(self.framer, self.frame_backbone, epochs)
 
     def forward(self, epochs: torch.Tensor, mask_ratio: float | None = None,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
@@ -243,12 +274,15 @@ class NeuroNet(nn.Module):
 
     def summary(self) -> str:
         """One line for the start of every script: preset, parameter counts, framing, widths."""
-        c, f = self.config, self.framer
+        c, f, backbone = self.config, self.framer, self.frame_backbone
+        shared = (f" (one conv pass per epoch, feature stride {backbone.stride} samples, receptive field "
+                  f"+-{backbone.receptive_margin / c.fs:g} s beyond each frame)"
+                  if isinstance(backbone, SharedConvFrameBackbone) else "")
         return (f"NeuroNet[{c.preset}] {count_parameters(self) / 1e6:.2f} M params "
                 f"(frame CNN {count_parameters(self.frame_backbone) / 1e6:.2f} M, "
                 f"MAE {count_parameters(self.autoencoder) / 1e6:.2f} M, "
                 f"projector {count_parameters(self.projector) / 1e6:.2f} M); "
-                f"{f.n_frames} frames of {c.frame_window_s:g} s every {c.frame_step_s:g} s at {c.fs:g} Hz "
+                f"{f.n_frames} frames of {c.frame_window_s:g} s every {c.frame_step_s:g} s at {c.fs:g} Hz{shared} "
                 f"-> {self.frame_backbone.token_dim}-d tokens; encoder {c.encoder_dim}/{c.encoder_heads}h x"
                 f"{c.encoder_depth}, decoder {c.decoder_dim}/{c.decoder_heads}h x{c.decoder_depth}, "
                 f"mask {c.mask_ratio:g}, tau {c.temperature:g}, detach_target {c.detach_target}")

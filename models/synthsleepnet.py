@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from models.lora import LoraSettings, add_lora, freeze, lora_parameters, set_lora_dropout_mode
-from models.neuronet import NeuroNet, NeuroNetConfig, build_neuronet, count_parameters, projector_mlp
+from models.neuronet import (NeuroNet, NeuroNetConfig, build_neuronet, count_parameters, epoch_frame_tokens,
+                             projector_mlp)
 from models.objectives import MaskedTokenMSE, NTXentLoss
 from models.transformer import TransformerStack, init_vit_weights, random_masking, sincos_positions, unshuffle
 
@@ -193,7 +194,7 @@ class ChannelEncoder(nn.Module):
 
     def forward(self, epochs: torch.Tensor) -> torch.Tensor:
         """(B, n_samples) at fs Hz, robust-scaled → final-normed encoder tokens (B, N, E), CLS excluded."""
-        frame_tokens = self.frame_backbone(self.framer(epochs))  # (B, N, token_dim)
+        frame_tokens = epoch_frame_tokens(self.framer, self.frame_backbone, epochs)  # (B, N, token_dim)
         return self.autoencoder.encode(frame_tokens)[:, 1:]  # (B, N, E)
 
 
