@@ -17,10 +17,13 @@ import pandas as pd
 
 from dataset.constants import APNEA_TYPES, EPOCH_S, EVENT_TYPES, LABEL_EVENT_COLUMNS, STAGE_UNSCORED
 from dataset.nsrr_xml import NsrrAnnotations
+from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES, Event, qualifying_events
 
 SLEEP_STAGES = (1, 2, 3, 4)  # N1, N2, N3, REM
+AHI_COLUMN_OF_RULE = {"3a": "ahi_a0h3a", "4": "ahi_a0h4", "all": "ahi_all"}  # manifest column per hypopnea rule
 LABEL_COLUMNS: tuple[str, ...] = ("stage", *LABEL_EVENT_COLUMNS, *(f"{e}_s" for e in LABEL_EVENT_COLUMNS))
-EVENT_TABLE_COLUMNS: tuple[str, ...] = ("recording_id", "type", "concept", "start_s", "duration_s", "spo2_nadir", "beyond_end")
+EVENT_TABLE_COLUMNS: tuple[str, ...] = ("recording_id", "type", "concept", "start_s", "duration_s", "spo2_nadir",
+                                        "spo2_baseline", "beyond_end")
 
 
 def epoch_stages(starts: np.ndarray, durations: np.ndarray, classes: np.ndarray, n_epochs: int) -> np.ndarray:
@@ -133,28 +136,45 @@ def events_frame(recording_id: str, events: list[dict], kept_s: float) -> pd.Dat
         "start_s": start,
         "duration_s": np.array([e["duration_s"] for e in events], dtype=np.float64),
         "spo2_nadir": np.array([e["spo2_nadir"] for e in events], dtype=np.float32),
+        "spo2_baseline": np.array([e.get("spo2_baseline", np.nan) for e in events], dtype=np.float32),
         "beyond_end": start >= kept_s,
     })
 
 
+def scored_events(events: list[dict]) -> list[Event]:
+    """A night's annotation events as `Event`s; a desaturation's `drop_pct` is baseline - nadir where both are
+    given."""
+    out = []
+    for e in events:
+        drop = e.get("spo2_baseline", np.nan) - e.get("spo2_nadir", np.nan)
+        out.append(Event(float(e["start_s"]), float(e["duration_s"]), e["type"], drop_pct=float(drop)))
+    return out
+
+
 def night_summary(labels: dict[str, np.ndarray], events: list[dict] | None, kept_s: float) -> dict:
     """Manifest numbers of a night: `n_<event>` (events starting before kept_s), `n_scored` (epochs with a
-    stage), `tst_min` (minutes of N1-REM epochs) and `ahi_scored` (apneas + hypopneas starting in a sleep epoch,
-    per hour of sleep; NaN without sleep or without annotations)."""
+    stage), `tst_min` (minutes of N1-REM epochs) and the scored AHI (apneas + hypopneas starting in a sleep
+    epoch, per hour of sleep; NaN without sleep or without annotations) under each hypopnea rule of
+    `dataset.scored_events`: `ahi_a0h3a`, `ahi_a0h4`, `ahi_all`; `ahi_scored` is the default rule's
+    (`DEFAULT_HYPOPNEA_RULE`, AASM: >= 3 % desaturation or an arousal)."""
     stages = labels["stage"]
     summary: dict = {"n_scored": int(np.count_nonzero(stages != STAGE_UNSCORED))}
+    ahi_columns = {rule: AHI_COLUMN_OF_RULE[rule] for rule in HYPOPNEA_RULES}
     if events is None:
         summary.update({f"n_{e}": None for e in EVENT_TYPES})
-        summary.update(tst_min=float("nan"), ahi_scored=float("nan"))
+        summary.update(tst_min=float("nan"), ahi_scored=float("nan"), **dict.fromkeys(ahi_columns.values(), np.nan))
         return summary
     for name in EVENT_TYPES:
         summary[f"n_{name}"] = sum(1 for e in events if e["type"] == name and e["start_s"] < kept_s)
     asleep = np.isin(stages, SLEEP_STAGES)
     tst_min = float(np.count_nonzero(asleep)) * EPOCH_S / 60.0
-    starts, _ = _intervals(events, (*APNEA_TYPES, "hypopnea"))
-    epoch = np.floor(starts / EPOCH_S).astype(np.int64)
-    inside = (epoch >= 0) & (epoch < len(stages))
-    n_respiratory = int(np.count_nonzero(asleep[epoch[inside]]))
     summary["tst_min"] = tst_min
-    summary["ahi_scored"] = n_respiratory / (tst_min / 60.0) if tst_min > 0 else float("nan")
+    annotated = scored_events(events)
+    for rule, column in ahi_columns.items():
+        starts = np.array([e.onset_s for e in qualifying_events(annotated, rule)], dtype=np.float64)
+        epoch = np.floor(starts / EPOCH_S).astype(np.int64)
+        inside = (epoch >= 0) & (epoch < len(stages))
+        n_respiratory = int(np.count_nonzero(asleep[epoch[inside]]))
+        summary[column] = n_respiratory / (tst_min / 60.0) if tst_min > 0 else float("nan")
+    summary["ahi_scored"] = summary[ahi_columns[DEFAULT_HYPOPNEA_RULE]]
     return summary

@@ -64,7 +64,7 @@ class NsrrAnnotations:
     stage_duration: np.ndarray  # (n_stage_events,) float64
     stage_class: np.ndarray  # (n_stage_events,) int8, -1 for movement / unscored / unknown
     stage_concept: list[str]
-    events: list[dict]  # {"type", "concept", "start_s", "duration_s", "spo2_nadir"} in file order
+    events: list[dict]  # {"type", "concept", "start_s", "duration_s", "spo2_nadir", "spo2_baseline"} in file order
 
     @property
     def scored_s(self) -> float:
@@ -92,6 +92,14 @@ def _seconds(path: Path, index: int, concept: str, what: str, text: str | None) 
         raise XmlError(f"{path}: ScoredEvent #{index} ({concept or 'no concept'}) has {what} {text!r}, "
                        f"expected a {'non-negative ' if what == 'Duration' else ''}number of seconds")
     return value
+
+
+def _optional_float(text: str | None) -> float:
+    """A number written in an optional field (e.g. SpO2Nadir); NaN when absent or not a number."""
+    try:
+        return float(text) if text else math.nan
+    except ValueError:
+        return math.nan
 
 
 def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
@@ -134,16 +142,12 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
             classes.append(stage_class(concept))
             stage_concepts.append(concept)
             continue
-        nadir_text = fields.get("spo2nadir")
-        try:
-            nadir = float(nadir_text) if nadir_text else math.nan
-        except ValueError:
-            nadir = math.nan
+        nadir, baseline = (_optional_float(fields.get(name)) for name in ("spo2nadir", "spo2baseline"))
         # DESIGN 2.3: labels come from Respiratory|Respiratory and Arousals|Arousals events (a missing EventType
         # is accepted); a labelled concept under any other EventType is kept as "other".
         kind_of = event_type(concept) if kind in LABEL_EVENT_KINDS else "other"
         events.append({"type": kind_of, "concept": concept, "start_s": start,
-                       "duration_s": duration, "spo2_nadir": nadir})
+                       "duration_s": duration, "spo2_nadir": nadir, "spo2_baseline": baseline})
     return NsrrAnnotations(
         path=path,
         epoch_length=epoch_length,

@@ -17,40 +17,20 @@ Conventions (stated once, used everywhere):
   false positives, unmatched scored events false negatives.
 - Event AHI: apneas + hypopneas whose ONSET lies in a sleep epoch, per hour of sleep (sleep epochs x 30 s),
   the rule of the manifest's `ahi_scored`.
-- Hypopnea rules for the scored AHI (as NSRR's `ahi_a0h3a` / `ahi_a0h4`): every apnea counts; a hypopnea counts
-  under "3a" when a desaturation of >= 3 % begins during it or within `DESAT_WINDOW_S` after it ends, or an
-  arousal begins during it or within `AROUSAL_WINDOW_S` after it ends; under "4" when a desaturation of >= 4 %
-  does; under "all" always.
+- Hypopnea rules of the scored AHI: `dataset.scored_events` (the data contract), re-exported here.
 """
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
 
 import numpy as np
 
-EVENT_MIN_S = 10.0  # AASM minimum duration of an apnea or hypopnea, seconds
+from dataset.scored_events import (  # noqa: F401 - the scored-event vocabulary, re-exported for evaluation code
+    AROUSAL_WINDOW_S, DEFAULT_HYPOPNEA_RULE, DESAT_WINDOW_S, EVENT_MIN_S, HYPOPNEA_RULES, RESPIRATORY_EVENT_TYPES,
+    Event, qualifying_events,
+)
+
 MATCH_IOU = 0.2  # default intersection over union for a predicted event to match a scored one
-DESAT_WINDOW_S = 30.0  # a desaturation may begin up to this long after the hypopnea ends (the SpO2 lag)
-AROUSAL_WINDOW_S = 5.0  # an arousal may begin up to this long after the hypopnea ends
-HYPOPNEA_RULES: tuple[str, ...] = ("3a", "4", "all")
-DEFAULT_HYPOPNEA_RULE = "3a"  # AASM recommended rule: >= 3 % desaturation or an arousal
-RESPIRATORY_EVENT_TYPES: tuple[str, ...] = ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea")
-
-
-class Event(NamedTuple):
-    """One scored or predicted event: [onset_s, onset_s + duration_s) seconds from the recording start."""
-
-    onset_s: float
-    duration_s: float
-    type: str
-    probability: float = float("nan")  # mean model probability over the event; NaN for a scorer's event
-    drop_pct: float = float("nan")  # SpO2 drop (baseline - nadir, %) of a desaturation, where known
-
-    @property
-    def end_s(self) -> float:
-        return self.onset_s + self.duration_s
-
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[(start, stop)) index ranges of the True runs of a 1-D bool array, in order."""
@@ -205,30 +185,6 @@ def event_index(events: Sequence[Event], sleep_mask, epoch_s: float = 30.0,
     types = set(types)
     onsets = np.array([e.onset_s for e in events if e.type in types], dtype=np.float64)
     return float(sleep_epochs_of(onsets, sleep, epoch_s).sum() / hours)
-
-
-def qualifying_events(events: Sequence[Event], rule: str = DEFAULT_HYPOPNEA_RULE) -> list[Event]:
-    """The apneas and hypopneas that count towards the AHI under a hypopnea rule (module docstring).
-
-    `events` holds respiratory events plus the night's `desaturation` events (with `drop_pct`) and `arousal`
-    events. Every apnea counts. A desaturation without a known drop counts as >= 3 % (the scorer marked it)
-    but not as >= 4 %. Returns the counted apneas and hypopneas in time order.
-    """
-    if rule not in HYPOPNEA_RULES:
-        raise ValueError(f"hypopnea rule must be one of {HYPOPNEA_RULES}, got {rule!r}")
-    min_drop = {"3a": 3.0, "4": 4.0}.get(rule)
-    desats = [e for e in events if e.type == "desaturation"
-              and (np.isnan(e.drop_pct) and min_drop == 3.0 or e.drop_pct >= (min_drop or 0.0))]
-    arousals = [e for e in events if e.type == "arousal"] if rule == "3a" else []
-    counted = []
-    for event in sorted(events, key=lambda e: e.onset_s):
-        if event.type.endswith("apnea"):
-            counted.append(event)
-        elif event.type == "hypopnea":
-            if rule == "all" or any(event.onset_s <= d.onset_s < event.end_s + DESAT_WINDOW_S for d in desats) \
-                    or any(event.onset_s <= a.onset_s < event.end_s + AROUSAL_WINDOW_S for a in arousals):
-                counted.append(event)
-    return counted
 
 
 def bland_altman(estimated, reference) -> dict:
