@@ -74,6 +74,18 @@ STAGE_CONCEPTS: dict[str, int] = {
     "stage 4 sleep|4": 3,
     "rem sleep|5": 4,
 }
+# Stage names and codes of hypnogram text files and EDF+ annotations ("Sleep stage W", "Sleep stage 4"), matched
+# upper-case. Numeric codes are R&K as in NSRR/Profusion: 0 W, 1 N1, 2 N2, 3 N3, 4 stage 4 (-> N3), 5 REM;
+# movement, unscored, artefact and `?` -> STAGE_UNSCORED.
+STAGE_TOKENS: dict[str, int] = {
+    **{token: 0 for token in ("W", "WAKE", "0")},
+    **{token: 1 for token in ("N1", "S1", "1")},
+    **{token: 2 for token in ("N2", "S2", "2")},
+    **{token: 3 for token in ("N3", "S3", "3", "N4", "S4", "4")},
+    **{token: 4 for token in ("R", "REM", "5")},
+    **{token: STAGE_UNSCORED for token in ("?", "U", "UNS", "UNSCORED", "M", "MT", "MOVEMENT", "MOVEMENT TIME",
+                                           "A", "ARTIFACT", "ARTEFACT", "6", "7", "8", "9", "-1")},
+}
 
 # Scored events (DESIGN 2.3). Each canonical type lists the lower-case concept names that map to it;
 # `arousal` additionally takes any concept whose name contains "arousal".

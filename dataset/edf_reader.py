@@ -185,7 +185,7 @@ def read_edf_header(path: str | Path) -> EdfHeader:
         header.warnings.append(f"header size field {declared_bytes} != 256*(signals+1) = {header.header_bytes}")
     if header.reserved.upper().startswith("EDF+D"):
         raise EdfError(f"{path}: EDF+D (discontinuous) recordings are not supported")
-    if header.record_duration <= 0:
+    if header.record_duration < 0:
         raise EdfError(f"{path}: data record duration {float(header.record_duration)} s, expected > 0")
 
     def column(start: int, width: int) -> list[bytes]:
@@ -218,11 +218,13 @@ def read_edf_header(path: str | Path) -> EdfHeader:
             prefiltering=_text(fields["prefilter"][i]),
             samples_per_record=samples,
             record_offset=offset,
-            rate=Fraction(samples) / header.record_duration,
+            rate=Fraction(samples) / header.record_duration if header.record_duration else Fraction(0),
         )
         header.signals.append(signal)
         offset += samples
 
+    if header.record_duration == 0 and header.labels:  # EDF+: duration 0 only in annotation-only files
+        raise EdfError(f"{path}: data record duration 0 s, expected > 0")
     record_bytes = 2 * header.record_samples
     data_bytes = file_size - header.header_bytes
     available = max(data_bytes, 0) // record_bytes

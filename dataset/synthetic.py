@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from edfio import Edf, EdfSignal
+from edfio import Edf, EdfAnnotation, EdfSignal
 
 from dataset.constants import EPOCH_S
+from dataset.edf_reader import read_edf_header
 from dataset.synthetic_physiology import simulate_night, subject_params
 
 TRUTH_FILE = "synthetic_truth.json"
@@ -52,6 +53,60 @@ SHHS1_LAYOUT = (
     ("position", "POSITION", 1, "", 0.0, 3.0),
     ("airflow", "NEW AIR", 10, "", -1.0, 1.0),
 )
+# Other cohorts' channel layouts (`generate_night(channels=...)`), rows as above. Keys are simulated signals or
+# the referential / derived signals of `_layout_signals`: c4 = eeg_c4 + m1, c3 = eeg_c3 + m2, loc = eog_l + m2,
+# roc = eog_r + m1, chin1 = emg + chin_ref, chin2 = chin_ref, ecg_l = ecg + ecg_ref, ecg_r = ecg_ref, so each
+# derivation (C4 - M1, ...) gives back the simulated channel; fz_cz / cz_oz are MESA's non-standard EEG1 / EEG2,
+# eog_h the bipolar horizontal EOG and resp_1hz the thermistor at 1 Hz of Sleep-EDF.
+_REF = ("uV", -500.0, 500.0)
+CHANNEL_LAYOUTS: dict[str, tuple[tuple, ...]] = {
+    "mesa": (("ecg", "EKG", 256, "mV", -2.5, 2.5), ("eog_l", "EOG-L", 256, "uV", -250.0, 250.0),
+             ("eog_r", "EOG-R", 256, "uV", -250.0, 250.0), ("emg", "EMG", 256, "uV", -125.0, 125.0),
+             ("fz_cz", "EEG1", 256, "uV", -250.0, 250.0), ("cz_oz", "EEG2", 256, "uV", -250.0, 250.0),
+             ("eeg_c4", "EEG3", 256, "uV", -250.0, 250.0), ("airflow", "Pres", 10, "", -1.0, 1.0),
+             ("thermistor", "Flow", 10, "", -1.0, 1.0), ("thor", "Thor", 10, "", -1.0, 1.0),
+             ("abdo", "Abdo", 10, "", -1.0, 1.0), ("spo2", "SpO2", 1, "%", 0.0, 100.0),
+             ("hr", "HR", 1, "bpm", 0.0, 250.0), ("position", "Pos", 1, "", 0.0, 3.0)),
+    "mros": (("c3", "C3", 256, *_REF), ("c4", "C4", 256, *_REF), ("m1", "M1", 256, *_REF), ("m2", "M2", 256, *_REF),
+             ("loc", "LOC", 256, *_REF), ("roc", "ROC", 256, *_REF), ("ecg_l", "ECG L", 256, "mV", -2.5, 2.5),
+             ("ecg_r", "ECG R", 256, "mV", -2.5, 2.5), ("chin1", "Chin1", 256, "uV", -250.0, 250.0),
+             ("chin2", "Chin2", 256, "uV", -250.0, 250.0), ("airflow", "Cannula Flow", 10, "", -1.0, 1.0),
+             ("thermistor", "Airflow", 10, "", -1.0, 1.0), ("thor", "Thoracic", 10, "", -1.0, 1.0),
+             ("abdo", "Abdominal", 10, "", -1.0, 1.0), ("spo2", "SaO2", 1, "%", 0.0, 100.0),
+             ("position", "Position", 1, "", 0.0, 3.0)),
+    "clinical": (("eeg_c4", "C4-M1", 256, "uV", -250.0, 250.0), ("eeg_c3", "C3-M2", 256, "uV", -250.0, 250.0),
+                 ("eog_l", "E1-M2", 256, "uV", -250.0, 250.0), ("eog_r", "E2-M1", 256, "uV", -250.0, 250.0),
+                 ("emg", "Chin1-Chin2", 256, "uV", -125.0, 125.0), ("ecg", "ECG II", 256, "mV", -2.5, 2.5),
+                 ("airflow", "Pressure", 10, "", -1.0, 1.0), ("thermistor", "Flow", 10, "", -1.0, 1.0),
+                 ("thor", "Thorax", 10, "", -1.0, 1.0), ("abdo", "Abdomen", 10, "", -1.0, 1.0),
+                 ("spo2", "SpO2", 1, "%", 0.0, 100.0)),
+    "sleep-edf": (("eeg_c4", "EEG Fpz-Cz", 100, "uV", -250.0, 250.0), ("eeg_c3", "EEG Pz-Oz", 100, "uV", -250.0, 250.0),
+                  ("eog_h", "EOG horizontal", 100, "uV", -500.0, 500.0), ("resp_1hz", "Resp oro-nasal", 1, "", -1.0, 1.0),
+                  ("emg", "EMG submental", 100, "uV", -125.0, 125.0), ("temp", "Temp rectal", 1, "DegC", 34.0, 40.0)),
+}
+# What each layout's signals are, canonical name -> EDF label or "PLUS - MINUS" (Sleep-EDF's EEG slots are
+# non-standard: the parser fills them only through a user map).
+LAYOUT_CHANNELS: dict[str, dict[str, str]] = {
+    "mesa": {"eeg_c4": "EEG3", "eog_l": "EOG-L", "eog_r": "EOG-R", "emg": "EMG", "ecg": "EKG", "airflow": "Pres",
+             "thor": "Thor", "abdo": "Abdo", "spo2": "SpO2"},
+    "mros": {"eeg_c4": "C4 - M1", "eeg_c3": "C3 - M2", "eog_l": "LOC - M2", "eog_r": "ROC - M1",
+             "emg": "Chin1 - Chin2", "ecg": "ECG L - ECG R", "airflow": "Cannula Flow", "thor": "Thoracic",
+             "abdo": "Abdominal", "spo2": "SaO2"},
+    "clinical": {"eeg_c4": "C4-M1", "eeg_c3": "C3-M2", "eog_l": "E1-M2", "eog_r": "E2-M1", "emg": "Chin1-Chin2",
+                 "ecg": "ECG II", "airflow": "Pressure", "thor": "Thorax", "abdo": "Abdomen", "spo2": "SpO2"},
+    "sleep-edf": {"eeg_c4": "EEG Fpz-Cz", "eeg_c3": "EEG Pz-Oz", "emg": "EMG submental", "airflow": "Resp oro-nasal"},
+}
+# Simulated signals each layout needs, key -> rate (Hz); the physiology of respiration is simulated at 10 Hz.
+_EPHYS_256 = {k: 256 for k in ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg")}
+_RESP_10 = {"airflow": 10, "thermistor": 10, "thor": 10, "abdo": 10, "spo2": 1}
+LAYOUT_SIM_RATES: dict[str, dict[str, int]] = {
+    "mesa": {**_EPHYS_256, **_RESP_10, "hr": 1, "position": 1},
+    "mros": {**_EPHYS_256, **_RESP_10, "position": 1},
+    "clinical": {**_EPHYS_256, **_RESP_10, "position": 1},
+    "sleep-edf": {"eeg_c4": 100, "eeg_c3": 100, "eog_l": 100, "eog_r": 100, "emg": 100, "thermistor": 10},
+}
+SLEEP_EDF_STAGE = {0: "Sleep stage W", 1: "Sleep stage 1", 2: "Sleep stage 2", 3: "Sleep stage 3",
+                   4: "Sleep stage R", "n4": "Sleep stage 4", "move": "Movement time", "unscored": "Sleep stage ?"}
 SECONDARY_EEG_LABELS = ("EEG(sec)", "EEG (sec)", "EEG sec", "EEG2", "EEG 2")
 CANONICAL = ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg", "airflow", "thor", "abdo", "spo2")
 # Named variations for the CLI (`--variations all` or a comma list); each goes to its own night from night 1 on.
@@ -69,7 +124,8 @@ VARIATION_CATALOG: dict[str, dict] = {
     "one_line_xml": {"single_line": True},
 }
 NIGHT_OPTIONS = ("secondary_eeg_label", "ecg_rate", "shhs2", "missing_channels", "truncated", "unscored_epochs",
-                 "scored_shorter", "signal_shorter", "shuffle_stages", "crlf", "single_line", "subject_id")
+                 "scored_shorter", "signal_shorter", "shuffle_stages", "crlf", "single_line", "subject_id", "channels")
+SHHS_ONLY_OPTIONS = ("secondary_eeg_label", "ecg_rate", "shhs2", "missing_channels")
 
 
 @dataclass
@@ -125,14 +181,19 @@ def _shift_epochs(value, rng: np.random.Generator) -> int:
     return int(value or 0)
 
 
-def _stage_runs(keys: np.ndarray) -> list[tuple[str, float, float]]:
-    """Merge consecutive equal epochs into (concept, start_s, duration_s) runs, as NSRR does."""
+def _stage_runs_keys(keys: np.ndarray) -> list[tuple]:
+    """Merge consecutive equal epochs into (key, start_s, duration_s) runs."""
     runs, first = [], 0
     for i in range(1, len(keys) + 1):
         if i == len(keys) or keys[i] != keys[first]:
-            runs.append((STAGE_CONCEPT[keys[first]], first * float(EPOCH_S), (i - first) * float(EPOCH_S)))
+            runs.append((keys[first], first * float(EPOCH_S), (i - first) * float(EPOCH_S)))
             first = i
     return runs
+
+
+def _stage_runs(keys: np.ndarray) -> list[tuple[str, float, float]]:
+    """Merge consecutive equal epochs into (concept, start_s, duration_s) runs, as NSRR does."""
+    return [(STAGE_CONCEPT[key], start, length) for key, start, length in _stage_runs_keys(keys)]
 
 
 def _xml_bytes(clock: str, signal_s: float, runs: list, events: list[dict], airflow_label: str,
@@ -173,15 +234,93 @@ def _digital(values: np.ndarray, pmin: float, pmax: float) -> np.ndarray:
     return np.clip(np.round(scaled), -32768, 32767).astype(np.int16)
 
 
-def _write_edf(path: Path, layout: list[tuple], signals: dict[str, np.ndarray], start: datetime.time) -> int:
-    """Plain EDF with 1-s data records. Returns the bytes per data record."""
+def _write_edf(path: Path, layout: list[tuple], signals: dict[str, np.ndarray], start: datetime.time,
+               annotations: list[tuple[float, float, str]] | None = None) -> int:
+    """Plain EDF with 1-s data records (EDF+C with an annotation signal when `annotations` (onset s, duration s,
+    text) are given). Returns the bytes per data record of the data signals."""
     edf_signals = [EdfSignal.from_digital(_digital(signals[key], pmin, pmax), rate, label=label,
                                           physical_dimension=unit, physical_range=(pmin, pmax),
                                           digital_range=(-32768, 32767))
                    for key, label, rate, unit, pmin, pmax in layout]
     path.parent.mkdir(parents=True, exist_ok=True)
-    Edf(edf_signals, starttime=start, data_record_duration=1).write(path)
+    extra = {"annotations": [EdfAnnotation(*a) for a in annotations]} if annotations is not None else {}
+    Edf(edf_signals, starttime=start, data_record_duration=1, **extra).write(path)
     return 2 * sum(int(rate) for _, _, rate, *_ in layout)
+
+
+def _reference(rng: np.random.Generator, n: int, fs: float, amplitude: float) -> np.ndarray:
+    """A reference electrode's own signal: slow sway plus noise, (n,) in the unit of `amplitude`."""
+    t = np.arange(n) / fs
+    return amplitude * (np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 6.3)) + 0.5 * rng.standard_normal(n))
+
+
+def _layout_signals(channels: str, sim: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The signals a non-SHHS layout writes, from the simulated canonical ones (see CHANNEL_LAYOUTS)."""
+    out = dict(sim)
+    if channels == "mros":
+        n, fs = sim["eeg_c4"].size, 256
+        refs = {key: _reference(rng, n, fs, amp) for key, amp in
+                (("m1", 20.0), ("m2", 20.0), ("chin_ref", 10.0), ("ecg_ref", 0.05))}
+        out.update(m1=refs["m1"], m2=refs["m2"], c4=sim["eeg_c4"] + refs["m1"], c3=sim["eeg_c3"] + refs["m2"],
+                   loc=sim["eog_l"] + refs["m2"], roc=sim["eog_r"] + refs["m1"], chin1=sim["emg"] + refs["chin_ref"],
+                   chin2=refs["chin_ref"], ecg_l=sim["ecg"] + refs["ecg_ref"], ecg_r=refs["ecg_ref"])
+    elif channels == "mesa":
+        out.update(fz_cz=0.8 * sim["eeg_c3"], cz_oz=-0.6 * sim["eeg_c3"])  # not C4-M1: must never fill eeg_c4
+    elif channels == "sleep-edf":
+        resp = sim["thermistor"][::10]
+        out.update(eog_h=sim["eog_l"] - sim["eog_r"], resp_1hz=resp,
+                   temp=36.8 + 0.3 * np.sin(np.arange(resp.size) * 2 * np.pi / 36000.0))
+    return out
+
+
+def _hypnogram_edf(path: Path, runs: list[tuple[str, float, float]], start: datetime.time) -> None:
+    """An annotation-only EDF+ (as Sleep-EDF's `*-Hypnogram.edf`): one annotation per stage run."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Edf([], starttime=start, annotations=[EdfAnnotation(onset, duration, text) for text, onset, duration in runs]
+        ).write(path)
+
+
+def _stage_classes_as(stages: np.ndarray, names: dict) -> list[tuple[str, float, float]]:
+    """Runs of equal stage classes (-1 -> names["unscored"]) as (name, start s, duration s)."""
+    keys = np.array([s if s >= 0 else "unscored" for s in stages.tolist()], dtype=object)
+    return [(names[key], start, length) for key, start, length in _stage_runs_keys(keys)]
+
+
+PROFUSION_CODE = {0: "0", 1: "1", 2: "2", 3: "3", 4: "5", -1: "9"}  # stage class -> R&K code
+
+
+def write_scoring(night: SyntheticNight, path: str | Path, fmt: str) -> Path:
+    """Write a night's truth scoring (stages and events) in another format: "profusion" (Compumedics XML),
+    "edf" (annotation-only EDF+ as Sleep-EDF's hypnograms), "txt" / "csv" (per-epoch hypnogram; stages only).
+    Every format gives the labels of the night's NSRR XML (dataset/annotations.py reads them)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    events = [e for e in night.events]
+    names = {ev["concept"]: ev["concept"].split("|", 1)[0] for ev in events}
+    if fmt == "profusion":
+        lines = ['<?xml version="1.0" encoding="utf-8"?>', "<CMPStudyConfig>", "<EpochLength>30</EpochLength>",
+                 "<ScoredEvents>"]
+        for ev in events:
+            nadir = f"<LowestSpO2>{ev['spo2_nadir']:.1f}</LowestSpO2>" if ev["spo2_nadir"] is not None else ""
+            lines.append(f"<ScoredEvent><Name>{names[ev['concept']]}</Name><Start>{ev['start_s']:.1f}</Start>"
+                         f"<Duration>{ev['duration_s']:.1f}</Duration>{nadir}</ScoredEvent>")
+        lines += ["</ScoredEvents>", "<SleepStages>"]
+        lines += [f"<SleepStage>{PROFUSION_CODE[int(s)]}</SleepStage>" for s in night.stages]
+        lines += ["</SleepStages>", "</CMPStudyConfig>"]
+        path.write_text("\n".join(lines) + "\n")
+    elif fmt == "edf":
+        runs = _stage_classes_as(night.stages, SLEEP_EDF_STAGE)
+        runs += [(names[ev["concept"]], ev["start_s"], ev["duration_s"]) for ev in events]
+        clock = datetime.datetime.strptime(read_edf_header(night.edf_path).starttime, "%H.%M.%S").time()
+        _hypnogram_edf(path, sorted(runs, key=lambda r: r[1]), clock)  # same start as the recording
+    elif fmt in ("txt", "csv"):
+        tokens = {0: "W", 1: "N1", 2: "N2", 3: "N3", 4: "R", -1: "?"}
+        rows = [tokens[int(s)] for s in night.stages]
+        text = "\n".join(rows) if fmt == "txt" else "epoch,stage\n" + "\n".join(f"{k},{t}" for k, t in enumerate(rows))
+        path.write_text(text + "\n")
+    else:
+        raise ValueError(f"unknown scoring format {fmt!r}; known: profusion, edf, txt, csv")
+    return path
 
 
 def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str, hours: float, seed: int,
@@ -189,7 +328,7 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
                    missing_channels: tuple[str, ...] | list[str] = (), truncated: bool = False,
                    unscored_epochs: int = 0, scored_shorter: bool | int = False, signal_shorter: bool | int = False,
                    shuffle_stages: bool = False, crlf: bool = False, single_line: bool = False,
-                   subject_id: str | None = None) -> SyntheticNight:
+                   subject_id: str | None = None, channels: str = "shhs") -> SyntheticNight:
     """Write one synthetic night (EDF + NSRR XML) and return its truth.
 
     `hours` sets the scored period (round(hours * 120) epochs). Subject physiology is seeded by (seed,
@@ -199,12 +338,16 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
     `truncated` (last data record cut in half at the byte level; `signal_s` then counts the whole records),
     `unscored_epochs` (Movement|6 and Unscored|9 epochs), `scored_shorter` / `signal_shorter` (the scored
     period ends a few epochs before / after the signal; True = 2-5 epochs), `shuffle_stages` (stage events in
-    random file order), `crlf` / `single_line` (XML line ends).
+    random file order), `crlf` / `single_line` (XML line ends). `channels` picks the EDF's channel layout:
+    "shhs" (SHHS1 labels and rates), or one of CHANNEL_LAYOUTS: "mesa" (EKG, EOG-L, EEG1-3, Pres, ... at 256 Hz),
+    "mros" (referential C3, C4, M1, M2, LOC, ROC, Chin1, Chin2, ECG L/R), "clinical" (C4-M1, E1-M2, Chin1-Chin2,
+    ECG II, Pressure, Flow) or "sleep-edf" (EEG Fpz-Cz / Pz-Oz at 100 Hz, 1-Hz respiration; the scoring is then
+    written to `xml_path` as an annotation-only EDF+ hypnogram with stages only, as Sleep-EDF's).
     """
     edf_path, xml_path = Path(edf_path), Path(xml_path)
     cohort, _, subject = recording_id.rpartition("-")
     subject_id = subject_id or subject
-    cohort = cohort or ("shhs2" if shhs2 else "shhs1")
+    cohort = "sleep-edf" if channels == "sleep-edf" else cohort or ("shhs2" if shhs2 else "shhs1")
     if secondary_eeg_label is not None and secondary_eeg_label not in SECONDARY_EEG_LABELS:
         raise ValueError(f"{recording_id}: secondary_eeg_label {secondary_eeg_label!r} is not an SHHS alias "
                          f"({', '.join(SECONDARY_EEG_LABELS)})")
@@ -213,6 +356,13 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
         raise ValueError(f"{recording_id}: missing_channels {unknown} are not canonical names ({', '.join(CANONICAL)})")
     if hours <= 0:
         raise ValueError(f"{recording_id}: hours must be > 0, got {hours}")
+    if channels != "shhs" and channels not in CHANNEL_LAYOUTS:
+        raise ValueError(f"{recording_id}: channels {channels!r}; known: shhs, {', '.join(CHANNEL_LAYOUTS)}")
+    shhs_only = {"secondary_eeg_label": secondary_eeg_label, "ecg_rate": ecg_rate, "shhs2": shhs2,
+                 "missing_channels": missing_channels}
+    if channels != "shhs" and any(shhs_only.values()):
+        raise ValueError(f"{recording_id}: {', '.join(k for k, v in shhs_only.items() if v)} apply to the SHHS "
+                         f"layout only")
     rng = np.random.default_rng(_night_seed(seed, recording_id, "night"))
     subj = subject_params(np.random.default_rng(_night_seed(seed, subject_id, "subject")))
 
@@ -238,9 +388,14 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
             row[1] = secondary_eeg_label
     drop = set(missing_channels) | ({"thermistor"} if "airflow" in missing_channels else set())
     layout = [tuple(row) for row in layout if row[0] not in drop]
+    sim_rates = {row[0]: row[2] for row in layout}
+    if channels != "shhs":
+        layout, sim_rates = list(CHANNEL_LAYOUTS[channels]), LAYOUT_SIM_RATES[channels]
 
-    sim = simulate_night(rng, subj, n_sim, n_scored_final, signal_s, {row[0]: row[2] for row in layout},
-                         int(unscored_epochs))
+    sim = simulate_night(rng, subj, n_sim, n_scored_final, signal_s, sim_rates, int(unscored_epochs))
+    if channels != "shhs":  # referential and derived signals from their own generator: the night stays the same
+        sim["signals"] = _layout_signals(channels, sim["signals"],
+                                         np.random.default_rng(_night_seed(seed, recording_id, "reference")))
     keys = np.array(sim["stage"][:n_scored_final], dtype=object)  # STAGE_CONCEPT keys per scored epoch
     stages_out = sim["stage"][:n_scored_final].astype(np.int8)
     keys[(stages_out == 3) & sim["deep"][:n_scored_final]] = "n4"
@@ -271,23 +426,52 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
     airflow_label = next((label for key, label, *_ in layout if key == "airflow"), "AIRFLOW")
     shuffle_rng = np.random.default_rng(_night_seed(seed, recording_id, "shuffle")) if shuffle_stages else None
     xml_path.parent.mkdir(parents=True, exist_ok=True)
-    xml_path.write_bytes(_xml_bytes(clock.strftime("%H.%M.%S"), float(signal_s), _stage_runs(keys), events,
-                                    airflow_label, shuffle_rng, crlf, single_line))
+    if channels == "sleep-edf":  # Sleep-EDF scores stages only, in a separate EDF+ hypnogram
+        events = []
+        _hypnogram_edf(xml_path, [(SLEEP_EDF_STAGE[k], start, length) for k, start, length in _stage_runs_keys(keys)],
+                       clock)
+    else:
+        xml_path.write_bytes(_xml_bytes(clock.strftime("%H.%M.%S"), float(signal_s), _stage_runs(keys), events,
+                                        airflow_label, shuffle_rng, crlf, single_line))
 
     present = {key: (label, rate) for key, label, rate, *_ in layout}
+    if channels != "shhs":
+        rate_of = {label: rate for _, label, rate, *_ in layout}
+        present = {c: (text, float(rate_of[text.split(" - ")[0]])) for c, text in LAYOUT_CHANNELS[channels].items()}
     if "airflow" not in present and "thermistor" in present:
         present["airflow"] = present["thermistor"]
-    channels = {c: present[c][0] for c in CANONICAL if c in present}
+    layout_name, channels = channels, {c: present[c][0] for c in CANONICAL if c in present}
     sleep_h = float(np.sum(stages_out > 0)) * EPOCH_S / 3600
     n_resp = sum(e["type"] in ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea") and
                  e["start_s"] < scored_s and stages_out[int(e["start_s"] // EPOCH_S)] > 0 for e in events)
     options = {"secondary_eeg_label": secondary_eeg_label, "ecg_rate": ecg_rate, "shhs2": shhs2,
                "missing_channels": tuple(missing_channels), "truncated": truncated,
                "unscored_epochs": unscored_epochs, "scored_shorter": scored_less, "signal_shorter": signal_less,
-               "shuffle_stages": shuffle_stages, "crlf": crlf, "single_line": single_line}
+               "shuffle_stages": shuffle_stages, "crlf": crlf, "single_line": single_line,
+               "channels": layout_name if layout_name != "shhs" else None}
     return SyntheticNight(recording_id, subject_id, cohort, edf_path, xml_path, stages_out, events, readable_s,
                           scored_s, channels, {c: float(present[c][1]) for c in channels},
                           {k: v for k, v in options.items() if v}, round(n_resp / sleep_h, 2) if sleep_h else 0.0)
+
+
+COHORT_LAYOUTS = ("nsrr", "flat", "mesa", "mros", "clinical", "sleep-edf")
+
+
+def _cohort_paths(out_dir: Path, layout: str, index: int) -> tuple[str, str, Path, Path]:
+    """(recording id, subject id, EDF path, annotation path) of night `index` in another cohort's layout."""
+    edfs, xmls = out_dir / "polysomnography" / "edfs", out_dir / "polysomnography" / "annotations-events-nsrr"
+    if layout == "mesa":
+        rid = f"mesa-sleep-{index + 1:04d}"
+        return rid, rid.rsplit("-", 1)[1], edfs / f"{rid}.edf", xmls / f"{rid}-nsrr.xml"
+    if layout == "mros":
+        rid = f"mros-visit1-aa{index + 1:04d}"
+        return rid, rid.rsplit("-", 1)[1], edfs / "visit1" / f"{rid}.edf", xmls / "visit1" / f"{rid}-nsrr.xml"
+    if layout == "clinical":
+        rid = f"psg-{index + 1:04d}"
+        return rid, rid.rsplit("-", 1)[1], out_dir / f"{rid}.edf", out_dir / f"{rid}-nsrr.xml"
+    subject, night = divmod(index, 2)  # sleep-edf
+    name = f"SC4{subject:02d}{night + 1}E"
+    return f"{name}0-PSG", f"SC{subject:02d}", out_dir / f"{name}0-PSG.edf", out_dir / f"{name}C-Hypnogram.edf"
 
 
 def generate_cohort(out_dir: str | Path, nights: int, hours: float, seed: int, layout: str = "nsrr",
@@ -297,10 +481,14 @@ def generate_cohort(out_dir: str | Path, nights: int, hours: float, seed: int, l
     `layout` "nsrr" writes `polysomnography/edfs/<cohort>/<id>.edf` and
     `polysomnography/annotations-events-nsrr/<cohort>/<id>-nsrr.xml`; "flat" puts both in `out_dir`.
     `variations` maps a night index to `generate_night` options; `subject_id` there makes the night another
-    night of that subject (with `shhs2=True`: the subject's SHHS2 visit).
+    night of that subject (with `shhs2=True`: the subject's SHHS2 visit). Other cohorts' layouts (the channel
+    layouts of `generate_night`, dataset/README.md "Synthetic cohorts of other layouts"): "mesa"
+    (`edfs/mesa-sleep-0001.edf`, NSRR tree), "mros" (`edfs/visit1/mros-visit1-aa0001.edf`), "clinical" (flat
+    `psg-0001.edf` + `psg-0001-nsrr.xml`) and "sleep-edf" (flat `SC4001E0-PSG.edf` + `SC4001EC-Hypnogram.edf`,
+    two nights per subject: nights 2k and 2k+1 are subject k's nights 1 and 2).
     """
-    if layout not in ("nsrr", "flat"):
-        raise ValueError(f"layout must be 'nsrr' or 'flat', got {layout!r}")
+    if layout not in COHORT_LAYOUTS:
+        raise ValueError(f"layout must be one of {', '.join(COHORT_LAYOUTS)}, got {layout!r}")
     out_dir = Path(out_dir)
     variations = variations or {}
     bad = {i: [k for k in opts if k not in NIGHT_OPTIONS] for i, opts in variations.items()}
@@ -313,13 +501,16 @@ def generate_cohort(out_dir: str | Path, nights: int, hours: float, seed: int, l
         subject = str(options.pop("subject_id", None) or 200001 + index)
         cohort = "shhs2" if options.get("shhs2") else "shhs1"
         recording_id = f"{cohort}-{subject}"
+        if layout not in ("nsrr", "flat"):
+            recording_id, subject, edf, xml = _cohort_paths(out_dir, layout, index)
+            options["channels"] = layout
         if recording_id in seen:
             raise ValueError(f"night {index}: recording {recording_id} is generated twice")
         seen.add(recording_id)
         if layout == "nsrr":
             edf = out_dir / "polysomnography" / "edfs" / cohort / f"{recording_id}.edf"
             xml = out_dir / "polysomnography" / "annotations-events-nsrr" / cohort / f"{recording_id}-nsrr.xml"
-        else:
+        elif layout == "flat":
             edf, xml = out_dir / f"{recording_id}.edf", out_dir / f"{recording_id}-nsrr.xml"
         results.append(generate_night(edf, xml, recording_id, hours, seed, subject_id=subject, **options))
     truth = {"seed": seed, "hours": hours, "layout": layout,
@@ -363,7 +554,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nights", type=int, default=8)
     parser.add_argument("--hours", type=float, default=8.0, help="scored hours per night")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--layout", choices=("nsrr", "flat"), default="nsrr")
+    parser.add_argument("--layout", choices=COHORT_LAYOUTS, default="nsrr",
+                        help="nsrr / flat: SHHS files in the NSRR tree / one folder; mesa, mros, clinical, "
+                             "sleep-edf: those cohorts' channel labels, rates and file names")
     parser.add_argument("--variations", default="",
                         help=f"'all' or a comma list of {', '.join(VARIATION_CATALOG)}; one night each from night 1")
     args = parser.parse_args(argv)

@@ -1,0 +1,311 @@
+"""Sleep scoring in the formats users have, all read into the one container the labels are made from
+(`dataset.nsrr_xml.NsrrAnnotations`: stage events + scored events, seconds from the EDF start), and the rules that
+pair an EDF with its annotation file and name its subject (dataset/README.md "Annotation formats" and "Pairing").
+
+Formats (`read_annotations` picks by content and name):
+- NSRR XML (`<name>-nsrr.xml`, root `PSGAnnotation`): `dataset.nsrr_xml.parse_nsrr_xml`.
+- Compumedics Profusion XML (`<name>-profusion.xml`, root `CMPStudyConfig`): `<SleepStages><SleepStage>` one R&K
+  code per epoch of `EpochLength` s from t = 0; `<ScoredEvents><ScoredEvent>` with `Name`, `Start`, `Duration`
+  (s) and `LowestSpO2` (the nadir, where given).
+- EDF+ annotations: a separate annotation EDF+ (Sleep-EDF `*-Hypnogram.edf`) or the `EDF Annotations` signal of
+  the recording itself. `Sleep stage W/1/2/3/4/R/?` (also `N1/N2/N3`) and `Movement time` are stage events (an
+  annotation without a duration covers one 30-s epoch); every other text is a scored event named by its text.
+  Onsets are relative to the annotation file's start time, shifted to the recording's when both are given.
+- Plain hypnogram text or CSV (`<name>.hypnogram.txt` / `.csv`): one stage per 30-s epoch from t = 0, one per line,
+  or a column named `stage` (also `sleep_stage`, `hypnogram`) of a delimited file (`,` `;` or tab); blank
+  lines and `#` comments are ignored. Tokens per `dataset.constants.STAGE_TOKENS`: W/Wake/0, N1/S1/1, N2/S2/2,
+  N3/S3/3 and N4/S4/4 (-> N3), R/REM/5; `?`, U, M/MT/Movement, A/Artifact, 6-9, -1 -> unscored. Code 4 is R&K
+  stage 4, not REM (write R for REM).
+"""
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import math
+import re
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from dataset.constants import EPOCH_S, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
+from dataset.edf_reader import EdfError, EdfHeader, read_digital, read_edf_header
+from dataset.nsrr_xml import NsrrAnnotations, XmlError, event_type, parse_nsrr_xml
+
+Annotations = NsrrAnnotations  # one container for every format
+
+# Annotation file names for an EDF `<name>.edf`, in the order they are preferred (lower-case suffixes).
+ANNOTATION_SUFFIXES = ("-nsrr.xml", "-profusion.xml", ".hypnogram.txt", ".hypnogram.csv", ".xml")
+HYPNOGRAM_EDF = re.compile(r"^(?P<key>.{7}).*[-_]hypnogram\.edf$", re.IGNORECASE)
+SLEEP_EDF_NAME = re.compile(r"^(?P<study>SC4|ST7)(?P<subject>\d{2})(?P<night>\d)\w{2}(?:-PSG)?$", re.IGNORECASE)
+STAGE_COLUMNS = ("stage", "sleep_stage", "hypnogram")
+
+
+# ------------------------------------------------------------------------------------------------ names
+def annotation_keys(edf_name: str) -> list[str]:
+    """Pairing keys of an EDF file name, most preferred first: `<name>-nsrr.xml`, `<name>-profusion.xml`,
+    `<name>.hypnogram.txt`, `<name>.hypnogram.csv`, `<name>.xml` (lower-case), then the Sleep-EDF key
+    `hypnogram:<first 7 characters>` (`SC4001E0-PSG.edf` pairs with `SC4001EC-Hypnogram.edf`)."""
+    stem = Path(edf_name).stem.lower()
+    keys = [stem + suffix for suffix in ANNOTATION_SUFFIXES]
+    if SLEEP_EDF_NAME.match(Path(edf_name).stem):
+        keys.append(f"hypnogram:{stem[:7]}")
+    return keys
+
+
+def annotation_key(file_name: str) -> str | None:
+    """The pairing key an annotation file offers (see `annotation_keys`), or None for other files."""
+    name = file_name.lower()
+    match = HYPNOGRAM_EDF.match(file_name)
+    if match:
+        return f"hypnogram:{match['key'].lower()}"
+    if name.endswith(".edf"):
+        return None
+    return name if any(name.endswith(s) for s in ANNOTATION_SUFFIXES) else None
+
+
+def is_annotation_edf(file_name: str) -> bool:
+    """True for an annotation-only EDF+ by name (`*-Hypnogram.edf`), which is never a recording."""
+    return HYPNOGRAM_EDF.match(file_name) is not None
+
+
+def recording_of(file_name: str) -> str:
+    """Recording id an unpaired annotation file stands for: its name without the annotation suffix."""
+    name = file_name
+    for suffix in ANNOTATION_SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return Path(name).stem
+
+
+def subject_of(recording_id: str, subject_regex: str | re.Pattern | None = None) -> str:
+    """Subject id of a recording (dataset/README.md "Subject ids"): with `subject_regex`, its one group
+    (`re.search`; ValueError when it does not match); Sleep-EDF names `SC4ssN..` / `ST7ssN..` -> `SCss` / `STss`;
+    else the NSRR rule, the part after the last '-' (`shhs1-200001` -> `200001`)."""
+    if subject_regex is not None:
+        pattern = re.compile(subject_regex) if isinstance(subject_regex, str) else subject_regex
+        match = pattern.search(recording_id)
+        if match is None:
+            raise ValueError(f"--subject-regex {pattern.pattern!r} does not match {recording_id!r}")
+        return match.group(1)
+    match = SLEEP_EDF_NAME.match(recording_id)
+    if match:
+        return f"{match['study'][:2].upper()}{match['subject']}"
+    return recording_id.rsplit("-", 1)[-1]
+
+
+def check_subject_regex(text: str) -> re.Pattern:
+    """Compile a --subject-regex; ValueError unless it is valid and has exactly one group."""
+    try:
+        pattern = re.compile(text)
+    except re.error as err:
+        raise ValueError(f"--subject-regex {text!r}: {err}") from None
+    if pattern.groups != 1:
+        raise ValueError(f"--subject-regex {text!r}: needs exactly one group (the subject id), has {pattern.groups}")
+    return pattern
+
+
+# ------------------------------------------------------------------------------------------------ reading
+def stage_of_text(text: str) -> int | None:
+    """Stage class of an annotation text or hypnogram token (`"Sleep stage R"` -> 4, `"N2"` -> 2,
+    `"Movement time"` -> -1); None when the text is not a stage."""
+    token = " ".join(text.split()).upper()
+    if token.startswith("SLEEP STAGE "):
+        return STAGE_TOKENS.get(token[len("SLEEP STAGE "):], STAGE_UNSCORED)
+    if token.startswith("SLEEP_STAGE_"):  # EDF+ exports written by MNE
+        return STAGE_TOKENS.get(token[len("SLEEP_STAGE_"):], STAGE_UNSCORED)
+    return STAGE_TOKENS.get(token)
+
+
+def _container(path: Path, epoch_length: float, stages: list[tuple[float, float, int, str]],
+               events: list[dict]) -> NsrrAnnotations:
+    return NsrrAnnotations(
+        path=path, epoch_length=epoch_length,
+        stage_start=np.array([s[0] for s in stages], dtype=np.float64),
+        stage_duration=np.array([s[1] for s in stages], dtype=np.float64),
+        stage_class=np.array([s[2] for s in stages], dtype=np.int8),
+        stage_concept=[s[3] for s in stages], events=events)
+
+
+def _event(path: Path, name: str, start: str | float | None, duration: str | float | None,
+           nadir: str | float | None = None) -> dict:
+    values = []
+    for what, text in (("Start", start), ("Duration", duration)):
+        try:
+            value = float(text) if text not in (None, "") else math.nan
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or (what == "Duration" and value < 0):
+            raise XmlError(f"{path}: event {name!r} has {what} {text!r}, expected a "
+                           f"{'non-negative ' if what == 'Duration' else ''}number of seconds")
+        values.append(value)
+    try:
+        spo2 = float(nadir) if nadir not in (None, "") else math.nan
+    except ValueError:
+        spo2 = math.nan
+    return {"type": event_type(name), "concept": name, "start_s": values[0], "duration_s": values[1],
+            "spo2_nadir": spo2}
+
+
+def _local(tag) -> str:
+    return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
+
+
+def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
+    """Compumedics Profusion XML (`CMPStudyConfig`): stages one per epoch, events by Name/Start/Duration."""
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except ET.ParseError as err:
+        raise XmlError(f"{path}: malformed XML ({err})") from None
+    except OSError as err:
+        raise XmlError(f"{path}: cannot read ({err.strerror or err})") from None
+    epoch_length = 30.0
+    found = next((el for el in root.iter() if _local(el.tag) == "epochlength"), None)
+    if found is not None:
+        try:
+            epoch_length = float((found.text or "").strip())
+        except ValueError:
+            raise XmlError(f"{path}: EpochLength is {found.text!r}, expected seconds") from None
+    codes = [(el.text or "").strip() for el in root.iter() if _local(el.tag) == "sleepstage"]
+    stages = [(k * epoch_length, epoch_length, STAGE_CODE_TO_CLASS.get(code, STAGE_UNSCORED), code)
+              for k, code in enumerate(codes)]
+    events = []
+    for element in (el for el in root.iter() if _local(el.tag) == "scoredevent"):
+        fields = {}
+        for child in element:
+            fields.setdefault(_local(child.tag), (child.text or "").strip())
+        events.append(_event(path, fields.get("name", ""), fields.get("start"), fields.get("duration"),
+                             fields.get("lowestspo2")))
+    if not codes and not events:
+        raise XmlError(f"{path}: no SleepStage or ScoredEvent elements; not a Profusion annotation file")
+    return _container(path, epoch_length, stages, events)
+
+
+def _start(header: EdfHeader) -> datetime.datetime | None:
+    try:
+        day, month, year = (int(v) for v in header.startdate.split("."))
+        hour, minute, second = (int(v) for v in header.starttime.split("."))
+        return datetime.datetime(1985 + (year - 85) % 100, month, day, hour, minute, second)
+    except ValueError:
+        return None
+
+
+def edf_annotation_texts(header: EdfHeader) -> list[tuple[float, float | None, str]]:
+    """(onset s, duration s or None, text) of every annotation of the file's `EDF Annotations` signals, in file
+    order; the time-keeping TAL of each record (empty text) is left out."""
+    out = []
+    for signal in (s for s in header.signals if s.is_annotation):
+        raw = read_digital(header, signal).astype("<i2").tobytes()  # (records * samples * 2,) bytes
+        size = 2 * signal.samples_per_record
+        for record in range(len(raw) // size):
+            text = raw[record * size:(record + 1) * size].decode("utf-8", errors="replace")
+            for tal in text.split("\x14\x00"):
+                tal = tal.strip("\x00")
+                if not tal:
+                    continue
+                timing, *texts = tal.split("\x14")
+                onset, _, duration = timing.partition("\x15")
+                try:
+                    start = float(onset)
+                    length = float(duration) if duration else None
+                except ValueError:
+                    raise EdfError(f"{header.path}: malformed EDF+ annotation {tal!r} in data record {record}") from None
+                out += [(start, length, t) for t in texts if t.strip()]
+    return out
+
+
+def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) -> NsrrAnnotations:
+    """EDF+ annotations of `path` (a Sleep-EDF hypnogram, or the recording itself), times shifted to the
+    start of `recording` when given."""
+    path = Path(path)
+    header = recording if recording is not None and Path(recording.path) == path else read_edf_header(path)
+    if not any(s.is_annotation for s in header.signals):
+        raise EdfError(f"{path}: no 'EDF Annotations' signal; not an EDF+ annotation file")
+    offset = 0.0
+    if recording is not None and header is not recording:
+        mine, theirs = _start(header), _start(recording)
+        if mine is not None and theirs is not None:
+            offset = (mine - theirs).total_seconds()
+    stages, events = [], []
+    for onset, duration, text in edf_annotation_texts(header):
+        stage = stage_of_text(text)
+        start = onset + offset
+        if stage is not None:
+            stages.append((start, float(EPOCH_S) if duration is None else duration, stage, text))
+        else:
+            events.append(_event(path, text, start, 0.0 if duration is None else duration))
+    return _container(path, float(EPOCH_S), stages, events)
+
+
+def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
+    """A per-epoch hypnogram: one stage token per line, or the `stage` column of a delimited file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise XmlError(f"{path}: cannot read hypnogram ({getattr(err, 'strerror', None) or err})") from None
+    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise XmlError(f"{path}: empty hypnogram")
+    first = lines[0][1]
+    delimiter = next((d for d in ("\t", ";", ",") if d in first), None)
+    if delimiter is not None:
+        rows = list(csv.reader(io.StringIO("\n".join(line for _, line in lines)), delimiter=delimiter))
+        header = [h.strip().lower() for h in rows[0]]
+        column = next((header.index(c) for c in STAGE_COLUMNS if c in header), None)
+        if column is None:
+            raise XmlError(f"{path}: no stage column (expected a header naming one of {', '.join(STAGE_COLUMNS)})")
+        tokens = [(n, row[column].strip() if column < len(row) else "") for (n, _), row in zip(lines[1:], rows[1:])]
+    else:
+        tokens = lines[1:] if first.lower() in STAGE_COLUMNS else lines
+    stages = []
+    for k, (line_no, token) in enumerate(tokens):
+        stage = stage_of_text(token)
+        if stage is None:
+            raise XmlError(f"{path}: line {line_no}: unknown stage {token!r} (accepted: W N1 N2 N3 N4 R REM ? "
+                           f"or R&K codes 0-5, 4 = stage 4, 5 = REM)")
+        stages.append((k * float(EPOCH_S), float(EPOCH_S), stage, token))
+    return _container(path, float(EPOCH_S), stages, [])
+
+
+def annotation_format(path: str | Path) -> str:
+    """"nsrr", "profusion", "edf" or "hypnogram" by file name and, for XML, the root element."""
+    path = Path(path)
+    name = path.name.lower()
+    if name.endswith(".edf"):
+        return "edf"
+    if name.endswith((".txt", ".csv", ".tsv")):
+        return "hypnogram"
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+    except OSError as err:
+        raise XmlError(f"{path}: cannot read ({err.strerror or err})") from None
+    return "profusion" if re.search(rb"<\s*CMPStudyConfig\b", head) else "nsrr"
+
+
+def read_annotations(path: str | Path, recording: EdfHeader | None = None) -> NsrrAnnotations:
+    """Scoring of one night from any supported file (see the module docstring). `recording` is the header of
+    the EDF the labels are for (aligns a separate EDF+ annotation file by start time)."""
+    kind = annotation_format(path)
+    if kind == "edf":
+        return parse_edf_annotations(path, recording)
+    if kind == "hypnogram":
+        return parse_hypnogram_text(path)
+    if kind == "profusion":
+        return parse_profusion_xml(path)
+    return parse_nsrr_xml(path)
+
+
+def has_embedded_stages(edf_path: str | Path) -> bool:
+    """True when an EDF+C recording carries stage annotations in its own `EDF Annotations` signal."""
+    try:
+        header = read_edf_header(edf_path)
+        if not header.reserved.upper().startswith("EDF+") or not any(s.is_annotation for s in header.signals):
+            return False
+        return any(stage_of_text(text) is not None for _, _, text in edf_annotation_texts(header))
+    except (EdfError, OSError, ValueError):
+        return False
