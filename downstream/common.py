@@ -3,7 +3,9 @@ loss, model selection on `val`, and the one final evaluation on `test`.
 
 Every downstream script follows the same path:
 
-1. `parse_downstream` (the shared engine options of utils/config.py + the task and backbone groups here).
+1. `parse_downstream` (the shared engine options of utils/config.py + the task and backbone groups here). Bad
+   input (options, data folder, checkpoints, --out) raises UsageError before anything is written; each script's
+   `main` reports it as one `error:` line, exit status 2 (`utils.config.reported_errors`).
 2. `assert_no_test_leakage` on DST/splits.json at start, and again on the recordings actually used for
    training and model selection: a subject of `test` there raises `LeakageError`.
 3. Training data = the `train` split at `--label-fraction` of its labelled epochs (seeded draw without
@@ -52,7 +54,10 @@ from models.loading import BUILDERS, build_backbone, checkpoint_path, load_backb
 from models.neuronet import neuronet_config
 from models.synthsleepnet import synthsleepnet_config
 from utils.checkpoint import load_checkpoint, sha256_file
-from utils.config import build_parser, comma_list, parse_config
+from utils.config import (
+    UsageError, build_parser, check_out_dir, comma_list, fraction, non_negative_int, parse_config, positive_int,
+    probability,
+)
 from utils.distributed import DistContext
 from utils.engine import autocast_context, evaluating, fit
 from utils.metrics import classification_metrics
@@ -60,26 +65,29 @@ from utils.metrics import classification_metrics
 SELECT_METRICS: dict[str, str] = {"kappa": "max", "macro_f1": "max", "accuracy": "max", "auroc": "max", "loss": "min"}
 
 
-class LeakageError(RuntimeError):
-    """A subject of the `test` split appears in training or model-selection data."""
+class LeakageError(UsageError, RuntimeError):
+    """A subject of the `test` split appears in training or model-selection data (a data error: exit status 2)."""
 
 
 # ---------------------------------------------------------------------------------------- options
 def int_list(text: str | Sequence[int]) -> list[int]:
-    """`"256,256"` (or a list from a config file) -> [256, 256]."""
-    items = comma_list(text) if isinstance(text, str) else list(text)
+    """`"256,256"` (or a list from a config file) -> [256, 256]; every item a positive integer."""
+    items = comma_list(text) if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
     try:
-        return [int(v) for v in items]
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from err
+        return [positive_int(v) for v in items]
+    except (TypeError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+
+
+int_list.checks_values = True  # parse_config checks --config values with it too
 
 
 def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("downstream task and evaluation")
     group.add_argument("--task", choices=tuple(TASKS), default=None, help="what to predict per 30-s epoch (required)")
-    group.add_argument("--label-fraction", type=float, default=1.0,
+    group.add_argument("--label-fraction", type=fraction, default=1.0,
                        help="fraction (0, 1] of the labelled `train` epochs used (seeded draw without replacement)")
-    group.add_argument("--train-subjects", type=int, default=None,
+    group.add_argument("--train-subjects", type=positive_int, default=None,
                        help="use only this many `train` subjects (seeded permutation of the sorted ids); default all")
     group.add_argument("--label-rule", default="midpoint",
                        help='event tasks: "midpoint", "any" or "min_s:X" (seconds of the epoch covered)')
@@ -88,11 +96,11 @@ def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                             "auroc for the binary event tasks (kappa of a rare class says little), kappa for staging")
     group.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
                        help="cross-entropy class weights: balanced = N / (C x n_c) over the training labels")
-    group.add_argument("--max-val-recordings", type=int, default=0,
+    group.add_argument("--max-val-recordings", type=non_negative_int, default=0,
                        help="score model selection on a seeded subset of this many `val` recordings (0 = all)")
-    group.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (test subjects) for the CIs")
-    group.add_argument("--hypnograms", type=int, default=3, help="staging: hypnogram PNGs of the first N test recordings")
-    group.add_argument("--eval-batch-size", type=int, default=0,
+    group.add_argument("--n-boot", type=non_negative_int, default=1000, help="bootstrap replicates (test subjects) for the CIs")
+    group.add_argument("--hypnograms", type=non_negative_int, default=3, help="staging: hypnogram PNGs of the first N test recordings")
+    group.add_argument("--eval-batch-size", type=non_negative_int, default=0,
                        help="samples (epochs; fine-tuning: windows) per batch when encoding / predicting without "
                             "gradients (0 = --batch-size)")
     group.add_argument("--method", default=None, help=argparse.SUPPRESS)  # set by the script; kept in config.json
@@ -109,7 +117,7 @@ def add_backbone_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
                        help="keep the frozen backbone's vectors of every encoded recording here and reuse them in "
                             "later runs with the same backbone file and channels (default: encode in memory)")
     group.add_argument("--head-hidden", type=int_list, default=[256, 256], help="MLP head hidden widths")
-    group.add_argument("--head-dropout", type=float, default=0.5, help="MLP head dropout")
+    group.add_argument("--head-dropout", type=probability, default=0.5, help="MLP head dropout")
     return parser
 
 
@@ -121,17 +129,11 @@ def build_downstream_parser(description: str, defaults: Mapping[str, Any],
 
 
 def check_task_options(parser: argparse.ArgumentParser, cfg: argparse.Namespace) -> None:
-    """Validate the task group (parser.error on bad values)."""
+    """Validate the task group beyond what its typed options check (parser.error on bad values)."""
     if cfg.task is None:
         parser.error(f"--task is required ({', '.join(TASKS)})")
     if not Path(cfg.data).is_dir() or not (Path(cfg.data) / "splits.json").is_file():
         parser.error(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
-    if not 0.0 < cfg.label_fraction <= 1.0:
-        parser.error(f"--label-fraction must be in (0, 1], got {cfg.label_fraction}")
-    if cfg.train_subjects is not None and cfg.train_subjects < 1:
-        parser.error(f"--train-subjects must be >= 1, got {cfg.train_subjects}")
-    if cfg.n_boot < 0 or cfg.max_val_recordings < 0:
-        parser.error("--n-boot and --max-val-recordings must be >= 0")
     if cfg.task == "sleep_stage" and cfg.label_rule != "midpoint":
         parser.error("--label-rule applies to the event tasks only")
 
@@ -139,7 +141,7 @@ def check_task_options(parser: argparse.ArgumentParser, cfg: argparse.Namespace)
 def parse_downstream(parser: argparse.ArgumentParser, argv: list[str] | None, method_of: Callable[[argparse.Namespace], str]
                      ) -> argparse.Namespace:
     """Parse and check; `cfg.method` is set by `method_of(cfg)` and `--out` defaults to
-    runs/downstream/<method>/<task>-lf<fraction>[-n<subjects>]-seed<seed>."""
+    runs/downstream/<method>/<task>-lf<fraction>[-n<subjects>]-seed<seed>, which must be a usable directory."""
     cfg = parse_config(parser, argv)
     check_task_options(parser, cfg)
     if hasattr(cfg, "head_hidden"):
@@ -159,6 +161,7 @@ def parse_downstream(parser: argparse.ArgumentParser, argv: list[str] | None, me
     if cfg.out is None:
         subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""
         cfg.out = Path("runs") / "downstream" / cfg.method / f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}-seed{cfg.seed}"
+    check_out_dir(cfg.out)
     return cfg
 
 
@@ -166,12 +169,17 @@ def parse_downstream(parser: argparse.ArgumentParser, argv: list[str] | None, me
 def assert_no_test_leakage(data_dir: str | Path, used: Mapping[str, Iterable[str]] | None = None) -> set[str]:
     """Raise LeakageError if a `test` subject is listed in another split of DST/splits.json (by subject id or
     through a recording), or owns a recording of `used` (purpose -> recording ids, e.g. the training and
-    selection data actually loaded). Returns the test subjects."""
+    selection data actually loaded). Returns the test subjects. An unreadable splits.json or manifest is a
+    UsageError naming the file."""
     path = Path(data_dir) / "splits.json"
-    splits = read_splits(path)
     used = {purpose: list(recordings) for purpose, recordings in (used or {}).items()}
-    every = sorted({r for ids in splits["recordings"].values() for r in ids} | {r for ids in used.values() for r in ids})
-    subject_of = read_subjects(data_dir, every)
+    try:
+        splits = read_splits(path)
+        every = sorted({r for ids in splits["recordings"].values() for r in ids}
+                       | {r for ids in used.values() for r in ids})
+        subject_of = read_subjects(data_dir, every)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise UsageError(f"{data_dir}: cannot read the cohort's splits and subjects: {err}") from None
 
     def members(split: str) -> set[str]:
         return set(map(str, splits["subjects"][split])) | {subject_of[r] for r in splits["recordings"][split]}
@@ -219,16 +227,17 @@ class BackboneSource:
 def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneSource:
     """The backbone of `--backbone` / `--init` / `--preset` / `--channels` (module docstring)."""
     if cfg.model_args and cfg.backbone is not None:
-        raise SystemExit("error: --model-arg shapes a backbone built from --preset (--init random without "
+        raise UsageError("--model-arg shapes a backbone built from --preset (--init random without "
                          "--backbone); a checkpoint's architecture is fixed")
     if cfg.backbone is not None:
         try:
             checkpoint = read_checkpoint(cfg.backbone)
         except (FileNotFoundError, ValueError) as err:
-            raise SystemExit(f"error: --backbone {cfg.backbone}: {err}") from err
+            raise UsageError(f"--backbone {cfg.backbone}: {err}") from None
         kind, path = checkpoint["model_kind"], checkpoint["path"]
         if kind not in BUILDERS:
-            raise SystemExit(f"error: --backbone {path}: holds a {kind!r} model, expected one of {sorted(BUILDERS)}")
+            raise UsageError(f"--backbone {path}: holds a {kind!r} model, expected a pretrained backbone (one of "
+                             f"{sorted(BUILDERS)}: a unimodal or multimodal pretraining checkpoint)")
         config = checkpoint["model_config"]
         metadata = checkpoint.get("metadata") or {}
         trained = list(config["channels"]) if kind == "synthsleepnet" else list(metadata.get("channels") or [])
@@ -243,7 +252,7 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
         state = checkpoint["model"] if cfg.init == "pretrained" else None
     else:
         if not cfg.channels:
-            raise SystemExit("error: --init random without --backbone needs --channels (and --preset)")
+            raise UsageError("--init random without --backbone needs --channels (and --preset)")
         trained = list(cfg.channels)
         try:
             if len(trained) == 1:
@@ -254,7 +263,7 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
                 config = synthsleepnet_config(cfg.preset, channels=trained, encoders={c: encoder for c in trained},
                                               **cfg.model_args).to_dict()
         except (ValueError, TypeError) as err:
-            raise SystemExit(f"error: --preset {cfg.preset} / --model-arg: {err}") from err
+            raise UsageError(f"--preset {cfg.preset} / --model-arg: {err}") from err
         provenance = {"path": None, "sha256": None, "step": None, "kind": kind, "name": f"{kind}[{cfg.preset}]",
                       "init": "random"}
         state = None
@@ -262,24 +271,25 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
         provenance["name"] += " random-init"
     channels = list(cfg.channels) if cfg.channels else (trained if kind == "synthsleepnet" else trained[:1])
     if not channels:
-        raise SystemExit(f"error: --backbone {cfg.backbone}: the checkpoint does not say which channel it was "
+        raise UsageError(f"--backbone {cfg.backbone}: the checkpoint does not say which channel it was "
                          "trained on; pass --channels")
     if kind == "neuronet" and len(channels) != 1:
-        raise SystemExit(f"error: a unimodal NeuroNet backbone encodes one channel, got --channels {channels}")
+        raise UsageError(f"a unimodal NeuroNet backbone encodes one channel, got --channels {channels}")
     if kind == "synthsleepnet" and not set(channels) <= set(trained):
-        raise SystemExit(f"error: --channels {channels} are not all channels of the SynthSleepNet ({trained})")
+        raise UsageError(f"--channels {channels} are not all channels of the SynthSleepNet ({trained})")
     return BackboneSource(kind, config, state, channels, provenance)
 
 
 # ---------------------------------------------------------------------------------------- data
 def _opened(make: Callable[[], Dataset], what: str) -> Any:
-    """Build a dataset, turning input errors into a message and printing the recordings skipped."""
+    """Build a dataset (UsageError naming the folder or file when it cannot be read) and print the recordings
+    skipped."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*skipped \d+")  # reported below, with every reason
         try:
             dataset = make()
-        except (ValueError, FileNotFoundError, KeyError) as err:
-            raise SystemExit(f"error: {what}: {err}") from err
+        except (ValueError, OSError, KeyError) as err:
+            raise UsageError(f"{what}: {err}") from err
     if getattr(dataset, "skipped", None):
         reasons = Counter(dataset.skipped.values())
         print(f"{what}: skipped {len(dataset.skipped)} recording(s): "
@@ -514,7 +524,7 @@ def fit_and_select(cfg: argparse.Namespace, ctx: DistContext, model: nn.Module, 
     the starting weights, which an epoch must beat to replace them as best.pt."""
     train_size = len(train_set)
     if train_size < 2:
-        raise SystemExit(f"error: {train_size} training sample(s); the head's BatchNorm needs at least 2 "
+        raise UsageError(f"{train_size} training sample(s); the head's BatchNorm needs at least 2 "
                          "(raise --label-fraction or --train-subjects)")
     return fit(cfg, model, train_set, ctx=ctx, model_kind=model_kind, model_config=model.to_config(),
                compute_loss=loss, monitor=monitor, monitor_metric=f"val_{cfg.select_metric}",

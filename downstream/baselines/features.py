@@ -47,36 +47,39 @@ from downstream.common import (
 from downstream.evaluate import attach_context
 from utils import features as features_module
 from utils.checkpoint import sha256_file
-from utils.config import comma_list, save_config
+from utils.config import (
+    CONFIG_HISTORY_HELP, ArgumentParser, UsageError, bounded, comma_list, non_negative_float, non_negative_int, positive_float,
+    positive_int, reported_errors, save_config,
+)
 from utils.features import epoch_features
 
 TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only)
 
 
 def build_features_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--config", type=Path, default=None,
-                        help="JSON or YAML file of options (keys as in config.json); explicit flags win")
+                        help="JSON or YAML file of options (keys as in config.json); explicit flags win; an unknown "
+                             "key or a bad value is an error")
     data = parser.add_argument_group("data")
     data.add_argument("--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)")
     data.add_argument("--channels", type=comma_list, default=list(EPHYS_CHANNELS),
                       help="comma-separated canonical channel names (a recording lacking one is skipped)")
-    data.add_argument("--workers", type=int, default=2, help="DataLoader worker processes reading epochs")
-    data.add_argument("--batch-size", type=int, default=256, help="epochs per feature-extraction batch")
+    data.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes reading epochs")
+    data.add_argument("--batch-size", type=positive_int, default=256, help="epochs per feature-extraction batch")
     run = parser.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=None, help="run directory")
+    run.add_argument("--out", type=Path, default=None, help=f"run directory; {CONFIG_HISTORY_HELP}")
     run.add_argument("--cache-dir", type=Path, default=None,
                      help="keep the features of every recording used here and reuse them in later runs (the key "
                           "names the channels and the feature code's SHA-256)")
-    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--seed", type=non_negative_int, default=0)
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
     model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
-    model.add_argument("--hgb-max-iter", type=int, default=300, help="boosting iterations fitted (selected on val)")
-    model.add_argument("--hgb-learning-rate", type=float, default=0.1)
-    model.add_argument("--hgb-max-leaf-nodes", type=int, default=31)
-    model.add_argument("--hgb-min-samples-leaf", type=int, default=20)
-    model.add_argument("--hgb-l2", type=float, default=0.0, help="L2 regularisation")
+    model.add_argument("--hgb-max-iter", type=positive_int, default=300, help="boosting iterations fitted (selected on val)")
+    model.add_argument("--hgb-learning-rate", type=positive_float, default=0.1)
+    model.add_argument("--hgb-max-leaf-nodes", type=bounded(int, low=2), default=31)
+    model.add_argument("--hgb-min-samples-leaf", type=positive_int, default=20)
+    model.add_argument("--hgb-l2", type=non_negative_float, default=0.0, help="L2 regularisation")
     add_task_args(parser)
     return parser
 
@@ -127,19 +130,27 @@ def select_iterations(classifier: HistGradientBoostingClassifier, val_x: np.ndar
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv`, fit, select on val, evaluate on test, return 0. Input errors exit with a message."""
+    """Parse `argv`, fit, select on val, evaluate on test, return 0. Bad input: one `error:` line on stderr and exit
+    status 2, raised as SystemExit; nothing is written before the inputs are checked."""
+    with reported_errors():
+        return run(argv)
+
+
+def run(argv: list[str] | None) -> int:
+    """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_features_parser()
     cfg = parse_downstream(parser, argv, lambda _: "features_hgb")
-    if cfg.hgb_max_iter < 1:
-        parser.error("--hgb-max-iter must be >= 1")
     assert_no_test_leakage(cfg.data)
     channels, n_classes = list(cfg.channels), TASKS[cfg.task]
     train_set = epoch_dataset(cfg, "train", channels, training=True)
     val_set = epoch_dataset(cfg, val_split(cfg), channels)
     test_windows = window_dataset(cfg, "test", channels, TEST_WINDOW, tiling=True)
     assert_no_test_leakage(cfg.data, {"training": train_set.recordings, "model selection": val_set.recordings})
-    Path(cfg.out).mkdir(parents=True, exist_ok=True)
-    save_config(cfg, Path(cfg.out) / "config.json")
+    counts = train_set.class_counts()
+    if np.count_nonzero(counts) < 2:
+        raise UsageError(f"the training epochs hold one class only (per class {counts.tolist()}); raise "
+                         "--label-fraction or --train-subjects")
+    save_config(cfg, Path(cfg.out) / "config.json", keep_previous=True)  # the inputs are checked: the run starts
     started = time.monotonic()
     # every val and test epoch (and, with --cache-dir, every epoch of the train recordings) featurised once
     wanted = set(val_set.recordings) | set(test_windows.recordings)
@@ -155,12 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         train_x, train_y = dataset_features(train_set, channels, cfg)
     val = stored_features(store, val_set)
     val_x, val_y = val.features.numpy(), val.labels.numpy()
-    counts = train_set.class_counts()
     print(f"features_hgb | task {cfg.task} | channels {', '.join(channels)} | train {train_x.shape} "
           f"(per class {counts.tolist()}) | val {val_x.shape} | features {time.monotonic() - started:.1f} s", flush=True)
-    if np.unique(train_y).size < 2:
-        raise SystemExit(f"error: the training epochs hold one class only ({np.unique(train_y).tolist()}); raise "
-                         "--label-fraction or --train-subjects")
 
     weights = class_weights(counts, cfg.class_weights)
     weights = None if weights is None else weights.numpy().astype(np.float64)  # (C,) prior-shift weights

@@ -45,8 +45,11 @@ from downstream.common import (
 from models.heads import ContextHead, EpochEncoder, MLPHead, TemporalClassifier
 from utils.checkpoint import load_checkpoint
 from models.lora import LoraSettings
+from utils.config import (
+    UsageError, non_negative_int, positive_float, positive_int, probability, reported_errors, unit_interval,
+)
 from utils.distributed import cleanup
-from utils.engine import autocast_context, setup_run
+from utils.engine import autocast_context, read_resume_checkpoint, setup_run
 
 # lr is the base rate of the engine's rule lr x effective_batch / 256: 3.2e-3 x 8 windows / 256 = 1e-4
 DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 8, "lr": 3.2e-3, "weight_decay": 0.01, "warmup_epochs": 1.0}
@@ -54,30 +57,30 @@ DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 8, "lr": 3.2e-3, "weight
 
 def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("fine-tuning (windows, LoRA, Mamba2 temporal context)")
-    group.add_argument("--epochs-per-window", type=int, default=20, help="T: consecutive 30-s epochs per window")
-    group.add_argument("--stride", type=int, default=10, help="epochs between training window starts")
-    group.add_argument("--lora-rank", type=int, default=4)
-    group.add_argument("--lora-alpha", type=float, default=8.0)
-    group.add_argument("--lora-dropout", type=float, default=0.05)
+    group.add_argument("--epochs-per-window", type=positive_int, default=20, help="T: consecutive 30-s epochs per window")
+    group.add_argument("--stride", type=positive_int, default=10, help="epochs between training window starts")
+    group.add_argument("--lora-rank", type=positive_int, default=4)
+    group.add_argument("--lora-alpha", type=positive_float, default=8.0)
+    group.add_argument("--lora-dropout", type=probability, default=0.05)
     group.add_argument("--lora-rslora", action=argparse.BooleanOptionalAction, default=True,
                        help="scale alpha / sqrt(rank) (as in SynthSleepNet pretraining) instead of alpha / rank")
     group.add_argument("--tune-fusion", action=argparse.BooleanOptionalAction, default=True,
                        help="SynthSleepNet: train its adapters and fusion transformer too")
     group.add_argument("--context-norm", choices=("layer", "batch"), default="layer", help="norm before the Mamba2")
-    group.add_argument("--mamba-d-state", type=int, default=16)
-    group.add_argument("--mamba-d-conv", type=int, default=4)
-    group.add_argument("--mamba-expand", type=int, default=2)
-    group.add_argument("--mamba-headdim", type=int, default=64)
+    group.add_argument("--mamba-d-state", type=positive_int, default=16)
+    group.add_argument("--mamba-d-conv", type=positive_int, default=4)
+    group.add_argument("--mamba-expand", type=positive_int, default=2)
+    group.add_argument("--mamba-headdim", type=positive_int, default=64)
     group.add_argument("--mamba-backend", choices=("auto", "torch", "fused"), default="auto",
                        help="auto: mamba-ssm's fused kernels on CUDA when installed, else pure PyTorch")
     phase = parser.add_argument_group("phase 1: context and head on frozen vectors (pretrained backbones)")
-    phase.add_argument("--context-epochs", type=int, default=30,
+    phase.add_argument("--context-epochs", type=non_negative_int, default=30,
                        help="epochs of phase 1 (0 = none): Mamba2 context + head trained on the frozen encoder's "
                             "cached vectors before LoRA fine-tuning starts from them")
-    phase.add_argument("--context-batch-size", type=int, default=32, help="phase 1 windows per batch")
-    phase.add_argument("--context-lr", type=float, default=8e-3,
+    phase.add_argument("--context-batch-size", type=positive_int, default=32, help="phase 1 windows per batch")
+    phase.add_argument("--context-lr", type=positive_float, default=8e-3,
                        help="phase 1 base lr (x effective batch / 256: 8e-3 x 32 / 256 = 1e-3)")
-    phase.add_argument("--context-budget-share", type=float, default=0.4,
+    phase.add_argument("--context-budget-share", type=unit_interval, default=0.4,
                        help="with --max-minutes: at most this share of the budget for phase 1; phase 2 gets the rest")
     return parser
 
@@ -112,7 +115,8 @@ class LabelledWindows(Dataset):
                 masks.append(mask)
                 self.window_epochs.append((rid, window))  # (recording, epoch numbers (T,)) of each kept window
         if not index:
-            raise SystemExit("error: no training window holds a selected labelled epoch")
+            raise UsageError("no training window holds a selected labelled epoch (raise --label-fraction or "
+                             "--train-subjects)")
         self.windows, self.index, self.masks = windows, np.asarray(index), np.stack(masks)  # masks (n, T)
         self.counts = selected.class_counts()
         self.recordings, self.subjects = selected.recordings, selected.subjects
@@ -195,11 +199,17 @@ def window_predictor(model: torch.nn.Module, device: torch.device, channels: lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv`, fine-tune, evaluate on test, return 0. Input errors exit with a message."""
+    """Parse `argv`, fine-tune, evaluate on test, return 0. Bad input: one `error:` line on stderr and exit status 2
+    (a non-finite loss: exit status 1), raised as SystemExit; nothing is written before the inputs are checked."""
+    with reported_errors():
+        return run(argv)
+
+
+def run(argv: list[str] | None) -> int:
+    """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_fine_tuning_parser()
     cfg = parse_downstream(parser, argv, method_of)
-    if cfg.epochs_per_window < 1 or cfg.stride < 1:
-        parser.error("--epochs-per-window and --stride must be >= 1")
+    read_resume_checkpoint(cfg.resume, cfg.out, "temporal_classifier")
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
     channels, size = source.channels, cfg.epochs_per_window
@@ -228,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
         context = {"norm": cfg.context_norm, "backend": cfg.mamba_backend, "d_state": cfg.mamba_d_state,
                    "d_conv": cfg.mamba_d_conv, "expand": cfg.mamba_expand, "headdim": cfg.mamba_headdim}
         if (cfg.mamba_expand * encoder.embed_dim) % cfg.mamba_headdim:
-            raise SystemExit(f"error: --mamba-headdim {cfg.mamba_headdim} must divide --mamba-expand x "
+            raise UsageError(f"--mamba-headdim {cfg.mamba_headdim} must divide --mamba-expand x "
                              f"{encoder.embed_dim} (the backbone's width)")
         model = TemporalClassifier(encoder, MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout),
                                    context)

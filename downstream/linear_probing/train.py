@@ -38,9 +38,9 @@ from downstream.common import (
     train_summary, val_split, window_dataset,
 )
 from models.heads import EpochClassifier, EpochEncoder, MLPHead
-from utils.config import load_config_file
+from utils.config import load_config_file, reported_errors
 from utils.distributed import cleanup
-from utils.engine import autocast_context, setup_run
+from utils.engine import autocast_context, read_resume_checkpoint, setup_run
 
 # The head trains on cached vectors, so epochs cost milliseconds: small batches and many epochs give enough
 # optimizer steps at 1-5 % labels (batch 256 x 30 epochs was 30 steps at 5 % labels and val kappa still rising).
@@ -78,9 +78,17 @@ def build_probe_parser(init: str = "pretrained"):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse `argv`, train, evaluate on test, return 0. Input errors exit with a message."""
+    """Parse `argv`, train, evaluate on test, return 0. Bad input: one `error:` line on stderr and exit status 2
+    (a non-finite loss: exit status 1), raised as SystemExit; nothing is written before the inputs are checked."""
+    with reported_errors():
+        return run(argv)
+
+
+def run(argv: list[str] | None) -> int:
+    """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_probe_parser(init_of(argv))
     cfg = parse_downstream(parser, argv, method_of)
+    read_resume_checkpoint(cfg.resume, cfg.out, "mlp_head" if cfg.init == "pretrained" else "epoch_classifier")
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
     channels = source.channels
