@@ -175,3 +175,77 @@ def test_a_table_that_cannot_be_written_or_removed_fails_that_night_only(tmp_pat
     assert rows.loc[victim, "status"] == "failed" and "Permission denied" in rows.loc[victim, "reason"]
     assert "could not remove the old" in rows.loc[victim, "reason"]
     assert (rows.drop(index=victim)["status"] == "ok").all()
+
+
+# ------------------------------------------------------------------------------ worker death and orphans
+def start_parser(tmp_path: Path, nights: int = 6, hours: float = 1.5) -> tuple[subprocess.Popen, Path, Path]:
+    """The command-line parser with --workers 2 on a flat cohort, started once its first table is written."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    generate_cohort(src, nights=nights, hours=hours, seed=0, layout="flat")
+    with open(tmp_path / "parser.log", "w") as log:  # a file, not a pipe: orphans would hold a pipe open
+        process = subprocess.Popen([sys.executable, "dataset/data_parser.py", "--src", str(src), "--dst", str(dst),
+                                    "--workers", "2", "--no-progress"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    while not list((dst / "recordings").glob("*.parquet")) and process.poll() is None:
+        assert time.monotonic() < deadline, "the parser wrote no table in 120 s"
+        time.sleep(0.005)
+    assert process.poll() is None, "the parser finished before the test could act"
+    return process, src, dst
+
+
+def parser_workers(pid: int) -> list:
+    """The worker processes of the parser `pid` (not the multiprocessing resource tracker)."""
+    psutil = pytest.importorskip("psutil")
+    return [child for child in psutil.Process(pid).children()
+            if "resource_tracker" not in " ".join(child.cmdline())]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
+def test_a_killed_worker_fails_its_night_and_the_cohort_finishes(tmp_path):
+    process, src, dst = start_parser(tmp_path)
+    try:
+        victim = parser_workers(process.pid)[0]
+        victim.send_signal(signal.SIGKILL)  # what the OOM killer does on a huge night
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 1, (tmp_path / "parser.log").read_text()  # some recording failed; not a crash
+    assert not victim.is_running() or victim.status() == "zombie"
+    manifest = pd.read_parquet(dst / "manifest.parquet")
+    failed = manifest[manifest["status"] == "failed"]
+    assert len(manifest) == 6 and len(failed) == 1, manifest[["recording_id", "status", "reason"]]
+    assert (manifest["status"] != "skipped").all()
+    reason = failed["reason"].iloc[0]
+    assert "worker died: signal 9 (SIGKILL) / out of memory?" in reason and failed["edf"].iloc[0] in reason
+    for row in manifest.itertuples():
+        table = dst / "recordings" / f"{row.recording_id}.parquet"
+        assert table.exists() == (row.status == "ok")
+        if row.status == "ok":
+            assert pq.read_metadata(table).num_rows == row.n_epochs
+    assert not list(dst.rglob("*.tmp")) and (dst / "events.parquet").exists() and (dst / "splits.json").exists()
+    code, rerun = run_main(src, dst)  # a rerun redoes the failed night only
+    assert code == 0 and (rerun["status"] == "ok").all()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc through psutil")
+def test_workers_and_resource_tracker_exit_when_the_parser_is_killed(tmp_path):
+    psutil = pytest.importorskip("psutil")
+    process, _, _ = start_parser(tmp_path)
+    children = psutil.Process(process.pid).children(recursive=True)
+
+    def alive() -> list:
+        return [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
+
+    try:
+        assert len(parser_workers(process.pid)) == 2
+        process.kill()
+        process.wait(timeout=30)
+        deadline = time.monotonic() + 5
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        left = [" ".join(c.cmdline())[:120] for c in alive()]
+    finally:
+        process.kill()
+        for child in alive():  # never leave them behind, even when the test fails
+            child.kill()
+    assert not left, left
