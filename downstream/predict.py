@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import glob
+import hashlib
 import json
 import math
 import os
@@ -38,6 +40,7 @@ import shutil
 import sys
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -45,13 +48,17 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
-from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_S, STAGE_NAMES, STAGE_UNSCORED, TASKS
-from dataset.data_parser import load_night
+from dataset.constants import (CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_S, LABEL_EVENT_COLUMNS, STAGE_NAMES,
+                                STAGE_UNSCORED, TASKS)
+from dataset.data_parser import discover, load_night, subject_of
 from dataset.datasets import window_starts
 from dataset.edf_reader import EdfError, read_edf_header
-from dataset.nsrr_xml import XmlError
+from dataset.labels import epoch_labels, labels_frame, night_summary
+from dataset.nsrr_xml import XmlError, parse_nsrr_xml
 from dataset.signal_processing import SkipRecording
+from downstream.cache import RecordingVectors, VectorStore, predict_tiles
 from downstream.common import DownstreamModel, epochwise, load_downstream_run, predict_windows
 from utils.config import parse_config, save_config
 from utils.metrics import (SEVERITY_NAMES, SEVERITY_UNKNOWN, binary_class_names, classification_metrics,
@@ -83,18 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
         prog="predict.py", description=__doc__.split("\n\n")[0],
         epilog="Runs: a linear-probing or fine-tuning run directory (best.pt, else last.pt) or a checkpoint file. "
                "--checkpoint must be a sleep_stage run; --apnea and --hypopnea add events.csv, and both together "
-               "the estimated AHI. Exit codes: 0 ok, 2 bad input (unreadable EDF, malformed XML, bad run, no "
-               "usable channel).")
+               "the estimated AHI. Exit codes: 0 ok, 1 some night of a cohort failed (see summary.csv), 2 bad input "
+               "(unreadable EDF, malformed XML, bad run, no usable channel, unusable --out).")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON or YAML file of these options (keys as in the config.json it writes); "
                              "explicit flags win")
     parser.add_argument("--checkpoint", type=Path, default=None, help="sleep-staging run (required)")
     parser.add_argument("--apnea", type=Path, default=None, help="apnea run (optional)")
     parser.add_argument("--hypopnea", type=Path, default=None, help="hypopnea run (optional)")
-    parser.add_argument("--edf", type=Path, default=None, help="the night's EDF file (required)")
+    parser.add_argument("--edf", type=Path, default=None,
+                        help="the night's EDF file, or a cohort: a folder (every EDF below it), a glob pattern "
+                             "(quoted) or a list file (one EDF path per line); required")
     parser.add_argument("--xml", type=Path, default=None,
-                        help="optional NSRR XML of the night: adds agreement with its scoring")
-    parser.add_argument("--out", type=Path, default=None, help="output directory (created; required)")
+                        help="optional NSRR XML of a single EDF: adds agreement with its scoring (a cohort's EDFs are "
+                             "paired with their annotation files as the parser pairs them)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="output folder (required): new, empty, or an earlier predict.py output, which is "
+                             "replaced whole")
     parser.add_argument("--batch-size", type=int, default=64, help="epochs per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
@@ -187,6 +199,89 @@ def predict_task(run: DownstreamModel, epochs: Mapping[str, np.ndarray], recordi
     return predictions.probabilities.astype(np.float32)  # (n_epochs, C), rows in epoch order
 
 
+def encoder_identity(run: DownstreamModel, channels: Sequence[str]) -> str:
+    """What a run's per-epoch encoder computes: SHA-256 of its weights (names, shapes, values) and the channels it
+    reads. Probes on one backbone checkpoint (and channels) share it, so the night is encoded once for them."""
+    digest = hashlib.sha256(json.dumps(list(channels)).encode())
+    for name, tensor in sorted(run.model.encoder.state_dict().items()):
+        value = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers (BatchNorm counters) as 1-d
+        digest.update(f"{name}:{value.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def share_encoders(runs: Mapping[str, DownstreamModel]) -> dict[str, str]:
+    """task -> encoder identity (`encoder_identity` over all of the run's channels); runs with the same identity
+    are made to hold the same encoder module (loaded once in memory). Runs without a separate encoder are left
+    out (predicted end to end)."""
+    identities, first = {}, {}
+    for task, run in runs.items():
+        if not (hasattr(run.model, "encoder") and hasattr(run.model, "head")):
+            continue
+        identities[task] = identity = encoder_identity(run, run.channels)
+        if identity in first:
+            run.model.encoder = first[identity]
+        first.setdefault(identity, run.model.encoder)
+    return identities
+
+
+@torch.no_grad()
+def encode_night(encoder: torch.nn.Module, epochs: Mapping[str, np.ndarray], channels: Sequence[str],
+                 device: torch.device, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Per-epoch vectors (n_epochs, D) float32 of a night through one frozen encoder, each epoch exactly once."""
+    n_epochs = int(next(iter(epochs.values())).shape[0])
+    parts = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"SynthSleepNet.encode: channel")  # reported by the caller
+        for first in tqdm(range(0, n_epochs, batch_size), desc="encode", unit="batch", leave=False,
+                          disable=not progress):
+            signals = {ch: torch.from_numpy(epochs[ch][first: first + batch_size]).to(device)
+                       for ch in channels}  # (b, 3000) per channel at 100 Hz, robust-scaled
+            parts.append(encoder(signals).float().cpu().numpy())  # (b, D)
+    return np.concatenate(parts)
+
+
+@torch.no_grad()
+def classify_vectors(run: DownstreamModel, vectors: np.ndarray, recording: str, device: torch.device,
+                     batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (n_epochs, C) float32 from a night's encoder vectors (n_epochs, D): per-epoch models
+    apply their head; temporal models see the deterministic tiling of `SequenceDataset(tiling=True)` (every
+    epoch owned by exactly one window)."""
+    n_classes, n_epochs = TASKS[run.task], vectors.shape[0]
+    if run.kind != "temporal_classifier":
+        logits = [run.model.head(torch.from_numpy(vectors[k: k + batch_size]).to(device)).float().cpu()
+                  for k in range(0, n_epochs, batch_size)]  # (b, C) each
+        return torch.cat(logits).softmax(dim=-1).numpy().astype(np.float32)
+    size = int(run.epochs_per_window)
+    store = VectorStore({recording: RecordingVectors(np.arange(n_epochs, dtype=np.int64), vectors)})
+    predictions = predict_tiles(store, [recording], size,
+                                lambda x: run.model.classify_vectors(x.to(device)).float().softmax(dim=-1).cpu(),
+                                {}, n_classes, max(1, batch_size // size))  # windows (B, T, D) -> (B, T, C)
+    if not np.array_equal(predictions.epoch, np.arange(n_epochs)):
+        raise RuntimeError(f"{recording}: the tiling did not predict every epoch exactly once")
+    return predictions.probabilities.astype(np.float32)
+
+
+def predict_all(runs: Mapping[str, DownstreamModel], epochs: Mapping[str, np.ndarray], recording: str,
+                device: torch.device, batch_size: int = 64, progress: bool = False,
+                identities: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """task -> class probabilities (n_epochs, C) of one night. Runs whose encoders share an identity
+    (`share_encoders`) and read the same present channels use one encoding of the night."""
+    identities = share_encoders(runs) if identities is None else identities
+    vectors: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+    out = {}
+    for task, run in runs.items():
+        channels = tuple(ch for ch in run.channels if ch in epochs)
+        if task not in identities:
+            out[task] = predict_task(run, epochs, recording, device, batch_size, progress)
+            continue
+        key = (identities[task], channels)
+        if key not in vectors:
+            vectors[key] = encode_night(run.model.encoder, epochs, channels, device, batch_size, progress)
+        out[task] = classify_vectors(run, vectors[key], recording, device, batch_size)
+    return out
+
+
 # ---------------------------------------------------------------------------------------- night
 def clock_times(edf_path: Path, n_epochs: int) -> list[str]:
     """HH:MM:SS clock time of each epoch start from the EDF header's start time ("" if unreadable)."""
@@ -252,11 +347,29 @@ def severity_name(ahi: float) -> str:
     return SEVERITY_NAMES[severity] if severity != SEVERITY_UNKNOWN else "unknown"
 
 
+def scored_labels(xml_path: Path, n_epochs: int, signal_s: float) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Labels of the whole night's `n_epochs` from an NSRR XML (`dataset.labels.epoch_labels`), -1 after the scored
+    part (epochs past min(signal, scoring) as the parser trims), and the parser's manifest numbers of the scored
+    part (`ahi_scored`, `tst_min`, ...). Raises XmlError."""
+    annotations = parse_nsrr_xml(xml_path)
+    scored_s = annotations.scored_s or signal_s  # no stage event: nothing scored, the whole signal kept
+    n_scored = min(n_epochs, int(math.floor(min(signal_s, scored_s) / EPOCH_S + 1e-9)))
+    labels = epoch_labels(annotations, n_epochs)
+    for name in ("stage", *LABEL_EVENT_COLUMNS):
+        labels[name][n_scored:] = STAGE_UNSCORED  # not scored: never compared
+    summary = night_summary(epoch_labels(annotations, n_scored), annotations.events, n_scored * float(EPOCH_S))
+    return labels_frame(labels), {**summary, "scored_s": scored_s, "scored_part_epochs": n_scored}
+
+
 def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml_path: str | Path | None = None,
-                  device: torch.device | str = "cpu", batch_size: int = 64, progress: bool = False
-                  ) -> dict[str, Any]:
+                  device: torch.device | str = "cpu", batch_size: int = 64, progress: bool = False,
+                  identities: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Process and predict one night in memory. Returns {"hypnogram": DataFrame, "events": DataFrame | None,
-    "report": dict, "stages": (n,) int, "scored": (n,) int | None}. Raises InputError for bad inputs."""
+    "report": dict, "stages": (n,) int, "scored": (n,) int | None}. Raises InputError for bad inputs.
+
+    The whole recording is predicted (floor(signal / 30 s) epochs) whether or not a scoring is given; agreement
+    with the scoring counts the scored epochs only. `identities`: `share_encoders(runs)`, computed once per
+    cohort (default: here)."""
     edf_path, device = Path(edf_path), torch.device(device)
     xml_path = Path(xml_path) if xml_path is not None else None
     for path in (edf_path, xml_path):
@@ -264,15 +377,18 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
             raise InputError(f"{path}: no such file")
     wanted = [ch for ch in EPHYS_CHANNELS if any(ch in run.channels for run in runs.values())]
     try:
-        epochs, labels, info = load_night(edf_path, xml_path, channels=wanted)
+        epochs, _, info = load_night(edf_path, None, channels=wanted)
+        labels = None
+        if xml_path is not None:
+            labels, scoring = scored_labels(xml_path, int(info["n_epochs"]), float(info["signal_s"]))
+            info = {**info, **scoring}
     except (EdfError, XmlError, SkipRecording) as err:
-        raise InputError(str(err)) from None
+        raise InputError(one_line(err)) from None
     channels = channel_report(runs, epochs, info, edf_path)
     recording, n_epochs = edf_path.stem, int(info["n_epochs"])
     times = clock_times(edf_path, n_epochs)
 
-    probabilities = {task: predict_task(run, epochs, recording, device, batch_size, progress)
-                     for task, run in runs.items()}  # task -> (n_epochs, C)
+    probabilities = predict_all(runs, epochs, recording, device, batch_size, progress, identities)  # task -> (n, C)
     stages = probabilities["sleep_stage"].argmax(axis=1).astype(np.int64)  # (n_epochs,) 0..4
     sleep = np.isin(stages, SLEEP_STAGES)  # (n_epochs,) bool, predicted sleep
     events = {task: probabilities[task].argmax(axis=1).astype(np.int64) for task in EVENT_TASKS if task in runs}
@@ -317,6 +433,9 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
     notes = []
     if channels["missing"]:
         notes.append(f"missing channels {', '.join(channels['missing'])}: predicted without them")
+    if labels is not None and info["scored_part_epochs"] < n_epochs:
+        notes.append(f"the scoring covers the first {info['scored_part_epochs']} of the {n_epochs} predicted epochs; "
+                     "agreement counts the scored epochs only")
     if events and not both:
         notes.append("the AHI needs both --apnea and --hypopnea runs; only the given type's index is reported")
 
@@ -473,15 +592,170 @@ def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse_config(parser, argv, required=("checkpoint", "edf", "out"))
-    if args.batch_size < 1:
-        parser.error(f"--batch-size {args.batch_size}: expected a positive number of epochs")
+# ---------------------------------------------------------------------------------------- cohort
+@dataclass
+class NightInput:
+    """One night to predict: its EDF, the annotation file paired with it (or None), and a reason it cannot be
+    predicted (`problem`, "" when it can)."""
+
+    recording: str
+    subject: str
+    edf: Path | None
+    xml: Path | None
+    problem: str = ""
+
+
+def is_edf(path: Path) -> bool:
+    """An EDF by name (.edf) or by its first 8 bytes (version "0" and 7 spaces); anything else is a list file."""
+    if path.suffix.lower() == ".edf":
+        return True
+    with open(path, "rb") as handle:
+        return handle.read(8) == b"0       "
+
+
+def edf_root(edf: Path) -> Path:
+    """The folder the parser's `discover` pairs an EDF in: the NSRR download root of `<root>/polysomnography/edfs/
+    <rel>/<name>.edf`, else the EDF's own folder."""
+    parts = edf.parts
+    for k in range(len(parts) - 2, 0, -1):
+        if parts[k] == "polysomnography" and parts[k + 1] == "edfs":
+            return Path(*parts[:k])
+    return edf.parent
+
+
+def paired_inputs(edfs: Sequence[Path]) -> list[NightInput]:
+    """Each EDF with its annotation file by the parser's pairing rule (`dataset.data_parser.discover` of the EDF's
+    root; one `discover` per root). A missing EDF or an ambiguous pairing is the night's `problem`."""
+    jobs_of: dict[Path, dict[Path, Any]] = {}
+    nights = []
+    for edf in edfs:
+        name = edf.stem
+        if not edf.is_file():
+            nights.append(NightInput(name, subject_of(name), edf, None, f"{edf}: no such file"))
+            continue
+        root = edf_root(edf.absolute())
+        if root not in jobs_of:
+            jobs_of[root] = {Path(job.edf).absolute(): job for job in discover(root) if job.edf}
+        job = jobs_of[root].get(edf.absolute())
+        problem = job.problem if job is not None and job.xml is None else ""  # two candidate annotation files
+        xml = Path(job.xml) if job is not None and job.xml else None
+        nights.append(NightInput(name, subject_of(name), edf, xml, f"{edf}: {problem}" if problem else ""))
+    return nights
+
+
+def night_inputs(source: Path) -> list[NightInput]:
+    """The nights of `--edf` when it is a folder (the parser's `discover`: every EDF below it, paired with its
+    annotation file), a glob pattern, or a list file (one EDF path per line, relative to the list's folder; blank
+    lines and # comments skipped). Raises InputError when it names no EDF."""
+    text = str(source)
+    if source.is_dir():
+        try:
+            jobs = discover(source)
+        except (OSError, ValueError) as err:
+            raise InputError(f"--edf {source}: {one_line(err)}") from None
+        nights = [NightInput(job.recording_id, job.subject_id, Path(job.edf) if job.edf else None,
+                             Path(job.xml) if job.xml else None,
+                             f"{job.edf}: {job.problem}" if job.problem else
+                             ("" if job.edf else f"{job.xml}: no EDF file for this annotation file"))
+                  for job in jobs]
+    elif source.is_file():
+        try:
+            lines = source.read_text().splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise InputError(f"--edf {source}: cannot read the list of EDF files ({one_line(err)})") from None
+        entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        nights = paired_inputs([(source.parent / entry) if not Path(entry).is_absolute() else Path(entry)
+                                for entry in entries])
+    elif any(char in text for char in "*?["):
+        nights = paired_inputs([Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()])
+    else:
+        raise InputError(f"--edf {source}: no such file, folder or glob pattern")
+    if not any(night.edf is not None for night in nights):
+        raise InputError(f"--edf {source}: names no EDF file")
+    seen: dict[str, Path | None] = {}
+    for night in nights:  # one report folder per recording id: a second EDF of an id is not predicted
+        if night.recording in seen and not night.problem and night.edf is not None:
+            night.problem = f"{night.edf}: duplicate recording id, also {seen[night.recording]}"
+        seen.setdefault(night.recording, night.edf)
+    return nights
+
+
+SUMMARY_COLUMNS = ("night", "subject", "status", "reason", "n_epochs", "tst_min", "sleep_efficiency_pct",
+                   "ahi_estimated", "ahi_scored", "severity", "truncated", "missing_channels", "edf", "xml", "report")
+
+
+def summary_row(night: NightInput, report: Mapping[str, Any] | None, status: str, reason: str) -> dict[str, Any]:
+    """One row of summary.csv (SUMMARY_COLUMNS)."""
+    row = {"night": night.recording, "subject": night.subject, "status": status, "reason": reason,
+           "edf": str(night.edf or ""), "xml": str(night.xml or ""), "report": ""}
+    if report is not None:
+        sleep = report["sleep"]
+        ahi = (report.get("agreement") or {}).get("ahi") or {}
+        row.update(n_epochs=report["n_epochs"], tst_min=sleep["tst_min"],
+                   sleep_efficiency_pct=sleep["sleep_efficiency_pct"], ahi_estimated=sleep.get("ahi_est"),
+                   ahi_scored=ahi.get("scored"), severity=sleep.get("ahi_severity_name", ""),
+                   truncated=bool(report["processing"]["truncated"]),
+                   missing_channels=",".join(report["channels"]["missing"]),
+                   report=f"{night.recording}/report.md")
+    return {name: row.get(name) for name in SUMMARY_COLUMNS}
+
+
+def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """summary.md: counts by status, then one table row per night."""
+    counts = pd.Series([r["status"] for r in rows]).value_counts()
+    lines = ["# Cohort prediction summary", "",
+             ", ".join(f"{n} {status}" for status, n in counts.items()) + f" of {len(rows)} night(s).", "",
+             "| night | subject | status | TST (min) | SE (%) | AHI est. | AHI scored | severity | reason |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        report = f"[{r['night']}]({r['report']})" if r["report"] else r["night"]
+        reason = str(r["reason"] or "").replace("|", "/")
+        lines.append(f"| {report} | {r['subject']} | {r['status']} | {_fmt(r['tst_min'])} | "
+                     f"{_fmt(r['sleep_efficiency_pct'])} | {_fmt(r['ahi_estimated'])} | {_fmt(r['ahi_scored'])} | "
+                     f"{r['severity'] or ''} | {reason} |")
+    return "\n".join(lines) + "\n"
+
+
+def predict_cohort(nights: Sequence[NightInput], runs: Mapping[str, DownstreamModel], stage: Path,
+                   device: torch.device, batch_size: int = 64, progress: bool = False) -> list[dict[str, Any]]:
+    """Predict every night into `stage/<night>/`; a night that cannot be read or predicted is a `failed` row with
+    its reason, and the cohort goes on. Returns the summary rows (also written as summary.csv and summary.md)."""
+    identities = share_encoders(runs)  # each backbone encodes a night once, for every task model using it
+    rows = []
+    for night in tqdm(nights, desc="nights", unit="night", disable=not progress):
+        if night.edf is None:
+            rows.append(summary_row(night, None, "skipped", night.problem))
+            continue
+        if night.problem:
+            rows.append(summary_row(night, None, "failed", night.problem))
+            print(f"failed: {night.problem}", flush=True)
+            continue
+        try:
+            result = predict_night(night.edf, runs, night.xml, device, batch_size, False, identities)
+            write_outputs(stage / night.recording, result)
+        except InputError as err:
+            rows.append(summary_row(night, None, "failed", str(err)))
+            print(f"failed: {err}", flush=True)
+            continue
+        except Exception as err:  # noqa: BLE001 - one night's unexpected failure must not stop the cohort
+            reason = f"{night.edf}: {type(err).__name__}: {one_line(err)}"
+            rows.append(summary_row(night, None, "failed", reason))
+            print(f"failed: {reason}", flush=True)
+            continue
+        report = result["report"]
+        notes = "; ".join(report["warnings"] + ([f"missing {', '.join(report['channels']['missing'])}"]
+                                                if report["channels"]["missing"] else []))
+        rows.append(summary_row(night, report, "ok", notes))
+    table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    table.to_csv(stage / "summary.csv", index=False, float_format="%.6g")
+    (stage / "summary.md").write_text(summary_markdown(strict(rows)))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------- command line
+def report_night(args: argparse.Namespace, runs: Mapping[str, DownstreamModel], device: torch.device) -> int:
+    """One EDF (`--edf FILE`): the report set directly in `--out`."""
     try:
-        check_out(Path(args.out))
-        device = resolve_device(args.device)
-        runs = load_runs({"sleep_stage": args.checkpoint, "apnea": args.apnea, "hypopnea": args.hypopnea}, device)
         result = predict_night(args.edf, runs, args.xml, device, args.batch_size, args.progress)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
@@ -506,6 +780,47 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{report['recording']}: {report['n_epochs']} epochs, TST {_fmt(s['tst_min'])} min, sleep efficiency "
           f"{_fmt(s['sleep_efficiency_pct'])} %{ahi} -> {paths['report_md']}", flush=True)
     return 0
+
+
+def report_cohort(args: argparse.Namespace, nights: Sequence[NightInput], runs: Mapping[str, DownstreamModel],
+                  device: torch.device) -> int:
+    """A folder, glob or list of EDFs: `--out/<night>/` per night plus summary.csv / summary.md; exit 1 when a
+    night failed."""
+    try:
+        with staged_folder(Path(args.out)) as stage:
+            rows = predict_cohort(nights, runs, stage, device, args.batch_size, args.progress)
+            save_config(args, stage / "config.json")
+    except OSError as err:
+        print(f"error: --out {args.out}: cannot write the reports ({one_line(err)})", file=sys.stderr, flush=True)
+        return 2
+    failed = sum(r["status"] == "failed" for r in rows)
+    ok = sum(r["status"] == "ok" for r in rows)
+    print(f"{ok} of {len(rows)} night(s) predicted, {failed} failed -> {Path(args.out) / 'summary.md'}", flush=True)
+    return 1 if failed else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parse_config(parser, argv, required=("checkpoint", "edf", "out"))
+    if args.batch_size < 1:
+        parser.error(f"--batch-size {args.batch_size}: expected a positive number of epochs")
+    args.edf, args.out = Path(args.edf), Path(args.out)
+    try:
+        check_out(args.out)
+        single = args.edf.is_file() and is_edf(args.edf)
+        nights = None if single else night_inputs(args.edf)
+        if not single and args.xml is not None:
+            raise InputError(f"--xml {args.xml}: one annotation file for several nights; with a folder, glob or list "
+                             "each EDF is paired with its own")
+        device = resolve_device(args.device)
+        runs = load_runs({"sleep_stage": args.checkpoint, "apnea": args.apnea, "hypopnea": args.hypopnea}, device)
+    except InputError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        return 2
+    except OSError as err:
+        print(f"error: --edf {args.edf}: cannot read ({one_line(err)})", file=sys.stderr, flush=True)
+        return 2
+    return report_night(args, runs, device) if single else report_cohort(args, nights, runs, device)
 
 
 if __name__ == "__main__":

@@ -286,3 +286,91 @@ def test_a_truncated_edf_is_reported_as_truncated(runs, tmp_path, capsys):
     report = json.loads((out / "report.json").read_text())
     assert report["processing"]["truncated"] is True and any("truncated" in w for w in report["warnings"])
     assert "truncated" in console.lower() and "truncated" in (out / "report.md").read_text().lower()
+
+
+def test_each_backbone_encodes_a_night_once_with_the_same_probabilities(runs, night):
+    """stage and apnea probes share one SynthSleepNet checkpoint: one encoding serves both, and every task gets
+    the probabilities of its own end-to-end model."""
+    edf, _ = night
+    device = torch.device("cpu")
+    loaded = predict.load_runs({"sleep_stage": runs["stage"], "apnea": runs["apnea"], "hypopnea": runs["hypopnea"]},
+                               device)
+    epochs, _, _ = predict.load_night(edf, None, channels=["eeg_c4", "eog_l"])
+    direct = {task: predict.predict_task(run, epochs, "n", device) for task, run in loaded.items()}
+    identities = predict.share_encoders(loaded)
+    assert identities["sleep_stage"] == identities["apnea"] != identities["hypopnea"]
+    assert loaded["sleep_stage"].model.encoder is loaded["apnea"].model.encoder
+    calls = []
+    encoders = {id(run.model.encoder): run.model.encoder for run in loaded.values()}
+    hooks = [encoder.register_forward_hook(lambda module, inputs, output: calls.append((id(module), len(output))))
+             for encoder in encoders.values()]
+    try:
+        shared = predict.predict_all(loaded, epochs, "n", device, identities=identities)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    per_encoder = {key: sum(n for k, n in calls if k == key) for key in encoders}
+    assert sorted(per_encoder.values()) == [84, 84]  # two backbones, each epoch encoded once by each
+    for task in loaded:
+        assert np.allclose(shared[task], direct[task], atol=1e-5), task
+
+
+def test_temporal_run_from_shared_vectors_matches_end_to_end(runs, night):
+    edf, _ = night
+    device = torch.device("cpu")
+    loaded = predict.load_runs({"sleep_stage": runs["temporal"]}, device)
+    epochs, _, _ = predict.load_night(edf, None, channels=["eeg_c4"])
+    direct = predict.predict_task(loaded["sleep_stage"], epochs, "n", device)
+    assert np.allclose(predict.predict_all(loaded, epochs, "n", device)["sleep_stage"], direct, atol=1e-5)
+
+
+def test_the_whole_night_is_predicted_when_the_scoring_is_shorter(runs, tmp_path):
+    edf, xml = tmp_path / "short-900004.edf", tmp_path / "short-900004-nsrr.xml"
+    truth = synthetic.generate_night(edf, xml, "short-900004", hours=0.3, seed=10, scored_shorter=3)
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--xml", str(xml), "--out", str(out),
+                         "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    hypnogram = pd.read_csv(out / "hypnogram.csv", keep_default_na=False)
+    n_signal = int(truth.signal_s // 30)
+    n_scored = int(min(truth.signal_s, truth.scored_s) // 30)
+    assert n_scored < n_signal and report["n_epochs"] == len(hypnogram) == n_signal
+    assert (hypnogram["scored_stage_code"].to_numpy()[n_scored:] == -1).all()
+    assert report["agreement"]["sleep_stage"]["n"] == (hypnogram["scored_stage_code"] >= 0).sum() <= n_scored
+    assert any("scoring covers the first" in note for note in report["notes"])
+
+
+def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(runs, tmp_path, capsys):
+    """One bad night is a failed row with its reason (exit 1), never the end of the cohort; each EDF gets the XML
+    the parser pairs it with (beside it), or none."""
+    cohort = tmp_path / "cohort"
+    synthetic.generate_night(cohort / "a-100001.edf", cohort / "a-100001-nsrr.xml", "a-100001", hours=0.1, seed=11)
+    synthetic.generate_night(cohort / "b-100002.edf", tmp_path / "elsewhere-nsrr.xml", "b-100002", hours=0.1, seed=12)
+    (cohort / "c-100003.edf").write_bytes(b"not an EDF" * 50)
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--out", str(out), "--no-progress"]
+    assert predict.main([*args, "--edf", str(cohort)]) == 1
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False).set_index("night")
+    assert list(summary.index) == ["a-100001", "b-100002", "c-100003"]
+    assert summary["status"].tolist() == ["ok", "ok", "failed"] and "c-100003.edf" in summary.loc["c-100003", "reason"]
+    assert summary.loc["a-100001", "subject"] == 100001
+    assert summary.loc["a-100001", "xml"] == str(cohort / "a-100001-nsrr.xml") and summary.loc["b-100002", "xml"] == ""
+    for name in ("a-100001", "b-100002"):
+        report = json.loads((out / name / "report.json").read_text())
+        assert report["recording"] == name and (out / name / "events.csv").is_file()
+        assert float(summary.loc[name, "tst_min"]) == pytest.approx(report["sleep"]["tst_min"])
+    assert json.loads((out / "a-100001" / "report.json").read_text())["agreement"] is not None
+    assert not (out / "c-100003").exists() and "failed" in (out / "summary.md").read_text()
+    assert "c-100003" in capsys.readouterr().out
+
+    listing = tmp_path / "nights.txt"
+    listing.write_text("# two nights\ncohort/a-100001.edf\n\ncohort/b-100002.edf\n")
+    assert predict.main([*args, "--edf", str(listing)]) == 0
+    listed = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    assert listed["night"].tolist() == ["a-100001", "b-100002"] and (listed["status"] == "ok").all()
+    assert listed["xml"].tolist() == [str(cohort / "a-100001-nsrr.xml"), ""]
+    assert not (out / "c-100003").exists()  # the earlier cohort report was replaced whole
+    assert predict.main([*args, "--edf", str(cohort / "a-*.edf")]) == 0
+    assert pd.read_csv(out / "summary.csv")["night"].tolist() == ["a-100001"]
+    assert predict.main([*args, "--edf", str(cohort / "none-*.edf")]) == 2
+    assert capsys.readouterr().err.startswith("error: --edf ")
