@@ -23,10 +23,13 @@ import numpy as np
 import pandas as pd
 from scipy import signal as sps
 
+from dataset.annotations import read_annotations
+from dataset.channel_map import ChannelMap, ChannelMapError, Source, looked_for, nonstandard_hint, parse_channel_map, \
+    resolve_channels
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, UNIT_TO_UV, ChannelSpec
 from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digital, read_edf_header, to_physical
 from dataset.labels import epoch_labels, labels_frame, night_summary
-from dataset.nsrr_xml import NsrrAnnotations, parse_nsrr_xml
+from dataset.nsrr_xml import NsrrAnnotations
 
 FORMAT_VERSION = 2  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
 NORMAL_IQR_PER_SD = 1.349  # IQR of a normal distribution in standard deviations
@@ -56,8 +59,11 @@ class ProcessingConfig:
     flat_levels: float = 0.5
     clip_fraction: float = 0.5
     allow_unscored: bool = False
+    channel_map: ChannelMap = ()  # user map (dataset.channel_map.parse_channel_map), tried before the built-ins
 
     def __post_init__(self):
+        if not isinstance(self.channel_map, tuple) or any(not isinstance(v, tuple) for _, v in self.channel_map):
+            object.__setattr__(self, "channel_map", parse_channel_map(dict(self.channel_map) or None))
         unknown = [c for c in self.channels if c not in CHANNEL_BY_NAME]
         unknown += [c for c, _ in self.bands if c not in CHANNEL_BY_NAME]
         if unknown:
@@ -72,6 +78,10 @@ class ProcessingConfig:
     def as_dict(self) -> dict:
         record = asdict(self)
         record["bands"] = {name: self.band(CHANNEL_BY_NAME[name]) for name in self.channels}
+        if self.channel_map:
+            record["channel_map"] = {name: list(candidates) for name, candidates in self.channel_map}
+        else:  # no user map: the settings (and digest) of the built-in tables alone, as before maps existed
+            record.pop("channel_map")
         return record
 
     def digest(self) -> str:
@@ -85,7 +95,7 @@ class ChannelResult:
 
     name: str
     epochs: np.ndarray  # (n_epochs, 3000) at 100 Hz or (n_epochs, 300) at 10 Hz, robust-scaled, float32
-    label: str  # EDF label it was read from
+    label: str  # EDF label it was read from, or "PLUS - MINUS" for a derivation
     native_rate: float  # Hz
     unit: str  # unit of median/iqr: "uV" for electrophysiology, else the EDF's unit
     unit_assumed: bool
@@ -112,14 +122,18 @@ class Night:
         return int(self.info["n_epochs"])
 
 
-def find_channels(header: EdfHeader, names: tuple[str, ...]) -> dict[str, EdfSignalHeader]:
-    """Canonical name -> EDF signal, first alias found wins (case-insensitive, whitespace-normalised)."""
-    found = {}
-    for name in names:
-        signal = header.find(CHANNEL_BY_NAME[name].aliases)
-        if signal is not None:
-            found[name] = signal
-    return found
+def find_channels(header: EdfHeader, names: tuple[str, ...], channel_map: ChannelMap = (),
+                  cohort: str | None = None) -> dict[str, tuple[Source, tuple[EdfSignalHeader, ...]]]:
+    """Canonical name -> (Source, its EDF signals: one, or plus and minus of a derivation), chosen by
+    `dataset.channel_map.resolve_channels` (built-in tables of `cohort`, a name or recording id, and the user
+    map). An ambiguous match raises EdfError naming the file and both labels."""
+    signals = [s for s in header.signals if not s.is_annotation]
+    try:
+        sources = resolve_channels([s.label for s in signals], [s.sampling_rate for s in signals], channel_map,
+                                   cohort, names)
+    except ChannelMapError as err:
+        raise EdfError(f"{header.path}: {err}") from None
+    return {name: (source, tuple(signals[i] for i in source.indices)) for name, source in sources.items()}
 
 
 def resample_ratio(native_rate: Fraction, target_fs: int) -> tuple[int, int]:
@@ -194,17 +208,26 @@ def _unit_factor(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[float, str
 
 
 def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpec, n_epochs: int,
-                    config: ProcessingConfig, timings: dict[str, float]) -> ChannelResult | str:
-    """Process one channel of a night; returns the result, or the reason it is dropped (flat, clipped, bad header)."""
-    if signal.digital_max <= signal.digital_min:
-        return f"invalid header: digital range [{signal.digital_min}, {signal.digital_max}]"
+                    config: ProcessingConfig, timings: dict[str, float],
+                    reference: EdfSignalHeader | None = None) -> ChannelResult | str:
+    """Process one channel of a night; returns the result, or the reason it is dropped (flat, clipped, bad header).
+
+    With `reference` the channel is the derivation `signal - reference`, computed in physical units at the shared
+    native rate before any other step; a sample is clipped when either input is at its digital limits."""
+    for part in (signal,) if reference is None else (signal, reference):
+        if part.digital_max <= part.digital_min:
+            return f"invalid header: digital range [{part.digital_min}, {part.digital_max}]"
     tick = time.perf_counter()
     kept_s = n_epochs * EPOCH_S
     records = min(header.n_records, math.ceil((kept_s + config.margin_s) / header.record_duration))
     digital = read_digital(header, signal, records)  # (records * samples_per_record,) int16, native rate
     kept_native = digital[: min(digital.size, math.ceil(kept_s * signal.rate))]
-    at_limits = np.count_nonzero((kept_native == signal.digital_min) | (kept_native == signal.digital_max))
-    clipped = at_limits / max(kept_native.size, 1)
+    at_limits = (kept_native == signal.digital_min) | (kept_native == signal.digital_max)
+    if reference is not None:
+        ref_digital = read_digital(header, reference, records)  # same rate, so same length
+        ref_kept = ref_digital[: kept_native.size]
+        at_limits |= (ref_kept == reference.digital_min) | (ref_kept == reference.digital_max)
+    clipped = np.count_nonzero(at_limits) / max(kept_native.size, 1)
     if clipped > config.clip_fraction:
         timings["read"] = timings.get("read", 0.0) + time.perf_counter() - tick
         return f"clipped: {100 * clipped:.0f}% of samples at the digital limits"
@@ -212,6 +235,14 @@ def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpe
     continuous = to_physical(digital, signal, factor)  # (samples,) float64, µV or the EDF unit, native rate
     del digital, kept_native
     step = abs(signal.gain * factor)  # one digital level in stored units
+    label = signal.label
+    if reference is not None:
+        ref_factor, _, ref_assumed = _unit_factor(spec, reference)
+        continuous -= to_physical(ref_digital, reference, ref_factor)  # the derivation, at the native rate
+        del ref_digital, ref_kept
+        assumed = assumed or ref_assumed
+        step = max(step, abs(reference.gain * ref_factor))
+        label = f"{signal.label} - {reference.label}"
     now = time.perf_counter()
     timings["read"] = timings.get("read", 0.0) + now - tick
     tick = now
@@ -252,8 +283,17 @@ def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpe
     kept_values -= np.float32(median)  # in place on the epochs
     kept_values *= np.float32(1.0 / divisor)
     timings["scale"] = timings.get("scale", 0.0) + time.perf_counter() - tick
-    return ChannelResult(spec.name, epochs, signal.label, signal.sampling_rate, unit, assumed, median, divisor, up, down,
+    return ChannelResult(spec.name, epochs, label, signal.sampling_rate, unit, assumed, median, divisor, up, down,
                          signal.physical_dimension)
+
+
+def source_info(sources: dict[str, Source]) -> dict[str, str]:
+    """Manifest fields of the channels written: `channel_sources` (`eeg_c4:C4 - M1;emg:Chin1 - Chin2`, a
+    derivation as "PLUS - MINUS"), `channel_map_channels` (filled through the user map) and
+    `nonstandard_channels` (EEG slots holding a non-standard derivation, e.g. Fpz-Cz, through the user map)."""
+    return {"channel_sources": ";".join(f"{n}:{s.text}" for n, s in sources.items()),
+            "channel_map_channels": ",".join(n for n, s in sources.items() if s.origin == "user map"),
+            "nonstandard_channels": ",".join(n for n, s in sources.items() if s.nonstandard)}
 
 
 def night_info(header: EdfHeader, annotations: NsrrAnnotations | None, n_epochs: int, signal_s: float,
@@ -298,17 +338,18 @@ def process_recording(edf_path: str | Path, xml_path: str | Path | None, config:
     timings: dict[str, float] = {}
     tick = time.perf_counter()
     header = read_edf_header(edf_path)
-    annotations = parse_nsrr_xml(xml_path) if xml_path is not None else None
+    annotations = read_annotations(xml_path, header) if xml_path is not None else None
     timings["read"] = time.perf_counter() - tick
     if annotations is None and not config.allow_unscored:
         raise SkipRecording(f"{edf_path}: no NSRR XML annotation file (use --allow-unscored to write it unlabelled)")
 
-    found = find_channels(header, config.channels)
+    found = find_channels(header, config.channels, config.channel_map, recording_id)
     ephys = [n for n in config.channels if CHANNEL_BY_NAME[n].electrophysiology]
     if not any(n in found for n in ephys):
-        looked = ", ".join(a for n in ephys for a in CHANNEL_BY_NAME[n].aliases)
+        looked = ", ".join(a for n in ephys for a in looked_for(n, config.channel_map, recording_id, header.labels))
+        hint = nonstandard_hint(header.labels, recording_id)
         raise SkipRecording(f"{edf_path}: no electrophysiology channel (looked for {looked}; "
-                            f"labels: {', '.join(header.labels)})")
+                            f"labels: {', '.join(header.labels)}){'; ' + hint if hint else ''}")
 
     signal_s = header.duration_s
     scored_s = annotations.scored_s if annotations is not None else signal_s
@@ -327,15 +368,20 @@ def process_recording(edf_path: str | Path, xml_path: str | Path | None, config:
 
     channels: dict[str, ChannelResult] = {}
     dropped: dict[str, str] = {}
-    for name, signal in found.items():
-        outcome = process_channel(header, signal, CHANNEL_BY_NAME[name], n_epochs, config, timings)
+    for name, (source, signals) in found.items():
+        if source.problem:
+            dropped[name] = source.problem
+            continue
+        outcome = process_channel(header, signals[0], CHANNEL_BY_NAME[name], n_epochs, config, timings,
+                                  signals[1] if source.derived else None)
         if isinstance(outcome, str):
-            dropped[name] = f"{signal.label!r} {outcome}"
+            dropped[name] = f"{source.text!r} {outcome}"
         else:
             channels[name] = outcome
     if not any(n in channels for n in ephys):
         raise SkipRecording(f"{edf_path}: no usable electrophysiology channel ({'; '.join(f'{n} {w}' for n, w in dropped.items())})")
     info = night_info(header, annotations, n_epochs, signal_s, scored_s, channels, dropped, labels, events, config)
+    info.update(source_info({name: found[name][0] for name in channels}))
     return Night(recording_id, channels, labels, events, info, timings)
 
 
