@@ -131,3 +131,138 @@ def epoch_features(signals: dict[str, np.ndarray], fs: float = FS) -> tuple[np.n
         names += [f"{name}_{f}" for f in feature_names]
     features = np.concatenate(blocks, axis=1)
     return np.nan_to_num(features, nan=0.0, posinf=0.0, neginf=0.0).astype(np.float32), names
+
+
+# --------------------------------------------------------------------------- respiratory features per second
+# Scorers read an apnea or hypopnea as a drop of the flow amplitude against the preceding breaths, with effort
+# kept (obstructive, often thoraco-abdominal paradox) or absent (central), followed 10-45 s later by the SpO2
+# nadir. `respiratory_features` gives one row per second of those quantities, with past and future context.
+RESP_BASELINE_S = 120  # the amplitude and SpO2 baselines look back this far (s)
+RESP_LAGS_S: tuple[int, ...] = (-30, -20, -10, -5, 5, 10, 20, 30)  # context: value at t + lag
+SPO2_BASELINE_PERCENTILE = 90.0  # SpO2 baseline: this percentile of the preceding RESP_BASELINE_S
+SPO2_NADIR_WINDOWS_S: tuple[tuple[int, int], ...] = ((0, 20), (10, 45), (20, 60))  # future nadir windows [a, b) s
+AMPLITUDE_BASELINE_PERCENTILE = 75.0  # flow/effort baseline: this percentile of the preceding amplitudes
+
+
+def _second_sums(x: np.ndarray, fs: int, n_seconds: int) -> np.ndarray:
+    """Per-second sums (n_seconds,) float64 of a signal at fs Hz (samples beyond n_seconds * fs dropped)."""
+    return np.asarray(x[: n_seconds * fs], dtype=np.float64).reshape(n_seconds, fs).sum(axis=1)
+
+
+def _window_mean(values: np.ndarray, start: int, width: int) -> np.ndarray:
+    """Mean of values[t + start : t + start + width] for every t (n,), the window clipped to the array (at least
+    one value: the nearest end)."""
+    n = values.shape[0]
+    c = np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+    t = np.arange(n)
+    lo = np.clip(t + start, 0, n - 1)
+    hi = np.clip(t + start + width, lo + 1, n)
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def _window_reduce(values: np.ndarray, start: int, width: int, reduce) -> np.ndarray:
+    """reduce(values[t + start : t + start + width], axis=1) for every t; the array is edge-padded."""
+    n = values.shape[0]
+    pad_lo, pad_hi = max(0, -start), max(0, start + width)
+    padded = np.pad(values, (pad_lo, pad_hi), mode="edge")
+    windows = sliding_window_view(padded, width)  # (n + pad_lo + pad_hi - width + 1, width)
+    first = pad_lo + start
+    return reduce(windows[first: first + n], axis=1)
+
+
+def _shift(values: np.ndarray, lag: int) -> np.ndarray:
+    """values[t + lag] for every t, held at the ends."""
+    index = np.clip(np.arange(values.shape[0]) + lag, 0, values.shape[0] - 1)
+    return values[index]
+
+
+def _amplitude(s1: np.ndarray, s2: np.ndarray, fs: int, width: int) -> np.ndarray:
+    """Standard deviation of the signal over a centred `width`-s window, from per-second sums of x and x²."""
+    mean = _window_mean(s1, -(width // 2), width) / fs
+    square = _window_mean(s2, -(width // 2), width) / fs
+    return np.sqrt(np.maximum(square - mean * mean, 0.0))
+
+
+def _past_percentile(values: np.ndarray, q: float, width: int = RESP_BASELINE_S) -> np.ndarray:
+    """q-th percentile of the `width` seconds before t (t excluded; edge-padded at the start)."""
+    return _window_reduce(values, -width, width, lambda w, axis: np.percentile(w, q, axis=axis))
+
+
+def respiratory_features(signals: dict[str, np.ndarray | None], n_seconds: int, fs: int = 10,
+                         spo2_scale: tuple[float, float] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Per-second respiratory features of one night.
+
+    Args:
+        signals: canonical name -> whole-night signal (n_seconds * fs,) at `fs` Hz, robust-scaled as the parser
+            writes it, for any of "airflow", "thor", "abdo", "spo2"; a channel absent or None gives NaN columns
+            (the column set never changes).
+        n_seconds: rows of the output.
+        spo2_scale: (median, IQR) of the night's SpO2 in % (the manifest's `median_spo2`, `iqr_spo2`): SpO2 is
+            un-scaled to % before its drops are measured. None: drops in scaled units.
+
+    Returns (features (n_seconds, F) float32, names). Per second t (amplitude = standard deviation over a
+    centred window; ratio = log of the amplitude over the `AMPLITUDE_BASELINE_PERCENTILE`th percentile of the
+    amplitudes of the preceding `RESP_BASELINE_S` s):
+    flow: log amplitude (8 s), ratio (8 s and 4 s windows), minimum of the 4-s ratio over the previous and the
+    next 10 s, maximum over the next 20 s (recovery breaths); effort: ratio of thor, abdo and their sum (a
+    paradox cancels in the sum), thor-abdo correlation over 8 s (negative in paradox); SpO2 (%): level, drop
+    below its baseline (`SPO2_BASELINE_PERCENTILE`th percentile of the preceding `RESP_BASELINE_S` s), baseline
+    minus the nadir of each future window of `SPO2_NADIR_WINDOWS_S` (the SpO2 lags the event), mean |change| per
+    second over 10 s (artefacts); and the flow ratio, effort-sum ratio, correlation and SpO2 drop at every lag
+    of `RESP_LAGS_S`.
+    """
+    nan = np.full(n_seconds, np.nan)
+    present = {name: x for name, x in signals.items() if x is not None and np.size(x) >= n_seconds * fs}
+    columns: dict[str, np.ndarray] = {}
+
+    def sums(name: str) -> tuple[np.ndarray, np.ndarray]:
+        x = np.asarray(present[name], dtype=np.float64)[: n_seconds * fs]
+        return _second_sums(x, fs, n_seconds), _second_sums(x * x, fs, n_seconds)
+
+    def ratio(amplitude: np.ndarray) -> np.ndarray:
+        return np.log((amplitude + _EPS) / (_past_percentile(amplitude, AMPLITUDE_BASELINE_PERCENTILE) + _EPS))
+
+    if "airflow" in present:
+        s1, s2 = sums("airflow")
+        amp8, amp4 = _amplitude(s1, s2, fs, 8), _amplitude(s1, s2, fs, 4)
+        ratio4 = ratio(amp4)
+        columns.update(flow_log_amp=np.log(amp8 + _EPS), flow_ratio=ratio(amp8), flow_ratio4=ratio4,
+                       flow_min_past10=_window_reduce(ratio4, -10, 11, np.min),
+                       flow_min_next10=_window_reduce(ratio4, 0, 11, np.min),
+                       flow_max_next20=_window_reduce(ratio4, 0, 21, np.max))
+    else:
+        columns.update(dict.fromkeys(("flow_log_amp", "flow_ratio", "flow_ratio4", "flow_min_past10",
+                                      "flow_min_next10", "flow_max_next20"), nan))
+    for name in ("thor", "abdo"):
+        columns[f"{name}_ratio"] = ratio(_amplitude(*sums(name), fs, 8)) if name in present else nan
+    if "thor" in present and "abdo" in present:
+        thor = np.asarray(present["thor"], dtype=np.float64)[: n_seconds * fs]
+        abdo = np.asarray(present["abdo"], dtype=np.float64)[: n_seconds * fs]
+        effort = thor + abdo
+        columns["effort_sum_ratio"] = ratio(_amplitude(_second_sums(effort, fs, n_seconds),
+                                                       _second_sums(effort * effort, fs, n_seconds), fs, 8))
+        mean = {k: _window_mean(_second_sums(v, fs, n_seconds), -4, 8) / fs for k, v in (("t", thor), ("a", abdo))}
+        moment = {k: _window_mean(_second_sums(v, fs, n_seconds), -4, 8) / fs
+                  for k, v in (("tt", thor * thor), ("aa", abdo * abdo), ("ta", thor * abdo))}
+        cov = moment["ta"] - mean["t"] * mean["a"]
+        var = np.maximum(moment["tt"] - mean["t"] ** 2, 0) * np.maximum(moment["aa"] - mean["a"] ** 2, 0)
+        columns["thor_abdo_corr"] = cov / np.sqrt(var + _EPS)
+    else:
+        columns["effort_sum_ratio"], columns["thor_abdo_corr"] = nan, nan
+    if "spo2" in present:
+        level = _second_sums(np.asarray(present["spo2"], dtype=np.float64), fs, n_seconds) / fs
+        if spo2_scale is not None and all(np.isfinite(spo2_scale)):
+            level = level * spo2_scale[1] + spo2_scale[0]  # robust scaling undone: %
+        baseline = _past_percentile(level, SPO2_BASELINE_PERCENTILE)
+        columns.update(spo2_level=level, spo2_drop=baseline - level)
+        for lo, hi in SPO2_NADIR_WINDOWS_S:
+            columns[f"spo2_nadir_drop_{lo}_{hi}"] = baseline - _window_reduce(level, lo, hi - lo, np.min)
+        columns["spo2_roughness"] = _window_mean(np.abs(np.diff(level, prepend=level[:1])), -5, 10)
+    else:
+        columns.update(spo2_level=nan, spo2_drop=nan, spo2_roughness=nan)
+        columns.update({f"spo2_nadir_drop_{lo}_{hi}": nan for lo, hi in SPO2_NADIR_WINDOWS_S})
+    for name in ("flow_ratio", "effort_sum_ratio", "thor_abdo_corr", "spo2_drop"):
+        for lag in RESP_LAGS_S:
+            columns[f"{name}_lag{lag:+d}"] = _shift(columns[name], lag)
+    names = list(columns)
+    return np.stack([columns[n] for n in names], axis=1).astype(np.float32), names
