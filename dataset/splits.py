@@ -98,10 +98,13 @@ def write_splits(splits: dict, path: str | Path) -> Path:
 
 
 def read_splits(path: str | Path) -> dict:
-    """Read a splits file written by `write_splits`."""
+    """Read a splits file written by `write_splits` (ValueError naming the file when it is not one)."""
     path = Path(path)
-    splits = json.loads(path.read_text())
+    try:
+        splits = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); rerun dataset/data_parser.py to rewrite it") from None
     for key in ("subjects", "recordings"):
-        if set(splits.get(key, {})) != set(SPLIT_NAMES):
+        if not isinstance(splits, dict) or not isinstance(splits.get(key), dict) or set(splits[key]) != set(SPLIT_NAMES):
             raise ValueError(f"{path}: '{key}' must have keys {list(SPLIT_NAMES)}")
     return splits
