@@ -1,17 +1,21 @@
-"""Inference on one new night (DESIGN.md section 6): EDF (+ optional NSRR XML) -> hypnogram, events, sleep report.
+"""Inference on new nights (DESIGN.md section 6): EDF (+ optional NSRR XML) -> hypnogram, events, sleep report.
 
     python downstream/predict.py --checkpoint RUN --edf NIGHT.edf [--xml NIGHT-nsrr.xml] --out DIR \
         [--apnea RUN] [--hypopnea RUN]
+    python downstream/predict.py --checkpoint RUN --edf FOLDER | "GLOB*.edf" | LIST.txt --out DIR [...]
 
 `--checkpoint` is a staging run (linear-probing or fine-tuning run directory, or its best.pt / last.pt);
 `--apnea` / `--hypopnea` are optional runs of those tasks. The night goes through the parser's exact
-processing in memory (`dataset.data_parser.load_night`), every model predicts every epoch exactly once
-(fine-tuned temporal runs: the deterministic tiling of `SequenceDataset(tiling=True)`; probes: per epoch),
-and DIR receives:
+processing in memory (`dataset.data_parser.load_night`); the WHOLE recording (floor(signal / 30 s) epochs) is
+predicted whether or not a scoring is given. Each backbone encodes a night once for every task model that
+uses it (runs whose encoders hold the same weights and read the same channels share one encoding); every model
+predicts every epoch exactly once (fine-tuned temporal runs: the deterministic tiling of
+`SequenceDataset(tiling=True)`; probes: per epoch), and DIR receives:
 
 - hypnogram.csv: one row per 30-s epoch: epoch, start_s (seconds from the EDF start), time (clock time of the
   epoch start, from the EDF header), stage (W/N1/N2/N3/REM), stage_code (0..4), p_W .. p_REM; with event
-  runs p_<task> and <task> (0/1, argmax); with an XML scored_stage / scored_stage_code (-1 / "" unscored).
+  runs p_<task> and <task> (0/1, argmax); with an XML scored_stage / scored_stage_code (-1 / "" unscored; epochs
+  after the scored part are unscored).
 - hypnogram.png: the predicted hypnogram (with the scored one when an XML is given).
 - events.csv (event runs given): one row per run of consecutive positive epochs: type, start_epoch, n_epochs,
   start_s, duration_s, time, in_sleep (the run starts in a predicted sleep epoch: only those count in the AHI),
@@ -20,8 +24,23 @@ and DIR receives:
   latency, REM latency, WASO, minutes and % per stage (`utils.sleep_stats.sleep_statistics` on the predicted
   hypnogram); estimated AHI and severity when both event runs are given (events counted only when they start in
   predicted sleep, `utils.metrics.estimate_ahi`, each type's count times its run's `event_calibration` scale
-  from metrics.json; the raw count is `ahi_est_uncalibrated`); channels the models wanted but the night lacks; with an XML,
-  agreement with the scoring (accuracy, kappa, confusion matrix; scored AHI from the XML's events vs estimated).
+  from metrics.json; the raw count is `ahi_est_uncalibrated`); channels the models wanted but the night lacks;
+  `warnings` (a truncated EDF); with an XML, agreement with the scoring on its scored epochs (accuracy, kappa,
+  confusion matrix; scored AHI from the XML's events vs estimated).
+- the predicted stages and events in standard formats (`dataset.annotation_export`): predicted-nsrr.xml (NSRR
+  XML), predicted-annotations.edf (EDF+ annotations), hypnogram-yasa.txt (YASA codes, one per epoch: 0 W, 1 N1,
+  2 N2, 3 N3, 4 REM) and events.tsv (BIDS: onset, duration, trial_type).
+- config.json: the options of the run.
+
+Cohorts: `--edf` naming a folder (the parser's `discover`: every EDF below it, each paired with its annotation
+file by the parser's rule), a glob pattern or a list file (one EDF path per line) writes DIR/<night>/ (the files
+above) per night and DIR/summary.csv + summary.md (night, subject, status, reason, TST, sleep efficiency, AHI
+estimated / scored, severity). A night that cannot be read is a `failed` row with its reason and the cohort goes
+on; the exit code is then 1.
+
+DIR is written whole or not at all: the report set is built in a sibling folder and swapped in, so an earlier
+report in DIR is replaced entirely (nothing stale stays beside it) and a failed run leaves it unchanged. DIR
+must be new, empty, or an earlier predict.py output.
 
 A SynthSleepNet model missing some of its channels predicts from the others (dropped from the fusion input, not
 zero-filled) and the report names them. Unreadable or malformed inputs end with one `error: FILE: ...` line and
@@ -50,6 +69,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from dataset import annotation_export
 from dataset.constants import (CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_S, LABEL_EVENT_COLUMNS, STAGE_NAMES,
                                 STAGE_UNSCORED, TASKS)
 from dataset.data_parser import discover, load_night, subject_of
@@ -283,11 +303,26 @@ def predict_all(runs: Mapping[str, DownstreamModel], epochs: Mapping[str, np.nda
 
 
 # ---------------------------------------------------------------------------------------- night
+def recording_start(edf_path: Path) -> datetime.datetime | None:
+    """Start of the recording from the EDF header (dd.mm.yy, hh.mm.ss; EDF years 85-99 are 19xx); None if
+    unreadable. An unreadable date alone gives 1985-01-01 (the EDF "unknown" date) with the clock time."""
+    try:
+        header = read_edf_header(edf_path)
+        clock = datetime.datetime.strptime(header.starttime, "%H.%M.%S").time()
+    except (EdfError, ValueError):
+        return None
+    try:
+        day, month, year = (int(v) for v in header.startdate.split("."))
+        date = datetime.date(1900 + year if year >= 85 else 2000 + year, month, day)
+    except ValueError:
+        date = datetime.date(1985, 1, 1)
+    return datetime.datetime.combine(date, clock)
+
+
 def clock_times(edf_path: Path, n_epochs: int) -> list[str]:
     """HH:MM:SS clock time of each epoch start from the EDF header's start time ("" if unreadable)."""
-    try:
-        start = datetime.datetime.strptime(read_edf_header(edf_path).starttime, "%H.%M.%S")
-    except (EdfError, ValueError):
+    start = recording_start(edf_path)
+    if start is None:
         return [""] * n_epochs
     return [(start + datetime.timedelta(seconds=k * EPOCH_S)).strftime("%H:%M:%S") for k in range(n_epochs)]
 
@@ -448,7 +483,8 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
         "agreement": (agreement(stages, probabilities["sleep_stage"], labels, events, event_p, stats, info)
                       if labels is not None else None),
     }
-    return {"hypnogram": table, "events": event_table, "report": report, "stages": stages, "scored": scored}
+    return {"hypnogram": table, "events": event_table, "report": report, "stages": stages, "scored": scored,
+            "event_epochs": events, "start": recording_start(edf_path)}
 
 
 # ---------------------------------------------------------------------------------------- outputs
@@ -573,6 +609,22 @@ def staged_folder(out: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def write_annotations(out: Path, result: Mapping[str, Any], paths: dict[str, Path]) -> None:
+    """The predicted stages and events in standard formats (`dataset.annotation_export`): predicted-nsrr.xml,
+    predicted-annotations.edf (EDF+), hypnogram-yasa.txt (YASA integer codes) and events.tsv (BIDS)."""
+    stages, events = result["stages"], result.get("event_epochs") or {}
+    start = result.get("start")
+    paths["nsrr_xml"] = out / "predicted-nsrr.xml"
+    paths["nsrr_xml"].write_text(annotation_export.nsrr_xml(stages, events, EPOCH_S,
+                                                            start.strftime("%H.%M.%S") if start else None))
+    paths["edf_annotations"] = annotation_export.write_edf_annotations(out / "predicted-annotations.edf", stages,
+                                                                       events, start, EPOCH_S)
+    paths["yasa_hypnogram"] = out / "hypnogram-yasa.txt"
+    paths["yasa_hypnogram"].write_text(annotation_export.yasa_text(stages))
+    paths["bids_events"] = out / "events.tsv"
+    paths["bids_events"].write_text(annotation_export.bids_events_tsv(stages, events, EPOCH_S))
+
+
 def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]:
     """Write hypnogram.csv / .png, events.csv (if any), report.json, report.md into the folder `out` (callers write
     into a `staged_folder`, so a report set appears whole or not at all)."""
@@ -587,6 +639,7 @@ def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]
     if result["events"] is not None:
         paths["events_csv"] = out / "events.csv"
         result["events"].to_csv(paths["events_csv"], index=False)
+    write_annotations(out, result, paths)
     paths["report_json"].write_text(json.dumps(strict(report), indent=2, allow_nan=False) + "\n")
     paths["report_md"].write_text(report_markdown(strict(report)))
     return paths

@@ -374,3 +374,26 @@ def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(r
     assert pd.read_csv(out / "summary.csv")["night"].tolist() == ["a-100001"]
     assert predict.main([*args, "--edf", str(cohort / "none-*.edf")]) == 2
     assert capsys.readouterr().err.startswith("error: --edf ")
+
+
+def test_standard_annotation_files_agree_with_the_hypnogram(runs, night, tmp_path):
+    import mne
+
+    from dataset.labels import epoch_labels
+    from dataset.nsrr_xml import parse_nsrr_xml
+
+    edf, _ = night
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--hypopnea",
+                         str(runs["hypopnea"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    hypnogram = pd.read_csv(out / "hypnogram.csv")
+    labels = epoch_labels(parse_nsrr_xml(out / "predicted-nsrr.xml"), len(hypnogram))
+    assert labels["stage"].tolist() == hypnogram["stage_code"].tolist()
+    for task in ("apnea", "hypopnea"):
+        assert labels[task].tolist() == hypnogram[task].tolist()
+    assert np.loadtxt(out / "hypnogram-yasa.txt", dtype=int).tolist() == hypnogram["stage_code"].tolist()
+    annotations = mne.read_annotations(out / "predicted-annotations.edf")
+    stage_seconds = sum(d for d, text in zip(annotations.duration, annotations.description) if text.startswith("Sleep"))
+    assert stage_seconds == pytest.approx(30 * len(hypnogram))
+    events = pd.read_csv(out / "events.tsv", sep="\t")
+    assert (events["trial_type"].str.startswith("sleep_stage_")).sum() == len(hypnogram)
