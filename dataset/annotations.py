@@ -95,6 +95,12 @@ def subject_of(recording_id: str, subject_regex: str | re.Pattern | None = None)
     return recording_id.rsplit("-", 1)[-1]
 
 
+def cohort_of_name(recording_id: str) -> str | None:
+    """Cohort a file name itself tells: `sleep-edf-sc` / `sleep-edf-st` for Sleep-EDF names, else None."""
+    match = SLEEP_EDF_NAME.match(recording_id)
+    return f"sleep-edf-{match['study'][:2].lower()}" if match else None
+
+
 def check_subject_regex(text: str) -> re.Pattern:
     """Compile a --subject-regex; ValueError unless it is valid and has exactly one group."""
     try:

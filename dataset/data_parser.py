@@ -37,6 +37,9 @@ from tqdm import tqdm
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EVENT_TYPES
 from dataset.edf_reader import EdfError
 from dataset.labels import EVENT_TABLE_COLUMNS, LABEL_COLUMNS, events_frame
+from dataset.annotations import (annotation_key, annotation_keys, check_subject_regex, cohort_of_name,
+                                 has_embedded_stages, is_annotation_edf, recording_of, subject_of)
+from dataset.channel_map import load_channel_map
 from dataset.nsrr_xml import XmlError
 from dataset.signal_processing import (FORMAT_VERSION, Night, ProcessingConfig, SkipRecording, load_night,
                                        process_recording)
@@ -47,7 +50,8 @@ __all__ = ["discover", "parse_cohort", "process_recording", "load_night", "make_
 
 ROW_GROUP_EPOCHS = 16  # target epochs per Parquet row group (DESIGN 2.4: 16-32); a random epoch read decodes ~16
 STRING_COLUMNS = ("recording_id", "subject_id", "cohort", "status", "reason", "edf", "xml", "parquet", "channels",
-                  "native_rates", "units", "dropped_channels", "warnings", "edf_sha256", "xml_sha256")
+                  "native_rates", "units", "dropped_channels", "warnings", "edf_sha256", "xml_sha256",
+                  "channel_sources", "channel_map_channels", "nonstandard_channels")
 INT_COLUMNS = ("n_epochs", "n_scored", *(f"n_{e}" for e in EVENT_TYPES))
 FLOAT_COLUMNS = ("signal_s", "scored_s", "kept_s", "tst_min", "ahi_scored", "ahi_a0h3a", "ahi_a0h4", "ahi_all")
 
@@ -75,12 +79,7 @@ class Job:
     owns_output: bool = True
 
 
-def subject_of(recording_id: str) -> str:
-    """NSRR rule (DESIGN 2.1): the part after the last '-' (`shhs1-200001` -> `200001`)."""
-    return recording_id.rsplit("-", 1)[-1]
-
-
-def discover(src: str | Path) -> list[Job]:
+def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
     """All recordings under `src` in sorted order (NSRR layout if `src/polysomnography/edfs` exists, else flat).
 
     Pairing rule (dataset/README.md, "Pairing"): `<dir>/<name>.edf` is paired only with `<dir>/<name>-nsrr.xml`
@@ -88,47 +87,74 @@ def discover(src: str | Path) -> list[Job]:
     `edfs/<rel>/<name>.edf` (names compared case-insensitively). Never with an XML of the same name elsewhere:
     two candidates make the EDF fail (ambiguous); a second EDF with a recording id already seen fails as a
     duplicate (the first in path order is processed); an XML paired with no EDF is a `skipped` row of its own.
+    Other annotation formats pair the same way, in the order of `dataset.annotations.annotation_keys`
+    (`-nsrr.xml`, `-profusion.xml`, `.hypnogram.txt`, `.hypnogram.csv`, `.xml`, Sleep-EDF `*-Hypnogram.edf` with
+    the same first 7 characters; `annotations-events-profusion/<rel>/` mirrors too), the first format found wins;
+    without any, an EDF+ recording with stage annotations of its own is its own annotation file. Subject ids:
+    `dataset.annotations.subject_of` (`--subject-regex`, Sleep-EDF names, else the NSRR rule).
     """
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: source folder not found")
     edf_root = src / "polysomnography" / "edfs"
     xml_root = src / "polysomnography" / "annotations-events-nsrr"
+    mirrors = [xml_root, src / "polysomnography" / "annotations-events-profusion"]
     nsrr = edf_root.is_dir()
     edf_base = edf_root if nsrr else src
-    edfs = sorted(p for p in edf_base.rglob("*") if p.suffix.lower() == ".edf" and p.is_file())
-    xml_bases = [edf_base] + ([xml_root] if nsrr and xml_root.is_dir() else [])
-    xmls: dict[tuple[Path, str], list[Path]] = {}  # (folder, lower-case file name) -> annotation files
+    edfs = sorted(p for p in edf_base.rglob("*") if p.suffix.lower() == ".edf" and p.is_file()
+                  and not is_annotation_edf(p.name))
+    xml_bases = [edf_base] + ([m for m in mirrors if m.is_dir()] if nsrr else [])
+    xmls: dict[tuple[Path, str], list[Path]] = {}  # (folder, pairing key) -> annotation files
     for base in xml_bases:
         for path in sorted(base.rglob("*")):
-            if path.name.lower().endswith("-nsrr.xml") and path.is_file():
-                xmls.setdefault((path.parent, path.name.lower()), []).append(path)
+            key = annotation_key(path.name)
+            if key is not None and path.is_file():
+                xmls.setdefault((path.parent, key), []).append(path)
+    pattern = check_subject_regex(subject_regex) if subject_regex else None
+
+    def subject(name: str) -> tuple[str, str]:
+        try:
+            return subject_of(name, pattern), ""
+        except ValueError as err:
+            return "", str(err)
 
     def cohort_of(path: Path, name: str) -> str:
+        if cohort_of_name(name):
+            return cohort_of_name(name)
         if nsrr:
             rel = path.relative_to(edf_base).parts
-            return rel[0] if len(rel) > 1 else ""
+            return rel[0] if len(rel) > 1 else (name.rsplit("-", 1)[0] if "-" in name else "")
         return name.rsplit("-", 1)[0] if "-" in name else src.name
 
     jobs, seen, paired = [], {}, set()
     for edf in edfs:
         name = edf.stem
-        key = f"{name}-nsrr.xml".lower()
-        folders = [edf.parent] + ([xml_root / edf.parent.relative_to(edf_root)] if nsrr else [])
-        candidates = [xml for folder in folders for xml in xmls.get((folder, key), [])]
-        paired.update(candidates)
+        folders = [edf.parent] + ([m / edf.parent.relative_to(edf_root) for m in mirrors] if nsrr else [])
+        candidates: list[Path] = []
+        for key in annotation_keys(edf.name):  # the most preferred format present wins
+            found = [xml for folder in folders for xml in xmls.get((folder, key), [])]
+            paired.update(found)
+            candidates = candidates or found
+        if not candidates and has_embedded_stages(edf):
+            candidates = [edf]
         problem, xml = "", (str(candidates[0]) if len(candidates) == 1 else None)
+        subject_id, subject_problem = subject(name)
         if name in seen:
             problem = f"duplicate recording id, also in {seen[name]} (the first in path order is the one processed)"
         elif len(candidates) > 1:
             problem = f"ambiguous annotation files {' and '.join(map(str, candidates))}"
+        elif subject_problem:
+            problem = subject_problem
         seen.setdefault(name, edf)
-        jobs.append(Job(name, subject_of(name), cohort_of(edf, name), str(edf), xml, problem,
+        jobs.append(Job(name, subject_id, cohort_of(edf, name), str(edf), xml, problem,
                         owns_output=seen[name] == edf))
-    for xml in sorted(p for group in xmls.values() for p in group if p not in paired):  # no EDF beside it
-        name = xml.name[: -len("-nsrr.xml")]
+    def reported(path: Path) -> bool:  # a bare <name>.xml may be any XML file: not a row when unpaired
+        return not path.name.lower().endswith(".xml") or path.name.lower().endswith(("-nsrr.xml", "-profusion.xml"))
+
+    for xml in sorted(p for group in xmls.values() for p in group if p not in paired and reported(p)):
+        name = recording_of(xml.name)
         cohort = xml.parent.name if nsrr else (name.rsplit("-", 1)[0] if "-" in name else src.name)
-        jobs.append(Job(name, subject_of(name), cohort, None, str(xml), owns_output=name not in seen))
+        jobs.append(Job(name, subject(name)[0], cohort, None, str(xml), owns_output=name not in seen))
         seen.setdefault(name, xml)
     return sorted(jobs, key=lambda j: (j.recording_id, j.edf or "", j.xml or ""))
 
@@ -242,7 +268,8 @@ def _reusable(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tup
         meta = {k.decode(): v.decode() for k, v in (parquet.schema_arrow.metadata or {}).items()}
         row = json.loads(meta["manifest_row"])
         same = (json.loads(meta["source_sha256"]) == {"edf": edf_sha, "xml": xml_sha}
-                and meta.get("config_digest") == digest and parquet.metadata.num_rows == row["n_epochs"])
+                and meta.get("config_digest") == digest and parquet.metadata.num_rows == row["n_epochs"]
+                and "channel_sources" in row)  # older outputs lack the channel sources: made again
         if not same:
             return None
         keys = ("type", "concept", "start_s", "duration_s", "spo2_nadir")
@@ -463,9 +490,8 @@ def _run_in_workers(jobs: list[Job], dst: Path, config: ProcessingConfig, overwr
                     idle.append((connection, process))
                 else:
                     job = jobs[index]
-                    row = _job_row(job)
-                    row.update(status="failed", reason=f"{job.edf}: {worker_death_reason(retire(connection, process))}"
-                                                        f"{_clear_output(job, dst)}")
+                    row, death = _job_row(job), worker_death_reason(retire(connection, process))
+                    row.update(status="failed", reason=f"{job.edf}: {death}{_clear_output(job, dst)}")
                     results[index] = {"row": row, "events": [], "timings": {}, "reused": False,
                                       "cpu_s": float("nan"), "max_rss_mb": float("nan")}
                     if pending:
@@ -581,7 +607,7 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
                  channels: list[str] | tuple[str, ...] | None = None, shard: tuple[int, int] | str | None = None,
                  allow_unscored: bool = False, config: ProcessingConfig | None = None, split_seed: int = 0,
                  test_frac: float = 0.1, val_frac: float = 0.1, train_subjects: int = 50,
-                 progress: bool = True, resplit: bool = False) -> pd.DataFrame:
+                 progress: bool = True, resplit: bool = False, subject_regex: str | None = None) -> pd.DataFrame:
     """Parse every recording under `src` into `dst` and return the manifest.
 
     With `shard=(K, N)` only the K-th of N shards is processed and DST/manifest.shard-K-of-N.parquet (+ events)
@@ -592,7 +618,7 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
     base = config or ProcessingConfig()
     config = ProcessingConfig(**{**asdict(base), "allow_unscored": allow_unscored or base.allow_unscored,
                                  **({"channels": tuple(channels)} if channels else {})})
-    jobs = discover(src)
+    jobs = discover(src, subject_regex)
     if isinstance(shard, str):
         shard = parse_shard(shard)
     if shard is not None:
@@ -698,6 +724,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--merge", action="store_true", help="merge finished shard manifests into the final outputs")
     parser.add_argument("--allow-unscored", action="store_true",
                         help="write recordings without an XML file, every label -1 (self-supervision only)")
+    parser.add_argument("--channel-map", type=Path, default=None, metavar="MAP",
+                        help="YAML or JSON file: canonical channel -> label, \"A - B\" derivation or list of labels "
+                             "(tried before the built-in alias tables; see dataset/README.md)")
+    parser.add_argument("--subject-regex", default=None, metavar="REGEX",
+                        help="subject id = the one group of REGEX searched in the recording id (default: Sleep-EDF "
+                             "names SC4ssN -> SCss, else the part after the last '-')")
     parser.add_argument("--test-frac", type=float, default=0.1, help="fraction of labelled subjects for test")
     parser.add_argument("--val-frac", type=float, default=0.1, help="fraction of labelled subjects for val")
     parser.add_argument("--train-subjects", type=int, default=50, help="labelled subjects drawn from pretrain")
@@ -757,11 +789,14 @@ def main(argv: list[str] | None = None) -> int:
                 parser.error("--src is required (unless --merge)")
             shard = parse_shard(args.shard) if args.shard else None
             names = [n.strip() for item in (args.channels or CHANNEL_BY_NAME) for n in str(item).split(",") if n.strip()]
+            user_map = load_channel_map(args.channel_map) if args.channel_map else ()
             config = ProcessingConfig(channels=tuple(names),
-                                      bands=_parse_bands(args.band, parser))
+                                      bands=_parse_bands(args.band, parser), channel_map=user_map)
+            if args.subject_regex:
+                check_subject_regex(args.subject_regex)
             manifest = parse_cohort(args.src, args.dst, workers=args.workers, overwrite=args.overwrite,
                                     shard=shard, allow_unscored=args.allow_unscored, config=config,
-                                    progress=args.progress, **split_args)
+                                    progress=args.progress, subject_regex=args.subject_regex, **split_args)
     except (OSError, ValueError) as err:  # no SRC, unusable DST, missing shards, full disk: not one recording
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
