@@ -258,9 +258,10 @@ def respiratory_features(signals: dict[str, np.ndarray | None], n_seconds: int, 
         for lo, hi in SPO2_NADIR_WINDOWS_S:
             columns[f"spo2_nadir_drop_{lo}_{hi}"] = baseline - _window_reduce(level, lo, hi - lo, np.min)
         columns["spo2_roughness"] = _window_mean(np.abs(np.diff(level, prepend=level[:1])), -5, 10)
-    else:
-        columns.update(spo2_level=nan, spo2_drop=nan, spo2_roughness=nan)
+    else:  # the same columns in the same order
+        columns.update(spo2_level=nan, spo2_drop=nan)
         columns.update({f"spo2_nadir_drop_{lo}_{hi}": nan for lo, hi in SPO2_NADIR_WINDOWS_S})
+        columns["spo2_roughness"] = nan
     for name in ("flow_ratio", "effort_sum_ratio", "thor_abdo_corr", "spo2_drop"):
         for lag in RESP_LAGS_S:
             columns[f"{name}_lag{lag:+d}"] = _shift(columns[name], lag)

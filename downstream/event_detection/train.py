@@ -334,7 +334,7 @@ def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def format_number(value: Any, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.{digits}f}"
 
 
@@ -345,27 +345,27 @@ def results_markdown(metrics: dict[str, Any]) -> str:
              f"({100 * metrics['label_fraction']:g} % of the epochs); classes {metrics['train']['class_counts']}",
              f"- decoding chosen on `val`: threshold {metrics['selection']['threshold']}, merge gap "
              f"{metrics['selection']['merge_gap_s']} s, minimum {metrics['selection']['min_duration_s']} s "
-             f"(val mean F1 apnea/hypopnea {_fmt(metrics['selection']['val_score'])})",
+             f"(val mean F1 apnea/hypopnea {format_number(metrics['selection']['val_score'])})",
              f"- test: {test['n_recordings']} nights, {test['n_subjects']} subjects; AHI over scored sleep", "",
              "| events | precision | recall | F1 [95 % CI] | tp | fp | fn |", "|---|---|---|---|---|---|---|"]
     for key in DETECTION_KEYS:
         row = test["events"].get(key)
         if row:
             ci = row.get("f1_ci")
-            ci_text = f" [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
-            lines.append(f"| {key} | {_fmt(row['precision'])} | {_fmt(row['recall'])} | {_fmt(row['f1'])}{ci_text} | "
+            ci_text = f" [{format_number(ci[0])}, {format_number(ci[1])}]" if ci else ""
+            lines.append(f"| {key} | {format_number(row['precision'])} | {format_number(row['recall'])} | {format_number(row['f1'])}{ci_text} | "
                          f"{row['tp']} | {row['fp']} | {row['fn']} |")
     agreement = test["ahi"]["agreement"]
     ba = agreement["bland_altman"]
     lines += ["", "| epoch AUROC | test | val |", "|---|---|---|"]
-    lines += [f"| {task} | {_fmt(test['epoch'][task]['auroc'])} | {_fmt(val['epoch'][task]['auroc'])} |"
+    lines += [f"| {task} | {format_number(test['epoch'][task]['auroc'])} | {format_number(val['epoch'][task]['auroc'])} |"
               for task in ("apnea", "hypopnea")]
-    lines += ["", f"AHI ({agreement['n']} nights): ICC(2,1) {_fmt(agreement['icc_2_1'])}, Pearson r "
-              f"{_fmt(agreement['pearson_r'])}, severity κ {_fmt(agreement['severity_kappa'])}, MAE "
-              f"{_fmt(agreement['mae'], 1)} /h, Bland-Altman bias {_fmt(ba['bias'], 1)} /h "
-              f"(limits {_fmt(ba['loa_low'], 1)} to {_fmt(ba['loa_high'], 1)})", "",
+    lines += ["", f"AHI ({agreement['n']} nights): ICC(2,1) {format_number(agreement['icc_2_1'])}, Pearson r "
+              f"{format_number(agreement['pearson_r'])}, severity κ {format_number(agreement['severity_kappa'])}, MAE "
+              f"{format_number(agreement['mae'], 1)} /h, Bland-Altman bias {format_number(ba['bias'], 1)} /h "
+              f"(limits {format_number(ba['loa_low'], 1)} to {format_number(ba['loa_high'], 1)})", "",
               "| night | AHI estimated | AHI scored |", "|---|---|---|"]
-    lines += [f"| {r['recording_id']} | {_fmt(r['ahi_estimated'], 1)} | {_fmt(r['ahi_scored'], 1)} |"
+    lines += [f"| {r['recording_id']} | {format_number(r['ahi_estimated'], 1)} | {format_number(r['ahi_scored'], 1)} |"
               for r in test["ahi"]["per_night"]]
     return "\n".join(lines) + "\n"
 
@@ -430,10 +430,10 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     write_outputs(cfg, detector, metrics, event_rows)
     test = test_metrics["events"]
     agreement = test_metrics["ahi"]["agreement"]
-    print(f"test ({test_metrics['n_subjects']} subjects): event F1 apnea {_fmt(test.get('apnea', {}).get('f1'))} "
-          f"hypopnea {_fmt(test.get('hypopnea', {}).get('f1'))} | epoch AUROC apnea "
-          f"{_fmt(test_metrics['epoch']['apnea']['auroc'])} hypopnea {_fmt(test_metrics['epoch']['hypopnea']['auroc'])}"
-          f" | AHI ICC {_fmt(agreement['icc_2_1'])} severity κ {_fmt(agreement['severity_kappa'])} -> "
+    print(f"test ({test_metrics['n_subjects']} subjects): event F1 apnea {format_number(test.get('apnea', {}).get('f1'))} "
+          f"hypopnea {format_number(test.get('hypopnea', {}).get('f1'))} | epoch AUROC apnea "
+          f"{format_number(test_metrics['epoch']['apnea']['auroc'])} hypopnea {format_number(test_metrics['epoch']['hypopnea']['auroc'])}"
+          f" | AHI ICC {format_number(agreement['icc_2_1'])} severity κ {format_number(agreement['severity_kappa'])} -> "
           f"{cfg.out}/metrics.json", flush=True)
     return metrics
 

@@ -1,0 +1,148 @@
+"""Event-level apnea/hypopnea detection (downstream/event_detection): the per-second respiratory features on
+hand-made signals, and the script end to end on a tiny parsed cohort (outputs, val-only decoding, the saved
+detector reproducing events.csv, a night lacking a channel), plus its input errors (no respiratory channel in
+the cohort: one `error:` line, exit 2, an earlier run's outputs untouched)."""
+from __future__ import annotations
+
+import json
+import pickle
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dataset import data_parser, synthetic
+from dataset.constants import EPHYS_CHANNELS
+from downstream.event_detection import train as event_detection
+from downstream.event_detection.detector import load_night
+from utils.features import RESP_LAGS_S, respiratory_features
+
+FAST = ["--no-progress", "--n-boot", "20", "--hgb-max-iter", "25"]
+OUTPUTS = ("config.json", "model.pkl", "metrics.json", "events.csv", "results.md")
+
+
+def breathing(n_seconds: int, fs: int = 10) -> dict[str, np.ndarray]:
+    t = np.arange(n_seconds * fs) / fs
+    wave = np.sin(2 * np.pi * 0.25 * t)
+    return {"airflow": wave.copy(), "thor": wave.copy(), "abdo": wave.copy(), "spo2": np.zeros(t.size)}
+
+
+def test_respiratory_features_see_flow_drop_paradox_and_lagged_desaturation():
+    n = 600
+    signals = breathing(n)
+    signals["airflow"][3000:3200] *= 0.05  # a 20-s apnea at 300-320 s
+    signals["abdo"][3000:3200] *= -1.0  # paradox during it
+    signals["spo2"][3400:3500] = -2.0  # SpO2 (scaled) dips 40-50 s after the onset: 2 IQRs = 4 %
+    features, names = respiratory_features(signals, n, spo2_scale=(96.0, 2.0))
+    column = {name: features[:, i] for i, name in enumerate(names)}
+    assert features.shape == (n, len(names)) and features.dtype == np.float32
+    assert column["flow_ratio"][305:315].max() < -1.5 and abs(column["flow_ratio"][200:290]).max() < 0.1
+    assert column["thor_abdo_corr"][305:315].max() < -0.9 and column["thor_abdo_corr"][200:290].min() > 0.9
+    assert column["effort_sum_ratio"][305:315].max() < -2  # thor + abdo cancel in paradox
+    assert column["spo2_level"][100] == pytest.approx(96.0) and column["spo2_level"][345] == pytest.approx(92.0)
+    # the nadir 10-45 s ahead of the onset second is already visible there: the SpO2 lag
+    assert column["spo2_nadir_drop_10_45"][305] == pytest.approx(4.0) and column["spo2_drop"][305] == 0.0
+    assert column["flow_ratio_lag+10"][297] == column["flow_ratio"][307]
+    assert len([c for c in names if c.startswith("flow_ratio_lag")]) == len(RESP_LAGS_S)
+
+
+def test_respiratory_features_missing_channels_keep_columns():
+    n = 300
+    full, names = respiratory_features(breathing(n), n)
+    partial, partial_names = respiratory_features({"airflow": breathing(n)["airflow"], "thor": None}, n)
+    assert partial_names == names and partial.shape == full.shape
+    nan_columns = {name for i, name in enumerate(names) if np.isnan(partial[:, i]).all()}
+    assert "spo2_drop" in nan_columns and "thor_abdo_corr" in nan_columns and "thor_ratio" in nan_columns
+    assert "flow_ratio" not in nan_columns and not np.isnan(full).any()
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    """6 synthetic 48-minute nights parsed with every channel (one night without its thoracic belt), and the
+    same nights parsed with electrophysiology channels only."""
+    root = tmp_path_factory.mktemp("event_cohort")
+    synthetic.generate_cohort(root / "src", nights=6, hours=0.8, seed=0,
+                              variations={1: {"missing_channels": ("thor",)}})
+    data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
+    data_parser.parse_cohort(root / "src", root / "ephys", workers=1, progress=False, channels=list(EPHYS_CHANNELS))
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(cohort, tmp_path_factory):
+    out = tmp_path_factory.mktemp("event_run") / "run"
+    assert event_detection.main(["--data", str(cohort / "dst"), "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_script_outputs_and_val_only_decoding(run, cohort):
+    assert all((run / name).is_file() for name in OUTPUTS)
+    metrics = json.loads((run / "metrics.json").read_text())
+    splits = json.loads((cohort / "dst" / "splits.json").read_text())["recordings"]
+    assert metrics["train"]["recordings"] == splits["train"]
+    assert metrics["selection"]["split"] == "val"
+    assert metrics["selection"]["threshold"] in event_detection.THRESHOLDS
+    best = max(c["score"] for c in metrics["selection"]["curve"] if c["score"] is not None)
+    assert metrics["selection"]["val_score"] == pytest.approx(best)
+    test = metrics["test"]
+    assert [r["recording_id"] for r in test["ahi"]["per_night"]] == splits["test"]
+    assert {"apnea", "hypopnea", "any", "obstructive_apnea"} <= set(test["events"])
+    # detection works on this tiny cohort: most scored events found, epoch scores informative
+    assert test["events"]["any"]["f1"] >= 0.6
+    assert test["epoch"]["hypopnea"]["auroc"] >= 0.8
+    events = pd.read_csv(run / "events.csv")
+    assert list(events.columns) == ["recording_id", "onset_s", "duration_s", "type", "probability", "counted"]
+    assert set(events["recording_id"]) <= set(splits["test"]) and (events["duration_s"] >= 10).all()
+    n_predicted = test["events"]["any"]["tp"] + test["events"]["any"]["fp"]
+    assert len(events) == n_predicted
+    config = json.loads((run / "config.json").read_text())
+    assert config["hypopnea_rule"] == "3a" and config["method"] == "features"
+
+
+def test_saved_detector_reproduces_test_events(run, cohort):
+    detector = pickle.loads((run / "model.pkl").read_bytes())
+    data = cohort / "dst"
+    manifest = pd.read_parquet(data / "manifest.parquet").set_index("recording_id")
+    events = pd.read_csv(run / "events.csv")
+    table = pd.read_parquet(data / "events.parquet")
+    rid = json.loads((data / "splits.json").read_text())["recordings"]["test"][0]
+    night = load_night(data, rid, rid, table, manifest.loc[rid].to_dict())
+    detected = detector.detect(night.features)
+    expected = events[events["recording_id"] == rid]
+    assert [(e.onset_s, e.duration_s, e.type) for e in detected] == list(
+        zip(expected["onset_s"], expected["duration_s"], expected["type"]))
+
+
+def test_night_missing_a_channel_still_runs(cohort):
+    data = cohort / "dst"
+    manifest = pd.read_parquet(data / "manifest.parquet").set_index("recording_id")
+    night = load_night(data, "shhs1-200002", "200002", pd.read_parquet(data / "events.parquet"),
+                       manifest.loc["shhs1-200002"].to_dict())
+    assert night.channels == ["airflow", "abdo", "spo2"]
+    assert np.isnan(night.features).any() and not np.isnan(night.features).all()
+
+
+def test_no_respiratory_channel_is_one_error_line_and_keeps_outputs(cohort, run, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    before = {name: (out / name).read_bytes() for name in OUTPUTS}
+    with pytest.raises(SystemExit) as exit_info:
+        event_detection.main(["--data", str(cohort / "ephys"), "--out", str(out), *FAST])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:")
+    assert "respiratory channel" in err[0] and "airflow" in err[0] and str(cohort / "ephys") in err[0]
+    assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
+
+
+def test_bad_options_are_one_error_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        event_detection.main(["--data", str(tmp_path), "--no-progress"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --data") and "splits.json" in err[0]
+    with pytest.raises(SystemExit) as exit_info:
+        event_detection.main(["--data", str(tmp_path), "--hypopnea-rule", "5"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.startswith("error:")
