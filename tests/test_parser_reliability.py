@@ -178,7 +178,7 @@ def test_a_table_that_cannot_be_written_or_removed_fails_that_night_only(tmp_pat
 
 
 # ------------------------------------------------------------------------------ worker death and orphans
-def start_parser(tmp_path: Path, nights: int = 6, hours: float = 1.5) -> tuple[subprocess.Popen, Path, Path]:
+def start_parser(tmp_path: Path, nights: int = 6, hours: float = 1.0) -> tuple[subprocess.Popen, Path, Path]:
     """The command-line parser with --workers 2 on a flat cohort, started once its first table is written."""
     src, dst = tmp_path / "src", tmp_path / "dst"
     generate_cohort(src, nights=nights, hours=hours, seed=0, layout="flat")
