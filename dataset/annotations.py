@@ -15,7 +15,8 @@ Formats (`read_annotations` picks by content and name):
   or a column named `stage` (also `sleep_stage`, `hypnogram`) of a delimited file (`,` `;` or tab); blank
   lines and `#` comments are ignored. Tokens per `dataset.constants.STAGE_TOKENS`: W/Wake/0, N1/S1/1, N2/S2/2,
   N3/S3/3 and N4/S4/4 (-> N3), R/REM/5; `?`, U, M/MT/Movement, A/Artifact, 6-9, -1 -> unscored. Code 4 is R&K
-  stage 4, not REM (write R for REM).
+  stage 4, not REM (write R for REM), except in a YASA file (name containing "yasa", or any code -2, as
+  `downstream/predict.py` writes `hypnogram-yasa.txt`): there 0-4 are W N1 N2 N3 REM and -2 / -1 unscored.
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ ANNOTATION_SUFFIXES = ("-nsrr.xml", "-profusion.xml", ".hypnogram.txt", ".hypnog
 HYPNOGRAM_EDF = re.compile(r"^(?P<key>.{7}).*[-_]hypnogram\.edf$", re.IGNORECASE)
 SLEEP_EDF_NAME = re.compile(r"^(?P<study>SC4|ST7)(?P<subject>\d{2})(?P<night>\d)\w{2}(?:-PSG)?$", re.IGNORECASE)
 STAGE_COLUMNS = ("stage", "sleep_stage", "hypnogram")
+YASA_CODES = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "-1": STAGE_UNSCORED, "-2": STAGE_UNSCORED}
 
 
 # ------------------------------------------------------------------------------------------------ names
@@ -122,6 +124,18 @@ def stage_of_text(text: str) -> int | None:
     if token.startswith("SLEEP_STAGE_"):  # EDF+ exports written by MNE
         return STAGE_TOKENS.get(token[len("SLEEP_STAGE_"):], STAGE_UNSCORED)
     return STAGE_TOKENS.get(token)
+
+
+EDF_STAGE_WORDS = ("W", "WAKE", "N1", "N2", "N3", "N4", "R", "REM", "MOVEMENT TIME")
+
+
+def edf_stage_of_text(text: str) -> int | None:
+    """`stage_of_text` for EDF+ annotation texts, where a bare code ("1", "A", "?") is an event, not a stage:
+    only `Sleep stage ...`, `Movement time` and the stage words W/Wake/N1-N4/R/REM count."""
+    token = " ".join(text.split()).upper()
+    if token.startswith(("SLEEP STAGE ", "SLEEP_STAGE_")) or token in EDF_STAGE_WORDS:
+        return stage_of_text(text)
+    return None
 
 
 def _container(path: Path, epoch_length: float, stages: list[tuple[float, float, int, str]],
@@ -236,7 +250,7 @@ def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) 
             offset = (mine - theirs).total_seconds()
     stages, events = [], []
     for onset, duration, text in edf_annotation_texts(header):
-        stage = stage_of_text(text)
+        stage = edf_stage_of_text(text)
         start = onset + offset
         if stage is not None:
             stages.append((start, float(EPOCH_S) if duration is None else duration, stage, text))
@@ -267,9 +281,10 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
         tokens = [(n, row[column].strip() if column < len(row) else "") for (n, _), row in zip(lines[1:], rows[1:])]
     else:
         tokens = lines[1:] if first.lower() in STAGE_COLUMNS else lines
+    yasa = "yasa" in path.name.lower() or any(token == "-2" for _, token in tokens)
     stages = []
     for k, (line_no, token) in enumerate(tokens):
-        stage = stage_of_text(token)
+        stage = YASA_CODES.get(token) if yasa and token.lstrip("-").isdigit() else stage_of_text(token)
         if stage is None:
             raise XmlError(f"{path}: line {line_no}: unknown stage {token!r} (accepted: W N1 N2 N3 N4 R REM ? "
                            f"or R&K codes 0-5, 4 = stage 4, 5 = REM)")
@@ -312,6 +327,6 @@ def has_embedded_stages(edf_path: str | Path) -> bool:
         header = read_edf_header(edf_path)
         if not header.reserved.upper().startswith("EDF+") or not any(s.is_annotation for s in header.signals):
             return False
-        return any(stage_of_text(text) is not None for _, _, text in edf_annotation_texts(header))
+        return any(edf_stage_of_text(text) is not None for _, _, text in edf_annotation_texts(header))
     except (EdfError, OSError, ValueError):
         return False

@@ -1,0 +1,128 @@
+"""Every annotation format gives the labels of the NSRR XML of the same night; pairing and subject-id rules."""
+from __future__ import annotations
+
+import datetime
+import shutil
+
+import numpy as np
+import pytest
+
+from dataset.annotations import (annotation_keys, parse_hypnogram_text, read_annotations, subject_of,
+                                 check_subject_regex)
+from dataset.data_parser import discover, parse_cohort
+from dataset.edf_reader import read_edf_header
+from dataset.labels import LABEL_COLUMNS, epoch_labels
+from dataset.nsrr_xml import XmlError
+from dataset.synthetic import generate_night, write_scoring
+
+STAGE_ONLY = ("txt", "csv")
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory):
+    """One 1-h night with events and unscored epochs, its NSRR XML labels and the night's scoring in each format."""
+    root = tmp_path_factory.mktemp("formats")
+    truth = generate_night(root / "shhs1-200001.edf", root / "shhs1-200001-nsrr.xml", "shhs1-200001", 1.0, 3,
+                           unscored_epochs=6)
+    assert truth.events and (truth.stages == -1).any()
+    n = len(truth.stages)
+    reference = epoch_labels(read_annotations(truth.xml_path), n)
+    files = {fmt: write_scoring(truth, root / "other" / f"night.{fmt}", fmt)
+             for fmt in ("profusion", "edf", "txt", "csv")}
+    return truth, reference, files
+
+
+@pytest.mark.parametrize("fmt", ["profusion", "edf", "txt", "csv"])
+def test_each_format_gives_the_nsrr_labels(night, fmt):
+    truth, reference, files = night
+    header = read_edf_header(truth.edf_path)
+    labels = epoch_labels(read_annotations(files[fmt], header), len(truth.stages))
+    np.testing.assert_array_equal(labels["stage"], truth.stages)
+    columns = ("stage",) if fmt in STAGE_ONLY else LABEL_COLUMNS
+    for name in columns:
+        np.testing.assert_array_equal(labels[name], reference[name], err_msg=f"{fmt}: {name}")
+
+
+def test_edf_annotations_follow_the_recording_start(night, tmp_path):
+    """A separate annotation EDF+ that starts 60 s after the recording has its onsets shifted by 60 s."""
+    from edfio import Edf, EdfAnnotation
+    truth, _, _ = night
+    header = read_edf_header(truth.edf_path)
+    start = datetime.datetime.strptime(header.starttime, "%H.%M.%S") + datetime.timedelta(seconds=60)
+    path = tmp_path / "late-Hypnogram.edf"
+    Edf([], starttime=start.time(), annotations=[EdfAnnotation(0, 30, "Sleep stage 2")]).write(path)
+    annotations = read_annotations(path, header)
+    assert annotations.stage_start.tolist() == [60.0] and annotations.stage_class.tolist() == [2]
+
+
+def test_embedded_edf_plus_annotations_are_paired_and_parsed(tmp_path):
+    """An EDF+C recording with stage annotations of its own and no other file is labelled from them."""
+    from dataset.synthetic import SHHS1_LAYOUT, _write_edf
+    signals = {key: np.zeros(int(rate) * 300) for key, _, rate, *_ in SHHS1_LAYOUT}
+    signals["eeg_c4"] = np.random.default_rng(0).normal(0, 20, 125 * 300)
+    stages = [(0, 90, "Sleep stage W"), (90, 120, "Sleep stage 2"), (210, 60, "Sleep stage R"), (270, 30, "A")]
+    _write_edf(tmp_path / "own-1.edf", [SHHS1_LAYOUT[7]], signals, datetime.time(22, 0), stages)
+    job, = discover(tmp_path)
+    assert job.xml == job.edf
+    annotations = read_annotations(job.xml, read_edf_header(job.edf))
+    labels = epoch_labels(annotations, 10)
+    assert labels["stage"].tolist() == [0, 0, 0, 2, 2, 2, 2, 4, 4, -1]
+    assert [e["concept"] for e in annotations.events] == ["A"]  # a bare code is an event, not a stage
+
+
+def test_hypnogram_codes_and_errors(tmp_path):
+    rk = tmp_path / "a.hypnogram.txt"
+    rk.write_text("# R&K codes\n0\n1\n2\n3\n4\n5\n9\n?\nREM\nN4\n")
+    assert parse_hypnogram_text(rk).stage_class.tolist() == [0, 1, 2, 3, 3, 4, -1, -1, 4, 3]
+    yasa = tmp_path / "hypnogram-yasa.txt"  # as downstream/predict.py writes: 4 = REM, -2 unscored
+    yasa.write_text("0\n4\n-2\n3\n")
+    assert parse_hypnogram_text(yasa).stage_class.tolist() == [0, 4, -1, 3]
+    bad = tmp_path / "b.hypnogram.csv"
+    bad.write_text("epoch;stage\n0;W\n1;deep\n")
+    with pytest.raises(XmlError, match=r"b.hypnogram.csv: line 3: unknown stage 'deep'"):
+        parse_hypnogram_text(bad)
+    nocol = tmp_path / "c.hypnogram.csv"
+    nocol.write_text("epoch,label2\n0,W\n")
+    with pytest.raises(XmlError, match="no stage column"):
+        parse_hypnogram_text(nocol)
+
+
+def test_pairing_prefers_formats_in_order_and_sleep_edf_prefix(tmp_path):
+    for name in ("r1.edf", "r1-profusion.xml", "r1.hypnogram.csv", "r2.edf", "r2.hypnogram.txt", "r2.xml",
+                 "SC4001E0-PSG.edf", "SC4001EC-Hypnogram.edf", "SC4002E0-PSG.edf", "SC4002EH-Hypnogram.edf",
+                 "SC4011E0-PSG.edf", "SC4011EC-Hypnogram.edf", "SC4011EX-Hypnogram.edf", "lonely-profusion.xml",
+                 "notes.xml"):
+        (tmp_path / name).write_bytes(b"")
+    jobs = {j.recording_id: j for j in discover(tmp_path)}
+    assert jobs["r1"].xml.endswith("r1-profusion.xml") and jobs["r2"].xml.endswith("r2.hypnogram.txt")
+    assert jobs["SC4001E0-PSG"].xml.endswith("SC4001EC-Hypnogram.edf")
+    assert jobs["SC4002E0-PSG"].xml.endswith("SC4002EH-Hypnogram.edf")
+    assert "ambiguous annotation files" in jobs["SC4011E0-PSG"].problem  # two hypnograms share the prefix
+    assert jobs["SC4001E0-PSG"].subject_id == jobs["SC4002E0-PSG"].subject_id == "SC00"
+    assert jobs["SC4001E0-PSG"].cohort == "sleep-edf-sc"
+    assert jobs["lonely"].edf is None and "notes" not in jobs  # a bare unpaired .xml is not a recording
+    assert not any("Hypnogram" in j.recording_id for j in jobs.values())  # annotation EDFs are never recordings
+    assert annotation_keys("shhs1-1.edf")[0] == "shhs1-1-nsrr.xml"
+
+
+def test_subject_id_rules():
+    assert subject_of("shhs1-200001") == "200001"
+    assert subject_of("SC4012E0-PSG") == "SC01" and subject_of("ST7022J0-PSG") == "ST02"
+    assert subject_of("site3_pt0042_night2", check_subject_regex(r"pt(\d+)")) == "0042"
+    with pytest.raises(ValueError, match="exactly one group"):
+        check_subject_regex(r"(a)(b)")
+    with pytest.raises(ValueError, match="does not match"):
+        subject_of("abc", r"pt(\d+)")
+
+
+def test_subject_regex_in_the_parser(tmp_path, night):
+    """--subject-regex names the subject; a recording it does not match fails with the reason."""
+    truth, _, _ = night
+    src = tmp_path / "src"
+    src.mkdir()
+    for rid in ("clinicA_pt07_n1", "other"):
+        shutil.copy(truth.edf_path, src / f"{rid}.edf")
+        shutil.copy(truth.xml_path, src / f"{rid}-nsrr.xml")
+    manifest = parse_cohort(src, tmp_path / "out", progress=False, subject_regex=r"_pt(\d+)_").set_index("recording_id")
+    assert manifest.loc["clinicA_pt07_n1", "subject_id"] == "07" and manifest.loc["clinicA_pt07_n1", "status"] == "ok"
+    assert manifest.loc["other", "status"] == "failed" and "does not match" in manifest.loc["other", "reason"]
