@@ -57,6 +57,12 @@ RESP_CHANNELS: tuple[str, ...] = tuple(c.name for c in CHANNELS if not c.electro
 MODALITY_CHANNELS: dict[str, tuple[str, ...]] = {
     m: tuple(c.name for c in CHANNELS if c.modality == m) for m in ("eeg", "eog", "emg", "ecg", "resp")
 }
+# Every respiratory channel is also a NeuroNet modality of its own (one encoder each: airflow, thor, abdo, spo2;
+# docs/models.md "Respiratory encoders"); `resp` stays the group of all four.
+MODALITY_CHANNELS.update({name: (name,) for name in RESP_CHANNELS})
+# The modalities that have a unimodal NeuroNet, and the one whose encoder serves each channel (C3 and C4 share EEG).
+ENCODER_MODALITIES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg") + RESP_CHANNELS
+ENCODER_MODALITY: dict[str, str] = {c.name: c.name if c.name in RESP_CHANNELS else c.modality for c in CHANNELS}
 
 # Physical unit -> factor to microvolts (electrophysiology only). Keys are lower-case.
 UNIT_TO_UV: dict[str, float] = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}

@@ -131,6 +131,45 @@ def neuronet_config(preset: str = "B", **overrides: Any) -> NeuroNetConfig:
     return NeuroNetConfig.from_dict(values)
 
 
+# Respiratory channels (airflow, thor, abdo, spo2) arrive at 10 Hz: 300 samples per 30-s epoch (models/ may not
+# import dataset/, so the rate is repeated here; tests/test_respiratory_encoders.py checks it against RESP_FS).
+RESP_FS = 10.0
+ELECTROPHYSIOLOGY_FS = 100.0
+
+
+def respiratory_geometry(preset: str = "B") -> dict[str, Any]:
+    """The frame geometry of a 10-Hz respiratory NeuroNet, as overrides of `preset` (docs/models.md
+    "Respiratory encoders"): 12 frames of 8 s every 2 s, tokenized by the `shared_conv` CNN at stride 0.4 s.
+
+    Why: an 8-s frame holds about two breaths (adults breathe every 3-5 s), so each token sees breath amplitude
+    and rhythm, the quantities an apnea (flow near zero for >= 10 s) or a hypopnea (amplitude down 30 %) changes;
+    tokens every 2 s resolve the onset and end of 10-90-s events and the 20-30-s-late SpO2 drop. The published
+    per-frame CNN cannot take such frames: its stem divides a frame by 4 (80 samples -> 20) and its kernel-7
+    convolutions, padded by 1 only, shorten it by 4 samples each (20 -> 12 -> 4 -> nothing at the first strided
+    stage); even the kernel-3 branch ends with 5 samples, fewer than its average pool of 16. The `shared_conv`
+    tokenizer pads its convolutions to keep the length;
+    with every stage at stride 1 its feature stride is the stem's 4 samples (0.4 s), the finest it has, so the
+    frame (80 samples = 20 features) and step (20 samples = 5 features) are whole multiples and the four segment
+    means (2 s each) fit the step exactly. A 1-s step (10 samples) is not a multiple of 4, hence 2 s. The
+    receptive field is 202 samples (+-9.9 s beyond each frame), about one event, so a token also sees the breaths
+    around it. Channel widths, token width, ViT and mask ratio stay the preset's: `--preset` works as for EEG.
+    """
+    base = _PRESETS[preset] if preset in _PRESETS else {}
+    stages = len(base.get("backbone_channels", NeuroNetConfig.backbone_channels))
+    return dict(fs=RESP_FS, frame_window_s=8.0, frame_step_s=2.0, frame_tokenizer="shared_conv",
+                backbone_strides=(1,) * stages, frame_segments=4)
+
+
+def neuronet_config_for_rate(preset: str, fs: float, **overrides: Any) -> NeuroNetConfig:
+    """The config of `preset` for channels sampled at `fs`: the preset itself at 100 Hz (electrophysiology,
+    unchanged), the preset with `respiratory_geometry` at 10 Hz; `overrides` apply last."""
+    if fs == ELECTROPHYSIOLOGY_FS:
+        return neuronet_config(preset, **overrides)
+    if fs == RESP_FS:
+        return neuronet_config(preset, **{**respiratory_geometry(preset), **overrides})
+    raise ValueError(f"NeuroNet has presets for {ELECTROPHYSIOLOGY_FS:g}-Hz and {RESP_FS:g}-Hz channels, not {fs:g} Hz")
+
+
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameter values (buffers excluded)."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)

@@ -57,7 +57,7 @@ def test_script_pretrains_two_steps(cohort, tmp_path, capsys, modality):
     assert ckpt["config"]["channels"] == config["channels"] and ckpt["splits_sha256"]
     model = build_neuronet(ckpt["model_config"])  # rebuilt from the file alone
     model.load_state_dict(ckpt["model"])
-    pooled, tokens = model.encode(torch.randn(2, 3000))
+    pooled, tokens = model.encode(torch.randn(2, model.framer.n_samples))  # 3000 at 100 Hz, 300 at 10 Hz
     assert pooled.shape == (2, model.embed_dim) and tokens.shape[:2] == (2, model.n_frames)
     if modality == "emg":  # the nights without EMG are counted, whichever split they fell in (bar test)
         assert "missing channel(s) emg" in printed

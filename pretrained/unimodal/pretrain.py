@@ -1,4 +1,4 @@
-"""Unimodal NeuroNet pretraining (DESIGN.md 3.1, 4), shared by pretrained/unimodal/{eeg,eog,emg,ecg}/train.py.
+"""Unimodal NeuroNet pretraining (DESIGN.md 3.1, 4), shared by pretrained/unimodal/<modality>/train.py.
 
 Each modality's channels are pooled as single-channel samples (EEG: eeg_c4 and eeg_c3 epochs are separate
 samples of one model; EOG: eog_l and eog_r); the model learns from the `pretrain` split without labels. Model
@@ -9,6 +9,14 @@ selection uses a k-NN probe fitted on labelled `train` epochs and scored on `val
     eog       eog_l, eog_r      stage
     emg       emg               wake_sleep (stage 0 vs 1-4)
     ecg       ecg               apnea
+    airflow   airflow (10 Hz)   apnea
+    thor      thor (10 Hz)      apnea
+    abdo      abdo (10 Hz)      apnea
+    spo2      spo2 (10 Hz)      apnea
+
+The 10-Hz respiratory modalities take the same presets with the respiratory frame geometry
+(`models.neuronet.respiratory_geometry`: 12 frames of 8 s every 2 s, shared_conv tokenizer); the electrophysiology
+ones take the presets unchanged.
 
 Outputs in --out (default runs/unimodal/<modality>): config.json, log.jsonl (one line per epoch + summary),
 steps.jsonl, last.pt, best.pt. Resume is automatic from OUT/last.pt. Bad input (an option, the data folder, an
@@ -24,16 +32,17 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from dataset.constants import CHANNEL_BY_NAME, EPOCH_SAMPLES, MODALITY_CHANNELS
+from dataset.constants import CHANNEL_BY_NAME, ENCODER_MODALITY, EPOCH_S, MODALITY_CHANNELS, RESP_FS
 from dataset.datasets import EpochDataset
-from models.neuronet import build_neuronet, neuronet_config
+from models.neuronet import build_neuronet, neuronet_config, respiratory_geometry
 from utils.config import UsageError, build_parser, check_out_dir, parse_config, reported_errors
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, read_resume_checkpoint, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
 MODEL_KIND = "neuronet"
-PROBE_TARGET_BY_MODALITY: dict[str, str] = {"eeg": "stage", "eog": "stage", "emg": "wake_sleep", "ecg": "apnea"}
+PROBE_TARGET_BY_MODALITY: dict[str, str] = {"eeg": "stage", "eog": "stage", "emg": "wake_sleep", "ecg": "apnea",
+                                             "airflow": "apnea", "thor": "apnea", "abdo": "apnea", "spo2": "apnea"}
 MODALITIES: tuple[str, ...] = tuple(PROBE_TARGET_BY_MODALITY)
 
 
@@ -43,6 +52,16 @@ def modality_defaults(modality: str) -> dict[str, Any]:
         raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
     return {"channels": list(MODALITY_CHANNELS[modality]), "monitor_target": PROBE_TARGET_BY_MODALITY[modality],
             "out": Path("runs") / "unimodal" / modality}
+
+
+def modality_rate(modality: str) -> int:
+    """Sampling rate (Hz) of a modality's channels: 100 for electrophysiology, 10 for the respiratory ones."""
+    return CHANNEL_BY_NAME[MODALITY_CHANNELS[modality][0]].target_fs
+
+
+def modality_geometry(modality: str, preset: str) -> dict[str, Any]:
+    """Config overrides of `preset` for `modality`: the respiratory frame geometry at 10 Hz, none at 100 Hz."""
+    return respiratory_geometry(preset) if modality_rate(modality) == RESP_FS else {}
 
 
 def build_pretrain_parser(modality: str) -> argparse.ArgumentParser:
@@ -65,15 +84,18 @@ def add_objective_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
 
 
 def _check_channels(channels: list[str], modality: str) -> None:
+    rate = modality_rate(modality)
     for name in channels:
         spec = CHANNEL_BY_NAME.get(name)
         if spec is None:
             raise UsageError(f"--channels: unknown channel {name!r}; canonical names: {', '.join(CHANNEL_BY_NAME)}")
-        if spec.epoch_samples != EPOCH_SAMPLES:
-            raise UsageError(f"--channels: {name} is a {spec.target_fs} Hz respiratory channel; NeuroNet takes "
-                             f"{EPOCH_SAMPLES}-sample epochs at 100 Hz (electrophysiology)")
-        if spec.modality != modality:
-            print(f"note: channel {name} ({spec.modality}) is pretrained with the {modality} model", flush=True)
+        if spec.target_fs != rate:
+            kind = "electrophysiology" if spec.electrophysiology else "respiratory"
+            raise UsageError(f"--channels: {name} is a {spec.target_fs} Hz {kind} channel; the {modality} NeuroNet "
+                             f"takes {EPOCH_S * rate}-sample epochs at {rate} Hz")
+        if ENCODER_MODALITY[name] != modality:
+            print(f"note: channel {name} ({ENCODER_MODALITY[name]}) is pretrained with the {modality} model",
+                  flush=True)
 
 
 def open_split(cfg: argparse.Namespace, split: str, task: str | None = None, report: bool = True) -> EpochDataset:
@@ -118,7 +140,8 @@ def run(argv: list[str] | None, modality: str) -> int:
         parser.error(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
     _check_channels(cfg.channels, modality)
     try:
-        model_config = neuronet_config(cfg.preset, **{"detach_target": cfg.detach_target, **cfg.model_args})
+        model_config = neuronet_config(cfg.preset, **{**modality_geometry(modality, cfg.preset),
+                                                      "detach_target": cfg.detach_target, **cfg.model_args})
     except (ValueError, TypeError) as err:
         parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
     read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND)  # an unreadable checkpoint fails before any work

@@ -1,0 +1,143 @@
+"""Respiratory encoders: the 10-Hz NeuroNet geometry, the four pretraining scripts, SynthSleepNet over
+electrophysiology + respiratory channels, a probe on a ten-channel backbone, and a night without SpO2. CPU, tiny."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from dataset import data_parser, synthetic
+from dataset.constants import (CHANNEL_BY_NAME, ENCODER_MODALITY, EPHYS_CHANNELS, MODALITY_CHANNELS, RESP_CHANNELS,
+                               RESP_EPOCH_SAMPLES, RESP_FS)
+from models import neuronet
+from models.neuronet import build_neuronet, neuronet_config, neuronet_config_for_rate, respiratory_geometry
+from pretrained.unimodal.pretrain import MODALITIES, PROBE_TARGET_BY_MODALITY
+from utils.checkpoint import load_checkpoint
+from utils.run_logging import read_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+RESP_MODALITIES = ("airflow", "thor", "abdo", "spo2")
+COMMON = ["--preset", "tiny", "--batch-size", "4", "--workers", "0", "--no-progress", "--log-every", "1"]
+MONITOR = ["--knn-max-train", "48", "--knn-max-val", "24", "--knn-k", "3"]
+
+# sha256 of "key:shape;..." over the state dict and of the sorted config JSON of every electrophysiology preset, as
+# they were before the respiratory encoders: checkpoints of these presets must keep loading.
+EPHYS_FINGERPRINTS = {
+    "tiny": ("00d76eb3b33a32f9", "de69585e9c056b40"),
+    "T": ("f4730f9b7624f5f7", "ddb6549a2bebf466"),
+    "B": ("c83f3b29f2a3d7f8", "b9c748fd226b3a8a"),
+    "fast": ("ceccc1404cc965ca", "e201a2ec9603300d"),
+}
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    """5 synthetic half-hour nights; the first (a pretrain and train night) has no SpO2. Parsed once."""
+    root = tmp_path_factory.mktemp("resp_cohort")
+    synthetic.generate_cohort(root / "src", nights=5, hours=0.5, seed=2, variations={0: {"missing_channels": ["spo2"]}})
+    data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
+    return root / "dst"
+
+
+def test_constants_name_the_respiratory_modalities():
+    assert neuronet.RESP_FS == RESP_FS and neuronet.ELECTROPHYSIOLOGY_FS == CHANNEL_BY_NAME["eeg_c4"].target_fs
+    for modality in RESP_MODALITIES:
+        assert MODALITY_CHANNELS[modality] == (modality,) and ENCODER_MODALITY[modality] == modality
+        assert modality in MODALITIES and PROBE_TARGET_BY_MODALITY[modality] == "apnea"
+    assert MODALITY_CHANNELS["resp"] == RESP_CHANNELS  # the group stays
+    assert ENCODER_MODALITY["eeg_c3"] == ENCODER_MODALITY["eeg_c4"] == "eeg"
+
+
+@pytest.mark.parametrize("preset", sorted(EPHYS_FINGERPRINTS))
+def test_electrophysiology_presets_are_unchanged(preset):
+    config = neuronet_config(preset)
+    assert neuronet_config_for_rate(preset, 100) == config
+    with torch.device("meta"):  # shapes only, no memory or init time (B has 72 M parameters)
+        model = build_neuronet(config)
+    state = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    assert (_sha(state), _sha(json.dumps(config.to_dict(), sort_keys=True))) == EPHYS_FINGERPRINTS[preset]
+    assert model.n_frames == 27 and config.fs == 100
+
+
+@pytest.mark.parametrize("preset", ["tiny", "fast", "T", "B"])
+def test_respiratory_geometry_for_every_preset(preset):
+    config = neuronet_config_for_rate(preset, RESP_FS)
+    assert config == neuronet_config(preset, **respiratory_geometry(preset))
+    assert (config.fs, config.frame_window_s, config.frame_step_s, config.frame_tokenizer) == (10, 8, 2, "shared_conv")
+    assert config.encoder_dim == neuronet_config(preset).encoder_dim  # the preset's widths, only the framing differs
+    with torch.device("meta"):
+        model = build_neuronet(config)
+    assert model.framer.n_samples == RESP_EPOCH_SAMPLES and model.n_frames == 12
+    assert model.frame_backbone.stride == 4 and model.frame_backbone.receptive_margin == 99  # 0.4 s, +-9.9 s
+    with pytest.raises(ValueError, match="too short"):  # the published per-frame CNN cannot take 8-s frames at 10 Hz
+        build_neuronet(neuronet_config(preset, **{**respiratory_geometry(preset), "frame_tokenizer": "per_frame"}))
+    with pytest.raises(ValueError, match="multiples of its feature stride"):  # a 1-s step is 10 samples, not 4k
+        build_neuronet(neuronet_config(preset, **{**respiratory_geometry(preset), "frame_step_s": 1.0}))
+    with pytest.raises(ValueError, match="not 25 Hz"):
+        neuronet_config_for_rate(preset, 25)
+
+
+def test_respiratory_neuronet_forward_backward():
+    torch.manual_seed(0)
+    model = build_neuronet(neuronet_config_for_rate("tiny", RESP_FS)).train()
+    epochs = torch.randn(4, RESP_EPOCH_SAMPLES)  # (B, 300) at 10 Hz
+    out = model(epochs)
+    assert set(out) >= {"loss", "recon_1", "recon_2", "contrastive"} and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    grads = [p.grad for p in model.frame_backbone.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(g.abs().sum() > 0 for g in grads)
+    pooled, tokens = model.eval().encode(epochs)
+    assert pooled.shape == (4, 64) and tokens.shape == (4, 12, 64)
+    with pytest.raises(ValueError, match=r"\(batch, 300\)"):
+        model.encode(torch.randn(2, 3000))
+    # token k depends only on the samples of frame k +- the receptive margin: a change at 25-30 s leaves token 0
+    changed = epochs.clone()
+    changed[:, 250:] += 5.0
+    with torch.no_grad():
+        first, second = model.frame_tokens(epochs), model.frame_tokens(changed)
+    assert torch.allclose(first[:, 0], second[:, 0]) and not torch.allclose(first[:, -1], second[:, -1])
+
+
+@pytest.mark.parametrize("modality", RESP_MODALITIES)
+def test_respiratory_script_runs_two_steps(cohort, tmp_path, capsys, monkeypatch, modality):
+    """The script file itself (as `python pretrained/unimodal/<m>/train.py`), 2 steps on the tiny cohort."""
+    out = tmp_path / modality
+    script = REPO / "pretrained" / "unimodal" / modality / "train.py"
+    monkeypatch.setattr(sys, "argv", [str(script), "--data", str(cohort), "--out", str(out), *COMMON, *MONITOR,
+                                      "--max-steps", "2"])
+    with pytest.raises(SystemExit) as done:
+        runpy.run_path(str(script), run_name="__main__")
+    assert done.value.code == 0
+    printed = capsys.readouterr().out
+    assert "NeuroNet[tiny]" in printed and "12 frames of 8 s every 2 s at 10 Hz" in printed
+    assert "note: channel" not in printed  # the channel is the modality's own
+    if modality == "spo2":  # the night without SpO2 is skipped and counted; the others still train
+        assert "missing channel(s) spo2" in printed
+    config = json.loads((out / "config.json").read_text())
+    assert config["channels"] == [modality] and config["monitor_target"] == "apnea"
+    steps = read_jsonl(out / "steps.jsonl")
+    assert [s["step"] for s in steps] == [1, 2] and all(math.isfinite(s["loss"]) for s in steps)
+    ckpt = load_checkpoint(out / "last.pt")
+    assert ckpt["metadata"]["modality"] == modality and ckpt["model_config"]["fs"] == RESP_FS
+    model = build_neuronet(ckpt["model_config"])
+    model.load_state_dict(ckpt["model"])
+    assert model.encode(torch.randn(2, RESP_EPOCH_SAMPLES))[0].shape == (2, 64)
+
+
+def test_rate_mismatch_is_one_error_line(cohort, tmp_path):
+    from pretrained.unimodal.pretrain import main
+
+    with pytest.raises(SystemExit, match="eeg_c4 is a 100 Hz electrophysiology channel; the airflow NeuroNet takes "
+                                         "300-sample epochs at 10 Hz"):
+        main(["--data", str(cohort), "--out", str(tmp_path / "a"), "--channels", "eeg_c4", *COMMON], modality="airflow")
+    assert not (tmp_path / "a").exists()
