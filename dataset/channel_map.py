@@ -59,7 +59,7 @@ COHORT_LEVELS: dict[str, dict[str, tuple[tuple[str, ...], ...]]] = {
         "eog_r": (("EOG(R)",),),
         "emg": (("EMG",),),
         "ecg": (("ECG",),),
-        "airflow": (("NEW AIR",), ("new A/F",), ("AIRFLOW",)),
+        "airflow": (("NEW AIR",), ("new A/F",), COMMON_LEVELS["airflow"][0], ("AIRFLOW",)),  # pressure first
         "thor": (("THOR RES",),),
         "abdo": (("ABDO RES",),),
         "spo2": (("SaO2",), ("SpO2",)),

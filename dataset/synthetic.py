@@ -74,8 +74,8 @@ CHANNEL_LAYOUTS: dict[str, tuple[tuple, ...]] = {
              ("thermistor", "Airflow", 10, "", -1.0, 1.0), ("thor", "Thoracic", 10, "", -1.0, 1.0),
              ("abdo", "Abdominal", 10, "", -1.0, 1.0), ("spo2", "SaO2", 1, "%", 0.0, 100.0),
              ("position", "Position", 1, "", 0.0, 3.0)),
-    "clinical": (("eeg_c4", "C4-M1", 256, "uV", -250.0, 250.0), ("eeg_c3", "C3-M2", 256, "uV", -250.0, 250.0),
-                 ("eog_l", "E1-M2", 256, "uV", -250.0, 250.0), ("eog_r", "E2-M1", 256, "uV", -250.0, 250.0),
+    "clinical": (("eeg_c4", "C4-M1", 256, *_REF), ("eeg_c3", "C3-M2", 256, *_REF),
+                 ("eog_l", "E1-M2", 256, *_REF), ("eog_r", "E2-M1", 256, *_REF),
                  ("emg", "Chin1-Chin2", 256, "uV", -125.0, 125.0), ("ecg", "ECG II", 256, "mV", -2.5, 2.5),
                  ("airflow", "Pressure", 10, "", -1.0, 1.0), ("thermistor", "Flow", 10, "", -1.0, 1.0),
                  ("thor", "Thorax", 10, "", -1.0, 1.0), ("abdo", "Abdomen", 10, "", -1.0, 1.0),
@@ -548,12 +548,15 @@ def variation_plan(nights: int, names: list[str]) -> dict[int, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from utils.config import (ArgumentParser, UsageError, check_out_dir, non_negative_int, positive_float,
+                              positive_int)  # one-line usage errors, checked numbers (exit 2)
+
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--nights", type=int, default=8)
-    parser.add_argument("--hours", type=float, default=8.0, help="scored hours per night")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--nights", type=positive_int, default=8)
+    parser.add_argument("--hours", type=positive_float, default=8.0, help="scored hours per night")
+    parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--layout", choices=COHORT_LAYOUTS, default="nsrr",
                         help="nsrr / flat: SHHS files in the NSRR tree / one folder; mesa, mros, clinical, "
                              "sleep-edf: those cohorts' channel labels, rates and file names")
@@ -562,8 +565,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     names = list(VARIATION_CATALOG) if args.variations == "all" else [v for v in args.variations.split(",") if v]
     try:
+        check_out_dir(args.out)
         plan = variation_plan(args.nights, names)
-    except ValueError as err:
+    except (UsageError, ValueError) as err:
         parser.error(str(err))
     nights = generate_cohort(args.out, args.nights, args.hours, args.seed, args.layout, plan)
     for night in nights:
