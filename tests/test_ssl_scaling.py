@@ -1,0 +1,127 @@
+"""benchmarks/ssl_scaling.py: the table / plot builders on hand-made metrics (fast), the CPU bookkeeping of the
+budget chains (fast), and the whole benchmark end to end at its tiny size (slow)."""
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import ssl_scaling  # noqa: E402
+
+
+def metrics(method: str, fraction: float, kappa: float, n1: float | None = 0.2) -> dict:
+    """The parts of a downstream run's metrics.json that the benchmark reads."""
+    return {"method": method, "task": "sleep_stage", "label_fraction": fraction, "backbone_name": "x",
+            "train_subjects": None, "seed": 0,
+            "test": {"n_subjects": 6, "n_epochs": 5000,
+                     "pooled": {"kappa": kappa, "macro_f1": kappa - 0.1, "accuracy": kappa + 0.1,
+                                "per_class_f1": {"W": 0.9, "N1": n1, "N2": 0.8, "N3": 0.8, "REM": 0.7}},
+                     "ci": {"kappa": [kappa - 0.05, kappa + 0.04], "macro_f1": [kappa - 0.2, kappa]}}}
+
+
+def hand_made_runs() -> list[dict]:
+    runs = []
+    for amount, offset in (("own", 0.0), ("own+4x", 0.03)):
+        for budget, minutes in ((40, 1.5), (160, 6.0)):
+            for fraction in (0.01, 1.0):
+                runs.append({"metrics": metrics("linear_probe", fraction, 0.5 + offset + budget / 1000 + fraction / 10),
+                             "data": amount, "budget": budget, "cpu_minutes": minutes * (1 + offset)})
+            runs.append({"metrics": metrics("fine_tune", 1.0, 0.7 + offset), "data": amount, "budget": budget,
+                         "cpu_minutes": minutes})
+    for fraction in (0.01, 1.0):
+        runs.append({"metrics": metrics("scratch_probe", fraction, 0.3 + fraction / 5, n1=None), "data": "",
+                     "budget": None, "cpu_minutes": float("nan")})
+        runs.append({"metrics": metrics("feature_hgb", fraction, 0.45), "data": "", "budget": None,
+                     "cpu_minutes": float("nan")})
+    return runs
+
+
+def test_result_rows_and_outputs_from_hand_made_metrics(tmp_path):
+    rows = ssl_scaling.result_rows(hand_made_runs())
+    assert len(rows) == 16
+    probe = [r for r in rows if r["method"] == "linear_probe"]
+    assert [(r["data"], r["budget_steps"], r["label_fraction"]) for r in probe] == [
+        ("own", 40, 0.01), ("own", 40, 1.0), ("own", 160, 0.01), ("own", 160, 1.0),
+        ("own+4x", 40, 0.01), ("own+4x", 40, 1.0), ("own+4x", 160, 0.01), ("own+4x", 160, 1.0)]
+    first = probe[0]
+    assert first["kappa"] == pytest.approx(0.541) and first["kappa_low"] == pytest.approx(0.491)
+    assert first["kappa_high"] == pytest.approx(0.581) and first["macro_f1"] == pytest.approx(0.441)
+    assert first["n1_f1"] == 0.2 and first["pretrain_cpu_min"] == 1.5
+    scratch = [r for r in rows if r["method"] == "scratch_probe"]
+    assert all(r["budget_steps"] is None and r["data"] == "" and math.isnan(r["pretrain_cpu_min"])
+               and math.isnan(r["n1_f1"]) for r in scratch)
+
+    ssl_scaling.write_results(rows, tmp_path, "hand-made")
+    table = pd.read_csv(tmp_path / "results.csv")
+    assert len(table) == 16 and {"method", "data", "budget_steps", "pretrain_cpu_min", "label_fraction", "kappa",
+                                 "kappa_low", "kappa_high", "macro_f1", "n1_f1"} <= set(table.columns)
+    markdown = (tmp_path / "results.md").read_text()
+    assert "0.541 [0.491, 0.581]" in markdown  # kappa with its subject-bootstrap CI
+    assert markdown.count("\n| linear_probe |") == 8 and "| feature_hgb |" in markdown
+    png = (tmp_path / "ssl_scaling.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert not list(tmp_path.glob(".*"))  # no temp file left behind
+
+
+def write_cpu(folder: Path, steps: int, from_steps: int, cpu_s: float) -> None:
+    folder.mkdir(parents=True)
+    (folder / "cpu.json").write_text(json.dumps({"cpu_s": cpu_s, "steps": steps, "from_steps": from_steps}))
+
+
+def test_cpu_minutes_sum_each_unimodal_chain_and_estimate_the_rest(tmp_path):
+    # each unimodal segment: 6 s start-up + 0.5 s per step; multimodal: 12 s + 1 s per step
+    budgets = [10, 40, 160]
+    for modality in ssl_scaling.MODALITIES:
+        write_cpu(tmp_path / f"unimodal-{modality}" / "steps10", 10, 0, 6 + 0.5 * 10)
+        write_cpu(tmp_path / f"unimodal-{modality}" / "steps40", 40, 10, 6 + 0.5 * 30)
+    write_cpu(tmp_path / "multimodal" / "steps10", 10, 0, 12 + 10)
+    write_cpu(tmp_path / "multimodal" / "steps40", 40, 0, 12 + 40)
+    measured = ssl_scaling.pretrain_cpu_minutes(tmp_path, budgets, 40)
+    assert measured == pytest.approx((4 * (11 + 21) + 52) / 60)  # chain 10 -> 40 of each modality + its multimodal
+    estimate = ssl_scaling.estimate_cpu_minutes(tmp_path, budgets)
+    assert estimate[40] == pytest.approx(measured)
+    assert estimate[160] == pytest.approx((4 * (11 + 21 + 6 + 0.5 * 120) + 12 + 160) / 60)
+
+
+def test_head_budget_keeps_steps_per_pass_for_small_label_sets():
+    assert ssl_scaling.head_budget(14_400, 1500, 200) == (32, 4)  # 450 steps a pass
+    batch, passes = ssl_scaling.head_budget(144, 1500, 200)  # 1 % of 15 nights x 8 h
+    assert batch == 18 and passes == 188
+    assert ssl_scaling.head_budget(12, 600, 20) == (4, 20)  # capped passes, batch never below 4
+
+
+@pytest.mark.slow
+def test_benchmark_end_to_end_at_tiny_size(tmp_path):
+    """--size tiny (6 nights x 2 h + 6 extra, budgets 4 and 16 steps), every staging method, then a rerun
+    that only skips (nothing is trained again). About 4 minutes on 2 idle cores."""
+    command = [sys.executable, "benchmarks/ssl_scaling.py", "--size", "tiny", "--out", str(tmp_path),
+               "--probe-steps", "100", "--scratch-steps", "20", "--scratch-max-passes", "2", "--context-epochs", "2",
+               "--finetune-stride", "20"]
+    ran = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    table = pd.read_csv(tmp_path / "results.csv")
+    pretrained = table[table["budget_steps"].notna()]
+    assert len(pretrained) == 2 * 2 * (3 + 2)  # data amounts x budgets x (probe fractions + fine-tuning fractions)
+    assert set(pretrained["data"]) == {"own", "own+1x"} and set(pretrained["budget_steps"]) == {4, 16}
+    assert set(table.loc[table["budget_steps"].isna(), "method"]) == {"scratch_probe", "feature_hgb"}
+    assert len(table) == 20 + 2 * 3
+    assert table["kappa"].notna().all() and (table["kappa"].abs() <= 1).all()
+    assert (pretrained["pretrain_cpu_min"] > 0).all()
+    cpu = pretrained.groupby(["data", "budget_steps"])["pretrain_cpu_min"].first()
+    assert cpu[("own", 16)] > cpu[("own", 4)]
+    assert (tmp_path / "ssl_scaling.png").stat().st_size > 10_000 and "own+1x" in (tmp_path / "results.md").read_text()
+    splits = {name: json.loads((tmp_path / "data" / name / "splits.json").read_text())
+              for name in ("own", "own+extra")}
+    for split in ("train", "val", "test"):
+        assert splits["own"]["recordings"][split] == splits["own+extra"]["recordings"][split]
+    extra = set(splits["own+extra"]["subjects"]["pretrain"]) - set(splits["own"]["subjects"]["pretrain"])
+    assert len(extra) == 6 and all(s.startswith("3") for s in extra)
+
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "$ " not in again.stdout  # every stage skipped on the rerun
