@@ -18,8 +18,8 @@ RESP_EPOCH_SAMPLES = EPOCH_S * RESP_FS  # 300 samples per respiratory epoch
 class ChannelSpec:
     """One canonical channel: how NSRR files label it and how it is processed.
 
-    `aliases` are matched case-insensitively and in order (the first label found wins, which is how
-    nasal pressure is preferred over the thermistor for `airflow`). `band` is the band-pass (Hz) applied
+    `aliases` are the SHHS labels, named in messages; which signal feeds a channel is decided by
+    `dataset.channel_map.resolve_channels` (cohort tables, derivations, user map; dataset/README.md "Channel maps"). `band` is the band-pass (Hz) applied
     after resampling; None means only the resampler's anti-alias filter.
     """
 
