@@ -1,6 +1,8 @@
 """SynthSleepNet: multimodal fusion of frozen, LoRA-adapted NeuroNet encoders (DESIGN.md 3.2).
 
-Per channel m (any subset of the six electrophysiology channels, in the configured order):
+Per channel m (any subset of the ten channels, in the configured order: the six 100-Hz electrophysiology
+channels, the default and published configuration, and the four 10-Hz respiratory ones, whose encoders take
+(B, 300) epochs and give 12 tokens where the others give 27):
 
     tokens_m   = encoder_m(x_m)                        (B, N_m, E_m)  frozen NeuroNet encoder + LoRA on attn.proj
     embedded_m = adapter_m(tokens_m) + modality_m + pos (B, N_m, F)    Linear → BN → ELU → Linear; sin-cos positions
@@ -228,7 +230,8 @@ class MaskedFusion(NamedTuple):
 
 
 class SynthSleepNet(nn.Module):
-    """Multimodal SynthSleepNet over `config.channels`; inputs are dicts channel → (B, 3000) epochs at 100 Hz.
+    """Multimodal SynthSleepNet over `config.channels`; inputs are dicts channel → (B, n_samples) epochs: 3000 at
+    100 Hz, 300 for the 10-Hz respiratory channels (each encoder's `framer.n_samples`).
 
     Args:
         config: the architecture; `config.encoders` (channel → NeuroNet config dict) is used when `encoders`
@@ -290,13 +293,15 @@ class SynthSleepNet(nn.Module):
 
     # ------------------------------------------------------------------ inputs
     def _inputs(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, require_all: bool) -> dict[str, torch.Tensor]:
-        """The model's channels found in `batch`, in config order; checks shapes. A tensor (B, M, n_samples)
-        holds every channel in config order."""
+        """The model's channels found in `batch`, in config order; checks shapes. A tensor (B, M, L) holds every
+        channel in config order, L = the longest channel's epoch (3000 at 100 Hz); a shorter channel (300 samples
+        at 10 Hz) is the start of its row (the rest is padding, not read)."""
         if isinstance(batch, torch.Tensor):
-            if batch.dim() != 3 or batch.shape[1] != len(self.channels):
+            length = max(encoder.framer.n_samples for encoder in self.encoders.values())
+            if batch.dim() != 3 or batch.shape[1] != len(self.channels) or batch.shape[2] != length:
                 raise ValueError(f"SynthSleepNet: a tensor input must be (batch, {len(self.channels)} channels "
-                                 f"{list(self.channels)}, samples), got {tuple(batch.shape)}")
-            return {ch: batch[:, i] for i, ch in enumerate(self.channels)}
+                                 f"{list(self.channels)}, {length} samples), got {tuple(batch.shape)}")
+            return {ch: batch[:, i, : self.encoders[ch].framer.n_samples] for i, ch in enumerate(self.channels)}
         if not isinstance(batch, Mapping):
             raise TypeError(f"SynthSleepNet: input must be a dict channel -> (batch, samples) tensor, "
                             f"got {type(batch).__name__}")
@@ -391,16 +396,17 @@ class SynthSleepNet(nn.Module):
 
     def forward(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, mask_ratio: float | None = None,
                 generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-        """Hybrid self-supervised loss of a batch: dict channel → (B, 3000) (every configured channel), or a
-        (B, M, 3000) tensor in config channel order. B >= 2 in train mode (BatchNorm, in-batch negatives)."""
+        """Hybrid self-supervised loss of a batch: dict channel → (B, 3000) or (B, 300) (every configured channel),
+        or a (B, M, L) tensor in config channel order (`_inputs`). B >= 2 in train mode (BatchNorm, in-batch
+        negatives)."""
         return self.forward_loss(self.forward_parts(batch, mask_ratio, generator))
 
     # ------------------------------------------------------------------ representation
     def encode(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, return_channels: bool = False):
         """Representation without masking: pooled (B, F) = mean fusion token, tokens (B, ΣN, F).
 
-        `batch`: dict channel → (B, 3000) epochs (other keys are ignored), or a (B, M, 3000) tensor in config
-        channel order. A configured channel that is absent (or None) is dropped from the fusion input, never
+        `batch`: dict channel → (B, 3000) or (B, 300) epochs (other keys are ignored), or a (B, M, L) tensor in
+        config channel order. A configured channel that is absent (or None) is dropped from the fusion input, never
         zero-filled; a warning names it (once per set of missing channels). With `return_channels=True` the
         channels actually used are returned as a third element.
         """

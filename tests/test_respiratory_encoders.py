@@ -141,3 +141,83 @@ def test_rate_mismatch_is_one_error_line(cohort, tmp_path):
                                          "300-sample epochs at 10 Hz"):
         main(["--data", str(cohort), "--out", str(tmp_path / "a"), "--channels", "eeg_c4", *COMMON], modality="airflow")
     assert not (tmp_path / "a").exists()
+
+
+# ---------------------------------------------------------------- fusion of electrophysiology + respiratory channels
+TEN = list(EPHYS_CHANNELS) + list(RESP_CHANNELS)
+ENCODERS = ("eeg", "eog", "emg", "ecg") + RESP_MODALITIES
+
+
+@pytest.fixture(scope="module")
+def unimodal_runs(cohort, tmp_path_factory) -> dict[str, Path]:
+    """One-step tiny runs of all eight unimodal NeuroNets (their run directories)."""
+    from pretrained.unimodal.pretrain import main
+
+    root = tmp_path_factory.mktemp("resp_unimodal_runs")
+    for modality in ENCODERS:
+        assert main(["--data", str(cohort), "--out", str(root / modality), *COMMON, "--max-steps", "1",
+                     "--no-monitor"], modality=modality) == 0
+    return {modality: root / modality for modality in ENCODERS}
+
+
+@pytest.fixture(scope="module")
+def ten_channel_run(cohort, unimodal_runs, tmp_path_factory) -> Path:
+    """2 steps of pretrained/multimodal/train.py over all ten channels (k-NN monitor on, target apnea)."""
+    from pretrained.multimodal.train import main
+
+    out = tmp_path_factory.mktemp("resp_multimodal") / "ten"
+    unimodal = ",".join(f"{m}={unimodal_runs[m]}" for m in ENCODERS)
+    assert main(["--data", str(cohort), "--out", str(out), *COMMON, *MONITOR, "--channels", ",".join(TEN),
+                 "--unimodal", unimodal, "--max-steps", "2", "--monitor-target", "apnea"]) == 0
+    return out
+
+
+def test_multimodal_script_fuses_ephys_and_respiratory_channels(ten_channel_run, cohort, capsys):
+    from models.loading import load_backbone
+    from models.synthsleepnet import SynthSleepNet
+
+    ckpt = load_checkpoint(ten_channel_run / "last.pt")
+    assert ckpt["model_kind"] == "synthsleepnet" and ckpt["step"] == 2 and ckpt["model_config"]["channels"] == TEN
+    assert ckpt["metadata"]["channel_modality"]["airflow"] == "airflow"
+    assert ckpt["metadata"]["channel_modality"]["eeg_c3"] == "eeg"  # C3 and C4 share the EEG checkpoint
+    assert sorted(ckpt["metadata"]["unimodal"]) == sorted(ENCODERS)
+    assert ckpt["model_config"]["encoders"]["spo2"]["fs"] == RESP_FS
+    log = read_jsonl(ten_channel_run / "log.jsonl")[0]
+    assert all(math.isfinite(log[f"recon_{ch}"]) for ch in TEN) and math.isfinite(log["loss"])
+    assert log["knn_n_train"] > 0  # the monitor encoded padded (B, 10, 3000) stacks
+
+    backbone = load_backbone(ten_channel_run / "last.pt")
+    assert isinstance(backbone, SynthSleepNet)
+    batch = {ch: torch.randn(3, CHANNEL_BY_NAME[ch].epoch_samples) for ch in TEN}  # (3, 3000) / (3, 300)
+    with torch.no_grad():
+        pooled, tokens = backbone.encode(batch)
+        assert pooled.shape == (3, 128) and tokens.shape == (3, 6 * 27 + 4 * 12, 128)
+        stacked = torch.zeros(3, len(TEN), 3000)
+        for i, ch in enumerate(TEN):
+            stacked[:, i, : batch[ch].shape[1]] = batch[ch]
+        assert torch.allclose(backbone.encode(stacked)[0], pooled, atol=1e-5)
+        # a night without SpO2 at inference: the channel is dropped from the fusion, with a warning
+        with pytest.warns(UserWarning, match=r"\['spo2'\] missing"):
+            partial, partial_tokens, used = backbone.encode({**batch, "spo2": None}, return_channels=True)
+        assert "spo2" not in used and partial_tokens.shape[1] == 6 * 27 + 3 * 12 and torch.isfinite(partial).all()
+        with pytest.raises(ValueError, match=r"airflow must be a \(batch, 300\) tensor"):
+            backbone.encode({**batch, "airflow": torch.randn(3, 3000)})
+
+
+def test_multimodal_skips_and_counts_the_night_without_spo2(cohort, unimodal_runs, tmp_path, capsys):
+    from pretrained.multimodal.train import main
+
+    out = tmp_path / "resp_subset"
+    assert main(["--data", str(cohort), "--out", str(out), *COMMON, "--channels", "eeg_c4,airflow,spo2",
+                 "--unimodal", f"eeg={unimodal_runs['eeg']},airflow={unimodal_runs['airflow']},"
+                 f"spo2={unimodal_runs['spo2']}", "--max-steps", "2", "--no-monitor"]) == 0
+    printed = capsys.readouterr().out
+    assert "pretrain: skipped 1 recording(s): 1 x missing channel(s) spo2" in printed
+    assert [s["step"] for s in read_jsonl(out / "steps.jsonl")] == [1, 2]
+    with pytest.raises(SystemExit, match="no run for modality spo2"):
+        main(["--data", str(cohort), "--out", str(tmp_path / "x"), *COMMON, "--channels", "airflow,spo2",
+              "--unimodal", f"airflow={unimodal_runs['airflow']}", "--no-monitor"])
+    with pytest.raises(SystemExit, match="was pretrained on thor, but is given for airflow"):
+        main(["--data", str(cohort), "--out", str(tmp_path / "y"), *COMMON, "--channels", "airflow",
+              "--unimodal", f"airflow={unimodal_runs['thor']}", "--no-monitor"])
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()

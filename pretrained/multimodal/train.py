@@ -5,7 +5,10 @@
 
 RUN is a unimodal run directory (its best.pt, else last.pt) or a checkpoint file. The EEG model serves
 eeg_c4 and eeg_c3, the EOG model eog_l and eog_r (each channel gets its own frozen copy and its own LoRA).
-Only the modalities of `--channels` are needed. The model learns from the `pretrain` split without labels;
+Only the modalities of `--channels` are needed. `--channels` takes any subset of the ten channels: the six
+100-Hz electrophysiology channels (the default, the published configuration) and the 10-Hz respiratory ones,
+each with its own NeuroNet (`--unimodal ...,airflow=RUN,thor=RUN,abdo=RUN,spo2=RUN`); the batch then holds
+(B, 3000) tensors for the former and (B, 300) for the latter. The model learns from the `pretrain` split without labels;
 recordings lacking one of the channels are skipped (and counted). best.pt is selected by a k-NN probe on the
 fusion representation (mean fusion token), fitted on labelled `train` epochs and scored on `val`.
 
@@ -29,7 +32,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES
+from dataset.constants import CHANNEL_BY_NAME, ENCODER_MODALITIES, ENCODER_MODALITY, EPHYS_CHANNELS, MODALITY_CHANNELS
 from dataset.datasets import EpochDataset
 from models.loading import build_backbone, read_checkpoint
 from models.neuronet import NeuroNet
@@ -41,7 +44,7 @@ from utils.engine import fit, read_resume_checkpoint, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
 MODEL_KIND = "synthsleepnet"
-UNIMODAL_MODALITIES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg")
+UNIMODAL_MODALITIES: tuple[str, ...] = ENCODER_MODALITIES  # eeg, eog, emg, ecg, airflow, thor, abdo, spo2
 DEFAULTS: dict[str, Any] = {"channels": list(EPHYS_CHANNELS), "out": Path("runs") / "multimodal",
                             "monitor_target": "stage", "lr": 1e-4}
 
@@ -71,8 +74,9 @@ def add_multimodal_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     group = parser.add_argument_group("multimodal")
     group.add_argument(
         "--unimodal", type=parse_unimodal, default=None, metavar="MOD=RUN,...",
-        help="pretrained unimodal NeuroNets: eeg=RUN,eog=RUN,emg=RUN,ecg=RUN; RUN = run directory (best.pt, else "
-             "last.pt) or checkpoint file; the modalities of --channels are required (not when resuming)",
+        help="pretrained unimodal NeuroNets: eeg=RUN,eog=RUN,emg=RUN,ecg=RUN (and airflow, thor, abdo, spo2 for the "
+             "respiratory channels); RUN = run directory (best.pt, else last.pt) or checkpoint file; the modalities "
+             "of --channels are required (not when resuming)",
     )
     return parser
 
@@ -88,16 +92,13 @@ def build_multimodal_parser() -> argparse.ArgumentParser:
 
 
 def check_channels(channels: list[str]) -> dict[str, str]:
-    """channel → modality for 100-Hz electrophysiology channels; UsageError naming a bad one."""
+    """channel → the modality whose NeuroNet encodes it (eeg_c3 → eeg, airflow → airflow); UsageError naming a
+    bad one."""
     modality = {}
     for name in channels:
-        spec = CHANNEL_BY_NAME.get(name)
-        if spec is None:
-            raise UsageError(f"--channels: unknown channel {name!r}; canonical names: {', '.join(EPHYS_CHANNELS)}")
-        if spec.epoch_samples != EPOCH_SAMPLES or spec.modality not in UNIMODAL_MODALITIES:
-            raise UsageError(f"--channels: {name} is a {spec.target_fs} Hz {spec.modality} channel; SynthSleepNet "
-                             f"fuses 100-Hz electrophysiology channels ({', '.join(EPHYS_CHANNELS)})")
-        modality[name] = spec.modality
+        if name not in CHANNEL_BY_NAME:
+            raise UsageError(f"--channels: unknown channel {name!r}; canonical names: {', '.join(CHANNEL_BY_NAME)}")
+        modality[name] = ENCODER_MODALITY[name]
     if len(set(channels)) != len(channels):
         raise UsageError(f"--channels {','.join(channels)} lists a channel twice")
     return modality
@@ -125,9 +126,10 @@ def load_unimodal(runs: Mapping[str, str], needed: set[str]) -> tuple[dict[str, 
         except (FileNotFoundError, ValueError) as err:
             raise UsageError(f"--unimodal {modality}={runs[modality]}: {err}") from None
         provenance[modality] = {"path": where, "sha256": sha256_file(where), "step": checkpoint.get("step")}
-        if nets[modality].framer.n_samples != EPOCH_SAMPLES:
-            raise UsageError(f"--unimodal {modality}={where}: encoder takes {nets[modality].framer.n_samples}-sample epochs, "
-                             f"the data has {EPOCH_SAMPLES}")
+        samples = CHANNEL_BY_NAME[MODALITY_CHANNELS[modality][0]].epoch_samples  # 3000 at 100 Hz, 300 at 10 Hz
+        if nets[modality].framer.n_samples != samples:
+            raise UsageError(f"--unimodal {modality}={where}: encoder takes {nets[modality].framer.n_samples}-sample "
+                             f"epochs, the {modality} data has {samples}")
     return nets, provenance
 
 
@@ -152,8 +154,9 @@ def describe(dataset: EpochDataset) -> str:
 
 
 class StackedChannels(Dataset):
-    """Items of an EpochDataset with its channels stacked into `signal` (M, 3000) in the given order, plus
-    `label`: the input `SynthSleepNet.encode` takes as a tensor (used by the k-NN monitor)."""
+    """Items of an EpochDataset with its channels stacked into `signal` (M, L) in the given order, plus `label`:
+    the input `SynthSleepNet.encode` takes as a tensor (used by the k-NN monitor). L is the longest channel's
+    epoch (3000 at 100 Hz); a shorter one (300 samples at 10 Hz) fills the start of its row, zeros after it."""
 
     def __init__(self, dataset: EpochDataset, channels: list[str]):
         self.dataset, self.channels = dataset, list(channels)
@@ -163,20 +166,22 @@ class StackedChannels(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         item = self.dataset[index]
-        out = {"signal": torch.stack([item[ch] for ch in self.channels])}  # (M, 3000) float32, 100 Hz
+        signals = [item[ch] for ch in self.channels]  # (3000,) at 100 Hz or (300,) at 10 Hz, float32
+        length = max(signal.shape[0] for signal in signals)
+        out = {"signal": torch.stack([nn.functional.pad(signal, (0, length - signal.shape[0])) for signal in signals])}
         if "label" in item:
             out["label"] = item["label"]
         return out
 
 
 class ChannelLoss:
-    """`compute_loss` for the engine: the batch's channel tensors (B, 3000) to the device, then the model."""
+    """`compute_loss` for the engine: the batch's channel tensors (B, 3000 or 300) to the device, then the model."""
 
     def __init__(self, channels: list[str]):
         self.channels = list(channels)
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> Mapping[str, torch.Tensor]:
-        signals = {ch: batch[ch].to(device, non_blocking=True) for ch in self.channels}  # (B, 3000) each, 100 Hz
+        signals = {ch: batch[ch].to(device, non_blocking=True) for ch in self.channels}  # (B, 3000) or (B, 300)
         return model(signals)
 
 
