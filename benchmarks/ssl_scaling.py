@@ -20,7 +20,8 @@
    Each multimodal run starts afresh on its budget's unimodal models. Each run's process CPU time
    (getrusage of the child) is stored; a budget's pretraining CPU-minutes = its unimodal chain up to it +
    its multimodal run. After the smallest budget the CPU of every budget is estimated from the measured step
-   rates and printed; the benchmark stops there if the largest would exceed `--max-pretrain-cpu-min`.
+   rates and printed (refined after the second budget, which also fits the start-up cost of a run); the
+   benchmark stops there if the largest would exceed `--max-pretrain-cpu-min` (all data amounts together).
 3. Staging (--task sleep_stage) of every pretrained SynthSleepNet: linear probe at `--probe-fractions`
    (1, 5, 100 % of the train labels) and fine-tuning at `--finetune-fractions` (5, 100 %); supervised from
    scratch (--init random, same architecture) and the hand-crafted-feature baseline once at the probe
@@ -28,7 +29,9 @@
 4. OUT/results.csv, OUT/results.md (kappa with subject-bootstrap 95 % CIs, macro-F1, N1 F1 from each run's
    metrics.json) and OUT/ssl_scaling.png (kappa against pretraining CPU-minutes, log x).
 
-Every stage is skipped when its outputs exist, so a crashed or interrupted benchmark resumes where it stopped.
+The baselines run first, then budget by budget pretraining and its staging runs; the outputs of step 4 are
+rewritten after every budget. Every stage is skipped when its outputs exist, so a crashed or interrupted
+benchmark resumes where it stopped.
 
     python benchmarks/ssl_scaling.py [--out runs/ssl_scaling] [--size default|tiny]
         [--nights 24] [--hours 8] [--extra-factor 4] [--budgets 40,160,640,2560] [--seed 20261206]
@@ -258,40 +261,41 @@ def downstream_run(script: str, out: Path, dst: Path, fraction: float, args: arg
     return out
 
 
-def run_downstream(args: argparse.Namespace, amounts: Mapping[str, Path],
-                   backbones: Mapping[tuple[str, int], Path]) -> list[dict]:
-    """Every staging run; [{"run", "data", "budget", "cpu_minutes"}] (data/budget empty for the baselines)."""
-    runs, own = [], amounts["own"]
-    cache = ("--cache-dir", args.out / "cache")
+def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
+    """Supervised from scratch and the feature baseline at the probe fractions; [{"run", "data", "budget",
+    "cpu_minutes"}] with no data amount or budget (they do not depend on pretraining)."""
+    runs = []
     for fraction in args.probe_fractions:
-        n = n_train_labels(own, fraction, args.seed)
-        batch, passes = head_budget(n, args.scratch_steps, args.scratch_max_passes)
+        batch, passes = head_budget(n_train_labels(own, fraction, args.seed), args.scratch_steps,
+                                    args.scratch_max_passes)
         tag = f"lf{fraction:g}"
-        run = downstream_run("downstream/linear_probing/train.py", args.out / "downstream" / "scratch" / tag, own,
-                             fraction, args, "--init", "random", "--preset", "tiny", "--channels",
-                             ",".join(CHANNELS), "--epochs", passes, "--batch-size", batch)
-        runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
-        run = downstream_run("downstream/baselines/features.py", args.out / "downstream" / "features" / tag, own,
-                             fraction, args, *cache)
-        runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
-    for (amount, budget), backbone in backbones.items():
-        dst = amounts[amount]
-        where = {"data": amount, "budget": budget,
-                 "cpu_minutes": pretrain_cpu_minutes(backbone.parent.parent, args.budgets, budget)}
-        tag = f"{amount}-steps{budget}"
-        for fraction in args.probe_fractions:
-            batch, passes = head_budget(n_train_labels(dst, fraction, args.seed), args.probe_steps,
-                                        args.probe_max_passes)
-            run = downstream_run("downstream/linear_probing/train.py",
-                                 args.out / "downstream" / "probe" / tag / f"lf{fraction:g}", dst, fraction, args,
-                                 "--backbone", backbone, *cache, "--epochs", passes, "--batch-size", batch)
-            runs.append({"run": run, **where})
-        for fraction in args.finetune_fractions:
-            run = downstream_run("downstream/fine_tuning/train.py",
-                                 args.out / "downstream" / "finetune" / tag / f"lf{fraction:g}", dst, fraction, args,
-                                 "--backbone", backbone, *cache, "--epochs", args.finetune_epochs,
-                                 "--context-epochs", args.context_epochs, "--stride", args.finetune_stride)
-            runs.append({"run": run, **where})
+        for method, extra in (("scratch", ("--init", "random", "--preset", "tiny", "--channels", ",".join(CHANNELS),
+                                           "--epochs", passes, "--batch-size", batch)),
+                              ("features", ("--cache-dir", args.out / "cache"))):
+            script = "downstream/linear_probing/train.py" if method == "scratch" else "downstream/baselines/features.py"
+            run = downstream_run(script, args.out / "downstream" / method / tag, own, fraction, args, *extra)
+            runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
+    return runs
+
+
+def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int, backbone: Path) -> list[dict]:
+    """Linear probe and fine-tuning of one pretrained SynthSleepNet at their label fractions."""
+    runs = []
+    where = {"data": amount, "budget": budget,
+             "cpu_minutes": pretrain_cpu_minutes(backbone.parent.parent, args.budgets, budget)}
+    tag, cache = f"{amount}-steps{budget}", ("--cache-dir", args.out / "cache")  # vectors shared by probe / tuning
+    for fraction in args.probe_fractions:
+        batch, passes = head_budget(n_train_labels(dst, fraction, args.seed), args.probe_steps, args.probe_max_passes)
+        run = downstream_run("downstream/linear_probing/train.py",
+                             args.out / "downstream" / "probe" / tag / f"lf{fraction:g}", dst, fraction, args,
+                             "--backbone", backbone, *cache, "--epochs", passes, "--batch-size", batch)
+        runs.append({"run": run, **where})
+    for fraction in args.finetune_fractions:
+        run = downstream_run("downstream/fine_tuning/train.py",
+                             args.out / "downstream" / "finetune" / tag / f"lf{fraction:g}", dst, fraction, args,
+                             "--backbone", backbone, *cache, "--epochs", args.finetune_epochs,
+                             "--context-epochs", args.context_epochs, "--stride", args.finetune_stride)
+        runs.append({"run": run, **where})
     return runs
 
 
@@ -422,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
     parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
     parser.add_argument("--max-pretrain-cpu-min", type=float, default=90.0,
-                        help="stop after the first budgets when the largest is estimated to need more pretraining "
+                        help="stop after the second budget when the largest is estimated to need more pretraining "
                              "CPU-minutes than this, all data amounts together (0: no check)")
     parser.add_argument("--probe-fractions", type=fraction_list, default=[0.01, 0.05, 1.0])
     parser.add_argument("--finetune-fractions", type=fraction_list, default=[0.05, 1.0])
@@ -456,30 +460,34 @@ def main(argv: list[str] | None = None) -> int:
     write_json(args.out / "settings.json", settings)
     amounts = prepare_data(args)
 
-    backbones: dict[tuple[str, int], Path] = {}
+    title = f"{args.nights} nights x {args.hours:g} h + {args.extra_factor}x extra, seed {args.seed}"
+    runs = run_baselines(args, amounts["own"])
     for index, budget in enumerate(args.budgets):
+        backbones = {}
         for amount, dst in amounts.items():
             root = args.out / "pretrain" / amount
             unimodal = pretrain_unimodal(args, dst, root, budget)
-            backbones[(amount, budget)] = pretrain_multimodal(args, dst, root, budget, unimodal)
-        if index < 2:  # estimates from the first budget, refined by the second
+            backbones[amount] = pretrain_multimodal(args, dst, root, budget, unimodal)
+        if index < 2:  # estimates from the first budget (an upper bound), then from the first two
             estimates = {amount: estimate_cpu_minutes(args.out / "pretrain" / amount, args.budgets)
                          for amount in amounts}
             largest = sum(estimate[args.budgets[-1]] for estimate in estimates.values())
-            print("pretraining CPU-minutes per budget (measured so far, estimated for the rest):\n" + "\n".join(
-                f"  {amount}: " + ", ".join(f"{b} steps {m:.1f}" for b, m in estimate.items())
-                for amount, estimate in estimates.items())
-                + f"\n  largest budget, all data amounts together: {largest:.1f} CPU-minutes", flush=True)
-            if args.max_pretrain_cpu_min and largest > args.max_pretrain_cpu_min:
+            kind = "an upper bound: start-up CPU counted as per-step" if index == 0 else "start-up + per-step fit"
+            print(f"pretraining CPU-minutes per budget (measured so far; estimated for the rest, {kind}):\n"
+                  + "\n".join(f"  {amount}: " + ", ".join(f"{b} steps {m:.1f}" for b, m in estimate.items())
+                               for amount, estimate in estimates.items())
+                  + f"\n  largest budget, all data amounts together: {largest:.1f} CPU-minutes", flush=True)
+            if (index == 1 or len(args.budgets) == 1) and args.max_pretrain_cpu_min and \
+                    largest > args.max_pretrain_cpu_min:
                 print(f"error: --budgets: the largest budget would need ~{largest:.0f} pretraining CPU-minutes (all "
                       f"data amounts), over --max-pretrain-cpu-min {args.max_pretrain_cpu_min:g}; give smaller "
                       "--budgets (finished runs are kept)", file=sys.stderr)
                 return 2
 
-    runs = run_downstream(args, amounts, backbones)
-    rows = result_rows(runs)
-    write_results(rows, args.out, f"{args.nights} nights x {args.hours:g} h + {args.extra_factor}x extra, seed "
-                  f"{args.seed}")
+        for amount, backbone in backbones.items():
+            runs += run_pretrained(args, amount, amounts[amount], budget, backbone)
+        write_results(result_rows(runs), args.out, title)  # the table grows budget by budget
+        print(f"budget {budget} steps done: {args.out / 'results.md'} updated", flush=True)
     print((args.out / "results.md").read_text())
     print(f"results: {args.out / 'results.csv'}, {args.out / 'results.md'}, {args.out / 'ssl_scaling.png'}; "
           f"took {(time.time() - started) / 60:.1f} min", flush=True)
