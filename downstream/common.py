@@ -51,7 +51,7 @@ from downstream.evaluate import (
 )
 from models.heads import EpochClassifier, EpochEncoder, build_downstream_model
 from models.loading import BUILDERS, build_backbone, checkpoint_path, load_backbone, load_state_checked, read_checkpoint
-from models.neuronet import neuronet_config
+from models.neuronet import neuronet_config_for_rate
 from models.synthsleepnet import synthsleepnet_config
 from utils.checkpoint import load_checkpoint, sha256_file
 from utils.config import (
@@ -151,9 +151,12 @@ def parse_downstream(parser: argparse.ArgumentParser, argv: list[str] | None, me
         if cfg.backbone is not None:
             cfg.backbone = Path(cfg.backbone)
     if cfg.channels is not None:
-        bad = [c for c in cfg.channels if c not in CHANNEL_BY_NAME or CHANNEL_BY_NAME[c].epoch_samples != EPOCH_SAMPLES]
-        if bad:
-            parser.error(f"--channels {bad}: the models take 100-Hz electrophysiology channels "
+        unknown = [c for c in cfg.channels if c not in CHANNEL_BY_NAME]
+        if unknown:
+            parser.error(f"--channels {unknown}: unknown; canonical names: {', '.join(CHANNEL_BY_NAME)}")
+        bad = [c for c in cfg.channels if CHANNEL_BY_NAME[c].epoch_samples != EPOCH_SAMPLES]
+        if bad and not hasattr(cfg, "head_hidden"):  # backbones take the 10-Hz channels too; the features do not
+            parser.error(f"--channels {bad}: the hand-crafted features take 100-Hz electrophysiology channels "
                          f"({', '.join(EPHYS_CHANNELS)})")
     if cfg.select_metric == "auto":
         cfg.select_metric = "auroc" if TASKS[cfg.task] == 2 else "kappa"
@@ -255,12 +258,14 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
             raise UsageError("--init random without --backbone needs --channels (and --preset)")
         trained = list(cfg.channels)
         try:
+            rate = {c: CHANNEL_BY_NAME[c].target_fs for c in trained}  # 10-Hz channels: respiratory geometry
             if len(trained) == 1:
-                kind, config = "neuronet", neuronet_config(cfg.preset, **cfg.model_args).to_dict()
+                kind = "neuronet"
+                config = neuronet_config_for_rate(cfg.preset, rate[trained[0]], **cfg.model_args).to_dict()
             else:
-                encoder = neuronet_config(cfg.preset).to_dict()
+                encoders = {c: neuronet_config_for_rate(cfg.preset, rate[c]).to_dict() for c in trained}
                 kind = "synthsleepnet"
-                config = synthsleepnet_config(cfg.preset, channels=trained, encoders={c: encoder for c in trained},
+                config = synthsleepnet_config(cfg.preset, channels=trained, encoders=encoders,
                                               **cfg.model_args).to_dict()
         except (ValueError, TypeError) as err:
             raise UsageError(f"--preset {cfg.preset} / --model-arg: {err}") from err
@@ -275,6 +280,10 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
                          "trained on; pass --channels")
     if kind == "neuronet" and len(channels) != 1:
         raise UsageError(f"a unimodal NeuroNet backbone encodes one channel, got --channels {channels}")
+    spec = CHANNEL_BY_NAME.get(channels[0])
+    if kind == "neuronet" and spec is not None and spec.target_fs != config.get("fs", spec.target_fs):
+        raise UsageError(f"--channels {channels[0]} is sampled at {spec.target_fs} Hz; the NeuroNet backbone takes "
+                         f"{config['fs']:g}-Hz epochs (use a backbone pretrained on a {spec.target_fs}-Hz channel)")
     if kind == "synthsleepnet" and not set(channels) <= set(trained):
         raise UsageError(f"--channels {channels} are not all channels of the SynthSleepNet ({trained})")
     return BackboneSource(kind, config, state, channels, provenance)

@@ -18,7 +18,8 @@ An `EpochEncoder` has one of three modes:
 - `full`: every weight trains and every submodule follows train()/eval() (supervised from scratch: random init).
   (The training engine gives every BatchNorm bias-corrected running statistics, `utils.batchnorm`, so a
   randomly initialised encoder is usable in eval mode after a few steps.)
-A unimodal NeuroNet serves exactly one channel; a SynthSleepNet serves its channels (a subset may be given;
+A unimodal NeuroNet serves exactly one channel (of its rate: a respiratory NeuroNet takes a 10-Hz channel); a
+SynthSleepNet serves its channels, electrophysiology and respiratory alike (a subset may be given;
 a channel missing from the input is dropped from the fusion, as `SynthSleepNet.encode` documents). The
 SynthSleepNet's pretraining-only parts (decoders, projectors, mask token, losses) are removed.
 
@@ -159,7 +160,8 @@ class EpochEncoder(nn.Module):
         return self
 
     def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """{channel: (N, n_samples)} epochs at 100 Hz, robust-scaled → pooled representation (N, D)."""
+        """{channel: (N, n_samples)} robust-scaled epochs (3000 samples at 100 Hz, 300 for the 10-Hz respiratory
+        channels) → pooled representation (N, D)."""
         if self.backbone_kind == "neuronet":
             channel = self.channels[0]
             if signals.get(channel) is None:

@@ -221,3 +221,49 @@ def test_multimodal_skips_and_counts_the_night_without_spo2(cohort, unimodal_run
         main(["--data", str(cohort), "--out", str(tmp_path / "y"), *COMMON, "--channels", "airflow",
               "--unimodal", f"airflow={unimodal_runs['thor']}", "--no-monitor"])
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+# ---------------------------------------------------------------- downstream
+PROBE_RUN = ["--workers", "0", "--no-progress", "--n-boot", "20", "--hypnograms", "0", "--resume", "none",
+             "--epochs", "1", "--batch-size", "16"]
+
+
+def test_probe_on_a_ten_channel_backbone(cohort, ten_channel_run, tmp_path):
+    from downstream.linear_probing import train as linear_probing
+
+    out = tmp_path / "probe"
+    assert linear_probing.main(["--data", str(cohort), "--backbone", str(ten_channel_run), "--task", "apnea",
+                                "--out", str(out), *PROBE_RUN]) == 0
+    assert load_checkpoint(out / "last.pt")["metadata"]["channels"] == TEN  # the backbone's channels by default
+    assert (out / "metrics.json").is_file()
+    # --channels picks respiratory channels of the backbone
+    subset = tmp_path / "probe_resp"
+    assert linear_probing.main(["--data", str(cohort), "--backbone", str(ten_channel_run), "--task", "apnea",
+                                "--channels", "airflow,thor,eeg_c4", "--out", str(subset), *PROBE_RUN]) == 0
+    assert load_checkpoint(subset / "last.pt")["metadata"]["channels"] == ["airflow", "thor", "eeg_c4"]
+
+
+def test_downstream_from_scratch_on_a_respiratory_channel(cohort, unimodal_runs, tmp_path):
+    """A unimodal airflow backbone, and --init random over --channels with a 10-Hz channel (resp geometry)."""
+    from downstream.fine_tuning import train as fine_tuning
+    from downstream.linear_probing import train as linear_probing
+
+    probe = tmp_path / "airflow_probe"
+    assert linear_probing.main(["--data", str(cohort), "--backbone", str(unimodal_runs["airflow"]), "--task",
+                                "apnea", "--out", str(probe), *PROBE_RUN]) == 0
+    assert load_checkpoint(probe / "last.pt")["metadata"]["channels"] == ["airflow"]
+    scratch = tmp_path / "scratch"
+    assert fine_tuning.main(["--data", str(cohort), "--init", "random", "--preset", "tiny", "--channels",
+                             "eeg_c4,airflow", "--task", "apnea", "--out", str(scratch), "--epochs-per-window", "4",
+                             "--max-steps", "1", *PROBE_RUN[:-2], "--epochs", "1", "--batch-size", "2"]) == 0
+    encoders = load_checkpoint(scratch / "last.pt")["model_config"]["encoder"]["backbone_config"]["encoders"]
+    assert encoders["airflow"]["fs"] == RESP_FS and encoders["eeg_c4"]["fs"] == 100
+
+
+def test_backbone_rate_mismatch_is_one_error_line(cohort, unimodal_runs, tmp_path):
+    from downstream.linear_probing import train as linear_probing
+
+    with pytest.raises(SystemExit, match="airflow is sampled at 10 Hz; the NeuroNet backbone takes 100-Hz epochs"):
+        linear_probing.main(["--data", str(cohort), "--backbone", str(unimodal_runs["eeg"]), "--task", "apnea",
+                             "--channels", "airflow", "--out", str(tmp_path / "x"), *PROBE_RUN])
+    assert not (tmp_path / "x").exists()
