@@ -7,7 +7,7 @@ ICC is left blank below 10 nights), and the event task is run through its own sc
 
 | metric | target |
 |---|---|
-| epoch AUROC apnea / hypopnea | >= 0.97 / >= 0.90 |
+| epoch AUROC apnea / hypopnea (midpoint label; score: max or midpoint second) | >= 0.97 / >= 0.90 |
 | event F1 apnea / hypopnea | >= 0.80 / >= 0.65 |
 | AHI ICC(2,1) | >= 0.95 |
 | AHI severity kappa | >= 0.80 |
@@ -36,8 +36,10 @@ from downstream.event_detection.train import format_number
 
 BENCHMARK_SEED = 2718  # the reported cohort; the detector was developed on other seeds
 TARGETS: tuple[tuple[str, tuple[str, ...], float], ...] = (
-    ("epoch AUROC apnea", ("epoch", "apnea", "auroc"), 0.97),
-    ("epoch AUROC hypopnea", ("epoch", "hypopnea", "auroc"), 0.90),
+    ("epoch AUROC apnea (max score)", ("epoch", "apnea", "auroc"), 0.97),
+    ("epoch AUROC apnea (midpoint score)", ("epoch", "apnea", "auroc_midpoint"), 0.97),
+    ("epoch AUROC hypopnea (max score)", ("epoch", "hypopnea", "auroc"), 0.90),
+    ("epoch AUROC hypopnea (midpoint score)", ("epoch", "hypopnea", "auroc_midpoint"), 0.90),
     ("event F1 apnea", ("events", "apnea", "f1"), 0.80),
     ("event F1 hypopnea", ("events", "hypopnea", "f1"), 0.65),
     ("AHI ICC(2,1)", ("ahi", "agreement", "icc_2_1"), 0.95),

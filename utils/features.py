@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft as sfft
 from numpy.lib.stride_tricks import sliding_window_view
-from scipy.signal import get_window
+from scipy.signal import get_window, hilbert
 
 from dataset.constants import CHANNEL_BY_NAME, FS
 
@@ -142,6 +142,7 @@ RESP_LAGS_S: tuple[int, ...] = (-30, -20, -10, -5, 5, 10, 20, 30)  # context: va
 SPO2_BASELINE_PERCENTILE = 90.0  # SpO2 baseline: this percentile of the preceding RESP_BASELINE_S
 SPO2_NADIR_WINDOWS_S: tuple[tuple[int, int], ...] = ((0, 20), (10, 45), (20, 60))  # future nadir windows [a, b) s
 AMPLITUDE_BASELINE_PERCENTILE = 75.0  # flow/effort baseline: this percentile of the preceding amplitudes
+ENVELOPE_LAGS_S: tuple[int, ...] = (-4, -2, 2, 4)  # the sharp (Hilbert) flow envelope near t: event edges
 
 
 def _second_sums(x: np.ndarray, fs: int, n_seconds: int) -> np.ndarray:
@@ -183,6 +184,18 @@ def _amplitude(s1: np.ndarray, s2: np.ndarray, fs: int, width: int) -> np.ndarra
     return np.sqrt(np.maximum(square - mean * mean, 0.0))
 
 
+def _envelope(x: np.ndarray, fs: int, n_seconds: int) -> np.ndarray:
+    """Per-second mean of the Hilbert envelope (instantaneous amplitude) of a breathing signal, after removing
+    its 10-s moving average: follows the amplitude within a breath, where a windowed SD blurs event edges."""
+    x = np.asarray(x, dtype=np.float64)[: n_seconds * fs]
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    i = np.arange(x.size)
+    lo, hi = np.clip(i - 5 * fs, 0, x.size), np.clip(i + 5 * fs, 1, x.size)
+    centred = x - (c[hi] - c[lo]) / np.maximum(hi - lo, 1)
+    envelope = np.abs(hilbert(centred, N=sfft.next_fast_len(x.size)))[: x.size]
+    return _second_sums(envelope, fs, n_seconds) / fs
+
+
 def _past_percentile(values: np.ndarray, q: float, width: int = RESP_BASELINE_S) -> np.ndarray:
     """q-th percentile of the `width` seconds before t (t excluded; edge-padded at the start)."""
     return _window_reduce(values, -width, width, lambda w, axis: np.percentile(w, q, axis=axis))
@@ -208,8 +221,9 @@ def respiratory_features(signals: dict[str, np.ndarray | None], n_seconds: int, 
     paradox cancels in the sum), thor-abdo correlation over 8 s (negative in paradox); SpO2 (%): level, drop
     below its baseline (`SPO2_BASELINE_PERCENTILE`th percentile of the preceding `RESP_BASELINE_S` s), baseline
     minus the nadir of each future window of `SPO2_NADIR_WINDOWS_S` (the SpO2 lags the event), mean |change| per
-    second over 10 s (artefacts); and the flow ratio, effort-sum ratio, correlation and SpO2 drop at every lag
-    of `RESP_LAGS_S`.
+    second over 10 s (artefacts); the ratio of the Hilbert envelope of the flow and of the effort sum (sharp at
+    event edges), the flow's at the lags `ENVELOPE_LAGS_S`; and the flow ratio, effort-sum ratio, correlation and
+    SpO2 drop at every lag of `RESP_LAGS_S`.
     """
     nan = np.full(n_seconds, np.nan)
     present = {name: x for name, x in signals.items() if x is not None and np.size(x) >= n_seconds * fs}
@@ -262,6 +276,11 @@ def respiratory_features(signals: dict[str, np.ndarray | None], n_seconds: int, 
         columns.update(spo2_level=nan, spo2_drop=nan)
         columns.update({f"spo2_nadir_drop_{lo}_{hi}": nan for lo, hi in SPO2_NADIR_WINDOWS_S})
         columns["spo2_roughness"] = nan
+    effort_sum = present["thor"] + present["abdo"] if "thor" in present and "abdo" in present else None
+    for name, x in (("flow_env_ratio", present.get("airflow")), ("effort_env_ratio", effort_sum)):
+        columns[name] = ratio(_envelope(x, fs, n_seconds)) if x is not None else nan
+    for lag in ENVELOPE_LAGS_S:
+        columns[f"flow_env_ratio_lag{lag:+d}"] = _shift(columns["flow_env_ratio"], lag)
     for name in ("flow_ratio", "effort_sum_ratio", "thor_abdo_corr", "spo2_drop"):
         for lag in RESP_LAGS_S:
             columns[f"{name}_lag{lag:+d}"] = _shift(columns[name], lag)
