@@ -46,7 +46,7 @@ import pyarrow.parquet as pq
 from dataset.cohort import read_subjects, recording_path, scan_recording
 from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_NAMES, TASKS
 from dataset.splits import read_splits
-from utils.config import parse_config, save_config
+from utils.config import ArgumentParser, UsageError, check_out_dir, parse_config, save_config
 from utils.metrics import (ahi_agreement, binary_class_names, count_events, estimate_ahi, evaluate,
                            event_count_scale)
 from utils.plots import confusion_matrix_png, hypnogram_png, label_fraction_png
@@ -369,6 +369,24 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
     return list(dict.fromkeys(runs))
 
 
+RUN_RECORD_KEYS = ("task", "method")  # keys every downstream run's metrics.json holds
+
+
+def read_run_metrics(run: Path) -> dict[str, Any]:
+    """A run's metrics.json; ValueError naming the file when it is unreadable, not JSON, or not a run record."""
+    path = Path(run) / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: cannot read a run record ({type(err).__name__}: {err})") from None
+    missing = [key for key in RUN_RECORD_KEYS if not isinstance(metrics, dict) or key not in metrics]
+    if missing:
+        raise ValueError(f"{path}: not a downstream run's metrics.json (no {', '.join(missing)})")
+    if metrics["task"] not in TASKS:
+        raise ValueError(f"{path}: unknown task {metrics['task']!r}; expected one of {', '.join(TASKS)}")
+    return metrics
+
+
 def run_event_scale(metrics: Mapping[str, Any]) -> float:
     """The `event_calibration` scale an event run stored in its metrics.json; fitted anew on its data's `val`
     for runs written before it was stored."""
@@ -405,7 +423,7 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     """Table rows of the runs, with the combined AHI agreement filled in for apnea + hypopnea pairs."""
     rows, metrics_of = [], {}
     for run in runs:
-        metrics = json.loads((run / "metrics.json").read_text())
+        metrics = read_run_metrics(run)
         metrics_of[run] = metrics
         rows.append(summary_row(metrics, run=str(run)))
     key = lambda r: (r["method"], r["backbone"], r["label_fraction"], r["train_subjects"], r["seed"])  # noqa: E731
@@ -457,8 +475,8 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("runs", nargs="*", type=Path, help="run directories (with metrics.json) or folders of them")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON or YAML file of these options (e.g. {\"runs\": [...], \"out\": ...}); flags win")
@@ -468,8 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.runs:
         parser.error("give at least one run directory (on the command line or as `runs` in --config)")
     try:
+        check_out_dir(args.out)
         runs = find_runs(args.runs)
-    except FileNotFoundError as err:
+        for run in runs:
+            read_run_metrics(run)  # every record readable before anything is written
+    except (UsageError, FileNotFoundError, ValueError) as err:
         parser.error(str(err))
     rows = write_comparison(runs, args.out)
     save_config(args, Path(args.out) / "config.json")  # the exact options this table was made with

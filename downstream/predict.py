@@ -75,12 +75,14 @@ from dataset.constants import (CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_S, LABEL_E
 from dataset.data_parser import discover, load_night, subject_of
 from dataset.datasets import window_starts
 from dataset.edf_reader import EdfError, read_edf_header
+from dataset.annotations import read_annotations
+from dataset.channel_map import ChannelMap, load_channel_map
 from dataset.labels import epoch_labels, labels_frame, night_summary
-from dataset.nsrr_xml import XmlError, parse_nsrr_xml
-from dataset.signal_processing import SkipRecording
+from dataset.nsrr_xml import XmlError
+from dataset.signal_processing import ProcessingConfig, SkipRecording
 from downstream.cache import RecordingVectors, VectorStore, predict_tiles
 from downstream.common import DownstreamModel, epochwise, load_downstream_run, predict_windows
-from utils.config import parse_config, save_config
+from utils.config import ArgumentParser, parse_config, positive_int, save_config
 from utils.metrics import (SEVERITY_NAMES, SEVERITY_UNKNOWN, binary_class_names, classification_metrics,
                            count_events, estimate_ahi, event_runs, severity_class)
 from utils.plots import hypnogram_png
@@ -106,7 +108,7 @@ def one_line(err: BaseException | str) -> str:
 
 # ---------------------------------------------------------------------------------------- options
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="predict.py", description=__doc__.split("\n\n")[0],
         epilog="Runs: a linear-probing or fine-tuning run directory (best.pt, else last.pt) or a checkpoint file. "
                "--checkpoint must be a sleep_stage run; --apnea and --hypopnea add events.csv, and both together "
@@ -127,7 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (required): new, empty, or an earlier predict.py output, which is "
                              "replaced whole")
-    parser.add_argument("--batch-size", type=int, default=64, help="epochs per forward pass")
+    parser.add_argument("--channel-map", type=Path, default=None, metavar="MAP",
+                        help="YAML or JSON channel map (canonical name -> EDF label, 'A - B' derivation or a list of "
+                             "candidates), tried before the built-in alias tables, as in dataset/data_parser.py")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="epochs per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return parser
@@ -343,8 +348,11 @@ def channel_report(runs: Mapping[str, DownstreamModel], epochs: Mapping[str, np.
                         "used": used, "missing": missing,
                         "epochs_per_window": run.epochs_per_window if run.kind == "temporal_classifier" else None}
         missing_all += [ch for ch in missing if ch not in missing_all]
+    sources = dict(part.split(":", 1) for part in str(info.get("channel_sources") or "").split(";") if ":" in part)
     return {"models": models, "missing": missing_all, "present": sorted(epochs, key=EPHYS_CHANNELS.index),
-            "why_missing": {ch: dropped.get(ch, "not in the EDF") for ch in missing_all}}
+            "why_missing": {ch: dropped.get(ch, "not in the EDF") for ch in missing_all},
+            "sources": {ch: sources.get(ch, "") for ch in sorted(epochs, key=EPHYS_CHANNELS.index)},
+            "user_map": [ch for ch in str(info.get("channel_map_channels") or "").split(",") if ch]}
 
 
 def event_rows(task: str, positive: np.ndarray, sleep: np.ndarray, times: Sequence[str]) -> list[dict[str, Any]]:
@@ -382,11 +390,13 @@ def severity_name(ahi: float) -> str:
     return SEVERITY_NAMES[severity] if severity != SEVERITY_UNKNOWN else "unknown"
 
 
-def scored_labels(xml_path: Path, n_epochs: int, signal_s: float) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Labels of the whole night's `n_epochs` from an NSRR XML (`dataset.labels.epoch_labels`), -1 after the scored
-    part (epochs past min(signal, scoring) as the parser trims), and the parser's manifest numbers of the scored
-    part (`ahi_scored`, `tst_min`, ...). Raises XmlError."""
-    annotations = parse_nsrr_xml(xml_path)
+def scored_labels(xml_path: Path, edf_path: Path, n_epochs: int, signal_s: float
+                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Labels of the whole night's `n_epochs` from its annotation file (NSRR XML or any format the parser reads,
+    `dataset.annotations.read_annotations`; `dataset.labels.epoch_labels`), -1 after the scored part (epochs past
+    min(signal, scoring) as the parser trims), and the parser's manifest numbers of the scored part
+    (`ahi_scored`, `tst_min`, ...). Raises XmlError / EdfError."""
+    annotations = read_annotations(xml_path, read_edf_header(edf_path))
     scored_s = annotations.scored_s or signal_s  # no stage event: nothing scored, the whole signal kept
     n_scored = min(n_epochs, int(math.floor(min(signal_s, scored_s) / EPOCH_S + 1e-9)))
     labels = epoch_labels(annotations, n_epochs)
@@ -398,13 +408,14 @@ def scored_labels(xml_path: Path, n_epochs: int, signal_s: float) -> tuple[pd.Da
 
 def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml_path: str | Path | None = None,
                   device: torch.device | str = "cpu", batch_size: int = 64, progress: bool = False,
-                  identities: Mapping[str, str] | None = None) -> dict[str, Any]:
+                  identities: Mapping[str, str] | None = None, channel_map: ChannelMap = ()) -> dict[str, Any]:
     """Process and predict one night in memory. Returns {"hypnogram": DataFrame, "events": DataFrame | None,
     "report": dict, "stages": (n,) int, "scored": (n,) int | None}. Raises InputError for bad inputs.
 
     The whole recording is predicted (floor(signal / 30 s) epochs) whether or not a scoring is given; agreement
     with the scoring counts the scored epochs only. `identities`: `share_encoders(runs)`, computed once per
-    cohort (default: here)."""
+    cohort (default: here). `channel_map`: a user channel map (`dataset.channel_map.load_channel_map`), tried
+    before the built-in alias tables as the parser does."""
     edf_path, device = Path(edf_path), torch.device(device)
     xml_path = Path(xml_path) if xml_path is not None else None
     for path in (edf_path, xml_path):
@@ -412,12 +423,12 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
             raise InputError(f"{path}: no such file")
     wanted = [ch for ch in EPHYS_CHANNELS if any(ch in run.channels for run in runs.values())]
     try:
-        epochs, _, info = load_night(edf_path, None, channels=wanted)
+        epochs, _, info = load_night(edf_path, None, channels=wanted, config=ProcessingConfig(channel_map=channel_map))
         labels = None
         if xml_path is not None:
-            labels, scoring = scored_labels(xml_path, int(info["n_epochs"]), float(info["signal_s"]))
+            labels, scoring = scored_labels(xml_path, edf_path, int(info["n_epochs"]), float(info["signal_s"]))
             info = {**info, **scoring}
-    except (EdfError, XmlError, SkipRecording) as err:
+    except (EdfError, XmlError, SkipRecording, ValueError) as err:
         raise InputError(one_line(err)) from None
     channels = channel_report(runs, epochs, info, edf_path)
     recording, n_epochs = edf_path.stem, int(info["n_epochs"])
@@ -521,6 +532,11 @@ def report_markdown(report: Mapping[str, Any]) -> str:
                      + (f"; **missing: {', '.join(model['missing'])}**" if model["missing"] else ""))
     for ch, why in report["channels"]["why_missing"].items():
         lines.append(f"- missing channel {ch}: {why}")
+    sources = report["channels"].get("sources") or {}
+    if sources:
+        mapped = set(report["channels"].get("user_map") or ())
+        lines.append("- EDF signals used: " + "; ".join(
+            f"{ch} <- `{label or '?'}`" + (" (--channel-map)" if ch in mapped else "") for ch, label in sources.items()))
     lines += ["", "## Sleep statistics (predicted hypnogram)", "", "| measure | value |", "|---|---|"]
     for key, label in (("trt_min", "total recording time (min)"), ("tst_min", "total sleep time (min)"),
                        ("sleep_efficiency_pct", "sleep efficiency (%)"), ("sol_min", "sleep onset latency (min)"),
@@ -770,7 +786,8 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def predict_cohort(nights: Sequence[NightInput], runs: Mapping[str, DownstreamModel], stage: Path,
-                   device: torch.device, batch_size: int = 64, progress: bool = False) -> list[dict[str, Any]]:
+                   device: torch.device, batch_size: int = 64, progress: bool = False, channel_map: ChannelMap = ()
+                   ) -> list[dict[str, Any]]:
     """Predict every night into `stage/<night>/`; a night that cannot be read or predicted is a `failed` row with
     its reason, and the cohort goes on. Returns the summary rows (also written as summary.csv and summary.md)."""
     identities = share_encoders(runs)  # each backbone encodes a night once, for every task model using it
@@ -784,7 +801,7 @@ def predict_cohort(nights: Sequence[NightInput], runs: Mapping[str, DownstreamMo
             print(f"failed: {night.problem}", flush=True)
             continue
         try:
-            result = predict_night(night.edf, runs, night.xml, device, batch_size, False, identities)
+            result = predict_night(night.edf, runs, night.xml, device, batch_size, False, identities, channel_map)
             write_outputs(stage / night.recording, result)
         except InputError as err:
             rows.append(summary_row(night, None, "failed", str(err)))
@@ -806,10 +823,12 @@ def predict_cohort(nights: Sequence[NightInput], runs: Mapping[str, DownstreamMo
 
 
 # ---------------------------------------------------------------------------------------- command line
-def report_night(args: argparse.Namespace, runs: Mapping[str, DownstreamModel], device: torch.device) -> int:
+def report_night(args: argparse.Namespace, runs: Mapping[str, DownstreamModel], device: torch.device,
+                 channel_map: ChannelMap = ()) -> int:
     """One EDF (`--edf FILE`): the report set directly in `--out`."""
     try:
-        result = predict_night(args.edf, runs, args.xml, device, args.batch_size, args.progress)
+        result = predict_night(args.edf, runs, args.xml, device, args.batch_size, args.progress,
+                               channel_map=channel_map)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
@@ -836,12 +855,12 @@ def report_night(args: argparse.Namespace, runs: Mapping[str, DownstreamModel], 
 
 
 def report_cohort(args: argparse.Namespace, nights: Sequence[NightInput], runs: Mapping[str, DownstreamModel],
-                  device: torch.device) -> int:
+                  device: torch.device, channel_map: ChannelMap = ()) -> int:
     """A folder, glob or list of EDFs: `--out/<night>/` per night plus summary.csv / summary.md; exit 1 when a
     night failed."""
     try:
         with staged_folder(Path(args.out)) as stage:
-            rows = predict_cohort(nights, runs, stage, device, args.batch_size, args.progress)
+            rows = predict_cohort(nights, runs, stage, device, args.batch_size, args.progress, channel_map)
             save_config(args, stage / "config.json")
     except OSError as err:
         print(f"error: --out {args.out}: cannot write the reports ({one_line(err)})", file=sys.stderr, flush=True)
@@ -855,8 +874,6 @@ def report_cohort(args: argparse.Namespace, nights: Sequence[NightInput], runs: 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_config(parser, argv, required=("checkpoint", "edf", "out"))
-    if args.batch_size < 1:
-        parser.error(f"--batch-size {args.batch_size}: expected a positive number of epochs")
     args.edf, args.out = Path(args.edf), Path(args.out)
     try:
         check_out(args.out)
@@ -865,6 +882,10 @@ def main(argv: list[str] | None = None) -> int:
         if not single and args.xml is not None:
             raise InputError(f"--xml {args.xml}: one annotation file for several nights; with a folder, glob or list "
                              "each EDF is paired with its own")
+        try:
+            channel_map = load_channel_map(args.channel_map) if args.channel_map is not None else ()
+        except (OSError, ValueError) as err:
+            raise InputError(f"--channel-map {args.channel_map}: {one_line(err)}") from None
         device = resolve_device(args.device)
         runs = load_runs({"sleep_stage": args.checkpoint, "apnea": args.apnea, "hypopnea": args.hypopnea}, device)
     except InputError as err:
@@ -873,7 +894,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"error: --edf {args.edf}: cannot read ({one_line(err)})", file=sys.stderr, flush=True)
         return 2
-    return report_night(args, runs, device) if single else report_cohort(args, nights, runs, device)
+    if single:
+        return report_night(args, runs, device, channel_map)
+    return report_cohort(args, nights, runs, device, channel_map)
 
 
 if __name__ == "__main__":

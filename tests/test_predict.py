@@ -397,3 +397,23 @@ def test_standard_annotation_files_agree_with_the_hypnogram(runs, night, tmp_pat
     assert stage_seconds == pytest.approx(30 * len(hypnogram))
     events = pd.read_csv(out / "events.tsv", sep="\t")
     assert (events["trial_type"].str.startswith("sleep_stage_")).sum() == len(hypnogram)
+
+
+def test_channel_map_chooses_the_edf_signal_and_the_report_names_it(runs, night, tmp_path, capsys):
+    """--channel-map works as in the parser (tried before the built-in aliases); the report says which EDF
+    label fed which channel."""
+    edf, _ = night
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text("eeg_c4: EEG(sec)\n")
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf),
+                         "--channel-map", str(mapping), "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["channels"]["sources"]["eeg_c4"] == "EEG(sec)" and report["channels"]["user_map"] == ["eeg_c4"]
+    assert report["channels"]["sources"]["eog_l"] == "EOG(L)"
+    assert "eeg_c4 <- `EEG(sec)` (--channel-map)" in (out / "report.md").read_text()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("eeg_c4: [unclosed\n")
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--channel-map", str(bad),
+                         "--out", str(tmp_path / "no")]) == 2
+    assert capsys.readouterr().err.startswith("error: --channel-map ")
