@@ -7,7 +7,9 @@ ViT learns from two independently masked views of the same frame tokens:
     loss = MSE(view 1, masked tokens) + MSE(view 2, masked tokens) + alpha * NT-Xent(CLS 1, CLS 2)
 
 The reconstruction target is the frame tokens themselves (latent target). As published, gradients
-flow through the target by default; `detach_target=True` stops them.
+flow through the target by default; `detach_target=True` stops them. `reconstruction_target` "raw" (the frame's
+samples) or "spectrum" (the frame's log power spectrum) predicts a fixed function of the input instead, through
+its own output layer; neither carries a gradient (benchmarks/ssl_variants.py compares the targets).
 
 Differences from the published code, on purpose: fixed 1-D sin-cos positions (the published 2-D table
 spends half its width on a constant axis); exactly round(N * (1 - mask_ratio)) tokens are kept; the two
@@ -65,7 +67,10 @@ class NeuroNetConfig:
     projector_hidden: tuple[int, ...] = (1024, 512)
     temperature: float = 0.05
     alpha: float = 1.0
-    detach_target: bool = False
+    detach_target: bool = False  # "tokens" target only: stop gradients through it
+    # what the decoder predicts at masked frames: "tokens" (published: the frame CNN's tokens), "raw" (the frame's
+    # samples) or "spectrum" (log power of the frame's Hann-windowed FFT, DC dropped); see `frame_targets`
+    reconstruction_target: str = "tokens"
 
     _TUPLES = ("backbone_channels", "backbone_strides", "branch_kernels", "pool_kernels", "projector_hidden")
 
@@ -80,6 +85,9 @@ class NeuroNetConfig:
             raise ValueError("NeuroNet config: projector_hidden needs at least one layer width")
         if self.temperature <= 0:
             raise ValueError(f"NeuroNet config: temperature must be positive, got {self.temperature}")
+        if self.reconstruction_target not in RECONSTRUCTION_TARGETS:
+            raise ValueError(f"NeuroNet config: reconstruction_target must be one of {list(RECONSTRUCTION_TARGETS)}, "
+                             f"got {self.reconstruction_target!r}")
         if self.frame_tokenizer not in FRAME_TOKENIZERS:
             raise ValueError(f"NeuroNet config: frame_tokenizer must be one of {list(FRAME_TOKENIZERS)}, "
                              f"got {self.frame_tokenizer!r}")
@@ -98,6 +106,7 @@ class NeuroNetConfig:
 
 
 FRAME_TOKENIZERS = ("per_frame", "shared_conv")
+RECONSTRUCTION_TARGETS = ("tokens", "raw", "spectrum")
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # CPU tests and the demo: a training step at batch 32 well under 0.3 s on one core. The CNN's cost is
@@ -183,11 +192,33 @@ def epoch_frame_tokens(framer: EpochFramer, frame_backbone: nn.Module, epochs: t
     return frame_backbone(framer(epochs))
 
 
+def frame_targets(frames: torch.Tensor, kind: str) -> torch.Tensor:
+    """Fixed reconstruction targets of frames (B, N, L) samples, robust-scaled, without gradient: "raw" gives
+    the frames themselves (B, N, L); "spectrum" the natural log of the power of each Hann-windowed frame's
+    one-sided FFT, DC dropped (B, N, L // 2) (0.25-50 Hz in 0.25-Hz bins for 4-s frames at 100 Hz). Both keep
+    the absolute amplitude within the night, which band-power features use."""
+    frames = frames.detach().float()
+    if kind == "raw":
+        return frames.contiguous()
+    if kind == "spectrum":
+        window = torch.hann_window(frames.shape[-1], periodic=False, dtype=frames.dtype, device=frames.device)
+        spectrum = torch.fft.rfft((frames - frames.mean(dim=-1, keepdim=True)) * window, dim=-1)[..., 1:]
+        return torch.log(spectrum.abs().pow(2) / frames.shape[-1] + 1e-4)  # (B, N, L // 2)
+    raise ValueError(f"frame_targets: kind must be 'raw' or 'spectrum', got {kind!r}")
+
+
+def frame_target_dim(window_samples: int, kind: str) -> int | None:
+    """Width of `frame_targets` for frames of `window_samples`; None for the "tokens" target (the token width)."""
+    return {"tokens": None, "raw": window_samples, "spectrum": window_samples // 2}[kind]
+
+
 class MaskedAutoencoderViT(nn.Module):
-    """MAE over frame tokens: (B, N, token_dim) → encoder latents and decoder predictions of every token."""
+    """MAE over frame tokens: (B, N, token_dim) → encoder latents and decoder predictions of every token
+    (of width `target_dim` when given: a target other than the tokens)."""
 
     def __init__(self, token_dim: int, n_tokens: int, encoder_dim: int, encoder_heads: int, encoder_depth: int,
-                 decoder_dim: int, decoder_heads: int, decoder_depth: int, mlp_ratio: float = 4.0):
+                 decoder_dim: int, decoder_heads: int, decoder_depth: int, mlp_ratio: float = 4.0,
+                 target_dim: int | None = None):
         super().__init__()
         self.n_tokens = n_tokens
         self.patch_embed = nn.Linear(token_dim, encoder_dim)
@@ -199,7 +230,7 @@ class MaskedAutoencoderViT(nn.Module):
         self.register_buffer("decoder_pos_embed", sincos_positions(n_tokens, decoder_dim)[None],
                              persistent=False)  # (1, N, D_dec)
         self.decoder = TransformerStack(decoder_dim, decoder_heads, decoder_depth, mlp_ratio)
-        self.decoder_pred = nn.Linear(decoder_dim, token_dim)
+        self.decoder_pred = nn.Linear(decoder_dim, target_dim or token_dim)
         self.apply(init_vit_weights)
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
@@ -218,7 +249,7 @@ class MaskedAutoencoderViT(nn.Module):
         return self.encoder(self._with_cls(kept)), mask, ids_restore
 
     def forward_decoder(self, latent: torch.Tensor, ids_restore: torch.Tensor) -> torch.Tensor:
-        """latent (B, 1 + K, D) → predicted frame tokens (B, N, token_dim) at every position."""
+        """latent (B, 1 + K, D) → predicted frame tokens (B, N, token_dim or target_dim) at every position."""
         visible = self.decoder_embed(latent[:, 1:])  # (B, K, D_dec), CLS dropped
         x = unshuffle(visible, self.mask_token, ids_restore) + self.decoder_pos_embed  # (B, N, D_dec)
         return self.decoder_pred(self.decoder(x))  # (B, N, token_dim)
@@ -261,7 +292,8 @@ class NeuroNet(nn.Module):
             raise ValueError(f"NeuroNet config: mask_ratio {config.mask_ratio} masks none of {n_frames} frames")
         self.autoencoder = MaskedAutoencoderViT(
             self.frame_backbone.token_dim, n_frames, config.encoder_dim, config.encoder_heads, config.encoder_depth,
-            config.decoder_dim, config.decoder_heads, config.decoder_depth, config.mlp_ratio)
+            config.decoder_dim, config.decoder_heads, config.decoder_depth, config.mlp_ratio,
+            target_dim=frame_target_dim(self.framer.window_samples, config.reconstruction_target))
         self.projector = projector_mlp(config.encoder_dim, config.projector_hidden)
         self.reconstruction = MaskedTokenMSE()
         self.contrastive = NTXentLoss(config.temperature)
@@ -288,7 +320,10 @@ class NeuroNet(nn.Module):
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         batch = epochs.shape[0]
         frame_tokens = self.frame_tokens(epochs)  # (B, N, T), computed once for both views
-        target = frame_tokens.detach() if self.config.detach_target else frame_tokens
+        if self.config.reconstruction_target != "tokens":  # a fixed function of the input: no gradient
+            target = frame_targets(self.framer(epochs), self.config.reconstruction_target)  # (B, N, L or L // 2)
+        else:
+            target = frame_tokens.detach() if self.config.detach_target else frame_tokens
         embedded = self.autoencoder.embed(frame_tokens)  # (B, N, D), shared by both views
         views = embedded.repeat(2, 1, 1)  # (2B, N, D): rows [0, B) view 1, [B, 2B) view 2
         latent, mask, ids_restore = self.autoencoder.forward_encoder(views, ratio, generator)  # (2B, 1 + K, D)
@@ -324,7 +359,8 @@ class NeuroNet(nn.Module):
                 f"{f.n_frames} frames of {c.frame_window_s:g} s every {c.frame_step_s:g} s at {c.fs:g} Hz{shared} "
                 f"-> {self.frame_backbone.token_dim}-d tokens; encoder {c.encoder_dim}/{c.encoder_heads}h x"
                 f"{c.encoder_depth}, decoder {c.decoder_dim}/{c.decoder_heads}h x{c.decoder_depth}, "
-                f"mask {c.mask_ratio:g}, tau {c.temperature:g}, detach_target {c.detach_target}")
+                f"mask {c.mask_ratio:g}, tau {c.temperature:g}, target {c.reconstruction_target}"
+                f"{' (detached)' if c.detach_target and c.reconstruction_target == 'tokens' else ''}")
 
 
 def build_neuronet(config: NeuroNetConfig | dict[str, Any] | str) -> NeuroNet:
