@@ -26,14 +26,10 @@ RESP_MODALITIES = ("airflow", "thor", "abdo", "spo2")
 COMMON = ["--preset", "tiny", "--batch-size", "4", "--workers", "0", "--no-progress", "--log-every", "1"]
 MONITOR = ["--knn-max-train", "48", "--knn-max-val", "24", "--knn-k", "3"]
 
-# sha256 of "key:shape;..." over the state dict and of the sorted config JSON of every electrophysiology preset, as
-# they were before the respiratory encoders: checkpoints of these presets must keep loading.
-EPHYS_FINGERPRINTS = {
-    "tiny": ("00d76eb3b33a32f9", "de69585e9c056b40"),
-    "T": ("f4730f9b7624f5f7", "ddb6549a2bebf466"),
-    "B": ("c83f3b29f2a3d7f8", "b9c748fd226b3a8a"),
-    "fast": ("ceccc1404cc965ca", "e201a2ec9603300d"),
-}
+# sha256 of "key:shape;..." over the state dict of every electrophysiology preset, as it was before the respiratory
+# encoders: checkpoints of these presets must keep loading.
+EPHYS_FINGERPRINTS = {"tiny": "00d76eb3b33a32f9", "T": "f4730f9b7624f5f7", "B": "c83f3b29f2a3d7f8",
+                      "fast": "ceccc1404cc965ca"}
 
 
 def _sha(text: str) -> str:
@@ -65,8 +61,10 @@ def test_electrophysiology_presets_are_unchanged(preset):
     with torch.device("meta"):  # shapes only, no memory or init time (B has 72 M parameters)
         model = build_neuronet(config)
     state = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
-    assert (_sha(state), _sha(json.dumps(config.to_dict(), sort_keys=True))) == EPHYS_FINGERPRINTS[preset]
-    assert model.n_frames == 27 and config.fs == 100
+    assert _sha(state) == EPHYS_FINGERPRINTS[preset]
+    assert (config.fs, config.frame_window_s, config.frame_step_s, model.n_frames) == (100, 4, 1, 27)
+    assert config.frame_tokenizer == ("shared_conv" if preset == "fast" else "per_frame")
+    assert config.backbone_strides == ((1, 5, 1, 1) if preset == "fast" else (1, 1, 2, 2))
 
 
 @pytest.mark.parametrize("preset", ["tiny", "fast", "T", "B"])
