@@ -116,13 +116,13 @@ def main(argv: list[str] | None = None) -> int:
     for modality in MODALITIES:
         run = runs / "unimodal" / modality
         _run(f"pretrained/unimodal/{modality}/train.py", "--data", dst, "--out", run, *common,
-             "--epochs", UNIMODAL_PASSES[modality], "--batch-size", 64, "--no-progress", done=run / "last.pt")
+             "--passes", UNIMODAL_PASSES[modality], "--batch-size", 64, "--no-progress", done=run / "last.pt")
 
     _banner("4. SynthSleepNet multimodal pretraining (tiny preset)")
     multimodal = runs / "multimodal"
     unimodal = ",".join(f"{m}={runs / 'unimodal' / m}" for m in MODALITIES)
     _run("pretrained/multimodal/train.py", "--data", dst, "--unimodal", unimodal, "--out", multimodal, *common,
-         "--epochs", MULTIMODAL_PASSES, "--batch-size", 32, "--no-progress",
+         "--passes", MULTIMODAL_PASSES, "--batch-size", 32, "--no-progress",
          done=multimodal / "last.pt")
 
     _banner("5. downstream: probe, Mamba fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
@@ -133,13 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             tag = f"{task}-lf{fraction:g}"
             task_args = ("--data", dst, "--task", task, "--label-fraction", fraction, "--seed", args.seed)
             _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--workers", 0, *cache,
-                 "--epochs", PROBE_PASSES[fraction], "--no-progress", "--out", downstream / "probe" / tag,
+                 "--passes", PROBE_PASSES[fraction], "--no-progress", "--out", downstream / "probe" / tag,
                  done=downstream / "probe" / tag / "metrics.json")
             _run("downstream/fine_tuning/train.py", *task_args, "--backbone", multimodal, "--workers", 0, *cache,
-                 "--epochs", FINE_TUNING_PASSES, "--no-progress", "--out",
+                 "--passes", FINE_TUNING_PASSES, "--no-progress", "--out",
                  downstream / "finetune" / tag, done=downstream / "finetune" / tag / "metrics.json")
             _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--init", "random",
-                 "--workers", 0, "--epochs", SCRATCH_PASSES[fraction], "--no-progress", "--out",
+                 "--workers", 0, "--passes", SCRATCH_PASSES[fraction], "--no-progress", "--out",
                  downstream / "scratch" / tag, done=downstream / "scratch" / tag / "metrics.json")
             _run("downstream/baselines/features.py", *task_args, *cache, "--workers", 0, "--no-progress", "--out",
                  downstream / "features" / tag, done=downstream / "features" / tag / "metrics.json")

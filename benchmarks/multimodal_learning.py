@@ -97,8 +97,8 @@ def prepare_cohort(out: Path, nights: int, hours: float, seed: int, val_frac: fl
 
 
 def common_args(args: argparse.Namespace, dst: Path, out: Path, epochs: int, lr: float, minutes: float) -> list[str]:
-    return ["--data", str(dst), "--out", str(out), "--preset", "tiny", "--epochs", str(epochs),
-            "--batch-size", str(args.batch_size), "--lr", str(lr), "--warmup-epochs", "0.3",
+    return ["--data", str(dst), "--out", str(out), "--preset", "tiny", "--passes", str(epochs),
+            "--batch-size", str(args.batch_size), "--base-lr", str(lr), "--warmup-passes", "0.3",
             *(["--max-minutes", str(minutes)] if minutes else []), "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none",
             "--seed", str(args.seed), "--log-every", "10"]
 

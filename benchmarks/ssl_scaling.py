@@ -13,7 +13,7 @@
 2. Pretraining at each of `--budgets` (optimizer steps of each model, growing x4): the four tiny unimodal
    NeuroNets (pretrained/unimodal/<m>/train.py), then the tiny SynthSleepNet over them
    (pretrained/multimodal/train.py), each for the budget's steps. The training scripts define their lr cosine
-   over whole passes (--epochs) and have no option for a schedule that ends at a step count, so every run uses
+   over whole passes (--passes) and have no option for a schedule that ends at a step count, so every run uses
    a fixed warmup (`--warmup-steps`) and then a CONSTANT lr (--min-lr-ratio 1), stopped by --max-steps: the
    schedule does not depend on the budget, so a unimodal run of budget b is the run of the budget before it
    resumed to b steps (the same model a fresh run gives; the unimodal chain costs the largest budget once).
@@ -150,13 +150,13 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Path]:
 
 # ---------------------------------------------------------------------------------------- pretraining
 def pretrain_args(args: argparse.Namespace, dst: Path, out: Path, steps: int, epochs: int, lr: float) -> list:
-    return ["--data", dst, "--out", out, "--preset", "tiny", "--epochs", epochs, "--max-steps", steps,
-            "--batch-size", BATCH, "--lr", lr, "--warmup-steps", args.warmup_steps, "--min-lr-ratio", 1.0,
+    return ["--data", dst, "--out", out, "--preset", "tiny", "--passes", epochs, "--max-steps", steps,
+            "--batch-size", BATCH, "--base-lr", lr, "--warmup-steps", args.warmup_steps, "--min-lr-ratio", 1.0,
             "--workers", 0, "--no-monitor", "--no-progress", "--seed", args.seed, "--log-every", 10]
 
 
 def passes_for(dst: Path, channels: Sequence[str], steps: int, pooled: bool) -> int:
-    """--epochs that hold `steps` optimizer steps of BATCH samples of the `pretrain` split (the schedule is
+    """--passes that hold `steps` optimizer steps of BATCH samples of the `pretrain` split (the schedule is
     constant after warmup, so this only has to be large enough)."""
     n = len(EpochDataset(dst, "pretrain", list(channels), pool_channels=pooled))
     return max(1, math.ceil(steps / max(1, n // BATCH)))
@@ -270,7 +270,7 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
                                     args.scratch_max_passes)
         tag = f"lf{fraction:g}"
         for method, extra in (("scratch", ("--init", "random", "--preset", "tiny", "--channels", ",".join(CHANNELS),
-                                           "--epochs", passes, "--batch-size", batch)),
+                                           "--passes", passes, "--batch-size", batch)),
                               ("features", ("--cache-dir", args.out / "cache"))):
             script = "downstream/linear_probing/train.py" if method == "scratch" else "downstream/baselines/features.py"
             run = downstream_run(script, args.out / "downstream" / method / tag, own, fraction, args, *extra)
@@ -288,13 +288,13 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
         batch, passes = head_budget(n_train_labels(dst, fraction, args.seed), args.probe_steps, args.probe_max_passes)
         run = downstream_run("downstream/linear_probing/train.py",
                              args.out / "downstream" / "probe" / tag / f"lf{fraction:g}", dst, fraction, args,
-                             "--backbone", backbone, *cache, "--epochs", passes, "--batch-size", batch)
+                             "--backbone", backbone, *cache, "--passes", passes, "--batch-size", batch)
         runs.append({"run": run, **where})
     for fraction in args.finetune_fractions:
         run = downstream_run("downstream/fine_tuning/train.py",
                              args.out / "downstream" / "finetune" / tag / f"lf{fraction:g}", dst, fraction, args,
-                             "--backbone", backbone, *cache, "--epochs", args.finetune_epochs,
-                             "--context-epochs", args.context_epochs, "--stride", args.finetune_stride)
+                             "--backbone", backbone, *cache, "--passes", args.finetune_epochs,
+                             "--context-passes", args.context_epochs, "--stride", args.finetune_stride)
         runs.append({"run": run, **where})
     return runs
 

@@ -50,7 +50,9 @@ from downstream.evaluate import (
     event_calibration, write_run_report,
 )
 from models.heads import EpochClassifier, EpochEncoder, build_downstream_model
-from models.loading import BUILDERS, build_backbone, checkpoint_path, load_backbone, load_state_checked, read_checkpoint
+from models.loading import (
+    BUILDERS, TRAINING_KEYS, build_backbone, load_backbone, load_state_checked, read_checkpoint,
+)
 from models.neuronet import neuronet_config_for_rate
 from models.synthsleepnet import synthsleepnet_config
 from utils.checkpoint import load_checkpoint, sha256_file
@@ -600,8 +602,8 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
 
     A linear probe's checkpoint holds only its head: the frozen backbone is loaded from the file named in the
     checkpoint's metadata, whose SHA-256 must still match (ValueError otherwise)."""
-    path = checkpoint_path(run)
-    checkpoint = load_checkpoint(path, map_location)
+    checkpoint = read_checkpoint(run, map_location, required=TRAINING_KEYS)  # a run directory: best.pt, else last.pt
+    path = Path(checkpoint["path"])
     kind, metadata = checkpoint["model_kind"], checkpoint.get("metadata") or {}
     model = build_downstream_model(kind, checkpoint["model_config"])
     load_state_checked(model, checkpoint["model"], str(path))

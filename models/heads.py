@@ -16,8 +16,10 @@ An `EpochEncoder` has one of three modes:
   of a few windows of consecutive, strongly correlated epochs give batch statistics unlike the population's, so
   training in batch-statistics mode would learn a representation that eval mode does not reproduce.
 - `full`: every weight trains and every submodule follows train()/eval() (supervised from scratch: random init).
-  (The training engine gives every BatchNorm bias-corrected running statistics, `utils.batchnorm`, so a
-  randomly initialised encoder is usable in eval mode after a few steps.)
+  (The training scripts give every BatchNorm bias-corrected running statistics, `--debias-batchnorm`,
+  `utils.batchnorm`, so a randomly initialised encoder is usable in eval mode after a few steps.)
+The mode decides train/eval of every part in one place, `EpochEncoder.train()`: code that evaluates a model
+calls `model.eval()` and later `model.train(mode)`, and never sets a submodule's flag itself.
 A unimodal NeuroNet serves exactly one channel (of its rate: a respiratory NeuroNet takes a 10-Hz channel); a
 SynthSleepNet serves its channels, electrophysiology and respiratory alike (a subset may be given;
 a channel missing from the input is dropped from the fusion, as `SynthSleepNet.encode` documents). The
@@ -35,12 +37,16 @@ import torch
 from torch import nn
 
 from models.lora import LoraSettings, add_lora, freeze, merge_lora
-from models.loading import BUILDERS
+from models.loading import BUILDERS, NEURONET, SYNTHSLEEPNET
 from models.mamba import DESIGN_DEFAULTS, ResidualMamba
 from models.neuronet import NeuroNet
 from models.synthsleepnet import ChannelEncoder, SynthSleepNet
 
 ENCODER_MODES: tuple[str, ...] = ("frozen", "lora", "full")
+# Downstream checkpoint kinds (`model_kind`): a probe's head alone (the backbone stays a file of its own), a
+# per-epoch classifier, a windowed classifier, and fine-tuning's first phase (context + head on cached vectors).
+MLP_HEAD, EPOCH_CLASSIFIER, TEMPORAL_CLASSIFIER, CONTEXT_HEAD = (
+    "mlp_head", "epoch_classifier", "temporal_classifier", "context_head")
 FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # DESIGN 3.3: new LoRA (rank 4, alpha 8) while fine-tuning
 # SynthSleepNet attributes used only by the self-supervised objective (removed for downstream use).
 _PRETRAINING_PARTS: tuple[str, ...] = ("decoder_embed", "mask_token", "decoders", "decoder_preds", "fusion_projector",
@@ -102,7 +108,7 @@ class EpochEncoder(nn.Module):
         if not self.channels:
             raise ValueError("EpochEncoder: no channel given")
         if isinstance(backbone, NeuroNet):
-            self.backbone_kind = "neuronet"
+            self.backbone_kind = NEURONET
             if len(self.channels) != 1:
                 raise ValueError(f"EpochEncoder: a unimodal NeuroNet encodes one channel, got {list(self.channels)}; "
                                  "use a SynthSleepNet backbone for several channels")
@@ -112,7 +118,7 @@ class EpochEncoder(nn.Module):
                 merge_lora(self.net)  # B = 0: exactly the pretrained weights
             self._dim = backbone.config.encoder_dim
         elif isinstance(backbone, SynthSleepNet):
-            self.backbone_kind = "synthsleepnet"
+            self.backbone_kind = SYNTHSLEEPNET
             unknown = [c for c in self.channels if c not in backbone.channels]
             if unknown:
                 raise ValueError(f"EpochEncoder: channel(s) {unknown} are not channels of the SynthSleepNet "
@@ -162,7 +168,7 @@ class EpochEncoder(nn.Module):
     def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """{channel: (N, n_samples)} robust-scaled epochs (3000 samples at 100 Hz, 300 for the 10-Hz respiratory
         channels) → pooled representation (N, D)."""
-        if self.backbone_kind == "neuronet":
+        if self.backbone_kind == NEURONET:
             channel = self.channels[0]
             if signals.get(channel) is None:
                 raise ValueError(f"EpochEncoder: input has no channel {channel!r} (keys: {sorted(signals)})")
@@ -258,12 +264,12 @@ class ContextHead(nn.Module):
 
 def build_downstream_model(kind: str, config: Mapping[str, Any]) -> nn.Module:
     """A downstream model's structure from a checkpoint's `model_kind` and `model_config` (random weights)."""
-    if kind == "mlp_head":
+    if kind == MLP_HEAD:
         return MLPHead(**config)
-    if kind == "epoch_classifier":
+    if kind == EPOCH_CLASSIFIER:
         return EpochClassifier(build_epoch_encoder(config["encoder"]), MLPHead(**config["head"]))
-    if kind == "temporal_classifier":
+    if kind == TEMPORAL_CLASSIFIER:
         return TemporalClassifier(build_epoch_encoder(config["encoder"]), MLPHead(**config["head"]),
                                   config.get("context"))
-    raise ValueError(f"unknown downstream model kind {kind!r}; expected mlp_head, epoch_classifier or "
-                     "temporal_classifier")
+    raise ValueError(f"unknown downstream model kind {kind!r}; expected {MLP_HEAD}, {EPOCH_CLASSIFIER} or "
+                     f"{TEMPORAL_CLASSIFIER}")

@@ -1,8 +1,11 @@
-"""Rebuild a backbone from one checkpoint file (DESIGN.md 1a, 4): a unimodal NeuroNet or a SynthSleepNet.
+"""Read checkpoint files, and rebuild a backbone from one (docs/architecture.md 1a): a NeuroNet or a SynthSleepNet.
 
-Checkpoints are the training engine's files (utils/checkpoint.py): a dict with at least `model_kind`,
-`model_config` (what the builder needs) and `model` (the state dict). This module only reads them, with
-`torch.load(weights_only=True)`, so `models/` needs nothing from the engine.
+Checkpoints are the training engine's files (utils/checkpoint.py writes them): a dict with at least
+`model_kind`, `model_config` (what the builder needs) and `model` (the state dict). `read_checkpoint` is the
+project's one reader of those files: `torch.load(weights_only=True)` (no pickled code runs), the format version,
+the keys and the model kind checked, and every problem raised as one `CheckpointError` whose message names the
+file. Everything else (the engine's resume, the downstream loaders, the scripts) calls it; it calls nothing above
+`models/`, so a checkpoint is read one way down.
 
     model_kind       builder                                     what `model_config` holds
     neuronet         models.neuronet.build_neuronet              NeuroNetConfig.to_dict()
@@ -23,49 +26,74 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from models.neuronet import PRESETS as NEURONET_PRESETS
 from models.neuronet import NeuroNet, build_neuronet
+from models.synthsleepnet import PRESETS as SYNTHSLEEPNET_PRESETS
 from models.synthsleepnet import SynthSleepNet, build_synthsleepnet
 
-CHECKPOINT_KEYS = ("model_kind", "model_config", "model")
-BUILDERS = {"neuronet": build_neuronet, "synthsleepnet": build_synthsleepnet}
+FORMAT_VERSION = 1  # of the checkpoint dict (utils/checkpoint.py writes it); a newer file is refused
+NEURONET, SYNTHSLEEPNET = "neuronet", "synthsleepnet"  # the backbone kinds (a checkpoint's `model_kind`)
+BUILDERS = {NEURONET: build_neuronet, SYNTHSLEEPNET: build_synthsleepnet}
+# Every model size preset a script's --preset takes (NeuroNet's; a SynthSleepNet has a subset of them).
+MODEL_PRESETS: tuple[str, ...] = tuple(dict.fromkeys((*NEURONET_PRESETS, *SYNTHSLEEPNET_PRESETS)))
+MODEL_KEYS = ("model_kind", "model_config", "model")  # what rebuilding a model needs
+TRAINING_KEYS = ("format_version", *MODEL_KEYS, "epoch", "step", "config")  # what resuming a run needs
 RUN_CHECKPOINTS = ("best.pt", "last.pt")  # a run directory's checkpoints, in order of preference
 
 
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used: missing, unreadable, of another format, kind or shape. The message is one
+    line that starts with the file's path (scripts print it as `error: ...`)."""
+
+
+class CheckpointNotFound(CheckpointError, FileNotFoundError):
+    """No checkpoint at the path given (also a FileNotFoundError)."""
+
+
 def checkpoint_path(run_or_file: str | Path) -> Path:
-    """A run directory → its best.pt, else last.pt; a file → itself. FileNotFoundError names what was tried."""
+    """A run directory → its best.pt, else last.pt; a file → itself. CheckpointNotFound names what was tried."""
     path = Path(run_or_file)
     if path.is_dir():
         for name in RUN_CHECKPOINTS:
             if (path / name).is_file():
                 return path / name
-        raise FileNotFoundError(f"{path}: run directory holds no checkpoint (looked for {', '.join(RUN_CHECKPOINTS)})")
+        raise CheckpointNotFound(f"{path}: run directory holds no checkpoint (looked for {', '.join(RUN_CHECKPOINTS)})")
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file or run directory")
+        raise CheckpointNotFound(f"{path}: no such checkpoint file or run directory")
     return path
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """The checkpoint dict at `path` (a file, or a run directory → best.pt / last.pt), checked for the keys
-    a model needs (`model_kind`, `model_config`, `model`)."""
-    path = checkpoint_path(path)
-    state = load_checked_dict(path, CHECKPOINT_KEYS, "model checkpoint", map_location)
-    state["path"] = str(path)
-    return state
+def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
+                    kinds: Iterable[str] | None = None, required: Iterable[str] = MODEL_KEYS,
+                    run_directory: bool = True) -> dict[str, Any]:
+    """The checkpoint dict at `path`, read and checked: the one reader of checkpoint files.
 
-
-def load_checked_dict(path: Path, required: Iterable[str], what: str,
-                      map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """`torch.load(path, weights_only=True)` (no pickled code runs) of a dict holding every `required` key;
-    ValueError naming the file and the problem otherwise (`what` names the expected kind of file)."""
+    `path` is a file or, with `run_directory`, a run directory (→ best.pt, else last.pt). The file is loaded with
+    `torch.load(weights_only=True)`; it must be a dict holding every `required` key (default: what rebuilding
+    the model needs; `TRAINING_KEYS` for resuming), of a format version this code reads and, when `kinds` is
+    given, of one of those `model_kind`s. Any problem raises CheckpointError (CheckpointNotFound for a missing
+    file) naming the file. The dict gets `path`: the file read.
+    """
+    path = checkpoint_path(path) if run_directory else Path(path)
+    if not path.is_file():
+        raise CheckpointNotFound(f"{path}: checkpoint not found")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 — a corrupt or foreign file: say which and why, in one line
-        raise ValueError(f"{path}: cannot read it as a {what}: {unreadable_reason(path, err)}") from None
+        raise CheckpointError(f"{path}: cannot read it as a checkpoint: {unreadable_reason(path, err)}") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{path}: not a {what} of this project (a {type(state).__name__}, expected a dict)")
+        raise CheckpointError(f"{path}: not a checkpoint of this project (a {type(state).__name__}, expected a dict)")
     missing = [key for key in required if key not in state]
     if missing:
-        raise ValueError(f"{path}: not a {what} of this project (missing keys: {', '.join(missing)})")
+        raise CheckpointError(f"{path}: not a checkpoint of this project (missing keys: {', '.join(missing)})")
+    version = state.get("format_version", FORMAT_VERSION)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: checkpoint format {version} is newer than this code ({FORMAT_VERSION}); "
+                              "update the code")
+    if kinds is not None and state.get("model_kind") not in tuple(kinds):
+        raise CheckpointError(f"{path}: holds a {state.get('model_kind')!r} model, expected "
+                              f"{' or '.join(repr(kind) for kind in kinds)}")
+    state["path"] = str(path)
     return state
 
 
@@ -83,17 +111,17 @@ def unreadable_reason(path: Path, err: Exception) -> str:
 
 def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], where: str,
                        allowed_missing: Iterable[str] = (), allowed_unexpected: Iterable[str] = ()) -> None:
-    """`model.load_state_dict(state, strict=False)`, then raise ValueError if a key is missing or unexpected
+    """`model.load_state_dict(state, strict=False)`, then raise CheckpointError if a key is missing or unexpected
     beyond the allowed glob patterns (e.g. `"head.*"`); shapes must match in any case."""
     allowed_missing, allowed_unexpected = tuple(allowed_missing), tuple(allowed_unexpected)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # size mismatches
-        raise ValueError(f"{where}: weights do not fit the {type(model).__name__} built from its config: {err}") from err
+        raise CheckpointError(f"{where}: weights do not fit the {type(model).__name__} built from its config: {err}") from err
     missing = [k for k in result.missing_keys if not any(fnmatchcase(k, p) for p in allowed_missing)]
     unexpected = [k for k in result.unexpected_keys if not any(fnmatchcase(k, p) for p in allowed_unexpected)]
     if missing or unexpected:
-        raise ValueError(f"{where}: state does not match {type(model).__name__}: {len(missing)} missing key(s) "
+        raise CheckpointError(f"{where}: state does not match {type(model).__name__}: {len(missing)} missing key(s) "
                          f"{missing[:8]}, {len(unexpected)} unexpected key(s) {unexpected[:8]}")
 
 
@@ -101,11 +129,11 @@ def build_backbone(checkpoint: Mapping[str, Any], where: str = "checkpoint") -> 
     """Model of `checkpoint["model_kind"]` built from `model_config`, weights loaded (every key must match)."""
     kind = checkpoint["model_kind"]
     if kind not in BUILDERS:
-        raise ValueError(f"{where}: model kind {kind!r} is not a backbone; expected one of {sorted(BUILDERS)}")
+        raise CheckpointError(f"{where}: model kind {kind!r} is not a backbone; expected one of {sorted(BUILDERS)}")
     try:
         model = BUILDERS[kind](checkpoint["model_config"])
     except (ValueError, TypeError) as err:
-        raise ValueError(f"{where}: cannot build a {kind} from the stored config: {err}") from err
+        raise CheckpointError(f"{where}: cannot build a {kind} from the stored config: {err}") from err
     load_state_checked(model, checkpoint["model"], where)
     return model
 
@@ -113,14 +141,11 @@ def build_backbone(checkpoint: Mapping[str, Any], where: str = "checkpoint") -> 
 def load_backbone(path: str | Path, map_location: str | torch.device = "cpu") -> NeuroNet | SynthSleepNet:
     """A ready backbone from one checkpoint (or run directory): NeuroNet for a unimodal checkpoint,
     SynthSleepNet for a multimodal one, in eval mode. Either exposes `encode(x) -> (pooled, tokens)`."""
-    checkpoint = read_checkpoint(path, map_location)
+    checkpoint = read_checkpoint(path, map_location, kinds=BUILDERS)
     return build_backbone(checkpoint, checkpoint["path"]).eval()
 
 
 def load_neuronet(path: str | Path, map_location: str | torch.device = "cpu") -> NeuroNet:
-    """The unimodal NeuroNet of a checkpoint (or run directory); ValueError for any other kind."""
-    checkpoint = read_checkpoint(path, map_location)
-    if checkpoint["model_kind"] != "neuronet":
-        raise ValueError(f"{checkpoint['path']}: holds a {checkpoint['model_kind']!r} model, expected a unimodal "
-                         "'neuronet' checkpoint")
+    """The unimodal NeuroNet of a checkpoint (or run directory); CheckpointError for any other kind."""
+    checkpoint = read_checkpoint(path, map_location, kinds=(NEURONET,))
     return build_backbone(checkpoint, checkpoint["path"]).eval()

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import load_checkpoint, sha256_file
 from utils.config import build_parser, load_config_file, parse_config, save_config
 from utils.distributed import cleanup
@@ -82,7 +83,7 @@ def toy_loss(model: nn.Module, batch: dict, device: torch.device) -> dict[str, t
 
 def toy_parser():
     return build_parser("toy", defaults={
-        "out": Path("runs/toy"), "progress": False, "workers": 0, "batch_size": 8, "epochs": 3, "lr": 0.2,
+        "out": Path("runs/toy"), "progress": False, "workers": 0, "batch_size": 8, "passes": 3, "base_lr": 0.2,
         "warmup_steps": 1, "log_every": 1, "device": "cpu", "weight_decay": 0.01, "clip_grad": 1.0,
     })
 
@@ -181,7 +182,7 @@ def test_checkpoint_contents_and_best(tmp_path):
     assert best["epoch"] == 2 and best["best"]["value"] == 0.9 and last["best"]["epoch"] == 2
     assert last["splits_sha256"] == sha256_file(data / "splits.json")
     assert last["model_kind"] == "toy" and last["model_config"] == {"noise": 0.1}
-    assert set(last["version"]) == {"package", "git_commit"} and last["config"]["epochs"] == 3
+    assert set(last["version"]) == {"package", "git_commit"} and last["config"]["passes"] == 3
     assert "torch" in last["rng"][0] and "numpy" in last["rng"][0]
     rebuilt = ToyModel(**last["model_config"])
     rebuilt.load_state_dict(last["model"])  # unwrapped keys, strict
@@ -214,14 +215,24 @@ def test_initial_best_must_be_beaten(tmp_path, to_beat, best_epoch):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 9  # training ran all the same
 
 
-def test_engine_gives_batchnorm_bias_corrected_statistics(tmp_path):
+def test_batchnorm_statistics_are_the_models_not_the_engines(tmp_path):
+    """The engine leaves a model's BatchNorms as they are; bias-corrected statistics (--debias-batchnorm, on by
+    default) are set up on the model by the script that builds it (utils/batchnorm.py)."""
     class NormToy(ToyModel):
         def __init__(self):
             super().__init__(0.0)
             self.norm = nn.BatchNorm1d(8)  # replaces the LayerNorm: running statistics from 3 steps
 
-    cfg = toy_cfg(tmp_path / "run", "--epochs", "1", "--warmup-steps", "0")
+    cfg = toy_cfg(tmp_path / "plain", "--passes", "1", "--warmup-steps", "0")
+    plain = NormToy()
+    fit(cfg, plain, ToyDataset(24), ctx=setup_run(cfg), model_kind="toy", model_config={}, compute_loss=toy_loss)
+    assert int(plain.norm.num_batches_tracked) == 3 and not plain.norm._forward_pre_hooks
+    assert plain.norm.momentum == pytest.approx(0.1)  # PyTorch's exponential average from the start
+
+    cfg = toy_cfg(tmp_path / "run", "--passes", "1", "--warmup-steps", "0")
+    assert cfg.debias_batchnorm  # the default
     model = NormToy()
+    assert debias_batchnorm(model) == 1
     fit(cfg, model, ToyDataset(24), ctx=setup_run(cfg), model_kind="toy", model_config={}, compute_loss=toy_loss)
     assert int(model.norm.num_batches_tracked) == 3 and len(model.norm._forward_pre_hooks) == 1
     assert model.norm.momentum == pytest.approx(1 / 3)  # the third batch entered a plain average of three
@@ -262,11 +273,11 @@ def test_accumulation_matches_large_batch(tmp_path):
 
 def test_config_precedence(tmp_path):
     yaml_file = tmp_path / "cfg.yaml"
-    yaml_file.write_text("batch-size: 32\nlr: 0.001\nepochs: 5\nmodel_args: {mask_ratio: 0.7}\ndata: /x/y\n")
-    parser = build_parser(defaults={"epochs": 7, "warmup_epochs": 2.0})
-    cfg = parse_config(parser, ["--config", str(yaml_file), "--lr", "0.002", "--model-arg", "depth=2"])
-    assert cfg.batch_size == 32 and cfg.lr == 0.002 and cfg.epochs == 5  # file > script default; CLI > file
-    assert cfg.warmup_epochs == 2.0 and cfg.model_args == {"mask_ratio": 0.7, "depth": 2}
+    yaml_file.write_text("batch-size: 32\nbase_lr: 0.001\npasses: 5\nmodel_args: {mask_ratio: 0.7}\ndata: /x/y\n")
+    parser = build_parser(defaults={"passes": 7, "warmup_passes": 2.0})
+    cfg = parse_config(parser, ["--config", str(yaml_file), "--base-lr", "0.002", "--model-arg", "depth=2"])
+    assert cfg.batch_size == 32 and cfg.base_lr == 0.002 and cfg.passes == 5  # file > script default; CLI > file
+    assert cfg.warmup_passes == 2.0 and cfg.model_args == {"mask_ratio": 0.7, "depth": 2}
     assert cfg.data == Path("/x/y") and cfg.seed == 0  # parser default
 
     # The saved config.json round-trips as --config.
@@ -283,14 +294,32 @@ def test_config_precedence(tmp_path):
     assert load_config_file(json_file) == {"batch_szie": 4}
     with pytest.raises(ValueError, match="unknown option.*batch_szie"):
         build_parser(defaults={"batch_szie": 4})
-    for bad in ("epochs: 3.5", "amp: 'yes'", "lr: [1]"):
+    for bad in ("passes: 3.5", "amp: 'yes'", "base_lr: [1]", "epochs: 3.5", "lr: [1]"):
         yaml_file.write_text(bad + "\n")
         with pytest.raises(SystemExit):
             parse_config(build_parser(), ["--config", str(yaml_file), "--data", "d"])
-    with pytest.raises(ValueError, match="epochs = 3.5 should be an int"):
-        build_parser(defaults={"epochs": 3.5})
+    with pytest.raises(ValueError, match="passes = 3.5 should be an int"):
+        build_parser(defaults={"passes": 3.5})
     with pytest.raises(SystemExit):  # --data is required unless the file gives it
         parse_config(build_parser(), [])
+
+
+def test_old_option_names_still_work_and_config_json_has_the_new_ones(tmp_path):
+    """--epochs / --warmup-epochs / --lr (and those keys in a --config file) are today's --passes /
+    --warmup-passes / --base-lr; a saved config.json holds only the new names."""
+    old = parse_config(build_parser(), ["--data", "d", "--epochs", "4", "--warmup-epochs", "0.5", "--lr", "0.01"])
+    new = parse_config(build_parser(), ["--data", "d", "--passes", "4", "--warmup-passes", "0.5", "--base-lr", "0.01"])
+    assert vars(old) == vars(new) and (new.passes, new.warmup_passes, new.base_lr) == (4, 0.5, 0.01)
+    legacy = tmp_path / "old_config.json"  # a config.json written before the rename
+    legacy.write_text(json.dumps({"data": "d", "epochs": 4, "warmup_epochs": 0.5, "lr": 0.01}))
+    cfg = parse_config(build_parser(), ["--config", str(legacy)])
+    assert vars(cfg) | {"config": None} == vars(new) | {"config": None}
+    saved = json.loads(save_config(cfg, tmp_path / "run" / "config.json").read_text())
+    assert saved["passes"] == 4 and saved["base_lr"] == 0.01 and saved["warmup_passes"] == 0.5
+    assert not {"epochs", "lr", "warmup_epochs"} & set(saved)
+    legacy.write_text(json.dumps({"data": "d", "epochs": 2.5}))
+    with pytest.raises(SystemExit):  # the error names the key as the file wrote it
+        parse_config(build_parser(), ["--config", str(legacy)])
 
 
 def test_param_groups_skip_frozen_and_undecayed():
@@ -327,9 +356,15 @@ def test_knn_probe_and_monitor_restore_modes():
     assert noise["kappa"] < 0.4
     assert probe_target("wake_sleep").map_labels(np.array([-1, 0, 1, 4])).tolist() == [-1, 0, 1, 1]
 
-    model = ToyModel()
+    class FrozenNorm(ToyModel):  # keeps its norm in eval mode: the model's own train() decides, nothing else
+        def train(self, mode: bool = True):
+            super().train(mode)
+            self.norm.eval()
+            return self
+
+    model = FrozenNorm()
     model.train()
-    model.norm.eval()  # a submodule the model keeps frozen in eval mode
+    model.encoder.train(False)  # set by hand, outside the model's train(): not a mode the model keeps
     monitor = KnnMonitor(ToyDataset(40, seed=1), ToyDataset(20, seed=2), target="stage", k=3, max_train=30, max_val=10)
     assert len(monitor.train_indices) == 30 and len(monitor.val_indices) == 10
     before = torch.get_rng_state()
@@ -341,7 +376,7 @@ def test_knn_probe_and_monitor_restore_modes():
     assert model.training and model.encoder.training and not model.norm.training
     with evaluating(model):
         assert not model.training and not model.encoder.training
-    assert model.encoder.training and not model.norm.training
+    assert model.training and model.encoder.training and not model.norm.training  # model.train(True) again
 
 
 def test_knn_monitor_scores_a_rare_binary_target_by_auroc():

@@ -111,8 +111,8 @@ def test_scratch_defaults_apply_to_init_random_only(tmp_path):
         return linear_probing.build_probe_parser(linear_probing.init_of(argv)).parse_args(argv)
 
     probe, scratch = parsed(), parsed("--init", "random")
-    assert (probe.batch_size, probe.lr, probe.epochs) == (32, 8e-3, 100)
-    assert (scratch.batch_size, scratch.lr, scratch.warmup_epochs) == (32, 4e-3, 0.1)
+    assert (probe.batch_size, probe.base_lr, probe.passes) == (32, 8e-3, 100)
+    assert (scratch.batch_size, scratch.base_lr, scratch.warmup_passes) == (32, 4e-3, 0.1)
     assert parsed("--init", "random", "--batch-size", "64").batch_size == 64  # explicit flags win
     config = tmp_path / "scratch.json"
     config.write_text(json.dumps({"init": "random"}))

@@ -150,7 +150,7 @@ def test_config_file_values_get_the_same_checks(text, key, tmp_path, capsys):
     assert exit_info.value.code == 2 and err.startswith(f"error: {config}") and key in err and err.count("\n") == 1
     config.write_text("lr: '2e-3'\nadam_betas: [0.8, 0.9]\n")  # what the command line accepts, a file accepts
     cfg = parse_config(build_parser(), ["--config", str(config), "--data", "d"])
-    assert cfg.lr == 2e-3 and cfg.adam_betas == [0.8, 0.9]
+    assert cfg.base_lr == 2e-3 and cfg.adam_betas == [0.8, 0.9]  # the old key `lr` is today's base_lr
 
 
 # ------------------------------------------------------------------------------------------ non-finite loss

@@ -6,7 +6,9 @@ trained for only tens of steps (the CPU demo, short pretraining, a randomly init
 200 BatchNorms) then behaves very differently in eval mode than in training: a randomly initialised SynthSleepNet
 predicted one class for every eval-mode input. `debias_batchnorm` fixes the start of the average, as Adam's bias
 correction does: the running statistics are the plain mean of the first 1 / momentum batches, then PyTorch's
-usual exponential average. The training engine applies it to every model it trains.
+usual exponential average. It is the `--debias-batchnorm` option of every training script (on by default,
+utils/config.py): the script applies it to the model it builds, before `utils.engine.fit`; the engine itself
+never touches a model's BatchNorms.
 """
 from __future__ import annotations
 
@@ -26,8 +28,8 @@ def debias_batchnorm(module: nn.Module) -> int:
     layer's momentum, 0.1 by default): the running mean / variance are the plain average of the first 1 / m0
     batches (no pull towards the initial mean 0, variance 1), then PyTorch's exponential average with m0.
     Layers with momentum None (cumulative average) or without running statistics are left alone; calling it
-    twice changes nothing. The hook is not part of the state dict (checkpoints are unchanged); the engine sets it up
-    whenever it trains a model.
+    twice changes nothing. The hook is not part of the state dict (checkpoints are unchanged). It acts only on
+    layers in training mode, so the BatchNorms a model keeps in eval mode (frozen encoders) are unaffected.
     """
     count = 0
     for norm in module.modules():

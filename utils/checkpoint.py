@@ -7,8 +7,10 @@ lists, dicts only), with the keys
     step, rng (list, one entry per rank), config, splits_sha256, version, metrics, best, meter, metadata
 
 `model` is the unwrapped state_dict (no `module.` prefix); `model_kind` + `model_config` are what `models/`
-needs to rebuild the module from the file alone. `epoch` counts completed epochs and `batch_in_epoch` the
-micro-batches already consumed of the next one, so a run resumes mid-epoch exactly where it stopped.
+needs to rebuild the module from the file alone. `epoch` counts completed passes over the training set and
+`batch_in_epoch` the micro-batches already consumed of the next one, so a run resumes mid-pass exactly where it
+stopped. This module writes checkpoints; reading one is `models.loading.read_checkpoint` (the one reader, which
+`load_checkpoint` calls).
 """
 from __future__ import annotations
 
@@ -26,11 +28,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.loading import load_checked_dict
-
-FORMAT_VERSION = 1
+from models.loading import FORMAT_VERSION as FORMAT_VERSION  # written here, checked by the reader
+from models.loading import TRAINING_KEYS, read_checkpoint
 PACKAGE_NAME = "synthsleepnet"
-REQUIRED_KEYS = ("format_version", "model_kind", "model_config", "model", "epoch", "step", "config")
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -133,17 +133,9 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint written by the engine (safe `weights_only` load) and check its keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    state = load_checked_dict(path, REQUIRED_KEYS, "training checkpoint", map_location)
-    if state["format_version"] > FORMAT_VERSION:
-        raise ValueError(
-            f"{path}: checkpoint format {state['format_version']} is newer than this code ({FORMAT_VERSION}); "
-            "update the code"
-        )
-    return state
+    """The training checkpoint file at `path` (not a run directory), with every key a resume needs:
+    `models.loading.read_checkpoint(path, required=TRAINING_KEYS)`; CheckpointError naming the file otherwise."""
+    return read_checkpoint(path, map_location, required=TRAINING_KEYS, run_directory=False)
 
 
 def plain_number(value: Any) -> Any:

@@ -35,7 +35,12 @@ import yaml
 
 # Keys written into config.json for the record that are not options (ignored when the file is read back).
 DERIVED_KEY = "_derived"
-MODEL_PRESETS = ("tiny", "T", "B")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Option names of earlier versions -> today's. A 30-s epoch owns the word "epoch", so a pass over the training
+# set is a "pass"; the learning-rate option says it is the base rate of the batch scaling rule. The old flags stay
+# accepted (listed in --help beside the new ones) and --config files with the old keys still load.
+LEGACY_KEYS: dict[str, str] = {"epochs": "passes", "warmup_epochs": "warmup_passes", "lr": "base_lr",
+                               "context_epochs": "context_passes", "context_lr": "context_base_lr"}
 CONFIG_HISTORY_HELP = ("config.json is written when training really starts (after the data, checkpoints and options "
                        "are checked); an earlier, different config.json there is kept as config.<n>.json")
 
@@ -74,12 +79,52 @@ def reported_errors() -> Iterator[None]:
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse with the project's one-line errors: `error: --lr must be > 0, got -1` on stderr, exit status 2."""
+    """argparse with the project's one-line errors: `error: --base-lr must be > 0, got -1` on stderr, exit status 2.
+
+    `required_options` (dest names, see `mark_required`) are shown as required in the usage line; they are
+    checked by `parse_config`, after a `--config` file may have given them (argparse's own `required=` cannot see
+    file values)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.required_options: set[str] = set()
 
     def error(self, message: str):
         message = re.sub(r"^argument ([^:]+): (must|should|expected)", r"\1 \2", message)
         message = re.sub(r"^argument ", "", message)
         self.exit(2, f"error: {message} (see --help)\n")
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        """Usage and help show `required_options` without brackets (argparse decides by `action.required`)."""
+        for action in self._actions:
+            if action.dest in self.required_options:
+                action.required = True
+        return super()._get_formatter()
+
+    def parse_known_args(self, args=None, namespace=None):
+        for action in self._actions:  # required in usage only: parse_config checks them (file values count)
+            if action.dest in self.required_options:
+                action.required = False
+        return super().parse_known_args(args, namespace)
+
+
+def mark_required(parser: argparse.ArgumentParser, *dests: str) -> argparse.ArgumentParser:
+    """Show the options `dests` as required in `parser`'s usage (pass the same names to `parse_config`'s
+    `required`, or check them after parsing)."""
+    parser.required_options = set(getattr(parser, "required_options", set())) | set(dests)
+    return parser
+
+
+def script_prog(script: str | Path) -> str:
+    """The command a script's usage line names: `python pretrained/unimodal/eeg/train.py` (its path from the
+    repository root; either form, `python -m pretrained.unimodal.eeg.train` too, runs it)."""
+    path = Path(script)
+    if path.is_absolute():
+        try:
+            path = path.resolve().relative_to(REPO_ROOT)
+        except ValueError:
+            pass
+    return f"python {path.as_posix()}"
 
 
 # --------------------------------------------------------------------------- typed option values
@@ -164,14 +209,18 @@ def build_parser(
     description: str | None = None,
     defaults: Mapping[str, Any] | None = None,
     add_options: Iterable[Callable[[argparse.ArgumentParser], Any]] = (),
+    prog: str | None = None,
 ) -> argparse.ArgumentParser:
     """The shared training parser.
 
     `add_options` are functions that add a script's own option groups (e.g. `knn_probe.add_knn_args`);
     `defaults` (dest names, e.g. `{"channels": [...], "out": "runs/x"}`) are the script's own defaults and
-    may name those options too.
+    may name those options too. `prog`: the command the usage line names (`script_prog(__file__)`).
     """
-    parser = ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from models.loading import MODEL_PRESETS  # here: modules that only need the validators stay free of torch
+
+    parser = ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mark_required(parser, "data")
     parser.add_argument(
         "--config", type=Path, default=None,
         help="JSON or YAML file of options (keys as in config.json); its values become defaults, explicit flags win; "
@@ -190,33 +239,48 @@ def build_parser(
         "--model-arg", dest="model_args", action=KeyValueAction, default={}, metavar="KEY=VALUE",
         help="override one field of the preset's model config (repeatable), e.g. --model-arg mask_ratio=0.75",
     )
+    model.add_argument(
+        "--debias-batchnorm", action=argparse.BooleanOptionalAction, default=True,
+        help="bias-corrected BatchNorm running statistics while training (utils/batchnorm.py): the eval-mode "
+             "statistics are the plain mean of the first 1/momentum batches instead of a pull towards mean 0, "
+             "variance 1, so a model trained for a few steps is usable in eval mode; --no-debias-batchnorm "
+             "keeps PyTorch's exponential average from the start",
+    )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--epochs", type=positive_int, default=30, help="passes over the training set (defines the lr schedule)")
+    optim.add_argument("--passes", "--epochs", dest="passes", type=positive_int, default=30,
+                       help="passes over the training set (defines the lr schedule; a 30-s epoch is one sample). "
+                            "--epochs: the old name, still accepted")
     optim.add_argument(
         "--max-steps", type=non_negative_int, default=0,
         help="stop after this many optimizer steps in total (smoke runs; 0 = no cap). The lr schedule still "
-             "spans --epochs, so a capped run can be resumed with a larger cap",
+             "spans --passes, so a capped run can be resumed with a larger cap",
     )
     optim.add_argument("--batch-size", type=positive_int, default=256, help="samples per process per micro-batch")
     optim.add_argument("--accum-steps", type=positive_int, default=1, help="micro-batches per optimizer step")
     optim.add_argument(
-        "--lr", type=positive_float, default=5e-4,
-        help="base learning rate; the AdamW rate is lr x effective_batch / 256 with effective_batch = "
-             "batch_size x accum_steps x world_size",
+        "--base-lr", "--lr", dest="base_lr", type=positive_float, default=5e-4,
+        help="base learning rate of the linear scaling rule: AdamW lr = base_lr x effective_batch / 256, "
+             "effective_batch = batch_size x accum_steps x processes (config.json records the AdamW lr under "
+             "_derived.lr_scaled). --lr: the old name, still accepted",
     )
     optim.add_argument("--min-lr-ratio", type=unit_interval, default=0.0, help="cosine floor as a fraction of the peak lr")
     optim.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW decay (not on biases, norms, tokens)")
-    optim.add_argument("--adam-betas", type=probability, nargs=2, default=[0.9, 0.999], metavar=("BETA1", "BETA2"))
-    optim.add_argument("--warmup-epochs", type=non_negative_float, default=1.0, help="linear warmup length in epochs")
+    optim.add_argument("--adam-betas", type=probability, nargs=2, default=[0.9, 0.999], metavar=("BETA1", "BETA2"),
+                       help="AdamW moment decay rates (first and second moment)")
+    optim.add_argument("--warmup-passes", "--warmup-epochs", dest="warmup_passes", type=non_negative_float,
+                       default=1.0, help="linear warmup length in passes over the training set (fractions allowed). "
+                                         "--warmup-epochs: the old name, still accepted")
     optim.add_argument("--warmup-steps", type=non_negative_int, default=None,
-                       help="linear warmup in optimizer steps (overrides --warmup-epochs)")
+                       help="linear warmup in optimizer steps (overrides --warmup-passes)")
     optim.add_argument("--clip-grad", type=non_negative_float, default=3.0, help="max global gradient norm (0 = no clipping)")
 
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=Path("runs/train"),
                      help=f"run directory (config, logs, checkpoints); {CONFIG_HISTORY_HELP}")
-    run.add_argument("--seed", type=non_negative_int, default=0)
+    run.add_argument("--seed", type=non_negative_int, default=0,
+                     help="seeds the model initialisation, the batch order, masking and dropout, and the label "
+                          "draws (the same seed gives the same numbers at the same step budget)")
     run.add_argument(
         "--resume", default="auto",
         help="'auto' continues from OUT/last.pt when it exists; a checkpoint path continues from that file; "
@@ -256,10 +320,26 @@ def _option_dests(parser: argparse.ArgumentParser) -> set[str]:
     return {action.dest for action in parser._actions if action.dest != argparse.SUPPRESS}
 
 
+def upgrade_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any]) -> dict[str, Any]:
+    """`values` with the old option names of `LEGACY_KEYS` (`epochs`, `lr`, ...) renamed to today's, where
+    `parser` has today's option (an explicit new key wins over an old one)."""
+    dests = _option_dests(parser)
+    upgraded = dict(values)
+    for old, new in LEGACY_KEYS.items():
+        if old in upgraded and old not in dests and new in dests:
+            value = upgraded.pop(old)
+            upgraded.setdefault(new, value)
+    return upgraded
+
+
 def _check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """`values` (option dest -> value, e.g. from a config file) checked as the command line would be: unknown names
-    and wrongly typed or out-of-range values raise ValueError naming `where` and the key. Returns the values with
-    the typed validators' conversions applied (e.g. `"1e-3"` -> 0.001)."""
+    """`values` (option dest -> value, e.g. from a config file; old names upgraded, `upgrade_keys`) checked as the
+    command line would be: unknown names and wrongly typed or out-of-range values raise ValueError naming `where`
+    and the key. Returns the values with the typed validators' conversions applied (e.g. `"1e-3"` -> 0.001)."""
+    upgraded = upgrade_keys(parser, values)
+    named = {new: f"{old} (now {new})" for old, new in LEGACY_KEYS.items() if old in values and new in upgraded
+             and new not in values}  # an error names the key as the file wrote it
+    values = upgraded
     unknown = sorted(set(values) - _option_dests(parser))
     if unknown:
         known = ", ".join(sorted(_option_dests(parser) - {"help"}))
@@ -272,21 +352,21 @@ def _check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], wher
         value = values[action.dest]
         if isinstance(action, flags):
             if not isinstance(value, bool):
-                raise ValueError(f"{where}: option {action.dest} = {value!r} should be true/false")
+                raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be true/false")
         elif getattr(action.type, "checks_values", False):
             many = action.nargs not in (None, "?")
             if many and not isinstance(value, (list, tuple)):
-                raise ValueError(f"{where}: option {action.dest} = {value!r} should be a list")
+                raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be a list")
             try:
                 checked[action.dest] = ([action.type(item) for item in value] if many else action.type(value))
             except argparse.ArgumentTypeError as err:
                 wanted = re.sub(r"^must be (.*), got .*$", r"should be \1", str(err))
-                raise ValueError(f"{where}: option {action.dest} = {value!r} {wanted}") from None
+                raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} {wanted}") from None
         elif action.type in (int, float) and action.nargs is None and not isinstance(value, str):
             expected = int if action.type is int else (int, float)
             if not isinstance(value, expected) or isinstance(value, bool):
                 kind = "an integer" if expected is int else "a number"
-                raise ValueError(f"{where}: option {action.dest} = {value!r} should be {kind}")
+                raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be {kind}")
     return checked
 
 

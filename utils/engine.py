@@ -39,12 +39,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import (
     FORMAT_VERSION, atomic_save, capture_rng_state, code_version, load_checkpoint, plain_number,
     restore_rng_state, sha256_file,
 )
-from utils.config import UsageError, config_to_dict, save_config, to_plain
+from utils.config import LEGACY_KEYS, UsageError, config_to_dict, save_config, to_plain
 from utils.distributed import (
     DistContext, all_gather_objects, all_reduce_sum, barrier, broadcast_object, init_distributed,
 )
@@ -54,7 +53,7 @@ LossFn = Callable[[nn.Module, Any, torch.device], Mapping[str, torch.Tensor]]
 Monitor = Callable[[nn.Module, torch.device], Mapping[str, float]]
 NO_DECAY_NAME_PARTS = ("token", "pos_embed", "modality_embed")  # matched in a parameter's own (last) name
 REFERENCE_BATCH = 256  # lr = base_lr x effective_batch / REFERENCE_BATCH
-RESUME_CHECKED_KEYS = ("batch_size", "accum_steps", "lr", "epochs", "seed", "weight_decay", "warmup_epochs",
+RESUME_CHECKED_KEYS = ("batch_size", "accum_steps", "base_lr", "passes", "seed", "weight_decay", "warmup_passes",
                        "warmup_steps", "min_lr_ratio", "channels", "preset", "model_args")
 
 
@@ -85,15 +84,15 @@ def preserved_rng() -> Iterator[None]:
 
 @contextmanager
 def evaluating(model: nn.Module) -> Iterator[nn.Module]:
-    """`model.eval()` inside the block, then every submodule's own train/eval flag restored (frozen encoders
-    that a model keeps in eval mode stay in eval mode)."""
-    flags = {module: module.training for module in model.modules()}
+    """`model.eval()` inside the block, then `model.train(mode)` with the mode it had. Which parts follow that mode
+    is the model's own decision, in its `train()` override (a frozen encoder that stays in eval mode:
+    `models.heads.EpochEncoder`, `models.synthsleepnet.ChannelEncoder`); nothing here sets a submodule's flag."""
+    was_training = model.training
     model.eval()
     try:
         yield model
     finally:
-        for module, training in flags.items():
-            module.training = training
+        model.train(was_training)
 
 
 class ResumableDistributedSampler(DistributedSampler):
@@ -168,7 +167,7 @@ def run_derived(cfg: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     """Values that follow from the config and the launch: world size, effective batch, scaled lr."""
     effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
     return {"world_size": ctx.world_size, "device": str(ctx.device), "effective_batch_size": effective_batch,
-            "lr_scaled": scaled_lr(cfg.lr, effective_batch), "version": code_version()}
+            "lr_scaled": scaled_lr(cfg.base_lr, effective_batch), "version": code_version()}
 
 
 def setup_run(cfg: argparse.Namespace) -> DistContext:
@@ -182,7 +181,7 @@ def setup_run(cfg: argparse.Namespace) -> DistContext:
         amp = "off" if not cfg.amp else (cfg.amp_dtype if ctx.device.type == "cuda" else "off (CUDA only)")
         print(f"run dir {cfg.out} | device {ctx.device} x {ctx.world_size} process(es) | amp {amp} | "
               f"effective batch {derived['effective_batch_size']} -> lr {derived['lr_scaled']:.3g} "
-              f"(base {cfg.lr:g} x batch / {REFERENCE_BATCH})", flush=True)
+              f"(base {cfg.base_lr:g} x batch / {REFERENCE_BATCH})", flush=True)
     barrier(ctx)
     return ctx
 
@@ -285,8 +284,7 @@ class Trainer:
         self.metadata = to_plain(dict(metadata or {}))
         self.compute_loss, self.monitor = compute_loss, monitor
         self.wall_start = time.monotonic()
-        self.model = model.to(self.device)
-        debias_batchnorm(self.model)  # eval-mode BatchNorm statistics usable after a few steps (utils/batchnorm.py)
+        self.model = model.to(self.device)  # BatchNorm statistics are the model's: scripts apply --debias-batchnorm
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not self.trainable:
             raise ValueError("fit: the model has no trainable parameters (requires_grad is False everywhere)")
@@ -309,12 +307,12 @@ class Trainer:
                 f"(batch_size {cfg.batch_size} x accum_steps {cfg.accum_steps} x {ctx.world_size} process(es)); "
                 "lower --batch-size")
         self.used_batches = self.steps_per_epoch * cfg.accum_steps  # micro-batches per epoch (partial group dropped)
-        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.total_steps = cfg.passes * self.steps_per_epoch
         capped = cfg.max_steps is not None and cfg.max_steps > 0
         self.step_cap = min(self.total_steps, cfg.max_steps) if capped else self.total_steps
         self.warmup = (cfg.warmup_steps if cfg.warmup_steps is not None
-                       else round(cfg.warmup_epochs * self.steps_per_epoch))
-        self.lr = scaled_lr(cfg.lr, self.effective_batch)
+                       else round(cfg.warmup_passes * self.steps_per_epoch))
+        self.lr = scaled_lr(cfg.base_lr, self.effective_batch)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.weight_decay), lr=self.lr, betas=tuple(cfg.adam_betas),
             fused=self.device.type in ("cpu", "cuda"))  # one kernel over all tensors
@@ -347,8 +345,9 @@ class Trainer:
         if ckpt is None:
             path, ckpt = read_resume_checkpoint(path, self.run_dir, self.model_kind)
         cfg, ctx = self.cfg, self.ctx
-        changed = {k: (ckpt["config"].get(k), to_plain(getattr(cfg, k))) for k in RESUME_CHECKED_KEYS
-                   if hasattr(cfg, k) and ckpt["config"].get(k) != to_plain(getattr(cfg, k))}
+        saved = {LEGACY_KEYS.get(k, k): v for k, v in ckpt["config"].items()}  # checkpoints of the old names too
+        changed = {k: (saved.get(k), to_plain(getattr(cfg, k))) for k in RESUME_CHECKED_KEYS
+                   if hasattr(cfg, k) and saved.get(k) != to_plain(getattr(cfg, k))}
         if changed and ctx.is_main:
             print(f"warning: resuming {path} with changed options (checkpoint -> now): {changed}", flush=True)
         try:
@@ -405,9 +404,9 @@ class Trainer:
     def checkpoint_report(self) -> str:
         """What a failed run leaves to continue from: this run's checkpoints and their steps, or that none exists."""
         if not self.saved:
-            return f"no checkpoint of this run was written yet in {self.run_dir}: start again, e.g. with a lower --lr"
+            return f"no checkpoint of this run was written yet in {self.run_dir}: start again, e.g. with a lower --base-lr"
         listed = ", ".join(f"{self.run_dir / name} (step {step})" for name, step in sorted(self.saved.items()))
-        return f"checkpoints of this run: {listed}; --resume one of them, e.g. with a lower --lr"
+        return f"checkpoints of this run: {listed}; --resume one of them, e.g. with a lower --base-lr"
 
     # ----------------------------------------------------------------------- the loop
     def _micro_step(self, batch: Any) -> dict[str, float]:
@@ -526,7 +525,7 @@ class Trainer:
         self.train_model.train()
         bar = progress_bar(self.step_cap, enabled=ctx.is_main and cfg.progress, desc=f"train {self.model_kind}",
                            initial=self.step)
-        stop_reason = ("completed" if self.epoch >= cfg.epochs or self.step >= self.total_steps
+        stop_reason = ("completed" if self.epoch >= cfg.passes or self.step >= self.total_steps
                        else "max_steps" if self.step >= self.step_cap else None)
         record: dict[str, Any] = {}
         while stop_reason is None:
@@ -534,11 +533,11 @@ class Trainer:
             record, improved = self._end_epoch(samples, seconds)
             logger.log_epoch(record)
             if ctx.is_main:
-                bar.write(f"epoch {self.epoch + 1}/{cfg.epochs} " + " ".join(
+                bar.write(f"epoch {self.epoch + 1}/{cfg.passes} " + " ".join(
                     f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if k != "epoch"))
             if self.batch_in_epoch >= self.used_batches:  # the epoch is complete
                 self.epoch, self.batch_in_epoch, self.meter = self.epoch + 1, 0, _Meter()
-                if stop_reason is None and self.epoch >= cfg.epochs:
+                if stop_reason is None and self.epoch >= cfg.passes:
                     stop_reason = "completed"
             self.save(("last.pt", "best.pt") if improved else ("last.pt",), record)
         bar.close()

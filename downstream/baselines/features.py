@@ -48,8 +48,8 @@ from downstream.evaluate import attach_context
 from utils import features as features_module
 from utils.checkpoint import sha256_file
 from utils.config import (
-    CONFIG_HISTORY_HELP, ArgumentParser, UsageError, bounded, comma_list, non_negative_float, non_negative_int, positive_float,
-    positive_int, reported_errors, save_config,
+    CONFIG_HISTORY_HELP, ArgumentParser, UsageError, bounded, comma_list, mark_required, non_negative_float,
+    non_negative_int, positive_float, positive_int, reported_errors, save_config, script_prog,
 )
 from utils.features import epoch_features
 
@@ -57,7 +57,9 @@ TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O 
 
 
 def build_features_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(prog=script_prog(__file__), description=__doc__.split("\n\n")[0],
+                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mark_required(parser, "data", "task")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON or YAML file of options (keys as in config.json); explicit flags win; an unknown "
                              "key or a bad value is an error")
@@ -72,13 +74,15 @@ def build_features_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", type=Path, default=None,
                      help="keep the features of every recording used here and reuse them in later runs (the key "
                           "names the channels and the feature code's SHA-256)")
-    run.add_argument("--seed", type=non_negative_int, default=0)
+    run.add_argument("--seed", type=non_negative_int, default=0,
+                     help="seeds the label draws (--label-fraction, --train-subjects) and the trees")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
     model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
     model.add_argument("--hgb-max-iter", type=positive_int, default=300, help="boosting iterations fitted (selected on val)")
-    model.add_argument("--hgb-learning-rate", type=positive_float, default=0.1)
-    model.add_argument("--hgb-max-leaf-nodes", type=bounded(int, low=2), default=31)
-    model.add_argument("--hgb-min-samples-leaf", type=positive_int, default=20)
+    model.add_argument("--hgb-learning-rate", type=positive_float, default=0.1,
+                       help="shrinkage of each tree's contribution (absolute; no batch scaling here)")
+    model.add_argument("--hgb-max-leaf-nodes", type=bounded(int, low=2), default=31, help="leaves per tree at most")
+    model.add_argument("--hgb-min-samples-leaf", type=positive_int, default=20, help="training epochs per leaf at least")
     model.add_argument("--hgb-l2", type=non_negative_float, default=0.0, help="L2 regularisation")
     add_task_args(parser)
     return parser

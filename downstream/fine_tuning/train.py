@@ -16,7 +16,7 @@ epochs the linear probe would use (the --label-fraction / --train-subjects draw 
 other positions are unlabelled (-1, ignored), and windows without any selected epoch are dropped. So at 1 %
 labels the model still sees the unlabelled neighbours of each labelled epoch as context.
 
-Evaluation (`val` after every epoch for model selection, `test` once with best.pt): deterministic tiling,
+Evaluation (`val` after every pass over the training windows for model selection, `test` once with best.pt): deterministic tiling,
 `SequenceDataset(tiling=True)`: windows at 0, T, 2T, ... and a last window aligned to the recording end whose
 overlapping first positions are left to the earlier window, so every epoch is predicted exactly once, by the
 window that saw it with the most left context (Mamba2 is causal). Recordings shorter than T are zero-padded at
@@ -42,44 +42,55 @@ from downstream.common import (
     encode_store, epoch_dataset, eval_batch_size, finish_run, fit_and_select, parse_downstream, predict_windows,
     resolve_backbone, run_info, train_summary, val_split, window_dataset,
 )
-from models.heads import ContextHead, EpochEncoder, MLPHead, TemporalClassifier
-from utils.checkpoint import load_checkpoint
+from models.heads import CONTEXT_HEAD, TEMPORAL_CLASSIFIER, ContextHead, EpochEncoder, MLPHead, TemporalClassifier
 from models.lora import LoraSettings
+from utils.batchnorm import debias_batchnorm
+from utils.checkpoint import load_checkpoint
 from utils.config import (
-    UsageError, non_negative_int, positive_float, positive_int, probability, reported_errors, unit_interval,
+    UsageError, mark_required, non_negative_int, positive_float, positive_int, probability, reported_errors,
+    script_prog, unit_interval,
 )
 from utils.distributed import cleanup
 from utils.engine import autocast_context, read_resume_checkpoint, setup_run
 
-# lr is the base rate of the engine's rule lr x effective_batch / 256: 3.2e-3 x 8 windows / 256 = 1e-4
-DEFAULTS: dict[str, Any] = {"epochs": 10, "batch_size": 8, "lr": 3.2e-3, "weight_decay": 0.01, "warmup_epochs": 1.0}
+# base_lr is the base rate of the engine's rule base_lr x effective_batch / 256: 3.2e-3 x 8 windows / 256 = 1e-4
+DEFAULTS: dict[str, Any] = {"passes": 10, "batch_size": 8, "base_lr": 3.2e-3, "weight_decay": 0.01,
+                            "warmup_passes": 1.0}
 
 
 def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("fine-tuning (windows, LoRA, Mamba2 temporal context)")
     group.add_argument("--epochs-per-window", type=positive_int, default=20, help="T: consecutive 30-s epochs per window")
     group.add_argument("--stride", type=positive_int, default=10, help="epochs between training window starts")
-    group.add_argument("--lora-rank", type=positive_int, default=4)
-    group.add_argument("--lora-alpha", type=positive_float, default=8.0)
-    group.add_argument("--lora-dropout", type=probability, default=0.05)
+    group.add_argument("--lora-rank", type=positive_int, default=4,
+                       help="rank r of the new LoRA adapters on the encoders' attention output projections")
+    group.add_argument("--lora-alpha", type=positive_float, default=8.0,
+                       help="LoRA scale numerator: the update B·A is scaled by alpha / sqrt(r) (rsLoRA) or alpha / r")
+    group.add_argument("--lora-dropout", type=probability, default=0.05, help="dropout on the LoRA adapters' input")
     group.add_argument("--lora-rslora", action=argparse.BooleanOptionalAction, default=True,
                        help="scale alpha / sqrt(rank) (as in SynthSleepNet pretraining) instead of alpha / rank")
     group.add_argument("--tune-fusion", action=argparse.BooleanOptionalAction, default=True,
                        help="SynthSleepNet: train its adapters and fusion transformer too")
     group.add_argument("--context-norm", choices=("layer", "batch"), default="layer", help="norm before the Mamba2")
-    group.add_argument("--mamba-d-state", type=positive_int, default=16)
-    group.add_argument("--mamba-d-conv", type=positive_int, default=4)
-    group.add_argument("--mamba-expand", type=positive_int, default=2)
-    group.add_argument("--mamba-headdim", type=positive_int, default=64)
+    group.add_argument("--mamba-d-state", type=positive_int, default=16, help="Mamba2 state size per head (N)")
+    group.add_argument("--mamba-d-conv", type=positive_int, default=4,
+                       help="Mamba2 causal depthwise convolution width, in 30-s epochs")
+    group.add_argument("--mamba-expand", type=positive_int, default=2,
+                       help="Mamba2 inner width as a multiple of the backbone's vector width")
+    group.add_argument("--mamba-headdim", type=positive_int, default=64,
+                       help="Mamba2 head width; must divide expand x the backbone's vector width")
     group.add_argument("--mamba-backend", choices=("auto", "torch", "fused"), default="auto",
                        help="auto: mamba-ssm's fused kernels on CUDA when installed, else pure PyTorch")
     phase = parser.add_argument_group("phase 1: context and head on frozen vectors (pretrained backbones)")
-    phase.add_argument("--context-epochs", type=non_negative_int, default=30,
-                       help="epochs of phase 1 (0 = none): Mamba2 context + head trained on the frozen encoder's "
-                            "cached vectors before LoRA fine-tuning starts from them")
+    phase.add_argument("--context-passes", "--context-epochs", dest="context_passes", type=non_negative_int,
+                       default=30,
+                       help="passes over the training windows in phase 1 (0 = none): Mamba2 context + head trained "
+                            "on the frozen encoder's cached vectors before LoRA fine-tuning starts from them. "
+                            "--context-epochs: the old name, still accepted")
     phase.add_argument("--context-batch-size", type=positive_int, default=32, help="phase 1 windows per batch")
-    phase.add_argument("--context-lr", type=positive_float, default=8e-3,
-                       help="phase 1 base lr (x effective batch / 256: 8e-3 x 32 / 256 = 1e-3)")
+    phase.add_argument("--context-base-lr", "--context-lr", dest="context_base_lr", type=positive_float, default=8e-3,
+                       help="phase 1 base learning rate: AdamW lr = context_base_lr x effective_batch / 256 "
+                            "(8e-3 x 32 / 256 = 1e-3). --context-lr: the old name, still accepted")
     phase.add_argument("--context-budget-share", type=unit_interval, default=0.4,
                        help="with --max-minutes: at most this share of the budget for phase 1; phase 2 gets the rest")
     return parser
@@ -90,10 +101,12 @@ def method_of(cfg) -> str:
 
 
 def build_fine_tuning_parser() -> argparse.ArgumentParser:
-    return build_downstream_parser(
+    parser = build_downstream_parser(
         "Fine-tuning over windows of consecutive epochs: backbone with new LoRA + residual Mamba2 temporal context "
         "+ MLP head at every position; or, with --init random, the same architecture from scratch. Model selection "
         "on `val`, one evaluation on `test` (every epoch exactly once).", DEFAULTS, extra=[add_fine_tuning_args])
+    parser.prog = script_prog(__file__)
+    return mark_required(parser, "task")
 
 
 # ---------------------------------------------------------------------------------------- training windows
@@ -156,7 +169,8 @@ def train_context_phase(cfg: argparse.Namespace, ctx, model: TemporalClassifier,
     epoch had a finite score)."""
     phase_cfg = copy.copy(cfg)
     phase_cfg.out = Path(cfg.out) / "context_phase"
-    phase_cfg.epochs, phase_cfg.batch_size, phase_cfg.lr = cfg.context_epochs, cfg.context_batch_size, cfg.context_lr
+    phase_cfg.passes, phase_cfg.batch_size = cfg.context_passes, cfg.context_batch_size
+    phase_cfg.base_lr = cfg.context_base_lr
     phase_cfg.workers, phase_cfg.max_steps = 0, None
     phase_cfg.max_minutes = cfg.max_minutes * cfg.context_budget_share if cfg.max_minutes else 0.0
     # the model's own encoder: its new LoRA adapters start at B = 0, so in eval mode it gives exactly the frozen
@@ -167,7 +181,7 @@ def train_context_phase(cfg: argparse.Namespace, ctx, model: TemporalClassifier,
     if len(vectors) < phase_cfg.batch_size:
         phase_cfg.batch_size = max(2, len(vectors))
     val_labels = epoch_labels(epoch_dataset(cfg, val_recordings, channels))
-    head = ContextHead(model)
+    head = ContextHead(model)  # the model's own context and head (--debias-batchnorm applied to the model)
     n_classes = TASKS[cfg.task]
 
     def predict_val(module, device):
@@ -175,9 +189,9 @@ def train_context_phase(cfg: argparse.Namespace, ctx, model: TemporalClassifier,
                                     lambda x: module(x.to(device)).float().softmax(dim=-1), val_labels, n_classes)
         return predictions.true, predictions.probabilities
 
-    print(f"phase 1: context + head on frozen vectors, {len(vectors)} windows, {cfg.context_epochs} epochs", flush=True)
+    print(f"phase 1: context + head on frozen vectors, {len(vectors)} windows, {cfg.context_passes} passes", flush=True)
     monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
-    summary = fit_and_select(phase_cfg, ctx, head, vectors, model_kind="context_head",
+    summary = fit_and_select(phase_cfg, ctx, head, vectors, model_kind=CONTEXT_HEAD,
                              loss=ClassificationLoss(weights, input_key="vectors"), monitor=monitor,
                              metadata={"task": cfg.task, "channels": channels, "phase": "context"})
     if not summary.get("best_checkpoint"):
@@ -209,7 +223,7 @@ def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_fine_tuning_parser()
     cfg = parse_downstream(parser, argv, method_of)
-    read_resume_checkpoint(cfg.resume, cfg.out, "temporal_classifier")
+    read_resume_checkpoint(cfg.resume, cfg.out, TEMPORAL_CLASSIFIER)
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
     channels, size = source.channels, cfg.epochs_per_window
@@ -242,10 +256,12 @@ def run(argv: list[str] | None) -> int:
                              f"{encoder.embed_dim} (the backbone's width)")
         model = TemporalClassifier(encoder, MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout),
                                    context)
+        if cfg.debias_batchnorm:
+            debias_batchnorm(model)
         weights = class_weights(train_set.counts, cfg.class_weights)
         loss = ClassificationLoss(weights, channels=channels)
         phase_started, initial_best = time.monotonic(), None
-        if pretrained and cfg.context_epochs > 0:
+        if pretrained and cfg.context_passes > 0:
             initial_best = train_context_phase(cfg, ctx, model, source, channels, train_set, selected,
                                                val_windows.recordings, weights)
             if cfg.max_minutes:  # phase 2 gets what phase 1 left of the budget (at least a tenth of it)
@@ -265,7 +281,7 @@ def run(argv: list[str] | None) -> int:
         monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
         metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method,
                     "epochs_per_window": size}
-        summary = fit_and_select(cfg, ctx, model, train_set, model_kind="temporal_classifier", loss=loss,
+        summary = fit_and_select(cfg, ctx, model, train_set, model_kind=TEMPORAL_CLASSIFIER, loss=loss,
                                  monitor=monitor, metadata=metadata, initial_best=initial_best)
         info = run_info(cfg, channels, train_summary(train_set.counts, train_set.recordings, train_set.subjects),
                         source)

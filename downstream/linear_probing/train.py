@@ -13,10 +13,10 @@ and its SHA-256.
 With `--init random` this is the supervised-from-scratch baseline of the same architecture: backbone (config
 from --backbone, or --preset over --channels) randomly initialised and trained with the head, end to end,
 on the epochs of `train` (checkpoint kind `epoch_classifier`). Its defaults differ (SCRATCH_DEFAULTS: batch 32,
-lr 4e-3 → 5e-4 after the engine's batch/256 scaling, warmup 0.1 epoch): end-to-end training needs many optimiser
-steps, and batch 256 gave one or two per epoch at 5 % labels (issue 6). Explicit flags and --config still win.
+base lr 4e-3 → 5e-4 after the engine's batch/256 scaling, warmup 0.1 pass): end-to-end training needs many
+optimiser steps, and batch 256 gave one or two per pass at 5 % labels. Explicit flags and --config still win.
 
-Model selection: `--select-metric` (default: AUROC for apnea / hypopnea, Cohen's kappa for staging) on `val` after every epoch → best.pt. `test` is
+Model selection: `--select-metric` (default: AUROC for apnea / hypopnea, Cohen's kappa for staging) on `val` after every pass → best.pt. `test` is
 predicted once with best.pt; every test epoch once. Outputs in --out (default
 runs/downstream/<method>/<task>-lf<fraction>-seed<seed>): config.json, log.jsonl, steps.jsonl, last.pt, best.pt,
 metrics.json, predictions.parquet, confusion_matrix.png, results.md (and hypnogram PNGs for staging).
@@ -37,17 +37,19 @@ from downstream.common import (
     parse_downstream, predict_stored_epochs, predict_windows, resolve_backbone, run_info, stored_features,
     train_summary, val_split, window_dataset,
 )
-from models.heads import EpochClassifier, EpochEncoder, MLPHead
-from utils.config import load_config_file, reported_errors
+from models.heads import EPOCH_CLASSIFIER, MLP_HEAD, EpochClassifier, EpochEncoder, MLPHead
+from utils.batchnorm import debias_batchnorm
+from utils.config import load_config_file, mark_required, reported_errors, script_prog
 from utils.distributed import cleanup
 from utils.engine import autocast_context, read_resume_checkpoint, setup_run
 
 # The head trains on cached vectors, so epochs cost milliseconds: small batches and many epochs give enough
 # optimizer steps at 1-5 % labels (batch 256 x 30 epochs was 30 steps at 5 % labels and val kappa still rising).
 # lr is the base rate of the engine's rule: 8e-3 x 32 / 256 = 1e-3. Raise --batch-size for millions of labels.
-DEFAULTS: dict[str, Any] = {"epochs": 100, "batch_size": 32, "lr": 8e-3, "weight_decay": 1e-3, "warmup_epochs": 1.0}
+DEFAULTS: dict[str, Any] = {"passes": 100, "batch_size": 32, "base_lr": 8e-3, "weight_decay": 1e-3,
+                            "warmup_passes": 1.0}
 # --init random trains ~1.8 M weights end to end: small batches for many steps (lr scaled to 5e-4 at batch 32).
-SCRATCH_DEFAULTS: dict[str, Any] = {**DEFAULTS, "epochs": 30, "batch_size": 32, "lr": 4e-3, "warmup_epochs": 0.1}
+SCRATCH_DEFAULTS: dict[str, Any] = {**DEFAULTS, "passes": 30, "batch_size": 32, "base_lr": 4e-3, "warmup_passes": 0.1}
 TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only: the probe sees one epoch)
 
 
@@ -70,11 +72,13 @@ def init_of(argv: list[str] | None) -> str:
 
 
 def build_probe_parser(init: str = "pretrained"):
-    return build_downstream_parser(
+    parser = build_downstream_parser(
         "Linear probe: frozen pretrained backbone (representations cached once per split) + MLP head; or, with "
-        "--init random, the same architecture trained from scratch (own defaults: batch 32, lr 4e-3, warmup 0.1 "
-        "epoch). Model selection on `val`, one evaluation on `test`.",
+        "--init random, the same architecture trained from scratch (own defaults: batch 32, base lr 4e-3, warmup "
+        "0.1 pass). Model selection on `val`, one evaluation on `test`.",
         SCRATCH_DEFAULTS if init == "random" else DEFAULTS)
+    parser.prog = script_prog(__file__)
+    return mark_required(parser, "task")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,7 +92,7 @@ def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_probe_parser(init_of(argv))
     cfg = parse_downstream(parser, argv, method_of)
-    read_resume_checkpoint(cfg.resume, cfg.out, "mlp_head" if cfg.init == "pretrained" else "epoch_classifier")
+    read_resume_checkpoint(cfg.resume, cfg.out, MLP_HEAD if cfg.init == "pretrained" else EPOCH_CLASSIFIER)
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
     channels = source.channels
@@ -136,7 +140,7 @@ def run(argv: list[str] | None) -> int:
 
             fit_cfg = copy.copy(cfg)
             fit_cfg.workers = 0  # cached tensors: no loader workers needed
-            model, kind, train_data = head, "mlp_head", cached_train
+            model, kind, train_data = head, MLP_HEAD, cached_train
             loss = ClassificationLoss(weights, input_key="features")
         else:
             def probabilities(model, signals, device):  # {channel: (n, 3000)} -> (n, C), as in training
@@ -154,8 +158,10 @@ def run(argv: list[str] | None) -> int:
                                                                channels), n_classes, window_batch, cfg.workers,
                                        cfg.progress)
 
-            fit_cfg, model, kind, train_data = cfg, EpochClassifier(encoder, head), "epoch_classifier", train_set
+            fit_cfg, model, kind, train_data = cfg, EpochClassifier(encoder, head), EPOCH_CLASSIFIER, train_set
             loss = ClassificationLoss(weights, channels=channels)
+        if cfg.debias_batchnorm:
+            debias_batchnorm(model)
         monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
         summary = fit_and_select(fit_cfg, ctx, model, train_data, model_kind=kind, loss=loss, monitor=monitor,
                                  metadata=metadata)

@@ -34,19 +34,20 @@ from torch.utils.data import Dataset
 
 from dataset.constants import CHANNEL_BY_NAME, ENCODER_MODALITIES, ENCODER_MODALITY, EPHYS_CHANNELS, MODALITY_CHANNELS
 from dataset.datasets import EpochDataset
-from models.loading import build_backbone, read_checkpoint
+from models.loading import NEURONET, SYNTHSLEEPNET, build_backbone, read_checkpoint
 from models.neuronet import NeuroNet
 from models.synthsleepnet import SynthSleepNet, build_synthsleepnet, synthsleepnet_config
+from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import sha256_file
-from utils.config import UsageError, build_parser, check_out_dir, parse_config, reported_errors
+from utils.config import UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, read_resume_checkpoint, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
-MODEL_KIND = "synthsleepnet"
+MODEL_KIND = SYNTHSLEEPNET
 UNIMODAL_MODALITIES: tuple[str, ...] = ENCODER_MODALITIES  # eeg, eog, emg, ecg, airflow, thor, abdo, spo2
 DEFAULTS: dict[str, Any] = {"channels": list(EPHYS_CHANNELS), "out": Path("runs") / "multimodal",
-                            "monitor_target": "stage", "lr": 1e-4}
+                            "monitor_target": "stage", "base_lr": 1e-4}
 
 
 def parse_unimodal(text: str | Mapping[str, str]) -> dict[str, str]:
@@ -87,7 +88,7 @@ def build_multimodal_parser() -> argparse.ArgumentParser:
                     "LoRA, per-channel adapters, masked fusion transformer, per-channel decoders and cross-modal "
                     "contrastive loss, on the 'pretrain' split; best.pt selected by a k-NN probe on the fusion "
                     "representation (train -> val).",
-        defaults=DEFAULTS, add_options=[add_knn_args, add_multimodal_args],
+        defaults=DEFAULTS, add_options=[add_knn_args, add_multimodal_args], prog=script_prog(__file__),
     )
 
 
@@ -115,10 +116,8 @@ def load_unimodal(runs: Mapping[str, str], needed: set[str]) -> tuple[dict[str, 
     nets, provenance = {}, {}
     for modality in sorted(needed):
         try:
-            checkpoint = read_checkpoint(runs[modality])
+            checkpoint = read_checkpoint(runs[modality], kinds=(NEURONET,))
             where = checkpoint["path"]
-            if checkpoint["model_kind"] != "neuronet":
-                raise ValueError(f"{where}: holds a {checkpoint['model_kind']!r} model, expected a unimodal 'neuronet'")
             trained_on = (checkpoint.get("metadata") or {}).get("modality")
             if trained_on is not None and trained_on != modality:
                 raise ValueError(f"{where}: was pretrained on {trained_on}, but is given for {modality}")
@@ -246,6 +245,8 @@ def run(argv: list[str] | None) -> int:
             model: SynthSleepNet = build_synthsleepnet(config, encoders)
         except ValueError as err:
             raise UsageError(f"cannot build SynthSleepNet from --channels / --unimodal / --model-arg: {err}") from err
+        if cfg.debias_batchnorm:
+            debias_batchnorm(model)
         if ctx.is_main:
             print(model.summary(), flush=True)
         fit(cfg, model, train_set, ctx=ctx, model_kind=MODEL_KIND, model_config=model.config.to_dict(),

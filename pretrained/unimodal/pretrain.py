@@ -34,13 +34,15 @@ from typing import Any
 
 from dataset.constants import CHANNEL_BY_NAME, ENCODER_MODALITY, EPOCH_S, MODALITY_CHANNELS, RESP_FS
 from dataset.datasets import EpochDataset
+from models.loading import NEURONET
 from models.neuronet import build_neuronet, neuronet_config, respiratory_geometry
-from utils.config import UsageError, build_parser, check_out_dir, parse_config, reported_errors
+from utils.batchnorm import debias_batchnorm
+from utils.config import UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, read_resume_checkpoint, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
-MODEL_KIND = "neuronet"
+MODEL_KIND = NEURONET
 PROBE_TARGET_BY_MODALITY: dict[str, str] = {"eeg": "stage", "eog": "stage", "emg": "wake_sleep", "ecg": "apnea",
                                              "airflow": "apnea", "thor": "apnea", "abdo": "apnea", "spo2": "apnea"}
 MODALITIES: tuple[str, ...] = tuple(PROBE_TARGET_BY_MODALITY)
@@ -72,6 +74,7 @@ def build_pretrain_parser(modality: str) -> argparse.ArgumentParser:
                     f"best.pt selected by a k-NN probe ({defaults['monitor_target']}) fitted on 'train', "
                     "scored on 'val'.",
         defaults=defaults, add_options=[add_knn_args, add_objective_args],
+        prog=script_prog(f"pretrained/unimodal/{modality}/train.py"),
     )
 
 
@@ -152,6 +155,8 @@ def run(argv: list[str] | None, modality: str) -> int:
             print(f"pretrain ({modality}): {describe(train_set)}", flush=True)
         monitor = build_monitor(cfg, ctx)
         model = build_neuronet(model_config)
+        if cfg.debias_batchnorm:
+            debias_batchnorm(model)
         if ctx.is_main:
             print(model.summary(), flush=True)
         fit(cfg, model, train_set, ctx=ctx, model_kind=MODEL_KIND, model_config=model_config.to_dict(),
