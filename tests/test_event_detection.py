@@ -146,3 +146,20 @@ def test_bad_options_are_one_error_line(tmp_path, capsys):
         event_detection.main(["--data", str(tmp_path), "--hypopnea-rule", "5"])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.startswith("error:")
+
+
+def test_decoding_ties_prefer_threshold_near_half_and_short_gap():
+    """Per-second probabilities of 0 or 1 score the same at every threshold: the choice is 0.5 and no gap."""
+    from dataset.event_targets import EventTargets
+    from dataset.scored_events import Event
+    from downstream.event_detection.detector import EventDetector, Night
+
+    probabilities = np.zeros((300, 4))
+    probabilities[100:120, 3] = 1.0  # a hypopnea at 100-120 s
+    scored = [Event(100.0, 20.0, "hypopnea")]
+    night = Night("r", "s", ["airflow"], np.zeros((300, 1), np.float32), np.full(10, 2, np.int8),
+                  {"apnea": np.zeros(10, np.int8), "hypopnea": np.zeros(10, np.int8)},
+                  EventTargets(np.zeros(300, np.int8), np.zeros(300, np.int8), np.zeros(300, np.int8), scored))
+    threshold, gap, curve = event_detection.select_decoding(EventDetector(None, []), [night], [probabilities])
+    assert (threshold, gap) == (0.5, 0.0)
+    assert {c["score"] for c in curve} == {1.0}

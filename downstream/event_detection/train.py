@@ -67,7 +67,7 @@ from utils.metrics import ahi_agreement, auroc_auprc, bootstrap_ci
 from utils.sleep_stats import SLEEP_STAGES
 
 METHODS = ("features",)
-THRESHOLDS = tuple(np.round(np.arange(0.20, 0.801, 0.05), 2).tolist())  # decoding thresholds tried on val
+THRESHOLDS = tuple(np.round(np.arange(0.05, 0.801, 0.05), 2).tolist())  # decoding thresholds tried on val
 MERGE_GAPS_S = (0.0, 3.0, 6.0, 10.0)  # merge gaps tried on val
 DETECTION_KEYS = ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea", "apnea", "any")
 
@@ -223,7 +223,8 @@ def night_detection(detector: EventDetector, night: Night, probabilities: np.nda
 
 def select_decoding(detector: EventDetector, nights: list[Night], probabilities: list[np.ndarray]
                     ) -> tuple[float, float, list[dict]]:
-    """(threshold, merge gap, curve) maximising the mean of the apnea and hypopnea event F1 over `nights`."""
+    """(threshold, merge gap, curve) maximising the mean of the apnea and hypopnea event F1 over `nights`; among
+    equal scores the threshold nearest 0.5, then the shortest merge gap."""
     curve, best = [], None
     for gap in MERGE_GAPS_S:
         for threshold in THRESHOLDS:
@@ -233,8 +234,9 @@ def select_decoding(detector: EventDetector, nights: list[Night], probabilities:
             score = float(np.mean(f1)) if f1 else float("nan")
             curve.append({"threshold": threshold, "merge_gap_s": gap, "score": score,
                           "f1_apnea": pooled.get("apnea", {}).get("f1"), "f1_hypopnea": pooled.get("hypopnea", {}).get("f1")})
-            if math.isfinite(score) and (best is None or score > best[0]):
-                best = (score, threshold, gap)
+            key = (score, -abs(threshold - 0.5), -gap)  # ties: the threshold nearest 0.5, then the shortest gap
+            if math.isfinite(score) and (best is None or key > best[0]):
+                best = (key, threshold, gap)
     if best is None:
         return detector.threshold, detector.merge_gap_s, curve
     return best[1], best[2], curve
