@@ -15,8 +15,9 @@
      *_ctx      the same on [vector(t-1), vector(t), vector(t+1)] (the epoch and its neighbours)
      linear_iqr linear on [vector(t), log IQR of the recording's channel] (the absolute scale the per-night
                 robust scaling removes; the parser's manifest keeps it)
-   The same epochs' hand-crafted features (utils/features.py) with HistGradientBoosting are the reference rows:
-   on the scaled signals, with +-1 epoch of context, and on the unscaled signals (x IQR + median).
+     hgb        HistGradientBoosting (the features baseline's model), also with context
+   The same epochs' hand-crafted features (utils/features.py) through the same probes are the reference rows, on
+   the robust-scaled signals (as the baseline) and on the unscaled ones (x IQR + median).
 4. OUT/results.csv and OUT/results.md (one row per variant and budget, the reference rows first), rewritten after
    every run. Finished runs (cpu.json) and evaluations (eval.json) are skipped: a rerun resumes.
 
@@ -47,7 +48,7 @@ from unimodal_learning import linear_scores, prepare_cohort  # noqa: E402
 from dataset.constants import MODALITY_CHANNELS  # noqa: E402
 from dataset.datasets import EpochDataset  # noqa: E402
 from downstream.evaluate import markdown_table  # noqa: E402
-from models.neuronet import build_neuronet  # noqa: E402
+from models.neuronet import build_neuronet, neuronet_config  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.features import epoch_features  # noqa: E402
 from utils.knn_probe import classification_scores, knn_scores  # noqa: E402
@@ -59,6 +60,7 @@ CHUNK = 12  # consecutive epochs read per chunk; the inner CHUNK - 2 are scored
 # name -> preset and --model-arg overrides of the published configuration (mask 0.8, token target attached)
 VARIANTS: dict[str, dict[str, Any]] = {
     "random-init": {"preset": "tiny", "model_args": {}},  # never trained: the floor (budgets ignored)
+    "random-init-fast": {"preset": "fast", "model_args": {}},
     "tiny": {"preset": "tiny", "model_args": {}},
     "tiny-detached": {"preset": "tiny", "model_args": {"detach_target": True}},
     "tiny-spectrum": {"preset": "tiny", "model_args": {"reconstruction_target": "spectrum"}},
@@ -70,9 +72,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fast-mask0.65": {"preset": "fast", "model_args": {"mask_ratio": 0.65}},
     "fast-spectrum-mask0.5": {"preset": "fast", "model_args": {"reconstruction_target": "spectrum", "mask_ratio": 0.5}},
 }
-PROBES = ("knn_kappa", "linear_kappa", "knn_kappa_ctx", "linear_kappa_ctx", "linear_kappa_iqr")
+PROBES = ("knn_kappa", "linear_kappa", "hgb_kappa", "knn_kappa_ctx", "linear_kappa_ctx", "hgb_kappa_ctx",
+          "linear_kappa_iqr")
 TABLE_COLUMNS = ("variant", "preset", "model_args", "steps", "pretrain_cpu_s", *PROBES, "recon_loss",
-                 "contrastive_loss", "features_hgb_kappa")
+                 "contrastive_loss")
 SIZES: dict[str, dict[str, Any]] = {
     "default": {"nights": 16, "hours": 6.0, "budgets": [100, 300], "train_chunks": 100, "val_chunks": 100},
     "tiny": {"nights": 6, "hours": 1.0, "budgets": [3], "train_chunks": 12, "val_chunks": 6},  # the slow test
@@ -178,24 +181,20 @@ class EvalSample:
                 out[split][ch] = values.reshape(*x.shape[:2], -1)
         return out
 
-    def probe(self, per_split: Mapping[str, Mapping[str, np.ndarray]], hgb_seed: int | None = None) -> dict[str, float]:
-        """Kappa of every probe on val (fitted on train); with `hgb_seed` HistGradientBoosting replaces k-NN and
-        linear probes (the features' reference model)."""
+    def probe(self, per_split: Mapping[str, Mapping[str, np.ndarray]], seed: int = 0) -> dict[str, float]:
+        """Val kappa of every probe of PROBES, fitted on train, on per-channel chunk arrays (n, CHUNK, D)."""
         train, val = self.splits["train"], self.splits["val"]
         train_y, val_y = pooled_labels(train), pooled_labels(val)
         result: dict[str, float] = {}
         for context, suffix in ((False, ""), (True, "_ctx")):
             train_x, val_x = pooled(train, per_split["train"], context), pooled(val, per_split["val"], context)
-            if hgb_seed is not None:
-                predicted = HistGradientBoostingClassifier(random_state=hgb_seed).fit(train_x, train_y).predict(val_x)
-                result[f"hgb_kappa{suffix}"] = classification_scores(val_y, predicted)["kappa"]
-                continue
             result[f"knn_kappa{suffix}"] = knn_scores(train_x, train_y, val_x, val_y)["kappa"]
             result[f"linear_kappa{suffix}"] = linear_scores(train_x, train_y, val_x, val_y)["linear_kappa"]
-        if hgb_seed is None:
-            train_x = np.concatenate([pooled(train, per_split["train"], False), log_iqr(train, self.manifest)], axis=1)
-            val_x = np.concatenate([pooled(val, per_split["val"], False), log_iqr(val, self.manifest)], axis=1)
-            result["linear_kappa_iqr"] = linear_scores(train_x, train_y, val_x, val_y)["linear_kappa"]
+            trees = HistGradientBoostingClassifier(random_state=seed).fit(train_x, train_y)
+            result[f"hgb_kappa{suffix}"] = classification_scores(val_y, trees.predict(val_x))["kappa"]
+        train_x = np.concatenate([pooled(train, per_split["train"], False), log_iqr(train, self.manifest)], axis=1)
+        val_x = np.concatenate([pooled(val, per_split["val"], False), log_iqr(val, self.manifest)], axis=1)
+        result["linear_kappa_iqr"] = linear_scores(train_x, train_y, val_x, val_y)["linear_kappa"]
         return {k: round(v, 4) for k, v in result.items()}
 
 
@@ -243,12 +242,11 @@ def final_losses(run: Path, last: int = 5) -> dict[str, float]:
 def evaluate_run(sample: EvalSample, run: Path, name: str, seed: int) -> dict[str, Any]:
     """RUN/eval.json (computed once): probe kappas of the run's last.pt, its losses and CPU."""
     path = run / "eval.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    if path.is_file() and all(probe in json.loads(path.read_text()) for probe in PROBES):
+        return json.loads(path.read_text())  # an evaluation before a probe was added is redone
     variant = VARIANTS[name]
-    if name == "random-init":
+    if name.startswith("random-init"):
         torch.manual_seed(seed)
-        from models.neuronet import neuronet_config
         model, steps, cpu = build_neuronet(neuronet_config(variant["preset"])), 0, 0.0
     else:
         checkpoint = load_checkpoint(run / "last.pt")
@@ -270,24 +268,24 @@ def format_args(model_args: Mapping[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------- table
 def reference_rows(sample: EvalSample, out: Path, seed: int) -> list[dict[str, Any]]:
-    """The hand-crafted features on the same epochs (HistGradientBoosting; computed once, OUT/features.json):
-    scaled signals, +-1 epoch of context, and unscaled signals."""
+    """The hand-crafted features of the same epochs (utils/features.py) through the same probes, on the scaled
+    signals (as the baseline) and on the unscaled ones (computed once: OUT/features.json)."""
     path = out / "features.json"
-    if not path.is_file():
-        scaled, unscaled = sample.probe(sample.features(), seed), sample.probe(sample.features(unscaled=True), seed)
-        write_json(path, {"scaled": scaled, "unscaled": unscaled})
-    result = json.loads(path.read_text())
-    return [{"variant": "features (scaled, as the baseline)", "features_hgb_kappa": result["scaled"]["hgb_kappa"]},
-            {"variant": "features +-1 epoch", "features_hgb_kappa": result["scaled"]["hgb_kappa_ctx"]},
-            {"variant": "features (unscaled signals)", "features_hgb_kappa": result["unscaled"]["hgb_kappa"]},
-            {"variant": "features (unscaled) +-1 epoch", "features_hgb_kappa": result["unscaled"]["hgb_kappa_ctx"]}]
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    if not all(probe in known.get(kind, {}) for kind in ("scaled", "unscaled") for probe in PROBES):
+        known = {"scaled": sample.probe(sample.features(), seed),
+                 "unscaled": sample.probe(sample.features(unscaled=True), seed)}
+        write_json(path, known)
+    return [{"variant": "features", "model_args": "robust-scaled signals (the baseline)", **known["scaled"]},
+            {"variant": "features", "model_args": "unscaled signals (x IQR + median)", **known["unscaled"]}]
 
 
 def variant_rows(records: Sequence[Mapping[str, Any]], references: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The table: the reference rows first (features only), then one row per evaluated run sorted by preset,
     variant and steps; a column a row lacks is NaN (blank in the markdown)."""
     rows = [{column: row.get(column, float("nan")) for column in TABLE_COLUMNS} for row in references]
-    ordered = sorted(records, key=lambda r: (r["variant"] != "random-init", r["preset"], r["variant"], r["steps"]))
+    ordered = sorted(records, key=lambda r: (not r["variant"].startswith("random-init"), r["preset"], r["variant"],
+                                             r["steps"]))
     rows += [{column: record.get(column, float("nan")) for column in TABLE_COLUMNS} for record in ordered]
     for row in rows:
         for column in ("preset", "model_args"):
@@ -308,8 +306,9 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
             "Unimodal EEG NeuroNet pretraining variants (last.pt), 5-class staging kappa on the fixed `val` sample "
             "(probes fitted on the `train` sample; `_ctx`: with the +-1 neighbours' vectors; `_iqr`: with the "
             "recording's log IQR). `pretrain_cpu_s`: measured process CPU seconds of the pretraining chain. "
-            "`recon_loss`, `contrastive_loss`: the last logged training losses. The features rows use "
-            "HistGradientBoosting on the same epochs.", "",
+            "`recon_loss`, `contrastive_loss`: the last logged training losses (per view). `features`: the "
+            "hand-crafted features (utils/features.py) of the same epochs through the same probes; `hgb`: "
+            "HistGradientBoosting, the features baseline's model.", "",
             markdown_table([{c: display(row[c], c) for c in TABLE_COLUMNS} for row in rows], TABLE_COLUMNS)]
     return "\n".join(text) + "\n"
 
@@ -374,8 +373,9 @@ def main(argv: list[str] | None = None) -> int:
     title = f"{data}, seed {args.seed}"
     references = reference_rows(sample, args.out, args.seed)
     for name in args.variants:
-        for budget in ([0] if name == "random-init" else args.budgets):
-            run = (args.out / "runs" / name / "steps0") if name == "random-init" else \
+        untrained = name.startswith("random-init")
+        for budget in ([0] if untrained else args.budgets):
+            run = (args.out / "runs" / name / "steps0") if untrained else \
                 pretrain_run(args, Path(data), name, budget)
             record = evaluate_run(sample, run, name, args.seed)
             print(f"{name} @ {record['steps']} steps: " + ", ".join(f"{p} {record[p]:.3f}" for p in PROBES), flush=True)

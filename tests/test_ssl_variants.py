@@ -103,29 +103,29 @@ def test_context_vectors_are_the_neighbours():
 
 def record(variant, preset, steps, kappa):
     return {"variant": variant, "preset": preset, "model_args": "(published)", "steps": steps,
-            "pretrain_cpu_s": 10.0 * steps, "knn_kappa": kappa, "linear_kappa": kappa + 0.01,
-            "knn_kappa_ctx": kappa + 0.05, "linear_kappa_ctx": kappa + 0.06, "linear_kappa_iqr": kappa + 0.02,
-            "recon_loss": 0.01, "contrastive_loss": 2.0, "eval_cpu_s": 3.0}
+            "pretrain_cpu_s": 10.0 * steps, "knn_kappa": kappa, "linear_kappa": kappa + 0.01, "hgb_kappa": kappa + 0.03,
+            "knn_kappa_ctx": kappa + 0.05, "linear_kappa_ctx": kappa + 0.06, "hgb_kappa_ctx": kappa + 0.07,
+            "linear_kappa_iqr": kappa + 0.02, "recon_loss": 0.01, "contrastive_loss": 2.0, "eval_cpu_s": 3.0}
 
 
 def test_table_rows_and_outputs(tmp_path):
     records = [record("tiny", "tiny", 300, 0.5), record("fast", "fast", 300, 0.6), record("fast", "fast", 100, 0.4),
                record("random-init", "tiny", 0, 0.3)]
-    references = [{"variant": "features (scaled, as the baseline)", "features_hgb_kappa": 0.69}]
+    references = [{"variant": "features", "model_args": "scaled", "hgb_kappa": 0.61, "hgb_kappa_ctx": 0.7}]
     rows = ssl_variants.variant_rows(records, references)
     assert [(r["variant"], r["steps"]) for r in rows[1:]] == [
         ("random-init", 0), ("fast", 100), ("fast", 300), ("tiny", 300)]
     assert list(rows[0]) == list(ssl_variants.TABLE_COLUMNS) and math.isnan(rows[0]["knn_kappa"])
-    assert rows[0]["preset"] == "" and math.isnan(rows[1]["features_hgb_kappa"])
+    assert rows[0]["preset"] == "" and math.isnan(rows[0]["steps"]) and rows[0]["hgb_kappa_ctx"] == 0.7
 
     ssl_variants.write_results(rows, tmp_path, "hand-made")
     table = pd.read_csv(tmp_path / "results.csv")
     assert list(table.columns) == list(ssl_variants.TABLE_COLUMNS) and len(table) == 5
     assert table.loc[3, "linear_kappa_ctx"] == pytest.approx(0.66)
     markdown = (tmp_path / "results.md").read_text()
-    assert "| features (scaled, as the baseline) |  |  | – | – | – |" in markdown
-    assert "| fast | fast | (published) | 300 | 3000 | 0.600 | 0.610 | 0.650 | 0.660 | 0.620 | 0.010 | 2.000 | – |" \
-        in markdown
+    assert "| features |  | scaled | – | – | – | – | 0.610 | – | – | 0.700 | – | – | – |" in markdown
+    assert "| fast | fast | (published) | 300 | 3000 | 0.600 | 0.610 | 0.630 | 0.650 | 0.660 | 0.670 | 0.620 | " \
+           "0.010 | 2.000 |" in markdown
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -155,7 +155,7 @@ def test_benchmark_end_to_end_tiny_and_resumes(tmp_path, capsys):
     assert table["variant"].tolist()[-2:] == ["random-init", "fast-spectrum"]
     trained = table.iloc[-1]
     assert trained["steps"] == 3 and trained["pretrain_cpu_s"] > 0 and -1 <= trained["linear_kappa_ctx"] <= 1
-    assert np.isfinite(table.loc[0, "features_hgb_kappa"])
+    assert table["variant"].tolist()[:2] == ["features"] * 2 and np.isfinite(table.loc[0, "hgb_kappa_ctx"])
     cpu = out / "runs" / "fast-spectrum" / "steps3" / "cpu.json"
     stamp = cpu.stat().st_mtime_ns
     capsys.readouterr()
