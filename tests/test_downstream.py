@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 import torch
 
-from dataset import data_parser, synthetic
 from dataset.datasets import EpochDataset, SequenceDataset
 from downstream import evaluate as evaluate_script
 from downstream.baselines import features as features_script
@@ -42,13 +41,10 @@ RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt", "metrics.json", "
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
+def cohort(cohort_factory) -> Path:
     """6 synthetic 48-minute nights (96 epochs, apneas and hypopneas in every split), parsed once: 4 train/pretrain
     subjects, 1 val, 1 test."""
-    root = tmp_path_factory.mktemp("downstream_cohort")
-    synthetic.generate_cohort(root / "src", nights=6, hours=0.8, seed=0)
-    data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
-    return root / "dst"
+    return cohort_factory(nights=6, hours=0.8, seed=0) / "dst"
 
 
 def save_engine_checkpoint(path: Path, kind: str, model: torch.nn.Module, metadata: dict, data: Path) -> Path:

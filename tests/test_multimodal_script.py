@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from dataset import data_parser, synthetic
 from dataset.constants import EPHYS_CHANNELS
 from dataset.datasets import EpochDataset
 from models.loading import load_backbone
@@ -27,13 +26,11 @@ MONITOR = ["--knn-max-train", "40", "--knn-max-val", "20", "--knn-k", "3"]
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    """5 synthetic half-hour nights, two of them without chin EMG; parsed once for this module."""
-    root = tmp_path_factory.mktemp("multimodal_cohort")
+def cohort(cohort_factory) -> Path:
+    """5 synthetic half-hour nights, two of them without chin EMG; parsed once (shared with
+    tests/test_unimodal_scripts.py)."""
     no_emg = {"missing_channels": ["emg"]}
-    synthetic.generate_cohort(root / "src", nights=5, hours=0.5, seed=1, variations={1: no_emg, 3: no_emg})
-    data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
-    return root / "dst"
+    return cohort_factory(nights=5, hours=0.5, seed=0, variations={1: no_emg, 3: no_emg}) / "dst"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +51,7 @@ def unimodal_arg(runs: dict[str, Path], modalities=("eeg", "eog", "emg", "ecg"))
 
 def test_script_trains_resumes_and_writes_a_loadable_backbone(cohort, unimodal_runs, tmp_path, capsys):
     out = tmp_path / "multimodal"
-    args = ["--data", str(cohort), "--out", str(out), *COMMON, *MONITOR, "--epochs", "3"]
+    args = ["--data", str(cohort), "--out", str(out), *COMMON, *MONITOR, "--passes", "3"]
     assert main([*args, "--unimodal", unimodal_arg(unimodal_runs), "--max-steps", "2"]) == 0
     printed = capsys.readouterr().out
     assert "SynthSleepNet[tiny]" in printed and "LoRA" in printed and "trainable" in printed

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dataset import data_parser, synthetic
+from dataset import data_parser
 from dataset.constants import MODALITY_CHANNELS
 from models.neuronet import build_neuronet
 from pretrained.unimodal.pretrain import MODALITIES, PROBE_TARGET_BY_MODALITY, main
@@ -24,13 +24,11 @@ SMOKE = ["--preset", "tiny", "--max-steps", "2", "--batch-size", "4", "--workers
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    """5 synthetic half-hour nights (two of them without chin EMG), parsed once for this module."""
-    root = tmp_path_factory.mktemp("unimodal_cohort")
+def cohort(cohort_factory) -> Path:
+    """5 synthetic half-hour nights (two of them without chin EMG), parsed once (shared with
+    tests/test_multimodal_script.py)."""
     no_emg = {"missing_channels": ["emg"]}
-    synthetic.generate_cohort(root / "src", nights=5, hours=0.5, seed=0, variations={1: no_emg, 3: no_emg})
-    data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
-    return root / "dst"
+    return cohort_factory(nights=5, hours=0.5, seed=0, variations={1: no_emg, 3: no_emg}) / "dst"
 
 
 @pytest.mark.parametrize("modality", MODALITIES)
