@@ -203,7 +203,7 @@ def pretrain_run(args: argparse.Namespace, data: Path, name: str, budget: int) -
     """The run of variant `name` at `budget` steps (continuing its largest finished budget below it); returns its
     folder, with cpu.json {"cpu_s" (this run), "cpu_total_s" (the chain up to here), "steps", "from_steps"}."""
     variant = VARIANTS[name]
-    root = args.out / "runs" / name
+    root = args.out / "runs" / run_label(args, name)
     run = root / f"steps{budget}"
     if (run / "cpu.json").is_file():
         return run
@@ -221,7 +221,7 @@ def pretrain_run(args: argparse.Namespace, data: Path, name: str, budget: int) -
     cpu = run_script("pretrained/unimodal/eeg/train.py", "--data", data, "--out", partial, "--preset", variant["preset"],
                      "--epochs", epochs, "--max-steps", budget, "--batch-size", BATCH, "--lr", args.lr,
                      "--warmup-steps", args.warmup_steps, "--min-lr-ratio", 1.0, "--workers", 0, "--no-monitor",
-                     "--no-progress", "--seed", args.seed, "--log-every", 10, "--resume", "auto",
+                     "--no-progress", "--seed", args.train_seed, "--log-every", 10, "--resume", "auto",
                      *(f"--model-arg={key}={value}" for key, value in variant["model_args"].items()))
     write_json(partial / "cpu.json", {"cpu_s": round(cpu, 1), "cpu_total_s": round(before + cpu, 1), "steps": budget,
                                       "from_steps": earlier[-1] if earlier else 0})
@@ -239,7 +239,12 @@ def final_losses(run: Path, last: int = 5) -> dict[str, float]:
             "contrastive_loss": round(float(np.mean([r["contrastive"] for r in lines])), 4)}
 
 
-def evaluate_run(sample: EvalSample, run: Path, name: str, seed: int) -> dict[str, Any]:
+def run_label(args: argparse.Namespace, name: str) -> str:
+    """A variant's name in the table and under OUT/runs: with `+seed<S>` when --train-seed differs from --seed."""
+    return name if args.train_seed == args.seed else f"{name}+seed{args.train_seed}"
+
+
+def evaluate_run(sample: EvalSample, run: Path, name: str, seed: int, label: str) -> dict[str, Any]:
     """RUN/eval.json (computed once): probe kappas of the run's last.pt, its losses and CPU."""
     path = run / "eval.json"
     if path.is_file() and all(probe in json.loads(path.read_text()) for probe in PROBES):
@@ -254,7 +259,7 @@ def evaluate_run(sample: EvalSample, run: Path, name: str, seed: int) -> dict[st
         model.load_state_dict(checkpoint["model"])
         steps, cpu = int(checkpoint["step"]), json.loads((run / "cpu.json").read_text())["cpu_total_s"]
     started = time.process_time()
-    record = {"variant": name, "preset": variant["preset"], "model_args": format_args(variant["model_args"]),
+    record = {"variant": label, "preset": variant["preset"], "model_args": format_args(variant["model_args"]),
               "steps": steps, "pretrain_cpu_s": cpu, **sample.probe(sample.vectors(model)), **final_losses(run),
               "eval_cpu_s": round(time.process_time() - started, 1)}
     run.mkdir(parents=True, exist_ok=True)
@@ -349,7 +354,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hours", type=float, default=None)
     parser.add_argument("--train-chunks", type=int, default=None, help=f"train chunks of {CHUNK} epochs evaluated")
     parser.add_argument("--val-chunks", type=int, default=None, help=f"val chunks of {CHUNK} epochs evaluated")
-    parser.add_argument("--seed", type=int, default=11, help="cohort seed; also the training and sample seed")
+    parser.add_argument("--seed", type=int, default=11, help="cohort and evaluation-sample seed")
+    parser.add_argument("--train-seed", type=int, default=None,
+                        help="pretraining (and random-init) seed; default --seed; another seed adds rows "
+                             "'<variant>+seed<S>' (the spread between seeds)")
     parser.add_argument("--lr", type=float, default=2e-3, help="base lr (x batch / 256)")
     parser.add_argument("--warmup-steps", type=int, default=30)
     return parser
@@ -360,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in SIZES[args.size].items():
         if getattr(args, key) is None:
             setattr(args, key, value)
+    if args.train_seed is None:
+        args.train_seed = args.seed
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # the pretraining children: one core each on a shared machine
     torch.set_num_threads(1)
     started = time.time()
@@ -375,9 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in args.variants:
         untrained = name.startswith("random-init")
         for budget in ([0] if untrained else args.budgets):
-            run = (args.out / "runs" / name / "steps0") if untrained else \
+            run = (args.out / "runs" / run_label(args, name) / "steps0") if untrained else \
                 pretrain_run(args, Path(data), name, budget)
-            record = evaluate_run(sample, run, name, args.seed)
+            record = evaluate_run(sample, run, name, args.train_seed, run_label(args, name))
             print(f"{name} @ {record['steps']} steps: " + ", ".join(f"{p} {record[p]:.3f}" for p in PROBES), flush=True)
             write_results(variant_rows(collect(args.out), references), args.out, title)
     write_results(variant_rows(collect(args.out), references), args.out, title)

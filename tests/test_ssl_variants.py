@@ -139,6 +139,14 @@ def test_collect_reads_every_finished_evaluation(tmp_path):
         ("fast", 100), ("fast", 300), ("tiny", 100)]
 
 
+def test_another_training_seed_gets_its_own_rows():
+    args = ssl_variants.build_parser().parse_args(["--seed", "11"])
+    args.train_seed = 11
+    assert ssl_variants.run_label(args, "fast") == "fast"
+    args.train_seed = 12
+    assert ssl_variants.run_label(args, "fast") == "fast+seed12"
+
+
 def test_variant_list_rejects_unknown_names():
     assert ssl_variants.variant_list("fast, tiny") == ["fast", "tiny"]
     with pytest.raises(Exception, match="unknown variant"):
