@@ -619,6 +619,9 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
     config = ProcessingConfig(**{**asdict(base), "allow_unscored": allow_unscored or base.allow_unscored,
                                  **({"channels": tuple(channels)} if channels else {})})
     jobs = discover(src, subject_regex)
+    if not jobs:
+        raise FileNotFoundError(f"{src}: no EDF or annotation file found (looked for *.edf and their scoring files, "
+                                "in the NSRR layout or a flat folder)")
     if isinstance(shard, str):
         shard = parse_shard(shard)
     if shard is not None:
@@ -707,14 +710,19 @@ def summary_text(manifest: pd.DataFrame, max_reasons: int = 40) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    # the command line shares the option checks of every script (one `error:` line, exit 2); the library part of
+    # this module imports nothing from utils/
+    from utils.config import ArgumentParser, mark_required, non_negative_int, positive_int, probability
+
+    parser = ArgumentParser(
         prog="python dataset/data_parser.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    mark_required(parser, "dst")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON or YAML file of options (keys as the long option names); flags win")
     parser.add_argument("--src", type=Path, default=None, help="NSRR download root or flat folder of EDF + XML")
     parser.add_argument("--dst", type=Path, default=None, help="output folder (recordings/, manifest, events, splits)")
-    parser.add_argument("--workers", type=int, default=1, help="parallel processes (one night each at a time)")
+    parser.add_argument("--workers", type=positive_int, default=1, help="parallel processes (one night each at a time)")
     parser.add_argument("--overwrite", action="store_true", help="reprocess recordings whose output is complete")
     parser.add_argument("--channels", nargs="+", default=None, metavar="NAME",
                         help=f"canonical channels to keep, space- or comma-separated (default all: {' '.join(CHANNEL_BY_NAME)})")
@@ -730,10 +738,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subject-regex", default=None, metavar="REGEX",
                         help="subject id = the one group of REGEX searched in the recording id (default: Sleep-EDF "
                              "names SC4ssN -> SCss, else the part after the last '-')")
-    parser.add_argument("--test-frac", type=float, default=0.1, help="fraction of labelled subjects for test")
-    parser.add_argument("--val-frac", type=float, default=0.1, help="fraction of labelled subjects for val")
-    parser.add_argument("--train-subjects", type=int, default=50, help="labelled subjects drawn from pretrain")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the subject split")
+    parser.add_argument("--test-frac", type=probability, default=0.1, help="fraction of labelled subjects for test")
+    parser.add_argument("--val-frac", type=probability, default=0.1, help="fraction of labelled subjects for val")
+    parser.add_argument("--train-subjects", type=non_negative_int, default=50, help="labelled subjects drawn from pretrain")
+    parser.add_argument("--split-seed", type=non_negative_int, default=0, help="seed of the subject split")
     parser.add_argument("--resplit", action="store_true",
                         help="make DST/splits.json anew (default: an existing one is kept; new subjects join pretrain)")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
@@ -762,22 +770,10 @@ def _parse_bands(items: list[str], parser: argparse.ArgumentParser) -> tuple:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit code (0: nothing failed, 1: some recording failed, 2: usage or
     environment error, reported as one `error:` line)."""
+    from utils.config import parse_config
+
     parser = build_parser()
-    known, _ = parser.parse_known_args(argv)
-    if known.config is not None:
-        from utils.config import load_config_file  # shared --config reader (JSON or YAML)
-        try:
-            values = load_config_file(known.config)
-        except (OSError, ValueError) as err:
-            parser.error(str(err))
-        dests = {a.dest for a in parser._actions}
-        unknown = sorted(set(values) - dests)
-        if unknown:
-            parser.error(f"{known.config}: unknown option(s) {', '.join(unknown)}")
-        parser.set_defaults(**values)
-    args = parser.parse_args(argv)
-    if args.dst is None:
-        parser.error("--dst is required")
+    args = parse_config(parser, argv, required=("dst",))  # --config values pass the same typed checks as flags
     split_args = dict(split_seed=args.split_seed, test_frac=args.test_frac, val_frac=args.val_frac,
                       train_subjects=args.train_subjects, resplit=args.resplit)
     started = time.perf_counter()

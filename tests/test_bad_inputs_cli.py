@@ -165,13 +165,6 @@ CASES = {
                     "out_below_a_file"),
     "synthetic": ("zero_nights", "negative_hours", "not_a_number", "unknown_variation", "out_below_a_file"),
 }
-XFAIL: dict[tuple[str, str], str] = {  # (script, case) -> reason, for rows the parser's command line still fails
-    ("data_parser", "empty_src"): "a source folder without any EDF or annotation file ends with exit 0",
-    ("data_parser", "zero_workers"): "--workers 0 is accepted (no typed check of the number)",
-    ("data_parser", "bad_fraction"): "--test-frac 1.5 is accepted (no typed check of the fraction)",
-    ("data_parser", "not_a_number"): "argparse's usage block and 'prog: error:' line instead of one error: line",
-    ("data_parser", "config_unknown_key"): "argparse's usage block and 'prog: error:' line instead of one error: line",
-}
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
@@ -196,8 +189,7 @@ def run_main(main: Callable[[list[str]], int], argv: list[str]) -> int:
     return 0 if code is None else int(code)
 
 
-ROWS = [pytest.param(script, case, marks=[pytest.mark.xfail(strict=True, reason=XFAIL[(script, case)])]
-                     if (script, case) in XFAIL else []) for script, cases in CASES.items() for case in cases]
+ROWS = [(script, case) for script, cases in CASES.items() for case in cases]
 
 
 @pytest.mark.parametrize("script, case", ROWS)
