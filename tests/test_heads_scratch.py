@@ -1,4 +1,4 @@
-"""The supervised-from-scratch path (issue 6): EpochEncoder mode "full" trains every weight and every BatchNorm,
+"""The supervised-from-scratch path: EpochEncoder mode "full" trains every weight and every BatchNorm,
 with bias-corrected running statistics so eval-mode predictions are usable after a few steps; the probe
 script's --init random defaults."""
 from __future__ import annotations
@@ -99,7 +99,7 @@ def eval_train_gap(model: EpochClassifier, steps: int) -> float:
 
 
 def test_eval_mode_matches_train_mode_after_few_steps_from_random_init():
-    # Issue 6: with plain momentum the eval-mode representation of a freshly trained random network is far
+    # With plain momentum the eval-mode representation of a freshly trained random network is far
     # from what training saw (every val prediction one class); bias-corrected statistics close the gap.
     fixed, plain = eval_train_gap(random_classifier(debias=True), 3), eval_train_gap(random_classifier(debias=False), 3)
     assert fixed < 0.25 and plain > 0.5 and plain > 4 * fixed, (fixed, plain)  # measured 0.12 vs 0.91

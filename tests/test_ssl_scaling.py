@@ -9,10 +9,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
+from benchmarks import ssl_scaling
 
-import ssl_scaling  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def metrics(method: str, fraction: float, kappa: float, n1: float | None = 0.2) -> dict:

@@ -1,4 +1,4 @@
-"""Bias-corrected BatchNorm running statistics for training from few steps (issue 6).
+"""Bias-corrected BatchNorm running statistics for training from few steps.
 
 PyTorch's BatchNorm updates its running mean / variance with momentum 0.1, so after k training steps the
 statistics used in eval mode are still weighted 0.9^k towards their initial values (mean 0, variance 1). A model
