@@ -237,7 +237,7 @@ def resolve_channels(labels: list[str] | tuple[str, ...], rates: list[float] | t
         key = label_key(label)
         by_key.setdefault(key, index)  # the first of identical labels wins
         distinct.setdefault(key, label)
-    collisions = {key: [l for l in dict.fromkeys(labels) if label_key(l) == key] for key in by_key}
+    collisions = {key: [name for name in dict.fromkeys(labels) if label_key(name) == key] for key in by_key}
     standard = standard_eeg_keys(table)
 
     resolved: dict[str, Source] = {}
@@ -252,7 +252,7 @@ def resolve_channels(labels: list[str] | tuple[str, ...], rates: list[float] | t
             for candidate in level:  # two different file labels with one key ("EEG 2", "EEG2") are ambiguous
                 for part in re.split(r"\s+-\s+|\|", candidate) if DERIVATION_SEP in candidate else [candidate]:
                     if len(collisions.get(label_key(part), ())) > 1:
-                        names = " and ".join(repr(l) for l in collisions[label_key(part)])
+                        names = " and ".join(repr(name) for name in collisions[label_key(part)])
                         raise ChannelMapError(f"{channel}: ambiguous labels {names} (both match {part!r})")
             try:
                 found = _match_level(level, by_key, list(labels), origin == "user map")
@@ -289,8 +289,8 @@ def looked_for(channel: str, user_map: ChannelMap = (), cohort: str | None = Non
 def nonstandard_hint(labels: list[str] | tuple[str, ...], cohort: str | None = None) -> str:
     """A sentence naming non-standard EEG labels of a file that only a user map may use ("" if none)."""
     table = cohort_table(cohort, labels)
-    known = {label_key(l) for l in NONSTANDARD_EEG + (MESA_NONSTANDARD if table == "mesa" else ())}
-    present = [l for l in labels if label_key(l) in known]
+    known = {label_key(name) for name in NONSTANDARD_EEG + (MESA_NONSTANDARD if table == "mesa" else ())}
+    present = [name for name in labels if label_key(name) in known]
     if not present:
         return ""
     return (f"non-standard EEG {', '.join(present)} fills eeg_c4/eeg_c3 only through --channel-map "

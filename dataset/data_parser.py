@@ -14,16 +14,12 @@ usage or environment error (no SRC, a DST that cannot be written). See dataset/R
 from __future__ import annotations
 
 import argparse
-import collections
+import functools
 import hashlib
 import json
-import multiprocessing
-import multiprocessing.connection
 import os
 import resource
-import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,6 +40,7 @@ from dataset.nsrr_xml import XmlError
 from dataset.signal_processing import (FORMAT_VERSION, Night, ProcessingConfig, SkipRecording, load_night,
                                        process_recording)
 from dataset.splits import extend_splits, make_splits, read_splits, write_splits
+from dataset.worker_pool import run_in_workers
 
 __all__ = ["discover", "parse_cohort", "process_recording", "load_night", "make_splits", "write_splits",
            "merge_shards", "main", "ProcessingConfig"]
@@ -357,165 +354,6 @@ def _clear_output(job: Job, dst: Path) -> str:
     return "".join(notes)
 
 
-def _exit_with_parent(parent_pid: int) -> None:
-    """End this worker when the parser process goes, even by kill -9, so no orphan holds its memory.
-
-    Linux: the kernel sends SIGKILL when the parent dies (prctl PR_SET_PDEATHSIG). Everywhere, and as a
-    fallback, a daemon thread checks os.getppid() once a second. The multiprocessing resource tracker then
-    exits by itself: it ends when the parser and every worker have closed its pipe.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            pass
-    if os.getppid() != parent_pid:  # the parent died before the kernel was told
-        os._exit(1)
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent_pid:
-                os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
-
-
-def _init_worker(parent_pid: int | None = None) -> None:
-    """One thread per worker process: the pool provides the parallelism. The worker exits with `parent_pid`
-    and leaves Ctrl-C to the parser, which stops the workers itself."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if parent_pid is not None:
-        _exit_with_parent(parent_pid)
-    try:
-        from threadpoolctl import threadpool_limits
-        threadpool_limits(1)
-    except ImportError:
-        pass
-    pa.set_cpu_count(1)
-    pa.set_io_thread_count(1)
-
-
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
-
-
-def _worker_main(connection, parent_pid: int, dst: str, config: ProcessingConfig, overwrite: bool) -> None:
-    """A worker process: run the (index, Job) the parser sends, reply (index, result), until None or EOF."""
-    _init_worker(parent_pid)
-    while True:
-        try:
-            message = connection.recv()
-        except (EOFError, OSError):  # the parser is gone
-            return
-        if message is None:
-            return
-        index, job = message
-        connection.send((index, run_job(job, dst, config, overwrite)))
-
-
-def worker_death_reason(exitcode: int | None) -> str:
-    """'worker died: signal 9 (SIGKILL) / out of memory?' from a process exit code (-N: killed by signal N)."""
-    if exitcode is None or exitcode >= 0:
-        return f"worker died: exit code {exitcode}"
-    number = -exitcode
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        name = "unknown signal"
-    return f"worker died: signal {number} ({name}){' / out of memory?' if number == signal.SIGKILL else ''}"
-
-
-def _run_in_workers(jobs: list[Job], dst: Path, config: ProcessingConfig, overwrite: bool, workers: int,
-                    bar: tqdm) -> list[dict]:
-    """run_job for every job in `workers` spawned processes, one night each at a time; results in job order.
-
-    Each worker is fed one job at a time over its own pipe, so the parser always knows which night a worker
-    holds. A worker that dies (the OOM killer's SIGKILL on a huge night, a crash in native code) fails exactly
-    that night, reason "worker died: signal 9 (SIGKILL) / out of memory?", its half-written output removed
-    as for any failed night; that night is not retried in this run (it would most likely die again; a rerun
-    retries it); a fresh worker takes the dead one's place and every other night goes on unaffected.
-    """
-    context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
-    results: list[dict | None] = [None] * len(jobs)
-    pending = collections.deque(range(len(jobs)))
-    pool: list[tuple] = []  # (connection, process) of every worker started, for the clean-up
-    idle: list[tuple] = []
-    running: dict = {}  # connection -> (process, job index)
-
-    def start() -> None:
-        mine, theirs = context.Pipe()
-        process = context.Process(target=_worker_main, args=(theirs, os.getpid(), str(dst), config, overwrite),
-                                  name="parser-worker", daemon=True)
-        process.start()
-        theirs.close()
-        pool.append((mine, process))
-        idle.append((mine, process))
-
-    def retire(connection, process) -> int | None:
-        connection.close()
-        process.join(timeout=30)
-        if process.is_alive():
-            process.kill()
-            process.join()
-        return process.exitcode
-
-    finished = False
-    try:
-        for _ in range(min(workers, len(jobs))):
-            start()
-        while pending or running:
-            while pending and idle:
-                connection, process = idle.pop()
-                index = pending.popleft()
-                try:
-                    connection.send((index, jobs[index]))
-                except OSError:  # died while idle, before this job reached it: the job waits for another
-                    pending.appendleft(index)
-                    retire(connection, process)
-                    start()
-                    continue
-                running[connection] = (process, index)
-            ready = set(multiprocessing.connection.wait([*running, *(p.sentinel for p, _ in running.values())]))
-            for connection, (process, index) in list(running.items()):
-                if connection not in ready and process.sentinel not in ready:
-                    continue
-                del running[connection]
-                try:
-                    reply = connection.recv() if connection.poll() else None
-                except (EOFError, OSError):  # the pipe closed mid-message: the worker died
-                    reply = None
-                if reply is not None and reply[0] == index:
-                    results[index] = reply[1]
-                    idle.append((connection, process))
-                else:
-                    job = jobs[index]
-                    row, death = _job_row(job), worker_death_reason(retire(connection, process))
-                    row.update(status="failed", reason=f"{job.edf}: {death}{_clear_output(job, dst)}")
-                    results[index] = {"row": row, "events": [], "timings": {}, "reused": False,
-                                      "cpu_s": float("nan"), "max_rss_mb": float("nan")}
-                    if pending:
-                        start()
-                bar.update()
-        finished = True
-    finally:
-        for connection, process in pool:
-            if finished and process.is_alive():
-                try:
-                    connection.send(None)
-                except OSError:
-                    pass
-            else:
-                process.kill()  # interrupted (Ctrl-C, an error in the parser): stop at once
-        for connection, process in pool:
-            connection.close()
-            process.join(timeout=30)
-            if process.is_alive():
-                process.kill()
-                process.join()
-    return results
-
-
 def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
     """Manifest rows in a fixed column order and types (one row per input, sorted by recording id)."""
     columns = ["recording_id", "subject_id", "cohort", "status", "reason", "n_epochs", "n_scored", "channels",
@@ -641,16 +479,15 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
             results.append(run_job(job, dst, config, overwrite))
             bar.update()
     else:
-        saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-        os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by the spawned workers
-        try:
-            results = _run_in_workers(jobs, dst, config, overwrite, workers, bar)
-        finally:
-            for key, value in saved.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+        def died(index: int, reason: str) -> dict:  # the night a dead worker held fails alone
+            job = jobs[index]
+            row = _job_row(job)
+            row.update(status="failed", reason=f"{job.edf}: {reason}{_clear_output(job, dst)}")
+            return {"row": row, "events": [], "timings": {}, "reused": False, "cpu_s": float("nan"),
+                    "max_rss_mb": float("nan")}
+
+        work = functools.partial(run_job, dst=str(dst), config=config, overwrite=overwrite)
+        results = run_in_workers(jobs, work, workers, on_death=died, done=bar.update)
     bar.close()
 
     manifest = manifest_frame([r["row"] for r in results], config.channels)
