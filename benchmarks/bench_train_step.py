@@ -111,16 +111,19 @@ def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warm
     return result
 
 
-def loss_curve(preset: str, batch: int, steps: int, threads: int, bf16: bool) -> list[float]:
-    """Training losses of `steps` CPU steps from seed 0: the same model, data and masks whatever `bf16` is."""
+def loss_curve(preset: str, batch: int, steps: int, threads: int, bf16: bool, base_lr: float = 2e-3) -> list[float]:
+    """Training losses of `steps` CPU steps from seed 0: the same model, data and masks whatever `bf16` is.
+
+    AdamW at the benchmarks' pretraining lr, linearly scaled (base_lr x batch / 256, as the engine does)."""
     import torch
 
     from models.neuronet import build_neuronet
+    from utils.engine import scaled_lr
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     model = build_neuronet(preset).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05, fused=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=scaled_lr(base_lr, batch), weight_decay=0.05, fused=True)
     data = torch.Generator().manual_seed(1)
     masks = torch.Generator().manual_seed(2)
     losses = []
