@@ -605,7 +605,7 @@ def check_out(out: Path) -> None:
 def staged_folder(out: Path) -> Iterator[Path]:
     """A fresh folder beside `out` to write into; on success it replaces `out` (two renames), on any failure it
     is removed and `out` is left exactly as it was."""
-    out = Path(out)
+    out = Path(out).absolute()  # "." has no name to put a sibling beside
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     old = out.with_name(f".{out.name}.{os.getpid()}.old")
