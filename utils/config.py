@@ -288,9 +288,12 @@ def build_parser(
              "(nothing is written): pass --resume none, or another checkpoint such as OUT/best.pt",
     )
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
-    run.add_argument("--amp", action="store_true", help="mixed precision autocast on CUDA (never on CPU)")
+    run.add_argument("--amp", action="store_true", help="mixed precision autocast on CUDA (on CPU only with --amp-cpu)")
     run.add_argument("--amp-dtype", choices=("bf16", "fp16"), default="bf16",
                      help="autocast dtype (fp16 uses loss scaling)")
+    run.add_argument("--amp-cpu", action="store_true",
+                     help="with --amp and bf16, also autocast on CPU: about 1.6-2x per NeuroNet-B step on a CPU with "
+                          "AVX512-BF16, no gain for tiny or fast (benchmarks/bench_train_step.py)")
     run.add_argument("--max-minutes", type=non_negative_float, default=0.0,
                      help="stop cleanly (checkpoint saved) after this wall time; 0 = no limit")
     run.add_argument("--save-every-steps", type=non_negative_int, default=0,

@@ -149,11 +149,18 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0
     return factor
 
 
-def autocast_context(device: torch.device, enabled: bool, dtype: str = "bf16"):
-    """bf16 (or fp16) autocast on CUDA when enabled; never on CPU."""
+def autocast_context(device: torch.device, enabled: bool, dtype: str = "bf16", cpu: bool = False):
+    """bf16 (or fp16) autocast on CUDA when enabled; on CPU only bf16, and only when `cpu` (--amp-cpu) asks."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
+    if enabled and cpu and device.type == "cpu" and dtype == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def cpu_amp(cfg: argparse.Namespace) -> bool:
+    """--amp --amp-cpu with bf16: autocast on CPU too (an opt-in: it pays off for the larger presets only)."""
+    return bool(cfg.amp) and bool(getattr(cfg, "amp_cpu", False)) and cfg.amp_dtype == "bf16"
 
 
 def signal_loss(model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> Mapping[str, torch.Tensor]:
@@ -178,7 +185,8 @@ def setup_run(cfg: argparse.Namespace) -> DistContext:
     seed_everything(cfg.seed)
     if ctx.is_main:
         derived = run_derived(cfg, ctx)
-        amp = "off" if not cfg.amp else (cfg.amp_dtype if ctx.device.type == "cuda" else "off (CUDA only)")
+        amp = "off" if not cfg.amp else (cfg.amp_dtype if ctx.device.type == "cuda" else (
+            "bf16 (CPU, --amp-cpu)" if cpu_amp(cfg) else "off (CUDA only without --amp-cpu)"))
         print(f"run dir {cfg.out} | device {ctx.device} x {ctx.world_size} process(es) | amp {amp} | "
               f"effective batch {derived['effective_batch_size']} -> lr {derived['lr_scaled']:.3g} "
               f"(base {cfg.base_lr:g} x batch / {REFERENCE_BATCH})", flush=True)
@@ -318,7 +326,7 @@ class Trainer:
             fused=self.device.type in ("cpu", "cuda"))  # one kernel over all tensors
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(self.warmup, self.total_steps, cfg.min_lr_ratio))
-        self.use_amp = bool(cfg.amp) and self.device.type == "cuda"
+        self.use_amp = bool(cfg.amp) and (self.device.type == "cuda" or cpu_amp(cfg))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and cfg.amp_dtype == "fp16")
         self.train_model: nn.Module = self.model
         if ctx.is_distributed:
@@ -414,7 +422,7 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         last_micro = (self.batch_in_epoch + 1) % cfg.accum_steps == 0
         with self.train_model.no_sync() if ctx.is_distributed and not last_micro else nullcontext():
-            with autocast_context(self.device, self.use_amp, cfg.amp_dtype):
+            with autocast_context(self.device, self.use_amp, cfg.amp_dtype, cpu=self.use_amp):
                 output = self.compute_loss(self.train_model, batch, self.device)
             if not isinstance(output, Mapping) or "loss" not in output:
                 raise TypeError(f"compute_loss must return a dict with a 'loss' tensor, got {type(output).__name__}")
