@@ -141,9 +141,13 @@ def predict_tiles(store: VectorStore, recordings: Sequence[str], epochs_per_wind
     return collector.finish()
 
 
-def cache_key(backbone_sha256: str, channels: Sequence[str], precision: str) -> str:
-    """Folder name of one backbone's cache: readable prefix + hash of (backbone file, channels, precision)."""
-    text = json.dumps({"backbone_sha256": backbone_sha256, "channels": list(channels), "precision": precision})
+def cache_key(backbone_sha256: str, channels: Sequence[str], precision: str, representation: str | None = None) -> str:
+    """Folder name of one backbone's cache: readable prefix + hash of (backbone file, channels, precision) and,
+    for a representation other than the pooled epoch vector, its name (e.g. the event task's per-second tokens)."""
+    values = {"backbone_sha256": backbone_sha256, "channels": list(channels), "precision": precision}
+    if representation is not None:  # None keeps the keys of existing epoch-vector caches
+        values["representation"] = representation
+    text = json.dumps(values)
     return f"{backbone_sha256[:12]}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 

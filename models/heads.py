@@ -38,11 +38,13 @@ from torch import nn
 
 from models.lora import LoraSettings, add_lora, freeze, merge_lora
 from models.loading import BUILDERS, NEURONET, SYNTHSLEEPNET
+from models.frames import frame_starts
 from models.mamba import DESIGN_DEFAULTS, ResidualMamba
 from models.neuronet import NeuroNet
 from models.synthsleepnet import ChannelEncoder, SynthSleepNet
 
 ENCODER_MODES: tuple[str, ...] = ("frozen", "lora", "full")
+TOKEN_SOURCES: tuple[str, ...] = ("fusion", "encoder")  # what `EpochEncoder.frame_tokens` reads
 # Downstream checkpoint kinds (`model_kind`): a probe's head alone (the backbone stays a file of its own), a
 # per-epoch classifier, a windowed classifier, and fine-tuning's first phase (context + head on cached vectors).
 MLP_HEAD, EPOCH_CLASSIFIER, TEMPORAL_CLASSIFIER, CONTEXT_HEAD = (
@@ -175,6 +177,44 @@ class EpochEncoder(nn.Module):
             return self.net(signals[channel]).mean(dim=1)  # tokens (N, n_frames, D) → (N, D)
         present = {ch: signals[ch] for ch in self.channels if signals.get(ch) is not None}
         return self.net.encode(present)[0]  # mean fusion token (N, D)
+
+    def channel_encoder(self, channel: str) -> ChannelEncoder:
+        """The frozen (LoRA-adapted) encoder that reads `channel`."""
+        return self.net if self.backbone_kind == NEURONET else self.net.encoders[channel]
+
+    def frame_centres_s(self, channel: str) -> torch.Tensor:
+        """Centre of each of `channel`'s frames, in seconds from the epoch start: (N,) float64 (the framer's
+        frame starts + half a window)."""
+        framer = self.channel_encoder(channel).framer
+        starts = torch.tensor(frame_starts(framer.n_samples, framer.window_samples, framer.step_samples),
+                              dtype=torch.float64)
+        return (starts + framer.window_samples / 2) / self.channel_encoder(channel).config.fs  # (N,)
+
+    def token_dim(self, source: str) -> int:
+        """Width of one per-frame token: "encoder" (a channel encoder's width; the first channel's) or "fusion"."""
+        if source == "fusion" and self.backbone_kind == SYNTHSLEEPNET:
+            return self._dim
+        return self.channel_encoder(self.channels[0]).embed_dim
+
+    def frame_tokens(self, signals: Mapping[str, torch.Tensor], source: str = "fusion") -> dict[str, torch.Tensor]:
+        """Per-frame tokens of each present channel: {channel: (N_epochs, N_frames, D)}, in channel order.
+
+        `source` "encoder": each channel's encoder tokens (CLS excluded), before any fusion; "fusion" (a
+        SynthSleepNet only): the fusion transformer's output tokens at that channel's frame positions, every
+        present channel fused together (no masking), as in `forward`."""
+        present = {ch: signals[ch] for ch in self.channels if signals.get(ch) is not None}
+        if not present:
+            raise ValueError(f"EpochEncoder: input holds none of the channels {list(self.channels)} "
+                             f"(keys: {sorted(signals)})")
+        if source not in TOKEN_SOURCES:
+            raise ValueError(f"EpochEncoder: token source must be one of {TOKEN_SOURCES}, got {source!r}")
+        if source == "fusion" and self.backbone_kind == NEURONET:
+            raise ValueError("EpochEncoder: fusion tokens need a SynthSleepNet; a NeuroNet has encoder tokens only")
+        if source == "encoder":
+            return {ch: self.channel_encoder(ch)(x) for ch, x in present.items()}  # (n, N_m, E) each
+        _, tokens, used = self.net.encode(present, return_channels=True)  # (n, ΣN_m, F), chunks in `used` order
+        sizes = [self.net.encoders[ch].n_frames for ch in used]
+        return dict(zip(used, torch.split(tokens, sizes, dim=1)))  # (n, N_m, F) each
 
     def to_config(self) -> dict[str, Any]:
         return {"backbone_kind": self.backbone_kind, "backbone_config": self.backbone_config,

@@ -40,24 +40,35 @@ class Night:
         return int(self.features.shape[0])
 
 
+def recording_columns(data_dir: str | Path, recording_id: str) -> list[str]:
+    """Every column written for a recording (its channels and labels), from its Parquet footer."""
+    return pq.ParquetFile(recording_path(data_dir, recording_id)).schema_arrow.names
+
+
 def present_channels(data_dir: str | Path, recording_id: str) -> list[str]:
     """Respiratory channels written for a recording (from its Parquet footer)."""
-    names = pq.ParquetFile(recording_path(data_dir, recording_id)).schema_arrow.names
+    names = recording_columns(data_dir, recording_id)
     return [c for c in RESP_CHANNELS if c in names]
 
 
-def load_night(data_dir: str | Path, recording_id: str, subject_id: str, events, manifest_row: dict[str, Any]) -> Night:
+def load_night(data_dir: str | Path, recording_id: str, subject_id: str, events, manifest_row: dict[str, Any],
+               with_features: bool = True) -> Night:
     """Read a night's respiratory channels and labels, compute its per-second features and targets.
 
-    `events`: the cohort's events table; `manifest_row`: its manifest row (kept_s, median_spo2, iqr_spo2)."""
+    `events`: the cohort's events table; `manifest_row`: its manifest row (kept_s, median_spo2, iqr_spo2).
+    `with_features=False`: no signal is read and `features` is (n_seconds, 0) (the token methods fill it in)."""
     path = recording_path(data_dir, recording_id)
     channels = present_channels(data_dir, recording_id)
-    table = pq.read_table(path, columns=[*channels, "stage", "apnea", "hypopnea"], use_threads=False)
+    table = pq.read_table(path, columns=[*(channels if with_features else []), "stage", "apnea", "hypopnea"],
+                          use_threads=False)
     n_epochs = table.num_rows
     n_seconds = n_epochs * EPOCH_S
-    signals = {c: table.column(c).combine_chunks().flatten().to_numpy() for c in channels}  # (n_seconds * 10,)
-    scale = (manifest_row.get("median_spo2", math.nan), manifest_row.get("iqr_spo2", math.nan))
-    features, _ = respiratory_features(signals, n_seconds, RESP_FS, spo2_scale=scale)
+    if with_features:
+        signals = {c: table.column(c).combine_chunks().flatten().to_numpy() for c in channels}  # (n_seconds * 10,)
+        scale = (manifest_row.get("median_spo2", math.nan), manifest_row.get("iqr_spo2", math.nan))
+        features, _ = respiratory_features(signals, n_seconds, RESP_FS, spo2_scale=scale)
+    else:
+        features = np.zeros((n_seconds, 0), dtype=np.float32)
     kept_s = float(manifest_row.get("kept_s") or n_seconds)
     targets = night_targets(events, recording_id, min(kept_s, n_seconds))
     labels = {name: table.column(name).to_numpy().astype(np.int8) for name in ("apnea", "hypopnea")}

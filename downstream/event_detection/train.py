@@ -2,6 +2,8 @@
 
     python downstream/event_detection/train.py --data DST [--method features] [--hypopnea-rule 3a|4|all] \
         [--label-fraction 1.0] [--out DIR] [--seed 0]
+    python downstream/event_detection/train.py --data DST --method probe|finetune|scratch --backbone RUN \
+        [--token-source auto|fusion|encoder] [--token-channels ...] [--steps N] [--cache-dir DIR] ...
 
 The per-epoch tasks (`--task apnea|hypopnea` of the other downstream scripts) say whether an epoch's midpoint is
 in an event; scorers mark events with onsets and durations from airflow, the effort belts and SpO2. This task
@@ -19,6 +21,20 @@ predicts those events (docs/evaluation.md, "Events"):
   minimum) with the threshold and merge gap that maximise the mean of the apnea and hypopnea event F1 on `val`
   ONLY; a second classifier, fitted on the scored hypopneas of `train`, says which predicted hypopneas count in
   the AHI under --hypopnea-rule (the scored AHI counts a hypopnea only with a desaturation or arousal, 3a/4);
+- method `probe`: a FROZEN backbone (--backbone: a SynthSleepNet over channels that include respiratory ones, or a
+  unimodal NeuroNet of one channel) gives per-frame tokens of every epoch, resampled to one vector per second
+  (`downstream.event_detection.tokens`: by default the fusion tokens at the respiratory channels' frame positions,
+  concatenated; computed once per night, cached under --cache-dir); a 1-D dilated-convolution head over the
+  seconds (`downstream.event_detection.head.SecondsHead`, +-62 s of context, not causal: the SpO2 drop follows
+  the event) is trained on random windows of --epochs-per-window epochs of the `train` nights (the seconds of the
+  --label-fraction epochs labelled), class-weighted cross-entropy, for --steps optimizer steps; the step whose
+  weights give the best val mean event F1 (scored every --eval-every steps) is kept. Decoding, the hypopnea
+  qualifier (on event summaries of the per-second vectors instead of the features) and every metric are those
+  of the features method;
+- method `finetune`: the same, with new LoRA on the encoders (a SynthSleepNet's adapters and fusion train too)
+  trained with the head on windows of raw epochs (fewer steps); `scratch`: the same architecture (from
+  --backbone's config) from random weights, everything trained. A night lacking one of the read channels gets
+  zeros there; a night with none of the backbone's channels is an input error (one `error:` line);
 - `test` is scored once: event precision / recall / F1 per type, apnea family and any (one-to-one matching at
   IoU >= 0.2, pooled over nights, 95 % CIs by resampling test subjects), per-night AHI estimated against the
   scored AHI under the same rule, with SLEEP FROM THE SCORED HYPNOGRAM (this task has no stager; predict.py
@@ -27,7 +43,8 @@ predicts those events (docs/evaluation.md, "Events"):
   to the per-epoch tasks).
 
 Outputs in --out (default runs/downstream/event_detection/<method>-<rule>-lf<fraction>-seed<seed>): config.json,
-model.pkl (the `EventDetector`), metrics.json, events.csv (predicted test events: recording_id, onset_s,
+model.pkl (the `EventDetector`; token methods: its classifier is the trained head, and finetune / scratch also
+write encoder.pt, the trained backbone as an `EpochEncoder` state and config), metrics.json, events.csv (predicted test events: recording_id, onset_s,
 duration_s, type, probability, counted), results.md. Every file is written at the end (temp file + rename), so a
 failed run leaves an earlier run's outputs as they were.
 """
@@ -45,20 +62,31 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
+from torch import nn
 from tqdm.auto import tqdm
 
+from dataset.cohort import recording_path
 from dataset.constants import EPOCH_S, RESP_CHANNELS
 from dataset.event_targets import APNEA_CLASSES, HYPOPNEA_CLASS, RESPIRATORY_CLASSES, read_event_table
 from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES, qualifying_events
 from dataset.splits import read_splits
-from downstream.common import LeakageError, assert_no_test_leakage
+from downstream.common import LeakageError, assert_no_test_leakage, class_weights, resolve_backbone
 from downstream.evaluate import json_safe
-from downstream.event_detection.detector import EventDetector, Night, event_summaries, load_night, present_channels
-from utils.config import (
-    ArgumentParser, UsageError, check_out_dir, fraction, non_negative_int, parse_config, positive_int,
-    reported_errors, save_config,
+from downstream.event_detection.detector import (
+    EventDetector, Night, event_summaries, load_night, present_channels, recording_columns,
 )
+from downstream.event_detection.head import SecondsClassifier, SecondsHead, TrainNight, train_steps
+from downstream.event_detection.tokens import SecondTokenizer, default_read_channels, night_tokens
+from models.heads import TOKEN_SOURCES, EpochEncoder
+from utils.config import (
+    ArgumentParser, UsageError, check_out_dir, comma_list, fraction, non_negative_int, parse_config, positive_float,
+    positive_int, probability, reported_errors, save_config,
+)
+from utils.distributed import resolve_device
+from utils.engine import evaluating
 from utils.events import (
     EVENT_MIN_S, MATCH_IOU, event_detection_metrics, event_index, sum_detection_counts,
 )
@@ -66,7 +94,10 @@ from utils.features import respiratory_features
 from utils.metrics import ahi_agreement, auroc_auprc, bootstrap_ci
 from utils.sleep_stats import SLEEP_STAGES
 
-METHODS = ("features",)
+METHODS = ("features", "probe", "finetune", "scratch")
+TOKEN_METHODS = ("probe", "finetune", "scratch")  # per-second vectors from a backbone + the SecondsHead
+ENCODER_MODE = {"probe": "frozen", "finetune": "lora", "scratch": "full"}  # models.heads.EpochEncoder modes
+DEFAULT_STEPS = {"probe": 2000, "finetune": 300, "scratch": 300}  # optimizer steps unless --steps
 THRESHOLDS = tuple(np.round(np.arange(0.05, 0.801, 0.05), 2).tolist())  # decoding thresholds tried on val
 MERGE_GAPS_S = (0.0, 3.0, 6.0, 10.0)  # merge gaps tried on val
 DETECTION_KEYS = ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea", "apnea", "any")
@@ -79,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON or YAML file of options (keys as in config.json); explicit flags win")
     parser.add_argument("--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST)")
     parser.add_argument("--method", choices=METHODS, default="features",
-                        help="features: gradient-boosted trees on per-second respiratory features")
+                        help="features: gradient-boosted trees on per-second respiratory features; probe: frozen "
+                             "backbone tokens per second + a temporal conv head; finetune: the same with LoRA on the "
+                             "encoders; scratch: the same architecture from random weights")
     parser.add_argument("--out", type=Path, default=None, help="run directory")
     parser.add_argument("--seed", type=non_negative_int, default=0)
     parser.add_argument("--hypopnea-rule", choices=HYPOPNEA_RULES, default=DEFAULT_HYPOPNEA_RULE,
@@ -101,6 +134,38 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--hgb-learning-rate", type=float, default=0.1)
     model.add_argument("--hgb-max-leaf-nodes", type=positive_int, default=31)
     model.add_argument("--hgb-min-samples-leaf", type=positive_int, default=40)
+    tokens = parser.add_argument_group("token methods (probe, finetune, scratch)")
+    tokens.add_argument("--backbone", type=Path, default=None,
+                        help="pretraining run directory or checkpoint (SynthSleepNet or unimodal NeuroNet); scratch: "
+                             "its architecture only")
+    tokens.add_argument("--channels", type=comma_list, default=None,
+                        help="backbone channels read (default: all of a SynthSleepNet's; a NeuroNet's own)")
+    tokens.add_argument("--token-source", choices=("auto", *TOKEN_SOURCES), default="auto",
+                        help="fusion: the SynthSleepNet's fusion output tokens at each read channel's frames; "
+                             "encoder: each channel's encoder tokens; auto: fusion for a SynthSleepNet")
+    tokens.add_argument("--token-channels", type=comma_list, default=None,
+                        help="channels whose tokens make the per-second vector (default: the backbone's "
+                             "respiratory channels, else all of them)")
+    tokens.add_argument("--steps", type=positive_int, default=None,
+                        help=f"optimizer steps (default {DEFAULT_STEPS})")
+    tokens.add_argument("--batch-windows", type=positive_int, default=None,
+                        help="windows of --epochs-per-window epochs per step (default 16 probe, 4 finetune/scratch)")
+    tokens.add_argument("--lr", type=positive_float, default=None,
+                        help="AdamW peak learning rate (default 1e-3 probe, 3e-4 finetune/scratch); warmup, cosine")
+    tokens.add_argument("--weight-decay", type=float, default=0.01)
+    tokens.add_argument("--eval-every", type=positive_int, default=None,
+                        help="steps between val scorings (model selection; default steps / 10)")
+    tokens.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
+                        help="cross-entropy class weights over the labelled train seconds")
+    tokens.add_argument("--head-width", type=positive_int, default=64, help="channels of the temporal conv head")
+    tokens.add_argument("--head-depth", type=positive_int, default=5,
+                        help="dilated conv blocks (receptive field 1 + 4 x (2^depth - 1) s)")
+    tokens.add_argument("--head-dropout", type=probability, default=0.1)
+    tokens.add_argument("--cache-dir", type=Path, default=None,
+                        help="probe: keep each night's per-second vectors here (keyed by backbone file, channels "
+                             "and token layout) and reuse them")
+    tokens.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    tokens.add_argument("--batch-epochs", type=positive_int, default=64, help="epochs per batch when encoding")
     return parser
 
 
@@ -111,6 +176,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
     if not 0 <= cfg.min_duration_s:
         parser.error(f"--min-duration-s must be >= 0, got {cfg.min_duration_s}")
+    if cfg.method in TOKEN_METHODS:
+        if cfg.backbone is None:
+            parser.error(f"--method {cfg.method} needs --backbone (a pretraining run or checkpoint"
+                         f"{'; scratch takes its architecture' if cfg.method == 'scratch' else ''})")
+        cfg.backbone = Path(cfg.backbone)
+        end_to_end = cfg.method != "probe"
+        cfg.steps = cfg.steps or DEFAULT_STEPS[cfg.method]
+        cfg.batch_windows = cfg.batch_windows or (4 if end_to_end else 16)
+        cfg.lr = cfg.lr or (3e-4 if end_to_end else 1e-3)
+        cfg.eval_every = cfg.eval_every or max(1, cfg.steps // 10)
     if cfg.out is None:
         cfg.out = (Path("runs") / "downstream" / "event_detection"
                    / f"{cfg.method}-{cfg.hypopnea_rule}-lf{cfg.label_fraction:g}-seed{cfg.seed}")
@@ -120,8 +195,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # ---------------------------------------------------------------------------------------- data
 def load_split_nights(cfg: argparse.Namespace) -> dict[str, list[Night]]:
-    """Every night of train, val and test with features and targets (UsageError when no night has a
-    respiratory channel, or a split has no recording)."""
+    """Every night of train, val and test with features (the features method) and targets (UsageError when a
+    split has no recording, or, for the features method, when no night has a respiratory channel)."""
     splits = read_splits(cfg.data / "splits.json")["recordings"]
     manifest_path = cfg.data / "manifest.parquet"
     if not manifest_path.is_file():
@@ -142,25 +217,38 @@ def load_split_nights(cfg: argparse.Namespace) -> dict[str, list[Night]]:
             channels[rid] = present_channels(cfg.data, rid)
         except OSError as err:
             raise UsageError(f"{cfg.data / 'recordings' / (rid + '.parquet')}: unreadable ({err})") from None
-    if not any(channels.values()):
+    with_features = cfg.method == "features"  # the token methods check the backbone's channels instead
+    if with_features and not any(channels.values()):
         raise UsageError(f"--data {cfg.data}: no recording of train/val/test has a respiratory channel "
                          f"({', '.join(RESP_CHANNELS)}); the event task reads them (parse with those channels)")
     lacking = {rid: [c for c in RESP_CHANNELS if c not in found] for rid, found in channels.items()}
     lacking = {rid: missing for rid, missing in lacking.items() if missing}
-    if lacking:
+    if lacking and with_features:
         shown = "; ".join(f"{rid}: {', '.join(m)}" for rid, m in list(lacking.items())[:5])
         print(f"warning: {len(lacking)} night(s) lack respiratory channels (their features are NaN): {shown}"
               f"{' ...' if len(lacking) > 5 else ''}", flush=True)
     nights: dict[str, list[Night]] = {}
-    bar = tqdm(total=len(every), desc="features", unit="night", disable=not cfg.progress)
+    bar = tqdm(total=len(every), desc="features" if with_features else "labels", unit="night",
+               disable=not cfg.progress)
     for split, ids in wanted.items():
         nights[split] = []
         for rid in ids:
             row = manifest.loc[rid].to_dict()
-            nights[split].append(load_night(cfg.data, rid, str(row.get("subject_id", rid)), events, row))
+            nights[split].append(load_night(cfg.data, rid, str(row.get("subject_id", rid)), events, row,
+                                            with_features))
             bar.update()
     bar.close()
     return nights
+
+
+def drawn_seconds(nights: list[Night], label_fraction: float, rng: np.random.Generator
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled train seconds: a seeded `label_fraction` of the 30-s epochs of all nights, every second of a
+    drawn epoch, as sorted global second indices (nights in order), and the nights' first epoch indices (n + 1,)."""
+    offsets = np.cumsum([0] + [n.n_seconds // EPOCH_S for n in nights])  # epoch index ranges per night
+    total = int(offsets[-1])
+    drawn = np.sort(rng.choice(total, size=max(1, int(round(label_fraction * total))), replace=False))
+    return (drawn[:, None] * EPOCH_S + np.arange(EPOCH_S)[None, :]).reshape(-1), offsets  # global second index
 
 
 def training_seconds(nights: list[Night], label_fraction: float, max_seconds: int, seed: int
@@ -168,10 +256,7 @@ def training_seconds(nights: list[Night], label_fraction: float, max_seconds: in
     """Features (N, F) and classes (N,) of the train seconds: a seeded `label_fraction` of the 30-s epochs of
     all nights (every second of a drawn epoch), then at most `max_seconds` of those seconds (seeded)."""
     rng = np.random.default_rng(seed)
-    offsets = np.cumsum([0] + [n.n_seconds // EPOCH_S for n in nights])  # epoch index ranges per night
-    total = int(offsets[-1])
-    drawn = np.sort(rng.choice(total, size=max(1, int(round(label_fraction * total))), replace=False))
-    seconds = (drawn[:, None] * EPOCH_S + np.arange(EPOCH_S)[None, :]).reshape(-1)  # global second index
+    seconds, offsets = drawn_seconds(nights, label_fraction, rng)
     if seconds.size > max_seconds:
         seconds = np.sort(rng.choice(seconds, size=max_seconds, replace=False))
     night_of = np.searchsorted(offsets * EPOCH_S, seconds, side="right") - 1
@@ -211,6 +296,188 @@ def fit_qualifier(cfg: argparse.Namespace, nights: list[Night], detector: EventD
         return summary
     detector.qualifier = make_classifier(cfg, max_iter=100).fit(np.concatenate(rows), y)
     return summary
+
+
+# ---------------------------------------------------------------------------------------- token methods
+def token_backbone(cfg: argparse.Namespace):
+    """The `downstream.common.BackboneSource` of --backbone (random weights for scratch); UsageError if unusable."""
+    options = argparse.Namespace(backbone=cfg.backbone, init="random" if cfg.method == "scratch" else "pretrained",
+                                 channels=cfg.channels, preset=None, model_args={})
+    return resolve_backbone(options, cfg.data)
+
+
+def backbone_channels_present(cfg: argparse.Namespace, channels: list[str], nights: list[Night]) -> dict[str, list[str]]:
+    """{recording: the backbone channels it has}; UsageError naming the nights that have none of them."""
+    present = {n.recording_id: [c for c in channels if c in recording_columns(cfg.data, n.recording_id)]
+               for n in nights}
+    none = [rid for rid, found in present.items() if not found]
+    if none:
+        raise UsageError(f"--backbone {cfg.backbone}: reads channel(s) {', '.join(channels)}, and {len(none)} of "
+                         f"{len(present)} night(s) of --data {cfg.data} have none of them ({', '.join(none[:3])}"
+                         f"{' ...' if len(none) > 3 else ''}); use a backbone over channels the nights were parsed with")
+    return present
+
+
+def labelled_train_nights(nights: list[Night], label_fraction: float, seed: int) -> list[TrainNight]:
+    """Per-second classes of the train nights with -1 outside the drawn epochs (`drawn_seconds`, the features
+    method's draw) and past the scored signal."""
+    seconds, offsets = drawn_seconds(nights, label_fraction, np.random.default_rng(seed))
+    out = []
+    for i, night in enumerate(nights):
+        local = seconds[(seconds >= offsets[i] * EPOCH_S) & (seconds < offsets[i + 1] * EPOCH_S)] - offsets[i] * EPOCH_S
+        local = local[local < night.targets.n_seconds]
+        labels = np.full(night.n_seconds, -1, dtype=np.int64)
+        labels[local] = night.targets.respiratory[local]
+        out.append(TrainNight(night.n_seconds, labels))
+    return out
+
+
+def read_signals(data_dir: Path, recording_id: str, channels: list[str]) -> dict[str, np.ndarray]:
+    """{channel: (n_epochs, samples) float32} of a night's backbone channels, robust-scaled as parsed."""
+    table = pq.read_table(recording_path(data_dir, recording_id), columns=channels, use_threads=False)
+    return {c: table.column(c).combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1).astype(np.float32)
+            for c in channels}
+
+
+class WindowTokenModel(nn.Module):
+    """finetune / scratch: raw windows {channel: (B, T, samples)} → tokenizer on the B x T epochs → per-second
+    vectors (B, T x 30, D) → SecondsHead → (B, T x 30, 5) logits."""
+
+    def __init__(self, tokenizer: SecondTokenizer, head: SecondsHead):
+        super().__init__()
+        self.tokenizer, self.head = tokenizer, head
+
+    def forward(self, windows: dict[str, torch.Tensor]) -> torch.Tensor:
+        batch, length = next(iter(windows.values())).shape[:2]
+        vectors = self.tokenizer({c: x.flatten(0, 1) for c, x in windows.items()})  # (B x T, 30, D)
+        return self.head(vectors.reshape(batch, length * EPOCH_S, -1))
+
+
+def fit_tokens(cfg: argparse.Namespace, nights: dict[str, list[Night]], started: float
+               ) -> tuple[EventDetector, dict[str, Any], list[str], dict[str, Any]]:
+    """Train the per-second head (and, finetune / scratch, the encoders) of a token method; fill every night's
+    `features` with its per-second vectors. Returns the detector (decoding not chosen yet), the train record,
+    the names of the vector's columns and the extra files to write (finetune / scratch: encoder.pt)."""
+    source = token_backbone(cfg)
+    every = [n for split in ("train", "val", "test") for n in nights[split]]
+    present = backbone_channels_present(cfg, source.channels, every)
+    token_source = cfg.token_source if cfg.token_source != "auto" else (
+        "fusion" if source.kind == "synthsleepnet" else "encoder")
+    if token_source == "fusion" and source.kind != "synthsleepnet":
+        raise UsageError(f"--token-source fusion needs a SynthSleepNet backbone; {cfg.backbone} is a {source.kind}")
+    read = list(cfg.token_channels) if cfg.token_channels else default_read_channels(source.channels)
+    if not set(read) <= set(source.channels):
+        raise UsageError(f"--token-channels {read}: not all channels the backbone reads ({source.channels})")
+    lacking = {rid: [c for c in read if c not in found] for rid, found in present.items()}
+    lacking = {rid: missing for rid, missing in lacking.items() if missing}
+    if lacking:
+        shown = "; ".join(f"{rid}: {', '.join(m)}" for rid, m in list(lacking.items())[:5])
+        print(f"warning: {len(lacking)} night(s) lack read channels (zeros in their part of the vector): {shown}"
+              f"{' ...' if len(lacking) > 5 else ''}", flush=True)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)
+    encoder = EpochEncoder(source.instantiate(), source.channels, mode=ENCODER_MODE[cfg.method])
+    tokenizer = SecondTokenizer(encoder, token_source, read).to(device)
+    sha = source.provenance.get("sha256") if cfg.method == "probe" else None  # trained encoders: never cached
+
+    def encode(split_nights: list[Night]) -> None:
+        with evaluating(tokenizer):
+            vectors = night_tokens(tokenizer, cfg.data, [n.recording_id for n in split_nights], present, device,
+                                   batch_epochs=cfg.batch_epochs, cache_dir=cfg.cache_dir, backbone_sha256=sha,
+                                   progress=cfg.progress)
+        for night in split_nights:
+            night.features = vectors[night.recording_id]  # (n_seconds, D)
+
+    window_s = cfg.epochs_per_window * EPOCH_S
+    train_nights = labelled_train_nights(nights["train"], cfg.label_fraction, cfg.seed)
+    counts = np.bincount(np.concatenate([n.labels[n.labels >= 0] for n in train_nights]),
+                         minlength=len(RESPIRATORY_CLASSES))
+    if np.count_nonzero(counts) < 2:
+        raise UsageError(f"--data {cfg.data}: the training seconds hold one class only "
+                         f"({RESPIRATORY_CLASSES[int(np.argmax(counts))]}); raise --label-fraction")
+    head = SecondsHead(tokenizer.dim, width=cfg.head_width, depth=cfg.head_depth, dropout=cfg.head_dropout)
+    if cfg.method == "probe":
+        encode(every)
+    else:
+        encode(nights["train"])  # the initial encoders' vectors: the head's input statistics only
+    sample = np.random.default_rng([cfg.seed, 5])
+    pooled = np.concatenate([n.features[sample.choice(n.n_seconds, size=min(n.n_seconds, 20_000), replace=False)]
+                             for n in nights["train"]])
+    head.set_statistics(pooled)
+    head.to(device)
+    print(f"event_detection | {cfg.method} | backbone {source.name} ({source.kind}, {ENCODER_MODE[cfg.method]}) | "
+          f"{token_source} tokens of {', '.join(read)} -> {tokenizer.dim}-d per second | head receptive field "
+          f"{head.receptive_field_s} s | train {int(counts.sum())} labelled seconds (per class {counts.tolist()}) | "
+          f"{time.monotonic() - started:.1f} s", flush=True)
+    scorer = EventDetector(None, [], min_duration_s=cfg.min_duration_s)
+
+    def val_score(probabilities: list[np.ndarray]) -> float:
+        _, _, curve = select_decoding(scorer, nights["val"], probabilities)
+        return max((c["score"] for c in curve if math.isfinite(c["score"])), default=float("nan"))
+
+    def head_probabilities(vectors: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(vectors).to(device)[None]  # (1, n_seconds, D)
+        return head(x)[0].float().softmax(dim=-1)[:, 1:].double().cpu().numpy()  # (n_seconds, 4)
+
+    if cfg.method == "probe":
+        model: nn.Module = head
+
+        def batch_inputs(starts):
+            out = np.zeros((len(starts), window_s, tokenizer.dim), dtype=np.float32)  # (B, S, D), zeros past the end
+            for b, (i, first) in enumerate(starts):
+                part = nights["train"][i].features[first: first + window_s]
+                out[b, : part.shape[0]] = part
+            return torch.from_numpy(out).to(device)
+
+        def evaluate(_model):
+            return val_score([head_probabilities(n.features) for n in nights["val"]])
+        align = 1
+    else:
+        model = WindowTokenModel(tokenizer, head)
+        channels = list(source.channels)
+        usable = [i for i, n in enumerate(nights["train"]) if len(present[n.recording_id]) == len(channels)]
+        if not usable:
+            raise UsageError(f"--method {cfg.method}: no train night has every backbone channel ({', '.join(channels)})")
+        signals = {i: read_signals(cfg.data, nights["train"][i].recording_id, channels) for i in usable}
+        train_nights = [train_nights[i] for i in usable]
+        index = dict(enumerate(usable))
+
+        def batch_inputs(starts):
+            out = {c: np.zeros((len(starts), cfg.epochs_per_window, signals[usable[0]][c].shape[1]), np.float32)
+                   for c in channels}  # (B, T, samples) each, zeros past the end
+            for b, (i, first) in enumerate(starts):
+                for c in channels:
+                    part = signals[index[i]][c][first // EPOCH_S: first // EPOCH_S + cfg.epochs_per_window]
+                    out[c][b, : part.shape[0]] = part
+            return {c: torch.from_numpy(x).to(device) for c, x in out.items()}
+
+        def evaluate(_model):
+            encode(nights["val"])
+            return val_score([head_probabilities(n.features) for n in nights["val"]])
+        align = EPOCH_S
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    print(f"training {trainable / 1e3:.1f} k weights for {cfg.steps} steps of {cfg.batch_windows} windows x "
+          f"{cfg.epochs_per_window} epochs", flush=True)
+    result = train_steps(model, train_nights, batch_inputs, class_weights(counts, cfg.class_weights), evaluate,
+                         steps=cfg.steps, batch=cfg.batch_windows, window_s=window_s, lr=cfg.lr,
+                         weight_decay=cfg.weight_decay, eval_every=cfg.eval_every, seed=cfg.seed, device=device,
+                         align=align, log=lambda line: print(line, flush=True))
+    if cfg.method != "probe":
+        encode(every)  # the selected encoders' vectors of every night
+    names = [f"{token_source}:{c}:{k}" for c in read for k in range(tokenizer.token_dim)]
+    detector = EventDetector(SecondsClassifier(head), names, min_duration_s=cfg.min_duration_s,
+                             hypopnea_rule=cfg.hypopnea_rule)
+    record = {"n_recordings": len(nights["train"]), "n_seconds": int(counts.sum()), "class_counts": counts.tolist(),
+              "recordings": [n.recording_id for n in nights["train"]], "backbone": source.provenance,
+              "encoder_mode": ENCODER_MODE[cfg.method], "token_source": token_source, "token_channels": read,
+              "token_dim": tokenizer.dim, "head": head.config, "receptive_field_s": head.receptive_field_s,
+              "steps": cfg.steps, "batch_windows": cfg.batch_windows, "window_s": window_s, "lr": cfg.lr,
+              "trainable_weights": trainable, "best_step": result.best_step, "best_val_score": result.best_score,
+              "history": result.history, "train_seconds": result.seconds}
+    files = {} if cfg.method == "probe" else {"encoder.pt": {
+        "model_kind": "epoch_encoder", "model_config": encoder.to_config(),
+        "model": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}}
+    return detector, record, names, files
 
 
 # ---------------------------------------------------------------------------------------- scoring
@@ -350,10 +617,13 @@ def format_number(value: Any, digits: int = 3) -> str:
 
 
 def results_markdown(metrics: dict[str, Any]) -> str:
-    test, val = metrics["test"], metrics["val"]
+    test, val, train = metrics["test"], metrics["val"], metrics["train"]
     lines = [f"# Event detection ({metrics['method']}), hypopnea rule {metrics['hypopnea_rule']}", "",
              f"- train: {metrics['train']['n_seconds']} seconds of {metrics['train']['n_recordings']} nights "
              f"({100 * metrics['label_fraction']:g} % of the epochs); classes {metrics['train']['class_counts']}",
+             *([f"- per-second vectors: {metrics['features']} from {train['backbone']['name']} "
+                f"({train['encoder_mode']}); head selected at step {train['best_step']} of {train['steps']} on val"]
+               if train.get("backbone") else []),
              f"- decoding chosen on `val`: threshold {metrics['selection']['threshold']}, merge gap "
              f"{metrics['selection']['merge_gap_s']} s, minimum {metrics['selection']['min_duration_s']} s "
              f"(val mean F1 apnea/hypopnea {format_number(metrics['selection']['val_score'])})",
@@ -383,13 +653,17 @@ def results_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(cfg: argparse.Namespace, detector: EventDetector, metrics: dict, event_rows: list[dict]) -> None:
+def write_outputs(cfg: argparse.Namespace, detector: EventDetector, metrics: dict, event_rows: list[dict],
+                  files: dict[str, Any] | None = None) -> None:
+    """Every output of a run, each written atomically; `files`: extra torch files (name -> object)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     record = json_safe(metrics)
     columns = ["recording_id", "onset_s", "duration_s", "type", "probability", "counted"]
     buffer = io.StringIO()
     pd.DataFrame(event_rows, columns=columns).to_csv(buffer, index=False, float_format="%.3f")
+    for name, payload in (files or {}).items():
+        _write_atomic(out / name, lambda p, payload=payload: torch.save(payload, p))
     _write_atomic(out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(detector)))
     _write_atomic(out / "events.csv", lambda p: p.write_text(buffer.getvalue()))
     _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n"))
@@ -398,12 +672,10 @@ def write_outputs(cfg: argparse.Namespace, detector: EventDetector, metrics: dic
 
 
 # ---------------------------------------------------------------------------------------- main
-def run(cfg: argparse.Namespace) -> dict[str, Any]:
-    started = time.monotonic()
-    assert_no_test_leakage(cfg.data)
-    nights = load_split_nights(cfg)
-    assert_no_test_leakage(cfg.data, {"training": [n.recording_id for n in nights["train"]],
-                                      "model selection": [n.recording_id for n in nights["val"]]})
+def fit_features(cfg: argparse.Namespace, nights: dict[str, list[Night]], started: float
+                 ) -> tuple[EventDetector, dict[str, Any], list[str]]:
+    """The features method: gradient-boosted trees on the train seconds. Returns the detector (decoding not
+    chosen yet), the train record and the feature names."""
     train_x, train_y = training_seconds(nights["train"], cfg.label_fraction, cfg.max_train_seconds, cfg.seed)
     counts = np.bincount(train_y, minlength=len(RESPIRATORY_CLASSES))
     print(f"event_detection | {cfg.method} | train {train_x.shape} (per class {counts.tolist()}) | val "
@@ -414,7 +686,23 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     feature_names = respiratory_features({}, 1)[1]  # the column names (values of no channel: NaN)
     detector = EventDetector(make_classifier(cfg).fit(train_x, train_y), feature_names,
                              min_duration_s=cfg.min_duration_s, hypopnea_rule=cfg.hypopnea_rule)
-    qualifier = fit_qualifier(cfg, nights["train"], detector)
+    record = {"n_recordings": len(nights["train"]), "n_seconds": int(train_y.size), "class_counts": counts.tolist(),
+              "recordings": [n.recording_id for n in nights["train"]]}
+    return detector, record, feature_names
+
+
+def run(cfg: argparse.Namespace) -> dict[str, Any]:
+    started = time.monotonic()
+    assert_no_test_leakage(cfg.data)
+    nights = load_split_nights(cfg)
+    assert_no_test_leakage(cfg.data, {"training": [n.recording_id for n in nights["train"]],
+                                      "model selection": [n.recording_id for n in nights["val"]]})
+    files: dict[str, Any] = {}
+    if cfg.method == "features":
+        detector, train_record, feature_names = fit_features(cfg, nights, started)
+    else:
+        detector, train_record, feature_names, files = fit_tokens(cfg, nights, started)
+    train_record["qualifier"] = fit_qualifier(cfg, nights["train"], detector)
     print(f"fitted ({time.monotonic() - started:.1f} s)", flush=True)
 
     val_prob = [detector.probabilities(n.features) for n in nights["val"]]
@@ -430,17 +718,23 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     metrics = {
         "method": cfg.method, "task": "event_detection", "data": str(Path(cfg.data).resolve()),
         "hypopnea_rule": cfg.hypopnea_rule, "label_fraction": cfg.label_fraction, "seed": cfg.seed,
-        "match_iou": MATCH_IOU, "classes": list(RESPIRATORY_CLASSES), "features": feature_names,
-        "train": {"n_recordings": len(nights["train"]), "n_seconds": int(train_y.size),
-                  "class_counts": counts.tolist(), "recordings": [n.recording_id for n in nights["train"]],
-                  "qualifier": qualifier},
+        "match_iou": MATCH_IOU, "classes": list(RESPIRATORY_CLASSES),
+        "features": feature_names if cfg.method == "features" else
+        f"{train_record['token_source']} tokens of {', '.join(train_record['token_channels'])} per second "
+        f"({len(feature_names)}-d)",
+        "train": train_record,
         "selection": {"split": "val", "objective": "mean of the apnea and hypopnea event F1",
                       "threshold": detector.threshold, "merge_gap_s": detector.merge_gap_s,
                       "min_duration_s": detector.min_duration_s, "val_score": val_score, "curve": curve},
         "val": val_metrics, "test": test_metrics, "seconds": time.monotonic() - started,
     }
-    detector.info = {"hypopnea_rule": cfg.hypopnea_rule, "data": metrics["data"], "seed": cfg.seed}
-    write_outputs(cfg, detector, metrics, event_rows)
+    detector.info = {"hypopnea_rule": cfg.hypopnea_rule, "data": metrics["data"], "seed": cfg.seed,
+                     "method": cfg.method}
+    if cfg.method in TOKEN_METHODS:  # what turns a night into the detector's per-second vectors
+        detector.info["tokens"] = {k: train_record[k] for k in ("backbone", "encoder_mode", "token_source",
+                                                                 "token_channels", "token_dim")}
+        detector.info["tokens"]["encoder_file"] = "encoder.pt" if files else None
+    write_outputs(cfg, detector, metrics, event_rows, files)
     test = test_metrics["events"]
     agreement = test_metrics["ahi"]["agreement"]
     print(f"test ({test_metrics['n_subjects']} subjects): event F1 apnea {format_number(test.get('apnea', {}).get('f1'))} "
