@@ -195,15 +195,20 @@ def epoch_frame_tokens(framer: EpochFramer, frame_backbone: nn.Module, epochs: t
 def frame_targets(frames: torch.Tensor, kind: str) -> torch.Tensor:
     """Fixed reconstruction targets of frames (B, N, L) samples, robust-scaled, without gradient: "raw" gives
     the frames themselves (B, N, L); "spectrum" the natural log of the power of each Hann-windowed frame's
-    one-sided FFT, DC dropped (B, N, L // 2) (0.25-50 Hz in 0.25-Hz bins for 4-s frames at 100 Hz). Both keep
-    the absolute amplitude within the night, which band-power features use."""
+    one-sided FFT, DC dropped (B, N, L // 2) (0.25-50 Hz in 0.25-Hz bins for 4-s frames at 100 Hz), standardised
+    per frequency bin over the batch's frames. Both keep the differences in absolute power between frames and
+    epochs of a night, which band-power features use. Why standardised: the log powers sit around -5 with a
+    spread of a few units, and the decoder's output bias moves about lr per step, so an unstandardised target
+    leaves an offset error of ~20 (10x the contrastive loss) that dominates the first thousand steps."""
     frames = frames.detach().float()
     if kind == "raw":
         return frames.contiguous()
     if kind == "spectrum":
         window = torch.hann_window(frames.shape[-1], periodic=False, dtype=frames.dtype, device=frames.device)
         spectrum = torch.fft.rfft((frames - frames.mean(dim=-1, keepdim=True)) * window, dim=-1)[..., 1:]
-        return torch.log(spectrum.abs().pow(2) / frames.shape[-1] + 1e-4)  # (B, N, L // 2)
+        log_power = torch.log(spectrum.abs().pow(2) / frames.shape[-1] + 1e-4).flatten(0, 1)  # (B N, L // 2)
+        standardised = (log_power - log_power.mean(dim=0)) / (log_power.std(dim=0, unbiased=False) + 1e-3)
+        return standardised.view(*frames.shape[:2], -1)  # (B, N, L // 2)
     raise ValueError(f"frame_targets: kind must be 'raw' or 'spectrum', got {kind!r}")
 
 
