@@ -1,14 +1,14 @@
 """Loader speed: random single-epoch read latency and DataLoader throughput of dataset.datasets.EpochDataset.
 
 Builds a cohort first: a synthetic cohort generated and parsed with dataset.synthetic / dataset.data_parser
-when those modules exist, else (or with --fixture) the DESIGN 2.4 schema writer of tests/test_datasets.py
+when those modules exist, else (or with --fixture) the docs/data.md §2.4 schema writer of tests/test_datasets.py
 with realistic sizes (default 8 recordings x 960 epochs x 6 electrophysiology channels, about 700 MB).
 
     python benchmarks/bench_loader.py [--out DIR] [--fixture] [--recordings 8] [--epochs 960]
 
 Random reads are timed with the row-group cache limited to the last row group, as in a cohort far larger than
 the cache (SHHS), and with the files already in the page cache (freshly written): a cold disk adds its seek time.
-Target (DESIGN 2.4): random epoch read < 2 ms.
+Target (docs/data.md §2.4): random epoch read < 2 ms.
 """
 from __future__ import annotations
 

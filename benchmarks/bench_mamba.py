@@ -23,12 +23,12 @@ from concurrent.futures import ProcessPoolExecutor
 
 import torch
 
-from models.mamba import DESIGN_DEFAULTS, Mamba2, fused_kernels_available, mamba2_recurrence_ref
+from models.mamba import MAMBA_DEFAULTS, Mamba2, fused_kernels_available, mamba2_recurrence_ref
 
 
 def build(d_model: int, batch: int, seqlen: int, device: str, backend: str):
     torch.manual_seed(0)
-    block = Mamba2(d_model, backend=backend, **DESIGN_DEFAULTS).to(device)
+    block = Mamba2(d_model, backend=backend, **MAMBA_DEFAULTS).to(device)
     u = torch.randn(batch, seqlen, d_model, device=device, requires_grad=True)  # (batch, T, d_model)
     return block, u
 
@@ -111,7 +111,7 @@ def main() -> None:
     else:
         cuda_note = " (no CUDA device: GPU rows skipped)"
 
-    print(f"Mamba2 d_model={args.d_model} {DESIGN_DEFAULTS}, batch {args.batch}, forward+backward{cuda_note}")
+    print(f"Mamba2 d_model={args.d_model} {MAMBA_DEFAULTS}, batch {args.batch}, forward+backward{cuda_note}")
     print("| device | T | implementation | median s | min s | peak extra memory (MB) | median vs chunked |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for row in rows:

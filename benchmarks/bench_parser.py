@@ -1,4 +1,4 @@
-"""Speed and memory of dataset/data_parser.py on 8-h SHHS1-like nights (DESIGN 2.4: < 750 MB per worker).
+"""Speed and memory of dataset/data_parser.py on 8-h SHHS1-like nights (docs/data.md §2.4: < 750 MB per worker).
 
     python benchmarks/bench_parser.py [--nights 4] [--hours 8] [--workers 1 2] [--data data/bench_parser]
 

@@ -1,4 +1,4 @@
-"""NeuroNet training-step and encoding throughput, FLOPs and peak memory (DESIGN.md 3.1).
+"""NeuroNet training-step and encoding throughput, FLOPs and peak memory (docs/models.md §3.1).
 
 One training step = hybrid-loss forward (frame CNN, two masked views, reconstruction + NT-Xent),
 backward, AdamW step. Encoding = the downstream representation (mean of the encoder's frame tokens, no
@@ -51,7 +51,7 @@ def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warm
     # fused AdamW: one kernel over all tensors (CPU support since torch 2.4) instead of ~12 ops per tensor
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.05, fused=True)
     epochs = [torch.randn(batch, 3000, device=device) for _ in range(2)]  # (B, 3000) at 100 Hz
-    use_amp = bf16 or device == "cuda"  # CUDA always trains with bf16 autocast (DESIGN.md 4)
+    use_amp = bf16 or device == "cuda"  # CUDA always trains with bf16 autocast (docs/training.md §4)
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
 
     def step(x):

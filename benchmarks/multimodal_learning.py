@@ -1,4 +1,4 @@
-"""Does multimodal fusion help? A fixed-CPU-budget learning check of tiny SynthSleepNet (DESIGN.md 3.2).
+"""Does multimodal fusion help? A fixed-CPU-budget learning check of tiny SynthSleepNet (docs/models.md §3.2).
 
 1. A synthetic cohort is generated and parsed (val = 20 % of subjects, so the score rests on more than one
    night), or --data is used. The nights are long enough (default 6 h, about four sleep cycles) to hold every

@@ -6,7 +6,7 @@ channels (eeg_c4, eeg_c3, eog_l, eog_r, emg, ecg; never the respiratory channels
 HistGradientBoostingClassifier is trained and tested with subject-level K-fold cross-validation (every subject
 is tested once, by a model that never saw it; predictions pooled). No temporal context is used.
 
-Required bands (real PSG is learnable but not trivial; DESIGN.md 2.5): staging Cohen's kappa in [0.55, 0.85],
+Required bands (real PSG is learnable but not trivial; docs/data.md §2.5): staging Cohen's kappa in [0.55, 0.85],
 N1 the class with the lowest F1, apnea epoch AUROC in [0.75, 0.97], hypopnea AUROC below apnea AUROC.
 
     python benchmarks/synthetic_difficulty.py [--nights 16 --hours 4 --seeds 0 1 2 --folds 4 --out DIR]

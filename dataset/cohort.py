@@ -1,6 +1,6 @@
 """Reading a parsed cohort's small files for the loaders: splits, manifest, Parquet footers, per-epoch labels.
 
-Everything here is cheap metadata (DESIGN 2.4): `DST/splits.json`, `DST/manifest.parquet`, the footer of each
+Everything here is cheap metadata (docs/data.md §2.4): `DST/splits.json`, `DST/manifest.parquet`, the footer of each
 `DST/recordings/<recording_id>.parquet` and its small label columns (`epoch`, `stage`, event columns). Signals
 are never read here; `dataset.datasets` streams them.
 """
@@ -31,7 +31,7 @@ def resolve_split(data_dir: str | Path, split: str | list[str] | tuple[str, ...]
             raise ValueError(f"unknown split {split!r}: use one of {list(SPLIT_NAMES)} or a list of recording ids")
         path = Path(data_dir) / "splits.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no splits file; run the data parser on this folder first (DESIGN 2.4)")
+            raise FileNotFoundError(f"{path}: no splits file; run the data parser on this folder first (docs/data.md §2.4)")
         recordings = read_splits(path)["recordings"][split]
         if not recordings:
             raise ValueError(f"{path}: split {split!r} has no recordings")
@@ -46,7 +46,7 @@ def read_subjects(data_dir: str | Path, recording_ids: list[str]) -> dict[str, s
     """recording_id -> subject_id, from DST/manifest.parquet."""
     path = Path(data_dir) / "manifest.parquet"
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest; run the data parser on this folder first (DESIGN 2.4)")
+        raise FileNotFoundError(f"{path}: no manifest; run the data parser on this folder first (docs/data.md §2.4)")
     manifest = pq.read_table(path, columns=["recording_id", "subject_id"]).to_pydict()
     known = {str(r): str(s) for r, s in zip(manifest["recording_id"], manifest["subject_id"])}
     unknown = [rid for rid in recording_ids if rid not in known]
@@ -150,7 +150,7 @@ def scan_recording(
         needed = ["epoch", "stage", *label_columns(task, label_rule)]
         missing = [c for c in needed if c not in schema.names]
         if missing:
-            raise ValueError(f"{path}: missing column(s) {missing} (expected the DESIGN 2.4 epoch table)")
+            raise ValueError(f"{path}: missing column(s) {missing} (expected the docs/data.md §2.4 epoch table)")
         channel_samples = {}
         for name in schema.names:
             if name not in CHANNEL_BY_NAME:

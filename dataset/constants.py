@@ -1,7 +1,7 @@
 """The data contract in one place: channels, rates, stages, events, Parquet columns.
 
 Every module that needs to know what a channel, a stage or an event is imports it from here
-(DESIGN.md section 2). Nothing here reads files.
+(docs/data.md §2). Nothing here reads files.
 """
 from __future__ import annotations
 
@@ -93,7 +93,7 @@ STAGE_TOKENS: dict[str, int] = {
                                            "A", "ARTIFACT", "ARTEFACT", "6", "7", "8", "9", "-1")},
 }
 
-# Scored events (DESIGN 2.3). Each canonical type lists the lower-case concept names that map to it;
+# Scored events (docs/data.md §2.3). Each canonical type lists the lower-case concept names that map to it;
 # `arousal` additionally takes any concept whose name contains "arousal".
 EVENT_TYPES: tuple[str, ...] = (
     "obstructive_apnea",

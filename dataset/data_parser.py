@@ -1,4 +1,4 @@
-"""EDF + NSRR XML cohort -> one Parquet epoch table per night, events, manifest and splits (DESIGN 2.1-2.4).
+"""EDF + NSRR XML cohort -> one Parquet epoch table per night, events, manifest and splits (docs/data.md §2.1-§2.4).
 
     python dataset/data_parser.py --src SRC --dst DST [--workers N] [--overwrite] [--channels eeg_c4 ...]
                                   [--shard K/N] [--merge] [--allow-unscored] [--test-frac 0.1 --val-frac 0.1
@@ -45,7 +45,7 @@ from dataset.worker_pool import run_in_workers
 __all__ = ["discover", "parse_cohort", "process_recording", "load_night", "make_splits", "write_splits",
            "merge_shards", "main", "ProcessingConfig"]
 
-ROW_GROUP_EPOCHS = 16  # target epochs per Parquet row group (DESIGN 2.4: 16-32); a random epoch read decodes ~16
+ROW_GROUP_EPOCHS = 16  # target epochs per Parquet row group (docs/data.md §2.4: 16-32); a random epoch read decodes ~16
 STRING_COLUMNS = ("recording_id", "subject_id", "cohort", "status", "reason", "edf", "xml", "parquet", "channels",
                   "native_rates", "units", "dropped_channels", "warnings", "edf_sha256", "xml_sha256",
                   "channel_sources", "channel_map_channels", "nonstandard_channels")
@@ -184,7 +184,7 @@ def recording_file(dst: Path, recording_id: str) -> Path:
 
 
 def night_table(night: Night, metadata: dict[str, str]) -> pa.Table:
-    """The DESIGN 2.4 epoch table: epoch, channels (fixed_size_list<float32>), stage, event columns."""
+    """The docs/data.md §2.4 epoch table: epoch, channels (fixed_size_list<float32>), stage, event columns."""
     n = night.n_epochs
     columns, fields = [pa.array(np.arange(n, dtype=np.int32))], [pa.field("epoch", pa.int32(), nullable=False)]
     for name, channel in night.channels.items():

@@ -1,4 +1,4 @@
-"""Streaming map-style torch Datasets over a parsed cohort (DESIGN 2.4, 4, 5).
+"""Streaming map-style torch Datasets over a parsed cohort (docs/data.md §2.4; docs/training.md §4; docs/evaluation.md §5).
 
 Nothing of the cohort is loaded into RAM: construction reads only the Parquet footers and the small label
 columns (`epoch`, `stage`, one event column) to build an index of samples; each `__getitem__` reads just the

@@ -6,7 +6,7 @@ signal's own gain and offset:
 
     physical = (digital - digital_min) * (physical_max - physical_min) / (digital_max - digital_min) + physical_min
 
-Robustness (DESIGN 2.4): an empty file, a file that is not an EDF, a BDF (24-bit), an EDF+D (discontinuous)
+Robustness (docs/data.md §2.4): an empty file, a file that is not an EDF, a BDF (24-bit), an EDF+D (discontinuous)
 file or a file without one whole data record raise `EdfError` naming the file. A cut final data record is
 ignored (the file is read up to its last whole record and `truncated` is set); a header record count of -1
 (unknown), 0 or one that disagrees with the file size is replaced by the count the file holds, with a warning

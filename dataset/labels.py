@@ -1,4 +1,4 @@
-"""Per-epoch labels from NSRR annotations (DESIGN 2.3), vectorised with interval arithmetic.
+"""Per-epoch labels from NSRR annotations (docs/data.md §2.3), vectorised with interval arithmetic.
 
 Epoch k covers [30k, 30k + 30) s from the EDF start; its midpoint is 30k + 15.
 - `stage` (int8): the class of the stage event whose [Start, Start + Duration) covers the midpoint; each event

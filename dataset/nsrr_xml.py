@@ -1,4 +1,4 @@
-"""NSRR XML annotations (`<name>-nsrr.xml`) read with an XML parser, never with line regexes (DESIGN 2.1).
+"""NSRR XML annotations (`<name>-nsrr.xml`) read with an XML parser, never with line regexes (docs/data.md §2.1).
 
 An NSRR file is a `PSGAnnotation` root holding `EpochLength` and `ScoredEvents/ScoredEvent` elements, each with
 `EventType` ("name|code"), `EventConcept` ("name|code"), `Start` and `Duration` (seconds from the EDF start)
@@ -47,7 +47,7 @@ def stage_class(concept: str) -> int:
 
 
 def event_type(concept: str) -> str:
-    """Canonical event type of a concept (DESIGN 2.3) or "other"."""
+    """Canonical event type of a concept (docs/data.md §2.3) or "other"."""
     name = concept_name(concept)
     if name in _CONCEPT_TO_TYPE:
         return _CONCEPT_TO_TYPE[name]
@@ -143,7 +143,7 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
             stage_concepts.append(concept)
             continue
         nadir, baseline = (_optional_float(fields.get(name)) for name in ("spo2nadir", "spo2baseline"))
-        # DESIGN 2.3: labels come from Respiratory|Respiratory and Arousals|Arousals events (a missing EventType
+        # docs/data.md §2.3: labels come from Respiratory|Respiratory and Arousals|Arousals events (a missing EventType
         # is accepted); a labelled concept under any other EventType is kept as "other".
         kind_of = event_type(concept) if kind in LABEL_EVENT_KINDS else "other"
         events.append({"type": kind_of, "concept": concept, "start_s": start,

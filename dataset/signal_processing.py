@@ -1,4 +1,4 @@
-"""One night from EDF (+ NSRR XML) to robust-scaled 30-s epochs and labels, in memory (DESIGN 2.2-2.4).
+"""One night from EDF (+ NSRR XML) to robust-scaled 30-s epochs and labels, in memory (docs/data.md §2.2-§2.4).
 
 Per channel, one at a time (bounded memory): digital int16 at the native rate -> physical units (µV for
 electrophysiology) -> polyphase resampling (`scipy.signal.resample_poly`, rational up/down from the native rate)

@@ -1,4 +1,4 @@
-"""Subject-level splits of a parsed cohort (DESIGN 2.4): made once, from sorted subject ids and a fixed seed.
+"""Subject-level splits of a parsed cohort (docs/data.md §2.4): made once, from sorted subject ids and a fixed seed.
 
 - Only `ok` recordings take part. `test` and `val` are drawn from labelled subjects (a subject with at least
   one scored epoch), each at least one subject; every other subject is `pretrain`.
@@ -74,7 +74,7 @@ def make_splits(manifest: pd.DataFrame, seed: int = 0, test_frac: float = 0.1, v
 
 
 def extend_splits(old: dict, manifest: pd.DataFrame) -> dict:
-    """Keep an existing split (DESIGN 2.4: made once): every subject stays where it was; subjects new to the
+    """Keep an existing split (docs/data.md §2.4: made once): every subject stays where it was; subjects new to the
     cohort go to `pretrain` only (never val/test, never train); subjects with no ok recording leave; the
     recording lists are rebuilt from the manifest."""
     ok = manifest[manifest["status"] == "ok"]

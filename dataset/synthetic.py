@@ -1,4 +1,4 @@
-"""A synthetic NSRR-format PSG cohort: EDF files with SHHS labels and NSRR XML scoring (DESIGN.md 2.5).
+"""A synthetic NSRR-format PSG cohort: EDF files with SHHS labels and NSRR XML scoring (docs/data.md §2.5).
 
 No public PSG night can be fetched here, so this module writes realistic ones: plain 16-bit EDF (1-s data
 records, native mixed rates: EEG/EMG/ECG 125 Hz, EOG 50 Hz, airflow/effort 10 Hz, SaO2 1 Hz; µV, mV and %),

@@ -1,4 +1,4 @@
-"""Physiology of the synthetic PSG nights (DESIGN.md 2.5): hypnogram, scored events and every signal.
+"""Physiology of the synthetic PSG nights (docs/data.md §2.5): hypnogram, scored events and every signal.
 
 `simulate_night` returns signals in physical units at their native rates (EEG/EOG/EMG µV, ECG mV, SpO2 %,
 airflow/effort arbitrary units within ±1) plus the truth; `dataset/synthetic.py` writes them as EDF + XML.

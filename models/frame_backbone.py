@@ -1,4 +1,4 @@
-"""Multi-scale 1-D ResNet that turns every frame into one token (DESIGN.md 3.1).
+"""Multi-scale 1-D ResNet that turns every frame into one token (docs/models.md §3.1).
 
 Layout (published SynthSleepNet frame backbone, B values):
     stem     Conv1d(1→64, k7, s2, p3) + BN + ELU + MaxPool(k3, s2, p1)          400 → 100 samples

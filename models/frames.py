@@ -1,4 +1,4 @@
-"""Cut a 30-s epoch into overlapping frames in one tensor op (DESIGN.md 3.1).
+"""Cut a 30-s epoch into overlapping frames in one tensor op (docs/models.md §3.1).
 
 SynthSleepNet frames: 4-s window every 1 s → 27 frames of 400 samples at 100 Hz.
 NeuroNet-paper frames: 3-s window every 0.375 s → 73 frames of 300 samples (the step is 37.5 samples).

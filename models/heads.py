@@ -1,4 +1,4 @@
-"""Downstream models (DESIGN.md 3.3, 5): MLP head, backbone-as-epoch-encoder, per-epoch and temporal classifiers.
+"""Downstream models (docs/models.md §3.3; docs/evaluation.md §5): MLP head, backbone-as-epoch-encoder, per-epoch and temporal classifiers.
 
     EpochEncoder        backbone (NeuroNet or SynthSleepNet) → one pooled vector per 30-s epoch, (N, D)
     MLPHead             (..., D) → (..., C): Linear → BN → ELU → Dropout per hidden width, then Linear
@@ -39,7 +39,7 @@ from torch import nn
 from models.lora import LoraSettings, add_lora, freeze, merge_lora
 from models.loading import BUILDERS, NEURONET, SYNTHSLEEPNET
 from models.frames import frame_starts
-from models.mamba import DESIGN_DEFAULTS, ResidualMamba
+from models.mamba import MAMBA_DEFAULTS, ResidualMamba
 from models.neuronet import NeuroNet
 from models.synthsleepnet import ChannelEncoder, SynthSleepNet
 
@@ -49,7 +49,7 @@ TOKEN_SOURCES: tuple[str, ...] = ("fusion", "encoder")  # what `EpochEncoder.fra
 # per-epoch classifier, a windowed classifier, and fine-tuning's first phase (context + head on cached vectors).
 MLP_HEAD, EPOCH_CLASSIFIER, TEMPORAL_CLASSIFIER, CONTEXT_HEAD = (
     "mlp_head", "epoch_classifier", "temporal_classifier", "context_head")
-FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # DESIGN 3.3: new LoRA (rank 4, alpha 8) while fine-tuning
+FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # docs/models.md §3.3: new LoRA (rank 4, alpha 8) while fine-tuning
 # SynthSleepNet attributes used only by the self-supervised objective (removed for downstream use).
 _PRETRAINING_PARTS: tuple[str, ...] = ("decoder_embed", "mask_token", "decoders", "decoder_preds", "fusion_projector",
                                        "channel_projectors", "reconstruction", "contrastive")
@@ -249,7 +249,7 @@ class EpochClassifier(nn.Module):
 
 
 class TemporalClassifier(nn.Module):
-    """Per-epoch encoder, residual Mamba2 temporal context, shared head at every position (DESIGN 3.3).
+    """Per-epoch encoder, residual Mamba2 temporal context, shared head at every position (docs/models.md §3.3).
 
     {channel: (B, T, n_samples)} windows of T consecutive epochs → logits (B, T, C). The context is causal
     (Mamba2 scans forward in time), so zero-padded epochs at a window's end do not change earlier positions.
@@ -261,7 +261,7 @@ class TemporalClassifier(nn.Module):
         super().__init__()
         if head.in_dim != encoder.embed_dim:
             raise ValueError(f"TemporalClassifier: head takes {head.in_dim}-d vectors, encoder gives {encoder.embed_dim}")
-        self.context_config = {"norm": "layer", "backend": "auto", **DESIGN_DEFAULTS, **dict(context or {})}
+        self.context_config = {"norm": "layer", "backend": "auto", **MAMBA_DEFAULTS, **dict(context or {})}
         self.encoder, self.head = encoder, head
         self.context = ResidualMamba(encoder.embed_dim, **self.context_config)
 

@@ -1,4 +1,4 @@
-"""LoRA on frozen encoders with `peft` (DESIGN.md 3.2, 3.3): add, inspect, merge.
+"""LoRA on frozen encoders with `peft` (docs/models.md §3.2, §3.3): add, inspect, merge.
 
 SynthSleepNet keeps each channel's pretrained NeuroNet encoder frozen and adapts it with LoRA on the
 attention output projections (`attn.proj`, an `nn.Linear` in every `models.transformer.Block`); downstream
@@ -118,7 +118,7 @@ def merge_lora(module: nn.Module) -> int:
     Linear back in its place (state-dict keys return to `...attn.proj.weight`). Returns the number merged.
 
     The module computes the same function before and after (up to float rounding); new adapters can then be
-    added with `add_lora` (e.g. fine-tuning LoRA on top of the pretraining one, DESIGN.md 3.3).
+    added with `add_lora` (e.g. fine-tuning LoRA on top of the pretraining one, docs/models.md §3.3).
     """
     layers = lora_layers(module)
     if any(not name for name, _ in layers):

@@ -15,7 +15,7 @@ Optional CUDA extra (Linux, NVIDIA GPU, a CUDA toolkit whose `nvcc --version` ma
 `--no-build-isolation` is required: both packages import torch in their setup.py and compile against the
 torch already installed. A CPU install never needs them.
 
-`ResidualMamba` is DESIGN 3.3's temporal context: s = norm(x); y = s + Mamba2(s).
+`ResidualMamba` is docs/models.md §3.3's temporal context: s = norm(x); y = s + Mamba2(s).
 `mamba2_recurrence_ref` is the slow step-by-step reference used by the tests and the benchmark.
 """
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import nn
 INSTALL_HINT = ("pip install packaging ninja wheel setuptools && "
                 "pip install -r requirements-cuda.txt --no-build-isolation")
 BACKENDS = ("auto", "torch", "fused", "cuda")  # "cuda" is an alias of "fused"
-DESIGN_DEFAULTS = {"d_state": 16, "d_conv": 4, "expand": 2, "headdim": 64, "ngroups": 1}  # DESIGN 3.3, d_model 512
+MAMBA_DEFAULTS = {"d_state": 16, "d_conv": 4, "expand": 2, "headdim": 64, "ngroups": 1}  # docs/models.md §3.3, d_model 512
 _warned_cuda_fallback = False
 
 
@@ -351,12 +351,12 @@ def mamba2_recurrence_ref(block: Mamba2, u: torch.Tensor) -> torch.Tensor:
 
 
 class ResidualMamba(nn.Module):
-    """DESIGN 3.3 temporal context over per-epoch vectors: s = norm(x); y = s + Mamba2(s).
+    """docs/models.md §3.3 temporal context over per-epoch vectors: s = norm(x); y = s + Mamba2(s).
 
     The residual is around the normalised sequence, as in the published fine-tuning model. `norm="layer"`
     (default) is a per-vector LayerNorm, independent of the batch; `norm="batch"` is the published BatchNorm1d
     (statistics over batch and positions). Input and output (batch, seq_len, d_model). Mamba2 gets
-    DESIGN_DEFAULTS (d_state 16, d_conv 4, expand 2, headdim 64, ngroups 1) updated by `mamba_kwargs`.
+    MAMBA_DEFAULTS (d_state 16, d_conv 4, expand 2, headdim 64, ngroups 1) updated by `mamba_kwargs`.
     """
 
     def __init__(self, d_model: int = 512, norm: str = "layer", backend: str = "auto", **mamba_kwargs):
@@ -367,7 +367,7 @@ class ResidualMamba(nn.Module):
             self.norm = nn.BatchNorm1d(d_model)
         else:
             raise ValueError(f"ResidualMamba: norm must be 'layer' or 'batch', got {norm!r}")
-        self.mamba = Mamba2(d_model, backend=backend, **{**DESIGN_DEFAULTS, **mamba_kwargs})
+        self.mamba = Mamba2(d_model, backend=backend, **{**MAMBA_DEFAULTS, **mamba_kwargs})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (batch, seq_len, d_model) per-epoch vectors in time order → (batch, seq_len, d_model)."""

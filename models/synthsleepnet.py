@@ -1,4 +1,4 @@
-"""SynthSleepNet: multimodal fusion of frozen, LoRA-adapted NeuroNet encoders (DESIGN.md 3.2).
+"""SynthSleepNet: multimodal fusion of frozen, LoRA-adapted NeuroNet encoders (docs/models.md §3.2).
 
 Per channel m (any subset of the ten channels, in the configured order: the six 100-Hz electrophysiology
 channels, the default and published configuration, and the four 10-Hz respiratory ones, whose encoders take

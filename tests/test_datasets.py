@@ -1,4 +1,4 @@
-"""Streaming datasets (dataset/datasets.py) against Parquet files written with the DESIGN 2.4 schema."""
+"""Streaming datasets (dataset/datasets.py) against Parquet files written with the docs/data.md §2.4 schema."""
 from __future__ import annotations
 
 import importlib
@@ -17,7 +17,7 @@ from dataset.constants import CHANNELS, LABEL_EVENT_COLUMNS
 from dataset.datasets import EpochDataset, SequenceDataset
 
 
-# ---- a schema-faithful writer of the parser's output (DESIGN 2.4), for fixtures and the loader benchmark ----
+# ---- a schema-faithful writer of the parser's output (docs/data.md §2.4), for fixtures and the loader benchmark ----
 
 def write_recording(path: Path, n_epochs: int, channels: list[str], seed: int, unscored: bool = False) -> dict:
     """Write one recording's epoch table; return the columns written as numpy arrays."""

@@ -1,4 +1,4 @@
-"""Downstream training and evaluation (DESIGN.md 3.3, 5, 8) on one small synthetic cohort with tiny backbones:
+"""Downstream training and evaluation (docs/models.md §3.3; docs/evaluation.md §5; docs/bugs-fixed.md §8) on one small synthetic cohort with tiny backbones:
 heads and encoder modes, the linear probe (cached, deterministic), fine-tuning windows (never across recordings,
 labels only at the selected epochs) and tiling (every test epoch exactly once), the supervised-from-scratch
 and hand-crafted feature baselines, the leakage guard on a doctored splits file, and the comparison table."""
@@ -348,7 +348,7 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     assert set(apnea["event_index"]["per_recording"]) == set(splits_of(cohort)["recordings"]["test"])
 
     table = tmp_path / "comparison"
-    options = tmp_path / "evaluate.json"  # DESIGN 1: every step takes --config and saves what it ran with
+    options = tmp_path / "evaluate.json"  # docs/architecture.md §1: every step takes --config and saves what it ran with
     options.write_text(json.dumps({"runs": [str(probe_runs[0]), str(tmp_path)], "out": str(table)}))
     assert evaluate_script.main(["--config", str(options)]) == 0
     assert json.loads((table / "config.json").read_text())["runs"] == [str(probe_runs[0]), str(tmp_path)]

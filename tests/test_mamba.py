@@ -25,7 +25,7 @@ MAMBA_SSM_MAMBA2_512 = [
     ("norm.weight", (1024,)),
     ("out_proj.weight", (512, 1024)),
 ]
-DESIGN_CONFIG = dict(d_model=512, d_state=16, d_conv=4, expand=2, headdim=64, ngroups=1)
+MAMBA_CONFIG = dict(d_model=512, d_state=16, d_conv=4, expand=2, headdim=64, ngroups=1)
 SMALL = dict(d_model=12, d_state=5, d_conv=4, expand=2, headdim=6, ngroups=2)  # d_inner 24, 4 heads, 2 groups
 
 
@@ -64,9 +64,9 @@ def assert_matches_recurrence(block: Mamba2, u: torch.Tensor, rtol=1e-9, atol=1e
 
 
 def test_state_dict_keys_and_shapes_equal_mamba_ssm_table():
-    block = Mamba2(**DESIGN_CONFIG)
+    block = Mamba2(**MAMBA_CONFIG)
     assert [(k, tuple(v.shape)) for k, v in block.state_dict().items()] == MAMBA_SSM_MAMBA2_512
-    residual = ResidualMamba()  # DESIGN 3.3 defaults
+    residual = ResidualMamba()  # docs/models.md §3.3 defaults
     mamba_keys = [(k[len("mamba."):], tuple(v.shape))
                   for k, v in residual.state_dict().items() if k.startswith("mamba.")]
     assert mamba_keys == MAMBA_SSM_MAMBA2_512
@@ -103,7 +103,7 @@ def test_norm_before_gate_and_dt_limit_match_recurrence():
 
 def test_design_config_one_chunk_matches_recurrence():
     torch.manual_seed(2)
-    block = randomized(Mamba2(**DESIGN_CONFIG), seed=2)
+    block = randomized(Mamba2(**MAMBA_CONFIG), seed=2)
     assert_matches_recurrence(block, torch.randn(1, 20, 512, dtype=torch.float64))
 
 
@@ -259,8 +259,8 @@ def _mamba_ssm_or_skip():
 def test_cuda_matches_mamba_ssm_module(seqlen):
     mamba_ssm = _mamba_ssm_or_skip()
     torch.manual_seed(7)
-    ours = Mamba2(**DESIGN_CONFIG, backend="torch").to("cuda")
-    theirs = mamba_ssm.Mamba2(**DESIGN_CONFIG).to("cuda")
+    ours = Mamba2(**MAMBA_CONFIG, backend="torch").to("cuda")
+    theirs = mamba_ssm.Mamba2(**MAMBA_CONFIG).to("cuda")
     assert [(k, tuple(v.shape)) for k, v in theirs.state_dict().items()] == MAMBA_SSM_MAMBA2_512
     with torch.no_grad():
         for param in ours.parameters():
@@ -280,7 +280,7 @@ def test_cuda_matches_mamba_ssm_module(seqlen):
 def test_cuda_fused_and_torch_gradients_agree():
     _mamba_ssm_or_skip()
     torch.manual_seed(8)
-    block = Mamba2(**DESIGN_CONFIG).to("cuda")
+    block = Mamba2(**MAMBA_CONFIG).to("cuda")
     u = torch.randn(4, 300, 512, device="cuda")
     grads = {}
     for backend in ("fused", "torch"):

@@ -1,4 +1,4 @@
-"""Subject-level splits (DESIGN 2.4): deterministic, disjoint, from 6 subjects to thousands."""
+"""Subject-level splits (docs/data.md §2.4): deterministic, disjoint, from 6 subjects to thousands."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""SynthSleepNet model (DESIGN.md 3.2): built from tiny unimodal checkpoints; frozen encoders stay frozen and in
+"""SynthSleepNet model (docs/models.md §3.2): built from tiny unimodal checkpoints; frozen encoders stay frozen and in
 eval mode; decoder m reconstructs channel m's detached tokens; channel subsets; encode with missing channels;
 load_backbone round trip; LoRA helpers. CPU, tiny presets, seconds each."""
 from __future__ import annotations

@@ -95,7 +95,7 @@ def test_pretraining_beats_random_init(tmp_path):
 
 
 def test_detach_target_flag_reaches_the_model(monkeypatch, tmp_path):
-    """DESIGN 3.1: the published gradient through the target is the default; `--detach-target` stops it."""
+    """docs/models.md §3.1: the published gradient through the target is the default; `--detach-target` stops it."""
     from pretrained.unimodal import pretrain
 
     seen = {}

@@ -1,4 +1,4 @@
-"""Command-line configuration shared by every train.py (DESIGN.md section 4).
+"""Command-line configuration shared by every train.py (docs/training.md §4).
 
 One parser with five option groups (data, model, optimisation, run, distributed). A script states its own defaults
 (`build_parser(defaults={...})`), may add options of its own, and parses with `parse_config`, which applies the

@@ -1,4 +1,4 @@
-"""The one training loop of the project (DESIGN.md section 4): every train.py builds its data and model, then
+"""The one training loop of the project (docs/training.md §4): every train.py builds its data and model, then
 calls `setup_run` and `fit`.
 
 Contract with the model: `compute_loss(model, batch, device)` returns a dict with a scalar `"loss"` tensor

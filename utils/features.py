@@ -1,4 +1,4 @@
-"""Hand-crafted per-epoch features of the feature baseline (DESIGN.md section 5): band powers and simple statistics.
+"""Hand-crafted per-epoch features of the feature baseline (docs/evaluation.md §5): band powers and simple statistics.
 
 `epoch_features` takes 30-s epochs at 100 Hz, one (n_epochs, 3000) array per channel (as the parser writes them:
 robust-scaled, so powers are relative to the night's median/IQR), and returns one row per epoch. Everything is

@@ -1,7 +1,7 @@
 """Model-selection monitor for self-supervised pretraining: a PCA + k-NN probe on the frozen representation.
 
 The encoder (`model.encode(x)` -> pooled (B, D), tokens) embeds a seeded, capped subsample of labelled
-`train`-split epochs and of `val`-split epochs (never `test`: DESIGN.md section 4); a standardise -> PCA -> k-NN
+`train`-split epochs and of `val`-split epochs (never `test`: docs/training.md §4); a standardise -> PCA -> k-NN
 classifier is fitted on train and scored on val with macro-F1 and Cohen's kappa. The cost is bounded by the
 caps (default 4000 train / 2000 val epochs), the encoding runs under `torch.no_grad` in eval mode, and each
 submodule's train/eval flag is restored afterwards.

@@ -1,4 +1,4 @@
-"""Evaluation metrics for the downstream tasks (DESIGN.md section 5).
+"""Evaluation metrics for the downstream tasks (docs/evaluation.md §5).
 
 - Epoch classification (`classification_metrics`): accuracy, macro-F1, Cohen's kappa, per-class F1 and the
   confusion matrix; for binary tasks also sensitivity, specificity, AUROC and AUPRC (average precision).
@@ -10,7 +10,7 @@
   sleep from per-epoch predictions, and agreement with the scored AHI of the manifest (Pearson r, ICC,
   severity-class agreement at 5/15/30 events/h).
 
-Labels equal to `STAGE_UNSCORED` (-1) in `y_true` are excluded from scoring (DESIGN 2.3); the number of
+Labels equal to `STAGE_UNSCORED` (-1) in `y_true` are excluded from scoring (docs/data.md §2.3); the number of
 scored epochs is reported as `n`. Undefined values (a class nobody scored or predicted, AUROC with one class
 present) are NaN, never an exception.
 """

@@ -1,4 +1,4 @@
-"""PNG figures of the downstream reports (DESIGN.md 5): confusion matrix, hypnogram, label-fraction curves.
+"""PNG figures of the downstream reports (docs/evaluation.md §5): confusion matrix, hypnogram, label-fraction curves.
 
 Drawn with matplotlib's object-oriented API (`Figure`, no pyplot state and no GUI backend), so the functions are
 safe in scripts, tests and worker processes. Each writes one PNG atomically (temp file + rename) and returns

@@ -1,4 +1,4 @@
-"""Sleep statistics of one night from its hypnogram (DESIGN.md section 6), as a sleep report lists them.
+"""Sleep statistics of one night from its hypnogram (docs/evaluation.md §6), as a sleep report lists them.
 
 Conventions (AASM scoring manual terms; yasa's `sleep_statistics` uses the same building blocks):
 - The recording is assumed to start at lights off and end at lights on, so total recording time (TRT) is the

@@ -1,4 +1,4 @@
-"""Hand-crafted feature baseline (DESIGN.md 5): band powers and signal statistics per channel + gradient-boosted trees.
+"""Hand-crafted feature baseline (docs/evaluation.md §5): band powers and signal statistics per channel + gradient-boosted trees.
 
     python downstream/baselines/features.py --data DST --task sleep_stage|apnea|hypopnea \
         [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels eeg_c4,eog_l,...] [--out DIR]

@@ -1,4 +1,4 @@
-"""Fine-tuning with temporal context (DESIGN.md 3.3, 5): LoRA on the encoders + residual Mamba2 over 20 epochs.
+"""Fine-tuning with temporal context (docs/models.md §3.3; docs/evaluation.md §5): LoRA on the encoders + residual Mamba2 over 20 epochs.
 
     python downstream/fine_tuning/train.py --data DST --backbone RUN --task sleep_stage|apnea|hypopnea \
         [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--epochs-per-window 20] [--stride 10] ...

@@ -1,4 +1,4 @@
-"""Linear probing (DESIGN.md 5): a frozen backbone and an MLP head, trained on one 30-s epoch at a time.
+"""Linear probing (docs/evaluation.md §5): a frozen backbone and an MLP head, trained on one 30-s epoch at a time.
 
     python downstream/linear_probing/train.py --data DST --backbone RUN --task sleep_stage|apnea|hypopnea \
         [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels ...] [--out DIR]

@@ -1,4 +1,4 @@
-"""SynthSleepNet multimodal pretraining (DESIGN.md 3.2, 4) on the shared engine (utils/engine.py).
+"""SynthSleepNet multimodal pretraining (docs/models.md §3.2; docs/training.md §4) on the shared engine (utils/engine.py).
 
     python pretrained/multimodal/train.py --data DST --unimodal eeg=RUN,eog=RUN,emg=RUN,ecg=RUN \
         [--channels eeg_c4,eeg_c3,eog_l,eog_r,emg,ecg] [--preset tiny|T|B] ...

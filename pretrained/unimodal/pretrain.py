@@ -1,4 +1,4 @@
-"""Unimodal NeuroNet pretraining (DESIGN.md 3.1, 4), shared by pretrained/unimodal/<modality>/train.py.
+"""Unimodal NeuroNet pretraining (docs/models.md §3.1; docs/training.md §4), shared by pretrained/unimodal/<modality>/train.py.
 
 Each modality's channels are pooled as single-channel samples (EEG: eeg_c4 and eeg_c3 epochs are separate
 samples of one model; EOG: eog_l and eog_r); the model learns from the `pretrain` split without labels. Model
@@ -83,7 +83,7 @@ def add_objective_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
     group = parser.add_argument_group("NeuroNet objective")
     group.add_argument("--detach-target", action=argparse.BooleanOptionalAction, default=False,
                        help="stop gradients through the reconstruction target (frame tokens); default off, as "
-                            "published (DESIGN 3.1)")
+                            "published (docs/models.md §3.1)")
     return parser
 
 
