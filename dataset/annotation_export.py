@@ -1,7 +1,8 @@
 """Predicted (or scored) sleep annotations in the formats other sleep tools read.
 
 Input everywhere: `stages` (n_epochs,) int, the project's classes 0 W, 1 N1, 2 N2, 3 N3, 4 REM and -1 unscored
-(`dataset.constants`); `events` {type: (n_epochs,) 0/1} per-epoch event flags (e.g. "apnea", "hypopnea"); epoch k
+(`dataset.constants`); `events` {type: (n_epochs,) 0/1} per-epoch event flags (e.g. "apnea", "hypopnea"), or a
+list of (type, onset s, duration s) intervals (an event model's typed events, written as they are); epoch k
 covers [30k, 30k + 30) s from the EDF start. A run of k consecutive positive epochs is written as ceil(k / 2)
 events of at most two epochs each (`EVENT_EPOCHS`), the counting rule of `utils.metrics.count_events`, so a
 tool that counts the exported events counts what the project counts. Every writer is a pure function of
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import datetime
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -39,10 +40,14 @@ from utils.metrics import event_runs
 EVENT_EPOCHS = 2  # at most two epochs per exported event: a run of k epochs = ceil(k / 2) events
 NSRR_STAGE_CONCEPT = {0: "Wake|0", 1: "Stage 1 sleep|1", 2: "Stage 2 sleep|2", 3: "Stage 3 sleep|3", 4: "REM sleep|5",
                       STAGE_UNSCORED: "Unscored|9"}
-NSRR_EVENT_CONCEPT = {"apnea": "Obstructive apnea|Obstructive Apnea", "hypopnea": "Hypopnea|Hypopnea"}
+NSRR_EVENT_CONCEPT = {"apnea": "Obstructive apnea|Obstructive Apnea", "hypopnea": "Hypopnea|Hypopnea",
+                      "obstructive_apnea": "Obstructive apnea|Obstructive Apnea",
+                      "central_apnea": "Central apnea|Central Apnea", "mixed_apnea": "Mixed apnea|Mixed Apnea",
+                      "desaturation": "SpO2 desaturation|SpO2 desaturation"}
 EDF_STAGE_TEXT = {0: "Sleep stage W", 1: "Sleep stage 1", 2: "Sleep stage 2", 3: "Sleep stage 3", 4: "Sleep stage R",
                   STAGE_UNSCORED: "Sleep stage ?"}
-EDF_EVENT_TEXT = {"apnea": "Apnea", "hypopnea": "Hypopnea"}
+EDF_EVENT_TEXT = {"apnea": "Apnea", "hypopnea": "Hypopnea", "obstructive_apnea": "Obstructive Apnea",
+                  "central_apnea": "Central Apnea", "mixed_apnea": "Mixed Apnea", "desaturation": "Desaturation"}
 YASA_UNSCORED = -2  # YASA: -1 artefact / movement, -2 unscored
 
 
@@ -57,10 +62,15 @@ def stage_runs(stages: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(stages[a]), int(a), int(b - a)) for a, b in zip(starts, stops)]
 
 
-def event_intervals(events: Mapping[str, np.ndarray], epoch_s: float = EPOCH_S
+def event_intervals(events: Mapping[str, np.ndarray] | Sequence[tuple[str, float, float]], epoch_s: float = EPOCH_S
                     ) -> list[tuple[str, float, float]]:
     """(type, onset s, duration s) of every exported event: each run of positive epochs cut into pieces of at
-    most `EVENT_EPOCHS` epochs; sorted by onset, then type."""
+    most `EVENT_EPOCHS` epochs; sorted by onset, then type. `events` may instead already be intervals
+    (type, onset s, duration s), e.g. an event model's typed events (obstructive_apnea, central_apnea,
+    mixed_apnea, hypopnea, desaturation), exported as they are."""
+    if not isinstance(events, Mapping):
+        return sorted(((str(kind), float(onset), float(duration)) for kind, onset, duration in events),
+                      key=lambda item: (item[1], item[0]))
     out = []
     for kind, flags in events.items():
         for start, length in event_runs((np.asarray(flags) == 1).astype(np.int64)):

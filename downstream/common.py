@@ -28,6 +28,7 @@ import argparse
 import copy
 import json
 import warnings
+import weakref
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -597,11 +598,41 @@ class DownstreamModel:
     event_scale: float = 1.0  # event tasks: scored events per counted event (metrics.json `event_calibration`)
 
 
+_FILE_SHA256: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> sha256 of the file
+_FROZEN_ENCODERS: "weakref.WeakValueDictionary[tuple[str, str, tuple[str, ...], str], EpochEncoder]" = \
+    weakref.WeakValueDictionary()  # (path, sha256, channels, device) -> frozen encoder, while some run holds it
+
+
+def file_sha256(path: str | Path) -> str:
+    """`sha256_file` of `path`, hashed once per process while its size and modification time stay the same."""
+    where = Path(path).resolve()
+    stat = where.stat()
+    key = (str(where), stat.st_size, stat.st_mtime_ns)
+    if key not in _FILE_SHA256:
+        _FILE_SHA256[key] = sha256_file(where)
+    return _FILE_SHA256[key]
+
+
+def shared_encoder(path: str | Path, channels: Sequence[str], map_location: str | torch.device = "cpu"
+                   ) -> EpochEncoder:
+    """The frozen `EpochEncoder` of a pretraining checkpoint over `channels`, built once per distinct backbone
+    file (by content), channels and device while a loaded run still holds it: the probes of one backbone share
+    one module instead of each rebuilding its own copy. Inference only: the module is frozen and shared, so
+    callers must not train or modify it."""
+    key = (str(Path(path).resolve()), file_sha256(path), tuple(channels), str(map_location))
+    encoder = _FROZEN_ENCODERS.get(key)
+    if encoder is None:
+        encoder = EpochEncoder(load_backbone(path, map_location), list(channels), "frozen").eval()
+        _FROZEN_ENCODERS[key] = encoder
+    return encoder
+
+
 def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu") -> DownstreamModel:
     """The model of a linear-probing or fine-tuning run directory (best.pt, else last.pt) or checkpoint file.
 
     A linear probe's checkpoint holds only its head: the frozen backbone is loaded from the file named in the
-    checkpoint's metadata, whose SHA-256 must still match (ValueError otherwise)."""
+    checkpoint's metadata, whose SHA-256 must still match (ValueError otherwise), once per backbone file and
+    channels for all the probes loaded in this process (`shared_encoder`)."""
     checkpoint = read_checkpoint(run, map_location, required=TRAINING_KEYS)  # a run directory: best.pt, else last.pt
     path = Path(checkpoint["path"])
     kind, metadata = checkpoint["model_kind"], checkpoint.get("metadata") or {}
@@ -609,10 +640,11 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
     load_state_checked(model, checkpoint["model"], str(path))
     if kind == "mlp_head":
         backbone = metadata.get("backbone") or {}
-        if not backbone.get("path") or sha256_file(backbone["path"]) != backbone.get("sha256"):
+        if not backbone.get("path") or not Path(backbone["path"]).is_file() \
+                or file_sha256(backbone["path"]) != backbone.get("sha256"):
             raise ValueError(f"{path}: the probe's backbone {backbone.get('path')} is missing or changed since training "
                              f"(sha256 {backbone.get('sha256')})")
-        encoder = EpochEncoder(load_backbone(backbone["path"], map_location), metadata["channels"], "frozen")
+        encoder = shared_encoder(backbone["path"], metadata["channels"], map_location)
         model, kind = EpochClassifier(encoder, model), "epoch_classifier"
     calibration = {}
     metrics_path = path.parent / "metrics.json"  # written by the run after training (event_calibration)

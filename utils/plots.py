@@ -57,16 +57,31 @@ def confusion_matrix_png(confusion: Sequence[Sequence[float]], class_names: Sequ
 
 
 def hypnogram_png(predicted: Sequence[int], path: str | Path, true: Sequence[int] | None = None,
-                  epoch_s: float = 30.0, title: str = "") -> Path:
+                  epoch_s: float = 30.0, title: str = "",
+                  events: Sequence[tuple[str, float, float]] | None = None) -> Path:
     """Hypnogram(s) over time in hours: the predicted stages (0..4 = W, N1, N2, N3, REM) and, when given, the
-    scored ones beneath them; unscored epochs (-1) are gaps. REM is drawn on top as clinical hypnograms do."""
+    scored ones beneath them; unscored epochs (-1) are gaps. REM is drawn on top as clinical hypnograms do.
+    `events` (type, onset s, duration s), e.g. respiratory events and desaturations, are drawn as bars in a
+    panel under the hypnogram(s), one row per type."""
     rows = [("predicted", np.asarray(predicted))]
     if true is not None:
         rows.append(("scored", np.asarray(true)))
     order = [STAGE_NAMES.index(s) for s in ("N3", "N2", "N1", "REM", "W")]  # bottom → top
     level = {stage: k for k, stage in enumerate(order)}
-    fig = Figure(figsize=(10, 1.6 * len(rows) + 0.6))
-    axes = fig.subplots(len(rows), 1, sharex=True, squeeze=False)[:, 0]
+    kinds = sorted({kind for kind, _, _ in events or ()})
+    fig = Figure(figsize=(10, 1.6 * len(rows) + 0.6 + (0.25 * len(kinds) + 0.4 if events is not None else 0)))
+    heights = [1.0] * len(rows) + ([0.2 + 0.15 * len(kinds)] if events is not None else [])
+    all_axes = fig.subplots(len(heights), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
+    axes = all_axes[:len(rows)]
+    if events is not None:
+        ax = all_axes[-1]
+        for k, kind in enumerate(kinds):
+            bars = [(onset / 3600.0, duration / 3600.0) for name, onset, duration in events if name == kind]
+            ax.broken_barh(bars, (k - 0.4, 0.8), color=f"C{k}")
+        ax.set_yticks(range(len(kinds)), labels=kinds, fontsize=7)
+        ax.set_ylim(-0.6, max(len(kinds), 1) - 0.4)
+        ax.set_xlim(0, np.asarray(predicted).size * epoch_s / 3600.0)
+        ax.set_ylabel("events", fontsize=8)
     for ax, (name, stages) in zip(axes, rows):
         hours = np.arange(stages.size + 1) * epoch_s / 3600.0  # (n + 1,) epoch edges in hours
         y = np.array([level.get(int(s), np.nan) if s != STAGE_UNSCORED else np.nan for s in stages], dtype=float)
@@ -76,7 +91,7 @@ def hypnogram_png(predicted: Sequence[int], path: str | Path, true: Sequence[int
         ax.set_yticks(range(len(order)), labels=[STAGE_NAMES[s] for s in order])
         ax.set_ylim(-0.5, len(order) - 0.5)
         ax.set_ylabel(name)
-    axes[-1].set_xlabel("time from recording start (h)")
+    all_axes[-1].set_xlabel("time from recording start (h)")
     if title:
         axes[0].set_title(title, fontsize=10)
     return _save(fig, path)

@@ -1,0 +1,300 @@
+"""Loading and predicting one night (`downstream/predict.py`): the runs, the night's processing in memory, the
+per-epoch models over the whole recording, and the scoring it may be compared with.
+
+Each backbone encodes a night once for every task model that uses it (runs whose encoders hold the same weights
+and read the same channels share one encoding; probes of one backbone file share one module,
+`downstream.common.shared_encoder`); every model predicts every epoch exactly once (fine-tuned temporal runs:
+the deterministic tiling of `SequenceDataset(tiling=True)`; probes: per epoch).
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset
+from tqdm.auto import tqdm
+
+from dataset.annotations import read_annotations
+from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, LABEL_EVENT_COLUMNS, STAGE_UNSCORED, TASKS
+from dataset.datasets import window_starts
+from dataset.edf_reader import EdfError, read_edf_header
+from dataset.labels import epoch_labels, labels_frame, night_summary
+from downstream.cache import RecordingVectors, VectorStore, predict_tiles
+from downstream.common import DownstreamModel, epochwise, load_downstream_run, predict_windows
+
+EVENT_TASKS: tuple[str, ...] = ("apnea", "hypopnea")  # the per-epoch event runs
+PROBE_WINDOW = 32  # epochs per window when a per-epoch model runs through the tiling (any size gives the same)
+
+
+class InputError(Exception):
+    """Bad input (file, checkpoint or channels): reported as one `error:` line, exit code 2."""
+
+
+def one_line(err: BaseException | str) -> str:
+    """The first line of an error message (torch and friends add paragraphs of advice)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def load_runs(runs: Mapping[str, Path | None], device: torch.device) -> dict[str, DownstreamModel]:
+    """task -> loaded run, checking that each run was trained for the task it is given as."""
+    loaded = {}
+    for task, run in runs.items():
+        if run is None:
+            continue
+        try:
+            model = load_downstream_run(run, device)
+        except (OSError, ValueError, KeyError, TypeError, RuntimeError) as err:  # missing, corrupt or foreign file
+            raise InputError(f"{run}: cannot load the {task} run ({one_line(err)})") from None
+        if model.task != task:
+            option = "--checkpoint" if task == "sleep_stage" else f"--{task}"
+            raise InputError(f"{model.checkpoint}: a {model.task} run, but {option} expects a {task} run")
+        model.model.to(device).eval()
+        loaded[task] = model
+    return loaded
+
+
+def run_validation(run: DownstreamModel) -> dict[str, Any]:
+    """The `val` metrics a run recorded when its checkpoint was selected (metrics.json `selection.val`:
+    val_kappa, val_macro_f1, val_auroc, ...), with the selection metric; {} when the run has no metrics.json."""
+    path = Path(run.checkpoint).parent / "metrics.json"
+    try:
+        selection = json.loads(path.read_text()).get("selection") or {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError):
+        return {}
+    return {**(selection.get("val") or {}), "selected_by": selection.get("metric")}
+
+
+# ---------------------------------------------------------------------------------------- prediction
+class NightWindows(Dataset):
+    """In-memory tiling windows of one night, items as `SequenceDataset(tiling=True)` gives them (no label):
+    {"recording", "start_epoch", <channel>: (T, n_samples) float32 zero-padded, "valid", "epoch_ids", "owned"}."""
+
+    tiling = True
+
+    def __init__(self, recording: str, epochs: Mapping[str, np.ndarray], epochs_per_window: int):
+        self.split = recording  # predict_windows' progress label
+        self.recording, self.epochs, self.size = recording, dict(epochs), int(epochs_per_window)
+        self.n_epochs = int(next(iter(self.epochs.values())).shape[0])
+        self.starts, self.owned_from = window_starts(self.n_epochs, self.size, self.size)
+
+    def __len__(self) -> int:
+        return int(self.starts.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        start, size = int(self.starts[index]), self.size
+        stop = min(start + size, self.n_epochs)
+        n_real = stop - start
+        item: dict[str, Any] = {"recording": self.recording, "start_epoch": start}
+        for name, array in self.epochs.items():
+            window = np.zeros((size, array.shape[1]), dtype=np.float32)  # (T, 3000) at 100 Hz, zero padding
+            window[:n_real] = array[start:stop]
+            item[name] = torch.from_numpy(window)
+        valid = np.arange(size) < n_real  # (T,) bool
+        epoch_ids = np.where(valid, start + np.arange(size), -1)  # (T,) int64, -1 at padding
+        item["valid"] = torch.from_numpy(valid)
+        item["epoch_ids"] = torch.from_numpy(epoch_ids.astype(np.int64))
+        item["owned"] = torch.from_numpy(valid & (np.arange(size) >= int(self.owned_from[index])))
+        return item
+
+
+def predict_task(run: DownstreamModel, epochs: Mapping[str, np.ndarray], recording: str, device: torch.device,
+                 batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Class probabilities (n_epochs, C) float32 of one night, every epoch predicted exactly once.
+
+    `epochs`: {channel: (n_epochs, 3000)} robust-scaled epochs at 100 Hz; only the run's channels found there are
+    used (a SynthSleepNet drops the others from its fusion input)."""
+    channels = [ch for ch in run.channels if ch in epochs]
+    n_classes = TASKS[run.task]
+    temporal = run.kind == "temporal_classifier"
+    size = int(run.epochs_per_window) if temporal else PROBE_WINDOW
+    windows = NightWindows(recording, {ch: epochs[ch] for ch in channels}, size)
+
+    def classify(signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        inputs = {ch: x.to(device) for ch, x in signals.items()}  # (B, [T,] 3000) per channel
+        return run.model(inputs).float().softmax(dim=-1).cpu()  # (B, [T,] C)
+
+    def classify_windows(batch: Mapping[str, Any]) -> torch.Tensor:
+        return classify({ch: batch[ch] for ch in channels})  # (B, T, C)
+
+    predict_batch = classify_windows if temporal else epochwise(classify, channels)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"SynthSleepNet.encode: channel")  # reported by the caller
+        predictions = predict_windows(windows, predict_batch, n_classes, max(1, batch_size // size),
+                                      progress=progress)
+    if not np.array_equal(predictions.epoch, np.arange(windows.n_epochs)):
+        raise RuntimeError(f"{recording}: the tiling did not predict every epoch exactly once")
+    return predictions.probabilities.astype(np.float32)  # (n_epochs, C), rows in epoch order
+
+
+def encoder_identity(run: DownstreamModel, channels: Sequence[str]) -> str:
+    """What a run's per-epoch encoder computes: SHA-256 of its weights (names, shapes, values) and the channels it
+    reads. Probes on one backbone checkpoint (and channels) share it, so the night is encoded once for them."""
+    digest = hashlib.sha256(json.dumps(list(channels)).encode())
+    for name, tensor in sorted(run.model.encoder.state_dict().items()):
+        value = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers (BatchNorm counters) as 1-d
+        digest.update(f"{name}:{value.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def share_encoders(runs: Mapping[str, DownstreamModel]) -> dict[str, str]:
+    """task -> encoder identity (`encoder_identity` over all of the run's channels); runs with the same identity
+    are made to hold the same encoder module (loaded once in memory). Runs without a separate encoder are left
+    out (predicted end to end)."""
+    identities, first, hashed = {}, {}, {}
+    for task, run in runs.items():
+        if not (hasattr(run.model, "encoder") and hasattr(run.model, "head")):
+            continue
+        key = (id(run.model.encoder), tuple(run.channels))  # one module (`shared_encoder`): hashed once
+        if key not in hashed:
+            hashed[key] = encoder_identity(run, run.channels)
+        identities[task] = identity = hashed[key]
+        if identity in first:
+            run.model.encoder = first[identity]
+        first.setdefault(identity, run.model.encoder)
+    return identities
+
+
+@torch.no_grad()
+def encode_night(encoder: torch.nn.Module, epochs: Mapping[str, np.ndarray], channels: Sequence[str],
+                 device: torch.device, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+    """Per-epoch vectors (n_epochs, D) float32 of a night through one frozen encoder, each epoch exactly once."""
+    n_epochs = int(next(iter(epochs.values())).shape[0])
+    parts = []
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"SynthSleepNet.encode: channel")  # reported by the caller
+        for first in tqdm(range(0, n_epochs, batch_size), desc="encode", unit="batch", leave=False,
+                          disable=not progress):
+            signals = {ch: torch.from_numpy(epochs[ch][first: first + batch_size]).to(device)
+                       for ch in channels}  # (b, 3000) per channel at 100 Hz, robust-scaled
+            parts.append(encoder(signals).float().cpu().numpy())  # (b, D)
+    return np.concatenate(parts)
+
+
+@torch.no_grad()
+def classify_vectors(run: DownstreamModel, vectors: np.ndarray, recording: str, device: torch.device,
+                     batch_size: int = 64) -> np.ndarray:
+    """Class probabilities (n_epochs, C) float32 from a night's encoder vectors (n_epochs, D): per-epoch models
+    apply their head; temporal models see the deterministic tiling of `SequenceDataset(tiling=True)` (every
+    epoch owned by exactly one window)."""
+    n_classes, n_epochs = TASKS[run.task], vectors.shape[0]
+    if run.kind != "temporal_classifier":
+        logits = [run.model.head(torch.from_numpy(vectors[k: k + batch_size]).to(device)).float().cpu()
+                  for k in range(0, n_epochs, batch_size)]  # (b, C) each
+        return torch.cat(logits).softmax(dim=-1).numpy().astype(np.float32)
+    size = int(run.epochs_per_window)
+    store = VectorStore({recording: RecordingVectors(np.arange(n_epochs, dtype=np.int64), vectors)})
+    predictions = predict_tiles(store, [recording], size,
+                                lambda x: run.model.classify_vectors(x.to(device)).float().softmax(dim=-1).cpu(),
+                                {}, n_classes, max(1, batch_size // size))  # windows (B, T, D) -> (B, T, C)
+    if not np.array_equal(predictions.epoch, np.arange(n_epochs)):
+        raise RuntimeError(f"{recording}: the tiling did not predict every epoch exactly once")
+    return predictions.probabilities.astype(np.float32)
+
+
+def predict_all(runs: Mapping[str, DownstreamModel], epochs: Mapping[str, np.ndarray], recording: str,
+                device: torch.device, batch_size: int = 64, progress: bool = False,
+                identities: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+    """task -> class probabilities (n_epochs, C) of one night. Runs whose encoders share an identity
+    (`share_encoders`) and read the same present channels use one encoding of the night."""
+    identities = share_encoders(runs) if identities is None else identities
+    vectors: dict[tuple[str, tuple[str, ...]], np.ndarray] = {}
+    out = {}
+    for task, run in runs.items():
+        channels = tuple(ch for ch in run.channels if ch in epochs)
+        if task not in identities:
+            out[task] = predict_task(run, epochs, recording, device, batch_size, progress)
+            continue
+        key = (identities[task], channels)
+        if key not in vectors:
+            vectors[key] = encode_night(run.model.encoder, epochs, channels, device, batch_size, progress)
+        out[task] = classify_vectors(run, vectors[key], recording, device, batch_size)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- night
+def recording_start(edf_path: Path) -> datetime.datetime | None:
+    """Start of the recording from the EDF header (dd.mm.yy, hh.mm.ss; EDF years 85-99 are 19xx); None if
+    unreadable. An unreadable date alone gives 1985-01-01 (the EDF "unknown" date) with the clock time."""
+    try:
+        header = read_edf_header(edf_path)
+        clock = datetime.datetime.strptime(header.starttime, "%H.%M.%S").time()
+    except (EdfError, ValueError):
+        return None
+    try:
+        day, month, year = (int(v) for v in header.startdate.split("."))
+        date = datetime.date(1900 + year if year >= 85 else 2000 + year, month, day)
+    except ValueError:
+        date = datetime.date(1985, 1, 1)
+    return datetime.datetime.combine(date, clock)
+
+
+def clock_times(edf_path: Path, n_epochs: int) -> list[str]:
+    """HH:MM:SS clock time of each epoch start from the EDF header's start time ("" if unreadable)."""
+    start = recording_start(edf_path)
+    if start is None:
+        return [""] * n_epochs
+    return [(start + datetime.timedelta(seconds=k * EPOCH_S)).strftime("%H:%M:%S") for k in range(n_epochs)]
+
+
+def channel_report(runs: Mapping[str, DownstreamModel], epochs: Mapping[str, np.ndarray], info: Mapping[str, Any],
+                   edf_path: Path, event_run: Any = None) -> dict[str, Any]:
+    """Which wanted channels each model (and the event model, `event_run`) uses and which the night lacks;
+    InputError if a per-epoch model has none."""
+    dropped = {part.split(" ", 1)[0]: part for part in str(info.get("dropped_channels") or "").split("; ") if part}
+    models, missing_all = {}, []
+    for task, run in runs.items():
+        used = [ch for ch in run.channels if ch in epochs]
+        missing = [ch for ch in run.channels if ch not in epochs]
+        if not used:
+            looked = "; ".join(f"{ch}: {', '.join(CHANNEL_BY_NAME[ch].aliases)}" for ch in run.channels)
+            raise InputError(f"{edf_path}: none of the channels the {task} model needs is usable "
+                             f"(looked for {looked})")
+        models[task] = {"checkpoint": run.checkpoint, "kind": run.kind, "channels": list(run.channels),
+                        "used": used, "missing": missing,
+                        "epochs_per_window": run.epochs_per_window if run.kind == "temporal_classifier" else None}
+        missing_all += [ch for ch in missing if ch not in missing_all]
+    if event_run is not None:  # an event model reads what it finds; the report flags what it lacks
+        models["events"] = {"checkpoint": str(event_run.path), "kind": f"event_detection ({event_run.method})",
+                            "channels": list(event_run.channels), "used": [ch for ch in event_run.channels if ch in epochs],
+                            "missing": [ch for ch in event_run.channels if ch not in epochs], "epochs_per_window": None}
+        missing_all += [ch for ch in models["events"]["missing"] if ch not in missing_all]
+    sources = dict(part.split(":", 1) for part in str(info.get("channel_sources") or "").split(";") if ":" in part)
+    order = list(CHANNEL_BY_NAME)
+    return {"models": models, "missing": missing_all, "present": sorted(epochs, key=order.index),
+            "why_missing": {ch: dropped.get(ch, "not in the EDF") for ch in missing_all},
+            "sources": {ch: sources.get(ch, "") for ch in sorted(epochs, key=order.index)},
+            "user_map": [ch for ch in str(info.get("channel_map_channels") or "").split(",") if ch]}
+
+
+def scored_labels(xml_path: Path, edf_path: Path, n_epochs: int, signal_s: float
+                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Labels of the whole night's `n_epochs` from its annotation file (NSRR XML or any format the parser reads,
+    `dataset.annotations.read_annotations`; `dataset.labels.epoch_labels`), -1 after the scored part (epochs past
+    min(signal, scoring) as the parser trims), and the parser's manifest numbers of the scored part
+    (`ahi_scored`, `tst_min`, ...). Raises XmlError / EdfError."""
+    annotations = read_annotations(xml_path, read_edf_header(edf_path))
+    scored_s = annotations.scored_s or signal_s  # no stage event: nothing scored, the whole signal kept
+    n_scored = min(n_epochs, int(math.floor(min(signal_s, scored_s) / EPOCH_S + 1e-9)))
+    labels = epoch_labels(annotations, n_epochs)
+    for name in ("stage", *LABEL_EVENT_COLUMNS):
+        labels[name][n_scored:] = STAGE_UNSCORED  # not scored: never compared
+    summary = night_summary(epoch_labels(annotations, n_scored), annotations.events, n_scored * float(EPOCH_S))
+    return labels_frame(labels), {**summary, "scored_s": scored_s, "scored_part_epochs": n_scored}
+
+

@@ -1,0 +1,267 @@
+"""Respiratory findings of one predicted night (`downstream/predict.py`): the event model's events and AHI, the
+SpO2 signal's indices, latency to persistent sleep, and how far the estimates can be trusted.
+
+Rules (docs/evaluation.md, "Events"; stated again in report.md):
+- Event model (`--events`, a `downstream/event_detection/train.py` run): per-second respiratory features of the
+  night (`utils.features.respiratory_features` on the night's airflow, thor, abdo and SpO2 as the parser
+  processes them) -> events with onset, duration, type and probability (`EventDetector.detect`); `counted`
+  says whether an event counts under the model's hypopnea rule (every apnea; a hypopnea when the model's
+  qualifier says so, `EventDetector.counted`).
+- AHI = counted events whose ONSET lies in a PREDICTED sleep epoch, per hour of predicted sleep
+  (`utils.events.event_index`); REM / NREM AHI: the same within predicted REM / NREM epochs per hour of each.
+- SpO2 in %: the parser's robust scaling undone with the night's median and IQR (`median_spo2`, `iqr_spo2`);
+  one value per second (mean of its samples); seconds outside 50-100 % are artefacts and left out.
+- Desaturation (the ODI rule): baseline at second t = the `SPO2_BASELINE_PERCENTILE`th percentile of the SpO2
+  over the preceding 120 s (t excluded; artefact seconds interpolated), the SpO2 baseline the event model's
+  features use; a desaturation is a run of >= 10 s of valid seconds each >= 3 % below its baseline. ODI =
+  desaturations whose onset lies in predicted sleep, per hour of predicted sleep.
+- SpO2 mean, minimum and minutes below 90 %: over the valid seconds of predicted sleep epochs.
+- Latency to persistent sleep: from the recording start to the first epoch of the first 10 min (20
+  consecutive 30-s epochs) of predicted sleep; NaN when the night never has 10 min of unbroken sleep.
+- Reliability (`assess_reliability`): the AHI estimate is UNRELIABLE when it comes from runs of positive epochs
+  (times a calibration factor) instead of an event model, when the night lacks a respiratory channel the event
+  model reads, when the staging model's validation kappa is below `STAGING_KAPPA_MIN`, when the event model's
+  validation event F1 (apnea or hypopnea) is below `EVENT_F1_MIN`, or its validation AHI severity kappa below
+  `SEVERITY_KAPPA_MIN` or measured on fewer than `MIN_VALIDATION_NIGHTS` nights, or when a validation number
+  is not there to check.
+"""
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from dataset.constants import EPOCH_S, RESP_CHANNELS, RESP_FS, STAGE_NAMES
+from dataset.scored_events import Event
+from downstream.event_detection.detector import EventDetector
+from downstream.night_inference import InputError, one_line
+from utils.events import event_index, sleep_epochs_of
+from utils.features import SPO2_BASELINE_PERCENTILE, _past_percentile, respiratory_features
+from utils.metrics import MIN_AGREEMENT_NIGHTS, SEVERITY_NAMES, SEVERITY_UNKNOWN, event_runs, severity_class
+from utils.sleep_stats import SLEEP_STAGES
+
+REM = STAGE_NAMES.index("REM")
+DESAT_DROP_PCT = 3.0  # a desaturation: SpO2 at least this far below its baseline ...
+DESAT_MIN_S = 10  # ... for at least this many consecutive seconds
+DESAT_BASELINE_S = 120  # baseline: the preceding 120 s
+SPO2_VALID_PCT = (50.0, 100.0)  # seconds outside this range are artefacts
+SPO2_LOW_PCT = 90.0  # minutes below this are reported
+PERSISTENT_SLEEP_EPOCHS = 20  # 10 min of consecutive sleep epochs
+EVENT_F1_MIN = 0.5  # validation event F1 (apnea and hypopnea) below this: unreliable
+SEVERITY_KAPPA_MIN = 0.6  # validation AHI severity kappa below this: unreliable
+STAGING_KAPPA_MIN = 0.6  # staging validation kappa below this: unreliable (the AHI's hours of sleep)
+MIN_VALIDATION_NIGHTS = MIN_AGREEMENT_NIGHTS  # severity kappa from fewer validation nights says little
+THRESHOLDS = {"event_f1_min": EVENT_F1_MIN, "severity_kappa_min": SEVERITY_KAPPA_MIN,
+              "staging_kappa_min": STAGING_KAPPA_MIN, "min_validation_nights": MIN_VALIDATION_NIGHTS}
+EVENT_METHODS = ("features",)  # event-model methods predict.py runs (token methods need their backbone's tokens)
+
+
+def _number(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def severity_name(ahi: float) -> str:
+    severity = severity_class(ahi)
+    return SEVERITY_NAMES[severity] if severity != SEVERITY_UNKNOWN else "unknown"
+
+
+# ---------------------------------------------------------------------------------------- event model
+@dataclass
+class EventRun:
+    """A trained event model (`downstream/event_detection/train.py` run) ready for a night."""
+
+    detector: EventDetector
+    path: Path  # the run directory
+    method: str
+    hypopnea_rule: str
+    channels: list[str]  # respiratory channels its features read
+    validation: dict = field(default_factory=dict)  # val metrics of its metrics.json (event_validation)
+
+
+def event_validation(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The `val` numbers of an event run's metrics.json that say how far its estimates hold: event F1 per
+    family, AHI ICC and severity kappa, and on how many nights."""
+    val = metrics.get("val") or {}
+    events, agreement = val.get("events") or {}, (val.get("ahi") or {}).get("agreement") or {}
+    return {"split": "val", "n_nights": val.get("n_recordings"),
+            "event_f1_apnea": _number((events.get("apnea") or {}).get("f1")),
+            "event_f1_hypopnea": _number((events.get("hypopnea") or {}).get("f1")),
+            "ahi_icc": _number(agreement.get("icc_2_1")), "ahi_severity_kappa": _number(agreement.get("severity_kappa")),
+            "ahi_n": agreement.get("n")}
+
+
+def load_event_run(run: str | Path) -> EventRun:
+    """The event model of a run directory (model.pkl, metrics.json) or its model.pkl; InputError if unusable."""
+    run = Path(run)
+    path = run / "model.pkl" if run.is_dir() else run
+    folder = path.parent
+    try:
+        detector = pickle.loads(path.read_bytes())
+    except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError) as err:
+        raise InputError(f"--events {run}: cannot load the event model ({one_line(err)})") from None
+    if not isinstance(detector, EventDetector):
+        raise InputError(f"--events {path}: not an event_detection model ({type(detector).__name__})")
+    metrics: dict[str, Any] = {}
+    if (folder / "metrics.json").is_file():
+        try:
+            metrics = json.loads((folder / "metrics.json").read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"--events {folder / 'metrics.json'}: unreadable ({one_line(err)})") from None
+    method = str((detector.info or {}).get("method") or metrics.get("method") or "features")
+    if method not in EVENT_METHODS:
+        raise InputError(f"--events {run}: a --method {method} event model; predict.py runs "
+                         f"{', '.join(EVENT_METHODS)} event models")
+    return EventRun(detector, folder, method, detector.hypopnea_rule, list(RESP_CHANNELS), event_validation(metrics))
+
+
+def detect_night_events(run: EventRun, epochs: Mapping[str, np.ndarray], info: Mapping[str, Any]
+                        ) -> tuple[list[Event], list[bool]]:
+    """The event model's events of a night and whether each counts under its hypopnea rule. `epochs`: the
+    night's channels as processed (respiratory ones (n_epochs, 300) at 10 Hz, robust-scaled); `info`: its
+    processing record (median / IQR of the SpO2)."""
+    n_epochs = int(info["n_epochs"])
+    signals = {ch: epochs[ch].reshape(-1) for ch in run.channels if ch in epochs}  # (n_seconds * 10,)
+    scale = (_number(info.get("median_spo2")), _number(info.get("iqr_spo2")))
+    features, _ = respiratory_features(signals, n_epochs * EPOCH_S, RESP_FS, spo2_scale=scale)
+    events = run.detector.detect(features)
+    counted = {id(e) for e in run.detector.counted(events, features)}
+    return events, [id(e) in counted for e in events]
+
+
+def event_summary(events: Sequence[Event], counted: Sequence[bool], stages: np.ndarray, rule: str
+                  ) -> dict[str, Any]:
+    """AHI overall, in REM and in NREM from the counted events with onset in predicted sleep, and counts."""
+    stages = np.asarray(stages)
+    sleep = np.isin(stages, SLEEP_STAGES)
+    rem = stages == REM
+    kept = [e for e, c in zip(events, counted) if c]
+    in_sleep = sleep_epochs_of(np.array([e.onset_s for e in events], dtype=np.float64), sleep)
+    ahi = event_index(kept, sleep)
+    by_type = {}
+    for kind in sorted({e.type for e in events}):
+        members = [k for k, e in enumerate(events) if e.type == kind]
+        by_type[kind] = {"n": len(members), "n_counted": sum(bool(counted[k]) for k in members),
+                         "n_counted_in_sleep": sum(bool(counted[k] and in_sleep[k]) for k in members)}
+    return {"source": "event model", "hypopnea_rule": rule, "ahi": ahi, "severity": severity_class(ahi),
+            "severity_name": severity_name(ahi), "ahi_rem": event_index(kept, sleep, within=rem),
+            "ahi_nrem": event_index(kept, sleep, within=~rem),
+            "apnea_index": event_index([e for e in kept if e.type != "hypopnea"], sleep),
+            "hypopnea_index": event_index([e for e in kept if e.type == "hypopnea"], sleep),
+            "n_events": len(events), "n_counted": len(kept), "n_counted_in_sleep": int(np.sum(in_sleep & counted)),
+            "by_type": by_type}
+
+
+# ---------------------------------------------------------------------------------------- SpO2
+def spo2_percent(scaled: np.ndarray, median: float, iqr: float, fs: int = RESP_FS) -> np.ndarray:
+    """Per-second SpO2 in % (n_seconds,) float64 from the parser's robust-scaled signal (n_seconds * fs,):
+    x * IQR + median, the mean of each second's samples; NaN for seconds outside `SPO2_VALID_PCT` (artefacts)."""
+    n_seconds = int(np.size(scaled) // fs)
+    level = np.asarray(scaled, dtype=np.float64)[: n_seconds * fs].reshape(n_seconds, fs).mean(axis=1) * iqr + median
+    level[(level < SPO2_VALID_PCT[0]) | (level > SPO2_VALID_PCT[1]) | ~np.isfinite(level)] = np.nan
+    return level
+
+
+def desaturations(spo2: np.ndarray, drop_pct: float = DESAT_DROP_PCT, min_s: int = DESAT_MIN_S) -> list[Event]:
+    """Desaturations of a per-second SpO2 trace in % (NaN = artefact), by the module's ODI rule: runs of at
+    least `min_s` valid seconds each at least `drop_pct` below the baseline (`SPO2_BASELINE_PERCENTILE`th
+    percentile of the preceding `DESAT_BASELINE_S` s). Each event's `drop_pct` = baseline at onset - nadir."""
+    level = np.asarray(spo2, dtype=np.float64)
+    valid = np.isfinite(level)
+    if valid.sum() < 2:
+        return []
+    seconds = np.arange(level.size)
+    filled = np.interp(seconds, seconds[valid], level[valid])  # artefacts interpolated for the baseline only
+    baseline = _past_percentile(filled, SPO2_BASELINE_PERCENTILE, DESAT_BASELINE_S)
+    low = valid & (filled <= baseline - drop_pct)
+    return [Event(float(start), float(length), "desaturation",
+                  drop_pct=float(baseline[start] - np.min(filled[start:start + length])))
+            for start, length in event_runs(low.astype(np.int8), min_s)]
+
+
+def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, Any], list[Event]]:
+    """ODI, SpO2 mean / minimum / minutes below 90 % over predicted sleep, and the desaturations."""
+    stages = np.asarray(stages)
+    sleep = np.isin(stages, SLEEP_STAGES)
+    desats = desaturations(spo2)
+    asleep = sleep_epochs_of(np.arange(spo2.size) + 0.5, sleep) & np.isfinite(spo2)
+    values = spo2[asleep]
+    return {"odi": event_index(desats, sleep, types=("desaturation",)), "n_desaturations": len(desats),
+            "n_desaturations_in_sleep": int(sleep_epochs_of(np.array([d.onset_s for d in desats]), sleep).sum()),
+            "spo2_mean_pct": float(values.mean()) if values.size else math.nan,
+            "spo2_min_pct": float(values.min()) if values.size else math.nan,
+            "spo2_below_90_min": float(np.sum(values < SPO2_LOW_PCT) / 60.0),
+            "spo2_valid_sleep_min": float(values.size / 60.0), "basis": "predicted sleep",
+            "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % below the {SPO2_BASELINE_PERCENTILE:g}th percentile "
+                    f"of the preceding {DESAT_BASELINE_S} s for >= {DESAT_MIN_S} s; ODI per hour of predicted sleep"
+            }, desats
+
+
+def night_spo2(epochs: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> np.ndarray | None:
+    """The night's per-second SpO2 in % from its processed epochs, or None without a usable SpO2 channel. An
+    EDF recording the SpO2 as a fraction (median <= 1.5) is read as x 100."""
+    if "spo2" not in epochs:
+        return None
+    median, iqr = _number(info.get("median_spo2")), _number(info.get("iqr_spo2"))
+    if not (math.isfinite(median) and math.isfinite(iqr)):
+        return None
+    factor = 100.0 if median <= 1.5 else 1.0
+    return spo2_percent(epochs["spo2"].reshape(-1), median * factor, iqr * factor)
+
+
+def persistent_sleep_latency(stages: np.ndarray, epoch_s: float = EPOCH_S,
+                             run_epochs: int = PERSISTENT_SLEEP_EPOCHS) -> float:
+    """Minutes from the recording start to the first epoch of the first `run_epochs` consecutive sleep epochs
+    (10 min); NaN when there is none.
+
+    >>> persistent_sleep_latency([0, 2, 0] + [2] * 20, run_epochs=20)
+    1.5
+    """
+    runs = event_runs(np.isin(np.asarray(stages), SLEEP_STAGES).astype(np.int8), run_epochs)
+    return runs[0][0] * epoch_s / 60.0 if runs else math.nan
+
+
+# ---------------------------------------------------------------------------------------- reliability
+def assess_reliability(source: str | None, staging: Mapping[str, Any], events: Mapping[str, Any] | None,
+                       missing_respiratory: Sequence[str]) -> dict[str, Any]:
+    """{"reliable", "reasons", "thresholds"} of the night's AHI estimate (module docstring). `source`: "event
+    model", "epoch runs" or None (no AHI); `staging`: the staging run's validation numbers (val_kappa);
+    `events`: the event run's (`event_validation`); `missing_respiratory`: channels the event model reads that
+    the night lacks."""
+    reasons = []
+    if source is None:
+        return {"reliable": None, "reasons": ["no AHI estimate (no event model, nor both epoch runs)"],
+                "thresholds": THRESHOLDS}
+    if source == "epoch runs":
+        reasons.append("the AHI comes from runs of positive 30-s epochs times a calibration factor, not from "
+                       "detected events (give --events)")
+    kappa = _number(staging.get("val_kappa"))
+    if not math.isfinite(kappa):
+        reasons.append("the staging model has no validation kappa to check (sleep time may be wrong)")
+    elif kappa < STAGING_KAPPA_MIN:
+        reasons.append(f"staging validation kappa {kappa:.2f} < {STAGING_KAPPA_MIN} (sleep time may be wrong)")
+    if events is not None:
+        for family in ("apnea", "hypopnea"):
+            f1 = _number(events.get(f"event_f1_{family}"))
+            if not math.isfinite(f1):
+                reasons.append(f"the event model has no validation {family} event F1")
+            elif f1 < EVENT_F1_MIN:
+                reasons.append(f"event model validation {family} event F1 {f1:.2f} < {EVENT_F1_MIN}")
+        severity = _number(events.get("ahi_severity_kappa"))
+        nights = int(_number(events.get("ahi_n")) if math.isfinite(_number(events.get("ahi_n"))) else 0)
+        if not math.isfinite(severity):
+            reasons.append("the event model has no validation AHI severity kappa")
+        elif severity < SEVERITY_KAPPA_MIN:
+            reasons.append(f"event model validation AHI severity kappa {severity:.2f} < {SEVERITY_KAPPA_MIN}")
+        if nights < MIN_VALIDATION_NIGHTS:
+            reasons.append(f"the event model's AHI was validated on {nights} night(s) (< {MIN_VALIDATION_NIGHTS})")
+        if missing_respiratory:
+            reasons.append(f"the night lacks {', '.join(missing_respiratory)}, read by the event model")
+    return {"reliable": not reasons, "reasons": reasons, "thresholds": THRESHOLDS}
