@@ -3,7 +3,8 @@
     python downstream/evaluate.py RUN [RUN ...] [--out runs/downstream/comparison]
 
 RUN is a run directory holding metrics.json (written by the linear-probing, fine-tuning and feature-baseline
-scripts) or a folder searched recursively for them. Writes OUT/comparison.md, OUT/comparison.csv and
+scripts, and by downstream/event_detection/train.py: an `event_detection` section with event F1 of apneas and
+hypopneas, AHI ICC / r / severity kappa and epoch AUROC) or a folder searched recursively for them. Writes OUT/comparison.md, OUT/comparison.csv and
 OUT/label_fraction.png (headline metric against the fraction of training labels, one line per method).
 
 Per run (`write_run_report`, called by every downstream script once, on `test`, with the checkpoint selected
@@ -64,6 +65,9 @@ TABLE_COLUMNS = ("method", "backbone", "task", "label_fraction", "train_subjects
                  "kappa", "macro_f1", "accuracy", "auroc", "auprc", "event_index_icc", "ahi_icc", "ahi_r",
                  "ahi_severity_kappa")
 CI_METRICS = ("kappa", "macro_f1", "accuracy", "auroc", "auprc")
+EVENT_DETECTION = "event_detection"  # downstream/event_detection/train.py runs: events with onsets and durations
+EVENT_DETECTION_METRICS = ("event_f1_apnea", "event_f1_hypopnea", "ahi_icc", "ahi_r", "ahi_severity_kappa",
+                           "epoch_auroc_apnea", "epoch_auroc_hypopnea")
 
 
 def class_names(task: str) -> tuple[str, ...]:
@@ -274,9 +278,39 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
     return row
 
 
+def event_detection_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
+    """One table row of an event_detection run's metrics.json (test split): event F1 of the apnea family and of
+    hypopneas (IoU matching, CI ends), AHI agreement under the run's hypopnea rule (ICC, r, severity kappa) and
+    the epoch-level AUROC; the per-epoch columns are NaN."""
+    test = metrics["test"]
+    backbone = (metrics.get("train") or {}).get("backbone") or {}
+    row: dict[str, Any] = {
+        "method": metrics["method"], "backbone": backbone.get("name") or "", "task": EVENT_DETECTION,
+        "label_fraction": metrics["label_fraction"], "train_subjects": None, "seed": metrics.get("seed"),
+        "n_test_subjects": test["n_subjects"],
+        "n_test_epochs": ((test.get("epoch") or {}).get("apnea") or {}).get("n_epochs"),
+        "hypopnea_rule": metrics.get("hypopnea_rule"), "run": run}
+    for name in CI_METRICS:
+        row[name] = row[f"{name}_low"] = row[f"{name}_high"] = float("nan")
+    for family in ("apnea", "hypopnea"):
+        events = test["events"].get(family) or {}
+        row[f"event_f1_{family}"] = _number(events.get("f1"))
+        low, high = events.get("f1_ci") or [None, None]
+        row[f"event_f1_{family}_low"], row[f"event_f1_{family}_high"] = _number(low), _number(high)
+        epoch = (test.get("epoch") or {}).get(family) or {}
+        row[f"epoch_auroc_{family}"] = _number(epoch.get("auroc"))
+        low, high = epoch.get("auroc_ci") or [None, None]
+        row[f"epoch_auroc_{family}_low"], row[f"epoch_auroc_{family}_high"] = _number(low), _number(high)
+    agreement = (test.get("ahi") or {}).get("agreement") or {}
+    row.update(event_index_icc=float("nan"), ahi_icc=_number(agreement.get("icc_2_1")),
+               ahi_r=_number(agreement.get("pearson_r")), ahi_severity_kappa=_number(agreement.get("severity_kappa")),
+               ahi_n=agreement.get("n"), ahi_icc_uncalibrated=float("nan"))
+    return row
+
+
 def _cell(row: Mapping[str, Any], name: str) -> str:
     value = row.get(name)
-    if name in CI_METRICS or name in ("event_index_icc", "ahi_icc", "ahi_r", "ahi_severity_kappa"):
+    if name in CI_METRICS or name in ("event_index_icc", *EVENT_DETECTION_METRICS):
         value = _number(value)
         if not math.isfinite(value):
             return "–"
@@ -382,8 +416,9 @@ def read_run_metrics(run: Path) -> dict[str, Any]:
     missing = [key for key in RUN_RECORD_KEYS if not isinstance(metrics, dict) or key not in metrics]
     if missing:
         raise ValueError(f"{path}: not a downstream run's metrics.json (no {', '.join(missing)})")
-    if metrics["task"] not in TASKS:
-        raise ValueError(f"{path}: unknown task {metrics['task']!r}; expected one of {', '.join(TASKS)}")
+    if metrics["task"] not in (*TASKS, EVENT_DETECTION):
+        raise ValueError(f"{path}: unknown task {metrics['task']!r}; expected one of "
+                         f"{', '.join((*TASKS, EVENT_DETECTION))}")
     return metrics
 
 
@@ -425,7 +460,8 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     for run in runs:
         metrics = read_run_metrics(run)
         metrics_of[run] = metrics
-        rows.append(summary_row(metrics, run=str(run)))
+        rows.append(event_detection_row(metrics, run=str(run)) if metrics["task"] == EVENT_DETECTION
+                    else summary_row(metrics, run=str(run)))
     key = lambda r: (r["method"], r["backbone"], r["label_fraction"], r["train_subjects"], r["seed"])  # noqa: E731
     for row in rows:
         if row["task"] != "apnea":
@@ -466,6 +502,13 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
             "auroc", "auprc", "kappa", "event_index_icc", "ahi_icc", "ahi_r", "ahi_severity_kappa")
         columns = ("method", "backbone", "label_fraction", "train_subjects", "seed", "n_test_subjects") + metrics
         sections += [f"## {task}", "", markdown_table(task_rows, columns)]
+    event_rows = [r for r in rows if r["task"] == EVENT_DETECTION]
+    if event_rows:
+        columns = ("method", "backbone", "label_fraction", "seed", "hypopnea_rule", "n_test_subjects",
+                   *EVENT_DETECTION_METRICS)
+        sections += [f"## {EVENT_DETECTION}", "", "Events with onsets and durations (one-to-one matching at IoU >= "
+                     "0.2), the AHI from them under the run's hypopnea rule over the scored sleep, and the epoch "
+                     "AUROC (maximum per-second probability in the epoch).", "", markdown_table(event_rows, columns)]
     (out_dir / "comparison.md").write_text("\n".join(sections))
     for row in rows:
         with_backbone = row["backbone"] and not row["backbone"].startswith("none")

@@ -155,7 +155,7 @@ def event_summary(events: Sequence[Event], counted: Sequence[bool], stages: np.n
             "ahi_nrem": event_index(kept, sleep, within=~rem),
             "apnea_index": event_index([e for e in kept if e.type != "hypopnea"], sleep),
             "hypopnea_index": event_index([e for e in kept if e.type == "hypopnea"], sleep),
-            "n_events": len(events), "n_counted": len(kept), "n_counted_in_sleep": int(np.sum(in_sleep & counted)),
+            "n_events": len(events), "n_counted": len(kept), "n_counted_in_sleep": int(np.sum(in_sleep & np.asarray(counted, dtype=bool))),
             "by_type": by_type}
 
 

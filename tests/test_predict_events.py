@@ -1,0 +1,231 @@
+"""predict.py with an event model (`--events`, downstream/predict.py + downstream/night_respiratory.py): the ODI,
+SpO2 and persistent-sleep rules on hand-made traces, the reliability verdict, and the whole path on an unseen
+synthetic night: typed events in events.csv, the AHI recomputed from them over predicted sleep, the UNRELIABLE
+flag (weak validation, a night without respiratory channels), the exports carrying the typed events; and the
+event_detection row of evaluate.py's comparison table."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dataset import synthetic
+from dataset.nsrr_xml import parse_nsrr_xml
+from downstream import evaluate, predict
+from downstream.event_detection import train as event_detection
+from downstream.night_respiratory import (
+    EVENT_F1_MIN, MIN_VALIDATION_NIGHTS, assess_reliability, desaturations, oximetry_summary,
+    persistent_sleep_latency, spo2_percent,
+)
+from tests.test_predict import runs  # noqa: F401 - tiny staging / apnea / hypopnea runs (a pytest fixture)
+from utils.events import Event, event_index
+
+SLEEP = ("N1", "N2", "N3", "REM")
+STRONG_EVENTS = {"event_f1_apnea": 0.9, "event_f1_hypopnea": 0.8, "ahi_severity_kappa": 0.9, "ahi_n": 20}
+
+
+# ---------------------------------------------------------------------------------------- hand-made traces
+def test_desaturations_follow_the_stated_rule():
+    """>= 3 % below the preceding 120-s baseline for >= 10 s: a 3.5 % dip of 30 s counts, a 2.5 % dip of 30 s
+    and a 5 % dip of 8 s do not; an artefact second (0 %) neither starts one nor moves the baseline."""
+    spo2 = np.full(1800, 96.0)
+    spo2[300:330] = 92.5  # counts: 3.5 % for 30 s
+    spo2[600:630] = 93.5  # 2.5 %: too shallow
+    spo2[900:908] = 91.0  # 5 % for 8 s: too short
+    spo2[1200:1225] = 92.0  # counts: 4 % for 25 s, with an artefact second inside the preceding baseline
+    spo2[1150] = np.nan
+    found = desaturations(spo2)
+    assert [(e.onset_s, e.duration_s) for e in found] == [(300.0, 30.0), (1200.0, 25.0)]
+    assert [e.drop_pct for e in found] == pytest.approx([3.5, 4.0])
+    stages = np.full(60, 2)  # 30 min of N2
+    stages[:20] = 0  # the first 10 min awake: the dip at 300 s is in wake
+    summary, _ = oximetry_summary(spo2, stages)
+    assert summary["n_desaturations"] == 2 and summary["n_desaturations_in_sleep"] == 1
+    assert summary["odi"] == pytest.approx(1 / (40 * 30 / 3600))  # one desaturation in 20 min of sleep
+    assert summary["spo2_min_pct"] == pytest.approx(91.0) and summary["spo2_below_90_min"] == 0.0
+    assert summary["spo2_valid_sleep_min"] == pytest.approx((1200 - 1) / 60)  # the artefact second left out
+
+
+def test_spo2_is_unscaled_to_percent_and_artefacts_dropped():
+    pct = np.repeat([95.0, 88.0, 30.0, 97.0], 10)  # 4 s at 10 Hz; 30 % is an artefact
+    median, iqr = 96.0, 2.0
+    level = spo2_percent((pct - median) / iqr, median, iqr)
+    assert level[[0, 1, 3]] == pytest.approx([95.0, 88.0, 97.0]) and math.isnan(level[2])
+    summary, _ = oximetry_summary(np.repeat(level, 30)[:120], np.full(4, 2))
+    assert summary["spo2_below_90_min"] == pytest.approx(0.5) and summary["spo2_mean_pct"] == pytest.approx(280 / 3)
+
+
+def test_latency_to_persistent_sleep():
+    assert persistent_sleep_latency([0, 0, 2, 0] + [2] * 19 + [0] + [1] * 20) == pytest.approx(12.0)
+    assert math.isnan(persistent_sleep_latency([2] * 19 + [0]))
+
+
+def test_reliability_reasons_and_thresholds():
+    strong = assess_reliability("event model", {"val_kappa": 0.8}, STRONG_EVENTS, [])
+    assert strong["reliable"] is True and strong["reasons"] == []
+    weak = assess_reliability("event model", {"val_kappa": 0.4},
+                              {**STRONG_EVENTS, "event_f1_hypopnea": EVENT_F1_MIN - 0.1,
+                               "ahi_n": MIN_VALIDATION_NIGHTS - 1}, ["spo2"])
+    assert weak["reliable"] is False
+    text = " | ".join(weak["reasons"])
+    assert "staging validation kappa 0.40" in text and "hypopnea event F1 0.40" in text
+    assert "validated on 9 night(s)" in text and "lacks spo2" in text and "apnea event F1" not in text
+    epochs = assess_reliability("epoch runs", {"val_kappa": 0.9}, None, [])
+    assert epochs["reliable"] is False and "runs of positive 30-s epochs" in epochs["reasons"][0]
+
+
+# ---------------------------------------------------------------------------------------- end to end
+@pytest.fixture(scope="module")
+def event_run(cohort_factory, tmp_path_factory) -> Path:
+    """A features event model on a tiny cohort (6 nights): weak validation by construction (2 val nights)."""
+    data = cohort_factory(6, 0.8, 0) / "dst"
+    out = tmp_path_factory.mktemp("predict_event_run") / "run"
+    assert event_detection.main(["--data", str(data), "--out", str(out), "--no-progress", "--n-boot", "0",
+                                 "--hgb-max-iter", "25"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def apneic_night(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("predict_events_night")
+    edf, xml = root / "osa-900011.edf", root / "osa-900011-nsrr.xml"
+    synthetic.generate_night(edf, xml, "osa-900011", hours=1.0, seed=21)
+    return edf, xml
+
+
+def _strong(run: Path, out: Path, metrics_edit) -> Path:
+    """A copy of `run` whose metrics.json is edited by `metrics_edit(metrics)`."""
+    shutil.copytree(run, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics_edit(metrics)
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    return out
+
+
+def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(runs, event_run, apneic_night, tmp_path,  # noqa: F811
+                                                                    capsys):
+    edf, xml = apneic_night
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--hypopnea",
+                         str(runs["hypopnea"]), "--events", str(event_run), "--edf", str(edf), "--xml", str(xml),
+                         "--out", str(out), "--no-progress"]) == 0
+    console = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
+    events = pd.read_csv(out / "events.csv")
+    assert list(events.columns[:5]) == ["onset_s", "duration_s", "type", "probability", "counted"]
+    assert len(events) > 0 and (events["duration_s"] >= 10).all()
+    assert set(events["type"]) <= {"obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea"}
+    assert ((events["probability"] > 0) & (events["probability"] <= 1)).all()
+    assert (out / "epoch_events.csv").is_file()  # the epoch runs' events beside the model's
+
+    # the AHI recomputes from events.csv and the predicted hypnogram: counted, onset in predicted sleep
+    hypnogram = pd.read_csv(out / "hypnogram.csv", keep_default_na=False)
+    stages = hypnogram["stage_code"].to_numpy()
+    sleep = hypnogram["stage"].isin(SLEEP).to_numpy()
+    counted = [Event(r.onset_s, r.duration_s, r.type) for r in events.itertuples() if r.counted]
+    ahi = report["ahi"]
+    assert ahi["source"] == "event model" and ahi["hypopnea_rule"] == "3a"
+    assert ahi["ahi"] == pytest.approx(event_index(counted, sleep))
+    assert ahi["ahi_rem"] is None or ahi["ahi_rem"] == pytest.approx(event_index(counted, sleep, within=stages == 4))
+    assert ahi["n_counted_in_sleep"] == int((events["counted"] & events["in_sleep"]).sum())
+    assert "ahi_est" not in report["sleep"]  # no epoch calibration factor when an event model is given
+    assert report["sleep"]["persistent_sleep_latency_min"] is None or report["sleep"]["persistent_sleep_latency_min"] \
+        >= report["sleep"]["sol_min"]
+
+    oximetry = report["oximetry"]
+    assert oximetry["odi"] is not None and oximetry["n_desaturations"] > 0
+    assert 80 < oximetry["spo2_mean_pct"] < 100 and oximetry["spo2_min_pct"] <= oximetry["spo2_mean_pct"]
+    assert report["agreement"]["ahi"]["hypopnea_rule"] == "3a" and report["agreement"]["ahi"]["scored"] > 0
+
+    # weak validation on 2 val nights: flagged, not bold, said on the console
+    assert report["reliability"]["reliable"] is False
+    assert any("night(s)" in reason for reason in report["reliability"]["reasons"])
+    assert report["validation"]["events"]["split"] == "val" and "val_kappa" in report["validation"]["sleep_stage"]
+    markdown = (out / "report.md").read_text()
+    assert "UNRELIABLE AHI ESTIMATE" in markdown and f"**{ahi['ahi']:.1f} events/h" not in markdown
+    assert "ODI" in markdown and "latency to persistent sleep" in markdown
+    assert "warning:" in console and "UNRELIABLE" in console
+
+    # the exports carry the model's typed events (and the desaturations)
+    annotations = parse_nsrr_xml(out / "predicted-nsrr.xml")
+    exported = sorted((e["type"], e["start_s"]) for e in annotations.events if e["type"] != "desaturation")
+    assert exported == sorted(zip(events["type"], events["onset_s"].round(1)))
+    assert sum(e["type"] == "desaturation" for e in annotations.events) == oximetry["n_desaturations"]
+    bids = pd.read_csv(out / "events.tsv", sep="\t")
+    assert set(events["type"]) <= set(bids["trial_type"])
+
+
+def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(runs, event_run, apneic_night, tmp_path):  # noqa: F811
+    edf, xml = apneic_night
+
+    def strong_events(metrics):
+        metrics["val"]["n_recordings"] = 20
+        metrics["val"]["events"]["apnea"]["f1"] = metrics["val"]["events"]["hypopnea"]["f1"] = 0.9
+        metrics["val"]["ahi"]["agreement"].update(severity_kappa=0.9, n=20)
+
+    def strong_stage(metrics):
+        metrics["selection"]["val"]["val_kappa"] = 0.9
+
+    events = _strong(event_run, tmp_path / "strong_events", strong_events)
+    stage = _strong(runs["stage"], tmp_path / "strong_stage", strong_stage)
+    scored = {}
+    for rule in ("4", "3a", "all"):
+        out = tmp_path / f"out-{rule}"
+        assert predict.main(["--checkpoint", str(stage), "--events", str(events), "--edf", str(edf), "--xml",
+                             str(xml), "--hypopnea-rule", rule, "--out", str(out), "--no-progress"]) == 0
+        report = json.loads((out / "report.json").read_text())
+        assert report["hypopnea_rule"] == rule and report["agreement"]["ahi"]["hypopnea_rule"] == rule
+        scored[rule] = report["agreement"]["ahi"]["scored"]
+    assert scored["4"] <= scored["3a"] <= scored["all"] and scored["4"] < scored["all"]
+    assert report["reliability"] == {**report["reliability"], "reliable": True, "reasons": []}
+    markdown = (out / "report.md").read_text()
+    assert "UNRELIABLE" not in markdown and f"**{report['ahi']['ahi']:.1f} events/h" in markdown
+    assert any("rule 3a" in note and "rule all" in note for note in report["notes"])
+
+
+def test_a_night_without_respiratory_channels_is_flagged(runs, event_run, tmp_path):  # noqa: F811
+    edf, xml = tmp_path / "norsp-900012.edf", tmp_path / "norsp-900012-nsrr.xml"
+    synthetic.generate_night(edf, xml, "norsp-900012", hours=0.3, seed=22,
+                             missing_channels=("airflow", "thor", "abdo", "spo2"))
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--events", str(event_run), "--edf", str(edf),
+                         "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["reliability"]["reliable"] is False and report["oximetry"] is None
+    assert any("lacks airflow, thor, abdo, spo2" in reason for reason in report["reliability"]["reasons"])
+    assert report["channels"]["models"]["events"]["used"] == []
+
+
+def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(runs, apneic_night, tmp_path,  # noqa: F811
+                                                                           capsys):
+    edf, _ = apneic_night
+    out = tmp_path / "out"
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--hypopnea",
+                         str(runs["hypopnea"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["ahi"]["source"] == "epoch runs" and report["reliability"]["reliable"] is False
+    assert "**" not in (out / "report.md").read_text().split("Estimated AHI")[1].splitlines()[0]
+    bad = tmp_path / "bad_run"
+    bad.mkdir()
+    (bad / "model.pkl").write_bytes(b"not a pickle")
+    assert predict.main(["--checkpoint", str(runs["stage"]), "--events", str(bad), "--edf", str(edf), "--out",
+                         str(tmp_path / "x"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --events ") and str(bad) in err and err.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_has_an_event_detection_row(event_run, runs, tmp_path):  # noqa: F811
+    out = tmp_path / "comparison"
+    assert evaluate.main([str(event_run), str(runs["stage"]), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "comparison.csv")
+    row = table[table["task"] == "event_detection"].iloc[0]
+    metrics = json.loads((event_run / "metrics.json").read_text())["test"]
+    assert row["event_f1_apnea"] == pytest.approx(metrics["events"]["apnea"]["f1"])
+    assert row["epoch_auroc_hypopnea"] == pytest.approx(metrics["epoch"]["hypopnea"]["auroc"])
+    assert "## event_detection" in (out / "comparison.md").read_text()
