@@ -9,9 +9,11 @@ machine), so the demo exercises exactly what a user runs on real data:
   3. unimodal    pretrained/unimodal/{eeg,eog,emg,ecg}/train.py   one NeuroNet per modality
   4. multimodal  pretrained/multimodal/train.py       SynthSleepNet (frozen encoders + LoRA + fusion)
   5. downstream  linear probe, Mamba fine-tuning, supervised-from-scratch and feature baselines for sleep
-                 staging, apnea and hypopnea at 5 % and 100 % of the training labels
+                 staging, apnea and hypopnea at 5 % and 100 % of the training labels; event detection
+                 (events with onsets and durations) on respiratory features and on SynthSleepNet tokens
   6. evaluate    downstream/evaluate.py               one comparison table (Markdown + CSV + plot)
-  7. predict     downstream/predict.py                hypnogram, events, AHI and report for a held-out night
+  7. predict     downstream/predict.py                hypnogram, typed events, AHI, ODI and report for a
+                                                      held-out night (its reliability stated)
 
 A stage whose outputs exist is skipped on a rerun (delete --out, or `make clean-demo`, to start over).
 Usage: python demo.py [--out demo_out] [--nights 16] [--hours 2] [--seed 0]
@@ -43,6 +45,7 @@ MULTIMODAL_PASSES = 2  # 90 steps each at batch 32
 PROBE_PASSES = {0.05: 100, 1.0: 8}  # about 500 / 720 steps of the MLP head on cached vectors
 SCRATCH_PASSES = {0.05: 20, 1.0: 1}  # about 100 / 90 steps of the whole tiny model on the signals
 FINE_TUNING_PASSES = 1  # LoRA phase; phase 1 (context + head on cached vectors) runs its default 30 passes
+EVENT_PROBE_STEPS = 300  # optimizer steps of the event probe's per-second head on cached backbone tokens
 
 
 def _banner(text: str) -> None:
@@ -144,6 +147,13 @@ def main(argv: list[str] | None = None) -> int:
             _run("downstream/baselines/features.py", *task_args, *cache, "--workers", 0, "--no-progress", "--out",
                  downstream / "features" / tag, done=downstream / "features" / tag / "metrics.json")
 
+    events = downstream / "event_detection"
+    _run("downstream/event_detection/train.py", "--data", dst, "--method", "features", "--seed", args.seed,
+         "--no-progress", "--out", events / "features", done=events / "features" / "metrics.json")
+    _run("downstream/event_detection/train.py", "--data", dst, "--method", "probe", "--backbone", multimodal,
+         "--steps", EVENT_PROBE_STEPS, "--seed", args.seed, *cache, "--no-progress", "--out", events / "probe",
+         done=events / "probe" / "metrics.json")
+
     _banner("6. comparison table")
     comparison = out / "comparison"
     _run("downstream/evaluate.py", downstream, "--out", comparison)
@@ -157,11 +167,20 @@ def main(argv: list[str] | None = None) -> int:
     report_dir = out / "report" / night
     _run("downstream/predict.py", "--checkpoint", downstream / "finetune" / "sleep_stage-lf1",
          "--apnea", downstream / "finetune" / "apnea-lf1", "--hypopnea", downstream / "finetune" / "hypopnea-lf1",
-         "--edf", edf, "--xml", xml, "--out", report_dir, "--no-progress")
+         "--events", events / "features", "--edf", edf, "--xml", xml, "--out", report_dir, "--no-progress")
+    report = json.loads((report_dir / "report.json").read_text())
+    scored = report["agreement"]["ahi"]
+    reliability = report["reliability"]
+    number = lambda value: "n/a" if value is None else f"{value:.1f}"  # noqa: E731 - strict JSON: NaN is null
+    print(f"{night}: AHI estimated {number(scored['estimated'])}/h ({scored['estimated_severity']}) from "
+          f"{report['ahi']['source']}, scored {number(scored['scored'])}/h ({scored['scored_severity']}, rule "
+          f"{scored['hypopnea_rule']}); " + ("reliable" if reliability["reliable"] else
+                                             "UNRELIABLE: " + "; ".join(reliability["reasons"])))
 
     _banner("done")
     print(f"comparison table : {comparison / 'comparison.md'} (+ .csv, label_fraction.png)")
     print(f"night report     : {report_dir / 'report.md'} (+ report.json, hypnogram.csv/.png, events.csv)")
+    print(f"event detection  : {events / 'features' / 'results.md'}, {events / 'probe' / 'results.md'}")
     print(f"all outputs under {out}; demo took {(time.time() - started) / 60:.1f} min")
     return 0
 

@@ -1,41 +1,48 @@
 """Inference on new nights (DESIGN.md section 6): EDF (+ optional NSRR XML) -> hypnogram, events, sleep report.
 
     python downstream/predict.py --checkpoint RUN --edf NIGHT.edf [--xml NIGHT-nsrr.xml] --out DIR \
-        [--apnea RUN] [--hypopnea RUN]
+        [--events EVENT_RUN] [--hypopnea-rule 3a|4|all] [--apnea RUN] [--hypopnea RUN]
     python downstream/predict.py --checkpoint RUN --edf FOLDER | "GLOB*.edf" | LIST.txt --out DIR [...]
 
 `--checkpoint` is a staging run (linear-probing or fine-tuning run directory, or its best.pt / last.pt);
-`--apnea` / `--hypopnea` are optional runs of those tasks. The night goes through the parser's exact
-processing in memory (`dataset.data_parser.load_night`); the WHOLE recording (floor(signal / 30 s) epochs) is
-predicted whether or not a scoring is given. Each backbone encodes a night once for every task model that
-uses it (runs whose encoders hold the same weights and read the same channels share one encoding); every model
-predicts every epoch exactly once (fine-tuned temporal runs: the deterministic tiling of
-`SequenceDataset(tiling=True)`; probes: per epoch), and DIR receives:
+`--events` an event model (a `downstream/event_detection/train.py` run, --method features): respiratory events
+with onsets, durations and types, the AHI from them and the SpO2 indices (`downstream.night_respiratory`, whose
+docstring states every rule); `--apnea` / `--hypopnea` are optional per-epoch runs of those tasks. The night goes
+through the parser's exact processing in memory (`dataset.data_parser.load_night`, every channel any model reads
+in one pass); the WHOLE recording (floor(signal / 30 s) epochs) is predicted whether or not a scoring is given
+(`downstream.night_inference`: each backbone encodes the night once for all the models using it, every model
+predicts every epoch exactly once), and DIR receives (`downstream.night_report`):
 
 - hypnogram.csv: one row per 30-s epoch: epoch, start_s (seconds from the EDF start), time (clock time of the
   epoch start, from the EDF header), stage (W/N1/N2/N3/REM), stage_code (0..4), p_W .. p_REM; with event
   runs p_<task> and <task> (0/1, argmax); with an XML scored_stage / scored_stage_code (-1 / "" unscored; epochs
   after the scored part are unscored).
-- hypnogram.png: the predicted hypnogram (with the scored one when an XML is given).
-- events.csv (event runs given): one row per run of consecutive positive epochs: type, start_epoch, n_epochs,
-  start_s, duration_s, time, in_sleep (the run starts in a predicted sleep epoch: only those count in the AHI),
-  n_events (ceil(n_epochs / 2), as `utils.metrics.count_events` counts).
+- hypnogram.png: the predicted hypnogram (with the scored one when an XML is given), the events beneath it.
+- events.csv: with --events, one row per event of the model: onset_s, duration_s, type (obstructive_apnea,
+  central_apnea, mixed_apnea, hypopnea), probability, counted (under the model's hypopnea rule), in_sleep (onset
+  in a predicted sleep epoch; counted and in sleep = in the AHI), time. Without it, one row per run of positive
+  epochs of the --apnea / --hypopnea runs (epoch_events.csv beside the model's events when both are given):
+  type, start_epoch, n_epochs, start_s, duration_s, time, in_sleep, n_events (ceil(n_epochs / 2)).
 - report.json (strict JSON, NaN -> null) and report.md: total recording time, TST, sleep efficiency, sleep onset
-  latency, REM latency, WASO, minutes and % per stage (`utils.sleep_stats.sleep_statistics` on the predicted
-  hypnogram); estimated AHI and severity when both event runs are given (events counted only when they start in
-  predicted sleep, `utils.metrics.estimate_ahi`, each type's count times its run's `event_calibration` scale
-  from metrics.json; the raw count is `ahi_est_uncalibrated`); channels the models wanted but the night lacks;
-  `warnings` (a truncated EDF); with an XML, agreement with the scoring on its scored epochs (accuracy, kappa,
-  confusion matrix; scored AHI from the XML's events vs estimated).
+  latency, latency to persistent sleep, REM latency, WASO, minutes and % per stage
+  (`utils.sleep_stats.sleep_statistics` on the predicted hypnogram); `ahi`: with --events the AHI from its
+  counted events with onset in predicted sleep per hour of predicted sleep, overall, in REM and in NREM; without
+  it, when both epoch runs are given, the runs of positive epochs times each run's `event_calibration` scale
+  (`sleep.ahi_est`); `oximetry` (--events): ODI, SpO2 mean / minimum / minutes below 90 % from the SpO2 signal;
+  `validation`: each model's recorded `val` numbers; `reliability`: whether the AHI estimate can be trusted and
+  why not (an UNRELIABLE estimate gets a banner in report.md, a `warning:` line on the console and no bold);
+  channels the models wanted but the night lacks; `warnings` (a truncated EDF); with an XML, agreement with the
+  scoring on its scored epochs (accuracy, kappa, confusion matrix; scored AHI under --hypopnea-rule vs estimated).
 - the predicted stages and events in standard formats (`dataset.annotation_export`): predicted-nsrr.xml (NSRR
   XML), predicted-annotations.edf (EDF+ annotations), hypnogram-yasa.txt (YASA codes, one per epoch: 0 W, 1 N1,
-  2 N2, 3 N3, 4 REM) and events.tsv (BIDS: onset, duration, trial_type).
+  2 N2, 3 N3, 4 REM) and events.tsv (BIDS: onset, duration, trial_type); the events are the event model's typed
+  events and desaturations when --events is given, else the epoch runs'.
 - config.json: the options of the run.
 
 Cohorts: `--edf` naming a folder (the parser's `discover`: every EDF below it, each paired with its annotation
 file by the parser's rule), a glob pattern or a list file (one EDF path per line) writes DIR/<night>/ (the files
 above) per night and DIR/summary.csv + summary.md (night, subject, status, reason, TST, sleep efficiency, AHI
-estimated / scored, severity). A night that cannot be read is a `failed` row with its reason and the cohort goes
+estimated (its source, reliable or not) / scored, severity, ODI). A night that cannot be read is a `failed` row with its reason and the cohort goes
 on; the exit code is then 1.
 
 DIR is written whole or not at all: the report set is built in a sibling folder and swapped in, so an earlier
@@ -95,8 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="predict.py", description=__doc__.split("\n\n")[0],
         epilog="Runs: a linear-probing or fine-tuning run directory (best.pt, else last.pt) or a checkpoint file. "
-               "--checkpoint must be a sleep_stage run; --apnea and --hypopnea add events.csv, and both together "
-               "the estimated AHI. Exit codes: 0 ok, 1 some night of a cohort failed (see summary.csv), 2 bad input "
+               "--checkpoint must be a sleep_stage run; --events (an event_detection run) adds typed events, the "
+               "AHI from them, ODI and SpO2; --apnea and --hypopnea add per-epoch events (both together: an AHI "
+               "estimate flagged unreliable). Exit codes: 0 ok, 1 some night of a cohort failed (see summary.csv), 2 bad input "
                "(unreadable EDF, malformed XML, bad run, no usable channel, unusable --out).")
     parser.add_argument("--config", type=Path, default=None,
                         help="JSON or YAML file of these options (keys as in the config.json it writes); "
