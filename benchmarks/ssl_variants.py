@@ -71,6 +71,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fast-mask0.5": {"preset": "fast", "model_args": {"mask_ratio": 0.5}},
     "fast-mask0.65": {"preset": "fast", "model_args": {"mask_ratio": 0.65}},
     "fast-spectrum-mask0.5": {"preset": "fast", "model_args": {"reconstruction_target": "spectrum", "mask_ratio": 0.5}},
+    "fast-no-contrastive": {"preset": "fast", "model_args": {"alpha": 0.0}},  # reconstruction alone
+    "fast-spectrum-no-contrastive": {"preset": "fast", "model_args": {"reconstruction_target": "spectrum", "alpha": 0.0}},
 }
 PROBES = ("knn_kappa", "linear_kappa", "hgb_kappa", "knn_kappa_ctx", "linear_kappa_ctx", "hgb_kappa_ctx",
           "linear_kappa_iqr")
