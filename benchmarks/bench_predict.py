@@ -1,19 +1,26 @@
 """Speed and memory of downstream/predict.py on one 8-h synthetic night (target: <= 30 s and <= 1 GB on 2 cores).
 
-    python benchmarks/bench_predict.py [--hours 8] [--method finetune|probe|both] [--work data/bench_predict]
+    python benchmarks/bench_predict.py [--hours 8] [--method finetune|probe|both] [--no-events] [--work DIR]
 
 Setup (not timed): a small synthetic cohort (4 nights of 0.5 h) parsed, a demo-sized backbone (tiny-preset
 SynthSleepNet over the six electrophysiology channels, random weights: inference costs the same as with trained
 ones) and the demo's runs trained for a couple of steps: fine-tuning (LoRA + Mamba, one encoder per task) and/or
-linear probes (one frozen backbone shared by the three tasks: the night is encoded once). Then one unseen night of
-`--hours` with its NSRR XML is predicted by `python downstream/predict.py` in a fresh process per method, staging +
-apnea + hypopnea, exactly as a user runs it; the child reports its own wall time (import to exit) and peak RSS.
-Timings are noisy on a shared machine; rerun alone for reported numbers.
+linear probes (one frozen backbone shared by the three tasks: loaded once, the night encoded once), and an event
+model (`downstream/event_detection/train.py --method features`, 50 boosting iterations) unless --no-events. Then one
+unseen night of `--hours` with its NSRR XML is predicted by `python downstream/predict.py` in a fresh process per
+method, staging + apnea + hypopnea (+ --events), exactly as a user runs it; the child reports its own wall time
+(import to exit) and peak RSS. Timings are noisy on a shared machine; rerun alone for reported numbers.
 
-Measured (2-core CPU shared with other jobs, load average 6-9, 2 torch threads; one 8-h night, 960 epochs):
-fine-tuning runs 397 s (import 7 s), probes 137 s (import 4 s), peak RSS 856 / 854 MB: over the 30-s target,
-within 1 GB. A 1-h profile of the probe case: encoding the night (one shared SynthSleepNet pass, 6 channels) 56 %
-of the time, nearly all in the per-frame CNN; loading the three runs 42 % (each probe rebuilds its backbone).
+Measured on a 2-core CPU shared with other jobs (2 torch threads; one 8-h night, 960 epochs):
+- before the probes shared one backbone (load average 6-9): fine-tuning runs 397 s (import 7 s), probes 137 s
+  (import 4 s), peak RSS 856 / 854 MB. A 1-h profile of the probe case: encoding the night 56 % of the time,
+  nearly all in the per-frame CNN; loading the three runs 42 % (each probe rebuilt its backbone).
+- probes sharing one frozen backbone (`downstream.common.shared_encoder`), load average 3-4, --no-events:
+  probes 86.5 s (import 4 s), peak RSS 769 MB; loading the three runs about 6 s.
+- the same with the event model, load average 5-6: fine-tuning 307.8 s, probes 190.5 s (import 6 s), peak RSS
+  811 / 836 MB; the event model's part (respiratory features, detection, SpO2 indices) alone took 8.5 s at that
+  load. Still over the 30-s target: the per-frame CNN of the night's encoding (27 overlapping 4-s frames per
+  epoch and channel) is what remains; within 1 GB.
 """
 from __future__ import annotations
 
@@ -92,21 +99,38 @@ def setup(work: Path, methods: list[str], hours: float) -> tuple[dict[str, dict[
     return runs, edf, xml
 
 
+def event_run(work: Path) -> Path:
+    """A features event model on the setup cohort (reused when already there)."""
+    from downstream.event_detection import train as event_detection
+
+    out = work / "events"
+    if not (out / "metrics.json").is_file():
+        code = event_detection.main(["--data", str(work / "dst"), "--out", str(out), "--no-progress", "--n-boot", "0",
+                                     "--hgb-max-iter", "50"])
+        if code not in (0, None):
+            raise SystemExit(f"error: training the event model failed (exit {code})")
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=8.0, help="length of the predicted night")
     parser.add_argument("--method", choices=("finetune", "probe", "both"), default="both")
     parser.add_argument("--work", type=Path, default=REPO / "data" / "bench_predict", help="cohort, runs, outputs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the timed process (2 cores)")
+    parser.add_argument("--no-events", dest="events", action="store_false",
+                        help="leave out the event model (--events)")
     args = parser.parse_args(argv)
     methods = ["finetune", "probe"] if args.method == "both" else [args.method]
     runs, edf, xml = setup(args.work, methods, args.hours)
+    events = event_run(args.work) if args.events else None
     rows = []
     for method in methods:
         out = args.work / "reports" / method
         predict_argv = ["--checkpoint", str(runs[method]["sleep_stage"]), "--apnea", str(runs[method]["apnea"]),
                         "--hypopnea", str(runs[method]["hypopnea"]), "--edf", str(edf), "--xml", str(xml),
-                        "--out", str(out), "--no-progress", "--device", "cpu"]
+                        "--out", str(out), "--no-progress", "--device", "cpu"] + (
+                            ["--events", str(events)] if events is not None else [])
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
         started = time.perf_counter()
         ran = subprocess.run([sys.executable, __file__, "--child", json.dumps(predict_argv)], cwd=REPO, env=env,
@@ -118,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
         measured = json.loads(ran.stdout.strip().splitlines()[-1])
         report = json.loads((out / "report.json").read_text())
         rows.append({"method": method, "epochs": report["n_epochs"], "process_s": process_s, **measured})
-    print(f"one {args.hours:g}-h night ({rows[0]['epochs']} epochs), staging + apnea + hypopnea, "
+    print(f"one {args.hours:g}-h night ({rows[0]['epochs']} epochs), staging + apnea + hypopnea"
+          f"{' + event model' if events is not None else ''}, "
           f"{args.threads} torch threads; targets <= {TARGET_S:g} s, <= {TARGET_MB:g} MB")
     print(f"{'method':<9} {'process s':>9} {'import s':>8} {'predict s':>9} {'peak RSS MB':>11}  verdict")
     for r in rows:
