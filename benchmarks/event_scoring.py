@@ -27,7 +27,20 @@ script's own defaults and the extra options apply to every token method. All met
 The generated and parsed cohort is kept under --work and reused by a later run with the same settings, and so are
 the pretrained backbones (--work/<cohort>/pretrain/<budget>). Results: --work/<cohort>/run-<method>/metrics.json and
 --work/<cohort>/table.md (one table comparing the methods, then each method against the targets).
+
+Measured (24 nights x 3 h, seed 2718, 8 test nights so no ICC; unimodal 200 steps, SynthSleepNet 150 steps, batch
+32; probe 1000 steps of 16 windows x 10 epochs; shared 2-core CPU under load, 1436 s in all), test:
+
+| method | F1 apnea | F1 hypopnea | F1 central | F1 mixed | severity κ | AUROC apnea / hypopnea |
+|---|---|---|---|---|---|---|
+| features | 0.990 | 0.973 | 0.919 | 0.000 | 1.000 | 0.977 / 0.961 |
+| probe (fusion tokens) | 0.896 | 0.729 | 0.722 | 0.316 | 1.000 | 0.992 / 0.967 |
+| probe-encoder | 0.903 | 0.759 | 0.791 | 0.500 | 1.000 | 0.994 / 0.969 |
+
+The frozen tokens rank epochs as well as the features (AUROC) but place event boundaries less well (event F1);
+after 150 fusion steps the fused tokens add nothing over the respiratory encoders' own (val F1 0.940 vs 0.960).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +50,9 @@ import sys
 import time
 from pathlib import Path
 
-from dataset.constants import EPHYS_CHANNELS, RESP_CHANNELS
-
 from threadpoolctl import threadpool_limits
 
+from dataset.constants import EPHYS_CHANNELS, RESP_CHANNELS
 from dataset.data_parser import parse_cohort
 from dataset.synthetic import generate_cohort
 from downstream.event_detection import train as event_detection
@@ -63,15 +75,25 @@ TARGETS: tuple[tuple[str, tuple[str, ...], float], ...] = (
 
 # method name -> the event script's options (the token methods add --backbone)
 METHOD_OPTIONS: dict[str, list[str]] = {
-    "features": [], "probe": ["--method", "probe"], "probe-encoder": ["--method", "probe", "--token-source", "encoder"],
-    "finetune": ["--method", "finetune"], "scratch": ["--method", "scratch"]}
+    "features": [],
+    "probe": ["--method", "probe"],
+    "probe-encoder": ["--method", "probe", "--token-source", "encoder"],
+    "finetune": ["--method", "finetune"],
+    "scratch": ["--method", "scratch"],
+}
 UNIMODAL = ("airflow", "thor", "abdo", "spo2", "eeg", "eog", "emg", "ecg")
 COMPARED: tuple[tuple[str, tuple[str, ...], int], ...] = (
-    ("F1 obstr.", ("events", "obstructive_apnea", "f1"), 3), ("F1 central", ("events", "central_apnea", "f1"), 3),
-    ("F1 mixed", ("events", "mixed_apnea", "f1"), 3), ("F1 hypopnea", ("events", "hypopnea", "f1"), 3),
-    ("F1 apnea", ("events", "apnea", "f1"), 3), ("F1 any", ("events", "any", "f1"), 3),
-    ("AHI ICC", ("ahi", "agreement", "icc_2_1"), 3), ("severity κ", ("ahi", "agreement", "severity_kappa"), 3),
-    ("AUROC apnea", ("epoch", "apnea", "auroc"), 3), ("AUROC hypopnea", ("epoch", "hypopnea", "auroc"), 3))
+    ("F1 obstr.", ("events", "obstructive_apnea", "f1"), 3),
+    ("F1 central", ("events", "central_apnea", "f1"), 3),
+    ("F1 mixed", ("events", "mixed_apnea", "f1"), 3),
+    ("F1 hypopnea", ("events", "hypopnea", "f1"), 3),
+    ("F1 apnea", ("events", "apnea", "f1"), 3),
+    ("F1 any", ("events", "any", "f1"), 3),
+    ("AHI ICC", ("ahi", "agreement", "icc_2_1"), 3),
+    ("severity κ", ("ahi", "agreement", "severity_kappa"), 3),
+    ("AUROC apnea", ("epoch", "apnea", "auroc"), 3),
+    ("AUROC hypopnea", ("epoch", "hypopnea", "auroc"), 3),
+)
 
 
 def lookup(record: dict, path: tuple[str, ...]) -> float:
@@ -89,46 +111,97 @@ def table(metrics: dict) -> str:
         lines.append(f"| {name} | >= {target:.2f} | {test:.3f} | {val:.3f} | {met} |")
     lines += ["", "| events (test) | precision | recall | F1 |", "|---|---|---|---|"]
     for key, row in metrics["test"]["events"].items():
-        lines.append(f"| {key} | {format_number(row['precision'])} | {format_number(row['recall'])} | {format_number(row['f1'])} |")
+        lines.append(
+            f"| {key} | {format_number(row['precision'])} | {format_number(row['recall'])} | {format_number(row['f1'])} |"
+        )
     agreement = metrics["test"]["ahi"]["agreement"]
-    lines += ["", f"AHI ({agreement['n']} test nights, rule {metrics['hypopnea_rule']}, scored sleep): r "
-              f"{format_number(agreement['pearson_r'])}, MAE {format_number(agreement['mae'], 1)} /h, bias {format_number(agreement['bias'], 1)} /h; "
-              f"decoding threshold {metrics['selection']['threshold']}, merge gap {metrics['selection']['merge_gap_s']} s"]
+    lines += [
+        "",
+        f"AHI ({agreement['n']} test nights, rule {metrics['hypopnea_rule']}, scored sleep): r "
+        f"{format_number(agreement['pearson_r'])}, MAE {format_number(agreement['mae'], 1)} /h, bias {format_number(agreement['bias'], 1)} /h; "
+        f"decoding threshold {metrics['selection']['threshold']}, merge gap {metrics['selection']['merge_gap_s']} s",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def comparison(results: dict[str, dict]) -> str:
     """Markdown: one row per method, test values of COMPARED, and the val mean event F1 that chose the decoding."""
-    lines = ["| method | " + " | ".join(name for name, _, _ in COMPARED) + " | val F1 | seconds |",
-             "|---" * (len(COMPARED) + 3) + "|"]
+    lines = [
+        "| method | " + " | ".join(name for name, _, _ in COMPARED) + " | val F1 | seconds |",
+        "|---" * (len(COMPARED) + 3) + "|",
+    ]
     for method, metrics in results.items():
         values = [format_number(lookup(metrics["test"], path), digits) for _, path, digits in COMPARED]
-        lines.append(f"| {method} | " + " | ".join(values) + f" | {format_number(metrics['selection']['val_score'])}"
-                     f" | {metrics['seconds']:.0f} |")
+        lines.append(
+            f"| {method} | " + " | ".join(values) + f" | {format_number(metrics['selection']['val_score'])}"
+            f" | {metrics['seconds']:.0f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def pretrain_backbone(args: argparse.Namespace, dst: Path, work: Path) -> tuple[Path, dict]:
     """Tiny unimodal NeuroNets (8 modalities) and a tiny ten-channel SynthSleepNet on `pretrain`, budgets in steps;
     reused when already there. Returns the SynthSleepNet's last.pt and a record of the runs."""
-    common = ["--data", str(dst), "--preset", "tiny", "--batch-size", str(args.pretrain_batch), "--passes", "100",
-              "--warmup-steps", "20", "--workers", "0", "--no-monitor", "--no-progress", "--seed", str(args.seed),
-              "--log-every", "25"]
+    common = [
+        "--data",
+        str(dst),
+        "--preset",
+        "tiny",
+        "--batch-size",
+        str(args.pretrain_batch),
+        "--passes",
+        "100",
+        "--warmup-steps",
+        "20",
+        "--workers",
+        "0",
+        "--no-monitor",
+        "--no-progress",
+        "--seed",
+        str(args.seed),
+        "--log-every",
+        "25",
+    ]
     record: dict[str, dict] = {}
     for modality in UNIMODAL:
         out = work / "unimodal" / modality
         started = time.monotonic()
         if not (out / "last.pt").is_file():
-            unimodal_main([*common, "--base-lr", "2e-3", "--out", str(out), "--max-steps", str(args.unimodal_steps),
-                           "--resume", "none"],
-                          modality=modality)
+            unimodal_main(
+                [
+                    *common,
+                    "--base-lr",
+                    "2e-3",
+                    "--out",
+                    str(out),
+                    "--max-steps",
+                    str(args.unimodal_steps),
+                    "--resume",
+                    "none",
+                ],
+                modality=modality,
+            )
         record[modality] = {"steps": args.unimodal_steps, "seconds": round(time.monotonic() - started, 1)}
     out = work / "multimodal"
     started = time.monotonic()
     if not (out / "last.pt").is_file():
-        multimodal_main([*common, "--base-lr", "1e-3", "--out", str(out), "--max-steps", str(args.multimodal_steps),
-                         "--resume", "none", "--channels", ",".join([*EPHYS_CHANNELS, *RESP_CHANNELS]),
-                         "--unimodal", ",".join(f"{m}={work / 'unimodal' / m / 'last.pt'}" for m in UNIMODAL)])
+        multimodal_main(
+            [
+                *common,
+                "--base-lr",
+                "1e-3",
+                "--out",
+                str(out),
+                "--max-steps",
+                str(args.multimodal_steps),
+                "--resume",
+                "none",
+                "--channels",
+                ",".join([*EPHYS_CHANNELS, *RESP_CHANNELS]),
+                "--unimodal",
+                ",".join(f"{m}={work / 'unimodal' / m / 'last.pt'}" for m in UNIMODAL),
+            ]
+        )
     record["synthsleepnet"] = {"steps": args.multimodal_steps, "seconds": round(time.monotonic() - started, 1)}
     return out / "last.pt", record
 
@@ -143,8 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="parser processes")
     parser.add_argument("--threads", type=int, default=1, help="OpenMP threads of the tree fitting")
     parser.add_argument("--work", type=Path, default=Path("runs/benchmarks/event_scoring"))
-    parser.add_argument("--methods", default="features",
-                        help=f"comma-separated, of {', '.join(METHOD_OPTIONS)}")
+    parser.add_argument("--methods", default="features", help=f"comma-separated, of {', '.join(METHOD_OPTIONS)}")
     parser.add_argument("--unimodal-steps", type=int, default=200, help="pretraining steps of each unimodal NeuroNet")
     parser.add_argument("--multimodal-steps", type=int, default=150, help="pretraining steps of the SynthSleepNet")
     parser.add_argument("--pretrain-batch", type=int, default=32, help="pretraining batch size")
@@ -160,8 +232,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"generating {args.nights} nights x {args.hours:g} h (seed {args.seed}) ...", flush=True)
         generate_cohort(cohort / "src", nights=args.nights, hours=args.hours, seed=args.seed)
     if not (cohort / "dst" / "splits.json").is_file():
-        parse_cohort(cohort / "src", cohort / "dst", workers=args.workers, test_frac=args.test_frac,
-                     val_frac=args.val_frac, progress=True)
+        parse_cohort(
+            cohort / "src",
+            cohort / "dst",
+            workers=args.workers,
+            test_frac=args.test_frac,
+            val_frac=args.val_frac,
+            progress=True,
+        )
     print(f"cohort ready ({time.monotonic() - started:.0f} s): {cohort / 'dst'}", flush=True)
     backbone, pretraining = None, {}
     with threadpool_limits(args.threads):
@@ -173,16 +251,25 @@ def main(argv: list[str] | None = None) -> int:
         for method in methods:
             out = cohort / f"run-{method}"
             options = [*METHOD_OPTIONS[method], *(["--backbone", str(backbone)] if method != "features" else [])]
-            code = max(code, event_detection.main(["--data", str(cohort / "dst"), "--out", str(out), "--no-progress",
-                                                   *options, *extra]))
+            code = max(
+                code,
+                event_detection.main(
+                    ["--data", str(cohort / "dst"), "--out", str(out), "--no-progress", *options, *extra]
+                ),
+            )
             results[method] = json.loads((out / "metrics.json").read_text())
     first = next(iter(results.values()))
-    text = (f"# Event scoring: {args.nights} nights x {args.hours:g} h, seed {args.seed}, "
-            f"{first['test']['n_recordings']} test nights\n\n" + comparison(results))
+    text = (
+        f"# Event scoring: {args.nights} nights x {args.hours:g} h, seed {args.seed}, "
+        f"{first['test']['n_recordings']} test nights\n\n" + comparison(results)
+    )
     if pretraining:
-        text += ("\nPretraining on `pretrain` (tiny presets, steps x batch " f"{args.pretrain_batch}): "
-                 + ", ".join(f"{name} {r['steps']} steps ({r['seconds']:.0f} s)" for name, r in pretraining.items())
-                 + "\n")
+        text += (
+            "\nPretraining on `pretrain` (tiny presets, steps x batch "
+            f"{args.pretrain_batch}): "
+            + ", ".join(f"{name} {r['steps']} steps ({r['seconds']:.0f} s)" for name, r in pretraining.items())
+            + "\n"
+        )
     for method, metrics in results.items():
         text += f"\n## {method}\n\n" + table(metrics)
     (cohort / "table.md").write_text(text)
