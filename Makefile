@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_out
 
-.PHONY: demo test test-slow clean-demo
+.PHONY: demo test lint test-slow clean-demo
 
 $(STAMP): requirements.txt pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,8 +16,12 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) demo.py --out $(DEMO_OUT)
 
-test: $(STAMP)
+test: $(STAMP) lint
 	$(PY) -m pytest -n 2 -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

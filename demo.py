@@ -18,6 +18,7 @@ machine), so the demo exercises exactly what a user runs on real data:
 A stage whose outputs exist is skipped on a rerun (delete --out, or `make clean-demo`, to start over).
 Usage: python demo.py [--out demo_out] [--nights 16] [--hours 2] [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,12 +75,18 @@ def label_statistics(dst: Path) -> pd.DataFrame:
     for split, recordings in splits["recordings"].items():
         if not recordings:
             continue
-        tables = [pq.read_table(dst / "recordings" / f"{rec}.parquet", columns=["stage", "apnea", "hypopnea"])
-                  for rec in recordings]
+        tables = [
+            pq.read_table(dst / "recordings" / f"{rec}.parquet", columns=["stage", "apnea", "hypopnea"])
+            for rec in recordings
+        ]
         stage = np.concatenate([t["stage"].to_numpy() for t in tables])
         scored = stage >= 0
-        row = {"split": split, "recordings": len(recordings), "epochs": int(stage.size),
-               "unscored %": round(100 * float(np.mean(~scored)), 1)}
+        row = {
+            "split": split,
+            "recordings": len(recordings),
+            "epochs": int(stage.size),
+            "unscored %": round(100 * float(np.mean(~scored)), 1),
+        }
         for k, name in enumerate(STAGE_NAMES):
             row[f"{name} %"] = round(100 * float(np.mean(stage[scored] == k)), 1) if scored.any() else float("nan")
         for event in ("apnea", "hypopnea"):
@@ -102,31 +109,68 @@ def main(argv: list[str] | None = None) -> int:
     common = ("--preset", "tiny", "--workers", "0", "--seed", args.seed)
 
     _banner(f"1. generate {args.nights} synthetic nights of {args.hours:g} h -> {src}")
-    _run("dataset/synthetic.py", "--out", src, "--nights", args.nights, "--hours", args.hours, "--seed", args.seed,
-         done=src / "synthetic_truth.json")
+    _run(
+        "dataset/synthetic.py",
+        "--out",
+        src,
+        "--nights",
+        args.nights,
+        "--hours",
+        args.hours,
+        "--seed",
+        args.seed,
+        done=src / "synthetic_truth.json",
+    )
 
     _banner(f"2. parse -> {dst}")
     _run("dataset/data_parser.py", "--src", src, "--dst", dst, "--workers", 2, done=dst / "splits.json")
     manifest = pd.read_parquet(dst / "manifest.parquet")
     ok = manifest[manifest["status"] == "ok"]
     print(manifest["status"].value_counts().to_string())
-    print(f"{len(ok)} recordings ok, {int(ok['n_epochs'].sum())} epochs, {ok['subject_id'].nunique()} subjects; "
-          f"scored AHI {ok['ahi_scored'].min():.1f}-{ok['ahi_scored'].max():.1f} /h")
+    print(
+        f"{len(ok)} recordings ok, {int(ok['n_epochs'].sum())} epochs, {ok['subject_id'].nunique()} subjects; "
+        f"scored AHI {ok['ahi_scored'].min():.1f}-{ok['ahi_scored'].max():.1f} /h"
+    )
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(label_statistics(dst).to_string(index=False))
 
     _banner("3. unimodal NeuroNet pretraining (tiny preset)")
     for modality in MODALITIES:
         run = runs / "unimodal" / modality
-        _run(f"pretrained/unimodal/{modality}/train.py", "--data", dst, "--out", run, *common,
-             "--passes", UNIMODAL_PASSES[modality], "--batch-size", 64, "--no-progress", done=run / "last.pt")
+        _run(
+            f"pretrained/unimodal/{modality}/train.py",
+            "--data",
+            dst,
+            "--out",
+            run,
+            *common,
+            "--passes",
+            UNIMODAL_PASSES[modality],
+            "--batch-size",
+            64,
+            "--no-progress",
+            done=run / "last.pt",
+        )
 
     _banner("4. SynthSleepNet multimodal pretraining (tiny preset)")
     multimodal = runs / "multimodal"
     unimodal = ",".join(f"{m}={runs / 'unimodal' / m}" for m in MODALITIES)
-    _run("pretrained/multimodal/train.py", "--data", dst, "--unimodal", unimodal, "--out", multimodal, *common,
-         "--passes", MULTIMODAL_PASSES, "--batch-size", 32, "--no-progress",
-         done=multimodal / "last.pt")
+    _run(
+        "pretrained/multimodal/train.py",
+        "--data",
+        dst,
+        "--unimodal",
+        unimodal,
+        "--out",
+        multimodal,
+        *common,
+        "--passes",
+        MULTIMODAL_PASSES,
+        "--batch-size",
+        32,
+        "--no-progress",
+        done=multimodal / "last.pt",
+    )
 
     _banner("5. downstream: probe, Mamba fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
     downstream = runs / "downstream"
@@ -135,24 +179,96 @@ def main(argv: list[str] | None = None) -> int:
         for fraction in FRACTIONS:
             tag = f"{task}-lf{fraction:g}"
             task_args = ("--data", dst, "--task", task, "--label-fraction", fraction, "--seed", args.seed)
-            _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--workers", 0, *cache,
-                 "--passes", PROBE_PASSES[fraction], "--no-progress", "--out", downstream / "probe" / tag,
-                 done=downstream / "probe" / tag / "metrics.json")
-            _run("downstream/fine_tuning/train.py", *task_args, "--backbone", multimodal, "--workers", 0, *cache,
-                 "--passes", FINE_TUNING_PASSES, "--no-progress", "--out",
-                 downstream / "finetune" / tag, done=downstream / "finetune" / tag / "metrics.json")
-            _run("downstream/linear_probing/train.py", *task_args, "--backbone", multimodal, "--init", "random",
-                 "--workers", 0, "--passes", SCRATCH_PASSES[fraction], "--no-progress", "--out",
-                 downstream / "scratch" / tag, done=downstream / "scratch" / tag / "metrics.json")
-            _run("downstream/baselines/features.py", *task_args, *cache, "--workers", 0, "--no-progress", "--out",
-                 downstream / "features" / tag, done=downstream / "features" / tag / "metrics.json")
+            _run(
+                "downstream/linear_probing/train.py",
+                *task_args,
+                "--backbone",
+                multimodal,
+                "--workers",
+                0,
+                *cache,
+                "--passes",
+                PROBE_PASSES[fraction],
+                "--no-progress",
+                "--out",
+                downstream / "probe" / tag,
+                done=downstream / "probe" / tag / "metrics.json",
+            )
+            _run(
+                "downstream/fine_tuning/train.py",
+                *task_args,
+                "--backbone",
+                multimodal,
+                "--workers",
+                0,
+                *cache,
+                "--passes",
+                FINE_TUNING_PASSES,
+                "--no-progress",
+                "--out",
+                downstream / "finetune" / tag,
+                done=downstream / "finetune" / tag / "metrics.json",
+            )
+            _run(
+                "downstream/linear_probing/train.py",
+                *task_args,
+                "--backbone",
+                multimodal,
+                "--init",
+                "random",
+                "--workers",
+                0,
+                "--passes",
+                SCRATCH_PASSES[fraction],
+                "--no-progress",
+                "--out",
+                downstream / "scratch" / tag,
+                done=downstream / "scratch" / tag / "metrics.json",
+            )
+            _run(
+                "downstream/baselines/features.py",
+                *task_args,
+                *cache,
+                "--workers",
+                0,
+                "--no-progress",
+                "--out",
+                downstream / "features" / tag,
+                done=downstream / "features" / tag / "metrics.json",
+            )
 
     events = downstream / "event_detection"
-    _run("downstream/event_detection/train.py", "--data", dst, "--method", "features", "--seed", args.seed,
-         "--no-progress", "--out", events / "features", done=events / "features" / "metrics.json")
-    _run("downstream/event_detection/train.py", "--data", dst, "--method", "probe", "--backbone", multimodal,
-         "--steps", EVENT_PROBE_STEPS, "--seed", args.seed, *cache, "--no-progress", "--out", events / "probe",
-         done=events / "probe" / "metrics.json")
+    _run(
+        "downstream/event_detection/train.py",
+        "--data",
+        dst,
+        "--method",
+        "features",
+        "--seed",
+        args.seed,
+        "--no-progress",
+        "--out",
+        events / "features",
+        done=events / "features" / "metrics.json",
+    )
+    _run(
+        "downstream/event_detection/train.py",
+        "--data",
+        dst,
+        "--method",
+        "probe",
+        "--backbone",
+        multimodal,
+        "--steps",
+        EVENT_PROBE_STEPS,
+        "--seed",
+        args.seed,
+        *cache,
+        "--no-progress",
+        "--out",
+        events / "probe",
+        done=events / "probe" / "metrics.json",
+    )
 
     _banner("6. comparison table")
     comparison = out / "comparison"
@@ -165,17 +281,34 @@ def main(argv: list[str] | None = None) -> int:
     edf = next(src.rglob(f"{night}.edf"))
     xml = next(src.rglob(f"{night}-nsrr.xml"))
     report_dir = out / "report" / night
-    _run("downstream/predict.py", "--checkpoint", downstream / "finetune" / "sleep_stage-lf1",
-         "--apnea", downstream / "finetune" / "apnea-lf1", "--hypopnea", downstream / "finetune" / "hypopnea-lf1",
-         "--events", events / "features", "--edf", edf, "--xml", xml, "--out", report_dir, "--no-progress")
+    _run(
+        "downstream/predict.py",
+        "--checkpoint",
+        downstream / "finetune" / "sleep_stage-lf1",
+        "--apnea",
+        downstream / "finetune" / "apnea-lf1",
+        "--hypopnea",
+        downstream / "finetune" / "hypopnea-lf1",
+        "--events",
+        events / "features",
+        "--edf",
+        edf,
+        "--xml",
+        xml,
+        "--out",
+        report_dir,
+        "--no-progress",
+    )
     report = json.loads((report_dir / "report.json").read_text())
     scored = report["agreement"]["ahi"]
     reliability = report["reliability"]
     number = lambda value: "n/a" if value is None else f"{value:.1f}"  # noqa: E731 - strict JSON: NaN is null
-    print(f"{night}: AHI estimated {number(scored['estimated'])}/h ({scored['estimated_severity']}) from "
-          f"{report['ahi']['source']}, scored {number(scored['scored'])}/h ({scored['scored_severity']}, rule "
-          f"{scored['hypopnea_rule']}); " + ("reliable" if reliability["reliable"] else
-                                             "UNRELIABLE: " + "; ".join(reliability["reasons"])))
+    print(
+        f"{night}: AHI estimated {number(scored['estimated'])}/h ({scored['estimated_severity']}) from "
+        f"{report['ahi']['source']}, scored {number(scored['scored'])}/h ({scored['scored_severity']}, rule "
+        f"{scored['hypopnea_rule']}); "
+        + ("reliable" if reliability["reliable"] else "UNRELIABLE: " + "; ".join(reliability["reasons"]))
+    )
 
     _banner("done")
     print(f"comparison table : {comparison / 'comparison.md'} (+ .csv, label_fraction.png)")

@@ -10,6 +10,7 @@ Random reads are timed with the row-group cache limited to the last row group, a
 the cache (SHHS), and with the files already in the page cache (freshly written): a cold disk adds its seek time.
 Target (docs/data.md §2.4): random epoch read < 2 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,8 +50,9 @@ def build_cohort(out: Path, n_recordings: int, n_epochs: int, force_fixture: boo
     fixtures = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(fixtures)
     subjects = [f"{100001 + k}" for k in range(n_recordings)]
-    recordings = {f"shhs1-{s}": {"subject": s, "n_epochs": n_epochs, "channels": list(EPHYS_CHANNELS)}
-                  for s in subjects}
+    recordings = {
+        f"shhs1-{s}": {"subject": s, "n_epochs": n_epochs, "channels": list(EPHYS_CHANNELS)} for s in subjects
+    }
     fixtures.write_cohort(dst, recordings, {"pretrain": subjects, "train": subjects, "val": [], "test": []})
     return dst, "fixture writer (tests/test_datasets.py)"
 
@@ -77,8 +79,7 @@ def random_latency(dataset: EpochDataset, n_reads: int, seed: int = 0) -> tuple[
 
 def loader_rate(dataset: EpochDataset, workers: int, shuffle: bool, n_batches: int, batch_size: int = 64) -> float:
     """Epochs per second through a DataLoader, after one warm-up batch (worker start-up excluded)."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                        persistent_workers=False)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers, persistent_workers=False)
     iterator = iter(loader)
     next(iterator)
     start, n = time.perf_counter(), 0
@@ -117,8 +118,10 @@ def main() -> None:
         for name, dataset in (("1ch", one), ("6ch", six)):
             median, p95, cpu = random_latency(dataset, args.reads)
             results[f"random_read_ms_{name}"] = {"median": median, "p95": p95, "cpu_mean": cpu}
-            print(f"random single-epoch read, {name}: median {median:.2f} ms, p95 {p95:.2f} ms "
-                  f"(CPU {cpu:.2f} ms per read)")
+            print(
+                f"random single-epoch read, {name}: median {median:.2f} ms, p95 {p95:.2f} ms "
+                f"(CPU {cpu:.2f} ms per read)"
+            )
         for workers in (0, 2):
             for shuffle in (True, False):
                 with warnings.catch_warnings():

@@ -10,6 +10,7 @@ over --repeats runs after one warm-up (the naive recurrence at T >= 500 runs onc
 least 10 runs). Prints a Markdown table. The naive recurrence at T = 1000, batch 32 needs ~8 GB of RAM and
 minutes (its autograd graph holds 1000 steps of (32, 16, 64, 16) states); --skip-naive leaves it out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,6 +44,7 @@ def step(block: Mamba2, u: torch.Tensor, naive: bool) -> None:
 def cpu_case(d_model: int, batch: int, seqlen: int, naive: bool, threads: int, repeats: int) -> dict:
     """One CPU measurement in this (fresh) process: median seconds and peak extra RSS in MB."""
     import psutil
+
     torch.set_num_threads(threads)
     block, u = build(d_model, batch, seqlen, "cpu", "torch")
     baseline_mb = psutil.Process().memory_info().rss / 2**20
@@ -62,16 +64,21 @@ def cpu_case(d_model: int, batch: int, seqlen: int, naive: bool, threads: int, r
 def cuda_case(d_model: int, batch: int, seqlen: int, backend: str, repeats: int) -> dict:
     block, u = build(d_model, batch, seqlen, "cuda", backend)
     step(block, u, naive=False)  # warm-up (Triton compiles here)
-    if u.is_cuda: torch.cuda.synchronize()  # noqa: E701
+    if u.is_cuda:
+        torch.cuda.synchronize()  # noqa: E701
     torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step(block, u, naive=False)
-        if u.is_cuda: torch.cuda.synchronize()  # noqa: E701
+        if u.is_cuda:
+            torch.cuda.synchronize()  # noqa: E701
         times.append(time.perf_counter() - start)
-    return {"seconds": statistics.median(times), "min_seconds": min(times),
-            "peak_mb": torch.cuda.max_memory_allocated() / 2**20}
+    return {
+        "seconds": statistics.median(times),
+        "min_seconds": min(times),
+        "peak_mb": torch.cuda.max_memory_allocated() / 2**20,
+    }
 
 
 def main() -> None:
@@ -82,21 +89,33 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-naive", action="store_true", help="only time the chunked scan on CPU")
-    parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], default=["cpu", "cuda"],
-                        help="which devices to time (cuda rows need a CUDA GPU)")
+    parser.add_argument(
+        "--devices",
+        nargs="+",
+        choices=["cpu", "cuda"],
+        default=["cpu", "cuda"],
+        help="which devices to time (cuda rows need a CUDA GPU)",
+    )
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args()
 
     rows = []
     spawn = multiprocessing.get_context("spawn")
-    for seqlen in (args.seq_lens if "cpu" in args.devices else []):
-        for naive in ([False] if args.skip_naive else [False, True]):
+    for seqlen in args.seq_lens if "cpu" in args.devices else []:
+        for naive in [False] if args.skip_naive else [False, True]:
             print(f"cpu T={seqlen} {'naive' if naive else 'chunked'} ...", file=sys.stderr, flush=True)
             with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-                result = pool.submit(cpu_case, args.d_model, args.batch, seqlen, naive, args.threads,
-                                     args.repeats).result()
-            rows.append({"device": f"cpu ({args.threads} threads)", "T": seqlen,
-                         "implementation": "naive recurrence" if naive else "chunked SSD (torch)", **result})
+                result = pool.submit(
+                    cpu_case, args.d_model, args.batch, seqlen, naive, args.threads, args.repeats
+                ).result()
+            rows.append(
+                {
+                    "device": f"cpu ({args.threads} threads)",
+                    "T": seqlen,
+                    "implementation": "naive recurrence" if naive else "chunked SSD (torch)",
+                    **result,
+                }
+            )
     if "cuda" not in args.devices:
         cuda_note = ""
     elif torch.cuda.is_available():
@@ -104,9 +123,14 @@ def main() -> None:
         for seqlen in args.seq_lens:
             for backend in backends:
                 result = cuda_case(args.d_model, args.batch, seqlen, backend, max(args.repeats, 10))
-                rows.append({"device": torch.cuda.get_device_name(), "T": seqlen,
-                             "implementation": "mamba-ssm fused" if backend == "fused" else "chunked SSD (torch)",
-                             **result})
+                rows.append(
+                    {
+                        "device": torch.cuda.get_device_name(),
+                        "T": seqlen,
+                        "implementation": "mamba-ssm fused" if backend == "fused" else "chunked SSD (torch)",
+                        **result,
+                    }
+                )
         cuda_note = "" if fused_kernels_available() else " (mamba-ssm not installed: fused kernel not timed)"
     else:
         cuda_note = " (no CUDA device: GPU rows skipped)"
@@ -115,11 +139,16 @@ def main() -> None:
     print("| device | T | implementation | median s | min s | peak extra memory (MB) | median vs chunked |")
     print("|---|---:|---|---:|---:|---:|---:|")
     for row in rows:
-        base = next(r for r in rows if r["device"] == row["device"] and r["T"] == row["T"]
-                    and r["implementation"] == "chunked SSD (torch)")
-        print(f"| {row['device']} | {row['T']} | {row['implementation']} | {row['seconds']:.4f} | "
-              f"{row['min_seconds']:.4f} | "
-              f"{row['peak_mb']:.0f} | {row['seconds'] / base['seconds']:.2f}x |")
+        base = next(
+            r
+            for r in rows
+            if r["device"] == row["device"] and r["T"] == row["T"] and r["implementation"] == "chunked SSD (torch)"
+        )
+        print(
+            f"| {row['device']} | {row['T']} | {row['implementation']} | {row['seconds']:.4f} | "
+            f"{row['min_seconds']:.4f} | "
+            f"{row['peak_mb']:.0f} | {row['seconds'] / base['seconds']:.2f}x |"
+        )
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"config": vars(args), "rows": rows}, handle, indent=2)

@@ -8,6 +8,7 @@ prints a table: wall time, nights/s, nights/s per worker, s/night per worker, pe
 per-night breakdown (hash, read, resample+filter, scale, labels, write). A last line times random single-epoch
 reads from one written file. Timings are noisy on a shared machine; rerun alone for reported numbers.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,13 +35,20 @@ def child(src: str, dst: str, workers: int) -> None:
     self_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     children_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     worker_mb = max(r["max_rss_mb"] for r in runs.values()) if workers > 1 else self_mb
-    print(json.dumps({
-        "wall_s": wall, "n": len(manifest), "ok": int((manifest["status"] == "ok").sum()),
-        "worker_rss_mb": max(worker_mb, children_mb if workers > 1 else 0.0), "parent_rss_mb": self_mb,
-        "per_night_s": float(np.mean([sum(r["timings"].values()) for r in runs.values()])),
-        "cpu_per_night_s": float(np.mean([r["cpu_s"] for r in runs.values()])),
-        "steps": {s: float(np.mean([r["timings"].get(s, 0.0) for r in runs.values()])) for s in STEPS},
-    }))
+    print(
+        json.dumps(
+            {
+                "wall_s": wall,
+                "n": len(manifest),
+                "ok": int((manifest["status"] == "ok").sum()),
+                "worker_rss_mb": max(worker_mb, children_mb if workers > 1 else 0.0),
+                "parent_rss_mb": self_mb,
+                "per_night_s": float(np.mean([sum(r["timings"].values()) for r in runs.values()])),
+                "cpu_per_night_s": float(np.mean([r["cpu_s"] for r in runs.values()])),
+                "steps": {s: float(np.mean([r["timings"].get(s, 0.0) for r in runs.values()])) for s in STEPS},
+            }
+        )
+    )
 
 
 def random_epoch_read_ms(path: Path, reads: int = 200) -> float:
@@ -82,22 +90,32 @@ def main(argv: list[str] | None = None) -> int:
     edf_mb = sum(p.stat().st_size for p in src.rglob("*.edf")) / 2**20 / args.nights
     print(f"{args.nights} nights of {args.hours:g} h, {edf_mb:.0f} MB EDF each")
 
-    header = (f"{'workers':>7} {'wall s':>7} {'nights/s':>9} {'n/s/worker':>10} {'s/night/worker':>14} "
-              f"{'RSS/worker MB':>13} {'proc s/night':>12} {'cpu s/night':>11}  " + " ".join(f"{s:>15}" for s in STEPS))
+    header = (
+        f"{'workers':>7} {'wall s':>7} {'nights/s':>9} {'n/s/worker':>10} {'s/night/worker':>14} "
+        f"{'RSS/worker MB':>13} {'proc s/night':>12} {'cpu s/night':>11}  " + " ".join(f"{s:>15}" for s in STEPS)
+    )
     lines = [header]
     dst = None
     for workers in args.workers:
         dst = args.data / f"dst-w{workers}"
-        result = subprocess.run([sys.executable, __file__, "--child", str(src), str(dst), str(workers)],
-                                capture_output=True, text=True, check=True)
+        result = subprocess.run(
+            [sys.executable, __file__, "--child", str(src), str(dst), str(workers)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         m = json.loads(result.stdout.strip().splitlines()[-1])
         rate = m["n"] / m["wall_s"]
-        lines.append(f"{workers:>7} {m['wall_s']:>7.2f} {rate:>9.3f} {rate / workers:>10.3f} "
-                     f"{workers / rate:>14.2f} {m['worker_rss_mb']:>13.0f} {m['per_night_s']:>12.2f} {m['cpu_per_night_s']:>11.2f}  "
-                     + " ".join(f"{m['steps'][s]:>15.3f}" for s in STEPS))
+        lines.append(
+            f"{workers:>7} {m['wall_s']:>7.2f} {rate:>9.3f} {rate / workers:>10.3f} "
+            f"{workers / rate:>14.2f} {m['worker_rss_mb']:>13.0f} {m['per_night_s']:>12.2f} {m['cpu_per_night_s']:>11.2f}  "
+            + " ".join(f"{m['steps'][s]:>15.3f}" for s in STEPS)
+        )
     print("\n".join(lines))
-    print("wall includes process start-up and imports; 'proc s/night' (wall) and the steps are inside the worker "
-          "(s); 'cpu s/night' is the worker's CPU time per night, the number least disturbed by other load.")
+    print(
+        "wall includes process start-up and imports; 'proc s/night' (wall) and the steps are inside the worker "
+        "(s); 'cpu s/night' is the worker's CPU time per night, the number least disturbed by other load."
+    )
     if dst is not None:
         recording = sorted((dst / "recordings").glob("*.parquet"))[0]
         print(f"random epoch read (all channels, {recording.name}): {random_epoch_read_ms(recording):.2f} ms")

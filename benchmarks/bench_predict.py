@@ -22,6 +22,7 @@ Measured on a 2-core CPU shared with other jobs (2 torch threads; one 8-h night,
   load. Still over the 30-s target: the per-frame CNN of the night's encoding (27 overlapping 4-s frames per
   epoch and channel) is what remains; within 1 GB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,9 +47,17 @@ def child(argv: list[str]) -> None:
     imported = time.perf_counter()
     code = predict.main(argv)
     done = time.perf_counter()
-    print(json.dumps({"exit": code, "wall_s": done - started, "import_s": imported - started,
-                      "predict_s": done - imported,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "exit": code,
+                "wall_s": done - started,
+                "import_s": imported - started,
+                "predict_s": done - imported,
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 def setup(work: Path, methods: list[str], hours: float) -> tuple[dict[str, dict[str, Path]], Path, Path]:
@@ -72,11 +81,30 @@ def setup(work: Path, methods: list[str], hours: float) -> tuple[dict[str, dict[
         modality = {"eeg_c4": "eeg", "eeg_c3": "eeg", "eog_l": "eog", "eog_r": "eog", "emg": "emg", "ecg": "ecg"}
         nets = {m: build_neuronet(neuronet_config("tiny")) for m in set(modality.values())}
         model = build_synthsleepnet(synthsleepnet_config("tiny"), {ch: nets[modality[ch]] for ch in DEFAULT_CHANNELS})
-        atomic_save({"format_version": FORMAT_VERSION, "model_kind": "synthsleepnet",
-                     "model_config": model.config.to_dict(), "model": model.state_dict(), "optimizer": {},
-                     "scheduler": {}, "scaler": {}, "epoch": 1, "batch_in_epoch": 0, "step": 1, "rng": [], "config": {},
-                     "version": {}, "metrics": {}, "best": {}, "splits_sha256": sha256_file(data / "splits.json"),
-                     "meter": {}, "world_size": 1, "metadata": {}}, backbone)
+        atomic_save(
+            {
+                "format_version": FORMAT_VERSION,
+                "model_kind": "synthsleepnet",
+                "model_config": model.config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": {},
+                "scheduler": {},
+                "scaler": {},
+                "epoch": 1,
+                "batch_in_epoch": 0,
+                "step": 1,
+                "rng": [],
+                "config": {},
+                "version": {},
+                "metrics": {},
+                "best": {},
+                "splits_sha256": sha256_file(data / "splits.json"),
+                "meter": {},
+                "world_size": 1,
+                "metadata": {},
+            },
+            backbone,
+        )
     quick = ["--workers", "0", "--no-progress", "--n-boot", "0", "--hypnograms", "0", "--resume", "none"]
     runs: dict[str, dict[str, Path]] = {}
     for method in methods:
@@ -105,8 +133,9 @@ def event_run(work: Path) -> Path:
 
     out = work / "events"
     if not (out / "metrics.json").is_file():
-        code = event_detection.main(["--data", str(work / "dst"), "--out", str(out), "--no-progress", "--n-boot", "0",
-                                     "--hgb-max-iter", "50"])
+        code = event_detection.main(
+            ["--data", str(work / "dst"), "--out", str(out), "--no-progress", "--n-boot", "0", "--hgb-max-iter", "50"]
+        )
         if code not in (0, None):
             raise SystemExit(f"error: training the event model failed (exit {code})")
     return out
@@ -118,8 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--method", choices=("finetune", "probe", "both"), default="both")
     parser.add_argument("--work", type=Path, default=REPO / "data" / "bench_predict", help="cohort, runs, outputs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the timed process (2 cores)")
-    parser.add_argument("--no-events", dest="events", action="store_false",
-                        help="leave out the event model (--events)")
+    parser.add_argument("--no-events", dest="events", action="store_false", help="leave out the event model (--events)")
     args = parser.parse_args(argv)
     methods = ["finetune", "probe"] if args.method == "both" else [args.method]
     runs, edf, xml = setup(args.work, methods, args.hours)
@@ -127,14 +155,32 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for method in methods:
         out = args.work / "reports" / method
-        predict_argv = ["--checkpoint", str(runs[method]["sleep_stage"]), "--apnea", str(runs[method]["apnea"]),
-                        "--hypopnea", str(runs[method]["hypopnea"]), "--edf", str(edf), "--xml", str(xml),
-                        "--out", str(out), "--no-progress", "--device", "cpu"] + (
-                            ["--events", str(events)] if events is not None else [])
+        predict_argv = [
+            "--checkpoint",
+            str(runs[method]["sleep_stage"]),
+            "--apnea",
+            str(runs[method]["apnea"]),
+            "--hypopnea",
+            str(runs[method]["hypopnea"]),
+            "--edf",
+            str(edf),
+            "--xml",
+            str(xml),
+            "--out",
+            str(out),
+            "--no-progress",
+            "--device",
+            "cpu",
+        ] + (["--events", str(events)] if events is not None else [])
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
         started = time.perf_counter()
-        ran = subprocess.run([sys.executable, __file__, "--child", json.dumps(predict_argv)], cwd=REPO, env=env,
-                             capture_output=True, text=True)
+        ran = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(predict_argv)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
         process_s = time.perf_counter() - started
         if ran.returncode != 0:
             print(ran.stdout[-2000:], ran.stderr[-4000:], sep="\n", file=sys.stderr)
@@ -142,14 +188,18 @@ def main(argv: list[str] | None = None) -> int:
         measured = json.loads(ran.stdout.strip().splitlines()[-1])
         report = json.loads((out / "report.json").read_text())
         rows.append({"method": method, "epochs": report["n_epochs"], "process_s": process_s, **measured})
-    print(f"one {args.hours:g}-h night ({rows[0]['epochs']} epochs), staging + apnea + hypopnea"
-          f"{' + event model' if events is not None else ''}, "
-          f"{args.threads} torch threads; targets <= {TARGET_S:g} s, <= {TARGET_MB:g} MB")
+    print(
+        f"one {args.hours:g}-h night ({rows[0]['epochs']} epochs), staging + apnea + hypopnea"
+        f"{' + event model' if events is not None else ''}, "
+        f"{args.threads} torch threads; targets <= {TARGET_S:g} s, <= {TARGET_MB:g} MB"
+    )
     print(f"{'method':<9} {'process s':>9} {'import s':>8} {'predict s':>9} {'peak RSS MB':>11}  verdict")
     for r in rows:
         ok = r["process_s"] <= TARGET_S and r["peak_rss_mb"] <= TARGET_MB
-        print(f"{r['method']:<9} {r['process_s']:>9.1f} {r['import_s']:>8.1f} {r['predict_s']:>9.1f} "
-              f"{r['peak_rss_mb']:>11.0f}  {'within target' if ok else 'OVER target'}")
+        print(
+            f"{r['method']:<9} {r['process_s']:>9.1f} {r['import_s']:>8.1f} {r['predict_s']:>9.1f} "
+            f"{r['peak_rss_mb']:>11.0f}  {'within target' if ok else 'OVER target'}"
+        )
     return 0
 
 

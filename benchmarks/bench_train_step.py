@@ -22,6 +22,7 @@ fp32 weights, losses and optimizer), fast on CPUs with AVX512-BF16 or AMX. CUDA 
 Reference (published NeuroNet-B implementation, same CPU, 2 threads): 3.0 samples/s at batch 8 and
 4.3 at batch 32, 71.6 M parameters, peak RSS 2.3 / 4.0 GB.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,9 @@ from pathlib import Path
 PUBLISHED_B = {8: (3.0, 2.3), 32: (4.3, 4.0)}  # batch → (samples/s, peak RSS GB) of the published code
 
 
-def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warmup: int, bf16: bool,
-            detach_target: bool) -> dict:
+def run_one(
+    preset: str, batch: int, device: str, threads: int, steps: int, warmup: int, bf16: bool, detach_target: bool
+) -> dict:
     """Time `steps` training steps and `steps` encodings after `warmup` in this process; return the measurements."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -97,16 +99,26 @@ def run_one(preset: str, batch: int, device: str, threads: int, steps: int, warm
         encode(epochs[0])
     encode_gflop = flops.get_total_flops() / 1e9
     result = {
-        "preset": preset, "batch": batch, "device": device, "threads": threads if device == "cpu" else None,
-        "params_m": count_parameters(model) / 1e6, "step_s": step_s, "samples_per_s": batch / step_s,
+        "preset": preset,
+        "batch": batch,
+        "device": device,
+        "threads": threads if device == "cpu" else None,
+        "params_m": count_parameters(model) / 1e6,
+        "step_s": step_s,
+        "samples_per_s": batch / step_s,
         "cpu_s_per_step": cpu_s,
-        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2,  # ru_maxrss in KiB
-        "amp": "bf16" if use_amp else None, "steps": steps,
-        "gflop_per_step": gflop, "gflop_per_s": gflop / step_s, "gflop_per_sample": gflop / batch,
-        "encode_s": encode_s, "encode_samples_per_s": batch / encode_s, "encode_gflop_per_sample": encode_gflop / batch,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2,  # ru_maxrss in KiB
+        "amp": "bf16" if use_amp else None,
+        "steps": steps,
+        "gflop_per_step": gflop,
+        "gflop_per_s": gflop / step_s,
+        "gflop_per_sample": gflop / batch,
+        "encode_s": encode_s,
+        "encode_samples_per_s": batch / encode_s,
+        "encode_gflop_per_sample": encode_gflop / batch,
     }
     if device == "cuda":
-        result["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1024 ** 3
+        result["peak_cuda_gb"] = torch.cuda.max_memory_allocated() / 1024**3
         result["gpu"] = torch.cuda.get_device_name()
     return result
 
@@ -139,8 +151,20 @@ def loss_curve(preset: str, batch: int, steps: int, threads: int, bf16: bool, ba
 
 
 def _child(args, preset, batch, device, bf16, curve_steps: int = 0):
-    command = [sys.executable, os.path.abspath(__file__), "--child", preset, str(batch), device,
-               "--threads", str(args.threads), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        preset,
+        str(batch),
+        device,
+        "--threads",
+        str(args.threads),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     if bf16:
         command.append("--bf16")
     if args.detach_target:
@@ -154,19 +178,26 @@ def _child(args, preset, batch, device, bf16, curve_steps: int = 0):
 
 
 def _table(results: list[dict]) -> str:
-    header = (f"{'preset':<6} {'params':>8} {'device':<6} {'math':<9} {'batch':>5} {'train/s':>8} {'GFLOP':>6} "
-              f"{'CPU s':>6} {'GFLOP/s':>7} {'encode/s':>9} {'GFLOP':>6} {'peak RSS':>9} {'vs published':>13}")
-    lines = ["samples/s = median over the timed steps, best round; GFLOP per sample (train: forward + backward)",
-             header, "-" * len(header)]
+    header = (
+        f"{'preset':<6} {'params':>8} {'device':<6} {'math':<9} {'batch':>5} {'train/s':>8} {'GFLOP':>6} "
+        f"{'CPU s':>6} {'GFLOP/s':>7} {'encode/s':>9} {'GFLOP':>6} {'peak RSS':>9} {'vs published':>13}"
+    )
+    lines = [
+        "samples/s = median over the timed steps, best round; GFLOP per sample (train: forward + backward)",
+        header,
+        "-" * len(header),
+    ]
     for r in results:
         math = "bf16-amp" if r["amp"] else "fp32"
         ref = PUBLISHED_B.get(r["batch"]) if r["preset"] == "B" and r["device"] == "cpu" else None
         versus = f"{r['samples_per_s'] / ref[0]:.2f}x" if ref else ""
         memory = f"{r['peak_rss_gb']:.2f} GB" + (f" ({r['peak_cuda_gb']:.1f} GPU)" if "peak_cuda_gb" in r else "")
-        lines.append(f"{r['preset']:<6} {r['params_m']:>6.2f} M {r['device']:<6} {math:<9} {r['batch']:>5} "
-                     f"{r['samples_per_s']:>8.1f} {r['gflop_per_sample']:>6.3f} {r['cpu_s_per_step']:>6.2f} "
-                     f"{r['gflop_per_s']:>7.1f} {r['encode_samples_per_s']:>9.1f} {r['encode_gflop_per_sample']:>6.3f} "
-                     f"{memory:>9} {versus:>13}")
+        lines.append(
+            f"{r['preset']:<6} {r['params_m']:>6.2f} M {r['device']:<6} {math:<9} {r['batch']:>5} "
+            f"{r['samples_per_s']:>8.1f} {r['gflop_per_sample']:>6.3f} {r['cpu_s_per_step']:>6.2f} "
+            f"{r['gflop_per_s']:>7.1f} {r['encode_samples_per_s']:>9.1f} {r['encode_gflop_per_sample']:>6.3f} "
+            f"{memory:>9} {versus:>13}"
+        )
     return "\n".join(lines)
 
 
@@ -197,10 +228,20 @@ def speed_vs_tiny(rounds: list[list[dict]]) -> list[dict]:
             entry = ratios.setdefault((r["preset"], *_key(r)), {"train": [], "encode": []})
             entry["train"].append(r["samples_per_s"] / base["samples_per_s"])
             entry["encode"].append(r["encode_samples_per_s"] / base["encode_samples_per_s"])
-    return [{"preset": p, "device": d, "amp": a, "batch": b, "rounds": len(v["train"]),
-             "train_x": statistics.median(v["train"]), "encode_x": statistics.median(v["encode"]),
-             "train_x_all": v["train"], "encode_x_all": v["encode"]}
-            for (p, d, a, b), v in ratios.items()]
+    return [
+        {
+            "preset": p,
+            "device": d,
+            "amp": a,
+            "batch": b,
+            "rounds": len(v["train"]),
+            "train_x": statistics.median(v["train"]),
+            "encode_x": statistics.median(v["encode"]),
+            "train_x_all": v["train"],
+            "encode_x_all": v["encode"],
+        }
+        for (p, d, a, b), v in ratios.items()
+    ]
 
 
 def bf16_check(args, presets: list[str], batch: int) -> list[dict]:
@@ -210,9 +251,18 @@ def bf16_check(args, presets: list[str], batch: int) -> list[dict]:
         fp32 = _child(args, preset, batch, "cpu", False, args.curve_steps)["losses"]
         bf16 = _child(args, preset, batch, "cpu", True, args.curve_steps)["losses"]
         relative = [abs(b - a) / abs(a) for a, b in zip(fp32, bf16)]
-        checks.append({"preset": preset, "batch": batch, "steps": len(fp32), "max_rel_loss_diff": max(relative),
-                       "fp32_first_last": [fp32[0], fp32[-1]], "bf16_first_last": [bf16[0], bf16[-1]],
-                       "fp32_losses": fp32, "bf16_losses": bf16})
+        checks.append(
+            {
+                "preset": preset,
+                "batch": batch,
+                "steps": len(fp32),
+                "max_rel_loss_diff": max(relative),
+                "fp32_first_last": [fp32[0], fp32[-1]],
+                "bf16_first_last": [bf16[0], bf16[-1]],
+                "fp32_losses": fp32,
+                "bf16_losses": bf16,
+            }
+        )
     return checks
 
 
@@ -229,7 +279,7 @@ def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> flo
         start = time.perf_counter()
         a @ b
         times.append(time.perf_counter() - start)
-    return 2 * size ** 3 / min(times) / 1e9
+    return 2 * size**3 / min(times) / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -239,14 +289,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (and encodings) per setting, median reported")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="repeat the sweep, presets interleaved; speed vs tiny = median of per-round ratios")
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
-                        help="auto: CPU, plus CUDA when available")
-    parser.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"],
-                        help="CPU precisions: exact fp32 and/or bf16 autocast")
-    parser.add_argument("--curve-steps", type=int, default=30,
-                        help="fp32 vs bf16 loss-curve check: CPU training steps from the same seed (0: skip)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat the sweep, presets interleaved; speed vs tiny = median of per-round ratios",
+    )
+    parser.add_argument(
+        "--device", choices=["auto", "cpu", "cuda"], default="auto", help="auto: CPU, plus CUDA when available"
+    )
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=["fp32", "bf16"],
+        default=["fp32", "bf16"],
+        help="CPU precisions: exact fp32 and/or bf16 autocast",
+    )
+    parser.add_argument(
+        "--curve-steps",
+        type=int,
+        default=30,
+        help="fp32 vs bf16 loss-curve check: CPU training steps from the same seed (0: skip)",
+    )
     parser.add_argument("--curve-presets", nargs="+", default=["tiny", "fast"])
     parser.add_argument("--curve-batch", type=int, default=32)
     parser.add_argument("--detach-target", action="store_true", help="stop gradients through the latent target")
@@ -264,8 +328,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.curve:
             print(json.dumps({"losses": loss_curve(preset, int(batch), args.curve_steps, args.threads, args.bf16)}))
         else:
-            print(json.dumps(run_one(preset, int(batch), device, args.threads, args.steps, args.warmup,
-                                     args.bf16, args.detach_target)))
+            print(
+                json.dumps(
+                    run_one(
+                        preset, int(batch), device, args.threads, args.steps, args.warmup, args.bf16, args.detach_target
+                    )
+                )
+            )
         return 0
 
     from models.neuronet import PRESETS
@@ -275,11 +344,17 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown preset(s) {unknown}; choose from {list(PRESETS)}")
     import torch
 
-    devices = ["cpu", "cuda"] if args.device == "auto" and torch.cuda.is_available() else (
-        ["cpu"] if args.device == "auto" else [args.device])
+    devices = (
+        ["cpu", "cuda"]
+        if args.device == "auto" and torch.cuda.is_available()
+        else (["cpu"] if args.device == "auto" else [args.device])
+    )
     load = os.getloadavg()[0]
-    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.2f}"
-          + ("  (machine busy: timings are pessimistic)" if load > 0.5 else ""), flush=True)
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average {load:.2f}"
+        + ("  (machine busy: timings are pessimistic)" if load > 0.5 else ""),
+        flush=True,
+    )
     runs = [("cpu", p == "bf16") for p in args.precisions] if "cpu" in devices else []
     runs += [("cuda", True)] if "cuda" in devices else []
     rounds = []
@@ -290,10 +365,12 @@ def main(argv: list[str] | None = None) -> int:
                 for preset in args.presets:  # presets side by side in time: their ratio sees the same load
                     result = _child(args, preset, batch, device, bf16)
                     results.append(result)
-                    print(f"  round {round_index + 1}: {preset} batch {batch} {device} {'bf16' if bf16 else 'fp32'}: "
-                          f"train {result['samples_per_s']:.1f} samples/s, encode "
-                          f"{result['encode_samples_per_s']:.1f} samples/s, peak RSS {result['peak_rss_gb']:.2f} GB",
-                          flush=True)
+                    print(
+                        f"  round {round_index + 1}: {preset} batch {batch} {device} {'bf16' if bf16 else 'fp32'}: "
+                        f"train {result['samples_per_s']:.1f} samples/s, encode "
+                        f"{result['encode_samples_per_s']:.1f} samples/s, peak RSS {result['peak_rss_gb']:.2f} GB",
+                        flush=True,
+                    )
         rounds.append(results)
     results = best_of_rounds(rounds)
     print(_table(results))
@@ -301,24 +378,32 @@ def main(argv: list[str] | None = None) -> int:
     if ratios:
         print(f"speed vs tiny in the same round (median of {args.rounds} round(s); per-epoch cost ratio):")
         for r in ratios:
-            print(f"  {r['preset']:<6} {r['device']} {'bf16' if r['amp'] else 'fp32'} batch {r['batch']}: train "
-                  f"{r['train_x']:.2f}x, encode {r['encode_x']:.2f}x  (rounds: train "
-                  f"{', '.join(f'{x:.2f}' for x in r['train_x_all'])}; encode "
-                  f"{', '.join(f'{x:.2f}' for x in r['encode_x_all'])})")
+            print(
+                f"  {r['preset']:<6} {r['device']} {'bf16' if r['amp'] else 'fp32'} batch {r['batch']}: train "
+                f"{r['train_x']:.2f}x, encode {r['encode_x']:.2f}x  (rounds: train "
+                f"{', '.join(f'{x:.2f}' for x in r['train_x_all'])}; encode "
+                f"{', '.join(f'{x:.2f}' for x in r['encode_x_all'])})"
+            )
     fp32 = {(r["preset"], r["batch"]): r for r in results if r["device"] == "cpu" and not r["amp"]}
     for r in results:
         base = fp32.get((r["preset"], r["batch"]))
         if r["device"] == "cpu" and r["amp"] and base:
-            print(f"  {r['preset']:<6} batch {r['batch']}: CPU bf16 autocast vs fp32: train "
-                  f"{r['samples_per_s'] / base['samples_per_s']:.2f}x, encode "
-                  f"{r['encode_samples_per_s'] / base['encode_samples_per_s']:.2f}x")
+            print(
+                f"  {r['preset']:<6} batch {r['batch']}: CPU bf16 autocast vs fp32: train "
+                f"{r['samples_per_s'] / base['samples_per_s']:.2f}x, encode "
+                f"{r['encode_samples_per_s'] / base['encode_samples_per_s']:.2f}x"
+            )
     checks = bf16_check(args, args.curve_presets, args.curve_batch) if args.curve_steps and "cpu" in devices else []
     for c in checks:
-        print(f"  {c['preset']:<6} {c['steps']} steps at batch {c['batch']}, same seed: bf16 loss differs from fp32 by "
-              f"at most {c['max_rel_loss_diff']:.2%} (fp32 {c['fp32_first_last'][0]:.3f} -> {c['fp32_first_last'][1]:.3f}, "
-              f"bf16 {c['bf16_first_last'][0]:.3f} -> {c['bf16_first_last'][1]:.3f})")
-    print("published NeuroNet-B (same CPU, 2 threads): " + ", ".join(
-        f"batch {b}: {s:.1f} samples/s, {m:.1f} GB" for b, (s, m) in PUBLISHED_B.items()))
+        print(
+            f"  {c['preset']:<6} {c['steps']} steps at batch {c['batch']}, same seed: bf16 loss differs from fp32 by "
+            f"at most {c['max_rel_loss_diff']:.2%} (fp32 {c['fp32_first_last'][0]:.3f} -> {c['fp32_first_last'][1]:.3f}, "
+            f"bf16 {c['bf16_first_last'][0]:.3f} -> {c['bf16_first_last'][1]:.3f})"
+        )
+    print(
+        "published NeuroNet-B (same CPU, 2 threads): "
+        + ", ".join(f"batch {b}: {s:.1f} samples/s, {m:.1f} GB" for b, (s, m) in PUBLISHED_B.items())
+    )
     if "cpu" in devices:
         peak = matmul_peak_gflops(args.threads)
         print(f"this CPU, {args.threads} threads: fp32 matmul peak {peak:.0f} GFLOP/s (2048^3, best of 10)")
@@ -326,13 +411,26 @@ def main(argv: list[str] | None = None) -> int:
             ref = PUBLISHED_B.get(r["batch"])
             if r["preset"] == "B" and r["device"] == "cpu" and not r["amp"] and ref:
                 need = 2 * ref[0] * r["gflop_per_step"] / r["batch"]  # GFLOP/s for 2x the published samples/s
-                print(f"  B fp32 batch {r['batch']}: {r['gflop_per_step'] / r['batch']:.1f} GFLOP per sample; 2x "
-                      f"published = {2 * ref[0]:.1f} samples/s needs {need:.0f} GFLOP/s = {need / peak:.0%} of that "
-                      f"peak (now {r['gflop_per_s']:.0f} GFLOP/s = {r['gflop_per_s'] / peak:.0%})")
+                print(
+                    f"  B fp32 batch {r['batch']}: {r['gflop_per_step'] / r['batch']:.1f} GFLOP per sample; 2x "
+                    f"published = {2 * ref[0]:.1f} samples/s needs {need:.0f} GFLOP/s = {need / peak:.0%} of that "
+                    f"peak (now {r['gflop_per_s']:.0f} GFLOP/s = {r['gflop_per_s'] / peak:.0%})"
+                )
     if args.json:
         tmp = args.json.with_name(f".{args.json.name}.tmp")
-        tmp.write_text(json.dumps({"load_average": load, "results": results, "rounds": rounds,
-                                   "speed_vs_tiny": ratios, "bf16_check": checks}, indent=2) + "\n")
+        tmp.write_text(
+            json.dumps(
+                {
+                    "load_average": load,
+                    "results": results,
+                    "rounds": rounds,
+                    "speed_vs_tiny": ratios,
+                    "bf16_check": checks,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         os.replace(tmp, args.json)
     return 0
 

@@ -35,6 +35,7 @@ The probe fits 3,000 train epochs and scores every val epoch (~2,160): with 1,00
 pretrained model flipped with the probe's subsample seed (margins -0.013 to +0.089 kappa); with 3,000 / all it
 kept its sign for three pretrained models x three subsample seeds (+0.023 to +0.063).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -92,15 +93,40 @@ def prepare_cohort(out: Path, nights: int, hours: float, seed: int, val_frac: fl
         started = time.time()
         synthetic.generate_cohort(out / "cohort", nights=nights, hours=hours, seed=seed)
         data_parser.parse_cohort(out / "cohort", dst, workers=1, progress=False, val_frac=val_frac)
-        print(f"cohort: {nights} nights x {hours:g} h generated and parsed in {time.time() - started:.0f} s", flush=True)
+        print(
+            f"cohort: {nights} nights x {hours:g} h generated and parsed in {time.time() - started:.0f} s", flush=True
+        )
     return dst
 
 
 def common_args(args: argparse.Namespace, dst: Path, out: Path, epochs: int, lr: float, minutes: float) -> list[str]:
-    return ["--data", str(dst), "--out", str(out), "--preset", "tiny", "--passes", str(epochs),
-            "--batch-size", str(args.batch_size), "--base-lr", str(lr), "--warmup-passes", "0.3",
-            *(["--max-minutes", str(minutes)] if minutes else []), "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none",
-            "--seed", str(args.seed), "--log-every", "10"]
+    return [
+        "--data",
+        str(dst),
+        "--out",
+        str(out),
+        "--preset",
+        "tiny",
+        "--passes",
+        str(epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--base-lr",
+        str(lr),
+        "--warmup-passes",
+        "0.3",
+        *(["--max-minutes", str(minutes)] if minutes else []),
+        "--workers",
+        "0",
+        "--no-monitor",
+        "--no-progress",
+        "--resume",
+        "none",
+        "--seed",
+        str(args.seed),
+        "--log-every",
+        "10",
+    ]
 
 
 def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
@@ -113,8 +139,13 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
             if not (out / "last.pt").is_file():
                 raise SystemExit(f"--unimodal-runs: {out / 'last.pt'} not found")
             last = last_log_record(out)
-            runs[modality] = {"checkpoint": str(out / "last.pt"), "steps": last["step"],
-                              "epochs": last.get("epochs_completed"), "seconds": 0.0, "reused": str(out)}
+            runs[modality] = {
+                "checkpoint": str(out / "last.pt"),
+                "steps": last["step"],
+                "epochs": last.get("epochs_completed"),
+                "seconds": 0.0,
+                "reused": str(out),
+            }
             continue
         n = len(EpochDataset(dst, "pretrain", list(MODALITY_CHANNELS[modality]), pool_channels=True))
         epochs = args.unimodal_epochs
@@ -123,8 +154,12 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
         started = time.time()
         unimodal_main(common_args(args, dst, out, epochs, args.lr, args.max_minutes), modality=modality)
         steps = last_log_record(out)["step"]
-        runs[modality] = {"checkpoint": str(out / "last.pt"), "steps": steps, "epochs": epochs,
-                          "seconds": round(time.time() - started, 1)}
+        runs[modality] = {
+            "checkpoint": str(out / "last.pt"),
+            "steps": steps,
+            "epochs": epochs,
+            "seconds": round(time.time() - started, 1),
+        }
     return runs
 
 
@@ -134,16 +169,26 @@ def pretrain_multimodal(args: argparse.Namespace, dst: Path, unimodal: dict[str,
     print(f"multimodal: {n} six-channel epochs -> {epochs} epoch(s)", flush=True)
     out = args.out / "multimodal"
     started = time.time()
-    multimodal_main([*common_args(args, dst, out, epochs, args.multimodal_lr, args.max_minutes),
-                     "--unimodal", ",".join(f"{m}={unimodal[m]['checkpoint']}" for m in MODALITIES),
-                     *[item for pair in args.model_arg for item in ("--model-arg", pair)]])
+    multimodal_main(
+        [
+            *common_args(args, dst, out, epochs, args.multimodal_lr, args.max_minutes),
+            "--unimodal",
+            ",".join(f"{m}={unimodal[m]['checkpoint']}" for m in MODALITIES),
+            *[item for pair in args.model_arg for item in ("--model-arg", pair)],
+        ]
+    )
     steps = last_log_record(out)["step"]
-    return {"checkpoint": str(out / "last.pt"), "steps": steps, "epochs": epochs,
-            "seconds": round(time.time() - started, 1)}
+    return {
+        "checkpoint": str(out / "last.pt"),
+        "steps": steps,
+        "epochs": epochs,
+        "seconds": round(time.time() - started, 1),
+    }
 
 
-def evaluate(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict],
-             multimodal: dict) -> tuple[dict[str, dict], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+def evaluate(
+    args: argparse.Namespace, dst: Path, unimodal: dict[str, dict], multimodal: dict
+) -> tuple[dict[str, dict], dict[str, np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """Staging scores of every representation on one seeded train/val subsample; also each representation's
     k-NN predictions (N_val,) and the (train (N,), val (N_val,)) labels."""
     device = torch.device("cpu")
@@ -162,10 +207,13 @@ def evaluate(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict],
         linear = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)).fit(train_x, train_y)
         predicted = linear.predict(val_x)
         knn_predicted = knn_predict(train_x, train_y, val_x, k=args.knn_k, pca_dim=args.knn_pca)  # (N_val,)
-        return {**classification_scores(val_y, knn_predicted),
-                "linear_kappa": float(cohen_kappa_score(val_y, predicted)),
-                "linear_f1": float(f1_score(val_y, predicted, average="macro")),
-                "n_train": int(train_y.size), "n_val": int(val_y.size)}, knn_predicted
+        return {
+            **classification_scores(val_y, knn_predicted),
+            "linear_kappa": float(cohen_kappa_score(val_y, predicted)),
+            "linear_f1": float(f1_score(val_y, predicted, average="macro")),
+            "n_train": int(train_y.size),
+            "n_val": int(val_y.size),
+        }, knn_predicted
 
     results, predictions, per_channel = {}, {}, {}
     with torch.no_grad():
@@ -177,10 +225,12 @@ def evaluate(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict],
         labels = per_channel[CHANNELS[0]][1], per_channel[CHANNELS[0]][3]  # train (N,), val (N_val,)
         results["concat_unimodal"], predictions["concat_unimodal"] = score(concat[0], labels[0], concat[1], labels[1])
         torch.manual_seed(args.seed)
-        untrained = build_synthsleepnet(synthsleepnet_config("tiny"),
-                                        {ch: nets[CHANNEL_BY_NAME[ch].modality] for ch in CHANNELS})
-        results["fusion_untrained"], predictions["fusion_untrained"] = score(*embed(untrained.eval(), "signal",
-                                                                                    stacked=True))
+        untrained = build_synthsleepnet(
+            synthsleepnet_config("tiny"), {ch: nets[CHANNEL_BY_NAME[ch].modality] for ch in CHANNELS}
+        )
+        results["fusion_untrained"], predictions["fusion_untrained"] = score(
+            *embed(untrained.eval(), "signal", stacked=True)
+        )
         fusion = load_backbone(multimodal["checkpoint"])
         train_x, train_y, val_x, val_y = embed(FusionParts(fusion).eval(), "signal", stacked=True)
         width = fusion.embed_dim
@@ -192,8 +242,9 @@ def evaluate(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict],
     return results, predictions, labels
 
 
-def paired_bootstrap(true: np.ndarray, first: np.ndarray, second: np.ndarray, resamples: int = 1000,
-                     seed: int = 0) -> dict[str, float]:
+def paired_bootstrap(
+    true: np.ndarray, first: np.ndarray, second: np.ndarray, resamples: int = 1000, seed: int = 0
+) -> dict[str, float]:
     """Kappa(first) - kappa(second) over `resamples` resamplings of the val epochs (with replacement, paired):
     mean, 2.5 / 97.5 % quantiles and the share of resamples above 0. Epochs of one subject are correlated, so
     this understates the spread across subjects; it shows whether a difference is larger than the noise of
@@ -203,8 +254,12 @@ def paired_bootstrap(true: np.ndarray, first: np.ndarray, second: np.ndarray, re
     for i in range(resamples):
         pick = rng.integers(0, true.size, true.size)  # (N_val,) indices, with replacement
         diffs[i] = cohen_kappa_score(true[pick], first[pick]) - cohen_kappa_score(true[pick], second[pick])
-    return {"mean": float(diffs.mean()), "low": float(np.quantile(diffs, 0.025)),
-            "high": float(np.quantile(diffs, 0.975)), "p_above_0": float((diffs > 0).mean())}
+    return {
+        "mean": float(diffs.mean()),
+        "low": float(np.quantile(diffs, 0.025)),
+        "high": float(np.quantile(diffs, 0.975)),
+        "p_above_0": float((diffs > 0).mean()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,29 +267,46 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("runs/bench_multimodal"))
     parser.add_argument("--data", type=Path, default=None, help="an existing parsed cohort (skips generation)")
     parser.add_argument("--nights", type=int, default=14)
-    parser.add_argument("--hours", type=float, default=6.0,
-                        help="scored hours per night; under ~4 h the nights hold almost no REM")
+    parser.add_argument(
+        "--hours", type=float, default=6.0, help="scored hours per night; under ~4 h the nights hold almost no REM"
+    )
     parser.add_argument("--val-frac", type=float, default=0.2, help="share of subjects in val (generated cohort)")
     parser.add_argument("--unimodal-epochs", type=int, default=1, help="pretraining epochs of each unimodal model")
     parser.add_argument("--multimodal-epochs", type=int, default=1)
-    parser.add_argument("--max-minutes", type=float, default=0.0,
-                        help="optional wall-time cap of each pretraining run (0 = none, the default: budgets are "
-                             "passes, so a seed gives the same numbers on any machine)")
+    parser.add_argument(
+        "--max-minutes",
+        type=float,
+        default=0.0,
+        help="optional wall-time cap of each pretraining run (0 = none, the default: budgets are "
+        "passes, so a seed gives the same numbers on any machine)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
     parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
-    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="SynthSleepNet config override passed to the multimodal script (repeatable), "
-                             "e.g. fusion_depth=4")
-    parser.add_argument("--unimodal-runs", type=Path, default=None,
-                        help="reuse the unimodal runs of an earlier benchmark (its OUT/unimodal) instead of "
-                             "pretraining them again (ablations of the multimodal stage)")
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="SynthSleepNet config override passed to the multimodal script (repeatable), e.g. fusion_depth=4",
+    )
+    parser.add_argument(
+        "--unimodal-runs",
+        type=Path,
+        default=None,
+        help="reuse the unimodal runs of an earlier benchmark (its OUT/unimodal) instead of "
+        "pretraining them again (ablations of the multimodal stage)",
+    )
     parser.add_argument("--max-train", type=int, default=3000, help="train-split epochs fitted by the probe")
     parser.add_argument("--max-val", type=int, default=0, help="val-split epochs scored (0: all)")
     parser.add_argument("--knn-k", type=int, default=10)
     parser.add_argument("--knn-pca", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (1 is fastest on a shared machine; 2 may help on an idle one)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch CPU threads (1 is fastest on a shared machine; 2 may help on an idle one)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -245,45 +317,70 @@ def main(argv: list[str] | None = None) -> int:
     multimodal = pretrain_multimodal(args, dst, unimodal)
     eval_started = time.time()
     results, predictions, (train_y, val_y) = evaluate(args, dst, unimodal, multimodal)
-    stage_mix = {split: {name: int((y == i).sum()) for i, name in enumerate(STAGE_NAMES)}
-                 for split, y in (("train", train_y), ("val", val_y))}
+    stage_mix = {
+        split: {name: int((y == i).sum()) for i, name in enumerate(STAGE_NAMES)}
+        for split, y in (("train", train_y), ("val", val_y))
+    }
     best_single = max(CHANNELS, key=lambda ch: results[ch]["kappa"])
     best_linear = max(CHANNELS, key=lambda ch: results[ch]["linear_kappa"])
     passed = results["fusion"]["kappa"] > results[best_single]["kappa"]
     difference = paired_bootstrap(val_y, predictions["fusion"], predictions[best_single], seed=args.seed)
-    results["run"] = {"unimodal": unimodal, "multimodal": multimodal, "eval_s": round(time.time() - eval_started, 1),
-                      "total_s": round(time.time() - started, 1), "best_single_channel": best_single,
-                      "fusion_beats_best_single": passed, "fusion_minus_best_single_knn_bootstrap": difference,
-                      "best_single_channel_linear": best_linear,
-                      "fusion_beats_best_single_linear": results["fusion"]["linear_kappa"] > results[best_linear]["linear_kappa"],
-                      "stage_mix": stage_mix, "torch_threads": torch.get_num_threads(),
-                      "batch_size": args.batch_size, "base_lr": args.lr, "multimodal_base_lr": args.multimodal_lr}
+    results["run"] = {
+        "unimodal": unimodal,
+        "multimodal": multimodal,
+        "eval_s": round(time.time() - eval_started, 1),
+        "total_s": round(time.time() - started, 1),
+        "best_single_channel": best_single,
+        "fusion_beats_best_single": passed,
+        "fusion_minus_best_single_knn_bootstrap": difference,
+        "best_single_channel_linear": best_linear,
+        "fusion_beats_best_single_linear": results["fusion"]["linear_kappa"] > results[best_linear]["linear_kappa"],
+        "stage_mix": stage_mix,
+        "torch_threads": torch.get_num_threads(),
+        "batch_size": args.batch_size,
+        "base_lr": args.lr,
+        "multimodal_base_lr": args.multimodal_lr,
+    }
 
     n = results["fusion"]
-    print("\nstage mix of the probe's epochs (train / val): " + ", ".join(
-        f"{name} {stage_mix['train'][name]} / {stage_mix['val'][name]}" for name in STAGE_NAMES))
-    print(f"val 5-class staging on the same {n['n_train']} train / {n['n_val']} val epochs: PCA + k-NN (k={args.knn_k}), "
-          f"and a logistic-regression probe (linear):")
+    print(
+        "\nstage mix of the probe's epochs (train / val): "
+        + ", ".join(f"{name} {stage_mix['train'][name]} / {stage_mix['val'][name]}" for name in STAGE_NAMES)
+    )
+    print(
+        f"val 5-class staging on the same {n['n_train']} train / {n['n_val']} val epochs: PCA + k-NN (k={args.knn_k}), "
+        f"and a logistic-regression probe (linear):"
+    )
     print(f"{'representation':<44}{'kappa':>8}{'macro-F1':>10}{'accuracy':>10}{'linear kappa':>14}{'linear F1':>11}")
     rows = [(ch, f"{ch} alone ({CHANNEL_BY_NAME[ch].modality} encoder)") for ch in CHANNELS]
-    rows += [("concat_unimodal", "6 unimodal vectors concatenated (ref.)"),
-             ("fusion_untrained", "fusion, untrained SynthSleepNet (ref.)"),
-             ("fusion", "fusion, pretrained SynthSleepNet")]
+    rows += [
+        ("concat_unimodal", "6 unimodal vectors concatenated (ref.)"),
+        ("fusion_untrained", "fusion, untrained SynthSleepNet (ref.)"),
+        ("fusion", "fusion, pretrained SynthSleepNet"),
+    ]
     rows += [(f"fusion_tokens_{ch}", f"  its output tokens at {ch}'s positions") for ch in CHANNELS]
     for key, label in rows:
         r = results[key]
-        print(f"{label:<44}{r['kappa']:>8.3f}{r['f1']:>10.3f}{r['accuracy']:>10.3f}{r['linear_kappa']:>14.3f}"
-              f"{r['linear_f1']:>11.3f}")
+        print(
+            f"{label:<44}{r['kappa']:>8.3f}{r['f1']:>10.3f}{r['accuracy']:>10.3f}{r['linear_kappa']:>14.3f}"
+            f"{r['linear_f1']:>11.3f}"
+        )
     steps = ", ".join(f"{m} {unimodal[m]['steps']} steps/{unimodal[m]['seconds']:.0f} s" for m in MODALITIES)
-    print(f"pretraining: {steps}; multimodal {multimodal['steps']} steps/{multimodal['seconds']:.0f} s; "
-          f"evaluation {results['run']['eval_s']:.0f} s; total {results['run']['total_s']:.0f} s "
-          f"({torch.get_num_threads()} torch thread(s))")
-    print(f"linear probe: fusion kappa {results['fusion']['linear_kappa']:.3f} vs best single channel {best_linear} "
-          f"{results[best_linear]['linear_kappa']:.3f}")
-    print(f"k-NN: fusion kappa {results['fusion']['kappa']:.3f} vs best single channel {best_single} "
-          f"{results[best_single]['kappa']:.3f}: {'PASS' if passed else 'FAIL'} (difference over 1000 paired resamples "
-          f"of the val epochs: mean {difference['mean']:+.3f}, 95 % {difference['low']:+.3f} .. {difference['high']:+.3f},"
-          f" above 0 in {difference['p_above_0']:.0%})")
+    print(
+        f"pretraining: {steps}; multimodal {multimodal['steps']} steps/{multimodal['seconds']:.0f} s; "
+        f"evaluation {results['run']['eval_s']:.0f} s; total {results['run']['total_s']:.0f} s "
+        f"({torch.get_num_threads()} torch thread(s))"
+    )
+    print(
+        f"linear probe: fusion kappa {results['fusion']['linear_kappa']:.3f} vs best single channel {best_linear} "
+        f"{results[best_linear]['linear_kappa']:.3f}"
+    )
+    print(
+        f"k-NN: fusion kappa {results['fusion']['kappa']:.3f} vs best single channel {best_single} "
+        f"{results[best_single]['kappa']:.3f}: {'PASS' if passed else 'FAIL'} (difference over 1000 paired resamples "
+        f"of the val epochs: mean {difference['mean']:+.3f}, 95 % {difference['low']:+.3f} .. {difference['high']:+.3f},"
+        f" above 0 in {difference['p_above_0']:.0%})"
+    )
     (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     return 0 if passed else 1
 

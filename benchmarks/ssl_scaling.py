@@ -36,6 +36,7 @@ benchmark resumes where it stopped.
     python benchmarks/ssl_scaling.py [--out runs/ssl_scaling] [--size default|tiny]
         [--nights 24] [--hours 8] [--extra-factor 4] [--budgets 40,160,640,2560] [--seed 20261206]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,9 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -65,11 +67,16 @@ CHANNELS = list(EPHYS_CHANNELS)
 EXTRA_SUBJECT_START = 300001  # extra subjects' ids; the base cohort's are 200001 + night index
 SIZES: dict[str, dict[str, Any]] = {
     # 24 nights x 8 h: 6 test, 3 val and 15 pretrain/train subjects (14,400 pretraining epochs) + 96 extra nights.
-    "default": {"nights": 24, "hours": 8.0, "extra_factor": 4, "test_subjects": 6, "val_subjects": 3,
-                "budgets": [40, 160, 640, 2560]},
+    "default": {
+        "nights": 24,
+        "hours": 8.0,
+        "extra_factor": 4,
+        "test_subjects": 6,
+        "val_subjects": 3,
+        "budgets": [40, 160, 640, 2560],
+    },
     # seconds-scale smoke size for the end-to-end test
-    "tiny": {"nights": 6, "hours": 2.0, "extra_factor": 1, "test_subjects": 2, "val_subjects": 1,
-             "budgets": [4, 16]},
+    "tiny": {"nights": 6, "hours": 2.0, "extra_factor": 1, "test_subjects": 2, "val_subjects": 1, "budgets": [4, 16]},
 }
 BATCH = 32  # pretraining samples per step (unimodal: single-channel epochs; multimodal: six-channel epochs)
 
@@ -89,8 +96,11 @@ def run_script(script: str, *args: object) -> float:
     code = subprocess.call(command)
     cpu = child_cpu_seconds() - cpu_before
     if code != 0:
-        print(f"error: {script} exited with code {code}; see its message above (finished runs are kept: rerun "
-              "the same command to resume)", file=sys.stderr)
+        print(
+            f"error: {script} exited with code {code}; see its message above (finished runs are kept: rerun "
+            "the same command to resume)",
+            file=sys.stderr,
+        )
         raise SystemExit(1)
     print(f"[{time.time() - started:.0f} s wall, {cpu:.0f} s CPU] {script}", flush=True)
     return cpu
@@ -107,8 +117,9 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Path]:
     """{data amount: parsed folder}: the base cohort alone and base + extra nights (module docstring, step 1)."""
     root = args.out / "data"
     own, extra = root / "own", root / "own+extra"
-    split = dict(test_frac=args.test_subjects / args.nights, val_frac=args.val_subjects / args.nights,
-                 train_subjects=args.nights)
+    split = dict(
+        test_frac=args.test_subjects / args.nights, val_frac=args.val_subjects / args.nights, train_subjects=args.nights
+    )
     if not (own / "splits.json").is_file():
         started = time.time()
         synthetic.generate_cohort(root / "src_own", nights=args.nights, hours=args.hours, seed=args.seed)
@@ -121,14 +132,19 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Path]:
         if not (extra / "splits.json").is_file():
             started = time.time()
             n_extra = args.extra_factor * args.nights
-            synthetic.generate_cohort(root / "src_extra", nights=n_extra, hours=args.hours, seed=args.seed + 1,
-                                      variations={i: {"subject_id": str(EXTRA_SUBJECT_START + i)}
-                                                  for i in range(n_extra)})
+            synthetic.generate_cohort(
+                root / "src_extra",
+                nights=n_extra,
+                hours=args.hours,
+                seed=args.seed + 1,
+                variations={i: {"subject_id": str(EXTRA_SUBJECT_START + i)} for i in range(n_extra)},
+            )
             both = root / "src_all"  # base + extra EDF/XML side by side (hard links), for one parse
             shutil.rmtree(both, ignore_errors=True)
             for source in (root / "src_own", root / "src_extra"):
-                shutil.copytree(source / "polysomnography", both / "polysomnography", copy_function=os.link,
-                                dirs_exist_ok=True)
+                shutil.copytree(
+                    source / "polysomnography", both / "polysomnography", copy_function=os.link, dirs_exist_ok=True
+                )
             partial = root / ".own+extra.tmp"
             shutil.rmtree(partial, ignore_errors=True)
             shutil.copytree(own, partial, copy_function=os.link)  # same recordings (reused by hash) and splits
@@ -143,16 +159,44 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Path]:
         splits = json.loads((dst / "splits.json").read_text())["recordings"]
         if any(splits[s] != own_splits[s] for s in ("train", "val", "test")):
             raise SystemExit(f"error: {dst / 'splits.json'}: train/val/test differ from {own / 'splits.json'}")
-        print(f"{name}: {len(splits['pretrain'])} pretraining nights, {len(splits['train'])} train, "
-              f"{len(splits['val'])} val, {len(splits['test'])} test", flush=True)
+        print(
+            f"{name}: {len(splits['pretrain'])} pretraining nights, {len(splits['train'])} train, "
+            f"{len(splits['val'])} val, {len(splits['test'])} test",
+            flush=True,
+        )
     return amounts
 
 
 # ---------------------------------------------------------------------------------------- pretraining
 def pretrain_args(args: argparse.Namespace, dst: Path, out: Path, steps: int, epochs: int, lr: float) -> list:
-    return ["--data", dst, "--out", out, "--preset", "tiny", "--passes", epochs, "--max-steps", steps,
-            "--batch-size", BATCH, "--base-lr", lr, "--warmup-steps", args.warmup_steps, "--min-lr-ratio", 1.0,
-            "--workers", 0, "--no-monitor", "--no-progress", "--seed", args.seed, "--log-every", 10]
+    return [
+        "--data",
+        dst,
+        "--out",
+        out,
+        "--preset",
+        "tiny",
+        "--passes",
+        epochs,
+        "--max-steps",
+        steps,
+        "--batch-size",
+        BATCH,
+        "--base-lr",
+        lr,
+        "--warmup-steps",
+        args.warmup_steps,
+        "--min-lr-ratio",
+        1.0,
+        "--workers",
+        0,
+        "--no-monitor",
+        "--no-progress",
+        "--seed",
+        args.seed,
+        "--log-every",
+        10,
+    ]
 
 
 def passes_for(dst: Path, channels: Sequence[str], steps: int, pooled: bool) -> int:
@@ -177,24 +221,34 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path, root: Path, budget: i
             shutil.copytree(root / f"unimodal-{modality}" / f"steps{earlier[-1]}", partial)
             os.remove(partial / "cpu.json")
         epochs = passes_for(dst, MODALITY_CHANNELS[modality], max(args.budgets), pooled=True)
-        cpu = run_script(f"pretrained/unimodal/{modality}/train.py",
-                         *pretrain_args(args, dst, partial, budget, epochs, args.lr), "--resume", "auto")
+        cpu = run_script(
+            f"pretrained/unimodal/{modality}/train.py",
+            *pretrain_args(args, dst, partial, budget, epochs, args.lr),
+            "--resume",
+            "auto",
+        )
         write_json(partial / "cpu.json", {"cpu_s": cpu, "steps": budget, "from_steps": earlier[-1] if earlier else 0})
         os.replace(partial, run)
     return runs
 
 
-def pretrain_multimodal(args: argparse.Namespace, dst: Path, root: Path, budget: int,
-                        unimodal: Mapping[str, Path]) -> Path:
+def pretrain_multimodal(
+    args: argparse.Namespace, dst: Path, root: Path, budget: int, unimodal: Mapping[str, Path]
+) -> Path:
     run = root / "multimodal" / f"steps{budget}"
     if (run / "cpu.json").is_file():
         return run
     partial = run.with_name(f".{run.name}.tmp")
     shutil.rmtree(partial, ignore_errors=True)
     epochs = passes_for(dst, CHANNELS, max(args.budgets), pooled=False)
-    cpu = run_script("pretrained/multimodal/train.py",
-                     *pretrain_args(args, dst, partial, budget, epochs, args.multimodal_lr), "--resume", "none",
-                     "--unimodal", ",".join(f"{m}={unimodal[m]}" for m in MODALITIES))
+    cpu = run_script(
+        "pretrained/multimodal/train.py",
+        *pretrain_args(args, dst, partial, budget, epochs, args.multimodal_lr),
+        "--resume",
+        "none",
+        "--unimodal",
+        ",".join(f"{m}={unimodal[m]}" for m in MODALITIES),
+    )
     write_json(partial / "cpu.json", {"cpu_s": cpu, "steps": budget, "from_steps": 0})
     os.replace(partial, run)
     return run
@@ -204,14 +258,16 @@ def pretrain_cpu_minutes(root: Path, budgets: Sequence[int], budget: int) -> flo
     """Measured CPU-minutes of all pretraining behind the SynthSleepNet of `budget`: each unimodal chain up to
     it and its multimodal run."""
     read = lambda path: json.loads(path.read_text())["cpu_s"]  # noqa: E731
-    seconds = sum(read(root / f"unimodal-{m}" / f"steps{b}" / "cpu.json") for m in MODALITIES
-                  for b in budgets if b <= budget)
+    seconds = sum(
+        read(root / f"unimodal-{m}" / f"steps{b}" / "cpu.json") for m in MODALITIES for b in budgets if b <= budget
+    )
     return (seconds + read(root / "multimodal" / f"steps{budget}" / "cpu.json")) / 60
 
 
 def estimate_cpu_minutes(root: Path, budgets: Sequence[int]) -> dict[int, float]:
     """CPU-minutes of every budget, linear in steps from the finished runs (smallest budget first: a fixed
     start-up cost per process plus a per-step cost once two budgets are done, per step only before that)."""
+
     def fit(points: list[tuple[float, float]]) -> tuple[float, float]:  # (steps, cpu_s) -> (start-up, per step)
         if len(points) >= 2:
             slope, start = np.polyfit([p[0] for p in points], [p[1] for p in points], 1)
@@ -256,8 +312,25 @@ def head_budget(n_labels: int, target_steps: int, max_passes: int, max_batch: in
 def downstream_run(script: str, out: Path, dst: Path, fraction: float, args: argparse.Namespace, *extra) -> Path:
     """One staging run (skipped when OUT/metrics.json exists)."""
     if not (out / "metrics.json").is_file():
-        run_script(script, "--data", dst, "--task", "sleep_stage", "--label-fraction", fraction, "--seed",
-                   args.seed, "--workers", 0, "--no-progress", "--hypnograms", 0, "--out", out, *extra)
+        run_script(
+            script,
+            "--data",
+            dst,
+            "--task",
+            "sleep_stage",
+            "--label-fraction",
+            fraction,
+            "--seed",
+            args.seed,
+            "--workers",
+            0,
+            "--no-progress",
+            "--hypnograms",
+            0,
+            "--out",
+            out,
+            *extra,
+        )
     return out
 
 
@@ -266,12 +339,28 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
     "cpu_minutes"}] with no data amount or budget (they do not depend on pretraining)."""
     runs = []
     for fraction in args.probe_fractions:
-        batch, passes = head_budget(n_train_labels(own, fraction, args.seed), args.scratch_steps,
-                                    args.scratch_max_passes)
+        batch, passes = head_budget(
+            n_train_labels(own, fraction, args.seed), args.scratch_steps, args.scratch_max_passes
+        )
         tag = f"lf{fraction:g}"
-        for method, extra in (("scratch", ("--init", "random", "--preset", "tiny", "--channels", ",".join(CHANNELS),
-                                           "--passes", passes, "--batch-size", batch)),
-                              ("features", ("--cache-dir", args.out / "cache"))):
+        for method, extra in (
+            (
+                "scratch",
+                (
+                    "--init",
+                    "random",
+                    "--preset",
+                    "tiny",
+                    "--channels",
+                    ",".join(CHANNELS),
+                    "--passes",
+                    passes,
+                    "--batch-size",
+                    batch,
+                ),
+            ),
+            ("features", ("--cache-dir", args.out / "cache")),
+        ):
             script = "downstream/linear_probing/train.py" if method == "scratch" else "downstream/baselines/features.py"
             run = downstream_run(script, args.out / "downstream" / method / tag, own, fraction, args, *extra)
             runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
@@ -281,27 +370,62 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
 def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int, backbone: Path) -> list[dict]:
     """Linear probe and fine-tuning of one pretrained SynthSleepNet at their label fractions."""
     runs = []
-    where = {"data": amount, "budget": budget,
-             "cpu_minutes": pretrain_cpu_minutes(backbone.parent.parent, args.budgets, budget)}
+    where = {
+        "data": amount,
+        "budget": budget,
+        "cpu_minutes": pretrain_cpu_minutes(backbone.parent.parent, args.budgets, budget),
+    }
     tag, cache = f"{amount}-steps{budget}", ("--cache-dir", args.out / "cache")  # vectors shared by probe / tuning
     for fraction in args.probe_fractions:
         batch, passes = head_budget(n_train_labels(dst, fraction, args.seed), args.probe_steps, args.probe_max_passes)
-        run = downstream_run("downstream/linear_probing/train.py",
-                             args.out / "downstream" / "probe" / tag / f"lf{fraction:g}", dst, fraction, args,
-                             "--backbone", backbone, *cache, "--passes", passes, "--batch-size", batch)
+        run = downstream_run(
+            "downstream/linear_probing/train.py",
+            args.out / "downstream" / "probe" / tag / f"lf{fraction:g}",
+            dst,
+            fraction,
+            args,
+            "--backbone",
+            backbone,
+            *cache,
+            "--passes",
+            passes,
+            "--batch-size",
+            batch,
+        )
         runs.append({"run": run, **where})
     for fraction in args.finetune_fractions:
-        run = downstream_run("downstream/fine_tuning/train.py",
-                             args.out / "downstream" / "finetune" / tag / f"lf{fraction:g}", dst, fraction, args,
-                             "--backbone", backbone, *cache, "--passes", args.finetune_epochs,
-                             "--context-passes", args.context_epochs, "--stride", args.finetune_stride)
+        run = downstream_run(
+            "downstream/fine_tuning/train.py",
+            args.out / "downstream" / "finetune" / tag / f"lf{fraction:g}",
+            dst,
+            fraction,
+            args,
+            "--backbone",
+            backbone,
+            *cache,
+            "--passes",
+            args.finetune_epochs,
+            "--context-passes",
+            args.context_epochs,
+            "--stride",
+            args.finetune_stride,
+        )
         runs.append({"run": run, **where})
     return runs
 
 
 # ---------------------------------------------------------------------------------------- table and plot
-TABLE_COLUMNS = ("method", "data", "budget_steps", "pretrain_cpu_min", "label_fraction", "n_test_subjects",
-                 "kappa", "macro_f1", "n1_f1")
+TABLE_COLUMNS = (
+    "method",
+    "data",
+    "budget_steps",
+    "pretrain_cpu_min",
+    "label_fraction",
+    "n_test_subjects",
+    "kappa",
+    "macro_f1",
+    "n1_f1",
+)
 
 
 def result_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -315,22 +439,30 @@ def result_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
         row = summary_row(metrics, run=str(item.get("run", "")))
         n1 = (metrics["test"]["pooled"].get("per_class_f1") or {}).get("N1")
         budget = item.get("budget")
-        row.update(data=item.get("data") or "", budget_steps=None if budget is None else int(budget),
-                   pretrain_cpu_min=round(float(item.get("cpu_minutes", float("nan"))), 2),
-                   n1_f1=float("nan") if n1 is None else round(float(n1), 3))
+        row.update(
+            data=item.get("data") or "",
+            budget_steps=None if budget is None else int(budget),
+            pretrain_cpu_min=round(float(item.get("cpu_minutes", float("nan"))), 2),
+            n1_f1=float("nan") if n1 is None else round(float(n1), 3),
+        )
         rows.append(row)
     return sorted(rows, key=lambda r: (r["method"], r["data"], r["budget_steps"] or 0, r["label_fraction"]))
 
 
 def results_markdown(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
     """results.md: how it was measured, then one table (kappa / macro-F1 cells: value [95 % CI])."""
-    text = [f"# Self-supervision learning curve{f' ({title})' if title else ''}", "",
-            "Sleep staging on the `test` subjects; subject-bootstrap 95 % CIs in brackets; model selection on "
-            "`val` only. `data`: the nights the backbone was pretrained on (own = the cohort's pretraining "
-            "nights; own+kx = plus k x as many unlabelled nights of new subjects); `budget_steps`: optimizer steps "
-            "of each pretrained model; `pretrain_cpu_min`: measured process CPU-minutes of all pretraining "
-            "behind the backbone. scratch_probe (supervised from scratch) and feature_hgb do not depend on "
-            "pretraining.", "", markdown_table(rows, TABLE_COLUMNS).replace("| nan |", "| – |")]
+    text = [
+        f"# Self-supervision learning curve{f' ({title})' if title else ''}",
+        "",
+        "Sleep staging on the `test` subjects; subject-bootstrap 95 % CIs in brackets; model selection on "
+        "`val` only. `data`: the nights the backbone was pretrained on (own = the cohort's pretraining "
+        "nights; own+kx = plus k x as many unlabelled nights of new subjects); `budget_steps`: optimizer steps "
+        "of each pretrained model; `pretrain_cpu_min`: measured process CPU-minutes of all pretraining "
+        "behind the backbone. scratch_probe (supervised from scratch) and feature_hgb do not depend on "
+        "pretraining.",
+        "",
+        markdown_table(rows, TABLE_COLUMNS).replace("| nan |", "| – |"),
+    ]
     return "\n".join(text)
 
 
@@ -350,9 +482,17 @@ def scaling_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
         shown = [f for f in fractions if any(r["method"] == method and float(r["label_fraction"]) == f for r in rows)]
         for fraction in shown:
             for amount in amounts:
-                points = sorted((r for r in rows if r["method"] == method and r["data"] == amount
-                                 and float(r["label_fraction"]) == fraction and math.isfinite(float(r["kappa"]))),
-                                key=lambda r: r["pretrain_cpu_min"])
+                points = sorted(
+                    (
+                        r
+                        for r in rows
+                        if r["method"] == method
+                        and r["data"] == amount
+                        and float(r["label_fraction"]) == fraction
+                        and math.isfinite(float(r["kappa"]))
+                    ),
+                    key=lambda r: r["pretrain_cpu_min"],
+                )
                 if not points:
                     continue
                 x = np.array([float(r["pretrain_cpu_min"]) for r in points])
@@ -360,13 +500,28 @@ def scaling_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
                 low = np.array([float(r.get("kappa_low", np.nan)) for r in points])
                 high = np.array([float(r.get("kappa_high", np.nan)) for r in points])
                 err = np.vstack([np.where(np.isfinite(low), y - low, 0.0), np.where(np.isfinite(high), high - y, 0.0)])
-                ax.errorbar(x, y, yerr=np.clip(err, 0.0, None), color=colour[fraction], linestyle=style[amount],
-                            marker="o", markersize=4, capsize=2, label=f"{100 * fraction:g} % labels, {amount}")
+                ax.errorbar(
+                    x,
+                    y,
+                    yerr=np.clip(err, 0.0, None),
+                    color=colour[fraction],
+                    linestyle=style[amount],
+                    marker="o",
+                    markersize=4,
+                    capsize=2,
+                    label=f"{100 * fraction:g} % labels, {amount}",
+                )
             for r in baselines:
                 if float(r["label_fraction"]) == fraction:
                     scratch = r["method"].startswith("scratch")
-                    ax.axhline(float(r["kappa"]), color=colour[fraction], linestyle=":" if scratch else "-.",
-                               linewidth=1, alpha=0.8, label=f"{r['method']} {100 * fraction:g} %")
+                    ax.axhline(
+                        float(r["kappa"]),
+                        color=colour[fraction],
+                        linestyle=":" if scratch else "-.",
+                        linewidth=1,
+                        alpha=0.8,
+                        label=f"{r['method']} {100 * fraction:g} %",
+                    )
         ax.set_xscale("log")
         ax.set_xlabel("pretraining CPU-minutes (measured)")
         ax.set_title(method, fontsize=10)
@@ -409,32 +564,54 @@ def budget_list(text: str) -> list[int]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/ssl_scaling"))
-    parser.add_argument("--size", choices=tuple(SIZES), default="default",
-                        help="preset of the five options below (explicit options win)")
+    parser.add_argument(
+        "--size",
+        choices=tuple(SIZES),
+        default="default",
+        help="preset of the five options below (explicit options win)",
+    )
     parser.add_argument("--nights", type=int, default=None, help="base cohort nights (one subject each)")
     parser.add_argument("--hours", type=float, default=None, help="hours per night")
-    parser.add_argument("--extra-factor", type=int, default=None,
-                        help="extra unlabelled nights of new subjects, as a multiple of --nights (0: none)")
+    parser.add_argument(
+        "--extra-factor",
+        type=int,
+        default=None,
+        help="extra unlabelled nights of new subjects, as a multiple of --nights (0: none)",
+    )
     parser.add_argument("--test-subjects", type=int, default=None)
     parser.add_argument("--val-subjects", type=int, default=None)
-    parser.add_argument("--budgets", type=budget_list, default=None,
-                        help="pretraining optimizer steps of each model, comma-separated (e.g. 40,160,640,2560)")
-    parser.add_argument("--seed", type=int, default=20261206,
-                        help="cohort seed (the extra nights use seed + 1); also the training seed")
-    parser.add_argument("--warmup-steps", type=int, default=None,
-                        help="pretraining lr warmup (default: half the smallest budget, at most 100)")
+    parser.add_argument(
+        "--budgets",
+        type=budget_list,
+        default=None,
+        help="pretraining optimizer steps of each model, comma-separated (e.g. 40,160,640,2560)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=20261206, help="cohort seed (the extra nights use seed + 1); also the training seed"
+    )
+    parser.add_argument(
+        "--warmup-steps",
+        type=int,
+        default=None,
+        help="pretraining lr warmup (default: half the smallest budget, at most 100)",
+    )
     parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
     parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
-    parser.add_argument("--max-pretrain-cpu-min", type=float, default=90.0,
-                        help="stop after the second budget when the largest is estimated to need more pretraining "
-                             "CPU-minutes than this, all data amounts together (0: no check)")
+    parser.add_argument(
+        "--max-pretrain-cpu-min",
+        type=float,
+        default=90.0,
+        help="stop after the second budget when the largest is estimated to need more pretraining "
+        "CPU-minutes than this, all data amounts together (0: no check)",
+    )
     parser.add_argument("--probe-fractions", type=fraction_list, default=[0.01, 0.05, 1.0])
     parser.add_argument("--finetune-fractions", type=fraction_list, default=[0.05, 1.0])
     parser.add_argument("--probe-steps", type=int, default=1500, help="about this many MLP-head steps per probe")
     parser.add_argument("--probe-max-passes", type=int, default=200)
     parser.add_argument("--scratch-steps", type=int, default=600, help="about this many steps per scratch run")
-    parser.add_argument("--scratch-max-passes", type=int, default=20,
-                        help="each pass ends with a full val pass of the whole model")
+    parser.add_argument(
+        "--scratch-max-passes", type=int, default=20, help="each pass ends with a full val pass of the whole model"
+    )
     parser.add_argument("--finetune-epochs", type=int, default=1, help="LoRA passes of fine-tuning")
     parser.add_argument("--context-epochs", type=int, default=30, help="fine-tuning phase 1 passes (cached vectors)")
     parser.add_argument("--finetune-stride", type=int, default=10, help="epochs between fine-tuning windows")
@@ -448,8 +625,10 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, key) is None:
             setattr(args, key, value)
     if args.test_subjects < 1 or args.val_subjects < 1 or args.test_subjects + args.val_subjects >= args.nights:
-        parser.error(f"--nights {args.nights} must exceed --test-subjects {args.test_subjects} + --val-subjects "
-                     f"{args.val_subjects} (both >= 1)")
+        parser.error(
+            f"--nights {args.nights} must exceed --test-subjects {args.test_subjects} + --val-subjects "
+            f"{args.val_subjects} (both >= 1)"
+        )
     if args.extra_factor < 0 or args.hours <= 0 or args.nights >= EXTRA_SUBJECT_START - 200001:
         parser.error("--extra-factor must be >= 0, --hours > 0 and --nights < 100000")
     if args.warmup_steps is None:
@@ -469,19 +648,31 @@ def main(argv: list[str] | None = None) -> int:
             unimodal = pretrain_unimodal(args, dst, root, budget)
             backbones[amount] = pretrain_multimodal(args, dst, root, budget, unimodal)
         if index < 2:  # estimates from the first budget (an upper bound), then from the first two
-            estimates = {amount: estimate_cpu_minutes(args.out / "pretrain" / amount, args.budgets)
-                         for amount in amounts}
+            estimates = {
+                amount: estimate_cpu_minutes(args.out / "pretrain" / amount, args.budgets) for amount in amounts
+            }
             largest = sum(estimate[args.budgets[-1]] for estimate in estimates.values())
             kind = "an upper bound: start-up CPU counted as per-step" if index == 0 else "start-up + per-step fit"
-            print(f"pretraining CPU-minutes per budget (measured so far; estimated for the rest, {kind}):\n"
-                  + "\n".join(f"  {amount}: " + ", ".join(f"{b} steps {m:.1f}" for b, m in estimate.items())
-                               for amount, estimate in estimates.items())
-                  + f"\n  largest budget, all data amounts together: {largest:.1f} CPU-minutes", flush=True)
-            if (index == 1 or len(args.budgets) == 1) and args.max_pretrain_cpu_min and \
-                    largest > args.max_pretrain_cpu_min:
-                print(f"error: --budgets: the largest budget would need ~{largest:.0f} pretraining CPU-minutes (all "
-                      f"data amounts), over --max-pretrain-cpu-min {args.max_pretrain_cpu_min:g}; give smaller "
-                      "--budgets (finished runs are kept)", file=sys.stderr)
+            print(
+                f"pretraining CPU-minutes per budget (measured so far; estimated for the rest, {kind}):\n"
+                + "\n".join(
+                    f"  {amount}: " + ", ".join(f"{b} steps {m:.1f}" for b, m in estimate.items())
+                    for amount, estimate in estimates.items()
+                )
+                + f"\n  largest budget, all data amounts together: {largest:.1f} CPU-minutes",
+                flush=True,
+            )
+            if (
+                (index == 1 or len(args.budgets) == 1)
+                and args.max_pretrain_cpu_min
+                and largest > args.max_pretrain_cpu_min
+            ):
+                print(
+                    f"error: --budgets: the largest budget would need ~{largest:.0f} pretraining CPU-minutes (all "
+                    f"data amounts), over --max-pretrain-cpu-min {args.max_pretrain_cpu_min:g}; give smaller "
+                    "--budgets (finished runs are kept)",
+                    file=sys.stderr,
+                )
                 return 2
 
         for amount, backbone in backbones.items():
@@ -489,8 +680,11 @@ def main(argv: list[str] | None = None) -> int:
         write_results(result_rows(runs), args.out, title)  # the table grows budget by budget
         print(f"budget {budget} steps done: {args.out / 'results.md'} updated", flush=True)
     print((args.out / "results.md").read_text())
-    print(f"results: {args.out / 'results.csv'}, {args.out / 'results.md'}, {args.out / 'ssl_scaling.png'}; "
-          f"took {(time.time() - started) / 60:.1f} min", flush=True)
+    print(
+        f"results: {args.out / 'results.csv'}, {args.out / 'results.md'}, {args.out / 'ssl_scaling.png'}; "
+        f"took {(time.time() - started) / 60:.1f} min",
+        flush=True,
+    )
     return 0
 
 

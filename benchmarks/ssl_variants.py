@@ -24,6 +24,7 @@
     python benchmarks/ssl_variants.py [--out runs/ssl_variants] [--data DST] [--variants fast,fast-spectrum,...]
         [--budgets 100,300] [--nights 16] [--hours 6] [--seed 11]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,9 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -72,12 +74,30 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fast-mask0.65": {"preset": "fast", "model_args": {"mask_ratio": 0.65}},
     "fast-spectrum-mask0.5": {"preset": "fast", "model_args": {"reconstruction_target": "spectrum", "mask_ratio": 0.5}},
     "fast-no-contrastive": {"preset": "fast", "model_args": {"alpha": 0.0}},  # reconstruction alone
-    "fast-spectrum-no-contrastive": {"preset": "fast", "model_args": {"reconstruction_target": "spectrum", "alpha": 0.0}},
+    "fast-spectrum-no-contrastive": {
+        "preset": "fast",
+        "model_args": {"reconstruction_target": "spectrum", "alpha": 0.0},
+    },
 }
-PROBES = ("knn_kappa", "linear_kappa", "hgb_kappa", "knn_kappa_ctx", "linear_kappa_ctx", "hgb_kappa_ctx",
-          "linear_kappa_iqr")
-TABLE_COLUMNS = ("variant", "preset", "model_args", "steps", "pretrain_cpu_s", *PROBES, "recon_loss",
-                 "contrastive_loss")
+PROBES = (
+    "knn_kappa",
+    "linear_kappa",
+    "hgb_kappa",
+    "knn_kappa_ctx",
+    "linear_kappa_ctx",
+    "hgb_kappa_ctx",
+    "linear_kappa_iqr",
+)
+TABLE_COLUMNS = (
+    "variant",
+    "preset",
+    "model_args",
+    "steps",
+    "pretrain_cpu_s",
+    *PROBES,
+    "recon_loss",
+    "contrastive_loss",
+)
 SIZES: dict[str, dict[str, Any]] = {
     "default": {"nights": 16, "hours": 6.0, "budgets": [100, 300], "train_chunks": 100, "val_chunks": 100},
     "tiny": {"nights": 6, "hours": 1.0, "budgets": [3], "train_chunks": 12, "val_chunks": 6},  # the slow test
@@ -93,7 +113,7 @@ def chunk_sample(dataset: EpochDataset, n_chunks: int, seed: int) -> np.ndarray:
     for recording in np.unique(recordings):
         rows = np.flatnonzero(recordings == recording)
         for first in range(0, rows.size - CHUNK + 1, CHUNK):
-            block = rows[first:first + CHUNK]
+            block = rows[first : first + CHUNK]
             if epochs[block[-1]] - epochs[block[0]] == CHUNK - 1:
                 starts.append(block[0])
     starts = np.asarray(starts, dtype=np.int64)
@@ -114,8 +134,7 @@ def read_chunks(dataset: EpochDataset, index: np.ndarray) -> dict[str, np.ndarra
 
 def with_context(vectors: np.ndarray) -> np.ndarray:
     """Chunk vectors (n, CHUNK, D) -> [v(t-1), v(t), v(t+1)] of the inner epochs, (n * (CHUNK - 2), 3 D)."""
-    return np.concatenate([vectors[:, :-2], vectors[:, 1:-1], vectors[:, 2:]], axis=2).reshape(
-        -1, 3 * vectors.shape[2])
+    return np.concatenate([vectors[:, :-2], vectors[:, 1:-1], vectors[:, 2:]], axis=2).reshape(-1, 3 * vectors.shape[2])
 
 
 def inner(values: np.ndarray) -> np.ndarray:
@@ -151,8 +170,11 @@ class EvalSample:
             self.splits[split] = read_chunks(dataset, chunk_sample(dataset, n_chunks, seed + (split == "val")))
 
     def describe(self) -> str:
-        return ", ".join(f"{split} {s['label'].shape[0]} chunks ({(CHUNK - 2) * s['label'].shape[0] * len(CHANNELS)} "
-                         f"scored single-channel epochs)" for split, s in self.splits.items())
+        return ", ".join(
+            f"{split} {s['label'].shape[0]} chunks ({(CHUNK - 2) * s['label'].shape[0] * len(CHANNELS)} "
+            f"scored single-channel epochs)"
+            for split, s in self.splits.items()
+        )
 
     @torch.no_grad()
     def vectors(self, model: torch.nn.Module, batch: int = 256) -> dict[str, dict[str, np.ndarray]]:
@@ -163,7 +185,7 @@ class EvalSample:
             out[split] = {}
             for ch in CHANNELS:
                 flat = torch.from_numpy(s[ch].reshape(-1, s[ch].shape[-1]))  # (n * CHUNK, 3000) robust-scaled
-                parts = [model.encode(flat[i:i + batch])[0].float().numpy() for i in range(0, len(flat), batch)]
+                parts = [model.encode(flat[i : i + batch])[0].float().numpy() for i in range(0, len(flat), batch)]
                 out[split][ch] = np.concatenate(parts).reshape(*s[ch].shape[:2], -1)
         return out
 
@@ -209,8 +231,9 @@ def pretrain_run(args: argparse.Namespace, data: Path, name: str, budget: int) -
     run = root / f"steps{budget}"
     if (run / "cpu.json").is_file():
         return run
-    earlier = sorted(int(p.name[5:]) for p in root.glob("steps*") if (p / "cpu.json").is_file()
-                     and int(p.name[5:]) < budget)
+    earlier = sorted(
+        int(p.name[5:]) for p in root.glob("steps*") if (p / "cpu.json").is_file() and int(p.name[5:]) < budget
+    )
     partial = run.with_name(f".{run.name}.tmp")
     shutil.rmtree(partial, ignore_errors=True)
     before = 0.0
@@ -220,13 +243,47 @@ def pretrain_run(args: argparse.Namespace, data: Path, name: str, budget: int) -
         for stale in ("cpu.json", "eval.json"):
             (partial / stale).unlink(missing_ok=True)
     epochs = passes_for(data, CHANNELS, budget, pooled=True)
-    cpu = run_script("pretrained/unimodal/eeg/train.py", "--data", data, "--out", partial, "--preset", variant["preset"],
-                     "--epochs", epochs, "--max-steps", budget, "--batch-size", BATCH, "--lr", args.lr,
-                     "--warmup-steps", args.warmup_steps, "--min-lr-ratio", 1.0, "--workers", 0, "--no-monitor",
-                     "--no-progress", "--seed", args.train_seed, "--log-every", 10, "--resume", "auto",
-                     *(f"--model-arg={key}={value}" for key, value in variant["model_args"].items()))
-    write_json(partial / "cpu.json", {"cpu_s": round(cpu, 1), "cpu_total_s": round(before + cpu, 1), "steps": budget,
-                                      "from_steps": earlier[-1] if earlier else 0})
+    cpu = run_script(
+        "pretrained/unimodal/eeg/train.py",
+        "--data",
+        data,
+        "--out",
+        partial,
+        "--preset",
+        variant["preset"],
+        "--epochs",
+        epochs,
+        "--max-steps",
+        budget,
+        "--batch-size",
+        BATCH,
+        "--lr",
+        args.lr,
+        "--warmup-steps",
+        args.warmup_steps,
+        "--min-lr-ratio",
+        1.0,
+        "--workers",
+        0,
+        "--no-monitor",
+        "--no-progress",
+        "--seed",
+        args.train_seed,
+        "--log-every",
+        10,
+        "--resume",
+        "auto",
+        *(f"--model-arg={key}={value}" for key, value in variant["model_args"].items()),
+    )
+    write_json(
+        partial / "cpu.json",
+        {
+            "cpu_s": round(cpu, 1),
+            "cpu_total_s": round(before + cpu, 1),
+            "steps": budget,
+            "from_steps": earlier[-1] if earlier else 0,
+        },
+    )
     os.replace(partial, run)
     return run
 
@@ -237,8 +294,10 @@ def final_losses(run: Path, last: int = 5) -> dict[str, float]:
     lines = [r for r in read_jsonl(path) if "recon_1" in r][-last:] if path.is_file() else []
     if not lines:
         return {"recon_loss": float("nan"), "contrastive_loss": float("nan")}
-    return {"recon_loss": round(float(np.mean([(r["recon_1"] + r["recon_2"]) / 2 for r in lines])), 4),
-            "contrastive_loss": round(float(np.mean([r["contrastive"] for r in lines])), 4)}
+    return {
+        "recon_loss": round(float(np.mean([(r["recon_1"] + r["recon_2"]) / 2 for r in lines])), 4),
+        "contrastive_loss": round(float(np.mean([r["contrastive"] for r in lines])), 4),
+    }
 
 
 def run_label(args: argparse.Namespace, name: str) -> str:
@@ -261,9 +320,16 @@ def evaluate_run(sample: EvalSample, run: Path, name: str, seed: int, label: str
         model.load_state_dict(checkpoint["model"])
         steps, cpu = int(checkpoint["step"]), json.loads((run / "cpu.json").read_text())["cpu_total_s"]
     started = time.process_time()
-    record = {"variant": label, "preset": variant["preset"], "model_args": format_args(variant["model_args"]),
-              "steps": steps, "pretrain_cpu_s": cpu, **sample.probe(sample.vectors(model)), **final_losses(run),
-              "eval_cpu_s": round(time.process_time() - started, 1)}
+    record = {
+        "variant": label,
+        "preset": variant["preset"],
+        "model_args": format_args(variant["model_args"]),
+        "steps": steps,
+        "pretrain_cpu_s": cpu,
+        **sample.probe(sample.vectors(model)),
+        **final_losses(run),
+        "eval_cpu_s": round(time.process_time() - started, 1),
+    }
     run.mkdir(parents=True, exist_ok=True)
     write_json(path, record)
     return record
@@ -280,19 +346,24 @@ def reference_rows(sample: EvalSample, out: Path, seed: int) -> list[dict[str, A
     path = out / "features.json"
     known = json.loads(path.read_text()) if path.is_file() else {}
     if not all(probe in known.get(kind, {}) for kind in ("scaled", "unscaled") for probe in PROBES):
-        known = {"scaled": sample.probe(sample.features(), seed),
-                 "unscaled": sample.probe(sample.features(unscaled=True), seed)}
+        known = {
+            "scaled": sample.probe(sample.features(), seed),
+            "unscaled": sample.probe(sample.features(unscaled=True), seed),
+        }
         write_json(path, known)
-    return [{"variant": "features", "model_args": "robust-scaled signals (the baseline)", **known["scaled"]},
-            {"variant": "features", "model_args": "unscaled signals (x IQR + median)", **known["unscaled"]}]
+    return [
+        {"variant": "features", "model_args": "robust-scaled signals (the baseline)", **known["scaled"]},
+        {"variant": "features", "model_args": "unscaled signals (x IQR + median)", **known["unscaled"]},
+    ]
 
 
 def variant_rows(records: Sequence[Mapping[str, Any]], references: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """The table: the reference rows first (features only), then one row per evaluated run sorted by preset,
     variant and steps; a column a row lacks is NaN (blank in the markdown)."""
     rows = [{column: row.get(column, float("nan")) for column in TABLE_COLUMNS} for row in references]
-    ordered = sorted(records, key=lambda r: (not r["variant"].startswith("random-init"), r["preset"], r["variant"],
-                                             r["steps"]))
+    ordered = sorted(
+        records, key=lambda r: (not r["variant"].startswith("random-init"), r["preset"], r["variant"], r["steps"])
+    )
     rows += [{column: record.get(column, float("nan")) for column in TABLE_COLUMNS} for record in ordered]
     for row in rows:
         for column in ("preset", "model_args"):
@@ -309,14 +380,18 @@ def display(value: Any, column: str) -> str:
 
 
 def results_markdown(rows: Sequence[Mapping[str, Any]], title: str) -> str:
-    text = [f"# Self-supervision variants ({title})", "",
-            "Unimodal EEG NeuroNet pretraining variants (last.pt), 5-class staging kappa on the fixed `val` sample "
-            "(probes fitted on the `train` sample; `_ctx`: with the +-1 neighbours' vectors; `_iqr`: with the "
-            "recording's log IQR). `pretrain_cpu_s`: measured process CPU seconds of the pretraining chain. "
-            "`recon_loss`, `contrastive_loss`: the last logged training losses (per view). `features`: the "
-            "hand-crafted features (utils/features.py) of the same epochs through the same probes; `hgb`: "
-            "HistGradientBoosting, the features baseline's model.", "",
-            markdown_table([{c: display(row[c], c) for c in TABLE_COLUMNS} for row in rows], TABLE_COLUMNS)]
+    text = [
+        f"# Self-supervision variants ({title})",
+        "",
+        "Unimodal EEG NeuroNet pretraining variants (last.pt), 5-class staging kappa on the fixed `val` sample "
+        "(probes fitted on the `train` sample; `_ctx`: with the +-1 neighbours' vectors; `_iqr`: with the "
+        "recording's log IQR). `pretrain_cpu_s`: measured process CPU seconds of the pretraining chain. "
+        "`recon_loss`, `contrastive_loss`: the last logged training losses (per view). `features`: the "
+        "hand-crafted features (utils/features.py) of the same epochs through the same probes; `hgb`: "
+        "HistGradientBoosting, the features baseline's model.",
+        "",
+        markdown_table([{c: display(row[c], c) for c in TABLE_COLUMNS} for row in rows], TABLE_COLUMNS),
+    ]
     return "\n".join(text) + "\n"
 
 
@@ -357,9 +432,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--train-chunks", type=int, default=None, help=f"train chunks of {CHUNK} epochs evaluated")
     parser.add_argument("--val-chunks", type=int, default=None, help=f"val chunks of {CHUNK} epochs evaluated")
     parser.add_argument("--seed", type=int, default=11, help="cohort and evaluation-sample seed")
-    parser.add_argument("--train-seed", type=int, default=None,
-                        help="pretraining (and random-init) seed; default --seed; another seed adds rows "
-                             "'<variant>+seed<S>' (the spread between seeds)")
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="pretraining (and random-init) seed; default --seed; another seed adds rows "
+        "'<variant>+seed<S>' (the spread between seeds)",
+    )
     parser.add_argument("--lr", type=float, default=2e-3, help="base lr (x batch / 256)")
     parser.add_argument("--warmup-steps", type=int, default=30)
     return parser
@@ -386,9 +465,12 @@ def main(argv: list[str] | None = None) -> int:
     references = reference_rows(sample, args.out, args.seed)
     for name in args.variants:
         untrained = name.startswith("random-init")
-        for budget in ([0] if untrained else args.budgets):
-            run = (args.out / "runs" / run_label(args, name) / "steps0") if untrained else \
-                pretrain_run(args, Path(data), name, budget)
+        for budget in [0] if untrained else args.budgets:
+            run = (
+                (args.out / "runs" / run_label(args, name) / "steps0")
+                if untrained
+                else pretrain_run(args, Path(data), name, budget)
+            )
             record = evaluate_run(sample, run, name, args.train_seed, run_label(args, name))
             print(f"{name} @ {record['steps']} steps: " + ", ".join(f"{p} {record[p]:.3f}" for p in PROBES), flush=True)
             write_results(variant_rows(collect(args.out), references), args.out, title)

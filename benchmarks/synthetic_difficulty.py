@@ -11,6 +11,7 @@ N1 the class with the lowest F1, apnea epoch AUROC in [0.75, 0.97], hypopnea AUR
 
     python benchmarks/synthetic_difficulty.py [--nights 16 --hours 4 --seeds 0 1 2 --folds 4 --out DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,17 +38,27 @@ APNEA_AUROC_BAND = (0.75, 0.97)
 
 
 def _model(seed: int) -> HistGradientBoostingClassifier:
-    return HistGradientBoostingClassifier(max_iter=150, learning_rate=0.1, max_leaf_nodes=15, min_samples_leaf=40,
-                                          l2_regularization=1.0, early_stopping=False, random_state=seed)
+    return HistGradientBoostingClassifier(
+        max_iter=150,
+        learning_rate=0.1,
+        max_leaf_nodes=15,
+        min_samples_leaf=40,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=seed,
+    )
 
 
 def load_features(parsed: Path, manifest) -> dict[str, np.ndarray]:
     """Features and labels of every parsed night: X (n, F), stage, apnea, hypopnea (n,), subject (n,) str."""
     parts: dict[str, list] = {"X": [], "stage": [], "apnea": [], "hypopnea": [], "subject": []}
     for row in manifest.sort_values("recording_id").itertuples():
-        table = pq.read_table(parsed / "recordings" / f"{row.recording_id}.parquet",
-                              columns=[*CHANNELS, "stage", "apnea", "hypopnea"])
-        signals = {c: table.column(c).combine_chunks().flatten().to_numpy().reshape(-1, EPOCH_SAMPLES) for c in CHANNELS}
+        table = pq.read_table(
+            parsed / "recordings" / f"{row.recording_id}.parquet", columns=[*CHANNELS, "stage", "apnea", "hypopnea"]
+        )
+        signals = {
+            c: table.column(c).combine_chunks().flatten().to_numpy().reshape(-1, EPOCH_SAMPLES) for c in CHANNELS
+        }
         features, names = epoch_features(signals)  # (n_epochs, F)
         parts["X"].append(features)
         for column in ("stage", "apnea", "hypopnea"):
@@ -68,8 +79,9 @@ def subject_folds(subjects: np.ndarray, folds: int, seed: int) -> np.ndarray:
     return np.array([fold_of[s] for s in subjects])
 
 
-def cross_validate(X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int, binary: bool,
-                   threads: int = 1) -> np.ndarray:
+def cross_validate(
+    X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int, binary: bool, threads: int = 1
+) -> np.ndarray:
     """Pooled out-of-fold predictions: class (n,) for staging, positive-class probability (n,) for binary tasks.
     Epochs with y < 0 are neither trained on nor predicted (their prediction is 0)."""
     out = np.zeros(len(y), dtype=np.float64 if binary else np.int64)
@@ -81,8 +93,9 @@ def cross_validate(X: np.ndarray, y: np.ndarray, fold: np.ndarray, seed: int, bi
     return out
 
 
-def run(out_dir: str | Path, nights: int = 16, hours: float = 4.0, seed: int = 0, folds: int = 4,
-        workers: int = 1) -> dict:
+def run(
+    out_dir: str | Path, nights: int = 16, hours: float = 4.0, seed: int = 0, folds: int = 4, workers: int = 1
+) -> dict:
     """Generate, parse, featurise and cross-validate one cohort; return the metrics (fractions in [0, 1])."""
     out_dir = Path(out_dir)
     timings = {}
@@ -93,7 +106,9 @@ def run(out_dir: str | Path, nights: int = 16, hours: float = 4.0, seed: int = 0
     manifest = parse_cohort(out_dir / "cohort", out_dir / "parsed", workers=workers, channels=CHANNELS, progress=False)
     bad = manifest[manifest["status"] != "ok"]
     if len(bad):
-        raise RuntimeError(f"parser did not accept every synthetic night: {bad[['recording_id', 'status', 'reason']].to_dict('records')}")
+        raise RuntimeError(
+            f"parser did not accept every synthetic night: {bad[['recording_id', 'status', 'reason']].to_dict('records')}"
+        )
     timings["parse_s"] = time.perf_counter() - tick
     tick = time.perf_counter()
     data = load_features(out_dir / "parsed", manifest)
@@ -104,10 +119,19 @@ def run(out_dir: str | Path, nights: int = 16, hours: float = 4.0, seed: int = 0
     predicted = cross_validate(data["X"], stage, fold, seed, binary=False)
     staging = classification_metrics(stage, predicted, len(STAGE_NAMES))
     scored = stage >= 0
-    results = {"nights": nights, "hours": hours, "seed": seed, "folds": folds, "n_epochs": int(len(stage)),
-               "n_features": int(data["X"].shape[1]), "accuracy": staging["accuracy"], "macro_f1": staging["macro_f1"],
-               "kappa": staging["kappa"], "per_class_f1": staging["per_class_f1"],
-               "stage_fractions": {n: float(np.mean(stage[scored] == k)) for k, n in enumerate(STAGE_NAMES)}}
+    results = {
+        "nights": nights,
+        "hours": hours,
+        "seed": seed,
+        "folds": folds,
+        "n_epochs": int(len(stage)),
+        "n_features": int(data["X"].shape[1]),
+        "accuracy": staging["accuracy"],
+        "macro_f1": staging["macro_f1"],
+        "kappa": staging["kappa"],
+        "per_class_f1": staging["per_class_f1"],
+        "stage_fractions": {n: float(np.mean(stage[scored] == k)) for k, n in enumerate(STAGE_NAMES)},
+    }
     for task in ("apnea", "hypopnea"):
         y = np.where(scored, data[task], -1)
         probability = cross_validate(data["X"], y, fold, seed, binary=True)
@@ -137,20 +161,36 @@ def check_bands(m: dict) -> list[str]:
 
 def table(rows: list[dict]) -> str:
     """Markdown table, one row per seed."""
-    head = ["seed", "acc", "macro-F1", "kappa", *(f"F1 {n}" for n in STAGE_NAMES), "apnea AUROC", "hypopnea AUROC",
-            "bands"]
+    head = [
+        "seed",
+        "acc",
+        "macro-F1",
+        "kappa",
+        *(f"F1 {n}" for n in STAGE_NAMES),
+        "apnea AUROC",
+        "hypopnea AUROC",
+        "bands",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in rows:
-        cells = [str(m["seed"]), f"{m['accuracy']:.3f}", f"{m['macro_f1']:.3f}", f"{m['kappa']:.3f}",
-                 *(f"{m['per_class_f1'][n]:.3f}" for n in STAGE_NAMES), f"{m['apnea_auroc']:.3f}",
-                 f"{m['hypopnea_auroc']:.3f}", "ok" if not m["failures"] else "; ".join(m["failures"])]
+        cells = [
+            str(m["seed"]),
+            f"{m['accuracy']:.3f}",
+            f"{m['macro_f1']:.3f}",
+            f"{m['kappa']:.3f}",
+            *(f"{m['per_class_f1'][n]:.3f}" for n in STAGE_NAMES),
+            f"{m['apnea_auroc']:.3f}",
+            f"{m['hypopnea_auroc']:.3f}",
+            "ok" if not m["failures"] else "; ".join(m["failures"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--nights", type=int, default=16)
     parser.add_argument("--hours", type=float, default=4.0)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
@@ -165,10 +205,15 @@ def main(argv: list[str] | None = None) -> int:
         for seed in args.seeds:
             rows.append(run(base / f"seed{seed}", args.nights, args.hours, seed, args.folds, args.workers))
             t = rows[-1]["timings"]
-            print(f"seed {seed}: {rows[-1]['n_epochs']} epochs; generate {t['generate_s']:.1f} s, parse "
-                  f"{t['parse_s']:.1f} s, features {t['features_s']:.1f} s, train+test {t['train_s']:.1f} s", flush=True)
-    print(f"\n{args.nights} nights x {args.hours:g} h, {args.folds}-fold subject-level CV, "
-          f"HistGradientBoosting on {rows[0]['n_features']} features of {', '.join(CHANNELS)}\n")
+            print(
+                f"seed {seed}: {rows[-1]['n_epochs']} epochs; generate {t['generate_s']:.1f} s, parse "
+                f"{t['parse_s']:.1f} s, features {t['features_s']:.1f} s, train+test {t['train_s']:.1f} s",
+                flush=True,
+            )
+    print(
+        f"\n{args.nights} nights x {args.hours:g} h, {args.folds}-fold subject-level CV, "
+        f"HistGradientBoosting on {rows[0]['n_features']} features of {', '.join(CHANNELS)}\n"
+    )
     print(table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

@@ -20,6 +20,7 @@ Prints a table and writes OUT/results.json (OUT/results_<preset>.json for a pres
 beat (b) clearly; (c) is the bar a good encoder reaches. To compare presets at the same number of steps on one
 cohort, run once per preset with the same --out (the cohort is reused) and the same --steps.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,9 @@ def prepare_cohort(out: Path, nights: int, hours: float, seed: int) -> Path:
         started = time.time()
         synthetic.generate_cohort(out / "cohort", nights=nights, hours=hours, seed=seed)
         data_parser.parse_cohort(out / "cohort", dst, workers=1, progress=False)
-        print(f"cohort: {nights} nights x {hours:g} h generated and parsed in {time.time() - started:.0f} s",
-              flush=True)
+        print(
+            f"cohort: {nights} nights x {hours:g} h generated and parsed in {time.time() - started:.0f} s", flush=True
+        )
     return dst
 
 
@@ -91,9 +93,13 @@ def feature_matrix(subset) -> tuple[np.ndarray, np.ndarray]:
 
 def linear_scores(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> dict[str, float]:
     """Standardise -> logistic regression fitted on train, scored on val (the multimodal benchmark's probe)."""
-    predicted = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)).fit(train_x, train_y).predict(val_x)
-    return {"linear_kappa": float(cohen_kappa_score(val_y, predicted)),
-            "linear_f1": float(f1_score(val_y, predicted, average="macro"))}
+    predicted = (
+        make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)).fit(train_x, train_y).predict(val_x)
+    )
+    return {
+        "linear_kappa": float(cohen_kappa_score(val_y, predicted)),
+        "linear_f1": float(f1_score(val_y, predicted, average="macro")),
+    }
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -103,19 +109,32 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--preset", default="tiny", choices=PRESETS, help="NeuroNet preset to pretrain")
     parser.add_argument("--nights", type=int, default=10)
     parser.add_argument("--hours", type=float, default=2.0)
-    parser.add_argument("--minutes", type=float, default=8.0,
-                        help="pretraining wall-time budget (at most 10; 0 with --steps: no time limit, e.g. to "
-                             "compare presets at the same number of steps on a busy machine)")
-    parser.add_argument("--steps", type=int, default=0,
-                        help="optimizer steps to plan (0: as many as --minutes allows, from a timed calibration)")
+    parser.add_argument(
+        "--minutes",
+        type=float,
+        default=8.0,
+        help="pretraining wall-time budget (at most 10; 0 with --steps: no time limit, e.g. to "
+        "compare presets at the same number of steps on a busy machine)",
+    )
+    parser.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="optimizer steps to plan (0: as many as --minutes allows, from a timed calibration)",
+    )
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="base lr (x batch / 256)")
     parser.add_argument("--max-train", type=int, default=4000)
     parser.add_argument("--max-val", type=int, default=2000)
     parser.add_argument("--knn-k", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--model-arg", action="append", default=[], metavar="KEY=VALUE",
-                        help="passed to the pretraining script (e.g. detach_target=true)")
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="passed to the pretraining script (e.g. detach_target=true)",
+    )
     args = parser.parse_args(argv)
     if not (0 < args.minutes <= 10 or (args.minutes == 0 and args.steps)):
         parser.error("--minutes must be in (0, 10], or 0 together with --steps")
@@ -132,23 +151,62 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"calibration: {step_s:.2f} s per step at batch {args.batch_size}", flush=True)
     epochs = math.ceil(planned / steps_per_epoch)
     warmup_steps = max(1, planned // 10)
-    print(f"pretrain: {n_pretrain} single-channel epochs, {steps_per_epoch} steps/epoch -> {planned} steps "
-          f"({epochs} epochs scheduled, {warmup_steps} warmup steps), "
-          + (f"at most {args.minutes:g} min" if args.minutes else "no time limit"), flush=True)
+    print(
+        f"pretrain: {n_pretrain} single-channel epochs, {steps_per_epoch} steps/epoch -> {planned} steps "
+        f"({epochs} epochs scheduled, {warmup_steps} warmup steps), "
+        + (f"at most {args.minutes:g} min" if args.minutes else "no time limit"),
+        flush=True,
+    )
     run_dir = args.out / f"eeg_{args.preset}"
     started = time.time()
-    pretrain(["--data", str(dst), "--out", str(run_dir), "--preset", args.preset, "--epochs", str(epochs),
-              "--max-steps", str(planned),
-              "--batch-size", str(args.batch_size), "--lr", str(args.lr), "--max-minutes", str(args.minutes),
-              "--warmup-steps", str(warmup_steps),
-              "--workers", "0", "--no-monitor", "--no-progress", "--resume", "none", "--seed", str(args.seed),
-              "--log-every", "10", *(f"--model-arg={item}" for item in args.model_arg)], modality="eeg")
+    pretrain(
+        [
+            "--data",
+            str(dst),
+            "--out",
+            str(run_dir),
+            "--preset",
+            args.preset,
+            "--epochs",
+            str(epochs),
+            "--max-steps",
+            str(planned),
+            "--batch-size",
+            str(args.batch_size),
+            "--lr",
+            str(args.lr),
+            "--max-minutes",
+            str(args.minutes),
+            "--warmup-steps",
+            str(warmup_steps),
+            "--workers",
+            "0",
+            "--no-monitor",
+            "--no-progress",
+            "--resume",
+            "none",
+            "--seed",
+            str(args.seed),
+            "--log-every",
+            "10",
+            *(f"--model-arg={item}" for item in args.model_arg),
+        ],
+        modality="eeg",
+    )
     pretrain_s = time.time() - started
 
     train_set = EpochDataset(dst, "train", CHANNELS, task="sleep_stage", pool_channels=True)
     val_set = EpochDataset(dst, "val", CHANNELS, task="sleep_stage", pool_channels=True)
-    monitor = KnnMonitor(train_set, val_set, "stage", k=args.knn_k, max_train=args.max_train, max_val=args.max_val,
-                         batch_size=256, seed=args.seed)
+    monitor = KnnMonitor(
+        train_set,
+        val_set,
+        "stage",
+        k=args.knn_k,
+        max_train=args.max_train,
+        max_val=args.max_val,
+        batch_size=256,
+        seed=args.seed,
+    )
     ckpt = load_checkpoint(run_dir / "last.pt")
     pretrained = build_neuronet(ckpt["model_config"])
     pretrained.load_state_dict(ckpt["model"])
@@ -159,31 +217,52 @@ def main(argv: list[str] | None = None) -> dict:
     for name, model in (("pretrained", pretrained), ("random_init", random_init)):
         embedded = monitor.embed(model, device)  # {"train": (x (N, D), y), "val": ...}, encoded once
         (fit_x, fit_y), (score_x, score_y) = embedded["train"], embedded["val"]
-        results[name] = {**knn_scores(fit_x, fit_y, score_x, score_y, k=args.knn_k),
-                         **linear_scores(fit_x, fit_y, score_x, score_y),
-                         "n_train": int(fit_y.size), "n_val": int(score_y.size)}
+        results[name] = {
+            **knn_scores(fit_x, fit_y, score_x, score_y, k=args.knn_k),
+            **linear_scores(fit_x, fit_y, score_x, score_y),
+            "n_train": int(fit_y.size),
+            "n_val": int(score_y.size),
+        }
 
     train_x, train_y = feature_matrix(monitor.train_set)
     val_x, val_y = feature_matrix(monitor.val_set)
-    results["features_knn"] = {**knn_scores(train_x, train_y, val_x, val_y, k=args.knn_k),
-                               "n_train": int(train_y.size), "n_val": int(val_y.size)}
+    results["features_knn"] = {
+        **knn_scores(train_x, train_y, val_x, val_y, k=args.knn_k),
+        "n_train": int(train_y.size),
+        "n_val": int(val_y.size),
+    }
     boosted = HistGradientBoostingClassifier(random_state=args.seed).fit(train_x, train_y)
-    results["features_hgb"] = {**classification_scores(val_y, boosted.predict(val_x)), "n_train": int(train_y.size),
-                               "n_val": int(val_y.size)}
-    results["run"] = {"preset": args.preset, "epochs": epochs, "steps": int(ckpt["step"]), "planned_steps": planned,
-                      "pretrain_s": round(pretrain_s, 1),
-                      "batch_size": args.batch_size, "base_lr": args.lr, "model_args": args.model_arg,
-                      "n_pretrain": n_pretrain,
-                      "train_subjects": len(train_set.subjects), "val_subjects": len(val_set.subjects),
-                      "torch_threads": torch.get_num_threads()}
+    results["features_hgb"] = {
+        **classification_scores(val_y, boosted.predict(val_x)),
+        "n_train": int(train_y.size),
+        "n_val": int(val_y.size),
+    }
+    results["run"] = {
+        "preset": args.preset,
+        "epochs": epochs,
+        "steps": int(ckpt["step"]),
+        "planned_steps": planned,
+        "pretrain_s": round(pretrain_s, 1),
+        "batch_size": args.batch_size,
+        "base_lr": args.lr,
+        "model_args": args.model_arg,
+        "n_pretrain": n_pretrain,
+        "train_subjects": len(train_set.subjects),
+        "val_subjects": len(val_set.subjects),
+        "torch_threads": torch.get_num_threads(),
+    }
 
-    print(f"\nval 5-class staging, k-NN (k={args.knn_k}) on the same {results['pretrained']['n_train']} train / "
-          f"{results['pretrained']['n_val']} val epochs (linear: logistic regression on the same epochs):")
+    print(
+        f"\nval 5-class staging, k-NN (k={args.knn_k}) on the same {results['pretrained']['n_train']} train / "
+        f"{results['pretrained']['n_val']} val epochs (linear: logistic regression on the same epochs):"
+    )
     print(f"{'representation':<34}{'kappa':>8}{'macro-F1':>10}{'accuracy':>10}{'linear kappa':>14}")
-    for name, label in (("pretrained", f"(a) pretrained {args.preset} encoder"),
-                        ("random_init", "(b) same encoder, random init"),
-                        ("features_knn", "(c) hand-crafted features, k-NN"),
-                        ("features_hgb", "(c) hand-crafted, HistGB")):
+    for name, label in (
+        ("pretrained", f"(a) pretrained {args.preset} encoder"),
+        ("random_init", "(b) same encoder, random init"),
+        ("features_knn", "(c) hand-crafted features, k-NN"),
+        ("features_hgb", "(c) hand-crafted, HistGB"),
+    ):
         r = results[name]
         linear = f"{r['linear_kappa']:>14.3f}" if "linear_kappa" in r else ""
         print(f"{label:<34}{r['kappa']:>8.3f}{r['f1']:>10.3f}{r['accuracy']:>10.3f}{linear}")

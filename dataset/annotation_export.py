@@ -24,11 +24,12 @@ Formats:
   stage (`sleep_stage_W` ... `sleep_stage_REM`, unscored epochs left out) and one per event (`apnea`,
   `hypopnea`), sorted by onset; `bids_events_tsv` writes it tab-separated.
 """
+
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -38,16 +39,38 @@ from dataset.constants import EPOCH_S, STAGE_NAMES, STAGE_UNSCORED
 from utils.metrics import event_runs
 
 EVENT_EPOCHS = 2  # at most two epochs per exported event: a run of k epochs = ceil(k / 2) events
-NSRR_STAGE_CONCEPT = {0: "Wake|0", 1: "Stage 1 sleep|1", 2: "Stage 2 sleep|2", 3: "Stage 3 sleep|3", 4: "REM sleep|5",
-                      STAGE_UNSCORED: "Unscored|9"}
-NSRR_EVENT_CONCEPT = {"apnea": "Obstructive apnea|Obstructive Apnea", "hypopnea": "Hypopnea|Hypopnea",
-                      "obstructive_apnea": "Obstructive apnea|Obstructive Apnea",
-                      "central_apnea": "Central apnea|Central Apnea", "mixed_apnea": "Mixed apnea|Mixed Apnea",
-                      "desaturation": "SpO2 desaturation|SpO2 desaturation"}
-EDF_STAGE_TEXT = {0: "Sleep stage W", 1: "Sleep stage 1", 2: "Sleep stage 2", 3: "Sleep stage 3", 4: "Sleep stage R",
-                  STAGE_UNSCORED: "Sleep stage ?"}
-EDF_EVENT_TEXT = {"apnea": "Apnea", "hypopnea": "Hypopnea", "obstructive_apnea": "Obstructive Apnea",
-                  "central_apnea": "Central Apnea", "mixed_apnea": "Mixed Apnea", "desaturation": "Desaturation"}
+NSRR_STAGE_CONCEPT = {
+    0: "Wake|0",
+    1: "Stage 1 sleep|1",
+    2: "Stage 2 sleep|2",
+    3: "Stage 3 sleep|3",
+    4: "REM sleep|5",
+    STAGE_UNSCORED: "Unscored|9",
+}
+NSRR_EVENT_CONCEPT = {
+    "apnea": "Obstructive apnea|Obstructive Apnea",
+    "hypopnea": "Hypopnea|Hypopnea",
+    "obstructive_apnea": "Obstructive apnea|Obstructive Apnea",
+    "central_apnea": "Central apnea|Central Apnea",
+    "mixed_apnea": "Mixed apnea|Mixed Apnea",
+    "desaturation": "SpO2 desaturation|SpO2 desaturation",
+}
+EDF_STAGE_TEXT = {
+    0: "Sleep stage W",
+    1: "Sleep stage 1",
+    2: "Sleep stage 2",
+    3: "Sleep stage 3",
+    4: "Sleep stage R",
+    STAGE_UNSCORED: "Sleep stage ?",
+}
+EDF_EVENT_TEXT = {
+    "apnea": "Apnea",
+    "hypopnea": "Hypopnea",
+    "obstructive_apnea": "Obstructive Apnea",
+    "central_apnea": "Central Apnea",
+    "mixed_apnea": "Mixed Apnea",
+    "desaturation": "Desaturation",
+}
 YASA_UNSCORED = -2  # YASA: -1 artefact / movement, -2 unscored
 
 
@@ -62,15 +85,18 @@ def stage_runs(stages: np.ndarray) -> list[tuple[int, int, int]]:
     return [(int(stages[a]), int(a), int(b - a)) for a, b in zip(starts, stops)]
 
 
-def event_intervals(events: Mapping[str, np.ndarray] | Sequence[tuple[str, float, float]], epoch_s: float = EPOCH_S
-                    ) -> list[tuple[str, float, float]]:
+def event_intervals(
+    events: Mapping[str, np.ndarray] | Sequence[tuple[str, float, float]], epoch_s: float = EPOCH_S
+) -> list[tuple[str, float, float]]:
     """(type, onset s, duration s) of every exported event: each run of positive epochs cut into pieces of at
     most `EVENT_EPOCHS` epochs; sorted by onset, then type. `events` may instead already be intervals
     (type, onset s, duration s), e.g. an event model's typed events (obstructive_apnea, central_apnea,
     mixed_apnea, hypopnea, desaturation), exported as they are."""
     if not isinstance(events, Mapping):
-        return sorted(((str(kind), float(onset), float(duration)) for kind, onset, duration in events),
-                      key=lambda item: (item[1], item[0]))
+        return sorted(
+            ((str(kind), float(onset), float(duration)) for kind, onset, duration in events),
+            key=lambda item: (item[1], item[0]),
+        )
     out = []
     for kind, flags in events.items():
         for start, length in event_runs((np.asarray(flags) == 1).astype(np.int64)):
@@ -86,52 +112,87 @@ def _known(kind: str, table: Mapping[str, str]) -> str:
     return table[kind]
 
 
-def nsrr_xml(stages: np.ndarray, events: Mapping[str, np.ndarray], epoch_s: float = EPOCH_S,
-             start_clock: str | None = None, software: str = "SynthSleepNet prediction") -> str:
+def nsrr_xml(
+    stages: np.ndarray,
+    events: Mapping[str, np.ndarray],
+    epoch_s: float = EPOCH_S,
+    start_clock: str | None = None,
+    software: str = "SynthSleepNet prediction",
+) -> str:
     """NSRR annotation XML (PSGAnnotation) of a hypnogram and per-epoch events; `start_clock` "HH.MM.SS" (EDF
     header style) goes into the Recording Start Time record."""
     n_epochs = int(np.asarray(stages).size)
-    lines = ['<?xml version="1.0" encoding="UTF-8" standalone="no"?>', "<PSGAnnotation>",
-             f"<SoftwareVersion>{escape(software)}</SoftwareVersion>", f"<EpochLength>{epoch_s:g}</EpochLength>",
-             "<ScoredEvents>", "<ScoredEvent>", "<EventType/>", "<EventConcept>Recording Start Time</EventConcept>",
-             "<Start>0</Start>", f"<Duration>{n_epochs * epoch_s:.1f}</Duration>"]
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8" standalone="no"?>',
+        "<PSGAnnotation>",
+        f"<SoftwareVersion>{escape(software)}</SoftwareVersion>",
+        f"<EpochLength>{epoch_s:g}</EpochLength>",
+        "<ScoredEvents>",
+        "<ScoredEvent>",
+        "<EventType/>",
+        "<EventConcept>Recording Start Time</EventConcept>",
+        "<Start>0</Start>",
+        f"<Duration>{n_epochs * epoch_s:.1f}</Duration>",
+    ]
     if start_clock:
         lines.append(f"<ClockTime>00.00.00 {escape(start_clock)}</ClockTime>")
     lines.append("</ScoredEvent>")
 
     def add(kind: str, concept: str, start: float, duration: float) -> None:
-        lines.extend(("<ScoredEvent>", f"<EventType>{kind}</EventType>", f"<EventConcept>{escape(concept)}</EventConcept>",
-                      f"<Start>{start:.1f}</Start>", f"<Duration>{duration:.1f}</Duration>", "</ScoredEvent>"))
+        lines.extend(
+            (
+                "<ScoredEvent>",
+                f"<EventType>{kind}</EventType>",
+                f"<EventConcept>{escape(concept)}</EventConcept>",
+                f"<Start>{start:.1f}</Start>",
+                f"<Duration>{duration:.1f}</Duration>",
+                "</ScoredEvent>",
+            )
+        )
 
     for kind, onset, duration in event_intervals(events, epoch_s):
         add("Respiratory|Respiratory", _known(kind, NSRR_EVENT_CONCEPT), onset, duration)
     for stage, first, n in stage_runs(stages):
-        add("Stages|Stages", NSRR_STAGE_CONCEPT.get(stage, NSRR_STAGE_CONCEPT[STAGE_UNSCORED]), first * epoch_s,
-            n * epoch_s)
+        add(
+            "Stages|Stages",
+            NSRR_STAGE_CONCEPT.get(stage, NSRR_STAGE_CONCEPT[STAGE_UNSCORED]),
+            first * epoch_s,
+            n * epoch_s,
+        )
     lines += ["</ScoredEvents>", "</PSGAnnotation>"]
     return "\n".join(lines) + "\n"
 
 
-def edf_annotation_list(stages: np.ndarray, events: Mapping[str, np.ndarray], epoch_s: float = EPOCH_S
-                        ) -> list[tuple[float, float, str]]:
+def edf_annotation_list(
+    stages: np.ndarray, events: Mapping[str, np.ndarray], epoch_s: float = EPOCH_S
+) -> list[tuple[float, float, str]]:
     """(onset s, duration s, text) of the EDF+ annotations: stage runs then events, sorted by onset."""
-    items = [(first * float(epoch_s), n * float(epoch_s), EDF_STAGE_TEXT.get(stage, EDF_STAGE_TEXT[STAGE_UNSCORED]))
-             for stage, first, n in stage_runs(stages)]
-    items += [(onset, duration, _known(kind, EDF_EVENT_TEXT)) for kind, onset, duration in event_intervals(events, epoch_s)]
+    items = [
+        (first * float(epoch_s), n * float(epoch_s), EDF_STAGE_TEXT.get(stage, EDF_STAGE_TEXT[STAGE_UNSCORED]))
+        for stage, first, n in stage_runs(stages)
+    ]
+    items += [
+        (onset, duration, _known(kind, EDF_EVENT_TEXT)) for kind, onset, duration in event_intervals(events, epoch_s)
+    ]
     return sorted(items, key=lambda item: (item[0], item[2]))
 
 
-def write_edf_annotations(path: str | Path, stages: np.ndarray, events: Mapping[str, np.ndarray],
-                          start: datetime.datetime | None = None, epoch_s: float = EPOCH_S) -> Path:
+def write_edf_annotations(
+    path: str | Path,
+    stages: np.ndarray,
+    events: Mapping[str, np.ndarray],
+    start: datetime.datetime | None = None,
+    epoch_s: float = EPOCH_S,
+) -> Path:
     """An annotation-only EDF+C file at `path` (written whole by edfio); `start` is the recording start (the source
     EDF's), unknown when None."""
     from edfio import Edf, EdfAnnotation, Recording
 
-    annotations = [EdfAnnotation(onset, duration, text) for onset, duration, text in
-                   edf_annotation_list(stages, events, epoch_s)]
+    annotations = [
+        EdfAnnotation(onset, duration, text) for onset, duration, text in edf_annotation_list(stages, events, epoch_s)
+    ]
     recording = Recording(startdate=start.date()) if start is not None else None
-    edf = Edf([], recording=recording, starttime=start.time() if start is not None else None,
-              annotations=annotations)
+    edf = Edf([], recording=recording, starttime=start.time() if start is not None else None, annotations=annotations)
     path = Path(path)
     edf.write(path)
     return path
@@ -154,8 +215,11 @@ def yasa_text(stages: np.ndarray) -> str:
 def bids_events(stages: np.ndarray, events: Mapping[str, np.ndarray], epoch_s: float = EPOCH_S) -> pd.DataFrame:
     """BIDS events table: onset, duration (s), trial_type; a row per scored epoch's stage and per event."""
     stages = np.asarray(stages, dtype=np.int64).reshape(-1)
-    rows = [(k * float(epoch_s), float(epoch_s), f"sleep_stage_{STAGE_NAMES[s]}")
-            for k, s in enumerate(stages.tolist()) if s != STAGE_UNSCORED]
+    rows = [
+        (k * float(epoch_s), float(epoch_s), f"sleep_stage_{STAGE_NAMES[s]}")
+        for k, s in enumerate(stages.tolist())
+        if s != STAGE_UNSCORED
+    ]
     rows += [(onset, duration, kind) for kind, onset, duration in event_intervals(events, epoch_s)]
     table = pd.DataFrame(rows, columns=["onset", "duration", "trial_type"])
     return table.sort_values(["onset", "trial_type"], kind="stable").reset_index(drop=True)

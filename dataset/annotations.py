@@ -18,6 +18,7 @@ Formats (`read_annotations` picks by content and name):
   stage 4, not REM (write R for REM), except in a YASA file (name containing "yasa", or any code -2, as
   `downstream/predict.py` writes `hypnogram-yasa.txt`): there 0-4 are W N1 N2 N3 REM and -2 / -1 unscored.
 """
+
 from __future__ import annotations
 
 import csv
@@ -120,9 +121,9 @@ def stage_of_text(text: str) -> int | None:
     `"Movement time"` -> -1); None when the text is not a stage."""
     token = " ".join(text.split()).upper()
     if token.startswith("SLEEP STAGE "):
-        return STAGE_TOKENS.get(token[len("SLEEP STAGE "):], STAGE_UNSCORED)
+        return STAGE_TOKENS.get(token[len("SLEEP STAGE ") :], STAGE_UNSCORED)
     if token.startswith("SLEEP_STAGE_"):  # EDF+ exports written by MNE
-        return STAGE_TOKENS.get(token[len("SLEEP_STAGE_"):], STAGE_UNSCORED)
+        return STAGE_TOKENS.get(token[len("SLEEP_STAGE_") :], STAGE_UNSCORED)
     return STAGE_TOKENS.get(token)
 
 
@@ -138,18 +139,23 @@ def edf_stage_of_text(text: str) -> int | None:
     return None
 
 
-def _container(path: Path, epoch_length: float, stages: list[tuple[float, float, int, str]],
-               events: list[dict]) -> NsrrAnnotations:
+def _container(
+    path: Path, epoch_length: float, stages: list[tuple[float, float, int, str]], events: list[dict]
+) -> NsrrAnnotations:
     return NsrrAnnotations(
-        path=path, epoch_length=epoch_length,
+        path=path,
+        epoch_length=epoch_length,
         stage_start=np.array([s[0] for s in stages], dtype=np.float64),
         stage_duration=np.array([s[1] for s in stages], dtype=np.float64),
         stage_class=np.array([s[2] for s in stages], dtype=np.int8),
-        stage_concept=[s[3] for s in stages], events=events)
+        stage_concept=[s[3] for s in stages],
+        events=events,
+    )
 
 
-def _event(path: Path, name: str, start: str | float | None, duration: str | float | None,
-           nadir: str | float | None = None) -> dict:
+def _event(
+    path: Path, name: str, start: str | float | None, duration: str | float | None, nadir: str | float | None = None
+) -> dict:
     values = []
     for what, text in (("Start", start), ("Duration", duration)):
         try:
@@ -157,15 +163,22 @@ def _event(path: Path, name: str, start: str | float | None, duration: str | flo
         except ValueError:
             value = math.nan
         if not math.isfinite(value) or (what == "Duration" and value < 0):
-            raise XmlError(f"{path}: event {name!r} has {what} {text!r}, expected a "
-                           f"{'non-negative ' if what == 'Duration' else ''}number of seconds")
+            raise XmlError(
+                f"{path}: event {name!r} has {what} {text!r}, expected a "
+                f"{'non-negative ' if what == 'Duration' else ''}number of seconds"
+            )
         values.append(value)
     try:
         spo2 = float(nadir) if nadir not in (None, "") else math.nan
     except ValueError:
         spo2 = math.nan
-    return {"type": event_type(name), "concept": name, "start_s": values[0], "duration_s": values[1],
-            "spo2_nadir": spo2}
+    return {
+        "type": event_type(name),
+        "concept": name,
+        "start_s": values[0],
+        "duration_s": values[1],
+        "spo2_nadir": spo2,
+    }
 
 
 def _local(tag) -> str:
@@ -189,15 +202,18 @@ def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
         except ValueError:
             raise XmlError(f"{path}: EpochLength is {found.text!r}, expected seconds") from None
     codes = [(el.text or "").strip() for el in root.iter() if _local(el.tag) == "sleepstage"]
-    stages = [(k * epoch_length, epoch_length, STAGE_CODE_TO_CLASS.get(code, STAGE_UNSCORED), code)
-              for k, code in enumerate(codes)]
+    stages = [
+        (k * epoch_length, epoch_length, STAGE_CODE_TO_CLASS.get(code, STAGE_UNSCORED), code)
+        for k, code in enumerate(codes)
+    ]
     events = []
     for element in (el for el in root.iter() if _local(el.tag) == "scoredevent"):
         fields = {}
         for child in element:
             fields.setdefault(_local(child.tag), (child.text or "").strip())
-        events.append(_event(path, fields.get("name", ""), fields.get("start"), fields.get("duration"),
-                             fields.get("lowestspo2")))
+        events.append(
+            _event(path, fields.get("name", ""), fields.get("start"), fields.get("duration"), fields.get("lowestspo2"))
+        )
     if not codes and not events:
         raise XmlError(f"{path}: no SleepStage or ScoredEvent elements; not a Profusion annotation file")
     return _container(path, epoch_length, stages, events)
@@ -220,7 +236,7 @@ def edf_annotation_texts(header: EdfHeader) -> list[tuple[float, float | None, s
         raw = read_digital(header, signal).astype("<i2").tobytes()  # (records * samples * 2,) bytes
         size = 2 * signal.samples_per_record
         for record in range(len(raw) // size):
-            text = raw[record * size:(record + 1) * size].decode("utf-8", errors="replace")
+            text = raw[record * size : (record + 1) * size].decode("utf-8", errors="replace")
             for tal in text.split("\x14\x00"):
                 tal = tal.strip("\x00")
                 if not tal:
@@ -231,7 +247,9 @@ def edf_annotation_texts(header: EdfHeader) -> list[tuple[float, float | None, s
                     start = float(onset)
                     length = float(duration) if duration else None
                 except ValueError:
-                    raise EdfError(f"{header.path}: malformed EDF+ annotation {tal!r} in data record {record}") from None
+                    raise EdfError(
+                        f"{header.path}: malformed EDF+ annotation {tal!r} in data record {record}"
+                    ) from None
                 out += [(start, length, t) for t in texts if t.strip()]
     return out
 
@@ -266,8 +284,11 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as err:
         raise XmlError(f"{path}: cannot read hypnogram ({getattr(err, 'strerror', None) or err})") from None
-    lines = [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1)
-             if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        (n, line.strip())
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not lines:
         raise XmlError(f"{path}: empty hypnogram")
     first = lines[0][1]
@@ -286,14 +307,16 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
     for k, (line_no, token) in enumerate(tokens):
         stage = YASA_CODES.get(token) if yasa and token.lstrip("-").isdigit() else stage_of_text(token)
         if stage is None:
-            raise XmlError(f"{path}: line {line_no}: unknown stage {token!r} (accepted: W N1 N2 N3 N4 R REM ? "
-                           f"or R&K codes 0-5, 4 = stage 4, 5 = REM)")
+            raise XmlError(
+                f"{path}: line {line_no}: unknown stage {token!r} (accepted: W N1 N2 N3 N4 R REM ? "
+                f"or R&K codes 0-5, 4 = stage 4, 5 = REM)"
+            )
         stages.append((k * float(EPOCH_S), float(EPOCH_S), stage, token))
     return _container(path, float(EPOCH_S), stages, [])
 
 
 def annotation_format(path: str | Path) -> str:
-    """"nsrr", "profusion", "edf" or "hypnogram" by file name and, for XML, the root element."""
+    """ "nsrr", "profusion", "edf" or "hypnogram" by file name and, for XML, the root element."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith(".edf"):

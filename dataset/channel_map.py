@@ -20,6 +20,7 @@ when unknown, from the labels (`EEG3` marks a MESA file); an unknown cohort gets
 Non-standard EEG derivations (Fpz-Cz, Pz-Oz, Fz-Cz, Cz-Oz, ...) fill `eeg_c4` / `eeg_c3` only through a user
 map, and the `Source` says so (`nonstandard`).
 """
+
 from __future__ import annotations
 
 import json
@@ -38,13 +39,20 @@ COMMON_LEVELS: dict[str, tuple[tuple[str, ...], ...]] = {
     "eeg_c4": (("C4-M1", "C4-A1", "EEG C4-M1", "EEG C4-A1"), ("C4 - M1|A1",)),
     "eeg_c3": (("C3-M2", "C3-A2", "EEG C3-M2", "EEG C3-A2"), ("C3 - M2|A2",)),
     "eog_l": (("EOG(L)",), ("E1-M2", "E1-A2", "LOC-M2", "LOC-A2", "EOG E1-M2", "EOG LOC-A2"), ("LOC|E1 - M2|A2",)),
-    "eog_r": (("EOG(R)",), ("E2-M1", "E2-A1", "ROC-M1", "ROC-A1", "E2-M2", "EOG E2-M1", "EOG ROC-A1"),
-              ("ROC|E2 - M1|A1",)),
-    "emg": (("Chin1-Chin2", "Chin 1-Chin 2", "EMG Chin", "Chin EMG", "EMG submental", "Chin"),
-            ("Chin1|L Chin|Chin L - Chin2|R Chin|Chin R",)),
+    "eog_r": (
+        ("EOG(R)",),
+        ("E2-M1", "E2-A1", "ROC-M1", "ROC-A1", "E2-M2", "EOG E2-M1", "EOG ROC-A1"),
+        ("ROC|E2 - M1|A1",),
+    ),
+    "emg": (
+        ("Chin1-Chin2", "Chin 1-Chin 2", "EMG Chin", "Chin EMG", "EMG submental", "Chin"),
+        ("Chin1|L Chin|Chin L - Chin2|R Chin|Chin R",),
+    ),
     "ecg": (("ECG", "EKG"), ("ECG II",)),
-    "airflow": (("Pressure", "Pres", "Nasal Pressure", "NASAL PRES", "Cannula Flow", "Cannula"),
-                ("Flow", "Airflow", "Thermistor", "Resp oro-nasal")),
+    "airflow": (
+        ("Pressure", "Pres", "Nasal Pressure", "NASAL PRES", "Cannula Flow", "Cannula"),
+        ("Flow", "Airflow", "Thermistor", "Resp oro-nasal"),
+    ),
     "thor": (("Thor", "Thorax", "Thoracic", "Chest", "THOR EFFORT", "Resp thoracic"),),
     "abdo": (("Abdo", "Abdomen", "Abdominal", "ABD", "ABDO EFFORT", "Resp abdominal"),),
     "spo2": (("SpO2",), ("SaO2",)),
@@ -78,12 +86,27 @@ COHORT_LEVELS: dict[str, dict[str, tuple[tuple[str, ...], ...]]] = {
     # MrOS (C3, C4, A1, A2, LOC, ROC, L Chin, R Chin, Cannula Flow, Airflow, Thoracic, Abdominal, SaO2),
     # CFS (C3, C4, A1, A2, LOC, ROC, NASAL PRES, AIRFLOW, THOR EFFORT, ABDO EFFORT, SpO2),
     # CHAT (C3, C4, M1, M2, E1, E2, Chin1, Chin2, ...) and WSC (C3_M2, E1, E2, ...) are covered by COMMON_LEVELS.
-    "mros": {}, "cfs": {}, "chat": {}, "wsc": {},
+    "mros": {},
+    "cfs": {},
+    "chat": {},
+    "wsc": {},
 }
 COHORT_PREFIXES = {"shhs": "shhs", "mesa": "mesa", "mros": "mros", "cfs": "cfs", "chat": "chat", "wsc": "wsc"}
 COHORT_SIGNATURES = {"mesa": ("EEG3",)}  # labels that identify a cohort's files when its name is unknown
-NONSTANDARD_EEG = ("Fpz-Cz", "Pz-Oz", "Fz-Cz", "Cz-Oz", "EEG Fpz-Cz", "EEG Pz-Oz", "EEG Fz-Cz", "EEG Cz-Oz",
-                   "O1-M2", "O2-M1", "F3-M2", "F4-M1")
+NONSTANDARD_EEG = (
+    "Fpz-Cz",
+    "Pz-Oz",
+    "Fz-Cz",
+    "Cz-Oz",
+    "EEG Fpz-Cz",
+    "EEG Pz-Oz",
+    "EEG Fz-Cz",
+    "EEG Cz-Oz",
+    "O1-M2",
+    "O2-M1",
+    "F3-M2",
+    "F4-M1",
+)
 MESA_NONSTANDARD = ("EEG1", "EEG2")  # Fz-Cz and Cz-Oz in MESA
 
 
@@ -130,15 +153,16 @@ def parse_channel_map(values: object, where: str = "channel map") -> ChannelMap:
     if values is None:
         return ()
     if not isinstance(values, dict):
-        raise ChannelMapError(f"{where}: expected a mapping of canonical channel names to labels, "
-                              f"got {type(values).__name__}")
+        raise ChannelMapError(
+            f"{where}: expected a mapping of canonical channel names to labels, got {type(values).__name__}"
+        )
     entries = []
     for name, value in values.items():
         if name not in CHANNEL_BY_NAME:
             raise ChannelMapError(f"{where}: unknown channel {name!r}; canonical names: {', '.join(CHANNEL_BY_NAME)}")
         candidates = [] if value is None else [value] if isinstance(value, str) else value
         if not isinstance(candidates, list) or not all(isinstance(c, str) and c.strip() for c in candidates):
-            raise ChannelMapError(f"{where}: {name}: expected a label, \"A - B\" or a list of labels, got {value!r}")
+            raise ChannelMapError(f'{where}: {name}: expected a label, "A - B" or a list of labels, got {value!r}')
         for candidate in candidates:
             if DERIVATION_SEP in candidate and not all(p.strip() for p in candidate.split(DERIVATION_SEP, 1)):
                 raise ChannelMapError(f"{where}: {name}: derivation {candidate!r} needs a label on each side of ' - '")
@@ -158,6 +182,7 @@ def load_channel_map(path: str | Path) -> ChannelMap:
             values = json.loads(text)
         else:
             import yaml
+
             values = yaml.safe_load(text)
     except Exception as err:  # json.JSONDecodeError, yaml.YAMLError
         raise ChannelMapError(f"{path}: cannot parse channel map ({' '.join(str(err).split())})") from None
@@ -198,8 +223,9 @@ def standard_eeg_keys(table: str) -> set[tuple[str, ...]]:
     return keys
 
 
-def _match_level(level: tuple[str, ...], by_key: dict[str, int], labels: list[str], user: bool
-                 ) -> list[tuple[int, ...]]:
+def _match_level(
+    level: tuple[str, ...], by_key: dict[str, int], labels: list[str], user: bool
+) -> list[tuple[int, ...]]:
     """Distinct index tuples found by one level's candidates (one index per label, two per derivation)."""
     found: list[tuple[int, ...]] = []
     for candidate in level:
@@ -213,16 +239,21 @@ def _match_level(level: tuple[str, ...], by_key: dict[str, int], labels: list[st
         minuses = sorted({by_key[label_key(m)] for m in minus.split("|") if label_key(m) in by_key})
         for side, hits in (("signal", pluses), ("reference", minuses)):
             if len(hits) > 1:
-                raise ChannelMapError(f"ambiguous {side} for derivation {candidate!r}: "
-                                      f"{' and '.join(repr(labels[i]) for i in hits)}")
+                raise ChannelMapError(
+                    f"ambiguous {side} for derivation {candidate!r}: {' and '.join(repr(labels[i]) for i in hits)}"
+                )
         if pluses and minuses:
             found.append((pluses[0], minuses[0]))
     return list(dict.fromkeys(found))
 
 
-def resolve_channels(labels: list[str] | tuple[str, ...], rates: list[float] | tuple[float, ...],
-                     user_map: ChannelMap | dict | None = None, cohort: str | None = None,
-                     channels: tuple[str, ...] | list[str] | None = None) -> dict[str, Source]:
+def resolve_channels(
+    labels: list[str] | tuple[str, ...],
+    rates: list[float] | tuple[float, ...],
+    user_map: ChannelMap | dict | None = None,
+    cohort: str | None = None,
+    channels: tuple[str, ...] | list[str] | None = None,
+) -> dict[str, Source]:
     """Canonical name -> Source for the channels found among `labels` (data signals of one EDF, in file order,
     with their native `rates` in Hz). `user_map` candidates are tried before the built-in table of `cohort`
     (see `cohort_table`); a channel the user maps to nothing (null / []) is never resolved. Raises
@@ -260,26 +291,30 @@ def resolve_channels(labels: list[str] | tuple[str, ...], rates: list[float] | t
                 raise ChannelMapError(f"{channel}: {err}") from None
             if len(found) > 1:
                 names = " and ".join(repr(DERIVATION_SEP.join(labels[i] for i in f)) for f in found)
-                raise ChannelMapError(f"{channel}: ambiguous match {names} at the same priority "
-                                      f"(name one in a --channel-map file)")
+                raise ChannelMapError(
+                    f"{channel}: ambiguous match {names} at the same priority (name one in a --channel-map file)"
+                )
             if not found:
                 continue
             indices = found[0]
             names = tuple(labels[i] for i in indices)
             problem = ""
             if len(indices) == 2 and float(rates[indices[0]]) != float(rates[indices[1]]):
-                problem = (f"derivation {names[0]!r} - {names[1]!r} needs one rate, got "
-                           f"{float(rates[indices[0]]):g} and {float(rates[indices[1]]):g} Hz")
-            nonstandard = (channel in EEG_SLOTS and origin == "user map"
-                           and tuple(label_key(n) for n in names) not in standard)
-            resolved[channel] = Source(channel, names, indices, float(rates[indices[0]]), origin, nonstandard,
-                                       problem)
+                problem = (
+                    f"derivation {names[0]!r} - {names[1]!r} needs one rate, got "
+                    f"{float(rates[indices[0]]):g} and {float(rates[indices[1]]):g} Hz"
+                )
+            nonstandard = (
+                channel in EEG_SLOTS and origin == "user map" and tuple(label_key(n) for n in names) not in standard
+            )
+            resolved[channel] = Source(channel, names, indices, float(rates[indices[0]]), origin, nonstandard, problem)
             break
     return resolved
 
 
-def looked_for(channel: str, user_map: ChannelMap = (), cohort: str | None = None,
-               labels: list[str] | tuple[str, ...] = ()) -> list[str]:
+def looked_for(
+    channel: str, user_map: ChannelMap = (), cohort: str | None = None, labels: list[str] | tuple[str, ...] = ()
+) -> list[str]:
     """The candidates tried for a channel, in order (for error messages)."""
     table = cohort_table(cohort, labels)
     user = dict(user_map).get(channel, ())
@@ -293,5 +328,7 @@ def nonstandard_hint(labels: list[str] | tuple[str, ...], cohort: str | None = N
     present = [name for name in labels if label_key(name) in known]
     if not present:
         return ""
-    return (f"non-standard EEG {', '.join(present)} fills eeg_c4/eeg_c3 only through --channel-map "
-            f"(e.g. eeg_c4: {present[0]!r})")
+    return (
+        f"non-standard EEG {', '.join(present)} fills eeg_c4/eeg_c3 only through --channel-map "
+        f"(e.g. eeg_c4: {present[0]!r})"
+    )

@@ -4,6 +4,7 @@ Everything here is cheap metadata (docs/data.md §2.4): `DST/splits.json`, `DST/
 `DST/recordings/<recording_id>.parquet` and its small label columns (`epoch`, `stage`, event columns). Signals
 are never read here; `dataset.datasets` streams them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ def resolve_split(data_dir: str | Path, split: str | list[str] | tuple[str, ...]
             raise ValueError(f"unknown split {split!r}: use one of {list(SPLIT_NAMES)} or a list of recording ids")
         path = Path(data_dir) / "splits.json"
         if not path.is_file():
-            raise FileNotFoundError(f"{path}: no splits file; run the data parser on this folder first (docs/data.md §2.4)")
+            raise FileNotFoundError(
+                f"{path}: no splits file; run the data parser on this folder first (docs/data.md §2.4)"
+            )
         recordings = read_splits(path)["recordings"][split]
         if not recordings:
             raise ValueError(f"{path}: split {split!r} has no recordings")
@@ -157,8 +160,11 @@ def scan_recording(
                 continue
             kind = schema.field(name).type
             expected = CHANNEL_BY_NAME[name].epoch_samples
-            if not (pa.types.is_fixed_size_list(kind) and kind.list_size == expected
-                    and pa.types.is_float32(kind.value_type)):
+            if not (
+                pa.types.is_fixed_size_list(kind)
+                and kind.list_size == expected
+                and pa.types.is_float32(kind.value_type)
+            ):
                 raise ValueError(f"{path}: channel {name} has type {kind}, expected fixed_size_list<float, {expected}>")
             channel_samples[name] = expected
         table = parquet.read(columns=needed)

@@ -3,6 +3,7 @@
 Every module that needs to know what a channel, a stage or an event is imports it from here
 (docs/data.md §2). Nothing here reads files.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -46,7 +47,9 @@ CHANNELS: tuple[ChannelSpec, ...] = (
     ChannelSpec("eog_r", "eog", "right EOG", ("EOG(R)", "EOG R"), FS, (0.5, 40.0)),
     ChannelSpec("emg", "emg", "chin EMG", ("EMG",), FS, (25.0, 49.0)),
     ChannelSpec("ecg", "ecg", "ECG", ("ECG",), FS, (3.0, 30.0)),
-    ChannelSpec("airflow", "resp", "nasal pressure, else thermistor", ("NEW AIR", "NEWAIR", "new A/F", "AIRFLOW"), RESP_FS, None),
+    ChannelSpec(
+        "airflow", "resp", "nasal pressure, else thermistor", ("NEW AIR", "NEWAIR", "new A/F", "AIRFLOW"), RESP_FS, None
+    ),
     ChannelSpec("thor", "resp", "thoracic effort belt", ("THOR RES",), RESP_FS, None),
     ChannelSpec("abdo", "resp", "abdominal effort belt", ("ABDO RES",), RESP_FS, None),
     ChannelSpec("spo2", "resp", "oxygen saturation", ("SaO2", "SpO2"), RESP_FS, None),
@@ -89,8 +92,27 @@ STAGE_TOKENS: dict[str, int] = {
     **{token: 2 for token in ("N2", "S2", "2")},
     **{token: 3 for token in ("N3", "S3", "3", "N4", "S4", "4")},
     **{token: 4 for token in ("R", "REM", "5")},
-    **{token: STAGE_UNSCORED for token in ("?", "U", "UNS", "UNSCORED", "M", "MT", "MOVEMENT", "MOVEMENT TIME",
-                                           "A", "ARTIFACT", "ARTEFACT", "6", "7", "8", "9", "-1")},
+    **{
+        token: STAGE_UNSCORED
+        for token in (
+            "?",
+            "U",
+            "UNS",
+            "UNSCORED",
+            "M",
+            "MT",
+            "MOVEMENT",
+            "MOVEMENT TIME",
+            "A",
+            "ARTIFACT",
+            "ARTEFACT",
+            "6",
+            "7",
+            "8",
+            "9",
+            "-1",
+        )
+    },
 }
 
 # Scored events (docs/data.md §2.3). Each canonical type lists the lower-case concept names that map to it;

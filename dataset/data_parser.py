@@ -11,6 +11,7 @@ stops the cohort. Writes are atomic; a rerun reuses every Parquet file whose foo
 hashes and processing settings match. Exit code 0 when nothing failed, 1 when some recording failed, 2 for a
 usage or environment error (no SRC, a DST that cannot be written). See dataset/README.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,25 +31,65 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from dataset.annotations import (
+    annotation_key,
+    annotation_keys,
+    check_subject_regex,
+    cohort_of_name,
+    has_embedded_stages,
+    is_annotation_edf,
+    recording_of,
+    subject_of,
+)
+from dataset.channel_map import load_channel_map
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EVENT_TYPES
 from dataset.edf_reader import EdfError
 from dataset.labels import EVENT_TABLE_COLUMNS, LABEL_COLUMNS, events_frame
-from dataset.annotations import (annotation_key, annotation_keys, check_subject_regex, cohort_of_name,
-                                 has_embedded_stages, is_annotation_edf, recording_of, subject_of)
-from dataset.channel_map import load_channel_map
 from dataset.nsrr_xml import XmlError
-from dataset.signal_processing import (FORMAT_VERSION, Night, ProcessingConfig, SkipRecording, load_night,
-                                       process_recording)
+from dataset.signal_processing import (
+    FORMAT_VERSION,
+    Night,
+    ProcessingConfig,
+    SkipRecording,
+    load_night,
+    process_recording,
+)
 from dataset.splits import extend_splits, make_splits, read_splits, write_splits
 from dataset.worker_pool import run_in_workers
 
-__all__ = ["discover", "parse_cohort", "process_recording", "load_night", "make_splits", "write_splits",
-           "merge_shards", "main", "ProcessingConfig"]
+__all__ = [
+    "discover",
+    "parse_cohort",
+    "process_recording",
+    "load_night",
+    "make_splits",
+    "write_splits",
+    "merge_shards",
+    "main",
+    "ProcessingConfig",
+]
 
 ROW_GROUP_EPOCHS = 16  # target epochs per Parquet row group (docs/data.md §2.4: 16-32); a random epoch read decodes ~16
-STRING_COLUMNS = ("recording_id", "subject_id", "cohort", "status", "reason", "edf", "xml", "parquet", "channels",
-                  "native_rates", "units", "dropped_channels", "warnings", "edf_sha256", "xml_sha256",
-                  "channel_sources", "channel_map_channels", "nonstandard_channels")
+STRING_COLUMNS = (
+    "recording_id",
+    "subject_id",
+    "cohort",
+    "status",
+    "reason",
+    "edf",
+    "xml",
+    "parquet",
+    "channels",
+    "native_rates",
+    "units",
+    "dropped_channels",
+    "warnings",
+    "edf_sha256",
+    "xml_sha256",
+    "channel_sources",
+    "channel_map_channels",
+    "nonstandard_channels",
+)
 INT_COLUMNS = ("n_epochs", "n_scored", *(f"n_{e}" for e in EVENT_TYPES))
 FLOAT_COLUMNS = ("signal_s", "scored_s", "kept_s", "tst_min", "ahi_scored", "ahi_a0h3a", "ahi_a0h4", "ahi_all")
 
@@ -56,6 +97,7 @@ FLOAT_COLUMNS = ("signal_s", "scored_s", "kept_s", "tst_min", "ahi_scored", "ahi
 def package_version() -> str:
     try:
         from importlib.metadata import version
+
         return version("synthsleepnet")
     except Exception:  # not installed (e.g. run from a source tree)
         return "0+unknown"
@@ -98,8 +140,9 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
     mirrors = [xml_root, src / "polysomnography" / "annotations-events-profusion"]
     nsrr = edf_root.is_dir()
     edf_base = edf_root if nsrr else src
-    edfs = sorted(p for p in edf_base.rglob("*") if p.suffix.lower() == ".edf" and p.is_file()
-                  and not is_annotation_edf(p.name))
+    edfs = sorted(
+        p for p in edf_base.rglob("*") if p.suffix.lower() == ".edf" and p.is_file() and not is_annotation_edf(p.name)
+    )
     xml_bases = [edf_base] + ([m for m in mirrors if m.is_dir()] if nsrr else [])
     xmls: dict[tuple[Path, str], list[Path]] = {}  # (folder, pairing key) -> annotation files
     for base in xml_bases:
@@ -143,8 +186,8 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
         elif subject_problem:
             problem = subject_problem
         seen.setdefault(name, edf)
-        jobs.append(Job(name, subject_id, cohort_of(edf, name), str(edf), xml, problem,
-                        owns_output=seen[name] == edf))
+        jobs.append(Job(name, subject_id, cohort_of(edf, name), str(edf), xml, problem, owns_output=seen[name] == edf))
+
     def reported(path: Path) -> bool:  # a bare <name>.xml may be any XML file: not a row when unpaired
         return not path.name.lower().endswith(".xml") or path.name.lower().endswith(("-nsrr.xml", "-profusion.xml"))
 
@@ -214,17 +257,35 @@ def _processing_record(night: Night, config: ProcessingConfig) -> dict:
         "steps": [
             {"step": "read", "reader": "dataset.edf_reader", "scaling": "per-signal digital->physical gain/offset"},
             {"step": "units", "electrophysiology_to": "uV", "unknown_unit": "assumed uV, flagged"},
-            {"step": "resample", "method": "scipy.signal.resample_poly", "window": "kaiser(5.0)",
-             "padtype": config.resample_padtype,
-             "up_down": {n: [c.up, c.down] for n, c in night.channels.items()},
-             "target_fs": {n: CHANNEL_BY_NAME[n].target_fs for n in night.channels}},
-            {"step": "bandpass", "method": "scipy.signal.sosfiltfilt", "design": "butterworth",
-             "order": config.filter_order, "zero_phase": True, "continuous": True,
-             "bands_hz": {n: config.band(CHANNEL_BY_NAME[n]) for n in night.channels}},
-            {"step": "trim", "rule": "floor(min(signal_s, scored_s) / 30) epochs from t = 0", "n_epochs": night.n_epochs},
-            {"step": "robust_scale", "center": "median", "scale": "IQR of the kept epochs (1.349 x SD if IQR < "
-             "half a digital step)", "median": {n: c.median for n, c in night.channels.items()},
-             "iqr": {n: c.iqr for n, c in night.channels.items()}},
+            {
+                "step": "resample",
+                "method": "scipy.signal.resample_poly",
+                "window": "kaiser(5.0)",
+                "padtype": config.resample_padtype,
+                "up_down": {n: [c.up, c.down] for n, c in night.channels.items()},
+                "target_fs": {n: CHANNEL_BY_NAME[n].target_fs for n in night.channels},
+            },
+            {
+                "step": "bandpass",
+                "method": "scipy.signal.sosfiltfilt",
+                "design": "butterworth",
+                "order": config.filter_order,
+                "zero_phase": True,
+                "continuous": True,
+                "bands_hz": {n: config.band(CHANNEL_BY_NAME[n]) for n in night.channels},
+            },
+            {
+                "step": "trim",
+                "rule": "floor(min(signal_s, scored_s) / 30) epochs from t = 0",
+                "n_epochs": night.n_epochs,
+            },
+            {
+                "step": "robust_scale",
+                "center": "median",
+                "scale": "IQR of the kept epochs (1.349 x SD if IQR < half a digital step)",
+                "median": {n: c.median for n, c in night.channels.items()},
+                "iqr": {n: c.iqr for n, c in night.channels.items()},
+            },
         ],
         "config": config.as_dict(),
     }
@@ -238,17 +299,28 @@ def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path
         "source_sha256": json.dumps({"edf": row["edf_sha256"], "xml": row["xml_sha256"]}),
         "processing": json.dumps(_processing_record(night, config)),
         "channels": json.dumps(list(night.channels)),
-        "rates": json.dumps({n: {"native_hz": c.native_rate, "fs": CHANNEL_BY_NAME[n].target_fs,
-                                 "label": c.label, "unit": c.unit, "edf_unit": c.edf_unit}
-                           for n, c in night.channels.items()}),
+        "rates": json.dumps(
+            {
+                n: {
+                    "native_hz": c.native_rate,
+                    "fs": CHANNEL_BY_NAME[n].target_fs,
+                    "label": c.label,
+                    "unit": c.unit,
+                    "edf_unit": c.edf_unit,
+                }
+                for n, c in night.channels.items()
+            }
+        ),
         "manifest_row": json.dumps(row),
-        "events": json.dumps([[e["type"], e["concept"], e["start_s"], e["duration_s"], e["spo2_nadir"]]
-                              for e in night.events]),
+        "events": json.dumps(
+            [[e["type"], e["concept"], e["start_s"], e["duration_s"], e["spo2_nadir"]] for e in night.events]
+        ),
     }
     table = night_table(night, metadata)
     tmp = path.with_name(f".{path.name}.tmp")  # the same name run_job cleans up
-    with pq.ParquetWriter(tmp, table.schema, compression="none", use_dictionary=False,
-                          write_statistics=["epoch"]) as writer:
+    with pq.ParquetWriter(
+        tmp, table.schema, compression="none", use_dictionary=False, write_statistics=["epoch"]
+    ) as writer:
         offset = 0
         for size in row_group_sizes(table.num_rows):
             writer.write_table(table.slice(offset, size), row_group_size=size)
@@ -264,9 +336,12 @@ def _reusable(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tup
         parquet = pq.ParquetFile(path)
         meta = {k.decode(): v.decode() for k, v in (parquet.schema_arrow.metadata or {}).items()}
         row = json.loads(meta["manifest_row"])
-        same = (json.loads(meta["source_sha256"]) == {"edf": edf_sha, "xml": xml_sha}
-                and meta.get("config_digest") == digest and parquet.metadata.num_rows == row["n_epochs"]
-                and "channel_sources" in row)  # older outputs lack the channel sources: made again
+        same = (
+            json.loads(meta["source_sha256"]) == {"edf": edf_sha, "xml": xml_sha}
+            and meta.get("config_digest") == digest
+            and parquet.metadata.num_rows == row["n_epochs"]
+            and "channel_sources" in row
+        )  # older outputs lack the channel sources: made again
         if not same:
             return None
         keys = ("type", "concept", "start_s", "duration_s", "spo2_nadir")
@@ -278,8 +353,16 @@ def _reusable(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tup
 
 def _job_row(job: Job) -> dict:
     """The manifest fields every row has, before the recording is processed."""
-    return {"recording_id": job.recording_id, "subject_id": job.subject_id, "cohort": job.cohort,
-            "status": "ok", "reason": "", "edf": job.edf or "", "xml": job.xml or "", "parquet": ""}
+    return {
+        "recording_id": job.recording_id,
+        "subject_id": job.subject_id,
+        "cohort": job.cohort,
+        "status": "ok",
+        "reason": "",
+        "edf": job.edf or "",
+        "xml": job.xml or "",
+        "parquet": "",
+    }
 
 
 def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool = False) -> dict:
@@ -356,12 +439,39 @@ def _clear_output(job: Job, dst: Path) -> str:
 
 def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
     """Manifest rows in a fixed column order and types (one row per input, sorted by recording id)."""
-    columns = ["recording_id", "subject_id", "cohort", "status", "reason", "n_epochs", "n_scored", "channels",
-               "native_rates", "units", "signal_s", "scored_s", "kept_s", "truncated"]
+    columns = [
+        "recording_id",
+        "subject_id",
+        "cohort",
+        "status",
+        "reason",
+        "n_epochs",
+        "n_scored",
+        "channels",
+        "native_rates",
+        "units",
+        "signal_s",
+        "scored_s",
+        "kept_s",
+        "truncated",
+    ]
     columns += [f"{kind}_{c}" for kind in ("median", "iqr") for c in channels]
     columns += [f"unit_assumed_{c}" for c in channels if c in EPHYS_CHANNELS]
-    columns += ["dropped_channels", *(f"n_{e}" for e in EVENT_TYPES), "tst_min", "ahi_scored", "ahi_a0h3a",
-                "ahi_a0h4", "ahi_all", "warnings", "edf", "xml", "parquet", "edf_sha256", "xml_sha256"]
+    columns += [
+        "dropped_channels",
+        *(f"n_{e}" for e in EVENT_TYPES),
+        "tst_min",
+        "ahi_scored",
+        "ahi_a0h3a",
+        "ahi_a0h4",
+        "ahi_all",
+        "warnings",
+        "edf",
+        "xml",
+        "parquet",
+        "edf_sha256",
+        "xml_sha256",
+    ]
     extra = sorted({k for r in rows for k in r} - set(columns))
     frame = pd.DataFrame(rows, columns=columns + extra)
     for name in frame.columns:
@@ -378,12 +488,16 @@ def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
 
 def events_table(results: list[tuple[dict, list[dict]]]) -> pd.DataFrame:
     """events.parquet of all ok recordings."""
-    frames = [events_frame(row["recording_id"], events, float(row["kept_s"])) for row, events in results
-              if row["status"] == "ok" and events]
+    frames = [
+        events_frame(row["recording_id"], events, float(row["kept_s"]))
+        for row, events in results
+        if row["status"] == "ok" and events
+    ]
     if not frames:
         return events_frame("", [], 0.0).iloc[0:0]
-    return pd.concat(frames, ignore_index=True).sort_values(["recording_id", "start_s"], kind="stable",
-                                                            ignore_index=True)[list(EVENT_TABLE_COLUMNS)]
+    return pd.concat(frames, ignore_index=True).sort_values(
+        ["recording_id", "start_s"], kind="stable", ignore_index=True
+    )[list(EVENT_TABLE_COLUMNS)]
 
 
 def _write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
@@ -395,8 +509,9 @@ def _write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
     os.replace(tmp, path)
 
 
-def write_cohort_outputs(dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict,
-                         resplit: bool = False) -> dict | None:
+def write_cohort_outputs(
+    dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict, resplit: bool = False
+) -> dict | None:
     """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split)."""
     _write_frame(manifest, dst / "manifest.parquet")
     _write_frame(manifest, dst / "manifest.csv", csv=True)
@@ -408,13 +523,18 @@ def write_cohort_outputs(dst: Path, manifest: pd.DataFrame, events: pd.DataFrame
         except (ValueError, KeyError, json.JSONDecodeError) as err:
             print(f"{path}: unreadable ({err}); use --resplit to make a new one", file=sys.stderr)
             return None
-        asked = {"seed": split_args["seed"], "fractions": {"test": split_args["test_frac"],
-                                                           "val": split_args["val_frac"]},
-                 "train_subjects": split_args["train_subjects"]}
+        asked = {
+            "seed": split_args["seed"],
+            "fractions": {"test": split_args["test_frac"], "val": split_args["val_frac"]},
+            "train_subjects": split_args["train_subjects"],
+        }
         kept = {key: splits.get(key) for key in asked}
         if kept != asked:
-            print(f"{path}: kept as made (seed / fractions / train subjects {kept}); the options given now "
-                  f"({asked}) apply only with --resplit", file=sys.stderr)
+            print(
+                f"{path}: kept as made (seed / fractions / train subjects {kept}); the options given now "
+                f"({asked}) apply only with --resplit",
+                file=sys.stderr,
+            )
     else:
         try:
             splits = make_splits(manifest, **split_args)
@@ -437,15 +557,29 @@ def _check_writable(folder: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise OutputFolderError(f"{folder}: cannot create or write the output folder "
-                                f"({err.strerror or err}{f': {err.filename}' if err.filename else ''})") from None
+        raise OutputFolderError(
+            f"{folder}: cannot create or write the output folder "
+            f"({err.strerror or err}{f': {err.filename}' if err.filename else ''})"
+        ) from None
 
 
-def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: bool = False,
-                 channels: list[str] | tuple[str, ...] | None = None, shard: tuple[int, int] | str | None = None,
-                 allow_unscored: bool = False, config: ProcessingConfig | None = None, split_seed: int = 0,
-                 test_frac: float = 0.1, val_frac: float = 0.1, train_subjects: int = 50,
-                 progress: bool = True, resplit: bool = False, subject_regex: str | None = None) -> pd.DataFrame:
+def parse_cohort(
+    src: str | Path,
+    dst: str | Path,
+    workers: int = 1,
+    overwrite: bool = False,
+    channels: list[str] | tuple[str, ...] | None = None,
+    shard: tuple[int, int] | str | None = None,
+    allow_unscored: bool = False,
+    config: ProcessingConfig | None = None,
+    split_seed: int = 0,
+    test_frac: float = 0.1,
+    val_frac: float = 0.1,
+    train_subjects: int = 50,
+    progress: bool = True,
+    resplit: bool = False,
+    subject_regex: str | None = None,
+) -> pd.DataFrame:
     """Parse every recording under `src` into `dst` and return the manifest.
 
     With `shard=(K, N)` only the K-th of N shards is processed and DST/manifest.shard-K-of-N.parquet (+ events)
@@ -454,19 +588,32 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
     """
     dst = Path(dst)
     base = config or ProcessingConfig()
-    config = ProcessingConfig(**{**asdict(base), "allow_unscored": allow_unscored or base.allow_unscored,
-                                 **({"channels": tuple(channels)} if channels else {})})
+    config = ProcessingConfig(
+        **{
+            **asdict(base),
+            "allow_unscored": allow_unscored or base.allow_unscored,
+            **({"channels": tuple(channels)} if channels else {}),
+        }
+    )
     jobs = discover(src, subject_regex)
     if not jobs:
-        raise FileNotFoundError(f"{src}: no EDF or annotation file found (looked for *.edf and their scoring files, "
-                                "in the NSRR layout or a flat folder)")
+        raise FileNotFoundError(
+            f"{src}: no EDF or annotation file found (looked for *.edf and their scoring files, "
+            "in the NSRR layout or a flat folder)"
+        )
     if isinstance(shard, str):
         shard = parse_shard(shard)
     if shard is not None:
         jobs = [j for j in jobs if shard_of(j.recording_id, shard[1]) == shard[0]]
     _check_writable(dst / "recordings")
-    record = {"src": str(src), "workers": workers, "shard": list(shard) if shard else None,
-              "version": package_version(), "config": config.as_dict(), "config_digest": config.digest()}
+    record = {
+        "src": str(src),
+        "workers": workers,
+        "shard": list(shard) if shard else None,
+        "version": package_version(),
+        "config": config.as_dict(),
+        "config_digest": config.digest(),
+    }
     name = f"parser_config.shard-{shard[0]}-of-{shard[1]}.json" if shard else "parser_config.json"
     tmp = dst / f".{name}.{os.getpid()}.tmp"
     tmp.write_text(json.dumps(record, indent=1, default=list) + "\n")
@@ -479,12 +626,19 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
             results.append(run_job(job, dst, config, overwrite))
             bar.update()
     else:
+
         def died(index: int, reason: str) -> dict:  # the night a dead worker held fails alone
             job = jobs[index]
             row = _job_row(job)
             row.update(status="failed", reason=f"{job.edf}: {reason}{_clear_output(job, dst)}")
-            return {"row": row, "events": [], "timings": {}, "reused": False, "cpu_s": float("nan"),
-                    "max_rss_mb": float("nan")}
+            return {
+                "row": row,
+                "events": [],
+                "timings": {},
+                "reused": False,
+                "cpu_s": float("nan"),
+                "max_rss_mb": float("nan"),
+            }
 
         work = functools.partial(run_job, dst=str(dst), config=config, overwrite=overwrite)
         results = run_in_workers(jobs, work, workers, on_death=died, done=bar.update)
@@ -497,38 +651,57 @@ def parse_cohort(src: str | Path, dst: str | Path, workers: int = 1, overwrite: 
         _write_frame(manifest, dst / f"manifest.{tag}.parquet")
         _write_frame(events, dst / f"events.{tag}.parquet")
     else:
-        write_cohort_outputs(dst, manifest, events, dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac,
-                                                         train_subjects=train_subjects), resplit)
-    manifest.attrs["runs"] = {r["row"]["recording_id"]: {k: r[k] for k in ("timings", "reused", "cpu_s", "max_rss_mb")}
-                              for r in results}
+        write_cohort_outputs(
+            dst,
+            manifest,
+            events,
+            dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects),
+            resplit,
+        )
+    manifest.attrs["runs"] = {
+        r["row"]["recording_id"]: {k: r[k] for k in ("timings", "reused", "cpu_s", "max_rss_mb")} for r in results
+    }
     return manifest
 
 
-def merge_shards(dst: str | Path, split_seed: int = 0, test_frac: float = 0.1, val_frac: float = 0.1,
-                 train_subjects: int = 50, resplit: bool = False) -> pd.DataFrame:
+def merge_shards(
+    dst: str | Path,
+    split_seed: int = 0,
+    test_frac: float = 0.1,
+    val_frac: float = 0.1,
+    train_subjects: int = 50,
+    resplit: bool = False,
+) -> pd.DataFrame:
     """Combine DST/manifest.shard-K-of-N.parquet (all K of one N) and their events into the final outputs."""
     dst = Path(dst)
     found: dict[int, set[int]] = {}
     for path in dst.glob("manifest.shard-*-of-*.parquet"):
-        k, n = path.name[len("manifest.shard-"): -len(".parquet")].split("-of-")
+        k, n = path.name[len("manifest.shard-") : -len(".parquet")].split("-of-")
         found.setdefault(int(n), set()).add(int(k))
     if not found:
         raise FileNotFoundError(f"{dst}: no shard manifests (manifest.shard-K-of-N.parquet) to merge")
     if len(found) > 1:
         raise ValueError(f"{dst}: shard manifests of different shard counts {sorted(found)}; remove the stale ones")
-    (n, ks), = found.items()
+    ((n, ks),) = found.items()
     missing = sorted(set(range(1, n + 1)) - ks)
     if missing:
         raise ValueError(f"{dst}: shards {missing} of {n} have not finished (no manifest.shard-K-of-{n}.parquet)")
-    manifest = pd.concat([pd.read_parquet(dst / f"manifest.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)],
-                         ignore_index=True)
+    manifest = pd.concat(
+        [pd.read_parquet(dst / f"manifest.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)], ignore_index=True
+    )
     channels = tuple(c for c in CHANNEL_BY_NAME if f"median_{c}" in manifest.columns)
     manifest = manifest_frame(manifest.to_dict("records"), channels)
     events = [pd.read_parquet(dst / f"events.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)]
-    events = pd.concat(events, ignore_index=True).sort_values(["recording_id", "start_s"], kind="stable",
-                                                              ignore_index=True)
-    write_cohort_outputs(dst, manifest, events, dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac,
-                                                     train_subjects=train_subjects), resplit)
+    events = pd.concat(events, ignore_index=True).sort_values(
+        ["recording_id", "start_s"], kind="stable", ignore_index=True
+    )
+    write_cohort_outputs(
+        dst,
+        manifest,
+        events,
+        dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects),
+        resplit,
+    )
     return manifest
 
 
@@ -552,35 +725,68 @@ def build_parser() -> argparse.ArgumentParser:
     from utils.config import ArgumentParser, mark_required, non_negative_int, positive_int, probability
 
     parser = ArgumentParser(
-        prog="python dataset/data_parser.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        prog="python dataset/data_parser.py",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     mark_required(parser, "dst")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="JSON or YAML file of options (keys as the long option names); flags win")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON or YAML file of options (keys as the long option names); flags win",
+    )
     parser.add_argument("--src", type=Path, default=None, help="NSRR download root or flat folder of EDF + XML")
     parser.add_argument("--dst", type=Path, default=None, help="output folder (recordings/, manifest, events, splits)")
     parser.add_argument("--workers", type=positive_int, default=1, help="parallel processes (one night each at a time)")
     parser.add_argument("--overwrite", action="store_true", help="reprocess recordings whose output is complete")
-    parser.add_argument("--channels", nargs="+", default=None, metavar="NAME",
-                        help=f"canonical channels to keep, space- or comma-separated (default all: {' '.join(CHANNEL_BY_NAME)})")
-    parser.add_argument("--band", action="append", default=[], metavar="NAME=LOW,HIGH",
-                        help="override a channel's band-pass in Hz (repeatable), or NAME=none to skip filtering")
+    parser.add_argument(
+        "--channels",
+        nargs="+",
+        default=None,
+        metavar="NAME",
+        help=f"canonical channels to keep, space- or comma-separated (default all: {' '.join(CHANNEL_BY_NAME)})",
+    )
+    parser.add_argument(
+        "--band",
+        action="append",
+        default=[],
+        metavar="NAME=LOW,HIGH",
+        help="override a channel's band-pass in Hz (repeatable), or NAME=none to skip filtering",
+    )
     parser.add_argument("--shard", default=None, metavar="K/N", help="process only shard K of N (1-based)")
     parser.add_argument("--merge", action="store_true", help="merge finished shard manifests into the final outputs")
-    parser.add_argument("--allow-unscored", action="store_true",
-                        help="write recordings without an XML file, every label -1 (self-supervision only)")
-    parser.add_argument("--channel-map", type=Path, default=None, metavar="MAP",
-                        help="YAML or JSON file: canonical channel -> label, \"A - B\" derivation or list of labels "
-                             "(tried before the built-in alias tables; see dataset/README.md)")
-    parser.add_argument("--subject-regex", default=None, metavar="REGEX",
-                        help="subject id = the one group of REGEX searched in the recording id (default: Sleep-EDF "
-                             "names SC4ssN -> SCss, else the part after the last '-')")
+    parser.add_argument(
+        "--allow-unscored",
+        action="store_true",
+        help="write recordings without an XML file, every label -1 (self-supervision only)",
+    )
+    parser.add_argument(
+        "--channel-map",
+        type=Path,
+        default=None,
+        metavar="MAP",
+        help='YAML or JSON file: canonical channel -> label, "A - B" derivation or list of labels '
+        "(tried before the built-in alias tables; see dataset/README.md)",
+    )
+    parser.add_argument(
+        "--subject-regex",
+        default=None,
+        metavar="REGEX",
+        help="subject id = the one group of REGEX searched in the recording id (default: Sleep-EDF "
+        "names SC4ssN -> SCss, else the part after the last '-')",
+    )
     parser.add_argument("--test-frac", type=probability, default=0.1, help="fraction of labelled subjects for test")
     parser.add_argument("--val-frac", type=probability, default=0.1, help="fraction of labelled subjects for val")
-    parser.add_argument("--train-subjects", type=non_negative_int, default=50, help="labelled subjects drawn from pretrain")
+    parser.add_argument(
+        "--train-subjects", type=non_negative_int, default=50, help="labelled subjects drawn from pretrain"
+    )
     parser.add_argument("--split-seed", type=non_negative_int, default=0, help="seed of the subject split")
-    parser.add_argument("--resplit", action="store_true",
-                        help="make DST/splits.json anew (default: an existing one is kept; new subjects join pretrain)")
+    parser.add_argument(
+        "--resplit",
+        action="store_true",
+        help="make DST/splits.json anew (default: an existing one is kept; new subjects join pretrain)",
+    )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
     return parser
 
@@ -611,8 +817,13 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = build_parser()
     args = parse_config(parser, argv, required=("dst",))  # --config values pass the same typed checks as flags
-    split_args = dict(split_seed=args.split_seed, test_frac=args.test_frac, val_frac=args.val_frac,
-                      train_subjects=args.train_subjects, resplit=args.resplit)
+    split_args = dict(
+        split_seed=args.split_seed,
+        test_frac=args.test_frac,
+        val_frac=args.val_frac,
+        train_subjects=args.train_subjects,
+        resplit=args.resplit,
+    )
     started = time.perf_counter()
     try:
         if args.merge:
@@ -621,15 +832,27 @@ def main(argv: list[str] | None = None) -> int:
             if args.src is None:
                 parser.error("--src is required (unless --merge)")
             shard = parse_shard(args.shard) if args.shard else None
-            names = [n.strip() for item in (args.channels or CHANNEL_BY_NAME) for n in str(item).split(",") if n.strip()]
+            names = [
+                n.strip() for item in (args.channels or CHANNEL_BY_NAME) for n in str(item).split(",") if n.strip()
+            ]
             user_map = load_channel_map(args.channel_map) if args.channel_map else ()
-            config = ProcessingConfig(channels=tuple(names),
-                                      bands=_parse_bands(args.band, parser), channel_map=user_map)
+            config = ProcessingConfig(
+                channels=tuple(names), bands=_parse_bands(args.band, parser), channel_map=user_map
+            )
             if args.subject_regex:
                 check_subject_regex(args.subject_regex)
-            manifest = parse_cohort(args.src, args.dst, workers=args.workers, overwrite=args.overwrite,
-                                    shard=shard, allow_unscored=args.allow_unscored, config=config,
-                                    progress=args.progress, subject_regex=args.subject_regex, **split_args)
+            manifest = parse_cohort(
+                args.src,
+                args.dst,
+                workers=args.workers,
+                overwrite=args.overwrite,
+                shard=shard,
+                allow_unscored=args.allow_unscored,
+                config=config,
+                progress=args.progress,
+                subject_regex=args.subject_regex,
+                **split_args,
+            )
     except (OSError, ValueError) as err:  # no SRC, unusable DST, missing shards, full disk: not one recording
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2

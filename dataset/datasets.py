@@ -14,6 +14,7 @@ channels 10 Hz, 300 samples), robust-scaled per recording (median removed, divid
 - `EpochDataset`: one 30-s epoch per sample (or one (epoch, channel) pair with `pool_channels=True`).
 - `SequenceDataset`: windows of T consecutive epochs of one recording, for temporal-context models.
 """
+
 from __future__ import annotations
 
 import os
@@ -115,7 +116,10 @@ class ParquetEpochReader:
         for group in range(first, last + 1):
             group_start = int(info.row_group_starts[group])
             decoded = self._row_group(info, group, columns)
-            lo, hi = max(start, group_start) - group_start, min(stop, int(info.row_group_starts[group + 1])) - group_start
+            lo, hi = (
+                max(start, group_start) - group_start,
+                min(stop, int(info.row_group_starts[group + 1])) - group_start,
+            )
             parts.append({name: decoded[name][lo:hi] for name in columns})
         if len(parts) == 1:
             return parts[0]
@@ -349,8 +353,10 @@ class EpochDataset(_CohortIndex):
 
     def __repr__(self) -> str:
         mode = ", pooled" if self.pool_channels else ""
-        return (f"EpochDataset({self.split!r}, {self.channels}{mode}, task={self.task}: {len(self)} samples, "
-                f"{len(self.recordings)} recordings, {len(self.subjects)} subjects, {len(self.skipped)} skipped)")
+        return (
+            f"EpochDataset({self.split!r}, {self.channels}{mode}, task={self.task}: {len(self)} samples, "
+            f"{len(self.recordings)} recordings, {len(self.subjects)} subjects, {len(self.skipped)} skipped)"
+        )
 
 
 class SequenceDataset(_CohortIndex):
@@ -414,8 +420,11 @@ class SequenceDataset(_CohortIndex):
             own_parts.append(owned_from.astype(np.int32))
         short = [rid for rid, why in self.skipped.items() if why.startswith("shorter than")]
         if short:
-            warnings.warn(f"SequenceDataset: skipped {len(short)} recording(s) shorter than {n_windows} epochs "
-                          f"(pad_last=False); see .skipped", stacklevel=2)
+            warnings.warn(
+                f"SequenceDataset: skipped {len(short)} recording(s) shorter than {n_windows} epochs "
+                f"(pad_last=False); see .skipped",
+                stacklevel=2,
+            )
         if not kept_infos:
             raise ValueError(f"no window in split {self.split!r} of {self.data_dir}: see .skipped {self.skipped}")
         self._infos, self._rec_labels = kept_infos, kept_labels
@@ -446,7 +455,7 @@ class SequenceDataset(_CohortIndex):
         for r, start in zip(self._rec, self._start):
             info = self._infos[int(r)]
             epochs = np.full(self.epochs_per_window, -1, dtype=np.int64)
-            real = info.epochs[int(start): int(start) + self.epochs_per_window]
+            real = info.epochs[int(start) : int(start) + self.epochs_per_window]
             epochs[: real.shape[0]] = real
             out.append((info.recording_id, epochs))
         return out
@@ -484,5 +493,7 @@ class SequenceDataset(_CohortIndex):
 
     def __repr__(self) -> str:
         mode = "tiling" if self.tiling else f"stride {self.stride}"
-        return (f"SequenceDataset({self.split!r}, {self.channels}, task={self.task}, T={self.epochs_per_window}, "
-                f"{mode}: {len(self)} windows, {len(self.recordings)} recordings, {len(self.skipped)} skipped)")
+        return (
+            f"SequenceDataset({self.split!r}, {self.channels}, task={self.task}, T={self.epochs_per_window}, "
+            f"{mode}: {len(self)} windows, {len(self.recordings)} recordings, {len(self.skipped)} skipped)"
+        )

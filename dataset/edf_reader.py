@@ -15,6 +15,7 @@ ignored (the file is read up to its last whole record and `truncated` is set); a
 
 Reference: https://www.edfplus.info/specs/edf.html
 """
+
 from __future__ import annotations
 
 import os
@@ -190,11 +191,21 @@ def read_edf_header(path: str | Path) -> EdfHeader:
 
     def column(start: int, width: int) -> list[bytes]:
         base = start * n_signals
-        return [block[base + i * width: base + (i + 1) * width] for i in range(n_signals)]
+        return [block[base + i * width : base + (i + 1) * width] for i in range(n_signals)]
 
     # Field widths of the signal header block, in spec order (each field repeated for every signal).
-    widths = (("label", 16), ("transducer", 80), ("dimension", 8), ("pmin", 8), ("pmax", 8), ("dmin", 8),
-              ("dmax", 8), ("prefilter", 80), ("samples", 8), ("reserved", 32))
+    widths = (
+        ("label", 16),
+        ("transducer", 80),
+        ("dimension", 8),
+        ("pmin", 8),
+        ("pmax", 8),
+        ("dmin", 8),
+        ("dmax", 8),
+        ("prefilter", 80),
+        ("samples", 8),
+        ("reserved", 32),
+    )
     fields, start = {}, 0
     for name, width in widths:
         fields[name] = column(start, width)
@@ -238,7 +249,9 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     if declared > 0 and declared <= available:
         header.n_records = declared
         if available > declared or partial:
-            header.warnings.append(f"{data_bytes - declared * record_bytes} bytes after the last declared record ignored")
+            header.warnings.append(
+                f"{data_bytes - declared * record_bytes} bytes after the last declared record ignored"
+            )
     else:
         header.n_records = available
         header.truncated = partial > 0 or declared > available
@@ -261,13 +274,14 @@ def read_digital(header: EdfHeader, signal: EdfSignalHeader, n_records: int | No
         )
     n = header.n_records if n_records is None else max(0, min(n_records, header.n_records))
     try:
-        records = np.memmap(header.path, dtype="<i2", mode="r", offset=header.header_bytes,
-                            shape=(n, header.record_samples))
+        records = np.memmap(
+            header.path, dtype="<i2", mode="r", offset=header.header_bytes, shape=(n, header.record_samples)
+        )
     except (OSError, ValueError) as err:
         raise EdfError(f"{header.path}: cannot map the data records ({err})") from None
     start = signal.record_offset
     # (n_records, samples_per_record) strided view -> one contiguous copy in time order.
-    digital = np.ascontiguousarray(records[:, start:start + signal.samples_per_record]).reshape(-1)
+    digital = np.ascontiguousarray(records[:, start : start + signal.samples_per_record]).reshape(-1)
     del records
     return digital
 

@@ -15,6 +15,7 @@ predicts per SECOND, so this module turns those rows into one label per second o
 - `events`: the night's scored apneas, hypopneas, desaturations (with `drop_pct` = baseline - nadir when the
   table has `spo2_baseline`, else NaN) and arousals as `Event`s in time order, for matching and the AHI.
 """
+
 from __future__ import annotations
 
 import math

@@ -10,6 +10,7 @@ Epoch k covers [30k, 30k + 30) s from the EDF start; its midpoint is 30k + 15.
 A night written without annotations (`--allow-unscored`) has stage -1, event flags -1 and event seconds NaN:
 "not scored", which is different from "no event".
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,16 @@ from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES, Event, 
 SLEEP_STAGES = (1, 2, 3, 4)  # N1, N2, N3, REM
 AHI_COLUMN_OF_RULE = {"3a": "ahi_a0h3a", "4": "ahi_a0h4", "all": "ahi_all"}  # manifest column per hypopnea rule
 LABEL_COLUMNS: tuple[str, ...] = ("stage", *LABEL_EVENT_COLUMNS, *(f"{e}_s" for e in LABEL_EVENT_COLUMNS))
-EVENT_TABLE_COLUMNS: tuple[str, ...] = ("recording_id", "type", "concept", "start_s", "duration_s", "spo2_nadir",
-                                        "spo2_baseline", "beyond_end")
+EVENT_TABLE_COLUMNS: tuple[str, ...] = (
+    "recording_id",
+    "type",
+    "concept",
+    "start_s",
+    "duration_s",
+    "spo2_nadir",
+    "spo2_baseline",
+    "beyond_end",
+)
 
 
 def epoch_stages(starts: np.ndarray, durations: np.ndarray, classes: np.ndarray, n_epochs: int) -> np.ndarray:
@@ -107,8 +116,9 @@ def epoch_labels(annotations: NsrrAnnotations | None, n_epochs: int) -> dict[str
         labels.update({e: np.full(n_epochs, -1, dtype=np.int8) for e in LABEL_EVENT_COLUMNS})
         labels.update({f"{e}_s": np.full(n_epochs, np.nan, dtype=np.float32) for e in LABEL_EVENT_COLUMNS})
         return labels
-    labels = {"stage": epoch_stages(annotations.stage_start, annotations.stage_duration,
-                                    annotations.stage_class, n_epochs)}
+    labels = {
+        "stage": epoch_stages(annotations.stage_start, annotations.stage_duration, annotations.stage_class, n_epochs)
+    }
     seconds = {}
     for name in LABEL_EVENT_COLUMNS:
         starts, ends = _intervals(annotations.events, APNEA_TYPES if name == "apnea" else (name,))
@@ -129,16 +139,18 @@ def labels_frame(labels: dict[str, np.ndarray]) -> pd.DataFrame:
 def events_frame(recording_id: str, events: list[dict], kept_s: float) -> pd.DataFrame:
     """events.parquet rows of one recording (EVENT_TABLE_COLUMNS); `beyond_end` = starts at or after kept_s."""
     start = np.array([e["start_s"] for e in events], dtype=np.float64)
-    return pd.DataFrame({
-        "recording_id": pd.Series([recording_id] * len(events), dtype=object),
-        "type": pd.Series([e["type"] for e in events], dtype=object),
-        "concept": pd.Series([e["concept"] for e in events], dtype=object),
-        "start_s": start,
-        "duration_s": np.array([e["duration_s"] for e in events], dtype=np.float64),
-        "spo2_nadir": np.array([e["spo2_nadir"] for e in events], dtype=np.float32),
-        "spo2_baseline": np.array([e.get("spo2_baseline", np.nan) for e in events], dtype=np.float32),
-        "beyond_end": start >= kept_s,
-    })
+    return pd.DataFrame(
+        {
+            "recording_id": pd.Series([recording_id] * len(events), dtype=object),
+            "type": pd.Series([e["type"] for e in events], dtype=object),
+            "concept": pd.Series([e["concept"] for e in events], dtype=object),
+            "start_s": start,
+            "duration_s": np.array([e["duration_s"] for e in events], dtype=np.float64),
+            "spo2_nadir": np.array([e["spo2_nadir"] for e in events], dtype=np.float32),
+            "spo2_baseline": np.array([e.get("spo2_baseline", np.nan) for e in events], dtype=np.float32),
+            "beyond_end": start >= kept_s,
+        }
+    )
 
 
 def scored_events(events: list[dict]) -> list[Event]:

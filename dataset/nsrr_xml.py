@@ -10,6 +10,7 @@ The result splits the events into stage events (class per `dataset.constants.STA
 `dataset.constants.EVENT_CONCEPT_NAMES`, "arousal" for any concept whose name contains "arousal", else
 "other"). The "Recording Start Time" record is dropped.
 """
+
 from __future__ import annotations
 
 import math
@@ -89,8 +90,10 @@ def _seconds(path: Path, index: int, concept: str, what: str, text: str | None) 
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or (what == "Duration" and value < 0):
-        raise XmlError(f"{path}: ScoredEvent #{index} ({concept or 'no concept'}) has {what} {text!r}, "
-                       f"expected a {'non-negative ' if what == 'Duration' else ''}number of seconds")
+        raise XmlError(
+            f"{path}: ScoredEvent #{index} ({concept or 'no concept'}) has {what} {text!r}, "
+            f"expected a {'non-negative ' if what == 'Duration' else ''}number of seconds"
+        )
     return value
 
 
@@ -112,7 +115,9 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
     except OSError as err:
         raise XmlError(f"{path}: cannot read ({err.strerror or err})") from None
 
-    scored = [el for el in root.iter() if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1].lower() == "scoredevent"]
+    scored = [
+        el for el in root.iter() if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1].lower() == "scoredevent"
+    ]
     root_tag = root.tag.rsplit("}", 1)[-1] if isinstance(root.tag, str) else ""
     if not scored and root_tag.lower() != "psgannotation":
         raise XmlError(f"{path}: no ScoredEvent elements and root <{root_tag}>; not an NSRR annotation file")
@@ -146,8 +151,16 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
         # docs/data.md §2.3: labels come from Respiratory|Respiratory and Arousals|Arousals events (a missing EventType
         # is accepted); a labelled concept under any other EventType is kept as "other".
         kind_of = event_type(concept) if kind in LABEL_EVENT_KINDS else "other"
-        events.append({"type": kind_of, "concept": concept, "start_s": start,
-                       "duration_s": duration, "spo2_nadir": nadir, "spo2_baseline": baseline})
+        events.append(
+            {
+                "type": kind_of,
+                "concept": concept,
+                "start_s": start,
+                "duration_s": duration,
+                "spo2_nadir": nadir,
+                "spo2_baseline": baseline,
+            }
+        )
     return NsrrAnnotations(
         path=path,
         epoch_length=epoch_length,

@@ -6,6 +6,7 @@ desaturation of >= 3 % begins during it or within `DESAT_WINDOW_S` after it ends
 it or within `AROUSAL_WINDOW_S` after it ends; under "4" when a desaturation of >= 4 % does; under "all"
 always. The windows allow for the lag of the SpO2 signal behind the breathing.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -45,15 +46,21 @@ def qualifying_events(events: Sequence[Event], rule: str = DEFAULT_HYPOPNEA_RULE
     if rule not in HYPOPNEA_RULES:
         raise ValueError(f"hypopnea rule must be one of {HYPOPNEA_RULES}, got {rule!r}")
     min_drop = {"3a": 3.0, "4": 4.0}.get(rule)
-    desats = [e for e in events if e.type == "desaturation"
-              and (np.isnan(e.drop_pct) and min_drop == 3.0 or e.drop_pct >= (min_drop or 0.0))]
+    desats = [
+        e
+        for e in events
+        if e.type == "desaturation" and (np.isnan(e.drop_pct) and min_drop == 3.0 or e.drop_pct >= (min_drop or 0.0))
+    ]
     arousals = [e for e in events if e.type == "arousal"] if rule == "3a" else []
     counted = []
     for event in sorted(events, key=lambda e: e.onset_s):
         if event.type.endswith("apnea"):
             counted.append(event)
         elif event.type == "hypopnea":
-            if rule == "all" or any(event.onset_s <= d.onset_s < event.end_s + DESAT_WINDOW_S for d in desats) \
-                    or any(event.onset_s <= a.onset_s < event.end_s + AROUSAL_WINDOW_S for a in arousals):
+            if (
+                rule == "all"
+                or any(event.onset_s <= d.onset_s < event.end_s + DESAT_WINDOW_S for d in desats)
+                or any(event.onset_s <= a.onset_s < event.end_s + AROUSAL_WINDOW_S for a in arousals)
+            ):
                 counted.append(event)
     return counted

@@ -9,6 +9,7 @@ respiratory channels get only the resampler's anti-alias filter) -> trim to the 
 `process_recording` is what the cohort parser writes to Parquet; `load_night` is the same processing for one
 night without writing (inference).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,8 +25,15 @@ import pandas as pd
 from scipy import signal as sps
 
 from dataset.annotations import read_annotations
-from dataset.channel_map import ChannelMap, ChannelMapError, Source, looked_for, nonstandard_hint, parse_channel_map, \
-    resolve_channels
+from dataset.channel_map import (
+    ChannelMap,
+    ChannelMapError,
+    Source,
+    looked_for,
+    nonstandard_hint,
+    parse_channel_map,
+    resolve_channels,
+)
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, UNIT_TO_UV, ChannelSpec
 from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digital, read_edf_header, to_physical
 from dataset.labels import epoch_labels, labels_frame, night_summary
@@ -122,15 +130,17 @@ class Night:
         return int(self.info["n_epochs"])
 
 
-def find_channels(header: EdfHeader, names: tuple[str, ...], channel_map: ChannelMap = (),
-                  cohort: str | None = None) -> dict[str, tuple[Source, tuple[EdfSignalHeader, ...]]]:
+def find_channels(
+    header: EdfHeader, names: tuple[str, ...], channel_map: ChannelMap = (), cohort: str | None = None
+) -> dict[str, tuple[Source, tuple[EdfSignalHeader, ...]]]:
     """Canonical name -> (Source, its EDF signals: one, or plus and minus of a derivation), chosen by
     `dataset.channel_map.resolve_channels` (built-in tables of `cohort`, a name or recording id, and the user
     map). An ambiguous match raises EdfError naming the file and both labels."""
     signals = [s for s in header.signals if not s.is_annotation]
     try:
-        sources = resolve_channels([s.label for s in signals], [s.sampling_rate for s in signals], channel_map,
-                                   cohort, names)
+        sources = resolve_channels(
+            [s.label for s in signals], [s.sampling_rate for s in signals], channel_map, cohort, names
+        )
     except ChannelMapError as err:
         raise EdfError(f"{header.path}: {err}") from None
     return {name: (source, tuple(signals[i] for i in source.indices)) for name, source in sources.items()}
@@ -207,9 +217,15 @@ def _unit_factor(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[float, str
     return factor, "uV", False
 
 
-def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpec, n_epochs: int,
-                    config: ProcessingConfig, timings: dict[str, float],
-                    reference: EdfSignalHeader | None = None) -> ChannelResult | str:
+def process_channel(
+    header: EdfHeader,
+    signal: EdfSignalHeader,
+    spec: ChannelSpec,
+    n_epochs: int,
+    config: ProcessingConfig,
+    timings: dict[str, float],
+    reference: EdfSignalHeader | None = None,
+) -> ChannelResult | str:
     """Process one channel of a night; returns the result, or the reason it is dropped (flat, clipped, bad header).
 
     With `reference` the channel is the derivation `signal - reference`, computed in physical units at the shared
@@ -255,8 +271,10 @@ def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpe
         continuous = sps.sosfiltfilt(bandpass_sos(band, spec.target_fs, config.filter_order), continuous)
     samples = spec.epoch_samples
     if continuous.size < n_epochs * samples:
-        raise EdfError(f"{header.path}: {spec.name} ({signal.label!r}) gives {continuous.size} samples after "
-                       f"resampling, expected {n_epochs * samples} for {n_epochs} epochs")
+        raise EdfError(
+            f"{header.path}: {spec.name} ({signal.label!r}) gives {continuous.size} samples after "
+            f"resampling, expected {n_epochs * samples} for {n_epochs} epochs"
+        )
     epochs = continuous[: n_epochs * samples].astype(np.float32).reshape(n_epochs, samples)
     del continuous
     now = time.perf_counter()
@@ -283,22 +301,44 @@ def process_channel(header: EdfHeader, signal: EdfSignalHeader, spec: ChannelSpe
     kept_values -= np.float32(median)  # in place on the epochs
     kept_values *= np.float32(1.0 / divisor)
     timings["scale"] = timings.get("scale", 0.0) + time.perf_counter() - tick
-    return ChannelResult(spec.name, epochs, label, signal.sampling_rate, unit, assumed, median, divisor, up, down,
-                         signal.physical_dimension)
+    return ChannelResult(
+        spec.name,
+        epochs,
+        label,
+        signal.sampling_rate,
+        unit,
+        assumed,
+        median,
+        divisor,
+        up,
+        down,
+        signal.physical_dimension,
+    )
 
 
 def source_info(sources: dict[str, Source]) -> dict[str, str]:
     """Manifest fields of the channels written: `channel_sources` (`eeg_c4:C4 - M1;emg:Chin1 - Chin2`, a
     derivation as "PLUS - MINUS"), `channel_map_channels` (filled through the user map) and
     `nonstandard_channels` (EEG slots holding a non-standard derivation, e.g. Fpz-Cz, through the user map)."""
-    return {"channel_sources": ";".join(f"{n}:{s.text}" for n, s in sources.items()),
-            "channel_map_channels": ",".join(n for n, s in sources.items() if s.origin == "user map"),
-            "nonstandard_channels": ",".join(n for n, s in sources.items() if s.nonstandard)}
+    return {
+        "channel_sources": ";".join(f"{n}:{s.text}" for n, s in sources.items()),
+        "channel_map_channels": ",".join(n for n, s in sources.items() if s.origin == "user map"),
+        "nonstandard_channels": ",".join(n for n, s in sources.items() if s.nonstandard),
+    }
 
 
-def night_info(header: EdfHeader, annotations: NsrrAnnotations | None, n_epochs: int, signal_s: float,
-               scored_s: float, channels: dict[str, ChannelResult], dropped: dict[str, str],
-               labels: dict[str, np.ndarray], events: list[dict], config: ProcessingConfig) -> dict:
+def night_info(
+    header: EdfHeader,
+    annotations: NsrrAnnotations | None,
+    n_epochs: int,
+    signal_s: float,
+    scored_s: float,
+    channels: dict[str, ChannelResult],
+    dropped: dict[str, str],
+    labels: dict[str, np.ndarray],
+    events: list[dict],
+    config: ProcessingConfig,
+) -> dict:
     """Manifest fields of a processed night (see dataset/README.md for their meaning)."""
     kept_s = float(n_epochs * EPOCH_S)
     info = {
@@ -323,8 +363,13 @@ def night_info(header: EdfHeader, annotations: NsrrAnnotations | None, n_epochs:
     return info
 
 
-def process_recording(edf_path: str | Path, xml_path: str | Path | None, config: ProcessingConfig | None = None,
-                      recording_id: str | None = None, require_scored: bool = True) -> Night:
+def process_recording(
+    edf_path: str | Path,
+    xml_path: str | Path | None,
+    config: ProcessingConfig | None = None,
+    recording_id: str | None = None,
+    require_scored: bool = True,
+) -> Night:
     """Read, process and label one night in memory.
 
     Raises `EdfError` / `XmlError` for unreadable or malformed inputs (status failed) and `SkipRecording` for
@@ -348,8 +393,10 @@ def process_recording(edf_path: str | Path, xml_path: str | Path | None, config:
     if not any(n in found for n in ephys):
         looked = ", ".join(a for n in ephys for a in looked_for(n, config.channel_map, recording_id, header.labels))
         hint = nonstandard_hint(header.labels, recording_id)
-        raise SkipRecording(f"{edf_path}: no electrophysiology channel (looked for {looked}; "
-                            f"labels: {', '.join(header.labels)}){'; ' + hint if hint else ''}")
+        raise SkipRecording(
+            f"{edf_path}: no electrophysiology channel (looked for {looked}; "
+            f"labels: {', '.join(header.labels)}){'; ' + hint if hint else ''}"
+        )
 
     signal_s = header.duration_s
     scored_s = annotations.scored_s if annotations is not None else signal_s
@@ -363,7 +410,9 @@ def process_recording(edf_path: str | Path, xml_path: str | Path | None, config:
     labels = epoch_labels(annotations, n_epochs)
     events = annotations.events if annotations is not None else []
     if require_scored and annotations is not None and not np.any(labels["stage"] >= 0):
-        raise SkipRecording(f"{annotations.path}: no scored epoch (every kept epoch is movement, unscored or uncovered)")
+        raise SkipRecording(
+            f"{annotations.path}: no scored epoch (every kept epoch is movement, unscored or uncovered)"
+        )
     timings["labels"] = time.perf_counter() - tick
 
     channels: dict[str, ChannelResult] = {}
@@ -372,21 +421,28 @@ def process_recording(edf_path: str | Path, xml_path: str | Path | None, config:
         if source.problem:
             dropped[name] = source.problem
             continue
-        outcome = process_channel(header, signals[0], CHANNEL_BY_NAME[name], n_epochs, config, timings,
-                                  signals[1] if source.derived else None)
+        outcome = process_channel(
+            header, signals[0], CHANNEL_BY_NAME[name], n_epochs, config, timings, signals[1] if source.derived else None
+        )
         if isinstance(outcome, str):
             dropped[name] = f"{source.text!r} {outcome}"
         else:
             channels[name] = outcome
     if not any(n in channels for n in ephys):
-        raise SkipRecording(f"{edf_path}: no usable electrophysiology channel ({'; '.join(f'{n} {w}' for n, w in dropped.items())})")
+        raise SkipRecording(
+            f"{edf_path}: no usable electrophysiology channel ({'; '.join(f'{n} {w}' for n, w in dropped.items())})"
+        )
     info = night_info(header, annotations, n_epochs, signal_s, scored_s, channels, dropped, labels, events, config)
     info.update(source_info({name: found[name][0] for name in channels}))
     return Night(recording_id, channels, labels, events, info, timings)
 
 
-def load_night(edf_path: str | Path, xml_path: str | Path | None = None, channels: list[str] | tuple[str, ...] | None = None,
-               config: ProcessingConfig | None = None) -> tuple[dict[str, np.ndarray], pd.DataFrame | None, dict]:
+def load_night(
+    edf_path: str | Path,
+    xml_path: str | Path | None = None,
+    channels: list[str] | tuple[str, ...] | None = None,
+    config: ProcessingConfig | None = None,
+) -> tuple[dict[str, np.ndarray], pd.DataFrame | None, dict]:
     """The parser's exact processing of one night, without writing anything.
 
     Returns (epochs, labels, info): `epochs` maps canonical channel names to (n_epochs, samples) float32 arrays

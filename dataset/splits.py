@@ -6,6 +6,7 @@
   subset of `pretrain`. No subject is in two of {pretrain, val, test}; all nights of a subject share a split.
 - The same manifest and seed always give the same file.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,9 @@ import pandas as pd
 SPLIT_NAMES: tuple[str, ...] = ("pretrain", "train", "val", "test")
 
 
-def make_splits(manifest: pd.DataFrame, seed: int = 0, test_frac: float = 0.1, val_frac: float = 0.1,
-                train_subjects: int = 50) -> dict:
+def make_splits(
+    manifest: pd.DataFrame, seed: int = 0, test_frac: float = 0.1, val_frac: float = 0.1, train_subjects: int = 50
+) -> dict:
     """Split the `ok` recordings of a manifest by subject.
 
     Returns {"seed", "fractions": {"test", "val"}, "train_subjects", "subjects": {split: [ids]},
@@ -40,8 +42,10 @@ def make_splits(manifest: pd.DataFrame, seed: int = 0, test_frac: float = 0.1, v
     labelled = sorted(set(ok.loc[scored.to_numpy() > 0, "subject_id"].astype(str)))
     unlabelled = sorted(set(subject_of.values()) - set(labelled))
     if len(labelled) < 2:
-        raise ValueError(f"{len(labelled)} labelled subject(s) with an ok recording; splits need at least 2 "
-                         f"(test and val each take one)")
+        raise ValueError(
+            f"{len(labelled)} labelled subject(s) with an ok recording; splits need at least 2 "
+            f"(test and val each take one)"
+        )
 
     rng = np.random.default_rng(seed)
     order = [labelled[i] for i in rng.permutation(len(labelled))]
@@ -53,8 +57,8 @@ def make_splits(manifest: pd.DataFrame, seed: int = 0, test_frac: float = 0.1, v
             n_test -= 1
         else:
             n_val -= 1
-    test, val = order[:n_test], order[n_test:n_test + n_val]
-    pretrain_labelled = order[n_test + n_val:]
+    test, val = order[:n_test], order[n_test : n_test + n_val]
+    pretrain_labelled = order[n_test + n_val :]
     train = [pretrain_labelled[i] for i in rng.permutation(len(pretrain_labelled))[:train_subjects]]
     subjects = {
         "pretrain": sorted(pretrain_labelled + unlabelled),
@@ -105,6 +109,10 @@ def read_splits(path: str | Path) -> dict:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); rerun dataset/data_parser.py to rewrite it") from None
     for key in ("subjects", "recordings"):
-        if not isinstance(splits, dict) or not isinstance(splits.get(key), dict) or set(splits[key]) != set(SPLIT_NAMES):
+        if (
+            not isinstance(splits, dict)
+            or not isinstance(splits.get(key), dict)
+            or set(splits[key]) != set(SPLIT_NAMES)
+        ):
             raise ValueError(f"{path}: '{key}' must have keys {list(SPLIT_NAMES)}")
     return splits

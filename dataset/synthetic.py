@@ -10,6 +10,7 @@ artefacts. Everything is seeded: the same seed gives byte-identical files.
 
     python dataset/synthetic.py --out data/synthetic --nights 8 --hours 8 --seed 0 [--variations all]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,12 +30,24 @@ from dataset.edf_reader import read_edf_header
 from dataset.synthetic_physiology import simulate_night, subject_params
 
 TRUTH_FILE = "synthetic_truth.json"
-STAGE_CONCEPT = {0: "Wake|0", 1: "Stage 1 sleep|1", 2: "Stage 2 sleep|2", 3: "Stage 3 sleep|3",
-                 4: "REM sleep|5", "n4": "Stage 4 sleep|4", "move": "Movement|6", "unscored": "Unscored|9"}
-EVENT_CONCEPT = {"obstructive_apnea": "Obstructive apnea|Obstructive Apnea",
-                 "central_apnea": "Central apnea|Central Apnea", "mixed_apnea": "Mixed apnea|Mixed Apnea",
-                 "hypopnea": "Hypopnea|Hypopnea", "desaturation": "SpO2 desaturation|SpO2 desaturation",
-                 "spo2_artifact": "SpO2 artifact|SpO2 artifact"}
+STAGE_CONCEPT = {
+    0: "Wake|0",
+    1: "Stage 1 sleep|1",
+    2: "Stage 2 sleep|2",
+    3: "Stage 3 sleep|3",
+    4: "REM sleep|5",
+    "n4": "Stage 4 sleep|4",
+    "move": "Movement|6",
+    "unscored": "Unscored|9",
+}
+EVENT_CONCEPT = {
+    "obstructive_apnea": "Obstructive apnea|Obstructive Apnea",
+    "central_apnea": "Central apnea|Central Apnea",
+    "mixed_apnea": "Mixed apnea|Mixed Apnea",
+    "hypopnea": "Hypopnea|Hypopnea",
+    "desaturation": "SpO2 desaturation|SpO2 desaturation",
+    "spo2_artifact": "SpO2 artifact|SpO2 artifact",
+}
 AROUSAL_CONCEPTS = ("Arousal|Arousal ()", "ASDA arousal|Arousal (ASDA)")
 # EDF layout in SHHS1 order: key -> (label, rate Hz, unit, physical min, physical max). Keys are the canonical
 # channel names of dataset.constants plus the thermistor and two channels the parser must ignore.
@@ -60,40 +73,100 @@ SHHS1_LAYOUT = (
 # eog_h the bipolar horizontal EOG and resp_1hz the thermistor at 1 Hz of Sleep-EDF.
 _REF = ("uV", -500.0, 500.0)
 CHANNEL_LAYOUTS: dict[str, tuple[tuple, ...]] = {
-    "mesa": (("ecg", "EKG", 256, "mV", -2.5, 2.5), ("eog_l", "EOG-L", 256, "uV", -250.0, 250.0),
-             ("eog_r", "EOG-R", 256, "uV", -250.0, 250.0), ("emg", "EMG", 256, "uV", -125.0, 125.0),
-             ("fz_cz", "EEG1", 256, "uV", -250.0, 250.0), ("cz_oz", "EEG2", 256, "uV", -250.0, 250.0),
-             ("eeg_c4", "EEG3", 256, "uV", -250.0, 250.0), ("airflow", "Pres", 10, "", -1.0, 1.0),
-             ("thermistor", "Flow", 10, "", -1.0, 1.0), ("thor", "Thor", 10, "", -1.0, 1.0),
-             ("abdo", "Abdo", 10, "", -1.0, 1.0), ("spo2", "SpO2", 1, "%", 0.0, 100.0),
-             ("hr", "HR", 1, "bpm", 0.0, 250.0), ("position", "Pos", 1, "", 0.0, 3.0)),
-    "mros": (("c3", "C3", 256, *_REF), ("c4", "C4", 256, *_REF), ("m1", "M1", 256, *_REF), ("m2", "M2", 256, *_REF),
-             ("loc", "LOC", 256, *_REF), ("roc", "ROC", 256, *_REF), ("ecg_l", "ECG L", 256, "mV", -2.5, 2.5),
-             ("ecg_r", "ECG R", 256, "mV", -2.5, 2.5), ("chin1", "Chin1", 256, "uV", -250.0, 250.0),
-             ("chin2", "Chin2", 256, "uV", -250.0, 250.0), ("airflow", "Cannula Flow", 10, "", -1.0, 1.0),
-             ("thermistor", "Airflow", 10, "", -1.0, 1.0), ("thor", "Thoracic", 10, "", -1.0, 1.0),
-             ("abdo", "Abdominal", 10, "", -1.0, 1.0), ("spo2", "SaO2", 1, "%", 0.0, 100.0),
-             ("position", "Position", 1, "", 0.0, 3.0)),
-    "clinical": (("eeg_c4", "C4-M1", 256, *_REF), ("eeg_c3", "C3-M2", 256, *_REF),
-                 ("eog_l", "E1-M2", 256, *_REF), ("eog_r", "E2-M1", 256, *_REF),
-                 ("emg", "Chin1-Chin2", 256, "uV", -125.0, 125.0), ("ecg", "ECG II", 256, "mV", -2.5, 2.5),
-                 ("airflow", "Pressure", 10, "", -1.0, 1.0), ("thermistor", "Flow", 10, "", -1.0, 1.0),
-                 ("thor", "Thorax", 10, "", -1.0, 1.0), ("abdo", "Abdomen", 10, "", -1.0, 1.0),
-                 ("spo2", "SpO2", 1, "%", 0.0, 100.0)),
-    "sleep-edf": (("eeg_c4", "EEG Fpz-Cz", 100, "uV", -250.0, 250.0), ("eeg_c3", "EEG Pz-Oz", 100, "uV", -250.0, 250.0),
-                  ("eog_h", "EOG horizontal", 100, "uV", -500.0, 500.0), ("resp_1hz", "Resp oro-nasal", 1, "", -1.0, 1.0),
-                  ("emg", "EMG submental", 100, "uV", -125.0, 125.0), ("temp", "Temp rectal", 1, "DegC", 34.0, 40.0)),
+    "mesa": (
+        ("ecg", "EKG", 256, "mV", -2.5, 2.5),
+        ("eog_l", "EOG-L", 256, "uV", -250.0, 250.0),
+        ("eog_r", "EOG-R", 256, "uV", -250.0, 250.0),
+        ("emg", "EMG", 256, "uV", -125.0, 125.0),
+        ("fz_cz", "EEG1", 256, "uV", -250.0, 250.0),
+        ("cz_oz", "EEG2", 256, "uV", -250.0, 250.0),
+        ("eeg_c4", "EEG3", 256, "uV", -250.0, 250.0),
+        ("airflow", "Pres", 10, "", -1.0, 1.0),
+        ("thermistor", "Flow", 10, "", -1.0, 1.0),
+        ("thor", "Thor", 10, "", -1.0, 1.0),
+        ("abdo", "Abdo", 10, "", -1.0, 1.0),
+        ("spo2", "SpO2", 1, "%", 0.0, 100.0),
+        ("hr", "HR", 1, "bpm", 0.0, 250.0),
+        ("position", "Pos", 1, "", 0.0, 3.0),
+    ),
+    "mros": (
+        ("c3", "C3", 256, *_REF),
+        ("c4", "C4", 256, *_REF),
+        ("m1", "M1", 256, *_REF),
+        ("m2", "M2", 256, *_REF),
+        ("loc", "LOC", 256, *_REF),
+        ("roc", "ROC", 256, *_REF),
+        ("ecg_l", "ECG L", 256, "mV", -2.5, 2.5),
+        ("ecg_r", "ECG R", 256, "mV", -2.5, 2.5),
+        ("chin1", "Chin1", 256, "uV", -250.0, 250.0),
+        ("chin2", "Chin2", 256, "uV", -250.0, 250.0),
+        ("airflow", "Cannula Flow", 10, "", -1.0, 1.0),
+        ("thermistor", "Airflow", 10, "", -1.0, 1.0),
+        ("thor", "Thoracic", 10, "", -1.0, 1.0),
+        ("abdo", "Abdominal", 10, "", -1.0, 1.0),
+        ("spo2", "SaO2", 1, "%", 0.0, 100.0),
+        ("position", "Position", 1, "", 0.0, 3.0),
+    ),
+    "clinical": (
+        ("eeg_c4", "C4-M1", 256, *_REF),
+        ("eeg_c3", "C3-M2", 256, *_REF),
+        ("eog_l", "E1-M2", 256, *_REF),
+        ("eog_r", "E2-M1", 256, *_REF),
+        ("emg", "Chin1-Chin2", 256, "uV", -125.0, 125.0),
+        ("ecg", "ECG II", 256, "mV", -2.5, 2.5),
+        ("airflow", "Pressure", 10, "", -1.0, 1.0),
+        ("thermistor", "Flow", 10, "", -1.0, 1.0),
+        ("thor", "Thorax", 10, "", -1.0, 1.0),
+        ("abdo", "Abdomen", 10, "", -1.0, 1.0),
+        ("spo2", "SpO2", 1, "%", 0.0, 100.0),
+    ),
+    "sleep-edf": (
+        ("eeg_c4", "EEG Fpz-Cz", 100, "uV", -250.0, 250.0),
+        ("eeg_c3", "EEG Pz-Oz", 100, "uV", -250.0, 250.0),
+        ("eog_h", "EOG horizontal", 100, "uV", -500.0, 500.0),
+        ("resp_1hz", "Resp oro-nasal", 1, "", -1.0, 1.0),
+        ("emg", "EMG submental", 100, "uV", -125.0, 125.0),
+        ("temp", "Temp rectal", 1, "DegC", 34.0, 40.0),
+    ),
 }
 # What each layout's signals are, canonical name -> EDF label or "PLUS - MINUS" (Sleep-EDF's EEG slots are
 # non-standard: the parser fills them only through a user map).
 LAYOUT_CHANNELS: dict[str, dict[str, str]] = {
-    "mesa": {"eeg_c4": "EEG3", "eog_l": "EOG-L", "eog_r": "EOG-R", "emg": "EMG", "ecg": "EKG", "airflow": "Pres",
-             "thor": "Thor", "abdo": "Abdo", "spo2": "SpO2"},
-    "mros": {"eeg_c4": "C4 - M1", "eeg_c3": "C3 - M2", "eog_l": "LOC - M2", "eog_r": "ROC - M1",
-             "emg": "Chin1 - Chin2", "ecg": "ECG L - ECG R", "airflow": "Cannula Flow", "thor": "Thoracic",
-             "abdo": "Abdominal", "spo2": "SaO2"},
-    "clinical": {"eeg_c4": "C4-M1", "eeg_c3": "C3-M2", "eog_l": "E1-M2", "eog_r": "E2-M1", "emg": "Chin1-Chin2",
-                 "ecg": "ECG II", "airflow": "Pressure", "thor": "Thorax", "abdo": "Abdomen", "spo2": "SpO2"},
+    "mesa": {
+        "eeg_c4": "EEG3",
+        "eog_l": "EOG-L",
+        "eog_r": "EOG-R",
+        "emg": "EMG",
+        "ecg": "EKG",
+        "airflow": "Pres",
+        "thor": "Thor",
+        "abdo": "Abdo",
+        "spo2": "SpO2",
+    },
+    "mros": {
+        "eeg_c4": "C4 - M1",
+        "eeg_c3": "C3 - M2",
+        "eog_l": "LOC - M2",
+        "eog_r": "ROC - M1",
+        "emg": "Chin1 - Chin2",
+        "ecg": "ECG L - ECG R",
+        "airflow": "Cannula Flow",
+        "thor": "Thoracic",
+        "abdo": "Abdominal",
+        "spo2": "SaO2",
+    },
+    "clinical": {
+        "eeg_c4": "C4-M1",
+        "eeg_c3": "C3-M2",
+        "eog_l": "E1-M2",
+        "eog_r": "E2-M1",
+        "emg": "Chin1-Chin2",
+        "ecg": "ECG II",
+        "airflow": "Pressure",
+        "thor": "Thorax",
+        "abdo": "Abdomen",
+        "spo2": "SpO2",
+    },
     "sleep-edf": {"eeg_c4": "EEG Fpz-Cz", "eeg_c3": "EEG Pz-Oz", "emg": "EMG submental", "airflow": "Resp oro-nasal"},
 }
 # Simulated signals each layout needs, key -> rate (Hz); the physiology of respiration is simulated at 10 Hz.
@@ -105,8 +178,16 @@ LAYOUT_SIM_RATES: dict[str, dict[str, int]] = {
     "clinical": {**_EPHYS_256, **_RESP_10, "position": 1},
     "sleep-edf": {"eeg_c4": 100, "eeg_c3": 100, "eog_l": 100, "eog_r": 100, "emg": 100, "thermistor": 10},
 }
-SLEEP_EDF_STAGE = {0: "Sleep stage W", 1: "Sleep stage 1", 2: "Sleep stage 2", 3: "Sleep stage 3",
-                   4: "Sleep stage R", "n4": "Sleep stage 4", "move": "Movement time", "unscored": "Sleep stage ?"}
+SLEEP_EDF_STAGE = {
+    0: "Sleep stage W",
+    1: "Sleep stage 1",
+    2: "Sleep stage 2",
+    3: "Sleep stage 3",
+    4: "Sleep stage R",
+    "n4": "Sleep stage 4",
+    "move": "Movement time",
+    "unscored": "Sleep stage ?",
+}
 SECONDARY_EEG_LABELS = ("EEG(sec)", "EEG (sec)", "EEG sec", "EEG2", "EEG 2")
 CANONICAL = ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg", "airflow", "thor", "abdo", "spo2")
 # Named variations for the CLI (`--variations all` or a comma list); each goes to its own night from night 1 on.
@@ -123,8 +204,21 @@ VARIATION_CATALOG: dict[str, dict] = {
     "crlf_xml": {"crlf": True},
     "one_line_xml": {"single_line": True},
 }
-NIGHT_OPTIONS = ("secondary_eeg_label", "ecg_rate", "shhs2", "missing_channels", "truncated", "unscored_epochs",
-                 "scored_shorter", "signal_shorter", "shuffle_stages", "crlf", "single_line", "subject_id", "channels")
+NIGHT_OPTIONS = (
+    "secondary_eeg_label",
+    "ecg_rate",
+    "shhs2",
+    "missing_channels",
+    "truncated",
+    "unscored_epochs",
+    "scored_shorter",
+    "signal_shorter",
+    "shuffle_stages",
+    "crlf",
+    "single_line",
+    "subject_id",
+    "channels",
+)
 SHHS_ONLY_OPTIONS = ("secondary_eeg_label", "ecg_rate", "shhs2", "missing_channels")
 
 
@@ -156,18 +250,39 @@ class SyntheticNight:
         def rel(path: Path) -> str:
             return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
 
-        return {"recording_id": self.recording_id, "subject_id": self.subject_id, "cohort": self.cohort,
-                "edf_path": rel(self.edf_path), "xml_path": rel(self.xml_path), "stages": self.stages.tolist(),
-                "events": self.events, "signal_s": self.signal_s, "scored_s": self.scored_s,
-                "channels": self.channels, "rates": self.rates, "ahi": self.ahi,
-                "variations": {k: list(v) if isinstance(v, tuple) else v for k, v in self.variations.items()}}
+        return {
+            "recording_id": self.recording_id,
+            "subject_id": self.subject_id,
+            "cohort": self.cohort,
+            "edf_path": rel(self.edf_path),
+            "xml_path": rel(self.xml_path),
+            "stages": self.stages.tolist(),
+            "events": self.events,
+            "signal_s": self.signal_s,
+            "scored_s": self.scored_s,
+            "channels": self.channels,
+            "rates": self.rates,
+            "ahi": self.ahi,
+            "variations": {k: list(v) if isinstance(v, tuple) else v for k, v in self.variations.items()},
+        }
 
     @classmethod
     def from_json(cls, record: dict, root: Path) -> SyntheticNight:
-        return cls(record["recording_id"], record["subject_id"], record["cohort"], root / record["edf_path"],
-                   root / record["xml_path"], np.asarray(record["stages"], dtype=np.int8), record["events"],
-                   record["signal_s"], record["scored_s"], record["channels"], record["rates"],
-                   record["variations"], record["ahi"])
+        return cls(
+            record["recording_id"],
+            record["subject_id"],
+            record["cohort"],
+            root / record["edf_path"],
+            root / record["xml_path"],
+            np.asarray(record["stages"], dtype=np.int8),
+            record["events"],
+            record["signal_s"],
+            record["scored_s"],
+            record["channels"],
+            record["rates"],
+            record["variations"],
+            record["ahi"],
+        )
 
 
 def _night_seed(seed: int, *keys: str) -> np.random.SeedSequence:
@@ -196,30 +311,69 @@ def _stage_runs(keys: np.ndarray) -> list[tuple[str, float, float]]:
     return [(STAGE_CONCEPT[key], start, length) for key, start, length in _stage_runs_keys(keys)]
 
 
-def _xml_bytes(clock: str, signal_s: float, runs: list, events: list[dict], airflow_label: str,
-               shuffle_rng: np.random.Generator | None, crlf: bool, single_line: bool) -> bytes:
+def _xml_bytes(
+    clock: str,
+    signal_s: float,
+    runs: list,
+    events: list[dict],
+    airflow_label: str,
+    shuffle_rng: np.random.Generator | None,
+    crlf: bool,
+    single_line: bool,
+) -> bytes:
     """The NSRR annotation file: start record, scored events (chronological), then stage runs."""
-    lines = ['<?xml version="1.0" encoding="UTF-8" standalone="no"?>', "<PSGAnnotation>",
-             "<SoftwareVersion>Compumedics</SoftwareVersion>", "<EpochLength>30</EpochLength>", "<ScoredEvents>",
-             "<ScoredEvent>", "<EventType/>", "<EventConcept>Recording Start Time</EventConcept>",
-             "<Start>0</Start>", f"<Duration>{signal_s:.1f}</Duration>", f"<ClockTime>00.00.00 {clock}</ClockTime>",
-             "</ScoredEvent>"]
+    lines = [
+        '<?xml version="1.0" encoding="UTF-8" standalone="no"?>',
+        "<PSGAnnotation>",
+        "<SoftwareVersion>Compumedics</SoftwareVersion>",
+        "<EpochLength>30</EpochLength>",
+        "<ScoredEvents>",
+        "<ScoredEvent>",
+        "<EventType/>",
+        "<EventConcept>Recording Start Time</EventConcept>",
+        "<Start>0</Start>",
+        f"<Duration>{signal_s:.1f}</Duration>",
+        f"<ClockTime>00.00.00 {clock}</ClockTime>",
+        "</ScoredEvent>",
+    ]
 
     def add(kind: str, concept: str, start: float, duration: float, extra: tuple[str, ...] = ()) -> None:
-        lines.extend(("<ScoredEvent>", f"<EventType>{kind}</EventType>", f"<EventConcept>{concept}</EventConcept>",
-                      f"<Start>{start:.1f}</Start>", f"<Duration>{duration:.1f}</Duration>", *extra, "</ScoredEvent>"))
+        lines.extend(
+            (
+                "<ScoredEvent>",
+                f"<EventType>{kind}</EventType>",
+                f"<EventConcept>{concept}</EventConcept>",
+                f"<Start>{start:.1f}</Start>",
+                f"<Duration>{duration:.1f}</Duration>",
+                *extra,
+                "</ScoredEvent>",
+            )
+        )
 
     for ev in events:
         if ev["type"] == "arousal":
             add("Arousals|Arousals", ev["concept"], ev["start_s"], ev["duration_s"])
         elif ev["spo2_nadir"] is not None:
-            add("Respiratory|Respiratory", ev["concept"], ev["start_s"], ev["duration_s"],
-                ("<SignalLocation>SaO2</SignalLocation>", f"<SpO2Nadir>{ev['spo2_nadir']:.1f}</SpO2Nadir>",
-                 f"<SpO2Baseline>{ev['spo2_baseline']:.1f}</SpO2Baseline>"))
+            add(
+                "Respiratory|Respiratory",
+                ev["concept"],
+                ev["start_s"],
+                ev["duration_s"],
+                (
+                    "<SignalLocation>SaO2</SignalLocation>",
+                    f"<SpO2Nadir>{ev['spo2_nadir']:.1f}</SpO2Nadir>",
+                    f"<SpO2Baseline>{ev['spo2_baseline']:.1f}</SpO2Baseline>",
+                ),
+            )
         else:
             where = "SaO2" if ev["type"] == "other" else airflow_label
-            add("Respiratory|Respiratory", ev["concept"], ev["start_s"], ev["duration_s"],
-                (f"<SignalLocation>{where}</SignalLocation>",))
+            add(
+                "Respiratory|Respiratory",
+                ev["concept"],
+                ev["start_s"],
+                ev["duration_s"],
+                (f"<SignalLocation>{where}</SignalLocation>",),
+            )
     order = shuffle_rng.permutation(len(runs)) if shuffle_rng is not None else range(len(runs))
     for i in order:
         add("Stages|Stages", *runs[i])
@@ -234,14 +388,26 @@ def _digital(values: np.ndarray, pmin: float, pmax: float) -> np.ndarray:
     return np.clip(np.round(scaled), -32768, 32767).astype(np.int16)
 
 
-def _write_edf(path: Path, layout: list[tuple], signals: dict[str, np.ndarray], start: datetime.time,
-               annotations: list[tuple[float, float, str]] | None = None) -> int:
+def _write_edf(
+    path: Path,
+    layout: list[tuple],
+    signals: dict[str, np.ndarray],
+    start: datetime.time,
+    annotations: list[tuple[float, float, str]] | None = None,
+) -> int:
     """Plain EDF with 1-s data records (EDF+C with an annotation signal when `annotations` (onset s, duration s,
     text) are given). Returns the bytes per data record of the data signals."""
-    edf_signals = [EdfSignal.from_digital(_digital(signals[key], pmin, pmax), rate, label=label,
-                                          physical_dimension=unit, physical_range=(pmin, pmax),
-                                          digital_range=(-32768, 32767))
-                   for key, label, rate, unit, pmin, pmax in layout]
+    edf_signals = [
+        EdfSignal.from_digital(
+            _digital(signals[key], pmin, pmax),
+            rate,
+            label=label,
+            physical_dimension=unit,
+            physical_range=(pmin, pmax),
+            digital_range=(-32768, 32767),
+        )
+        for key, label, rate, unit, pmin, pmax in layout
+    ]
     path.parent.mkdir(parents=True, exist_ok=True)
     extra = {"annotations": [EdfAnnotation(*a) for a in annotations]} if annotations is not None else {}
     Edf(edf_signals, starttime=start, data_record_duration=1, **extra).write(path)
@@ -259,25 +425,40 @@ def _layout_signals(channels: str, sim: dict[str, np.ndarray], rng: np.random.Ge
     out = dict(sim)
     if channels == "mros":
         n, fs = sim["eeg_c4"].size, 256
-        refs = {key: _reference(rng, n, fs, amp) for key, amp in
-                (("m1", 20.0), ("m2", 20.0), ("chin_ref", 10.0), ("ecg_ref", 0.05))}
-        out.update(m1=refs["m1"], m2=refs["m2"], c4=sim["eeg_c4"] + refs["m1"], c3=sim["eeg_c3"] + refs["m2"],
-                   loc=sim["eog_l"] + refs["m2"], roc=sim["eog_r"] + refs["m1"], chin1=sim["emg"] + refs["chin_ref"],
-                   chin2=refs["chin_ref"], ecg_l=sim["ecg"] + refs["ecg_ref"], ecg_r=refs["ecg_ref"])
+        refs = {
+            key: _reference(rng, n, fs, amp)
+            for key, amp in (("m1", 20.0), ("m2", 20.0), ("chin_ref", 10.0), ("ecg_ref", 0.05))
+        }
+        out.update(
+            m1=refs["m1"],
+            m2=refs["m2"],
+            c4=sim["eeg_c4"] + refs["m1"],
+            c3=sim["eeg_c3"] + refs["m2"],
+            loc=sim["eog_l"] + refs["m2"],
+            roc=sim["eog_r"] + refs["m1"],
+            chin1=sim["emg"] + refs["chin_ref"],
+            chin2=refs["chin_ref"],
+            ecg_l=sim["ecg"] + refs["ecg_ref"],
+            ecg_r=refs["ecg_ref"],
+        )
     elif channels == "mesa":
         out.update(fz_cz=0.8 * sim["eeg_c3"], cz_oz=-0.6 * sim["eeg_c3"])  # not C4-M1: must never fill eeg_c4
     elif channels == "sleep-edf":
         resp = sim["thermistor"][::10]
-        out.update(eog_h=sim["eog_l"] - sim["eog_r"], resp_1hz=resp,
-                   temp=36.8 + 0.3 * np.sin(np.arange(resp.size) * 2 * np.pi / 36000.0))
+        out.update(
+            eog_h=sim["eog_l"] - sim["eog_r"],
+            resp_1hz=resp,
+            temp=36.8 + 0.3 * np.sin(np.arange(resp.size) * 2 * np.pi / 36000.0),
+        )
     return out
 
 
 def _hypnogram_edf(path: Path, runs: list[tuple[str, float, float]], start: datetime.time) -> None:
     """An annotation-only EDF+ (as Sleep-EDF's `*-Hypnogram.edf`): one annotation per stage run."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Edf([], starttime=start, annotations=[EdfAnnotation(onset, duration, text) for text, onset, duration in runs]
-        ).write(path)
+    Edf(
+        [], starttime=start, annotations=[EdfAnnotation(onset, duration, text) for text, onset, duration in runs]
+    ).write(path)
 
 
 def _stage_classes_as(stages: np.ndarray, names: dict) -> list[tuple[str, float, float]]:
@@ -298,12 +479,18 @@ def write_scoring(night: SyntheticNight, path: str | Path, fmt: str) -> Path:
     events = [e for e in night.events]
     names = {ev["concept"]: ev["concept"].split("|", 1)[0] for ev in events}
     if fmt == "profusion":
-        lines = ['<?xml version="1.0" encoding="utf-8"?>', "<CMPStudyConfig>", "<EpochLength>30</EpochLength>",
-                 "<ScoredEvents>"]
+        lines = [
+            '<?xml version="1.0" encoding="utf-8"?>',
+            "<CMPStudyConfig>",
+            "<EpochLength>30</EpochLength>",
+            "<ScoredEvents>",
+        ]
         for ev in events:
             nadir = f"<LowestSpO2>{ev['spo2_nadir']:.1f}</LowestSpO2>" if ev["spo2_nadir"] is not None else ""
-            lines.append(f"<ScoredEvent><Name>{names[ev['concept']]}</Name><Start>{ev['start_s']:.1f}</Start>"
-                         f"<Duration>{ev['duration_s']:.1f}</Duration>{nadir}</ScoredEvent>")
+            lines.append(
+                f"<ScoredEvent><Name>{names[ev['concept']]}</Name><Start>{ev['start_s']:.1f}</Start>"
+                f"<Duration>{ev['duration_s']:.1f}</Duration>{nadir}</ScoredEvent>"
+            )
         lines += ["</ScoredEvents>", "<SleepStages>"]
         lines += [f"<SleepStage>{PROFUSION_CODE[int(s)]}</SleepStage>" for s in night.stages]
         lines += ["</SleepStages>", "</CMPStudyConfig>"]
@@ -323,12 +510,27 @@ def write_scoring(night: SyntheticNight, path: str | Path, fmt: str) -> Path:
     return path
 
 
-def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str, hours: float, seed: int,
-                   *, secondary_eeg_label: str | None = None, ecg_rate: int | None = None, shhs2: bool = False,
-                   missing_channels: tuple[str, ...] | list[str] = (), truncated: bool = False,
-                   unscored_epochs: int = 0, scored_shorter: bool | int = False, signal_shorter: bool | int = False,
-                   shuffle_stages: bool = False, crlf: bool = False, single_line: bool = False,
-                   subject_id: str | None = None, channels: str = "shhs") -> SyntheticNight:
+def generate_night(
+    edf_path: str | Path,
+    xml_path: str | Path,
+    recording_id: str,
+    hours: float,
+    seed: int,
+    *,
+    secondary_eeg_label: str | None = None,
+    ecg_rate: int | None = None,
+    shhs2: bool = False,
+    missing_channels: tuple[str, ...] | list[str] = (),
+    truncated: bool = False,
+    unscored_epochs: int = 0,
+    scored_shorter: bool | int = False,
+    signal_shorter: bool | int = False,
+    shuffle_stages: bool = False,
+    crlf: bool = False,
+    single_line: bool = False,
+    subject_id: str | None = None,
+    channels: str = "shhs",
+) -> SyntheticNight:
     """Write one synthetic night (EDF + NSRR XML) and return its truth.
 
     `hours` sets the scored period (round(hours * 120) epochs). Subject physiology is seeded by (seed,
@@ -349,8 +551,10 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
     subject_id = subject_id or subject
     cohort = "sleep-edf" if channels == "sleep-edf" else cohort or ("shhs2" if shhs2 else "shhs1")
     if secondary_eeg_label is not None and secondary_eeg_label not in SECONDARY_EEG_LABELS:
-        raise ValueError(f"{recording_id}: secondary_eeg_label {secondary_eeg_label!r} is not an SHHS alias "
-                         f"({', '.join(SECONDARY_EEG_LABELS)})")
+        raise ValueError(
+            f"{recording_id}: secondary_eeg_label {secondary_eeg_label!r} is not an SHHS alias "
+            f"({', '.join(SECONDARY_EEG_LABELS)})"
+        )
     unknown = [c for c in missing_channels if c not in CANONICAL]
     if unknown:
         raise ValueError(f"{recording_id}: missing_channels {unknown} are not canonical names ({', '.join(CANONICAL)})")
@@ -358,11 +562,16 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
         raise ValueError(f"{recording_id}: hours must be > 0, got {hours}")
     if channels != "shhs" and channels not in CHANNEL_LAYOUTS:
         raise ValueError(f"{recording_id}: channels {channels!r}; known: shhs, {', '.join(CHANNEL_LAYOUTS)}")
-    shhs_only = {"secondary_eeg_label": secondary_eeg_label, "ecg_rate": ecg_rate, "shhs2": shhs2,
-                 "missing_channels": missing_channels}
+    shhs_only = {
+        "secondary_eeg_label": secondary_eeg_label,
+        "ecg_rate": ecg_rate,
+        "shhs2": shhs2,
+        "missing_channels": missing_channels,
+    }
     if channels != "shhs" and any(shhs_only.values()):
-        raise ValueError(f"{recording_id}: {', '.join(k for k, v in shhs_only.items() if v)} apply to the SHHS "
-                         f"layout only")
+        raise ValueError(
+            f"{recording_id}: {', '.join(k for k, v in shhs_only.items() if v)} apply to the SHHS layout only"
+        )
     rng = np.random.default_rng(_night_seed(seed, recording_id, "night"))
     subj = subject_params(np.random.default_rng(_night_seed(seed, subject_id, "subject")))
 
@@ -394,8 +603,9 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
 
     sim = simulate_night(rng, subj, n_sim, n_scored_final, signal_s, sim_rates, int(unscored_epochs))
     if channels != "shhs":  # referential and derived signals from their own generator: the night stays the same
-        sim["signals"] = _layout_signals(channels, sim["signals"],
-                                         np.random.default_rng(_night_seed(seed, recording_id, "reference")))
+        sim["signals"] = _layout_signals(
+            channels, sim["signals"], np.random.default_rng(_night_seed(seed, recording_id, "reference"))
+        )
     keys = np.array(sim["stage"][:n_scored_final], dtype=object)  # STAGE_CONCEPT keys per scored epoch
     stages_out = sim["stage"][:n_scored_final].astype(np.int8)
     keys[(stages_out == 3) & sim["deep"][:n_scored_final]] = "n4"
@@ -416,9 +626,13 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
     for ev in sim["events"]:
         kind = ev["kind"]
         concept = concept_arousal if kind == "arousal" else EVENT_CONCEPT[kind]
-        record = {"type": "other" if kind == "spo2_artifact" else kind, "concept": concept,
-                  "start_s": round(ev["start"], 1), "duration_s": round(ev["duration"], 1),
-                  "spo2_nadir": ev.get("nadir")}
+        record = {
+            "type": "other" if kind == "spo2_artifact" else kind,
+            "concept": concept,
+            "start_s": round(ev["start"], 1),
+            "duration_s": round(ev["duration"], 1),
+            "spo2_nadir": ev.get("nadir"),
+        }
         if "baseline" in ev:
             record["spo2_baseline"] = ev["baseline"]
         events.append(record)
@@ -428,11 +642,22 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     if channels == "sleep-edf":  # Sleep-EDF scores stages only, in a separate EDF+ hypnogram
         events = []
-        _hypnogram_edf(xml_path, [(SLEEP_EDF_STAGE[k], start, length) for k, start, length in _stage_runs_keys(keys)],
-                       clock)
+        _hypnogram_edf(
+            xml_path, [(SLEEP_EDF_STAGE[k], start, length) for k, start, length in _stage_runs_keys(keys)], clock
+        )
     else:
-        xml_path.write_bytes(_xml_bytes(clock.strftime("%H.%M.%S"), float(signal_s), _stage_runs(keys), events,
-                                        airflow_label, shuffle_rng, crlf, single_line))
+        xml_path.write_bytes(
+            _xml_bytes(
+                clock.strftime("%H.%M.%S"),
+                float(signal_s),
+                _stage_runs(keys),
+                events,
+                airflow_label,
+                shuffle_rng,
+                crlf,
+                single_line,
+            )
+        )
 
     present = {key: (label, rate) for key, label, rate, *_ in layout}
     if channels != "shhs":
@@ -442,16 +667,41 @@ def generate_night(edf_path: str | Path, xml_path: str | Path, recording_id: str
         present["airflow"] = present["thermistor"]
     layout_name, channels = channels, {c: present[c][0] for c in CANONICAL if c in present}
     sleep_h = float(np.sum(stages_out > 0)) * EPOCH_S / 3600
-    n_resp = sum(e["type"] in ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea") and
-                 e["start_s"] < scored_s and stages_out[int(e["start_s"] // EPOCH_S)] > 0 for e in events)
-    options = {"secondary_eeg_label": secondary_eeg_label, "ecg_rate": ecg_rate, "shhs2": shhs2,
-               "missing_channels": tuple(missing_channels), "truncated": truncated,
-               "unscored_epochs": unscored_epochs, "scored_shorter": scored_less, "signal_shorter": signal_less,
-               "shuffle_stages": shuffle_stages, "crlf": crlf, "single_line": single_line,
-               "channels": layout_name if layout_name != "shhs" else None}
-    return SyntheticNight(recording_id, subject_id, cohort, edf_path, xml_path, stages_out, events, readable_s,
-                          scored_s, channels, {c: float(present[c][1]) for c in channels},
-                          {k: v for k, v in options.items() if v}, round(n_resp / sleep_h, 2) if sleep_h else 0.0)
+    n_resp = sum(
+        e["type"] in ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea")
+        and e["start_s"] < scored_s
+        and stages_out[int(e["start_s"] // EPOCH_S)] > 0
+        for e in events
+    )
+    options = {
+        "secondary_eeg_label": secondary_eeg_label,
+        "ecg_rate": ecg_rate,
+        "shhs2": shhs2,
+        "missing_channels": tuple(missing_channels),
+        "truncated": truncated,
+        "unscored_epochs": unscored_epochs,
+        "scored_shorter": scored_less,
+        "signal_shorter": signal_less,
+        "shuffle_stages": shuffle_stages,
+        "crlf": crlf,
+        "single_line": single_line,
+        "channels": layout_name if layout_name != "shhs" else None,
+    }
+    return SyntheticNight(
+        recording_id,
+        subject_id,
+        cohort,
+        edf_path,
+        xml_path,
+        stages_out,
+        events,
+        readable_s,
+        scored_s,
+        channels,
+        {c: float(present[c][1]) for c in channels},
+        {k: v for k, v in options.items() if v},
+        round(n_resp / sleep_h, 2) if sleep_h else 0.0,
+    )
 
 
 COHORT_LAYOUTS = ("nsrr", "flat", "mesa", "mros", "clinical", "sleep-edf")
@@ -474,8 +724,14 @@ def _cohort_paths(out_dir: Path, layout: str, index: int) -> tuple[str, str, Pat
     return f"{name}0-PSG", f"SC{subject:02d}", out_dir / f"{name}0-PSG.edf", out_dir / f"{name}C-Hypnogram.edf"
 
 
-def generate_cohort(out_dir: str | Path, nights: int, hours: float, seed: int, layout: str = "nsrr",
-                    variations: dict[int, dict] | None = None) -> list[SyntheticNight]:
+def generate_cohort(
+    out_dir: str | Path,
+    nights: int,
+    hours: float,
+    seed: int,
+    layout: str = "nsrr",
+    variations: dict[int, dict] | None = None,
+) -> list[SyntheticNight]:
     """Write `nights` nights (subjects 200001, 200002, ...) and `out_dir/synthetic_truth.json`.
 
     `layout` "nsrr" writes `polysomnography/edfs/<cohort>/<id>.edf` and
@@ -513,8 +769,12 @@ def generate_cohort(out_dir: str | Path, nights: int, hours: float, seed: int, l
         elif layout == "flat":
             edf, xml = out_dir / f"{recording_id}.edf", out_dir / f"{recording_id}-nsrr.xml"
         results.append(generate_night(edf, xml, recording_id, hours, seed, subject_id=subject, **options))
-    truth = {"seed": seed, "hours": hours, "layout": layout,
-             "recordings": {n.recording_id: n.to_json(out_dir) for n in results}}
+    truth = {
+        "seed": seed,
+        "hours": hours,
+        "layout": layout,
+        "recordings": {n.recording_id: n.to_json(out_dir) for n in results},
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / TRUTH_FILE).write_text(json.dumps(truth, indent=1))
     return results
@@ -548,20 +808,34 @@ def variation_plan(nights: int, names: list[str]) -> dict[int, dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from utils.config import (ArgumentParser, UsageError, check_out_dir, non_negative_int, positive_float,
-                              positive_int)  # one-line usage errors, checked numbers (exit 2)
+    from utils.config import (
+        ArgumentParser,
+        UsageError,
+        check_out_dir,
+        non_negative_int,
+        positive_float,
+        positive_int,  # one-line usage errors, checked numbers (exit 2)
+    )
 
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--nights", type=positive_int, default=8)
     parser.add_argument("--hours", type=positive_float, default=8.0, help="scored hours per night")
     parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--layout", choices=COHORT_LAYOUTS, default="nsrr",
-                        help="nsrr / flat: SHHS files in the NSRR tree / one folder; mesa, mros, clinical, "
-                             "sleep-edf: those cohorts' channel labels, rates and file names")
-    parser.add_argument("--variations", default="",
-                        help=f"'all' or a comma list of {', '.join(VARIATION_CATALOG)}; one night each from night 1")
+    parser.add_argument(
+        "--layout",
+        choices=COHORT_LAYOUTS,
+        default="nsrr",
+        help="nsrr / flat: SHHS files in the NSRR tree / one folder; mesa, mros, clinical, "
+        "sleep-edf: those cohorts' channel labels, rates and file names",
+    )
+    parser.add_argument(
+        "--variations",
+        default="",
+        help=f"'all' or a comma list of {', '.join(VARIATION_CATALOG)}; one night each from night 1",
+    )
     args = parser.parse_args(argv)
     names = list(VARIATION_CATALOG) if args.variations == "all" else [v for v in args.variations.split(",") if v]
     try:
@@ -572,8 +846,10 @@ def main(argv: list[str] | None = None) -> int:
     nights = generate_cohort(args.out, args.nights, args.hours, args.seed, args.layout, plan)
     for night in nights:
         extra = ", ".join(f"{k}={v}" for k, v in night.variations.items())
-        print(f"{night.recording_id}: {len(night.stages)} epochs, AHI {night.ahi:.1f}, {len(night.events)} events"
-              + (f" [{extra}]" if extra else ""))
+        print(
+            f"{night.recording_id}: {len(night.stages)} epochs, AHI {night.ahi:.1f}, {len(night.events)} events"
+            + (f" [{extra}]" if extra else "")
+        )
     print(f"wrote {len(nights)} nights and {TRUTH_FILE} to {args.out}")
     return 0
 

@@ -20,6 +20,7 @@ Model, in short (times in s, amplitudes in µV unless stated):
   obstructive, absent for central, both in turn for mixed), hypopneas (flow reduced 30-70 %), recovery breaths,
   SpO2 drops lagging the events, desaturation events measured on the written SpO2.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -34,13 +35,15 @@ SEG_S = 30  # spectral segment length (s); segments are centred every 15 s
 EEG_COMPONENTS = ("pink", "brown", "delta", "theta", "alpha", "sigma", "beta", "muscle")
 # RMS (µV) of each EEG component per physiological stage (rows W, N1, N2, N3, REM) before subject scaling.
 # Wake alpha/beta/muscle, N1 alpha and NREM delta are set from latent variables in `_eeg_rms`.
-EEG_RMS = np.array([
-    [5.0, 4.0, 4.0, 4.0, 0.0, 1.5, 0.0, 0.0],
-    [5.0, 6.0, 7.0, 9.0, 0.0, 2.0, 2.5, 0.0],
-    [5.5, 8.0, 0.0, 7.0, 2.0, 3.0, 2.0, 0.0],
-    [5.0, 11.0, 0.0, 6.5, 1.5, 2.0, 1.5, 0.0],
-    [5.0, 6.0, 6.5, 9.0, 3.0, 1.5, 3.0, 0.0],
-])
+EEG_RMS = np.array(
+    [
+        [5.0, 4.0, 4.0, 4.0, 0.0, 1.5, 0.0, 0.0],
+        [5.0, 6.0, 7.0, 9.0, 0.0, 2.0, 2.5, 0.0],
+        [5.5, 8.0, 0.0, 7.0, 2.0, 3.0, 2.0, 0.0],
+        [5.0, 11.0, 0.0, 6.5, 1.5, 2.0, 1.5, 0.0],
+        [5.0, 6.0, 6.5, 9.0, 3.0, 1.5, 3.0, 0.0],
+    ]
+)
 EMG_RMS = np.array([0.0, 5.0, 4.0, 3.8, 2.2])  # chin EMG tone per stage (wake from relaxation)
 HR_OFFSET = np.array([7.0, 3.0, 0.0, -3.0, 4.0])  # bpm relative to the subject's sleep heart rate
 HRV_SD = np.array([4.5, 3.0, 2.0, 1.2, 4.5])  # bpm, slow (0.02-0.15 Hz) heart-rate variability
@@ -54,18 +57,33 @@ def subject_params(rng: np.random.Generator) -> dict:
     severity = rng.choice(4, p=[0.3, 0.3, 0.25, 0.15])
     low, high = ((0.0, 5.0), (5.0, 15.0), (15.0, 30.0), (30.0, 65.0))[severity]
     return {
-        "ahi": rng.uniform(low, high), "apnea_fraction": rng.uniform(0.25, 0.6),
-        "central_fraction": rng.uniform(0.05, 0.35), "mixed_fraction": rng.uniform(0.0, 0.15),
-        "rem_event_weight": rng.uniform(1.0, 2.5), "desat_gain": rng.lognormal(0.0, 0.3),
-        "spont_arousal_rate": rng.uniform(4.0, 14.0), "resp_arousal_p": rng.uniform(0.7, 0.95),
-        "eeg_scale": rng.lognormal(0.0, 0.2), "alpha": rng.lognormal(0.0, 0.35) * (0.3 if rng.random() < 0.15 else 1.0),
-        "alpha_hz": rng.uniform(8.8, 11.0), "n1_alpha": rng.uniform(0.15, 0.55), "delta": rng.lognormal(0.0, 0.2),
-        "spindle_rate": rng.uniform(2.0, 7.0), "spindle_uv": rng.uniform(15.0, 35.0),
-        "spindle_hz": rng.uniform(12.0, 14.0), "kc_rate": rng.uniform(0.5, 2.0),
-        "emg_scale": rng.lognormal(0.0, 0.35), "eog_scale": rng.lognormal(0.0, 0.2),
-        "ecg_mv": rng.uniform(0.6, 1.6) * (-1.0 if rng.random() < 0.08 else 1.0), "hr_bpm": rng.uniform(55.0, 75.0),
-        "rsa_bpm": rng.uniform(1.0, 4.0), "breath_hz": rng.uniform(0.2, 0.3), "spo2": rng.uniform(94.0, 98.0),
-        "noise_uv": rng.uniform(0.5, 2.5), "n3_amount": rng.uniform(0.5, 1.4), "fragmentation": rng.uniform(2.0, 6.0),
+        "ahi": rng.uniform(low, high),
+        "apnea_fraction": rng.uniform(0.25, 0.6),
+        "central_fraction": rng.uniform(0.05, 0.35),
+        "mixed_fraction": rng.uniform(0.0, 0.15),
+        "rem_event_weight": rng.uniform(1.0, 2.5),
+        "desat_gain": rng.lognormal(0.0, 0.3),
+        "spont_arousal_rate": rng.uniform(4.0, 14.0),
+        "resp_arousal_p": rng.uniform(0.7, 0.95),
+        "eeg_scale": rng.lognormal(0.0, 0.2),
+        "alpha": rng.lognormal(0.0, 0.35) * (0.3 if rng.random() < 0.15 else 1.0),
+        "alpha_hz": rng.uniform(8.8, 11.0),
+        "n1_alpha": rng.uniform(0.15, 0.55),
+        "delta": rng.lognormal(0.0, 0.2),
+        "spindle_rate": rng.uniform(2.0, 7.0),
+        "spindle_uv": rng.uniform(15.0, 35.0),
+        "spindle_hz": rng.uniform(12.0, 14.0),
+        "kc_rate": rng.uniform(0.5, 2.0),
+        "emg_scale": rng.lognormal(0.0, 0.35),
+        "eog_scale": rng.lognormal(0.0, 0.2),
+        "ecg_mv": rng.uniform(0.6, 1.6) * (-1.0 if rng.random() < 0.08 else 1.0),
+        "hr_bpm": rng.uniform(55.0, 75.0),
+        "rsa_bpm": rng.uniform(1.0, 4.0),
+        "breath_hz": rng.uniform(0.2, 0.3),
+        "spo2": rng.uniform(94.0, 98.0),
+        "noise_uv": rng.uniform(0.5, 2.5),
+        "n3_amount": rng.uniform(0.5, 1.4),
+        "fragmentation": rng.uniform(2.0, 6.0),
         "ecg_leak": rng.uniform(0.001, 0.006) if rng.random() < 0.5 else 0.0,
         "line_noise_uv": rng.uniform(2.0, 12.0) if rng.random() < 0.25 else 0.0,
     }
@@ -121,10 +139,10 @@ def hypnogram(n: int, rng: np.random.Generator, subj: dict) -> np.ndarray:
             length = int(rng.integers(1, 7))
             after = i + length
             if after < n and stage[after] in (N2, N3):
-                stage[after:after + int(rng.integers(1, 4))] = N1
+                stage[after : after + int(rng.integers(1, 4))] = N1
             stage[i:after] = W
     if rng.random() < 0.6:
-        stage[n - int(rng.integers(2, 30)):] = W
+        stage[n - int(rng.integers(2, 30)) :] = W
     return stage
 
 
@@ -132,8 +150,9 @@ def hypnogram(n: int, rng: np.random.Generator, subj: dict) -> np.ndarray:
 NEIGHBOURS = ((N1,), (W, N2, REM), (N1, N3), (N2,), (N1,))
 
 
-def _physiological_stage(stage: np.ndarray, rng: np.random.Generator, p_border: float = 0.5,
-                         p_ambiguous: float = 0.08) -> np.ndarray:
+def _physiological_stage(
+    stage: np.ndarray, rng: np.random.Generator, p_border: float = 0.5, p_ambiguous: float = 0.08
+) -> np.ndarray:
     """The stage the signals follow (scorer disagreement): at a fraction `p_border` of stage borders one side
     takes the other side's stage, and a fraction `p_ambiguous` of epochs looks like a neighbouring stage."""
     phys = stage.copy()
@@ -158,7 +177,9 @@ def _segments(per_epoch: np.ndarray) -> np.ndarray:
     return out
 
 
-def spectral_noise(rng: np.random.Generator, seg_var: np.ndarray, shapes: np.ndarray, fs: int, n_epochs: int) -> np.ndarray:
+def spectral_noise(
+    rng: np.random.Generator, seg_var: np.ndarray, shapes: np.ndarray, fs: int, n_epochs: int
+) -> np.ndarray:
     """Gaussian noise (n_epochs * 30 * fs,) whose spectrum changes every 15 s.
 
     `seg_var` (2n+1, n_comp): variance (unit²) of each component in each 30-s segment (centred every 15 s);
@@ -169,7 +190,9 @@ def spectral_noise(rng: np.random.Generator, seg_var: np.ndarray, shapes: np.nda
     psd = (seg_var @ shapes).astype(np.float32)  # (n_seg, n_freq)
     z = rng.standard_normal((len(seg_var), shapes.shape[1], 2), dtype=np.float32)
     spectrum = (z[..., 0] + 1j * z[..., 1]) * (length * np.sqrt(psd / 2))
-    segs = sfft.irfft(spectrum, n=length, axis=1) * np.sin(np.pi * (np.arange(length) + 0.5) / length).astype(np.float32)
+    segs = sfft.irfft(spectrum, n=length, axis=1) * np.sin(np.pi * (np.arange(length) + 0.5) / length).astype(
+        np.float32
+    )
     blocks = np.zeros((len(seg_var) + 1, hop), dtype=np.float32)
     blocks[:-1] += segs[:, :hop]
     blocks[1:] += segs[:, hop:]
@@ -185,9 +208,17 @@ def _shapes(fs: int, centres: dict) -> np.ndarray:
     def peak(mu, sd):
         return np.exp(-0.5 * ((f - mu) / sd) ** 2) * hp
 
-    table = {"pink": hp / fc, "brown": hp / fc**2, "delta": peak(1.0, 0.45), "theta": peak(6.0, 1.0),
-             "alpha": peak(centres["alpha"], 0.6), "sigma": peak(13.0, 0.7), "beta": peak(21.0, 5.0),
-             "muscle": f**2 / (f**2 + 25.0**2) * hp, "emg": f**4 / (f**4 + 20.0**4) * hp}
+    table = {
+        "pink": hp / fc,
+        "brown": hp / fc**2,
+        "delta": peak(1.0, 0.45),
+        "theta": peak(6.0, 1.0),
+        "alpha": peak(centres["alpha"], 0.6),
+        "sigma": peak(13.0, 0.7),
+        "beta": peak(21.0, 5.0),
+        "muscle": f**2 / (f**2 + 25.0**2) * hp,
+        "emg": f**4 / (f**4 + 20.0**4) * hp,
+    }
     rows = np.array([table[name] for name in (*EEG_COMPONENTS, "emg")])
     return rows / rows.sum(axis=1, keepdims=True)
 
@@ -221,7 +252,7 @@ def _place(rng, n_events, weight, busy, duration_fn, margin_before=5.0, margin_a
         end = start + duration
         e0, e1 = int(start // EPOCH_S), int((end + 5) // EPOCH_S)
         s0, s1 = max(int(start - margin_before), 0), int(end + margin_after)
-        if e1 >= len(weight) or np.any(weight[e0:e1 + 1] == 0) or busy[s0:s1].any():
+        if e1 >= len(weight) or np.any(weight[e0 : e1 + 1] == 0) or busy[s0:s1].any():
             continue
         busy[s0:s1] = True
         placed.append((start, duration))
@@ -238,13 +269,23 @@ def scored_events(rng: np.random.Generator, subj: dict, stage: np.ndarray, block
     weight[stage == REM] *= subj["rem_event_weight"]
     sleep_h = np.sum(stage > 0) / 120
     events = []
-    for start, duration in _place(rng, rng.poisson(subj["ahi"] * sleep_h), weight, busy,
-                                  lambda e: min(10 + rng.gamma(2.0, 6.5) * (1.3 if stage[e] == REM else 1.0), 90)):
+    for start, duration in _place(
+        rng,
+        rng.poisson(subj["ahi"] * sleep_h),
+        weight,
+        busy,
+        lambda e: min(10 + rng.gamma(2.0, 6.5) * (1.3 if stage[e] == REM else 1.0), 90),
+    ):
         u = rng.random()
         if u < subj["apnea_fraction"]:
             v = rng.random()
-            kind = ("central_apnea" if v < subj["central_fraction"] else
-                    "mixed_apnea" if v < subj["central_fraction"] + subj["mixed_fraction"] else "obstructive_apnea")
+            kind = (
+                "central_apnea"
+                if v < subj["central_fraction"]
+                else "mixed_apnea"
+                if v < subj["central_fraction"] + subj["mixed_fraction"]
+                else "obstructive_apnea"
+            )
         else:
             kind = "hypopnea"
         events.append({"kind": kind, "start": start, "duration": duration, "rem": stage[int(start // EPOCH_S)] == REM})
@@ -253,10 +294,19 @@ def scored_events(rng: np.random.Generator, subj: dict, stage: np.ndarray, block
         p = subj["resp_arousal_p"] if ev["kind"] != "hypopnea" else 0.4
         ev["arousal"] = rng.random() < p
         if ev["arousal"]:
-            arousals.append((ev["start"] + ev["duration"] - rng.uniform(0, 2), min(3 + rng.gamma(2.0, 2.5), 15.0), ev["kind"]))
+            arousals.append(
+                (ev["start"] + ev["duration"] - rng.uniform(0, 2), min(3 + rng.gamma(2.0, 2.5), 15.0), ev["kind"])
+            )
     spont = AROUSAL_WEIGHT[stage] * ~blocked
-    for start, duration in _place(rng, rng.poisson(subj["spont_arousal_rate"] * sleep_h), spont, busy,
-                                  lambda e: min(3 + rng.gamma(2.0, 2.5), 15.0), 2.0, 10.0):
+    for start, duration in _place(
+        rng,
+        rng.poisson(subj["spont_arousal_rate"] * sleep_h),
+        spont,
+        busy,
+        lambda e: min(3 + rng.gamma(2.0, 2.5), 15.0),
+        2.0,
+        10.0,
+    ):
         arousals.append((start, duration, "spontaneous"))
     arousals.sort()
     return events, arousals
@@ -284,8 +334,15 @@ def _surge(n: int, fs: float, onsets, heights, peak_s: float = 5.0) -> np.ndarra
     return out
 
 
-def simulate_night(rng: np.random.Generator, subj: dict, n_epochs: int, n_scored: int, signal_s: int,
-                   rates: dict[str, int], unscored_epochs: int = 0) -> dict:
+def simulate_night(
+    rng: np.random.Generator,
+    subj: dict,
+    n_epochs: int,
+    n_scored: int,
+    signal_s: int,
+    rates: dict[str, int],
+    unscored_epochs: int = 0,
+) -> dict:
     """One night of `n_epochs` simulated epochs; signals trimmed to `signal_s` seconds.
 
     `rates` maps the keys to write (canonical names, "thermistor", "hr", "position") to native rates (Hz).
@@ -308,8 +365,11 @@ def simulate_night(rng: np.random.Generator, subj: dict, n_epochs: int, n_scored
     wake_onsets = np.flatnonzero((stage[1:] == W) & (stage[:-1] > 0)) + 1
     wake_onsets = wake_onsets[rng.random(len(wake_onsets)) < 0.5]
     move_epochs = np.concatenate([wake_onsets, np.flatnonzero(movement)])
-    move_dur = np.where(np.isin(move_epochs, np.flatnonzero(movement)), rng.uniform(10, 25, len(move_epochs)),
-                        rng.uniform(2, 8, len(move_epochs)))
+    move_dur = np.where(
+        np.isin(move_epochs, np.flatnonzero(movement)),
+        rng.uniform(10, 25, len(move_epochs)),
+        rng.uniform(2, 8, len(move_epochs)),
+    )
     move_start = move_epochs * EPOCH_S + rng.uniform(0, 1, len(move_epochs)) * (EPOCH_S - move_dur)
     moves = (move_start, move_dur)
     aro = (np.array([a[0] for a in arousals]), np.array([a[1] for a in arousals]))
@@ -322,24 +382,39 @@ def simulate_night(rng: np.random.Generator, subj: dict, n_epochs: int, n_scored
     emg_rms *= subj["emg_scale"] * np.exp(_ar1(rng, n_epochs, 0.7, 0.35)) * (1 - 0.25 * np.arange(n_epochs) / n_epochs)
     ecg_fs = rates.get("ecg", 125)
     signals = {"ecg": _ecg(rng, subj, heart["beats"], breath["phase"], ecg_fs, total_s, emg_rms)}
-    leak_ecg = _ecg(rng, subj, heart["beats"], breath["phase"], eeg_fs, total_s, None) if ecg_fs != eeg_fs else signals["ecg"]
+    leak_ecg = (
+        _ecg(rng, subj, heart["beats"], breath["phase"], eeg_fs, total_s, None) if ecg_fs != eeg_fs else signals["ecg"]
+    )
     c4, c3 = _eeg(rng, subj, phys, relax, depth, emg_rms, aro, moves, eeg_fs, n_epochs)
     eog_l, eog_r = _eog(rng, subj, phys, relax, phasic, c4, moves, rates.get("eog_l", 50), eeg_fs, n_epochs)
     emg = _emg(rng, subj, phys, phasic, emg_rms, aro, moves, eeg_fs, n_epochs)
     ecg_uv = leak_ecg * 1000 * subj["ecg_leak"]
     line = subj["line_noise_uv"] * np.sin(2 * np.pi * 60.0 * np.arange(c4.size) / eeg_fs + rng.uniform(0, 6.3))
-    signals.update(eeg_c4=c4 + ecg_uv + line, eeg_c3=c3 + 0.8 * ecg_uv, eog_l=eog_l, eog_r=eog_r,
-                   emg=emg + 2 * ecg_uv + 0.5 * line)
+    signals.update(
+        eeg_c4=c4 + ecg_uv + line, eeg_c3=c3 + 0.8 * ecg_uv, eog_l=eog_l, eog_r=eog_r, emg=emg + 2 * ecg_uv + 0.5 * line
+    )
     spo2, spo2_events = _spo2(rng, subj, events, total_s)
-    signals.update(airflow=breath["nasal"], thermistor=breath["thermistor"], thor=breath["thor"],
-                   abdo=breath["abdo"], spo2=spo2, hr=np.round(heart["hr"][::10]),
-                   position=_position(rng, stage, total_s))
+    signals.update(
+        airflow=breath["nasal"],
+        thermistor=breath["thermistor"],
+        thor=breath["thor"],
+        abdo=breath["abdo"],
+        spo2=spo2,
+        hr=np.round(heart["hr"][::10]),
+        position=_position(rng, stage, total_s),
+    )
     signals = {key: signals[key][: int(signal_s * rate)] for key, rate in rates.items()}
     out_events = [{"kind": e["kind"], "start": e["start"], "duration": e["duration"]} for e in events]
     out_events += [{"kind": "arousal", "start": s, "duration": d} for s, d, _ in arousals] + spo2_events
     deep = (stage == N3) & (depth > 0.6)
-    return {"stage": stage, "deep": deep, "movement": movement, "unscored": unscored, "signals": signals,
-            "events": [e for e in out_events if e["start"] < signal_s]}
+    return {
+        "stage": stage,
+        "deep": deep,
+        "movement": movement,
+        "unscored": unscored,
+        "signals": signals,
+        "events": [e for e in out_events if e["start"] < signal_s],
+    }
 
 
 def _unscored_marks(stage: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -354,8 +429,8 @@ def _unscored_marks(stage: np.ndarray, k: int, rng: np.random.Generator) -> tupl
     block = min(k - int(movement.sum()), n // 3)
     if block > 0:
         first = int(rng.integers(n // 3, max(n - block, n // 3 + 1)))
-        unscored[first:first + block] = True
-        movement[first:first + block] = False
+        unscored[first : first + block] = True
+        movement[first : first + block] = False
     return movement, unscored
 
 
@@ -388,7 +463,14 @@ def _eeg(rng, subj, phys, relax, depth, emg_rms, arousals, moves, fs, n_epochs):
     d = rng.uniform(0.5, 2.0, (len(on), 1))
     f = subj["spindle_hz"] + rng.normal(0, 0.3, (len(on), 1))
     amp = subj["spindle_uv"] * scale * rng.lognormal(0, 0.25, (len(on), 1))
-    waves.append((on, amp * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3, (len(on), 1))) * np.where(t < d, np.sin(np.pi * t / d) ** 2, 0)))
+    waves.append(
+        (
+            on,
+            amp
+            * np.sin(2 * np.pi * f * t + rng.uniform(0, 6.3, (len(on), 1)))
+            * np.where(t < d, np.sin(np.pi * t / d) ** 2, 0),
+        )
+    )
     t = np.arange(int(1.4 * fs)) / fs
     on = _times(rng, subj["kc_rate"] * np.select([phys == N2, phys == N3], [1.0, 0.3], 0.0))
     on = np.concatenate([on, arousals[0][rng.random(len(arousals[0])) < 0.4] - 1.0])
@@ -407,8 +489,11 @@ def _eeg(rng, subj, phys, relax, depth, emg_rms, arousals, moves, fs, n_epochs):
     if len(on):
         t = np.arange(int(d.max() * fs) + 1) / fs
         env = np.clip(np.minimum(t / 0.5, (d[:, None] - t) / 0.5), 0, 1)
-        osc = sum(rng.uniform(4, 8, (len(on), 1)) * np.sin(2 * np.pi * rng.uniform(lo, hi, (len(on), 1)) * t + rng.uniform(0, 6.3, (len(on), 1)))
-                  for lo, hi in ((8.5, 11.5), (8.5, 11.5), (9, 11), (16, 24), (20, 28)))
+        osc = sum(
+            rng.uniform(4, 8, (len(on), 1))
+            * np.sin(2 * np.pi * rng.uniform(lo, hi, (len(on), 1)) * t + rng.uniform(0, 6.3, (len(on), 1)))
+            for lo, hi in ((8.5, 11.5), (8.5, 11.5), (9, 11), (16, 24), (20, 28))
+        )
         waves.append((on, scale * env * osc))
     for onsets, wave in waves:
         add_waves(c4, fs, onsets, wave * rng.uniform(0.85, 1.15, (len(onsets), 1)))
@@ -433,8 +518,14 @@ def _artefacts(rng, x, fs, moves, amp_uv, pops=True):
     if pops:
         on = rng.uniform(0, x.size / fs, rng.poisson(1.5))
         t = np.arange(int(2 * fs)) / fs
-        add_waves(x, fs, on, rng.uniform(100, 300, (len(on), 1)) * rng.choice([-1, 1], (len(on), 1))
-                  * np.exp(-t / rng.uniform(0.2, 0.8, (len(on), 1))))
+        add_waves(
+            x,
+            fs,
+            on,
+            rng.uniform(100, 300, (len(on), 1))
+            * rng.choice([-1, 1], (len(on), 1))
+            * np.exp(-t / rng.uniform(0.2, 0.8, (len(on), 1))),
+        )
 
 
 def _eog(rng, subj, phys, relax, phasic, c4, moves, fs, eeg_fs, n_epochs):
@@ -449,7 +540,9 @@ def _eog(rng, subj, phys, relax, phasic, c4, moves, fs, eeg_fs, n_epochs):
     t = np.arange(int(0.5 * fs)) / fs
     on = _times(rng, 12.0 * wake * (1 - 0.7 * relax))
     d = rng.uniform(0.25, 0.4, (len(on), 1))
-    add_waves(blinks, fs, on, rng.uniform(80, 200, (len(on), 1)) * np.where(t < d, 0.5 - 0.5 * np.cos(2 * np.pi * t / d), 0))
+    add_waves(
+        blinks, fs, on, rng.uniform(80, 200, (len(on), 1)) * np.where(t < d, 0.5 - 0.5 * np.cos(2 * np.pi * t / d), 0)
+    )
     t = np.arange(int(3.0 * fs)) / fs
     on = _times(rng, 20.0 * wake * (1 - relax))
     rem_bursts = _times(rng, 3.0 * (phys == REM) * (0.2 + phasic))
@@ -508,13 +601,17 @@ def _breathing(rng, subj, phys, events, total_s, fs=10):
     flow_cut = np.where(apnea, rng.uniform(0.9, 0.98, len(events)), rng.uniform(0.3, 0.7, len(events)))
     flow = 1 - _trapezoids(n, fs, start, dur, flow_cut, 2.0)
     flow += _trapezoids(n, fs, start + dur, rng.uniform(8, 15, len(events)), rng.uniform(0.3, 0.8, len(events)), 2.0)
-    central_part = np.select([kinds == "central_apnea", kinds == "mixed_apnea"], [1.0, rng.uniform(0.3, 0.6, len(events))], 0.0)
+    central_part = np.select(
+        [kinds == "central_apnea", kinds == "mixed_apnea"], [1.0, rng.uniform(0.3, 0.6, len(events))], 0.0
+    )
     obstructive = ~hyp & (kinds != "central_apnea")
     effort = 1 - _trapezoids(n, fs, start, dur * central_part, np.full(len(events), 0.95), 1.5)
     effort -= _trapezoids(n, fs, start, dur, np.where(hyp, 0.15, 0.0), 2.0)
     o_start, o_dur = start + dur * central_part, dur * (1 - central_part)
     effort += _trapezoids(n, fs, o_start[obstructive], o_dur[obstructive], np.full(obstructive.sum(), 0.3), 3.0)
-    paradox = _trapezoids(n, fs, o_start[obstructive], o_dur[obstructive], rng.uniform(1.5, 2.8, obstructive.sum()), 3.0)
+    paradox = _trapezoids(
+        n, fs, o_start[obstructive], o_dur[obstructive], rng.uniform(1.5, 2.8, obstructive.sum()), 3.0
+    )
     paradox += _trapezoids(n, fs, start[hyp], dur[hyp], rng.uniform(0.3, 1.0, hyp.sum()), 3.0)
     wave = np.sin(phase)
     nasal = 0.35 * amp * flow * np.sign(wave) * np.abs(wave) ** 0.7 + 0.01 * rng.standard_normal(n)
@@ -535,13 +632,18 @@ def _heart_rate(rng, subj, phys, events, arousals, phase, total_s, fs=10):
     kinds = np.array([e["kind"] for e in events])
     start = np.array([e["start"] for e in events])
     dur = np.array([e["duration"] for e in events])
-    brady = np.select([kinds == "hypopnea", kinds == "central_apnea"], [rng.uniform(1, 4, len(events)), 3.0],
-                      rng.uniform(4, 9, len(events)))
+    brady = np.select(
+        [kinds == "hypopnea", kinds == "central_apnea"],
+        [rng.uniform(1, 4, len(events)), 3.0],
+        rng.uniform(4, 9, len(events)),
+    )
     hr -= _trapezoids(n, fs, start, dur, brady, 8.0)
     no_arousal = np.array([not e["arousal"] for e in events], dtype=bool)
     hr += _surge(n, fs, (start + dur)[no_arousal], rng.uniform(3, 8, no_arousal.sum()))
-    height = [rng.uniform(5, 12) if c == "hypopnea" else rng.uniform(4, 10) if c == "spontaneous" else rng.uniform(10, 22)
-              for _, _, c in arousals]
+    height = [
+        rng.uniform(5, 12) if c == "hypopnea" else rng.uniform(4, 10) if c == "spontaneous" else rng.uniform(10, 22)
+        for _, _, c in arousals
+    ]
     hr += _surge(n, fs, np.array([a[0] for a in arousals]), np.array(height))
     hr = np.clip(hr, 35, 180)
     beats_done = np.cumsum(hr / 60 / fs)  # beats since t = 0 at each 10-Hz sample
@@ -601,16 +703,23 @@ def _spo2(rng, subj, events, total_s):
         i0, i1 = int(t0), min(int(tn) + 4, total_s)
         if i1 - i0 < 3 or i0 < 10:
             continue
-        baseline, nadir = float(np.median(spo2[i0 - 10:i0])), float(spo2[i0:i1].min())
+        baseline, nadir = float(np.median(spo2[i0 - 10 : i0])), float(spo2[i0:i1].min())
         if baseline - nadir >= 3:
             end = i0 + int(np.argmin(spo2[i0:i1]))
-            out.append({"kind": "desaturation", "start": float(i0), "duration": float(max(end - i0, 1)),
-                        "nadir": nadir, "baseline": baseline})
+            out.append(
+                {
+                    "kind": "desaturation",
+                    "start": float(i0),
+                    "duration": float(max(end - i0, 1)),
+                    "nadir": nadir,
+                    "baseline": baseline,
+                }
+            )
     if rng.random() < 0.3:
         for _ in range(int(rng.integers(1, 4))):
             d = float(rng.uniform(5, 60))
             s = int(rng.uniform(0, max(total_s - d, 1)))
-            spo2[s:s + int(d)] = rng.integers(30, 101, len(spo2[s:s + int(d)]))
+            spo2[s : s + int(d)] = rng.integers(30, 101, len(spo2[s : s + int(d)]))
             out.append({"kind": "spo2_artifact", "start": float(s), "duration": float(int(d))})
     return spo2, out
 

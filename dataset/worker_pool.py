@@ -5,6 +5,7 @@ killed by the out-of-memory killer does not break the pool: that item gets the `
 worker takes over. Workers ignore Ctrl-C (the parent stops them) and exit when the parent dies, even by kill -9.
 Generic (no file formats); `dataset/data_parser.py` uses it for nights.
 """
+
 from __future__ import annotations
 
 import collections
@@ -31,6 +32,7 @@ def _exit_with_parent(parent_pid: int) -> None:
     if sys.platform.startswith("linux"):
         try:
             import ctypes
+
             ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
         except (OSError, AttributeError):
             pass
@@ -54,6 +56,7 @@ def _init_worker(parent_pid: int | None = None) -> None:
         _exit_with_parent(parent_pid)
     try:
         from threadpoolctl import threadpool_limits
+
         threadpool_limits(1)
     except ImportError:
         pass
@@ -91,8 +94,13 @@ def worker_death_reason(exitcode: int | None) -> str:
     return f"worker died: signal {number} ({name}){' / out of memory?' if number == signal.SIGKILL else ''}"
 
 
-def run_in_workers(items: Sequence[Any], work: Callable[[Any], Any], workers: int,
-                   on_death: Callable[[int, str], Any], done: Callable[[], None] = lambda: None) -> list[Any]:
+def run_in_workers(
+    items: Sequence[Any],
+    work: Callable[[Any], Any],
+    workers: int,
+    on_death: Callable[[int, str], Any],
+    done: Callable[[], None] = lambda: None,
+) -> list[Any]:
     """`work(item)` for every item in `workers` spawned processes, one item each at a time; results in item order.
 
     `work` must pickle (a top-level function, or a functools.partial of one). Each worker is fed one item at a
@@ -112,8 +120,9 @@ def run_in_workers(items: Sequence[Any], work: Callable[[Any], Any], workers: in
 
     def start() -> None:
         mine, theirs = context.Pipe()
-        process = context.Process(target=_worker_main, args=(theirs, os.getpid(), work), name="parser-worker",
-                                  daemon=True)
+        process = context.Process(
+            target=_worker_main, args=(theirs, os.getpid(), work), name="parser-worker", daemon=True
+        )
         process.start()
         theirs.close()
         pool.append((mine, process))

@@ -10,14 +10,15 @@ write) and read back by later runs; `key` names the backbone file (SHA-256), the
 precision, and each file records the size and modification time of the Parquet file it was computed from, so a
 re-parsed recording is encoded again. Delete the folder to drop the cache.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -59,7 +60,9 @@ class VectorStore:
         rows = np.searchsorted(known, epochs)
         bad = (rows >= known.size) | (known[np.minimum(rows, known.size - 1)] != epochs)
         if np.any(bad):
-            raise KeyError(f"VectorStore: recording {recording!r} has no epoch(s) {np.asarray(epochs)[bad][:5].tolist()}")
+            raise KeyError(
+                f"VectorStore: recording {recording!r} has no epoch(s) {np.asarray(epochs)[bad][:5].tolist()}"
+            )
         return rows
 
     def gather(self, recordings: Sequence[str], epochs: np.ndarray) -> np.ndarray:
@@ -82,8 +85,7 @@ class VectorStore:
             out[b, real] = self.recordings[recording].vectors[self.rows(recording, ids[b, real])]
         return torch.from_numpy(out)
 
-    def tiles(self, recordings: Sequence[str], epochs_per_window: int
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def tiles(self, recordings: Sequence[str], epochs_per_window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The evaluation tiling of `SequenceDataset(tiling=True)` over `recordings`: recording (W,) object,
         epoch_ids (W, T) int64 with -1 at padding, owned (W, T) bool (every epoch owned exactly once)."""
         size = int(epochs_per_window)
@@ -93,7 +95,7 @@ class VectorStore:
             starts, owned_from = window_starts(epochs.size, size, size)
             for start, first in zip(starts, owned_from):
                 window = np.full(size, -1, dtype=np.int64)
-                real = epochs[start: start + size]
+                real = epochs[start : start + size]
                 window[: real.size] = real
                 owners.append(recording)
                 ids.append(window)
@@ -124,9 +126,15 @@ def labels_at(labels: Mapping[str, tuple[np.ndarray, np.ndarray]], recording: st
 
 
 @torch.no_grad()
-def predict_tiles(store: VectorStore, recordings: Sequence[str], epochs_per_window: int,
-                  classify: Callable[[torch.Tensor], torch.Tensor], labels: Mapping[str, tuple[np.ndarray, np.ndarray]],
-                  n_classes: int, batch_windows: int = 64) -> Predictions:
+def predict_tiles(
+    store: VectorStore,
+    recordings: Sequence[str],
+    epochs_per_window: int,
+    classify: Callable[[torch.Tensor], torch.Tensor],
+    labels: Mapping[str, tuple[np.ndarray, np.ndarray]],
+    n_classes: int,
+    batch_windows: int = 64,
+) -> Predictions:
     """Probabilities of every epoch of `recordings` exactly once, from stored vectors in the evaluation tiling:
     `classify((B, T, D)) -> (B, T, C)` probabilities. The caller sets eval mode and the device."""
     owners, ids, owned = store.tiles(recordings, epochs_per_window)
@@ -181,10 +189,19 @@ def _write_cached(path: Path, vectors: RecordingVectors, stamp: str) -> None:
 
 
 @torch.no_grad()
-def encode_recordings(encode: Callable[[dict[str, torch.Tensor]], torch.Tensor], data_dir: str | Path,
-                      recordings: Sequence[str], channels: Sequence[str], device: torch.device, *,
-                      batch_epochs: int = 256, workers: int = 0, cache_dir: str | Path | None = None,
-                      key: str | None = None, progress: bool = False) -> VectorStore:
+def encode_recordings(
+    encode: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    data_dir: str | Path,
+    recordings: Sequence[str],
+    channels: Sequence[str],
+    device: torch.device,
+    *,
+    batch_epochs: int = 256,
+    workers: int = 0,
+    cache_dir: str | Path | None = None,
+    key: str | None = None,
+    progress: bool = False,
+) -> VectorStore:
     """Every epoch of `recordings` through `encode({channel: (n, 3000)}) -> (n, D)` (the caller holds the backbone
     in eval mode and any autocast), each epoch exactly once; cached under `cache_dir/key` when both are given."""
     data_dir = Path(data_dir)
@@ -198,12 +215,14 @@ def encode_recordings(encode: Callable[[dict[str, torch.Tensor]], torch.Tensor],
                 found[recording] = cached
     missing = sorted(set(recordings) - set(found))
     if missing:
-        tiles = SequenceDataset(data_dir, missing, list(channels), task=None, epochs_per_window=TILE_EPOCHS,
-                                tiling=True)
+        tiles = SequenceDataset(
+            data_dir, missing, list(channels), task=None, epochs_per_window=TILE_EPOCHS, tiling=True
+        )
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {r: [] for r in missing}
         loader = DataLoader(tiles, batch_size=max(1, batch_epochs // TILE_EPOCHS), shuffle=False, num_workers=workers)
-        for batch in tqdm(loader, desc=f"encode {len(missing)} recordings", unit="batch", leave=False,
-                          disable=not progress):
+        for batch in tqdm(
+            loader, desc=f"encode {len(missing)} recordings", unit="batch", leave=False, disable=not progress
+        ):
             owned = batch["owned"]  # (B, T) bool: every epoch once
             signals = {ch: batch[ch][owned].to(device, non_blocking=True) for ch in channels}  # (n, 3000) each
             vectors = encode(signals).float().cpu().numpy()  # (n, D)
@@ -214,8 +233,10 @@ def encode_recordings(encode: Callable[[dict[str, torch.Tensor]], torch.Tensor],
                 parts[recording].append((epochs[at], vectors[at]))
         for recording in missing:
             if not parts[recording]:
-                raise ValueError(f"{recording_path(data_dir, recording)}: no epoch to encode "
-                                 f"(skipped: {tiles.skipped.get(recording, 'unknown reason')})")
+                raise ValueError(
+                    f"{recording_path(data_dir, recording)}: no epoch to encode "
+                    f"(skipped: {tiles.skipped.get(recording, 'unknown reason')})"
+                )
             epochs = np.concatenate([p[0] for p in parts[recording]])
             vectors = np.concatenate([p[1] for p in parts[recording]])
             order = np.argsort(epochs, kind="stable")

@@ -22,6 +22,7 @@ NeuroNet (one channel; default the first it was pretrained on) or a SynthSleepNe
 `--backbone`, from `--preset` over `--channels` (one channel: NeuroNet; several: SynthSleepNet with one NeuroNet
 encoder per channel); weights are random and everything trains.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,10 @@ import json
 import warnings
 import weakref
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,18 +49,36 @@ from dataset.datasets import EpochDataset, SequenceDataset
 from dataset.splits import read_splits
 from downstream.cache import VectorStore, cache_key, encode_recordings, epoch_labels, predict_tiles
 from downstream.evaluate import (
-    EVENT_FAMILIES, METHOD_LABELS, PredictionCollector, Predictions, attach_context, evaluate_predictions,
-    event_calibration, write_run_report,
+    EVENT_FAMILIES,
+    METHOD_LABELS,
+    PredictionCollector,
+    Predictions,
+    attach_context,
+    evaluate_predictions,
+    event_calibration,
+    write_run_report,
 )
 from models.heads import EpochClassifier, EpochEncoder, build_downstream_model
 from models.loading import (
-    BUILDERS, TRAINING_KEYS, build_backbone, load_backbone, load_state_checked, read_checkpoint,
+    BUILDERS,
+    TRAINING_KEYS,
+    build_backbone,
+    load_backbone,
+    load_state_checked,
+    read_checkpoint,
 )
 from models.neuronet import neuronet_config_for_rate
 from models.synthsleepnet import synthsleepnet_config
 from utils.checkpoint import load_checkpoint, sha256_file
 from utils.config import (
-    UsageError, build_parser, check_out_dir, comma_list, fraction, non_negative_int, parse_config, positive_int,
+    UsageError,
+    build_parser,
+    check_out_dir,
+    comma_list,
+    fraction,
+    non_negative_int,
+    parse_config,
+    positive_int,
     probability,
 )
 from utils.distributed import DistContext
@@ -88,47 +108,92 @@ int_list.checks_values = True  # parse_config checks --config values with it too
 def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("downstream task and evaluation")
     group.add_argument("--task", choices=tuple(TASKS), default=None, help="what to predict per 30-s epoch (required)")
-    group.add_argument("--label-fraction", type=fraction, default=1.0,
-                       help="fraction (0, 1] of the labelled `train` epochs used (seeded draw without replacement)")
-    group.add_argument("--train-subjects", type=positive_int, default=None,
-                       help="use only this many `train` subjects (seeded permutation of the sorted ids); default all")
-    group.add_argument("--label-rule", default="midpoint",
-                       help='event tasks: "midpoint", "any" or "min_s:X" (seconds of the epoch covered)')
-    group.add_argument("--select-metric", choices=("auto", *SELECT_METRICS), default="auto",
-                       help="`val` metric that selects the checkpoint (best.pt); `test` is never used for it. auto: "
-                            "auroc for the binary event tasks (kappa of a rare class says little), kappa for staging")
-    group.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
-                       help="cross-entropy class weights: balanced = N / (C x n_c) over the training labels")
-    group.add_argument("--max-val-recordings", type=non_negative_int, default=0,
-                       help="score model selection on a seeded subset of this many `val` recordings (0 = all)")
-    group.add_argument("--n-boot", type=non_negative_int, default=1000, help="bootstrap replicates (test subjects) for the CIs")
-    group.add_argument("--hypnograms", type=non_negative_int, default=3, help="staging: hypnogram PNGs of the first N test recordings")
-    group.add_argument("--eval-batch-size", type=non_negative_int, default=0,
-                       help="samples (epochs; fine-tuning: windows) per batch when encoding / predicting without "
-                            "gradients (0 = --batch-size)")
+    group.add_argument(
+        "--label-fraction",
+        type=fraction,
+        default=1.0,
+        help="fraction (0, 1] of the labelled `train` epochs used (seeded draw without replacement)",
+    )
+    group.add_argument(
+        "--train-subjects",
+        type=positive_int,
+        default=None,
+        help="use only this many `train` subjects (seeded permutation of the sorted ids); default all",
+    )
+    group.add_argument(
+        "--label-rule",
+        default="midpoint",
+        help='event tasks: "midpoint", "any" or "min_s:X" (seconds of the epoch covered)',
+    )
+    group.add_argument(
+        "--select-metric",
+        choices=("auto", *SELECT_METRICS),
+        default="auto",
+        help="`val` metric that selects the checkpoint (best.pt); `test` is never used for it. auto: "
+        "auroc for the binary event tasks (kappa of a rare class says little), kappa for staging",
+    )
+    group.add_argument(
+        "--class-weights",
+        choices=("balanced", "none"),
+        default="balanced",
+        help="cross-entropy class weights: balanced = N / (C x n_c) over the training labels",
+    )
+    group.add_argument(
+        "--max-val-recordings",
+        type=non_negative_int,
+        default=0,
+        help="score model selection on a seeded subset of this many `val` recordings (0 = all)",
+    )
+    group.add_argument(
+        "--n-boot", type=non_negative_int, default=1000, help="bootstrap replicates (test subjects) for the CIs"
+    )
+    group.add_argument(
+        "--hypnograms", type=non_negative_int, default=3, help="staging: hypnogram PNGs of the first N test recordings"
+    )
+    group.add_argument(
+        "--eval-batch-size",
+        type=non_negative_int,
+        default=0,
+        help="samples (epochs; fine-tuning: windows) per batch when encoding / predicting without "
+        "gradients (0 = --batch-size)",
+    )
     group.add_argument("--method", default=None, help=argparse.SUPPRESS)  # set by the script; kept in config.json
     return parser
 
 
 def add_backbone_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("backbone and head")
-    group.add_argument("--backbone", type=Path, default=None,
-                       help="pretraining run directory or checkpoint (NeuroNet or SynthSleepNet)")
-    group.add_argument("--init", choices=("pretrained", "random"), default="pretrained",
-                       help="random: supervised from scratch (architecture from --backbone or --preset, all trainable)")
-    group.add_argument("--cache-dir", type=Path, default=None,
-                       help="keep the frozen backbone's vectors of every encoded recording here and reuse them in "
-                            "later runs with the same backbone file and channels (default: encode in memory)")
+    group.add_argument(
+        "--backbone",
+        type=Path,
+        default=None,
+        help="pretraining run directory or checkpoint (NeuroNet or SynthSleepNet)",
+    )
+    group.add_argument(
+        "--init",
+        choices=("pretrained", "random"),
+        default="pretrained",
+        help="random: supervised from scratch (architecture from --backbone or --preset, all trainable)",
+    )
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep the frozen backbone's vectors of every encoded recording here and reuse them in "
+        "later runs with the same backbone file and channels (default: encode in memory)",
+    )
     group.add_argument("--head-hidden", type=int_list, default=[256, 256], help="MLP head hidden widths")
     group.add_argument("--head-dropout", type=probability, default=0.5, help="MLP head dropout")
     return parser
 
 
-def build_downstream_parser(description: str, defaults: Mapping[str, Any],
-                            extra: Iterable[Callable[[argparse.ArgumentParser], Any]] = ()) -> argparse.ArgumentParser:
+def build_downstream_parser(
+    description: str, defaults: Mapping[str, Any], extra: Iterable[Callable[[argparse.ArgumentParser], Any]] = ()
+) -> argparse.ArgumentParser:
     """The engine's shared parser with the task and backbone groups (and a script's own groups)."""
-    return build_parser(description, defaults={"out": None, **defaults},
-                        add_options=[add_task_args, add_backbone_args, *extra])
+    return build_parser(
+        description, defaults={"out": None, **defaults}, add_options=[add_task_args, add_backbone_args, *extra]
+    )
 
 
 def check_task_options(parser: argparse.ArgumentParser, cfg: argparse.Namespace) -> None:
@@ -141,8 +206,9 @@ def check_task_options(parser: argparse.ArgumentParser, cfg: argparse.Namespace)
         parser.error("--label-rule applies to the event tasks only")
 
 
-def parse_downstream(parser: argparse.ArgumentParser, argv: list[str] | None, method_of: Callable[[argparse.Namespace], str]
-                     ) -> argparse.Namespace:
+def parse_downstream(
+    parser: argparse.ArgumentParser, argv: list[str] | None, method_of: Callable[[argparse.Namespace], str]
+) -> argparse.Namespace:
     """Parse and check; `cfg.method` is set by `method_of(cfg)` and `--out` defaults to
     runs/downstream/<method>/<task>-lf<fraction>[-n<subjects>]-seed<seed>, which must be a usable directory."""
     cfg = parse_config(parser, argv)
@@ -159,14 +225,18 @@ def parse_downstream(parser: argparse.ArgumentParser, argv: list[str] | None, me
             parser.error(f"--channels {unknown}: unknown; canonical names: {', '.join(CHANNEL_BY_NAME)}")
         bad = [c for c in cfg.channels if CHANNEL_BY_NAME[c].epoch_samples != EPOCH_SAMPLES]
         if bad and not hasattr(cfg, "head_hidden"):  # backbones take the 10-Hz channels too; the features do not
-            parser.error(f"--channels {bad}: the hand-crafted features take 100-Hz electrophysiology channels "
-                         f"({', '.join(EPHYS_CHANNELS)})")
+            parser.error(
+                f"--channels {bad}: the hand-crafted features take 100-Hz electrophysiology channels "
+                f"({', '.join(EPHYS_CHANNELS)})"
+            )
     if cfg.select_metric == "auto":
         cfg.select_metric = "auroc" if TASKS[cfg.task] == 2 else "kappa"
     cfg.method = method_of(cfg)
     if cfg.out is None:
         subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""
-        cfg.out = Path("runs") / "downstream" / cfg.method / f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}-seed{cfg.seed}"
+        cfg.out = (
+            Path("runs") / "downstream" / cfg.method / f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}-seed{cfg.seed}"
+        )
     check_out_dir(cfg.out)
     return cfg
 
@@ -181,8 +251,9 @@ def assert_no_test_leakage(data_dir: str | Path, used: Mapping[str, Iterable[str
     used = {purpose: list(recordings) for purpose, recordings in (used or {}).items()}
     try:
         splits = read_splits(path)
-        every = sorted({r for ids in splits["recordings"].values() for r in ids}
-                       | {r for ids in used.values() for r in ids})
+        every = sorted(
+            {r for ids in splits["recordings"].values() for r in ids} | {r for ids in used.values() for r in ids}
+        )
         subject_of = read_subjects(data_dir, every)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise UsageError(f"{data_dir}: cannot read the cohort's splits and subjects: {err}") from None
@@ -225,16 +296,19 @@ class BackboneSource:
         """The backbone module: pretrained weights loaded (every key must match), or random (seeded by the
         caller's RNG state)."""
         if self.state is not None:
-            return build_backbone({"model_kind": self.kind, "model_config": self.config, "model": self.state},
-                                  self.provenance["path"])
+            return build_backbone(
+                {"model_kind": self.kind, "model_config": self.config, "model": self.state}, self.provenance["path"]
+            )
         return BUILDERS[self.kind](copy.deepcopy(self.config))
 
 
 def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneSource:
     """The backbone of `--backbone` / `--init` / `--preset` / `--channels` (module docstring)."""
     if cfg.model_args and cfg.backbone is not None:
-        raise UsageError("--model-arg shapes a backbone built from --preset (--init random without "
-                         "--backbone); a checkpoint's architecture is fixed")
+        raise UsageError(
+            "--model-arg shapes a backbone built from --preset (--init random without "
+            "--backbone); a checkpoint's architecture is fixed"
+        )
     if cfg.backbone is not None:
         try:
             checkpoint = read_checkpoint(cfg.backbone)
@@ -242,19 +316,30 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
             raise UsageError(f"--backbone {cfg.backbone}: {err}") from None
         kind, path = checkpoint["model_kind"], checkpoint["path"]
         if kind not in BUILDERS:
-            raise UsageError(f"--backbone {path}: holds a {kind!r} model, expected a pretrained backbone (one of "
-                             f"{sorted(BUILDERS)}: a unimodal or multimodal pretraining checkpoint)")
+            raise UsageError(
+                f"--backbone {path}: holds a {kind!r} model, expected a pretrained backbone (one of "
+                f"{sorted(BUILDERS)}: a unimodal or multimodal pretraining checkpoint)"
+            )
         config = checkpoint["model_config"]
         metadata = checkpoint.get("metadata") or {}
         trained = list(config["channels"]) if kind == "synthsleepnet" else list(metadata.get("channels") or [])
         where = Path(path).resolve()
         label = where.parent.name if where.name in ("best.pt", "last.pt") else where.stem  # run directory or file
-        provenance = {"path": str(where), "sha256": sha256_file(where), "step": checkpoint.get("step"), "kind": kind,
-                      "name": f"{kind}:{label}", "init": cfg.init}
+        provenance = {
+            "path": str(where),
+            "sha256": sha256_file(where),
+            "step": checkpoint.get("step"),
+            "kind": kind,
+            "name": f"{kind}:{label}",
+            "init": cfg.init,
+        }
         splits_hash = sha256_file(Path(data_dir) / "splits.json")
         if cfg.init == "pretrained" and checkpoint.get("splits_sha256") not in (None, splits_hash):
-            warnings.warn(f"{path} was pretrained with another splits.json than {data_dir}; make sure its pretraining "
-                          "data held no subject of this test split", stacklevel=2)
+            warnings.warn(
+                f"{path} was pretrained with another splits.json than {data_dir}; make sure its pretraining "
+                "data held no subject of this test split",
+                stacklevel=2,
+            )
         state = checkpoint["model"] if cfg.init == "pretrained" else None
     else:
         if not cfg.channels:
@@ -268,25 +353,35 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
             else:
                 encoders = {c: neuronet_config_for_rate(cfg.preset, rate[c]).to_dict() for c in trained}
                 kind = "synthsleepnet"
-                config = synthsleepnet_config(cfg.preset, channels=trained, encoders=encoders,
-                                              **cfg.model_args).to_dict()
+                config = synthsleepnet_config(
+                    cfg.preset, channels=trained, encoders=encoders, **cfg.model_args
+                ).to_dict()
         except (ValueError, TypeError) as err:
             raise UsageError(f"--preset {cfg.preset} / --model-arg: {err}") from err
-        provenance = {"path": None, "sha256": None, "step": None, "kind": kind, "name": f"{kind}[{cfg.preset}]",
-                      "init": "random"}
+        provenance = {
+            "path": None,
+            "sha256": None,
+            "step": None,
+            "kind": kind,
+            "name": f"{kind}[{cfg.preset}]",
+            "init": "random",
+        }
         state = None
     if cfg.init == "random":
         provenance["name"] += " random-init"
     channels = list(cfg.channels) if cfg.channels else (trained if kind == "synthsleepnet" else trained[:1])
     if not channels:
-        raise UsageError(f"--backbone {cfg.backbone}: the checkpoint does not say which channel it was "
-                         "trained on; pass --channels")
+        raise UsageError(
+            f"--backbone {cfg.backbone}: the checkpoint does not say which channel it was trained on; pass --channels"
+        )
     if kind == "neuronet" and len(channels) != 1:
         raise UsageError(f"a unimodal NeuroNet backbone encodes one channel, got --channels {channels}")
     spec = CHANNEL_BY_NAME.get(channels[0])
     if kind == "neuronet" and spec is not None and spec.target_fs != config.get("fs", spec.target_fs):
-        raise UsageError(f"--channels {channels[0]} is sampled at {spec.target_fs} Hz; the NeuroNet backbone takes "
-                         f"{config['fs']:g}-Hz epochs (use a backbone pretrained on a {spec.target_fs}-Hz channel)")
+        raise UsageError(
+            f"--channels {channels[0]} is sampled at {spec.target_fs} Hz; the NeuroNet backbone takes "
+            f"{config['fs']:g}-Hz epochs (use a backbone pretrained on a {spec.target_fs}-Hz channel)"
+        )
     if kind == "synthsleepnet" and not set(channels) <= set(trained):
         raise UsageError(f"--channels {channels} are not all channels of the SynthSleepNet ({trained})")
     return BackboneSource(kind, config, state, channels, provenance)
@@ -304,13 +399,16 @@ def _opened(make: Callable[[], Dataset], what: str) -> Any:
             raise UsageError(f"{what}: {err}") from err
     if getattr(dataset, "skipped", None):
         reasons = Counter(dataset.skipped.values())
-        print(f"{what}: skipped {len(dataset.skipped)} recording(s): "
-              + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()), flush=True)
+        print(
+            f"{what}: skipped {len(dataset.skipped)} recording(s): "
+            + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()),
+            flush=True,
+        )
     return dataset
 
 
 def val_split(cfg: argparse.Namespace) -> str | list[str]:
-    """"val", or a seeded subset of --max-val-recordings of its recordings."""
+    """ "val", or a seeded subset of --max-val-recordings of its recordings."""
     recordings = read_splits(Path(cfg.data) / "splits.json")["recordings"]["val"]
     if not cfg.max_val_recordings or cfg.max_val_recordings >= len(recordings):
         return "val"
@@ -318,24 +416,52 @@ def val_split(cfg: argparse.Namespace) -> str | list[str]:
     return sorted(recordings[i] for i in pick)
 
 
-def epoch_dataset(cfg: argparse.Namespace, split: str | list[str], channels: Sequence[str], training: bool = False
-                  ) -> EpochDataset:
+def epoch_dataset(
+    cfg: argparse.Namespace, split: str | list[str], channels: Sequence[str], training: bool = False
+) -> EpochDataset:
     """Labelled epochs of a split; `training` applies --label-fraction and --train-subjects."""
     name = split if isinstance(split, str) else f"val ({len(split)} recordings)"
-    return _opened(lambda: EpochDataset(
-        cfg.data, split, list(channels), task=cfg.task, label_fraction=cfg.label_fraction if training else 1.0,
-        n_subjects=cfg.train_subjects if training else None, seed=cfg.seed, label_rule=cfg.label_rule),
-        f"{cfg.data}, split {name}, channels {list(channels)}")
+    return _opened(
+        lambda: EpochDataset(
+            cfg.data,
+            split,
+            list(channels),
+            task=cfg.task,
+            label_fraction=cfg.label_fraction if training else 1.0,
+            n_subjects=cfg.train_subjects if training else None,
+            seed=cfg.seed,
+            label_rule=cfg.label_rule,
+        ),
+        f"{cfg.data}, split {name}, channels {list(channels)}",
+    )
 
 
-def window_dataset(cfg: argparse.Namespace, split: str | list[str], channels: Sequence[str], epochs_per_window: int,
-                   tiling: bool, stride: int = 10, training: bool = False) -> SequenceDataset:
+def window_dataset(
+    cfg: argparse.Namespace,
+    split: str | list[str],
+    channels: Sequence[str],
+    epochs_per_window: int,
+    tiling: bool,
+    stride: int = 10,
+    training: bool = False,
+) -> SequenceDataset:
     """Windows of consecutive epochs of one recording; tiling mode predicts every epoch exactly once."""
     name = split if isinstance(split, str) else f"val ({len(split)} recordings)"
-    return _opened(lambda: SequenceDataset(
-        cfg.data, split, list(channels), task=cfg.task, epochs_per_window=epochs_per_window, stride=stride,
-        seed=cfg.seed, n_subjects=cfg.train_subjects if training else None, label_rule=cfg.label_rule,
-        tiling=tiling), f"{cfg.data}, split {name}, {epochs_per_window}-epoch windows, channels {list(channels)}")
+    return _opened(
+        lambda: SequenceDataset(
+            cfg.data,
+            split,
+            list(channels),
+            task=cfg.task,
+            epochs_per_window=epochs_per_window,
+            stride=stride,
+            seed=cfg.seed,
+            n_subjects=cfg.train_subjects if training else None,
+            label_rule=cfg.label_rule,
+            tiling=tiling,
+        ),
+        f"{cfg.data}, split {name}, {epochs_per_window}-epoch windows, channels {list(channels)}",
+    )
 
 
 def eval_batch_size(cfg: argparse.Namespace, per_window: int = 1) -> int:
@@ -393,14 +519,20 @@ class FeatureDataset(Dataset):
 
 
 @torch.no_grad()
-def apply_epochs(function: Callable[[dict[str, torch.Tensor]], torch.Tensor], dataset: EpochDataset,
-                 channels: Sequence[str], device: torch.device, cfg: argparse.Namespace) -> FeatureDataset:
+def apply_epochs(
+    function: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    dataset: EpochDataset,
+    channels: Sequence[str],
+    device: torch.device,
+    cfg: argparse.Namespace,
+) -> FeatureDataset:
     """`function({channel: (B, 3000)}) -> (B, K)` over every item of a labelled EpochDataset, in order, without
     gradients (the caller sets eval mode): outputs (N, K) float32 on the CPU, with the labels (N,)."""
     loader = DataLoader(dataset, batch_size=eval_batch_size(cfg), shuffle=False, num_workers=cfg.workers)
     outputs, labels = [], []
-    for batch in tqdm(loader, desc=f"encode {dataset.split}", unit="batch", leave=False,
-                      disable=not getattr(cfg, "progress", False)):
+    for batch in tqdm(
+        loader, desc=f"encode {dataset.split}", unit="batch", leave=False, disable=not getattr(cfg, "progress", False)
+    ):
         signals = {ch: batch[ch].to(device, non_blocking=True) for ch in channels}  # (B, 3000) each, 100 Hz
         with autocast_context(device, cfg.amp, cfg.amp_dtype):
             outputs.append(function(signals).float().cpu())  # (B, K)
@@ -408,8 +540,14 @@ def apply_epochs(function: Callable[[dict[str, torch.Tensor]], torch.Tensor], da
     return FeatureDataset(torch.cat(outputs), torch.cat(labels))
 
 
-def encode_store(cfg: argparse.Namespace, encoder: EpochEncoder, source: BackboneSource, channels: Sequence[str],
-                 recordings: Sequence[str], device: torch.device) -> VectorStore:
+def encode_store(
+    cfg: argparse.Namespace,
+    encoder: EpochEncoder,
+    source: BackboneSource,
+    channels: Sequence[str],
+    recordings: Sequence[str],
+    device: torch.device,
+) -> VectorStore:
     """Frozen `encoder` vectors of every epoch of `recordings` (`downstream.cache`): read from / written to
     --cache-dir when given and the backbone is a pretrained file, else computed in memory."""
     precision = f"amp-{cfg.amp_dtype}" if cfg.amp and device.type == "cuda" else "fp32"
@@ -421,8 +559,18 @@ def encode_store(cfg: argparse.Namespace, encoder: EpochEncoder, source: Backbon
             return encoder(signals)  # (n, D)
 
     with evaluating(encoder):
-        return encode_recordings(encode, cfg.data, recordings, channels, device, batch_epochs=eval_batch_size(cfg),
-                                 workers=cfg.workers, cache_dir=cfg.cache_dir, key=key, progress=cfg.progress)
+        return encode_recordings(
+            encode,
+            cfg.data,
+            recordings,
+            channels,
+            device,
+            batch_epochs=eval_batch_size(cfg),
+            workers=cfg.workers,
+            cache_dir=cfg.cache_dir,
+            key=key,
+            progress=cfg.progress,
+        )
 
 
 def stored_features(store: VectorStore, dataset: EpochDataset) -> FeatureDataset:
@@ -431,20 +579,37 @@ def stored_features(store: VectorStore, dataset: EpochDataset) -> FeatureDataset
     return FeatureDataset(torch.from_numpy(store.gather(recordings, epochs)), torch.from_numpy(dataset.labels))
 
 
-def predict_stored_epochs(cfg: argparse.Namespace, store: VectorStore, windows: SequenceDataset,
-                          channels: Sequence[str], classify: Callable[[torch.Tensor], torch.Tensor]) -> Predictions:
+def predict_stored_epochs(
+    cfg: argparse.Namespace,
+    store: VectorStore,
+    windows: SequenceDataset,
+    channels: Sequence[str],
+    classify: Callable[[torch.Tensor], torch.Tensor],
+) -> Predictions:
     """A per-epoch model's probabilities for every epoch of `windows`' recordings exactly once, from stored
     vectors in the same tiling: `classify((n, D)) -> (n, C)` probabilities; labels from the split's index."""
     labels = epoch_labels(epoch_dataset(cfg, windows.split, channels))
     size = windows.epochs_per_window
-    return predict_tiles(store, windows.recordings, size,
-                         lambda x: classify(x.flatten(0, 1)).reshape(*x.shape[:2], -1),  # (B, T, D) -> (B, T, C)
-                         labels, TASKS[cfg.task], eval_batch_size(cfg, size))
+    return predict_tiles(
+        store,
+        windows.recordings,
+        size,
+        lambda x: classify(x.flatten(0, 1)).reshape(*x.shape[:2], -1),  # (B, T, D) -> (B, T, C)
+        labels,
+        TASKS[cfg.task],
+        eval_batch_size(cfg, size),
+    )
 
 
 # ---------------------------------------------------------------------------------------- prediction
-def predict_windows(windows: SequenceDataset, predict_batch: Callable[[Mapping[str, Any]], torch.Tensor],
-                    n_classes: int, batch_size: int, workers: int = 0, progress: bool = False) -> Predictions:
+def predict_windows(
+    windows: SequenceDataset,
+    predict_batch: Callable[[Mapping[str, Any]], torch.Tensor],
+    n_classes: int,
+    batch_size: int,
+    workers: int = 0,
+    progress: bool = False,
+) -> Predictions:
     """Class probabilities for the `owned` epochs of every window (tiling mode: each epoch exactly once).
 
     `predict_batch(batch) -> (B, T, C)` probabilities (values at positions not owned are ignored).
@@ -463,8 +628,9 @@ def predict_windows(windows: SequenceDataset, predict_batch: Callable[[Mapping[s
     return collector.finish()
 
 
-def epochwise(predict_epochs: Callable[[dict[str, torch.Tensor]], torch.Tensor], channels: Sequence[str]
-              ) -> Callable[[Mapping[str, Any]], torch.Tensor]:
+def epochwise(
+    predict_epochs: Callable[[dict[str, torch.Tensor]], torch.Tensor], channels: Sequence[str]
+) -> Callable[[Mapping[str, Any]], torch.Tensor]:
     """Turn a per-epoch predictor ({channel: (n, 3000)} -> (n, C) probabilities) into `predict_batch` for
     `predict_windows`: only the owned epochs of a window batch are run."""
 
@@ -488,11 +654,15 @@ def selection_scores(labels: np.ndarray, probabilities: np.ndarray, task: str) -
         return {"val_n": 0}
     n_classes = TASKS[task]
     binary = n_classes == 2
-    metrics = classification_metrics(labels, probabilities.argmax(axis=1), n_classes,
-                                     probabilities if binary else None)
+    metrics = classification_metrics(labels, probabilities.argmax(axis=1), n_classes, probabilities if binary else None)
     nll = -np.log(np.clip(probabilities[np.arange(labels.size), labels], 1e-12, None)).mean()
-    scores = {"val_n": int(labels.size), "val_kappa": metrics["kappa"], "val_macro_f1": metrics["macro_f1"],
-              "val_accuracy": metrics["accuracy"], "val_loss": float(nll)}
+    scores = {
+        "val_n": int(labels.size),
+        "val_kappa": metrics["kappa"],
+        "val_macro_f1": metrics["macro_f1"],
+        "val_accuracy": metrics["accuracy"],
+        "val_loss": float(nll),
+    }
     if binary:
         scores["val_auroc"] = metrics["auroc"]
     return scores
@@ -514,38 +684,80 @@ class SelectionMonitor:
 # ---------------------------------------------------------------------------------------- run
 def train_summary(counts: Sequence[int], recordings: Sequence[str], subjects: Sequence[str]) -> dict[str, Any]:
     counts = [int(c) for c in counts]
-    return {"n_labelled": int(sum(counts)), "class_counts": counts, "n_recordings": len(recordings),
-            "n_subjects": len(subjects), "subjects": sorted(subjects)}
+    return {
+        "n_labelled": int(sum(counts)),
+        "class_counts": counts,
+        "n_recordings": len(recordings),
+        "n_subjects": len(subjects),
+        "subjects": sorted(subjects),
+    }
 
 
-def run_info(cfg: argparse.Namespace, channels: Sequence[str], train: Mapping[str, Any],
-             backbone: BackboneSource | None = None) -> dict[str, Any]:
+def run_info(
+    cfg: argparse.Namespace, channels: Sequence[str], train: Mapping[str, Any], backbone: BackboneSource | None = None
+) -> dict[str, Any]:
     """The run description stored in metrics.json (method, task, data, labels, backbone)."""
-    return {"method": cfg.method, "method_label": METHOD_LABELS.get(cfg.method, cfg.method), "task": cfg.task,
-            "data": str(Path(cfg.data).resolve()), "label_fraction": cfg.label_fraction,
-            "train_subjects": cfg.train_subjects, "label_rule": cfg.label_rule, "seed": cfg.seed,
-            "channels": list(channels), "init": getattr(cfg, "init", "n/a"),
-            "backbone": backbone.provenance if backbone else None, "backbone_name": backbone.name if backbone else "",
-            "train": dict(train)}
+    return {
+        "method": cfg.method,
+        "method_label": METHOD_LABELS.get(cfg.method, cfg.method),
+        "task": cfg.task,
+        "data": str(Path(cfg.data).resolve()),
+        "label_fraction": cfg.label_fraction,
+        "train_subjects": cfg.train_subjects,
+        "label_rule": cfg.label_rule,
+        "seed": cfg.seed,
+        "channels": list(channels),
+        "init": getattr(cfg, "init", "n/a"),
+        "backbone": backbone.provenance if backbone else None,
+        "backbone_name": backbone.name if backbone else "",
+        "train": dict(train),
+    }
 
 
-def fit_and_select(cfg: argparse.Namespace, ctx: DistContext, model: nn.Module, train_set: Dataset, *, model_kind: str,
-                   loss: ClassificationLoss, monitor: SelectionMonitor | None, metadata: Mapping[str, Any],
-                   initial_best: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def fit_and_select(
+    cfg: argparse.Namespace,
+    ctx: DistContext,
+    model: nn.Module,
+    train_set: Dataset,
+    *,
+    model_kind: str,
+    loss: ClassificationLoss,
+    monitor: SelectionMonitor | None,
+    metadata: Mapping[str, Any],
+    initial_best: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """`utils.engine.fit` with best.pt selected by `val_<--select-metric>`; `initial_best`: the `val_*` metrics of
     the starting weights, which an epoch must beat to replace them as best.pt."""
     train_size = len(train_set)
     if train_size < 2:
-        raise UsageError(f"{train_size} training sample(s); the head's BatchNorm needs at least 2 "
-                         "(raise --label-fraction or --train-subjects)")
-    return fit(cfg, model, train_set, ctx=ctx, model_kind=model_kind, model_config=model.to_config(),
-               compute_loss=loss, monitor=monitor, monitor_metric=f"val_{cfg.select_metric}",
-               monitor_mode=SELECT_METRICS[cfg.select_metric], metadata=metadata, initial_best=initial_best)
+        raise UsageError(
+            f"{train_size} training sample(s); the head's BatchNorm needs at least 2 "
+            "(raise --label-fraction or --train-subjects)"
+        )
+    return fit(
+        cfg,
+        model,
+        train_set,
+        ctx=ctx,
+        model_kind=model_kind,
+        model_config=model.to_config(),
+        compute_loss=loss,
+        monitor=monitor,
+        monitor_metric=f"val_{cfg.select_metric}",
+        monitor_mode=SELECT_METRICS[cfg.select_metric],
+        metadata=metadata,
+        initial_best=initial_best,
+    )
 
 
-def finish_run(cfg: argparse.Namespace, ctx: DistContext, model: nn.Module, summary: Mapping[str, Any],
-               predict_test: Callable[[nn.Module, torch.device], Predictions], info: Mapping[str, Any]
-               ) -> dict[str, Any] | None:
+def finish_run(
+    cfg: argparse.Namespace,
+    ctx: DistContext,
+    model: nn.Module,
+    summary: Mapping[str, Any],
+    predict_test: Callable[[nn.Module, torch.device], Predictions],
+    info: Mapping[str, Any],
+) -> dict[str, Any] | None:
     """Load the checkpoint selected on `val`, predict `test` once, write the report (main process only)."""
     if not ctx.is_main:
         return None
@@ -560,9 +772,14 @@ def finish_run(cfg: argparse.Namespace, ctx: DistContext, model: nn.Module, summ
         predictions = predict_test(model, ctx.device)
     predictions = attach_context(predictions, cfg.data)
     selected = checkpoint.get("metrics") or {}
-    selection = {"metric": f"val_{cfg.select_metric}", "value": selected.get(f"val_{cfg.select_metric}"),
-                 "checkpoint": chosen.name, "epoch": checkpoint.get("epoch"), "step": checkpoint.get("step"),
-                 "val": {k: v for k, v in selected.items() if k.startswith("val_")}}
+    selection = {
+        "metric": f"val_{cfg.select_metric}",
+        "value": selected.get(f"val_{cfg.select_metric}"),
+        "checkpoint": chosen.name,
+        "epoch": checkpoint.get("epoch"),
+        "step": checkpoint.get("step"),
+        "val": {k: v for k, v in selected.items() if k.startswith("val_")},
+    }
     return report(cfg, predictions, {**info, "selection": selection})
 
 
@@ -573,10 +790,15 @@ def report(cfg: argparse.Namespace, predictions: Predictions, info: Mapping[str,
         metrics["event_calibration"] = event_calibration(cfg.data, cfg.task, cfg.label_rule)
     record = write_run_report(cfg.out, predictions, metrics, hypnograms=cfg.hypnograms)
     test = record["test"]
-    headline = " ".join(f"{k} {test['pooled'].get(k):.3f}" for k in ("kappa", "macro_f1", "accuracy", "auroc")
-                        if isinstance(test["pooled"].get(k), float))
-    print(f"test ({test['n_subjects']} subjects, {test['n_epochs']} epochs): {headline} -> {cfg.out}/metrics.json",
-          flush=True)
+    headline = " ".join(
+        f"{k} {test['pooled'].get(k):.3f}"
+        for k in ("kappa", "macro_f1", "accuracy", "auroc")
+        if isinstance(test["pooled"].get(k), float)
+    )
+    print(
+        f"test ({test['n_subjects']} subjects, {test['n_epochs']} epochs): {headline} -> {cfg.out}/metrics.json",
+        flush=True,
+    )
     return record
 
 
@@ -599,8 +821,9 @@ class DownstreamModel:
 
 
 _FILE_SHA256: dict[tuple[str, int, int], str] = {}  # (resolved path, size, mtime_ns) -> sha256 of the file
-_FROZEN_ENCODERS: "weakref.WeakValueDictionary[tuple[str, str, tuple[str, ...], str], EpochEncoder]" = \
-    weakref.WeakValueDictionary()  # (path, sha256, channels, device) -> frozen encoder, while some run holds it
+_FROZEN_ENCODERS: weakref.WeakValueDictionary[tuple[str, str, tuple[str, ...], str], EpochEncoder] = (
+    weakref.WeakValueDictionary()
+)  # (path, sha256, channels, device) -> frozen encoder, while some run holds it
 
 
 def file_sha256(path: str | Path) -> str:
@@ -613,8 +836,7 @@ def file_sha256(path: str | Path) -> str:
     return _FILE_SHA256[key]
 
 
-def shared_encoder(path: str | Path, channels: Sequence[str], map_location: str | torch.device = "cpu"
-                   ) -> EpochEncoder:
+def shared_encoder(path: str | Path, channels: Sequence[str], map_location: str | torch.device = "cpu") -> EpochEncoder:
     """The frozen `EpochEncoder` of a pretraining checkpoint over `channels`, built once per distinct backbone
     file (by content), channels and device while a loaded run still holds it: the probes of one backbone share
     one module instead of each rebuilding its own copy. Inference only: the module is frozen and shared, so
@@ -640,15 +862,27 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
     load_state_checked(model, checkpoint["model"], str(path))
     if kind == "mlp_head":
         backbone = metadata.get("backbone") or {}
-        if not backbone.get("path") or not Path(backbone["path"]).is_file() \
-                or file_sha256(backbone["path"]) != backbone.get("sha256"):
-            raise ValueError(f"{path}: the probe's backbone {backbone.get('path')} is missing or changed since training "
-                             f"(sha256 {backbone.get('sha256')})")
+        if (
+            not backbone.get("path")
+            or not Path(backbone["path"]).is_file()
+            or file_sha256(backbone["path"]) != backbone.get("sha256")
+        ):
+            raise ValueError(
+                f"{path}: the probe's backbone {backbone.get('path')} is missing or changed since training "
+                f"(sha256 {backbone.get('sha256')})"
+            )
         encoder = shared_encoder(backbone["path"], metadata["channels"], map_location)
         model, kind = EpochClassifier(encoder, model), "epoch_classifier"
     calibration = {}
     metrics_path = path.parent / "metrics.json"  # written by the run after training (event_calibration)
     if metadata["task"] in EVENT_FAMILIES and metrics_path.is_file():
         calibration = json.loads(metrics_path.read_text()).get("event_calibration") or {}
-    return DownstreamModel(model.eval(), kind, metadata["task"], list(metadata["channels"]),
-                           metadata.get("epochs_per_window"), str(path), float(calibration.get("scale", 1.0)))
+    return DownstreamModel(
+        model.eval(),
+        kind,
+        metadata["task"],
+        list(metadata["channels"]),
+        metadata.get("epochs_per_window"),
+        str(path),
+        float(calibration.get("scale", 1.0)),
+    )

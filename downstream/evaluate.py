@@ -30,14 +30,16 @@ hypopneas, so:
 Sleep time for these indices comes from the SCORED hypnogram (stages N1-REM), as in `ahi_scored`: an event
 model does not stage.
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,8 +50,7 @@ from dataset.cohort import read_subjects, recording_path, scan_recording
 from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_NAMES, TASKS
 from dataset.splits import read_splits
 from utils.config import ArgumentParser, UsageError, check_out_dir, parse_config, save_config
-from utils.metrics import (ahi_agreement, binary_class_names, count_events, estimate_ahi, evaluate,
-                           event_count_scale)
+from utils.metrics import ahi_agreement, binary_class_names, count_events, estimate_ahi, evaluate, event_count_scale
 from utils.plots import confusion_matrix_png, hypnogram_png, label_fraction_png
 
 METHOD_LABELS: dict[str, str] = {
@@ -61,13 +62,35 @@ METHOD_LABELS: dict[str, str] = {
 }
 HEADLINE_OF_TASK: dict[str, str] = {"sleep_stage": "kappa", "apnea": "auroc", "hypopnea": "auroc"}
 SLEEP_STAGES = (1, 2, 3, 4)  # N1, N2, N3, REM
-TABLE_COLUMNS = ("method", "backbone", "task", "label_fraction", "train_subjects", "seed", "n_test_subjects",
-                 "kappa", "macro_f1", "accuracy", "auroc", "auprc", "event_index_icc", "ahi_icc", "ahi_r",
-                 "ahi_severity_kappa")
+TABLE_COLUMNS = (
+    "method",
+    "backbone",
+    "task",
+    "label_fraction",
+    "train_subjects",
+    "seed",
+    "n_test_subjects",
+    "kappa",
+    "macro_f1",
+    "accuracy",
+    "auroc",
+    "auprc",
+    "event_index_icc",
+    "ahi_icc",
+    "ahi_r",
+    "ahi_severity_kappa",
+)
 CI_METRICS = ("kappa", "macro_f1", "accuracy", "auroc", "auprc")
 EVENT_DETECTION = "event_detection"  # downstream/event_detection/train.py runs: events with onsets and durations
-EVENT_DETECTION_METRICS = ("event_f1_apnea", "event_f1_hypopnea", "ahi_icc", "ahi_r", "ahi_severity_kappa",
-                           "epoch_auroc_apnea", "epoch_auroc_hypopnea")
+EVENT_DETECTION_METRICS = (
+    "event_f1_apnea",
+    "event_f1_hypopnea",
+    "ahi_icc",
+    "ahi_r",
+    "ahi_severity_kappa",
+    "epoch_auroc_apnea",
+    "epoch_auroc_hypopnea",
+)
 
 
 def class_names(task: str) -> tuple[str, ...]:
@@ -101,24 +124,34 @@ class Predictions:
     def to_table(self, task: str) -> pa.Table:
         n_classes = self.probabilities.shape[1]
         probabilities = pa.FixedSizeListArray.from_arrays(
-            pa.array(self.probabilities.astype(np.float32).reshape(-1)), n_classes)
-        table = pa.table({
-            "recording": pa.array(self.recording.astype(str)), "subject": pa.array(self.subject.astype(str)),
-            "epoch": pa.array(self.epoch.astype(np.int32)), "true": pa.array(self.true.astype(np.int8)),
-            "predicted": pa.array(self.predicted.astype(np.int8)), "probabilities": probabilities,
-            "stage": pa.array(self.stage.astype(np.int8)),
-        })
+            pa.array(self.probabilities.astype(np.float32).reshape(-1)), n_classes
+        )
+        table = pa.table(
+            {
+                "recording": pa.array(self.recording.astype(str)),
+                "subject": pa.array(self.subject.astype(str)),
+                "epoch": pa.array(self.epoch.astype(np.int32)),
+                "true": pa.array(self.true.astype(np.int8)),
+                "predicted": pa.array(self.predicted.astype(np.int8)),
+                "probabilities": probabilities,
+                "stage": pa.array(self.stage.astype(np.int8)),
+            }
+        )
         meta = {"task": task, "class_names": json.dumps(list(class_names(task)))}
         return table.replace_schema_metadata({k: v.encode() for k, v in meta.items()})
 
     @classmethod
-    def read(cls, path: str | Path) -> "Predictions":
+    def read(cls, path: str | Path) -> Predictions:
         table = pq.read_table(path)
         probabilities = np.stack(table.column("probabilities").to_numpy(zero_copy_only=False)).astype(np.float32)
-        return cls(np.asarray(table.column("recording").to_pylist(), dtype=object),
-                   table.column("epoch").to_numpy().astype(np.int64), table.column("true").to_numpy().astype(np.int64),
-                   probabilities, np.asarray(table.column("subject").to_pylist(), dtype=object),
-                   table.column("stage").to_numpy().astype(np.int8))
+        return cls(
+            np.asarray(table.column("recording").to_pylist(), dtype=object),
+            table.column("epoch").to_numpy().astype(np.int64),
+            table.column("true").to_numpy().astype(np.int64),
+            probabilities,
+            np.asarray(table.column("subject").to_pylist(), dtype=object),
+            table.column("stage").to_numpy().astype(np.int8),
+        )
 
 
 class PredictionCollector:
@@ -132,8 +165,14 @@ class PredictionCollector:
     def add(self, recordings: Sequence[str], epochs, labels, probabilities) -> None:
         """recordings (n,), epochs (n,), labels (n,), probabilities (n, C)."""
         probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1, self.n_classes)
-        self.parts.append((np.asarray(recordings, dtype=object), np.asarray(epochs, dtype=np.int64),
-                           np.asarray(labels, dtype=np.int64), probabilities))
+        self.parts.append(
+            (
+                np.asarray(recordings, dtype=object),
+                np.asarray(epochs, dtype=np.int64),
+                np.asarray(labels, dtype=np.int64),
+                probabilities,
+            )
+        )
 
     def finish(self) -> Predictions:
         if not self.parts:
@@ -144,8 +183,10 @@ class PredictionCollector:
         same = (recording[1:] == recording[:-1]) & (epoch[1:] == epoch[:-1])
         if same.any():
             k = int(np.flatnonzero(same)[0])
-            raise ValueError(f"recording {recording[k]}, epoch {epoch[k]} was predicted more than once "
-                             f"({int(same.sum())} duplicates)")
+            raise ValueError(
+                f"recording {recording[k]}, epoch {epoch[k]} was predicted more than once "
+                f"({int(same.sum())} duplicates)"
+            )
         return Predictions(recording, epoch, true, probabilities)
 
 
@@ -165,8 +206,9 @@ def attach_context(predictions: Predictions, data_dir: str | Path) -> Prediction
     for rid, rows in groups:
         info, stages = scan_recording(recording_path(data_dir, rid), rid, subjects[rid], "sleep_stage", "midpoint")
         position = np.searchsorted(info.epochs, predictions.epoch[rows])  # epochs are sorted in the file
-        if np.any(position >= info.n_epochs) or np.any(info.epochs[np.minimum(position, info.n_epochs - 1)]
-                                                       != predictions.epoch[rows]):
+        if np.any(position >= info.n_epochs) or np.any(
+            info.epochs[np.minimum(position, info.n_epochs - 1)] != predictions.epoch[rows]
+        ):
             raise ValueError(f"{rid}: predicted epochs not found in {recording_path(data_dir, rid)}")
         stage[rows] = stages[position]
     subject = np.asarray([subjects[r] for r in predictions.recording], dtype=object)
@@ -188,17 +230,20 @@ def event_index(predictions: Predictions, task: str) -> dict[str, Any]:
             continue
         estimated.append(count_events((predictions.predicted[rows] == 1).astype(np.int8), sleep) / hours)
         reference.append(count_events((predictions.true[rows] == 1).astype(np.int8), sleep) / hours)
-    return {"definition": f"{task} events (runs of positive epochs, ceil(k/2) per run of k, starting in scored "
-                          "sleep) per hour of scored sleep; reference = the same count on the scored epoch labels",
-            "per_recording": {r: {"estimated": e, "reference": f} for r, e, f in zip(recordings, estimated, reference)},
-            "agreement": ahi_agreement(estimated, reference)}
+    return {
+        "definition": f"{task} events (runs of positive epochs, ceil(k/2) per run of k, starting in scored "
+        "sleep) per hour of scored sleep; reference = the same count on the scored epoch labels",
+        "per_recording": {r: {"estimated": e, "reference": f} for r, e, f in zip(recordings, estimated, reference)},
+        "agreement": ahi_agreement(estimated, reference),
+    }
 
 
 EVENT_FAMILIES: dict[str, tuple[str, ...]] = {"apnea": APNEA_TYPES, "hypopnea": ("hypopnea",)}
 
 
-def event_calibration(data_dir: str | Path, task: str, label_rule: str = "midpoint", split: str = "val"
-                      ) -> dict[str, Any]:
+def event_calibration(
+    data_dir: str | Path, task: str, label_rule: str = "midpoint", split: str = "val"
+) -> dict[str, Any]:
     """Scale from counted to scored events of one family (`utils.metrics.event_count_scale`), fitted on the
     scored labels of `split` (never `test`): the family's events in DST/events.parquet that start in a scored
     sleep epoch (as `ahi_scored` counts them) against `count_events` on the task's epoch labels (`label_rule`)
@@ -222,18 +267,33 @@ def event_calibration(data_dir: str | Path, task: str, label_rule: str = "midpoi
         epoch = np.floor(starts_of.get(rid, np.empty(0)) / EPOCH_S).astype(np.int64)  # event start epochs
         scored += int(sleep[epoch[(epoch >= 0) & (epoch < stage.size)]].sum())
         counted += count_events((labels == 1).astype(np.int8), sleep)
-    return {"scale": event_count_scale(scored, counted), "scored_events": scored, "counted_events": counted,
-            "split": split, "n_recordings": len(recordings), "label_rule": label_rule,
-            "definition": f"{task} events scored in sleep / events counted from the epoch labels (runs, ceil(k/2) "
-                          f"per run of k) on {split}; 1.0 when fewer than 20 were counted"}
+    return {
+        "scale": event_count_scale(scored, counted),
+        "scored_events": scored,
+        "counted_events": counted,
+        "split": split,
+        "n_recordings": len(recordings),
+        "label_rule": label_rule,
+        "definition": f"{task} events scored in sleep / events counted from the epoch labels (runs, ceil(k/2) "
+        f"per run of k) on {split}; 1.0 when fewer than 20 were counted",
+    }
 
 
 def evaluate_predictions(predictions: Predictions, task: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Test metrics of a run: `utils.metrics.evaluate` (subject bootstrap) and, for event tasks, `event_index`."""
     binary = TASKS[task] == 2
-    result = {"test": evaluate(predictions.true, predictions.predicted,
-                               predictions.probabilities[:, 1] if binary else None, predictions.subject, task,
-                               n_boot=n_boot, recordings=predictions.recording, seed=seed)}
+    result = {
+        "test": evaluate(
+            predictions.true,
+            predictions.predicted,
+            predictions.probabilities[:, 1] if binary else None,
+            predictions.subject,
+            task,
+            n_boot=n_boot,
+            recordings=predictions.recording,
+            seed=seed,
+        )
+    }
     if task in ("apnea", "hypopnea"):
         result["event_index"] = event_index(predictions, task)
     return result
@@ -263,9 +323,14 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
     """One flat table row of a run's metrics.json: identity, headline metrics with CI ends (`<m>_low/_high`)."""
     test = metrics["test"]
     row: dict[str, Any] = {
-        "method": metrics["method"], "backbone": metrics.get("backbone_name") or "", "task": metrics["task"],
-        "label_fraction": metrics["label_fraction"], "train_subjects": metrics.get("train_subjects"),
-        "seed": metrics.get("seed"), "n_test_subjects": test["n_subjects"], "n_test_epochs": test["n_epochs"],
+        "method": metrics["method"],
+        "backbone": metrics.get("backbone_name") or "",
+        "task": metrics["task"],
+        "label_fraction": metrics["label_fraction"],
+        "train_subjects": metrics.get("train_subjects"),
+        "seed": metrics.get("seed"),
+        "n_test_subjects": test["n_subjects"],
+        "n_test_epochs": test["n_epochs"],
     }
     for name in CI_METRICS:
         row[name] = _number(test["pooled"].get(name))
@@ -273,8 +338,13 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         row[f"{name}_low"], row[f"{name}_high"] = _number(low), _number(high)
     agreement = (metrics.get("event_index") or {}).get("agreement", {})
     row["event_index_icc"] = _number(agreement.get("icc_2_1"))
-    row.update(ahi_icc=float("nan"), ahi_r=float("nan"), ahi_severity_kappa=float("nan"),
-               ahi_icc_uncalibrated=float("nan"), run=run)
+    row.update(
+        ahi_icc=float("nan"),
+        ahi_r=float("nan"),
+        ahi_severity_kappa=float("nan"),
+        ahi_icc_uncalibrated=float("nan"),
+        run=run,
+    )
     return row
 
 
@@ -285,11 +355,17 @@ def event_detection_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, 
     test = metrics["test"]
     backbone = (metrics.get("train") or {}).get("backbone") or {}
     row: dict[str, Any] = {
-        "method": metrics["method"], "backbone": backbone.get("name") or "", "task": EVENT_DETECTION,
-        "label_fraction": metrics["label_fraction"], "train_subjects": None, "seed": metrics.get("seed"),
+        "method": metrics["method"],
+        "backbone": backbone.get("name") or "",
+        "task": EVENT_DETECTION,
+        "label_fraction": metrics["label_fraction"],
+        "train_subjects": None,
+        "seed": metrics.get("seed"),
         "n_test_subjects": test["n_subjects"],
         "n_test_epochs": ((test.get("epoch") or {}).get("apnea") or {}).get("n_epochs"),
-        "hypopnea_rule": metrics.get("hypopnea_rule"), "run": run}
+        "hypopnea_rule": metrics.get("hypopnea_rule"),
+        "run": run,
+    }
     for name in CI_METRICS:
         row[name] = row[f"{name}_low"] = row[f"{name}_high"] = float("nan")
     for family in ("apnea", "hypopnea"):
@@ -302,9 +378,14 @@ def event_detection_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, 
         low, high = epoch.get("auroc_ci") or [None, None]
         row[f"epoch_auroc_{family}_low"], row[f"epoch_auroc_{family}_high"] = _number(low), _number(high)
     agreement = (test.get("ahi") or {}).get("agreement") or {}
-    row.update(event_index_icc=float("nan"), ahi_icc=_number(agreement.get("icc_2_1")),
-               ahi_r=_number(agreement.get("pearson_r")), ahi_severity_kappa=_number(agreement.get("severity_kappa")),
-               ahi_n=agreement.get("n"), ahi_icc_uncalibrated=float("nan"))
+    row.update(
+        event_index_icc=float("nan"),
+        ahi_icc=_number(agreement.get("icc_2_1")),
+        ahi_r=_number(agreement.get("pearson_r")),
+        ahi_severity_kappa=_number(agreement.get("severity_kappa")),
+        ahi_n=agreement.get("n"),
+        ahi_icc_uncalibrated=float("nan"),
+    )
     return row
 
 
@@ -334,47 +415,72 @@ def run_markdown(metrics: Mapping[str, Any]) -> str:
     test, task = metrics["test"], metrics["task"]
     selection, train = metrics.get("selection", {}), metrics.get("train", {})
     names = class_names(task)
-    columns = [c for c in ("kappa", "macro_f1", "accuracy") + (("auroc", "auprc", "event_index_icc")
-                                                               if TASKS[task] == 2 else ())]
-    lines = [f"# {METHOD_LABELS.get(metrics['method'], metrics['method'])}: {task}", "",
-             f"- backbone: {metrics.get('backbone_name') or '—'} ({metrics.get('init', '—')})",
-             f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
-             f"{metrics.get('train_subjects') or 'all'} `train` subjects ({train.get('n_labelled', '?')} epochs)",
-             f"- model selection: {selection.get('metric', '—')} on `val` = {selection.get('value')}; "
-             f"checkpoint {selection.get('checkpoint', '—')}",
-             f"- test: {test['n_epochs']} scored epochs, {test['n_recordings']} recordings, {test['n_subjects']} "
-             f"subjects; 95 % CIs: {test.get('ci_method', '')} ({test.get('n_boot')} replicates)", "",
-             markdown_table([summary_row(metrics)], columns), "## Per-class F1", "",
-             "| " + " | ".join(names) + " |", "|" + "|".join("---" for _ in names) + "|",
-             "| " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in test["pooled"]["per_class_f1"].values())
-             + " |", "", "## Confusion matrix (rows = scored, columns = predicted)", "",
-             "| | " + " | ".join(names) + " |", "|---|" + "|".join("---" for _ in names) + "|"]
-    lines += [f"| {n} | " + " | ".join(str(v) for v in row) + " |"
-              for n, row in zip(names, test["pooled"]["confusion_matrix"])]
+    columns = [
+        c
+        for c in ("kappa", "macro_f1", "accuracy") + (("auroc", "auprc", "event_index_icc") if TASKS[task] == 2 else ())
+    ]
+    lines = [
+        f"# {METHOD_LABELS.get(metrics['method'], metrics['method'])}: {task}",
+        "",
+        f"- backbone: {metrics.get('backbone_name') or '—'} ({metrics.get('init', '—')})",
+        f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
+        f"{metrics.get('train_subjects') or 'all'} `train` subjects ({train.get('n_labelled', '?')} epochs)",
+        f"- model selection: {selection.get('metric', '—')} on `val` = {selection.get('value')}; "
+        f"checkpoint {selection.get('checkpoint', '—')}",
+        f"- test: {test['n_epochs']} scored epochs, {test['n_recordings']} recordings, {test['n_subjects']} "
+        f"subjects; 95 % CIs: {test.get('ci_method', '')} ({test.get('n_boot')} replicates)",
+        "",
+        markdown_table([summary_row(metrics)], columns),
+        "## Per-class F1",
+        "",
+        "| " + " | ".join(names) + " |",
+        "|" + "|".join("---" for _ in names) + "|",
+        "| " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in test["pooled"]["per_class_f1"].values()) + " |",
+        "",
+        "## Confusion matrix (rows = scored, columns = predicted)",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "|".join("---" for _ in names) + "|",
+    ]
+    lines += [
+        f"| {n} | " + " | ".join(str(v) for v in row) + " |"
+        for n, row in zip(names, test["pooled"]["confusion_matrix"])
+    ]
     if metrics.get("event_index"):
         agreement = metrics["event_index"]["agreement"]
-        lines += ["", "## Event index per recording", "", metrics["event_index"]["definition"], "",
-                  f"ICC(2,1) {agreement['icc_2_1']}, Pearson r {agreement['pearson_r']}, MAE {agreement['mae']} /h, "
-                  f"bias {agreement['bias']} /h, severity accuracy {agreement['severity_accuracy']} "
-                  f"({agreement['n']} recordings)"]
+        lines += [
+            "",
+            "## Event index per recording",
+            "",
+            metrics["event_index"]["definition"],
+            "",
+            f"ICC(2,1) {agreement['icc_2_1']}, Pearson r {agreement['pearson_r']}, MAE {agreement['mae']} /h, "
+            f"bias {agreement['bias']} /h, severity accuracy {agreement['severity_accuracy']} "
+            f"({agreement['n']} recordings)",
+        ]
     return "\n".join(lines) + "\n"
 
 
-def write_run_report(out_dir: str | Path, predictions: Predictions, metrics: Mapping[str, Any],
-                     hypnograms: int = 3) -> dict[str, Any]:
+def write_run_report(
+    out_dir: str | Path, predictions: Predictions, metrics: Mapping[str, Any], hypnograms: int = 3
+) -> dict[str, Any]:
     """Write predictions.parquet, metrics.json, confusion_matrix.png, results.md (+ hypnograms for staging)
     into `out_dir`. `metrics` holds the run description and `evaluate_predictions`' result."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     task = metrics["task"]
     pq.write_table(predictions.to_table(task), out_dir / "predictions.parquet")
-    outputs = {"predictions": "predictions.parquet", "confusion_matrix": "confusion_matrix.png",
-               "results": "results.md"}
+    outputs = {
+        "predictions": "predictions.parquet",
+        "confusion_matrix": "confusion_matrix.png",
+        "results": "results.md",
+    }
     title = f"{metrics['method']} | {task} | {100 * metrics['label_fraction']:g} % labels"
-    confusion_matrix_png(metrics["test"]["pooled"]["confusion_matrix"], class_names(task),
-                         out_dir / "confusion_matrix.png", title=title)
+    confusion_matrix_png(
+        metrics["test"]["pooled"]["confusion_matrix"], class_names(task), out_dir / "confusion_matrix.png", title=title
+    )
     if task == "sleep_stage":
-        for rid, rows in _per_recording(predictions)[:max(0, hypnograms)]:
+        for rid, rows in _per_recording(predictions)[: max(0, hypnograms)]:
             name = f"hypnogram_{rid}.png"
             hypnogram_png(predictions.predicted[rows], out_dir / name, true=predictions.true[rows], title=rid)
             outputs[f"hypnogram_{rid}"] = name
@@ -417,8 +523,9 @@ def read_run_metrics(run: Path) -> dict[str, Any]:
     if missing:
         raise ValueError(f"{path}: not a downstream run's metrics.json (no {', '.join(missing)})")
     if metrics["task"] not in (*TASKS, EVENT_DETECTION):
-        raise ValueError(f"{path}: unknown task {metrics['task']!r}; expected one of "
-                         f"{', '.join((*TASKS, EVENT_DETECTION))}")
+        raise ValueError(
+            f"{path}: unknown task {metrics['task']!r}; expected one of {', '.join((*TASKS, EVENT_DETECTION))}"
+        )
     return metrics
 
 
@@ -431,8 +538,9 @@ def run_event_scale(metrics: Mapping[str, Any]) -> float:
     return event_calibration(metrics["data"], metrics["task"], metrics.get("label_rule") or "midpoint")["scale"]
 
 
-def combined_ahi(apnea_run: Path, hypopnea_run: Path, data_dir: str | Path,
-                 scales: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
+def combined_ahi(
+    apnea_run: Path, hypopnea_run: Path, data_dir: str | Path, scales: tuple[float, float] = (1.0, 1.0)
+) -> dict[str, Any]:
     """AHI per test recording from an apnea run's and a hypopnea run's predicted epochs (epochs both predicted),
     each family's count times its scale (`event_calibration`), against the manifest's `ahi_scored`:
     `utils.metrics.ahi_agreement`, with that of the raw counts under "uncalibrated"."""
@@ -440,8 +548,9 @@ def combined_ahi(apnea_run: Path, hypopnea_run: Path, data_dir: str | Path,
     hypopnea = Predictions.read(hypopnea_run / "predictions.parquet")
     manifest = pd.read_parquet(Path(data_dir) / "manifest.parquet", columns=["recording_id", "ahi_scored"])
     scored_ahi = dict(zip(manifest["recording_id"].astype(str), manifest["ahi_scored"].astype(float)))
-    left = pd.DataFrame({"recording": apnea.recording, "epoch": apnea.epoch, "apnea": apnea.predicted,
-                         "stage": apnea.stage})
+    left = pd.DataFrame(
+        {"recording": apnea.recording, "epoch": apnea.epoch, "apnea": apnea.predicted, "stage": apnea.stage}
+    )
     right = pd.DataFrame({"recording": hypopnea.recording, "epoch": hypopnea.epoch, "hypopnea": hypopnea.predicted})
     both = left.merge(right, on=["recording", "epoch"]).sort_values(["recording", "epoch"])
     estimated, raw, scored = [], [], []
@@ -460,8 +569,11 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     for run in runs:
         metrics = read_run_metrics(run)
         metrics_of[run] = metrics
-        rows.append(event_detection_row(metrics, run=str(run)) if metrics["task"] == EVENT_DETECTION
-                    else summary_row(metrics, run=str(run)))
+        rows.append(
+            event_detection_row(metrics, run=str(run))
+            if metrics["task"] == EVENT_DETECTION
+            else summary_row(metrics, run=str(run))
+        )
     key = lambda r: (r["method"], r["backbone"], r["label_fraction"], r["train_subjects"], r["seed"])  # noqa: E731
     for row in rows:
         if row["task"] != "apnea":
@@ -474,13 +586,27 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
         scales = (run_event_scale(metrics_of[Path(row["run"])]), run_event_scale(metrics_of[Path(partner["run"])]))
         agreement = combined_ahi(Path(row["run"]), Path(partner["run"]), data_dir, scales)
         for target in (row, partner):
-            target.update(ahi_icc=agreement["icc_2_1"], ahi_r=agreement["pearson_r"],
-                          ahi_severity_kappa=agreement["severity_kappa"], ahi_n=agreement["n"],
-                          ahi_icc_uncalibrated=agreement["uncalibrated"]["icc_2_1"], ahi_scale_apnea=scales[0],
-                          ahi_scale_hypopnea=scales[1])
+            target.update(
+                ahi_icc=agreement["icc_2_1"],
+                ahi_r=agreement["pearson_r"],
+                ahi_severity_kappa=agreement["severity_kappa"],
+                ahi_n=agreement["n"],
+                ahi_icc_uncalibrated=agreement["uncalibrated"]["icc_2_1"],
+                ahi_scale_apnea=scales[0],
+                ahi_scale_hypopnea=scales[1],
+            )
     order = {t: i for i, t in enumerate(TASKS)}
-    return sorted(rows, key=lambda r: (order.get(r["task"], 9), r["method"], r["backbone"], r["label_fraction"],
-                                       str(r["train_subjects"]), str(r["seed"])))
+    return sorted(
+        rows,
+        key=lambda r: (
+            order.get(r["task"], 9),
+            r["method"],
+            r["backbone"],
+            r["label_fraction"],
+            str(r["train_subjects"]),
+            str(r["seed"]),
+        ),
+    )
 
 
 def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str, Any]]:
@@ -489,26 +615,46 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = comparison_rows(runs)
     pd.DataFrame(rows).to_csv(out_dir / "comparison.csv", index=False)
-    sections = ["# Downstream comparison", "",
-                "Test split, subject-bootstrap 95 % CIs in brackets. Model selection on `val` only. AHI columns: "
-                "apnea + hypopnea runs of one method combined, against the manifest's scored AHI (ICC(2,1), "
-                "Pearson r, severity-class kappa); event_index_icc: the task's own events per hour of sleep "
-                "against the scored epoch labels.", ""]
+    sections = [
+        "# Downstream comparison",
+        "",
+        "Test split, subject-bootstrap 95 % CIs in brackets. Model selection on `val` only. AHI columns: "
+        "apnea + hypopnea runs of one method combined, against the manifest's scored AHI (ICC(2,1), "
+        "Pearson r, severity-class kappa); event_index_icc: the task's own events per hour of sleep "
+        "against the scored epoch labels.",
+        "",
+    ]
     for task in TASKS:
         task_rows = [r for r in rows if r["task"] == task]
         if not task_rows:
             continue
-        metrics = ("kappa", "macro_f1", "accuracy") if task == "sleep_stage" else (
-            "auroc", "auprc", "kappa", "event_index_icc", "ahi_icc", "ahi_r", "ahi_severity_kappa")
+        metrics = (
+            ("kappa", "macro_f1", "accuracy")
+            if task == "sleep_stage"
+            else ("auroc", "auprc", "kappa", "event_index_icc", "ahi_icc", "ahi_r", "ahi_severity_kappa")
+        )
         columns = ("method", "backbone", "label_fraction", "train_subjects", "seed", "n_test_subjects") + metrics
         sections += [f"## {task}", "", markdown_table(task_rows, columns)]
     event_rows = [r for r in rows if r["task"] == EVENT_DETECTION]
     if event_rows:
-        columns = ("method", "backbone", "label_fraction", "seed", "hypopnea_rule", "n_test_subjects",
-                   *EVENT_DETECTION_METRICS)
-        sections += [f"## {EVENT_DETECTION}", "", "Events with onsets and durations (one-to-one matching at IoU >= "
-                     "0.2), the AHI from them under the run's hypopnea rule over the scored sleep, and the epoch "
-                     "AUROC (maximum per-second probability in the epoch).", "", markdown_table(event_rows, columns)]
+        columns = (
+            "method",
+            "backbone",
+            "label_fraction",
+            "seed",
+            "hypopnea_rule",
+            "n_test_subjects",
+            *EVENT_DETECTION_METRICS,
+        )
+        sections += [
+            f"## {EVENT_DETECTION}",
+            "",
+            "Events with onsets and durations (one-to-one matching at IoU >= "
+            "0.2), the AHI from them under the run's hypopnea rule over the scored sleep, and the epoch "
+            "AUROC (maximum per-second probability in the epoch).",
+            "",
+            markdown_table(event_rows, columns),
+        ]
     (out_dir / "comparison.md").write_text("\n".join(sections))
     for row in rows:
         with_backbone = row["backbone"] and not row["backbone"].startswith("none")
@@ -518,13 +664,24 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
-                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        epilog=__doc__.split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("runs", nargs="*", type=Path, help="run directories (with metrics.json) or folders of them")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="JSON or YAML file of these options (e.g. {\"runs\": [...], \"out\": ...}); flags win")
-    parser.add_argument("--out", type=Path, default=Path("runs") / "downstream" / "comparison",
-                        help="folder for comparison.md, comparison.csv, label_fraction.png")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help='JSON or YAML file of these options (e.g. {"runs": [...], "out": ...}); flags win',
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs") / "downstream" / "comparison",
+        help="folder for comparison.md, comparison.csv, label_fraction.png",
+    )
     args = parse_config(parser, argv, required=())
     if not args.runs:
         parser.error("give at least one run directory (on the command line or as `runs` in --config)")
@@ -538,8 +695,11 @@ def main(argv: list[str] | None = None) -> int:
     rows = write_comparison(runs, args.out)
     save_config(args, Path(args.out) / "config.json")  # the exact options this table was made with
     print(f"{len(rows)} run(s) -> {args.out / 'comparison.md'}, comparison.csv, label_fraction.png")
-    print(pd.DataFrame(rows)[["method", "backbone", "task", "label_fraction", "kappa", "auroc"]]
-          .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(
+        pd.DataFrame(rows)[["method", "backbone", "task", "label_fraction", "kappa", "auroc"]].to_string(
+            index=False, float_format=lambda v: f"{v:.3f}"
+        )
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ and read the same channels share one encoding; probes of one backbone file share
 `downstream.common.shared_encoder`); every model predicts every epoch exactly once (fine-tuned temporal runs:
 the deterministic tiling of `SequenceDataset(tiling=True)`; probes: per epoch).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -13,8 +14,9 @@ import hashlib
 import json
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -112,8 +114,14 @@ class NightWindows(Dataset):
         return item
 
 
-def predict_task(run: DownstreamModel, epochs: Mapping[str, np.ndarray], recording: str, device: torch.device,
-                 batch_size: int = 64, progress: bool = False) -> np.ndarray:
+def predict_task(
+    run: DownstreamModel,
+    epochs: Mapping[str, np.ndarray],
+    recording: str,
+    device: torch.device,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> np.ndarray:
     """Class probabilities (n_epochs, C) float32 of one night, every epoch predicted exactly once.
 
     `epochs`: {channel: (n_epochs, 3000)} robust-scaled epochs at 100 Hz; only the run's channels found there are
@@ -134,8 +142,7 @@ def predict_task(run: DownstreamModel, epochs: Mapping[str, np.ndarray], recordi
     predict_batch = classify_windows if temporal else epochwise(classify, channels)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"SynthSleepNet.encode: channel")  # reported by the caller
-        predictions = predict_windows(windows, predict_batch, n_classes, max(1, batch_size // size),
-                                      progress=progress)
+        predictions = predict_windows(windows, predict_batch, n_classes, max(1, batch_size // size), progress=progress)
     if not np.array_equal(predictions.epoch, np.arange(windows.n_epochs)):
         raise RuntimeError(f"{recording}: the tiling did not predict every epoch exactly once")
     return predictions.probabilities.astype(np.float32)  # (n_epochs, C), rows in epoch order
@@ -171,45 +178,68 @@ def share_encoders(runs: Mapping[str, DownstreamModel]) -> dict[str, str]:
 
 
 @torch.no_grad()
-def encode_night(encoder: torch.nn.Module, epochs: Mapping[str, np.ndarray], channels: Sequence[str],
-                 device: torch.device, batch_size: int = 64, progress: bool = False) -> np.ndarray:
+def encode_night(
+    encoder: torch.nn.Module,
+    epochs: Mapping[str, np.ndarray],
+    channels: Sequence[str],
+    device: torch.device,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> np.ndarray:
     """Per-epoch vectors (n_epochs, D) float32 of a night through one frozen encoder, each epoch exactly once."""
     n_epochs = int(next(iter(epochs.values())).shape[0])
     parts = []
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"SynthSleepNet.encode: channel")  # reported by the caller
-        for first in tqdm(range(0, n_epochs, batch_size), desc="encode", unit="batch", leave=False,
-                          disable=not progress):
-            signals = {ch: torch.from_numpy(epochs[ch][first: first + batch_size]).to(device)
-                       for ch in channels}  # (b, 3000) per channel at 100 Hz, robust-scaled
+        for first in tqdm(
+            range(0, n_epochs, batch_size), desc="encode", unit="batch", leave=False, disable=not progress
+        ):
+            signals = {
+                ch: torch.from_numpy(epochs[ch][first : first + batch_size]).to(device) for ch in channels
+            }  # (b, 3000) per channel at 100 Hz, robust-scaled
             parts.append(encoder(signals).float().cpu().numpy())  # (b, D)
     return np.concatenate(parts)
 
 
 @torch.no_grad()
-def classify_vectors(run: DownstreamModel, vectors: np.ndarray, recording: str, device: torch.device,
-                     batch_size: int = 64) -> np.ndarray:
+def classify_vectors(
+    run: DownstreamModel, vectors: np.ndarray, recording: str, device: torch.device, batch_size: int = 64
+) -> np.ndarray:
     """Class probabilities (n_epochs, C) float32 from a night's encoder vectors (n_epochs, D): per-epoch models
     apply their head; temporal models see the deterministic tiling of `SequenceDataset(tiling=True)` (every
     epoch owned by exactly one window)."""
     n_classes, n_epochs = TASKS[run.task], vectors.shape[0]
     if run.kind != "temporal_classifier":
-        logits = [run.model.head(torch.from_numpy(vectors[k: k + batch_size]).to(device)).float().cpu()
-                  for k in range(0, n_epochs, batch_size)]  # (b, C) each
+        logits = [
+            run.model.head(torch.from_numpy(vectors[k : k + batch_size]).to(device)).float().cpu()
+            for k in range(0, n_epochs, batch_size)
+        ]  # (b, C) each
         return torch.cat(logits).softmax(dim=-1).numpy().astype(np.float32)
     size = int(run.epochs_per_window)
     store = VectorStore({recording: RecordingVectors(np.arange(n_epochs, dtype=np.int64), vectors)})
-    predictions = predict_tiles(store, [recording], size,
-                                lambda x: run.model.classify_vectors(x.to(device)).float().softmax(dim=-1).cpu(),
-                                {}, n_classes, max(1, batch_size // size))  # windows (B, T, D) -> (B, T, C)
+    predictions = predict_tiles(
+        store,
+        [recording],
+        size,
+        lambda x: run.model.classify_vectors(x.to(device)).float().softmax(dim=-1).cpu(),
+        {},
+        n_classes,
+        max(1, batch_size // size),
+    )  # windows (B, T, D) -> (B, T, C)
     if not np.array_equal(predictions.epoch, np.arange(n_epochs)):
         raise RuntimeError(f"{recording}: the tiling did not predict every epoch exactly once")
     return predictions.probabilities.astype(np.float32)
 
 
-def predict_all(runs: Mapping[str, DownstreamModel], epochs: Mapping[str, np.ndarray], recording: str,
-                device: torch.device, batch_size: int = 64, progress: bool = False,
-                identities: Mapping[str, str] | None = None) -> dict[str, np.ndarray]:
+def predict_all(
+    runs: Mapping[str, DownstreamModel],
+    epochs: Mapping[str, np.ndarray],
+    recording: str,
+    device: torch.device,
+    batch_size: int = 64,
+    progress: bool = False,
+    identities: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
     """task -> class probabilities (n_epochs, C) of one night. Runs whose encoders share an identity
     (`share_encoders`) and read the same present channels use one encoding of the night."""
     identities = share_encoders(runs) if identities is None else identities
@@ -252,8 +282,13 @@ def clock_times(edf_path: Path, n_epochs: int) -> list[str]:
     return [(start + datetime.timedelta(seconds=k * EPOCH_S)).strftime("%H:%M:%S") for k in range(n_epochs)]
 
 
-def channel_report(runs: Mapping[str, DownstreamModel], epochs: Mapping[str, np.ndarray], info: Mapping[str, Any],
-                   edf_path: Path, event_run: Any = None) -> dict[str, Any]:
+def channel_report(
+    runs: Mapping[str, DownstreamModel],
+    epochs: Mapping[str, np.ndarray],
+    info: Mapping[str, Any],
+    edf_path: Path,
+    event_run: Any = None,
+) -> dict[str, Any]:
     """Which wanted channels each model (and the event model, `event_run`) uses and which the night lacks;
     InputError if a per-epoch model has none."""
     dropped = {part.split(" ", 1)[0]: part for part in str(info.get("dropped_channels") or "").split("; ") if part}
@@ -263,27 +298,41 @@ def channel_report(runs: Mapping[str, DownstreamModel], epochs: Mapping[str, np.
         missing = [ch for ch in run.channels if ch not in epochs]
         if not used:
             looked = "; ".join(f"{ch}: {', '.join(CHANNEL_BY_NAME[ch].aliases)}" for ch in run.channels)
-            raise InputError(f"{edf_path}: none of the channels the {task} model needs is usable "
-                             f"(looked for {looked})")
-        models[task] = {"checkpoint": run.checkpoint, "kind": run.kind, "channels": list(run.channels),
-                        "used": used, "missing": missing,
-                        "epochs_per_window": run.epochs_per_window if run.kind == "temporal_classifier" else None}
+            raise InputError(f"{edf_path}: none of the channels the {task} model needs is usable (looked for {looked})")
+        models[task] = {
+            "checkpoint": run.checkpoint,
+            "kind": run.kind,
+            "channels": list(run.channels),
+            "used": used,
+            "missing": missing,
+            "epochs_per_window": run.epochs_per_window if run.kind == "temporal_classifier" else None,
+        }
         missing_all += [ch for ch in missing if ch not in missing_all]
     if event_run is not None:  # an event model reads what it finds; the report flags what it lacks
-        models["events"] = {"checkpoint": str(event_run.path), "kind": f"event_detection ({event_run.method})",
-                            "channels": list(event_run.channels), "used": [ch for ch in event_run.channels if ch in epochs],
-                            "missing": [ch for ch in event_run.channels if ch not in epochs], "epochs_per_window": None}
+        models["events"] = {
+            "checkpoint": str(event_run.path),
+            "kind": f"event_detection ({event_run.method})",
+            "channels": list(event_run.channels),
+            "used": [ch for ch in event_run.channels if ch in epochs],
+            "missing": [ch for ch in event_run.channels if ch not in epochs],
+            "epochs_per_window": None,
+        }
         missing_all += [ch for ch in models["events"]["missing"] if ch not in missing_all]
     sources = dict(part.split(":", 1) for part in str(info.get("channel_sources") or "").split(";") if ":" in part)
     order = list(CHANNEL_BY_NAME)
-    return {"models": models, "missing": missing_all, "present": sorted(epochs, key=order.index),
-            "why_missing": {ch: dropped.get(ch, "not in the EDF") for ch in missing_all},
-            "sources": {ch: sources.get(ch, "") for ch in sorted(epochs, key=order.index)},
-            "user_map": [ch for ch in str(info.get("channel_map_channels") or "").split(",") if ch]}
+    return {
+        "models": models,
+        "missing": missing_all,
+        "present": sorted(epochs, key=order.index),
+        "why_missing": {ch: dropped.get(ch, "not in the EDF") for ch in missing_all},
+        "sources": {ch: sources.get(ch, "") for ch in sorted(epochs, key=order.index)},
+        "user_map": [ch for ch in str(info.get("channel_map_channels") or "").split(",") if ch],
+    }
 
 
-def scored_labels(xml_path: Path, edf_path: Path, n_epochs: int, signal_s: float
-                  ) -> tuple[pd.DataFrame, dict[str, Any]]:
+def scored_labels(
+    xml_path: Path, edf_path: Path, n_epochs: int, signal_s: float
+) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Labels of the whole night's `n_epochs` from its annotation file (NSRR XML or any format the parser reads,
     `dataset.annotations.read_annotations`; `dataset.labels.epoch_labels`), -1 after the scored part (epochs past
     min(signal, scoring) as the parser trims), and the parser's manifest numbers of the scored part
@@ -296,5 +345,3 @@ def scored_labels(xml_path: Path, edf_path: Path, n_epochs: int, signal_s: float
         labels[name][n_scored:] = STAGE_UNSCORED  # not scored: never compared
     summary = night_summary(epoch_labels(annotations, n_scored), annotations.events, n_scored * float(EPOCH_S))
     return labels_frame(labels), {**summary, "scored_s": scored_s, "scored_part_epochs": n_scored}
-
-

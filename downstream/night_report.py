@@ -2,15 +2,17 @@
 report.md, hypnogram.csv / .png, events.csv and the standard annotation files, into a folder that appears whole
 or not at all (`staged_folder`).
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -47,67 +49,109 @@ def _fmt(value: Any, digits: int = 1) -> str:
 def report_markdown(report: Mapping[str, Any]) -> str:
     """report.md: the sleep report as tables (values from report.json)."""
     s = report["sleep"]
-    lines = [f"# Sleep report: {report['recording']}", "",
-             f"EDF `{report['edf']}`" + (f", scoring `{report['xml']}`" if report["xml"] else "")
-             + f"; start {report['start_time'] or 'unknown'}; {report['n_epochs']} epochs of {report['epoch_s']:g} s.", ""]
+    lines = [
+        f"# Sleep report: {report['recording']}",
+        "",
+        f"EDF `{report['edf']}`"
+        + (f", scoring `{report['xml']}`" if report["xml"] else "")
+        + f"; start {report['start_time'] or 'unknown'}; {report['n_epochs']} epochs of {report['epoch_s']:g} s.",
+        "",
+    ]
     reliability = report.get("reliability") or {}
     unreliable = reliability.get("reliable") is False
     if unreliable:
         lines += ["> **UNRELIABLE AHI ESTIMATE: not for diagnosis.** " + "; ".join(reliability["reasons"]) + ".", ""]
-    lines += [f"**Warning: {warning}.**\n" for warning in report.get("warnings") or ()
-              if not warning.startswith("UNRELIABLE")]
+    lines += [
+        f"**Warning: {warning}.**\n" for warning in report.get("warnings") or () if not warning.startswith("UNRELIABLE")
+    ]
     for task, model in report["channels"]["models"].items():
-        lines.append(f"- {task}: `{model['checkpoint']}` ({model['kind']}), channels used: {', '.join(model['used'])}"
-                     + (f"; **missing: {', '.join(model['missing'])}**" if model["missing"] else ""))
+        lines.append(
+            f"- {task}: `{model['checkpoint']}` ({model['kind']}), channels used: {', '.join(model['used'])}"
+            + (f"; **missing: {', '.join(model['missing'])}**" if model["missing"] else "")
+        )
     for ch, why in report["channels"]["why_missing"].items():
         lines.append(f"- missing channel {ch}: {why}")
     sources = report["channels"].get("sources") or {}
     if sources:
         mapped = set(report["channels"].get("user_map") or ())
-        lines.append("- EDF signals used: " + "; ".join(
-            f"{ch} <- `{label or '?'}`" + (" (--channel-map)" if ch in mapped else "") for ch, label in sources.items()))
+        lines.append(
+            "- EDF signals used: "
+            + "; ".join(
+                f"{ch} <- `{label or '?'}`" + (" (--channel-map)" if ch in mapped else "")
+                for ch, label in sources.items()
+            )
+        )
     lines += ["", "## Sleep statistics (predicted hypnogram)", "", "| measure | value |", "|---|---|"]
-    for key, label in (("trt_min", "total recording time (min)"), ("tst_min", "total sleep time (min)"),
-                       ("sleep_efficiency_pct", "sleep efficiency (%)"), ("sol_min", "sleep onset latency (min)"),
-                       ("rem_latency_min", "REM latency from sleep onset (min)"), ("waso_min", "WASO (min)"),
-                       ("persistent_sleep_latency_min", "latency to persistent sleep (min; first of 20 sleep epochs "
-                        "in a row)"), ("n_awakenings", "awakenings"), ("unscored_min", "unscored (min)")):
+    for key, label in (
+        ("trt_min", "total recording time (min)"),
+        ("tst_min", "total sleep time (min)"),
+        ("sleep_efficiency_pct", "sleep efficiency (%)"),
+        ("sol_min", "sleep onset latency (min)"),
+        ("rem_latency_min", "REM latency from sleep onset (min)"),
+        ("waso_min", "WASO (min)"),
+        ("persistent_sleep_latency_min", "latency to persistent sleep (min; first of 20 sleep epochs in a row)"),
+        ("n_awakenings", "awakenings"),
+        ("unscored_min", "unscored (min)"),
+    ):
         lines.append(f"| {label} | {_fmt(s.get(key))} |")
     lines += ["", "| stage | minutes | % of TST |", "|---|---|---|"]
     for name in STAGE_NAMES:
         pct = s.get(f"{name.lower()}_pct")
         lines.append(f"| {name} | {_fmt(s[f'{name.lower()}_min'])} | {_fmt(pct) if name != 'W' else '-'} |")
     if report["events"]:
-        lines += ["", "## Respiratory events (predicted)", "",
-                  "| type | runs | events in sleep (counted) | scale | index (/h sleep) |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Respiratory events (predicted)",
+            "",
+            "| type | runs | events in sleep (counted) | scale | index (/h sleep) |",
+            "|---|---|---|---|---|",
+        ]
         for task, e in report["events"].items():
-            lines.append(f"| {task} | {e['n_runs']} | {e['n_events_in_sleep']} | {_fmt(e['event_scale'], 2)} | "
-                         f"{_fmt(e['index_per_h'])} |")
+            lines.append(
+                f"| {task} | {e['n_runs']} | {e['n_events_in_sleep']} | {_fmt(e['event_scale'], 2)} | "
+                f"{_fmt(e['index_per_h'])} |"
+            )
         if "ahi_est" in s:
-            lines += ["", f"Estimated AHI (epoch runs): {_fmt(s['ahi_est'])} events/h ({s['ahi_severity_name']}; "
-                          f"UNRELIABLE); uncalibrated count {_fmt(s['ahi_est_uncalibrated'])} events/h. Runs of "
-                          "positive 30-s epochs times a scale per event type (the scored events per event counted "
-                          "from the scored epoch labels of the runs' `val` nights): epoch labels miss short events "
-                          "and merge neighbouring ones, so this is no event count."]
+            lines += [
+                "",
+                f"Estimated AHI (epoch runs): {_fmt(s['ahi_est'])} events/h ({s['ahi_severity_name']}; "
+                f"UNRELIABLE); uncalibrated count {_fmt(s['ahi_est_uncalibrated'])} events/h. Runs of "
+                "positive 30-s epochs times a scale per event type (the scored events per event counted "
+                "from the scored epoch labels of the runs' `val` nights): epoch labels miss short events "
+                "and merge neighbouring ones, so this is no event count.",
+            ]
     lines += respiratory_markdown(report, unreliable)
     agree = report["agreement"]
     if agree:
         lines += ["", "## Agreement with the scoring", ""]
         staging = agree.get("sleep_stage")
         if staging:
-            lines.append(f"Staging on {staging['n']} scored epochs: accuracy {_fmt(staging['accuracy'], 3)}, "
-                         f"kappa {_fmt(staging['kappa'], 3)}, macro-F1 {_fmt(staging['macro_f1'], 3)}.")
-            lines += ["", "| scored \\ predicted | " + " | ".join(STAGE_NAMES) + " |", "|---" * (len(STAGE_NAMES) + 1) + "|"]
+            lines.append(
+                f"Staging on {staging['n']} scored epochs: accuracy {_fmt(staging['accuracy'], 3)}, "
+                f"kappa {_fmt(staging['kappa'], 3)}, macro-F1 {_fmt(staging['macro_f1'], 3)}."
+            )
+            lines += [
+                "",
+                "| scored \\ predicted | " + " | ".join(STAGE_NAMES) + " |",
+                "|---" * (len(STAGE_NAMES) + 1) + "|",
+            ]
             for name, row in zip(STAGE_NAMES, staging["confusion_matrix"]):
                 lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
-            lines += ["", f"Scored TST {_fmt(agree['scored_sleep']['tst_min'])} min vs predicted {_fmt(s['tst_min'])} min."]
+            lines += [
+                "",
+                f"Scored TST {_fmt(agree['scored_sleep']['tst_min'])} min vs predicted {_fmt(s['tst_min'])} min.",
+            ]
         for task in EVENT_TASKS:
             if task in agree:
-                lines.append(f"{task} epochs: accuracy {_fmt(agree[task]['accuracy'], 3)}, "
-                             f"kappa {_fmt(agree[task]['kappa'], 3)}.")
+                lines.append(
+                    f"{task} epochs: accuracy {_fmt(agree[task]['accuracy'], 3)}, "
+                    f"kappa {_fmt(agree[task]['kappa'], 3)}."
+                )
         ahi = agree["ahi"]
-        lines.append(f"AHI: scored {_fmt(ahi['scored'])} ({ahi['scored_severity']}), estimated "
-                     f"{_fmt(ahi['estimated'])} ({ahi['estimated_severity'] or 'not estimated'}).")
+        lines.append(
+            f"AHI: scored {_fmt(ahi['scored'])} ({ahi['scored_severity']}), estimated "
+            f"{_fmt(ahi['estimated'])} ({ahi['estimated_severity'] or 'not estimated'})."
+        )
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
@@ -117,43 +161,76 @@ def respiratory_markdown(report: Mapping[str, Any], unreliable: bool) -> list[st
     """The event model's AHI, the SpO2 indices and the models' validation numbers (report.md sections)."""
     lines, ahi, oximetry = [], report.get("ahi"), report.get("oximetry")
     if ahi and ahi["source"] == "event model":
-        lines += ["", "## Respiratory events (event model)", "",
-                  f"Events with onsets and durations from the event model; a hypopnea counts under rule "
-                  f"{ahi['hypopnea_rule']}; the AHI counts events with onset in predicted sleep per hour of predicted "
-                  "sleep.", "", "| type | events | counted | counted in sleep |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## Respiratory events (event model)",
+            "",
+            f"Events with onsets and durations from the event model; a hypopnea counts under rule "
+            f"{ahi['hypopnea_rule']}; the AHI counts events with onset in predicted sleep per hour of predicted "
+            "sleep.",
+            "",
+            "| type | events | counted | counted in sleep |",
+            "|---|---|---|---|",
+        ]
         for kind, counts in ahi["by_type"].items():
             lines.append(f"| {kind} | {counts['n']} | {counts['n_counted']} | {counts['n_counted_in_sleep']} |")
         lines += ["", "| index (/h) | value |", "|---|---|"]
-        for key, label in (("ahi", "AHI"), ("ahi_rem", "AHI in REM"), ("ahi_nrem", "AHI in NREM"),
-                           ("apnea_index", "apnea index"), ("hypopnea_index", "hypopnea index")):
+        for key, label in (
+            ("ahi", "AHI"),
+            ("ahi_rem", "AHI in REM"),
+            ("ahi_nrem", "AHI in NREM"),
+            ("apnea_index", "apnea index"),
+            ("hypopnea_index", "hypopnea index"),
+        ):
             lines.append(f"| {label} | {_fmt(ahi[key])} |")
     if ahi:
         value = f"{_fmt(ahi['ahi'])} events/h ({ahi['severity_name']})"
-        lines += ["", f"Estimated AHI ({ahi['source']}): "
-                  + (f"{value}, UNRELIABLE (see the warning at the top)." if unreliable else f"**{value}**.")]
+        lines += [
+            "",
+            f"Estimated AHI ({ahi['source']}): "
+            + (f"{value}, UNRELIABLE (see the warning at the top)." if unreliable else f"**{value}**."),
+        ]
     if oximetry:
-        lines += ["", "## Oxygen saturation (SpO2 signal)", "", "| measure | value |", "|---|---|",
-                  f"| ODI (>= 3 % desaturations per hour of sleep) | {_fmt(oximetry['odi'])} |",
-                  f"| desaturations (in sleep) | {oximetry['n_desaturations']} "
-                  f"({oximetry['n_desaturations_in_sleep']}) |",
-                  f"| mean SpO2 in sleep (%) | {_fmt(oximetry['spo2_mean_pct'])} |",
-                  f"| minimum SpO2 in sleep (%) | {_fmt(oximetry['spo2_min_pct'])} |",
-                  f"| time below 90 % in sleep (min) | {_fmt(oximetry['spo2_below_90_min'])} |", "",
-                  f"Rule: {oximetry['rule']}; SpO2 in % from the signal (the parser's scaling undone), seconds "
-                  "outside 50-100 % left out."]
+        lines += [
+            "",
+            "## Oxygen saturation (SpO2 signal)",
+            "",
+            "| measure | value |",
+            "|---|---|",
+            f"| ODI (>= 3 % desaturations per hour of sleep) | {_fmt(oximetry['odi'])} |",
+            f"| desaturations (in sleep) | {oximetry['n_desaturations']} ({oximetry['n_desaturations_in_sleep']}) |",
+            f"| mean SpO2 in sleep (%) | {_fmt(oximetry['spo2_mean_pct'])} |",
+            f"| minimum SpO2 in sleep (%) | {_fmt(oximetry['spo2_min_pct'])} |",
+            f"| time below 90 % in sleep (min) | {_fmt(oximetry['spo2_below_90_min'])} |",
+            "",
+            f"Rule: {oximetry['rule']}; SpO2 in % from the signal (the parser's scaling undone), seconds "
+            "outside 50-100 % left out.",
+        ]
     validation = report.get("validation") or {}
     if validation:
         thresholds = (report.get("reliability") or {}).get("thresholds") or {}
-        lines += ["", "## Model validation (`val` split of each model's training run)", "",
-                  "| model | validation numbers |", "|---|---|"]
+        lines += [
+            "",
+            "## Model validation (`val` split of each model's training run)",
+            "",
+            "| model | validation numbers |",
+            "|---|---|",
+        ]
         for task, numbers in validation.items():
-            shown = ", ".join(f"{k} {_fmt(v, 3)}" for k, v in numbers.items()
-                              if isinstance(v, (int, float)) and not isinstance(v, bool))
+            shown = ", ".join(
+                f"{k} {_fmt(v, 3)}"
+                for k, v in numbers.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            )
             lines.append(f"| {task} | {shown or 'none recorded'} |")
         if thresholds:
-            lines += ["", "An AHI estimate is flagged unreliable below: " + ", ".join(
-                f"{k} {v}" for k, v in thresholds.items()) + "; when it comes from epoch runs; or when the night "
-                "lacks a respiratory channel the event model reads."]
+            lines += [
+                "",
+                "An AHI estimate is flagged unreliable below: "
+                + ", ".join(f"{k} {v}" for k, v in thresholds.items())
+                + "; when it comes from epoch runs; or when the night "
+                "lacks a respiratory channel the event model reads.",
+            ]
     return lines
 
 
@@ -166,8 +243,9 @@ def check_out(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in REPORT_MARKERS):
-        raise InputError(f"--out {out}: a folder holding other files (not a predict.py report); "
-                         "give a new or empty folder")
+        raise InputError(
+            f"--out {out}: a folder holding other files (not a predict.py report); give a new or empty folder"
+        )
     existing = out.absolute().parent
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
@@ -209,10 +287,12 @@ def write_annotations(out: Path, result: Mapping[str, Any], paths: dict[str, Pat
     stages, events = result["stages"], typed if typed is not None else (result.get("event_epochs") or {})
     start = result.get("start")
     paths["nsrr_xml"] = out / "predicted-nsrr.xml"
-    paths["nsrr_xml"].write_text(annotation_export.nsrr_xml(stages, events, EPOCH_S,
-                                                            start.strftime("%H.%M.%S") if start else None))
-    paths["edf_annotations"] = annotation_export.write_edf_annotations(out / "predicted-annotations.edf", stages,
-                                                                       events, start, EPOCH_S)
+    paths["nsrr_xml"].write_text(
+        annotation_export.nsrr_xml(stages, events, EPOCH_S, start.strftime("%H.%M.%S") if start else None)
+    )
+    paths["edf_annotations"] = annotation_export.write_edf_annotations(
+        out / "predicted-annotations.edf", stages, events, start, EPOCH_S
+    )
     paths["yasa_hypnogram"] = out / "hypnogram-yasa.txt"
     paths["yasa_hypnogram"].write_text(annotation_export.yasa_text(stages))
     paths["bids_events"] = out / "events.tsv"
@@ -224,16 +304,28 @@ def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]
     into a `staged_folder`, so a report set appears whole or not at all)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"hypnogram_csv": out / "hypnogram.csv", "hypnogram_png": out / "hypnogram.png",
-             "report_json": out / "report.json", "report_md": out / "report.md"}
+    paths = {
+        "hypnogram_csv": out / "hypnogram.csv",
+        "hypnogram_png": out / "hypnogram.png",
+        "report_json": out / "report.json",
+        "report_md": out / "report.md",
+    }
     result["hypnogram"].to_csv(paths["hypnogram_csv"], index=False, float_format="%.6g")
     report = result["report"]
     typed = result.get("typed_events")
-    drawn = typed if typed is not None else (annotation_export.event_intervals(result["event_epochs"])
-                                             if result.get("event_epochs") else None)
-    hypnogram_png(result["stages"], paths["hypnogram_png"], true=result["scored"], epoch_s=EPOCH_S,
-                  title=f"{report['recording']}: predicted" + (" vs scored" if result["scored"] is not None else ""),
-                  events=drawn)
+    drawn = (
+        typed
+        if typed is not None
+        else (annotation_export.event_intervals(result["event_epochs"]) if result.get("event_epochs") else None)
+    )
+    hypnogram_png(
+        result["stages"],
+        paths["hypnogram_png"],
+        true=result["scored"],
+        epoch_s=EPOCH_S,
+        title=f"{report['recording']}: predicted" + (" vs scored" if result["scored"] is not None else ""),
+        events=drawn,
+    )
     if result["events"] is not None:
         paths["events_csv"] = out / "events.csv"
         result["events"].to_csv(paths["events_csv"], index=False, float_format="%.6g")
@@ -246,45 +338,79 @@ def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]
     return paths
 
 
-SUMMARY_COLUMNS = ("night", "subject", "status", "reason", "n_epochs", "tst_min", "sleep_efficiency_pct",
-                   "ahi_estimated", "ahi_source", "ahi_reliable", "ahi_scored", "severity", "odi", "truncated",
-                   "missing_channels", "edf", "xml", "report")
+SUMMARY_COLUMNS = (
+    "night",
+    "subject",
+    "status",
+    "reason",
+    "n_epochs",
+    "tst_min",
+    "sleep_efficiency_pct",
+    "ahi_estimated",
+    "ahi_source",
+    "ahi_reliable",
+    "ahi_scored",
+    "severity",
+    "odi",
+    "truncated",
+    "missing_channels",
+    "edf",
+    "xml",
+    "report",
+)
 
 
 def summary_row(night: Any, report: Mapping[str, Any] | None, status: str, reason: str) -> dict[str, Any]:
     """One row of summary.csv (SUMMARY_COLUMNS) of a `predict.NightInput`."""
-    row = {"night": night.recording, "subject": night.subject, "status": status, "reason": reason,
-           "edf": str(night.edf or ""), "xml": str(night.xml or ""), "report": ""}
+    row = {
+        "night": night.recording,
+        "subject": night.subject,
+        "status": status,
+        "reason": reason,
+        "edf": str(night.edf or ""),
+        "xml": str(night.xml or ""),
+        "report": "",
+    }
     if report is not None:
         sleep = report["sleep"]
         ahi = (report.get("agreement") or {}).get("ahi") or {}
         estimate = report.get("ahi") or {}
         reliable = report["reliability"]["reliable"]
-        row.update(n_epochs=report["n_epochs"], tst_min=sleep["tst_min"],
-                   sleep_efficiency_pct=sleep["sleep_efficiency_pct"], ahi_estimated=estimate.get("ahi"),
-                   ahi_source=estimate.get("source", ""), ahi_reliable=reliable if estimate else None,
-                   ahi_scored=ahi.get("scored"), severity=estimate.get("severity_name", ""),
-                   odi=(report.get("oximetry") or {}).get("odi"),
-                   truncated=bool(report["processing"]["truncated"]),
-                   missing_channels=",".join(report["channels"]["missing"]),
-                   report=f"{night.recording}/report.md")
+        row.update(
+            n_epochs=report["n_epochs"],
+            tst_min=sleep["tst_min"],
+            sleep_efficiency_pct=sleep["sleep_efficiency_pct"],
+            ahi_estimated=estimate.get("ahi"),
+            ahi_source=estimate.get("source", ""),
+            ahi_reliable=reliable if estimate else None,
+            ahi_scored=ahi.get("scored"),
+            severity=estimate.get("severity_name", ""),
+            odi=(report.get("oximetry") or {}).get("odi"),
+            truncated=bool(report["processing"]["truncated"]),
+            missing_channels=",".join(report["channels"]["missing"]),
+            report=f"{night.recording}/report.md",
+        )
     return {name: row.get(name) for name in SUMMARY_COLUMNS}
 
 
 def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     """summary.md: counts by status, then one table row per night."""
     counts = pd.Series([r["status"] for r in rows]).value_counts()
-    lines = ["# Cohort prediction summary", "",
-             ", ".join(f"{n} {status}" for status, n in counts.items()) + f" of {len(rows)} night(s).", "",
-             "| night | subject | status | TST (min) | SE (%) | AHI est. | AHI scored | severity | ODI | reason |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "# Cohort prediction summary",
+        "",
+        ", ".join(f"{n} {status}" for status, n in counts.items()) + f" of {len(rows)} night(s).",
+        "",
+        "| night | subject | status | TST (min) | SE (%) | AHI est. | AHI scored | severity | ODI | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         report = f"[{r['night']}]({r['report']})" if r["report"] else r["night"]
         reason = str(r["reason"] or "").replace("|", "/")
         unreliable = " (UNRELIABLE)" if r["ahi_reliable"] is False else ""
-        lines.append(f"| {report} | {r['subject']} | {r['status']} | {_fmt(r['tst_min'])} | "
-                     f"{_fmt(r['sleep_efficiency_pct'])} | {_fmt(r['ahi_estimated'])}{unreliable} | "
-                     f"{_fmt(r['ahi_scored'])} | {r['severity'] or ''} | {_fmt(r['odi'])} | {reason} |")
+        lines.append(
+            f"| {report} | {r['subject']} | {r['status']} | {_fmt(r['tst_min'])} | "
+            f"{_fmt(r['sleep_efficiency_pct'])} | {_fmt(r['ahi_estimated'])}{unreliable} | "
+            f"{_fmt(r['ahi_scored'])} | {r['severity'] or ''} | {_fmt(r['odi'])} | {reason} |"
+        )
     return "\n".join(lines) + "\n"
-
-

@@ -25,14 +25,16 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
   `SEVERITY_KAPPA_MIN` or measured on fewer than `MIN_VALIDATION_NIGHTS` nights, or when a validation number
   is not there to check.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import pickle
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -56,8 +58,12 @@ EVENT_F1_MIN = 0.5  # validation event F1 (apnea and hypopnea) below this: unrel
 SEVERITY_KAPPA_MIN = 0.6  # validation AHI severity kappa below this: unreliable
 STAGING_KAPPA_MIN = 0.6  # staging validation kappa below this: unreliable (the AHI's hours of sleep)
 MIN_VALIDATION_NIGHTS = MIN_AGREEMENT_NIGHTS  # severity kappa from fewer validation nights says little
-THRESHOLDS = {"event_f1_min": EVENT_F1_MIN, "severity_kappa_min": SEVERITY_KAPPA_MIN,
-              "staging_kappa_min": STAGING_KAPPA_MIN, "min_validation_nights": MIN_VALIDATION_NIGHTS}
+THRESHOLDS = {
+    "event_f1_min": EVENT_F1_MIN,
+    "severity_kappa_min": SEVERITY_KAPPA_MIN,
+    "staging_kappa_min": STAGING_KAPPA_MIN,
+    "min_validation_nights": MIN_VALIDATION_NIGHTS,
+}
 EVENT_METHODS = ("features",)  # event-model methods predict.py runs (token methods need their backbone's tokens)
 
 
@@ -91,11 +97,15 @@ def event_validation(metrics: Mapping[str, Any]) -> dict[str, Any]:
     family, AHI ICC and severity kappa, and on how many nights."""
     val = metrics.get("val") or {}
     events, agreement = val.get("events") or {}, (val.get("ahi") or {}).get("agreement") or {}
-    return {"split": "val", "n_nights": val.get("n_recordings"),
-            "event_f1_apnea": _number((events.get("apnea") or {}).get("f1")),
-            "event_f1_hypopnea": _number((events.get("hypopnea") or {}).get("f1")),
-            "ahi_icc": _number(agreement.get("icc_2_1")), "ahi_severity_kappa": _number(agreement.get("severity_kappa")),
-            "ahi_n": agreement.get("n")}
+    return {
+        "split": "val",
+        "n_nights": val.get("n_recordings"),
+        "event_f1_apnea": _number((events.get("apnea") or {}).get("f1")),
+        "event_f1_hypopnea": _number((events.get("hypopnea") or {}).get("f1")),
+        "ahi_icc": _number(agreement.get("icc_2_1")),
+        "ahi_severity_kappa": _number(agreement.get("severity_kappa")),
+        "ahi_n": agreement.get("n"),
+    }
 
 
 def load_event_run(run: str | Path) -> EventRun:
@@ -117,13 +127,15 @@ def load_event_run(run: str | Path) -> EventRun:
             raise InputError(f"--events {folder / 'metrics.json'}: unreadable ({one_line(err)})") from None
     method = str((detector.info or {}).get("method") or metrics.get("method") or "features")
     if method not in EVENT_METHODS:
-        raise InputError(f"--events {run}: a --method {method} event model; predict.py runs "
-                         f"{', '.join(EVENT_METHODS)} event models")
+        raise InputError(
+            f"--events {run}: a --method {method} event model; predict.py runs {', '.join(EVENT_METHODS)} event models"
+        )
     return EventRun(detector, folder, method, detector.hypopnea_rule, list(RESP_CHANNELS), event_validation(metrics))
 
 
-def detect_night_events(run: EventRun, epochs: Mapping[str, np.ndarray], info: Mapping[str, Any]
-                        ) -> tuple[list[Event], list[bool]]:
+def detect_night_events(
+    run: EventRun, epochs: Mapping[str, np.ndarray], info: Mapping[str, Any]
+) -> tuple[list[Event], list[bool]]:
     """The event model's events of a night and whether each counts under its hypopnea rule. `epochs`: the
     night's channels as processed (respiratory ones (n_epochs, 300) at 10 Hz, robust-scaled); `info`: its
     processing record (median / IQR of the SpO2)."""
@@ -136,8 +148,7 @@ def detect_night_events(run: EventRun, epochs: Mapping[str, np.ndarray], info: M
     return events, [id(e) in counted for e in events]
 
 
-def event_summary(events: Sequence[Event], counted: Sequence[bool], stages: np.ndarray, rule: str
-                  ) -> dict[str, Any]:
+def event_summary(events: Sequence[Event], counted: Sequence[bool], stages: np.ndarray, rule: str) -> dict[str, Any]:
     """AHI overall, in REM and in NREM from the counted events with onset in predicted sleep, and counts."""
     stages = np.asarray(stages)
     sleep = np.isin(stages, SLEEP_STAGES)
@@ -148,15 +159,26 @@ def event_summary(events: Sequence[Event], counted: Sequence[bool], stages: np.n
     by_type = {}
     for kind in sorted({e.type for e in events}):
         members = [k for k, e in enumerate(events) if e.type == kind]
-        by_type[kind] = {"n": len(members), "n_counted": sum(bool(counted[k]) for k in members),
-                         "n_counted_in_sleep": sum(bool(counted[k] and in_sleep[k]) for k in members)}
-    return {"source": "event model", "hypopnea_rule": rule, "ahi": ahi, "severity": severity_class(ahi),
-            "severity_name": severity_name(ahi), "ahi_rem": event_index(kept, sleep, within=rem),
-            "ahi_nrem": event_index(kept, sleep, within=~rem),
-            "apnea_index": event_index([e for e in kept if e.type != "hypopnea"], sleep),
-            "hypopnea_index": event_index([e for e in kept if e.type == "hypopnea"], sleep),
-            "n_events": len(events), "n_counted": len(kept), "n_counted_in_sleep": int(np.sum(in_sleep & np.asarray(counted, dtype=bool))),
-            "by_type": by_type}
+        by_type[kind] = {
+            "n": len(members),
+            "n_counted": sum(bool(counted[k]) for k in members),
+            "n_counted_in_sleep": sum(bool(counted[k] and in_sleep[k]) for k in members),
+        }
+    return {
+        "source": "event model",
+        "hypopnea_rule": rule,
+        "ahi": ahi,
+        "severity": severity_class(ahi),
+        "severity_name": severity_name(ahi),
+        "ahi_rem": event_index(kept, sleep, within=rem),
+        "ahi_nrem": event_index(kept, sleep, within=~rem),
+        "apnea_index": event_index([e for e in kept if e.type != "hypopnea"], sleep),
+        "hypopnea_index": event_index([e for e in kept if e.type == "hypopnea"], sleep),
+        "n_events": len(events),
+        "n_counted": len(kept),
+        "n_counted_in_sleep": int(np.sum(in_sleep & np.asarray(counted, dtype=bool))),
+        "by_type": by_type,
+    }
 
 
 # ---------------------------------------------------------------------------------------- SpO2
@@ -181,9 +203,15 @@ def desaturations(spo2: np.ndarray, drop_pct: float = DESAT_DROP_PCT, min_s: int
     filled = np.interp(seconds, seconds[valid], level[valid])  # artefacts interpolated for the baseline only
     baseline = _past_percentile(filled, SPO2_BASELINE_PERCENTILE, DESAT_BASELINE_S)
     low = valid & (filled <= baseline - drop_pct)
-    return [Event(float(start), float(length), "desaturation",
-                  drop_pct=float(baseline[start] - np.min(filled[start:start + length])))
-            for start, length in event_runs(low.astype(np.int8), min_s)]
+    return [
+        Event(
+            float(start),
+            float(length),
+            "desaturation",
+            drop_pct=float(baseline[start] - np.min(filled[start : start + length])),
+        )
+        for start, length in event_runs(low.astype(np.int8), min_s)
+    ]
 
 
 def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, Any], list[Event]]:
@@ -193,15 +221,18 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
     desats = desaturations(spo2)
     asleep = sleep_epochs_of(np.arange(spo2.size) + 0.5, sleep) & np.isfinite(spo2)
     values = spo2[asleep]
-    return {"odi": event_index(desats, sleep, types=("desaturation",)), "n_desaturations": len(desats),
-            "n_desaturations_in_sleep": int(sleep_epochs_of(np.array([d.onset_s for d in desats]), sleep).sum()),
-            "spo2_mean_pct": float(values.mean()) if values.size else math.nan,
-            "spo2_min_pct": float(values.min()) if values.size else math.nan,
-            "spo2_below_90_min": float(np.sum(values < SPO2_LOW_PCT) / 60.0),
-            "spo2_valid_sleep_min": float(values.size / 60.0), "basis": "predicted sleep",
-            "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % below the {SPO2_BASELINE_PERCENTILE:g}th percentile "
-                    f"of the preceding {DESAT_BASELINE_S} s for >= {DESAT_MIN_S} s; ODI per hour of predicted sleep"
-            }, desats
+    return {
+        "odi": event_index(desats, sleep, types=("desaturation",)),
+        "n_desaturations": len(desats),
+        "n_desaturations_in_sleep": int(sleep_epochs_of(np.array([d.onset_s for d in desats]), sleep).sum()),
+        "spo2_mean_pct": float(values.mean()) if values.size else math.nan,
+        "spo2_min_pct": float(values.min()) if values.size else math.nan,
+        "spo2_below_90_min": float(np.sum(values < SPO2_LOW_PCT) / 60.0),
+        "spo2_valid_sleep_min": float(values.size / 60.0),
+        "basis": "predicted sleep",
+        "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % below the {SPO2_BASELINE_PERCENTILE:g}th percentile "
+        f"of the preceding {DESAT_BASELINE_S} s for >= {DESAT_MIN_S} s; ODI per hour of predicted sleep",
+    }, desats
 
 
 def night_spo2(epochs: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> np.ndarray | None:
@@ -216,8 +247,9 @@ def night_spo2(epochs: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> np.
     return spo2_percent(epochs["spo2"].reshape(-1), median * factor, iqr * factor)
 
 
-def persistent_sleep_latency(stages: np.ndarray, epoch_s: float = EPOCH_S,
-                             run_epochs: int = PERSISTENT_SLEEP_EPOCHS) -> float:
+def persistent_sleep_latency(
+    stages: np.ndarray, epoch_s: float = EPOCH_S, run_epochs: int = PERSISTENT_SLEEP_EPOCHS
+) -> float:
     """Minutes from the recording start to the first epoch of the first `run_epochs` consecutive sleep epochs
     (10 min); NaN when there is none.
 
@@ -229,19 +261,25 @@ def persistent_sleep_latency(stages: np.ndarray, epoch_s: float = EPOCH_S,
 
 
 # ---------------------------------------------------------------------------------------- reliability
-def assess_reliability(source: str | None, staging: Mapping[str, Any], events: Mapping[str, Any] | None,
-                       missing_respiratory: Sequence[str]) -> dict[str, Any]:
+def assess_reliability(
+    source: str | None, staging: Mapping[str, Any], events: Mapping[str, Any] | None, missing_respiratory: Sequence[str]
+) -> dict[str, Any]:
     """{"reliable", "reasons", "thresholds"} of the night's AHI estimate (module docstring). `source`: "event
     model", "epoch runs" or None (no AHI); `staging`: the staging run's validation numbers (val_kappa);
     `events`: the event run's (`event_validation`); `missing_respiratory`: channels the event model reads that
     the night lacks."""
     reasons = []
     if source is None:
-        return {"reliable": None, "reasons": ["no AHI estimate (no event model, nor both epoch runs)"],
-                "thresholds": THRESHOLDS}
+        return {
+            "reliable": None,
+            "reasons": ["no AHI estimate (no event model, nor both epoch runs)"],
+            "thresholds": THRESHOLDS,
+        }
     if source == "epoch runs":
-        reasons.append("the AHI comes from runs of positive 30-s epochs times a calibration factor, not from "
-                       "detected events (give --events)")
+        reasons.append(
+            "the AHI comes from runs of positive 30-s epochs times a calibration factor, not from "
+            "detected events (give --events)"
+        )
     kappa = _number(staging.get("val_kappa"))
     if not math.isfinite(kappa):
         reasons.append("the staging model has no validation kappa to check (sleep time may be wrong)")

@@ -53,15 +53,17 @@ A SynthSleepNet model missing some of its channels predicts from the others (dro
 zero-filled) and the report names them. Unreadable or malformed inputs end with one `error: FILE: ...` line and
 exit code 2.
 """
+
 from __future__ import annotations
 
 import argparse
 import glob
 import math
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -78,19 +80,52 @@ from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES, Event
 from dataset.signal_processing import ProcessingConfig, SkipRecording
 from downstream.common import DownstreamModel
 from downstream.night_inference import (  # noqa: F401 - the inference API, re-exported for callers of predict.py
-    EVENT_TASKS, InputError, NightWindows, channel_report, clock_times, load_runs, one_line, predict_all, predict_task,
-    recording_start, resolve_device, run_validation, scored_labels, share_encoders,
+    EVENT_TASKS,
+    InputError,
+    NightWindows,
+    channel_report,
+    clock_times,
+    load_runs,
+    one_line,
+    predict_all,
+    predict_task,
+    recording_start,
+    resolve_device,
+    run_validation,
+    scored_labels,
+    share_encoders,
 )
 from downstream.night_report import (
-    SUMMARY_COLUMNS, _fmt, check_out, staged_folder, strict, summary_markdown, summary_row, write_outputs,
+    SUMMARY_COLUMNS,
+    _fmt,
+    check_out,
+    staged_folder,
+    strict,
+    summary_markdown,
+    summary_row,
+    write_outputs,
 )
 from downstream.night_respiratory import (
-    EventRun, assess_reliability, detect_night_events, event_summary, load_event_run, night_spo2, oximetry_summary,
-    persistent_sleep_latency, severity_name,
+    EventRun,
+    assess_reliability,
+    detect_night_events,
+    event_summary,
+    load_event_run,
+    night_spo2,
+    oximetry_summary,
+    persistent_sleep_latency,
+    severity_name,
 )
 from utils.config import ArgumentParser, parse_config, positive_int, save_config
 from utils.events import sleep_epochs_of
-from utils.metrics import binary_class_names, classification_metrics, count_events, estimate_ahi, event_runs, severity_class
+from utils.metrics import (
+    binary_class_names,
+    classification_metrics,
+    count_events,
+    estimate_ahi,
+    event_runs,
+    severity_class,
+)
 from utils.sleep_stats import SLEEP_STAGES, sleep_statistics
 
 MAX_EVENT_EPOCHS = 2  # a run of k positive epochs = ceil(k / 2) events (utils.metrics.count_events default)
@@ -100,69 +135,123 @@ MODEL_EVENT_COLUMNS = ("onset_s", "duration_s", "type", "probability", "counted"
 # ---------------------------------------------------------------------------------------- options
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
-        prog="predict.py", description=__doc__.split("\n\n")[0],
+        prog="predict.py",
+        description=__doc__.split("\n\n")[0],
         epilog="Runs: a linear-probing or fine-tuning run directory (best.pt, else last.pt) or a checkpoint file. "
-               "--checkpoint must be a sleep_stage run; --events (an event_detection run) adds typed events, the "
-               "AHI from them, ODI and SpO2; --apnea and --hypopnea add per-epoch events (both together: an AHI "
-               "estimate flagged unreliable). Exit codes: 0 ok, 1 some night of a cohort failed (see summary.csv), 2 bad input "
-               "(unreadable EDF, malformed XML, bad run, no usable channel, unusable --out).")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="JSON or YAML file of these options (keys as in the config.json it writes); "
-                             "explicit flags win")
+        "--checkpoint must be a sleep_stage run; --events (an event_detection run) adds typed events, the "
+        "AHI from them, ODI and SpO2; --apnea and --hypopnea add per-epoch events (both together: an AHI "
+        "estimate flagged unreliable). Exit codes: 0 ok, 1 some night of a cohort failed (see summary.csv), 2 bad input "
+        "(unreadable EDF, malformed XML, bad run, no usable channel, unusable --out).",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON or YAML file of these options (keys as in the config.json it writes); explicit flags win",
+    )
     parser.add_argument("--checkpoint", type=Path, default=None, help="sleep-staging run (required)")
     parser.add_argument("--apnea", type=Path, default=None, help="apnea run (optional)")
     parser.add_argument("--hypopnea", type=Path, default=None, help="hypopnea run (optional)")
-    parser.add_argument("--events", type=Path, default=None,
-                        help="event_detection run (downstream/event_detection/train.py, --method features): typed "
-                             "respiratory events with onsets and durations, the AHI from them (overall, REM, NREM), "
-                             "ODI and SpO2 from the SpO2 signal")
-    parser.add_argument("--hypopnea-rule", choices=HYPOPNEA_RULES, default=DEFAULT_HYPOPNEA_RULE,
-                        help="hypopnea rule of the SCORED AHI the estimate is compared with: 3a (>= 3 %% desaturation "
-                             "or arousal), 4 (>= 4 %% desaturation), all")
-    parser.add_argument("--edf", type=Path, default=None,
-                        help="the night's EDF file, or a cohort: a folder (every EDF below it), a glob pattern "
-                             "(quoted) or a list file (one EDF path per line); required")
-    parser.add_argument("--xml", type=Path, default=None,
-                        help="optional NSRR XML of a single EDF: adds agreement with its scoring (a cohort's EDFs are "
-                             "paired with their annotation files as the parser pairs them)")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="output folder (required): new, empty, or an earlier predict.py output, which is "
-                             "replaced whole")
-    parser.add_argument("--channel-map", type=Path, default=None, metavar="MAP",
-                        help="YAML or JSON channel map (canonical name -> EDF label, 'A - B' derivation or a list of "
-                             "candidates), tried before the built-in alias tables, as in dataset/data_parser.py")
+    parser.add_argument(
+        "--events",
+        type=Path,
+        default=None,
+        help="event_detection run (downstream/event_detection/train.py, --method features): typed "
+        "respiratory events with onsets and durations, the AHI from them (overall, REM, NREM), "
+        "ODI and SpO2 from the SpO2 signal",
+    )
+    parser.add_argument(
+        "--hypopnea-rule",
+        choices=HYPOPNEA_RULES,
+        default=DEFAULT_HYPOPNEA_RULE,
+        help="hypopnea rule of the SCORED AHI the estimate is compared with: 3a (>= 3 %% desaturation "
+        "or arousal), 4 (>= 4 %% desaturation), all",
+    )
+    parser.add_argument(
+        "--edf",
+        type=Path,
+        default=None,
+        help="the night's EDF file, or a cohort: a folder (every EDF below it), a glob pattern "
+        "(quoted) or a list file (one EDF path per line); required",
+    )
+    parser.add_argument(
+        "--xml",
+        type=Path,
+        default=None,
+        help="optional NSRR XML of a single EDF: adds agreement with its scoring (a cohort's EDFs are "
+        "paired with their annotation files as the parser pairs them)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (required): new, empty, or an earlier predict.py output, which is replaced whole",
+    )
+    parser.add_argument(
+        "--channel-map",
+        type=Path,
+        default=None,
+        metavar="MAP",
+        help="YAML or JSON channel map (canonical name -> EDF label, 'A - B' derivation or a list of "
+        "candidates), tried before the built-in alias tables, as in dataset/data_parser.py",
+    )
     parser.add_argument("--batch-size", type=positive_int, default=64, help="epochs per forward pass")
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return parser
 
 
-
 def event_rows(task: str, positive: np.ndarray, sleep: np.ndarray, times: Sequence[str]) -> list[dict[str, Any]]:
     """One row per run of positive epochs (utils.metrics.event_runs)."""
     rows = []
     for start, length in event_runs(positive):
-        rows.append({"type": task, "start_epoch": start, "n_epochs": length, "start_s": float(start * EPOCH_S),
-                     "duration_s": float(length * EPOCH_S), "time": times[start], "in_sleep": bool(sleep[start]),
-                     "n_events": -(-length // MAX_EVENT_EPOCHS)})
+        rows.append(
+            {
+                "type": task,
+                "start_epoch": start,
+                "n_epochs": length,
+                "start_s": float(start * EPOCH_S),
+                "duration_s": float(length * EPOCH_S),
+                "time": times[start],
+                "in_sleep": bool(sleep[start]),
+                "n_events": -(-length // MAX_EVENT_EPOCHS),
+            }
+        )
     return rows
 
 
-def model_event_table(found: Sequence[Event], counted: Sequence[bool], sleep: np.ndarray,
-                      times: Sequence[str]) -> pd.DataFrame:
+def model_event_table(
+    found: Sequence[Event], counted: Sequence[bool], sleep: np.ndarray, times: Sequence[str]
+) -> pd.DataFrame:
     """events.csv of the event model: onset_s, duration_s, type, probability, counted (under its hypopnea
     rule), in_sleep (onset in a predicted sleep epoch: counted and in sleep = in the AHI), time (clock)."""
     onsets = np.array([e.onset_s for e in found], dtype=np.float64)
     in_sleep = sleep_epochs_of(onsets, sleep)
-    rows = [{"onset_s": e.onset_s, "duration_s": e.duration_s, "type": e.type, "probability": e.probability,
-             "counted": bool(c), "in_sleep": bool(s), "time": times[min(int(e.onset_s // EPOCH_S), len(times) - 1)]}
-            for e, c, s in zip(found, counted, in_sleep)]
+    rows = [
+        {
+            "onset_s": e.onset_s,
+            "duration_s": e.duration_s,
+            "type": e.type,
+            "probability": e.probability,
+            "counted": bool(c),
+            "in_sleep": bool(s),
+            "time": times[min(int(e.onset_s // EPOCH_S), len(times) - 1)],
+        }
+        for e, c, s in zip(found, counted, in_sleep)
+    ]
     return pd.DataFrame(rows, columns=MODEL_EVENT_COLUMNS)
 
 
-def agreement(stages: np.ndarray, stage_probabilities: np.ndarray, labels: pd.DataFrame,
-              events: Mapping[str, np.ndarray], event_probabilities: Mapping[str, np.ndarray],
-              ahi: Mapping[str, Any] | None, info: Mapping[str, Any], rule: str) -> dict[str, Any]:
+def agreement(
+    stages: np.ndarray,
+    stage_probabilities: np.ndarray,
+    labels: pd.DataFrame,
+    events: Mapping[str, np.ndarray],
+    event_probabilities: Mapping[str, np.ndarray],
+    ahi: Mapping[str, Any] | None,
+    info: Mapping[str, Any],
+    rule: str,
+) -> dict[str, Any]:
     """Predicted vs scored: staging metrics on scored epochs; per-epoch event metrics; the scored AHI under the
     hypopnea `rule` vs the estimated one (`ahi`, None when not estimated)."""
     scored = labels["stage"].to_numpy().astype(np.int64)  # (n_epochs,) -1 = unscored
@@ -175,18 +264,31 @@ def agreement(stages: np.ndarray, stage_probabilities: np.ndarray, labels: pd.Da
         out[task] = classification_metrics(truth, positive, 2, event_probabilities[task], binary_class_names(task))
     ahi_scored = float(info.get(AHI_COLUMN_OF_RULE[rule], math.nan))
     estimated = ahi["ahi"] if ahi else None
-    out["ahi"] = {"scored": ahi_scored, "hypopnea_rule": rule, "estimated": estimated,
-                  "scored_severity": severity_name(ahi_scored),
-                  "estimated_severity": ahi["severity_name"] if ahi else None,
-                  "severity_agrees": (severity_class(ahi_scored) == ahi["severity"]) if ahi
-                  and not math.isnan(ahi_scored) else None}
+    out["ahi"] = {
+        "scored": ahi_scored,
+        "hypopnea_rule": rule,
+        "estimated": estimated,
+        "scored_severity": severity_name(ahi_scored),
+        "estimated_severity": ahi["severity_name"] if ahi else None,
+        "severity_agrees": (severity_class(ahi_scored) == ahi["severity"])
+        if ahi and not math.isnan(ahi_scored)
+        else None,
+    }
     return out
 
 
-def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml_path: str | Path | None = None,
-                  device: torch.device | str = "cpu", batch_size: int = 64, progress: bool = False,
-                  identities: Mapping[str, str] | None = None, channel_map: ChannelMap = (),
-                  event_run: EventRun | None = None, hypopnea_rule: str = DEFAULT_HYPOPNEA_RULE) -> dict[str, Any]:
+def predict_night(
+    edf_path: str | Path,
+    runs: Mapping[str, DownstreamModel],
+    xml_path: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    batch_size: int = 64,
+    progress: bool = False,
+    identities: Mapping[str, str] | None = None,
+    channel_map: ChannelMap = (),
+    event_run: EventRun | None = None,
+    hypopnea_rule: str = DEFAULT_HYPOPNEA_RULE,
+) -> dict[str, Any]:
     """Process and predict one night in memory. Returns {"hypnogram": DataFrame, "events": DataFrame | None,
     "report": dict, "stages": (n,) int, "scored": (n,) int | None, "event_epochs", "typed_events", "start"}.
     Raises InputError for bad inputs.
@@ -201,8 +303,11 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
     for path in (edf_path, xml_path):
         if path is not None and not path.is_file():
             raise InputError(f"{path}: no such file")
-    wanted = [ch for ch in CHANNEL_BY_NAME if any(ch in run.channels for run in runs.values())
-              or (event_run is not None and ch in event_run.channels)]
+    wanted = [
+        ch
+        for ch in CHANNEL_BY_NAME
+        if any(ch in run.channels for run in runs.values()) or (event_run is not None and ch in event_run.channels)
+    ]
     try:
         epochs, _, info = load_night(edf_path, None, channels=wanted, config=ProcessingConfig(channel_map=channel_map))
         labels = None
@@ -223,13 +328,25 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
     both = len(events) == len(EVENT_TASKS)
     epoch_ahi = both and event_run is None  # the epoch-run estimate is the AHI only without an event model
     scales = {task: runs[task].event_scale for task in events}  # scored events per counted event (val labels)
-    stats = sleep_statistics(stages, EPOCH_S, events.get("apnea") if epoch_ahi else None,
-                             events.get("hypopnea") if epoch_ahi else None, max_event_epochs=MAX_EVENT_EPOCHS,
-                             event_scales=(scales.get("apnea", 1.0), scales.get("hypopnea", 1.0)))
+    stats = sleep_statistics(
+        stages,
+        EPOCH_S,
+        events.get("apnea") if epoch_ahi else None,
+        events.get("hypopnea") if epoch_ahi else None,
+        max_event_epochs=MAX_EVENT_EPOCHS,
+        event_scales=(scales.get("apnea", 1.0), scales.get("hypopnea", 1.0)),
+    )
     stats["persistent_sleep_latency_min"] = persistent_sleep_latency(stages)
 
-    table = pd.DataFrame({"epoch": np.arange(n_epochs), "start_s": np.arange(n_epochs) * float(EPOCH_S),
-                          "time": times, "stage": [STAGE_NAMES[s] for s in stages], "stage_code": stages})
+    table = pd.DataFrame(
+        {
+            "epoch": np.arange(n_epochs),
+            "start_s": np.arange(n_epochs) * float(EPOCH_S),
+            "time": times,
+            "stage": [STAGE_NAMES[s] for s in stages],
+            "stage_code": stages,
+        }
+    )
     for k, name in enumerate(STAGE_NAMES):
         table[f"p_{name}"] = probabilities["sleep_stage"][:, k]
     for task, positive in events.items():
@@ -243,16 +360,18 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
     epoch_table, event_summary_ = None, {}
     if events:
         rows = [row for task, positive in events.items() for row in event_rows(task, positive, sleep, times)]
-        epoch_table = pd.DataFrame(rows, columns=["type", "start_epoch", "n_epochs", "start_s", "duration_s", "time",
-                                                  "in_sleep", "n_events"])
+        epoch_table = pd.DataFrame(
+            rows, columns=["type", "start_epoch", "n_epochs", "start_s", "duration_s", "time", "in_sleep", "n_events"]
+        )
         zeros = np.zeros(n_epochs, dtype=np.int64)
         for task, positive in events.items():
             alone = (positive, zeros) if task == "apnea" else (zeros, positive)
-            event_summary_[task] = {"n_runs": len(event_runs(positive)),
-                                    "n_events_in_sleep": count_events(positive, sleep, MAX_EVENT_EPOCHS),
-                                    "event_scale": scales[task],
-                                    "index_per_h": estimate_ahi(*alone, sleep, EPOCH_S, MAX_EVENT_EPOCHS,
-                                                                (scales[task], scales[task]))}
+            event_summary_[task] = {
+                "n_runs": len(event_runs(positive)),
+                "n_events_in_sleep": count_events(positive, sleep, MAX_EVENT_EPOCHS),
+                "event_scale": scales[task],
+                "index_per_h": estimate_ahi(*alone, sleep, EPOCH_S, MAX_EVENT_EPOCHS, (scales[task], scales[task])),
+            }
     ahi, model_table, typed, oximetry = None, None, [], None
     if event_run is not None:
         found, counted = detect_night_events(event_run, epochs, info)
@@ -264,48 +383,91 @@ def predict_night(edf_path: str | Path, runs: Mapping[str, DownstreamModel], xml
             oximetry, desats = oximetry_summary(spo2, stages)
             typed += [(d.type, d.onset_s, d.duration_s) for d in desats]
     elif epoch_ahi:
-        ahi = {"source": "epoch runs", "hypopnea_rule": None, "ahi": stats["ahi_est"], "severity": stats["ahi_severity"],
-               "severity_name": stats["ahi_severity_name"], "ahi_uncalibrated": stats["ahi_est_uncalibrated"]}
+        ahi = {
+            "source": "epoch runs",
+            "hypopnea_rule": None,
+            "ahi": stats["ahi_est"],
+            "severity": stats["ahi_severity"],
+            "severity_name": stats["ahi_severity_name"],
+            "ahi_uncalibrated": stats["ahi_est_uncalibrated"],
+        }
     validation = {task: run_validation(run) for task, run in runs.items()}
     if event_run is not None:
         validation["events"] = event_run.validation
     missing_respiratory = channels["models"]["events"]["missing"] if event_run is not None else []
-    reliability = assess_reliability(ahi["source"] if ahi else None, validation["sleep_stage"],
-                                     event_run.validation if event_run is not None else None, missing_respiratory)
+    reliability = assess_reliability(
+        ahi["source"] if ahi else None,
+        validation["sleep_stage"],
+        event_run.validation if event_run is not None else None,
+        missing_respiratory,
+    )
     warnings_ = []
     if info.get("truncated"):
-        warnings_.append(f"truncated EDF ({info.get('warnings') or 'last data record cut'}): predicted the "
-                         f"{_fmt(float(info['kept_s']) / 60)} min of whole data records; the end of the night is "
-                         "missing")
+        warnings_.append(
+            f"truncated EDF ({info.get('warnings') or 'last data record cut'}): predicted the "
+            f"{_fmt(float(info['kept_s']) / 60)} min of whole data records; the end of the night is "
+            "missing"
+        )
     if reliability["reliable"] is False:
         warnings_.append("UNRELIABLE AHI estimate: " + "; ".join(reliability["reasons"]))
     notes = []
     if channels["missing"]:
         notes.append(f"missing channels {', '.join(channels['missing'])}: predicted without them")
     if labels is not None and info["scored_part_epochs"] < n_epochs:
-        notes.append(f"the scoring covers the first {info['scored_part_epochs']} of the {n_epochs} predicted epochs; "
-                     "agreement counts the scored epochs only")
+        notes.append(
+            f"the scoring covers the first {info['scored_part_epochs']} of the {n_epochs} predicted epochs; "
+            "agreement counts the scored epochs only"
+        )
     if events and not both and event_run is None:
-        notes.append("the AHI needs both --apnea and --hypopnea runs (or --events); only the given type's index "
-                     "is reported")
+        notes.append(
+            "the AHI needs both --apnea and --hypopnea runs (or --events); only the given type's index is reported"
+        )
     if event_run is not None and event_run.hypopnea_rule != hypopnea_rule:
-        notes.append(f"the event model counts hypopneas under rule {event_run.hypopnea_rule}; the scored AHI uses "
-                     f"rule {hypopnea_rule}")
+        notes.append(
+            f"the event model counts hypopneas under rule {event_run.hypopnea_rule}; the scored AHI uses "
+            f"rule {hypopnea_rule}"
+        )
 
     report = {
-        "recording": recording, "edf": str(edf_path.resolve()), "xml": str(xml_path.resolve()) if xml_path else None,
-        "start_time": times[0] or None, "n_epochs": n_epochs, "epoch_s": float(EPOCH_S), "hypopnea_rule": hypopnea_rule,
-        "channels": channels, "sleep": stats, "ahi": ahi, "oximetry": oximetry, "reliability": reliability,
-        "validation": validation, "events": event_summary_ or None, "warnings": warnings_, "notes": notes,
-        "processing": {"signal_s": info.get("signal_s"), "kept_s": info.get("kept_s"), "truncated": info.get("truncated"),
-                       "warnings": info.get("warnings") or ""},
-        "agreement": (agreement(stages, probabilities["sleep_stage"], labels, events, event_p, ahi, info, hypopnea_rule)
-                      if labels is not None else None),
+        "recording": recording,
+        "edf": str(edf_path.resolve()),
+        "xml": str(xml_path.resolve()) if xml_path else None,
+        "start_time": times[0] or None,
+        "n_epochs": n_epochs,
+        "epoch_s": float(EPOCH_S),
+        "hypopnea_rule": hypopnea_rule,
+        "channels": channels,
+        "sleep": stats,
+        "ahi": ahi,
+        "oximetry": oximetry,
+        "reliability": reliability,
+        "validation": validation,
+        "events": event_summary_ or None,
+        "warnings": warnings_,
+        "notes": notes,
+        "processing": {
+            "signal_s": info.get("signal_s"),
+            "kept_s": info.get("kept_s"),
+            "truncated": info.get("truncated"),
+            "warnings": info.get("warnings") or "",
+        },
+        "agreement": (
+            agreement(stages, probabilities["sleep_stage"], labels, events, event_p, ahi, info, hypopnea_rule)
+            if labels is not None
+            else None
+        ),
     }
-    return {"hypnogram": table, "events": model_table if event_run is not None else epoch_table,
-            "epoch_events": epoch_table if event_run is not None else None, "report": report, "stages": stages,
-            "scored": scored, "event_epochs": events, "typed_events": typed if event_run is not None else None,
-            "start": recording_start(edf_path)}
+    return {
+        "hypnogram": table,
+        "events": model_table if event_run is not None else epoch_table,
+        "epoch_events": epoch_table if event_run is not None else None,
+        "report": report,
+        "stages": stages,
+        "scored": scored,
+        "event_epochs": events,
+        "typed_events": typed if event_run is not None else None,
+        "start": recording_start(edf_path),
+    }
 
 
 @dataclass
@@ -368,19 +530,27 @@ def night_inputs(source: Path) -> list[NightInput]:
             jobs = discover(source)
         except (OSError, ValueError) as err:
             raise InputError(f"--edf {source}: {one_line(err)}") from None
-        nights = [NightInput(job.recording_id, job.subject_id, Path(job.edf) if job.edf else None,
-                             Path(job.xml) if job.xml else None,
-                             f"{job.edf}: {job.problem}" if job.problem else
-                             ("" if job.edf else f"{job.xml}: no EDF file for this annotation file"))
-                  for job in jobs]
+        nights = [
+            NightInput(
+                job.recording_id,
+                job.subject_id,
+                Path(job.edf) if job.edf else None,
+                Path(job.xml) if job.xml else None,
+                f"{job.edf}: {job.problem}"
+                if job.problem
+                else ("" if job.edf else f"{job.xml}: no EDF file for this annotation file"),
+            )
+            for job in jobs
+        ]
     elif source.is_file():
         try:
             lines = source.read_text().splitlines()
         except (OSError, UnicodeDecodeError) as err:
             raise InputError(f"--edf {source}: cannot read the list of EDF files ({one_line(err)})") from None
         entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-        nights = paired_inputs([(source.parent / entry) if not Path(entry).is_absolute() else Path(entry)
-                                for entry in entries])
+        nights = paired_inputs(
+            [(source.parent / entry) if not Path(entry).is_absolute() else Path(entry) for entry in entries]
+        )
     elif any(char in text for char in "*?["):
         nights = paired_inputs([Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()])
     else:
@@ -395,11 +565,17 @@ def night_inputs(source: Path) -> list[NightInput]:
     return nights
 
 
-
-def predict_cohort(nights: Sequence[NightInput], runs: Mapping[str, DownstreamModel], stage: Path,
-                   device: torch.device, batch_size: int = 64, progress: bool = False, channel_map: ChannelMap = (),
-                   event_run: EventRun | None = None, hypopnea_rule: str = DEFAULT_HYPOPNEA_RULE
-                   ) -> list[dict[str, Any]]:
+def predict_cohort(
+    nights: Sequence[NightInput],
+    runs: Mapping[str, DownstreamModel],
+    stage: Path,
+    device: torch.device,
+    batch_size: int = 64,
+    progress: bool = False,
+    channel_map: ChannelMap = (),
+    event_run: EventRun | None = None,
+    hypopnea_rule: str = DEFAULT_HYPOPNEA_RULE,
+) -> list[dict[str, Any]]:
     """Predict every night into `stage/<night>/`; a night that cannot be read or predicted is a `failed` row with
     its reason, and the cohort goes on. Returns the summary rows (also written as summary.csv and summary.md)."""
     identities = share_encoders(runs)  # each backbone encodes a night once, for every task model using it
@@ -413,8 +589,9 @@ def predict_cohort(nights: Sequence[NightInput], runs: Mapping[str, DownstreamMo
             print(f"failed: {night.problem}", flush=True)
             continue
         try:
-            result = predict_night(night.edf, runs, night.xml, device, batch_size, False, identities, channel_map,
-                                   event_run, hypopnea_rule)
+            result = predict_night(
+                night.edf, runs, night.xml, device, batch_size, False, identities, channel_map, event_run, hypopnea_rule
+            )
             write_outputs(stage / night.recording, result)
         except InputError as err:
             rows.append(summary_row(night, None, "failed", str(err)))
@@ -426,8 +603,10 @@ def predict_cohort(nights: Sequence[NightInput], runs: Mapping[str, DownstreamMo
             print(f"failed: {reason}", flush=True)
             continue
         report = result["report"]
-        notes = "; ".join(report["warnings"] + ([f"missing {', '.join(report['channels']['missing'])}"]
-                                                if report["channels"]["missing"] else []))
+        notes = "; ".join(
+            report["warnings"]
+            + ([f"missing {', '.join(report['channels']['missing'])}"] if report["channels"]["missing"] else [])
+        )
         rows.append(summary_row(night, report, "ok", notes))
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     table.to_csv(stage / "summary.csv", index=False, float_format="%.6g")
@@ -436,20 +615,37 @@ def predict_cohort(nights: Sequence[NightInput], runs: Mapping[str, DownstreamMo
 
 
 # ---------------------------------------------------------------------------------------- command line
-def report_night(args: argparse.Namespace, runs: Mapping[str, DownstreamModel], device: torch.device,
-                 channel_map: ChannelMap = (), event_run: EventRun | None = None) -> int:
+def report_night(
+    args: argparse.Namespace,
+    runs: Mapping[str, DownstreamModel],
+    device: torch.device,
+    channel_map: ChannelMap = (),
+    event_run: EventRun | None = None,
+) -> int:
     """One EDF (`--edf FILE`): the report set directly in `--out`."""
     try:
-        result = predict_night(args.edf, runs, args.xml, device, args.batch_size, args.progress,
-                               channel_map=channel_map, event_run=event_run, hypopnea_rule=args.hypopnea_rule)
+        result = predict_night(
+            args.edf,
+            runs,
+            args.xml,
+            device,
+            args.batch_size,
+            args.progress,
+            channel_map=channel_map,
+            event_run=event_run,
+            hypopnea_rule=args.hypopnea_rule,
+        )
     except InputError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
     report = result["report"]
     if report["channels"]["missing"]:
-        print(f"warning: {args.edf}: missing channel(s) {', '.join(report['channels']['missing'])} "
-              f"({'; '.join(report['channels']['why_missing'].values())}); predicted with "
-              f"{', '.join(report['channels']['present'])}", flush=True)
+        print(
+            f"warning: {args.edf}: missing channel(s) {', '.join(report['channels']['missing'])} "
+            f"({'; '.join(report['channels']['why_missing'].values())}); predicted with "
+            f"{', '.join(report['channels']['present'])}",
+            flush=True,
+        )
     for warning in report["warnings"]:
         print(f"warning: {args.edf}: {warning}", flush=True)
     try:
@@ -465,19 +661,29 @@ def report_night(args: argparse.Namespace, runs: Mapping[str, DownstreamModel], 
     if estimate:
         flag = ", UNRELIABLE" if report["reliability"]["reliable"] is False else ""
         ahi = f", AHI {_fmt(estimate['ahi'])}/h ({estimate['severity_name']}, from {estimate['source']}{flag})"
-    print(f"{report['recording']}: {report['n_epochs']} epochs, TST {_fmt(s['tst_min'])} min, sleep efficiency "
-          f"{_fmt(s['sleep_efficiency_pct'])} %{ahi} -> {paths['report_md']}", flush=True)
+    print(
+        f"{report['recording']}: {report['n_epochs']} epochs, TST {_fmt(s['tst_min'])} min, sleep efficiency "
+        f"{_fmt(s['sleep_efficiency_pct'])} %{ahi} -> {paths['report_md']}",
+        flush=True,
+    )
     return 0
 
 
-def report_cohort(args: argparse.Namespace, nights: Sequence[NightInput], runs: Mapping[str, DownstreamModel],
-                  device: torch.device, channel_map: ChannelMap = (), event_run: EventRun | None = None) -> int:
+def report_cohort(
+    args: argparse.Namespace,
+    nights: Sequence[NightInput],
+    runs: Mapping[str, DownstreamModel],
+    device: torch.device,
+    channel_map: ChannelMap = (),
+    event_run: EventRun | None = None,
+) -> int:
     """A folder, glob or list of EDFs: `--out/<night>/` per night plus summary.csv / summary.md; exit 1 when a
     night failed."""
     try:
         with staged_folder(Path(args.out)) as stage:
-            rows = predict_cohort(nights, runs, stage, device, args.batch_size, args.progress, channel_map, event_run,
-                                  args.hypopnea_rule)
+            rows = predict_cohort(
+                nights, runs, stage, device, args.batch_size, args.progress, channel_map, event_run, args.hypopnea_rule
+            )
             save_config(args, stage / "config.json")
     except OSError as err:
         print(f"error: --out {args.out}: cannot write the reports ({one_line(err)})", file=sys.stderr, flush=True)
@@ -497,8 +703,10 @@ def main(argv: list[str] | None = None) -> int:
         single = args.edf.is_file() and is_edf(args.edf)
         nights = None if single else night_inputs(args.edf)
         if not single and args.xml is not None:
-            raise InputError(f"--xml {args.xml}: one annotation file for several nights; with a folder, glob or list "
-                             "each EDF is paired with its own")
+            raise InputError(
+                f"--xml {args.xml}: one annotation file for several nights; with a folder, glob or list "
+                "each EDF is paired with its own"
+            )
         try:
             channel_map = load_channel_map(args.channel_map) if args.channel_map is not None else ()
         except (OSError, ValueError) as err:

@@ -11,6 +11,7 @@ Layout (published SynthSleepNet frame backbone, B values):
 All frames of all epochs run through the CNN as one batch of shape (batch * n_frames, 1, samples).
 Smaller presets shrink the channels and the token width.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -32,8 +33,10 @@ class SqueezeExcite1d(nn.Module):
         super().__init__()
         hidden = max(1, channels // reduction)
         self.fc = nn.Sequential(
-            nn.Linear(channels, hidden, bias=False), nn.ReLU(inplace=True),
-            nn.Linear(hidden, channels, bias=False), nn.Sigmoid(),
+            nn.Linear(channels, hidden, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Linear(hidden, channels, bias=False),
+            nn.Sigmoid(),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -49,8 +52,16 @@ class SEResidualBlock1d(nn.Module):
     tokenizer builds it with `padding=kernel // 2` (length-preserving, centred) and `squeeze_excite=False`.
     """
 
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int, se_reduction: int = 16,
-                 padding: int = 1, squeeze_excite: bool = True):
+    def __init__(
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        stride: int,
+        se_reduction: int = 16,
+        padding: int = 1,
+        squeeze_excite: bool = True,
+    ):
         super().__init__()
         self.conv1 = nn.Conv1d(in_ch, out_ch, kernel, stride=stride, padding=padding, bias=False)
         self.bn1 = nn.BatchNorm1d(out_ch)
@@ -60,7 +71,9 @@ class SEResidualBlock1d(nn.Module):
         self.act = nn.ELU(inplace=True)
         self.shortcut: nn.Module
         if stride != 1 or in_ch != out_ch:
-            self.shortcut = nn.Sequential(nn.Conv1d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm1d(out_ch))
+            self.shortcut = nn.Sequential(
+                nn.Conv1d(in_ch, out_ch, 1, stride=stride, bias=False), nn.BatchNorm1d(out_ch)
+            )
         else:
             self.shortcut = nn.Identity()
         self.kernel, self.stride, self.padding = kernel, stride, padding
@@ -80,8 +93,15 @@ class SEResidualBlock1d(nn.Module):
 class ScaleBranch(nn.Module):
     """One kernel size: a stack of SE residual stages followed by a stride-1 average pool."""
 
-    def __init__(self, in_ch: int, channels: Sequence[int], strides: Sequence[int], kernel: int, pool_kernel: int,
-                 se_reduction: int):
+    def __init__(
+        self,
+        in_ch: int,
+        channels: Sequence[int],
+        strides: Sequence[int],
+        kernel: int,
+        pool_kernel: int,
+        se_reduction: int,
+    ):
         super().__init__()
         stages, prev = [], in_ch
         for ch, stride in zip(channels, strides):
@@ -96,8 +116,10 @@ class ScaleBranch(nn.Module):
         for stage in self.stages:
             length = stage.out_len(length)
         if length < self.pool_kernel:
-            raise ValueError(f"frame too short for the kernel-{self.stages[0].kernel} branch: {length} samples "
-                             f"before its average pool of {self.pool_kernel}; use longer frames or smaller pools")
+            raise ValueError(
+                f"frame too short for the kernel-{self.stages[0].kernel} branch: {length} samples "
+                f"before its average pool of {self.pool_kernel}; use longer frames or smaller pools"
+            )
         return conv_out_len(length, self.pool_kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,14 +139,24 @@ class MultiScaleFrameBackbone(nn.Module):
         se_reduction: squeeze-excitation bottleneck ratio.
     """
 
-    def __init__(self, frame_samples: int, stem_channels: int = 64, channels: Sequence[int] = (64, 128, 128, 256),
-                 strides: Sequence[int] = (1, 1, 2, 2), kernels: Sequence[int] = (3, 5, 7),
-                 pool_kernels: Sequence[int] = (16, 11, 6), token_dim: int | None = None, se_reduction: int = 16):
+    def __init__(
+        self,
+        frame_samples: int,
+        stem_channels: int = 64,
+        channels: Sequence[int] = (64, 128, 128, 256),
+        strides: Sequence[int] = (1, 1, 2, 2),
+        kernels: Sequence[int] = (3, 5, 7),
+        pool_kernels: Sequence[int] = (16, 11, 6),
+        token_dim: int | None = None,
+        se_reduction: int = 16,
+    ):
         super().__init__()
         if len(channels) != len(strides):
             raise ValueError(f"channels {tuple(channels)} and strides {tuple(strides)} need one entry per stage")
         if len(kernels) != len(pool_kernels):
-            raise ValueError(f"kernels {tuple(kernels)} and pool_kernels {tuple(pool_kernels)} need one entry per branch")
+            raise ValueError(
+                f"kernels {tuple(kernels)} and pool_kernels {tuple(pool_kernels)} need one entry per branch"
+            )
         self.frame_samples = frame_samples
         self.stem = nn.Sequential(
             nn.Conv1d(1, stem_channels, 7, stride=2, padding=3, bias=False),
@@ -145,7 +177,9 @@ class MultiScaleFrameBackbone(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         if frames.dim() != 3 or frames.shape[-1] != self.frame_samples:
-            raise ValueError(f"frame backbone expects (batch, n_frames, {self.frame_samples}), got {tuple(frames.shape)}")
+            raise ValueError(
+                f"frame backbone expects (batch, n_frames, {self.frame_samples}), got {tuple(frames.shape)}"
+            )
         batch, n_frames, _ = frames.shape
         x = frames.reshape(batch * n_frames, 1, self.frame_samples)  # (B*N, 1, L): every frame of the batch at once
         x = self.stem(x)  # (B*N, C_stem, L/4)
@@ -196,9 +230,18 @@ class SharedConvFrameBackbone(nn.Module):
 
     STEM_STRIDE = 4  # stem conv stride 2 × max-pool 2
 
-    def __init__(self, n_samples: int, window_samples: int, step_samples: float, stem_channels: int = 4,
-                 channels: Sequence[int] = (4, 8, 8, 16), strides: Sequence[int] = (1, 5, 1, 1),
-                 kernels: Sequence[int] = (3, 5, 7), frame_segments: int = 4, token_dim: int | None = None):
+    def __init__(
+        self,
+        n_samples: int,
+        window_samples: int,
+        step_samples: float,
+        stem_channels: int = 4,
+        channels: Sequence[int] = (4, 8, 8, 16),
+        strides: Sequence[int] = (1, 5, 1, 1),
+        kernels: Sequence[int] = (3, 5, 7),
+        frame_segments: int = 4,
+        token_dim: int | None = None,
+    ):
         super().__init__()
         if len(channels) != len(strides):
             raise ValueError(f"channels {tuple(channels)} and strides {tuple(strides)} need one entry per stage")
@@ -208,18 +251,25 @@ class SharedConvFrameBackbone(nn.Module):
         for s in strides:
             self.stride *= s
         step = int(round(step_samples))
-        if (abs(step_samples - step) > 1e-9 or n_samples % self.stride or window_samples % self.stride
-                or step % self.stride):
+        if (
+            abs(step_samples - step) > 1e-9
+            or n_samples % self.stride
+            or window_samples % self.stride
+            or step % self.stride
+        ):
             raise ValueError(
                 f"shared_conv frame tokenizer: epoch ({n_samples}), frame window ({window_samples}) and step "
-                f"({step_samples:g} samples) must be whole multiples of its feature stride ({self.stride} samples)")
+                f"({step_samples:g} samples) must be whole multiples of its feature stride ({self.stride} samples)"
+            )
         self.n_samples, self.window_samples, self.step_samples = n_samples, window_samples, step
         self.window_features, self.step_features = window_samples // self.stride, step // self.stride
         segment = self.window_features // frame_segments if frame_segments >= 1 else 0
         if not segment or self.window_features % frame_segments or self.step_features % segment:
-            raise ValueError(f"shared_conv frame tokenizer: a frame spans {self.window_features} features (step "
-                             f"{self.step_features}); frame_segments={frame_segments} must split it into equal "
-                             f"parts whose length divides the step")
+            raise ValueError(
+                f"shared_conv frame tokenizer: a frame spans {self.window_features} features (step "
+                f"{self.step_features}); frame_segments={frame_segments} must split it into equal "
+                f"parts whose length divides the step"
+            )
         self.frame_segments, self.segment_features = frame_segments, segment
         self.stem = nn.Sequential(
             nn.Conv1d(1, stem_channels, 8, stride=2, padding=3, bias=False),
@@ -237,8 +287,11 @@ class SharedConvFrameBackbone(nn.Module):
             self.branches.append(nn.Sequential(*stages))
         stem_layers = [(8, 2), (2, 2)]
         self.receptive_field = max(
-            receptive_field(stem_layers + [layer for s in strides for layer in ([(s, s)] if s > 1 else []) + [(k, 1)] * 2])[0]
-            for k in kernels)
+            receptive_field(
+                stem_layers + [layer for s in strides for layer in ([(s, s)] if s > 1 else []) + [(k, 1)] * 2]
+            )[0]
+            for k in kernels
+        )
         self.receptive_margin = (self.receptive_field - self.stride) // 2  # samples beyond each side of a frame
         self.feature_channels = channels[-1] * len(kernels)
         self.flat_dim = self.feature_channels * (frame_segments + 1)
@@ -249,8 +302,9 @@ class SharedConvFrameBackbone(nn.Module):
 
     def forward(self, epochs: torch.Tensor) -> torch.Tensor:
         if epochs.dim() != 2 or epochs.shape[-1] != self.n_samples:
-            raise ValueError(f"shared_conv frame tokenizer expects epochs (batch, {self.n_samples}), "
-                             f"got {tuple(epochs.shape)}")
+            raise ValueError(
+                f"shared_conv frame tokenizer expects epochs (batch, {self.n_samples}), got {tuple(epochs.shape)}"
+            )
         x = self.stem(epochs.unsqueeze(1))  # (B, C_stem, n / 4)
         features = torch.cat([branch(x) for branch in self.branches], dim=1)  # (B, C, n / stride), C = 3 C_last
         # pool each segment-long block once, then gather every frame's S consecutive blocks (a strided view)

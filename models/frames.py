@@ -8,6 +8,7 @@ Frame k starts at sample `round(k * step_samples)` (Python `round`, i.e. half to
 uses `Tensor.unfold` (a strided view); a fractional step gathers with a precomputed (N, L) index.
 Either way, every frame comes out of a single op, never a Python loop over frames.
 """
+
 from __future__ import annotations
 
 import torch
@@ -78,5 +79,7 @@ class EpochFramer(nn.Module):
         return epochs[:, self.frame_index]  # (B, N, L) one advanced-index gather
 
     def extra_repr(self) -> str:
-        return (f"n_samples={self.n_samples}, window={self.window_samples}, step={self.step_samples:g}, "
-                f"n_frames={self.n_frames}")
+        return (
+            f"n_samples={self.n_samples}, window={self.window_samples}, step={self.step_samples:g}, "
+            f"n_frames={self.n_frames}"
+        )

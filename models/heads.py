@@ -28,17 +28,19 @@ SynthSleepNet's pretraining-only parts (decoders, projectors, mask token, losses
 Every model returns its `to_config()`; `build_downstream_model(kind, config)` rebuilds the same module structure
 (random weights) from a checkpoint's `model_kind` and `model_config`, so a run's checkpoint loads by itself.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
-from models.lora import LoraSettings, add_lora, freeze, merge_lora
-from models.loading import BUILDERS, NEURONET, SYNTHSLEEPNET
 from models.frames import frame_starts
+from models.loading import BUILDERS, NEURONET, SYNTHSLEEPNET
+from models.lora import LoraSettings, add_lora, freeze, merge_lora
 from models.mamba import MAMBA_DEFAULTS, ResidualMamba
 from models.neuronet import NeuroNet
 from models.synthsleepnet import ChannelEncoder, SynthSleepNet
@@ -48,11 +50,23 @@ TOKEN_SOURCES: tuple[str, ...] = ("fusion", "encoder")  # what `EpochEncoder.fra
 # Downstream checkpoint kinds (`model_kind`): a probe's head alone (the backbone stays a file of its own), a
 # per-epoch classifier, a windowed classifier, and fine-tuning's first phase (context + head on cached vectors).
 MLP_HEAD, EPOCH_CLASSIFIER, TEMPORAL_CLASSIFIER, CONTEXT_HEAD = (
-    "mlp_head", "epoch_classifier", "temporal_classifier", "context_head")
+    "mlp_head",
+    "epoch_classifier",
+    "temporal_classifier",
+    "context_head",
+)
 FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # docs/models.md §3.3: new LoRA (rank 4, alpha 8) while fine-tuning
 # SynthSleepNet attributes used only by the self-supervised objective (removed for downstream use).
-_PRETRAINING_PARTS: tuple[str, ...] = ("decoder_embed", "mask_token", "decoders", "decoder_preds", "fusion_projector",
-                                       "channel_projectors", "reconstruction", "contrastive")
+_PRETRAINING_PARTS: tuple[str, ...] = (
+    "decoder_embed",
+    "mask_token",
+    "decoders",
+    "decoder_preds",
+    "fusion_projector",
+    "channel_projectors",
+    "reconstruction",
+    "contrastive",
+)
 
 
 class MLPHead(nn.Module):
@@ -85,7 +99,12 @@ class MLPHead(nn.Module):
         return self.layers(flat).reshape(*features.shape[:-1], self.n_classes)  # (..., C)
 
     def to_config(self) -> dict[str, Any]:
-        return {"in_dim": self.in_dim, "n_classes": self.n_classes, "hidden": list(self.hidden), "dropout": self.dropout}
+        return {
+            "in_dim": self.in_dim,
+            "n_classes": self.n_classes,
+            "hidden": list(self.hidden),
+            "dropout": self.dropout,
+        }
 
 
 class EpochEncoder(nn.Module):
@@ -99,8 +118,14 @@ class EpochEncoder(nn.Module):
         tune_fusion: "lora" mode with a SynthSleepNet: whether its adapters and fusion transformer train.
     """
 
-    def __init__(self, backbone: NeuroNet | SynthSleepNet, channels: Sequence[str], mode: str = "frozen",
-                 lora: LoraSettings | None = None, tune_fusion: bool = True):
+    def __init__(
+        self,
+        backbone: NeuroNet | SynthSleepNet,
+        channels: Sequence[str],
+        mode: str = "frozen",
+        lora: LoraSettings | None = None,
+        tune_fusion: bool = True,
+    ):
         super().__init__()
         if mode not in ENCODER_MODES:
             raise ValueError(f"EpochEncoder: mode must be one of {ENCODER_MODES}, got {mode!r}")
@@ -112,8 +137,10 @@ class EpochEncoder(nn.Module):
         if isinstance(backbone, NeuroNet):
             self.backbone_kind = NEURONET
             if len(self.channels) != 1:
-                raise ValueError(f"EpochEncoder: a unimodal NeuroNet encodes one channel, got {list(self.channels)}; "
-                                 "use a SynthSleepNet backbone for several channels")
+                raise ValueError(
+                    f"EpochEncoder: a unimodal NeuroNet encodes one channel, got {list(self.channels)}; "
+                    "use a SynthSleepNet backbone for several channels"
+                )
             self.backbone_config = backbone.config.to_dict()
             self.net: nn.Module = ChannelEncoder(backbone, self.lora)  # frozen, new LoRA on attn.proj
             if mode != "lora":
@@ -123,8 +150,10 @@ class EpochEncoder(nn.Module):
             self.backbone_kind = SYNTHSLEEPNET
             unknown = [c for c in self.channels if c not in backbone.channels]
             if unknown:
-                raise ValueError(f"EpochEncoder: channel(s) {unknown} are not channels of the SynthSleepNet "
-                                 f"{list(backbone.channels)}")
+                raise ValueError(
+                    f"EpochEncoder: channel(s) {unknown} are not channels of the SynthSleepNet "
+                    f"{list(backbone.channels)}"
+                )
             self.backbone_config = backbone.config.to_dict()
             for part in _PRETRAINING_PARTS:
                 if hasattr(backbone, part):
@@ -142,7 +171,9 @@ class EpochEncoder(nn.Module):
             self.net = backbone
             self._dim = backbone.config.fusion_dim
         else:
-            raise TypeError(f"EpochEncoder: backbone must be a NeuroNet or SynthSleepNet, got {type(backbone).__name__}")
+            raise TypeError(
+                f"EpochEncoder: backbone must be a NeuroNet or SynthSleepNet, got {type(backbone).__name__}"
+            )
         if mode == "frozen":
             self.requires_grad_(False)
         elif mode == "full":
@@ -153,7 +184,7 @@ class EpochEncoder(nn.Module):
     def embed_dim(self) -> int:
         return self._dim
 
-    def train(self, mode: bool = True) -> "EpochEncoder":
+    def train(self, mode: bool = True) -> EpochEncoder:
         super().train(mode)  # ChannelEncoder keeps its frozen weights in eval mode here
         if self.mode == "frozen":
             for module in self.modules():
@@ -186,8 +217,9 @@ class EpochEncoder(nn.Module):
         """Centre of each of `channel`'s frames, in seconds from the epoch start: (N,) float64 (the framer's
         frame starts + half a window)."""
         framer = self.channel_encoder(channel).framer
-        starts = torch.tensor(frame_starts(framer.n_samples, framer.window_samples, framer.step_samples),
-                              dtype=torch.float64)
+        starts = torch.tensor(
+            frame_starts(framer.n_samples, framer.window_samples, framer.step_samples), dtype=torch.float64
+        )
         return (starts + framer.window_samples / 2) / self.channel_encoder(channel).config.fs  # (N,)
 
     def token_dim(self, source: str) -> int:
@@ -204,8 +236,9 @@ class EpochEncoder(nn.Module):
         present channel fused together (no masking), as in `forward`."""
         present = {ch: signals[ch] for ch in self.channels if signals.get(ch) is not None}
         if not present:
-            raise ValueError(f"EpochEncoder: input holds none of the channels {list(self.channels)} "
-                             f"(keys: {sorted(signals)})")
+            raise ValueError(
+                f"EpochEncoder: input holds none of the channels {list(self.channels)} (keys: {sorted(signals)})"
+            )
         if source not in TOKEN_SOURCES:
             raise ValueError(f"EpochEncoder: token source must be one of {TOKEN_SOURCES}, got {source!r}")
         if source == "fusion" and self.backbone_kind == NEURONET:
@@ -217,9 +250,14 @@ class EpochEncoder(nn.Module):
         return dict(zip(used, torch.split(tokens, sizes, dim=1)))  # (n, N_m, F) each
 
     def to_config(self) -> dict[str, Any]:
-        return {"backbone_kind": self.backbone_kind, "backbone_config": self.backbone_config,
-                "channels": list(self.channels), "mode": self.mode, "lora": self.lora.to_dict(),
-                "tune_fusion": self.tune_fusion}
+        return {
+            "backbone_kind": self.backbone_kind,
+            "backbone_config": self.backbone_config,
+            "channels": list(self.channels),
+            "mode": self.mode,
+            "lora": self.lora.to_dict(),
+            "tune_fusion": self.tune_fusion,
+        }
 
 
 def build_epoch_encoder(config: Mapping[str, Any]) -> EpochEncoder:
@@ -228,8 +266,9 @@ def build_epoch_encoder(config: Mapping[str, Any]) -> EpochEncoder:
     if kind not in BUILDERS:
         raise ValueError(f"EpochEncoder config: unknown backbone kind {kind!r}; expected one of {sorted(BUILDERS)}")
     backbone = BUILDERS[kind](dict(config["backbone_config"]))
-    return EpochEncoder(backbone, config["channels"], config["mode"], LoraSettings(**config["lora"]),
-                        config.get("tune_fusion", True))
+    return EpochEncoder(
+        backbone, config["channels"], config["mode"], LoraSettings(**config["lora"]), config.get("tune_fusion", True)
+    )
 
 
 class EpochClassifier(nn.Module):
@@ -260,7 +299,9 @@ class TemporalClassifier(nn.Module):
     def __init__(self, encoder: EpochEncoder, head: MLPHead, context: Mapping[str, Any] | None = None):
         super().__init__()
         if head.in_dim != encoder.embed_dim:
-            raise ValueError(f"TemporalClassifier: head takes {head.in_dim}-d vectors, encoder gives {encoder.embed_dim}")
+            raise ValueError(
+                f"TemporalClassifier: head takes {head.in_dim}-d vectors, encoder gives {encoder.embed_dim}"
+            )
         self.context_config = {"norm": "layer", "backend": "auto", **MAMBA_DEFAULTS, **dict(context or {})}
         self.encoder, self.head = encoder, head
         self.context = ResidualMamba(encoder.embed_dim, **self.context_config)
@@ -269,11 +310,16 @@ class TemporalClassifier(nn.Module):
         shapes = {ch: tuple(x.shape) for ch, x in signals.items() if isinstance(x, torch.Tensor)}
         window = next((x for ch, x in signals.items() if ch in self.encoder.channels and x is not None), None)
         if window is None or window.dim() != 3:
-            raise ValueError(f"TemporalClassifier: expected {{channel: (batch, T, samples)}} for channels "
-                             f"{list(self.encoder.channels)}, got shapes {shapes}")
+            raise ValueError(
+                f"TemporalClassifier: expected {{channel: (batch, T, samples)}} for channels "
+                f"{list(self.encoder.channels)}, got shapes {shapes}"
+            )
         batch, length = window.shape[:2]
-        flat = {ch: x.reshape(batch * length, x.shape[-1]) for ch, x in signals.items()
-                if ch in self.encoder.channels and x is not None}  # (B*T, n_samples) per channel
+        flat = {
+            ch: x.reshape(batch * length, x.shape[-1])
+            for ch, x in signals.items()
+            if ch in self.encoder.channels and x is not None
+        }  # (B*T, n_samples) per channel
         vectors = self.encoder(flat).reshape(batch, length, -1)  # (B, T, D)
         return self.classify_vectors(vectors)  # (B, T, C)
 
@@ -282,7 +328,11 @@ class TemporalClassifier(nn.Module):
         return self.head(self.context(vectors))
 
     def to_config(self) -> dict[str, Any]:
-        return {"encoder": self.encoder.to_config(), "head": self.head.to_config(), "context": dict(self.context_config)}
+        return {
+            "encoder": self.encoder.to_config(),
+            "head": self.head.to_config(),
+            "context": dict(self.context_config),
+        }
 
 
 class ContextHead(nn.Module):
@@ -309,7 +359,9 @@ def build_downstream_model(kind: str, config: Mapping[str, Any]) -> nn.Module:
     if kind == EPOCH_CLASSIFIER:
         return EpochClassifier(build_epoch_encoder(config["encoder"]), MLPHead(**config["head"]))
     if kind == TEMPORAL_CLASSIFIER:
-        return TemporalClassifier(build_epoch_encoder(config["encoder"]), MLPHead(**config["head"]),
-                                  config.get("context"))
-    raise ValueError(f"unknown downstream model kind {kind!r}; expected {MLP_HEAD}, {EPOCH_CLASSIFIER} or "
-                     f"{TEMPORAL_CLASSIFIER}")
+        return TemporalClassifier(
+            build_epoch_encoder(config["encoder"]), MLPHead(**config["head"]), config.get("context")
+        )
+    raise ValueError(
+        f"unknown downstream model kind {kind!r}; expected {MLP_HEAD}, {EPOCH_CLASSIFIER} or {TEMPORAL_CLASSIFIER}"
+    )

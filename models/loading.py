@@ -15,13 +15,15 @@ file. Everything else (the engine's resume, the downstream loaders, the scripts)
 A SynthSleepNet checkpoint holds the frozen encoder weights, their LoRA adapters, the adapters, the fusion
 encoder, decoders and projectors, so `load_backbone(path)` needs no unimodal checkpoint.
 """
+
 from __future__ import annotations
 
 import pickle
 import zipfile
+from collections.abc import Iterable, Mapping
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -63,9 +65,14 @@ def checkpoint_path(run_or_file: str | Path) -> Path:
     return path
 
 
-def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", *,
-                    kinds: Iterable[str] | None = None, required: Iterable[str] = MODEL_KEYS,
-                    run_directory: bool = True) -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path,
+    map_location: str | torch.device = "cpu",
+    *,
+    kinds: Iterable[str] | None = None,
+    required: Iterable[str] = MODEL_KEYS,
+    run_directory: bool = True,
+) -> dict[str, Any]:
     """The checkpoint dict at `path`, read and checked: the one reader of checkpoint files.
 
     `path` is a file or, with `run_directory`, a run directory (→ best.pt, else last.pt). The file is loaded with
@@ -88,11 +95,13 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu", 
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing keys: {', '.join(missing)})")
     version = state.get("format_version", FORMAT_VERSION)
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: checkpoint format {version} is newer than this code ({FORMAT_VERSION}); "
-                              "update the code")
+        raise CheckpointError(
+            f"{path}: checkpoint format {version} is newer than this code ({FORMAT_VERSION}); update the code"
+        )
     if kinds is not None and state.get("model_kind") not in tuple(kinds):
-        raise CheckpointError(f"{path}: holds a {state.get('model_kind')!r} model, expected "
-                              f"{' or '.join(repr(kind) for kind in kinds)}")
+        raise CheckpointError(
+            f"{path}: holds a {state.get('model_kind')!r} model, expected {' or '.join(repr(kind) for kind in kinds)}"
+        )
     state["path"] = str(path)
     return state
 
@@ -103,26 +112,37 @@ def unreadable_reason(path: Path, err: Exception) -> str:
     if not zipfile.is_zipfile(path):
         return "not a PyTorch checkpoint file (truncated, e.g. by an interrupted copy, or another kind of file)"
     if isinstance(err, pickle.UnpicklingError):
-        return ("it holds Python objects other than tensors, numbers, strings, lists and dicts, which this "
-                "project's checkpoints never do")
+        return (
+            "it holds Python objects other than tensors, numbers, strings, lists and dicts, which this "
+            "project's checkpoints never do"
+        )
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
     return f"corrupt PyTorch archive ({first[:160]})"
 
 
-def load_state_checked(model: nn.Module, state: Mapping[str, torch.Tensor], where: str,
-                       allowed_missing: Iterable[str] = (), allowed_unexpected: Iterable[str] = ()) -> None:
+def load_state_checked(
+    model: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    where: str,
+    allowed_missing: Iterable[str] = (),
+    allowed_unexpected: Iterable[str] = (),
+) -> None:
     """`model.load_state_dict(state, strict=False)`, then raise CheckpointError if a key is missing or unexpected
     beyond the allowed glob patterns (e.g. `"head.*"`); shapes must match in any case."""
     allowed_missing, allowed_unexpected = tuple(allowed_missing), tuple(allowed_unexpected)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as err:  # size mismatches
-        raise CheckpointError(f"{where}: weights do not fit the {type(model).__name__} built from its config: {err}") from err
+        raise CheckpointError(
+            f"{where}: weights do not fit the {type(model).__name__} built from its config: {err}"
+        ) from err
     missing = [k for k in result.missing_keys if not any(fnmatchcase(k, p) for p in allowed_missing)]
     unexpected = [k for k in result.unexpected_keys if not any(fnmatchcase(k, p) for p in allowed_unexpected)]
     if missing or unexpected:
-        raise CheckpointError(f"{where}: state does not match {type(model).__name__}: {len(missing)} missing key(s) "
-                         f"{missing[:8]}, {len(unexpected)} unexpected key(s) {unexpected[:8]}")
+        raise CheckpointError(
+            f"{where}: state does not match {type(model).__name__}: {len(missing)} missing key(s) "
+            f"{missing[:8]}, {len(unexpected)} unexpected key(s) {unexpected[:8]}"
+        )
 
 
 def build_backbone(checkpoint: Mapping[str, Any], where: str = "checkpoint") -> NeuroNet | SynthSleepNet:

@@ -11,12 +11,12 @@ replaces each targeted Linear in place by a `peft` LoRA layer, so its state-dict
 B starts at zero, so an adapted encoder computes exactly what the frozen one did until B is trained.
 `peft` is imported only when adapters are added or inspected (importing it pulls in `transformers`, seconds).
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass
-
 from typing import TYPE_CHECKING
 
 from torch import nn
@@ -55,11 +55,17 @@ class LoraSettings:
         """Factor on B·A: alpha / sqrt(rank) with rsLoRA (8 at rank 4, alpha 16), else alpha / rank."""
         return self.alpha / (math.sqrt(self.rank) if self.rslora else self.rank)
 
-    def peft_config(self) -> "LoraConfig":
+    def peft_config(self) -> LoraConfig:
         from peft import LoraConfig
 
-        return LoraConfig(r=self.rank, lora_alpha=self.alpha, lora_dropout=self.dropout, use_rslora=self.rslora,
-                          target_modules=list(self.targets), bias="none")
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            use_rslora=self.rslora,
+            target_modules=list(self.targets),
+            bias="none",
+        )
 
     def to_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -72,7 +78,7 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
-def lora_layers(module: nn.Module) -> list[tuple[str, "LoraLayer"]]:
+def lora_layers(module: nn.Module) -> list[tuple[str, LoraLayer]]:
     """(qualified name, layer) of every peft LoRA layer inside `module`."""
     from peft.tuners.lora import LoraLayer
 
@@ -97,8 +103,10 @@ def add_lora(module: nn.Module, settings: LoraSettings, adapter_name: str = DEFA
         inject_adapter_in_model(settings.peft_config(), module, adapter_name=adapter_name)
     except ValueError as err:
         names = [name for name, _ in module.named_modules() if name][:12]
-        raise ValueError(f"LoRA: no module of {type(module).__name__} matches targets {list(settings.targets)} "
-                         f"(first modules: {names}): {err}") from err
+        raise ValueError(
+            f"LoRA: no module of {type(module).__name__} matches targets {list(settings.targets)} "
+            f"(first modules: {names}): {err}"
+        ) from err
     added = {name: param for name, param in lora_parameters(module).items() if f".{adapter_name}." in name}
     if not added:
         raise ValueError(f"LoRA: targets {list(settings.targets)} matched no nn.Linear of {type(module).__name__}")

@@ -18,21 +18,29 @@ torch already installed. A CPU install never needs them.
 `ResidualMamba` is docs/models.md §3.3's temporal context: s = norm(x); y = s + Mamba2(s).
 `mamba2_recurrence_ref` is the slow step-by-step reference used by the tests and the benchmark.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-INSTALL_HINT = ("pip install packaging ninja wheel setuptools && "
-                "pip install -r requirements-cuda.txt --no-build-isolation")
+INSTALL_HINT = (
+    "pip install packaging ninja wheel setuptools && pip install -r requirements-cuda.txt --no-build-isolation"
+)
 BACKENDS = ("auto", "torch", "fused", "cuda")  # "cuda" is an alias of "fused"
-MAMBA_DEFAULTS = {"d_state": 16, "d_conv": 4, "expand": 2, "headdim": 64, "ngroups": 1}  # docs/models.md §3.3, d_model 512
+MAMBA_DEFAULTS = {
+    "d_state": 16,
+    "d_conv": 4,
+    "expand": 2,
+    "headdim": 64,
+    "ngroups": 1,
+}  # docs/models.md §3.3, d_model 512
 _warned_cuda_fallback = False
 
 
@@ -59,14 +67,22 @@ class GatedRMSNorm(nn.Module):
     in the input dtype.
     """
 
-    def __init__(self, hidden_size: int, eps: float = 1e-5, group_size: int | None = None,
-                 norm_before_gate: bool = False, device=None, dtype=None):
+    def __init__(
+        self,
+        hidden_size: int,
+        eps: float = 1e-5,
+        group_size: int | None = None,
+        norm_before_gate: bool = False,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         self.eps = eps
         self.group_size = hidden_size if group_size is None else group_size
         if hidden_size % self.group_size:
-            raise ValueError(f"GatedRMSNorm: hidden_size {hidden_size} is not a multiple of "
-                             f"group_size {self.group_size}")
+            raise ValueError(
+                f"GatedRMSNorm: hidden_size {hidden_size} is not a multiple of group_size {self.group_size}"
+            )
         self.norm_before_gate = norm_before_gate
         self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
 
@@ -85,8 +101,9 @@ class GatedRMSNorm(nn.Module):
         return h.to(x.dtype)
 
 
-def ssd_chunked_scan(x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                     chunk_size: int = 64) -> torch.Tensor:
+def ssd_chunked_scan(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, chunk_size: int = 64
+) -> torch.Tensor:
     """Mamba2 SSD scan (no D skip, zero initial state) by chunks: matmuls inside a chunk, a recurrence across.
 
     For each head h with group g(h) = h // (nheads / ngroups), state S (headdim, d_state):
@@ -154,9 +171,9 @@ def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Ten
     seqlen, width = x.shape[1], weight.shape[-1]
     padded = F.pad(x, (0, 0, width - 1, 0))  # (batch, T + k - 1, channels), zeros before t = 0
     taps = weight[:, 0, :].t()  # (k, channels); tap k-1 multiplies the current step
-    out = padded[:, width - 1:] * taps[width - 1]
+    out = padded[:, width - 1 :] * taps[width - 1]
     for k in range(width - 1):
-        out = out + padded[:, k:k + seqlen] * taps[k]
+        out = out + padded[:, k : k + seqlen] * taps[k]
     return out if bias is None else out + bias
 
 
@@ -171,20 +188,39 @@ class Mamba2(nn.Module):
     Linear/Conv1d init (conv weights U[-conv_init, conv_init] when conv_init is given).
     """
 
-    def __init__(self, d_model: int, d_state: int = 128, d_conv: int = 4, conv_init: float | None = None,
-                 expand: int = 2, headdim: int = 64, ngroups: int = 1, A_init_range=(1, 16),
-                 norm_before_gate: bool = False, dt_min: float = 0.001, dt_max: float = 0.1,
-                 dt_init_floor: float = 1e-4, dt_limit=(0.0, float("inf")), bias: bool = False,
-                 conv_bias: bool = True, chunk_size: int = 256, torch_chunk_size: int = 64,
-                 backend: str = "auto", layer_idx: int | None = None, device=None, dtype=None):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 128,
+        d_conv: int = 4,
+        conv_init: float | None = None,
+        expand: int = 2,
+        headdim: int = 64,
+        ngroups: int = 1,
+        A_init_range=(1, 16),
+        norm_before_gate: bool = False,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        dt_limit=(0.0, float("inf")),
+        bias: bool = False,
+        conv_bias: bool = True,
+        chunk_size: int = 256,
+        torch_chunk_size: int = 64,
+        backend: str = "auto",
+        layer_idx: int | None = None,
+        device=None,
+        dtype=None,
+    ):
         super().__init__()
         factory = {"device": device, "dtype": dtype}
         self.d_model, self.d_state, self.d_conv, self.expand = d_model, d_state, d_conv, expand
         self.d_inner = expand * d_model
         self.headdim, self.ngroups = headdim, ngroups
         if self.d_inner % headdim:
-            raise ValueError(f"Mamba2: d_inner = expand*d_model = {self.d_inner} is not a multiple of "
-                             f"headdim {headdim}")
+            raise ValueError(
+                f"Mamba2: d_inner = expand*d_model = {self.d_inner} is not a multiple of headdim {headdim}"
+            )
         self.nheads = self.d_inner // headdim
         if self.nheads % ngroups:
             raise ValueError(f"Mamba2: nheads = {self.nheads} is not a multiple of ngroups {ngroups}")
@@ -202,13 +238,15 @@ class Mamba2(nn.Module):
         d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads
         self.in_proj = nn.Linear(d_model, d_in_proj, bias=bias, **factory)
         conv_dim = self.d_inner + 2 * ngroups * d_state  # causal depthwise conv over [x, B, C]
-        self.conv1d = nn.Conv1d(conv_dim, conv_dim, kernel_size=d_conv, groups=conv_dim, padding=d_conv - 1,
-                                bias=conv_bias, **factory)
+        self.conv1d = nn.Conv1d(
+            conv_dim, conv_dim, kernel_size=d_conv, groups=conv_dim, padding=d_conv - 1, bias=conv_bias, **factory
+        )
         if conv_init is not None:
             nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
 
-        dt = torch.exp(torch.rand(self.nheads, **factory) * (math.log(dt_max) - math.log(dt_min))
-                       + math.log(dt_min))  # (nheads,) step sizes, log-uniform in [dt_min, dt_max]
+        dt = torch.exp(
+            torch.rand(self.nheads, **factory) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        )  # (nheads,) step sizes, log-uniform in [dt_min, dt_max]
         dt = torch.clamp(dt, min=dt_init_floor)
         self.dt_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
         self.dt_bias._no_weight_decay = True
@@ -217,8 +255,9 @@ class Mamba2(nn.Module):
         self.A_log._no_weight_decay = True
         self.D = nn.Parameter(torch.ones(self.nheads, device=device))  # skip connection, (nheads,)
         self.D._no_weight_decay = True
-        self.norm = GatedRMSNorm(self.d_inner, eps=1e-5, group_size=self.d_inner // ngroups,
-                                 norm_before_gate=norm_before_gate, **factory)
+        self.norm = GatedRMSNorm(
+            self.d_inner, eps=1e-5, group_size=self.d_inner // ngroups, norm_before_gate=norm_before_gate, **factory
+        )
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory)
 
     @property
@@ -232,8 +271,10 @@ class Mamba2(nn.Module):
         self._backend = "fused" if value == "cuda" else value
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
-                f"headdim={self.headdim}, ngroups={self.ngroups}, backend={self.backend!r}")
+        return (
+            f"d_model={self.d_model}, d_state={self.d_state}, d_conv={self.d_conv}, expand={self.expand}, "
+            f"headdim={self.headdim}, ngroups={self.ngroups}, backend={self.backend!r}"
+        )
 
     def uses_fused(self, u: torch.Tensor) -> bool:
         """Whether forward(u) runs mamba-ssm's fused kernel; raises if backend="fused" cannot."""
@@ -242,19 +283,25 @@ class Mamba2(nn.Module):
         kernel, reason = _fused_kernel()
         if self.backend == "fused":
             if kernel is None:
-                raise ImportError(f"Mamba2(backend='fused') needs the optional CUDA extra mamba-ssm + causal-conv1d, "
-                                  f"which failed to import ({reason}). Install it on a CUDA machine with: "
-                                  f"{INSTALL_HINT}")
+                raise ImportError(
+                    f"Mamba2(backend='fused') needs the optional CUDA extra mamba-ssm + causal-conv1d, "
+                    f"which failed to import ({reason}). Install it on a CUDA machine with: "
+                    f"{INSTALL_HINT}"
+                )
             if not u.is_cuda:
-                raise RuntimeError(f"Mamba2(backend='fused') needs CUDA tensors, got input on {u.device}; "
-                                   f"use backend='auto' or 'torch' on CPU")
+                raise RuntimeError(
+                    f"Mamba2(backend='fused') needs CUDA tensors, got input on {u.device}; "
+                    f"use backend='auto' or 'torch' on CPU"
+                )
             return True
         if kernel is None:  # auto on CUDA without the extra: say so once, then run the pure-PyTorch scan
             global _warned_cuda_fallback
             if not _warned_cuda_fallback:
                 _warned_cuda_fallback = True
-                warnings.warn(f"Mamba2: input is on CUDA but mamba-ssm's kernels are unavailable ({reason}); "
-                              f"using the slower pure-PyTorch scan. Install them with: {INSTALL_HINT}")
+                warnings.warn(
+                    f"Mamba2: input is on CUDA but mamba-ssm's kernels are unavailable ({reason}); "
+                    f"using the slower pure-PyTorch scan. Install them with: {INSTALL_HINT}"
+                )
         return kernel is not None
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -273,10 +320,23 @@ class Mamba2(nn.Module):
         """
         kernel = _fused_kernel()[0]
         limit = {} if self.dt_limit == (0.0, float("inf")) else {"dt_limit": self.dt_limit}
-        y = kernel(self.in_proj(u), self.conv1d.weight.squeeze(1), self.conv1d.bias, self.dt_bias,
-                   -torch.exp(self.A_log.float()), D=self.D, chunk_size=self.chunk_size, activation="silu",
-                   rmsnorm_weight=self.norm.weight, rmsnorm_eps=self.norm.eps, outproj_weight=None,
-                   headdim=self.headdim, ngroups=self.ngroups, norm_before_gate=self.norm_before_gate, **limit)
+        y = kernel(
+            self.in_proj(u),
+            self.conv1d.weight.squeeze(1),
+            self.conv1d.bias,
+            self.dt_bias,
+            -torch.exp(self.A_log.float()),
+            D=self.D,
+            chunk_size=self.chunk_size,
+            activation="silu",
+            rmsnorm_weight=self.norm.weight,
+            rmsnorm_eps=self.norm.eps,
+            outproj_weight=None,
+            headdim=self.headdim,
+            ngroups=self.ngroups,
+            norm_before_gate=self.norm_before_gate,
+            **limit,
+        )
         return self.out_proj(y)  # y: (batch, seqlen, d_inner)
 
     def _forward_torch(self, u: torch.Tensor) -> torch.Tensor:
@@ -292,8 +352,14 @@ class Mamba2(nn.Module):
             dt = dt.clamp(*self.dt_limit)
         A = -torch.exp(self.A_log.to(compute))  # (nheads,)
         x = x.reshape(batch, seqlen, self.nheads, self.headdim)  # (b, T, h, p)
-        y = ssd_chunked_scan(x, dt, A, B.reshape(batch, seqlen, self.ngroups, self.d_state),
-                             C.reshape(batch, seqlen, self.ngroups, self.d_state), self.torch_chunk_size)
+        y = ssd_chunked_scan(
+            x,
+            dt,
+            A,
+            B.reshape(batch, seqlen, self.ngroups, self.d_state),
+            C.reshape(batch, seqlen, self.ngroups, self.d_state),
+            self.torch_chunk_size,
+        )
         y = y + x.to(y.dtype) * self.D.to(y.dtype)[:, None]  # D skip, (b, T, h, p)
         y = self.norm(y.reshape(batch, seqlen, self.d_inner), z)  # (b, T, d_inner), gated RMSNorm
         return self.out_proj(y.to(u.dtype))
@@ -327,8 +393,8 @@ def mamba2_recurrence_ref(block: Mamba2, u: torch.Tensor) -> torch.Tensor:
             xbc = xbc + conv_bias
         xbc = xbc * torch.sigmoid(xbc)  # silu
         x = xbc[:, :d_inner].reshape(batch, nheads, headdim)
-        B = xbc[:, d_inner:d_inner + ngroups * d_state].reshape(batch, ngroups, d_state)
-        C = xbc[:, d_inner + ngroups * d_state:].reshape(batch, ngroups, d_state)
+        B = xbc[:, d_inner : d_inner + ngroups * d_state].reshape(batch, ngroups, d_state)
+        C = xbc[:, d_inner + ngroups * d_state :].reshape(batch, ngroups, d_state)
         # (b, nheads, d_state): head h reads group h // (nheads / ngroups)
         B = B.repeat_interleave(nheads // ngroups, dim=1)
         C = C.repeat_interleave(nheads // ngroups, dim=1)
@@ -342,7 +408,7 @@ def mamba2_recurrence_ref(block: Mamba2, u: torch.Tensor) -> torch.Tensor:
         if not block.norm_before_gate:
             y = y * gate
         groups = y.reshape(batch, ngroups, d_inner // ngroups)
-        y = (groups / torch.sqrt((groups ** 2).mean(-1, keepdim=True) + block.norm.eps)).reshape(batch, d_inner)
+        y = (groups / torch.sqrt((groups**2).mean(-1, keepdim=True) + block.norm.eps)).reshape(batch, d_inner)
         y = y * block.norm.weight
         if block.norm_before_gate:
             y = y * gate

@@ -16,6 +16,7 @@ spends half its width on a constant axis); exactly round(N * (1 - mask_ratio)) t
 views run through encoder, decoder and projector as one 2B batch (identical maths per sample, but the
 projector's BatchNorm sees both views at once, as in SimCLR; this also makes batch size 1 work).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -77,8 +78,10 @@ class NeuroNetConfig:
     def __post_init__(self) -> None:
         for name in self._TUPLES:
             setattr(self, name, tuple(int(v) for v in getattr(self, name)))
-        for dim, heads, what in ((self.encoder_dim, self.encoder_heads, "encoder"),
-                                 (self.decoder_dim, self.decoder_heads, "decoder")):
+        for dim, heads, what in (
+            (self.encoder_dim, self.encoder_heads, "encoder"),
+            (self.decoder_dim, self.decoder_heads, "decoder"),
+        ):
             if dim <= 0 or heads <= 0 or dim % heads or dim % 2:
                 raise ValueError(f"NeuroNet config: {what} width {dim} must be even and divisible by {heads} heads")
         if not self.projector_hidden:
@@ -86,18 +89,22 @@ class NeuroNetConfig:
         if self.temperature <= 0:
             raise ValueError(f"NeuroNet config: temperature must be positive, got {self.temperature}")
         if self.reconstruction_target not in RECONSTRUCTION_TARGETS:
-            raise ValueError(f"NeuroNet config: reconstruction_target must be one of {list(RECONSTRUCTION_TARGETS)}, "
-                             f"got {self.reconstruction_target!r}")
+            raise ValueError(
+                f"NeuroNet config: reconstruction_target must be one of {list(RECONSTRUCTION_TARGETS)}, "
+                f"got {self.reconstruction_target!r}"
+            )
         if self.frame_tokenizer not in FRAME_TOKENIZERS:
-            raise ValueError(f"NeuroNet config: frame_tokenizer must be one of {list(FRAME_TOKENIZERS)}, "
-                             f"got {self.frame_tokenizer!r}")
+            raise ValueError(
+                f"NeuroNet config: frame_tokenizer must be one of {list(FRAME_TOKENIZERS)}, "
+                f"got {self.frame_tokenizer!r}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "NeuroNetConfig":
+    def from_dict(cls, values: dict[str, Any]) -> NeuroNetConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -111,23 +118,51 @@ RECONSTRUCTION_TARGETS = ("tokens", "raw", "spectrum")
 _PRESETS: dict[str, dict[str, Any]] = {
     # CPU tests and the demo: a training step at batch 32 well under 0.3 s on one core. The CNN's cost is
     # memory traffic over 27 frames x 3 branches, proportional to its width: 8/16/16/32 takes about twice as long
-    "tiny": dict(stem_channels=4, backbone_channels=(4, 8, 8, 16), frame_token_dim=128,
-                 encoder_dim=64, encoder_heads=4, encoder_depth=2,
-                 decoder_dim=32, decoder_heads=4, decoder_depth=1, projector_hidden=(64, 32)),
+    "tiny": dict(
+        stem_channels=4,
+        backbone_channels=(4, 8, 8, 16),
+        frame_token_dim=128,
+        encoder_dim=64,
+        encoder_heads=4,
+        encoder_depth=2,
+        decoder_dim=32,
+        decoder_heads=4,
+        decoder_depth=1,
+        projector_hidden=(64, 32),
+    ),
     # half-width frame backbone, smaller ViT
-    "T": dict(stem_channels=32, backbone_channels=(32, 64, 64, 128), frame_token_dim=1024,
-              encoder_dim=512, encoder_heads=8, encoder_depth=4,
-              decoder_dim=192, decoder_heads=8, decoder_depth=1, projector_hidden=(1024, 512)),
+    "T": dict(
+        stem_channels=32,
+        backbone_channels=(32, 64, 64, 128),
+        frame_token_dim=1024,
+        encoder_dim=512,
+        encoder_heads=8,
+        encoder_depth=4,
+        decoder_dim=192,
+        decoder_heads=8,
+        decoder_depth=1,
+        projector_hidden=(1024, 512),
+    ),
     # published SynthSleepNet unimodal model
     "B": dict(),
     # compute-efficient CPU preset: tiny's widths and ViT, but the frame tokens come from ONE convolution pass
     # over the 30-s epoch (feature stride 20 samples = 0.2 s; stage 2 max-pools by 5 where the per-frame CNN
     # strides by 2 twice), pooled per 4-s frame, instead of a CNN run on each of the 27 overlapping frames (3.6x
     # the epoch); same 27-frame geometry; no squeeze-excitation (global in time); token k sees frame k +- 3.9 s
-    "fast": dict(frame_tokenizer="shared_conv", stem_channels=4, backbone_channels=(4, 8, 8, 16),
-                 backbone_strides=(1, 5, 1, 1), frame_token_dim=128,
-                 encoder_dim=64, encoder_heads=4, encoder_depth=2,
-                 decoder_dim=32, decoder_heads=4, decoder_depth=1, projector_hidden=(64, 32)),
+    "fast": dict(
+        frame_tokenizer="shared_conv",
+        stem_channels=4,
+        backbone_channels=(4, 8, 8, 16),
+        backbone_strides=(1, 5, 1, 1),
+        frame_token_dim=128,
+        encoder_dim=64,
+        encoder_heads=4,
+        encoder_depth=2,
+        decoder_dim=32,
+        decoder_heads=4,
+        decoder_depth=1,
+        projector_hidden=(64, 32),
+    ),
 }
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
@@ -165,8 +200,14 @@ def respiratory_geometry(preset: str = "B") -> dict[str, Any]:
     """
     base = _PRESETS[preset] if preset in _PRESETS else {}
     stages = len(base.get("backbone_channels", NeuroNetConfig.backbone_channels))
-    return dict(fs=RESP_FS, frame_window_s=8.0, frame_step_s=2.0, frame_tokenizer="shared_conv",
-                backbone_strides=(1,) * stages, frame_segments=4)
+    return dict(
+        fs=RESP_FS,
+        frame_window_s=8.0,
+        frame_step_s=2.0,
+        frame_tokenizer="shared_conv",
+        backbone_strides=(1,) * stages,
+        frame_segments=4,
+    )
 
 
 def neuronet_config_for_rate(preset: str, fs: float, **overrides: Any) -> NeuroNetConfig:
@@ -221,9 +262,19 @@ class MaskedAutoencoderViT(nn.Module):
     """MAE over frame tokens: (B, N, token_dim) → encoder latents and decoder predictions of every token
     (of width `target_dim` when given: a target other than the tokens)."""
 
-    def __init__(self, token_dim: int, n_tokens: int, encoder_dim: int, encoder_heads: int, encoder_depth: int,
-                 decoder_dim: int, decoder_heads: int, decoder_depth: int, mlp_ratio: float = 4.0,
-                 target_dim: int | None = None):
+    def __init__(
+        self,
+        token_dim: int,
+        n_tokens: int,
+        encoder_dim: int,
+        encoder_heads: int,
+        encoder_depth: int,
+        decoder_dim: int,
+        decoder_heads: int,
+        decoder_depth: int,
+        mlp_ratio: float = 4.0,
+        target_dim: int | None = None,
+    ):
         super().__init__()
         self.n_tokens = n_tokens
         self.patch_embed = nn.Linear(token_dim, encoder_dim)
@@ -232,8 +283,9 @@ class MaskedAutoencoderViT(nn.Module):
         self.encoder = TransformerStack(encoder_dim, encoder_heads, encoder_depth, mlp_ratio)
         self.decoder_embed = nn.Linear(encoder_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
-        self.register_buffer("decoder_pos_embed", sincos_positions(n_tokens, decoder_dim)[None],
-                             persistent=False)  # (1, N, D_dec)
+        self.register_buffer(
+            "decoder_pos_embed", sincos_positions(n_tokens, decoder_dim)[None], persistent=False
+        )  # (1, N, D_dec)
         self.decoder = TransformerStack(decoder_dim, decoder_heads, decoder_depth, mlp_ratio)
         self.decoder_pred = nn.Linear(decoder_dim, target_dim or token_dim)
         self.apply(init_vit_weights)
@@ -247,8 +299,7 @@ class MaskedAutoencoderViT(nn.Module):
     def _with_cls(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, 1 + T, D)
 
-    def forward_encoder(self, embedded: torch.Tensor, mask_ratio: float,
-                        generator: torch.Generator | None = None):
+    def forward_encoder(self, embedded: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None):
         """embedded (B, N, D) → latent (B, 1 + K, D) with CLS first, mask (B, N) 1 = masked, ids_restore (B, N)."""
         kept, mask, ids_restore = random_masking(embedded, mask_ratio, generator)  # (B, K, D)
         return self.encoder(self._with_cls(kept)), mask, ids_restore
@@ -285,20 +336,42 @@ class NeuroNet(nn.Module):
         self.frame_backbone: MultiScaleFrameBackbone | SharedConvFrameBackbone
         if config.frame_tokenizer == "shared_conv":
             self.frame_backbone = SharedConvFrameBackbone(
-                self.framer.n_samples, self.framer.window_samples, self.framer.step_samples, config.stem_channels,
-                config.backbone_channels, config.backbone_strides, config.branch_kernels, config.frame_segments,
-                config.frame_token_dim)
+                self.framer.n_samples,
+                self.framer.window_samples,
+                self.framer.step_samples,
+                config.stem_channels,
+                config.backbone_channels,
+                config.backbone_strides,
+                config.branch_kernels,
+                config.frame_segments,
+                config.frame_token_dim,
+            )
         else:
             self.frame_backbone = MultiScaleFrameBackbone(
-                self.framer.window_samples, config.stem_channels, config.backbone_channels, config.backbone_strides,
-                config.branch_kernels, config.pool_kernels, config.frame_token_dim, config.se_reduction)
+                self.framer.window_samples,
+                config.stem_channels,
+                config.backbone_channels,
+                config.backbone_strides,
+                config.branch_kernels,
+                config.pool_kernels,
+                config.frame_token_dim,
+                config.se_reduction,
+            )
         n_frames = self.framer.n_frames
         if n_kept(n_frames, config.mask_ratio) >= n_frames:
             raise ValueError(f"NeuroNet config: mask_ratio {config.mask_ratio} masks none of {n_frames} frames")
         self.autoencoder = MaskedAutoencoderViT(
-            self.frame_backbone.token_dim, n_frames, config.encoder_dim, config.encoder_heads, config.encoder_depth,
-            config.decoder_dim, config.decoder_heads, config.decoder_depth, config.mlp_ratio,
-            target_dim=frame_target_dim(self.framer.window_samples, config.reconstruction_target))
+            self.frame_backbone.token_dim,
+            n_frames,
+            config.encoder_dim,
+            config.encoder_heads,
+            config.encoder_depth,
+            config.decoder_dim,
+            config.decoder_heads,
+            config.decoder_depth,
+            config.mlp_ratio,
+            target_dim=frame_target_dim(self.framer.window_samples, config.reconstruction_target),
+        )
         self.projector = projector_mlp(config.encoder_dim, config.projector_hidden)
         self.reconstruction = MaskedTokenMSE()
         self.contrastive = NTXentLoss(config.temperature)
@@ -315,8 +388,9 @@ class NeuroNet(nn.Module):
         """(B, n_samples) → (B, N, token_dim): one CNN token per frame."""
         return epoch_frame_tokens(self.framer, self.frame_backbone, epochs)
 
-    def forward(self, epochs: torch.Tensor, mask_ratio: float | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, epochs: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """Hybrid self-supervised loss of a batch of epochs (B, n_samples).
 
         Returns a dict of scalar tensors: `loss` (= recon_1 + recon_2 + alpha * contrastive), `recon_1`,
@@ -338,8 +412,13 @@ class NeuroNet(nn.Module):
         projected = self.projector(latent[:, 0])  # (2B, P) from each view's CLS
         contrastive, parts = self.contrastive(projected[:batch], projected[batch:])
         loss = recon_1 + recon_2 + self.config.alpha * contrastive
-        return {"loss": loss, "recon_1": recon_1, "recon_2": recon_2, "contrastive": contrastive,
-                "contrastive_accuracy": parts["accuracy"]}
+        return {
+            "loss": loss,
+            "recon_1": recon_1,
+            "recon_2": recon_2,
+            "contrastive": contrastive,
+            "contrastive_accuracy": parts["accuracy"],
+        }
 
     def encode(self, epochs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Representation without masking: (B, n_samples) → pooled (B, D), tokens (B, N, D).
@@ -354,18 +433,23 @@ class NeuroNet(nn.Module):
     def summary(self) -> str:
         """One line for the start of every script: preset, parameter counts, framing, widths."""
         c, f, backbone = self.config, self.framer, self.frame_backbone
-        shared = (f" (one conv pass per epoch, feature stride {backbone.stride} samples, receptive field "
-                  f"+-{backbone.receptive_margin / c.fs:g} s beyond each frame)"
-                  if isinstance(backbone, SharedConvFrameBackbone) else "")
-        return (f"NeuroNet[{c.preset}] {count_parameters(self) / 1e6:.2f} M params "
-                f"(frame CNN {count_parameters(self.frame_backbone) / 1e6:.2f} M, "
-                f"MAE {count_parameters(self.autoencoder) / 1e6:.2f} M, "
-                f"projector {count_parameters(self.projector) / 1e6:.2f} M); "
-                f"{f.n_frames} frames of {c.frame_window_s:g} s every {c.frame_step_s:g} s at {c.fs:g} Hz{shared} "
-                f"-> {self.frame_backbone.token_dim}-d tokens; encoder {c.encoder_dim}/{c.encoder_heads}h x"
-                f"{c.encoder_depth}, decoder {c.decoder_dim}/{c.decoder_heads}h x{c.decoder_depth}, "
-                f"mask {c.mask_ratio:g}, tau {c.temperature:g}, target {c.reconstruction_target}"
-                f"{' (detached)' if c.detach_target and c.reconstruction_target == 'tokens' else ''}")
+        shared = (
+            f" (one conv pass per epoch, feature stride {backbone.stride} samples, receptive field "
+            f"+-{backbone.receptive_margin / c.fs:g} s beyond each frame)"
+            if isinstance(backbone, SharedConvFrameBackbone)
+            else ""
+        )
+        return (
+            f"NeuroNet[{c.preset}] {count_parameters(self) / 1e6:.2f} M params "
+            f"(frame CNN {count_parameters(self.frame_backbone) / 1e6:.2f} M, "
+            f"MAE {count_parameters(self.autoencoder) / 1e6:.2f} M, "
+            f"projector {count_parameters(self.projector) / 1e6:.2f} M); "
+            f"{f.n_frames} frames of {c.frame_window_s:g} s every {c.frame_step_s:g} s at {c.fs:g} Hz{shared} "
+            f"-> {self.frame_backbone.token_dim}-d tokens; encoder {c.encoder_dim}/{c.encoder_heads}h x"
+            f"{c.encoder_depth}, decoder {c.decoder_dim}/{c.decoder_heads}h x{c.decoder_depth}, "
+            f"mask {c.mask_ratio:g}, tau {c.temperature:g}, target {c.reconstruction_target}"
+            f"{' (detached)' if c.detach_target and c.reconstruction_target == 'tokens' else ''}"
+        )
 
 
 def build_neuronet(config: NeuroNetConfig | dict[str, Any] | str) -> NeuroNet:

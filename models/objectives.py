@@ -2,6 +2,7 @@
 
 `parts` is a dict of detached scalar tensors for logging.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,8 +20,10 @@ class MaskedTokenMSE(nn.Module):
     def forward(self, prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tensor):
         """prediction, target (B, N, D); mask (B, N), 1 = masked → (loss, {"n_masked"})."""
         if prediction.shape != target.shape or mask.shape != prediction.shape[:2]:
-            raise ValueError(f"masked MSE: prediction {tuple(prediction.shape)}, target {tuple(target.shape)} "
-                             f"and mask {tuple(mask.shape)} do not match")
+            raise ValueError(
+                f"masked MSE: prediction {tuple(prediction.shape)}, target {tuple(target.shape)} "
+                f"and mask {tuple(mask.shape)} do not match"
+            )
         per_token = (prediction.float() - target.float()).pow(2).mean(dim=-1)  # (B, N), fp32 even under autocast
         mask = mask.to(per_token.dtype)
         n_masked = mask.sum()
@@ -47,7 +50,9 @@ class NTXentLoss(nn.Module):
     def forward(self, z1: torch.Tensor, z2: torch.Tensor):
         """z1, z2 (B, P) → (loss, {"accuracy": share of anchors whose positive scores highest})."""
         if z1.shape != z2.shape or z1.dim() != 2:
-            raise ValueError(f"NT-Xent needs two (batch, dim) views of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}")
+            raise ValueError(
+                f"NT-Xent needs two (batch, dim) views of equal shape, got {tuple(z1.shape)} and {tuple(z2.shape)}"
+            )
         batch = z1.shape[0]
         z = F.normalize(torch.cat([z1, z2], dim=0).float(), dim=-1)  # (2B, P) unit vectors
         logits = (z @ z.T) / self.temperature  # (2B, 2B) cosine / τ

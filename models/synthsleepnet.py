@@ -26,20 +26,28 @@ Differences from the published code, on purpose: per-channel modality embedding 
 reconstruction is the mean of per-channel masked MSEs (identical to one pooled MSE when channels mask
 equally many tokens); the channels' mean tokens exclude the encoder's CLS; targets are detached.
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
 from models.lora import LoraSettings, add_lora, freeze, lora_parameters, set_lora_dropout_mode
-from models.neuronet import (NeuroNet, NeuroNetConfig, build_neuronet, count_parameters, epoch_frame_tokens,
-                             projector_mlp)
+from models.neuronet import (
+    NeuroNet,
+    NeuroNetConfig,
+    build_neuronet,
+    count_parameters,
+    epoch_frame_tokens,
+    projector_mlp,
+)
 from models.objectives import MaskedTokenMSE, NTXentLoss
 from models.transformer import TransformerStack, init_vit_weights, random_masking, sincos_positions, unshuffle
 
@@ -100,15 +108,22 @@ class SynthSleepNetConfig:
             raise ValueError(f"SynthSleepNet config: channel names {bad} must be non-empty and contain no '.'")
         extra = sorted(set(self.encoders) - set(self.channels))
         if extra:
-            raise ValueError(f"SynthSleepNet config: encoder configs for {extra}, which are not in channels "
-                             f"{list(self.channels)}")
-        for dim, heads, what in ((self.fusion_dim, self.fusion_heads, "fusion"),
-                                 (self.decoder_dim, self.decoder_heads, "decoder")):
+            raise ValueError(
+                f"SynthSleepNet config: encoder configs for {extra}, which are not in channels {list(self.channels)}"
+            )
+        for dim, heads, what in (
+            (self.fusion_dim, self.fusion_heads, "fusion"),
+            (self.decoder_dim, self.decoder_heads, "decoder"),
+        ):
             if dim <= 0 or heads <= 0 or dim % heads or dim % 2:
-                raise ValueError(f"SynthSleepNet config: {what} width {dim} must be even and divisible by {heads} heads")
+                raise ValueError(
+                    f"SynthSleepNet config: {what} width {dim} must be even and divisible by {heads} heads"
+                )
         if self.fusion_depth < 0 or self.decoder_depth < 0:
-            raise ValueError(f"SynthSleepNet config: depths must be >= 0, got fusion {self.fusion_depth}, "
-                             f"decoder {self.decoder_depth}")
+            raise ValueError(
+                f"SynthSleepNet config: depths must be >= 0, got fusion {self.fusion_depth}, "
+                f"decoder {self.decoder_depth}"
+            )
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"SynthSleepNet config: mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if not self.projector_hidden:
@@ -130,7 +145,7 @@ class SynthSleepNetConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> "SynthSleepNetConfig":
+    def from_dict(cls, values: Mapping[str, Any]) -> SynthSleepNetConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -141,11 +156,25 @@ class SynthSleepNetConfig:
 _PRESETS: dict[str, dict[str, Any]] = {
     # CPU tests and the demo, over NeuroNet tiny encoders (64-d): the fusion width is 1/3 of six channels' widths
     # (B: 512 of 6 x 768); at 64 the fused vector stayed below concatenated unimodal vectors on the benchmark
-    "tiny": dict(fusion_dim=128, fusion_heads=4, fusion_depth=2, decoder_dim=64, decoder_heads=4, decoder_depth=1,
-                 projector_hidden=(128, 64)),
+    "tiny": dict(
+        fusion_dim=128,
+        fusion_heads=4,
+        fusion_depth=2,
+        decoder_dim=64,
+        decoder_heads=4,
+        decoder_depth=1,
+        projector_hidden=(128, 64),
+    ),
     # narrower fusion for T encoders or small GPUs
-    "T": dict(fusion_dim=384, fusion_heads=8, fusion_depth=4, decoder_dim=192, decoder_heads=8, decoder_depth=2,
-              projector_hidden=(384, 192)),
+    "T": dict(
+        fusion_dim=384,
+        fusion_heads=8,
+        fusion_depth=4,
+        decoder_dim=192,
+        decoder_heads=8,
+        decoder_depth=2,
+        projector_hidden=(384, 192),
+    ),
     # published SynthSleepNet
     "B": dict(),
 }
@@ -188,7 +217,7 @@ class ChannelEncoder(nn.Module):
     def embed_dim(self) -> int:
         return self.config.encoder_dim
 
-    def train(self, mode: bool = True) -> "ChannelEncoder":
+    def train(self, mode: bool = True) -> ChannelEncoder:
         super().train(False)  # frozen weights: BatchNorm uses its running statistics, always
         self.training = mode
         set_lora_dropout_mode(self, mode)
@@ -248,17 +277,23 @@ class SynthSleepNet(nn.Module):
         for channel in config.channels:
             if encoders is not None:
                 if channel not in encoders:
-                    raise ValueError(f"SynthSleepNet: no pretrained encoder given for channel {channel!r} "
-                                     f"(given: {sorted(encoders)})")
+                    raise ValueError(
+                        f"SynthSleepNet: no pretrained encoder given for channel {channel!r} "
+                        f"(given: {sorted(encoders)})"
+                    )
                 if not isinstance(encoders[channel], NeuroNet):
-                    raise TypeError(f"SynthSleepNet: encoder for {channel!r} must be a NeuroNet, "
-                                    f"got {type(encoders[channel]).__name__}")
+                    raise TypeError(
+                        f"SynthSleepNet: encoder for {channel!r} must be a NeuroNet, "
+                        f"got {type(encoders[channel]).__name__}"
+                    )
                 neuronet = copy.deepcopy(encoders[channel])
             elif channel in config.encoders:
                 neuronet = build_neuronet(config.encoders[channel])
             else:
-                raise ValueError(f"SynthSleepNet: config has no encoder config for channel {channel!r} and no "
-                                 "pretrained encoder was given")
+                raise ValueError(
+                    f"SynthSleepNet: config has no encoder config for channel {channel!r} and no "
+                    "pretrained encoder was given"
+                )
             encoder_configs[channel] = neuronet.config.to_dict()
             self.encoders[channel] = ChannelEncoder(neuronet, lora)
         self.config = dataclasses.replace(config, encoders=encoder_configs)
@@ -266,26 +301,40 @@ class SynthSleepNet(nn.Module):
 
         c = self.config
         max_frames = max(encoder.n_frames for encoder in self.encoders.values())
-        self.adapters = nn.ModuleDict({ch: TokenAdapter(enc.embed_dim, c.adapter_width, c.fusion_dim)
-                                       for ch, enc in self.encoders.items()})
+        self.adapters = nn.ModuleDict(
+            {ch: TokenAdapter(enc.embed_dim, c.adapter_width, c.fusion_dim) for ch, enc in self.encoders.items()}
+        )
         self.modality_embed = nn.Parameter(torch.zeros(len(self.channels), c.fusion_dim))  # (M, F), row = channel
-        self.register_buffer("pos_embed", sincos_positions(max_frames, c.fusion_dim)[None], persistent=False)  # (1, N, F)
+        self.register_buffer(
+            "pos_embed", sincos_positions(max_frames, c.fusion_dim)[None], persistent=False
+        )  # (1, N, F)
         self.fusion = TransformerStack(c.fusion_dim, c.fusion_heads, c.fusion_depth, c.mlp_ratio)
         self.decoder_embed = nn.Linear(c.fusion_dim, c.decoder_dim)  # shared by every channel's decoder
         self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
-        self.register_buffer("decoder_pos_embed", sincos_positions(max_frames, c.decoder_dim)[None],
-                             persistent=False)  # (1, N, F_dec)
-        self.decoders = nn.ModuleDict({ch: TransformerStack(c.decoder_dim, c.decoder_heads, c.decoder_depth, c.mlp_ratio)
-                                       for ch in self.channels})
-        self.decoder_preds = nn.ModuleDict({ch: nn.Linear(c.decoder_dim, enc.embed_dim)
-                                            for ch, enc in self.encoders.items()})
+        self.register_buffer(
+            "decoder_pos_embed", sincos_positions(max_frames, c.decoder_dim)[None], persistent=False
+        )  # (1, N, F_dec)
+        self.decoders = nn.ModuleDict(
+            {ch: TransformerStack(c.decoder_dim, c.decoder_heads, c.decoder_depth, c.mlp_ratio) for ch in self.channels}
+        )
+        self.decoder_preds = nn.ModuleDict(
+            {ch: nn.Linear(c.decoder_dim, enc.embed_dim) for ch, enc in self.encoders.items()}
+        )
         self.fusion_projector = projector_mlp(c.fusion_dim, c.projector_hidden)
-        self.channel_projectors = nn.ModuleDict({ch: projector_mlp(enc.embed_dim, c.projector_hidden)
-                                                 for ch, enc in self.encoders.items()})
+        self.channel_projectors = nn.ModuleDict(
+            {ch: projector_mlp(enc.embed_dim, c.projector_hidden) for ch, enc in self.encoders.items()}
+        )
         self.reconstruction = MaskedTokenMSE()
         self.contrastive = NTXentLoss(c.temperature)
-        for part in (self.adapters, self.fusion, self.decoder_embed, self.decoders, self.decoder_preds,
-                     self.fusion_projector, self.channel_projectors):  # never the pretrained encoders
+        for part in (
+            self.adapters,
+            self.fusion,
+            self.decoder_embed,
+            self.decoders,
+            self.decoder_preds,
+            self.fusion_projector,
+            self.channel_projectors,
+        ):  # never the pretrained encoders
             part.apply(init_vit_weights)
         nn.init.normal_(self.modality_embed, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
@@ -299,20 +348,27 @@ class SynthSleepNet(nn.Module):
         if isinstance(batch, torch.Tensor):
             length = max(encoder.framer.n_samples for encoder in self.encoders.values())
             if batch.dim() != 3 or batch.shape[1] != len(self.channels) or batch.shape[2] != length:
-                raise ValueError(f"SynthSleepNet: a tensor input must be (batch, {len(self.channels)} channels "
-                                 f"{list(self.channels)}, {length} samples), got {tuple(batch.shape)}")
+                raise ValueError(
+                    f"SynthSleepNet: a tensor input must be (batch, {len(self.channels)} channels "
+                    f"{list(self.channels)}, {length} samples), got {tuple(batch.shape)}"
+                )
             return {ch: batch[:, i, : self.encoders[ch].framer.n_samples] for i, ch in enumerate(self.channels)}
         if not isinstance(batch, Mapping):
-            raise TypeError(f"SynthSleepNet: input must be a dict channel -> (batch, samples) tensor, "
-                            f"got {type(batch).__name__}")
+            raise TypeError(
+                f"SynthSleepNet: input must be a dict channel -> (batch, samples) tensor, got {type(batch).__name__}"
+            )
         signals = {ch: batch[ch] for ch in self.channels if batch.get(ch) is not None}
         missing = [ch for ch in self.channels if ch not in signals]
         if not signals:
-            raise ValueError(f"SynthSleepNet: the input holds none of the model's channels {list(self.channels)} "
-                             f"(keys: {sorted(batch)})")
+            raise ValueError(
+                f"SynthSleepNet: the input holds none of the model's channels {list(self.channels)} "
+                f"(keys: {sorted(batch)})"
+            )
         if missing and require_all:
-            raise ValueError(f"SynthSleepNet: channel(s) {missing} missing from the training input; the model was "
-                             f"built for {list(self.channels)} (build it with fewer channels to train on a subset)")
+            raise ValueError(
+                f"SynthSleepNet: channel(s) {missing} missing from the training input; the model was "
+                f"built for {list(self.channels)} (build it with fewer channels to train on a subset)"
+            )
         sizes = set()
         for ch, signal in signals.items():
             expected = self.encoders[ch].framer.n_samples
@@ -321,7 +377,9 @@ class SynthSleepNet(nn.Module):
                 raise ValueError(f"SynthSleepNet: channel {ch} must be a (batch, {expected}) tensor, got {shape}")
             sizes.add(signal.shape[0])
         if len(sizes) > 1:
-            raise ValueError(f"SynthSleepNet: channels have different batch sizes { {c: s.shape[0] for c, s in signals.items()} }")
+            raise ValueError(
+                f"SynthSleepNet: channels have different batch sizes { {c: s.shape[0] for c, s in signals.items()} }"
+            )
         return signals
 
     def _embed(self, channel: str, tokens: torch.Tensor) -> torch.Tensor:
@@ -331,8 +389,9 @@ class SynthSleepNet(nn.Module):
         return adapted + self.modality_embed[index] + self.pos_embed[:, : tokens.shape[1]]
 
     # ------------------------------------------------------------------ training pass
-    def forward_encoder(self, signals: Mapping[str, torch.Tensor], mask_ratio: float,
-                        generator: torch.Generator | None = None):
+    def forward_encoder(
+        self, signals: Mapping[str, torch.Tensor], mask_ratio: float, generator: torch.Generator | None = None
+    ):
         """Encode every channel, mask each independently, fuse the visible tokens.
 
         Returns tokens {ch: (B, N, E)}, masks {ch: (B, N)}, ids_restore {ch: (B, N)}, fused (B, ΣK, F),
@@ -348,8 +407,9 @@ class SynthSleepNet(nn.Module):
         fused = self.fusion(torch.cat(visible, dim=1))  # (B, ΣK, F)
         return tokens, masks, ids_restore, fused, kept
 
-    def forward_decoder(self, fused: torch.Tensor, ids_restore: Mapping[str, torch.Tensor],
-                        kept: Mapping[str, int]) -> dict[str, torch.Tensor]:
+    def forward_decoder(
+        self, fused: torch.Tensor, ids_restore: Mapping[str, torch.Tensor], kept: Mapping[str, int]
+    ) -> dict[str, torch.Tensor]:
         """Split `fused` (B, ΣK, F) into per-channel chunks in input order; decoder m predicts channel m's
         encoder tokens at every position → {ch: (B, N, E)}."""
         chunks = torch.split(fused, [kept[ch] for ch in kept], dim=1)  # (B, K_m, F) each, same order as `kept`
@@ -357,19 +417,27 @@ class SynthSleepNet(nn.Module):
         for channel, chunk in zip(kept, chunks):
             visible = self.decoder_embed(chunk)  # (B, K, F_dec)
             restore = ids_restore[channel]
-            x = unshuffle(visible, self.mask_token, restore) + self.decoder_pos_embed[:, : restore.shape[1]]  # (B, N, F_dec)
+            x = (
+                unshuffle(visible, self.mask_token, restore) + self.decoder_pos_embed[:, : restore.shape[1]]
+            )  # (B, N, F_dec)
             predictions[channel] = self.decoder_preds[channel](self.decoders[channel](x))  # (B, N, E)
         return predictions
 
-    def forward_parts(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, mask_ratio: float | None = None,
-                      generator: torch.Generator | None = None) -> MaskedFusion:
+    def forward_parts(
+        self,
+        batch: Mapping[str, torch.Tensor] | torch.Tensor,
+        mask_ratio: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MaskedFusion:
         """The masked pass without the losses (every configured channel required)."""
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         signals = self._inputs(batch, require_all=True)
         n_epochs = next(iter(signals.values())).shape[0]
         if self.training and n_epochs < 2:
-            raise ValueError("SynthSleepNet: training needs at least 2 epochs per batch (contrastive negatives, "
-                             f"BatchNorm), got {n_epochs}")
+            raise ValueError(
+                "SynthSleepNet: training needs at least 2 epochs per batch (contrastive negatives, "
+                f"BatchNorm), got {n_epochs}"
+            )
         tokens, masks, ids_restore, fused, kept = self.forward_encoder(signals, ratio, generator)
         return MaskedFusion(tokens, masks, fused, self.forward_decoder(fused, ids_restore, kept))
 
@@ -394,8 +462,12 @@ class SynthSleepNet(nn.Module):
         out["loss"] = out["recon"] + self.config.alpha * out["contrastive"]
         return out
 
-    def forward(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, mask_ratio: float | None = None,
-                generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        batch: Mapping[str, torch.Tensor] | torch.Tensor,
+        mask_ratio: float | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Hybrid self-supervised loss of a batch: dict channel → (B, 3000) or (B, 300) (every configured channel),
         or a (B, M, L) tensor in config channel order (`_inputs`). B >= 2 in train mode (BatchNorm, in-batch
         negatives)."""
@@ -415,8 +487,11 @@ class SynthSleepNet(nn.Module):
         missing = tuple(ch for ch in self.channels if ch not in signals)
         if missing and missing not in self._reported_missing:
             self._reported_missing.add(missing)
-            warnings.warn(f"SynthSleepNet.encode: channel(s) {list(missing)} missing from the input; the fusion "
-                          f"uses {list(used)} only (dropped, not zero-filled)", stacklevel=2)
+            warnings.warn(
+                f"SynthSleepNet.encode: channel(s) {list(missing)} missing from the input; the fusion "
+                f"uses {list(used)} only (dropped, not zero-filled)",
+                stacklevel=2,
+            )
         embedded = [self._embed(ch, self.encoders[ch](signal)) for ch, signal in signals.items()]  # (B, N, F) each
         tokens = self.fusion(torch.cat(embedded, dim=1))  # (B, ΣN, F)
         pooled = tokens.mean(dim=1)  # (B, F)
@@ -433,16 +508,19 @@ class SynthSleepNet(nn.Module):
         frozen = sum(count_parameters(e) - count_parameters(e, trainable_only=True) for e in self.encoders.values())
         lora = sum(p.numel() for e in self.encoders.values() for p in lora_parameters(e).values())
         encoders = ", ".join(f"{ch}:{e.config.preset}/{e.embed_dim}d/{e.n_frames}f" for ch, e in self.encoders.items())
-        return (f"SynthSleepNet[{c.preset}] {count_parameters(self) / 1e6:.2f} M params "
-                f"({count_parameters(self, trainable_only=True) / 1e6:.2f} M trainable; frozen encoders "
-                f"{frozen / 1e6:.2f} M, LoRA {lora / 1e3:.1f} k: rank {c.lora_rank}, alpha {c.lora_alpha:g}"
-                f"{', rs' if c.lora_rslora else ''}); channels {encoders}; fusion {c.fusion_dim}/{c.fusion_heads}h"
-                f" x{c.fusion_depth}, decoders {c.decoder_dim}/{c.decoder_heads}h x{c.decoder_depth}, mask "
-                f"{c.mask_ratio:g}, tau {c.temperature:g}, alpha {c.alpha:g}")
+        return (
+            f"SynthSleepNet[{c.preset}] {count_parameters(self) / 1e6:.2f} M params "
+            f"({count_parameters(self, trainable_only=True) / 1e6:.2f} M trainable; frozen encoders "
+            f"{frozen / 1e6:.2f} M, LoRA {lora / 1e3:.1f} k: rank {c.lora_rank}, alpha {c.lora_alpha:g}"
+            f"{', rs' if c.lora_rslora else ''}); channels {encoders}; fusion {c.fusion_dim}/{c.fusion_heads}h"
+            f" x{c.fusion_depth}, decoders {c.decoder_dim}/{c.decoder_heads}h x{c.decoder_depth}, mask "
+            f"{c.mask_ratio:g}, tau {c.temperature:g}, alpha {c.alpha:g}"
+        )
 
 
-def build_synthsleepnet(config: SynthSleepNetConfig | Mapping[str, Any] | str,
-                        encoders: Mapping[str, NeuroNet] | None = None) -> SynthSleepNet:
+def build_synthsleepnet(
+    config: SynthSleepNetConfig | Mapping[str, Any] | str, encoders: Mapping[str, NeuroNet] | None = None
+) -> SynthSleepNet:
     """SynthSleepNet from a config, a config dict (as saved in a checkpoint) or a preset name, with pretrained
     `encoders` (channel → NeuroNet) or, without them, encoders rebuilt from `config.encoders`."""
     if isinstance(config, str):
@@ -450,5 +528,7 @@ def build_synthsleepnet(config: SynthSleepNetConfig | Mapping[str, Any] | str,
     elif isinstance(config, Mapping):
         config = SynthSleepNetConfig.from_dict(config)
     elif not isinstance(config, SynthSleepNetConfig):
-        raise TypeError(f"build_synthsleepnet needs a SynthSleepNetConfig, dict or preset name, got {type(config).__name__}")
+        raise TypeError(
+            f"build_synthsleepnet needs a SynthSleepNetConfig, dict or preset name, got {type(config).__name__}"
+        )
     return SynthSleepNet(config, encoders)

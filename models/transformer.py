@@ -3,6 +3,7 @@
 Used by NeuroNet's masked autoencoder and by SynthSleepNet's fusion encoder. The attention output
 projection is the `nn.Linear` `attn.proj` of every `Block`, so peft LoRA can target "attn.proj".
 """
+
 from __future__ import annotations
 
 import math

@@ -4,12 +4,14 @@
 oversubscribe the cores and slow the suite several-fold). `cohort_factory` builds the synthetic cohorts the test
 modules share.
 """
+
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from filelock import FileLock
@@ -37,20 +39,27 @@ def cohort_factory(tmp_path_factory) -> Callable[..., Path]:
     cache = base / "cohorts"
     cache.mkdir(parents=True, exist_ok=True)
 
-    def make_cohort(nights: int, hours: float, seed: int, variations: dict[int, dict] | None = None,
-                    **parse_options: Any) -> Path:
+    def make_cohort(
+        nights: int, hours: float, seed: int, variations: dict[int, dict] | None = None, **parse_options: Any
+    ) -> Path:
         from dataset import data_parser, synthetic
 
-        options = {"nights": nights, "hours": hours, "seed": seed, "variations": variations or {},
-                   "parse": parse_options}
+        options = {
+            "nights": nights,
+            "hours": hours,
+            "seed": seed,
+            "variations": variations or {},
+            "parse": parse_options,
+        }
         key = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode()).hexdigest()[:16]
         root = cache / f"n{nights}-h{hours:g}-s{seed}-{key}"
         with FileLock(str(root) + ".lock"):
             if not (root / "done").is_file():
                 shutil.rmtree(root, ignore_errors=True)
                 synthetic.generate_cohort(root / "src", nights=nights, hours=hours, seed=seed, variations=variations)
-                data_parser.parse_cohort(root / "src", root / "dst", **{"workers": 1, "progress": False,
-                                                                        **parse_options})
+                data_parser.parse_cohort(
+                    root / "src", root / "dst", **{"workers": 1, "progress": False, **parse_options}
+                )
                 (root / "done").write_text(json.dumps(options, sort_keys=True, default=str) + "\n")
         return root
 

@@ -1,5 +1,6 @@
 """The AHI's event-count calibration (downstream/evaluate.py `event_calibration`): fitted on the labels of a
 split that is not test, it brings counts from epoch labels closer to the scored events of other nights."""
+
 from __future__ import annotations
 
 from pathlib import Path

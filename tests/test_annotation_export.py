@@ -1,6 +1,7 @@
 """Annotation writers (dataset/annotation_export.py) on a hand-made hypnogram with events: the project's own NSRR
 XML reader gives back the same labels, edfio and MNE read the EDF+ annotations, YASA codes and BIDS rows are as
 documented."""
+
 from __future__ import annotations
 
 import datetime
@@ -17,8 +18,10 @@ from dataset.nsrr_xml import parse_nsrr_xml
 
 # 12 epochs: W W N1 N2 N2 N3 N3 REM REM -1 N2 W; apnea run of 3 epochs (2 exported events), one hypopnea epoch.
 STAGES = np.array([0, 0, 1, 2, 2, 3, 3, 4, 4, -1, 2, 0])
-EVENTS = {"apnea": np.array([0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]),
-          "hypopnea": np.array([0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0])}
+EVENTS = {
+    "apnea": np.array([0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]),
+    "hypopnea": np.array([0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0]),
+}
 
 
 def test_runs_and_event_pieces():
@@ -39,8 +42,9 @@ def test_nsrr_xml_round_trips_through_the_projects_parser(tmp_path):
 
 
 def test_edf_plus_annotations_read_by_edfio_and_mne(tmp_path):
-    path = export.write_edf_annotations(tmp_path / "night-annotations.edf", STAGES, EVENTS,
-                                        start=datetime.datetime(2024, 3, 1, 22, 30, 0))
+    path = export.write_edf_annotations(
+        tmp_path / "night-annotations.edf", STAGES, EVENTS, start=datetime.datetime(2024, 3, 1, 22, 30, 0)
+    )
     expected = export.edf_annotation_list(STAGES, EVENTS)
     assert ("Sleep stage ?" in [text for _, _, text in expected]) and len(expected) == 8 + 3  # 8 stage runs, 3 events
     edf = read_edf(path)
@@ -54,8 +58,10 @@ def test_edf_plus_annotations_read_by_edfio_and_mne(tmp_path):
 
 def test_yasa_codes():
     assert export.yasa_hypnogram(STAGES).tolist() == [0, 0, 1, 2, 2, 3, 3, 4, 4, -2, 2, 0]
-    assert np.loadtxt(pd.io.common.StringIO(export.yasa_text(STAGES)), dtype=int).tolist() == \
-        export.yasa_hypnogram(STAGES).tolist()
+    assert (
+        np.loadtxt(pd.io.common.StringIO(export.yasa_text(STAGES)), dtype=int).tolist()
+        == export.yasa_hypnogram(STAGES).tolist()
+    )
     with pytest.raises(ValueError, match="stage codes"):
         export.yasa_hypnogram(np.array([0, 5]))
 

@@ -1,4 +1,5 @@
 """Every annotation format gives the labels of the NSRR XML of the same night; pairing and subject-id rules."""
+
 from __future__ import annotations
 
 import datetime
@@ -7,8 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from dataset.annotations import (annotation_keys, parse_hypnogram_text, read_annotations, subject_of,
-                                 check_subject_regex)
+from dataset.annotations import annotation_keys, check_subject_regex, parse_hypnogram_text, read_annotations, subject_of
 from dataset.data_parser import discover, parse_cohort
 from dataset.edf_reader import read_edf_header
 from dataset.labels import LABEL_COLUMNS, epoch_labels
@@ -22,13 +22,15 @@ STAGE_ONLY = ("txt", "csv")
 def night(tmp_path_factory):
     """One 1-h night with events and unscored epochs, its NSRR XML labels and the night's scoring in each format."""
     root = tmp_path_factory.mktemp("formats")
-    truth = generate_night(root / "shhs1-200001.edf", root / "shhs1-200001-nsrr.xml", "shhs1-200001", 1.0, 3,
-                           unscored_epochs=6)
+    truth = generate_night(
+        root / "shhs1-200001.edf", root / "shhs1-200001-nsrr.xml", "shhs1-200001", 1.0, 3, unscored_epochs=6
+    )
     assert truth.events and (truth.stages == -1).any()
     n = len(truth.stages)
     reference = epoch_labels(read_annotations(truth.xml_path), n)
-    files = {fmt: write_scoring(truth, root / "other" / f"night.{fmt}", fmt)
-             for fmt in ("profusion", "edf", "txt", "csv")}
+    files = {
+        fmt: write_scoring(truth, root / "other" / f"night.{fmt}", fmt) for fmt in ("profusion", "edf", "txt", "csv")
+    }
     return truth, reference, files
 
 
@@ -46,6 +48,7 @@ def test_each_format_gives_the_nsrr_labels(night, fmt):
 def test_edf_annotations_follow_the_recording_start(night, tmp_path):
     """A separate annotation EDF+ that starts 60 s after the recording has its onsets shifted by 60 s."""
     from edfio import Edf, EdfAnnotation
+
     truth, _, _ = night
     header = read_edf_header(truth.edf_path)
     start = datetime.datetime.strptime(header.starttime, "%H.%M.%S") + datetime.timedelta(seconds=60)
@@ -58,11 +61,12 @@ def test_edf_annotations_follow_the_recording_start(night, tmp_path):
 def test_embedded_edf_plus_annotations_are_paired_and_parsed(tmp_path):
     """An EDF+C recording with stage annotations of its own and no other file is labelled from them."""
     from dataset.synthetic import SHHS1_LAYOUT, _write_edf
+
     signals = {key: np.zeros(int(rate) * 300) for key, _, rate, *_ in SHHS1_LAYOUT}
     signals["eeg_c4"] = np.random.default_rng(0).normal(0, 20, 125 * 300)
     stages = [(0, 90, "Sleep stage W"), (90, 120, "Sleep stage 2"), (210, 60, "Sleep stage R"), (270, 30, "A")]
     _write_edf(tmp_path / "own-1.edf", [SHHS1_LAYOUT[7]], signals, datetime.time(22, 0), stages)
-    job, = discover(tmp_path)
+    (job,) = discover(tmp_path)
     assert job.xml == job.edf
     annotations = read_annotations(job.xml, read_edf_header(job.edf))
     labels = epoch_labels(annotations, 10)
@@ -88,10 +92,23 @@ def test_hypnogram_codes_and_errors(tmp_path):
 
 
 def test_pairing_prefers_formats_in_order_and_sleep_edf_prefix(tmp_path):
-    for name in ("r1.edf", "r1-profusion.xml", "r1.hypnogram.csv", "r2.edf", "r2.hypnogram.txt", "r2.xml",
-                 "SC4001E0-PSG.edf", "SC4001EC-Hypnogram.edf", "SC4002E0-PSG.edf", "SC4002EH-Hypnogram.edf",
-                 "SC4011E0-PSG.edf", "SC4011EC-Hypnogram.edf", "SC4011EX-Hypnogram.edf", "lonely-profusion.xml",
-                 "notes.xml"):
+    for name in (
+        "r1.edf",
+        "r1-profusion.xml",
+        "r1.hypnogram.csv",
+        "r2.edf",
+        "r2.hypnogram.txt",
+        "r2.xml",
+        "SC4001E0-PSG.edf",
+        "SC4001EC-Hypnogram.edf",
+        "SC4002E0-PSG.edf",
+        "SC4002EH-Hypnogram.edf",
+        "SC4011E0-PSG.edf",
+        "SC4011EC-Hypnogram.edf",
+        "SC4011EX-Hypnogram.edf",
+        "lonely-profusion.xml",
+        "notes.xml",
+    ):
         (tmp_path / name).write_bytes(b"")
     jobs = {j.recording_id: j for j in discover(tmp_path)}
     assert jobs["r1"].xml.endswith("r1-profusion.xml") and jobs["r2"].xml.endswith("r2.hypnogram.txt")

@@ -4,6 +4,7 @@ unusable output folder. Each must exit nonzero (2 for usage and input errors), p
 on stderr naming the file or option, no traceback, and leave every file that existed before unchanged.
 In-process through each script's `main` (fast: every case fails before real work), plus the real command line
 of each script once."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,9 +12,9 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import pytest
 import torch
@@ -52,15 +53,56 @@ def inputs(tmp_path_factory) -> Inputs:
     torch.manual_seed(0)
     net = build_neuronet(neuronet_config("tiny", **SMALL))
     backbone = root / "eeg.pt"
-    atomic_save({"format_version": FORMAT_VERSION, "model_kind": "neuronet", "model_config": net.config.to_dict(),
-                 "model": net.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {}, "epoch": 1,
-                 "batch_in_epoch": 0, "step": 1, "rng": [], "config": {}, "version": {}, "metrics": {}, "best": {},
-                 "splits_sha256": sha256_file(root / "dst" / "splits.json"), "meter": {}, "world_size": 1,
-                 "metadata": {"channels": ["eeg_c4"]}}, backbone)
+    atomic_save(
+        {
+            "format_version": FORMAT_VERSION,
+            "model_kind": "neuronet",
+            "model_config": net.config.to_dict(),
+            "model": net.state_dict(),
+            "optimizer": {},
+            "scheduler": {},
+            "scaler": {},
+            "epoch": 1,
+            "batch_in_epoch": 0,
+            "step": 1,
+            "rng": [],
+            "config": {},
+            "version": {},
+            "metrics": {},
+            "best": {},
+            "splits_sha256": sha256_file(root / "dst" / "splits.json"),
+            "meter": {},
+            "world_size": 1,
+            "metadata": {"channels": ["eeg_c4"]},
+        },
+        backbone,
+    )
     run = root / "stage"
-    code = linear_probing.main(["--data", str(root / "dst"), "--backbone", str(backbone), "--task", "sleep_stage",
-                                "--out", str(run), "--epochs", "1", "--batch-size", "32", "--workers", "0",
-                                "--no-progress", "--n-boot", "0", "--hypnograms", "0", "--resume", "none"])
+    code = linear_probing.main(
+        [
+            "--data",
+            str(root / "dst"),
+            "--backbone",
+            str(backbone),
+            "--task",
+            "sleep_stage",
+            "--out",
+            str(run),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--workers",
+            "0",
+            "--no-progress",
+            "--n-boot",
+            "0",
+            "--hypnograms",
+            "0",
+            "--resume",
+            "none",
+        ]
+    )
     assert code in (0, None)
     text = root / "notes.pt"
     text.write_text("epoch 3: loss 0.41\n")
@@ -156,21 +198,49 @@ def bad_case(script: str, case: str, inputs: Inputs, tmp: Path) -> tuple[list[st
 
 
 CASES = {
-    "predict": ("missing_edf", "empty_edf", "corrupt_edf", "empty_folder", "corrupt_xml", "corrupt_checkpoint",
-                "wrong_kind_checkpoint", "zero_batch", "not_a_number", "config_unknown_key", "out_below_a_file",
-                "out_is_a_file"),
-    "evaluate": ("missing_run", "empty_folder", "corrupt_metrics", "wrong_kind_metrics", "config_unknown_key",
-                 "out_below_a_file"),
-    "data_parser": ("missing_src", "empty_src", "zero_workers", "bad_fraction", "not_a_number", "config_unknown_key",
-                    "out_below_a_file"),
+    "predict": (
+        "missing_edf",
+        "empty_edf",
+        "corrupt_edf",
+        "empty_folder",
+        "corrupt_xml",
+        "corrupt_checkpoint",
+        "wrong_kind_checkpoint",
+        "zero_batch",
+        "not_a_number",
+        "config_unknown_key",
+        "out_below_a_file",
+        "out_is_a_file",
+    ),
+    "evaluate": (
+        "missing_run",
+        "empty_folder",
+        "corrupt_metrics",
+        "wrong_kind_metrics",
+        "config_unknown_key",
+        "out_below_a_file",
+    ),
+    "data_parser": (
+        "missing_src",
+        "empty_src",
+        "zero_workers",
+        "bad_fraction",
+        "not_a_number",
+        "config_unknown_key",
+        "out_below_a_file",
+    ),
     "synthetic": ("zero_nights", "negative_hours", "not_a_number", "unknown_variation", "out_below_a_file"),
 }
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
     """sha256 of every file under `roots`."""
-    return {str(path): hashlib.sha256(path.read_bytes()).hexdigest()
-            for root in roots for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        str(path): hashlib.sha256(path.read_bytes()).hexdigest()
+        for root in roots
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def assert_one_error_line(stderr: str, expect: str) -> None:
@@ -202,14 +272,22 @@ def test_bad_input_is_one_error_line_and_changes_nothing(script, case, inputs, t
     assert snapshot(tmp_path, inputs.root) == before
 
 
-@pytest.mark.parametrize("script, case", [("predict", "corrupt_edf"), ("evaluate", "corrupt_metrics"),
-                                          ("data_parser", "out_below_a_file"), ("synthetic", "zero_nights")])
+@pytest.mark.parametrize(
+    "script, case",
+    [
+        ("predict", "corrupt_edf"),
+        ("evaluate", "corrupt_metrics"),
+        ("data_parser", "out_below_a_file"),
+        ("synthetic", "zero_nights"),
+    ],
+)
 def test_real_command_line(script, case, inputs, tmp_path):
     """The command as users run it: the exit code, one error line, no traceback."""
     argv, expect, code = bad_case(script, case, inputs, tmp_path)
     before = snapshot(tmp_path)
-    ran = subprocess.run([sys.executable, SCRIPTS[script][1], *argv], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    ran = subprocess.run(
+        [sys.executable, SCRIPTS[script][1], *argv], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert ran.returncode == code, ran.stderr[-3000:]
     assert_one_error_line(ran.stderr, expect)
     assert snapshot(tmp_path) == before

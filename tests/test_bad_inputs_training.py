@@ -3,6 +3,7 @@ corrupt and wrong-kind checkpoints, bad numbers, bad --config files, an unusable
 status 2, exactly one `error:` line on stderr naming the file or option, no traceback, and every file that existed
 before unchanged. In-process through each script's `main` (fast: every case fails before training starts), plus
 one run of each real command line."""
+
 from __future__ import annotations
 
 import hashlib
@@ -37,10 +38,30 @@ ENGINE_SCRIPTS = ("unimodal", "multimodal", "probe", "fine_tuning")  # the ones 
 
 def engine_checkpoint(path: Path, kind: str, model_config: dict, model: dict, metadata: dict) -> Path:
     """A file with the keys utils/engine.py writes."""
-    atomic_save({"format_version": FORMAT_VERSION, "model_kind": kind, "model_config": model_config, "model": model,
-                 "optimizer": {}, "scheduler": {}, "scaler": {}, "epoch": 1, "batch_in_epoch": 0, "step": 1, "rng": [],
-                 "config": {}, "version": {}, "metrics": {}, "best": {}, "splits_sha256": None, "meter": {},
-                 "world_size": 1, "metadata": metadata}, path)
+    atomic_save(
+        {
+            "format_version": FORMAT_VERSION,
+            "model_kind": kind,
+            "model_config": model_config,
+            "model": model,
+            "optimizer": {},
+            "scheduler": {},
+            "scaler": {},
+            "epoch": 1,
+            "batch_in_epoch": 0,
+            "step": 1,
+            "rng": [],
+            "config": {},
+            "version": {},
+            "metrics": {},
+            "best": {},
+            "splits_sha256": None,
+            "meter": {},
+            "world_size": 1,
+            "metadata": metadata,
+        },
+        path,
+    )
     return path
 
 
@@ -61,14 +82,25 @@ def inputs(tmp_path_factory) -> Inputs:
     data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
     shutil.rmtree(root / "src")
     config = neuronet_config("tiny")
-    net = engine_checkpoint(root / "eeg.pt", "neuronet", config.to_dict(), build_neuronet(config).state_dict(),
-                            {"modality": "eeg", "channels": ["eeg_c4", "eeg_c3"]})
+    net = engine_checkpoint(
+        root / "eeg.pt",
+        "neuronet",
+        config.to_dict(),
+        build_neuronet(config).state_dict(),
+        {"modality": "eeg", "channels": ["eeg_c4", "eeg_c3"]},
+    )
     truncated = root / "truncated.pt"
     truncated.write_bytes(net.read_bytes()[:300])
     text = root / "notes.pt"
     text.write_text("epoch 3: loss 0.41\n")
-    return Inputs(root / "dst", net, engine_checkpoint(root / "fusion.pt", "synthsleepnet", {}, {}, {}),
-                  engine_checkpoint(root / "head.pt", "mlp_head", {}, {}, {}), truncated, text)
+    return Inputs(
+        root / "dst",
+        net,
+        engine_checkpoint(root / "fusion.pt", "synthsleepnet", {}, {}, {}),
+        engine_checkpoint(root / "head.pt", "mlp_head", {}, {}, {}),
+        truncated,
+        text,
+    )
 
 
 def valid_args(script: str, inputs: Inputs) -> list[str]:
@@ -76,8 +108,18 @@ def valid_args(script: str, inputs: Inputs) -> list[str]:
     quick = ["--workers", "0", "--no-progress"]
     return {
         "unimodal": ["--preset", "tiny", "--max-steps", "1", "--no-monitor", *quick],
-        "multimodal": ["--preset", "tiny", "--max-steps", "1", "--no-monitor", "--channels", "eeg_c4",
-                       "--unimodal", f"eeg={inputs.neuronet}", *quick],
+        "multimodal": [
+            "--preset",
+            "tiny",
+            "--max-steps",
+            "1",
+            "--no-monitor",
+            "--channels",
+            "eeg_c4",
+            "--unimodal",
+            f"eeg={inputs.neuronet}",
+            *quick,
+        ],
         "probe": ["--task", "sleep_stage", "--backbone", str(inputs.neuronet), "--epochs", "1", *quick],
         "fine_tuning": ["--task", "sleep_stage", "--backbone", str(inputs.neuronet), "--epochs", "1", *quick],
         "features": ["--task", "sleep_stage", "--channels", "eeg_c4", "--hgb-max-iter", "2", *quick],
@@ -111,8 +153,12 @@ def bad_case(case: str, script: str, inputs: Inputs, tmp: Path) -> tuple[list[st
         if script not in ENGINE_SCRIPTS:
             return None
         bad = inputs.truncated if script in ("unimodal", "multimodal") else inputs.text
-        option = {"unimodal": "--resume", "multimodal": "--unimodal", "probe": "--backbone",
-                  "fine_tuning": "--backbone"}[script]
+        option = {
+            "unimodal": "--resume",
+            "multimodal": "--unimodal",
+            "probe": "--backbone",
+            "fine_tuning": "--backbone",
+        }[script]
         extra, expect = [option, f"eeg={bad}" if script == "multimodal" else str(bad)], bad.name
     elif case == "corrupt_last_pt":  # the automatic resume finds a cut OUT/last.pt
         if script not in ENGINE_SCRIPTS:
@@ -125,8 +171,12 @@ def bad_case(case: str, script: str, inputs: Inputs, tmp: Path) -> tuple[list[st
         if script not in ENGINE_SCRIPTS:
             return None
         wrong = inputs.head if script in ("probe", "fine_tuning") else inputs.fusion
-        option = {"unimodal": "--resume", "multimodal": "--unimodal", "probe": "--backbone",
-                  "fine_tuning": "--backbone"}[script]
+        option = {
+            "unimodal": "--resume",
+            "multimodal": "--unimodal",
+            "probe": "--backbone",
+            "fine_tuning": "--backbone",
+        }[script]
         extra, expect = [option, f"eeg={wrong}" if script == "multimodal" else str(wrong)], wrong.name
     elif case == "negative_rate":
         option = "--hgb-learning-rate" if script == "features" else "--lr"
@@ -152,15 +202,32 @@ def bad_case(case: str, script: str, inputs: Inputs, tmp: Path) -> tuple[list[st
     return [*valid_args(script, inputs), *extra, "--data", str(data), "--out", str(out)], expect
 
 
-CASES = ("missing_data", "empty_data", "corrupt_splits", "missing_splits", "corrupt_parquet", "corrupt_checkpoint",
-         "corrupt_last_pt", "wrong_kind_checkpoint", "negative_rate", "zero_batch", "not_a_number",
-         "config_unknown_key", "config_bad_value", "out_below_a_file")
+CASES = (
+    "missing_data",
+    "empty_data",
+    "corrupt_splits",
+    "missing_splits",
+    "corrupt_parquet",
+    "corrupt_checkpoint",
+    "corrupt_last_pt",
+    "wrong_kind_checkpoint",
+    "negative_rate",
+    "zero_batch",
+    "not_a_number",
+    "config_unknown_key",
+    "config_bad_value",
+    "out_below_a_file",
+)
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
     """sha256 of every file under `roots`."""
-    return {str(path): hashlib.sha256(path.read_bytes()).hexdigest()
-            for root in roots for path in sorted(root.rglob("*")) if path.is_file()}
+    return {
+        str(path): hashlib.sha256(path.read_bytes()).hexdigest()
+        for root in roots
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
 
 
 def assert_one_error_line(stderr: str, expect: str) -> None:
@@ -186,20 +253,24 @@ def test_bad_input_is_one_error_line_and_changes_nothing(script, case, inputs, t
     assert snapshot(tmp_path, inputs.cohort.parent) == before
 
 
-@pytest.mark.parametrize("script, case", [
-    ("unimodal", "corrupt_last_pt"),
-    pytest.param("multimodal", "corrupt_checkpoint", marks=pytest.mark.slow),
-    pytest.param("probe", "corrupt_checkpoint", marks=pytest.mark.slow),
-    pytest.param("fine_tuning", "wrong_kind_checkpoint", marks=pytest.mark.slow),
-    pytest.param("features", "corrupt_parquet", marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    "script, case",
+    [
+        ("unimodal", "corrupt_last_pt"),
+        pytest.param("multimodal", "corrupt_checkpoint", marks=pytest.mark.slow),
+        pytest.param("probe", "corrupt_checkpoint", marks=pytest.mark.slow),
+        pytest.param("fine_tuning", "wrong_kind_checkpoint", marks=pytest.mark.slow),
+        pytest.param("features", "corrupt_parquet", marks=pytest.mark.slow),
+    ],
+)
 def test_real_command_line(script, case, inputs, tmp_path):
     """The command as users run it: exit 2, one error line, no traceback (Python's own handling of the exit).
     About 12 s per script on 2 busy cores (imports), so one runs by default and the others with -m slow."""
     argv, expect = bad_case(case, script, inputs, tmp_path)
     before = snapshot(tmp_path)
-    ran = subprocess.run([sys.executable, SCRIPTS[script][1], *argv], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    ran = subprocess.run(
+        [sys.executable, SCRIPTS[script][1], *argv], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert ran.returncode == 2, ran.stderr[-3000:]
     assert_one_error_line(ran.stderr, expect)
     assert snapshot(tmp_path) == before

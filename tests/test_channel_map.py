@@ -1,4 +1,5 @@
 """Channel resolution: built-in cohort tables, derivations, ambiguity, the user map and its file."""
+
 from __future__ import annotations
 
 import json
@@ -7,14 +8,71 @@ import pytest
 
 from dataset.channel_map import ChannelMapError, label_key, load_channel_map, resolve_channels
 
-SHHS1 = ["SaO2", "H.R.", "EEG(sec)", "ECG", "EMG", "EOG(L)", "EOG(R)", "EEG", "SOUND", "AIRFLOW", "THOR RES",
-         "ABDO RES", "POSITION", "LIGHT", "NEW AIR", "OX stat"]
-MESA = ["EKG", "EOG-L", "EOG-R", "EMG", "EEG1", "EEG2", "EEG3", "Pres", "Flow", "Snore", "Thor", "Abdo", "Leg",
-        "Therm", "Pos", "SpO2", "HR", "OxStatus"]
-MROS = ["C3", "C4", "A1", "A2", "LOC", "ROC", "L Chin", "R Chin", "ECG L", "ECG R", "Cannula Flow", "Airflow",
-        "Thoracic", "Abdominal", "SaO2", "Position"]
-SLEEP_EDF = ["EEG Fpz-Cz", "EEG Pz-Oz", "EOG horizontal", "Resp oro-nasal", "EMG submental", "Temp rectal",
-             "Event marker"]
+SHHS1 = [
+    "SaO2",
+    "H.R.",
+    "EEG(sec)",
+    "ECG",
+    "EMG",
+    "EOG(L)",
+    "EOG(R)",
+    "EEG",
+    "SOUND",
+    "AIRFLOW",
+    "THOR RES",
+    "ABDO RES",
+    "POSITION",
+    "LIGHT",
+    "NEW AIR",
+    "OX stat",
+]
+MESA = [
+    "EKG",
+    "EOG-L",
+    "EOG-R",
+    "EMG",
+    "EEG1",
+    "EEG2",
+    "EEG3",
+    "Pres",
+    "Flow",
+    "Snore",
+    "Thor",
+    "Abdo",
+    "Leg",
+    "Therm",
+    "Pos",
+    "SpO2",
+    "HR",
+    "OxStatus",
+]
+MROS = [
+    "C3",
+    "C4",
+    "A1",
+    "A2",
+    "LOC",
+    "ROC",
+    "L Chin",
+    "R Chin",
+    "ECG L",
+    "ECG R",
+    "Cannula Flow",
+    "Airflow",
+    "Thoracic",
+    "Abdominal",
+    "SaO2",
+    "Position",
+]
+SLEEP_EDF = [
+    "EEG Fpz-Cz",
+    "EEG Pz-Oz",
+    "EOG horizontal",
+    "Resp oro-nasal",
+    "EMG submental",
+    "Temp rectal",
+    "Event marker",
+]
 
 
 def texts(labels, rate=256.0, **kwargs):
@@ -27,9 +85,18 @@ def test_label_key_ignores_case_space_and_punctuation():
 
 
 def test_shhs_labels_keep_their_channels():
-    assert texts(SHHS1) == {"eeg_c4": "EEG", "eeg_c3": "EEG(sec)", "eog_l": "EOG(L)", "eog_r": "EOG(R)",
-                            "emg": "EMG", "ecg": "ECG", "airflow": "NEW AIR", "thor": "THOR RES",
-                            "abdo": "ABDO RES", "spo2": "SaO2"}
+    assert texts(SHHS1) == {
+        "eeg_c4": "EEG",
+        "eeg_c3": "EEG(sec)",
+        "eog_l": "EOG(L)",
+        "eog_r": "EOG(R)",
+        "emg": "EMG",
+        "ecg": "ECG",
+        "airflow": "NEW AIR",
+        "thor": "THOR RES",
+        "abdo": "ABDO RES",
+        "spo2": "SaO2",
+    }
     assert texts([label for label in SHHS1 if label != "NEW AIR"])["airflow"] == "AIRFLOW"  # SHHS2: thermistor
 
 
@@ -53,9 +120,14 @@ def test_derivation_of_two_rates_is_a_reason_not_a_pick():
     assert source.derived and "needs one rate" in source.problem and "256" in source.problem
 
 
-@pytest.mark.parametrize("labels, both", [(["C4-M1", "C4-A1"], ("'C4-M1'", "'C4-A1'")),
-                                          (["C4", "A1", "M1"], ("'A1'", "'M1'")),
-                                          (["EEG", "EEG 2", "EEG2"], ("'EEG 2'", "'EEG2'"))])
+@pytest.mark.parametrize(
+    "labels, both",
+    [
+        (["C4-M1", "C4-A1"], ("'C4-M1'", "'C4-A1'")),
+        (["C4", "A1", "M1"], ("'A1'", "'M1'")),
+        (["EEG", "EEG 2", "EEG2"], ("'EEG 2'", "'EEG2'")),
+    ],
+)
 def test_ambiguous_match_names_both(labels, both):
     with pytest.raises(ChannelMapError) as err:
         resolve_channels(labels, [100.0] * len(labels))
@@ -85,14 +157,22 @@ def test_user_map_overrides_extends_and_disables():
 def test_channel_map_file_yaml_json_and_errors(tmp_path):
     good = tmp_path / "map.yaml"
     good.write_text("eeg_c4: EEG Fpz-Cz\nemg: Chin1 - Chin2\neog_l: [E1-M2, LOC - A2]\neog_r: null\n")
-    assert dict(load_channel_map(good)) == {"eeg_c4": ("EEG Fpz-Cz",), "emg": ("Chin1 - Chin2",),
-                                            "eog_l": ("E1-M2", "LOC - A2"), "eog_r": ()}
+    assert dict(load_channel_map(good)) == {
+        "eeg_c4": ("EEG Fpz-Cz",),
+        "emg": ("Chin1 - Chin2",),
+        "eog_l": ("E1-M2", "LOC - A2"),
+        "eog_r": (),
+    }
     as_json = tmp_path / "map.json"
     as_json.write_text(json.dumps({"eeg_c4": "EEG Fpz-Cz"}))
     assert dict(load_channel_map(as_json)) == {"eeg_c4": ("EEG Fpz-Cz",)}
-    for text, message in (("eeg_c5: C4\n", "unknown channel 'eeg_c5'"), ("eeg_c4: 3\n", "expected a label"),
-                          ("eeg_c4: 'C4 - '\n", "needs a label on each side"), ("- a\n", "expected a mapping"),
-                          ("eeg_c4: [unclosed\n", "cannot parse")):
+    for text, message in (
+        ("eeg_c5: C4\n", "unknown channel 'eeg_c5'"),
+        ("eeg_c4: 3\n", "expected a label"),
+        ("eeg_c4: 'C4 - '\n", "needs a label on each side"),
+        ("- a\n", "expected a mapping"),
+        ("eeg_c4: [unclosed\n", "cannot parse"),
+    ):
         bad = tmp_path / "bad.yaml"
         bad.write_text(text)
         with pytest.raises(ChannelMapError, match=message) as err:

@@ -1,4 +1,5 @@
 """Synthetic MESA, MrOS, clinical-export and Sleep-EDF cohorts parse with the right channels, derivations and labels."""
+
 from __future__ import annotations
 
 import datetime
@@ -67,8 +68,9 @@ def test_mros_derivations_are_differences_and_give_the_intended_signals(tmp_path
     rid = "mros-visit1-aa0009"
     mros = generate_night(tmp_path / "m.edf", tmp_path / "m-nsrr.xml", rid, HOURS, 2, channels="mros")
     clinical = generate_night(tmp_path / "c.edf", tmp_path / "c-nsrr.xml", rid, HOURS, 2, channels="clinical")
-    derived, _, info = load_night(mros.edf_path, mros.xml_path, config=ProcessingConfig(channel_map=(
-        ("ecg", ("ECG L - ECG R",)),)))
+    derived, _, info = load_night(
+        mros.edf_path, mros.xml_path, config=ProcessingConfig(channel_map=(("ecg", ("ECG L - ECG R",)),))
+    )
     direct, _, _ = load_night(clinical.edf_path, clinical.xml_path)
     assert "emg:Chin1 - Chin2" in info["channel_sources"] and "ecg:ECG L - ECG R" in info["channel_sources"]
     header, n = read_edf_header(mros.edf_path), info["n_epochs"]
@@ -89,8 +91,20 @@ def test_sleep_edf_needs_the_user_map_for_eeg_and_flags_it(tmp_path):
     channel_map = tmp_path / "map.yaml"
     channel_map.write_text("eeg_c4: EEG Fpz-Cz\neeg_c3: EEG Pz-Oz\neog_l: EOG horizontal\n")
     out = tmp_path / "mapped"
-    assert main(["--src", str(tmp_path / "sleep-edf"), "--dst", str(out), "--channel-map", str(channel_map),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "--src",
+                str(tmp_path / "sleep-edf"),
+                "--dst",
+                str(out),
+                "--channel-map",
+                str(channel_map),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     mapped = pd.read_parquet(out / "manifest.parquet").set_index("recording_id")
     assert (mapped["nonstandard_channels"] == "eeg_c4,eeg_c3").all()
     assert (mapped["channel_map_channels"] == "eeg_c4,eeg_c3,eog_l").all()
@@ -103,14 +117,19 @@ def test_bad_channel_map_is_one_error_line(tmp_path, capsys):
     generate_cohort(tmp_path / "src", 1, 0.05, 0, "clinical")
     bad = tmp_path / "map.yaml"
     bad.write_text("eeg_c9: C4\n")
-    assert main(["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "out"), "--channel-map", str(bad),
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            ["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "out"), "--channel-map", str(bad), "--no-progress"]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and str(bad) in err[0]
 
 
 def test_ambiguous_labels_fail_the_recording_naming_both(tmp_path):
     from dataset.synthetic import _write_edf
+
     rows = [("eeg_c4", "C4-M1", 100, "uV", -250.0, 250.0), ("eeg_c3", "C4-A1", 100, "uV", -250.0, 250.0)]
     signals = {"eeg_c4": np.zeros(3000), "eeg_c3": np.zeros(3000)}
     _write_edf(tmp_path / "src" / "amb-1.edf", rows, signals, datetime.time(22, 0))

@@ -1,4 +1,5 @@
 """bf16 autocast on CPU is an opt-in of the training engine (--amp --amp-cpu), never a side effect of --amp."""
+
 from __future__ import annotations
 
 import torch

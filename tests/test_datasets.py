@@ -1,4 +1,5 @@
 """Streaming datasets (dataset/datasets.py) against Parquet files written with the docs/data.md §2.4 schema."""
+
 from __future__ import annotations
 
 import importlib
@@ -16,8 +17,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from dataset.constants import CHANNELS, LABEL_EVENT_COLUMNS
 from dataset.datasets import EpochDataset, SequenceDataset
 
-
 # ---- a schema-faithful writer of the parser's output (docs/data.md §2.4), for fixtures and the loader benchmark ----
+
 
 def write_recording(path: Path, n_epochs: int, channels: list[str], seed: int, unscored: bool = False) -> dict:
     """Write one recording's epoch table; return the columns written as numpy arrays."""
@@ -54,8 +55,13 @@ def write_cohort(root: Path, recordings: dict[str, dict], splits: dict[str, list
     """
     written = {}
     for k, (rid, spec) in enumerate(sorted(recordings.items())):
-        written[rid] = write_recording(root / "recordings" / f"{rid}.parquet", spec["n_epochs"], spec["channels"],
-                                       seed * 1000 + k, spec.get("unscored", False))
+        written[rid] = write_recording(
+            root / "recordings" / f"{rid}.parquet",
+            spec["n_epochs"],
+            spec["channels"],
+            seed * 1000 + k,
+            spec.get("unscored", False),
+        )
     manifest = {
         "recording_id": sorted(recordings),
         "subject_id": [recordings[r]["subject"] for r in sorted(recordings)],
@@ -64,9 +70,12 @@ def write_cohort(root: Path, recordings: dict[str, dict], splits: dict[str, list
         "channels": [",".join(recordings[r]["channels"]) for r in sorted(recordings)],
     }
     pq.write_table(pa.table(manifest), root / "manifest.parquet")
-    by_split = {name: sorted(r for r in recordings if recordings[r]["subject"] in subs) for name, subs in splits.items()}
-    (root / "splits.json").write_text(json.dumps(
-        {"seed": seed, "fractions": {"val": 0.1, "test": 0.1}, "subjects": splits, "recordings": by_split}))
+    by_split = {
+        name: sorted(r for r in recordings if recordings[r]["subject"] in subs) for name, subs in splits.items()
+    }
+    (root / "splits.json").write_text(
+        json.dumps({"seed": seed, "fractions": {"val": 0.1, "test": 0.1}, "subjects": splits, "recordings": by_split})
+    )
     return written
 
 
@@ -81,8 +90,12 @@ RECORDINGS = {
     "shhs1-100006": {"subject": "100006", "n_epochs": 50, "channels": EEG_EOG},
     "shhs1-100007": {"subject": "100007", "n_epochs": 41, "channels": EEG_EOG},
 }
-SPLITS = {"pretrain": ["100001", "100002", "100003", "100004", "100005"], "train": ["100001", "100002"],
-          "val": ["100006"], "test": ["100007"]}
+SPLITS = {
+    "pretrain": ["100001", "100002", "100003", "100004", "100005"],
+    "train": ["100001", "100002"],
+    "val": ["100006"],
+    "test": ["100007"],
+}
 ALL = sorted(RECORDINGS)
 
 
@@ -138,8 +151,11 @@ def test_event_tasks_and_label_rules(cohort):
     assert "shhs1-100005" in ds.skipped and "no labelled epoch" in ds.skipped["shhs1-100005"]
     assert len(ds) == sum(RECORDINGS[r]["n_epochs"] for r in ALL if r != "shhs1-100005")
     assert set(np.unique(ds.labels)) <= {0, 1}
-    for rule, truth in (("midpoint", lambda c: c["hypopnea"] == 1), ("any", lambda c: c["hypopnea_s"] > 0),
-                        ("min_s:10", lambda c: c["hypopnea_s"] >= 10)):
+    for rule, truth in (
+        ("midpoint", lambda c: c["hypopnea"] == 1),
+        ("any", lambda c: c["hypopnea_s"] > 0),
+        ("min_s:10", lambda c: c["hypopnea_s"] >= 10),
+    ):
         hyp = quiet(EpochDataset, root, ["shhs1-100001"], ["eeg_c4"], task="hypopnea", label_rule=rule)
         np.testing.assert_array_equal(hyp.labels, truth(written["shhs1-100001"]).astype(np.int64))
     with pytest.raises(ValueError, match="label_rule"):
@@ -195,7 +211,9 @@ def test_pool_channels_and_missing_channel(cohort):
     for index in (0, 1, len(pooled) - 1, 500):
         item = pooled[index]
         assert set(item) == {"recording", "epoch", "channel", "signal"} and item["signal"].shape == (3000,)
-        np.testing.assert_array_equal(item["signal"].numpy(), written[item["recording"]][item["channel"]][item["epoch"]])
+        np.testing.assert_array_equal(
+            item["signal"].numpy(), written[item["recording"]][item["channel"]][item["epoch"]]
+        )
     with pytest.raises(ValueError, match=r"'ecg'.*" + str(root).replace("\\", "\\\\")):
         EpochDataset(root, ALL, ["eeg_c4", "ecg"])
 
@@ -229,8 +247,11 @@ def test_sequence_windows_stay_inside_recordings(cohort):
 def test_tiling_predicts_every_epoch_once(cohort):
     root, _ = cohort
     ds = quiet(SequenceDataset, root, ALL, ["eeg_c4"], epochs_per_window=16, tiling=True)
-    owned = [(item["recording"], int(e)) for item in (ds[i] for i in range(len(ds)))
-             for e in item["epoch_ids"][item["owned"]].tolist()]
+    owned = [
+        (item["recording"], int(e))
+        for item in (ds[i] for i in range(len(ds)))
+        for e in item["epoch_ids"][item["owned"]].tolist()
+    ]
     expected = [(r, e) for r in ds.recordings for e in range(RECORDINGS[r]["n_epochs"])]
     assert sorted(owned) == sorted(expected) and len(owned) == len(set(owned))
     assert ds.skipped == {} and len(ds.recordings) == len(RECORDINGS)
@@ -266,8 +287,11 @@ def test_reader_reopens_files_after_fork(cohort):
 
 
 def test_bad_file_named_in_error(tmp_path):
-    write_cohort(tmp_path, {"x-1": {"subject": "1", "n_epochs": 5, "channels": ["eeg_c4"]}},
-                 {"pretrain": ["1"], "train": [], "val": [], "test": []})
+    write_cohort(
+        tmp_path,
+        {"x-1": {"subject": "1", "n_epochs": 5, "channels": ["eeg_c4"]}},
+        {"pretrain": ["1"], "train": [], "val": [], "test": []},
+    )
     (tmp_path / "recordings" / "x-1.parquet").write_bytes(b"not parquet")
     with pytest.raises(ValueError, match="x-1.parquet"):
         EpochDataset(tmp_path, "pretrain", ["eeg_c4"])
@@ -311,5 +335,7 @@ def test_on_parsed_synthetic_cohort(tmp_path):
         np.testing.assert_array_equal(item["eog_r"].numpy(), written)
         assert int(item["label"]) == stages[item["recording"]][row] >= 0
     tiles = quiet(SequenceDataset, dst, recordings, ["eeg_c4"], epochs_per_window=20, tiling=True)
-    owned = [(t["recording"], e) for t in (tiles[i] for i in range(len(tiles))) for e in t["epoch_ids"][t["owned"]].tolist()]
+    owned = [
+        (t["recording"], e) for t in (tiles[i] for i in range(len(tiles))) for e in t["epoch_ids"][t["owned"]].tolist()
+    ]
     assert sorted(owned) == sorted((r, e) for r in recordings for e in tables[r].column("epoch").to_pylist())

@@ -2,6 +2,7 @@
 heads and encoder modes, the linear probe (cached, deterministic), fine-tuning windows (never across recordings,
 labels only at the selected epochs) and tiling (every test epoch exactly once), the supervised-from-scratch
 and hand-crafted feature baselines, the leakage guard on a doctored splits file, and the comparison table."""
+
 from __future__ import annotations
 
 import copy
@@ -36,8 +37,16 @@ REPO = Path(__file__).resolve().parent.parent
 # A smaller NeuroNet than the tiny preset (14 frames, narrow CNN): a fine-tuning step takes a fraction of a second.
 SMALL = dict(frame_step_s=2.0, stem_channels=4, backbone_channels=(4, 8, 8, 16), frame_token_dim=32, encoder_depth=1)
 RUN = ["--workers", "0", "--no-progress", "--n-boot", "50", "--hypnograms", "1", "--resume", "none"]
-RUN_FILES = ("config.json", "log.jsonl", "last.pt", "best.pt", "metrics.json", "predictions.parquet",
-             "confusion_matrix.png", "results.md")
+RUN_FILES = (
+    "config.json",
+    "log.jsonl",
+    "last.pt",
+    "best.pt",
+    "metrics.json",
+    "predictions.parquet",
+    "confusion_matrix.png",
+    "results.md",
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +58,30 @@ def cohort(cohort_factory) -> Path:
 
 def save_engine_checkpoint(path: Path, kind: str, model: torch.nn.Module, metadata: dict, data: Path) -> Path:
     """A checkpoint with the keys utils/engine.py writes (optimizer state left empty)."""
-    atomic_save({"format_version": FORMAT_VERSION, "model_kind": kind, "model_config": model.config.to_dict(),
-                 "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {}, "epoch": 1,
-                 "batch_in_epoch": 0, "step": 1, "rng": [], "config": {}, "version": {}, "metrics": {}, "best": {},
-                 "splits_sha256": sha256_file(data / "splits.json"), "meter": {}, "world_size": 1,
-                 "metadata": metadata}, path)
+    atomic_save(
+        {
+            "format_version": FORMAT_VERSION,
+            "model_kind": kind,
+            "model_config": model.config.to_dict(),
+            "model": model.state_dict(),
+            "optimizer": {},
+            "scheduler": {},
+            "scaler": {},
+            "epoch": 1,
+            "batch_in_epoch": 0,
+            "step": 1,
+            "rng": [],
+            "config": {},
+            "version": {},
+            "metrics": {},
+            "best": {},
+            "splits_sha256": sha256_file(data / "splits.json"),
+            "meter": {},
+            "world_size": 1,
+            "metadata": metadata,
+        },
+        path,
+    )
     return path
 
 
@@ -65,10 +93,13 @@ def backbones(cohort, tmp_path_factory) -> dict[str, Path]:
     net = build_neuronet(neuronet_config("tiny", **SMALL))
     with torch.no_grad():
         net.train()(torch.randn(8, 3000))  # BatchNorm statistics move off their initial values
-    fusion = build_synthsleepnet(synthsleepnet_config("tiny", channels=("eeg_c4", "eog_l"), fusion_depth=1),
-                                 {"eeg_c4": net, "eog_l": net})
-    return {"eeg": save_engine_checkpoint(root / "eeg.pt", "neuronet", net, {"channels": ["eeg_c4", "eeg_c3"]}, cohort),
-            "fusion": save_engine_checkpoint(root / "fusion.pt", "synthsleepnet", fusion, {}, cohort)}
+    fusion = build_synthsleepnet(
+        synthsleepnet_config("tiny", channels=("eeg_c4", "eog_l"), fusion_depth=1), {"eeg_c4": net, "eog_l": net}
+    )
+    return {
+        "eeg": save_engine_checkpoint(root / "eeg.pt", "neuronet", net, {"channels": ["eeg_c4", "eeg_c3"]}, cohort),
+        "fusion": save_engine_checkpoint(root / "fusion.pt", "synthsleepnet", fusion, {}, cohort),
+    }
 
 
 def splits_of(cohort) -> dict:
@@ -78,7 +109,9 @@ def splits_of(cohort) -> dict:
 def assert_every_test_epoch_once(run: Path, cohort: Path) -> pd.DataFrame:
     predictions = pd.read_parquet(run / "predictions.parquet")
     manifest = pd.read_parquet(cohort / "manifest.parquet").set_index("recording_id")
-    expected = {(rid, e) for rid in splits_of(cohort)["recordings"]["test"] for e in range(manifest.loc[rid, "n_epochs"])}
+    expected = {
+        (rid, e) for rid in splits_of(cohort)["recordings"]["test"] for e in range(manifest.loc[rid, "n_epochs"])
+    }
     pairs = list(zip(predictions["recording"], predictions["epoch"]))
     assert len(pairs) == len(set(pairs)) and set(pairs) == expected
     probabilities = np.stack(predictions["probabilities"].to_numpy())
@@ -90,19 +123,27 @@ def assert_every_test_epoch_once(run: Path, cohort: Path) -> pd.DataFrame:
 # ---------------------------------------------------------------- models/heads.py
 def test_encoder_modes_trainable_parts_and_rebuild(backbones):
     x = {ch: torch.randn(2, 6, 3000) for ch in ("eeg_c4", "eog_l")}  # 2 windows of 6 epochs
-    expected_trainable = {"frozen": lambda n: False, "lora": lambda n: "lora_" in n or not n.startswith("net.encoders."),
-                          "full": lambda n: True}
+    expected_trainable = {
+        "frozen": lambda n: False,
+        "lora": lambda n: "lora_" in n or not n.startswith("net.encoders."),
+        "full": lambda n: True,
+    }
     for mode, rule in expected_trainable.items():
         backbone = load_backbone(backbones["fusion"])
         encoder = EpochEncoder(backbone, ["eeg_c4", "eog_l"], mode)
-        assert encoder.embed_dim == backbone.config.fusion_dim and not hasattr(encoder.net, "decoders")  # pretraining parts removed
+        assert encoder.embed_dim == backbone.config.fusion_dim and not hasattr(
+            encoder.net, "decoders"
+        )  # pretraining parts removed
         for name, param in encoder.named_parameters():
             assert param.requires_grad == rule(name), (mode, name)
         if mode == "lora":
             assert lora_parameters(encoder) and all("default" in n for n in lora_parameters(encoder))
         model = TemporalClassifier(encoder, MLPHead(encoder.embed_dim, 5)).train()
-        norms = [m for n, m in encoder.named_modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
-                 and ".encoders." in f".{n}"]
+        norms = [
+            m
+            for n, m in encoder.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and ".encoders." in f".{n}"
+        ]
         assert norms and all(m.training == (mode == "full") for m in norms), mode  # frozen BN stays in eval mode
         every_norm = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
         assert all(m.training == (mode == "full") for m in every_norm), mode  # LoRA: adapters' BN statistics kept too
@@ -154,11 +195,35 @@ def test_leakage_guard_fires(cohort, backbones, tmp_path):
         assert_no_test_leakage(cohort, {"training": [test_recording]})
     doctored = doctored_copy(cohort, tmp_path)
     with pytest.raises(SystemExit, match="also in split 'train'"):  # a data error: one error line, exit 2
-        linear_probing.main(["--data", str(doctored), "--backbone", str(backbones["fusion"]), "--task", "sleep_stage",
-                             "--out", str(tmp_path / "probe"), *RUN])
+        linear_probing.main(
+            [
+                "--data",
+                str(doctored),
+                "--backbone",
+                str(backbones["fusion"]),
+                "--task",
+                "sleep_stage",
+                "--out",
+                str(tmp_path / "probe"),
+                *RUN,
+            ]
+        )
     with pytest.raises(SystemExit, match="test leakage"):
-        features_script.main(["--data", str(doctored), "--task", "apnea", "--channels", "eeg_c4",
-                              "--out", str(tmp_path / "features"), *RUN[:3], "--n-boot", "10"])
+        features_script.main(
+            [
+                "--data",
+                str(doctored),
+                "--task",
+                "apnea",
+                "--channels",
+                "eeg_c4",
+                "--out",
+                str(tmp_path / "features"),
+                *RUN[:3],
+                "--n-boot",
+                "10",
+            ]
+        )
     assert not (tmp_path / "probe").exists()  # raised before anything was trained or written
 
 
@@ -167,9 +232,28 @@ def test_leakage_guard_fires(cohort, backbones, tmp_path):
 def probe_runs(cohort, backbones, tmp_path_factory) -> list[Path]:
     root = tmp_path_factory.mktemp("probe")
     first, second = root / "a", root / "b"
-    assert linear_probing.main(["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--task",
-                                "sleep_stage", "--out", str(first), "--epochs", "3", "--batch-size", "32",
-                                "--seed", "3", *RUN]) == 0
+    assert (
+        linear_probing.main(
+            [
+                "--data",
+                str(cohort),
+                "--backbone",
+                str(backbones["fusion"]),
+                "--task",
+                "sleep_stage",
+                "--out",
+                str(first),
+                "--epochs",
+                "3",
+                "--batch-size",
+                "32",
+                "--seed",
+                "3",
+                *RUN,
+            ]
+        )
+        == 0
+    )
     # the same job again from its saved config.json (same seed)
     assert linear_probing.main(["--config", str(first / "config.json"), "--out", str(second)]) == 0
     return [first, second]
@@ -218,8 +302,12 @@ def test_vector_cache_encodes_each_epoch_once_and_is_reused(cohort, backbones, t
     recordings = sorted(splits["test"] + splits["val"])
     n_epochs = pd.read_parquet(cohort / "manifest.parquet").set_index("recording_id")["n_epochs"]
     key = cache_key(sha256_file(backbones["fusion"]), channels, "fp32")
-    fill = lambda: encode_recordings(encode, cohort, recordings, channels, torch.device("cpu"),  # noqa: E731
-                                     batch_epochs=40, cache_dir=tmp_path, key=key)
+
+    def fill():
+        return encode_recordings(
+            encode, cohort, recordings, channels, torch.device("cpu"), batch_epochs=40, cache_dir=tmp_path, key=key
+        )
+
     with torch.no_grad():
         store = fill()
         assert sum(calls) == n_epochs[recordings].sum()  # every epoch exactly once
@@ -267,16 +355,47 @@ def test_training_windows_stay_in_one_recording_and_keep_only_selected_labels(co
         assert labelled and labelled <= chosen  # labels only at the probe's selected epochs
         seen |= labelled
     assert seen == chosen  # every selected epoch is trained on
-    assert train_set.counts.sum() == len(chosen) == round(0.3 * len(EpochDataset(cohort, "train", ["eeg_c4"],
-                                                                                   task="sleep_stage")))
+    assert (
+        train_set.counts.sum()
+        == len(chosen)
+        == round(0.3 * len(EpochDataset(cohort, "train", ["eeg_c4"], task="sleep_stage")))
+    )
 
 
 def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, tmp_path):
     out = tmp_path / "ft"
-    assert fine_tuning.main(["--data", str(cohort), "--backbone", str(backbones["eeg"]), "--task", "sleep_stage",
-                             "--out", str(out), "--epochs-per-window", "8", "--stride", "4", "--label-fraction", "0.5",
-                             "--epochs", "1", "--max-steps", "2", "--batch-size", "2", "--context-epochs", "3",
-                             "--context-batch-size", "4", *RUN]) == 0
+    assert (
+        fine_tuning.main(
+            [
+                "--data",
+                str(cohort),
+                "--backbone",
+                str(backbones["eeg"]),
+                "--task",
+                "sleep_stage",
+                "--out",
+                str(out),
+                "--epochs-per-window",
+                "8",
+                "--stride",
+                "4",
+                "--label-fraction",
+                "0.5",
+                "--epochs",
+                "1",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "2",
+                "--context-epochs",
+                "3",
+                "--context-batch-size",
+                "4",
+                *RUN,
+            ]
+        )
+        == 0
+    )
     for name in RUN_FILES:
         assert (out / name).is_file(), name
     # phase 1 (context + head on frozen vectors) ran first; phase 2 kept its selected weights unless it beat them
@@ -304,9 +423,32 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
 
 def test_supervised_from_scratch_baselines(cohort, backbones, tmp_path):
     probe = tmp_path / "scratch_probe"
-    assert linear_probing.main(["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--init", "random",
-                                "--task", "hypopnea", "--out", str(probe), "--epochs", "1", "--max-steps", "2",
-                                "--batch-size", "16", "--select-metric", "auroc", *RUN]) == 0
+    assert (
+        linear_probing.main(
+            [
+                "--data",
+                str(cohort),
+                "--backbone",
+                str(backbones["fusion"]),
+                "--init",
+                "random",
+                "--task",
+                "hypopnea",
+                "--out",
+                str(probe),
+                "--epochs",
+                "1",
+                "--max-steps",
+                "2",
+                "--batch-size",
+                "16",
+                "--select-metric",
+                "auroc",
+                *RUN,
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((probe / "metrics.json").read_text())
     assert metrics["method"] == "scratch_probe" and metrics["init"] == "random"
     assert metrics["selection"]["metric"] == "val_auroc" and "event_index" in metrics
@@ -320,10 +462,36 @@ def test_supervised_from_scratch_baselines(cohort, backbones, tmp_path):
     assert_every_test_epoch_once(probe, cohort)
 
     finetune = tmp_path / "scratch_finetune"  # architecture from --preset over --channels (no checkpoint)
-    assert fine_tuning.main(["--data", str(cohort), "--init", "random", "--preset", "tiny", "--channels", "eeg_c4",
-                             "--model-arg", "frame_step_s=2.0", "--task", "sleep_stage", "--out", str(finetune),
-                             "--epochs-per-window", "8", "--epochs", "1", "--max-steps", "1", "--batch-size", "2",
-                             *RUN]) == 0
+    assert (
+        fine_tuning.main(
+            [
+                "--data",
+                str(cohort),
+                "--init",
+                "random",
+                "--preset",
+                "tiny",
+                "--channels",
+                "eeg_c4",
+                "--model-arg",
+                "frame_step_s=2.0",
+                "--task",
+                "sleep_stage",
+                "--out",
+                str(finetune),
+                "--epochs-per-window",
+                "8",
+                "--epochs",
+                "1",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                *RUN,
+            ]
+        )
+        == 0
+    )
     metrics = json.loads((finetune / "metrics.json").read_text())
     assert metrics["method"] == "scratch_finetune" and metrics["backbone_name"] == "neuronet[tiny] random-init"
     summary = read_jsonl(finetune / "log.jsonl")[-1]
@@ -335,10 +503,34 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     runs = []
     for task in ("apnea", "hypopnea", "sleep_stage"):
         out = tmp_path / f"features_{task}"
-        assert features_script.main(["--data", str(cohort), "--task", task, "--channels", "eeg_c4,eog_l,ecg",
-                                     "--out", str(out), "--hgb-max-iter", "15", *RUN[:3], "--n-boot", "50"]) == 0
-        for name in ("config.json", "model.pkl", "metrics.json", "predictions.parquet", "confusion_matrix.png",
-                     "results.md"):
+        assert (
+            features_script.main(
+                [
+                    "--data",
+                    str(cohort),
+                    "--task",
+                    task,
+                    "--channels",
+                    "eeg_c4,eog_l,ecg",
+                    "--out",
+                    str(out),
+                    "--hgb-max-iter",
+                    "15",
+                    *RUN[:3],
+                    "--n-boot",
+                    "50",
+                ]
+            )
+            == 0
+        )
+        for name in (
+            "config.json",
+            "model.pkl",
+            "metrics.json",
+            "predictions.parquet",
+            "confusion_matrix.png",
+            "results.md",
+        ):
             assert (out / name).is_file(), name
         assert_every_test_epoch_once(out, cohort)
         runs.append(out)
@@ -348,7 +540,9 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     assert set(apnea["event_index"]["per_recording"]) == set(splits_of(cohort)["recordings"]["test"])
 
     table = tmp_path / "comparison"
-    options = tmp_path / "evaluate.json"  # docs/architecture.md §1: every step takes --config and saves what it ran with
+    options = (
+        tmp_path / "evaluate.json"
+    )  # docs/architecture.md §1: every step takes --config and saves what it ran with
     options.write_text(json.dumps({"runs": [str(probe_runs[0]), str(tmp_path)], "out": str(table)}))
     assert evaluate_script.main(["--config", str(options)]) == 0
     assert json.loads((table / "config.json").read_text())["runs"] == [str(probe_runs[0]), str(tmp_path)]
@@ -367,9 +561,28 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     assert "## sleep_stage" in text and "## apnea" in text and "linear_probe" in text
     # with --cache-dir (filled by the first run, read by the second) the features and so the results are the same
     for name in ("cached_a", "cached_b"):
-        assert features_script.main(["--data", str(cohort), "--task", "sleep_stage", "--channels", "eeg_c4,eog_l,ecg",
-                                     "--out", str(tmp_path / name), "--hgb-max-iter", "15", "--cache-dir",
-                                     str(tmp_path / "cache"), *RUN[:3], "--n-boot", "50"]) == 0
+        assert (
+            features_script.main(
+                [
+                    "--data",
+                    str(cohort),
+                    "--task",
+                    "sleep_stage",
+                    "--channels",
+                    "eeg_c4,eog_l,ecg",
+                    "--out",
+                    str(tmp_path / name),
+                    "--hgb-max-iter",
+                    "15",
+                    "--cache-dir",
+                    str(tmp_path / "cache"),
+                    *RUN[:3],
+                    "--n-boot",
+                    "50",
+                ]
+            )
+            == 0
+        )
         cached = pd.read_parquet(tmp_path / name / "predictions.parquet")
         reference = pd.read_parquet(runs[2] / "predictions.parquet")
         assert np.allclose(np.stack(cached["probabilities"]), np.stack(reference["probabilities"]), atol=1e-6)
@@ -379,8 +592,13 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
 
 
 def test_scripts_run_as_files():
-    helped = subprocess.run([sys.executable, "downstream/fine_tuning/train.py", "--help"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    helped = subprocess.run(
+        [sys.executable, "downstream/fine_tuning/train.py", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert helped.returncode == 0 and "--epochs-per-window" in helped.stdout and "--label-fraction" in helped.stdout
 
 
@@ -398,8 +616,9 @@ def test_bad_input_is_reported(cohort, backbones, tmp_path, capsys):
         features_script.main(["--data", str(cohort), "--task", "apnea", "--channels", "airflow"])
     assert "100-Hz electrophysiology" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="one channel"):
-        linear_probing.main([*base, "--task", "apnea", "--backbone", str(backbones["eeg"]), "--channels",
-                             "eeg_c4,eog_l"])
+        linear_probing.main(
+            [*base, "--task", "apnea", "--backbone", str(backbones["eeg"]), "--channels", "eeg_c4,eog_l"]
+        )
 
 
 def test_evaluate_without_runs_is_a_usage_error(tmp_path, capsys):

@@ -1,4 +1,5 @@
 """The EDF reader (checked against edfio), the NSRR XML reader and the per-epoch label rules."""
+
 from __future__ import annotations
 
 import itertools
@@ -17,14 +18,26 @@ def _mixed_edf(path, seconds=6, annotations=False, record_s=None):
     """Signals at 125, 50, 10 and 1 Hz with different physical and digital ranges; returns what edfio wrote."""
     rng = np.random.default_rng(0)
     signals = [
-        EdfSignal(rng.uniform(-200, 200, 125 * seconds), 125, label="EEG", physical_dimension="uV",
-                  physical_range=(-250, 250)),
-        EdfSignal(rng.uniform(-1, 1, 50 * seconds), 50, label="EOG(L)", physical_dimension="mV",
-                  physical_range=(-1.2, 1.5), digital_range=(-2048, 2047)),
-        EdfSignal(rng.uniform(0, 1, 10 * seconds), 10, label="NEW AIR", physical_range=(0, 1),
-                  digital_range=(0, 255)),
-        EdfSignal(rng.uniform(80, 100, 1 * seconds), 1, label="SaO2", physical_dimension="%",
-                  physical_range=(0, 100), digital_range=(0, 1000)),
+        EdfSignal(
+            rng.uniform(-200, 200, 125 * seconds), 125, label="EEG", physical_dimension="uV", physical_range=(-250, 250)
+        ),
+        EdfSignal(
+            rng.uniform(-1, 1, 50 * seconds),
+            50,
+            label="EOG(L)",
+            physical_dimension="mV",
+            physical_range=(-1.2, 1.5),
+            digital_range=(-2048, 2047),
+        ),
+        EdfSignal(rng.uniform(0, 1, 10 * seconds), 10, label="NEW AIR", physical_range=(0, 1), digital_range=(0, 255)),
+        EdfSignal(
+            rng.uniform(80, 100, 1 * seconds),
+            1,
+            label="SaO2",
+            physical_dimension="%",
+            physical_range=(0, 100),
+            digital_range=(0, 1000),
+        ),
     ]
     kwargs = {"annotations": [EdfAnnotation(1.5, None, "lights off")]} if annotations else {}
     if record_s:
@@ -59,9 +72,14 @@ def test_reader_with_long_data_records(tmp_path):
 
 def test_labels_match_case_and_whitespace_insensitively_first_alias_wins(tmp_path):
     path = tmp_path / "labels.edf"
-    Edf([EdfSignal(np.zeros(10), 10, label="eeg  (SEC)"), EdfSignal(np.zeros(10), 10, label="EEG2"),
-         EdfSignal(np.ones(10), 10, label="EEG", physical_range=(-1, 1)),
-         EdfSignal(np.zeros(10), 10, label="EEG", physical_range=(-1, 1))]).write(path)
+    Edf(
+        [
+            EdfSignal(np.zeros(10), 10, label="eeg  (SEC)"),
+            EdfSignal(np.zeros(10), 10, label="EEG2"),
+            EdfSignal(np.ones(10), 10, label="EEG", physical_range=(-1, 1)),
+            EdfSignal(np.zeros(10), 10, label="EEG", physical_range=(-1, 1)),
+        ]
+    ).write(path)
     header = read_edf_header(path)
     assert header.find(["EEG(sec)", "EEG (sec)", "EEG2"]).index == 0  # alias order decides, not file order
     assert header.find(["EEG2", "EEG (sec)"]).index == 1
@@ -84,7 +102,9 @@ def test_cut_final_record_reads_whole_records_and_flags_truncated(tmp_path):
     np.testing.assert_allclose(data, reference.signals[0].data[: 5 * 125], atol=1e-9)
 
 
-@pytest.mark.parametrize("declared, expected_records, truncated", [(b"-1", 6, False), (b"9", 6, True), (b"4", 4, False)])
+@pytest.mark.parametrize(
+    "declared, expected_records, truncated", [(b"-1", 6, False), (b"9", 6, True), (b"4", 4, False)]
+)
 def test_record_count_from_file_size_when_header_is_wrong(tmp_path, declared, expected_records, truncated):
     path = tmp_path / "count.edf"
     _mixed_edf(path, seconds=6)
@@ -98,9 +118,14 @@ def test_record_count_from_file_size_when_header_is_wrong(tmp_path, declared, ex
 
 def test_digital_to_physical_uses_each_signals_gain_and_offset(tmp_path):
     path = tmp_path / "gain.edf"
-    Edf([EdfSignal(np.array([0.0, 25.0, 50.0, 100.0]), 1, label="A", physical_range=(0, 100), digital_range=(0, 200)),
-         EdfSignal(np.array([-3.0, 0.0, 1.0, 5.0]), 1, label="B", physical_range=(-5, 5), digital_range=(-100, 100))]
-        ).write(path)
+    Edf(
+        [
+            EdfSignal(
+                np.array([0.0, 25.0, 50.0, 100.0]), 1, label="A", physical_range=(0, 100), digital_range=(0, 200)
+            ),
+            EdfSignal(np.array([-3.0, 0.0, 1.0, 5.0]), 1, label="B", physical_range=(-5, 5), digital_range=(-100, 100)),
+        ]
+    ).write(path)
     header = read_edf_header(path)
     a, b = header.find(["A"]), header.find(["B"])
     np.testing.assert_array_equal(read_digital(header, a), [0, 50, 100, 200])
@@ -108,12 +133,15 @@ def test_digital_to_physical_uses_each_signals_gain_and_offset(tmp_path):
     np.testing.assert_allclose(to_physical(read_digital(header, b), b, scale=1000.0), [-3000, 0, 1000, 5000])
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "empty file"),
-    (b"0       " + b" " * 50, "too short"),
-    (b"hello, this is not an EDF" * 40, "not an EDF"),
-    (b"\xffBIOSEMI" + b" " * 1000, "BDF"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty file"),
+        (b"0       " + b" " * 50, "too short"),
+        (b"hello, this is not an EDF" * 40, "not an EDF"),
+        (b"\xffBIOSEMI" + b" " * 1000, "BDF"),
+    ],
+)
 def test_unreadable_files_raise_edf_error_naming_the_file(tmp_path, content, message):
     path = tmp_path / "bad.edf"
     path.write_bytes(content)
@@ -133,8 +161,10 @@ def test_header_without_one_whole_record_is_an_error(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ NSRR XML
 def _event(kind, concept, start, duration, extra=""):
-    return (f"<ScoredEvent><EventType>{kind}</EventType><EventConcept>{concept}</EventConcept>"
-            f"<Start>{start}</Start><Duration>{duration}</Duration>{extra}</ScoredEvent>")
+    return (
+        f"<ScoredEvent><EventType>{kind}</EventType><EventConcept>{concept}</EventConcept>"
+        f"<Start>{start}</Start><Duration>{duration}</Duration>{extra}</ScoredEvent>"
+    )
 
 
 XML_EVENTS = [
@@ -146,17 +176,31 @@ XML_EVENTS = [
     _event("Stages|Stages", "Movement|6", 210, 30),
     _event("Stages|Stages", "Unscored|9", 240, 30),
     _event("Respiratory|Respiratory", "OBSTRUCTIVE APNEA|Obstructive Apnea", 65.5, 12),
-    _event("Respiratory|Respiratory", "SpO2 desaturation|SpO2 desaturation", 80, 9,
-           "<SpO2Baseline>96</SpO2Baseline><SpO2Nadir>89</SpO2Nadir>"),
+    _event(
+        "Respiratory|Respiratory",
+        "SpO2 desaturation|SpO2 desaturation",
+        80,
+        9,
+        "<SpO2Baseline>96</SpO2Baseline><SpO2Nadir>89</SpO2Nadir>",
+    ),
     _event("Arousals|Arousals", "ASDA arousal|Arousal (ASDA)", 100, 5),
     _event("Respiratory|Respiratory", "SpO2 artifact|SpO2 artifact", 0, 300),
 ]
 
 
 def _xml(events, newline="\n"):
-    body = newline.join(["<?xml version=\"1.0\" encoding=\"UTF-8\"?>", "<PSGAnnotation>",
-                         "<EpochLength>30</EpochLength>", "<ScoredEvents>", *events, "</ScoredEvents>",
-                         "</PSGAnnotation>", ""])
+    body = newline.join(
+        [
+            '<?xml version="1.0" encoding="UTF-8"?>',
+            "<PSGAnnotation>",
+            "<EpochLength>30</EpochLength>",
+            "<ScoredEvents>",
+            *events,
+            "</ScoredEvents>",
+            "</PSGAnnotation>",
+            "",
+        ]
+    )
     return body.encode()
 
 
@@ -175,8 +219,19 @@ def test_xml_parses_lf_crlf_and_one_line_files_alike(tmp_path, newline):
 
 
 def test_concept_tables():
-    assert [stage_class(c) for c in ("Wake|0", "Stage 1 sleep|1", "Stage 3 sleep|3", "stage 4 sleep|4", "REM Sleep|5",
-                                     "Movement|6", "Unscored|9", "Stage 7 sleep|7")] == [0, 1, 3, 3, 4, -1, -1, -1]
+    assert [
+        stage_class(c)
+        for c in (
+            "Wake|0",
+            "Stage 1 sleep|1",
+            "Stage 3 sleep|3",
+            "stage 4 sleep|4",
+            "REM Sleep|5",
+            "Movement|6",
+            "Unscored|9",
+            "Stage 7 sleep|7",
+        )
+    ] == [0, 1, 3, 3, 4, -1, -1, -1]
     assert event_type("Central apnea|Central Apnea") == "central_apnea"
     assert event_type("Mixed Apnea|Mixed Apnea") == "mixed_apnea"
     assert event_type("Hypopnea|Hypopnea") == "hypopnea"
@@ -184,12 +239,15 @@ def test_concept_tables():
     assert event_type("Unsure|Unsure") == "other"
 
 
-@pytest.mark.parametrize("text, message", [
-    (b"<PSGAnnotation><ScoredEvents><ScoredEvent>", "malformed XML"),
-    (_xml([_event("Stages|Stages", "Wake|0", "soon", 30)]), "Start 'soon'"),
-    (_xml([_event("Stages|Stages", "Wake|0", 0, -30)]), "Duration"),
-    (b"<CMPStudyConfig><SleepStages><SleepStage>0</SleepStage></SleepStages></CMPStudyConfig>", "not an NSRR"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (b"<PSGAnnotation><ScoredEvents><ScoredEvent>", "malformed XML"),
+        (_xml([_event("Stages|Stages", "Wake|0", "soon", 30)]), "Start 'soon'"),
+        (_xml([_event("Stages|Stages", "Wake|0", 0, -30)]), "Duration"),
+        (b"<CMPStudyConfig><SleepStages><SleepStage>0</SleepStage></SleepStages></CMPStudyConfig>", "not an NSRR"),
+    ],
+)
 def test_bad_xml_raises_xml_error_naming_the_file(tmp_path, text, message):
     path = tmp_path / "bad-nsrr.xml"
     path.write_bytes(text)
@@ -246,13 +304,17 @@ def test_interval_arithmetic_matches_brute_force():
 
 def test_apnea_is_the_union_of_the_three_apnea_types(tmp_path):
     path = tmp_path / "apnea-nsrr.xml"
-    path.write_bytes(_xml([
-        _event("Stages|Stages", "Stage 2 sleep|2", 0, 120),
-        _event("Respiratory|Respiratory", "Obstructive apnea|Obstructive Apnea", 0, 20),
-        _event("Respiratory|Respiratory", "Central apnea|Central Apnea", 10, 20),
-        _event("Respiratory|Respiratory", "Mixed apnea|Mixed Apnea", 40, 10),
-        _event("Respiratory|Respiratory", "Hypopnea|Hypopnea", 70, 40),
-    ]))
+    path.write_bytes(
+        _xml(
+            [
+                _event("Stages|Stages", "Stage 2 sleep|2", 0, 120),
+                _event("Respiratory|Respiratory", "Obstructive apnea|Obstructive Apnea", 0, 20),
+                _event("Respiratory|Respiratory", "Central apnea|Central Apnea", 10, 20),
+                _event("Respiratory|Respiratory", "Mixed apnea|Mixed Apnea", 40, 10),
+                _event("Respiratory|Respiratory", "Hypopnea|Hypopnea", 70, 40),
+            ]
+        )
+    )
     labels = epoch_labels(parse_nsrr_xml(path), 4)
     np.testing.assert_allclose(labels["apnea_s"], [30, 10, 0, 0])
     assert labels["apnea"].tolist() == [1, 1, 0, 0]  # midpoint 45 inside the mixed apnea [40, 50)
@@ -266,11 +328,15 @@ def test_apnea_is_the_union_of_the_three_apnea_types(tmp_path):
 
 def test_labelled_concepts_only_under_respiratory_or_arousal_event_types(tmp_path):
     path = tmp_path / "et-nsrr.xml"
-    path.write_bytes(_xml([
-        _event("Stages|Stages", "Stage 2 sleep|2", 0, 90),
-        _event("Limb Movement|Limb Movement", "Limb movement arousal|LM arousal", 10, 5),
-        _event("Technician Notes|Technician Notes", "Hypopnea|Hypopnea", 40, 10),
-        _event("respiratory|Respiratory", "Hypopnea|Hypopnea", 60, 10),
-        _event("Arousals|Arousals", "ASDA arousal|Arousal (ASDA)", 70, 5),
-    ]))
+    path.write_bytes(
+        _xml(
+            [
+                _event("Stages|Stages", "Stage 2 sleep|2", 0, 90),
+                _event("Limb Movement|Limb Movement", "Limb movement arousal|LM arousal", 10, 5),
+                _event("Technician Notes|Technician Notes", "Hypopnea|Hypopnea", 40, 10),
+                _event("respiratory|Respiratory", "Hypopnea|Hypopnea", 60, 10),
+                _event("Arousals|Arousals", "ASDA arousal|Arousal (ASDA)", 70, 5),
+            ]
+        )
+    )
     assert [e["type"] for e in parse_nsrr_xml(path).events] == ["other", "other", "hypopnea", "arousal"]

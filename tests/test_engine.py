@@ -3,6 +3,7 @@ precedence, checkpoints, the k-NN monitor. Toy model and data; CPU; seconds.
 
 This file is also the toy torchrun entry point of `test_torchrun_two_processes` (see `__main__` below).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,14 @@ from utils.checkpoint import load_checkpoint, sha256_file
 from utils.config import build_parser, load_config_file, parse_config, save_config
 from utils.distributed import cleanup
 from utils.engine import (
-    ResumableDistributedSampler, evaluating, fit, param_groups, preserved_rng, scaled_lr, setup_run, warmup_cosine,
+    ResumableDistributedSampler,
+    evaluating,
+    fit,
+    param_groups,
+    preserved_rng,
+    scaled_lr,
+    setup_run,
+    warmup_cosine,
 )
 from utils.knn_probe import KnnMonitor, knn_scores, monitor_on_splits, probe_target
 from utils.run_logging import read_jsonl
@@ -50,8 +58,7 @@ class ToyDataset(Dataset):
         x = self.x[index]
         if self.augment:
             x = x + np.random.normal(0, 0.01, size=x.shape).astype(np.float32)
-        return {"signal": torch.from_numpy(x), "target": torch.tensor(self.y[index]),
-                "label": int(self.y[index] > 0)}
+        return {"signal": torch.from_numpy(x), "target": torch.tensor(self.y[index]), "label": int(self.y[index] > 0)}
 
 
 class ToyModel(nn.Module):
@@ -82,24 +89,46 @@ def toy_loss(model: nn.Module, batch: dict, device: torch.device) -> dict[str, t
 
 
 def toy_parser():
-    return build_parser("toy", defaults={
-        "out": Path("runs/toy"), "progress": False, "workers": 0, "batch_size": 8, "passes": 3, "base_lr": 0.2,
-        "warmup_steps": 1, "log_every": 1, "device": "cpu", "weight_decay": 0.01, "clip_grad": 1.0,
-    })
+    return build_parser(
+        "toy",
+        defaults={
+            "out": Path("runs/toy"),
+            "progress": False,
+            "workers": 0,
+            "batch_size": 8,
+            "passes": 3,
+            "base_lr": 0.2,
+            "warmup_steps": 1,
+            "log_every": 1,
+            "device": "cpu",
+            "weight_decay": 0.01,
+            "clip_grad": 1.0,
+        },
+    )
 
 
 def toy_cfg(out: Path, *args: str):
     return parse_config(toy_parser(), ["--out", str(out), *args], required=())
 
 
-def run_toy(out: Path, *args: str, noise: float = 0.1, augment: bool = True, n: int = 24, monitor=None,
-            initial_best=None):
+def run_toy(
+    out: Path, *args: str, noise: float = 0.1, augment: bool = True, n: int = 24, monitor=None, initial_best=None
+):
     cfg = toy_cfg(out, *args)
     ctx = setup_run(cfg)
     model = ToyModel(noise)
-    summary = fit(cfg, model, ToyDataset(n, augment=augment), ctx=ctx, model_kind="toy",
-                  model_config={"noise": noise}, compute_loss=toy_loss, monitor=monitor, monitor_metric="score",
-                  initial_best=initial_best)
+    summary = fit(
+        cfg,
+        model,
+        ToyDataset(n, augment=augment),
+        ctx=ctx,
+        model_kind="toy",
+        model_config={"noise": noise},
+        compute_loss=toy_loss,
+        monitor=monitor,
+        monitor_metric="score",
+        initial_best=initial_best,
+    )
     return model, summary
 
 
@@ -152,8 +181,15 @@ def test_crash_recovery_from_step_checkpoint(tmp_path):
     cfg = toy_cfg(tmp_path / "crash", "--max-steps", "4", "--save-every-steps", "2")
     ctx = setup_run(cfg)  # seeds before the model is built, as in run_toy
     with pytest.raises(RuntimeError, match="simulated crash"):
-        fit(cfg, DiesAtThirdStep(), ToyDataset(augment=True), ctx=ctx, model_kind="toy",
-            model_config={"noise": 0.1}, compute_loss=toy_loss)
+        fit(
+            cfg,
+            DiesAtThirdStep(),
+            ToyDataset(augment=True),
+            ctx=ctx,
+            model_kind="toy",
+            model_config={"noise": 0.1},
+            compute_loss=toy_loss,
+        )
     assert load_checkpoint(tmp_path / "crash" / "last.pt")["step"] == 2
     run_toy(tmp_path / "crash", "--max-steps", "4")
     np.testing.assert_allclose(step_losses(tmp_path / "crash"), step_losses(tmp_path / "straight"), atol=1e-6)
@@ -172,8 +208,9 @@ def test_checkpoint_contents_and_best(tmp_path):
     data.mkdir()
     (data / "splits.json").write_text(json.dumps({"seed": 0, "subjects": {}, "recordings": {}}))
     scores = iter([0.5, 0.9, 0.7])
-    model, summary = run_toy(tmp_path / "run", "--data", str(data), "--epochs", "3",
-                             monitor=lambda m, device: {"score": next(scores)})
+    model, summary = run_toy(
+        tmp_path / "run", "--data", str(data), "--epochs", "3", monitor=lambda m, device: {"score": next(scores)}
+    )
     run_dir = tmp_path / "run"
     for name in ("config.json", "log.jsonl", "steps.jsonl", "last.pt", "best.pt"):
         assert (run_dir / name).is_file(), name
@@ -205,8 +242,15 @@ def test_initial_best_must_be_beaten(tmp_path, to_beat, best_epoch):
     data.mkdir()
     (data / "splits.json").write_text(json.dumps({"seed": 0, "subjects": {}, "recordings": {}}))
     scores = iter([0.5, 0.9, 0.7])
-    _, summary = run_toy(tmp_path / "run", "--data", str(data), "--epochs", "3", monitor=lambda m, d: {"score": next(scores)},
-                         initial_best={"score": to_beat, "tag": 1.0})
+    _, summary = run_toy(
+        tmp_path / "run",
+        "--data",
+        str(data),
+        "--epochs",
+        "3",
+        monitor=lambda m, d: {"score": next(scores)},
+        initial_best={"score": to_beat, "tag": 1.0},
+    )
     best = load_checkpoint(tmp_path / "run" / "best.pt")
     assert summary["best"]["epoch"] == best["best"]["epoch"] == best_epoch
     if best_epoch == 0:
@@ -218,6 +262,7 @@ def test_initial_best_must_be_beaten(tmp_path, to_beat, best_epoch):
 def test_batchnorm_statistics_are_the_models_not_the_engines(tmp_path):
     """The engine leaves a model's BatchNorms as they are; bias-corrected statistics (--debias-batchnorm, on by
     default) are set up on the model by the script that builds it (utils/batchnorm.py)."""
+
     class NormToy(ToyModel):
         def __init__(self):
             super().__init__(0.0)
@@ -250,8 +295,21 @@ def test_lr_schedule_values():
 
 
 def test_lr_in_a_run_follows_scaling_warmup_and_cosine(tmp_path):
-    run_toy(tmp_path / "run", "--lr", "0.1", "--batch-size", "4", "--accum-steps", "2", "--warmup-steps", "2",
-            "--epochs", "2", "--min-lr-ratio", "0")
+    run_toy(
+        tmp_path / "run",
+        "--lr",
+        "0.1",
+        "--batch-size",
+        "4",
+        "--accum-steps",
+        "2",
+        "--warmup-steps",
+        "2",
+        "--epochs",
+        "2",
+        "--min-lr-ratio",
+        "0",
+    )
     peak = 0.1 * 8 / 256  # effective batch 8
     lrs = [r["lr"] for r in read_jsonl(tmp_path / "run" / "steps.jsonl")]
     expected = [peak * warmup_cosine(2, 6)(s) for s in range(6)]
@@ -261,10 +319,12 @@ def test_lr_in_a_run_follows_scaling_warmup_and_cosine(tmp_path):
 
 def test_accumulation_matches_large_batch(tmp_path):
     """accum 2 x batch 4 == batch 8 (same samples, mean loss) on a noise-free model, 3 optimizer steps."""
-    small, _ = run_toy(tmp_path / "a", "--batch-size", "4", "--accum-steps", "2", "--max-steps", "3", noise=0.0,
-                       augment=False)
-    large, _ = run_toy(tmp_path / "b", "--batch-size", "8", "--accum-steps", "1", "--max-steps", "3", noise=0.0,
-                       augment=False)
+    small, _ = run_toy(
+        tmp_path / "a", "--batch-size", "4", "--accum-steps", "2", "--max-steps", "3", noise=0.0, augment=False
+    )
+    large, _ = run_toy(
+        tmp_path / "b", "--batch-size", "8", "--accum-steps", "1", "--max-steps", "3", noise=0.0, augment=False
+    )
     for (name, p), q in zip(small.state_dict().items(), large.state_dict().values()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=name)
     losses_small, losses_large = step_losses(tmp_path / "a"), step_losses(tmp_path / "b")
@@ -329,8 +389,9 @@ def test_param_groups_skip_frozen_and_undecayed():
     assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
     ids = lambda group: {id(p) for p in group["params"]}  # noqa: E731
     assert ids(decay) == {id(model.encoder.weight)}
-    assert ids(no_decay) == {id(p) for p in (model.encoder.bias, model.norm.weight, model.norm.bias,
-                                             model.head.bias, model.cls_token)}
+    assert ids(no_decay) == {
+        id(p) for p in (model.encoder.bias, model.norm.weight, model.norm.bias, model.head.bias, model.cls_token)
+    }
 
 
 def test_sampler_resume_skips_consumed_samples():
@@ -382,6 +443,7 @@ def test_knn_probe_and_monitor_restore_modes():
 def test_knn_monitor_scores_a_rare_binary_target_by_auroc():
     """Apnea-like target (10 % positives): the k-NN vote rarely says positive, so kappa says little; the
     positive vote share ranks epochs (knn_auroc), and "auto" selects best.pt by it for binary targets."""
+
     class Rare(Dataset):
         def __init__(self, n, seed):
             g = np.random.default_rng(seed)
@@ -426,9 +488,24 @@ def test_torchrun_two_processes(tmp_path):
     torchrun = Path(sys.executable).parent / "torchrun"
     out = tmp_path / "ddp"
     result = subprocess.run(
-        [str(torchrun), "--standalone", "--nproc_per_node", "2", __file__, "--out", str(out),
-         "--max-steps", "3", "--batch-size", "4", "--accum-steps", "2"],
-        capture_output=True, text=True, timeout=120,
+        [
+            str(torchrun),
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            __file__,
+            "--out",
+            str(out),
+            "--max-steps",
+            "3",
+            "--batch-size",
+            "4",
+            "--accum-steps",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rank0, rank1 = (torch.load(out / f"weights_rank{r}.pt") for r in (0, 1))

@@ -2,6 +2,7 @@
 hand-made signals, and the script end to end on a tiny parsed cohort (outputs, val-only decoding, the saved
 detector reproducing events.csv, a night lacking a channel), plus its input errors (no respiratory channel in
 the cohort: one `error:` line, exit 2, an earlier run's outputs untouched)."""
+
 from __future__ import annotations
 
 import json
@@ -62,8 +63,9 @@ def cohort(tmp_path_factory):
     """6 synthetic 48-minute nights parsed with every channel (one night without its thoracic belt), and the
     same nights parsed with electrophysiology channels only."""
     root = tmp_path_factory.mktemp("event_cohort")
-    synthetic.generate_cohort(root / "src", nights=6, hours=0.8, seed=0,
-                              variations={1: {"missing_channels": ("thor",)}})
+    synthetic.generate_cohort(
+        root / "src", nights=6, hours=0.8, seed=0, variations={1: {"missing_channels": ("thor",)}}
+    )
     data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
     data_parser.parse_cohort(root / "src", root / "ephys", workers=1, progress=False, channels=list(EPHYS_CHANNELS))
     return root
@@ -111,14 +113,16 @@ def test_saved_detector_reproduces_test_events(run, cohort):
     detected = detector.detect(night.features)
     expected = events[events["recording_id"] == rid]
     assert [(e.onset_s, e.duration_s, e.type) for e in detected] == list(
-        zip(expected["onset_s"], expected["duration_s"], expected["type"]))
+        zip(expected["onset_s"], expected["duration_s"], expected["type"])
+    )
 
 
 def test_night_missing_a_channel_still_runs(cohort):
     data = cohort / "dst"
     manifest = pd.read_parquet(data / "manifest.parquet").set_index("recording_id")
-    night = load_night(data, "shhs1-200002", "200002", pd.read_parquet(data / "events.parquet"),
-                       manifest.loc["shhs1-200002"].to_dict())
+    night = load_night(
+        data, "shhs1-200002", "200002", pd.read_parquet(data / "events.parquet"), manifest.loc["shhs1-200002"].to_dict()
+    )
     assert night.channels == ["airflow", "abdo", "spo2"]
     assert np.isnan(night.features).any() and not np.isnan(night.features).all()
 
@@ -157,9 +161,15 @@ def test_decoding_ties_prefer_threshold_near_half_and_short_gap():
     probabilities = np.zeros((300, 4))
     probabilities[100:120, 3] = 1.0  # a hypopnea at 100-120 s
     scored = [Event(100.0, 20.0, "hypopnea")]
-    night = Night("r", "s", ["airflow"], np.zeros((300, 1), np.float32), np.full(10, 2, np.int8),
-                  {"apnea": np.zeros(10, np.int8), "hypopnea": np.zeros(10, np.int8)},
-                  EventTargets(np.zeros(300, np.int8), np.zeros(300, np.int8), np.zeros(300, np.int8), scored))
+    night = Night(
+        "r",
+        "s",
+        ["airflow"],
+        np.zeros((300, 1), np.float32),
+        np.full(10, 2, np.int8),
+        {"apnea": np.zeros(10, np.int8), "hypopnea": np.zeros(10, np.int8)},
+        EventTargets(np.zeros(300, np.int8), np.zeros(300, np.int8), np.zeros(300, np.int8), scored),
+    )
     threshold, gap, curve = event_detection.select_decoding(EventDetector(None, []), [night], [probabilities])
     assert (threshold, gap) == (0.5, 0.0)
     assert {c["score"] for c in curve} == {1.0}

@@ -2,6 +2,7 @@
 resampled to seconds (a hand-made ramp), the per-second tokenizer over a SynthSleepNet's fusion tokens, the probe
 end to end on a tiny cohort with a 2-step tiny backbone (outputs, val-only selection, the cache reused, the saved
 detector reproducing events.csv), and its input errors (one `error:` line, exit 2, earlier outputs untouched)."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,23 @@ from models.neuronet import build_neuronet, neuronet_config, neuronet_config_for
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
 from utils.checkpoint import atomic_save, sha256_file
 
-FAST = ["--no-progress", "--n-boot", "20", "--steps", "16", "--eval-every", "8", "--batch-windows", "4",
-        "--epochs-per-window", "4", "--head-width", "16", "--head-depth", "3"]
+FAST = [
+    "--no-progress",
+    "--n-boot",
+    "20",
+    "--steps",
+    "16",
+    "--eval-every",
+    "8",
+    "--batch-windows",
+    "4",
+    "--epochs-per-window",
+    "4",
+    "--head-width",
+    "16",
+    "--head-depth",
+    "3",
+]
 OUTPUTS = ("config.json", "model.pkl", "metrics.json", "events.csv", "results.md")
 RESP = ["airflow", "thor", "abdo", "spo2"]
 
@@ -53,8 +69,10 @@ def resp_fusion(channels: tuple[str, ...], airflow=None):
     channel, a random tiny EEG net for the 100-Hz ones."""
     resp = airflow or build_neuronet(neuronet_config_for_rate("tiny", 10, encoder_depth=1))
     eeg = build_neuronet(neuronet_config("tiny", encoder_depth=1))
-    return build_synthsleepnet(synthsleepnet_config("tiny", channels=channels, fusion_depth=1),
-                               {c: resp if c in RESP else eeg for c in channels})
+    return build_synthsleepnet(
+        synthsleepnet_config("tiny", channels=channels, fusion_depth=1),
+        {c: resp if c in RESP else eeg for c in channels},
+    )
 
 
 def test_tokenizer_reads_fusion_tokens_at_each_channels_frames():
@@ -91,14 +109,42 @@ def backbone(cohort, tmp_path_factory) -> Path:
     from pretrained.unimodal.pretrain import main as pretrain
 
     root = tmp_path_factory.mktemp("event_backbone")
-    assert pretrain(["--data", str(cohort), "--out", str(root / "airflow"), "--preset", "tiny", "--workers", "0",
-                     "--no-progress", "--resume", "none", "--batch-size", "8", "--max-steps", "2", "--passes", "1",
-                     "--no-monitor"], modality="airflow") == 0
+    assert (
+        pretrain(
+            [
+                "--data",
+                str(cohort),
+                "--out",
+                str(root / "airflow"),
+                "--preset",
+                "tiny",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--resume",
+                "none",
+                "--batch-size",
+                "8",
+                "--max-steps",
+                "2",
+                "--passes",
+                "1",
+                "--no-monitor",
+            ],
+            modality="airflow",
+        )
+        == 0
+    )
     torch.manual_seed(0)
     fusion = resp_fusion(tuple(RESP), load_backbone(root / "airflow" / "last.pt"))
     checkpoint = torch.load(root / "airflow" / "last.pt", weights_only=True)
-    checkpoint.update(model_kind="synthsleepnet", model_config=fusion.config.to_dict(), model=fusion.state_dict(),
-                      metadata={}, splits_sha256=sha256_file(cohort / "splits.json"))
+    checkpoint.update(
+        model_kind="synthsleepnet",
+        model_config=fusion.config.to_dict(),
+        model=fusion.state_dict(),
+        metadata={},
+        splits_sha256=sha256_file(cohort / "splits.json"),
+    )
     atomic_save(checkpoint, root / "fusion.pt")
     return root / "fusion.pt"
 
@@ -106,8 +152,24 @@ def backbone(cohort, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def probe_run(cohort, backbone, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("event_probe")
-    assert event_detection.main(["--data", str(cohort), "--method", "probe", "--backbone", str(backbone),
-                                 "--out", str(root / "run"), "--cache-dir", str(root / "cache"), *FAST]) == 0
+    assert (
+        event_detection.main(
+            [
+                "--data",
+                str(cohort),
+                "--method",
+                "probe",
+                "--backbone",
+                str(backbone),
+                "--out",
+                str(root / "run"),
+                "--cache-dir",
+                str(root / "cache"),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     return root / "run"
 
 
@@ -140,43 +202,72 @@ def test_probe_outputs_selection_on_val_and_cache(probe_run, cohort, backbone):
     detected = detector.detect(vectors.reshape(-1, 512))
     expected = events[events["recording_id"] == rid]
     assert [(e.onset_s, e.duration_s, e.type) for e in detected] == list(
-        zip(expected["onset_s"], expected["duration_s"], expected["type"]))
+        zip(expected["onset_s"], expected["duration_s"], expected["type"])
+    )
 
 
 def test_probe_rerun_reads_the_cache_and_repeats_the_numbers(probe_run, cohort, backbone, tmp_path):
     cache = probe_run.parent / "cache"
     stamps = {f: f.stat().st_mtime_ns for f in cache.glob("*/*.npz")}
     out = tmp_path / "again"
-    assert event_detection.main(["--data", str(cohort), "--method", "probe", "--backbone", str(backbone),
-                                 "--out", str(out), "--cache-dir", str(cache), *FAST]) == 0
+    assert (
+        event_detection.main(
+            [
+                "--data",
+                str(cohort),
+                "--method",
+                "probe",
+                "--backbone",
+                str(backbone),
+                "--out",
+                str(out),
+                "--cache-dir",
+                str(cache),
+                *FAST,
+            ]
+        )
+        == 0
+    )
     assert {f: f.stat().st_mtime_ns for f in cache.glob("*/*.npz")} == stamps  # read, not written again
     first, again = (json.loads((run / "metrics.json").read_text()) for run in (probe_run, out))
-    assert again["train"]["history"] == [{**h, "seconds": g["seconds"]} for h, g in
-                                         zip(first["train"]["history"], again["train"]["history"])]
+    assert again["train"]["history"] == [
+        {**h, "seconds": g["seconds"]} for h, g in zip(first["train"]["history"], again["train"]["history"])
+    ]
     assert again["test"]["events"] == first["test"]["events"]
 
 
-def test_backbone_without_a_channel_of_the_nights_is_one_error_line(cohort_factory, probe_run, backbone, tmp_path,
-                                                                    capsys):
+def test_backbone_without_a_channel_of_the_nights_is_one_error_line(
+    cohort_factory, probe_run, backbone, tmp_path, capsys
+):
     ephys = cohort_factory(nights=6, hours=0.8, seed=0, channels=list(EPHYS_CHANNELS)) / "dst"
     out = tmp_path / "run"
     shutil.copytree(probe_run, out)
     before = {name: (out / name).read_bytes() for name in OUTPUTS}
     with pytest.raises(SystemExit) as exit_info:
-        event_detection.main(["--data", str(ephys), "--method", "probe", "--backbone", str(backbone), "--out",
-                              str(out), *FAST])
+        event_detection.main(
+            ["--data", str(ephys), "--method", "probe", "--backbone", str(backbone), "--out", str(out), *FAST]
+        )
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --backbone")
     assert "airflow, thor, abdo, spo2" in err[0] and "none of them" in err[0] and str(ephys) in err[0]
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
-    for argv, expected in ((["--method", "probe"], "error: --method probe needs --backbone"),
-                           (["--method", "probe", "--backbone", str(tmp_path / "nothing.pt")], "error: --backbone"),
-                           (["--method", "probe", "--backbone", str(backbone), "--token-channels", "eeg_c4"],
-                            "error: --token-channels")):
+    for argv, expected in (
+        (["--method", "probe"], "error: --method probe needs --backbone"),
+        (["--method", "probe", "--backbone", str(tmp_path / "nothing.pt")], "error: --backbone"),
+        (["--method", "probe", "--backbone", str(backbone), "--token-channels", "eeg_c4"], "error: --token-channels"),
+    ):
         with pytest.raises(SystemExit) as exit_info:
-            event_detection.main(["--data", str(cohort_factory(nights=6, hours=0.8, seed=0) / "dst"), "--out",
-                                  str(tmp_path / "other"), *FAST, *argv])
+            event_detection.main(
+                [
+                    "--data",
+                    str(cohort_factory(nights=6, hours=0.8, seed=0) / "dst"),
+                    "--out",
+                    str(tmp_path / "other"),
+                    *FAST,
+                    *argv,
+                ]
+            )
         assert exit_info.value.code == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(expected), err
@@ -187,9 +278,28 @@ def test_backbone_without_a_channel_of_the_nights_is_one_error_line(cohort_facto
 def test_finetune_and_scratch_train_the_encoders(cohort, backbone, tmp_path):
     for method in ("finetune", "scratch"):
         out = tmp_path / method
-        assert event_detection.main(["--data", str(cohort), "--method", method, "--backbone", str(backbone),
-                                     "--out", str(out), *FAST, "--steps", "2", "--eval-every", "1",
-                                     "--batch-windows", "2"]) == 0
+        assert (
+            event_detection.main(
+                [
+                    "--data",
+                    str(cohort),
+                    "--method",
+                    method,
+                    "--backbone",
+                    str(backbone),
+                    "--out",
+                    str(out),
+                    *FAST,
+                    "--steps",
+                    "2",
+                    "--eval-every",
+                    "1",
+                    "--batch-windows",
+                    "2",
+                ]
+            )
+            == 0
+        )
         metrics = json.loads((out / "metrics.json").read_text())
         assert metrics["train"]["encoder_mode"] == {"finetune": "lora", "scratch": "full"}[method]
         encoder = torch.load(out / "encoder.pt", weights_only=True)

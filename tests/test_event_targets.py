@@ -1,6 +1,7 @@
 """Per-second event targets (dataset/event_targets.py) on hand-made event tables: the midpoint rule at 1 s,
 overlaps (apnea over hypopnea, later apnea over earlier), events across epoch borders and beyond kept_s, and the
 scored event list with and without the spo2_baseline column."""
+
 from __future__ import annotations
 
 import math
@@ -14,15 +15,17 @@ from dataset.event_targets import RESPIRATORY_CLASSES, event_targets, night_targ
 
 def table(rows, baseline: bool = False) -> pd.DataFrame:
     """events.parquet rows of recording "r1" from (type, start_s, duration_s[, nadir[, baseline]])."""
-    frame = pd.DataFrame({
-        "recording_id": "r1",
-        "type": [r[0] for r in rows],
-        "concept": "",
-        "start_s": [float(r[1]) for r in rows],
-        "duration_s": [float(r[2]) for r in rows],
-        "spo2_nadir": np.array([r[3] if len(r) > 3 else np.nan for r in rows], dtype=np.float32),
-        "beyond_end": False,
-    })
+    frame = pd.DataFrame(
+        {
+            "recording_id": "r1",
+            "type": [r[0] for r in rows],
+            "concept": "",
+            "start_s": [float(r[1]) for r in rows],
+            "duration_s": [float(r[2]) for r in rows],
+            "spo2_nadir": np.array([r[3] if len(r) > 3 else np.nan for r in rows], dtype=np.float32),
+            "beyond_end": False,
+        }
+    )
     if baseline:
         frame["spo2_baseline"] = np.array([r[4] if len(r) > 4 else np.nan for r in rows], dtype=np.float32)
     return frame

@@ -1,12 +1,20 @@
 """Event decoding, one-to-one matching, event AHI and hypopnea rules on hand-made event lists."""
+
 import math
 
 import numpy as np
 import pytest
 
 from utils.events import (
-    Event, bland_altman, decode_events, event_detection_metrics, event_index, iou, match_events,
-    qualifying_events, sum_detection_counts,
+    Event,
+    bland_altman,
+    decode_events,
+    event_detection_metrics,
+    event_index,
+    iou,
+    match_events,
+    qualifying_events,
+    sum_detection_counts,
 )
 
 
@@ -17,8 +25,10 @@ def test_decode_drops_short_runs_and_types_by_summed_probability():
     prob[60:80, 0] = 0.3  # 20 s mixed evidence: event probability 0.9, hypopnea dominates
     prob[60:80, 1] = 0.6
     events = decode_events(prob, ["obstructive_apnea", "hypopnea"])
-    assert [(e.onset_s, e.duration_s, e.type) for e in events] == [(10.0, 15.0, "obstructive_apnea"),
-                                                                   (60.0, 20.0, "hypopnea")]
+    assert [(e.onset_s, e.duration_s, e.type) for e in events] == [
+        (10.0, 15.0, "obstructive_apnea"),
+        (60.0, 20.0, "hypopnea"),
+    ]
     assert events[1].probability == pytest.approx(0.9)
 
 
@@ -104,11 +114,17 @@ def test_hypopnea_rules():
     hyp_arousal = Event(200, 20, "hypopnea")
     hyp_alone = Event(300, 20, "hypopnea")
     apnea = Event(400, 15, "central_apnea")
-    events = [hyp_desat3, hyp_desat4, hyp_arousal, hyp_alone, apnea,
-              Event(45, 10, "desaturation", drop_pct=3.0),  # 25 s after the end: within the 30-s lag
-              Event(115, 12, "desaturation", drop_pct=5.0),
-              Event(222, 5, "arousal"),  # 2 s after the end
-              Event(351, 10, "desaturation", drop_pct=6.0)]  # 31 s after the end: too late
+    events = [
+        hyp_desat3,
+        hyp_desat4,
+        hyp_arousal,
+        hyp_alone,
+        apnea,
+        Event(45, 10, "desaturation", drop_pct=3.0),  # 25 s after the end: within the 30-s lag
+        Event(115, 12, "desaturation", drop_pct=5.0),
+        Event(222, 5, "arousal"),  # 2 s after the end
+        Event(351, 10, "desaturation", drop_pct=6.0),
+    ]  # 31 s after the end: too late
     assert qualifying_events(events, "3a") == [hyp_desat3, hyp_desat4, hyp_arousal, apnea]
     assert qualifying_events(events, "4") == [hyp_desat4, apnea]
     assert qualifying_events(events, "all") == [hyp_desat3, hyp_desat4, hyp_arousal, hyp_alone, apnea]

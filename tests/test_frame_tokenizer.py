@@ -1,4 +1,5 @@
 """Frame tokenizers: the shared-convolution one of the `fast` preset, and the per-frame presets left untouched."""
+
 from __future__ import annotations
 
 import copy
@@ -15,8 +16,7 @@ from models.synthsleepnet import ChannelEncoder
 
 # sha256 (first 16 hex digits) of "name:shape" per state_dict entry, and the entry count, of every per-frame
 # preset as published before the shared-convolution tokenizer existed: their checkpoints must keep loading
-STATE_DICT_LISTING = {"tiny": (289, "7d06876165500e47"), "T": (313, "8ddfff7841f1643d"),
-                      "B": (337, "d911e13fc45ccd46")}
+STATE_DICT_LISTING = {"tiny": (289, "7d06876165500e47"), "T": (313, "8ddfff7841f1643d"), "B": (337, "d911e13fc45ccd46")}
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +65,12 @@ def test_fast_forward_backward_on_random_input(fast):
     out["loss"].backward()
     for name, parameter in fast.named_parameters():
         assert parameter.grad is not None and torch.isfinite(parameter.grad).all(), name
-    for name in ("frame_backbone.stem.0.weight", "frame_backbone.branches.2.3.conv2.weight",
-                 "frame_backbone.head.2.weight", "autoencoder.encoder.blocks.0.attn.proj.weight"):
+    for name in (
+        "frame_backbone.stem.0.weight",
+        "frame_backbone.branches.2.3.conv2.weight",
+        "frame_backbone.head.2.weight",
+        "autoencoder.encoder.blocks.0.attn.proj.weight",
+    ):
         assert dict(fast.named_parameters())[name].grad.abs().sum() > 0, name
 
 

@@ -1,6 +1,7 @@
 """The supervised-from-scratch path: EpochEncoder mode "full" trains every weight and every BatchNorm,
 with bias-corrected running statistics so eval-mode predictions are usable after a few steps; the probe
 script's --init random defaults."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def random_classifier(seed: int = 0, debias: bool = True) -> EpochClassifier:
     """A randomly initialised SynthSleepNet over two channels + head, mode "full" (as --init random builds it)."""
     torch.manual_seed(seed)
     net = build_neuronet(neuronet_config("tiny", **SMALL))
-    backbone = build_synthsleepnet(synthsleepnet_config("tiny", channels=CHANNELS, fusion_depth=1),
-                                   {ch: net for ch in CHANNELS})
+    backbone = build_synthsleepnet(
+        synthsleepnet_config("tiny", channels=CHANNELS, fusion_depth=1), {ch: net for ch in CHANNELS}
+    )
     encoder = EpochEncoder(backbone, CHANNELS, "full")
     model = EpochClassifier(encoder, MLPHead(encoder.embed_dim, 5))
     if debias:  # as the training engine does; without: PyTorch's plain momentum, the behaviour before the fix

@@ -1,5 +1,6 @@
 """models/mamba.py: the chunked pure-PyTorch Mamba2 against a step-by-step float64 recurrence, causality,
 mamba-ssm's parameter table, backend selection, ResidualMamba, and (GPU only) mamba-ssm's fused kernels."""
+
 from __future__ import annotations
 
 import math
@@ -67,8 +68,9 @@ def test_state_dict_keys_and_shapes_equal_mamba_ssm_table():
     block = Mamba2(**MAMBA_CONFIG)
     assert [(k, tuple(v.shape)) for k, v in block.state_dict().items()] == MAMBA_SSM_MAMBA2_512
     residual = ResidualMamba()  # docs/models.md §3.3 defaults
-    mamba_keys = [(k[len("mamba."):], tuple(v.shape))
-                  for k, v in residual.state_dict().items() if k.startswith("mamba.")]
+    mamba_keys = [
+        (k[len("mamba.") :], tuple(v.shape)) for k, v in residual.state_dict().items() if k.startswith("mamba.")
+    ]
     assert mamba_keys == MAMBA_SSM_MAMBA2_512
     assert block.in_proj.bias is None and block.out_proj.bias is None
 
@@ -159,6 +161,7 @@ def test_gated_rms_norm_groups():
 def test_backend_auto_on_cpu_is_silent_and_never_touches_mamba_ssm(monkeypatch):
     def kernel_lookup():
         raise AssertionError("mamba-ssm looked up for a CPU tensor")
+
     monkeypatch.setattr(mamba, "_fused_kernel", kernel_lookup)
     for backend in ("auto", "torch"):
         block = Mamba2(**SMALL, backend=backend)
@@ -181,11 +184,27 @@ def test_forced_fused_backend_names_the_install_command(monkeypatch):
         Mamba2(**SMALL, backend="fused")(torch.randn(1, 4, SMALL["d_model"]))
 
 
-def fake_split_conv1d_scan_combined(zxbcdt, conv1d_weight, conv1d_bias, dt_bias, A, D, chunk_size,
-                                    initial_states=None, seq_idx=None, dt_limit=(0.0, float("inf")),
-                                    return_final_states=False, activation="silu", rmsnorm_weight=None,
-                                    rmsnorm_eps=1e-6, outproj_weight=None, outproj_bias=None, headdim=None,
-                                    ngroups=1, norm_before_gate=True):
+def fake_split_conv1d_scan_combined(
+    zxbcdt,
+    conv1d_weight,
+    conv1d_bias,
+    dt_bias,
+    A,
+    D,
+    chunk_size,
+    initial_states=None,
+    seq_idx=None,
+    dt_limit=(0.0, float("inf")),
+    return_final_states=False,
+    activation="silu",
+    rmsnorm_weight=None,
+    rmsnorm_eps=1e-6,
+    outproj_weight=None,
+    outproj_bias=None,
+    headdim=None,
+    ngroups=1,
+    norm_before_gate=True,
+):
     """What mamba_ssm.ops.triton.ssd_combined.mamba_split_conv1d_scan_combined computes, from its arguments only."""
     assert activation == "silu" and outproj_weight is None and initial_states is None and D.dim() == 1
     nheads = A.shape[0]
@@ -197,8 +216,12 @@ def fake_split_conv1d_scan_combined(zxbcdt, conv1d_weight, conv1d_bias, dt_bias,
     batch, seqlen, _ = x.shape
     dt = F.softplus(dt + dt_bias).clamp(*dt_limit)
     x = x.reshape(batch, seqlen, nheads, headdim)
-    y = ssd_chunked_scan(x, dt, A, B.reshape(batch, seqlen, ngroups, d_state),
-                         C.reshape(batch, seqlen, ngroups, d_state), chunk_size) + x * D[:, None]
+    y = (
+        ssd_chunked_scan(
+            x, dt, A, B.reshape(batch, seqlen, ngroups, d_state), C.reshape(batch, seqlen, ngroups, d_state), chunk_size
+        )
+        + x * D[:, None]
+    )
     norm = GatedRMSNorm(dim, eps=rmsnorm_eps, group_size=dim // ngroups, norm_before_gate=norm_before_gate)
     norm = norm.to(zxbcdt.dtype)
     with torch.no_grad():
@@ -251,6 +274,7 @@ def _mamba_ssm_or_skip():
     if not mamba.fused_kernels_available():
         pytest.skip(f"mamba-ssm kernels unavailable ({mamba._fused_kernel()[1]})")
     import mamba_ssm
+
     return mamba_ssm
 
 

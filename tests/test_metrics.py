@@ -1,4 +1,5 @@
 """utils.metrics: equality with scikit-learn, subject bootstrap, AHI event counting, ICC and agreement."""
+
 import math
 
 import numpy as np

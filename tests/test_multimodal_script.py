@@ -1,5 +1,6 @@
 """pretrained/multimodal/train.py on a small synthetic cohort: 2 steps from four 1-step unimodal runs, resume
 (with and without --unimodal), a channel subset, input errors, and load_backbone on its checkpoint. CPU, tiny."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,13 @@ def unimodal_runs(cohort, tmp_path_factory) -> dict[str, Path]:
     runs = {}
     for modality in ("eeg", "eog", "emg", "ecg"):
         runs[modality] = root / modality
-        assert unimodal_main(["--data", str(cohort), "--out", str(runs[modality]), *COMMON, "--max-steps", "1",
-                              "--no-monitor"], modality=modality) == 0
+        assert (
+            unimodal_main(
+                ["--data", str(cohort), "--out", str(runs[modality]), *COMMON, "--max-steps", "1", "--no-monitor"],
+                modality=modality,
+            )
+            == 0
+        )
     return runs
 
 
@@ -93,8 +99,25 @@ def test_script_trains_resumes_and_writes_a_loadable_backbone(cohort, unimodal_r
 
 def test_channel_subset_needs_only_its_modalities(cohort, unimodal_runs, tmp_path):
     out = tmp_path / "subset"
-    assert main(["--data", str(cohort), "--out", str(out), *COMMON, "--channels", "eog_l,ecg", "--max-steps", "1",
-                 "--no-monitor", "--unimodal", unimodal_arg(unimodal_runs, ("eog", "ecg"))]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(cohort),
+                "--out",
+                str(out),
+                *COMMON,
+                "--channels",
+                "eog_l,ecg",
+                "--max-steps",
+                "1",
+                "--no-monitor",
+                "--unimodal",
+                unimodal_arg(unimodal_runs, ("eog", "ecg")),
+            ]
+        )
+        == 0
+    )
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["model_config"]["channels"] == ["eog_l", "ecg"] and ckpt["step"] == 1
     assert sorted(ckpt["metadata"]["unimodal"]) == ["ecg", "eog"]
@@ -103,8 +126,17 @@ def test_channel_subset_needs_only_its_modalities(cohort, unimodal_runs, tmp_pat
 def test_input_errors_are_reported(cohort, unimodal_runs, tmp_path):
     base = ["--data", str(cohort), *COMMON, "--max-steps", "1", "--no-monitor"]
     with pytest.raises(SystemExit, match="no run for modality emg"):
-        main([*base, "--out", str(tmp_path / "a"), "--channels", "eeg_c4,emg",
-              "--unimodal", unimodal_arg(unimodal_runs, ("eeg",))])
+        main(
+            [
+                *base,
+                "--out",
+                str(tmp_path / "a"),
+                "--channels",
+                "eeg_c4,emg",
+                "--unimodal",
+                unimodal_arg(unimodal_runs, ("eeg",)),
+            ]
+        )
     with pytest.raises(SystemExit, match="was pretrained on eog, but is given for eeg"):
         main([*base, "--out", str(tmp_path / "b"), "--channels", "eeg_c4", "--unimodal", f"eeg={unimodal_runs['eog']}"])
     with pytest.raises(SystemExit, match="holds no checkpoint"):
@@ -118,8 +150,13 @@ def test_input_errors_are_reported(cohort, unimodal_runs, tmp_path):
 
 
 def test_script_help_runs_as_a_file():
-    helped = subprocess.run([sys.executable, "pretrained/multimodal/train.py", "--help"], cwd=REPO,
-                            capture_output=True, text=True, timeout=120)
+    helped = subprocess.run(
+        [sys.executable, "pretrained/multimodal/train.py", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert helped.returncode == 0 and "--unimodal" in helped.stdout and "runs/multimodal" in helped.stdout
 
 
@@ -128,8 +165,13 @@ def test_fusion_beats_the_best_single_channel(tmp_path):
     """benchmarks/multimodal_learning.py at its defaults (14 nights x 6 h, probe on 3,000 train / all val epochs):
     the fusion representation must beat the best single channel under the k-NN probe (the benchmark's exit
     code). Measured with this probe: +0.023 to +0.063 kappa over three pretrained fusions x three probe seeds."""
-    ran = subprocess.run([sys.executable, "benchmarks/multimodal_learning.py", "--out", str(tmp_path)], cwd=REPO,
-                         capture_output=True, text=True, timeout=1800)
+    ran = subprocess.run(
+        [sys.executable, "benchmarks/multimodal_learning.py", "--out", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
     results = json.loads((tmp_path / "results.json").read_text())
     assert set(results["run"]["stage_mix"]["val"]) == {"W", "N1", "N2", "N3", "REM"}
     assert results["run"]["stage_mix"]["val"]["REM"] >= 0.05 * results["fusion"]["n_val"], results["run"]["stage_mix"]

@@ -1,4 +1,5 @@
 """NeuroNet model: framing, masking, objectives, presets, encode, config (CPU, seconds each)."""
+
 from __future__ import annotations
 
 import json
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from models.frames import EpochFramer, frame_starts
-from models.neuronet import (PRESETS, NeuroNetConfig, build_neuronet, count_parameters, neuronet_config)
+from models.neuronet import PRESETS, NeuroNetConfig, build_neuronet, count_parameters, neuronet_config
 from models.objectives import MaskedTokenMSE, NTXentLoss
 from models.transformer import Block, n_kept, random_masking, sincos_positions, unshuffle
 
@@ -24,7 +25,7 @@ def _reference_frames(epochs: torch.Tensor, window: int, step: float) -> torch.T
     frames, k = [], 0
     while True:
         start = int(round(k * step))
-        piece = epochs[:, start:start + window]
+        piece = epochs[:, start : start + window]
         if piece.shape[-1] < window:
             break
         frames.append(piece)
@@ -33,6 +34,7 @@ def _reference_frames(epochs: torch.Tensor, window: int, step: float) -> torch.T
 
 
 # ---------------------------------------------------------------- frames
+
 
 @pytest.mark.parametrize("window_s, step_s, n_frames, frame_len", [(4.0, 1.0, 27, 400), (3.0, 0.375, 73, 300)])
 def test_frames_equal_reference_slicing(window_s, step_s, n_frames, frame_len):
@@ -55,6 +57,7 @@ def test_fractional_step_rounds_starts_and_rejects_bad_input():
 
 
 # ---------------------------------------------------------------- masking and positions
+
 
 @pytest.mark.parametrize("n_tokens, ratio, keep", [(27, 0.8, 5), (73, 0.8, 15), (10, 0.4, 6), (27, 0.0, 27)])
 def test_random_masking_keeps_exactly_round_n_times_one_minus_r(n_tokens, ratio, keep):
@@ -85,6 +88,7 @@ def test_sincos_positions_are_fixed_and_distinct():
 
 
 # ---------------------------------------------------------------- objectives
+
 
 def test_masked_mse_counts_masked_tokens_only():
     torch.manual_seed(1)
@@ -139,6 +143,7 @@ def test_ntxent_is_minimal_for_aligned_views():
 
 # ---------------------------------------------------------------- presets and model
 
+
 def test_every_preset_builds_with_expected_size():
     counts = {}
     for preset in PRESETS:
@@ -164,8 +169,13 @@ def test_tiny_forward_backward(tiny):
     out["loss"].backward()
     grads = {n: p.grad for n, p in tiny.named_parameters()}
     assert all(g is not None and torch.isfinite(g).all() for g in grads.values())
-    for name in ("frame_backbone.stem.0.weight", "autoencoder.encoder.blocks.0.attn.proj.weight",
-                 "autoencoder.decoder_pred.weight", "projector.0.weight", "autoencoder.cls_token"):
+    for name in (
+        "frame_backbone.stem.0.weight",
+        "autoencoder.encoder.blocks.0.attn.proj.weight",
+        "autoencoder.decoder_pred.weight",
+        "projector.0.weight",
+        "autoencoder.cls_token",
+    ):
         assert grads[name].abs().sum() > 0, name
 
 
@@ -195,6 +205,7 @@ def test_detach_target_changes_only_gradients():
         out = model(torch.randn(4, 3000), generator=torch.Generator().manual_seed(0))
         out["loss"].backward()
         return out["loss"].detach(), model.frame_backbone.head[2].weight.grad.clone()
+
     loss_a, grad_a = run(False)
     loss_b, grad_b = run(True)
     assert torch.allclose(loss_a, loss_b) and not torch.allclose(grad_a, grad_b)
@@ -244,11 +255,14 @@ def test_lora_attaches_to_attn_proj(tiny):
 
 # ---------------------------------------------------------------- config
 
+
 def test_config_round_trip_and_overrides():
     config = neuronet_config("T", mask_ratio=0.6, detach_target=True)
     restored = NeuroNetConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert restored == config and restored.backbone_channels == (32, 64, 64, 128)
-    assert count_parameters(build_neuronet(neuronet_config("tiny").to_dict())) == count_parameters(build_neuronet("tiny"))
+    assert count_parameters(build_neuronet(neuronet_config("tiny").to_dict())) == count_parameters(
+        build_neuronet("tiny")
+    )
     with pytest.raises(ValueError, match="unknown keys"):
         NeuroNetConfig.from_dict({**config.to_dict(), "encoder_width": 3})
     with pytest.raises(ValueError, match="unknown NeuroNet preset"):

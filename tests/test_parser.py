@@ -4,6 +4,7 @@ Each night carries known content: a distinct tone per channel (eeg_c4 10 Hz, eeg
 marker bursts (x5 amplitude from second 10 to 15 of a chosen epoch), so channel identity, time alignment and
 amplitude can be checked on the written Parquet files.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -39,13 +40,22 @@ SHHS1 = {
     "abdo": ("ABDO RES", 10, "", (-3, 3), 0.2, 0.5),
 }
 TONE_HZ = {key: spec[4] for key, spec in SHHS1.items()}
-STAGE_CONCEPT = {0: "Wake|0", 1: "Stage 1 sleep|1", 2: "Stage 2 sleep|2", 3: "Stage 3 sleep|3", 34: "Stage 4 sleep|4",
-                 4: "REM sleep|5", 6: "Movement|6", 9: "Unscored|9"}
+STAGE_CONCEPT = {
+    0: "Wake|0",
+    1: "Stage 1 sleep|1",
+    2: "Stage 2 sleep|2",
+    3: "Stage 3 sleep|3",
+    34: "Stage 4 sleep|4",
+    4: "REM sleep|5",
+    6: "Movement|6",
+    9: "Unscored|9",
+}
 STAGE_TRUTH = {0: 0, 1: 1, 2: 2, 3: 3, 34: 3, 4: 4, 6: -1, 9: -1}
 
 
-def write_edf(path: Path, seconds: float, layout: dict | None = None, markers: dict | None = None,
-              overrides: dict | None = None) -> None:
+def write_edf(
+    path: Path, seconds: float, layout: dict | None = None, markers: dict | None = None, overrides: dict | None = None
+) -> None:
     """An EDF of `seconds` (whole 1-s records) with one tone per channel; `overrides` replaces layout fields
     per key ({"eeg_c4": {"rate": 128, "label": "EEG 1", "unit": ""}}); `markers` = {key: epoch}."""
     layout = dict(SHHS1 if layout is None else layout)
@@ -62,8 +72,9 @@ def write_edf(path: Path, seconds: float, layout: dict | None = None, markers: d
             values[burst] *= 5
         if "values" in change:
             values = change["values"](t)
-        signals.append(EdfSignal(values, rate, label=label, physical_dimension=unit,
-                                 physical_range=change.get("range", prange)))
+        signals.append(
+            EdfSignal(values, rate, label=label, physical_dimension=unit, physical_range=change.get("range", prange))
+        )
     Edf(signals).write(path)
 
 
@@ -81,15 +92,29 @@ def stage_events(stages: list[int], shuffle: bool = False) -> list[tuple]:
 
 def write_xml(path: Path, events: list[tuple], style: str = "lf") -> None:
     """NSRR XML; events are (EventType, EventConcept, start, duration[, spo2 nadir]); style lf | crlf | one-line."""
-    items = ["<ScoredEvent><EventType/><EventConcept>Recording Start Time</EventConcept><Start>0</Start>"
-             "<Duration>36000</Duration><ClockTime>00.00.00 22.00.00</ClockTime></ScoredEvent>"]
+    items = [
+        "<ScoredEvent><EventType/><EventConcept>Recording Start Time</EventConcept><Start>0</Start>"
+        "<Duration>36000</Duration><ClockTime>00.00.00 22.00.00</ClockTime></ScoredEvent>"
+    ]
     for kind, concept, start, duration, *nadir in events:
         extra = f"<SpO2Nadir>{nadir[0]}</SpO2Nadir>" if nadir else ""
-        items.append(f"<ScoredEvent>\n<EventType>{kind}</EventType>\n<EventConcept>{concept}</EventConcept>\n"
-                     f"<Start>{start}</Start>\n<Duration>{duration}</Duration>{extra}\n</ScoredEvent>")
-    text = "\n".join(['<?xml version="1.0" encoding="UTF-8" standalone="no"?>', "<PSGAnnotation>",
-                      "<SoftwareVersion>Compumedics</SoftwareVersion>", "<EpochLength>30</EpochLength>",
-                      "<ScoredEvents>", *items, "</ScoredEvents>", "</PSGAnnotation>", ""])
+        items.append(
+            f"<ScoredEvent>\n<EventType>{kind}</EventType>\n<EventConcept>{concept}</EventConcept>\n"
+            f"<Start>{start}</Start>\n<Duration>{duration}</Duration>{extra}\n</ScoredEvent>"
+        )
+    text = "\n".join(
+        [
+            '<?xml version="1.0" encoding="UTF-8" standalone="no"?>',
+            "<PSGAnnotation>",
+            "<SoftwareVersion>Compumedics</SoftwareVersion>",
+            "<EpochLength>30</EpochLength>",
+            "<ScoredEvents>",
+            *items,
+            "</ScoredEvents>",
+            "</PSGAnnotation>",
+            "",
+        ]
+    )
     if style == "crlf":
         text = text.replace("\n", "\r\n")
     elif style == "one-line":
@@ -108,8 +133,17 @@ RESP_EVENTS = [
 ]
 
 
-def make_night(folder: Path, name: str, stages=DEFAULT_STAGES, events=RESP_EVENTS, seconds=None, style="lf",
-               shuffle=False, xml=True, **edf_options) -> Path:
+def make_night(
+    folder: Path,
+    name: str,
+    stages=DEFAULT_STAGES,
+    events=RESP_EVENTS,
+    seconds=None,
+    style="lf",
+    shuffle=False,
+    xml=True,
+    **edf_options,
+) -> Path:
     """A flat-layout night <name>.edf + <name>-nsrr.xml; returns the EDF path."""
     folder.mkdir(parents=True, exist_ok=True)
     edf = folder / f"{name}.edf"
@@ -155,7 +189,10 @@ def test_channel_identity_and_time_alignment(tmp_path):
     row = manifest.iloc[0]
     assert row["status"] == "ok" and row["n_epochs"] == 20
     assert row["channels"] == "eeg_c4,eeg_c3,eog_l,eog_r,emg,ecg,airflow,thor,abdo,spo2"
-    assert row["native_rates"] == "eeg_c4:125,eeg_c3:125,eog_l:50,eog_r:50,emg:125,ecg:125,airflow:10,thor:10,abdo:10,spo2:1"
+    assert (
+        row["native_rates"]
+        == "eeg_c4:125,eeg_c3:125,eog_l:50,eog_r:50,emg:125,ecg:125,airflow:10,thor:10,abdo:10,spo2:1"
+    )
     frame = read_table(tmp_path / "dst", "shhs1-100001")
     for name in ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg"):
         assert dominant_hz(channel(frame, name), 100) == pytest.approx(TONE_HZ[name], abs=0.05), name
@@ -164,11 +201,11 @@ def test_channel_identity_and_time_alignment(tmp_path):
     for name, epoch in markers.items():
         fs = 100 if name not in ("airflow", "thor") else 10
         epochs = channel(frame, name)
-        energy = np.sqrt(np.mean(epochs ** 2, axis=1))
+        energy = np.sqrt(np.mean(epochs**2, axis=1))
         assert int(np.argmax(energy)) == epoch, name
         # the burst covers seconds [10, 15) of its epoch: the samples of those seconds dominate
-        inside = np.abs(epochs[epoch, int(10.2 * fs): int(14.8 * fs)]).max()
-        outside = np.abs(np.concatenate([epochs[epoch, : int(9.5 * fs)], epochs[epoch, int(15.5 * fs):]])).max()
+        inside = np.abs(epochs[epoch, int(10.2 * fs) : int(14.8 * fs)]).max()
+        outside = np.abs(np.concatenate([epochs[epoch, : int(9.5 * fs)], epochs[epoch, int(15.5 * fs) :]])).max()
         assert inside > 3 * outside, name
 
 
@@ -189,9 +226,13 @@ def test_tone_amplitude_survives_resampling_and_unit_conversion(tmp_path, overri
 
 def test_quartiles_are_exactly_numpy_percentiles():
     rng = np.random.default_rng(0)
-    cases = [rng.standard_normal(200_001).astype(np.float32), np.round(rng.standard_normal(150_000) * 3),
-             np.sort(rng.exponential(2.0, 100_000)), np.r_[np.full(90_000, 95.0), rng.uniform(80, 99, 10_000)],
-             rng.standard_normal(1_000)]
+    cases = [
+        rng.standard_normal(200_001).astype(np.float32),
+        np.round(rng.standard_normal(150_000) * 3),
+        np.sort(rng.exponential(2.0, 100_000)),
+        np.r_[np.full(90_000, 95.0), rng.uniform(80, 99, 10_000)],
+        rng.standard_normal(1_000),
+    ]
     for values in cases:
         assert quartiles(values) == tuple(np.percentile(values, (25, 50, 75)))
 
@@ -203,12 +244,19 @@ def test_labels_equal_truth_for_every_epoch(tmp_path, style, shuffle):
     frame = read_table(tmp_path / "dst", "n-1")
     assert frame["stage"].tolist() == [STAGE_TRUTH[s] for s in DEFAULT_STAGES]
     assert frame["epoch"].tolist() == list(range(20))
-    truth = {name: np.zeros(20, dtype=np.int8) for name in ("obstructive_apnea", "central_apnea", "hypopnea",
-                                                            "desaturation", "arousal", "apnea")}
+    truth = {
+        name: np.zeros(20, dtype=np.int8)
+        for name in ("obstructive_apnea", "central_apnea", "hypopnea", "desaturation", "arousal", "apnea")
+    }
     seconds = {name: np.zeros(20) for name in truth}
     grid = np.arange(0, 600, 0.01) + 0.005
-    names = {"Obstructive apnea": ["obstructive_apnea", "apnea"], "Central apnea": ["central_apnea", "apnea"],
-             "Hypopnea": ["hypopnea"], "SpO2 desaturation": ["desaturation"], "Arousal": ["arousal"]}
+    names = {
+        "Obstructive apnea": ["obstructive_apnea", "apnea"],
+        "Central apnea": ["central_apnea", "apnea"],
+        "Hypopnea": ["hypopnea"],
+        "SpO2 desaturation": ["desaturation"],
+        "Arousal": ["arousal"],
+    }
     covered = {name: np.zeros(grid.size, dtype=bool) for name in truth}
     for _, concept, start, duration, *_ in RESP_EVENTS:
         for name in names.get(concept.split("|")[0], []):
@@ -243,8 +291,19 @@ def test_parquet_layout_and_metadata(tmp_path):
     parse(tmp_path / "src", tmp_path / "dst")
     parquet = pq.ParquetFile(tmp_path / "dst" / "recordings" / "n-1.parquet")
     schema = parquet.schema_arrow
-    assert schema.names[:11] == ["epoch", "eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg", "airflow", "thor",
-                                 "abdo", "spo2"]
+    assert schema.names[:11] == [
+        "epoch",
+        "eeg_c4",
+        "eeg_c3",
+        "eog_l",
+        "eog_r",
+        "emg",
+        "ecg",
+        "airflow",
+        "thor",
+        "abdo",
+        "spo2",
+    ]
     assert schema.names[11] == "stage" and str(schema.field("stage").type) == "int8"
     assert str(schema.field("eeg_c4").type) == "fixed_size_list<element: float>[3000]"
     assert str(schema.field("spo2").type) == "fixed_size_list<element: float>[300]"
@@ -259,7 +318,13 @@ def test_parquet_layout_and_metadata(tmp_path):
     steps = {s["step"]: s for s in json.loads(kv["processing"])["steps"]}
     assert steps["bandpass"]["zero_phase"] is True and steps["bandpass"]["bands_hz"]["emg"] == [25.0, 49.0]
     assert steps["resample"]["up_down"]["eeg_c4"] == [4, 5] and steps["resample"]["up_down"]["eog_l"] == [2, 1]
-    assert json.loads(kv["rates"])["spo2"] == {"native_hz": 1.0, "fs": 10, "label": "SaO2", "unit": "%", "edf_unit": "%"}
+    assert json.loads(kv["rates"])["spo2"] == {
+        "native_hz": 1.0,
+        "fs": 10,
+        "label": "SaO2",
+        "unit": "%",
+        "edf_unit": "%",
+    }
     assert kv["version"] and json.loads(kv["channels"])[0] == "eeg_c4"
     assert json.loads(kv["manifest_row"])["n_epochs"] == 70
 
@@ -267,17 +332,30 @@ def test_parquet_layout_and_metadata(tmp_path):
 @pytest.mark.parametrize("n_epochs", [1, 15, 16, 17, 31, 32, 33, 39, 47, 120, 961])
 def test_row_groups_hold_16_to_32_epochs(n_epochs):
     from dataset.data_parser import row_group_sizes
+
     sizes = row_group_sizes(n_epochs)
     assert sum(sizes) == n_epochs
     assert all(16 <= s <= 32 for s in sizes) if n_epochs >= 16 else sizes == [n_epochs]
 
 
-@pytest.mark.parametrize("raw, factor", [(b"uV", 1.0), (b"\xb5V", 1.0), ("\u00b5V".encode("utf-8"), 1.0),
-                                         ("\u03bcV".encode("utf-8"), 1.0), (b"mV", 1e3), (b"V", 1e6), (b"", None),
-                                         (b"bananas", None)])
+@pytest.mark.parametrize(
+    "raw, factor",
+    [
+        (b"uV", 1.0),
+        (b"\xb5V", 1.0),
+        ("\u00b5V".encode("utf-8"), 1.0),
+        ("\u03bcV".encode("utf-8"), 1.0),
+        (b"mV", 1e3),
+        (b"V", 1e6),
+        (b"", None),
+        (b"bananas", None),
+    ],
+)
 def test_units_latin1_and_utf8_micro_sign(raw, factor):
     from types import SimpleNamespace
+
     from dataset.signal_processing import _unit_factor
+
     got = _unit_factor(CHANNEL_BY_NAME["eeg_c4"], SimpleNamespace(physical_dimension=raw.decode("latin-1")))
     assert got == ((factor, "uV", False) if factor else (1.0, "uV", True))
 
@@ -309,12 +387,22 @@ def test_secondary_eeg_alias_labels(tmp_path, label):
 
 
 def test_shhs2_rates_and_labels(tmp_path):
-    overrides = {"eeg_c4": {"rate": 128}, "eeg_c3": {"rate": 128, "label": "EEG2"}, "eog_l": {"rate": 64},
-                 "eog_r": {"rate": 64}, "emg": {"rate": 128}, "ecg": {"rate": 256},
-                 "airflow": {"rate": 8, "label": "new A/F"}, "thor": {"rate": 8}, "abdo": {"rate": 8}}
+    overrides = {
+        "eeg_c4": {"rate": 128},
+        "eeg_c3": {"rate": 128, "label": "EEG2"},
+        "eog_l": {"rate": 64},
+        "eog_r": {"rate": 64},
+        "emg": {"rate": 128},
+        "ecg": {"rate": 256},
+        "airflow": {"rate": 8, "label": "new A/F"},
+        "thor": {"rate": 8},
+        "abdo": {"rate": 8},
+    }
     make_night(tmp_path / "src", "shhs2-100001", overrides=overrides)
     row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
-    assert row["native_rates"] == "eeg_c4:128,eeg_c3:128,eog_l:64,eog_r:64,emg:128,ecg:256,airflow:8,thor:8,abdo:8,spo2:1"
+    assert (
+        row["native_rates"] == "eeg_c4:128,eeg_c3:128,eog_l:64,eog_r:64,emg:128,ecg:256,airflow:8,thor:8,abdo:8,spo2:1"
+    )
     frame = read_table(tmp_path / "dst", "shhs2-100001")
     for name in ("eeg_c4", "eeg_c3", "eog_l", "emg", "ecg"):
         assert channel(frame, name).shape == (20, 3000)
@@ -333,15 +421,22 @@ def test_missing_channels_are_left_out(tmp_path):
     assert "eog_r" not in frame and "emg" not in frame and np.isnan(row["median_emg"])
 
 
-@pytest.mark.parametrize("stages, seconds, n_epochs", [
-    (DEFAULT_STAGES[:15], 600, 15),  # scored shorter than the signal: trimmed at the end
-    (DEFAULT_STAGES, 18 * 30 + 10, 18),  # signal shorter than the scoring
-])
+@pytest.mark.parametrize(
+    "stages, seconds, n_epochs",
+    [
+        (DEFAULT_STAGES[:15], 600, 15),  # scored shorter than the signal: trimmed at the end
+        (DEFAULT_STAGES, 18 * 30 + 10, 18),  # signal shorter than the scoring
+    ],
+)
 def test_trim_to_the_shorter_of_signal_and_scoring(tmp_path, stages, seconds, n_epochs):
     make_night(tmp_path / "src", "n-1", stages=stages, seconds=seconds, markers={"eeg_c4": 11})
     row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
-    assert (row["n_epochs"], row["kept_s"], row["signal_s"], row["scored_s"]) == (n_epochs, 30.0 * n_epochs, seconds,
-                                                                                  30.0 * len(stages))
+    assert (row["n_epochs"], row["kept_s"], row["signal_s"], row["scored_s"]) == (
+        n_epochs,
+        30.0 * n_epochs,
+        seconds,
+        30.0 * len(stages),
+    )
     frame = read_table(tmp_path / "dst", "n-1")
     assert len(frame) == n_epochs and frame["stage"].tolist() == [STAGE_TRUTH[s] for s in stages[:n_epochs]]
     assert int(np.argmax(np.abs(channel(frame, "eeg_c4")).max(axis=1))) == 11  # not shifted
@@ -373,11 +468,17 @@ def build_bad_cohort(src: Path) -> None:
     edf.write_bytes(edf.read_bytes()[:-300])  # cut inside the last 1-s data record
     make_night(src, "units-9", overrides={"eeg_c4": {"unit": ""}, "eeg_c3": {"unit": "furlong"}})
     make_night(src, "unscored-10", stages=[9] * 20)
-    edf = make_night(src, "dropped-11", overrides={"eeg_c3": {"values": lambda t: np.zeros_like(t)},
-                                                    "emg": {"values": lambda t: np.full_like(t, 125.0)}})
+    edf = make_night(
+        src,
+        "dropped-11",
+        overrides={
+            "eeg_c3": {"values": lambda t: np.zeros_like(t)},
+            "emg": {"values": lambda t: np.full_like(t, 125.0)},
+        },
+    )
     raw, n_signals, eog_l = bytearray(edf.read_bytes()), len(SHHS1), list(SHHS1).index("eog_l")
     start = 256 + n_signals * (16 + 80 + 8 + 8 + 8 + 8) + 8 * eog_l  # digital maximum field of EOG(L)
-    raw[start:start + 8] = b"-32768  "  # = its digital minimum: an unusable header
+    raw[start : start + 8] = b"-32768  "  # = its digital minimum: an unusable header
     edf.write_bytes(bytes(raw))
     write_xml(src / "orphan-12-nsrr.xml", stage_events(DEFAULT_STAGES))
 
@@ -388,11 +489,17 @@ def test_every_bad_input_is_a_manifest_row_and_good_ones_finish(tmp_path, capsys
     assert code == 1  # some recordings failed
     manifest = pd.read_parquet(tmp_path / "dst" / "manifest.parquet").set_index("recording_id")
     expected = {
-        "good-1": ("ok", ""), "good-2": ("ok", ""),
-        "empty-3": ("failed", "empty file"), "garbage-4": ("failed", "not an EDF"),
-        "badxml-5": ("failed", "malformed XML"), "noxml-6": ("skipped", "no NSRR XML"),
-        "noephys-7": ("skipped", "no electrophysiology channel"), "cut-8": ("ok", ""), "units-9": ("ok", ""),
-        "unscored-10": ("skipped", "no scored epoch"), "dropped-11": ("ok", ""),
+        "good-1": ("ok", ""),
+        "good-2": ("ok", ""),
+        "empty-3": ("failed", "empty file"),
+        "garbage-4": ("failed", "not an EDF"),
+        "badxml-5": ("failed", "malformed XML"),
+        "noxml-6": ("skipped", "no NSRR XML"),
+        "noephys-7": ("skipped", "no electrophysiology channel"),
+        "cut-8": ("ok", ""),
+        "units-9": ("ok", ""),
+        "unscored-10": ("skipped", "no scored epoch"),
+        "dropped-11": ("ok", ""),
         "orphan-12": ("skipped", "no EDF file"),
     }
     assert sorted(manifest.index) == sorted(expected)
@@ -470,7 +577,11 @@ def test_interrupted_run_leftovers_are_repaired(tmp_path):
     (tmp_path / "dst" / "manifest.parquet").unlink()
     manifest = parse(tmp_path / "src", tmp_path / "dst")
     assert {r: run["reused"] for r, run in manifest.attrs["runs"].items()} == {
-        "n-0": True, "n-1": False, "n-2": True, "n-3": False}
+        "n-0": True,
+        "n-1": False,
+        "n-2": True,
+        "n-3": False,
+    }
     _assert_complete(tmp_path / "dst", 4)
 
 
@@ -478,10 +589,18 @@ def test_killed_parser_process_then_rerun_ends_complete(tmp_path):
     for i in range(6):
         make_night(tmp_path / "src", f"n-{i}", stages=[2] * 120)  # 1-h nights
     dst = tmp_path / "dst"
-    command = [sys.executable, "dataset/data_parser.py", "--src", str(tmp_path / "src"), "--dst", str(dst),
-               "--no-progress"]
-    process = subprocess.Popen(command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "dataset/data_parser.py",
+        "--src",
+        str(tmp_path / "src"),
+        "--dst",
+        str(dst),
+        "--no-progress",
+    ]
+    process = subprocess.Popen(
+        command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline:
         if list((dst / "recordings").glob("*.parquet")) if (dst / "recordings").exists() else []:
@@ -513,8 +632,9 @@ def test_shards_and_merge_equal_a_single_run_with_workers(tmp_path):
     (tmp_path / "sharded" / "manifest.shard-1-of-2.parquet").unlink()
     assert main(["--merge", "--dst", str(tmp_path / "sharded"), "--no-progress"]) == 0
     for name in ("manifest.parquet", "events.parquet"):
-        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "single" / name),
-                                      pd.read_parquet(tmp_path / "sharded" / name))
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "single" / name), pd.read_parquet(tmp_path / "sharded" / name)
+        )
     assert (tmp_path / "single" / "splits.json").read_text() == (tmp_path / "sharded" / "splits.json").read_text()
     for path in sorted((tmp_path / "single" / "recordings").glob("*.parquet")):
         assert pq.read_table(path).equals(pq.read_table(tmp_path / "sharded" / "recordings" / path.name))
@@ -529,14 +649,21 @@ def test_nsrr_layout_discovery(tmp_path):
         (root / "annotations-events-nsrr" / cohort).mkdir(parents=True, exist_ok=True)
         write_xml(root / "annotations-events-nsrr" / cohort / f"{name}-nsrr.xml", stage_events(DEFAULT_STAGES))
     jobs = discover(tmp_path / "shhs")
-    assert [(j.recording_id, j.subject_id, j.cohort) for j in jobs] == [("shhs1-200001", "200001", "shhs1"),
-                                                                        ("shhs2-200001", "200001", "shhs2")]
+    assert [(j.recording_id, j.subject_id, j.cohort) for j in jobs] == [
+        ("shhs1-200001", "200001", "shhs1"),
+        ("shhs2-200001", "200001", "shhs2"),
+    ]
     assert all(j.xml and j.xml.endswith("-nsrr.xml") for j in jobs)
 
 
 def test_module_entry_point_help():
-    result = subprocess.run([sys.executable, "-m", "dataset.data_parser", "--help"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parents[1], timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "dataset.data_parser", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
     assert result.returncode == 0 and "--shard" in result.stdout and "--allow-unscored" in result.stdout
     assert main(["--dst", "/nonexistent/x", "--src", "/nonexistent/src", "--no-progress"]) == 2
 
@@ -547,8 +674,9 @@ def synthetic_cohort(tmp_path_factory):
     from dataset.synthetic import VARIATION_CATALOG, generate_cohort, variation_plan
 
     root = tmp_path_factory.mktemp("synthetic")
-    nights = generate_cohort(root / "src", nights=12, hours=0.25, seed=3,
-                             variations=variation_plan(12, list(VARIATION_CATALOG)))
+    nights = generate_cohort(
+        root / "src", nights=12, hours=0.25, seed=3, variations=variation_plan(12, list(VARIATION_CATALOG))
+    )
     manifest = parse(root / "src", root / "dst")
     return root, {n.recording_id: n for n in nights}, manifest.set_index("recording_id")
 
@@ -562,7 +690,10 @@ def test_synthetic_cohort_every_variation_end_to_end(synthetic_cohort):
         n_epochs = int(min(night.signal_s, night.scored_s) // 30)
         assert row["n_epochs"] == n_epochs and row["signal_s"] == night.signal_s and row["scored_s"] == night.scored_s
         assert row["cohort"] == night.cohort and row["subject_id"] == night.subject_id
-        assert row["channels"] == ",".join(c for c in CHANNEL_BY_NAME if c in night.channels) and not row["dropped_channels"]
+        assert (
+            row["channels"] == ",".join(c for c in CHANNEL_BY_NAME if c in night.channels)
+            and not row["dropped_channels"]
+        )
         rates = json.loads(pq.read_schema(root / "dst" / row["parquet"]).metadata[b"rates"])
         assert {c: r["label"] for c, r in rates.items()} == night.channels  # the alias the generator wrote
         frame = read_table(root / "dst", rid)
@@ -586,11 +717,16 @@ def test_synthetic_cohort_every_variation_end_to_end(synthetic_cohort):
         if "secondary_eeg_label" in variations:
             assert "eeg_c3" in row["channels"].split(",")
     shhs2 = [rid for rid in nights if rid.startswith("shhs2")]
-    assert shhs2 and manifest.loc[shhs2[0], "subject_id"] == manifest.loc["shhs1-" + shhs2[0].split("-")[1], "subject_id"]
+    assert (
+        shhs2 and manifest.loc[shhs2[0], "subject_id"] == manifest.loc["shhs1-" + shhs2[0].split("-")[1], "subject_id"]
+    )
     splits = json.loads((root / "dst" / "splits.json").read_text())
-    subject_split = [s for s in ("pretrain", "val", "test") if manifest.loc[shhs2[0], "subject_id"] in splits["subjects"][s]]
+    subject_split = [
+        s for s in ("pretrain", "val", "test") if manifest.loc[shhs2[0], "subject_id"] in splits["subjects"][s]
+    ]
     assert len(subject_split) == 1 and {shhs2[0], "shhs1-" + shhs2[0].split("-")[1]} <= set(
-        splits["recordings"][subject_split[0]])
+        splits["recordings"][subject_split[0]]
+    )
 
 
 def test_duplicate_recording_id_fails_without_touching_the_first(tmp_path):

@@ -1,6 +1,7 @@
 """Reliability of dataset/data_parser.py under hand-made faults: EDF/XML pairing across folders, duplicate
 recording ids, EDF header record counts of 0 and -1, unwritable output folders, a worker killed mid-night and
 a parser killed with its workers running. Nights come from dataset/synthetic.py and are minutes long."""
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,9 @@ def run_main(src: Path, dst: Path, *extra: str) -> tuple[int, pd.DataFrame | Non
 
 def night(folder: Path, recording_id: str, seed: int, hours: float = 0.1):
     folder.mkdir(parents=True, exist_ok=True)
-    return generate_night(folder / f"{recording_id}.edf", folder / f"{recording_id}-nsrr.xml", recording_id,
-                          hours, seed)
+    return generate_night(
+        folder / f"{recording_id}.edf", folder / f"{recording_id}-nsrr.xml", recording_id, hours, seed
+    )
 
 
 def stages_of(dst: Path, recording_id: str) -> np.ndarray:
@@ -183,8 +185,22 @@ def start_parser(tmp_path: Path, nights: int = 6, hours: float = 1.0) -> tuple[s
     src, dst = tmp_path / "src", tmp_path / "dst"
     generate_cohort(src, nights=nights, hours=hours, seed=0, layout="flat")
     with open(tmp_path / "parser.log", "w") as log:  # a file, not a pipe: orphans would hold a pipe open
-        process = subprocess.Popen([sys.executable, "dataset/data_parser.py", "--src", str(src), "--dst", str(dst),
-                                    "--workers", "2", "--no-progress"], cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "dataset/data_parser.py",
+                "--src",
+                str(src),
+                "--dst",
+                str(dst),
+                "--workers",
+                "2",
+                "--no-progress",
+            ],
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 120
     while not list((dst / "recordings").glob("*.parquet")) and process.poll() is None:
         assert time.monotonic() < deadline, "the parser wrote no table in 120 s"
@@ -196,8 +212,7 @@ def start_parser(tmp_path: Path, nights: int = 6, hours: float = 1.0) -> tuple[s
 def parser_workers(pid: int) -> list:
     """The worker processes of the parser `pid` (not the multiprocessing resource tracker)."""
     psutil = pytest.importorskip("psutil")
-    return [child for child in psutil.Process(pid).children()
-            if "resource_tracker" not in " ".join(child.cmdline())]
+    return [child for child in psutil.Process(pid).children() if "resource_tracker" not in " ".join(child.cmdline())]
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")

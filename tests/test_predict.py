@@ -2,6 +2,7 @@
 step or two on a small synthetic cohort predict an unseen synthetic night; the outputs must be complete and
 consistent with each other (every epoch once, probabilities sum to 1, stage minutes add up to the recording time,
 the AHI of the report recomputes from events.csv), a missing channel is named, bad files exit with code 2."""
+
 from __future__ import annotations
 
 import json
@@ -39,27 +40,93 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     data = root / "dst"
     torch.manual_seed(0)
     net = build_neuronet(neuronet_config("tiny", **SMALL))
-    fusion = build_synthsleepnet(synthsleepnet_config("tiny", channels=("eeg_c4", "eog_l"), fusion_depth=1),
-                                 {"eeg_c4": net, "eog_l": net})
+    fusion = build_synthsleepnet(
+        synthsleepnet_config("tiny", channels=("eeg_c4", "eog_l"), fusion_depth=1), {"eeg_c4": net, "eog_l": net}
+    )
     backbones = {}
-    for name, kind, model, metadata in (("eeg", "neuronet", net, {"channels": ["eeg_c4"]}),
-                                        ("fusion", "synthsleepnet", fusion, {})):
+    for name, kind, model, metadata in (
+        ("eeg", "neuronet", net, {"channels": ["eeg_c4"]}),
+        ("fusion", "synthsleepnet", fusion, {}),
+    ):
         backbones[name] = root / f"{name}.pt"
-        atomic_save({"format_version": FORMAT_VERSION, "model_kind": kind, "model_config": model.config.to_dict(),
-                     "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {}, "epoch": 1,
-                     "batch_in_epoch": 0, "step": 1, "rng": [], "config": {}, "version": {}, "metrics": {},
-                     "best": {}, "splits_sha256": sha256_file(data / "splits.json"), "meter": {}, "world_size": 1,
-                     "metadata": metadata}, backbones[name])
+        atomic_save(
+            {
+                "format_version": FORMAT_VERSION,
+                "model_kind": kind,
+                "model_config": model.config.to_dict(),
+                "model": model.state_dict(),
+                "optimizer": {},
+                "scheduler": {},
+                "scaler": {},
+                "epoch": 1,
+                "batch_in_epoch": 0,
+                "step": 1,
+                "rng": [],
+                "config": {},
+                "version": {},
+                "metrics": {},
+                "best": {},
+                "splits_sha256": sha256_file(data / "splits.json"),
+                "meter": {},
+                "world_size": 1,
+                "metadata": metadata,
+            },
+            backbones[name],
+        )
     out = {}
-    for name, backbone, task in (("stage", "fusion", "sleep_stage"), ("apnea", "fusion", "apnea"),
-                                 ("hypopnea", "eeg", "hypopnea")):
+    for name, backbone, task in (
+        ("stage", "fusion", "sleep_stage"),
+        ("apnea", "fusion", "apnea"),
+        ("hypopnea", "eeg", "hypopnea"),
+    ):
         out[name] = root / name
-        assert linear_probing.main(["--data", str(data), "--backbone", str(backbones[backbone]), "--task", task,
-                                    "--out", str(out[name]), "--epochs", "20", "--batch-size", "32", *RUN]) == 0
+        assert (
+            linear_probing.main(
+                [
+                    "--data",
+                    str(data),
+                    "--backbone",
+                    str(backbones[backbone]),
+                    "--task",
+                    task,
+                    "--out",
+                    str(out[name]),
+                    "--epochs",
+                    "20",
+                    "--batch-size",
+                    "32",
+                    *RUN,
+                ]
+            )
+            == 0
+        )
     out["temporal"] = root / "temporal"
-    assert fine_tuning.main(["--data", str(data), "--backbone", str(backbones["eeg"]), "--task", "sleep_stage",
-                             "--out", str(out["temporal"]), "--epochs-per-window", "8", "--stride", "8",
-                             "--epochs", "1", "--max-steps", "1", "--batch-size", "2", *RUN]) == 0
+    assert (
+        fine_tuning.main(
+            [
+                "--data",
+                str(data),
+                "--backbone",
+                str(backbones["eeg"]),
+                "--task",
+                "sleep_stage",
+                "--out",
+                str(out["temporal"]),
+                "--epochs-per-window",
+                "8",
+                "--stride",
+                "8",
+                "--epochs",
+                "1",
+                "--max-steps",
+                "1",
+                "--batch-size",
+                "2",
+                *RUN,
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -75,9 +142,26 @@ def night(tmp_path_factory) -> tuple[Path, Path]:
 def test_predict_writes_consistent_outputs(runs, night, tmp_path, capsys):
     edf, xml = night
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--hypopnea",
-                         str(runs["hypopnea"]), "--edf", str(edf), "--xml", str(xml), "--out", str(out),
-                         "--no-progress"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--apnea",
+                str(runs["apnea"]),
+                "--hypopnea",
+                str(runs["hypopnea"]),
+                "--edf",
+                str(edf),
+                "--xml",
+                str(xml),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     for name in ("hypnogram.csv", "hypnogram.png", "events.csv", "report.json", "report.md"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
@@ -88,14 +172,19 @@ def test_predict_writes_consistent_outputs(runs, night, tmp_path, capsys):
     assert np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-4)
     assert (hypnogram["stage_code"].to_numpy() == probabilities.argmax(axis=1)).all()
     assert (hypnogram["stage"] == [STAGE_NAMES[c] for c in hypnogram["stage_code"]]).all()
-    assert hypnogram["time"].str.match(r"^\d\d:\d\d:\d\d$").all() and (hypnogram["start_s"] == 30 * hypnogram["epoch"]).all()
+    assert (
+        hypnogram["time"].str.match(r"^\d\d:\d\d:\d\d$").all()
+        and (hypnogram["start_s"] == 30 * hypnogram["epoch"]).all()
+    )
 
     sleep = report["sleep"]
     stage_min = {s: (hypnogram["stage"] == s).sum() * 0.5 for s in STAGE_NAMES}
     for s in STAGE_NAMES:
         assert sleep[f"{s.lower()}_min"] == pytest.approx(stage_min[s])
     assert sleep["trt_min"] == pytest.approx(n * 0.5)
-    assert sum(sleep[f"{s.lower()}_min"] for s in STAGE_NAMES) + sleep["unscored_min"] == pytest.approx(sleep["trt_min"])
+    assert sum(sleep[f"{s.lower()}_min"] for s in STAGE_NAMES) + sleep["unscored_min"] == pytest.approx(
+        sleep["trt_min"]
+    )
     assert sleep["tst_min"] == pytest.approx(sum(stage_min[s] for s in SLEEP))
     assert sleep["sleep_efficiency_pct"] == pytest.approx(100 * sleep["tst_min"] / sleep["trt_min"])
 
@@ -103,32 +192,38 @@ def test_predict_writes_consistent_outputs(runs, night, tmp_path, capsys):
     events = pd.read_csv(out / "events.csv")
     per_epoch = {task: np.zeros(n, dtype=np.int64) for task in ("apnea", "hypopnea")}
     for row in events.itertuples():
-        per_epoch[row.type][row.start_epoch: row.start_epoch + row.n_epochs] = 1
+        per_epoch[row.type][row.start_epoch : row.start_epoch + row.n_epochs] = 1
         assert row.duration_s == 30 * row.n_epochs and row.start_s == 30 * row.start_epoch
     for task in per_epoch:
         assert (per_epoch[task] == hypnogram[task].to_numpy()).all()
     is_sleep = hypnogram["stage"].isin(SLEEP).to_numpy()
     # each type's count is scaled by the event_calibration its run stored (fitted on val labels, never test)
-    calibration = {task: json.loads((runs[task] / "metrics.json").read_text())["event_calibration"]
-                   for task in ("apnea", "hypopnea")}
+    calibration = {
+        task: json.loads((runs[task] / "metrics.json").read_text())["event_calibration"]
+        for task in ("apnea", "hypopnea")
+    }
     for task, fitted in calibration.items():
         assert fitted["split"] == "val" and fitted["scored_events"] >= 0 and fitted["counted_events"] >= 0
-        assert fitted["scale"] == (fitted["scored_events"] / fitted["counted_events"]
-                                   if fitted["counted_events"] >= 20 else 1.0)
+        assert fitted["scale"] == (
+            fitted["scored_events"] / fitted["counted_events"] if fitted["counted_events"] >= 20 else 1.0
+        )
         assert report["events"][task]["event_scale"] == pytest.approx(fitted["scale"])
     scales = (calibration["apnea"]["scale"], calibration["hypopnea"]["scale"])
     expected = estimate_ahi(per_epoch["apnea"], per_epoch["hypopnea"], is_sleep, scales=scales)
     raw = estimate_ahi(per_epoch["apnea"], per_epoch["hypopnea"], is_sleep)
     assert (sleep["ahi_est"] is None and math.isnan(expected)) or sleep["ahi_est"] == pytest.approx(expected)
-    assert (sleep["ahi_est_uncalibrated"] is None and math.isnan(raw)) or sleep["ahi_est_uncalibrated"] == pytest.approx(raw)
+    assert (sleep["ahi_est_uncalibrated"] is None and math.isnan(raw)) or sleep[
+        "ahi_est_uncalibrated"
+    ] == pytest.approx(raw)
     assert (events["in_sleep"] == is_sleep[events["start_epoch"]]).all()
 
     agreement = report["agreement"]
     scored = hypnogram["scored_stage_code"].to_numpy()
     confusion = np.array(agreement["sleep_stage"]["confusion_matrix"])
     assert confusion.sum() == agreement["sleep_stage"]["n"] == (scored >= 0).sum() > 0
-    assert agreement["sleep_stage"]["accuracy"] == pytest.approx(np.mean(scored[scored >= 0] ==
-                                                                         hypnogram["stage_code"].to_numpy()[scored >= 0]))
+    assert agreement["sleep_stage"]["accuracy"] == pytest.approx(
+        np.mean(scored[scored >= 0] == hypnogram["stage_code"].to_numpy()[scored >= 0])
+    )
     assert agreement["ahi"]["scored"] is not None and agreement["ahi"]["scored"] > 0
     assert report["channels"]["missing"] == []
     markdown = (out / "report.md").read_text()
@@ -144,7 +239,10 @@ def test_temporal_run_tiles_every_epoch_once(runs, night, tmp_path):
     owned = np.concatenate([windows[i]["epoch_ids"].numpy()[windows[i]["owned"].numpy()] for i in range(len(windows))])
     assert sorted(owned.tolist()) == list(range(84)) and len(windows) == 11  # 0, 8, .., 72 and the end-aligned 76
     out = tmp_path / "temporal"
-    assert predict.main(["--checkpoint", str(runs["temporal"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(["--checkpoint", str(runs["temporal"]), "--edf", str(edf), "--out", str(out), "--no-progress"])
+        == 0
+    )
     hypnogram = pd.read_csv(out / "hypnogram.csv")
     assert len(hypnogram) == 84 and not (out / "events.csv").exists()
     assert np.allclose(hypnogram[[f"p_{s}" for s in STAGE_NAMES]].sum(axis=1), 1.0, atol=1e-4)
@@ -156,7 +254,9 @@ def test_missing_channel_still_predicts_and_is_named(runs, tmp_path, capsys):
     edf, xml = tmp_path / "gap-900002.edf", tmp_path / "gap-900002-nsrr.xml"
     synthetic.generate_night(edf, xml, "gap-900002", hours=0.2, seed=8, missing_channels=("eog_l",))
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["channels"]["missing"] == ["eog_l"]
     assert report["channels"]["models"]["sleep_stage"]["used"] == ["eeg_c4"]
@@ -166,8 +266,22 @@ def test_missing_channel_still_predicts_and_is_named(runs, tmp_path, capsys):
     assert np.allclose(hypnogram[[f"p_{s}" for s in STAGE_NAMES]].sum(axis=1), 1.0, atol=1e-4)
     # a model none of whose channels exists: clear error naming the file and the labels looked for
     synthetic.generate_night(edf, xml, "gap-900002", hours=0.2, seed=8, missing_channels=("eeg_c4",))
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--hypopnea", str(runs["hypopnea"]), "--edf", str(edf),
-                         "--out", str(tmp_path / "none"), "--no-progress"]) == 2
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--hypopnea",
+                str(runs["hypopnea"]),
+                "--edf",
+                str(edf),
+                "--out",
+                str(tmp_path / "none"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     message = capsys.readouterr().err
     assert str(edf) in message and "hypopnea" in message and "EEG 1" in message
 
@@ -180,8 +294,21 @@ def test_bad_inputs_exit_2_with_the_file_named(runs, night, tmp_path, capsys):
     assert err.startswith("error: ") and str(garbage) in err and "Traceback" not in err and err.count("\n") == 1
     bad_xml = tmp_path / "bad-nsrr.xml"
     bad_xml.write_text("<PSGAnnotation><ScoredEvents><ScoredEvent>")
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(night[0]), "--xml", str(bad_xml),
-                         "--out", str(tmp_path / "b")]) == 2
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--edf",
+                str(night[0]),
+                "--xml",
+                str(bad_xml),
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 2
+    )
     assert str(bad_xml) in capsys.readouterr().err
     # a run given for the wrong task
     assert predict.main(["--checkpoint", str(runs["apnea"]), "--edf", str(night[0]), "--out", str(tmp_path / "c")]) == 2
@@ -194,8 +321,11 @@ def test_options_from_a_config_file(runs, night, tmp_path):
     edf, xml = night
     out = tmp_path / "from_config"
     config = tmp_path / "predict.json"
-    config.write_text(json.dumps({"checkpoint": str(runs["stage"]), "edf": str(edf), "xml": str(xml),
-                                  "out": str(out), "progress": False}))
+    config.write_text(
+        json.dumps(
+            {"checkpoint": str(runs["stage"]), "edf": str(edf), "xml": str(xml), "out": str(out), "progress": False}
+        )
+    )
     assert predict.main(["--config", str(config), "--batch-size", "16"]) == 0
     saved = json.loads((out / "config.json").read_text())
     assert saved["edf"] == str(edf) and saved["batch_size"] == 16 and saved["checkpoint"] == str(runs["stage"])
@@ -223,8 +353,24 @@ def test_the_ahi_uses_each_event_runs_stored_scale(runs, night, tmp_path):
         metrics["event_calibration"]["scale"] = scale
         (scaled[task] / "metrics.json").write_text(json.dumps(metrics))
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(scaled["apnea"]), "--hypopnea",
-                         str(scaled["hypopnea"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--apnea",
+                str(scaled["apnea"]),
+                "--hypopnea",
+                str(scaled["hypopnea"]),
+                "--edf",
+                str(edf),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     counted = {task: report["events"][task]["n_events_in_sleep"] for task in ("apnea", "hypopnea")}
     sleep_h = report["sleep"]["tst_min"] / 60
@@ -238,8 +384,11 @@ def _tree_digest(root: Path) -> dict[str, str]:
     """sha256 of every file below `root` by relative path."""
     import hashlib
 
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_out_that_is_a_file_is_refused_before_any_work(runs, night, tmp_path, capsys, monkeypatch):
@@ -247,8 +396,12 @@ def test_out_that_is_a_file_is_refused_before_any_work(runs, night, tmp_path, ca
     target.write_text("keep me")
     monkeypatch.setattr(predict, "load_night", lambda *a, **k: pytest.fail("processed the night before checking --out"))
     for out in (target, target / "below"):
-        assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(night[0]), "--out", str(out),
-                             "--no-progress"]) == 2
+        assert (
+            predict.main(
+                ["--checkpoint", str(runs["stage"]), "--edf", str(night[0]), "--out", str(out), "--no-progress"]
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert err.startswith("error: --out ") and str(target) in err and err.count("\n") == 1
     assert target.read_text() == "keep me"
@@ -262,16 +415,31 @@ def test_out_that_is_a_file_is_refused_before_any_work(runs, night, tmp_path, ca
 def test_a_new_report_replaces_the_old_one_whole_and_a_failed_run_changes_nothing(runs, night, tmp_path):
     edf, _ = night
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--edf", str(edf),
-                         "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--apnea",
+                str(runs["apnea"]),
+                "--edf",
+                str(edf),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (out / "events.csv").is_file()
     before = _tree_digest(out)
     garbage = tmp_path / "garbage.edf"
     garbage.write_bytes(b"0" * 600)
     assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(garbage), "--out", str(out)]) == 2
     assert _tree_digest(out) == before  # the failed run left the earlier report as it was
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out),
-                         "--no-progress"]) == 0
+    assert (
+        predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    )
     assert not (out / "events.csv").exists()  # no stale events.csv beside a report without event runs
     assert "events.csv" not in " ".join(_tree_digest(out))
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging leftovers
@@ -281,7 +449,9 @@ def test_a_truncated_edf_is_reported_as_truncated(runs, tmp_path, capsys):
     edf, xml = tmp_path / "cut-900003.edf", tmp_path / "cut-900003-nsrr.xml"
     synthetic.generate_night(edf, xml, "cut-900003", hours=0.2, seed=9, truncated=True)
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    )
     console = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["processing"]["truncated"] is True and any("truncated" in w for w in report["warnings"])
@@ -293,8 +463,9 @@ def test_each_backbone_encodes_a_night_once_with_the_same_probabilities(runs, ni
     the probabilities of its own end-to-end model."""
     edf, _ = night
     device = torch.device("cpu")
-    loaded = predict.load_runs({"sleep_stage": runs["stage"], "apnea": runs["apnea"], "hypopnea": runs["hypopnea"]},
-                               device)
+    loaded = predict.load_runs(
+        {"sleep_stage": runs["stage"], "apnea": runs["apnea"], "hypopnea": runs["hypopnea"]}, device
+    )
     epochs, _, _ = predict.load_night(edf, None, channels=["eeg_c4", "eog_l"])
     direct = {task: predict.predict_task(run, epochs, "n", device) for task, run in loaded.items()}
     identities = predict.share_encoders(loaded)
@@ -302,8 +473,10 @@ def test_each_backbone_encodes_a_night_once_with_the_same_probabilities(runs, ni
     assert loaded["sleep_stage"].model.encoder is loaded["apnea"].model.encoder
     calls = []
     encoders = {id(run.model.encoder): run.model.encoder for run in loaded.values()}
-    hooks = [encoder.register_forward_hook(lambda module, inputs, output: calls.append((id(module), len(output))))
-             for encoder in encoders.values()]
+    hooks = [
+        encoder.register_forward_hook(lambda module, inputs, output: calls.append((id(module), len(output))))
+        for encoder in encoders.values()
+    ]
     try:
         shared = predict.predict_all(loaded, epochs, "n", device, identities=identities)
     finally:
@@ -328,8 +501,22 @@ def test_the_whole_night_is_predicted_when_the_scoring_is_shorter(runs, tmp_path
     edf, xml = tmp_path / "short-900004.edf", tmp_path / "short-900004-nsrr.xml"
     truth = synthetic.generate_night(edf, xml, "short-900004", hours=0.3, seed=10, scored_shorter=3)
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--xml", str(xml), "--out", str(out),
-                         "--no-progress"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--edf",
+                str(edf),
+                "--xml",
+                str(xml),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     hypnogram = pd.read_csv(out / "hypnogram.csv", keep_default_na=False)
     n_signal = int(truth.signal_s // 30)
@@ -384,8 +571,24 @@ def test_standard_annotation_files_agree_with_the_hypnogram(runs, night, tmp_pat
 
     edf, _ = night
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--hypopnea",
-                         str(runs["hypopnea"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--apnea",
+                str(runs["apnea"]),
+                "--hypopnea",
+                str(runs["hypopnea"]),
+                "--edf",
+                str(edf),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     hypnogram = pd.read_csv(out / "hypnogram.csv")
     labels = epoch_labels(parse_nsrr_xml(out / "predicted-nsrr.xml"), len(hypnogram))
     assert labels["stage"].tolist() == hypnogram["stage_code"].tolist()
@@ -406,14 +609,41 @@ def test_channel_map_chooses_the_edf_signal_and_the_report_names_it(runs, night,
     mapping = tmp_path / "map.yaml"
     mapping.write_text("eeg_c4: EEG(sec)\n")
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf),
-                         "--channel-map", str(mapping), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--edf",
+                str(edf),
+                "--channel-map",
+                str(mapping),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["channels"]["sources"]["eeg_c4"] == "EEG(sec)" and report["channels"]["user_map"] == ["eeg_c4"]
     assert report["channels"]["sources"]["eog_l"] == "EOG(L)"
     assert "eeg_c4 <- `EEG(sec)` (--channel-map)" in (out / "report.md").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text("eeg_c4: [unclosed\n")
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--channel-map", str(bad),
-                         "--out", str(tmp_path / "no")]) == 2
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--edf",
+                str(edf),
+                "--channel-map",
+                str(bad),
+                "--out",
+                str(tmp_path / "no"),
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.startswith("error: --channel-map ")

@@ -3,6 +3,7 @@ SpO2 and persistent-sleep rules on hand-made traces, the reliability verdict, an
 synthetic night: typed events in events.csv, the AHI recomputed from them over predicted sleep, the UNRELIABLE
 flag (weak validation, a night without respiratory channels), the exports carrying the typed events; and the
 event_detection row of evaluate.py's comparison table."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,13 @@ from dataset.nsrr_xml import parse_nsrr_xml
 from downstream import evaluate, predict
 from downstream.event_detection import train as event_detection
 from downstream.night_respiratory import (
-    EVENT_F1_MIN, MIN_VALIDATION_NIGHTS, assess_reliability, desaturations, oximetry_summary,
-    persistent_sleep_latency, spo2_percent,
+    EVENT_F1_MIN,
+    MIN_VALIDATION_NIGHTS,
+    assess_reliability,
+    desaturations,
+    oximetry_summary,
+    persistent_sleep_latency,
+    spo2_percent,
 )
 from tests.test_predict import runs  # noqa: F401 - tiny staging / apnea / hypopnea runs (a pytest fixture)
 from utils.events import Event, event_index
@@ -68,9 +74,12 @@ def test_latency_to_persistent_sleep():
 def test_reliability_reasons_and_thresholds():
     strong = assess_reliability("event model", {"val_kappa": 0.8}, STRONG_EVENTS, [])
     assert strong["reliable"] is True and strong["reasons"] == []
-    weak = assess_reliability("event model", {"val_kappa": 0.4},
-                              {**STRONG_EVENTS, "event_f1_hypopnea": EVENT_F1_MIN - 0.1,
-                               "ahi_n": MIN_VALIDATION_NIGHTS - 1}, ["spo2"])
+    weak = assess_reliability(
+        "event model",
+        {"val_kappa": 0.4},
+        {**STRONG_EVENTS, "event_f1_hypopnea": EVENT_F1_MIN - 0.1, "ahi_n": MIN_VALIDATION_NIGHTS - 1},
+        ["spo2"],
+    )
     assert weak["reliable"] is False
     text = " | ".join(weak["reasons"])
     assert "staging validation kappa 0.40" in text and "hypopnea event F1 0.40" in text
@@ -85,8 +94,12 @@ def event_run(cohort_factory, tmp_path_factory) -> Path:
     """A features event model on a tiny cohort (6 nights): weak validation by construction (2 val nights)."""
     data = cohort_factory(6, 0.8, 0) / "dst"
     out = tmp_path_factory.mktemp("predict_event_run") / "run"
-    assert event_detection.main(["--data", str(data), "--out", str(out), "--no-progress", "--n-boot", "0",
-                                 "--hgb-max-iter", "25"]) == 0
+    assert (
+        event_detection.main(
+            ["--data", str(data), "--out", str(out), "--no-progress", "--n-boot", "0", "--hgb-max-iter", "25"]
+        )
+        == 0
+    )
     return out
 
 
@@ -107,13 +120,37 @@ def _strong(run: Path, out: Path, metrics_edit) -> Path:
     return out
 
 
-def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(runs, event_run, apneic_night, tmp_path,  # noqa: F811
-                                                                    capsys):
+def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(
+    runs,
+    event_run,
+    apneic_night,
+    tmp_path,  # noqa: F811
+    capsys,
+):
     edf, xml = apneic_night
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--hypopnea",
-                         str(runs["hypopnea"]), "--events", str(event_run), "--edf", str(edf), "--xml", str(xml),
-                         "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--apnea",
+                str(runs["apnea"]),
+                "--hypopnea",
+                str(runs["hypopnea"]),
+                "--events",
+                str(event_run),
+                "--edf",
+                str(edf),
+                "--xml",
+                str(xml),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     console = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
     events = pd.read_csv(out / "events.csv")
@@ -134,8 +171,10 @@ def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(runs, event_
     assert ahi["ahi_rem"] is None or ahi["ahi_rem"] == pytest.approx(event_index(counted, sleep, within=stages == 4))
     assert ahi["n_counted_in_sleep"] == int((events["counted"] & events["in_sleep"]).sum())
     assert "ahi_est" not in report["sleep"]  # no epoch calibration factor when an event model is given
-    assert report["sleep"]["persistent_sleep_latency_min"] is None or report["sleep"]["persistent_sleep_latency_min"] \
-        >= report["sleep"]["sol_min"]
+    assert (
+        report["sleep"]["persistent_sleep_latency_min"] is None
+        or report["sleep"]["persistent_sleep_latency_min"] >= report["sleep"]["sol_min"]
+    )
 
     oximetry = report["oximetry"]
     assert oximetry["odi"] is not None and oximetry["n_desaturations"] > 0
@@ -176,8 +215,26 @@ def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(runs, eve
     scored = {}
     for rule in ("4", "3a", "all"):
         out = tmp_path / f"out-{rule}"
-        assert predict.main(["--checkpoint", str(stage), "--events", str(events), "--edf", str(edf), "--xml",
-                             str(xml), "--hypopnea-rule", rule, "--out", str(out), "--no-progress"]) == 0
+        assert (
+            predict.main(
+                [
+                    "--checkpoint",
+                    str(stage),
+                    "--events",
+                    str(events),
+                    "--edf",
+                    str(edf),
+                    "--xml",
+                    str(xml),
+                    "--hypopnea-rule",
+                    rule,
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         report = json.loads((out / "report.json").read_text())
         assert report["hypopnea_rule"] == rule and report["agreement"]["ahi"]["hypopnea_rule"] == rule
         scored[rule] = report["agreement"]["ahi"]["scored"]
@@ -190,31 +247,80 @@ def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(runs, eve
 
 def test_a_night_without_respiratory_channels_is_flagged(runs, event_run, tmp_path):  # noqa: F811
     edf, xml = tmp_path / "norsp-900012.edf", tmp_path / "norsp-900012-nsrr.xml"
-    synthetic.generate_night(edf, xml, "norsp-900012", hours=0.3, seed=22,
-                             missing_channels=("airflow", "thor", "abdo", "spo2"))
+    synthetic.generate_night(
+        edf, xml, "norsp-900012", hours=0.3, seed=22, missing_channels=("airflow", "thor", "abdo", "spo2")
+    )
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--events", str(event_run), "--edf", str(edf),
-                         "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--events",
+                str(event_run),
+                "--edf",
+                str(edf),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["reliability"]["reliable"] is False and report["oximetry"] is None
     assert any("lacks airflow, thor, abdo, spo2" in reason for reason in report["reliability"]["reasons"])
     assert report["channels"]["models"]["events"]["used"] == []
 
 
-def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(runs, apneic_night, tmp_path,  # noqa: F811
-                                                                           capsys):
+def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(
+    runs,
+    apneic_night,
+    tmp_path,  # noqa: F811
+    capsys,
+):
     edf, _ = apneic_night
     out = tmp_path / "out"
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--hypopnea",
-                         str(runs["hypopnea"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--apnea",
+                str(runs["apnea"]),
+                "--hypopnea",
+                str(runs["hypopnea"]),
+                "--edf",
+                str(edf),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())
     assert report["ahi"]["source"] == "epoch runs" and report["reliability"]["reliable"] is False
     assert "**" not in (out / "report.md").read_text().split("Estimated AHI")[1].splitlines()[0]
     bad = tmp_path / "bad_run"
     bad.mkdir()
     (bad / "model.pkl").write_bytes(b"not a pickle")
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--events", str(bad), "--edf", str(edf), "--out",
-                         str(tmp_path / "x"), "--no-progress"]) == 2
+    assert (
+        predict.main(
+            [
+                "--checkpoint",
+                str(runs["stage"]),
+                "--events",
+                str(bad),
+                "--edf",
+                str(edf),
+                "--out",
+                str(tmp_path / "x"),
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: --events ") and str(bad) in err and err.count("\n") == 1
     assert not (tmp_path / "x").exists()

@@ -1,6 +1,7 @@
 """predict.py on nights of other cohorts' layouts: MESA labels, MrOS referential channels (derivations computed),
 a clinical export, and Sleep-EDF (EDF+ hypnogram in a separate file; its Fpz-Cz EEG only through a user map).
 The report must name the EDF label or derivation that fed each channel, and agree with the scoring it read."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,17 @@ def test_predict_reads_each_layout_and_names_the_sources(runs, layout, tmp_path)
     suffix = "C-Hypnogram.edf" if layout == "sleep-edf" else "-nsrr.xml"
     edf, scoring = tmp_path / f"{layout}-900002.edf", tmp_path / f"{layout}-900002{suffix}"
     night = synthetic.generate_night(edf, scoring, f"{layout}-900002", hours=0.5, seed=3, channels=layout)
-    argv = ["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--xml", str(scoring), "--out",
-            str(tmp_path / "out"), "--no-progress"]
+    argv = [
+        "--checkpoint",
+        str(runs["stage"]),
+        "--edf",
+        str(edf),
+        "--xml",
+        str(scoring),
+        "--out",
+        str(tmp_path / "out"),
+        "--no-progress",
+    ]
     expected = dict(synthetic.LAYOUT_CHANNELS[layout])
     if layout == "sleep-edf":  # no standard C4 or left EOG: the user says what fills the slots
         mapping = tmp_path / "map.yaml"

@@ -1,5 +1,6 @@
 """Respiratory encoders: the 10-Hz NeuroNet geometry, the four pretraining scripts, SynthSleepNet over
 electrophysiology + respiratory channels, a probe on a ten-channel backbone, and a night without SpO2. CPU, tiny."""
+
 from __future__ import annotations
 
 import hashlib
@@ -13,8 +14,15 @@ import pytest
 import torch
 
 from dataset import data_parser, synthetic
-from dataset.constants import (CHANNEL_BY_NAME, ENCODER_MODALITY, EPHYS_CHANNELS, MODALITY_CHANNELS, RESP_CHANNELS,
-                               RESP_EPOCH_SAMPLES, RESP_FS)
+from dataset.constants import (
+    CHANNEL_BY_NAME,
+    ENCODER_MODALITY,
+    EPHYS_CHANNELS,
+    MODALITY_CHANNELS,
+    RESP_CHANNELS,
+    RESP_EPOCH_SAMPLES,
+    RESP_FS,
+)
 from models import neuronet
 from models.neuronet import build_neuronet, neuronet_config, neuronet_config_for_rate, respiratory_geometry
 from pretrained.unimodal.pretrain import MODALITIES, PROBE_TARGET_BY_MODALITY
@@ -28,8 +36,12 @@ MONITOR = ["--knn-max-train", "48", "--knn-max-val", "24", "--knn-k", "3"]
 
 # sha256 of "key:shape;..." over the state dict of every electrophysiology preset, as it was before the respiratory
 # encoders: checkpoints of these presets must keep loading.
-EPHYS_FINGERPRINTS = {"tiny": "00d76eb3b33a32f9", "T": "f4730f9b7624f5f7", "B": "c83f3b29f2a3d7f8",
-                      "fast": "ceccc1404cc965ca"}
+EPHYS_FINGERPRINTS = {
+    "tiny": "00d76eb3b33a32f9",
+    "T": "f4730f9b7624f5f7",
+    "B": "c83f3b29f2a3d7f8",
+    "fast": "ceccc1404cc965ca",
+}
 
 
 def _sha(text: str) -> str:
@@ -112,8 +124,9 @@ def test_respiratory_script_runs_two_steps(cohort, tmp_path, capsys, monkeypatch
     """The script file itself (as `python pretrained/unimodal/<m>/train.py`), 2 steps on the tiny cohort."""
     out = tmp_path / modality
     script = REPO / "pretrained" / "unimodal" / modality / "train.py"
-    monkeypatch.setattr(sys, "argv", [str(script), "--data", str(cohort), "--out", str(out), *COMMON, *MONITOR,
-                                      "--max-steps", "2"])
+    monkeypatch.setattr(
+        sys, "argv", [str(script), "--data", str(cohort), "--out", str(out), *COMMON, *MONITOR, "--max-steps", "2"]
+    )
     with pytest.raises(SystemExit) as done:
         runpy.run_path(str(script), run_name="__main__")
     assert done.value.code == 0
@@ -136,8 +149,10 @@ def test_respiratory_script_runs_two_steps(cohort, tmp_path, capsys, monkeypatch
 def test_rate_mismatch_is_one_error_line(cohort, tmp_path):
     from pretrained.unimodal.pretrain import main
 
-    with pytest.raises(SystemExit, match="eeg_c4 is a 100 Hz electrophysiology channel; the airflow NeuroNet takes "
-                                         "300-sample epochs at 10 Hz"):
+    with pytest.raises(
+        SystemExit,
+        match="eeg_c4 is a 100 Hz electrophysiology channel; the airflow NeuroNet takes 300-sample epochs at 10 Hz",
+    ):
         main(["--data", str(cohort), "--out", str(tmp_path / "a"), "--channels", "eeg_c4", *COMMON], modality="airflow")
     assert not (tmp_path / "a").exists()
 
@@ -154,8 +169,13 @@ def unimodal_runs(cohort, tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("resp_unimodal_runs")
     for modality in ENCODERS:
-        assert main(["--data", str(cohort), "--out", str(root / modality), *COMMON, "--max-steps", "1",
-                     "--no-monitor"], modality=modality) == 0
+        assert (
+            main(
+                ["--data", str(cohort), "--out", str(root / modality), *COMMON, "--max-steps", "1", "--no-monitor"],
+                modality=modality,
+            )
+            == 0
+        )
     return {modality: root / modality for modality in ENCODERS}
 
 
@@ -166,8 +186,27 @@ def ten_channel_run(cohort, unimodal_runs, tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("resp_multimodal") / "ten"
     unimodal = ",".join(f"{m}={unimodal_runs[m]}" for m in ENCODERS)
-    assert main(["--data", str(cohort), "--out", str(out), *COMMON, *MONITOR, "--channels", ",".join(TEN),
-                 "--unimodal", unimodal, "--max-steps", "2", "--monitor-target", "apnea"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(cohort),
+                "--out",
+                str(out),
+                *COMMON,
+                *MONITOR,
+                "--channels",
+                ",".join(TEN),
+                "--unimodal",
+                unimodal,
+                "--max-steps",
+                "2",
+                "--monitor-target",
+                "apnea",
+            ]
+        )
+        == 0
+    )
     return out
 
 
@@ -207,38 +246,121 @@ def test_multimodal_skips_and_counts_the_night_without_spo2(cohort, unimodal_run
     from pretrained.multimodal.train import main
 
     out = tmp_path / "resp_subset"
-    assert main(["--data", str(cohort), "--out", str(out), *COMMON, "--channels", "eeg_c4,airflow,spo2",
-                 "--unimodal", f"eeg={unimodal_runs['eeg']},airflow={unimodal_runs['airflow']},"
-                 f"spo2={unimodal_runs['spo2']}", "--max-steps", "2", "--no-monitor"]) == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(cohort),
+                "--out",
+                str(out),
+                *COMMON,
+                "--channels",
+                "eeg_c4,airflow,spo2",
+                "--unimodal",
+                f"eeg={unimodal_runs['eeg']},airflow={unimodal_runs['airflow']},spo2={unimodal_runs['spo2']}",
+                "--max-steps",
+                "2",
+                "--no-monitor",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "pretrain: skipped 1 recording(s): 1 x missing channel(s) spo2" in printed
     assert [s["step"] for s in read_jsonl(out / "steps.jsonl")] == [1, 2]
     with pytest.raises(SystemExit, match="no run for modality spo2"):
-        main(["--data", str(cohort), "--out", str(tmp_path / "x"), *COMMON, "--channels", "airflow,spo2",
-              "--unimodal", f"airflow={unimodal_runs['airflow']}", "--no-monitor"])
+        main(
+            [
+                "--data",
+                str(cohort),
+                "--out",
+                str(tmp_path / "x"),
+                *COMMON,
+                "--channels",
+                "airflow,spo2",
+                "--unimodal",
+                f"airflow={unimodal_runs['airflow']}",
+                "--no-monitor",
+            ]
+        )
     with pytest.raises(SystemExit, match="was pretrained on thor, but is given for airflow"):
-        main(["--data", str(cohort), "--out", str(tmp_path / "y"), *COMMON, "--channels", "airflow",
-              "--unimodal", f"airflow={unimodal_runs['thor']}", "--no-monitor"])
+        main(
+            [
+                "--data",
+                str(cohort),
+                "--out",
+                str(tmp_path / "y"),
+                *COMMON,
+                "--channels",
+                "airflow",
+                "--unimodal",
+                f"airflow={unimodal_runs['thor']}",
+                "--no-monitor",
+            ]
+        )
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
 # ---------------------------------------------------------------- downstream
-PROBE_RUN = ["--workers", "0", "--no-progress", "--n-boot", "20", "--hypnograms", "0", "--resume", "none",
-             "--epochs", "1", "--batch-size", "16"]
+PROBE_RUN = [
+    "--workers",
+    "0",
+    "--no-progress",
+    "--n-boot",
+    "20",
+    "--hypnograms",
+    "0",
+    "--resume",
+    "none",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+]
 
 
 def test_probe_on_a_ten_channel_backbone(cohort, ten_channel_run, tmp_path):
     from downstream.linear_probing import train as linear_probing
 
     out = tmp_path / "probe"
-    assert linear_probing.main(["--data", str(cohort), "--backbone", str(ten_channel_run), "--task", "apnea",
-                                "--out", str(out), *PROBE_RUN]) == 0
+    assert (
+        linear_probing.main(
+            [
+                "--data",
+                str(cohort),
+                "--backbone",
+                str(ten_channel_run),
+                "--task",
+                "apnea",
+                "--out",
+                str(out),
+                *PROBE_RUN,
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(out / "last.pt")["metadata"]["channels"] == TEN  # the backbone's channels by default
     assert (out / "metrics.json").is_file()
     # --channels picks respiratory channels of the backbone
     subset = tmp_path / "probe_resp"
-    assert linear_probing.main(["--data", str(cohort), "--backbone", str(ten_channel_run), "--task", "apnea",
-                                "--channels", "airflow,thor,eeg_c4", "--out", str(subset), *PROBE_RUN]) == 0
+    assert (
+        linear_probing.main(
+            [
+                "--data",
+                str(cohort),
+                "--backbone",
+                str(ten_channel_run),
+                "--task",
+                "apnea",
+                "--channels",
+                "airflow,thor,eeg_c4",
+                "--out",
+                str(subset),
+                *PROBE_RUN,
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(subset / "last.pt")["metadata"]["channels"] == ["airflow", "thor", "eeg_c4"]
 
 
@@ -248,13 +370,52 @@ def test_downstream_from_scratch_on_a_respiratory_channel(cohort, unimodal_runs,
     from downstream.linear_probing import train as linear_probing
 
     probe = tmp_path / "airflow_probe"
-    assert linear_probing.main(["--data", str(cohort), "--backbone", str(unimodal_runs["airflow"]), "--task",
-                                "apnea", "--out", str(probe), *PROBE_RUN]) == 0
+    assert (
+        linear_probing.main(
+            [
+                "--data",
+                str(cohort),
+                "--backbone",
+                str(unimodal_runs["airflow"]),
+                "--task",
+                "apnea",
+                "--out",
+                str(probe),
+                *PROBE_RUN,
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(probe / "last.pt")["metadata"]["channels"] == ["airflow"]
     scratch = tmp_path / "scratch"
-    assert fine_tuning.main(["--data", str(cohort), "--init", "random", "--preset", "tiny", "--channels",
-                             "eeg_c4,airflow", "--task", "apnea", "--out", str(scratch), "--epochs-per-window", "4",
-                             "--max-steps", "1", *PROBE_RUN[:-2], "--epochs", "1", "--batch-size", "2"]) == 0
+    assert (
+        fine_tuning.main(
+            [
+                "--data",
+                str(cohort),
+                "--init",
+                "random",
+                "--preset",
+                "tiny",
+                "--channels",
+                "eeg_c4,airflow",
+                "--task",
+                "apnea",
+                "--out",
+                str(scratch),
+                "--epochs-per-window",
+                "4",
+                "--max-steps",
+                "1",
+                *PROBE_RUN[:-2],
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 0
+    )
     encoders = load_checkpoint(scratch / "last.pt")["model_config"]["encoder"]["backbone_config"]["encoders"]
     assert encoders["airflow"]["fs"] == RESP_FS and encoders["eeg_c4"]["fs"] == 100
 
@@ -263,8 +424,21 @@ def test_backbone_rate_mismatch_is_one_error_line(cohort, unimodal_runs, tmp_pat
     from downstream.linear_probing import train as linear_probing
 
     with pytest.raises(SystemExit, match="airflow is sampled at 10 Hz; the NeuroNet backbone takes 100-Hz epochs"):
-        linear_probing.main(["--data", str(cohort), "--backbone", str(unimodal_runs["eeg"]), "--task", "apnea",
-                             "--channels", "airflow", "--out", str(tmp_path / "x"), *PROBE_RUN])
+        linear_probing.main(
+            [
+                "--data",
+                str(cohort),
+                "--backbone",
+                str(unimodal_runs["eeg"]),
+                "--task",
+                "apnea",
+                "--channels",
+                "airflow",
+                "--out",
+                str(tmp_path / "x"),
+                *PROBE_RUN,
+            ]
+        )
     assert not (tmp_path / "x").exists()
 
 
@@ -280,9 +454,30 @@ def test_airflow_pretraining_beats_random_init(tmp_path):
     synthetic.generate_cohort(tmp_path / "src", nights=40, hours=2.0, seed=0)
     data_parser.parse_cohort(tmp_path / "src", tmp_path / "dst", workers=1, progress=False)
     out = tmp_path / "airflow"
-    assert main(["--data", str(tmp_path / "dst"), "--out", str(out), "--preset", "tiny", "--epochs", "6",
-                 "--batch-size", "32", "--lr", "2e-3", "--workers", "0", "--no-progress", "--no-monitor"],
-                modality="airflow") == 0
+    assert (
+        main(
+            [
+                "--data",
+                str(tmp_path / "dst"),
+                "--out",
+                str(out),
+                "--preset",
+                "tiny",
+                "--epochs",
+                "6",
+                "--batch-size",
+                "32",
+                "--lr",
+                "2e-3",
+                "--workers",
+                "0",
+                "--no-progress",
+                "--no-monitor",
+            ],
+            modality="airflow",
+        )
+        == 0
+    )
     ckpt = load_checkpoint(out / "last.pt")
     trained = build_neuronet(ckpt["model_config"])
     trained.load_state_dict(ckpt["model"])
@@ -290,8 +485,10 @@ def test_airflow_pretraining_beats_random_init(tmp_path):
     untrained = build_neuronet(ckpt["model_config"])
     auroc = {}
     for target in ("hypopnea", "apnea"):
-        train, val = (EpochDataset(tmp_path / "dst", split, ["airflow"], task=target, pool_channels=True)
-                      for split in ("train", "val"))
+        train, val = (
+            EpochDataset(tmp_path / "dst", split, ["airflow"], task=target, pool_channels=True)
+            for split in ("train", "val")
+        )
         monitor = KnnMonitor(train, val, target=target, k=10, max_train=4000, max_val=2000)
         for name, model in (("pretrained", trained), ("untrained", untrained)):
             auroc[target, name] = monitor(model, torch.device("cpu"))["knn_auroc"]

@@ -1,5 +1,6 @@
 """Every training script's options: help text on each, a usage line that names the script and shows the required
 options, the old option names as aliases; and the one checkpoint reader (models.loading.read_checkpoint)."""
+
 from __future__ import annotations
 
 import re
@@ -22,9 +23,11 @@ SCRIPTS = {
     "downstream/fine_tuning/train.py": build_fine_tuning_parser,
     "downstream/baselines/features.py": build_features_parser,
 }
-REQUIRED = {"downstream/linear_probing/train.py": ("--data", "--task"),
-            "downstream/fine_tuning/train.py": ("--data", "--task"),
-            "downstream/baselines/features.py": ("--data", "--task")}
+REQUIRED = {
+    "downstream/linear_probing/train.py": ("--data", "--task"),
+    "downstream/fine_tuning/train.py": ("--data", "--task"),
+    "downstream/baselines/features.py": ("--data", "--task"),
+}
 
 
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
@@ -44,17 +47,50 @@ def test_every_option_has_help_and_the_usage_names_the_script(script):
 
 def test_old_flags_of_the_downstream_scripts_are_aliases(tmp_path):
     argv = ["--data", str(tmp_path), "--task", "sleep_stage", "--backbone", "x"]
-    old = build_fine_tuning_parser().parse_args([*argv, "--epochs", "2", "--context-epochs", "3", "--context-lr",
-                                                 "0.01", "--lr", "0.002", "--warmup-epochs", "0.5"])
-    new = build_fine_tuning_parser().parse_args([*argv, "--passes", "2", "--context-passes", "3", "--context-base-lr",
-                                                 "0.01", "--base-lr", "0.002", "--warmup-passes", "0.5"])
+    old = build_fine_tuning_parser().parse_args(
+        [
+            *argv,
+            "--epochs",
+            "2",
+            "--context-epochs",
+            "3",
+            "--context-lr",
+            "0.01",
+            "--lr",
+            "0.002",
+            "--warmup-epochs",
+            "0.5",
+        ]
+    )
+    new = build_fine_tuning_parser().parse_args(
+        [
+            *argv,
+            "--passes",
+            "2",
+            "--context-passes",
+            "3",
+            "--context-base-lr",
+            "0.01",
+            "--base-lr",
+            "0.002",
+            "--warmup-passes",
+            "0.5",
+        ]
+    )
     assert vars(old) == vars(new) and (new.passes, new.context_passes, new.context_base_lr) == (2, 3, 0.01)
     assert not {"epochs", "lr", "warmup_epochs", "context_epochs", "context_lr"} & set(vars(new))
 
 
 def test_one_reader_checks_every_checkpoint(tmp_path):
-    state = {"format_version": FORMAT_VERSION, "model_kind": "toy", "model_config": {}, "model": {},
-             "epoch": 0, "step": 0, "config": {}}
+    state = {
+        "format_version": FORMAT_VERSION,
+        "model_kind": "toy",
+        "model_config": {},
+        "model": {},
+        "epoch": 0,
+        "step": 0,
+        "config": {},
+    }
     atomic_save(state, tmp_path / "run" / "last.pt")
     assert read_checkpoint(tmp_path / "run")["path"] == str(tmp_path / "run" / "last.pt")  # a run directory
     assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 0  # the training flavour calls the same reader
@@ -64,8 +100,11 @@ def test_one_reader_checks_every_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match=r"newer.pt: checkpoint format \d+ is newer than this code"):
         read_checkpoint(tmp_path / "newer.pt")  # checked for model checkpoints too, not only when resuming
     torch.save({"model": {}}, tmp_path / "partial.pt")
-    with pytest.raises(CheckpointError, match=r"partial.pt: not a checkpoint of this project \(missing keys: "
-                                              r"format_version, model_kind, model_config"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"partial.pt: not a checkpoint of this project \(missing keys: "
+        r"format_version, model_kind, model_config",
+    ):
         load_checkpoint(tmp_path / "partial.pt")
     with pytest.raises(CheckpointNotFound, match="nothing.pt") as missing:
         read_checkpoint(tmp_path / "nothing.pt")

@@ -1,4 +1,5 @@
 """utils.sleep_stats: sleep statistics on hand-built hypnograms."""
+
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Subject-level splits (docs/data.md §2.4): deterministic, disjoint, from 6 subjects to thousands."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,9 @@ import pytest
 from dataset.splits import SPLIT_NAMES, make_splits, read_splits, write_splits
 
 
-def manifest_of(n_subjects: int, second_nights: int = 0, bad: int = 0, unlabelled: int = 0, seed: int = 0) -> pd.DataFrame:
+def manifest_of(
+    n_subjects: int, second_nights: int = 0, bad: int = 0, unlabelled: int = 0, seed: int = 0
+) -> pd.DataFrame:
     """A manifest with one SHHS1 night per subject, SHHS2 nights for the first `second_nights` subjects, `bad`
     extra failed/skipped rows and `unlabelled` ok nights without a scored epoch (own subjects)."""
     rows = []
@@ -21,8 +24,14 @@ def manifest_of(n_subjects: int, second_nights: int = 0, bad: int = 0, unlabelle
             rows.append({"recording_id": f"shhs2-{subject}", "subject_id": subject, "status": "ok", "n_scored": 850})
     for i in range(bad):
         subject = f"{900001 + i}"
-        rows.append({"recording_id": f"shhs1-{subject}", "subject_id": subject,
-                     "status": "failed" if i % 2 else "skipped", "n_scored": None})
+        rows.append(
+            {
+                "recording_id": f"shhs1-{subject}",
+                "subject_id": subject,
+                "status": "failed" if i % 2 else "skipped",
+                "n_scored": None,
+            }
+        )
     for i in range(unlabelled):
         subject = f"{800001 + i}"
         rows.append({"recording_id": f"mros-{subject}", "subject_id": subject, "status": "ok", "n_scored": 0})
@@ -79,7 +88,11 @@ def test_train_subjects_limit_and_fractions():
     manifest = manifest_of(100)
     splits = make_splits(manifest, seed=0, test_frac=0.2, val_frac=0.05, train_subjects=10)
     check_invariants(splits, manifest)
-    assert (len(splits["subjects"]["test"]), len(splits["subjects"]["val"]), len(splits["subjects"]["train"])) == (20, 5, 10)
+    assert (len(splits["subjects"]["test"]), len(splits["subjects"]["val"]), len(splits["subjects"]["train"])) == (
+        20,
+        5,
+        10,
+    )
     assert len(make_splits(manifest, train_subjects=1000)["subjects"]["train"]) == 80  # all labelled pretrain
 
 
@@ -112,6 +125,7 @@ def test_too_few_subjects_or_bad_fractions_raise():
 
 def test_an_existing_split_is_kept_and_new_subjects_only_join_pretrain():
     from dataset.splits import extend_splits
+
     first = make_splits(manifest_of(10), seed=0)
     grown = manifest_of(20, second_nights=3)
     kept = extend_splits(first, grown)

@@ -1,5 +1,6 @@
 """benchmarks/ssl_scaling.py: the table / plot builders on hand-made metrics (fast), the CPU bookkeeping of the
 budget chains (fast), and the whole benchmark end to end at its tiny size (slow)."""
+
 import json
 import math
 import subprocess
@@ -16,12 +17,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 def metrics(method: str, fraction: float, kappa: float, n1: float | None = 0.2) -> dict:
     """The parts of a downstream run's metrics.json that the benchmark reads."""
-    return {"method": method, "task": "sleep_stage", "label_fraction": fraction, "backbone_name": "x",
-            "train_subjects": None, "seed": 0,
-            "test": {"n_subjects": 6, "n_epochs": 5000,
-                     "pooled": {"kappa": kappa, "macro_f1": kappa - 0.1, "accuracy": kappa + 0.1,
-                                "per_class_f1": {"W": 0.9, "N1": n1, "N2": 0.8, "N3": 0.8, "REM": 0.7}},
-                     "ci": {"kappa": [kappa - 0.05, kappa + 0.04], "macro_f1": [kappa - 0.2, kappa]}}}
+    return {
+        "method": method,
+        "task": "sleep_stage",
+        "label_fraction": fraction,
+        "backbone_name": "x",
+        "train_subjects": None,
+        "seed": 0,
+        "test": {
+            "n_subjects": 6,
+            "n_epochs": 5000,
+            "pooled": {
+                "kappa": kappa,
+                "macro_f1": kappa - 0.1,
+                "accuracy": kappa + 0.1,
+                "per_class_f1": {"W": 0.9, "N1": n1, "N2": 0.8, "N3": 0.8, "REM": 0.7},
+            },
+            "ci": {"kappa": [kappa - 0.05, kappa + 0.04], "macro_f1": [kappa - 0.2, kappa]},
+        },
+    }
 
 
 def hand_made_runs() -> list[dict]:
@@ -29,15 +43,34 @@ def hand_made_runs() -> list[dict]:
     for amount, offset in (("own", 0.0), ("own+4x", 0.03)):
         for budget, minutes in ((40, 1.5), (160, 6.0)):
             for fraction in (0.01, 1.0):
-                runs.append({"metrics": metrics("linear_probe", fraction, 0.5 + offset + budget / 1000 + fraction / 10),
-                             "data": amount, "budget": budget, "cpu_minutes": minutes * (1 + offset)})
-            runs.append({"metrics": metrics("fine_tune", 1.0, 0.7 + offset), "data": amount, "budget": budget,
-                         "cpu_minutes": minutes})
+                runs.append(
+                    {
+                        "metrics": metrics("linear_probe", fraction, 0.5 + offset + budget / 1000 + fraction / 10),
+                        "data": amount,
+                        "budget": budget,
+                        "cpu_minutes": minutes * (1 + offset),
+                    }
+                )
+            runs.append(
+                {
+                    "metrics": metrics("fine_tune", 1.0, 0.7 + offset),
+                    "data": amount,
+                    "budget": budget,
+                    "cpu_minutes": minutes,
+                }
+            )
     for fraction in (0.01, 1.0):
-        runs.append({"metrics": metrics("scratch_probe", fraction, 0.3 + fraction / 5, n1=None), "data": "",
-                     "budget": None, "cpu_minutes": float("nan")})
-        runs.append({"metrics": metrics("feature_hgb", fraction, 0.45), "data": "", "budget": None,
-                     "cpu_minutes": float("nan")})
+        runs.append(
+            {
+                "metrics": metrics("scratch_probe", fraction, 0.3 + fraction / 5, n1=None),
+                "data": "",
+                "budget": None,
+                "cpu_minutes": float("nan"),
+            }
+        )
+        runs.append(
+            {"metrics": metrics("feature_hgb", fraction, 0.45), "data": "", "budget": None, "cpu_minutes": float("nan")}
+        )
     return runs
 
 
@@ -46,20 +79,39 @@ def test_result_rows_and_outputs_from_hand_made_metrics(tmp_path):
     assert len(rows) == 16
     probe = [r for r in rows if r["method"] == "linear_probe"]
     assert [(r["data"], r["budget_steps"], r["label_fraction"]) for r in probe] == [
-        ("own", 40, 0.01), ("own", 40, 1.0), ("own", 160, 0.01), ("own", 160, 1.0),
-        ("own+4x", 40, 0.01), ("own+4x", 40, 1.0), ("own+4x", 160, 0.01), ("own+4x", 160, 1.0)]
+        ("own", 40, 0.01),
+        ("own", 40, 1.0),
+        ("own", 160, 0.01),
+        ("own", 160, 1.0),
+        ("own+4x", 40, 0.01),
+        ("own+4x", 40, 1.0),
+        ("own+4x", 160, 0.01),
+        ("own+4x", 160, 1.0),
+    ]
     first = probe[0]
     assert first["kappa"] == pytest.approx(0.541) and first["kappa_low"] == pytest.approx(0.491)
     assert first["kappa_high"] == pytest.approx(0.581) and first["macro_f1"] == pytest.approx(0.441)
     assert first["n1_f1"] == 0.2 and first["pretrain_cpu_min"] == 1.5
     scratch = [r for r in rows if r["method"] == "scratch_probe"]
-    assert all(r["budget_steps"] is None and r["data"] == "" and math.isnan(r["pretrain_cpu_min"])
-               and math.isnan(r["n1_f1"]) for r in scratch)
+    assert all(
+        r["budget_steps"] is None and r["data"] == "" and math.isnan(r["pretrain_cpu_min"]) and math.isnan(r["n1_f1"])
+        for r in scratch
+    )
 
     ssl_scaling.write_results(rows, tmp_path, "hand-made")
     table = pd.read_csv(tmp_path / "results.csv")
-    assert len(table) == 16 and {"method", "data", "budget_steps", "pretrain_cpu_min", "label_fraction", "kappa",
-                                 "kappa_low", "kappa_high", "macro_f1", "n1_f1"} <= set(table.columns)
+    assert len(table) == 16 and {
+        "method",
+        "data",
+        "budget_steps",
+        "pretrain_cpu_min",
+        "label_fraction",
+        "kappa",
+        "kappa_low",
+        "kappa_high",
+        "macro_f1",
+        "n1_f1",
+    } <= set(table.columns)
     markdown = (tmp_path / "results.md").read_text()
     assert "0.541 [0.491, 0.581]" in markdown  # kappa with its subject-bootstrap CI
     assert markdown.count("\n| linear_probe |") == 8 and "| feature_hgb |" in markdown
@@ -99,9 +151,24 @@ def test_head_budget_keeps_steps_per_pass_for_small_label_sets():
 def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     """--size tiny (6 nights x 2 h + 6 extra, budgets 4 and 16 steps), every staging method, then a rerun
     that only skips (nothing is trained again). About 4 minutes on 2 idle cores."""
-    command = [sys.executable, "benchmarks/ssl_scaling.py", "--size", "tiny", "--out", str(tmp_path),
-               "--probe-steps", "100", "--scratch-steps", "20", "--scratch-max-passes", "2", "--context-epochs", "2",
-               "--finetune-stride", "20"]
+    command = [
+        sys.executable,
+        "benchmarks/ssl_scaling.py",
+        "--size",
+        "tiny",
+        "--out",
+        str(tmp_path),
+        "--probe-steps",
+        "100",
+        "--scratch-steps",
+        "20",
+        "--scratch-max-passes",
+        "2",
+        "--context-epochs",
+        "2",
+        "--finetune-stride",
+        "20",
+    ]
     ran = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert ran.returncode == 0, ran.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results.csv")
@@ -115,8 +182,7 @@ def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     cpu = pretrained.groupby(["data", "budget_steps"])["pretrain_cpu_min"].first()
     assert cpu[("own", 16)] > cpu[("own", 4)]
     assert (tmp_path / "ssl_scaling.png").stat().st_size > 10_000 and "own+1x" in (tmp_path / "results.md").read_text()
-    splits = {name: json.loads((tmp_path / "data" / name / "splits.json").read_text())
-              for name in ("own", "own+extra")}
+    splits = {name: json.loads((tmp_path / "data" / name / "splits.json").read_text()) for name in ("own", "own+extra")}
     for split in ("train", "val", "test"):
         assert splits["own"]["recordings"][split] == splits["own+extra"]["recordings"][split]
     extra = set(splits["own+extra"]["subjects"]["pretrain"]) - set(splits["own"]["subjects"]["pretrain"])

@@ -1,5 +1,6 @@
 """The NeuroNet reconstruction targets (raw frames, log spectrum) and benchmarks/ssl_variants.py: its sample and
 table logic on hand-made inputs (fast) and the whole benchmark at its tiny size (slow)."""
+
 import json
 import math
 import sys
@@ -34,9 +35,16 @@ def test_fixed_targets_forward_backward(preset, target, width):
     assert tokens.shape == (3, 27, model.embed_dim)
 
 
-@pytest.mark.parametrize("target, detach, reaches_backbone", [
-    ("tokens", False, True), ("tokens", True, False), ("raw", False, False), ("spectrum", False, False),
-    ("raw", True, False)])
+@pytest.mark.parametrize(
+    "target, detach, reaches_backbone",
+    [
+        ("tokens", False, True),
+        ("tokens", True, False),
+        ("raw", False, False),
+        ("spectrum", False, False),
+        ("raw", True, False),
+    ],
+)
 def test_gradient_through_the_target_only_for_attached_tokens(target, detach, reaches_backbone):
     """With the encoder cut from the frame tokens (patch embedding zeroed) and no contrastive term, the frame CNN
     can only get a gradient through the reconstruction target."""
@@ -104,19 +112,40 @@ def test_context_vectors_are_the_neighbours():
 
 
 def record(variant, preset, steps, kappa):
-    return {"variant": variant, "preset": preset, "model_args": "(published)", "steps": steps,
-            "pretrain_cpu_s": 10.0 * steps, "knn_kappa": kappa, "linear_kappa": kappa + 0.01, "hgb_kappa": kappa + 0.03,
-            "knn_kappa_ctx": kappa + 0.05, "linear_kappa_ctx": kappa + 0.06, "hgb_kappa_ctx": kappa + 0.07,
-            "linear_kappa_iqr": kappa + 0.02, "recon_loss": 0.01, "contrastive_loss": 2.0, "eval_cpu_s": 3.0}
+    return {
+        "variant": variant,
+        "preset": preset,
+        "model_args": "(published)",
+        "steps": steps,
+        "pretrain_cpu_s": 10.0 * steps,
+        "knn_kappa": kappa,
+        "linear_kappa": kappa + 0.01,
+        "hgb_kappa": kappa + 0.03,
+        "knn_kappa_ctx": kappa + 0.05,
+        "linear_kappa_ctx": kappa + 0.06,
+        "hgb_kappa_ctx": kappa + 0.07,
+        "linear_kappa_iqr": kappa + 0.02,
+        "recon_loss": 0.01,
+        "contrastive_loss": 2.0,
+        "eval_cpu_s": 3.0,
+    }
 
 
 def test_table_rows_and_outputs(tmp_path):
-    records = [record("tiny", "tiny", 300, 0.5), record("fast", "fast", 300, 0.6), record("fast", "fast", 100, 0.4),
-               record("random-init", "tiny", 0, 0.3)]
+    records = [
+        record("tiny", "tiny", 300, 0.5),
+        record("fast", "fast", 300, 0.6),
+        record("fast", "fast", 100, 0.4),
+        record("random-init", "tiny", 0, 0.3),
+    ]
     references = [{"variant": "features", "model_args": "scaled", "hgb_kappa": 0.61, "hgb_kappa_ctx": 0.7}]
     rows = ssl_variants.variant_rows(records, references)
     assert [(r["variant"], r["steps"]) for r in rows[1:]] == [
-        ("random-init", 0), ("fast", 100), ("fast", 300), ("tiny", 300)]
+        ("random-init", 0),
+        ("fast", 100),
+        ("fast", 300),
+        ("tiny", 300),
+    ]
     assert list(rows[0]) == list(ssl_variants.TABLE_COLUMNS) and math.isnan(rows[0]["knn_kappa"])
     assert rows[0]["preset"] == "" and math.isnan(rows[0]["steps"]) and rows[0]["hgb_kappa_ctx"] == 0.7
 
@@ -126,8 +155,10 @@ def test_table_rows_and_outputs(tmp_path):
     assert table.loc[3, "linear_kappa_ctx"] == pytest.approx(0.66)
     markdown = (tmp_path / "results.md").read_text()
     assert "| features |  | scaled | – | – | – | – | 0.610 | – | – | 0.700 | – | – | – |" in markdown
-    assert "| fast | fast | (published) | 300 | 3000 | 0.600 | 0.610 | 0.630 | 0.650 | 0.660 | 0.670 | 0.620 | " \
-           "0.010 | 2.000 |" in markdown
+    assert (
+        "| fast | fast | (published) | 300 | 3000 | 0.600 | 0.610 | 0.630 | 0.650 | 0.660 | 0.670 | 0.620 | "
+        "0.010 | 2.000 |" in markdown
+    )
     assert not list(tmp_path.glob(".*.tmp"))
 
 
@@ -138,7 +169,10 @@ def test_collect_reads_every_finished_evaluation(tmp_path):
         (run / "eval.json").write_text(json.dumps(record(name, name, steps, 0.5)))
     (tmp_path / "runs" / "tiny" / ".steps300.tmp").mkdir()  # an unfinished run: no eval.json
     assert sorted((r["variant"], r["steps"]) for r in ssl_variants.collect(tmp_path)) == [
-        ("fast", 100), ("fast", 300), ("tiny", 100)]
+        ("fast", 100),
+        ("fast", 300),
+        ("tiny", 100),
+    ]
 
 
 def test_another_training_seed_gets_its_own_rows():

@@ -1,5 +1,6 @@
 """The synthetic NSRR cohort (dataset/synthetic.py), the hand-crafted features (utils/features.py) and the
 realism bands of benchmarks/synthetic_difficulty.py."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -11,8 +12,16 @@ import pytest
 from edfio import read_edf
 
 from dataset.constants import EVENT_TYPES, STAGE_CONCEPTS
-from dataset.synthetic import (SHHS1_LAYOUT, TRUTH_FILE, VARIATION_CATALOG, generate_cohort, generate_night,
-                               load_truth, main, variation_plan)
+from dataset.synthetic import (
+    SHHS1_LAYOUT,
+    TRUTH_FILE,
+    VARIATION_CATALOG,
+    generate_cohort,
+    generate_night,
+    load_truth,
+    main,
+    variation_plan,
+)
 from utils.features import BANDS, epoch_features, heart_rate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -21,8 +30,11 @@ SHHS1_LABELS = [row[1] for row in SHHS1_LAYOUT]
 
 def _stage_events(xml_path: Path) -> list[tuple[str, float, float]]:
     root = ET.parse(xml_path).getroot()
-    return [(ev.findtext("EventConcept"), float(ev.findtext("Start")), float(ev.findtext("Duration")))
-            for ev in root.iter("ScoredEvent") if ev.findtext("EventType") == "Stages|Stages"]
+    return [
+        (ev.findtext("EventConcept"), float(ev.findtext("Start")), float(ev.findtext("Duration")))
+        for ev in root.iter("ScoredEvent")
+        if ev.findtext("EventType") == "Stages|Stages"
+    ]
 
 
 def _epochs_from_xml(xml_path: Path) -> np.ndarray:
@@ -30,7 +42,7 @@ def _epochs_from_xml(xml_path: Path) -> np.ndarray:
     runs = sorted(_stage_events(xml_path), key=lambda r: r[1])
     out = np.full(int(round((runs[-1][1] + runs[-1][2]) / 30)), -9, dtype=np.int64)
     for concept, start, duration in runs:
-        out[int(start // 30): int((start + duration) // 30)] = STAGE_CONCEPTS.get(concept.lower(), -1)
+        out[int(start // 30) : int((start + duration) // 30)] = STAGE_CONCEPTS.get(concept.lower(), -1)
     return out
 
 
@@ -39,7 +51,9 @@ def _edf_layout(path: Path) -> tuple[int, int, int]:
     raw = path.read_bytes()[:256]
     n_signals = int(raw[252:256])
     header = path.read_bytes()[: 256 * (n_signals + 1)]
-    samples = [int(header[256 + 216 * n_signals + 8 * i: 256 + 216 * n_signals + 8 * (i + 1)]) for i in range(n_signals)]
+    samples = [
+        int(header[256 + 216 * n_signals + 8 * i : 256 + 216 * n_signals + 8 * (i + 1)]) for i in range(n_signals)
+    ]
     return 256 * (n_signals + 1), 2 * sum(samples), int(raw[236:244])
 
 
@@ -53,8 +67,9 @@ def plain_cohort(tmp_path_factory):
 def varied_cohort(tmp_path_factory):
     out = tmp_path_factory.mktemp("synthetic_varied")
     names = list(VARIATION_CATALOG)
-    nights = generate_cohort(out, nights=len(names) + 1, hours=0.5, seed=11,
-                             variations=variation_plan(len(names) + 1, names))
+    nights = generate_cohort(
+        out, nights=len(names) + 1, hours=0.5, seed=11, variations=variation_plan(len(names) + 1, names)
+    )
     by_name = {name: nights[1 + i] for i, name in enumerate(names)}
     return out, nights, by_name
 
@@ -80,9 +95,19 @@ def test_edf_reads_back_with_shhs_labels_rates_units(plain_cohort):
     assert edf.data_record_duration == 1 and edf.num_data_records == night.signal_s == 1.5 * 3600
     assert night.edf_path.read_bytes()[192:236].strip() == b""  # plain EDF, not EDF+
     by_label = {s.label: s for s in edf.signals}
-    expected = {"EEG": (125, "uV"), "EEG(sec)": (125, "uV"), "EOG(L)": (50, "uV"), "EOG(R)": (50, "uV"),
-                "EMG": (125, "uV"), "ECG": (125, "mV"), "NEW AIR": (10, ""), "AIRFLOW": (10, ""),
-                "THOR RES": (10, ""), "ABDO RES": (10, ""), "SaO2": (1, "%")}
+    expected = {
+        "EEG": (125, "uV"),
+        "EEG(sec)": (125, "uV"),
+        "EOG(L)": (50, "uV"),
+        "EOG(R)": (50, "uV"),
+        "EMG": (125, "uV"),
+        "ECG": (125, "mV"),
+        "NEW AIR": (10, ""),
+        "AIRFLOW": (10, ""),
+        "THOR RES": (10, ""),
+        "ABDO RES": (10, ""),
+        "SaO2": (1, "%"),
+    }
     for label, (rate, unit) in expected.items():
         signal = by_label[label]
         assert (signal.sampling_frequency, signal.physical_dimension) == (rate, unit), label
@@ -91,7 +116,9 @@ def test_edf_reads_back_with_shhs_labels_rates_units(plain_cohort):
     assert night.rates == {c: float(by_label[label].sampling_frequency) for c, label in night.channels.items()}
     eeg = by_label["EEG"].data
     assert 5 < np.std(eeg) < 60 and np.mean(np.abs(eeg) >= 249.9) < 1e-3  # µV scale, rarely clipped
-    assert 0.3 < np.percentile(by_label["ECG"].data, 99.5) < 2.5 or -2.5 < np.percentile(by_label["ECG"].data, 0.5) < -0.3
+    assert (
+        0.3 < np.percentile(by_label["ECG"].data, 99.5) < 2.5 or -2.5 < np.percentile(by_label["ECG"].data, 0.5) < -0.3
+    )
     spo2 = by_label["SaO2"].data
     assert 80 <= np.median(spo2) <= 100 and np.allclose(spo2, np.round(spo2), atol=0.01)
     c3, c4 = by_label["EEG(sec)"].data, eeg
@@ -112,8 +139,14 @@ def test_xml_stage_runs_tile_the_scored_period(plain_cohort):
         assert all(a[0] != b[0] for a, b in zip(runs, runs[1:]))  # equal stages merged
         assert runs[-1][1] + runs[-1][2] == night.scored_s == len(night.stages) * 30
         assert np.array_equal(_epochs_from_xml(night.xml_path), night.stages)
-        assert {r[0] for r in runs} <= {"Wake|0", "Stage 1 sleep|1", "Stage 2 sleep|2", "Stage 3 sleep|3",
-                                       "Stage 4 sleep|4", "REM sleep|5"}
+        assert {r[0] for r in runs} <= {
+            "Wake|0",
+            "Stage 1 sleep|1",
+            "Stage 2 sleep|2",
+            "Stage 3 sleep|3",
+            "Stage 4 sleep|4",
+            "REM sleep|5",
+        }
         assert set(night.stages.tolist()) >= {0, 1, 2}
 
 
@@ -127,7 +160,7 @@ def test_events_are_scored_like_nsrr(plain_cohort):
         for e in night.events:
             if e["type"] in respiratory:
                 assert e["duration_s"] >= 10
-                epochs = night.stages[int(e["start_s"] // 30): int((e["start_s"] + e["duration_s"]) // 30) + 1]
+                epochs = night.stages[int(e["start_s"] // 30) : int((e["start_s"] + e["duration_s"]) // 30) + 1]
                 assert np.all(epochs > 0), f"{night.recording_id}: {e} not during sleep"
             if e["type"] == "desaturation":
                 assert e["spo2_nadir"] <= e["spo2_baseline"] - 3
@@ -135,10 +168,14 @@ def test_events_are_scored_like_nsrr(plain_cohort):
         concepts = [(ev.findtext("EventType"), ev.findtext("EventConcept"), ev) for ev in root.iter("ScoredEvent")]
         for kind, concept, ev in concepts:
             if concept == "SpO2 desaturation|SpO2 desaturation":
-                assert kind == "Respiratory|Respiratory" and float(ev.findtext("SpO2Nadir")) < float(ev.findtext("SpO2Baseline"))
+                assert kind == "Respiratory|Respiratory" and float(ev.findtext("SpO2Nadir")) < float(
+                    ev.findtext("SpO2Baseline")
+                )
             elif kind == "Arousals|Arousals":
                 assert concept in ("Arousal|Arousal ()", "ASDA arousal|Arousal (ASDA)")
-        written = sorted((c, float(ev.findtext("Start"))) for k, c, ev in concepts if k not in ("Stages|Stages", "", None))
+        written = sorted(
+            (c, float(ev.findtext("Start"))) for k, c, ev in concepts if k not in ("Stages|Stages", "", None)
+        )
         assert written == sorted((e["concept"], e["start_s"]) for e in night.events)
 
 
@@ -156,6 +193,7 @@ def test_physiology_shows_what_experts_score(tmp_path):
             spec = np.abs(np.fft.rfft(x - x.mean(axis=1, keepdims=True), axis=1)) ** 2
             f = np.fft.rfftfreq(x.shape[1], 1 / 125)
             return spec[:, (f >= lo) & (f < hi)].sum(axis=1) / spec[:, (f >= 0.5) & (f < 40)].sum(axis=1)
+
         return power
 
     delta = by_stage("EEG", 125, band(0.5, 2))
@@ -165,7 +203,9 @@ def test_physiology_shows_what_experts_score(tmp_path):
     assert emg[0] > emg[2] > emg[4]  # wake > NREM > REM atonia
     left = signals["EOG(L)"][: len(stages) * 1500].reshape(len(stages), -1)
     right = signals["EOG(R)"][: len(stages) * 1500].reshape(len(stages), -1)
-    corr = {k: np.median([np.corrcoef(a, b)[0, 1] for a, b in zip(left[stages == k], right[stages == k])]) for k in (3, 4)}
+    corr = {
+        k: np.median([np.corrcoef(a, b)[0, 1] for a, b in zip(left[stages == k], right[stages == k])]) for k in (3, 4)
+    }
     assert corr[3] > 0.5 and corr[4] < corr[3] - 0.3  # EEG leakage in phase; eye movements out of phase
     hr = heart_rate(signals["ECG"][: len(stages) * 3750].reshape(len(stages), -1), fs=125)
     assert np.median(hr[stages == 0]) > np.median(hr[stages == 3]) + 3
@@ -174,17 +214,23 @@ def test_physiology_shows_what_experts_score(tmp_path):
     assert apneas, "seed 3 / subject 200042 should have apneas"
     for e in apneas:
         s, d = e["start_s"], e["duration_s"]
-        during = flow[int((s + 3) * 10): int((s + d - 3) * 10)]
+        during = flow[int((s + 3) * 10) : int((s + d - 3) * 10)]
         assert during.std() < 0.2 * flow.std()  # airflow near zero
-        assert spo2[int(s + d): int(s + d + 25)].min() < np.median(spo2[int(s - 30): int(s)])
+        assert spo2[int(s + d) : int(s + d + 25)].min() < np.median(spo2[int(s - 30) : int(s)])
 
 
 def test_each_variation_does_what_it_says(varied_cohort):
     out, nights, v = varied_cohort
-    labels = {n.recording_id: [s.label for s in read_edf(n.edf_path).signals]
-              for n in nights if not n.variations.get("truncated")}
-    rates = {n.recording_id: {s.label: s.sampling_frequency for s in read_edf(n.edf_path).signals}
-             for n in nights if not n.variations.get("truncated")}
+    labels = {
+        n.recording_id: [s.label for s in read_edf(n.edf_path).signals]
+        for n in nights
+        if not n.variations.get("truncated")
+    }
+    rates = {
+        n.recording_id: {s.label: s.sampling_frequency for s in read_edf(n.edf_path).signals}
+        for n in nights
+        if not n.variations.get("truncated")
+    }
     assert "EEG2" in labels[v["eeg2_label"].recording_id] and "EEG(sec)" not in labels[v["eeg2_label"].recording_id]
     assert v["eeg2_label"].channels["eeg_c3"] == "EEG2"
     assert rates[v["ecg250"].recording_id]["ECG"] == 250
@@ -293,7 +339,10 @@ def test_features_errors_and_speed():
     with pytest.raises(ValueError, match="emg"):
         epoch_features({"emg": np.zeros(3000)})
     rng = np.random.default_rng(1)
-    night = {c: rng.standard_normal((960, 3000)).astype(np.float32) for c in ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg")}
+    night = {
+        c: rng.standard_normal((960, 3000)).astype(np.float32)
+        for c in ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg")
+    }
     import time
 
     epoch_features({"ecg": night["ecg"][:10]})  # warm-up
@@ -304,7 +353,9 @@ def test_features_errors_and_speed():
 
 
 def _benchmark():
-    spec = importlib.util.spec_from_file_location("synthetic_difficulty", REPO / "benchmarks" / "synthetic_difficulty.py")
+    spec = importlib.util.spec_from_file_location(
+        "synthetic_difficulty", REPO / "benchmarks" / "synthetic_difficulty.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -1,6 +1,7 @@
 """SynthSleepNet model (docs/models.md §3.2): built from tiny unimodal checkpoints; frozen encoders stay frozen and in
 eval mode; decoder m reconstructs channel m's detached tokens; channel subsets; encode with missing channels;
 load_backbone round trip; LoRA helpers. CPU, tiny presets, seconds each."""
+
 from __future__ import annotations
 
 import copy
@@ -10,11 +11,16 @@ import pytest
 import torch
 
 from dataset.constants import EPHYS_CHANNELS
-from models.lora import LoraSettings, add_lora, lora_layers, lora_parameters, merge_lora
 from models.loading import load_backbone, load_neuronet, read_checkpoint
+from models.lora import LoraSettings, add_lora, lora_layers, lora_parameters, merge_lora
 from models.neuronet import NeuroNet, build_neuronet, neuronet_config
 from models.synthsleepnet import (
-    DEFAULT_CHANNELS, ChannelEncoder, SynthSleepNet, SynthSleepNetConfig, build_synthsleepnet, synthsleepnet_config,
+    DEFAULT_CHANNELS,
+    ChannelEncoder,
+    SynthSleepNet,
+    SynthSleepNetConfig,
+    build_synthsleepnet,
+    synthsleepnet_config,
 )
 from models.transformer import n_kept
 from utils.checkpoint import FORMAT_VERSION, atomic_save
@@ -25,10 +31,30 @@ BATCH = 4
 
 def save_engine_checkpoint(path, kind: str, model_config: dict, model: torch.nn.Module, metadata: dict) -> None:
     """A checkpoint with the keys utils/engine.py writes (optimizer state left empty)."""
-    atomic_save({"format_version": FORMAT_VERSION, "model_kind": kind, "model_config": model_config,
-                 "model": model.state_dict(), "optimizer": {}, "scheduler": {}, "scaler": {}, "epoch": 1,
-                 "batch_in_epoch": 0, "step": 1, "rng": [], "config": {}, "splits_sha256": None, "version": {},
-                 "metrics": {}, "best": {}, "meter": {}, "world_size": 1, "metadata": metadata}, path)
+    atomic_save(
+        {
+            "format_version": FORMAT_VERSION,
+            "model_kind": kind,
+            "model_config": model_config,
+            "model": model.state_dict(),
+            "optimizer": {},
+            "scheduler": {},
+            "scaler": {},
+            "epoch": 1,
+            "batch_in_epoch": 0,
+            "step": 1,
+            "rng": [],
+            "config": {},
+            "splits_sha256": None,
+            "version": {},
+            "metrics": {},
+            "best": {},
+            "meter": {},
+            "world_size": 1,
+            "metadata": metadata,
+        },
+        path,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +93,7 @@ def distinct_inputs(channels, seed: int = 1) -> dict[str, torch.Tensor]:
 
 # ---------------------------------------------------------------- config
 
+
 def test_default_channels_are_the_dataset_electrophysiology_channels():
     assert DEFAULT_CHANNELS == EPHYS_CHANNELS
 
@@ -75,7 +102,13 @@ def test_presets_and_config_round_trip():
     b = synthsleepnet_config("B")
     assert (b.fusion_dim, b.fusion_heads, b.fusion_depth, b.adapter_width) == (512, 8, 4, 512)
     assert (b.decoder_dim, b.decoder_heads, b.decoder_depth, b.mask_ratio, b.temperature) == (256, 8, 3, 0.4, 0.1)
-    assert (b.lora_rank, b.lora_alpha, b.lora_dropout, b.lora_rslora, b.lora_targets) == (4, 16, 0.05, True, ("attn.proj",))
+    assert (b.lora_rank, b.lora_alpha, b.lora_dropout, b.lora_rslora, b.lora_targets) == (
+        4,
+        16,
+        0.05,
+        True,
+        ("attn.proj",),
+    )
     assert b.lora_settings().scaling == 8.0 and b.channels == DEFAULT_CHANNELS
     tiny = synthsleepnet_config("tiny", channels=["eog_l", "ecg"], mask_ratio=0.5)
     assert SynthSleepNetConfig.from_dict(tiny.to_dict()) == tiny and tiny.channels == ("eog_l", "ecg")
@@ -90,6 +123,7 @@ def test_presets_and_config_round_trip():
 
 
 # ---------------------------------------------------------------- building and freezing
+
 
 def test_builds_from_unimodal_checkpoints_with_frozen_copies_and_lora(unimodal_nets, unimodal_checkpoints):
     model = build(unimodal_nets)
@@ -129,7 +163,9 @@ def test_training_step_changes_only_trainable_parts(unimodal_nets):
 
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     out = model(distinct_inputs(DEFAULT_CHANNELS))
-    assert set(out) >= {"loss", "recon", "contrastive", "contrastive_accuracy"} | {f"recon_{c}" for c in DEFAULT_CHANNELS}
+    assert set(out) >= {"loss", "recon", "contrastive", "contrastive_accuracy"} | {
+        f"recon_{c}" for c in DEFAULT_CHANNELS
+    }
     assert torch.isclose(out["loss"], out["recon"] + model.config.alpha * out["contrastive"])
     assert torch.isclose(out["recon"], torch.stack([out[f"recon_{c}"] for c in DEFAULT_CHANNELS]).mean())
     out["loss"].backward()
@@ -139,11 +175,18 @@ def test_training_step_changes_only_trainable_parts(unimodal_nets):
         if key in frozen_before:
             assert torch.equal(value, frozen_before[key]), f"frozen {key} changed"
     changed = {n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trainable_before[n])}
-    for part in ("encoders.eeg_c4.autoencoder.encoder.blocks.0.attn.proj.lora_B.default.weight",
-                 "encoders.ecg.autoencoder.encoder.blocks.1.attn.proj.lora_A.default.weight",
-                 "adapters.eeg_c3.fc1.weight", "modality_embed", "fusion.blocks.0.attn.qkv.weight",
-                 "decoders.emg.blocks.0.mlp.fc1.weight", "decoder_preds.eog_l.weight", "mask_token",
-                 "fusion_projector.0.weight", "channel_projectors.ecg.0.weight"):
+    for part in (
+        "encoders.eeg_c4.autoencoder.encoder.blocks.0.attn.proj.lora_B.default.weight",
+        "encoders.ecg.autoencoder.encoder.blocks.1.attn.proj.lora_A.default.weight",
+        "adapters.eeg_c3.fc1.weight",
+        "modality_embed",
+        "fusion.blocks.0.attn.qkv.weight",
+        "decoders.emg.blocks.0.mlp.fc1.weight",
+        "decoder_preds.eog_l.weight",
+        "mask_token",
+        "fusion_projector.0.weight",
+        "channel_projectors.ecg.0.weight",
+    ):
         assert part in changed, part
     assert not torch.equal(model.adapters["eeg_c4"].norm.running_mean, adapter_stats_before)  # adapter BN trains
     model.eval()
@@ -263,8 +306,11 @@ def test_load_backbone_round_trip(unimodal_nets, unimodal_checkpoints, tmp_path)
     state["model"]["surplus.weight"] = torch.zeros(1)
     broken = tmp_path / "broken.pt"
     torch.save(state, broken)
-    with pytest.raises(ValueError, match=r"broken.pt: state does not match SynthSleepNet: 1 missing key\(s\) "
-                                         r"\['fusion.norm.weight'\], 1 unexpected key\(s\) \['surplus.weight'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"broken.pt: state does not match SynthSleepNet: 1 missing key\(s\) "
+        r"\['fusion.norm.weight'\], 1 unexpected key\(s\) \['surplus.weight'\]",
+    ):
         load_backbone(broken)
     with pytest.raises(ValueError, match="holds a 'synthsleepnet' model"):
         load_neuronet(path)
@@ -275,6 +321,7 @@ def test_load_backbone_round_trip(unimodal_nets, unimodal_checkpoints, tmp_path)
 
 
 # ---------------------------------------------------------------- LoRA helpers
+
 
 def test_lora_merge_keeps_the_function_and_allows_new_adapters(unimodal_nets):
     encoder = ChannelEncoder(copy.deepcopy(unimodal_nets["eeg"]), LoraSettings(rank=4, alpha=16, dropout=0.0))
@@ -300,6 +347,7 @@ def test_benchmark_chunk_means_are_the_parts_of_the_mean_fusion_token(unimodal_n
     from one pass: part 0 is the mean fusion token, chunk m the mean over channel m's positions, so the
     token-count-weighted average of the chunks is the mean fusion token."""
     from benchmarks.multimodal_learning import FusionParts
+
     channels = ("eeg_c4", "emg", "ecg")  # the ECG model has 28 tokens, the others 27
     model = build(unimodal_nets, channels).eval()
     inputs = distinct_inputs(channels)

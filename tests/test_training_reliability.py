@@ -2,6 +2,7 @@
 checkpoints give one clear message, a cut last log line does not block resume, options are checked when parsed
 (command line and --config alike), a non-finite loss names only checkpoints that exist, and a resumed epoch keeps
 one log record. Toy engine runs (tests/test_engine.py) and one tiny unimodal run; CPU, seconds."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def test_failed_rerun_leaves_the_finished_runs_config(cohort, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
     with pytest.raises(SystemExit) as exit_info:
-        unimodal_main(["--data", str(empty), "--out", str(out), *TINY, "--max-steps", "2", "--lr", "0.01"],
-                      modality="eeg")
+        unimodal_main(
+            ["--data", str(empty), "--out", str(out), *TINY, "--max-steps", "2", "--lr", "0.01"], modality="eeg"
+        )
     assert exit_info.value.code == 2 and "splits.json" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
@@ -122,25 +124,50 @@ def test_resumed_epoch_has_one_log_record(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ options
-@pytest.mark.parametrize("flag, value", [
-    ("--lr", "-0.001"), ("--lr", "nan"), ("--epochs", "0"), ("--batch-size", "0"), ("--accum-steps", "0"),
-    ("--weight-decay", "-1"), ("--min-lr-ratio", "1.5"), ("--warmup-epochs", "-1"), ("--warmup-steps", "-2"),
-    ("--clip-grad", "-1"), ("--max-steps", "-1"), ("--workers", "-1"), ("--max-minutes", "-5"), ("--seed", "1.5"),
-    ("--save-every-steps", "-1"), ("--log-every", "x"), ("--dist-timeout-min", "0"), ("--knn-k", "0"),
-])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--lr", "-0.001"),
+        ("--lr", "nan"),
+        ("--epochs", "0"),
+        ("--batch-size", "0"),
+        ("--accum-steps", "0"),
+        ("--weight-decay", "-1"),
+        ("--min-lr-ratio", "1.5"),
+        ("--warmup-epochs", "-1"),
+        ("--warmup-steps", "-2"),
+        ("--clip-grad", "-1"),
+        ("--max-steps", "-1"),
+        ("--workers", "-1"),
+        ("--max-minutes", "-5"),
+        ("--seed", "1.5"),
+        ("--save-every-steps", "-1"),
+        ("--log-every", "x"),
+        ("--dist-timeout-min", "0"),
+        ("--knn-k", "0"),
+    ],
+)
 def test_numbers_are_checked_before_any_data_is_read(flag, value, tmp_path, capsys):
     """The data folder does not exist: the option is reported first, exit 2, naming it."""
     with pytest.raises(SystemExit) as exit_info:
-        unimodal_main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), flag, value],
-                      modality="eeg")
+        unimodal_main(
+            ["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "out"), flag, value], modality="eeg"
+        )
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert exit_info.value.code == 2 and len(errors) == 1 and flag in errors[0], errors
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("text, key", [("lr: -1\n", "lr"), ("adam_betas: [0.9, 1.5]\n", "adam_betas"),
-                                       ("batch-size: 0\n", "batch_size"), ("epochs: 2.5\n", "epochs"),
-                                       ("lr_warmup: 3\n", "lr_warmup")])
+@pytest.mark.parametrize(
+    "text, key",
+    [
+        ("lr: -1\n", "lr"),
+        ("adam_betas: [0.9, 1.5]\n", "adam_betas"),
+        ("batch-size: 0\n", "batch_size"),
+        ("epochs: 2.5\n", "epochs"),
+        ("lr_warmup: 3\n", "lr_warmup"),
+    ],
+)
 def test_config_file_values_get_the_same_checks(text, key, tmp_path, capsys):
     config = tmp_path / "run.yaml"
     config.write_text(text)
@@ -193,8 +220,9 @@ def test_nan_loss_in_a_script_is_one_error_line(cohort, tmp_path, capsys, monkey
     monkeypatch.setattr(pretrain, "build_neuronet", broken)
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
     with pytest.raises(SystemExit) as exit_info:
-        unimodal_main(["--data", str(cohort), "--out", str(tmp_path / "out"), *TINY, "--max-steps", "1"],
-                      modality="eeg")
+        unimodal_main(
+            ["--data", str(cohort), "--out", str(tmp_path / "out"), *TINY, "--max-steps", "1"], modality="eeg"
+        )
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and err.startswith("error: loss is nan") and "Traceback" not in err
     assert "no checkpoint of this run" in err

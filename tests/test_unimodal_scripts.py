@@ -1,5 +1,6 @@
 """The four unimodal pretraining scripts on a small synthetic cohort (tiny preset, 2 steps each), their
 outputs, input errors, and (slow) the learning check of benchmarks/unimodal_learning.py."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,25 @@ from utils.checkpoint import load_checkpoint
 from utils.run_logging import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
-SMOKE = ["--preset", "tiny", "--max-steps", "2", "--batch-size", "4", "--workers", "0", "--no-progress",
-         "--log-every", "1", "--knn-max-train", "48", "--knn-max-val", "24", "--knn-k", "3"]
+SMOKE = [
+    "--preset",
+    "tiny",
+    "--max-steps",
+    "2",
+    "--batch-size",
+    "4",
+    "--workers",
+    "0",
+    "--no-progress",
+    "--log-every",
+    "1",
+    "--knn-max-train",
+    "48",
+    "--knn-max-val",
+    "24",
+    "--knn-k",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -76,10 +94,13 @@ def test_bad_channels_and_data_are_reported(cohort, tmp_path):
 
 def test_scripts_run_as_file_and_as_module():
     """Both launch forms reach their modality's main (the help text names the modality's channels)."""
-    for command, channels in ((["pretrained/unimodal/eog/train.py"], "eog_l, eog_r"),
-                              (["-m", "pretrained.unimodal.ecg.train"], "channels ecg pooled")):
-        ran = subprocess.run([sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True,
-                             timeout=120)
+    for command, channels in (
+        (["pretrained/unimodal/eog/train.py"], "eog_l, eog_r"),
+        (["-m", "pretrained.unimodal.ecg.train"], "channels ecg pooled"),
+    ):
+        ran = subprocess.run(
+            [sys.executable, *command, "--help"], cwd=REPO, capture_output=True, text=True, timeout=120
+        )
         assert ran.returncode == 0 and channels in " ".join(ran.stdout.split()), ran.stderr[-2000:]
 
 
@@ -87,8 +108,13 @@ def test_scripts_run_as_file_and_as_module():
 def test_pretraining_beats_random_init(tmp_path):
     """benchmarks/unimodal_learning.py with 800 steps (about 3 min on 2 free cores): the pretrained tiny EEG
     encoder's val k-NN kappa beats the same encoder randomly initialised."""
-    ran = subprocess.run([sys.executable, "benchmarks/unimodal_learning.py", "--out", str(tmp_path), "--steps", "800",
-                          "--minutes", "8"], cwd=REPO, capture_output=True, text=True, timeout=1500)
+    ran = subprocess.run(
+        [sys.executable, "benchmarks/unimodal_learning.py", "--out", str(tmp_path), "--steps", "800", "--minutes", "8"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["pretrained"]["kappa"] > results["random_init"]["kappa"] + 0.05, results

@@ -10,6 +10,7 @@ usual exponential average. It is the `--debias-batchnorm` option of every traini
 utils/config.py): the script applies it to the model it builds, before `utils.engine.fit`; the engine itself
 never touches a model's BatchNorms.
 """
+
 from __future__ import annotations
 
 from torch import nn

@@ -12,6 +12,7 @@ needs to rebuild the module from the file alone. `epoch` counts completed passes
 stopped. This module writes checkpoints; reading one is `models.loading.read_checkpoint` (the one reader, which
 `load_checkpoint` calls).
 """
+
 from __future__ import annotations
 
 import functools
@@ -30,6 +31,7 @@ from torch import nn
 
 from models.loading import FORMAT_VERSION as FORMAT_VERSION  # written here, checked by the reader
 from models.loading import TRAINING_KEYS, read_checkpoint
+
 PACKAGE_NAME = "synthsleepnet"
 
 
@@ -105,12 +107,14 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     py_version, py_internal, py_gauss = state["python"]
     random.setstate((py_version, tuple(py_internal), py_gauss))
     np_state = state["numpy"]
-    np.random.set_state({
-        "bit_generator": np_state["bit_generator"],
-        "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
-        "has_gauss": np_state["has_gauss"],
-        "gauss": np_state["gauss"],
-    })
+    np.random.set_state(
+        {
+            "bit_generator": np_state["bit_generator"],
+            "state": {"key": np_state["key"].numpy().astype(np.uint32), "pos": np_state["pos"]},
+            "has_gauss": np_state["has_gauss"],
+            "gauss": np_state["gauss"],
+        }
+    )
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"]

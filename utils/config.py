@@ -19,6 +19,7 @@ checkpoints have been checked, so a run that fails on its input changes nothing 
 config.json with different options (a finished run rerun with other options, a resume with a larger
 --max-steps), that file is kept as `config.<n>.json` (n = 1, 2, ...) before the new one is written.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,10 @@ import math
 import os
 import re
 import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import yaml
 
@@ -39,10 +41,17 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # Option names of earlier versions -> today's. A 30-s epoch owns the word "epoch", so a pass over the training
 # set is a "pass"; the learning-rate option says it is the base rate of the batch scaling rule. The old flags stay
 # accepted (listed in --help beside the new ones) and --config files with the old keys still load.
-LEGACY_KEYS: dict[str, str] = {"epochs": "passes", "warmup_epochs": "warmup_passes", "lr": "base_lr",
-                               "context_epochs": "context_passes", "context_lr": "context_base_lr"}
-CONFIG_HISTORY_HELP = ("config.json is written when training really starts (after the data, checkpoints and options "
-                       "are checked); an earlier, different config.json there is kept as config.<n>.json")
+LEGACY_KEYS: dict[str, str] = {
+    "epochs": "passes",
+    "warmup_epochs": "warmup_passes",
+    "lr": "base_lr",
+    "context_epochs": "context_passes",
+    "context_lr": "context_base_lr",
+}
+CONFIG_HISTORY_HELP = (
+    "config.json is written when training really starts (after the data, checkpoints and options "
+    "are checked); an earlier, different config.json there is kept as config.<n>.json"
+)
 
 
 # --------------------------------------------------------------------------- errors
@@ -128,8 +137,9 @@ def script_prog(script: str | Path) -> str:
 
 
 # --------------------------------------------------------------------------- typed option values
-def bounded(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False,
-            high_open: bool = False) -> Callable[[Any], Any]:
+def bounded(
+    kind: type, low: float | None = None, high: float | None = None, low_open: bool = False, high_open: bool = False
+) -> Callable[[Any], Any]:
     """An argparse `type=` that reads an int or a finite float (from command-line text or a config-file value)
     and checks it against [low, high] (`low_open` / `high_open`: that end excluded); argparse.ArgumentTypeError
     otherwise. `parse_config` runs config-file values through the same function."""
@@ -222,94 +232,167 @@ def build_parser(
     parser = ArgumentParser(prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     mark_required(parser, "data")
     parser.add_argument(
-        "--config", type=Path, default=None,
+        "--config",
+        type=Path,
+        default=None,
         help="JSON or YAML file of options (keys as in config.json); its values become defaults, explicit flags win; "
-             "an unknown key or a bad value is an error",
+        "an unknown key or a bad value is an error",
     )
 
     data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path, default=None,
-                      help="parsed cohort folder (data_parser's DST; holds splits.json)")
+    data.add_argument(
+        "--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)"
+    )
     data.add_argument("--channels", type=comma_list, default=None, help="comma-separated canonical channel names")
-    data.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes per training process")
+    data.add_argument(
+        "--workers", type=non_negative_int, default=2, help="DataLoader worker processes per training process"
+    )
 
     model = parser.add_argument_group("model")
     model.add_argument("--preset", default="B", help=f"model size preset ({', '.join(MODEL_PRESETS)})")
     model.add_argument(
-        "--model-arg", dest="model_args", action=KeyValueAction, default={}, metavar="KEY=VALUE",
+        "--model-arg",
+        dest="model_args",
+        action=KeyValueAction,
+        default={},
+        metavar="KEY=VALUE",
         help="override one field of the preset's model config (repeatable), e.g. --model-arg mask_ratio=0.75",
     )
     model.add_argument(
-        "--debias-batchnorm", action=argparse.BooleanOptionalAction, default=True,
+        "--debias-batchnorm",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="bias-corrected BatchNorm running statistics while training (utils/batchnorm.py): the eval-mode "
-             "statistics are the plain mean of the first 1/momentum batches instead of a pull towards mean 0, "
-             "variance 1, so a model trained for a few steps is usable in eval mode; --no-debias-batchnorm "
-             "keeps PyTorch's exponential average from the start",
+        "statistics are the plain mean of the first 1/momentum batches instead of a pull towards mean 0, "
+        "variance 1, so a model trained for a few steps is usable in eval mode; --no-debias-batchnorm "
+        "keeps PyTorch's exponential average from the start",
     )
 
     optim = parser.add_argument_group("optimisation")
-    optim.add_argument("--passes", "--epochs", dest="passes", type=positive_int, default=30,
-                       help="passes over the training set (defines the lr schedule; a 30-s epoch is one sample). "
-                            "--epochs: the old name, still accepted")
     optim.add_argument(
-        "--max-steps", type=non_negative_int, default=0,
+        "--passes",
+        "--epochs",
+        dest="passes",
+        type=positive_int,
+        default=30,
+        help="passes over the training set (defines the lr schedule; a 30-s epoch is one sample). "
+        "--epochs: the old name, still accepted",
+    )
+    optim.add_argument(
+        "--max-steps",
+        type=non_negative_int,
+        default=0,
         help="stop after this many optimizer steps in total (smoke runs; 0 = no cap). The lr schedule still "
-             "spans --passes, so a capped run can be resumed with a larger cap",
+        "spans --passes, so a capped run can be resumed with a larger cap",
     )
     optim.add_argument("--batch-size", type=positive_int, default=256, help="samples per process per micro-batch")
     optim.add_argument("--accum-steps", type=positive_int, default=1, help="micro-batches per optimizer step")
     optim.add_argument(
-        "--base-lr", "--lr", dest="base_lr", type=positive_float, default=5e-4,
+        "--base-lr",
+        "--lr",
+        dest="base_lr",
+        type=positive_float,
+        default=5e-4,
         help="base learning rate of the linear scaling rule: AdamW lr = base_lr x effective_batch / 256, "
-             "effective_batch = batch_size x accum_steps x processes (config.json records the AdamW lr under "
-             "_derived.lr_scaled). --lr: the old name, still accepted",
+        "effective_batch = batch_size x accum_steps x processes (config.json records the AdamW lr under "
+        "_derived.lr_scaled). --lr: the old name, still accepted",
     )
-    optim.add_argument("--min-lr-ratio", type=unit_interval, default=0.0, help="cosine floor as a fraction of the peak lr")
-    optim.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW decay (not on biases, norms, tokens)")
-    optim.add_argument("--adam-betas", type=probability, nargs=2, default=[0.9, 0.999], metavar=("BETA1", "BETA2"),
-                       help="AdamW moment decay rates (first and second moment)")
-    optim.add_argument("--warmup-passes", "--warmup-epochs", dest="warmup_passes", type=non_negative_float,
-                       default=1.0, help="linear warmup length in passes over the training set (fractions allowed). "
-                                         "--warmup-epochs: the old name, still accepted")
-    optim.add_argument("--warmup-steps", type=non_negative_int, default=None,
-                       help="linear warmup in optimizer steps (overrides --warmup-passes)")
-    optim.add_argument("--clip-grad", type=non_negative_float, default=3.0, help="max global gradient norm (0 = no clipping)")
+    optim.add_argument(
+        "--min-lr-ratio", type=unit_interval, default=0.0, help="cosine floor as a fraction of the peak lr"
+    )
+    optim.add_argument(
+        "--weight-decay", type=non_negative_float, default=0.05, help="AdamW decay (not on biases, norms, tokens)"
+    )
+    optim.add_argument(
+        "--adam-betas",
+        type=probability,
+        nargs=2,
+        default=[0.9, 0.999],
+        metavar=("BETA1", "BETA2"),
+        help="AdamW moment decay rates (first and second moment)",
+    )
+    optim.add_argument(
+        "--warmup-passes",
+        "--warmup-epochs",
+        dest="warmup_passes",
+        type=non_negative_float,
+        default=1.0,
+        help="linear warmup length in passes over the training set (fractions allowed). "
+        "--warmup-epochs: the old name, still accepted",
+    )
+    optim.add_argument(
+        "--warmup-steps",
+        type=non_negative_int,
+        default=None,
+        help="linear warmup in optimizer steps (overrides --warmup-passes)",
+    )
+    optim.add_argument(
+        "--clip-grad", type=non_negative_float, default=3.0, help="max global gradient norm (0 = no clipping)"
+    )
 
     run = parser.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=Path("runs/train"),
-                     help=f"run directory (config, logs, checkpoints); {CONFIG_HISTORY_HELP}")
-    run.add_argument("--seed", type=non_negative_int, default=0,
-                     help="seeds the model initialisation, the batch order, masking and dropout, and the label "
-                          "draws (the same seed gives the same numbers at the same step budget)")
     run.add_argument(
-        "--resume", default="auto",
+        "--out",
+        type=Path,
+        default=Path("runs/train"),
+        help=f"run directory (config, logs, checkpoints); {CONFIG_HISTORY_HELP}",
+    )
+    run.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds the model initialisation, the batch order, masking and dropout, and the label "
+        "draws (the same seed gives the same numbers at the same step budget)",
+    )
+    run.add_argument(
+        "--resume",
+        default="auto",
         help="'auto' continues from OUT/last.pt when it exists; a checkpoint path continues from that file; "
-             "'none' starts afresh (overwriting OUT's logs and checkpoints). An unreadable checkpoint is an error "
-             "(nothing is written): pass --resume none, or another checkpoint such as OUT/best.pt",
+        "'none' starts afresh (overwriting OUT's logs and checkpoints). An unreadable checkpoint is an error "
+        "(nothing is written): pass --resume none, or another checkpoint such as OUT/best.pt",
     )
     run.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     run.add_argument("--amp", action="store_true", help="mixed precision autocast on CUDA (on CPU only with --amp-cpu)")
-    run.add_argument("--amp-dtype", choices=("bf16", "fp16"), default="bf16",
-                     help="autocast dtype (fp16 uses loss scaling)")
-    run.add_argument("--amp-cpu", action="store_true",
-                     help="with --amp and bf16, also autocast on CPU: about 1.6-2x per NeuroNet-B step on a CPU with "
-                          "AVX512-BF16, no gain for tiny or fast (benchmarks/bench_train_step.py)")
-    run.add_argument("--max-minutes", type=non_negative_float, default=0.0,
-                     help="stop cleanly (checkpoint saved) after this wall time; 0 = no limit")
-    run.add_argument("--save-every-steps", type=non_negative_int, default=0,
-                     help="also write last.pt every N optimizer steps (0 = per epoch only)")
-    run.add_argument("--log-every", type=non_negative_int, default=50,
-                     help="optimizer steps between lines in steps.jsonl (and TensorBoard)")
-    run.add_argument("--tensorboard", action="store_true",
-                     help="also log to OUT/tensorboard (needs the tensorboard package)")
+    run.add_argument(
+        "--amp-dtype", choices=("bf16", "fp16"), default="bf16", help="autocast dtype (fp16 uses loss scaling)"
+    )
+    run.add_argument(
+        "--amp-cpu",
+        action="store_true",
+        help="with --amp and bf16, also autocast on CPU: about 1.6-2x per NeuroNet-B step on a CPU with "
+        "AVX512-BF16, no gain for tiny or fast (benchmarks/bench_train_step.py)",
+    )
+    run.add_argument(
+        "--max-minutes",
+        type=non_negative_float,
+        default=0.0,
+        help="stop cleanly (checkpoint saved) after this wall time; 0 = no limit",
+    )
+    run.add_argument(
+        "--save-every-steps",
+        type=non_negative_int,
+        default=0,
+        help="also write last.pt every N optimizer steps (0 = per epoch only)",
+    )
+    run.add_argument(
+        "--log-every",
+        type=non_negative_int,
+        default=50,
+        help="optimizer steps between lines in steps.jsonl (and TensorBoard)",
+    )
+    run.add_argument(
+        "--tensorboard", action="store_true", help="also log to OUT/tensorboard (needs the tensorboard package)"
+    )
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bar")
 
     dist = parser.add_argument_group("distributed (launch with torchrun; single process without it)")
-    dist.add_argument("--dist-backend", choices=("auto", "nccl", "gloo"), default="auto",
-                      help="auto: nccl on CUDA, gloo on CPU")
+    dist.add_argument(
+        "--dist-backend", choices=("auto", "nccl", "gloo"), default="auto", help="auto: nccl on CUDA, gloo on CPU"
+    )
     dist.add_argument("--dist-timeout-min", type=positive_float, default=30.0, help="collective timeout in minutes")
     dist.add_argument(
-        "--find-unused-parameters", action="store_true",
+        "--find-unused-parameters",
+        action="store_true",
         help="DistributedDataParallel option for models whose forward leaves some trainable parameters unused",
     )
     for add in add_options:
@@ -340,8 +423,11 @@ def _check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], wher
     command line would be: unknown names and wrongly typed or out-of-range values raise ValueError naming `where`
     and the key. Returns the values with the typed validators' conversions applied (e.g. `"1e-3"` -> 0.001)."""
     upgraded = upgrade_keys(parser, values)
-    named = {new: f"{old} (now {new})" for old, new in LEGACY_KEYS.items() if old in values and new in upgraded
-             and new not in values}  # an error names the key as the file wrote it
+    named = {
+        new: f"{old} (now {new})"
+        for old, new in LEGACY_KEYS.items()
+        if old in values and new in upgraded and new not in values
+    }  # an error names the key as the file wrote it
     values = upgraded
     unknown = sorted(set(values) - _option_dests(parser))
     if unknown:
@@ -355,16 +441,20 @@ def _check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], wher
         value = values[action.dest]
         if isinstance(action, flags):
             if not isinstance(value, bool):
-                raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be true/false")
+                raise ValueError(
+                    f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be true/false"
+                )
         elif getattr(action.type, "checks_values", False):
             many = action.nargs not in (None, "?")
             if many and not isinstance(value, (list, tuple)):
                 raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be a list")
             try:
-                checked[action.dest] = ([action.type(item) for item in value] if many else action.type(value))
+                checked[action.dest] = [action.type(item) for item in value] if many else action.type(value)
             except argparse.ArgumentTypeError as err:
                 wanted = re.sub(r"^must be (.*), got .*$", r"should be \1", str(err))
-                raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} {wanted}") from None
+                raise ValueError(
+                    f"{where}: option {named.get(action.dest, action.dest)} = {value!r} {wanted}"
+                ) from None
         elif action.type in (int, float) and action.nargs is None and not isinstance(value, str):
             expected = int if action.type is int else (int, float)
             if not isinstance(value, expected) or isinstance(value, bool):
@@ -390,8 +480,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if values is None:
         return {}
     if not isinstance(values, dict):
-        raise ValueError(f"{path}: a config file must hold a mapping of option names to values, "
-                         f"got {type(values).__name__}")
+        raise ValueError(
+            f"{path}: a config file must hold a mapping of option names to values, got {type(values).__name__}"
+        )
     values = {str(key).replace("-", "_"): value for key, value in values.items()}
     values.pop("config", None)
     values.pop(DERIVED_KEY, None)
@@ -449,8 +540,9 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def save_config(cfg: argparse.Namespace, path: str | Path, derived: Mapping[str, Any] | None = None,
-                keep_previous: bool = False) -> Path:
+def save_config(
+    cfg: argparse.Namespace, path: str | Path, derived: Mapping[str, Any] | None = None, keep_previous: bool = False
+) -> Path:
     """Write the resolved config as JSON (atomic); `derived` values (world size, effective lr, ...) go under
     `_derived` for the record. With `keep_previous`, an existing file whose options differ is first renamed to
     `config.<n>.json` (the next free n), so a run directory keeps the config of every run that started there."""

@@ -4,6 +4,7 @@ Launch: `torchrun --nproc_per_node G [--nnodes N --node_rank R --rdzv_endpoint H
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them the job is one process and nothing here talks to
 a process group. Backend: nccl on CUDA, gloo on CPU (the CPU tests use gloo with two processes).
 """
+
 from __future__ import annotations
 
 import datetime
@@ -70,7 +71,10 @@ def init_distributed(device: str = "auto", backend: str = "auto", timeout_min: f
         if backend == "nccl" and torch_device.type != "cuda":
             raise ValueError("--dist-backend nccl needs CUDA devices; use gloo on CPU")
         dist.init_process_group(
-            backend=backend, init_method="env://", rank=rank, world_size=world_size,
+            backend=backend,
+            init_method="env://",
+            rank=rank,
+            world_size=world_size,
             timeout=datetime.timedelta(minutes=timeout_min),
         )
     return DistContext(rank=rank, local_rank=local_rank, world_size=world_size, device=torch_device)

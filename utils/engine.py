@@ -23,15 +23,17 @@ the resumed epoch hands batches to workers in a different rotation.
                   monitor=KnnMonitor(...))
     cleanup(ctx)
 """
+
 from __future__ import annotations
 
 import argparse
 import math
 import random
 import time
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,12 +42,23 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from utils.checkpoint import (
-    FORMAT_VERSION, atomic_save, capture_rng_state, code_version, load_checkpoint, plain_number,
-    restore_rng_state, sha256_file,
+    FORMAT_VERSION,
+    atomic_save,
+    capture_rng_state,
+    code_version,
+    load_checkpoint,
+    plain_number,
+    restore_rng_state,
+    sha256_file,
 )
 from utils.config import LEGACY_KEYS, UsageError, config_to_dict, save_config, to_plain
 from utils.distributed import (
-    DistContext, all_gather_objects, all_reduce_sum, barrier, broadcast_object, init_distributed,
+    DistContext,
+    all_gather_objects,
+    all_reduce_sum,
+    barrier,
+    broadcast_object,
+    init_distributed,
 )
 from utils.run_logging import RunLogger, format_count, progress_bar
 
@@ -53,8 +66,20 @@ LossFn = Callable[[nn.Module, Any, torch.device], Mapping[str, torch.Tensor]]
 Monitor = Callable[[nn.Module, torch.device], Mapping[str, float]]
 NO_DECAY_NAME_PARTS = ("token", "pos_embed", "modality_embed")  # matched in a parameter's own (last) name
 REFERENCE_BATCH = 256  # lr = base_lr x effective_batch / REFERENCE_BATCH
-RESUME_CHECKED_KEYS = ("batch_size", "accum_steps", "base_lr", "passes", "seed", "weight_decay", "warmup_passes",
-                       "warmup_steps", "min_lr_ratio", "channels", "preset", "model_args")
+RESUME_CHECKED_KEYS = (
+    "batch_size",
+    "accum_steps",
+    "base_lr",
+    "passes",
+    "seed",
+    "weight_decay",
+    "warmup_passes",
+    "warmup_steps",
+    "min_lr_ratio",
+    "channels",
+    "preset",
+    "model_args",
+)
 
 
 # --------------------------------------------------------------------------- reproducibility
@@ -105,7 +130,7 @@ class ResumableDistributedSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
-        return iter(indices[self.start_index:])
+        return iter(indices[self.start_index :])
 
     def __len__(self) -> int:
         return self.num_samples - self.start_index
@@ -127,8 +152,12 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
         if not param.requires_grad:
             continue
         own_name = name.rsplit(".", 1)[-1].lower()
-        if (param.ndim <= 1 or name in skip or id(param) in embedding_params
-                or any(part in own_name for part in NO_DECAY_NAME_PARTS)):
+        if (
+            param.ndim <= 1
+            or name in skip
+            or id(param) in embedding_params
+            or any(part in own_name for part in NO_DECAY_NAME_PARTS)
+        ):
             no_decay.append(param)
         else:
             decay.append(param)
@@ -173,8 +202,13 @@ def signal_loss(model: nn.Module, batch: Mapping[str, Any], device: torch.device
 def run_derived(cfg: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     """Values that follow from the config and the launch: world size, effective batch, scaled lr."""
     effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
-    return {"world_size": ctx.world_size, "device": str(ctx.device), "effective_batch_size": effective_batch,
-            "lr_scaled": scaled_lr(cfg.base_lr, effective_batch), "version": code_version()}
+    return {
+        "world_size": ctx.world_size,
+        "device": str(ctx.device),
+        "effective_batch_size": effective_batch,
+        "lr_scaled": scaled_lr(cfg.base_lr, effective_batch),
+        "version": code_version(),
+    }
 
 
 def setup_run(cfg: argparse.Namespace) -> DistContext:
@@ -185,11 +219,21 @@ def setup_run(cfg: argparse.Namespace) -> DistContext:
     seed_everything(cfg.seed)
     if ctx.is_main:
         derived = run_derived(cfg, ctx)
-        amp = "off" if not cfg.amp else (cfg.amp_dtype if ctx.device.type == "cuda" else (
-            "bf16 (CPU, --amp-cpu)" if cpu_amp(cfg) else "off (CUDA only without --amp-cpu)"))
-        print(f"run dir {cfg.out} | device {ctx.device} x {ctx.world_size} process(es) | amp {amp} | "
-              f"effective batch {derived['effective_batch_size']} -> lr {derived['lr_scaled']:.3g} "
-              f"(base {cfg.base_lr:g} x batch / {REFERENCE_BATCH})", flush=True)
+        amp = (
+            "off"
+            if not cfg.amp
+            else (
+                cfg.amp_dtype
+                if ctx.device.type == "cuda"
+                else ("bf16 (CPU, --amp-cpu)" if cpu_amp(cfg) else "off (CUDA only without --amp-cpu)")
+            )
+        )
+        print(
+            f"run dir {cfg.out} | device {ctx.device} x {ctx.world_size} process(es) | amp {amp} | "
+            f"effective batch {derived['effective_batch_size']} -> lr {derived['lr_scaled']:.3g} "
+            f"(base {cfg.base_lr:g} x batch / {REFERENCE_BATCH})",
+            flush=True,
+        )
     barrier(ctx)
     return ctx
 
@@ -208,8 +252,9 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
     return path
 
 
-def read_resume_checkpoint(resume: str | None, run_dir: Path, model_kind: str | None = None
-                           ) -> tuple[Path | None, dict[str, Any] | None]:
+def read_resume_checkpoint(
+    resume: str | None, run_dir: Path, model_kind: str | None = None
+) -> tuple[Path | None, dict[str, Any] | None]:
     """The training checkpoint `--resume` points at (`resolve_resume`), read and checked, or (None, None) for a
     fresh start. UsageError naming the file and what to do when it cannot be read (truncated, corrupt, not a
     checkpoint) or holds another `model_kind` than this run trains. Scripts call it before reading any data, so
@@ -219,8 +264,9 @@ def read_resume_checkpoint(resume: str | None, run_dir: Path, model_kind: str | 
         return None, None
     if str(resume).lower() == "auto":
         best = Path(run_dir) / "best.pt"
-        advice = ("it is the automatic resume from --out: start afresh with --resume none"
-                  + (f", or continue from the best checkpoint with --resume {best}" if best.is_file() else ""))
+        advice = "it is the automatic resume from --out: start afresh with --resume none" + (
+            f", or continue from the best checkpoint with --resume {best}" if best.is_file() else ""
+        )
     else:
         advice = "give --resume another checkpoint, or --resume none to start afresh"
     try:
@@ -303,8 +349,14 @@ class Trainer:
         self.sampler = ResumableDistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
         self.loader_generator = torch.Generator()  # reseeded per epoch: worker seeds do not depend on history
         self.loader = DataLoader(
-            train_set, batch_size=cfg.batch_size, sampler=self.sampler, num_workers=cfg.workers, drop_last=True,
-            collate_fn=collate_fn, pin_memory=self.device.type == "cuda", worker_init_fn=seed_worker,
+            train_set,
+            batch_size=cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=cfg.workers,
+            drop_last=True,
+            collate_fn=collate_fn,
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=seed_worker,
             generator=self.loader_generator,
         )
         self.effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
@@ -313,31 +365,43 @@ class Trainer:
             raise ValueError(
                 f"training set has {len(train_set)} samples, fewer than one optimizer step needs "
                 f"(batch_size {cfg.batch_size} x accum_steps {cfg.accum_steps} x {ctx.world_size} process(es)); "
-                "lower --batch-size")
+                "lower --batch-size"
+            )
         self.used_batches = self.steps_per_epoch * cfg.accum_steps  # micro-batches per epoch (partial group dropped)
         self.total_steps = cfg.passes * self.steps_per_epoch
         capped = cfg.max_steps is not None and cfg.max_steps > 0
         self.step_cap = min(self.total_steps, cfg.max_steps) if capped else self.total_steps
-        self.warmup = (cfg.warmup_steps if cfg.warmup_steps is not None
-                       else round(cfg.warmup_passes * self.steps_per_epoch))
+        self.warmup = (
+            cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_passes * self.steps_per_epoch)
+        )
         self.lr = scaled_lr(cfg.base_lr, self.effective_batch)
         self.optimizer = torch.optim.AdamW(
-            param_groups(self.model, cfg.weight_decay), lr=self.lr, betas=tuple(cfg.adam_betas),
-            fused=self.device.type in ("cpu", "cuda"))  # one kernel over all tensors
+            param_groups(self.model, cfg.weight_decay),
+            lr=self.lr,
+            betas=tuple(cfg.adam_betas),
+            fused=self.device.type in ("cpu", "cuda"),
+        )  # one kernel over all tensors
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, warmup_cosine(self.warmup, self.total_steps, cfg.min_lr_ratio))
+            self.optimizer, warmup_cosine(self.warmup, self.total_steps, cfg.min_lr_ratio)
+        )
         self.use_amp = bool(cfg.amp) and (self.device.type == "cuda" or cpu_amp(cfg))
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.use_amp and cfg.amp_dtype == "fp16")
         self.train_model: nn.Module = self.model
         if ctx.is_distributed:
             self.train_model = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=cfg.find_unused_parameters)
+                self.model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=cfg.find_unused_parameters,
+            )
 
         self.has_monitor = broadcast_object(monitor is not None, ctx)  # rank 0 decides; other ranks may pass None
-        self.best: dict[str, Any] = {"metric": monitor_metric if self.has_monitor else "loss",
-                                     "mode": monitor_mode if self.has_monitor else "min",
-                                     "value": None, "epoch": None, "step": None}
+        self.best: dict[str, Any] = {
+            "metric": monitor_metric if self.has_monitor else "loss",
+            "mode": monitor_mode if self.has_monitor else "min",
+            "value": None,
+            "epoch": None,
+            "step": None,
+        }
         self.epoch, self.batch_in_epoch, self.step = 0, 0, 0
         self.saved: dict[str, int] = {}  # checkpoint name -> step, as written (or resumed from) by this run
         self.meter = _Meter()
@@ -354,8 +418,11 @@ class Trainer:
             path, ckpt = read_resume_checkpoint(path, self.run_dir, self.model_kind)
         cfg, ctx = self.cfg, self.ctx
         saved = {LEGACY_KEYS.get(k, k): v for k, v in ckpt["config"].items()}  # checkpoints of the old names too
-        changed = {k: (saved.get(k), to_plain(getattr(cfg, k))) for k in RESUME_CHECKED_KEYS
-                   if hasattr(cfg, k) and saved.get(k) != to_plain(getattr(cfg, k))}
+        changed = {
+            k: (saved.get(k), to_plain(getattr(cfg, k)))
+            for k in RESUME_CHECKED_KEYS
+            if hasattr(cfg, k) and saved.get(k) != to_plain(getattr(cfg, k))
+        }
         if changed and ctx.is_main:
             print(f"warning: resuming {path} with changed options (checkpoint -> now): {changed}", flush=True)
         try:
@@ -364,9 +431,11 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         except (RuntimeError, ValueError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise UsageError(f"{path}: its weights or optimizer state do not fit the model built from the current "
-                             f"options ({first[:200]}); resume with the options it was written with, or start "
-                             "afresh with --resume none") from None
+            raise UsageError(
+                f"{path}: its weights or optimizer state do not fit the model built from the current "
+                f"options ({first[:200]}); resume with the options it was written with, or start "
+                "afresh with --resume none"
+            ) from None
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.batch_in_epoch, self.step = int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]), int(ckpt["step"])
@@ -381,12 +450,17 @@ class Trainer:
         else:
             seed_everything(cfg.seed + ctx.rank + 7919 * self.step)
             if ctx.is_main:
-                print(f"warning: {path} was written by {len(ckpt['rng'])} process(es), this run has "
-                      f"{ctx.world_size}: RNG streams reseeded, the batch order is re-split", flush=True)
+                print(
+                    f"warning: {path} was written by {len(ckpt['rng'])} process(es), this run has "
+                    f"{ctx.world_size}: RNG streams reseeded, the batch order is re-split",
+                    flush=True,
+                )
         if self.batch_in_epoch > self.used_batches:
-            raise UsageError(f"{path}: {self.batch_in_epoch} batches consumed in epoch {self.epoch}, but an epoch "
-                             f"now has {self.used_batches}; resume with the batch size and process count it was "
-                             "written with")
+            raise UsageError(
+                f"{path}: {self.batch_in_epoch} batches consumed in epoch {self.epoch}, but an epoch "
+                f"now has {self.used_batches}; resume with the batch size and process count it was "
+                "written with"
+            )
         if ctx.is_main:
             print(f"resumed from {path}: epoch {self.epoch}, batch {self.batch_in_epoch}, step {self.step}", flush=True)
 
@@ -396,13 +470,25 @@ class Trainer:
         rng_states = all_gather_objects(capture_rng_state(), self.ctx)
         if self.ctx.is_main:
             state = {
-                "format_version": FORMAT_VERSION, "model_kind": self.model_kind, "model_config": self.model_config,
-                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
-                "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step, "rng": rng_states,
-                "config": config_to_dict(self.cfg), "splits_sha256": self.splits_sha256, "version": code_version(),
-                "metrics": {k: plain_number(v) for k, v in metrics.items()}, "best": self.best,
-                "meter": self.meter.state(), "world_size": self.ctx.world_size, "metadata": self.metadata,
+                "format_version": FORMAT_VERSION,
+                "model_kind": self.model_kind,
+                "model_config": self.model_config,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": self.epoch,
+                "batch_in_epoch": self.batch_in_epoch,
+                "step": self.step,
+                "rng": rng_states,
+                "config": config_to_dict(self.cfg),
+                "splits_sha256": self.splits_sha256,
+                "version": code_version(),
+                "metrics": {k: plain_number(v) for k, v in metrics.items()},
+                "best": self.best,
+                "meter": self.meter.state(),
+                "world_size": self.ctx.world_size,
+                "metadata": self.metadata,
             }
             for name in names:
                 atomic_save(state, self.run_dir / name)
@@ -412,7 +498,9 @@ class Trainer:
     def checkpoint_report(self) -> str:
         """What a failed run leaves to continue from: this run's checkpoints and their steps, or that none exists."""
         if not self.saved:
-            return f"no checkpoint of this run was written yet in {self.run_dir}: start again, e.g. with a lower --base-lr"
+            return (
+                f"no checkpoint of this run was written yet in {self.run_dir}: start again, e.g. with a lower --base-lr"
+            )
         listed = ", ".join(f"{self.run_dir / name} (step {step})" for name, step in sorted(self.saved.items()))
         return f"checkpoints of this run: {listed}; --resume one of them, e.g. with a lower --base-lr"
 
@@ -430,7 +518,8 @@ class Trainer:
             if not math.isfinite(values["loss"]):
                 raise FloatingPointError(
                     f"loss is {values['loss']} at epoch {self.epoch + 1}, step {self.step + 1} (rank {ctx.rank}); "
-                    f"{self.checkpoint_report()}")
+                    f"{self.checkpoint_report()}"
+                )
             self.scaler.scale(output["loss"] / cfg.accum_steps).backward()
         self.meter.add(values)
         self.batch_in_epoch += 1
@@ -472,8 +561,10 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{throughput:.0f}", epoch=self.epoch + 1)
             if cfg.log_every and self.step % cfg.log_every == 0:
-                logger.log_step(self.step, {"epoch": self.epoch + 1, **means, "lr": lr, "grad_norm": grad_norm,
-                                            "samples_per_s": throughput})
+                logger.log_step(
+                    self.step,
+                    {"epoch": self.epoch + 1, **means, "lr": lr, "grad_norm": grad_norm, "samples_per_s": throughput},
+                )
             if self.step >= self.step_cap:
                 reason = "completed" if self.step >= self.total_steps else "max_steps"
                 return reason, samples, time.monotonic() - started
@@ -496,33 +587,50 @@ class Trainer:
                 with preserved_rng():
                     metrics = dict(self.monitor(self.model, self.device))
             metrics = broadcast_object(metrics, self.ctx)
-        record = {"epoch": self.epoch + 1, "step": self.step, "partial": self.batch_in_epoch < self.used_batches,
-                  **means, "lr": self.optimizer.param_groups[0]["lr"], "samples_per_s": samples / max(1e-9, seconds),
-                  "epoch_time_s": seconds, "wall_time_s": time.monotonic() - self.wall_start, **metrics}
+        record = {
+            "epoch": self.epoch + 1,
+            "step": self.step,
+            "partial": self.batch_in_epoch < self.used_batches,
+            **means,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "samples_per_s": samples / max(1e-9, seconds),
+            "epoch_time_s": seconds,
+            "wall_time_s": time.monotonic() - self.wall_start,
+            **metrics,
+        }
         if self.device.type == "cuda":
             record["max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         best, value = self.best, record.get(self.best["metric"])
-        improved = value is not None and math.isfinite(value) and (
-            best["value"] is None or (value > best["value"] if best["mode"] == "max" else value < best["value"]))
+        improved = (
+            value is not None
+            and math.isfinite(value)
+            and (best["value"] is None or (value > best["value"] if best["mode"] == "max" else value < best["value"]))
+        )
         if improved:
             best.update(value=float(value), epoch=self.epoch + 1, step=self.step)
         elif value is None and self.ctx.is_main:
-            print(f"warning: monitor metric {best['metric']!r} missing at epoch {self.epoch + 1}; "
-                  "best.pt not updated", flush=True)
+            print(
+                f"warning: monitor metric {best['metric']!r} missing at epoch {self.epoch + 1}; best.pt not updated",
+                flush=True,
+            )
         return record, improved
 
     def fit(self) -> dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
         if ctx.is_main:
-            print(f"parameters: {format_count(self.n_parameters)} total, {format_count(self.n_trainable)} trainable",
-                  flush=True)
+            print(
+                f"parameters: {format_count(self.n_parameters)} total, {format_count(self.n_trainable)} trainable",
+                flush=True,
+            )
         resume_path, checkpoint = read_resume_checkpoint(cfg.resume, self.run_dir, self.model_kind)
         if resume_path is not None:
             self.resume(resume_path, checkpoint)
         del checkpoint
         if ctx.is_main:  # training really starts: the inputs were checked (utils/config.py, config.json rule)
             save_config(cfg, self.run_dir / "config.json", derived=run_derived(cfg, ctx), keep_previous=True)
-        if resume_path is None and self.initial_best is not None:  # the starting weights are the score to beat: best.pt until beaten
+        if (
+            resume_path is None and self.initial_best is not None
+        ):  # the starting weights are the score to beat: best.pt until beaten
             value = float(self.initial_best[self.best["metric"]])
             if math.isfinite(value):
                 self.best.update(value=value, epoch=0, step=0)
@@ -531,18 +639,30 @@ class Trainer:
         if resume_path is not None:
             logger.rewind(self.step)
         self.train_model.train()
-        bar = progress_bar(self.step_cap, enabled=ctx.is_main and cfg.progress, desc=f"train {self.model_kind}",
-                           initial=self.step)
-        stop_reason = ("completed" if self.epoch >= cfg.passes or self.step >= self.total_steps
-                       else "max_steps" if self.step >= self.step_cap else None)
+        bar = progress_bar(
+            self.step_cap, enabled=ctx.is_main and cfg.progress, desc=f"train {self.model_kind}", initial=self.step
+        )
+        stop_reason = (
+            "completed"
+            if self.epoch >= cfg.passes or self.step >= self.total_steps
+            else "max_steps"
+            if self.step >= self.step_cap
+            else None
+        )
         record: dict[str, Any] = {}
         while stop_reason is None:
             stop_reason, samples, seconds = self._train_epoch(logger, bar)
             record, improved = self._end_epoch(samples, seconds)
             logger.log_epoch(record)
             if ctx.is_main:
-                bar.write(f"epoch {self.epoch + 1}/{cfg.passes} " + " ".join(
-                    f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items() if k != "epoch"))
+                bar.write(
+                    f"epoch {self.epoch + 1}/{cfg.passes} "
+                    + " ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in record.items()
+                        if k != "epoch"
+                    )
+                )
             if self.batch_in_epoch >= self.used_batches:  # the epoch is complete
                 self.epoch, self.batch_in_epoch, self.meter = self.epoch + 1, 0, _Meter()
                 if stop_reason is None and self.epoch >= cfg.passes:
@@ -550,12 +670,21 @@ class Trainer:
             self.save(("last.pt", "best.pt") if improved else ("last.pt",), record)
         bar.close()
         summary = {
-            "stopped": stop_reason, "epochs_completed": self.epoch, "step": self.step, "total_steps": self.total_steps,
-            "steps_per_epoch": self.steps_per_epoch, "effective_batch_size": self.effective_batch, "lr": self.lr,
-            "warmup_steps": self.warmup, "parameters": self.n_parameters, "trainable_parameters": self.n_trainable,
-            "best": self.best, "last_checkpoint": str(self.run_dir / "last.pt"),
+            "stopped": stop_reason,
+            "epochs_completed": self.epoch,
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.steps_per_epoch,
+            "effective_batch_size": self.effective_batch,
+            "lr": self.lr,
+            "warmup_steps": self.warmup,
+            "parameters": self.n_parameters,
+            "trainable_parameters": self.n_trainable,
+            "best": self.best,
+            "last_checkpoint": str(self.run_dir / "last.pt"),
             "best_checkpoint": str(self.run_dir / "best.pt") if self.best["value"] is not None else None,
-            "wall_time_s": time.monotonic() - self.wall_start, "final": record,
+            "wall_time_s": time.monotonic() - self.wall_start,
+            "final": record,
         }
         logger.log_summary(summary)
         logger.close()

@@ -19,6 +19,7 @@ Conventions (stated once, used everywhere):
   the rule of the manifest's `ahi_scored`.
 - Hypopnea rules of the scored AHI: `dataset.scored_events` (the data contract), re-exported here.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -26,11 +27,18 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from dataset.scored_events import (  # noqa: F401 - the scored-event vocabulary, re-exported for evaluation code
-    AROUSAL_WINDOW_S, DEFAULT_HYPOPNEA_RULE, DESAT_WINDOW_S, EVENT_MIN_S, HYPOPNEA_RULES, RESPIRATORY_EVENT_TYPES,
-    Event, qualifying_events,
+    AROUSAL_WINDOW_S,
+    DEFAULT_HYPOPNEA_RULE,
+    DESAT_WINDOW_S,
+    EVENT_MIN_S,
+    HYPOPNEA_RULES,
+    RESPIRATORY_EVENT_TYPES,
+    Event,
+    qualifying_events,
 )
 
 MATCH_IOU = 0.2  # default intersection over union for a predicted event to match a scored one
+
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """[(start, stop)) index ranges of the True runs of a 1-D bool array, in order."""
@@ -38,8 +46,14 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist()))
 
 
-def decode_events(probabilities, types: Sequence[str], threshold: float = 0.5, fs: float = 1.0,
-                  min_duration_s: float = EVENT_MIN_S, merge_gap_s: float = 0.0) -> list[Event]:
+def decode_events(
+    probabilities,
+    types: Sequence[str],
+    threshold: float = 0.5,
+    fs: float = 1.0,
+    min_duration_s: float = EVENT_MIN_S,
+    merge_gap_s: float = 0.0,
+) -> list[Event]:
     """Events from per-sample probabilities.
 
     Args:
@@ -90,8 +104,9 @@ def iou(a: Event, b: Event) -> float:
     return overlap / (max(a.end_s, b.end_s) - min(a.onset_s, b.onset_s))
 
 
-def match_events(predicted: Sequence[Event], scored: Sequence[Event], min_iou: float = MATCH_IOU,
-                 same_type: bool = True) -> list[tuple[int, int, float]]:
+def match_events(
+    predicted: Sequence[Event], scored: Sequence[Event], min_iou: float = MATCH_IOU, same_type: bool = True
+) -> list[tuple[int, int, float]]:
     """One-to-one matching (module docstring): [(predicted index, scored index, iou), ...] sorted by scored
     index. With `same_type` False, types are ignored (detection regardless of type)."""
     if not 0 < min_iou <= 1:
@@ -122,8 +137,12 @@ def _prf(tp: int, fp: int, fn: int) -> dict:
     return {"tp": tp, "fp": fp, "fn": fn, "precision": precision, "recall": recall, "f1": f1}
 
 
-def event_detection_metrics(predicted: Sequence[Event], scored: Sequence[Event],
-                            types: Iterable[str] = RESPIRATORY_EVENT_TYPES, min_iou: float = MATCH_IOU) -> dict:
+def event_detection_metrics(
+    predicted: Sequence[Event],
+    scored: Sequence[Event],
+    types: Iterable[str] = RESPIRATORY_EVENT_TYPES,
+    min_iou: float = MATCH_IOU,
+) -> dict:
     """Precision, recall and F1 of event detection, per type and for the families.
 
     Returns {type: {"tp", "fp", "fn", "precision", "recall", "f1"}, ...} for each of `types` (matched within
@@ -152,8 +171,7 @@ def event_detection_metrics(predicted: Sequence[Event], scored: Sequence[Event],
 def sum_detection_counts(per_night: Sequence[dict]) -> dict:
     """Pool `event_detection_metrics` of several nights: tp/fp/fn added per key, rates recomputed."""
     keys = sorted({k for night in per_night for k in night})
-    return {k: _prf(*(sum(night[k][c] for night in per_night if k in night) for c in ("tp", "fp", "fn")))
-            for k in keys}
+    return {k: _prf(*(sum(night[k][c] for night in per_night if k in night) for c in ("tp", "fp", "fn"))) for k in keys}
 
 
 def sleep_epochs_of(times_s: np.ndarray, sleep_mask, epoch_s: float = 30.0) -> np.ndarray:
@@ -166,8 +184,13 @@ def sleep_epochs_of(times_s: np.ndarray, sleep_mask, epoch_s: float = 30.0) -> n
     return out
 
 
-def event_index(events: Sequence[Event], sleep_mask, epoch_s: float = 30.0,
-                types: Iterable[str] = RESPIRATORY_EVENT_TYPES, within=None) -> float:
+def event_index(
+    events: Sequence[Event],
+    sleep_mask,
+    epoch_s: float = 30.0,
+    types: Iterable[str] = RESPIRATORY_EVENT_TYPES,
+    within=None,
+) -> float:
     """Events of `types` whose onset lies in a sleep epoch (and in an epoch where `within` is True, e.g. REM),
     per hour of those epochs. NaN when there are none (no sleep).
 

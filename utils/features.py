@@ -9,6 +9,7 @@ Per channel: log10 band powers (Welch, 4-s Hann windows, 50 % overlap) in BANDS,
 per second, log10 line length (mean |Δx| per sample). For ECG channels, a crude heart rate from the
 autocorrelation of the QRS energy envelope (bpm, whole epoch) plus its range and trend over three 10-s thirds.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,13 @@ from scipy.signal import get_window, hilbert
 from dataset.constants import CHANNEL_BY_NAME, FS
 
 BANDS: tuple[tuple[str, float, float], ...] = (
-    ("delta_slow", 0.5, 2.0), ("delta", 2.0, 4.0), ("theta", 4.0, 8.0), ("alpha", 8.0, 12.0),
-    ("sigma", 12.0, 15.0), ("beta", 15.0, 30.0), ("gamma", 30.0, 49.0),
+    ("delta_slow", 0.5, 2.0),
+    ("delta", 2.0, 4.0),
+    ("theta", 4.0, 8.0),
+    ("alpha", 8.0, 12.0),
+    ("sigma", 12.0, 15.0),
+    ("beta", 15.0, 30.0),
+    ("gamma", 30.0, 49.0),
 )
 WELCH_S = 4.0  # Welch window length (s): 0.25 Hz resolution
 EDGE = 0.95  # spectral edge: frequency below which this fraction of the 0.5-49 Hz power lies
@@ -47,7 +53,7 @@ def heart_rate(ecg: np.ndarray, fs: float = FS) -> np.ndarray:
     spec = sfft.rfft(x, n_fft, axis=1)
     ac = sfft.irfft(spec.real**2 + spec.imag**2, n_fft, axis=1)[:, : hi + 2].astype(np.float64)
     ac /= ac[:, :1] + _EPS
-    window = ac[:, lo - 1: hi + 2]  # lags lo-1 .. hi+1
+    window = ac[:, lo - 1 : hi + 2]  # lags lo-1 .. hi+1
     inner = window[:, 1:-1]
     local_max = (inner >= window[:, :-2]) & (inner >= window[:, 2:])
     strong = local_max & (inner >= 0.75 * inner.max(axis=1, keepdims=True))
@@ -69,7 +75,7 @@ def welch_psd(x: np.ndarray, fs: float = FS) -> tuple[np.ndarray, np.ndarray]:
     segments = segments - segments.mean(axis=2, keepdims=True)  # (n, n_windows, nperseg)
     spec = sfft.rfft(segments * window, axis=2)
     psd = (spec.real**2 + spec.imag**2).mean(axis=1, dtype=np.float64) / (fs * float((window**2).sum()))
-    psd[:, 1:-1 if nperseg % 2 == 0 else None] *= 2
+    psd[:, 1 : -1 if nperseg % 2 == 0 else None] *= 2
     return sfft.rfftfreq(nperseg, 1 / fs), psd
 
 
@@ -96,15 +102,27 @@ def channel_features(x: np.ndarray, fs: float = FS, ecg: bool = False) -> tuple[
     negative = centred < 0
     crossings = (negative[:, 1:] != negative[:, :-1]).sum(axis=1) / (x.shape[1] / fs)
     line_length = np.abs(np.diff(x, axis=1)).mean(axis=1, dtype=np.float64)
-    columns = [np.log10(powers + _EPS), powers / (total[:, None] + _EPS), edge[:, None],
-               np.log10(np.sqrt(var) + _EPS)[:, None], kurtosis[:, None], crossings[:, None],
-               np.log10(line_length + _EPS)[:, None]]
-    names = ([f"logpow_{b}" for b, _, _ in BANDS] + [f"relpow_{b}" for b, _, _ in BANDS]
-             + ["edge95_hz", "log_std", "kurtosis", "zero_cross_per_s", "log_line_length"])
+    columns = [
+        np.log10(powers + _EPS),
+        powers / (total[:, None] + _EPS),
+        edge[:, None],
+        np.log10(np.sqrt(var) + _EPS)[:, None],
+        kurtosis[:, None],
+        crossings[:, None],
+        np.log10(line_length + _EPS)[:, None],
+    ]
+    names = (
+        [f"logpow_{b}" for b, _, _ in BANDS]
+        + [f"relpow_{b}" for b, _, _ in BANDS]
+        + ["edge95_hz", "log_std", "kurtosis", "zero_cross_per_s", "log_line_length"]
+    )
     if ecg:
         thirds = heart_rate(x[:, : x.shape[1] // 3 * 3].reshape(len(x) * 3, x.shape[1] // 3), fs).reshape(len(x), 3)
-        columns += [heart_rate(x, fs)[:, None], (thirds.max(axis=1) - thirds.min(axis=1))[:, None],
-                    (thirds[:, 2] - thirds[:, 0])[:, None]]
+        columns += [
+            heart_rate(x, fs)[:, None],
+            (thirds.max(axis=1) - thirds.min(axis=1))[:, None],
+            (thirds[:, 2] - thirds[:, 0])[:, None],
+        ]
         names += ["hr_bpm", "hr_range_bpm", "hr_trend_bpm"]
     return np.concatenate(columns, axis=1), names
 
@@ -124,8 +142,10 @@ def epoch_features(signals: dict[str, np.ndarray], fs: float = FS) -> tuple[np.n
     blocks, names = [], []
     for name, x in signals.items():
         if np.ndim(x) != 2 or np.shape(x)[1] < int(WELCH_S * fs):
-            raise ValueError(f"epoch_features: channel {name} has shape {np.shape(x)}, expected (n_epochs, samples"
-                             f" >= {int(WELCH_S * fs)})")
+            raise ValueError(
+                f"epoch_features: channel {name} has shape {np.shape(x)}, expected (n_epochs, samples"
+                f" >= {int(WELCH_S * fs)})"
+            )
         values, feature_names = channel_features(x, fs, ecg=_is_ecg(name))
         blocks.append(values)
         names += [f"{name}_{f}" for f in feature_names]
@@ -168,7 +188,7 @@ def _window_reduce(values: np.ndarray, start: int, width: int, reduce) -> np.nda
     padded = np.pad(values, (pad_lo, pad_hi), mode="edge")
     windows = sliding_window_view(padded, width)  # (n + pad_lo + pad_hi - width + 1, width)
     first = pad_lo + start
-    return reduce(windows[first: first + n], axis=1)
+    return reduce(windows[first : first + n], axis=1)
 
 
 def _shift(values: np.ndarray, lag: int) -> np.ndarray:
@@ -201,8 +221,9 @@ def _past_percentile(values: np.ndarray, q: float, width: int = RESP_BASELINE_S)
     return _window_reduce(values, -width, width, lambda w, axis: np.percentile(w, q, axis=axis))
 
 
-def respiratory_features(signals: dict[str, np.ndarray | None], n_seconds: int, fs: int = 10,
-                         spo2_scale: tuple[float, float] | None = None) -> tuple[np.ndarray, list[str]]:
+def respiratory_features(
+    signals: dict[str, np.ndarray | None], n_seconds: int, fs: int = 10, spo2_scale: tuple[float, float] | None = None
+) -> tuple[np.ndarray, list[str]]:
     """Per-second respiratory features of one night.
 
     Args:
@@ -240,24 +261,35 @@ def respiratory_features(signals: dict[str, np.ndarray | None], n_seconds: int, 
         s1, s2 = sums("airflow")
         amp8, amp4 = _amplitude(s1, s2, fs, 8), _amplitude(s1, s2, fs, 4)
         ratio4 = ratio(amp4)
-        columns.update(flow_log_amp=np.log(amp8 + _EPS), flow_ratio=ratio(amp8), flow_ratio4=ratio4,
-                       flow_min_past10=_window_reduce(ratio4, -10, 11, np.min),
-                       flow_min_next10=_window_reduce(ratio4, 0, 11, np.min),
-                       flow_max_next20=_window_reduce(ratio4, 0, 21, np.max))
+        columns.update(
+            flow_log_amp=np.log(amp8 + _EPS),
+            flow_ratio=ratio(amp8),
+            flow_ratio4=ratio4,
+            flow_min_past10=_window_reduce(ratio4, -10, 11, np.min),
+            flow_min_next10=_window_reduce(ratio4, 0, 11, np.min),
+            flow_max_next20=_window_reduce(ratio4, 0, 21, np.max),
+        )
     else:
-        columns.update(dict.fromkeys(("flow_log_amp", "flow_ratio", "flow_ratio4", "flow_min_past10",
-                                      "flow_min_next10", "flow_max_next20"), nan))
+        columns.update(
+            dict.fromkeys(
+                ("flow_log_amp", "flow_ratio", "flow_ratio4", "flow_min_past10", "flow_min_next10", "flow_max_next20"),
+                nan,
+            )
+        )
     for name in ("thor", "abdo"):
         columns[f"{name}_ratio"] = ratio(_amplitude(*sums(name), fs, 8)) if name in present else nan
     if "thor" in present and "abdo" in present:
         thor = np.asarray(present["thor"], dtype=np.float64)[: n_seconds * fs]
         abdo = np.asarray(present["abdo"], dtype=np.float64)[: n_seconds * fs]
         effort = thor + abdo
-        columns["effort_sum_ratio"] = ratio(_amplitude(_second_sums(effort, fs, n_seconds),
-                                                       _second_sums(effort * effort, fs, n_seconds), fs, 8))
+        columns["effort_sum_ratio"] = ratio(
+            _amplitude(_second_sums(effort, fs, n_seconds), _second_sums(effort * effort, fs, n_seconds), fs, 8)
+        )
         mean = {k: _window_mean(_second_sums(v, fs, n_seconds), -4, 8) / fs for k, v in (("t", thor), ("a", abdo))}
-        moment = {k: _window_mean(_second_sums(v, fs, n_seconds), -4, 8) / fs
-                  for k, v in (("tt", thor * thor), ("aa", abdo * abdo), ("ta", thor * abdo))}
+        moment = {
+            k: _window_mean(_second_sums(v, fs, n_seconds), -4, 8) / fs
+            for k, v in (("tt", thor * thor), ("aa", abdo * abdo), ("ta", thor * abdo))
+        }
         cov = moment["ta"] - mean["t"] * mean["a"]
         var = np.maximum(moment["tt"] - mean["t"] ** 2, 0) * np.maximum(moment["aa"] - mean["a"] ** 2, 0)
         columns["thor_abdo_corr"] = cov / np.sqrt(var + _EPS)

@@ -9,11 +9,13 @@ submodule's train/eval flag is restored afterwards.
 Targets (`--monitor-target`): `stage` (5 classes W/N1/N2/N3/REM), `wake_sleep` (stage 0 vs 1-4), `apnea`,
 `hypopnea` (binary midpoint labels). Epochs without a label (-1) are left out.
 """
+
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -65,16 +67,29 @@ def probe_target(name: str) -> ProbeTarget:
 def add_knn_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The monitor's options (a `monitor` group) for scripts that use it."""
     group = parser.add_argument_group("monitor (k-NN probe on train -> val for model selection)")
-    group.add_argument("--monitor-target", choices=tuple(PROBE_TARGETS), default="stage",
-                       help="what the probe predicts")
-    group.add_argument("--monitor-metric", choices=("auto", "knn_kappa", "knn_f1", "knn_auroc"), default="auto",
-                       help="metric that selects best.pt; auto: knn_auroc for a binary target, else knn_kappa")
-    group.add_argument("--no-monitor", dest="monitor", action="store_false",
-                       help="skip the probe (best.pt then follows the training loss)")
+    group.add_argument(
+        "--monitor-target", choices=tuple(PROBE_TARGETS), default="stage", help="what the probe predicts"
+    )
+    group.add_argument(
+        "--monitor-metric",
+        choices=("auto", "knn_kappa", "knn_f1", "knn_auroc"),
+        default="auto",
+        help="metric that selects best.pt; auto: knn_auroc for a binary target, else knn_kappa",
+    )
+    group.add_argument(
+        "--no-monitor",
+        dest="monitor",
+        action="store_false",
+        help="skip the probe (best.pt then follows the training loss)",
+    )
     group.add_argument("--knn-k", type=positive_int, default=10, help="neighbours")
     group.add_argument("--knn-pca", type=positive_int, default=50, help="PCA components (capped by the data)")
-    group.add_argument("--knn-max-train", type=positive_int, default=4000, help="train-split epochs used (seeded subsample)")
-    group.add_argument("--knn-max-val", type=positive_int, default=2000, help="val-split epochs used (seeded subsample)")
+    group.add_argument(
+        "--knn-max-train", type=positive_int, default=4000, help="train-split epochs used (seeded subsample)"
+    )
+    group.add_argument(
+        "--knn-max-val", type=positive_int, default=2000, help="val-split epochs used (seeded subsample)"
+    )
     return parser
 
 
@@ -93,13 +108,18 @@ def pooled_representation(model: nn.Module, signal: torch.Tensor) -> torch.Tenso
 
 @torch.no_grad()
 def encode_dataset(
-    model: nn.Module, dataset: Dataset, device: torch.device, batch_size: int = 256, workers: int = 0,
+    model: nn.Module,
+    dataset: Dataset,
+    device: torch.device,
+    batch_size: int = 256,
+    workers: int = 0,
     input_key: str = "signal",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled representations (N, D) float32 and labels (N,) int64 of every item (items need `input_key`
     and `label`), in eval mode; the model's train/eval flags are restored afterwards."""
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, generator=torch.Generator().manual_seed(0)
+    )
     features, labels = [], []
     with evaluating(model):
         for batch in loader:
@@ -114,7 +134,11 @@ def encode_dataset(
 
 
 def knn_predict(
-    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, k: int = 10, pca_dim: int = 50,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    k: int = 10,
+    pca_dim: int = 50,
 ) -> np.ndarray:
     """Standardise -> PCA -> k-NN fitted on (train_x, train_y); the predicted classes (N_val,) of val_x.
 
@@ -124,7 +148,11 @@ def knn_predict(
 
 
 def knn_vote_fractions(
-    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, k: int = 10, pca_dim: int = 50,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    k: int = 10,
+    pca_dim: int = 50,
 ) -> tuple[np.ndarray, np.ndarray]:
     """As `knn_predict`, but the share of the k neighbours in each class: (classes (C,), fractions (N_val, C))."""
     classifier = _knn(train_x, train_y, k, pca_dim)
@@ -136,7 +164,8 @@ def _knn(train_x: np.ndarray, train_y: np.ndarray, k: int, pca_dim: int):
         raise ValueError(f"k-NN probe: the train epochs hold {len(np.unique(train_y))} class(es); need at least 2")
     n_components = max(1, min(pca_dim, train_x.shape[0] - 1, train_x.shape[1]))
     classifier = make_pipeline(
-        StandardScaler(), PCA(n_components=n_components, random_state=0),
+        StandardScaler(),
+        PCA(n_components=n_components, random_state=0),
         KNeighborsClassifier(n_neighbors=min(k, train_x.shape[0])),
     )
     return classifier.fit(train_x, train_y)
@@ -152,7 +181,12 @@ def classification_scores(true: np.ndarray, predicted: np.ndarray) -> dict[str, 
 
 
 def knn_scores(
-    train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, k: int = 10, pca_dim: int = 50,
+    train_x: np.ndarray,
+    train_y: np.ndarray,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    k: int = 10,
+    pca_dim: int = 50,
 ) -> dict[str, float]:
     """Standardise -> PCA -> k-NN fitted on (train_x, train_y), scored on val: accuracy, macro-F1, kappa.
 
@@ -169,9 +203,18 @@ class KnnMonitor:
     """
 
     def __init__(
-        self, train_set: Dataset, val_set: Dataset, target: str | ProbeTarget = "stage", k: int = 10,
-        pca_dim: int = 50, max_train: int = 4000, max_val: int = 2000, batch_size: int = 256, workers: int = 0,
-        seed: int = 0, input_key: str = "signal",
+        self,
+        train_set: Dataset,
+        val_set: Dataset,
+        target: str | ProbeTarget = "stage",
+        k: int = 10,
+        pca_dim: int = 50,
+        max_train: int = 4000,
+        max_val: int = 2000,
+        batch_size: int = 256,
+        workers: int = 0,
+        seed: int = 0,
+        input_key: str = "signal",
     ):
         self.target = probe_target(target) if isinstance(target, str) else target
         self.k, self.pca_dim, self.batch_size, self.workers, self.input_key = k, pca_dim, batch_size, workers, input_key
@@ -195,8 +238,11 @@ class KnnMonitor:
         (train_x, train_y), (val_x, val_y) = embedded["train"], embedded["val"]
         result: dict[str, Any] = {"knn_n_train": int(train_y.size), "knn_n_val": int(val_y.size)}
         if val_y.size == 0 or len(np.unique(train_y)) < 2:
-            print(f"k-NN probe skipped: {train_y.size} labelled train epochs ({len(np.unique(train_y))} classes), "
-                  f"{val_y.size} labelled val epochs for target {self.target.name!r}", flush=True)
+            print(
+                f"k-NN probe skipped: {train_y.size} labelled train epochs ({len(np.unique(train_y))} classes), "
+                f"{val_y.size} labelled val epochs for target {self.target.name!r}",
+                flush=True,
+            )
             return result
         classes, fractions = knn_vote_fractions(train_x, train_y, val_x, self.k, self.pca_dim)  # (C,), (N_val, C)
         scores = classification_scores(val_y, classes[fractions.argmax(axis=1)])
@@ -211,15 +257,26 @@ class KnnMonitor:
 def build_knn_monitor(cfg: argparse.Namespace, train_set: Dataset, val_set: Dataset) -> KnnMonitor:
     """A KnnMonitor from the options of `add_knn_args` (+ the shared batch size, workers, seed)."""
     return KnnMonitor(
-        train_set, val_set, target=cfg.monitor_target, k=cfg.knn_k, pca_dim=cfg.knn_pca,
-        max_train=cfg.knn_max_train, max_val=cfg.knn_max_val, batch_size=cfg.batch_size, workers=cfg.workers,
+        train_set,
+        val_set,
+        target=cfg.monitor_target,
+        k=cfg.knn_k,
+        pca_dim=cfg.knn_pca,
+        max_train=cfg.knn_max_train,
+        max_val=cfg.knn_max_val,
+        batch_size=cfg.batch_size,
+        workers=cfg.workers,
         seed=cfg.seed,
     )
 
 
-def monitor_on_splits(cfg: argparse.Namespace, is_main: bool, open_split: Callable[..., Dataset],
-                      describe: Callable[[Dataset], str],
-                      wrap: Callable[[Dataset], Dataset] | None = None) -> KnnMonitor | None:
+def monitor_on_splits(
+    cfg: argparse.Namespace,
+    is_main: bool,
+    open_split: Callable[..., Dataset],
+    describe: Callable[[Dataset], str],
+    wrap: Callable[[Dataset], Dataset] | None = None,
+) -> KnnMonitor | None:
     """The pretraining monitor: a k-NN probe fitted on labelled `train` epochs and scored on `val` (never
     `test`), on rank 0 only. `open_split(cfg, split, task=...)` opens a split (raising UsageError when it has no
     usable epoch, which disables the monitor with a message); `wrap` adapts its items to the model's input."""
@@ -234,8 +291,11 @@ def monitor_on_splits(cfg: argparse.Namespace, is_main: bool, open_split: Callab
     except UsageError as err:
         print(f"k-NN monitor disabled ({err}); best.pt follows the training loss", flush=True)
         return None
-    print(f"k-NN monitor ({target.name}): train {describe(train_set)}; val {describe(val_set)}; "
-          f"using at most {cfg.knn_max_train} / {cfg.knn_max_val}", flush=True)
+    print(
+        f"k-NN monitor ({target.name}): train {describe(train_set)}; val {describe(val_set)}; "
+        f"using at most {cfg.knn_max_train} / {cfg.knn_max_val}",
+        flush=True,
+    )
     if wrap is not None:
         train_set, val_set = wrap(train_set), wrap(val_set)
     return build_knn_monitor(cfg, train_set, val_set)
@@ -246,5 +306,7 @@ def summarize(result: Mapping[str, Any]) -> str:
     if "knn_kappa" not in result:
         return "k-NN probe: no score"
     auroc = f"  AUROC {result['knn_auroc']:.3f}" if "knn_auroc" in result else ""
-    return (f"kappa {result['knn_kappa']:.3f}  macro-F1 {result['knn_f1']:.3f}  accuracy {result['knn_accuracy']:.3f}"
-            f"{auroc}  (train {result['knn_n_train']} / val {result['knn_n_val']})")
+    return (
+        f"kappa {result['knn_kappa']:.3f}  macro-F1 {result['knn_f1']:.3f}  accuracy {result['knn_accuracy']:.3f}"
+        f"{auroc}  (train {result['knn_n_train']} / val {result['knn_n_val']})"
+    )

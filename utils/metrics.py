@@ -14,9 +14,10 @@ Labels equal to `STAGE_UNSCORED` (-1) in `y_true` are excluded from scoring (doc
 scored epochs is reported as `n`. Undefined values (a class nobody scored or predicted, AUROC with one class
 present) are NaN, never an exception.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -256,8 +257,13 @@ def _group_draws(n_groups: int, n_boot: int, seed: int) -> np.ndarray:
 
 
 def bootstrap_ci(
-    y_true, y_pred, groups, metric_fn: Callable[[np.ndarray, np.ndarray], float | np.ndarray],
-    n_boot: int = 1000, seed: int = 0, alpha: float = 0.05,
+    y_true,
+    y_pred,
+    groups,
+    metric_fn: Callable[[np.ndarray, np.ndarray], float | np.ndarray],
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
 ) -> tuple:
     """Percentile bootstrap interval of `metric_fn` that resamples GROUPS (test subjects) with replacement.
 
@@ -321,8 +327,14 @@ def _nan_percentiles(replicates: np.ndarray, alpha: float) -> tuple[np.ndarray, 
 
 
 def _bootstrap_headline(
-    labels: np.ndarray, predicted: np.ndarray, scores: np.ndarray | None, groups: np.ndarray,
-    n_classes: int, n_boot: int, seed: int, alpha: float,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    scores: np.ndarray | None,
+    groups: np.ndarray,
+    n_classes: int,
+    n_boot: int,
+    seed: int,
+    alpha: float,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Percentile intervals of the headline metrics; the same replicates as `bootstrap_ci` with the same seed.
 
@@ -372,7 +384,14 @@ def _median_iqr(values: Sequence[float]) -> dict:
 
 
 def evaluate(
-    y_true, y_pred, y_prob, groups, task: str, n_boot: int = 1000, recordings=None, seed: int = 0,
+    y_true,
+    y_pred,
+    y_prob,
+    groups,
+    task: str,
+    n_boot: int = 1000,
+    recordings=None,
+    seed: int = 0,
     alpha: float = 0.05,
 ) -> dict:
     """Full evaluation of one task on the test split: pooled metrics with subject-bootstrap CIs and
@@ -493,7 +512,11 @@ def count_events(binary_epochs, start_mask, max_event_epochs: int | None = 2) ->
 
 
 def estimate_ahi(
-    apnea_epochs, hypopnea_epochs, sleep_mask, epoch_s: float = 30.0, max_event_epochs: int | None = 2,
+    apnea_epochs,
+    hypopnea_epochs,
+    sleep_mask,
+    epoch_s: float = 30.0,
+    max_event_epochs: int | None = 2,
     scales: tuple[float, float] = (1.0, 1.0),
 ) -> float:
     """Estimated apnea-hypopnea index (events per hour of sleep) of one recording from per-epoch predictions.

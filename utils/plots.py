@@ -4,12 +4,13 @@ Drawn with matplotlib's object-oriented API (`Figure`, no pyplot state and no GU
 safe in scripts, tests and worker processes. Each writes one PNG atomically (temp file + rename) and returns
 its path.
 """
+
 from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -28,14 +29,17 @@ def _save(fig: Figure, path: str | Path) -> Path:
     return path
 
 
-def confusion_matrix_png(confusion: Sequence[Sequence[float]], class_names: Sequence[str], path: str | Path,
-                         title: str = "") -> Path:
+def confusion_matrix_png(
+    confusion: Sequence[Sequence[float]], class_names: Sequence[str], path: str | Path, title: str = ""
+) -> Path:
     """Confusion matrix (rows = true, columns = predicted, counts) as a heat map of row percentages, each cell
     annotated with its percentage and count. Rows without any epoch stay blank."""
     counts = np.asarray(confusion, dtype=np.float64)
     n = len(class_names)
     if counts.shape != (n, n):
-        raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({n}, {n}) for classes {list(class_names)}")
+        raise ValueError(
+            f"confusion matrix has shape {counts.shape}, expected ({n}, {n}) for classes {list(class_names)}"
+        )
     totals = counts.sum(axis=1, keepdims=True)
     percent = np.divide(100.0 * counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)  # (C, C) row %
     fig = Figure(figsize=(1.2 * n + 2.2, 1.1 * n + 1.6))
@@ -46,8 +50,15 @@ def confusion_matrix_png(confusion: Sequence[Sequence[float]], class_names: Sequ
         for j in range(n):
             if math.isnan(percent[i, j]):
                 continue
-            ax.text(j, i, f"{percent[i, j]:.0f}%\n{int(counts[i, j])}", ha="center", va="center", fontsize=8,
-                    color="white" if percent[i, j] > 60 else "black")
+            ax.text(
+                j,
+                i,
+                f"{percent[i, j]:.0f}%\n{int(counts[i, j])}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if percent[i, j] > 60 else "black",
+            )
     ax.set_xticks(range(n), labels=list(class_names))
     ax.set_yticks(range(n), labels=list(class_names))
     ax.set_xlabel("predicted")
@@ -56,9 +67,14 @@ def confusion_matrix_png(confusion: Sequence[Sequence[float]], class_names: Sequ
     return _save(fig, path)
 
 
-def hypnogram_png(predicted: Sequence[int], path: str | Path, true: Sequence[int] | None = None,
-                  epoch_s: float = 30.0, title: str = "",
-                  events: Sequence[tuple[str, float, float]] | None = None) -> Path:
+def hypnogram_png(
+    predicted: Sequence[int],
+    path: str | Path,
+    true: Sequence[int] | None = None,
+    epoch_s: float = 30.0,
+    title: str = "",
+    events: Sequence[tuple[str, float, float]] | None = None,
+) -> Path:
     """Hypnogram(s) over time in hours: the predicted stages (0..4 = W, N1, N2, N3, REM) and, when given, the
     scored ones beneath them; unscored epochs (-1) are gaps. REM is drawn on top as clinical hypnograms do.
     `events` (type, onset s, duration s), e.g. respiratory events and desaturations, are drawn as bars in a
@@ -72,7 +88,7 @@ def hypnogram_png(predicted: Sequence[int], path: str | Path, true: Sequence[int
     fig = Figure(figsize=(10, 1.6 * len(rows) + 0.6 + (0.25 * len(kinds) + 0.4 if events is not None else 0)))
     heights = [1.0] * len(rows) + ([0.2 + 0.15 * len(kinds)] if events is not None else [])
     all_axes = fig.subplots(len(heights), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
-    axes = all_axes[:len(rows)]
+    axes = all_axes[: len(rows)]
     if events is not None:
         ax = all_axes[-1]
         for k, kind in enumerate(kinds):
@@ -114,8 +130,10 @@ def label_fraction_png(rows: Iterable[Mapping], path: str | Path, metric_of_task
         metric = metric_of_task[task]
         task_rows = [r for r in rows if r["task"] == task and np.isfinite(float(r.get(metric, np.nan)))]
         for method in sorted({r["method"] for r in task_rows}):
-            points = sorted(((float(r["label_fraction"]), r) for r in task_rows if r["method"] == method),
-                            key=lambda point: point[0])
+            points = sorted(
+                ((float(r["label_fraction"]), r) for r in task_rows if r["method"] == method),
+                key=lambda point: point[0],
+            )
             x = np.array([100.0 * f for f, _ in points])
             y = np.array([float(r[metric]) for _, r in points])
             low = np.array([float(r.get(f"{metric}_low", np.nan)) for _, r in points])
@@ -128,8 +146,15 @@ def label_fraction_png(rows: Iterable[Mapping], path: str | Path, metric_of_task
             ax.set_xticks(fractions, labels=[f"{f:g} %" for f in fractions])
             ax.set_xticks([], minor=True)
             ax.set_xlim(fractions[0] / 1.5, fractions[-1] * 1.5)
-            lowest = min(min(float(r[metric]), float(r.get(f"{metric}_low", np.nan)) if np.isfinite(
-                float(r.get(f"{metric}_low", np.nan))) else float(r[metric])) for r in task_rows)
+            lowest = min(
+                min(
+                    float(r[metric]),
+                    float(r.get(f"{metric}_low", np.nan))
+                    if np.isfinite(float(r.get(f"{metric}_low", np.nan)))
+                    else float(r[metric]),
+                )
+                for r in task_rows
+            )
             ax.set_ylim(min(0.0, lowest - 0.05), 1.02)
         ax.set_xlabel("training labels (% of epochs)")
         ax.set_ylabel(metric)

@@ -4,14 +4,16 @@ and the tqdm progress bar. Only the main process (rank 0) writes or prints; othe
 log.jsonl holds `{"kind": "epoch", ...}` lines (one per epoch: a resumed epoch's complete record replaces the
 partial one of the stopped run) and, at the end of a run, one `{"kind": "summary", ...}` line.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import sys
 import warnings
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from tqdm.auto import tqdm
 
@@ -53,8 +55,11 @@ class RunLogger:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:
-                print("TensorBoard logging skipped: the `tensorboard` package is not installed "
-                      "(pip install tensorboard to enable --tensorboard)", file=sys.stderr)
+                print(
+                    "TensorBoard logging skipped: the `tensorboard` package is not installed "
+                    "(pip install tensorboard to enable --tensorboard)",
+                    file=sys.stderr,
+                )
             else:
                 self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
 
@@ -65,7 +70,9 @@ class RunLogger:
             return
         for path in (self.steps_path, self.log_path):
             if path.is_file():  # (a cut last line is dropped here, so appends start on a fresh line)
-                _write_jsonl(path, [r for r in read_jsonl(path) if r.get("step", 0) <= step and r.get("kind") != "summary"])
+                _write_jsonl(
+                    path, [r for r in read_jsonl(path) if r.get("step", 0) <= step and r.get("kind") != "summary"]
+                )
 
     def _append(self, path: Path, record: Mapping[str, Any]) -> None:
         with path.open("a") as handle:
@@ -89,8 +96,11 @@ class RunLogger:
             return
         line = {"kind": "epoch", **record}
         earlier = read_jsonl(self.log_path) if self.log_path.is_file() else []
-        stale = [r for r in earlier if r.get("kind") == "epoch" and r.get("epoch") == record.get("epoch")
-                 and r.get("partial")]
+        stale = [
+            r
+            for r in earlier
+            if r.get("kind") == "epoch" and r.get("epoch") == record.get("epoch") and r.get("partial")
+        ]
         if stale:
             _write_jsonl(self.log_path, [r for r in earlier if not any(r is s for s in stale)] + [_json_value(line)])
         else:
@@ -143,8 +153,16 @@ def _write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
 
 def progress_bar(total: int, enabled: bool, desc: str = "", initial: int = 0) -> tqdm:
     """A tqdm bar over optimizer steps; disabled (silent) off the main process or with --no-progress."""
-    return tqdm(total=total, initial=initial, desc=desc, disable=not enabled, dynamic_ncols=True,
-                unit="step", leave=True, file=sys.stderr)
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        disable=not enabled,
+        dynamic_ncols=True,
+        unit="step",
+        leave=True,
+        file=sys.stderr,
+    )
 
 
 def format_count(n: int) -> str:

@@ -22,6 +22,7 @@ Example (one value per 30 s; W W N1 N2 N2 W N2 REM REM W):
 >>> s["trt_min"], s["tst_min"], s["sol_min"], s["rem_latency_min"], s["waso_min"], s["n_awakenings"]
 (5.0, 3.0, 1.0, 2.5, 0.5, 1)
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -117,8 +118,9 @@ def sleep_statistics(
         ahi = estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, epoch_s, max_event_epochs, event_scales)
         severity = severity_class(ahi)
         out["ahi_est"] = float(ahi)
-        out["ahi_est_uncalibrated"] = float(estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, epoch_s,
-                                                         max_event_epochs))
+        out["ahi_est_uncalibrated"] = float(
+            estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, epoch_s, max_event_epochs)
+        )
         out["ahi_event_scales"] = [float(v) for v in event_scales]
         out["ahi_severity"] = severity
         out["ahi_severity_name"] = SEVERITY_NAMES[severity] if severity != SEVERITY_UNKNOWN else "unknown"

@@ -22,6 +22,7 @@ Outputs in --out (default runs/downstream/features_hgb/<task>-lf<fraction>-seed<
 model.pkl (pickled estimator), metrics.json (with the `val` curve), predictions.parquet, confusion_matrix.png,
 results.md (and hypnogram PNGs for staging).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,16 +41,38 @@ from dataset.constants import EPHYS_CHANNELS, TASKS
 from dataset.datasets import EpochDataset
 from downstream.cache import cache_key, encode_recordings
 from downstream.common import (
-    SELECT_METRICS, add_task_args, assert_no_test_leakage, class_weights, epoch_dataset, parse_downstream,
-    predict_stored_epochs, report, run_info, selection_scores, stored_features, train_summary, val_split,
+    SELECT_METRICS,
+    add_task_args,
+    assert_no_test_leakage,
+    class_weights,
+    epoch_dataset,
+    parse_downstream,
+    predict_stored_epochs,
+    report,
+    run_info,
+    selection_scores,
+    stored_features,
+    train_summary,
+    val_split,
     window_dataset,
 )
 from downstream.evaluate import attach_context
 from utils import features as features_module
 from utils.checkpoint import sha256_file
 from utils.config import (
-    CONFIG_HISTORY_HELP, ArgumentParser, UsageError, bounded, comma_list, mark_required, non_negative_float,
-    non_negative_int, positive_float, positive_int, reported_errors, save_config, script_prog,
+    CONFIG_HISTORY_HELP,
+    ArgumentParser,
+    UsageError,
+    bounded,
+    comma_list,
+    mark_required,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    reported_errors,
+    save_config,
+    script_prog,
 )
 from utils.features import epoch_features
 
@@ -57,38 +80,69 @@ TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O 
 
 
 def build_features_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(prog=script_prog(__file__), description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = ArgumentParser(
+        prog=script_prog(__file__),
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     mark_required(parser, "data", "task")
-    parser.add_argument("--config", type=Path, default=None,
-                        help="JSON or YAML file of options (keys as in config.json); explicit flags win; an unknown "
-                             "key or a bad value is an error")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON or YAML file of options (keys as in config.json); explicit flags win; an unknown "
+        "key or a bad value is an error",
+    )
     data = parser.add_argument_group("data")
-    data.add_argument("--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)")
-    data.add_argument("--channels", type=comma_list, default=list(EPHYS_CHANNELS),
-                      help="comma-separated canonical channel names (a recording lacking one is skipped)")
+    data.add_argument(
+        "--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)"
+    )
+    data.add_argument(
+        "--channels",
+        type=comma_list,
+        default=list(EPHYS_CHANNELS),
+        help="comma-separated canonical channel names (a recording lacking one is skipped)",
+    )
     data.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes reading epochs")
     data.add_argument("--batch-size", type=positive_int, default=256, help="epochs per feature-extraction batch")
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=None, help=f"run directory; {CONFIG_HISTORY_HELP}")
-    run.add_argument("--cache-dir", type=Path, default=None,
-                     help="keep the features of every recording used here and reuse them in later runs (the key "
-                          "names the channels and the feature code's SHA-256)")
-    run.add_argument("--seed", type=non_negative_int, default=0,
-                     help="seeds the label draws (--label-fraction, --train-subjects) and the trees")
+    run.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep the features of every recording used here and reuse them in later runs (the key "
+        "names the channels and the feature code's SHA-256)",
+    )
+    run.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=0,
+        help="seeds the label draws (--label-fraction, --train-subjects) and the trees",
+    )
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
     model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
-    model.add_argument("--hgb-max-iter", type=positive_int, default=300, help="boosting iterations fitted (selected on val)")
-    model.add_argument("--hgb-learning-rate", type=positive_float, default=0.1,
-                       help="shrinkage of each tree's contribution (absolute; no batch scaling here)")
+    model.add_argument(
+        "--hgb-max-iter", type=positive_int, default=300, help="boosting iterations fitted (selected on val)"
+    )
+    model.add_argument(
+        "--hgb-learning-rate",
+        type=positive_float,
+        default=0.1,
+        help="shrinkage of each tree's contribution (absolute; no batch scaling here)",
+    )
     model.add_argument("--hgb-max-leaf-nodes", type=bounded(int, low=2), default=31, help="leaves per tree at most")
-    model.add_argument("--hgb-min-samples-leaf", type=positive_int, default=20, help="training epochs per leaf at least")
+    model.add_argument(
+        "--hgb-min-samples-leaf", type=positive_int, default=20, help="training epochs per leaf at least"
+    )
     model.add_argument("--hgb-l2", type=non_negative_float, default=0.0, help="L2 regularisation")
     add_task_args(parser)
     return parser
 
 
-def dataset_features(dataset: EpochDataset, channels: list[str], cfg: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+def dataset_features(
+    dataset: EpochDataset, channels: list[str], cfg: argparse.Namespace
+) -> tuple[np.ndarray, np.ndarray]:
     """Features (N, F) float32 and labels (N,) int64 of every item of a labelled EpochDataset."""
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
     features, labels = [], []
@@ -99,8 +153,9 @@ def dataset_features(dataset: EpochDataset, channels: list[str], cfg: argparse.N
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)
 
 
-def full_probabilities(probabilities: np.ndarray, classes: np.ndarray, n_classes: int,
-                       weights: np.ndarray | None = None) -> np.ndarray:
+def full_probabilities(
+    probabilities: np.ndarray, classes: np.ndarray, n_classes: int, weights: np.ndarray | None = None
+) -> np.ndarray:
     """Columns of `predict_proba` (only the classes seen in training) → (N, n_classes), 0 for unseen classes;
     with `weights` (n_classes,) each column is multiplied by its class weight and the rows renormalised."""
     out = np.zeros((probabilities.shape[0], n_classes), dtype=np.float64)
@@ -113,13 +168,23 @@ def full_probabilities(probabilities: np.ndarray, classes: np.ndarray, n_classes
 
 def make_classifier(cfg: argparse.Namespace, max_iter: int) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(
-        max_iter=max_iter, learning_rate=cfg.hgb_learning_rate, max_leaf_nodes=cfg.hgb_max_leaf_nodes,
-        min_samples_leaf=cfg.hgb_min_samples_leaf, l2_regularization=cfg.hgb_l2, early_stopping=False,
-        random_state=cfg.seed)
+        max_iter=max_iter,
+        learning_rate=cfg.hgb_learning_rate,
+        max_leaf_nodes=cfg.hgb_max_leaf_nodes,
+        min_samples_leaf=cfg.hgb_min_samples_leaf,
+        l2_regularization=cfg.hgb_l2,
+        early_stopping=False,
+        random_state=cfg.seed,
+    )
 
 
-def select_iterations(classifier: HistGradientBoostingClassifier, val_x: np.ndarray, val_y: np.ndarray,
-                      weights: np.ndarray | None, cfg: argparse.Namespace) -> tuple[int, float, list[float]]:
+def select_iterations(
+    classifier: HistGradientBoostingClassifier,
+    val_x: np.ndarray,
+    val_y: np.ndarray,
+    weights: np.ndarray | None,
+    cfg: argparse.Namespace,
+) -> tuple[int, float, list[float]]:
     """(best number of iterations, its val score, the val score after every iteration) by --select-metric."""
     n_classes, key = TASKS[cfg.task], f"val_{cfg.select_metric}"
     sign = 1.0 if SELECT_METRICS[cfg.select_metric] == "max" else -1.0
@@ -152,17 +217,26 @@ def run(argv: list[str] | None) -> int:
     assert_no_test_leakage(cfg.data, {"training": train_set.recordings, "model selection": val_set.recordings})
     counts = train_set.class_counts()
     if np.count_nonzero(counts) < 2:
-        raise UsageError(f"the training epochs hold one class only (per class {counts.tolist()}); raise "
-                         "--label-fraction or --train-subjects")
+        raise UsageError(
+            f"the training epochs hold one class only (per class {counts.tolist()}); raise "
+            "--label-fraction or --train-subjects"
+        )
     save_config(cfg, Path(cfg.out) / "config.json", keep_previous=True)  # the inputs are checked: the run starts
     started = time.monotonic()
     # every val and test epoch (and, with --cache-dir, every epoch of the train recordings) featurised once
     wanted = set(val_set.recordings) | set(test_windows.recordings)
     store = encode_recordings(
         lambda signals: torch.from_numpy(epoch_features({ch: x.numpy() for ch, x in signals.items()})[0]),
-        cfg.data, sorted(wanted | (set(train_set.recordings) if cfg.cache_dir else set())), channels,
-        torch.device("cpu"), batch_epochs=cfg.batch_size, workers=cfg.workers, cache_dir=cfg.cache_dir,
-        key=cache_key(sha256_file(features_module.__file__), channels, "hand-crafted"), progress=cfg.progress)
+        cfg.data,
+        sorted(wanted | (set(train_set.recordings) if cfg.cache_dir else set())),
+        channels,
+        torch.device("cpu"),
+        batch_epochs=cfg.batch_size,
+        workers=cfg.workers,
+        cache_dir=cfg.cache_dir,
+        key=cache_key(sha256_file(features_module.__file__), channels, "hand-crafted"),
+        progress=cfg.progress,
+    )
     if cfg.cache_dir:
         train = stored_features(store, train_set)
         train_x, train_y = train.features.numpy(), train.labels.numpy()
@@ -170,8 +244,11 @@ def run(argv: list[str] | None) -> int:
         train_x, train_y = dataset_features(train_set, channels, cfg)
     val = stored_features(store, val_set)
     val_x, val_y = val.features.numpy(), val.labels.numpy()
-    print(f"features_hgb | task {cfg.task} | channels {', '.join(channels)} | train {train_x.shape} "
-          f"(per class {counts.tolist()}) | val {val_x.shape} | features {time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"features_hgb | task {cfg.task} | channels {', '.join(channels)} | train {train_x.shape} "
+        f"(per class {counts.tolist()}) | val {val_x.shape} | features {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
 
     weights = class_weights(counts, cfg.class_weights)
     weights = None if weights is None else weights.numpy().astype(np.float64)  # (C,) prior-shift weights
@@ -179,19 +256,34 @@ def run(argv: list[str] | None) -> int:
     best, best_score, curve = select_iterations(classifier, val_x, val_y, weights, cfg)
     if best != classifier.n_iter_:
         classifier = make_classifier(cfg, best).fit(train_x, train_y)
-    print(f"selected {best} of {cfg.hgb_max_iter} boosting iterations: val_{cfg.select_metric} {best_score:.4f} "
-          f"({time.monotonic() - started:.1f} s)", flush=True)
+    print(
+        f"selected {best} of {cfg.hgb_max_iter} boosting iterations: val_{cfg.select_metric} {best_score:.4f} "
+        f"({time.monotonic() - started:.1f} s)",
+        flush=True,
+    )
     with (Path(cfg.out) / "model.pkl").open("wb") as handle:
         pickle.dump(classifier, handle)
 
-    predictions = predict_stored_epochs(cfg, store, test_windows, channels, lambda x: torch.from_numpy(
-        full_probabilities(classifier.predict_proba(x.numpy()), classifier.classes_, n_classes, weights)))
+    predictions = predict_stored_epochs(
+        cfg,
+        store,
+        test_windows,
+        channels,
+        lambda x: torch.from_numpy(
+            full_probabilities(classifier.predict_proba(x.numpy()), classifier.classes_, n_classes, weights)
+        ),
+    )
     predictions = attach_context(predictions, cfg.data)
     info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects))
     info.update(init="n/a", backbone_name="none (hand-crafted features)")
-    info["selection"] = {"metric": f"val_{cfg.select_metric}", "value": best_score, "checkpoint": "model.pkl",
-                         "iterations": best, "val_curve": curve,
-                         "class_balance": "prior shift by balanced class weights" if weights is not None else "none"}
+    info["selection"] = {
+        "metric": f"val_{cfg.select_metric}",
+        "value": best_score,
+        "checkpoint": "model.pkl",
+        "iterations": best,
+        "val_curve": curve,
+        "class_balance": "prior shift by balanced class weights" if weights is not None else "none",
+    }
     report(cfg, predictions, info)
     return 0
 

@@ -5,6 +5,7 @@ Kept apart from the script so inference (predict.py) can load a trained detector
 night: `EventDetector.detect(features)` -> events; `EventDetector.counted(events, features)` -> the apneas and
 hypopneas of the AHI. Times are seconds from the recording start; one feature row per second.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,16 +52,23 @@ def present_channels(data_dir: str | Path, recording_id: str) -> list[str]:
     return [c for c in RESP_CHANNELS if c in names]
 
 
-def load_night(data_dir: str | Path, recording_id: str, subject_id: str, events, manifest_row: dict[str, Any],
-               with_features: bool = True) -> Night:
+def load_night(
+    data_dir: str | Path,
+    recording_id: str,
+    subject_id: str,
+    events,
+    manifest_row: dict[str, Any],
+    with_features: bool = True,
+) -> Night:
     """Read a night's respiratory channels and labels, compute its per-second features and targets.
 
     `events`: the cohort's events table; `manifest_row`: its manifest row (kept_s, median_spo2, iqr_spo2).
     `with_features=False`: no signal is read and `features` is (n_seconds, 0) (the token methods fill it in)."""
     path = recording_path(data_dir, recording_id)
     channels = present_channels(data_dir, recording_id)
-    table = pq.read_table(path, columns=[*(channels if with_features else []), "stage", "apnea", "hypopnea"],
-                          use_threads=False)
+    table = pq.read_table(
+        path, columns=[*(channels if with_features else []), "stage", "apnea", "hypopnea"], use_threads=False
+    )
     n_epochs = table.num_rows
     n_seconds = n_epochs * EPOCH_S
     if with_features:
@@ -72,8 +80,9 @@ def load_night(data_dir: str | Path, recording_id: str, subject_id: str, events,
     kept_s = float(manifest_row.get("kept_s") or n_seconds)
     targets = night_targets(events, recording_id, min(kept_s, n_seconds))
     labels = {name: table.column(name).to_numpy().astype(np.int8) for name in ("apnea", "hypopnea")}
-    return Night(recording_id, subject_id, channels, features, table.column("stage").to_numpy().astype(np.int8),
-                 labels, targets)
+    return Night(
+        recording_id, subject_id, channels, features, table.column("stage").to_numpy().astype(np.int8), labels, targets
+    )
 
 
 def event_summaries(features: np.ndarray, events: list[Event]) -> np.ndarray:
@@ -86,8 +95,11 @@ def event_summaries(features: np.ndarray, events: list[Event]) -> np.ndarray:
         last = min(max(int(math.ceil(event.end_s)) - 1, first), n - 1)
         after = min(last + 10, n - 1)
         with np.errstate(all="ignore"):
-            mean = np.nanmean(features[first:last + 1], axis=0) if not np.isnan(features[first:last + 1]).all() \
+            mean = (
+                np.nanmean(features[first : last + 1], axis=0)
+                if not np.isnan(features[first : last + 1]).all()
                 else np.full(width, np.nan)
+            )
         rows[i] = np.concatenate([mean, features[last], features[after], [event.duration_s]])
     return rows
 
@@ -114,12 +126,16 @@ class EventDetector:
             out[:, self.classifier.classes_.astype(np.int64)] = self.classifier.predict_proba(features)
         return out[:, 1:]
 
-    def decode(self, probabilities: np.ndarray, threshold: float | None = None,
-               merge_gap_s: float | None = None) -> list[Event]:
-        return decode_events(probabilities, RESPIRATORY_EVENT_TYPES,
-                             self.threshold if threshold is None else threshold,
-                             min_duration_s=self.min_duration_s,
-                             merge_gap_s=self.merge_gap_s if merge_gap_s is None else merge_gap_s)
+    def decode(
+        self, probabilities: np.ndarray, threshold: float | None = None, merge_gap_s: float | None = None
+    ) -> list[Event]:
+        return decode_events(
+            probabilities,
+            RESPIRATORY_EVENT_TYPES,
+            self.threshold if threshold is None else threshold,
+            min_duration_s=self.min_duration_s,
+            merge_gap_s=self.merge_gap_s if merge_gap_s is None else merge_gap_s,
+        )
 
     def detect(self, features: np.ndarray) -> list[Event]:
         return self.decode(self.probabilities(features))

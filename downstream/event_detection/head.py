@@ -11,13 +11,15 @@ fully convolutional, so a whole night is classified in one pass (the training wi
 `EventDetector` calls, so decoding, the hypopnea qualifier and every metric take the same code path as the
 features method.
 """
+
 from __future__ import annotations
 
 import copy
 import math
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,20 +32,36 @@ from dataset.event_targets import RESPIRATORY_CLASSES
 class SecondsHead(nn.Module):
     """(B, S, in_dim) per-second vectors → (B, S, n_classes) logits (module docstring)."""
 
-    def __init__(self, in_dim: int, n_classes: int = len(RESPIRATORY_CLASSES), width: int = 64, depth: int = 5,
-                 kernel: int = 5, dropout: float = 0.1):
+    def __init__(
+        self,
+        in_dim: int,
+        n_classes: int = len(RESPIRATORY_CLASSES),
+        width: int = 64,
+        depth: int = 5,
+        kernel: int = 5,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         if in_dim < 1 or width < 1 or depth < 0 or kernel < 1 or kernel % 2 == 0:
-            raise ValueError(f"SecondsHead: need in_dim, width >= 1, depth >= 0 and an odd kernel, got {in_dim}, "
-                             f"{width}, {depth}, {kernel}")
-        self.config = {"in_dim": int(in_dim), "n_classes": int(n_classes), "width": int(width), "depth": int(depth),
-                       "kernel": int(kernel), "dropout": float(dropout)}
+            raise ValueError(
+                f"SecondsHead: need in_dim, width >= 1, depth >= 0 and an odd kernel, got {in_dim}, "
+                f"{width}, {depth}, {kernel}"
+            )
+        self.config = {
+            "in_dim": int(in_dim),
+            "n_classes": int(n_classes),
+            "width": int(width),
+            "depth": int(depth),
+            "kernel": int(kernel),
+            "dropout": float(dropout),
+        }
         self.register_buffer("mean", torch.zeros(in_dim))
         self.register_buffer("scale", torch.ones(in_dim))
         self.embed = nn.Linear(in_dim, width)
         self.norms = nn.ModuleList(nn.LayerNorm(width) for _ in range(depth))
-        self.convs = nn.ModuleList(nn.Conv1d(width, width, kernel, dilation=2 ** i, padding=(kernel // 2) * 2 ** i)
-                                   for i in range(depth))
+        self.convs = nn.ModuleList(
+            nn.Conv1d(width, width, kernel, dilation=2**i, padding=(kernel // 2) * 2**i) for i in range(depth)
+        )
         self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(width, n_classes)
 
@@ -97,22 +115,22 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def window_starts_s(nights: Sequence[TrainNight], window_s: int, batch: int, rng: np.random.Generator,
-                    align: int = 1) -> list[tuple[int, int]]:
+def window_starts_s(
+    nights: Sequence[TrainNight], window_s: int, batch: int, rng: np.random.Generator, align: int = 1
+) -> list[tuple[int, int]]:
     """`batch` (night index, first second) pairs: nights drawn in proportion to their length, then a start second
     uniformly among the multiples of `align` in [0, n_seconds - window_s] (0 for a night shorter than the window;
     align 30: windows of whole epochs)."""
     lengths = np.asarray([n.n_seconds for n in nights], dtype=np.float64)
     picks = rng.choice(len(nights), size=batch, p=lengths / lengths.sum())
-    return [(int(i), align * int(rng.integers(0, max(nights[i].n_seconds - window_s, 0) // align + 1)))
-            for i in picks]
+    return [(int(i), align * int(rng.integers(0, max(nights[i].n_seconds - window_s, 0) // align + 1))) for i in picks]
 
 
 def window_labels(nights: Sequence[TrainNight], starts: Sequence[tuple[int, int]], window_s: int) -> torch.Tensor:
     """(B, window_s) int64 classes of the windows, -1 where unlabelled or past a night's end."""
     out = np.full((len(starts), window_s), -1, dtype=np.int64)
     for b, (i, first) in enumerate(starts):
-        part = nights[i].labels[first: first + window_s]
+        part = nights[i].labels[first : first + window_s]
         out[b, : part.size] = part
     return torch.from_numpy(out)
 
@@ -125,10 +143,24 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
-def train_steps(model: nn.Module, nights: Sequence[TrainNight], batch_inputs: Callable[[Sequence[tuple[int, int]]], Any],
-                weights: torch.Tensor | None, evaluate: Callable[[nn.Module], float], *, steps: int, batch: int,
-                window_s: int, lr: float, weight_decay: float, eval_every: int, seed: int,
-                device: torch.device, align: int = 1, log: Callable[[str], None] = print) -> TrainResult:
+def train_steps(
+    model: nn.Module,
+    nights: Sequence[TrainNight],
+    batch_inputs: Callable[[Sequence[tuple[int, int]]], Any],
+    weights: torch.Tensor | None,
+    evaluate: Callable[[nn.Module], float],
+    *,
+    steps: int,
+    batch: int,
+    window_s: int,
+    lr: float,
+    weight_decay: float,
+    eval_every: int,
+    seed: int,
+    device: torch.device,
+    align: int = 1,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Train `model` for `steps` optimizer steps on random windows, score it with `evaluate(model) -> val score`
     (eval mode, no gradients; higher is better) every `eval_every` steps and at the end, and leave the BEST
     weights in `model` (ties: the earlier step). `batch_inputs(starts)` gives the model's input for the windows
@@ -150,8 +182,9 @@ def train_steps(model: nn.Module, nights: Sequence[TrainNight], batch_inputs: Ca
         logits = model(batch_inputs(starts))  # (B, S, C)
         if not (labels >= 0).any():
             continue  # no labelled second drawn (low --label-fraction): skip the step
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), weight=weight,
-                               ignore_index=-1)
+        loss = F.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), weight=weight, ignore_index=-1
+        )
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite training loss at step {step + 1}")
         optimizer.zero_grad(set_to_none=True)
@@ -163,12 +196,18 @@ def train_steps(model: nn.Module, nights: Sequence[TrainNight], batch_inputs: Ca
             model.eval()
             with torch.no_grad():
                 score = float(evaluate(model))
-            record = {"step": step + 1, "train_loss": float(np.mean(running)), "val_score": score,
-                      "seconds": round(time.monotonic() - started, 1)}
+            record = {
+                "step": step + 1,
+                "train_loss": float(np.mean(running)),
+                "val_score": score,
+                "seconds": round(time.monotonic() - started, 1),
+            }
             result.history.append(record)
             running = []
-            log(f"step {step + 1}/{steps}: train loss {record['train_loss']:.4f}, val mean event F1 {score:.3f} "
-                f"({record['seconds']:.0f} s)")
+            log(
+                f"step {step + 1}/{steps}: train loss {record['train_loss']:.4f}, val mean event F1 {score:.3f} "
+                f"({record['seconds']:.0f} s)"
+            )
             if math.isfinite(score) and score > result.best_score:
                 result.best_step, result.best_score = step + 1, score
                 best_state = copy.deepcopy(model.state_dict())

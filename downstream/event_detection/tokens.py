@@ -20,11 +20,12 @@ is an input error. With a pretrained backbone file and --cache-dir, each night's
 `downstream.cache` (one row per epoch holding its 30 seconds, keyed by the backbone file, the channels present,
 the precision and the token layout) and reused.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -74,13 +75,16 @@ class SecondTokenizer(nn.Module):
         super().__init__()
         unknown = [c for c in read if c not in encoder.channels]
         if not read or unknown:
-            raise ValueError(f"SecondTokenizer: read channels {list(read)} must be a non-empty subset of the "
-                             f"backbone's {list(encoder.channels)}")
+            raise ValueError(
+                f"SecondTokenizer: read channels {list(read)} must be a non-empty subset of the "
+                f"backbone's {list(encoder.channels)}"
+            )
         self.encoder, self.source, self.read = encoder, source, tuple(read)
         self.token_dim = encoder.token_dim(source)
         for channel in self.read:
-            self.register_buffer(f"weights_{channel}", second_weights(encoder.frame_centres_s(channel)),
-                                 persistent=False)  # (30, N_frames)
+            self.register_buffer(
+                f"weights_{channel}", second_weights(encoder.frame_centres_s(channel)), persistent=False
+            )  # (30, N_frames)
 
     @property
     def dim(self) -> int:
@@ -105,10 +109,18 @@ def default_read_channels(channels: Sequence[str]) -> list[str]:
 
 
 @torch.no_grad()
-def night_tokens(tokenizer: SecondTokenizer, data_dir: str | Path, recordings: Sequence[str],
-                 present: Mapping[str, Sequence[str]], device: torch.device, *, batch_epochs: int = 64,
-                 cache_dir: str | Path | None = None, backbone_sha256: str | None = None,
-                 progress: bool = False) -> dict[str, np.ndarray]:
+def night_tokens(
+    tokenizer: SecondTokenizer,
+    data_dir: str | Path,
+    recordings: Sequence[str],
+    present: Mapping[str, Sequence[str]],
+    device: torch.device,
+    *,
+    batch_epochs: int = 64,
+    cache_dir: str | Path | None = None,
+    backbone_sha256: str | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """Per-second vectors of every epoch of `recordings`: {recording: (n_epochs x 30, dim) float32}.
 
     `present[recording]`: the backbone channels the night has (at least one). Nights are encoded in groups of
@@ -128,8 +140,17 @@ def night_tokens(tokenizer: SecondTokenizer, data_dir: str | Path, recordings: S
     out: dict[str, np.ndarray] = {}
     for channels, members in groups.items():
         key = cache_key(backbone_sha256, channels, "fp32", layout) if backbone_sha256 else None
-        store = encode_recordings(encode, data_dir, members, channels, device, batch_epochs=batch_epochs,
-                                  cache_dir=cache_dir if key else None, key=key, progress=progress)
+        store = encode_recordings(
+            encode,
+            data_dir,
+            members,
+            channels,
+            device,
+            batch_epochs=batch_epochs,
+            cache_dir=cache_dir if key else None,
+            key=key,
+            progress=progress,
+        )
         for recording in members:
             stored = store.recordings[recording]
             if not np.array_equal(stored.epochs, np.arange(stored.epochs.size)):

@@ -48,6 +48,7 @@ write encoder.pt, the trained backbone as an `EpochEncoder` state and config), m
 duration_s, type, probability, counted), results.md. Every file is written at the end (temp file + rename), so a
 failed run leaves an earlier run's outputs as they were.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,8 +58,9 @@ import math
 import os
 import pickle
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -76,19 +78,38 @@ from dataset.splits import read_splits
 from downstream.common import LeakageError, assert_no_test_leakage, class_weights, resolve_backbone
 from downstream.evaluate import json_safe
 from downstream.event_detection.detector import (
-    EventDetector, Night, event_summaries, load_night, present_channels, recording_columns,
+    EventDetector,
+    Night,
+    event_summaries,
+    load_night,
+    present_channels,
+    recording_columns,
 )
 from downstream.event_detection.head import SecondsClassifier, SecondsHead, TrainNight, train_steps
 from downstream.event_detection.tokens import SecondTokenizer, default_read_channels, night_tokens
 from models.heads import TOKEN_SOURCES, EpochEncoder
 from utils.config import (
-    ArgumentParser, UsageError, check_out_dir, comma_list, fraction, non_negative_int, parse_config, positive_float,
-    positive_int, probability, reported_errors, save_config,
+    ArgumentParser,
+    UsageError,
+    check_out_dir,
+    comma_list,
+    fraction,
+    non_negative_int,
+    parse_config,
+    positive_float,
+    positive_int,
+    probability,
+    reported_errors,
+    save_config,
 )
 from utils.distributed import resolve_device
 from utils.engine import evaluating
 from utils.events import (
-    EVENT_MIN_S, MATCH_IOU, event_detection_metrics, event_index, sum_detection_counts,
+    EVENT_MIN_S,
+    MATCH_IOU,
+    event_detection_metrics,
+    event_index,
+    sum_detection_counts,
 )
 from utils.features import respiratory_features
 from utils.metrics import ahi_agreement, auroc_auprc, bootstrap_ci
@@ -104,30 +125,59 @@ DETECTION_KEYS = ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0],
-                            formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--config", type=Path, default=None,
-                        help="JSON or YAML file of options (keys as in config.json); explicit flags win")
+    parser = ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="JSON or YAML file of options (keys as in config.json); explicit flags win",
+    )
     parser.add_argument("--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST)")
-    parser.add_argument("--method", choices=METHODS, default="features",
-                        help="features: gradient-boosted trees on per-second respiratory features; probe: frozen "
-                             "backbone tokens per second + a temporal conv head; finetune: the same with LoRA on the "
-                             "encoders; scratch: the same architecture from random weights")
+    parser.add_argument(
+        "--method",
+        choices=METHODS,
+        default="features",
+        help="features: gradient-boosted trees on per-second respiratory features; probe: frozen "
+        "backbone tokens per second + a temporal conv head; finetune: the same with LoRA on the "
+        "encoders; scratch: the same architecture from random weights",
+    )
     parser.add_argument("--out", type=Path, default=None, help="run directory")
     parser.add_argument("--seed", type=non_negative_int, default=0)
-    parser.add_argument("--hypopnea-rule", choices=HYPOPNEA_RULES, default=DEFAULT_HYPOPNEA_RULE,
-                        help="which scored hypopneas count in the AHI: 3a (>= 3 %% desaturation or arousal), 4 "
-                             "(>= 4 %% desaturation), all")
-    parser.add_argument("--label-fraction", type=fraction, default=1.0,
-                        help="fraction (0, 1] of the `train` nights' 30-s epochs whose seconds are used (seeded)")
-    parser.add_argument("--max-train-seconds", type=positive_int, default=300_000,
-                        help="at most this many labelled seconds fitted (seeded subsample)")
-    parser.add_argument("--epochs-per-window", type=positive_int, default=10,
-                        help="context of a prediction in 30-s epochs; the features method reads the whole night "
-                             "(context: its 2-min baselines and lags up to 60 s), so this is recorded only")
+    parser.add_argument(
+        "--hypopnea-rule",
+        choices=HYPOPNEA_RULES,
+        default=DEFAULT_HYPOPNEA_RULE,
+        help="which scored hypopneas count in the AHI: 3a (>= 3 %% desaturation or arousal), 4 "
+        "(>= 4 %% desaturation), all",
+    )
+    parser.add_argument(
+        "--label-fraction",
+        type=fraction,
+        default=1.0,
+        help="fraction (0, 1] of the `train` nights' 30-s epochs whose seconds are used (seeded)",
+    )
+    parser.add_argument(
+        "--max-train-seconds",
+        type=positive_int,
+        default=300_000,
+        help="at most this many labelled seconds fitted (seeded subsample)",
+    )
+    parser.add_argument(
+        "--epochs-per-window",
+        type=positive_int,
+        default=10,
+        help="context of a prediction in 30-s epochs; the features method reads the whole night "
+        "(context: its 2-min baselines and lags up to 60 s), so this is recorded only",
+    )
     parser.add_argument("--min-duration-s", type=float, default=EVENT_MIN_S, help="shortest event decoded (AASM 10 s)")
-    parser.add_argument("--n-boot", type=non_negative_int, default=1000,
-                        help="bootstrap replicates (test subjects) for the CIs; 0 = none")
+    parser.add_argument(
+        "--n-boot",
+        type=non_negative_int,
+        default=1000,
+        help="bootstrap replicates (test subjects) for the CIs; 0 = none",
+    )
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
     model.add_argument("--hgb-max-iter", type=positive_int, default=200, help="boosting iterations")
@@ -135,35 +185,74 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--hgb-max-leaf-nodes", type=positive_int, default=31)
     model.add_argument("--hgb-min-samples-leaf", type=positive_int, default=40)
     tokens = parser.add_argument_group("token methods (probe, finetune, scratch)")
-    tokens.add_argument("--backbone", type=Path, default=None,
-                        help="pretraining run directory or checkpoint (SynthSleepNet or unimodal NeuroNet); scratch: "
-                             "its architecture only")
-    tokens.add_argument("--channels", type=comma_list, default=None,
-                        help="backbone channels read (default: all of a SynthSleepNet's; a NeuroNet's own)")
-    tokens.add_argument("--token-source", choices=("auto", *TOKEN_SOURCES), default="auto",
-                        help="fusion: the SynthSleepNet's fusion output tokens at each read channel's frames; "
-                             "encoder: each channel's encoder tokens; auto: fusion for a SynthSleepNet")
-    tokens.add_argument("--token-channels", type=comma_list, default=None,
-                        help="channels whose tokens make the per-second vector (default: the backbone's "
-                             "respiratory channels, else all of them)")
-    tokens.add_argument("--steps", type=positive_int, default=None,
-                        help=f"optimizer steps (default {DEFAULT_STEPS})")
-    tokens.add_argument("--batch-windows", type=positive_int, default=None,
-                        help="windows of --epochs-per-window epochs per step (default 16 probe, 4 finetune/scratch)")
-    tokens.add_argument("--lr", type=positive_float, default=None,
-                        help="AdamW peak learning rate (default 1e-3 probe, 3e-4 finetune/scratch); warmup, cosine")
+    tokens.add_argument(
+        "--backbone",
+        type=Path,
+        default=None,
+        help="pretraining run directory or checkpoint (SynthSleepNet or unimodal NeuroNet); scratch: "
+        "its architecture only",
+    )
+    tokens.add_argument(
+        "--channels",
+        type=comma_list,
+        default=None,
+        help="backbone channels read (default: all of a SynthSleepNet's; a NeuroNet's own)",
+    )
+    tokens.add_argument(
+        "--token-source",
+        choices=("auto", *TOKEN_SOURCES),
+        default="auto",
+        help="fusion: the SynthSleepNet's fusion output tokens at each read channel's frames; "
+        "encoder: each channel's encoder tokens; auto: fusion for a SynthSleepNet",
+    )
+    tokens.add_argument(
+        "--token-channels",
+        type=comma_list,
+        default=None,
+        help="channels whose tokens make the per-second vector (default: the backbone's "
+        "respiratory channels, else all of them)",
+    )
+    tokens.add_argument("--steps", type=positive_int, default=None, help=f"optimizer steps (default {DEFAULT_STEPS})")
+    tokens.add_argument(
+        "--batch-windows",
+        type=positive_int,
+        default=None,
+        help="windows of --epochs-per-window epochs per step (default 16 probe, 4 finetune/scratch)",
+    )
+    tokens.add_argument(
+        "--lr",
+        type=positive_float,
+        default=None,
+        help="AdamW peak learning rate (default 1e-3 probe, 3e-4 finetune/scratch); warmup, cosine",
+    )
     tokens.add_argument("--weight-decay", type=float, default=0.01)
-    tokens.add_argument("--eval-every", type=positive_int, default=None,
-                        help="steps between val scorings (model selection; default steps / 10)")
-    tokens.add_argument("--class-weights", choices=("balanced", "none"), default="balanced",
-                        help="cross-entropy class weights over the labelled train seconds")
+    tokens.add_argument(
+        "--eval-every",
+        type=positive_int,
+        default=None,
+        help="steps between val scorings (model selection; default steps / 10)",
+    )
+    tokens.add_argument(
+        "--class-weights",
+        choices=("balanced", "none"),
+        default="balanced",
+        help="cross-entropy class weights over the labelled train seconds",
+    )
     tokens.add_argument("--head-width", type=positive_int, default=64, help="channels of the temporal conv head")
-    tokens.add_argument("--head-depth", type=positive_int, default=5,
-                        help="dilated conv blocks (receptive field 1 + 4 x (2^depth - 1) s)")
+    tokens.add_argument(
+        "--head-depth",
+        type=positive_int,
+        default=5,
+        help="dilated conv blocks (receptive field 1 + 4 x (2^depth - 1) s)",
+    )
     tokens.add_argument("--head-dropout", type=probability, default=0.1)
-    tokens.add_argument("--cache-dir", type=Path, default=None,
-                        help="probe: keep each night's per-second vectors here (keyed by backbone file, channels "
-                             "and token layout) and reuse them")
+    tokens.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="probe: keep each night's per-second vectors here (keyed by backbone file, channels "
+        "and token layout) and reuse them",
+    )
     tokens.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     tokens.add_argument("--batch-epochs", type=positive_int, default=64, help="epochs per batch when encoding")
     return parser
@@ -178,8 +267,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--min-duration-s must be >= 0, got {cfg.min_duration_s}")
     if cfg.method in TOKEN_METHODS:
         if cfg.backbone is None:
-            parser.error(f"--method {cfg.method} needs --backbone (a pretraining run or checkpoint"
-                         f"{'; scratch takes its architecture' if cfg.method == 'scratch' else ''})")
+            parser.error(
+                f"--method {cfg.method} needs --backbone (a pretraining run or checkpoint"
+                f"{'; scratch takes its architecture' if cfg.method == 'scratch' else ''})"
+            )
         cfg.backbone = Path(cfg.backbone)
         end_to_end = cfg.method != "probe"
         cfg.steps = cfg.steps or DEFAULT_STEPS[cfg.method]
@@ -187,8 +278,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         cfg.lr = cfg.lr or (3e-4 if end_to_end else 1e-3)
         cfg.eval_every = cfg.eval_every or max(1, cfg.steps // 10)
     if cfg.out is None:
-        cfg.out = (Path("runs") / "downstream" / "event_detection"
-                   / f"{cfg.method}-{cfg.hypopnea_rule}-lf{cfg.label_fraction:g}-seed{cfg.seed}")
+        cfg.out = (
+            Path("runs")
+            / "downstream"
+            / "event_detection"
+            / f"{cfg.method}-{cfg.hypopnea_rule}-lf{cfg.label_fraction:g}-seed{cfg.seed}"
+        )
     check_out_dir(cfg.out)
     return cfg
 
@@ -219,30 +314,34 @@ def load_split_nights(cfg: argparse.Namespace) -> dict[str, list[Night]]:
             raise UsageError(f"{cfg.data / 'recordings' / (rid + '.parquet')}: unreadable ({err})") from None
     with_features = cfg.method == "features"  # the token methods check the backbone's channels instead
     if with_features and not any(channels.values()):
-        raise UsageError(f"--data {cfg.data}: no recording of train/val/test has a respiratory channel "
-                         f"({', '.join(RESP_CHANNELS)}); the event task reads them (parse with those channels)")
+        raise UsageError(
+            f"--data {cfg.data}: no recording of train/val/test has a respiratory channel "
+            f"({', '.join(RESP_CHANNELS)}); the event task reads them (parse with those channels)"
+        )
     lacking = {rid: [c for c in RESP_CHANNELS if c not in found] for rid, found in channels.items()}
     lacking = {rid: missing for rid, missing in lacking.items() if missing}
     if lacking and with_features:
         shown = "; ".join(f"{rid}: {', '.join(m)}" for rid, m in list(lacking.items())[:5])
-        print(f"warning: {len(lacking)} night(s) lack respiratory channels (their features are NaN): {shown}"
-              f"{' ...' if len(lacking) > 5 else ''}", flush=True)
+        print(
+            f"warning: {len(lacking)} night(s) lack respiratory channels (their features are NaN): {shown}"
+            f"{' ...' if len(lacking) > 5 else ''}",
+            flush=True,
+        )
     nights: dict[str, list[Night]] = {}
-    bar = tqdm(total=len(every), desc="features" if with_features else "labels", unit="night",
-               disable=not cfg.progress)
+    bar = tqdm(total=len(every), desc="features" if with_features else "labels", unit="night", disable=not cfg.progress)
     for split, ids in wanted.items():
         nights[split] = []
         for rid in ids:
             row = manifest.loc[rid].to_dict()
-            nights[split].append(load_night(cfg.data, rid, str(row.get("subject_id", rid)), events, row,
-                                            with_features))
+            nights[split].append(load_night(cfg.data, rid, str(row.get("subject_id", rid)), events, row, with_features))
             bar.update()
     bar.close()
     return nights
 
 
-def drawn_seconds(nights: list[Night], label_fraction: float, rng: np.random.Generator
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def drawn_seconds(
+    nights: list[Night], label_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """The labelled train seconds: a seeded `label_fraction` of the 30-s epochs of all nights, every second of a
     drawn epoch, as sorted global second indices (nights in order), and the nights' first epoch indices (n + 1,)."""
     offsets = np.cumsum([0] + [n.n_seconds // EPOCH_S for n in nights])  # epoch index ranges per night
@@ -251,8 +350,9 @@ def drawn_seconds(nights: list[Night], label_fraction: float, rng: np.random.Gen
     return (drawn[:, None] * EPOCH_S + np.arange(EPOCH_S)[None, :]).reshape(-1), offsets  # global second index
 
 
-def training_seconds(nights: list[Night], label_fraction: float, max_seconds: int, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
+def training_seconds(
+    nights: list[Night], label_fraction: float, max_seconds: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Features (N, F) and classes (N,) of the train seconds: a seeded `label_fraction` of the 30-s epochs of
     all nights (every second of a drawn epoch), then at most `max_seconds` of those seconds (seeded)."""
     rng = np.random.default_rng(seed)
@@ -264,16 +364,23 @@ def training_seconds(nights: list[Night], label_fraction: float, max_seconds: in
     for i, night in enumerate(nights):
         local = seconds[night_of == i] - offsets[i] * EPOCH_S
         features.append(night.features[local])
-        labels.append(night.targets.respiratory[np.minimum(local, night.targets.n_seconds - 1)]
-                      if night.targets.n_seconds else np.zeros(local.size, np.int8))
+        labels.append(
+            night.targets.respiratory[np.minimum(local, night.targets.n_seconds - 1)]
+            if night.targets.n_seconds
+            else np.zeros(local.size, np.int8)
+        )
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)
 
 
 def make_classifier(cfg: argparse.Namespace, max_iter: int | None = None) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(
-        max_iter=max_iter or cfg.hgb_max_iter, learning_rate=cfg.hgb_learning_rate,
-        max_leaf_nodes=cfg.hgb_max_leaf_nodes, min_samples_leaf=cfg.hgb_min_samples_leaf, early_stopping=False,
-        random_state=cfg.seed)
+        max_iter=max_iter or cfg.hgb_max_iter,
+        learning_rate=cfg.hgb_learning_rate,
+        max_leaf_nodes=cfg.hgb_max_leaf_nodes,
+        min_samples_leaf=cfg.hgb_min_samples_leaf,
+        early_stopping=False,
+        random_state=cfg.seed,
+    )
 
 
 def fit_qualifier(cfg: argparse.Namespace, nights: list[Night], detector: EventDetector) -> dict[str, Any]:
@@ -301,20 +408,30 @@ def fit_qualifier(cfg: argparse.Namespace, nights: list[Night], detector: EventD
 # ---------------------------------------------------------------------------------------- token methods
 def token_backbone(cfg: argparse.Namespace):
     """The `downstream.common.BackboneSource` of --backbone (random weights for scratch); UsageError if unusable."""
-    options = argparse.Namespace(backbone=cfg.backbone, init="random" if cfg.method == "scratch" else "pretrained",
-                                 channels=cfg.channels, preset=None, model_args={})
+    options = argparse.Namespace(
+        backbone=cfg.backbone,
+        init="random" if cfg.method == "scratch" else "pretrained",
+        channels=cfg.channels,
+        preset=None,
+        model_args={},
+    )
     return resolve_backbone(options, cfg.data)
 
 
-def backbone_channels_present(cfg: argparse.Namespace, channels: list[str], nights: list[Night]) -> dict[str, list[str]]:
+def backbone_channels_present(
+    cfg: argparse.Namespace, channels: list[str], nights: list[Night]
+) -> dict[str, list[str]]:
     """{recording: the backbone channels it has}; UsageError naming the nights that have none of them."""
-    present = {n.recording_id: [c for c in channels if c in recording_columns(cfg.data, n.recording_id)]
-               for n in nights}
+    present = {
+        n.recording_id: [c for c in channels if c in recording_columns(cfg.data, n.recording_id)] for n in nights
+    }
     none = [rid for rid, found in present.items() if not found]
     if none:
-        raise UsageError(f"--backbone {cfg.backbone}: reads channel(s) {', '.join(channels)}, and {len(none)} of "
-                         f"{len(present)} night(s) of --data {cfg.data} have none of them ({', '.join(none[:3])}"
-                         f"{' ...' if len(none) > 3 else ''}); use a backbone over channels the nights were parsed with")
+        raise UsageError(
+            f"--backbone {cfg.backbone}: reads channel(s) {', '.join(channels)}, and {len(none)} of "
+            f"{len(present)} night(s) of --data {cfg.data} have none of them ({', '.join(none[:3])}"
+            f"{' ...' if len(none) > 3 else ''}); use a backbone over channels the nights were parsed with"
+        )
     return present
 
 
@@ -335,8 +452,10 @@ def labelled_train_nights(nights: list[Night], label_fraction: float, seed: int)
 def read_signals(data_dir: Path, recording_id: str, channels: list[str]) -> dict[str, np.ndarray]:
     """{channel: (n_epochs, samples) float32} of a night's backbone channels, robust-scaled as parsed."""
     table = pq.read_table(recording_path(data_dir, recording_id), columns=channels, use_threads=False)
-    return {c: table.column(c).combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1).astype(np.float32)
-            for c in channels}
+    return {
+        c: table.column(c).combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1).astype(np.float32)
+        for c in channels
+    }
 
 
 class WindowTokenModel(nn.Module):
@@ -353,16 +472,18 @@ class WindowTokenModel(nn.Module):
         return self.head(vectors.reshape(batch, length * EPOCH_S, -1))
 
 
-def fit_tokens(cfg: argparse.Namespace, nights: dict[str, list[Night]], started: float
-               ) -> tuple[EventDetector, dict[str, Any], list[str], dict[str, Any]]:
+def fit_tokens(
+    cfg: argparse.Namespace, nights: dict[str, list[Night]], started: float
+) -> tuple[EventDetector, dict[str, Any], list[str], dict[str, Any]]:
     """Train the per-second head (and, finetune / scratch, the encoders) of a token method; fill every night's
     `features` with its per-second vectors. Returns the detector (decoding not chosen yet), the train record,
     the names of the vector's columns and the extra files to write (finetune / scratch: encoder.pt)."""
     source = token_backbone(cfg)
     every = [n for split in ("train", "val", "test") for n in nights[split]]
     present = backbone_channels_present(cfg, source.channels, every)
-    token_source = cfg.token_source if cfg.token_source != "auto" else (
-        "fusion" if source.kind == "synthsleepnet" else "encoder")
+    token_source = (
+        cfg.token_source if cfg.token_source != "auto" else ("fusion" if source.kind == "synthsleepnet" else "encoder")
+    )
     if token_source == "fusion" and source.kind != "synthsleepnet":
         raise UsageError(f"--token-source fusion needs a SynthSleepNet backbone; {cfg.backbone} is a {source.kind}")
     read = list(cfg.token_channels) if cfg.token_channels else default_read_channels(source.channels)
@@ -372,8 +493,11 @@ def fit_tokens(cfg: argparse.Namespace, nights: dict[str, list[Night]], started:
     lacking = {rid: missing for rid, missing in lacking.items() if missing}
     if lacking:
         shown = "; ".join(f"{rid}: {', '.join(m)}" for rid, m in list(lacking.items())[:5])
-        print(f"warning: {len(lacking)} night(s) lack read channels (zeros in their part of the vector): {shown}"
-              f"{' ...' if len(lacking) > 5 else ''}", flush=True)
+        print(
+            f"warning: {len(lacking)} night(s) lack read channels (zeros in their part of the vector): {shown}"
+            f"{' ...' if len(lacking) > 5 else ''}",
+            flush=True,
+        )
     device = resolve_device(cfg.device)
     torch.manual_seed(cfg.seed)
     encoder = EpochEncoder(source.instantiate(), source.channels, mode=ENCODER_MODE[cfg.method])
@@ -382,33 +506,48 @@ def fit_tokens(cfg: argparse.Namespace, nights: dict[str, list[Night]], started:
 
     def encode(split_nights: list[Night]) -> None:
         with evaluating(tokenizer):
-            vectors = night_tokens(tokenizer, cfg.data, [n.recording_id for n in split_nights], present, device,
-                                   batch_epochs=cfg.batch_epochs, cache_dir=cfg.cache_dir, backbone_sha256=sha,
-                                   progress=cfg.progress)
+            vectors = night_tokens(
+                tokenizer,
+                cfg.data,
+                [n.recording_id for n in split_nights],
+                present,
+                device,
+                batch_epochs=cfg.batch_epochs,
+                cache_dir=cfg.cache_dir,
+                backbone_sha256=sha,
+                progress=cfg.progress,
+            )
         for night in split_nights:
             night.features = vectors[night.recording_id]  # (n_seconds, D)
 
     window_s = cfg.epochs_per_window * EPOCH_S
     train_nights = labelled_train_nights(nights["train"], cfg.label_fraction, cfg.seed)
-    counts = np.bincount(np.concatenate([n.labels[n.labels >= 0] for n in train_nights]),
-                         minlength=len(RESPIRATORY_CLASSES))
+    counts = np.bincount(
+        np.concatenate([n.labels[n.labels >= 0] for n in train_nights]), minlength=len(RESPIRATORY_CLASSES)
+    )
     if np.count_nonzero(counts) < 2:
-        raise UsageError(f"--data {cfg.data}: the training seconds hold one class only "
-                         f"({RESPIRATORY_CLASSES[int(np.argmax(counts))]}); raise --label-fraction")
+        raise UsageError(
+            f"--data {cfg.data}: the training seconds hold one class only "
+            f"({RESPIRATORY_CLASSES[int(np.argmax(counts))]}); raise --label-fraction"
+        )
     head = SecondsHead(tokenizer.dim, width=cfg.head_width, depth=cfg.head_depth, dropout=cfg.head_dropout)
     if cfg.method == "probe":
         encode(every)
     else:
         encode(nights["train"])  # the initial encoders' vectors: the head's input statistics only
     sample = np.random.default_rng([cfg.seed, 5])
-    pooled = np.concatenate([n.features[sample.choice(n.n_seconds, size=min(n.n_seconds, 20_000), replace=False)]
-                             for n in nights["train"]])
+    pooled = np.concatenate(
+        [n.features[sample.choice(n.n_seconds, size=min(n.n_seconds, 20_000), replace=False)] for n in nights["train"]]
+    )
     head.set_statistics(pooled)
     head.to(device)
-    print(f"event_detection | {cfg.method} | backbone {source.name} ({source.kind}, {ENCODER_MODE[cfg.method]}) | "
-          f"{token_source} tokens of {', '.join(read)} -> {tokenizer.dim}-d per second | head receptive field "
-          f"{head.receptive_field_s} s | train {int(counts.sum())} labelled seconds (per class {counts.tolist()}) | "
-          f"{time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"event_detection | {cfg.method} | backbone {source.name} ({source.kind}, {ENCODER_MODE[cfg.method]}) | "
+        f"{token_source} tokens of {', '.join(read)} -> {tokenizer.dim}-d per second | head receptive field "
+        f"{head.receptive_field_s} s | train {int(counts.sum())} labelled seconds (per class {counts.tolist()}) | "
+        f"{time.monotonic() - started:.1f} s",
+        flush=True,
+    )
     scorer = EventDetector(None, [], min_duration_s=cfg.min_duration_s)
 
     def val_score(probabilities: list[np.ndarray]) -> float:
@@ -425,82 +564,142 @@ def fit_tokens(cfg: argparse.Namespace, nights: dict[str, list[Night]], started:
         def batch_inputs(starts):
             out = np.zeros((len(starts), window_s, tokenizer.dim), dtype=np.float32)  # (B, S, D), zeros past the end
             for b, (i, first) in enumerate(starts):
-                part = nights["train"][i].features[first: first + window_s]
+                part = nights["train"][i].features[first : first + window_s]
                 out[b, : part.shape[0]] = part
             return torch.from_numpy(out).to(device)
 
         def evaluate(_model):
             return val_score([head_probabilities(n.features) for n in nights["val"]])
+
         align = 1
     else:
         model = WindowTokenModel(tokenizer, head)
         channels = list(source.channels)
         usable = [i for i, n in enumerate(nights["train"]) if len(present[n.recording_id]) == len(channels)]
         if not usable:
-            raise UsageError(f"--method {cfg.method}: no train night has every backbone channel ({', '.join(channels)})")
+            raise UsageError(
+                f"--method {cfg.method}: no train night has every backbone channel ({', '.join(channels)})"
+            )
         signals = {i: read_signals(cfg.data, nights["train"][i].recording_id, channels) for i in usable}
         train_nights = [train_nights[i] for i in usable]
         index = dict(enumerate(usable))
 
         def batch_inputs(starts):
-            out = {c: np.zeros((len(starts), cfg.epochs_per_window, signals[usable[0]][c].shape[1]), np.float32)
-                   for c in channels}  # (B, T, samples) each, zeros past the end
+            out = {
+                c: np.zeros((len(starts), cfg.epochs_per_window, signals[usable[0]][c].shape[1]), np.float32)
+                for c in channels
+            }  # (B, T, samples) each, zeros past the end
             for b, (i, first) in enumerate(starts):
                 for c in channels:
-                    part = signals[index[i]][c][first // EPOCH_S: first // EPOCH_S + cfg.epochs_per_window]
+                    part = signals[index[i]][c][first // EPOCH_S : first // EPOCH_S + cfg.epochs_per_window]
                     out[c][b, : part.shape[0]] = part
             return {c: torch.from_numpy(x).to(device) for c, x in out.items()}
 
         def evaluate(_model):
             encode(nights["val"])
             return val_score([head_probabilities(n.features) for n in nights["val"]])
+
         align = EPOCH_S
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    print(f"training {trainable / 1e3:.1f} k weights for {cfg.steps} steps of {cfg.batch_windows} windows x "
-          f"{cfg.epochs_per_window} epochs", flush=True)
-    result = train_steps(model, train_nights, batch_inputs, class_weights(counts, cfg.class_weights), evaluate,
-                         steps=cfg.steps, batch=cfg.batch_windows, window_s=window_s, lr=cfg.lr,
-                         weight_decay=cfg.weight_decay, eval_every=cfg.eval_every, seed=cfg.seed, device=device,
-                         align=align, log=lambda line: print(line, flush=True))
+    print(
+        f"training {trainable / 1e3:.1f} k weights for {cfg.steps} steps of {cfg.batch_windows} windows x "
+        f"{cfg.epochs_per_window} epochs",
+        flush=True,
+    )
+    result = train_steps(
+        model,
+        train_nights,
+        batch_inputs,
+        class_weights(counts, cfg.class_weights),
+        evaluate,
+        steps=cfg.steps,
+        batch=cfg.batch_windows,
+        window_s=window_s,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        eval_every=cfg.eval_every,
+        seed=cfg.seed,
+        device=device,
+        align=align,
+        log=lambda line: print(line, flush=True),
+    )
     if cfg.method != "probe":
         encode(every)  # the selected encoders' vectors of every night
     names = [f"{token_source}:{c}:{k}" for c in read for k in range(tokenizer.token_dim)]
-    detector = EventDetector(SecondsClassifier(head), names, min_duration_s=cfg.min_duration_s,
-                             hypopnea_rule=cfg.hypopnea_rule)
-    record = {"n_recordings": len(nights["train"]), "n_seconds": int(counts.sum()), "class_counts": counts.tolist(),
-              "recordings": [n.recording_id for n in nights["train"]], "backbone": source.provenance,
-              "encoder_mode": ENCODER_MODE[cfg.method], "token_source": token_source, "token_channels": read,
-              "token_dim": tokenizer.dim, "head": head.config, "receptive_field_s": head.receptive_field_s,
-              "steps": cfg.steps, "batch_windows": cfg.batch_windows, "window_s": window_s, "lr": cfg.lr,
-              "trainable_weights": trainable, "best_step": result.best_step, "best_val_score": result.best_score,
-              "history": result.history, "train_seconds": result.seconds}
-    files = {} if cfg.method == "probe" else {"encoder.pt": {
-        "model_kind": "epoch_encoder", "model_config": encoder.to_config(),
-        "model": {k: v.detach().cpu() for k, v in encoder.state_dict().items()}}}
+    detector = EventDetector(
+        SecondsClassifier(head), names, min_duration_s=cfg.min_duration_s, hypopnea_rule=cfg.hypopnea_rule
+    )
+    record = {
+        "n_recordings": len(nights["train"]),
+        "n_seconds": int(counts.sum()),
+        "class_counts": counts.tolist(),
+        "recordings": [n.recording_id for n in nights["train"]],
+        "backbone": source.provenance,
+        "encoder_mode": ENCODER_MODE[cfg.method],
+        "token_source": token_source,
+        "token_channels": read,
+        "token_dim": tokenizer.dim,
+        "head": head.config,
+        "receptive_field_s": head.receptive_field_s,
+        "steps": cfg.steps,
+        "batch_windows": cfg.batch_windows,
+        "window_s": window_s,
+        "lr": cfg.lr,
+        "trainable_weights": trainable,
+        "best_step": result.best_step,
+        "best_val_score": result.best_score,
+        "history": result.history,
+        "train_seconds": result.seconds,
+    }
+    files = (
+        {}
+        if cfg.method == "probe"
+        else {
+            "encoder.pt": {
+                "model_kind": "epoch_encoder",
+                "model_config": encoder.to_config(),
+                "model": {k: v.detach().cpu() for k, v in encoder.state_dict().items()},
+            }
+        }
+    )
     return detector, record, names, files
 
 
 # ---------------------------------------------------------------------------------------- scoring
-def night_detection(detector: EventDetector, night: Night, probabilities: np.ndarray,
-                    threshold: float | None = None, merge_gap_s: float | None = None) -> dict:
+def night_detection(
+    detector: EventDetector,
+    night: Night,
+    probabilities: np.ndarray,
+    threshold: float | None = None,
+    merge_gap_s: float | None = None,
+) -> dict:
     predicted = detector.decode(probabilities, threshold, merge_gap_s)
     scored = [e for e in night.targets.events if e.type in RESPIRATORY_CLASSES[1:]]
     return event_detection_metrics(predicted, scored, min_iou=MATCH_IOU)
 
 
-def select_decoding(detector: EventDetector, nights: list[Night], probabilities: list[np.ndarray]
-                    ) -> tuple[float, float, list[dict]]:
+def select_decoding(
+    detector: EventDetector, nights: list[Night], probabilities: list[np.ndarray]
+) -> tuple[float, float, list[dict]]:
     """(threshold, merge gap, curve) maximising the mean of the apnea and hypopnea event F1 over `nights`; among
     equal scores the threshold nearest 0.5, then the shortest merge gap."""
     curve, best = [], None
     for gap in MERGE_GAPS_S:
         for threshold in THRESHOLDS:
-            pooled = sum_detection_counts([night_detection(detector, n, p, threshold, gap)
-                                           for n, p in zip(nights, probabilities)])
+            pooled = sum_detection_counts(
+                [night_detection(detector, n, p, threshold, gap) for n, p in zip(nights, probabilities)]
+            )
             f1 = [pooled[k]["f1"] for k in ("apnea", "hypopnea") if k in pooled and math.isfinite(pooled[k]["f1"])]
             score = float(np.mean(f1)) if f1 else float("nan")
-            curve.append({"threshold": threshold, "merge_gap_s": gap, "score": score,
-                          "f1_apnea": pooled.get("apnea", {}).get("f1"), "f1_hypopnea": pooled.get("hypopnea", {}).get("f1")})
+            curve.append(
+                {
+                    "threshold": threshold,
+                    "merge_gap_s": gap,
+                    "score": score,
+                    "f1_apnea": pooled.get("apnea", {}).get("f1"),
+                    "f1_hypopnea": pooled.get("hypopnea", {}).get("f1"),
+                }
+            )
             key = (score, -abs(threshold - 0.5), -gap)  # ties: the threshold nearest 0.5, then the shortest gap
             if math.isfinite(score) and (best is None or key > best[0]):
                 best = (key, threshold, gap)
@@ -516,8 +715,10 @@ def epoch_scores(night: Night, probabilities: np.ndarray) -> dict[str, dict[str,
     n_epochs = night.stage.shape[0]
     usable = min(n_epochs * EPOCH_S, probabilities.shape[0]) // EPOCH_S * EPOCH_S
     blocks = probabilities[:usable].reshape(-1, EPOCH_S, probabilities.shape[1])  # (epochs, 30, 4)
-    per_second = {"apnea": blocks[:, :, [c - 1 for c in APNEA_CLASSES]].sum(axis=2),
-                  "hypopnea": blocks[:, :, HYPOPNEA_CLASS - 1]}  # (epochs, 30) each
+    per_second = {
+        "apnea": blocks[:, :, [c - 1 for c in APNEA_CLASSES]].sum(axis=2),
+        "hypopnea": blocks[:, :, HYPOPNEA_CLASS - 1],
+    }  # (epochs, 30) each
     middle = slice(EPOCH_S // 2 - 1, EPOCH_S // 2 + 1)
     return {task: {"max": p.max(axis=1), "midpoint": p[:, middle].mean(axis=1)} for task, p in per_second.items()}
 
@@ -526,8 +727,10 @@ def detection_ci(per_night: list[dict], subjects: list[str], n_boot: int, seed: 
     """95 % CIs of the pooled event F1 per key, resampling subjects (their nights' tp/fp/fn) with replacement."""
     if n_boot < 1 or len(set(subjects)) < 2:
         return {}
-    counts = np.array([[[night.get(k, {}).get(c, 0) for c in ("tp", "fp", "fn")] for k in DETECTION_KEYS]
-                       for night in per_night], dtype=np.float64)  # (nights, keys, 3)
+    counts = np.array(
+        [[[night.get(k, {}).get(c, 0) for c in ("tp", "fp", "fn")] for k in DETECTION_KEYS] for night in per_night],
+        dtype=np.float64,
+    )  # (nights, keys, 3)
 
     def f1(_, sample: np.ndarray) -> np.ndarray:
         tp, fp, fn = sample.sum(axis=0).T
@@ -549,8 +752,9 @@ def auroc_with_ci(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, n_
     return out
 
 
-def evaluate_split(detector: EventDetector, nights: list[Night], probabilities: list[np.ndarray], rule: str,
-                   n_boot: int, seed: int) -> tuple[dict[str, Any], list[dict]]:
+def evaluate_split(
+    detector: EventDetector, nights: list[Night], probabilities: list[np.ndarray], rule: str, n_boot: int, seed: int
+) -> tuple[dict[str, Any], list[dict]]:
     """Event detection, per-night AHI and epoch AUROC of one split at the detector's decoding settings."""
     per_night, ahi_rows, event_rows = [], [], []
     epoch = {"apnea": ([], {"max": [], "midpoint": []}, []), "hypopnea": ([], {"max": [], "midpoint": []}, [])}
@@ -560,19 +764,33 @@ def evaluate_split(detector: EventDetector, nights: list[Night], probabilities: 
         per_night.append(event_detection_metrics(predicted, [e for e in scored if e.type in RESPIRATORY_CLASSES[1:]]))
         counted = detector.counted(predicted, night.features)
         sleep = np.isin(night.stage, SLEEP_STAGES)  # (n_epochs,) scored sleep
-        ahi_rows.append({
-            "recording_id": night.recording_id, "subject_id": night.subject_id,
-            "ahi_estimated": event_index(counted, sleep), "ahi_scored": event_index(qualifying_events(scored, rule), sleep),
-            "n_predicted_apneas": sum(e.type != "hypopnea" for e in predicted),
-            "n_predicted_hypopneas": sum(e.type == "hypopnea" for e in predicted),
-            "n_counted_hypopneas": sum(e.type == "hypopnea" for e in counted),
-            "n_scored_apneas": sum(e.type.endswith("apnea") for e in scored),
-            "n_scored_hypopneas": sum(e.type == "hypopnea" for e in scored),
-            "sleep_h": float(sleep.sum() * EPOCH_S / 3600), "channels": ",".join(night.channels)})
+        ahi_rows.append(
+            {
+                "recording_id": night.recording_id,
+                "subject_id": night.subject_id,
+                "ahi_estimated": event_index(counted, sleep),
+                "ahi_scored": event_index(qualifying_events(scored, rule), sleep),
+                "n_predicted_apneas": sum(e.type != "hypopnea" for e in predicted),
+                "n_predicted_hypopneas": sum(e.type == "hypopnea" for e in predicted),
+                "n_counted_hypopneas": sum(e.type == "hypopnea" for e in counted),
+                "n_scored_apneas": sum(e.type.endswith("apnea") for e in scored),
+                "n_scored_hypopneas": sum(e.type == "hypopnea" for e in scored),
+                "sleep_h": float(sleep.sum() * EPOCH_S / 3600),
+                "channels": ",".join(night.channels),
+            }
+        )
         counted_ids = {id(e) for e in counted}
-        event_rows += [{"recording_id": night.recording_id, "onset_s": e.onset_s, "duration_s": e.duration_s,
-                        "type": e.type, "probability": e.probability, "counted": id(e) in counted_ids}
-                       for e in predicted]
+        event_rows += [
+            {
+                "recording_id": night.recording_id,
+                "onset_s": e.onset_s,
+                "duration_s": e.duration_s,
+                "type": e.type,
+                "probability": e.probability,
+                "counted": id(e) in counted_ids,
+            }
+            for e in predicted
+        ]
         for task, scores in epoch_scores(night, prob).items():
             size = scores["max"].size
             epoch[task][0].append(night.epoch_labels[task][:size].astype(np.int64))
@@ -588,9 +806,15 @@ def evaluate_split(detector: EventDetector, nights: list[Night], probabilities: 
     estimated = [r["ahi_estimated"] for r in ahi_rows]
     reference = [r["ahi_scored"] for r in ahi_rows]
     result = {
-        "n_recordings": len(nights), "n_subjects": len(set(subjects)),
-        "events": pooled, "ahi": {"hypopnea_rule": rule, "sleep": "scored hypnogram", "per_night": ahi_rows,
-                                  "agreement": ahi_agreement(estimated, reference)},
+        "n_recordings": len(nights),
+        "n_subjects": len(set(subjects)),
+        "events": pooled,
+        "ahi": {
+            "hypopnea_rule": rule,
+            "sleep": "scored hypnogram",
+            "per_night": ahi_rows,
+            "agreement": ahi_agreement(estimated, reference),
+        },
         "epoch": {},
     }
     for task, (labels, scores, groups) in epoch.items():
@@ -618,43 +842,75 @@ def format_number(value: Any, digits: int = 3) -> str:
 
 def results_markdown(metrics: dict[str, Any]) -> str:
     test, val, train = metrics["test"], metrics["val"], metrics["train"]
-    lines = [f"# Event detection ({metrics['method']}), hypopnea rule {metrics['hypopnea_rule']}", "",
-             f"- train: {metrics['train']['n_seconds']} seconds of {metrics['train']['n_recordings']} nights "
-             f"({100 * metrics['label_fraction']:g} % of the epochs); classes {metrics['train']['class_counts']}",
-             *([f"- per-second vectors: {metrics['features']} from {train['backbone']['name']} "
-                f"({train['encoder_mode']}); head selected at step {train['best_step']} of {train['steps']} on val"]
-               if train.get("backbone") else []),
-             f"- decoding chosen on `val`: threshold {metrics['selection']['threshold']}, merge gap "
-             f"{metrics['selection']['merge_gap_s']} s, minimum {metrics['selection']['min_duration_s']} s "
-             f"(val mean F1 apnea/hypopnea {format_number(metrics['selection']['val_score'])})",
-             f"- test: {test['n_recordings']} nights, {test['n_subjects']} subjects; AHI over scored sleep", "",
-             "| events | precision | recall | F1 [95 % CI] | tp | fp | fn |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Event detection ({metrics['method']}), hypopnea rule {metrics['hypopnea_rule']}",
+        "",
+        f"- train: {metrics['train']['n_seconds']} seconds of {metrics['train']['n_recordings']} nights "
+        f"({100 * metrics['label_fraction']:g} % of the epochs); classes {metrics['train']['class_counts']}",
+        *(
+            [
+                f"- per-second vectors: {metrics['features']} from {train['backbone']['name']} "
+                f"({train['encoder_mode']}); head selected at step {train['best_step']} of {train['steps']} on val"
+            ]
+            if train.get("backbone")
+            else []
+        ),
+        f"- decoding chosen on `val`: threshold {metrics['selection']['threshold']}, merge gap "
+        f"{metrics['selection']['merge_gap_s']} s, minimum {metrics['selection']['min_duration_s']} s "
+        f"(val mean F1 apnea/hypopnea {format_number(metrics['selection']['val_score'])})",
+        f"- test: {test['n_recordings']} nights, {test['n_subjects']} subjects; AHI over scored sleep",
+        "",
+        "| events | precision | recall | F1 [95 % CI] | tp | fp | fn |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for key in DETECTION_KEYS:
         row = test["events"].get(key)
         if row:
             ci = row.get("f1_ci")
             ci_text = f" [{format_number(ci[0])}, {format_number(ci[1])}]" if ci else ""
-            lines.append(f"| {key} | {format_number(row['precision'])} | {format_number(row['recall'])} | {format_number(row['f1'])}{ci_text} | "
-                         f"{row['tp']} | {row['fp']} | {row['fn']} |")
+            lines.append(
+                f"| {key} | {format_number(row['precision'])} | {format_number(row['recall'])} | {format_number(row['f1'])}{ci_text} | "
+                f"{row['tp']} | {row['fp']} | {row['fn']} |"
+            )
     agreement = test["ahi"]["agreement"]
     ba = agreement["bland_altman"]
-    lines += ["", "| epoch AUROC (midpoint label) | test: max score | test: midpoint score | val: max | val: midpoint |",
-              "|---|---|---|---|---|"]
-    lines += [f"| {task} | " + " | ".join(format_number(split["epoch"][task].get(key)) for split in (test, val)
-                                          for key in ("auroc", "auroc_midpoint")) + " |"
-              for task in ("apnea", "hypopnea")]
-    lines += ["", f"AHI ({agreement['n']} nights): ICC(2,1) {format_number(agreement['icc_2_1'])}, Pearson r "
-              f"{format_number(agreement['pearson_r'])}, severity κ {format_number(agreement['severity_kappa'])}, MAE "
-              f"{format_number(agreement['mae'], 1)} /h, Bland-Altman bias {format_number(ba['bias'], 1)} /h "
-              f"(limits {format_number(ba['loa_low'], 1)} to {format_number(ba['loa_high'], 1)})", "",
-              "| night | AHI estimated | AHI scored |", "|---|---|---|"]
-    lines += [f"| {r['recording_id']} | {format_number(r['ahi_estimated'], 1)} | {format_number(r['ahi_scored'], 1)} |"
-              for r in test["ahi"]["per_night"]]
+    lines += [
+        "",
+        "| epoch AUROC (midpoint label) | test: max score | test: midpoint score | val: max | val: midpoint |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {task} | "
+        + " | ".join(
+            format_number(split["epoch"][task].get(key)) for split in (test, val) for key in ("auroc", "auroc_midpoint")
+        )
+        + " |"
+        for task in ("apnea", "hypopnea")
+    ]
+    lines += [
+        "",
+        f"AHI ({agreement['n']} nights): ICC(2,1) {format_number(agreement['icc_2_1'])}, Pearson r "
+        f"{format_number(agreement['pearson_r'])}, severity κ {format_number(agreement['severity_kappa'])}, MAE "
+        f"{format_number(agreement['mae'], 1)} /h, Bland-Altman bias {format_number(ba['bias'], 1)} /h "
+        f"(limits {format_number(ba['loa_low'], 1)} to {format_number(ba['loa_high'], 1)})",
+        "",
+        "| night | AHI estimated | AHI scored |",
+        "|---|---|---|",
+    ]
+    lines += [
+        f"| {r['recording_id']} | {format_number(r['ahi_estimated'], 1)} | {format_number(r['ahi_scored'], 1)} |"
+        for r in test["ahi"]["per_night"]
+    ]
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(cfg: argparse.Namespace, detector: EventDetector, metrics: dict, event_rows: list[dict],
-                  files: dict[str, Any] | None = None) -> None:
+def write_outputs(
+    cfg: argparse.Namespace,
+    detector: EventDetector,
+    metrics: dict,
+    event_rows: list[dict],
+    files: dict[str, Any] | None = None,
+) -> None:
     """Every output of a run, each written atomically; `files`: extra torch files (name -> object)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -672,22 +928,36 @@ def write_outputs(cfg: argparse.Namespace, detector: EventDetector, metrics: dic
 
 
 # ---------------------------------------------------------------------------------------- main
-def fit_features(cfg: argparse.Namespace, nights: dict[str, list[Night]], started: float
-                 ) -> tuple[EventDetector, dict[str, Any], list[str]]:
+def fit_features(
+    cfg: argparse.Namespace, nights: dict[str, list[Night]], started: float
+) -> tuple[EventDetector, dict[str, Any], list[str]]:
     """The features method: gradient-boosted trees on the train seconds. Returns the detector (decoding not
     chosen yet), the train record and the feature names."""
     train_x, train_y = training_seconds(nights["train"], cfg.label_fraction, cfg.max_train_seconds, cfg.seed)
     counts = np.bincount(train_y, minlength=len(RESPIRATORY_CLASSES))
-    print(f"event_detection | {cfg.method} | train {train_x.shape} (per class {counts.tolist()}) | val "
-          f"{len(nights['val'])} nights | features {time.monotonic() - started:.1f} s", flush=True)
+    print(
+        f"event_detection | {cfg.method} | train {train_x.shape} (per class {counts.tolist()}) | val "
+        f"{len(nights['val'])} nights | features {time.monotonic() - started:.1f} s",
+        flush=True,
+    )
     if np.count_nonzero(counts) < 2:
-        raise UsageError(f"--data {cfg.data}: the training seconds hold one class only "
-                         f"({RESPIRATORY_CLASSES[int(np.argmax(counts))]}); raise --label-fraction")
+        raise UsageError(
+            f"--data {cfg.data}: the training seconds hold one class only "
+            f"({RESPIRATORY_CLASSES[int(np.argmax(counts))]}); raise --label-fraction"
+        )
     feature_names = respiratory_features({}, 1)[1]  # the column names (values of no channel: NaN)
-    detector = EventDetector(make_classifier(cfg).fit(train_x, train_y), feature_names,
-                             min_duration_s=cfg.min_duration_s, hypopnea_rule=cfg.hypopnea_rule)
-    record = {"n_recordings": len(nights["train"]), "n_seconds": int(train_y.size), "class_counts": counts.tolist(),
-              "recordings": [n.recording_id for n in nights["train"]]}
+    detector = EventDetector(
+        make_classifier(cfg).fit(train_x, train_y),
+        feature_names,
+        min_duration_s=cfg.min_duration_s,
+        hypopnea_rule=cfg.hypopnea_rule,
+    )
+    record = {
+        "n_recordings": len(nights["train"]),
+        "n_seconds": int(train_y.size),
+        "class_counts": counts.tolist(),
+        "recordings": [n.recording_id for n in nights["train"]],
+    }
     return detector, record, feature_names
 
 
@@ -695,8 +965,13 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     started = time.monotonic()
     assert_no_test_leakage(cfg.data)
     nights = load_split_nights(cfg)
-    assert_no_test_leakage(cfg.data, {"training": [n.recording_id for n in nights["train"]],
-                                      "model selection": [n.recording_id for n in nights["val"]]})
+    assert_no_test_leakage(
+        cfg.data,
+        {
+            "training": [n.recording_id for n in nights["train"]],
+            "model selection": [n.recording_id for n in nights["val"]],
+        },
+    )
     files: dict[str, Any] = {}
     if cfg.method == "features":
         detector, train_record, feature_names = fit_features(cfg, nights, started)
@@ -709,39 +984,65 @@ def run(cfg: argparse.Namespace) -> dict[str, Any]:
     detector.threshold, detector.merge_gap_s, curve = select_decoding(detector, nights["val"], val_prob)
     val_metrics, _ = evaluate_split(detector, nights["val"], val_prob, cfg.hypopnea_rule, 0, cfg.seed)
     val_score = max((c["score"] for c in curve if math.isfinite(c["score"])), default=float("nan"))
-    print(f"decoding on val: threshold {detector.threshold}, merge gap {detector.merge_gap_s} s, mean event F1 "
-          f"{val_score:.3f} ({time.monotonic() - started:.1f} s)", flush=True)
+    print(
+        f"decoding on val: threshold {detector.threshold}, merge gap {detector.merge_gap_s} s, mean event F1 "
+        f"{val_score:.3f} ({time.monotonic() - started:.1f} s)",
+        flush=True,
+    )
 
     test_prob = [detector.probabilities(n.features) for n in nights["test"]]  # test scored once
-    test_metrics, event_rows = evaluate_split(detector, nights["test"], test_prob, cfg.hypopnea_rule, cfg.n_boot,
-                                              cfg.seed)
+    test_metrics, event_rows = evaluate_split(
+        detector, nights["test"], test_prob, cfg.hypopnea_rule, cfg.n_boot, cfg.seed
+    )
     metrics = {
-        "method": cfg.method, "task": "event_detection", "data": str(Path(cfg.data).resolve()),
-        "hypopnea_rule": cfg.hypopnea_rule, "label_fraction": cfg.label_fraction, "seed": cfg.seed,
-        "match_iou": MATCH_IOU, "classes": list(RESPIRATORY_CLASSES),
-        "features": feature_names if cfg.method == "features" else
-        f"{train_record['token_source']} tokens of {', '.join(train_record['token_channels'])} per second "
+        "method": cfg.method,
+        "task": "event_detection",
+        "data": str(Path(cfg.data).resolve()),
+        "hypopnea_rule": cfg.hypopnea_rule,
+        "label_fraction": cfg.label_fraction,
+        "seed": cfg.seed,
+        "match_iou": MATCH_IOU,
+        "classes": list(RESPIRATORY_CLASSES),
+        "features": feature_names
+        if cfg.method == "features"
+        else f"{train_record['token_source']} tokens of {', '.join(train_record['token_channels'])} per second "
         f"({len(feature_names)}-d)",
         "train": train_record,
-        "selection": {"split": "val", "objective": "mean of the apnea and hypopnea event F1",
-                      "threshold": detector.threshold, "merge_gap_s": detector.merge_gap_s,
-                      "min_duration_s": detector.min_duration_s, "val_score": val_score, "curve": curve},
-        "val": val_metrics, "test": test_metrics, "seconds": time.monotonic() - started,
+        "selection": {
+            "split": "val",
+            "objective": "mean of the apnea and hypopnea event F1",
+            "threshold": detector.threshold,
+            "merge_gap_s": detector.merge_gap_s,
+            "min_duration_s": detector.min_duration_s,
+            "val_score": val_score,
+            "curve": curve,
+        },
+        "val": val_metrics,
+        "test": test_metrics,
+        "seconds": time.monotonic() - started,
     }
-    detector.info = {"hypopnea_rule": cfg.hypopnea_rule, "data": metrics["data"], "seed": cfg.seed,
-                     "method": cfg.method}
+    detector.info = {
+        "hypopnea_rule": cfg.hypopnea_rule,
+        "data": metrics["data"],
+        "seed": cfg.seed,
+        "method": cfg.method,
+    }
     if cfg.method in TOKEN_METHODS:  # what turns a night into the detector's per-second vectors
-        detector.info["tokens"] = {k: train_record[k] for k in ("backbone", "encoder_mode", "token_source",
-                                                                 "token_channels", "token_dim")}
+        detector.info["tokens"] = {
+            k: train_record[k] for k in ("backbone", "encoder_mode", "token_source", "token_channels", "token_dim")
+        }
         detector.info["tokens"]["encoder_file"] = "encoder.pt" if files else None
     write_outputs(cfg, detector, metrics, event_rows, files)
     test = test_metrics["events"]
     agreement = test_metrics["ahi"]["agreement"]
-    print(f"test ({test_metrics['n_subjects']} subjects): event F1 apnea {format_number(test.get('apnea', {}).get('f1'))} "
-          f"hypopnea {format_number(test.get('hypopnea', {}).get('f1'))} | epoch AUROC apnea "
-          f"{format_number(test_metrics['epoch']['apnea']['auroc'])} hypopnea {format_number(test_metrics['epoch']['hypopnea']['auroc'])}"
-          f" | AHI ICC {format_number(agreement['icc_2_1'])} severity κ {format_number(agreement['severity_kappa'])} -> "
-          f"{cfg.out}/metrics.json", flush=True)
+    print(
+        f"test ({test_metrics['n_subjects']} subjects): event F1 apnea {format_number(test.get('apnea', {}).get('f1'))} "
+        f"hypopnea {format_number(test.get('hypopnea', {}).get('f1'))} | epoch AUROC apnea "
+        f"{format_number(test_metrics['epoch']['apnea']['auroc'])} hypopnea {format_number(test_metrics['epoch']['hypopnea']['auroc'])}"
+        f" | AHI ICC {format_number(agreement['icc_2_1'])} severity κ {format_number(agreement['severity_kappa'])} -> "
+        f"{cfg.out}/metrics.json",
+        flush=True,
+    )
     return metrics
 
 

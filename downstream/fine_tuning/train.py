@@ -22,6 +22,7 @@ overlapping first positions are left to the earlier window, so every epoch is pr
 window that saw it with the most left context (Mamba2 is causal). Recordings shorter than T are zero-padded at
 the end (padding never influences earlier positions). Outputs: as the linear probe (see its --help).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,61 +39,133 @@ from dataset.constants import TASKS
 from dataset.datasets import EpochDataset, SequenceDataset
 from downstream.cache import VectorStore, epoch_labels, labels_at, predict_tiles
 from downstream.common import (
-    ClassificationLoss, SelectionMonitor, assert_no_test_leakage, build_downstream_parser, class_weights,
-    encode_store, epoch_dataset, eval_batch_size, finish_run, fit_and_select, parse_downstream, predict_windows,
-    resolve_backbone, run_info, train_summary, val_split, window_dataset,
+    ClassificationLoss,
+    SelectionMonitor,
+    assert_no_test_leakage,
+    build_downstream_parser,
+    class_weights,
+    encode_store,
+    epoch_dataset,
+    eval_batch_size,
+    finish_run,
+    fit_and_select,
+    parse_downstream,
+    predict_windows,
+    resolve_backbone,
+    run_info,
+    train_summary,
+    val_split,
+    window_dataset,
 )
 from models.heads import CONTEXT_HEAD, TEMPORAL_CLASSIFIER, ContextHead, EpochEncoder, MLPHead, TemporalClassifier
 from models.lora import LoraSettings
 from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import load_checkpoint
 from utils.config import (
-    UsageError, mark_required, non_negative_int, positive_float, positive_int, probability, reported_errors,
-    script_prog, unit_interval,
+    UsageError,
+    mark_required,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+    reported_errors,
+    script_prog,
+    unit_interval,
 )
 from utils.distributed import cleanup
 from utils.engine import autocast_context, read_resume_checkpoint, setup_run
 
 # base_lr is the base rate of the engine's rule base_lr x effective_batch / 256: 3.2e-3 x 8 windows / 256 = 1e-4
-DEFAULTS: dict[str, Any] = {"passes": 10, "batch_size": 8, "base_lr": 3.2e-3, "weight_decay": 0.01,
-                            "warmup_passes": 1.0}
+DEFAULTS: dict[str, Any] = {
+    "passes": 10,
+    "batch_size": 8,
+    "base_lr": 3.2e-3,
+    "weight_decay": 0.01,
+    "warmup_passes": 1.0,
+}
 
 
 def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("fine-tuning (windows, LoRA, Mamba2 temporal context)")
-    group.add_argument("--epochs-per-window", type=positive_int, default=20, help="T: consecutive 30-s epochs per window")
+    group.add_argument(
+        "--epochs-per-window", type=positive_int, default=20, help="T: consecutive 30-s epochs per window"
+    )
     group.add_argument("--stride", type=positive_int, default=10, help="epochs between training window starts")
-    group.add_argument("--lora-rank", type=positive_int, default=4,
-                       help="rank r of the new LoRA adapters on the encoders' attention output projections")
-    group.add_argument("--lora-alpha", type=positive_float, default=8.0,
-                       help="LoRA scale numerator: the update B·A is scaled by alpha / sqrt(r) (rsLoRA) or alpha / r")
+    group.add_argument(
+        "--lora-rank",
+        type=positive_int,
+        default=4,
+        help="rank r of the new LoRA adapters on the encoders' attention output projections",
+    )
+    group.add_argument(
+        "--lora-alpha",
+        type=positive_float,
+        default=8.0,
+        help="LoRA scale numerator: the update B·A is scaled by alpha / sqrt(r) (rsLoRA) or alpha / r",
+    )
     group.add_argument("--lora-dropout", type=probability, default=0.05, help="dropout on the LoRA adapters' input")
-    group.add_argument("--lora-rslora", action=argparse.BooleanOptionalAction, default=True,
-                       help="scale alpha / sqrt(rank) (as in SynthSleepNet pretraining) instead of alpha / rank")
-    group.add_argument("--tune-fusion", action=argparse.BooleanOptionalAction, default=True,
-                       help="SynthSleepNet: train its adapters and fusion transformer too")
+    group.add_argument(
+        "--lora-rslora",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="scale alpha / sqrt(rank) (as in SynthSleepNet pretraining) instead of alpha / rank",
+    )
+    group.add_argument(
+        "--tune-fusion",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="SynthSleepNet: train its adapters and fusion transformer too",
+    )
     group.add_argument("--context-norm", choices=("layer", "batch"), default="layer", help="norm before the Mamba2")
     group.add_argument("--mamba-d-state", type=positive_int, default=16, help="Mamba2 state size per head (N)")
-    group.add_argument("--mamba-d-conv", type=positive_int, default=4,
-                       help="Mamba2 causal depthwise convolution width, in 30-s epochs")
-    group.add_argument("--mamba-expand", type=positive_int, default=2,
-                       help="Mamba2 inner width as a multiple of the backbone's vector width")
-    group.add_argument("--mamba-headdim", type=positive_int, default=64,
-                       help="Mamba2 head width; must divide expand x the backbone's vector width")
-    group.add_argument("--mamba-backend", choices=("auto", "torch", "fused"), default="auto",
-                       help="auto: mamba-ssm's fused kernels on CUDA when installed, else pure PyTorch")
+    group.add_argument(
+        "--mamba-d-conv", type=positive_int, default=4, help="Mamba2 causal depthwise convolution width, in 30-s epochs"
+    )
+    group.add_argument(
+        "--mamba-expand",
+        type=positive_int,
+        default=2,
+        help="Mamba2 inner width as a multiple of the backbone's vector width",
+    )
+    group.add_argument(
+        "--mamba-headdim",
+        type=positive_int,
+        default=64,
+        help="Mamba2 head width; must divide expand x the backbone's vector width",
+    )
+    group.add_argument(
+        "--mamba-backend",
+        choices=("auto", "torch", "fused"),
+        default="auto",
+        help="auto: mamba-ssm's fused kernels on CUDA when installed, else pure PyTorch",
+    )
     phase = parser.add_argument_group("phase 1: context and head on frozen vectors (pretrained backbones)")
-    phase.add_argument("--context-passes", "--context-epochs", dest="context_passes", type=non_negative_int,
-                       default=30,
-                       help="passes over the training windows in phase 1 (0 = none): Mamba2 context + head trained "
-                            "on the frozen encoder's cached vectors before LoRA fine-tuning starts from them. "
-                            "--context-epochs: the old name, still accepted")
+    phase.add_argument(
+        "--context-passes",
+        "--context-epochs",
+        dest="context_passes",
+        type=non_negative_int,
+        default=30,
+        help="passes over the training windows in phase 1 (0 = none): Mamba2 context + head trained "
+        "on the frozen encoder's cached vectors before LoRA fine-tuning starts from them. "
+        "--context-epochs: the old name, still accepted",
+    )
     phase.add_argument("--context-batch-size", type=positive_int, default=32, help="phase 1 windows per batch")
-    phase.add_argument("--context-base-lr", "--context-lr", dest="context_base_lr", type=positive_float, default=8e-3,
-                       help="phase 1 base learning rate: AdamW lr = context_base_lr x effective_batch / 256 "
-                            "(8e-3 x 32 / 256 = 1e-3). --context-lr: the old name, still accepted")
-    phase.add_argument("--context-budget-share", type=unit_interval, default=0.4,
-                       help="with --max-minutes: at most this share of the budget for phase 1; phase 2 gets the rest")
+    phase.add_argument(
+        "--context-base-lr",
+        "--context-lr",
+        dest="context_base_lr",
+        type=positive_float,
+        default=8e-3,
+        help="phase 1 base learning rate: AdamW lr = context_base_lr x effective_batch / 256 "
+        "(8e-3 x 32 / 256 = 1e-3). --context-lr: the old name, still accepted",
+    )
+    phase.add_argument(
+        "--context-budget-share",
+        type=unit_interval,
+        default=0.4,
+        help="with --max-minutes: at most this share of the budget for phase 1; phase 2 gets the rest",
+    )
     return parser
 
 
@@ -104,7 +177,10 @@ def build_fine_tuning_parser() -> argparse.ArgumentParser:
     parser = build_downstream_parser(
         "Fine-tuning over windows of consecutive epochs: backbone with new LoRA + residual Mamba2 temporal context "
         "+ MLP head at every position; or, with --init random, the same architecture from scratch. Model selection "
-        "on `val`, one evaluation on `test` (every epoch exactly once).", DEFAULTS, extra=[add_fine_tuning_args])
+        "on `val`, one evaluation on `test` (every epoch exactly once).",
+        DEFAULTS,
+        extra=[add_fine_tuning_args],
+    )
     parser.prog = script_prog(__file__)
     return mark_required(parser, "task")
 
@@ -128,8 +204,9 @@ class LabelledWindows(Dataset):
                 masks.append(mask)
                 self.window_epochs.append((rid, window))  # (recording, epoch numbers (T,)) of each kept window
         if not index:
-            raise UsageError("no training window holds a selected labelled epoch (raise --label-fraction or "
-                             "--train-subjects)")
+            raise UsageError(
+                "no training window holds a selected labelled epoch (raise --label-fraction or --train-subjects)"
+            )
         self.windows, self.index, self.masks = windows, np.asarray(index), np.stack(masks)  # masks (n, T)
         self.counts = selected.class_counts()
         self.recordings, self.subjects = selected.recordings, selected.subjects
@@ -161,9 +238,17 @@ class VectorWindows(Dataset):
         return {"vectors": self.store.windows([recording], epochs[None])[0], "label": torch.from_numpy(label)}
 
 
-def train_context_phase(cfg: argparse.Namespace, ctx, model: TemporalClassifier, source, channels: list[str],
-                        train_set: LabelledWindows, selected: EpochDataset, val_recordings: list[str],
-                        weights: torch.Tensor | None) -> dict | None:
+def train_context_phase(
+    cfg: argparse.Namespace,
+    ctx,
+    model: TemporalClassifier,
+    source,
+    channels: list[str],
+    train_set: LabelledWindows,
+    selected: EpochDataset,
+    val_recordings: list[str],
+    weights: torch.Tensor | None,
+) -> dict | None:
     """Phase 1: the context and head of `model` trained on cached frozen vectors, selected on `val` (kept in
     --out/context_phase). Loads the selected weights into `model`; returns their `val_*` metrics (None if no
     epoch had a finite score)."""
@@ -175,8 +260,14 @@ def train_context_phase(cfg: argparse.Namespace, ctx, model: TemporalClassifier,
     phase_cfg.max_minutes = cfg.max_minutes * cfg.context_budget_share if cfg.max_minutes else 0.0
     # the model's own encoder: its new LoRA adapters start at B = 0, so in eval mode it gives exactly the frozen
     # backbone's vectors (the same ones the linear probe caches)
-    store = encode_store(cfg, model.encoder.to(ctx.device), source, channels,
-                         sorted(set(train_set.recordings) | set(val_recordings)), ctx.device)
+    store = encode_store(
+        cfg,
+        model.encoder.to(ctx.device),
+        source,
+        channels,
+        sorted(set(train_set.recordings) | set(val_recordings)),
+        ctx.device,
+    )
     vectors = VectorWindows(train_set, selected, store)
     if len(vectors) < phase_cfg.batch_size:
         phase_cfg.batch_size = max(2, len(vectors))
@@ -185,15 +276,28 @@ def train_context_phase(cfg: argparse.Namespace, ctx, model: TemporalClassifier,
     n_classes = TASKS[cfg.task]
 
     def predict_val(module, device):
-        predictions = predict_tiles(store, val_recordings, cfg.epochs_per_window,
-                                    lambda x: module(x.to(device)).float().softmax(dim=-1), val_labels, n_classes)
+        predictions = predict_tiles(
+            store,
+            val_recordings,
+            cfg.epochs_per_window,
+            lambda x: module(x.to(device)).float().softmax(dim=-1),
+            val_labels,
+            n_classes,
+        )
         return predictions.true, predictions.probabilities
 
     print(f"phase 1: context + head on frozen vectors, {len(vectors)} windows, {cfg.context_passes} passes", flush=True)
     monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
-    summary = fit_and_select(phase_cfg, ctx, head, vectors, model_kind=CONTEXT_HEAD,
-                             loss=ClassificationLoss(weights, input_key="vectors"), monitor=monitor,
-                             metadata={"task": cfg.task, "channels": channels, "phase": "context"})
+    summary = fit_and_select(
+        phase_cfg,
+        ctx,
+        head,
+        vectors,
+        model_kind=CONTEXT_HEAD,
+        loss=ClassificationLoss(weights, input_key="vectors"),
+        monitor=monitor,
+        metadata={"task": cfg.task, "channels": channels, "phase": "context"},
+    )
     if not summary.get("best_checkpoint"):
         return None
     checkpoint = load_checkpoint(summary["best_checkpoint"])
@@ -228,66 +332,120 @@ def run(argv: list[str] | None) -> int:
     source = resolve_backbone(cfg, cfg.data)
     channels, size = source.channels, cfg.epochs_per_window
     selected = epoch_dataset(cfg, "train", channels, training=True)
-    train_set = LabelledWindows(window_dataset(cfg, "train", channels, size, tiling=False, stride=cfg.stride,
-                                              training=True), selected)
+    train_set = LabelledWindows(
+        window_dataset(cfg, "train", channels, size, tiling=False, stride=cfg.stride, training=True), selected
+    )
     val_windows = window_dataset(cfg, val_split(cfg), channels, size, tiling=True)
     test_windows = window_dataset(cfg, "test", channels, size, tiling=True)
-    assert_no_test_leakage(cfg.data, {"training": train_set.windows.recordings,
-                                      "model selection": val_windows.recordings})
+    assert_no_test_leakage(
+        cfg.data, {"training": train_set.windows.recordings, "model selection": val_windows.recordings}
+    )
     if len(train_set) < cfg.batch_size:
-        print(f"note: {len(train_set)} training windows < --batch-size {cfg.batch_size}; using batch size "
-              f"{max(2, len(train_set))}", flush=True)
+        print(
+            f"note: {len(train_set)} training windows < --batch-size {cfg.batch_size}; using batch size "
+            f"{max(2, len(train_set))}",
+            flush=True,
+        )
         cfg.batch_size = max(2, len(train_set))
     n_classes, pretrained = TASKS[cfg.task], cfg.init == "pretrained"
-    print(f"{cfg.method} | task {cfg.task} | backbone {source.name} | channels {', '.join(channels)} | train "
-          f"{len(train_set)} windows of {size} epochs, {int(train_set.counts.sum())} labelled epochs of "
-          f"{len(train_set.subjects)} subjects (per class {train_set.counts.tolist()}) | val "
-          f"{len(val_windows.recordings)} recordings | test {len(test_windows.recordings)} recordings", flush=True)
+    print(
+        f"{cfg.method} | task {cfg.task} | backbone {source.name} | channels {', '.join(channels)} | train "
+        f"{len(train_set)} windows of {size} epochs, {int(train_set.counts.sum())} labelled epochs of "
+        f"{len(train_set.subjects)} subjects (per class {train_set.counts.tolist()}) | val "
+        f"{len(val_windows.recordings)} recordings | test {len(test_windows.recordings)} recordings",
+        flush=True,
+    )
 
     ctx = setup_run(cfg)
     try:
         lora = LoraSettings(cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_rslora)
-        encoder = EpochEncoder(source.instantiate(), channels, mode="lora" if pretrained else "full", lora=lora,
-                               tune_fusion=cfg.tune_fusion)
-        context = {"norm": cfg.context_norm, "backend": cfg.mamba_backend, "d_state": cfg.mamba_d_state,
-                   "d_conv": cfg.mamba_d_conv, "expand": cfg.mamba_expand, "headdim": cfg.mamba_headdim}
+        encoder = EpochEncoder(
+            source.instantiate(),
+            channels,
+            mode="lora" if pretrained else "full",
+            lora=lora,
+            tune_fusion=cfg.tune_fusion,
+        )
+        context = {
+            "norm": cfg.context_norm,
+            "backend": cfg.mamba_backend,
+            "d_state": cfg.mamba_d_state,
+            "d_conv": cfg.mamba_d_conv,
+            "expand": cfg.mamba_expand,
+            "headdim": cfg.mamba_headdim,
+        }
         if (cfg.mamba_expand * encoder.embed_dim) % cfg.mamba_headdim:
-            raise UsageError(f"--mamba-headdim {cfg.mamba_headdim} must divide --mamba-expand x "
-                             f"{encoder.embed_dim} (the backbone's width)")
-        model = TemporalClassifier(encoder, MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout),
-                                   context)
+            raise UsageError(
+                f"--mamba-headdim {cfg.mamba_headdim} must divide --mamba-expand x "
+                f"{encoder.embed_dim} (the backbone's width)"
+            )
+        model = TemporalClassifier(
+            encoder, MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout), context
+        )
         if cfg.debias_batchnorm:
             debias_batchnorm(model)
         weights = class_weights(train_set.counts, cfg.class_weights)
         loss = ClassificationLoss(weights, channels=channels)
         phase_started, initial_best = time.monotonic(), None
         if pretrained and cfg.context_passes > 0:
-            initial_best = train_context_phase(cfg, ctx, model, source, channels, train_set, selected,
-                                               val_windows.recordings, weights)
+            initial_best = train_context_phase(
+                cfg, ctx, model, source, channels, train_set, selected, val_windows.recordings, weights
+            )
             if cfg.max_minutes:  # phase 2 gets what phase 1 left of the budget (at least a tenth of it)
                 used = (time.monotonic() - phase_started) / 60
                 cfg.max_minutes = max(cfg.max_minutes - used, 0.1 * cfg.max_minutes)
         batch_size = eval_batch_size(cfg)
 
         def predict_val(model, device):
-            predictions = predict_windows(val_windows, window_predictor(model, device, channels, cfg), n_classes,
-                                          batch_size, cfg.workers, cfg.progress)
+            predictions = predict_windows(
+                val_windows,
+                window_predictor(model, device, channels, cfg),
+                n_classes,
+                batch_size,
+                cfg.workers,
+                cfg.progress,
+            )
             return predictions.true, predictions.probabilities
 
         def predict_test(model, device):
-            return predict_windows(test_windows, window_predictor(model, device, channels, cfg), n_classes,
-                                   batch_size, cfg.workers, cfg.progress)
+            return predict_windows(
+                test_windows,
+                window_predictor(model, device, channels, cfg),
+                n_classes,
+                batch_size,
+                cfg.workers,
+                cfg.progress,
+            )
 
         monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
-        metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method,
-                    "epochs_per_window": size}
-        summary = fit_and_select(cfg, ctx, model, train_set, model_kind=TEMPORAL_CLASSIFIER, loss=loss,
-                                 monitor=monitor, metadata=metadata, initial_best=initial_best)
-        info = run_info(cfg, channels, train_summary(train_set.counts, train_set.recordings, train_set.subjects),
-                        source)
-        info["windows"] = {"epochs_per_window": size, "train_stride": cfg.stride, "train_windows": len(train_set),
-                           "evaluation": "tiling: windows at 0, T, 2T, ... + one aligned to the recording end; "
-                                         "each epoch predicted once, by the earlier window where they overlap"}
+        metadata = {
+            "task": cfg.task,
+            "channels": channels,
+            "backbone": source.provenance,
+            "method": cfg.method,
+            "epochs_per_window": size,
+        }
+        summary = fit_and_select(
+            cfg,
+            ctx,
+            model,
+            train_set,
+            model_kind=TEMPORAL_CLASSIFIER,
+            loss=loss,
+            monitor=monitor,
+            metadata=metadata,
+            initial_best=initial_best,
+        )
+        info = run_info(
+            cfg, channels, train_summary(train_set.counts, train_set.recordings, train_set.subjects), source
+        )
+        info["windows"] = {
+            "epochs_per_window": size,
+            "train_stride": cfg.stride,
+            "train_windows": len(train_set),
+            "evaluation": "tiling: windows at 0, T, 2T, ... + one aligned to the recording end; "
+            "each epoch predicted once, by the earlier window where they overlap",
+        }
         finish_run(cfg, ctx, model, summary, predict_test, info)
     finally:
         cleanup(ctx)

@@ -21,6 +21,7 @@ predicted once with best.pt; every test epoch once. Outputs in --out (default
 runs/downstream/<method>/<task>-lf<fraction>-seed<seed>): config.json, log.jsonl, steps.jsonl, last.pt, best.pt,
 metrics.json, predictions.parquet, confusion_matrix.png, results.md (and hypnogram PNGs for staging).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,10 +33,27 @@ import torch
 
 from dataset.constants import TASKS
 from downstream.common import (
-    ClassificationLoss, SelectionMonitor, apply_epochs, assert_no_test_leakage, build_downstream_parser,
-    class_weights, encode_store, epoch_dataset, epochwise, eval_batch_size, finish_run, fit_and_select,
-    parse_downstream, predict_stored_epochs, predict_windows, resolve_backbone, run_info, stored_features,
-    train_summary, val_split, window_dataset,
+    ClassificationLoss,
+    SelectionMonitor,
+    apply_epochs,
+    assert_no_test_leakage,
+    build_downstream_parser,
+    class_weights,
+    encode_store,
+    epoch_dataset,
+    epochwise,
+    eval_batch_size,
+    finish_run,
+    fit_and_select,
+    parse_downstream,
+    predict_stored_epochs,
+    predict_windows,
+    resolve_backbone,
+    run_info,
+    stored_features,
+    train_summary,
+    val_split,
+    window_dataset,
 )
 from models.heads import EPOCH_CLASSIFIER, MLP_HEAD, EpochClassifier, EpochEncoder, MLPHead
 from utils.batchnorm import debias_batchnorm
@@ -46,8 +64,13 @@ from utils.engine import autocast_context, read_resume_checkpoint, setup_run
 # The head trains on cached vectors, so epochs cost milliseconds: small batches and many epochs give enough
 # optimizer steps at 1-5 % labels (batch 256 x 30 epochs was 30 steps at 5 % labels and val kappa still rising).
 # lr is the base rate of the engine's rule: 8e-3 x 32 / 256 = 1e-3. Raise --batch-size for millions of labels.
-DEFAULTS: dict[str, Any] = {"passes": 100, "batch_size": 32, "base_lr": 8e-3, "weight_decay": 1e-3,
-                            "warmup_passes": 1.0}
+DEFAULTS: dict[str, Any] = {
+    "passes": 100,
+    "batch_size": 32,
+    "base_lr": 8e-3,
+    "weight_decay": 1e-3,
+    "warmup_passes": 1.0,
+}
 # --init random trains ~1.8 M weights end to end: small batches for many steps (lr scaled to 5e-4 at batch 32).
 SCRATCH_DEFAULTS: dict[str, Any] = {**DEFAULTS, "passes": 30, "batch_size": 32, "base_lr": 4e-3, "warmup_passes": 0.1}
 TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only: the probe sees one epoch)
@@ -76,7 +99,8 @@ def build_probe_parser(init: str = "pretrained"):
         "Linear probe: frozen pretrained backbone (representations cached once per split) + MLP head; or, with "
         "--init random, the same architecture trained from scratch (own defaults: batch 32, base lr 4e-3, warmup "
         "0.1 pass). Model selection on `val`, one evaluation on `test`.",
-        SCRATCH_DEFAULTS if init == "random" else DEFAULTS)
+        SCRATCH_DEFAULTS if init == "random" else DEFAULTS,
+    )
     parser.prog = script_prog(__file__)
     return mark_required(parser, "task")
 
@@ -101,14 +125,20 @@ def run(argv: list[str] | None) -> int:
     test_windows = window_dataset(cfg, "test", channels, TEST_WINDOW, tiling=True)
     assert_no_test_leakage(cfg.data, {"training": train_set.recordings, "model selection": val_set.recordings})
     if len(train_set) < cfg.batch_size:
-        print(f"note: {len(train_set)} training epochs < --batch-size {cfg.batch_size}; using batch size "
-              f"{max(2, len(train_set))}", flush=True)
+        print(
+            f"note: {len(train_set)} training epochs < --batch-size {cfg.batch_size}; using batch size "
+            f"{max(2, len(train_set))}",
+            flush=True,
+        )
         cfg.batch_size = max(2, len(train_set))
     n_classes, frozen = TASKS[cfg.task], cfg.init == "pretrained"
     counts = train_set.class_counts()
-    print(f"{cfg.method} | task {cfg.task} | backbone {source.name} | channels {', '.join(channels)} | train "
-          f"{len(train_set)} labelled epochs of {len(train_set.subjects)} subjects (per class {counts.tolist()}) | "
-          f"val {len(val_set)} epochs | test {len(test_windows.recordings)} recordings", flush=True)
+    print(
+        f"{cfg.method} | task {cfg.task} | backbone {source.name} | channels {', '.join(channels)} | train "
+        f"{len(train_set)} labelled epochs of {len(train_set.subjects)} subjects (per class {counts.tolist()}) | "
+        f"val {len(val_set)} epochs | test {len(test_windows.recordings)} recordings",
+        flush=True,
+    )
 
     ctx = setup_run(cfg)
     try:
@@ -121,50 +151,72 @@ def run(argv: list[str] | None) -> int:
         if frozen:
             # every val and test epoch (and, with --cache-dir, every epoch of the train recordings) encoded once
             wanted = set(val_set.recordings) | set(test_windows.recordings)
-            store = encode_store(cfg, encoder, source, channels,
-                                 sorted(wanted | (set(train_set.recordings) if cfg.cache_dir else set())), ctx.device)
-            cached_train = (stored_features(store, train_set) if cfg.cache_dir
-                            else apply_epochs(encoder, train_set, channels, ctx.device, cfg))  # (N, D) + labels
+            store = encode_store(
+                cfg,
+                encoder,
+                source,
+                channels,
+                sorted(wanted | (set(train_set.recordings) if cfg.cache_dir else set())),
+                ctx.device,
+            )
+            cached_train = (
+                stored_features(store, train_set)
+                if cfg.cache_dir
+                else apply_epochs(encoder, train_set, channels, ctx.device, cfg)
+            )  # (N, D) + labels
             cached_val = stored_features(store, val_set)
-            print(f"cached representations: train {tuple(cached_train.features.shape)}, "
-                  f"val {tuple(cached_val.features.shape)}", flush=True)
+            print(
+                f"cached representations: train {tuple(cached_train.features.shape)}, "
+                f"val {tuple(cached_val.features.shape)}",
+                flush=True,
+            )
 
             def predict_val(model, device):
-                logits = torch.cat([model(chunk.to(device)).float().cpu()
-                                    for chunk in cached_val.features.split(batch_size)])  # (N, C)
+                logits = torch.cat(
+                    [model(chunk.to(device)).float().cpu() for chunk in cached_val.features.split(batch_size)]
+                )  # (N, C)
                 return cached_val.labels.numpy(), logits.softmax(dim=1).numpy()
 
             def predict_test(model, device):  # stored vectors, every test epoch once
-                return predict_stored_epochs(cfg, store, test_windows, channels,
-                                             lambda x: model(x.to(device)).float().softmax(dim=-1))
+                return predict_stored_epochs(
+                    cfg, store, test_windows, channels, lambda x: model(x.to(device)).float().softmax(dim=-1)
+                )
 
             fit_cfg = copy.copy(cfg)
             fit_cfg.workers = 0  # cached tensors: no loader workers needed
             model, kind, train_data = head, MLP_HEAD, cached_train
             loss = ClassificationLoss(weights, input_key="features")
         else:
+
             def probabilities(model, signals, device):  # {channel: (n, 3000)} -> (n, C), as in training
                 signals = {ch: x.to(device, non_blocking=True) for ch, x in signals.items()}
                 with autocast_context(device, cfg.amp, cfg.amp_dtype):
                     return model(signals).float().softmax(dim=-1)
 
             def predict_val(model, device):
-                out = apply_epochs(lambda signals: probabilities(model, signals, device), val_set, channels, device,
-                                   cfg)
+                out = apply_epochs(
+                    lambda signals: probabilities(model, signals, device), val_set, channels, device, cfg
+                )
                 return out.labels.numpy(), out.features.numpy()
 
             def predict_test(model, device):
-                return predict_windows(test_windows, epochwise(lambda signals: probabilities(model, signals, device),
-                                                               channels), n_classes, window_batch, cfg.workers,
-                                       cfg.progress)
+                return predict_windows(
+                    test_windows,
+                    epochwise(lambda signals: probabilities(model, signals, device), channels),
+                    n_classes,
+                    window_batch,
+                    cfg.workers,
+                    cfg.progress,
+                )
 
             fit_cfg, model, kind, train_data = cfg, EpochClassifier(encoder, head), EPOCH_CLASSIFIER, train_set
             loss = ClassificationLoss(weights, channels=channels)
         if cfg.debias_batchnorm:
             debias_batchnorm(model)
         monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
-        summary = fit_and_select(fit_cfg, ctx, model, train_data, model_kind=kind, loss=loss, monitor=monitor,
-                                 metadata=metadata)
+        summary = fit_and_select(
+            fit_cfg, ctx, model, train_data, model_kind=kind, loss=loss, monitor=monitor, metadata=metadata
+        )
         info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects), source)
         finish_run(cfg, ctx, model, summary, predict_test, info)
     finally:

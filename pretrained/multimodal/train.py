@@ -20,13 +20,15 @@ folder, an unreadable or wrong-kind checkpoint, an unusable --out) is checked be
 as one `error:` line, exit status 2; config.json follows the rule of utils/config.py. Multi-GPU / multi-node:
 `torchrun --nproc_per_node G pretrained/multimodal/train.py ...`.
 """
+
 from __future__ import annotations
 
 import argparse
 import warnings
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -46,8 +48,12 @@ from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
 MODEL_KIND = SYNTHSLEEPNET
 UNIMODAL_MODALITIES: tuple[str, ...] = ENCODER_MODALITIES  # eeg, eog, emg, ecg, airflow, thor, abdo, spo2
-DEFAULTS: dict[str, Any] = {"channels": list(EPHYS_CHANNELS), "out": Path("runs") / "multimodal",
-                            "monitor_target": "stage", "base_lr": 1e-4}
+DEFAULTS: dict[str, Any] = {
+    "channels": list(EPHYS_CHANNELS),
+    "out": Path("runs") / "multimodal",
+    "monitor_target": "stage",
+    "base_lr": 1e-4,
+}
 
 
 def parse_unimodal(text: str | Mapping[str, str]) -> dict[str, str]:
@@ -74,10 +80,13 @@ def parse_unimodal(text: str | Mapping[str, str]) -> dict[str, str]:
 def add_multimodal_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("multimodal")
     group.add_argument(
-        "--unimodal", type=parse_unimodal, default=None, metavar="MOD=RUN,...",
+        "--unimodal",
+        type=parse_unimodal,
+        default=None,
+        metavar="MOD=RUN,...",
         help="pretrained unimodal NeuroNets: eeg=RUN,eog=RUN,emg=RUN,ecg=RUN (and airflow, thor, abdo, spo2 for the "
-             "respiratory channels); RUN = run directory (best.pt, else last.pt) or checkpoint file; the modalities "
-             "of --channels are required (not when resuming)",
+        "respiratory channels); RUN = run directory (best.pt, else last.pt) or checkpoint file; the modalities "
+        "of --channels are required (not when resuming)",
     )
     return parser
 
@@ -85,10 +94,12 @@ def add_multimodal_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 def build_multimodal_parser() -> argparse.ArgumentParser:
     return build_parser(
         description="SynthSleepNet multimodal self-supervised pretraining: frozen unimodal NeuroNet encoders with "
-                    "LoRA, per-channel adapters, masked fusion transformer, per-channel decoders and cross-modal "
-                    "contrastive loss, on the 'pretrain' split; best.pt selected by a k-NN probe on the fusion "
-                    "representation (train -> val).",
-        defaults=DEFAULTS, add_options=[add_knn_args, add_multimodal_args], prog=script_prog(__file__),
+        "LoRA, per-channel adapters, masked fusion transformer, per-channel decoders and cross-modal "
+        "contrastive loss, on the 'pretrain' split; best.pt selected by a k-NN probe on the fusion "
+        "representation (train -> val).",
+        defaults=DEFAULTS,
+        add_options=[add_knn_args, add_multimodal_args],
+        prog=script_prog(__file__),
     )
 
 
@@ -127,8 +138,10 @@ def load_unimodal(runs: Mapping[str, str], needed: set[str]) -> tuple[dict[str, 
         provenance[modality] = {"path": where, "sha256": sha256_file(where), "step": checkpoint.get("step")}
         samples = CHANNEL_BY_NAME[MODALITY_CHANNELS[modality][0]].epoch_samples  # 3000 at 100 Hz, 300 at 10 Hz
         if nets[modality].framer.n_samples != samples:
-            raise UsageError(f"--unimodal {modality}={where}: encoder takes {nets[modality].framer.n_samples}-sample "
-                             f"epochs, the {modality} data has {samples}")
+            raise UsageError(
+                f"--unimodal {modality}={where}: encoder takes {nets[modality].framer.n_samples}-sample "
+                f"epochs, the {modality} data has {samples}"
+            )
     return nets, provenance
 
 
@@ -142,14 +155,19 @@ def open_split(cfg: argparse.Namespace, split: str, task: str | None = None) -> 
             raise UsageError(f"{cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
     if dataset.skipped:
         reasons = Counter(dataset.skipped.values())
-        print(f"{split}: skipped {len(dataset.skipped)} recording(s): "
-              + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()), flush=True)
+        print(
+            f"{split}: skipped {len(dataset.skipped)} recording(s): "
+            + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()),
+            flush=True,
+        )
     return dataset
 
 
 def describe(dataset: EpochDataset) -> str:
-    return (f"{len(dataset)} epochs x {len(dataset.channels)} channels from {len(dataset.recordings)} recordings, "
-            f"{len(dataset.subjects)} subjects")
+    return (
+        f"{len(dataset)} epochs x {len(dataset.channels)} channels from {len(dataset.recordings)} recordings, "
+        f"{len(dataset.subjects)} subjects"
+    )
 
 
 class StackedChannels(Dataset):
@@ -186,8 +204,9 @@ class ChannelLoss:
 
 def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | None:
     """k-NN probe of the fusion representation over labelled `train` -> `val` epochs (rank 0 only)."""
-    return monitor_on_splits(cfg, ctx.is_main, open_split, describe,
-                             wrap=lambda split_set: StackedChannels(split_set, cfg.channels))
+    return monitor_on_splits(
+        cfg, ctx.is_main, open_split, describe, wrap=lambda split_set: StackedChannels(split_set, cfg.channels)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,12 +242,18 @@ def run(argv: list[str] | None) -> int:
     if cfg.unimodal is not None:
         nets, provenance = load_unimodal(cfg.unimodal, set(channel_modality.values()))
     elif resume_from is None:
-        parser.error("--unimodal is required (e.g. --unimodal eeg=runs/unimodal/eeg,eog=runs/unimodal/eog,"
-                     "emg=runs/unimodal/emg,ecg=runs/unimodal/ecg)")
+        parser.error(
+            "--unimodal is required (e.g. --unimodal eeg=runs/unimodal/eeg,eog=runs/unimodal/eog,"
+            "emg=runs/unimodal/emg,ecg=runs/unimodal/ecg)"
+        )
     else:  # encoder configs from the checkpoint; fit restores the weights
         try:
-            config = synthsleepnet_config(cfg.preset, channels=cfg.channels, **cfg.model_args,
-                                          encoders=resumed["model_config"].get("encoders", {}))
+            config = synthsleepnet_config(
+                cfg.preset,
+                channels=cfg.channels,
+                **cfg.model_args,
+                encoders=resumed["model_config"].get("encoders", {}),
+            )
         except ValueError as err:
             parser.error(f"--resume {resume_from}: {err}")
         provenance = (resumed.get("metadata") or {}).get("unimodal")
@@ -249,11 +274,25 @@ def run(argv: list[str] | None) -> int:
             debias_batchnorm(model)
         if ctx.is_main:
             print(model.summary(), flush=True)
-        fit(cfg, model, train_set, ctx=ctx, model_kind=MODEL_KIND, model_config=model.config.to_dict(),
-            compute_loss=ChannelLoss(cfg.channels), monitor=monitor, monitor_metric=cfg.monitor_metric,
+        fit(
+            cfg,
+            model,
+            train_set,
+            ctx=ctx,
+            model_kind=MODEL_KIND,
+            model_config=model.config.to_dict(),
+            compute_loss=ChannelLoss(cfg.channels),
+            monitor=monitor,
+            monitor_metric=cfg.monitor_metric,
             monitor_mode="max",
-            metadata={"channels": list(cfg.channels), "channel_modality": channel_modality, "unimodal": provenance,
-                      "probe_target": cfg.monitor_target, "representation": "mean fusion token"})
+            metadata={
+                "channels": list(cfg.channels),
+                "channel_modality": channel_modality,
+                "unimodal": provenance,
+                "probe_target": cfg.monitor_target,
+                "representation": "mean fusion token",
+            },
+        )
     finally:
         cleanup(ctx)
     return 0

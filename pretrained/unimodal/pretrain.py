@@ -24,6 +24,7 @@ unreadable or wrong-kind checkpoint, an unusable --out) is checked before anythi
 `error:` line, exit status 2; config.json follows the rule of utils/config.py. Multi-GPU / multi-node:
 `torchrun --nproc_per_node G pretrained/unimodal/eeg/train.py ...`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,16 @@ from utils.engine import fit, read_resume_checkpoint, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
 
 MODEL_KIND = NEURONET
-PROBE_TARGET_BY_MODALITY: dict[str, str] = {"eeg": "stage", "eog": "stage", "emg": "wake_sleep", "ecg": "apnea",
-                                             "airflow": "hypopnea", "thor": "apnea", "abdo": "apnea", "spo2": "apnea"}
+PROBE_TARGET_BY_MODALITY: dict[str, str] = {
+    "eeg": "stage",
+    "eog": "stage",
+    "emg": "wake_sleep",
+    "ecg": "apnea",
+    "airflow": "hypopnea",
+    "thor": "apnea",
+    "abdo": "apnea",
+    "spo2": "apnea",
+}
 MODALITIES: tuple[str, ...] = ENCODER_MODALITIES  # the data vocabulary's list (dataset/constants.py)
 assert set(PROBE_TARGET_BY_MODALITY) == set(MODALITIES), "a modality without a probe target"
 
@@ -53,8 +62,11 @@ def modality_defaults(modality: str) -> dict[str, Any]:
     """The options a modality's train.py sets: its channels, probe target and run directory."""
     if modality not in PROBE_TARGET_BY_MODALITY:
         raise ValueError(f"unknown modality {modality!r}; choose one of {', '.join(MODALITIES)}")
-    return {"channels": list(MODALITY_CHANNELS[modality]), "monitor_target": PROBE_TARGET_BY_MODALITY[modality],
-            "out": Path("runs") / "unimodal" / modality}
+    return {
+        "channels": list(MODALITY_CHANNELS[modality]),
+        "monitor_target": PROBE_TARGET_BY_MODALITY[modality],
+        "out": Path("runs") / "unimodal" / modality,
+    }
 
 
 def modality_rate(modality: str) -> int:
@@ -71,19 +83,24 @@ def build_pretrain_parser(modality: str) -> argparse.ArgumentParser:
     defaults = modality_defaults(modality)
     return build_parser(
         description=f"NeuroNet self-supervised pretraining on {modality.upper()}: channels "
-                    f"{', '.join(defaults['channels'])} pooled as single-channel samples of the 'pretrain' split; "
-                    f"best.pt selected by a k-NN probe ({defaults['monitor_target']}) fitted on 'train', "
-                    "scored on 'val'.",
-        defaults=defaults, add_options=[add_knn_args, add_objective_args],
+        f"{', '.join(defaults['channels'])} pooled as single-channel samples of the 'pretrain' split; "
+        f"best.pt selected by a k-NN probe ({defaults['monitor_target']}) fitted on 'train', "
+        "scored on 'val'.",
+        defaults=defaults,
+        add_options=[add_knn_args, add_objective_args],
         prog=script_prog(f"pretrained/unimodal/{modality}/train.py"),
     )
 
 
 def add_objective_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("NeuroNet objective")
-    group.add_argument("--detach-target", action=argparse.BooleanOptionalAction, default=False,
-                       help="stop gradients through the reconstruction target (frame tokens); default off, as "
-                            "published (docs/models.md §3.1)")
+    group.add_argument(
+        "--detach-target",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="stop gradients through the reconstruction target (frame tokens); default off, as "
+        "published (docs/models.md §3.1)",
+    )
     return parser
 
 
@@ -95,11 +112,14 @@ def _check_channels(channels: list[str], modality: str) -> None:
             raise UsageError(f"--channels: unknown channel {name!r}; canonical names: {', '.join(CHANNEL_BY_NAME)}")
         if spec.target_fs != rate:
             kind = "electrophysiology" if spec.electrophysiology else "respiratory"
-            raise UsageError(f"--channels: {name} is a {spec.target_fs} Hz {kind} channel; the {modality} NeuroNet "
-                             f"takes {EPOCH_S * rate}-sample epochs at {rate} Hz")
+            raise UsageError(
+                f"--channels: {name} is a {spec.target_fs} Hz {kind} channel; the {modality} NeuroNet "
+                f"takes {EPOCH_S * rate}-sample epochs at {rate} Hz"
+            )
         if ENCODER_MODALITY[name] != modality:
-            print(f"note: channel {name} ({ENCODER_MODALITY[name]}) is pretrained with the {modality} model",
-                  flush=True)
+            print(
+                f"note: channel {name} ({ENCODER_MODALITY[name]}) is pretrained with the {modality} model", flush=True
+            )
 
 
 def open_split(cfg: argparse.Namespace, split: str, task: str | None = None, report: bool = True) -> EpochDataset:
@@ -113,14 +133,19 @@ def open_split(cfg: argparse.Namespace, split: str, task: str | None = None, rep
             raise UsageError(f"{cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
     if dataset.skipped and report:
         reasons = Counter(dataset.skipped.values())
-        print(f"{split}: skipped {len(dataset.skipped)} recording(s): "
-              + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()), flush=True)
+        print(
+            f"{split}: skipped {len(dataset.skipped)} recording(s): "
+            + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()),
+            flush=True,
+        )
     return dataset
 
 
 def describe(dataset: EpochDataset) -> str:
-    return (f"{len(dataset)} single-channel epochs of {', '.join(dataset.channels)} from "
-            f"{len(dataset.recordings)} recordings, {len(dataset.subjects)} subjects")
+    return (
+        f"{len(dataset)} single-channel epochs of {', '.join(dataset.channels)} from "
+        f"{len(dataset.recordings)} recordings, {len(dataset.subjects)} subjects"
+    )
 
 
 def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | None:
@@ -144,8 +169,10 @@ def run(argv: list[str] | None, modality: str) -> int:
         parser.error(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
     _check_channels(cfg.channels, modality)
     try:
-        model_config = neuronet_config(cfg.preset, **{**modality_geometry(modality, cfg.preset),
-                                                      "detach_target": cfg.detach_target, **cfg.model_args})
+        model_config = neuronet_config(
+            cfg.preset,
+            **{**modality_geometry(modality, cfg.preset), "detach_target": cfg.detach_target, **cfg.model_args},
+        )
     except (ValueError, TypeError) as err:
         parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
     read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND)  # an unreadable checkpoint fails before any work
@@ -160,9 +187,18 @@ def run(argv: list[str] | None, modality: str) -> int:
             debias_batchnorm(model)
         if ctx.is_main:
             print(model.summary(), flush=True)
-        fit(cfg, model, train_set, ctx=ctx, model_kind=MODEL_KIND, model_config=model_config.to_dict(),
-            monitor=monitor, monitor_metric=cfg.monitor_metric, monitor_mode="max",
-            metadata={"modality": modality, "channels": list(cfg.channels), "probe_target": cfg.monitor_target})
+        fit(
+            cfg,
+            model,
+            train_set,
+            ctx=ctx,
+            model_kind=MODEL_KIND,
+            model_config=model_config.to_dict(),
+            monitor=monitor,
+            monitor_metric=cfg.monitor_metric,
+            monitor_mode="max",
+            metadata={"modality": modality, "channels": list(cfg.channels), "probe_target": cfg.monitor_target},
+        )
     finally:
         cleanup(ctx)
     return 0

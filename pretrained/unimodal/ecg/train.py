@@ -1,5 +1,6 @@
 """NeuroNet pretraining on ECG: `python pretrained/unimodal/ecg/train.py --data DST [--preset tiny|T|B] ...`
 (or `python -m pretrained.unimodal.ecg.train`). Options and outputs: pretrained/unimodal/pretrain.py, `--help`."""
+
 from pretrained.unimodal.pretrain import main
 
 if __name__ == "__main__":

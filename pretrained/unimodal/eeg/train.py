@@ -1,5 +1,6 @@
 """NeuroNet pretraining on EEG: `python pretrained/unimodal/eeg/train.py --data DST [--preset tiny|T|B] ...`
 (or `python -m pretrained.unimodal.eeg.train`). Options and outputs: pretrained/unimodal/pretrain.py, `--help`."""
+
 from pretrained.unimodal.pretrain import main
 
 if __name__ == "__main__":
