@@ -1,6 +1,6 @@
 """End-to-end demo on a freshly generated synthetic NSRR cohort (the README's `make demo`).
 
-Every stage is the project's own command-line script, run as a subprocess with tiny presets and a budget in
+Every stage is the project's own command-line script, run as a subprocess with small presets and a budget in
 passes over the data and optimizer steps (never wall-clock minutes: the same seed gives the same numbers on any
 machine), so the demo exercises exactly what a user runs on real data:
 
@@ -38,13 +38,17 @@ MODALITIES = ("eeg", "eog", "emg", "ecg")
 TASKS = ("sleep_stage", "apnea", "hypopnea")
 FRACTIONS = (0.05, 1.0)
 
-# Training budgets in passes over the training data (the lr schedule ends with them) and, for the LoRA phase of
-# fine-tuning, optimizer steps. With 12 pretraining nights of 2 h, one pass is 90 steps of 64 EEG or EOG samples
-# (two channels each) and 45 of EMG or ECG; about one minute per modality on 2 cores.
-UNIMODAL_PASSES = {"eeg": 2, "eog": 2, "emg": 3, "ecg": 3}
-MULTIMODAL_PASSES = 2  # 90 steps each at batch 32
+# The unimodal encoders use the `fast` preset: tiny's widths, but frame tokens from one convolution pass per
+# epoch, about 3x cheaper to train and to encode than `tiny` at the same probe quality (benchmarks/README.md);
+# the fusion model is SynthSleepNet `tiny`.
+UNIMODAL_PRESET, MULTIMODAL_PRESET = "fast", "tiny"
+# Training budgets in passes over the training data (the lr schedule ends with them). With 12 pretraining nights
+# of 2 h, one pass is 90 steps of 64 EEG or EOG samples (two channels each) and 45 of EMG or ECG; the probes of
+# the encoders level off after a few hundred steps of this size (benchmarks/ssl_variants.py).
+UNIMODAL_PASSES = {"eeg": 1, "eog": 1, "emg": 2, "ecg": 2}  # 90 steps each
+MULTIMODAL_PASSES = 1  # 90 steps at batch 32
 PROBE_PASSES = {0.05: 100, 1.0: 8}  # about 500 / 720 steps of the MLP head on cached vectors
-SCRATCH_PASSES = {0.05: 20, 1.0: 1}  # about 100 / 90 steps of the whole tiny model on the signals
+SCRATCH_PASSES = {0.05: 20, 1.0: 1}  # about 100 / 90 steps of the whole model on the signals
 FINE_TUNING_PASSES = 1  # LoRA phase; phase 1 (context + head on cached vectors) runs its default 30 passes
 EVENT_PROBE_STEPS = 300  # optimizer steps of the event probe's per-second head on cached backbone tokens
 
@@ -106,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     out = args.out
     src, dst, runs = out / "cohort", out / "parsed", out / "runs"
-    common = ("--preset", "tiny", "--workers", "0", "--seed", args.seed)
+    common = ("--workers", "0", "--seed", args.seed)
 
     _banner(f"1. generate {args.nights} synthetic nights of {args.hours:g} h -> {src}")
     _run(
@@ -134,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     with pd.option_context("display.width", 200, "display.max_columns", 30):
         print(label_statistics(dst).to_string(index=False))
 
-    _banner("3. unimodal NeuroNet pretraining (tiny preset)")
+    _banner(f"3. unimodal NeuroNet pretraining ({UNIMODAL_PRESET} preset)")
     for modality in MODALITIES:
         run = runs / "unimodal" / modality
         _run(
@@ -144,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
             "--out",
             run,
             *common,
+            "--preset",
+            UNIMODAL_PRESET,
             "--passes",
             UNIMODAL_PASSES[modality],
             "--batch-size",
@@ -152,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             done=run / "last.pt",
         )
 
-    _banner("4. SynthSleepNet multimodal pretraining (tiny preset)")
+    _banner(f"4. SynthSleepNet multimodal pretraining ({MULTIMODAL_PRESET} preset)")
     multimodal = runs / "multimodal"
     unimodal = ",".join(f"{m}={runs / 'unimodal' / m}" for m in MODALITIES)
     _run(
@@ -164,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
         "--out",
         multimodal,
         *common,
+        "--preset",
+        MULTIMODAL_PRESET,
         "--passes",
         MULTIMODAL_PASSES,
         "--batch-size",
