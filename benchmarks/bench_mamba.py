@@ -61,18 +61,21 @@ def cpu_case(d_model: int, batch: int, seqlen: int, naive: bool, threads: int, r
     return {"seconds": statistics.median(times), "min_seconds": min(times), "peak_mb": max(0.0, peak_mb - baseline_mb)}
 
 
+def sync(tensor: torch.Tensor) -> None:
+    """Wait for the GPU's queued work when `tensor` is on CUDA (timings must include it)."""
+    torch.cuda.synchronize() if tensor.is_cuda and torch.cuda.is_available() else None
+
+
 def cuda_case(d_model: int, batch: int, seqlen: int, backend: str, repeats: int) -> dict:
     block, u = build(d_model, batch, seqlen, "cuda", backend)
     step(block, u, naive=False)  # warm-up (Triton compiles here)
-    if u.is_cuda:
-        torch.cuda.synchronize()  # noqa: E701
+    sync(u)
     torch.cuda.reset_peak_memory_stats()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         step(block, u, naive=False)
-        if u.is_cuda:
-            torch.cuda.synchronize()  # noqa: E701
+        sync(u)
         times.append(time.perf_counter() - start)
     return {
         "seconds": statistics.median(times),

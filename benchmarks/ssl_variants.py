@@ -43,10 +43,8 @@ import pandas as pd
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssl_scaling import BATCH, budget_list, passes_for, run_script, write_json  # noqa: E402
-from unimodal_learning import linear_scores, prepare_cohort  # noqa: E402
-
+from benchmarks.ssl_scaling import BATCH, budget_list, passes_for, run_script, write_json
+from benchmarks.unimodal_learning import linear_scores, prepare_cohort
 from dataset.constants import MODALITY_CHANNELS  # noqa: E402
 from dataset.datasets import EpochDataset  # noqa: E402
 from downstream.evaluate import markdown_table  # noqa: E402

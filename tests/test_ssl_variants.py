@@ -3,7 +3,6 @@ table logic on hand-made inputs (fast) and the whole benchmark at its tiny size 
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,12 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from benchmarks import ssl_variants
 from models.neuronet import build_neuronet, frame_targets, neuronet_config
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import ssl_variants  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------- model option
