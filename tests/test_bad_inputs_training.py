@@ -6,7 +6,6 @@ one run of each real command line."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -23,6 +22,7 @@ from downstream.linear_probing import train as linear_probing
 from models.neuronet import build_neuronet, neuronet_config
 from pretrained.multimodal import train as multimodal
 from pretrained.unimodal import pretrain
+from tests.checks import assert_one_error_line, snapshot
 from utils.checkpoint import FORMAT_VERSION, atomic_save
 
 REPO = Path(__file__).resolve().parent.parent
@@ -218,23 +218,6 @@ CASES = (
     "config_bad_value",
     "out_below_a_file",
 )
-
-
-def snapshot(*roots: Path) -> dict[str, str]:
-    """sha256 of every file under `roots`."""
-    return {
-        str(path): hashlib.sha256(path.read_bytes()).hexdigest()
-        for root in roots
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
-
-
-def assert_one_error_line(stderr: str, expect: str) -> None:
-    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, stderr
-    assert expect in errors[0], errors[0]
-    assert "Traceback" not in stderr and "weights_only" not in stderr, stderr
 
 
 @pytest.mark.parametrize("case", CASES)
