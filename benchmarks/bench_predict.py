@@ -69,7 +69,7 @@ def setup(work: Path, methods: list[str], hours: float) -> tuple[dict[str, dict[
     from downstream.linear_probing import train as linear_probing
     from models.neuronet import build_neuronet, neuronet_config
     from models.synthsleepnet import DEFAULT_CHANNELS, build_synthsleepnet, synthsleepnet_config
-    from utils.checkpoint import FORMAT_VERSION, atomic_save, sha256_file
+    from utils.checkpoint import save_model_checkpoint, sha256_file
 
     data = work / "dst"
     if not (data / "splits.json").is_file():
@@ -81,29 +81,12 @@ def setup(work: Path, methods: list[str], hours: float) -> tuple[dict[str, dict[
         modality = {"eeg_c4": "eeg", "eeg_c3": "eeg", "eog_l": "eog", "eog_r": "eog", "emg": "emg", "ecg": "ecg"}
         nets = {m: build_neuronet(neuronet_config("tiny")) for m in set(modality.values())}
         model = build_synthsleepnet(synthsleepnet_config("tiny"), {ch: nets[modality[ch]] for ch in DEFAULT_CHANNELS})
-        atomic_save(
-            {
-                "format_version": FORMAT_VERSION,
-                "model_kind": "synthsleepnet",
-                "model_config": model.config.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": {},
-                "scheduler": {},
-                "scaler": {},
-                "epoch": 1,
-                "batch_in_epoch": 0,
-                "step": 1,
-                "rng": [],
-                "config": {},
-                "version": {},
-                "metrics": {},
-                "best": {},
-                "splits_sha256": sha256_file(data / "splits.json"),
-                "meter": {},
-                "world_size": 1,
-                "metadata": {},
-            },
+        save_model_checkpoint(
             backbone,
+            "synthsleepnet",
+            model.config.to_dict(),
+            model.state_dict(),
+            splits_sha256=sha256_file(data / "splits.json"),
         )
     quick = ["--workers", "0", "--no-progress", "--n-boot", "0", "--hypnograms", "0", "--resume", "none"]
     runs: dict[str, dict[str, Path]] = {}

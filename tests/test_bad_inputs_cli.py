@@ -23,7 +23,7 @@ from downstream import evaluate, predict
 from downstream.linear_probing import train as linear_probing
 from models.neuronet import build_neuronet, neuronet_config
 from tests.checks import assert_one_error_line, snapshot
-from utils.checkpoint import FORMAT_VERSION, atomic_save, sha256_file
+from utils.checkpoint import save_model_checkpoint, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = dict(frame_step_s=2.0, stem_channels=4, backbone_channels=(4, 8, 8, 16), frame_token_dim=32, encoder_depth=1)
@@ -53,29 +53,13 @@ def inputs(tmp_path_factory) -> Inputs:
     torch.manual_seed(0)
     net = build_neuronet(neuronet_config("tiny", **SMALL))
     backbone = root / "eeg.pt"
-    atomic_save(
-        {
-            "format_version": FORMAT_VERSION,
-            "model_kind": "neuronet",
-            "model_config": net.config.to_dict(),
-            "model": net.state_dict(),
-            "optimizer": {},
-            "scheduler": {},
-            "scaler": {},
-            "epoch": 1,
-            "batch_in_epoch": 0,
-            "step": 1,
-            "rng": [],
-            "config": {},
-            "version": {},
-            "metrics": {},
-            "best": {},
-            "splits_sha256": sha256_file(root / "dst" / "splits.json"),
-            "meter": {},
-            "world_size": 1,
-            "metadata": {"channels": ["eeg_c4"]},
-        },
+    save_model_checkpoint(
         backbone,
+        "neuronet",
+        net.config.to_dict(),
+        net.state_dict(),
+        metadata={"channels": ["eeg_c4"]},
+        splits_sha256=sha256_file(root / "dst" / "splits.json"),
     )
     run = root / "stage"
     code = linear_probing.main(

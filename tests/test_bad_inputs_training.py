@@ -23,7 +23,7 @@ from models.neuronet import build_neuronet, neuronet_config
 from pretrained.multimodal import train as multimodal
 from pretrained.unimodal import pretrain
 from tests.checks import assert_one_error_line, snapshot
-from utils.checkpoint import FORMAT_VERSION, atomic_save
+from utils.checkpoint import save_model_checkpoint
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPTS = {
@@ -38,30 +38,7 @@ ENGINE_SCRIPTS = ("unimodal", "multimodal", "probe", "fine_tuning")  # the ones 
 
 def engine_checkpoint(path: Path, kind: str, model_config: dict, model: dict, metadata: dict) -> Path:
     """A file with the keys utils/engine.py writes."""
-    atomic_save(
-        {
-            "format_version": FORMAT_VERSION,
-            "model_kind": kind,
-            "model_config": model_config,
-            "model": model,
-            "optimizer": {},
-            "scheduler": {},
-            "scaler": {},
-            "epoch": 1,
-            "batch_in_epoch": 0,
-            "step": 1,
-            "rng": [],
-            "config": {},
-            "version": {},
-            "metrics": {},
-            "best": {},
-            "splits_sha256": None,
-            "meter": {},
-            "world_size": 1,
-            "metadata": metadata,
-        },
-        path,
-    )
+    save_model_checkpoint(path, kind, model_config, model, metadata=metadata)
     return path
 
 

@@ -30,7 +30,7 @@ from models.loading import load_backbone, load_state_checked
 from models.lora import lora_parameters
 from models.neuronet import build_neuronet, neuronet_config
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
-from utils.checkpoint import FORMAT_VERSION, atomic_save, load_checkpoint, sha256_file
+from utils.checkpoint import load_checkpoint, save_model_checkpoint, sha256_file
 from utils.run_logging import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -58,29 +58,13 @@ def cohort(cohort_factory) -> Path:
 
 def save_engine_checkpoint(path: Path, kind: str, model: torch.nn.Module, metadata: dict, data: Path) -> Path:
     """A checkpoint with the keys utils/engine.py writes (optimizer state left empty)."""
-    atomic_save(
-        {
-            "format_version": FORMAT_VERSION,
-            "model_kind": kind,
-            "model_config": model.config.to_dict(),
-            "model": model.state_dict(),
-            "optimizer": {},
-            "scheduler": {},
-            "scaler": {},
-            "epoch": 1,
-            "batch_in_epoch": 0,
-            "step": 1,
-            "rng": [],
-            "config": {},
-            "version": {},
-            "metrics": {},
-            "best": {},
-            "splits_sha256": sha256_file(data / "splits.json"),
-            "meter": {},
-            "world_size": 1,
-            "metadata": metadata,
-        },
+    save_model_checkpoint(
         path,
+        kind,
+        model.config.to_dict(),
+        model.state_dict(),
+        metadata=metadata,
+        splits_sha256=sha256_file(data / "splits.json"),
     )
     return path
 

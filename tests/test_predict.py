@@ -21,7 +21,7 @@ from downstream.fine_tuning import train as fine_tuning
 from downstream.linear_probing import train as linear_probing
 from models.neuronet import build_neuronet, neuronet_config
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
-from utils.checkpoint import FORMAT_VERSION, atomic_save, sha256_file
+from utils.checkpoint import save_model_checkpoint, sha256_file
 from utils.metrics import estimate_ahi
 
 # A NeuroNet smaller than the tiny preset (14 frames, narrow CNN): a training step takes a fraction of a second.
@@ -49,29 +49,13 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         ("fusion", "synthsleepnet", fusion, {}),
     ):
         backbones[name] = root / f"{name}.pt"
-        atomic_save(
-            {
-                "format_version": FORMAT_VERSION,
-                "model_kind": kind,
-                "model_config": model.config.to_dict(),
-                "model": model.state_dict(),
-                "optimizer": {},
-                "scheduler": {},
-                "scaler": {},
-                "epoch": 1,
-                "batch_in_epoch": 0,
-                "step": 1,
-                "rng": [],
-                "config": {},
-                "version": {},
-                "metrics": {},
-                "best": {},
-                "splits_sha256": sha256_file(data / "splits.json"),
-                "meter": {},
-                "world_size": 1,
-                "metadata": metadata,
-            },
+        save_model_checkpoint(
             backbones[name],
+            kind,
+            model.config.to_dict(),
+            model.state_dict(),
+            metadata=metadata,
+            splits_sha256=sha256_file(data / "splits.json"),
         )
     out = {}
     for name, backbone, task in (

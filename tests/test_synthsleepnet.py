@@ -23,7 +23,7 @@ from models.synthsleepnet import (
     synthsleepnet_config,
 )
 from models.transformer import n_kept
-from utils.checkpoint import FORMAT_VERSION, atomic_save
+from utils.checkpoint import save_model_checkpoint
 
 MODALITY_OF = {"eeg_c4": "eeg", "eeg_c3": "eeg", "eog_l": "eog", "eog_r": "eog", "emg": "emg", "ecg": "ecg"}
 BATCH = 4
@@ -31,30 +31,7 @@ BATCH = 4
 
 def save_engine_checkpoint(path, kind: str, model_config: dict, model: torch.nn.Module, metadata: dict) -> None:
     """A checkpoint with the keys utils/engine.py writes (optimizer state left empty)."""
-    atomic_save(
-        {
-            "format_version": FORMAT_VERSION,
-            "model_kind": kind,
-            "model_config": model_config,
-            "model": model.state_dict(),
-            "optimizer": {},
-            "scheduler": {},
-            "scaler": {},
-            "epoch": 1,
-            "batch_in_epoch": 0,
-            "step": 1,
-            "rng": [],
-            "config": {},
-            "splits_sha256": None,
-            "version": {},
-            "metrics": {},
-            "best": {},
-            "meter": {},
-            "world_size": 1,
-            "metadata": metadata,
-        },
-        path,
-    )
+    save_model_checkpoint(path, kind, model_config, model.state_dict(), metadata=metadata)
 
 
 @pytest.fixture(scope="module")

@@ -136,6 +136,43 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def save_model_checkpoint(
+    path: str | Path,
+    kind: str,
+    model_config: dict,
+    state: dict,
+    metadata: dict | None = None,
+    splits_sha256: str | None = None,
+) -> Path:
+    """A model without training state (untrained, converted or imported weights) as a checkpoint with every key
+    the engine writes: optimizer, scheduler and scaler empty, one step of one pass. Readable by every script
+    that takes a `--backbone` or a run, as if the engine had written it."""
+    return atomic_save(
+        {
+            "format_version": FORMAT_VERSION,
+            "model_kind": kind,
+            "model_config": model_config,
+            "model": state,
+            "optimizer": {},
+            "scheduler": {},
+            "scaler": {},
+            "epoch": 1,
+            "batch_in_epoch": 0,
+            "step": 1,
+            "rng": [],
+            "config": {},
+            "version": {},
+            "metrics": {},
+            "best": {},
+            "splits_sha256": splits_sha256,
+            "meter": {},
+            "world_size": 1,
+            "metadata": metadata or {},
+        },
+        path,
+    )
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """The training checkpoint file at `path` (not a run directory), with every key a resume needs:
     `models.loading.read_checkpoint(path, required=TRAINING_KEYS)`; CheckpointError naming the file otherwise."""
