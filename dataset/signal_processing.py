@@ -386,12 +386,16 @@ def process_recording(
     annotations = read_annotations(xml_path, header) if xml_path is not None else None
     timings["read"] = time.perf_counter() - tick
     if annotations is None and not config.allow_unscored:
-        raise SkipRecording(f"{edf_path}: no NSRR XML annotation file (use --allow-unscored to write it unlabelled)")
+        raise SkipRecording(
+            f"{edf_path}: no annotation file (NSRR or Profusion XML, EDF+ hypnogram or hypnogram text beside it; "
+            "dataset/README.md, 'Pairing'); use --allow-unscored to write it unlabelled"
+        )
 
     found = find_channels(header, config.channels, config.channel_map, recording_id)
     ephys = [n for n in config.channels if CHANNEL_BY_NAME[n].electrophysiology]
     if not any(n in found for n in ephys):
-        looked = ", ".join(a for n in ephys for a in looked_for(n, config.channel_map, recording_id, header.labels))
+        labels = (a for n in ephys for a in looked_for(n, config.channel_map, recording_id, header.labels))
+        looked = ", ".join(dict.fromkeys(labels))  # each label once, in the order tried
         hint = nonstandard_hint(header.labels, recording_id)
         raise SkipRecording(
             f"{edf_path}: no electrophysiology channel (looked for {looked}; "
