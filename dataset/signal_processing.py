@@ -387,7 +387,7 @@ def process_recording(
     timings["read"] = time.perf_counter() - tick
     if annotations is None and not config.allow_unscored:
         raise SkipRecording(
-            f"{edf_path}: no annotation file (NSRR or Profusion XML, EDF+ hypnogram or hypnogram text beside it; "
+            f"{edf_path}: no NSRR XML or other annotation file (Profusion XML, EDF+ hypnogram or hypnogram text; "
             "dataset/README.md, 'Pairing'); use --allow-unscored to write it unlabelled"
         )
 
