@@ -10,8 +10,8 @@
    So the two folders share train, val and test exactly, and the extra nights are unlabelled in effect: they
    only ever reach the self-supervised objectives. Two data amounts: "own" (pretraining on OUT/data/own) and
    "own+<k>x" (on OUT/data/own+extra).
-2. Pretraining at each of `--budgets` (optimizer steps of each model, growing x4): the four tiny unimodal
-   NeuroNets (pretrained/unimodal/<m>/train.py), then the tiny SynthSleepNet over them
+2. Pretraining at each of `--budgets` (optimizer steps of each model, growing x4): the four unimodal
+   NeuroNets of `--preset` (pretrained/unimodal/<m>/train.py), then the tiny SynthSleepNet over them
    (pretrained/multimodal/train.py), each for the budget's steps. The training scripts define their lr cosine
    over whole passes (--passes) and have no option for a schedule that ends at a step count, so every run uses
    a fixed warmup (`--warmup-steps`) and then a CONSTANT lr (--min-lr-ratio 1), stopped by --max-steps: the
@@ -168,14 +168,16 @@ def prepare_data(args: argparse.Namespace) -> dict[str, Path]:
 
 
 # ---------------------------------------------------------------------------------------- pretraining
-def pretrain_args(args: argparse.Namespace, dst: Path, out: Path, steps: int, epochs: int, lr: float) -> list:
+def pretrain_args(
+    args: argparse.Namespace, dst: Path, out: Path, steps: int, epochs: int, lr: float, preset: str
+) -> list:
     return [
         "--data",
         dst,
         "--out",
         out,
         "--preset",
-        "tiny",
+        preset,
         "--passes",
         epochs,
         "--max-steps",
@@ -223,7 +225,7 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path, root: Path, budget: i
         epochs = passes_for(dst, MODALITY_CHANNELS[modality], max(args.budgets), pooled=True)
         cpu = run_script(
             f"pretrained/unimodal/{modality}/train.py",
-            *pretrain_args(args, dst, partial, budget, epochs, args.lr),
+            *pretrain_args(args, dst, partial, budget, epochs, args.lr, args.preset),
             "--resume",
             "auto",
         )
@@ -243,7 +245,7 @@ def pretrain_multimodal(
     epochs = passes_for(dst, CHANNELS, max(args.budgets), pooled=False)
     cpu = run_script(
         "pretrained/multimodal/train.py",
-        *pretrain_args(args, dst, partial, budget, epochs, args.multimodal_lr),
+        *pretrain_args(args, dst, partial, budget, epochs, args.multimodal_lr, "tiny"),
         "--resume",
         "none",
         "--unimodal",
@@ -350,7 +352,7 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
                     "--init",
                     "random",
                     "--preset",
-                    "tiny",
+                    "tiny",  # SynthSleepNet tiny over tiny encoders (the fusion has no `fast` preset)
                     "--channels",
                     ",".join(CHANNELS),
                     "--passes",
@@ -393,7 +395,7 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
             batch,
         )
         runs.append({"run": run, **where})
-    for fraction in args.finetune_fractions:
+    for fraction in args.finetune_fractions if budget in args.finetune_budgets else ():
         run = downstream_run(
             "downstream/fine_tuning/train.py",
             args.out / "downstream" / "finetune" / tag / f"lf{fraction:g}",
@@ -578,8 +580,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="extra unlabelled nights of new subjects, as a multiple of --nights (0: none)",
     )
-    parser.add_argument("--test-subjects", type=int, default=None)
-    parser.add_argument("--val-subjects", type=int, default=None)
+    parser.add_argument("--test-subjects", type=int, default=None, help="subjects held out for the test split")
+    parser.add_argument("--val-subjects", type=int, default=None, help="subjects of the val split (selection only)")
+    parser.add_argument(
+        "--preset",
+        default="fast",
+        help="NeuroNet preset of the unimodal encoders (default fast: the CPU recipe; see docs/models.md); "
+        "the from-scratch baseline is SynthSleepNet tiny",
+    )
     parser.add_argument(
         "--budgets",
         type=budget_list,
@@ -606,6 +614,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--probe-fractions", type=fraction_list, default=[0.01, 0.05, 1.0])
     parser.add_argument("--finetune-fractions", type=fraction_list, default=[0.05, 1.0])
+    parser.add_argument(
+        "--finetune-budgets",
+        type=budget_list,
+        default=None,
+        help="the budgets whose backbones are also fine-tuned, comma-separated (default: every budget)",
+    )
     parser.add_argument("--probe-steps", type=int, default=1500, help="about this many MLP-head steps per probe")
     parser.add_argument("--probe-max-passes", type=int, default=200)
     parser.add_argument("--scratch-steps", type=int, default=600, help="about this many steps per scratch run")
@@ -631,6 +645,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.extra_factor < 0 or args.hours <= 0 or args.nights >= EXTRA_SUBJECT_START - 200001:
         parser.error("--extra-factor must be >= 0, --hours > 0 and --nights < 100000")
+    if args.finetune_budgets is None:
+        args.finetune_budgets = list(args.budgets)
     if args.warmup_steps is None:
         args.warmup_steps = max(1, min(100, args.budgets[0] // 2))
     started = time.time()
