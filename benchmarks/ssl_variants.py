@@ -47,7 +47,7 @@ from benchmarks.ssl_scaling import BATCH, budget_list, passes_for, run_script, w
 from benchmarks.unimodal_learning import linear_scores, prepare_cohort
 from dataset.constants import MODALITY_CHANNELS  # noqa: E402
 from dataset.datasets import EpochDataset  # noqa: E402
-from downstream.evaluate import markdown_table  # noqa: E402
+from downstream.results import markdown_table  # noqa: E402
 from models.neuronet import build_neuronet, neuronet_config  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
 from utils.features import epoch_features  # noqa: E402
@@ -72,6 +72,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fast-mask0.65": {"preset": "fast", "model_args": {"mask_ratio": 0.65}},
     "fast-spectrum-mask0.5": {"preset": "fast", "model_args": {"reconstruction_target": "spectrum", "mask_ratio": 0.5}},
     "fast-no-contrastive": {"preset": "fast", "model_args": {"alpha": 0.0}},  # reconstruction alone
+    # contrastive views: the epoch and its neighbouring epoch (dataset/neighbours.py) instead of two masked copies
+    "fast-neighbour": {"preset": "fast", "model_args": {"positive_pair": "neighbour"}},
+    "fast-neighbour-mask0.5": {"preset": "fast", "model_args": {"positive_pair": "neighbour", "mask_ratio": 0.5}},
     "fast-spectrum-no-contrastive": {
         "preset": "fast",
         "model_args": {"reconstruction_target": "spectrum", "alpha": 0.0},

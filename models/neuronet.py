@@ -72,6 +72,9 @@ class NeuroNetConfig:
     # what the decoder predicts at masked frames: "tokens" (published: the frame CNN's tokens), "raw" (the frame's
     # samples) or "spectrum" (log power of the frame's Hann-windowed FFT, DC dropped); see `frame_targets`
     reconstruction_target: str = "tokens"
+    # the contrastive views: "same" (published: two masked copies of one epoch) or "neighbour" (the epoch and
+    # the same channel's epoch before or after it, each masked; dataset/neighbours.py)
+    positive_pair: str = "same"
 
     _TUPLES = ("backbone_channels", "backbone_strides", "branch_kernels", "pool_kernels", "projector_hidden")
 
@@ -92,6 +95,10 @@ class NeuroNetConfig:
             raise ValueError(
                 f"NeuroNet config: reconstruction_target must be one of {list(RECONSTRUCTION_TARGETS)}, "
                 f"got {self.reconstruction_target!r}"
+            )
+        if self.positive_pair not in POSITIVE_PAIRS:
+            raise ValueError(
+                f"NeuroNet config: positive_pair must be one of {list(POSITIVE_PAIRS)}, got {self.positive_pair!r}"
             )
         if self.frame_tokenizer not in FRAME_TOKENIZERS:
             raise ValueError(
@@ -114,6 +121,7 @@ class NeuroNetConfig:
 
 FRAME_TOKENIZERS = ("per_frame", "shared_conv")
 RECONSTRUCTION_TARGETS = ("tokens", "raw", "spectrum")
+POSITIVE_PAIRS = ("same", "neighbour")
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # CPU tests and the demo: a training step at batch 32 well under 0.3 s on one core. The CNN's cost is
@@ -376,26 +384,37 @@ class NeuroNet(nn.Module):
         return epoch_frame_tokens(self.framer, self.frame_backbone, epochs)
 
     def forward(
-        self, epochs: torch.Tensor, mask_ratio: float | None = None, generator: torch.Generator | None = None
+        self,
+        epochs: torch.Tensor,
+        mask_ratio: float | None = None,
+        generator: torch.Generator | None = None,
+        positives: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Hybrid self-supervised loss of a batch of epochs (B, n_samples).
 
-        Returns a dict of scalar tensors: `loss` (= recon_1 + recon_2 + alpha * contrastive), `recon_1`,
-        `recon_2`, `contrastive`, and the detached `contrastive_accuracy`.
+        The two contrastive views are two masked copies of each epoch, or, with `positives` (B, n_samples)
+        (config `positive_pair="neighbour"`), the masked epoch and its masked positive; each view reconstructs
+        its own frames. Returns a dict of scalar tensors: `loss` (= recon_1 + recon_2 + alpha * contrastive),
+        `recon_1`, `recon_2`, `contrastive`, and the detached `contrastive_accuracy`.
         """
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         batch = epochs.shape[0]
-        frame_tokens = self.frame_tokens(epochs)  # (B, N, T), computed once for both views
+        inputs = epochs if positives is None else torch.cat([epochs, positives])  # (B or 2B, n_samples)
+        frame_tokens = self.frame_tokens(inputs)  # (B or 2B, N, T), computed once for both views
         if self.config.reconstruction_target != "tokens":  # a fixed function of the input: no gradient
-            target = frame_targets(self.framer(epochs), self.config.reconstruction_target)  # (B, N, L or L // 2)
+            target = frame_targets(self.framer(inputs), self.config.reconstruction_target)  # (., N, L or L // 2)
         else:
             target = frame_tokens.detach() if self.config.detach_target else frame_tokens
-        embedded = self.autoencoder.embed(frame_tokens)  # (B, N, D), shared by both views
-        views = embedded.repeat(2, 1, 1)  # (2B, N, D): rows [0, B) view 1, [B, 2B) view 2
+        embedded = self.autoencoder.embed(frame_tokens)  # (B or 2B, N, D)
+        if positives is None:  # one input per sample, shared by both views
+            views, target_1, target_2 = embedded.repeat(2, 1, 1), target, target
+        else:
+            views, (target_1, target_2) = embedded, target.split(batch)
+        # views (2B, N, D): rows [0, B) view 1, [B, 2B) view 2
         latent, mask, ids_restore = self.autoencoder.forward_encoder(views, ratio, generator)  # (2B, 1 + K, D)
         prediction = self.autoencoder.forward_decoder(latent, ids_restore)  # (2B, N, T)
-        recon_1, _ = self.reconstruction(prediction[:batch], target, mask[:batch])
-        recon_2, _ = self.reconstruction(prediction[batch:], target, mask[batch:])
+        recon_1, _ = self.reconstruction(prediction[:batch], target_1, mask[:batch])
+        recon_2, _ = self.reconstruction(prediction[batch:], target_2, mask[batch:])
         projected = self.projector(latent[:, 0])  # (2B, P) from each view's CLS
         contrastive, parts = self.contrastive(projected[:batch], projected[batch:])
         loss = recon_1 + recon_2 + self.config.alpha * contrastive

@@ -193,8 +193,11 @@ def cpu_amp(cfg: argparse.Namespace) -> bool:
 
 
 def signal_loss(model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> Mapping[str, torch.Tensor]:
-    """Default loss: `model(batch["signal"])`, the (B, 3000) pooled single-channel epochs at 100 Hz."""
+    """Default loss: `model(batch["signal"])`, the (B, 3000) pooled single-channel epochs at 100 Hz (and
+    `positives=batch["positive"]` when the dataset pairs each epoch with a neighbour: dataset/neighbours.py)."""
     signal = batch["signal"].to(device, non_blocking=True)  # (B, 3000) robust-scaled, 100 Hz
+    if "positive" in batch:
+        return model(signal, positives=batch["positive"].to(device, non_blocking=True))
     return model(signal)
 
 

@@ -35,13 +35,14 @@ from typing import Any
 
 from dataset.constants import CHANNEL_BY_NAME, ENCODER_MODALITIES, ENCODER_MODALITY, EPOCH_S, MODALITY_CHANNELS, RESP_FS
 from dataset.datasets import EpochDataset
+from dataset.neighbours import NeighbourPairs
 from models.loading import NEURONET
 from models.neuronet import build_neuronet, neuronet_config, respiratory_geometry
 from utils.batchnorm import debias_batchnorm
-from utils.config import UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
+from utils.config import Config, UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, read_resume_checkpoint, setup_run
-from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
+from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits, resolve_monitor_metric
 
 MODEL_KIND = NEURONET
 PROBE_TARGET_BY_MODALITY: dict[str, str] = {
@@ -122,7 +123,7 @@ def _check_channels(channels: list[str], modality: str) -> None:
             )
 
 
-def open_split(cfg: argparse.Namespace, split: str, task: str | None = None, report: bool = True) -> EpochDataset:
+def open_split(cfg: Config, split: str, task: str | None = None, report: bool = True) -> EpochDataset:
     """Pooled single-channel EpochDataset of one split; prints (with `report`) the recordings skipped and why
     (e.g. a missing channel). UsageError naming the folder or file when the split cannot be read."""
     with warnings.catch_warnings():
@@ -148,7 +149,7 @@ def describe(dataset: EpochDataset) -> str:
     )
 
 
-def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | None:
+def build_monitor(cfg: Config, ctx: DistContext) -> KnnMonitor | None:
     """k-NN probe over labelled `train` -> `val` epochs (rank 0 only); None when disabled or impossible."""
     return monitor_on_splits(cfg, ctx.is_main, open_split, describe)
 
@@ -162,11 +163,10 @@ def main(argv: list[str] | None = None, modality: str = "eeg") -> int:
 
 def run(argv: list[str] | None, modality: str) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
-    parser = build_pretrain_parser(modality)
-    cfg = parse_config(parser, argv)
+    cfg = resolve_monitor_metric(parse_config(build_pretrain_parser(modality), argv))  # what config.json records
     check_out_dir(cfg.out)
     if not Path(cfg.data).is_dir():
-        parser.error(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
+        raise UsageError(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
     _check_channels(cfg.channels, modality)
     try:
         model_config = neuronet_config(
@@ -174,13 +174,15 @@ def run(argv: list[str] | None, modality: str) -> int:
             **{**modality_geometry(modality, cfg.preset), "detach_target": cfg.detach_target, **cfg.model_args},
         )
     except (ValueError, TypeError) as err:
-        parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
+        raise UsageError(f"--preset {cfg.preset} / --model-arg: {err}") from None
     read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND)  # an unreadable checkpoint fails before any work
     ctx = setup_run(cfg)
     try:
         train_set = open_split(cfg, "pretrain", report=ctx.is_main)
         if ctx.is_main:
             print(f"pretrain ({modality}): {describe(train_set)}", flush=True)
+        if model_config.positive_pair == "neighbour":  # contrastive views: an epoch and its neighbour
+            train_set = NeighbourPairs(train_set)
         monitor = build_monitor(cfg, ctx)
         model = build_neuronet(model_config)
         if cfg.debias_batchnorm:

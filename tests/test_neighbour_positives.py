@@ -1,0 +1,58 @@
+"""Temporal-neighbour positives for NeuroNet's contrastive loss (dataset/neighbours.py, docs/models.md §3.1)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from dataset.datasets import EpochDataset
+from dataset.neighbours import NeighbourPairs
+from models.neuronet import build_neuronet, neuronet_config
+
+
+@pytest.fixture(scope="module")
+def pooled(cohort_factory) -> EpochDataset:
+    dst = cohort_factory(nights=6, hours=0.8, seed=0) / "dst"
+    return EpochDataset(dst, "pretrain", ["eeg_c3", "eeg_c4"], pool_channels=True)
+
+
+def test_positive_is_the_same_channel_one_epoch_away(pooled):
+    pairs = NeighbourPairs(pooled)
+    assert len(pairs) == len(pooled) and pairs.channels == pooled.channels
+    torch.manual_seed(0)
+    sides = set()
+    for index in range(0, len(pooled), 7):
+        item = pairs[index]
+        info = pooled._infos[int(pooled._rec[index])]
+        row = int(pooled._row[index])
+        rows = [r for r in (row - 1, row + 1) if 0 <= r < info.n_epochs]
+        candidates = [pooled.reader.read(info, r, r + 1, [item["channel"]])[item["channel"]][0] for r in rows]
+        match = [r for r, c in zip(rows, candidates) if np.array_equal(item["positive"].numpy(), c)]
+        assert match, f"item {index}: the positive is not the same channel at epoch +-1"
+        sides.add(match[0] - row)
+        assert torch.equal(item["signal"], pooled[index]["signal"])  # the anchor is unchanged
+    assert sides == {-1, 1}  # both sides are drawn
+
+
+def test_neighbour_pairs_need_pooled_channels(cohort_factory):
+    dst = cohort_factory(nights=6, hours=0.8, seed=0) / "dst"
+    with pytest.raises(ValueError, match="pool_channels"):
+        NeighbourPairs(EpochDataset(dst, "pretrain", ["eeg_c3"], pool_channels=False))
+
+
+def test_forward_with_identical_positives_is_the_published_loss():
+    torch.manual_seed(0)
+    model = build_neuronet(neuronet_config("fast")).eval()
+    epochs = torch.randn(4, 3000)
+    same = model(epochs, generator=torch.Generator().manual_seed(5))
+    paired = model(epochs, generator=torch.Generator().manual_seed(5), positives=epochs.clone())
+    for key in ("loss", "recon_1", "recon_2", "contrastive"):
+        assert torch.allclose(same[key], paired[key], atol=1e-5), key
+    other = model(epochs, generator=torch.Generator().manual_seed(5), positives=torch.randn(4, 3000))
+    assert not torch.allclose(same["contrastive"], other["contrastive"])
+
+
+def test_unknown_positive_pair_is_refused():
+    with pytest.raises(ValueError, match="positive_pair"):
+        neuronet_config("tiny", positive_pair="next-night")
