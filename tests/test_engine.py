@@ -6,7 +6,6 @@ This file is also the toy torchrun entry point of `test_torchrun_two_processes` 
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
@@ -23,7 +22,7 @@ from torch.utils.data import Dataset
 
 from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import load_checkpoint, sha256_file
-from utils.config import build_parser, load_config_file, parse_config, save_config
+from utils.config import Config, FrozenConfigError, build_parser, load_config_file, parse_config, save_config
 from utils.distributed import cleanup
 from utils.engine import (
     ResumableDistributedSampler,
@@ -35,7 +34,7 @@ from utils.engine import (
     setup_run,
     warmup_cosine,
 )
-from utils.knn_probe import KnnMonitor, knn_scores, monitor_on_splits, probe_target
+from utils.knn_probe import KnnMonitor, knn_scores, monitor_on_splits, probe_target, resolve_monitor_metric
 from utils.run_logging import read_jsonl
 
 DIM = 16
@@ -340,8 +339,16 @@ def test_config_precedence(tmp_path):
     assert cfg.warmup_passes == 2.0 and cfg.model_args == {"mask_ratio": 0.7, "depth": 2}
     assert cfg.data == Path("/x/y") and cfg.seed == 0  # parser default
 
+    # The config is frozen: a change is a new config.
+    with pytest.raises(FrozenConfigError, match="read-only"):
+        cfg.out = tmp_path / "run"
+    with pytest.raises(KeyError, match="out_dir"):  # a misspelt option is no silent new field
+        cfg.replace(out_dir=tmp_path)
+    moved = cfg.replace(out=tmp_path / "run")
+    assert moved.out == tmp_path / "run" and cfg.out != moved.out and moved.batch_size == cfg.batch_size
+    cfg = moved
+
     # The saved config.json round-trips as --config.
-    cfg.out = tmp_path / "run"
     saved = save_config(cfg, tmp_path / "run" / "config.json", derived={"world_size": 1})
     assert json.loads(saved.read_text())["_derived"] == {"world_size": 1}
     again = parse_config(build_parser(), ["--config", str(saved)])
@@ -462,11 +469,12 @@ def test_knn_monitor_scores_a_rare_binary_target_by_auroc():
 
     result = KnnMonitor(Rare(400, 1), Rare(400, 2), target="apnea", k=10)(Identity(), torch.device("cpu"))
     assert result["knn_auroc"] > 0.75 and result["knn_kappa"] < result["knn_auroc"] - 0.3
-    args = argparse.Namespace(monitor_target="apnea", monitor_metric="auto", monitor=False)
+    args = resolve_monitor_metric(Config(monitor_target="apnea", monitor_metric="auto", monitor=False))
     assert monitor_on_splits(args, True, None, None) is None and args.monitor_metric == "knn_auroc"
-    args = argparse.Namespace(monitor_target="stage", monitor_metric="auto", monitor=False)
-    monitor_on_splits(args, True, None, None)
-    assert args.monitor_metric == "knn_kappa"
+    args = resolve_monitor_metric(Config(monitor_target="stage", monitor_metric="auto", monitor=False))
+    assert monitor_on_splits(args, True, None, None) is None and args.monitor_metric == "knn_kappa"
+    with pytest.raises(ValueError, match="resolve"):  # an unresolved `auto` would select best.pt by nothing
+        monitor_on_splits(Config(monitor_target="stage", monitor_metric="auto", monitor=False), True, None, None)
 
 
 def test_nan_loss_is_reported(tmp_path):

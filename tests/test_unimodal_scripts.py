@@ -59,6 +59,8 @@ def test_script_pretrains_two_steps(cohort, tmp_path, capsys, modality):
     config = json.loads((out / "config.json").read_text())
     assert config["channels"] == list(MODALITY_CHANNELS[modality])
     assert config["monitor_target"] == PROBE_TARGET_BY_MODALITY[modality] and config["preset"] == "tiny"
+    # config.json names the metric that selected best.pt (resolved from `auto` before it is written)
+    assert config["monitor_metric"] == ("knn_kappa" if config["monitor_target"] == "stage" else "knn_auroc")
     steps = read_jsonl(out / "steps.jsonl")
     assert [s["step"] for s in steps] == [1, 2] and all(math.isfinite(s["loss"]) for s in steps)
     log = read_jsonl(out / "log.jsonl")
@@ -71,6 +73,7 @@ def test_script_pretrains_two_steps(cohort, tmp_path, capsys, modality):
     ckpt = load_checkpoint(out / "last.pt")
     assert ckpt["model_kind"] == "neuronet" and ckpt["metadata"]["modality"] == modality
     assert ckpt["config"]["channels"] == config["channels"] and ckpt["splits_sha256"]
+    assert ckpt["config"]["monitor_metric"] == config["monitor_metric"]
     model = build_neuronet(ckpt["model_config"])  # rebuilt from the file alone
     model.load_state_dict(ckpt["model"])
     pooled, tokens = model.encode(torch.randn(2, model.framer.n_samples))  # 3000 at 100 Hz, 300 at 10 Hz

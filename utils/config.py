@@ -6,7 +6,10 @@ precedence
 
     parser defaults  <  script defaults  <  --config FILE (JSON or YAML)  <  explicit command-line flags
 
-The resolved configuration is saved beside the outputs (`save_config`) and can be passed back as `--config` to
+`parse_config` returns a frozen `Config`: what a script decides from the options and the data (a monitor metric
+`auto` made concrete, a batch size clipped to a small training set, a phase's own settings) is a new config made
+with `cfg.replace(...)` before training starts, never an assignment (which raises). The resolved configuration is
+saved beside the outputs (`save_config`), so config.json says what ran, and can be passed back as `--config` to
 rerun the same job.
 
 Every value is checked at parse time, and a `--config` file's values go through the same typed validators
@@ -31,6 +34,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -85,6 +89,73 @@ def reported_errors() -> Iterator[None]:
     except FloatingPointError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise ErrorExit(str(err), 1) from None
+
+
+# --------------------------------------------------------------------------- the resolved configuration
+class FrozenConfigError(AttributeError):
+    """An assignment to a field of a `Config` (a resolved configuration does not change; `replace` makes a new one)."""
+
+
+class Config:
+    """A resolved configuration: read-only options with attribute access (`cfg.base_lr`), as `parse_config`
+    returns them. What a script decides after parsing (a value taken from the data, a phase's own settings) is a
+    new config, `cfg.replace(batch_size=64)`; assigning `cfg.batch_size = 64` raises `FrozenConfigError`. So
+    the config a run saves as config.json (`save_config`) is the one it ran with.
+
+    `vars(cfg)` is a read-only mapping of the fields; `dict(vars(cfg))` a plain copy. The fields themselves are
+    stored as given (a list value stays a list: do not change it in place).
+    """
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: Mapping[str, Any] | None = None, /, **fields: Any):
+        object.__setattr__(self, "_values", MappingProxyType({**dict(values or {}), **fields}))
+
+    @property
+    def __dict__(self) -> Mapping[str, Any]:  # what vars(cfg) returns: a read-only view
+        return self._values
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_values":  # not a field (copy/pickle probe before __init__ ran)
+            raise AttributeError(name)
+        try:
+            return self._values[name]
+        except KeyError:
+            raise AttributeError(f"config has no option {name!r}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise FrozenConfigError(f"config option {name!r} is read-only; make a new config with cfg.replace({name}=...)")
+
+    def __delattr__(self, name: str) -> None:
+        raise FrozenConfigError(f"config option {name!r} is read-only")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._values
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, (Config, argparse.Namespace)):
+            return dict(self._values) == dict(vars(other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal configs compare by value; fields may be lists
+
+    def __repr__(self) -> str:
+        return f"Config({', '.join(f'{key}={value!r}' for key, value in self._values.items())})"
+
+    def __reduce__(self):  # pickle / copy: rebuilt from its fields
+        return (Config, (dict(self._values),))
+
+    def replace(self, **changes: Any) -> Config:
+        """A new config with `changes` applied; a name that is not a field yet is an error (a typo would otherwise
+        be a silent new field: `extend` adds fields)."""
+        unknown = sorted(set(changes) - set(self._values))
+        if unknown:
+            raise KeyError(f"config has no option {', '.join(unknown)} (Config.extend adds new fields)")
+        return Config(self._values, **changes)
+
+    def extend(self, **fields: Any) -> Config:
+        """A new config with fields that are not options but follow from them (e.g. a downstream `method`)."""
+        return Config(self._values, **fields)
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -493,8 +564,9 @@ def parse_config(
     parser: argparse.ArgumentParser,
     argv: Iterable[str] | None = None,
     required: Iterable[str] = ("data",),
-) -> argparse.Namespace:
-    """Parse `argv` with config-file support: file values become defaults, explicit flags win.
+) -> Config:
+    """Parse `argv` with config-file support: file values become defaults, explicit flags win. Returns the
+    options as a frozen `Config` (a script resolves what follows from them with `cfg.replace`).
 
     `required` options must be set by the file or the command line (argparse's own `required=` cannot see
     file values). Raises SystemExit with a usage message on bad input, like argparse.
@@ -510,23 +582,23 @@ def parse_config(
         except (OSError, ValueError) as err:
             parser.error(str(err))
         parser.set_defaults(**values)
-    cfg = parser.parse_args(argv)
+    values = vars(parser.parse_args(argv))
     for name in required:
-        if getattr(cfg, name, None) in (None, ""):
+        if values.get(name) in (None, ""):
             parser.error(f"--{name.replace('_', '-')} is required (on the command line or in --config)")
     for name in ("data", "out", "config"):  # file values arrive as str; keep paths typed
-        if isinstance(getattr(cfg, name, None), str):
-            setattr(cfg, name, Path(getattr(cfg, name)))
+        if isinstance(values.get(name), str):
+            values[name] = Path(values[name])
     for action in parser._actions:  # lists from a file (nargs options) skip argparse's type conversion
-        value = getattr(cfg, action.dest, None)
+        value = values.get(action.dest)
         if action.type is Path and isinstance(value, list):
-            setattr(cfg, action.dest, [Path(v) if isinstance(v, str) else v for v in value])
-    return cfg
+            values[action.dest] = [Path(v) if isinstance(v, str) else v for v in value]
+    return Config(values)
 
 
-def config_to_dict(cfg: argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
+def config_to_dict(cfg: Config | argparse.Namespace | Mapping[str, Any]) -> dict[str, Any]:
     """Plain JSON-safe dict of a config (Paths -> str, tuples -> lists)."""
-    items = vars(cfg) if isinstance(cfg, argparse.Namespace) else dict(cfg)
+    items = dict(vars(cfg)) if isinstance(cfg, (Config, argparse.Namespace)) else dict(cfg)
     return {key: to_plain(value) for key, value in items.items()}
 
 
@@ -541,7 +613,10 @@ def to_plain(value: Any) -> Any:
 
 
 def save_config(
-    cfg: argparse.Namespace, path: str | Path, derived: Mapping[str, Any] | None = None, keep_previous: bool = False
+    cfg: Config | argparse.Namespace,
+    path: str | Path,
+    derived: Mapping[str, Any] | None = None,
+    keep_previous: bool = False,
 ) -> Path:
     """Write the resolved config as JSON (atomic); `derived` values (world size, effective lr, ...) go under
     `_derived` for the record. With `keep_previous`, an existing file whose options differ is first renamed to

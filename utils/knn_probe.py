@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from dataset.constants import STAGE_NAMES
 from utils.checkpoint import unwrap_model
-from utils.config import UsageError, positive_int
+from utils.config import Config, UsageError, positive_int
 from utils.engine import evaluating
 
 
@@ -254,7 +254,7 @@ class KnnMonitor:
         return result
 
 
-def build_knn_monitor(cfg: argparse.Namespace, train_set: Dataset, val_set: Dataset) -> KnnMonitor:
+def build_knn_monitor(cfg: Config, train_set: Dataset, val_set: Dataset) -> KnnMonitor:
     """A KnnMonitor from the options of `add_knn_args` (+ the shared batch size, workers, seed)."""
     return KnnMonitor(
         train_set,
@@ -270,8 +270,18 @@ def build_knn_monitor(cfg: argparse.Namespace, train_set: Dataset, val_set: Data
     )
 
 
+def resolve_monitor_metric(cfg: Config) -> Config:
+    """`cfg` with `--monitor-metric auto` made concrete: knn_auroc for a binary `--monitor-target`, else
+    knn_kappa. Scripts resolve it right after parsing (on every rank: the engine's best.pt follows it), so
+    config.json names the metric that selected best.pt."""
+    if cfg.monitor_metric != "auto":
+        return cfg
+    binary = len(probe_target(cfg.monitor_target).class_names) == 2
+    return cfg.replace(monitor_metric="knn_auroc" if binary else "knn_kappa")
+
+
 def monitor_on_splits(
-    cfg: argparse.Namespace,
+    cfg: Config,
     is_main: bool,
     open_split: Callable[..., Dataset],
     describe: Callable[[Dataset], str],
@@ -279,10 +289,11 @@ def monitor_on_splits(
 ) -> KnnMonitor | None:
     """The pretraining monitor: a k-NN probe fitted on labelled `train` epochs and scored on `val` (never
     `test`), on rank 0 only. `open_split(cfg, split, task=...)` opens a split (raising UsageError when it has no
-    usable epoch, which disables the monitor with a message); `wrap` adapts its items to the model's input."""
+    usable epoch, which disables the monitor with a message); `wrap` adapts its items to the model's input.
+    `cfg.monitor_metric` must be resolved (`resolve_monitor_metric`)."""
+    if cfg.monitor_metric == "auto":
+        raise ValueError("monitor_on_splits: resolve --monitor-metric auto first (resolve_monitor_metric)")
     target = probe_target(cfg.monitor_target)
-    if cfg.monitor_metric == "auto":  # resolved on every rank: the engine's best.pt follows it
-        cfg.monitor_metric = "knn_auroc" if len(target.class_names) == 2 else "knn_kappa"
     if not (cfg.monitor and is_main):
         return None
     try:

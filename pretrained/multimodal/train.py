@@ -41,10 +41,10 @@ from models.neuronet import NeuroNet
 from models.synthsleepnet import SynthSleepNet, build_synthsleepnet, synthsleepnet_config
 from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import sha256_file
-from utils.config import UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
+from utils.config import Config, UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, read_resume_checkpoint, setup_run
-from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits
+from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits, resolve_monitor_metric
 
 MODEL_KIND = SYNTHSLEEPNET
 UNIMODAL_MODALITIES: tuple[str, ...] = ENCODER_MODALITIES  # eeg, eog, emg, ecg, airflow, thor, abdo, spo2
@@ -145,7 +145,7 @@ def load_unimodal(runs: Mapping[str, str], needed: set[str]) -> tuple[dict[str, 
     return nets, provenance
 
 
-def open_split(cfg: argparse.Namespace, split: str, task: str | None = None) -> EpochDataset:
+def open_split(cfg: Config, split: str, task: str | None = None) -> EpochDataset:
     """EpochDataset of one split with every channel of --channels; prints the recordings skipped and why."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*skipped \d+ of")  # reported below, with every reason
@@ -202,7 +202,7 @@ class ChannelLoss:
         return model(signals)
 
 
-def build_monitor(cfg: argparse.Namespace, ctx: DistContext) -> KnnMonitor | None:
+def build_monitor(cfg: Config, ctx: DistContext) -> KnnMonitor | None:
     """k-NN probe of the fusion representation over labelled `train` -> `val` epochs (rank 0 only)."""
     return monitor_on_splits(
         cfg, ctx.is_main, open_split, describe, wrap=lambda split_set: StackedChannels(split_set, cfg.channels)
@@ -219,13 +219,13 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_multimodal_parser()
-    cfg = parse_config(parser, argv)
+    cfg = resolve_monitor_metric(parse_config(parser, argv))  # what config.json records
     check_out_dir(cfg.out)
     if not Path(cfg.data).is_dir():
-        parser.error(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
+        raise UsageError(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
     if isinstance(cfg.unimodal, (str, Mapping)):  # from a --config file
         try:
-            cfg.unimodal = parse_unimodal(cfg.unimodal)
+            cfg = cfg.replace(unimodal=parse_unimodal(cfg.unimodal))
         except argparse.ArgumentTypeError as err:
             parser.error(f"--unimodal: {err}")
     channel_modality = check_channels(cfg.channels)
@@ -235,7 +235,7 @@ def run(argv: list[str] | None) -> int:
     try:
         config = synthsleepnet_config(cfg.preset, channels=cfg.channels, **cfg.model_args)
     except (ValueError, TypeError) as err:
-        parser.error(f"--preset {cfg.preset} / --model-arg: {err}")
+        raise UsageError(f"--preset {cfg.preset} / --model-arg: {err}") from None
 
     resume_from, resumed = read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND)  # checked before any work
     nets, provenance = None, None
@@ -255,7 +255,7 @@ def run(argv: list[str] | None) -> int:
                 encoders=resumed["model_config"].get("encoders", {}),
             )
         except ValueError as err:
-            parser.error(f"--resume {resume_from}: {err}")
+            raise UsageError(f"--resume {resume_from}: {err}") from None
         provenance = (resumed.get("metadata") or {}).get("unimodal")
     del resumed  # fit reads the checkpoint again when it resumes
 
