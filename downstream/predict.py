@@ -697,7 +697,7 @@ def report_cohort(
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parse_config(parser, argv, required=("checkpoint", "edf", "out"))
-    args.edf, args.out = Path(args.edf), Path(args.out)
+    args = args.replace(edf=Path(args.edf), out=Path(args.out))
     try:
         check_out(args.out)
         single = args.edf.is_file() and is_edf(args.edf)
