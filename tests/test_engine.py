@@ -11,6 +11,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -200,6 +201,25 @@ def test_time_limit_and_missing_tensorboard(tmp_path, capsys):
     assert load_checkpoint(tmp_path / "run" / "last.pt")["batch_in_epoch"] == 1
     if importlib.util.find_spec("tensorboard") is None:
         assert "TensorBoard logging skipped" in capsys.readouterr().err
+
+
+def test_a_given_deadline_stops_a_phase_and_is_recorded(tmp_path):
+    """A phase of a longer run gets its stop time fixed up front (`deadline`), not a changed --max-minutes: the
+    run stops there, and config.json keeps the options as given, with the phase's budget under _derived."""
+    cfg = toy_cfg(tmp_path / "phase")
+    summary = fit(
+        cfg,
+        ToyModel(0.1),
+        ToyDataset(24),
+        ctx=setup_run(cfg),
+        model_kind="toy",
+        model_config={},
+        compute_loss=toy_loss,
+        deadline=time.monotonic(),
+    )
+    assert summary["stopped"] == "max_minutes" and summary["step"] == 1
+    config = json.loads((tmp_path / "phase" / "config.json").read_text())
+    assert config["max_minutes"] == 0.0 and 0.0 <= config["_derived"]["time_budget_min"] < 0.01
 
 
 def test_checkpoint_contents_and_best(tmp_path):

@@ -26,7 +26,6 @@ the resumed epoch hands batches to workers in a different rotation.
 
 from __future__ import annotations
 
-import argparse
 import math
 import random
 import time
@@ -51,7 +50,7 @@ from utils.checkpoint import (
     restore_rng_state,
     sha256_file,
 )
-from utils.config import LEGACY_KEYS, UsageError, config_to_dict, save_config, to_plain
+from utils.config import LEGACY_KEYS, Config, UsageError, config_to_dict, save_config, to_plain
 from utils.distributed import (
     DistContext,
     all_gather_objects,
@@ -187,7 +186,7 @@ def autocast_context(device: torch.device, enabled: bool, dtype: str = "bf16", c
     return nullcontext()
 
 
-def cpu_amp(cfg: argparse.Namespace) -> bool:
+def cpu_amp(cfg: Config) -> bool:
     """--amp --amp-cpu with bf16: autocast on CPU too (an opt-in: it pays off for the larger presets only)."""
     return bool(cfg.amp) and bool(getattr(cfg, "amp_cpu", False)) and cfg.amp_dtype == "bf16"
 
@@ -202,7 +201,7 @@ def signal_loss(model: nn.Module, batch: Mapping[str, Any], device: torch.device
 
 
 # --------------------------------------------------------------------------- run set-up
-def run_derived(cfg: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
+def run_derived(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     """Values that follow from the config and the launch: world size, effective batch, scaled lr."""
     effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
     return {
@@ -214,7 +213,7 @@ def run_derived(cfg: argparse.Namespace, ctx: DistContext) -> dict[str, Any]:
     }
 
 
-def setup_run(cfg: argparse.Namespace) -> DistContext:
+def setup_run(cfg: Config) -> DistContext:
     """Join torchrun's process group (or run single-process) and seed everything with `cfg.seed` (so the model
     is initialised identically on every rank). Writes nothing: `fit` writes config.json when training starts.
     (Option values were checked when they were parsed: utils/config.py.)"""
@@ -321,7 +320,7 @@ class Trainer:
 
     def __init__(
         self,
-        cfg: argparse.Namespace,
+        cfg: Config,
         model: nn.Module,
         train_set: Dataset,
         *,
@@ -335,12 +334,17 @@ class Trainer:
         collate_fn: Callable | None = None,
         metadata: Mapping[str, Any] | None = None,
         initial_best: Mapping[str, Any] | None = None,
+        deadline: float | None = None,
     ):
         self.cfg, self.ctx, self.device, self.run_dir = cfg, ctx, ctx.device, Path(cfg.out)
         self.model_kind, self.model_config = model_kind, to_plain(dict(model_config))
         self.metadata = to_plain(dict(metadata or {}))
         self.compute_loss, self.monitor = compute_loss, monitor
         self.wall_start = time.monotonic()
+        self.budget_given = deadline is not None  # a phase of a longer run: its share, recorded in config.json
+        if deadline is None and cfg.max_minutes and cfg.max_minutes > 0:
+            deadline = self.wall_start + cfg.max_minutes * 60
+        self.deadline = deadline  # time.monotonic() at which the run stops cleanly; None: no time limit
         self.model = model.to(self.device)  # BatchNorm statistics are the model's: scripts apply --debias-batchnorm
         self.trainable = [p for p in self.model.parameters() if p.requires_grad]
         if not self.trainable:
@@ -571,8 +575,8 @@ class Trainer:
             if self.step >= self.step_cap:
                 reason = "completed" if self.step >= self.total_steps else "max_steps"
                 return reason, samples, time.monotonic() - started
-            if cfg.max_minutes and cfg.max_minutes > 0:
-                out_of_time = time.monotonic() - self.wall_start > cfg.max_minutes * 60
+            if self.deadline is not None:
+                out_of_time = time.monotonic() > self.deadline
                 if broadcast_object(out_of_time, self.ctx):  # every rank stops at the same step
                     return "max_minutes", samples, time.monotonic() - started
             mid_epoch = self.batch_in_epoch < self.used_batches  # (the epoch's end saves anyway)
@@ -630,7 +634,10 @@ class Trainer:
             self.resume(resume_path, checkpoint)
         del checkpoint
         if ctx.is_main:  # training really starts: the inputs were checked (utils/config.py, config.json rule)
-            save_config(cfg, self.run_dir / "config.json", derived=run_derived(cfg, ctx), keep_previous=True)
+            derived = run_derived(cfg, ctx)
+            if self.budget_given:
+                derived["time_budget_min"] = max(0.0, self.deadline - self.wall_start) / 60
+            save_config(cfg, self.run_dir / "config.json", derived=derived, keep_previous=True)
         if (
             resume_path is None and self.initial_best is not None
         ):  # the starting weights are the score to beat: best.pt until beaten
@@ -694,14 +701,16 @@ class Trainer:
         return summary
 
 
-def fit(cfg: argparse.Namespace, model: nn.Module, train_set: Dataset, **options: Any) -> dict[str, Any]:
+def fit(cfg: Config, model: nn.Module, train_set: Dataset, **options: Any) -> dict[str, Any]:
     """Train `model` on `train_set` with the options of `cfg` (utils/config.py); returns the run summary.
 
     Keyword options (see `Trainer`): `ctx` (from `setup_run`), `model_kind` + `model_config` (stored so the model
     can be rebuilt from a checkpoint alone), `compute_loss`, `monitor`, `monitor_metric`, `monitor_mode`,
     `collate_fn`, `metadata` (modality, channels, ... stored as is), `initial_best` (metrics of the starting
     weights, e.g. after a warm-up phase: on a fresh start they are saved as best.pt at epoch 0, and an epoch
-    replaces them only if its `monitor_metric` is better).
+    replaces them only if its `monitor_metric` is better), `deadline` (the `time.monotonic()` at which training
+    stops cleanly, for a phase of a longer run whose budget was fixed when that run started; default:
+    `cfg.max_minutes` from now; config.json records a given one as `_derived.time_budget_min`).
 
     `monitor(model, device) -> {name: value}` runs on rank 0 after every epoch (and when a run stops early), on
     the unwrapped model, without disturbing the training RNG streams (other ranks may pass None); best.pt follows
