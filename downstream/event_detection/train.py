@@ -90,6 +90,7 @@ from downstream.event_detection.tokens import SecondTokenizer, default_read_chan
 from models.heads import TOKEN_SOURCES, EpochEncoder
 from utils.config import (
     ArgumentParser,
+    Config,
     UsageError,
     check_out_dir,
     comma_list,
@@ -258,38 +259,45 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None) -> Config:
+    """The options resolved once (the token methods' step budget, batch, lr and evaluation interval; the default
+    --out), as a frozen Config: config.json records these values."""
     parser = build_parser()
     cfg = parse_config(parser, argv)
     if not cfg.data.is_dir() or not (cfg.data / "splits.json").is_file():
-        parser.error(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
+        raise UsageError(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
     if not 0 <= cfg.min_duration_s:
         parser.error(f"--min-duration-s must be >= 0, got {cfg.min_duration_s}")
+    resolved: dict[str, Any] = {}
     if cfg.method in TOKEN_METHODS:
         if cfg.backbone is None:
             parser.error(
                 f"--method {cfg.method} needs --backbone (a pretraining run or checkpoint"
                 f"{'; scratch takes its architecture' if cfg.method == 'scratch' else ''})"
             )
-        cfg.backbone = Path(cfg.backbone)
         end_to_end = cfg.method != "probe"
-        cfg.steps = cfg.steps or DEFAULT_STEPS[cfg.method]
-        cfg.batch_windows = cfg.batch_windows or (4 if end_to_end else 16)
-        cfg.lr = cfg.lr or (3e-4 if end_to_end else 1e-3)
-        cfg.eval_every = cfg.eval_every or max(1, cfg.steps // 10)
+        steps = cfg.steps or DEFAULT_STEPS[cfg.method]
+        resolved = {
+            "backbone": Path(cfg.backbone),
+            "steps": steps,
+            "batch_windows": cfg.batch_windows or (4 if end_to_end else 16),
+            "lr": cfg.lr or (3e-4 if end_to_end else 1e-3),
+            "eval_every": cfg.eval_every or max(1, steps // 10),
+        }
     if cfg.out is None:
-        cfg.out = (
+        resolved["out"] = (
             Path("runs")
             / "downstream"
             / "event_detection"
             / f"{cfg.method}-{cfg.hypopnea_rule}-lf{cfg.label_fraction:g}-seed{cfg.seed}"
         )
+    cfg = cfg.replace(**resolved)
     check_out_dir(cfg.out)
     return cfg
 
 
 # ---------------------------------------------------------------------------------------- data
-def load_split_nights(cfg: argparse.Namespace) -> dict[str, list[Night]]:
+def load_split_nights(cfg: Config) -> dict[str, list[Night]]:
     """Every night of train, val and test with features (the features method) and targets (UsageError when a
     split has no recording, or, for the features method, when no night has a respiratory channel)."""
     splits = read_splits(cfg.data / "splits.json")["recordings"]
@@ -372,7 +380,7 @@ def training_seconds(
     return np.concatenate(features), np.concatenate(labels).astype(np.int64)
 
 
-def make_classifier(cfg: argparse.Namespace, max_iter: int | None = None) -> HistGradientBoostingClassifier:
+def make_classifier(cfg: Config, max_iter: int | None = None) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(
         max_iter=max_iter or cfg.hgb_max_iter,
         learning_rate=cfg.hgb_learning_rate,
@@ -383,7 +391,7 @@ def make_classifier(cfg: argparse.Namespace, max_iter: int | None = None) -> His
     )
 
 
-def fit_qualifier(cfg: argparse.Namespace, nights: list[Night], detector: EventDetector) -> dict[str, Any]:
+def fit_qualifier(cfg: Config, nights: list[Night], detector: EventDetector) -> dict[str, Any]:
     """Fit `detector.qualifier` on the scored hypopneas of `nights`: does it count under the rule? Returns counts."""
     if cfg.hypopnea_rule == "all":
         return {"rule": "all", "note": "every hypopnea counts"}
@@ -406,7 +414,7 @@ def fit_qualifier(cfg: argparse.Namespace, nights: list[Night], detector: EventD
 
 
 # ---------------------------------------------------------------------------------------- token methods
-def token_backbone(cfg: argparse.Namespace):
+def token_backbone(cfg: Config):
     """The `downstream.common.BackboneSource` of --backbone (random weights for scratch); UsageError if unusable."""
     options = argparse.Namespace(
         backbone=cfg.backbone,
@@ -419,7 +427,7 @@ def token_backbone(cfg: argparse.Namespace):
 
 
 def backbone_channels_present(
-    cfg: argparse.Namespace, channels: list[str], nights: list[Night]
+    cfg: Config, channels: list[str], nights: list[Night]
 ) -> dict[str, list[str]]:
     """{recording: the backbone channels it has}; UsageError naming the nights that have none of them."""
     present = {
@@ -473,7 +481,7 @@ class WindowTokenModel(nn.Module):
 
 
 def fit_tokens(
-    cfg: argparse.Namespace, nights: dict[str, list[Night]], started: float
+    cfg: Config, nights: dict[str, list[Night]], started: float
 ) -> tuple[EventDetector, dict[str, Any], list[str], dict[str, Any]]:
     """Train the per-second head (and, finetune / scratch, the encoders) of a token method; fill every night's
     `features` with its per-second vectors. Returns the detector (decoding not chosen yet), the train record,
@@ -905,7 +913,7 @@ def results_markdown(metrics: dict[str, Any]) -> str:
 
 
 def write_outputs(
-    cfg: argparse.Namespace,
+    cfg: Config,
     detector: EventDetector,
     metrics: dict,
     event_rows: list[dict],
@@ -929,7 +937,7 @@ def write_outputs(
 
 # ---------------------------------------------------------------------------------------- main
 def fit_features(
-    cfg: argparse.Namespace, nights: dict[str, list[Night]], started: float
+    cfg: Config, nights: dict[str, list[Night]], started: float
 ) -> tuple[EventDetector, dict[str, Any], list[str]]:
     """The features method: gradient-boosted trees on the train seconds. Returns the detector (decoding not
     chosen yet), the train record and the feature names."""
@@ -961,7 +969,7 @@ def fit_features(
     return detector, record, feature_names
 
 
-def run(cfg: argparse.Namespace) -> dict[str, Any]:
+def run(cfg: Config) -> dict[str, Any]:
     started = time.monotonic()
     assert_no_test_leakage(cfg.data)
     nights = load_split_nights(cfg)
