@@ -36,6 +36,7 @@ from dataset.cohort import (
     scan_recording,
 )
 from dataset.constants import CHANNEL_BY_NAME, TASKS
+from dataset.tiling import Tiling, Window
 
 
 class ParquetEpochReader:
@@ -219,27 +220,6 @@ class _CohortIndex(Dataset):
         return np.bincount(labels[labels >= 0], minlength=TASKS[self.task]).astype(np.int64)
 
 
-def window_starts(n_epochs: int, epochs_per_window: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Windows over a recording of n_epochs: (first epoch row of each window, first position it owns).
-
-    Windows start every `step` rows; when they leave a tail uncovered, a final window is aligned to the recording
-    end and owns only the rows no earlier window covered (so with step == epochs_per_window — the tiling used at
-    test and inference time — every epoch is owned by exactly one window). A recording shorter than the window
-    gives one window starting at 0 (padded by the caller).
-    """
-    size = int(epochs_per_window)
-    if n_epochs <= size:
-        starts = np.zeros(1, dtype=np.int64)
-    else:
-        starts = np.arange(0, n_epochs - size + 1, int(step), dtype=np.int64)
-    owned_from = np.zeros(starts.shape, dtype=np.int64)
-    covered = int(starts[-1]) + size
-    if covered < n_epochs:  # final window aligned to the recording end
-        owned_from = np.append(owned_from, covered - (n_epochs - size))
-        starts = np.append(starts, n_epochs - size)
-    return starts, owned_from
-
-
 class EpochDataset(_CohortIndex):
     """Single 30-s epochs of a split, streamed from Parquet.
 
@@ -370,7 +350,8 @@ class SequenceDataset(_CohortIndex):
     and, when T does not divide the recording, a final window aligned to the recording end (start n - T)
     covers the remainder. Its first positions overlap the previous window; they are marked `owned=False`
     there (the earlier window, which saw more left context, keeps them), so over the whole dataset every
-    (recording, epoch) is `owned` exactly once. Write predictions at `epoch_ids[owned]`.
+    (recording, epoch) is `owned` exactly once. Write predictions at `epoch_ids[owned]`. Both modes are
+    `dataset.tiling.Tiling`, the one tiling every windowed consumer uses.
 
     Recordings shorter than T give one window zero-padded at the end (`valid=False` there), or, with
     `pad_last=False`, are skipped and listed in `.skipped`.
@@ -436,8 +417,8 @@ class SequenceDataset(_CohortIndex):
 
     def _window_starts(self, n: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """First row of each window of a recording of n epochs, and its first owned position."""
-        step = self.epochs_per_window if self.tiling else self.stride
-        starts, owned_from = window_starts(n, self.epochs_per_window, step)
+        tiling = Tiling(n, self.epochs_per_window, None if self.tiling else self.stride)
+        starts, owned_from = tiling.starts, tiling.owned_from
         if self.task is not None and not self.tiling:
             size = self.epochs_per_window
             labelled = np.concatenate([[0], np.cumsum(labels >= 0)])  # (n + 1,) labelled epochs before each row
@@ -454,10 +435,8 @@ class SequenceDataset(_CohortIndex):
         out = []
         for r, start in zip(self._rec, self._start):
             info = self._infos[int(r)]
-            epochs = np.full(self.epochs_per_window, -1, dtype=np.int64)
-            real = info.epochs[int(start) : int(start) + self.epochs_per_window]
-            epochs[: real.shape[0]] = real
-            out.append((info.recording_id, epochs))
+            window = Window.within(int(start), self.epochs_per_window, info.n_epochs)
+            out.append((info.recording_id, window.take(info.epochs, -1, np.int64)))
         return out
 
     def __len__(self) -> int:
@@ -467,28 +446,19 @@ class SequenceDataset(_CohortIndex):
         index = int(index)
         if index < 0:
             index += len(self)
-        r, start = int(self._rec[index]), int(self._start[index])
-        info, size = self._infos[r], self.epochs_per_window
-        stop = min(start + size, info.n_epochs)
-        n_real = stop - start
-        signals = self.reader.read(info, start, stop, self.channels)
-        item = {"recording": info.recording_id, "start_epoch": int(info.epochs[start])}
+        r = int(self._rec[index])
+        info = self._infos[r]
+        window = Window.within(int(self._start[index]), self.epochs_per_window, info.n_epochs, self._owned_from[index])
+        signals = self.reader.read(info, window.start, window.stop, self.channels)
+        item = {"recording": info.recording_id, "start_epoch": int(info.epochs[window.start])}
         for name in self.channels:
-            window = np.zeros((size, info.channel_samples[name]), dtype=np.float32)  # (T, 3000), zero padding
-            window[:n_real] = signals[name]
-            item[name] = torch.from_numpy(window)
-        valid = np.zeros(size, dtype=bool)
-        valid[:n_real] = True
-        epoch_ids = np.full(size, -1, dtype=np.int64)
-        epoch_ids[:n_real] = info.epochs[start:stop]
+            item[name] = torch.from_numpy(window.pad(signals[name], 0.0, np.float32))  # (T, 3000), zero padding
         if self.task is not None:
-            label = np.full(size, -1, dtype=np.int64)  # (T,) -1 = ignore_index
-            label[:n_real] = self._rec_labels[r][start:stop]
-            item["label"] = torch.from_numpy(label)
-        item["valid"] = torch.from_numpy(valid)
-        item["epoch_ids"] = torch.from_numpy(epoch_ids)
+            item["label"] = torch.from_numpy(window.take(self._rec_labels[r], -1, np.int64))  # (T,) -1 = ignore_index
+        item["valid"] = torch.from_numpy(window.valid)
+        item["epoch_ids"] = torch.from_numpy(window.take(info.epochs, -1, np.int64))  # (T,) -1 at padding
         if self.tiling:
-            item["owned"] = torch.from_numpy(valid & (np.arange(size) >= int(self._owned_from[index])))
+            item["owned"] = torch.from_numpy(window.owned)
         return item
 
     def __repr__(self) -> str:

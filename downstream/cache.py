@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from dataset.cohort import recording_path
 from dataset.datasets import EpochDataset, SequenceDataset, window_starts
-from downstream.evaluate import PredictionCollector, Predictions
+from downstream.results import PredictionCollector, Predictions
 
 TILE_EPOCHS = 20  # epochs read together per recording while encoding (I/O only; each epoch is encoded alone)
 

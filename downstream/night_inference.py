@@ -30,7 +30,8 @@ from dataset.datasets import window_starts
 from dataset.edf_reader import EdfError, read_edf_header
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from downstream.cache import RecordingVectors, VectorStore, predict_tiles
-from downstream.common import DownstreamModel, epochwise, load_downstream_run, predict_windows
+from downstream.predictions import epochwise, predict_windows
+from downstream.runs import DownstreamModel, load_downstream_run
 
 EVENT_TASKS: tuple[str, ...] = ("apnea", "hypopnea")  # the per-epoch event runs
 PROBE_WINDOW = 32  # epochs per window when a per-epoch model runs through the tiling (any size gives the same)

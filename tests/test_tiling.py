@@ -1,0 +1,95 @@
+"""The one tiling of a recording into windows of consecutive epochs (dataset/tiling.py; docs/data.md §2.6)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from dataset.tiling import Tiling, Window
+
+
+def owned_epochs(tiling: Tiling) -> list[int]:
+    """Every epoch number some window owns, with repeats (epoch k of the recording is row k)."""
+    epochs = np.arange(tiling.n_epochs)
+    return [int(e) for window in tiling for e in window.take(epochs, -1)[window.owned]]
+
+
+@pytest.mark.parametrize("size", [1, 7, 20])
+@pytest.mark.parametrize("windows, extra", [(0, 1), (1, -1), (1, 0), (1, 1), (3, 0), (3, 1), (4, 3)])
+def test_every_epoch_owned_exactly_once(size, windows, extra):
+    n = max(1, windows * size + extra)  # 1, n < W, n == W, n == W + 1, n = kW, n = kW + 1, ...
+    tiling = Tiling(n, size)
+    assert owned_epochs(tiling) == list(range(n))  # in order, each once
+    for window in tiling:
+        assert window.size == size and 0 <= window.start < max(n, 1) and window.stop <= n
+        assert window.valid.sum() == window.n_real == min(size, n - window.start)
+    if n > size:  # every window full; the last one ends at the recording end
+        assert all(window.n_real == size for window in tiling) and tiling[len(tiling) - 1].stop == n
+
+
+def test_edge_cases_give_the_expected_windows():
+    short = Tiling(5, 8)  # n < W: one window at 0, padded at the end
+    assert len(short) == 1 and short[0] == Window(0, 5, 8, 0)
+    assert short[0].valid.tolist() == [True] * 5 + [False] * 3 and short[0].owned.tolist() == short[0].valid.tolist()
+    exact = Tiling(8, 8)  # n == W: one full window
+    assert len(exact) == 1 and exact[0] == Window(0, 8, 8, 0) and exact[0].owned.all()
+    one_more = Tiling(17, 8)  # n = 2W + 1: windows 0, 8 and one aligned to the end (start 9) owning only epoch 16
+    assert one_more.starts.tolist() == [0, 8, 9] and one_more.owned_from.tolist() == [0, 0, 7]
+    assert one_more[2].owned.tolist() == [False] * 7 + [True]
+    divides = Tiling(24, 8)  # W divides n: no end-aligned window
+    assert divides.starts.tolist() == [0, 8, 16] and divides.owned_from.tolist() == [0, 0, 0]
+
+
+def test_training_windows_every_step_and_one_aligned_to_the_end():
+    tiling = Tiling(50, 20, step=10)
+    assert tiling.starts.tolist() == [0, 10, 20, 30] and tiling.owned_from.tolist() == [0, 0, 0, 0]
+    tail = Tiling(55, 20, step=10)  # 0, 10, 20, 30 cover 0..49; the end-aligned 35 owns 50..54
+    assert tail.starts.tolist() == [0, 10, 20, 30, 35] and tail.owned_from.tolist() == [0, 0, 0, 0, 15]
+    with pytest.raises(ValueError, match="must be >= 1"):
+        Tiling(10, 0)
+
+
+def test_window_pads_and_takes_rows():
+    window = Window.within(6, 4, 8, owned_from=1)  # rows 6, 7 of 8 in a window of 4
+    assert (window.start, window.stop, window.n_real) == (6, 8, 2)
+    signals = np.arange(16, dtype=np.float64).reshape(8, 2)
+    taken = window.take(signals, 0.0, np.float32)
+    assert taken.dtype == np.float32 and taken.tolist() == [[12, 13], [14, 15], [0, 0], [0, 0]]
+    assert window.pad(signals[6:], -1, np.int64).tolist() == [[12, 13], [14, 15], [-1, -1], [-1, -1]]
+    assert window.owned.tolist() == [False, True, False, False]
+
+
+def test_dataset_store_and_night_give_the_same_windows(tmp_path):
+    """SequenceDataset(tiling=True), VectorStore.tiles and NightWindows are one tiling: the same windows, epoch
+    numbers, padding and owned positions, and the same signal in each window."""
+    from dataset.datasets import SequenceDataset
+    from downstream.cache import RecordingVectors, VectorStore
+    from downstream.night_inference import NightWindows
+    from tests.test_datasets import RECORDINGS, SPLITS, quiet, write_cohort
+
+    written = write_cohort(tmp_path, RECORDINGS, SPLITS)
+    recordings = sorted(RECORDINGS)
+    size = 16
+    windows = quiet(SequenceDataset, tmp_path, recordings, ["eeg_c4"], epochs_per_window=size, tiling=True)
+    store = VectorStore(
+        {
+            r: RecordingVectors(written[r]["epoch"].astype(np.int64), np.zeros((RECORDINGS[r]["n_epochs"], 2)))
+            for r in recordings
+        }
+    )
+    owners, ids, owned = store.tiles(windows.recordings, size)
+    nights = []  # one night in memory at a time, as predict.py reads it
+    for recording in windows.recordings:
+        night = NightWindows(recording, {"eeg_c4": written[recording]["eeg_c4"]}, size)
+        nights += [night[i] for i in range(len(night))]
+    assert len(windows) == len(owners) == len(nights) > len(recordings)  # some recordings have several windows
+    for index, night in enumerate(nights):
+        item = windows[index]
+        assert item["recording"] == owners[index] == night["recording"]
+        assert item["start_epoch"] == night["start_epoch"]
+        np.testing.assert_array_equal(item["epoch_ids"].numpy(), ids[index])
+        np.testing.assert_array_equal(night["epoch_ids"].numpy(), ids[index])
+        np.testing.assert_array_equal(item["owned"].numpy(), owned[index])
+        np.testing.assert_array_equal(night["owned"].numpy(), owned[index])
+        np.testing.assert_array_equal(item["valid"].numpy(), night["valid"].numpy())
+        np.testing.assert_array_equal(item["eeg_c4"].numpy(), night["eeg_c4"].numpy())
