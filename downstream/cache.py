@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from dataset.cohort import recording_path
-from dataset.datasets import EpochDataset, SequenceDataset, window_starts
+from dataset.datasets import EpochDataset, SequenceDataset
+from dataset.tiling import Tiling
 from downstream.results import PredictionCollector, Predictions
 
 TILE_EPOCHS = 20  # epochs read together per recording while encoding (I/O only; each epoch is encoded alone)
@@ -86,20 +87,16 @@ class VectorStore:
         return torch.from_numpy(out)
 
     def tiles(self, recordings: Sequence[str], epochs_per_window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The evaluation tiling of `SequenceDataset(tiling=True)` over `recordings`: recording (W,) object,
-        epoch_ids (W, T) int64 with -1 at padding, owned (W, T) bool (every epoch owned exactly once)."""
-        size = int(epochs_per_window)
+        """The evaluation tiling (`dataset.tiling.Tiling`, as in `SequenceDataset(tiling=True)`) over `recordings`:
+        recording (W,) object, epoch_ids (W, T) int64 with -1 at padding, owned (W, T) bool (every epoch owned
+        exactly once)."""
         owners, ids, owned = [], [], []
         for recording in recordings:
             epochs = self.recordings[recording].epochs
-            starts, owned_from = window_starts(epochs.size, size, size)
-            for start, first in zip(starts, owned_from):
-                window = np.full(size, -1, dtype=np.int64)
-                real = epochs[start : start + size]
-                window[: real.size] = real
+            for window in Tiling(epochs.size, epochs_per_window):
                 owners.append(recording)
-                ids.append(window)
-                owned.append((window >= 0) & (np.arange(size) >= first))
+                ids.append(window.take(epochs, -1, np.int64))
+                owned.append(window.owned)
         return np.asarray(owners, dtype=object), np.stack(ids), np.stack(owned)
 
 

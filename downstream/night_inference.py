@@ -4,7 +4,7 @@ per-epoch models over the whole recording, and the scoring it may be compared wi
 Each backbone encodes a night once for every task model that uses it (runs whose encoders hold the same weights
 and read the same channels share one encoding; probes of one backbone file share one module,
 `downstream.common.shared_encoder`); every model predicts every epoch exactly once (fine-tuned temporal runs:
-the deterministic tiling of `SequenceDataset(tiling=True)`; probes: per epoch).
+the evaluation tiling, `dataset.tiling.Tiling`, as `SequenceDataset(tiling=True)` gives it; probes: per epoch).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from tqdm.auto import tqdm
 
 from dataset.annotations import read_annotations
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, LABEL_EVENT_COLUMNS, STAGE_UNSCORED, TASKS
-from dataset.datasets import window_starts
 from dataset.edf_reader import EdfError, read_edf_header
 from dataset.labels import epoch_labels, labels_frame, night_summary
+from dataset.tiling import Tiling
 from downstream.cache import RecordingVectors, VectorStore, predict_tiles
 from downstream.predictions import epochwise, predict_windows
 from downstream.runs import DownstreamModel, load_downstream_run
@@ -93,25 +93,19 @@ class NightWindows(Dataset):
         self.split = recording  # predict_windows' progress label
         self.recording, self.epochs, self.size = recording, dict(epochs), int(epochs_per_window)
         self.n_epochs = int(next(iter(self.epochs.values())).shape[0])
-        self.starts, self.owned_from = window_starts(self.n_epochs, self.size, self.size)
+        self.windows = Tiling(self.n_epochs, self.size)
 
     def __len__(self) -> int:
-        return int(self.starts.shape[0])
+        return len(self.windows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        start, size = int(self.starts[index]), self.size
-        stop = min(start + size, self.n_epochs)
-        n_real = stop - start
-        item: dict[str, Any] = {"recording": self.recording, "start_epoch": start}
+        window = self.windows[index]
+        item: dict[str, Any] = {"recording": self.recording, "start_epoch": window.start}
         for name, array in self.epochs.items():
-            window = np.zeros((size, array.shape[1]), dtype=np.float32)  # (T, 3000) at 100 Hz, zero padding
-            window[:n_real] = array[start:stop]
-            item[name] = torch.from_numpy(window)
-        valid = np.arange(size) < n_real  # (T,) bool
-        epoch_ids = np.where(valid, start + np.arange(size), -1)  # (T,) int64, -1 at padding
-        item["valid"] = torch.from_numpy(valid)
-        item["epoch_ids"] = torch.from_numpy(epoch_ids.astype(np.int64))
-        item["owned"] = torch.from_numpy(valid & (np.arange(size) >= int(self.owned_from[index])))
+            item[name] = torch.from_numpy(window.take(array, 0.0, np.float32))  # (T, 3000) at 100 Hz, zero padding
+        item["valid"] = torch.from_numpy(window.valid)
+        item["epoch_ids"] = torch.from_numpy(window.take(np.arange(self.n_epochs), -1, np.int64))  # (T,) -1 at padding
+        item["owned"] = torch.from_numpy(window.owned)
         return item
 
 
