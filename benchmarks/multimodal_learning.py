@@ -56,7 +56,6 @@ from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, MODALITY_CHANNELS
 from dataset.datasets import EpochDataset
 from models.loading import load_backbone
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
-from pretrained.multimodal.train import StackedChannels
 from pretrained.multimodal.train import main as multimodal_main
 from pretrained.unimodal.pretrain import main as unimodal_main
 from utils.knn_probe import classification_scores, encode_dataset, knn_predict, subsample_indices
@@ -67,16 +66,16 @@ MODALITIES = ("eeg", "eog", "emg", "ecg")
 
 
 class FusionParts(torch.nn.Module):
-    """encode(x) → (B, (1 + M)·F): the mean fusion token, then the fusion's output tokens averaged per channel in
-    channel order (the mean fusion token is the average of those M vectors, weighted by token counts), so one
-    pass over the data scores the representation and its per-channel parts."""
+    """encode(signals) → (B, (1 + M)·F): the mean fusion token, then the fusion's output tokens averaged per
+    channel in channel order (the mean fusion token is the average of those M vectors, weighted by token counts),
+    so one pass over the data scores the representation and its per-channel parts."""
 
     def __init__(self, model):
         super().__init__()
         self.model = model
 
-    def encode(self, signal: torch.Tensor) -> torch.Tensor:  # signal (B, M, 3000)
-        pooled, tokens = self.model.encode(signal)  # (B, F), (B, ΣN, F) with channels in config order
+    def encode(self, signals: dict[str, torch.Tensor]) -> torch.Tensor:  # {channel: (B, 3000)}
+        pooled, tokens = self.model.encode(signals)  # (B, F), (B, ΣN, F) with channels in config order
         sizes = [encoder.n_frames for encoder in self.model.encoders.values()]
         return torch.cat([pooled, *(chunk.mean(dim=1) for chunk in torch.split(tokens, sizes, dim=1))], dim=1)
 
@@ -197,10 +196,10 @@ def evaluate(
     train = Subset(train_set, subsample_indices(len(train_set), args.max_train, args.seed).tolist())
     val = Subset(val_set, subsample_indices(len(val_set), args.max_val, args.seed + 1).tolist())
 
-    def embed(model, key: str, stacked: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        wrap = (lambda s: StackedChannels(s, CHANNELS)) if stacked else (lambda s: s)
-        train_x, train_y = encode_dataset(model, wrap(train), device, batch_size=64, input_key=key)
-        val_x, val_y = encode_dataset(model, wrap(val), device, batch_size=64, input_key=key)
+    def embed(model, key: str | list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """`key`: one channel (a unimodal encoder) or the channel list (the fusion model's dict input)."""
+        train_x, train_y = encode_dataset(model, train, device, batch_size=64, input_key=key)
+        val_x, val_y = encode_dataset(model, val, device, batch_size=64, input_key=key)
         return train_x, train_y, val_x, val_y
 
     def score(train_x, train_y, val_x, val_y) -> tuple[dict, np.ndarray]:
@@ -219,7 +218,7 @@ def evaluate(
     with torch.no_grad():
         nets = {m: load_backbone(unimodal[m]["checkpoint"]) for m in MODALITIES}
         for channel in CHANNELS:
-            per_channel[channel] = embed(nets[CHANNEL_BY_NAME[channel].modality], channel, stacked=False)
+            per_channel[channel] = embed(nets[CHANNEL_BY_NAME[channel].modality], channel)
             results[channel], predictions[channel] = score(*per_channel[channel])
         concat = [np.concatenate([per_channel[ch][i] for ch in CHANNELS], axis=1) for i in (0, 2)]
         labels = per_channel[CHANNELS[0]][1], per_channel[CHANNELS[0]][3]  # train (N,), val (N_val,)
@@ -228,11 +227,9 @@ def evaluate(
         untrained = build_synthsleepnet(
             synthsleepnet_config("tiny"), {ch: nets[CHANNEL_BY_NAME[ch].modality] for ch in CHANNELS}
         )
-        results["fusion_untrained"], predictions["fusion_untrained"] = score(
-            *embed(untrained.eval(), "signal", stacked=True)
-        )
+        results["fusion_untrained"], predictions["fusion_untrained"] = score(*embed(untrained.eval(), CHANNELS))
         fusion = load_backbone(multimodal["checkpoint"])
-        train_x, train_y, val_x, val_y = embed(FusionParts(fusion).eval(), "signal", stacked=True)
+        train_x, train_y, val_x, val_y = embed(FusionParts(fusion).eval(), CHANNELS)
         width = fusion.embed_dim
         for i, key in enumerate(["fusion", *(f"fusion_tokens_{ch}" for ch in fusion.channels)]):
             part = slice(i * width, (i + 1) * width)

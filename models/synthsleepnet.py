@@ -341,18 +341,9 @@ class SynthSleepNet(nn.Module):
         self._reported_missing: set[tuple[str, ...]] = set()
 
     # ------------------------------------------------------------------ inputs
-    def _inputs(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, require_all: bool) -> dict[str, torch.Tensor]:
-        """The model's channels found in `batch`, in config order; checks shapes. A tensor (B, M, L) holds every
-        channel in config order, L = the longest channel's epoch (3000 at 100 Hz); a shorter channel (300 samples
-        at 10 Hz) is the start of its row (the rest is padding, not read)."""
-        if isinstance(batch, torch.Tensor):
-            length = max(encoder.framer.n_samples for encoder in self.encoders.values())
-            if batch.dim() != 3 or batch.shape[1] != len(self.channels) or batch.shape[2] != length:
-                raise ValueError(
-                    f"SynthSleepNet: a tensor input must be (batch, {len(self.channels)} channels "
-                    f"{list(self.channels)}, {length} samples), got {tuple(batch.shape)}"
-                )
-            return {ch: batch[:, i, : self.encoders[ch].framer.n_samples] for i, ch in enumerate(self.channels)}
+    def _inputs(self, batch: Mapping[str, torch.Tensor], require_all: bool) -> dict[str, torch.Tensor]:
+        """The model's channels found in `batch` (the one batch schema, {channel: (B, samples)}: 3000 samples at
+        100 Hz, 300 at 10 Hz; other keys are ignored), in config order; checks shapes."""
         if not isinstance(batch, Mapping):
             raise TypeError(
                 f"SynthSleepNet: input must be a dict channel -> (batch, samples) tensor, got {type(batch).__name__}"
@@ -425,7 +416,7 @@ class SynthSleepNet(nn.Module):
 
     def forward_parts(
         self,
-        batch: Mapping[str, torch.Tensor] | torch.Tensor,
+        batch: Mapping[str, torch.Tensor],
         mask_ratio: float | None = None,
         generator: torch.Generator | None = None,
     ) -> MaskedFusion:
@@ -464,23 +455,21 @@ class SynthSleepNet(nn.Module):
 
     def forward(
         self,
-        batch: Mapping[str, torch.Tensor] | torch.Tensor,
+        batch: Mapping[str, torch.Tensor],
         mask_ratio: float | None = None,
         generator: torch.Generator | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Hybrid self-supervised loss of a batch: dict channel → (B, 3000) or (B, 300) (every configured channel),
-        or a (B, M, L) tensor in config channel order (`_inputs`). B >= 2 in train mode (BatchNorm, in-batch
-        negatives)."""
+        """Hybrid self-supervised loss of a batch: dict channel → (B, 3000) or (B, 300) (every configured channel).
+        B >= 2 in train mode (BatchNorm, in-batch negatives)."""
         return self.forward_loss(self.forward_parts(batch, mask_ratio, generator))
 
     # ------------------------------------------------------------------ representation
-    def encode(self, batch: Mapping[str, torch.Tensor] | torch.Tensor, return_channels: bool = False):
+    def encode(self, batch: Mapping[str, torch.Tensor], return_channels: bool = False):
         """Representation without masking: pooled (B, F) = mean fusion token, tokens (B, ΣN, F).
 
-        `batch`: dict channel → (B, 3000) or (B, 300) epochs (other keys are ignored), or a (B, M, L) tensor in
-        config channel order. A configured channel that is absent (or None) is dropped from the fusion input, never
-        zero-filled; a warning names it (once per set of missing channels). With `return_channels=True` the
-        channels actually used are returned as a third element.
+        `batch`: dict channel → (B, 3000) or (B, 300) epochs (other keys are ignored). A configured channel that is
+        absent (or None) is dropped from the fusion input, never zero-filled; a warning names it (once per set of
+        missing channels). With `return_channels=True` the channels actually used are returned as a third element.
         """
         signals = self._inputs(batch, require_all=False)
         used = tuple(signals)

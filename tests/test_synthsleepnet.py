@@ -239,9 +239,8 @@ def test_encode_fuses_available_channels_and_reports_missing_ones(unimodal_nets)
     inputs = distinct_inputs(DEFAULT_CHANNELS)
     with torch.no_grad():
         pooled, tokens = model.encode({**inputs, "label": torch.zeros(BATCH), "recording": "x"})  # extra keys ignored
-        stacked, _ = model.encode(torch.stack([inputs[c] for c in DEFAULT_CHANNELS], dim=1))  # (B, M, 3000)
         assert pooled.shape == (BATCH, 128) and tokens.shape == (BATCH, 5 * 27 + 28, 128)
-        assert torch.allclose(pooled, tokens.mean(1)) and torch.allclose(stacked, pooled, atol=1e-6)
+        assert torch.allclose(pooled, tokens.mean(1))
         subset = {"eeg_c4": inputs["eeg_c4"], "emg": inputs["emg"], "ecg": None}
         with pytest.warns(UserWarning, match=r"\['eeg_c3', 'eog_l', 'eog_r', 'ecg'\] missing.*not zero-filled"):
             part_pooled, part_tokens, used = model.encode(subset, return_channels=True)
@@ -252,8 +251,8 @@ def test_encode_fuses_available_channels_and_reports_missing_ones(unimodal_nets)
             model.encode(subset)
         with pytest.raises(ValueError, match="none of the model's channels"):
             model.encode({"airflow": torch.randn(BATCH, 300)})
-        with pytest.raises(ValueError, match="tensor input must be"):
-            model.encode(torch.randn(BATCH, 3, 3000))
+        with pytest.raises(TypeError, match="input must be a dict channel"):  # one batch schema: no stacked tensor
+            model.encode(torch.randn(BATCH, 6, 3000))
 
 
 def test_load_backbone_round_trip(unimodal_nets, unimodal_checkpoints, tmp_path):
@@ -328,10 +327,9 @@ def test_benchmark_chunk_means_are_the_parts_of_the_mean_fusion_token(unimodal_n
     channels = ("eeg_c4", "emg", "ecg")  # the ECG model has 28 tokens, the others 27
     model = build(unimodal_nets, channels).eval()
     inputs = distinct_inputs(channels)
-    stacked = torch.stack([inputs[ch] for ch in channels], dim=1)  # (B, M, 3000)
     with torch.no_grad():
-        parts = FusionParts(model).encode(stacked).reshape(BATCH, 1 + len(channels), model.embed_dim)
-        pooled, tokens = model.encode(stacked)
+        parts = FusionParts(model).encode(inputs).reshape(BATCH, 1 + len(channels), model.embed_dim)
+        pooled, tokens = model.encode(inputs)
     assert torch.equal(parts[:, 0], pooled)
     chunks = parts[:, 1:]
     sizes = torch.tensor([model.encoders[ch].n_frames for ch in channels], dtype=torch.float32)

@@ -13,7 +13,7 @@ Targets (`--monitor-target`): `stage` (5 classes W/N1/N2/N3/REM), `wake_sleep` (
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -100,7 +100,7 @@ def subsample_indices(n: int, cap: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False))
 
 
-def pooled_representation(model: nn.Module, signal: torch.Tensor) -> torch.Tensor:
+def pooled_representation(model: nn.Module, signal: torch.Tensor | Mapping[str, torch.Tensor]) -> torch.Tensor:
     """(B, D) pooled vector of `model.encode(signal)` (first element when it returns (pooled, tokens))."""
     encoded = unwrap_model(model).encode(signal)
     return encoded[0] if isinstance(encoded, (tuple, list)) else encoded
@@ -113,10 +113,12 @@ def encode_dataset(
     device: torch.device,
     batch_size: int = 256,
     workers: int = 0,
-    input_key: str = "signal",
+    input_key: str | Sequence[str] = "signal",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled representations (N, D) float32 and labels (N,) int64 of every item (items need `input_key`
-    and `label`), in eval mode; the model's train/eval flags are restored afterwards."""
+    and `label`), in eval mode; the model's train/eval flags are restored afterwards. `input_key`: one key, whose
+    (B, samples) tensor the model encodes (a single-channel encoder), or channel names, whose
+    {channel: (B, samples)} dict it encodes (a multichannel model)."""
     loader = DataLoader(
         dataset, batch_size=batch_size, shuffle=False, num_workers=workers, generator=torch.Generator().manual_seed(0)
     )
@@ -125,7 +127,10 @@ def encode_dataset(
         for batch in loader:
             if "label" not in batch:
                 raise KeyError("k-NN probe: dataset items carry no 'label' (build the dataset with a task)")
-            signal = batch[input_key].to(device, non_blocking=True)  # (B, 3000) at 100 Hz
+            if isinstance(input_key, str):
+                signal = batch[input_key].to(device, non_blocking=True)  # (B, 3000) at 100 Hz
+            else:
+                signal = {ch: batch[ch].to(device, non_blocking=True) for ch in input_key}  # (B, 3000 or 300) each
             features.append(pooled_representation(model, signal).float().cpu().numpy())  # (B, D)
             labels.append(np.asarray(batch["label"], dtype=np.int64))
     if not features:
@@ -214,7 +219,7 @@ class KnnMonitor:
         batch_size: int = 256,
         workers: int = 0,
         seed: int = 0,
-        input_key: str = "signal",
+        input_key: str | Sequence[str] = "signal",
     ):
         self.target = probe_target(target) if isinstance(target, str) else target
         self.k, self.pca_dim, self.batch_size, self.workers, self.input_key = k, pca_dim, batch_size, workers, input_key
@@ -254,7 +259,9 @@ class KnnMonitor:
         return result
 
 
-def build_knn_monitor(cfg: Config, train_set: Dataset, val_set: Dataset) -> KnnMonitor:
+def build_knn_monitor(
+    cfg: Config, train_set: Dataset, val_set: Dataset, input_key: str | Sequence[str] = "signal"
+) -> KnnMonitor:
     """A KnnMonitor from the options of `add_knn_args` (+ the shared batch size, workers, seed)."""
     return KnnMonitor(
         train_set,
@@ -267,6 +274,7 @@ def build_knn_monitor(cfg: Config, train_set: Dataset, val_set: Dataset) -> KnnM
         batch_size=cfg.batch_size,
         workers=cfg.workers,
         seed=cfg.seed,
+        input_key=input_key,
     )
 
 
@@ -285,11 +293,12 @@ def monitor_on_splits(
     is_main: bool,
     open_split: Callable[..., Dataset],
     describe: Callable[[Dataset], str],
-    wrap: Callable[[Dataset], Dataset] | None = None,
+    input_key: str | Sequence[str] = "signal",
 ) -> KnnMonitor | None:
     """The pretraining monitor: a k-NN probe fitted on labelled `train` epochs and scored on `val` (never
     `test`), on rank 0 only. `open_split(cfg, split, task=...)` opens a split (raising UsageError when it has no
-    usable epoch, which disables the monitor with a message); `wrap` adapts its items to the model's input.
+    usable epoch, which disables the monitor with a message); `input_key` names the model's input in its items
+    (`encode_dataset`).
     `cfg.monitor_metric` must be resolved (`resolve_monitor_metric`)."""
     if cfg.monitor_metric == "auto":
         raise ValueError("monitor_on_splits: resolve --monitor-metric auto first (resolve_monitor_metric)")
@@ -307,9 +316,7 @@ def monitor_on_splits(
         f"using at most {cfg.knn_max_train} / {cfg.knn_max_val}",
         flush=True,
     )
-    if wrap is not None:
-        train_set, val_set = wrap(train_set), wrap(val_set)
-    return build_knn_monitor(cfg, train_set, val_set)
+    return build_knn_monitor(cfg, train_set, val_set, input_key)
 
 
 def summarize(result: Mapping[str, Any]) -> str:

@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from dataset.constants import CHANNEL_BY_NAME, ENCODER_MODALITIES, ENCODER_MODALITY, EPHYS_CHANNELS, MODALITY_CHANNELS
 from dataset.datasets import EpochDataset
@@ -170,27 +169,6 @@ def describe(dataset: EpochDataset) -> str:
     )
 
 
-class StackedChannels(Dataset):
-    """Items of an EpochDataset with its channels stacked into `signal` (M, L) in the given order, plus `label`:
-    the input `SynthSleepNet.encode` takes as a tensor (used by the k-NN monitor). L is the longest channel's
-    epoch (3000 at 100 Hz); a shorter one (300 samples at 10 Hz) fills the start of its row, zeros after it."""
-
-    def __init__(self, dataset: EpochDataset, channels: list[str]):
-        self.dataset, self.channels = dataset, list(channels)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict:
-        item = self.dataset[index]
-        signals = [item[ch] for ch in self.channels]  # (3000,) at 100 Hz or (300,) at 10 Hz, float32
-        length = max(signal.shape[0] for signal in signals)
-        out = {"signal": torch.stack([nn.functional.pad(signal, (0, length - signal.shape[0])) for signal in signals])}
-        if "label" in item:
-            out["label"] = item["label"]
-        return out
-
-
 class ChannelLoss:
     """`compute_loss` for the engine: the batch's channel tensors (B, 3000 or 300) to the device, then the model."""
 
@@ -204,9 +182,7 @@ class ChannelLoss:
 
 def build_monitor(cfg: Config, ctx: DistContext) -> KnnMonitor | None:
     """k-NN probe of the fusion representation over labelled `train` -> `val` epochs (rank 0 only)."""
-    return monitor_on_splits(
-        cfg, ctx.is_main, open_split, describe, wrap=lambda split_set: StackedChannels(split_set, cfg.channels)
-    )
+    return monitor_on_splits(cfg, ctx.is_main, open_split, describe, input_key=cfg.channels)
 
 
 def main(argv: list[str] | None = None) -> int:
