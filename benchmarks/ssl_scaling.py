@@ -59,7 +59,7 @@ from matplotlib.figure import Figure
 from dataset import data_parser, synthetic
 from dataset.constants import EPHYS_CHANNELS, MODALITY_CHANNELS
 from dataset.datasets import EpochDataset
-from downstream.evaluate import markdown_table, summary_row
+from downstream.results import markdown_table, summary_row
 from utils.plots import _save as save_png
 
 MODALITIES = ("eeg", "eog", "emg", "ecg")

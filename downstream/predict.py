@@ -78,7 +78,6 @@ from dataset.labels import AHI_COLUMN_OF_RULE
 from dataset.nsrr_xml import XmlError
 from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES, Event
 from dataset.signal_processing import ProcessingConfig, SkipRecording
-from downstream.common import DownstreamModel
 from downstream.night_inference import (  # noqa: F401 - the inference API, re-exported for callers of predict.py
     EVENT_TASKS,
     InputError,
@@ -116,6 +115,7 @@ from downstream.night_respiratory import (
     persistent_sleep_latency,
     severity_name,
 )
+from downstream.runs import DownstreamModel
 from utils.config import ArgumentParser, parse_config, positive_int, save_config
 from utils.events import sleep_epochs_of
 from utils.metrics import (

@@ -22,9 +22,10 @@ from dataset.datasets import EpochDataset, SequenceDataset
 from downstream import evaluate as evaluate_script
 from downstream.baselines import features as features_script
 from downstream.cache import cache_key, encode_recordings, epoch_labels, predict_tiles
-from downstream.common import LeakageError, assert_no_test_leakage, load_downstream_run
 from downstream.fine_tuning import train as fine_tuning
+from downstream.leakage import LeakageError, assert_no_test_leakage
 from downstream.linear_probing import train as linear_probing
+from downstream.runs import load_downstream_run
 from models.heads import EpochEncoder, MLPHead, TemporalClassifier, build_downstream_model
 from models.loading import load_backbone, load_state_checked
 from models.lora import lora_parameters

@@ -40,23 +40,13 @@ from tqdm.auto import tqdm
 from dataset.constants import EPHYS_CHANNELS, TASKS
 from dataset.datasets import EpochDataset
 from downstream.cache import cache_key, encode_recordings
-from downstream.common import (
-    SELECT_METRICS,
-    add_task_args,
-    assert_no_test_leakage,
-    class_weights,
-    epoch_dataset,
-    parse_downstream,
-    predict_stored_epochs,
-    report,
-    run_info,
-    selection_scores,
-    stored_features,
-    train_summary,
-    val_split,
-    window_dataset,
-)
-from downstream.evaluate import attach_context
+from downstream.data import epoch_dataset, stored_features, val_split, window_dataset
+from downstream.leakage import assert_no_test_leakage
+from downstream.options import SELECT_METRICS, add_task_args, parse_downstream
+from downstream.predictions import predict_stored_epochs
+from downstream.results import attach_context
+from downstream.runs import report, run_info, train_summary
+from downstream.training import class_weights, selection_scores
 from utils import features as features_module
 from utils.checkpoint import sha256_file
 from utils.config import (

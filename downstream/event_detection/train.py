@@ -75,8 +75,7 @@ from dataset.constants import EPOCH_S, RESP_CHANNELS
 from dataset.event_targets import APNEA_CLASSES, HYPOPNEA_CLASS, RESPIRATORY_CLASSES, read_event_table
 from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES, qualifying_events
 from dataset.splits import read_splits
-from downstream.common import LeakageError, assert_no_test_leakage, class_weights, resolve_backbone
-from downstream.evaluate import json_safe
+from downstream.backbone import resolve_backbone
 from downstream.event_detection.detector import (
     EventDetector,
     Night,
@@ -87,6 +86,9 @@ from downstream.event_detection.detector import (
 )
 from downstream.event_detection.head import SecondsClassifier, SecondsHead, TrainNight, train_steps
 from downstream.event_detection.tokens import SecondTokenizer, default_read_channels, night_tokens
+from downstream.leakage import LeakageError, assert_no_test_leakage
+from downstream.results import json_safe
+from downstream.training import class_weights
 from models.heads import TOKEN_SOURCES, EpochEncoder
 from utils.config import (
     ArgumentParser,

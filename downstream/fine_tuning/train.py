@@ -37,26 +37,14 @@ from torch.utils.data import Dataset
 
 from dataset.constants import TASKS
 from dataset.datasets import EpochDataset, SequenceDataset
+from downstream.backbone import resolve_backbone
 from downstream.cache import VectorStore, epoch_labels, labels_at, predict_tiles
-from downstream.common import (
-    ClassificationLoss,
-    SelectionMonitor,
-    assert_no_test_leakage,
-    build_downstream_parser,
-    class_weights,
-    encode_store,
-    epoch_dataset,
-    eval_batch_size,
-    finish_run,
-    fit_and_select,
-    parse_downstream,
-    predict_windows,
-    resolve_backbone,
-    run_info,
-    train_summary,
-    val_split,
-    window_dataset,
-)
+from downstream.data import encode_store, epoch_dataset, eval_batch_size, val_split, window_dataset
+from downstream.leakage import assert_no_test_leakage
+from downstream.options import build_downstream_parser, parse_downstream
+from downstream.predictions import predict_windows
+from downstream.runs import finish_run, run_info, train_summary
+from downstream.training import ClassificationLoss, SelectionMonitor, class_weights, fit_and_select
 from models.heads import CONTEXT_HEAD, TEMPORAL_CLASSIFIER, ContextHead, EpochEncoder, MLPHead, TemporalClassifier
 from models.lora import LoraSettings
 from utils.batchnorm import debias_batchnorm

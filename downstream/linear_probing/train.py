@@ -32,29 +32,21 @@ from typing import Any
 import torch
 
 from dataset.constants import TASKS
-from downstream.common import (
-    ClassificationLoss,
-    SelectionMonitor,
+from downstream.backbone import resolve_backbone
+from downstream.data import (
     apply_epochs,
-    assert_no_test_leakage,
-    build_downstream_parser,
-    class_weights,
     encode_store,
     epoch_dataset,
-    epochwise,
     eval_batch_size,
-    finish_run,
-    fit_and_select,
-    parse_downstream,
-    predict_stored_epochs,
-    predict_windows,
-    resolve_backbone,
-    run_info,
     stored_features,
-    train_summary,
     val_split,
     window_dataset,
 )
+from downstream.leakage import assert_no_test_leakage
+from downstream.options import build_downstream_parser, parse_downstream
+from downstream.predictions import epochwise, predict_stored_epochs, predict_windows
+from downstream.runs import finish_run, run_info, train_summary
+from downstream.training import ClassificationLoss, SelectionMonitor, class_weights, fit_and_select
 from models.heads import EPOCH_CLASSIFIER, MLP_HEAD, EpochClassifier, EpochEncoder, MLPHead
 from utils.batchnorm import debias_batchnorm
 from utils.config import load_config_file, mark_required, reported_errors, script_prog

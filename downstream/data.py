@@ -1,0 +1,185 @@
+"""The data of a downstream run (docs/evaluation.md 5.2): labelled epochs and windows of each split (training
+applies --label-fraction and --train-subjects; --max-val-recordings picks the `val` subset), the evaluation
+batch size, and representations computed without gradients: `apply_epochs` over a dataset, `encode_store` /
+`stored_features` from the frozen-vector store of `downstream.cache`.
+
+A split that cannot be read raises UsageError naming the folder; skipped recordings are printed with their
+reasons.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from dataset.datasets import EpochDataset, SequenceDataset
+from dataset.splits import read_splits
+from downstream.backbone import BackboneSource
+from downstream.cache import VectorStore, cache_key, encode_recordings
+from models.heads import EpochEncoder
+from utils.config import UsageError
+from utils.engine import autocast_context, evaluating
+
+
+def _opened(make: Callable[[], Dataset], what: str) -> Any:
+    """Build a dataset (UsageError naming the folder or file when it cannot be read) and print the recordings
+    skipped."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*skipped \d+")  # reported below, with every reason
+        try:
+            dataset = make()
+        except (ValueError, OSError, KeyError) as err:
+            raise UsageError(f"{what}: {err}") from err
+    if getattr(dataset, "skipped", None):
+        reasons = Counter(dataset.skipped.values())
+        print(
+            f"{what}: skipped {len(dataset.skipped)} recording(s): "
+            + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()),
+            flush=True,
+        )
+    return dataset
+
+
+def val_split(cfg: argparse.Namespace) -> str | list[str]:
+    """ "val", or a seeded subset of --max-val-recordings of its recordings."""
+    recordings = read_splits(Path(cfg.data) / "splits.json")["recordings"]["val"]
+    if not cfg.max_val_recordings or cfg.max_val_recordings >= len(recordings):
+        return "val"
+    pick = np.random.default_rng([cfg.seed, 3]).choice(len(recordings), cfg.max_val_recordings, replace=False)
+    return sorted(recordings[i] for i in pick)
+
+
+def epoch_dataset(
+    cfg: argparse.Namespace, split: str | list[str], channels: Sequence[str], training: bool = False
+) -> EpochDataset:
+    """Labelled epochs of a split; `training` applies --label-fraction and --train-subjects."""
+    name = split if isinstance(split, str) else f"val ({len(split)} recordings)"
+    return _opened(
+        lambda: EpochDataset(
+            cfg.data,
+            split,
+            list(channels),
+            task=cfg.task,
+            label_fraction=cfg.label_fraction if training else 1.0,
+            n_subjects=cfg.train_subjects if training else None,
+            seed=cfg.seed,
+            label_rule=cfg.label_rule,
+        ),
+        f"{cfg.data}, split {name}, channels {list(channels)}",
+    )
+
+
+def window_dataset(
+    cfg: argparse.Namespace,
+    split: str | list[str],
+    channels: Sequence[str],
+    epochs_per_window: int,
+    tiling: bool,
+    stride: int = 10,
+    training: bool = False,
+) -> SequenceDataset:
+    """Windows of consecutive epochs of one recording; tiling mode predicts every epoch exactly once."""
+    name = split if isinstance(split, str) else f"val ({len(split)} recordings)"
+    return _opened(
+        lambda: SequenceDataset(
+            cfg.data,
+            split,
+            list(channels),
+            task=cfg.task,
+            epochs_per_window=epochs_per_window,
+            stride=stride,
+            seed=cfg.seed,
+            n_subjects=cfg.train_subjects if training else None,
+            label_rule=cfg.label_rule,
+            tiling=tiling,
+        ),
+        f"{cfg.data}, split {name}, {epochs_per_window}-epoch windows, channels {list(channels)}",
+    )
+
+
+def eval_batch_size(cfg: argparse.Namespace, per_window: int = 1) -> int:
+    """--eval-batch-size (or --batch-size) samples; with `per_window` epochs per sample, in windows (>= 1)."""
+    return max(1, (cfg.eval_batch_size or cfg.batch_size) // per_window)
+
+
+class FeatureDataset(Dataset):
+    """Cached representations: items {"features": (D,) float32, "label": () int64}."""
+
+    def __init__(self, features: torch.Tensor, labels: torch.Tensor):
+        self.features, self.labels = features, labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"features": self.features[index], "label": self.labels[index]}
+
+
+@torch.no_grad()
+def apply_epochs(
+    function: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+    dataset: EpochDataset,
+    channels: Sequence[str],
+    device: torch.device,
+    cfg: argparse.Namespace,
+) -> FeatureDataset:
+    """`function({channel: (B, 3000)}) -> (B, K)` over every item of a labelled EpochDataset, in order, without
+    gradients (the caller sets eval mode): outputs (N, K) float32 on the CPU, with the labels (N,)."""
+    loader = DataLoader(dataset, batch_size=eval_batch_size(cfg), shuffle=False, num_workers=cfg.workers)
+    outputs, labels = [], []
+    for batch in tqdm(
+        loader, desc=f"encode {dataset.split}", unit="batch", leave=False, disable=not getattr(cfg, "progress", False)
+    ):
+        signals = {ch: batch[ch].to(device, non_blocking=True) for ch in channels}  # (B, 3000) each, 100 Hz
+        with autocast_context(device, cfg.amp, cfg.amp_dtype):
+            outputs.append(function(signals).float().cpu())  # (B, K)
+        labels.append(batch["label"])
+    return FeatureDataset(torch.cat(outputs), torch.cat(labels))
+
+
+def encode_store(
+    cfg: argparse.Namespace,
+    encoder: EpochEncoder,
+    source: BackboneSource,
+    channels: Sequence[str],
+    recordings: Sequence[str],
+    device: torch.device,
+) -> VectorStore:
+    """Frozen `encoder` vectors of every epoch of `recordings` (`downstream.cache`): read from / written to
+    --cache-dir when given and the backbone is a pretrained file, else computed in memory."""
+    precision = f"amp-{cfg.amp_dtype}" if cfg.amp and device.type == "cuda" else "fp32"
+    sha = source.provenance.get("sha256") if source.state is not None else None
+    key = cache_key(sha, channels, precision) if sha else None
+
+    def encode(signals: dict[str, torch.Tensor]) -> torch.Tensor:
+        with autocast_context(device, cfg.amp, cfg.amp_dtype):
+            return encoder(signals)  # (n, D)
+
+    with evaluating(encoder):
+        return encode_recordings(
+            encode,
+            cfg.data,
+            recordings,
+            channels,
+            device,
+            batch_epochs=eval_batch_size(cfg),
+            workers=cfg.workers,
+            cache_dir=cfg.cache_dir,
+            key=key,
+            progress=cfg.progress,
+        )
+
+
+def stored_features(store: VectorStore, dataset: EpochDataset) -> FeatureDataset:
+    """The stored vectors of a labelled EpochDataset's samples, in its order: features (N, D), labels (N,)."""
+    recordings, epochs = dataset.sample_index()
+    return FeatureDataset(torch.from_numpy(store.gather(recordings, epochs)), torch.from_numpy(dataset.labels))

@@ -1,0 +1,176 @@
+"""Options of the downstream scripts (docs/training.md 4.1, docs/evaluation.md 5.2): the task and backbone
+option groups on top of the engine's shared parser (utils/config.py), their checks, the `val` metrics that may
+select a checkpoint, and the default --out of a run.
+
+Bad input raises UsageError (or `parser.error`) before anything is written; each script's `main` reports it as
+one `error:` line, exit status 2 (`utils.config.reported_errors`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
+from utils.config import (
+    build_parser,
+    check_out_dir,
+    comma_list,
+    fraction,
+    non_negative_int,
+    parse_config,
+    positive_int,
+    probability,
+)
+
+SELECT_METRICS: dict[str, str] = {"kappa": "max", "macro_f1": "max", "accuracy": "max", "auroc": "max", "loss": "min"}
+
+
+def int_list(text: str | Sequence[int]) -> list[int]:
+    """`"256,256"` (or a list from a config file) -> [256, 256]; every item a positive integer."""
+    items = comma_list(text) if isinstance(text, str) else list(text) if isinstance(text, (list, tuple)) else None
+    try:
+        return [positive_int(v) for v in items]
+    except (TypeError, argparse.ArgumentTypeError):
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers, got {text!r}") from None
+
+
+int_list.checks_values = True  # parse_config checks --config values with it too
+
+
+def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    group = parser.add_argument_group("downstream task and evaluation")
+    group.add_argument("--task", choices=tuple(TASKS), default=None, help="what to predict per 30-s epoch (required)")
+    group.add_argument(
+        "--label-fraction",
+        type=fraction,
+        default=1.0,
+        help="fraction (0, 1] of the labelled `train` epochs used (seeded draw without replacement)",
+    )
+    group.add_argument(
+        "--train-subjects",
+        type=positive_int,
+        default=None,
+        help="use only this many `train` subjects (seeded permutation of the sorted ids); default all",
+    )
+    group.add_argument(
+        "--label-rule",
+        default="midpoint",
+        help='event tasks: "midpoint", "any" or "min_s:X" (seconds of the epoch covered)',
+    )
+    group.add_argument(
+        "--select-metric",
+        choices=("auto", *SELECT_METRICS),
+        default="auto",
+        help="`val` metric that selects the checkpoint (best.pt); `test` is never used for it. auto: "
+        "auroc for the binary event tasks (kappa of a rare class says little), kappa for staging",
+    )
+    group.add_argument(
+        "--class-weights",
+        choices=("balanced", "none"),
+        default="balanced",
+        help="cross-entropy class weights: balanced = N / (C x n_c) over the training labels",
+    )
+    group.add_argument(
+        "--max-val-recordings",
+        type=non_negative_int,
+        default=0,
+        help="score model selection on a seeded subset of this many `val` recordings (0 = all)",
+    )
+    group.add_argument(
+        "--n-boot", type=non_negative_int, default=1000, help="bootstrap replicates (test subjects) for the CIs"
+    )
+    group.add_argument(
+        "--hypnograms", type=non_negative_int, default=3, help="staging: hypnogram PNGs of the first N test recordings"
+    )
+    group.add_argument(
+        "--eval-batch-size",
+        type=non_negative_int,
+        default=0,
+        help="samples (epochs; fine-tuning: windows) per batch when encoding / predicting without "
+        "gradients (0 = --batch-size)",
+    )
+    group.add_argument("--method", default=None, help=argparse.SUPPRESS)  # set by the script; kept in config.json
+    return parser
+
+
+def add_backbone_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    group = parser.add_argument_group("backbone and head")
+    group.add_argument(
+        "--backbone",
+        type=Path,
+        default=None,
+        help="pretraining run directory or checkpoint (NeuroNet or SynthSleepNet)",
+    )
+    group.add_argument(
+        "--init",
+        choices=("pretrained", "random"),
+        default="pretrained",
+        help="random: supervised from scratch (architecture from --backbone or --preset, all trainable)",
+    )
+    group.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=None,
+        help="keep the frozen backbone's vectors of every encoded recording here and reuse them in "
+        "later runs with the same backbone file and channels (default: encode in memory)",
+    )
+    group.add_argument("--head-hidden", type=int_list, default=[256, 256], help="MLP head hidden widths")
+    group.add_argument("--head-dropout", type=probability, default=0.5, help="MLP head dropout")
+    return parser
+
+
+def build_downstream_parser(
+    description: str, defaults: Mapping[str, Any], extra: Iterable[Callable[[argparse.ArgumentParser], Any]] = ()
+) -> argparse.ArgumentParser:
+    """The engine's shared parser with the task and backbone groups (and a script's own groups)."""
+    return build_parser(
+        description, defaults={"out": None, **defaults}, add_options=[add_task_args, add_backbone_args, *extra]
+    )
+
+
+def check_task_options(parser: argparse.ArgumentParser, cfg: argparse.Namespace) -> None:
+    """Validate the task group beyond what its typed options check (parser.error on bad values)."""
+    if cfg.task is None:
+        parser.error(f"--task is required ({', '.join(TASKS)})")
+    if not Path(cfg.data).is_dir() or not (Path(cfg.data) / "splits.json").is_file():
+        parser.error(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
+    if cfg.task == "sleep_stage" and cfg.label_rule != "midpoint":
+        parser.error("--label-rule applies to the event tasks only")
+
+
+def parse_downstream(
+    parser: argparse.ArgumentParser, argv: list[str] | None, method_of: Callable[[argparse.Namespace], str]
+) -> argparse.Namespace:
+    """Parse and check; `cfg.method` is set by `method_of(cfg)` and `--out` defaults to
+    runs/downstream/<method>/<task>-lf<fraction>[-n<subjects>]-seed<seed>, which must be a usable directory."""
+    cfg = parse_config(parser, argv)
+    check_task_options(parser, cfg)
+    if hasattr(cfg, "head_hidden"):
+        cfg.head_hidden = int_list(cfg.head_hidden)
+        if getattr(cfg, "init", "pretrained") == "pretrained" and cfg.backbone is None:
+            parser.error("--backbone is required with --init pretrained (or use --init random)")
+        if cfg.backbone is not None:
+            cfg.backbone = Path(cfg.backbone)
+    if cfg.channels is not None:
+        unknown = [c for c in cfg.channels if c not in CHANNEL_BY_NAME]
+        if unknown:
+            parser.error(f"--channels {unknown}: unknown; canonical names: {', '.join(CHANNEL_BY_NAME)}")
+        bad = [c for c in cfg.channels if CHANNEL_BY_NAME[c].epoch_samples != EPOCH_SAMPLES]
+        if bad and not hasattr(cfg, "head_hidden"):  # backbones take the 10-Hz channels too; the features do not
+            parser.error(
+                f"--channels {bad}: the hand-crafted features take 100-Hz electrophysiology channels "
+                f"({', '.join(EPHYS_CHANNELS)})"
+            )
+    if cfg.select_metric == "auto":
+        cfg.select_metric = "auroc" if TASKS[cfg.task] == 2 else "kappa"
+    cfg.method = method_of(cfg)
+    if cfg.out is None:
+        subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""
+        cfg.out = (
+            Path("runs") / "downstream" / cfg.method / f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}-seed{cfg.seed}"
+        )
+    check_out_dir(cfg.out)
+    return cfg

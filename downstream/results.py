@@ -1,0 +1,318 @@
+"""What a downstream run writes (docs/evaluation.md 5.6): its per-epoch `Predictions` of `test`
+(predictions.parquet), metrics.json, confusion_matrix.png, results.md and, for staging, hypnogram PNGs of the
+first test recordings (`write_run_report`, called once per run, on `test`, with the checkpoint selected on
+`val`), and the table rows and Markdown tables of those records (`summary_row`, `markdown_table`).
+
+Predictions: recording, subject, epoch, true, predicted, probabilities, stage; `PredictionCollector` gathers
+them batch by batch and checks that no (recording, epoch) was predicted twice; `attach_context` fills the
+subject and the scored stage from the cohort. Unscored epochs (true = -1) are predicted but not scored.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dataset.cohort import read_subjects, recording_path, scan_recording
+from dataset.constants import STAGE_NAMES, TASKS
+from utils.metrics import binary_class_names
+from utils.plots import confusion_matrix_png, hypnogram_png
+
+METHOD_LABELS: dict[str, str] = {
+    "linear_probe": "linear probe (frozen backbone + MLP head)",
+    "fine_tune": "fine-tuning (LoRA + Mamba temporal context)",
+    "scratch_probe": "supervised from scratch (probe architecture, random init)",
+    "scratch_finetune": "supervised from scratch (fine-tuning architecture, random init)",
+    "features_hgb": "hand-crafted features + gradient-boosted trees",
+}
+CI_METRICS = ("kappa", "macro_f1", "accuracy", "auroc", "auprc")  # table cells with their 95 % CI
+EVENT_DETECTION_METRICS = (  # the event_detection run's columns (downstream/event_detection/train.py)
+    "event_f1_apnea",
+    "event_f1_hypopnea",
+    "ahi_icc",
+    "ahi_r",
+    "ahi_severity_kappa",
+    "epoch_auroc_apnea",
+    "epoch_auroc_hypopnea",
+)
+
+
+def class_names(task: str) -> tuple[str, ...]:
+    return STAGE_NAMES if task == "sleep_stage" else tuple(binary_class_names(task))
+
+
+@dataclass
+class Predictions:
+    """One prediction per (recording, epoch), sorted by recording then epoch.
+
+    recording, subject: (N,) str; epoch: (N,) int64 (epoch k covers [30k, 30k + 30) s); true: (N,) int64 class,
+    -1 = unlabelled; probabilities: (N, C) float32 class probabilities; stage: (N,) int8 scored stage
+    (-1 unscored) for the sleep mask of the event indices.
+    """
+
+    recording: np.ndarray
+    epoch: np.ndarray
+    true: np.ndarray
+    probabilities: np.ndarray
+    subject: np.ndarray | None = None
+    stage: np.ndarray | None = None
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1).astype(np.int64)  # (N,)
+
+    def __len__(self) -> int:
+        return int(self.epoch.shape[0])
+
+    def to_table(self, task: str) -> pa.Table:
+        n_classes = self.probabilities.shape[1]
+        probabilities = pa.FixedSizeListArray.from_arrays(
+            pa.array(self.probabilities.astype(np.float32).reshape(-1)), n_classes
+        )
+        table = pa.table(
+            {
+                "recording": pa.array(self.recording.astype(str)),
+                "subject": pa.array(self.subject.astype(str)),
+                "epoch": pa.array(self.epoch.astype(np.int32)),
+                "true": pa.array(self.true.astype(np.int8)),
+                "predicted": pa.array(self.predicted.astype(np.int8)),
+                "probabilities": probabilities,
+                "stage": pa.array(self.stage.astype(np.int8)),
+            }
+        )
+        meta = {"task": task, "class_names": json.dumps(list(class_names(task)))}
+        return table.replace_schema_metadata({k: v.encode() for k, v in meta.items()})
+
+    @classmethod
+    def read(cls, path: str | Path) -> Predictions:
+        table = pq.read_table(path)
+        probabilities = np.stack(table.column("probabilities").to_numpy(zero_copy_only=False)).astype(np.float32)
+        return cls(
+            np.asarray(table.column("recording").to_pylist(), dtype=object),
+            table.column("epoch").to_numpy().astype(np.int64),
+            table.column("true").to_numpy().astype(np.int64),
+            probabilities,
+            np.asarray(table.column("subject").to_pylist(), dtype=object),
+            table.column("stage").to_numpy().astype(np.int8),
+        )
+
+
+class PredictionCollector:
+    """Gathers per-epoch predictions batch by batch; `finish()` sorts them and checks that no (recording,
+    epoch) was predicted twice."""
+
+    def __init__(self, n_classes: int):
+        self.n_classes = n_classes
+        self.parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, recordings: Sequence[str], epochs, labels, probabilities) -> None:
+        """recordings (n,), epochs (n,), labels (n,), probabilities (n, C)."""
+        probabilities = np.asarray(probabilities, dtype=np.float32).reshape(-1, self.n_classes)
+        self.parts.append(
+            (
+                np.asarray(recordings, dtype=object),
+                np.asarray(epochs, dtype=np.int64),
+                np.asarray(labels, dtype=np.int64),
+                probabilities,
+            )
+        )
+
+    def finish(self) -> Predictions:
+        if not self.parts:
+            raise ValueError("no prediction was collected")
+        recording, epoch, true, probabilities = (np.concatenate([p[i] for p in self.parts]) for i in range(4))
+        order = np.lexsort((epoch, recording.astype(str)))
+        recording, epoch, true, probabilities = recording[order], epoch[order], true[order], probabilities[order]
+        same = (recording[1:] == recording[:-1]) & (epoch[1:] == epoch[:-1])
+        if same.any():
+            k = int(np.flatnonzero(same)[0])
+            raise ValueError(
+                f"recording {recording[k]}, epoch {epoch[k]} was predicted more than once "
+                f"({int(same.sum())} duplicates)"
+            )
+        return Predictions(recording, epoch, true, probabilities)
+
+
+def _per_recording(predictions: Predictions) -> list[tuple[str, slice]]:
+    """(recording id, rows) of each recording; rows are contiguous and in epoch order (predictions are sorted)."""
+    ids, starts, counts = np.unique(predictions.recording.astype(str), return_index=True, return_counts=True)
+    if not np.array_equal(starts, np.cumsum(counts) - counts):  # each recording one contiguous block, in id order
+        raise ValueError("predictions are not sorted by recording")
+    return [(str(rid), slice(int(a), int(a + n))) for rid, a, n in zip(ids, starts, counts)]
+
+
+def attach_context(predictions: Predictions, data_dir: str | Path) -> Predictions:
+    """Fill `subject` (from DST/manifest.parquet) and `stage` (the scored stage column of each recording)."""
+    groups = _per_recording(predictions)
+    subjects = read_subjects(data_dir, [rid for rid, _ in groups])
+    stage = np.full(len(predictions), -1, dtype=np.int8)
+    for rid, rows in groups:
+        info, stages = scan_recording(recording_path(data_dir, rid), rid, subjects[rid], "sleep_stage", "midpoint")
+        position = np.searchsorted(info.epochs, predictions.epoch[rows])  # epochs are sorted in the file
+        if np.any(position >= info.n_epochs) or np.any(
+            info.epochs[np.minimum(position, info.n_epochs - 1)] != predictions.epoch[rows]
+        ):
+            raise ValueError(f"{rid}: predicted epochs not found in {recording_path(data_dir, rid)}")
+        stage[rows] = stages[position]
+    subject = np.asarray([subjects[r] for r in predictions.recording], dtype=object)
+    return replace(predictions, subject=subject, stage=stage)
+
+
+def json_safe(value: Any) -> Any:
+    """NaN/inf → None and NumPy scalars → Python numbers, recursively (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+# ---------------------------------------------------------------------------------------- tables
+def as_number(value: Any) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
+    """One flat table row of a run's metrics.json: identity, headline metrics with CI ends (`<m>_low/_high`)."""
+    test = metrics["test"]
+    row: dict[str, Any] = {
+        "method": metrics["method"],
+        "backbone": metrics.get("backbone_name") or "",
+        "task": metrics["task"],
+        "label_fraction": metrics["label_fraction"],
+        "train_subjects": metrics.get("train_subjects"),
+        "seed": metrics.get("seed"),
+        "n_test_subjects": test["n_subjects"],
+        "n_test_epochs": test["n_epochs"],
+    }
+    for name in CI_METRICS:
+        row[name] = as_number(test["pooled"].get(name))
+        low, high = test.get("ci", {}).get(name, [None, None])
+        row[f"{name}_low"], row[f"{name}_high"] = as_number(low), as_number(high)
+    agreement = (metrics.get("event_index") or {}).get("agreement", {})
+    row["event_index_icc"] = as_number(agreement.get("icc_2_1"))
+    row.update(
+        ahi_icc=float("nan"),
+        ahi_r=float("nan"),
+        ahi_severity_kappa=float("nan"),
+        ahi_icc_uncalibrated=float("nan"),
+        run=run,
+    )
+    return row
+
+
+def _cell(row: Mapping[str, Any], name: str) -> str:
+    value = row.get(name)
+    if name in CI_METRICS or name in ("event_index_icc", *EVENT_DETECTION_METRICS):
+        value = as_number(value)
+        if not math.isfinite(value):
+            return "–"
+        low, high = as_number(row.get(f"{name}_low")), as_number(row.get(f"{name}_high"))
+        ci = f" [{low:.3f}, {high:.3f}]" if math.isfinite(low) and math.isfinite(high) else ""
+        return f"{value:.3f}{ci}"
+    if name == "label_fraction":
+        return f"{100 * float(value):g} %"
+    return "all" if value is None and name == "train_subjects" else str(value)
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """A Markdown table; metric cells read `value [CI low, CI high]`, undefined values `–`."""
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(row, c) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_markdown(metrics: Mapping[str, Any]) -> str:
+    """results.md of one run: what was run, the headline table, per-class F1, the confusion matrix."""
+    test, task = metrics["test"], metrics["task"]
+    selection, train = metrics.get("selection", {}), metrics.get("train", {})
+    names = class_names(task)
+    columns = [
+        c
+        for c in ("kappa", "macro_f1", "accuracy") + (("auroc", "auprc", "event_index_icc") if TASKS[task] == 2 else ())
+    ]
+    lines = [
+        f"# {METHOD_LABELS.get(metrics['method'], metrics['method'])}: {task}",
+        "",
+        f"- backbone: {metrics.get('backbone_name') or '—'} ({metrics.get('init', '—')})",
+        f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
+        f"{metrics.get('train_subjects') or 'all'} `train` subjects ({train.get('n_labelled', '?')} epochs)",
+        f"- model selection: {selection.get('metric', '—')} on `val` = {selection.get('value')}; "
+        f"checkpoint {selection.get('checkpoint', '—')}",
+        f"- test: {test['n_epochs']} scored epochs, {test['n_recordings']} recordings, {test['n_subjects']} "
+        f"subjects; 95 % CIs: {test.get('ci_method', '')} ({test.get('n_boot')} replicates)",
+        "",
+        markdown_table([summary_row(metrics)], columns),
+        "## Per-class F1",
+        "",
+        "| " + " | ".join(names) + " |",
+        "|" + "|".join("---" for _ in names) + "|",
+        "| " + " | ".join("n/a" if v is None else f"{v:.3f}" for v in test["pooled"]["per_class_f1"].values()) + " |",
+        "",
+        "## Confusion matrix (rows = scored, columns = predicted)",
+        "",
+        "| | " + " | ".join(names) + " |",
+        "|---|" + "|".join("---" for _ in names) + "|",
+    ]
+    lines += [
+        f"| {n} | " + " | ".join(str(v) for v in row) + " |"
+        for n, row in zip(names, test["pooled"]["confusion_matrix"])
+    ]
+    if metrics.get("event_index"):
+        agreement = metrics["event_index"]["agreement"]
+        lines += [
+            "",
+            "## Event index per recording",
+            "",
+            metrics["event_index"]["definition"],
+            "",
+            f"ICC(2,1) {agreement['icc_2_1']}, Pearson r {agreement['pearson_r']}, MAE {agreement['mae']} /h, "
+            f"bias {agreement['bias']} /h, severity accuracy {agreement['severity_accuracy']} "
+            f"({agreement['n']} recordings)",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_run_report(
+    out_dir: str | Path, predictions: Predictions, metrics: Mapping[str, Any], hypnograms: int = 3
+) -> dict[str, Any]:
+    """Write predictions.parquet, metrics.json, confusion_matrix.png, results.md (+ hypnograms for staging)
+    into `out_dir`. `metrics` holds the run description and `evaluate_predictions`' result."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    task = metrics["task"]
+    pq.write_table(predictions.to_table(task), out_dir / "predictions.parquet")
+    outputs = {
+        "predictions": "predictions.parquet",
+        "confusion_matrix": "confusion_matrix.png",
+        "results": "results.md",
+    }
+    title = f"{metrics['method']} | {task} | {100 * metrics['label_fraction']:g} % labels"
+    confusion_matrix_png(
+        metrics["test"]["pooled"]["confusion_matrix"], class_names(task), out_dir / "confusion_matrix.png", title=title
+    )
+    if task == "sleep_stage":
+        for rid, rows in _per_recording(predictions)[: max(0, hypnograms)]:
+            name = f"hypnogram_{rid}.png"
+            hypnogram_png(predictions.predicted[rows], out_dir / name, true=predictions.true[rows], title=rid)
+            outputs[f"hypnogram_{rid}"] = name
+    record = json_safe({**metrics, "outputs": outputs})
+    tmp = out_dir / ".metrics.json.tmp"
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(out_dir / "metrics.json")
+    (out_dir / "results.md").write_text(run_markdown(record))
+    return record
