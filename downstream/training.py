@@ -18,7 +18,6 @@ from torch.utils.data import Dataset
 
 from dataset.constants import TASKS
 from downstream.options import SELECT_METRICS
-from utils.ahi import EVENT_FAMILIES, event_calibration
 from utils.config import UsageError
 from utils.distributed import DistContext
 from utils.engine import evaluating, fit
@@ -109,16 +108,13 @@ def fit_and_select(
     initial_best: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """`utils.engine.fit` with best.pt selected by `val_<--select-metric>`; `initial_best`: the `val_*` metrics of
-    the starting weights, which an epoch must beat to replace them as best.pt. Apnea and hypopnea runs add their
-    `utils.ahi.event_calibration` (fitted on `val` labels) to the checkpoints' metadata: predict.py's AHI scale."""
+    the starting weights, which an epoch must beat to replace them as best.pt."""
     train_size = len(train_set)
     if train_size < 2:
         raise UsageError(
             f"{train_size} training sample(s); the head's BatchNorm needs at least 2 "
             "(raise --label-fraction or --train-subjects)"
         )
-    if cfg.task in EVENT_FAMILIES and "event_calibration" not in metadata:  # the AHI scale travels with the model
-        metadata = {**metadata, "event_calibration": event_calibration(cfg.data, cfg.task, cfg.label_rule)}
     return fit(
         cfg,
         model,
