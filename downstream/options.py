@@ -15,6 +15,7 @@ from typing import Any
 
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
 from utils.config import (
+    Config,
     build_parser,
     check_out_dir,
     comma_list,
@@ -131,7 +132,7 @@ def build_downstream_parser(
     )
 
 
-def check_task_options(parser: argparse.ArgumentParser, cfg: argparse.Namespace) -> None:
+def check_task_options(parser: argparse.ArgumentParser, cfg: Config) -> None:
     """Validate the task group beyond what its typed options check (parser.error on bad values)."""
     if cfg.task is None:
         parser.error(f"--task is required ({', '.join(TASKS)})")
@@ -142,18 +143,18 @@ def check_task_options(parser: argparse.ArgumentParser, cfg: argparse.Namespace)
 
 
 def parse_downstream(
-    parser: argparse.ArgumentParser, argv: list[str] | None, method_of: Callable[[argparse.Namespace], str]
-) -> argparse.Namespace:
-    """Parse and check; `cfg.method` is set by `method_of(cfg)` and `--out` defaults to
-    runs/downstream/<method>/<task>-lf<fraction>[-n<subjects>]-seed<seed>, which must be a usable directory."""
+    parser: argparse.ArgumentParser, argv: list[str] | None, method_of: Callable[[Config], str]
+) -> Config:
+    """Parse, check and resolve once into a frozen Config: `method` is `method_of(cfg)`, `--select-metric auto`
+    the task's metric, and `--out` defaults to runs/downstream/<method>/<task>-lf<fraction>[-n<subjects>]-seed<seed>,
+    which must be a usable directory."""
     cfg = parse_config(parser, argv)
     check_task_options(parser, cfg)
     if hasattr(cfg, "head_hidden"):
-        cfg.head_hidden = int_list(cfg.head_hidden)
         if getattr(cfg, "init", "pretrained") == "pretrained" and cfg.backbone is None:
             parser.error("--backbone is required with --init pretrained (or use --init random)")
-        if cfg.backbone is not None:
-            cfg.backbone = Path(cfg.backbone)
+        backbone = Path(cfg.backbone) if cfg.backbone is not None else None
+        cfg = cfg.replace(head_hidden=int_list(cfg.head_hidden), backbone=backbone)
     if cfg.channels is not None:
         unknown = [c for c in cfg.channels if c not in CHANNEL_BY_NAME]
         if unknown:
@@ -165,12 +166,11 @@ def parse_downstream(
                 f"({', '.join(EPHYS_CHANNELS)})"
             )
     if cfg.select_metric == "auto":
-        cfg.select_metric = "auroc" if TASKS[cfg.task] == 2 else "kappa"
-    cfg.method = method_of(cfg)
+        cfg = cfg.replace(select_metric="auroc" if TASKS[cfg.task] == 2 else "kappa")
+    cfg = cfg.replace(method=method_of(cfg))
     if cfg.out is None:
         subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""
-        cfg.out = (
-            Path("runs") / "downstream" / cfg.method / f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}-seed{cfg.seed}"
-        )
+        name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}-seed{cfg.seed}"
+        cfg = cfg.replace(out=Path("runs") / "downstream" / cfg.method / name)
     check_out_dir(cfg.out)
     return cfg

@@ -106,9 +106,11 @@ def fit_and_select(
     monitor: SelectionMonitor | None,
     metadata: Mapping[str, Any],
     initial_best: Mapping[str, Any] | None = None,
+    deadline: float | None = None,
 ) -> dict[str, Any]:
     """`utils.engine.fit` with best.pt selected by `val_<--select-metric>`; `initial_best`: the `val_*` metrics of
-    the starting weights, which an epoch must beat to replace them as best.pt."""
+    the starting weights, which an epoch must beat to replace them as best.pt; `deadline`: the engine's stop time
+    for a phase whose budget was fixed when the run started (default: --max-minutes from now)."""
     train_size = len(train_set)
     if train_size < 2:
         raise UsageError(
@@ -128,4 +130,5 @@ def fit_and_select(
         monitor_mode=SELECT_METRICS[cfg.select_metric],
         metadata=metadata,
         initial_best=initial_best,
+        deadline=deadline,
     )

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from models.lora import lora_parameters
 from models.neuronet import build_neuronet, neuronet_config
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
 from utils.checkpoint import load_checkpoint, save_model_checkpoint, sha256_file
+from utils.config import FrozenConfigError, parse_config
 from utils.run_logging import read_jsonl
 
 REPO = Path(__file__).resolve().parent.parent
@@ -376,6 +378,8 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
                 "3",
                 "--context-batch-size",
                 "4",
+                "--max-minutes",
+                "30",  # never reached: the phases' budgets are only recorded
                 *RUN,
             ]
         )
@@ -383,6 +387,14 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
     )
     for name in RUN_FILES:
         assert (out / name).is_file(), name
+    # each phase ran with its own config, fixed before training; config.json keeps the options as given
+    config = json.loads((out / "config.json").read_text())
+    phase_config = json.loads((out / "context_phase" / "config.json").read_text())
+    assert (config["passes"], config["batch_size"], config["max_steps"], config["workers"]) == (1, 2, 2, 0)
+    assert (phase_config["passes"], phase_config["batch_size"], phase_config["max_steps"]) == (3, 4, None)
+    assert phase_config["out"] == str(out / "context_phase") and phase_config["base_lr"] == config["context_base_lr"]
+    assert config["max_minutes"] == 30.0 and phase_config["max_minutes"] == 30.0 * config["context_budget_share"]
+    assert 25.0 < config["_derived"]["time_budget_min"] <= 30.0  # phase 2: what phase 1 left of the budget
     # phase 1 (context + head on frozen vectors) ran first; phase 2 kept its selected weights unless it beat them
     phase = [r for r in read_jsonl(out / "context_phase" / "log.jsonl") if r["kind"] == "epoch"]
     assert len(phase) == 3 and all(np.isfinite(r["val_kappa"]) for r in phase)
@@ -404,6 +416,23 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
     assert trainable and all("lora_" in n or not n.startswith("encoder.") for n in trainable)
     summary = read_jsonl(out / "log.jsonl")[-1]
     assert summary["kind"] == "summary" and summary["step"] == 2
+
+
+def test_fine_tuning_phase_config_is_a_new_config_fixed_up_front():
+    cfg = parse_config(
+        fine_tuning.build_fine_tuning_parser(),
+        ["--data", "d", "--task", "sleep_stage", "--out", "o", "--max-minutes", "10"],
+    )
+    phase = fine_tuning.context_phase_config(cfg, n_windows=3)
+    assert (phase.batch_size, phase.passes, phase.workers, phase.max_steps) == (3, 30, 0, None)  # clipped to 3
+    assert phase.out == Path("o") / "context_phase" and phase.max_minutes == 4.0 and phase.base_lr == 8e-3
+    assert (cfg.batch_size, cfg.passes, cfg.out, cfg.max_minutes) == (8, 10, Path("o"), 10.0)  # untouched
+    with pytest.raises(FrozenConfigError):
+        cfg.max_minutes = 6.0
+    started = time.monotonic()
+    assert fine_tuning.fine_tuning_deadline(cfg, started) == pytest.approx(started + 600, abs=1)
+    assert fine_tuning.fine_tuning_deadline(cfg, started - 3600) == pytest.approx(started + 60, abs=1)  # a tenth
+    assert fine_tuning.fine_tuning_deadline(cfg.replace(max_minutes=0.0), started) is None
 
 
 def test_supervised_from_scratch_baselines(cohort, backbones, tmp_path):

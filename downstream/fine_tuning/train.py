@@ -26,7 +26,6 @@ the end (padding never influences earlier positions). Outputs: as the linear pro
 from __future__ import annotations
 
 import argparse
-import copy
 import time
 from pathlib import Path
 from typing import Any
@@ -50,6 +49,7 @@ from models.lora import LoraSettings
 from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import load_checkpoint
 from utils.config import (
+    Config,
     UsageError,
     mark_required,
     non_negative_int,
@@ -226,8 +226,34 @@ class VectorWindows(Dataset):
         return {"vectors": self.store.windows([recording], epochs[None])[0], "label": torch.from_numpy(label)}
 
 
+def context_phase_config(cfg: Config, n_windows: int) -> Config:
+    """Phase 1's own configuration, fixed before training starts (its config.json is in --out/context_phase):
+    the --context-* passes, batch (clipped to the `n_windows` training windows) and base lr, no loader workers
+    (stored vectors), no --max-steps cap, and `--context-budget-share` of --max-minutes."""
+    batch_size = cfg.context_batch_size if n_windows >= cfg.context_batch_size else max(2, n_windows)
+    return cfg.replace(
+        out=Path(cfg.out) / "context_phase",
+        passes=cfg.context_passes,
+        batch_size=batch_size,
+        base_lr=cfg.context_base_lr,
+        workers=0,
+        max_steps=None,
+        max_minutes=cfg.max_minutes * cfg.context_budget_share if cfg.max_minutes else 0.0,
+    )
+
+
+def fine_tuning_deadline(cfg: Config, run_started: float) -> float | None:
+    """When phase 2 stops (`time.monotonic()`), with both phases run: --max-minutes counts from `run_started`,
+    the start of phase 1, so phase 2 gets what phase 1 left of the budget, but at least a tenth of it. None
+    without --max-minutes."""
+    if not cfg.max_minutes:
+        return None
+    return max(run_started + cfg.max_minutes * 60, time.monotonic() + 0.1 * cfg.max_minutes * 60)
+
+
 def train_context_phase(
-    cfg: argparse.Namespace,
+    cfg: Config,
+    phase_cfg: Config,
     ctx,
     model: TemporalClassifier,
     source,
@@ -237,15 +263,9 @@ def train_context_phase(
     val_recordings: list[str],
     weights: torch.Tensor | None,
 ) -> dict | None:
-    """Phase 1: the context and head of `model` trained on cached frozen vectors, selected on `val` (kept in
-    --out/context_phase). Loads the selected weights into `model`; returns their `val_*` metrics (None if no
-    epoch had a finite score)."""
-    phase_cfg = copy.copy(cfg)
-    phase_cfg.out = Path(cfg.out) / "context_phase"
-    phase_cfg.passes, phase_cfg.batch_size = cfg.context_passes, cfg.context_batch_size
-    phase_cfg.base_lr = cfg.context_base_lr
-    phase_cfg.workers, phase_cfg.max_steps = 0, None
-    phase_cfg.max_minutes = cfg.max_minutes * cfg.context_budget_share if cfg.max_minutes else 0.0
+    """Phase 1: the context and head of `model` trained on cached frozen vectors with `phase_cfg`
+    (`context_phase_config`), selected on `val` (kept in --out/context_phase). Loads the selected weights into
+    `model`; returns their `val_*` metrics (None if no epoch had a finite score)."""
     # the model's own encoder: its new LoRA adapters start at B = 0, so in eval mode it gives exactly the frozen
     # backbone's vectors (the same ones the linear probe caches)
     store = encode_store(
@@ -256,9 +276,7 @@ def train_context_phase(
         sorted(set(train_set.recordings) | set(val_recordings)),
         ctx.device,
     )
-    vectors = VectorWindows(train_set, selected, store)
-    if len(vectors) < phase_cfg.batch_size:
-        phase_cfg.batch_size = max(2, len(vectors))
+    vectors = VectorWindows(train_set, selected, store)  # one item per training window, as train_set
     val_labels = epoch_labels(epoch_dataset(cfg, val_recordings, channels))
     head = ContextHead(model)  # the model's own context and head (--debias-batchnorm applied to the model)
     n_classes = TASKS[cfg.task]
@@ -293,7 +311,7 @@ def train_context_phase(
     return {k: v for k, v in (checkpoint.get("metrics") or {}).items() if k.startswith("val_")}
 
 
-def window_predictor(model: torch.nn.Module, device: torch.device, channels: list[str], cfg: argparse.Namespace):
+def window_predictor(model: torch.nn.Module, device: torch.device, channels: list[str], cfg: Config):
     """`predict_batch` for `predict_windows`: {channel: (B, T, 3000)} → probabilities (B, T, C)."""
 
     def predict(batch) -> torch.Tensor:
@@ -334,8 +352,9 @@ def run(argv: list[str] | None) -> int:
             f"{max(2, len(train_set))}",
             flush=True,
         )
-        cfg.batch_size = max(2, len(train_set))
+        cfg = cfg.replace(batch_size=max(2, len(train_set)))  # before config.json: it records the batch that ran
     n_classes, pretrained = TASKS[cfg.task], cfg.init == "pretrained"
+    phase_cfg = context_phase_config(cfg, len(train_set)) if pretrained and cfg.context_passes > 0 else None
     print(
         f"{cfg.method} | task {cfg.task} | backbone {source.name} | channels {', '.join(channels)} | train "
         f"{len(train_set)} windows of {size} epochs, {int(train_set.counts.sum())} labelled epochs of "
@@ -374,14 +393,13 @@ def run(argv: list[str] | None) -> int:
             debias_batchnorm(model)
         weights = class_weights(train_set.counts, cfg.class_weights)
         loss = ClassificationLoss(weights, channels=channels)
-        phase_started, initial_best = time.monotonic(), None
-        if pretrained and cfg.context_passes > 0:
+        initial_best, deadline = None, None
+        if phase_cfg is not None:
+            run_started = time.monotonic()  # --max-minutes covers both phases from here
             initial_best = train_context_phase(
-                cfg, ctx, model, source, channels, train_set, selected, val_windows.recordings, weights
+                cfg, phase_cfg, ctx, model, source, channels, train_set, selected, val_windows.recordings, weights
             )
-            if cfg.max_minutes:  # phase 2 gets what phase 1 left of the budget (at least a tenth of it)
-                used = (time.monotonic() - phase_started) / 60
-                cfg.max_minutes = max(cfg.max_minutes - used, 0.1 * cfg.max_minutes)
+            deadline = fine_tuning_deadline(cfg, run_started)
         batch_size = eval_batch_size(cfg)
 
         def predict_val(model, device):
@@ -423,6 +441,7 @@ def run(argv: list[str] | None) -> int:
             monitor=monitor,
             metadata=metadata,
             initial_best=initial_best,
+            deadline=deadline,
         )
         info = run_info(
             cfg, channels, train_summary(train_set.counts, train_set.recordings, train_set.subjects), source

@@ -25,7 +25,6 @@ metrics.json, predictions.parquet, confusion_matrix.png, results.md (and hypnogr
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +121,7 @@ def run(argv: list[str] | None) -> int:
             f"{max(2, len(train_set))}",
             flush=True,
         )
-        cfg.batch_size = max(2, len(train_set))
+        cfg = cfg.replace(batch_size=max(2, len(train_set)))  # before config.json: it records the batch that ran
     n_classes, frozen = TASKS[cfg.task], cfg.init == "pretrained"
     counts = train_set.class_counts()
     print(
@@ -174,8 +173,7 @@ def run(argv: list[str] | None) -> int:
                     cfg, store, test_windows, channels, lambda x: model(x.to(device)).float().softmax(dim=-1)
                 )
 
-            fit_cfg = copy.copy(cfg)
-            fit_cfg.workers = 0  # cached tensors: no loader workers needed
+            fit_cfg = cfg.replace(workers=0)  # cached tensors: no loader workers needed
             model, kind, train_data = head, MLP_HEAD, cached_train
             loss = ClassificationLoss(weights, input_key="features")
         else:
