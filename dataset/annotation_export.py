@@ -4,7 +4,7 @@ Input everywhere: `stages` (n_epochs,) int, the project's classes 0 W, 1 N1, 2 N
 (`dataset.constants`); `events` {type: (n_epochs,) 0/1} per-epoch event flags (e.g. "apnea", "hypopnea"), or a
 list of (type, onset s, duration s) intervals (an event model's typed events, written as they are); epoch k
 covers [30k, 30k + 30) s from the EDF start. A run of k consecutive positive epochs is written as ceil(k / 2)
-events of at most two epochs each (`EVENT_EPOCHS`), the counting rule of `utils.metrics.count_events`, so a
+events of at most two epochs each (`EVENT_EPOCHS`), the counting rule of `utils.ahi.count_events`, so a
 tool that counts the exported events counts what the project counts. Every writer is a pure function of
 its inputs (the EDF+ writer writes only the file it is given).
 

@@ -19,8 +19,8 @@ AHI. The event models predict one event family each, while the manifest's `ahi_s
 hypopneas, so:
 - per run (task apnea or hypopnea): `event_index` = that family's events per hour of sleep, estimated from the
   predicted epochs and, as reference, from the scored epoch labels with the same counting rule
-  (`utils.metrics.count_events`: a run of k positive epochs = ceil(k / 2) events, counted when it starts in a
-  sleep epoch); agreement by `utils.metrics.ahi_agreement` (ICC, Pearson r, severity classes).
+  (`utils.ahi.count_events`: a run of k positive epochs = ceil(k / 2) events, counted when it starts in a
+  sleep epoch); agreement by `utils.ahi.ahi_agreement` (ICC, Pearson r, severity classes).
 - here, when an apnea run and a hypopnea run of the same method, backbone, label fraction, subjects and seed
   are both given: AHI per recording = `estimate_ahi(predicted apnea, predicted hypopnea)` against the
   manifest's `ahi_scored`, in the `ahi_*` columns of both rows. Each family's count is multiplied by its run's
@@ -42,9 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from dataset.cohort import read_subjects, recording_path, scan_recording
-from dataset.constants import APNEA_TYPES, EPOCH_S, TASKS
-from dataset.splits import read_splits
+from dataset.constants import EPOCH_S, TASKS
 from downstream.results import (
     CI_METRICS,
     EVENT_DETECTION_METRICS,
@@ -54,8 +52,9 @@ from downstream.results import (
     markdown_table,
     summary_row,
 )
+from utils.ahi import ahi_agreement, count_events, estimate_ahi, event_calibration
 from utils.config import ArgumentParser, UsageError, check_out_dir, parse_config, save_config
-from utils.metrics import ahi_agreement, count_events, estimate_ahi, evaluate, event_count_scale
+from utils.metrics import evaluate
 from utils.plots import label_fraction_png
 
 HEADLINE_OF_TASK: dict[str, str] = {"sleep_stage": "kappa", "apnea": "auroc", "hypopnea": "auroc"}
@@ -101,47 +100,6 @@ def event_index(predictions: Predictions, task: str) -> dict[str, Any]:
         "sleep) per hour of scored sleep; reference = the same count on the scored epoch labels",
         "per_recording": {r: {"estimated": e, "reference": f} for r, e, f in zip(recordings, estimated, reference)},
         "agreement": ahi_agreement(estimated, reference),
-    }
-
-
-EVENT_FAMILIES: dict[str, tuple[str, ...]] = {"apnea": APNEA_TYPES, "hypopnea": ("hypopnea",)}
-
-
-def event_calibration(
-    data_dir: str | Path, task: str, label_rule: str = "midpoint", split: str = "val"
-) -> dict[str, Any]:
-    """Scale from counted to scored events of one family (`utils.metrics.event_count_scale`), fitted on the
-    scored labels of `split` (never `test`): the family's events in DST/events.parquet that start in a scored
-    sleep epoch (as `ahi_scored` counts them) against `count_events` on the task's epoch labels (`label_rule`)
-    with the same sleep mask. The AHI estimates of `combined_ahi` and predict.py multiply their counts by it."""
-    if task not in EVENT_FAMILIES:
-        raise ValueError(f"event_calibration: task must be one of {sorted(EVENT_FAMILIES)}, got {task!r}")
-    if split == "test":
-        raise ValueError("event_calibration: never fitted on test")
-    data_dir = Path(data_dir)
-    recordings = sorted(read_splits(data_dir / "splits.json")["recordings"][split])
-    events = pd.read_parquet(data_dir / "events.parquet", columns=["recording_id", "type", "start_s"])
-    events = events[events["type"].isin(EVENT_FAMILIES[task])]
-    starts_of = {str(rid): group["start_s"].to_numpy() for rid, group in events.groupby("recording_id")}
-    subjects = read_subjects(data_dir, recordings)
-    scored = counted = 0
-    for rid in recordings:
-        path = recording_path(data_dir, rid)
-        _, stage = scan_recording(path, rid, subjects[rid], "sleep_stage", "midpoint")
-        _, labels = scan_recording(path, rid, subjects[rid], task, label_rule)
-        sleep = np.isin(stage, SLEEP_STAGES)  # (n_epochs,) bool, scored sleep
-        epoch = np.floor(starts_of.get(rid, np.empty(0)) / EPOCH_S).astype(np.int64)  # event start epochs
-        scored += int(sleep[epoch[(epoch >= 0) & (epoch < stage.size)]].sum())
-        counted += count_events((labels == 1).astype(np.int8), sleep)
-    return {
-        "scale": event_count_scale(scored, counted),
-        "scored_events": scored,
-        "counted_events": counted,
-        "split": split,
-        "n_recordings": len(recordings),
-        "label_rule": label_rule,
-        "definition": f"{task} events scored in sleep / events counted from the epoch labels (runs, ceil(k/2) "
-        f"per run of k) on {split}; 1.0 when fewer than 20 were counted",
     }
 
 
@@ -257,7 +215,7 @@ def combined_ahi(
 ) -> dict[str, Any]:
     """AHI per test recording from an apnea run's and a hypopnea run's predicted epochs (epochs both predicted),
     each family's count times its scale (`event_calibration`), against the manifest's `ahi_scored`:
-    `utils.metrics.ahi_agreement`, with that of the raw counts under "uncalibrated"."""
+    `utils.ahi.ahi_agreement`, with that of the raw counts under "uncalibrated"."""
     apnea = Predictions.read(apnea_run / "predictions.parquet")
     hypopnea = Predictions.read(hypopnea_run / "predictions.parquet")
     manifest = pd.read_parquet(Path(data_dir) / "manifest.parquet", columns=["recording_id", "ahi_scored"])

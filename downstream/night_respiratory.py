@@ -7,8 +7,8 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
   processes them) -> events with onset, duration, type and probability (`EventDetector.detect`); `counted`
   says whether an event counts under the model's hypopnea rule (every apnea; a hypopnea when the model's
   qualifier says so, `EventDetector.counted`).
-- AHI = counted events whose ONSET lies in a PREDICTED sleep epoch, per hour of predicted sleep
-  (`utils.events.event_index`); REM / NREM AHI: the same within predicted REM / NREM epochs per hour of each.
+- AHI = counted events whose ONSET lies in a PREDICTED sleep epoch, per hour of predicted sleep; REM / NREM
+  AHI: the same within predicted REM / NREM epochs per hour of each (`utils.ahi.event_summary`).
 - SpO2 in %: the parser's robust scaling undone with the night's median and IQR (`median_spo2`, `iqr_spo2`);
   one value per second (mean of its samples); seconds outside 50-100 % are artefacts and left out.
 - Desaturation (the ODI rule): baseline at second t = the `SPO2_BASELINE_PERCENTILE`th percentile of the SpO2
@@ -38,16 +38,16 @@ from typing import Any
 
 import numpy as np
 
-from dataset.constants import EPOCH_S, RESP_CHANNELS, RESP_FS, STAGE_NAMES
+from dataset.constants import EPOCH_S, RESP_CHANNELS, RESP_FS
 from dataset.scored_events import Event
 from downstream.event_detection.detector import EventDetector
 from downstream.night_inference import InputError, one_line
-from utils.events import event_index, sleep_epochs_of
+from utils.ahi import MIN_AGREEMENT_NIGHTS, event_index
+from utils.events import sleep_epochs_of
 from utils.features import SPO2_BASELINE_PERCENTILE, _past_percentile, respiratory_features
-from utils.metrics import MIN_AGREEMENT_NIGHTS, SEVERITY_NAMES, SEVERITY_UNKNOWN, event_runs, severity_class
+from utils.metrics import event_runs
 from utils.sleep_stats import SLEEP_STAGES
 
-REM = STAGE_NAMES.index("REM")
 DESAT_DROP_PCT = 3.0  # a desaturation: SpO2 at least this far below its baseline ...
 DESAT_MIN_S = 10  # ... for at least this many consecutive seconds
 DESAT_BASELINE_S = 120  # baseline: the preceding 120 s
@@ -72,11 +72,6 @@ def _number(value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         return math.nan
-
-
-def severity_name(ahi: float) -> str:
-    severity = severity_class(ahi)
-    return SEVERITY_NAMES[severity] if severity != SEVERITY_UNKNOWN else "unknown"
 
 
 # ---------------------------------------------------------------------------------------- event model
@@ -146,39 +141,6 @@ def detect_night_events(
     events = run.detector.detect(features)
     counted = {id(e) for e in run.detector.counted(events, features)}
     return events, [id(e) in counted for e in events]
-
-
-def event_summary(events: Sequence[Event], counted: Sequence[bool], stages: np.ndarray, rule: str) -> dict[str, Any]:
-    """AHI overall, in REM and in NREM from the counted events with onset in predicted sleep, and counts."""
-    stages = np.asarray(stages)
-    sleep = np.isin(stages, SLEEP_STAGES)
-    rem = stages == REM
-    kept = [e for e, c in zip(events, counted) if c]
-    in_sleep = sleep_epochs_of(np.array([e.onset_s for e in events], dtype=np.float64), sleep)
-    ahi = event_index(kept, sleep)
-    by_type = {}
-    for kind in sorted({e.type for e in events}):
-        members = [k for k, e in enumerate(events) if e.type == kind]
-        by_type[kind] = {
-            "n": len(members),
-            "n_counted": sum(bool(counted[k]) for k in members),
-            "n_counted_in_sleep": sum(bool(counted[k] and in_sleep[k]) for k in members),
-        }
-    return {
-        "source": "event model",
-        "hypopnea_rule": rule,
-        "ahi": ahi,
-        "severity": severity_class(ahi),
-        "severity_name": severity_name(ahi),
-        "ahi_rem": event_index(kept, sleep, within=rem),
-        "ahi_nrem": event_index(kept, sleep, within=~rem),
-        "apnea_index": event_index([e for e in kept if e.type != "hypopnea"], sleep),
-        "hypopnea_index": event_index([e for e in kept if e.type == "hypopnea"], sleep),
-        "n_events": len(events),
-        "n_counted": len(kept),
-        "n_counted_in_sleep": int(np.sum(in_sleep & np.asarray(counted, dtype=bool))),
-        "by_type": by_type,
-    }
 
 
 # ---------------------------------------------------------------------------------------- SpO2

@@ -25,10 +25,11 @@ predicts every epoch exactly once), and DIR receives (`downstream.night_report`)
   type, start_epoch, n_epochs, start_s, duration_s, time, in_sleep, n_events (ceil(n_epochs / 2)).
 - report.json (strict JSON, NaN -> null) and report.md: total recording time, TST, sleep efficiency, sleep onset
   latency, latency to persistent sleep, REM latency, WASO, minutes and % per stage
-  (`utils.sleep_stats.sleep_statistics` on the predicted hypnogram); `ahi`: with --events the AHI from its
-  counted events with onset in predicted sleep per hour of predicted sleep, overall, in REM and in NREM; without
-  it, when both epoch runs are given, the runs of positive epochs times each run's `event_calibration` scale
-  (`sleep.ahi_est`); `oximetry` (--events): ODI, SpO2 mean / minimum / minutes below 90 % from the SpO2 signal;
+  (`utils.sleep_stats.sleep_statistics` on the predicted hypnogram); `ahi` (`utils.ahi`): with --events the AHI
+  from its counted events with onset in predicted sleep per hour of predicted sleep, overall, in REM and in NREM;
+  without it, when both epoch runs are given, the runs of positive epochs times each run's `event_calibration`
+  scale, read from the run's checkpoint metadata (`sleep.ahi_est`, `utils.ahi.epoch_run_ahi`); `oximetry`
+  (--events): ODI, SpO2 mean / minimum / minutes below 90 % from the SpO2 signal;
   `validation`: each model's recorded `val` numbers; `reliability`: whether the AHI estimate can be trusted and
   why not (an UNRELIABLE estimate gets a banner in report.md, a `warning:` line on the console and no bold);
   channels the models wanted but the night lacks; `warnings` (a truncated EDF); with an XML, agreement with the
@@ -108,27 +109,26 @@ from downstream.night_respiratory import (
     EventRun,
     assess_reliability,
     detect_night_events,
-    event_summary,
     load_event_run,
     night_spo2,
     oximetry_summary,
     persistent_sleep_latency,
-    severity_name,
 )
 from downstream.runs import DownstreamModel
+from utils.ahi import (
+    MAX_EVENT_EPOCHS,
+    count_events,
+    epoch_run_ahi,
+    estimate_ahi,
+    event_summary,
+    severity_class,
+    severity_name,
+)
 from utils.config import ArgumentParser, parse_config, positive_int, save_config
 from utils.events import sleep_epochs_of
-from utils.metrics import (
-    binary_class_names,
-    classification_metrics,
-    count_events,
-    estimate_ahi,
-    event_runs,
-    severity_class,
-)
+from utils.metrics import binary_class_names, classification_metrics, event_runs
 from utils.sleep_stats import SLEEP_STAGES, sleep_statistics
 
-MAX_EVENT_EPOCHS = 2  # a run of k positive epochs = ceil(k / 2) events (utils.metrics.count_events default)
 MODEL_EVENT_COLUMNS = ("onset_s", "duration_s", "type", "probability", "counted", "in_sleep", "time")
 
 
@@ -328,14 +328,18 @@ def predict_night(
     both = len(events) == len(EVENT_TASKS)
     epoch_ahi = both and event_run is None  # the epoch-run estimate is the AHI only without an event model
     scales = {task: runs[task].event_scale for task in events}  # scored events per counted event (val labels)
-    stats = sleep_statistics(
-        stages,
-        EPOCH_S,
-        events.get("apnea") if epoch_ahi else None,
-        events.get("hypopnea") if epoch_ahi else None,
-        max_event_epochs=MAX_EVENT_EPOCHS,
-        event_scales=(scales.get("apnea", 1.0), scales.get("hypopnea", 1.0)),
-    )
+    stats = sleep_statistics(stages, EPOCH_S)
+    if epoch_ahi:
+        stats.update(
+            epoch_run_ahi(
+                sleep,
+                events["apnea"],
+                events["hypopnea"],
+                EPOCH_S,
+                MAX_EVENT_EPOCHS,
+                (scales["apnea"], scales["hypopnea"]),
+            )
+        )
     stats["persistent_sleep_latency_min"] = persistent_sleep_latency(stages)
 
     table = pd.DataFrame(

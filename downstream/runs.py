@@ -31,10 +31,11 @@ import torch
 from torch import nn
 
 from downstream.backbone import BackboneSource, file_sha256, shared_encoder
-from downstream.evaluate import EVENT_FAMILIES, evaluate_predictions, event_calibration
+from downstream.evaluate import evaluate_predictions
 from downstream.results import METHOD_LABELS, Predictions, attach_context, write_run_report
 from models.heads import EpochClassifier, build_downstream_model
 from models.loading import TRAINING_KEYS, load_state_checked, read_checkpoint
+from utils.ahi import EVENT_FAMILIES, event_calibration
 from utils.checkpoint import load_checkpoint
 from utils.distributed import DistContext
 from utils.engine import evaluating
@@ -102,14 +103,22 @@ def finish_run(
         "step": checkpoint.get("step"),
         "val": {k: v for k, v in selected.items() if k.startswith("val_")},
     }
-    return report(cfg, predictions, {**info, "selection": selection})
+    calibration = (checkpoint.get("metadata") or {}).get("event_calibration")  # written by `fit_and_select`
+    return report(cfg, predictions, {**info, "selection": selection}, calibration)
 
 
-def report(cfg: argparse.Namespace, predictions: Predictions, info: Mapping[str, Any]) -> dict[str, Any]:
-    """Evaluate test predictions and write every output of the run (shared with the feature baseline)."""
+def report(
+    cfg: argparse.Namespace,
+    predictions: Predictions,
+    info: Mapping[str, Any],
+    calibration: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Evaluate test predictions and write every output of the run (shared with the feature baseline). Event
+    tasks: `calibration` is the run's `utils.ahi.event_calibration` (fitted here when not given), recorded for
+    the AHI of evaluate.py."""
     metrics = {**info, **evaluate_predictions(predictions, cfg.task, cfg.n_boot, cfg.seed)}
-    if cfg.task in EVENT_FAMILIES:  # stored for the AHI of evaluate.py and predict.py
-        metrics["event_calibration"] = event_calibration(cfg.data, cfg.task, cfg.label_rule)
+    if cfg.task in EVENT_FAMILIES:
+        metrics["event_calibration"] = dict(calibration or event_calibration(cfg.data, cfg.task, cfg.label_rule))
     record = write_run_report(cfg.out, predictions, metrics, hypnograms=cfg.hypnograms)
     test = record["test"]
     headline = " ".join(
@@ -138,7 +147,7 @@ class DownstreamModel:
     channels: list[str]
     epochs_per_window: int | None
     checkpoint: str
-    event_scale: float = 1.0  # event tasks: scored events per counted event (metrics.json `event_calibration`)
+    event_scale: float = 1.0  # event tasks: scored events per counted event (checkpoint `event_calibration`)
 
 
 def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu") -> DownstreamModel:
@@ -165,9 +174,9 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
             )
         encoder = shared_encoder(backbone["path"], metadata["channels"], map_location)
         model, kind = EpochClassifier(encoder, model), "epoch_classifier"
-    calibration = {}
-    metrics_path = path.parent / "metrics.json"  # written by the run after training (event_calibration)
-    if metadata["task"] in EVENT_FAMILIES and metrics_path.is_file():
+    calibration = metadata.get("event_calibration") or {}  # the AHI scale of an event run (`fit_and_select`)
+    metrics_path = path.parent / "metrics.json"  # runs trained before their checkpoint held it: the run's record
+    if not calibration and metadata["task"] in EVENT_FAMILIES and metrics_path.is_file():
         calibration = json.loads(metrics_path.read_text()).get("event_calibration") or {}
     return DownstreamModel(
         model.eval(),

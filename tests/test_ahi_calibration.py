@@ -1,4 +1,4 @@
-"""The AHI's event-count calibration (downstream/evaluate.py `event_calibration`): fitted on the labels of a
+"""The AHI's event-count calibration (utils/ahi.py `event_calibration`): fitted on the labels of a
 split that is not test, it brings counts from epoch labels closer to the scored events of other nights."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from dataset import data_parser, synthetic
-from downstream.evaluate import event_calibration
+from utils.ahi import event_calibration
 
 
 @pytest.fixture(scope="module")

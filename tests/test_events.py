@@ -5,15 +5,14 @@ import math
 import numpy as np
 import pytest
 
+from utils.ahi import event_index, qualifying_events
 from utils.events import (
     Event,
     bland_altman,
     decode_events,
     event_detection_metrics,
-    event_index,
     iou,
     match_events,
-    qualifying_events,
     sum_detection_counts,
 )
 

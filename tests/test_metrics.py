@@ -1,4 +1,4 @@
-"""utils.metrics: equality with scikit-learn, subject bootstrap, AHI event counting, ICC and agreement."""
+"""utils.metrics and utils.ahi: equality with scikit-learn, subject bootstrap, AHI event counting, ICC and agreement."""
 
 import math
 
@@ -7,20 +7,15 @@ import pytest
 from sklearn import metrics as skm
 
 from dataset.constants import STAGE_NAMES, STAGE_UNSCORED
+from utils.ahi import SEVERITY_NAMES, ahi_agreement, count_events, estimate_ahi, event_count_scale, severity_class
 from utils.metrics import (
-    SEVERITY_NAMES,
-    ahi_agreement,
     auroc_auprc,
     bootstrap_ci,
     classification_metrics,
     cohen_kappa,
-    count_events,
-    estimate_ahi,
     evaluate,
-    event_count_scale,
     event_runs,
     icc,
-    severity_class,
 )
 
 

@@ -19,10 +19,11 @@ from dataset.constants import STAGE_NAMES
 from downstream import predict
 from downstream.fine_tuning import train as fine_tuning
 from downstream.linear_probing import train as linear_probing
+from downstream.runs import load_downstream_run
 from models.neuronet import build_neuronet, neuronet_config
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
-from utils.checkpoint import save_model_checkpoint, sha256_file
-from utils.metrics import estimate_ahi
+from utils.ahi import estimate_ahi
+from utils.checkpoint import atomic_save, load_checkpoint, save_model_checkpoint, sha256_file
 
 # A NeuroNet smaller than the tiny preset (14 frames, narrow CNN): a training step takes a fraction of a second.
 SMALL = dict(frame_step_s=2.0, stem_channels=4, backbone_channels=(4, 8, 8, 16), frame_token_dim=32, encoder_depth=1)
@@ -323,19 +324,50 @@ def test_config_file_without_a_required_option_is_a_usage_error(tmp_path):
     assert exit_info.value.code == 2
 
 
-def test_the_ahi_uses_each_event_runs_stored_scale(runs, night, tmp_path):
-    """predict.py multiplies each event type's count by the `event_calibration` scale of its run's metrics.json
-    (scored per counted event on val labels); the raw count stays in `ahi_est_uncalibrated`."""
+def _event_run_copy(run: Path, copy: Path, checkpoint_scale: float | None, metrics_scale: float) -> Path:
+    """A copy of an event run whose checkpoints' metadata hold `event_calibration` scale `checkpoint_scale`
+    (None: no calibration, as a run trained before checkpoints carried it) and whose metrics.json says
+    `metrics_scale`."""
     import shutil
 
+    shutil.copytree(run, copy)
+    for name in ("best.pt", "last.pt"):
+        if (copy / name).is_file():
+            checkpoint = load_checkpoint(copy / name)
+            calibration = checkpoint["metadata"].pop("event_calibration")
+            if checkpoint_scale is not None:
+                checkpoint["metadata"]["event_calibration"] = {**calibration, "scale": checkpoint_scale}
+            atomic_save(checkpoint, copy / name)
+    metrics = json.loads((copy / "metrics.json").read_text())
+    metrics["event_calibration"]["scale"] = metrics_scale
+    (copy / "metrics.json").write_text(json.dumps(metrics))
+    return copy
+
+
+def test_event_runs_store_their_calibration_in_the_checkpoint(runs):
+    """The AHI scale of an apnea / hypopnea run travels in its checkpoints' metadata (best.pt and last.pt): the
+    `event_calibration` its metrics.json records, fitted on val labels; a staging run has none."""
+    for task in ("apnea", "hypopnea"):
+        recorded = json.loads((runs[task] / "metrics.json").read_text())["event_calibration"]
+        for name in ("best.pt", "last.pt"):
+            if (runs[task] / name).is_file():
+                assert load_checkpoint(runs[task] / name)["metadata"]["event_calibration"] == recorded
+        assert load_downstream_run(runs[task]).event_scale == recorded["scale"]
+    assert "event_calibration" not in load_checkpoint(runs["stage"] / "last.pt")["metadata"]
+
+
+def test_the_ahi_uses_each_event_runs_stored_scale(runs, night, tmp_path):
+    """predict.py multiplies each event type's count by the `event_calibration` scale in its run's checkpoint
+    metadata (scored per counted event on val labels), not by what metrics.json says; the raw count stays in
+    `ahi_est_uncalibrated`. A run whose checkpoint holds no calibration (trained before checkpoints carried it)
+    falls back to its metrics.json."""
     edf, _ = night
-    scaled = {}
-    for task, scale in (("apnea", 1.5), ("hypopnea", 3.0)):
-        scaled[task] = tmp_path / task
-        shutil.copytree(runs[task], scaled[task])
-        metrics = json.loads((scaled[task] / "metrics.json").read_text())
-        metrics["event_calibration"]["scale"] = scale
-        (scaled[task] / "metrics.json").write_text(json.dumps(metrics))
+    scaled = {
+        "apnea": _event_run_copy(runs["apnea"], tmp_path / "apnea", 1.5, metrics_scale=7.0),
+        "hypopnea": _event_run_copy(runs["hypopnea"], tmp_path / "hypopnea", None, metrics_scale=3.0),
+    }
+    assert load_downstream_run(scaled["apnea"]).event_scale == 1.5
+    assert load_downstream_run(scaled["hypopnea"]).event_scale == 3.0
     out = tmp_path / "out"
     assert (
         predict.main(

@@ -29,7 +29,8 @@ from downstream.night_respiratory import (
     spo2_percent,
 )
 from tests.test_predict import runs  # noqa: F401 - tiny staging / apnea / hypopnea runs (a pytest fixture)
-from utils.events import Event, event_index
+from utils.ahi import event_index
+from utils.events import Event
 
 SLEEP = ("N1", "N2", "N3", "REM")
 STRONG_EVENTS = {"event_f1_apnea": 0.9, "event_f1_hypopnea": 0.8, "ahi_severity_kappa": 0.9, "ahi_n": 20}

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from dataset.constants import STAGE_NAMES
+from utils.ahi import epoch_run_ahi
 from utils.sleep_stats import sleep_statistics
 
 W, N1, N2, N3, REM, U = 0, 1, 2, 3, 4, -1
@@ -73,14 +74,15 @@ def test_estimated_ahi_and_severity():
     apnea[[30, 60, 90]] = 1
     apnea[5] = 1  # during wake: not counted
     hypopnea[100:104] = 1  # 4 epochs = 2 events
-    s = sleep_statistics(hypno, apnea_epochs=apnea, hypopnea_epochs=hypopnea)
+    s = epoch_run_ahi(hypno != W, apnea, hypopnea)
     assert s["n_apnea_events"] == 3 and s["n_hypopnea_events"] == 2
     assert s["ahi_est"] == pytest.approx(5 / (220 * 30 / 3600))  # 2.73 events/h
     assert s["ahi_severity"] == 0 and s["ahi_severity_name"] == "normal"
-    no_sleep = sleep_statistics(np.zeros(10, dtype=int), apnea_epochs=np.ones(10), hypopnea_epochs=np.zeros(10))
+    no_sleep = epoch_run_ahi(np.zeros(10, dtype=bool), np.ones(10), np.zeros(10))
     assert math.isnan(no_sleep["ahi_est"]) and no_sleep["ahi_severity"] == -1
-    with pytest.raises(ValueError, match="both"):
-        sleep_statistics(hypno, apnea_epochs=apnea)
+    with pytest.raises(ValueError, match="hypopnea_epochs shape"):
+        epoch_run_ahi(hypno != W, apnea, hypopnea[:-1])
+    assert not any(key.startswith(("ahi", "n_apnea", "n_hypopnea")) for key in sleep_statistics(hypno))
 
 
 def test_bad_codes_are_named():

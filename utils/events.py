@@ -1,9 +1,9 @@
-"""Scored events with onsets and durations: decoding, one-to-one matching, event AHI, agreement.
+"""Scored events with onsets and durations: decoding, one-to-one matching, agreement.
 
 Respiratory events (apneas, hypopneas) and arousals are scored as intervals in seconds from the recording
-start, not as 30-s epochs. This module turns per-second model probabilities into such intervals, matches them
-against a scorer's events, and computes the indices a clinician reads (AHI per hour of sleep, in REM / NREM).
-Pure functions on arrays and `Event` tuples; no files, no models (docs/evaluation.md, "Events").
+start, not as 30-s epochs. This module turns per-second model probabilities into such intervals and matches them
+against a scorer's events; the indices a clinician reads from them (AHI per hour of sleep, in REM / NREM) are
+`utils.ahi`'s. Pure functions on arrays and `Event` tuples; no files, no models (docs/evaluation.md, "Events").
 
 Conventions (stated once, used everywhere):
 - An event is the half-open interval [onset_s, onset_s + duration_s).
@@ -15,9 +15,6 @@ Conventions (stated once, used everywhere):
   least `iou` (default 0.2). Pairs are taken greedily in order of decreasing IoU (ties: earlier scored onset,
   then earlier predicted onset), each event at most once: a one-to-one matching. Unmatched predictions are
   false positives, unmatched scored events false negatives.
-- Event AHI: apneas + hypopneas whose ONSET lies in a sleep epoch, per hour of sleep (sleep epochs x 30 s),
-  the rule of the manifest's `ahi_scored`.
-- Hypopnea rules of the scored AHI: `dataset.scored_events` (the data contract), re-exported here.
 """
 
 from __future__ import annotations
@@ -28,13 +25,10 @@ import numpy as np
 
 from dataset.scored_events import (  # noqa: F401 - the scored-event vocabulary, re-exported for evaluation code
     AROUSAL_WINDOW_S,
-    DEFAULT_HYPOPNEA_RULE,
     DESAT_WINDOW_S,
     EVENT_MIN_S,
-    HYPOPNEA_RULES,
     RESPIRATORY_EVENT_TYPES,
     Event,
-    qualifying_events,
 )
 
 MATCH_IOU = 0.2  # default intersection over union for a predicted event to match a scored one
@@ -182,32 +176,6 @@ def sleep_epochs_of(times_s: np.ndarray, sleep_mask, epoch_s: float = 30.0) -> n
     out = np.zeros(epoch.shape, dtype=bool)
     out[inside] = sleep[epoch[inside]]
     return out
-
-
-def event_index(
-    events: Sequence[Event],
-    sleep_mask,
-    epoch_s: float = 30.0,
-    types: Iterable[str] = RESPIRATORY_EVENT_TYPES,
-    within=None,
-) -> float:
-    """Events of `types` whose onset lies in a sleep epoch (and in an epoch where `within` is True, e.g. REM),
-    per hour of those epochs. NaN when there are none (no sleep).
-
-    >>> sleep = np.array([0, 1, 1, 0], bool)  # 2 sleep epochs = 1 min
-    >>> events = [Event(35, 12, "hypopnea"), Event(95, 20, "obstructive_apnea"), Event(70, 12, "hypopnea")]
-    >>> event_index(events, sleep)  # onsets at 35 s and 70 s in sleep; 95 s in wake: 2 events / (1/60 h)
-    120.0
-    """
-    sleep = np.asarray(sleep_mask, dtype=bool)
-    if within is not None:
-        sleep = sleep & np.asarray(within, dtype=bool)
-    hours = sleep.sum() * epoch_s / 3600.0
-    if hours == 0:
-        return float("nan")
-    types = set(types)
-    onsets = np.array([e.onset_s for e in events if e.type in types], dtype=np.float64)
-    return float(sleep_epochs_of(onsets, sleep, epoch_s).sum() / hours)
 
 
 def bland_altman(estimated, reference) -> dict:

@@ -6,9 +6,8 @@
   1000-replicate bootstrap over a whole test split takes seconds (no sorting per replicate).
 - Uncertainty (`bootstrap_ci`, `evaluate`): percentile bootstrap 95 % intervals that resample test
   SUBJECTS with replacement (epochs of one night are not independent), plus per-recording medians and IQRs.
-- Apnea-hypopnea index (`event_runs`, `estimate_ahi`, `severity_class`, `ahi_agreement`): events per hour of
-  sleep from per-epoch predictions, and agreement with the scored AHI of the manifest (Pearson r, ICC,
-  severity-class agreement at 5/15/30 events/h).
+- Runs of positive epochs (`event_runs`) and rater agreement (`icc`), the building blocks of the
+  apnea-hypopnea index, which `utils.ahi` computes.
 
 Labels equal to `STAGE_UNSCORED` (-1) in `y_true` are excluded from scoring (docs/data.md §2.3); the number of
 scored epochs is reported as `n`. Undefined values (a class nobody scored or predicted, AUROC with one class
@@ -20,14 +19,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import stats
 
 from dataset.constants import STAGE_NAMES, STAGE_UNSCORED, TASKS
-from utils.events import bland_altman
-
-SEVERITY_THRESHOLDS: tuple[float, ...] = (5.0, 15.0, 30.0)  # events/h; AHI >= threshold enters the next class
-SEVERITY_NAMES: tuple[str, ...] = ("normal", "mild", "moderate", "severe")
-SEVERITY_UNKNOWN = -1  # severity class of a NaN AHI (no predicted sleep)
 
 HEADLINE_METRICS: tuple[str, ...] = ("accuracy", "macro_f1", "kappa")
 
@@ -471,7 +464,7 @@ def evaluate(
     return result
 
 
-# ---------------------------------------------------------------------------------------- Apnea-hypopnea index
+# ---------------------------------------------------------------------------------------- Epoch runs, rater agreement
 def event_runs(binary_epochs, min_epochs: int = 1) -> list[tuple[int, int]]:
     """Runs of consecutive positive epochs: [(start_epoch, n_epochs), ...] in time order.
 
@@ -491,83 +484,6 @@ def event_runs(binary_epochs, min_epochs: int = 1) -> list[tuple[int, int]]:
     lengths = np.flatnonzero(edges == -1) - starts
     keep = lengths >= min_epochs
     return [(int(s), int(k)) for s, k in zip(starts[keep], lengths[keep])]
-
-
-def count_events(binary_epochs, start_mask, max_event_epochs: int | None = 2) -> int:
-    """Number of events in a per-epoch prediction, counting only runs that start where `start_mask` is true.
-
-    A run of k positive epochs counts as ceil(k / max_event_epochs) events (default 2 epochs = 60 s: apneas and
-    hypopneas rarely last longer, so a long run is several events back to back); None counts one per run.
-    """
-    mask = np.asarray(start_mask).astype(bool)
-    if mask.shape != np.shape(binary_epochs):
-        raise ValueError(f"start_mask shape {mask.shape} differs from binary_epochs {np.shape(binary_epochs)}")
-    if max_event_epochs is not None and max_event_epochs < 1:
-        raise ValueError(f"max_event_epochs must be >= 1 or None, got {max_event_epochs}")
-    total = 0
-    for start, length in event_runs(binary_epochs):
-        if mask[start]:
-            total += 1 if max_event_epochs is None else -(-length // max_event_epochs)
-    return total
-
-
-def estimate_ahi(
-    apnea_epochs,
-    hypopnea_epochs,
-    sleep_mask,
-    epoch_s: float = 30.0,
-    max_event_epochs: int | None = 2,
-    scales: tuple[float, float] = (1.0, 1.0),
-) -> float:
-    """Estimated apnea-hypopnea index (events per hour of sleep) of one recording from per-epoch predictions.
-
-    Events = apnea runs + hypopnea runs (counted by `count_events`, each family separately) that START in an
-    epoch where `sleep_mask` is true, each family's count times its scale; AHI = events / (sleep epochs *
-    epoch_s / 3600 h). This mirrors the manifest's `ahi_scored` (events starting during sleep, per hour of
-    sleep). NaN when there is no sleep.
-
-    Args:
-        apnea_epochs, hypopnea_epochs: (n_epochs,) 0/1 predicted event per epoch.
-        sleep_mask: (n_epochs,) bool, True for (predicted) sleep epochs N1/N2/N3/REM.
-        epoch_s: epoch length in seconds.
-        scales: (apnea, hypopnea) scored events per counted event (`event_count_scale`, fitted on `val`); the
-            default (1, 1) is the raw count.
-    """
-    sleep = np.asarray(sleep_mask).astype(bool)
-    for name, arr in (("apnea_epochs", apnea_epochs), ("hypopnea_epochs", hypopnea_epochs)):
-        if np.shape(arr) != sleep.shape:
-            raise ValueError(f"{name} shape {np.shape(arr)} differs from sleep_mask shape {sleep.shape}")
-    sleep_hours = sleep.sum() * epoch_s / 3600.0
-    if sleep_hours == 0:
-        return float("nan")
-    events = scales[0] * count_events(apnea_epochs, sleep, max_event_epochs)
-    events += scales[1] * count_events(hypopnea_epochs, sleep, max_event_epochs)
-    return events / sleep_hours
-
-
-MIN_CALIBRATION_EVENTS = 20  # fewer counted events than this on `val`: no calibration (scale 1)
-
-
-def event_count_scale(scored_events: int, counted_events: int, min_events: int = MIN_CALIBRATION_EVENTS) -> float:
-    """Scored events per event that `count_events` finds in the scored epoch LABELS of the same nights.
-
-    Epoch labels lose events: under the midpoint rule a 20-s event marks an epoch only when it covers the
-    epoch's midpoint, and events in neighbouring epochs merge into one run, so even a perfect epoch classifier
-    counts too few (measured on the synthetic cohort: AHI -5.8 events/h on average, 2 of 8 nights in the wrong
-    severity class). This ratio, fitted on labels of a split that is not `test`, corrects the count; 1.0 when
-    fewer than `min_events` were counted (too few to fit)."""
-    if scored_events < 0 or counted_events < 0:
-        raise ValueError(f"event counts must be >= 0, got scored {scored_events}, counted {counted_events}")
-    return float(scored_events) / counted_events if counted_events >= max(min_events, 1) else 1.0
-
-
-def severity_class(ahi):
-    """AASM severity class of an AHI (events/h): 0 normal (< 5), 1 mild (5 to < 15), 2 moderate (15 to < 30),
-    3 severe (>= 30); -1 for NaN. Scalar in, int out; array in, int array out. Names: SEVERITY_NAMES[class]."""
-    values = np.asarray(ahi, dtype=np.float64)
-    classes = np.digitize(values, SEVERITY_THRESHOLDS, right=False)  # x >= threshold moves up a class
-    classes = np.where(np.isnan(values), SEVERITY_UNKNOWN, classes).astype(np.int64)
-    return int(classes) if classes.ndim == 0 else classes
 
 
 def icc(ratings, kind: str = "2,1") -> float:
@@ -603,51 +519,3 @@ def icc(ratings, kind: str = "2,1") -> float:
     if denominator <= 0:
         return float("nan")
     return float((ms_rows - ms_error) / denominator)
-
-
-MIN_AGREEMENT_NIGHTS = 10  # fewer nights than this: no correlation or ICC (2 nights give r = +-1)
-
-
-def ahi_agreement(estimated, scored, min_nights: int = MIN_AGREEMENT_NIGHTS) -> dict:
-    """Agreement between estimated and scored AHI over recordings (events/h, one value per recording each).
-
-    Pairs where either value is NaN (e.g. no predicted sleep) are left out and counted in `n_missing`.
-    Pearson r and the ICCs are NaN (left blank in tables) with fewer than `min_nights` pairs: from 2 or 3
-    nights they are meaningless (r = +-1, ICC below -1). Bland-Altman limits (`utils.events.bland_altman`)
-    are given under "bland_altman".
-
-    Returns:
-        {"n", "n_missing", "pearson_r", "pearson_p", "icc_2_1" (absolute agreement, the headline),
-         "bland_altman" ({"n", "bias", "sd", "loa_low", "loa_high"}),
-         "icc_3_1" (consistency), "mae" and "bias" (mean estimated - scored, events/h),
-         "severity_accuracy", "severity_kappa" (unweighted), "severity_kappa_linear" (linear-weighted),
-         "severity_confusion" (4x4 nested list, rows = scored class, columns = estimated),
-         "severity_names"}.
-    """
-    est = np.asarray(estimated, dtype=np.float64).reshape(-1)
-    ref = np.asarray(scored, dtype=np.float64).reshape(-1)
-    if est.shape != ref.shape:
-        raise ValueError(f"estimated and scored AHI differ in length: {est.size} vs {ref.size}")
-    ok = np.isfinite(est) & np.isfinite(ref)
-    est, ref = est[ok], ref[ok]
-    n = int(est.size)
-    nan = float("nan")
-    out = {"n": n, "n_missing": int((~ok).sum()), "severity_names": list(SEVERITY_NAMES)}
-    if n >= max(min_nights, 2) and np.std(est) > 0 and np.std(ref) > 0:
-        r, p = stats.pearsonr(est, ref)
-        out["pearson_r"], out["pearson_p"] = float(r), float(p)
-    else:
-        out["pearson_r"], out["pearson_p"] = nan, nan
-    pairs = np.stack([ref, est], axis=1)  # (n, 2): targets = recordings, raters = scorer, model
-    enough = n >= max(min_nights, 2)
-    out["icc_2_1"] = icc(pairs, "2,1") if enough else nan
-    out["icc_3_1"] = icc(pairs, "3,1") if enough else nan
-    out["bland_altman"] = bland_altman(est, ref)
-    out["mae"] = float(np.mean(np.abs(est - ref))) if n else nan
-    out["bias"] = float(np.mean(est - ref)) if n else nan
-    cm = confusion_matrix(severity_class(ref), severity_class(est), len(SEVERITY_NAMES))  # (4, 4)
-    out["severity_accuracy"] = float(np.trace(cm) / n) if n else nan
-    out["severity_kappa"] = kappa_from_confusion(cm)
-    out["severity_kappa_linear"] = kappa_from_confusion(cm, "linear")
-    out["severity_confusion"] = cm.astype(np.int64).tolist()
-    return out

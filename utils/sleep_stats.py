@@ -14,8 +14,7 @@ Conventions (AASM scoring manual terms; yasa's `sleep_statistics` uses the same 
   within the SPT of at least `min_awakening_epochs` epochs.
 - Sleep efficiency (SE) = TST / TRT x 100 %; sleep maintenance efficiency = TST / SPT x 100 %.
 - Stage percentages are of TST. Latencies are NaN when the stage never occurs.
-- Optionally, with per-epoch apnea and hypopnea predictions, the estimated AHI (events per hour of sleep,
-  `utils.metrics.estimate_ahi`) and its severity class.
+- The apnea-hypopnea index of a night is `utils.ahi`'s (`epoch_run_ahi`, `event_summary`).
 
 Example (one value per 30 s; W W N1 N2 N2 W N2 REM REM W):
 >>> s = sleep_statistics([0, 0, 1, 2, 2, 0, 2, 4, 4, 0])
@@ -28,15 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from dataset.constants import STAGE_NAMES, STAGE_UNSCORED
-from utils.metrics import (
-    SEVERITY_NAMES,
-    SEVERITY_UNKNOWN,
-    as_labels,
-    count_events,
-    estimate_ahi,
-    event_runs,
-    severity_class,
-)
+from utils.metrics import as_labels, event_runs
 
 WAKE = STAGE_NAMES.index("W")
 REM = STAGE_NAMES.index("REM")
@@ -46,11 +37,7 @@ SLEEP_STAGES: tuple[int, ...] = tuple(c for c in range(len(STAGE_NAMES)) if c !=
 def sleep_statistics(
     stages,
     epoch_s: float = 30.0,
-    apnea_epochs=None,
-    hypopnea_epochs=None,
-    max_event_epochs: int | None = 2,
     min_awakening_epochs: int = 1,
-    event_scales: tuple[float, float] = (1.0, 1.0),
 ) -> dict:
     """Sleep statistics of one night.
 
@@ -58,20 +45,13 @@ def sleep_statistics(
         stages: (n_epochs,) int hypnogram, 0..4 = W, N1, N2, N3, REM (dataset.constants.STAGE_NAMES),
             -1 = unscored. Epoch 0 is the start of the recording.
         epoch_s: epoch length in seconds.
-        apnea_epochs, hypopnea_epochs: optional (n_epochs,) 0/1 per-epoch event predictions; when both are
-            given, the estimated AHI and its severity are added (events counted as in `estimate_ahi`).
-        max_event_epochs: passed to `estimate_ahi` (a run of k positive epochs = ceil(k / max) events).
         min_awakening_epochs: shortest wake run (epochs) counted as an awakening.
-        event_scales: (apnea, hypopnea) scored events per counted event, passed to `estimate_ahi`.
 
     Returns:
         dict, durations in minutes (`*_min`), ratios in percent (`*_pct`):
         trt_min, tst_min, spt_min, sleep_efficiency_pct, sleep_maintenance_efficiency_pct, sol_min,
         rem_latency_min, waso_min, n_awakenings, unscored_min, <stage>_min for every stage (w, n1, n2, n3,
-        rem), <stage>_pct of TST for the sleep stages, nrem_min, nrem_pct, n_epochs, epoch_s; with event
-        predictions also ahi_est (events/h, scaled by `event_scales`), ahi_est_uncalibrated (raw count),
-        ahi_event_scales, ahi_severity (0..3, -1 if no sleep; of ahi_est), ahi_severity_name, n_apnea_events,
-        n_hypopnea_events (raw counts).
+        rem), <stage>_pct of TST for the sleep stages, nrem_min, nrem_pct, n_epochs, epoch_s.
     """
     hypno = as_labels(stages, "stages", len(STAGE_NAMES), allow_unscored=True)  # (n_epochs,) int64
     if hypno.size == 0:
@@ -112,18 +92,4 @@ def sleep_statistics(
         out.update(sol_min=nan, rem_latency_min=nan, spt_min=0.0, waso_min=0.0, n_awakenings=0)
         out["sleep_maintenance_efficiency_pct"] = nan
 
-    if (apnea_epochs is None) != (hypopnea_epochs is None):
-        raise ValueError("give both apnea_epochs and hypopnea_epochs, or neither")
-    if apnea_epochs is not None:
-        ahi = estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, epoch_s, max_event_epochs, event_scales)
-        severity = severity_class(ahi)
-        out["ahi_est"] = float(ahi)
-        out["ahi_est_uncalibrated"] = float(
-            estimate_ahi(apnea_epochs, hypopnea_epochs, sleep, epoch_s, max_event_epochs)
-        )
-        out["ahi_event_scales"] = [float(v) for v in event_scales]
-        out["ahi_severity"] = severity
-        out["ahi_severity_name"] = SEVERITY_NAMES[severity] if severity != SEVERITY_UNKNOWN else "unknown"
-        out["n_apnea_events"] = count_events(apnea_epochs, sleep, max_event_epochs)
-        out["n_hypopnea_events"] = count_events(hypopnea_epochs, sleep, max_event_epochs)
     return out

@@ -38,7 +38,7 @@ predicts those events (docs/evaluation.md, "Events"):
 - `test` is scored once: event precision / recall / F1 per type, apnea family and any (one-to-one matching at
   IoU >= 0.2, pooled over nights, 95 % CIs by resampling test subjects), per-night AHI estimated against the
   scored AHI under the same rule, with SLEEP FROM THE SCORED HYPNOGRAM (this task has no stager; predict.py
-  uses predicted sleep), their agreement (`utils.metrics.ahi_agreement`), and the epoch-level apnea and
+  uses predicted sleep), their agreement (`utils.ahi.ahi_agreement`), and the epoch-level apnea and
   hypopnea AUROC (maximum per-second probability in the epoch against the epoch's midpoint label, comparable
   to the per-epoch tasks).
 
@@ -90,6 +90,7 @@ from downstream.leakage import LeakageError, assert_no_test_leakage
 from downstream.results import json_safe
 from downstream.training import class_weights
 from models.heads import TOKEN_SOURCES, EpochEncoder
+from utils.ahi import ahi_agreement, event_index
 from utils.config import (
     ArgumentParser,
     Config,
@@ -107,15 +108,9 @@ from utils.config import (
 )
 from utils.distributed import resolve_device
 from utils.engine import evaluating
-from utils.events import (
-    EVENT_MIN_S,
-    MATCH_IOU,
-    event_detection_metrics,
-    event_index,
-    sum_detection_counts,
-)
+from utils.events import EVENT_MIN_S, MATCH_IOU, event_detection_metrics, sum_detection_counts
 from utils.features import respiratory_features
-from utils.metrics import ahi_agreement, auroc_auprc, bootstrap_ci
+from utils.metrics import auroc_auprc, bootstrap_ci
 from utils.sleep_stats import SLEEP_STAGES
 
 METHODS = ("features", "probe", "finetune", "scratch")
