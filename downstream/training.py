@@ -18,6 +18,7 @@ from torch.utils.data import Dataset
 
 from dataset.constants import TASKS
 from downstream.options import SELECT_METRICS
+from utils.ahi import EVENT_FAMILIES, event_calibration
 from utils.config import UsageError
 from utils.distributed import DistContext
 from utils.engine import evaluating, fit
@@ -110,13 +111,17 @@ def fit_and_select(
 ) -> dict[str, Any]:
     """`utils.engine.fit` with best.pt selected by `val_<--select-metric>`; `initial_best`: the `val_*` metrics of
     the starting weights, which an epoch must beat to replace them as best.pt; `deadline`: the engine's stop time
-    for a phase whose budget was fixed when the run started (default: --max-minutes from now)."""
+    for a phase whose budget was fixed when the run started (default: --max-minutes from now). Apnea and hypopnea
+    runs add their `utils.ahi.event_calibration` (fitted on `val` labels) to the checkpoints' metadata: predict.py's
+    AHI scale."""
     train_size = len(train_set)
     if train_size < 2:
         raise UsageError(
             f"{train_size} training sample(s); the head's BatchNorm needs at least 2 "
             "(raise --label-fraction or --train-subjects)"
         )
+    if cfg.task in EVENT_FAMILIES and "event_calibration" not in metadata:  # the AHI scale travels with the model
+        metadata = {**metadata, "event_calibration": event_calibration(cfg.data, cfg.task, cfg.label_rule)}
     return fit(
         cfg,
         model,
