@@ -16,6 +16,7 @@ from typing import Any
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
 from utils.config import (
     Config,
+    UsageError,
     build_parser,
     check_out_dir,
     comma_list,
@@ -133,11 +134,12 @@ def build_downstream_parser(
 
 
 def check_task_options(parser: argparse.ArgumentParser, cfg: Config) -> None:
-    """Validate the task group beyond what its typed options check (parser.error on bad values)."""
+    """Validate the task group beyond what its typed options check: `parser.error` on a bad option value,
+    UsageError when --data is no parsed cohort (a data error, reported by the script's `main`)."""
     if cfg.task is None:
         parser.error(f"--task is required ({', '.join(TASKS)})")
     if not Path(cfg.data).is_dir() or not (Path(cfg.data) / "splits.json").is_file():
-        parser.error(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
+        raise UsageError(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
     if cfg.task == "sleep_stage" and cfg.label_rule != "midpoint":
         parser.error("--label-rule applies to the event tasks only")
 
