@@ -15,7 +15,7 @@ Measured on a 2-core CPU shared with other jobs (2 torch threads; one 8-h night,
 - before the probes shared one backbone (load average 6-9): fine-tuning runs 397 s (import 7 s), probes 137 s
   (import 4 s), peak RSS 856 / 854 MB. A 1-h profile of the probe case: encoding the night 56 % of the time,
   nearly all in the per-frame CNN; loading the three runs 42 % (each probe rebuilt its backbone).
-- probes sharing one frozen backbone (`downstream.common.shared_encoder`), load average 3-4, --no-events:
+- probes sharing one frozen backbone (`downstream.backbone.shared_encoder`), load average 3-4, --no-events:
   probes 86.5 s (import 4 s), peak RSS 769 MB; loading the three runs about 6 s.
 - the same with the event model, load average 5-6: fine-tuning 307.8 s, probes 190.5 s (import 6 s), peak RSS
   811 / 836 MB; the event model's part (respiratory features, detection, SpO2 indices) alone took 8.5 s at that

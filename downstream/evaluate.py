@@ -1,4 +1,4 @@
-"""Evaluation of downstream runs (DESIGN.md 5): per-run test reports, and one comparison table over many runs.
+"""Comparison of downstream runs (docs/evaluation.md 5.7): one table over the test reports of many runs.
 
     python downstream/evaluate.py RUN [RUN ...] [--out runs/downstream/comparison]
 
@@ -7,9 +7,10 @@ scripts, and by downstream/event_detection/train.py: an `event_detection` sectio
 hypopneas, AHI ICC / r / severity kappa and epoch AUROC) or a folder searched recursively for them. Writes OUT/comparison.md, OUT/comparison.csv and
 OUT/label_fraction.png (headline metric against the fraction of training labels, one line per method).
 
-Per run (`write_run_report`, called by every downstream script once, on `test`, with the checkpoint selected
-on `val`): predictions.parquet (recording, subject, epoch, true, predicted, probabilities, stage), metrics.json,
-confusion_matrix.png, results.md and, for staging, hypnogram PNGs of the first test recordings.
+Per run (`downstream.results.write_run_report`, called by every downstream script once, on `test`, with the
+checkpoint selected on `val`): predictions.parquet (recording, subject, epoch, true, predicted, probabilities,
+stage), metrics.json, confusion_matrix.png, results.md and, for staging, hypnogram PNGs of the first test
+recordings.
 
 Metrics: `utils.metrics.evaluate` on the test epochs (accuracy, macro-F1, Cohen's kappa, per-class F1, confusion
 matrix; binary tasks also sensitivity, specificity, AUROC, AUPRC), 95 % percentile-bootstrap CIs that resample

@@ -3,7 +3,7 @@ per-epoch models over the whole recording, and the scoring it may be compared wi
 
 Each backbone encodes a night once for every task model that uses it (runs whose encoders hold the same weights
 and read the same channels share one encoding; probes of one backbone file share one module,
-`downstream.common.shared_encoder`); every model predicts every epoch exactly once (fine-tuned temporal runs:
+`downstream.backbone.shared_encoder`); every model predicts every epoch exactly once (fine-tuned temporal runs:
 the evaluation tiling, `dataset.tiling.Tiling`, as `SequenceDataset(tiling=True)` gives it; probes: per epoch).
 """
 

@@ -4,7 +4,7 @@
         [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels eeg_c4,eog_l,...] [--out DIR]
 
 Same splits, label fractions, leakage guard, test tiling and outputs as the linear probe and fine-tuning
-(`downstream.common`), so its row in `downstream/evaluate.py`'s table is directly comparable:
+(the `downstream` library modules), so its row in `downstream/evaluate.py`'s table is directly comparable:
 
 - features: `utils.features.epoch_features` of each 30-s epoch of every --channels channel (log and relative
   band powers, spectral edge, standard deviation, kurtosis, zero crossings, line length; heart rate for ECG);

@@ -412,7 +412,7 @@ def fit_qualifier(cfg: Config, nights: list[Night], detector: EventDetector) -> 
 
 # ---------------------------------------------------------------------------------------- token methods
 def token_backbone(cfg: Config):
-    """The `downstream.common.BackboneSource` of --backbone (random weights for scratch); UsageError if unusable."""
+    """The `downstream.backbone.BackboneSource` of --backbone (random weights for scratch); UsageError if unusable."""
     options = argparse.Namespace(
         backbone=cfg.backbone,
         init="random" if cfg.method == "scratch" else "pretrained",
