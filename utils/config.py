@@ -146,16 +146,12 @@ class Config:
         return (Config, (dict(self._values),))
 
     def replace(self, **changes: Any) -> Config:
-        """A new config with `changes` applied; a name that is not a field yet is an error (a typo would otherwise
-        be a silent new field: `extend` adds fields)."""
+        """A new config with `changes` applied; a name that is not a field is an error (a misspelt option would
+        otherwise be a silent new field)."""
         unknown = sorted(set(changes) - set(self._values))
         if unknown:
-            raise KeyError(f"config has no option {', '.join(unknown)} (Config.extend adds new fields)")
+            raise KeyError(f"config has no option {', '.join(unknown)}")
         return Config(self._values, **changes)
-
-    def extend(self, **fields: Any) -> Config:
-        """A new config with fields that are not options but follow from them (e.g. a downstream `method`)."""
-        return Config(self._values, **fields)
 
 
 class ArgumentParser(argparse.ArgumentParser):
