@@ -413,7 +413,7 @@ def fit_qualifier(cfg: Config, nights: list[Night], detector: EventDetector) -> 
 # ---------------------------------------------------------------------------------------- token methods
 def token_backbone(cfg: Config):
     """The `downstream.backbone.BackboneSource` of --backbone (random weights for scratch); UsageError if unusable."""
-    options = argparse.Namespace(
+    options = Config(
         backbone=cfg.backbone,
         init="random" if cfg.method == "scratch" else "pretrained",
         channels=cfg.channels,
@@ -423,9 +423,7 @@ def token_backbone(cfg: Config):
     return resolve_backbone(options, cfg.data)
 
 
-def backbone_channels_present(
-    cfg: Config, channels: list[str], nights: list[Night]
-) -> dict[str, list[str]]:
+def backbone_channels_present(cfg: Config, channels: list[str], nights: list[Night]) -> dict[str, list[str]]:
     """{recording: the backbone channels it has}; UsageError naming the nights that have none of them."""
     present = {
         n.recording_id: [c for c in channels if c in recording_columns(cfg.data, n.recording_id)] for n in nights
