@@ -12,14 +12,15 @@ checkpoint selected on `val`): predictions.parquet (recording, subject, epoch, t
 stage), metrics.json, confusion_matrix.png, results.md and, for staging, hypnogram PNGs of the first test
 recordings.
 
-Metrics: `utils.metrics.evaluate` on the test epochs (accuracy, macro-F1, Cohen's kappa, per-class F1, confusion
-matrix; binary tasks also sensitivity, specificity, AUROC, AUPRC), 95 % percentile-bootstrap CIs that resample
-test SUBJECTS. Unscored epochs (true = -1) are predicted but not scored.
+Metrics (`downstream.results.evaluate_predictions`): `utils.metrics.evaluate` on the test epochs (accuracy,
+macro-F1, Cohen's kappa, per-class F1, confusion matrix; binary tasks also sensitivity, specificity, AUROC,
+AUPRC), 95 % percentile-bootstrap CIs that resample test SUBJECTS. Unscored epochs (true = -1) are predicted but
+not scored.
 
 AHI. The event models predict one event family each, while the manifest's `ahi_scored` counts apneas AND
 hypopneas, so:
-- per run (task apnea or hypopnea): `event_index` = that family's events per hour of sleep, estimated from the
-  predicted epochs and, as reference, from the scored epoch labels with the same counting rule
+- per run (task apnea or hypopnea): `downstream.results.event_index` = that family's events per hour of sleep,
+  estimated from the predicted epochs and, as reference, from the scored epoch labels with the same counting rule
   (`utils.ahi.count_events`: a run of k positive epochs = ceil(k / 2) events, counted when it starts in a
   sleep epoch); agreement by `utils.ahi.ahi_agreement` (ICC, Pearson r, severity classes).
 - here, when an apnea run and a hypopnea run of the same method, backbone, label fraction, subjects and seed
@@ -48,18 +49,16 @@ from downstream.results import (
     CI_METRICS,
     EVENT_DETECTION_METRICS,
     Predictions,
-    _per_recording,
     as_number,
     markdown_table,
     summary_row,
 )
-from utils.ahi import ahi_agreement, count_events, estimate_ahi, event_calibration
+from utils.ahi import ahi_agreement, estimate_ahi, event_calibration
 from utils.config import ArgumentParser, UsageError, check_out_dir, parse_config, save_config
-from utils.metrics import evaluate
 from utils.plots import label_fraction_png
+from utils.sleep_stats import SLEEP_STAGES
 
 HEADLINE_OF_TASK: dict[str, str] = {"sleep_stage": "kappa", "apnea": "auroc", "hypopnea": "auroc"}
-SLEEP_STAGES = (1, 2, 3, 4)  # N1, N2, N3, REM
 TABLE_COLUMNS = (
     "method",
     "backbone",
@@ -79,49 +78,6 @@ TABLE_COLUMNS = (
     "ahi_severity_kappa",
 )
 EVENT_DETECTION = "event_detection"  # downstream/event_detection/train.py runs: events with onsets and durations
-
-
-# ---------------------------------------------------------------------------------------- metrics
-def event_index(predictions: Predictions, task: str) -> dict[str, Any]:
-    """Events of the task's family per hour of scored sleep, per test recording: from the predicted epochs and
-    from the scored epoch labels (same counting rule), and their agreement (module docstring)."""
-    estimated, reference, recordings = [], [], []
-    for rid, rows in _per_recording(predictions):
-        sleep = np.isin(predictions.stage[rows], SLEEP_STAGES)  # (n,) bool, scored sleep
-        hours = sleep.sum() * EPOCH_S / 3600.0
-        recordings.append(rid)
-        if hours == 0:
-            estimated.append(float("nan"))
-            reference.append(float("nan"))
-            continue
-        estimated.append(count_events((predictions.predicted[rows] == 1).astype(np.int8), sleep) / hours)
-        reference.append(count_events((predictions.true[rows] == 1).astype(np.int8), sleep) / hours)
-    return {
-        "definition": f"{task} events (runs of positive epochs, ceil(k/2) per run of k, starting in scored "
-        "sleep) per hour of scored sleep; reference = the same count on the scored epoch labels",
-        "per_recording": {r: {"estimated": e, "reference": f} for r, e, f in zip(recordings, estimated, reference)},
-        "agreement": ahi_agreement(estimated, reference),
-    }
-
-
-def evaluate_predictions(predictions: Predictions, task: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Test metrics of a run: `utils.metrics.evaluate` (subject bootstrap) and, for event tasks, `event_index`."""
-    binary = TASKS[task] == 2
-    result = {
-        "test": evaluate(
-            predictions.true,
-            predictions.predicted,
-            predictions.probabilities[:, 1] if binary else None,
-            predictions.subject,
-            task,
-            n_boot=n_boot,
-            recordings=predictions.recording,
-            seed=seed,
-        )
-    }
-    if task in ("apnea", "hypopnea"):
-        result["event_index"] = event_index(predictions, task)
-    return result
 
 
 def event_detection_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:

@@ -5,7 +5,15 @@ first test recordings (`write_run_report`, called once per run, on `test`, with 
 
 Predictions: recording, subject, epoch, true, predicted, probabilities, stage; `PredictionCollector` gathers
 them batch by batch and checks that no (recording, epoch) was predicted twice; `attach_context` fills the
-subject and the scored stage from the cohort. Unscored epochs (true = -1) are predicted but not scored.
+subject and the scored stage from the cohort.
+
+Metrics (`evaluate_predictions`): `utils.metrics.evaluate` on the test epochs (accuracy, macro-F1, Cohen's
+kappa, per-class F1, confusion matrix; binary tasks also sensitivity, specificity, AUROC, AUPRC), 95 %
+percentile-bootstrap CIs that resample test SUBJECTS. Unscored epochs (true = -1) are predicted but not scored.
+Apnea and hypopnea runs add `event_index`: that family's events per hour of SCORED sleep (stages N1-REM) per
+test recording, estimated from the predicted epochs and, as reference, from the scored epoch labels with the
+same counting rule (`utils.ahi.count_events`: a run of k positive epochs = ceil(k / 2) events, counted when it
+starts in a sleep epoch); agreement by `utils.ahi.ahi_agreement` (ICC, Pearson r, severity classes).
 """
 
 from __future__ import annotations
@@ -22,9 +30,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataset.cohort import read_subjects, recording_path, scan_recording
-from dataset.constants import STAGE_NAMES, TASKS
-from utils.metrics import binary_class_names
+from dataset.constants import EPOCH_S, STAGE_NAMES, TASKS
+from utils.ahi import ahi_agreement, count_events
+from utils.metrics import binary_class_names, evaluate
 from utils.plots import confusion_matrix_png, hypnogram_png
+from utils.sleep_stats import SLEEP_STAGES
 
 METHOD_LABELS: dict[str, str] = {
     "linear_probe": "linear probe (frozen backbone + MLP head)",
@@ -164,6 +174,49 @@ def attach_context(predictions: Predictions, data_dir: str | Path) -> Prediction
         stage[rows] = stages[position]
     subject = np.asarray([subjects[r] for r in predictions.recording], dtype=object)
     return replace(predictions, subject=subject, stage=stage)
+
+
+# ---------------------------------------------------------------------------------------- metrics
+def event_index(predictions: Predictions, task: str) -> dict[str, Any]:
+    """Events of the task's family per hour of scored sleep, per test recording: from the predicted epochs and
+    from the scored epoch labels (same counting rule), and their agreement (module docstring)."""
+    estimated, reference, recordings = [], [], []
+    for rid, rows in _per_recording(predictions):
+        sleep = np.isin(predictions.stage[rows], SLEEP_STAGES)  # (n,) bool, scored sleep
+        hours = sleep.sum() * EPOCH_S / 3600.0
+        recordings.append(rid)
+        if hours == 0:
+            estimated.append(float("nan"))
+            reference.append(float("nan"))
+            continue
+        estimated.append(count_events((predictions.predicted[rows] == 1).astype(np.int8), sleep) / hours)
+        reference.append(count_events((predictions.true[rows] == 1).astype(np.int8), sleep) / hours)
+    return {
+        "definition": f"{task} events (runs of positive epochs, ceil(k/2) per run of k, starting in scored "
+        "sleep) per hour of scored sleep; reference = the same count on the scored epoch labels",
+        "per_recording": {r: {"estimated": e, "reference": f} for r, e, f in zip(recordings, estimated, reference)},
+        "agreement": ahi_agreement(estimated, reference),
+    }
+
+
+def evaluate_predictions(predictions: Predictions, task: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Test metrics of a run: `utils.metrics.evaluate` (subject bootstrap) and, for event tasks, `event_index`."""
+    binary = TASKS[task] == 2
+    result = {
+        "test": evaluate(
+            predictions.true,
+            predictions.predicted,
+            predictions.probabilities[:, 1] if binary else None,
+            predictions.subject,
+            task,
+            n_boot=n_boot,
+            recordings=predictions.recording,
+            seed=seed,
+        )
+    }
+    if task in ("apnea", "hypopnea"):
+        result["event_index"] = event_index(predictions, task)
+    return result
 
 
 def json_safe(value: Any) -> Any:

@@ -31,8 +31,7 @@ import torch
 from torch import nn
 
 from downstream.backbone import BackboneSource, file_sha256, shared_encoder
-from downstream.evaluate import evaluate_predictions
-from downstream.results import METHOD_LABELS, Predictions, attach_context, write_run_report
+from downstream.results import METHOD_LABELS, Predictions, attach_context, evaluate_predictions, write_run_report
 from models.heads import EpochClassifier, build_downstream_model
 from models.loading import TRAINING_KEYS, load_state_checked, read_checkpoint
 from utils.ahi import EVENT_FAMILIES, event_calibration
