@@ -59,24 +59,6 @@ from utils.plots import label_fraction_png
 from utils.sleep_stats import SLEEP_STAGES
 
 HEADLINE_OF_TASK: dict[str, str] = {"sleep_stage": "kappa", "apnea": "auroc", "hypopnea": "auroc"}
-TABLE_COLUMNS = (
-    "method",
-    "backbone",
-    "task",
-    "label_fraction",
-    "train_subjects",
-    "seed",
-    "n_test_subjects",
-    "kappa",
-    "macro_f1",
-    "accuracy",
-    "auroc",
-    "auprc",
-    "event_index_icc",
-    "ahi_icc",
-    "ahi_r",
-    "ahi_severity_kappa",
-)
 EVENT_DETECTION = "event_detection"  # downstream/event_detection/train.py runs: events with onsets and durations
 
 
