@@ -352,7 +352,7 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
                     "--init",
                     "random",
                     "--preset",
-                    "tiny",  # SynthSleepNet tiny over tiny encoders (the fusion has no `fast` preset)
+                    args.preset,  # the pretrained model's architecture: these encoders + the tiny fusion
                     "--channels",
                     ",".join(CHANNELS),
                     "--passes",
@@ -585,8 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--preset",
         default="fast",
-        help="NeuroNet preset of the unimodal encoders (default fast: the CPU recipe; see docs/models.md); "
-        "the from-scratch baseline is SynthSleepNet tiny",
+        help="NeuroNet preset of the unimodal encoders and of the from-scratch model's encoders (default fast: "
+        "the CPU recipe; docs/models.md); the fusion is SynthSleepNet tiny",
     )
     parser.add_argument(
         "--budgets",

@@ -178,6 +178,9 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # published SynthSleepNet
     "B": dict(),
 }
+# over NeuroNet `fast` encoders (64-d, like tiny's): tiny's fusion, so that `--preset fast --channels ...` builds the
+# architecture of the CPU recipe (fast encoders + tiny fusion), e.g. for the from-scratch baseline
+_PRESETS["fast"] = _PRESETS["tiny"]
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
