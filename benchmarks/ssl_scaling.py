@@ -460,7 +460,7 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
         "`val` only. `data`: the nights the backbone was pretrained on (own = the cohort's pretraining "
         "nights; own+kx = plus k x as many unlabelled nights of new subjects); `budget_steps`: optimizer steps "
         "of each pretrained model; `pretrain_cpu_min`: measured process CPU-minutes of all pretraining "
-        "behind the backbone. scratch_probe (supervised from scratch) and feature_hgb do not depend on "
+        "behind the backbone. scratch_probe (supervised from scratch) and features_hgb do not depend on "
         "pretraining.",
         "",
         markdown_table(rows, TABLE_COLUMNS).replace("| nan |", "| – |"),

@@ -175,7 +175,7 @@ def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     pretrained = table[table["budget_steps"].notna()]
     assert len(pretrained) == 2 * 2 * (3 + 2)  # data amounts x budgets x (probe fractions + fine-tuning fractions)
     assert set(pretrained["data"]) == {"own", "own+1x"} and set(pretrained["budget_steps"]) == {4, 16}
-    assert set(table.loc[table["budget_steps"].isna(), "method"]) == {"scratch_probe", "feature_hgb"}
+    assert set(table.loc[table["budget_steps"].isna(), "method"]) == {"scratch_probe", "features_hgb"}
     assert len(table) == 20 + 2 * 3
     assert table["kappa"].notna().all() and (table["kappa"].abs() <= 1).all()
     assert (pretrained["pretrain_cpu_min"] > 0).all()
