@@ -17,6 +17,7 @@ from dataset import data_parser, synthetic
 from dataset.constants import EPHYS_CHANNELS
 from downstream.event_detection import train as event_detection
 from downstream.event_detection.detector import load_night
+from downstream.event_detection.selection import THRESHOLDS, select_decoding
 from utils.features import RESP_LAGS_S, respiratory_features
 
 FAST = ["--no-progress", "--n-boot", "20", "--hgb-max-iter", "25"]
@@ -84,7 +85,7 @@ def test_script_outputs_and_val_only_decoding(run, cohort):
     splits = json.loads((cohort / "dst" / "splits.json").read_text())["recordings"]
     assert metrics["train"]["recordings"] == splits["train"]
     assert metrics["selection"]["split"] == "val"
-    assert metrics["selection"]["threshold"] in event_detection.THRESHOLDS
+    assert metrics["selection"]["threshold"] in THRESHOLDS
     best = max(c["score"] for c in metrics["selection"]["curve"] if c["score"] is not None)
     assert metrics["selection"]["val_score"] == pytest.approx(best)
     test = metrics["test"]
@@ -170,6 +171,6 @@ def test_decoding_ties_prefer_threshold_near_half_and_short_gap():
         {"apnea": np.zeros(10, np.int8), "hypopnea": np.zeros(10, np.int8)},
         EventTargets(np.zeros(300, np.int8), np.zeros(300, np.int8), np.zeros(300, np.int8), scored),
     )
-    threshold, gap, curve = event_detection.select_decoding(EventDetector(None, []), [night], [probabilities])
+    threshold, gap, curve = select_decoding(EventDetector(None, []), [night], [probabilities])
     assert (threshold, gap) == (0.5, 0.0)
     assert {c["score"] for c in curve} == {1.0}

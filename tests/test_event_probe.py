@@ -17,6 +17,7 @@ import torch
 
 from dataset.constants import EPHYS_CHANNELS
 from downstream.event_detection import train as event_detection
+from downstream.event_detection.selection import THRESHOLDS
 from downstream.event_detection.tokens import SecondTokenizer, frames_to_seconds, second_weights
 from models.heads import EpochEncoder
 from models.loading import load_backbone
@@ -183,7 +184,7 @@ def test_probe_outputs_selection_on_val_and_cache(probe_run, cohort, backbone):
     assert train["backbone"]["sha256"] == sha256_file(backbone) and train["encoder_mode"] == "frozen"
     assert [h["step"] for h in train["history"]] == [8, 16]
     assert train["best_val_score"] == max(h["val_score"] for h in train["history"])
-    assert metrics["selection"]["split"] == "val" and metrics["selection"]["threshold"] in event_detection.THRESHOLDS
+    assert metrics["selection"]["split"] == "val" and metrics["selection"]["threshold"] in THRESHOLDS
     assert {"apnea", "hypopnea", "any"} <= set(metrics["test"]["events"])
     assert "auroc" in metrics["test"]["epoch"]["apnea"] and "agreement" in metrics["test"]["ahi"]
     events = pd.read_csv(probe_run / "events.csv")

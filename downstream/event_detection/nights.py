@@ -1,0 +1,127 @@
+"""The nights of the event task and their per-second targets: every night of train, val and test loaded with
+its respiratory features and scored events (`downstream.event_detection.detector.load_night`), the seeded draw of
+the labelled train seconds (--label-fraction of the 30-s epochs) that every method shares, and the raw epochs of a
+night's backbone channels (the finetune / scratch methods train on them)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from dataset.cohort import recording_path
+from dataset.constants import EPOCH_S, RESP_CHANNELS
+from dataset.event_targets import read_event_table
+from dataset.splits import read_splits
+from downstream.event_detection.detector import Night, load_night, present_channels
+from downstream.event_detection.head import TrainNight
+from utils.config import Config, UsageError
+
+
+def load_split_nights(cfg: Config) -> dict[str, list[Night]]:
+    """Every night of train, val and test with features (the features method) and targets (UsageError when a
+    split has no recording, or, for the features method, when no night has a respiratory channel)."""
+    splits = read_splits(cfg.data / "splits.json")["recordings"]
+    manifest_path = cfg.data / "manifest.parquet"
+    if not manifest_path.is_file():
+        raise UsageError(f"{manifest_path}: no manifest; run dataset/data_parser.py on --data")
+    manifest = pd.read_parquet(manifest_path).set_index("recording_id")
+    try:
+        events = read_event_table(cfg.data)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    wanted = {split: sorted(splits.get(split, [])) for split in ("train", "val", "test")}
+    for split, ids in wanted.items():
+        if not ids:
+            raise UsageError(f"{cfg.data / 'splits.json'}: split {split!r} has no recordings")
+    every = sorted({r for ids in wanted.values() for r in ids})
+    channels = {}
+    for rid in every:
+        try:
+            channels[rid] = present_channels(cfg.data, rid)
+        except OSError as err:
+            raise UsageError(f"{cfg.data / 'recordings' / (rid + '.parquet')}: unreadable ({err})") from None
+    with_features = cfg.method == "features"  # the token methods check the backbone's channels instead
+    if with_features and not any(channels.values()):
+        raise UsageError(
+            f"--data {cfg.data}: no recording of train/val/test has a respiratory channel "
+            f"({', '.join(RESP_CHANNELS)}); the event task reads them (parse with those channels)"
+        )
+    lacking = {rid: [c for c in RESP_CHANNELS if c not in found] for rid, found in channels.items()}
+    lacking = {rid: missing for rid, missing in lacking.items() if missing}
+    if lacking and with_features:
+        shown = "; ".join(f"{rid}: {', '.join(m)}" for rid, m in list(lacking.items())[:5])
+        print(
+            f"warning: {len(lacking)} night(s) lack respiratory channels (their features are NaN): {shown}"
+            f"{' ...' if len(lacking) > 5 else ''}",
+            flush=True,
+        )
+    nights: dict[str, list[Night]] = {}
+    bar = tqdm(total=len(every), desc="features" if with_features else "labels", unit="night", disable=not cfg.progress)
+    for split, ids in wanted.items():
+        nights[split] = []
+        for rid in ids:
+            row = manifest.loc[rid].to_dict()
+            nights[split].append(load_night(cfg.data, rid, str(row.get("subject_id", rid)), events, row, with_features))
+            bar.update()
+    bar.close()
+    return nights
+
+
+def drawn_seconds(
+    nights: list[Night], label_fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The labelled train seconds: a seeded `label_fraction` of the 30-s epochs of all nights, every second of a
+    drawn epoch, as sorted global second indices (nights in order), and the nights' first epoch indices (n + 1,)."""
+    offsets = np.cumsum([0] + [n.n_seconds // EPOCH_S for n in nights])  # epoch index ranges per night
+    total = int(offsets[-1])
+    drawn = np.sort(rng.choice(total, size=max(1, int(round(label_fraction * total))), replace=False))
+    return (drawn[:, None] * EPOCH_S + np.arange(EPOCH_S)[None, :]).reshape(-1), offsets  # global second index
+
+
+def training_seconds(
+    nights: list[Night], label_fraction: float, max_seconds: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Features (N, F) and classes (N,) of the train seconds: a seeded `label_fraction` of the 30-s epochs of
+    all nights (every second of a drawn epoch), then at most `max_seconds` of those seconds (seeded)."""
+    rng = np.random.default_rng(seed)
+    seconds, offsets = drawn_seconds(nights, label_fraction, rng)
+    if seconds.size > max_seconds:
+        seconds = np.sort(rng.choice(seconds, size=max_seconds, replace=False))
+    night_of = np.searchsorted(offsets * EPOCH_S, seconds, side="right") - 1
+    features, labels = [], []
+    for i, night in enumerate(nights):
+        local = seconds[night_of == i] - offsets[i] * EPOCH_S
+        features.append(night.features[local])
+        labels.append(
+            night.targets.respiratory[np.minimum(local, night.targets.n_seconds - 1)]
+            if night.targets.n_seconds
+            else np.zeros(local.size, np.int8)
+        )
+    return np.concatenate(features), np.concatenate(labels).astype(np.int64)
+
+
+def labelled_train_nights(nights: list[Night], label_fraction: float, seed: int) -> list[TrainNight]:
+    """Per-second classes of the train nights with -1 outside the drawn epochs (`drawn_seconds`, the features
+    method's draw) and past the scored signal."""
+    seconds, offsets = drawn_seconds(nights, label_fraction, np.random.default_rng(seed))
+    out = []
+    for i, night in enumerate(nights):
+        local = seconds[(seconds >= offsets[i] * EPOCH_S) & (seconds < offsets[i + 1] * EPOCH_S)] - offsets[i] * EPOCH_S
+        local = local[local < night.targets.n_seconds]
+        labels = np.full(night.n_seconds, -1, dtype=np.int64)
+        labels[local] = night.targets.respiratory[local]
+        out.append(TrainNight(night.n_seconds, labels))
+    return out
+
+
+def read_signals(data_dir: Path, recording_id: str, channels: list[str]) -> dict[str, np.ndarray]:
+    """{channel: (n_epochs, samples) float32} of a night's backbone channels, robust-scaled as parsed."""
+    table = pq.read_table(recording_path(data_dir, recording_id), columns=channels, use_threads=False)
+    return {
+        c: table.column(c).combine_chunks().flatten().to_numpy().reshape(table.num_rows, -1).astype(np.float32)
+        for c in channels
+    }
