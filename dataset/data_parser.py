@@ -19,42 +19,22 @@ import functools
 import hashlib
 import json
 import os
-import resource
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from dataset.annotations import (
-    annotation_key,
-    annotation_keys,
-    check_subject_regex,
-    cohort_of_name,
-    has_embedded_stages,
-    is_annotation_edf,
-    recording_of,
-    subject_of,
-)
+from dataset.annotations import check_subject_regex
 from dataset.channel_map import load_channel_map
-from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EVENT_TYPES
-from dataset.edf_reader import EdfError
-from dataset.labels import EVENT_TABLE_COLUMNS, LABEL_COLUMNS, events_frame
-from dataset.nsrr_xml import XmlError
-from dataset.signal_processing import (
-    FORMAT_VERSION,
-    Night,
-    ProcessingConfig,
-    SkipRecording,
-    load_night,
-    process_recording,
-)
-from dataset.splits import extend_splits, make_splits, read_splits, write_splits
+from dataset.cohort_outputs import events_table, manifest_frame, write_cohort_outputs, write_frame
+from dataset.constants import CHANNEL_BY_NAME
+from dataset.discovery import discover
+from dataset.recording_job import clear_output, job_row, package_version, run_job
+from dataset.signal_processing import ProcessingConfig, load_night, process_recording
+from dataset.splits import make_splits, write_splits
 from dataset.worker_pool import run_in_workers
 
 __all__ = [
@@ -68,135 +48,6 @@ __all__ = [
     "main",
     "ProcessingConfig",
 ]
-
-ROW_GROUP_EPOCHS = 16  # target epochs per Parquet row group (docs/data.md §2.4: 16-32); a random epoch read decodes ~16
-STRING_COLUMNS = (
-    "recording_id",
-    "subject_id",
-    "cohort",
-    "status",
-    "reason",
-    "edf",
-    "xml",
-    "parquet",
-    "channels",
-    "native_rates",
-    "units",
-    "dropped_channels",
-    "warnings",
-    "edf_sha256",
-    "xml_sha256",
-    "channel_sources",
-    "channel_map_channels",
-    "nonstandard_channels",
-)
-INT_COLUMNS = ("n_epochs", "n_scored", *(f"n_{e}" for e in EVENT_TYPES))
-FLOAT_COLUMNS = ("signal_s", "scored_s", "kept_s", "tst_min", "ahi_scored", "ahi_a0h3a", "ahi_a0h4", "ahi_all")
-
-
-def package_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("synthsleepnet")
-    except Exception:  # not installed (e.g. run from a source tree)
-        return "0+unknown"
-
-
-@dataclass(frozen=True)
-class Job:
-    """One input recording. `edf` or `xml` is None when that file is missing; a `problem` (duplicate recording id,
-    ambiguous annotation files) makes it `failed`. Only the job that `owns_output` may write or remove
-    DST/recordings/<recording_id>.parquet: the first EDF with that id in path order (else the first XML)."""
-
-    recording_id: str
-    subject_id: str
-    cohort: str
-    edf: str | None
-    xml: str | None
-    problem: str = ""
-    owns_output: bool = True
-
-
-def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
-    """All recordings under `src` in sorted order (NSRR layout if `src/polysomnography/edfs` exists, else flat).
-
-    Pairing rule (dataset/README.md, "Pairing"): `<dir>/<name>.edf` is paired only with `<dir>/<name>-nsrr.xml`
-    and, in the NSRR layout, with `annotations-events-nsrr/<rel>/<name>-nsrr.xml` for the EDF at
-    `edfs/<rel>/<name>.edf` (names compared case-insensitively). Never with an XML of the same name elsewhere:
-    two candidates make the EDF fail (ambiguous); a second EDF with a recording id already seen fails as a
-    duplicate (the first in path order is processed); an XML paired with no EDF is a `skipped` row of its own.
-    Other annotation formats pair the same way, in the order of `dataset.annotations.annotation_keys`
-    (`-nsrr.xml`, `-profusion.xml`, `.hypnogram.txt`, `.hypnogram.csv`, `.xml`, Sleep-EDF `*-Hypnogram.edf` with
-    the same first 7 characters; `annotations-events-profusion/<rel>/` mirrors too), the first format found wins;
-    without any, an EDF+ recording with stage annotations of its own is its own annotation file. Subject ids:
-    `dataset.annotations.subject_of` (`--subject-regex`, Sleep-EDF names, else the NSRR rule).
-    """
-    src = Path(src)
-    if not src.is_dir():
-        raise FileNotFoundError(f"{src}: source folder not found")
-    edf_root = src / "polysomnography" / "edfs"
-    xml_root = src / "polysomnography" / "annotations-events-nsrr"
-    mirrors = [xml_root, src / "polysomnography" / "annotations-events-profusion"]
-    nsrr = edf_root.is_dir()
-    edf_base = edf_root if nsrr else src
-    edfs = sorted(
-        p for p in edf_base.rglob("*") if p.suffix.lower() == ".edf" and p.is_file() and not is_annotation_edf(p.name)
-    )
-    xml_bases = [edf_base] + ([m for m in mirrors if m.is_dir()] if nsrr else [])
-    xmls: dict[tuple[Path, str], list[Path]] = {}  # (folder, pairing key) -> annotation files
-    for base in xml_bases:
-        for path in sorted(base.rglob("*")):
-            key = annotation_key(path.name)
-            if key is not None and path.is_file():
-                xmls.setdefault((path.parent, key), []).append(path)
-    pattern = check_subject_regex(subject_regex) if subject_regex else None
-
-    def subject(name: str) -> tuple[str, str]:
-        try:
-            return subject_of(name, pattern), ""
-        except ValueError as err:
-            return "", str(err)
-
-    def cohort_of(path: Path, name: str) -> str:
-        if cohort_of_name(name):
-            return cohort_of_name(name)
-        if nsrr:
-            rel = path.relative_to(edf_base).parts
-            return rel[0] if len(rel) > 1 else (name.rsplit("-", 1)[0] if "-" in name else "")
-        return name.rsplit("-", 1)[0] if "-" in name else src.name
-
-    jobs, seen, paired = [], {}, set()
-    for edf in edfs:
-        name = edf.stem
-        folders = [edf.parent] + ([m / edf.parent.relative_to(edf_root) for m in mirrors] if nsrr else [])
-        candidates: list[Path] = []
-        for key in annotation_keys(edf.name):  # the most preferred format present wins
-            found = [xml for folder in folders for xml in xmls.get((folder, key), [])]
-            paired.update(found)
-            candidates = candidates or found
-        if not candidates and has_embedded_stages(edf):
-            candidates = [edf]
-        problem, xml = "", (str(candidates[0]) if len(candidates) == 1 else None)
-        subject_id, subject_problem = subject(name)
-        if name in seen:
-            problem = f"duplicate recording id, also in {seen[name]} (the first in path order is the one processed)"
-        elif len(candidates) > 1:
-            problem = f"ambiguous annotation files {' and '.join(map(str, candidates))}"
-        elif subject_problem:
-            problem = subject_problem
-        seen.setdefault(name, edf)
-        jobs.append(Job(name, subject_id, cohort_of(edf, name), str(edf), xml, problem, owns_output=seen[name] == edf))
-
-    def reported(path: Path) -> bool:  # a bare <name>.xml may be any XML file: not a row when unpaired
-        return not path.name.lower().endswith(".xml") or path.name.lower().endswith(("-nsrr.xml", "-profusion.xml"))
-
-    for xml in sorted(p for group in xmls.values() for p in group if p not in paired and reported(p)):
-        name = recording_of(xml.name)
-        cohort = xml.parent.name if nsrr else (name.rsplit("-", 1)[0] if "-" in name else src.name)
-        jobs.append(Job(name, subject(name)[0], cohort, None, str(xml), owns_output=name not in seen))
-        seen.setdefault(name, xml)
-    return sorted(jobs, key=lambda j: (j.recording_id, j.edf or "", j.xml or ""))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -213,336 +64,6 @@ def parse_shard(text: str) -> tuple[int, int]:
 def shard_of(recording_id: str, n_shards: int) -> int:
     """Shard 1..N of a recording: a hash of its id, so the assignment never depends on which other files exist."""
     return int(hashlib.sha1(recording_id.encode()).hexdigest(), 16) % n_shards + 1
-
-
-def _sha256(path: str | None) -> str | None:
-    if path is None:
-        return None
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
-
-
-def recording_file(dst: Path, recording_id: str) -> Path:
-    return dst / "recordings" / f"{recording_id}.parquet"
-
-
-def night_table(night: Night, metadata: dict[str, str]) -> pa.Table:
-    """The docs/data.md §2.4 epoch table: epoch, channels (fixed_size_list<float32>), stage, event columns."""
-    n = night.n_epochs
-    columns, fields = [pa.array(np.arange(n, dtype=np.int32))], [pa.field("epoch", pa.int32(), nullable=False)]
-    for name, channel in night.channels.items():
-        values = pa.array(channel.epochs.reshape(-1))  # zero-copy float32 view of (n_epochs, samples)
-        columns.append(pa.FixedSizeListArray.from_arrays(values, channel.epochs.shape[1]))
-        fields.append(pa.field(name, pa.list_(pa.float32(), channel.epochs.shape[1])))
-    for name in LABEL_COLUMNS:
-        array = night.labels[name]
-        columns.append(pa.array(array))
-        fields.append(pa.field(name, pa.from_numpy_dtype(array.dtype)))
-    schema = pa.schema(fields, metadata={k: v.encode() for k, v in metadata.items()})
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def row_group_sizes(n_epochs: int, target: int = ROW_GROUP_EPOCHS) -> list[int]:
-    """Epochs per row group: n_epochs // target groups of near-equal size, so every group holds 16-31 epochs
-    (a night shorter than 16 epochs is one group); no short final group."""
-    groups = max(1, n_epochs // target)
-    base, extra = divmod(n_epochs, groups)
-    return [base + 1] * extra + [base] * (groups - extra)
-
-
-def _processing_record(night: Night, config: ProcessingConfig) -> dict:
-    """The processing steps and their parameters, as written into the Parquet metadata."""
-    return {
-        "format_version": FORMAT_VERSION,
-        "steps": [
-            {"step": "read", "reader": "dataset.edf_reader", "scaling": "per-signal digital->physical gain/offset"},
-            {"step": "units", "electrophysiology_to": "uV", "unknown_unit": "assumed uV, flagged"},
-            {
-                "step": "resample",
-                "method": "scipy.signal.resample_poly",
-                "window": "kaiser(5.0)",
-                "padtype": config.resample_padtype,
-                "up_down": {n: [c.up, c.down] for n, c in night.channels.items()},
-                "target_fs": {n: CHANNEL_BY_NAME[n].target_fs for n in night.channels},
-            },
-            {
-                "step": "bandpass",
-                "method": "scipy.signal.sosfiltfilt",
-                "design": "butterworth",
-                "order": config.filter_order,
-                "zero_phase": True,
-                "continuous": True,
-                "bands_hz": {n: config.band(CHANNEL_BY_NAME[n]) for n in night.channels},
-            },
-            {
-                "step": "trim",
-                "rule": "floor(min(signal_s, scored_s) / 30) epochs from t = 0",
-                "n_epochs": night.n_epochs,
-            },
-            {
-                "step": "robust_scale",
-                "center": "median",
-                "scale": "IQR of the kept epochs (1.349 x SD if IQR < half a digital step)",
-                "median": {n: c.median for n, c in night.channels.items()},
-                "iqr": {n: c.iqr for n, c in night.channels.items()},
-            },
-        ],
-        "config": config.as_dict(),
-    }
-
-
-def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path) -> None:
-    metadata = {
-        "version": package_version(),
-        "format_version": str(FORMAT_VERSION),
-        "config_digest": config.digest(),
-        "source_sha256": json.dumps({"edf": row["edf_sha256"], "xml": row["xml_sha256"]}),
-        "processing": json.dumps(_processing_record(night, config)),
-        "channels": json.dumps(list(night.channels)),
-        "rates": json.dumps(
-            {
-                n: {
-                    "native_hz": c.native_rate,
-                    "fs": CHANNEL_BY_NAME[n].target_fs,
-                    "label": c.label,
-                    "unit": c.unit,
-                    "edf_unit": c.edf_unit,
-                }
-                for n, c in night.channels.items()
-            }
-        ),
-        "manifest_row": json.dumps(row),
-        "events": json.dumps(
-            [[e["type"], e["concept"], e["start_s"], e["duration_s"], e["spo2_nadir"]] for e in night.events]
-        ),
-    }
-    table = night_table(night, metadata)
-    tmp = path.with_name(f".{path.name}.tmp")  # the same name run_job cleans up
-    with pq.ParquetWriter(
-        tmp, table.schema, compression="none", use_dictionary=False, write_statistics=["epoch"]
-    ) as writer:
-        offset = 0
-        for size in row_group_sizes(table.num_rows):
-            writer.write_table(table.slice(offset, size), row_group_size=size)
-            offset += size
-    os.replace(tmp, path)
-
-
-def _reusable(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tuple[dict, list[dict]] | None:
-    """(manifest row, events) of a complete output made from the same sources and settings, else None."""
-    if not path.is_file():
-        return None
-    try:
-        parquet = pq.ParquetFile(path)
-        meta = {k.decode(): v.decode() for k, v in (parquet.schema_arrow.metadata or {}).items()}
-        row = json.loads(meta["manifest_row"])
-        same = (
-            json.loads(meta["source_sha256"]) == {"edf": edf_sha, "xml": xml_sha}
-            and meta.get("config_digest") == digest
-            and parquet.metadata.num_rows == row["n_epochs"]
-            and "channel_sources" in row
-        )  # older outputs lack the channel sources: made again
-        if not same:
-            return None
-        keys = ("type", "concept", "start_s", "duration_s", "spo2_nadir")
-        events = [dict(zip(keys, e)) for e in json.loads(meta["events"])]
-        return row, events
-    except Exception:  # unreadable footer, old format: process again
-        return None
-
-
-def _job_row(job: Job) -> dict:
-    """The manifest fields every row has, before the recording is processed."""
-    return {
-        "recording_id": job.recording_id,
-        "subject_id": job.subject_id,
-        "cohort": job.cohort,
-        "status": "ok",
-        "reason": "",
-        "edf": job.edf or "",
-        "xml": job.xml or "",
-        "parquet": "",
-    }
-
-
-def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool = False) -> dict:
-    """Process one recording into DST/recordings (or reuse its output). Never raises for a bad input.
-
-    Returns {"row": manifest row, "events": [event dicts], "timings": {step: wall s}, "reused": bool,
-    "cpu_s": CPU seconds of this recording, "max_rss_mb": peak RSS of this process so far}.
-    """
-    dst = Path(dst)
-    row = _job_row(job)
-    out = recording_file(dst, job.recording_id)
-    timings: dict[str, float] = {}
-    result = {"row": row, "events": [], "timings": timings, "reused": False}
-    tick, cpu = time.perf_counter(), time.process_time()
-    try:
-        if job.problem:  # duplicate id or ambiguous annotation files: never guess which file is meant
-            raise EdfError(f"{job.edf}: {job.problem}")
-        if job.edf is None:
-            raise SkipRecording(f"{job.xml}: no EDF file for this annotation file")
-        try:
-            row["edf_sha256"] = _sha256(job.edf)
-        except OSError as err:
-            raise EdfError(f"{job.edf}: cannot read ({err.strerror or err})") from None
-        try:
-            row["xml_sha256"] = _sha256(job.xml)
-        except OSError as err:
-            raise XmlError(f"{job.xml}: cannot read ({err.strerror or err})") from None
-        timings["hash"] = time.perf_counter() - tick
-        out.with_name(f".{out.name}.tmp").unlink(missing_ok=True)  # left by an interrupted run
-        reuse = None if overwrite else _reusable(out, row["edf_sha256"], row["xml_sha256"], config.digest())
-        if reuse is not None:
-            old, result["events"] = reuse
-            row.update({k: v for k, v in old.items() if k not in ("edf", "xml", "cohort", "subject_id")})
-            result["reused"] = True
-        else:
-            night = process_recording(job.edf, job.xml if job.xml else None, config, job.recording_id)
-            row.update(night.info)
-            row["parquet"] = str(out.relative_to(dst))
-            timings.update(night.timings)
-            tick = time.perf_counter()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            _write_parquet(night, row, config, out)
-            timings["write"] = time.perf_counter() - tick
-            result["events"] = night.events
-    except SkipRecording as why:
-        row.update(status="skipped", reason=str(why))
-    except (EdfError, XmlError) as err:
-        row.update(status="failed", reason=str(err))
-    except Exception as err:  # an unforeseen problem in one file must not stop the cohort
-        row.update(status="failed", reason=f"{job.edf}: unexpected {type(err).__name__}: {err}")
-    if row["status"] != "ok":
-        row["reason"] = f"{row['reason']}{_clear_output(job, dst)}"
-        result["events"] = []
-    row["reason"] = " ".join(str(row["reason"]).split())  # one line
-    result["cpu_s"] = time.process_time() - cpu
-    result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return result
-
-
-def _clear_output(job: Job, dst: Path) -> str:
-    """Remove the table (and half-written temp file) of a recording that is no longer ok, if `job` owns it, so
-    no stale table outlives its failure. Never raises: returns a note for the reason when removal failed."""
-    if not job.owns_output:  # a duplicate id must never touch the output of the first file with that id
-        return ""
-    out = recording_file(dst, job.recording_id)
-    notes = []
-    for path in (out, out.with_name(f".{out.name}.tmp")):
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as err:
-            notes.append(f"; could not remove the old {path} ({err.strerror or err})")
-    return "".join(notes)
-
-
-def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
-    """Manifest rows in a fixed column order and types (one row per input, sorted by recording id)."""
-    columns = [
-        "recording_id",
-        "subject_id",
-        "cohort",
-        "status",
-        "reason",
-        "n_epochs",
-        "n_scored",
-        "channels",
-        "native_rates",
-        "units",
-        "signal_s",
-        "scored_s",
-        "kept_s",
-        "truncated",
-    ]
-    columns += [f"{kind}_{c}" for kind in ("median", "iqr") for c in channels]
-    columns += [f"unit_assumed_{c}" for c in channels if c in EPHYS_CHANNELS]
-    columns += [
-        "dropped_channels",
-        *(f"n_{e}" for e in EVENT_TYPES),
-        "tst_min",
-        "ahi_scored",
-        "ahi_a0h3a",
-        "ahi_a0h4",
-        "ahi_all",
-        "warnings",
-        "edf",
-        "xml",
-        "parquet",
-        "edf_sha256",
-        "xml_sha256",
-    ]
-    extra = sorted({k for r in rows for k in r} - set(columns))
-    frame = pd.DataFrame(rows, columns=columns + extra)
-    for name in frame.columns:
-        if name in STRING_COLUMNS:
-            frame[name] = frame[name].astype(object).where(frame[name].notna(), "").astype(str)
-        elif name in INT_COLUMNS:
-            frame[name] = frame[name].astype("Int64")
-        elif name == "truncated" or name.startswith("unit_assumed_"):
-            frame[name] = frame[name].astype("boolean")
-        elif name in FLOAT_COLUMNS or name.startswith(("median_", "iqr_")):
-            frame[name] = frame[name].astype("float64")
-    return frame.sort_values("recording_id", kind="stable").reset_index(drop=True)
-
-
-def events_table(results: list[tuple[dict, list[dict]]]) -> pd.DataFrame:
-    """events.parquet of all ok recordings."""
-    frames = [
-        events_frame(row["recording_id"], events, float(row["kept_s"]))
-        for row, events in results
-        if row["status"] == "ok" and events
-    ]
-    if not frames:
-        return events_frame("", [], 0.0).iloc[0:0]
-    return pd.concat(frames, ignore_index=True).sort_values(
-        ["recording_id", "start_s"], kind="stable", ignore_index=True
-    )[list(EVENT_TABLE_COLUMNS)]
-
-
-def _write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    if csv:
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def write_cohort_outputs(
-    dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict, resplit: bool = False
-) -> dict | None:
-    """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split)."""
-    _write_frame(manifest, dst / "manifest.parquet")
-    _write_frame(manifest, dst / "manifest.csv", csv=True)
-    _write_frame(events, dst / "events.parquet")
-    path = dst / "splits.json"
-    if path.is_file() and not resplit:  # made once: keep every subject where it is, add new ones to pretrain
-        try:
-            splits = extend_splits(read_splits(path), manifest)
-        except (ValueError, KeyError, json.JSONDecodeError) as err:
-            print(f"{path}: unreadable ({err}); use --resplit to make a new one", file=sys.stderr)
-            return None
-        asked = {
-            "seed": split_args["seed"],
-            "fractions": {"test": split_args["test_frac"], "val": split_args["val_frac"]},
-            "train_subjects": split_args["train_subjects"],
-        }
-        kept = {key: splits.get(key) for key in asked}
-        if kept != asked:
-            print(
-                f"{path}: kept as made (seed / fractions / train subjects {kept}); the options given now "
-                f"({asked}) apply only with --resplit",
-                file=sys.stderr,
-            )
-    else:
-        try:
-            splits = make_splits(manifest, **split_args)
-        except ValueError as err:
-            print(f"splits.json not written: {err}", file=sys.stderr)
-            return None
-    write_splits(splits, path)
-    return splits
 
 
 class OutputFolderError(OSError):
@@ -629,8 +150,8 @@ def parse_cohort(
 
         def died(index: int, reason: str) -> dict:  # the night a dead worker held fails alone
             job = jobs[index]
-            row = _job_row(job)
-            row.update(status="failed", reason=f"{job.edf}: {reason}{_clear_output(job, dst)}")
+            row = job_row(job)
+            row.update(status="failed", reason=f"{job.edf}: {reason}{clear_output(job, dst)}")
             return {
                 "row": row,
                 "events": [],
@@ -648,8 +169,8 @@ def parse_cohort(
     events = events_table([(r["row"], r["events"]) for r in results])
     if shard is not None:
         tag = f"shard-{shard[0]}-of-{shard[1]}"
-        _write_frame(manifest, dst / f"manifest.{tag}.parquet")
-        _write_frame(events, dst / f"events.{tag}.parquet")
+        write_frame(manifest, dst / f"manifest.{tag}.parquet")
+        write_frame(events, dst / f"events.{tag}.parquet")
     else:
         write_cohort_outputs(
             dst,

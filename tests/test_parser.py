@@ -331,7 +331,7 @@ def test_parquet_layout_and_metadata(tmp_path):
 
 @pytest.mark.parametrize("n_epochs", [1, 15, 16, 17, 31, 32, 33, 39, 47, 120, 961])
 def test_row_groups_hold_16_to_32_epochs(n_epochs):
-    from dataset.data_parser import row_group_sizes
+    from dataset.recording_job import row_group_sizes
 
     sizes = row_group_sizes(n_epochs)
     assert sum(sizes) == n_epochs

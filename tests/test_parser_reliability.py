@@ -151,13 +151,13 @@ def test_read_only_recordings_folder_is_an_environment_error(tmp_path, capsys):
 def test_a_table_that_cannot_be_written_or_removed_fails_that_night_only(tmp_path, monkeypatch):
     """What a read-only DST/recordings does to a rerun with --overwrite: writing fails, and so does removing
     the old table in the error handler; the night must fail with both reasons and the cohort must finish."""
-    from dataset import data_parser
+    from dataset import recording_job
 
     src, dst = tmp_path / "src", tmp_path / "dst"
     nights = generate_cohort(src, nights=3, hours=0.1, seed=0, layout="flat")
     assert run_main(src, dst)[0] == 0
     victim = nights[1].recording_id
-    real_write, real_unlink = data_parser._write_parquet, Path.unlink
+    real_write, real_unlink = recording_job._write_parquet, Path.unlink
 
     def write(night, row, config, path):
         if path.stem == victim:
@@ -169,7 +169,7 @@ def test_a_table_that_cannot_be_written_or_removed_fails_that_night_only(tmp_pat
             raise PermissionError(13, "Permission denied", str(self))
         return real_unlink(self, missing_ok=missing_ok)
 
-    monkeypatch.setattr(data_parser, "_write_parquet", write)
+    monkeypatch.setattr(recording_job, "_write_parquet", write)
     monkeypatch.setattr(Path, "unlink", unlink)
     code, manifest = run_main(src, dst, "--overwrite")
     assert code == 1

@@ -1,0 +1,150 @@
+"""The cohort-level files of a parser run (docs/data.md §2.4): manifest.parquet/.csv, events.parquet, splits.json.
+
+`manifest_frame` fixes the manifest's column order and types, `events_table` gathers the events of the ok
+recordings, `write_cohort_outputs` writes them all atomically and makes or extends the subject split.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from dataset.constants import EPHYS_CHANNELS, EVENT_TYPES
+from dataset.labels import EVENT_TABLE_COLUMNS, events_frame
+from dataset.splits import extend_splits, make_splits, read_splits, write_splits
+
+STRING_COLUMNS = (
+    "recording_id",
+    "subject_id",
+    "cohort",
+    "status",
+    "reason",
+    "edf",
+    "xml",
+    "parquet",
+    "channels",
+    "native_rates",
+    "units",
+    "dropped_channels",
+    "warnings",
+    "edf_sha256",
+    "xml_sha256",
+    "channel_sources",
+    "channel_map_channels",
+    "nonstandard_channels",
+)
+INT_COLUMNS = ("n_epochs", "n_scored", *(f"n_{e}" for e in EVENT_TYPES))
+FLOAT_COLUMNS = ("signal_s", "scored_s", "kept_s", "tst_min", "ahi_scored", "ahi_a0h3a", "ahi_a0h4", "ahi_all")
+
+
+def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
+    """Manifest rows in a fixed column order and types (one row per input, sorted by recording id)."""
+    columns = [
+        "recording_id",
+        "subject_id",
+        "cohort",
+        "status",
+        "reason",
+        "n_epochs",
+        "n_scored",
+        "channels",
+        "native_rates",
+        "units",
+        "signal_s",
+        "scored_s",
+        "kept_s",
+        "truncated",
+    ]
+    columns += [f"{kind}_{c}" for kind in ("median", "iqr") for c in channels]
+    columns += [f"unit_assumed_{c}" for c in channels if c in EPHYS_CHANNELS]
+    columns += [
+        "dropped_channels",
+        *(f"n_{e}" for e in EVENT_TYPES),
+        "tst_min",
+        "ahi_scored",
+        "ahi_a0h3a",
+        "ahi_a0h4",
+        "ahi_all",
+        "warnings",
+        "edf",
+        "xml",
+        "parquet",
+        "edf_sha256",
+        "xml_sha256",
+    ]
+    extra = sorted({k for r in rows for k in r} - set(columns))
+    frame = pd.DataFrame(rows, columns=columns + extra)
+    for name in frame.columns:
+        if name in STRING_COLUMNS:
+            frame[name] = frame[name].astype(object).where(frame[name].notna(), "").astype(str)
+        elif name in INT_COLUMNS:
+            frame[name] = frame[name].astype("Int64")
+        elif name == "truncated" or name.startswith("unit_assumed_"):
+            frame[name] = frame[name].astype("boolean")
+        elif name in FLOAT_COLUMNS or name.startswith(("median_", "iqr_")):
+            frame[name] = frame[name].astype("float64")
+    return frame.sort_values("recording_id", kind="stable").reset_index(drop=True)
+
+
+def events_table(results: list[tuple[dict, list[dict]]]) -> pd.DataFrame:
+    """events.parquet of all ok recordings."""
+    frames = [
+        events_frame(row["recording_id"], events, float(row["kept_s"]))
+        for row, events in results
+        if row["status"] == "ok" and events
+    ]
+    if not frames:
+        return events_frame("", [], 0.0).iloc[0:0]
+    return pd.concat(frames, ignore_index=True).sort_values(
+        ["recording_id", "start_s"], kind="stable", ignore_index=True
+    )[list(EVENT_TABLE_COLUMNS)]
+
+
+def write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
+    """Write `frame` to `path` as Parquet (or CSV) through a temp file renamed over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    if csv:
+        frame.to_csv(tmp, index=False)
+    else:
+        frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def write_cohort_outputs(
+    dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict, resplit: bool = False
+) -> dict | None:
+    """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split)."""
+    write_frame(manifest, dst / "manifest.parquet")
+    write_frame(manifest, dst / "manifest.csv", csv=True)
+    write_frame(events, dst / "events.parquet")
+    path = dst / "splits.json"
+    if path.is_file() and not resplit:  # made once: keep every subject where it is, add new ones to pretrain
+        try:
+            splits = extend_splits(read_splits(path), manifest)
+        except (ValueError, KeyError, json.JSONDecodeError) as err:
+            print(f"{path}: unreadable ({err}); use --resplit to make a new one", file=sys.stderr)
+            return None
+        asked = {
+            "seed": split_args["seed"],
+            "fractions": {"test": split_args["test_frac"], "val": split_args["val_frac"]},
+            "train_subjects": split_args["train_subjects"],
+        }
+        kept = {key: splits.get(key) for key in asked}
+        if kept != asked:
+            print(
+                f"{path}: kept as made (seed / fractions / train subjects {kept}); the options given now "
+                f"({asked}) apply only with --resplit",
+                file=sys.stderr,
+            )
+    else:
+        try:
+            splits = make_splits(manifest, **split_args)
+        except ValueError as err:
+            print(f"splits.json not written: {err}", file=sys.stderr)
+            return None
+    write_splits(splits, path)
+    return splits
