@@ -23,23 +23,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from edfio import Edf, EdfAnnotation, EdfSignal
 
 from dataset.constants import EPOCH_S
-from dataset.edf_reader import read_edf_header
+from dataset.synthetic_layouts import (
+    CHANNEL_LAYOUTS,
+    COHORT_LAYOUTS,
+    LAYOUT_CHANNELS,
+    LAYOUT_SIM_RATES,
+    SHHS1_LAYOUT,
+    cohort_paths,
+    layout_signals,
+)
 from dataset.synthetic_physiology import simulate_night, subject_params
+from dataset.synthetic_writers import (
+    SLEEP_EDF_STAGE,
+    nsrr_stage_runs,
+    nsrr_xml_bytes,
+    stage_key_runs,
+    write_edf,
+    write_hypnogram_edf,
+)
 
 TRUTH_FILE = "synthetic_truth.json"
-STAGE_CONCEPT = {
-    0: "Wake|0",
-    1: "Stage 1 sleep|1",
-    2: "Stage 2 sleep|2",
-    3: "Stage 3 sleep|3",
-    4: "REM sleep|5",
-    "n4": "Stage 4 sleep|4",
-    "move": "Movement|6",
-    "unscored": "Unscored|9",
-}
 EVENT_CONCEPT = {
     "obstructive_apnea": "Obstructive apnea|Obstructive Apnea",
     "central_apnea": "Central apnea|Central Apnea",
@@ -49,145 +54,6 @@ EVENT_CONCEPT = {
     "spo2_artifact": "SpO2 artifact|SpO2 artifact",
 }
 AROUSAL_CONCEPTS = ("Arousal|Arousal ()", "ASDA arousal|Arousal (ASDA)")
-# EDF layout in SHHS1 order: key -> (label, rate Hz, unit, physical min, physical max). Keys are the canonical
-# channel names of dataset.constants plus the thermistor and two channels the parser must ignore.
-SHHS1_LAYOUT = (
-    ("spo2", "SaO2", 1, "%", 0.0, 100.0),
-    ("hr", "H.R.", 1, "bpm", 0.0, 250.0),
-    ("eeg_c3", "EEG(sec)", 125, "uV", -250.0, 250.0),
-    ("ecg", "ECG", 125, "mV", -2.5, 2.5),
-    ("emg", "EMG", 125, "uV", -125.0, 125.0),
-    ("eog_l", "EOG(L)", 50, "uV", -250.0, 250.0),
-    ("eog_r", "EOG(R)", 50, "uV", -250.0, 250.0),
-    ("eeg_c4", "EEG", 125, "uV", -250.0, 250.0),
-    ("thermistor", "AIRFLOW", 10, "", -1.0, 1.0),
-    ("thor", "THOR RES", 10, "", -1.0, 1.0),
-    ("abdo", "ABDO RES", 10, "", -1.0, 1.0),
-    ("position", "POSITION", 1, "", 0.0, 3.0),
-    ("airflow", "NEW AIR", 10, "", -1.0, 1.0),
-)
-# Other cohorts' channel layouts (`generate_night(channels=...)`), rows as above. Keys are simulated signals or
-# the referential / derived signals of `_layout_signals`: c4 = eeg_c4 + m1, c3 = eeg_c3 + m2, loc = eog_l + m2,
-# roc = eog_r + m1, chin1 = emg + chin_ref, chin2 = chin_ref, ecg_l = ecg + ecg_ref, ecg_r = ecg_ref, so each
-# derivation (C4 - M1, ...) gives back the simulated channel; fz_cz / cz_oz are MESA's non-standard EEG1 / EEG2,
-# eog_h the bipolar horizontal EOG and resp_1hz the thermistor at 1 Hz of Sleep-EDF.
-_REF = ("uV", -500.0, 500.0)
-CHANNEL_LAYOUTS: dict[str, tuple[tuple, ...]] = {
-    "mesa": (
-        ("ecg", "EKG", 256, "mV", -2.5, 2.5),
-        ("eog_l", "EOG-L", 256, "uV", -250.0, 250.0),
-        ("eog_r", "EOG-R", 256, "uV", -250.0, 250.0),
-        ("emg", "EMG", 256, "uV", -125.0, 125.0),
-        ("fz_cz", "EEG1", 256, "uV", -250.0, 250.0),
-        ("cz_oz", "EEG2", 256, "uV", -250.0, 250.0),
-        ("eeg_c4", "EEG3", 256, "uV", -250.0, 250.0),
-        ("airflow", "Pres", 10, "", -1.0, 1.0),
-        ("thermistor", "Flow", 10, "", -1.0, 1.0),
-        ("thor", "Thor", 10, "", -1.0, 1.0),
-        ("abdo", "Abdo", 10, "", -1.0, 1.0),
-        ("spo2", "SpO2", 1, "%", 0.0, 100.0),
-        ("hr", "HR", 1, "bpm", 0.0, 250.0),
-        ("position", "Pos", 1, "", 0.0, 3.0),
-    ),
-    "mros": (
-        ("c3", "C3", 256, *_REF),
-        ("c4", "C4", 256, *_REF),
-        ("m1", "M1", 256, *_REF),
-        ("m2", "M2", 256, *_REF),
-        ("loc", "LOC", 256, *_REF),
-        ("roc", "ROC", 256, *_REF),
-        ("ecg_l", "ECG L", 256, "mV", -2.5, 2.5),
-        ("ecg_r", "ECG R", 256, "mV", -2.5, 2.5),
-        ("chin1", "Chin1", 256, "uV", -250.0, 250.0),
-        ("chin2", "Chin2", 256, "uV", -250.0, 250.0),
-        ("airflow", "Cannula Flow", 10, "", -1.0, 1.0),
-        ("thermistor", "Airflow", 10, "", -1.0, 1.0),
-        ("thor", "Thoracic", 10, "", -1.0, 1.0),
-        ("abdo", "Abdominal", 10, "", -1.0, 1.0),
-        ("spo2", "SaO2", 1, "%", 0.0, 100.0),
-        ("position", "Position", 1, "", 0.0, 3.0),
-    ),
-    "clinical": (
-        ("eeg_c4", "C4-M1", 256, *_REF),
-        ("eeg_c3", "C3-M2", 256, *_REF),
-        ("eog_l", "E1-M2", 256, *_REF),
-        ("eog_r", "E2-M1", 256, *_REF),
-        ("emg", "Chin1-Chin2", 256, "uV", -125.0, 125.0),
-        ("ecg", "ECG II", 256, "mV", -2.5, 2.5),
-        ("airflow", "Pressure", 10, "", -1.0, 1.0),
-        ("thermistor", "Flow", 10, "", -1.0, 1.0),
-        ("thor", "Thorax", 10, "", -1.0, 1.0),
-        ("abdo", "Abdomen", 10, "", -1.0, 1.0),
-        ("spo2", "SpO2", 1, "%", 0.0, 100.0),
-    ),
-    "sleep-edf": (
-        ("eeg_c4", "EEG Fpz-Cz", 100, "uV", -250.0, 250.0),
-        ("eeg_c3", "EEG Pz-Oz", 100, "uV", -250.0, 250.0),
-        ("eog_h", "EOG horizontal", 100, "uV", -500.0, 500.0),
-        ("resp_1hz", "Resp oro-nasal", 1, "", -1.0, 1.0),
-        ("emg", "EMG submental", 100, "uV", -125.0, 125.0),
-        ("temp", "Temp rectal", 1, "DegC", 34.0, 40.0),
-    ),
-}
-# What each layout's signals are, canonical name -> EDF label or "PLUS - MINUS" (Sleep-EDF's EEG slots are
-# non-standard: the parser fills them only through a user map).
-LAYOUT_CHANNELS: dict[str, dict[str, str]] = {
-    "mesa": {
-        "eeg_c4": "EEG3",
-        "eog_l": "EOG-L",
-        "eog_r": "EOG-R",
-        "emg": "EMG",
-        "ecg": "EKG",
-        "airflow": "Pres",
-        "thor": "Thor",
-        "abdo": "Abdo",
-        "spo2": "SpO2",
-    },
-    "mros": {
-        "eeg_c4": "C4 - M1",
-        "eeg_c3": "C3 - M2",
-        "eog_l": "LOC - M2",
-        "eog_r": "ROC - M1",
-        "emg": "Chin1 - Chin2",
-        "ecg": "ECG L - ECG R",
-        "airflow": "Cannula Flow",
-        "thor": "Thoracic",
-        "abdo": "Abdominal",
-        "spo2": "SaO2",
-    },
-    "clinical": {
-        "eeg_c4": "C4-M1",
-        "eeg_c3": "C3-M2",
-        "eog_l": "E1-M2",
-        "eog_r": "E2-M1",
-        "emg": "Chin1-Chin2",
-        "ecg": "ECG II",
-        "airflow": "Pressure",
-        "thor": "Thorax",
-        "abdo": "Abdomen",
-        "spo2": "SpO2",
-    },
-    "sleep-edf": {"eeg_c4": "EEG Fpz-Cz", "eeg_c3": "EEG Pz-Oz", "emg": "EMG submental", "airflow": "Resp oro-nasal"},
-}
-# Simulated signals each layout needs, key -> rate (Hz); the physiology of respiration is simulated at 10 Hz.
-_EPHYS_256 = {k: 256 for k in ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg")}
-_RESP_10 = {"airflow": 10, "thermistor": 10, "thor": 10, "abdo": 10, "spo2": 1}
-LAYOUT_SIM_RATES: dict[str, dict[str, int]] = {
-    "mesa": {**_EPHYS_256, **_RESP_10, "hr": 1, "position": 1},
-    "mros": {**_EPHYS_256, **_RESP_10, "position": 1},
-    "clinical": {**_EPHYS_256, **_RESP_10, "position": 1},
-    "sleep-edf": {"eeg_c4": 100, "eeg_c3": 100, "eog_l": 100, "eog_r": 100, "emg": 100, "thermistor": 10},
-}
-SLEEP_EDF_STAGE = {
-    0: "Sleep stage W",
-    1: "Sleep stage 1",
-    2: "Sleep stage 2",
-    3: "Sleep stage 3",
-    4: "Sleep stage R",
-    "n4": "Sleep stage 4",
-    "move": "Movement time",
-    "unscored": "Sleep stage ?",
-}
 SECONDARY_EEG_LABELS = ("EEG(sec)", "EEG (sec)", "EEG sec", "EEG2", "EEG 2")
 CANONICAL = ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg", "airflow", "thor", "abdo", "spo2")
 # Named variations for the CLI (`--variations all` or a comma list); each goes to its own night from night 1 on.
@@ -296,220 +162,6 @@ def _shift_epochs(value, rng: np.random.Generator) -> int:
     return int(value or 0)
 
 
-def _stage_runs_keys(keys: np.ndarray) -> list[tuple]:
-    """Merge consecutive equal epochs into (key, start_s, duration_s) runs."""
-    runs, first = [], 0
-    for i in range(1, len(keys) + 1):
-        if i == len(keys) or keys[i] != keys[first]:
-            runs.append((keys[first], first * float(EPOCH_S), (i - first) * float(EPOCH_S)))
-            first = i
-    return runs
-
-
-def _stage_runs(keys: np.ndarray) -> list[tuple[str, float, float]]:
-    """Merge consecutive equal epochs into (concept, start_s, duration_s) runs, as NSRR does."""
-    return [(STAGE_CONCEPT[key], start, length) for key, start, length in _stage_runs_keys(keys)]
-
-
-def _xml_bytes(
-    clock: str,
-    signal_s: float,
-    runs: list,
-    events: list[dict],
-    airflow_label: str,
-    shuffle_rng: np.random.Generator | None,
-    crlf: bool,
-    single_line: bool,
-) -> bytes:
-    """The NSRR annotation file: start record, scored events (chronological), then stage runs."""
-    lines = [
-        '<?xml version="1.0" encoding="UTF-8" standalone="no"?>',
-        "<PSGAnnotation>",
-        "<SoftwareVersion>Compumedics</SoftwareVersion>",
-        "<EpochLength>30</EpochLength>",
-        "<ScoredEvents>",
-        "<ScoredEvent>",
-        "<EventType/>",
-        "<EventConcept>Recording Start Time</EventConcept>",
-        "<Start>0</Start>",
-        f"<Duration>{signal_s:.1f}</Duration>",
-        f"<ClockTime>00.00.00 {clock}</ClockTime>",
-        "</ScoredEvent>",
-    ]
-
-    def add(kind: str, concept: str, start: float, duration: float, extra: tuple[str, ...] = ()) -> None:
-        lines.extend(
-            (
-                "<ScoredEvent>",
-                f"<EventType>{kind}</EventType>",
-                f"<EventConcept>{concept}</EventConcept>",
-                f"<Start>{start:.1f}</Start>",
-                f"<Duration>{duration:.1f}</Duration>",
-                *extra,
-                "</ScoredEvent>",
-            )
-        )
-
-    for ev in events:
-        if ev["type"] == "arousal":
-            add("Arousals|Arousals", ev["concept"], ev["start_s"], ev["duration_s"])
-        elif ev["spo2_nadir"] is not None:
-            add(
-                "Respiratory|Respiratory",
-                ev["concept"],
-                ev["start_s"],
-                ev["duration_s"],
-                (
-                    "<SignalLocation>SaO2</SignalLocation>",
-                    f"<SpO2Nadir>{ev['spo2_nadir']:.1f}</SpO2Nadir>",
-                    f"<SpO2Baseline>{ev['spo2_baseline']:.1f}</SpO2Baseline>",
-                ),
-            )
-        else:
-            where = "SaO2" if ev["type"] == "other" else airflow_label
-            add(
-                "Respiratory|Respiratory",
-                ev["concept"],
-                ev["start_s"],
-                ev["duration_s"],
-                (f"<SignalLocation>{where}</SignalLocation>",),
-            )
-    order = shuffle_rng.permutation(len(runs)) if shuffle_rng is not None else range(len(runs))
-    for i in order:
-        add("Stages|Stages", *runs[i])
-    lines += ["</ScoredEvents>", "</PSGAnnotation>"]
-    sep = "" if single_line else ("\r\n" if crlf else "\n")
-    return (sep.join(lines) + sep).encode("utf-8")
-
-
-def _digital(values: np.ndarray, pmin: float, pmax: float) -> np.ndarray:
-    """Physical values -> int16 with the full 16-bit range; values beyond the range clip at the rails."""
-    scaled = (np.asarray(values, dtype=np.float64) - pmin) * (65535.0 / (pmax - pmin)) - 32768.0
-    return np.clip(np.round(scaled), -32768, 32767).astype(np.int16)
-
-
-def _write_edf(
-    path: Path,
-    layout: list[tuple],
-    signals: dict[str, np.ndarray],
-    start: datetime.time,
-    annotations: list[tuple[float, float, str]] | None = None,
-) -> int:
-    """Plain EDF with 1-s data records (EDF+C with an annotation signal when `annotations` (onset s, duration s,
-    text) are given). Returns the bytes per data record of the data signals."""
-    edf_signals = [
-        EdfSignal.from_digital(
-            _digital(signals[key], pmin, pmax),
-            rate,
-            label=label,
-            physical_dimension=unit,
-            physical_range=(pmin, pmax),
-            digital_range=(-32768, 32767),
-        )
-        for key, label, rate, unit, pmin, pmax in layout
-    ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    extra = {"annotations": [EdfAnnotation(*a) for a in annotations]} if annotations is not None else {}
-    Edf(edf_signals, starttime=start, data_record_duration=1, **extra).write(path)
-    return 2 * sum(int(rate) for _, _, rate, *_ in layout)
-
-
-def _reference(rng: np.random.Generator, n: int, fs: float, amplitude: float) -> np.ndarray:
-    """A reference electrode's own signal: slow sway plus noise, (n,) in the unit of `amplitude`."""
-    t = np.arange(n) / fs
-    return amplitude * (np.sin(2 * np.pi * 0.3 * t + rng.uniform(0, 6.3)) + 0.5 * rng.standard_normal(n))
-
-
-def _layout_signals(channels: str, sim: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """The signals a non-SHHS layout writes, from the simulated canonical ones (see CHANNEL_LAYOUTS)."""
-    out = dict(sim)
-    if channels == "mros":
-        n, fs = sim["eeg_c4"].size, 256
-        refs = {
-            key: _reference(rng, n, fs, amp)
-            for key, amp in (("m1", 20.0), ("m2", 20.0), ("chin_ref", 10.0), ("ecg_ref", 0.05))
-        }
-        out.update(
-            m1=refs["m1"],
-            m2=refs["m2"],
-            c4=sim["eeg_c4"] + refs["m1"],
-            c3=sim["eeg_c3"] + refs["m2"],
-            loc=sim["eog_l"] + refs["m2"],
-            roc=sim["eog_r"] + refs["m1"],
-            chin1=sim["emg"] + refs["chin_ref"],
-            chin2=refs["chin_ref"],
-            ecg_l=sim["ecg"] + refs["ecg_ref"],
-            ecg_r=refs["ecg_ref"],
-        )
-    elif channels == "mesa":
-        out.update(fz_cz=0.8 * sim["eeg_c3"], cz_oz=-0.6 * sim["eeg_c3"])  # not C4-M1: must never fill eeg_c4
-    elif channels == "sleep-edf":
-        resp = sim["thermistor"][::10]
-        out.update(
-            eog_h=sim["eog_l"] - sim["eog_r"],
-            resp_1hz=resp,
-            temp=36.8 + 0.3 * np.sin(np.arange(resp.size) * 2 * np.pi / 36000.0),
-        )
-    return out
-
-
-def _hypnogram_edf(path: Path, runs: list[tuple[str, float, float]], start: datetime.time) -> None:
-    """An annotation-only EDF+ (as Sleep-EDF's `*-Hypnogram.edf`): one annotation per stage run."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Edf(
-        [], starttime=start, annotations=[EdfAnnotation(onset, duration, text) for text, onset, duration in runs]
-    ).write(path)
-
-
-def _stage_classes_as(stages: np.ndarray, names: dict) -> list[tuple[str, float, float]]:
-    """Runs of equal stage classes (-1 -> names["unscored"]) as (name, start s, duration s)."""
-    keys = np.array([s if s >= 0 else "unscored" for s in stages.tolist()], dtype=object)
-    return [(names[key], start, length) for key, start, length in _stage_runs_keys(keys)]
-
-
-PROFUSION_CODE = {0: "0", 1: "1", 2: "2", 3: "3", 4: "5", -1: "9"}  # stage class -> R&K code
-
-
-def write_scoring(night: SyntheticNight, path: str | Path, fmt: str) -> Path:
-    """Write a night's truth scoring (stages and events) in another format: "profusion" (Compumedics XML),
-    "edf" (annotation-only EDF+ as Sleep-EDF's hypnograms), "txt" / "csv" (per-epoch hypnogram; stages only).
-    Every format gives the labels of the night's NSRR XML (dataset/annotations.py reads them)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    events = [e for e in night.events]
-    names = {ev["concept"]: ev["concept"].split("|", 1)[0] for ev in events}
-    if fmt == "profusion":
-        lines = [
-            '<?xml version="1.0" encoding="utf-8"?>',
-            "<CMPStudyConfig>",
-            "<EpochLength>30</EpochLength>",
-            "<ScoredEvents>",
-        ]
-        for ev in events:
-            nadir = f"<LowestSpO2>{ev['spo2_nadir']:.1f}</LowestSpO2>" if ev["spo2_nadir"] is not None else ""
-            lines.append(
-                f"<ScoredEvent><Name>{names[ev['concept']]}</Name><Start>{ev['start_s']:.1f}</Start>"
-                f"<Duration>{ev['duration_s']:.1f}</Duration>{nadir}</ScoredEvent>"
-            )
-        lines += ["</ScoredEvents>", "<SleepStages>"]
-        lines += [f"<SleepStage>{PROFUSION_CODE[int(s)]}</SleepStage>" for s in night.stages]
-        lines += ["</SleepStages>", "</CMPStudyConfig>"]
-        path.write_text("\n".join(lines) + "\n")
-    elif fmt == "edf":
-        runs = _stage_classes_as(night.stages, SLEEP_EDF_STAGE)
-        runs += [(names[ev["concept"]], ev["start_s"], ev["duration_s"]) for ev in events]
-        clock = datetime.datetime.strptime(read_edf_header(night.edf_path).starttime, "%H.%M.%S").time()
-        _hypnogram_edf(path, sorted(runs, key=lambda r: r[1]), clock)  # same start as the recording
-    elif fmt in ("txt", "csv"):
-        tokens = {0: "W", 1: "N1", 2: "N2", 3: "N3", 4: "R", -1: "?"}
-        rows = [tokens[int(s)] for s in night.stages]
-        text = "\n".join(rows) if fmt == "txt" else "epoch,stage\n" + "\n".join(f"{k},{t}" for k, t in enumerate(rows))
-        path.write_text(text + "\n")
-    else:
-        raise ValueError(f"unknown scoring format {fmt!r}; known: profusion, edf, txt, csv")
-    return path
-
-
 def generate_night(
     edf_path: str | Path,
     xml_path: str | Path,
@@ -603,7 +255,7 @@ def generate_night(
 
     sim = simulate_night(rng, subj, n_sim, n_scored_final, signal_s, sim_rates, int(unscored_epochs))
     if channels != "shhs":  # referential and derived signals from their own generator: the night stays the same
-        sim["signals"] = _layout_signals(
+        sim["signals"] = layout_signals(
             channels, sim["signals"], np.random.default_rng(_night_seed(seed, recording_id, "reference"))
         )
     keys = np.array(sim["stage"][:n_scored_final], dtype=object)  # STAGE_CONCEPT keys per scored epoch
@@ -614,7 +266,7 @@ def generate_night(
     scored_s = float(n_scored_final * EPOCH_S)
 
     clock = datetime.time(int(rng.integers(21, 24)), int(rng.integers(0, 60)), int(rng.integers(0, 60)))
-    record_bytes = _write_edf(edf_path, layout, sim["signals"], clock)
+    record_bytes = write_edf(edf_path, layout, sim["signals"], clock)
     readable_s = float(signal_s)
     if truncated:
         size = os.path.getsize(edf_path)
@@ -642,15 +294,15 @@ def generate_night(
     xml_path.parent.mkdir(parents=True, exist_ok=True)
     if channels == "sleep-edf":  # Sleep-EDF scores stages only, in a separate EDF+ hypnogram
         events = []
-        _hypnogram_edf(
-            xml_path, [(SLEEP_EDF_STAGE[k], start, length) for k, start, length in _stage_runs_keys(keys)], clock
+        write_hypnogram_edf(
+            xml_path, [(SLEEP_EDF_STAGE[k], start, length) for k, start, length in stage_key_runs(keys)], clock
         )
     else:
         xml_path.write_bytes(
-            _xml_bytes(
+            nsrr_xml_bytes(
                 clock.strftime("%H.%M.%S"),
                 float(signal_s),
-                _stage_runs(keys),
+                nsrr_stage_runs(keys),
                 events,
                 airflow_label,
                 shuffle_rng,
@@ -704,26 +356,6 @@ def generate_night(
     )
 
 
-COHORT_LAYOUTS = ("nsrr", "flat", "mesa", "mros", "clinical", "sleep-edf")
-
-
-def _cohort_paths(out_dir: Path, layout: str, index: int) -> tuple[str, str, Path, Path]:
-    """(recording id, subject id, EDF path, annotation path) of night `index` in another cohort's layout."""
-    edfs, xmls = out_dir / "polysomnography" / "edfs", out_dir / "polysomnography" / "annotations-events-nsrr"
-    if layout == "mesa":
-        rid = f"mesa-sleep-{index + 1:04d}"
-        return rid, rid.rsplit("-", 1)[1], edfs / f"{rid}.edf", xmls / f"{rid}-nsrr.xml"
-    if layout == "mros":
-        rid = f"mros-visit1-aa{index + 1:04d}"
-        return rid, rid.rsplit("-", 1)[1], edfs / "visit1" / f"{rid}.edf", xmls / "visit1" / f"{rid}-nsrr.xml"
-    if layout == "clinical":
-        rid = f"psg-{index + 1:04d}"
-        return rid, rid.rsplit("-", 1)[1], out_dir / f"{rid}.edf", out_dir / f"{rid}-nsrr.xml"
-    subject, night = divmod(index, 2)  # sleep-edf
-    name = f"SC4{subject:02d}{night + 1}E"
-    return f"{name}0-PSG", f"SC{subject:02d}", out_dir / f"{name}0-PSG.edf", out_dir / f"{name}C-Hypnogram.edf"
-
-
 def generate_cohort(
     out_dir: str | Path,
     nights: int,
@@ -758,7 +390,7 @@ def generate_cohort(
         cohort = "shhs2" if options.get("shhs2") else "shhs1"
         recording_id = f"{cohort}-{subject}"
         if layout not in ("nsrr", "flat"):
-            recording_id, subject, edf, xml = _cohort_paths(out_dir, layout, index)
+            recording_id, subject, edf, xml = cohort_paths(out_dir, layout, index)
             options["channels"] = layout
         if recording_id in seen:
             raise ValueError(f"night {index}: recording {recording_id} is generated twice")
@@ -821,9 +453,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--nights", type=positive_int, default=8)
+    parser.add_argument("--nights", type=positive_int, default=8, help="nights to generate, one subject each")
     parser.add_argument("--hours", type=positive_float, default=8.0, help="scored hours per night")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed: the same seed, the same cohort")
     parser.add_argument(
         "--layout",
         choices=COHORT_LAYOUTS,

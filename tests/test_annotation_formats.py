@@ -13,7 +13,8 @@ from dataset.data_parser import discover, parse_cohort
 from dataset.edf_reader import read_edf_header
 from dataset.labels import LABEL_COLUMNS, epoch_labels
 from dataset.nsrr_xml import XmlError
-from dataset.synthetic import generate_night, write_scoring
+from dataset.synthetic import generate_night
+from dataset.synthetic_writers import write_scoring
 
 STAGE_ONLY = ("txt", "csv")
 
@@ -60,12 +61,13 @@ def test_edf_annotations_follow_the_recording_start(night, tmp_path):
 
 def test_embedded_edf_plus_annotations_are_paired_and_parsed(tmp_path):
     """An EDF+C recording with stage annotations of its own and no other file is labelled from them."""
-    from dataset.synthetic import SHHS1_LAYOUT, _write_edf
+    from dataset.synthetic_layouts import SHHS1_LAYOUT
+    from dataset.synthetic_writers import write_edf
 
     signals = {key: np.zeros(int(rate) * 300) for key, _, rate, *_ in SHHS1_LAYOUT}
     signals["eeg_c4"] = np.random.default_rng(0).normal(0, 20, 125 * 300)
     stages = [(0, 90, "Sleep stage W"), (90, 120, "Sleep stage 2"), (210, 60, "Sleep stage R"), (270, 30, "A")]
-    _write_edf(tmp_path / "own-1.edf", [SHHS1_LAYOUT[7]], signals, datetime.time(22, 0), stages)
+    write_edf(tmp_path / "own-1.edf", [SHHS1_LAYOUT[7]], signals, datetime.time(22, 0), stages)
     (job,) = discover(tmp_path)
     assert job.xml == job.edf
     annotations = read_annotations(job.xml, read_edf_header(job.edf))

@@ -128,11 +128,11 @@ def test_bad_channel_map_is_one_error_line(tmp_path, capsys):
 
 
 def test_ambiguous_labels_fail_the_recording_naming_both(tmp_path):
-    from dataset.synthetic import _write_edf
+    from dataset.synthetic_writers import write_edf
 
     rows = [("eeg_c4", "C4-M1", 100, "uV", -250.0, 250.0), ("eeg_c3", "C4-A1", 100, "uV", -250.0, 250.0)]
     signals = {"eeg_c4": np.zeros(3000), "eeg_c3": np.zeros(3000)}
-    _write_edf(tmp_path / "src" / "amb-1.edf", rows, signals, datetime.time(22, 0))
+    write_edf(tmp_path / "src" / "amb-1.edf", rows, signals, datetime.time(22, 0))
     (tmp_path / "src" / "amb-1.hypnogram.txt").write_text("W\n")
     manifest = parse_cohort(tmp_path / "src", tmp_path / "out", progress=False)
     assert manifest["status"].tolist() == ["failed"]

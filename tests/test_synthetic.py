@@ -13,7 +13,6 @@ from edfio import read_edf
 
 from dataset.constants import EVENT_TYPES, STAGE_CONCEPTS
 from dataset.synthetic import (
-    SHHS1_LAYOUT,
     TRUTH_FILE,
     VARIATION_CATALOG,
     generate_cohort,
@@ -22,6 +21,7 @@ from dataset.synthetic import (
     main,
     variation_plan,
 )
+from dataset.synthetic_layouts import SHHS1_LAYOUT
 from utils.features import BANDS, epoch_features, heart_rate
 
 REPO = Path(__file__).resolve().parents[1]
