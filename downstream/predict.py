@@ -40,11 +40,11 @@ predicts every epoch exactly once), and DIR receives (`downstream.night_report`)
   events and desaturations when --events is given, else the epoch runs'.
 - config.json: the options of the run.
 
-Cohorts: `--edf` naming a folder (the parser's `discover`: every EDF below it, each paired with its annotation
-file by the parser's rule), a glob pattern or a list file (one EDF path per line) writes DIR/<night>/ (the files
-above) per night and DIR/summary.csv + summary.md (night, subject, status, reason, TST, sleep efficiency, AHI
-estimated (its source, reliable or not) / scored, severity, ODI). A night that cannot be read is a `failed` row with its reason and the cohort goes
-on; the exit code is then 1.
+Cohorts (`downstream.night_inputs`): `--edf` naming a folder (the parser's `discover`: every EDF below it, each
+paired with its annotation file by the parser's rule), a glob pattern or a list file (one EDF path per line) writes
+DIR/<night>/ (the files above) per night and DIR/summary.csv + summary.md (night, subject, status, reason, TST,
+sleep efficiency, AHI estimated (its source, reliable or not) / scored, severity, ODI). A night that cannot be read
+is a `failed` row with its reason and the cohort goes on; the exit code is then 1.
 
 DIR is written whole or not at all: the report set is built in a sibling folder and swapped in, so an earlier
 report in DIR is replaced entirely (nothing stale stays beside it) and a failed run leaves it unchanged. DIR
@@ -58,11 +58,9 @@ exit code 2.
 from __future__ import annotations
 
 import argparse
-import glob
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +69,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dataset.annotations import subject_of
 from dataset.channel_map import ChannelMap, load_channel_map
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, STAGE_NAMES, STAGE_UNSCORED
-from dataset.discovery import discover
 from dataset.edf_reader import EdfError
 from dataset.labels import AHI_COLUMN_OF_RULE
 from dataset.nsrr_xml import XmlError
@@ -96,6 +92,7 @@ from downstream.night_inference import (  # noqa: F401 - the inference API, re-e
     scored_labels,
     share_encoders,
 )
+from downstream.night_inputs import NightInput, is_edf, night_inputs
 from downstream.night_report import (
     SUMMARY_COLUMNS,
     _fmt,
@@ -473,101 +470,6 @@ def predict_night(
         "typed_events": typed if event_run is not None else None,
         "start": recording_start(edf_path),
     }
-
-
-@dataclass
-class NightInput:
-    """One night to predict: its EDF, the annotation file paired with it (or None), and a reason it cannot be
-    predicted (`problem`, "" when it can)."""
-
-    recording: str
-    subject: str
-    edf: Path | None
-    xml: Path | None
-    problem: str = ""
-
-
-def is_edf(path: Path) -> bool:
-    """An EDF by name (.edf) or by its first 8 bytes (version "0" and 7 spaces); anything else is a list file."""
-    if path.suffix.lower() == ".edf":
-        return True
-    with open(path, "rb") as handle:
-        return handle.read(8) == b"0       "
-
-
-def edf_root(edf: Path) -> Path:
-    """The folder the parser's `discover` pairs an EDF in: the NSRR download root of `<root>/polysomnography/edfs/
-    <rel>/<name>.edf`, else the EDF's own folder."""
-    parts = edf.parts
-    for k in range(len(parts) - 2, 0, -1):
-        if parts[k] == "polysomnography" and parts[k + 1] == "edfs":
-            return Path(*parts[:k])
-    return edf.parent
-
-
-def paired_inputs(edfs: Sequence[Path]) -> list[NightInput]:
-    """Each EDF with its annotation file by the parser's pairing rule (`dataset.data_parser.discover` of the EDF's
-    root; one `discover` per root). A missing EDF or an ambiguous pairing is the night's `problem`."""
-    jobs_of: dict[Path, dict[Path, Any]] = {}
-    nights = []
-    for edf in edfs:
-        name = edf.stem
-        if not edf.is_file():
-            nights.append(NightInput(name, subject_of(name), edf, None, f"{edf}: no such file"))
-            continue
-        root = edf_root(edf.absolute())
-        if root not in jobs_of:
-            jobs_of[root] = {Path(job.edf).absolute(): job for job in discover(root) if job.edf}
-        job = jobs_of[root].get(edf.absolute())
-        problem = job.problem if job is not None and job.xml is None else ""  # two candidate annotation files
-        xml = Path(job.xml) if job is not None and job.xml else None
-        nights.append(NightInput(name, subject_of(name), edf, xml, f"{edf}: {problem}" if problem else ""))
-    return nights
-
-
-def night_inputs(source: Path) -> list[NightInput]:
-    """The nights of `--edf` when it is a folder (the parser's `discover`: every EDF below it, paired with its
-    annotation file), a glob pattern, or a list file (one EDF path per line, relative to the list's folder; blank
-    lines and # comments skipped). Raises InputError when it names no EDF."""
-    text = str(source)
-    if source.is_dir():
-        try:
-            jobs = discover(source)
-        except (OSError, ValueError) as err:
-            raise InputError(f"--edf {source}: {one_line(err)}") from None
-        nights = [
-            NightInput(
-                job.recording_id,
-                job.subject_id,
-                Path(job.edf) if job.edf else None,
-                Path(job.xml) if job.xml else None,
-                f"{job.edf}: {job.problem}"
-                if job.problem
-                else ("" if job.edf else f"{job.xml}: no EDF file for this annotation file"),
-            )
-            for job in jobs
-        ]
-    elif source.is_file():
-        try:
-            lines = source.read_text().splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise InputError(f"--edf {source}: cannot read the list of EDF files ({one_line(err)})") from None
-        entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-        nights = paired_inputs(
-            [(source.parent / entry) if not Path(entry).is_absolute() else Path(entry) for entry in entries]
-        )
-    elif any(char in text for char in "*?["):
-        nights = paired_inputs([Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()])
-    else:
-        raise InputError(f"--edf {source}: no such file, folder or glob pattern")
-    if not any(night.edf is not None for night in nights):
-        raise InputError(f"--edf {source}: names no EDF file")
-    seen: dict[str, Path | None] = {}
-    for night in nights:  # one report folder per recording id: a second EDF of an id is not predicted
-        if night.recording in seen and not night.problem and night.edf is not None:
-            night.problem = f"{night.edf}: duplicate recording id, also {seen[night.recording]}"
-        seen.setdefault(night.recording, night.edf)
-    return nights
 
 
 def predict_cohort(
