@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataset import data_parser, synthetic
 from dataset.constants import EPHYS_CHANNELS
 from downstream.event_detection import train as event_detection
 from downstream.event_detection.detector import load_night
@@ -60,16 +59,15 @@ def test_respiratory_features_missing_channels_keep_columns():
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory):
-    """6 synthetic 48-minute nights parsed with every channel (one night without its thoracic belt), and the
-    same nights parsed with electrophysiology channels only."""
-    root = tmp_path_factory.mktemp("event_cohort")
-    synthetic.generate_cohort(
-        root / "src", nights=6, hours=0.8, seed=0, variations={1: {"missing_channels": ("thor",)}}
-    )
-    data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
-    data_parser.parse_cohort(root / "src", root / "ephys", workers=1, progress=False, channels=list(EPHYS_CHANNELS))
-    return root
+def cohort(cohort_factory):
+    """6 synthetic 48-minute nights parsed with every channel (one night without its thoracic belt)."""
+    return cohort_factory(6, 0.8, 0, variations={1: {"missing_channels": ("thor",)}})
+
+
+@pytest.fixture(scope="module")
+def ephys(cohort_factory):
+    """6 synthetic nights parsed with electrophysiology channels only: no respiratory channel."""
+    return cohort_factory(6, 0.8, 0, channels=list(EPHYS_CHANNELS)) / "dst"
 
 
 @pytest.fixture(scope="module")
@@ -128,16 +126,16 @@ def test_night_missing_a_channel_still_runs(cohort):
     assert np.isnan(night.features).any() and not np.isnan(night.features).all()
 
 
-def test_no_respiratory_channel_is_one_error_line_and_keeps_outputs(cohort, run, tmp_path, capsys):
+def test_no_respiratory_channel_is_one_error_line_and_keeps_outputs(ephys, run, tmp_path, capsys):
     out = tmp_path / "run"
     shutil.copytree(run, out)
     before = {name: (out / name).read_bytes() for name in OUTPUTS}
     with pytest.raises(SystemExit) as exit_info:
-        event_detection.main(["--data", str(cohort / "ephys"), "--out", str(out), *FAST])
+        event_detection.main(["--data", str(ephys), "--out", str(out), *FAST])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
-    assert "respiratory channel" in err[0] and "airflow" in err[0] and str(cohort / "ephys") in err[0]
+    assert "respiratory channel" in err[0] and "airflow" in err[0] and str(ephys) in err[0]
     assert {name: (out / name).read_bytes() for name in OUTPUTS} == before
 
 

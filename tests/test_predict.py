@@ -14,105 +14,14 @@ import pandas as pd
 import pytest
 import torch
 
-from dataset import data_parser, synthetic
+from dataset import synthetic
 from dataset.constants import STAGE_NAMES
 from downstream import predict
-from downstream.fine_tuning import train as fine_tuning
-from downstream.linear_probing import train as linear_probing
 from downstream.runs import load_downstream_run
-from models.neuronet import build_neuronet, neuronet_config
-from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
 from utils.ahi import estimate_ahi
-from utils.checkpoint import atomic_save, load_checkpoint, save_model_checkpoint, sha256_file
+from utils.checkpoint import atomic_save, load_checkpoint
 
-# A NeuroNet smaller than the tiny preset (14 frames, narrow CNN): a training step takes a fraction of a second.
-SMALL = dict(frame_step_s=2.0, stem_channels=4, backbone_channels=(4, 8, 8, 16), frame_token_dim=32, encoder_depth=1)
-RUN = ["--workers", "0", "--no-progress", "--n-boot", "0", "--hypnograms", "0", "--resume", "none"]
 SLEEP = ("N1", "N2", "N3", "REM")
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> dict[str, Path]:
-    """A 4-night cohort, two small backbones, and tiny runs: staging / apnea probes on a SynthSleepNet over
-    eeg_c4 + eog_l, a hypopnea probe on a NeuroNet (eeg_c4), a fine-tuned (temporal) staging run on eeg_c4."""
-    root = tmp_path_factory.mktemp("predict_runs")
-    synthetic.generate_cohort(root / "src", nights=4, hours=0.8, seed=1)
-    data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
-    data = root / "dst"
-    torch.manual_seed(0)
-    net = build_neuronet(neuronet_config("tiny", **SMALL))
-    fusion = build_synthsleepnet(
-        synthsleepnet_config("tiny", channels=("eeg_c4", "eog_l"), fusion_depth=1), {"eeg_c4": net, "eog_l": net}
-    )
-    backbones = {}
-    for name, kind, model, metadata in (
-        ("eeg", "neuronet", net, {"channels": ["eeg_c4"]}),
-        ("fusion", "synthsleepnet", fusion, {}),
-    ):
-        backbones[name] = root / f"{name}.pt"
-        save_model_checkpoint(
-            backbones[name],
-            kind,
-            model.config.to_dict(),
-            model.state_dict(),
-            metadata=metadata,
-            splits_sha256=sha256_file(data / "splits.json"),
-        )
-    out = {}
-    for name, backbone, task in (
-        ("stage", "fusion", "sleep_stage"),
-        ("apnea", "fusion", "apnea"),
-        ("hypopnea", "eeg", "hypopnea"),
-    ):
-        out[name] = root / name
-        assert (
-            linear_probing.main(
-                [
-                    "--data",
-                    str(data),
-                    "--backbone",
-                    str(backbones[backbone]),
-                    "--task",
-                    task,
-                    "--out",
-                    str(out[name]),
-                    "--epochs",
-                    "20",
-                    "--batch-size",
-                    "32",
-                    *RUN,
-                ]
-            )
-            == 0
-        )
-    out["temporal"] = root / "temporal"
-    assert (
-        fine_tuning.main(
-            [
-                "--data",
-                str(data),
-                "--backbone",
-                str(backbones["eeg"]),
-                "--task",
-                "sleep_stage",
-                "--out",
-                str(out["temporal"]),
-                "--epochs-per-window",
-                "8",
-                "--stride",
-                "8",
-                "--epochs",
-                "1",
-                "--max-steps",
-                "1",
-                "--batch-size",
-                "2",
-                *RUN,
-            ]
-        )
-        == 0
-    )
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -124,18 +33,18 @@ def night(tmp_path_factory) -> tuple[Path, Path]:
     return edf, xml
 
 
-def test_predict_writes_consistent_outputs(runs, night, tmp_path, capsys):
+def test_predict_writes_consistent_outputs(predict_runs, night, tmp_path, capsys):
     edf, xml = night
     out = tmp_path / "out"
     assert (
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--apnea",
-                str(runs["apnea"]),
+                str(predict_runs["apnea"]),
                 "--hypopnea",
-                str(runs["hypopnea"]),
+                str(predict_runs["hypopnea"]),
                 "--edf",
                 str(edf),
                 "--xml",
@@ -184,7 +93,7 @@ def test_predict_writes_consistent_outputs(runs, night, tmp_path, capsys):
     is_sleep = hypnogram["stage"].isin(SLEEP).to_numpy()
     # each type's count is scaled by the event_calibration its run stored (fitted on val labels, never test)
     calibration = {
-        task: json.loads((runs[task] / "metrics.json").read_text())["event_calibration"]
+        task: json.loads((predict_runs[task] / "metrics.json").read_text())["event_calibration"]
         for task in ("apnea", "hypopnea")
     }
     for task, fitted in calibration.items():
@@ -216,16 +125,18 @@ def test_predict_writes_consistent_outputs(runs, night, tmp_path, capsys):
     assert "TST" in capsys.readouterr().out
 
 
-def test_temporal_run_tiles_every_epoch_once(runs, night, tmp_path):
+def test_temporal_run_tiles_every_epoch_once(predict_runs, night, tmp_path):
     edf, _ = night
-    loaded = predict.load_runs({"sleep_stage": runs["temporal"]}, torch.device("cpu"))["sleep_stage"]
+    loaded = predict.load_runs({"sleep_stage": predict_runs["temporal"]}, torch.device("cpu"))["sleep_stage"]
     assert loaded.kind == "temporal_classifier" and loaded.epochs_per_window == 8
     windows = predict.NightWindows("n", {"eeg_c4": np.zeros((84, 3000), np.float32)}, 8)
     owned = np.concatenate([windows[i]["epoch_ids"].numpy()[windows[i]["owned"].numpy()] for i in range(len(windows))])
     assert sorted(owned.tolist()) == list(range(84)) and len(windows) == 11  # 0, 8, .., 72 and the end-aligned 76
     out = tmp_path / "temporal"
     assert (
-        predict.main(["--checkpoint", str(runs["temporal"]), "--edf", str(edf), "--out", str(out), "--no-progress"])
+        predict.main(
+            ["--checkpoint", str(predict_runs["temporal"]), "--edf", str(edf), "--out", str(out), "--no-progress"]
+        )
         == 0
     )
     hypnogram = pd.read_csv(out / "hypnogram.csv")
@@ -235,12 +146,15 @@ def test_temporal_run_tiles_every_epoch_once(runs, night, tmp_path):
     assert report["agreement"] is None and "ahi_est" not in report["sleep"] and report["xml"] is None
 
 
-def test_missing_channel_still_predicts_and_is_named(runs, tmp_path, capsys):
+def test_missing_channel_still_predicts_and_is_named(predict_runs, tmp_path, capsys):
     edf, xml = tmp_path / "gap-900002.edf", tmp_path / "gap-900002-nsrr.xml"
     synthetic.generate_night(edf, xml, "gap-900002", hours=0.2, seed=8, missing_channels=("eog_l",))
     out = tmp_path / "out"
     assert (
-        predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+        predict.main(
+            ["--checkpoint", str(predict_runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]
+        )
+        == 0
     )
     report = json.loads((out / "report.json").read_text())
     assert report["channels"]["missing"] == ["eog_l"]
@@ -255,9 +169,9 @@ def test_missing_channel_still_predicts_and_is_named(runs, tmp_path, capsys):
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--hypopnea",
-                str(runs["hypopnea"]),
+                str(predict_runs["hypopnea"]),
                 "--edf",
                 str(edf),
                 "--out",
@@ -271,10 +185,13 @@ def test_missing_channel_still_predicts_and_is_named(runs, tmp_path, capsys):
     assert str(edf) in message and "hypopnea" in message and "EEG 1" in message
 
 
-def test_bad_inputs_exit_2_with_the_file_named(runs, night, tmp_path, capsys):
+def test_bad_inputs_exit_2_with_the_file_named(predict_runs, night, tmp_path, capsys):
     garbage = tmp_path / "garbage.edf"
     garbage.write_bytes(b"this is not an EDF file" * 40)
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(garbage), "--out", str(tmp_path / "a")]) == 2
+    assert (
+        predict.main(["--checkpoint", str(predict_runs["stage"]), "--edf", str(garbage), "--out", str(tmp_path / "a")])
+        == 2
+    )
     err = capsys.readouterr().err
     assert err.startswith("error: ") and str(garbage) in err and "Traceback" not in err and err.count("\n") == 1
     bad_xml = tmp_path / "bad-nsrr.xml"
@@ -283,7 +200,7 @@ def test_bad_inputs_exit_2_with_the_file_named(runs, night, tmp_path, capsys):
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--edf",
                 str(night[0]),
                 "--xml",
@@ -296,24 +213,33 @@ def test_bad_inputs_exit_2_with_the_file_named(runs, night, tmp_path, capsys):
     )
     assert str(bad_xml) in capsys.readouterr().err
     # a run given for the wrong task
-    assert predict.main(["--checkpoint", str(runs["apnea"]), "--edf", str(night[0]), "--out", str(tmp_path / "c")]) == 2
+    assert (
+        predict.main(["--checkpoint", str(predict_runs["apnea"]), "--edf", str(night[0]), "--out", str(tmp_path / "c")])
+        == 2
+    )
     assert "expects a sleep_stage run" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_options_from_a_config_file(runs, night, tmp_path):
+def test_options_from_a_config_file(predict_runs, night, tmp_path):
     """DESIGN 1: every step takes --config and writes the exact configuration it ran with."""
     edf, xml = night
     out = tmp_path / "from_config"
     config = tmp_path / "predict.json"
     config.write_text(
         json.dumps(
-            {"checkpoint": str(runs["stage"]), "edf": str(edf), "xml": str(xml), "out": str(out), "progress": False}
+            {
+                "checkpoint": str(predict_runs["stage"]),
+                "edf": str(edf),
+                "xml": str(xml),
+                "out": str(out),
+                "progress": False,
+            }
         )
     )
     assert predict.main(["--config", str(config), "--batch-size", "16"]) == 0
     saved = json.loads((out / "config.json").read_text())
-    assert saved["edf"] == str(edf) and saved["batch_size"] == 16 and saved["checkpoint"] == str(runs["stage"])
+    assert saved["edf"] == str(edf) and saved["batch_size"] == 16 and saved["checkpoint"] == str(predict_runs["stage"])
 
 
 def test_config_file_without_a_required_option_is_a_usage_error(tmp_path):
@@ -344,27 +270,27 @@ def _event_run_copy(run: Path, copy: Path, checkpoint_scale: float | None, metri
     return copy
 
 
-def test_event_runs_store_their_calibration_in_the_checkpoint(runs):
+def test_event_runs_store_their_calibration_in_the_checkpoint(predict_runs):
     """The AHI scale of an apnea / hypopnea run travels in its checkpoints' metadata (best.pt and last.pt): the
     `event_calibration` its metrics.json records, fitted on val labels; a staging run has none."""
     for task in ("apnea", "hypopnea"):
-        recorded = json.loads((runs[task] / "metrics.json").read_text())["event_calibration"]
+        recorded = json.loads((predict_runs[task] / "metrics.json").read_text())["event_calibration"]
         for name in ("best.pt", "last.pt"):
-            if (runs[task] / name).is_file():
-                assert load_checkpoint(runs[task] / name)["metadata"]["event_calibration"] == recorded
-        assert load_downstream_run(runs[task]).event_scale == recorded["scale"]
-    assert "event_calibration" not in load_checkpoint(runs["stage"] / "last.pt")["metadata"]
+            if (predict_runs[task] / name).is_file():
+                assert load_checkpoint(predict_runs[task] / name)["metadata"]["event_calibration"] == recorded
+        assert load_downstream_run(predict_runs[task]).event_scale == recorded["scale"]
+    assert "event_calibration" not in load_checkpoint(predict_runs["stage"] / "last.pt")["metadata"]
 
 
-def test_the_ahi_uses_each_event_runs_stored_scale(runs, night, tmp_path):
+def test_the_ahi_uses_each_event_runs_stored_scale(predict_runs, night, tmp_path):
     """predict.py multiplies each event type's count by the `event_calibration` scale in its run's checkpoint
     metadata (scored per counted event on val labels), not by what metrics.json says; the raw count stays in
     `ahi_est_uncalibrated`. A run whose checkpoint holds no calibration (trained before checkpoints carried it)
     falls back to its metrics.json."""
     edf, _ = night
     scaled = {
-        "apnea": _event_run_copy(runs["apnea"], tmp_path / "apnea", 1.5, metrics_scale=7.0),
-        "hypopnea": _event_run_copy(runs["hypopnea"], tmp_path / "hypopnea", None, metrics_scale=3.0),
+        "apnea": _event_run_copy(predict_runs["apnea"], tmp_path / "apnea", 1.5, metrics_scale=7.0),
+        "hypopnea": _event_run_copy(predict_runs["hypopnea"], tmp_path / "hypopnea", None, metrics_scale=3.0),
     }
     assert load_downstream_run(scaled["apnea"]).event_scale == 1.5
     assert load_downstream_run(scaled["hypopnea"]).event_scale == 3.0
@@ -373,7 +299,7 @@ def test_the_ahi_uses_each_event_runs_stored_scale(runs, night, tmp_path):
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--apnea",
                 str(scaled["apnea"]),
                 "--hypopnea",
@@ -407,14 +333,14 @@ def _tree_digest(root: Path) -> dict[str, str]:
     }
 
 
-def test_out_that_is_a_file_is_refused_before_any_work(runs, night, tmp_path, capsys, monkeypatch):
+def test_out_that_is_a_file_is_refused_before_any_work(predict_runs, night, tmp_path, capsys, monkeypatch):
     target = tmp_path / "report.txt"
     target.write_text("keep me")
     monkeypatch.setattr(predict, "load_night", lambda *a, **k: pytest.fail("processed the night before checking --out"))
     for out in (target, target / "below"):
         assert (
             predict.main(
-                ["--checkpoint", str(runs["stage"]), "--edf", str(night[0]), "--out", str(out), "--no-progress"]
+                ["--checkpoint", str(predict_runs["stage"]), "--edf", str(night[0]), "--out", str(out), "--no-progress"]
             )
             == 2
         )
@@ -424,20 +350,22 @@ def test_out_that_is_a_file_is_refused_before_any_work(runs, night, tmp_path, ca
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "mine.txt").write_text("x")
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(night[0]), "--out", str(foreign)]) == 2
+    assert (
+        predict.main(["--checkpoint", str(predict_runs["stage"]), "--edf", str(night[0]), "--out", str(foreign)]) == 2
+    )
     assert "not a predict.py report" in capsys.readouterr().err and (foreign / "mine.txt").read_text() == "x"
 
 
-def test_a_new_report_replaces_the_old_one_whole_and_a_failed_run_changes_nothing(runs, night, tmp_path):
+def test_a_new_report_replaces_the_old_one_whole_and_a_failed_run_changes_nothing(predict_runs, night, tmp_path):
     edf, _ = night
     out = tmp_path / "out"
     assert (
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--apnea",
-                str(runs["apnea"]),
+                str(predict_runs["apnea"]),
                 "--edf",
                 str(edf),
                 "--out",
@@ -451,22 +379,28 @@ def test_a_new_report_replaces_the_old_one_whole_and_a_failed_run_changes_nothin
     before = _tree_digest(out)
     garbage = tmp_path / "garbage.edf"
     garbage.write_bytes(b"0" * 600)
-    assert predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(garbage), "--out", str(out)]) == 2
+    assert predict.main(["--checkpoint", str(predict_runs["stage"]), "--edf", str(garbage), "--out", str(out)]) == 2
     assert _tree_digest(out) == before  # the failed run left the earlier report as it was
     assert (
-        predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+        predict.main(
+            ["--checkpoint", str(predict_runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]
+        )
+        == 0
     )
     assert not (out / "events.csv").exists()  # no stale events.csv beside a report without event runs
     assert "events.csv" not in " ".join(_tree_digest(out))
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging leftovers
 
 
-def test_a_truncated_edf_is_reported_as_truncated(runs, tmp_path, capsys):
+def test_a_truncated_edf_is_reported_as_truncated(predict_runs, tmp_path, capsys):
     edf, xml = tmp_path / "cut-900003.edf", tmp_path / "cut-900003-nsrr.xml"
     synthetic.generate_night(edf, xml, "cut-900003", hours=0.2, seed=9, truncated=True)
     out = tmp_path / "out"
     assert (
-        predict.main(["--checkpoint", str(runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]) == 0
+        predict.main(
+            ["--checkpoint", str(predict_runs["stage"]), "--edf", str(edf), "--out", str(out), "--no-progress"]
+        )
+        == 0
     )
     console = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
@@ -474,13 +408,14 @@ def test_a_truncated_edf_is_reported_as_truncated(runs, tmp_path, capsys):
     assert "truncated" in console.lower() and "truncated" in (out / "report.md").read_text().lower()
 
 
-def test_each_backbone_encodes_a_night_once_with_the_same_probabilities(runs, night):
+def test_each_backbone_encodes_a_night_once_with_the_same_probabilities(predict_runs, night):
     """stage and apnea probes share one SynthSleepNet checkpoint: one encoding serves both, and every task gets
     the probabilities of its own end-to-end model."""
     edf, _ = night
     device = torch.device("cpu")
     loaded = predict.load_runs(
-        {"sleep_stage": runs["stage"], "apnea": runs["apnea"], "hypopnea": runs["hypopnea"]}, device
+        {"sleep_stage": predict_runs["stage"], "apnea": predict_runs["apnea"], "hypopnea": predict_runs["hypopnea"]},
+        device,
     )
     epochs, _, _ = predict.load_night(edf, None, channels=["eeg_c4", "eog_l"])
     direct = {task: predict.predict_task(run, epochs, "n", device) for task, run in loaded.items()}
@@ -504,16 +439,16 @@ def test_each_backbone_encodes_a_night_once_with_the_same_probabilities(runs, ni
         assert np.allclose(shared[task], direct[task], atol=1e-5), task
 
 
-def test_temporal_run_from_shared_vectors_matches_end_to_end(runs, night):
+def test_temporal_run_from_shared_vectors_matches_end_to_end(predict_runs, night):
     edf, _ = night
     device = torch.device("cpu")
-    loaded = predict.load_runs({"sleep_stage": runs["temporal"]}, device)
+    loaded = predict.load_runs({"sleep_stage": predict_runs["temporal"]}, device)
     epochs, _, _ = predict.load_night(edf, None, channels=["eeg_c4"])
     direct = predict.predict_task(loaded["sleep_stage"], epochs, "n", device)
     assert np.allclose(predict.predict_all(loaded, epochs, "n", device)["sleep_stage"], direct, atol=1e-5)
 
 
-def test_the_whole_night_is_predicted_when_the_scoring_is_shorter(runs, tmp_path):
+def test_the_whole_night_is_predicted_when_the_scoring_is_shorter(predict_runs, tmp_path):
     edf, xml = tmp_path / "short-900004.edf", tmp_path / "short-900004-nsrr.xml"
     truth = synthetic.generate_night(edf, xml, "short-900004", hours=0.3, seed=10, scored_shorter=3)
     out = tmp_path / "out"
@@ -521,7 +456,7 @@ def test_the_whole_night_is_predicted_when_the_scoring_is_shorter(runs, tmp_path
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--edf",
                 str(edf),
                 "--xml",
@@ -543,7 +478,7 @@ def test_the_whole_night_is_predicted_when_the_scoring_is_shorter(runs, tmp_path
     assert any("scoring covers the first" in note for note in report["notes"])
 
 
-def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(runs, tmp_path, capsys):
+def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(predict_runs, tmp_path, capsys):
     """One bad night is a failed row with its reason (exit 1), never the end of the cohort; each EDF gets the XML
     the parser pairs it with (beside it), or none."""
     cohort = tmp_path / "cohort"
@@ -551,7 +486,15 @@ def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(r
     synthetic.generate_night(cohort / "b-100002.edf", tmp_path / "elsewhere-nsrr.xml", "b-100002", hours=0.1, seed=12)
     (cohort / "c-100003.edf").write_bytes(b"not an EDF" * 50)
     out = tmp_path / "out"
-    args = ["--checkpoint", str(runs["stage"]), "--apnea", str(runs["apnea"]), "--out", str(out), "--no-progress"]
+    args = [
+        "--checkpoint",
+        str(predict_runs["stage"]),
+        "--apnea",
+        str(predict_runs["apnea"]),
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert predict.main([*args, "--edf", str(cohort)]) == 1
     summary = pd.read_csv(out / "summary.csv", keep_default_na=False).set_index("night")
     assert list(summary.index) == ["a-100001", "b-100002", "c-100003"]
@@ -579,7 +522,7 @@ def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(r
     assert capsys.readouterr().err.startswith("error: --edf ")
 
 
-def test_standard_annotation_files_agree_with_the_hypnogram(runs, night, tmp_path):
+def test_standard_annotation_files_agree_with_the_hypnogram(predict_runs, night, tmp_path):
     import mne
 
     from dataset.labels import epoch_labels
@@ -591,11 +534,11 @@ def test_standard_annotation_files_agree_with_the_hypnogram(runs, night, tmp_pat
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--apnea",
-                str(runs["apnea"]),
+                str(predict_runs["apnea"]),
                 "--hypopnea",
-                str(runs["hypopnea"]),
+                str(predict_runs["hypopnea"]),
                 "--edf",
                 str(edf),
                 "--out",
@@ -618,7 +561,7 @@ def test_standard_annotation_files_agree_with_the_hypnogram(runs, night, tmp_pat
     assert (events["trial_type"].str.startswith("sleep_stage_")).sum() == len(hypnogram)
 
 
-def test_channel_map_chooses_the_edf_signal_and_the_report_names_it(runs, night, tmp_path, capsys):
+def test_channel_map_chooses_the_edf_signal_and_the_report_names_it(predict_runs, night, tmp_path, capsys):
     """--channel-map works as in the parser (tried before the built-in aliases); the report says which EDF
     label fed which channel."""
     edf, _ = night
@@ -629,7 +572,7 @@ def test_channel_map_chooses_the_edf_signal_and_the_report_names_it(runs, night,
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--edf",
                 str(edf),
                 "--channel-map",
@@ -651,7 +594,7 @@ def test_channel_map_chooses_the_edf_signal_and_the_report_names_it(runs, night,
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--edf",
                 str(edf),
                 "--channel-map",

@@ -18,7 +18,6 @@ import pytest
 from dataset import synthetic
 from dataset.nsrr_xml import parse_nsrr_xml
 from downstream import evaluate, predict
-from downstream.event_detection import train as event_detection
 from downstream.night_respiratory import (
     EVENT_F1_MIN,
     MIN_VALIDATION_NIGHTS,
@@ -28,7 +27,6 @@ from downstream.night_respiratory import (
     persistent_sleep_latency,
     spo2_percent,
 )
-from tests.test_predict import runs  # noqa: F401 - tiny staging / apnea / hypopnea runs (a pytest fixture)
 from utils.ahi import event_index
 from utils.events import Event
 
@@ -91,20 +89,6 @@ def test_reliability_reasons_and_thresholds():
 
 # ---------------------------------------------------------------------------------------- end to end
 @pytest.fixture(scope="module")
-def event_run(cohort_factory, tmp_path_factory) -> Path:
-    """A features event model on a tiny cohort (6 nights): weak validation by construction (2 val nights)."""
-    data = cohort_factory(6, 0.8, 0) / "dst"
-    out = tmp_path_factory.mktemp("predict_event_run") / "run"
-    assert (
-        event_detection.main(
-            ["--data", str(data), "--out", str(out), "--no-progress", "--n-boot", "0", "--hgb-max-iter", "25"]
-        )
-        == 0
-    )
-    return out
-
-
-@pytest.fixture(scope="module")
 def apneic_night(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("predict_events_night")
     edf, xml = root / "osa-900011.edf", root / "osa-900011-nsrr.xml"
@@ -122,10 +106,10 @@ def _strong(run: Path, out: Path, metrics_edit) -> Path:
 
 
 def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(
-    runs,
-    event_run,
+    predict_runs,
+    event_features_run,
     apneic_night,
-    tmp_path,  # noqa: F811
+    tmp_path,
     capsys,
 ):
     edf, xml = apneic_night
@@ -134,13 +118,13 @@ def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--apnea",
-                str(runs["apnea"]),
+                str(predict_runs["apnea"]),
                 "--hypopnea",
-                str(runs["hypopnea"]),
+                str(predict_runs["hypopnea"]),
                 "--events",
-                str(event_run),
+                str(event_features_run),
                 "--edf",
                 str(edf),
                 "--xml",
@@ -200,7 +184,9 @@ def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(
     assert set(events["type"]) <= set(bids["trial_type"])
 
 
-def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(runs, event_run, apneic_night, tmp_path):  # noqa: F811
+def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(
+    predict_runs, event_features_run, apneic_night, tmp_path
+):
     edf, xml = apneic_night
 
     def strong_events(metrics):
@@ -211,8 +197,8 @@ def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(runs, eve
     def strong_stage(metrics):
         metrics["selection"]["val"]["val_kappa"] = 0.9
 
-    events = _strong(event_run, tmp_path / "strong_events", strong_events)
-    stage = _strong(runs["stage"], tmp_path / "strong_stage", strong_stage)
+    events = _strong(event_features_run, tmp_path / "strong_events", strong_events)
+    stage = _strong(predict_runs["stage"], tmp_path / "strong_stage", strong_stage)
     scored = {}
     for rule in ("4", "3a", "all"):
         out = tmp_path / f"out-{rule}"
@@ -246,7 +232,7 @@ def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(runs, eve
     assert any("rule 3a" in note and "rule all" in note for note in report["notes"])
 
 
-def test_a_night_without_respiratory_channels_is_flagged(runs, event_run, tmp_path):  # noqa: F811
+def test_a_night_without_respiratory_channels_is_flagged(predict_runs, event_features_run, tmp_path):
     edf, xml = tmp_path / "norsp-900012.edf", tmp_path / "norsp-900012-nsrr.xml"
     synthetic.generate_night(
         edf, xml, "norsp-900012", hours=0.3, seed=22, missing_channels=("airflow", "thor", "abdo", "spo2")
@@ -256,9 +242,9 @@ def test_a_night_without_respiratory_channels_is_flagged(runs, event_run, tmp_pa
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--events",
-                str(event_run),
+                str(event_features_run),
                 "--edf",
                 str(edf),
                 "--out",
@@ -275,9 +261,9 @@ def test_a_night_without_respiratory_channels_is_flagged(runs, event_run, tmp_pa
 
 
 def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(
-    runs,
+    predict_runs,
     apneic_night,
-    tmp_path,  # noqa: F811
+    tmp_path,
     capsys,
 ):
     edf, _ = apneic_night
@@ -286,11 +272,11 @@ def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--apnea",
-                str(runs["apnea"]),
+                str(predict_runs["apnea"]),
                 "--hypopnea",
-                str(runs["hypopnea"]),
+                str(predict_runs["hypopnea"]),
                 "--edf",
                 str(edf),
                 "--out",
@@ -310,7 +296,7 @@ def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(
         predict.main(
             [
                 "--checkpoint",
-                str(runs["stage"]),
+                str(predict_runs["stage"]),
                 "--events",
                 str(bad),
                 "--edf",
@@ -327,12 +313,12 @@ def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(
     assert not (tmp_path / "x").exists()
 
 
-def test_evaluate_has_an_event_detection_row(event_run, runs, tmp_path):  # noqa: F811
+def test_evaluate_has_an_event_detection_row(event_features_run, predict_runs, tmp_path):
     out = tmp_path / "comparison"
-    assert evaluate.main([str(event_run), str(runs["stage"]), "--out", str(out)]) == 0
+    assert evaluate.main([str(event_features_run), str(predict_runs["stage"]), "--out", str(out)]) == 0
     table = pd.read_csv(out / "comparison.csv")
     row = table[table["task"] == "event_detection"].iloc[0]
-    metrics = json.loads((event_run / "metrics.json").read_text())["test"]
+    metrics = json.loads((event_features_run / "metrics.json").read_text())["test"]
     assert row["event_f1_apnea"] == pytest.approx(metrics["events"]["apnea"]["f1"])
     assert row["epoch_auroc_hypopnea"] == pytest.approx(metrics["epoch"]["hypopnea"]["auroc"])
     assert "## event_detection" in (out / "comparison.md").read_text()

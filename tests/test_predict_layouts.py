@@ -9,13 +9,12 @@ import json
 import pytest
 
 from dataset import synthetic
-from tests.test_predict import runs  # noqa: F401 - the module's tiny trained runs (a pytest fixture)
 
 LAYOUTS = ("mesa", "mros", "clinical", "sleep-edf")
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_predict_reads_each_layout_and_names_the_sources(runs, layout, tmp_path):  # noqa: F811
+def test_predict_reads_each_layout_and_names_the_sources(predict_runs, layout, tmp_path):
     from downstream import predict
 
     suffix = "C-Hypnogram.edf" if layout == "sleep-edf" else "-nsrr.xml"
@@ -23,7 +22,7 @@ def test_predict_reads_each_layout_and_names_the_sources(runs, layout, tmp_path)
     night = synthetic.generate_night(edf, scoring, f"{layout}-900002", hours=0.5, seed=3, channels=layout)
     argv = [
         "--checkpoint",
-        str(runs["stage"]),
+        str(predict_runs["stage"]),
         "--edf",
         str(edf),
         "--xml",
