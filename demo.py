@@ -102,10 +102,12 @@ def label_statistics(dst: Path) -> pd.DataFrame:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("demo_out"))
-    parser.add_argument("--nights", type=int, default=16)
-    parser.add_argument("--hours", type=float, default=2.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", type=Path, default=Path("demo_out"), help="work folder: cohort, parsed data, runs (default demo_out)"
+    )
+    parser.add_argument("--nights", type=int, default=16, help="synthetic nights to generate, one subject each")
+    parser.add_argument("--hours", type=float, default=2.0, help="scored hours per synthetic night")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the cohort and of every training stage")
     args = parser.parse_args(argv)
     started = time.time()
     out = args.out

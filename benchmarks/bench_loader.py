@@ -95,7 +95,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="work folder (default: a temporary one)")
     parser.add_argument("--fixture", action="store_true", help="use the schema writer even if the parser exists")
-    parser.add_argument("--recordings", type=int, default=8)
+    parser.add_argument("--recordings", type=int, default=8, help="recordings written and read")
     parser.add_argument("--epochs", type=int, default=960, help="epochs per recording (960 = 8 h)")
     parser.add_argument("--reads", type=int, default=500, help="random single-epoch reads per measurement")
     parser.add_argument("--batches", type=int, default=40, help="batches of 64 per DataLoader measurement")

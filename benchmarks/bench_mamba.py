@@ -86,11 +86,11 @@ def cuda_case(d_model: int, batch: int, seqlen: int, backend: str, repeats: int)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--d-model", type=int, default=512)
-    parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--seq-lens", type=int, nargs="+", default=[20, 1000])
+    parser.add_argument("--d-model", type=int, default=512, help="width of the Mamba2 block")
+    parser.add_argument("--batch", type=int, default=32, help="sequences per batch")
+    parser.add_argument("--seq-lens", type=int, nargs="+", default=[20, 1000], help="sequence lengths T timed")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per case (median and minimum)")
     parser.add_argument("--skip-naive", action="store_true", help="only time the chunked scan on CPU")
     parser.add_argument(
         "--devices",

@@ -69,11 +69,13 @@ def random_epoch_read_ms(path: Path, reads: int = 200) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nights", type=int, default=4)
-    parser.add_argument("--hours", type=float, default=8.0)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--nights", type=int, default=4, help="synthetic nights parsed")
+    parser.add_argument("--hours", type=float, default=8.0, help="hours per night")
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2], help="worker counts timed, a fresh process each"
+    )
     parser.add_argument("--data", type=Path, default=Path("data/bench_parser"), help="cohort cache and outputs")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic cohort")
     parser.add_argument("--child", nargs=3, metavar=("SRC", "DST", "WORKERS"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:

@@ -99,9 +99,9 @@ def setup(work: Path, methods: list[str], hours: float) -> tuple[dict[str, dict[
                 continue
             common = ["--data", str(data), "--backbone", str(backbone), "--task", task, "--out", str(out), *quick]
             if method == "probe":
-                code = linear_probing.main([*common, "--epochs", "2", "--batch-size", "64"])
+                code = linear_probing.main([*common, "--passes", "2", "--batch-size", "64"])
             else:
-                code = fine_tuning.main([*common, "--epochs", "1", "--max-steps", "2", "--batch-size", "4"])
+                code = fine_tuning.main([*common, "--passes", "1", "--max-steps", "2", "--batch-size", "4"])
             if code not in (0, None):
                 raise SystemExit(f"error: training the {method} {task} run failed (exit {code})")
     edf, xml = work / "night" / f"bench-{hours:g}h-900001.edf", work / "night" / f"bench-{hours:g}h-900001-nsrr.xml"
@@ -127,7 +127,9 @@ def event_run(work: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=8.0, help="length of the predicted night")
-    parser.add_argument("--method", choices=("finetune", "probe", "both"), default="both")
+    parser.add_argument(
+        "--method", choices=("finetune", "probe", "both"), default="both", help="which trained run predicts the night"
+    )
     parser.add_argument("--work", type=Path, default=REPO / "data" / "bench_predict", help="cohort, runs, outputs")
     parser.add_argument("--threads", type=int, default=2, help="torch threads of the timed process (2 cores)")
     parser.add_argument("--no-events", dest="events", action="store_false", help="leave out the event model (--events)")

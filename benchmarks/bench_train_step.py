@@ -284,11 +284,11 @@ def matmul_peak_gflops(threads: int, size: int = 2048, repeats: int = 10) -> flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--presets", nargs="+", default=["tiny", "fast", "B"])
-    parser.add_argument("--batches", nargs="+", type=int, default=[8, 32])
+    parser.add_argument("--presets", nargs="+", default=["tiny", "fast", "B"], help="NeuroNet presets timed")
+    parser.add_argument("--batches", nargs="+", type=int, default=[8, 32], help="batch sizes timed")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (and encodings) per setting, median reported")
-    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps before the timed ones")
     parser.add_argument(
         "--rounds",
         type=int,
@@ -311,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         default=30,
         help="fp32 vs bf16 loss-curve check: CPU training steps from the same seed (0: skip)",
     )
-    parser.add_argument("--curve-presets", nargs="+", default=["tiny", "fast"])
-    parser.add_argument("--curve-batch", type=int, default=32)
+    parser.add_argument("--curve-presets", nargs="+", default=["tiny", "fast"], help="presets of the loss-curve check")
+    parser.add_argument("--curve-batch", type=int, default=32, help="batch size of the loss-curve check")
     parser.add_argument("--detach-target", action="store_true", help="stop gradients through the latent target")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)  # child: CPU bf16 autocast

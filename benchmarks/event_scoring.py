@@ -208,14 +208,16 @@ def pretrain_backbone(args: argparse.Namespace, dst: Path, work: Path) -> tuple[
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nights", type=int, default=30)
-    parser.add_argument("--hours", type=float, default=7.0)
-    parser.add_argument("--seed", type=int, default=BENCHMARK_SEED)
+    parser.add_argument("--nights", type=int, default=30, help="synthetic nights, one subject each")
+    parser.add_argument("--hours", type=float, default=7.0, help="hours per night")
+    parser.add_argument("--seed", type=int, default=BENCHMARK_SEED, help="cohort and training seed")
     parser.add_argument("--test-frac", type=float, default=0.34, help="of the subjects (10 of 30 nights)")
-    parser.add_argument("--val-frac", type=float, default=0.2)
+    parser.add_argument("--val-frac", type=float, default=0.2, help="of the subjects, for the val split")
     parser.add_argument("--workers", type=int, default=2, help="parser processes")
     parser.add_argument("--threads", type=int, default=1, help="OpenMP threads of the tree fitting")
-    parser.add_argument("--work", type=Path, default=Path("runs/benchmarks/event_scoring"))
+    parser.add_argument(
+        "--work", type=Path, default=Path("runs/benchmarks/event_scoring"), help="cohort, pretraining and runs (reused)"
+    )
     parser.add_argument("--methods", default="features", help=f"comma-separated, of {', '.join(METHOD_OPTIONS)}")
     parser.add_argument("--unimodal-steps", type=int, default=200, help="pretraining steps of each unimodal NeuroNet")
     parser.add_argument("--multimodal-steps", type=int, default=150, help="pretraining steps of the SynthSleepNet")

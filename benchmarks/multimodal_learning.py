@@ -8,8 +8,8 @@
    fusion is for (measured there: every combination of channels, concatenation included, scored at or below
    the EEG alone under k-NN).
 2. The four tiny unimodal NeuroNets (EEG, EOG, EMG, ECG) are pretrained with the real scripts
-   (pretrained/unimodal/pretrain.py) for --unimodal-epochs each; then the tiny SynthSleepNet over the six
-   channels with pretrained/multimodal/train.py for --multimodal-epochs. Whole epochs with fixed batch sizes
+   (pretrained/unimodal/pretrain.py) for --unimodal-passes each; then the tiny SynthSleepNet over the six
+   channels with pretrained/multimodal/train.py for --multimodal-passes. Whole passes with fixed batch sizes
    keep results independent of the machine's load (--max-minutes is an optional cap). Every model is taken from
    last.pt (no selection on val).
 3. On the same seeded subsample of labelled `train` (fit) and `val` (score) epochs, 5-class staging is scored
@@ -23,7 +23,7 @@
        channel m's tokens from the others, against channel m's encoder alone).
 
     python benchmarks/multimodal_learning.py [--out runs/bench_multimodal] [--nights 14] [--hours 6]
-                                             [--unimodal-epochs 1] [--multimodal-epochs 1] [--seed 0]
+                                             [--unimodal-passes 1] [--multimodal-passes 1] [--seed 0]
     # ablation of the multimodal stage on the same cohort and unimodal encoders:
     python benchmarks/multimodal_learning.py --out runs/ablation --data runs/bench_multimodal/parsed \
         --unimodal-runs runs/bench_multimodal/unimodal --model-arg fusion_depth=4 --seed 1
@@ -98,7 +98,7 @@ def prepare_cohort(out: Path, nights: int, hours: float, seed: int, val_frac: fl
     return dst
 
 
-def common_args(args: argparse.Namespace, dst: Path, out: Path, epochs: int, lr: float, minutes: float) -> list[str]:
+def common_args(args: argparse.Namespace, dst: Path, out: Path, passes: int, lr: float, minutes: float) -> list[str]:
     return [
         "--data",
         str(dst),
@@ -107,7 +107,7 @@ def common_args(args: argparse.Namespace, dst: Path, out: Path, epochs: int, lr:
         "--preset",
         "tiny",
         "--passes",
-        str(epochs),
+        str(passes),
         "--batch-size",
         str(args.batch_size),
         "--base-lr",
@@ -147,16 +147,16 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
             }
             continue
         n = len(EpochDataset(dst, "pretrain", list(MODALITY_CHANNELS[modality]), pool_channels=True))
-        epochs = args.unimodal_epochs
+        passes = args.unimodal_passes
         out = args.out / "unimodal" / modality
-        print(f"unimodal {modality}: {n} single-channel epochs -> {epochs} epoch(s)", flush=True)
+        print(f"unimodal {modality}: {n} single-channel epochs -> {passes} pass(es)", flush=True)
         started = time.time()
-        unimodal_main(common_args(args, dst, out, epochs, args.lr, args.max_minutes), modality=modality)
+        unimodal_main(common_args(args, dst, out, passes, args.lr, args.max_minutes), modality=modality)
         steps = last_log_record(out)["step"]
         runs[modality] = {
             "checkpoint": str(out / "last.pt"),
             "steps": steps,
-            "epochs": epochs,
+            "epochs": passes,  # passes over the data; the results.json key of earlier versions
             "seconds": round(time.time() - started, 1),
         }
     return runs
@@ -164,13 +164,13 @@ def pretrain_unimodal(args: argparse.Namespace, dst: Path) -> dict[str, dict]:
 
 def pretrain_multimodal(args: argparse.Namespace, dst: Path, unimodal: dict[str, dict]) -> dict:
     n = len(EpochDataset(dst, "pretrain", CHANNELS))
-    epochs = args.multimodal_epochs
-    print(f"multimodal: {n} six-channel epochs -> {epochs} epoch(s)", flush=True)
+    passes = args.multimodal_passes
+    print(f"multimodal: {n} six-channel epochs -> {passes} pass(es)", flush=True)
     out = args.out / "multimodal"
     started = time.time()
     multimodal_main(
         [
-            *common_args(args, dst, out, epochs, args.multimodal_lr, args.max_minutes),
+            *common_args(args, dst, out, passes, args.multimodal_lr, args.max_minutes),
             "--unimodal",
             ",".join(f"{m}={unimodal[m]['checkpoint']}" for m in MODALITIES),
             *[item for pair in args.model_arg for item in ("--model-arg", pair)],
@@ -180,7 +180,7 @@ def pretrain_multimodal(args: argparse.Namespace, dst: Path, unimodal: dict[str,
     return {
         "checkpoint": str(out / "last.pt"),
         "steps": steps,
-        "epochs": epochs,
+        "epochs": passes,
         "seconds": round(time.time() - started, 1),
     }
 
@@ -261,15 +261,31 @@ def paired_bootstrap(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench_multimodal"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/bench_multimodal"), help="work folder: cohort, runs, results.json"
+    )
     parser.add_argument("--data", type=Path, default=None, help="an existing parsed cohort (skips generation)")
-    parser.add_argument("--nights", type=int, default=14)
+    parser.add_argument("--nights", type=int, default=14, help="synthetic nights, one subject each")
     parser.add_argument(
         "--hours", type=float, default=6.0, help="scored hours per night; under ~4 h the nights hold almost no REM"
     )
     parser.add_argument("--val-frac", type=float, default=0.2, help="share of subjects in val (generated cohort)")
-    parser.add_argument("--unimodal-epochs", type=int, default=1, help="pretraining epochs of each unimodal model")
-    parser.add_argument("--multimodal-epochs", type=int, default=1)
+    parser.add_argument(
+        "--unimodal-passes",
+        "--unimodal-epochs",
+        dest="unimodal_passes",
+        type=int,
+        default=1,
+        help="pretraining passes over the data of each unimodal model. --unimodal-epochs: the old name, still accepted",
+    )
+    parser.add_argument(
+        "--multimodal-passes",
+        "--multimodal-epochs",
+        dest="multimodal_passes",
+        type=int,
+        default=1,
+        help="pretraining passes over the data of the SynthSleepNet. --multimodal-epochs: the old name, still accepted",
+    )
     parser.add_argument(
         "--max-minutes",
         type=float,
@@ -277,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         help="optional wall-time cap of each pretraining run (0 = none, the default: budgets are "
         "passes, so a seed gives the same numbers on any machine)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="pretraining batch size of every model")
     parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
     parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
     parser.add_argument(
@@ -296,15 +312,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--max-train", type=int, default=3000, help="train-split epochs fitted by the probe")
     parser.add_argument("--max-val", type=int, default=0, help="val-split epochs scored (0: all)")
-    parser.add_argument("--knn-k", type=int, default=10)
-    parser.add_argument("--knn-pca", type=int, default=50)
+    parser.add_argument("--knn-k", type=int, default=10, help="neighbours of the k-NN probe")
+    parser.add_argument("--knn-pca", type=int, default=50, help="PCA components before the k-NN probe")
     parser.add_argument(
         "--threads",
         type=int,
         default=1,
         help="torch CPU threads (1 is fastest on a shared machine; 2 may help on an idle one)",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="cohort, pretraining and probe-subsample seed")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)

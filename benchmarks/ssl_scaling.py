@@ -404,9 +404,9 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
             backbone,
             *cache,
             "--passes",
-            args.finetune_epochs,
+            args.finetune_passes,
             "--context-passes",
-            args.context_epochs,
+            args.context_passes,
             "--stride",
             args.finetune_stride,
         )
@@ -434,7 +434,9 @@ def budget_list(text: str) -> list[int]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/ssl_scaling"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/ssl_scaling"), help="work folder: cohorts, runs, tables (reused)"
+    )
     parser.add_argument(
         "--size",
         choices=tuple(SIZES),
@@ -481,8 +483,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="stop after the second budget when the largest is estimated to need more pretraining "
         "CPU-minutes than this, all data amounts together (0: no check)",
     )
-    parser.add_argument("--probe-fractions", type=fraction_list, default=[0.01, 0.05, 1.0])
-    parser.add_argument("--finetune-fractions", type=fraction_list, default=[0.05, 1.0])
+    parser.add_argument(
+        "--probe-fractions",
+        type=fraction_list,
+        default=[0.01, 0.05, 1.0],
+        help="label fractions of the probes and the baselines, comma-separated",
+    )
+    parser.add_argument(
+        "--finetune-fractions",
+        type=fraction_list,
+        default=[0.05, 1.0],
+        help="label fractions fine-tuned, comma-separated",
+    )
     parser.add_argument(
         "--finetune-budgets",
         type=budget_list,
@@ -490,13 +502,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="the budgets whose backbones are also fine-tuned, comma-separated (default: every budget)",
     )
     parser.add_argument("--probe-steps", type=int, default=1500, help="about this many MLP-head steps per probe")
-    parser.add_argument("--probe-max-passes", type=int, default=200)
+    parser.add_argument("--probe-max-passes", type=int, default=200, help="passes per probe at most")
     parser.add_argument("--scratch-steps", type=int, default=600, help="about this many steps per scratch run")
     parser.add_argument(
         "--scratch-max-passes", type=int, default=20, help="each pass ends with a full val pass of the whole model"
     )
-    parser.add_argument("--finetune-epochs", type=int, default=1, help="LoRA passes of fine-tuning")
-    parser.add_argument("--context-epochs", type=int, default=30, help="fine-tuning phase 1 passes (cached vectors)")
+    parser.add_argument(
+        "--finetune-passes",
+        "--finetune-epochs",
+        dest="finetune_passes",
+        type=int,
+        default=1,
+        help="LoRA passes of fine-tuning. --finetune-epochs: the old name, still accepted",
+    )
+    parser.add_argument(
+        "--context-passes",
+        "--context-epochs",
+        dest="context_passes",
+        type=int,
+        default=30,
+        help="fine-tuning phase 1 passes (cached vectors). --context-epochs: the old name, still accepted",
+    )
     parser.add_argument("--finetune-stride", type=int, default=10, help="epochs between fine-tuning windows")
     return parser
 

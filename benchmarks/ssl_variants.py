@@ -252,7 +252,7 @@ def pretrain_run(args: argparse.Namespace, data: Path, name: str, budget: int) -
         partial,
         "--preset",
         variant["preset"],
-        "--epochs",
+        "--passes",
         epochs,
         "--max-steps",
         budget,
@@ -423,13 +423,15 @@ def variant_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/ssl_variants"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/ssl_variants"), help="work folder: cohort, runs, results (reused)"
+    )
     parser.add_argument("--data", type=Path, default=None, help="an existing parsed cohort (skips generation)")
     parser.add_argument("--size", choices=tuple(SIZES), default="default", help="defaults of the options below")
     parser.add_argument("--variants", type=variant_list, default=list(VARIANTS), help="comma-separated, of VARIANTS")
     parser.add_argument("--budgets", type=budget_list, default=None, help="optimizer steps, comma-separated")
-    parser.add_argument("--nights", type=int, default=None)
-    parser.add_argument("--hours", type=float, default=None)
+    parser.add_argument("--nights", type=int, default=None, help="synthetic nights, one subject each")
+    parser.add_argument("--hours", type=float, default=None, help="hours per night")
     parser.add_argument("--train-chunks", type=int, default=None, help=f"train chunks of {CHUNK} epochs evaluated")
     parser.add_argument("--val-chunks", type=int, default=None, help=f"val chunks of {CHUNK} epochs evaluated")
     parser.add_argument("--seed", type=int, default=11, help="cohort and evaluation-sample seed")
@@ -441,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'<variant>+seed<S>' (the spread between seeds)",
     )
     parser.add_argument("--lr", type=float, default=2e-3, help="base lr (x batch / 256)")
-    parser.add_argument("--warmup-steps", type=int, default=30)
+    parser.add_argument("--warmup-steps", type=int, default=30, help="pretraining lr warmup in optimizer steps")
     return parser
 
 

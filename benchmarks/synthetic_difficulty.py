@@ -191,10 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
-    parser.add_argument("--nights", type=int, default=16)
-    parser.add_argument("--hours", type=float, default=4.0)
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--folds", type=int, default=4)
+    parser.add_argument("--nights", type=int, default=16, help="synthetic nights, one subject each")
+    parser.add_argument("--hours", type=float, default=4.0, help="hours per night")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="cohort seeds, one row each")
+    parser.add_argument("--folds", type=int, default=4, help="subject-level cross-validation folds")
     parser.add_argument("--workers", type=int, default=1, help="parser processes")
     parser.add_argument("--out", default=None, help="work folder (default: a temporary folder, removed)")
     parser.add_argument("--json", default=None, help="also write the metrics here")

@@ -104,11 +104,13 @@ def linear_scores(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, v
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench_unimodal"))
+    parser.add_argument(
+        "--out", type=Path, default=Path("runs/bench_unimodal"), help="work folder: cohort, run, results.json"
+    )
     parser.add_argument("--data", type=Path, default=None, help="an existing parsed cohort (skips generation)")
     parser.add_argument("--preset", default="tiny", choices=PRESETS, help="NeuroNet preset to pretrain")
-    parser.add_argument("--nights", type=int, default=10)
-    parser.add_argument("--hours", type=float, default=2.0)
+    parser.add_argument("--nights", type=int, default=10, help="synthetic nights, one subject each")
+    parser.add_argument("--hours", type=float, default=2.0, help="hours per night")
     parser.add_argument(
         "--minutes",
         type=float,
@@ -122,12 +124,12 @@ def main(argv: list[str] | None = None) -> dict:
         default=0,
         help="optimizer steps to plan (0: as many as --minutes allows, from a timed calibration)",
     )
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="pretraining batch size")
     parser.add_argument("--lr", type=float, default=2e-3, help="base lr (x batch / 256)")
-    parser.add_argument("--max-train", type=int, default=4000)
-    parser.add_argument("--max-val", type=int, default=2000)
-    parser.add_argument("--knn-k", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-train", type=int, default=4000, help="train-split epochs fitted by the probes")
+    parser.add_argument("--max-val", type=int, default=2000, help="val-split epochs scored")
+    parser.add_argument("--knn-k", type=int, default=10, help="neighbours of the k-NN probe")
+    parser.add_argument("--seed", type=int, default=0, help="cohort, pretraining and subsample seed")
     parser.add_argument(
         "--model-arg",
         action="append",
@@ -167,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
             str(run_dir),
             "--preset",
             args.preset,
-            "--epochs",
+            "--passes",
             str(epochs),
             "--max-steps",
             str(planned),

@@ -1,9 +1,15 @@
 """Every training script's options: help text on each, a usage line that names the script and shows the required
-options, the old option names as aliases; and the one checkpoint reader (models.loading.read_checkpoint)."""
+options, the old option names as aliases; help text on every option of every other user-facing script; and the
+one checkpoint reader (models.loading.read_checkpoint)."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
+import importlib.util
+import inspect
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -23,6 +29,21 @@ SCRIPTS = {
     "downstream/fine_tuning/train.py": build_fine_tuning_parser,
     "downstream/baselines/features.py": build_features_parser,
 }
+# The other user-facing scripts build their parser inside main(): the parser is caught where main parses.
+REPO = Path(__file__).resolve().parent.parent
+OTHER_SCRIPTS = [
+    "demo.py",
+    "dataset/data_parser.py",
+    "dataset/synthetic.py",
+    "downstream/event_detection/train.py",
+    "downstream/predict.py",
+    "downstream/evaluate.py",
+    *sorted(
+        str(p.relative_to(REPO))
+        for p in (REPO / "benchmarks").glob("*.py")
+        if 'if __name__ == "__main__"' in p.read_text()  # scripts, not their helper modules
+    ),
+]
 REQUIRED = {
     "downstream/linear_probing/train.py": ("--data", "--task"),
     "downstream/fine_tuning/train.py": ("--data", "--task"),
@@ -111,3 +132,51 @@ def test_one_reader_checks_every_checkpoint(tmp_path):
     assert isinstance(missing.value, FileNotFoundError) and isinstance(missing.value, ValueError)
     with pytest.raises(CheckpointNotFound, match="checkpoint not found"):
         load_checkpoint(tmp_path / "run")  # resuming takes a file, not a run directory
+
+
+class _Parsed(Exception):
+    """Raised in place of parsing: carries the script's parser out of its main()."""
+
+
+def script_parser(script: str, monkeypatch) -> argparse.ArgumentParser:
+    """The parser that `script`'s main() builds, caught when it parses (pre-parsers without -h, such as the one
+    that reads --config first, parse as usual)."""
+    if "/" in script:
+        module = importlib.import_module(script.removesuffix(".py").replace("/", "."))
+    else:
+        spec = importlib.util.spec_from_file_location(script.removesuffix(".py"), REPO / script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    parse_known_args = argparse.ArgumentParser.parse_known_args
+
+    def caught(self, args=None, namespace=None):
+        if not self.add_help:
+            return parse_known_args(self, args, namespace)
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", caught)
+    with pytest.raises(_Parsed) as parsed:
+        module.main([]) if inspect.signature(module.main).parameters else module.main()
+    return parsed.value.args[0]
+
+
+@pytest.mark.parametrize("script", OTHER_SCRIPTS)
+def test_every_option_of_every_other_script_has_help(script, monkeypatch):
+    parser = script_parser(script, monkeypatch)
+    assert len(parser._actions) > 2, script  # the script's own parser, not a stand-in
+    assert [a.option_strings for a in parser._actions if not a.help] == []
+
+
+def test_benchmark_pass_options_keep_their_old_epoch_names(monkeypatch):
+    """A 30-s epoch owns the word "epoch": the benchmarks' pass budgets are --*-passes, the old names aliases."""
+    for script, old, new in (
+        ("benchmarks/ssl_scaling.py", "--finetune-epochs", "finetune_passes"),
+        ("benchmarks/ssl_scaling.py", "--context-epochs", "context_passes"),
+        ("benchmarks/multimodal_learning.py", "--unimodal-epochs", "unimodal_passes"),
+        ("benchmarks/multimodal_learning.py", "--multimodal-epochs", "multimodal_passes"),
+    ):
+        parser = script_parser(script, monkeypatch)
+        monkeypatch.undo()
+        (action,) = [a for a in parser._actions if old in a.option_strings]
+        assert action.dest == new and action.option_strings[0] == "--" + new.replace("_", "-")
+        assert parser.parse_known_args([old, "7"])[0].__dict__[new] == 7

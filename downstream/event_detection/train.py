@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         "encoders; scratch: the same architecture from random weights",
     )
     parser.add_argument("--out", type=Path, default=None, help="run directory")
-    parser.add_argument("--seed", type=non_negative_int, default=0)
+    parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the model, sampling and bootstrap")
     parser.add_argument(
         "--hypopnea-rule",
         choices=HYPOPNEA_RULES,
@@ -149,9 +149,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
     model.add_argument("--hgb-max-iter", type=positive_int, default=200, help="boosting iterations")
-    model.add_argument("--hgb-learning-rate", type=float, default=0.1)
-    model.add_argument("--hgb-max-leaf-nodes", type=positive_int, default=31)
-    model.add_argument("--hgb-min-samples-leaf", type=positive_int, default=40)
+    model.add_argument("--hgb-learning-rate", type=float, default=0.1, help="shrinkage of each boosting iteration")
+    model.add_argument("--hgb-max-leaf-nodes", type=positive_int, default=31, help="leaves per tree at most")
+    model.add_argument(
+        "--hgb-min-samples-leaf", type=positive_int, default=40, help="training seconds per leaf at least"
+    )
     tokens = parser.add_argument_group("token methods (probe, finetune, scratch)")
     tokens.add_argument(
         "--backbone",
@@ -193,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="AdamW peak learning rate (default 1e-3 probe, 3e-4 finetune/scratch); warmup, cosine",
     )
-    tokens.add_argument("--weight-decay", type=float, default=0.01)
+    tokens.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
     tokens.add_argument(
         "--eval-every",
         type=positive_int,
@@ -213,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="dilated conv blocks (receptive field 1 + 4 x (2^depth - 1) s)",
     )
-    tokens.add_argument("--head-dropout", type=probability, default=0.1)
+    tokens.add_argument("--head-dropout", type=probability, default=0.1, help="dropout in the temporal conv head")
     tokens.add_argument(
         "--cache-dir",
         type=Path,
