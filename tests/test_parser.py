@@ -1,184 +1,38 @@
-"""End-to-end tests of dataset/data_parser.py on small EDF + XML nights written here with edfio.
-
-Each night carries known content: a distinct tone per channel (eeg_c4 10 Hz, eeg_c3 6 Hz, ...) and optional
-marker bursts (x5 amplitude from second 10 to 15 of a chosen epoch), so channel identity, time alignment and
-amplitude can be checked on the written Parquet files.
+"""End-to-end tests of dataset/data_parser.py on the hand-made nights of tests/parser_nights.py: signal content,
+labels, the Parquet layout, SHHS variations and bad inputs (cohort runs: resume, shards, discovery and the
+synthetic cohort are in tests/test_parser_runs.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
-from edfio import Edf, EdfSignal
 
 from dataset.constants import CHANNEL_BY_NAME
-from dataset.data_parser import discover, load_night, main, merge_shards, parse_cohort
+from dataset.data_parser import load_night, main
 from dataset.signal_processing import quartiles
-
-# canonical key -> (EDF label, rate Hz, unit, physical range, tone Hz, tone amplitude in the EDF unit)
-SHHS1 = {
-    "spo2": ("SaO2", 1, "%", (0, 100), 0.01, 2.0),
-    "hr": ("H.R.", 1, "bpm", (0, 250), 0.01, 5.0),
-    "eeg_c3": ("EEG(sec)", 125, "uV", (-500, 500), 6.0, 25.0),
-    "ecg": ("ECG", 125, "mV", (-6, 6), 12.0, 1.0),
-    "emg": ("EMG", 125, "uV", (-125, 125), 35.0, 10.0),
-    "eog_l": ("EOG(L)", 50, "uV", (-500, 500), 2.0, 40.0),
-    "eog_r": ("EOG(R)", 50, "uV", (-500, 500), 3.0, 40.0),
-    "eeg_c4": ("EEG", 125, "uV", (-500, 500), 10.0, 40.0),
-    "airflow": ("AIRFLOW", 10, "", (-3, 3), 0.3, 0.5),
-    "thor": ("THOR RES", 10, "", (-3, 3), 0.25, 0.5),
-    "abdo": ("ABDO RES", 10, "", (-3, 3), 0.2, 0.5),
-}
-TONE_HZ = {key: spec[4] for key, spec in SHHS1.items()}
-STAGE_CONCEPT = {
-    0: "Wake|0",
-    1: "Stage 1 sleep|1",
-    2: "Stage 2 sleep|2",
-    3: "Stage 3 sleep|3",
-    34: "Stage 4 sleep|4",
-    4: "REM sleep|5",
-    6: "Movement|6",
-    9: "Unscored|9",
-}
-STAGE_TRUTH = {0: 0, 1: 1, 2: 2, 3: 3, 34: 3, 4: 4, 6: -1, 9: -1}
-
-
-def write_edf(
-    path: Path, seconds: float, layout: dict | None = None, markers: dict | None = None, overrides: dict | None = None
-) -> None:
-    """An EDF of `seconds` (whole 1-s records) with one tone per channel; `overrides` replaces layout fields
-    per key ({"eeg_c4": {"rate": 128, "label": "EEG 1", "unit": ""}}); `markers` = {key: epoch}."""
-    layout = dict(SHHS1 if layout is None else layout)
-    signals = []
-    for key, (label, rate, unit, prange, tone, amplitude) in layout.items():
-        change = (overrides or {}).get(key, {})
-        label, rate, unit = change.get("label", label), change.get("rate", rate), change.get("unit", unit)
-        t = np.arange(int(round(seconds * rate))) / rate  # (samples,) s
-        values = amplitude * np.sin(2 * np.pi * tone * t + 0.3)
-        if key in ("spo2", "hr"):
-            values = (95 if key == "spo2" else 70) + values
-        if key in (markers or {}):
-            burst = (t >= 30 * markers[key] + 10) & (t < 30 * markers[key] + 15)
-            values[burst] *= 5
-        if "values" in change:
-            values = change["values"](t)
-        signals.append(
-            EdfSignal(values, rate, label=label, physical_dimension=unit, physical_range=change.get("range", prange))
-        )
-    Edf(signals).write(path)
-
-
-def stage_events(stages: list[int], shuffle: bool = False) -> list[tuple]:
-    """Runs of equal stage codes as (type, concept, start, duration) events."""
-    runs, start = [], 0
-    for k in range(1, len(stages) + 1):
-        if k == len(stages) or stages[k] != stages[start]:
-            runs.append(("Stages|Stages", STAGE_CONCEPT[stages[start]], 30.0 * start, 30.0 * (k - start)))
-            start = k
-    if shuffle:
-        runs = [runs[i] for i in np.random.default_rng(0).permutation(len(runs))]
-    return runs
-
-
-def write_xml(path: Path, events: list[tuple], style: str = "lf") -> None:
-    """NSRR XML; events are (EventType, EventConcept, start, duration[, spo2 nadir]); style lf | crlf | one-line."""
-    items = [
-        "<ScoredEvent><EventType/><EventConcept>Recording Start Time</EventConcept><Start>0</Start>"
-        "<Duration>36000</Duration><ClockTime>00.00.00 22.00.00</ClockTime></ScoredEvent>"
-    ]
-    for kind, concept, start, duration, *nadir in events:
-        extra = f"<SpO2Nadir>{nadir[0]}</SpO2Nadir>" if nadir else ""
-        items.append(
-            f"<ScoredEvent>\n<EventType>{kind}</EventType>\n<EventConcept>{concept}</EventConcept>\n"
-            f"<Start>{start}</Start>\n<Duration>{duration}</Duration>{extra}\n</ScoredEvent>"
-        )
-    text = "\n".join(
-        [
-            '<?xml version="1.0" encoding="UTF-8" standalone="no"?>',
-            "<PSGAnnotation>",
-            "<SoftwareVersion>Compumedics</SoftwareVersion>",
-            "<EpochLength>30</EpochLength>",
-            "<ScoredEvents>",
-            *items,
-            "</ScoredEvents>",
-            "</PSGAnnotation>",
-            "",
-        ]
-    )
-    if style == "crlf":
-        text = text.replace("\n", "\r\n")
-    elif style == "one-line":
-        text = text.replace("\n", "")
-    path.write_bytes(text.encode())
-
-
-DEFAULT_STAGES = [0, 0, 1, 2, 2, 2, 3, 34, 3, 2, 4, 4, 6, 2, 2, 9, 0, 2, 2, 4]
-RESP_EVENTS = [
-    ("Respiratory|Respiratory", "Obstructive apnea|Obstructive Apnea", 95.0, 20.0),
-    ("Respiratory|Respiratory", "Central apnea|Central Apnea", 100.0, 25.0),
-    ("Respiratory|Respiratory", "Hypopnea|Hypopnea", 301.5, 14.0),
-    ("Respiratory|Respiratory", "SpO2 desaturation|SpO2 desaturation", 320.0, 12.0, 88.0),
-    ("Arousals|Arousals", "Arousal|Arousal ()", 44.0, 1.0),
-    ("Respiratory|Respiratory", "SpO2 artifact|SpO2 artifact", 0.0, 600.0),
-]
-
-
-def make_night(
-    folder: Path,
-    name: str,
-    stages=DEFAULT_STAGES,
-    events=RESP_EVENTS,
-    seconds=None,
-    style="lf",
-    shuffle=False,
-    xml=True,
-    **edf_options,
-) -> Path:
-    """A flat-layout night <name>.edf + <name>-nsrr.xml; returns the EDF path."""
-    folder.mkdir(parents=True, exist_ok=True)
-    edf = folder / f"{name}.edf"
-    write_edf(edf, 30 * len(stages) if seconds is None else seconds, **edf_options)
-    if xml:
-        write_xml(folder / f"{name}-nsrr.xml", stage_events(stages, shuffle) + list(events), style)
-    return edf
-
-
-def parse(src, dst, **kwargs) -> pd.DataFrame:
-    return parse_cohort(src, dst, progress=False, **kwargs)
-
-
-def read_table(dst: Path, recording_id: str) -> pd.DataFrame:
-    return pq.read_table(dst / "recordings" / f"{recording_id}.parquet").to_pandas()
-
-
-def channel(frame: pd.DataFrame, name: str) -> np.ndarray:
-    """(n_epochs, samples) float32 of one channel column."""
-    return np.stack(frame[name].to_numpy())
-
-
-def dominant_hz(epochs: np.ndarray, fs: float) -> float:
-    spectrum = np.abs(np.fft.rfft(epochs[2:-2].reshape(-1)))
-    return float(np.fft.rfftfreq(epochs[2:-2].size, 1 / fs)[np.argmax(spectrum[1:]) + 1])
-
-
-def unscaled(frame, manifest_row, name) -> np.ndarray:
-    """Undo robust scaling with the manifest's median and IQR: physical units again (µV for electrophysiology)."""
-    return channel(frame, name) * manifest_row[f"iqr_{name}"] + manifest_row[f"median_{name}"]
-
-
-def tone_amplitude(values: np.ndarray) -> float:
-    """Peak amplitude of a pure tone from its RMS, away from the record edges."""
-    return float(np.sqrt(2) * np.sqrt(np.mean(values[2:-2].astype(np.float64) ** 2)))
+from tests.parser_nights import (
+    DEFAULT_STAGES,
+    RESP_EVENTS,
+    SHHS1,
+    STAGE_TRUTH,
+    TONE_HZ,
+    channel,
+    dominant_hz,
+    make_night,
+    parse,
+    read_table,
+    stage_events,
+    tone_amplitude,
+    unscaled,
+    write_xml,
+)
 
 
 # -------------------------------------------------------------------------------------------- content checks
@@ -532,206 +386,3 @@ def test_allow_unscored_writes_a_night_without_xml_unlabelled(tmp_path):
     assert row["status"] == "ok" and row["n_epochs"] == 20 and row["n_scored"] == 0
     frame = read_table(tmp_path / "dst", "noxml-1")
     assert (frame["stage"] == -1).all() and (frame["apnea"] == -1).all() and frame["apnea_s"].isna().all()
-
-
-# ------------------------------------------------------------------------------------- resume, kill, shards
-def test_rerun_skips_finished_work_and_overwrite_redoes_it(tmp_path):
-    for i in range(3):
-        make_night(tmp_path / "src", f"n-{i}")
-    first = parse(tmp_path / "src", tmp_path / "dst")
-    files = sorted((tmp_path / "dst" / "recordings").glob("*.parquet"))
-    stamps = {p: p.stat().st_mtime_ns for p in files}
-    second = parse(tmp_path / "src", tmp_path / "dst")
-    assert all(run["reused"] for run in second.attrs["runs"].values())
-    assert {p: p.stat().st_mtime_ns for p in files} == stamps
-    pd.testing.assert_frame_equal(first, second)
-    write_xml(tmp_path / "src" / "n-1-nsrr.xml", stage_events([2] * 20))  # scoring changed: redo that night only
-    third = parse(tmp_path / "src", tmp_path / "dst")
-    assert {r: run["reused"] for r, run in third.attrs["runs"].items()} == {"n-0": True, "n-1": False, "n-2": True}
-    assert read_table(tmp_path / "dst", "n-1")["stage"].tolist() == [2] * 20
-    fourth = parse(tmp_path / "src", tmp_path / "dst", overwrite=True)
-    assert not any(run["reused"] for run in fourth.attrs["runs"].values())
-    parse(tmp_path / "src", tmp_path / "dst", channels=["eeg_c4"])  # other settings: nothing reused
-    assert pq.read_schema(tmp_path / "dst" / "recordings" / "n-0.parquet").names[:2] == ["epoch", "eeg_c4"]
-    assert "eeg_c3" not in pq.read_schema(tmp_path / "dst" / "recordings" / "n-0.parquet").names
-
-
-def _assert_complete(dst: Path, n_ok: int) -> None:
-    manifest = pd.read_parquet(dst / "manifest.parquet")
-    assert (manifest["status"] == "ok").sum() == n_ok
-    for row in manifest.itertuples():
-        table = pq.read_table(dst / row.parquet)
-        assert table.num_rows == row.n_epochs
-    assert not list(dst.rglob("*.tmp"))
-    assert json.loads((dst / "splits.json").read_text())["recordings"]["test"]
-
-
-def test_interrupted_run_leftovers_are_repaired(tmp_path):
-    for i in range(4):
-        make_night(tmp_path / "src", f"n-{i}")
-    parse(tmp_path / "src", tmp_path / "dst")
-    rec = tmp_path / "dst" / "recordings"
-    (rec / "n-1.parquet").write_bytes((rec / "n-1.parquet").read_bytes()[:50000])  # cut before the footer
-    (rec / ".n-2.parquet.tmp").write_bytes(b"half a file")  # a temp file of a killed writer
-    (rec / "n-3.parquet").unlink()
-    (tmp_path / "dst" / "manifest.parquet").unlink()
-    manifest = parse(tmp_path / "src", tmp_path / "dst")
-    assert {r: run["reused"] for r, run in manifest.attrs["runs"].items()} == {
-        "n-0": True,
-        "n-1": False,
-        "n-2": True,
-        "n-3": False,
-    }
-    _assert_complete(tmp_path / "dst", 4)
-
-
-def test_killed_parser_process_then_rerun_ends_complete(tmp_path):
-    for i in range(6):
-        make_night(tmp_path / "src", f"n-{i}", stages=[2] * 120)  # 1-h nights
-    dst = tmp_path / "dst"
-    command = [
-        sys.executable,
-        "dataset/data_parser.py",
-        "--src",
-        str(tmp_path / "src"),
-        "--dst",
-        str(dst),
-        "--no-progress",
-    ]
-    process = subprocess.Popen(
-        command, cwd=Path(__file__).resolve().parents[1], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline:
-        if list((dst / "recordings").glob("*.parquet")) if (dst / "recordings").exists() else []:
-            process.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.01)
-    process.wait()
-    assert not (dst / "manifest.parquet").exists() or process.returncode == 0
-    manifest = parse(tmp_path / "src", dst)
-    assert sum(run["reused"] for run in manifest.attrs["runs"].values()) >= 1
-    _assert_complete(dst, 6)
-
-
-def test_shards_and_merge_equal_a_single_run_with_workers(tmp_path):
-    for i in range(7):
-        make_night(tmp_path / "src", f"c-{i:03d}", markers={"eeg_c4": i})
-    make_night(tmp_path / "src", "bad-007", xml=False)
-    single = parse(tmp_path / "src", tmp_path / "single", workers=2)
-    assert single.attrs["runs"]["c-003"]["max_rss_mb"] > 0
-    for k in (1, 2, 3):
-        if k == 3:
-            with pytest.raises(ValueError, match=r"shards \[3\] of 3 have not finished"):
-                merge_shards(tmp_path / "sharded")
-        parse(tmp_path / "src", tmp_path / "sharded", shard=f"{k}/3")
-        assert (tmp_path / "sharded" / f"manifest.shard-{k}-of-3.parquet").exists()
-    parse(tmp_path / "src", tmp_path / "sharded", shard=(1, 2))  # a stale shard of another run
-    with pytest.raises(ValueError, match="different shard counts"):
-        merge_shards(tmp_path / "sharded")
-    (tmp_path / "sharded" / "manifest.shard-1-of-2.parquet").unlink()
-    assert main(["--merge", "--dst", str(tmp_path / "sharded"), "--no-progress"]) == 0
-    for name in ("manifest.parquet", "events.parquet"):
-        pd.testing.assert_frame_equal(
-            pd.read_parquet(tmp_path / "single" / name), pd.read_parquet(tmp_path / "sharded" / name)
-        )
-    assert (tmp_path / "single" / "splits.json").read_text() == (tmp_path / "sharded" / "splits.json").read_text()
-    for path in sorted((tmp_path / "single" / "recordings").glob("*.parquet")):
-        assert pq.read_table(path).equals(pq.read_table(tmp_path / "sharded" / "recordings" / path.name))
-
-
-def test_nsrr_layout_discovery(tmp_path):
-    root = tmp_path / "shhs" / "polysomnography"
-    make_night(root / "edfs" / "shhs1", "shhs1-200001", xml=False)
-    make_night(root / "edfs" / "shhs2", "shhs2-200001", xml=False)
-    for name in ("shhs1-200001", "shhs2-200001"):
-        cohort = name.split("-")[0]
-        (root / "annotations-events-nsrr" / cohort).mkdir(parents=True, exist_ok=True)
-        write_xml(root / "annotations-events-nsrr" / cohort / f"{name}-nsrr.xml", stage_events(DEFAULT_STAGES))
-    jobs = discover(tmp_path / "shhs")
-    assert [(j.recording_id, j.subject_id, j.cohort) for j in jobs] == [
-        ("shhs1-200001", "200001", "shhs1"),
-        ("shhs2-200001", "200001", "shhs2"),
-    ]
-    assert all(j.xml and j.xml.endswith("-nsrr.xml") for j in jobs)
-
-
-def test_module_entry_point_help():
-    result = subprocess.run(
-        [sys.executable, "-m", "dataset.data_parser", "--help"],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=120,
-    )
-    assert result.returncode == 0 and "--shard" in result.stdout and "--allow-unscored" in result.stdout
-    assert main(["--dst", "/nonexistent/x", "--src", "/nonexistent/src", "--no-progress"]) == 2
-
-
-# --------------------------------------------------------------------------------- synthetic cohort (2.5)
-@pytest.fixture(scope="module")
-def synthetic_cohort(tmp_path_factory):
-    from dataset.synthetic import VARIATION_CATALOG, generate_cohort, variation_plan
-
-    root = tmp_path_factory.mktemp("synthetic")
-    nights = generate_cohort(
-        root / "src", nights=12, hours=0.25, seed=3, variations=variation_plan(12, list(VARIATION_CATALOG))
-    )
-    manifest = parse(root / "src", root / "dst")
-    return root, {n.recording_id: n for n in nights}, manifest.set_index("recording_id")
-
-
-def test_synthetic_cohort_every_variation_end_to_end(synthetic_cohort):
-    root, nights, manifest = synthetic_cohort
-    assert sorted(manifest.index) == sorted(nights) and (manifest["status"] == "ok").all()
-    events = pd.read_parquet(root / "dst" / "events.parquet")
-    for rid, night in nights.items():
-        row = manifest.loc[rid]
-        n_epochs = int(min(night.signal_s, night.scored_s) // 30)
-        assert row["n_epochs"] == n_epochs and row["signal_s"] == night.signal_s and row["scored_s"] == night.scored_s
-        assert row["cohort"] == night.cohort and row["subject_id"] == night.subject_id
-        assert (
-            row["channels"] == ",".join(c for c in CHANNEL_BY_NAME if c in night.channels)
-            and not row["dropped_channels"]
-        )
-        rates = json.loads(pq.read_schema(root / "dst" / row["parquet"]).metadata[b"rates"])
-        assert {c: r["label"] for c, r in rates.items()} == night.channels  # the alias the generator wrote
-        frame = read_table(root / "dst", rid)
-        np.testing.assert_array_equal(frame["stage"], night.stages[:n_epochs], err_msg=rid)
-        mine = events[events["recording_id"] == rid]
-        assert sorted(zip(mine["type"], mine["start_s"])) == sorted((e["type"], e["start_s"]) for e in night.events)
-        for name in ("obstructive_apnea", "hypopnea", "arousal", "desaturation"):
-            flags = np.zeros(n_epochs, dtype=np.int8)
-            for e in night.events:
-                if e["type"] == name:
-                    k = np.arange(n_epochs)
-                    flags[(e["start_s"] <= 30 * k + 15) & (30 * k + 15 < e["start_s"] + e["duration_s"])] = 1
-            np.testing.assert_array_equal(frame[name], flags, err_msg=f"{rid} {name}")
-        variations = night.variations
-        assert bool(row["truncated"]) == bool(variations.get("truncated"))
-        for name, rate in night.rates.items():
-            if name in row["channels"].split(","):
-                assert f"{name}:{rate:g}" in row["native_rates"]
-        if "missing_channels" in variations:
-            assert "eog_r" not in row["channels"].split(",")
-        if "secondary_eeg_label" in variations:
-            assert "eeg_c3" in row["channels"].split(",")
-    shhs2 = [rid for rid in nights if rid.startswith("shhs2")]
-    assert (
-        shhs2 and manifest.loc[shhs2[0], "subject_id"] == manifest.loc["shhs1-" + shhs2[0].split("-")[1], "subject_id"]
-    )
-    splits = json.loads((root / "dst" / "splits.json").read_text())
-    subject_split = [
-        s for s in ("pretrain", "val", "test") if manifest.loc[shhs2[0], "subject_id"] in splits["subjects"][s]
-    ]
-    assert len(subject_split) == 1 and {shhs2[0], "shhs1-" + shhs2[0].split("-")[1]} <= set(
-        splits["recordings"][subject_split[0]]
-    )
-
-
-def test_duplicate_recording_id_fails_without_touching_the_first(tmp_path):
-    make_night(tmp_path / "src", "a-1")
-    make_night(tmp_path / "src" / "copy", "a-1", xml=False)
-    manifest = parse(tmp_path / "src", tmp_path / "dst")
-    assert manifest["status"].tolist() == ["ok", "failed"] and "duplicate" in manifest["reason"].iloc[1]
-    assert pq.read_table(tmp_path / "dst" / "recordings" / "a-1.parquet").num_rows == 20
