@@ -504,7 +504,7 @@ def test_nan_loss_is_reported(tmp_path):
 
     cfg = toy_cfg(tmp_path / "run")
     ctx = setup_run(cfg)
-    with pytest.raises(FloatingPointError, match="loss is nan at epoch 1, step 1"):
+    with pytest.raises(FloatingPointError, match="loss is nan in pass 1, step 1"):
         fit(cfg, Broken(), ToyDataset(), ctx=ctx, model_kind="toy", model_config={}, compute_loss=toy_loss)
     with pytest.raises(ValueError, match="fewer than one optimizer step"):
         fit(cfg, ToyModel(), ToyDataset(4), ctx=ctx, model_kind="toy", model_config={}, compute_loss=toy_loss)
@@ -560,3 +560,13 @@ def _torchrun_main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _torchrun_main(sys.argv[1:])
+
+
+def test_the_console_counts_passes_and_the_logs_keep_their_fields(tmp_path, capsys):
+    """A 30-s epoch owns the word "epoch": the progress line counts passes over the training set; log.jsonl keeps
+    its "epoch" field (what resume, readers and benchmarks read in runs old and new)."""
+    run_toy(tmp_path / "run", "--passes", "2")
+    out = capsys.readouterr().out
+    assert "pass 1/2 step=3" in out and "pass 2/2 step=6" in out and "epoch 1/2" not in out
+    records = [r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r["kind"] == "epoch"]
+    assert [r["epoch"] for r in records] == [1, 2]

@@ -59,12 +59,11 @@ from utils.distributed import (
     broadcast_object,
     init_distributed,
 )
+from utils.optim import REFERENCE_BATCH, param_groups, scaled_lr, warmup_cosine
 from utils.run_logging import RunLogger, format_count, progress_bar
 
 LossFn = Callable[[nn.Module, Any, torch.device], Mapping[str, torch.Tensor]]
 Monitor = Callable[[nn.Module, torch.device], Mapping[str, float]]
-NO_DECAY_NAME_PARTS = ("token", "pos_embed", "modality_embed")  # matched in a parameter's own (last) name
-REFERENCE_BATCH = 256  # lr = base_lr x effective_batch / REFERENCE_BATCH
 RESUME_CHECKED_KEYS = (
     "batch_size",
     "accum_steps",
@@ -135,48 +134,7 @@ class ResumableDistributedSampler(DistributedSampler):
         return self.num_samples - self.start_index
 
 
-# --------------------------------------------------------------------------- optimisation
-def scaled_lr(base_lr: float, effective_batch: int) -> float:
-    """The linear scaling rule: base_lr x effective_batch / 256."""
-    return base_lr * effective_batch / REFERENCE_BATCH
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Two AdamW groups over trainable parameters: decayed weights, and undecayed biases / norm scales / 1-d
-    parameters / embedding tables / tokens and positions (plus the names `model.no_weight_decay()` returns)."""
-    skip = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
-    embedding_params = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding)}
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        own_name = name.rsplit(".", 1)[-1].lower()
-        if (
-            param.ndim <= 1
-            or name in skip
-            or id(param) in embedding_params
-            or any(part in own_name for part in NO_DECAY_NAME_PARTS)
-        ):
-            no_decay.append(param)
-        else:
-            decay.append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def warmup_cosine(warmup_steps: int, total_steps: int, min_lr_ratio: float = 0.0) -> Callable[[int], float]:
-    """LambdaLR factor for the update after `step` optimizer steps: linear warmup (step + 1) / warmup, then a
-    cosine from 1 to `min_lr_ratio` at `total_steps`. A plain function, so a resumed run follows the schedule
-    of its own config."""
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-        return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-    return factor
-
-
+# --------------------------------------------------------------------------- precision
 def autocast_context(device: torch.device, enabled: bool, dtype: str = "bf16", cpu: bool = False):
     """bf16 (or fp16) autocast on CUDA when enabled; on CPU only bf16, and only when `cpu` (--amp-cpu) asks."""
     if enabled and device.type == "cuda":
@@ -464,12 +422,15 @@ class Trainer:
                 )
         if self.batch_in_epoch > self.used_batches:
             raise UsageError(
-                f"{path}: {self.batch_in_epoch} batches consumed in epoch {self.epoch}, but an epoch "
+                f"{path}: {self.batch_in_epoch} batches consumed in pass {self.epoch + 1}, but a pass "
                 f"now has {self.used_batches}; resume with the batch size and process count it was "
                 "written with"
             )
         if ctx.is_main:
-            print(f"resumed from {path}: epoch {self.epoch}, batch {self.batch_in_epoch}, step {self.step}", flush=True)
+            print(
+                f"resumed from {path}: {self.epoch} pass(es) and {self.batch_in_epoch} batch(es) done, step {self.step}",
+                flush=True,
+            )
 
     def save(self, names: tuple[str, ...], metrics: Mapping[str, Any]) -> None:
         """Write the checkpoint under RUN_DIR/<name> for each name (rank 0; every rank must call: the RNG
@@ -524,7 +485,7 @@ class Trainer:
             values = _scalars(output)
             if not math.isfinite(values["loss"]):
                 raise FloatingPointError(
-                    f"loss is {values['loss']} at epoch {self.epoch + 1}, step {self.step + 1} (rank {ctx.rank}); "
+                    f"loss is {values['loss']} in pass {self.epoch + 1}, step {self.step + 1} (rank {ctx.rank}); "
                     f"{self.checkpoint_report()}"
                 )
             self.scaler.scale(output["loss"] / cfg.accum_steps).backward()
@@ -566,7 +527,7 @@ class Trainer:
             group = []
             throughput = samples / max(1e-9, time.monotonic() - started)
             bar.update(1)
-            bar.set_postfix(loss=f"{means['loss']:.4f}", samples_s=f"{throughput:.0f}", epoch=self.epoch + 1)
+            bar.set_postfix({"loss": f"{means['loss']:.4f}", "samples_s": f"{throughput:.0f}", "pass": self.epoch + 1})
             if cfg.log_every and self.step % cfg.log_every == 0:
                 logger.log_step(
                     self.step,
@@ -617,7 +578,7 @@ class Trainer:
             best.update(value=float(value), epoch=self.epoch + 1, step=self.step)
         elif value is None and self.ctx.is_main:
             print(
-                f"warning: monitor metric {best['metric']!r} missing at epoch {self.epoch + 1}; best.pt not updated",
+                f"warning: monitor metric {best['metric']!r} missing after pass {self.epoch + 1}; best.pt not updated",
                 flush=True,
             )
         return record, improved
@@ -666,7 +627,7 @@ class Trainer:
             logger.log_epoch(record)
             if ctx.is_main:
                 bar.write(
-                    f"epoch {self.epoch + 1}/{cfg.passes} "
+                    f"pass {self.epoch + 1}/{cfg.passes} "
                     + " ".join(
                         f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in record.items()

@@ -1,8 +1,11 @@
-"""Run-directory logs: one JSON line per epoch (`log.jsonl`), step lines (`steps.jsonl`), optional TensorBoard,
-and the tqdm progress bar. Only the main process (rank 0) writes or prints; other ranks get no-op objects.
+"""Run-directory logs: one JSON line per pass over the training set (`log.jsonl`), step lines (`steps.jsonl`),
+optional TensorBoard, and the tqdm progress bar. Only the main process (rank 0) writes or prints; other ranks get
+no-op objects.
 
-log.jsonl holds `{"kind": "epoch", ...}` lines (one per epoch: a resumed epoch's complete record replaces the
-partial one of the stopped run) and, at the end of a run, one `{"kind": "summary", ...}` line.
+log.jsonl holds `{"kind": "epoch", "epoch": n, ...}` lines (one per pass: a resumed pass's complete record replaces
+the partial one of the stopped run) and, at the end of a run, one `{"kind": "summary", "epochs_completed": n, ...}`
+line. A 30-s epoch owns the word "epoch" everywhere else (the console says `pass 1/30`); these field names stay as
+the runs of every version wrote them, because resume, the downstream selection and the benchmarks read them.
 """
 
 from __future__ import annotations
