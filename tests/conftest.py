@@ -2,7 +2,8 @@
 
 `make test` runs two pytest workers on a 2-core machine, so each uses one torch thread (two threads per worker
 oversubscribe the cores and slow the suite several-fold). `cohort_factory` builds the synthetic cohorts the test
-modules share; `predict_runs` and `event_features_run` the tiny trained runs that the inference tests predict with.
+modules share; `predict_runs` and `event_features_run` the tiny trained runs that the inference tests predict with
+(`predict_argv`: the options of predict.py over `predict_runs`).
 Each is built once per session and cached on disk (shared by the pytest-xdist workers).
 """
 
@@ -174,6 +175,19 @@ def predict_runs(cohort_factory, tmp_path_factory) -> dict[str, Path]:
 
     root = built_once(session_cache(tmp_path_factory) / "predict_runs", build, ",".join(names))
     return {name: root / name for name in names}
+
+
+@pytest.fixture(scope="session")
+def predict_argv(predict_runs) -> Callable[..., list[str]]:
+    """`predict_argv(edf, out, *more) -> argv`: downstream/predict.py's options predicting `edf` into `out` with
+    the staging, apnea and hypopnea runs of `predict_runs`, no progress bars, then `more` (e.g. "--xml", XML)."""
+
+    def argv(edf: Path, out: Path, *more: str) -> list[str]:
+        tasks = {"--checkpoint": "stage", "--apnea": "apnea", "--hypopnea": "hypopnea"}
+        runs = [item for flag, name in tasks.items() for item in (flag, str(predict_runs[name]))]
+        return [*runs, "--edf", str(edf), "--out", str(out), "--no-progress", *more]
+
+    return argv
 
 
 @pytest.fixture(scope="session")

@@ -33,29 +33,10 @@ def night(tmp_path_factory) -> tuple[Path, Path]:
     return edf, xml
 
 
-def test_predict_writes_consistent_outputs(predict_runs, night, tmp_path, capsys):
+def test_predict_writes_consistent_outputs(predict_argv, predict_runs, night, tmp_path, capsys):
     edf, xml = night
     out = tmp_path / "out"
-    assert (
-        predict.main(
-            [
-                "--checkpoint",
-                str(predict_runs["stage"]),
-                "--apnea",
-                str(predict_runs["apnea"]),
-                "--hypopnea",
-                str(predict_runs["hypopnea"]),
-                "--edf",
-                str(edf),
-                "--xml",
-                str(xml),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert predict.main(predict_argv(edf, out, "--xml", str(xml))) == 0
     for name in ("hypnogram.csv", "hypnogram.png", "events.csv", "report.json", "report.md"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
@@ -522,7 +503,7 @@ def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(p
     assert capsys.readouterr().err.startswith("error: --edf ")
 
 
-def test_standard_annotation_files_agree_with_the_hypnogram(predict_runs, night, tmp_path):
+def test_standard_annotation_files_agree_with_the_hypnogram(predict_argv, night, tmp_path):
     import mne
 
     from dataset.labels import epoch_labels
@@ -530,24 +511,7 @@ def test_standard_annotation_files_agree_with_the_hypnogram(predict_runs, night,
 
     edf, _ = night
     out = tmp_path / "out"
-    assert (
-        predict.main(
-            [
-                "--checkpoint",
-                str(predict_runs["stage"]),
-                "--apnea",
-                str(predict_runs["apnea"]),
-                "--hypopnea",
-                str(predict_runs["hypopnea"]),
-                "--edf",
-                str(edf),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert predict.main(predict_argv(edf, out)) == 0
     hypnogram = pd.read_csv(out / "hypnogram.csv")
     labels = epoch_labels(parse_nsrr_xml(out / "predicted-nsrr.xml"), len(hypnogram))
     assert labels["stage"].tolist() == hypnogram["stage_code"].tolist()

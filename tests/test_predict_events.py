@@ -106,36 +106,11 @@ def _strong(run: Path, out: Path, metrics_edit) -> Path:
 
 
 def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(
-    predict_runs,
-    event_features_run,
-    apneic_night,
-    tmp_path,
-    capsys,
+    predict_argv, event_features_run, apneic_night, tmp_path, capsys
 ):
     edf, xml = apneic_night
     out = tmp_path / "out"
-    assert (
-        predict.main(
-            [
-                "--checkpoint",
-                str(predict_runs["stage"]),
-                "--apnea",
-                str(predict_runs["apnea"]),
-                "--hypopnea",
-                str(predict_runs["hypopnea"]),
-                "--events",
-                str(event_features_run),
-                "--edf",
-                str(edf),
-                "--xml",
-                str(xml),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert predict.main(predict_argv(edf, out, "--events", str(event_features_run), "--xml", str(xml))) == 0
     console = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text(), parse_constant=lambda c: pytest.fail(f"non-strict {c}"))
     events = pd.read_csv(out / "events.csv")
@@ -261,31 +236,11 @@ def test_a_night_without_respiratory_channels_is_flagged(predict_runs, event_fea
 
 
 def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(
-    predict_runs,
-    apneic_night,
-    tmp_path,
-    capsys,
+    predict_argv, predict_runs, apneic_night, tmp_path, capsys
 ):
     edf, _ = apneic_night
     out = tmp_path / "out"
-    assert (
-        predict.main(
-            [
-                "--checkpoint",
-                str(predict_runs["stage"]),
-                "--apnea",
-                str(predict_runs["apnea"]),
-                "--hypopnea",
-                str(predict_runs["hypopnea"]),
-                "--edf",
-                str(edf),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert predict.main(predict_argv(edf, out)) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["ahi"]["source"] == "epoch runs" and report["reliability"]["reliable"] is False
     assert "**" not in (out / "report.md").read_text().split("Estimated AHI")[1].splitlines()[0]
