@@ -32,9 +32,9 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from dataset.constants import EPHYS_MODALITIES as MODALITIES
 from dataset.constants import STAGE_NAMES
 
-MODALITIES = ("eeg", "eog", "emg", "ecg")
 TASKS = ("sleep_stage", "apnea", "hypopnea")
 FRACTIONS = (0.05, 1.0)
 

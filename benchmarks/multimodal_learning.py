@@ -53,6 +53,7 @@ from torch.utils.data import Subset
 
 from dataset import data_parser, synthetic
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, MODALITY_CHANNELS, STAGE_NAMES
+from dataset.constants import EPHYS_MODALITIES as MODALITIES
 from dataset.datasets import EpochDataset
 from models.loading import load_backbone
 from models.synthsleepnet import build_synthsleepnet, synthsleepnet_config
@@ -62,7 +63,6 @@ from utils.knn_probe import classification_scores, encode_dataset, knn_predict, 
 from utils.run_logging import read_jsonl
 
 CHANNELS = list(EPHYS_CHANNELS)
-MODALITIES = ("eeg", "eog", "emg", "ecg")
 
 
 class FusionParts(torch.nn.Module):

@@ -58,9 +58,9 @@ import numpy as np
 from benchmarks.ssl_scaling_report import result_rows, write_results
 from dataset import data_parser, synthetic
 from dataset.constants import EPHYS_CHANNELS, MODALITY_CHANNELS
+from dataset.constants import EPHYS_MODALITIES as MODALITIES
 from dataset.datasets import EpochDataset
 
-MODALITIES = ("eeg", "eog", "emg", "ecg")
 CHANNELS = list(EPHYS_CHANNELS)
 EXTRA_SUBJECT_START = 300001  # extra subjects' ids; the base cohort's are 200001 + night index
 SIZES: dict[str, dict[str, Any]] = {

@@ -57,14 +57,15 @@ CHANNELS: tuple[ChannelSpec, ...] = (
 CHANNEL_BY_NAME: dict[str, ChannelSpec] = {c.name: c for c in CHANNELS}
 EPHYS_CHANNELS: tuple[str, ...] = tuple(c.name for c in CHANNELS if c.electrophysiology)
 RESP_CHANNELS: tuple[str, ...] = tuple(c.name for c in CHANNELS if not c.electrophysiology)
+EPHYS_MODALITIES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg")  # the electrophysiology NeuroNets
 MODALITY_CHANNELS: dict[str, tuple[str, ...]] = {
-    m: tuple(c.name for c in CHANNELS if c.modality == m) for m in ("eeg", "eog", "emg", "ecg", "resp")
+    m: tuple(c.name for c in CHANNELS if c.modality == m) for m in (*EPHYS_MODALITIES, "resp")
 }
 # Every respiratory channel is also a NeuroNet modality of its own (one encoder each: airflow, thor, abdo, spo2;
 # docs/models.md "Respiratory encoders"); `resp` stays the group of all four.
 MODALITY_CHANNELS.update({name: (name,) for name in RESP_CHANNELS})
 # The modalities that have a unimodal NeuroNet, and the one whose encoder serves each channel (C3 and C4 share EEG).
-ENCODER_MODALITIES: tuple[str, ...] = ("eeg", "eog", "emg", "ecg") + RESP_CHANNELS
+ENCODER_MODALITIES: tuple[str, ...] = EPHYS_MODALITIES + RESP_CHANNELS
 ENCODER_MODALITY: dict[str, str] = {c.name: c.name if c.name in RESP_CHANNELS else c.modality for c in CHANNELS}
 
 # Physical unit -> factor to microvolts (electrophysiology only). Keys are lower-case.
@@ -73,6 +74,7 @@ UNIT_TO_UV: dict[str, float] = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v
 # Sleep stages, AASM 5-class. NSRR concept "name|code" -> class; anything else (Movement|6, Unscored|9,
 # unknown codes, uncovered epochs) -> STAGE_UNSCORED.
 STAGE_NAMES: tuple[str, ...] = ("W", "N1", "N2", "N3", "REM")
+SLEEP_STAGES: tuple[int, ...] = tuple(c for c, name in enumerate(STAGE_NAMES) if name != "W")  # N1, N2, N3, REM
 STAGE_UNSCORED = -1
 STAGE_CODE_TO_CLASS: dict[str, int] = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 3, "5": 4}
 STAGE_CONCEPTS: dict[str, int] = {

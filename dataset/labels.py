@@ -16,11 +16,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dataset.constants import APNEA_TYPES, EPOCH_S, EVENT_TYPES, LABEL_EVENT_COLUMNS, STAGE_UNSCORED
+from dataset.constants import APNEA_TYPES, EPOCH_S, EVENT_TYPES, LABEL_EVENT_COLUMNS, SLEEP_STAGES, STAGE_UNSCORED
 from dataset.nsrr_xml import NsrrAnnotations
 from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES, Event, qualifying_events
 
-SLEEP_STAGES = (1, 2, 3, 4)  # N1, N2, N3, REM
 AHI_COLUMN_OF_RULE = {"3a": "ahi_a0h3a", "4": "ahi_a0h4", "all": "ahi_all"}  # manifest column per hypopnea rule
 LABEL_COLUMNS: tuple[str, ...] = ("stage", *LABEL_EVENT_COLUMNS, *(f"{e}_s" for e in LABEL_EVENT_COLUMNS))
 EVENT_TABLE_COLUMNS: tuple[str, ...] = (

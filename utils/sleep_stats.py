@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from dataset.constants import STAGE_NAMES, STAGE_UNSCORED
+from dataset.constants import SLEEP_STAGES, STAGE_NAMES, STAGE_UNSCORED
 from utils.metrics import as_labels, event_runs
 
 WAKE = STAGE_NAMES.index("W")
 REM = STAGE_NAMES.index("REM")
-SLEEP_STAGES: tuple[int, ...] = tuple(c for c in range(len(STAGE_NAMES)) if c != WAKE)
 
 
 def sleep_statistics(
