@@ -46,6 +46,24 @@ OUTPUTS = ("config.json", "model.pkl", "metrics.json", "events.csv", "results.md
 RESP = ["airflow", "thor", "abdo", "spo2"]
 
 
+def probe_argv(data: Path, backbone: Path, out: Path, cache: Path) -> list[str]:
+    """The script's options for a probe run on `data` over `backbone` into `out`, per-second vectors cached in
+    `cache`."""
+    return [
+        "--data",
+        str(data),
+        "--method",
+        "probe",
+        "--backbone",
+        str(backbone),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        *FAST,
+    ]
+
+
 def test_frame_tokens_resample_to_second_centres_on_a_ramp():
     centres = torch.arange(4.0, 27.0, 2.0)  # respiratory frames: 8 s every 2 s -> centres 4, 6, ..., 26 s
     weights = second_weights(centres)
@@ -153,24 +171,7 @@ def backbone(cohort, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def probe_run(cohort, backbone, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("event_probe")
-    assert (
-        event_detection.main(
-            [
-                "--data",
-                str(cohort),
-                "--method",
-                "probe",
-                "--backbone",
-                str(backbone),
-                "--out",
-                str(root / "run"),
-                "--cache-dir",
-                str(root / "cache"),
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert event_detection.main(probe_argv(cohort, backbone, root / "run", root / "cache")) == 0
     return root / "run"
 
 
@@ -211,24 +212,7 @@ def test_probe_rerun_reads_the_cache_and_repeats_the_numbers(probe_run, cohort, 
     cache = probe_run.parent / "cache"
     stamps = {f: f.stat().st_mtime_ns for f in cache.glob("*/*.npz")}
     out = tmp_path / "again"
-    assert (
-        event_detection.main(
-            [
-                "--data",
-                str(cohort),
-                "--method",
-                "probe",
-                "--backbone",
-                str(backbone),
-                "--out",
-                str(out),
-                "--cache-dir",
-                str(cache),
-                *FAST,
-            ]
-        )
-        == 0
-    )
+    assert event_detection.main(probe_argv(cohort, backbone, out, cache)) == 0
     assert {f: f.stat().st_mtime_ns for f in cache.glob("*/*.npz")} == stamps  # read, not written again
     first, again = (json.loads((run / "metrics.json").read_text()) for run in (probe_run, out))
     assert again["train"]["history"] == [
