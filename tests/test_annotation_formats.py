@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from dataset.annotations import annotation_keys, check_subject_regex, parse_hypnogram_text, read_annotations, subject_of
-from dataset.data_parser import discover, parse_cohort
+from dataset.data_parser import parse_cohort
+from dataset.discovery import discover
 from dataset.edf_reader import read_edf_header
 from dataset.labels import LABEL_COLUMNS, epoch_labels
 from dataset.nsrr_xml import XmlError
