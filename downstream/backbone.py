@@ -25,7 +25,7 @@ from torch import nn
 
 from dataset.constants import CHANNEL_BY_NAME
 from models.heads import EpochEncoder
-from models.loading import BUILDERS, build_backbone, load_backbone, read_checkpoint
+from models.loading import BUILDERS, NEURONET, SYNTHSLEEPNET, build_backbone, load_backbone, read_checkpoint
 from models.neuronet import neuronet_config_for_rate
 from models.synthsleepnet import synthsleepnet_config
 from utils.checkpoint import sha256_file
@@ -77,7 +77,7 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
             )
         config = checkpoint["model_config"]
         metadata = checkpoint.get("metadata") or {}
-        trained = list(config["channels"]) if kind == "synthsleepnet" else list(metadata.get("channels") or [])
+        trained = list(config["channels"]) if kind == SYNTHSLEEPNET else list(metadata.get("channels") or [])
         where = Path(path).resolve()
         label = where.parent.name if where.name in ("best.pt", "last.pt") else where.stem  # run directory or file
         provenance = {
@@ -103,11 +103,11 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
         try:
             rate = {c: CHANNEL_BY_NAME[c].target_fs for c in trained}  # 10-Hz channels: respiratory geometry
             if len(trained) == 1:
-                kind = "neuronet"
+                kind = NEURONET
                 config = neuronet_config_for_rate(cfg.preset, rate[trained[0]], **cfg.model_args).to_dict()
             else:
                 encoders = {c: neuronet_config_for_rate(cfg.preset, rate[c]).to_dict() for c in trained}
-                kind = "synthsleepnet"
+                kind = SYNTHSLEEPNET
                 config = synthsleepnet_config(
                     cfg.preset, channels=trained, encoders=encoders, **cfg.model_args
                 ).to_dict()
@@ -124,20 +124,20 @@ def resolve_backbone(cfg: argparse.Namespace, data_dir: str | Path) -> BackboneS
         state = None
     if cfg.init == "random":
         provenance["name"] += " random-init"
-    channels = list(cfg.channels) if cfg.channels else (trained if kind == "synthsleepnet" else trained[:1])
+    channels = list(cfg.channels) if cfg.channels else (trained if kind == SYNTHSLEEPNET else trained[:1])
     if not channels:
         raise UsageError(
             f"--backbone {cfg.backbone}: the checkpoint does not say which channel it was trained on; pass --channels"
         )
-    if kind == "neuronet" and len(channels) != 1:
+    if kind == NEURONET and len(channels) != 1:
         raise UsageError(f"a unimodal NeuroNet backbone encodes one channel, got --channels {channels}")
     spec = CHANNEL_BY_NAME.get(channels[0])
-    if kind == "neuronet" and spec is not None and spec.target_fs != config.get("fs", spec.target_fs):
+    if kind == NEURONET and spec is not None and spec.target_fs != config.get("fs", spec.target_fs):
         raise UsageError(
             f"--channels {channels[0]} is sampled at {spec.target_fs} Hz; the NeuroNet backbone takes "
             f"{config['fs']:g}-Hz epochs (use a backbone pretrained on a {spec.target_fs}-Hz channel)"
         )
-    if kind == "synthsleepnet" and not set(channels) <= set(trained):
+    if kind == SYNTHSLEEPNET and not set(channels) <= set(trained):
         raise UsageError(f"--channels {channels} are not all channels of the SynthSleepNet ({trained})")
     return BackboneSource(kind, config, state, channels, provenance)
 

@@ -32,6 +32,7 @@ from dataset.tiling import Tiling
 from downstream.cache import RecordingVectors, VectorStore, predict_tiles
 from downstream.predictions import epochwise, predict_windows
 from downstream.runs import DownstreamModel, load_downstream_run
+from models.loading import TEMPORAL_CLASSIFIER
 
 EVENT_TASKS: tuple[str, ...] = ("apnea", "hypopnea")  # the per-epoch event runs
 PROBE_WINDOW = 32  # epochs per window when a per-epoch model runs through the tiling (any size gives the same)
@@ -123,7 +124,7 @@ def predict_task(
     used (a SynthSleepNet drops the others from its fusion input)."""
     channels = [ch for ch in run.channels if ch in epochs]
     n_classes = TASKS[run.task]
-    temporal = run.kind == "temporal_classifier"
+    temporal = run.kind == TEMPORAL_CLASSIFIER
     size = int(run.epochs_per_window) if temporal else PROBE_WINDOW
     windows = NightWindows(recording, {ch: epochs[ch] for ch in channels}, size)
 
@@ -204,7 +205,7 @@ def classify_vectors(
     apply their head; temporal models see the deterministic tiling of `SequenceDataset(tiling=True)` (every
     epoch owned by exactly one window)."""
     n_classes, n_epochs = TASKS[run.task], vectors.shape[0]
-    if run.kind != "temporal_classifier":
+    if run.kind != TEMPORAL_CLASSIFIER:
         logits = [
             run.model.head(torch.from_numpy(vectors[k : k + batch_size]).to(device)).float().cpu()
             for k in range(0, n_epochs, batch_size)
@@ -300,7 +301,7 @@ def channel_report(
             "channels": list(run.channels),
             "used": used,
             "missing": missing,
-            "epochs_per_window": run.epochs_per_window if run.kind == "temporal_classifier" else None,
+            "epochs_per_window": run.epochs_per_window if run.kind == TEMPORAL_CLASSIFIER else None,
         }
         missing_all += [ch for ch in missing if ch not in missing_all]
     if event_run is not None:  # an event model reads what it finds; the report flags what it lacks

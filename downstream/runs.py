@@ -33,7 +33,7 @@ from torch import nn
 from downstream.backbone import BackboneSource, file_sha256, shared_encoder
 from downstream.results import METHOD_LABELS, Predictions, attach_context, evaluate_predictions, write_run_report
 from models.heads import EpochClassifier, build_downstream_model
-from models.loading import TRAINING_KEYS, load_state_checked, read_checkpoint
+from models.loading import EPOCH_CLASSIFIER, MLP_HEAD, TRAINING_KEYS, load_state_checked, read_checkpoint
 from utils.ahi import EVENT_FAMILIES, event_calibration
 from utils.checkpoint import load_checkpoint
 from utils.distributed import DistContext
@@ -160,7 +160,7 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
     kind, metadata = checkpoint["model_kind"], checkpoint.get("metadata") or {}
     model = build_downstream_model(kind, checkpoint["model_config"])
     load_state_checked(model, checkpoint["model"], str(path))
-    if kind == "mlp_head":
+    if kind == MLP_HEAD:
         backbone = metadata.get("backbone") or {}
         if (
             not backbone.get("path")
@@ -172,7 +172,7 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
                 f"(sha256 {backbone.get('sha256')})"
             )
         encoder = shared_encoder(backbone["path"], metadata["channels"], map_location)
-        model, kind = EpochClassifier(encoder, model), "epoch_classifier"
+        model, kind = EpochClassifier(encoder, model), EPOCH_CLASSIFIER
     calibration = metadata.get("event_calibration") or {}  # the AHI scale of an event run (`fit_and_select`)
     metrics_path = path.parent / "metrics.json"  # runs trained before their checkpoint held it: the run's record
     if not calibration and metadata["task"] in EVENT_FAMILIES and metrics_path.is_file():

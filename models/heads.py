@@ -39,7 +39,14 @@ import torch
 from torch import nn
 
 from models.frames import frame_starts
-from models.loading import BUILDERS, NEURONET, SYNTHSLEEPNET
+from models.loading import (
+    BUILDERS,
+    EPOCH_CLASSIFIER,
+    MLP_HEAD,
+    NEURONET,
+    SYNTHSLEEPNET,
+    TEMPORAL_CLASSIFIER,
+)
 from models.lora import LoraSettings, add_lora, freeze, merge_lora
 from models.mamba import MAMBA_DEFAULTS, ResidualMamba
 from models.neuronet import NeuroNet
@@ -47,14 +54,6 @@ from models.synthsleepnet import ChannelEncoder, SynthSleepNet
 
 ENCODER_MODES: tuple[str, ...] = ("frozen", "lora", "full")
 TOKEN_SOURCES: tuple[str, ...] = ("fusion", "encoder")  # what `EpochEncoder.frame_tokens` reads
-# Downstream checkpoint kinds (`model_kind`): a probe's head alone (the backbone stays a file of its own), a
-# per-epoch classifier, a windowed classifier, and fine-tuning's first phase (context + head on cached vectors).
-MLP_HEAD, EPOCH_CLASSIFIER, TEMPORAL_CLASSIFIER, CONTEXT_HEAD = (
-    "mlp_head",
-    "epoch_classifier",
-    "temporal_classifier",
-    "context_head",
-)
 FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # docs/models.md §3.3: new LoRA (rank 4, alpha 8) while fine-tuning
 # SynthSleepNet attributes used only by the self-supervised objective (removed for downstream use).
 _PRETRAINING_PARTS: tuple[str, ...] = (

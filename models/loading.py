@@ -34,7 +34,16 @@ from models.synthsleepnet import PRESETS as SYNTHSLEEPNET_PRESETS
 from models.synthsleepnet import SynthSleepNet, build_synthsleepnet
 
 FORMAT_VERSION = 1  # of the checkpoint dict (utils/checkpoint.py writes it); a newer file is refused
-NEURONET, SYNTHSLEEPNET = "neuronet", "synthsleepnet"  # the backbone kinds (a checkpoint's `model_kind`)
+# Checkpoint kinds (a checkpoint's `model_kind`, written in every file, so the values never change): the two
+# backbones, then the downstream models: a probe's head alone (the backbone stays a file of its own), a per-epoch
+# classifier, a windowed classifier, and fine-tuning's first phase (context + head on cached vectors).
+NEURONET, SYNTHSLEEPNET = "neuronet", "synthsleepnet"
+MLP_HEAD, EPOCH_CLASSIFIER, TEMPORAL_CLASSIFIER, CONTEXT_HEAD = (
+    "mlp_head",
+    "epoch_classifier",
+    "temporal_classifier",
+    "context_head",
+)
 BUILDERS = {NEURONET: build_neuronet, SYNTHSLEEPNET: build_synthsleepnet}
 # Every model size preset a script's --preset takes (NeuroNet's; a SynthSleepNet has a subset of them).
 MODEL_PRESETS: tuple[str, ...] = tuple(dict.fromkeys((*NEURONET_PRESETS, *SYNTHSLEEPNET_PRESETS)))

@@ -9,6 +9,7 @@ import importlib
 import importlib.util
 import inspect
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,26 @@ import torch
 from downstream.baselines.features import build_features_parser
 from downstream.fine_tuning.train import build_fine_tuning_parser
 from downstream.linear_probing.train import build_probe_parser
-from models.loading import FORMAT_VERSION, CheckpointError, CheckpointNotFound, read_checkpoint
+from downstream.results import (
+    FEATURES_HGB,
+    FINE_TUNE,
+    LINEAR_PROBE,
+    METHOD_LABELS,
+    SCRATCH_FINETUNE,
+    SCRATCH_PROBE,
+)
+from models.loading import (
+    CONTEXT_HEAD,
+    EPOCH_CLASSIFIER,
+    FORMAT_VERSION,
+    MLP_HEAD,
+    NEURONET,
+    SYNTHSLEEPNET,
+    TEMPORAL_CLASSIFIER,
+    CheckpointError,
+    CheckpointNotFound,
+    read_checkpoint,
+)
 from pretrained.multimodal.train import build_multimodal_parser
 from pretrained.unimodal.pretrain import MODALITIES, build_pretrain_parser
 from utils.checkpoint import atomic_save, load_checkpoint
@@ -180,3 +200,30 @@ def test_benchmark_pass_options_keep_their_old_epoch_names(monkeypatch):
         (action,) = [a for a in parser._actions if old in a.option_strings]
         assert action.dest == new and action.option_strings[0] == "--" + new.replace("_", "-")
         assert parser.parse_known_args([old, "7"])[0].__dict__[new] == 7
+
+
+def test_model_kinds_and_methods_are_spelled_once():
+    """Checkpoint kinds (models/loading.py) and downstream methods (downstream/results.py) are written in files:
+    their values stay, and the code names them through the constants, never by a second string literal."""
+    kinds = (NEURONET, SYNTHSLEEPNET, MLP_HEAD, EPOCH_CLASSIFIER, TEMPORAL_CLASSIFIER, CONTEXT_HEAD)
+    assert kinds == ("neuronet", "synthsleepnet", "mlp_head", "epoch_classifier", "temporal_classifier", "context_head")
+    methods = (LINEAR_PROBE, FINE_TUNE, SCRATCH_PROBE, SCRATCH_FINETUNE, FEATURES_HGB)
+    assert methods == ("linear_probe", "fine_tune", "scratch_probe", "scratch_finetune", "features_hgb")
+    assert set(METHOD_LABELS) == set(methods)
+    home = {**{k: "models/loading.py" for k in kinds}, **{m: "downstream/results.py" for m in methods}}
+    package_name = {"utils/checkpoint.py", "dataset/recording_job.py"}  # "synthsleepnet" as the package's name
+    found = []
+    files = [
+        REPO / "demo.py",
+        *(p for d in ("dataset", "downstream", "models", "pretrained", "utils") for p in (REPO / d).rglob("*.py")),
+    ]
+    for path in files:
+        with path.open("rb") as source:
+            for token in tokenize.tokenize(source.readline):
+                if token.type != tokenize.STRING or token.string[1:-1] not in home:
+                    continue
+                where = str(path.relative_to(REPO))
+                value = token.string[1:-1]
+                if where != home[value] and not (value == SYNTHSLEEPNET and where in package_name):
+                    found.append(f"{where}:{token.start[0]}: {token.string}")
+    assert found == []

@@ -44,7 +44,7 @@ from downstream.data import epoch_dataset, stored_features, val_split, window_da
 from downstream.leakage import assert_no_test_leakage
 from downstream.options import SELECT_METRICS, add_task_args, parse_downstream
 from downstream.predictions import predict_stored_epochs
-from downstream.results import attach_context
+from downstream.results import FEATURES_HGB, attach_context
 from downstream.runs import report, run_info, train_summary
 from downstream.training import class_weights, selection_scores
 from utils import features as features_module
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_features_parser()
-    cfg = parse_downstream(parser, argv, lambda _: "features_hgb")
+    cfg = parse_downstream(parser, argv, lambda _: FEATURES_HGB)
     assert_no_test_leakage(cfg.data)
     channels, n_classes = list(cfg.channels), TASKS[cfg.task]
     train_set = epoch_dataset(cfg, "train", channels, training=True)
@@ -235,7 +235,7 @@ def run(argv: list[str] | None) -> int:
     val = stored_features(store, val_set)
     val_x, val_y = val.features.numpy(), val.labels.numpy()
     print(
-        f"features_hgb | task {cfg.task} | channels {', '.join(channels)} | train {train_x.shape} "
+        f"{FEATURES_HGB} | task {cfg.task} | channels {', '.join(channels)} | train {train_x.shape} "
         f"(per class {counts.tolist()}) | val {val_x.shape} | features {time.monotonic() - started:.1f} s",
         flush=True,
     )

@@ -23,6 +23,7 @@ from downstream.event_detection.selection import select_decoding
 from downstream.event_detection.tokens import SecondTokenizer, default_read_channels, night_tokens
 from downstream.training import class_weights
 from models.heads import EpochEncoder
+from models.loading import SYNTHSLEEPNET
 from utils.config import Config, UsageError
 from utils.distributed import resolve_device
 from utils.engine import evaluating
@@ -83,9 +84,9 @@ def fit_tokens(
     every = [n for split in ("train", "val", "test") for n in nights[split]]
     present = backbone_channels_present(cfg, source.channels, every)
     token_source = (
-        cfg.token_source if cfg.token_source != "auto" else ("fusion" if source.kind == "synthsleepnet" else "encoder")
+        cfg.token_source if cfg.token_source != "auto" else ("fusion" if source.kind == SYNTHSLEEPNET else "encoder")
     )
-    if token_source == "fusion" and source.kind != "synthsleepnet":
+    if token_source == "fusion" and source.kind != SYNTHSLEEPNET:
         raise UsageError(f"--token-source fusion needs a SynthSleepNet backbone; {cfg.backbone} is a {source.kind}")
     read = list(cfg.token_channels) if cfg.token_channels else default_read_channels(source.channels)
     if not set(read) <= set(source.channels):

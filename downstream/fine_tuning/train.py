@@ -42,9 +42,11 @@ from downstream.data import encode_store, epoch_dataset, eval_batch_size, val_sp
 from downstream.leakage import assert_no_test_leakage
 from downstream.options import build_downstream_parser, parse_downstream
 from downstream.predictions import predict_windows
+from downstream.results import FINE_TUNE, SCRATCH_FINETUNE
 from downstream.runs import finish_run, run_info, train_summary
 from downstream.training import ClassificationLoss, SelectionMonitor, class_weights, fit_and_select
-from models.heads import CONTEXT_HEAD, TEMPORAL_CLASSIFIER, ContextHead, EpochEncoder, MLPHead, TemporalClassifier
+from models.heads import ContextHead, EpochEncoder, MLPHead, TemporalClassifier
+from models.loading import CONTEXT_HEAD, TEMPORAL_CLASSIFIER
 from models.lora import LoraSettings
 from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import load_checkpoint
@@ -158,7 +160,7 @@ def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
 
 
 def method_of(cfg) -> str:
-    return "fine_tune" if cfg.init == "pretrained" else "scratch_finetune"
+    return FINE_TUNE if cfg.init == "pretrained" else SCRATCH_FINETUNE
 
 
 def build_fine_tuning_parser() -> argparse.ArgumentParser:

@@ -44,9 +44,11 @@ from downstream.data import (
 from downstream.leakage import assert_no_test_leakage
 from downstream.options import build_downstream_parser, parse_downstream
 from downstream.predictions import epochwise, predict_stored_epochs, predict_windows
+from downstream.results import LINEAR_PROBE, SCRATCH_PROBE
 from downstream.runs import finish_run, run_info, train_summary
 from downstream.training import ClassificationLoss, SelectionMonitor, class_weights, fit_and_select
-from models.heads import EPOCH_CLASSIFIER, MLP_HEAD, EpochClassifier, EpochEncoder, MLPHead
+from models.heads import EpochClassifier, EpochEncoder, MLPHead
+from models.loading import EPOCH_CLASSIFIER, MLP_HEAD
 from utils.batchnorm import debias_batchnorm
 from utils.config import load_config_file, mark_required, reported_errors, script_prog
 from utils.distributed import cleanup
@@ -68,7 +70,7 @@ TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O 
 
 
 def method_of(cfg) -> str:
-    return "linear_probe" if cfg.init == "pretrained" else "scratch_probe"
+    return LINEAR_PROBE if cfg.init == "pretrained" else SCRATCH_PROBE
 
 
 def init_of(argv: list[str] | None) -> str:
