@@ -1,4 +1,4 @@
-"""Frozen-backbone representations of whole recordings, computed once and reused (DESIGN.md 5).
+"""Frozen-backbone representations of whole recordings, computed once and reused (docs/evaluation.md §5).
 
 A frozen backbone (kept in eval mode) maps each 30-s epoch to the same vector in every run, so the linear probe
 and the first phase of fine-tuning (context + head on frozen vectors) need each recording encoded only once.

@@ -1,4 +1,4 @@
-"""Inference on new nights (DESIGN.md section 6): EDF (+ optional NSRR XML) -> hypnogram, events, sleep report.
+"""Inference on new nights (docs/evaluation.md §6): EDF (+ optional NSRR XML) -> hypnogram, events, sleep report.
 
     python downstream/predict.py --checkpoint RUN --edf NIGHT.edf [--xml NIGHT-nsrr.xml] --out DIR \
         [--events EVENT_RUN] [--hypopnea-rule 3a|4|all] [--apnea RUN] [--hypopnea RUN]

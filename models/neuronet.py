@@ -1,6 +1,6 @@
 """NeuroNet: frame CNN + masked autoencoder ViT + contrastive projector, trained with a hybrid loss.
 
-One model per modality (DESIGN.md 3.1). A 30-s epoch at 100 Hz is cut into overlapping frames
+One model per modality (docs/models.md §3.1). A 30-s epoch at 100 Hz is cut into overlapping frames
 (`models.frames`), each frame becomes one token (`models.frame_backbone`), and a masked autoencoder
 ViT learns from two independently masked views of the same frame tokens:
 

@@ -1,4 +1,4 @@
-"""Self-supervised objectives as modules that return `(loss, parts)` (DESIGN.md 3.1, 3.2).
+"""Self-supervised objectives as modules that return `(loss, parts)` (docs/models.md §3.1, §3.2).
 
 `parts` is a dict of detached scalar tensors for logging.
 """

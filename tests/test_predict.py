@@ -1,4 +1,4 @@
-"""Inference on a new night (downstream/predict.py, DESIGN.md 6): tiny staging / apnea / hypopnea runs trained for a
+"""Inference on a new night (downstream/predict.py, docs/evaluation.md §6): tiny staging / apnea / hypopnea runs trained for a
 step or two on a small synthetic cohort predict an unseen synthetic night; the outputs must be complete and
 consistent with each other (every epoch once, probabilities sum to 1, stage minutes add up to the recording time,
 the AHI of the report recomputes from events.csv), a missing channel is named, bad files exit with code 2."""
@@ -203,7 +203,7 @@ def test_bad_inputs_exit_2_with_the_file_named(predict_runs, night, tmp_path, ca
 
 
 def test_options_from_a_config_file(predict_runs, night, tmp_path):
-    """DESIGN 1: every step takes --config and writes the exact configuration it ran with."""
+    """docs/architecture.md §1: every step takes --config and writes the exact configuration it ran with."""
     edf, xml = night
     out = tmp_path / "from_config"
     config = tmp_path / "predict.json"
