@@ -46,7 +46,7 @@ def edf_root(edf: Path) -> Path:
 
 
 def paired_inputs(edfs: Sequence[Path]) -> list[NightInput]:
-    """Each EDF with its annotation file by the parser's pairing rule (`dataset.data_parser.discover` of the EDF's
+    """Each EDF with its annotation file by the parser's pairing rule (`dataset.discovery.discover` of the EDF's
     root; one `discover` per root). A missing EDF or an ambiguous pairing is the night's `problem`."""
     jobs_of: dict[Path, dict[Path, Any]] = {}
     nights = []

@@ -8,7 +8,7 @@
 `--events` an event model (a `downstream/event_detection/train.py` run, --method features): respiratory events
 with onsets, durations and types, the AHI from them and the SpO2 indices (`downstream.night_respiratory`, whose
 docstring states every rule); `--apnea` / `--hypopnea` are optional per-epoch runs of those tasks. The night goes
-through the parser's exact processing in memory (`dataset.data_parser.load_night`, every channel any model reads
+through the parser's exact processing in memory (`dataset.signal_processing.load_night`, every channel any model reads
 in one pass); the WHOLE recording (floor(signal / 30 s) epochs) is predicted whether or not a scoring is given
 (`downstream.night_inference`: each backbone encodes the night once for all the models using it, every model
 predicts every epoch exactly once), and DIR receives (`downstream.night_report`):
