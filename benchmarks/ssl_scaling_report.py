@@ -33,7 +33,7 @@ TABLE_COLUMNS = (
 
 def result_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One table row per run from its metrics.json (given as `metrics`, or read from `run`/metrics.json):
-    `evaluate.summary_row` (kappa and macro-F1 with their CI ends, ...) plus the data amount, the pretraining
+    `downstream.results.summary_row` (kappa and macro-F1 with their CI ends, ...) plus the data amount, the pretraining
     budget (steps), its CPU-minutes and the N1 F1. Baselines (no pretraining) have data "" and budget None.
     Sorted by method, data amount, budget, label fraction."""
     rows = []

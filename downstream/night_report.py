@@ -361,7 +361,7 @@ SUMMARY_COLUMNS = (
 
 
 def summary_row(night: Any, report: Mapping[str, Any] | None, status: str, reason: str) -> dict[str, Any]:
-    """One row of summary.csv (SUMMARY_COLUMNS) of a `predict.NightInput`."""
+    """One row of summary.csv (SUMMARY_COLUMNS) of a `downstream.night_inputs.NightInput`."""
     row = {
         "night": night.recording,
         "subject": night.subject,
