@@ -9,7 +9,7 @@ Every downstream script follows the same path:
    used for training and model selection: a subject of `test` there raises `LeakageError`.
 3. Training data = the `train` split at `--label-fraction` of its labelled epochs (seeded draw without
    replacement, `dataset.datasets.EpochDataset`) and/or the first `--train-subjects` subjects of a seeded
-   permutation (`downstream.data`). Model selection = `--select-metric` on `val` after every epoch, training in
+   permutation (`downstream.data`). Model selection = `--select-metric` on `val` after every pass, training in
    the shared engine (`downstream.training.fit_and_select`).
 4. `finish_run`: the checkpoint selected on `val` (best.pt; last.pt if no epoch had a finite `val` score) is
    evaluated ONCE on `test`, where `SequenceDataset(tiling=True)` predicts every epoch of every test recording

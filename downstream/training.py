@@ -1,5 +1,5 @@
 """Training and model selection of a downstream model (docs/training.md 4.5): class weights, the
-class-weighted cross-entropy, `val` scores after every epoch (`SelectionMonitor`, the engine's monitor) and
+class-weighted cross-entropy, `val` scores after every pass (`SelectionMonitor`, the engine's monitor) and
 `fit_and_select`, the shared engine (`utils.engine.fit`) with best.pt selected by `val_<--select-metric>`.
 `test` is never used here.
 """

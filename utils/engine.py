@@ -7,7 +7,7 @@ other 0-d tensor in the dict is averaged into the logs. Only parameters with `re
 so frozen encoders with LoRA adapters train as expected.
 
 What `fit` does: device placement; DistributedDataParallel under torchrun; a seeded, resumable
-DistributedSampler (per-epoch permutation from seed + epoch, consumed batches skipped on resume); gradient
+DistributedSampler (per-pass permutation from seed + pass, consumed batches skipped on resume); gradient
 accumulation (`no_sync` between micro-batches); gradient clipping; AdamW over trainable parameters with no
 decay on biases, norms and tokens; linear warmup + cosine per optimizer step; bf16 autocast on CUDA;
 checkpoints `last.pt` (each epoch, optionally every N steps, and when stopped) and `best.pt` (by the monitor
@@ -673,9 +673,9 @@ def fit(cfg: Config, model: nn.Module, train_set: Dataset, **options: Any) -> di
     stops cleanly, for a phase of a longer run whose budget was fixed when that run started; default:
     `cfg.max_minutes` from now; config.json records a given one as `_derived.time_budget_min`).
 
-    `monitor(model, device) -> {name: value}` runs on rank 0 after every epoch (and when a run stops early), on
+    `monitor(model, device) -> {name: value}` runs on rank 0 after every pass (and when a run stops early), on
     the unwrapped model, without disturbing the training RNG streams (other ranks may pass None); best.pt follows
-    `monitor_metric` (`monitor_mode` "max" or "min"), or the epoch's mean training loss without a monitor.
+    `monitor_metric` (`monitor_mode` "max" or "min"), or the pass's mean training loss without a monitor.
     Resumes from `cfg.resume` ("auto": RUN_DIR/last.pt when present).
     """
     return Trainer(cfg, model, train_set, **options).fit()
