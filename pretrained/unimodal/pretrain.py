@@ -18,7 +18,7 @@ The 10-Hz respiratory modalities take the same presets with the respiratory fram
 (`models.neuronet.respiratory_geometry`: 12 frames of 8 s every 2 s, shared_conv tokenizer); the electrophysiology
 ones take the presets unchanged.
 
-Outputs in --out (default runs/unimodal/<modality>): config.json, log.jsonl (one line per epoch + summary),
+Outputs in --out (default runs/unimodal/<modality>): config.json, log.jsonl (one line per pass + summary),
 steps.jsonl, last.pt, best.pt. Resume is automatic from OUT/last.pt. Bad input (an option, the data folder, an
 unreadable or wrong-kind checkpoint, an unusable --out) is checked before anything is written and ends as one
 `error:` line, exit status 2; config.json follows the rule of utils/config.py. Multi-GPU / multi-node:
