@@ -19,7 +19,7 @@ not scored.
 
 AHI. The event models predict one event family each, while the manifest's `ahi_scored` counts apneas AND
 hypopneas, so:
-- per run (task apnea or hypopnea): `downstream.results.event_index` = that family's events per hour of sleep,
+- per run (task apnea or hypopnea): `downstream.results.run_event_index` = that family's events per hour of sleep,
   estimated from the predicted epochs and, as reference, from the scored epoch labels with the same counting rule
   (`utils.ahi.count_events`: a run of k positive epochs = ceil(k / 2) events, counted when it starts in a
   sleep epoch); agreement by `utils.ahi.ahi_agreement` (ICC, Pearson r, severity classes).

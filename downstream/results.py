@@ -186,7 +186,7 @@ def attach_context(predictions: Predictions, data_dir: str | Path) -> Prediction
 
 
 # ---------------------------------------------------------------------------------------- metrics
-def event_index(predictions: Predictions, task: str) -> dict[str, Any]:
+def run_event_index(predictions: Predictions, task: str) -> dict[str, Any]:
     """Events of the task's family per hour of scored sleep, per test recording: from the predicted epochs and
     from the scored epoch labels (same counting rule), and their agreement (module docstring)."""
     estimated, reference, recordings = [], [], []
@@ -209,7 +209,7 @@ def event_index(predictions: Predictions, task: str) -> dict[str, Any]:
 
 
 def evaluate_predictions(predictions: Predictions, task: str, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Test metrics of a run: `utils.metrics.evaluate` (subject bootstrap) and, for event tasks, `event_index`."""
+    """Test metrics of a run: `utils.metrics.evaluate` (subject bootstrap) and, for event tasks, `run_event_index`."""
     binary = TASKS[task] == 2
     result = {
         "test": evaluate(
@@ -224,7 +224,7 @@ def evaluate_predictions(predictions: Predictions, task: str, n_boot: int = 1000
         )
     }
     if task in ("apnea", "hypopnea"):
-        result["event_index"] = event_index(predictions, task)
+        result["event_index"] = run_event_index(predictions, task)
     return result
 
 
