@@ -308,6 +308,19 @@ class EpochDataset(_CohortIndex):
             epochs[rows] = info.epochs[self._row[rows]]
         return ids[self._rec], epochs
 
+    def pooled_signal(self, index: int, offset: int = 0) -> np.ndarray | None:
+        """Pooled datasets: the signal of sample `index`'s channel `offset` epochs (file rows) away from it in
+        the same recording, (n_samples,) float32 robust-scaled; None when that row is outside the recording."""
+        if not self.pool_channels:
+            raise ValueError("pooled_signal needs a pooled single-channel EpochDataset (pool_channels=True)")
+        index = int(index) % len(self)
+        info = self._infos[int(self._rec[index])]
+        row = int(self._row[index]) + offset
+        if not 0 <= row < info.n_epochs:
+            return None
+        name = self.channels[int(self._channel[index])]
+        return self.reader.read(info, row, row + 1, [name])[name][0]
+
     def __len__(self) -> int:
         return int(self._rec.shape[0])
 
@@ -319,9 +332,8 @@ class EpochDataset(_CohortIndex):
         row = int(self._row[index])
         item = {"recording": info.recording_id, "epoch": int(info.epochs[row])}
         if self.pool_channels:
-            name = self.channels[int(self._channel[index])]
-            signal = self.reader.read(info, row, row + 1, [name])[name][0]
-            item["channel"] = name
+            item["channel"] = self.channels[int(self._channel[index])]
+            signal = self.pooled_signal(index)
             item["signal"] = torch.from_numpy(signal.copy())  # (3000,) float32, 100 Hz, robust-scaled
         else:
             signals = self.reader.read(info, row, row + 1, self.channels)

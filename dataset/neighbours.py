@@ -38,15 +38,12 @@ class NeighbourPairs(Dataset):
         return getattr(self.dataset, name)
 
     def __getitem__(self, index: int) -> dict:
-        data = self.dataset
-        item = data[index]
-        index = int(index) % len(data)
-        info = data._infos[int(data._rec[index])]
-        row, name = int(data._row[index]), data.channels[int(data._channel[index])]
+        item = self.dataset[index]
         step = 1 if int(torch.randint(2, ())) else -1
-        if not 0 <= row + step < info.n_epochs:
-            step = -step
-        other = row + step if 0 <= row + step < info.n_epochs else row
-        signal = data.reader.read(info, other, other + 1, [name])[name][0]
-        item["positive"] = torch.from_numpy(signal.copy())  # (n_samples,) float32, robust-scaled
+        positive = self.dataset.pooled_signal(index, step)
+        if positive is None:  # the first or last epoch of its recording: the other side
+            positive = self.dataset.pooled_signal(index, -step)
+        if positive is None:  # a one-epoch recording
+            positive = item["signal"].numpy()
+        item["positive"] = torch.from_numpy(positive.copy())  # (n_samples,) float32, robust-scaled
         return item

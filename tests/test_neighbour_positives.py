@@ -24,15 +24,17 @@ def test_positive_is_the_same_channel_one_epoch_away(pooled):
     sides = set()
     for index in range(0, len(pooled), 7):
         item = pairs[index]
-        info = pooled._infos[int(pooled._rec[index])]
-        row = int(pooled._row[index])
-        rows = [r for r in (row - 1, row + 1) if 0 <= r < info.n_epochs]
-        candidates = [pooled.reader.read(info, r, r + 1, [item["channel"]])[item["channel"]][0] for r in rows]
-        match = [r for r, c in zip(rows, candidates) if np.array_equal(item["positive"].numpy(), c)]
+        candidates = {step: pooled.pooled_signal(index, step) for step in (-1, 1)}
+        match = [
+            step
+            for step, signal in candidates.items()
+            if signal is not None and np.array_equal(item["positive"].numpy(), signal)
+        ]
         assert match, f"item {index}: the positive is not the same channel at epoch +-1"
-        sides.add(match[0] - row)
+        sides.add(match[0])
         assert torch.equal(item["signal"], pooled[index]["signal"])  # the anchor is unchanged
     assert sides == {-1, 1}  # both sides are drawn
+    assert pooled.pooled_signal(0, -len(pooled)) is None  # outside its recording
 
 
 def test_neighbour_pairs_need_pooled_channels(cohort_factory):
