@@ -74,6 +74,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fast-no-contrastive": {"preset": "fast", "model_args": {"alpha": 0.0}},  # reconstruction alone
     # contrastive views: the epoch and its neighbouring epoch (dataset/neighbours.py) instead of two masked copies
     "fast-neighbour": {"preset": "fast", "model_args": {"positive_pair": "neighbour"}},
+    # the epoch and the window shifted by up to 10 s (or 20 s): overlapping random crops
+    "fast-shift": {"preset": "fast", "model_args": {"positive_pair": "shift"}},
+    "fast-shift20": {"preset": "fast", "model_args": {"positive_pair": "shift", "positive_shift_s": 20.0}},
     "fast-neighbour-mask0.5": {"preset": "fast", "model_args": {"positive_pair": "neighbour", "mask_ratio": 0.5}},
     "fast-spectrum-no-contrastive": {
         "preset": "fast",

@@ -72,9 +72,11 @@ class NeuroNetConfig:
     # what the decoder predicts at masked frames: "tokens" (published: the frame CNN's tokens), "raw" (the frame's
     # samples) or "spectrum" (log power of the frame's Hann-windowed FFT, DC dropped); see `frame_targets`
     reconstruction_target: str = "tokens"
-    # the contrastive views: "same" (published: two masked copies of one epoch) or "neighbour" (the epoch and
-    # the same channel's epoch before or after it, each masked; dataset/neighbours.py)
+    # the contrastive views: "same" (published: two masked copies of one epoch), "neighbour" (the epoch and
+    # the same channel's epoch before or after it, each masked) or "shift" (the epoch and the window shifted by
+    # up to positive_shift_s seconds, each masked); dataset/neighbours.py
     positive_pair: str = "same"
+    positive_shift_s: float = 10.0
 
     _TUPLES = ("backbone_channels", "backbone_strides", "branch_kernels", "pool_kernels", "projector_hidden")
 
@@ -100,6 +102,10 @@ class NeuroNetConfig:
             raise ValueError(
                 f"NeuroNet config: positive_pair must be one of {list(POSITIVE_PAIRS)}, got {self.positive_pair!r}"
             )
+        if self.positive_pair == "shift" and not 0 < self.positive_shift_s < self.epoch_s:
+            raise ValueError(
+                f"NeuroNet config: positive_shift_s must be in (0, {self.epoch_s:g}) s, got {self.positive_shift_s}"
+            )
         if self.frame_tokenizer not in FRAME_TOKENIZERS:
             raise ValueError(
                 f"NeuroNet config: frame_tokenizer must be one of {list(FRAME_TOKENIZERS)}, "
@@ -121,7 +127,7 @@ class NeuroNetConfig:
 
 FRAME_TOKENIZERS = ("per_frame", "shared_conv")
 RECONSTRUCTION_TARGETS = ("tokens", "raw", "spectrum")
-POSITIVE_PAIRS = ("same", "neighbour")
+POSITIVE_PAIRS = ("same", "neighbour", "shift")
 
 _PRESETS: dict[str, dict[str, Any]] = {
     # CPU tests and the demo: a training step at batch 32 well under 0.3 s on one core. The CNN's cost is
@@ -393,7 +399,7 @@ class NeuroNet(nn.Module):
         """Hybrid self-supervised loss of a batch of epochs (B, n_samples).
 
         The two contrastive views are two masked copies of each epoch, or, with `positives` (B, n_samples)
-        (config `positive_pair="neighbour"`), the masked epoch and its masked positive; each view reconstructs
+        (config `positive_pair` "neighbour" or "shift"), the masked epoch and its masked positive; each view reconstructs
         its own frames. Returns a dict of scalar tensors: `loss` (= recon_1 + recon_2 + alpha * contrastive),
         `recon_1`, `recon_2`, `contrastive`, and the detached `contrastive_accuracy`.
         """

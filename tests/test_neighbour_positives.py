@@ -58,3 +58,31 @@ def test_forward_with_identical_positives_is_the_published_loss():
 def test_unknown_positive_pair_is_refused():
     with pytest.raises(ValueError, match="positive_pair"):
         neuronet_config("tiny", positive_pair="next-night")
+
+
+def test_shifted_positive_is_the_window_moved_across_the_epoch_boundary(pooled):
+    pairs = NeighbourPairs(pooled, max_shift=1000)
+    torch.manual_seed(1)
+    seen_signs = set()
+    for index in range(0, len(pooled), 5):
+        item = pairs[index]
+        signal, positive = item["signal"].numpy(), item["positive"].numpy()
+        assert positive.shape == signal.shape and positive.dtype == np.float32
+        before, after = pooled.pooled_signal(index, -1), pooled.pooled_signal(index, 1)
+        span = np.concatenate([x for x in (before, signal, after) if x is not None])
+        offset = 0 if before is None else signal.size
+        # the positive is a window of the three-epoch span, at most 1000 samples from the epoch, never itself
+        starts = [s for s in range(offset - 1000, offset + 1001) if 0 <= s <= span.size - signal.size]
+        found = [s - offset for s in starts if np.array_equal(span[s : s + signal.size], positive)]
+        assert found and 0 < abs(found[0]) <= 1000, f"item {index}: not a shifted window"
+        seen_signs.add(np.sign(found[0]))
+        assert torch.equal(item["signal"], pooled[index]["signal"])
+    assert seen_signs == {-1, 1}
+
+
+def test_shift_is_checked(cohort_factory):
+    with pytest.raises(ValueError, match="positive_shift_s"):
+        neuronet_config("fast", positive_pair="shift", positive_shift_s=30.0)
+    dst = cohort_factory(nights=6, hours=0.8, seed=0) / "dst"
+    with pytest.raises(ValueError, match="max_shift"):
+        NeighbourPairs(EpochDataset(dst, "pretrain", ["eeg_c3"], pool_channels=True), max_shift=0)

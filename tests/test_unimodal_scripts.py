@@ -137,3 +137,15 @@ def test_detach_target_flag_reaches_the_model(monkeypatch, tmp_path):
         with pytest.raises(SystemExit):
             pretrain.main(argv, modality="eeg")
         assert seen["cfg"].detach_target is expected
+
+
+@pytest.mark.parametrize("pair", ["neighbour", "shift"])
+def test_script_pretrains_with_paired_positives(cohort, tmp_path, pair):
+    """docs/models.md §3.1: `--model-arg positive_pair=...` pairs each epoch with another view of its night."""
+    out = tmp_path / pair
+    argv = ["--data", str(cohort), "--out", str(out), *SMOKE, "--model-arg", f"positive_pair={pair}"]
+    assert main(argv, modality="eeg") == 0
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint["model_config"]["positive_pair"] == pair
+    losses = [row["contrastive"] for row in read_jsonl(out / "steps.jsonl") if "contrastive" in row]
+    assert losses and all(math.isfinite(v) for v in losses)

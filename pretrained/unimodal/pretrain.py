@@ -183,6 +183,8 @@ def run(argv: list[str] | None, modality: str) -> int:
             print(f"pretrain ({modality}): {describe(train_set)}", flush=True)
         if model_config.positive_pair == "neighbour":  # contrastive views: an epoch and its neighbour
             train_set = NeighbourPairs(train_set)
+        elif model_config.positive_pair == "shift":  # an epoch and the window shifted by up to positive_shift_s
+            train_set = NeighbourPairs(train_set, max_shift=round(model_config.positive_shift_s * model_config.fs))
         monitor = build_monitor(cfg, ctx)
         model = build_neuronet(model_config)
         if cfg.debias_batchnorm:
