@@ -74,6 +74,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "fast-no-contrastive": {"preset": "fast", "model_args": {"alpha": 0.0}},  # reconstruction alone
     # contrastive views: the epoch and its neighbouring epoch (dataset/neighbours.py) instead of two masked copies
     "fast-neighbour": {"preset": "fast", "model_args": {"positive_pair": "neighbour"}},
+    # frame tokens from each frame's log power spectrum instead of a CNN (models/frame_backbone.py)
+    "random-init-logspec": {"preset": "fast", "model_args": {"frame_tokenizer": "log_spectrum"}},
+    "fast-logspec": {"preset": "fast", "model_args": {"frame_tokenizer": "log_spectrum"}},
+    "fast-logspec-spectrum": {
+        "preset": "fast",
+        "model_args": {"frame_tokenizer": "log_spectrum", "reconstruction_target": "spectrum"},
+    },
     # the epoch and the window shifted by up to 10 s (or 20 s): overlapping random crops
     "fast-shift": {"preset": "fast", "model_args": {"positive_pair": "shift"}},
     "fast-shift20": {"preset": "fast", "model_args": {"positive_pair": "shift", "positive_shift_s": 20.0}},
@@ -317,7 +324,7 @@ def evaluate_run(sample: EvalSample, run: Path, name: str, seed: int, label: str
     variant = VARIANTS[name]
     if name.startswith("random-init"):
         torch.manual_seed(seed)
-        model, steps, cpu = build_neuronet(neuronet_config(variant["preset"])), 0, 0.0
+        model, steps, cpu = build_neuronet(neuronet_config(variant["preset"], **variant["model_args"])), 0, 0.0
     else:
         checkpoint = load_checkpoint(run / "last.pt")
         model = build_neuronet(checkpoint["model_config"])

@@ -313,3 +313,45 @@ class SharedConvFrameBackbone(nn.Module):
         peak = F.max_pool1d(features, seg).unfold(-1, self.frame_segments, hop).amax(-1, keepdim=True)  # (B, C, N, 1)
         pooled = torch.cat([means, peak], dim=-1).permute(0, 2, 1, 3)  # (B, N, C, S + 1)
         return self.head(pooled.flatten(2))  # (B, N, token_dim)
+
+
+class LogSpectrumFrameBackbone(nn.Module):
+    """(batch, n_frames, frame_samples) frames → (batch, n_frames, token_dim): each frame's log power spectrum.
+
+        frame       Hann window after removing the frame's mean                 (B·N, L)
+        spectrum    log(|rfft|² / L + 1e-4), DC dropped                           (B·N, L // 2)   0.25-Hz bins, 4-s frames
+        norm        BatchNorm over frequency bins (running statistics in eval)    (B·N, L // 2)
+        head        Linear → ELU → Linear                                         (B·N, token_dim)
+
+    Sleep stages differ in how much power sits in which band, and by factors (N3's delta is many times the
+    wake's): the log makes those ratios differences, which a linear layer can read. The norm standardises each
+    bin over frames and epochs, never within a frame, so the absolute power of a frame relative to the rest of
+    the night (the per-recording robust scaling keeps it) survives; a per-token LayerNorm would remove it.
+    No convolution runs over the samples, so this tokenizer costs a fraction of the CNNs.
+    """
+
+    def __init__(self, frame_samples: int, token_dim: int):
+        super().__init__()
+        if frame_samples < 4:
+            raise ValueError(f"log-spectrum frames need at least 4 samples, got {frame_samples}")
+        self.frame_samples, self.token_dim = frame_samples, token_dim
+        self.n_bins = frame_samples // 2
+        self.register_buffer("window", torch.hann_window(frame_samples, periodic=False), persistent=False)
+        self.norm = nn.BatchNorm1d(self.n_bins)
+        self.head = nn.Sequential(
+            nn.Linear(self.n_bins, token_dim), nn.ELU(inplace=True), nn.Linear(token_dim, token_dim)
+        )
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.dim() != 3 or frames.shape[-1] != self.frame_samples:
+            raise ValueError(
+                f"frame backbone expects (batch, n_frames, {self.frame_samples}), got {tuple(frames.shape)}"
+            )
+        batch, n_frames, _ = frames.shape
+        x = frames.reshape(batch * n_frames, self.frame_samples).float()
+        x = (x - x.mean(dim=-1, keepdim=True)) * self.window
+        with torch.autocast(x.device.type, enabled=False):  # the FFT and log in fp32 under any autocast
+            power = torch.fft.rfft(x, dim=-1)[..., 1:].abs().pow(2) / self.frame_samples  # (B·N, L // 2)
+            spectrum = torch.log(power + 1e-4)
+        tokens = self.head(self.norm(spectrum))  # (B·N, token_dim)
+        return tokens.view(batch, n_frames, self.token_dim)

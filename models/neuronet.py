@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.frame_backbone import MultiScaleFrameBackbone, SharedConvFrameBackbone
+from models.frame_backbone import LogSpectrumFrameBackbone, MultiScaleFrameBackbone, SharedConvFrameBackbone
 from models.frames import EpochFramer
 from models.objectives import MaskedTokenMSE, NTXentLoss
 from models.transformer import TransformerStack, init_vit_weights, n_kept, random_masking, sincos_positions, unshuffle
@@ -45,7 +45,8 @@ class NeuroNetConfig:
     frame_window_s: float = 4.0
     frame_step_s: float = 1.0
     # frame backbone: "per_frame" convolves every frame (published); "shared_conv" convolves the epoch once
-    # and pools the feature map per frame (models/frame_backbone.py SharedConvFrameBackbone)
+    # and pools the feature map per frame (models/frame_backbone.py SharedConvFrameBackbone); "log_spectrum"
+    # embeds each frame's log power spectrum (LogSpectrumFrameBackbone; frame_token_dim, default 128)
     frame_tokenizer: str = "per_frame"
     stem_channels: int = 64
     backbone_channels: tuple[int, ...] = (64, 128, 128, 256)
@@ -125,7 +126,7 @@ class NeuroNetConfig:
         return cls(**values)
 
 
-FRAME_TOKENIZERS = ("per_frame", "shared_conv")
+FRAME_TOKENIZERS = ("per_frame", "shared_conv", "log_spectrum")
 RECONSTRUCTION_TARGETS = ("tokens", "raw", "spectrum")
 POSITIVE_PAIRS = ("same", "neighbour", "shift")
 
@@ -165,11 +166,16 @@ _PRESETS: dict[str, dict[str, Any]] = {
 # strides by 2 twice), pooled per 4-s frame, instead of a CNN run on each of the 27 overlapping frames (3.6x
 # the epoch); same 27-frame geometry; no squeeze-excitation (global in time); token k sees frame k +- 3.9 s
 _PRESETS["fast"] = {**_PRESETS["tiny"], "frame_tokenizer": "shared_conv", "backbone_strides": (1, 5, 1, 1)}
+# the CPU recipe: tiny's ViT over tokens embedded from each frame's log power spectrum (no CNN: cheaper than
+# `fast`), reconstructing the masked frames' log spectra. The log turns the power ratios between stages into
+# differences a linear layer reads; on the variants benchmark this tokenizer gave the best probes of any
+# variant, at random init as after pretraining (benchmarks/README.md)
+_PRESETS["spectral"] = {**_PRESETS["tiny"], "frame_tokenizer": "log_spectrum", "reconstruction_target": "spectrum"}
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
 def neuronet_config(preset: str = "B", **overrides: Any) -> NeuroNetConfig:
-    """Config of a named preset ('tiny', 'T', 'B', 'fast'), with any field overridden by keyword."""
+    """Config of a named preset ('tiny', 'T', 'B', 'fast', 'spectral'), with any field overridden by keyword."""
     if preset not in _PRESETS:
         raise ValueError(f"unknown NeuroNet preset {preset!r}; choose one of {list(_PRESETS)}")
     values = {**_PRESETS[preset], "preset": preset, **overrides}
@@ -184,7 +190,8 @@ ELECTROPHYSIOLOGY_FS = 100.0
 
 def respiratory_geometry(preset: str = "B") -> dict[str, Any]:
     """The frame geometry of a 10-Hz respiratory NeuroNet, as overrides of `preset` (docs/models.md
-    "Respiratory encoders"): 12 frames of 8 s every 2 s, tokenized by the `shared_conv` CNN at stride 0.4 s.
+    "Respiratory encoders"): 12 frames of 8 s every 2 s, tokenized by the `shared_conv` CNN at stride 0.4 s
+    (by their log spectra for a `log_spectrum` preset such as `spectral`).
 
     Why: an 8-s frame holds about two breaths (adults breathe every 3-5 s), so each token sees breath amplitude
     and rhythm, the quantities an apnea (flow near zero for >= 10 s) or a hypopnea (amplitude down 30 %) changes;
@@ -201,11 +208,12 @@ def respiratory_geometry(preset: str = "B") -> dict[str, Any]:
     """
     base = _PRESETS[preset] if preset in _PRESETS else {}
     stages = len(base.get("backbone_channels", NeuroNetConfig.backbone_channels))
+    spectral = base.get("frame_tokenizer") == "log_spectrum"  # 8-s frames: 40 bins of 0.125 Hz up to 5 Hz
     return dict(
         fs=RESP_FS,
         frame_window_s=8.0,
         frame_step_s=2.0,
-        frame_tokenizer="shared_conv",
+        frame_tokenizer="log_spectrum" if spectral else "shared_conv",
         backbone_strides=(1,) * stages,
         frame_segments=4,
     )
@@ -334,8 +342,10 @@ class NeuroNet(nn.Module):
         super().__init__()
         self.config = config
         self.framer = EpochFramer(config.fs, config.epoch_s, config.frame_window_s, config.frame_step_s)
-        self.frame_backbone: MultiScaleFrameBackbone | SharedConvFrameBackbone
-        if config.frame_tokenizer == "shared_conv":
+        self.frame_backbone: MultiScaleFrameBackbone | SharedConvFrameBackbone | LogSpectrumFrameBackbone
+        if config.frame_tokenizer == "log_spectrum":
+            self.frame_backbone = LogSpectrumFrameBackbone(self.framer.window_samples, config.frame_token_dim or 128)
+        elif config.frame_tokenizer == "shared_conv":
             self.frame_backbone = SharedConvFrameBackbone(
                 self.framer.n_samples,
                 self.framer.window_samples,

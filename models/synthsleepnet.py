@@ -181,6 +181,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
 # over NeuroNet `fast` encoders (64-d, like tiny's): tiny's fusion, so that `--preset fast --channels ...` builds the
 # architecture of the CPU recipe (fast encoders + tiny fusion), e.g. for the from-scratch baseline
 _PRESETS["fast"] = _PRESETS["tiny"]
+_PRESETS["spectral"] = _PRESETS["tiny"]  # over NeuroNet `spectral` encoders (64-d), likewise
 PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
