@@ -38,10 +38,10 @@ from dataset.constants import STAGE_NAMES
 TASKS = ("sleep_stage", "apnea", "hypopnea")
 FRACTIONS = (0.05, 1.0)
 
-# The unimodal encoders use the `fast` preset: tiny's widths, but frame tokens from one convolution pass per
-# epoch, about 3x cheaper to train and to encode than `tiny` at the same probe quality (benchmarks/README.md);
-# the fusion model is SynthSleepNet `tiny`.
-UNIMODAL_PRESET, MULTIMODAL_PRESET = "fast", "tiny"
+# The unimodal encoders use the `spectral` preset: tiny's transformer over frame tokens embedded from each frame's
+# log power spectrum, cheaper than `fast` and the best probes of every pretraining variant measured
+# (benchmarks/README.md, "Self-supervision variants"); the fusion model is SynthSleepNet `tiny`.
+UNIMODAL_PRESET, MULTIMODAL_PRESET = "spectral", "tiny"
 # Training budgets in passes over the training data (the lr schedule ends with them). With 12 pretraining nights
 # of 2 h, one pass is 90 steps of 64 EEG or EOG samples (two channels each) and 45 of EMG or ECG; the probes of
 # the encoders level off after a few hundred steps of this size (benchmarks/ssl_variants.py).
