@@ -409,6 +409,7 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
             args.context_passes,
             "--stride",
             args.finetune_stride,
+            *(("--max-steps", args.finetune_max_steps) if args.finetune_max_steps else ()),
         )
         runs.append({"run": run, **where})
     return runs
@@ -524,6 +525,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tuning phase 1 passes (cached vectors). --context-epochs: the old name, still accepted",
     )
     parser.add_argument("--finetune-stride", type=int, default=10, help="epochs between fine-tuning windows")
+    parser.add_argument(
+        "--finetune-max-steps",
+        type=int,
+        default=0,
+        help="cap on the LoRA phase's optimizer steps (0: none). Each LoRA step runs the whole model on windows "
+        "of 20 six-channel epochs, so on 2 CPU cores one pass at the default size takes the better part of an hour",
+    )
     return parser
 
 
@@ -540,6 +548,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     if args.extra_factor < 0 or args.hours <= 0 or args.nights >= EXTRA_SUBJECT_START - 200001:
         parser.error("--extra-factor must be >= 0, --hours > 0 and --nights < 100000")
+    if args.finetune_max_steps < 0:
+        parser.error(f"--finetune-max-steps must be >= 0, got {args.finetune_max_steps}")
     if args.finetune_budgets is None:
         args.finetune_budgets = list(args.budgets)
     if args.warmup_steps is None:

@@ -147,6 +147,22 @@ def test_head_budget_keeps_steps_per_pass_for_small_label_sets():
     assert ssl_scaling.head_budget(12, 600, 20) == (4, 20)  # capped passes, batch never below 4
 
 
+@pytest.mark.parametrize("cap, expected", [(0, None), (10, "10")])
+def test_fine_tuning_runs_get_the_lora_step_cap(monkeypatch, tmp_path, cap, expected):
+    calls = []
+    monkeypatch.setattr(ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, rest)) or out)
+    monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
+    monkeypatch.setattr(ssl_scaling, "pretrain_cpu_minutes", lambda *a: 1.0)
+    args = ssl_scaling.build_parser().parse_args(["--out", str(tmp_path), "--finetune-max-steps", str(cap)])
+    args.finetune_budgets = [100]
+    ssl_scaling.run_pretrained(args, "own", tmp_path, 100, tmp_path / "pretrain" / "steps100")
+    tuned = [[str(v) for v in rest] for script, rest in calls if "fine_tuning" in script]
+    assert len(tuned) == len(args.finetune_fractions)
+    for extra in tuned:
+        capped = extra[extra.index("--max-steps") + 1] if "--max-steps" in extra else None
+        assert capped == expected
+
+
 @pytest.mark.slow
 def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     """--size tiny (6 nights x 2 h + 6 extra, budgets 4 and 16 steps), every staging method, then a rerun
