@@ -1,5 +1,8 @@
 """Does multimodal fusion help? A fixed-CPU-budget learning check of tiny SynthSleepNet (docs/models.md §3.2).
 
+`--preset` (tiny, fast or spectral) picks the unimodal encoders' preset and the fusion preset of the same name
+(all three fusions are tiny's); the steps below say "tiny" for the default.
+
 1. A synthetic cohort is generated and parsed (val = 20 % of subjects, so the score rests on more than one
    night), or --data is used. The nights are long enough (default 6 h, about four sleep cycles) to hold every
    stage in a realistic mix: REM, where the eye movements and chin atonia that only EOG and EMG show are what
@@ -29,7 +32,8 @@
         --unimodal-runs runs/bench_multimodal/unimodal --model-arg fusion_depth=4 --seed 1
 
 Prints the stage mix of the probe's epochs and a table, writes OUT/results.json; exits 1 unless the fusion's
-k-NN kappa beats the best single channel's. The difference is also resampled over the val epochs (paired
+k-NN kappa beats the best single channel's. The pretrained fusion is also compared with the untrained one on the
+same encoders (paired bootstrap: what multimodal pretraining itself adds). The difference is also resampled over the val epochs (paired
 bootstrap) to show how far it stands above the noise of one small val split (14 nights: 3 val subjects).
 The probe fits 3,000 train epochs and scores every val epoch (~2,160): with 1,000 / 600, the verdict for one
 pretrained model flipped with the probe's subsample seed (margins -0.013 to +0.089 kappa); with 3,000 / all it

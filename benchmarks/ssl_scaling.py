@@ -396,7 +396,11 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
     for fraction in args.finetune_fractions if budget in args.finetune_budgets else ():
         run = downstream_run(
             "downstream/fine_tuning/train.py",
-            args.out / "downstream" / "finetune" / tag / f"lf{fraction:g}",
+            args.out
+            / "downstream"
+            / "finetune"
+            / tag
+            / (f"lf{fraction:g}" + (f"-max{args.finetune_max_steps}" if args.finetune_max_steps else "")),
             dst,
             fraction,
             args,
@@ -457,8 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--preset",
         default="fast",
-        help="NeuroNet preset of the unimodal encoders and of the from-scratch model's encoders (default fast: "
-        "the CPU recipe; docs/models.md); the fusion is SynthSleepNet tiny",
+        help="NeuroNet preset of the unimodal encoders and of the from-scratch model's encoders (default fast, the "
+        "first curve of benchmarks/README.md; spectral is the demo's recipe); the fusion is SynthSleepNet tiny",
     )
     parser.add_argument(
         "--budgets",
@@ -529,8 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--finetune-max-steps",
         type=int,
         default=0,
-        help="cap on the LoRA phase's optimizer steps (0: none). Each LoRA step runs the whole model on windows "
-        "of 20 six-channel epochs, so on 2 CPU cores one pass at the default size takes the better part of an hour",
+        help="cap on the LoRA phase's optimizer steps (0: none); its lr schedule still spans --finetune-passes, so "
+        "a capped phase stops early in that schedule. Each LoRA step runs the whole model on windows of 20 "
+        "six-channel epochs: on 2 CPU cores one pass at the default size takes the better part of an hour. Runs "
+        "with a cap go to their own folders (…/lf<fraction>-max<steps>)",
     )
     return parser
 

@@ -75,4 +75,4 @@ class NeighbourPairs(Dataset):
                 joined = np.concatenate([signal, neighbour]) if s > 0 else np.concatenate([neighbour, signal])
                 start = s if s > 0 else n + s
                 return np.ascontiguousarray(joined[start : start + n], dtype=np.float32)
-        return np.ascontiguousarray(signal, dtype=np.float32)
+        return np.array(signal, dtype=np.float32)  # a copy, as on the other paths

@@ -103,9 +103,10 @@ class NeuroNetConfig:
             raise ValueError(
                 f"NeuroNet config: positive_pair must be one of {list(POSITIVE_PAIRS)}, got {self.positive_pair!r}"
             )
-        if self.positive_pair == "shift" and not 0 < self.positive_shift_s < self.epoch_s:
+        if self.positive_pair == "shift" and not 1 / self.fs <= self.positive_shift_s < self.epoch_s:
             raise ValueError(
-                f"NeuroNet config: positive_shift_s must be in (0, {self.epoch_s:g}) s, got {self.positive_shift_s}"
+                f"NeuroNet config: positive_shift_s must be in [{1 / self.fs:g}, {self.epoch_s:g}) s (one sample to "
+                f"one epoch), got {self.positive_shift_s}"
             )
         if self.frame_tokenizer not in FRAME_TOKENIZERS:
             raise ValueError(
@@ -344,7 +345,9 @@ class NeuroNet(nn.Module):
         self.framer = EpochFramer(config.fs, config.epoch_s, config.frame_window_s, config.frame_step_s)
         self.frame_backbone: MultiScaleFrameBackbone | SharedConvFrameBackbone | LogSpectrumFrameBackbone
         if config.frame_tokenizer == "log_spectrum":
-            self.frame_backbone = LogSpectrumFrameBackbone(self.framer.window_samples, config.frame_token_dim or 128)
+            self.frame_backbone = LogSpectrumFrameBackbone(
+                self.framer.window_samples, 128 if config.frame_token_dim is None else config.frame_token_dim
+            )
         elif config.frame_tokenizer == "shared_conv":
             self.frame_backbone = SharedConvFrameBackbone(
                 self.framer.n_samples,
@@ -413,6 +416,11 @@ class NeuroNet(nn.Module):
         its own frames. Returns a dict of scalar tensors: `loss` (= recon_1 + recon_2 + alpha * contrastive),
         `recon_1`, `recon_2`, `contrastive`, and the detached `contrastive_accuracy`.
         """
+        if positives is None and self.training and self.config.positive_pair != "same":
+            raise ValueError(
+                f"NeuroNet: positive_pair={self.config.positive_pair!r} needs `positives` in training "
+                "(wrap the dataset in dataset.neighbours.NeighbourPairs)"
+            )
         ratio = self.config.mask_ratio if mask_ratio is None else mask_ratio
         batch = epochs.shape[0]
         inputs = epochs if positives is None else torch.cat([epochs, positives])  # (B or 2B, n_samples)

@@ -186,7 +186,7 @@ PRESETS: tuple[str, ...] = tuple(_PRESETS)
 
 
 def synthsleepnet_config(preset: str = "B", **overrides: Any) -> SynthSleepNetConfig:
-    """Config of a named preset ('tiny', 'T', 'B'), with any field overridden by keyword."""
+    """Config of a named preset ('tiny', 'fast', 'spectral', 'T', 'B'), with any field overridden by keyword."""
     if preset not in _PRESETS:
         raise ValueError(f"unknown SynthSleepNet preset {preset!r}; choose one of {list(_PRESETS)}")
     return SynthSleepNetConfig.from_dict({**_PRESETS[preset], "preset": preset, **overrides})

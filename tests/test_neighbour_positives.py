@@ -64,7 +64,11 @@ def test_shifted_positive_is_the_window_moved_across_the_epoch_boundary(pooled):
     pairs = NeighbourPairs(pooled, max_shift=1000)
     torch.manual_seed(1)
     seen_signs = set()
-    for index in range(0, len(pooled), 5):
+    recordings, epochs = pooled.sample_index()
+    own = recordings == recordings[0]
+    ends = [int(np.flatnonzero(own & (epochs == epochs[own].min()))[0])] * 3  # first epoch: only a later window
+    ends += [int(np.flatnonzero(own & (epochs == epochs[own].max()))[0])] * 3  # last epoch: only an earlier one
+    for index in [*ends, *range(0, len(pooled), 5)]:
         item = pairs[index]
         signal, positive = item["signal"].numpy(), item["positive"].numpy()
         assert positive.shape == signal.shape and positive.dtype == np.float32
@@ -81,8 +85,13 @@ def test_shifted_positive_is_the_window_moved_across_the_epoch_boundary(pooled):
 
 
 def test_shift_is_checked(cohort_factory):
-    with pytest.raises(ValueError, match="positive_shift_s"):
-        neuronet_config("fast", positive_pair="shift", positive_shift_s=30.0)
+    for seconds in (30.0, 0.001):  # one epoch or more; less than one sample
+        with pytest.raises(ValueError, match="positive_shift_s"):
+            neuronet_config("fast", positive_pair="shift", positive_shift_s=seconds)
+    paired = build_neuronet(neuronet_config("fast", positive_pair="shift")).train()
+    with pytest.raises(ValueError, match="needs `positives`"):  # never silently the published views
+        paired(torch.randn(4, 3000))
+    paired.eval()(torch.randn(4, 3000))  # evaluation losses need no pair
     dst = cohort_factory(nights=6, hours=0.8, seed=0) / "dst"
     with pytest.raises(ValueError, match="max_shift"):
         NeighbourPairs(EpochDataset(dst, "pretrain", ["eeg_c3"], pool_channels=True), max_shift=0)

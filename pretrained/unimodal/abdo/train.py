@@ -1,5 +1,5 @@
 """NeuroNet pretraining on the abdominal effort belt at 10 Hz: `python pretrained/unimodal/abdo/train.py --data DST
-[--preset tiny|fast|T|B] ...` (or `python -m pretrained.unimodal.abdo.train`); the preset takes the respiratory frame
+[--preset tiny|fast|spectral|T|B] ...` (or `python -m pretrained.unimodal.abdo.train`); the preset takes the respiratory frame
 geometry. Options and outputs: pretrained/unimodal/pretrain.py, `--help`."""
 
 from pretrained.unimodal.pretrain import main

@@ -1,5 +1,5 @@
 """NeuroNet pretraining on airflow (nasal pressure, else thermistor) at 10 Hz: `python pretrained/unimodal/airflow/train.py --data DST
-[--preset tiny|fast|T|B] ...` (or `python -m pretrained.unimodal.airflow.train`); the preset takes the respiratory frame
+[--preset tiny|fast|spectral|T|B] ...` (or `python -m pretrained.unimodal.airflow.train`); the preset takes the respiratory frame
 geometry. Options and outputs: pretrained/unimodal/pretrain.py, `--help`."""
 
 from pretrained.unimodal.pretrain import main
