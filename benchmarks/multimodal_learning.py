@@ -32,9 +32,10 @@
         --unimodal-runs runs/bench_multimodal/unimodal --model-arg fusion_depth=4 --seed 1
 
 Prints the stage mix of the probe's epochs and a table, writes OUT/results.json; exits 1 unless the fusion's
-k-NN kappa beats the best single channel's. The pretrained fusion is also compared with the untrained one on the
-same encoders (paired bootstrap: what multimodal pretraining itself adds). The difference is also resampled over the val epochs (paired
-bootstrap) to show how far it stands above the noise of one small val split (14 nights: 3 val subjects).
+k-NN kappa beats the best single channel's. The difference is also resampled over the val epochs (paired
+bootstrap) to show how far it stands above the noise of one small val split (14 nights: 3 val subjects), and so
+is the pretrained fusion's margin over the untrained one on the same encoders (what multimodal pretraining
+itself adds).
 The probe fits 3,000 train epochs and scores every val epoch (~2,160): with 1,000 / 600, the verdict for one
 pretrained model flipped with the probe's subsample seed (margins -0.013 to +0.089 kappa); with 3,000 / all it
 kept its sign for three pretrained models x three subsample seeds (+0.023 to +0.063).

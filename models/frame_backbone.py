@@ -315,6 +315,18 @@ class SharedConvFrameBackbone(nn.Module):
         return self.head(pooled.flatten(2))  # (B, N, token_dim)
 
 
+def log_power_spectrum(frames: torch.Tensor) -> torch.Tensor:
+    """(..., L) samples → (..., L // 2) natural log of the power of each mean-removed, Hann-windowed frame's
+    one-sided FFT, DC dropped: log(|rfft|² / L + 1e-4). Computed in fp32 under any autocast. The `log_spectrum`
+    tokenizer's input and NeuroNet's "spectrum" reconstruction target (before standardisation)."""
+    length = frames.shape[-1]
+    x = frames.float()
+    window = torch.hann_window(length, periodic=False, dtype=x.dtype, device=x.device)
+    with torch.autocast(x.device.type, enabled=False):
+        spectrum = torch.fft.rfft((x - x.mean(dim=-1, keepdim=True)) * window, dim=-1)[..., 1:]
+        return torch.log(spectrum.abs().pow(2) / length + 1e-4)
+
+
 class LogSpectrumFrameBackbone(nn.Module):
     """(batch, n_frames, frame_samples) frames → (batch, n_frames, token_dim): each frame's log power spectrum.
 
@@ -336,7 +348,6 @@ class LogSpectrumFrameBackbone(nn.Module):
             raise ValueError(f"log-spectrum frames need at least 4 samples, got {frame_samples}")
         self.frame_samples, self.token_dim = frame_samples, token_dim
         self.n_bins = frame_samples // 2
-        self.register_buffer("window", torch.hann_window(frame_samples, periodic=False), persistent=False)
         self.norm = nn.BatchNorm1d(self.n_bins)
         self.head = nn.Sequential(
             nn.Linear(self.n_bins, token_dim), nn.ELU(inplace=True), nn.Linear(token_dim, token_dim)
@@ -348,10 +359,6 @@ class LogSpectrumFrameBackbone(nn.Module):
                 f"frame backbone expects (batch, n_frames, {self.frame_samples}), got {tuple(frames.shape)}"
             )
         batch, n_frames, _ = frames.shape
-        x = frames.reshape(batch * n_frames, self.frame_samples).float()
-        x = (x - x.mean(dim=-1, keepdim=True)) * self.window
-        with torch.autocast(x.device.type, enabled=False):  # the FFT and log in fp32 under any autocast
-            power = torch.fft.rfft(x, dim=-1)[..., 1:].abs().pow(2) / self.frame_samples  # (B·N, L // 2)
-            spectrum = torch.log(power + 1e-4)
+        spectrum = log_power_spectrum(frames.reshape(batch * n_frames, self.frame_samples))  # (B·N, L // 2)
         tokens = self.head(self.norm(spectrum))  # (B·N, token_dim)
         return tokens.view(batch, n_frames, self.token_dim)

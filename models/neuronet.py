@@ -26,7 +26,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.frame_backbone import LogSpectrumFrameBackbone, MultiScaleFrameBackbone, SharedConvFrameBackbone
+from models.frame_backbone import (
+    LogSpectrumFrameBackbone,
+    MultiScaleFrameBackbone,
+    SharedConvFrameBackbone,
+    log_power_spectrum,
+)
 from models.frames import EpochFramer
 from models.objectives import MaskedTokenMSE, NTXentLoss
 from models.transformer import TransformerStack, init_vit_weights, n_kept, random_masking, sincos_positions, unshuffle
@@ -255,9 +260,7 @@ def frame_targets(frames: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "raw":
         return frames.contiguous()
     if kind == "spectrum":
-        window = torch.hann_window(frames.shape[-1], periodic=False, dtype=frames.dtype, device=frames.device)
-        spectrum = torch.fft.rfft((frames - frames.mean(dim=-1, keepdim=True)) * window, dim=-1)[..., 1:]
-        log_power = torch.log(spectrum.abs().pow(2) / frames.shape[-1] + 1e-4).flatten(0, 1)  # (B N, L // 2)
+        log_power = log_power_spectrum(frames).flatten(0, 1)  # (B N, L // 2)
         standardised = (log_power - log_power.mean(dim=0)) / (log_power.std(dim=0, unbiased=False) + 1e-3)
         return standardised.view(*frames.shape[:2], -1)  # (B, N, L // 2)
     raise ValueError(f"frame_targets: kind must be 'raw' or 'spectrum', got {kind!r}")
