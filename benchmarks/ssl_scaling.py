@@ -25,7 +25,9 @@
 3. Staging (--task sleep_stage) of every pretrained SynthSleepNet: linear probe at `--probe-fractions`
    (1, 5, 100 % of the train labels) and fine-tuning at `--finetune-fractions` (5, 100 %); supervised from
    scratch (--init random, same architecture) and the hand-crafted-feature baseline once at the probe
-   fractions. Model selection on `val` only (the scripts' own); `test` scored once per run.
+   fractions. The probes and the feature baseline run once per `--neighbour-epochs` value K (default 0 and
+   2): the classifier reads each epoch with its K neighbours on each side (rows "linear_probe ±K",
+   "features_hgb ±K"). Model selection on `val` only (the scripts' own); `test` scored once per run.
 4. OUT/results.csv, OUT/results.md (kappa with subject-bootstrap 95 % CIs, macro-F1, N1 F1 from each run's
    metrics.json) and OUT/ssl_scaling.png (kappa against pretraining CPU-minutes, log x), written by
    benchmarks/ssl_scaling_report.py.
@@ -343,28 +345,43 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
             n_train_labels(own, fraction, args.seed), args.scratch_steps, args.scratch_max_passes
         )
         tag = f"lf{fraction:g}"
-        for method, extra in (
-            (
-                "scratch",
-                (
-                    "--init",
-                    "random",
-                    "--preset",
-                    args.preset,  # the pretrained model's architecture: these encoders + the tiny fusion
-                    "--channels",
-                    ",".join(CHANNELS),
-                    "--passes",
-                    passes,
-                    "--batch-size",
-                    batch,
-                ),
-            ),
-            ("features", ("--cache-dir", args.out / "cache")),
-        ):
-            script = "downstream/linear_probing/train.py" if method == "scratch" else "downstream/baselines/features.py"
-            run = downstream_run(script, args.out / "downstream" / method / tag, own, fraction, args, *extra)
+        run = downstream_run(
+            "downstream/linear_probing/train.py",
+            args.out / "downstream" / "scratch" / tag,
+            own,
+            fraction,
+            args,
+            "--init",
+            "random",
+            "--preset",
+            args.preset,  # the pretrained model's architecture: these encoders + the tiny fusion
+            "--channels",
+            ",".join(CHANNELS),
+            "--passes",
+            passes,
+            "--batch-size",
+            batch,
+        )
+        runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
+        for neighbours in args.neighbour_epochs:
+            run = downstream_run(
+                "downstream/baselines/features.py",
+                args.out / "downstream" / "features" / (tag + neighbour_tag(neighbours)),
+                own,
+                fraction,
+                args,
+                "--cache-dir",
+                args.out / "cache",
+                "--neighbour-epochs",
+                neighbours,
+            )
             runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
     return runs
+
+
+def neighbour_tag(neighbours: int) -> str:
+    """Run-folder suffix of a --neighbour-epochs value ("" for the epoch alone: the folders of earlier runs)."""
+    return f"-nb{neighbours}" if neighbours else ""
 
 
 def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int, backbone: Path) -> list[dict]:
@@ -378,21 +395,24 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
     tag, cache = f"{amount}-steps{budget}", ("--cache-dir", args.out / "cache")  # vectors shared by probe / tuning
     for fraction in args.probe_fractions:
         batch, passes = head_budget(n_train_labels(dst, fraction, args.seed), args.probe_steps, args.probe_max_passes)
-        run = downstream_run(
-            "downstream/linear_probing/train.py",
-            args.out / "downstream" / "probe" / tag / f"lf{fraction:g}",
-            dst,
-            fraction,
-            args,
-            "--backbone",
-            backbone,
-            *cache,
-            "--passes",
-            passes,
-            "--batch-size",
-            batch,
-        )
-        runs.append({"run": run, **where})
+        for neighbours in args.neighbour_epochs:
+            run = downstream_run(
+                "downstream/linear_probing/train.py",
+                args.out / "downstream" / "probe" / tag / (f"lf{fraction:g}" + neighbour_tag(neighbours)),
+                dst,
+                fraction,
+                args,
+                "--backbone",
+                backbone,
+                *cache,
+                "--passes",
+                passes,
+                "--batch-size",
+                batch,
+                "--neighbour-epochs",
+                neighbours,
+            )
+            runs.append({"run": run, **where})
     for fraction in args.finetune_fractions if budget in args.finetune_budgets else ():
         run = downstream_run(
             "downstream/fine_tuning/train.py",
@@ -425,6 +445,13 @@ def fraction_list(text: str) -> list[float]:
     if not values or any(not 0 < v <= 1 for v in values):
         raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1], got {text!r}")
     return values
+
+
+def neighbour_list(text: str) -> list[int]:
+    values = [int(v) for v in text.split(",") if v.strip()]
+    if not values or any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
+    return sorted(set(values))
 
 
 def budget_list(text: str) -> list[int]:
@@ -493,6 +520,14 @@ def build_parser() -> argparse.ArgumentParser:
         type=fraction_list,
         default=[0.01, 0.05, 1.0],
         help="label fractions of the probes and the baselines, comma-separated",
+    )
+    parser.add_argument(
+        "--neighbour-epochs",
+        type=neighbour_list,
+        default=[0, 2],
+        help="neighbouring epochs on each side that the probes and the feature baseline read, comma-separated: "
+        "one run of each per value (0: the epoch alone; 2 was the best of 0-3 on val for both, "
+        "benchmarks/README.md)",
     )
     parser.add_argument(
         "--finetune-fractions",

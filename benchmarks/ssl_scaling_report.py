@@ -40,6 +40,8 @@ def result_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for item in runs:
         metrics = item.get("metrics") or json.loads((Path(item["run"]) / "metrics.json").read_text())
         row = summary_row(metrics, run=str(item.get("run", "")))
+        if row["neighbour_epochs"]:  # the classifier read K neighbouring epochs on each side
+            row["method"] = f"{row['method']} ±{row['neighbour_epochs']}"
         n1 = (metrics["test"]["pooled"].get("per_class_f1") or {}).get("N1")
         budget = item.get("budget")
         row.update(

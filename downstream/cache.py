@@ -41,6 +41,22 @@ class RecordingVectors:
     vectors: np.ndarray
 
 
+def neighbour_vectors(vectors: np.ndarray, neighbour_epochs: int) -> np.ndarray:
+    """One recording's vectors (n, D) in epoch order -> (n, (2K + 1) D): row t is the concatenation of rows
+    t - K, ..., t, ..., t + K (K = `neighbour_epochs`), each index clamped to [0, n - 1] (at the recording's ends
+    its first / last epoch stands in for the epochs it lacks). K = 0 returns `vectors` itself."""
+    if neighbour_epochs < 0:
+        raise ValueError(f"neighbour_vectors: neighbour_epochs must be >= 0, got {neighbour_epochs}")
+    if neighbour_epochs == 0:
+        return vectors
+    n = vectors.shape[0]
+    if n == 0:
+        raise ValueError("neighbour_vectors: a recording without epochs")
+    offsets = np.arange(-neighbour_epochs, neighbour_epochs + 1)
+    rows = np.clip(np.arange(n)[:, None] + offsets[None, :], 0, n - 1)  # (n, 2K + 1)
+    return vectors[rows].reshape(n, -1)
+
+
 class VectorStore:
     """recording id -> RecordingVectors, with lookups by (recording, epoch number)."""
 
@@ -52,6 +68,18 @@ class VectorStore:
         if len(dims) != 1:
             raise ValueError(f"VectorStore: recordings disagree on the vector width ({sorted(dims)})")
         self.dim = dims.pop()
+
+    def with_context(self, neighbour_epochs: int) -> VectorStore:
+        """The store whose vector of every epoch holds its `neighbour_epochs` neighbours on each side as well
+        (`neighbour_vectors` over each recording's epochs in file order); itself for 0."""
+        if neighbour_epochs == 0:
+            return self
+        return VectorStore(
+            {
+                name: RecordingVectors(rec.epochs, neighbour_vectors(rec.vectors, neighbour_epochs))
+                for name, rec in self.recordings.items()
+            }
+        )
 
     def rows(self, recording: str, epochs: np.ndarray) -> np.ndarray:
         """Rows of `epochs` (int64, any shape) in `recording`'s arrays; KeyError for an unknown recording or epoch."""

@@ -185,7 +185,14 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
             if metrics["task"] == EVENT_DETECTION
             else summary_row(metrics, run=str(run))
         )
-    key = lambda r: (r["method"], r["backbone"], r["label_fraction"], r["train_subjects"], r["seed"])  # noqa: E731
+    key = lambda r: (  # noqa: E731
+        r["method"],
+        r["backbone"],
+        r.get("neighbour_epochs", 0),
+        r["label_fraction"],
+        r["train_subjects"],
+        r["seed"],
+    )
     for row in rows:
         if row["task"] != "apnea":
             continue
@@ -213,6 +220,7 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
             order.get(r["task"], 9),
             r["method"],
             r["backbone"],
+            r.get("neighbour_epochs", 0),
             r["label_fraction"],
             str(r["train_subjects"]),
             str(r["seed"]),
@@ -244,7 +252,15 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
             if task == "sleep_stage"
             else ("auroc", "auprc", "kappa", "event_index_icc", "ahi_icc", "ahi_r", "ahi_severity_kappa")
         )
-        columns = ("method", "backbone", "label_fraction", "train_subjects", "seed", "n_test_subjects") + metrics
+        columns = (
+            "method",
+            "backbone",
+            "neighbour_epochs",
+            "label_fraction",
+            "train_subjects",
+            "seed",
+            "n_test_subjects",
+        ) + metrics
         sections += [f"## {task}", "", markdown_table(task_rows, columns)]
     event_rows = [r for r in rows if r["task"] == EVENT_DETECTION]
     if event_rows:
@@ -270,6 +286,8 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
     for row in rows:
         with_backbone = row["backbone"] and not row["backbone"].startswith("none")
         row["series"] = row["method"] + (f" / {row['backbone']}" if with_backbone else "")
+        if row.get("neighbour_epochs"):
+            row["series"] += f" ±{row['neighbour_epochs']}"
     label_fraction_png([{**r, "method": r["series"]} for r in rows], out_dir / "label_fraction.png", HEADLINE_OF_TASK)
     return rows
 

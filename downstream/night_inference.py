@@ -29,7 +29,7 @@ from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, LABEL_EVENT_COLUMNS, STA
 from dataset.edf_reader import EdfError, read_edf_header
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.tiling import Tiling
-from downstream.cache import RecordingVectors, VectorStore, predict_tiles
+from downstream.cache import RecordingVectors, VectorStore, neighbour_vectors, predict_tiles
 from downstream.predictions import epochwise, predict_windows
 from downstream.runs import DownstreamModel, load_downstream_run
 from models.loading import TEMPORAL_CLASSIFIER
@@ -202,10 +202,12 @@ def classify_vectors(
     run: DownstreamModel, vectors: np.ndarray, recording: str, device: torch.device, batch_size: int = 64
 ) -> np.ndarray:
     """Class probabilities (n_epochs, C) float32 from a night's encoder vectors (n_epochs, D): per-epoch models
-    apply their head; temporal models see the deterministic tiling of `SequenceDataset(tiling=True)` (every
+    apply their head (to each epoch's vector with its neighbours' when the head reads context); temporal
+    models see the deterministic tiling of `SequenceDataset(tiling=True)` (every
     epoch owned by exactly one window)."""
     n_classes, n_epochs = TASKS[run.task], vectors.shape[0]
     if run.kind != TEMPORAL_CLASSIFIER:
+        vectors = neighbour_vectors(vectors, run.model.head.neighbour_epochs)  # (n, (2K + 1) D): a probe's context
         logits = [
             run.model.head(torch.from_numpy(vectors[k : k + batch_size]).to(device)).float().cpu()
             for k in range(0, n_epochs, batch_size)

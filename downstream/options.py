@@ -98,6 +98,19 @@ def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def add_context_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--neighbour-epochs of the per-epoch methods on stored vectors (the linear probe, the feature baseline)."""
+    parser.add_argument_group("neighbouring epochs").add_argument(
+        "--neighbour-epochs",
+        type=non_negative_int,
+        default=0,
+        help="also give the classifier the K epochs before and after each epoch: their vectors (or "
+        "features) concatenated with its own, the recording's first / last epoch repeated at its ends "
+        "(`downstream.cache.neighbour_vectors`); 0 = the epoch alone",
+    )
+    return parser
+
+
 def add_backbone_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     group = parser.add_argument_group("backbone and head")
     group.add_argument(

@@ -254,6 +254,7 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
     row: dict[str, Any] = {
         "method": metrics["method"],
         "backbone": metrics.get("backbone_name") or "",
+        "neighbour_epochs": int(metrics.get("neighbour_epochs") or 0),
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
         "train_subjects": metrics.get("train_subjects"),

@@ -68,6 +68,7 @@ def run_info(
         "init": getattr(cfg, "init", "n/a"),
         "backbone": backbone.provenance if backbone else None,
         "backbone_name": backbone.name if backbone else "",
+        "neighbour_epochs": int(getattr(cfg, "neighbour_epochs", 0)),  # neighbours on each side the classifier reads
         "train": dict(train),
     }
 

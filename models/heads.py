@@ -73,18 +73,31 @@ class MLPHead(nn.Module):
 
     Input (..., in_dim) → logits (..., n_classes); leading dimensions are flattened for the BatchNorm, so a
     (B, T, D) sequence is normalised over all B·T positions. Train mode needs at least 2 vectors per call.
+    With `neighbour_epochs` K > 0 each input is an epoch's `in_dim`-d vector with those of its K neighbours on
+    each side, (..., (2K + 1) in_dim) as `downstream.cache.neighbour_vectors` lays them out: such a head
+    classifies the vectors of whole recordings, never an epoch alone.
     """
 
-    def __init__(self, in_dim: int, n_classes: int, hidden: Sequence[int] = (256, 256), dropout: float = 0.5):
+    def __init__(
+        self,
+        in_dim: int,
+        n_classes: int,
+        hidden: Sequence[int] = (256, 256),
+        dropout: float = 0.5,
+        neighbour_epochs: int = 0,
+    ):
         super().__init__()
         if in_dim < 1 or n_classes < 2:
             raise ValueError(f"MLPHead: need in_dim >= 1 and n_classes >= 2, got {in_dim}, {n_classes}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MLPHead: dropout must be in [0, 1), got {dropout}")
-        self.in_dim, self.n_classes = int(in_dim), int(n_classes)
+        if neighbour_epochs < 0:
+            raise ValueError(f"MLPHead: neighbour_epochs must be >= 0, got {neighbour_epochs}")
+        self.in_dim, self.n_classes, self.neighbour_epochs = int(in_dim), int(n_classes), int(neighbour_epochs)
+        self.input_dim = self.in_dim * (2 * self.neighbour_epochs + 1)  # the epoch's vector and its neighbours'
         self.hidden, self.dropout = tuple(int(h) for h in hidden), float(dropout)
         layers: list[nn.Module] = []
-        width = self.in_dim
+        width = self.input_dim
         for size in self.hidden:
             layers += [nn.Linear(width, size), nn.BatchNorm1d(size), nn.ELU(), nn.Dropout(self.dropout)]
             width = size
@@ -92,9 +105,9 @@ class MLPHead(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if features.shape[-1] != self.in_dim:
-            raise ValueError(f"MLPHead: expected (..., {self.in_dim}) features, got {tuple(features.shape)}")
-        flat = features.reshape(-1, self.in_dim)  # (N, D), N = product of leading dimensions
+        if features.shape[-1] != self.input_dim:
+            raise ValueError(f"MLPHead: expected (..., {self.input_dim}) features, got {tuple(features.shape)}")
+        flat = features.reshape(-1, self.input_dim)  # (N, (2K + 1) D), N = product of leading dimensions
         return self.layers(flat).reshape(*features.shape[:-1], self.n_classes)  # (..., C)
 
     def to_config(self) -> dict[str, Any]:
@@ -103,6 +116,7 @@ class MLPHead(nn.Module):
             "n_classes": self.n_classes,
             "hidden": list(self.hidden),
             "dropout": self.dropout,
+            "neighbour_epochs": self.neighbour_epochs,
         }
 
 
@@ -280,6 +294,11 @@ class EpochClassifier(nn.Module):
         self.encoder, self.head = encoder, head
 
     def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.head.neighbour_epochs:
+            raise ValueError(
+                f"EpochClassifier: the head reads {self.head.neighbour_epochs} neighbouring epochs on each side; "
+                "classify a recording's encoder vectors (downstream.cache.neighbour_vectors), not single epochs"
+            )
         return self.head(self.encoder(signals))  # (N, C)
 
     def to_config(self) -> dict[str, Any]:
@@ -301,6 +320,8 @@ class TemporalClassifier(nn.Module):
             raise ValueError(
                 f"TemporalClassifier: head takes {head.in_dim}-d vectors, encoder gives {encoder.embed_dim}"
             )
+        if head.neighbour_epochs:
+            raise ValueError("TemporalClassifier: its Mamba2 gives the context; the head must read one position")
         self.context_config = {"norm": "layer", "backend": "auto", **MAMBA_DEFAULTS, **dict(context or {})}
         self.encoder, self.head = encoder, head
         self.context = ResidualMamba(encoder.embed_dim, **self.context_config)

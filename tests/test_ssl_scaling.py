@@ -189,10 +189,17 @@ def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     assert ran.returncode == 0, ran.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results.csv")
     pretrained = table[table["budget_steps"].notna()]
-    assert len(pretrained) == 2 * 2 * (3 + 2)  # data amounts x budgets x (probe fractions + fine-tuning fractions)
+    # data amounts x budgets x (probe fractions x neighbour settings 0 and 2 + fine-tuning fractions)
+    assert len(pretrained) == 2 * 2 * (3 * 2 + 2)
     assert set(pretrained["data"]) == {"own", "own+1x"} and set(pretrained["budget_steps"]) == {4, 16}
-    assert set(table.loc[table["budget_steps"].isna(), "method"]) == {"scratch_probe", "features_hgb"}
-    assert len(table) == 20 + 2 * 3
+    assert set(pretrained["method"]) == {"linear_probe", "linear_probe ±2", "fine_tune"}
+    assert set(table.loc[table["budget_steps"].isna(), "method"]) == {
+        "scratch_probe",
+        "features_hgb",
+        "features_hgb ±2",
+    }
+    assert len(table) == 32 + 3 * 3
+    assert (table["neighbour_epochs"] == table["method"].str.endswith("±2") * 2).all()
     assert table["kappa"].notna().all() and (table["kappa"].abs() <= 1).all()
     assert (pretrained["pretrain_cpu_min"] > 0).all()
     cpu = pretrained.groupby(["data", "budget_steps"])["pretrain_cpu_min"].first()

@@ -8,6 +8,8 @@ Same splits, label fractions, leakage guard, test tiling and outputs as the line
 
 - features: `utils.features.epoch_features` of each 30-s epoch of every --channels channel (log and relative
   band powers, spectral edge, standard deviation, kurtosis, zero crossings, line length; heart rate for ECG);
+  with --neighbour-epochs K also those of the K epochs before and after it (`downstream.cache.neighbour_vectors`,
+  as the linear probe's --neighbour-epochs gives its head);
 - model: scikit-learn `HistGradientBoostingClassifier`, fitted on the `train` epochs at --label-fraction /
   --train-subjects (the same draw as the other methods). With --class-weights balanced its probabilities are
   re-weighted by the balanced class weights N / (C x n_c) and renormalised (a prior shift: the Bayes-optimal
@@ -42,7 +44,7 @@ from dataset.datasets import EpochDataset
 from downstream.cache import cache_key, encode_recordings
 from downstream.data import epoch_dataset, stored_features, val_split, window_dataset
 from downstream.leakage import assert_no_test_leakage
-from downstream.options import SELECT_METRICS, add_task_args, parse_downstream
+from downstream.options import SELECT_METRICS, add_context_args, add_task_args, parse_downstream
 from downstream.predictions import predict_stored_epochs
 from downstream.results import FEATURES_HGB, attach_context
 from downstream.runs import report, run_info, train_summary
@@ -127,6 +129,7 @@ def build_features_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--hgb-l2", type=non_negative_float, default=0.0, help="L2 regularisation")
     add_task_args(parser)
+    add_context_args(parser)
     return parser
 
 
@@ -213,12 +216,14 @@ def run(argv: list[str] | None) -> int:
         )
     save_config(cfg, Path(cfg.out) / "config.json", keep_previous=True)  # the inputs are checked: the run starts
     started = time.monotonic()
-    # every val and test epoch (and, with --cache-dir, every epoch of the train recordings) featurised once
+    # every val and test epoch (and, with --cache-dir or --neighbour-epochs, every epoch of the train recordings:
+    # the neighbours of a labelled epoch need not be labelled) featurised once
+    whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0
     wanted = set(val_set.recordings) | set(test_windows.recordings)
     store = encode_recordings(
         lambda signals: torch.from_numpy(epoch_features({ch: x.numpy() for ch, x in signals.items()})[0]),
         cfg.data,
-        sorted(wanted | (set(train_set.recordings) if cfg.cache_dir else set())),
+        sorted(wanted | (set(train_set.recordings) if whole_train else set())),
         channels,
         torch.device("cpu"),
         batch_epochs=cfg.batch_size,
@@ -226,8 +231,8 @@ def run(argv: list[str] | None) -> int:
         cache_dir=cfg.cache_dir,
         key=cache_key(sha256_file(features_module.__file__), channels, "hand-crafted"),
         progress=cfg.progress,
-    )
-    if cfg.cache_dir:
+    ).with_context(cfg.neighbour_epochs)  # (n, (2K + 1) F) per recording
+    if whole_train:
         train = stored_features(store, train_set)
         train_x, train_y = train.features.numpy(), train.labels.numpy()
     else:  # only the selected epochs: at 1 % labels far fewer than whole recordings

@@ -1,12 +1,15 @@
 """Linear probing (docs/evaluation.md §5): a frozen backbone and an MLP head, trained on one 30-s epoch at a time.
 
     python downstream/linear_probing/train.py --data DST --backbone RUN --task sleep_stage|apnea|hypopnea \
-        [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels ...] [--out DIR]
+        [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels ...] [--neighbour-epochs K] [--out DIR]
 
 With `--init pretrained` (default) the backbone (a unimodal NeuroNet or a SynthSleepNet, `models.loading`) stays
 frozen in eval mode: its pooled representation of every `train` and `val` epoch is computed ONCE under no_grad
 and cached in memory, and the engine (`utils.engine.fit`) trains only the head (512 → 256 → 256 → C with
 BatchNorm, ELU, dropout; class-weighted cross-entropy) on the cached vectors; `test` is encoded once at the end.
+With `--neighbour-epochs K` the head reads each epoch's vector with those of its K neighbours on each side
+(`downstream.cache.neighbour_vectors`; the train recordings are then encoded whole), as the scorer and the
+feature baseline's `--neighbour-epochs` see the epochs around the one they stage.
 The checkpoints (kind `mlp_head`) hold the head; metrics.json and the checkpoint metadata name the backbone file
 and its SHA-256.
 
@@ -42,7 +45,7 @@ from downstream.data import (
     window_dataset,
 )
 from downstream.leakage import assert_no_test_leakage
-from downstream.options import build_downstream_parser, parse_downstream
+from downstream.options import add_context_args, build_downstream_parser, parse_downstream
 from downstream.predictions import epochwise, predict_stored_epochs, predict_windows
 from downstream.results import LINEAR_PROBE, SCRATCH_PROBE
 from downstream.runs import finish_run, run_info, train_summary
@@ -93,6 +96,7 @@ def build_probe_parser(init: str = "pretrained"):
         "--init random, the same architecture trained from scratch (own defaults: batch 32, base lr 4e-3, warmup "
         "0.1 pass). Model selection on `val`, one evaluation on `test`.",
         SCRATCH_DEFAULTS if init == "random" else DEFAULTS,
+        extra=[add_context_args],
     )
     parser.prog = script_prog(__file__)
     return mark_required(parser, "task")
@@ -109,6 +113,8 @@ def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_probe_parser(init_of(argv))
     cfg = parse_downstream(parser, argv, method_of)
+    if cfg.neighbour_epochs and cfg.init != "pretrained":
+        parser.error("--neighbour-epochs needs --init pretrained (the head reads stored vectors of whole recordings)")
     read_resume_checkpoint(cfg.resume, cfg.out, MLP_HEAD if cfg.init == "pretrained" else EPOCH_CLASSIFIER)
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
@@ -136,27 +142,29 @@ def run(argv: list[str] | None) -> int:
     ctx = setup_run(cfg)
     try:
         encoder = EpochEncoder(source.instantiate(), channels, mode="frozen" if frozen else "full").to(ctx.device)
-        head = MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout)
+        head = MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout, cfg.neighbour_epochs)
         weights = class_weights(counts, cfg.class_weights)
         metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method}
         batch_size, window_batch = eval_batch_size(cfg), eval_batch_size(cfg, TEST_WINDOW)
 
         if frozen:
-            # every val and test epoch (and, with --cache-dir, every epoch of the train recordings) encoded once
+            # every val and test epoch (and, with --cache-dir or --neighbour-epochs, every epoch of the train
+            # recordings: the neighbours of a labelled epoch need not be labelled) encoded once
+            whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0
             wanted = set(val_set.recordings) | set(test_windows.recordings)
             store = encode_store(
                 cfg,
                 encoder,
                 source,
                 channels,
-                sorted(wanted | (set(train_set.recordings) if cfg.cache_dir else set())),
+                sorted(wanted | (set(train_set.recordings) if whole_train else set())),
                 ctx.device,
-            )
+            ).with_context(cfg.neighbour_epochs)  # (n, (2K + 1) D) per recording
             cached_train = (
                 stored_features(store, train_set)
-                if cfg.cache_dir
+                if whole_train
                 else apply_epochs(encoder, train_set, channels, ctx.device, cfg)
-            )  # (N, D) + labels
+            )  # (N, (2K + 1) D) + labels
             cached_val = stored_features(store, val_set)
             print(
                 f"cached representations: train {tuple(cached_train.features.shape)}, "

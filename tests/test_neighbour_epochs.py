@@ -1,0 +1,93 @@
+"""Neighbouring epochs (docs/evaluation.md §5.3): `neighbour_vectors` and the stores built from it, the linear
+probe and the feature baseline with `--neighbour-epochs`, and a night predicted from its vectors the same way as
+the probe's test split."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from dataset.datasets import EpochDataset
+from downstream.baselines import features as features_script
+from downstream.cache import RecordingVectors, VectorStore, neighbour_vectors
+from downstream.linear_probing import train as linear_probing
+from downstream.night_inference import classify_vectors
+from downstream.runs import load_downstream_run
+from models.loading import load_backbone
+
+# `backbones` and `cohort` are that module's fixtures (one small cohort, two small backbones)
+from tests.test_downstream import RUN, assert_every_test_epoch_once, backbones, cohort, splits_of  # noqa: F401
+from utils.checkpoint import load_checkpoint
+
+
+def test_neighbour_vectors_lay_out_each_epoch_with_its_neighbours():
+    vectors = np.arange(12, dtype=np.float32).reshape(4, 3)  # 4 epochs, D = 3
+    assert neighbour_vectors(vectors, 0) is vectors
+    two = neighbour_vectors(vectors, 2)
+    assert two.shape == (4, 15)
+    rows = [[0, 0, 0, 1, 2], [0, 0, 1, 2, 3], [0, 1, 2, 3, 3], [1, 2, 3, 3, 3]]  # clamped at the ends
+    assert np.array_equal(two, np.stack([np.concatenate([vectors[r] for r in row]) for row in rows]))
+    assert np.array_equal(neighbour_vectors(vectors[:1], 1), np.tile(vectors[:1], 3))  # one epoch: itself thrice
+    store = VectorStore(
+        {"a": RecordingVectors(np.arange(4), vectors), "b": RecordingVectors(np.arange(2), vectors[:2])}
+    )
+    wide = store.with_context(1)
+    assert wide.dim == 9 and store.with_context(0) is store
+    assert np.array_equal(
+        wide.gather(["b", "a"], np.array([1, 0])), np.stack([[0, 1, 2, 3, 4, 5, 3, 4, 5], [0, 1, 2] * 2 + [3, 4, 5]])
+    )
+    with pytest.raises(ValueError, match="neighbour_epochs"):
+        neighbour_vectors(vectors, -1)
+
+
+def test_probe_and_features_read_neighbouring_epochs(cohort, backbones, tmp_path, capsys):
+    """--neighbour-epochs K: the head reads (2K + 1) vectors per epoch, the same in training, on test and in
+    inference from a night's vectors; the feature baseline gets the same layout of its features."""
+    out = tmp_path / "probe"
+    argv = ["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--task", "sleep_stage", *RUN]
+    assert linear_probing.main([*argv, "--out", str(out), "--epochs", "2", "--neighbour-epochs", "1"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["neighbour_epochs"] == 1
+    checkpoint = load_checkpoint(out / "best.pt")
+    dim = load_backbone(backbones["fusion"]).config.fusion_dim
+    assert checkpoint["model_config"]["neighbour_epochs"] == 1 and checkpoint["model_config"]["in_dim"] == dim
+    assert checkpoint["model"]["layers.0.weight"].shape[1] == 3 * dim
+    predictions = assert_every_test_epoch_once(out, cohort)
+    # inference: the night's vectors with their neighbours give the test predictions again
+    loaded = load_downstream_run(out)
+    recording = splits_of(cohort)["recordings"]["test"][0]
+    items = EpochDataset(cohort, "test", loaded.channels)
+    ids, epochs = items.sample_index()
+    rows = np.flatnonzero(ids == recording)[np.argsort(epochs[ids == recording])]
+    signals = {ch: np.stack([items[int(i)][ch].numpy() for i in rows]) for ch in loaded.channels}
+    with torch.no_grad():
+        vectors = loaded.model.encoder({ch: torch.from_numpy(x) for ch, x in signals.items()}).numpy()
+    night = classify_vectors(loaded, vectors, recording, torch.device("cpu"), batch_size=16)
+    mine = predictions[predictions["recording"] == recording].sort_values("epoch")
+    assert np.allclose(night, np.stack(mine["probabilities"].to_numpy()), atol=1e-5)
+    with pytest.raises(ValueError, match="neighbouring epochs"):
+        loaded.model({ch: torch.from_numpy(x[:2]) for ch, x in signals.items()})  # an epoch alone: refused
+    # supervised from scratch trains on single epochs: the option is refused before anything is written
+    with pytest.raises(SystemExit):
+        linear_probing.main([*argv, "--out", str(tmp_path / "scratch"), "--init", "random", "--neighbour-epochs", "1"])
+    assert "--neighbour-epochs needs --init pretrained" in capsys.readouterr().err
+    assert not (tmp_path / "scratch").exists()
+    # the feature baseline: the same layout over its hand-crafted features
+    features_out = tmp_path / "features"
+    features_argv = ["--data", str(cohort), "--task", "sleep_stage", "--channels", "eeg_c4", "--hgb-max-iter", "5"]
+    for context, folder in ((0, features_out / "k0"), (2, features_out / "k2")):
+        assert (
+            features_script.main([*features_argv, *RUN[:3], "--neighbour-epochs", str(context), "--out", str(folder)])
+            == 0
+        )
+        assert_every_test_epoch_once(folder, cohort)
+        assert json.loads((folder / "metrics.json").read_text())["neighbour_epochs"] == context
+    with (
+        (features_out / "k0" / "model.pkl").open("rb") as handle,
+        (features_out / "k2" / "model.pkl").open("rb") as other,
+    ):
+        assert pickle.load(other).n_features_in_ == 5 * pickle.load(handle).n_features_in_
