@@ -51,6 +51,10 @@ PROBE_PASSES = {0.05: 100, 1.0: 8}  # about 500 / 720 steps of the MLP head on c
 SCRATCH_PASSES = {0.05: 20, 1.0: 1}  # about 100 / 90 steps of the whole model on the signals
 FINE_TUNING_PASSES = 1  # LoRA phase; phase 1 (context + head on cached vectors) runs its default 30 passes
 EVENT_PROBE_STEPS = 300  # optimizer steps of the event probe's per-second head on cached backbone tokens
+# Staging probes and feature baselines read each epoch with its 3 neighbours on each side (--neighbour-epochs), as
+# a scorer reads the epochs around the one staged: the best of 0, 1, 2, 3 and 5 on the learning-curve cohort's val
+# split (benchmarks/README.md, "Neighbouring epochs"). The event tasks keep one epoch: not measured with it.
+NEIGHBOUR_EPOCHS = {"sleep_stage": 3, "apnea": 0, "hypopnea": 0}
 
 
 def _banner(text: str) -> None:
@@ -199,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                 *cache,
                 "--passes",
                 PROBE_PASSES[fraction],
+                "--neighbour-epochs",
+                NEIGHBOUR_EPOCHS[task],
                 "--no-progress",
                 "--out",
                 downstream / "probe" / tag,
@@ -241,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                 *cache,
                 "--workers",
                 0,
+                "--neighbour-epochs",
+                NEIGHBOUR_EPOCHS[task],
                 "--no-progress",
                 "--out",
                 downstream / "features" / tag,

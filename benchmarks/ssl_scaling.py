@@ -26,7 +26,7 @@
    (1, 5, 100 % of the train labels) and fine-tuning at `--finetune-fractions` (5, 100 %); supervised from
    scratch (--init random, same architecture) and the hand-crafted-feature baseline once at the probe
    fractions. The probes and the feature baseline run once per `--neighbour-epochs` value K (default 0 and
-   2): the classifier reads each epoch with its K neighbours on each side (rows "linear_probe ±K",
+   3): the classifier reads each epoch with its K neighbours on each side (rows "linear_probe ±K",
    "features_hgb ±K"). Model selection on `val` only (the scripts' own); `test` scored once per run.
 4. OUT/results.csv, OUT/results.md (kappa with subject-bootstrap 95 % CIs, macro-F1, N1 F1 from each run's
    metrics.json) and OUT/ssl_scaling.png (kappa against pretraining CPU-minutes, log x), written by
@@ -524,10 +524,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--neighbour-epochs",
         type=neighbour_list,
-        default=[0, 2],
+        default=[0, 3],
         help="neighbouring epochs on each side that the probes and the feature baseline read, comma-separated: "
-        "one run of each per value (0: the epoch alone; 2 was the best of 0-3 on val for both, "
-        "benchmarks/README.md)",
+        "one run of each per value (0: the epoch alone; 3 had the best val kappa of 0, 1, 2, 3 and 5, both "
+        "methods and three label fractions together, benchmarks/README.md)",
     )
     parser.add_argument(
         "--finetune-fractions",
