@@ -118,12 +118,12 @@ def scaling_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
                 )
             for r in baselines:
                 if float(r["label_fraction"]) == fraction:
-                    scratch = r["method"].startswith("scratch")
+                    scratch, neighbours = r["method"].startswith("scratch"), bool(r.get("neighbour_epochs"))
                     ax.axhline(
                         float(r["kappa"]),
                         color=colour[fraction],
-                        linestyle=":" if scratch else "-.",
-                        linewidth=1,
+                        linestyle=":" if scratch else "--" if neighbours else "-.",
+                        linewidth=1.6 if neighbours else 1,
                         alpha=0.8,
                         label=f"{r['method']} {100 * fraction:g} %",
                     )
