@@ -74,7 +74,8 @@ def results_markdown(rows: Sequence[Mapping[str, Any]], title: str = "") -> str:
 def scaling_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     """kappa against pretraining CPU-minutes (log x): one panel per pretrained method, one line per label
     fraction x data amount (colour: fraction; solid: own, dashed: with extra nights), 95 % CI bars; the
-    baselines at the same fractions as horizontal lines (dotted: scratch, dash-dot: features)."""
+    baselines at the same fractions as horizontal lines (dotted: scratch, dash-dot: features, thick
+    dash-dot-dot: features reading neighbouring epochs)."""
     pretrained = sorted({r["method"] for r in rows if r["budget_steps"] is not None})
     baselines = [r for r in rows if r["budget_steps"] is None and math.isfinite(float(r["kappa"]))]
     fractions = sorted({float(r["label_fraction"]) for r in rows})
@@ -122,7 +123,7 @@ def scaling_png(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
                     ax.axhline(
                         float(r["kappa"]),
                         color=colour[fraction],
-                        linestyle=":" if scratch else "--" if neighbours else "-.",
+                        linestyle=":" if scratch else (0, (6, 1.5, 1, 1.5, 1, 1.5)) if neighbours else "-.",
                         linewidth=1.6 if neighbours else 1,
                         alpha=0.8,
                         label=f"{r['method']} {100 * fraction:g} %",

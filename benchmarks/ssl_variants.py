@@ -47,6 +47,7 @@ from benchmarks.ssl_scaling import BATCH, budget_list, passes_for, run_script, w
 from benchmarks.unimodal_learning import linear_scores, prepare_cohort
 from dataset.constants import MODALITY_CHANNELS  # noqa: E402
 from dataset.datasets import EpochDataset  # noqa: E402
+from downstream.cache import neighbour_vectors  # noqa: E402
 from downstream.results import markdown_table  # noqa: E402
 from models.neuronet import build_neuronet, neuronet_config  # noqa: E402
 from utils.checkpoint import load_checkpoint  # noqa: E402
@@ -144,8 +145,9 @@ def read_chunks(dataset: EpochDataset, index: np.ndarray) -> dict[str, np.ndarra
 
 
 def with_context(vectors: np.ndarray) -> np.ndarray:
-    """Chunk vectors (n, CHUNK, D) -> [v(t-1), v(t), v(t+1)] of the inner epochs, (n * (CHUNK - 2), 3 D)."""
-    return np.concatenate([vectors[:, :-2], vectors[:, 1:-1], vectors[:, 2:]], axis=2).reshape(-1, 3 * vectors.shape[2])
+    """Chunk vectors (n, CHUNK, D) -> [v(t-1), v(t), v(t+1)] of the inner epochs, (n * (CHUNK - 2), 3 D): the
+    probes' `--neighbour-epochs 1` layout (`downstream.cache.neighbour_vectors`) without the clamped ends."""
+    return np.concatenate([neighbour_vectors(chunk, 1)[1:-1] for chunk in vectors])
 
 
 def inner(values: np.ndarray) -> np.ndarray:

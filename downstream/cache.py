@@ -41,45 +41,67 @@ class RecordingVectors:
     vectors: np.ndarray
 
 
+def neighbour_rows(rows: np.ndarray, n: int, neighbour_epochs: int) -> np.ndarray:
+    """Rows (m,) of a recording of `n` epochs in epoch order -> (m, 2K + 1): rows t - K, ..., t, ..., t + K
+    (K = `neighbour_epochs`), each clamped to [0, n - 1] (at the recording's ends its first / last epoch stands in
+    for the epochs it lacks)."""
+    offsets = np.arange(-neighbour_epochs, neighbour_epochs + 1)
+    return np.clip(np.asarray(rows)[:, None] + offsets[None, :], 0, n - 1)
+
+
 def neighbour_vectors(vectors: np.ndarray, neighbour_epochs: int) -> np.ndarray:
-    """One recording's vectors (n, D) in epoch order -> (n, (2K + 1) D): row t is the concatenation of rows
-    t - K, ..., t, ..., t + K (K = `neighbour_epochs`), each index clamped to [0, n - 1] (at the recording's ends
-    its first / last epoch stands in for the epochs it lacks). K = 0 returns `vectors` itself."""
-    if neighbour_epochs < 0:
-        raise ValueError(f"neighbour_vectors: neighbour_epochs must be >= 0, got {neighbour_epochs}")
+    """One recording's vectors (n, D) in epoch order -> (n, (2K + 1) D): row t is the concatenation of the vectors
+    of `neighbour_rows` t (K = `neighbour_epochs`). K = 0 returns `vectors` itself."""
+    if (
+        isinstance(neighbour_epochs, bool)
+        or not isinstance(neighbour_epochs, (int, np.integer))
+        or neighbour_epochs < 0
+    ):
+        raise ValueError(f"neighbour_vectors: neighbour_epochs must be an integer >= 0, got {neighbour_epochs!r}")
     if neighbour_epochs == 0:
         return vectors
     n = vectors.shape[0]
     if n == 0:
         raise ValueError("neighbour_vectors: a recording without epochs")
-    offsets = np.arange(-neighbour_epochs, neighbour_epochs + 1)
-    rows = np.clip(np.arange(n)[:, None] + offsets[None, :], 0, n - 1)  # (n, 2K + 1)
-    return vectors[rows].reshape(n, -1)
+    return vectors[neighbour_rows(np.arange(n), n, neighbour_epochs)].reshape(n, -1)
 
 
 class VectorStore:
-    """recording id -> RecordingVectors, with lookups by (recording, epoch number)."""
+    """recording id -> RecordingVectors, with lookups by (recording, epoch number).
 
-    def __init__(self, recordings: Mapping[str, RecordingVectors]):
+    With `neighbour_epochs` K > 0 every lookup returns an epoch's vector concatenated with those of its K
+    neighbours on each side (`neighbour_vectors`' layout, (2K + 1) D wide), laid out on demand from the stored
+    vectors (no copy of the store); every recording must then hold consecutive epoch numbers."""
+
+    def __init__(self, recordings: Mapping[str, RecordingVectors], neighbour_epochs: int = 0):
         if not recordings:
             raise ValueError("VectorStore: no recording")
+        if neighbour_epochs < 0:
+            raise ValueError(f"VectorStore: neighbour_epochs must be >= 0, got {neighbour_epochs}")
         self.recordings = dict(recordings)
         dims = {r.vectors.shape[1] for r in self.recordings.values()}
         if len(dims) != 1:
             raise ValueError(f"VectorStore: recordings disagree on the vector width ({sorted(dims)})")
-        self.dim = dims.pop()
+        if neighbour_epochs:
+            for name, rec in self.recordings.items():
+                if rec.epochs.size and not np.all(np.diff(rec.epochs) == 1):
+                    raise ValueError(
+                        f"VectorStore: recording {name!r} does not hold consecutive epoch numbers, so its "
+                        "neighbouring epochs are unknown"
+                    )
+        self.neighbour_epochs = int(neighbour_epochs)
+        self.dim = dims.pop() * (2 * self.neighbour_epochs + 1)
 
-    def with_context(self, neighbour_epochs: int) -> VectorStore:
-        """The store whose vector of every epoch holds its `neighbour_epochs` neighbours on each side as well
-        (`neighbour_vectors` over each recording's epochs in file order); itself for 0."""
-        if neighbour_epochs == 0:
-            return self
-        return VectorStore(
-            {
-                name: RecordingVectors(rec.epochs, neighbour_vectors(rec.vectors, neighbour_epochs))
-                for name, rec in self.recordings.items()
-            }
-        )
+    def with_neighbours(self, neighbour_epochs: int) -> VectorStore:
+        """The same stored vectors, looked up with `neighbour_epochs` neighbours on each side."""
+        return self if neighbour_epochs == self.neighbour_epochs else VectorStore(self.recordings, neighbour_epochs)
+
+    def vectors_at(self, recording: str, rows: np.ndarray) -> np.ndarray:
+        """(m, dim) vectors of `recording`'s rows (m,) (from `rows`), with their neighbours when the store has any."""
+        vectors = self.recordings[recording].vectors
+        if not self.neighbour_epochs:
+            return vectors[rows]
+        return vectors[neighbour_rows(rows, vectors.shape[0], self.neighbour_epochs)].reshape(len(rows), -1)
 
     def rows(self, recording: str, epochs: np.ndarray) -> np.ndarray:
         """Rows of `epochs` (int64, any shape) in `recording`'s arrays; KeyError for an unknown recording or epoch."""
@@ -101,7 +123,7 @@ class VectorStore:
         out = np.empty((epochs.shape[0], self.dim), dtype=np.float32)
         for recording in np.unique(recordings):
             at = np.flatnonzero(recordings == recording)
-            out[at] = self.recordings[recording].vectors[self.rows(recording, epochs[at])]
+            out[at] = self.vectors_at(recording, self.rows(recording, epochs[at]))
         return out
 
     def windows(self, recordings: Sequence[str], epoch_ids: torch.Tensor) -> torch.Tensor:
@@ -111,7 +133,7 @@ class VectorStore:
         out = np.zeros((*ids.shape, self.dim), dtype=np.float32)  # (B, T, D)
         for b, recording in enumerate(recordings):
             real = ids[b] >= 0
-            out[b, real] = self.recordings[recording].vectors[self.rows(recording, ids[b, real])]
+            out[b, real] = self.vectors_at(recording, self.rows(recording, ids[b, real]))
         return torch.from_numpy(out)
 
     def tiles(self, recordings: Sequence[str], epochs_per_window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -5,7 +5,8 @@
 RUN is a run directory holding metrics.json (written by the linear-probing, fine-tuning and feature-baseline
 scripts, and by downstream/event_detection/train.py: an `event_detection` section with event F1 of apneas and
 hypopneas, AHI ICC / r / severity kappa and epoch AUROC) or a folder searched recursively for them. Writes OUT/comparison.md, OUT/comparison.csv and
-OUT/label_fraction.png (headline metric against the fraction of training labels, one line per method).
+OUT/label_fraction.png (headline metric against the fraction of training labels, one line per method and
+backbone, and per --neighbour-epochs value).
 
 Per run (`downstream.results.write_run_report`, called by every downstream script once, on `test`, with the
 checkpoint selected on `val`): predictions.parquet (recording, subject, epoch, true, predicted, probabilities,
@@ -23,8 +24,8 @@ hypopneas, so:
   estimated from the predicted epochs and, as reference, from the scored epoch labels with the same counting rule
   (`utils.ahi.count_events`: a run of k positive epochs = ceil(k / 2) events, counted when it starts in a
   sleep epoch); agreement by `utils.ahi.ahi_agreement` (ICC, Pearson r, severity classes).
-- here, when an apnea run and a hypopnea run of the same method, backbone, label fraction, subjects and seed
-  are both given: AHI per recording = `estimate_ahi(predicted apnea, predicted hypopnea)` against the
+- here, when an apnea run and a hypopnea run of the same method, backbone, neighbouring epochs, label fraction,
+  subjects and seed are both given: AHI per recording = `estimate_ahi(predicted apnea, predicted hypopnea)` against the
   manifest's `ahi_scored`, in the `ahi_*` columns of both rows. Each family's count is multiplied by its run's
   `event_calibration` scale (metrics.json): scored events per event counted from the scored epoch LABELS of
   `val`. Epoch labels lose events (a short event that misses an epoch midpoint; neighbouring events merged
@@ -188,7 +189,7 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     key = lambda r: (  # noqa: E731
         r["method"],
         r["backbone"],
-        r.get("neighbour_epochs", 0),
+        r.get("neighbour_epochs"),
         r["label_fraction"],
         r["train_subjects"],
         r["seed"],
@@ -220,7 +221,7 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
             order.get(r["task"], 9),
             r["method"],
             r["backbone"],
-            r.get("neighbour_epochs", 0),
+            r.get("neighbour_epochs") or 0,
             r["label_fraction"],
             str(r["train_subjects"]),
             str(r["seed"]),

@@ -98,7 +98,7 @@ def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def add_context_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+def add_neighbour_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """--neighbour-epochs of the per-epoch methods on stored vectors (the linear probe, the feature baseline)."""
     parser.add_argument_group("neighbouring epochs").add_argument(
         "--neighbour-epochs",
@@ -162,7 +162,7 @@ def parse_downstream(
 ) -> Config:
     """Parse, check and resolve once into a frozen Config: `method` is `method_of(cfg)`, `--select-metric auto`
     the task's metric, and `--out` defaults to runs/downstream/<method>/<task>-lf<fraction>[-n<subjects>]-seed<seed>,
-    which must be a usable directory."""
+    which must be a usable directory (`-nb<K>` before `-seed` with `--neighbour-epochs K`)."""
     cfg = parse_config(parser, argv)
     check_task_options(parser, cfg)
     if hasattr(cfg, "head_hidden"):
@@ -185,7 +185,8 @@ def parse_downstream(
     cfg = cfg.replace(method=method_of(cfg))
     if cfg.out is None:
         subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""
-        name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}-seed{cfg.seed}"
+        neighbours = f"-nb{cfg.neighbour_epochs}" if getattr(cfg, "neighbour_epochs", 0) else ""
+        name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}-seed{cfg.seed}"
         cfg = cfg.replace(out=Path("runs") / "downstream" / cfg.method / name)
     check_out_dir(cfg.out)
     return cfg

@@ -254,7 +254,7 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
     row: dict[str, Any] = {
         "method": metrics["method"],
         "backbone": metrics.get("backbone_name") or "",
-        "neighbour_epochs": int(metrics.get("neighbour_epochs") or 0),
+        "neighbour_epochs": metrics.get("neighbour_epochs"),  # None: the method has no such option
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
         "train_subjects": metrics.get("train_subjects"),
@@ -312,6 +312,7 @@ def run_markdown(metrics: Mapping[str, Any]) -> str:
         f"# {METHOD_LABELS.get(metrics['method'], metrics['method'])}: {task}",
         "",
         f"- backbone: {metrics.get('backbone_name') or '—'} ({metrics.get('init', '—')})",
+        *([f"- neighbouring epochs read: ±{metrics['neighbour_epochs']}"] if metrics.get("neighbour_epochs") else []),
         f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
         f"{metrics.get('train_subjects') or 'all'} `train` subjects ({train.get('n_labelled', '?')} epochs)",
         f"- model selection: {selection.get('metric', '—')} on `val` = {selection.get('value')}; "

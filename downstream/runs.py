@@ -68,7 +68,8 @@ def run_info(
         "init": getattr(cfg, "init", "n/a"),
         "backbone": backbone.provenance if backbone else None,
         "backbone_name": backbone.name if backbone else "",
-        "neighbour_epochs": int(getattr(cfg, "neighbour_epochs", 0)),  # neighbours on each side the classifier reads
+        # neighbouring epochs on each side the classifier reads (None: a method without the option)
+        "neighbour_epochs": getattr(cfg, "neighbour_epochs", None),
         "train": dict(train),
     }
 
@@ -137,7 +138,9 @@ def report(
 class DownstreamModel:
     """A trained downstream model ready for inference (eval mode).
 
-    `model`: kind "epoch_classifier": {channel: (N, 3000)} → logits (N, C); kind "temporal_classifier":
+    `model`: kind "epoch_classifier": {channel: (N, 3000)} → logits (N, C) (a probe whose head reads
+    neighbouring epochs classifies a recording's encoder vectors instead: `night_inference.classify_vectors`);
+    kind "temporal_classifier":
     {channel: (B, T, 3000)} windows of T = `epochs_per_window` consecutive epochs → logits (B, T, C).
     """
 

@@ -91,8 +91,8 @@ class MLPHead(nn.Module):
             raise ValueError(f"MLPHead: need in_dim >= 1 and n_classes >= 2, got {in_dim}, {n_classes}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MLPHead: dropout must be in [0, 1), got {dropout}")
-        if neighbour_epochs < 0:
-            raise ValueError(f"MLPHead: neighbour_epochs must be >= 0, got {neighbour_epochs}")
+        if isinstance(neighbour_epochs, bool) or not isinstance(neighbour_epochs, int) or neighbour_epochs < 0:
+            raise ValueError(f"MLPHead: neighbour_epochs must be an integer >= 0, got {neighbour_epochs!r}")
         self.in_dim, self.n_classes, self.neighbour_epochs = int(in_dim), int(n_classes), int(neighbour_epochs)
         self.input_dim = self.in_dim * (2 * self.neighbour_epochs + 1)  # the epoch's vector and its neighbours'
         self.hidden, self.dropout = tuple(int(h) for h in hidden), float(dropout)
@@ -106,7 +106,13 @@ class MLPHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if features.shape[-1] != self.input_dim:
-            raise ValueError(f"MLPHead: expected (..., {self.input_dim}) features, got {tuple(features.shape)}")
+            layout = (
+                f" = (2 x {self.neighbour_epochs} + 1) x {self.in_dim}: this head reads {self.neighbour_epochs} "
+                "neighbouring epochs on each side (lay vectors out with downstream.cache.neighbour_vectors)"
+                if self.neighbour_epochs
+                else ""
+            )
+            raise ValueError(f"MLPHead: expected (..., {self.input_dim}) features{layout}, got {tuple(features.shape)}")
         flat = features.reshape(-1, self.input_dim)  # (N, (2K + 1) D), N = product of leading dimensions
         return self.layers(flat).reshape(*features.shape[:-1], self.n_classes)  # (..., C)
 
@@ -116,7 +122,8 @@ class MLPHead(nn.Module):
             "n_classes": self.n_classes,
             "hidden": list(self.hidden),
             "dropout": self.dropout,
-            "neighbour_epochs": self.neighbour_epochs,
+            # only when set, so a head without neighbours keeps the config that earlier code reads
+            **({"neighbour_epochs": self.neighbour_epochs} if self.neighbour_epochs else {}),
         }
 
 
@@ -321,7 +328,10 @@ class TemporalClassifier(nn.Module):
                 f"TemporalClassifier: head takes {head.in_dim}-d vectors, encoder gives {encoder.embed_dim}"
             )
         if head.neighbour_epochs:
-            raise ValueError("TemporalClassifier: its Mamba2 gives the context; the head must read one position")
+            raise ValueError(
+                f"TemporalClassifier: the head's neighbour_epochs must be 0 (its Mamba2 gives the temporal context), "
+                f"got {head.neighbour_epochs}"
+            )
         self.context_config = {"norm": "layer", "backend": "auto", **MAMBA_DEFAULTS, **dict(context or {})}
         self.encoder, self.head = encoder, head
         self.context = ResidualMamba(encoder.embed_dim, **self.context_config)

@@ -16,8 +16,11 @@ from downstream.baselines import features as features_script
 from downstream.cache import RecordingVectors, VectorStore, neighbour_vectors
 from downstream.linear_probing import train as linear_probing
 from downstream.night_inference import classify_vectors
+from downstream.options import parse_downstream
 from downstream.runs import load_downstream_run
+from models.heads import EpochEncoder, MLPHead, TemporalClassifier, build_downstream_model
 from models.loading import load_backbone
+from models.neuronet import build_neuronet, neuronet_config
 
 # `backbones` and `cohort` are that module's fixtures (one small cohort, two small backbones)
 from tests.test_downstream import RUN, assert_every_test_epoch_once, backbones, cohort, splits_of  # noqa: F401
@@ -35,13 +38,38 @@ def test_neighbour_vectors_lay_out_each_epoch_with_its_neighbours():
     store = VectorStore(
         {"a": RecordingVectors(np.arange(4), vectors), "b": RecordingVectors(np.arange(2), vectors[:2])}
     )
-    wide = store.with_context(1)
-    assert wide.dim == 9 and store.with_context(0) is store
+    wide = store.with_neighbours(1)
+    assert wide.dim == 9 and store.with_neighbours(0) is store and wide.with_neighbours(0).dim == 3
     assert np.array_equal(
         wide.gather(["b", "a"], np.array([1, 0])), np.stack([[0, 1, 2, 3, 4, 5, 3, 4, 5], [0, 1, 2] * 2 + [3, 4, 5]])
     )
-    with pytest.raises(ValueError, match="neighbour_epochs"):
-        neighbour_vectors(vectors, -1)
+    # the windows of the evaluation tiling get the same layout, zeros at padding
+    windows = wide.windows(["a"], torch.tensor([[2, 3, -1]])).numpy()
+    assert np.array_equal(windows[0, :2], neighbour_vectors(vectors, 1)[2:]) and not windows[0, 2].any()
+    assert wide.recordings["a"].vectors is vectors  # laid out on demand, the store is not copied
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="neighbour_epochs"):
+            neighbour_vectors(vectors, bad)
+    # a recording with a gap in its epoch numbers has unknown neighbours: refused, not laid out by row
+    gapped = VectorStore({"g": RecordingVectors(np.array([0, 1, 5, 6]), vectors)})
+    assert gapped.gather(["g"], np.array([5])).shape == (1, 3)
+    with pytest.raises(ValueError, match="'g' does not hold consecutive epoch numbers"):
+        gapped.with_neighbours(1)
+
+
+def test_heads_with_neighbours_keep_old_configs_and_refuse_single_epochs():
+    old = {"in_dim": 4, "n_classes": 5, "hidden": [8], "dropout": 0.1}  # a head config written before the option
+    assert build_downstream_model("mlp_head", old).neighbour_epochs == 0
+    assert MLPHead(4, 5, [8]).to_config() == old | {"dropout": 0.5}  # K = 0 writes no new key
+    head = build_downstream_model("mlp_head", {**old, "neighbour_epochs": 3})
+    assert head.layers[0].in_features == 28 and head(torch.randn(2, 28)).shape == (2, 5)
+    with pytest.raises(ValueError, match=r"\(2 x 3 \+ 1\) x 4: this head reads 3 neighbouring epochs"):
+        head(torch.randn(2, 4))
+    with pytest.raises(ValueError, match="integer"):
+        MLPHead(4, 5, neighbour_epochs=2.5)
+    encoder = EpochEncoder(build_neuronet(neuronet_config("tiny")), ["eeg_c4"], "frozen")
+    with pytest.raises(ValueError, match="neighbour_epochs must be 0"):
+        TemporalClassifier(encoder, MLPHead(encoder.embed_dim, 5, neighbour_epochs=1))
 
 
 def test_probe_and_features_read_neighbouring_epochs(cohort, backbones, tmp_path, capsys):
@@ -76,6 +104,18 @@ def test_probe_and_features_read_neighbouring_epochs(cohort, backbones, tmp_path
         linear_probing.main([*argv, "--out", str(tmp_path / "scratch"), "--init", "random", "--neighbour-epochs", "1"])
     assert "--neighbour-epochs needs --init pretrained" in capsys.readouterr().err
     assert not (tmp_path / "scratch").exists()
+    # resuming the K = 1 run with another K is refused before any encoding; the run is left as it was
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(SystemExit, match="reads 1 neighbouring epoch"):
+        linear_probing.main([*argv[:-2], "--out", str(out), "--neighbour-epochs", "2", "--resume", "auto"])
+    assert (out / "metrics.json").read_bytes() == before
+    # runs that differ only in K get their own default folders
+    parsed = parse_downstream(
+        features_script.build_features_parser(),
+        ["--data", str(cohort), "--task", "sleep_stage", "--neighbour-epochs", "3"],
+        lambda _: "features_hgb",
+    )
+    assert parsed.out.as_posix().endswith("features_hgb/sleep_stage-lf1-nb3-seed0")
     # the feature baseline: the same layout over its hand-crafted features
     features_out = tmp_path / "features"
     features_argv = ["--data", str(cohort), "--task", "sleep_stage", "--channels", "eeg_c4", "--hgb-max-iter", "5"]

@@ -44,7 +44,7 @@ from dataset.datasets import EpochDataset
 from downstream.cache import cache_key, encode_recordings
 from downstream.data import epoch_dataset, stored_features, val_split, window_dataset
 from downstream.leakage import assert_no_test_leakage
-from downstream.options import SELECT_METRICS, add_context_args, add_task_args, parse_downstream
+from downstream.options import SELECT_METRICS, add_neighbour_args, add_task_args, parse_downstream
 from downstream.predictions import predict_stored_epochs
 from downstream.results import FEATURES_HGB, attach_context
 from downstream.runs import report, run_info, train_summary
@@ -129,7 +129,7 @@ def build_features_parser() -> argparse.ArgumentParser:
     )
     model.add_argument("--hgb-l2", type=non_negative_float, default=0.0, help="L2 regularisation")
     add_task_args(parser)
-    add_context_args(parser)
+    add_neighbour_args(parser)
     return parser
 
 
@@ -231,7 +231,7 @@ def run(argv: list[str] | None) -> int:
         cache_dir=cfg.cache_dir,
         key=cache_key(sha256_file(features_module.__file__), channels, "hand-crafted"),
         progress=cfg.progress,
-    ).with_context(cfg.neighbour_epochs)  # (n, (2K + 1) F) per recording
+    ).with_neighbours(cfg.neighbour_epochs)  # (n, (2K + 1) F) per recording
     if whole_train:
         train = stored_features(store, train_set)
         train_x, train_y = train.features.numpy(), train.labels.numpy()

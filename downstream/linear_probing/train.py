@@ -1,11 +1,12 @@
-"""Linear probing (docs/evaluation.md §5): a frozen backbone and an MLP head, trained on one 30-s epoch at a time.
+"""Linear probing (docs/evaluation.md §5): a frozen backbone and an MLP head on each 30-s epoch's vector (with
+`--neighbour-epochs K`, with its K neighbours' on each side).
 
     python downstream/linear_probing/train.py --data DST --backbone RUN --task sleep_stage|apnea|hypopnea \
         [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels ...] [--neighbour-epochs K] [--out DIR]
 
 With `--init pretrained` (default) the backbone (a unimodal NeuroNet or a SynthSleepNet, `models.loading`) stays
 frozen in eval mode: its pooled representation of every `train` and `val` epoch is computed ONCE under no_grad
-and cached in memory, and the engine (`utils.engine.fit`) trains only the head (512 → 256 → 256 → C with
+and cached in memory, and the engine (`utils.engine.fit`) trains only the head (D → 256 → 256 → C with
 BatchNorm, ELU, dropout; class-weighted cross-entropy) on the cached vectors; `test` is encoded once at the end.
 With `--neighbour-epochs K` the head reads each epoch's vector with those of its K neighbours on each side
 (`downstream.cache.neighbour_vectors`; the train recordings are then encoded whole), as the scorer and the
@@ -45,7 +46,7 @@ from downstream.data import (
     window_dataset,
 )
 from downstream.leakage import assert_no_test_leakage
-from downstream.options import add_context_args, build_downstream_parser, parse_downstream
+from downstream.options import add_neighbour_args, build_downstream_parser, parse_downstream
 from downstream.predictions import epochwise, predict_stored_epochs, predict_windows
 from downstream.results import LINEAR_PROBE, SCRATCH_PROBE
 from downstream.runs import finish_run, run_info, train_summary
@@ -53,7 +54,7 @@ from downstream.training import ClassificationLoss, SelectionMonitor, class_weig
 from models.heads import EpochClassifier, EpochEncoder, MLPHead
 from models.loading import EPOCH_CLASSIFIER, MLP_HEAD
 from utils.batchnorm import debias_batchnorm
-from utils.config import load_config_file, mark_required, reported_errors, script_prog
+from utils.config import UsageError, load_config_file, mark_required, reported_errors, script_prog
 from utils.distributed import cleanup
 from utils.engine import autocast_context, read_resume_checkpoint, setup_run
 
@@ -69,7 +70,7 @@ DEFAULTS: dict[str, Any] = {
 }
 # --init random trains ~1.8 M weights end to end: small batches for many steps (lr scaled to 5e-4 at batch 32).
 SCRATCH_DEFAULTS: dict[str, Any] = {**DEFAULTS, "passes": 30, "batch_size": 32, "base_lr": 4e-3, "warmup_passes": 0.1}
-TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only: the probe sees one epoch)
+TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only: the tiles do not change the input)
 
 
 def method_of(cfg) -> str:
@@ -96,7 +97,7 @@ def build_probe_parser(init: str = "pretrained"):
         "--init random, the same architecture trained from scratch (own defaults: batch 32, base lr 4e-3, warmup "
         "0.1 pass). Model selection on `val`, one evaluation on `test`.",
         SCRATCH_DEFAULTS if init == "random" else DEFAULTS,
-        extra=[add_context_args],
+        extra=[add_neighbour_args],
     )
     parser.prog = script_prog(__file__)
     return mark_required(parser, "task")
@@ -115,7 +116,16 @@ def run(argv: list[str] | None) -> int:
     cfg = parse_downstream(parser, argv, method_of)
     if cfg.neighbour_epochs and cfg.init != "pretrained":
         parser.error("--neighbour-epochs needs --init pretrained (the head reads stored vectors of whole recordings)")
-    read_resume_checkpoint(cfg.resume, cfg.out, MLP_HEAD if cfg.init == "pretrained" else EPOCH_CLASSIFIER)
+    resume_path, resume_state = read_resume_checkpoint(
+        cfg.resume, cfg.out, MLP_HEAD if cfg.init == "pretrained" else EPOCH_CLASSIFIER
+    )
+    if resume_state is not None and cfg.init == "pretrained":
+        stored = int(resume_state["model_config"].get("neighbour_epochs", 0))
+        if stored != cfg.neighbour_epochs:
+            raise UsageError(
+                f"{resume_path}: its head reads {stored} neighbouring epoch(s) on each side, this run "
+                f"--neighbour-epochs {cfg.neighbour_epochs}; give another --out, or --resume none to start afresh"
+            )
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
     channels = source.channels
@@ -159,7 +169,7 @@ def run(argv: list[str] | None) -> int:
                 channels,
                 sorted(wanted | (set(train_set.recordings) if whole_train else set())),
                 ctx.device,
-            ).with_context(cfg.neighbour_epochs)  # (n, (2K + 1) D) per recording
+            ).with_neighbours(cfg.neighbour_epochs)  # (n, (2K + 1) D) per recording
             cached_train = (
                 stored_features(store, train_set)
                 if whole_train
