@@ -447,21 +447,23 @@ def fraction_list(text: str) -> list[float]:
     return values
 
 
-def neighbour_list(text: str) -> list[int]:
-    values = [int(v) for v in text.split(",") if v.strip()]
-    if not values or any(v < 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers >= 0, got {text!r}")
-    return sorted(set(values))
-
-
-def budget_list(text: str) -> list[int]:
+def int_set(text: str, low: int, what: str) -> list[int]:
+    """Comma-separated integers, each >= `low`, as a sorted list without repeats; argparse's error otherwise."""
     try:
         values = sorted({int(v) for v in text.split(",") if v.strip()})
     except ValueError:
         values = []
-    if not values or values[0] < 1:
-        raise argparse.ArgumentTypeError(f"expected comma-separated step counts >= 1, got {text!r}")
+    if not values or values[0] < low:
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what} >= {low}, got {text!r}")
     return values
+
+
+def neighbour_list(text: str) -> list[int]:
+    return int_set(text, 0, "integers")
+
+
+def budget_list(text: str) -> list[int]:
+    return int_set(text, 1, "step counts")
 
 
 def build_parser() -> argparse.ArgumentParser:
