@@ -420,7 +420,11 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
             / "downstream"
             / "finetune"
             / tag
-            / (f"lf{fraction:g}" + (f"-max{args.finetune_max_steps}" if args.finetune_max_steps else "")),
+            / (
+                f"lf{fraction:g}"
+                + (f"-max{args.finetune_max_steps}" if args.finetune_max_steps else "")
+                + ("-fwd" if args.context_direction == "forward" else "")
+            ),
             dst,
             fraction,
             args,
@@ -433,6 +437,8 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
             args.context_passes,
             "--stride",
             args.finetune_stride,
+            "--context-direction",
+            args.context_direction,
             *(("--max-steps", args.finetune_max_steps) if args.finetune_max_steps else ()),
         )
         runs.append({"run": run, **where})
@@ -566,6 +572,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tuning phase 1 passes (cached vectors). --context-epochs: the old name, still accepted",
     )
     parser.add_argument("--finetune-stride", type=int, default=10, help="epochs between fine-tuning windows")
+    parser.add_argument(
+        "--context-direction",
+        choices=("bidirectional", "forward"),
+        default="bidirectional",
+        help="fine-tuning's Mamba2 context (forward: the published causal one; its runs go to …-fwd folders)",
+    )
     parser.add_argument(
         "--finetune-max-steps",
         type=int,

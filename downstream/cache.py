@@ -128,7 +128,8 @@ class VectorStore:
 
     def windows(self, recordings: Sequence[str], epoch_ids: torch.Tensor) -> torch.Tensor:
         """Vectors of window batches: recordings (B,), epoch_ids (B, T) with -1 at padding -> (B, T, D), zeros at
-        padding (the temporal context is causal, so padded positions never influence real ones)."""
+        padding (the temporal context is given the mask `epoch_ids >= 0`, so padding never influences real
+        positions)."""
         ids = epoch_ids.numpy() if isinstance(epoch_ids, torch.Tensor) else np.asarray(epoch_ids)
         out = np.zeros((*ids.shape, self.dim), dtype=np.float32)  # (B, T, D)
         for b, recording in enumerate(recordings):
@@ -183,12 +184,14 @@ def predict_tiles(
     batch_windows: int = 64,
 ) -> Predictions:
     """Probabilities of every epoch of `recordings` exactly once, from stored vectors in the evaluation tiling:
-    `classify((B, T, D)) -> (B, T, C)` probabilities. The caller sets eval mode and the device."""
+    `classify((B, T, D) vectors, (B, T) bool real positions) -> (B, T, C)` probabilities. The caller sets eval
+    mode and the device."""
     owners, ids, owned = store.tiles(recordings, epochs_per_window)
     collector = PredictionCollector(n_classes)
     for first in range(0, len(owners), batch_windows):
         part = slice(first, first + batch_windows)
-        probabilities = classify(store.windows(owners[part], ids[part])).float().cpu().numpy()  # (B, T, C)
+        valid = torch.from_numpy(ids[part] >= 0)  # (B, T)
+        probabilities = classify(store.windows(owners[part], ids[part]), valid).float().cpu().numpy()  # (B, T, C)
         keep = owned[part]  # (B, T)
         true = np.stack([labels_at(labels, r, window) for r, window in zip(owners[part], ids[part])])  # (B, T)
         rows = np.repeat(owners[part], epochs_per_window).reshape(keep.shape)

@@ -133,7 +133,8 @@ def predict_task(
         return run.model(inputs).float().softmax(dim=-1).cpu()  # (B, [T,] C)
 
     def classify_windows(batch: Mapping[str, Any]) -> torch.Tensor:
-        return classify({ch: batch[ch] for ch in channels})  # (B, T, C)
+        inputs = {ch: batch[ch].to(device) for ch in channels}  # (B, T, 3000) per channel
+        return run.model(inputs, valid=batch["valid"].to(device)).float().softmax(dim=-1).cpu()  # (B, T, C)
 
     predict_batch = classify_windows if temporal else epochwise(classify, channels)
     with torch.no_grad(), warnings.catch_warnings():
@@ -219,7 +220,7 @@ def classify_vectors(
         store,
         [recording],
         size,
-        lambda x: run.model.classify_vectors(x.to(device)).float().softmax(dim=-1).cpu(),
+        lambda x, valid: run.model.classify_vectors(x.to(device), valid.to(device)).float().softmax(dim=-1).cpu(),
         {},
         n_classes,
         max(1, batch_size // size),

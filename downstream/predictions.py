@@ -39,7 +39,7 @@ def predict_stored_epochs(
         store,
         windows.recordings,
         size,
-        lambda x: classify(x.flatten(0, 1)).reshape(*x.shape[:2], -1),  # (B, T, D) -> (B, T, C)
+        lambda x, _valid: classify(x.flatten(0, 1)).reshape(*x.shape[:2], -1),  # (B, T, D) -> (B, T, C)
         labels,
         TASKS[cfg.task],
         eval_batch_size(cfg, size),

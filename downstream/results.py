@@ -313,6 +313,7 @@ def run_markdown(metrics: Mapping[str, Any]) -> str:
         "",
         f"- backbone: {metrics.get('backbone_name') or '—'} ({metrics.get('init', '—')})",
         *([f"- neighbouring epochs read: ±{metrics['neighbour_epochs']}"] if metrics.get("neighbour_epochs") else []),
+        *([f"- temporal context: {metrics['context_direction']}"] if metrics.get("context_direction") else []),
         f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
         f"{metrics.get('train_subjects') or 'all'} `train` subjects ({train.get('n_labelled', '?')} epochs)",
         f"- model selection: {selection.get('metric', '—')} on `val` = {selection.get('value')}; "

@@ -70,6 +70,8 @@ def run_info(
         "backbone_name": backbone.name if backbone else "",
         # neighbouring epochs on each side the classifier reads (None: a method without the option)
         "neighbour_epochs": getattr(cfg, "neighbour_epochs", None),
+        # temporal models: "bidirectional" or "forward" Mamba2 context (None: a method without one)
+        "context_direction": getattr(cfg, "context_direction", None),
         "train": dict(train),
     }
 

@@ -37,12 +37,19 @@ def class_weights(counts: Sequence[int], mode: str) -> torch.Tensor | None:
 class ClassificationLoss:
     """`compute_loss` for the engine: class-weighted cross-entropy; labels -1 are ignored.
 
-    The model's input is `batch[input_key]` (cached features) or {channel: batch[channel]} (signals); logits
-    (..., C) are matched with labels of the same leading shape.
+    The model's input is `batch[input_key]` (cached features) or {channel: batch[channel]} (signals), and with
+    `valid_key` also `valid=batch[valid_key]` (the real positions of padded windows); logits (..., C) are matched
+    with labels of the same leading shape.
     """
 
-    def __init__(self, weights: torch.Tensor | None, channels: Sequence[str] = (), input_key: str | None = None):
-        self.weights, self.channels, self.input_key = weights, list(channels), input_key
+    def __init__(
+        self,
+        weights: torch.Tensor | None,
+        channels: Sequence[str] = (),
+        input_key: str | None = None,
+        valid_key: str | None = None,
+    ):
+        self.weights, self.channels, self.input_key, self.valid_key = weights, list(channels), input_key, valid_key
 
     def inputs(self, batch: Mapping[str, Any], device: torch.device) -> Any:
         if self.input_key is not None:
@@ -50,7 +57,8 @@ class ClassificationLoss:
         return {ch: batch[ch].to(device, non_blocking=True) for ch in self.channels}  # (B, [T,] 3000) at 100 Hz
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        logits = model(self.inputs(batch, device)).float()  # (B, [T,] C)
+        extra = {} if self.valid_key is None else {"valid": batch[self.valid_key].to(device, non_blocking=True)}
+        logits = model(self.inputs(batch, device), **extra).float()  # (B, [T,] C)
         labels = batch["label"].to(device, non_blocking=True).reshape(-1)  # (B [* T],) -1 = ignore
         flat = logits.reshape(labels.shape[0], -1)
         weight = None if self.weights is None else self.weights.to(device)

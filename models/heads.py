@@ -315,10 +315,11 @@ class EpochClassifier(nn.Module):
 class TemporalClassifier(nn.Module):
     """Per-epoch encoder, residual Mamba2 temporal context, shared head at every position (docs/models.md §3.3).
 
-    {channel: (B, T, n_samples)} windows of T consecutive epochs → logits (B, T, C). The context is causal
-    (Mamba2 scans forward in time), so zero-padded epochs at a window's end do not change earlier positions.
-    `context` holds `ResidualMamba` arguments: norm ("layer" or "batch"), backend, and Mamba2 sizes
-    (d_state 16, d_conv 4, expand 2, headdim 64 by default).
+    {channel: (B, T, n_samples)} windows of T consecutive epochs → logits (B, T, C). `context` holds
+    `ResidualMamba` arguments: norm ("layer" or "batch"), direction ("forward": one causal Mamba2 scan, the
+    published model and the value of checkpoints that do not name one; "bidirectional": a second scan backwards
+    in time), backend, and Mamba2 sizes (d_state 16, d_conv 4, expand 2, headdim 64 by default). Windows padded at
+    the end pass `valid` (B, T) bool; padded positions then never change real ones, in either direction.
     """
 
     def __init__(self, encoder: EpochEncoder, head: MLPHead, context: Mapping[str, Any] | None = None):
@@ -336,7 +337,7 @@ class TemporalClassifier(nn.Module):
         self.encoder, self.head = encoder, head
         self.context = ResidualMamba(encoder.embed_dim, **self.context_config)
 
-    def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def forward(self, signals: Mapping[str, torch.Tensor], valid: torch.Tensor | None = None) -> torch.Tensor:
         shapes = {ch: tuple(x.shape) for ch, x in signals.items() if isinstance(x, torch.Tensor)}
         window = next((x for ch, x in signals.items() if ch in self.encoder.channels and x is not None), None)
         if window is None or window.dim() != 3:
@@ -351,11 +352,12 @@ class TemporalClassifier(nn.Module):
             if ch in self.encoder.channels and x is not None
         }  # (B*T, n_samples) per channel
         vectors = self.encoder(flat).reshape(batch, length, -1)  # (B, T, D)
-        return self.classify_vectors(vectors)  # (B, T, C)
+        return self.classify_vectors(vectors, valid)  # (B, T, C)
 
-    def classify_vectors(self, vectors: torch.Tensor) -> torch.Tensor:
-        """Per-epoch vectors (B, T, D), e.g. cached from the frozen encoder → logits (B, T, C)."""
-        return self.head(self.context(vectors))
+    def classify_vectors(self, vectors: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-epoch vectors (B, T, D), e.g. cached from the frozen encoder, and their `valid` mask (B, T) bool
+        (None: no padding) → logits (B, T, C)."""
+        return self.head(self.context(vectors, valid))
 
     def to_config(self) -> dict[str, Any]:
         return {
@@ -375,8 +377,8 @@ class ContextHead(nn.Module):
         self.context, self.head = temporal.context, temporal.head
         self._config = {"head": temporal.head.to_config(), "context": dict(temporal.context_config)}
 
-    def forward(self, vectors: torch.Tensor) -> torch.Tensor:
-        return self.head(self.context(vectors))  # (B, T, C)
+    def forward(self, vectors: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.context(vectors, valid))  # (B, T, C)
 
     def to_config(self) -> dict[str, Any]:
         return dict(self._config)

@@ -41,6 +41,7 @@ MAMBA_DEFAULTS = {
     "headdim": 64,
     "ngroups": 1,
 }  # docs/models.md §3.3, d_model 512
+DIRECTIONS = ("forward", "bidirectional")
 _warned_cuda_fallback = False
 
 
@@ -416,8 +417,27 @@ def mamba2_recurrence_ref(block: Mamba2, u: torch.Tensor) -> torch.Tensor:
     return F.linear(torch.stack(outputs, dim=1), block.out_proj.weight, block.out_proj.bias)  # position-wise
 
 
+def reverse_valid(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+    """x (batch, seq_len, ...) with each row's valid prefix reversed in time; the positions after it (padding at
+    a window's end) stay where they are, so a backward scan meets them only after every real position.
+
+    `valid` (batch, seq_len) bool must be a prefix mask (True, ..., True, False, ...); None: whole rows reversed.
+    Applying it twice gives x back."""
+    if valid is None:
+        return x.flip(1)
+    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
+    lengths = valid.sum(dim=1, keepdim=True)  # (B, 1)
+    if not torch.equal(valid.bool(), steps < lengths):
+        raise ValueError("reverse_valid: `valid` must mark a prefix of each row (padding only at the end)")
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (B, T)
+    return x.gather(1, index.reshape(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
+
+
 class ResidualMamba(nn.Module):
-    """docs/models.md §3.3 temporal context over per-epoch vectors: s = norm(x); y = s + Mamba2(s).
+    """docs/models.md §3.3 temporal context over per-epoch vectors: s = norm(x); y = s + Mamba2(s), and with
+    `direction="bidirectional"` (the default of fine-tuning) + R(Mamba2_b(R(s))), where R reverses time and
+    Mamba2_b is a second block with its own weights: each epoch then sees the epochs after it as well as those
+    before, as a scorer does. `direction="forward"` is the published causal context.
 
     The residual is around the normalised sequence, as in the published fine-tuning model. `norm="layer"`
     (default) is a per-vector LayerNorm, independent of the batch; `norm="batch"` is the published BatchNorm1d
@@ -425,22 +445,39 @@ class ResidualMamba(nn.Module):
     MAMBA_DEFAULTS (d_state 16, d_conv 4, expand 2, headdim 64, ngroups 1) updated by `mamba_kwargs`.
     """
 
-    def __init__(self, d_model: int = 512, norm: str = "layer", backend: str = "auto", **mamba_kwargs):
+    def __init__(
+        self, d_model: int = 512, norm: str = "layer", backend: str = "auto", direction: str = "forward", **mamba_kwargs
+    ):
         super().__init__()
+        if direction not in DIRECTIONS:
+            raise ValueError(f"ResidualMamba: direction must be one of {DIRECTIONS}, got {direction!r}")
         if norm == "layer":
             self.norm = nn.LayerNorm(d_model)
         elif norm == "batch":
             self.norm = nn.BatchNorm1d(d_model)
         else:
             raise ValueError(f"ResidualMamba: norm must be 'layer' or 'batch', got {norm!r}")
+        self.direction = direction
         self.mamba = Mamba2(d_model, backend=backend, **{**MAMBA_DEFAULTS, **mamba_kwargs})
+        self.mamba_backward = (
+            Mamba2(d_model, backend=backend, **{**MAMBA_DEFAULTS, **mamba_kwargs})
+            if direction == "bidirectional"
+            else None
+        )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (batch, seq_len, d_model) per-epoch vectors in time order → (batch, seq_len, d_model)."""
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (batch, seq_len, d_model) per-epoch vectors in time order → (batch, seq_len, d_model).
+
+        `valid` (batch, seq_len) bool marks the real positions of windows padded at the end (None: all real). The
+        forward scan is causal, so padding never reaches a real position; the backward scan reverses only each
+        row's real prefix (`reverse_valid`), so it does not either."""
         if x.dim() != 3:
             raise ValueError(f"ResidualMamba expects (batch, seq_len, d_model), got {tuple(x.shape)}")
         if isinstance(self.norm, nn.BatchNorm1d):
             s = self.norm(x.transpose(1, 2)).transpose(1, 2)  # BatchNorm1d wants (batch, d_model, seq_len)
         else:
             s = self.norm(x)
-        return s + self.mamba(s)
+        y = s + self.mamba(s)
+        if self.mamba_backward is not None:
+            y = y + reverse_valid(self.mamba_backward(reverse_valid(s, valid)), valid)
+        return y

@@ -146,6 +146,20 @@ def test_encoder_modes_trainable_parts_and_rebuild(backbones):
             for v in padded.values():
                 v[:, 4:] = 0.0  # zero-padding at the window end does not change earlier positions (causal)
             assert torch.allclose(model(padded)[:, :4], out[:, :4], atol=1e-5)
+        if mode == "frozen":  # the bidirectional context: later epochs count, padding does not (given `valid`)
+            both = TemporalClassifier(encoder, MLPHead(encoder.embed_dim, 5), {"direction": "bidirectional"}).eval()
+            rebuilt = build_downstream_model("temporal_classifier", both.to_config())
+            load_state_checked(rebuilt, both.state_dict(), mode)
+            rebuilt.eval()
+            valid = torch.arange(6).expand(2, 6) < 4  # (2, 6): 4 real epochs, then padding
+            with torch.no_grad():
+                short = both({ch: v[:, :4] for ch, v in x.items()})  # (2, 4, 5) the same 4 epochs, no padding
+                assert torch.allclose(rebuilt({ch: v[:, :4] for ch, v in x.items()}), short, atol=1e-5)
+                assert torch.allclose(both(padded, valid=valid)[:, :4], short, atol=1e-5)
+                assert not torch.allclose(both(padded)[:, :4], short, atol=1e-3)  # unmasked padding would leak
+                later = {ch: v[:, :4].clone() for ch, v in x.items()}
+                later["eeg_c4"][:, 2] += torch.randn(3000)
+                assert not torch.allclose(both(later)[:, 0], short[:, 0], atol=1e-4)  # epoch 0 sees epoch 3
 
 
 def test_frozen_encoder_matches_the_backbone_representation(backbones):
@@ -315,7 +329,9 @@ def test_vector_cache_encodes_each_epoch_once_and_is_reused(cohort, backbones, t
         store.gather(ids[:1], np.array([10**6]))
     # the evaluation tiling over stored vectors predicts every epoch once, with its label
     labels = epoch_labels(EpochDataset(cohort, "test", channels, task="sleep_stage"))
-    predictions = predict_tiles(store, splits["test"], 7, lambda x: torch.softmax(x[..., :5], dim=-1), labels, 5)
+    predictions = predict_tiles(
+        store, splits["test"], 7, lambda x, _valid: torch.softmax(x[..., :5], dim=-1), labels, 5
+    )
     assert len(predictions.recording) == n_epochs[splits["test"]].sum()
     scored = EpochDataset(cohort, "test", channels, task="sleep_stage")
     truth = dict(zip(zip(*scored.sample_index()), scored.labels))
@@ -407,6 +423,7 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
     assert_every_test_epoch_once(out, cohort)
     checkpoint = load_checkpoint(out / "best.pt")
     assert checkpoint["model_kind"] == "temporal_classifier" and checkpoint["config"]["label_fraction"] == 0.5
+    assert checkpoint["model_config"]["context"]["direction"] == "bidirectional"  # the default context
     loaded = load_downstream_run(out)  # the run's checkpoint rebuilds by itself
     assert loaded.kind == "temporal_classifier" and loaded.epochs_per_window == 8
     with torch.no_grad():

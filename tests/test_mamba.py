@@ -11,7 +11,14 @@ import torch
 import torch.nn.functional as F
 
 from models import mamba
-from models.mamba import GatedRMSNorm, Mamba2, ResidualMamba, mamba2_recurrence_ref, ssd_chunked_scan
+from models.mamba import (
+    GatedRMSNorm,
+    Mamba2,
+    ResidualMamba,
+    mamba2_recurrence_ref,
+    reverse_valid,
+    ssd_chunked_scan,
+)
 
 # mamba_ssm.Mamba2(d_model=512, d_state=16, d_conv=4, expand=2, headdim=64, ngroups=1).state_dict(), in order
 # (mamba_ssm/modules/mamba2.py, v2.3.2.post1): d_inner 1024, nheads 16,
@@ -266,6 +273,40 @@ def test_residual_mamba_is_normed_input_plus_mamba(norm):
     torch.testing.assert_close(y, s + block.mamba(s), rtol=1e-5, atol=1e-5)
     y.square().mean().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in block.parameters())
+
+
+def test_bidirectional_residual_mamba_adds_a_backward_scan_that_ignores_padding():
+    torch.manual_seed(7)
+    block = ResidualMamba(d_model=16, d_state=4, headdim=8, direction="bidirectional").eval()
+    x = torch.randn(3, 10, 16)
+    s = F.layer_norm(x, (16,), block.norm.weight, block.norm.bias, block.norm.eps)
+    expected = s + block.mamba(s) + block.mamba_backward(s.flip(1)).flip(1)
+    torch.testing.assert_close(block(x), expected, rtol=1e-5, atol=1e-5)
+    later = x.clone()
+    later[:, 2] += torch.randn(16)  # not a constant shift: the LayerNorm would remove it
+    assert not torch.allclose(block(later)[:, 0], block(x)[:, 0], atol=1e-4)  # the first epoch sees later ones
+    assert not torch.allclose(block.mamba_backward(s.flip(1)).flip(1), torch.zeros_like(s), atol=1e-3)
+    lengths = torch.tensor([10, 6, 1])
+    valid = torch.arange(10).unsqueeze(0) < lengths.unsqueeze(1)  # (3, 10) prefixes
+    padded = torch.where(valid.unsqueeze(-1), x, torch.randn_like(x) * 5)  # arbitrary values at padding
+    y = block(padded, valid)
+    for row, n in enumerate(lengths.tolist()):
+        torch.testing.assert_close(y[row, :n], block(x[row : row + 1, :n])[0], rtol=1e-5, atol=1e-5)
+    assert ResidualMamba(d_model=16, d_state=4, headdim=8).mamba_backward is None  # forward: the published model
+    with pytest.raises(ValueError, match="direction must be"):
+        ResidualMamba(d_model=16, d_state=4, headdim=8, direction="backward")
+
+
+def test_reverse_valid_reverses_the_real_prefix_only():
+    x = torch.arange(12.0).reshape(2, 6, 1)
+    valid = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    out = reverse_valid(x, valid)
+    assert out[0, :, 0].tolist() == [5, 4, 3, 2, 1, 0]
+    assert out[1, :, 0].tolist() == [9, 8, 7, 6, 10, 11]  # padding stays at the end
+    torch.testing.assert_close(reverse_valid(out, valid), x)
+    torch.testing.assert_close(reverse_valid(x), x.flip(1))
+    with pytest.raises(ValueError, match="prefix"):
+        reverse_valid(x, torch.tensor([[True] * 6, [False, True, True, True, True, True]]))
 
 
 def _mamba_ssm_or_skip():

@@ -7,7 +7,8 @@ The model (`models.heads.TemporalClassifier`) reads windows of T = 20 consecutiv
 (`dataset.datasets.SequenceDataset`; windows never cross recordings): each epoch → backbone (new LoRA rank 4,
 alpha 8 on the encoders' attention output projections; the pretraining LoRA of a SynthSleepNet is merged
 first; a SynthSleepNet's adapters and fusion transformer train unless --no-tune-fusion) → pooled vector v_t →
-s = LayerNorm(v) → y = s + Mamba2(s) → shared MLP head at every position; class-weighted cross-entropy over the
+s = LayerNorm(v) → y = s + Mamba2(s) + R(Mamba2_b(R(s))) (R: time reversed; --context-direction forward keeps the
+published causal scan alone) → shared MLP head at every position; class-weighted cross-entropy over the
 labelled positions. `--init random` trains the same architecture from random weights, everything trainable
 (supervised-from-scratch baseline).
 
@@ -19,8 +20,8 @@ labels the model still sees the unlabelled neighbours of each labelled epoch as 
 Evaluation (`val` after every pass over the training windows for model selection, `test` once with best.pt): deterministic tiling,
 `SequenceDataset(tiling=True)`: windows at 0, T, 2T, ... and a last window aligned to the recording end whose
 overlapping first positions are left to the earlier window, so every epoch is predicted exactly once, by the
-window that saw it with the most left context (Mamba2 is causal). Recordings shorter than T are zero-padded at
-the end (padding never influences earlier positions). Outputs: as the linear probe (see its --help).
+window that saw it with the most left context. Recordings shorter than T are zero-padded at the end; the model
+is given the real positions, so padding never influences them (the backward scan reverses only the real ones). Outputs: as the linear probe (see its --help).
 """
 
 from __future__ import annotations
@@ -107,6 +108,13 @@ def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         help="SynthSleepNet: train its adapters and fusion transformer too",
     )
     group.add_argument("--context-norm", choices=("layer", "batch"), default="layer", help="norm before the Mamba2")
+    group.add_argument(
+        "--context-direction",
+        choices=("forward", "bidirectional"),
+        default="bidirectional",
+        help="bidirectional: a second Mamba2 scans each window backwards, so every epoch sees the epochs after it "
+        "too (docs/models.md §3.3); forward: the published causal context alone",
+    )
     group.add_argument("--mamba-d-state", type=positive_int, default=16, help="Mamba2 state size per head (N)")
     group.add_argument(
         "--mamba-d-conv", type=positive_int, default=4, help="Mamba2 causal depthwise convolution width, in 30-s epochs"
@@ -225,7 +233,11 @@ class VectorWindows(Dataset):
     def __getitem__(self, index: int) -> dict:
         recording, epochs = self.index[index]
         label = np.where(self.masks[index], labels_at(self.labels, recording, epochs), -1)  # (T,)
-        return {"vectors": self.store.windows([recording], epochs[None])[0], "label": torch.from_numpy(label)}
+        return {
+            "vectors": self.store.windows([recording], epochs[None])[0],
+            "label": torch.from_numpy(label),
+            "valid": torch.from_numpy(epochs >= 0),  # (T,) False at padding
+        }
 
 
 def context_phase_config(cfg: Config, n_windows: int) -> Config:
@@ -288,7 +300,7 @@ def train_context_phase(
             store,
             val_recordings,
             cfg.epochs_per_window,
-            lambda x: module(x.to(device)).float().softmax(dim=-1),
+            lambda x, valid: module(x.to(device), valid.to(device)).float().softmax(dim=-1),
             val_labels,
             n_classes,
         )
@@ -302,7 +314,7 @@ def train_context_phase(
         head,
         vectors,
         model_kind=CONTEXT_HEAD,
-        loss=ClassificationLoss(weights, input_key="vectors"),
+        loss=ClassificationLoss(weights, input_key="vectors", valid_key="valid"),
         monitor=monitor,
         metadata={"task": cfg.task, "channels": channels, "phase": "context"},
     )
@@ -319,7 +331,7 @@ def window_predictor(model: torch.nn.Module, device: torch.device, channels: lis
     def predict(batch) -> torch.Tensor:
         signals = {ch: batch[ch].to(device, non_blocking=True) for ch in channels}  # (B, T, 3000) each
         with autocast_context(device, cfg.amp, cfg.amp_dtype):
-            return model(signals).float().softmax(dim=-1)
+            return model(signals, valid=batch["valid"].to(device)).float().softmax(dim=-1)
 
     return predict
 
@@ -377,6 +389,7 @@ def run(argv: list[str] | None) -> int:
         )
         context = {
             "norm": cfg.context_norm,
+            "direction": cfg.context_direction,
             "backend": cfg.mamba_backend,
             "d_state": cfg.mamba_d_state,
             "d_conv": cfg.mamba_d_conv,
@@ -394,7 +407,7 @@ def run(argv: list[str] | None) -> int:
         if cfg.debias_batchnorm:
             debias_batchnorm(model)
         weights = class_weights(train_set.counts, cfg.class_weights)
-        loss = ClassificationLoss(weights, channels=channels)
+        loss = ClassificationLoss(weights, channels=channels, valid_key="valid")
         initial_best, deadline = None, None
         if phase_cfg is not None:
             run_started = time.monotonic()  # --max-minutes covers both phases from here
