@@ -25,7 +25,8 @@
 3. Staging (--task sleep_stage) of every pretrained SynthSleepNet: linear probe at `--probe-fractions`
    (1, 5, 100 % of the train labels) and fine-tuning at `--finetune-fractions` (5, 100 %); supervised from
    scratch (--init random, same architecture) and the hand-crafted-feature baseline once at the probe
-   fractions. The probes and the feature baseline run once per `--neighbour-epochs` value K (default 0 and
+   fractions; at `--scratch-context-fractions` (100 %) also from scratch with fine-tuning's windows and
+   temporal context (rows scratch_finetune), the fair reference for fine-tuning. The probes and the feature baseline run once per `--neighbour-epochs` value K (default 0 and
    3): the classifier reads each epoch with its K neighbours on each side (rows "linear_probe ±K",
    "features_hgb ±K"). Model selection on `val` only (the scripts' own); `test` scored once per run.
 4. OUT/results.csv, OUT/results.md (kappa with subject-bootstrap 95 % CIs, macro-F1, N1 F1 from each run's
@@ -363,6 +364,27 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
             batch,
         )
         runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
+        if fraction in args.scratch_context_fractions:  # the same, with fine-tuning's windows and temporal context
+            run = downstream_run(
+                "downstream/fine_tuning/train.py",
+                args.out / "downstream" / "scratch_context" / (tag + direction_tag(args.context_direction)),
+                own,
+                fraction,
+                args,
+                "--init",
+                "random",
+                "--preset",
+                args.preset,
+                "--channels",
+                ",".join(CHANNELS),
+                "--passes",
+                args.scratch_context_passes,
+                "--stride",
+                args.finetune_stride,
+                "--context-direction",
+                args.context_direction,
+            )
+            runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
         for neighbours in args.neighbour_epochs:
             run = downstream_run(
                 "downstream/baselines/features.py",
@@ -377,6 +399,11 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
             )
             runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
     return runs
+
+
+def direction_tag(direction: str) -> str:
+    """Run-folder suffix of a fine-tuning context direction ("" for the default, bidirectional)."""
+    return "-fwd" if direction == "forward" else ""
 
 
 def neighbour_tag(neighbours: int) -> str:
@@ -423,7 +450,7 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
             / (
                 f"lf{fraction:g}"
                 + (f"-max{args.finetune_max_steps}" if args.finetune_max_steps else "")
-                + ("-fwd" if args.context_direction == "forward" else "")
+                + direction_tag(args.context_direction)
             ),
             dst,
             fraction,
@@ -556,6 +583,19 @@ def build_parser() -> argparse.ArgumentParser:
         "--scratch-max-passes", type=int, default=20, help="each pass ends with a full val pass of the whole model"
     )
     parser.add_argument(
+        "--scratch-context-fractions",
+        type=fraction_list,
+        default=[1.0],
+        help="label fractions at which supervised-from-scratch also trains fine-tuning's temporal architecture "
+        "(windows of 20 epochs, Mamba2 context; rows scratch_finetune), comma-separated",
+    )
+    parser.add_argument(
+        "--scratch-context-passes",
+        type=int,
+        default=3,
+        help="passes of each temporal scratch run (each trains the whole model on windows of 20 epochs)",
+    )
+    parser.add_argument(
         "--finetune-passes",
         "--finetune-epochs",
         dest="finetune_passes",
@@ -605,6 +645,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--extra-factor must be >= 0, --hours > 0 and --nights < 100000")
     if args.finetune_max_steps < 0:
         parser.error(f"--finetune-max-steps must be >= 0, got {args.finetune_max_steps}")
+    if args.scratch_context_passes < 1:
+        parser.error(f"--scratch-context-passes must be >= 1, got {args.scratch_context_passes}")
+    if not set(args.scratch_context_fractions) <= set(args.probe_fractions):
+        parser.error(
+            f"--scratch-context-fractions {args.scratch_context_fractions} must be among --probe-fractions "
+            f"{args.probe_fractions}"
+        )
     if args.finetune_budgets is None:
         args.finetune_budgets = list(args.budgets)
     if args.warmup_steps is None:

@@ -163,6 +163,24 @@ def test_fine_tuning_runs_get_the_lora_step_cap(monkeypatch, tmp_path, cap, expe
         assert capped == expected
 
 
+def test_scratch_with_temporal_context_runs_at_its_fractions(monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(
+        ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, out, rest)) or out
+    )
+    monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
+    for direction, folder in (("bidirectional", "lf1"), ("forward", "lf1-fwd")):
+        calls.clear()
+        args = ssl_scaling.build_parser().parse_args(["--out", str(tmp_path), "--context-direction", direction])
+        ssl_scaling.run_baselines(args, tmp_path)
+        temporal = [(out, [str(v) for v in rest]) for script, out, rest in calls if "fine_tuning" in script]
+        assert len(temporal) == 1  # the default --scratch-context-fractions: 100 % only
+        out, extra = temporal[0]
+        assert out == tmp_path / "downstream" / "scratch_context" / folder and extra[1] == "1.0"
+        assert extra[extra.index("--init") + 1] == "random" and extra[extra.index("--passes") + 1] == "3"
+        assert extra[extra.index("--context-direction") + 1] == direction
+
+
 @pytest.mark.slow
 def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     """--size tiny (6 nights x 2 h + 6 extra, budgets 4 and 16 steps), every staging method, then a rerun
@@ -186,6 +204,8 @@ def test_benchmark_end_to_end_at_tiny_size(tmp_path):
         "20",
         "--neighbour-epochs",
         "0,2",
+        "--scratch-context-passes",
+        "1",
     ]
     ran = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=2400)
     assert ran.returncode == 0, ran.stderr[-3000:]
@@ -197,10 +217,11 @@ def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     assert set(pretrained["method"]) == {"linear_probe", "linear_probe ±2", "fine_tune"}
     assert set(table.loc[table["budget_steps"].isna(), "method"]) == {
         "scratch_probe",
+        "scratch_finetune",
         "features_hgb",
         "features_hgb ±2",
     }
-    assert len(table) == 32 + 3 * 3
+    assert len(table) == 32 + 3 * 3 + 1
     assert (table["neighbour_epochs"].fillna(0) == table["method"].str.endswith("±2") * 2).all()
     assert table["kappa"].notna().all() and (table["kappa"].abs() <= 1).all()
     assert (pretrained["pretrain_cpu_min"] > 0).all()
