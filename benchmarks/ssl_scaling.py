@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.ssl_scaling_options import EXTRA_SUBJECT_START, parse_args
 from benchmarks.ssl_scaling_report import result_rows, write_results
 from dataset import data_parser, synthetic
 from dataset.constants import EPHYS_CHANNELS, MODALITY_CHANNELS
@@ -65,20 +66,6 @@ from dataset.constants import EPHYS_MODALITIES as MODALITIES
 from dataset.datasets import EpochDataset
 
 CHANNELS = list(EPHYS_CHANNELS)
-EXTRA_SUBJECT_START = 300001  # extra subjects' ids; the base cohort's are 200001 + night index
-SIZES: dict[str, dict[str, Any]] = {
-    # 24 nights x 8 h: 6 test, 3 val and 15 pretrain/train subjects (14,400 pretraining epochs) + 96 extra nights.
-    "default": {
-        "nights": 24,
-        "hours": 8.0,
-        "extra_factor": 4,
-        "test_subjects": 6,
-        "val_subjects": 3,
-        "budgets": [40, 160, 640, 2560],
-    },
-    # seconds-scale smoke size for the end-to-end test
-    "tiny": {"nights": 6, "hours": 2.0, "extra_factor": 1, "test_subjects": 2, "val_subjects": 1, "budgets": [4, 16]},
-}
 BATCH = 32  # pretraining samples per step (unimodal: single-channel epochs; multimodal: six-channel epochs)
 
 
@@ -337,6 +324,12 @@ def downstream_run(script: str, out: Path, dst: Path, fraction: float, args: arg
     return out
 
 
+def scratch_args(args: argparse.Namespace) -> tuple:
+    """Options of a from-scratch run: the pretrained model's architecture (these encoders + the tiny fusion) over
+    every channel, from random weights."""
+    return ("--init", "random", "--preset", args.preset, "--channels", ",".join(CHANNELS))
+
+
 def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
     """Supervised from scratch and the feature baseline at the probe fractions; [{"run", "data", "budget",
     "cpu_minutes"}] with no data amount or budget (they do not depend on pretraining)."""
@@ -352,12 +345,7 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
             own,
             fraction,
             args,
-            "--init",
-            "random",
-            "--preset",
-            args.preset,  # the pretrained model's architecture: these encoders + the tiny fusion
-            "--channels",
-            ",".join(CHANNELS),
+            *scratch_args(args),
             "--passes",
             passes,
             "--batch-size",
@@ -371,12 +359,7 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
                 own,
                 fraction,
                 args,
-                "--init",
-                "random",
-                "--preset",
-                args.preset,
-                "--channels",
-                ",".join(CHANNELS),
+                *scratch_args(args),
                 "--passes",
                 args.scratch_context_passes,
                 "--stride",
@@ -473,189 +456,8 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
 
 
 # ---------------------------------------------------------------------------------------- main
-def fraction_list(text: str) -> list[float]:
-    values = [float(v) for v in text.split(",") if v.strip()]
-    if not values or any(not 0 < v <= 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected comma-separated fractions in (0, 1], got {text!r}")
-    return values
-
-
-def int_set(text: str, low: int, what: str) -> list[int]:
-    """Comma-separated integers, each >= `low`, as a sorted list without repeats; argparse's error otherwise."""
-    try:
-        values = sorted({int(v) for v in text.split(",") if v.strip()})
-    except ValueError:
-        values = []
-    if not values or values[0] < low:
-        raise argparse.ArgumentTypeError(f"expected comma-separated {what} >= {low}, got {text!r}")
-    return values
-
-
-def neighbour_list(text: str) -> list[int]:
-    return int_set(text, 0, "integers")
-
-
-def budget_list(text: str) -> list[int]:
-    return int_set(text, 1, "step counts")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--out", type=Path, default=Path("runs/ssl_scaling"), help="work folder: cohorts, runs, tables (reused)"
-    )
-    parser.add_argument(
-        "--size",
-        choices=tuple(SIZES),
-        default="default",
-        help="preset of the five options below (explicit options win)",
-    )
-    parser.add_argument("--nights", type=int, default=None, help="base cohort nights (one subject each)")
-    parser.add_argument("--hours", type=float, default=None, help="hours per night")
-    parser.add_argument(
-        "--extra-factor",
-        type=int,
-        default=None,
-        help="extra unlabelled nights of new subjects, as a multiple of --nights (0: none)",
-    )
-    parser.add_argument("--test-subjects", type=int, default=None, help="subjects held out for the test split")
-    parser.add_argument("--val-subjects", type=int, default=None, help="subjects of the val split (selection only)")
-    parser.add_argument(
-        "--preset",
-        default="fast",
-        help="NeuroNet preset of the unimodal encoders and of the from-scratch model's encoders (default fast, the "
-        "first curve of benchmarks/README.md; spectral is the demo's recipe); the fusion is SynthSleepNet tiny",
-    )
-    parser.add_argument(
-        "--budgets",
-        type=budget_list,
-        default=None,
-        help="pretraining optimizer steps of each model, comma-separated (e.g. 40,160,640,2560)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=20261206, help="cohort seed (the extra nights use seed + 1); also the training seed"
-    )
-    parser.add_argument(
-        "--warmup-steps",
-        type=int,
-        default=None,
-        help="pretraining lr warmup (default: half the smallest budget, at most 100)",
-    )
-    parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
-    parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
-    parser.add_argument(
-        "--max-pretrain-cpu-min",
-        type=float,
-        default=90.0,
-        help="stop after the second budget when the largest is estimated to need more pretraining "
-        "CPU-minutes than this, all data amounts together (0: no check)",
-    )
-    parser.add_argument(
-        "--probe-fractions",
-        type=fraction_list,
-        default=[0.01, 0.05, 1.0],
-        help="label fractions of the probes and the baselines, comma-separated",
-    )
-    parser.add_argument(
-        "--neighbour-epochs",
-        type=neighbour_list,
-        default=[0, 3],
-        help="neighbouring epochs on each side that the probes and the feature baseline read, comma-separated: "
-        "one run of each per value (0: the epoch alone; 3 had the best val kappa of 0, 1, 2, 3 and 5, both "
-        "methods and three label fractions together, benchmarks/README.md)",
-    )
-    parser.add_argument(
-        "--finetune-fractions",
-        type=fraction_list,
-        default=[0.05, 1.0],
-        help="label fractions fine-tuned, comma-separated",
-    )
-    parser.add_argument(
-        "--finetune-budgets",
-        type=budget_list,
-        default=None,
-        help="the budgets whose backbones are also fine-tuned, comma-separated (default: every budget)",
-    )
-    parser.add_argument("--probe-steps", type=int, default=1500, help="about this many MLP-head steps per probe")
-    parser.add_argument("--probe-max-passes", type=int, default=200, help="passes per probe at most")
-    parser.add_argument("--scratch-steps", type=int, default=600, help="about this many steps per scratch run")
-    parser.add_argument(
-        "--scratch-max-passes", type=int, default=20, help="each pass ends with a full val pass of the whole model"
-    )
-    parser.add_argument(
-        "--scratch-context-fractions",
-        type=fraction_list,
-        default=[1.0],
-        help="label fractions at which supervised-from-scratch also trains fine-tuning's temporal architecture "
-        "(windows of 20 epochs, Mamba2 context; rows scratch_finetune), comma-separated",
-    )
-    parser.add_argument(
-        "--scratch-context-passes",
-        type=int,
-        default=3,
-        help="passes of each temporal scratch run (each trains the whole model on windows of 20 epochs)",
-    )
-    parser.add_argument(
-        "--finetune-passes",
-        "--finetune-epochs",
-        dest="finetune_passes",
-        type=int,
-        default=1,
-        help="LoRA passes of fine-tuning. --finetune-epochs: the old name, still accepted",
-    )
-    parser.add_argument(
-        "--context-passes",
-        "--context-epochs",
-        dest="context_passes",
-        type=int,
-        default=30,
-        help="fine-tuning phase 1 passes (cached vectors). --context-epochs: the old name, still accepted",
-    )
-    parser.add_argument("--finetune-stride", type=int, default=10, help="epochs between fine-tuning windows")
-    parser.add_argument(
-        "--context-direction",
-        choices=("bidirectional", "forward"),
-        default="bidirectional",
-        help="fine-tuning's Mamba2 context (forward: the published causal one; its runs go to …-fwd folders)",
-    )
-    parser.add_argument(
-        "--finetune-max-steps",
-        type=int,
-        default=0,
-        help="cap on the LoRA phase's optimizer steps (0: none); its lr schedule still spans --finetune-passes, so "
-        "a capped phase stops early in that schedule. Each LoRA step runs the whole model on windows of 20 "
-        "six-channel epochs: on 2 CPU cores one pass at the default size takes the better part of an hour. Runs "
-        "with a cap go to their own folders (…/lf<fraction>-max<steps>)",
-    )
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for key, value in SIZES[args.size].items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
-    if args.test_subjects < 1 or args.val_subjects < 1 or args.test_subjects + args.val_subjects >= args.nights:
-        parser.error(
-            f"--nights {args.nights} must exceed --test-subjects {args.test_subjects} + --val-subjects "
-            f"{args.val_subjects} (both >= 1)"
-        )
-    if args.extra_factor < 0 or args.hours <= 0 or args.nights >= EXTRA_SUBJECT_START - 200001:
-        parser.error("--extra-factor must be >= 0, --hours > 0 and --nights < 100000")
-    if args.finetune_max_steps < 0:
-        parser.error(f"--finetune-max-steps must be >= 0, got {args.finetune_max_steps}")
-    if args.scratch_context_passes < 1:
-        parser.error(f"--scratch-context-passes must be >= 1, got {args.scratch_context_passes}")
-    if not set(args.scratch_context_fractions) <= set(args.probe_fractions):
-        parser.error(
-            f"--scratch-context-fractions {args.scratch_context_fractions} must be among --probe-fractions "
-            f"{args.probe_fractions}"
-        )
-    if args.finetune_budgets is None:
-        args.finetune_budgets = list(args.budgets)
-    if args.warmup_steps is None:
-        args.warmup_steps = max(1, min(100, args.budgets[0] // 2))
+    args = parse_args(argv, __doc__)
     started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from benchmarks import ssl_scaling
+from benchmarks import ssl_scaling, ssl_scaling_options
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -153,7 +153,7 @@ def test_fine_tuning_runs_get_the_lora_step_cap(monkeypatch, tmp_path, cap, expe
     monkeypatch.setattr(ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, rest)) or out)
     monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
     monkeypatch.setattr(ssl_scaling, "pretrain_cpu_minutes", lambda *a: 1.0)
-    args = ssl_scaling.build_parser().parse_args(["--out", str(tmp_path), "--finetune-max-steps", str(cap)])
+    args = ssl_scaling_options.build_parser().parse_args(["--out", str(tmp_path), "--finetune-max-steps", str(cap)])
     args.finetune_budgets = [100]
     ssl_scaling.run_pretrained(args, "own", tmp_path, 100, tmp_path / "pretrain" / "steps100")
     tuned = [[str(v) for v in rest] for script, rest in calls if "fine_tuning" in script]
@@ -171,7 +171,7 @@ def test_scratch_with_temporal_context_runs_at_its_fractions(monkeypatch, tmp_pa
     monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
     for direction, folder in (("bidirectional", "lf1"), ("forward", "lf1-fwd")):
         calls.clear()
-        args = ssl_scaling.build_parser().parse_args(["--out", str(tmp_path), "--context-direction", direction])
+        args = ssl_scaling_options.build_parser().parse_args(["--out", str(tmp_path), "--context-direction", direction])
         ssl_scaling.run_baselines(args, tmp_path)
         temporal = [(out, [str(v) for v in rest]) for script, out, rest in calls if "fine_tuning" in script]
         assert len(temporal) == 1  # the default --scratch-context-fractions: 100 % only
