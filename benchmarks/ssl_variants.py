@@ -43,7 +43,8 @@ import pandas as pd
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from benchmarks.ssl_scaling import BATCH, budget_list, passes_for, run_script, write_json
+from benchmarks.ssl_scaling import BATCH, passes_for, run_script, write_json
+from benchmarks.ssl_scaling_options import budget_list
 from benchmarks.unimodal_learning import linear_scores, prepare_cohort
 from dataset.constants import MODALITY_CHANNELS  # noqa: E402
 from dataset.datasets import EpochDataset  # noqa: E402
