@@ -385,8 +385,9 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
 
 
 def direction_tag(direction: str) -> str:
-    """Run-folder suffix of a fine-tuning context direction ("" for the default, bidirectional)."""
-    return "-fwd" if direction == "forward" else ""
+    """Run-folder suffix of a fine-tuning context direction ("" for forward: the folders of earlier runs, which
+    all had the published causal context)."""
+    return "-bi" if direction == "bidirectional" else ""
 
 
 def neighbour_tag(neighbours: int) -> str:

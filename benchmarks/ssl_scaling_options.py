@@ -166,7 +166,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         "--context-direction",
         choices=("bidirectional", "forward"),
         default="bidirectional",
-        help="fine-tuning's Mamba2 context (forward: the published causal one; its runs go to …-fwd folders)",
+        help="fine-tuning's Mamba2 context (forward: the published causal one); bidirectional runs go to …-bi folders",
     )
     parser.add_argument(
         "--finetune-max-steps",

@@ -128,8 +128,8 @@ class VectorStore:
 
     def windows(self, recordings: Sequence[str], epoch_ids: torch.Tensor) -> torch.Tensor:
         """Vectors of window batches: recordings (B,), epoch_ids (B, T) with -1 at padding -> (B, T, D), zeros at
-        padding (the temporal context is given the mask `epoch_ids >= 0`, so padding never influences real
-        positions)."""
+        padding (the temporal context is given the mask `epoch_ids >= 0`, so padding does not reach real
+        positions through its scans)."""
         ids = epoch_ids.numpy() if isinstance(epoch_ids, torch.Tensor) else np.asarray(epoch_ids)
         out = np.zeros((*ids.shape, self.dim), dtype=np.float32)  # (B, T, D)
         for b, recording in enumerate(recordings):
@@ -178,7 +178,7 @@ def predict_tiles(
     store: VectorStore,
     recordings: Sequence[str],
     epochs_per_window: int,
-    classify: Callable[[torch.Tensor], torch.Tensor],
+    classify: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     labels: Mapping[str, tuple[np.ndarray, np.ndarray]],
     n_classes: int,
     batch_windows: int = 64,

@@ -190,6 +190,7 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
         r["method"],
         r["backbone"],
         r.get("neighbour_epochs"),
+        r.get("context_direction"),
         r["label_fraction"],
         r["train_subjects"],
         r["seed"],
@@ -222,6 +223,7 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
             r["method"],
             r["backbone"],
             r.get("neighbour_epochs") or 0,
+            r.get("context_direction") or "",
             r["label_fraction"],
             str(r["train_subjects"]),
             str(r["seed"]),
@@ -257,6 +259,7 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
             "method",
             "backbone",
             "neighbour_epochs",
+            "context_direction",
             "label_fraction",
             "train_subjects",
             "seed",
@@ -289,6 +292,8 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
         row["series"] = row["method"] + (f" / {row['backbone']}" if with_backbone else "")
         if row.get("neighbour_epochs"):
             row["series"] += f" ±{row['neighbour_epochs']}"
+        if row.get("context_direction") == "forward":
+            row["series"] += " (forward context)"
     label_fraction_png([{**r, "method": r["series"]} for r in rows], out_dir / "label_fraction.png", HEADLINE_OF_TASK)
     return rows
 

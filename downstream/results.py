@@ -248,6 +248,14 @@ def as_number(value: Any) -> float:
     return float("nan") if value is None else float(value)
 
 
+def context_direction(metrics: Mapping[str, Any]) -> str | None:
+    """A temporal run's context direction ("bidirectional" or "forward"; runs that name none had the published
+    forward context); None for methods without a temporal context."""
+    if metrics["method"] not in (FINE_TUNE, SCRATCH_FINETUNE):
+        return None
+    return metrics.get("context_direction") or "forward"
+
+
 def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
     """One flat table row of a run's metrics.json: identity, headline metrics with CI ends (`<m>_low/_high`)."""
     test = metrics["test"]
@@ -255,6 +263,7 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         "method": metrics["method"],
         "backbone": metrics.get("backbone_name") or "",
         "neighbour_epochs": metrics.get("neighbour_epochs"),  # None: the method has no such option
+        "context_direction": context_direction(metrics),
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
         "train_subjects": metrics.get("train_subjects"),
@@ -313,7 +322,7 @@ def run_markdown(metrics: Mapping[str, Any]) -> str:
         "",
         f"- backbone: {metrics.get('backbone_name') or '—'} ({metrics.get('init', '—')})",
         *([f"- neighbouring epochs read: ±{metrics['neighbour_epochs']}"] if metrics.get("neighbour_epochs") else []),
-        *([f"- temporal context: {metrics['context_direction']}"] if metrics.get("context_direction") else []),
+        *([f"- temporal context: {context_direction(metrics)}"] if context_direction(metrics) else []),
         f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
         f"{metrics.get('train_subjects') or 'all'} `train` subjects ({train.get('n_labelled', '?')} epochs)",
         f"- model selection: {selection.get('metric', '—')} on `val` = {selection.get('value')}; "

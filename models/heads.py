@@ -3,8 +3,9 @@
     EpochEncoder        backbone (NeuroNet or SynthSleepNet) → one pooled vector per 30-s epoch, (N, D)
     MLPHead             (..., D) → (..., C): Linear → BN → ELU → Dropout per hidden width, then Linear
     EpochClassifier     EpochEncoder → MLPHead                       (linear probe; supervised from scratch)
-    TemporalClassifier  EpochEncoder per epoch → s = norm(v); y = s + Mamba2(s) → MLPHead at every position
-                        (fine-tuning over windows of T consecutive epochs of one recording)
+    TemporalClassifier  EpochEncoder per epoch → s = norm(v); y = s + Mamba2(s) [+ R(Mamba2_b(R(s))), R: time
+                        reversed] → MLPHead at every position (fine-tuning over windows of T consecutive epochs
+                        of one recording)
 
 An `EpochEncoder` has one of three modes:
 - `frozen`: nothing trains, every submodule stays in eval mode (BatchNorm statistics never move); the linear
@@ -319,7 +320,9 @@ class TemporalClassifier(nn.Module):
     `ResidualMamba` arguments: norm ("layer" or "batch"), direction ("forward": one causal Mamba2 scan, the
     published model and the value of checkpoints that do not name one; "bidirectional": a second scan backwards
     in time), backend, and Mamba2 sizes (d_state 16, d_conv 4, expand 2, headdim 64 by default). Windows padded at
-    the end pass `valid` (B, T) bool; padded positions then never change real ones, in either direction.
+    the end pass `valid` (B, T) bool; padded positions then never change real ones through the scans, in either
+    direction (in training mode they still enter BatchNorm statistics: the head's, and the context's with norm
+    "batch").
     """
 
     def __init__(self, encoder: EpochEncoder, head: MLPHead, context: Mapping[str, Any] | None = None):

@@ -15,7 +15,8 @@ Optional CUDA extra (Linux, NVIDIA GPU, a CUDA toolkit whose `nvcc --version` ma
 `--no-build-isolation` is required: both packages import torch in their setup.py and compile against the
 torch already installed. A CPU install never needs them.
 
-`ResidualMamba` is docs/models.md §3.3's temporal context: s = norm(x); y = s + Mamba2(s).
+`ResidualMamba` is docs/models.md §3.3's temporal context: s = norm(x); y = s + Mamba2(s), plus a second Mamba2
+over the reversed sequence with `direction="bidirectional"`.
 `mamba2_recurrence_ref` is the slow step-by-step reference used by the tests and the benchmark.
 """
 
@@ -417,19 +418,27 @@ def mamba2_recurrence_ref(block: Mamba2, u: torch.Tensor) -> torch.Tensor:
     return F.linear(torch.stack(outputs, dim=1), block.out_proj.weight, block.out_proj.bias)  # position-wise
 
 
-def reverse_valid(x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-    """x (batch, seq_len, ...) with each row's valid prefix reversed in time; the positions after it (padding at
-    a window's end) stay where they are, so a backward scan meets them only after every real position.
-
-    `valid` (batch, seq_len) bool must be a prefix mask (True, ..., True, False, ...); None: whole rows reversed.
-    Applying it twice gives x back."""
-    if valid is None:
-        return x.flip(1)
-    steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
+def reversal_index(valid: torch.Tensor) -> torch.Tensor:
+    """(batch, seq_len) int64 index that reverses each row's valid prefix in time and leaves the positions after
+    it (padding at a window's end) in place, so a backward scan meets padding only after every real position.
+    `valid` (batch, seq_len) bool must be a prefix mask (True, ..., True, False, ...). The index is its own
+    inverse."""
+    steps = torch.arange(valid.shape[1], device=valid.device).unsqueeze(0)  # (1, T)
     lengths = valid.sum(dim=1, keepdim=True)  # (B, 1)
     if not torch.equal(valid.bool(), steps < lengths):
         raise ValueError("reverse_valid: `valid` must mark a prefix of each row (padding only at the end)")
-    index = torch.where(steps < lengths, lengths - 1 - steps, steps)  # (B, T)
+    return torch.where(steps < lengths, lengths - 1 - steps, steps)  # (B, T)
+
+
+def reverse_valid(
+    x: torch.Tensor, valid: torch.Tensor | None = None, index: torch.Tensor | None = None
+) -> torch.Tensor:
+    """x (batch, seq_len, ...) with each row's valid prefix reversed in time (`reversal_index(valid)`, or the
+    `index` computed once from it); None for both: whole rows reversed. Applying it twice gives x back."""
+    if index is None and valid is None:
+        return x.flip(1)
+    if index is None:
+        index = reversal_index(valid)
     return x.gather(1, index.reshape(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
@@ -469,8 +478,9 @@ class ResidualMamba(nn.Module):
         """x: (batch, seq_len, d_model) per-epoch vectors in time order → (batch, seq_len, d_model).
 
         `valid` (batch, seq_len) bool marks the real positions of windows padded at the end (None: all real). The
-        forward scan is causal, so padding never reaches a real position; the backward scan reverses only each
-        row's real prefix (`reverse_valid`), so it does not either."""
+        forward scan is causal, so padding never reaches a real position through it; the backward scan reverses
+        only each row's real prefix (`reverse_valid`), so not through it either. (With `norm="batch"` in training
+        mode, padded positions still enter the batch statistics.)"""
         if x.dim() != 3:
             raise ValueError(f"ResidualMamba expects (batch, seq_len, d_model), got {tuple(x.shape)}")
         if isinstance(self.norm, nn.BatchNorm1d):
@@ -479,5 +489,6 @@ class ResidualMamba(nn.Module):
             s = self.norm(x)
         y = s + self.mamba(s)
         if self.mamba_backward is not None:
-            y = y + reverse_valid(self.mamba_backward(reverse_valid(s, valid)), valid)
+            index = None if valid is None else reversal_index(valid)  # validated once, used both ways
+            y = y + reverse_valid(self.mamba_backward(reverse_valid(s, index=index)), index=index)
         return y

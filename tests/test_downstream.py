@@ -419,6 +419,8 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
     assert selected["value"] == max(max(r["val_kappa"] for r in phase), max(r["val_kappa"] for r in final))
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "fine_tune" and metrics["channels"] == ["eeg_c4"]  # the checkpoint's first channel
+    assert metrics["context_direction"] == "bidirectional"
+    assert "- temporal context: bidirectional" in (out / "results.md").read_text()
     assert metrics["windows"]["epochs_per_window"] == 8 and metrics["selection"]["checkpoint"] == "best.pt"
     assert_every_test_epoch_once(out, cohort)
     checkpoint = load_checkpoint(out / "best.pt")

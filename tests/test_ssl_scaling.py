@@ -169,7 +169,7 @@ def test_scratch_with_temporal_context_runs_at_its_fractions(monkeypatch, tmp_pa
         ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, out, rest)) or out
     )
     monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
-    for direction, folder in (("bidirectional", "lf1"), ("forward", "lf1-fwd")):
+    for direction, folder in (("bidirectional", "lf1-bi"), ("forward", "lf1")):
         calls.clear()
         args = ssl_scaling_options.build_parser().parse_args(["--out", str(tmp_path), "--context-direction", direction])
         ssl_scaling.run_baselines(args, tmp_path)

@@ -118,6 +118,25 @@ def evaluating(model: nn.Module) -> Iterator[nn.Module]:
         model.train(was_training)
 
 
+def config_differences(saved: Any, current: Any, limit: int = 3) -> str:
+    """'model differs: key: saved -> current; ...' for the first `limit` differing leaves of two nested model
+    configs (a key missing on one side reads "(none)"); "" when either is not a dict or nothing differs."""
+    if not isinstance(saved, Mapping) or not isinstance(current, Mapping):
+        return ""
+
+    def leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            return {prefix: value}
+        return {k: v for key, item in value.items() for k, v in leaves(item, f"{prefix}{key}.").items()}
+
+    old, new = leaves(saved), leaves(current)
+    keys = [k for k in sorted(set(old) | set(new)) if to_plain(old.get(k)) != to_plain(new.get(k))]
+    if not keys:
+        return ""
+    shown = "; ".join(f"{k.rstrip('.')}: {old.get(k, '(none)')} -> {new.get(k, '(none)')}" for k in keys[:limit])
+    return f"model differs: {shown}" + (f"; {len(keys) - limit} more" if len(keys) > limit else "")
+
+
 class ResumableDistributedSampler(DistributedSampler):
     """DistributedSampler (permutation seeded by seed + epoch, this rank's share) that can start mid-epoch:
     `start_index` samples of this rank's share are skipped (resume after `batch_in_epoch` batches)."""
@@ -396,9 +415,10 @@ class Trainer:
             self.scheduler.load_state_dict(ckpt["scheduler"])
         except (RuntimeError, ValueError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            differs = config_differences(ckpt.get("model_config"), getattr(self.model, "to_config", lambda: None)())
             raise UsageError(
                 f"{path}: its weights or optimizer state do not fit the model built from the current "
-                f"options ({first[:200]}); resume with the options it was written with, or start "
+                f"options ({differs or first[:200]}); resume with the options it was written with, or start "
                 "afresh with --resume none"
             ) from None
         if ckpt.get("scaler"):
