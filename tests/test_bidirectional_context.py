@@ -12,7 +12,7 @@ from downstream.results import context_direction
 from downstream.training import ClassificationLoss
 from models.heads import MLPHead
 from models.mamba import ResidualMamba
-from utils.engine import config_differences
+from utils.config import config_differences
 
 
 class ContextModel(torch.nn.Module):

@@ -638,3 +638,22 @@ def save_config(
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def config_differences(saved: Any, current: Any, limit: int = 3) -> str:
+    """'model differs: key: saved -> current; ...' for the first `limit` differing leaves of two nested model
+    configs (a key missing on one side reads "(none)"); "" when either is not a dict or nothing differs."""
+    if not isinstance(saved, Mapping) or not isinstance(current, Mapping):
+        return ""
+
+    def leaves(value: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            return {prefix: value}
+        return {k: v for key, item in value.items() for k, v in leaves(item, f"{prefix}{key}.").items()}
+
+    old, new = leaves(saved), leaves(current)
+    keys = [k for k in sorted(set(old) | set(new)) if to_plain(old.get(k)) != to_plain(new.get(k))]
+    if not keys:
+        return ""
+    shown = "; ".join(f"{k.rstrip('.')}: {old.get(k, '(none)')} -> {new.get(k, '(none)')}" for k in keys[:limit])
+    return f"model differs: {shown}" + (f"; {len(keys) - limit} more" if len(keys) > limit else "")
