@@ -26,9 +26,10 @@
    (1, 5, 100 % of the train labels) and fine-tuning at `--finetune-fractions` (5, 100 %); supervised from
    scratch (--init random, same architecture) and the hand-crafted-feature baseline once at the probe
    fractions; at `--scratch-context-fractions` (100 %) also from scratch with fine-tuning's windows and
-   temporal context (rows scratch_finetune), the fair reference for fine-tuning. The probes and the feature baseline run once per `--neighbour-epochs` value K (default 0 and
-   3): the classifier reads each epoch with its K neighbours on each side (rows "linear_probe ±K",
-   "features_hgb ±K"). Model selection on `val` only (the scripts' own); `test` scored once per run.
+   temporal context (rows scratch_finetune), the fair reference for fine-tuning. The probes and the feature
+   baseline run once per `--neighbour-epochs` value K (default 0 and 3): the classifier reads each epoch with
+   its K neighbours on each side (rows "linear_probe ±K", "features_hgb ±K"). Model selection on `val` only
+   (the scripts' own); `test` scored once per run.
 4. OUT/results.csv, OUT/results.md (kappa with subject-bootstrap 95 % CIs, macro-F1, N1 F1 from each run's
    metrics.json) and OUT/ssl_scaling.png (kappa against pretraining CPU-minutes, log x), written by
    benchmarks/ssl_scaling_report.py.

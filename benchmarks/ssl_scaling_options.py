@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from models.mamba import DIRECTIONS
+
 EXTRA_SUBJECT_START = 300001  # extra subjects' ids; the base cohort's are 200001 + night index
 SIZES: dict[str, dict[str, Any]] = {
     # 24 nights x 8 h: 6 test, 3 val and 15 pretrain/train subjects (14,400 pretraining epochs) + 96 extra nights.
@@ -164,7 +166,7 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--finetune-stride", type=int, default=10, help="epochs between fine-tuning windows")
     parser.add_argument(
         "--context-direction",
-        choices=("bidirectional", "forward"),
+        choices=DIRECTIONS,
         default="bidirectional",
         help="fine-tuning's Mamba2 context (forward: the published causal one); bidirectional runs go to …-bi folders",
     )

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from downstream.results import markdown_table, summary_row
+from downstream.results import markdown_table, summary_row, variant_suffix
 from utils.plots import _save as save_png
 
 TABLE_COLUMNS = (
@@ -40,10 +40,7 @@ def result_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for item in runs:
         metrics = item.get("metrics") or json.loads((Path(item["run"]) / "metrics.json").read_text())
         row = summary_row(metrics, run=str(item.get("run", "")))
-        if row["neighbour_epochs"]:  # the classifier read K neighbouring epochs on each side
-            row["method"] = f"{row['method']} ±{row['neighbour_epochs']}"
-        if row["context_direction"] == "forward":  # the published causal context (runs that name none had it)
-            row["method"] += " (forward context)"
+        row["method"] += variant_suffix(row)  # " ±K" neighbouring epochs, " (forward context)"
         n1 = (metrics["test"]["pooled"].get("per_class_f1") or {}).get("N1")
         budget = item.get("budget")
         row.update(

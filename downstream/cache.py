@@ -49,16 +49,17 @@ def neighbour_rows(rows: np.ndarray, n: int, neighbour_epochs: int) -> np.ndarra
     return np.clip(np.asarray(rows)[:, None] + offsets[None, :], 0, n - 1)
 
 
+def checked_neighbour_epochs(value: object, owner: str) -> int:
+    """`value` as a count of neighbouring epochs on each side (an integer >= 0); ValueError naming `owner`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{owner}: neighbour_epochs must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def neighbour_vectors(vectors: np.ndarray, neighbour_epochs: int) -> np.ndarray:
     """One recording's vectors (n, D) in epoch order -> (n, (2K + 1) D): row t is the concatenation of the vectors
     of `neighbour_rows` t (K = `neighbour_epochs`). K = 0 returns `vectors` itself."""
-    if (
-        isinstance(neighbour_epochs, bool)
-        or not isinstance(neighbour_epochs, (int, np.integer))
-        or neighbour_epochs < 0
-    ):
-        raise ValueError(f"neighbour_vectors: neighbour_epochs must be an integer >= 0, got {neighbour_epochs!r}")
-    if neighbour_epochs == 0:
+    if checked_neighbour_epochs(neighbour_epochs, "neighbour_vectors") == 0:
         return vectors
     n = vectors.shape[0]
     if n == 0:
@@ -76,8 +77,7 @@ class VectorStore:
     def __init__(self, recordings: Mapping[str, RecordingVectors], neighbour_epochs: int = 0):
         if not recordings:
             raise ValueError("VectorStore: no recording")
-        if neighbour_epochs < 0:
-            raise ValueError(f"VectorStore: neighbour_epochs must be >= 0, got {neighbour_epochs}")
+        neighbour_epochs = checked_neighbour_epochs(neighbour_epochs, "VectorStore")
         self.recordings = dict(recordings)
         dims = {r.vectors.shape[1] for r in self.recordings.values()}
         if len(dims) != 1:
@@ -89,7 +89,7 @@ class VectorStore:
                         f"VectorStore: recording {name!r} does not hold consecutive epoch numbers, so its "
                         "neighbouring epochs are unknown"
                     )
-        self.neighbour_epochs = int(neighbour_epochs)
+        self.neighbour_epochs = neighbour_epochs
         self.dim = dims.pop() * (2 * self.neighbour_epochs + 1)
 
     def with_neighbours(self, neighbour_epochs: int) -> VectorStore:

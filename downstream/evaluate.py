@@ -53,6 +53,7 @@ from downstream.results import (
     as_number,
     markdown_table,
     summary_row,
+    variant_suffix,
 )
 from utils.ahi import ahi_agreement, estimate_ahi, event_calibration
 from utils.config import ArgumentParser, UsageError, check_out_dir, parse_config, save_config
@@ -290,10 +291,7 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
     for row in rows:
         with_backbone = row["backbone"] and not row["backbone"].startswith("none")
         row["series"] = row["method"] + (f" / {row['backbone']}" if with_backbone else "")
-        if row.get("neighbour_epochs"):
-            row["series"] += f" ±{row['neighbour_epochs']}"
-        if row.get("context_direction") == "forward":
-            row["series"] += " (forward context)"
+        row["series"] += variant_suffix(row)
     label_fraction_png([{**r, "method": r["series"]} for r in rows], out_dir / "label_fraction.png", HEADLINE_OF_TASK)
     return rows
 

@@ -256,6 +256,13 @@ def context_direction(metrics: Mapping[str, Any]) -> str | None:
     return metrics.get("context_direction") or "forward"
 
 
+def variant_suffix(row: Mapping[str, Any]) -> str:
+    """What sets a run apart from its method's plain form, for labels: " ±K" when it read K neighbouring epochs,
+    " (forward context)" when its temporal context is the published causal one."""
+    neighbours = f" ±{row['neighbour_epochs']}" if row.get("neighbour_epochs") else ""
+    return neighbours + (" (forward context)" if row.get("context_direction") == "forward" else "")
+
+
 def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
     """One flat table row of a run's metrics.json: identity, headline metrics with CI ends (`<m>_low/_high`)."""
     test = metrics["test"]

@@ -426,19 +426,15 @@ def reversal_index(valid: torch.Tensor) -> torch.Tensor:
     steps = torch.arange(valid.shape[1], device=valid.device).unsqueeze(0)  # (1, T)
     lengths = valid.sum(dim=1, keepdim=True)  # (B, 1)
     if not torch.equal(valid.bool(), steps < lengths):
-        raise ValueError("reverse_valid: `valid` must mark a prefix of each row (padding only at the end)")
+        raise ValueError("reversal_index: `valid` must mark a prefix of each row (padding only at the end)")
     return torch.where(steps < lengths, lengths - 1 - steps, steps)  # (B, T)
 
 
-def reverse_valid(
-    x: torch.Tensor, valid: torch.Tensor | None = None, index: torch.Tensor | None = None
-) -> torch.Tensor:
-    """x (batch, seq_len, ...) with each row's valid prefix reversed in time (`reversal_index(valid)`, or the
-    `index` computed once from it); None for both: whole rows reversed. Applying it twice gives x back."""
-    if index is None and valid is None:
-        return x.flip(1)
+def reverse_valid(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """x (batch, seq_len, ...) with each row's valid prefix reversed in time by `index` (`reversal_index` of the
+    valid mask); None: whole rows reversed. Applying it twice gives x back."""
     if index is None:
-        index = reversal_index(valid)
+        return x.flip(1)
     return x.gather(1, index.reshape(*index.shape, *([1] * (x.dim() - 2))).expand_as(x))
 
 
@@ -490,5 +486,5 @@ class ResidualMamba(nn.Module):
         y = s + self.mamba(s)
         if self.mamba_backward is not None:
             index = None if valid is None else reversal_index(valid)  # validated once, used both ways
-            y = y + reverse_valid(self.mamba_backward(reverse_valid(s, index=index)), index=index)
+            y = y + reverse_valid(self.mamba_backward(reverse_valid(s, index)), index)
         return y

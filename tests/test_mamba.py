@@ -16,6 +16,7 @@ from models.mamba import (
     Mamba2,
     ResidualMamba,
     mamba2_recurrence_ref,
+    reversal_index,
     reverse_valid,
     ssd_chunked_scan,
 )
@@ -300,13 +301,13 @@ def test_bidirectional_residual_mamba_adds_a_backward_scan_that_ignores_padding(
 def test_reverse_valid_reverses_the_real_prefix_only():
     x = torch.arange(12.0).reshape(2, 6, 1)
     valid = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
-    out = reverse_valid(x, valid)
+    out = reverse_valid(x, reversal_index(valid))
     assert out[0, :, 0].tolist() == [5, 4, 3, 2, 1, 0]
     assert out[1, :, 0].tolist() == [9, 8, 7, 6, 10, 11]  # padding stays at the end
-    torch.testing.assert_close(reverse_valid(out, valid), x)
+    torch.testing.assert_close(reverse_valid(out, reversal_index(valid)), x)
     torch.testing.assert_close(reverse_valid(x), x.flip(1))
     with pytest.raises(ValueError, match="prefix"):
-        reverse_valid(x, torch.tensor([[True] * 6, [False, True, True, True, True, True]]))
+        reversal_index(torch.tensor([[True] * 6, [False, True, True, True, True, True]]))
 
 
 def _mamba_ssm_or_skip():

@@ -49,6 +49,7 @@ from downstream.training import ClassificationLoss, SelectionMonitor, class_weig
 from models.heads import ContextHead, EpochEncoder, MLPHead, TemporalClassifier
 from models.loading import CONTEXT_HEAD, TEMPORAL_CLASSIFIER
 from models.lora import LoraSettings
+from models.mamba import DIRECTIONS
 from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import load_checkpoint
 from utils.config import (
@@ -110,7 +111,7 @@ def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     group.add_argument("--context-norm", choices=("layer", "batch"), default="layer", help="norm before the Mamba2")
     group.add_argument(
         "--context-direction",
-        choices=("forward", "bidirectional"),
+        choices=DIRECTIONS,
         default="bidirectional",
         help="bidirectional: a second Mamba2 scans each window backwards, so every epoch sees the epochs after it "
         "too (docs/models.md §3.3); forward: the published causal context alone",
