@@ -28,8 +28,11 @@
    fractions; at `--scratch-context-fractions` (100 %) also from scratch with fine-tuning's windows and
    temporal context (rows scratch_finetune), the fair reference for fine-tuning. The probes and the feature
    baseline run once per `--neighbour-epochs` value K (default 0 and 3): the classifier reads each epoch with
-   its K neighbours on each side (rows "linear_probe ±K", "features_hgb ±K"). Model selection on `val` only
-   (the scripts' own); `test` scored once per run.
+   its K neighbours on each side (rows "linear_probe ±K", "features_hgb ±K"). A probe's MLP head trains about
+   `--probe-steps` steps and at least `--probe-min-passes` passes (the feature baseline picks its iterations on
+   val, so the head gets passes enough to level off too). Model selection on `val` only (the scripts' own);
+   `test` scored once per run. A finished run is reused only when it was trained with the same numeric options
+   (budget, label fraction, seed, neighbours); one with others stops the benchmark rather than standing in.
 4. OUT/results.csv, OUT/results.md (kappa with subject-bootstrap 95 % CIs, macro-F1, N1 F1 from each run's
    metrics.json) and OUT/ssl_scaling.png (kappa against pretraining CPU-minutes, log x), written by
    benchmarks/ssl_scaling_report.py.
@@ -291,37 +294,68 @@ def n_train_labels(dst: Path, fraction: float, seed: int) -> int:
     return len(EpochDataset(dst, "train", CHANNELS, task="sleep_stage", label_fraction=fraction, seed=seed))
 
 
-def head_budget(n_labels: int, target_steps: int, max_passes: int, max_batch: int = 32) -> tuple[int, int]:
-    """(batch size, passes) giving about `target_steps` optimizer steps over `n_labels` epochs, at most
-    `max_passes` passes (each ends with a val pass for model selection); small label sets get small batches so
-    that one pass holds a few steps."""
+def head_budget(
+    n_labels: int, target_steps: int, max_passes: int, max_batch: int = 32, min_passes: int = 1
+) -> tuple[int, int]:
+    """(batch size, passes) giving about `target_steps` optimizer steps over `n_labels` epochs, at least
+    `min_passes` and at most `max_passes` passes (each ends with a val pass for model selection); small label
+    sets get small batches so that one pass holds a few steps."""
     batch = int(min(max_batch, max(4, n_labels // 8)))
     per_pass = max(1, n_labels // batch)
-    return batch, int(min(max_passes, max(1, math.ceil(target_steps / per_pass))))
+    return batch, int(min(max_passes, max(min_passes, 1, math.ceil(target_steps / per_pass))))
+
+
+def numeric_options(command: Sequence[object]) -> dict[str, float]:
+    """{config key: value} of the `--option value` pairs of a command whose value is a number (budgets, label
+    fraction, seed, neighbours: what decides a run's numbers; paths and names are left out)."""
+    options = {}
+    for flag, value in zip(command, command[1:]):
+        if isinstance(flag, str) and flag.startswith("--") and isinstance(value, (int, float)):
+            options[flag[2:].replace("-", "_")] = float(value)
+    return options
+
+
+def settings_differences(out: Path, command: Sequence[object]) -> list[str]:
+    """`key: finished -> asked` for each numeric option of `command` that the finished run in `out` (its
+    config.json) was trained with another value of."""
+    config = json.loads((out / "config.json").read_text())
+    return [
+        f"{key}: {config[key]:g} -> {value:g}"
+        for key, value in numeric_options(command).items()
+        if isinstance(config.get(key), (int, float)) and not math.isclose(float(config[key]), value)
+    ]
 
 
 def downstream_run(script: str, out: Path, dst: Path, fraction: float, args: argparse.Namespace, *extra) -> Path:
-    """One staging run (skipped when OUT/metrics.json exists)."""
+    """One staging run, skipped when OUT/metrics.json exists and the run was trained with the same budget and
+    label settings; a finished run with other settings stops the benchmark (exit 2) rather than being reused."""
+    command = (
+        "--data",
+        dst,
+        "--task",
+        "sleep_stage",
+        "--label-fraction",
+        fraction,
+        "--seed",
+        args.seed,
+        "--workers",
+        0,
+        "--no-progress",
+        "--hypnograms",
+        0,
+        "--out",
+        out,
+        *extra,
+    )
     if not (out / "metrics.json").is_file():
-        run_script(
-            script,
-            "--data",
-            dst,
-            "--task",
-            "sleep_stage",
-            "--label-fraction",
-            fraction,
-            "--seed",
-            args.seed,
-            "--workers",
-            0,
-            "--no-progress",
-            "--hypnograms",
-            0,
-            "--out",
-            out,
-            *extra,
+        run_script(script, *command)
+    elif differences := settings_differences(out, command):
+        print(
+            f"error: {out}: finished with other settings ({'; '.join(differences)}); give another --out, or move "
+            "that run away to train it again",
+            file=sys.stderr,
         )
+        raise SystemExit(2)
     return out
 
 
@@ -406,7 +440,12 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
     }
     tag, cache = f"{amount}-steps{budget}", ("--cache-dir", args.out / "cache")  # vectors shared by probe / tuning
     for fraction in args.probe_fractions:
-        batch, passes = head_budget(n_train_labels(dst, fraction, args.seed), args.probe_steps, args.probe_max_passes)
+        batch, passes = head_budget(
+            n_train_labels(dst, fraction, args.seed),
+            args.probe_steps,
+            args.probe_max_passes,
+            min_passes=args.probe_min_passes,
+        )
         for neighbours in args.neighbour_epochs:
             run = downstream_run(
                 "downstream/linear_probing/train.py",

@@ -130,6 +130,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--probe-steps", type=int, default=1500, help="about this many MLP-head steps per probe")
     parser.add_argument("--probe-max-passes", type=int, default=200, help="passes per probe at most")
+    parser.add_argument(
+        "--probe-min-passes",
+        type=int,
+        default=30,
+        help="passes per probe at least: with every label (14,400 epochs at the default size) 1,500 steps are "
+        "4 passes, and the head's val kappa was still rising after 20 (benchmarks/README.md)",
+    )
     parser.add_argument("--scratch-steps", type=int, default=600, help="about this many steps per scratch run")
     parser.add_argument(
         "--scratch-max-passes", type=int, default=20, help="each pass ends with a full val pass of the whole model"
@@ -198,6 +205,10 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         parser.error("--extra-factor must be >= 0, --hours > 0 and --nights < 100000")
     if args.finetune_max_steps < 0:
         parser.error(f"--finetune-max-steps must be >= 0, got {args.finetune_max_steps}")
+    if not 1 <= args.probe_min_passes <= args.probe_max_passes:
+        parser.error(
+            f"--probe-min-passes {args.probe_min_passes} must be >= 1 and <= --probe-max-passes {args.probe_max_passes}"
+        )
     if args.scratch_context_passes < 1:
         parser.error(f"--scratch-context-passes must be >= 1, got {args.scratch_context_passes}")
     if not set(args.scratch_context_fractions) <= set(args.probe_fractions):

@@ -147,6 +147,34 @@ def test_head_budget_keeps_steps_per_pass_for_small_label_sets():
     assert ssl_scaling.head_budget(12, 600, 20) == (4, 20)  # capped passes, batch never below 4
 
 
+def test_head_budget_gives_large_label_sets_a_floor_of_passes():
+    assert ssl_scaling.head_budget(14_400, 1500, 200, min_passes=30) == (32, 30)  # not 4 passes
+    assert ssl_scaling.head_budget(144, 1500, 200, min_passes=30) == (18, 188)  # the step target already gives more
+    args = ssl_scaling_options.parse_args(["--out", "x"])
+    assert args.probe_min_passes == 30
+    with pytest.raises(SystemExit) as stopped:
+        ssl_scaling_options.parse_args(["--probe-min-passes", "300"])  # above --probe-max-passes 200
+    assert stopped.value.code == 2
+
+
+def test_a_finished_run_is_reused_only_with_the_same_settings(monkeypatch, tmp_path, capsys):
+    args = ssl_scaling_options.parse_args(["--out", str(tmp_path)])
+    out = tmp_path / "probe" / "lf1"
+    out.mkdir(parents=True)
+    (out / "metrics.json").write_text("{}")
+    config = {"passes": 4, "batch_size": 32, "label_fraction": 1.0, "seed": args.seed, "data": "elsewhere"}
+    (out / "config.json").write_text(json.dumps(config))
+    monkeypatch.setattr(ssl_scaling, "run_script", lambda *a: pytest.fail("a finished run was trained again"))
+    same = ssl_scaling.downstream_run("downstream/linear_probing/train.py", out, tmp_path, 1.0, args, "--passes", 4)
+    assert same == out  # other paths (data) do not count, the budget does
+    with pytest.raises(SystemExit) as stopped:
+        ssl_scaling.downstream_run("downstream/linear_probing/train.py", out, tmp_path, 1.0, args, "--passes", 30)
+    assert stopped.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: {out}:") and "passes: 4 -> 30" in error and error.count("\n") == 1
+    assert json.loads((out / "config.json").read_text()) == config  # the finished run is left as it was
+
+
 @pytest.mark.parametrize("cap, expected", [(0, None), (10, "10")])
 def test_fine_tuning_runs_get_the_lora_step_cap(monkeypatch, tmp_path, cap, expected):
     calls = []
@@ -205,6 +233,8 @@ def test_benchmark_end_to_end_at_tiny_size(tmp_path):
         "--neighbour-epochs",
         "0,2",
         "--scratch-context-passes",
+        "1",
+        "--probe-min-passes",
         "1",
     ]
     ran = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=2400)
