@@ -301,6 +301,7 @@ def head_budget(
     `min_passes` and at most `max_passes` passes (each ends with a val pass for model selection); small label
     sets get small batches so that one pass holds a few steps."""
     batch = int(min(max_batch, max(4, n_labels // 8)))
+    batch = max(2, min(batch, n_labels))  # as the scripts shrink it for fewer labels than a batch
     per_pass = max(1, n_labels // batch)
     return batch, int(min(max_passes, max(min_passes, 1, math.ceil(target_steps / per_pass))))
 
@@ -317,10 +318,14 @@ def numeric_options(command: Sequence[object]) -> dict[str, float]:
 
 def settings_differences(out: Path, command: Sequence[object]) -> list[str]:
     """`key: finished -> asked` for each numeric option of `command` that the finished run in `out` (its
-    config.json) was trained with another value of."""
+    config.json) was trained with another value of; a key that config.json lacks (written by earlier code) is
+    not compared. A config.json newer than metrics.json (a run started again there) describes no finished run."""
+    if (out / "config.json").stat().st_mtime_ns > (out / "metrics.json").stat().st_mtime_ns:
+        return ["config.json: started again after metrics.json was written"]
     config = json.loads((out / "config.json").read_text())
+    shown = lambda v: f"{int(v)}" if float(v).is_integer() else f"{v:g}"  # noqa: E731
     return [
-        f"{key}: {config[key]:g} -> {value:g}"
+        f"{key}: {shown(config[key])} -> {shown(value)}"
         for key, value in numeric_options(command).items()
         if isinstance(config.get(key), (int, float)) and not math.isclose(float(config[key]), value)
     ]

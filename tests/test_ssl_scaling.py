@@ -1,8 +1,10 @@
 """benchmarks/ssl_scaling.py: the table / plot builders on hand-made metrics (fast), the CPU bookkeeping of the
 budget chains (fast), and the whole benchmark end to end at its tiny size (slow)."""
 
+import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -150,6 +152,7 @@ def test_head_budget_keeps_steps_per_pass_for_small_label_sets():
 def test_head_budget_gives_large_label_sets_a_floor_of_passes():
     assert ssl_scaling.head_budget(14_400, 1500, 200, min_passes=30) == (32, 30)  # not 4 passes
     assert ssl_scaling.head_budget(144, 1500, 200, min_passes=30) == (18, 188)  # the step target already gives more
+    assert ssl_scaling.head_budget(3, 100, 200)[0] == 3  # fewer labels than a batch: the batch the scripts use
     args = ssl_scaling_options.parse_args(["--out", "x"])
     assert args.probe_min_passes == 30
     with pytest.raises(SystemExit) as stopped:
@@ -164,15 +167,35 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(monkeypatch, tmp_p
     (out / "metrics.json").write_text("{}")
     config = {"passes": 4, "batch_size": 32, "label_fraction": 1.0, "seed": args.seed, "data": "elsewhere"}
     (out / "config.json").write_text(json.dumps(config))
+    os.utime(out / "config.json", ns=(1, 1))  # written when the run started, before its metrics
     monkeypatch.setattr(ssl_scaling, "run_script", lambda *a: pytest.fail("a finished run was trained again"))
     same = ssl_scaling.downstream_run("downstream/linear_probing/train.py", out, tmp_path, 1.0, args, "--passes", 4)
     assert same == out  # other paths (data) do not count, the budget does
+    older = ssl_scaling.downstream_run(  # --neighbour-epochs is not in this (older) config: not compared
+        "downstream/linear_probing/train.py", out, tmp_path, 1.0, args, "--passes", 4, "--neighbour-epochs", 3
+    )
+    assert older == out
     with pytest.raises(SystemExit) as stopped:
         ssl_scaling.downstream_run("downstream/linear_probing/train.py", out, tmp_path, 1.0, args, "--passes", 30)
     assert stopped.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: {out}:") and "passes: 4 -> 30" in error and error.count("\n") == 1
     assert json.loads((out / "config.json").read_text()) == config  # the finished run is left as it was
+    with pytest.raises(SystemExit):  # a seed shown as a whole number
+        ssl_scaling.downstream_run(
+            "downstream/linear_probing/train.py",
+            out,
+            tmp_path,
+            1.0,
+            argparse.Namespace(**{**vars(args), "seed": 7}),
+            "--passes",
+            4,
+        )
+    assert f"seed: {args.seed} -> 7" in capsys.readouterr().err
+    os.utime(out / "config.json")  # started again in that folder after it finished
+    with pytest.raises(SystemExit):
+        ssl_scaling.downstream_run("downstream/linear_probing/train.py", out, tmp_path, 1.0, args, "--passes", 4)
+    assert "started again" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("cap, expected", [(0, None), (10, "10")])
