@@ -68,6 +68,7 @@ from dataset import data_parser, synthetic
 from dataset.constants import EPHYS_CHANNELS, MODALITY_CHANNELS
 from dataset.constants import EPHYS_MODALITIES as MODALITIES
 from dataset.datasets import EpochDataset
+from utils.config import config_differences
 
 CHANNELS = list(EPHYS_CHANNELS)
 BATCH = 32  # pretraining samples per step (unimodal: single-channel epochs; multimodal: six-channel epochs)
@@ -306,29 +307,27 @@ def head_budget(
     return batch, int(min(max_passes, max(min_passes, 1, math.ceil(target_steps / per_pass))))
 
 
-def numeric_options(command: Sequence[object]) -> dict[str, float]:
+def numeric_options(command: Sequence[object]) -> dict[str, int | float]:
     """{config key: value} of the `--option value` pairs of a command whose value is a number (budgets, label
     fraction, seed, neighbours: what decides a run's numbers; paths and names are left out)."""
-    options = {}
-    for flag, value in zip(command, command[1:]):
-        if isinstance(flag, str) and flag.startswith("--") and isinstance(value, (int, float)):
-            options[flag[2:].replace("-", "_")] = float(value)
-    return options
+    return {
+        flag[2:].replace("-", "_"): value
+        for flag, value in zip(command, command[1:])
+        if isinstance(flag, str) and flag.startswith("--") and isinstance(value, (int, float))
+    }
 
 
-def settings_differences(out: Path, command: Sequence[object]) -> list[str]:
-    """`key: finished -> asked` for each numeric option of `command` that the finished run in `out` (its
-    config.json) was trained with another value of; a key that config.json lacks (written by earlier code) is
-    not compared. A config.json newer than metrics.json (a run started again there) describes no finished run."""
+def settings_differences(out: Path, command: Sequence[object]) -> str:
+    """'run configuration differs: key: finished -> asked; ...' for the numeric options of `command` that the finished run
+    in `out` (its config.json) was trained with other values of ("" when none); a key that config.json lacks
+    (written by earlier code) is not compared. A config.json newer than metrics.json (a run started again there)
+    describes no finished run."""
     if (out / "config.json").stat().st_mtime_ns > (out / "metrics.json").stat().st_mtime_ns:
-        return ["config.json: started again after metrics.json was written"]
+        return "config.json: started again after metrics.json was written"
     config = json.loads((out / "config.json").read_text())
-    shown = lambda v: f"{int(v)}" if float(v).is_integer() else f"{v:g}"  # noqa: E731
-    return [
-        f"{key}: {shown(config[key])} -> {shown(value)}"
-        for key, value in numeric_options(command).items()
-        if isinstance(config.get(key), (int, float)) and not math.isclose(float(config[key]), value)
-    ]
+    asked = {k: v for k, v in numeric_options(command).items() if isinstance(config.get(k), (int, float))}
+    finished = {k: config[k] for k in asked}
+    return config_differences(finished, asked, limit=len(asked), what="run configuration")
 
 
 def downstream_run(script: str, out: Path, dst: Path, fraction: float, args: argparse.Namespace, *extra) -> Path:
@@ -356,8 +355,8 @@ def downstream_run(script: str, out: Path, dst: Path, fraction: float, args: arg
         run_script(script, *command)
     elif differences := settings_differences(out, command):
         print(
-            f"error: {out}: finished with other settings ({'; '.join(differences)}); give another --out, or move "
-            "that run away to train it again",
+            f"error: {out}: a finished run, but {differences}; give another --out, or move that run away to train "
+            "it again",
             file=sys.stderr,
         )
         raise SystemExit(2)

@@ -640,9 +640,9 @@ def save_config(
     return path
 
 
-def config_differences(saved: Any, current: Any, limit: int = 3) -> str:
-    """'model differs: key: saved -> current; ...' for the first `limit` differing leaves of two nested model
-    configs (a key missing on one side reads "(none)"); "" when either is not a dict or nothing differs."""
+def config_differences(saved: Any, current: Any, limit: int = 3, what: str = "model") -> str:
+    """'<what> differs: key: saved -> current; ...' for the first `limit` differing leaves of two nested configs
+    (a key missing on one side reads "(none)"); "" when either is not a dict or nothing differs."""
     if not isinstance(saved, Mapping) or not isinstance(current, Mapping):
         return ""
 
@@ -656,4 +656,4 @@ def config_differences(saved: Any, current: Any, limit: int = 3) -> str:
     if not keys:
         return ""
     shown = "; ".join(f"{k.rstrip('.')}: {old.get(k, '(none)')} -> {new.get(k, '(none)')}" for k in keys[:limit])
-    return f"model differs: {shown}" + (f"; {len(keys) - limit} more" if len(keys) > limit else "")
+    return f"{what} differs: {shown}" + (f"; {len(keys) - limit} more" if len(keys) > limit else "")
