@@ -318,10 +318,10 @@ def numeric_options(command: Sequence[object]) -> dict[str, int | float]:
 
 
 def settings_differences(out: Path, command: Sequence[object]) -> str:
-    """'run configuration differs: key: finished -> asked; ...' for the numeric options of `command` that the finished run
-    in `out` (its config.json) was trained with other values of ("" when none); a key that config.json lacks
-    (written by earlier code) is not compared. A config.json newer than metrics.json (a run started again there)
-    describes no finished run."""
+    """'run configuration differs: key: finished -> asked; ...' for the numeric options of `command` that the
+    finished run in `out` (its config.json) was trained with other values of ("" when none); a key that
+    config.json lacks (written by earlier code) is not compared. A config.json newer than metrics.json (a run
+    started again there) describes no finished run."""
     if (out / "config.json").stat().st_mtime_ns > (out / "metrics.json").stat().st_mtime_ns:
         return "config.json: started again after metrics.json was written"
     config = json.loads((out / "config.json").read_text())
