@@ -30,7 +30,9 @@
    baseline run once per `--neighbour-epochs` value K (default 0 and 3): the classifier reads each epoch with
    its K neighbours on each side (rows "linear_probe ±K", "features_hgb ±K"). A probe's MLP head trains about
    `--probe-steps` steps and at least `--probe-min-passes` passes (the feature baseline picks its iterations on
-   val, so the head gets passes enough to level off too). Model selection on `val` only (the scripts' own);
+   val, so the head gets passes enough to level off too). At `--tree-fractions` (1, 5 %) the feature baseline's
+   gradient-boosted trees also classify each backbone's frozen vectors (rows "backbone_hgb ±K"): the learned
+   representation and the features compared with one classifier. Model selection on `val` only (the scripts' own);
    `test` scored once per run. A finished run is reused only when it was trained with the same numeric options
    (budget, label fraction, seed, neighbours); one with others stops the benchmark rather than standing in.
 4. OUT/results.csv, OUT/results.md (kappa with subject-bootstrap 95 % CIs, macro-F1, N1 F1 from each run's
@@ -435,7 +437,8 @@ def neighbour_tag(neighbours: int) -> str:
 
 
 def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int, backbone: Path) -> list[dict]:
-    """Linear probe and fine-tuning of one pretrained SynthSleepNet at their label fractions."""
+    """Linear probe, trees on the frozen vectors and fine-tuning of one pretrained SynthSleepNet at their label
+    fractions."""
     runs = []
     where = {
         "data": amount,
@@ -443,6 +446,13 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
         "cpu_minutes": pretrain_cpu_minutes(backbone.parent.parent, args.budgets, budget),
     }
     tag, cache = f"{amount}-steps{budget}", ("--cache-dir", args.out / "cache")  # vectors shared by probe / tuning
+
+    def per_epoch_run(script: str, kind: str, fraction: float, neighbours: int, *extra: object) -> dict:
+        """One classifier on this backbone's frozen vectors of each epoch and its `neighbours` on each side."""
+        out = args.out / "downstream" / kind / tag / (f"lf{fraction:g}" + neighbour_tag(neighbours))
+        command = ("--backbone", backbone, *cache, "--neighbour-epochs", neighbours, *extra)
+        return {"run": downstream_run(script, out, dst, fraction, args, *command), **where}
+
     for fraction in args.probe_fractions:
         batch, passes = head_budget(
             n_train_labels(dst, fraction, args.seed),
@@ -451,23 +461,11 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
             min_passes=args.probe_min_passes,
         )
         for neighbours in args.neighbour_epochs:
-            run = downstream_run(
-                "downstream/linear_probing/train.py",
-                args.out / "downstream" / "probe" / tag / (f"lf{fraction:g}" + neighbour_tag(neighbours)),
-                dst,
-                fraction,
-                args,
-                "--backbone",
-                backbone,
-                *cache,
-                "--passes",
-                passes,
-                "--batch-size",
-                batch,
-                "--neighbour-epochs",
-                neighbours,
-            )
-            runs.append({"run": run, **where})
+            extra = ("--passes", passes, "--batch-size", batch)
+            runs.append(per_epoch_run("downstream/linear_probing/train.py", "probe", fraction, neighbours, *extra))
+    for fraction in args.tree_fractions:  # the feature baseline's classifier on this backbone's vectors
+        for neighbours in args.neighbour_epochs:
+            runs.append(per_epoch_run("downstream/baselines/features.py", "trees", fraction, neighbours))
     for fraction in args.finetune_fractions if budget in args.finetune_budgets else ():
         run = downstream_run(
             "downstream/fine_tuning/train.py",

@@ -32,6 +32,11 @@ def fraction_list(text: str) -> list[float]:
     return values
 
 
+def optional_fraction_list(text: str) -> list[float]:
+    """`fraction_list`, or "none" for no fraction at all."""
+    return [] if text.strip().lower() == "none" else fraction_list(text)
+
+
 def int_set(text: str, low: int, what: str) -> list[int]:
     """Comma-separated integers, each >= `low`, as a sorted list without repeats; argparse's error otherwise."""
     try:
@@ -127,6 +132,14 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         type=budget_list,
         default=None,
         help="the budgets whose backbones are also fine-tuned, comma-separated (default: every budget)",
+    )
+    parser.add_argument(
+        "--tree-fractions",
+        type=optional_fraction_list,
+        default=[0.01, 0.05],
+        help="label fractions at which gradient-boosted trees also classify each pretrained backbone's frozen "
+        "vectors (rows backbone_hgb: the feature baseline's classifier on the learned representation), "
+        "comma-separated, or none; at 100 %% one fit takes about 10 CPU-minutes at the default size",
     )
     parser.add_argument("--probe-steps", type=int, default=1500, help="about this many MLP-head steps per probe")
     parser.add_argument("--probe-max-passes", type=int, default=200, help="passes per probe at most")

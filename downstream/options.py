@@ -175,7 +175,8 @@ def parse_downstream(
         if unknown:
             parser.error(f"--channels {unknown}: unknown; canonical names: {', '.join(CHANNEL_BY_NAME)}")
         bad = [c for c in cfg.channels if CHANNEL_BY_NAME[c].epoch_samples != EPOCH_SAMPLES]
-        if bad and not hasattr(cfg, "head_hidden"):  # backbones take the 10-Hz channels too; the features do not
+        if bad and not hasattr(cfg, "head_hidden") and getattr(cfg, "backbone", None) is None:
+            # backbones take the 10-Hz channels too; the features do not
             parser.error(
                 f"--channels {bad}: the hand-crafted features take 100-Hz electrophysiology channels "
                 f"({', '.join(EPHYS_CHANNELS)})"

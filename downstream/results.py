@@ -38,12 +38,13 @@ from utils.sleep_stats import SLEEP_STAGES
 
 # The downstream methods: a run's "method" in metrics.json and the folder of its default --out (values written in
 # files, so they never change). downstream/event_detection/train.py has methods of its own (METHODS there).
-LINEAR_PROBE, FINE_TUNE, SCRATCH_PROBE, SCRATCH_FINETUNE, FEATURES_HGB = (
+LINEAR_PROBE, FINE_TUNE, SCRATCH_PROBE, SCRATCH_FINETUNE, FEATURES_HGB, BACKBONE_HGB = (
     "linear_probe",
     "fine_tune",
     "scratch_probe",
     "scratch_finetune",
     "features_hgb",
+    "backbone_hgb",
 )
 METHOD_LABELS: dict[str, str] = {
     LINEAR_PROBE: "linear probe (frozen backbone + MLP head)",
@@ -51,6 +52,7 @@ METHOD_LABELS: dict[str, str] = {
     SCRATCH_PROBE: "supervised from scratch (probe architecture, random init)",
     SCRATCH_FINETUNE: "supervised from scratch (fine-tuning architecture, random init)",
     FEATURES_HGB: "hand-crafted features + gradient-boosted trees",
+    BACKBONE_HGB: "frozen backbone + gradient-boosted trees",
 }
 CI_METRICS = ("kappa", "macro_f1", "accuracy", "auroc", "auprc")  # table cells with their 95 % CI
 EVENT_DETECTION_METRICS = (  # the event_detection run's columns (downstream/event_detection/train.py)

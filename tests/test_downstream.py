@@ -648,6 +648,12 @@ def test_bad_input_is_reported(cohort, backbones, tmp_path, capsys):
     with pytest.raises(SystemExit):
         features_script.main(["--data", str(cohort), "--task", "apnea", "--channels", "airflow"])
     assert "100-Hz electrophysiology" in capsys.readouterr().err
+    trees = ["--data", str(cohort), "--task", "apnea", "--out", str(tmp_path / "trees"), "--no-progress"]
+    with pytest.raises(SystemExit, match="no such checkpoint"):
+        features_script.main([*trees, "--backbone", str(tmp_path / "nowhere.pt")])
+    with pytest.raises(SystemExit, match="not all channels of the SynthSleepNet"):
+        features_script.main([*trees, "--backbone", str(backbones["fusion"]), "--channels", "eeg_c4,emg"])
+    assert not (tmp_path / "trees").exists()  # refused before anything was written
     with pytest.raises(SystemExit, match="one channel"):
         linear_probing.main(
             [*base, "--task", "apnea", "--backbone", str(backbones["eeg"]), "--channels", "eeg_c4,eog_l"]

@@ -19,6 +19,7 @@ from downstream.baselines.features import build_features_parser
 from downstream.fine_tuning.train import build_fine_tuning_parser
 from downstream.linear_probing.train import build_probe_parser
 from downstream.results import (
+    BACKBONE_HGB,
     FEATURES_HGB,
     FINE_TUNE,
     LINEAR_PROBE,
@@ -207,8 +208,8 @@ def test_model_kinds_and_methods_are_spelled_once():
     their values stay, and the code names them through the constants, never by a second string literal."""
     kinds = (NEURONET, SYNTHSLEEPNET, MLP_HEAD, EPOCH_CLASSIFIER, TEMPORAL_CLASSIFIER, CONTEXT_HEAD)
     assert kinds == ("neuronet", "synthsleepnet", "mlp_head", "epoch_classifier", "temporal_classifier", "context_head")
-    methods = (LINEAR_PROBE, FINE_TUNE, SCRATCH_PROBE, SCRATCH_FINETUNE, FEATURES_HGB)
-    assert methods == ("linear_probe", "fine_tune", "scratch_probe", "scratch_finetune", "features_hgb")
+    methods = (LINEAR_PROBE, FINE_TUNE, SCRATCH_PROBE, SCRATCH_FINETUNE, FEATURES_HGB, BACKBONE_HGB)
+    assert methods == ("linear_probe", "fine_tune", "scratch_probe", "scratch_finetune", "features_hgb", "backbone_hgb")
     assert set(METHOD_LABELS) == set(methods)
     home = {**{k: "models/loading.py" for k in kinds}, **{m: "downstream/results.py" for m in methods}}
     package_name = {"utils/checkpoint.py", "dataset/recording_job.py"}  # "synthsleepnet" as the package's name

@@ -264,17 +264,23 @@ def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     assert ran.returncode == 0, ran.stderr[-3000:]
     table = pd.read_csv(tmp_path / "results.csv")
     pretrained = table[table["budget_steps"].notna()]
-    # data amounts x budgets x (probe fractions x neighbour settings 0 and 2 + fine-tuning fractions)
-    assert len(pretrained) == 2 * 2 * (3 * 2 + 2)
+    # data amounts x budgets x ((probe + tree fractions) x neighbour settings 0 and 2 + fine-tuning fractions)
+    assert len(pretrained) == 2 * 2 * ((3 + 2) * 2 + 2)
     assert set(pretrained["data"]) == {"own", "own+1x"} and set(pretrained["budget_steps"]) == {4, 16}
-    assert set(pretrained["method"]) == {"linear_probe", "linear_probe ±2", "fine_tune"}
+    assert set(pretrained["method"]) == {
+        "linear_probe",
+        "linear_probe ±2",
+        "backbone_hgb",
+        "backbone_hgb ±2",
+        "fine_tune",
+    }
     assert set(table.loc[table["budget_steps"].isna(), "method"]) == {
         "scratch_probe",
         "scratch_finetune",
         "features_hgb",
         "features_hgb ±2",
     }
-    assert len(table) == 32 + 3 * 3 + 1
+    assert len(table) == 48 + 3 * 3 + 1
     assert (table["neighbour_epochs"].fillna(0) == table["method"].str.endswith("±2") * 2).all()
     assert table["kappa"].notna().all() and (table["kappa"].abs() <= 1).all()
     assert (pretrained["pretrain_cpu_min"] > 0).all()

@@ -1,7 +1,9 @@
-"""Hand-crafted feature baseline (docs/evaluation.md §5): band powers and signal statistics per channel + gradient-boosted trees.
+"""Gradient-boosted trees on per-epoch vectors (docs/evaluation.md §5): the hand-crafted feature baseline (band
+powers and signal statistics per channel), or, with --backbone, a frozen pretrained backbone's epoch vectors.
 
     python downstream/baselines/features.py --data DST --task sleep_stage|apnea|hypopnea \
-        [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels eeg_c4,eog_l,...] [--out DIR]
+        [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels eeg_c4,eog_l,...] [--out DIR] \
+        [--backbone RUN]
 
 Same splits, label fractions, leakage guard, test tiling and outputs as the linear probe and fine-tuning
 (the `downstream` library modules), so its row in `downstream/evaluate.py`'s table is directly comparable:
@@ -10,6 +12,11 @@ Same splits, label fractions, leakage guard, test tiling and outputs as the line
   band powers, spectral edge, standard deviation, kurtosis, zero crossings, line length; heart rate for ECG);
   with --neighbour-epochs K also those of the K epochs before and after it (`downstream.cache.neighbour_vectors`,
   as the linear probe's --neighbour-epochs gives its head);
+- with --backbone (a unimodal or multimodal pretraining run or checkpoint, as the linear probe takes): the
+  frozen backbone's pooled vector of each epoch instead of the features (`downstream.data.encode_store`: the
+  linear probe's vectors and --cache-dir cache), so the trees and the MLP head of the linear probe can be
+  compared on one representation, and the features and the backbone with one classifier (method
+  `backbone_hgb`; encoded on CUDA when available, in fp32);
 - model: scikit-learn `HistGradientBoostingClassifier`, fitted on the `train` epochs at --label-fraction /
   --train-subjects (the same draw as the other methods). With --class-weights balanced its probabilities are
   re-weighted by the balanced class weights N / (C x n_c) and renormalised (a prior shift: the Bayes-optimal
@@ -41,19 +48,22 @@ from tqdm.auto import tqdm
 
 from dataset.constants import EPHYS_CHANNELS, TASKS
 from dataset.datasets import EpochDataset
-from downstream.cache import cache_key, encode_recordings
-from downstream.data import epoch_dataset, stored_features, val_split, window_dataset
+from downstream.backbone import BackboneSource, resolve_backbone
+from downstream.cache import VectorStore, cache_key, encode_recordings
+from downstream.data import apply_epochs, encode_store, epoch_dataset, stored_features, val_split, window_dataset
 from downstream.leakage import assert_no_test_leakage
 from downstream.options import SELECT_METRICS, add_neighbour_args, add_task_args, parse_downstream
 from downstream.predictions import predict_stored_epochs
-from downstream.results import FEATURES_HGB, attach_context
+from downstream.results import BACKBONE_HGB, FEATURES_HGB, attach_context
 from downstream.runs import report, run_info, train_summary
 from downstream.training import class_weights, selection_scores
+from models.heads import EpochEncoder
 from utils import features as features_module
 from utils.checkpoint import sha256_file
 from utils.config import (
     CONFIG_HISTORY_HELP,
     ArgumentParser,
+    Config,
     UsageError,
     bounded,
     comma_list,
@@ -69,6 +79,7 @@ from utils.config import (
 from utils.features import epoch_features
 
 TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only)
+FrozenBackbone = tuple[BackboneSource, EpochEncoder, torch.device]  # --backbone, ready to encode
 
 
 def build_features_parser() -> argparse.ArgumentParser:
@@ -92,8 +103,16 @@ def build_features_parser() -> argparse.ArgumentParser:
     data.add_argument(
         "--channels",
         type=comma_list,
-        default=list(EPHYS_CHANNELS),
-        help="comma-separated canonical channel names (a recording lacking one is skipped)",
+        default=None,
+        help="comma-separated canonical channel names (a recording lacking one is skipped); default: the six "
+        "electrophysiology channels, or with --backbone the channels it was trained on",
+    )
+    data.add_argument(
+        "--backbone",
+        type=Path,
+        default=None,
+        help="pretraining run directory or checkpoint (NeuroNet or SynthSleepNet): the trees read its frozen "
+        "epoch vectors instead of the hand-crafted features",
     )
     data.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes reading epochs")
     data.add_argument("--batch-size", type=positive_int, default=256, help="epochs per feature-extraction batch")
@@ -103,8 +122,8 @@ def build_features_parser() -> argparse.ArgumentParser:
         "--cache-dir",
         type=Path,
         default=None,
-        help="keep the features of every recording used here and reuse them in later runs (the key "
-        "names the channels and the feature code's SHA-256)",
+        help="keep the features (or --backbone vectors) of every recording used here and reuse them in later "
+        "runs (the key names the channels and the feature code's or the backbone file's SHA-256)",
     )
     run.add_argument(
         "--seed",
@@ -198,12 +217,50 @@ def main(argv: list[str] | None = None) -> int:
         return run(argv)
 
 
+def frozen_backbone(cfg: Config) -> FrozenBackbone:
+    """--backbone resolved as the linear probe resolves it, as a frozen encoder in eval mode (CUDA when there)."""
+    wanted = argparse.Namespace(backbone=cfg.backbone, init="pretrained", model_args={}, channels=cfg.channels)
+    source = resolve_backbone(wanted, cfg.data)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    encoder = EpochEncoder(source.instantiate(), source.channels, mode="frozen").to(device).eval()
+    return source, encoder, device
+
+
+def encoding_options(cfg: Config) -> argparse.Namespace:
+    """The options `encode_store` / `apply_epochs` read, for a frozen backbone encoded in fp32."""
+    keys = ("data", "cache_dir", "workers", "batch_size", "eval_batch_size", "progress")
+    return argparse.Namespace(amp=False, amp_dtype="bf16", **{key: getattr(cfg, key) for key in keys})
+
+
+def representation_store(
+    cfg: Config, channels: list[str], recordings: list[str], backbone: FrozenBackbone | None
+) -> VectorStore:
+    """Every epoch of `recordings` as the trees read it: hand-crafted features, or the frozen backbone's vectors."""
+    if backbone is None:
+        return encode_recordings(
+            lambda signals: torch.from_numpy(epoch_features({ch: x.numpy() for ch, x in signals.items()})[0]),
+            cfg.data,
+            recordings,
+            channels,
+            torch.device("cpu"),
+            batch_epochs=cfg.batch_size,
+            workers=cfg.workers,
+            cache_dir=cfg.cache_dir,
+            key=cache_key(sha256_file(features_module.__file__), channels, "hand-crafted"),
+            progress=cfg.progress,
+        )
+    source, encoder, device = backbone
+    return encode_store(encoding_options(cfg), encoder, source, channels, recordings, device)
+
+
 def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_features_parser()
-    cfg = parse_downstream(parser, argv, lambda _: FEATURES_HGB)
+    cfg = parse_downstream(parser, argv, lambda c: BACKBONE_HGB if c.backbone is not None else FEATURES_HGB)
     assert_no_test_leakage(cfg.data)
-    channels, n_classes = list(cfg.channels), TASKS[cfg.task]
+    backbone = frozen_backbone(cfg) if cfg.backbone is not None else None
+    channels = list(backbone[0].channels if backbone else cfg.channels or EPHYS_CHANNELS)
+    n_classes = TASKS[cfg.task]
     train_set = epoch_dataset(cfg, "train", channels, training=True)
     val_set = epoch_dataset(cfg, val_split(cfg), channels)
     test_windows = window_dataset(cfg, "test", channels, TEST_WINDOW, tiling=True)
@@ -217,31 +274,27 @@ def run(argv: list[str] | None) -> int:
     save_config(cfg, Path(cfg.out) / "config.json", keep_previous=True)  # the inputs are checked: the run starts
     started = time.monotonic()
     # every val and test epoch (and, with --cache-dir or --neighbour-epochs, every epoch of the train recordings:
-    # the neighbours of a labelled epoch need not be labelled) featurised once
+    # the neighbours of a labelled epoch need not be labelled) featurised or encoded once
     whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0
     wanted = set(val_set.recordings) | set(test_windows.recordings)
-    store = encode_recordings(
-        lambda signals: torch.from_numpy(epoch_features({ch: x.numpy() for ch, x in signals.items()})[0]),
-        cfg.data,
-        sorted(wanted | (set(train_set.recordings) if whole_train else set())),
-        channels,
-        torch.device("cpu"),
-        batch_epochs=cfg.batch_size,
-        workers=cfg.workers,
-        cache_dir=cfg.cache_dir,
-        key=cache_key(sha256_file(features_module.__file__), channels, "hand-crafted"),
-        progress=cfg.progress,
+    store = representation_store(
+        cfg, channels, sorted(wanted | (set(train_set.recordings) if whole_train else set())), backbone
     ).with_neighbours(cfg.neighbour_epochs)  # (n, (2K + 1) F) per recording
     if whole_train:
         train = stored_features(store, train_set)
         train_x, train_y = train.features.numpy(), train.labels.numpy()
-    else:  # only the selected epochs: at 1 % labels far fewer than whole recordings
+    elif backbone is not None:  # only the selected epochs: at 1 % labels far fewer than whole recordings
+        _, encoder, device = backbone
+        train = apply_epochs(encoder, train_set, channels, device, encoding_options(cfg))
+        train_x, train_y = train.features.numpy(), train.labels.numpy()
+    else:
         train_x, train_y = dataset_features(train_set, channels, cfg)
     val = stored_features(store, val_set)
     val_x, val_y = val.features.numpy(), val.labels.numpy()
+    what = f"backbone {backbone[0].name}" if backbone else "hand-crafted features"
     print(
-        f"{FEATURES_HGB} | task {cfg.task} | channels {', '.join(channels)} | train {train_x.shape} "
-        f"(per class {counts.tolist()}) | val {val_x.shape} | features {time.monotonic() - started:.1f} s",
+        f"{cfg.method} | task {cfg.task} | {what} | channels {', '.join(channels)} | train {train_x.shape} "
+        f"(per class {counts.tolist()}) | val {val_x.shape} | inputs {time.monotonic() - started:.1f} s",
         flush=True,
     )
 
@@ -269,8 +322,13 @@ def run(argv: list[str] | None) -> int:
         ),
     )
     predictions = attach_context(predictions, cfg.data)
-    info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects))
-    info.update(init="n/a", backbone_name="none (hand-crafted features)")
+    summary = train_summary(counts, train_set.recordings, train_set.subjects)
+    if backbone is not None:
+        info = run_info(cfg, channels, summary, backbone[0])
+        info.update(init="pretrained")
+    else:
+        info = run_info(cfg, channels, summary)
+        info.update(init="n/a", backbone_name="none (hand-crafted features)")
     info["selection"] = {
         "metric": f"val_{cfg.select_metric}",
         "value": best_score,

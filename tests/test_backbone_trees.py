@@ -1,0 +1,55 @@
+"""Gradient-boosted trees on a frozen backbone's vectors (`downstream/baselines/features.py --backbone`)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+
+from dataset.datasets import EpochDataset
+from downstream.baselines import features as features_script
+from downstream.cache import cache_key
+from models.heads import EpochEncoder
+from models.loading import load_backbone
+from tests.test_downstream import assert_every_test_epoch_once, backbones, cohort, splits_of  # noqa: F401
+from utils.checkpoint import sha256_file
+
+
+def test_trees_on_a_frozen_backbone(cohort, backbones, tmp_path):
+    """--backbone: the trees read the frozen backbone's vectors, the linear probe's cache key; the vectors of the
+    selected train epochs alone (no cache) and of whole cached recordings give the same model."""
+    base = ["--data", str(cohort), "--task", "sleep_stage", "--backbone", str(backbones["fusion"])]
+    base += ["--hgb-max-iter", "10", "--seed", "3", "--workers", "0", "--no-progress", "--n-boot", "50"]
+    cache = tmp_path / "cache"
+    runs = {"selected": tmp_path / "selected", "cached": tmp_path / "cached"}
+    assert features_script.main([*base, "--out", str(runs["selected"]), "--label-fraction", "0.5"]) == 0
+    assert (
+        features_script.main(
+            [*base, "--out", str(runs["cached"]), "--label-fraction", "0.5", "--cache-dir", str(cache)]
+        )
+        == 0
+    )
+    metrics = json.loads((runs["cached"] / "metrics.json").read_text())
+    assert metrics["method"] == "backbone_hgb" and metrics["init"] == "pretrained"
+    assert metrics["channels"] == ["eeg_c4", "eog_l"]  # the backbone's channels
+    assert metrics["backbone"]["sha256"] == sha256_file(backbones["fusion"])
+    assert 1 <= metrics["selection"]["iterations"] <= 10
+    predictions = {name: assert_every_test_epoch_once(run, cohort) for name, run in runs.items()}
+    assert np.allclose(
+        np.stack(predictions["selected"]["probabilities"]), np.stack(predictions["cached"]["probabilities"]), atol=1e-5
+    )
+    # one cache per backbone: the folder the trees filled is the one the linear probe reads
+    key = cache_key(sha256_file(backbones["fusion"]), ["eeg_c4", "eog_l"], "fp32")
+    assert [p.name for p in cache.iterdir()] == [key]
+    model = load_backbone(backbones["fusion"])
+    encoder = EpochEncoder(model, ["eeg_c4", "eog_l"], "frozen").eval()
+    recording = splits_of(cohort)["recordings"]["test"][0]
+    stored = np.load(cache / key / f"{recording}.npz")
+    test_set = EpochDataset(cohort, "test", ["eeg_c4", "eog_l"])
+    recordings, epochs = test_set.sample_index()
+    item = int(np.flatnonzero(np.asarray(recordings) == recording)[0])
+    row = int(np.flatnonzero(stored["epochs"] == epochs[item])[0])
+    with torch.no_grad():
+        expected = encoder({ch: test_set[item][ch][None] for ch in ("eeg_c4", "eog_l")}).numpy()[0]
+    assert np.allclose(stored["vectors"][row], expected, atol=1e-5)
