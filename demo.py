@@ -8,8 +8,9 @@ machine), so the demo exercises exactly what a user runs on real data:
   2. parse       dataset/data_parser.py               Parquet per night + events + manifest + splits
   3. unimodal    pretrained/unimodal/{eeg,eog,emg,ecg}/train.py   one NeuroNet per modality
   4. multimodal  pretrained/multimodal/train.py       SynthSleepNet (frozen encoders + LoRA + fusion)
-  5. downstream  linear probe, Mamba fine-tuning, supervised-from-scratch and feature baselines for sleep
-                 staging, apnea and hypopnea at 5 % and 100 % of the training labels; event detection
+  5. downstream  linear probe, gradient-boosted trees on the frozen backbone's vectors, Mamba fine-tuning,
+                 supervised-from-scratch and feature baselines for sleep staging, apnea and hypopnea at 5 %
+                 and 100 % of the training labels; event detection
                  (events with onsets and durations) on respiratory features and on SynthSleepNet tokens
   6. evaluate    downstream/evaluate.py               one comparison table (Markdown + CSV + plot)
   7. predict     downstream/predict.py                hypnogram, typed events, AHI, ODI and report for a
@@ -188,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         done=multimodal / "last.pt",
     )
 
-    _banner("5. downstream: probe, Mamba fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
+    _banner("5. downstream: probe, trees, fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
     downstream = runs / "downstream"
     cache = ("--cache-dir", out / "cache")  # frozen-backbone vectors and features: computed once, reused by every run
     for task in TASKS:
@@ -243,19 +244,22 @@ def main(argv: list[str] | None = None) -> int:
                 downstream / "scratch" / tag,
                 done=downstream / "scratch" / tag / "metrics.json",
             )
-            _run(
-                "downstream/baselines/features.py",
-                *task_args,
-                *cache,
-                "--workers",
-                0,
-                "--neighbour-epochs",
-                NEIGHBOUR_EPOCHS[task],
-                "--no-progress",
-                "--out",
-                downstream / "features" / tag,
-                done=downstream / "features" / tag / "metrics.json",
-            )
+            # gradient-boosted trees on the hand-crafted features, and on the backbone's frozen vectors
+            for folder, representation in (("features", ()), ("trees", ("--backbone", multimodal))):
+                _run(
+                    "downstream/baselines/features.py",
+                    *task_args,
+                    *representation,
+                    *cache,
+                    "--workers",
+                    0,
+                    "--neighbour-epochs",
+                    NEIGHBOUR_EPOCHS[task],
+                    "--no-progress",
+                    "--out",
+                    downstream / folder / tag,
+                    done=downstream / folder / tag / "metrics.json",
+                )
 
     events = downstream / "event_detection"
     _run(
