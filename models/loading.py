@@ -68,7 +68,11 @@ def checkpoint_path(run_or_file: str | Path) -> Path:
         for name in RUN_CHECKPOINTS:
             if (path / name).is_file():
                 return path / name
-        raise CheckpointNotFound(f"{path}: run directory holds no checkpoint (looked for {', '.join(RUN_CHECKPOINTS)})")
+        pickled = (path / "model.pkl").is_file()  # a run of scikit-learn trees or an event detector
+        raise CheckpointNotFound(
+            f"{path}: run directory holds no checkpoint (looked for {', '.join(RUN_CHECKPOINTS)})"
+            + ("; its model.pkl is a scikit-learn model, not a PyTorch checkpoint" if pickled else "")
+        )
     if not path.is_file():
         raise CheckpointNotFound(f"{path}: no such checkpoint file or run directory")
     return path

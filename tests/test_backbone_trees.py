@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from dataset.datasets import EpochDataset
 from downstream.baselines import features as features_script
 from downstream.cache import cache_key
 from models.heads import EpochEncoder
-from models.loading import load_backbone
+from models.loading import checkpoint_path, load_backbone
 from tests.test_downstream import assert_every_test_epoch_once, backbones, cohort, splits_of  # noqa: F401
 from utils.checkpoint import sha256_file
 
@@ -53,3 +54,6 @@ def test_trees_on_a_frozen_backbone(cohort, backbones, tmp_path):
     with torch.no_grad():
         expected = encoder({ch: test_set[item][ch][None] for ch in ("eeg_c4", "eog_l")}).numpy()[0]
     assert np.allclose(stored["vectors"][row], expected, atol=1e-5)
+    # a trees run is no checkpoint: predict.py and --backbone say so in one line
+    with pytest.raises(FileNotFoundError, match="model.pkl is a scikit-learn model, not a PyTorch checkpoint"):
+        checkpoint_path(runs["cached"])
