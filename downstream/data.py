@@ -124,6 +124,11 @@ class FeatureDataset(Dataset):
         return {"features": self.features[index], "label": self.labels[index]}
 
 
+def precision_options(cfg: argparse.Namespace) -> tuple[bool, str]:
+    """(--amp, --amp-dtype) of a script's options; a script without them (the trees) encodes in fp32."""
+    return bool(getattr(cfg, "amp", False)), str(getattr(cfg, "amp_dtype", "bf16"))
+
+
 @torch.no_grad()
 def apply_epochs(
     function: Callable[[dict[str, torch.Tensor]], torch.Tensor],
@@ -140,7 +145,7 @@ def apply_epochs(
         loader, desc=f"encode {dataset.split}", unit="batch", leave=False, disable=not getattr(cfg, "progress", False)
     ):
         signals = {ch: batch[ch].to(device, non_blocking=True) for ch in channels}  # (B, 3000) each, 100 Hz
-        with autocast_context(device, cfg.amp, cfg.amp_dtype):
+        with autocast_context(device, *precision_options(cfg)):
             outputs.append(function(signals).float().cpu())  # (B, K)
         labels.append(batch["label"])
     return FeatureDataset(torch.cat(outputs), torch.cat(labels))
@@ -156,12 +161,13 @@ def encode_store(
 ) -> VectorStore:
     """Frozen `encoder` vectors of every epoch of `recordings` (`downstream.cache`): read from / written to
     --cache-dir when given and the backbone is a pretrained file, else computed in memory."""
-    precision = f"amp-{cfg.amp_dtype}" if cfg.amp and device.type == "cuda" else "fp32"
+    amp, amp_dtype = precision_options(cfg)
+    precision = f"amp-{amp_dtype}" if amp and device.type == "cuda" else "fp32"
     sha = source.provenance.get("sha256") if source.state is not None else None
     key = cache_key(sha, channels, precision) if sha else None
 
     def encode(signals: dict[str, torch.Tensor]) -> torch.Tensor:
-        with autocast_context(device, cfg.amp, cfg.amp_dtype):
+        with autocast_context(device, amp, amp_dtype):
             return encoder(signals)  # (n, D)
 
     with evaluating(encoder):

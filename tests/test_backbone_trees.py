@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -11,9 +12,10 @@ import torch
 from dataset.datasets import EpochDataset
 from downstream.baselines import features as features_script
 from downstream.cache import cache_key
+from downstream.linear_probing import train as linear_probing
 from models.heads import EpochEncoder
 from models.loading import checkpoint_path, load_backbone
-from tests.test_downstream import assert_every_test_epoch_once, backbones, cohort, splits_of  # noqa: F401
+from tests.test_downstream import RUN, assert_every_test_epoch_once, backbones, cohort, splits_of  # noqa: F401
 from utils.checkpoint import sha256_file
 
 
@@ -40,8 +42,14 @@ def test_trees_on_a_frozen_backbone(cohort, backbones, tmp_path):
     assert np.allclose(
         np.stack(predictions["selected"]["probabilities"]), np.stack(predictions["cached"]["probabilities"]), atol=1e-5
     )
-    # one cache per backbone: the folder the trees filled is the one the linear probe reads
+    config = json.loads((runs["cached"] / "config.json").read_text())
+    assert config["channels"] == ["eeg_c4", "eog_l"] and config["device"] == "auto"
+    # one cache per backbone: the linear probe reads the folder the trees filled, and adds none
     key = cache_key(sha256_file(backbones["fusion"]), ["eeg_c4", "eog_l"], "fp32")
+    assert [p.name for p in cache.iterdir()] == [key]
+    probe = ["--data", str(cohort), "--task", "sleep_stage", "--backbone", str(backbones["fusion"]), "--epochs", "1"]
+    probe += ["--cache-dir", str(cache), "--out", str(tmp_path / "probe"), *RUN]
+    assert linear_probing.main(probe) == 0
     assert [p.name for p in cache.iterdir()] == [key]
     model = load_backbone(backbones["fusion"])
     encoder = EpochEncoder(model, ["eeg_c4", "eog_l"], "frozen").eval()
@@ -57,3 +65,30 @@ def test_trees_on_a_frozen_backbone(cohort, backbones, tmp_path):
     # a trees run is no checkpoint: predict.py and --backbone say so in one line
     with pytest.raises(FileNotFoundError, match="model.pkl is a scikit-learn model, not a PyTorch checkpoint"):
         checkpoint_path(runs["cached"])
+
+
+def test_trees_on_a_unimodal_backbone_with_neighbours(cohort, backbones, tmp_path):
+    """A NeuroNet backbone encodes the first channel it was pretrained on; --neighbour-epochs K gives the trees
+    (2K + 1) vectors per epoch, and every test epoch is still predicted once."""
+    out = tmp_path / "eeg"
+    argv = ["--data", str(cohort), "--task", "sleep_stage", "--backbone", str(backbones["eeg"]), "--out", str(out)]
+    argv += ["--neighbour-epochs", "1", "--hgb-max-iter", "5", "--workers", "0", "--no-progress", "--n-boot", "20"]
+    assert features_script.main(argv) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["channels"] == ["eeg_c4"] and metrics["neighbour_epochs"] == 1
+    assert metrics["backbone"]["kind"] == "neuronet"
+    assert_every_test_epoch_once(out, cohort)
+    model = pickle.loads((out / "model.pkl").read_bytes())
+    assert model.n_features_in_ == 3 * load_backbone(backbones["eeg"]).config.encoder_dim
+
+
+def test_trees_refuse_bad_options_in_one_line(cohort, backbones, tmp_path, capsys):
+    base = ["--data", str(cohort), "--task", "sleep_stage", "--out", str(tmp_path / "x"), "--no-progress"]
+    for extra, message in (
+        (["--channels="], "--channels: name at least one channel"),
+        (["--backbone", str(backbones["fusion"]), "--device", "tpu"], "--device tpu: expected auto, cpu"),
+    ):
+        with pytest.raises(SystemExit) as stopped:
+            features_script.main([*base, *extra])
+        assert stopped.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()

@@ -13,10 +13,10 @@ Same splits, label fractions, leakage guard, test tiling and outputs as the line
   with --neighbour-epochs K also those of the K epochs before and after it (`downstream.cache.neighbour_vectors`,
   as the linear probe's --neighbour-epochs gives its head);
 - with --backbone (a unimodal or multimodal pretraining run or checkpoint, as the linear probe takes): the
-  frozen backbone's pooled vector of each epoch instead of the features (`downstream.data.encode_store`: the
-  linear probe's vectors and --cache-dir cache), so the trees and the MLP head of the linear probe can be
-  compared on one representation, and the features and the backbone with one classifier (method
-  `backbone_hgb`; encoded on CUDA when available, in fp32);
+  frozen backbone's pooled vector of each epoch instead of the features (`downstream.data.encode_store`, in
+  fp32 on --device: the linear probe's vectors, and with --cache-dir its cache of a probe run without --amp),
+  so the trees and the probe's MLP head can be compared on one representation, and the features and the
+  backbone with one classifier (method `backbone_hgb`);
 - model: scikit-learn `HistGradientBoostingClassifier`, fitted on the `train` epochs at --label-fraction /
   --train-subjects (the same draw as the other methods). With --class-weights balanced its probabilities are
   re-weighted by the balanced class weights N / (C x n_c) and renormalised (a prior shift: the Bayes-optimal
@@ -27,9 +27,9 @@ Same splits, label fractions, leakage guard, test tiling and outputs as the line
   trees, the fit is deterministic without early stopping);
 - `test` predicted once (every epoch exactly once).
 
-Outputs in --out (default runs/downstream/features_hgb/<task>-lf<fraction>-seed<seed>): config.json,
-model.pkl (pickled estimator), metrics.json (with the `val` curve), predictions.parquet, confusion_matrix.png,
-results.md (and hypnogram PNGs for staging).
+Outputs in --out (default runs/downstream/<method>/<task>-lf<fraction>-seed<seed>, method features_hgb or
+backbone_hgb): config.json, model.pkl (pickled estimator), metrics.json (with the `val` curve),
+predictions.parquet, confusion_matrix.png, results.md (and hypnogram PNGs for staging).
 """
 
 from __future__ import annotations
@@ -38,16 +38,15 @@ import argparse
 import math
 import pickle
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from dataset.constants import EPHYS_CHANNELS, TASKS
-from dataset.datasets import EpochDataset
 from downstream.backbone import BackboneSource, resolve_backbone
 from downstream.cache import VectorStore, cache_key, encode_recordings
 from downstream.data import apply_epochs, encode_store, epoch_dataset, stored_features, val_split, window_dataset
@@ -76,10 +75,10 @@ from utils.config import (
     save_config,
     script_prog,
 )
+from utils.distributed import resolve_device
 from utils.features import epoch_features
 
 TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only)
-FrozenBackbone = tuple[BackboneSource, EpochEncoder, torch.device]  # --backbone, ready to encode
 
 
 def build_features_parser() -> argparse.ArgumentParser:
@@ -115,7 +114,9 @@ def build_features_parser() -> argparse.ArgumentParser:
         "epoch vectors instead of the hand-crafted features",
     )
     data.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes reading epochs")
-    data.add_argument("--batch-size", type=positive_int, default=256, help="epochs per feature-extraction batch")
+    data.add_argument(
+        "--batch-size", type=positive_int, default=256, help="epochs per batch of feature extraction or encoding"
+    )
     run = parser.add_argument_group("run")
     run.add_argument("--out", type=Path, default=None, help=f"run directory; {CONFIG_HISTORY_HELP}")
     run.add_argument(
@@ -132,6 +133,12 @@ def build_features_parser() -> argparse.ArgumentParser:
         help="seeds the label draws (--label-fraction, --train-subjects) and the trees",
     )
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="tqdm progress bars")
+    run.add_argument(
+        "--device",
+        default="auto",
+        help="where --backbone encodes: auto (CUDA when present), cpu, cuda or cuda:N (the hand-crafted features "
+        "are computed on the CPU)",
+    )
     model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
     model.add_argument(
         "--hgb-max-iter", type=positive_int, default=300, help="boosting iterations fitted (selected on val)"
@@ -150,19 +157,6 @@ def build_features_parser() -> argparse.ArgumentParser:
     add_task_args(parser)
     add_neighbour_args(parser)
     return parser
-
-
-def dataset_features(
-    dataset: EpochDataset, channels: list[str], cfg: argparse.Namespace
-) -> tuple[np.ndarray, np.ndarray]:
-    """Features (N, F) float32 and labels (N,) int64 of every item of a labelled EpochDataset."""
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.workers)
-    features, labels = [], []
-    for batch in tqdm(loader, desc=f"features {dataset.split}", unit="batch", leave=False, disable=not cfg.progress):
-        values, _ = epoch_features({ch: batch[ch].numpy() for ch in channels})  # (B, F)
-        features.append(values)
-        labels.append(batch["label"].numpy())
-    return np.concatenate(features), np.concatenate(labels).astype(np.int64)
 
 
 def full_probabilities(
@@ -217,40 +211,57 @@ def main(argv: list[str] | None = None) -> int:
         return run(argv)
 
 
-def frozen_backbone(cfg: Config) -> FrozenBackbone:
-    """--backbone resolved as the linear probe resolves it, as a frozen encoder in eval mode (CUDA when there)."""
-    wanted = argparse.Namespace(backbone=cfg.backbone, init="pretrained", model_args={}, channels=cfg.channels)
-    source = resolve_backbone(wanted, cfg.data)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    encoder = EpochEncoder(source.instantiate(), source.channels, mode="frozen").to(device).eval()
-    return source, encoder, device
+@dataclass
+class Representation:
+    """What the trees read of each epoch: `encode({channel: (n, samples)}) -> (n, F)` on `device`, over
+    `channels`; the hand-crafted features (`source` None) or a frozen backbone's vectors."""
 
+    encode: Callable[[dict[str, torch.Tensor]], torch.Tensor]
+    device: torch.device
+    channels: list[str]
+    source: BackboneSource | None = None
 
-def encoding_options(cfg: Config) -> argparse.Namespace:
-    """The options `encode_store` / `apply_epochs` read, for a frozen backbone encoded in fp32."""
-    keys = ("data", "cache_dir", "workers", "batch_size", "eval_batch_size", "progress")
-    return argparse.Namespace(amp=False, amp_dtype="bf16", **{key: getattr(cfg, key) for key in keys})
+    @property
+    def name(self) -> str:
+        return f"backbone {self.source.name}" if self.source is not None else "hand-crafted features"
 
-
-def representation_store(
-    cfg: Config, channels: list[str], recordings: list[str], backbone: FrozenBackbone | None
-) -> VectorStore:
-    """Every epoch of `recordings` as the trees read it: hand-crafted features, or the frozen backbone's vectors."""
-    if backbone is None:
+    def store(self, cfg: Config, recordings: list[str]) -> VectorStore:
+        """Every epoch of `recordings`, computed once (cached under --cache-dir: the features under the feature
+        code's key, a backbone's vectors under the linear probe's)."""
+        if self.source is not None:
+            return encode_store(cfg, self.encode, self.source, self.channels, recordings, self.device)
         return encode_recordings(
-            lambda signals: torch.from_numpy(epoch_features({ch: x.numpy() for ch, x in signals.items()})[0]),
+            self.encode,
             cfg.data,
             recordings,
-            channels,
-            torch.device("cpu"),
+            self.channels,
+            self.device,
             batch_epochs=cfg.batch_size,
             workers=cfg.workers,
             cache_dir=cfg.cache_dir,
-            key=cache_key(sha256_file(features_module.__file__), channels, "hand-crafted"),
+            key=cache_key(sha256_file(features_module.__file__), self.channels, "hand-crafted"),
             progress=cfg.progress,
         )
-    source, encoder, device = backbone
-    return encode_store(encoding_options(cfg), encoder, source, channels, recordings, device)
+
+
+def hand_crafted(signals: dict[str, torch.Tensor]) -> torch.Tensor:
+    """`utils.features.epoch_features` of a batch: {channel: (n, 3000)} -> (n, F)."""
+    return torch.from_numpy(epoch_features({ch: x.cpu().numpy() for ch, x in signals.items()})[0])
+
+
+def representation(cfg: Config) -> Representation:
+    """The features over --channels (default the six electrophysiology channels), or --backbone resolved as the
+    linear probe resolves it, frozen in eval mode on --device."""
+    if cfg.backbone is None:
+        return Representation(hand_crafted, torch.device("cpu"), list(cfg.channels or EPHYS_CHANNELS))
+    wanted = argparse.Namespace(backbone=cfg.backbone, init="pretrained", model_args={}, channels=cfg.channels)
+    source = resolve_backbone(wanted, cfg.data)
+    try:
+        device = resolve_device(cfg.device)
+    except (RuntimeError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    encoder = EpochEncoder(source.instantiate(), source.channels, mode="frozen").to(device).eval()
+    return Representation(encoder, device, list(source.channels), source)
 
 
 def run(argv: list[str] | None) -> int:
@@ -258,9 +269,11 @@ def run(argv: list[str] | None) -> int:
     parser = build_features_parser()
     cfg = parse_downstream(parser, argv, lambda c: BACKBONE_HGB if c.backbone is not None else FEATURES_HGB)
     assert_no_test_leakage(cfg.data)
-    backbone = frozen_backbone(cfg) if cfg.backbone is not None else None
-    channels = list(backbone[0].channels if backbone else cfg.channels or EPHYS_CHANNELS)
-    n_classes = TASKS[cfg.task]
+    if cfg.channels is not None and not cfg.channels:
+        raise UsageError("--channels: name at least one channel")
+    inputs = representation(cfg)
+    cfg = cfg.replace(channels=inputs.channels)  # config.json records the channels the run read
+    channels, n_classes = inputs.channels, TASKS[cfg.task]
     train_set = epoch_dataset(cfg, "train", channels, training=True)
     val_set = epoch_dataset(cfg, val_split(cfg), channels)
     test_windows = window_dataset(cfg, "test", channels, TEST_WINDOW, tiling=True)
@@ -277,23 +290,19 @@ def run(argv: list[str] | None) -> int:
     # the neighbours of a labelled epoch need not be labelled) featurised or encoded once
     whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0
     wanted = set(val_set.recordings) | set(test_windows.recordings)
-    store = representation_store(
-        cfg, channels, sorted(wanted | (set(train_set.recordings) if whole_train else set())), backbone
-    ).with_neighbours(cfg.neighbour_epochs)  # (n, (2K + 1) F) per recording
+    store = inputs.store(cfg, sorted(wanted | (set(train_set.recordings) if whole_train else set())))
+    store = store.with_neighbours(cfg.neighbour_epochs)  # (n, (2K + 1) F) per recording
+    # the labelled train epochs: from the store, or, without it, only the selected epochs (at 1 % labels far
+    # fewer than whole recordings)
     if whole_train:
         train = stored_features(store, train_set)
-        train_x, train_y = train.features.numpy(), train.labels.numpy()
-    elif backbone is not None:  # only the selected epochs: at 1 % labels far fewer than whole recordings
-        _, encoder, device = backbone
-        train = apply_epochs(encoder, train_set, channels, device, encoding_options(cfg))
-        train_x, train_y = train.features.numpy(), train.labels.numpy()
     else:
-        train_x, train_y = dataset_features(train_set, channels, cfg)
+        train = apply_epochs(inputs.encode, train_set, channels, inputs.device, cfg)
+    train_x, train_y = train.features.numpy(), train.labels.numpy()
     val = stored_features(store, val_set)
     val_x, val_y = val.features.numpy(), val.labels.numpy()
-    what = f"backbone {backbone[0].name}" if backbone else "hand-crafted features"
     print(
-        f"{cfg.method} | task {cfg.task} | {what} | channels {', '.join(channels)} | train {train_x.shape} "
+        f"{cfg.method} | task {cfg.task} | {inputs.name} | channels {', '.join(channels)} | train {train_x.shape} "
         f"(per class {counts.tolist()}) | val {val_x.shape} | inputs {time.monotonic() - started:.1f} s",
         flush=True,
     )
@@ -323,8 +332,8 @@ def run(argv: list[str] | None) -> int:
     )
     predictions = attach_context(predictions, cfg.data)
     summary = train_summary(counts, train_set.recordings, train_set.subjects)
-    if backbone is not None:
-        info = run_info(cfg, channels, summary, backbone[0])
+    if inputs.source is not None:
+        info = run_info(cfg, channels, summary, inputs.source)
         info.update(init="pretrained")
     else:
         info = run_info(cfg, channels, summary)
