@@ -260,9 +260,11 @@ def context_direction(metrics: Mapping[str, Any]) -> str | None:
 
 def variant_suffix(row: Mapping[str, Any]) -> str:
     """What sets a run apart from its method's plain form, for labels: " ±K" when it read K neighbouring epochs,
-    " (forward context)" when its temporal context is the published causal one."""
+    " (forward context)" when its temporal context is the published causal one, " (per channel)" when it read a
+    backbone's tokens pooled per channel."""
     neighbours = f" ±{row['neighbour_epochs']}" if row.get("neighbour_epochs") else ""
-    return neighbours + (" (forward context)" if row.get("context_direction") == "forward" else "")
+    pooled = " (per channel)" if row.get("pooling") == "channel" else ""
+    return neighbours + (" (forward context)" if row.get("context_direction") == "forward" else "") + pooled
 
 
 def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
@@ -273,6 +275,7 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         "backbone": metrics.get("backbone_name") or "",
         "neighbour_epochs": metrics.get("neighbour_epochs"),  # None: the method has no such option
         "context_direction": context_direction(metrics),
+        "pooling": metrics.get("pooling"),  # None: the backbone's own vector, or no backbone
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
         "train_subjects": metrics.get("train_subjects"),

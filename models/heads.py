@@ -270,6 +270,18 @@ class EpochEncoder(nn.Module):
         sizes = [self.net.encoders[ch].n_frames for ch in used]
         return dict(zip(used, torch.split(tokens, sizes, dim=1)))  # (n, N_m, F) each
 
+    def channel_vectors(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """{channel: (N, n_samples)} → (N, C·D): the mean fused token of each of `channels` (a SynthSleepNet; every
+        channel present), concatenated in that order. `forward` averages the same tokens over all channels at
+        once; this keeps the channels apart, as the hand-crafted features do."""
+        if self.backbone_kind != SYNTHSLEEPNET:
+            raise ValueError("EpochEncoder: per-channel vectors need a SynthSleepNet; a NeuroNet reads one channel")
+        missing = [ch for ch in self.channels if signals.get(ch) is None]
+        if missing:
+            raise ValueError(f"EpochEncoder: per-channel vectors need every channel; input lacks {missing}")
+        tokens = self.frame_tokens(signals, "fusion")  # {channel: (N, N_m, D)}
+        return torch.cat([tokens[ch].mean(dim=1) for ch in self.channels], dim=1)
+
     def to_config(self) -> dict[str, Any]:
         return {
             "backbone_kind": self.backbone_kind,

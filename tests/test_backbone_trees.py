@@ -13,6 +13,7 @@ from dataset.datasets import EpochDataset
 from downstream.baselines import features as features_script
 from downstream.cache import cache_key
 from downstream.linear_probing import train as linear_probing
+from downstream.results import summary_row, variant_suffix
 from models.heads import EpochEncoder
 from models.loading import checkpoint_path, load_backbone
 from tests.test_downstream import RUN, assert_every_test_epoch_once, backbones, cohort, splits_of  # noqa: F401
@@ -87,8 +88,36 @@ def test_trees_refuse_bad_options_in_one_line(cohort, backbones, tmp_path, capsy
     for extra, message in (
         (["--channels="], "--channels: name at least one channel"),
         (["--backbone", str(backbones["fusion"]), "--device", "tpu"], "--device tpu: expected auto, cpu"),
+        (["--pooling", "channel"], "--pooling channel pools a backbone's tokens: give --backbone"),
+        (["--backbone", str(backbones["eeg"]), "--pooling", "channel"], "is a unimodal NeuroNet (one channel)"),
     ):
         with pytest.raises(SystemExit) as stopped:
             features_script.main([*base, *extra])
         assert stopped.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_trees_on_per_channel_vectors(cohort, backbones, tmp_path):
+    """--pooling channel: each channel's mean fused token, concatenated (C x D), cached under a key of its own;
+    their mean over channels is the probe's vector (every channel has as many frames)."""
+    encoder = EpochEncoder(load_backbone(backbones["fusion"]), ["eeg_c4", "eog_l"], "frozen").eval()
+    signals = {ch: torch.randn(3, 3000) for ch in ("eeg_c4", "eog_l")}
+    with torch.no_grad():
+        per_channel, pooled = encoder.channel_vectors(signals), encoder(signals)
+    assert per_channel.shape == (3, 2 * pooled.shape[1])
+    assert torch.allclose(per_channel.reshape(3, 2, -1).mean(dim=1), pooled, atol=1e-5)
+    with pytest.raises(ValueError, match="lacks"):
+        encoder.channel_vectors({"eeg_c4": signals["eeg_c4"]})
+
+    out, cache = tmp_path / "channel", tmp_path / "cache"
+    argv = ["--data", str(cohort), "--task", "sleep_stage", "--backbone", str(backbones["fusion"]), "--out", str(out)]
+    argv += ["--pooling", "channel", "--cache-dir", str(cache), "--hgb-max-iter", "5", "--workers", "0"]
+    assert features_script.main([*argv, "--no-progress", "--n-boot", "20"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["pooling"] == "channel" and metrics["method"] == "backbone_hgb"
+    assert pickle.loads((out / "model.pkl").read_bytes()).n_features_in_ == per_channel.shape[1]
+    key = cache_key(sha256_file(backbones["fusion"]), ["eeg_c4", "eog_l"], "fp32", "channel-pooled")
+    assert [p.name for p in cache.iterdir()] == [key]
+    row = summary_row(metrics)
+    assert row["pooling"] == "channel" and variant_suffix(row) == " (per channel)"
+    assert_every_test_epoch_once(out, cohort)

@@ -49,7 +49,16 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from dataset.constants import EPHYS_CHANNELS, TASKS
 from downstream.backbone import BackboneSource, resolve_backbone
 from downstream.cache import VectorStore, cache_key, encode_recordings
-from downstream.data import apply_epochs, encode_store, epoch_dataset, stored_features, val_split, window_dataset
+from downstream.data import (
+    POOLINGS,
+    apply_epochs,
+    encode_store,
+    epoch_dataset,
+    pooled_encoder,
+    stored_features,
+    val_split,
+    window_dataset,
+)
 from downstream.leakage import assert_no_test_leakage
 from downstream.options import SELECT_METRICS, add_neighbour_args, add_task_args, parse_downstream
 from downstream.predictions import predict_stored_epochs
@@ -57,6 +66,7 @@ from downstream.results import BACKBONE_HGB, FEATURES_HGB, attach_context
 from downstream.runs import report, run_info, train_summary
 from downstream.training import class_weights, selection_scores
 from models.heads import EpochEncoder
+from models.loading import SYNTHSLEEPNET
 from utils import features as features_module
 from utils.checkpoint import sha256_file
 from utils.config import (
@@ -112,6 +122,14 @@ def build_features_parser() -> argparse.ArgumentParser:
         default=None,
         help="pretraining run directory or checkpoint (NeuroNet or SynthSleepNet): the trees read its frozen "
         "epoch vectors instead of the hand-crafted features",
+    )
+    data.add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="mean",
+        help="with a SynthSleepNet --backbone: mean = the linear probe's vector (the mean fused token, D numbers); "
+        "channel = the mean fused token of each channel, concatenated (C x D), as the features keep channels "
+        "apart",
     )
     data.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes reading epochs")
     data.add_argument(
@@ -220,6 +238,8 @@ class Representation:
     device: torch.device
     channels: list[str]
     source: BackboneSource | None = None
+    encoder: EpochEncoder | None = None  # the frozen backbone (`encode` pools its tokens by `pooling`)
+    pooling: str = "mean"
 
     @property
     def name(self) -> str:
@@ -229,7 +249,7 @@ class Representation:
         """Every epoch of `recordings`, computed once (cached under --cache-dir: the features under the feature
         code's key, a backbone's vectors under the linear probe's)."""
         if self.source is not None:
-            return encode_store(cfg, self.encode, self.source, self.channels, recordings, self.device)
+            return encode_store(cfg, self.encoder, self.source, self.channels, recordings, self.device, self.pooling)
         return encode_recordings(
             self.encode,
             cfg.data,
@@ -253,6 +273,8 @@ def representation(cfg: Config) -> Representation:
     """The features over --channels (default the six electrophysiology channels), or --backbone resolved as the
     linear probe resolves it, frozen in eval mode on --device."""
     if cfg.backbone is None:
+        if cfg.pooling != "mean":
+            raise UsageError(f"--pooling {cfg.pooling} pools a backbone's tokens: give --backbone")
         return Representation(hand_crafted, torch.device("cpu"), list(cfg.channels or EPHYS_CHANNELS))
     wanted = argparse.Namespace(backbone=cfg.backbone, init="pretrained", model_args={}, channels=cfg.channels)
     source = resolve_backbone(wanted, cfg.data)
@@ -260,8 +282,11 @@ def representation(cfg: Config) -> Representation:
         device = resolve_device(cfg.device)
     except (RuntimeError, ValueError) as err:
         raise UsageError(str(err)) from None
+    if cfg.pooling == "channel" and source.kind != SYNTHSLEEPNET:
+        raise UsageError(f"--pooling channel: --backbone {cfg.backbone} is a unimodal NeuroNet (one channel)")
     encoder = EpochEncoder(source.instantiate(), source.channels, mode="frozen").to(device).eval()
-    return Representation(encoder, device, list(source.channels), source)
+    encode = pooled_encoder(encoder, cfg.pooling)
+    return Representation(encode, device, list(source.channels), source, encoder, cfg.pooling)
 
 
 def run(argv: list[str] | None) -> int:
@@ -334,7 +359,7 @@ def run(argv: list[str] | None) -> int:
     summary = train_summary(counts, train_set.recordings, train_set.subjects)
     if inputs.source is not None:
         info = run_info(cfg, channels, summary, inputs.source)
-        info.update(init="pretrained")
+        info.update(init="pretrained", pooling=cfg.pooling)
     else:
         info = run_info(cfg, channels, summary)
         info.update(init="n/a", backbone_name="none (hand-crafted features)")
