@@ -40,7 +40,7 @@ def result_rows(runs: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for item in runs:
         metrics = item.get("metrics") or json.loads((Path(item["run"]) / "metrics.json").read_text())
         row = summary_row(metrics, run=str(item.get("run", "")))
-        row["method"] += variant_suffix(row)  # " ±K" neighbouring epochs, " (forward context)"
+        row["method"] += variant_suffix(row)  # " ±K" neighbouring epochs, " (forward context)", " (per channel)"
         n1 = (metrics["test"]["pooled"].get("per_class_f1") or {}).get("N1")
         budget = item.get("budget")
         row.update(

@@ -187,7 +187,8 @@ def parse_downstream(
     if cfg.out is None:
         subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""
         neighbours = f"-nb{cfg.neighbour_epochs}" if getattr(cfg, "neighbour_epochs", 0) else ""
-        name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}-seed{cfg.seed}"
+        pooled = "-per-channel" if getattr(cfg, "pooling", "mean") == "channel" else ""
+        name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}{pooled}-seed{cfg.seed}"
         cfg = cfg.replace(out=Path("runs") / "downstream" / cfg.method / name)
     check_out_dir(cfg.out)
     return cfg

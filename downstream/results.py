@@ -275,7 +275,9 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         "backbone": metrics.get("backbone_name") or "",
         "neighbour_epochs": metrics.get("neighbour_epochs"),  # None: the method has no such option
         "context_direction": context_direction(metrics),
-        "pooling": metrics.get("pooling"),  # None: the backbone's own vector, or no backbone
+        # how a backbone's tokens were pooled (trees on frozen vectors; runs written before the option: mean);
+        # None: no pooling option (the features, and methods that read the backbone's own vector)
+        "pooling": metrics.get("pooling", "mean" if metrics["method"] == BACKBONE_HGB else None),
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
         "train_subjects": metrics.get("train_subjects"),
@@ -335,6 +337,7 @@ def run_markdown(metrics: Mapping[str, Any]) -> str:
         f"- backbone: {metrics.get('backbone_name') or '—'} ({metrics.get('init', '—')})",
         *([f"- neighbouring epochs read: ±{metrics['neighbour_epochs']}"] if metrics.get("neighbour_epochs") else []),
         *([f"- temporal context: {context_direction(metrics)}"] if context_direction(metrics) else []),
+        *([f"- backbone tokens pooled: {metrics['pooling']}"] if metrics.get("pooling") else []),
         f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
         f"{metrics.get('train_subjects') or 'all'} `train` subjects ({train.get('n_labelled', '?')} epochs)",
         f"- model selection: {selection.get('metric', '—')} on `val` = {selection.get('value')}; "

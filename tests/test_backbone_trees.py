@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from dataset.datasets import EpochDataset
 from downstream.baselines import features as features_script
 from downstream.cache import cache_key
 from downstream.linear_probing import train as linear_probing
+from downstream.options import parse_downstream
 from downstream.results import summary_row, variant_suffix
 from models.heads import EpochEncoder
 from models.loading import checkpoint_path, load_backbone
@@ -109,15 +111,45 @@ def test_trees_on_per_channel_vectors(cohort, backbones, tmp_path):
     with pytest.raises(ValueError, match="lacks"):
         encoder.channel_vectors({"eeg_c4": signals["eeg_c4"]})
 
-    out, cache = tmp_path / "channel", tmp_path / "cache"
-    argv = ["--data", str(cohort), "--task", "sleep_stage", "--backbone", str(backbones["fusion"]), "--out", str(out)]
-    argv += ["--pooling", "channel", "--cache-dir", str(cache), "--hgb-max-iter", "5", "--workers", "0"]
-    assert features_script.main([*argv, "--no-progress", "--n-boot", "20"]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["pooling"] == "channel" and metrics["method"] == "backbone_hgb"
-    assert pickle.loads((out / "model.pkl").read_bytes()).n_features_in_ == per_channel.shape[1]
-    key = cache_key(sha256_file(backbones["fusion"]), ["eeg_c4", "eog_l"], "fp32", "channel-pooled")
+    # channels in another order than the backbone's: concatenated, cached and keyed in the order asked for
+    order = ["eog_l", "eeg_c4"]
+    cache, runs = tmp_path / "cache", {"cached": tmp_path / "cached", "selected": tmp_path / "selected"}
+    argv = ["--data", str(cohort), "--task", "sleep_stage", "--backbone", str(backbones["fusion"])]
+    argv += ["--channels", ",".join(order), "--pooling", "channel", "--hgb-max-iter", "5", "--workers", "0"]
+    argv += ["--no-progress", "--n-boot", "20", "--label-fraction", "0.5"]
+    assert features_script.main([*argv, "--out", str(runs["cached"]), "--cache-dir", str(cache)]) == 0
+    assert features_script.main([*argv, "--out", str(runs["selected"])]) == 0  # train vectors encoded apart
+    predictions = {name: assert_every_test_epoch_once(run, cohort) for name, run in runs.items()}
+    assert np.allclose(
+        np.stack(predictions["selected"]["probabilities"]), np.stack(predictions["cached"]["probabilities"]), atol=1e-5
+    )
+    metrics = json.loads((runs["cached"] / "metrics.json").read_text())
+    assert metrics["pooling"] == "channel" and metrics["method"] == "backbone_hgb" and metrics["channels"] == order
+    assert pickle.loads((runs["cached"] / "model.pkl").read_bytes()).n_features_in_ == per_channel.shape[1]
+    key = cache_key(sha256_file(backbones["fusion"]), order, "fp32", "channel-pooled")
     assert [p.name for p in cache.iterdir()] == [key]
+    recording = splits_of(cohort)["recordings"]["test"][0]
+    stored = np.load(cache / key / f"{recording}.npz")
+    test_set = EpochDataset(cohort, "test", order)
+    recordings, epochs = test_set.sample_index()
+    item = int(np.flatnonzero(np.asarray(recordings) == recording)[0])
+    row = int(np.flatnonzero(stored["epochs"] == epochs[item])[0])
+    reordered = EpochEncoder(load_backbone(backbones["fusion"]), order, "frozen").eval()
+    with torch.no_grad():
+        expected = reordered.channel_vectors({ch: test_set[item][ch][None] for ch in order}).numpy()[0]
+    assert np.allclose(stored["vectors"][row], expected, atol=1e-5)
     row = summary_row(metrics)
     assert row["pooling"] == "channel" and variant_suffix(row) == " (per channel)"
-    assert_every_test_epoch_once(out, cohort)
+    assert "backbone tokens pooled: channel" in (runs["cached"] / "results.md").read_text()
+
+
+def test_per_channel_runs_default_to_their_own_folder(cohort, backbones, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # default --out is relative: runs/downstream/<method>/...
+    argv = ["--data", str(cohort), "--task", "sleep_stage", "--backbone", str(backbones["fusion"])]
+    parser = features_script.build_features_parser()
+    names = {
+        pooling: parse_downstream(parser, [*argv, "--pooling", pooling], lambda _: "backbone_hgb").out
+        for pooling in ("mean", "channel")
+    }
+    assert names["mean"] == Path("runs/downstream/backbone_hgb/sleep_stage-lf1-seed0")
+    assert names["channel"] == Path("runs/downstream/backbone_hgb/sleep_stage-lf1-per-channel-seed0")

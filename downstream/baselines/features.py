@@ -3,7 +3,7 @@ powers and signal statistics per channel), or, with --backbone, a frozen pretrai
 
     python downstream/baselines/features.py --data DST --task sleep_stage|apnea|hypopnea \
         [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels eeg_c4,eog_l,...] [--out DIR] \
-        [--backbone RUN]
+        [--backbone RUN [--pooling mean|channel]]
 
 Same splits, label fractions, leakage guard, test tiling and outputs as the linear probe and fine-tuning
 (the `downstream` library modules), so its row in `downstream/evaluate.py`'s table is directly comparable:
@@ -14,7 +14,8 @@ Same splits, label fractions, leakage guard, test tiling and outputs as the line
   as the linear probe's --neighbour-epochs gives its head);
 - with --backbone (a unimodal or multimodal pretraining run or checkpoint, as the linear probe takes): the
   frozen backbone's pooled vector of each epoch instead of the features (`downstream.data.encode_store`, in
-  fp32 on --device: the linear probe's vectors, and with --cache-dir its cache of a probe run without --amp),
+  fp32 on --device: the linear probe's vectors, and with --cache-dir its cache of a probe run without --amp;
+  with --pooling channel a SynthSleepNet's per-channel vectors, C x D, cached under a key of their own),
   so the trees and the probe's MLP head can be compared on one representation, and the features and the
   backbone with one classifier (method `backbone_hgb`);
 - model: scikit-learn `HistGradientBoostingClassifier`, fitted on the `train` epochs at --label-fraction /
@@ -247,7 +248,7 @@ class Representation:
 
     def store(self, cfg: Config, recordings: list[str]) -> VectorStore:
         """Every epoch of `recordings`, computed once (cached under --cache-dir: the features under the feature
-        code's key, a backbone's vectors under the linear probe's)."""
+        code's key, a backbone's mean vectors under the linear probe's, its per-channel vectors under their own)."""
         if self.source is not None:
             return encode_store(cfg, self.encoder, self.source, self.channels, recordings, self.device, self.pooling)
         return encode_recordings(
