@@ -244,8 +244,10 @@ def main(argv: list[str] | None = None) -> int:
                 downstream / "scratch" / tag,
                 done=downstream / "scratch" / tag / "metrics.json",
             )
-            # gradient-boosted trees on the hand-crafted features, and on the backbone's frozen vectors
-            for folder, representation in (("features", ()), ("trees", ("--backbone", multimodal))):
+            # gradient-boosted trees on the hand-crafted features, and on the backbone's frozen vectors of each
+            # channel (--pooling channel: the features keep channels apart too; benchmarks/README.md)
+            trees = ("--backbone", multimodal, "--pooling", "channel")
+            for folder, representation in (("features", ()), ("trees", trees)):
                 _run(
                     "downstream/baselines/features.py",
                     *task_args,
