@@ -232,15 +232,19 @@ def main(argv: list[str] | None = None) -> int:
 
 @dataclass
 class Representation:
-    """What the trees read of each epoch: `encode({channel: (n, samples)}) -> (n, F)` on `device`, over
-    `channels`; the hand-crafted features (`source` None) or a frozen backbone's vectors."""
+    """What the trees read of each epoch over `channels`, computed on `device`: the hand-crafted features
+    (`source` None), or the vectors of a frozen backbone (`encoder`, its tokens pooled by `pooling`)."""
 
-    encode: Callable[[dict[str, torch.Tensor]], torch.Tensor]
     device: torch.device
     channels: list[str]
     source: BackboneSource | None = None
-    encoder: EpochEncoder | None = None  # the frozen backbone (`encode` pools its tokens by `pooling`)
+    encoder: EpochEncoder | None = None
     pooling: str = "mean"
+
+    @property
+    def encode(self) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+        """{channel: (n, samples)} -> (n, F)."""
+        return hand_crafted if self.encoder is None else pooled_encoder(self.encoder, self.pooling)
 
     @property
     def name(self) -> str:
@@ -276,7 +280,7 @@ def representation(cfg: Config) -> Representation:
     if cfg.backbone is None:
         if cfg.pooling != "mean":
             raise UsageError(f"--pooling {cfg.pooling} pools a backbone's tokens: give --backbone")
-        return Representation(hand_crafted, torch.device("cpu"), list(cfg.channels or EPHYS_CHANNELS))
+        return Representation(torch.device("cpu"), list(cfg.channels or EPHYS_CHANNELS))
     wanted = argparse.Namespace(backbone=cfg.backbone, init="pretrained", model_args={}, channels=cfg.channels)
     source = resolve_backbone(wanted, cfg.data)
     try:
@@ -286,8 +290,7 @@ def representation(cfg: Config) -> Representation:
     if cfg.pooling == "channel" and source.kind != SYNTHSLEEPNET:
         raise UsageError(f"--pooling channel: --backbone {cfg.backbone} is a unimodal NeuroNet (one channel)")
     encoder = EpochEncoder(source.instantiate(), source.channels, mode="frozen").to(device).eval()
-    encode = pooled_encoder(encoder, cfg.pooling)
-    return Representation(encode, device, list(source.channels), source, encoder, cfg.pooling)
+    return Representation(device, list(source.channels), source, encoder, cfg.pooling)
 
 
 def run(argv: list[str] | None) -> int:
