@@ -358,12 +358,13 @@ class SequenceDataset(_CohortIndex):
     recording end, one more window aligned to the end is added, so every epoch is seen. With a task,
     windows without any labelled epoch are dropped.
 
-    Tiling mode (`tiling=True`, for evaluation and inference; `stride` is ignored): windows start at 0, T, 2T, ...
-    and, when T does not divide the recording, a final window aligned to the recording end (start n - T)
-    covers the remainder. Its first positions overlap the previous window; they are marked `owned=False`
-    there (the earlier window, which saw more left context, keeps them), so over the whole dataset every
-    (recording, epoch) is `owned` exactly once. Write predictions at `epoch_ids[owned]`. Both modes are
-    `dataset.tiling.Tiling`, the one tiling every windowed consumer uses.
+    Tiling mode (`tiling=True`, for evaluation and inference; `stride` is ignored): windows start every
+    `tiling_stride` epochs (default T: 0, T, 2T, ...) and, when they leave a tail, a final window aligned to the
+    recording end (start n - T) covers it. Each epoch is `owned` by the window in which it is most central, so
+    over the whole dataset every (recording, epoch) is `owned` exactly once; with `tiling_stride` T // 2 a
+    temporal model sees at least a quarter window on each side of every epoch it predicts (away from the
+    recording ends). Write predictions at `epoch_ids[owned]`. Both modes are `dataset.tiling.Tiling`, the one
+    tiling every windowed consumer uses.
 
     Recordings shorter than T give one window zero-padded at the end (`valid=False` there), or, with
     `pad_last=False`, are skipped and listed in `.skipped`.
@@ -387,22 +388,27 @@ class SequenceDataset(_CohortIndex):
         label_rule: str = "midpoint",
         pad_last: bool = True,
         tiling: bool = False,
+        tiling_stride: int | None = None,
     ):
-        if epochs_per_window < 1 or stride < 1:
-            raise ValueError(f"epochs_per_window ({epochs_per_window}) and stride ({stride}) must be >= 1")
+        if epochs_per_window < 1 or stride < 1 or (tiling_stride is not None and tiling_stride < 1):
+            raise ValueError(
+                f"epochs_per_window ({epochs_per_window}), stride ({stride}) and tiling_stride ({tiling_stride}) "
+                "must be >= 1"
+            )
         super().__init__(data_dir, split, channels, task, label_rule, n_subjects, seed, True)
         self.epochs_per_window, self.stride = epochs_per_window, stride
         self.pad_last, self.tiling = pad_last, tiling
+        self.tiling_stride = epochs_per_window if tiling_stride is None else int(tiling_stride)
         n_windows = epochs_per_window
 
-        rec_parts, start_parts, own_parts = [], [], []
+        rec_parts, start_parts, own_parts, own_end_parts = [], [], [], []
         kept_infos, kept_labels = [], []
         for info, labels in zip(self._infos, self._rec_labels):
             n = info.n_epochs
             if n < n_windows and not pad_last:
                 self.skipped[info.recording_id] = f"shorter than {n_windows} epochs (pad_last=False)"
                 continue
-            starts, owned_from = self._window_starts(n, labels)
+            starts, owned_from, owned_to = self._window_starts(n, labels)
             if starts.size == 0:
                 continue
             r = len(kept_infos)
@@ -411,6 +417,7 @@ class SequenceDataset(_CohortIndex):
             rec_parts.append(np.full(starts.shape, r, dtype=np.int32))
             start_parts.append(starts.astype(np.int32))
             own_parts.append(owned_from.astype(np.int32))
+            own_end_parts.append(owned_to.astype(np.int32))
         short = [rid for rid, why in self.skipped.items() if why.startswith("shorter than")]
         if short:
             warnings.warn(
@@ -424,19 +431,20 @@ class SequenceDataset(_CohortIndex):
         self._rec = np.concatenate(rec_parts)  # (n_windows,) recording index
         self._start = np.concatenate(start_parts)  # (n_windows,) first row of the window
         self._owned_from = np.concatenate(own_parts)  # (n_windows,) first owned position (tiling mode)
+        self._owned_to = np.concatenate(own_end_parts)  # (n_windows,) one past the last owned position
         self.recordings: list[str] = [info.recording_id for info in kept_infos]
         self.subjects: list[str] = sorted({info.subject_id for info in kept_infos})
 
-    def _window_starts(self, n: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First row of each window of a recording of n epochs, and its first owned position."""
-        tiling = Tiling(n, self.epochs_per_window, None if self.tiling else self.stride)
-        starts, owned_from = tiling.starts, tiling.owned_from
+    def _window_starts(self, n: int, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """First row of each window of a recording of n epochs, and the positions it owns [from, to)."""
+        tiling = Tiling(n, self.epochs_per_window, self.tiling_stride if self.tiling else self.stride)
+        starts, owned_from, owned_to = tiling.starts, tiling.owned_from, tiling.owned_to
         if self.task is not None and not self.tiling:
             size = self.epochs_per_window
             labelled = np.concatenate([[0], np.cumsum(labels >= 0)])  # (n + 1,) labelled epochs before each row
             keep = labelled[np.minimum(starts + size, n)] > labelled[starts]
-            starts, owned_from = starts[keep], owned_from[keep]
-        return starts, owned_from
+            starts, owned_from, owned_to = starts[keep], owned_from[keep], owned_to[keep]
+        return starts, owned_from, owned_to
 
     def class_counts(self) -> np.ndarray:
         """Labelled epochs per class over the dataset's recordings (each epoch once), (n_classes,) int64."""
@@ -460,7 +468,13 @@ class SequenceDataset(_CohortIndex):
             index += len(self)
         r = int(self._rec[index])
         info = self._infos[r]
-        window = Window.within(int(self._start[index]), self.epochs_per_window, info.n_epochs, self._owned_from[index])
+        window = Window.within(
+            int(self._start[index]),
+            self.epochs_per_window,
+            info.n_epochs,
+            int(self._owned_from[index]),
+            int(self._owned_to[index]),
+        )
         signals = self.reader.read(info, window.start, window.stop, self.channels)
         item = {"recording": info.recording_id, "start_epoch": int(info.epochs[window.start])}
         for name in self.channels:
@@ -474,7 +488,7 @@ class SequenceDataset(_CohortIndex):
         return item
 
     def __repr__(self) -> str:
-        mode = "tiling" if self.tiling else f"stride {self.stride}"
+        mode = f"tiling every {self.tiling_stride}" if self.tiling else f"stride {self.stride}"
         return (
             f"SequenceDataset({self.split!r}, {self.channels}, task={self.task}, T={self.epochs_per_window}, "
             f"{mode}: {len(self)} windows, {len(self.recordings)} recordings, {len(self.skipped)} skipped)"

@@ -1,11 +1,12 @@
 """Windows of consecutive epochs over one recording (docs/data.md §2.6).
 
-`Tiling(n_epochs, size)` is the evaluation tiling: windows of `size` rows start at 0, size, 2·size, ... and, when
-`size` does not divide the recording, one more window aligned to the recording end covers the remainder; its first
-positions overlap the previous window and are not `owned` there (the earlier window, which saw more left context,
-keeps them), so every row is owned by exactly one window. A recording shorter than `size` gives one window at 0,
-padded at the end. With `step` < `size` (training windows) the windows overlap and only the rows of the final,
-end-aligned window that no earlier window covered are owned by it.
+`Tiling(n_epochs, size, step)` gives windows of `size` rows starting every `step` rows (default `size`); when they
+leave a tail uncovered, one more window aligned to the recording end covers it. A recording shorter than `size`
+gives one window at 0, padded at the end. Every row is `owned` by exactly one window: the one in which it is most
+central (the most epochs on its shorter side; ties to the earlier window), so a temporal model predicts each epoch
+with as much context on both sides as the windows give. With `step` == `size` (the disjoint evaluation tiling) that
+only matters where the end-aligned window overlaps the one before it; with `step` == `size` // 2 every epoch
+away from the recording ends is predicted with at least a quarter window on each side.
 
 Every consumer of windows (`SequenceDataset`, the frozen-vector store, one night in memory) builds its items from a
 `Window`: which rows it reads, which positions are real (`valid`) and which it owns.
@@ -19,41 +20,54 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def window_starts(n_epochs: int, epochs_per_window: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-    """Windows over a recording of n_epochs: (first epoch row of each window, first position it owns).
+def window_starts(n_epochs: int, epochs_per_window: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows over a recording of n_epochs: (first row of each window, first position it owns, the position
+    after the last one it owns), each (n_windows,) int64.
 
     Windows start every `step` rows; when they leave a tail uncovered, a final window is aligned to the recording
-    end and owns only the rows no earlier window covered (so with step == epochs_per_window — the tiling used at
-    test and inference time — every epoch is owned by exactly one window). A recording shorter than the window
-    gives one window starting at 0 (padded by the caller).
+    end. A recording shorter than the window gives one window starting at 0 (padded by the caller). Each row is
+    owned by the window in which it is most central: the largest min(rows before it, real rows after it) in that
+    window, ties to the earlier window. Owned positions are contiguous, and with step <= size every row is owned
+    exactly once (with step > size, as training windows may be, the rows between windows are owned by none).
     """
     size = int(epochs_per_window)
     if n_epochs <= size:
         starts = np.zeros(1, dtype=np.int64)
     else:
         starts = np.arange(0, n_epochs - size + 1, int(step), dtype=np.int64)
+        if int(starts[-1]) + size < n_epochs:  # final window aligned to the recording end
+            starts = np.append(starts, n_epochs - size)
+    stops = np.minimum(starts + size, n_epochs)  # (W,) one past each window's last real row
+    rows = np.arange(n_epochs, dtype=np.int64)[:, None]  # (n, 1)
+    inside = (rows >= starts) & (rows < stops)  # (n, W)
+    centrality = np.where(inside, np.minimum(rows - starts, stops - 1 - rows), -1)  # (n, W)
+    owner = centrality.argmax(axis=1)  # (n,) first window of the largest centrality
+    owner[centrality.max(axis=1) < 0] = -1  # rows between windows (training windows with step > size)
     owned_from = np.zeros(starts.shape, dtype=np.int64)
-    covered = int(starts[-1]) + size
-    if covered < n_epochs:  # final window aligned to the recording end
-        owned_from = np.append(owned_from, covered - (n_epochs - size))
-        starts = np.append(starts, n_epochs - size)
-    return starts, owned_from
+    owned_to = np.zeros(starts.shape, dtype=np.int64)  # a window owning nothing keeps the empty range [0, 0)
+    for window in np.unique(owner[owner >= 0]):
+        owned = np.flatnonzero(owner == window)
+        owned_from[window] = owned[0] - starts[window]
+        owned_to[window] = owned[-1] + 1 - starts[window]
+    return starts, owned_from, owned_to
 
 
 @dataclass(frozen=True)
 class Window:
     """Rows [start, stop) of a recording in a window of `size` positions (stop - start <= size; the positions
-    after them are padding), owning its positions from `owned_from` on."""
+    after them are padding), owning its positions [owned_from, owned_to) (default: every real one)."""
 
     start: int
     stop: int
     size: int
     owned_from: int = 0
+    owned_to: int | None = None
 
     @classmethod
-    def within(cls, start: int, size: int, n_epochs: int, owned_from: int = 0) -> Window:
+    def within(cls, start: int, size: int, n_epochs: int, owned_from: int = 0, owned_to: int | None = None) -> Window:
         """The window of `size` positions starting at row `start` of a recording of `n_epochs` rows."""
-        return cls(int(start), min(int(start) + int(size), int(n_epochs)), int(size), int(owned_from))
+        end = None if owned_to is None else int(owned_to)
+        return cls(int(start), min(int(start) + int(size), int(n_epochs)), int(size), int(owned_from), end)
 
     @property
     def n_real(self) -> int:
@@ -66,8 +80,10 @@ class Window:
 
     @property
     def owned(self) -> np.ndarray:
-        """(size,) bool: the positions this window predicts (real and not owned by an earlier window)."""
-        return self.valid & (np.arange(self.size) >= self.owned_from)
+        """(size,) bool: the positions this window predicts (real, and central here rather than elsewhere)."""
+        positions = np.arange(self.size)
+        end = self.size if self.owned_to is None else self.owned_to
+        return self.valid & (positions >= self.owned_from) & (positions < end)
 
     def pad(self, rows: np.ndarray, fill: float | int, dtype: np.dtype | type | None = None) -> np.ndarray:
         """The window's rows (n_real, ...) as (size, ...), `fill` at padding."""
@@ -82,19 +98,23 @@ class Window:
 
 class Tiling:
     """The windows of `size` rows over a recording of `n_epochs` rows, every `step` rows (default `size`: the
-    evaluation tiling, every row owned exactly once). `starts` and `owned_from` are (n_windows,) int64."""
+    disjoint tiling), every row owned by exactly one window. `starts`, `owned_from`, `owned_to`: (n_windows,)
+    int64."""
 
     def __init__(self, n_epochs: int, size: int, step: int | None = None):
         if size < 1 or (step is not None and step < 1):
             raise ValueError(f"Tiling: window size ({size}) and step ({step}) must be >= 1")
         self.n_epochs, self.size = int(n_epochs), int(size)
-        self.starts, self.owned_from = window_starts(self.n_epochs, self.size, self.size if step is None else step)
+        self.step = self.size if step is None else int(step)
+        self.starts, self.owned_from, self.owned_to = window_starts(self.n_epochs, self.size, self.step)
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])
 
     def __getitem__(self, index: int) -> Window:
-        return Window.within(int(self.starts[index]), self.size, self.n_epochs, int(self.owned_from[index]))
+        return Window.within(
+            int(self.starts[index]), self.size, self.n_epochs, int(self.owned_from[index]), int(self.owned_to[index])
+        )
 
     def __iter__(self) -> Iterator[Window]:
         return (self[i] for i in range(len(self)))

@@ -137,14 +137,16 @@ class VectorStore:
             out[b, real] = self.vectors_at(recording, self.rows(recording, ids[b, real]))
         return torch.from_numpy(out)
 
-    def tiles(self, recordings: Sequence[str], epochs_per_window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The evaluation tiling (`dataset.tiling.Tiling`, as in `SequenceDataset(tiling=True)`) over `recordings`:
-        recording (W,) object, epoch_ids (W, T) int64 with -1 at padding, owned (W, T) bool (every epoch owned
-        exactly once)."""
+    def tiles(
+        self, recordings: Sequence[str], epochs_per_window: int, stride: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The evaluation tiling (`dataset.tiling.Tiling`, windows every `stride` epochs, default the window: as in
+        `SequenceDataset(tiling=True, tiling_stride=stride)`) over `recordings`: recording (W,) object, epoch_ids
+        (W, T) int64 with -1 at padding, owned (W, T) bool (every epoch owned exactly once)."""
         owners, ids, owned = [], [], []
         for recording in recordings:
             epochs = self.recordings[recording].epochs
-            for window in Tiling(epochs.size, epochs_per_window):
+            for window in Tiling(epochs.size, epochs_per_window, stride):
                 owners.append(recording)
                 ids.append(window.take(epochs, -1, np.int64))
                 owned.append(window.owned)
@@ -182,11 +184,13 @@ def predict_tiles(
     labels: Mapping[str, tuple[np.ndarray, np.ndarray]],
     n_classes: int,
     batch_windows: int = 64,
+    stride: int | None = None,
 ) -> Predictions:
-    """Probabilities of every epoch of `recordings` exactly once, from stored vectors in the evaluation tiling:
-    `classify((B, T, D) vectors, (B, T) bool real positions) -> (B, T, C)` probabilities. The caller sets eval
-    mode and the device."""
-    owners, ids, owned = store.tiles(recordings, epochs_per_window)
+    """Probabilities of every epoch of `recordings` exactly once, from stored vectors in the evaluation tiling
+    (windows every `stride` epochs, default `epochs_per_window`; each epoch taken from the window where it is most
+    central): `classify((B, T, D) vectors, (B, T) bool real positions) -> (B, T, C)` probabilities. The caller
+    sets eval mode and the device."""
+    owners, ids, owned = store.tiles(recordings, epochs_per_window, stride)
     collector = PredictionCollector(n_classes)
     for first in range(0, len(owners), batch_windows):
         part = slice(first, first + batch_windows)

@@ -84,10 +84,11 @@ def window_dataset(
     channels: Sequence[str],
     epochs_per_window: int,
     tiling: bool,
-    stride: int = 10,
+    stride: int | None = None,
     training: bool = False,
 ) -> SequenceDataset:
-    """Windows of consecutive epochs of one recording; tiling mode predicts every epoch exactly once."""
+    """Windows of consecutive epochs of one recording, every `stride` epochs; tiling mode predicts every epoch
+    exactly once (there `stride` is the tiling's, default the window: disjoint windows)."""
     name = split if isinstance(split, str) else f"val ({len(split)} recordings)"
     return _opened(
         lambda: SequenceDataset(
@@ -96,11 +97,12 @@ def window_dataset(
             list(channels),
             task=cfg.task,
             epochs_per_window=epochs_per_window,
-            stride=stride,
+            stride=10 if tiling or stride is None else stride,
             seed=cfg.seed,
             n_subjects=cfg.train_subjects if training else None,
             label_rule=cfg.label_rule,
             tiling=tiling,
+            tiling_stride=stride if tiling else None,
         ),
         f"{cfg.data}, split {name}, {epochs_per_window}-epoch windows, channels {list(channels)}",
     )

@@ -90,11 +90,13 @@ class NightWindows(Dataset):
 
     tiling = True
 
-    def __init__(self, recording: str, epochs: Mapping[str, np.ndarray], epochs_per_window: int):
+    def __init__(
+        self, recording: str, epochs: Mapping[str, np.ndarray], epochs_per_window: int, stride: int | None = None
+    ):
         self.split = recording  # predict_windows' progress label
         self.recording, self.epochs, self.size = recording, dict(epochs), int(epochs_per_window)
         self.n_epochs = int(next(iter(self.epochs.values())).shape[0])
-        self.windows = Tiling(self.n_epochs, self.size)
+        self.windows = Tiling(self.n_epochs, self.size, stride)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -126,7 +128,7 @@ def predict_task(
     n_classes = TASKS[run.task]
     temporal = run.kind == TEMPORAL_CLASSIFIER
     size = int(run.epochs_per_window) if temporal else PROBE_WINDOW
-    windows = NightWindows(recording, {ch: epochs[ch] for ch in channels}, size)
+    windows = NightWindows(recording, {ch: epochs[ch] for ch in channels}, size, run.eval_stride if temporal else None)
 
     def classify(signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
         inputs = {ch: x.to(device) for ch, x in signals.items()}  # (B, [T,] 3000) per channel
@@ -204,7 +206,7 @@ def classify_vectors(
 ) -> np.ndarray:
     """Class probabilities (n_epochs, C) float32 from a night's encoder vectors (n_epochs, D): per-epoch models
     apply their head (to each epoch's vector with its neighbours' when the head reads context); temporal
-    models see the deterministic tiling of `SequenceDataset(tiling=True)` (every
+    models see the deterministic tiling of `SequenceDataset(tiling=True)` with the run's evaluation stride (every
     epoch owned by exactly one window)."""
     n_classes, n_epochs = TASKS[run.task], vectors.shape[0]
     if run.kind != TEMPORAL_CLASSIFIER:
@@ -224,6 +226,7 @@ def classify_vectors(
         {},
         n_classes,
         max(1, batch_size // size),
+        run.eval_stride,
     )  # windows (B, T, D) -> (B, T, C)
     if not np.array_equal(predictions.epoch, np.arange(n_epochs)):
         raise RuntimeError(f"{recording}: the tiling did not predict every epoch exactly once")
@@ -305,6 +308,7 @@ def channel_report(
             "used": used,
             "missing": missing,
             "epochs_per_window": run.epochs_per_window if run.kind == TEMPORAL_CLASSIFIER else None,
+            "eval_stride": run.eval_stride if run.kind == TEMPORAL_CLASSIFIER else None,
         }
         missing_all += [ch for ch in missing if ch not in missing_all]
     if event_run is not None:  # an event model reads what it finds; the report flags what it lacks
@@ -315,6 +319,7 @@ def channel_report(
             "used": [ch for ch in event_run.channels if ch in epochs],
             "missing": [ch for ch in event_run.channels if ch not in epochs],
             "epochs_per_window": None,
+            "eval_stride": None,
         }
         missing_all += [ch for ch in models["events"]["missing"] if ch not in missing_all]
     sources = dict(part.split(":", 1) for part in str(info.get("channel_sources") or "").split(";") if ":" in part)

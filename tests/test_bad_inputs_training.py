@@ -171,6 +171,10 @@ def bad_case(case: str, script: str, inputs: Inputs, tmp: Path) -> tuple[list[st
         key = "hgb_learning_rate" if script == "features" else "lr"
         config.write_text(json.dumps({key: -1}))
         extra, expect = ["--config", str(config)], key
+    elif case == "eval_stride_beyond_window":
+        if script != "fine_tuning":
+            return None
+        extra, expect = ["--epochs-per-window", "8", "--eval-stride", "9"], "--eval-stride 9"
     elif case == "out_below_a_file":
         (tmp / "a_file").write_text("not a folder\n")
         out, expect = tmp / "a_file" / "run", "--out"
@@ -193,6 +197,7 @@ CASES = (
     "not_a_number",
     "config_unknown_key",
     "config_bad_value",
+    "eval_stride_beyond_window",
     "out_below_a_file",
 )
 

@@ -26,6 +26,7 @@ from downstream.cache import cache_key, encode_recordings, epoch_labels, predict
 from downstream.fine_tuning import train as fine_tuning
 from downstream.leakage import LeakageError, assert_no_test_leakage
 from downstream.linear_probing import train as linear_probing
+from downstream.night_inference import predict_task
 from downstream.runs import load_downstream_run
 from models.heads import EpochEncoder, MLPHead, TemporalClassifier, build_downstream_model
 from models.loading import load_backbone, load_state_checked
@@ -422,12 +423,24 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
     assert metrics["context_direction"] == "bidirectional"
     assert "- temporal context: bidirectional" in (out / "results.md").read_text()
     assert metrics["windows"]["epochs_per_window"] == 8 and metrics["selection"]["checkpoint"] == "best.pt"
-    assert_every_test_epoch_once(out, cohort)
+    assert config["eval_stride"] == metrics["windows"]["eval_stride"] == 4  # default: half the window
+    predictions = assert_every_test_epoch_once(out, cohort)
     checkpoint = load_checkpoint(out / "best.pt")
     assert checkpoint["model_kind"] == "temporal_classifier" and checkpoint["config"]["label_fraction"] == 0.5
     assert checkpoint["model_config"]["context"]["direction"] == "bidirectional"  # the default context
     loaded = load_downstream_run(out)  # the run's checkpoint rebuilds by itself
-    assert loaded.kind == "temporal_classifier" and loaded.epochs_per_window == 8
+    assert loaded.kind == "temporal_classifier" and loaded.epochs_per_window == 8 and loaded.eval_stride == 4
+    # predict.py's path over one whole night gives the run's own test probabilities: the same overlapping tiling
+    recording = predictions["recording"].iloc[0]
+    night = EpochDataset(cohort, [recording], ["eeg_c4"])
+    signals = {"eeg_c4": np.stack([night[i]["eeg_c4"].numpy() for i in range(len(night))])}  # (n, 3000)
+    expected = predictions[predictions["recording"] == recording].sort_values("epoch")
+    assert len(night) == len(expected) > 8  # several overlapping windows
+    np.testing.assert_allclose(
+        predict_task(loaded, signals, recording, torch.device("cpu")),
+        np.stack(expected["probabilities"].to_numpy()),
+        atol=1e-5,
+    )
     with torch.no_grad():
         assert loaded.model({"eeg_c4": torch.randn(2, 8, 3000)}).shape == (2, 8, 5)
     model = build_downstream_model(checkpoint["model_kind"], checkpoint["model_config"])

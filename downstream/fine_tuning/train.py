@@ -1,7 +1,8 @@
 """Fine-tuning with temporal context (docs/models.md §3.3; docs/evaluation.md §5): LoRA on the encoders + residual Mamba2 over 20 epochs.
 
     python downstream/fine_tuning/train.py --data DST --backbone RUN --task sleep_stage|apnea|hypopnea \
-        [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--epochs-per-window 20] [--stride 10] ...
+        [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--epochs-per-window 20] [--stride 10] \
+        [--eval-stride 10] ...
 
 The model (`models.heads.TemporalClassifier`) reads windows of T = 20 consecutive 30-s epochs of ONE recording
 (`dataset.datasets.SequenceDataset`; windows never cross recordings): each epoch → backbone (new LoRA rank 4,
@@ -18,9 +19,10 @@ other positions are unlabelled (-1, ignored), and windows without any selected e
 labels the model still sees the unlabelled neighbours of each labelled epoch as context.
 
 Evaluation (`val` after every pass over the training windows for model selection, `test` once with best.pt): deterministic tiling,
-`SequenceDataset(tiling=True)`: windows at 0, T, 2T, ... and a last window aligned to the recording end whose
-overlapping first positions are left to the earlier window, so every epoch is predicted exactly once, by the
-window that saw it with the most left context. Recordings shorter than T are zero-padded at the end; the model
+`SequenceDataset(tiling=True)`: windows every --eval-stride epochs (default T / 2) and a last window aligned to the
+recording end; every epoch is predicted exactly once, by the window where it is most central, so that away from
+the recording ends it sees at least T / 4 epochs on each side (disjoint windows, --eval-stride T, predicted an
+epoch at a window edge from one side only). Recordings shorter than T are zero-padded at the end; the model
 is given the real positions, so padding never influences them (the backward scan reverses only the real ones). Outputs: as the linear probe (see its --help).
 """
 
@@ -83,6 +85,14 @@ def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
         "--epochs-per-window", type=positive_int, default=20, help="T: consecutive 30-s epochs per window"
     )
     group.add_argument("--stride", type=positive_int, default=10, help="epochs between training window starts")
+    group.add_argument(
+        "--eval-stride",
+        type=positive_int,
+        default=None,
+        help="epochs between evaluation window starts (val, test, predict.py), at most the window; each epoch is "
+        "predicted by the window where it is most central (default: half the window; the window itself: "
+        "disjoint windows, half the evaluation cost)",
+    )
     group.add_argument(
         "--lora-rank",
         type=positive_int,
@@ -304,6 +314,7 @@ def train_context_phase(
             lambda x, valid: module(x.to(device), valid.to(device)).float().softmax(dim=-1),
             val_labels,
             n_classes,
+            stride=cfg.eval_stride,
         )
         return predictions.true, predictions.probabilities
 
@@ -352,12 +363,15 @@ def run(argv: list[str] | None) -> int:
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
     channels, size = source.channels, cfg.epochs_per_window
+    if cfg.eval_stride is not None and cfg.eval_stride > size:
+        raise UsageError(f"--eval-stride {cfg.eval_stride} is longer than the window (--epochs-per-window {size})")
+    cfg = cfg.replace(eval_stride=cfg.eval_stride or max(1, size // 2))  # config.json records the stride used
     selected = epoch_dataset(cfg, "train", channels, training=True)
     train_set = LabelledWindows(
         window_dataset(cfg, "train", channels, size, tiling=False, stride=cfg.stride, training=True), selected
     )
-    val_windows = window_dataset(cfg, val_split(cfg), channels, size, tiling=True)
-    test_windows = window_dataset(cfg, "test", channels, size, tiling=True)
+    val_windows = window_dataset(cfg, val_split(cfg), channels, size, tiling=True, stride=cfg.eval_stride)
+    test_windows = window_dataset(cfg, "test", channels, size, tiling=True, stride=cfg.eval_stride)
     assert_no_test_leakage(
         cfg.data, {"training": train_set.windows.recordings, "model selection": val_windows.recordings}
     )
@@ -446,6 +460,7 @@ def run(argv: list[str] | None) -> int:
             "backbone": source.provenance,
             "method": cfg.method,
             "epochs_per_window": size,
+            "eval_stride": cfg.eval_stride,
         }
         summary = fit_and_select(
             cfg,
@@ -466,8 +481,9 @@ def run(argv: list[str] | None) -> int:
             "epochs_per_window": size,
             "train_stride": cfg.stride,
             "train_windows": len(train_set),
-            "evaluation": "tiling: windows at 0, T, 2T, ... + one aligned to the recording end; "
-            "each epoch predicted once, by the earlier window where they overlap",
+            "eval_stride": cfg.eval_stride,
+            "evaluation": f"tiling: windows every {cfg.eval_stride} epochs + one aligned to the recording end; "
+            "each epoch predicted once, by the window where it is most central",
         }
         finish_run(cfg, ctx, model, summary, predict_test, info)
     finally:
