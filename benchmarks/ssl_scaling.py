@@ -396,7 +396,10 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
         if fraction in args.scratch_context_fractions:  # the same, with fine-tuning's windows and temporal context
             run = downstream_run(
                 "downstream/fine_tuning/train.py",
-                args.out / "downstream" / "scratch_context" / (tag + direction_tag(args.context_direction)),
+                args.out
+                / "downstream"
+                / "scratch_context"
+                / (tag + direction_tag(args.context_direction) + eval_tag(args.eval_stride)),
                 own,
                 fraction,
                 args,
@@ -405,6 +408,8 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
                 args.scratch_context_passes,
                 "--stride",
                 args.finetune_stride,
+                "--eval-stride",
+                args.eval_stride,
                 "--context-direction",
                 args.context_direction,
             )
@@ -423,6 +428,12 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
             )
             runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
     return runs
+
+
+def eval_tag(stride: int) -> str:
+    """Run-folder suffix of fine-tuning's evaluation stride ("" for disjoint windows of 20 epochs: the folders of
+    earlier runs, which were all evaluated so)."""
+    return "" if stride == 20 else f"-es{stride}"
 
 
 def direction_tag(direction: str) -> str:
@@ -477,6 +488,7 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
                 f"lf{fraction:g}"
                 + (f"-max{args.finetune_max_steps}" if args.finetune_max_steps else "")
                 + direction_tag(args.context_direction)
+                + eval_tag(args.eval_stride)
             ),
             dst,
             fraction,
@@ -490,6 +502,8 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
             args.context_passes,
             "--stride",
             args.finetune_stride,
+            "--eval-stride",
+            args.eval_stride,
             "--context-direction",
             args.context_direction,
             *(("--max-steps", args.finetune_max_steps) if args.finetune_max_steps else ()),

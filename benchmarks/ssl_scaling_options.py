@@ -185,6 +185,14 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--finetune-stride", type=int, default=10, help="epochs between fine-tuning windows")
     parser.add_argument(
+        "--eval-stride",
+        type=int,
+        default=10,
+        help="epochs between the evaluation windows of fine-tuning and of scratch with context (each epoch is "
+        "predicted where it is most central; 20, the window: disjoint windows, the folders of earlier runs); "
+        "other strides go to …-es<stride> folders",
+    )
+    parser.add_argument(
         "--context-direction",
         choices=DIRECTIONS,
         default="bidirectional",
@@ -222,6 +230,8 @@ def parse_args(argv: list[str] | None, description: str | None = None) -> argpar
         parser.error(
             f"--probe-min-passes {args.probe_min_passes} must be >= 1 and <= --probe-max-passes {args.probe_max_passes}"
         )
+    if not 1 <= args.eval_stride <= 20:
+        parser.error(f"--eval-stride must be between 1 and 20 (fine-tuning's window), got {args.eval_stride}")
     if args.scratch_context_passes < 1:
         parser.error(f"--scratch-context-passes must be >= 1, got {args.scratch_context_passes}")
     if not set(args.scratch_context_fractions) <= set(args.probe_fractions):

@@ -158,6 +158,9 @@ def test_head_budget_gives_large_label_sets_a_floor_of_passes():
     with pytest.raises(SystemExit) as stopped:
         ssl_scaling_options.parse_args(["--probe-min-passes", "300"])  # above --probe-max-passes 200
     assert stopped.value.code == 2
+    with pytest.raises(SystemExit) as stopped:
+        ssl_scaling_options.parse_args(["--eval-stride", "21"])  # beyond fine-tuning's window of 20
+    assert stopped.value.code == 2
 
 
 def test_a_finished_run_is_reused_only_with_the_same_settings(monkeypatch, tmp_path, capsys):
@@ -220,9 +223,16 @@ def test_scratch_with_temporal_context_runs_at_its_fractions(monkeypatch, tmp_pa
         ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, out, rest)) or out
     )
     monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
-    for direction, folder in (("bidirectional", "lf1-bi"), ("forward", "lf1")):
+    cases = (
+        ("bidirectional", "10", "lf1-bi-es10"),  # the default: half-overlapping evaluation windows
+        ("forward", "10", "lf1-es10"),
+        ("bidirectional", "20", "lf1-bi"),  # disjoint windows: the folders of earlier runs
+    )
+    for direction, stride, folder in cases:
         calls.clear()
-        args = ssl_scaling_options.build_parser().parse_args(["--out", str(tmp_path), "--context-direction", direction])
+        args = ssl_scaling_options.parse_args(
+            ["--out", str(tmp_path), "--context-direction", direction, "--eval-stride", stride], "d"
+        )
         ssl_scaling.run_baselines(args, tmp_path)
         temporal = [(out, [str(v) for v in rest]) for script, out, rest in calls if "fine_tuning" in script]
         assert len(temporal) == 1  # the default --scratch-context-fractions: 100 % only
@@ -230,6 +240,7 @@ def test_scratch_with_temporal_context_runs_at_its_fractions(monkeypatch, tmp_pa
         assert out == tmp_path / "downstream" / "scratch_context" / folder and extra[1] == "1.0"
         assert extra[extra.index("--init") + 1] == "random" and extra[extra.index("--passes") + 1] == "3"
         assert extra[extra.index("--context-direction") + 1] == direction
+        assert extra[extra.index("--eval-stride") + 1] == stride
 
 
 @pytest.mark.slow
