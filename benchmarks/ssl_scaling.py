@@ -474,9 +474,11 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
         for neighbours in args.neighbour_epochs:
             extra = ("--passes", passes, "--batch-size", batch)
             runs.append(per_epoch_run("downstream/linear_probing/train.py", "probe", fraction, neighbours, *extra))
+    trees = "trees_channel" if args.tree_pooling == "channel" else "trees"  # the folders of mean-pooled runs kept
     for fraction in args.tree_fractions:  # the feature baseline's classifier on this backbone's vectors
         for neighbours in args.neighbour_epochs:
-            runs.append(per_epoch_run("downstream/baselines/features.py", "trees", fraction, neighbours))
+            pooling = ("--pooling", args.tree_pooling)
+            runs.append(per_epoch_run("downstream/baselines/features.py", trees, fraction, neighbours, *pooling))
     for fraction in args.finetune_fractions if budget in args.finetune_budgets else ():
         run = downstream_run(
             "downstream/fine_tuning/train.py",

@@ -141,6 +141,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         "vectors (rows backbone_hgb: the feature baseline's classifier on the learned representation), "
         "comma-separated, or none; at 100 %% one fit takes about 10 CPU-minutes at the default size",
     )
+    parser.add_argument(
+        "--tree-pooling",
+        choices=("channel", "mean"),
+        default="channel",
+        help="what those trees read of each epoch: each channel's mean fused token, concatenated (the demo's recipe; "
+        "folders downstream/trees_channel), or the mean over all tokens, the probe's vector (downstream/trees)",
+    )
     parser.add_argument("--probe-steps", type=int, default=1500, help="about this many MLP-head steps per probe")
     parser.add_argument("--probe-max-passes", type=int, default=200, help="passes per probe at most")
     parser.add_argument(

@@ -217,6 +217,22 @@ def test_fine_tuning_runs_get_the_lora_step_cap(monkeypatch, tmp_path, cap, expe
         assert capped == expected
 
 
+@pytest.mark.parametrize("pooling, folder", [("channel", "trees_channel"), ("mean", "trees")])
+def test_tree_runs_read_the_asked_pooling_in_folders_of_their_own(monkeypatch, tmp_path, pooling, folder):
+    calls = []
+    monkeypatch.setattr(
+        ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, out, rest)) or out
+    )
+    monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
+    monkeypatch.setattr(ssl_scaling, "pretrain_cpu_minutes", lambda *a: 1.0)
+    args = ssl_scaling_options.parse_args(["--out", str(tmp_path), "--tree-pooling", pooling], "d")
+    ssl_scaling.run_pretrained(args, "own", tmp_path, 100, tmp_path / "pretrain" / "steps100")
+    trees = [(out, [str(v) for v in rest]) for script, out, rest in calls if "features" in script]
+    assert len(trees) == len(args.tree_fractions) * len(args.neighbour_epochs) > 0
+    for out, extra in trees:
+        assert out.parent.parent.name == folder and extra[extra.index("--pooling") + 1] == pooling
+
+
 def test_scratch_with_temporal_context_runs_at_its_fractions(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(
@@ -281,8 +297,8 @@ def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     assert set(pretrained["method"]) == {
         "linear_probe",
         "linear_probe ±2",
-        "backbone_hgb",
-        "backbone_hgb ±2",
+        "backbone_hgb (per channel)",
+        "backbone_hgb ±2 (per channel)",
         "fine_tune",
     }
     assert set(table.loc[table["budget_steps"].isna(), "method"]) == {
