@@ -6,7 +6,8 @@ gives one window at 0, padded at the end. Every row is `owned` by exactly one wi
 central (the most epochs on its shorter side; ties to the earlier window), so a temporal model predicts each epoch
 with as much context on both sides as the windows give. With `step` == `size` (the disjoint evaluation tiling) that
 only matters where the end-aligned window overlaps the one before it; with `step` == `size` // 2 every epoch
-away from the recording ends is predicted with at least a quarter window on each side.
+away from the recording ends is predicted with about a quarter window on each side (at least 5 epochs in windows
+of 20).
 
 Every consumer of windows (`SequenceDataset`, the frozen-vector store, one night in memory) builds its items from a
 `Window`: which rows it reads, which positions are real (`valid`) and which it owns.
@@ -37,18 +38,16 @@ def window_starts(n_epochs: int, epochs_per_window: int, step: int) -> tuple[np.
         starts = np.arange(0, n_epochs - size + 1, int(step), dtype=np.int64)
         if int(starts[-1]) + size < n_epochs:  # final window aligned to the recording end
             starts = np.append(starts, n_epochs - size)
+    # With n > size every window is full, so a row is most central in the window whose centre is nearest: between
+    # consecutive windows the owner changes past the midpoint of their centres (a tie stays with the earlier one),
+    # clipped to each window's own rows. With n <= size there is one window, owning every real row.
     stops = np.minimum(starts + size, n_epochs)  # (W,) one past each window's last real row
-    rows = np.arange(n_epochs, dtype=np.int64)[:, None]  # (n, 1)
-    inside = (rows >= starts) & (rows < stops)  # (n, W)
-    centrality = np.where(inside, np.minimum(rows - starts, stops - 1 - rows), -1)  # (n, W)
-    owner = centrality.argmax(axis=1)  # (n,) first window of the largest centrality
-    owner[centrality.max(axis=1) < 0] = -1  # rows between windows (training windows with step > size)
-    owned_from = np.zeros(starts.shape, dtype=np.int64)
-    owned_to = np.zeros(starts.shape, dtype=np.int64)  # a window owning nothing keeps the empty range [0, 0)
-    for window in np.unique(owner[owner >= 0]):
-        owned = np.flatnonzero(owner == window)
-        owned_from[window] = owned[0] - starts[window]
-        owned_to[window] = owned[-1] + 1 - starts[window]
+    cuts = (starts[:-1] + starts[1:] + size - 1) // 2 + 1  # (W - 1,) first row the later of two windows owns
+    low = np.maximum(starts, np.concatenate([[0], cuts]))  # (W,) first owned row
+    high = np.minimum(stops, np.concatenate([cuts, [n_epochs]]))  # (W,) one past the last owned row
+    owns = high > low  # a window may own nothing (steps far below the size)
+    owned_from = np.where(owns, low - starts, 0).astype(np.int64)
+    owned_to = np.where(owns, high - starts, 0).astype(np.int64)
     return starts, owned_from, owned_to
 
 
@@ -98,8 +97,8 @@ class Window:
 
 class Tiling:
     """The windows of `size` rows over a recording of `n_epochs` rows, every `step` rows (default `size`: the
-    disjoint tiling), every row owned by exactly one window. `starts`, `owned_from`, `owned_to`: (n_windows,)
-    int64."""
+    disjoint tiling); with step <= size every row is owned by exactly one window. `starts`, `owned_from`,
+    `owned_to`: (n_windows,) int64."""
 
     def __init__(self, n_epochs: int, size: int, step: int | None = None):
         if size < 1 or (step is not None and step < 1):
@@ -107,6 +106,14 @@ class Tiling:
         self.n_epochs, self.size = int(n_epochs), int(size)
         self.step = self.size if step is None else int(step)
         self.starts, self.owned_from, self.owned_to = window_starts(self.n_epochs, self.size, self.step)
+
+    @classmethod
+    def covering(cls, n_epochs: int, size: int, step: int | None = None) -> Tiling:
+        """The evaluation tiling: every row owned by exactly one window. ValueError for a step longer than the
+        window, which would leave rows between windows unpredicted."""
+        if step is not None and step > size:
+            raise ValueError(f"Tiling: an evaluation step ({step}) longer than the window ({size}) skips rows")
+        return cls(n_epochs, size, step)
 
     def __len__(self) -> int:
         return int(self.starts.shape[0])

@@ -146,7 +146,7 @@ class VectorStore:
         owners, ids, owned = [], [], []
         for recording in recordings:
             epochs = self.recordings[recording].epochs
-            for window in Tiling(epochs.size, epochs_per_window, stride):
+            for window in Tiling.covering(epochs.size, epochs_per_window, stride):
                 owners.append(recording)
                 ids.append(window.take(epochs, -1, np.int64))
                 owned.append(window.owned)

@@ -96,7 +96,7 @@ class NightWindows(Dataset):
         self.split = recording  # predict_windows' progress label
         self.recording, self.epochs, self.size = recording, dict(epochs), int(epochs_per_window)
         self.n_epochs = int(next(iter(self.epochs.values())).shape[0])
-        self.windows = Tiling(self.n_epochs, self.size, stride)
+        self.windows = Tiling.covering(self.n_epochs, self.size, stride)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -308,7 +308,7 @@ def channel_report(
             "used": used,
             "missing": missing,
             "epochs_per_window": run.epochs_per_window if run.kind == TEMPORAL_CLASSIFIER else None,
-            "eval_stride": run.eval_stride if run.kind == TEMPORAL_CLASSIFIER else None,
+            "eval_stride": (run.eval_stride or run.epochs_per_window) if run.kind == TEMPORAL_CLASSIFIER else None,
         }
         missing_all += [ch for ch in missing if ch not in missing_all]
     if event_run is not None:  # an event model reads what it finds; the report flags what it lacks

@@ -26,7 +26,7 @@ from downstream.cache import cache_key, encode_recordings, epoch_labels, predict
 from downstream.fine_tuning import train as fine_tuning
 from downstream.leakage import LeakageError, assert_no_test_leakage
 from downstream.linear_probing import train as linear_probing
-from downstream.night_inference import predict_task
+from downstream.night_inference import predict_all, predict_task
 from downstream.runs import load_downstream_run
 from models.heads import EpochEncoder, MLPHead, TemporalClassifier, build_downstream_model
 from models.loading import load_backbone, load_state_checked
@@ -366,42 +366,38 @@ def test_training_windows_stay_in_one_recording_and_keep_only_selected_labels(co
     )
 
 
-def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, tmp_path):
+def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, tmp_path, capsys):
     out = tmp_path / "ft"
-    assert (
-        fine_tuning.main(
-            [
-                "--data",
-                str(cohort),
-                "--backbone",
-                str(backbones["eeg"]),
-                "--task",
-                "sleep_stage",
-                "--out",
-                str(out),
-                "--epochs-per-window",
-                "8",
-                "--stride",
-                "4",
-                "--label-fraction",
-                "0.5",
-                "--epochs",
-                "1",
-                "--max-steps",
-                "2",
-                "--batch-size",
-                "2",
-                "--context-epochs",
-                "3",
-                "--context-batch-size",
-                "4",
-                "--max-minutes",
-                "30",  # never reached: the phases' budgets are only recorded
-                *RUN,
-            ]
-        )
-        == 0
-    )
+    finished_args = [
+        "--data",
+        str(cohort),
+        "--backbone",
+        str(backbones["eeg"]),
+        "--task",
+        "sleep_stage",
+        "--out",
+        str(out),
+        "--epochs-per-window",
+        "8",
+        "--stride",
+        "4",
+        "--label-fraction",
+        "0.5",
+        "--epochs",
+        "1",
+        "--max-steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--context-epochs",
+        "3",
+        "--context-batch-size",
+        "4",
+        "--max-minutes",
+        "30",  # never reached: the phases' budgets are only recorded
+        *RUN,
+    ]
+    assert fine_tuning.main(finished_args) == 0
     for name in RUN_FILES:
         assert (out / name).is_file(), name
     # each phase ran with its own config, fixed before training; config.json keeps the options as given
@@ -423,7 +419,7 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
     assert metrics["context_direction"] == "bidirectional"
     assert "- temporal context: bidirectional" in (out / "results.md").read_text()
     assert metrics["windows"]["epochs_per_window"] == 8 and metrics["selection"]["checkpoint"] == "best.pt"
-    assert config["eval_stride"] == metrics["windows"]["eval_stride"] == 4  # default: half the window
+    assert config["eval_stride"] is None and metrics["windows"]["eval_stride"] == 4  # default: half the window
     predictions = assert_every_test_epoch_once(out, cohort)
     checkpoint = load_checkpoint(out / "best.pt")
     assert checkpoint["model_kind"] == "temporal_classifier" and checkpoint["config"]["label_fraction"] == 0.5
@@ -441,6 +437,15 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
         np.stack(expected["probabilities"].to_numpy()),
         atol=1e-5,
     )
+    shared = predict_all(
+        {"sleep_stage": loaded}, signals, recording, torch.device("cpu"), identities={"sleep_stage": "e"}
+    )
+    np.testing.assert_allclose(shared["sleep_stage"], np.stack(expected["probabilities"].to_numpy()), atol=1e-5)
+    # a resumed run keeps its evaluation tiling: another stride would compare scores of two tilings
+    again = [*finished_args, "--eval-stride", "8", "--max-steps", "3", "--resume", "auto"]
+    with pytest.raises(SystemExit) as stopped:
+        fine_tuning.main(again)
+    assert stopped.value.code == 2 and "--eval-stride 4" in capsys.readouterr().err
     with torch.no_grad():
         assert loaded.model({"eeg_c4": torch.randn(2, 8, 3000)}).shape == (2, 8, 5)
     model = build_downstream_model(checkpoint["model_kind"], checkpoint["model_config"])

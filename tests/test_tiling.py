@@ -43,6 +43,35 @@ def test_every_epoch_owned_exactly_once(size, windows, extra, step):
             assert sides[row] >= min(row - window.start, window.stop - 1 - row)
 
 
+def most_central_owner(tiling: Tiling) -> np.ndarray:
+    """(n_epochs,) the window each row belongs to by the rule itself, by brute force: the largest
+    min(rows before, real rows after) among the windows holding it, ties to the earlier; -1 where none holds it."""
+    owner = np.full(tiling.n_epochs, -1)
+    best = np.full(tiling.n_epochs, -1)
+    for index, window in enumerate(tiling):
+        for row in range(window.start, window.stop):
+            centrality = min(row - window.start, window.stop - 1 - row)
+            if centrality > best[row]:
+                owner[row], best[row] = index, centrality
+    return owner
+
+
+def test_ownership_is_the_most_central_window_for_every_geometry():
+    for size in range(1, 13):
+        for step in range(1, size + 4):  # steps beyond the size leave rows between windows (training windows)
+            for n in range(1, 4 * size + 3):
+                tiling = Tiling(n, size, step)
+                owned = np.full(n, -1)
+                for index, window in enumerate(tiling):
+                    positions = np.flatnonzero(window.owned)
+                    assert positions.size == 0 or np.array_equal(positions, np.arange(positions[0], positions[-1] + 1))
+                    assert (owned[window.start + positions] == -1).all()  # nobody owns a row twice
+                    owned[window.start + positions] = index
+                np.testing.assert_array_equal(owned, most_central_owner(tiling), err_msg=f"{n=} {size=} {step=}")
+                if step <= size:
+                    assert (owned >= 0).all()
+
+
 def test_edge_cases_give_the_expected_windows():
     short = Tiling(5, 8)  # n < W: one window at 0, padded at the end
     assert len(short) == 1 and short[0] == Window(0, 5, 8, 0, 5)
@@ -82,6 +111,8 @@ def test_training_windows_every_step_and_one_aligned_to_the_end():
     assert owned_epochs(gaps) == [*range(10), *range(15, 25), *range(30, 50)]
     with pytest.raises(ValueError, match="must be >= 1"):
         Tiling(10, 0)
+    with pytest.raises(ValueError, match="skips rows"):  # evaluation windows must cover every epoch
+        Tiling.covering(50, 10, 15)
 
 
 def test_window_pads_and_takes_rows():

@@ -21,8 +21,8 @@ labels the model still sees the unlabelled neighbours of each labelled epoch as 
 Evaluation (`val` after every pass over the training windows for model selection, `test` once with best.pt): deterministic tiling,
 `SequenceDataset(tiling=True)`: windows every --eval-stride epochs (default T / 2) and a last window aligned to the
 recording end; every epoch is predicted exactly once, by the window where it is most central, so that away from
-the recording ends it sees at least T / 4 epochs on each side (disjoint windows, --eval-stride T, predicted an
-epoch at a window edge from one side only). Recordings shorter than T are zero-padded at the end; the model
+the recording ends it sees about T / 4 epochs on each side, 5 in windows of 20 (disjoint windows, --eval-stride
+T, predict an epoch at a window's edge from one side only). A resumed run keeps the stride it was evaluated with. Recordings shorter than T are zero-padded at the end; the model
 is given the real positions, so padding never influences them (the backward scan reverses only the real ones). Outputs: as the linear probe (see its --help).
 """
 
@@ -285,12 +285,14 @@ def train_context_phase(
     channels: list[str],
     train_set: LabelledWindows,
     selected: EpochDataset,
-    val_recordings: list[str],
+    val_windows: SequenceDataset,
     weights: torch.Tensor | None,
 ) -> dict | None:
     """Phase 1: the context and head of `model` trained on cached frozen vectors with `phase_cfg`
-    (`context_phase_config`), selected on `val` (kept in --out/context_phase). Loads the selected weights into
-    `model`; returns their `val_*` metrics (None if no epoch had a finite score)."""
+    (`context_phase_config`), selected on `val` in the tiling of `val_windows` (kept in --out/context_phase).
+    Loads the selected weights into `model`; returns their `val_*` metrics (None if no epoch had a finite
+    score)."""
+    val_recordings = val_windows.recordings
     # the model's own encoder: its new LoRA adapters start at B = 0, so in eval mode it gives exactly the frozen
     # backbone's vectors (the same ones the linear probe caches)
     store = encode_store(
@@ -314,7 +316,7 @@ def train_context_phase(
             lambda x, valid: module(x.to(device), valid.to(device)).float().softmax(dim=-1),
             val_labels,
             n_classes,
-            stride=cfg.eval_stride,
+            stride=val_windows.tiling_stride,
         )
         return predictions.true, predictions.probabilities
 
@@ -359,19 +361,28 @@ def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_fine_tuning_parser()
     cfg = parse_downstream(parser, argv, method_of)
-    read_resume_checkpoint(cfg.resume, cfg.out, TEMPORAL_CLASSIFIER)
-    assert_no_test_leakage(cfg.data)
-    source = resolve_backbone(cfg, cfg.data)
-    channels, size = source.channels, cfg.epochs_per_window
+    size = cfg.epochs_per_window
     if cfg.eval_stride is not None and cfg.eval_stride > size:
         raise UsageError(f"--eval-stride {cfg.eval_stride} is longer than the window (--epochs-per-window {size})")
-    cfg = cfg.replace(eval_stride=cfg.eval_stride or max(1, size // 2))  # config.json records the stride used
+    eval_stride = cfg.eval_stride or max(1, size // 2)  # config.json keeps the option as given
+    resume_path, resume_state = read_resume_checkpoint(cfg.resume, cfg.out, TEMPORAL_CLASSIFIER)
+    if resume_state is not None:  # a selection made in one tiling is not compared with scores of another
+        stored = (resume_state.get("metadata") or {}).get("eval_stride", size)  # before the option: disjoint
+        if stored != eval_stride:
+            raise UsageError(
+                f"{resume_path}: its run was evaluated with windows every {stored} epochs, this run every "
+                f"{eval_stride} (--eval-stride); give --eval-stride {stored}, another --out, or --resume none to "
+                "start afresh"
+            )
+    assert_no_test_leakage(cfg.data)
+    source = resolve_backbone(cfg, cfg.data)
+    channels = source.channels
     selected = epoch_dataset(cfg, "train", channels, training=True)
     train_set = LabelledWindows(
         window_dataset(cfg, "train", channels, size, tiling=False, stride=cfg.stride, training=True), selected
     )
-    val_windows = window_dataset(cfg, val_split(cfg), channels, size, tiling=True, stride=cfg.eval_stride)
-    test_windows = window_dataset(cfg, "test", channels, size, tiling=True, stride=cfg.eval_stride)
+    val_windows = window_dataset(cfg, val_split(cfg), channels, size, tiling=True, stride=eval_stride)
+    test_windows = window_dataset(cfg, "test", channels, size, tiling=True, stride=eval_stride)
     assert_no_test_leakage(
         cfg.data, {"training": train_set.windows.recordings, "model selection": val_windows.recordings}
     )
@@ -427,7 +438,7 @@ def run(argv: list[str] | None) -> int:
         if phase_cfg is not None:
             run_started = time.monotonic()  # --max-minutes covers both phases from here
             initial_best = train_context_phase(
-                cfg, phase_cfg, ctx, model, source, channels, train_set, selected, val_windows.recordings, weights
+                cfg, phase_cfg, ctx, model, source, channels, train_set, selected, val_windows, weights
             )
             deadline = fine_tuning_deadline(cfg, run_started)
         batch_size = eval_batch_size(cfg)
@@ -460,7 +471,7 @@ def run(argv: list[str] | None) -> int:
             "backbone": source.provenance,
             "method": cfg.method,
             "epochs_per_window": size,
-            "eval_stride": cfg.eval_stride,
+            "eval_stride": eval_stride,
         }
         summary = fit_and_select(
             cfg,
@@ -481,8 +492,8 @@ def run(argv: list[str] | None) -> int:
             "epochs_per_window": size,
             "train_stride": cfg.stride,
             "train_windows": len(train_set),
-            "eval_stride": cfg.eval_stride,
-            "evaluation": f"tiling: windows every {cfg.eval_stride} epochs + one aligned to the recording end; "
+            "eval_stride": eval_stride,
+            "evaluation": f"tiling: windows every {eval_stride} epochs + one aligned to the recording end; "
             "each epoch predicted once, by the window where it is most central",
         }
         finish_run(cfg, ctx, model, summary, predict_test, info)
