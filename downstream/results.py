@@ -267,6 +267,13 @@ def variant_suffix(row: Mapping[str, Any]) -> str:
     return neighbours + (" (forward context)" if row.get("context_direction") == "forward" else "") + pooled
 
 
+def eval_stride(metrics: Mapping[str, Any]) -> int | None:
+    """Epochs between a temporal model's evaluation windows (runs written before it was recorded: disjoint
+    windows, the window's length); None for per-epoch models."""
+    windows = metrics.get("windows") or {}
+    return windows.get("eval_stride", windows.get("epochs_per_window"))
+
+
 def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
     """One flat table row of a run's metrics.json: identity, headline metrics with CI ends (`<m>_low/_high`)."""
     test = metrics["test"]
@@ -278,6 +285,7 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         # how a backbone's tokens were pooled (trees on frozen vectors; runs written before the option: mean);
         # None: no pooling option (the features, and methods that read the backbone's own vector)
         "pooling": metrics.get("pooling", "mean" if metrics["method"] == BACKBONE_HGB else None),
+        "eval_stride": eval_stride(metrics),
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
         "train_subjects": metrics.get("train_subjects"),

@@ -27,6 +27,7 @@ from downstream.fine_tuning import train as fine_tuning
 from downstream.leakage import LeakageError, assert_no_test_leakage
 from downstream.linear_probing import train as linear_probing
 from downstream.night_inference import predict_all, predict_task
+from downstream.results import eval_stride
 from downstream.runs import load_downstream_run
 from models.heads import EpochEncoder, MLPHead, TemporalClassifier, build_downstream_model
 from models.loading import load_backbone, load_state_checked
@@ -549,6 +550,13 @@ def test_supervised_from_scratch_baselines(cohort, backbones, tmp_path):
     assert summary["trainable_parameters"] == summary["parameters"]
 
 
+def test_comparison_rows_tell_evaluation_tilings_apart():
+    windows = {"epochs_per_window": 20, "eval_stride": 10}
+    assert eval_stride({"windows": windows}) == 10
+    assert eval_stride({"windows": {"epochs_per_window": 20}}) == 20  # written before the stride was recorded
+    assert eval_stride({"method": "linear_probe"}) is None
+
+
 # ---------------------------------------------------------------- feature baseline and comparison table
 def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     runs = []
@@ -602,6 +610,7 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     rows = pd.read_csv(table / "comparison.csv")
     assert len(rows) == 4 and set(rows["method"]) == {"linear_probe", "features_hgb"}
     assert rows["kappa_low"].notna().all() and (rows["kappa_low"] <= rows["kappa_high"]).all()
+    assert rows["eval_stride"].isna().all()  # per-epoch models have no evaluation windows
     assert (rows.loc[rows["task"] != "sleep_stage", "ahi_n"] == 1).all()  # apnea + hypopnea combined into an AHI
     events = rows[rows["task"] != "sleep_stage"]  # each family's count scaled by its run's val-fitted scale
     for task in ("apnea", "hypopnea"):
