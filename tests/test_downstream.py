@@ -27,7 +27,6 @@ from downstream.fine_tuning import train as fine_tuning
 from downstream.leakage import LeakageError, assert_no_test_leakage
 from downstream.linear_probing import train as linear_probing
 from downstream.night_inference import predict_all, predict_task
-from downstream.results import eval_stride
 from downstream.runs import load_downstream_run
 from models.heads import EpochEncoder, MLPHead, TemporalClassifier, build_downstream_model
 from models.loading import load_backbone, load_state_checked
@@ -548,13 +547,6 @@ def test_supervised_from_scratch_baselines(cohort, backbones, tmp_path):
     assert metrics["method"] == "scratch_finetune" and metrics["backbone_name"] == "neuronet[tiny] random-init"
     summary = read_jsonl(finetune / "log.jsonl")[-1]
     assert summary["trainable_parameters"] == summary["parameters"]
-
-
-def test_comparison_rows_tell_evaluation_tilings_apart():
-    windows = {"epochs_per_window": 20, "eval_stride": 10}
-    assert eval_stride({"windows": windows}) == 10
-    assert eval_stride({"windows": {"epochs_per_window": 20}}) == 20  # written before the stride was recorded
-    assert eval_stride({"method": "linear_probe"}) is None
 
 
 # ---------------------------------------------------------------- feature baseline and comparison table

@@ -162,3 +162,12 @@ def test_dataset_store_and_night_give_the_same_windows(tmp_path, stride):
         np.testing.assert_array_equal(night["owned"].numpy(), owned[index])
         np.testing.assert_array_equal(item["valid"].numpy(), night["valid"].numpy())
         np.testing.assert_array_equal(item["eeg_c4"].numpy(), night["eeg_c4"].numpy())
+
+
+def test_comparison_rows_tell_evaluation_tilings_apart():
+    from downstream.results import eval_stride
+
+    windows = {"epochs_per_window": 20, "eval_stride": 10}
+    assert eval_stride({"windows": windows}) == 10
+    assert eval_stride({"windows": {"epochs_per_window": 20}}) == 20  # written before the stride was recorded
+    assert eval_stride({"method": "linear_probe"}) is None
