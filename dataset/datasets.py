@@ -361,10 +361,10 @@ class SequenceDataset(_CohortIndex):
     Tiling mode (`tiling=True`, for evaluation and inference; `stride` is ignored): windows start every
     `tiling_stride` epochs (default T: 0, T, 2T, ...) and, when they leave a tail, a final window aligned to the
     recording end (start n - T) covers it. Each epoch is `owned` by the window in which it is most central, so
-    over the whole dataset every (recording, epoch) is `owned` exactly once (`tiling_stride` <= T); with
-    `tiling_stride` T // 2 a temporal model sees about a quarter window on each side of every epoch it predicts
-    (away from the recording ends; 5 epochs for T = 20). Write predictions at `epoch_ids[owned]`. Both modes are `dataset.tiling.Tiling`, the one
-    tiling every windowed consumer uses.
+    over the whole dataset every (recording, epoch) is `owned` exactly once (`tiling_stride` <= T; a longer one
+    is refused by `Tiling.covering`); with `tiling_stride` T // 2 a temporal model sees about a quarter window on
+    each side of every epoch it predicts (away from the recording ends; 5 epochs for T = 20). Write predictions
+    at `epoch_ids[owned]`. Both modes are `dataset.tiling.Tiling`, the one tiling every windowed consumer uses.
 
     Recordings shorter than T give one window zero-padded at the end (`valid=False` there), or, with
     `pad_last=False`, are skipped and listed in `.skipped`.
@@ -399,11 +399,6 @@ class SequenceDataset(_CohortIndex):
         self.epochs_per_window, self.stride = epochs_per_window, stride
         self.pad_last, self.tiling = pad_last, tiling
         self.tiling_stride = epochs_per_window if tiling_stride is None else int(tiling_stride)
-        if tiling and self.tiling_stride > epochs_per_window:
-            raise ValueError(
-                f"tiling_stride ({self.tiling_stride}) longer than epochs_per_window ({epochs_per_window}) would "
-                "leave epochs between windows unpredicted"
-            )
         n_windows = epochs_per_window
 
         rec_parts, start_parts, own_parts, own_end_parts = [], [], [], []

@@ -90,6 +90,7 @@ def window_dataset(
     """Windows of consecutive epochs of one recording, every `stride` epochs; tiling mode predicts every epoch
     exactly once (there `stride` is the tiling's, default the window: disjoint windows)."""
     name = split if isinstance(split, str) else f"val ({len(split)} recordings)"
+    steps = {"tiling_stride": stride} if tiling else {} if stride is None else {"stride": stride}
     return _opened(
         lambda: SequenceDataset(
             cfg.data,
@@ -97,12 +98,11 @@ def window_dataset(
             list(channels),
             task=cfg.task,
             epochs_per_window=epochs_per_window,
-            stride=10 if tiling or stride is None else stride,
             seed=cfg.seed,
             n_subjects=cfg.train_subjects if training else None,
             label_rule=cfg.label_rule,
             tiling=tiling,
-            tiling_stride=stride if tiling else None,
+            **steps,
         ),
         f"{cfg.data}, split {name}, {epochs_per_window}-epoch windows, channels {list(channels)}",
     )

@@ -128,7 +128,7 @@ def predict_task(
     n_classes = TASKS[run.task]
     temporal = run.kind == TEMPORAL_CLASSIFIER
     size = int(run.epochs_per_window) if temporal else PROBE_WINDOW
-    windows = NightWindows(recording, {ch: epochs[ch] for ch in channels}, size, run.eval_stride if temporal else None)
+    windows = NightWindows(recording, {ch: epochs[ch] for ch in channels}, size, run.eval_stride)
 
     def classify(signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
         inputs = {ch: x.to(device) for ch, x in signals.items()}  # (B, [T,] 3000) per channel
@@ -308,7 +308,7 @@ def channel_report(
             "used": used,
             "missing": missing,
             "epochs_per_window": run.epochs_per_window if run.kind == TEMPORAL_CLASSIFIER else None,
-            "eval_stride": (run.eval_stride or run.epochs_per_window) if run.kind == TEMPORAL_CLASSIFIER else None,
+            "eval_stride": run.eval_stride,
         }
         missing_all += [ch for ch in missing if ch not in missing_all]
     if event_run is not None:  # an event model reads what it finds; the report flags what it lacks

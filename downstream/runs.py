@@ -153,7 +153,7 @@ class DownstreamModel:
     epochs_per_window: int | None
     checkpoint: str
     event_scale: float = 1.0  # event tasks: scored events per counted event (checkpoint `event_calibration`)
-    eval_stride: int | None = None  # temporal models: epochs between evaluation windows (None: the window)
+    eval_stride: int | None = None  # temporal models: epochs between evaluation windows; None for per-epoch models
 
 
 def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu") -> DownstreamModel:
@@ -192,5 +192,6 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
         metadata.get("epochs_per_window"),
         str(path),
         float(calibration.get("scale", 1.0)),
-        metadata.get("eval_stride"),  # runs trained before it was recorded were evaluated with disjoint windows
+        # runs trained before the stride was recorded were evaluated with disjoint windows
+        metadata.get("eval_stride", metadata.get("epochs_per_window")),
     )

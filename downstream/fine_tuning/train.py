@@ -22,8 +22,9 @@ Evaluation (`val` after every pass over the training windows for model selection
 `SequenceDataset(tiling=True)`: windows every --eval-stride epochs (default T / 2) and a last window aligned to the
 recording end; every epoch is predicted exactly once, by the window where it is most central, so that away from
 the recording ends it sees about T / 4 epochs on each side, 5 in windows of 20 (disjoint windows, --eval-stride
-T, predict an epoch at a window's edge from one side only). A resumed run keeps the stride it was evaluated with. Recordings shorter than T are zero-padded at the end; the model
-is given the real positions, so padding never influences them (the backward scan reverses only the real ones). Outputs: as the linear probe (see its --help).
+T, predict an epoch at a window's edge from one side only). A resumed run keeps the stride it was evaluated with.
+Recordings shorter than T are zero-padded at the end; the model is given the real positions, so padding never
+influences them (the backward scan reverses only the real ones). Outputs: as the linear probe (see its --help).
 """
 
 from __future__ import annotations
