@@ -153,3 +153,29 @@ def test_per_channel_runs_default_to_their_own_folder(cohort, backbones, tmp_pat
     }
     assert names["mean"] == Path("runs/downstream/backbone_hgb/sleep_stage-lf1-seed0")
     assert names["channel"] == Path("runs/downstream/backbone_hgb/sleep_stage-lf1-per-channel-seed0")
+
+
+def test_cutting_the_fitted_trees_gives_the_shorter_fit():
+    """The selected number of iterations is cut from the long fit: exactly the model a fit with that many
+    iterations gives (the same trees, the same probabilities, the same parameters); an estimator without
+    per-iteration trees is fitted again instead."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 12))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int) + (x[:, 2] > 1).astype(int)
+    cfg = features_script.build_features_parser().parse_args(
+        ["--data", "unused", "--task", "sleep_stage", "--seed", "4"]
+    )
+    long = features_script.make_classifier(cfg, 30).fit(x, y)
+    short = features_script.make_classifier(cfg, 12).fit(x, y)
+    assert not np.array_equal(long.predict_proba(x), short.predict_proba(x))
+    refits = []
+    cut = features_script.first_iterations(long, 12, lambda: refits.append(1))
+    assert cut is long and cut.n_iter_ == 12 and cut.get_params() == short.get_params() and not refits
+    assert np.array_equal(cut.predict_proba(x), short.predict_proba(x))
+    assert np.array_equal(pickle.loads(pickle.dumps(cut)).predict_proba(x), short.predict_proba(x))
+
+    class Opaque:  # no per-iteration trees to cut
+        pass
+
+    features_script.first_iterations(Opaque(), 3, lambda: refits.append(1))
+    assert refits == [1]

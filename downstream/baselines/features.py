@@ -24,8 +24,8 @@ Same splits, label fractions, leakage guard, test tiling and outputs as the line
   counterpart of class-weighted fitting; scikit-learn's own sample-weighted fit spends ~10 s per fit in its
   weighted binning whatever the data size, so it is not used);
 - model selection on `val` only: the number of boosting iterations is the one whose staged `val`
-  predictions score best on --select-metric (the model is refitted with that many iterations: identical
-  trees, the fit is deterministic without early stopping);
+  predictions score best on --select-metric; the fitted model is then cut to that many iterations, the model
+  a fit with that many gives (the fit is deterministic without early stopping; `first_iterations`);
 - `test` predicted once (every epoch exactly once).
 
 Outputs in --out (default runs/downstream/<method>/<task>-lf<fraction>-seed<seed>, method features_hgb or
@@ -203,6 +203,22 @@ def make_classifier(cfg: argparse.Namespace, max_iter: int) -> HistGradientBoost
     )
 
 
+def first_iterations(
+    classifier: HistGradientBoostingClassifier, n: int, refit: Callable[[], object]
+) -> HistGradientBoostingClassifier:
+    """`classifier` cut to its first `n` boosting iterations, in place: the trees a fit with max_iter=n builds
+    are the first n of a longer fit (no early stopping, no subsampling: boosting is deterministic and each
+    iteration depends only on those before it), so the cut model predicts exactly as that fit's. Without the
+    estimator's per-iteration trees (another scikit-learn), `refit()` fits it again with max_iter=n."""
+    predictors = getattr(classifier, "_predictors", None)
+    if not isinstance(predictors, list) or len(predictors) < n:
+        refit()
+    else:
+        del predictors[n:]
+        classifier.set_params(max_iter=n)
+    return classifier
+
+
 def select_iterations(
     classifier: HistGradientBoostingClassifier,
     val_x: np.ndarray,
@@ -341,7 +357,7 @@ def run(argv: list[str] | None) -> int:
     classifier = make_classifier(cfg, cfg.hgb_max_iter).fit(train_x, train_y)
     best, best_score, curve = select_iterations(classifier, val_x, val_y, weights, cfg)
     if best != classifier.n_iter_:
-        classifier = make_classifier(cfg, best).fit(train_x, train_y)
+        first_iterations(classifier, best, lambda: classifier.set_params(max_iter=best).fit(train_x, train_y))
     print(
         f"selected {best} of {cfg.hgb_max_iter} boosting iterations: val_{cfg.select_metric} {best_score:.4f} "
         f"({time.monotonic() - started:.1f} s)",
