@@ -327,6 +327,9 @@ def _parse_bands(items: list[str], parser: argparse.ArgumentParser) -> tuple:
             parser.error(f"--band {item!r}: expected two frequencies in Hz, e.g. {name}=0.3,35")
         if not 0 < low < high:
             parser.error(f"--band {item!r}: need 0 < LOW < HIGH")
+        nyquist = CHANNEL_BY_NAME[name].target_fs / 2
+        if low >= nyquist:  # a HIGH at or above it is allowed: the band is then a high-pass
+            parser.error(f"--band {item!r}: LOW must be below {nyquist:g} Hz, half the rate {name} is stored at")
         bands.append((name, (low, high)))
     return tuple(bands)
 

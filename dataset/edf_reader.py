@@ -129,7 +129,9 @@ class EdfHeader:
 
 
 def _text(raw: bytes) -> str:
-    return raw.decode("latin-1").strip()  # EDF headers are ASCII; latin-1 keeps a stray 'µ' (0xB5) readable
+    """A header field without its padding: spaces, as the standard has it, or NUL bytes, as some writers pad.
+    EDF headers are ASCII; latin-1 keeps a stray 'µ' (0xB5) readable."""
+    return raw.decode("latin-1").strip(" \t\r\n\x0b\x0c\x00")
 
 
 def _number(path: Path, what: str, raw: bytes, kind=float):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import resource
 import time
@@ -22,10 +23,13 @@ import pyarrow.parquet as pq
 from dataset.constants import CHANNEL_BY_NAME
 from dataset.discovery import Job
 from dataset.edf_reader import EdfError
-from dataset.labels import LABEL_COLUMNS
+from dataset.labels import EVENT_TABLE_COLUMNS, LABEL_COLUMNS
 from dataset.nsrr_xml import XmlError
 from dataset.signal_processing import FORMAT_VERSION, Night, ProcessingConfig, SkipRecording, process_recording
 
+# an event as the Parquet metadata keeps it, so that a rerun rebuilds events.parquet without processing again:
+# its columns but those derived from the recording (recording_id, beyond_end)
+EVENT_KEYS = tuple(c for c in EVENT_TABLE_COLUMNS if c not in ("recording_id", "beyond_end"))
 ROW_GROUP_EPOCHS = 16  # target epochs per Parquet row group (docs/data.md §2.4: 16-32); a random epoch read decodes ~16
 
 
@@ -135,9 +139,7 @@ def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path
             }
         ),
         "manifest_row": json.dumps(row),
-        "events": json.dumps(
-            [[e["type"], e["concept"], e["start_s"], e["duration_s"], e["spo2_nadir"]] for e in night.events]
-        ),
+        "events": json.dumps([[e.get(k, math.nan) for k in EVENT_KEYS] for e in night.events]),
     }
     table = night_table(night, metadata)
     tmp = path.with_name(f".{path.name}.tmp")  # the same name run_job cleans up
@@ -167,9 +169,10 @@ def _reusable(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tup
         )  # older outputs lack the channel sources: made again
         if not same:
             return None
-        keys = ("type", "concept", "start_s", "duration_s", "spo2_nadir")
-        events = [dict(zip(keys, e)) for e in json.loads(meta["events"])]
-        return row, events
+        events = json.loads(meta["events"])
+        if any(len(e) != len(EVENT_KEYS) for e in events):  # older outputs lack the SpO2 baseline: made again
+            return None
+        return row, [dict(zip(EVENT_KEYS, e)) for e in events]
     except Exception:  # unreadable footer, old format: process again
         return None
 

@@ -1,7 +1,7 @@
 """One night from EDF (+ NSRR XML) to robust-scaled 30-s epochs and labels, in memory (docs/data.md §2.2-§2.4).
 
 Per channel, one at a time (bounded memory): digital int16 at the native rate -> physical units (µV for
-electrophysiology) -> polyphase resampling (`scipy.signal.resample_poly`, rational up/down from the native rate)
+electrophysiology) -> polyphase resampling (`scipy.signal.resample_poly`, the exact rational ratio from the native rate)
 to 100 Hz (respiratory 10 Hz) -> zero-phase Butterworth band-pass of the continuous signal (`sosfiltfilt`;
 respiratory channels get only the resampler's anti-alias filter) -> trim to the kept epochs from t = 0 ->
 (n_epochs, samples) float32 -> robust scaling by the median and IQR of the kept epochs.
@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -146,12 +147,79 @@ def find_channels(
     return {name: (source, tuple(signals[i] for i in source.indices)) for name, source in sources.items()}
 
 
-def resample_ratio(native_rate: Fraction, target_fs: int) -> tuple[int, int]:
-    """Rational (up, down) with target = native * up / down (approximated to denominators <= 1000 if needed)."""
+STAGE_FACTOR_LIMIT = 1000  # up and down of one polyphase stage at most (its filter has 20 x max(up, down) taps)
+PRIME_LIMIT = 2**15  # a prime factor of up or down above this (e.g. a record of 0.999983 s) is not resampled exactly
+
+
+def _factor(n: int) -> list[int] | None:
+    """Prime factors of `n`, largest first, or None when one exceeds PRIME_LIMIT."""
+    factors, d = [], 2
+    while n > 1 and d <= PRIME_LIMIT:
+        while n % d == 0:
+            factors.append(d)
+            n //= d
+        d += 1 if d == 2 else 2
+    return None if n > 1 else sorted(factors, reverse=True)
+
+
+def _greedy(factors: list[int], fits: Callable[[int], bool]) -> int:
+    """Product of the largest `factors` taken while `fits(product)` holds; the taken ones are removed."""
+    product = 1
+    for f in list(factors):
+        if fits(product * f):
+            product *= f
+            factors.remove(f)
+    return product
+
+
+def _stages(ratio: Fraction) -> list[tuple[int, int]] | None:
+    """Stages whose product is exactly `ratio` (see `resample_stages`); None if a prime factor is too large."""
+    if ratio.numerator <= STAGE_FACTOR_LIMIT and ratio.denominator <= STAGE_FACTOR_LIMIT:
+        return [(ratio.numerator, ratio.denominator)]
+    ups, downs = _factor(ratio.numerator), _factor(ratio.denominator)
+    if ups is None or downs is None:
+        return None
+    stages, up_left, down_left = [], ratio.numerator, ratio.denominator
+    while up_left > 1 or down_left > 1:  # each stage takes at least the largest factor left: it ends
+        up_cap = max(STAGE_FACTOR_LIMIT, ups[0] if ups else 1)  # a prime above the limit is a stage's alone
+        up = _greedy(ups, lambda u: u <= up_cap)
+        up_left //= up
+        # the rate after the stage stays >= the target: up_left / (down_left / down) <= 1
+        down_cap = max(STAGE_FACTOR_LIMIT, downs[0] if downs else 1)
+        down = _greedy(downs, lambda d: d <= down_cap and up_left * d <= down_left)
+        down_left //= down
+        stages.append((up, down))
+    return stages
+
+
+def resample_stages(native_rate: Fraction, target_fs: int, duration_s: float) -> list[tuple[int, int]] | str:
+    """Polyphase stages [(up, down), ...] taking `native_rate` to `target_fs`, whose product is the exact ratio;
+    [] when the rates are equal. One stage when up and down are both <= STAGE_FACTOR_LIMIT (125 -> 100 Hz is
+    (4, 5)); otherwise the ratio's prime factors are grouped into stages of factors <= STAGE_FACTOR_LIMIT that
+    never take the rate below the target before the last (2048 -> 10 Hz: (5, 512), then (1, 2)), so a high
+    native rate costs a few short filters rather than one very long one, and no sample drifts. A ratio with a
+    prime factor above PRIME_LIMIT is approximated by the nearest fraction that can be staged, if it drifts by
+    less than half an output sample over `duration_s`; otherwise the reason (a string) is returned."""
     ratio = Fraction(target_fs) / native_rate
-    if ratio.denominator > 1000 or ratio.numerator > 1000:
-        ratio = ratio.limit_denominator(1000)
-    return ratio.numerator, ratio.denominator
+    if ratio == 1:
+        return []
+    stages = _stages(ratio)
+    if stages is not None:
+        return stages
+    for limit in (10**3, 10**4, 10**5, 10**6):
+        near = ratio.limit_denominator(limit)
+        if near > 0 and duration_s * abs(float(near / ratio) - 1.0) < 0.5 / target_fs:
+            stages = _stages(near)
+            if stages is not None:
+                return stages
+    return f"native rate {float(native_rate):.12g} Hz cannot be resampled to {target_fs} Hz without drift"
+
+
+def resample(x: np.ndarray, stages: list[tuple[int, int]], padtype: str) -> np.ndarray:
+    """`x` through every polyphase stage of `resample_stages` (`scipy.signal.resample_poly`)."""
+    for up, down in stages:
+        x = sps.resample_poly(x, up, down, padtype=padtype)
+    return x
 
 
 def bandpass_sos(band: tuple[float, float], fs: float, order: int) -> np.ndarray:
@@ -233,6 +301,10 @@ def process_channel(
     for part in (signal,) if reference is None else (signal, reference):
         if part.digital_max <= part.digital_min:
             return f"invalid header: digital range [{part.digital_min}, {part.digital_max}]"
+    stages = resample_stages(signal.rate, spec.target_fs, n_epochs * EPOCH_S)
+    if isinstance(stages, str):
+        return stages
+    ratio = math.prod((Fraction(u, d) for u, d in stages), start=Fraction(1))  # the resampling, as up / down
     tick = time.perf_counter()
     kept_s = n_epochs * EPOCH_S
     records = min(header.n_records, math.ceil((kept_s + config.margin_s) / header.record_duration))
@@ -263,9 +335,7 @@ def process_channel(
     timings["read"] = timings.get("read", 0.0) + now - tick
     tick = now
 
-    up, down = resample_ratio(signal.rate, spec.target_fs)
-    if (up, down) != (1, 1):
-        continuous = sps.resample_poly(continuous, up, down, padtype=config.resample_padtype)
+    continuous = resample(continuous, stages, config.resample_padtype)
     band = config.band(spec)
     if band is not None:
         continuous = sps.sosfiltfilt(bandpass_sos(band, spec.target_fs, config.filter_order), continuous)
@@ -310,8 +380,8 @@ def process_channel(
         assumed,
         median,
         divisor,
-        up,
-        down,
+        ratio.numerator,
+        ratio.denominator,
         signal.physical_dimension,
     )
 

@@ -82,13 +82,14 @@ def stage_events(stages: list[int], shuffle: bool = False) -> list[tuple]:
 
 
 def write_xml(path: Path, events: list[tuple], style: str = "lf") -> None:
-    """NSRR XML; events are (EventType, EventConcept, start, duration[, spo2 nadir]); style lf | crlf | one-line."""
+    """NSRR XML; events are (EventType, EventConcept, start, duration[, SpO2 nadir[, SpO2 baseline]]); style lf |
+    crlf | one-line."""
     items = [
         "<ScoredEvent><EventType/><EventConcept>Recording Start Time</EventConcept><Start>0</Start>"
         "<Duration>36000</Duration><ClockTime>00.00.00 22.00.00</ClockTime></ScoredEvent>"
     ]
-    for kind, concept, start, duration, *nadir in events:
-        extra = f"<SpO2Nadir>{nadir[0]}</SpO2Nadir>" if nadir else ""
+    for kind, concept, start, duration, *spo2 in events:
+        extra = "".join(f"<{tag}>{v}</{tag}>" for tag, v in zip(("SpO2Nadir", "SpO2Baseline"), spo2))
         items.append(
             f"<ScoredEvent>\n<EventType>{kind}</EventType>\n<EventConcept>{concept}</EventConcept>\n"
             f"<Start>{start}</Start>\n<Duration>{duration}</Duration>{extra}\n</ScoredEvent>"

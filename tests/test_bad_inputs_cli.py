@@ -162,6 +162,8 @@ def bad_case(script: str, case: str, inputs: Inputs, tmp: Path) -> tuple[list[st
             extra, expect = ["--test-frac", "1.5"], "--test-frac"
         elif case == "not_a_number":
             extra, expect = ["--workers", "two"], "--workers"
+        elif case == "band_above_nyquist":  # EEG is stored at 100 Hz: no band can start at 60 Hz
+            extra, expect = ["--band", "eeg_c4=60,70"], "eeg_c4=60,70"
         elif case == "config_unknown_key":
             config = tmp / "parse.yaml"
             config.write_text("workerz: 2\n")
@@ -210,6 +212,7 @@ CASES = {
         "zero_workers",
         "bad_fraction",
         "not_a_number",
+        "band_above_nyquist",
         "config_unknown_key",
         "out_below_a_file",
     ),

@@ -14,7 +14,14 @@ from scipy import signal as sps
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S
 from dataset.data_parser import main, parse_cohort
 from dataset.edf_reader import read_edf_header, read_signal
-from dataset.signal_processing import ProcessingConfig, bandpass_sos, load_night, quartiles, resample_ratio
+from dataset.signal_processing import (
+    ProcessingConfig,
+    bandpass_sos,
+    load_night,
+    quartiles,
+    resample,
+    resample_stages,
+)
 from dataset.synthetic import generate_cohort, generate_night, load_truth
 
 HOURS = 0.25
@@ -54,8 +61,8 @@ def test_layout_channels_and_labels(tmp_path, layout):
 def process_like_parser(x: np.ndarray, fs: float, name: str, n_epochs: int) -> np.ndarray:
     """The parser's steps on a physical signal: resample, band-pass, trim, robust scale."""
     spec, config = CHANNEL_BY_NAME[name], ProcessingConfig()
-    up, down = resample_ratio(Fraction(fs).limit_denominator(1000), spec.target_fs)
-    y = sps.resample_poly(x, up, down, padtype=config.resample_padtype)
+    native = Fraction(fs).limit_denominator(1000)  # the float rate as the rational the EDF header gives
+    y = resample(x, resample_stages(native, spec.target_fs, x.size / fs), config.resample_padtype)
     y = sps.sosfiltfilt(bandpass_sos(config.band(spec), spec.target_fs, config.filter_order), y)
     epochs = y[: n_epochs * spec.epoch_samples].astype(np.float32)
     q25, median, q75 = quartiles(epochs)

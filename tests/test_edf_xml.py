@@ -60,6 +60,23 @@ def test_reader_matches_edfio_per_signal_at_native_rate(tmp_path, annotations):
         np.testing.assert_allclose(data, expected.data, rtol=0, atol=1e-9)
 
 
+def test_header_fields_padded_with_nul_bytes_read_as_padded_with_spaces(tmp_path):
+    """Some writers pad text fields with NUL bytes instead of spaces: the unit "mV" must still read as mV (taken
+    as an unknown unit it would be assumed µV, the signal 1000 x too small)."""
+    path = tmp_path / "nul.edf"
+    _mixed_edf(path)
+    raw = bytearray(path.read_bytes())
+    ns = 4
+    units = 256 + ns * (16 + 80)  # the physical dimension fields follow the labels and transducer types
+    eog = slice(units + 8, units + 16)
+    assert bytes(raw[eog]) == b"mV      "
+    raw[eog] = b"mV" + b"\x00" * 6
+    raw[256 : 256 + 16] = b"EEG" + b"\x00" * 13  # a label too
+    path.write_bytes(bytes(raw))
+    header = read_edf_header(path)
+    assert header.labels[0] == "EEG" and header.signals[1].physical_dimension == "mV"
+
+
 def test_reader_with_long_data_records(tmp_path):
     path = tmp_path / "long_records.edf"
     reference = _mixed_edf(path, seconds=60, record_s=30)

@@ -21,6 +21,7 @@ from dataset.data_parser import main, merge_shards
 from dataset.discovery import discover
 from tests.parser_nights import (
     DEFAULT_STAGES,
+    RESP_EVENTS,
     make_night,
     parse,
     read_table,
@@ -31,15 +32,21 @@ from tests.parser_nights import (
 
 # ------------------------------------------------------------------------------------- resume, kill, shards
 def test_rerun_skips_finished_work_and_overwrite_redoes_it(tmp_path):
+    """A rerun reuses every finished night, and rebuilds the same manifest and events table from them (the SpO2
+    baseline of a desaturation included: the 4 % hypopnea rule reads it)."""
+    desaturation = ("Respiratory|Respiratory", "SpO2 desaturation|SpO2 desaturation", 320.0, 12.0, 88.0, 95.0)
     for i in range(3):
-        make_night(tmp_path / "src", f"n-{i}")
+        make_night(tmp_path / "src", f"n-{i}", events=[*RESP_EVENTS, desaturation])
     first = parse(tmp_path / "src", tmp_path / "dst")
+    events = pd.read_parquet(tmp_path / "dst" / "events.parquet")
+    assert sorted(events["spo2_baseline"].dropna().tolist()) == [95.0] * 3
     files = sorted((tmp_path / "dst" / "recordings").glob("*.parquet"))
     stamps = {p: p.stat().st_mtime_ns for p in files}
     second = parse(tmp_path / "src", tmp_path / "dst")
     assert all(run["reused"] for run in second.attrs["runs"].values())
     assert {p: p.stat().st_mtime_ns for p in files} == stamps
     pd.testing.assert_frame_equal(first, second)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "dst" / "events.parquet"), events)
     write_xml(tmp_path / "src" / "n-1-nsrr.xml", stage_events([2] * 20))  # scoring changed: redo that night only
     third = parse(tmp_path / "src", tmp_path / "dst")
     assert {r: run["reused"] for r, run in third.attrs["runs"].items()} == {"n-0": True, "n-1": False, "n-2": True}
