@@ -18,7 +18,13 @@ import pandas as pd
 
 from dataset.constants import APNEA_TYPES, EPOCH_S, EVENT_TYPES, LABEL_EVENT_COLUMNS, SLEEP_STAGES, STAGE_UNSCORED
 from dataset.nsrr_xml import NsrrAnnotations
-from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES, Event, qualifying_events
+from dataset.scored_events import (
+    DEFAULT_HYPOPNEA_RULE,
+    HYPOPNEA_RULES,
+    Event,
+    events_per_hour,
+    qualifying_events,
+)
 
 AHI_COLUMN_OF_RULE = {"3a": "ahi_a0h3a", "4": "ahi_a0h4", "all": "ahi_all"}  # manifest column per hypopnea rule
 LABEL_COLUMNS: tuple[str, ...] = ("stage", *LABEL_EVENT_COLUMNS, *(f"{e}_s" for e in LABEL_EVENT_COLUMNS))
@@ -178,14 +184,14 @@ def night_summary(labels: dict[str, np.ndarray], events: list[dict] | None, kept
     for name in EVENT_TYPES:
         summary[f"n_{name}"] = sum(1 for e in events if e["type"] == name and e["start_s"] < kept_s)
     asleep = np.isin(stages, SLEEP_STAGES)
-    tst_min = float(np.count_nonzero(asleep)) * EPOCH_S / 60.0
-    summary["tst_min"] = tst_min
-    annotated = scored_events(events)
+    sleep_epochs = int(np.count_nonzero(asleep))
+    summary["tst_min"] = sleep_epochs * EPOCH_S / 60.0
+    # events starting at or after kept_s are outside the night, also as what qualifies a hypopnea
+    annotated = scored_events([e for e in events if e["start_s"] < kept_s])
     for rule, column in ahi_columns.items():
         starts = np.array([e.onset_s for e in qualifying_events(annotated, rule)], dtype=np.float64)
         epoch = np.floor(starts / EPOCH_S).astype(np.int64)
         inside = (epoch >= 0) & (epoch < len(stages))
-        n_respiratory = int(np.count_nonzero(asleep[epoch[inside]]))
-        summary[column] = n_respiratory / (tst_min / 60.0) if tst_min > 0 else float("nan")
+        summary[column] = events_per_hour(int(np.count_nonzero(asleep[epoch[inside]])), sleep_epochs)
     summary["ahi_scored"] = summary[ahi_columns[DEFAULT_HYPOPNEA_RULE]]
     return summary

@@ -14,6 +14,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from dataset.constants import EPOCH_S
+
 EVENT_MIN_S = 10.0  # AASM minimum duration of an apnea or hypopnea, seconds
 DESAT_WINDOW_S = 30.0  # a desaturation may begin up to this long after the hypopnea ends (the SpO2 lag)
 AROUSAL_WINDOW_S = 5.0  # an arousal may begin up to this long after the hypopnea ends
@@ -34,6 +36,14 @@ class Event(NamedTuple):
     @property
     def end_s(self) -> float:
         return self.onset_s + self.duration_s
+
+
+def events_per_hour(n_events: float, sleep_epochs: int, epoch_s: float = EPOCH_S) -> float:
+    """`n_events` per hour of `sleep_epochs` epochs of sleep (the AHI's unit); NaN without sleep. Computed as
+    n x 3600 / (epochs x epoch_s), one division of two whole numbers, so a night exactly on a severity boundary
+    (81 events in 648 epochs: 15/h) is exactly on it, not a rounding error below."""
+    seconds = sleep_epochs * epoch_s
+    return float(n_events) * 3600.0 / seconds if seconds > 0 else float("nan")
 
 
 def qualifying_events(events: Sequence[Event], rule: str = DEFAULT_HYPOPNEA_RULE) -> list[Event]:

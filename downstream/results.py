@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dataset.cohort import read_subjects, recording_path, scan_recording
-from dataset.constants import EPOCH_S, STAGE_NAMES, TASKS
-from utils.ahi import ahi_agreement, count_events
+from dataset.constants import STAGE_NAMES, TASKS
+from utils.ahi import ahi_agreement, count_events, events_per_hour
 from utils.metrics import binary_class_names, evaluate
 from utils.plots import confusion_matrix_png, hypnogram_png
 from utils.sleep_stats import SLEEP_STAGES
@@ -194,14 +194,9 @@ def run_event_index(predictions: Predictions, task: str) -> dict[str, Any]:
     estimated, reference, recordings = [], [], []
     for rid, rows in _per_recording(predictions):
         sleep = np.isin(predictions.stage[rows], SLEEP_STAGES)  # (n,) bool, scored sleep
-        hours = sleep.sum() * EPOCH_S / 3600.0
         recordings.append(rid)
-        if hours == 0:
-            estimated.append(float("nan"))
-            reference.append(float("nan"))
-            continue
-        estimated.append(count_events((predictions.predicted[rows] == 1).astype(np.int8), sleep) / hours)
-        reference.append(count_events((predictions.true[rows] == 1).astype(np.int8), sleep) / hours)
+        for out, epochs in ((estimated, predictions.predicted[rows]), (reference, predictions.true[rows])):
+            out.append(events_per_hour(count_events((epochs == 1).astype(np.int8), sleep), int(sleep.sum())))
     return {
         "definition": f"{task} events (runs of positive epochs, ceil(k/2) per run of k, starting in scored "
         "sleep) per hour of scored sleep; reference = the same count on the scored epoch labels",

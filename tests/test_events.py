@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from utils.ahi import event_index, qualifying_events
+from dataset.labels import night_summary
+from utils.ahi import estimate_ahi, event_index, qualifying_events, severity_name
 from utils.events import (
     Event,
     bland_altman,
@@ -48,6 +49,49 @@ def test_decode_merge_gap_never_extends_beyond_the_edges():
     p[48:] = 1.0
     events = decode_events(p, ["hypopnea"], merge_gap_s=3.0)
     assert [(e.onset_s, e.duration_s) for e in events] == [(0.0, 26.0)]
+
+
+def test_decode_merge_gap_is_compared_in_seconds():
+    """Runs separated by a gap shorter than merge_gap_s merge, also when merge_gap_s is not a whole number of
+    samples (a 2-s gap under 2.4 s; at 10 Hz a 0.2-s gap under 0.25 s)."""
+    p = np.zeros(40)
+    p[0:12] = 1.0
+    p[14:26] = 1.0
+    assert len(decode_events(p, ["hypopnea"], merge_gap_s=2.4)) == 1
+    assert len(decode_events(p, ["hypopnea"], merge_gap_s=2.0)) == 2  # a gap of exactly 2 s is not shorter
+    q = np.zeros(400)
+    q[0:120] = 1.0
+    q[122:260] = 1.0
+    assert len(decode_events(q, ["hypopnea"], fs=10.0, merge_gap_s=0.25)) == 1
+
+
+def test_an_ahi_on_a_severity_boundary_is_in_the_higher_class():
+    """81 events in 648 sleep epochs (5.4 h) are exactly 15 events/h: moderate, not 14.999... and mild."""
+    sleep = np.ones(648, bool)
+    events = [Event(30.0 * k + 5, 12, "obstructive_apnea") for k in range(81)]
+    assert event_index(events, sleep) == 15.0 and severity_name(event_index(events, sleep)) == "moderate"
+    apnea_epochs = np.zeros(648, np.int8)
+    apnea_epochs[::8] = 1  # 81 one-epoch runs
+    assert estimate_ahi(apnea_epochs, np.zeros(648, np.int8), sleep) == 15.0
+    labels = {"stage": np.full(648, 2, np.int8)}
+    scored = [{"type": e.type, "start_s": e.onset_s, "duration_s": e.duration_s, "spo2_nadir": 90.0} for e in events]
+    summary = night_summary(labels, scored, 648 * 30.0)
+    assert summary["ahi_scored"] == 15.0 and severity_name(summary["ahi_scored"]) == "moderate"
+    assert severity_name(event_index(events[:-1], sleep)) == "mild"  # 80 events: 14.8/h
+
+
+def test_a_desaturation_after_the_recording_does_not_qualify_a_hypopnea():
+    """The manifest's scored AHI leaves out events starting at or after the kept end, also as what qualifies a
+    hypopnea (as the event task's targets do)."""
+    labels = {"stage": np.full(120, 2, np.int8)}  # 3,600 s of N2
+    events = [
+        {"type": "hypopnea", "start_s": 3575.0, "duration_s": 15.0, "spo2_nadir": math.nan},
+        {"type": "desaturation", "start_s": 3601.0, "duration_s": 12.0, "spo2_nadir": 88.0, "spo2_baseline": 95.0},
+    ]
+    summary = night_summary(labels, events, 3600.0)
+    assert summary["n_desaturation"] == 0 and summary["ahi_a0h3a"] == 0.0 and summary["ahi_all"] == 1.0
+    summary = night_summary(labels, [events[0], dict(events[1], start_s=3590.0)], 3600.0)
+    assert summary["ahi_a0h3a"] == 1.0
 
 
 def test_decode_rejects_wrong_shape():

@@ -21,16 +21,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from scipy import stats
 
 from dataset.cohort import read_subjects, recording_path, scan_recording
 from dataset.constants import APNEA_TYPES, EPOCH_S
+from dataset.event_targets import night_targets, read_event_table
 from dataset.scored_events import (  # noqa: F401 - the hypopnea rules of the scored AHI, re-exported
     DEFAULT_HYPOPNEA_RULE,
     HYPOPNEA_RULES,
     RESPIRATORY_EVENT_TYPES,
     Event,
+    events_per_hour,
     qualifying_events,
 )
 from dataset.splits import read_splits
@@ -105,12 +106,9 @@ def estimate_ahi(
     for name, arr in (("apnea_epochs", apnea_epochs), ("hypopnea_epochs", hypopnea_epochs)):
         if np.shape(arr) != sleep.shape:
             raise ValueError(f"{name} shape {np.shape(arr)} differs from sleep_mask shape {sleep.shape}")
-    sleep_hours = sleep.sum() * epoch_s / 3600.0
-    if sleep_hours == 0:
-        return float("nan")
     events = scales[0] * count_events(apnea_epochs, sleep, max_event_epochs)
     events += scales[1] * count_events(hypopnea_epochs, sleep, max_event_epochs)
-    return events / sleep_hours
+    return events_per_hour(events, int(sleep.sum()), epoch_s)
 
 
 def epoch_run_ahi(
@@ -161,18 +159,18 @@ def event_calibration(
     data_dir: str | Path, task: str, label_rule: str = "midpoint", split: str = "val"
 ) -> dict[str, Any]:
     """Scale from counted to scored events of one family (`event_count_scale`), fitted on the
-    scored labels of `split` (never `test`): the family's events in DST/events.parquet that start in a scored
-    sleep epoch (as `ahi_scored` counts them) against `count_events` on the task's epoch labels (`label_rule`)
-    with the same sleep mask. The AHI estimates of evaluate.py and predict.py multiply their counts by it."""
+    scored labels of `split` (never `test`): the family's events in DST/events.parquet that count towards
+    `ahi_scored` (its hypopnea rule, `DEFAULT_HYPOPNEA_RULE`) and start in a scored sleep epoch, against
+    `count_events` on the task's epoch labels (`label_rule`; they mark every scored event of the family) with
+    the same sleep mask. The AHI estimates of evaluate.py and predict.py multiply their counts by it, so they
+    estimate `ahi_scored`: a hypopnea without the rule's desaturation or arousal is not counted."""
     if task not in EVENT_FAMILIES:
         raise ValueError(f"event_calibration: task must be one of {sorted(EVENT_FAMILIES)}, got {task!r}")
     if split == "test":
         raise ValueError("event_calibration: never fitted on test")
     data_dir = Path(data_dir)
     recordings = sorted(read_splits(data_dir / "splits.json")["recordings"][split])
-    events = pd.read_parquet(data_dir / "events.parquet", columns=["recording_id", "type", "start_s"])
-    events = events[events["type"].isin(EVENT_FAMILIES[task])]
-    starts_of = {str(rid): group["start_s"].to_numpy() for rid, group in events.groupby("recording_id")}
+    table = read_event_table(data_dir)
     subjects = read_subjects(data_dir, recordings)
     scored = counted = 0
     for rid in recordings:
@@ -180,7 +178,9 @@ def event_calibration(
         _, stage = scan_recording(path, rid, subjects[rid], "sleep_stage", "midpoint")
         _, labels = scan_recording(path, rid, subjects[rid], task, label_rule)
         sleep = np.isin(stage, SLEEP_STAGES)  # (n_epochs,) bool, scored sleep
-        epoch = np.floor(starts_of.get(rid, np.empty(0)) / EPOCH_S).astype(np.int64)  # event start epochs
+        night = night_targets(table, rid, stage.size * EPOCH_S).events  # the night's events, desaturations too
+        kept = [e.onset_s for e in qualifying_events(night, DEFAULT_HYPOPNEA_RULE) if e.type in EVENT_FAMILIES[task]]
+        epoch = np.floor(np.asarray(kept, dtype=np.float64) / EPOCH_S).astype(np.int64)  # event start epochs
         scored += int(sleep[epoch[(epoch >= 0) & (epoch < stage.size)]].sum())
         counted += count_events((labels == 1).astype(np.int8), sleep)
     return {
@@ -190,8 +190,9 @@ def event_calibration(
         "split": split,
         "n_recordings": len(recordings),
         "label_rule": label_rule,
-        "definition": f"{task} events scored in sleep / events counted from the epoch labels (runs, ceil(k/2) "
-        f"per run of k) on {split}; 1.0 when fewer than 20 were counted",
+        "definition": f"{task} events scored in sleep that count towards ahi_scored (hypopnea rule "
+        f"{DEFAULT_HYPOPNEA_RULE}) / events counted from the epoch labels (runs, ceil(k/2) per run of k) on "
+        f"{split}; 1.0 when fewer than 20 were counted",
     }
 
 
@@ -214,12 +215,9 @@ def event_index(
     sleep = np.asarray(sleep_mask, dtype=bool)
     if within is not None:
         sleep = sleep & np.asarray(within, dtype=bool)
-    hours = sleep.sum() * epoch_s / 3600.0
-    if hours == 0:
-        return float("nan")
     types = set(types)
     onsets = np.array([e.onset_s for e in events if e.type in types], dtype=np.float64)
-    return float(sleep_epochs_of(onsets, sleep, epoch_s).sum() / hours)
+    return events_per_hour(int(sleep_epochs_of(onsets, sleep, epoch_s).sum()), int(sleep.sum()), epoch_s)
 
 
 def event_summary(events: Sequence[Event], counted: Sequence[bool], stages: np.ndarray, rule: str) -> dict[str, Any]:

@@ -75,10 +75,9 @@ def decode_events(
         raise ValueError("fs must be > 0; min_duration_s and merge_gap_s >= 0")
     event_prob = np.clip(prob.sum(axis=1), 0.0, 1.0)  # (n,)
     mask = event_prob >= threshold
-    gap = int(round(merge_gap_s * fs))
-    if gap > 0:  # fill short gaps between two event runs (never at the edges)
+    if merge_gap_s > 0:  # fill short gaps between two event runs (never at the edges), compared in seconds
         for start, stop in _runs(~mask):
-            if 0 < start and stop < mask.size and stop - start < gap:
+            if 0 < start and stop < mask.size and (stop - start) / fs < merge_gap_s:
                 mask[start:stop] = True
     events = []
     for start, stop in _runs(mask):
