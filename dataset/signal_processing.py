@@ -478,6 +478,8 @@ def process_recording(
         scored_s = signal_s
     n_epochs = int(math.floor(min(signal_s, scored_s) / EPOCH_S + 1e-9))
     if n_epochs < 1:
+        if signal_s < EPOCH_S:
+            raise SkipRecording(f"{edf_path}: shorter than one {EPOCH_S}-s epoch (signal {signal_s:g} s)")
         what = "no stage event" if scored_s == 0 else f"signal {signal_s:g} s, scored {scored_s:g} s"
         raise SkipRecording(f"{edf_path}: no scored epoch ({what})")
     tick = time.perf_counter()

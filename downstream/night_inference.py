@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from dataset.annotations import read_annotations
+from dataset.channel_map import ChannelMap, looked_for
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, LABEL_EVENT_COLUMNS, STAGE_UNSCORED, TASKS
 from dataset.edf_reader import EdfError, read_edf_header
 from dataset.labels import epoch_labels, labels_frame, night_summary
@@ -46,12 +47,6 @@ def one_line(err: BaseException | str) -> str:
     """The first line of an error message (torch and friends add paragraphs of advice)."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def load_runs(runs: Mapping[str, Path | None], device: torch.device) -> dict[str, DownstreamModel]:
@@ -290,17 +285,23 @@ def channel_report(
     info: Mapping[str, Any],
     edf_path: Path,
     event_run: Any = None,
+    channel_map: ChannelMap = (),
 ) -> dict[str, Any]:
     """Which wanted channels each model (and the event model, `event_run`) uses and which the night lacks;
-    InputError if a per-epoch model has none."""
+    InputError if a per-epoch model has none, naming for each of its channels why it was dropped (flat,
+    clipped, ...) or every label tried for it (`channel_map` first, as the night was read)."""
     dropped = {part.split(" ", 1)[0]: part for part in str(info.get("dropped_channels") or "").split("; ") if part}
     models, missing_all = {}, []
     for task, run in runs.items():
         used = [ch for ch in run.channels if ch in epochs]
         missing = [ch for ch in run.channels if ch not in epochs]
         if not used:
-            looked = "; ".join(f"{ch}: {', '.join(CHANNEL_BY_NAME[ch].aliases)}" for ch in run.channels)
-            raise InputError(f"{edf_path}: none of the channels the {task} model needs is usable (looked for {looked})")
+            labels = read_edf_header(edf_path).labels
+            tried = {
+                ch: ", ".join(dict.fromkeys(looked_for(ch, channel_map, edf_path.stem, labels))) for ch in run.channels
+            }
+            why = "; ".join(dropped.get(ch) or f"{ch}: no label matches (tried {tried[ch]})" for ch in run.channels)
+            raise InputError(f"{edf_path}: none of the channels the {task} model needs is usable ({why})")
         models[task] = {
             "checkpoint": run.checkpoint,
             "kind": run.kind,

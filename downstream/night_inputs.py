@@ -65,10 +65,22 @@ def paired_inputs(edfs: Sequence[Path]) -> list[NightInput]:
     return nights
 
 
-def night_inputs(source: Path) -> list[NightInput]:
+def _inside(path: Path | None, folder: Path) -> bool:
+    """Whether `path` lies in `folder` or in one of the staging folders beside it (`.<name>.<pid>.tmp/.old`)."""
+    if path is None:
+        return False
+    parent = folder.parent
+    for part in [path.absolute(), *path.absolute().parents]:
+        if part == folder or (part.parent == parent and part.name.startswith(f".{folder.name}.")):
+            return True
+    return False
+
+
+def night_inputs(source: Path, out: Path | None = None) -> list[NightInput]:
     """The nights of `--edf` when it is a folder (the parser's `discover`: every EDF below it, paired with its
     annotation file), a glob pattern, or a list file (one EDF path per line, relative to the list's folder; blank
-    lines and # comments skipped). Raises InputError when it names no EDF."""
+    lines and # comments skipped). Files inside `out` (the report folder, which may lie below `--edf`: its
+    predicted annotations are EDF and XML files too) are never nights. Raises InputError when it names no EDF."""
     text = str(source)
     if source.is_dir():
         try:
@@ -100,6 +112,9 @@ def night_inputs(source: Path) -> list[NightInput]:
         nights = paired_inputs([Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()])
     else:
         raise InputError(f"--edf {source}: no such file, folder or glob pattern")
+    if out is not None:
+        out = out.absolute()
+        nights = [n for n in nights if not _inside(n.edf if n.edf is not None else n.xml, out)]
     if not any(night.edf is not None for night in nights):
         raise InputError(f"--edf {source}: names no EDF file")
     seen: dict[str, Path | None] = {}

@@ -87,7 +87,6 @@ from downstream.night_inference import (  # noqa: F401 - the inference API, re-e
     predict_all,
     predict_task,
     recording_start,
-    resolve_device,
     run_validation,
     scored_labels,
     share_encoders,
@@ -123,6 +122,7 @@ from utils.ahi import (
     severity_name,
 )
 from utils.config import ArgumentParser, parse_config, positive_int, save_config
+from utils.distributed import resolve_device
 from utils.events import sleep_epochs_of
 from utils.metrics import binary_class_names, classification_metrics, event_runs
 from utils.sleep_stats import SLEEP_STAGES, sleep_statistics
@@ -314,7 +314,7 @@ def predict_night(
             info = {**info, **scoring}
     except (EdfError, XmlError, SkipRecording, ValueError) as err:
         raise InputError(one_line(err)) from None
-    channels = channel_report(runs, epochs, info, edf_path, event_run)
+    channels = channel_report(runs, epochs, info, edf_path, event_run, channel_map)
     recording, n_epochs = edf_path.stem, int(info["n_epochs"])
     times = clock_times(edf_path, n_epochs)
 
@@ -576,6 +576,10 @@ def report_night(
     return 0
 
 
+class NothingPredicted(Exception):
+    """No night of a cohort could be predicted: the run writes nothing."""
+
+
 def report_cohort(
     args: argparse.Namespace,
     nights: Sequence[NightInput],
@@ -591,10 +595,19 @@ def report_cohort(
             rows = predict_cohort(
                 nights, runs, stage, device, args.batch_size, args.progress, channel_map, event_run, args.hypopnea_rule
             )
+            if not any(r["status"] == "ok" for r in rows):  # a failed run: what an earlier run left stays
+                raise NothingPredicted
             save_config(args, stage / "config.json")
     except OSError as err:
         print(f"error: --out {args.out}: cannot write the reports ({one_line(err)})", file=sys.stderr, flush=True)
         return 2
+    except NothingPredicted:
+        print(
+            f"error: --edf {args.edf}: no night could be predicted; --out {args.out} left as it was",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
     failed = sum(r["status"] == "failed" for r in rows)
     ok = sum(r["status"] == "ok" for r in rows)
     print(f"{ok} of {len(rows)} night(s) predicted, {failed} failed -> {Path(args.out) / 'summary.md'}", flush=True)
@@ -608,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_out(args.out)
         single = args.edf.is_file() and is_edf(args.edf)
-        nights = None if single else night_inputs(args.edf)
+        nights = None if single else night_inputs(args.edf, args.out)
         if not single and args.xml is not None:
             raise InputError(
                 f"--xml {args.xml}: one annotation file for several nights; with a folder, glob or list "
@@ -618,7 +631,10 @@ def main(argv: list[str] | None = None) -> int:
             channel_map = load_channel_map(args.channel_map) if args.channel_map is not None else ()
         except (OSError, ValueError) as err:
             raise InputError(f"--channel-map {args.channel_map}: {one_line(err)}") from None
-        device = resolve_device(args.device)
+        try:
+            device = resolve_device(args.device)
+        except (RuntimeError, ValueError) as err:
+            raise InputError(str(err)) from None
         runs = load_runs({"sleep_stage": args.checkpoint, "apnea": args.apnea, "hypopnea": args.hypopnea}, device)
         event_run = load_event_run(args.events) if args.events is not None else None
     except InputError as err:

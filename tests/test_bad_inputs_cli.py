@@ -126,6 +126,8 @@ def bad_case(script: str, case: str, inputs: Inputs, tmp: Path) -> tuple[list[st
             expect = "--out"
         elif case in ("zero_batch", "not_a_number"):
             extra, expect = ["--batch-size", "0" if case == "zero_batch" else "many"], "--batch-size"
+        elif case == "unknown_device":
+            extra, expect = ["--device", "foo"], "--device foo"
         elif case == "config_unknown_key":
             config = tmp / "predict.yaml"
             config.write_text("batch_szie: 8\n")
@@ -193,6 +195,7 @@ CASES = {
         "corrupt_checkpoint",
         "wrong_kind_checkpoint",
         "zero_batch",
+        "unknown_device",
         "not_a_number",
         "config_unknown_key",
         "out_below_a_file",

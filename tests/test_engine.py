@@ -389,6 +389,10 @@ def test_config_precedence(tmp_path):
         build_parser(defaults={"passes": 3.5})
     with pytest.raises(SystemExit):  # --data is required unless the file gives it
         parse_config(build_parser(), [])
+    yaml_file.write_text("passes: [1, 2\nbase_lr: 3\n")  # malformed: one line naming where, as for JSON
+    with pytest.raises(ValueError) as info:
+        load_config_file(yaml_file)
+    assert "\n" not in str(info.value) and "at line 2, column" in str(info.value)
 
 
 def test_old_option_names_still_work_and_config_json_has_the_new_ones(tmp_path):

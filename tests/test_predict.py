@@ -503,6 +503,27 @@ def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(p
     assert capsys.readouterr().err.startswith("error: --edf ")
 
 
+def test_a_report_folder_inside_the_cohort_and_a_cohort_that_fails_whole(predict_runs, tmp_path, capsys):
+    """--out below --edf: its own predicted EDF and XML files are never nights, so the same command runs again
+    alike. A cohort of which no night can be predicted is a failed run: the earlier reports stay as they were."""
+    study = tmp_path / "study"
+    synthetic.generate_night(study / "a-100001.edf", study / "a-100001-nsrr.xml", "a-100001", hours=0.1, seed=11)
+    out = study / "predictions"
+    args = ["--checkpoint", str(predict_runs["stage"]), "--out", str(out), "--no-progress", "--edf", str(study)]
+    assert predict.main(args) == 0
+    assert (out / "a-100001" / "predicted-nsrr.xml").is_file()
+    assert predict.main(args) == 0  # not its own outputs as nights
+    assert pd.read_csv(out / "summary.csv")["night"].tolist() == ["a-100001"]
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "x-100009.edf").write_bytes(b"not an EDF" * 50)
+    capsys.readouterr()
+    assert predict.main([*args[:-1], str(broken)]) == 1
+    assert "no night could be predicted" in capsys.readouterr().err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
 def test_standard_annotation_files_agree_with_the_hypnogram(predict_argv, night, tmp_path):
     import mne
 
@@ -570,3 +591,32 @@ def test_channel_map_chooses_the_edf_signal_and_the_report_names_it(predict_runs
         == 2
     )
     assert capsys.readouterr().err.startswith("error: --channel-map ")
+
+
+def test_a_model_without_a_usable_channel_is_told_why_each_was_dropped_or_not_found(tmp_path):
+    """The error names, per channel the model reads, why the night's channel was dropped (flat, ...) or every
+    label tried for it: C4-M1 is among them, not only the SHHS aliases."""
+    from types import SimpleNamespace
+
+    from downstream.night_inference import InputError, channel_report
+    from tests.parser_nights import write_edf
+
+    edf = tmp_path / "night.edf"
+    write_edf(edf, 60, layout={"emg": ("Chin1-Chin2", 200, "uV", (-125, 125), 35.0, 10.0)})
+    run = SimpleNamespace(channels=["eeg_c4", "eog_l"])
+    info = {"dropped_channels": "eeg_c4 ('C4-M1' flat: IQR 6.4e-08 uV < 0.1)"}
+    with pytest.raises(InputError) as err:
+        channel_report({"hypopnea": run}, {}, info, edf)
+    message = str(err.value)
+    assert "eeg_c4 ('C4-M1' flat" in message and "eog_l: no label matches (tried " in message
+    assert "E1-M2" in message and "EOG(L)" in message
+
+
+def test_a_recording_shorter_than_one_epoch_is_named_as_such(predict_runs, tmp_path, capsys):
+    from tests.parser_nights import write_edf
+
+    edf = tmp_path / "short.edf"
+    write_edf(edf, 20)
+    argv = ["--checkpoint", str(predict_runs["stage"]), "--edf", str(edf), "--out", str(tmp_path / "out")]
+    assert predict.main([*argv, "--no-progress"]) == 2
+    assert "shorter than one 30-s epoch (signal 20 s)" in capsys.readouterr().err

@@ -543,7 +543,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"{path}: cannot parse config file ({err})") from err
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
+        where = f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark and problem else str(err)
+        raise ValueError(f"{path}: cannot parse config file ({' '.join(where.split())})") from err
     if values is None:
         return {}
     if not isinstance(values, dict):
