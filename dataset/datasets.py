@@ -145,6 +145,11 @@ class _CohortIndex(Dataset):
     After `__init__`: `self._infos` (list of RecordingInfo) and `self._rec_labels` (list of (n_epochs,) int8
     arrays, -1 = no label) hold the usable recordings in sorted id order; `self.skipped` maps each recording
     left out to the reason; `self.reader` (ParquetEpochReader) does the reads, its `cache_bytes` is tunable.
+
+    The subject and label draws are made over `self._drawn_from`: the recordings with something to draw
+    (labelled epochs, or any epoch without a task) whether or not they have this dataset's channels, each
+    as (info, labels, usable). So every method draws the same subjects and epochs for a seed, whichever
+    channels it reads; one that cannot read a night only loses that night's share of the draw.
     """
 
     def __init__(self, data_dir, split, channels, task, label_rule, n_subjects, seed, need_all_channels):
@@ -160,7 +165,7 @@ class _CohortIndex(Dataset):
         subjects = read_subjects(self.data_dir, recording_ids)
         channel_found = Counter()
         scanned = 0
-        infos, rec_labels = [], []
+        drawn_from: list[tuple[RecordingInfo, np.ndarray, bool]] = []
         for recording_id in recording_ids:
             path = recording_path(self.data_dir, recording_id)
             if not path.is_file():
@@ -174,14 +179,13 @@ class _CohortIndex(Dataset):
             present = [c for c in self.channels if c in info.channel_samples]
             channel_found.update(present)
             missing = [c for c in self.channels if c not in info.channel_samples]
-            if missing and (need_all_channels or not present):
-                self.skipped[recording_id] = f"missing channel(s) {', '.join(missing)}"
-                continue
             if task is not None and not np.any(labels >= 0):
                 self.skipped[recording_id] = f"no labelled epoch for task {task}"
                 continue
-            infos.append(info)
-            rec_labels.append(labels.astype(np.int8))  # (n_epochs,) -1 = no label
+            usable = not (missing and (need_all_channels or not present))
+            drawn_from.append((info, labels.astype(np.int8), usable))  # labels (n_epochs,) -1 = no label
+            if not usable:
+                self.skipped[recording_id] = f"missing channel(s) {', '.join(missing)}"
 
         where = f"split {self.split!r} of {self.data_dir}"
         if scanned == 0:
@@ -197,22 +201,23 @@ class _CohortIndex(Dataset):
                 f"({summary}); see .skipped",
                 stacklevel=3,
             )
-        if not infos:
-            raise ValueError(f"no usable recording in {where}: {len(self.skipped)} skipped, see the warning")
         if n_subjects is not None:
-            infos, rec_labels = self._pick_subjects(infos, rec_labels, n_subjects, where)
-        self._infos: list[RecordingInfo] = infos
-        self._rec_labels: list[np.ndarray] = rec_labels
+            drawn_from = self._pick_subjects(drawn_from, n_subjects, where)
+        if not any(usable for _, _, usable in drawn_from):
+            raise ValueError(f"no usable recording in {where}: {len(self.skipped)} skipped, see the warning")
+        self._drawn_from = drawn_from
+        self._infos: list[RecordingInfo] = [info for info, _, usable in drawn_from if usable]
+        self._rec_labels: list[np.ndarray] = [labels for _, labels, usable in drawn_from if usable]
 
-    def _pick_subjects(self, infos, rec_labels, n_subjects, where):
-        """Keep the recordings of the first `n_subjects` of a seeded permutation of the sorted subjects."""
-        subjects = sorted({info.subject_id for info in infos})
+    def _pick_subjects(self, drawn_from, n_subjects, where):
+        """The recordings of the first `n_subjects` of a seeded permutation of the sorted subjects of
+        `drawn_from` (with or without this dataset's channels, as the label draw)."""
+        subjects = sorted({info.subject_id for info, _, _ in drawn_from})
         if not 1 <= n_subjects <= len(subjects):
-            raise ValueError(f"n_subjects={n_subjects}, but {where} has {len(subjects)} usable subjects")
+            raise ValueError(f"n_subjects={n_subjects}, but {where} has {len(subjects)} subjects with labels")
         order = np.random.default_rng([self.seed, 1]).permutation(len(subjects))
         keep = {subjects[i] for i in order[:n_subjects]}
-        pairs = [(info, labels) for info, labels in zip(infos, rec_labels) if info.subject_id in keep]
-        return [p[0] for p in pairs], [p[1] for p in pairs]
+        return [entry for entry in drawn_from if entry[0].subject_id in keep]
 
     def _label_counts(self, labels: np.ndarray) -> np.ndarray:
         if self.task is None:
@@ -233,8 +238,11 @@ class EpochDataset(_CohortIndex):
             no event labels either (see `dataset.cohort.task_labels`).
         label_fraction: fraction (0, 1] of the split's labelled epochs, drawn without replacement with `seed`;
             round(fraction x N), at least 1. A smaller fraction with the same seed is a subset of a larger one.
+            N counts the recordings that lack the channels too, and their drawn epochs are then left out, so
+            datasets of other channels draw the same epochs.
             With pool_channels the drawn epochs are then expanded to the channels each recording has.
-        n_subjects: keep the first N subjects of a seeded permutation of the split's sorted usable subjects.
+        n_subjects: keep the first N subjects of a seeded permutation of the split's sorted subjects with labels
+            (whether or not their recordings have the channels, as the label draw).
         seed: seeds the subject and epoch draws (independent streams).
         pool_channels: samples are (recording, epoch, channel) triples, each channel a single-channel sample
             (unimodal pretraining of eeg_c4 + eeg_c3). A recording then needs only one of the channels.
@@ -265,15 +273,22 @@ class EpochDataset(_CohortIndex):
         self.pool_channels, self.label_fraction = pool_channels, label_fraction
 
         rec_parts, row_parts = [], []
-        for r, labels in enumerate(self._rec_labels):
+        usable_index = np.cumsum([usable for _, _, usable in self._drawn_from]) - 1  # drawn-from -> self._infos
+        for r, (_, labels, usable) in enumerate(self._drawn_from):
             rows = np.flatnonzero(labels >= 0) if task is not None else np.arange(labels.shape[0])
-            rec_parts.append(np.full(rows.shape, r, dtype=np.int32))
+            rec_parts.append(np.full(rows.shape, usable_index[r] if usable else -1, dtype=np.int32))
             row_parts.append(rows.astype(np.int32))
-        rec, row = np.concatenate(rec_parts), np.concatenate(row_parts)  # (n_epochs,) each
-        if label_fraction < 1.0:
+        rec, row = np.concatenate(rec_parts), np.concatenate(row_parts)  # (n_epochs,) each, rec -1: not usable
+        if label_fraction < 1.0:  # drawn over every night with labels: the same draw whatever the channels
             n_keep = max(1, int(np.floor(label_fraction * rec.shape[0] + 0.5)))
             keep = np.sort(np.random.default_rng([seed, 2]).permutation(rec.shape[0])[:n_keep])
             rec, row = rec[keep], row[keep]
+        rec, row = rec[rec >= 0], row[rec >= 0]
+        if rec.size == 0:
+            raise ValueError(
+                f"label_fraction {label_fraction}: none of the drawn epochs lies in a recording with channels "
+                f"{self.channels} (split {self.split!r} of {self.data_dir})"
+            )
 
         channel = np.zeros(rec.shape, dtype=np.int8)
         if pool_channels:  # one sample per (epoch, channel) the recording has, ordered by recording, epoch, channel

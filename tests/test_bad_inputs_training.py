@@ -175,6 +175,10 @@ def bad_case(case: str, script: str, inputs: Inputs, tmp: Path) -> tuple[list[st
         if script != "fine_tuning":
             return None
         extra, expect = ["--epochs-per-window", "8", "--eval-stride", "9"], "--eval-stride 9"
+    elif case == "stride_beyond_window":
+        if script != "fine_tuning":
+            return None
+        extra, expect = ["--epochs-per-window", "8", "--stride", "9"], "--stride 9"
     elif case == "out_below_a_file":
         (tmp / "a_file").write_text("not a folder\n")
         out, expect = tmp / "a_file" / "run", "--out"
@@ -198,6 +202,7 @@ CASES = (
     "config_unknown_key",
     "config_bad_value",
     "eval_stride_beyond_window",
+    "stride_beyond_window",
     "out_below_a_file",
 )
 

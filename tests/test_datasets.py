@@ -199,6 +199,28 @@ def test_n_subjects_keeps_whole_subjects(cohort):
         quiet(EpochDataset, root, "pretrain", ["eeg_c4"], n_subjects=9)
 
 
+def test_the_draws_do_not_depend_on_the_channels_read(cohort):
+    """A method reading eeg_c3 cannot use shhs1-100003 (no eeg_c3); its label and subject draws are those of a
+    method reading eeg_c4 alone, less that night's share, so the two compare on the same epochs."""
+    root, _ = cohort
+    pretrain = sorted(r for r in RECORDINGS if RECORDINGS[r]["subject"] in SPLITS["pretrain"])
+    for fraction in (0.05, 0.3):
+        c4 = quiet(EpochDataset, root, pretrain, ["eeg_c4"], task="sleep_stage", label_fraction=fraction, seed=5)
+        c3 = quiet(EpochDataset, root, pretrain, ["eeg_c3"], task="sleep_stage", label_fraction=fraction, seed=5)
+        drawn = set(zip(*(part.tolist() for part in c4.sample_index())))
+        assert set(zip(*(part.tolist() for part in c3.sample_index()))) == {
+            (rid, e) for rid, e in drawn if rid != "shhs1-100003"
+        }
+        assert any(rid == "shhs1-100003" for rid, _ in drawn)
+    by_seed = {}
+    for seed in range(8):
+        c4 = quiet(EpochDataset, root, "pretrain", ["eeg_c4"], task="sleep_stage", n_subjects=2, seed=seed)
+        c3 = quiet(EpochDataset, root, "pretrain", ["eeg_c3"], task="sleep_stage", n_subjects=2, seed=seed)
+        assert set(c3.subjects) == set(c4.subjects) - {"100003"}
+        by_seed[seed] = c4.subjects
+    assert any("100003" in subjects for subjects in by_seed.values())
+
+
 def test_pool_channels_and_missing_channel(cohort):
     root, written = cohort
     with pytest.warns(UserWarning, match="skipped 1 of 8 recordings"):

@@ -13,8 +13,8 @@ published causal scan alone) → shared MLP head at every position; class-weight
 labelled positions. `--init random` trains the same architecture from random weights, everything trainable
 (supervised-from-scratch baseline).
 
-Training windows start every --stride (10) epochs (plus one aligned to the recording end). Labels: exactly the
-epochs the linear probe would use (the --label-fraction / --train-subjects draw of `EpochDataset`, same seed);
+Training windows start every --stride epochs (default T / 2, at most T), plus one aligned to the recording end.
+Labels: exactly the epochs the linear probe would use (the --label-fraction / --train-subjects draw of `EpochDataset`, same seed);
 other positions are unlabelled (-1, ignored), and windows without any selected epoch are dropped. So at 1 %
 labels the model still sees the unlabelled neighbours of each labelled epoch as context.
 
@@ -85,7 +85,12 @@ def add_fine_tuning_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     group.add_argument(
         "--epochs-per-window", type=positive_int, default=20, help="T: consecutive 30-s epochs per window"
     )
-    group.add_argument("--stride", type=positive_int, default=10, help="epochs between training window starts")
+    group.add_argument(
+        "--stride",
+        type=positive_int,
+        default=None,
+        help="epochs between training window starts, at most the window (default: half the window)",
+    )
     group.add_argument(
         "--eval-stride",
         type=positive_int,
@@ -363,6 +368,9 @@ def run(argv: list[str] | None) -> int:
     parser = build_fine_tuning_parser()
     cfg = parse_downstream(parser, argv, method_of)
     size = cfg.epochs_per_window
+    if cfg.stride is not None and cfg.stride > size:  # windows with gaps would not train on the epochs there
+        raise UsageError(f"--stride {cfg.stride} is longer than the window (--epochs-per-window {size})")
+    stride = cfg.stride or max(1, size // 2)  # config.json keeps the option as given
     if cfg.eval_stride is not None and cfg.eval_stride > size:
         raise UsageError(f"--eval-stride {cfg.eval_stride} is longer than the window (--epochs-per-window {size})")
     eval_stride = cfg.eval_stride or max(1, size // 2)  # config.json keeps the option as given
@@ -380,7 +388,7 @@ def run(argv: list[str] | None) -> int:
     channels = source.channels
     selected = epoch_dataset(cfg, "train", channels, training=True)
     train_set = LabelledWindows(
-        window_dataset(cfg, "train", channels, size, tiling=False, stride=cfg.stride, training=True), selected
+        window_dataset(cfg, "train", channels, size, tiling=False, stride=stride, training=True), selected
     )
     val_windows = window_dataset(cfg, val_split(cfg), channels, size, tiling=True, stride=eval_stride)
     test_windows = window_dataset(cfg, "test", channels, size, tiling=True, stride=eval_stride)
@@ -491,7 +499,7 @@ def run(argv: list[str] | None) -> int:
         )
         info["windows"] = {
             "epochs_per_window": size,
-            "train_stride": cfg.stride,
+            "train_stride": stride,
             "train_windows": len(train_set),
             "eval_stride": eval_stride,
             "evaluation": f"tiling: windows every {eval_stride} epochs + one aligned to the recording end; "
