@@ -140,6 +140,10 @@ def task_labels(columns: dict[str, np.ndarray], task: str | None, label_rule: st
     return labels
 
 
+class UnreadableRecording(ValueError):
+    """A recording's Parquet file cannot be read (truncated, corrupt): bad input, never an empty split."""
+
+
 def scan_recording(
     path: Path, recording_id: str, subject_id: str, task: str | None, label_rule: str
 ) -> tuple[RecordingInfo, np.ndarray]:
@@ -147,7 +151,7 @@ def scan_recording(
     try:
         parquet = pq.ParquetFile(path, memory_map=True)
     except (OSError, pa.ArrowException) as err:
-        raise ValueError(f"{path}: not a readable Parquet file ({err})") from err
+        raise UnreadableRecording(f"{path}: not a readable Parquet file ({err})") from err
     try:
         schema = parquet.schema_arrow
         needed = ["epoch", "stage", *label_columns(task, label_rule)]

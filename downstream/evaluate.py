@@ -326,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("give at least one run directory (on the command line or as `runs` in --config)")
     try:
         check_out_dir(args.out)
+        held = [name for name in ("metrics.json", "best.pt", "last.pt", "model.pkl") if (args.out / name).exists()]
+        if held:  # its config.json is the run's own record: a comparison needs a folder of its own
+            raise UsageError(f"--out {args.out}: holds a run ({', '.join(held)}); give the comparison its own folder")
         runs = find_runs(args.runs)
         for run in runs:
             read_run_metrics(run)  # every record readable before anything is written

@@ -121,7 +121,7 @@ from utils.ahi import (
     severity_class,
     severity_name,
 )
-from utils.config import ArgumentParser, parse_config, positive_int, save_config
+from utils.config import ArgumentParser, UsageError, parse_config, positive_int, save_config
 from utils.distributed import resolve_device
 from utils.events import sleep_epochs_of
 from utils.metrics import binary_class_names, classification_metrics, event_runs
@@ -633,7 +633,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--channel-map {args.channel_map}: {one_line(err)}") from None
         try:
             device = resolve_device(args.device)
-        except (RuntimeError, ValueError) as err:
+        except UsageError as err:
             raise InputError(str(err)) from None
         runs = load_runs({"sleep_stage": args.checkpoint, "apnea": args.apnea, "hypopnea": args.hypopnea}, device)
         event_run = load_event_run(args.events) if args.events is not None else None

@@ -99,6 +99,8 @@ class NeuroNetConfig:
             raise ValueError("NeuroNet config: projector_hidden needs at least one layer width")
         if self.temperature <= 0:
             raise ValueError(f"NeuroNet config: temperature must be positive, got {self.temperature}")
+        if not 0 <= self.mask_ratio < 1:  # checked here, where an option is still a usage error, not at build
+            raise ValueError(f"NeuroNet config: mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.reconstruction_target not in RECONSTRUCTION_TARGETS:
             raise ValueError(
                 f"NeuroNet config: reconstruction_target must be one of {list(RECONSTRUCTION_TARGETS)}, "

@@ -146,6 +146,8 @@ def bad_case(script: str, case: str, inputs: Inputs, tmp: Path) -> tuple[list[st
             text = (run / "metrics.json").read_text()
             (run / "metrics.json").write_text(text[:60] if case == "corrupt_metrics" else '{"note": "mine"}\n')
             runs, expect = [run], "metrics.json"
+        elif case == "out_is_a_run":  # its config.json is the run's record, never a comparison's
+            out, expect = Path(shutil.copytree(inputs.run, tmp / "a_run")), "holds a run"
         elif case == "config_unknown_key":
             config = tmp / "evaluate.json"
             config.write_text(json.dumps({"runz": [str(inputs.run)]}))
@@ -206,6 +208,7 @@ CASES = {
         "empty_folder",
         "corrupt_metrics",
         "wrong_kind_metrics",
+        "out_is_a_run",
         "config_unknown_key",
         "out_below_a_file",
     ),

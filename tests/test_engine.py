@@ -21,9 +21,18 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from dataset.cohort import UnreadableRecording
 from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import load_checkpoint, sha256_file
-from utils.config import Config, FrozenConfigError, build_parser, load_config_file, parse_config, save_config
+from utils.config import (
+    Config,
+    FrozenConfigError,
+    UsageError,
+    build_parser,
+    load_config_file,
+    parse_config,
+    save_config,
+)
 from utils.distributed import cleanup
 from utils.engine import (
     ResumableDistributedSampler,
@@ -499,6 +508,19 @@ def test_knn_monitor_scores_a_rare_binary_target_by_auroc():
     assert monitor_on_splits(args, True, None, None) is None and args.monitor_metric == "knn_kappa"
     with pytest.raises(ValueError, match="resolve"):  # an unresolved `auto` would select best.pt by nothing
         monitor_on_splits(Config(monitor_target="stage", monitor_metric="auto", monitor=False), True, None, None)
+
+    def split_raising(cause):
+        def open_split(cfg, split, task=None):
+            raise UsageError(f"{split}: {cause}") from cause
+
+        return open_split
+
+    args = resolve_monitor_metric(Config(monitor_target="stage", monitor_metric="auto", monitor=True))
+    assert monitor_on_splits(args, True, split_raising(ValueError("no usable recording")), None) is None
+    with pytest.raises(UsageError, match="not a readable Parquet file"):  # a broken file stops the run
+        monitor_on_splits(
+            args, True, split_raising(UnreadableRecording("x.parquet: not a readable Parquet file")), None
+        )
 
 
 def test_nan_loss_is_reported(tmp_path):

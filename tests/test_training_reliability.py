@@ -32,18 +32,24 @@ def cohort(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------------ config.json
 def test_failed_rerun_leaves_the_finished_runs_config(cohort, tmp_path, capsys):
-    """A rerun into a finished run that fails on its data (here an empty --data folder) changes no file there."""
+    """A rerun into a finished run that fails on its data (here an empty --data folder) changes no file there,
+    whether it would have resumed the run (refused: other data) or started afresh over it (--resume none)."""
     out = tmp_path / "eeg"
     assert unimodal_main(["--data", str(cohort), "--out", str(out), *TINY, "--max-steps", "1"], modality="eeg") == 0
     before = {path.name: path.read_bytes() for path in out.iterdir()}
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(SystemExit) as exit_info:
-        unimodal_main(
-            ["--data", str(empty), "--out", str(out), *TINY, "--max-steps", "2", "--lr", "0.01"], modality="eeg"
-        )
-    assert exit_info.value.code == 2 and "splits.json" in capsys.readouterr().err
-    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    for extra, message in (
+        ([], "trained with other options than this run (data "),
+        (["--resume", "none"], "splits.json"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            unimodal_main(
+                ["--data", str(empty), "--out", str(out), *TINY, "--max-steps", "2", "--lr", "0.01", *extra],
+                modality="eeg",
+            )
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+        assert {path.name: path.read_bytes() for path in out.iterdir()} == before
 
 
 def test_engine_writes_config_only_when_training_starts_and_keeps_history(tmp_path):
@@ -91,6 +97,24 @@ def test_text_file_and_wrong_kind_checkpoints(tmp_path):
     run_toy(tmp_path / "toy", "--max-steps", "1")
     with pytest.raises(UsageError, match=r"holds a 'toy' model, this run trains 'neuronet'"):
         read_resume_checkpoint(str(tmp_path / "toy" / "last.pt"), tmp_path / "other", "neuronet")
+
+
+def test_a_checkpoint_of_other_data_or_labels_is_never_resumed_as_this_run(tmp_path, monkeypatch):
+    """A run folder reused with other data, task, labels or backbone would resume the old model and report it
+    under the new options: refused, naming what differs, before anything is read or written."""
+    from types import SimpleNamespace
+
+    out, data = tmp_path / "run", tmp_path / "data"
+    data.mkdir()
+    (data / "splits.json").write_text("{}")
+    run_toy(out, "--max-steps", "1", "--data", str(data))
+    saved = {**read_checkpoint(out / "last.pt")["config"], "label_fraction": 0.5, "task": "sleep_stage"}
+    monkeypatch.chdir(tmp_path)  # the same folder spelled relative to here: the same data
+    assert read_resume_checkpoint("auto", out, "toy", SimpleNamespace(**{**saved, "data": "data"}))[0] is not None
+    with pytest.raises(UsageError, match=r"trained with other options than this run \(data "):
+        read_resume_checkpoint("auto", out, "toy", SimpleNamespace(**{**saved, "data": str(tmp_path / "elsewhere")}))
+    with pytest.raises(UsageError, match="this run has no such folder|trained with other options"):
+        run_toy(out, "--max-steps", "2", "--data", str(tmp_path / "elsewhere"))
 
 
 # ------------------------------------------------------------------------------------------ logs

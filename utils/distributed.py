@@ -15,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from utils.config import UsageError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -38,21 +40,22 @@ class DistContext:
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     """`auto` -> CUDA (this process's local GPU) when available, else CPU; `cpu`, `cuda`, `cuda:N` as given.
 
-    Asking for CUDA on a machine without it is an error, not a silent fall-back to CPU.
+    Asking for CUDA on a machine without it, or for another device, is a UsageError (one `error:` line), not a
+    silent fall-back to CPU.
     """
     name = (name or "auto").lower()
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+            raise UsageError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
         if name == "cuda":
             name = f"cuda:{local_rank}"
         device = torch.device(name)
         torch.cuda.set_device(device)
         return device
     if name != "cpu":
-        raise ValueError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
+        raise UsageError(f"--device {name}: expected auto, cpu, cuda or cuda:N")
     return torch.device("cpu")
 
 

@@ -78,6 +78,8 @@ RESUME_CHECKED_KEYS = (
     "preset",
     "model_args",
 )
+# what a run learns from: a checkpoint trained with other values is another run, never resumed as this one
+RESUME_IDENTITY_KEYS = ("data", "task", "label_fraction", "train_subjects", "label_rule", "backbone", "init")
 
 
 # --------------------------------------------------------------------------- reproducibility
@@ -213,12 +215,14 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 
 
 def read_resume_checkpoint(
-    resume: str | None, run_dir: Path, model_kind: str | None = None
+    resume: str | None, run_dir: Path, model_kind: str | None = None, cfg: Any = None
 ) -> tuple[Path | None, dict[str, Any] | None]:
     """The training checkpoint `--resume` points at (`resolve_resume`), read and checked, or (None, None) for a
     fresh start. UsageError naming the file and what to do when it cannot be read (truncated, corrupt, not a
-    checkpoint) or holds another `model_kind` than this run trains. Scripts call it before reading any data, so
-    a bad checkpoint costs nothing and changes nothing; `fit` calls it again to resume."""
+    checkpoint), holds another `model_kind` than this run trains, or (with `cfg`) was trained on other data,
+    task, labels or backbone (`RESUME_IDENTITY_KEYS`: resuming it would report one model under another's
+    options). Scripts call it before reading any data, so a bad checkpoint costs nothing and changes nothing;
+    `fit` calls it again to resume."""
     path = resolve_resume(resume, run_dir)
     if path is None:
         return None, None
@@ -235,6 +239,12 @@ def read_resume_checkpoint(
         raise UsageError(f"{err}; {advice}") from None
     if model_kind is not None and state["model_kind"] != model_kind:
         raise UsageError(f"{path}: holds a {state['model_kind']!r} model, this run trains {model_kind!r}; {advice}")
+    saved = {LEGACY_KEYS.get(k, k): v for k, v in (state.get("config") or {}).items()}
+    for k in RESUME_IDENTITY_KEYS if cfg is not None else ():
+        old, new = saved.get(k), to_plain(getattr(cfg, k, None))
+        paths = k in ("data", "backbone") and old is not None and new is not None  # compared as files
+        if k in saved and hasattr(cfg, k) and (Path(old).resolve() != Path(new).resolve() if paths else old != new):
+            raise UsageError(f"{path}: trained with other options than this run ({k} {old!r} -> {new!r}); {advice}")
     return path, state
 
 
@@ -380,7 +390,7 @@ class Trainer:
         """Load model, optimizer, scheduler, scaler, position, best, meter and this rank's RNG state (from `ckpt`,
         the checkpoint at `path` already read, or read here)."""
         if ckpt is None:
-            path, ckpt = read_resume_checkpoint(path, self.run_dir, self.model_kind)
+            path, ckpt = read_resume_checkpoint(path, self.run_dir, self.model_kind, self.cfg)
         cfg, ctx = self.cfg, self.ctx
         saved = {LEGACY_KEYS.get(k, k): v for k, v in ckpt["config"].items()}  # checkpoints of the old names too
         changed = {
@@ -591,7 +601,7 @@ class Trainer:
                 f"parameters: {format_count(self.n_parameters)} total, {format_count(self.n_trainable)} trainable",
                 flush=True,
             )
-        resume_path, checkpoint = read_resume_checkpoint(cfg.resume, self.run_dir, self.model_kind)
+        resume_path, checkpoint = read_resume_checkpoint(cfg.resume, self.run_dir, self.model_kind, cfg)
         if resume_path is not None:
             self.resume(resume_path, checkpoint)
         del checkpoint

@@ -27,6 +27,7 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from dataset.cohort import UnreadableRecording
 from dataset.constants import STAGE_NAMES
 from utils.checkpoint import unwrap_model
 from utils.config import Config, UsageError, positive_int
@@ -297,7 +298,8 @@ def monitor_on_splits(
 ) -> KnnMonitor | None:
     """The pretraining monitor: a k-NN probe fitted on labelled `train` epochs and scored on `val` (never
     `test`), on rank 0 only. `open_split(cfg, split, task=...)` opens a split (raising UsageError when it has no
-    usable epoch, which disables the monitor with a message); `input_key` names the model's input in its items
+    usable epoch, which disables the monitor with a message; one raised from an unreadable recording file
+    stops the run instead); `input_key` names the model's input in its items
     (`encode_dataset`).
     `cfg.monitor_metric` must be resolved (`resolve_monitor_metric`)."""
     if cfg.monitor_metric == "auto":
@@ -309,6 +311,8 @@ def monitor_on_splits(
         train_set = open_split(cfg, "train", task=target.task)
         val_set = open_split(cfg, "val", task=target.task)
     except UsageError as err:
+        if isinstance(err.__cause__, UnreadableRecording):  # a broken file is an error, not an empty split
+            raise
         print(f"k-NN monitor disabled ({err}); best.pt follows the training loss", flush=True)
         return None
     print(

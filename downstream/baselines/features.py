@@ -299,10 +299,7 @@ def representation(cfg: Config) -> Representation:
         return Representation(torch.device("cpu"), list(cfg.channels or EPHYS_CHANNELS))
     wanted = argparse.Namespace(backbone=cfg.backbone, init="pretrained", model_args={}, channels=cfg.channels)
     source = resolve_backbone(wanted, cfg.data)
-    try:
-        device = resolve_device(cfg.device)
-    except (RuntimeError, ValueError) as err:
-        raise UsageError(str(err)) from None
+    device = resolve_device(cfg.device)
     if cfg.pooling == "channel" and source.kind != SYNTHSLEEPNET:
         raise UsageError(f"--pooling channel: --backbone {cfg.backbone} is a unimodal NeuroNet (one channel)")
     encoder = EpochEncoder(source.instantiate(), source.channels, mode="frozen").to(device).eval()

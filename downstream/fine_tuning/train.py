@@ -374,7 +374,7 @@ def run(argv: list[str] | None) -> int:
     if cfg.eval_stride is not None and cfg.eval_stride > size:
         raise UsageError(f"--eval-stride {cfg.eval_stride} is longer than the window (--epochs-per-window {size})")
     eval_stride = cfg.eval_stride or max(1, size // 2)  # config.json keeps the option as given
-    resume_path, resume_state = read_resume_checkpoint(cfg.resume, cfg.out, TEMPORAL_CLASSIFIER)
+    resume_path, resume_state = read_resume_checkpoint(cfg.resume, cfg.out, TEMPORAL_CLASSIFIER, cfg)
     if resume_state is not None:  # a selection made in one tiling is not compared with scores of another
         stored = (resume_state.get("metadata") or {}).get("eval_stride", size)  # before the option: disjoint
         if stored != eval_stride:

@@ -117,7 +117,7 @@ def run(argv: list[str] | None) -> int:
     if cfg.neighbour_epochs and cfg.init != "pretrained":
         parser.error("--neighbour-epochs needs --init pretrained (the head reads stored vectors of whole recordings)")
     resume_path, resume_state = read_resume_checkpoint(
-        cfg.resume, cfg.out, MLP_HEAD if cfg.init == "pretrained" else EPOCH_CLASSIFIER
+        cfg.resume, cfg.out, MLP_HEAD if cfg.init == "pretrained" else EPOCH_CLASSIFIER, cfg
     )
     if resume_state is not None and cfg.init == "pretrained":
         stored = int(resume_state["model_config"].get("neighbour_epochs", 0))

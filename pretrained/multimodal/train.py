@@ -213,7 +213,7 @@ def run(argv: list[str] | None) -> int:
     except (ValueError, TypeError) as err:
         raise UsageError(f"--preset {cfg.preset} / --model-arg: {err}") from None
 
-    resume_from, resumed = read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND)  # checked before any work
+    resume_from, resumed = read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND, cfg)  # checked before any work
     nets, provenance = None, None
     if cfg.unimodal is not None:
         nets, provenance = load_unimodal(cfg.unimodal, set(channel_modality.values()))
