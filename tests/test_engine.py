@@ -345,6 +345,18 @@ def test_lr_in_a_run_follows_scaling_warmup_and_cosine(tmp_path):
     assert lrs[0] == pytest.approx(peak / 2) and lrs[1] == pytest.approx(peak)
 
 
+def test_a_resumed_run_applies_a_changed_lr_from_where_it_resumes(tmp_path):
+    """Resuming with another --lr (a warning names it) trains on with the new peak lr on the same schedule:
+    the loaded optimizer state must not bring the checkpoint's back, or config.json would not say what ran."""
+    common = ["--batch-size", "8", "--warmup-steps", "2", "--epochs", "2", "--min-lr-ratio", "0"]
+    run_toy(tmp_path / "run", *common, "--lr", "0.1", "--max-steps", "3")
+    run_toy(tmp_path / "run", *common, "--lr", "0.4", "--max-steps", "6")
+    lrs = [r["lr"] for r in read_jsonl(tmp_path / "run" / "steps.jsonl")]
+    factor = warmup_cosine(2, 6)
+    expected = [0.1 * 8 / 256 * factor(s) for s in range(3)] + [0.4 * 8 / 256 * factor(s) for s in range(3, 6)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-9)
+
+
 def test_accumulation_matches_large_batch(tmp_path):
     """accum 2 x batch 4 == batch 8 (same samples, mean loss) on a noise-free model, 3 optimizer steps."""
     small, _ = run_toy(

@@ -400,10 +400,18 @@ class Trainer:
         }
         if changed and ctx.is_main:
             print(f"warning: resuming {path} with changed options (checkpoint -> now): {changed}", flush=True)
+        # the options of this run, which the loaded optimizer and scheduler states would replace by the checkpoint's
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        base_lrs = list(self.scheduler.base_lrs)
         try:
             self.model.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
             self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scheduler.base_lrs = base_lrs  # a changed --base-lr or batch size applies from here on
+            for group, options, base, factor in zip(
+                self.optimizer.param_groups, fresh, base_lrs, self.scheduler.lr_lambdas, strict=True
+            ):
+                group.update(options, lr=base * factor(self.scheduler.last_epoch))
         except (RuntimeError, ValueError, KeyError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             differs = config_differences(ckpt.get("model_config"), getattr(self.model, "to_config", lambda: None)())
