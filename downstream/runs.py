@@ -115,14 +115,15 @@ def report(
     predictions: Predictions,
     info: Mapping[str, Any],
     calibration: Mapping[str, Any] | None = None,
+    out_dir: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Evaluate test predictions and write every output of the run (shared with the feature baseline). Event
-    tasks: `calibration` is the run's `utils.ahi.event_calibration` (fitted here when not given), recorded for
-    the AHI of evaluate.py."""
+    """Evaluate test predictions and write every output of the run (shared with the feature baseline) into
+    `out_dir` (default `cfg.out`; the feature baseline stages its folder). Event tasks: `calibration` is the
+    run's `utils.ahi.event_calibration` (fitted here when not given), recorded for the AHI of evaluate.py."""
     metrics = {**info, **evaluate_predictions(predictions, cfg.task, cfg.n_boot, cfg.seed)}
     if cfg.task in EVENT_FAMILIES:
         metrics["event_calibration"] = dict(calibration or event_calibration(cfg.data, cfg.task, cfg.label_rule))
-    record = write_run_report(cfg.out, predictions, metrics, hypnograms=cfg.hypnograms)
+    record = write_run_report(out_dir or cfg.out, predictions, metrics, hypnograms=cfg.hypnograms)
     test = record["test"]
     headline = " ".join(
         f"{k} {test['pooled'].get(k):.3f}"

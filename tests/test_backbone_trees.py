@@ -179,3 +179,27 @@ def test_cutting_the_fitted_trees_gives_the_shorter_fit():
 
     features_script.first_iterations(Opaque(), 3, lambda: refits.append(1))
     assert refits == [1]
+
+
+def test_a_failed_rerun_leaves_the_earlier_run_whole(cohort, tmp_path, monkeypatch):
+    """The run folder appears whole or not at all: a rerun that fails after its inputs were read (here while
+    choosing the iterations) leaves every file of the earlier run as it was; a finished rerun with other options
+    replaces the run and keeps the earlier config as config.1.json."""
+    out = tmp_path / "features"
+    argv = ["--data", str(cohort), "--task", "sleep_stage", "--channels", "eeg_c4", "--out", str(out)]
+    argv += ["--hgb-max-iter", "5", "--workers", "0", "--no-progress", "--n-boot", "20", "--hypnograms", "0"]
+    assert features_script.main(argv) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("killed while choosing")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(features_script, "select_iterations", broken)
+        with pytest.raises(RuntimeError, match="killed while choosing"):
+            features_script.main([*argv, "--seed", "7"])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features"]  # no staging folder left beside it
+    assert features_script.main([*argv, "--seed", "7"]) == 0
+    assert json.loads((out / "config.json").read_text())["seed"] == 7
+    assert (out / "config.1.json").read_bytes() == before["config.json"]

@@ -30,7 +30,9 @@ Same splits, label fractions, leakage guard, test tiling and outputs as the line
 
 Outputs in --out (default runs/downstream/<method>/<task>-lf<fraction>-seed<seed>, method features_hgb or
 backbone_hgb): config.json, model.pkl (pickled estimator), metrics.json (with the `val` curve),
-predictions.parquet, confusion_matrix.png, results.md (and hypnogram PNGs for staging).
+predictions.parquet, confusion_matrix.png, results.md (and hypnogram PNGs for staging). The folder is written
+whole at the end (staged beside it, then swapped in): a run that fails or is killed leaves an earlier run in
+--out as it was, and a finished one keeps the earlier config as config.<n>.json.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from __future__ import annotations
 import argparse
 import math
 import pickle
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +64,7 @@ from downstream.data import (
     window_dataset,
 )
 from downstream.leakage import assert_no_test_leakage
+from downstream.night_report import staged_folder
 from downstream.options import SELECT_METRICS, add_neighbour_args, add_task_args, parse_downstream
 from downstream.predictions import predict_stored_epochs
 from downstream.results import BACKBONE_HGB, FEATURES_HGB, attach_context
@@ -326,7 +330,6 @@ def run(argv: list[str] | None) -> int:
             f"the training epochs hold one class only (per class {counts.tolist()}); raise "
             "--label-fraction or --train-subjects"
         )
-    save_config(cfg, Path(cfg.out) / "config.json", keep_previous=True)  # the inputs are checked: the run starts
     started = time.monotonic()
     # every val and test epoch (and, with --cache-dir or --neighbour-epochs, every epoch of the train recordings:
     # the neighbours of a labelled epoch need not be labelled) featurised or encoded once
@@ -360,9 +363,6 @@ def run(argv: list[str] | None) -> int:
         f"({time.monotonic() - started:.1f} s)",
         flush=True,
     )
-    with (Path(cfg.out) / "model.pkl").open("wb") as handle:
-        pickle.dump(classifier, handle)
-
     predictions = predict_stored_epochs(
         cfg,
         store,
@@ -388,7 +388,14 @@ def run(argv: list[str] | None) -> int:
         "val_curve": curve,
         "class_balance": "prior shift by balanced class weights" if weights is not None else "none",
     }
-    report(cfg, predictions, info)
+    out = Path(cfg.out)
+    with staged_folder(out) as stage:  # the run's folder appears whole or not at all: a failed run leaves the old
+        for earlier in sorted(out.glob("config*.json")) if out.is_dir() else []:  # the config history stays
+            shutil.copy2(earlier, stage / earlier.name)
+        save_config(cfg, stage / "config.json", keep_previous=True)
+        with (stage / "model.pkl").open("wb") as handle:
+            pickle.dump(classifier, handle)
+        report(cfg, predictions, info, out_dir=stage)
     return 0
 
 
