@@ -446,6 +446,11 @@ def test_fine_tuning_runs_and_predicts_every_test_epoch_once(cohort, backbones, 
     with pytest.raises(SystemExit) as stopped:
         fine_tuning.main(again)
     assert stopped.value.code == 2 and "--eval-stride 4" in capsys.readouterr().err
+    phase_files = {p.name: p.read_bytes() for p in (out / "context_phase").iterdir() if p.is_file()}
+    with pytest.raises(SystemExit) as stopped:  # another LoRA rank: refused before phase 1 rewrites its folder
+        fine_tuning.main([*finished_args, "--lora-rank", "8", "--max-steps", "3", "--resume", "auto"])
+    assert stopped.value.code == 2 and "do not fit" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (out / "context_phase").iterdir() if p.is_file()} == phase_files
     with torch.no_grad():
         assert loaded.model({"eeg_c4": torch.randn(2, 8, 3000)}).shape == (2, 8, 5)
     model = build_downstream_model(checkpoint["model_kind"], checkpoint["model_config"])

@@ -58,6 +58,7 @@ from utils.checkpoint import load_checkpoint
 from utils.config import (
     Config,
     UsageError,
+    config_differences,
     mark_required,
     non_negative_int,
     positive_float,
@@ -441,6 +442,15 @@ def run(argv: list[str] | None) -> int:
         )
         if cfg.debias_batchnorm:
             debias_batchnorm(model)
+        if resume_state is not None:  # checked before phase 1, which would rewrite the earlier run's context_phase/
+            mine, saved = model.state_dict(), resume_state["model"]
+            if set(mine) != set(saved) or any(mine[k].shape != saved[k].shape for k in mine):
+                differs = config_differences(resume_state.get("model_config"), model.to_config())
+                raise UsageError(
+                    f"{resume_path}: its weights do not fit the model built from the current options "
+                    f"({differs or 'other parameters'}); resume with the options it was written with, another "
+                    "--out, or --resume none to start afresh"
+                )
         weights = class_weights(train_set.counts, cfg.class_weights)
         loss = ClassificationLoss(weights, channels=channels, valid_key="valid")
         initial_best, deadline = None, None
