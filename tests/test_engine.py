@@ -202,6 +202,14 @@ def test_crash_recovery_from_step_checkpoint(tmp_path):
     assert load_checkpoint(tmp_path / "crash" / "last.pt")["step"] == 2
     run_toy(tmp_path / "crash", "--max-steps", "4")
     np.testing.assert_allclose(step_losses(tmp_path / "crash"), step_losses(tmp_path / "straight"), atol=1e-6)
+    # afresh over the finished run (--resume none), dying before its first checkpoint: no result of the earlier
+    # run is left beside the new run's config and logs (its best.pt would be loaded as this run's)
+    (tmp_path / "crash" / "metrics.json").write_text("{}")
+    cfg = toy_cfg(tmp_path / "crash", "--max-steps", "4", "--resume", "none", "--seed", "5")
+    DiesAtThirdStep.calls, ctx = 0, setup_run(cfg)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        fit(cfg, DiesAtThirdStep(), ToyDataset(), ctx=ctx, model_kind="toy", model_config={}, compute_loss=toy_loss)
+    assert not any((tmp_path / "crash" / name).exists() for name in ("best.pt", "last.pt", "metrics.json"))
 
 
 def test_time_limit_and_missing_tensorboard(tmp_path, capsys):

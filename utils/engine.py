@@ -220,9 +220,8 @@ def read_resume_checkpoint(
     """The training checkpoint `--resume` points at (`resolve_resume`), read and checked, or (None, None) for a
     fresh start. UsageError naming the file and what to do when it cannot be read (truncated, corrupt, not a
     checkpoint), holds another `model_kind` than this run trains, or (with `cfg`) was trained on other data,
-    task, labels or backbone (`RESUME_IDENTITY_KEYS`: resuming it would report one model under another's
-    options). Scripts call it before reading any data, so a bad checkpoint costs nothing and changes nothing;
-    `fit` calls it again to resume."""
+    task, labels or backbone (`RESUME_IDENTITY_KEYS`: it would report one model under another's options).
+    Scripts call it before reading any data, so a bad checkpoint changes nothing; `fit` calls it to resume."""
     path = resolve_resume(resume, run_dir)
     if path is None:
         return None, None
@@ -618,9 +617,10 @@ class Trainer:
             if self.budget_given:
                 derived["time_budget_min"] = max(0.0, self.deadline - self.wall_start) / 60
             save_config(cfg, self.run_dir / "config.json", derived=derived, keep_previous=True)
-        if (
-            resume_path is None and self.initial_best is not None
-        ):  # the starting weights are the score to beat: best.pt until beaten
+        if resume_path is None and ctx.is_main:  # afresh over an earlier run: none of its results stays beside ours
+            for name in ("best.pt", "last.pt", "metrics.json"):
+                (self.run_dir / name).unlink(missing_ok=True)
+        if resume_path is None and self.initial_best is not None:  # the starting weights are best.pt until beaten
             value = float(self.initial_best[self.best["metric"]])
             if math.isfinite(value):
                 self.best.update(value=value, epoch=0, step=0)
