@@ -13,6 +13,7 @@ from typing import Any
 from dataset.annotations import subject_of
 from dataset.discovery import discover
 from downstream.night_inference import InputError, one_line
+from utils.checkpoint import in_staging
 
 
 @dataclass
@@ -65,17 +66,6 @@ def paired_inputs(edfs: Sequence[Path]) -> list[NightInput]:
     return nights
 
 
-def _inside(path: Path | None, folder: Path) -> bool:
-    """Whether `path` lies in `folder` or in one of the staging folders beside it (`.<name>.<pid>.tmp/.old`)."""
-    if path is None:
-        return False
-    parent = folder.parent
-    for part in [path.absolute(), *path.absolute().parents]:
-        if part == folder or (part.parent == parent and part.name.startswith(f".{folder.name}.")):
-            return True
-    return False
-
-
 def night_inputs(source: Path, out: Path | None = None) -> list[NightInput]:
     """The nights of `--edf` when it is a folder (the parser's `discover`: every EDF below it, paired with its
     annotation file), a glob pattern, or a list file (one EDF path per line, relative to the list's folder; blank
@@ -113,8 +103,7 @@ def night_inputs(source: Path, out: Path | None = None) -> list[NightInput]:
     else:
         raise InputError(f"--edf {source}: no such file, folder or glob pattern")
     if out is not None:
-        out = out.absolute()
-        nights = [n for n in nights if not _inside(n.edf if n.edf is not None else n.xml, out)]
+        nights = [n for n in nights if (path := n.edf or n.xml) is None or not in_staging(path, out)]
     if not any(night.edf is not None for night in nights):
         raise InputError(f"--edf {source}: names no EDF file")
     seen: dict[str, Path | None] = {}

@@ -1,6 +1,6 @@
 """Writing the report set of one predicted night (`downstream/predict.py`), and the cohort summary: report.json,
 report.md, hypnogram.csv / .png, events.csv and the standard annotation files, into a folder that appears whole
-or not at all (`staged_folder`).
+or not at all (`utils.checkpoint.staged_folder`).
 """
 
 from __future__ import annotations
@@ -8,9 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -253,30 +251,6 @@ def check_out(out: Path) -> None:
         raise InputError(f"--out {out}: cannot be created ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"--out {out}: cannot be created ({existing} is not writable)")
-
-
-@contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """A fresh folder beside `out` to write into; on success it replaces `out` (two renames), on any failure it
-    is removed and `out` is left exactly as it was."""
-    out = Path(out).absolute()  # "." has no name to put a sibling beside
-    out.parent.mkdir(parents=True, exist_ok=True)
-    stage = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    old = out.with_name(f".{out.name}.{os.getpid()}.old")
-    for leftover in (stage, old):  # from a run of this pid that was killed
-        shutil.rmtree(leftover, ignore_errors=True)
-    stage.mkdir()
-    try:
-        yield stage
-        if out.exists():
-            os.replace(out, old)
-        os.replace(stage, out)
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
-        if old.exists() and not out.exists():
-            os.replace(old, out)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_annotations(out: Path, result: Mapping[str, Any], paths: dict[str, Path]) -> None:

@@ -96,7 +96,6 @@ from downstream.night_report import (
     SUMMARY_COLUMNS,
     _fmt,
     check_out,
-    staged_folder,
     strict,
     summary_markdown,
     summary_row,
@@ -121,6 +120,7 @@ from utils.ahi import (
     severity_class,
     severity_name,
 )
+from utils.checkpoint import staged_folder
 from utils.config import ArgumentParser, UsageError, parse_config, positive_int, save_config
 from utils.distributed import resolve_device
 from utils.events import sleep_epochs_of

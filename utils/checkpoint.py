@@ -20,7 +20,10 @@ import hashlib
 import importlib.metadata
 import os
 import random
+import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -134,6 +137,43 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def staging_names(out: Path) -> tuple[Path, Path]:
+    """The two folders `staged_folder` keeps beside `out` while it writes: (new, old)."""
+    return out.with_name(f".{out.name}.{os.getpid()}.tmp"), out.with_name(f".{out.name}.{os.getpid()}.old")
+
+
+def in_staging(path: Path, out: Path) -> bool:
+    """Whether `path` lies in `out` or in a staging folder of `staged_folder` beside it (of any process)."""
+    out = Path(out).absolute()
+    return any(
+        part == out or (part.parent == out.parent and part.name.startswith(f".{out.name}."))
+        for part in (Path(path).absolute(), *Path(path).absolute().parents)
+    )
+
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A fresh folder beside `out` to write into; on success it replaces `out` (two renames), on any failure it
+    is removed and `out` is left exactly as it was."""
+    out = Path(out).absolute()  # "." has no name to put a sibling beside
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage, old = staging_names(out)
+    for leftover in (stage, old):  # from a run of this pid that was killed
+        shutil.rmtree(leftover, ignore_errors=True)
+    stage.mkdir()
+    try:
+        yield stage
+        if out.exists():
+            os.replace(out, old)
+        os.replace(stage, out)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def save_model_checkpoint(

@@ -64,7 +64,6 @@ from downstream.data import (
     window_dataset,
 )
 from downstream.leakage import assert_no_test_leakage
-from downstream.night_report import staged_folder
 from downstream.options import SELECT_METRICS, add_neighbour_args, add_task_args, parse_downstream
 from downstream.predictions import predict_stored_epochs
 from downstream.results import BACKBONE_HGB, FEATURES_HGB, attach_context
@@ -73,7 +72,7 @@ from downstream.training import class_weights, selection_scores
 from models.heads import EpochEncoder
 from models.loading import SYNTHSLEEPNET
 from utils import features as features_module
-from utils.checkpoint import sha256_file
+from utils.checkpoint import sha256_file, staged_folder
 from utils.config import (
     CONFIG_HISTORY_HELP,
     ArgumentParser,
