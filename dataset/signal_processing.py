@@ -275,8 +275,14 @@ def normalise_unit(unit: str) -> str:
     return text.replace("\u00b5", "u").replace("\u03bc", "u").lower()
 
 
+SPO2_FRACTION_MAX = 1.5  # an SpO2 signal whose physical range ends at or below this is a fraction, stored x 100
+
+
 def _unit_factor(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[float, str, bool]:
-    """(factor to the stored unit, stored unit, assumed?) for one channel."""
+    """(factor to the stored unit, stored unit, assumed?) for one channel. SpO2 is stored in %: a header whose
+    physical range cannot hold a percentage (|min|, |max| <= 1.5) records it as a fraction, read x 100."""
+    if spec.name == "spo2" and max(abs(signal.physical_min), abs(signal.physical_max)) <= SPO2_FRACTION_MAX:
+        return 100.0, "%", False
     if not spec.electrophysiology:
         return 1.0, signal.physical_dimension, False
     factor = UNIT_TO_UV.get(normalise_unit(signal.physical_dimension))

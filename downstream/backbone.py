@@ -158,14 +158,16 @@ def file_sha256(path: str | Path) -> str:
     return _FILE_SHA256[key]
 
 
-def shared_encoder(path: str | Path, channels: Sequence[str], map_location: str | torch.device = "cpu") -> EpochEncoder:
-    """The frozen `EpochEncoder` of a pretraining checkpoint over `channels`, built once per distinct backbone
-    file (by content), channels and device while a loaded run still holds it: the probes of one backbone share
-    one module instead of each rebuilding its own copy. Inference only: the module is frozen and shared, so
-    callers must not train or modify it."""
-    key = (str(Path(path).resolve()), file_sha256(path), tuple(channels), str(map_location))
+def shared_encoder(
+    path: str | Path, channels: Sequence[str], map_location: str | torch.device = "cpu", pooling: str = "mean"
+) -> EpochEncoder:
+    """The frozen `EpochEncoder` of a pretraining checkpoint over `channels` with `pooling`, built once per
+    distinct backbone file (by content), channels, pooling and device while a loaded run still holds it: the
+    probes of one backbone share one module instead of each rebuilding its own copy. Inference only: the module
+    is frozen and shared, so callers must not train or modify it."""
+    key = (str(Path(path).resolve()), file_sha256(path), tuple(channels), pooling, str(map_location))
     encoder = _FROZEN_ENCODERS.get(key)
     if encoder is None:
-        encoder = EpochEncoder(load_backbone(path, map_location), list(channels), "frozen").eval()
+        encoder = EpochEncoder(load_backbone(path, map_location), list(channels), "frozen", pooling=pooling).eval()
         _FROZEN_ENCODERS[key] = encoder
     return encoder

@@ -126,16 +126,6 @@ class FeatureDataset(Dataset):
         return {"features": self.features[index], "label": self.labels[index]}
 
 
-POOLINGS = ("mean", "channel")  # how a frozen backbone's tokens become one vector per epoch
-
-
-def pooled_encoder(encoder: EpochEncoder, pooling: str) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
-    """`encoder` itself ("mean") or its `channel_vectors` ("channel")."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    return encoder if pooling == "mean" else encoder.channel_vectors
-
-
 def precision_options(cfg: argparse.Namespace) -> tuple[bool, str]:
     """(--amp, --amp-dtype) of a script's options; a script without them (the trees) encodes in fp32."""
     return bool(getattr(cfg, "amp", False)), str(getattr(cfg, "amp_dtype", "bf16"))
@@ -170,21 +160,19 @@ def encode_store(
     channels: Sequence[str],
     recordings: Sequence[str],
     device: torch.device,
-    pooling: str = "mean",
 ) -> VectorStore:
     """Frozen `encoder` vectors of every epoch of `recordings` (`downstream.cache`): read from / written to
-    --cache-dir when given and the backbone is a pretrained file, else computed in memory. `pooling` "mean": the
-    encoder's vector (D); "channel": `EpochEncoder.channel_vectors` (C·D), cached under a key of its own."""
+    --cache-dir when given and the backbone is a pretrained file, else computed in memory. The encoder's pooling
+    "mean" gives its vector (D); "channel" each channel's (C·D), cached under a key of its own."""
     amp, amp_dtype = precision_options(cfg)
     precision = f"amp-{amp_dtype}" if amp and device.type == "cuda" else "fp32"
     sha = source.provenance.get("sha256") if source.state is not None else None
-    representation = None if pooling == "mean" else f"{pooling}-pooled"
+    representation = None if encoder.pooling == "mean" else f"{encoder.pooling}-pooled"
     key = cache_key(sha, channels, precision, representation) if sha else None
-    pooled = pooled_encoder(encoder, pooling)
 
     def encode(signals: dict[str, torch.Tensor]) -> torch.Tensor:
         with autocast_context(device, amp, amp_dtype):
-            return pooled(signals)  # (n, D) or (n, C·D)
+            return encoder(signals)  # (n, D) or (n, C·D)
 
     with evaluating(encoder):
         return encode_recordings(

@@ -273,10 +273,16 @@ def recording_start(edf_path: Path) -> datetime.datetime | None:
 
 def clock_times(edf_path: Path, n_epochs: int) -> list[str]:
     """HH:MM:SS clock time of each epoch start from the EDF header's start time ("" if unreadable)."""
+    return clock_times_at(edf_path, [k * EPOCH_S for k in range(n_epochs)])
+
+
+def clock_times_at(edf_path: Path, seconds: Sequence[float]) -> list[str]:
+    """HH:MM:SS clock time of each of `seconds` after the recording start (fractions of a second dropped; "" if
+    the EDF header's start time is unreadable)."""
     start = recording_start(edf_path)
     if start is None:
-        return [""] * n_epochs
-    return [(start + datetime.timedelta(seconds=k * EPOCH_S)).strftime("%H:%M:%S") for k in range(n_epochs)]
+        return [""] * len(seconds)
+    return [(start + datetime.timedelta(seconds=float(t))).strftime("%H:%M:%S") for t in seconds]
 
 
 def channel_report(
@@ -291,17 +297,25 @@ def channel_report(
     InputError if a per-epoch model has none, naming for each of its channels why it was dropped (flat,
     clipped, ...) or every label tried for it (`channel_map` first, as the night was read)."""
     dropped = {part.split(" ", 1)[0]: part for part in str(info.get("dropped_channels") or "").split("; ") if part}
+
+    def why_unusable(channels: Sequence[str]) -> str:
+        labels = read_edf_header(edf_path).labels
+        tried = {ch: ", ".join(dict.fromkeys(looked_for(ch, channel_map, edf_path.stem, labels))) for ch in channels}
+        return "; ".join(dropped.get(ch) or f"{ch}: no label matches (tried {tried[ch]})" for ch in channels)
+
     models, missing_all = {}, []
     for task, run in runs.items():
         used = [ch for ch in run.channels if ch in epochs]
         missing = [ch for ch in run.channels if ch not in epochs]
         if not used:
-            labels = read_edf_header(edf_path).labels
-            tried = {
-                ch: ", ".join(dict.fromkeys(looked_for(ch, channel_map, edf_path.stem, labels))) for ch in run.channels
-            }
-            why = "; ".join(dropped.get(ch) or f"{ch}: no label matches (tried {tried[ch]})" for ch in run.channels)
-            raise InputError(f"{edf_path}: none of the channels the {task} model needs is usable ({why})")
+            raise InputError(
+                f"{edf_path}: none of the channels the {task} model needs is usable ({why_unusable(run.channels)})"
+            )
+        if missing and getattr(getattr(run.model, "encoder", None), "pooling", "mean") == "channel":
+            raise InputError(
+                f"{edf_path}: the {task} model keeps each channel apart (--pooling channel) and needs all of "
+                f"{', '.join(run.channels)}; unusable here: {why_unusable(missing)}"
+            )
         models[task] = {
             "checkpoint": run.checkpoint,
             "kind": run.kind,

@@ -44,6 +44,15 @@ def _fmt(value: Any, digits: int = 1) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def _fmt_index(value: Any) -> str:
+    """An index per hour (AHI, ODI) to one decimal, truncated rather than rounded: the value shown never rounds
+    up into the next severity class (14.96 events/h, "mild", is shown 14.9, not 15.0). The 1e-9 absorbs binary
+    representation only (2.3 x 10 = 22.999...); `utils.ahi.events_per_hour` gives boundary values exactly."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    return f"{math.floor(float(value) * 10 + 1e-9) / 10:.1f}"
+
+
 def report_markdown(report: Mapping[str, Any]) -> str:
     """report.md: the sleep report as tables (values from report.json)."""
     s = report["sleep"]
@@ -107,13 +116,13 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         for task, e in report["events"].items():
             lines.append(
                 f"| {task} | {e['n_runs']} | {e['n_events_in_sleep']} | {_fmt(e['event_scale'], 2)} | "
-                f"{_fmt(e['index_per_h'])} |"
+                f"{_fmt_index(e['index_per_h'])} |"
             )
         if "ahi_est" in s:
             lines += [
                 "",
-                f"Estimated AHI (epoch runs): {_fmt(s['ahi_est'])} events/h ({s['ahi_severity_name']}; "
-                f"UNRELIABLE); uncalibrated count {_fmt(s['ahi_est_uncalibrated'])} events/h. Runs of "
+                f"Estimated AHI (epoch runs): {_fmt_index(s['ahi_est'])} events/h ({s['ahi_severity_name']}; "
+                f"UNRELIABLE); uncalibrated count {_fmt_index(s['ahi_est_uncalibrated'])} events/h. Runs of "
                 "positive 30-s epochs times a scale per event type (the scored events per event counted "
                 "from the scored epoch labels of the runs' `val` nights): epoch labels miss short events "
                 "and merge neighbouring ones, so this is no event count.",
@@ -147,8 +156,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
                 )
         ahi = agree["ahi"]
         lines.append(
-            f"AHI: scored {_fmt(ahi['scored'])} ({ahi['scored_severity']}), estimated "
-            f"{_fmt(ahi['estimated'])} ({ahi['estimated_severity'] or 'not estimated'})."
+            f"AHI: scored {_fmt_index(ahi['scored'])} ({ahi['scored_severity']}), estimated "
+            f"{_fmt_index(ahi['estimated'])} ({ahi['estimated_severity'] or 'not estimated'})."
         )
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
@@ -180,9 +189,9 @@ def respiratory_markdown(report: Mapping[str, Any], unreliable: bool) -> list[st
             ("apnea_index", "apnea index"),
             ("hypopnea_index", "hypopnea index"),
         ):
-            lines.append(f"| {label} | {_fmt(ahi[key])} |")
+            lines.append(f"| {label} | {_fmt_index(ahi[key])} |")
     if ahi:
-        value = f"{_fmt(ahi['ahi'])} events/h ({ahi['severity_name']})"
+        value = f"{_fmt_index(ahi['ahi'])} events/h ({ahi['severity_name']})"
         lines += [
             "",
             f"Estimated AHI ({ahi['source']}): "
@@ -195,11 +204,12 @@ def respiratory_markdown(report: Mapping[str, Any], unreliable: bool) -> list[st
             "",
             "| measure | value |",
             "|---|---|",
-            f"| ODI (>= 3 % desaturations per hour of sleep) | {_fmt(oximetry['odi'])} |",
+            f"| ODI (>= 3 % desaturations per hour of sleep) | {_fmt_index(oximetry['odi'])} |",
             f"| desaturations (in sleep) | {oximetry['n_desaturations']} ({oximetry['n_desaturations_in_sleep']}) |",
             f"| mean SpO2 in sleep (%) | {_fmt(oximetry['spo2_mean_pct'])} |",
             f"| minimum SpO2 in sleep (%) | {_fmt(oximetry['spo2_min_pct'])} |",
             f"| time below 90 % in sleep (min) | {_fmt(oximetry['spo2_below_90_min'])} |",
+            f"| valid SpO2 in sleep (min) | {_fmt(oximetry['spo2_valid_sleep_min'])} |",
             "",
             f"Rule: {oximetry['rule']}; SpO2 in % from the signal (the parser's scaling undone), seconds "
             "outside 50-100 % left out.",
@@ -326,6 +336,7 @@ SUMMARY_COLUMNS = (
     "ahi_scored",
     "severity",
     "odi",
+    "spo2_valid_sleep_min",
     "truncated",
     "missing_channels",
     "edf",
@@ -360,6 +371,7 @@ def summary_row(night: Any, report: Mapping[str, Any] | None, status: str, reaso
             ahi_scored=ahi.get("scored"),
             severity=estimate.get("severity_name", ""),
             odi=(report.get("oximetry") or {}).get("odi"),
+            spo2_valid_sleep_min=(report.get("oximetry") or {}).get("spo2_valid_sleep_min"),
             truncated=bool(report["processing"]["truncated"]),
             missing_channels=",".join(report["channels"]["missing"]),
             report=f"{night.recording}/report.md",
@@ -384,7 +396,7 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         unreliable = " (UNRELIABLE)" if r["ahi_reliable"] is False else ""
         lines.append(
             f"| {report} | {r['subject']} | {r['status']} | {_fmt(r['tst_min'])} | "
-            f"{_fmt(r['sleep_efficiency_pct'])} | {_fmt(r['ahi_estimated'])}{unreliable} | "
-            f"{_fmt(r['ahi_scored'])} | {r['severity'] or ''} | {_fmt(r['odi'])} | {reason} |"
+            f"{_fmt(r['sleep_efficiency_pct'])} | {_fmt_index(r['ahi_estimated'])}{unreliable} | "
+            f"{_fmt_index(r['ahi_scored'])} | {r['severity'] or ''} | {_fmt_index(r['odi'])} | {reason} |"
         )
     return "\n".join(lines) + "\n"

@@ -184,7 +184,8 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
     asleep = sleep_epochs_of(np.arange(spo2.size) + 0.5, sleep) & np.isfinite(spo2)
     values = spo2[asleep]
     return {
-        "odi": event_index(desats, sleep, types=("desaturation",)),
+        # no valid oximetry in sleep: the index is unknown, not 0
+        "odi": event_index(desats, sleep, types=("desaturation",)) if values.size else math.nan,
         "n_desaturations": len(desats),
         "n_desaturations_in_sleep": int(sleep_epochs_of(np.array([d.onset_s for d in desats]), sleep).sum()),
         "spo2_mean_pct": float(values.mean()) if values.size else math.nan,
@@ -198,15 +199,14 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
 
 
 def night_spo2(epochs: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> np.ndarray | None:
-    """The night's per-second SpO2 in % from its processed epochs, or None without a usable SpO2 channel. An
-    EDF recording the SpO2 as a fraction (median <= 1.5) is read as x 100."""
+    """The night's per-second SpO2 in % from its processed epochs, or None without a usable SpO2 channel (the
+    processing stores SpO2 in %, an EDF's fraction x 100: `dataset.signal_processing`)."""
     if "spo2" not in epochs:
         return None
     median, iqr = _number(info.get("median_spo2")), _number(info.get("iqr_spo2"))
     if not (math.isfinite(median) and math.isfinite(iqr)):
         return None
-    factor = 100.0 if median <= 1.5 else 1.0
-    return spo2_percent(epochs["spo2"].reshape(-1), median * factor, iqr * factor)
+    return spo2_percent(epochs["spo2"].reshape(-1), median, iqr)
 
 
 def persistent_sleep_latency(

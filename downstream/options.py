@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
+from models.heads import POOLINGS
+from models.loading import SYNTHSLEEPNET
 from utils.config import (
     Config,
     UsageError,
@@ -26,6 +28,9 @@ from utils.config import (
     positive_int,
     probability,
 )
+
+if TYPE_CHECKING:
+    from downstream.backbone import BackboneSource
 
 SELECT_METRICS: dict[str, str] = {"kappa": "max", "macro_f1": "max", "accuracy": "max", "auroc": "max", "loss": "min"}
 
@@ -109,6 +114,25 @@ def add_neighbour_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         "(`downstream.cache.neighbour_vectors`); 0 = the epoch alone",
     )
     return parser
+
+
+def add_pooling_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--pooling: how a SynthSleepNet backbone's fused tokens become one vector per epoch (EpochEncoder)."""
+    parser.add_argument_group("pooling").add_argument(
+        "--pooling",
+        choices=POOLINGS,
+        default="mean",
+        help="with a SynthSleepNet backbone: mean = the mean fused token (D numbers); channel = the mean fused "
+        "token of each channel, concatenated (C x D), as the hand-crafted features keep channels apart (every "
+        "channel must then be present in every night)",
+    )
+    return parser
+
+
+def check_pooling(cfg: Config, source: BackboneSource) -> None:
+    """UsageError when --pooling channel meets a backbone that reads one channel."""
+    if getattr(cfg, "pooling", "mean") == "channel" and source.kind != SYNTHSLEEPNET:
+        raise UsageError(f"--pooling channel: backbone {source.name} is a unimodal NeuroNet (one channel)")
 
 
 def add_backbone_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -82,6 +82,7 @@ from downstream.night_inference import (  # noqa: F401 - the inference API, re-e
     NightWindows,
     channel_report,
     clock_times,
+    clock_times_at,
     load_runs,
     one_line,
     predict_all,
@@ -95,6 +96,7 @@ from downstream.night_inputs import NightInput, is_edf, night_inputs
 from downstream.night_report import (
     SUMMARY_COLUMNS,
     _fmt,
+    _fmt_index,
     check_out,
     strict,
     summary_markdown,
@@ -222,7 +224,8 @@ def model_event_table(
     found: Sequence[Event], counted: Sequence[bool], sleep: np.ndarray, times: Sequence[str]
 ) -> pd.DataFrame:
     """events.csv of the event model: onset_s, duration_s, type, probability, counted (under its hypopnea
-    rule), in_sleep (onset in a predicted sleep epoch: counted and in sleep = in the AHI), time (clock)."""
+    rule), in_sleep (onset in a predicted sleep epoch: counted and in sleep = in the AHI), time (the clock time
+    of each event's onset, `times`)."""
     onsets = np.array([e.onset_s for e in found], dtype=np.float64)
     in_sleep = sleep_epochs_of(onsets, sleep)
     rows = [
@@ -233,9 +236,9 @@ def model_event_table(
             "probability": e.probability,
             "counted": bool(c),
             "in_sleep": bool(s),
-            "time": times[min(int(e.onset_s // EPOCH_S), len(times) - 1)],
+            "time": t,
         }
-        for e, c, s in zip(found, counted, in_sleep)
+        for e, c, s, t in zip(found, counted, in_sleep, times)
     ]
     return pd.DataFrame(rows, columns=MODEL_EVENT_COLUMNS)
 
@@ -378,7 +381,7 @@ def predict_night(
     if event_run is not None:
         found, counted = detect_night_events(event_run, epochs, info)
         ahi = event_summary(found, counted, stages, event_run.hypopnea_rule)
-        model_table = model_event_table(found, counted, sleep, times)
+        model_table = model_event_table(found, counted, sleep, clock_times_at(edf_path, [e.onset_s for e in found]))
         typed = [(e.type, e.onset_s, e.duration_s) for e in found]
         spo2 = night_spo2(epochs, info)
         if spo2 is not None:
@@ -567,7 +570,7 @@ def report_night(
     ahi = ""
     if estimate:
         flag = ", UNRELIABLE" if report["reliability"]["reliable"] is False else ""
-        ahi = f", AHI {_fmt(estimate['ahi'])}/h ({estimate['severity_name']}, from {estimate['source']}{flag})"
+        ahi = f", AHI {_fmt_index(estimate['ahi'])}/h ({estimate['severity_name']}, from {estimate['source']}{flag})"
     print(
         f"{report['recording']}: {report['n_epochs']} epochs, TST {_fmt(s['tst_min'])} min, sleep efficiency "
         f"{_fmt(s['sleep_efficiency_pct'])} %{ahi} -> {paths['report_md']}",

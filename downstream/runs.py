@@ -179,7 +179,7 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
                 f"{path}: the probe's backbone {backbone.get('path')} is missing or changed since training "
                 f"(sha256 {backbone.get('sha256')})"
             )
-        encoder = shared_encoder(backbone["path"], metadata["channels"], map_location)
+        encoder = shared_encoder(backbone["path"], metadata["channels"], map_location, metadata.get("pooling", "mean"))
         model, kind = EpochClassifier(encoder, model), EPOCH_CLASSIFIER
     calibration = metadata.get("event_calibration") or {}  # the AHI scale of an event run (`fit_and_select`)
     metrics_path = path.parent / "metrics.json"  # runs trained before their checkpoint held it: the run's record

@@ -55,6 +55,10 @@ from models.synthsleepnet import ChannelEncoder, SynthSleepNet
 
 ENCODER_MODES: tuple[str, ...] = ("frozen", "lora", "full")
 TOKEN_SOURCES: tuple[str, ...] = ("fusion", "encoder")  # what `EpochEncoder.frame_tokens` reads
+# how `EpochEncoder` pools a SynthSleepNet's fused tokens into one vector per epoch: "mean" over every token (D
+# numbers), or "channel": the mean token of each channel, concatenated (C·D), as the hand-crafted features keep
+# channels apart
+POOLINGS: tuple[str, ...] = ("mean", "channel")
 FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # docs/models.md §3.3: new LoRA (rank 4, alpha 8) while fine-tuning
 # SynthSleepNet attributes used only by the self-supervised objective (removed for downstream use).
 _PRETRAINING_PARTS: tuple[str, ...] = (
@@ -137,6 +141,8 @@ class EpochEncoder(nn.Module):
         mode: "frozen", "lora" or "full" (module docstring).
         lora: settings of the new adapters in "lora" mode (default rank 4, alpha 8, rsLoRA, on attn.proj).
         tune_fusion: "lora" mode with a SynthSleepNet: whether its adapters and fusion transformer train.
+        pooling: "mean" (the mean fused token, D) or "channel" (each channel's mean fused token, C·D; a
+            SynthSleepNet only, and every input must then hold every channel); see POOLINGS.
     """
 
     def __init__(
@@ -146,10 +152,16 @@ class EpochEncoder(nn.Module):
         mode: str = "frozen",
         lora: LoraSettings | None = None,
         tune_fusion: bool = True,
+        pooling: str = "mean",
     ):
         super().__init__()
         if mode not in ENCODER_MODES:
             raise ValueError(f"EpochEncoder: mode must be one of {ENCODER_MODES}, got {mode!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"EpochEncoder: pooling must be one of {POOLINGS}, got {pooling!r}")
+        if pooling == "channel" and not isinstance(backbone, SynthSleepNet):
+            raise ValueError("EpochEncoder: per-channel pooling needs a SynthSleepNet; a NeuroNet reads one channel")
+        self.pooling = pooling
         self.channels: tuple[str, ...] = tuple(channels)
         self.mode, self.tune_fusion = mode, bool(tune_fusion)
         self.lora = lora if lora is not None else FINE_TUNING_LORA
@@ -203,7 +215,8 @@ class EpochEncoder(nn.Module):
 
     @property
     def embed_dim(self) -> int:
-        return self._dim
+        """Width of `forward`'s vectors: the backbone's, times the channels with per-channel pooling."""
+        return self._dim * (len(self.channels) if self.pooling == "channel" else 1)
 
     def train(self, mode: bool = True) -> EpochEncoder:
         super().train(mode)  # ChannelEncoder keeps its frozen weights in eval mode here
@@ -221,7 +234,10 @@ class EpochEncoder(nn.Module):
 
     def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """{channel: (N, n_samples)} robust-scaled epochs (3000 samples at 100 Hz, 300 for the 10-Hz respiratory
-        channels) → pooled representation (N, D)."""
+        channels) → pooled representation (N, embed_dim): the mean token (D), or with per-channel pooling
+        `channel_vectors` (C·D)."""
+        if self.pooling == "channel":
+            return self.channel_vectors(signals)
         if self.backbone_kind == NEURONET:
             channel = self.channels[0]
             if signals.get(channel) is None:
@@ -290,6 +306,8 @@ class EpochEncoder(nn.Module):
             "mode": self.mode,
             "lora": self.lora.to_dict(),
             "tune_fusion": self.tune_fusion,
+            # only when set, so a mean-pooled encoder keeps the config that earlier code reads
+            **({"pooling": self.pooling} if self.pooling != "mean" else {}),
         }
 
 
@@ -300,7 +318,12 @@ def build_epoch_encoder(config: Mapping[str, Any]) -> EpochEncoder:
         raise ValueError(f"EpochEncoder config: unknown backbone kind {kind!r}; expected one of {sorted(BUILDERS)}")
     backbone = BUILDERS[kind](dict(config["backbone_config"]))
     return EpochEncoder(
-        backbone, config["channels"], config["mode"], LoraSettings(**config["lora"]), config.get("tune_fusion", True)
+        backbone,
+        config["channels"],
+        config["mode"],
+        LoraSettings(**config["lora"]),
+        config.get("tune_fusion", True),
+        config.get("pooling", "mean"),
     )
 
 

@@ -193,6 +193,16 @@ def test_evaluate_pooled_ci_and_per_recording(task):
         assert out["ci"]["auroc"] == pytest.approx([low, high], abs=1e-12)
 
 
+def test_one_subject_has_no_bootstrap_interval():
+    """Resampling one subject gives the point estimate every time: no interval, not a zero-width one."""
+    rng = np.random.default_rng(3)
+    y_true, y_pred = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    out = evaluate(y_true, y_pred, rng.random(200), np.zeros(200), "apnea", n_boot=50)
+    assert out["n_subjects"] == 1 and set(out["ci"]) >= {"kappa", "auroc"}
+    assert all(math.isnan(low) and math.isnan(high) for low, high in out["ci"].values())
+    assert math.isfinite(out["pooled"]["kappa"])
+
+
 # ---------------------------------------------------------------------------------------------- AHI
 def test_event_runs_hand_count():
     assert event_runs([0, 1, 1, 0, 1, 0, 0, 1, 1, 1]) == [(1, 2), (4, 1), (7, 3)]

@@ -214,6 +214,19 @@ def test_units_latin1_and_utf8_micro_sign(raw, factor):
     assert got == ((factor, "uV", False) if factor else (1.0, "uV", True))
 
 
+def test_spo2_recorded_as_a_fraction_is_stored_in_percent(tmp_path):
+    """A header whose SpO2 range cannot hold a percentage (0..1) records a fraction: stored x 100, so the
+    manifest's median / IQR and every later reader (event features, ODI) are in %, whatever the probe read."""
+    fraction = {"range": (0, 1), "unit": "", "values": lambda t: 0.95 + 0.02 * np.sin(2 * np.pi * 0.01 * t)}
+    make_night(tmp_path / "src", "n-1", overrides={"spo2": fraction})
+    make_night(tmp_path / "src", "n-2")  # in % (0..100): unchanged
+    rows = parse(tmp_path / "src", tmp_path / "dst").set_index("recording_id")
+    assert rows.loc["n-1", "median_spo2"] == pytest.approx(95.0, abs=0.1)
+    assert rows.loc["n-2", "median_spo2"] == pytest.approx(95.0, abs=0.1)
+    level = unscaled(read_table(tmp_path / "dst", "n-1"), rows.loc["n-1"], "spo2")
+    assert level.min() == pytest.approx(93.0, abs=0.1) and level.max() == pytest.approx(97.0, abs=0.1)
+
+
 def test_load_night_is_the_parsers_processing(tmp_path):
     edf = make_night(tmp_path / "src", "n-1", markers={"eeg_c4": 4})
     row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]

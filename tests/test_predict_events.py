@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,8 @@ import pytest
 from dataset import synthetic
 from dataset.nsrr_xml import parse_nsrr_xml
 from downstream import evaluate, predict
+from downstream.night_inference import recording_start
+from downstream.night_report import _fmt_index
 from downstream.night_respiratory import (
     EVENT_F1_MIN,
     MIN_VALIDATION_NIGHTS,
@@ -63,6 +66,25 @@ def test_spo2_is_unscaled_to_percent_and_artefacts_dropped():
     assert level[[0, 1, 3]] == pytest.approx([95.0, 88.0, 97.0]) and math.isnan(level[2])
     summary, _ = oximetry_summary(np.repeat(level, 30)[:120], np.full(4, 2))
     assert summary["spo2_below_90_min"] == pytest.approx(0.5) and summary["spo2_mean_pct"] == pytest.approx(280 / 3)
+
+
+def test_no_valid_oximetry_gives_no_odi_rather_than_zero():
+    summary, desats = oximetry_summary(np.full(1200, np.nan), np.full(40, 2))
+    assert desats == [] and math.isnan(summary["odi"]) and summary["spo2_valid_sleep_min"] == 0.0
+    assert math.isnan(summary["spo2_mean_pct"])
+
+
+def test_indices_are_shown_truncated_so_the_class_matches():
+    """14.95 events/h is "mild": shown 14.9, never 15.0; boundaries and binary fractions stay exact."""
+    assert [_fmt_index(v) for v in (14.9529, 15.0, 2.3, 29.99, 4.96, 0.0)] == [
+        "14.9",
+        "15.0",
+        "2.3",
+        "29.9",
+        "4.9",
+        "0.0",
+    ]
+    assert _fmt_index(float("nan")) == "n/a" and _fmt_index(None) == "n/a"
 
 
 def test_latency_to_persistent_sleep():
@@ -119,6 +141,9 @@ def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(
     assert set(events["type"]) <= {"obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea"}
     assert ((events["probability"] > 0) & (events["probability"] <= 1)).all()
     assert (out / "epoch_events.csv").is_file()  # the epoch runs' events beside the model's
+    start = recording_start(edf)  # each event's clock time is its onset's, not its epoch's start
+    assert list(events["time"]) == [(start + timedelta(seconds=s)).strftime("%H:%M:%S") for s in events["onset_s"]]
+    assert (events["onset_s"] % 30 != 0).any()
 
     # the AHI recomputes from events.csv and the predicted hypnogram: counted, onset in predicted sleep
     hypnogram = pd.read_csv(out / "hypnogram.csv", keep_default_na=False)
@@ -203,7 +228,7 @@ def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(
     assert scored["4"] <= scored["3a"] <= scored["all"] and scored["4"] < scored["all"]
     assert report["reliability"] == {**report["reliability"], "reliable": True, "reasons": []}
     markdown = (out / "report.md").read_text()
-    assert "UNRELIABLE" not in markdown and f"**{report['ahi']['ahi']:.1f} events/h" in markdown
+    assert "UNRELIABLE" not in markdown and f"**{_fmt_index(report['ahi']['ahi'])} events/h" in markdown
     assert any("rule 3a" in note and "rule all" in note for note in report["notes"])
 
 

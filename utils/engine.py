@@ -79,7 +79,7 @@ RESUME_CHECKED_KEYS = (
     "model_args",
 )
 # what a run learns from: a checkpoint trained with other values is another run, never resumed as this one
-RESUME_IDENTITY_KEYS = ("data", "task", "label_fraction", "train_subjects", "label_rule", "backbone", "init")
+RESUME_IDENTITY_KEYS = ("data", "task", "label_fraction", "train_subjects", "label_rule", "backbone", "init", "pooling")
 
 
 # --------------------------------------------------------------------------- reproducibility

@@ -446,7 +446,9 @@ def evaluate(
         "ci_method": "percentile bootstrap, subjects resampled with replacement",
         "ci": {},
     }
-    if n_boot > 0:
+    if n_boot > 0 and result["n_subjects"] < 2:  # every resample is the one subject: no interval, not a zero-width one
+        result["ci"] = {name: [np.nan, np.nan] for name in names}
+    elif n_boot > 0:
         low, high = _bootstrap_headline(labels, predicted, scores, groups, n_classes, n_boot, seed, alpha)
         result["ci"] = {name: [float(lo), float(hi)] for name, lo, hi in zip(names, low, high)}
 

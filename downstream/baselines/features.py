@@ -53,24 +53,21 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from dataset.constants import EPHYS_CHANNELS, TASKS
 from downstream.backbone import BackboneSource, resolve_backbone
 from downstream.cache import VectorStore, cache_key, encode_recordings
-from downstream.data import (
-    POOLINGS,
-    apply_epochs,
-    encode_store,
-    epoch_dataset,
-    pooled_encoder,
-    stored_features,
-    val_split,
-    window_dataset,
-)
+from downstream.data import apply_epochs, encode_store, epoch_dataset, stored_features, val_split, window_dataset
 from downstream.leakage import assert_no_test_leakage
-from downstream.options import SELECT_METRICS, add_neighbour_args, add_task_args, parse_downstream
+from downstream.options import (
+    SELECT_METRICS,
+    add_neighbour_args,
+    add_pooling_args,
+    add_task_args,
+    check_pooling,
+    parse_downstream,
+)
 from downstream.predictions import predict_stored_epochs
 from downstream.results import BACKBONE_HGB, FEATURES_HGB, attach_context
 from downstream.runs import report, run_info, train_summary
 from downstream.training import class_weights, selection_scores
 from models.heads import EpochEncoder
-from models.loading import SYNTHSLEEPNET
 from utils import features as features_module
 from utils.checkpoint import sha256_file, staged_folder
 from utils.config import (
@@ -127,14 +124,6 @@ def build_features_parser() -> argparse.ArgumentParser:
         help="pretraining run directory or checkpoint (NeuroNet or SynthSleepNet): the trees read its frozen "
         "epoch vectors instead of the hand-crafted features",
     )
-    data.add_argument(
-        "--pooling",
-        choices=POOLINGS,
-        default="mean",
-        help="with a SynthSleepNet --backbone: mean = the linear probe's vector (the mean fused token, D numbers); "
-        "channel = the mean fused token of each channel, concatenated (C x D), as the features keep channels "
-        "apart",
-    )
     data.add_argument("--workers", type=non_negative_int, default=2, help="DataLoader worker processes reading epochs")
     data.add_argument(
         "--batch-size", type=positive_int, default=256, help="epochs per batch of feature extraction or encoding"
@@ -178,6 +167,7 @@ def build_features_parser() -> argparse.ArgumentParser:
     model.add_argument("--hgb-l2", type=non_negative_float, default=0.0, help="L2 regularisation")
     add_task_args(parser)
     add_neighbour_args(parser)
+    add_pooling_args(parser)
     return parser
 
 
@@ -252,18 +242,17 @@ def main(argv: list[str] | None = None) -> int:
 @dataclass
 class Representation:
     """What the trees read of each epoch over `channels`, computed on `device`: the hand-crafted features
-    (`source` None), or the vectors of a frozen backbone (`encoder`, its tokens pooled by `pooling`)."""
+    (`source` None), or the vectors of a frozen backbone (`encoder`, its tokens pooled by its `pooling`)."""
 
     device: torch.device
     channels: list[str]
     source: BackboneSource | None = None
     encoder: EpochEncoder | None = None
-    pooling: str = "mean"
 
     @property
     def encode(self) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
         """{channel: (n, samples)} -> (n, F)."""
-        return hand_crafted if self.encoder is None else pooled_encoder(self.encoder, self.pooling)
+        return hand_crafted if self.encoder is None else self.encoder
 
     @property
     def name(self) -> str:
@@ -273,7 +262,7 @@ class Representation:
         """Every epoch of `recordings`, computed once (cached under --cache-dir: the features under the feature
         code's key, a backbone's mean vectors under the linear probe's, its per-channel vectors under their own)."""
         if self.source is not None:
-            return encode_store(cfg, self.encoder, self.source, self.channels, recordings, self.device, self.pooling)
+            return encode_store(cfg, self.encoder, self.source, self.channels, recordings, self.device)
         return encode_recordings(
             self.encode,
             cfg.data,
@@ -303,10 +292,9 @@ def representation(cfg: Config) -> Representation:
     wanted = argparse.Namespace(backbone=cfg.backbone, init="pretrained", model_args={}, channels=cfg.channels)
     source = resolve_backbone(wanted, cfg.data)
     device = resolve_device(cfg.device)
-    if cfg.pooling == "channel" and source.kind != SYNTHSLEEPNET:
-        raise UsageError(f"--pooling channel: --backbone {cfg.backbone} is a unimodal NeuroNet (one channel)")
-    encoder = EpochEncoder(source.instantiate(), source.channels, mode="frozen").to(device).eval()
-    return Representation(device, list(source.channels), source, encoder, cfg.pooling)
+    check_pooling(cfg, source)
+    encoder = EpochEncoder(source.instantiate(), source.channels, mode="frozen", pooling=cfg.pooling)
+    return Representation(device, list(source.channels), source, encoder.to(device).eval())
 
 
 def run(argv: list[str] | None) -> int:

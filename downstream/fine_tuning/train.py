@@ -44,7 +44,7 @@ from downstream.backbone import resolve_backbone
 from downstream.cache import VectorStore, epoch_labels, labels_at, predict_tiles
 from downstream.data import encode_store, epoch_dataset, eval_batch_size, val_split, window_dataset
 from downstream.leakage import assert_no_test_leakage
-from downstream.options import build_downstream_parser, parse_downstream
+from downstream.options import add_pooling_args, build_downstream_parser, check_pooling, parse_downstream
 from downstream.predictions import predict_windows
 from downstream.results import FINE_TUNE, SCRATCH_FINETUNE
 from downstream.runs import finish_run, run_info, train_summary
@@ -195,7 +195,7 @@ def build_fine_tuning_parser() -> argparse.ArgumentParser:
         "+ MLP head at every position; or, with --init random, the same architecture from scratch. Model selection "
         "on `val`, one evaluation on `test` (every epoch exactly once).",
         DEFAULTS,
-        extra=[add_fine_tuning_args],
+        extra=[add_fine_tuning_args, add_pooling_args],
     )
     parser.prog = script_prog(__file__)
     return mark_required(parser, "task")
@@ -386,6 +386,7 @@ def run(argv: list[str] | None) -> int:
             )
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
+    check_pooling(cfg, source)
     channels = source.channels
     selected = epoch_dataset(cfg, "train", channels, training=True)
     train_set = LabelledWindows(
@@ -422,6 +423,7 @@ def run(argv: list[str] | None) -> int:
             mode="lora" if pretrained else "full",
             lora=lora,
             tune_fusion=cfg.tune_fusion,
+            pooling=cfg.pooling,
         )
         context = {
             "norm": cfg.context_norm,

@@ -46,7 +46,13 @@ from downstream.data import (
     window_dataset,
 )
 from downstream.leakage import assert_no_test_leakage
-from downstream.options import add_neighbour_args, build_downstream_parser, parse_downstream
+from downstream.options import (
+    add_neighbour_args,
+    add_pooling_args,
+    build_downstream_parser,
+    check_pooling,
+    parse_downstream,
+)
 from downstream.predictions import epochwise, predict_stored_epochs, predict_windows
 from downstream.results import LINEAR_PROBE, SCRATCH_PROBE
 from downstream.runs import finish_run, run_info, train_summary
@@ -97,7 +103,7 @@ def build_probe_parser(init: str = "pretrained"):
         "--init random, the same architecture trained from scratch (own defaults: batch 32, base lr 4e-3, warmup "
         "0.1 pass). Model selection on `val`, one evaluation on `test`.",
         SCRATCH_DEFAULTS if init == "random" else DEFAULTS,
-        extra=[add_neighbour_args],
+        extra=[add_neighbour_args, add_pooling_args],
     )
     parser.prog = script_prog(__file__)
     return mark_required(parser, "task")
@@ -128,6 +134,7 @@ def run(argv: list[str] | None) -> int:
             )
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
+    check_pooling(cfg, source)
     channels = source.channels
     train_set = epoch_dataset(cfg, "train", channels, training=True)
     val_set = epoch_dataset(cfg, val_split(cfg), channels)
@@ -151,10 +158,18 @@ def run(argv: list[str] | None) -> int:
 
     ctx = setup_run(cfg)
     try:
-        encoder = EpochEncoder(source.instantiate(), channels, mode="frozen" if frozen else "full").to(ctx.device)
+        encoder = EpochEncoder(
+            source.instantiate(), channels, mode="frozen" if frozen else "full", pooling=cfg.pooling
+        ).to(ctx.device)
         head = MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout, cfg.neighbour_epochs)
         weights = class_weights(counts, cfg.class_weights)
-        metadata = {"task": cfg.task, "channels": channels, "backbone": source.provenance, "method": cfg.method}
+        metadata = {
+            "task": cfg.task,
+            "channels": channels,
+            "backbone": source.provenance,
+            "method": cfg.method,
+            "pooling": cfg.pooling,  # how the frozen encoder rebuilt at inference pools its tokens
+        }
         batch_size, window_batch = eval_batch_size(cfg), eval_batch_size(cfg, TEST_WINDOW)
 
         if frozen:
