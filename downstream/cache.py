@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,7 +228,7 @@ def _read_cached(path: Path, stamp: str) -> RecordingVectors | None:
             if str(data["source"]) != stamp:
                 return None
             return RecordingVectors(data["epochs"].astype(np.int64), data["vectors"].astype(np.float32))
-    except (OSError, KeyError, ValueError):  # a truncated or foreign file: encode again and overwrite it
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile):  # truncated or foreign: encode again
         return None
 
 

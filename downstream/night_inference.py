@@ -29,10 +29,11 @@ from dataset.channel_map import ChannelMap, looked_for
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, LABEL_EVENT_COLUMNS, STAGE_UNSCORED, TASKS
 from dataset.edf_reader import EdfError, read_edf_header
 from dataset.labels import epoch_labels, labels_frame, night_summary
+from dataset.signal_processing import ProcessingConfig
 from dataset.tiling import Tiling
 from downstream.cache import RecordingVectors, VectorStore, neighbour_vectors, predict_tiles
 from downstream.predictions import epochwise, predict_windows
-from downstream.runs import DownstreamModel, load_downstream_run
+from downstream.runs import PROCESSING_KEYS, DownstreamModel, load_downstream_run
 from models.loading import TEMPORAL_CLASSIFIER
 
 EVENT_TASKS: tuple[str, ...] = ("apnea", "hypopnea")  # the per-epoch event runs
@@ -269,6 +270,34 @@ def recording_start(edf_path: Path) -> datetime.datetime | None:
     except ValueError:
         date = datetime.date(1985, 1, 1)
     return datetime.datetime.combine(date, clock)
+
+
+def night_processing(
+    runs: Mapping[str, DownstreamModel], event_run: Any = None, channel_map: ChannelMap = ()
+) -> ProcessingConfig:
+    """How to process a new night for these models: as their cohorts were (band-passes, filter, resampling, flat
+    and clipped-channel rules, recorded with each run; the parser's defaults for runs trained before that was
+    recorded), with `channel_map`. InputError when the models were trained on cohorts processed differently:
+    one night is processed once, so one of them would read other signals than it learnt from."""
+    recorded = {task: run.processing for task, run in runs.items() if run.processing}
+    if event_run is not None and event_run.processing:
+        recorded["events"] = event_run.processing
+    distinct = {json.dumps(p, sort_keys=True) for p in recorded.values()}
+    if len(distinct) > 1:
+        differs = sorted(
+            k for k in PROCESSING_KEYS if len({json.dumps(p.get(k), sort_keys=True) for p in recorded.values()}) > 1
+        )
+        raise InputError(
+            f"the models were trained on cohorts processed differently ({', '.join(differs)} differ between "
+            f"{', '.join(recorded)}); a night is processed once: give models of one processing"
+        )
+    settings = next(iter(recorded.values()), {})
+    bands = tuple((ch, tuple(b) if b else None) for ch, b in (settings.get("bands") or {}).items())
+    options = {k: settings[k] for k in PROCESSING_KEYS if k != "bands" and k in settings}
+    try:
+        return ProcessingConfig(bands=bands, channel_map=channel_map, **options)
+    except (TypeError, ValueError) as err:
+        raise InputError(f"the processing recorded with the models is not usable ({err})") from None
 
 
 def clock_times(edf_path: Path, n_epochs: int) -> list[str]:

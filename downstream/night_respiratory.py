@@ -85,6 +85,7 @@ class EventRun:
     hypopnea_rule: str
     channels: list[str]  # respiratory channels its features read
     validation: dict = field(default_factory=dict)  # val metrics of its metrics.json (event_validation)
+    processing: dict | None = None  # how its cohort was processed (`downstream.runs.cohort_processing`)
 
 
 def event_validation(metrics: Mapping[str, Any]) -> dict[str, Any]:
@@ -125,7 +126,10 @@ def load_event_run(run: str | Path) -> EventRun:
         raise InputError(
             f"--events {run}: a --method {method} event model; predict.py runs {', '.join(EVENT_METHODS)} event models"
         )
-    return EventRun(detector, folder, method, detector.hypopnea_rule, list(RESP_CHANNELS), event_validation(metrics))
+    processing = (detector.info or {}).get("processing") or metrics.get("processing")
+    return EventRun(
+        detector, folder, method, detector.hypopnea_rule, list(RESP_CHANNELS), event_validation(metrics), processing
+    )
 
 
 def detect_night_events(

@@ -215,4 +215,6 @@ def parse_downstream(
         name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}{pooled}-seed{cfg.seed}"
         cfg = cfg.replace(out=Path("runs") / "downstream" / cfg.method / name)
     check_out_dir(cfg.out)
+    if getattr(cfg, "cache_dir", None) is not None:
+        check_out_dir(cfg.cache_dir, "--cache-dir")
     return cfg

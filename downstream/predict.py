@@ -69,7 +69,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from dataset.channel_map import ChannelMap, load_channel_map
+from dataset.channel_map import load_channel_map
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, STAGE_NAMES, STAGE_UNSCORED
 from dataset.edf_reader import EdfError
 from dataset.labels import AHI_COLUMN_OF_RULE
@@ -84,6 +84,7 @@ from downstream.night_inference import (  # noqa: F401 - the inference API, re-e
     clock_times,
     clock_times_at,
     load_runs,
+    night_processing,
     one_line,
     predict_all,
     predict_task,
@@ -133,6 +134,9 @@ MODEL_EVENT_COLUMNS = ("onset_s", "duration_s", "type", "probability", "counted"
 
 
 # ---------------------------------------------------------------------------------------- options
+DEFAULT_PROCESSING = ProcessingConfig()  # the parser's defaults, no user channel map
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         prog="predict.py",
@@ -286,7 +290,7 @@ def predict_night(
     batch_size: int = 64,
     progress: bool = False,
     identities: Mapping[str, str] | None = None,
-    channel_map: ChannelMap = (),
+    processing: ProcessingConfig = DEFAULT_PROCESSING,
     event_run: EventRun | None = None,
     hypopnea_rule: str = DEFAULT_HYPOPNEA_RULE,
 ) -> dict[str, Any]:
@@ -296,8 +300,8 @@ def predict_night(
 
     The whole recording is predicted (floor(signal / 30 s) epochs) whether or not a scoring is given; agreement
     with the scoring counts the scored epochs only. `identities`: `share_encoders(runs)`, computed once per
-    cohort (default: here). `channel_map`: a user channel map (`dataset.channel_map.load_channel_map`), tried
-    before the built-in alias tables as the parser does. `event_run`: the event model (`--events`); its
+    cohort (default: here). `processing`: how the night is processed (`night_processing`: as the models'
+    cohorts were, with a user channel map tried before the built-in alias tables as the parser does). `event_run`: the event model (`--events`); its
     respiratory channels are read in the same single pass over the EDF. `hypopnea_rule`: of the scored AHI."""
     edf_path, device = Path(edf_path), torch.device(device)
     xml_path = Path(xml_path) if xml_path is not None else None
@@ -310,14 +314,14 @@ def predict_night(
         if any(ch in run.channels for run in runs.values()) or (event_run is not None and ch in event_run.channels)
     ]
     try:
-        epochs, _, info = load_night(edf_path, None, channels=wanted, config=ProcessingConfig(channel_map=channel_map))
+        epochs, _, info = load_night(edf_path, None, channels=wanted, config=processing)
         labels = None
         if xml_path is not None:
             labels, scoring = scored_labels(xml_path, edf_path, int(info["n_epochs"]), float(info["signal_s"]))
             info = {**info, **scoring}
     except (EdfError, XmlError, SkipRecording, ValueError) as err:
         raise InputError(one_line(err)) from None
-    channels = channel_report(runs, epochs, info, edf_path, event_run, channel_map)
+    channels = channel_report(runs, epochs, info, edf_path, event_run, processing.channel_map)
     recording, n_epochs = edf_path.stem, int(info["n_epochs"])
     times = clock_times(edf_path, n_epochs)
 
@@ -455,6 +459,9 @@ def predict_night(
             "kept_s": info.get("kept_s"),
             "truncated": info.get("truncated"),
             "warnings": info.get("warnings") or "",
+            "bands": {
+                ch: list(band) if band else None for ch, band in processing.as_dict()["bands"].items() if ch in wanted
+            },
         },
         "agreement": (
             agreement(stages, probabilities["sleep_stage"], labels, events, event_p, ahi, info, hypopnea_rule)
@@ -482,7 +489,7 @@ def predict_cohort(
     device: torch.device,
     batch_size: int = 64,
     progress: bool = False,
-    channel_map: ChannelMap = (),
+    processing: ProcessingConfig = DEFAULT_PROCESSING,
     event_run: EventRun | None = None,
     hypopnea_rule: str = DEFAULT_HYPOPNEA_RULE,
 ) -> list[dict[str, Any]]:
@@ -500,7 +507,7 @@ def predict_cohort(
             continue
         try:
             result = predict_night(
-                night.edf, runs, night.xml, device, batch_size, False, identities, channel_map, event_run, hypopnea_rule
+                night.edf, runs, night.xml, device, batch_size, False, identities, processing, event_run, hypopnea_rule
             )
             write_outputs(stage / night.recording, result)
         except InputError as err:
@@ -529,7 +536,7 @@ def report_night(
     args: argparse.Namespace,
     runs: Mapping[str, DownstreamModel],
     device: torch.device,
-    channel_map: ChannelMap = (),
+    processing: ProcessingConfig = DEFAULT_PROCESSING,
     event_run: EventRun | None = None,
 ) -> int:
     """One EDF (`--edf FILE`): the report set directly in `--out`."""
@@ -541,7 +548,7 @@ def report_night(
             device,
             args.batch_size,
             args.progress,
-            channel_map=channel_map,
+            processing=processing,
             event_run=event_run,
             hypopnea_rule=args.hypopnea_rule,
         )
@@ -588,7 +595,7 @@ def report_cohort(
     nights: Sequence[NightInput],
     runs: Mapping[str, DownstreamModel],
     device: torch.device,
-    channel_map: ChannelMap = (),
+    processing: ProcessingConfig = DEFAULT_PROCESSING,
     event_run: EventRun | None = None,
 ) -> int:
     """A folder, glob or list of EDFs: `--out/<night>/` per night plus summary.csv / summary.md; exit 1 when a
@@ -596,7 +603,7 @@ def report_cohort(
     try:
         with staged_folder(Path(args.out)) as stage:
             rows = predict_cohort(
-                nights, runs, stage, device, args.batch_size, args.progress, channel_map, event_run, args.hypopnea_rule
+                nights, runs, stage, device, args.batch_size, args.progress, processing, event_run, args.hypopnea_rule
             )
             if not any(r["status"] == "ok" for r in rows):  # a failed run: what an earlier run left stays
                 raise NothingPredicted
@@ -640,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(str(err)) from None
         runs = load_runs({"sleep_stage": args.checkpoint, "apnea": args.apnea, "hypopnea": args.hypopnea}, device)
         event_run = load_event_run(args.events) if args.events is not None else None
+        processing = night_processing(runs, event_run, channel_map)
     except InputError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
@@ -647,8 +655,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --edf {args.edf}: cannot read ({one_line(err)})", file=sys.stderr, flush=True)
         return 2
     if single:
-        return report_night(args, runs, device, channel_map, event_run)
-    return report_cohort(args, nights, runs, device, channel_map, event_run)
+        return report_night(args, runs, device, processing, event_run)
+    return report_cohort(args, nights, runs, device, processing, event_run)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,28 @@ def train_summary(counts: Sequence[int], recordings: Sequence[str], subjects: Se
     }
 
 
+# what the parser did to the signals that a model trained on them expects of a new night (parser_config.json)
+PROCESSING_KEYS = (
+    "bands",
+    "filter_order",
+    "resample_padtype",
+    "margin_s",
+    "flat_iqr_uv",
+    "flat_levels",
+    "clip_fraction",
+)
+
+
+def cohort_processing(data_dir: str | Path) -> dict[str, Any] | None:
+    """How the parser processed the cohort at `data_dir` (`PROCESSING_KEYS` of its parser_config.json): stored
+    with every downstream run, so that `predict.py` processes a new night the same way. None when not recorded."""
+    try:
+        config = json.loads((Path(data_dir) / "parser_config.json").read_text())["config"]
+        return {k: config[k] for k in PROCESSING_KEYS if k in config}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def run_info(
     cfg: argparse.Namespace, channels: Sequence[str], train: Mapping[str, Any], backbone: BackboneSource | None = None
 ) -> dict[str, Any]:
@@ -65,6 +87,7 @@ def run_info(
         "label_rule": cfg.label_rule,
         "seed": cfg.seed,
         "channels": list(channels),
+        "processing": cohort_processing(cfg.data),
         "init": getattr(cfg, "init", "n/a"),
         "backbone": backbone.provenance if backbone else None,
         "backbone_name": backbone.name if backbone else "",
@@ -155,6 +178,7 @@ class DownstreamModel:
     checkpoint: str
     event_scale: float = 1.0  # event tasks: scored events per counted event (checkpoint `event_calibration`)
     eval_stride: int | None = None  # temporal models: epochs between evaluation windows; None for per-epoch models
+    processing: dict[str, Any] | None = None  # how its cohort was processed (`cohort_processing`); None: not recorded
 
 
 def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu") -> DownstreamModel:
@@ -195,4 +219,5 @@ def load_downstream_run(run: str | Path, map_location: str | torch.device = "cpu
         float(calibration.get("scale", 1.0)),
         # runs trained before the stride was recorded were evaluated with disjoint windows
         metadata.get("eval_stride", metadata.get("epochs_per_window")),
+        metadata.get("processing"),
     )

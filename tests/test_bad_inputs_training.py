@@ -179,6 +179,15 @@ def bad_case(case: str, script: str, inputs: Inputs, tmp: Path) -> tuple[list[st
         if script != "fine_tuning":
             return None
         extra, expect = ["--epochs-per-window", "8", "--stride", "9"], "--stride 9"
+    elif case == "cache_dir_is_a_file":
+        if script not in ("probe", "fine_tuning", "features"):
+            return None
+        (tmp / "a_file").write_text("not a folder\n")
+        extra, expect = ["--cache-dir", str(tmp / "a_file")], "--cache-dir"
+    elif case == "accumulation_beyond_data":
+        if script not in ENGINE_SCRIPTS:
+            return None
+        extra, expect = ["--accum-steps", "100000"], "fewer than one optimizer step"
     elif case == "out_below_a_file":
         (tmp / "a_file").write_text("not a folder\n")
         out, expect = tmp / "a_file" / "run", "--out"
@@ -203,6 +212,8 @@ CASES = (
     "config_bad_value",
     "eval_stride_beyond_window",
     "stride_beyond_window",
+    "cache_dir_is_a_file",
+    "accumulation_beyond_data",
     "out_below_a_file",
 )
 
@@ -244,3 +255,19 @@ def test_real_command_line(script, case, inputs, tmp_path):
     assert ran.returncode == 2, ran.stderr[-3000:]
     assert_one_error_line(ran.stderr, expect)
     assert snapshot(tmp_path) == before
+
+
+def test_a_cut_cache_file_is_encoded_again(tmp_path):
+    """A cache file cut short (a full disk, a killed writer) is read as absent, so the recording is encoded
+    again and the file overwritten, instead of the run ending in a traceback."""
+    import numpy as np
+
+    from downstream.cache import RecordingVectors, _read_cached, _write_cached
+
+    path = tmp_path / "cache" / "n-1.npz"
+    _write_cached(path, RecordingVectors(np.arange(4), np.ones((4, 3), np.float32)), "10:20")
+    assert _read_cached(path, "10:20").vectors.shape == (4, 3)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    assert _read_cached(path, "10:20") is None
+    path.write_bytes(b"")
+    assert _read_cached(path, "10:20") is None

@@ -552,7 +552,7 @@ def test_nan_loss_is_reported(tmp_path):
     ctx = setup_run(cfg)
     with pytest.raises(FloatingPointError, match="loss is nan in pass 1, step 1"):
         fit(cfg, Broken(), ToyDataset(), ctx=ctx, model_kind="toy", model_config={}, compute_loss=toy_loss)
-    with pytest.raises(ValueError, match="fewer than one optimizer step"):
+    with pytest.raises(UsageError, match="fewer than one optimizer step"):
         fit(cfg, ToyModel(), ToyDataset(4), ctx=ctx, model_kind="toy", model_config={}, compute_loss=toy_loss)
 
 

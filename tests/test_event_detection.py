@@ -172,3 +172,31 @@ def test_decoding_ties_prefer_threshold_near_half_and_short_gap():
     threshold, gap, curve = select_decoding(EventDetector(None, []), [night], [probabilities])
     assert (threshold, gap) == (0.5, 0.0)
     assert {c["score"] for c in curve} == {1.0}
+
+
+def test_every_step_of_the_budget_is_an_update_when_labels_are_sparse():
+    """With few labelled seconds most random windows hold none: they are drawn again, so the run makes its
+    `steps` updates and evaluates when due (the last step included); no label at all is a usage error."""
+    import torch
+
+    from downstream.event_detection.head import TrainNight, train_steps
+    from utils.config import UsageError
+
+    labels = np.full(3600, -1, dtype=np.int64)
+    labels[1800:1830] = 1  # 30 labelled seconds in an hour
+    nights = [TrainNight(3600, labels)]
+    model = torch.nn.Linear(1, 2)
+    calls = []
+    wrapped = torch.nn.Sequential(model)
+    updates = []
+    model.register_full_backward_hook(lambda *_: updates.append(1))
+
+    def inputs(starts):
+        return torch.ones(len(starts), 60, 1, requires_grad=True)
+
+    options = dict(steps=6, batch=2, window_s=60, lr=1e-3, weight_decay=0.0, eval_every=3, seed=0)
+    options.update(device=torch.device("cpu"), log=lambda _: None)
+    result = train_steps(wrapped, nights, inputs, None, lambda m: calls.append(1) or 0.5, **options)
+    assert len(updates) == 6 and [r["step"] for r in result.history] == [3, 6] and len(calls) == 2
+    with pytest.raises(UsageError, match="no labelled second"):
+        train_steps(wrapped, [TrainNight(3600, np.full(3600, -1))], inputs, None, lambda m: 0.0, **options)

@@ -16,7 +16,8 @@ from models.loading import read_checkpoint
 from pretrained.unimodal.pretrain import main as unimodal_main
 from utils.checkpoint import load_checkpoint
 from utils.config import UsageError, build_parser, parse_config
-from utils.engine import fit, read_resume_checkpoint, setup_run
+from utils.engine import fit, setup_run
+from utils.resume import read_resume_checkpoint
 from utils.run_logging import read_jsonl
 
 TINY = ["--preset", "tiny", "--batch-size", "4", "--workers", "0", "--no-progress", "--no-monitor"]

@@ -45,7 +45,6 @@ from utils.checkpoint import (
     atomic_save,
     capture_rng_state,
     code_version,
-    load_checkpoint,
     plain_number,
     restore_rng_state,
     sha256_file,
@@ -60,26 +59,11 @@ from utils.distributed import (
     init_distributed,
 )
 from utils.optim import REFERENCE_BATCH, param_groups, scaled_lr, warmup_cosine
+from utils.resume import RESUME_CHECKED_KEYS, check_resumed_batch, clear_run_results, read_resume_checkpoint
 from utils.run_logging import RunLogger, format_count, progress_bar
 
 LossFn = Callable[[nn.Module, Any, torch.device], Mapping[str, torch.Tensor]]
 Monitor = Callable[[nn.Module, torch.device], Mapping[str, float]]
-RESUME_CHECKED_KEYS = (
-    "batch_size",
-    "accum_steps",
-    "base_lr",
-    "passes",
-    "seed",
-    "weight_decay",
-    "warmup_passes",
-    "warmup_steps",
-    "min_lr_ratio",
-    "channels",
-    "preset",
-    "model_args",
-)
-# what a run learns from: a checkpoint trained with other values is another run, never resumed as this one
-RESUME_IDENTITY_KEYS = ("data", "task", "label_fraction", "train_subjects", "label_rule", "backbone", "init", "pooling")
 
 
 # --------------------------------------------------------------------------- reproducibility
@@ -200,53 +184,6 @@ def setup_run(cfg: Config) -> DistContext:
     return ctx
 
 
-def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
-    """`auto` -> RUN_DIR/last.pt if present; `none`/empty -> None; otherwise the given path (UsageError if it is
-    not a file)."""
-    if resume is None or str(resume).lower() in ("", "none", "no", "false"):
-        return None
-    if str(resume).lower() == "auto":
-        last = Path(run_dir) / "last.pt"
-        return last if last.is_file() else None
-    path = Path(resume)
-    if not path.is_file():
-        raise UsageError(f"--resume {resume}: no such checkpoint file (--resume none starts afresh)")
-    return path
-
-
-def read_resume_checkpoint(
-    resume: str | None, run_dir: Path, model_kind: str | None = None, cfg: Any = None
-) -> tuple[Path | None, dict[str, Any] | None]:
-    """The training checkpoint `--resume` points at (`resolve_resume`), read and checked, or (None, None) for a
-    fresh start. UsageError naming the file and what to do when it cannot be read (truncated, corrupt, not a
-    checkpoint), holds another `model_kind` than this run trains, or (with `cfg`) was trained on other data,
-    task, labels or backbone (`RESUME_IDENTITY_KEYS`: it would report one model under another's options).
-    Scripts call it before reading any data, so a bad checkpoint changes nothing; `fit` calls it to resume."""
-    path = resolve_resume(resume, run_dir)
-    if path is None:
-        return None, None
-    if str(resume).lower() == "auto":
-        best = Path(run_dir) / "best.pt"
-        advice = "it is the automatic resume from --out: start afresh with --resume none" + (
-            f", or continue from the best checkpoint with --resume {best}" if best.is_file() else ""
-        )
-    else:
-        advice = "give --resume another checkpoint, or --resume none to start afresh"
-    try:
-        state = load_checkpoint(path)
-    except (OSError, ValueError) as err:
-        raise UsageError(f"{err}; {advice}") from None
-    if model_kind is not None and state["model_kind"] != model_kind:
-        raise UsageError(f"{path}: holds a {state['model_kind']!r} model, this run trains {model_kind!r}; {advice}")
-    saved = {LEGACY_KEYS.get(k, k): v for k, v in (state.get("config") or {}).items()}
-    for k in RESUME_IDENTITY_KEYS if cfg is not None else ():
-        old, new = saved.get(k), to_plain(getattr(cfg, k, None))
-        paths = k in ("data", "backbone") and old is not None and new is not None  # compared as files
-        if k in saved and hasattr(cfg, k) and (Path(old).resolve() != Path(new).resolve() if paths else old != new):
-            raise UsageError(f"{path}: trained with other options than this run ({k} {old!r} -> {new!r}); {advice}")
-    return path, state
-
-
 # --------------------------------------------------------------------------- the loop
 class _Meter:
     """Sums of the scalar outputs of compute_loss over micro-batches (restored from checkpoints mid-epoch)."""
@@ -336,7 +273,7 @@ class Trainer:
         self.effective_batch = cfg.batch_size * cfg.accum_steps * ctx.world_size
         self.steps_per_epoch = self.sampler.num_samples // cfg.batch_size // cfg.accum_steps
         if self.steps_per_epoch == 0:
-            raise ValueError(
+            raise UsageError(
                 f"training set has {len(train_set)} samples, fewer than one optimizer step needs "
                 f"(batch_size {cfg.batch_size} x accum_steps {cfg.accum_steps} x {ctx.world_size} process(es)); "
                 "lower --batch-size"
@@ -392,6 +329,7 @@ class Trainer:
             path, ckpt = read_resume_checkpoint(path, self.run_dir, self.model_kind, self.cfg)
         cfg, ctx = self.cfg, self.ctx
         saved = {LEGACY_KEYS.get(k, k): v for k, v in ckpt["config"].items()}  # checkpoints of the old names too
+        check_resumed_batch(path, saved, cfg)
         changed = {
             k: (saved.get(k), to_plain(getattr(cfg, k)))
             for k in RESUME_CHECKED_KEYS
@@ -617,9 +555,8 @@ class Trainer:
             if self.budget_given:
                 derived["time_budget_min"] = max(0.0, self.deadline - self.wall_start) / 60
             save_config(cfg, self.run_dir / "config.json", derived=derived, keep_previous=True)
-        if resume_path is None and ctx.is_main:  # afresh over an earlier run: none of its results stays beside ours
-            for name in ("best.pt", "last.pt", "metrics.json"):
-                (self.run_dir / name).unlink(missing_ok=True)
+        if ctx.is_main:  # no earlier finish's results stay beside the model trained now (afresh: nor its weights)
+            clear_run_results(self.run_dir, checkpoints=resume_path is None)
         if resume_path is None and self.initial_best is not None:  # the starting weights are best.pt until beaten
             value = float(self.initial_best[self.best["metric"]])
             if math.isfinite(value):

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dataset.event_targets import RESPIRATORY_CLASSES
+from utils.config import UsageError
 
 
 class SecondsHead(nn.Module):
@@ -143,6 +144,26 @@ def lr_at(step: int, steps: int, lr: float, warmup: int) -> float:
     return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
+MAX_DRAWS = 1000  # windows drawn for one step at most before the labels are taken to be too few to train on
+
+
+def labelled_windows(
+    nights: Sequence[TrainNight], window_s: int, batch: int, rng: np.random.Generator, align: int = 1
+) -> tuple[Any, torch.Tensor]:
+    """Window starts of one step and their labels (B, S), drawn again until some second is labelled (with a low
+    --label-fraction most seconds are not), so every step of the budget is an update and evaluations fall
+    where they are due. UsageError when `MAX_DRAWS` draws hold no labelled second."""
+    for _ in range(MAX_DRAWS):
+        starts = window_starts_s(nights, window_s, batch, rng, align)
+        labels = window_labels(nights, starts, window_s)
+        if (labels >= 0).any():
+            return starts, labels
+    raise UsageError(
+        f"no labelled second in {MAX_DRAWS} draws of {batch} windows of {window_s} s: the training nights hold "
+        "too few labels (raise --label-fraction)"
+    )
+
+
 def train_steps(
     model: nn.Module,
     nights: Sequence[TrainNight],
@@ -177,11 +198,9 @@ def train_steps(
         model.train()
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, steps, lr, warmup)
-        starts = window_starts_s(nights, window_s, batch, rng, align)
-        labels = window_labels(nights, starts, window_s).to(device)  # (B, S)
+        starts, labels = labelled_windows(nights, window_s, batch, rng, align)
+        labels = labels.to(device)  # (B, S)
         logits = model(batch_inputs(starts))  # (B, S, C)
-        if not (labels >= 0).any():
-            continue  # no labelled second drawn (low --label-fraction): skip the step
         loss = F.cross_entropy(
             logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), weight=weight, ignore_index=-1
         )

@@ -71,6 +71,7 @@ from downstream.event_detection.scoring import evaluate_split
 from downstream.event_detection.selection import select_decoding
 from downstream.event_detection.token_methods import DEFAULT_STEPS, TOKEN_METHODS, fit_tokens
 from downstream.leakage import LeakageError, assert_no_test_leakage
+from downstream.runs import cohort_processing
 from models.heads import TOKEN_SOURCES
 from utils.config import (
     ArgumentParser,
@@ -79,6 +80,7 @@ from utils.config import (
     check_out_dir,
     comma_list,
     fraction,
+    non_negative_float,
     non_negative_int,
     parse_config,
     positive_float,
@@ -139,7 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="context of a prediction in 30-s epochs; the features method reads the whole night "
         "(context: its 2-min baselines and lags up to 60 s), so this is recorded only",
     )
-    parser.add_argument("--min-duration-s", type=float, default=EVENT_MIN_S, help="shortest event decoded (AASM 10 s)")
+    parser.add_argument(
+        "--min-duration-s", type=non_negative_float, default=EVENT_MIN_S, help="shortest event decoded (AASM 10 s)"
+    )
     parser.add_argument(
         "--n-boot",
         type=non_negative_int,
@@ -149,7 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True, help="progress bars")
     model = parser.add_argument_group("gradient-boosted trees (scikit-learn HistGradientBoostingClassifier)")
     model.add_argument("--hgb-max-iter", type=positive_int, default=200, help="boosting iterations")
-    model.add_argument("--hgb-learning-rate", type=float, default=0.1, help="shrinkage of each boosting iteration")
+    model.add_argument(
+        "--hgb-learning-rate", type=positive_float, default=0.1, help="shrinkage of each boosting iteration"
+    )
     model.add_argument("--hgb-max-leaf-nodes", type=positive_int, default=31, help="leaves per tree at most")
     model.add_argument(
         "--hgb-min-samples-leaf", type=positive_int, default=40, help="training seconds per leaf at least"
@@ -195,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="AdamW peak learning rate (default 1e-3 probe, 3e-4 finetune/scratch); warmup, cosine",
     )
-    tokens.add_argument("--weight-decay", type=float, default=0.01, help="AdamW weight decay")
+    tokens.add_argument("--weight-decay", type=non_negative_float, default=0.01, help="AdamW weight decay")
     tokens.add_argument(
         "--eval-every",
         type=positive_int,
@@ -262,6 +268,8 @@ def parse_args(argv: list[str] | None) -> Config:
         )
     cfg = cfg.replace(**resolved)
     check_out_dir(cfg.out)
+    if cfg.cache_dir is not None:
+        check_out_dir(cfg.cache_dir, "--cache-dir")
     return cfg
 
 
@@ -303,6 +311,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "method": cfg.method,
         "task": "event_detection",
         "data": str(Path(cfg.data).resolve()),
+        "processing": cohort_processing(cfg.data),  # predict.py processes a new night the same way
         "hypopnea_rule": cfg.hypopnea_rule,
         "label_fraction": cfg.label_fraction,
         "seed": cfg.seed,
@@ -329,6 +338,7 @@ def run(cfg: Config) -> dict[str, Any]:
     detector.info = {
         "hypopnea_rule": cfg.hypopnea_rule,
         "data": metrics["data"],
+        "processing": metrics["processing"],
         "seed": cfg.seed,
         "method": cfg.method,
     }

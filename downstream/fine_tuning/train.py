@@ -47,7 +47,7 @@ from downstream.leakage import assert_no_test_leakage
 from downstream.options import add_pooling_args, build_downstream_parser, check_pooling, parse_downstream
 from downstream.predictions import predict_windows
 from downstream.results import FINE_TUNE, SCRATCH_FINETUNE
-from downstream.runs import finish_run, run_info, train_summary
+from downstream.runs import cohort_processing, finish_run, run_info, train_summary
 from downstream.training import ClassificationLoss, SelectionMonitor, class_weights, fit_and_select
 from models.heads import ContextHead, EpochEncoder, MLPHead, TemporalClassifier
 from models.loading import CONTEXT_HEAD, TEMPORAL_CLASSIFIER
@@ -58,7 +58,6 @@ from utils.checkpoint import load_checkpoint
 from utils.config import (
     Config,
     UsageError,
-    config_differences,
     mark_required,
     non_negative_int,
     positive_float,
@@ -69,7 +68,8 @@ from utils.config import (
     unit_interval,
 )
 from utils.distributed import cleanup
-from utils.engine import autocast_context, read_resume_checkpoint, setup_run
+from utils.engine import autocast_context, setup_run
+from utils.resume import FRESH_START, check_resumed_backbone, read_resume_checkpoint
 
 # base_lr is the base rate of the engine's rule base_lr x effective_batch / 256: 3.2e-3 x 8 windows / 256 = 1e-4
 DEFAULTS: dict[str, Any] = {
@@ -261,10 +261,12 @@ class VectorWindows(Dataset):
 def context_phase_config(cfg: Config, n_windows: int) -> Config:
     """Phase 1's own configuration, fixed before training starts (its config.json is in --out/context_phase):
     the --context-* passes, batch (clipped to the `n_windows` training windows) and base lr, no loader workers
-    (stored vectors), no --max-steps cap, and `--context-budget-share` of --max-minutes."""
+    (stored vectors), no --max-steps cap, and `--context-budget-share` of --max-minutes. It resumes its own
+    last.pt unless the run starts afresh: a --resume file is phase 2's checkpoint."""
     batch_size = cfg.context_batch_size if n_windows >= cfg.context_batch_size else max(2, n_windows)
     return cfg.replace(
         out=Path(cfg.out) / "context_phase",
+        resume="none" if str(cfg.resume).lower() in FRESH_START else "auto",
         passes=cfg.context_passes,
         batch_size=batch_size,
         base_lr=cfg.context_base_lr,
@@ -386,6 +388,8 @@ def run(argv: list[str] | None) -> int:
             )
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
+    if resume_state is not None and source.state is not None:
+        check_resumed_backbone(resume_path, resume_state, source.provenance.get("sha256"))
     check_pooling(cfg, source)
     channels = source.channels
     selected = epoch_dataset(cfg, "train", channels, training=True)
@@ -405,7 +409,12 @@ def run(argv: list[str] | None) -> int:
         )
         cfg = cfg.replace(batch_size=max(2, len(train_set)))  # before config.json: it records the batch that ran
     n_classes, pretrained = TASKS[cfg.task], cfg.init == "pretrained"
-    phase_cfg = context_phase_config(cfg, len(train_set)) if pretrained and cfg.context_passes > 0 else None
+    # phase 2's checkpoint holds the whole model phase 1 trained: resuming it, phase 1 is not run again
+    phase_cfg = (
+        context_phase_config(cfg, len(train_set))
+        if pretrained and cfg.context_passes > 0 and resume_state is None
+        else None
+    )
     print(
         f"{cfg.method} | task {cfg.task} | backbone {source.name} | channels {', '.join(channels)} | train "
         f"{len(train_set)} windows of {size} epochs, {int(train_set.counts.sum())} labelled epochs of "
@@ -444,15 +453,6 @@ def run(argv: list[str] | None) -> int:
         )
         if cfg.debias_batchnorm:
             debias_batchnorm(model)
-        if resume_state is not None:  # checked before phase 1, which would rewrite the earlier run's context_phase/
-            mine, saved = model.state_dict(), resume_state["model"]
-            if set(mine) != set(saved) or any(mine[k].shape != saved[k].shape for k in mine):
-                differs = config_differences(resume_state.get("model_config"), model.to_config())
-                raise UsageError(
-                    f"{resume_path}: its weights do not fit the model built from the current options "
-                    f"({differs or 'other parameters'}); resume with the options it was written with, another "
-                    "--out, or --resume none to start afresh"
-                )
         weights = class_weights(train_set.counts, cfg.class_weights)
         loss = ClassificationLoss(weights, channels=channels, valid_key="valid")
         initial_best, deadline = None, None
@@ -490,6 +490,7 @@ def run(argv: list[str] | None) -> int:
             "task": cfg.task,
             "channels": channels,
             "backbone": source.provenance,
+            "processing": cohort_processing(cfg.data),  # predict.py processes a new night the same way
             "method": cfg.method,
             "epochs_per_window": size,
             "eval_stride": eval_stride,

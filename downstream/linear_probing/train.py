@@ -55,14 +55,15 @@ from downstream.options import (
 )
 from downstream.predictions import epochwise, predict_stored_epochs, predict_windows
 from downstream.results import LINEAR_PROBE, SCRATCH_PROBE
-from downstream.runs import finish_run, run_info, train_summary
+from downstream.runs import cohort_processing, finish_run, run_info, train_summary
 from downstream.training import ClassificationLoss, SelectionMonitor, class_weights, fit_and_select
 from models.heads import EpochClassifier, EpochEncoder, MLPHead
 from models.loading import EPOCH_CLASSIFIER, MLP_HEAD
 from utils.batchnorm import debias_batchnorm
 from utils.config import UsageError, load_config_file, mark_required, reported_errors, script_prog
 from utils.distributed import cleanup
-from utils.engine import autocast_context, read_resume_checkpoint, setup_run
+from utils.engine import autocast_context, setup_run
+from utils.resume import check_resumed_backbone, read_resume_checkpoint
 
 # The head trains on cached vectors, so epochs cost milliseconds: small batches and many epochs give enough
 # optimizer steps at 1-5 % labels (batch 256 x 30 epochs was 30 steps at 5 % labels and val kappa still rising).
@@ -134,6 +135,8 @@ def run(argv: list[str] | None) -> int:
             )
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
+    if resume_state is not None and source.state is not None:
+        check_resumed_backbone(resume_path, resume_state, source.provenance.get("sha256"))
     check_pooling(cfg, source)
     channels = source.channels
     train_set = epoch_dataset(cfg, "train", channels, training=True)
@@ -167,6 +170,7 @@ def run(argv: list[str] | None) -> int:
             "task": cfg.task,
             "channels": channels,
             "backbone": source.provenance,
+            "processing": cohort_processing(cfg.data),  # predict.py processes a new night the same way
             "method": cfg.method,
             "pooling": cfg.pooling,  # how the frozen encoder rebuilt at inference pools its tokens
         }

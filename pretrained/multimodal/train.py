@@ -42,8 +42,9 @@ from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import sha256_file
 from utils.config import Config, UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
 from utils.distributed import DistContext, cleanup
-from utils.engine import fit, read_resume_checkpoint, setup_run
+from utils.engine import fit, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits, resolve_monitor_metric
+from utils.resume import read_resume_checkpoint
 
 MODEL_KIND = SYNTHSLEEPNET
 UNIMODAL_MODALITIES: tuple[str, ...] = ENCODER_MODALITIES  # eeg, eog, emg, ecg, airflow, thor, abdo, spo2

@@ -41,8 +41,9 @@ from models.neuronet import build_neuronet, neuronet_config, respiratory_geometr
 from utils.batchnorm import debias_batchnorm
 from utils.config import Config, UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
 from utils.distributed import DistContext, cleanup
-from utils.engine import fit, read_resume_checkpoint, setup_run
+from utils.engine import fit, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits, resolve_monitor_metric
+from utils.resume import read_resume_checkpoint
 
 MODEL_KIND = NEURONET
 PROBE_TARGET_BY_MODALITY: dict[str, str] = {

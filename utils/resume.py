@@ -1,0 +1,157 @@
+"""What a training run may resume, checked before any work (docs/training.md §4): `--resume` resolved to a
+checkpoint, read, and refused with one UsageError when it belongs to another run; and what an earlier run in
+the same folder leaves behind when training starts again.
+
+A checkpoint belongs to another run when it trained another model kind, on other data or another split of it,
+with other labels, another backbone (`RESUME_IDENTITY_KEYS`, compared by value; the split by the content of
+splits.json), selected its best checkpoint by another val metric or val subset, or stepped with another
+effective batch (its steps per pass and lr schedule would no longer match the position it resumes at). Other
+changed options (`RESUME_CHECKED_KEYS`) are resumed with a warning, the new lr and weight decay applying from
+the resumed step on (`utils.engine.Trainer.resume`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from utils.checkpoint import load_checkpoint, sha256_file
+from utils.config import LEGACY_KEYS, UsageError, to_plain
+
+FRESH_START = ("", "none", "no", "false")  # --resume values that start afresh
+RESUME_CHECKED_KEYS = (
+    "base_lr",
+    "passes",
+    "seed",
+    "weight_decay",
+    "warmup_passes",
+    "warmup_steps",
+    "min_lr_ratio",
+    "channels",
+    "preset",
+    "model_args",
+)
+# what a run learns from and is selected by: a checkpoint trained with other values is another run, never resumed
+RESUME_IDENTITY_KEYS = (
+    "data",
+    "task",
+    "label_fraction",
+    "train_subjects",
+    "label_rule",
+    "backbone",
+    "init",
+    "pooling",
+    "select_metric",
+    "max_val_recordings",
+)
+BATCH_KEYS = ("batch_size", "accum_steps")  # their product is the effective batch of one process
+
+
+def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
+    """`auto` -> RUN_DIR/last.pt if present; `none`/empty -> None; otherwise the given path (UsageError if it is
+    not a file)."""
+    if resume is None or str(resume).lower() in FRESH_START:
+        return None
+    if str(resume).lower() == "auto":
+        last = Path(run_dir) / "last.pt"
+        return last if last.is_file() else None
+    path = Path(resume)
+    if not path.is_file():
+        raise UsageError(f"--resume {resume}: no such checkpoint file (--resume none starts afresh)")
+    return path
+
+
+def read_resume_checkpoint(
+    resume: str | None, run_dir: Path, model_kind: str | None = None, cfg: Any = None
+) -> tuple[Path | None, dict[str, Any] | None]:
+    """The training checkpoint `--resume` points at (`resolve_resume`), read and checked, or (None, None) for a
+    fresh start. UsageError naming the file and what to do when it cannot be read (truncated, corrupt, not a
+    checkpoint), holds another `model_kind` than this run trains, or (with `cfg`) belongs to another run (module
+    docstring). Scripts call it before reading any data, so a bad checkpoint changes nothing; `fit` calls it to
+    resume."""
+    path = resolve_resume(resume, run_dir)
+    if path is None:
+        return None, None
+    if str(resume).lower() == "auto":
+        best = Path(run_dir) / "best.pt"
+        advice = "it is the automatic resume from --out: start afresh with --resume none" + (
+            f", or continue from the best checkpoint with --resume {best}" if best.is_file() else ""
+        )
+    else:
+        advice = "give --resume another checkpoint, or --resume none to start afresh"
+    try:
+        state = load_checkpoint(path)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"{err}; {advice}") from None
+    if model_kind is not None and state["model_kind"] != model_kind:
+        raise UsageError(f"{path}: holds a {state['model_kind']!r} model, this run trains {model_kind!r}; {advice}")
+    if cfg is None:
+        return path, state
+    saved = {LEGACY_KEYS.get(k, k): v for k, v in (state.get("config") or {}).items()}
+    for k in RESUME_IDENTITY_KEYS:
+        old, new = saved.get(k), to_plain(getattr(cfg, k, None))
+        paths = k in ("data", "backbone") and old is not None and new is not None  # compared as files
+        if k in saved and hasattr(cfg, k) and (Path(old).resolve() != Path(new).resolve() if paths else old != new):
+            raise UsageError(f"{path}: trained with other options than this run ({k} {old!r} -> {new!r}); {advice}")
+    splits = Path(getattr(cfg, "data", None) or "") / "splits.json"
+    if state.get("splits_sha256") and getattr(cfg, "data", None) and splits.is_file():
+        if sha256_file(splits) != state["splits_sha256"]:
+            raise UsageError(
+                f"{path}: trained on another split of {cfg.data} (its splits.json changed since): the subjects "
+                f"it trained on may now be val or test; {advice}"
+            )
+    if all(k in saved and hasattr(cfg, k) for k in BATCH_KEYS):
+        old, new = ([int(values[k]) for k in BATCH_KEYS] for values in (saved, vars(cfg)))
+        if old != new:
+            raise UsageError(
+                f"{path}: trained with batch size {old[0]} x {old[1]} accumulation steps, this run "
+                f"{new[0]} x {new[1]}: its steps per pass and lr schedule would no longer fit the step it resumes "
+                f"at; resume with --batch-size {old[0]} --accum-steps {old[1]}, or {advice.split(', or ')[-1]}"
+            )
+    return path, state
+
+
+def check_resumed_batch(path: Path, saved: dict[str, Any], cfg: Any) -> None:
+    """UsageError when the checkpoint at `path` (its config `saved`) stepped with another batch size or
+    accumulation than `cfg`, the options as training uses them: steps per pass and the lr schedule would no
+    longer fit the step it resumes at, and a resumed pass would skip another number of samples."""
+    if not all(k in saved and hasattr(cfg, k) for k in BATCH_KEYS):
+        return
+    old, new = [int(saved[k]) for k in BATCH_KEYS], [int(getattr(cfg, k)) for k in BATCH_KEYS]
+    if old != new:
+        raise UsageError(
+            f"{path}: trained with batch size {old[0]} x {old[1]} accumulation steps, this run {new[0]} x "
+            f"{new[1]}: its steps per pass and lr schedule would no longer fit the step it resumes at; resume "
+            f"with --batch-size {old[0]} --accum-steps {old[1]}, or start afresh with --resume none"
+        )
+
+
+def check_resumed_backbone(path: Path, state: dict[str, Any], sha256: str | None) -> None:
+    """UsageError when the downstream checkpoint at `path` was trained on the vectors of another backbone file
+    content than `sha256` (a pretraining run at the same path that went on since)."""
+    trained = ((state.get("metadata") or {}).get("backbone") or {}).get("sha256")
+    if trained and sha256 and trained != sha256:
+        raise UsageError(
+            f"{path}: trained on another backbone (sha256 {trained[:12]}…, now {sha256[:12]}…: the file changed "
+            "since); give another --out, or --resume none to start afresh"
+        )
+
+
+def clear_run_results(run_dir: Path, checkpoints: bool) -> None:
+    """Before training changes a run's model: remove what its folder holds as results of an earlier finish
+    (metrics.json and the files it lists under "outputs": predictions, tables, figures), so no report of one
+    model stays beside another's checkpoints; with `checkpoints` (a fresh start) also best.pt and last.pt."""
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.json"
+    try:
+        outputs = dict(json.loads(metrics.read_text()).get("outputs") or {})
+    except (OSError, ValueError, TypeError, AttributeError):
+        outputs = {}
+    for name in outputs.values():
+        target = run_dir / str(name)
+        if target.parent == run_dir and target.is_file():  # plain files of this folder only
+            target.unlink()
+    names = ("metrics.json", *(("best.pt", "last.pt") if checkpoints else ()))
+    for name in names:
+        (run_dir / name).unlink(missing_ok=True)
