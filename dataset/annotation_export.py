@@ -8,15 +8,20 @@ events of at most two epochs each (`EVENT_EPOCHS`), the counting rule of `utils.
 tool that counts the exported events counts what the project counts. Every writer is a pure function of
 its inputs (the EDF+ writer writes only the file it is given).
 
+Events are named from one table, `EVENT_CONCEPT` (event type -> NSRR concept `name|code`; the EDF+ text is its
+name part), whose names the project's readers map back to the same type (`dataset.constants.EVENT_CONCEPT_NAMES`),
+so every exported event reads back as what it was. The apnea model does not tell obstructive, central and mixed
+apart: its `apnea` events are written as obstructive apneas (the project's `apnea` label is the union of the
+three, so the labels round-trip; the subtype is not a prediction).
+
 Formats:
 - NSRR XML (`nsrr_xml`): `<PSGAnnotation>` with one `Stages|Stages` ScoredEvent per run of equal stages and one
   `Respiratory|Respiratory` ScoredEvent per event; `dataset.nsrr_xml.parse_nsrr_xml` + `dataset.labels` read it
-  back to the same stage and event labels. The apnea model does not tell obstructive, central and mixed apart:
-  its events are written as `Obstructive apnea|Obstructive Apnea` (the project's `apnea` label is the union of
-  the three, so the labels round-trip; the subtype is not a prediction).
+  back to the same stage and event labels.
 - EDF+ annotations (`write_edf_annotations`): an annotation-only EDF+C file (no signal, one data record of
   duration 0, as Sleep-EDF's hypnogram files), stages as Sleep-EDF texts `Sleep stage W/1/2/3/R/?` per run of
-  equal stages, events as `Apnea` / `Hypopnea` (`EDF_EVENT_TEXT`); read by edfio and `mne.read_annotations`.
+  equal stages, events as `Obstructive apnea` / `Hypopnea` / `SpO2 desaturation` ...; read by edfio and
+  `mne.read_annotations`, and by `dataset.annotations.parse_edf_annotations` back to the same labels.
 - YASA hypnogram (`yasa_hypnogram`): one integer per 30-s epoch in YASA's convention, 0 W, 1 N1, 2 N2, 3 N3,
   4 REM, -1 artefact/movement, -2 unscored (`yasa.hypno_str_to_int`); the project's -1 (unscored, movement or
   uncovered) is written as -2. A prediction has no unscored epoch. `yasa_text` is the file: one code per line.
@@ -47,7 +52,7 @@ NSRR_STAGE_CONCEPT = {
     4: "REM sleep|5",
     STAGE_UNSCORED: "Unscored|9",
 }
-NSRR_EVENT_CONCEPT = {
+EVENT_CONCEPT = {  # event type -> NSRR concept; the EDF+ text is the name before "|"
     "apnea": "Obstructive apnea|Obstructive Apnea",
     "hypopnea": "Hypopnea|Hypopnea",
     "obstructive_apnea": "Obstructive apnea|Obstructive Apnea",
@@ -62,14 +67,6 @@ EDF_STAGE_TEXT = {
     3: "Sleep stage 3",
     4: "Sleep stage R",
     STAGE_UNSCORED: "Sleep stage ?",
-}
-EDF_EVENT_TEXT = {
-    "apnea": "Apnea",
-    "hypopnea": "Hypopnea",
-    "obstructive_apnea": "Obstructive Apnea",
-    "central_apnea": "Central Apnea",
-    "mixed_apnea": "Mixed Apnea",
-    "desaturation": "Desaturation",
 }
 YASA_UNSCORED = -2  # YASA: -1 artefact / movement, -2 unscored
 
@@ -106,10 +103,11 @@ def event_intervals(
     return sorted(out, key=lambda item: (item[1], item[0]))
 
 
-def _known(kind: str, table: Mapping[str, str]) -> str:
-    if kind not in table:
-        raise ValueError(f"no annotation text for event type {kind!r}; expected one of {sorted(table)}")
-    return table[kind]
+def _known(kind: str) -> str:
+    """The NSRR concept of an event type (`EVENT_CONCEPT`); ValueError for a type without one."""
+    if kind not in EVENT_CONCEPT:
+        raise ValueError(f"no annotation text for event type {kind!r}; expected one of {sorted(EVENT_CONCEPT)}")
+    return EVENT_CONCEPT[kind]
 
 
 def nsrr_xml(
@@ -151,7 +149,7 @@ def nsrr_xml(
         )
 
     for kind, onset, duration in event_intervals(events, epoch_s):
-        add("Respiratory|Respiratory", _known(kind, NSRR_EVENT_CONCEPT), onset, duration)
+        add("Respiratory|Respiratory", _known(kind), onset, duration)
     for stage, first, n in stage_runs(stages):
         add(
             "Stages|Stages",
@@ -172,7 +170,7 @@ def edf_annotation_list(
         for stage, first, n in stage_runs(stages)
     ]
     items += [
-        (onset, duration, _known(kind, EDF_EVENT_TEXT)) for kind, onset, duration in event_intervals(events, epoch_s)
+        (onset, duration, _known(kind).split("|", 1)[0]) for kind, onset, duration in event_intervals(events, epoch_s)
     ]
     return sorted(items, key=lambda item: (item[0], item[2]))
 

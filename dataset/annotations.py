@@ -2,21 +2,28 @@
 (`dataset.nsrr_xml.NsrrAnnotations`: stage events + scored events, seconds from the EDF start), and the rules that
 pair an EDF with its annotation file and name its subject (dataset/README.md "Annotation formats" and "Pairing").
 
-Formats (`read_annotations` picks by content and name):
-- NSRR XML (`<name>-nsrr.xml`, root `PSGAnnotation`): `dataset.nsrr_xml.parse_nsrr_xml`.
+Formats (`read_annotations` picks by content and name), and when their events count as scored (`events_scored`;
+a scoring without events gives event labels "not scored", flags -1 and seconds NaN, never "no event"):
+- NSRR XML (`<name>-nsrr.xml`, root `PSGAnnotation`): `dataset.nsrr_xml.parse_nsrr_xml`. Events always scored.
 - Compumedics Profusion XML (`<name>-profusion.xml`, root `CMPStudyConfig`): `<SleepStages><SleepStage>` one R&K
   code per epoch of `EpochLength` s from t = 0; `<ScoredEvents><ScoredEvent>` with `Name`, `Start`, `Duration`
-  (s) and `LowestSpO2` (the nadir, where given).
+  (s) and `LowestSpO2` (the nadir, where given). Events scored when the file has a `ScoredEvents` element (an
+  empty one: scored, none found); without it the file is a hypnogram.
 - EDF+ annotations: a separate annotation EDF+ (Sleep-EDF `*-Hypnogram.edf`) or the `EDF Annotations` signal of
   the recording itself. `Sleep stage W/1/2/3/4/R/?` (also `N1/N2/N3`) and `Movement time` are stage events (an
   annotation without a duration covers one 30-s epoch); every other text is a scored event named by its text.
-  Onsets are relative to the annotation file's start time, shifted to the recording's when both are given.
+  EDF+ has no event list of its own, so events count as scored only when at least one annotation is an event of
+  a labelled type (apnea, hypopnea, desaturation, arousal); markers such as "Lights off" do not show it.
+  Onsets are relative to the annotation file's start time, shifted to the recording's when both are given; when
+  the two dates are equal or unknown (EDF+ `Startdate X`), a clock difference of more than 12 h is taken across
+  midnight (wrapped into (-12 h, 12 h]) and noted in `warnings`.
 - Plain hypnogram text or CSV (`<name>.hypnogram.txt` / `.csv`): one stage per 30-s epoch from t = 0, one per line,
   or a column named `stage` (also `sleep_stage`, `hypnogram`) of a delimited file (`,` `;` or tab); blank
   lines and `#` comments are ignored. Tokens per `dataset.constants.STAGE_TOKENS`: W/Wake/0, N1/S1/1, N2/S2/2,
   N3/S3/3 and N4/S4/4 (-> N3), R/REM/5; `?`, U, M/MT/Movement, A/Artifact, 6-9, -1 -> unscored. Code 4 is R&K
   stage 4, not REM (write R for REM), except in a YASA file (name containing "yasa", or any code -2, as
   `downstream/predict.py` writes `hypnogram-yasa.txt`): there 0-4 are W N1 N2 N3 REM and -2 / -1 unscored.
+  Stages only: events never scored.
 """
 
 from __future__ import annotations
@@ -31,7 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.constants import EPOCH_S, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
+from dataset.constants import EPOCH_S, EVENT_TYPES, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
 from dataset.edf_reader import EdfError, EdfHeader, read_digital, read_edf_header
 from dataset.nsrr_xml import NsrrAnnotations, XmlError, event_type, parse_nsrr_xml
 
@@ -43,6 +50,7 @@ HYPNOGRAM_EDF = re.compile(r"^(?P<key>.{7}).*[-_]hypnogram\.edf$", re.IGNORECASE
 SLEEP_EDF_NAME = re.compile(r"^(?P<study>SC4|ST7)(?P<subject>\d{2})(?P<night>\d)\w{2}(?:-PSG)?$", re.IGNORECASE)
 STAGE_COLUMNS = ("stage", "sleep_stage", "hypnogram")
 YASA_CODES = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "-1": STAGE_UNSCORED, "-2": STAGE_UNSCORED}
+DAY_S = 86400.0
 
 
 # ------------------------------------------------------------------------------------------------ names
@@ -140,7 +148,12 @@ def edf_stage_of_text(text: str) -> int | None:
 
 
 def _container(
-    path: Path, epoch_length: float, stages: list[tuple[float, float, int, str]], events: list[dict]
+    path: Path,
+    epoch_length: float,
+    stages: list[tuple[float, float, int, str]],
+    events: list[dict],
+    events_scored: bool,
+    warnings: list[str] | None = None,
 ) -> NsrrAnnotations:
     return NsrrAnnotations(
         path=path,
@@ -150,6 +163,8 @@ def _container(
         stage_class=np.array([s[2] for s in stages], dtype=np.int8),
         stage_concept=[s[3] for s in stages],
         events=events,
+        events_scored=events_scored,
+        warnings=warnings or [],
     )
 
 
@@ -216,7 +231,8 @@ def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
         )
     if not codes and not events:
         raise XmlError(f"{path}: no SleepStage or ScoredEvent elements; not a Profusion annotation file")
-    return _container(path, epoch_length, stages, events)
+    events_scored = any(_local(el.tag) == "scoredevents" for el in root.iter())  # else a hypnogram export
+    return _container(path, epoch_length, stages, events, events_scored)
 
 
 def _start(header: EdfHeader) -> datetime.datetime | None:
@@ -226,6 +242,31 @@ def _start(header: EdfHeader) -> datetime.datetime | None:
         return datetime.datetime(1985 + (year - 85) % 100, month, day, hour, minute, second)
     except ValueError:
         return None
+
+
+def _date_unknown(header: EdfHeader) -> bool:
+    """True when an EDF+ file says its start date is unknown (recording field `Startdate X`)."""
+    return header.reserved.upper().startswith("EDF+") and header.recording.upper().startswith("STARTDATE X")
+
+
+def start_offset(annotation: EdfHeader, recording: EdfHeader) -> tuple[float, str | None]:
+    """Seconds from the recording's start to the annotation file's start (0 when either start is unreadable), and a
+    warning when it was taken across midnight. Anonymised files often carry one date for both (01.01.85) or none,
+    so a scoring started at 00:00:20 for a recording started at 23:59:50 the same "day" would be placed almost
+    24 h early: when the dates are equal or unknown, the clock difference is wrapped into (-12 h, 12 h]."""
+    mine, theirs = _start(annotation), _start(recording)
+    if mine is None or theirs is None:
+        return 0.0, None
+    offset = (mine - theirs).total_seconds()
+    if mine.date() != theirs.date() and not (_date_unknown(annotation) or _date_unknown(recording)):
+        return offset, None
+    wrapped = offset - DAY_S * math.ceil((offset - DAY_S / 2) / DAY_S)
+    if wrapped == offset:
+        return offset, None
+    return wrapped, (
+        f"{annotation.path}: starts at {annotation.starttime}, the recording at {recording.starttime} with "
+        f"dates equal or unknown; taken across midnight ({wrapped:+g} s, not {offset:+g} s)"
+    )
 
 
 def edf_annotation_texts(header: EdfHeader) -> list[tuple[float, float | None, str]]:
@@ -261,11 +302,9 @@ def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) 
     header = recording if recording is not None and Path(recording.path) == path else read_edf_header(path)
     if not any(s.is_annotation for s in header.signals):
         raise EdfError(f"{path}: no 'EDF Annotations' signal; not an EDF+ annotation file")
-    offset = 0.0
+    offset, warning = 0.0, None
     if recording is not None and header is not recording:
-        mine, theirs = _start(header), _start(recording)
-        if mine is not None and theirs is not None:
-            offset = (mine - theirs).total_seconds()
+        offset, warning = start_offset(header, recording)
     stages, events = [], []
     for onset, duration, text in edf_annotation_texts(header):
         stage = edf_stage_of_text(text)
@@ -274,7 +313,8 @@ def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) 
             stages.append((start, float(EPOCH_S) if duration is None else duration, stage, text))
         else:
             events.append(_event(path, text, start, 0.0 if duration is None else duration))
-    return _container(path, float(EPOCH_S), stages, events)
+    events_scored = any(e["type"] in EVENT_TYPES for e in events)
+    return _container(path, float(EPOCH_S), stages, events, events_scored, [warning] if warning else [])
 
 
 def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
@@ -312,7 +352,7 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
                 f"or R&K codes 0-5, 4 = stage 4, 5 = REM)"
             )
         stages.append((k * float(EPOCH_S), float(EPOCH_S), stage, token))
-    return _container(path, float(EPOCH_S), stages, [])
+    return _container(path, float(EPOCH_S), stages, [], events_scored=False)
 
 
 def annotation_format(path: str | Path) -> str:

@@ -120,7 +120,8 @@ def task_labels(columns: dict[str, np.ndarray], task: str | None, label_rule: st
     the whole recording, also in movement/unscored-stage epochs), so an epoch with stage -1 keeps its event
     label; only a night with no stage scored at all (every stage -1, e.g. written with --allow-unscored)
     is unlabelled for event tasks, because its event columns mean "not scored" (the parser writes flags -1
-    and seconds NaN there), not "no event". An event flag of -1 or NaN seconds is unlabelled in any night.
+    and seconds NaN there), not "no event". An event flag of -1 or NaN seconds is unlabelled in any night: so is
+    every epoch of a scoring of stages only (a hypnogram), whose stages are labels and whose events are not.
     """
     stage = columns["stage"].astype(np.int64)
     if task is None:

@@ -1,12 +1,12 @@
 """The cohort-level files of a parser run (docs/data.md §2.4): manifest.parquet/.csv, events.parquet, splits.json.
 
 `manifest_frame` fixes the manifest's column order and types, `events_table` gathers the events of the ok
-recordings, `write_cohort_outputs` writes them all atomically and makes or extends the subject split.
+recordings, `write_cohort_outputs` writes them all atomically and makes or extends the subject split;
+`check_kept_splits` refuses, before any night is processed, a run whose subject ids no longer fit the kept split.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from pathlib import Path
@@ -15,7 +15,7 @@ import pandas as pd
 
 from dataset.constants import EPHYS_CHANNELS, EVENT_TYPES
 from dataset.labels import EVENT_TABLE_COLUMNS, events_frame
-from dataset.splits import extend_splits, make_splits, read_splits, write_splits
+from dataset.splits import check_same_subjects, extend_splits, make_splits, read_splits, write_splits
 
 STRING_COLUMNS = (
     "recording_id",
@@ -114,37 +114,60 @@ def write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
     os.replace(tmp, path)
 
 
+def check_kept_splits(dst: Path, subject_of: dict[str, str], resplit: bool = False) -> None:
+    """ValueError naming DST/splits.json when a run would keep it (no `resplit`) although its recordings now have
+    other subject ids (`subject_of`: recording id -> subject id, e.g. under another --subject-regex). Run before
+    any night is processed; an unreadable file is reported when the outputs are written."""
+    path = dst / "splits.json"
+    if resplit or not path.is_file():
+        return
+    try:
+        old = read_splits(path)
+    except (ValueError, KeyError):
+        return
+    try:
+        check_same_subjects(old, subject_of)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
+
+
 def write_cohort_outputs(
     dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict, resplit: bool = False
 ) -> dict | None:
-    """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split)."""
-    write_frame(manifest, dst / "manifest.parquet")
-    write_frame(manifest, dst / "manifest.csv", csv=True)
-    write_frame(events, dst / "events.parquet")
+    """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split or the kept
+    file is unreadable). ValueError, before anything is written, when the kept split's subject ids changed."""
     path = dst / "splits.json"
+    splits = None
     if path.is_file() and not resplit:  # made once: keep every subject where it is, add new ones to pretrain
         try:
-            splits = extend_splits(read_splits(path), manifest)
-        except (ValueError, KeyError, json.JSONDecodeError) as err:
+            old = read_splits(path)
+        except (ValueError, KeyError) as err:
             print(f"{path}: unreadable ({err}); use --resplit to make a new one", file=sys.stderr)
-            return None
-        asked = {
-            "seed": split_args["seed"],
-            "fractions": {"test": split_args["test_frac"], "val": split_args["val_frac"]},
-            "train_subjects": split_args["train_subjects"],
-        }
-        kept = {key: splits.get(key) for key in asked}
-        if kept != asked:
-            print(
-                f"{path}: kept as made (seed / fractions / train subjects {kept}); the options given now "
-                f"({asked}) apply only with --resplit",
-                file=sys.stderr,
-            )
+        else:
+            try:
+                splits = extend_splits(old, manifest)
+            except ValueError as err:
+                raise ValueError(f"{path}: {err}") from None
+            asked = {
+                "seed": split_args["seed"],
+                "fractions": {"test": split_args["test_frac"], "val": split_args["val_frac"]},
+                "train_subjects": split_args["train_subjects"],
+            }
+            kept = {key: splits.get(key) for key in asked}
+            if kept != asked:
+                print(
+                    f"{path}: kept as made (seed / fractions / train subjects {kept}); the options given now "
+                    f"({asked}) apply only with --resplit",
+                    file=sys.stderr,
+                )
     else:
         try:
             splits = make_splits(manifest, **split_args)
         except ValueError as err:
             print(f"splits.json not written: {err}", file=sys.stderr)
-            return None
-    write_splits(splits, path)
+    write_frame(manifest, dst / "manifest.parquet")
+    write_frame(manifest, dst / "manifest.csv", csv=True)
+    write_frame(events, dst / "events.parquet")
+    if splits is not None:
+        write_splits(splits, path)
     return splits

@@ -71,8 +71,9 @@ ENCODER_MODALITY: dict[str, str] = {c.name: c.name if c.name in RESP_CHANNELS el
 # Physical unit -> factor to microvolts (electrophysiology only). Keys are lower-case.
 UNIT_TO_UV: dict[str, float] = {"uv": 1.0, "µv": 1.0, "μv": 1.0, "mv": 1e3, "v": 1e6, "nv": 1e-3}
 
-# Sleep stages, AASM 5-class. NSRR concept "name|code" -> class; anything else (Movement|6, Unscored|9,
-# unknown codes, uncovered epochs) -> STAGE_UNSCORED.
+# Sleep stages, AASM 5-class. NSRR stage concept "name|code" -> class: the sleep classes, and movement and unscored
+# (STAGE_UNSCORED), which are stage events too (they end the scored night like any other stage). Unknown codes and
+# uncovered epochs -> STAGE_UNSCORED.
 STAGE_NAMES: tuple[str, ...] = ("W", "N1", "N2", "N3", "REM")
 SLEEP_STAGES: tuple[int, ...] = tuple(c for c, name in enumerate(STAGE_NAMES) if name != "W")  # N1, N2, N3, REM
 STAGE_UNSCORED = -1
@@ -84,6 +85,8 @@ STAGE_CONCEPTS: dict[str, int] = {
     "stage 3 sleep|3": 3,
     "stage 4 sleep|4": 3,
     "rem sleep|5": 4,
+    "movement|6": STAGE_UNSCORED,
+    "unscored|9": STAGE_UNSCORED,
 }
 # Stage names and codes of hypnogram text files and EDF+ annotations ("Sleep stage W", "Sleep stage 4"), matched
 # upper-case. Numeric codes are R&K as in NSRR/Profusion: 0 W, 1 N1, 2 N2, 3 N3, 4 stage 4 (-> N3), 5 REM;

@@ -29,12 +29,12 @@ from tqdm import tqdm
 
 from dataset.annotations import check_subject_regex
 from dataset.channel_map import load_channel_map
-from dataset.cohort_outputs import events_table, manifest_frame, write_cohort_outputs, write_frame
+from dataset.cohort_outputs import check_kept_splits, events_table, manifest_frame, write_cohort_outputs, write_frame
 from dataset.constants import CHANNEL_BY_NAME
 from dataset.discovery import discover
 from dataset.recording_job import clear_output, job_row, package_version, run_job
 from dataset.signal_processing import ProcessingConfig, load_night, process_recording
-from dataset.splits import make_splits, write_splits
+from dataset.splits import check_split_options, make_splits, write_splits
 from dataset.worker_pool import run_in_workers
 
 __all__ = [
@@ -105,9 +105,11 @@ def parse_cohort(
 
     With `shard=(K, N)` only the K-th of N shards is processed and DST/manifest.shard-K-of-N.parquet (+ events)
     is written instead of the final files (combine with `merge_shards`). `manifest.attrs["runs"]` holds per-
-    recording timings, reuse flags and worker peak RSS (MB).
+    recording timings, reuse flags and worker peak RSS (MB). Raises ValueError before any night is processed for
+    split options no cohort can satisfy, or when a kept DST/splits.json was made with other subject ids.
     """
     dst = Path(dst)
+    check_split_options(test_frac, val_frac, train_subjects)
     base = config or ProcessingConfig()
     config = ProcessingConfig(
         **{
@@ -126,6 +128,7 @@ def parse_cohort(
         shard = parse_shard(shard)
     if shard is not None:
         jobs = [j for j in jobs if shard_of(j.recording_id, shard[1]) == shard[0]]
+    check_kept_splits(dst, {j.recording_id: j.subject_id for j in jobs if j.subject_id and j.owns_output}, resplit)
     _check_writable(dst / "recordings")
     record = {
         "src": str(src),
@@ -195,6 +198,7 @@ def merge_shards(
 ) -> pd.DataFrame:
     """Combine DST/manifest.shard-K-of-N.parquet (all K of one N) and their events into the final outputs."""
     dst = Path(dst)
+    check_split_options(test_frac, val_frac, train_subjects)
     found: dict[int, set[int]] = {}
     for path in dst.glob("manifest.shard-*-of-*.parquet"):
         k, n = path.name[len("manifest.shard-") : -len(".parquet")].split("-of-")
@@ -210,6 +214,10 @@ def merge_shards(
     manifest = pd.concat(
         [pd.read_parquet(dst / f"manifest.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)], ignore_index=True
     )
+    records = [json.loads((dst / f"parser_config.shard-{k}-of-{n}.json").read_text()) for k in range(1, n + 1)]
+    digests = {r.get("config_digest") for r in records}
+    if len(digests) > 1:
+        raise ValueError(f"{dst}: the shards were parsed with different settings (config digests {sorted(digests)})")
     channels = tuple(c for c in CHANNEL_BY_NAME if f"median_{c}" in manifest.columns)
     manifest = manifest_frame(manifest.to_dict("records"), channels)
     events = [pd.read_parquet(dst / f"events.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)]
@@ -223,6 +231,10 @@ def merge_shards(
         dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects),
         resplit,
     )
+    # the cohort's processing record, as a single run writes it (downstream runs read it: `cohort_processing`)
+    tmp = dst / f".parser_config.json.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({**records[0], "shard": None}, indent=1, default=list) + "\n")
+    os.replace(tmp, dst / "parser_config.json")
     return manifest
 
 

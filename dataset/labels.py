@@ -8,7 +8,9 @@ Epoch k covers [30k, 30k + 30) s from the EDF start; its midpoint is 30k + 15.
 - `<event>` (int8): 1 if an event of that type covers the midpoint, half-open [start, start + duration).
 - `apnea` / `apnea_s`: the union of obstructive, central and mixed apneas.
 A night written without annotations (`--allow-unscored`) has stage -1, event flags -1 and event seconds NaN:
-"not scored", which is different from "no event".
+"not scored", which is different from "no event". A scoring of stages only (a hypnogram: `events_scored` False,
+see `dataset.annotations`) has its stages and the same "not scored" event columns, so the event tasks never read
+its epochs as event-free.
 """
 
 from __future__ import annotations
@@ -115,15 +117,17 @@ def _intervals(events: list[dict], types: tuple[str, ...]) -> tuple[np.ndarray, 
 
 
 def epoch_labels(annotations: NsrrAnnotations | None, n_epochs: int) -> dict[str, np.ndarray]:
-    """All label columns (LABEL_COLUMNS order) for the first `n_epochs` epochs; unscored when annotations is None."""
+    """All label columns (LABEL_COLUMNS order) for the first `n_epochs` epochs: unscored when annotations is None;
+    event columns "not scored" (flags -1, seconds NaN) when the annotations hold stages only."""
     if annotations is None:
         labels = {"stage": np.full(n_epochs, STAGE_UNSCORED, dtype=np.int8)}
+    else:
+        stages = epoch_stages(annotations.stage_start, annotations.stage_duration, annotations.stage_class, n_epochs)
+        labels = {"stage": stages}
+    if annotations is None or not annotations.events_scored:
         labels.update({e: np.full(n_epochs, -1, dtype=np.int8) for e in LABEL_EVENT_COLUMNS})
         labels.update({f"{e}_s": np.full(n_epochs, np.nan, dtype=np.float32) for e in LABEL_EVENT_COLUMNS})
         return labels
-    labels = {
-        "stage": epoch_stages(annotations.stage_start, annotations.stage_duration, annotations.stage_class, n_epochs)
-    }
     seconds = {}
     for name in LABEL_EVENT_COLUMNS:
         starts, ends = _intervals(annotations.events, APNEA_TYPES if name == "apnea" else (name,))
@@ -168,24 +172,34 @@ def scored_events(events: list[dict]) -> list[Event]:
     return out
 
 
+def events_scored(labels: dict[str, np.ndarray]) -> bool:
+    """False when a night's event columns say "not scored" (flags -1: no annotations, or stages only); labels
+    without event columns (stages alone) say nothing against the events they come with."""
+    return "apnea" not in labels or not np.any(labels["apnea"] == -1)
+
+
 def night_summary(labels: dict[str, np.ndarray], events: list[dict] | None, kept_s: float) -> dict:
     """Manifest numbers of a night: `n_<event>` (events starting before kept_s), `n_scored` (epochs with a
     stage), `tst_min` (minutes of N1-REM epochs) and the scored AHI (apneas + hypopneas starting in a sleep
-    epoch, per hour of sleep; NaN without sleep or without annotations) under each hypopnea rule of
-    `dataset.scored_events`: `ahi_a0h3a`, `ahi_a0h4`, `ahi_all`; `ahi_scored` is the default rule's
-    (`DEFAULT_HYPOPNEA_RULE`, AASM: >= 3 % desaturation or an arousal)."""
+    epoch, per hour of sleep; NaN without sleep) under each hypopnea rule of `dataset.scored_events`:
+    `ahi_a0h3a`, `ahi_a0h4`, `ahi_all`; `ahi_scored` is the default rule's (`DEFAULT_HYPOPNEA_RULE`, AASM:
+    >= 3 % desaturation or an arousal). Without annotations (`events` None) everything but `n_scored` is unknown;
+    when `labels` say the events were not scored (a hypnogram), `n_<event>` are None and the AHIs NaN."""
     stages = labels["stage"]
     summary: dict = {"n_scored": int(np.count_nonzero(stages != STAGE_UNSCORED))}
     ahi_columns = {rule: AHI_COLUMN_OF_RULE[rule] for rule in HYPOPNEA_RULES}
+    unknown = (
+        {f"n_{e}": None for e in EVENT_TYPES} | {"ahi_scored": np.nan} | dict.fromkeys(ahi_columns.values(), np.nan)
+    )
     if events is None:
-        summary.update({f"n_{e}": None for e in EVENT_TYPES})
-        summary.update(tst_min=float("nan"), ahi_scored=float("nan"), **dict.fromkeys(ahi_columns.values(), np.nan))
-        return summary
-    for name in EVENT_TYPES:
-        summary[f"n_{name}"] = sum(1 for e in events if e["type"] == name and e["start_s"] < kept_s)
+        return {**summary, **unknown, "tst_min": np.nan}
     asleep = np.isin(stages, SLEEP_STAGES)
     sleep_epochs = int(np.count_nonzero(asleep))
     summary["tst_min"] = sleep_epochs * EPOCH_S / 60.0
+    if not events_scored(labels):
+        return {**summary, **unknown}
+    for name in EVENT_TYPES:
+        summary[f"n_{name}"] = sum(1 for e in events if e["type"] == name and e["start_s"] < kept_s)
     # events starting at or after kept_s are outside the night, also as what qualifies a hypopnea
     annotated = scored_events([e for e in events if e["start_s"] < kept_s])
     for rule, column in ahi_columns.items():

@@ -5,17 +5,19 @@ An NSRR file is a `PSGAnnotation` root holding `EpochLength` and `ScoredEvents/S
 and, for desaturations, `SpO2Nadir`. CRLF line ends and one-line files parse like any other XML. Tag names
 and concepts are matched case-insensitively.
 
-The result splits the events into stage events (class per `dataset.constants.STAGE_CONCEPTS`, -1 for
-`Movement|6`, `Unscored|9` and unknown codes) and every other scored event (canonical type per
+The result splits the events into stage events (an `EventType` `Stages|Stages`, or any stage concept of
+`dataset.constants.STAGE_CONCEPTS` whatever its `EventType`, `Movement|6` and `Unscored|9` included; class -1 for
+movement, unscored and unknown codes) and every other scored event (canonical type per
 `dataset.constants.EVENT_CONCEPT_NAMES`, "arousal" for any concept whose name contains "arousal", else
-"other"). The "Recording Start Time" record is dropped.
+"other"). The "Recording Start Time" record is dropped. An NSRR file is the scorer's whole event list, so its
+events always count as scored: a night without a respiratory event or arousal in it had none.
 """
 
 from __future__ import annotations
 
 import math
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +43,20 @@ def concept_name(concept: str) -> str:
     return _norm(concept.split("|", 1)[0])
 
 
+def _stage_key(concept: str) -> str:
+    name, _, code = concept.partition("|")
+    return f"{_norm(name)}|{_norm(code)}"
+
+
 def stage_class(concept: str) -> int:
     """Stage class (0 W, 1 N1, 2 N2, 3 N3, 4 REM) of a stage concept; -1 for movement, unscored and unknown codes."""
-    name, _, code = concept.partition("|")
-    return STAGE_CONCEPTS.get(f"{_norm(name)}|{_norm(code)}", STAGE_UNSCORED)
+    return STAGE_CONCEPTS.get(_stage_key(concept), STAGE_UNSCORED)
+
+
+def is_stage_concept(concept: str) -> bool:
+    """True for a stage concept (a sleep class, `Movement|6` or `Unscored|9`): a stage event whatever its
+    EventType, so that a movement or unscored period written without one still extends the scored night."""
+    return _stage_key(concept) in STAGE_CONCEPTS
 
 
 def event_type(concept: str) -> str:
@@ -57,7 +69,11 @@ def event_type(concept: str) -> str:
 
 @dataclass
 class NsrrAnnotations:
-    """Stage events (arrays, file order) and the other scored events of one XML file. Times in seconds."""
+    """Stage events (arrays, file order) and the other scored events of one annotation file. Times in seconds.
+
+    `events_scored` is False for a scoring that holds stages only (a hypnogram, see `dataset.annotations`): its
+    event labels are "not scored", never "no event". `warnings` are notes for the manifest (e.g. a start time
+    taken across midnight)."""
 
     path: Path
     epoch_length: float  # EpochLength as written (NSRR: 30 s); stages are placed by their own Start anyway
@@ -66,6 +82,8 @@ class NsrrAnnotations:
     stage_class: np.ndarray  # (n_stage_events,) int8, -1 for movement / unscored / unknown
     stage_concept: list[str]
     events: list[dict]  # {"type", "concept", "start_s", "duration_s", "spo2_nadir", "spo2_baseline"} in file order
+    events_scored: bool = True
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def scored_s(self) -> float:
@@ -136,7 +154,7 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
         fields = _children(element)
         concept = fields.get("eventconcept", "")
         kind = _norm(fields.get("eventtype", "")).split("|", 1)[0]
-        is_stage = kind in ("stages", "stage") or stage_class(concept) != STAGE_UNSCORED
+        is_stage = kind in ("stages", "stage") or is_stage_concept(concept)
         if not is_stage and concept_name(concept) == RECORDING_START:
             continue
         start = _seconds(path, index, concept, "Start", fields.get("start"))

@@ -35,12 +35,12 @@ from dataset.channel_map import (
     parse_channel_map,
     resolve_channels,
 )
-from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, UNIT_TO_UV, ChannelSpec
+from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_S, UNIT_TO_UV, ChannelSpec
 from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digital, read_edf_header, to_physical
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.nsrr_xml import NsrrAnnotations
 
-FORMAT_VERSION = 2  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
+FORMAT_VERSION = 3  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
 NORMAL_IQR_PER_SD = 1.349  # IQR of a normal distribution in standard deviations
 
 
@@ -77,6 +77,11 @@ class ProcessingConfig:
         unknown += [c for c, _ in self.bands if c not in CHANNEL_BY_NAME]
         if unknown:
             raise ValueError(f"unknown channel(s) {unknown}; canonical names: {', '.join(CHANNEL_BY_NAME)}")
+        if not set(self.channels) & set(EPHYS_CHANNELS):  # every night would be skipped for the want of one
+            raise ValueError(
+                f"channels {' '.join(self.channels) or '(none)'} include no electrophysiology channel; a night needs "
+                f"one of {', '.join(EPHYS_CHANNELS)} (respiratory channels are written beside it)"
+            )
         wanted = set(self.channels)  # canonical order (electrophysiology first), duplicates removed
         object.__setattr__(self, "channels", tuple(c for c in CHANNEL_BY_NAME if c in wanted))
         object.__setattr__(self, "bands", tuple(sorted((c, tuple(b) if b else None) for c, b in self.bands)))
@@ -435,7 +440,7 @@ def night_info(
         if CHANNEL_BY_NAME[name].electrophysiology:
             info[f"unit_assumed_{name}"] = bool(result.unit_assumed) if result else False
     info.update(night_summary(labels, events if annotations is not None else None, kept_s))
-    info["warnings"] = "; ".join(header.warnings)
+    info["warnings"] = "; ".join(header.warnings + (annotations.warnings if annotations is not None else []))
     return info
 
 

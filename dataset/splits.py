@@ -5,18 +5,34 @@
 - `train` = up to `train_subjects` labelled subjects drawn from `pretrain` (the semi-supervised setting); it is a
   subset of `pretrain`. No subject is in two of {pretrain, val, test}; all nights of a subject share a split.
 - The same manifest and seed always give the same file.
+- Made once (`extend_splits`): a subject keeps its split for good, also while it has no ok recording (a night
+  that fails in one run and is repaired in the next comes back to its split, never to `pretrain` as if new);
+  only subjects new to the cohort join `pretrain`. Subject ids that changed under a kept split (another
+  `--subject-regex`) are refused: the old split would put one person's nights in two splits.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 SPLIT_NAMES: tuple[str, ...] = ("pretrain", "train", "val", "test")
+
+
+def check_split_options(test_frac: float, val_frac: float, train_subjects: int) -> None:
+    """ValueError for split options no cohort can satisfy; checked before a parser run processes any night."""
+    for name, frac in (("test_frac", test_frac), ("val_frac", val_frac)):
+        if not 0.0 <= frac < 1.0:
+            raise ValueError(f"{name} = {frac}, expected a fraction in [0, 1)")
+    if test_frac + val_frac >= 1.0:
+        raise ValueError(f"test_frac + val_frac = {test_frac + val_frac:g}, must leave subjects for pretraining")
+    if train_subjects < 0:
+        raise ValueError(f"train_subjects = {train_subjects}, expected >= 0")
 
 
 def make_splits(
@@ -29,13 +45,7 @@ def make_splits(
     (one each for test and val is the minimum; with exactly 2, no labelled subject is left for pretrain / train)
     or fractions outside [0, 1).
     """
-    for name, frac in (("test_frac", test_frac), ("val_frac", val_frac)):
-        if not 0.0 <= frac < 1.0:
-            raise ValueError(f"{name} = {frac}, expected a fraction in [0, 1)")
-    if test_frac + val_frac >= 1.0:
-        raise ValueError(f"test_frac + val_frac = {test_frac + val_frac}, must leave subjects for pretraining")
-    if train_subjects < 0:
-        raise ValueError(f"train_subjects = {train_subjects}, expected >= 0")
+    check_split_options(test_frac, val_frac, train_subjects)
     ok = manifest[manifest["status"] == "ok"]
     subject_of = dict(zip(ok["recording_id"].astype(str), ok["subject_id"].astype(str)))
     scored = ok["n_scored"].fillna(0).astype(np.int64) if "n_scored" in ok else pd.Series(1, index=ok.index)
@@ -77,16 +87,32 @@ def make_splits(
     }
 
 
+def check_same_subjects(old: dict, subject_of: Mapping[str, str]) -> None:
+    """ValueError when a recording listed in a split of `old` now belongs to a subject that split does not hold
+    (`subject_of`: recording id -> subject id of this run): the subject ids changed since the split was made."""
+    for name in ("pretrain", "val", "test"):
+        members = set(map(str, old["subjects"][name]))
+        for recording in old["recordings"][name]:
+            subject = subject_of.get(str(recording))
+            if subject is not None and subject not in members:
+                raise ValueError(
+                    f"the split was made with other subject ids (recording {recording} is in {name!r}, whose "
+                    f"subjects do not include its subject id {subject!r} now; another --subject-regex?); use "
+                    f"--resplit to make a new split, or the subject ids it was made with"
+                )
+
+
 def extend_splits(old: dict, manifest: pd.DataFrame) -> dict:
-    """Keep an existing split (docs/data.md §2.4: made once): every subject stays where it was; subjects new to the
-    cohort go to `pretrain` only (never val/test, never train); subjects with no ok recording leave; the
-    recording lists are rebuilt from the manifest."""
+    """Keep an existing split (docs/data.md §2.4: made once): every subject stays where it was, also while it has
+    no ok recording (so a night that fails once never returns as a new subject); subjects new to the cohort go to
+    `pretrain` only (never val/test, never train); the recording lists are rebuilt from the manifest. ValueError
+    when the subject ids changed since the split was made (`check_same_subjects`)."""
     ok = manifest[manifest["status"] == "ok"]
     subject_of = dict(zip(ok["recording_id"].astype(str), ok["subject_id"].astype(str)))
-    present = set(subject_of.values())
-    subjects = {name: sorted(set(ids) & present) for name, ids in old["subjects"].items()}
+    check_same_subjects(old, subject_of)
+    subjects = {name: sorted(set(map(str, ids))) for name, ids in old["subjects"].items()}
     placed = set().union(*(set(subjects[n]) for n in ("pretrain", "val", "test")))
-    subjects["pretrain"] = sorted(set(subjects["pretrain"]) | (present - placed))
+    subjects["pretrain"] = sorted(set(subjects["pretrain"]) | (set(subject_of.values()) - placed))
     members = {name: set(ids) for name, ids in subjects.items()}
     recordings = {name: sorted(r for r, sub in subject_of.items() if sub in members[name]) for name in subjects}
     return {**old, "subjects": subjects, "recordings": recordings}

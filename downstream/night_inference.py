@@ -144,9 +144,11 @@ def predict_task(
 
 
 def encoder_identity(run: DownstreamModel, channels: Sequence[str]) -> str:
-    """What a run's per-epoch encoder computes: SHA-256 of its weights (names, shapes, values) and the channels it
-    reads. Probes on one backbone checkpoint (and channels) share it, so the night is encoded once for them."""
-    digest = hashlib.sha256(json.dumps(list(channels)).encode())
+    """What a run's per-epoch encoder computes: SHA-256 of its weights (names, shapes, values), the channels it
+    reads and how it pools them. Probes on one backbone checkpoint (channels, pooling) share it, so the night is
+    encoded once for them."""
+    pooling = getattr(run.model.encoder, "pooling", "mean")
+    digest = hashlib.sha256(json.dumps([list(channels), pooling]).encode())
     for name, tensor in sorted(run.model.encoder.state_dict().items()):
         value = tensor.detach().cpu().contiguous().reshape(-1)  # 0-d buffers (BatchNorm counters) as 1-d
         digest.update(f"{name}:{value.dtype}:{tuple(tensor.shape)}".encode())
@@ -276,24 +278,33 @@ def night_processing(
     runs: Mapping[str, DownstreamModel], event_run: Any = None, channel_map: ChannelMap = ()
 ) -> ProcessingConfig:
     """How to process a new night for these models: as their cohorts were (band-passes, filter, resampling, flat
-    and clipped-channel rules, recorded with each run; the parser's defaults for runs trained before that was
-    recorded), with `channel_map`. InputError when the models were trained on cohorts processed differently:
-    one night is processed once, so one of them would read other signals than it learnt from."""
-    recorded = {task: run.processing for task, run in runs.items() if run.processing}
-    if event_run is not None and event_run.processing:
-        recorded["events"] = event_run.processing
-    distinct = {json.dumps(p, sort_keys=True) for p in recorded.values()}
-    if len(distinct) > 1:
-        differs = sorted(
-            k for k in PROCESSING_KEYS if len({json.dumps(p.get(k), sort_keys=True) for p in recorded.values()}) > 1
-        )
-        raise InputError(
-            f"the models were trained on cohorts processed differently ({', '.join(differs)} differ between "
-            f"{', '.join(recorded)}); a night is processed once: give models of one processing"
-        )
-    settings = next(iter(recorded.values()), {})
-    bands = tuple((ch, tuple(b) if b else None) for ch, b in (settings.get("bands") or {}).items())
-    options = {k: settings[k] for k in PROCESSING_KEYS if k != "bands" and k in settings}
+    and clipped-channel rules, recorded with each run; the parser's defaults for a run trained before that was
+    recorded), with `channel_map`. Cohorts parsed with other channel sets agree when every channel they share
+    has the same band; the night gets each channel's band from whichever cohort had it. InputError when two
+    models' cohorts were processed differently: a night is processed once, so one of them would read other
+    signals than it learnt from."""
+    default = {k: v for k, v in ProcessingConfig().as_dict().items() if k in PROCESSING_KEYS}
+    settings = {task: run.processing or default for task, run in runs.items()}
+    if event_run is not None:
+        settings["events"] = event_run.processing or default
+    merged: dict[str, Any] = {"bands": {}}
+    owner: dict[str, str] = {}
+    for task, processing in settings.items():
+        for key in PROCESSING_KEYS:
+            values = (processing.get("bands") or {}).items() if key == "bands" else [(None, processing.get(key))]
+            for channel, value in values:
+                slot, known = (merged["bands"], channel) if key == "bands" else (merged, key)
+                value = list(value) if isinstance(value, (list, tuple)) else value
+                if known in slot and slot[known] != value:
+                    what = f"the band of {channel}" if key == "bands" else key
+                    raise InputError(
+                        f"the models were trained on cohorts processed differently ({what}: {slot[known]} for "
+                        f"{owner[f'{key}:{known}']}, {value} for {task}); a night is processed once: give models "
+                        "of one processing"
+                    )
+                slot[known], owner[f"{key}:{known}"] = value, task
+    bands = tuple((ch, tuple(b) if b else None) for ch, b in merged.pop("bands").items())
+    options = {k: v for k, v in merged.items() if v is not None}
     try:
         return ProcessingConfig(bands=bands, channel_map=channel_map, **options)
     except (TypeError, ValueError) as err:

@@ -13,6 +13,8 @@ import pytest
 from edfio import read_edf
 
 from dataset import annotation_export as export
+from dataset.annotations import parse_edf_annotations
+from dataset.constants import APNEA_TYPES
 from dataset.labels import epoch_labels
 from dataset.nsrr_xml import parse_nsrr_xml
 
@@ -54,6 +56,19 @@ def test_edf_plus_annotations_read_by_edfio_and_mne(tmp_path):
     assert list(annotations.description) == [text for _, _, text in expected]
     assert np.allclose(annotations.onset, [o for o, _, _ in expected])
     assert np.allclose(annotations.duration, [d for _, d, _ in expected])
+
+
+@pytest.mark.parametrize("kind", sorted(export.EVENT_CONCEPT))
+def test_every_exported_event_type_reads_back_as_itself(tmp_path, kind):
+    """The project's own readers give every exported event back as its type, from the EDF+ file as from the NSRR
+    XML (the apnea model's untyped `apnea` as an obstructive apnea, inside the `apnea` label)."""
+    flags = EVENTS["apnea"]
+    edf = parse_edf_annotations(export.write_edf_annotations(tmp_path / "night.edf", STAGES, {kind: flags}))
+    (tmp_path / "night-nsrr.xml").write_text(export.nsrr_xml(STAGES, {kind: flags}))
+    label = "apnea" if kind == "apnea" or kind in APNEA_TYPES else kind
+    for scoring in (edf, parse_nsrr_xml(tmp_path / "night-nsrr.xml")):
+        assert {e["type"] for e in scoring.events} == {"obstructive_apnea" if kind == "apnea" else kind}
+        assert epoch_labels(scoring, len(STAGES))[label].tolist() == flags.tolist()
 
 
 def test_yasa_codes():

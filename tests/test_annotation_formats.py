@@ -1,4 +1,5 @@
-"""Every annotation format gives the labels of the NSRR XML of the same night; pairing and subject-id rules."""
+"""Every annotation format gives the labels of the NSRR XML of the same night (a scoring of stages only leaves the
+events "not scored"); start times across midnight; pairing and subject-id rules."""
 
 from __future__ import annotations
 
@@ -6,16 +7,21 @@ import datetime
 import shutil
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from dataset.annotations import annotation_keys, check_subject_regex, parse_hypnogram_text, read_annotations, subject_of
+from dataset.cohort import scan_recording
+from dataset.constants import EVENT_TYPES, LABEL_EVENT_COLUMNS
 from dataset.data_parser import parse_cohort
 from dataset.discovery import discover
 from dataset.edf_reader import read_edf_header
 from dataset.labels import LABEL_COLUMNS, epoch_labels
 from dataset.nsrr_xml import XmlError
+from dataset.signal_processing import process_recording
 from dataset.synthetic import generate_night
-from dataset.synthetic_writers import write_scoring
+from dataset.synthetic_writers import write_hypnogram_edf, write_scoring
+from tests.parser_nights import make_night, parse, read_table
 
 STAGE_ONLY = ("txt", "csv")
 
@@ -45,6 +51,72 @@ def test_each_format_gives_the_nsrr_labels(night, fmt):
     columns = ("stage",) if fmt in STAGE_ONLY else LABEL_COLUMNS
     for name in columns:
         np.testing.assert_array_equal(labels[name], reference[name], err_msg=f"{fmt}: {name}")
+    if fmt in STAGE_ONLY:  # stages only: every event column "not scored", never "no event"
+        for name in LABEL_EVENT_COLUMNS:
+            assert (labels[name] == -1).all() and np.isnan(labels[f"{name}_s"]).all(), name
+
+
+def test_which_scorings_hold_events(tmp_path):
+    """Events count as scored for a Profusion XML with a ScoredEvents element (even an empty one) and an EDF+ file
+    with an event of a labelled type; a Profusion file without ScoredEvents, an EDF+ file of stages and markers
+    and a hypnogram text hold stages only, so their event labels are "not scored" (-1, NaN)."""
+    stages = "<SleepStages><SleepStage>0</SleepStage><SleepStage>2</SleepStage></SleepStages>"
+    (tmp_path / "a-profusion.xml").write_text(f"<CMPStudyConfig>{stages}</CMPStudyConfig>")
+    (tmp_path / "b-profusion.xml").write_text(f"<CMPStudyConfig><ScoredEvents/>{stages}</CMPStudyConfig>")
+    runs = [("Sleep stage W", 0.0, 30.0), ("Sleep stage 2", 30.0, 30.0)]
+    write_hypnogram_edf(tmp_path / "c-Hypnogram.edf", [*runs, ("Lights off", 0.0, 1.0)], datetime.time(22))
+    write_hypnogram_edf(tmp_path / "d-Hypnogram.edf", [*runs, ("Arousal", 40.0, 10.0)], datetime.time(22))
+    (tmp_path / "e.hypnogram.txt").write_text("W\nN2\n")
+    arousal = {"a-profusion.xml": None, "b-profusion.xml": [0, 0], "c-Hypnogram.edf": None, "d-Hypnogram.edf": [0, 1]}
+    for name, flags in {**arousal, "e.hypnogram.txt": None}.items():
+        annotations = read_annotations(tmp_path / name)
+        labels = epoch_labels(annotations, 2)
+        assert annotations.events_scored is (flags is not None) and labels["stage"].tolist() == [0, 2], name
+        assert labels["arousal"].tolist() == (flags or [-1, -1]), name
+        assert bool(np.isnan(labels["arousal_s"]).all()) is (flags is None), name
+
+
+def test_a_stage_only_night_is_parsed_with_its_events_not_scored(tmp_path):
+    """An EDF with a hypnogram text: the stages are written, every event column is "not scored", the manifest's
+    event counts and AHIs are unknown (sleep time is known), and the event tasks find no label in the night."""
+    make_night(tmp_path / "src", "h-001", stages=[0, 0, 2, 2], xml=False)
+    (tmp_path / "src" / "h-001.hypnogram.txt").write_text("W\nW\nN2\nN2\n")
+    row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
+    table = read_table(tmp_path / "dst", "h-001")
+    assert row["status"] == "ok" and table["stage"].tolist() == [0, 0, 2, 2]
+    for name in LABEL_EVENT_COLUMNS:
+        assert table[name].tolist() == [-1] * 4 and table[f"{name}_s"].isna().all(), name
+    assert all(pd.isna(row[f"n_{name}"]) for name in EVENT_TYPES)
+    assert all(np.isnan(row[c]) for c in ("ahi_scored", "ahi_a0h3a", "ahi_a0h4", "ahi_all")) and row["tst_min"] == 1.0
+    path = tmp_path / "dst" / "recordings" / "h-001.parquet"
+    for task, rule in (("apnea", "midpoint"), ("hypopnea", "any"), ("apnea", "min_s:10")):
+        assert scan_recording(path, "h-001", "001", task, rule)[1].tolist() == [-1] * 4, (task, rule)
+    assert scan_recording(path, "h-001", "001", "sleep_stage", "midpoint")[1].tolist() == [0, 0, 2, 2]
+
+
+@pytest.mark.parametrize(
+    "recording_day, hypnogram_day, warned",
+    [(None, None, True), (1, 1, True), (1, 2, False)],
+    ids=["dates-unknown", "dates-equal", "next-day"],
+)
+def test_a_hypnogram_started_after_midnight_follows_the_recording(tmp_path, recording_day, hypnogram_day, warned):
+    """Recording 23:59:50, Sleep-EDF hypnogram 00:00:20: the scoring starts 30 s in. With unknown or equal
+    (anonymised) dates the clock difference is taken across midnight, and the manifest's warnings say so."""
+    from edfio import Edf, EdfAnnotation, EdfSignal, Recording
+
+    def write(path, day, clock, signals=(), annotations=()):  # day of January 2001, None: date unknown
+        recording = Recording(startdate=datetime.date(2001, 1, day)) if day else None
+        Edf(list(signals), recording=recording, starttime=clock, annotations=annotations).write(path)
+
+    edf, hypnogram = tmp_path / "SC4001E0-PSG.edf", tmp_path / "SC4001EC-Hypnogram.edf"
+    eeg = EdfSignal(np.random.default_rng(0).normal(0, 20, 100 * 600), 100, label="EEG", physical_range=(-200, 200))
+    write(edf, recording_day, datetime.time(23, 59, 50), signals=[eeg])
+    stages = [EdfAnnotation(0, 300, "Sleep stage W"), EdfAnnotation(300, 600, "Sleep stage 2")]
+    write(hypnogram, hypnogram_day, datetime.time(0, 0, 20), annotations=stages)
+    assert read_annotations(hypnogram, read_edf_header(edf)).stage_start.tolist() == [30.0, 330.0]
+    night = process_recording(edf, hypnogram)
+    assert night.labels["stage"].tolist() == [-1] + [0] * 10 + [2] * 9
+    assert ("across midnight" in night.info["warnings"]) is warned
 
 
 def test_edf_annotations_follow_the_recording_start(night, tmp_path):

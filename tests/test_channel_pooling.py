@@ -9,13 +9,16 @@ import json
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from dataset import synthetic
+from downstream import predict
 from downstream.fine_tuning import train as fine_tuning
 from downstream.linear_probing import train as linear_probing
 from downstream.night_inference import InputError, channel_report
+from downstream.results import summary_row, variant_suffix
 from downstream.runs import load_downstream_run
 from models.heads import EpochEncoder, build_epoch_encoder
 from models.loading import load_backbone
@@ -54,6 +57,9 @@ def test_probe_and_fine_tuning_train_and_reload_per_channel(cohort, backbones, t
     assert fine_tuning.main([*base, "--out", str(tuned), *window, "--pooling", "channel"]) == 0
     for run in (probe, tuned):
         assert json.loads((run / "config.json").read_text())["pooling"] == "channel"
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["pooling"] == "channel" and variant_suffix(summary_row(metrics)) == " (per channel)"
+        assert "backbone tokens pooled: channel" in (run / "results.md").read_text()
         assert_every_test_epoch_once(run, cohort)
         loaded = load_downstream_run(run)
         assert loaded.model.encoder.pooling == "channel"
@@ -61,6 +67,21 @@ def test_probe_and_fine_tuning_train_and_reload_per_channel(cohort, backbones, t
     # the probe's head alone is stored: inference rebuilds the frozen encoder with the pooling it was trained on
     probabilities = loaded_probe_probabilities(probe, cohort)
     assert np.allclose(probabilities["rerun"], probabilities["stored"], atol=1e-4)
+
+    # beside a mean-pooled probe on the same backbone: predict.py encodes the night once per pooling
+    mean_apnea = tmp_path / "mean-apnea"
+    apnea = ["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--task", "apnea", *RUN]
+    assert linear_probing.main([*apnea, "--out", str(mean_apnea), "--epochs", "2"]) == 0
+    recording = json.loads((cohort / "splits.json").read_text())["recordings"]["test"][0]
+    edf = next((cohort.parent / "src").rglob(f"{recording}.edf"))
+    night = tmp_path / "night"
+    argv = ["--checkpoint", str(probe), "--apnea", str(mean_apnea), "--edf", str(edf), "--out", str(night)]
+    assert predict.main([*argv, "--no-progress"]) == 0
+    hypnogram = pd.read_csv(night / "hypnogram.csv")
+    stored = pd.read_parquet(probe / "predictions.parquet")
+    stored = stored[stored["recording"] == recording].sort_values("epoch")
+    p = hypnogram[[c for c in hypnogram.columns if c.startswith("p_") and c != "p_apnea"]].to_numpy()
+    assert np.allclose(p, np.stack(stored["probabilities"].to_numpy()), atol=1e-4)
 
     # a rerun into the run with the other pooling is refused, naming the option
     with pytest.raises(SystemExit) as stopped:

@@ -357,3 +357,25 @@ def test_labelled_concepts_only_under_respiratory_or_arousal_event_types(tmp_pat
         )
     )
     assert [e["type"] for e in parse_nsrr_xml(path).events] == ["other", "other", "hypopnea", "arousal"]
+
+
+def test_movement_and_unscored_without_event_type_are_stage_events(tmp_path):
+    """`Movement|6` and `Unscored|9` written with an empty EventType are still stage events: the night runs to
+    their end (scored_s) and they never appear among the scored events as `other`."""
+    path = tmp_path / "noet-nsrr.xml"
+    path.write_bytes(
+        _xml(
+            [
+                _event("Stages|Stages", "Wake|0", 0, 60),
+                _event("", "Stage 2 sleep|2", 60, 60),
+                _event("", "Movement|6", 120, 30),
+                _event("", "Unscored|9", 150, 240),
+                _event("Respiratory|Respiratory", "Hypopnea|Hypopnea", 70, 10),
+            ]
+        )
+    )
+    annotations = parse_nsrr_xml(path)
+    assert annotations.scored_s == 390
+    assert annotations.stage_class.tolist() == [0, 2, -1, -1]
+    assert [e["type"] for e in annotations.events] == ["hypopnea"]
+    assert epoch_labels(annotations, 13)["stage"].tolist() == [0, 0, 2, 2] + [-1] * 9

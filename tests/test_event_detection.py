@@ -200,3 +200,36 @@ def test_every_step_of_the_budget_is_an_update_when_labels_are_sparse():
     assert len(updates) == 6 and [r["step"] for r in result.history] == [3, 6] and len(calls) == 2
     with pytest.raises(UsageError, match="no labelled second"):
         train_steps(wrapped, [TrainNight(3600, np.full(3600, -1))], inputs, None, lambda m: 0.0, **options)
+
+
+def unscore_events(path) -> None:
+    """Set a parsed night's event flags to -1, as the parser writes a scoring of stages only."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    for name in ("apnea", "hypopnea"):
+        column = pa.array(np.full(table.num_rows, -1, np.int8), type=table.schema.field(name).type)
+        table = table.set_column(table.schema.get_field_index(name), name, column)
+    pq.write_table(table, path)
+
+
+def test_nights_scored_for_stages_only_are_not_event_nights(cohort, tmp_path, capsys):
+    """A night whose events were not scored (a hypnogram: event flags -1) has no event target, which is not
+    "no event": it is left out of the event task, named, and the rest of its split trains as before."""
+    from dataset.splits import read_splits
+    from downstream.event_detection.nights import load_split_nights
+    from utils.config import UsageError
+
+    data = shutil.copytree(cohort / "dst", tmp_path / "dst")
+    recordings = read_splits(data / "splits.json")["recordings"]
+    train = sorted(recordings["train"])
+    unscore_events(data / "recordings" / f"{train[0]}.parquet")
+    cfg = event_detection.parse_args(["--data", str(data), "--out", str(tmp_path / "out"), *FAST])
+    nights = load_split_nights(cfg)
+    assert [n.recording_id for n in nights["train"]] == train[1:]
+    assert f"nights without scored events left out of the event task (train: {train[0]})" in capsys.readouterr().out
+    for rid in recordings["test"]:
+        unscore_events(data / "recordings" / f"{rid}.parquet")
+    with pytest.raises(UsageError, match="no night of split 'test' has scored respiratory events"):
+        load_split_nights(cfg)

@@ -133,6 +133,25 @@ def test_dst_that_cannot_be_created_is_one_error_line_and_exit_2(tmp_path, capsy
     assert blocker.read_text() == "a regular file"
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--test-frac", "0.6", "--val-frac", "0.6"], "must leave subjects for pretraining"),
+        (["--channels", "airflow", "spo2"], "no electrophysiology channel"),
+    ],
+    ids=["fractions", "no-electrophysiology"],
+)
+def test_options_no_night_can_satisfy_are_usage_errors(tmp_path, capsys, options, message):
+    """Split fractions that leave no subject for pretraining and a channel set without electrophysiology (every
+    night would be skipped) are one `error:` line and exit 2, before any night is processed."""
+    src = tmp_path / "src"
+    generate_cohort(src, nights=1, hours=0.1, seed=0, layout="flat")
+    code, manifest = run_main(src, tmp_path / "dst", *options)
+    err = capsys.readouterr().err
+    assert code == 2 and manifest is None and not (tmp_path / "dst" / "recordings").exists()
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
 def test_read_only_recordings_folder_is_an_environment_error(tmp_path, capsys):
     if os.geteuid() == 0:
         pytest.skip("root writes into read-only folders")

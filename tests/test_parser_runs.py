@@ -140,6 +140,41 @@ def test_shards_and_merge_equal_a_single_run_with_workers(tmp_path):
     assert (tmp_path / "single" / "splits.json").read_text() == (tmp_path / "sharded" / "splits.json").read_text()
     for path in sorted((tmp_path / "single" / "recordings").glob("*.parquet")):
         assert pq.read_table(path).equals(pq.read_table(tmp_path / "sharded" / "recordings" / path.name))
+    # the merged cohort records its processing as a single run does (downstream runs store it for predict.py)
+    merged, one = (json.loads((tmp_path / d / "parser_config.json").read_text()) for d in ("sharded", "single"))
+    assert merged["config"] == one["config"] and merged["config_digest"] == one["config_digest"]
+    assert merged["shard"] is None
+
+
+def test_a_subject_whose_night_fails_once_keeps_its_split(tmp_path, capsys):
+    """A rerun in which the test subject's only night is unreadable keeps the subject in test (no recording listed);
+    repaired, the night comes back to test, never to pretrain. Other subject ids (--subject-regex) under the kept
+    split are a usage error before any night is processed; with --resplit they make a new split."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(3):
+        make_night(src, f"c-{i}")
+    parse(src, dst)
+    first = json.loads((dst / "splits.json").read_text())
+    (subject,) = first["subjects"]["test"]
+    edf = src / f"c-{subject}.edf"
+    good = edf.read_bytes()
+    edf.write_bytes(good[:100])
+    assert parse(src, dst).set_index("recording_id").loc[f"c-{subject}", "status"] == "failed"
+    during = json.loads((dst / "splits.json").read_text())
+    assert during["subjects"] == first["subjects"] and during["recordings"]["test"] == []
+    edf.write_bytes(good)
+    parse(src, dst)
+    assert json.loads((dst / "splits.json").read_text()) == first
+    stamp = (dst / "manifest.parquet").stat().st_mtime_ns
+    make_night(src, "c-3")  # a new night: not processed when the run is refused
+    argv = ["--src", str(src), "--dst", str(dst), "--no-progress", "--subject-regex", r"(c-\d)"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {dst / 'splits.json'}: ") and "--resplit" in err and err.count("\n") == 1
+    assert (dst / "manifest.parquet").stat().st_mtime_ns == stamp and not (dst / "recordings" / "c-3.parquet").exists()
+    assert main([*argv, "--resplit"]) == 0
+    subjects = json.loads((dst / "splits.json").read_text())["subjects"]
+    assert sorted(subjects["pretrain"] + subjects["val"] + subjects["test"]) == ["c-0", "c-1", "c-2", "c-3"]
 
 
 def test_nsrr_layout_discovery(tmp_path):

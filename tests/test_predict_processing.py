@@ -44,6 +44,14 @@ def test_predict_processes_a_night_as_the_models_cohort_was(cohort_factory, back
     assert json.loads((out / "report.json").read_text())["processing"]["bands"]["eeg_c4"] == [0.3, 15.0]
 
     other = SimpleNamespace(processing={**loaded.processing, "bands": {"eeg_c4": [0.5, 40.0]}})
-    with pytest.raises(InputError, match=r"processed differently \(bands differ between sleep_stage, apnea\)"):
+    with pytest.raises(InputError, match=r"processed differently \(the band of eeg_c4: \[0.3, 15.0\] for sleep_stage"):
         night_processing({"sleep_stage": loaded, "apnea": other})
-    assert night_processing({"sleep_stage": SimpleNamespace(processing=None)}) == ProcessingConfig()
+    old = SimpleNamespace(processing=None)  # a run trained before its processing was recorded: the defaults
+    with pytest.raises(InputError, match="the band of eeg_c4"):
+        night_processing({"sleep_stage": loaded, "apnea": old})
+    assert night_processing({"sleep_stage": old}).as_dict() == ProcessingConfig().as_dict()
+    # cohorts parsed with other channel sets agree on the channels they share; each band comes from its cohort
+    eeg_only = {**loaded.processing, "bands": {"eeg_c4": [0.3, 15.0]}}
+    resp = {**loaded.processing, "bands": {"eeg_c4": [0.3, 15.0], "airflow": None}}
+    merged = night_processing({"sleep_stage": SimpleNamespace(processing=eeg_only)}, SimpleNamespace(processing=resp))
+    assert dict(merged.bands)["eeg_c4"] == (0.3, 15.0) and dict(merged.bands)["airflow"] is None

@@ -79,7 +79,10 @@ def test_a_probe_selected_otherwise_or_over_a_changed_backbone_file_is_not_resum
     out = tmp_path / "probe"
     args = ["--data", str(cohort), "--backbone", str(backbone), "--task", "sleep_stage", "--out", str(out)]
     args += QUIET
+    args += ["--batch-size", "100000"]  # more than the train epochs: the scripts clip it, the same on a resume
     assert linear_probing.main([*args, "--epochs", "2", "--max-steps", "1", "--resume", "none"]) == 0
+    assert linear_probing.main([*args, "--epochs", "2", "--max-steps", "2"]) == 0  # resumed
+    assert f"resumed from {out / 'last.pt'}" in capsys.readouterr().out
     with pytest.raises(SystemExit) as stopped:  # its best.pt was chosen by kappa: a loss would compare other scores
         linear_probing.main([*args, "--epochs", "2", "--max-steps", "2", "--select-metric", "loss"])
     assert stopped.value.code == 2 and "(select_metric 'kappa' -> 'loss')" in capsys.readouterr().err

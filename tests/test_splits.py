@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataset.splits import SPLIT_NAMES, make_splits, read_splits, write_splits
+from dataset.splits import SPLIT_NAMES, extend_splits, make_splits, read_splits, write_splits
 
 
 def manifest_of(
@@ -124,8 +124,6 @@ def test_too_few_subjects_or_bad_fractions_raise():
 
 
 def test_an_existing_split_is_kept_and_new_subjects_only_join_pretrain():
-    from dataset.splits import extend_splits
-
     first = make_splits(manifest_of(10), seed=0)
     grown = manifest_of(20, second_nights=3)
     kept = extend_splits(first, grown)
@@ -133,3 +131,24 @@ def test_an_existing_split_is_kept_and_new_subjects_only_join_pretrain():
     for name in ("val", "test", "train"):
         assert kept["subjects"][name] == first["subjects"][name]
     assert set(first["subjects"]["pretrain"]) <= set(kept["subjects"]["pretrain"])
+
+
+def test_a_subject_keeps_its_split_while_it_has_no_ok_recording():
+    """A subject whose nights all fail in one run stays in its split (no recording listed) and, once they are
+    repaired, comes back to it: never to pretrain as a subject new to the cohort."""
+    manifest = manifest_of(10, second_nights=10)
+    first = make_splits(manifest, seed=0)
+    (test_subject,) = first["subjects"]["test"]
+    broken = manifest.assign(status=np.where(manifest["subject_id"] == test_subject, "failed", "ok"))
+    during = extend_splits(first, broken)
+    assert during["subjects"] == first["subjects"] and during["recordings"]["test"] == []
+    assert extend_splits(during, manifest) == first
+
+
+def test_a_kept_split_refuses_other_subject_ids():
+    """Subject ids that changed since the split was made (another --subject-regex) cannot keep it: one person's
+    nights could fall in two splits."""
+    first = make_splits(manifest_of(10), seed=0)
+    renamed = manifest_of(10).assign(subject_id=lambda m: "p" + m["subject_id"])
+    with pytest.raises(ValueError, match="other subject ids"):
+        extend_splits(first, renamed)

@@ -101,14 +101,6 @@ def read_resume_checkpoint(
                 f"{path}: trained on another split of {cfg.data} (its splits.json changed since): the subjects "
                 f"it trained on may now be val or test; {advice}"
             )
-    if all(k in saved and hasattr(cfg, k) for k in BATCH_KEYS):
-        old, new = ([int(values[k]) for k in BATCH_KEYS] for values in (saved, vars(cfg)))
-        if old != new:
-            raise UsageError(
-                f"{path}: trained with batch size {old[0]} x {old[1]} accumulation steps, this run "
-                f"{new[0]} x {new[1]}: its steps per pass and lr schedule would no longer fit the step it resumes "
-                f"at; resume with --batch-size {old[0]} --accum-steps {old[1]}, or {advice.split(', or ')[-1]}"
-            )
     return path, state
 
 

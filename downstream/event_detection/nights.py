@@ -68,6 +68,19 @@ def load_split_nights(cfg: Config) -> dict[str, list[Night]]:
             nights[split].append(load_night(cfg.data, rid, str(row.get("subject_id", rid)), events, row, with_features))
             bar.update()
     bar.close()
+    # a night scored for stages only (a hypnogram) has its event flags -1: no event target, neither "no event"
+    unscored = {
+        split: [n.recording_id for n in found if (n.epoch_labels["apnea"] < 0).all()] for split, found in nights.items()
+    }
+    if any(unscored.values()):
+        shown = "; ".join(
+            f"{split}: {', '.join(ids[:3])}{' ...' if len(ids) > 3 else ''}" for split, ids in unscored.items() if ids
+        )
+        print(f"note: nights without scored events left out of the event task ({shown})", flush=True)
+        nights = {split: [n for n in found if n.recording_id not in unscored[split]] for split, found in nights.items()}
+        for split, found in nights.items():
+            if not found:
+                raise UsageError(f"{cfg.data}: no night of split {split!r} has scored respiratory events")
     return nights
 
 

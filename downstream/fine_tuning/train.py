@@ -510,6 +510,7 @@ def run(argv: list[str] | None) -> int:
         info = run_info(
             cfg, channels, train_summary(train_set.counts, train_set.recordings, train_set.subjects), source
         )
+        info["pooling"] = cfg.pooling  # how the encoder's tokens became the context model's vectors
         info["windows"] = {
             "epochs_per_window": size,
             "train_stride": stride,

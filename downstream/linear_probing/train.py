@@ -247,6 +247,7 @@ def run(argv: list[str] | None) -> int:
             fit_cfg, ctx, model, train_data, model_kind=kind, loss=loss, monitor=monitor, metadata=metadata
         )
         info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects), source)
+        info["pooling"] = cfg.pooling  # how the encoder's tokens became the head's vector
         finish_run(cfg, ctx, model, summary, predict_test, info)
     finally:
         cleanup(ctx)
