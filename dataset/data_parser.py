@@ -394,6 +394,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary_text(manifest))
     print(f"{len(manifest)} recording(s) in {time.perf_counter() - started:.1f} s -> {args.dst}")
+    if len(manifest) and not (manifest["status"] == "ok").any():  # nothing a later step could read
+        print(
+            f"error: --src {args.src}: no recording was parsed (see the reasons above and {args.dst}/manifest.csv)",
+            file=sys.stderr,
+        )
+        return 1
     return int((manifest["status"] == "failed").any())
 
 

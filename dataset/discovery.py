@@ -39,7 +39,8 @@ class Job:
 
 
 def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
-    """All recordings under `src` in sorted order (NSRR layout if `src/polysomnography/edfs` exists, else flat).
+    """All recordings under `src` in sorted order (NSRR layout if `src/polysomnography/edfs` or `src/edfs` exists,
+    else flat).
 
     Pairing rule (dataset/README.md, "Pairing"): `<dir>/<name>.edf` is paired only with `<dir>/<name>-nsrr.xml`
     and, in the NSRR layout, with `annotations-events-nsrr/<rel>/<name>-nsrr.xml` for the EDF at
@@ -55,9 +56,13 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: source folder not found")
-    edf_root = src / "polysomnography" / "edfs"
-    xml_root = src / "polysomnography" / "annotations-events-nsrr"
-    mirrors = [xml_root, src / "polysomnography" / "annotations-events-profusion"]
+    # the NSRR download root, or its polysomnography/ folder itself
+    root = (
+        src if not (src / "polysomnography" / "edfs").is_dir() and (src / "edfs").is_dir() else src / "polysomnography"
+    )
+    edf_root = root / "edfs"
+    xml_root = root / "annotations-events-nsrr"
+    mirrors = [xml_root, root / "annotations-events-profusion"]
     nsrr = edf_root.is_dir()
     edf_base = edf_root if nsrr else src
     edfs = sorted(

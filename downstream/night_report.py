@@ -121,11 +121,10 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         if "ahi_est" in s:
             lines += [
                 "",
-                f"Estimated AHI (epoch runs): {_fmt_index(s['ahi_est'])} events/h ({s['ahi_severity_name']}; "
-                f"UNRELIABLE); uncalibrated count {_fmt_index(s['ahi_est_uncalibrated'])} events/h. Runs of "
-                "positive 30-s epochs times a scale per event type (the scored events per event counted "
-                "from the scored epoch labels of the runs' `val` nights): epoch labels miss short events "
-                "and merge neighbouring ones, so this is no event count.",
+                f"The AHI from epoch runs (below; uncalibrated count {_fmt_index(s['ahi_est_uncalibrated'])} "
+                "events/h) counts runs of positive 30-s epochs times a scale per event type (the scored events "
+                "per event counted from the scored epoch labels of the runs' `val` nights): epoch labels miss "
+                "short events and merge neighbouring ones, so it is no event count.",
             ]
     lines += respiratory_markdown(report, unreliable)
     agree = report["agreement"]

@@ -17,6 +17,7 @@ from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TA
 from models.heads import POOLINGS
 from models.loading import SYNTHSLEEPNET
 from utils.config import (
+    CONFIG_HISTORY_HELP,
     Config,
     UsageError,
     build_parser,
@@ -165,9 +166,16 @@ def build_downstream_parser(
     description: str, defaults: Mapping[str, Any], extra: Iterable[Callable[[argparse.ArgumentParser], Any]] = ()
 ) -> argparse.ArgumentParser:
     """The engine's shared parser with the task and backbone groups (and a script's own groups)."""
-    return build_parser(
+    parser = build_parser(
         description, defaults={"out": None, **defaults}, add_options=[add_task_args, add_backbone_args, *extra]
     )
+    for action in parser._actions:
+        if action.dest == "out":
+            action.help = (
+                "run directory (default: runs/downstream/<method>/<task>-lf<fraction>[-n<subjects>][-nb<K>]"
+                f"[-per-channel]-seed<seed>); {CONFIG_HISTORY_HELP}"
+            )
+    return parser
 
 
 def check_task_options(parser: argparse.ArgumentParser, cfg: Config) -> None:

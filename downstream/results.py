@@ -315,7 +315,9 @@ def _cell(row: Mapping[str, Any], name: str) -> str:
         return f"{value:.3f}{ci}"
     if name == "label_fraction":
         return f"{100 * float(value):g} %"
-    return "all" if value is None and name == "train_subjects" else str(value)
+    if value is None:
+        return "all" if name == "train_subjects" else "–"
+    return str(value)
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

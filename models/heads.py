@@ -432,6 +432,11 @@ def build_downstream_model(kind: str, config: Mapping[str, Any]) -> nn.Module:
         return TemporalClassifier(
             build_epoch_encoder(config["encoder"]), MLPHead(**config["head"]), config.get("context")
         )
+    if kind in BUILDERS:  # a pretraining checkpoint
+        raise ValueError(
+            f"a pretrained {kind} backbone, not a downstream run: train downstream/linear_probing/train.py or "
+            "downstream/fine_tuning/train.py with it as --backbone, and give that run"
+        )
     raise ValueError(
         f"unknown downstream model kind {kind!r}; expected {MLP_HEAD}, {EPOCH_CLASSIFIER} or {TEMPORAL_CLASSIFIER}"
     )

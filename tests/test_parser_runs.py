@@ -272,3 +272,23 @@ def test_duplicate_recording_id_fails_without_touching_the_first(tmp_path):
     manifest = parse(tmp_path / "src", tmp_path / "dst")
     assert manifest["status"].tolist() == ["ok", "failed"] and "duplicate" in manifest["reason"].iloc[1]
     assert pq.read_table(tmp_path / "dst" / "recordings" / "a-1.parquet").num_rows == 20
+
+
+def test_the_polysomnography_folder_is_an_nsrr_root_and_nothing_parsed_is_an_error(tmp_path, capsys):
+    """`--src SHHS/polysomnography` finds the NSRR layout as `--src SHHS` does; a source none of whose nights
+    can be parsed ends with an error line and exit 1, not a silent 0 that the next step trips over."""
+    from dataset import synthetic
+
+    root = tmp_path / "SHHS"
+    synthetic.generate_cohort(root, nights=2, hours=0.2, seed=3)
+    assert [j.recording_id for j in discover(root / "polysomnography")] == [j.recording_id for j in discover(root)]
+    assert main(["--src", str(root / "polysomnography"), "--dst", str(tmp_path / "dst"), "--no-progress"]) == 0
+    assert len(list((tmp_path / "dst" / "recordings").glob("*.parquet"))) == 2
+    lonely = tmp_path / "xml_only"
+    lonely.mkdir()
+    for xml in root.rglob("*-nsrr.xml"):
+        (lonely / xml.name).write_bytes(xml.read_bytes())
+    capsys.readouterr()
+    assert main(["--src", str(lonely), "--dst", str(tmp_path / "none"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"error: --src {lonely}: no recording was parsed" in err and "Traceback" not in err

@@ -199,6 +199,10 @@ def test_bad_inputs_exit_2_with_the_file_named(predict_runs, night, tmp_path, ca
         == 2
     )
     assert "expects a sleep_stage run" in capsys.readouterr().err
+    # a pretraining checkpoint where a downstream run is expected: what to train first
+    backbone = predict_runs["stage"].parent / "fusion.pt"
+    assert predict.main(["--checkpoint", str(backbone), "--edf", str(night[0]), "--out", str(tmp_path / "d")]) == 2
+    assert "a pretrained synthsleepnet backbone, not a downstream run" in capsys.readouterr().err
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 

@@ -228,3 +228,11 @@ def test_model_kinds_and_methods_are_spelled_once():
                 if where != home[value] and not (value == SYNTHSLEEPNET and where in package_name):
                     found.append(f"{where}:{token.start[0]}: {token.string}")
     assert found == []
+
+
+def test_help_shows_computed_defaults_not_none():
+    """An option computed when not given says how, instead of "(default: None)"."""
+    from downstream.linear_probing import train as linear_probing
+
+    text = linear_probing.build_probe_parser().format_help()
+    assert "runs/downstream/<method>/<task>-lf<fraction>" in "".join(text.split()) and "(default: None)" not in text

@@ -154,6 +154,16 @@ class Config:
         return Config(self._values, **changes)
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Help with each option's default, except None: such an option is computed or off when not given, and its
+    help says which ("(default: None)" would say nothing)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse with the project's one-line errors: `error: --base-lr must be > 0, got -1` on stderr, exit status 2.
 
@@ -162,6 +172,8 @@ class ArgumentParser(argparse.ArgumentParser):
     file values)."""
 
     def __init__(self, *args: Any, **kwargs: Any):
+        if kwargs.get("formatter_class") is argparse.ArgumentDefaultsHelpFormatter:
+            kwargs["formatter_class"] = DefaultsHelpFormatter
         super().__init__(*args, **kwargs)
         self.required_options: set[str] = set()
 

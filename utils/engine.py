@@ -532,9 +532,10 @@ class Trainer:
         )
         if improved:
             best.update(value=float(value), epoch=self.epoch + 1, step=self.step)
-        elif value is None and self.ctx.is_main:
+        elif (value is None or not math.isfinite(value)) and self.ctx.is_main:
+            what = "missing" if value is None else f"not finite ({value})"
             print(
-                f"warning: monitor metric {best['metric']!r} missing after pass {self.epoch + 1}; best.pt not updated",
+                f"warning: monitor metric {best['metric']!r} {what} after pass {self.epoch + 1}; best.pt not updated",
                 flush=True,
             )
         return record, improved

@@ -81,7 +81,7 @@ def add_knn_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--no-monitor",
         dest="monitor",
         action="store_false",
-        help="skip the probe (best.pt then follows the training loss)",
+        help="skip the probe, which runs by default (best.pt then follows the training loss)",
     )
     group.add_argument("--knn-k", type=positive_int, default=10, help="neighbours")
     group.add_argument("--knn-pca", type=positive_int, default=50, help="PCA components (capped by the data)")

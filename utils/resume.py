@@ -89,6 +89,8 @@ def read_resume_checkpoint(
     if cfg is None:
         return path, state
     saved = {LEGACY_KEYS.get(k, k): v for k, v in (state.get("config") or {}).items()}
+    # another run's checkpoint: its best.pt is that run's too, and a fresh start here would remove its results
+    advice = f"give this run another --out (or --resume none to replace the run in {Path(run_dir)})"
     for k in RESUME_IDENTITY_KEYS:
         old, new = saved.get(k), to_plain(getattr(cfg, k, None))
         paths = k in ("data", "backbone") and old is not None and new is not None  # compared as files

@@ -111,9 +111,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="features",
         help="features: gradient-boosted trees on per-second respiratory features; probe: frozen "
         "backbone tokens per second + a temporal conv head; finetune: the same with LoRA on the "
-        "encoders; scratch: the same architecture from random weights",
+        "encoders; scratch: the same architecture from random weights (predict.py --events reads features runs)",
     )
-    parser.add_argument("--out", type=Path, default=None, help="run directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="run directory (default: runs/downstream/event_detection/<method>-<rule>-lf<fraction>-seed<seed>)",
+    )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the model, sampling and bootstrap")
     parser.add_argument(
         "--hypopnea-rule",
