@@ -125,6 +125,8 @@ def nsrr_xml(
         "<PSGAnnotation>",
         f"<SoftwareVersion>{escape(software)}</SoftwareVersion>",
         f"<EpochLength>{epoch_s:g}</EpochLength>",
+        # stages without an event model: no event was looked for, which a reader must not take as "no event"
+        *([] if events else ["<EventsScored>false</EventsScored>"]),
         "<ScoredEvents>",
         "<ScoredEvent>",
         "<EventType/>",

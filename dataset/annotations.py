@@ -12,8 +12,9 @@ a scoring without events gives event labels "not scored", flags -1 and seconds N
 - EDF+ annotations: a separate annotation EDF+ (Sleep-EDF `*-Hypnogram.edf`) or the `EDF Annotations` signal of
   the recording itself. `Sleep stage W/1/2/3/4/R/?` (also `N1/N2/N3`) and `Movement time` are stage events (an
   annotation without a duration covers one 30-s epoch); every other text is a scored event named by its text.
-  EDF+ has no event list of its own, so events count as scored only when at least one annotation is an event of
-  a labelled type (apnea, hypopnea, desaturation, arousal); markers such as "Lights off" do not show it.
+  EDF+ has no event list of its own, so events count as scored only when at least one annotation is an apnea or
+  a hypopnea: arousals, desaturations or markers such as "Lights off" alone do not show respiratory scoring (an
+  event-free night in EDF+ then reads "not scored", unknown rather than a false "no event").
   Onsets are relative to the annotation file's start time, shifted to the recording's when both are given; when
   the two dates are equal or unknown (EDF+ `Startdate X`), a clock difference of more than 12 h is taken across
   midnight (wrapped into (-12 h, 12 h]) and noted in `warnings`.
@@ -38,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.constants import EPOCH_S, EVENT_TYPES, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
+from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
 from dataset.edf_reader import EdfError, EdfHeader, read_digital, read_edf_header
 from dataset.nsrr_xml import NsrrAnnotations, XmlError, event_type, parse_nsrr_xml
 
@@ -313,7 +314,9 @@ def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) 
             stages.append((start, float(EPOCH_S) if duration is None else duration, stage, text))
         else:
             events.append(_event(path, text, start, 0.0 if duration is None else duration))
-    events_scored = any(e["type"] in EVENT_TYPES for e in events)
+    # respiratory scoring shows in an apnea or hypopnea; arousals or desaturations alone do not say that a night
+    # without apneas was scored for them (its AHI would read 0 instead of unknown)
+    events_scored = any(e["type"] in (*APNEA_TYPES, "hypopnea") for e in events)
     return _container(path, float(EPOCH_S), stages, events, events_scored, [warning] if warning else [])
 
 

@@ -394,11 +394,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary_text(manifest))
     print(f"{len(manifest)} recording(s) in {time.perf_counter() - started:.1f} s -> {args.dst}")
-    if len(manifest) and not (manifest["status"] == "ok").any():  # nothing a later step could read
-        print(
-            f"error: --src {args.src}: no recording was parsed (see the reasons above and {args.dst}/manifest.csv)",
-            file=sys.stderr,
-        )
+    # nothing a later step could read (a shard may hold only skipped nights: the merge judges the cohort)
+    if not args.shard and len(manifest) and not (manifest["status"] == "ok").any():
+        where = f"--dst {args.dst}" if args.merge else f"--src {args.src}"
+        print(f"error: {where}: no recording was parsed (see the reasons above and manifest.csv)", file=sys.stderr)
         return 1
     return int((manifest["status"] == "failed").any())
 

@@ -39,8 +39,8 @@ class Job:
 
 
 def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
-    """All recordings under `src` in sorted order (NSRR layout if `src/polysomnography/edfs` or `src/edfs` exists,
-    else flat).
+    """All recordings under `src` in sorted order (NSRR layout if `src/polysomnography/edfs` exists, or `src/edfs`
+    beside `src/annotations-events-nsrr` or `-profusion`; else flat).
 
     Pairing rule (dataset/README.md, "Pairing"): `<dir>/<name>.edf` is paired only with `<dir>/<name>-nsrr.xml`
     and, in the NSRR layout, with `annotations-events-nsrr/<rel>/<name>-nsrr.xml` for the EDF at
@@ -56,10 +56,10 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
     src = Path(src)
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: source folder not found")
-    # the NSRR download root, or its polysomnography/ folder itself
-    root = (
-        src if not (src / "polysomnography" / "edfs").is_dir() and (src / "edfs").is_dir() else src / "polysomnography"
-    )
+    # the NSRR download root, or its polysomnography/ folder itself (edfs/ beside an annotations-events-* folder: a
+    # flat folder that merely holds a subfolder named edfs/ stays flat)
+    inside = (src / "edfs").is_dir() and any((src / f"annotations-events-{k}").is_dir() for k in ("nsrr", "profusion"))
+    root = src if inside and not (src / "polysomnography" / "edfs").is_dir() else src / "polysomnography"
     edf_root = root / "edfs"
     xml_root = root / "annotations-events-nsrr"
     mirrors = [xml_root, root / "annotations-events-profusion"]

@@ -179,7 +179,9 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
                 "spo2_baseline": baseline,
             }
         )
+    marked = [el for el in root if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1].lower() == "eventsscored"]
     return NsrrAnnotations(
+        events_scored=not (marked and (marked[0].text or "").strip().lower() == "false"),
         path=path,
         epoch_length=epoch_length,
         stage_start=np.asarray(starts, dtype=np.float64),

@@ -61,14 +61,21 @@ def test_edf_plus_annotations_read_by_edfio_and_mne(tmp_path):
 @pytest.mark.parametrize("kind", sorted(export.EVENT_CONCEPT))
 def test_every_exported_event_type_reads_back_as_itself(tmp_path, kind):
     """The project's own readers give every exported event back as its type, from the EDF+ file as from the NSRR
-    XML (the apnea model's untyped `apnea` as an obstructive apnea, inside the `apnea` label)."""
+    XML (the apnea model's untyped `apnea` as an obstructive apnea, inside the `apnea` label). EDF+ shows
+    respiratory scoring by an apnea or a hypopnea only: with an arousal or desaturation alone its labels read
+    "not scored"; the NSRR XML is a whole event list, and a staging-only export says it holds no events."""
     flags = EVENTS["apnea"]
     edf = parse_edf_annotations(export.write_edf_annotations(tmp_path / "night.edf", STAGES, {kind: flags}))
     (tmp_path / "night-nsrr.xml").write_text(export.nsrr_xml(STAGES, {kind: flags}))
     label = "apnea" if kind == "apnea" or kind in APNEA_TYPES else kind
+    respiratory = label in ("apnea", "hypopnea")
     for scoring in (edf, parse_nsrr_xml(tmp_path / "night-nsrr.xml")):
         assert {e["type"] for e in scoring.events} == {"obstructive_apnea" if kind == "apnea" else kind}
-        assert epoch_labels(scoring, len(STAGES))[label].tolist() == flags.tolist()
+        expected = flags.tolist() if respiratory or scoring is not edf else [-1] * len(STAGES)
+        assert epoch_labels(scoring, len(STAGES))[label].tolist() == expected
+    (tmp_path / "stages-nsrr.xml").write_text(export.nsrr_xml(STAGES, {}))
+    stages_only = parse_nsrr_xml(tmp_path / "stages-nsrr.xml")
+    assert not stages_only.events_scored and epoch_labels(stages_only, len(STAGES))["apnea"].tolist() == [-1] * 12
 
 
 def test_yasa_codes():

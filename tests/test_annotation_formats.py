@@ -58,16 +58,21 @@ def test_each_format_gives_the_nsrr_labels(night, fmt):
 
 def test_which_scorings_hold_events(tmp_path):
     """Events count as scored for a Profusion XML with a ScoredEvents element (even an empty one) and an EDF+ file
-    with an event of a labelled type; a Profusion file without ScoredEvents, an EDF+ file of stages and markers
-    and a hypnogram text hold stages only, so their event labels are "not scored" (-1, NaN)."""
+    with an apnea or hypopnea; a Profusion file without ScoredEvents, an EDF+ file of stages and markers or
+    arousals only, and a hypnogram text hold no respiratory scoring: event labels "not scored" (-1, NaN)."""
     stages = "<SleepStages><SleepStage>0</SleepStage><SleepStage>2</SleepStage></SleepStages>"
     (tmp_path / "a-profusion.xml").write_text(f"<CMPStudyConfig>{stages}</CMPStudyConfig>")
     (tmp_path / "b-profusion.xml").write_text(f"<CMPStudyConfig><ScoredEvents/>{stages}</CMPStudyConfig>")
     runs = [("Sleep stage W", 0.0, 30.0), ("Sleep stage 2", 30.0, 30.0)]
     write_hypnogram_edf(tmp_path / "c-Hypnogram.edf", [*runs, ("Lights off", 0.0, 1.0)], datetime.time(22))
     write_hypnogram_edf(tmp_path / "d-Hypnogram.edf", [*runs, ("Arousal", 40.0, 10.0)], datetime.time(22))
+    write_hypnogram_edf(
+        tmp_path / "f-Hypnogram.edf", [*runs, ("Arousal", 40.0, 10.0), ("Hypopnea", 35.0, 12.0)], datetime.time(22)
+    )
     (tmp_path / "e.hypnogram.txt").write_text("W\nN2\n")
-    arousal = {"a-profusion.xml": None, "b-profusion.xml": [0, 0], "c-Hypnogram.edf": None, "d-Hypnogram.edf": [0, 1]}
+    # an arousal alone does not show that the night was scored for apneas: "not scored", never an AHI of 0
+    arousal = {"a-profusion.xml": None, "b-profusion.xml": [0, 0], "c-Hypnogram.edf": None, "d-Hypnogram.edf": None}
+    arousal["f-Hypnogram.edf"] = [0, 1]
     for name, flags in {**arousal, "e.hypnogram.txt": None}.items():
         annotations = read_annotations(tmp_path / name)
         labels = epoch_labels(annotations, 2)

@@ -292,3 +292,14 @@ def test_the_polysomnography_folder_is_an_nsrr_root_and_nothing_parsed_is_an_err
     assert main(["--src", str(lonely), "--dst", str(tmp_path / "none"), "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert f"error: --src {lonely}: no recording was parsed" in err and "Traceback" not in err
+    # a shard may hold only skipped nights: the merge judges the cohort
+    assert main(["--src", str(lonely), "--dst", str(tmp_path / "sh"), "--shard", "1/1", "--no-progress"]) == 0
+    # a flat folder that merely holds a subfolder named edfs/ stays flat: every night is found
+    flat = tmp_path / "flat"
+    for i, edf in enumerate(sorted(root.rglob("*.edf"))):
+        folder = flat / ("edfs" if i == 0 else "site2")
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / edf.name).write_bytes(edf.read_bytes())
+        xml = next(root.rglob(f"{edf.stem}-nsrr.xml"))
+        (folder / xml.name).write_bytes(xml.read_bytes())
+    assert sorted(j.recording_id for j in discover(flat)) == sorted(j.recording_id for j in discover(root))
