@@ -41,7 +41,7 @@ import numpy as np
 
 from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
 from dataset.edf_reader import EdfError, EdfHeader, read_digital, read_edf_header
-from dataset.nsrr_xml import NsrrAnnotations, XmlError, event_type, parse_nsrr_xml
+from dataset.nsrr_xml import NsrrAnnotations, XmlError, event_type, local_tag, parse_nsrr_xml
 
 Annotations = NsrrAnnotations  # one container for every format
 
@@ -197,10 +197,6 @@ def _event(
     }
 
 
-def _local(tag) -> str:
-    return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
-
-
 def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
     """Compumedics Profusion XML (`CMPStudyConfig`): stages one per epoch, events by Name/Start/Duration."""
     path = Path(path)
@@ -211,28 +207,28 @@ def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
     except OSError as err:
         raise XmlError(f"{path}: cannot read ({err.strerror or err})") from None
     epoch_length = 30.0
-    found = next((el for el in root.iter() if _local(el.tag) == "epochlength"), None)
+    found = next((el for el in root.iter() if local_tag(el.tag) == "epochlength"), None)
     if found is not None:
         try:
             epoch_length = float((found.text or "").strip())
         except ValueError:
             raise XmlError(f"{path}: EpochLength is {found.text!r}, expected seconds") from None
-    codes = [(el.text or "").strip() for el in root.iter() if _local(el.tag) == "sleepstage"]
+    codes = [(el.text or "").strip() for el in root.iter() if local_tag(el.tag) == "sleepstage"]
     stages = [
         (k * epoch_length, epoch_length, STAGE_CODE_TO_CLASS.get(code, STAGE_UNSCORED), code)
         for k, code in enumerate(codes)
     ]
     events = []
-    for element in (el for el in root.iter() if _local(el.tag) == "scoredevent"):
+    for element in (el for el in root.iter() if local_tag(el.tag) == "scoredevent"):
         fields = {}
         for child in element:
-            fields.setdefault(_local(child.tag), (child.text or "").strip())
+            fields.setdefault(local_tag(child.tag), (child.text or "").strip())
         events.append(
             _event(path, fields.get("name", ""), fields.get("start"), fields.get("duration"), fields.get("lowestspo2"))
         )
     if not codes and not events:
         raise XmlError(f"{path}: no SleepStage or ScoredEvent elements; not a Profusion annotation file")
-    events_scored = any(_local(el.tag) == "scoredevents" for el in root.iter())  # else a hypnogram export
+    events_scored = any(local_tag(el.tag) == "scoredevents" for el in root.iter())  # else a hypnogram export
     return _container(path, epoch_length, stages, events, events_scored)
 
 

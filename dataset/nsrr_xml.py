@@ -93,12 +93,16 @@ class NsrrAnnotations:
         return float(np.max(self.stage_start + self.stage_duration))
 
 
+def local_tag(tag: object) -> str:
+    """An element's tag without its XML namespace, lower-case ("" for comments and processing instructions)."""
+    return tag.rsplit("}", 1)[-1].lower() if isinstance(tag, str) else ""
+
+
 def _children(element: ET.Element) -> dict[str, str]:
     """Lower-case local tag -> text (stripped) of an element's direct children; the first of duplicates wins."""
     out: dict[str, str] = {}
     for child in element:
-        tag = child.tag.rsplit("}", 1)[-1].lower() if isinstance(child.tag, str) else ""
-        out.setdefault(tag, (child.text or "").strip())
+        out.setdefault(local_tag(child.tag), (child.text or "").strip())
     return out
 
 
@@ -133,16 +137,14 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
     except OSError as err:
         raise XmlError(f"{path}: cannot read ({err.strerror or err})") from None
 
-    scored = [
-        el for el in root.iter() if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1].lower() == "scoredevent"
-    ]
+    scored = [el for el in root.iter() if local_tag(el.tag) == "scoredevent"]
     root_tag = root.tag.rsplit("}", 1)[-1] if isinstance(root.tag, str) else ""
     if not scored and root_tag.lower() != "psgannotation":
         raise XmlError(f"{path}: no ScoredEvent elements and root <{root_tag}>; not an NSRR annotation file")
 
     epoch_length = 30.0
     for el in root.iter():
-        if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1].lower() == "epochlength":
+        if local_tag(el.tag) == "epochlength":
             try:
                 epoch_length = float((el.text or "").strip())
             except ValueError:
@@ -179,7 +181,7 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
                 "spo2_baseline": baseline,
             }
         )
-    marked = [el for el in root if isinstance(el.tag, str) and el.tag.rsplit("}", 1)[-1].lower() == "eventsscored"]
+    marked = [el for el in root if local_tag(el.tag) == "eventsscored"]
     return NsrrAnnotations(
         events_scored=not (marked and (marked[0].text or "").strip().lower() == "false"),
         path=path,
