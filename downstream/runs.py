@@ -73,6 +73,22 @@ def cohort_processing(data_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def checkpoint_metadata(
+    cfg: argparse.Namespace, channels: Sequence[str], source: BackboneSource, **extra: Any
+) -> dict[str, Any]:
+    """What a downstream checkpoint records beside its weights, so that `load_downstream_run` and predict.py can
+    use it alone: task, channels, method, the backbone it was trained on, how its cohort was processed
+    (`cohort_processing`), and a script's own `extra` entries."""
+    return {
+        "task": cfg.task,
+        "channels": list(channels),
+        "backbone": source.provenance,
+        "processing": cohort_processing(cfg.data),
+        "method": cfg.method,
+        **extra,
+    }
+
+
 def run_info(
     cfg: argparse.Namespace, channels: Sequence[str], train: Mapping[str, Any], backbone: BackboneSource | None = None
 ) -> dict[str, Any]:

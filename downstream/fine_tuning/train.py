@@ -47,7 +47,7 @@ from downstream.leakage import assert_no_test_leakage
 from downstream.options import add_pooling_args, build_downstream_parser, check_pooling, parse_downstream
 from downstream.predictions import predict_windows
 from downstream.results import FINE_TUNE, SCRATCH_FINETUNE
-from downstream.runs import cohort_processing, finish_run, run_info, train_summary
+from downstream.runs import checkpoint_metadata, finish_run, run_info, train_summary
 from downstream.training import ClassificationLoss, SelectionMonitor, class_weights, fit_and_select
 from models.heads import ContextHead, EpochEncoder, MLPHead, TemporalClassifier
 from models.loading import CONTEXT_HEAD, TEMPORAL_CLASSIFIER
@@ -486,15 +486,7 @@ def run(argv: list[str] | None) -> int:
             )
 
         monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
-        metadata = {
-            "task": cfg.task,
-            "channels": channels,
-            "backbone": source.provenance,
-            "processing": cohort_processing(cfg.data),  # predict.py processes a new night the same way
-            "method": cfg.method,
-            "epochs_per_window": size,
-            "eval_stride": eval_stride,
-        }
+        metadata = checkpoint_metadata(cfg, channels, source, epochs_per_window=size, eval_stride=eval_stride)
         summary = fit_and_select(
             cfg,
             ctx,

@@ -55,7 +55,7 @@ from downstream.options import (
 )
 from downstream.predictions import epochwise, predict_stored_epochs, predict_windows
 from downstream.results import LINEAR_PROBE, SCRATCH_PROBE
-from downstream.runs import cohort_processing, finish_run, run_info, train_summary
+from downstream.runs import checkpoint_metadata, finish_run, run_info, train_summary
 from downstream.training import ClassificationLoss, SelectionMonitor, class_weights, fit_and_select
 from models.heads import EpochClassifier, EpochEncoder, MLPHead
 from models.loading import EPOCH_CLASSIFIER, MLP_HEAD
@@ -166,14 +166,8 @@ def run(argv: list[str] | None) -> int:
         ).to(ctx.device)
         head = MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout, cfg.neighbour_epochs)
         weights = class_weights(counts, cfg.class_weights)
-        metadata = {
-            "task": cfg.task,
-            "channels": channels,
-            "backbone": source.provenance,
-            "processing": cohort_processing(cfg.data),  # predict.py processes a new night the same way
-            "method": cfg.method,
-            "pooling": cfg.pooling,  # how the frozen encoder rebuilt at inference pools its tokens
-        }
+        # the pooling: how the frozen encoder rebuilt at inference pools its tokens (only the head is stored)
+        metadata = checkpoint_metadata(cfg, channels, source, pooling=cfg.pooling)
         batch_size, window_batch = eval_batch_size(cfg), eval_batch_size(cfg, TEST_WINDOW)
 
         if frozen:
