@@ -287,24 +287,24 @@ def night_processing(
     settings = {task: run.processing or default for task, run in runs.items()}
     if event_run is not None:
         settings["events"] = event_run.processing or default
-    merged: dict[str, Any] = {"bands": {}}
-    owner: dict[str, str] = {}
+    merged: dict[str, Any] = {}  # "band of <channel>" or a setting's name -> (value, the model it came from)
     for task, processing in settings.items():
-        for key in PROCESSING_KEYS:
-            values = (processing.get("bands") or {}).items() if key == "bands" else [(None, processing.get(key))]
-            for channel, value in values:
-                slot, known = (merged["bands"], channel) if key == "bands" else (merged, key)
-                value = list(value) if isinstance(value, (list, tuple)) else value
-                if known in slot and slot[known] != value:
-                    what = f"the band of {channel}" if key == "bands" else key
-                    raise InputError(
-                        f"the models were trained on cohorts processed differently ({what}: {slot[known]} for "
-                        f"{owner[f'{key}:{known}']}, {value} for {task}); a night is processed once: give models "
-                        "of one processing"
-                    )
-                slot[known], owner[f"{key}:{known}"] = value, task
-    bands = tuple((ch, tuple(b) if b else None) for ch, b in merged.pop("bands").items())
-    options = {k: v for k, v in merged.items() if v is not None}
+        values = {f"band of {ch}": list(b) if b else None for ch, b in (processing.get("bands") or {}).items()}
+        values.update({k: processing[k] for k in PROCESSING_KEYS if k != "bands" and k in processing})
+        for what, value in values.items():
+            if what in merged and merged[what][0] != value:
+                raise InputError(
+                    f"the models were trained on cohorts processed differently (the {what}: {merged[what][0]} for "
+                    f"{merged[what][1]}, {value} for {task}); a night is processed once: give models of one "
+                    "processing"
+                )
+            merged.setdefault(what, (value, task))
+    bands = tuple(
+        (what.removeprefix("band of "), tuple(v) if v else None)
+        for what, (v, _) in merged.items()
+        if what.startswith("band of ")
+    )
+    options = {what: v for what, (v, _) in merged.items() if not what.startswith("band of ") and v is not None}
     try:
         return ProcessingConfig(bands=bands, channel_map=channel_map, **options)
     except (TypeError, ValueError) as err:
