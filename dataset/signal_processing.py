@@ -4,7 +4,9 @@ Per channel, one at a time (bounded memory): digital int16 at the native rate ->
 electrophysiology) -> polyphase resampling (`scipy.signal.resample_poly`, the exact rational ratio from the native rate)
 to 100 Hz (respiratory 10 Hz) -> zero-phase Butterworth band-pass of the continuous signal (`sosfiltfilt`;
 respiratory channels get only the resampler's anti-alias filter) -> trim to the kept epochs from t = 0 ->
-(n_epochs, samples) float32 -> robust scaling by the median and IQR of the kept epochs.
+(n_epochs, samples) float32 -> robust scaling by the median and IQR of the kept epochs. SpO2 is a reading, not a
+band-limited waveform: it is resampled by sample-and-hold (`hold`), so every stored value is one the oximeter gave
+(whole percents stay whole, a probe-off 0 % stays 0 % and is never smoothed into its neighbours).
 
 `process_recording` is what the cohort parser writes to Parquet; `load_night` is the same processing for one
 night without writing (inference).
@@ -40,7 +42,7 @@ from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digita
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.nsrr_xml import NsrrAnnotations
 
-FORMAT_VERSION = 3  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
+FORMAT_VERSION = 4  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
 NORMAL_IQR_PER_SD = 1.349  # IQR of a normal distribution in standard deviations
 
 
@@ -56,7 +58,8 @@ class ProcessingConfig:
     `bands` overrides the band-pass of channels by name ((low, high) Hz, or None for no band-pass); defaults
     come from `dataset.constants.CHANNELS`. A flat electrophysiology channel has an IQR below
     max(`flat_levels` digital steps, `flat_iqr_uv` µV); a flat respiratory channel has a range below one digital
-    step. A clipped channel has more than `clip_fraction` of its kept samples at the digital limits.
+    step. A clipped channel has more than `clip_fraction` of its kept samples at the digital limits (for SpO2, only
+    limits inside its physical range 0-100 %: `clip_levels`).
     """
 
     channels: tuple[str, ...] = tuple(CHANNEL_BY_NAME)
@@ -227,6 +230,17 @@ def resample(x: np.ndarray, stages: list[tuple[int, int]], padtype: str) -> np.n
     return x
 
 
+HELD_CHANNELS = ("spo2",)  # readings, not waveforms: resampled by `hold`, whose values are all recorded ones
+
+
+def hold(x: np.ndarray, ratio: Fraction) -> np.ndarray:
+    """`x` at `ratio` x its rate by sample-and-hold: output sample k (time k / new rate) is the latest input sample
+    at or before it, so no value is invented (a filter would ring at every step of a whole-percent SpO2 and blend
+    a 0 % dropout into real readings); 1 -> 10 Hz repeats each reading 10 times. Same length as `resample`."""
+    n_out = math.ceil(x.size * ratio)
+    return x[np.arange(n_out, dtype=np.int64) * ratio.denominator // ratio.numerator]
+
+
 def bandpass_sos(band: tuple[float, float], fs: float, order: int) -> np.ndarray:
     """Butterworth second-order sections; a high edge at or above 0.99 x Nyquist makes it a high-pass."""
     low, high = band
@@ -281,6 +295,7 @@ def normalise_unit(unit: str) -> str:
 
 
 SPO2_FRACTION_MAX = 1.5  # an SpO2 signal whose physical range ends at or below this is a fraction, stored x 100
+SPO2_RANGE_PCT = (0.0, 100.0)  # every SpO2 reading lies here (0 % = probe off)
 
 
 def _unit_factor(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[float, str, bool]:
@@ -294,6 +309,25 @@ def _unit_factor(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[float, str
     if factor is None:
         return 1.0, "uV", True  # empty or unknown unit: taken as µV and flagged
     return factor, "uV", False
+
+
+def clip_levels(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[int, ...]:
+    """Digital values whose samples count as clipped: both digital limits, except, for SpO2, a limit at or beyond
+    `SPO2_RANGE_PCT` (in %: a 0-100 % header's 100 % is a valid reading and its 0 % a probe-off dropout; no true
+    reading can lie past them, so none is cut off). A limit inside the range (e.g. 50 %) still clips."""
+    limits = ((signal.digital_min, signal.physical_min), (signal.digital_max, signal.physical_max))
+    if spec.name != "spo2":
+        return tuple(digital for digital, _ in limits)
+    factor = _unit_factor(spec, signal)[0]
+    return tuple(d for d, physical in limits if SPO2_RANGE_PCT[0] < physical * factor < SPO2_RANGE_PCT[1])
+
+
+def _at_levels(digital: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
+    """(samples,) bool: `digital` equal to any of `levels`."""
+    at = np.zeros(digital.shape, dtype=bool)
+    for level in levels:
+        at |= digital == level
+    return at
 
 
 def process_channel(
@@ -321,11 +355,11 @@ def process_channel(
     records = min(header.n_records, math.ceil((kept_s + config.margin_s) / header.record_duration))
     digital = read_digital(header, signal, records)  # (records * samples_per_record,) int16, native rate
     kept_native = digital[: min(digital.size, math.ceil(kept_s * signal.rate))]
-    at_limits = (kept_native == signal.digital_min) | (kept_native == signal.digital_max)
+    at_limits = _at_levels(kept_native, clip_levels(spec, signal))
     if reference is not None:
         ref_digital = read_digital(header, reference, records)  # same rate, so same length
         ref_kept = ref_digital[: kept_native.size]
-        at_limits |= (ref_kept == reference.digital_min) | (ref_kept == reference.digital_max)
+        at_limits |= _at_levels(ref_kept, clip_levels(spec, reference))
     clipped = np.count_nonzero(at_limits) / max(kept_native.size, 1)
     if clipped > config.clip_fraction:
         timings["read"] = timings.get("read", 0.0) + time.perf_counter() - tick
@@ -346,7 +380,10 @@ def process_channel(
     timings["read"] = timings.get("read", 0.0) + now - tick
     tick = now
 
-    continuous = resample(continuous, stages, config.resample_padtype)
+    if spec.name in HELD_CHANNELS:
+        continuous = hold(continuous, ratio)
+    else:
+        continuous = resample(continuous, stages, config.resample_padtype)
     band = config.band(spec)
     if band is not None:
         continuous = sps.sosfiltfilt(bandpass_sos(band, spec.target_fs, config.filter_order), continuous)

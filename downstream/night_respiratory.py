@@ -10,11 +10,13 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
 - AHI = counted events whose ONSET lies in a PREDICTED sleep epoch, per hour of predicted sleep; REM / NREM
   AHI: the same within predicted REM / NREM epochs per hour of each (`utils.ahi.event_summary`).
 - SpO2 in %: the parser's robust scaling undone with the night's median and IQR (`median_spo2`, `iqr_spo2`);
-  one value per second (mean of its samples); seconds outside 50-100 % are artefacts and left out.
+  one value per second (mean of its samples, which the parser holds at the oximeter's readings); a second with
+  any sample outside 50-100 % is an artefact (e.g. a probe-off 0 %) and left out whole. Thresholds in % are
+  compared with a tolerance of `SPO2_TOLERANCE_PCT` (the EDF's digital steps, the float32 storage).
 - Desaturation (the ODI rule): baseline at second t = the `SPO2_BASELINE_PERCENTILE`th percentile of the SpO2
   over the preceding 120 s (t excluded; artefact seconds interpolated), the SpO2 baseline the event model's
-  features use; a desaturation is a run of >= 10 s of valid seconds each >= 3 % below its baseline. ODI =
-  desaturations whose onset lies in predicted sleep, per hour of predicted sleep.
+  features use; a desaturation is a run of >= 10 s of valid seconds each >= 3 % below its baseline (a whole-
+  percent 95 -> 92 % counts). ODI = desaturations whose onset lies in predicted sleep, per hour of predicted sleep.
 - SpO2 mean, minimum and minutes below 90 %: over the valid seconds of predicted sleep epochs.
 - Latency to persistent sleep: from the recording start to the first epoch of the first 10 min (20
   consecutive 30-s epochs) of predicted sleep; NaN when the night never has 10 min of unbroken sleep.
@@ -44,14 +46,20 @@ from downstream.event_detection.detector import EventDetector
 from downstream.night_inference import InputError, one_line
 from utils.ahi import MIN_AGREEMENT_NIGHTS, event_index
 from utils.events import sleep_epochs_of
-from utils.features import SPO2_BASELINE_PERCENTILE, _past_percentile, respiratory_features
+from utils.features import (
+    SPO2_BASELINE_PERCENTILE,
+    SPO2_TOLERANCE_PCT,
+    _past_percentile,
+    fill_artefacts,
+    respiratory_features,
+    spo2_seconds,
+)
 from utils.metrics import event_runs
 from utils.sleep_stats import SLEEP_STAGES
 
 DESAT_DROP_PCT = 3.0  # a desaturation: SpO2 at least this far below its baseline ...
 DESAT_MIN_S = 10  # ... for at least this many consecutive seconds
 DESAT_BASELINE_S = 120  # baseline: the preceding 120 s
-SPO2_VALID_PCT = (50.0, 100.0)  # seconds outside this range are artefacts
 SPO2_LOW_PCT = 90.0  # minutes below this are reported
 PERSISTENT_SLEEP_EPOCHS = 20  # 10 min of consecutive sleep epochs
 EVENT_F1_MIN = 0.5  # validation event F1 (apnea and hypopnea) below this: unreliable
@@ -150,11 +158,9 @@ def detect_night_events(
 # ---------------------------------------------------------------------------------------- SpO2
 def spo2_percent(scaled: np.ndarray, median: float, iqr: float, fs: int = RESP_FS) -> np.ndarray:
     """Per-second SpO2 in % (n_seconds,) float64 from the parser's robust-scaled signal (n_seconds * fs,):
-    x * IQR + median, the mean of each second's samples; NaN for seconds outside `SPO2_VALID_PCT` (artefacts)."""
+    x * IQR + median, then `utils.features.spo2_seconds` (NaN for artefact seconds)."""
     n_seconds = int(np.size(scaled) // fs)
-    level = np.asarray(scaled, dtype=np.float64)[: n_seconds * fs].reshape(n_seconds, fs).mean(axis=1) * iqr + median
-    level[(level < SPO2_VALID_PCT[0]) | (level > SPO2_VALID_PCT[1]) | ~np.isfinite(level)] = np.nan
-    return level
+    return spo2_seconds(np.asarray(scaled, dtype=np.float64) * iqr + median, fs, n_seconds)
 
 
 def desaturations(spo2: np.ndarray, drop_pct: float = DESAT_DROP_PCT, min_s: int = DESAT_MIN_S) -> list[Event]:
@@ -165,10 +171,9 @@ def desaturations(spo2: np.ndarray, drop_pct: float = DESAT_DROP_PCT, min_s: int
     valid = np.isfinite(level)
     if valid.sum() < 2:
         return []
-    seconds = np.arange(level.size)
-    filled = np.interp(seconds, seconds[valid], level[valid])  # artefacts interpolated for the baseline only
+    filled = fill_artefacts(level)  # artefacts interpolated for the baseline only
     baseline = _past_percentile(filled, SPO2_BASELINE_PERCENTILE, DESAT_BASELINE_S)
-    low = valid & (filled <= baseline - drop_pct)
+    low = valid & (filled <= baseline - drop_pct + SPO2_TOLERANCE_PCT)
     return [
         Event(
             float(start),
@@ -194,7 +199,7 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
         "n_desaturations_in_sleep": int(sleep_epochs_of(np.array([d.onset_s for d in desats]), sleep).sum()),
         "spo2_mean_pct": float(values.mean()) if values.size else math.nan,
         "spo2_min_pct": float(values.min()) if values.size else math.nan,
-        "spo2_below_90_min": float(np.sum(values < SPO2_LOW_PCT) / 60.0),
+        "spo2_below_90_min": float(np.sum(values < SPO2_LOW_PCT - SPO2_TOLERANCE_PCT) / 60.0),
         "spo2_valid_sleep_min": float(values.size / 60.0),
         "basis": "predicted sleep",
         "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % below the {SPO2_BASELINE_PERCENTILE:g}th percentile "

@@ -161,6 +161,10 @@ RESP_BASELINE_S = 120  # the amplitude and SpO2 baselines look back this far (s)
 RESP_LAGS_S: tuple[int, ...] = (-30, -20, -10, -5, 5, 10, 20, 30)  # context: value at t + lag
 SPO2_BASELINE_PERCENTILE = 90.0  # SpO2 baseline: this percentile of the preceding RESP_BASELINE_S
 SPO2_NADIR_WINDOWS_S: tuple[tuple[int, int], ...] = ((0, 20), (10, 45), (20, 60))  # future nadir windows [a, b) s
+SPO2_VALID_PCT = (50.0, 100.0)  # SpO2 samples outside this range are artefacts (probe off: 0 %), and so is their second
+# % comparisons allow this: above the EDF quantisation (a 16-bit 0-100 % header: 0.0015 % a step) and the float32
+# storage round trip, below any oximeter's resolution (0.1 %)
+SPO2_TOLERANCE_PCT = 0.01
 AMPLITUDE_BASELINE_PERCENTILE = 75.0  # flow/effort baseline: this percentile of the preceding amplitudes
 ENVELOPE_LAGS_S: tuple[int, ...] = (-4, -2, 2, 4)  # the sharp (Hilbert) flow envelope near t: event edges
 
@@ -168,6 +172,28 @@ ENVELOPE_LAGS_S: tuple[int, ...] = (-4, -2, 2, 4)  # the sharp (Hilbert) flow en
 def _second_sums(x: np.ndarray, fs: int, n_seconds: int) -> np.ndarray:
     """Per-second sums (n_seconds,) float64 of a signal at fs Hz (samples beyond n_seconds * fs dropped)."""
     return np.asarray(x[: n_seconds * fs], dtype=np.float64).reshape(n_seconds, fs).sum(axis=1)
+
+
+def spo2_seconds(spo2_pct: np.ndarray, fs: int, n_seconds: int) -> np.ndarray:
+    """Per-second SpO2 in % (n_seconds,) float64 from a signal in % at fs Hz: the mean of each second's samples;
+    NaN for a second with any sample outside `SPO2_VALID_PCT` (an artefact: a second straddling a dropout's edge
+    would otherwise read a fake low mean)."""
+    samples = np.asarray(spo2_pct, dtype=np.float64)[: n_seconds * fs].reshape(n_seconds, fs)
+    low, high = SPO2_VALID_PCT[0] - SPO2_TOLERANCE_PCT, SPO2_VALID_PCT[1] + SPO2_TOLERANCE_PCT
+    artefact = ~np.all((samples >= low) & (samples <= high), axis=1)  # NaN samples fail the comparison too
+    level = samples.mean(axis=1)
+    level[artefact] = np.nan
+    return level
+
+
+def fill_artefacts(level: np.ndarray) -> np.ndarray:
+    """`level` (n,) with its NaN seconds linearly interpolated from the valid ones (the ends held); unchanged
+    when fewer than two seconds are valid."""
+    valid = np.isfinite(level)
+    if valid.sum() < 2 or valid.all():
+        return level
+    seconds = np.arange(level.size)
+    return np.interp(seconds, seconds[valid], level[valid])
 
 
 def _window_mean(values: np.ndarray, start: int, width: int) -> np.ndarray:
@@ -296,9 +322,13 @@ def respiratory_features(
     else:
         columns["effort_sum_ratio"], columns["thor_abdo_corr"] = nan, nan
     if "spo2" in present:
-        level = _second_sums(np.asarray(present["spo2"], dtype=np.float64), fs, n_seconds) / fs
         if spo2_scale is not None and all(np.isfinite(spo2_scale)):
-            level = level * spo2_scale[1] + spo2_scale[0]  # robust scaling undone: %
+            # robust scaling undone: %; artefact seconds (a probe off) interpolated, as the ODI's baseline does,
+            # so that a dropout to 0 % does not read as a 95 % desaturation
+            spo2 = np.asarray(present["spo2"], dtype=np.float64) * spo2_scale[1] + spo2_scale[0]
+            level = fill_artefacts(spo2_seconds(spo2, fs, n_seconds))
+        else:
+            level = _second_sums(np.asarray(present["spo2"], dtype=np.float64), fs, n_seconds) / fs
         baseline = _past_percentile(level, SPO2_BASELINE_PERCENTILE)
         columns.update(spo2_level=level, spo2_drop=baseline - level)
         for lo, hi in SPO2_NADIR_WINDOWS_S:
