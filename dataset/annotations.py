@@ -5,19 +5,25 @@ pair an EDF with its annotation file and name its subject (dataset/README.md "An
 Formats (`read_annotations` picks by content and name), and when their events count as scored (`events_scored`;
 a scoring without events gives event labels "not scored", flags -1 and seconds NaN, never "no event"):
 - NSRR XML (`<name>-nsrr.xml`, root `PSGAnnotation`): `dataset.nsrr_xml.parse_nsrr_xml`. Events always scored.
-- Compumedics Profusion XML (`<name>-profusion.xml`, root `CMPStudyConfig`): `<SleepStages><SleepStage>` one R&K
-  code per epoch of `EpochLength` s from t = 0; `<ScoredEvents><ScoredEvent>` with `Name`, `Start`, `Duration`
-  (s) and `LowestSpO2` (the nadir, where given). Events scored when the file has a `ScoredEvents` element (an
-  empty one: scored, none found); without it the file is a hypnogram.
+- Compumedics Profusion XML (`<name>-profusion.xml`, root `CMPStudyConfig`, in any encoding its declaration or
+  byte-order mark names, UTF-16 included): `<SleepStages><SleepStage>` one R&K code per epoch of `EpochLength` s
+  from t = 0; `<ScoredEvents><ScoredEvent>` with `Name`, `Start`, `Duration` (s) and, for desaturations,
+  `LowestSpO2` (the nadir) and `Desaturation` (the drop, %). The drop decides the 3 % / 4 % hypopnea rules, and
+  the events carry it as NSRR XML does (`spo2_baseline` - `spo2_nadir`): baseline = nadir + drop. A drop without
+  a nadir cannot be kept that way (the desaturation then counts as >= 3 %, not >= 4 %). Events scored when the
+  file has a `ScoredEvents` element (an empty one: scored, none found); without it the file is a hypnogram.
 - EDF+ annotations: a separate annotation EDF+ (Sleep-EDF `*-Hypnogram.edf`) or the `EDF Annotations` signal of
   the recording itself. `Sleep stage W/1/2/3/4/R/?` (also `N1/N2/N3`) and `Movement time` are stage events (an
   annotation without a duration covers one 30-s epoch); every other text is a scored event named by its text.
   EDF+ has no event list of its own, so events count as scored only when at least one annotation is an apnea or
   a hypopnea: arousals, desaturations or markers such as "Lights off" alone do not show respiratory scoring (an
   event-free night in EDF+ then reads "not scored", unknown rather than a false "no event").
-  Onsets are relative to the annotation file's start time, shifted to the recording's when both are given; when
-  the two dates are equal or unknown (EDF+ `Startdate X`), a clock difference of more than 12 h is taken across
-  midnight (wrapped into (-12 h, 12 h]) and noted in `warnings`.
+  Onsets are relative to the annotation file's header start time, shifted to the recording's when both are
+  given; when the two dates are equal or unknown (EDF+ `Startdate X`), a clock difference of more than 12 h is
+  taken across midnight (wrapped into (-12 h, 12 h]) and noted in `warnings`. The recording's samples begin at
+  its first data record, whose time-keeping TAL (EDF+ spec 2.2.4: usually 0 or a fraction of a second, not
+  always) says how long after the header start time that is: every onset is shifted by it too, so t = 0 is the
+  first sample, as the signals are read.
 - Plain hypnogram text or CSV (`<name>.hypnogram.txt` / `.csv`): one stage per 30-s epoch from t = 0, one per line,
   or a column named `stage` (also `sleep_stage`, `hypnogram`) of a delimited file (`,` `;` or tab); blank
   lines and `#` comments are ignored. Tokens per `dataset.constants.STAGE_TOKENS`: W/Wake/0, N1/S1/1, N2/S2/2,
@@ -35,13 +41,14 @@ import io
 import math
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
-from dataset.edf_reader import EdfError, EdfHeader, read_digital, read_edf_header
-from dataset.nsrr_xml import NsrrAnnotations, XmlError, event_type, local_tag, parse_nsrr_xml
+from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digital, read_edf_header
+from dataset.nsrr_xml import NsrrAnnotations, XmlError, event_type, local_tag, optional_float, parse_nsrr_xml
 
 Annotations = NsrrAnnotations  # one container for every format
 
@@ -170,8 +177,14 @@ def _container(
 
 
 def _event(
-    path: Path, name: str, start: str | float | None, duration: str | float | None, nadir: str | float | None = None
+    path: Path,
+    name: str,
+    start: str | float | None,
+    duration: str | float | None,
+    nadir: str | None = None,
+    drop: str | None = None,
 ) -> dict:
+    """One scored event; a desaturation's drop (%) is kept as its baseline, nadir + drop, as NSRR XML gives it."""
     values = []
     for what, text in (("Start", start), ("Duration", duration)):
         try:
@@ -184,21 +197,20 @@ def _event(
                 f"{'non-negative ' if what == 'Duration' else ''}number of seconds"
             )
         values.append(value)
-    try:
-        spo2 = float(nadir) if nadir not in (None, "") else math.nan
-    except ValueError:
-        spo2 = math.nan
+    spo2 = optional_float(nadir)
     return {
         "type": event_type(name),
         "concept": name,
         "start_s": values[0],
         "duration_s": values[1],
         "spo2_nadir": spo2,
+        "spo2_baseline": spo2 + optional_float(drop),
     }
 
 
 def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
-    """Compumedics Profusion XML (`CMPStudyConfig`): stages one per epoch, events by Name/Start/Duration."""
+    """Compumedics Profusion XML (`CMPStudyConfig`): stages one per epoch, events by Name/Start/Duration, the
+    SpO2 nadir and drop of a desaturation by LowestSpO2/Desaturation."""
     path = Path(path)
     try:
         root = ET.parse(path).getroot()
@@ -223,9 +235,9 @@ def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
         fields = {}
         for child in element:
             fields.setdefault(local_tag(child.tag), (child.text or "").strip())
-        events.append(
-            _event(path, fields.get("name", ""), fields.get("start"), fields.get("duration"), fields.get("lowestspo2"))
-        )
+        name = fields.get("name", "")
+        start, duration, nadir, drop = (fields.get(k) for k in ("start", "duration", "lowestspo2", "desaturation"))
+        events.append(_event(path, name, start, duration, nadir, drop))
     if not codes and not events:
         raise XmlError(f"{path}: no SleepStage or ScoredEvent elements; not a Profusion annotation file")
     events_scored = any(local_tag(el.tag) == "scoredevents" for el in root.iter())  # else a hypnogram export
@@ -266,35 +278,55 @@ def start_offset(annotation: EdfHeader, recording: EdfHeader) -> tuple[float, st
     )
 
 
+def _tals(
+    header: EdfHeader, signal: EdfSignalHeader, n_records: int | None = None
+) -> Iterator[tuple[float, float | None, list[str]]]:
+    """(onset s, duration s or None, texts) of every TAL of one `EDF Annotations` signal, in file order (of the
+    first `n_records` data records when given); onsets as written, from the header's start time."""
+    raw = read_digital(header, signal, n_records).astype("<i2").tobytes()  # (records * samples * 2,) bytes
+    size = 2 * signal.samples_per_record
+    for record in range(len(raw) // size):
+        text = raw[record * size : (record + 1) * size].decode("utf-8", errors="replace")
+        for tal in text.split("\x14\x00"):
+            tal = tal.strip("\x00")
+            if not tal:
+                continue
+            timing, *texts = tal.split("\x14")
+            onset, _, duration = timing.partition("\x15")
+            try:
+                start, length = float(onset), float(duration) if duration else None
+            except ValueError:
+                raise EdfError(f"{header.path}: malformed EDF+ annotation {tal!r} in data record {record}") from None
+            yield start, length, texts
+
+
 def edf_annotation_texts(header: EdfHeader) -> list[tuple[float, float | None, str]]:
     """(onset s, duration s or None, text) of every annotation of the file's `EDF Annotations` signals, in file
-    order; the time-keeping TAL of each record (empty text) is left out."""
-    out = []
-    for signal in (s for s in header.signals if s.is_annotation):
-        raw = read_digital(header, signal).astype("<i2").tobytes()  # (records * samples * 2,) bytes
-        size = 2 * signal.samples_per_record
-        for record in range(len(raw) // size):
-            text = raw[record * size : (record + 1) * size].decode("utf-8", errors="replace")
-            for tal in text.split("\x14\x00"):
-                tal = tal.strip("\x00")
-                if not tal:
-                    continue
-                timing, *texts = tal.split("\x14")
-                onset, _, duration = timing.partition("\x15")
-                try:
-                    start = float(onset)
-                    length = float(duration) if duration else None
-                except ValueError:
-                    raise EdfError(
-                        f"{header.path}: malformed EDF+ annotation {tal!r} in data record {record}"
-                    ) from None
-                out += [(start, length, t) for t in texts if t.strip()]
-    return out
+    order; onsets from the header's start time; the time-keeping TAL of each record (empty text) is left out."""
+    return [
+        (onset, duration, text)
+        for signal in header.signals
+        if signal.is_annotation
+        for onset, duration, texts in _tals(header, signal)
+        for text in texts
+        if text.strip()
+    ]
+
+
+def first_sample_s(header: EdfHeader) -> float:
+    """Seconds from the header's start time to the first sample of the file's signals: the onset of the first
+    data record's time-keeping TAL (the first TAL of its first `EDF Annotations` signal, empty text; EDF+ spec
+    2.2.4). 0 for a plain EDF, and for an annotation-only file, which has no samples to align with."""
+    signal = next((s for s in header.signals if s.is_annotation), None)
+    if signal is None or not header.labels:
+        return 0.0
+    onset, _, texts = next(_tals(header, signal, n_records=1), (0.0, None, [""]))
+    return onset if texts[:1] == [""] else 0.0  # a first TAL with a text is not a time-keeping TAL
 
 
 def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) -> NsrrAnnotations:
-    """EDF+ annotations of `path` (a Sleep-EDF hypnogram, or the recording itself), times shifted to the
-    start of `recording` when given."""
+    """EDF+ annotations of `path` (a Sleep-EDF hypnogram, or the recording itself), times in seconds from the first
+    sample of `recording` (of `path` itself when not given)."""
     path = Path(path)
     header = recording if recording is not None and Path(recording.path) == path else read_edf_header(path)
     if not any(s.is_annotation for s in header.signals):
@@ -302,6 +334,8 @@ def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) 
     offset, warning = 0.0, None
     if recording is not None and header is not recording:
         offset, warning = start_offset(header, recording)
+    # onsets count from the header's start time, the samples (and so the epochs) from the first data record's start
+    offset -= first_sample_s(header if recording is None else recording)
     stages, events = [], []
     for onset, duration, text in edf_annotation_texts(header):
         stage = edf_stage_of_text(text)
@@ -354,6 +388,19 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
     return _container(path, float(EPOCH_S), stages, [], events_scored=False)
 
 
+def _root_tag(path: Path) -> str:
+    """Local tag of an XML file's root element, from the parser's first element (the rest is not read): the
+    parser decodes what the declaration or byte-order mark names (UTF-16 included), which a byte search cannot."""
+    try:
+        with open(path, "rb") as handle:
+            _, root = next(ET.iterparse(handle, events=("start",)))
+    except ET.ParseError as err:
+        raise XmlError(f"{path}: malformed XML ({err}); not an NSRR or Profusion annotation file") from None
+    except OSError as err:
+        raise XmlError(f"{path}: cannot read ({err.strerror or err})") from None
+    return local_tag(root.tag)
+
+
 def annotation_format(path: str | Path) -> str:
     """ "nsrr", "profusion", "edf" or "hypnogram" by file name and, for XML, the root element."""
     path = Path(path)
@@ -362,12 +409,7 @@ def annotation_format(path: str | Path) -> str:
         return "edf"
     if name.endswith((".txt", ".csv", ".tsv")):
         return "hypnogram"
-    try:
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
-    except OSError as err:
-        raise XmlError(f"{path}: cannot read ({err.strerror or err})") from None
-    return "profusion" if re.search(rb"<\s*CMPStudyConfig\b", head) else "nsrr"
+    return "profusion" if _root_tag(path) == "cmpstudyconfig" else "nsrr"
 
 
 def read_annotations(path: str | Path, recording: EdfHeader | None = None) -> NsrrAnnotations:

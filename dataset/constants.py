@@ -120,8 +120,12 @@ STAGE_TOKENS: dict[str, int] = {
     },
 }
 
-# Scored events (docs/data.md §2.3). Each canonical type lists the lower-case concept names that map to it;
-# `arousal` additionally takes any concept whose name contains "arousal".
+# Scored events (docs/data.md §2.3). Each canonical type lists the concept names that map to it: the name part of an
+# NSRR "name|code" concept or an EDF+ / Profusion event text, lower-case, "_" read as a space (EDF+ exports write
+# `Obstructive_Apnea`); `arousal` additionally takes any concept whose name contains "arousal". Every hypopnea
+# subtype is a hypopnea (the AHI and the hypopnea label do not split them); an apnea of no stated type (NSRR
+# `Apnea|Apnea`) counts as obstructive, the common type, so that it is in the `apnea` label and the AHI (its
+# `concept` in events.parquet still says what was written).
 EVENT_TYPES: tuple[str, ...] = (
     "obstructive_apnea",
     "central_apnea",
@@ -132,11 +136,17 @@ EVENT_TYPES: tuple[str, ...] = (
 )
 APNEA_TYPES: tuple[str, ...] = ("obstructive_apnea", "central_apnea", "mixed_apnea")
 EVENT_CONCEPT_NAMES: dict[str, tuple[str, ...]] = {
-    "obstructive_apnea": ("obstructive apnea",),
+    "obstructive_apnea": ("obstructive apnea", "apnea", "unspecified apnea"),
     "central_apnea": ("central apnea",),
     "mixed_apnea": ("mixed apnea",),
-    "hypopnea": ("hypopnea",),
-    "desaturation": ("spo2 desaturation",),
+    "hypopnea": ("hypopnea", "obstructive hypopnea", "central hypopnea", "mixed hypopnea"),
+    "desaturation": (
+        "spo2 desaturation",
+        "sao2 desaturation",
+        "oxygen desaturation",
+        "o2 desaturation",
+        "desaturation",
+    ),
 }
 LABEL_EVENT_COLUMNS: tuple[str, ...] = EVENT_TYPES + ("apnea",)  # int8 midpoint labels; `<name>_s` float32 seconds
 TASKS: dict[str, int] = {"sleep_stage": 5, "apnea": 2, "hypopnea": 2}  # task -> number of classes

@@ -2,8 +2,8 @@
 
 An NSRR file is a `PSGAnnotation` root holding `EpochLength` and `ScoredEvents/ScoredEvent` elements, each with
 `EventType` ("name|code"), `EventConcept` ("name|code"), `Start` and `Duration` (seconds from the EDF start)
-and, for desaturations, `SpO2Nadir`. CRLF line ends and one-line files parse like any other XML. Tag names
-and concepts are matched case-insensitively.
+and, for desaturations, `SpO2Nadir` and `SpO2Baseline` (the drop is their difference). CRLF line ends and
+one-line files parse like any other XML. Tag names and concepts are matched case-insensitively.
 
 The result splits the events into stage events (an `EventType` `Stages|Stages`, or any stage concept of
 `dataset.constants.STAGE_CONCEPTS` whatever its `EventType`, `Movement|6` and `Unscored|9` included; class -1 for
@@ -60,8 +60,9 @@ def is_stage_concept(concept: str) -> bool:
 
 
 def event_type(concept: str) -> str:
-    """Canonical event type of a concept (docs/data.md §2.3) or "other"."""
-    name = concept_name(concept)
+    """Canonical event type of a concept or event text (docs/data.md §2.3) or "other": its name part, any case,
+    with "_" read as a space, looked up in `dataset.constants.EVENT_CONCEPT_NAMES`."""
+    name = concept_name(concept.replace("_", " "))
     if name in _CONCEPT_TO_TYPE:
         return _CONCEPT_TO_TYPE[name]
     return "arousal" if "arousal" in name else "other"
@@ -119,7 +120,7 @@ def _seconds(path: Path, index: int, concept: str, what: str, text: str | None) 
     return value
 
 
-def _optional_float(text: str | None) -> float:
+def optional_float(text: str | None) -> float:
     """A number written in an optional field (e.g. SpO2Nadir); NaN when absent or not a number."""
     try:
         return float(text) if text else math.nan
@@ -167,7 +168,7 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
             classes.append(stage_class(concept))
             stage_concepts.append(concept)
             continue
-        nadir, baseline = (_optional_float(fields.get(name)) for name in ("spo2nadir", "spo2baseline"))
+        nadir, baseline = (optional_float(fields.get(name)) for name in ("spo2nadir", "spo2baseline"))
         # docs/data.md §2.3: labels come from Respiratory|Respiratory and Arousals|Arousals events (a missing EventType
         # is accepted); a labelled concept under any other EventType is kept as "other".
         kind_of = event_type(concept) if kind in LABEL_EVENT_KINDS else "other"
