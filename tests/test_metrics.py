@@ -266,6 +266,16 @@ def test_severity_boundaries(ahi, expected):
     assert SEVERITY_NAMES[expected] == ("normal", "mild", "moderate", "severe")[expected]
 
 
+def test_calibrated_count_on_a_boundary_keeps_its_class():
+    # 55 counted events x 24/22 scored per counted in 2 h of sleep is 30/h exactly, 29.999999999999996 in floats
+    sleep = np.ones(240, dtype=bool)
+    apnea = np.zeros(240, dtype=np.int64)
+    apnea[::4][:55] = 1
+    ahi = estimate_ahi(apnea, np.zeros(240, dtype=np.int64), sleep, scales=(24 / 22, 1.0))
+    assert ahi == pytest.approx(30.0) and ahi < 30.0
+    assert severity_class(ahi) == 3 and severity_class(np.array([ahi])).tolist() == [3]
+
+
 def test_severity_of_arrays_and_nan():
     assert severity_class(np.array([4.9, 5.0, np.nan, 31.0])).tolist() == [0, 1, -1, 3]
     assert severity_class(float("nan")) == -1

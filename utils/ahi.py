@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
 from dataset.cohort import read_subjects, recording_path, scan_recording
 from dataset.constants import APNEA_TYPES, EPOCH_S
@@ -49,8 +48,10 @@ EVENT_FAMILIES: dict[str, tuple[str, ...]] = {"apnea": APNEA_TYPES, "hypopnea": 
 # ---------------------------------------------------------------------------------------- severity
 def severity_class(ahi):
     """AASM severity class of an AHI (events/h): 0 normal (< 5), 1 mild (5 to < 15), 2 moderate (15 to < 30),
-    3 severe (>= 30); -1 for NaN. Scalar in, int out; array in, int array out. Names: SEVERITY_NAMES[class]."""
-    values = np.asarray(ahi, dtype=np.float64)
+    3 severe (>= 30); -1 for NaN. Scalar in, int out; array in, int array out. Names: SEVERITY_NAMES[class].
+    Values are rounded to 1e-9 first: a calibrated count (55 x 24/22 events in 2 h) is 30 per hour exactly but
+    29.999999999999996 in binary floating point, and a boundary value belongs to the higher class."""
+    values = np.round(np.asarray(ahi, dtype=np.float64), 9)
     classes = np.digitize(values, SEVERITY_THRESHOLDS, right=False)  # x >= threshold moves up a class
     classes = np.where(np.isnan(values), SEVERITY_UNKNOWN, classes).astype(np.int64)
     return int(classes) if classes.ndim == 0 else classes
@@ -283,6 +284,8 @@ def ahi_agreement(estimated, scored, min_nights: int = MIN_AGREEMENT_NIGHTS) -> 
     nan = float("nan")
     out = {"n": n, "n_missing": int((~ok).sum()), "severity_names": list(SEVERITY_NAMES)}
     if n >= max(min_nights, 2) and np.std(est) > 0 and np.std(ref) > 0:
+        from scipy import stats  # here, not at start-up: every script reading the AHI module would pay it
+
         r, p = stats.pearsonr(est, ref)
         out["pearson_r"], out["pearson_p"] = float(r), float(p)
     else:

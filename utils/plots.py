@@ -11,13 +11,24 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
 
 from dataset.constants import STAGE_NAMES, STAGE_UNSCORED
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 DPI = 120
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A new figure; matplotlib is imported here, on the first plot, so that every script that can plot does
+    not pay its import (about a second) at start-up."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
@@ -42,7 +53,7 @@ def confusion_matrix_png(
         )
     totals = counts.sum(axis=1, keepdims=True)
     percent = np.divide(100.0 * counts, totals, out=np.full_like(counts, np.nan), where=totals > 0)  # (C, C) row %
-    fig = Figure(figsize=(1.2 * n + 2.2, 1.1 * n + 1.6))
+    fig = _figure((1.2 * n + 2.2, 1.1 * n + 1.6))
     ax = fig.add_subplot()
     image = ax.imshow(np.nan_to_num(percent), cmap="Blues", vmin=0.0, vmax=100.0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of true class")
@@ -85,7 +96,7 @@ def hypnogram_png(
     order = [STAGE_NAMES.index(s) for s in ("N3", "N2", "N1", "REM", "W")]  # bottom → top
     level = {stage: k for k, stage in enumerate(order)}
     kinds = sorted({kind for kind, _, _ in events or ()})
-    fig = Figure(figsize=(10, 1.6 * len(rows) + 0.6 + (0.25 * len(kinds) + 0.4 if events is not None else 0)))
+    fig = _figure((10, 1.6 * len(rows) + 0.6 + (0.25 * len(kinds) + 0.4 if events is not None else 0)))
     heights = [1.0] * len(rows) + ([0.2 + 0.15 * len(kinds)] if events is not None else [])
     all_axes = fig.subplots(len(heights), 1, sharex=True, squeeze=False, height_ratios=heights)[:, 0]
     axes = all_axes[: len(rows)]
@@ -124,7 +135,7 @@ def label_fraction_png(rows: Iterable[Mapping], path: str | Path, metric_of_task
     tasks = [t for t in metric_of_task if any(r["task"] == t for r in rows)]
     if not tasks:
         raise ValueError("label_fraction_png: no row of a known task to plot")
-    fig = Figure(figsize=(4.6 * len(tasks), 3.6))
+    fig = _figure((4.6 * len(tasks), 3.6))
     axes = fig.subplots(1, len(tasks), squeeze=False)[0]
     for ax, task in zip(axes, tasks):
         metric = metric_of_task[task]
