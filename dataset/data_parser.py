@@ -4,9 +4,10 @@
                                   [--shard K/N] [--merge] [--allow-unscored] [--test-frac 0.1 --val-frac 0.1
                                   --train-subjects 50 --split-seed 0]
 
-SRC is an NSRR download (`polysomnography/edfs/<cohort>/<name>.edf` with
-`polysomnography/annotations-events-nsrr/<cohort>/<name>-nsrr.xml`) or a folder with `<name>.edf` beside
-`<name>-nsrr.xml`. Every input ends as one manifest row (ok, skipped or failed, with a reason); a bad file never
+SRC holds NSRR downloads (`polysomnography/edfs/<cohort>/<name>.edf` with
+`polysomnography/annotations-events-nsrr/<cohort>/<name>-nsrr.xml`; several cohorts' trees may sit below one SRC)
+and/or folders with `<name>.edf` beside `<name>-nsrr.xml` (or another scoring format); linked folders are followed,
+hidden files ignored. Every input ends as one manifest row (ok, skipped or failed, with a reason); a bad file never
 stops the cohort. Writes are atomic; a rerun reuses every Parquet file whose footer is valid and whose source
 hashes and processing settings match. Exit code 0 when nothing failed, 1 when some recording failed, 2 for a
 usage or environment error (no SRC, a DST that cannot be written). See dataset/README.md.
