@@ -64,8 +64,20 @@ def _banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 70 - len(text)), flush=True)
 
 
+def _completed(run: Path) -> Path | None:
+    """`run`/log.jsonl when its last summary says the training completed its budget, else None: `last.pt` alone is
+    also written after every pass and by a run cut short, which a rerun must continue (`--resume auto`)."""
+    log = run / "log.jsonl"
+    if not log.exists():
+        return None
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    summaries = [r for r in records if r.get("kind") == "summary"]
+    return log if summaries and summaries[-1].get("stopped") == "completed" else None
+
+
 def _run(script: str, *args: object, done: Path | None = None) -> None:
-    """Run one project script as `python SCRIPT ARGS…`; skip it when `done` exists; stop the demo on failure."""
+    """Run one project script as `python SCRIPT ARGS…`; skip it when `done` exists (a stage finished by an
+    earlier run of the demo); stop the demo on failure."""
     if done is not None and done.exists():
         print(f"[skip] {script}: {done} exists", flush=True)
         return
@@ -164,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "--batch-size",
             64,
             "--no-progress",
-            done=run / "last.pt",
+            done=_completed(run),
         )
 
     _banner(f"4. SynthSleepNet multimodal pretraining ({MULTIMODAL_PRESET} preset)")
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         "--batch-size",
         32,
         "--no-progress",
-        done=multimodal / "last.pt",
+        done=_completed(multimodal),
     )
 
     _banner("5. downstream: probe, trees, fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
