@@ -7,14 +7,17 @@ recordings, `write_cohort_outputs` writes them all atomically and makes or exten
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
 from dataset.constants import EPHYS_CHANNELS, EVENT_TYPES
 from dataset.labels import EVENT_TABLE_COLUMNS, events_frame
+from dataset.recording_job import storage_error
 from dataset.splits import check_same_subjects, extend_splits, make_splits, read_splits, write_splits
 
 STRING_COLUMNS = (
@@ -104,27 +107,36 @@ def events_table(results: list[tuple[dict, list[dict]]]) -> pd.DataFrame:
     )[list(EVENT_TABLE_COLUMNS)]
 
 
-def write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
-    """Write `frame` to `path` as Parquet (or CSV) through a temp file renamed over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    if csv:
-        frame.to_csv(tmp, index=False)
-    else:
-        frame.to_parquet(tmp, index=False)
+def write_atomic(path: Path, write: Callable[[Path], object], tmp: Path | None = None) -> None:
+    """`write(tmp)`, then `tmp` renamed over `path`, so a reader sees the old file or the new one. On failure the
+    temp file is removed and `path` is unchanged; a full or read-only disk raises an OSError that names `path`
+    (pandas and pyarrow name no file)."""
+    tmp = tmp or path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+    except BaseException as err:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        stop = storage_error(err, path)
+        if stop is None:
+            raise
+        raise stop from None
     os.replace(tmp, path)
+
+
+def write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
+    """Write `frame` to `path` as Parquet (or CSV) atomically (`write_atomic`)."""
+    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False) if csv else frame.to_parquet(tmp, index=False))
 
 
 def check_kept_splits(dst: Path, subject_of: dict[str, str], resplit: bool = False) -> None:
     """ValueError naming DST/splits.json when a run would keep it (no `resplit`) although its recordings now have
-    other subject ids (`subject_of`: recording id -> subject id, e.g. under another --subject-regex). Run before
-    any night is processed; an unreadable file is reported when the outputs are written."""
+    other subject ids (`subject_of`: recording id -> subject id, e.g. under another --subject-regex); a
+    `SplitsFileError` when the kept file is unreadable or breaks the split rules. Run before any night is processed."""
     path = dst / "splits.json"
     if resplit or not path.is_file():
         return
-    try:
-        old = read_splits(path)
-    except (ValueError, KeyError):
-        return
+    old = read_splits(path)
     try:
         check_same_subjects(old, subject_of)
     except ValueError as err:
@@ -134,32 +146,29 @@ def check_kept_splits(dst: Path, subject_of: dict[str, str], resplit: bool = Fal
 def write_cohort_outputs(
     dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict, resplit: bool = False
 ) -> dict | None:
-    """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split or the kept
-    file is unreadable). ValueError, before anything is written, when the kept split's subject ids changed."""
+    """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split).
+    ValueError, before anything is written, when the kept split's subject ids changed; `SplitsFileError` when the
+    kept file is unreadable (`check_kept_splits` refuses that before any night is processed)."""
     path = dst / "splits.json"
     splits = None
     if path.is_file() and not resplit:  # made once: keep every subject where it is, add new ones to pretrain
+        old = read_splits(path)
         try:
-            old = read_splits(path)
-        except (ValueError, KeyError) as err:
-            print(f"{path}: unreadable ({err}); use --resplit to make a new one", file=sys.stderr)
-        else:
-            try:
-                splits = extend_splits(old, manifest)
-            except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
-            asked = {
-                "seed": split_args["seed"],
-                "fractions": {"test": split_args["test_frac"], "val": split_args["val_frac"]},
-                "train_subjects": split_args["train_subjects"],
-            }
-            kept = {key: splits.get(key) for key in asked}
-            if kept != asked:
-                print(
-                    f"{path}: kept as made (seed / fractions / train subjects {kept}); the options given now "
-                    f"({asked}) apply only with --resplit",
-                    file=sys.stderr,
-                )
+            splits = extend_splits(old, manifest)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+        asked = {
+            "seed": split_args["seed"],
+            "fractions": {"test": split_args["test_frac"], "val": split_args["val_frac"]},
+            "train_subjects": split_args["train_subjects"],
+        }
+        kept = {key: splits.get(key) for key in asked}
+        if kept != asked:
+            print(
+                f"{path}: kept as made (seed / fractions / train subjects {kept}); the options given now "
+                f"({asked}) apply only with --resplit",
+                file=sys.stderr,
+            )
     else:
         try:
             splits = make_splits(manifest, **split_args)

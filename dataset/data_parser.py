@@ -10,18 +10,22 @@ and/or folders with `<name>.edf` beside `<name>-nsrr.xml` (or another scoring fo
 hidden files ignored. Every input ends as one manifest row (ok, skipped or failed, with a reason); a bad file never
 stops the cohort. Writes are atomic; a rerun reuses every Parquet file whose footer is valid and whose source
 hashes and processing settings match. Exit code 0 when nothing failed, 1 when some recording failed, 2 for a
-usage or environment error (no SRC, a DST that cannot be written). See dataset/README.md.
+usage or environment error (no SRC, a DST that cannot be written, a full or read-only disk, a DST in use by another
+parser run). See dataset/README.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import functools
 import hashlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -30,10 +34,17 @@ from tqdm import tqdm
 
 from dataset.annotations import check_subject_regex
 from dataset.channel_map import load_channel_map
-from dataset.cohort_outputs import check_kept_splits, events_table, manifest_frame, write_cohort_outputs, write_frame
+from dataset.cohort_outputs import (
+    check_kept_splits,
+    events_table,
+    manifest_frame,
+    write_atomic,
+    write_cohort_outputs,
+    write_frame,
+)
 from dataset.constants import CHANNEL_BY_NAME
 from dataset.discovery import discover
-from dataset.recording_job import clear_output, job_row, package_version, run_job
+from dataset.recording_job import STORAGE_ERRNOS, clear_output, job_row, package_version, run_job
 from dataset.signal_processing import ProcessingConfig, load_night, process_recording
 from dataset.splits import check_split_options, make_splits, write_splits
 from dataset.worker_pool import run_in_workers
@@ -85,6 +96,50 @@ def _check_writable(folder: Path) -> None:
         ) from None
 
 
+class OutputInUseError(OSError):
+    """Another parser run holds DST: an environment error, not a bad recording."""
+
+
+def _lock(path: Path, shared: bool) -> int:
+    """Take an advisory lock on `path` without waiting (shared, or exclusive) and write this pid into it, for the
+    error of a run that finds it taken. Returns the descriptor: closing it (or the process ending) releases it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise OutputInUseError(f"{path.parent}: in use by another parser run (pid {holder})") from None
+    with contextlib.suppress(OSError):  # the pid only informs; a full disk must not stop the run here
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+@contextlib.contextmanager
+def dst_lock(dst: Path, shard: tuple[int, int] | None = None) -> Iterator[None]:
+    """Keep other parser runs out of DST while this one writes: two would delete each other's temp files and
+    tables. Shard runs of one cohort run side by side (each writes only its own nights and shard files), so they
+    hold DST/.parser.lock shared and their shard's lock exclusively; a full run or a merge holds it exclusively."""
+    fds = [_lock(dst / ".parser.lock", shared=shard is not None)]
+    try:
+        if shard is not None:
+            fds.append(_lock(dst / f".parser.shard-{shard[0]}-of-{shard[1]}.lock", shared=False))
+        yield
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _write_record(record: dict, path: Path) -> None:
+    """`record` as JSON at `path`, atomically (`write_atomic`: a full disk raises naming `path`)."""
+    write_atomic(
+        path,
+        lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=list) + "\n"),
+        path.with_name(f".{path.name}.{os.getpid()}.tmp"),
+    )
+
+
 def parse_cohort(
     src: str | Path,
     dst: str | Path,
@@ -107,7 +162,9 @@ def parse_cohort(
     With `shard=(K, N)` only the K-th of N shards is processed and DST/manifest.shard-K-of-N.parquet (+ events)
     is written instead of the final files (combine with `merge_shards`). `manifest.attrs["runs"]` holds per-
     recording timings, reuse flags and worker peak RSS (MB). Raises ValueError before any night is processed for
-    split options no cohort can satisfy, or when a kept DST/splits.json was made with other subject ids.
+    split options no cohort can satisfy, or when a kept DST/splits.json was made with other subject ids; OSError
+    when another parser run holds DST (`dst_lock`) or a write finds the disk full or read-only (the earlier
+    tables, manifest, events, splits and parser_config.json are then left as they were).
     """
     dst = Path(dst)
     check_split_options(test_frac, val_frac, train_subjects)
@@ -131,25 +188,53 @@ def parse_cohort(
         jobs = [j for j in jobs if shard_of(j.recording_id, shard[1]) == shard[0]]
     check_kept_splits(dst, {j.recording_id: j.subject_id for j in jobs if j.subject_id and j.owns_output}, resplit)
     _check_writable(dst / "recordings")
-    record = {
-        "src": str(src),
-        "workers": workers,
-        "shard": list(shard) if shard else None,
-        "version": package_version(),
-        "config": config.as_dict(),
-        "config_digest": config.digest(),
+    with dst_lock(dst, shard):
+        results = _run_jobs(jobs, dst, config, workers, overwrite, progress)
+        stop = next((r["stop"] for r in results if r["stop"] is not None), None)
+        if stop is not None:  # a full or read-only disk: stop before the cohort files, so the earlier ones stay
+            raise stop
+        manifest = manifest_frame([r["row"] for r in results], config.channels)
+        events = events_table([(r["row"], r["events"]) for r in results])
+        record = {
+            "src": str(src),
+            "workers": workers,
+            "shard": list(shard) if shard else None,
+            "version": package_version(),
+            "config": config.as_dict(),
+            "config_digest": config.digest(),
+        }
+        name = f"parser_config.shard-{shard[0]}-of-{shard[1]}.json" if shard else "parser_config.json"
+        _write_record(record, dst / name)  # after the nights: a run that stops keeps the earlier record
+        if shard is not None:
+            tag = f"shard-{shard[0]}-of-{shard[1]}"
+            write_frame(manifest, dst / f"manifest.{tag}.parquet")
+            write_frame(events, dst / f"events.{tag}.parquet")
+        else:
+            write_cohort_outputs(
+                dst,
+                manifest,
+                events,
+                dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects),
+                resplit,
+            )
+    manifest.attrs["runs"] = {
+        r["row"]["recording_id"]: {k: r[k] for k in ("timings", "reused", "cpu_s", "max_rss_mb")} for r in results
     }
-    name = f"parser_config.shard-{shard[0]}-of-{shard[1]}.json" if shard else "parser_config.json"
-    tmp = dst / f".{name}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(record, indent=1, default=list) + "\n")
-    os.replace(tmp, dst / name)
+    return manifest
 
+
+def _run_jobs(
+    jobs: list, dst: Path, config: ProcessingConfig, workers: int, overwrite: bool, progress: bool
+) -> list[dict]:
+    """`run_job` for every job, in `workers` processes or here; a serial run ends at the first storage error."""
     results = []
     bar = tqdm(total=len(jobs), desc="parsing nights", unit="night", disable=not progress)
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             results.append(run_job(job, dst, config, overwrite))
             bar.update()
+            if results[-1]["stop"] is not None:
+                break
     else:
 
         def died(index: int, reason: str) -> dict:  # the night a dead worker held fails alone
@@ -163,30 +248,13 @@ def parse_cohort(
                 "reused": False,
                 "cpu_s": float("nan"),
                 "max_rss_mb": float("nan"),
+                "stop": None,
             }
 
         work = functools.partial(run_job, dst=str(dst), config=config, overwrite=overwrite)
         results = run_in_workers(jobs, work, workers, on_death=died, done=bar.update)
     bar.close()
-
-    manifest = manifest_frame([r["row"] for r in results], config.channels)
-    events = events_table([(r["row"], r["events"]) for r in results])
-    if shard is not None:
-        tag = f"shard-{shard[0]}-of-{shard[1]}"
-        write_frame(manifest, dst / f"manifest.{tag}.parquet")
-        write_frame(events, dst / f"events.{tag}.parquet")
-    else:
-        write_cohort_outputs(
-            dst,
-            manifest,
-            events,
-            dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects),
-            resplit,
-        )
-    manifest.attrs["runs"] = {
-        r["row"]["recording_id"]: {k: r[k] for k in ("timings", "reused", "cpu_s", "max_rss_mb")} for r in results
-    }
-    return manifest
+    return results
 
 
 def merge_shards(
@@ -212,6 +280,14 @@ def merge_shards(
     missing = sorted(set(range(1, n + 1)) - ks)
     if missing:
         raise ValueError(f"{dst}: shards {missing} of {n} have not finished (no manifest.shard-K-of-{n}.parquet)")
+    with dst_lock(dst):  # no shard run may still be writing, nor another merge
+        return _merge(dst, n, split_seed, test_frac, val_frac, train_subjects, resplit)
+
+
+def _merge(
+    dst: Path, n: int, split_seed: int, test_frac: float, val_frac: float, train_subjects: int, resplit: bool
+) -> pd.DataFrame:
+    """`merge_shards` once its N shards are found and DST is held."""
     manifest = pd.concat(
         [pd.read_parquet(dst / f"manifest.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)], ignore_index=True
     )
@@ -233,9 +309,7 @@ def merge_shards(
         resplit,
     )
     # the cohort's processing record, as a single run writes it (downstream runs read it: `cohort_processing`)
-    tmp = dst / f".parser_config.json.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({**records[0], "shard": None}, indent=1, default=list) + "\n")
-    os.replace(tmp, dst / "parser_config.json")
+    _write_record({**records[0], "shard": None}, dst / "parser_config.json")
     return manifest
 
 
@@ -391,7 +465,10 @@ def main(argv: list[str] | None = None) -> int:
                 **split_args,
             )
     except (OSError, ValueError) as err:  # no SRC, unusable DST, missing shards, full disk: not one recording
-        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
+        message = str(err)
+        if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS and err.filename:
+            message = f"{err.filename}: cannot write ({err.strerror}); the run stopped, earlier outputs are kept"
+        print(f"error: {' '.join(message.split())}", file=sys.stderr)
         return 2
     print(summary_text(manifest))
     print(f"{len(manifest)} recording(s) in {time.perf_counter() - started:.1f} s -> {args.dst}")

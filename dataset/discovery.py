@@ -27,6 +27,7 @@ from dataset.annotations import (
 __all__ = ["Job", "discover"]
 
 MIRRORS = ("annotations-events-nsrr", "annotations-events-profusion")  # NSRR folders mirroring edfs/<rel>/
+NOT_UTF8 = "file name is not valid UTF-8: rename it"
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,26 @@ def _is_root(folder: Path, subfolders: Collection[str]) -> bool:
     """An NSRR root: edfs/ beside an annotation mirror folder, or a polysomnography/ folder holding edfs/ (a flat
     folder that merely holds a subfolder named edfs/ stays flat)."""
     return "edfs" in subfolders and (folder.name == "polysomnography" or any(m in subfolders for m in MIRRORS))
+
+
+def _readable(text: str | None) -> str | None:
+    """`text` with the bytes of a name that is not valid UTF-8 (read by Python as surrogate escapes) shown as
+    U+FFFD, so it can be printed and stored in the manifest."""
+    return None if text is None else os.fsencode(text).decode("utf-8", "replace")
+
+
+def _encodable(job: Job) -> Job:
+    """`job` unchanged when every name in it is valid UTF-8; else a failed job of its own (never processed, never
+    owning an output) whose ids and paths are shown readably: one such name must not stop the cohort's manifest."""
+    fields = (job.recording_id, job.subject_id, job.cohort, job.edf, job.xml, job.problem)
+    try:
+        for text in fields:
+            if text is not None:
+                text.encode("utf-8")
+    except UnicodeEncodeError:
+        names = [_readable(text) for text in fields]
+        return Job(*names[:5], problem=NOT_UTF8, owns_output=False)
+    return job
 
 
 def _walk(tops: Sequence[Path]) -> tuple[list[Path], list[_Tree], list[Path]]:
@@ -117,7 +138,8 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
     `.xml`, Sleep-EDF `*-Hypnogram.edf` with the same first 7 characters; `annotations-events-profusion/<rel>/`
     mirrors too), the first format found wins; without any, an EDF+ recording with stage annotations of its own is
     its own annotation file. Subject ids: `dataset.annotations.subject_of` (`--subject-regex`, Sleep-EDF names,
-    else the NSRR rule).
+    else the NSRR rule). A recording whose path is not valid UTF-8 is a failed job of its own (`NOT_UTF8`), its
+    names shown with U+FFFD for the undecodable bytes.
     """
     src = Path(src)
     if not src.is_dir():
@@ -212,4 +234,5 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
             Job(name, subject(night)[0], cohort_of(xml.parent, night), None, str(xml), owns_output=name not in taken)
         )
         taken.add(name)
+    jobs = [_encodable(job) for job in jobs]
     return sorted(jobs, key=lambda j: (j.recording_id, j.edf or "", j.xml or ""))

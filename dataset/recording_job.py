@@ -3,11 +3,14 @@
 `run_job` hashes the sources, reuses a complete earlier table made from the same sources and settings, else runs
 `dataset.signal_processing.process_recording` (read, resample, filter, trim, scale) and writes the epoch table
 with its metadata atomically; a recording that is no longer ok has its old table removed. It never raises for a
-bad input: the outcome is a manifest row. `dataset.data_parser` runs it for every job, in workers or not.
+bad input: the outcome is a manifest row. A full, over-quota or read-only disk is no fault of the recording: the
+result carries the error as "stop", the earlier table is kept, and the parser ends the run (exit 2). `dataset.data_parser` runs it for every job, in workers or not.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -31,6 +34,17 @@ from dataset.signal_processing import FORMAT_VERSION, Night, ProcessingConfig, S
 # its columns but those derived from the recording (recording_id, beyond_end)
 EVENT_KEYS = tuple(c for c in EVENT_TABLE_COLUMNS if c not in ("recording_id", "beyond_end"))
 ROW_GROUP_EPOCHS = 16  # target epochs per Parquet row group (docs/data.md §2.4: 16-32); a random epoch read decodes ~16
+# a write that fails for want of space, quota or a writable disk: the environment's fault, so the run stops and no
+# earlier output is removed for it (every later night would fail the same way)
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def storage_error(err: BaseException, path: str | Path) -> OSError | None:
+    """`err` as a plain OSError naming the file that could not be written (pyarrow and pandas name none), when
+    it is a storage error (`STORAGE_ERRNOS`); else None. Plain, so that it pickles back from a worker."""
+    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+        return OSError(err.errno, os.strerror(err.errno), str(err.filename or path))
+    return None
 
 
 def package_version() -> str:
@@ -143,13 +157,18 @@ def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path
     }
     table = night_table(night, metadata)
     tmp = path.with_name(f".{path.name}.tmp")  # the same name run_job cleans up
-    with pq.ParquetWriter(
-        tmp, table.schema, compression="none", use_dictionary=False, write_statistics=["epoch"]
-    ) as writer:
-        offset = 0
-        for size in row_group_sizes(table.num_rows):
-            writer.write_table(table.slice(offset, size), row_group_size=size)
-            offset += size
+    try:
+        with pq.ParquetWriter(
+            tmp, table.schema, compression="none", use_dictionary=False, write_statistics=["epoch"]
+        ) as writer:
+            offset = 0
+            for size in row_group_sizes(table.num_rows):
+                writer.write_table(table.slice(offset, size), row_group_size=size)
+                offset += size
+    except BaseException:  # a half-written file would only hold space a full disk needs
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
 
 
@@ -195,13 +214,14 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
     """Process one recording into DST/recordings (or reuse its output). Never raises for a bad input.
 
     Returns {"row": manifest row, "events": [event dicts], "timings": {step: wall s}, "reused": bool,
-    "cpu_s": CPU seconds of this recording, "max_rss_mb": peak RSS of this process so far}.
+    "cpu_s": CPU seconds of this recording, "max_rss_mb": peak RSS of this process so far, "stop": None, or the
+    storage error (`storage_error`) that must end the run; the earlier table is then left as it was}.
     """
     dst = Path(dst)
     row = job_row(job)
     out = recording_file(dst, job.recording_id)
     timings: dict[str, float] = {}
-    result = {"row": row, "events": [], "timings": timings, "reused": False}
+    result = {"row": row, "events": [], "timings": timings, "reused": False, "stop": None}
     tick, cpu = time.perf_counter(), time.process_time()
     try:
         if job.problem:  # duplicate id or ambiguous annotation files: never guess which file is meant
@@ -238,8 +258,9 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
     except (EdfError, XmlError) as err:
         row.update(status="failed", reason=str(err))
     except Exception as err:  # an unforeseen problem in one file must not stop the cohort
+        result["stop"] = storage_error(err, out)  # ... but a full or read-only disk stops the run
         row.update(status="failed", reason=f"{job.edf}: unexpected {type(err).__name__}: {err}")
-    if row["status"] != "ok":
+    if row["status"] != "ok" and result["stop"] is None:
         row["reason"] = f"{row['reason']}{clear_output(job, dst)}"
         result["events"] = []
     row["reason"] = " ".join(str(row["reason"]).split())  # one line

@@ -22,6 +22,14 @@ import numpy as np
 import pandas as pd
 
 SPLIT_NAMES: tuple[str, ...] = ("pretrain", "train", "val", "test")
+RESPLIT = "rerun dataset/data_parser.py with --resplit to make a new one (subjects may change split)"
+
+
+class SplitsFileError(OSError):
+    """DST/splits.json cannot be used: unreadable, not a split file, or breaking the split rules (a subject in two
+    of pretrain/val/test, a `train` subject outside `pretrain`). An OSError, like a file that cannot be read, so
+    that a parser run keeping the file refuses it (exit 2) before any night is processed instead of passing it
+    over; the message names the file and advises --resplit."""
 
 
 def check_split_options(test_frac: float, val_frac: float, train_subjects: int) -> None:
@@ -127,18 +135,42 @@ def write_splits(splits: dict, path: str | Path) -> Path:
     return path
 
 
+def check_split_rules(splits: Mapping, path: str | Path) -> None:
+    """SplitsFileError naming `path`, a subject (or recording) and two splits when `splits` breaks the rules of
+    docs/data.md §2.4: no subject or recording in two of {pretrain, val, test}; `train` a subset of `pretrain`."""
+    for key, what in (("subjects", "subject"), ("recordings", "recording")):
+        members = {name: set(map(str, splits[key][name])) for name in SPLIT_NAMES}
+        for i, first in enumerate(("pretrain", "val", "test")):
+            for second in ("pretrain", "val", "test")[i + 1 :]:
+                both = sorted(members[first] & members[second])
+                if both:
+                    raise SplitsFileError(
+                        f"{path}: {what} {both[0]!r} is in both {first!r} and {second!r} (no {what} may be in "
+                        f"two of pretrain/val/test); {RESPLIT}"
+                    )
+        outside = sorted(members["train"] - members["pretrain"])
+        if outside:
+            raise SplitsFileError(
+                f"{path}: {what} {outside[0]!r} is in 'train' but not in 'pretrain' (train must be a subset of "
+                f"pretrain); {RESPLIT}"
+            )
+
+
 def read_splits(path: str | Path) -> dict:
-    """Read a splits file written by `write_splits` (ValueError naming the file when it is not one)."""
+    """Read a splits file written by `write_splits`: SplitsFileError naming the file when it is not one (unreadable,
+    not JSON, other keys) or breaks the split rules (`check_split_rules`); the message advises --resplit."""
     path = Path(path)
     try:
         splits = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); rerun dataset/data_parser.py to rewrite it") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise SplitsFileError(f"{path}: not valid JSON ({err}); {RESPLIT}") from None
     for key in ("subjects", "recordings"):
         if (
             not isinstance(splits, dict)
             or not isinstance(splits.get(key), dict)
             or set(splits[key]) != set(SPLIT_NAMES)
+            or not all(isinstance(ids, list) for ids in splits[key].values())
         ):
-            raise ValueError(f"{path}: '{key}' must have keys {list(SPLIT_NAMES)}")
+            raise SplitsFileError(f"{path}: '{key}' must map each of {list(SPLIT_NAMES)} to a list; {RESPLIT}")
+    check_split_rules(splits, path)
     return splits

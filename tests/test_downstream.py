@@ -186,6 +186,7 @@ def doctored_copy(cohort: Path, root: Path) -> Path:
     splits["recordings"]["train"] = sorted(splits["recordings"]["train"] + [test_recording])
     splits["recordings"]["pretrain"] = sorted(splits["recordings"]["pretrain"] + [test_recording])
     splits["subjects"]["train"] = sorted(splits["subjects"]["train"] + [test_subject])
+    splits["subjects"]["pretrain"] = sorted(splits["subjects"]["pretrain"] + [test_subject])
     (dst / "splits.json").write_text(json.dumps(splits))
     return dst
 
@@ -196,7 +197,8 @@ def test_leakage_guard_fires(cohort, backbones, tmp_path):
     with pytest.raises(LeakageError, match="training data holds recording"):
         assert_no_test_leakage(cohort, {"training": [test_recording]})
     doctored = doctored_copy(cohort, tmp_path)
-    with pytest.raises(SystemExit, match="also in split 'train'"):  # a data error: one error line, exit 2
+    # a data error, refused when splits.json is read: one error line, exit 2
+    with pytest.raises(SystemExit, match="is in both 'pretrain' and 'test'"):
         linear_probing.main(
             [
                 "--data",
@@ -210,7 +212,7 @@ def test_leakage_guard_fires(cohort, backbones, tmp_path):
                 *RUN,
             ]
         )
-    with pytest.raises(SystemExit, match="test leakage"):
+    with pytest.raises(SystemExit, match="is in both 'pretrain' and 'test'"):
         features_script.main(
             [
                 "--data",

@@ -1,0 +1,91 @@
+"""dataset/data_parser.py when the environment, not a recording, is at fault: a full, over-quota or read-only disk
+stops the run (exit 2, one `error:` line naming the file) and keeps every earlier output; a second parser run
+into the same DST is refused while shard runs of one cohort still run side by side.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from dataset.data_parser import main
+from tests.parser_nights import make_night, parse
+
+
+def _snapshot(dst: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(dst)): p.read_bytes() for p in sorted(dst.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT, errno.EROFS])
+def test_a_full_disk_stops_the_rerun_and_keeps_every_earlier_output(tmp_path, monkeypatch, capsys, code):
+    """--overwrite on a disk that fills up: no night is marked failed and no good table removed; the manifest,
+    events, splits and parser_config.json stay those of the earlier run, and no temp file is left."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(3):
+        make_night(src, f"d-{i}")
+    parse(src, dst)
+    assert (dst / "splits.json").is_file()
+    before = _snapshot(dst)
+
+    def full(*args, **kwargs):
+        raise OSError(code, "Error writing bytes to file")  # as pyarrow raises it: no file named
+
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
+    assert main(["--src", str(src), "--dst", str(dst), "--overwrite", "--no-progress"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {dst / 'recordings' / 'd-0.parquet'}: cannot write ({os.strerror(code)})")
+    assert _snapshot(dst) == before | {".parser.lock": (dst / ".parser.lock").read_bytes()}
+
+
+def test_a_full_disk_at_the_manifest_names_it_and_keeps_the_earlier_one(tmp_path, monkeypatch, capsys):
+    """The nights are reused, then writing manifest.parquet fails: the error names it, nothing earlier changes."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(3):
+        make_night(src, f"m-{i}")
+    parse(src, dst)
+    before = _snapshot(dst)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "Error writing bytes to file")  # pandas/pyarrow name no file
+
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", full)
+    assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {dst / 'manifest.parquet'}: cannot write (No space left on device)")
+    assert _snapshot(dst) == before | {".parser.lock": (dst / ".parser.lock").read_bytes()}
+    assert not list(dst.rglob("*.tmp"))
+
+
+def test_a_second_run_into_the_same_dst_is_refused(tmp_path, capsys):
+    """While a run holds DST/.parser.lock another gets exit 2 naming DST and the holder's pid, and writes
+    nothing; shard runs share it (each holds only its own shard), a full run or a merge does not."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(2):
+        make_night(src, f"l-{i}")
+    dst.mkdir()
+    with open(dst / ".parser.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        held.write("4242\n")
+        held.flush()
+        assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 2
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert line == f"error: {dst}: in use by another parser run (pid 4242)"
+        assert main(["--src", str(src), "--dst", str(dst), "--shard", "1/2", "--no-progress"]) == 2
+        capsys.readouterr()
+    assert not [p for p in dst.rglob("*") if p.is_file() and p.name != ".parser.lock"]
+    with open(dst / ".parser.lock") as shard_run:  # a shard run in progress: another shard may run, not a merge
+        fcntl.flock(shard_run, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        assert main(["--src", str(src), "--dst", str(dst), "--shard", "2/2", "--no-progress"]) == 0
+        with open(dst / ".parser.shard-1-of-2.lock", "w") as shard_one:
+            fcntl.flock(shard_one, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            assert main(["--src", str(src), "--dst", str(dst), "--shard", "1/2", "--no-progress"]) == 2
+        assert main(["--src", str(src), "--dst", str(dst), "--shard", "1/2", "--no-progress"]) == 0
+        assert main(["--merge", "--dst", str(dst), "--no-progress"]) == 2
+        assert "in use by another parser run" in capsys.readouterr().err
+    assert main(["--merge", "--dst", str(dst), "--no-progress"]) == 0
