@@ -217,6 +217,12 @@ def parse_cohort(
                 dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects),
                 resplit,
             )
+        # only now, with the new manifest in place, the tables of nights no longer ok go: a run cut short before
+        # it leaves the earlier manifest and the tables it lists as they were
+        for job, result in zip(jobs, results, strict=True):
+            note = clear_output(job, dst) if result["row"]["status"] != "ok" else ""
+            if note:
+                print(f"{job.recording_id}: {note.lstrip('; ')}", file=sys.stderr)
     manifest.attrs["runs"] = {
         r["row"]["recording_id"]: {k: r[k] for k in ("timings", "reused", "cpu_s", "max_rss_mb")} for r in results
     }
@@ -240,7 +246,7 @@ def _run_jobs(
         def died(index: int, reason: str) -> dict:  # the night a dead worker held fails alone
             job = jobs[index]
             row = job_row(job)
-            row.update(status="failed", reason=f"{job.edf}: {reason}{clear_output(job, dst)}")
+            row.update(status="failed", reason=f"{job.edf}: {reason}")
             return {
                 "row": row,
                 "events": [],

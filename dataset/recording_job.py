@@ -260,8 +260,7 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
     except Exception as err:  # an unforeseen problem in one file must not stop the cohort
         result["stop"] = storage_error(err, out)  # ... but a full or read-only disk stops the run
         row.update(status="failed", reason=f"{job.edf}: unexpected {type(err).__name__}: {err}")
-    if row["status"] != "ok" and result["stop"] is None:
-        row["reason"] = f"{row['reason']}{clear_output(job, dst)}"
+    if row["status"] != "ok":  # its earlier table is removed once the new manifest is in place (`clear_output`)
         result["events"] = []
     row["reason"] = " ".join(str(row["reason"]).split())  # one line
     result["cpu_s"] = time.process_time() - cpu
@@ -271,7 +270,8 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
 
 def clear_output(job: Job, dst: Path) -> str:
     """Remove the table (and half-written temp file) of a recording that is no longer ok, if `job` owns it, so
-    no stale table outlives its failure. Never raises: returns a note for the reason when removal failed."""
+    no stale table outlives its failure. Called after the run's manifest and splits are in place: until then the
+    earlier manifest may still list the table as ok. Never raises: returns a note when removal failed."""
     if not job.owns_output:  # a duplicate id must never touch the output of the first file with that id
         return ""
     out = recording_file(dst, job.recording_id)

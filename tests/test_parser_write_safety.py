@@ -89,3 +89,30 @@ def test_a_second_run_into_the_same_dst_is_refused(tmp_path, capsys):
         assert main(["--merge", "--dst", str(dst), "--no-progress"]) == 2
         assert "in use by another parser run" in capsys.readouterr().err
     assert main(["--merge", "--dst", str(dst), "--no-progress"]) == 0
+
+
+def test_a_rerun_cut_short_keeps_the_tables_the_earlier_manifest_lists(tmp_path, monkeypatch):
+    """A night whose scoring went away is no longer ok; a rerun killed before its manifest is written must not
+    have removed that night's table yet, which the earlier manifest and splits still list as ok. A rerun that
+    finishes removes it."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(3):
+        make_night(src, f"k-{i}")
+    parse(src, dst)
+    table = dst / "recordings" / "k-1.parquet"
+    assert table.is_file()
+    next(src.rglob("k-1-nsrr.xml")).unlink()
+    before = _snapshot(dst)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the run is stopped between its nights and its cohort files
+
+    monkeypatch.setattr("dataset.data_parser.write_cohort_outputs", killed)
+    with pytest.raises(KeyboardInterrupt):
+        main(["--src", str(src), "--dst", str(dst), "--no-progress"])
+    assert table.is_file()
+    assert _snapshot(dst) == before | {".parser.lock": (dst / ".parser.lock").read_bytes()}
+    monkeypatch.undo()
+    assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 0
+    manifest = pd.read_parquet(dst / "manifest.parquet").set_index("recording_id")
+    assert manifest.loc["k-1", "status"] == "skipped" and not table.exists()

@@ -144,6 +144,30 @@ def staging_names(out: Path) -> tuple[Path, Path]:
     return out.with_name(f".{out.name}.{os.getpid()}.tmp"), out.with_name(f".{out.name}.{os.getpid()}.old")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _recover_dead_stages(out: Path) -> None:
+    """The staging folders beside `out` of processes that no longer run: a run killed between `staged_folder`'s
+    two renames left the earlier `out` as `.old` with no `out`, which is put back; every other leftover is
+    removed. Folders of running processes are left alone."""
+    for path in sorted(out.parent.glob(f".{out.name}.*")):
+        pid, _, kind = path.name[len(out.name) + 2 :].partition(".")
+        if not pid.isdigit() or kind not in ("tmp", "old") or _alive(int(pid)):
+            continue
+        if kind == "old" and not out.exists():
+            os.replace(path, out)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def in_staging(path: Path, out: Path) -> bool:
     """Whether `path` lies in `out` or in a staging folder of `staged_folder` beside it (of any process)."""
     out = Path(out).absolute()
@@ -162,6 +186,7 @@ def staged_folder(out: Path) -> Iterator[Path]:
     stage, old = staging_names(out)
     for leftover in (stage, old):  # from a run of this pid that was killed
         shutil.rmtree(leftover, ignore_errors=True)
+    _recover_dead_stages(out)
     stage.mkdir()
     try:
         yield stage
