@@ -225,7 +225,7 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
     tick, cpu = time.perf_counter(), time.process_time()
     try:
         if job.problem:  # duplicate id or ambiguous annotation files: never guess which file is meant
-            raise EdfError(f"{job.edf}: {job.problem}")
+            raise EdfError(f"{job.edf or job.xml}: {job.problem}")  # an unpaired scoring file has no EDF
         if job.edf is None:
             raise SkipRecording(f"{job.xml}: no EDF file for this annotation file")
         try:
