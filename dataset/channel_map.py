@@ -53,8 +53,10 @@ COMMON_LEVELS: dict[str, tuple[tuple[str, ...], ...]] = {
         ("Pressure", "Pres", "Nasal Pressure", "NASAL PRES", "Cannula Flow", "Cannula"),
         ("Flow", "Airflow", "Thermistor", "Resp oro-nasal"),
     ),
-    "thor": (("Thor", "Thorax", "Thoracic", "Chest", "THOR EFFORT", "Resp thoracic"),),
-    "abdo": (("Abdo", "Abdomen", "Abdominal", "ABD", "ABDO EFFORT", "Resp abdominal"),),
+    "thor": (("Thor", "Thorax", "Thoracic", "Chest", "THOR EFFORT", "Effort THO", "Thoracic Effort", "Resp thoracic"),),
+    "abdo": (
+        ("Abdo", "Abdomen", "Abdominal", "ABD", "ABDO EFFORT", "Effort ABD", "Abdominal Effort", "Resp abdominal"),
+    ),
     "spo2": (("SpO2",), ("SaO2",)),
 }
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from dataset.annotations import read_annotations
+from dataset.annotations import first_sample_s, read_annotations
 from dataset.channel_map import ChannelMap, looked_for
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, LABEL_EVENT_COLUMNS, STAGE_UNSCORED, TASKS
 from dataset.edf_reader import EdfError, read_edf_header
@@ -259,11 +259,14 @@ def predict_all(
 
 # ---------------------------------------------------------------------------------------- night
 def recording_start(edf_path: Path) -> datetime.datetime | None:
-    """Start of the recording from the EDF header (dd.mm.yy, hh.mm.ss; EDF years 85-99 are 19xx); None if
-    unreadable. An unreadable date alone gives 1985-01-01 (the EDF "unknown" date) with the clock time."""
+    """Time of the recording's first sample: the EDF header's start (dd.mm.yy, hh.mm.ss; EDF years 85-99 are 19xx)
+    plus, in EDF+, the first data record's time-keeping onset (a sub-second start, or records that begin later
+    than the header's time: `dataset.annotations.first_sample_s`); None if unreadable. An unreadable date alone
+    gives 1985-01-01 (the EDF "unknown" date) with the clock time."""
     try:
         header = read_edf_header(edf_path)
         clock = datetime.datetime.strptime(header.starttime, "%H.%M.%S").time()
+        offset = datetime.timedelta(seconds=first_sample_s(header))
     except (EdfError, ValueError):
         return None
     try:
@@ -271,7 +274,7 @@ def recording_start(edf_path: Path) -> datetime.datetime | None:
         date = datetime.date(1900 + year if year >= 85 else 2000 + year, month, day)
     except ValueError:
         date = datetime.date(1985, 1, 1)
-    return datetime.datetime.combine(date, clock)
+    return datetime.datetime.combine(date, clock) + offset
 
 
 def night_processing(
@@ -379,13 +382,17 @@ def channel_report(
         missing_all += [ch for ch in models["events"]["missing"] if ch not in missing_all]
     sources = dict(part.split(":", 1) for part in str(info.get("channel_sources") or "").split(";") if ":" in part)
     order = list(CHANNEL_BY_NAME)
+    user_map = [ch for ch in str(info.get("channel_map_channels") or "").split(",") if ch]
     return {
         "models": models,
         "missing": missing_all,
         "present": sorted(epochs, key=order.index),
-        "why_missing": {ch: dropped.get(ch, "not in the EDF") for ch in missing_all},
+        "why_missing": {ch: why_unusable([ch]).split(": ", 1)[-1] for ch in missing_all},
         "sources": {ch: sources.get(ch, "") for ch in sorted(epochs, key=order.index)},
-        "user_map": [ch for ch in str(info.get("channel_map_channels") or "").split(",") if ch],
+        "user_map": user_map,
+        # a --channel-map entry that matched no label of this night: the channel came from the built-in tables (or
+        # is missing), which the user, who named a label, must be told
+        "user_map_unmatched": [ch for ch, labels in channel_map if labels and ch not in user_map],
     }
 
 

@@ -78,6 +78,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         )
     for ch, why in report["channels"]["why_missing"].items():
         lines.append(f"- missing channel {ch}: {why}")
+    for ch in report["channels"].get("user_map_unmatched") or ():
+        lines.append(f"- **--channel-map {ch}: no label of this night matches it**; the built-in labels were used")
     sources = report["channels"].get("sources") or {}
     if sources:
         mapped = set(report["channels"].get("user_map") or ())
@@ -190,7 +192,8 @@ def respiratory_markdown(report: Mapping[str, Any], unreliable: bool) -> list[st
         ):
             lines.append(f"| {label} | {_fmt_index(ahi[key])} |")
     if ahi:
-        value = f"{_fmt_index(ahi['ahi'])} events/h ({ahi['severity_name']})"
+        index = _fmt_index(ahi["ahi"])
+        value = f"{index}{'' if index == 'n/a' else ' events/h'} ({ahi['severity_name']})"
         lines += [
             "",
             f"Estimated AHI ({ahi['source']}): "

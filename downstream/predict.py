@@ -565,6 +565,8 @@ def report_night(
         )
     for warning in report["warnings"]:
         print(f"warning: {args.edf}: {warning}", flush=True)
+    for ch in report["channels"].get("user_map_unmatched") or ():
+        print(f"warning: {args.edf}: --channel-map {ch} matches no label of this night; built-in labels used")
     try:
         with staged_folder(Path(args.out)) as stage:
             paths = write_outputs(stage, result)
@@ -577,7 +579,9 @@ def report_night(
     ahi = ""
     if estimate:
         flag = ", UNRELIABLE" if report["reliability"]["reliable"] is False else ""
-        ahi = f", AHI {_fmt_index(estimate['ahi'])}/h ({estimate['severity_name']}, from {estimate['source']}{flag})"
+        value = _fmt_index(estimate["ahi"])
+        value += "" if value == "n/a" else "/h"
+        ahi = f", AHI {value} ({estimate['severity_name']}, from {estimate['source']}{flag})"
     print(
         f"{report['recording']}: {report['n_epochs']} epochs, TST {_fmt(s['tst_min'])} min, sleep efficiency "
         f"{_fmt(s['sleep_efficiency_pct'])} %{ahi} -> {paths['report_md']}",

@@ -100,6 +100,11 @@ def test_shhs_labels_keep_their_channels():
     assert texts([label for label in SHHS1 if label != "NEW AIR"])["airflow"] == "AIRFLOW"  # SHHS2: thermistor
 
 
+def test_effort_belts_under_embla_and_somnomedics_labels():
+    found = texts(["C4-M1", "Effort THO", "Effort ABD", "SpO2"], channels=["eeg_c4", "thor", "abdo", "spo2"])
+    assert found == {"eeg_c4": "C4-M1", "thor": "Effort THO", "abdo": "Effort ABD", "spo2": "SpO2"}
+
+
 def test_mesa_eeg1_eeg2_never_fill_central_slots():
     """EEG1 is Fz-Cz and EEG2 Cz-Oz in MESA: only EEG3 (C4-M1) is a central channel, by name or by labels."""
     for cohort in ("mesa", None):

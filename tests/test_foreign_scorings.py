@@ -4,6 +4,7 @@ start time, and a Profusion XML in UTF-16."""
 
 from __future__ import annotations
 
+import datetime
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ from dataset.nsrr_xml import XmlError, event_type
 from dataset.scored_events import events_per_hour
 from dataset.signal_processing import process_recording
 from dataset.synthetic_writers import PROFUSION_CODE
+from downstream.night_inference import recording_start
 from tests.parser_nights import stage_events, write_xml
 
 # 20 epochs, stage classes (4 = REM); 17 epochs of sleep. The NSRR helpers take the same keys (4 -> `REM sleep|5`).
@@ -206,6 +208,10 @@ def test_edf_plus_onsets_count_from_the_first_data_record(tmp_path, record_start
         assert annotations.stage_start.tolist() == pytest.approx([30.0 * k for k in range(len(STAGES))])
         assert [e["start_s"] for e in annotations.events] == pytest.approx([95.0])
         assert epoch_labels(annotations, len(STAGES))["stage"].tolist() == STAGES, scoring.name
+    # the report's clock: the first sample's time, the header's 22:00:00 plus the record start
+    assert recording_start(recording) == datetime.datetime(2021, 1, 1, 22, 0, 0) + datetime.timedelta(
+        seconds=record_start
+    )
     night = process_recording(recording, recording)  # the signal and its labels, as the parser writes them
     power = np.mean(night.channels["eeg_c4"].epochs.astype(np.float64) ** 2, axis=1)
     assert int(np.argmax(power)) == 10 and night.labels["stage"][10] == 4

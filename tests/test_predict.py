@@ -577,6 +577,16 @@ def test_channel_map_chooses_the_edf_signal_and_the_report_names_it(predict_runs
     assert report["channels"]["sources"]["eeg_c4"] == "EEG(sec)" and report["channels"]["user_map"] == ["eeg_c4"]
     assert report["channels"]["sources"]["eog_l"] == "EOG(L)"
     assert "eeg_c4 <- `EEG(sec)` (--channel-map)" in (out / "report.md").read_text()
+    assert report["channels"]["user_map_unmatched"] == []
+    typo = tmp_path / "typo.yaml"  # a label this night does not have: told, not silently replaced
+    typo.write_text("eeg_c4: EEG(sek)\n")
+    capsys.readouterr()
+    argv = ["--checkpoint", str(predict_runs["stage"]), "--edf", str(edf), "--channel-map", str(typo)]
+    assert predict.main([*argv, "--out", str(tmp_path / "typo"), "--no-progress"]) == 0
+    assert "--channel-map eeg_c4 matches no label of this night" in capsys.readouterr().out
+    report = json.loads((tmp_path / "typo" / "report.json").read_text())
+    assert report["channels"]["user_map_unmatched"] == ["eeg_c4"] and report["channels"]["sources"]["eeg_c4"] == "EEG"
+    assert "--channel-map eeg_c4: no label of this night matches it" in (tmp_path / "typo" / "report.md").read_text()
     bad = tmp_path / "bad.yaml"
     bad.write_text("eeg_c4: [unclosed\n")
     assert (
