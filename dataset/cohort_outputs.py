@@ -7,17 +7,14 @@ recordings, `write_cohort_outputs` writes them all atomically and makes or exten
 
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
+from dataset.atomic_files import write_atomic
 from dataset.constants import EPHYS_CHANNELS, EVENT_TYPES
 from dataset.labels import EVENT_TABLE_COLUMNS, events_frame
-from dataset.recording_job import storage_error
 from dataset.splits import check_same_subjects, extend_splits, make_splits, read_splits, write_splits
 
 STRING_COLUMNS = (
@@ -105,23 +102,6 @@ def events_table(results: list[tuple[dict, list[dict]]]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True).sort_values(
         ["recording_id", "start_s"], kind="stable", ignore_index=True
     )[list(EVENT_TABLE_COLUMNS)]
-
-
-def write_atomic(path: Path, write: Callable[[Path], object], tmp: Path | None = None) -> None:
-    """`write(tmp)`, then `tmp` renamed over `path`, so a reader sees the old file or the new one. On failure the
-    temp file is removed and `path` is unchanged; a full or read-only disk raises an OSError that names `path`
-    (pandas and pyarrow name no file)."""
-    tmp = tmp or path.with_name(f".{path.name}.tmp")
-    try:
-        write(tmp)
-    except BaseException as err:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        stop = storage_error(err, path)
-        if stop is None:
-            raise
-        raise stop from None
-    os.replace(tmp, path)
 
 
 def write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:

@@ -33,18 +33,12 @@ import pandas as pd
 from tqdm import tqdm
 
 from dataset.annotations import check_subject_regex
+from dataset.atomic_files import STORAGE_ERRNOS, write_atomic
 from dataset.channel_map import load_channel_map
-from dataset.cohort_outputs import (
-    check_kept_splits,
-    events_table,
-    manifest_frame,
-    write_atomic,
-    write_cohort_outputs,
-    write_frame,
-)
+from dataset.cohort_outputs import check_kept_splits, events_table, manifest_frame, write_cohort_outputs, write_frame
 from dataset.constants import CHANNEL_BY_NAME
 from dataset.discovery import discover
-from dataset.recording_job import STORAGE_ERRNOS, clear_output, job_row, package_version, run_job
+from dataset.recording_job import clear_output, job_row, package_version, run_job
 from dataset.signal_processing import ProcessingConfig, load_night, process_recording
 from dataset.splits import check_split_options, make_splits, write_splits
 from dataset.worker_pool import run_in_workers

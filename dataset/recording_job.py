@@ -2,19 +2,18 @@
 
 `run_job` hashes the sources, reuses a complete earlier table made from the same sources and settings, else runs
 `dataset.signal_processing.process_recording` (read, resample, filter, trim, scale) and writes the epoch table
-with its metadata atomically; a recording that is no longer ok has its old table removed. It never raises for a
-bad input: the outcome is a manifest row. A full, over-quota or read-only disk is no fault of the recording: the
-result carries the error as "stop", the earlier table is kept, and the parser ends the run (exit 2). `dataset.data_parser` runs it for every job, in workers or not.
+with its metadata atomically; the parser removes the old table of a recording that is no longer ok once its new
+manifest is in place (`clear_output`). It never raises for a bad input: the outcome is a manifest row. A full,
+over-quota or read-only disk is no fault of the recording: the result carries the error as "stop", the earlier
+table is kept, and the parser ends the run (exit 2). `dataset.data_parser` runs it for every job, in workers or
+not.
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import math
-import os
 import resource
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dataset.atomic_files import storage_error, write_atomic
 from dataset.constants import CHANNEL_BY_NAME
 from dataset.discovery import Job
 from dataset.edf_reader import EdfError
@@ -34,17 +34,6 @@ from dataset.signal_processing import FORMAT_VERSION, Night, ProcessingConfig, S
 # its columns but those derived from the recording (recording_id, beyond_end)
 EVENT_KEYS = tuple(c for c in EVENT_TABLE_COLUMNS if c not in ("recording_id", "beyond_end"))
 ROW_GROUP_EPOCHS = 16  # target epochs per Parquet row group (docs/data.md §2.4: 16-32); a random epoch read decodes ~16
-# a write that fails for want of space, quota or a writable disk: the environment's fault, so the run stops and no
-# earlier output is removed for it (every later night would fail the same way)
-STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
-
-
-def storage_error(err: BaseException, path: str | Path) -> OSError | None:
-    """`err` as a plain OSError naming the file that could not be written (pyarrow and pandas name none), when
-    it is a storage error (`STORAGE_ERRNOS`); else None. Plain, so that it pickles back from a worker."""
-    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
-        return OSError(err.errno, os.strerror(err.errno), str(err.filename or path))
-    return None
 
 
 def package_version() -> str:
@@ -156,8 +145,8 @@ def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path
         "events": json.dumps([[e.get(k, math.nan) for k in EVENT_KEYS] for e in night.events]),
     }
     table = night_table(night, metadata)
-    tmp = path.with_name(f".{path.name}.tmp")  # the same name run_job cleans up
-    try:
+
+    def write(tmp: Path) -> None:  # tmp: `.<name>.tmp`, the same name run_job cleans up after a killed run
         with pq.ParquetWriter(
             tmp, table.schema, compression="none", use_dictionary=False, write_statistics=["epoch"]
         ) as writer:
@@ -165,11 +154,8 @@ def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path
             for size in row_group_sizes(table.num_rows):
                 writer.write_table(table.slice(offset, size), row_group_size=size)
                 offset += size
-    except BaseException:  # a half-written file would only hold space a full disk needs
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)
+
+    write_atomic(path, write)
 
 
 def _reusable(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tuple[dict, list[dict]] | None:

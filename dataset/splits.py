@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dataset.atomic_files import write_atomic
 
 SPLIT_NAMES: tuple[str, ...] = ("pretrain", "train", "val", "test")
 RESPLIT = "rerun dataset/data_parser.py with --resplit to make a new one (subjects may change split)"
@@ -127,11 +128,9 @@ def extend_splits(old: dict, manifest: pd.DataFrame) -> dict:
 
 
 def write_splits(splits: dict, path: str | Path) -> Path:
-    """Write splits as JSON atomically (temp file + rename)."""
+    """Write splits as JSON atomically (`write_atomic`)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(splits, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(splits, indent=1) + "\n"))
     return path
 
 

@@ -6,28 +6,18 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
+from dataset.atomic_files import write_atomic
 from downstream.event_detection.detector import EventDetector
 from downstream.event_detection.scoring import DETECTION_KEYS
 from downstream.results import json_safe
 from utils.config import Config, save_config
-
-
-def _write_atomic(path: Path, write: Callable[[Path], Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def format_number(value: Any, digits: int = 3) -> str:
@@ -113,9 +103,9 @@ def write_outputs(
     buffer = io.StringIO()
     pd.DataFrame(event_rows, columns=columns).to_csv(buffer, index=False, float_format="%.3f")
     for name, payload in (files or {}).items():
-        _write_atomic(out / name, lambda p, payload=payload: torch.save(payload, p))
-    _write_atomic(out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(detector)))
-    _write_atomic(out / "events.csv", lambda p: p.write_text(buffer.getvalue()))
-    _write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n"))
-    _write_atomic(out / "results.md", lambda p: p.write_text(results_markdown(record)))
+        write_atomic(out / name, lambda p, payload=payload: torch.save(payload, p))
+    write_atomic(out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(detector)))
+    write_atomic(out / "events.csv", lambda p: p.write_text(buffer.getvalue()))
+    write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n"))
+    write_atomic(out / "results.md", lambda p: p.write_text(results_markdown(record)))
     save_config(cfg, out / "config.json")

@@ -1,0 +1,42 @@
+"""Files written whole or not at all: `write_atomic` writes to a temp file beside the target and renames it over
+the target, so a reader sees the old file or the new one, never half of either. A write that fails for want of
+space, quota or a writable disk (`STORAGE_ERRNOS`) is the environment's fault, not the data's: `storage_error`
+turns it into an OSError naming the file (pyarrow and pandas name none) that the parser stops on."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+__all__ = ["STORAGE_ERRNOS", "storage_error", "write_atomic"]
+
+# a write that fails for want of space, quota or a writable disk: the environment's fault, so the run stops and no
+# earlier output is removed for it (every later night would fail the same way)
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+
+
+def storage_error(err: BaseException, path: str | Path) -> OSError | None:
+    """`err` as a plain OSError naming the file that could not be written (pyarrow and pandas name none), when
+    it is a storage error (`STORAGE_ERRNOS`); else None. Plain, so that it pickles back from a worker."""
+    if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS:
+        return OSError(err.errno, os.strerror(err.errno), str(err.filename or path))
+    return None
+
+
+def write_atomic(path: Path, write: Callable[[Path], object], tmp: Path | None = None) -> None:
+    """`write(tmp)` (default temp file `.<name>.tmp` beside `path`), then `tmp` renamed over `path`. On failure the
+    temp file is removed and `path` is unchanged; a storage error is raised as `storage_error`, naming `path`."""
+    tmp = tmp or path.with_name(f".{path.name}.tmp")
+    try:
+        write(tmp)
+    except BaseException as err:
+        with contextlib.suppress(OSError):  # a half-written file would only hold space a full disk needs
+            tmp.unlink(missing_ok=True)
+        stop = storage_error(err, path)
+        if stop is None:
+            raise
+        raise stop from None
+    os.replace(tmp, path)
