@@ -322,14 +322,6 @@ def clip_levels(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[int, ...]:
     return tuple(d for d, physical in limits if SPO2_RANGE_PCT[0] < physical * factor < SPO2_RANGE_PCT[1])
 
 
-def _at_levels(digital: np.ndarray, levels: tuple[int, ...]) -> np.ndarray:
-    """(samples,) bool: `digital` equal to any of `levels`."""
-    at = np.zeros(digital.shape, dtype=bool)
-    for level in levels:
-        at |= digital == level
-    return at
-
-
 def process_channel(
     header: EdfHeader,
     signal: EdfSignalHeader,
@@ -355,11 +347,11 @@ def process_channel(
     records = min(header.n_records, math.ceil((kept_s + config.margin_s) / header.record_duration))
     digital = read_digital(header, signal, records)  # (records * samples_per_record,) int16, native rate
     kept_native = digital[: min(digital.size, math.ceil(kept_s * signal.rate))]
-    at_limits = _at_levels(kept_native, clip_levels(spec, signal))
+    at_limits = np.isin(kept_native, clip_levels(spec, signal))
     if reference is not None:
         ref_digital = read_digital(header, reference, records)  # same rate, so same length
         ref_kept = ref_digital[: kept_native.size]
-        at_limits |= _at_levels(ref_kept, clip_levels(spec, reference))
+        at_limits |= np.isin(ref_kept, clip_levels(spec, reference))
     clipped = np.count_nonzero(at_limits) / max(kept_native.size, 1)
     if clipped > config.clip_fraction:
         timings["read"] = timings.get("read", 0.0) + time.perf_counter() - tick
