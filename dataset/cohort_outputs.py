@@ -8,14 +8,15 @@ recordings, `write_cohort_outputs` writes them all atomically and makes or exten
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from dataset.atomic_files import write_atomic
+from dataset.atomic_files import write_all_atomic, write_atomic
 from dataset.constants import EPHYS_CHANNELS, EVENT_TYPES
 from dataset.labels import EVENT_TABLE_COLUMNS, events_frame
-from dataset.splits import check_same_subjects, extend_splits, make_splits, read_splits, write_splits
+from dataset.splits import check_same_subjects, extend_splits, make_splits, read_splits, splits_json
 
 STRING_COLUMNS = (
     "recording_id",
@@ -106,7 +107,11 @@ def events_table(results: list[tuple[dict, list[dict]]]) -> pd.DataFrame:
 
 def write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
     """Write `frame` to `path` as Parquet (or CSV) atomically (`write_atomic`)."""
-    write_atomic(path, lambda tmp: frame.to_csv(tmp, index=False) if csv else frame.to_parquet(tmp, index=False))
+    write_atomic(path, _frame_writer(frame, csv))
+
+
+def _frame_writer(frame: pd.DataFrame, csv: bool = False) -> Callable[[Path], object]:
+    return lambda tmp: frame.to_csv(tmp, index=False) if csv else frame.to_parquet(tmp, index=False)
 
 
 def check_kept_splits(dst: Path, subject_of: dict[str, str], resplit: bool = False) -> None:
@@ -126,8 +131,8 @@ def check_kept_splits(dst: Path, subject_of: dict[str, str], resplit: bool = Fal
 def write_cohort_outputs(
     dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict, resplit: bool = False
 ) -> dict | None:
-    """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split).
-    ValueError, before anything is written, when the kept split's subject ids changed; `SplitsFileError` when the
+    """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split), written
+    together (`write_all_atomic`): a failed write leaves all four as they were. ValueError, before anything is written, when the kept split's subject ids changed; `SplitsFileError` when the
     kept file is unreadable (`check_kept_splits` refuses that before any night is processed)."""
     path = dst / "splits.json"
     splits = None
@@ -154,9 +159,12 @@ def write_cohort_outputs(
             splits = make_splits(manifest, **split_args)
         except ValueError as err:
             print(f"splits.json not written: {err}", file=sys.stderr)
-    write_frame(manifest, dst / "manifest.parquet")
-    write_frame(manifest, dst / "manifest.csv", csv=True)
-    write_frame(events, dst / "events.parquet")
+    writes = [
+        (dst / "manifest.parquet", _frame_writer(manifest)),
+        (dst / "manifest.csv", _frame_writer(manifest, csv=True)),
+        (dst / "events.parquet", _frame_writer(events)),
+    ]
     if splits is not None:
-        write_splits(splits, path)
+        writes.append((path, lambda tmp: tmp.write_text(splits_json(splits))))
+    write_all_atomic(writes)
     return splits

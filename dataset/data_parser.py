@@ -226,7 +226,8 @@ def parse_cohort(
 def _run_jobs(
     jobs: list, dst: Path, config: ProcessingConfig, workers: int, overwrite: bool, progress: bool
 ) -> list[dict]:
-    """`run_job` for every job, in `workers` processes or here; a serial run ends at the first storage error."""
+    """`run_job` for every job, in `workers` processes or here, in job order; at the first storage error no
+    further night is started (the nights already running in other workers finish)."""
     results = []
     bar = tqdm(total=len(jobs), desc="parsing nights", unit="night", disable=not progress)
     if workers <= 1 or len(jobs) <= 1:
@@ -252,7 +253,9 @@ def _run_jobs(
             }
 
         work = functools.partial(run_job, dst=str(dst), config=config, overwrite=overwrite)
-        results = run_in_workers(jobs, work, workers, on_death=died, done=bar.update)
+        results = run_in_workers(
+            jobs, work, workers, on_death=died, done=bar.update, stop_when=lambda r: r["stop"] is not None
+        )
     bar.close()
     return results
 

@@ -127,10 +127,15 @@ def extend_splits(old: dict, manifest: pd.DataFrame) -> dict:
     return {**old, "subjects": subjects, "recordings": recordings}
 
 
+def splits_json(splits: Mapping) -> str:
+    """The text of a splits.json file."""
+    return json.dumps(splits, indent=1) + "\n"
+
+
 def write_splits(splits: dict, path: str | Path) -> Path:
     """Write splits as JSON atomically (`write_atomic`)."""
     path = Path(path)
-    write_atomic(path, lambda tmp: tmp.write_text(json.dumps(splits, indent=1) + "\n"))
+    write_atomic(path, lambda tmp: tmp.write_text(splits_json(splits)))
     return path
 
 

@@ -100,6 +100,7 @@ def run_in_workers(
     workers: int,
     on_death: Callable[[int, str], Any],
     done: Callable[[], None] = lambda: None,
+    stop_when: Callable[[Any], bool] = lambda result: False,
 ) -> list[Any]:
     """`work(item)` for every item in `workers` spawned processes, one item each at a time; results in item order.
 
@@ -108,7 +109,9 @@ def run_in_workers(
     killer's SIGKILL on a huge night, a crash in native code) gives `on_death(index, reason)` as that item's
     result, reason e.g. "worker died: signal 9 (SIGKILL) / out of memory?"; the item is not retried (it would
     most likely die again); a fresh worker takes the dead one's place and every other item goes on unaffected.
-    `done()` is called after each item (a progress bar). Workers run one thread each (`_THREAD_VARS` set to 1
+    `done()` is called after each item (a progress bar). Once a result satisfies `stop_when` (a full disk), no
+    further item is started: the items already running finish, and the results returned are those of the items
+    done, still in item order (the others are left out). Workers run one thread each (`_THREAD_VARS` set to 1
     while they start) and exit when the parent dies, even by kill -9.
     """
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
@@ -117,6 +120,7 @@ def run_in_workers(
     pool: list[tuple] = []  # (connection, process) of every worker started, for the clean-up
     idle: list[tuple] = []
     running: dict = {}  # connection -> (process, job index)
+    stopped = False
 
     def start() -> None:
         mine, theirs = context.Pipe()
@@ -142,8 +146,8 @@ def run_in_workers(
     try:
         for _ in range(min(workers, len(items))):
             start()
-        while pending or running:
-            while pending and idle:
+        while (pending and not stopped) or running:
+            while pending and idle and not stopped:
                 connection, process = idle.pop()
                 index = pending.popleft()
                 try:
@@ -168,8 +172,9 @@ def run_in_workers(
                     idle.append((connection, process))
                 else:
                     results[index] = on_death(index, worker_death_reason(retire(connection, process)))
-                    if pending:
+                    if pending and not stopped:
                         start()
+                stopped = stopped or bool(stop_when(results[index]))
                 done()
         finished = True
     finally:
@@ -192,4 +197,5 @@ def run_in_workers(
             if process.is_alive():
                 process.kill()
                 process.join()
-    return results
+    skipped = set(pending) if stopped else set()
+    return [result for index, result in enumerate(results) if index not in skipped]

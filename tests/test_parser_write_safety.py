@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataset.data_parser import main
+from dataset.worker_pool import run_in_workers
 from tests.parser_nights import make_night, parse
 
 
@@ -116,3 +118,47 @@ def test_a_rerun_cut_short_keeps_the_tables_the_earlier_manifest_lists(tmp_path,
     assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 0
     manifest = pd.read_parquet(dst / "manifest.parquet").set_index("recording_id")
     assert manifest.loc["k-1", "status"] == "skipped" and not table.exists()
+
+
+def _mark_and_return(item: tuple[str, int]) -> int:
+    """A pool job: leave a file named after the item (so the test sees which items started), return the item."""
+    folder, index = item
+    Path(folder, str(index)).touch()
+    if index == 1:
+        time.sleep(1.0)  # still running when item 0's result stops the pool
+    return index
+
+
+def test_the_worker_pool_starts_no_item_after_a_stopping_result(tmp_path):
+    """--workers > 1 and a full disk: once a result says stop, the items already running finish and no other
+    starts, so a run on a full disk ends without trying every remaining night."""
+    items = [(str(tmp_path), i) for i in range(6)]
+    results = run_in_workers(items, _mark_and_return, 2, on_death=lambda i, reason: -1, stop_when=lambda r: r == 0)
+    assert results == [0, 1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["0", "1"]
+    assert run_in_workers(items, _mark_and_return, 2, on_death=lambda i, reason: -1) == list(range(6))
+
+
+def test_a_full_disk_at_the_splits_keeps_the_manifest_that_matches_them(tmp_path, monkeypatch, capsys):
+    """A new night is parsed, then writing splits.json fails: the new manifest, CSV and events are not put in
+    place either, so the cohort files never disagree (a manifest listing a night the splits lack)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(3):
+        make_night(src, f"s-{i}")
+    parse(src, dst)
+    make_night(src, "s-3")
+    before = {name: (dst / name).read_bytes() for name in ("manifest.parquet", "manifest.csv", "events.parquet")}
+    before["splits.json"] = (dst / "splits.json").read_bytes()
+
+    def full(splits):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("dataset.cohort_outputs.splits_json", full)
+    assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"error: {dst / 'splits.json'}: cannot write (No space left on device)")
+    assert {name: (dst / name).read_bytes() for name in before} == before
+    assert not list(dst.rglob("*.tmp"))
+    monkeypatch.undo()
+    assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 0
+    assert "s-3" in set(pd.read_parquet(dst / "manifest.parquet")["recording_id"])

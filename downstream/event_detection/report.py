@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from dataset.atomic_files import write_atomic
+from dataset.atomic_files import write_all_atomic
 from downstream.event_detection.detector import EventDetector
 from downstream.event_detection.scoring import DETECTION_KEYS
 from downstream.results import json_safe
@@ -95,17 +95,22 @@ def write_outputs(
     event_rows: list[dict],
     files: dict[str, Any] | None = None,
 ) -> None:
-    """Every output of a run, each written atomically; `files`: extra torch files (name -> object)."""
+    """Every output of a run, written together (`write_all_atomic`: a failed write changes none of an earlier
+    run's); `files`: extra torch files (name -> object)."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     record = json_safe(metrics)
     columns = ["recording_id", "onset_s", "duration_s", "type", "probability", "counted"]
     buffer = io.StringIO()
     pd.DataFrame(event_rows, columns=columns).to_csv(buffer, index=False, float_format="%.3f")
-    for name, payload in (files or {}).items():
-        write_atomic(out / name, lambda p, payload=payload: torch.save(payload, p))
-    write_atomic(out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(detector)))
-    write_atomic(out / "events.csv", lambda p: p.write_text(buffer.getvalue()))
-    write_atomic(out / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n"))
-    write_atomic(out / "results.md", lambda p: p.write_text(results_markdown(record)))
+    writes = [
+        (out / name, lambda p, payload=payload: torch.save(payload, p)) for name, payload in (files or {}).items()
+    ]
+    writes += [
+        (out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(detector))),
+        (out / "events.csv", lambda p: p.write_text(buffer.getvalue())),
+        (out / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n")),
+        (out / "results.md", lambda p: p.write_text(results_markdown(record))),
+    ]
+    write_all_atomic(writes)
     save_config(cfg, out / "config.json")
