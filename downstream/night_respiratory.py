@@ -16,7 +16,9 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
 - Desaturation (the ODI rule): baseline at second t = the `SPO2_BASELINE_PERCENTILE`th percentile of the SpO2
   over the preceding 120 s (t excluded; artefact seconds interpolated), the SpO2 baseline the event model's
   features use; a desaturation is a run of >= 10 s of valid seconds each >= 3 % below its baseline (a whole-
-  percent 95 -> 92 % counts). ODI = desaturations whose onset lies in predicted sleep, per hour of predicted sleep.
+  percent 95 -> 92 % counts). ODI = desaturations whose onset lies in predicted sleep, per hour of VALID SpO2 in
+  predicted sleep (artefact seconds can hold no desaturation, so they leave the denominator too); `odi` by the
+  3 % rule, `odi_4` by the same rule at 4 %.
 - SpO2 mean, minimum and minutes below 90 %: over the valid seconds of predicted sleep epochs.
 - Latency to persistent sleep: from the recording start to the first epoch of the first 10 min (20
   consecutive 30-s epochs) of predicted sleep; NaN when the night never has 10 min of unbroken sleep.
@@ -44,7 +46,7 @@ from dataset.constants import EPOCH_S, RESP_CHANNELS, RESP_FS
 from dataset.scored_events import Event
 from downstream.event_detection.detector import EventDetector
 from downstream.night_inference import InputError, one_line
-from utils.ahi import MIN_AGREEMENT_NIGHTS, event_index
+from utils.ahi import MIN_AGREEMENT_NIGHTS
 from utils.events import sleep_epochs_of
 from utils.features import (
     SPO2_BASELINE_PERCENTILE,
@@ -186,24 +188,34 @@ def desaturations(spo2: np.ndarray, drop_pct: float = DESAT_DROP_PCT, min_s: int
 
 
 def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, Any], list[Event]]:
-    """ODI, SpO2 mean / minimum / minutes below 90 % over predicted sleep, and the desaturations."""
+    """ODI (3 % and 4 %), SpO2 mean / minimum / minutes below 90 % over predicted sleep, and the 3 %
+    desaturations (module docstring)."""
     stages = np.asarray(stages)
     sleep = np.isin(stages, SLEEP_STAGES)
-    desats = desaturations(spo2)
     asleep = sleep_epochs_of(np.arange(spo2.size) + 0.5, sleep) & np.isfinite(spo2)
     values = spo2[asleep]
+    valid_h = values.size / 3600.0
+
+    def in_sleep(events: list[Event]) -> int:
+        return int(sleep_epochs_of(np.array([e.onset_s for e in events]), sleep).sum())
+
+    def index(count: int) -> float:  # no valid oximetry in sleep: the index is unknown, not 0
+        return count / valid_h if values.size else math.nan
+
+    desats, desats_4 = desaturations(spo2), desaturations(spo2, drop_pct=4.0)
     return {
-        # no valid oximetry in sleep: the index is unknown, not 0
-        "odi": event_index(desats, sleep, types=("desaturation",)) if values.size else math.nan,
+        "odi": index(in_sleep(desats)),
+        "odi_4": index(in_sleep(desats_4)),
         "n_desaturations": len(desats),
-        "n_desaturations_in_sleep": int(sleep_epochs_of(np.array([d.onset_s for d in desats]), sleep).sum()),
+        "n_desaturations_in_sleep": in_sleep(desats),
         "spo2_mean_pct": float(values.mean()) if values.size else math.nan,
         "spo2_min_pct": float(values.min()) if values.size else math.nan,
         "spo2_below_90_min": float(np.sum(values < SPO2_LOW_PCT - SPO2_TOLERANCE_PCT) / 60.0),
         "spo2_valid_sleep_min": float(values.size / 60.0),
         "basis": "predicted sleep",
-        "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % below the {SPO2_BASELINE_PERCENTILE:g}th percentile "
-        f"of the preceding {DESAT_BASELINE_S} s for >= {DESAT_MIN_S} s; ODI per hour of predicted sleep",
+        "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % (ODI 4 %: >= 4 %) below the "
+        f"{SPO2_BASELINE_PERCENTILE:g}th percentile of the preceding {DESAT_BASELINE_S} s for >= {DESAT_MIN_S} s; "
+        "ODI per hour of valid SpO2 in predicted sleep",
     }, desats
 
 

@@ -54,9 +54,25 @@ def test_desaturations_follow_the_stated_rule():
     stages[:20] = 0  # the first 10 min awake: the dip at 300 s is in wake
     summary, _ = oximetry_summary(spo2, stages)
     assert summary["n_desaturations"] == 2 and summary["n_desaturations_in_sleep"] == 1
-    assert summary["odi"] == pytest.approx(1 / (40 * 30 / 3600))  # one desaturation in 20 min of sleep
+    # one desaturation in 20 min of sleep, one second of it an artefact: per hour of valid SpO2 in sleep
+    assert summary["odi"] == pytest.approx(1 / ((40 * 30 - 1) / 3600))
+    assert summary["odi_4"] == summary["odi"]  # the dip in sleep is 4 % deep; the 3.5 % one is in wake
     assert summary["spo2_min_pct"] == pytest.approx(91.0) and summary["spo2_below_90_min"] == 0.0
     assert summary["spo2_valid_sleep_min"] == pytest.approx((1200 - 1) / 60)  # the artefact second left out
+
+
+def test_the_odi_counts_hours_of_valid_oximetry_and_has_a_4_percent_variant():
+    """12 dips of 5 % in the first hour of N2, the probe off for the second: 12 per hour of valid SpO2, not 6 per
+    hour of sleep (artefact seconds can hold no desaturation); a 3.5 % dip counts for the ODI, not the ODI 4 %."""
+    spo2 = np.full(7200, 97.0)
+    for k in range(12):
+        spo2[300 + k * 270 : 320 + k * 270] = 92.0
+    spo2[3600:] = np.nan
+    summary, _ = oximetry_summary(spo2, np.full(240, 2))
+    assert summary["odi"] == pytest.approx(12.0) and summary["odi_4"] == pytest.approx(12.0)
+    spo2[3450:3470] = 93.5  # 3.5 % below the 97 % baseline
+    summary, _ = oximetry_summary(spo2, np.full(240, 2))
+    assert summary["odi"] == pytest.approx(13.0) and summary["odi_4"] == pytest.approx(12.0)
 
 
 def test_spo2_is_unscaled_to_percent_and_artefacts_dropped():
