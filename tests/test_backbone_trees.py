@@ -26,7 +26,8 @@ def test_trees_on_a_frozen_backbone(cohort, backbones, tmp_path):
     """--backbone: the trees read the frozen backbone's vectors, the linear probe's cache key; the vectors of the
     selected train epochs alone (no cache) and of whole cached recordings give the same model."""
     base = ["--data", str(cohort), "--task", "sleep_stage", "--backbone", str(backbones["fusion"])]
-    base += ["--hgb-max-iter", "10", "--seed", "3", "--workers", "0", "--no-progress", "--n-boot", "50"]
+    base += ["--hgb-max-iter", "10", "--hgb-max-bins", "63", "--seed", "3", "--workers", "0", "--no-progress"]
+    base += ["--n-boot", "50"]
     cache = tmp_path / "cache"
     runs = {"selected": tmp_path / "selected", "cached": tmp_path / "cached"}
     assert features_script.main([*base, "--out", str(runs["selected"]), "--label-fraction", "0.5"]) == 0
@@ -47,6 +48,8 @@ def test_trees_on_a_frozen_backbone(cohort, backbones, tmp_path):
     )
     config = json.loads((runs["cached"] / "config.json").read_text())
     assert config["channels"] == ["eeg_c4", "eog_l"] and config["device"] == "auto"
+    with open(runs["cached"] / "model.pkl", "rb") as handle:
+        assert config["hgb_max_bins"] == 63 and pickle.load(handle).max_bins == 63
     # one cache per backbone: the linear probe reads the folder the trees filled, and adds none
     key = cache_key(sha256_file(backbones["fusion"]), ["eeg_c4", "eog_l"], "fp32")
     assert [p.name for p in cache.iterdir()] == [key]

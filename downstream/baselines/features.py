@@ -22,7 +22,7 @@ Same splits, label fractions, leakage guard, test tiling and outputs as the line
   --train-subjects (the same draw as the other methods). With --class-weights balanced its probabilities are
   re-weighted by the balanced class weights N / (C x n_c) and renormalised (a prior shift: the Bayes-optimal
   counterpart of class-weighted fitting; scikit-learn's own sample-weighted fit spends ~10 s per fit in its
-  weighted binning whatever the data size, so it is not used);
+  weighted binning whatever the data size, so it is not used); inputs binned into --hgb-max-bins (255);
 - model selection on `val` only: the number of boosting iterations is the one whose staged `val`
   predictions score best on --select-metric; the fitted model is then cut to that many iterations, the model
   a fit with that many gives (the fit is deterministic without early stopping; `first_iterations`);
@@ -165,6 +165,13 @@ def build_features_parser() -> argparse.ArgumentParser:
         "--hgb-min-samples-leaf", type=positive_int, default=20, help="training epochs per leaf at least"
     )
     model.add_argument("--hgb-l2", type=non_negative_float, default=0.0, help="L2 regularisation")
+    model.add_argument(
+        "--hgb-max-bins",
+        type=bounded(int, low=2, high=255),
+        default=255,
+        help="histogram bins per input (fewer fit faster on thousands of inputs but need more iterations; "
+        "benchmarks/README.md, 'Trees on the frozen vectors')",
+    )
     add_task_args(parser)
     add_neighbour_args(parser)
     add_pooling_args(parser)
@@ -187,6 +194,7 @@ def full_probabilities(
 def make_classifier(cfg: argparse.Namespace, max_iter: int) -> HistGradientBoostingClassifier:
     return HistGradientBoostingClassifier(
         max_iter=max_iter,
+        max_bins=cfg.hgb_max_bins,
         learning_rate=cfg.hgb_learning_rate,
         max_leaf_nodes=cfg.hgb_max_leaf_nodes,
         min_samples_leaf=cfg.hgb_min_samples_leaf,
