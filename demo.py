@@ -11,22 +11,25 @@ machine), so the demo exercises exactly what a user runs on real data:
   5. downstream  linear probe, gradient-boosted trees on the frozen backbone's vectors, Mamba fine-tuning,
                  supervised-from-scratch and feature baselines for sleep staging, apnea and hypopnea at 5 %
                  and 100 % of the training labels; event detection
-                 (events with onsets and durations) on respiratory features and on SynthSleepNet tokens
+                 (events with onsets and durations) on respiratory features and on SynthSleepNet tokens;
+                 --jobs runs side by side, one thread each, every run's output in OUT/logs/<run>.log
   6. evaluate    downstream/evaluate.py               one comparison table (Markdown + CSV + plot)
   7. predict     downstream/predict.py                hypnogram, typed events, AHI, ODI and report for a
                                                       held-out night (its reliability stated)
 
 A stage whose outputs exist is skipped on a rerun (delete --out, or `make clean-demo`, to start over).
-Usage: python demo.py [--out demo_out] [--nights 16] [--hours 2] [--seed 0]
+Usage: python demo.py [--out demo_out] [--nights 16] [--hours 2] [--seed 0] [--jobs 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +64,8 @@ EVENT_PROBE_STEPS = 300  # optimizer steps of the event probe's per-second head 
 # a scorer reads the epochs around the one staged: the best of 0, 1, 2, 3 and 5 on the learning-curve cohort's val
 # split (benchmarks/README.md, "Neighbouring epochs"). The event tasks keep one epoch: not measured with it.
 NEIGHBOUR_EPOCHS = {"sleep_stage": 3, "apnea": 0, "hypopnea": 0}
+# the thread pools a run of stage 5 is limited to when runs go side by side (--jobs > 1)
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def _banner(text: str) -> None:
@@ -93,6 +98,108 @@ def _run(script: str, *args: object, done: Path | None = None) -> None:
     print(f"[{time.time() - started:.0f} s] {script}", flush=True)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One run of a project script: `name` (its log file's name), the script, its arguments, and the file whose
+    existence means an earlier demo run finished it."""
+
+    name: str
+    script: str
+    args: tuple
+    done: Path
+
+
+def downstream_jobs(dst: Path, multimodal: Path, downstream: Path, events: Path, cache: Path, seed: int) -> list[Job]:
+    """Every run of stage 5: per task and label fraction the linear probe, Mamba fine-tuning, the same model from
+    scratch, and gradient-boosted trees on the features and on the backbone's per-channel vectors; then event
+    detection on the respiratory features and on SynthSleepNet's tokens. Each reads only the parsed cohort and the
+    pretrained backbone, so they may run side by side; frozen-backbone vectors and features are computed once into
+    `cache` (written atomically per recording) and reused."""
+    jobs = []
+    cached = ("--cache-dir", cache)
+    for task in TASKS:
+        for fraction in FRACTIONS:
+            tag = f"{task}-lf{fraction:g}"
+            task_args = ("--data", dst, "--task", task, "--label-fraction", fraction, "--seed", seed)
+            backbone = ("--backbone", multimodal, "--workers", 0, "--no-progress")
+            probe = ("--passes", PROBE_PASSES[fraction], "--neighbour-epochs", NEIGHBOUR_EPOCHS[task])
+            tuning = ("--passes", FINE_TUNING_PASSES, "--max-steps", FINE_TUNING_MAX_STEPS)
+            scratch = ("--init", "random", "--passes", SCRATCH_PASSES[fraction])
+            runs = [
+                ("probe", "downstream/linear_probing/train.py", (*backbone, *cached, *probe)),
+                ("finetune", "downstream/fine_tuning/train.py", (*backbone, *cached, *tuning)),
+                ("scratch", "downstream/linear_probing/train.py", (*backbone, *scratch)),
+            ]
+            # gradient-boosted trees on the hand-crafted features, and on the backbone's frozen vectors of each
+            # channel (--pooling channel: the features keep channels apart too; benchmarks/README.md)
+            trees = ("--workers", 0, "--no-progress", "--neighbour-epochs", NEIGHBOUR_EPOCHS[task], *cached)
+            runs += [
+                ("features", "downstream/baselines/features.py", trees),
+                (
+                    "trees",
+                    "downstream/baselines/features.py",
+                    ("--backbone", multimodal, "--pooling", "channel", *trees),
+                ),
+            ]
+            for folder, script, options in runs:
+                run = downstream / folder / tag
+                jobs.append(Job(f"{folder}-{tag}", script, (*task_args, *options, "--out", run), run / "metrics.json"))
+    common = ("--data", dst, "--seed", seed, "--no-progress")
+    probe = ("--method", "probe", "--backbone", multimodal, "--steps", EVENT_PROBE_STEPS, *cached)
+    for method, options in (("features", ("--method", "features")), ("probe", probe)):
+        run = events / method
+        jobs.append(
+            Job(
+                f"events-{method}",
+                "downstream/event_detection/train.py",
+                (*common, *options, "--out", run),
+                run / "metrics.json",
+            )
+        )
+    return jobs
+
+
+def _run_jobs(jobs: list[Job], logs: Path, slots: int) -> None:
+    """Run `jobs` `slots` at a time, each with one thread (`THREAD_VARIABLES`): on 2 cores two one-thread runs side
+    by side finish sooner than the same runs one after another with two threads each, and a run's numbers no longer
+    depend on the machine's core count. With `slots` 1 they run one after another with every core. Each run's
+    output goes to logs/<name>.log and its last line is printed when it ends. A job whose `done` file exists is
+    skipped. A failure prints the end of its log and stops the demo; the runs still going are stopped, and, as
+    every run writes its folder whole at the end, an earlier run's outputs stay as they were."""
+    logs.mkdir(parents=True, exist_ok=True)
+    pending = []
+    for job in jobs:
+        if job.done.exists():
+            print(f"[skip] {job.script}: {job.done} exists", flush=True)
+        else:
+            pending.append(job)
+    env = dict(os.environ) if slots == 1 else {**os.environ, **{k: "1" for k in THREAD_VARIABLES}}
+    running: dict[subprocess.Popen, tuple[Job, Path, float]] = {}
+    try:
+        while pending or running:
+            while pending and len(running) < slots:
+                job = pending.pop(0)
+                log = logs / f"{job.name}.log"
+                command = [sys.executable, job.script, *map(str, job.args)]
+                print("$ " + " ".join(command[1:]) + f" > {log}", flush=True)
+                with open(log, "w") as handle:  # the child keeps its own copy of the file
+                    process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+                running[process] = (job, log, time.time())
+            time.sleep(0.2)
+            for process in [p for p in running if p.poll() is not None]:
+                job, log, started = running.pop(process)
+                lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+                if process.returncode != 0:
+                    print("\n".join(lines[-15:]), flush=True)
+                    raise SystemExit(f"demo: {job.script} exited with code {process.returncode}; its log: {log}")
+                print(f"[{time.time() - started:.0f} s] {job.name}: {lines[-1] if lines else ''}", flush=True)
+    finally:
+        for process in running:  # a failure or Ctrl-C: stop the runs still going
+            process.terminate()
+        for process in running:
+            process.wait()
+
+
 def label_statistics(dst: Path) -> pd.DataFrame:
     """Per split: epochs, stage distribution (%), apnea / hypopnea epoch prevalence (%), scored AHI median."""
     manifest = pd.read_parquet(dst / "manifest.parquet").set_index("recording_id")
@@ -122,6 +229,12 @@ def label_statistics(dst: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _positive_int(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -130,6 +243,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nights", type=int, default=16, help="synthetic nights to generate, one subject each")
     parser.add_argument("--hours", type=float, default=2.0, help="scored hours per synthetic night")
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort and of every training stage")
+    parser.add_argument(
+        "--jobs",
+        type=_positive_int,
+        default=2,
+        help="downstream runs side by side, one thread each (default 2, for 2 cores; 1: one after another with "
+        "every core)",
+    )
     args = parser.parse_args(argv)
     started = time.time()
     out = args.out
@@ -204,114 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         done=_completed(multimodal),
     )
 
-    _banner("5. downstream: probe, trees, fine-tuning, from scratch, features x 3 tasks x 2 label fractions")
+    _banner("5. downstream: probe, trees, fine-tuning, from scratch, features x 3 tasks x 2 label fractions; events")
     downstream = runs / "downstream"
-    cache = ("--cache-dir", out / "cache")  # frozen-backbone vectors and features: computed once, reused by every run
-    for task in TASKS:
-        for fraction in FRACTIONS:
-            tag = f"{task}-lf{fraction:g}"
-            task_args = ("--data", dst, "--task", task, "--label-fraction", fraction, "--seed", args.seed)
-            _run(
-                "downstream/linear_probing/train.py",
-                *task_args,
-                "--backbone",
-                multimodal,
-                "--workers",
-                0,
-                *cache,
-                "--passes",
-                PROBE_PASSES[fraction],
-                "--neighbour-epochs",
-                NEIGHBOUR_EPOCHS[task],
-                "--no-progress",
-                "--out",
-                downstream / "probe" / tag,
-                done=downstream / "probe" / tag / "metrics.json",
-            )
-            _run(
-                "downstream/fine_tuning/train.py",
-                *task_args,
-                "--backbone",
-                multimodal,
-                "--workers",
-                0,
-                *cache,
-                "--passes",
-                FINE_TUNING_PASSES,
-                "--max-steps",
-                FINE_TUNING_MAX_STEPS,
-                "--no-progress",
-                "--out",
-                downstream / "finetune" / tag,
-                done=downstream / "finetune" / tag / "metrics.json",
-            )
-            _run(
-                "downstream/linear_probing/train.py",
-                *task_args,
-                "--backbone",
-                multimodal,
-                "--init",
-                "random",
-                "--workers",
-                0,
-                "--passes",
-                SCRATCH_PASSES[fraction],
-                "--no-progress",
-                "--out",
-                downstream / "scratch" / tag,
-                done=downstream / "scratch" / tag / "metrics.json",
-            )
-            # gradient-boosted trees on the hand-crafted features, and on the backbone's frozen vectors of each
-            # channel (--pooling channel: the features keep channels apart too; benchmarks/README.md)
-            trees = ("--backbone", multimodal, "--pooling", "channel")
-            for folder, representation in (("features", ()), ("trees", trees)):
-                _run(
-                    "downstream/baselines/features.py",
-                    *task_args,
-                    *representation,
-                    *cache,
-                    "--workers",
-                    0,
-                    "--neighbour-epochs",
-                    NEIGHBOUR_EPOCHS[task],
-                    "--no-progress",
-                    "--out",
-                    downstream / folder / tag,
-                    done=downstream / folder / tag / "metrics.json",
-                )
-
     events = downstream / "event_detection"
-    _run(
-        "downstream/event_detection/train.py",
-        "--data",
-        dst,
-        "--method",
-        "features",
-        "--seed",
-        args.seed,
-        "--no-progress",
-        "--out",
-        events / "features",
-        done=events / "features" / "metrics.json",
-    )
-    _run(
-        "downstream/event_detection/train.py",
-        "--data",
-        dst,
-        "--method",
-        "probe",
-        "--backbone",
-        multimodal,
-        "--steps",
-        EVENT_PROBE_STEPS,
-        "--seed",
-        args.seed,
-        *cache,
-        "--no-progress",
-        "--out",
-        events / "probe",
-        done=events / "probe" / "metrics.json",
-    )
+    _run_jobs(downstream_jobs(dst, multimodal, downstream, events, out / "cache", args.seed), out / "logs", args.jobs)
 
     _banner("6. comparison table")
     comparison = out / "comparison"

@@ -1,11 +1,16 @@
 """The demo skips a pretraining stage on a rerun only when that run completed its budget: `last.pt` is also
-written after every pass and by a run cut short, which the rerun must continue instead."""
+written after every pass and by a run cut short, which the rerun must continue instead. Its downstream runs go
+side by side, one thread each, and one failure stops them all."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import sys
+import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -13,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 def _demo():
     spec = importlib.util.spec_from_file_location("demo_script", REPO / "demo.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -33,3 +39,46 @@ def test_only_a_completed_pretraining_run_counts_as_done(tmp_path):
     resumed = ({"kind": "summary", "stopped": "max_steps"}, {"kind": "summary", "stopped": "completed"})
     _log(tmp_path / "resumed", *resumed)
     assert completed(tmp_path / "resumed") == tmp_path / "resumed" / "log.jsonl"
+
+
+def _script(folder: Path, name: str, body: str) -> str:
+    path = folder / name
+    path.write_text("import os, sys, time\n" + body + "\n")
+    return str(path)
+
+
+def test_downstream_runs_go_side_by_side_with_one_thread_each(tmp_path, capsys):
+    """--jobs 2: two runs at a time, each limited to one thread, each with its own log; a run whose output exists
+    is skipped."""
+    demo = _demo()
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    body = (
+        "open(os.path.join(sys.argv[1], sys.argv[2] + '.start'), 'w').close()\n"
+        "deadline = time.time() + 20\n"
+        "while len(os.listdir(sys.argv[1])) < 2 and time.time() < deadline:  # waits for its neighbour to start\n"
+        "    time.sleep(0.05)\n"
+        "print('threads', os.environ.get('OMP_NUM_THREADS'), 'starts seen', len(os.listdir(sys.argv[1])))"
+    )
+    script = _script(tmp_path, "run.py", body)
+    (tmp_path / "finished").write_text("")
+    jobs = [demo.Job(name, script, (marks, name), tmp_path / name) for name in ("first", "second")]
+    jobs.append(demo.Job("third", script, (marks, "third"), tmp_path / "finished"))
+    demo._run_jobs(jobs, tmp_path / "logs", 2)
+    for name in ("first", "second"):
+        assert (tmp_path / "logs" / f"{name}.log").read_text().strip() == "threads 1 starts seen 2"
+    assert not (tmp_path / "logs" / "third.log").exists() and "[skip]" in capsys.readouterr().out
+
+
+def test_a_failed_downstream_run_stops_the_demo_and_the_runs_beside_it(tmp_path, capsys):
+    demo = _demo()
+    slow = _script(tmp_path, "slow.py", "time.sleep(60)")
+    failing = _script(tmp_path, "failing.py", "time.sleep(0.5)\nsys.exit('error: --data: not a parsed cohort')")
+    jobs = [demo.Job("slow", slow, (), tmp_path / "a"), demo.Job("failing", failing, (), tmp_path / "b")]
+    jobs.append(demo.Job("never", slow, (), tmp_path / "c"))
+    started = time.monotonic()
+    with pytest.raises(SystemExit, match=r"failing\.py exited with code 1; its log: .*failing\.log"):
+        demo._run_jobs(jobs, tmp_path / "logs", 2)
+    assert time.monotonic() - started < 30  # the slow run beside it was stopped, not waited for
+    assert "error: --data: not a parsed cohort" in capsys.readouterr().out
+    assert not (tmp_path / "logs" / "never.log").exists()
