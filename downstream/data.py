@@ -108,6 +108,17 @@ def window_dataset(
     )
 
 
+def check_two_classes(counts: Sequence[int] | np.ndarray, what: str = "epochs") -> None:
+    """UsageError when the labelled training `what` hold fewer than two classes (`counts` per class): a model fitted
+    on one class learns nothing to score, whatever its val and test numbers then say."""
+    counts = np.asarray(counts)
+    if np.count_nonzero(counts) < 2:
+        raise UsageError(
+            f"the training {what} hold one class only (per class {counts.tolist()}); raise --label-fraction or "
+            "--train-subjects"
+        )
+
+
 def eval_batch_size(cfg: argparse.Namespace, per_window: int = 1) -> int:
     """--eval-batch-size (or --batch-size) samples; with `per_window` epochs per sample, in windows (>= 1)."""
     return max(1, (cfg.eval_batch_size or cfg.batch_size) // per_window)

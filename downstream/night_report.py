@@ -18,6 +18,7 @@ import pandas as pd
 from dataset import annotation_export
 from dataset.constants import EPOCH_S, STAGE_NAMES
 from downstream.night_inference import EVENT_TASKS, InputError
+from utils.checkpoint import replaceable
 from utils.plots import hypnogram_png
 
 REPORT_MARKERS = ("report.json", "summary.csv")  # a folder holding one of these was written by predict.py
@@ -253,7 +254,7 @@ def check_out(out: Path) -> None:
     """
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not any((out / name).is_file() for name in REPORT_MARKERS):
+    if out.is_dir() and not replaceable(out, REPORT_MARKERS):
         raise InputError(
             f"--out {out}: a folder holding other files (not a predict.py report); give a new or empty folder"
         )

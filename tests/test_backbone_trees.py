@@ -206,3 +206,18 @@ def test_a_failed_rerun_leaves_the_earlier_run_whole(cohort, tmp_path, monkeypat
     assert features_script.main([*argv, "--seed", "7"]) == 0
     assert json.loads((out / "config.json").read_text())["seed"] == 7
     assert (out / "config.1.json").read_bytes() == before["config.json"]
+
+
+def test_an_out_folder_of_other_files_is_refused_not_replaced(cohort, tmp_path, capsys):
+    """The run replaces --out whole, so a folder that is not an earlier run of the script (a probe's checkpoints,
+    a user's notes) is refused before any work, and left as it was."""
+    out = tmp_path / "probe_run"
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"weights")
+    (out / "notes.txt").write_text("keep me")
+    argv = ["--data", str(cohort), "--task", "sleep_stage", "--channels", "eeg_c4", "--out", str(out)]
+    with pytest.raises(SystemExit) as stop:
+        features_script.main([*argv, "--hgb-max-iter", "5", "--workers", "0", "--no-progress"])
+    assert stop.value.code == 2
+    assert "a folder holding other files" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["best.pt", "notes.txt"]

@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -177,10 +177,20 @@ def in_staging(path: Path, out: Path) -> bool:
     )
 
 
+def replaceable(out: Path, markers: Sequence[str]) -> bool:
+    """Whether `staged_folder(out)` may replace `out` as a whole: it does not exist, is an empty folder, or holds
+    one of `markers` (a file only the script's own earlier run writes). A folder of anything else (a training
+    run's checkpoints, a user's notes) must not be swapped away."""
+    out = Path(out)
+    if not out.is_dir():
+        return not out.exists()
+    return not any(out.iterdir()) or any((out / name).is_file() for name in markers)
+
+
 @contextmanager
 def staged_folder(out: Path) -> Iterator[Path]:
     """A fresh folder beside `out` to write into; on success it replaces `out` (two renames), on any failure it
-    is removed and `out` is left exactly as it was."""
+    is removed and `out` is left exactly as it was. Callers check `replaceable(out, ...)` before their work."""
     out = Path(out).absolute()  # "." has no name to put a sibling beside
     out.parent.mkdir(parents=True, exist_ok=True)
     stage, old = staging_names(out)

@@ -53,7 +53,15 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from dataset.constants import EPHYS_CHANNELS, TASKS
 from downstream.backbone import BackboneSource, resolve_backbone
 from downstream.cache import VectorStore, cache_key, encode_recordings
-from downstream.data import apply_epochs, encode_store, epoch_dataset, stored_features, val_split, window_dataset
+from downstream.data import (
+    apply_epochs,
+    check_two_classes,
+    encode_store,
+    epoch_dataset,
+    stored_features,
+    val_split,
+    window_dataset,
+)
 from downstream.leakage import assert_no_test_leakage
 from downstream.options import (
     SELECT_METRICS,
@@ -69,7 +77,7 @@ from downstream.runs import report, run_info, train_summary
 from downstream.training import class_weights, selection_scores
 from models.heads import EpochEncoder
 from utils import features as features_module
-from utils.checkpoint import sha256_file, staged_folder
+from utils.checkpoint import replaceable, sha256_file, staged_folder
 from utils.config import (
     CONFIG_HISTORY_HELP,
     ArgumentParser,
@@ -90,6 +98,7 @@ from utils.distributed import resolve_device
 from utils.features import epoch_features
 
 TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only)
+RUN_MARKERS = ("model.pkl",)  # a folder holding this was written by this script, which may replace it
 
 
 def build_features_parser() -> argparse.ArgumentParser:
@@ -309,6 +318,11 @@ def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_features_parser()
     cfg = parse_downstream(parser, argv, lambda c: BACKBONE_HGB if c.backbone is not None else FEATURES_HGB)
+    if not replaceable(Path(cfg.out), RUN_MARKERS):  # the run replaces --out whole (`staged_folder`)
+        raise UsageError(
+            f"--out {cfg.out}: a folder holding other files (not a run of this script, which writes "
+            f"{RUN_MARKERS[0]}); give a new or empty folder"
+        )
     assert_no_test_leakage(cfg.data)
     if cfg.channels is not None and not cfg.channels:
         raise UsageError("--channels: name at least one channel")
@@ -320,11 +334,7 @@ def run(argv: list[str] | None) -> int:
     test_windows = window_dataset(cfg, "test", channels, TEST_WINDOW, tiling=True)
     assert_no_test_leakage(cfg.data, {"training": train_set.recordings, "model selection": val_set.recordings})
     counts = train_set.class_counts()
-    if np.count_nonzero(counts) < 2:
-        raise UsageError(
-            f"the training epochs hold one class only (per class {counts.tolist()}); raise "
-            "--label-fraction or --train-subjects"
-        )
+    check_two_classes(counts)
     started = time.monotonic()
     # every val and test epoch (and, with --cache-dir or --neighbour-epochs, every epoch of the train recordings:
     # the neighbours of a labelled epoch need not be labelled) featurised or encoded once

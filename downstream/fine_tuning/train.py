@@ -42,7 +42,14 @@ from dataset.constants import TASKS
 from dataset.datasets import EpochDataset, SequenceDataset
 from downstream.backbone import resolve_backbone
 from downstream.cache import VectorStore, epoch_labels, labels_at, predict_tiles
-from downstream.data import encode_store, epoch_dataset, eval_batch_size, val_split, window_dataset
+from downstream.data import (
+    check_two_classes,
+    encode_store,
+    epoch_dataset,
+    eval_batch_size,
+    val_split,
+    window_dataset,
+)
 from downstream.leakage import assert_no_test_leakage
 from downstream.options import add_pooling_args, build_downstream_parser, check_pooling, parse_downstream
 from downstream.predictions import predict_windows
@@ -409,6 +416,7 @@ def run(argv: list[str] | None) -> int:
         )
         cfg = cfg.replace(batch_size=max(2, len(train_set)))  # before config.json: it records the batch that ran
     n_classes, pretrained = TASKS[cfg.task], cfg.init == "pretrained"
+    check_two_classes(train_set.counts)
     # phase 2's checkpoint holds the whole model phase 1 trained: resuming it, phase 1 is not run again
     phase_cfg = (
         context_phase_config(cfg, len(train_set))

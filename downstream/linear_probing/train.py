@@ -38,6 +38,7 @@ from dataset.constants import TASKS
 from downstream.backbone import resolve_backbone
 from downstream.data import (
     apply_epochs,
+    check_two_classes,
     encode_store,
     epoch_dataset,
     eval_batch_size,
@@ -152,6 +153,7 @@ def run(argv: list[str] | None) -> int:
         cfg = cfg.replace(batch_size=max(2, len(train_set)))  # before config.json: it records the batch that ran
     n_classes, frozen = TASKS[cfg.task], cfg.init == "pretrained"
     counts = train_set.class_counts()
+    check_two_classes(counts)
     print(
         f"{cfg.method} | task {cfg.task} | backbone {source.name} | channels {', '.join(channels)} | train "
         f"{len(train_set)} labelled epochs of {len(train_set.subjects)} subjects (per class {counts.tolist()}) | "
