@@ -204,7 +204,9 @@ class _CohortIndex(Dataset):
         if n_subjects is not None:
             drawn_from = self._pick_subjects(drawn_from, n_subjects, where)
         if not any(usable for _, _, usable in drawn_from):
-            raise ValueError(f"no usable recording in {where}: {len(self.skipped)} skipped, see the warning")
+            reasons = Counter(self.skipped.values()).most_common(5)
+            why = "; ".join(f"{count} x {reason}" for reason, count in reasons)
+            raise ValueError(f"no usable recording in {where}: {len(self.skipped)} skipped" + (f" ({why})" * bool(why)))
         self._drawn_from = drawn_from
         self._infos: list[RecordingInfo] = [info for info, _, usable in drawn_from if usable]
         self._rec_labels: list[np.ndarray] = [labels for _, labels, usable in drawn_from if usable]

@@ -238,6 +238,9 @@ def test_pool_channels_and_missing_channel(cohort):
         )
     with pytest.raises(ValueError, match=r"'ecg'.*" + str(root).replace("\\", "\\\\")):
         EpochDataset(root, ALL, ["eeg_c4", "ecg"])
+    # no recording left: the error itself says why each was skipped (the warning is filtered by the scripts)
+    with pytest.raises(ValueError, match=r"2 skipped \(1 x missing channel\(s\) eeg_c3; 1 x no labelled epoch"):
+        quiet(EpochDataset, root, ["shhs1-100003", "shhs1-100005"], ["eeg_c4", "eeg_c3"], task="sleep_stage")
 
 
 def test_sequence_windows_stay_inside_recordings(cohort):
