@@ -233,3 +233,17 @@ def test_nights_scored_for_stages_only_are_not_event_nights(cohort, tmp_path, ca
         unscore_events(data / "recordings" / f"{rid}.parquet")
     with pytest.raises(UsageError, match="no night of split 'test' has scored respiratory events"):
         load_split_nights(cfg)
+
+
+def test_a_rerun_of_another_method_leaves_no_file_of_the_earlier_one(run, cohort, tmp_path):
+    """A features run into a folder where a token method wrote its fine-tuned encoder: encoder.pt goes (the new
+    model.pkl does not read it), and the earlier config.json is kept as config.1.json."""
+    out = tmp_path / "run"
+    shutil.copytree(run, out)
+    (out / "encoder.pt").write_bytes(b"an earlier fine-tuned encoder")
+    earlier = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**earlier, "method": "finetune"}, indent=2) + "\n")
+    assert event_detection.main(["--data", str(cohort / "dst"), "--out", str(out), *FAST]) == 0
+    assert not (out / "encoder.pt").exists()
+    assert json.loads((out / "config.1.json").read_text())["method"] == "finetune"
+    assert json.loads((out / "config.json").read_text())["method"] == "features"

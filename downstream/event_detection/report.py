@@ -88,6 +88,9 @@ def results_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+TORCH_FILES = frozenset({"encoder.pt"})  # the extra files a method may write (the fine-tuned encoder)
+
+
 def write_outputs(
     cfg: Config,
     detector: EventDetector,
@@ -96,7 +99,8 @@ def write_outputs(
     files: dict[str, Any] | None = None,
 ) -> None:
     """Every output of a run, written together (`write_all_atomic`: a failed write changes none of an earlier
-    run's); `files`: extra torch files (name -> object)."""
+    run's); `files`: extra torch files (name -> object, of `TORCH_FILES`). An earlier run's torch file that this
+    run does not write is removed, and its config.json kept as config.<n>.json."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     record = json_safe(metrics)
@@ -113,4 +117,6 @@ def write_outputs(
         (out / "results.md", lambda p: p.write_text(results_markdown(record))),
     ]
     write_all_atomic(writes)
-    save_config(cfg, out / "config.json")
+    for name in TORCH_FILES - set(files or {}):  # an earlier run's file that this run's method does not write
+        (out / name).unlink(missing_ok=True)
+    save_config(cfg, out / "config.json", keep_previous=True)
