@@ -29,8 +29,8 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -98,8 +98,7 @@ def _run(script: str, *args: object, done: Path | None = None) -> None:
     print(f"[{time.time() - started:.0f} s] {script}", flush=True)
 
 
-@dataclass(frozen=True)
-class Job:
+class Job(NamedTuple):
     """One run of a project script: `name` (its log file's name), the script, its arguments, and the file whose
     existence means an earlier demo run finished it."""
 

@@ -37,14 +37,19 @@ model does not stage.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import sys
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
+from dataset.atomic_files import write_all_atomic
 from dataset.constants import EPOCH_S, TASKS
 from downstream.results import (
     CI_METRICS,
@@ -123,10 +128,35 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
 
 
 RUN_RECORD_KEYS = ("task", "method")  # keys every downstream run's metrics.json holds
+# what the table reads of a run's metrics.json beyond RUN_RECORD_KEYS (`summary_row`, `event_detection_row`): key
+# paths, each ending in a number (label_fraction, counts) or a section (dict)
+TABLE_KEYS: dict[str, tuple[tuple[str, ...], ...]] = {
+    "epoch": (("label_fraction",), ("test",), ("test", "n_subjects"), ("test", "n_epochs"), ("test", "pooled")),
+    EVENT_DETECTION: (("label_fraction",), ("test",), ("test", "n_subjects"), ("test", "events")),
+}
+SECTIONS = ("test", "pooled", "events")  # keys whose value is a JSON object
+
+
+def _missing_table_key(metrics: Mapping[str, Any]) -> str | None:
+    """The first key path of `TABLE_KEYS` that `metrics` lacks or holds with the wrong kind of value, as a
+    message; None when the record has every one."""
+    for keys in TABLE_KEYS[EVENT_DETECTION if metrics["task"] == EVENT_DETECTION else "epoch"]:
+        section: Any = metrics
+        for depth, key in enumerate(keys):
+            if not isinstance(section, Mapping) or key not in section or section[key] is None:
+                return f"no {'.'.join(keys[: depth + 1])}"
+            section = section[key]
+        wants_section = keys[-1] in SECTIONS
+        if wants_section != isinstance(section, Mapping) or (
+            not wants_section and (isinstance(section, bool) or not isinstance(section, (int, float)))
+        ):
+            return f"{'.'.join(keys)} is {json.dumps(section)[:40]}, not {'an object' if wants_section else 'a number'}"
+    return None
 
 
 def read_run_metrics(run: Path) -> dict[str, Any]:
-    """A run's metrics.json; ValueError naming the file when it is unreadable, not JSON, or not a run record."""
+    """A run's metrics.json; ValueError naming the file when it is unreadable, not JSON, not a run record, or
+    lacks what the comparison table reads of it (`TABLE_KEYS`)."""
     path = Path(run) / "metrics.json"
     try:
         metrics = json.loads(path.read_text())
@@ -139,6 +169,11 @@ def read_run_metrics(run: Path) -> dict[str, Any]:
         raise ValueError(
             f"{path}: unknown task {metrics['task']!r}; expected one of {', '.join((*TASKS, EVENT_DETECTION))}"
         )
+    if not isinstance(metrics["method"], str):
+        raise ValueError(f"{path}: method is {json.dumps(metrics['method'])[:40]}, not a name")
+    problem = _missing_table_key(metrics)
+    if problem:
+        raise ValueError(f"{path}: incomplete run record ({problem}); was the run finished?")
     return metrics
 
 
@@ -151,16 +186,65 @@ def run_event_scale(metrics: Mapping[str, Any]) -> float:
     return event_calibration(metrics["data"], metrics["task"], metrics.get("label_rule") or "midpoint")["scale"]
 
 
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def read_predictions(run: Path) -> Predictions:
+    """A run's predictions.parquet; ValueError naming the file when it is missing or unreadable."""
+    path = Path(run) / "predictions.parquet"
+    if not path.is_file():
+        raise ValueError(f"{path}: missing (the run's test predictions; needed for the combined AHI)")
+    try:
+        return Predictions.read(path)
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
+        raise ValueError(f"{path}: cannot read the run's predictions ({_one_line(err)})") from None
+
+
+def cohort_of(run: Path, metrics: Mapping[str, Any]) -> Path:
+    """The cohort folder (`data` in the run's metrics.json) whose manifest.parquet holds the scored AHI;
+    ValueError naming the run's metrics.json when it names none or the folder has no manifest."""
+    data = metrics.get("data")
+    if not isinstance(data, str) or not data:
+        raise ValueError(f"{Path(run) / 'metrics.json'}: no data (the cohort folder the combined AHI is scored from)")
+    if not (Path(data) / "manifest.parquet").is_file():
+        raise ValueError(
+            f"{Path(run) / 'metrics.json'}: its cohort {data} holds no manifest.parquet (moved or deleted?); "
+            "the combined AHI is scored from it"
+        )
+    return Path(data)
+
+
+def pair_scales(apnea: tuple[Path, Mapping[str, Any]], hypopnea: tuple[Path, Mapping[str, Any]]) -> tuple[float, float]:
+    """(apnea, hypopnea) `run_event_scale` of a pair; ValueError naming the run whose scale cannot be had."""
+    scales = []
+    for run, metrics in (apnea, hypopnea):
+        try:
+            scales.append(run_event_scale(metrics))
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            raise ValueError(
+                f"{Path(run) / 'metrics.json'}: no usable event_calibration scale, and none can be fitted on its "
+                f"cohort {metrics.get('data')!r} ({_one_line(err)})"
+            ) from None
+    return scales[0], scales[1]
+
+
 def combined_ahi(
     apnea_run: Path, hypopnea_run: Path, data_dir: str | Path, scales: tuple[float, float] = (1.0, 1.0)
 ) -> dict[str, Any]:
     """AHI per test recording from an apnea run's and a hypopnea run's predicted epochs (epochs both predicted),
     each family's count times its scale (`event_calibration`), against the manifest's `ahi_scored`:
-    `utils.ahi.ahi_agreement`, with that of the raw counts under "uncalibrated"."""
-    apnea = Predictions.read(apnea_run / "predictions.parquet")
-    hypopnea = Predictions.read(hypopnea_run / "predictions.parquet")
-    manifest = pd.read_parquet(Path(data_dir) / "manifest.parquet", columns=["recording_id", "ahi_scored"])
-    scored_ahi = dict(zip(manifest["recording_id"].astype(str), manifest["ahi_scored"].astype(float)))
+    `utils.ahi.ahi_agreement`, with that of the raw counts under "uncalibrated". ValueError naming the file when
+    a predictions.parquet or the manifest is missing or unreadable."""
+    apnea = read_predictions(apnea_run)
+    hypopnea = read_predictions(hypopnea_run)
+    manifest_path = Path(data_dir) / "manifest.parquet"
+    try:
+        manifest = pd.read_parquet(manifest_path, columns=["recording_id", "ahi_scored"])
+        scored_ahi = dict(zip(manifest["recording_id"].astype(str), manifest["ahi_scored"].astype(float)))
+    except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
+        raise ValueError(f"{manifest_path}: cannot read the scored AHI ({_one_line(err)})") from None
     left = pd.DataFrame(
         {"recording": apnea.recording, "epoch": apnea.epoch, "apnea": apnea.predicted, "stage": apnea.stage}
     )
@@ -176,17 +260,28 @@ def combined_ahi(
     return {**ahi_agreement(estimated, scored), "uncalibrated": ahi_agreement(raw, scored)}
 
 
+def table_row(run: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
+    """The run's table row (`event_detection_row` or `summary_row`); ValueError naming its metrics.json when a
+    value the row reads is of the wrong kind (a section that is a list, a CI that is not a pair)."""
+    try:
+        if metrics["task"] == EVENT_DETECTION:
+            return event_detection_row(metrics, run=str(run))
+        return summary_row(metrics, run=str(run))
+    except (KeyError, TypeError, AttributeError, ValueError) as err:
+        raise ValueError(
+            f"{Path(run) / 'metrics.json'}: incomplete run record ({type(err).__name__}: {_one_line(err)})"
+        ) from None
+
+
 def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
-    """Table rows of the runs, with the combined AHI agreement filled in for apnea + hypopnea pairs."""
+    """Table rows of the runs, with the combined AHI agreement filled in for apnea + hypopnea pairs. Every file
+    of the runs is read here (ValueError naming the first that is missing, unreadable or incomplete), so nothing
+    is written for a table that cannot be built."""
     rows, metrics_of = [], {}
     for run in runs:
         metrics = read_run_metrics(run)
         metrics_of[run] = metrics
-        rows.append(
-            event_detection_row(metrics, run=str(run))
-            if metrics["task"] == EVENT_DETECTION
-            else summary_row(metrics, run=str(run))
-        )
+        rows.append(table_row(run, metrics))
     key = lambda r: (  # noqa: E731
         r["method"],
         r["backbone"],
@@ -204,10 +299,11 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
         partners = [r for r in rows if r["task"] == "hypopnea" and key(r) == key(row)]
         if not partners:
             continue
+        apnea_run, hypopnea_run = Path(row["run"]), Path(partners[0]["run"])
         partner = partners[0]
-        data_dir = metrics_of[Path(row["run"])].get("data")
-        scales = (run_event_scale(metrics_of[Path(row["run"])]), run_event_scale(metrics_of[Path(partner["run"])]))
-        agreement = combined_ahi(Path(row["run"]), Path(partner["run"]), data_dir, scales)
+        data_dir = cohort_of(apnea_run, metrics_of[apnea_run])
+        scales = pair_scales((apnea_run, metrics_of[apnea_run]), (hypopnea_run, metrics_of[hypopnea_run]))
+        agreement = combined_ahi(apnea_run, hypopnea_run, data_dir, scales)
         for target in (row, partner):
             target.update(
                 ahi_icc=agreement["icc_2_1"],
@@ -236,12 +332,8 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     )
 
 
-def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str, Any]]:
-    """comparison.md, comparison.csv and label_fraction.png of `runs` in `out_dir`; returns the rows."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    rows = comparison_rows(runs)
-    pd.DataFrame(rows).to_csv(out_dir / "comparison.csv", index=False)
+def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    """comparison.md of the table's rows: one section per task."""
     sections = [
         "# Downstream comparison",
         "",
@@ -293,12 +385,52 @@ def write_comparison(runs: Sequence[Path], out_dir: str | Path) -> list[dict[str
             "",
             markdown_table(event_rows, columns),
         ]
-    (out_dir / "comparison.md").write_text("\n".join(sections))
+    return "\n".join(sections)
+
+
+def write_comparison(
+    runs: Sequence[Path], out_dir: str | Path, config: argparse.Namespace | None = None
+) -> list[dict[str, Any]]:
+    """comparison.md, comparison.csv and label_fraction.png of `runs` (and, given `config`, the options as
+    config.json) in `out_dir`; returns the rows. Every row is built, and every output made, before `out_dir` is
+    touched; the files then replace those of an earlier table together (`write_all_atomic`), so a failed run
+    leaves `out_dir` as it was (and creates no empty one). ValueError naming the file when a run cannot be read,
+    OSError when `out_dir` cannot be written."""
+    return write_rows(comparison_rows(runs), out_dir, config)
+
+
+def write_rows(
+    rows: list[dict[str, Any]], out_dir: str | Path, config: argparse.Namespace | None = None
+) -> list[dict[str, Any]]:
+    """The outputs of `write_comparison` from rows already built."""
+    out_dir = Path(out_dir)
+    csv_text = pd.DataFrame(rows).to_csv(index=False)
+    markdown = comparison_markdown(rows)
     for row in rows:
         with_backbone = row["backbone"] and not row["backbone"].startswith("none")
         row["series"] = row["method"] + (f" / {row['backbone']}" if with_backbone else "")
         row["series"] += variant_suffix(row)
-    label_fraction_png([{**r, "method": r["series"]} for r in rows], out_dir / "label_fraction.png", HEADLINE_OF_TASK)
+    with tempfile.TemporaryDirectory(prefix="comparison-") as scratch:  # made whole before OUT is touched
+        png = label_fraction_png(
+            [{**r, "method": r["series"]} for r in rows], Path(scratch) / "label_fraction.png", HEADLINE_OF_TASK
+        ).read_bytes()
+        config_text = save_config(config, Path(scratch) / "config.json").read_text() if config is not None else None
+    writes = [
+        (out_dir / "comparison.csv", lambda p: p.write_text(csv_text)),
+        (out_dir / "comparison.md", lambda p: p.write_text(markdown)),
+        (out_dir / "label_fraction.png", lambda p: p.write_bytes(png)),
+    ]
+    if config_text is not None:  # the exact options this table was made with
+        writes.append((out_dir / "config.json", lambda p: p.write_text(config_text)))
+    created = [d for d in (out_dir, *out_dir.parents) if not d.exists()]
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_all_atomic(writes)
+    except BaseException:
+        for folder in created:  # innermost first: only the folders this call made, and only while empty
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
     return rows
 
 
@@ -330,12 +462,16 @@ def main(argv: list[str] | None = None) -> int:
         if held:  # its config.json is the run's own record: a comparison needs a folder of its own
             raise UsageError(f"--out {args.out}: holds a run ({', '.join(held)}); give the comparison its own folder")
         runs = find_runs(args.runs)
-        for run in runs:
-            read_run_metrics(run)  # every record readable before anything is written
+        rows = comparison_rows(runs)  # every file of every run read before anything is written
     except (UsageError, FileNotFoundError, ValueError) as err:
         parser.error(str(err))
-    rows = write_comparison(runs, args.out)
-    save_config(args, Path(args.out) / "config.json")  # the exact options this table was made with
+    try:
+        write_rows(rows, args.out, config=args)
+    except OSError as err:
+        print(
+            f"error: --out {args.out}: cannot write the comparison ({_one_line(err)}); left as it was", file=sys.stderr
+        )
+        return 2
     print(f"{len(rows)} run(s) -> {args.out / 'comparison.md'}, comparison.csv, label_fraction.png")
     print(
         pd.DataFrame(rows)[["method", "backbone", "task", "label_fraction", "kappa", "auroc"]].to_string(

@@ -34,6 +34,13 @@ if TYPE_CHECKING:
     from downstream.backbone import BackboneSource
 
 SELECT_METRICS: dict[str, str] = {"kappa": "max", "macro_f1": "max", "accuracy": "max", "auroc": "max", "loss": "min"}
+BINARY_METRICS: tuple[str, ...] = ("auroc",)  # scored on `val` for the two-class tasks only (training.selection_scores)
+
+
+def task_metrics(task: str) -> tuple[str, ...]:
+    """The --select-metric values `task` is scored by on `val` (`downstream.training.selection_scores`): kappa,
+    macro_f1, accuracy and loss for every task, auroc for the binary ones (TASKS: 2 classes)."""
+    return tuple(metric for metric in SELECT_METRICS if metric not in BINARY_METRICS or TASKS[task] == 2)
 
 
 def int_list(text: str | Sequence[int]) -> list[int]:
@@ -72,8 +79,9 @@ def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--select-metric",
         choices=("auto", *SELECT_METRICS),
         default="auto",
-        help="`val` metric that selects the checkpoint (best.pt); `test` is never used for it. auto: "
-        "auroc for the binary event tasks (kappa of a rare class says little), kappa for staging",
+        help="`val` metric that selects the checkpoint (best.pt); `test` is never used for it; auroc: the binary "
+        "event tasks only. auto: auroc for the binary event tasks (kappa of a rare class says little), kappa for "
+        "staging",
     )
     group.add_argument(
         "--class-weights",
@@ -179,10 +187,16 @@ def build_downstream_parser(
 
 
 def check_task_options(parser: argparse.ArgumentParser, cfg: Config) -> None:
-    """Validate the task group beyond what its typed options check: `parser.error` on a bad option value,
-    UsageError when --data is no parsed cohort (a data error, reported by the script's `main`)."""
+    """Validate the task group beyond what its typed options check: `parser.error` on a bad option value (a
+    --select-metric the task is not scored by, `task_metrics`), UsageError when --data is no parsed cohort (a data
+    error, reported by the script's `main`)."""
     if cfg.task is None:
         parser.error(f"--task is required ({', '.join(TASKS)})")
+    if cfg.select_metric != "auto" and cfg.select_metric not in task_metrics(cfg.task):
+        parser.error(
+            f"--select-metric {cfg.select_metric}: task {cfg.task} has no val_{cfg.select_metric} "
+            f"({TASKS[cfg.task]} classes); its metrics: auto, {', '.join(task_metrics(cfg.task))}"
+        )
     if not Path(cfg.data).is_dir() or not (Path(cfg.data) / "splits.json").is_file():
         raise UsageError(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
     if cfg.task == "sleep_stage" and cfg.label_rule != "midpoint":

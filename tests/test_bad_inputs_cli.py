@@ -48,7 +48,7 @@ class Inputs:
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory) -> Inputs:
     root = tmp_path_factory.mktemp("bad_cli")
-    synthetic.generate_cohort(root / "src", nights=4, hours=0.25, seed=3)
+    synthetic.generate_cohort(root / "src", nights=4, hours=0.5, seed=3)  # train holds 3 stages
     data_parser.parse_cohort(root / "src", root / "dst", workers=1, progress=False)
     torch.manual_seed(0)
     net = build_neuronet(neuronet_config("tiny", **SMALL))

@@ -13,9 +13,9 @@ saved beside the outputs (`save_config`), so config.json says what ran, and can 
 rerun the same job.
 
 Every value is checked at parse time, and a `--config` file's values go through the same typed validators
-(`positive_int`, `fraction`, ...: argparse `type=` functions defined once here) as the command line; an unknown
-key is an error. Bad input ends as one `error:` line and exit status 2 (`ArgumentParser.error`, `UsageError` +
-`reported_errors` in each script's `main`).
+(`positive_int`, `fraction`, ...: argparse `type=` functions defined once here) and the same `choices` as the
+command line (`utils.config_file.check_keys`); an unknown key is an error. Bad input ends as one `error:` line
+and exit status 2 (`ArgumentParser.error`, `UsageError` + `reported_errors` in each script's `main`).
 
 config.json rule: a training script writes it only when training really starts, after the options, data and
 checkpoints have been checked, so a run that fails on its input changes nothing in OUT. When OUT already holds a
@@ -39,19 +39,9 @@ from typing import Any
 
 import yaml
 
-# Keys written into config.json for the record that are not options (ignored when the file is read back).
-DERIVED_KEY = "_derived"
+from utils.config_file import DERIVED_KEY, check_keys, load_config_file
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-# Option names of earlier versions -> today's. A 30-s epoch owns the word "epoch", so a pass over the training
-# set is a "pass"; the learning-rate option says it is the base rate of the batch scaling rule. The old flags stay
-# accepted (listed in --help beside the new ones) and --config files with the old keys still load.
-LEGACY_KEYS: dict[str, str] = {
-    "epochs": "passes",
-    "warmup_epochs": "warmup_passes",
-    "lr": "base_lr",
-    "context_epochs": "context_passes",
-    "context_lr": "context_base_lr",
-}
 CONFIG_HISTORY_HELP = (
     "config.json is written when training really starts (after the data, checkpoints and options "
     "are checked); an earlier, different config.json there is kept as config.<n>.json"
@@ -477,97 +467,8 @@ def build_parser(
     for add in add_options:
         add(parser)
     if defaults:
-        parser.set_defaults(**_check_keys(parser, defaults, "build_parser(defaults=...)"))
+        parser.set_defaults(**check_keys(parser, defaults, "build_parser(defaults=...)"))
     return parser
-
-
-def _option_dests(parser: argparse.ArgumentParser) -> set[str]:
-    return {action.dest for action in parser._actions if action.dest != argparse.SUPPRESS}
-
-
-def upgrade_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any]) -> dict[str, Any]:
-    """`values` with the old option names of `LEGACY_KEYS` (`epochs`, `lr`, ...) renamed to today's, where
-    `parser` has today's option (an explicit new key wins over an old one)."""
-    dests = _option_dests(parser)
-    upgraded = dict(values)
-    for old, new in LEGACY_KEYS.items():
-        if old in upgraded and old not in dests and new in dests:
-            value = upgraded.pop(old)
-            upgraded.setdefault(new, value)
-    return upgraded
-
-
-def _check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], where: str) -> dict[str, Any]:
-    """`values` (option dest -> value, e.g. from a config file; old names upgraded, `upgrade_keys`) checked as the
-    command line would be: unknown names and wrongly typed or out-of-range values raise ValueError naming `where`
-    and the key. Returns the values with the typed validators' conversions applied (e.g. `"1e-3"` -> 0.001)."""
-    upgraded = upgrade_keys(parser, values)
-    named = {
-        new: f"{old} (now {new})"
-        for old, new in LEGACY_KEYS.items()
-        if old in values and new in upgraded and new not in values
-    }  # an error names the key as the file wrote it
-    values = upgraded
-    unknown = sorted(set(values) - _option_dests(parser))
-    if unknown:
-        known = ", ".join(sorted(_option_dests(parser) - {"help"}))
-        raise ValueError(f"{where}: unknown option(s) {', '.join(unknown)}; known options: {known}")
-    checked = dict(values)
-    flags = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)
-    for action in parser._actions:
-        if action.dest not in values or values[action.dest] is None:
-            continue
-        value = values[action.dest]
-        if isinstance(action, flags):
-            if not isinstance(value, bool):
-                raise ValueError(
-                    f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be true/false"
-                )
-        elif getattr(action.type, "checks_values", False):
-            many = action.nargs not in (None, "?")
-            if many and not isinstance(value, (list, tuple)):
-                raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be a list")
-            try:
-                checked[action.dest] = [action.type(item) for item in value] if many else action.type(value)
-            except argparse.ArgumentTypeError as err:
-                wanted = re.sub(r"^must be (.*), got .*$", r"should be \1", str(err))
-                raise ValueError(
-                    f"{where}: option {named.get(action.dest, action.dest)} = {value!r} {wanted}"
-                ) from None
-        elif action.type in (int, float) and action.nargs is None and not isinstance(value, str):
-            expected = int if action.type is int else (int, float)
-            if not isinstance(value, expected) or isinstance(value, bool):
-                kind = "an integer" if expected is int else "a number"
-                raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be {kind}")
-    return checked
-
-
-def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON (.json) or YAML (.yaml/.yml, or anything else) mapping of option names to values.
-
-    Keys may use dashes or underscores (`batch-size` or `batch_size`). The `config` key and the `_derived`
-    record of a saved config.json are ignored, so a run's config.json can be passed back as `--config`.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: config file not found")
-    text = path.read_text()
-    try:
-        values = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
-        where = f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark and problem else str(err)
-        raise ValueError(f"{path}: cannot parse config file ({' '.join(where.split())})") from err
-    if values is None:
-        return {}
-    if not isinstance(values, dict):
-        raise ValueError(
-            f"{path}: a config file must hold a mapping of option names to values, got {type(values).__name__}"
-        )
-    values = {str(key).replace("-", "_"): value for key, value in values.items()}
-    values.pop("config", None)
-    values.pop(DERIVED_KEY, None)
-    return values
 
 
 def parse_config(
@@ -588,7 +489,7 @@ def parse_config(
     if known.config is not None:
         try:
             values = load_config_file(known.config)
-            values = _check_keys(parser, values, str(known.config))
+            values = check_keys(parser, values, str(known.config))
         except (OSError, ValueError) as err:
             parser.error(str(err))
         parser.set_defaults(**values)

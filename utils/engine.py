@@ -49,7 +49,8 @@ from utils.checkpoint import (
     restore_rng_state,
     sha256_file,
 )
-from utils.config import LEGACY_KEYS, Config, UsageError, config_differences, config_to_dict, save_config, to_plain
+from utils.config import Config, UsageError, config_differences, config_to_dict, save_config, to_plain
+from utils.config_file import LEGACY_KEYS
 from utils.distributed import (
     DistContext,
     all_gather_objects,

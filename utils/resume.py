@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from utils.checkpoint import load_checkpoint, sha256_file
-from utils.config import LEGACY_KEYS, UsageError, to_plain
+from utils.config import UsageError, to_plain
+from utils.config_file import LEGACY_KEYS
 
 FRESH_START = ("", "none", "no", "false")  # --resume values that start afresh
 RESUME_CHECKED_KEYS = (
