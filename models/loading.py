@@ -78,6 +78,17 @@ def checkpoint_path(run_or_file: str | Path) -> Path:
     return path
 
 
+def damaged_member(path: Path) -> str | None:
+    """The first member of a checkpoint (a zip archive, as `torch.save` writes) whose bytes do not match their
+    stored CRC-32, or None. `torch.load` does not check them: flipped bytes inside a tensor load as wrong numbers
+    (a NaN weight that later reads as a diverging loss)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()
+    except (zipfile.BadZipFile, OSError):  # not a zip (the legacy format): torch.load was its only check
+        return None
+
+
 def read_checkpoint(
     path: str | Path,
     map_location: str | torch.device = "cpu",
@@ -101,6 +112,12 @@ def read_checkpoint(
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 — a corrupt or foreign file: say which and why, in one line
         raise CheckpointError(f"{path}: cannot read it as a checkpoint: {unreadable_reason(path, err)}") from None
+    damaged = damaged_member(path)
+    if damaged is not None:
+        raise CheckpointError(
+            f"{path}: damaged (the stored checksum of {damaged} does not match its bytes: a disk or copy error); "
+            "use another checkpoint or train again"
+        )
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a checkpoint of this project (a {type(state).__name__}, expected a dict)")
     missing = [key for key in required if key not in state]

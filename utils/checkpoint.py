@@ -126,9 +126,14 @@ def restore_rng_state(state: dict[str, Any]) -> None:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save` to a temporary file beside `path`, then `os.replace` (no half-written checkpoint)."""
+    """`torch.save` to a temporary file beside `path`, then `os.replace` (no half-written checkpoint). The temp
+    files of processes killed while they wrote `path` (`.<name>.<pid>.tmp`, as large as the checkpoint) go first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for left in path.parent.glob(f".{path.name}.*.tmp"):
+        pid = left.name[len(path.name) + 2 : -len(".tmp")]
+        if pid.isdigit() and not _alive(int(pid)):
+            left.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(obj, tmp)

@@ -61,7 +61,7 @@ from utils.distributed import (
 )
 from utils.optim import REFERENCE_BATCH, param_groups, scaled_lr, warmup_cosine
 from utils.resume import RESUME_CHECKED_KEYS, check_resumed_batch, clear_run_results, read_resume_checkpoint
-from utils.run_logging import RunLogger, format_count, progress_bar
+from utils.run_logging import RunLogger, check_run_logs, format_count, progress_bar
 
 LossFn = Callable[[nn.Module, Any, torch.device], Mapping[str, torch.Tensor]]
 Monitor = Callable[[nn.Module, torch.device], Mapping[str, float]]
@@ -415,7 +415,9 @@ class Trainer:
                 "world_size": self.ctx.world_size,
                 "metadata": self.metadata,
             }
-            for name in names:
+            # last.pt, the point a resume continues from, goes last: it records `best` as this step, so a kill
+            # while best.pt is written must leave the earlier last.pt (and the earlier, intact best.pt)
+            for name in sorted(names, key=lambda n: n == "last.pt"):
                 atomic_save(state, self.run_dir / name)
                 self.saved[name] = self.step
         barrier(self.ctx)
@@ -551,6 +553,10 @@ class Trainer:
         resume_path, checkpoint = read_resume_checkpoint(cfg.resume, self.run_dir, self.model_kind, cfg)
         if resume_path is not None:
             self.resume(resume_path, checkpoint)
+            try:  # the logs are rewound below: unreadable ones stop the run before it changes anything (every
+                check_run_logs(self.run_dir)  # rank reads them, so all stop together)
+            except ValueError as err:
+                raise UsageError(f"{err}; or start afresh with --resume none") from None
         del checkpoint
         if ctx.is_main:  # training really starts: the inputs were checked (utils/config.py, config.json rule)
             derived = run_derived(cfg, ctx)

@@ -133,8 +133,11 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """All records of a JSON-lines file. A cut last line (what a killed writer leaves) is dropped with a warning;
     an unreadable line before it is a ValueError naming the file and the line number."""
     path = Path(path)
-    with path.open() as handle:
-        lines = [(number, line) for number, line in enumerate(handle, start=1) if line.strip()]
+    try:
+        with path.open() as handle:
+            lines = [(number, line) for number, line in enumerate(handle, start=1) if line.strip()]
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not a text file ({err.reason} at byte {err.start}); remove it") from None
     records = []
     for index, (number, line) in enumerate(lines):
         try:
@@ -145,6 +148,17 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
                 break
             raise ValueError(f"{path}: line {number} is not valid JSON ({err.msg}); fix or remove that line") from None
     return records
+
+
+def check_run_logs(run_dir: str | Path) -> None:
+    """ValueError naming the file and line when a run's log.jsonl or steps.jsonl cannot be read (`read_jsonl`):
+    called before a resumed run changes anything in its folder, since the logger rewinds both files."""
+    for name in ("log.jsonl", "steps.jsonl"):
+        path = Path(run_dir) / name
+        if path.is_file():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a cut last line: dropped (and warned about) by the rewind itself
+                read_jsonl(path)
 
 
 def _write_jsonl(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
