@@ -56,8 +56,8 @@ MULTIMODAL_PASSES = 1  # 90 steps at batch 32
 PROBE_PASSES = {0.05: 100, 1.0: 30}
 SCRATCH_PASSES = {0.05: 20, 1.0: 1}  # about 100 / 90 steps of the whole model on the signals
 FINE_TUNING_PASSES = 1  # LoRA phase; phase 1 (context + head on cached vectors) runs its default 30 passes
-# ... stopped after 10 LoRA steps, the learning curve's recipe (benchmarks/ssl_scaling.py --finetune-max-steps): on
-# its cohort and in this demo the LoRA phase never beat phase 1 on val, and its steps cost about 2 s each here
+# ... stopped after 10 LoRA steps, the learning curve's recipe (benchmarks/ssl_scaling.py --finetune-max-steps): a
+# whole LoRA pass (34 steps of about 2 s here) never beat phase 1 on val, on that cohort or in this demo
 FINE_TUNING_MAX_STEPS = 10
 EVENT_PROBE_STEPS = 300  # optimizer steps of the event probe's per-second head on cached backbone tokens
 # Staging probes and feature baselines read each epoch with its 3 neighbours on each side (--neighbour-epochs), as
