@@ -84,3 +84,16 @@ def test_a_binary_config_file_is_named_in_the_error(tmp_path):
     path.write_bytes(b"\xbf\xff\x00\x01")
     with pytest.raises(ValueError, match=r"config\.json: not a JSON or YAML text file"):
         load_config_file(path)
+
+
+def test_a_finished_run_is_not_rerun_under_other_options(tmp_path):
+    """Resumed with another seed, a finished run would train nothing yet write the new seed into its record: it
+    is refused, and nothing in the folder changes. More passes continue it (there is something to train)."""
+    run = tmp_path / "run"
+    run_toy(run, "--passes", "1")
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    with pytest.raises(UsageError, match=r"a finished run \(step 3\) with other options.*'seed': \(0, 9\)"):
+        run_toy(run, "--passes", "1", "--seed", "9")
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    _, summary = run_toy(run, "--passes", "2", "--seed", "9")
+    assert summary["step"] == 6

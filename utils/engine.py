@@ -336,8 +336,6 @@ class Trainer:
             for k in RESUME_CHECKED_KEYS
             if hasattr(cfg, k) and saved.get(k) != to_plain(getattr(cfg, k))
         }
-        if changed and ctx.is_main:
-            print(f"warning: resuming {path} with changed options (checkpoint -> now): {changed}", flush=True)
         # the options of this run, which the loaded optimizer and scheduler states would replace by the checkpoint's
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         base_lrs = list(self.scheduler.base_lrs)
@@ -361,6 +359,15 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.batch_in_epoch, self.step = int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]), int(ckpt["step"])
+        if changed and (self.epoch >= cfg.passes or self.step >= self.step_cap):
+            # nothing is left to train, yet config.json and the results would name the changed options
+            raise UsageError(
+                f"{path}: a finished run (step {self.step}) with other options than this one (checkpoint -> now: "
+                f"{changed}); nothing would be trained under them: give another --out, or --resume none to train "
+                "afresh with them"
+            )
+        if changed and ctx.is_main:
+            print(f"warning: resuming {path} with changed options (checkpoint -> now): {changed}", flush=True)
         self.best = dict(ckpt.get("best") or self.best)
         if Path(path) == self.run_dir / "last.pt":
             self.saved["last.pt"] = self.step
