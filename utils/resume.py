@@ -7,7 +7,8 @@ with other labels, another backbone (`RESUME_IDENTITY_KEYS`, compared by value; 
 splits.json), selected its best checkpoint by another val metric or val subset, or stepped with another
 effective batch (its steps per pass and lr schedule would no longer match the position it resumes at). Other
 changed options (`RESUME_CHECKED_KEYS`) are resumed with a warning, the new lr and weight decay applying from
-the resumed step on (`utils.engine.Trainer.resume`).
+the resumed step on, unless the run is finished under the new budget (`utils.engine.Trainer.resume` refuses
+that: nothing would be trained under the options its record would name).
 """
 
 from __future__ import annotations
