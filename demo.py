@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -38,6 +39,8 @@ import pyarrow.parquet as pq
 
 from dataset.constants import EPHYS_MODALITIES as MODALITIES
 from dataset.constants import STAGE_NAMES
+from dataset.worker_pool import THREAD_VARIABLES
+from utils.config import positive_int
 
 TASKS = ("sleep_stage", "apnea", "hypopnea")
 FRACTIONS = (0.05, 1.0)
@@ -64,8 +67,6 @@ EVENT_PROBE_STEPS = 300  # optimizer steps of the event probe's per-second head 
 # a scorer reads the epochs around the one staged: the best of 0, 1, 2, 3 and 5 on the learning-curve cohort's val
 # split (benchmarks/README.md, "Neighbouring epochs"). The event tasks keep one epoch: not measured with it.
 NEIGHBOUR_EPOCHS = {"sleep_stage": 3, "apnea": 0, "hypopnea": 0}
-# the thread pools a run of stage 5 is limited to when runs go side by side (--jobs > 1)
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
 def _banner(text: str) -> None:
@@ -160,11 +161,12 @@ def downstream_jobs(dst: Path, multimodal: Path, downstream: Path, events: Path,
 
 def _run_jobs(jobs: list[Job], logs: Path, slots: int) -> None:
     """Run `jobs` `slots` at a time, each with one thread (`THREAD_VARIABLES`): on 2 cores two one-thread runs side
-    by side finish sooner than the same runs one after another with two threads each, and a run's numbers no longer
-    depend on the machine's core count. With `slots` 1 they run one after another with every core. Each run's
-    output goes to logs/<name>.log and its last line is printed when it ends. A job whose `done` file exists is
-    skipped. A failure prints the end of its log and stops the demo; the runs still going are stopped, and, as
-    every run writes its folder whole at the end, an earlier run's outputs stay as they were."""
+    by side finish sooner than the same runs one after another with two threads each, and their numbers do not
+    depend on the machine's core count. With `slots` 1 they run one after another with every core (the runs
+    that train a whole model then sum floats in another order). Each run's output goes to logs/<name>.log and
+    its last line is printed when it ends. A job whose `done` file exists is skipped. A failure prints the end of
+    its log and stops the demo; the runs still going are stopped too (also on Ctrl-C or a plain kill), and each
+    continues where it stopped on the next demo run (a training run resumes from its last.pt)."""
     logs.mkdir(parents=True, exist_ok=True)
     pending = []
     for job in jobs:
@@ -174,6 +176,7 @@ def _run_jobs(jobs: list[Job], logs: Path, slots: int) -> None:
             pending.append(job)
     env = dict(os.environ) if slots == 1 else {**os.environ, **{k: "1" for k in THREAD_VARIABLES}}
     running: dict[subprocess.Popen, tuple[Job, Path, float]] = {}
+    previous = signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))  # to `finally` below
     try:
         while pending or running:
             while pending and len(running) < slots:
@@ -193,7 +196,8 @@ def _run_jobs(jobs: list[Job], logs: Path, slots: int) -> None:
                     raise SystemExit(f"demo: {job.script} exited with code {process.returncode}; its log: {log}")
                 print(f"[{time.time() - started:.0f} s] {job.name}: {lines[-1] if lines else ''}", flush=True)
     finally:
-        for process in running:  # a failure or Ctrl-C: stop the runs still going
+        signal.signal(signal.SIGTERM, previous)
+        for process in running:  # a failure, Ctrl-C or a kill: stop the runs still going
             process.terminate()
         for process in running:
             process.wait()
@@ -228,12 +232,6 @@ def label_statistics(dst: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _positive_int(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
-    return int(text)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
@@ -244,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="seed of the cohort and of every training stage")
     parser.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         default=2,
         help="downstream runs side by side, one thread each (default 2, for 2 cores; 1: one after another with "
         "every core)",

@@ -36,7 +36,8 @@ def write_atomic(path: Path, write: Callable[[Path], object], tmp: Path | None =
 def write_all_atomic(writes: Sequence[tuple[Path, Callable[[Path], object]]]) -> None:
     """`write_atomic` for files that belong together: every `write(tmp)` first, then the renames. When one write
     fails (a full disk), every temp file is removed and no target has changed, so readers never see the new
-    manifest beside the old splits. The renames themselves need no space."""
+    manifest beside the old splits. The renames need no space; one that fails all the same (a target that is a
+    folder) leaves the files renamed before it replaced, and removes the other temp files."""
     _write_then_rename([(path, write, _temp_of(path)) for path, write in writes])
 
 
@@ -58,5 +59,11 @@ def _write_then_rename(writes: Sequence[tuple[Path, Callable[[Path], object], Pa
             if stop is None:
                 raise
             raise stop from None
-    for path, _, tmp in writes:
-        os.replace(tmp, path)
+    for index, (path, _, tmp) in enumerate(writes):
+        try:
+            os.replace(tmp, path)
+        except OSError:  # (a target that became a folder): the temp files not yet renamed must not stay behind
+            for _, _, left in writes[index:]:
+                with contextlib.suppress(OSError):
+                    left.unlink(missing_ok=True)
+            raise

@@ -193,9 +193,8 @@ class _CohortIndex(Dataset):
         absent = [c for c in self.channels if channel_found[c] == 0]
         if absent:
             raise ValueError(f"channel(s) {absent} not present in any of the {scanned} recordings of {where}")
+        summary = "; ".join(f"{count} x {reason}" for reason, count in Counter(self.skipped.values()).most_common(5))
         if self.skipped:
-            reasons = Counter(self.skipped.values())
-            summary = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(5))
             warnings.warn(
                 f"{type(self).__name__}: skipped {len(self.skipped)} of {len(recording_ids)} recordings of {where} "
                 f"({summary}); see .skipped",
@@ -204,9 +203,9 @@ class _CohortIndex(Dataset):
         if n_subjects is not None:
             drawn_from = self._pick_subjects(drawn_from, n_subjects, where)
         if not any(usable for _, _, usable in drawn_from):
-            reasons = Counter(self.skipped.values()).most_common(5)
-            why = "; ".join(f"{count} x {reason}" for reason, count in reasons)
-            raise ValueError(f"no usable recording in {where}: {len(self.skipped)} skipped" + (f" ({why})" * bool(why)))
+            raise ValueError(
+                f"no usable recording in {where}: {len(self.skipped)} skipped" + (f" ({summary})" * bool(summary))
+            )
         self._drawn_from = drawn_from
         self._infos: list[RecordingInfo] = [info for info, _, usable in drawn_from if usable]
         self._rec_labels: list[np.ndarray] = [labels for _, labels, usable in drawn_from if usable]

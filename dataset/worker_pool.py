@@ -64,7 +64,8 @@ def _init_worker(parent_pid: int | None = None) -> None:
     pa.set_io_thread_count(1)
 
 
-_THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
+# the thread pools of the numeric libraries, each sized by its own variable: set to 1 for one-thread workers
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
 def _worker_main(connection, parent_pid: int, work: Callable[[Any], Any]) -> None:
@@ -111,7 +112,7 @@ def run_in_workers(
     most likely die again); a fresh worker takes the dead one's place and every other item goes on unaffected.
     `done()` is called after each item (a progress bar). Once a result satisfies `stop_when` (a full disk), no
     further item is started: the items already running finish, and the results returned are those of the items
-    done, still in item order (the others are left out). Workers run one thread each (`_THREAD_VARS` set to 1
+    done, still in item order (the others are left out). Workers run one thread each (`THREAD_VARIABLES` set to 1
     while they start) and exit when the parent dies, even by kill -9.
     """
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds threads
@@ -141,8 +142,8 @@ def run_in_workers(
         return process.exitcode
 
     finished = False
-    saved = {k: os.environ.get(k) for k in _THREAD_VARS}
-    os.environ.update({k: "1" for k in _THREAD_VARS})  # inherited by the spawned workers
+    saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+    os.environ.update({k: "1" for k in THREAD_VARIABLES})  # inherited by the spawned workers
     try:
         for _ in range(min(workers, len(items))):
             start()

@@ -108,15 +108,15 @@ def window_dataset(
     )
 
 
-def check_two_classes(counts: Sequence[int] | np.ndarray, what: str = "epochs") -> None:
+def check_two_classes(
+    counts: Sequence[int] | np.ndarray, what: str = "epochs", raise_: str = "--label-fraction or --train-subjects"
+) -> None:
     """UsageError when the labelled training `what` hold fewer than two classes (`counts` per class): a model fitted
-    on one class learns nothing to score, whatever its val and test numbers then say."""
+    on one class learns nothing to score, whatever its val and test numbers then say; `raise_`: the options that
+    give it more labels."""
     counts = np.asarray(counts)
     if np.count_nonzero(counts) < 2:
-        raise UsageError(
-            f"the training {what} hold one class only (per class {counts.tolist()}); raise --label-fraction or "
-            "--train-subjects"
-        )
+        raise UsageError(f"the training {what} hold one class only (per class {counts.tolist()}); raise {raise_}")
 
 
 def eval_batch_size(cfg: argparse.Namespace, per_window: int = 1) -> int:

@@ -468,9 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         write_rows(rows, args.out, config=args)
     except OSError as err:
-        print(
-            f"error: --out {args.out}: cannot write the comparison ({_one_line(err)}); left as it was", file=sys.stderr
-        )
+        print(f"error: --out {args.out}: cannot write the comparison ({_one_line(err)})", file=sys.stderr)
         return 2
     print(f"{len(rows)} run(s) -> {args.out / 'comparison.md'}, comparison.csv, label_fraction.png")
     print(

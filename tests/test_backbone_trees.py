@@ -215,9 +215,17 @@ def test_an_out_folder_of_other_files_is_refused_not_replaced(cohort, tmp_path, 
     out.mkdir()
     (out / "best.pt").write_bytes(b"weights")
     (out / "notes.txt").write_text("keep me")
-    argv = ["--data", str(cohort), "--task", "sleep_stage", "--channels", "eeg_c4", "--out", str(out)]
-    with pytest.raises(SystemExit) as stop:
-        features_script.main([*argv, "--hgb-max-iter", "5", "--workers", "0", "--no-progress"])
-    assert stop.value.code == 2
-    assert "a folder holding other files" in capsys.readouterr().err
+    events = tmp_path / "event_run"  # an event-detection run writes model.pkl too
+    events.mkdir()
+    (events / "model.pkl").write_bytes(b"detector")
+    (events / "metrics.json").write_text(json.dumps({"method": "features", "task": "event_detection"}))
+    link = tmp_path / "link"
+    link.symlink_to(out, target_is_directory=True)
+    for folder in (out, events, link):
+        argv = ["--data", str(cohort), "--task", "sleep_stage", "--channels", "eeg_c4", "--out", str(folder)]
+        with pytest.raises(SystemExit) as stop:
+            features_script.main([*argv, "--hgb-max-iter", "5", "--workers", "0", "--no-progress"])
+        assert stop.value.code == 2
+        assert "a folder holding other files" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["best.pt", "notes.txt"]
+    assert sorted(p.name for p in events.iterdir()) == ["metrics.json", "model.pkl"] and link.is_symlink()

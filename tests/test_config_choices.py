@@ -170,3 +170,16 @@ def test_select_metric_the_task_never_computes_is_a_usage_error(given, tmp_path,
     assert_one_error_line(err, "--select-metric auroc: task sleep_stage")
     assert "kappa, macro_f1, accuracy, loss" in err
     assert snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("values", [{"passes": None}, {"sources": []}])
+def test_null_numbers_and_empty_lists_are_refused_as_the_command_line_would(values, tmp_path, capsys):
+    """`"passes": null` left None where the engine multiplies it; an empty list for a `nargs="+"` option is what
+    the command line refuses."""
+    parser = choices_parser()
+    parser.add_argument("--passes", type=int, default=3)
+    config = write_config(tmp_path / "options.json", values)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(parser, ["--config", str(config)], required=())
+    assert exit_info.value.code == 2
+    assert_one_error_line(capsys.readouterr().err, str(config))

@@ -47,10 +47,12 @@ def _script(folder: Path, name: str, body: str) -> str:
     return str(path)
 
 
-def test_downstream_runs_go_side_by_side_with_one_thread_each(tmp_path, capsys):
+def test_downstream_runs_go_side_by_side_with_one_thread_each(tmp_path, capsys, monkeypatch):
     """--jobs 2: two runs at a time, each limited to one thread, each with its own log; a run whose output exists
     is skipped."""
     demo = _demo()
+    for name in demo.THREAD_VARIABLES:
+        monkeypatch.setenv(name, "4")  # what the runs would inherit without the limit
     marks = tmp_path / "marks"
     marks.mkdir()
     body = (
@@ -58,7 +60,8 @@ def test_downstream_runs_go_side_by_side_with_one_thread_each(tmp_path, capsys):
         "deadline = time.time() + 20\n"
         "while len(os.listdir(sys.argv[1])) < 2 and time.time() < deadline:  # waits for its neighbour to start\n"
         "    time.sleep(0.05)\n"
-        "print('threads', os.environ.get('OMP_NUM_THREADS'), 'starts seen', len(os.listdir(sys.argv[1])))"
+        "threads = {os.environ.get(k) for k in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS')}\n"
+        "print('threads', *threads, 'starts seen', len(os.listdir(sys.argv[1])))"
     )
     script = _script(tmp_path, "run.py", body)
     (tmp_path / "finished").write_text("")

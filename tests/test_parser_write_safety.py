@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from dataset.atomic_files import write_all_atomic
 from dataset.data_parser import main
 from dataset.worker_pool import run_in_workers
 from tests.parser_nights import make_night, parse
@@ -124,8 +125,11 @@ def _mark_and_return(item: tuple[str, int]) -> int:
     """A pool job: leave a file named after the item (so the test sees which items started), return the item."""
     folder, index = item
     Path(folder, str(index)).touch()
-    if index == 1:
-        time.sleep(1.0)  # still running when item 0's result stops the pool
+    if index == 1:  # still running when item 0's result stops the pool, however long either worker took to start
+        deadline = time.monotonic() + 60
+        while not Path(folder, "0").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
     return index
 
 
@@ -162,3 +166,14 @@ def test_a_full_disk_at_the_splits_keeps_the_manifest_that_matches_them(tmp_path
     monkeypatch.undo()
     assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 0
     assert "s-3" in set(pd.read_parquet(dst / "manifest.parquet")["recording_id"])
+
+
+def test_a_failed_rename_leaves_no_temp_file_behind(tmp_path):
+    """The renames of `write_all_atomic` need no space; one that fails all the same (a target that became a folder)
+    raises, and the temp files of the targets after it do not stay beside them."""
+    (tmp_path / "b.txt").mkdir()
+    writes = [(tmp_path / name, lambda tmp, name=name: tmp.write_text(name)) for name in ("a.txt", "b.txt", "c.txt")]
+    with pytest.raises(OSError):
+        write_all_atomic(writes)
+    assert (tmp_path / "a.txt").read_text() == "a.txt" and not (tmp_path / "c.txt").exists()
+    assert not list(tmp_path.glob(".*.tmp"))

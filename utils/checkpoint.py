@@ -183,10 +183,12 @@ def in_staging(path: Path, out: Path) -> bool:
 
 
 def replaceable(out: Path, markers: Sequence[str]) -> bool:
-    """Whether `staged_folder(out)` may replace `out` as a whole: it does not exist, is an empty folder, or holds
-    one of `markers` (a file only the script's own earlier run writes). A folder of anything else (a training
+    """Whether `staged_folder(out)` may replace `out` as a whole: it does not exist, is an empty folder (not a
+    symbolic link), or holds one of `markers` (a file only the script's own earlier run writes). A folder of anything else (a training
     run's checkpoints, a user's notes) must not be swapped away."""
     out = Path(out)
+    if out.is_symlink():  # swapping the link for a folder would leave its target and an `.old` link behind
+        return False
     if not out.is_dir():
         return not out.exists()
     return not any(out.iterdir()) or any((out / name).is_file() for name in markers)

@@ -100,12 +100,18 @@ def check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], where
     for action in parser._actions:
         if action.dest not in values:
             continue
-        if values[action.dest] is None:  # null: an option's "not given", which a choices option must allow
-            problem = _choice_error(action, None)
-            if problem:
-                raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = null {problem}")
+        if values[action.dest] is None:  # null: "not given", so a number, switch or choice must then default to None
+            valued = action.choices is not None or getattr(action.type, "checks_values", False)
+            if action.default is not None and (valued or action.type in (int, float) or isinstance(action, flags)):
+                allowed = f"; one of: {', '.join(map(str, action.choices))}" if action.choices is not None else ""
+                raise ValueError(
+                    f"{where}: option {named.get(action.dest, action.dest)} = null: give a value (default "
+                    f"{action.default!r}{allowed}) or leave the key out"
+                )
             continue
         value = values[action.dest]
+        if action.nargs == "+" and isinstance(value, (list, tuple)) and not value:
+            raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = [] should name at least one")
         if isinstance(action, flags):
             if not isinstance(value, bool):
                 raise ValueError(

@@ -38,6 +38,7 @@ whole at the end (staged beside it, then swapped in): a run that fails or is kil
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import pickle
 import shutil
@@ -98,7 +99,6 @@ from utils.distributed import resolve_device
 from utils.features import epoch_features
 
 TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only)
-RUN_MARKERS = ("model.pkl",)  # a folder holding this was written by this script, which may replace it
 
 
 def build_features_parser() -> argparse.ArgumentParser:
@@ -314,14 +314,23 @@ def representation(cfg: Config) -> Representation:
     return Representation(device, list(source.channels), source, encoder.to(device).eval())
 
 
+def earlier_run(out: Path) -> bool:
+    """Whether `out` is a real folder holding a finished run of this script (its metrics.json names the method),
+    which a new run may replace whole; an event-detection run also writes model.pkl, so that file proves nothing."""
+    try:
+        method = json.loads((out / "metrics.json").read_text()).get("method")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return not out.is_symlink() and method in (FEATURES_HGB, BACKBONE_HGB)
+
+
 def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_features_parser()
     cfg = parse_downstream(parser, argv, lambda c: BACKBONE_HGB if c.backbone is not None else FEATURES_HGB)
-    if not replaceable(Path(cfg.out), RUN_MARKERS):  # the run replaces --out whole (`staged_folder`)
+    if not replaceable(Path(cfg.out), ()) and not earlier_run(Path(cfg.out)):  # --out is replaced whole
         raise UsageError(
-            f"--out {cfg.out}: a folder holding other files (not a run of this script, which writes "
-            f"{RUN_MARKERS[0]}); give a new or empty folder"
+            f"--out {cfg.out}: a folder holding other files (not a run of this script); give a new or empty folder"
         )
     assert_no_test_leakage(cfg.data)
     if cfg.channels is not None and not cfg.channels:

@@ -12,9 +12,10 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 
 from dataset.event_targets import RESPIRATORY_CLASSES
 from dataset.scored_events import qualifying_events
+from downstream.data import check_two_classes
 from downstream.event_detection.detector import EventDetector, Night, event_summaries
 from downstream.event_detection.nights import training_seconds
-from utils.config import Config, UsageError
+from utils.config import Config
 from utils.features import respiratory_features
 
 
@@ -63,11 +64,7 @@ def fit_features(
         f"{len(nights['val'])} nights | features {time.monotonic() - started:.1f} s",
         flush=True,
     )
-    if np.count_nonzero(counts) < 2:
-        raise UsageError(
-            f"--data {cfg.data}: the training seconds hold one class only "
-            f"({RESPIRATORY_CLASSES[int(np.argmax(counts))]}); raise --label-fraction"
-        )
+    check_two_classes(counts, "seconds", "--label-fraction")
     feature_names = respiratory_features({}, 1)[1]  # the column names (values of no channel: NaN)
     detector = EventDetector(
         make_classifier(cfg).fit(train_x, train_y),

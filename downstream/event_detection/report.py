@@ -98,9 +98,9 @@ def write_outputs(
     event_rows: list[dict],
     files: dict[str, Any] | None = None,
 ) -> None:
-    """Every output of a run, written together (`write_all_atomic`: a failed write changes none of an earlier
-    run's); `files`: extra torch files (name -> object, of `TORCH_FILES`). An earlier run's torch file that this
-    run does not write is removed, and its config.json kept as config.<n>.json."""
+    """The results of a run, written together (`write_all_atomic`: a failed write changes none of an earlier
+    run's), then config.json (an earlier one with other options kept as config.<n>.json); `files`: extra torch
+    files (name -> object, of `TORCH_FILES`). An earlier run's torch file that this run does not write is removed."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     record = json_safe(metrics)

@@ -16,6 +16,7 @@ from torch import nn
 from dataset.constants import EPOCH_S
 from dataset.event_targets import RESPIRATORY_CLASSES
 from downstream.backbone import resolve_backbone
+from downstream.data import check_two_classes
 from downstream.event_detection.detector import EventDetector, Night, recording_columns
 from downstream.event_detection.head import SecondsClassifier, SecondsHead, train_steps
 from downstream.event_detection.nights import labelled_train_nights, read_signals
@@ -127,11 +128,7 @@ def fit_tokens(
     counts = np.bincount(
         np.concatenate([n.labels[n.labels >= 0] for n in train_nights]), minlength=len(RESPIRATORY_CLASSES)
     )
-    if np.count_nonzero(counts) < 2:
-        raise UsageError(
-            f"--data {cfg.data}: the training seconds hold one class only "
-            f"({RESPIRATORY_CLASSES[int(np.argmax(counts))]}); raise --label-fraction"
-        )
+    check_two_classes(counts, "seconds", "--label-fraction")
     head = SecondsHead(tokenizer.dim, width=cfg.head_width, depth=cfg.head_depth, dropout=cfg.head_dropout)
     if cfg.method == "probe":
         encode(every)
