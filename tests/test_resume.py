@@ -90,3 +90,23 @@ def test_a_probe_selected_otherwise_or_over_a_changed_backbone_file_is_not_resum
     with pytest.raises(SystemExit) as stopped:
         linear_probing.main([*args, "--epochs", "2", "--max-steps", "2", "--resume", "auto"])
     assert stopped.value.code == 2 and "trained on another backbone" in capsys.readouterr().err
+
+
+def test_a_damaged_phase_one_checkpoint_names_what_to_do(cohort, backbones, tmp_path, capsys):
+    """Killed in phase 1 and its last.pt damaged since: no --resume names phase 1's checkpoint, so the advice is
+    to remove the phase's folder (or start afresh), not to --resume a file that --resume would refuse."""
+    out = tmp_path / "ft"
+    args = ["--data", str(cohort), "--backbone", str(backbones["eeg"]), "--task", "sleep_stage", "--out", str(out)]
+    args += ["--epochs-per-window", "8", "--stride", "8", "--context-passes", "2", "--batch-size", "2", *QUIET]
+    assert fine_tuning.main([*args, "--epochs", "1", "--max-steps", "1", "--resume", "none"]) == 0
+    for name in ("last.pt", "best.pt", "metrics.json"):  # as if killed in phase 1, before phase 2 saved anything
+        (out / name).unlink()
+    phase_last = out / "context_phase" / "last.pt"
+    phase_last.write_bytes(phase_last.read_bytes()[:100])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        fine_tuning.main([*args, "--epochs", "1", "--max-steps", "1"])
+    assert stop.value.code == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert f"{phase_last}: cannot read it as a checkpoint" in line
+    assert f"phase 1's own checkpoint: remove {out / 'context_phase'}" in line and "--resume " + str(out) not in line

@@ -65,22 +65,23 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 
 
 def read_resume_checkpoint(
-    resume: str | None, run_dir: Path, model_kind: str | None = None, cfg: Any = None
+    resume: str | None, run_dir: Path, model_kind: str | None = None, cfg: Any = None, advice: str | None = None
 ) -> tuple[Path | None, dict[str, Any] | None]:
     """The training checkpoint `--resume` points at (`resolve_resume`), read and checked, or (None, None) for a
     fresh start. UsageError naming the file and what to do when it cannot be read (truncated, corrupt, not a
     checkpoint), holds another `model_kind` than this run trains, or (with `cfg`) belongs to another run (module
     docstring). Scripts call it before reading any data, so a bad checkpoint changes nothing; `fit` calls it to
-    resume."""
+    resume. `advice`: what to do about an unreadable checkpoint or one of another kind, where the default advice
+    does not apply (a phase of a run, whose own checkpoint no --resume names)."""
     path = resolve_resume(resume, run_dir)
     if path is None:
         return None, None
-    if str(resume).lower() == "auto":
+    if advice is None and str(resume).lower() == "auto":
         best = Path(run_dir) / "best.pt"
         advice = "it is the automatic resume from --out: start afresh with --resume none" + (
             f", or continue from the best checkpoint with --resume {best}" if best.is_file() else ""
         )
-    else:
+    elif advice is None:
         advice = "give --resume another checkpoint, or --resume none to start afresh"
     try:
         state = load_checkpoint(path)

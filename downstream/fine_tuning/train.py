@@ -308,6 +308,9 @@ def train_context_phase(
     (`context_phase_config`), selected on `val` in the tiling of `val_windows` (kept in --out/context_phase).
     Loads the selected weights into `model`; returns their `val_*` metrics (None if no epoch had a finite
     score)."""
+    phase_dir = Path(phase_cfg.out)  # its checkpoint first, before any vector is encoded; no --resume names it
+    advice = f"it is phase 1's own checkpoint: remove {phase_dir} to train phase 1 again, or --resume none"
+    read_resume_checkpoint(phase_cfg.resume, phase_dir, CONTEXT_HEAD, phase_cfg, advice=advice)
     val_recordings = val_windows.recordings
     # the model's own encoder: its new LoRA adapters start at B = 0, so in eval mode it gives exactly the frozen
     # backbone's vectors (the same ones the linear probe caches)
