@@ -1,7 +1,17 @@
 """Assertions shared by the bad-input tests of every script: one error line, and nothing changed on disk."""
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+
+
+def exit_code(main: Callable[[list[str]], int | None], argv: list[str]) -> int:
+    """A script's exit code, whether `main` returns it or raises SystemExit."""
+    try:
+        code = main(argv)
+    except SystemExit as exit_info:
+        code = exit_info.code
+    return 0 if code is None else int(code)
 
 
 def snapshot(*roots: Path) -> dict[str, str]:

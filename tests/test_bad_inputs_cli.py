@@ -22,7 +22,7 @@ from dataset import data_parser, synthetic
 from downstream import evaluate, predict
 from downstream.linear_probing import train as linear_probing
 from models.neuronet import build_neuronet, neuronet_config
-from tests.checks import assert_one_error_line, snapshot
+from tests.checks import assert_one_error_line, exit_code, snapshot
 from utils.checkpoint import save_model_checkpoint, sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
@@ -226,15 +226,6 @@ CASES = {
 }
 
 
-def run_main(main: Callable[[list[str]], int], argv: list[str]) -> int:
-    """A script's exit code, whether `main` returns it or raises SystemExit."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_info:
-        code = exit_info.code
-    return 0 if code is None else int(code)
-
-
 ROWS = [(script, case) for script, cases in CASES.items() for case in cases]
 
 
@@ -243,7 +234,7 @@ def test_bad_input_is_one_error_line_and_changes_nothing(script, case, inputs, t
     argv, expect, code = bad_case(script, case, inputs, tmp_path)
     before = snapshot(tmp_path, inputs.root)
     capsys.readouterr()
-    assert run_main(SCRIPTS[script][0], argv) == code
+    assert exit_code(SCRIPTS[script][0], argv) == code
     assert_one_error_line(capsys.readouterr().err, expect)
     assert snapshot(tmp_path, inputs.root) == before
 

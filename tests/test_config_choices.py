@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +17,8 @@ from downstream.fine_tuning import train as fine_tuning
 from downstream.linear_probing import train as linear_probing
 from downstream.options import SELECT_METRICS, task_metrics
 from downstream.training import selection_scores
-from tests.checks import assert_one_error_line, snapshot
+from tests.checks import assert_one_error_line, exit_code, snapshot
 from utils.config import ArgumentParser, parse_config
-
-
-def exit_code(main: Callable[[list[str]], int], argv: list[str]) -> int:
-    """A script's exit code, whether `main` returns it or raises SystemExit."""
-    try:
-        code = main(argv)
-    except SystemExit as exit_info:
-        code = exit_info.code
-    return 0 if code is None else int(code)
 
 
 def write_config(path: Path, values: dict) -> Path:

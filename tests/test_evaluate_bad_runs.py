@@ -20,7 +20,7 @@ import pytest
 
 from downstream import evaluate
 from downstream.results import Predictions
-from tests.checks import assert_one_error_line, snapshot
+from tests.checks import assert_one_error_line, exit_code, snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDINGS = ("night-a", "night-b")
@@ -93,21 +93,13 @@ def edit_metrics(run: Path, change) -> None:
     path.write_text(json.dumps(metrics))
 
 
-def run_main(argv: list[str]) -> int:
-    try:
-        code = evaluate.main(argv)
-    except SystemExit as exit_info:
-        code = exit_info.code
-    return 0 if code is None else int(code)
-
-
 def argv_of(runs: dict[str, Path], out: Path) -> list[str]:
     return [str(runs[name]) for name in ("stage", "apnea", "hypopnea")] + ["--out", str(out)]
 
 
 def test_hand_made_runs_make_a_table(runs, tmp_path):
     out = tmp_path / "table"
-    assert run_main(argv_of(runs, out)) == 0
+    assert exit_code(evaluate.main, argv_of(runs, out)) == 0
     rows = pd.read_csv(out / "comparison.csv")
     assert len(rows) == 3
     events = rows[rows["task"] != "sleep_stage"]
@@ -208,7 +200,7 @@ def test_unreadable_run_is_one_error_line_and_makes_no_out(case, runs, tmp_path,
     out = tmp_path / "fresh" / "table"
     before = snapshot(tmp_path)
     capsys.readouterr()
-    assert run_main(argv_of(runs, out)) == 2
+    assert exit_code(evaluate.main, argv_of(runs, out)) == 2
     assert_one_error_line(capsys.readouterr().err, expect)
     assert not (tmp_path / "fresh").exists()  # no empty --out (nor the folder above it) left behind
     assert snapshot(tmp_path) == before
@@ -217,12 +209,12 @@ def test_unreadable_run_is_one_error_line_and_makes_no_out(case, runs, tmp_path,
 @pytest.mark.parametrize("case", ("no_test", "predictions_deleted", "cohort_moved"))
 def test_unreadable_run_leaves_an_earlier_table_as_it_was(case, runs, tmp_path, capsys):
     out = tmp_path / "table"
-    assert run_main(argv_of(runs, out)) == 0
+    assert exit_code(evaluate.main, argv_of(runs, out)) == 0
     (out / "notes.txt").write_text("mine\n")
     before = snapshot(out)
     expect = break_run(case, runs)
     capsys.readouterr()
-    assert run_main(argv_of(runs, out)) == 2
+    assert exit_code(evaluate.main, argv_of(runs, out)) == 2
     assert_one_error_line(capsys.readouterr().err, expect)
     assert snapshot(out) == before
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in before)  # no temp files
@@ -232,7 +224,7 @@ def test_failed_write_leaves_the_earlier_table_and_no_new_folder(runs, tmp_path,
     """A write that fails half way (a full disk on the last file) changes none of an earlier table's files and
     leaves no folder it made."""
     out = tmp_path / "table"
-    assert run_main(argv_of(runs, out)) == 0
+    assert exit_code(evaluate.main, argv_of(runs, out)) == 0
     before = snapshot(out)
     real = evaluate.write_all_atomic
 
@@ -244,7 +236,7 @@ def test_failed_write_leaves_the_earlier_table_and_no_new_folder(runs, tmp_path,
     edit_metrics(runs["stage"], _set(0.5, "label_fraction"))  # the new table would differ
     for target in (out, tmp_path / "fresh" / "table"):
         capsys.readouterr()
-        assert run_main(argv_of(runs, target)) == 2
+        assert exit_code(evaluate.main, argv_of(runs, target)) == 2
         assert_one_error_line(capsys.readouterr().err, f"--out {target}: cannot write")
     assert snapshot(out) == before
     assert sorted(p.name for p in out.iterdir()) == sorted(Path(p).name for p in before)
