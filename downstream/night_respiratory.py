@@ -60,6 +60,7 @@ from utils.metrics import event_runs
 from utils.sleep_stats import SLEEP_STAGES
 
 DESAT_DROP_PCT = 3.0  # a desaturation: SpO2 at least this far below its baseline ...
+ODI_4_DROP_PCT = 4.0  # ... or this far, for the ODI at 4 % (`odi_4`) ...
 DESAT_MIN_S = 10  # ... for at least this many consecutive seconds
 DESAT_BASELINE_S = 120  # baseline: the preceding 120 s
 SPO2_LOW_PCT = 90.0  # minutes below this are reported
@@ -169,22 +170,33 @@ def desaturations(spo2: np.ndarray, drop_pct: float = DESAT_DROP_PCT, min_s: int
     """Desaturations of a per-second SpO2 trace in % (NaN = artefact), by the module's ODI rule: runs of at
     least `min_s` valid seconds each at least `drop_pct` below the baseline (`SPO2_BASELINE_PERCENTILE`th
     percentile of the preceding `DESAT_BASELINE_S` s). Each event's `drop_pct` = baseline at onset - nadir."""
+    return desaturations_by_drop(spo2, (drop_pct,), min_s)[drop_pct]
+
+
+def desaturations_by_drop(
+    spo2: np.ndarray, drops: Sequence[float], min_s: int = DESAT_MIN_S
+) -> dict[float, list[Event]]:
+    """`desaturations` at each drop of `drops`, the night's baseline computed once."""
     level = np.asarray(spo2, dtype=np.float64)
     valid = np.isfinite(level)
     if valid.sum() < 2:
-        return []
+        return {drop: [] for drop in drops}
     filled = fill_artefacts(level)  # artefacts interpolated for the baseline only
     baseline = _past_percentile(filled, SPO2_BASELINE_PERCENTILE, DESAT_BASELINE_S)
-    low = valid & (filled <= baseline - drop_pct + SPO2_TOLERANCE_PCT)
-    return [
-        Event(
-            float(start),
-            float(length),
-            "desaturation",
-            drop_pct=float(baseline[start] - np.min(filled[start : start + length])),
-        )
-        for start, length in event_runs(low.astype(np.int8), min_s)
-    ]
+
+    def runs(drop: float) -> list[Event]:
+        low = valid & (filled <= baseline - drop + SPO2_TOLERANCE_PCT)
+        return [
+            Event(
+                float(start),
+                float(length),
+                "desaturation",
+                drop_pct=float(baseline[start] - np.min(filled[start : start + length])),
+            )
+            for start, length in event_runs(low.astype(np.int8), min_s)
+        ]
+
+    return {drop: runs(drop) for drop in drops}
 
 
 def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, Any], list[Event]]:
@@ -202,18 +214,19 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
     def index(count: int) -> float:  # no valid oximetry in sleep: the index is unknown, not 0
         return count / valid_h if values.size else math.nan
 
-    desats, desats_4 = desaturations(spo2), desaturations(spo2, drop_pct=4.0)
+    found = desaturations_by_drop(spo2, (DESAT_DROP_PCT, ODI_4_DROP_PCT))
+    desats, n_in_sleep = found[DESAT_DROP_PCT], in_sleep(found[DESAT_DROP_PCT])
     return {
-        "odi": index(in_sleep(desats)),
-        "odi_4": index(in_sleep(desats_4)),
+        "odi": index(n_in_sleep),
+        "odi_4": index(in_sleep(found[ODI_4_DROP_PCT])),
         "n_desaturations": len(desats),
-        "n_desaturations_in_sleep": in_sleep(desats),
+        "n_desaturations_in_sleep": n_in_sleep,
         "spo2_mean_pct": float(values.mean()) if values.size else math.nan,
         "spo2_min_pct": float(values.min()) if values.size else math.nan,
         "spo2_below_90_min": float(np.sum(values < SPO2_LOW_PCT - SPO2_TOLERANCE_PCT) / 60.0),
         "spo2_valid_sleep_min": float(values.size / 60.0),
         "basis": "predicted sleep",
-        "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % (ODI 4 %: >= 4 %) below the "
+        "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % (ODI {ODI_4_DROP_PCT:g} %: >= {ODI_4_DROP_PCT:g} %) below the "
         f"{SPO2_BASELINE_PERCENTILE:g}th percentile of the preceding {DESAT_BASELINE_S} s for >= {DESAT_MIN_S} s; "
         "ODI per hour of valid SpO2 in predicted sleep",
     }, desats
