@@ -130,10 +130,7 @@ def atomic_save(obj: Any, path: str | Path) -> Path:
     files of processes killed while they wrote `path` (`.<name>.<pid>.tmp`, as large as the checkpoint) go first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for left in path.parent.glob(f".{path.name}.*.tmp"):
-        pid = left.name[len(path.name) + 2 : -len(".tmp")]
-        if pid.isdigit() and not _alive(int(pid)):
-            left.unlink(missing_ok=True)
+    _recover_dead_stages(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         torch.save(obj, tmp)
@@ -160,17 +157,20 @@ def _alive(pid: int) -> bool:
 
 
 def _recover_dead_stages(out: Path) -> None:
-    """The staging folders beside `out` of processes that no longer run: a run killed between `staged_folder`'s
-    two renames left the earlier `out` as `.old` with no `out`, which is put back; every other leftover is
-    removed. Folders of running processes are left alone."""
+    """What processes that no longer run left beside `out` while they wrote it (`.<name>.<pid>.tmp|old`): the
+    staging folders of `staged_folder` and the temp files of `atomic_save`, each as large as what it replaces. A
+    run killed between `staged_folder`'s two renames left the earlier `out` as `.old` with no `out`, which is put
+    back; every other leftover is removed. Those of running processes are left alone."""
     for path in sorted(out.parent.glob(f".{out.name}.*")):
         pid, _, kind = path.name[len(out.name) + 2 :].partition(".")
         if not pid.isdigit() or kind not in ("tmp", "old") or _alive(int(pid)):
             continue
         if kind == "old" and not out.exists():
             os.replace(path, out)
-        else:
+        elif path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def in_staging(path: Path, out: Path) -> bool:
@@ -184,8 +184,8 @@ def in_staging(path: Path, out: Path) -> bool:
 
 def replaceable(out: Path, markers: Sequence[str]) -> bool:
     """Whether `staged_folder(out)` may replace `out` as a whole: it does not exist, is an empty folder (not a
-    symbolic link), or holds one of `markers` (a file only the script's own earlier run writes). A folder of anything else (a training
-    run's checkpoints, a user's notes) must not be swapped away."""
+    symbolic link), or holds one of `markers` (a file only the script's own earlier run writes). A folder of
+    anything else (a training run's checkpoints, a user's notes) must not be swapped away."""
     out = Path(out)
     if out.is_symlink():  # swapping the link for a folder would leave its target and an `.old` link behind
         return False
