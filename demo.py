@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from dataset.cohort import read_ok_manifest
 from dataset.constants import EPHYS_MODALITIES as MODALITIES
 from dataset.constants import STAGE_NAMES
 from dataset.worker_pool import THREAD_VARIABLES
@@ -205,7 +206,7 @@ def _run_jobs(jobs: list[Job], logs: Path, slots: int) -> None:
 
 def label_statistics(dst: Path) -> pd.DataFrame:
     """Per split: epochs, stage distribution (%), apnea / hypopnea epoch prevalence (%), scored AHI median."""
-    manifest = pd.read_parquet(dst / "manifest.parquet").set_index("recording_id")
+    manifest = read_ok_manifest(dst)
     splits = json.loads((dst / "splits.json").read_text())
     rows = []
     for split, recordings in splits["recordings"].items():

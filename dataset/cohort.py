@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -45,16 +46,38 @@ def resolve_split(data_dir: str | Path, split: str | list[str] | tuple[str, ...]
     return sorted(set(recordings))
 
 
-def read_subjects(data_dir: str | Path, recording_ids: list[str]) -> dict[str, str]:
-    """recording_id -> subject_id, from DST/manifest.parquet."""
+def read_ok_manifest(data_dir: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """The manifest's `ok` rows (DST/manifest.parquet), indexed by recording_id, with `columns` (default all).
+
+    The manifest holds one row per input, so a recording id can also have `failed` or `skipped` rows (a second
+    copy of a night, an annotation file without its EDF); only the `ok` row describes the night that was parsed.
+    A manifest without a `status` column (written by hand) is taken as ok rows only.
+    FileNotFoundError without a manifest; ValueError naming the file when it is unreadable, lacks a column or
+    holds two `ok` rows of one recording."""
     path = Path(data_dir) / "manifest.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no manifest; run the data parser on this folder first (docs/data.md §2.4)")
-    manifest = pq.read_table(path, columns=["recording_id", "subject_id"]).to_pydict()
-    known = {str(r): str(s) for r, s in zip(manifest["recording_id"], manifest["subject_id"])}
+    try:
+        has_status = "status" in pq.read_schema(path).names  # a manifest written by hand may list ok rows only
+        wanted = None if columns is None else list(dict.fromkeys(["recording_id", *columns]))
+        manifest = pd.read_parquet(path, columns=None if wanted is None else wanted + ["status"] * has_status)
+    except (OSError, ValueError, KeyError, pa.ArrowException) as err:
+        raise ValueError(f"{path}: unreadable manifest ({' '.join(str(err).split())})") from None
+    ok = (manifest[manifest["status"] == "ok"] if has_status else manifest).astype({"recording_id": str})
+    twice = sorted(set(ok["recording_id"][ok["recording_id"].duplicated()]))
+    if twice:
+        raise ValueError(f"{path}: two ok rows of recording(s) {twice[:5]}; run the data parser on this folder again")
+    ok = ok.set_index("recording_id")
+    return ok if columns is None else ok[list(columns)]
+
+
+def read_subjects(data_dir: str | Path, recording_ids: list[str]) -> dict[str, str]:
+    """recording_id -> subject_id, from the `ok` rows of DST/manifest.parquet."""
+    path = Path(data_dir) / "manifest.parquet"
+    known = {rid: str(subject) for rid, subject in read_ok_manifest(data_dir, ["subject_id"])["subject_id"].items()}
     unknown = [rid for rid in recording_ids if rid not in known]
     if unknown:
-        raise ValueError(f"{path}: no row for recording(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
+        raise ValueError(f"{path}: no ok row for recording(s) {unknown[:5]}{' ...' if len(unknown) > 5 else ''}")
     return {rid: known[rid] for rid in recording_ids}
 
 

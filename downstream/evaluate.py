@@ -50,6 +50,7 @@ import pandas as pd
 import pyarrow as pa
 
 from dataset.atomic_files import write_all_atomic
+from dataset.cohort import read_ok_manifest
 from dataset.constants import EPOCH_S, TASKS
 from downstream.results import (
     CI_METRICS,
@@ -241,8 +242,7 @@ def combined_ahi(
     hypopnea = read_predictions(hypopnea_run)
     manifest_path = Path(data_dir) / "manifest.parquet"
     try:
-        manifest = pd.read_parquet(manifest_path, columns=["recording_id", "ahi_scored"])
-        scored_ahi = dict(zip(manifest["recording_id"].astype(str), manifest["ahi_scored"].astype(float)))
+        scored_ahi = read_ok_manifest(data_dir, ["ahi_scored"])["ahi_scored"].astype(float).to_dict()
     except (OSError, ValueError, KeyError, TypeError, pa.ArrowException) as err:
         raise ValueError(f"{manifest_path}: cannot read the scored AHI ({_one_line(err)})") from None
     left = pd.DataFrame(

@@ -11,6 +11,7 @@ import shutil
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from dataset.constants import EPHYS_CHANNELS
@@ -247,3 +248,55 @@ def test_a_rerun_of_another_method_leaves_no_file_of_the_earlier_one(run, cohort
     assert not (out / "encoder.pt").exists()
     assert json.loads((out / "config.1.json").read_text())["method"] == "finetune"
     assert json.loads((out / "config.json").read_text())["method"] == "features"
+
+
+def with_stray_rows(data) -> dict[str, float]:
+    """Append to `data`'s manifest a `failed` copy (a second EDF of the same night) and a `skipped` row (a stray
+    annotation file) of every ok recording, after its ok row, as the parser writes them; returns the ok rows'
+    scored AHI."""
+    path = data / "manifest.parquet"
+    manifest = pd.read_parquet(path)
+    ok = manifest[manifest["status"] == "ok"]
+    failed = ok.assign(status="failed", ahi_scored=np.nan, kept_s=np.nan, median_spo2=np.nan, subject_id="copy")
+    skipped = ok.assign(status="skipped", ahi_scored=np.nan, subject_id="stray")
+    pd.concat([manifest, failed, skipped], ignore_index=True).to_parquet(path)
+    return dict(zip(ok["recording_id"], ok["ahi_scored"].astype(float)))
+
+
+def test_failed_and_skipped_rows_of_a_parsed_night_are_not_read_as_it(cohort, tmp_path):
+    """The manifest has one row per input: a night's `ok` row and the failed row of a second copy of its EDF (or
+    the skipped row of a stray annotation file) share its recording id. Event detection and the combined AHI read
+    the `ok` row: the copies once made every manifest field a dict (a traceback) and the scored AHI NaN."""
+    from dataset.cohort import read_ok_manifest, read_subjects
+    from dataset.splits import read_splits
+    from downstream.evaluate import combined_ahi
+    from downstream.event_detection.nights import load_split_nights
+    from downstream.results import Predictions
+
+    data = shutil.copytree(cohort / "dst", tmp_path / "dst")
+    scored = with_stray_rows(data)
+    assert read_ok_manifest(data, ["ahi_scored"])["ahi_scored"].to_dict() == scored
+    test = sorted(read_splits(data / "splits.json")["recordings"]["test"])
+    assert set(read_subjects(data, test).values()).isdisjoint({"copy", "stray"})
+    cfg = event_detection.parse_args(["--data", str(data), "--out", str(tmp_path / "out"), *FAST])
+    nights = load_split_nights(cfg)
+    assert [n.recording_id for n in nights["test"]] == test
+    runs = {}
+    for task in ("apnea", "hypopnea"):  # predictions equal to the scored epochs give the scored AHI back
+        frames = [
+            pd.read_parquet(data / "recordings" / f"{rid}.parquet", columns=["epoch", "stage", task]) for rid in test
+        ]
+        truth = np.concatenate([f[task].to_numpy() for f in frames]).astype(np.int64)
+        predictions = Predictions(
+            np.concatenate([[rid] * len(f) for rid, f in zip(test, frames)]).astype(object),
+            np.concatenate([f["epoch"].to_numpy() for f in frames]),
+            truth,
+            np.stack([1 - truth, truth], axis=1).astype(np.float32),
+            np.array(["s"] * truth.size, dtype=object),
+            np.concatenate([f["stage"].to_numpy() for f in frames]).astype(np.int8),
+        )
+        runs[task] = tmp_path / task
+        runs[task].mkdir()
+        pq.write_table(predictions.to_table(task), runs[task] / "predictions.parquet")
+    agreement = combined_ahi(runs["apnea"], runs["hypopnea"], data)
+    assert agreement["n"] == len(test) and agreement["n_missing"] == 0

@@ -8,11 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from dataset.cohort import recording_path
+from dataset.cohort import read_ok_manifest, recording_path
 from dataset.constants import EPOCH_S, RESP_CHANNELS
 from dataset.event_targets import read_event_table
 from dataset.splits import read_splits
@@ -25,10 +24,14 @@ def load_split_nights(cfg: Config) -> dict[str, list[Night]]:
     """Every night of train, val and test with features (the features method) and targets (UsageError when a
     split has no recording, or, for the features method, when no night has a respiratory channel)."""
     splits = read_splits(cfg.data / "splits.json")["recordings"]
-    manifest_path = cfg.data / "manifest.parquet"
-    if not manifest_path.is_file():
-        raise UsageError(f"{manifest_path}: no manifest; run dataset/data_parser.py on --data")
-    manifest = pd.read_parquet(manifest_path).set_index("recording_id")
+    try:
+        manifest = read_ok_manifest(cfg.data)
+    except FileNotFoundError:
+        raise UsageError(
+            f"{cfg.data / 'manifest.parquet'}: no manifest; run dataset/data_parser.py on --data"
+        ) from None
+    except ValueError as err:
+        raise UsageError(str(err)) from None
     try:
         events = read_event_table(cfg.data)
     except (FileNotFoundError, ValueError) as err:
@@ -64,6 +67,8 @@ def load_split_nights(cfg: Config) -> dict[str, list[Night]]:
     for split, ids in wanted.items():
         nights[split] = []
         for rid in ids:
+            if rid not in manifest.index:
+                raise UsageError(f"{cfg.data / 'manifest.parquet'}: no ok row for recording {rid!r} of splits.json")
             row = manifest.loc[rid].to_dict()
             nights[split].append(load_night(cfg.data, rid, str(row.get("subject_id", rid)), events, row, with_features))
             bar.update()
