@@ -42,7 +42,7 @@ from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digita
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.nsrr_xml import NsrrAnnotations
 
-FORMAT_VERSION = 4  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
+FORMAT_VERSION = 5  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
 NORMAL_IQR_PER_SD = 1.349  # IQR of a normal distribution in standard deviations
 
 
@@ -338,6 +338,8 @@ def process_channel(
     for part in (signal,) if reference is None else (signal, reference):
         if part.digital_max <= part.digital_min:
             return f"invalid header: digital range [{part.digital_min}, {part.digital_max}]"
+        if part.physical_max == part.physical_min:  # every sample is that one value (inverted ranges are legal)
+            return f"invalid header: physical range [{part.physical_min:g}, {part.physical_max:g}]"
     stages = resample_stages(signal.rate, spec.target_fs, n_epochs * EPOCH_S)
     if isinstance(stages, str):
         return stages
@@ -372,6 +374,11 @@ def process_channel(
     timings["read"] = timings.get("read", 0.0) + now - tick
     tick = now
 
+    # centred in float64 first: the polyphase branches pass a DC offset with slightly different gains, which turns
+    # a DC-coupled amplifier's offset into a tone at a fraction of the rate (25 Hz from 125 Hz) inside the band;
+    # and the float32 epochs below would lose the resolution of a channel far from zero
+    offset = float(np.median(continuous[: math.ceil(kept_s * signal.rate)]))
+    continuous -= offset
     if spec.name in HELD_CHANNELS:
         continuous = hold(continuous, ratio)
     else:
@@ -385,8 +392,11 @@ def process_channel(
             f"{header.path}: {spec.name} ({signal.label!r}) gives {continuous.size} samples after "
             f"resampling, expected {n_epochs * samples} for {n_epochs} epochs"
         )
-    epochs = continuous[: n_epochs * samples].astype(np.float32).reshape(n_epochs, samples)
+    with np.errstate(over="ignore"):  # a physical range beyond float32's: caught below, by name
+        epochs = continuous[: n_epochs * samples].astype(np.float32).reshape(n_epochs, samples)
     del continuous
+    if not np.isfinite(epochs).all():
+        return f"invalid values: beyond 32-bit floats in {unit} (physical range [{signal.physical_min:g}, {signal.physical_max:g}])"
     now = time.perf_counter()
     timings["resample_filter"] = timings.get("resample_filter", 0.0) + now - tick
     tick = now
@@ -410,6 +420,9 @@ def process_channel(
         divisor = max(NORMAL_IQR_PER_SD * float(np.std(kept_values, dtype=np.float64)), config.flat_levels * step)
     kept_values -= np.float32(median)  # in place on the epochs
     kept_values *= np.float32(1.0 / divisor)
+    if not np.isfinite(kept_values).all():
+        return f"invalid values: not finite after scaling by the IQR {divisor:.3g} {unit}"
+    median += offset  # the channel's median in its units, as the manifest records it
     timings["scale"] = timings.get("scale", 0.0) + time.perf_counter() - tick
     return ChannelResult(
         spec.name,
