@@ -19,6 +19,10 @@ from dataset.constants import EPOCH_S
 EVENT_MIN_S = 10.0  # AASM minimum duration of an apnea or hypopnea, seconds
 DESAT_WINDOW_S = 30.0  # a desaturation may begin up to this long after the hypopnea ends (the SpO2 lag)
 AROUSAL_WINDOW_S = 5.0  # an arousal may begin up to this long after the hypopnea ends
+# a scored drop counts as 3 % (4 %) from 3 % (4 %) minus this: nadir and baseline are stored as float32 (about
+# 4e-6 % apart near 65 %: 65.2 - 61.2 reads 3.9999962) and Profusion's baseline is rebuilt as nadir + drop, while
+# scorers write drops to 0.1 % at best
+DROP_ROUNDING_PCT = 1e-3
 HYPOPNEA_RULES: tuple[str, ...] = ("3a", "4", "all")
 DEFAULT_HYPOPNEA_RULE = "3a"  # AASM recommended rule: >= 3 % desaturation or an arousal
 RESPIRATORY_EVENT_TYPES: tuple[str, ...] = ("obstructive_apnea", "central_apnea", "mixed_apnea", "hypopnea")
@@ -59,7 +63,8 @@ def qualifying_events(events: Sequence[Event], rule: str = DEFAULT_HYPOPNEA_RULE
     desats = [
         e
         for e in events
-        if e.type == "desaturation" and (np.isnan(e.drop_pct) and min_drop == 3.0 or e.drop_pct >= (min_drop or 0.0))
+        if e.type == "desaturation"
+        and (np.isnan(e.drop_pct) and min_drop == 3.0 or e.drop_pct >= (min_drop or 0.0) - DROP_ROUNDING_PCT)
     ]
     arousals = [e for e in events if e.type == "arousal"] if rule == "3a" else []
     counted = []

@@ -341,10 +341,18 @@ def channel_report(
     clipped, ...) or every label tried for it (`channel_map` first, as the night was read)."""
     dropped = {part.split(" ", 1)[0]: part for part in str(info.get("dropped_channels") or "").split("; ") if part}
 
-    def why_unusable(channels: Sequence[str]) -> str:
+    def reason(channel: str) -> str:
+        """Why `channel` is not usable, without its name: the parser's reason ("'C4-M1' flat: IQR ...") or the
+        labels tried."""
+        if channel in dropped:
+            part = dropped[channel]
+            inner = part.removeprefix(f"{channel} (")
+            return inner[:-1] if inner != part and inner.endswith(")") else part
         labels = read_edf_header(edf_path).labels
-        tried = {ch: ", ".join(dict.fromkeys(looked_for(ch, channel_map, edf_path.stem, labels))) for ch in channels}
-        return "; ".join(dropped.get(ch) or f"{ch}: no label matches (tried {tried[ch]})" for ch in channels)
+        return f"no label matches (tried {', '.join(dict.fromkeys(looked_for(channel, channel_map, edf_path.stem, labels)))})"
+
+    def why_unusable(channels: Sequence[str]) -> str:
+        return "; ".join(dropped.get(ch) or f"{ch}: {reason(ch)}" for ch in channels)
 
     models, missing_all = {}, []
     for task, run in runs.items():
@@ -387,7 +395,7 @@ def channel_report(
         "models": models,
         "missing": missing_all,
         "present": sorted(epochs, key=order.index),
-        "why_missing": {ch: why_unusable([ch]).split(": ", 1)[-1] for ch in missing_all},
+        "why_missing": {ch: reason(ch) for ch in missing_all},
         "sources": {ch: sources.get(ch, "") for ch in sorted(epochs, key=order.index)},
         "user_map": user_map,
         # a --channel-map entry that matched no label of this night: the channel came from the built-in tables (or

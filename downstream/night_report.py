@@ -132,6 +132,7 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     lines += respiratory_markdown(report, unreliable)
     agree = report["agreement"]
     if agree:
+        partial = agree.get("scored_part_epochs", report["n_epochs"]) < report["n_epochs"]
         lines += ["", "## Agreement with the scoring", ""]
         staging = agree.get("sleep_stage")
         if staging:
@@ -148,7 +149,9 @@ def report_markdown(report: Mapping[str, Any]) -> str:
                 lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
             lines += [
                 "",
-                f"Scored TST {_fmt(agree['scored_sleep']['tst_min'])} min vs predicted {_fmt(s['tst_min'])} min.",
+                f"Scored TST {_fmt(agree['scored_sleep']['tst_min'])} min vs predicted "
+                f"{_fmt(agree.get('predicted_sleep', s)['tst_min'])} min"
+                + (f" (the {agree['scored_part_epochs']} scored epochs)." if partial else "."),
             ]
         for task in EVENT_TASKS:
             if task in agree:
@@ -159,7 +162,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         ahi = agree["ahi"]
         lines.append(
             f"AHI: scored {_fmt_index(ahi['scored'])} ({ahi['scored_severity']}), estimated "
-            f"{_fmt_index(ahi['estimated'])} ({ahi['estimated_severity'] or 'not estimated'})."
+            f"{_fmt_index(ahi['estimated'])} ({ahi['estimated_severity'] or 'not estimated'})"
+            + (f", both over the {agree['scored_part_epochs']} scored epochs." if partial else ".")
         )
     if report["notes"]:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in report["notes"]]
@@ -338,6 +342,7 @@ SUMMARY_COLUMNS = (
     "ahi_source",
     "ahi_reliable",
     "ahi_scored",
+    "ahi_estimated_scored_part",
     "severity",
     "odi",
     "spo2_valid_sleep_min",
@@ -373,6 +378,7 @@ def summary_row(night: Any, report: Mapping[str, Any] | None, status: str, reaso
             ahi_source=estimate.get("source", ""),
             ahi_reliable=reliable if estimate else None,
             ahi_scored=ahi.get("scored"),
+            ahi_estimated_scored_part=ahi.get("estimated"),
             severity=estimate.get("severity_name", ""),
             odi=(report.get("oximetry") or {}).get("odi"),
             spo2_valid_sleep_min=(report.get("oximetry") or {}).get("spo2_valid_sleep_min"),

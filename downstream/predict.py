@@ -257,13 +257,17 @@ def agreement(
     info: Mapping[str, Any],
     rule: str,
 ) -> dict[str, Any]:
-    """Predicted vs scored: staging metrics on scored epochs; per-epoch event metrics; the scored AHI under the
-    hypopnea `rule` vs the estimated one (`ahi`, None when not estimated)."""
+    """Predicted vs scored, over the epochs the scoring covers (`info["scored_part_epochs"]`, the first m): staging
+    metrics on scored epochs; the scored and predicted sleep statistics of those m epochs; per-epoch event
+    metrics; the scored AHI under the hypopnea `rule` vs the estimated one of the same m epochs (`ahi`, None when
+    not estimated)."""
     scored = labels["stage"].to_numpy().astype(np.int64)  # (n_epochs,) -1 = unscored
-    out: dict[str, Any] = {"n_scored_epochs": int(np.sum(scored != STAGE_UNSCORED))}
+    part = int(info["scored_part_epochs"])
+    out: dict[str, Any] = {"n_scored_epochs": int(np.sum(scored != STAGE_UNSCORED)), "scored_part_epochs": part}
     if out["n_scored_epochs"]:
         out["sleep_stage"] = classification_metrics(scored, stages, len(STAGE_NAMES), stage_probabilities)
-        out["scored_sleep"] = sleep_statistics(scored)
+        out["scored_sleep"] = sleep_statistics(scored[:part])
+        out["predicted_sleep"] = sleep_statistics(stages[:part])
     for task, positive in events.items():
         truth = labels[task].to_numpy().astype(np.int64)
         out[task] = classification_metrics(truth, positive, 2, event_probabilities[task], binary_class_names(task))
@@ -400,6 +404,25 @@ def predict_night(
             "severity_name": stats["ahi_severity_name"],
             "ahi_uncalibrated": stats["ahi_est_uncalibrated"],
         }
+    scored_ahi = ahi  # the estimate the scored AHI is compared with: over the epochs the scoring covers
+    if ahi is not None and labels is not None and info["scored_part_epochs"] < n_epochs:
+        part = int(info["scored_part_epochs"])
+        if event_run is not None:
+            scored_ahi = event_summary(found, counted, stages[:part], event_run.hypopnea_rule)
+        else:
+            within = epoch_run_ahi(
+                sleep[:part],
+                events["apnea"][:part],
+                events["hypopnea"][:part],
+                EPOCH_S,
+                MAX_EVENT_EPOCHS,
+                (scales["apnea"], scales["hypopnea"]),
+            )
+            scored_ahi = {
+                "ahi": within["ahi_est"],
+                "severity": within["ahi_severity"],
+                "severity_name": within["ahi_severity_name"],
+            }
     validation = {task: run_validation(run) for task, run in runs.items()}
     if event_run is not None:
         validation["events"] = event_run.validation
@@ -464,7 +487,7 @@ def predict_night(
             },
         },
         "agreement": (
-            agreement(stages, probabilities["sleep_stage"], labels, events, event_p, ahi, info, hypopnea_rule)
+            agreement(stages, probabilities["sleep_stage"], labels, events, event_p, scored_ahi, info, hypopnea_rule)
             if labels is not None
             else None
         ),
@@ -559,7 +582,7 @@ def report_night(
     if report["channels"]["missing"]:
         print(
             f"warning: {args.edf}: missing channel(s) {', '.join(report['channels']['missing'])} "
-            f"({'; '.join(report['channels']['why_missing'].values())}); predicted with "
+            f"({'; '.join(f'{ch}: {why}' for ch, why in report['channels']['why_missing'].items())}); predicted with "
             f"{', '.join(report['channels']['present'])}",
             flush=True,
         )

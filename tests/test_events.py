@@ -175,6 +175,19 @@ def test_hypopnea_rules():
         qualifying_events(events, "5")
 
 
+def test_a_drop_read_back_from_float32_still_meets_its_threshold():
+    """Nadir and baseline are stored as float32 (and Profusion's baseline is nadir + drop): 65.2 -> 61.2 reads
+    3.9999962 and 61.1 + 3.0 - 61.1 reads 2.99999999999999; both count as the scorer's 4 % and 3 %. A real 3.9 % does
+    not count as 4 %."""
+    hypopnea = Event(1000, 20, "hypopnea")
+    float32_drop = float(np.float32(65.2) - np.float32(61.2))
+    rebuilt_drop = (61.1 + 3.0) - 61.1
+    assert float32_drop < 4.0 and rebuilt_drop < 3.0
+    assert qualifying_events([hypopnea, Event(1015, 10, "desaturation", drop_pct=float32_drop)], "4") == [hypopnea]
+    assert qualifying_events([hypopnea, Event(1015, 10, "desaturation", drop_pct=rebuilt_drop)], "3a") == [hypopnea]
+    assert qualifying_events([hypopnea, Event(1015, 10, "desaturation", drop_pct=3.9)], "4") == []
+
+
 def test_bland_altman():
     out = bland_altman([10, 12, float("nan"), 20], [8, 12, 5, 17])
     assert out["n"] == 3

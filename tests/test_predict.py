@@ -433,34 +433,39 @@ def test_temporal_run_from_shared_vectors_matches_end_to_end(predict_runs, night
     assert np.allclose(predict.predict_all(loaded, epochs, "n", device)["sleep_stage"], direct, atol=1e-5)
 
 
-def test_the_whole_night_is_predicted_when_the_scoring_is_shorter(predict_runs, tmp_path):
+def test_the_whole_night_is_predicted_when_the_scoring_is_shorter(predict_argv, tmp_path):
+    """The whole recording is predicted; the agreement compares the scored epochs with the same epochs predicted:
+    TST, TRT and the estimated AHI of the scored part (once the whole night's, against the part's scored AHI)."""
+    from utils.ahi import MAX_EVENT_EPOCHS, epoch_run_ahi
+
     edf, xml = tmp_path / "short-900004.edf", tmp_path / "short-900004-nsrr.xml"
     truth = synthetic.generate_night(edf, xml, "short-900004", hours=0.3, seed=10, scored_shorter=3)
     out = tmp_path / "out"
-    assert (
-        predict.main(
-            [
-                "--checkpoint",
-                str(predict_runs["stage"]),
-                "--edf",
-                str(edf),
-                "--xml",
-                str(xml),
-                "--out",
-                str(out),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert predict.main(predict_argv(edf, out, "--xml", str(xml))) == 0
     report = json.loads((out / "report.json").read_text())
     hypnogram = pd.read_csv(out / "hypnogram.csv", keep_default_na=False)
     n_signal = int(truth.signal_s // 30)
     n_scored = int(min(truth.signal_s, truth.scored_s) // 30)
     assert n_scored < n_signal and report["n_epochs"] == len(hypnogram) == n_signal
     assert (hypnogram["scored_stage_code"].to_numpy()[n_scored:] == -1).all()
-    assert report["agreement"]["sleep_stage"]["n"] == (hypnogram["scored_stage_code"] >= 0).sum() <= n_scored
+    agreement = report["agreement"]
+    assert agreement["sleep_stage"]["n"] == (hypnogram["scored_stage_code"] >= 0).sum() <= n_scored
     assert any("scoring covers the first" in note for note in report["notes"])
+    predicted = hypnogram["stage_code"].to_numpy()[:n_scored]
+    assert agreement["scored_part_epochs"] == n_scored and agreement["scored_sleep"]["trt_min"] == n_scored / 2
+    assert agreement["predicted_sleep"]["tst_min"] == np.isin(predicted, (1, 2, 3, 4)).sum() / 2
+    scales = (report["events"]["apnea"]["event_scale"], report["events"]["hypopnea"]["event_scale"])
+    part = epoch_run_ahi(
+        np.isin(predicted, (1, 2, 3, 4)),
+        hypnogram["apnea"].to_numpy()[:n_scored],
+        hypnogram["hypopnea"].to_numpy()[:n_scored],
+        30.0,
+        MAX_EVENT_EPOCHS,
+        scales,
+    )
+    assert agreement["ahi"]["estimated"] == pytest.approx(part["ahi_est"], nan_ok=True)
+    summary = (out / "report.md").read_text()
+    assert f"(the {n_scored} scored epochs)" in summary and f"both over the {n_scored} scored epochs" in summary
 
 
 def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(predict_runs, tmp_path, capsys):
@@ -624,6 +629,29 @@ def test_a_model_without_a_usable_channel_is_told_why_each_was_dropped_or_not_fo
     message = str(err.value)
     assert "eeg_c4 ('C4-M1' flat" in message and "eog_l: no label matches (tried " in message
     assert "E1-M2" in message and "EOG(L)" in message
+
+
+def test_the_report_keeps_the_whole_reason_a_channel_was_dropped(tmp_path):
+    """The report's reason for a missing channel is the parser's whole reason ("'C4-M1' flat: IQR ..."), not
+    what follows its first colon; a channel without a label lists the labels tried."""
+    from types import SimpleNamespace
+
+    from downstream.night_inference import channel_report
+    from tests.parser_nights import write_edf
+
+    edf = tmp_path / "night.edf"
+    write_edf(edf, 60, layout={"emg": ("Chin1-Chin2", 200, "uV", (-125, 125), 35.0, 10.0)})
+    run = SimpleNamespace(
+        channels=["eeg_c4", "eog_l", "emg"], kind="per-epoch", checkpoint="x", model=None, eval_stride=None
+    )
+    info = {"dropped_channels": "eeg_c4 ('C4-M1' flat: IQR 6.4e-08 uV < 0.1)"}
+    report = channel_report({"sleep_stage": run}, {"emg": np.zeros((2, 3000))}, info, edf)
+    assert report["missing"] == ["eeg_c4", "eog_l"]
+    assert report["why_missing"]["eeg_c4"] == "'C4-M1' flat: IQR 6.4e-08 uV < 0.1"
+    assert (
+        report["why_missing"]["eog_l"].startswith("no label matches (tried ")
+        and "E1-M2" in report["why_missing"]["eog_l"]
+    )
 
 
 def test_a_recording_shorter_than_one_epoch_is_named_as_such(predict_runs, tmp_path, capsys):
