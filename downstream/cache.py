@@ -30,6 +30,7 @@ from dataset.cohort import recording_path
 from dataset.datasets import EpochDataset, SequenceDataset
 from dataset.tiling import Tiling
 from downstream.results import PredictionCollector, Predictions
+from models.heads import NIGHT_NORMS
 
 TILE_EPOCHS = 20  # epochs read together per recording while encoding (I/O only; each epoch is encoded alone)
 
@@ -68,6 +69,25 @@ def neighbour_vectors(vectors: np.ndarray, neighbour_epochs: int) -> np.ndarray:
     return vectors[neighbour_rows(np.arange(n), n, neighbour_epochs)].reshape(n, -1)
 
 
+NIGHT_NORM_EPS = 1e-6  # added to a component's SD over the night (a constant component becomes 0, not inf)
+
+
+def night_normalised(vectors: np.ndarray, night_norm: str) -> np.ndarray:
+    """One night's vectors (n, D) under `night_norm`: "none" returns them; "zscore" standardises each component
+    over the night's epochs ((x - mean) / (SD + NIGHT_NORM_EPS), in float64, returned as float32), which removes
+    what sets nights apart (electrodes, amplifiers, the sleeper) and keeps what sets epochs of one night apart.
+    The statistics need every epoch of the night, as `predict.py` has it."""
+    if night_norm == "none":
+        return vectors
+    if night_norm != "zscore":
+        raise ValueError(f"night_normalised: night_norm must be one of {NIGHT_NORMS}, got {night_norm!r}")
+    if vectors.shape[0] == 0:
+        raise ValueError("night_normalised: a night without epochs")
+    values = vectors.astype(np.float64)
+    mean, sd = values.mean(axis=0), values.std(axis=0)
+    return ((values - mean) / (sd + NIGHT_NORM_EPS)).astype(np.float32)
+
+
 class VectorStore:
     """recording id -> RecordingVectors, with lookups by (recording, epoch number).
 
@@ -92,6 +112,19 @@ class VectorStore:
                     )
         self.neighbour_epochs = neighbour_epochs
         self.dim = dims.pop() * (2 * self.neighbour_epochs + 1)
+
+    def night_normalised(self, night_norm: str) -> VectorStore:
+        """The same recordings with each one's vectors under `night_norm` (`night_normalised`; "none": this
+        store). Every recording must hold all its epochs: the statistics are the night's."""
+        if night_norm == "none":
+            return self
+        return VectorStore(
+            {
+                name: RecordingVectors(rec.epochs, night_normalised(rec.vectors, night_norm))
+                for name, rec in self.recordings.items()
+            },
+            self.neighbour_epochs,
+        )
 
     def with_neighbours(self, neighbour_epochs: int) -> VectorStore:
         """The same stored vectors, looked up with `neighbour_epochs` neighbours on each side."""

@@ -31,7 +31,7 @@ from dataset.edf_reader import EdfError, read_edf_header
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.signal_processing import ProcessingConfig
 from dataset.tiling import Tiling
-from downstream.cache import RecordingVectors, VectorStore, neighbour_vectors, predict_tiles
+from downstream.cache import RecordingVectors, VectorStore, neighbour_vectors, night_normalised, predict_tiles
 from downstream.predictions import epochwise, predict_windows
 from downstream.runs import PROCESSING_KEYS, DownstreamModel, load_downstream_run
 from models.loading import TEMPORAL_CLASSIFIER
@@ -208,6 +208,7 @@ def classify_vectors(
     epoch owned by exactly one window)."""
     n_classes, n_epochs = TASKS[run.task], vectors.shape[0]
     if run.kind != TEMPORAL_CLASSIFIER:
+        vectors = night_normalised(vectors, run.model.head.night_norm)  # as the probe's night was, if at all
         vectors = neighbour_vectors(vectors, run.model.head.neighbour_epochs)  # (n, (2K + 1) D): a probe's context
         logits = [
             run.model.head(torch.from_numpy(vectors[k : k + batch_size]).to(device)).float().cpu()

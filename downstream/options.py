@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
-from models.heads import POOLINGS
+from models.heads import NIGHT_NORMS, POOLINGS
 from models.loading import SYNTHSLEEPNET
 from utils.config import (
     CONFIG_HISTORY_HELP,
@@ -113,14 +113,25 @@ def add_task_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def add_neighbour_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """--neighbour-epochs of the per-epoch methods on stored vectors (the linear probe, the feature baseline)."""
-    parser.add_argument_group("neighbouring epochs").add_argument(
+    """--neighbour-epochs and --night-norm of the per-epoch methods on stored vectors (the linear probe, the
+    feature baseline): what the classifier reads of the rest of the night."""
+    group = parser.add_argument_group("the rest of the night")
+    group.add_argument(
         "--neighbour-epochs",
         type=non_negative_int,
         default=0,
         help="also give the classifier the K epochs before and after each epoch: their vectors (or "
         "features) concatenated with its own, the recording's first / last epoch repeated at its ends "
         "(`downstream.cache.neighbour_vectors`); 0 = the epoch alone",
+    )
+    group.add_argument(
+        "--night-norm",
+        choices=NIGHT_NORMS,
+        default="none",
+        help="zscore: standardise each component of the vectors (or features) over the night's epochs before "
+        "the classifier (`downstream.cache.night_normalised`), so what differs between nights (electrodes, "
+        "amplifier, sleeper) is removed and what differs between its epochs kept; predict.py does the same "
+        "on the whole night; none: as stored",
     )
     return parser
 
@@ -234,7 +245,8 @@ def parse_downstream(
         subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""
         neighbours = f"-nb{cfg.neighbour_epochs}" if getattr(cfg, "neighbour_epochs", 0) else ""
         pooled = "-per-channel" if getattr(cfg, "pooling", "mean") == "channel" else ""
-        name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}{pooled}-seed{cfg.seed}"
+        night = f"-night-{cfg.night_norm}" if getattr(cfg, "night_norm", "none") != "none" else ""
+        name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}{night}{pooled}-seed{cfg.seed}"
         cfg = cfg.replace(out=Path("runs") / "downstream" / cfg.method / name)
     check_out_dir(cfg.out)
     if getattr(cfg, "cache_dir", None) is not None:

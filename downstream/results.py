@@ -46,6 +46,7 @@ LINEAR_PROBE, FINE_TUNE, SCRATCH_PROBE, SCRATCH_FINETUNE, FEATURES_HGB, BACKBONE
     "features_hgb",
     "backbone_hgb",
 )
+NIGHT_NORM_METHODS = (LINEAR_PROBE, FEATURES_HGB, BACKBONE_HGB)  # the methods with --night-norm
 METHOD_LABELS: dict[str, str] = {
     LINEAR_PROBE: "linear probe (frozen backbone + MLP head)",
     FINE_TUNE: "fine-tuning (LoRA + Mamba temporal context)",
@@ -256,10 +257,11 @@ def context_direction(metrics: Mapping[str, Any]) -> str | None:
 def variant_suffix(row: Mapping[str, Any]) -> str:
     """What sets a run apart from its method's plain form, for labels: " ±K" when it read K neighbouring epochs,
     " (forward context)" when its temporal context is the published causal one, " (per channel)" when it read a
-    backbone's tokens pooled per channel."""
+    backbone's tokens pooled per channel, " (night zscore)" when its vectors were standardised over each night."""
     neighbours = f" ±{row['neighbour_epochs']}" if row.get("neighbour_epochs") else ""
     pooled = " (per channel)" if row.get("pooling") == "channel" else ""
-    return neighbours + (" (forward context)" if row.get("context_direction") == "forward" else "") + pooled
+    night = f" (night {row['night_norm']})" if row.get("night_norm") not in (None, "none") else ""
+    return neighbours + (" (forward context)" if row.get("context_direction") == "forward" else "") + pooled + night
 
 
 def eval_stride(metrics: Mapping[str, Any]) -> int | None:
@@ -280,6 +282,9 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         # how a backbone's tokens were pooled (trees on frozen vectors; runs written before the option: mean);
         # None: no pooling option (the features, and methods that read the backbone's own vector)
         "pooling": metrics.get("pooling", "mean" if metrics["method"] == BACKBONE_HGB else None),
+        # how each night's vectors were standardised (the probe and the trees; runs written before: none); None:
+        # the method has no such option
+        "night_norm": metrics.get("night_norm", "none" if metrics["method"] in NIGHT_NORM_METHODS else None),
         "eval_stride": eval_stride(metrics),
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
@@ -343,6 +348,11 @@ def run_markdown(metrics: Mapping[str, Any]) -> str:
         *([f"- neighbouring epochs read: ±{metrics['neighbour_epochs']}"] if metrics.get("neighbour_epochs") else []),
         *([f"- temporal context: {context_direction(metrics)}"] if context_direction(metrics) else []),
         *([f"- backbone tokens pooled: {metrics['pooling']}"] if metrics.get("pooling") else []),
+        *(
+            [f"- vectors standardised over each night: {metrics['night_norm']}"]
+            if metrics.get("night_norm") not in (None, "none")
+            else []
+        ),
         f"- training labels: {100 * metrics['label_fraction']:g} % of the epochs of "
         f"{metrics.get('train_subjects') or 'all'} `train` subjects ({train.get('n_labelled', '?')} epochs)",
         f"- model selection: {selection.get('metric', '—')} on `val` = {selection.get('value')}; "

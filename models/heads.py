@@ -59,6 +59,7 @@ TOKEN_SOURCES: tuple[str, ...] = ("fusion", "encoder")  # what `EpochEncoder.fra
 # numbers), or "channel": the mean token of each channel, concatenated (C·D), as the hand-crafted features keep
 # channels apart
 POOLINGS: tuple[str, ...] = ("mean", "channel")
+NIGHT_NORMS = ("none", "zscore")  # how a night's vectors are standardised before a head (downstream.cache)
 FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # docs/models.md §3.3: new LoRA (rank 4, alpha 8) while fine-tuning
 # SynthSleepNet attributes used only by the self-supervised objective (removed for downstream use).
 _PRETRAINING_PARTS: tuple[str, ...] = (
@@ -80,7 +81,8 @@ class MLPHead(nn.Module):
     (B, T, D) sequence is normalised over all B·T positions. Train mode needs at least 2 vectors per call.
     With `neighbour_epochs` K > 0 each input is an epoch's `in_dim`-d vector with those of its K neighbours on
     each side, (..., (2K + 1) in_dim) as `downstream.cache.neighbour_vectors` lays them out: such a head
-    classifies the vectors of whole recordings, never an epoch alone.
+    classifies the vectors of whole recordings, never an epoch alone. With `night_norm` "zscore" it reads vectors
+    standardised over their night (`downstream.cache.night_normalised`): whole recordings again.
     """
 
     def __init__(
@@ -90,6 +92,7 @@ class MLPHead(nn.Module):
         hidden: Sequence[int] = (256, 256),
         dropout: float = 0.5,
         neighbour_epochs: int = 0,
+        night_norm: str = "none",
     ):
         super().__init__()
         if in_dim < 1 or n_classes < 2:
@@ -100,6 +103,9 @@ class MLPHead(nn.Module):
             raise ValueError(f"MLPHead: neighbour_epochs must be an integer >= 0, got {neighbour_epochs!r}")
         self.in_dim, self.n_classes, self.neighbour_epochs = int(in_dim), int(n_classes), int(neighbour_epochs)
         self.input_dim = self.in_dim * (2 * self.neighbour_epochs + 1)  # the epoch's vector and its neighbours'
+        if night_norm not in NIGHT_NORMS:
+            raise ValueError(f"MLPHead: night_norm must be one of {NIGHT_NORMS}, got {night_norm!r}")
+        self.night_norm = night_norm  # how the vectors it reads were standardised over their night
         self.hidden, self.dropout = tuple(int(h) for h in hidden), float(dropout)
         layers: list[nn.Module] = []
         width = self.input_dim
@@ -129,6 +135,7 @@ class MLPHead(nn.Module):
             "dropout": self.dropout,
             # only when set, so a head without neighbours keeps the config that earlier code reads
             **({"neighbour_epochs": self.neighbour_epochs} if self.neighbour_epochs else {}),
+            **({"night_norm": self.night_norm} if self.night_norm != "none" else {}),
         }
 
 
@@ -337,6 +344,11 @@ class EpochClassifier(nn.Module):
         self.encoder, self.head = encoder, head
 
     def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        if self.head.night_norm != "none":
+            raise ValueError(
+                f"EpochClassifier: the head reads vectors standardised over their night ({self.head.night_norm}); "
+                "classify a recording's encoder vectors (downstream.cache.night_normalised), not single epochs"
+            )
         if self.head.neighbour_epochs:
             raise ValueError(
                 f"EpochClassifier: the head reads {self.head.neighbour_epochs} neighbouring epochs on each side; "

@@ -27,6 +27,47 @@ from tests.test_downstream import RUN, assert_every_test_epoch_once, backbones, 
 from utils.checkpoint import load_checkpoint
 
 
+def assert_night_predicted_as_on_test(out, cohort, predictions):
+    """The first test night of probe run `out`, encoded and classified as `predict.py` does (`classify_vectors` on
+    the whole night's vectors), gives its rows of `predictions` again; returns (the loaded run, the night's
+    signals, its vectors)."""
+    loaded = load_downstream_run(out)
+    recording = splits_of(cohort)["recordings"]["test"][0]
+    items = EpochDataset(cohort, "test", loaded.channels)
+    ids, epochs = items.sample_index()
+    rows = np.flatnonzero(ids == recording)[np.argsort(epochs[ids == recording])]
+    signals = {ch: np.stack([items[int(i)][ch].numpy() for i in rows]) for ch in loaded.channels}
+    with torch.no_grad():
+        vectors = loaded.model.encoder({ch: torch.from_numpy(x) for ch, x in signals.items()}).numpy()
+    night = classify_vectors(loaded, vectors, recording, torch.device("cpu"), batch_size=16)
+    mine = predictions[predictions["recording"] == recording].sort_values("epoch")
+    assert np.allclose(night, np.stack(mine["probabilities"].to_numpy()), atol=1e-5)
+    return loaded, signals, vectors
+
+
+def assert_guarded(argv, out, tmp_path, capsys, option, other, match) -> None:
+    """A probe option on stored vectors of whole recordings (`option`, e.g. ["--neighbour-epochs", "1"]): refused
+    with --init random (single epochs, end to end) before anything is written; the finished run `out` trained
+    with it, resumed with `other` options instead, is refused (`match`) before any encoding and left as it was."""
+    with pytest.raises(SystemExit):
+        linear_probing.main([*argv, "--out", str(tmp_path / "scratch"), "--init", "random", *option])
+    assert f"{option[0]} needs --init pretrained" in capsys.readouterr().err
+    assert not (tmp_path / "scratch").exists()
+    before = (out / "metrics.json").read_bytes()
+    with pytest.raises(SystemExit, match=match):
+        linear_probing.main([*argv[:-2], "--out", str(out), *other, "--resume", "auto"])
+    assert (out / "metrics.json").read_bytes() == before
+
+
+def default_out(cohort, *options: str) -> str:
+    """The feature baseline's default --out with `options`, as a POSIX path."""
+    parser = features_script.build_features_parser()
+    parsed = parse_downstream(
+        parser, ["--data", str(cohort), "--task", "sleep_stage", *options], lambda _: "features_hgb"
+    )
+    return parsed.out.as_posix()
+
+
 def test_neighbour_vectors_lay_out_each_epoch_with_its_neighbours():
     vectors = np.arange(12, dtype=np.float32).reshape(4, 3)  # 4 epochs, D = 3
     assert neighbour_vectors(vectors, 0) is vectors
@@ -86,36 +127,13 @@ def test_probe_and_features_read_neighbouring_epochs(cohort, backbones, tmp_path
     assert checkpoint["model"]["layers.0.weight"].shape[1] == 3 * dim
     predictions = assert_every_test_epoch_once(out, cohort)
     # inference: the night's vectors with their neighbours give the test predictions again
-    loaded = load_downstream_run(out)
-    recording = splits_of(cohort)["recordings"]["test"][0]
-    items = EpochDataset(cohort, "test", loaded.channels)
-    ids, epochs = items.sample_index()
-    rows = np.flatnonzero(ids == recording)[np.argsort(epochs[ids == recording])]
-    signals = {ch: np.stack([items[int(i)][ch].numpy() for i in rows]) for ch in loaded.channels}
-    with torch.no_grad():
-        vectors = loaded.model.encoder({ch: torch.from_numpy(x) for ch, x in signals.items()}).numpy()
-    night = classify_vectors(loaded, vectors, recording, torch.device("cpu"), batch_size=16)
-    mine = predictions[predictions["recording"] == recording].sort_values("epoch")
-    assert np.allclose(night, np.stack(mine["probabilities"].to_numpy()), atol=1e-5)
+    loaded, signals, _ = assert_night_predicted_as_on_test(out, cohort, predictions)
     with pytest.raises(ValueError, match="neighbouring epochs"):
         loaded.model({ch: torch.from_numpy(x[:2]) for ch, x in signals.items()})  # an epoch alone: refused
-    # supervised from scratch trains on single epochs: the option is refused before anything is written
-    with pytest.raises(SystemExit):
-        linear_probing.main([*argv, "--out", str(tmp_path / "scratch"), "--init", "random", "--neighbour-epochs", "1"])
-    assert "--neighbour-epochs needs --init pretrained" in capsys.readouterr().err
-    assert not (tmp_path / "scratch").exists()
     # resuming the K = 1 run with another K is refused before any encoding; the run is left as it was
-    before = (out / "metrics.json").read_bytes()
-    with pytest.raises(SystemExit, match="reads 1 neighbouring epoch"):
-        linear_probing.main([*argv[:-2], "--out", str(out), "--neighbour-epochs", "2", "--resume", "auto"])
-    assert (out / "metrics.json").read_bytes() == before
+    assert_guarded(argv, out, tmp_path, capsys, ["--neighbour-epochs", "1"], ["--neighbour-epochs", "2"], "reads 1")
     # runs that differ only in K get their own default folders
-    parsed = parse_downstream(
-        features_script.build_features_parser(),
-        ["--data", str(cohort), "--task", "sleep_stage", "--neighbour-epochs", "3"],
-        lambda _: "features_hgb",
-    )
-    assert parsed.out.as_posix().endswith("features_hgb/sleep_stage-lf1-nb3-seed0")
+    assert default_out(cohort, "--neighbour-epochs", "3").endswith("features_hgb/sleep_stage-lf1-nb3-seed0")
     # the feature baseline: the same layout over its hand-crafted features
     features_out = tmp_path / "features"
     features_argv = ["--data", str(cohort), "--task", "sleep_stage", "--channels", "eeg_c4", "--hgb-max-iter", "5"]

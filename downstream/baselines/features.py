@@ -345,12 +345,14 @@ def run(argv: list[str] | None) -> int:
     counts = train_set.class_counts()
     check_two_classes(counts)
     started = time.monotonic()
-    # every val and test epoch (and, with --cache-dir or --neighbour-epochs, every epoch of the train recordings:
-    # the neighbours of a labelled epoch need not be labelled) featurised or encoded once
-    whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0
+    # every val and test epoch (and, with --cache-dir, --neighbour-epochs or --night-norm, every epoch of the train
+    # recordings: the neighbours of a labelled epoch need not be labelled, and a night's statistics take all its
+    # epochs) featurised or encoded once
+    whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0 or cfg.night_norm != "none"
     wanted = set(val_set.recordings) | set(test_windows.recordings)
     store = inputs.store(cfg, sorted(wanted | (set(train_set.recordings) if whole_train else set())))
-    store = store.with_neighbours(cfg.neighbour_epochs)  # (n, (2K + 1) F) per recording
+    # standardised over each whole night, then laid out with the neighbours: (n, (2K + 1) F) per recording
+    store = store.night_normalised(cfg.night_norm).with_neighbours(cfg.neighbour_epochs)
     # the labelled train epochs: from the store, or, without it, only the selected epochs (at 1 % labels far
     # fewer than whole recordings)
     if whole_train:
@@ -388,12 +390,14 @@ def run(argv: list[str] | None) -> int:
     )
     predictions = attach_context(predictions, cfg.data)
     summary = train_summary(counts, train_set.recordings, train_set.subjects)
+    night = {"night_norm": cfg.night_norm}  # how each night's vectors were standardised
     if inputs.source is not None:
         info = run_info(cfg, channels, summary, inputs.source)
         info.update(init="pretrained", pooling=cfg.pooling)
     else:
         info = run_info(cfg, channels, summary)
         info.update(init="n/a", backbone_name="none (hand-crafted features)")
+    info.update(night)
     info["selection"] = {
         "metric": f"val_{cfg.select_metric}",
         "value": best_score,

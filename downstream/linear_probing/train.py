@@ -124,6 +124,8 @@ def run(argv: list[str] | None) -> int:
     cfg = parse_downstream(parser, argv, method_of)
     if cfg.neighbour_epochs and cfg.init != "pretrained":
         parser.error("--neighbour-epochs needs --init pretrained (the head reads stored vectors of whole recordings)")
+    if cfg.night_norm != "none" and cfg.init != "pretrained":
+        parser.error("--night-norm needs --init pretrained (the head reads stored vectors of whole recordings)")
     resume_path, resume_state = read_resume_checkpoint(
         cfg.resume, cfg.out, MLP_HEAD if cfg.init == "pretrained" else EPOCH_CLASSIFIER, cfg
     )
@@ -133,6 +135,12 @@ def run(argv: list[str] | None) -> int:
             raise UsageError(
                 f"{resume_path}: its head reads {stored} neighbouring epoch(s) on each side, this run "
                 f"--neighbour-epochs {cfg.neighbour_epochs}; give another --out, or --resume none to start afresh"
+            )
+        stored_norm = resume_state["model_config"].get("night_norm", "none")
+        if stored_norm != cfg.night_norm:
+            raise UsageError(
+                f"{resume_path}: its head reads vectors under --night-norm {stored_norm}, this run "
+                f"--night-norm {cfg.night_norm}; give another --out, or --resume none to start afresh"
             )
     assert_no_test_leakage(cfg.data)
     source = resolve_backbone(cfg, cfg.data)
@@ -166,16 +174,19 @@ def run(argv: list[str] | None) -> int:
         encoder = EpochEncoder(
             source.instantiate(), channels, mode="frozen" if frozen else "full", pooling=cfg.pooling
         ).to(ctx.device)
-        head = MLPHead(encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout, cfg.neighbour_epochs)
+        head = MLPHead(
+            encoder.embed_dim, n_classes, cfg.head_hidden, cfg.head_dropout, cfg.neighbour_epochs, cfg.night_norm
+        )
         weights = class_weights(counts, cfg.class_weights)
         # the pooling: how the frozen encoder rebuilt at inference pools its tokens (only the head is stored)
         metadata = checkpoint_metadata(cfg, channels, source, pooling=cfg.pooling)
         batch_size, window_batch = eval_batch_size(cfg), eval_batch_size(cfg, TEST_WINDOW)
 
         if frozen:
-            # every val and test epoch (and, with --cache-dir or --neighbour-epochs, every epoch of the train
-            # recordings: the neighbours of a labelled epoch need not be labelled) encoded once
-            whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0
+            # every val and test epoch (and, with --cache-dir, --neighbour-epochs or --night-norm, every epoch of
+            # the train recordings: the neighbours of a labelled epoch need not be labelled, and a night's
+            # statistics take all its epochs) encoded once
+            whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0 or cfg.night_norm != "none"
             wanted = set(val_set.recordings) | set(test_windows.recordings)
             store = encode_store(
                 cfg,
@@ -184,7 +195,9 @@ def run(argv: list[str] | None) -> int:
                 channels,
                 sorted(wanted | (set(train_set.recordings) if whole_train else set())),
                 ctx.device,
-            ).with_neighbours(cfg.neighbour_epochs)  # (n, (2K + 1) D) per recording
+            )
+            # standardised over each whole night, then laid out with the neighbours: (n, (2K + 1) D) per recording
+            store = store.night_normalised(cfg.night_norm).with_neighbours(cfg.neighbour_epochs)
             cached_train = (
                 stored_features(store, train_set)
                 if whole_train
@@ -244,6 +257,7 @@ def run(argv: list[str] | None) -> int:
         )
         info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects), source)
         info["pooling"] = cfg.pooling  # how the encoder's tokens became the head's vector
+        info["night_norm"] = cfg.night_norm  # how each night's vectors were standardised
         finish_run(cfg, ctx, model, summary, predict_test, info)
     finally:
         cleanup(ctx)
