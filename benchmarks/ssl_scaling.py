@@ -32,7 +32,9 @@
    `--probe-steps` steps and at least `--probe-min-passes` passes (the feature baseline picks its iterations on
    val, so the head gets passes enough to level off too). At `--tree-fractions` (1, 5 %) the feature baseline's
    gradient-boosted trees also classify each backbone's frozen vectors (rows "backbone_hgb ±K"): the learned
-   representation and the features compared with one classifier. Model selection on `val` only (the scripts' own);
+   representation and the features compared with one classifier. With `--night-norm zscore` the probes, trees and
+   feature baseline read each night's vectors (or features) standardised over the night (rows "... (night
+   zscore)", folders ending in -night-zscore). Model selection on `val` only (the scripts' own);
    `test` scored once per run. A finished run is reused only when it was trained with the same numeric options
    (budget, label fraction, seed, neighbours); one with others stops the benchmark rather than standing in.
 4. OUT/results.csv, OUT/results.md (kappa with subject-bootstrap 95 % CIs, macro-F1, N1 F1 from each run's
@@ -417,7 +419,7 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
         for neighbours in args.neighbour_epochs:
             run = downstream_run(
                 "downstream/baselines/features.py",
-                args.out / "downstream" / "features" / (tag + neighbour_tag(neighbours)),
+                args.out / "downstream" / "features" / (tag + neighbour_tag(neighbours, args.night_norm)),
                 own,
                 fraction,
                 args,
@@ -425,6 +427,8 @@ def run_baselines(args: argparse.Namespace, own: Path) -> list[dict]:
                 args.out / "cache",
                 "--neighbour-epochs",
                 neighbours,
+                "--night-norm",
+                args.night_norm,
             )
             runs.append({"run": run, "data": "", "budget": None, "cpu_minutes": float("nan")})
     return runs
@@ -442,9 +446,10 @@ def direction_tag(direction: str) -> str:
     return "-bi" if direction == "bidirectional" else ""
 
 
-def neighbour_tag(neighbours: int) -> str:
-    """Run-folder suffix of a --neighbour-epochs value ("" for the epoch alone: the folders of earlier runs)."""
-    return f"-nb{neighbours}" if neighbours else ""
+def neighbour_tag(neighbours: int, night_norm: str = "none") -> str:
+    """Run-folder suffix of a --neighbour-epochs value and a --night-norm ("" for the epoch alone as stored: the
+    folders of earlier runs)."""
+    return (f"-nb{neighbours}" if neighbours else "") + (f"-night-{night_norm}" if night_norm != "none" else "")
 
 
 def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int, backbone: Path) -> list[dict]:
@@ -460,8 +465,9 @@ def run_pretrained(args: argparse.Namespace, amount: str, dst: Path, budget: int
 
     def per_epoch_run(script: str, kind: str, fraction: float, neighbours: int, *extra: object) -> dict:
         """One classifier on this backbone's frozen vectors of each epoch and its `neighbours` on each side."""
-        out = args.out / "downstream" / kind / tag / (f"lf{fraction:g}" + neighbour_tag(neighbours))
-        command = ("--backbone", backbone, *cache, "--neighbour-epochs", neighbours, *extra)
+        out = args.out / "downstream" / kind / tag / (f"lf{fraction:g}" + neighbour_tag(neighbours, args.night_norm))
+        command = ("--backbone", backbone, *cache, "--neighbour-epochs", neighbours, "--night-norm", args.night_norm)
+        command += extra
         return {"run": downstream_run(script, out, dst, fraction, args, *command), **where}
 
     for fraction in args.probe_fractions:

@@ -148,6 +148,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
         help="what those trees read of each epoch: each channel's mean fused token, concatenated (the demo's recipe; "
         "folders downstream/trees_channel), or the mean over all tokens, the probe's vector (downstream/trees)",
     )
+    parser.add_argument(
+        "--night-norm",
+        choices=("none", "zscore"),
+        default="none",
+        help="how the probes, the trees and the feature baseline standardise each night's vectors (or features) "
+        "before the classifier (their --night-norm; zscore: folders end in -night-zscore)",
+    )
     parser.add_argument("--probe-steps", type=int, default=1500, help="about this many MLP-head steps per probe")
     parser.add_argument("--probe-max-passes", type=int, default=200, help="passes per probe at most")
     parser.add_argument(

@@ -233,6 +233,31 @@ def test_tree_runs_read_the_asked_pooling_in_folders_of_their_own(monkeypatch, t
         assert out.parent.parent.name == folder and extra[extra.index("--pooling") + 1] == pooling
 
 
+@pytest.mark.parametrize("night_norm, suffix", [("none", "-nb3"), ("zscore", "-nb3-night-zscore")])
+def test_night_norm_reaches_probes_trees_and_features_in_folders_of_their_own(
+    monkeypatch, tmp_path, night_norm, suffix
+):
+    calls = []
+    monkeypatch.setattr(
+        ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, out, rest)) or out
+    )
+    monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
+    monkeypatch.setattr(ssl_scaling, "pretrain_cpu_minutes", lambda *a: 1.0)
+    args = ssl_scaling_options.parse_args(["--out", str(tmp_path), "--night-norm", night_norm], "d")
+    ssl_scaling.run_pretrained(args, "own", tmp_path, 100, tmp_path / "pretrain" / "steps100")
+    ssl_scaling.run_baselines(args, tmp_path)
+    per_epoch = [(out, [str(v) for v in rest]) for script, out, rest in calls if "fine_tuning" not in script]
+    per_epoch = [(out, extra) for out, extra in per_epoch if "--init" not in extra]  # not the scratch probe
+    assert {out.parents[1].name if "steps" in out.parent.name else out.parent.name for out, _ in per_epoch} == {
+        "probe",
+        "trees_channel",
+        "features",
+    }
+    for out, extra in per_epoch:
+        assert extra[extra.index("--night-norm") + 1] == night_norm
+        assert out.name.endswith(suffix) == (extra[extra.index("--neighbour-epochs") + 1] == "3"), out
+
+
 def test_scratch_with_temporal_context_runs_at_its_fractions(monkeypatch, tmp_path):
     calls = []
     monkeypatch.setattr(
