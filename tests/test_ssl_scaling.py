@@ -201,6 +201,18 @@ def test_a_finished_run_is_reused_only_with_the_same_settings(monkeypatch, tmp_p
     assert "started again" in capsys.readouterr().err
 
 
+def recorded_runs(monkeypatch) -> list[tuple]:
+    """The benchmark's downstream runs recorded as (script, out, extra options) instead of trained, on a cohort
+    of 1,000 train labels whose pretraining took 1 CPU-minute."""
+    calls: list[tuple] = []
+    monkeypatch.setattr(
+        ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, out, rest)) or out
+    )
+    monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
+    monkeypatch.setattr(ssl_scaling, "pretrain_cpu_minutes", lambda *a: 1.0)
+    return calls
+
+
 @pytest.mark.parametrize("cap, expected", [(0, None), (10, "10")])
 def test_fine_tuning_runs_get_the_lora_step_cap(monkeypatch, tmp_path, cap, expected):
     calls = []
@@ -219,12 +231,7 @@ def test_fine_tuning_runs_get_the_lora_step_cap(monkeypatch, tmp_path, cap, expe
 
 @pytest.mark.parametrize("pooling, folder", [("channel", "trees_channel"), ("mean", "trees")])
 def test_tree_runs_read_the_asked_pooling_in_folders_of_their_own(monkeypatch, tmp_path, pooling, folder):
-    calls = []
-    monkeypatch.setattr(
-        ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, out, rest)) or out
-    )
-    monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
-    monkeypatch.setattr(ssl_scaling, "pretrain_cpu_minutes", lambda *a: 1.0)
+    calls = recorded_runs(monkeypatch)
     args = ssl_scaling_options.parse_args(["--out", str(tmp_path), "--tree-pooling", pooling], "d")
     ssl_scaling.run_pretrained(args, "own", tmp_path, 100, tmp_path / "pretrain" / "steps100")
     trees = [(out, [str(v) for v in rest]) for script, out, rest in calls if "features" in script]
@@ -237,12 +244,7 @@ def test_tree_runs_read_the_asked_pooling_in_folders_of_their_own(monkeypatch, t
 def test_night_norm_reaches_probes_trees_and_features_in_folders_of_their_own(
     monkeypatch, tmp_path, night_norm, suffix
 ):
-    calls = []
-    monkeypatch.setattr(
-        ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, out, rest)) or out
-    )
-    monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
-    monkeypatch.setattr(ssl_scaling, "pretrain_cpu_minutes", lambda *a: 1.0)
+    calls = recorded_runs(monkeypatch)
     args = ssl_scaling_options.parse_args(["--out", str(tmp_path), "--night-norm", night_norm], "d")
     ssl_scaling.run_pretrained(args, "own", tmp_path, 100, tmp_path / "pretrain" / "steps100")
     ssl_scaling.run_baselines(args, tmp_path)
@@ -259,11 +261,7 @@ def test_night_norm_reaches_probes_trees_and_features_in_folders_of_their_own(
 
 
 def test_scratch_with_temporal_context_runs_at_its_fractions(monkeypatch, tmp_path):
-    calls = []
-    monkeypatch.setattr(
-        ssl_scaling, "downstream_run", lambda script, out, *rest: calls.append((script, out, rest)) or out
-    )
-    monkeypatch.setattr(ssl_scaling, "n_train_labels", lambda *a: 1000)
+    calls = recorded_runs(monkeypatch)
     cases = (
         ("bidirectional", "10", "lf1-bi-es10"),  # the default: half-overlapping evaluation windows
         ("forward", "10", "lf1-es10"),
