@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -76,7 +77,8 @@ def night_normalised(vectors: np.ndarray, night_norm: str) -> np.ndarray:
     """One night's vectors (n, D) under `night_norm`: "none" returns them; "zscore" standardises each component
     over the night's epochs ((x - mean) / (SD + NIGHT_NORM_EPS), in float64, returned as float32), which removes
     what sets nights apart (electrodes, amplifiers, the sleeper) and keeps what sets epochs of one night apart.
-    The statistics need every epoch of the night, as `predict.py` has it."""
+    The statistics need every epoch of the night, as `predict.py` has it; a non-finite value (NaN, inf) is left
+    out of them and stays NaN in its own epoch only."""
     if night_norm == "none":
         return vectors
     if night_norm != "zscore":
@@ -84,7 +86,14 @@ def night_normalised(vectors: np.ndarray, night_norm: str) -> np.ndarray:
     if vectors.shape[0] == 0:
         raise ValueError("night_normalised: a night without epochs")
     values = vectors.astype(np.float64)
-    mean, sd = values.mean(axis=0), values.std(axis=0)
+    finite = np.isfinite(values)
+    if finite.all():
+        mean, sd = values.mean(axis=0), values.std(axis=0)
+    else:  # a non-finite value stays NaN in its own epoch; the night's statistics come from the finite ones
+        values[~finite] = np.nan
+        with warnings.catch_warnings():  # a component without a finite value stays NaN throughout
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
     return ((values - mean) / (sd + NIGHT_NORM_EPS)).astype(np.float32)
 
 

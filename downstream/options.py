@@ -130,8 +130,8 @@ def add_neighbour_args(parser: argparse.ArgumentParser) -> argparse.ArgumentPars
         default="none",
         help="zscore: standardise each component of the vectors (or features) over the night's epochs before "
         "the classifier (`downstream.cache.night_normalised`), so what differs between nights (electrodes, "
-        "amplifier, sleeper) is removed and what differs between its epochs kept; predict.py does the same "
-        "on the whole night; none: as stored",
+        "amplifier, sleeper) is removed and what differs between its epochs kept (a probe's head records it, "
+        "so predict.py standardises each new night over the epochs it predicts); none: as stored",
     )
     return parser
 

@@ -508,7 +508,7 @@ def test_supervised_from_scratch_baselines(cohort, backbones, tmp_path):
         == 0
     )
     metrics = json.loads((probe / "metrics.json").read_text())
-    assert metrics["method"] == "scratch_probe" and metrics["init"] == "random"
+    assert metrics["method"] == "scratch_probe" and metrics["init"] == "random" and "night_norm" not in metrics
     assert metrics["selection"]["metric"] == "val_auroc" and "event_index" in metrics
     checkpoint = load_checkpoint(probe / "last.pt")
     assert checkpoint["model_kind"] == "epoch_classifier"

@@ -38,6 +38,17 @@ def test_night_normalised_standardises_each_component_over_the_night():
     assert np.allclose(night_normalised(other, "zscore"), out, atol=1e-4)
     with pytest.raises(ValueError, match="night_norm must be one of"):
         night_normalised(night, "minmax")
+    # a non-finite value is left out of the night's statistics and stays NaN in its own epoch only
+    broken = night.copy()
+    broken[5, 0], broken[9, 1] = np.nan, np.inf
+    out_broken = night_normalised(broken, "zscore")
+    assert (
+        np.isnan(out_broken[5, 0])
+        and np.isnan(out_broken[9, 1])
+        and np.isfinite(np.delete(out_broken, [5, 9], 0)).all()
+    )
+    kept = np.delete(night[:, 0], 5)
+    assert np.allclose(np.delete(out_broken[:, 0], 5), (kept - kept.mean()) / (kept.std() + 1e-6), atol=1e-5)
     with pytest.raises(ValueError, match="without epochs"):
         night_normalised(night[:0], "zscore")
     store = VectorStore({"a": RecordingVectors(np.arange(50), night), "b": RecordingVectors(np.arange(50), other)})

@@ -257,7 +257,8 @@ def run(argv: list[str] | None) -> int:
         )
         info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects), source)
         info["pooling"] = cfg.pooling  # how the encoder's tokens became the head's vector
-        info["night_norm"] = cfg.night_norm  # how each night's vectors were standardised
+        if frozen:  # how each night's vectors were standardised (a model trained end to end reads none)
+            info["night_norm"] = cfg.night_norm
         finish_run(cfg, ctx, model, summary, predict_test, info)
     finally:
         cleanup(ctx)
