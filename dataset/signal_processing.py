@@ -422,7 +422,8 @@ def process_channel(
     kept_values *= np.float32(1.0 / divisor)
     if not np.isfinite(kept_values).all():
         return f"invalid values: not finite after scaling by the IQR {divisor:.3g} {unit}"
-    median += offset  # the channel's median in its units, as the manifest records it
+    if band is None:  # unfiltered (respiratory, SpO2): the offset is part of the signal the manifest describes
+        median += offset  # (a band-pass removes it, so a filtered channel's median is that of the filtered signal)
     timings["scale"] = timings.get("scale", 0.0) + time.perf_counter() - tick
     return ChannelResult(
         spec.name,
