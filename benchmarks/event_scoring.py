@@ -206,6 +206,11 @@ def pretrain_backbone(args: argparse.Namespace, dst: Path, work: Path) -> tuple[
     return out / "last.pt", record
 
 
+# options of the event script that the benchmark sets for each run: forwarded from the command line they would send
+# a run's results where the benchmark does not read them
+BENCHMARK_OWNED = ("--data", "--out")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nights", type=int, default=30, help="synthetic nights, one subject each")
@@ -224,6 +229,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-batch", type=int, default=32, help="pretraining batch size")
     args, extra = parser.parse_known_args(argv)
     extra = [a for a in extra if a != "--"]
+    owned = [a for a in extra if a.split("=", 1)[0] in BENCHMARK_OWNED]  # the event script's, set per run here
+    if owned:
+        parser.error(
+            f"{owned[0].split('=', 1)[0]}: set by the benchmark for each run (under --work); not an extra option"
+        )
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHOD_OPTIONS]
     if unknown or not methods:
