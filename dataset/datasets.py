@@ -13,6 +13,9 @@ channels 10 Hz, 300 samples), robust-scaled per recording (median removed, divid
 
 - `EpochDataset`: one 30-s epoch per sample (or one (epoch, channel) pair with `pool_channels=True`).
 - `SequenceDataset`: windows of T consecutive epochs of one recording, for temporal-context models.
+
+`open_reported` builds either for a script: a split that cannot be read is a UsageError naming it, and the
+recordings left out are printed once with their reasons instead of the class's warning.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections import Counter, OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +41,7 @@ from dataset.cohort import (
 )
 from dataset.constants import CHANNEL_BY_NAME, TASKS
 from dataset.tiling import Tiling, Window
+from utils.config import UsageError
 
 
 class ParquetEpochReader:
@@ -512,3 +517,22 @@ class SequenceDataset(_CohortIndex):
             f"SequenceDataset({self.split!r}, {self.channels}, task={self.task}, T={self.epochs_per_window}, "
             f"{mode}: {len(self)} windows, {len(self.recordings)} recordings, {len(self.skipped)} skipped)"
         )
+
+
+def open_reported(make: Callable[[], _CohortIndex], what: str, report: bool = True) -> _CohortIndex:
+    """`make()` a dataset for a script: UsageError "`what`: reason" when the split cannot be read; with `report`,
+    print the recordings skipped and why (e.g. a missing channel) instead of the warning."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*skipped \d+")  # reported below, with every reason
+        try:
+            dataset = make()
+        except (ValueError, OSError, KeyError) as err:
+            raise UsageError(f"{what}: {err}") from err
+    if dataset.skipped and report:
+        reasons = Counter(dataset.skipped.values())
+        print(
+            f"{what}: skipped {len(dataset.skipped)} recording(s): "
+            + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()),
+            flush=True,
+        )
+    return dataset

@@ -10,43 +10,21 @@ reasons.
 from __future__ import annotations
 
 import argparse
-import warnings
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from dataset.datasets import EpochDataset, SequenceDataset
+from dataset.datasets import EpochDataset, SequenceDataset, open_reported
 from dataset.splits import read_splits
 from downstream.backbone import BackboneSource
 from downstream.cache import VectorStore, cache_key, encode_recordings
 from models.heads import EpochEncoder
 from utils.config import UsageError
 from utils.engine import autocast_context, evaluating
-
-
-def _opened(make: Callable[[], Dataset], what: str) -> Any:
-    """Build a dataset (UsageError naming the folder or file when it cannot be read) and print the recordings
-    skipped."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*skipped \d+")  # reported below, with every reason
-        try:
-            dataset = make()
-        except (ValueError, OSError, KeyError) as err:
-            raise UsageError(f"{what}: {err}") from err
-    if getattr(dataset, "skipped", None):
-        reasons = Counter(dataset.skipped.values())
-        print(
-            f"{what}: skipped {len(dataset.skipped)} recording(s): "
-            + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()),
-            flush=True,
-        )
-    return dataset
 
 
 def val_split(cfg: argparse.Namespace) -> str | list[str]:
@@ -63,7 +41,7 @@ def epoch_dataset(
 ) -> EpochDataset:
     """Labelled epochs of a split; `training` applies --label-fraction and --train-subjects."""
     name = split if isinstance(split, str) else f"val ({len(split)} recordings)"
-    return _opened(
+    return open_reported(
         lambda: EpochDataset(
             cfg.data,
             split,
@@ -91,7 +69,7 @@ def window_dataset(
     exactly once (there `stride` is the tiling's, default the window: disjoint windows)."""
     name = split if isinstance(split, str) else f"val ({len(split)} recordings)"
     steps = {"tiling_stride": stride} if tiling else {} if stride is None else {"stride": stride}
-    return _opened(
+    return open_reported(
         lambda: SequenceDataset(
             cfg.data,
             split,

@@ -24,8 +24,6 @@ as one `error:` line, exit status 2; config.json follows the rule of utils/confi
 from __future__ import annotations
 
 import argparse
-import warnings
-from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ import torch
 from torch import nn
 
 from dataset.constants import CHANNEL_BY_NAME, ENCODER_MODALITIES, ENCODER_MODALITY, EPHYS_CHANNELS, MODALITY_CHANNELS
-from dataset.datasets import EpochDataset
+from dataset.datasets import EpochDataset, open_reported
 from models.loading import NEURONET, SYNTHSLEEPNET, build_backbone, read_checkpoint
 from models.neuronet import NeuroNet
 from models.synthsleepnet import SynthSleepNet, build_synthsleepnet, synthsleepnet_config
@@ -147,20 +145,10 @@ def load_unimodal(runs: Mapping[str, str], needed: set[str]) -> tuple[dict[str, 
 
 def open_split(cfg: Config, split: str, task: str | None = None) -> EpochDataset:
     """EpochDataset of one split with every channel of --channels; prints the recordings skipped and why."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*skipped \d+ of")  # reported below, with every reason
-        try:
-            dataset = EpochDataset(cfg.data, split, cfg.channels, task=task, seed=cfg.seed)
-        except (ValueError, OSError, KeyError) as err:
-            raise UsageError(f"{cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
-    if dataset.skipped:
-        reasons = Counter(dataset.skipped.values())
-        print(
-            f"{split}: skipped {len(dataset.skipped)} recording(s): "
-            + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()),
-            flush=True,
-        )
-    return dataset
+    return open_reported(
+        lambda: EpochDataset(cfg.data, split, cfg.channels, task=task, seed=cfg.seed),
+        f"{cfg.data}, split {split!r}, channels {cfg.channels}",
+    )
 
 
 def describe(dataset: EpochDataset) -> str:

@@ -28,13 +28,11 @@ unreadable or wrong-kind checkpoint, an unusable --out) is checked before anythi
 from __future__ import annotations
 
 import argparse
-import warnings
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from dataset.constants import CHANNEL_BY_NAME, ENCODER_MODALITIES, ENCODER_MODALITY, EPOCH_S, MODALITY_CHANNELS, RESP_FS
-from dataset.datasets import EpochDataset
+from dataset.datasets import EpochDataset, open_reported
 from dataset.neighbours import NeighbourPairs
 from models.loading import NEURONET
 from models.neuronet import build_neuronet, neuronet_config, respiratory_geometry
@@ -127,20 +125,11 @@ def _check_channels(channels: list[str], modality: str) -> None:
 def open_split(cfg: Config, split: str, task: str | None = None, report: bool = True) -> EpochDataset:
     """Pooled single-channel EpochDataset of one split; prints (with `report`) the recordings skipped and why
     (e.g. a missing channel). UsageError naming the folder or file when the split cannot be read."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r".*skipped \d+ of")  # reported below, with every reason
-        try:
-            dataset = EpochDataset(cfg.data, split, cfg.channels, task=task, seed=cfg.seed, pool_channels=True)
-        except (ValueError, OSError, KeyError) as err:
-            raise UsageError(f"{cfg.data}, split {split!r}, channels {cfg.channels}: {err}") from err
-    if dataset.skipped and report:
-        reasons = Counter(dataset.skipped.values())
-        print(
-            f"{split}: skipped {len(dataset.skipped)} recording(s): "
-            + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()),
-            flush=True,
-        )
-    return dataset
+    return open_reported(
+        lambda: EpochDataset(cfg.data, split, cfg.channels, task=task, seed=cfg.seed, pool_channels=True),
+        f"{cfg.data}, split {split!r}, channels {cfg.channels}",
+        report=report,
+    )
 
 
 def describe(dataset: EpochDataset) -> str:
