@@ -48,7 +48,15 @@ import numpy as np
 
 from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
 from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digital, read_edf_header
-from dataset.nsrr_xml import NsrrAnnotations, XmlError, event_type, local_tag, optional_float, parse_nsrr_xml
+from dataset.nsrr_xml import (
+    NsrrAnnotations,
+    XmlError,
+    event_seconds,
+    event_type,
+    local_tag,
+    optional_float,
+    parse_nsrr_xml,
+)
 
 Annotations = NsrrAnnotations  # one container for every format
 
@@ -185,18 +193,9 @@ def _event(
     drop: str | None = None,
 ) -> dict:
     """One scored event; a desaturation's drop (%) is kept as its baseline, nadir + drop, as NSRR XML gives it."""
-    values = []
-    for what, text in (("Start", start), ("Duration", duration)):
-        try:
-            value = float(text) if text not in (None, "") else math.nan
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value) or (what == "Duration" and value < 0):
-            raise XmlError(
-                f"{path}: event {name!r} has {what} {text!r}, expected a "
-                f"{'non-negative ' if what == 'Duration' else ''}number of seconds"
-            )
-        values.append(value)
+    values = [
+        event_seconds(path, f"event {name!r}", what, text) for what, text in (("Start", start), ("Duration", duration))
+    ]
     spo2 = optional_float(nadir)
     return {
         "type": event_type(name),

@@ -107,15 +107,17 @@ def _children(element: ET.Element) -> dict[str, str]:
     return out
 
 
-def _seconds(path: Path, index: int, concept: str, what: str, text: str | None) -> float:
+def event_seconds(path: Path, which: str, what: str, text: str | float | None) -> float:
+    """An event's `what` ("Start" or "Duration") in seconds; XmlError naming the file and the event (`which`)
+    when it is missing, not a finite number, or a negative duration."""
     try:
         value = float(text) if text not in (None, "") else math.nan
     except ValueError:
         value = math.nan
     if not math.isfinite(value) or (what == "Duration" and value < 0):
         raise XmlError(
-            f"{path}: ScoredEvent #{index} ({concept or 'no concept'}) has {what} {text!r}, "
-            f"expected a {'non-negative ' if what == 'Duration' else ''}number of seconds"
+            f"{path}: {which} has {what} {text!r}, expected a "
+            f"{'non-negative ' if what == 'Duration' else ''}number of seconds"
         )
     return value
 
@@ -160,8 +162,9 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
         is_stage = kind in ("stages", "stage") or is_stage_concept(concept)
         if not is_stage and concept_name(concept) == RECORDING_START:
             continue
-        start = _seconds(path, index, concept, "Start", fields.get("start"))
-        duration = _seconds(path, index, concept, "Duration", fields.get("duration"))
+        which = f"ScoredEvent #{index} ({concept or 'no concept'})"
+        start = event_seconds(path, which, "Start", fields.get("start"))
+        duration = event_seconds(path, which, "Duration", fields.get("duration"))
         if is_stage:
             starts.append(start)
             durations.append(duration)
