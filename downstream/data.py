@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,6 +35,18 @@ def val_split(cfg: argparse.Namespace) -> str | list[str]:
         return "val"
     pick = np.random.default_rng([cfg.seed, 3]).choice(len(recordings), cfg.max_val_recordings, replace=False)
     return sorted(recordings[i] for i in pick)
+
+
+def fitted_batch(cfg: Any, n_train: int, unit: str) -> Any:
+    """`cfg` with --batch-size lowered to the training set (at least 2) when it holds fewer `unit`s than a batch,
+    said in a note; call it before config.json is written, which records the batch that ran."""
+    if n_train >= cfg.batch_size:
+        return cfg
+    print(
+        f"note: {n_train} training {unit} < --batch-size {cfg.batch_size}; using batch size {max(2, n_train)}",
+        flush=True,
+    )
+    return cfg.replace(batch_size=max(2, n_train))
 
 
 def epoch_dataset(

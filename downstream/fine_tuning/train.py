@@ -47,6 +47,7 @@ from downstream.data import (
     encode_store,
     epoch_dataset,
     eval_batch_size,
+    fitted_batch,
     val_split,
     window_dataset,
 )
@@ -411,13 +412,7 @@ def run(argv: list[str] | None) -> int:
     assert_no_test_leakage(
         cfg.data, {"training": train_set.windows.recordings, "model selection": val_windows.recordings}
     )
-    if len(train_set) < cfg.batch_size:
-        print(
-            f"note: {len(train_set)} training windows < --batch-size {cfg.batch_size}; using batch size "
-            f"{max(2, len(train_set))}",
-            flush=True,
-        )
-        cfg = cfg.replace(batch_size=max(2, len(train_set)))  # before config.json: it records the batch that ran
+    cfg = fitted_batch(cfg, len(train_set), "windows")
     n_classes, pretrained = TASKS[cfg.task], cfg.init == "pretrained"
     check_two_classes(train_set.counts)
     # phase 2's checkpoint holds the whole model phase 1 trained: resuming it, phase 1 is not run again

@@ -42,6 +42,7 @@ from downstream.data import (
     encode_store,
     epoch_dataset,
     eval_batch_size,
+    fitted_batch,
     stored_features,
     val_split,
     window_dataset,
@@ -152,13 +153,7 @@ def run(argv: list[str] | None) -> int:
     val_set = epoch_dataset(cfg, val_split(cfg), channels)
     test_windows = window_dataset(cfg, "test", channels, TEST_WINDOW, tiling=True)
     assert_no_test_leakage(cfg.data, {"training": train_set.recordings, "model selection": val_set.recordings})
-    if len(train_set) < cfg.batch_size:
-        print(
-            f"note: {len(train_set)} training epochs < --batch-size {cfg.batch_size}; using batch size "
-            f"{max(2, len(train_set))}",
-            flush=True,
-        )
-        cfg = cfg.replace(batch_size=max(2, len(train_set)))  # before config.json: it records the batch that ran
+    cfg = fitted_batch(cfg, len(train_set), "epochs")
     n_classes, frozen = TASKS[cfg.task], cfg.init == "pretrained"
     counts = train_set.class_counts()
     check_two_classes(counts)
