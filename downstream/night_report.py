@@ -196,13 +196,21 @@ def respiratory_markdown(report: Mapping[str, Any], unreliable: bool) -> list[st
             ("hypopnea_index", "hypopnea index"),
         ):
             lines.append(f"| {label} | {_fmt_index(ahi[key])} |")
-    if ahi:
+    if ahi and ahi.get("withheld"):
+        lines += ["", f"Estimated AHI ({ahi['source']}): not estimated: {ahi['withheld']}."]
+    elif ahi:
         index = _fmt_index(ahi["ahi"])
         value = f"{index}{'' if index == 'n/a' else ' events/h'} ({ahi['severity_name']})"
         lines += [
             "",
             f"Estimated AHI ({ahi['source']}): "
             + (f"{value}, UNRELIABLE (see the warning at the top)." if unreliable else f"**{value}**."),
+        ]
+    if ahi or oximetry:
+        lines += [
+            "",
+            "Indices per hour are shown truncated to one decimal, not rounded, so that a value never shows in the "
+            "next severity class (report.json holds them whole).",
         ]
     if oximetry:
         lines += [
@@ -397,8 +405,9 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "",
         ", ".join(f"{n} {status}" for status, n in counts.items()) + f" of {len(rows)} night(s).",
         "",
-        "| night | subject | status | TST (min) | SE (%) | AHI est. | AHI scored | severity | ODI | reason |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| night | subject | status | TST (min) | SE (%) | AHI est. | severity est. | AHI scored | AHI est. of the "
+        "scored epochs | ODI | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         report = f"[{r['night']}]({r['report']})" if r["report"] else r["night"]
@@ -407,6 +416,7 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         lines.append(
             f"| {report} | {r['subject']} | {r['status']} | {_fmt(r['tst_min'])} | "
             f"{_fmt(r['sleep_efficiency_pct'])} | {_fmt_index(r['ahi_estimated'])}{unreliable} | "
-            f"{_fmt_index(r['ahi_scored'])} | {r['severity'] or ''} | {_fmt_index(r['odi'])} | {reason} |"
+            f"{r['severity'] or ''} | {_fmt_index(r['ahi_scored'])} | {_fmt_index(r['ahi_estimated_scored_part'])} | "
+            f"{_fmt_index(r['odi'])} | {reason} |"
         )
     return "\n".join(lines) + "\n"

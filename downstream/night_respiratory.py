@@ -22,12 +22,18 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
 - SpO2 mean, minimum and minutes below 90 %: over the valid seconds of predicted sleep epochs.
 - Latency to persistent sleep: from the recording start to the first epoch of the first 10 min (20
   consecutive 30-s epochs) of predicted sleep; NaN when the night never has 10 min of unbroken sleep.
+- A night that lacks a respiratory channel the event model reads gets no AHI (`withheld`): the model never saw
+  a night without it, and its trees read the missing features as "no event", so the index would be a
+  confident 0. The indices are NaN, the severity "not estimated", and the reason is given.
 - Reliability (`assess_reliability`): the AHI estimate is UNRELIABLE when it comes from runs of positive epochs
   (times a calibration factor) instead of an event model, when the night lacks a respiratory channel the event
-  model reads, when the staging model's validation kappa is below `STAGING_KAPPA_MIN`, when the event model's
-  validation event F1 (apnea or hypopnea) is below `EVENT_F1_MIN`, or its validation AHI severity kappa below
-  `SEVERITY_KAPPA_MIN` or measured on fewer than `MIN_VALIDATION_NIGHTS` nights, or when a validation number
-  is not there to check.
+  model reads, when valid SpO2 covers less than `MIN_SPO2_SLEEP_FRACTION` of predicted sleep (the model's
+  desaturation input is missing there), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
+  index per hour of sleep from so little sleep says little: the 2 h of sleep below which the AASM's split-night
+  and the US Medicare rules do not accept an AHI as it stands), when the staging model's validation kappa is
+  below `STAGING_KAPPA_MIN`, when the event model's validation event F1 (apnea or hypopnea) is below
+  `EVENT_F1_MIN`, or its validation AHI severity kappa below `SEVERITY_KAPPA_MIN` or measured on fewer than
+  `MIN_VALIDATION_NIGHTS` nights, or when a validation number is not there to check.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from dataset.constants import EPOCH_S, RESP_CHANNELS, RESP_FS
 from dataset.scored_events import Event
 from downstream.event_detection.detector import EventDetector
 from downstream.night_inference import InputError, one_line
-from utils.ahi import MIN_AGREEMENT_NIGHTS
+from utils.ahi import MIN_AGREEMENT_NIGHTS, SEVERITY_UNKNOWN
 from utils.events import sleep_epochs_of
 from utils.features import (
     SPO2_BASELINE_PERCENTILE,
@@ -69,11 +75,16 @@ EVENT_F1_MIN = 0.5  # validation event F1 (apnea and hypopnea) below this: unrel
 SEVERITY_KAPPA_MIN = 0.6  # validation AHI severity kappa below this: unreliable
 STAGING_KAPPA_MIN = 0.6  # staging validation kappa below this: unreliable (the AHI's hours of sleep)
 MIN_VALIDATION_NIGHTS = MIN_AGREEMENT_NIGHTS  # severity kappa from fewer validation nights says little
+MIN_SLEEP_MIN = 120.0  # less predicted sleep than this (minutes): unreliable
+MIN_SPO2_SLEEP_FRACTION = 0.5  # valid SpO2 over less of predicted sleep than this: unreliable
+WITHHELD_INDICES = ("ahi", "ahi_rem", "ahi_nrem", "apnea_index", "hypopnea_index")
 THRESHOLDS = {
     "event_f1_min": EVENT_F1_MIN,
     "severity_kappa_min": SEVERITY_KAPPA_MIN,
     "staging_kappa_min": STAGING_KAPPA_MIN,
     "min_validation_nights": MIN_VALIDATION_NIGHTS,
+    "min_sleep_min": MIN_SLEEP_MIN,
+    "min_spo2_sleep_fraction": MIN_SPO2_SLEEP_FRACTION,
 }
 EVENT_METHODS = ("features",)  # event-model methods predict.py runs (token methods need their backbone's tokens)
 
@@ -223,7 +234,9 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
         "n_desaturations_in_sleep": n_in_sleep,
         "spo2_mean_pct": float(values.mean()) if values.size else math.nan,
         "spo2_min_pct": float(values.min()) if values.size else math.nan,
-        "spo2_below_90_min": float(np.sum(values < SPO2_LOW_PCT - SPO2_TOLERANCE_PCT) / 60.0),
+        "spo2_below_90_min": float(np.sum(values < SPO2_LOW_PCT - SPO2_TOLERANCE_PCT) / 60.0)
+        if values.size
+        else math.nan,
         "spo2_valid_sleep_min": float(values.size / 60.0),
         "basis": "predicted sleep",
         "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % (ODI {ODI_4_DROP_PCT:g} %: >= {ODI_4_DROP_PCT:g} %) below the "
@@ -257,13 +270,35 @@ def persistent_sleep_latency(
 
 
 # ---------------------------------------------------------------------------------------- reliability
+def withheld(summary: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """`summary` (`utils.ahi.event_summary`) with its indices NaN, its severity "not estimated" and `reason`
+    under "withheld"; the event counts stay, as what the model found."""
+    return {
+        **summary,
+        **dict.fromkeys(WITHHELD_INDICES, math.nan),
+        "severity": SEVERITY_UNKNOWN,
+        "severity_name": "not estimated",
+        "withheld": reason,
+    }
+
+
+def lacking(missing_respiratory: Sequence[str]) -> str:
+    return f"the night lacks {', '.join(missing_respiratory)}, read by the event model"
+
+
 def assess_reliability(
-    source: str | None, staging: Mapping[str, Any], events: Mapping[str, Any] | None, missing_respiratory: Sequence[str]
+    source: str | None,
+    staging: Mapping[str, Any],
+    events: Mapping[str, Any] | None,
+    missing_respiratory: Sequence[str],
+    tst_min: float,
+    oximetry: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """{"reliable", "reasons", "thresholds"} of the night's AHI estimate (module docstring). `source`: "event
     model", "epoch runs" or None (no AHI); `staging`: the staging run's validation numbers (val_kappa);
     `events`: the event run's (`event_validation`); `missing_respiratory`: channels the event model reads that
-    the night lacks."""
+    the night lacks; `tst_min`: the night's predicted sleep; `oximetry`: its `oximetry_summary` (None without
+    SpO2)."""
     reasons = []
     if source is None:
         return {
@@ -275,6 +310,11 @@ def assess_reliability(
         reasons.append(
             "the AHI comes from runs of positive 30-s epochs times a calibration factor, not from "
             "detected events (give --events)"
+        )
+    if not tst_min >= MIN_SLEEP_MIN:
+        reasons.append(
+            f"{tst_min:.1f} min of predicted sleep (< {MIN_SLEEP_MIN:g}): an index per hour of sleep from so "
+            "little sleep says little"
         )
     kappa = _number(staging.get("val_kappa"))
     if not math.isfinite(kappa):
@@ -297,5 +337,12 @@ def assess_reliability(
         if nights < MIN_VALIDATION_NIGHTS:
             reasons.append(f"the event model's AHI was validated on {nights} night(s) (< {MIN_VALIDATION_NIGHTS})")
         if missing_respiratory:
-            reasons.append(f"the night lacks {', '.join(missing_respiratory)}, read by the event model")
+            reasons.append(lacking(missing_respiratory))
+        if oximetry is not None and tst_min > 0:
+            covered = _number(oximetry.get("spo2_valid_sleep_min")) / tst_min
+            if not covered >= MIN_SPO2_SLEEP_FRACTION:
+                reasons.append(
+                    f"valid SpO2 covers {100 * covered:.0f} % of predicted sleep (< "
+                    f"{100 * MIN_SPO2_SLEEP_FRACTION:.0f} %): the event model's desaturation input is missing there"
+                )
     return {"reliable": not reasons, "reasons": reasons, "thresholds": THRESHOLDS}

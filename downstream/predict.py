@@ -108,14 +108,17 @@ from downstream.night_respiratory import (
     EventRun,
     assess_reliability,
     detect_night_events,
+    lacking,
     load_event_run,
     night_spo2,
     oximetry_summary,
     persistent_sleep_latency,
+    withheld,
 )
 from downstream.runs import DownstreamModel
 from utils.ahi import (
     MAX_EVENT_EPOCHS,
+    SEVERITY_UNKNOWN,
     count_events,
     epoch_run_ahi,
     estimate_ahi,
@@ -280,7 +283,7 @@ def agreement(
         "scored_severity": severity_name(ahi_scored),
         "estimated_severity": ahi["severity_name"] if ahi else None,
         "severity_agrees": (severity_class(ahi_scored) == ahi["severity"])
-        if ahi and not math.isnan(ahi_scored)
+        if ahi and not math.isnan(ahi_scored) and ahi["severity"] != SEVERITY_UNKNOWN
         else None,
     }
     return out
@@ -386,9 +389,15 @@ def predict_night(
                 "index_per_h": estimate_ahi(*alone, sleep, EPOCH_S, MAX_EVENT_EPOCHS, (scales[task], scales[task])),
             }
     ahi, model_table, typed, oximetry = None, None, [], None
+    missing_respiratory = channels["models"]["events"]["missing"] if event_run is not None else []
     if event_run is not None:
         found, counted = detect_night_events(event_run, epochs, info)
-        ahi = event_summary(found, counted, stages, event_run.hypopnea_rule)
+
+        def summary(upto: int | None = None) -> dict[str, Any]:  # the AHI of the first `upto` epochs
+            estimate = event_summary(found, counted, stages[:upto], event_run.hypopnea_rule)
+            return withheld(estimate, lacking(missing_respiratory)) if missing_respiratory else estimate
+
+        ahi = summary()
         model_table = model_event_table(found, counted, sleep, clock_times_at(edf_path, [e.onset_s for e in found]))
         typed = [(e.type, e.onset_s, e.duration_s) for e in found]
         spo2 = night_spo2(epochs, info)
@@ -408,7 +417,7 @@ def predict_night(
     if ahi is not None and labels is not None and info["scored_part_epochs"] < n_epochs:
         part = int(info["scored_part_epochs"])
         if event_run is not None:
-            scored_ahi = event_summary(found, counted, stages[:part], event_run.hypopnea_rule)
+            scored_ahi = summary(part)
         else:
             within = epoch_run_ahi(
                 sleep[:part],
@@ -426,12 +435,13 @@ def predict_night(
     validation = {task: run_validation(run) for task, run in runs.items()}
     if event_run is not None:
         validation["events"] = event_run.validation
-    missing_respiratory = channels["models"]["events"]["missing"] if event_run is not None else []
     reliability = assess_reliability(
         ahi["source"] if ahi else None,
         validation["sleep_stage"],
         event_run.validation if event_run is not None else None,
         missing_respiratory,
+        stats["tst_min"],
+        oximetry,
     )
     warnings_ = []
     if info.get("truncated"):
@@ -443,6 +453,12 @@ def predict_night(
     if reliability["reliable"] is False:
         warnings_.append("UNRELIABLE AHI estimate: " + "; ".join(reliability["reasons"]))
     notes = []
+    tail_s = float(info.get("signal_s") or 0.0) - n_epochs * float(EPOCH_S)
+    if tail_s > 1e-6 and not info.get("truncated"):
+        notes.append(
+            f"the last {tail_s:g} s of the recording, less than a {EPOCH_S}-s epoch, are not predicted (nor in the "
+            "recording time)"
+        )
     if channels["missing"]:
         notes.append(f"missing channels {', '.join(channels['missing'])}: predicted without them")
     if labels is not None and info["scored_part_epochs"] < n_epochs:

@@ -18,11 +18,12 @@ import pytest
 
 from dataset import synthetic
 from dataset.nsrr_xml import parse_nsrr_xml
-from downstream import evaluate, predict
+from downstream import evaluate, night_respiratory, predict
 from downstream.night_inference import recording_start
 from downstream.night_report import _fmt_index
 from downstream.night_respiratory import (
     EVENT_F1_MIN,
+    MIN_SLEEP_MIN,
     MIN_VALIDATION_NIGHTS,
     assess_reliability,
     desaturations,
@@ -30,6 +31,7 @@ from downstream.night_respiratory import (
     persistent_sleep_latency,
     spo2_percent,
 )
+from tests.checks import drop_last_records
 from utils.ahi import event_index
 from utils.events import Event
 
@@ -109,20 +111,51 @@ def test_latency_to_persistent_sleep():
 
 
 def test_reliability_reasons_and_thresholds():
-    strong = assess_reliability("event model", {"val_kappa": 0.8}, STRONG_EVENTS, [])
+    strong = assess_reliability("event model", {"val_kappa": 0.8}, STRONG_EVENTS, [], 400.0)
     assert strong["reliable"] is True and strong["reasons"] == []
     weak = assess_reliability(
         "event model",
         {"val_kappa": 0.4},
         {**STRONG_EVENTS, "event_f1_hypopnea": EVENT_F1_MIN - 0.1, "ahi_n": MIN_VALIDATION_NIGHTS - 1},
         ["spo2"],
+        400.0,
     )
     assert weak["reliable"] is False
     text = " | ".join(weak["reasons"])
     assert "staging validation kappa 0.40" in text and "hypopnea event F1 0.40" in text
     assert "validated on 9 night(s)" in text and "lacks spo2" in text and "apnea event F1" not in text
-    epochs = assess_reliability("epoch runs", {"val_kappa": 0.9}, None, [])
+    epochs = assess_reliability("epoch runs", {"val_kappa": 0.9}, None, [], 400.0)
     assert epochs["reliable"] is False and "runs of positive 30-s epochs" in epochs["reasons"][0]
+
+
+def test_little_sleep_or_little_valid_spo2_is_unreliable():
+    """An index per hour of sleep from under 2 h of sleep, or an event model that lacked valid SpO2 over most of
+    sleep, is flagged; an all-wake night (TST 0, no index at all) too."""
+    full = {"spo2_valid_sleep_min": 380.0}
+    assert assess_reliability("event model", {"val_kappa": 0.8}, STRONG_EVENTS, [], 400.0, full)["reliable"] is True
+    short = assess_reliability("event model", {"val_kappa": 0.8}, STRONG_EVENTS, [], 0.5, {"spo2_valid_sleep_min": 0.5})
+    assert short["reliable"] is False and short["reasons"] == [
+        f"0.5 min of predicted sleep (< {MIN_SLEEP_MIN:g}): an index per hour of sleep from so little sleep says little"
+    ]
+    asleep = assess_reliability("epoch runs", {"val_kappa": 0.8}, None, [], 0.0)
+    assert any("0.0 min of predicted sleep" in reason for reason in asleep["reasons"])
+    probe_off = assess_reliability(
+        "event model", {"val_kappa": 0.8}, STRONG_EVENTS, [], 400.0, {"spo2_valid_sleep_min": 100.0}
+    )
+    assert probe_off["reliable"] is False
+    assert probe_off["reasons"] == [
+        "valid SpO2 covers 25 % of predicted sleep (< 50 %): the event model's desaturation input is missing there"
+    ]
+
+
+def test_oximetry_without_valid_spo2_in_sleep_is_unknown_not_zero():
+    spo2 = np.full(1800, 95.0)
+    spo2[600:] = np.nan  # the probe comes off as the sleeper falls asleep
+    stages = np.full(60, 2)
+    stages[:20] = 0
+    summary, _ = oximetry_summary(spo2, stages)
+    assert summary["spo2_valid_sleep_min"] == 0.0
+    assert all(math.isnan(summary[k]) for k in ("odi", "odi_4", "spo2_mean_pct", "spo2_min_pct", "spo2_below_90_min"))
 
 
 # ---------------------------------------------------------------------------------------- end to end
@@ -201,9 +234,10 @@ def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(
 
 
 def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(
-    predict_runs, event_features_run, apneic_night, tmp_path
+    predict_runs, event_features_run, apneic_night, tmp_path, monkeypatch
 ):
     edf, xml = apneic_night
+    monkeypatch.setattr(night_respiratory, "MIN_SLEEP_MIN", 10.0)  # a 1-h night; the 2-h rule is tested above
 
     def strong_events(metrics):
         metrics["val"]["n_recordings"] = 20
@@ -253,6 +287,7 @@ def test_a_night_without_respiratory_channels_is_flagged(predict_runs, event_fea
     synthetic.generate_night(
         edf, xml, "norsp-900012", hours=0.3, seed=22, missing_channels=("airflow", "thor", "abdo", "spo2")
     )
+    drop_last_records(edf, 13)  # 1,080 one-second records -> 1,067 s: 35 epochs and 17 s
     out = tmp_path / "out"
     assert (
         predict.main(
@@ -274,6 +309,14 @@ def test_a_night_without_respiratory_channels_is_flagged(predict_runs, event_fea
     assert report["reliability"]["reliable"] is False and report["oximetry"] is None
     assert any("lacks airflow, thor, abdo, spo2" in reason for reason in report["reliability"]["reasons"])
     assert report["channels"]["models"]["events"]["used"] == []
+    # no estimate at all, rather than the confident 0 of a model that reads missing inputs as no events
+    ahi = report["ahi"]
+    assert ahi["ahi"] is None and ahi["apnea_index"] is None and ahi["severity_name"] == "not estimated"
+    assert ahi["withheld"] == "the night lacks airflow, thor, abdo, spo2, read by the event model"
+    assert "Estimated AHI (event model): not estimated: the night lacks" in (out / "report.md").read_text()
+    # the EDF ends 17 s into an epoch: that part is not predicted, and the report says so
+    assert report["n_epochs"] == 35 and report["sleep"]["trt_min"] == 17.5
+    assert any(note.startswith("the last 17 s of the recording") for note in report["notes"])
 
 
 def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(

@@ -60,7 +60,8 @@ def test_stage_minutes_add_up_to_trt(seed):
 
 def test_no_sleep_and_no_rem():
     awake = sleep_statistics([W, W, U, W])
-    assert awake["tst_min"] == 0.0 and awake["sleep_efficiency_pct"] == 0.0 and awake["waso_min"] == 0.0
+    assert awake["tst_min"] == 0.0 and awake["sleep_efficiency_pct"] == 0.0 and awake["spt_min"] == 0.0
+    assert math.isnan(awake["waso_min"]) and math.isnan(awake["n_awakenings"])  # no sleep period: undefined
     assert math.isnan(awake["sol_min"]) and math.isnan(awake["rem_latency_min"]) and math.isnan(awake["n2_pct"])
     no_rem = sleep_statistics([W, N1, N2, N3, N2, W])
     assert math.isnan(no_rem["rem_latency_min"]) and no_rem["sol_min"] == 0.5 and no_rem["n_awakenings"] == 0

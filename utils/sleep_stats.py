@@ -13,7 +13,8 @@ Conventions (AASM scoring manual terms; yasa's `sleep_statistics` uses the same 
   (so wake after the final awakening is not WASO). An awakening = a maximal run of consecutive wake epochs
   within the SPT of at least `min_awakening_epochs` epochs.
 - Sleep efficiency (SE) = TST / TRT x 100 %; sleep maintenance efficiency = TST / SPT x 100 %.
-- Stage percentages are of TST. Latencies are NaN when the stage never occurs.
+- Stage percentages are of TST. Latencies are NaN when the stage never occurs; without any sleep there is no
+  sleep period, so WASO and the number of awakenings are NaN too (undefined, not 0).
 - The apnea-hypopnea index of a night is `utils.ahi`'s (`epoch_run_ahi`, `event_summary`).
 
 Example (one value per 30 s; W W N1 N2 N2 W N2 REM REM W):
@@ -88,7 +89,7 @@ def sleep_statistics(
         out["n_awakenings"] = len(event_runs(period_wake, min_epochs=min_awakening_epochs))
         out["sleep_maintenance_efficiency_pct"] = 100.0 * tst / out["spt_min"]
     else:
-        out.update(sol_min=nan, rem_latency_min=nan, spt_min=0.0, waso_min=0.0, n_awakenings=0)
+        out.update(sol_min=nan, rem_latency_min=nan, spt_min=0.0, waso_min=nan, n_awakenings=nan)
         out["sleep_maintenance_efficiency_pct"] = nan
 
     return out
