@@ -1,6 +1,7 @@
 """Writing the report set of one predicted night (`downstream/predict.py`), and the cohort summary: report.json,
-report.md, hypnogram.csv / .png, events.csv and the standard annotation files, into a folder that appears whole
-or not at all (`utils.checkpoint.staged_folder`).
+report.md, hypnogram.csv / .png, events.csv (`model_event_table`: the event model's events; `event_rows`: runs
+of positive epochs) and the standard annotation files, into a folder that appears whole or not at all
+(`utils.checkpoint.staged_folder`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ import pandas as pd
 
 from dataset import annotation_export
 from dataset.constants import EPOCH_S, STAGE_NAMES
+from dataset.scored_events import Event
 from downstream.night_inference import EVENT_TASKS, InputError
+from utils.ahi import MAX_EVENT_EPOCHS
 from utils.checkpoint import replaceable
+from utils.events import sleep_epochs_of
+from utils.metrics import event_runs
 from utils.plots import hypnogram_png
 
 REPORT_MARKERS = ("report.json", "summary.csv")  # a folder holding one of these was written by predict.py
@@ -420,3 +425,49 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             f"{_fmt_index(r['odi'])} | {reason} |"
         )
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------- event tables
+MODEL_EVENT_COLUMNS = ("onset_s", "duration_s", "type", "probability", "counted", "in_sleep", "time")
+
+
+def event_rows(task: str, positive: np.ndarray, sleep: np.ndarray, times: Sequence[str]) -> list[dict[str, Any]]:
+    """One row per run of positive epochs (utils.metrics.event_runs)."""
+    rows = []
+    for start, length in event_runs(positive):
+        rows.append(
+            {
+                "type": task,
+                "start_epoch": start,
+                "n_epochs": length,
+                "start_s": float(start * EPOCH_S),
+                "duration_s": float(length * EPOCH_S),
+                "time": times[start],
+                "in_sleep": bool(sleep[start]),
+                "n_events": -(-length // MAX_EVENT_EPOCHS),
+            }
+        )
+    return rows
+
+
+def model_event_table(
+    found: Sequence[Event], counted: Sequence[bool], sleep: np.ndarray, times: Sequence[str]
+) -> pd.DataFrame:
+    """events.csv of the event model: onset_s, duration_s, type, probability, counted (under its hypopnea
+    rule), in_sleep (onset in a predicted sleep epoch: counted and in sleep = in the AHI), time (the clock time
+    of each event's onset, `times`)."""
+    onsets = np.array([e.onset_s for e in found], dtype=np.float64)
+    in_sleep = sleep_epochs_of(onsets, sleep)
+    rows = [
+        {
+            "onset_s": e.onset_s,
+            "duration_s": e.duration_s,
+            "type": e.type,
+            "probability": e.probability,
+            "counted": bool(c),
+            "in_sleep": bool(s),
+            "time": t,
+        }
+        for e, c, s, t in zip(found, counted, in_sleep, times)
+    ]
+    return pd.DataFrame(rows, columns=MODEL_EVENT_COLUMNS)

@@ -74,7 +74,7 @@ from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, STAGE_NAMES, STAGE_UNSCO
 from dataset.edf_reader import EdfError
 from dataset.labels import AHI_COLUMN_OF_RULE
 from dataset.nsrr_xml import XmlError
-from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES, Event
+from dataset.scored_events import DEFAULT_HYPOPNEA_RULE, HYPOPNEA_RULES
 from dataset.signal_processing import ProcessingConfig, SkipRecording, load_night
 from downstream.night_inference import (  # noqa: F401 - the inference API, re-exported for callers of predict.py
     EVENT_TASKS,
@@ -99,6 +99,8 @@ from downstream.night_report import (
     _fmt,
     _fmt_index,
     check_out,
+    event_rows,
+    model_event_table,
     strict,
     summary_markdown,
     summary_row,
@@ -129,12 +131,8 @@ from utils.ahi import (
 from utils.checkpoint import staged_folder
 from utils.config import ArgumentParser, UsageError, parse_config, positive_int, save_config
 from utils.distributed import resolve_device
-from utils.events import sleep_epochs_of
 from utils.metrics import binary_class_names, classification_metrics, event_runs
 from utils.sleep_stats import SLEEP_STAGES, sleep_statistics
-
-MODEL_EVENT_COLUMNS = ("onset_s", "duration_s", "type", "probability", "counted", "in_sleep", "time")
-
 
 # ---------------------------------------------------------------------------------------- options
 DEFAULT_PROCESSING = ProcessingConfig()  # the parser's defaults, no user channel map
@@ -206,48 +204,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:1, ...")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     return parser
-
-
-def event_rows(task: str, positive: np.ndarray, sleep: np.ndarray, times: Sequence[str]) -> list[dict[str, Any]]:
-    """One row per run of positive epochs (utils.metrics.event_runs)."""
-    rows = []
-    for start, length in event_runs(positive):
-        rows.append(
-            {
-                "type": task,
-                "start_epoch": start,
-                "n_epochs": length,
-                "start_s": float(start * EPOCH_S),
-                "duration_s": float(length * EPOCH_S),
-                "time": times[start],
-                "in_sleep": bool(sleep[start]),
-                "n_events": -(-length // MAX_EVENT_EPOCHS),
-            }
-        )
-    return rows
-
-
-def model_event_table(
-    found: Sequence[Event], counted: Sequence[bool], sleep: np.ndarray, times: Sequence[str]
-) -> pd.DataFrame:
-    """events.csv of the event model: onset_s, duration_s, type, probability, counted (under its hypopnea
-    rule), in_sleep (onset in a predicted sleep epoch: counted and in sleep = in the AHI), time (the clock time
-    of each event's onset, `times`)."""
-    onsets = np.array([e.onset_s for e in found], dtype=np.float64)
-    in_sleep = sleep_epochs_of(onsets, sleep)
-    rows = [
-        {
-            "onset_s": e.onset_s,
-            "duration_s": e.duration_s,
-            "type": e.type,
-            "probability": e.probability,
-            "counted": bool(c),
-            "in_sleep": bool(s),
-            "time": t,
-        }
-        for e, c, s, t in zip(found, counted, in_sleep, times)
-    ]
-    return pd.DataFrame(rows, columns=MODEL_EVENT_COLUMNS)
 
 
 def agreement(
