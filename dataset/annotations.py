@@ -243,11 +243,21 @@ def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
     return _container(path, epoch_length, stages, events, events_scored)
 
 
-def _start(header: EdfHeader) -> datetime.datetime | None:
+def _clock_s(header: EdfHeader) -> float | None:
+    """Seconds since midnight of the header's start time ("hh.mm.ss"; "hh:mm:ss" as some writers put it), or None
+    when it is unreadable."""
+    found = re.fullmatch(r"\s*(\d{1,2})[.:](\d{1,2})[.:](\d{1,2})\s*", header.starttime)
+    if not found:
+        return None
+    hour, minute, second = (int(v) for v in found.groups())
+    return 3600.0 * hour + 60.0 * minute + second if hour < 24 and minute < 60 and second < 60 else None
+
+
+def _date(header: EdfHeader) -> datetime.date | None:
+    """The header's start date ("dd.mm.yy", years 1985-2084), or None when unreadable (e.g. 00.00.00, blank)."""
     try:
         day, month, year = (int(v) for v in header.startdate.split("."))
-        hour, minute, second = (int(v) for v in header.starttime.split("."))
-        return datetime.datetime(1985 + (year - 85) % 100, month, day, hour, minute, second)
+        return datetime.date(1985 + (year - 85) % 100, month, day)
     except ValueError:
         return None
 
@@ -258,16 +268,22 @@ def _date_unknown(header: EdfHeader) -> bool:
 
 
 def start_offset(annotation: EdfHeader, recording: EdfHeader) -> tuple[float, str | None]:
-    """Seconds from the recording's start to the annotation file's start (0 when either start is unreadable), and a
-    warning when it was taken across midnight. Anonymised files often carry one date for both (01.01.85) or none,
-    so a scoring started at 00:00:20 for a recording started at 23:59:50 the same "day" would be placed almost
-    24 h early: when the dates are equal or unknown, the clock difference is wrapped into (-12 h, 12 h]."""
-    mine, theirs = _start(annotation), _start(recording)
+    """Seconds from the recording's start to the annotation file's start, and a warning when it was taken across
+    midnight or could not be taken at all. Anonymised files often carry one date for both (01.01.85), none
+    (`Startdate X`) or an unreadable one (00.00.00), so a scoring started at 00:00:20 for a recording started at
+    23:59:50 the same "day" would be placed almost 24 h early: unless both dates are known and differ, the clock
+    difference is wrapped into (-12 h, 12 h]. An unreadable start time puts the scoring at the recording's start,
+    with a warning."""
+    mine, theirs = _clock_s(annotation), _clock_s(recording)
     if mine is None or theirs is None:
-        return 0.0, None
-    offset = (mine - theirs).total_seconds()
-    if mine.date() != theirs.date() and not (_date_unknown(annotation) or _date_unknown(recording)):
-        return offset, None
+        return 0.0, (
+            f"{annotation.path}: start time {annotation.starttime!r} or the recording's {recording.starttime!r} "
+            "unreadable; the scoring is taken to start with the recording"
+        )
+    offset = mine - theirs
+    days = (_date(annotation), _date(recording))
+    if None not in days and days[0] != days[1] and not (_date_unknown(annotation) or _date_unknown(recording)):
+        return offset + DAY_S * (days[0] - days[1]).days, None
     wrapped = offset - DAY_S * math.ceil((offset - DAY_S / 2) / DAY_S)
     if wrapped == offset:
         return offset, None
@@ -425,11 +441,16 @@ def read_annotations(path: str | Path, recording: EdfHeader | None = None) -> Ns
 
 
 def has_embedded_stages(edf_path: str | Path) -> bool:
-    """True when an EDF+C recording carries stage annotations in its own `EDF Annotations` signal."""
+    """True when an EDF+C recording carries stage annotations in its own `EDF Annotations` signal, or annotations
+    too malformed to tell: reading them as the night's scoring then fails the night with the fault named, where
+    "no annotation file" would hide it."""
     try:
         header = read_edf_header(edf_path)
-        if not header.reserved.upper().startswith("EDF+") or not any(s.is_annotation for s in header.signals):
-            return False
-        return any(edf_stage_of_text(text) is not None for _, _, text in edf_annotation_texts(header))
     except (EdfError, OSError, ValueError):
         return False
+    if not header.reserved.upper().startswith("EDF+") or not any(s.is_annotation for s in header.signals):
+        return False
+    try:
+        return any(edf_stage_of_text(text) is not None for _, _, text in edf_annotation_texts(header))
+    except (EdfError, OSError, ValueError):
+        return True

@@ -130,8 +130,13 @@ class EdfHeader:
 
 def _text(raw: bytes) -> str:
     """A header field without its padding: spaces, as the standard has it, or NUL bytes, as some writers pad.
-    EDF headers are ASCII; latin-1 keeps a stray 'µ' (0xB5) readable."""
-    return raw.decode("latin-1").strip(" \t\r\n\x0b\x0c\x00")
+    EDF headers are ASCII, but writers put 'µ' as UTF-8 (0xC2 0xB5) or latin-1 (0xB5): UTF-8 is tried first, and
+    latin-1, which reads any byte, where the field is not UTF-8."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    return text.strip(" \t\r\n\x0b\x0c\x00")
 
 
 def _number(path: Path, what: str, raw: bytes, kind=float):

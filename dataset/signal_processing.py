@@ -42,7 +42,7 @@ from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digita
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.nsrr_xml import NsrrAnnotations
 
-FORMAT_VERSION = 5  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
+FORMAT_VERSION = 6  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
 NORMAL_IQR_PER_SD = 1.349  # IQR of a normal distribution in standard deviations
 
 
@@ -284,14 +284,9 @@ def quartiles(values: np.ndarray, stride: int = 8, spread: float = 6.0) -> tuple
 
 
 def normalise_unit(unit: str) -> str:
-    """Lower-case unit with the micro sign spelled 'u'. The header is decoded as latin-1, so a UTF-8 'µ' or 'μ'
-    (bytes C2 B5 / CE BC, as a UTF-8 writer puts them) arrives as two characters and is re-decoded first."""
-    text = unit.strip()
-    try:
-        text = text.encode("latin-1").decode("utf-8")
-    except (UnicodeEncodeError, UnicodeDecodeError):
-        pass
-    return text.replace("\u00b5", "u").replace("\u03bc", "u").lower()
+    """Lower-case unit with the micro sign ('µ' or Greek 'μ', however the header spelled it: the reader decodes
+    UTF-8 and latin-1 alike) spelled 'u'."""
+    return unit.strip().replace("\u00b5", "u").replace("\u03bc", "u").lower()
 
 
 SPO2_FRACTION_MAX = 1.5  # an SpO2 signal whose physical range ends at or below this is a fraction, stored x 100

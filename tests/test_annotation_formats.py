@@ -124,6 +124,39 @@ def test_a_hypnogram_started_after_midnight_follows_the_recording(tmp_path, reco
     assert ("across midnight" in night.info["warnings"]) is warned
 
 
+@pytest.mark.parametrize(
+    "date, clock, start, warned",
+    [
+        (b"00.00.00", None, 30.0, False),
+        (b"        ", None, 30.0, False),
+        (None, b"22:00:30", 30.0, False),
+        (None, b"22.00.3x", 0.0, True),
+    ],
+    ids=["date-zeros", "date-blank", "time-with-colons", "time-unreadable"],
+)
+def test_a_hypnogram_with_an_odd_start_field_keeps_its_clock(tmp_path, date, clock, start, warned):
+    """Recording 22:00:00, hypnogram 22:00:30: an unreadable start DATE (00.00.00, blank) is an unknown date, so
+    the clock difference still places the scoring 30 s in; a time written with colons is read; an unreadable
+    time puts the scoring at the recording's start and says so."""
+    from edfio import Edf, EdfAnnotation, EdfSignal
+
+    edf, hypnogram = tmp_path / "SC4002E0-PSG.edf", tmp_path / "SC4002EC-Hypnogram.edf"
+    eeg = EdfSignal(np.random.default_rng(0).normal(0, 20, 100 * 600), 100, label="EEG", physical_range=(-200, 200))
+    Edf([eeg], starttime=datetime.time(22, 0, 0)).write(edf)
+    stages = [EdfAnnotation(0, 300, "Sleep stage W"), EdfAnnotation(300, 600, "Sleep stage 2")]
+    Edf([], starttime=datetime.time(22, 0, 30), annotations=stages).write(hypnogram)
+    for path in (edf, hypnogram):  # the start date (bytes 168-176) of both, the start time (176-184) of the scoring
+        data = bytearray(path.read_bytes())
+        if date is not None:
+            data[168:176] = date
+        if clock is not None and path == hypnogram:
+            data[176:184] = clock
+        path.write_bytes(bytes(data))
+    annotations = read_annotations(hypnogram, read_edf_header(edf))
+    assert annotations.stage_start.tolist() == [start, start + 300.0]
+    assert any("unreadable" in w for w in annotations.warnings) is warned
+
+
 def test_edf_annotations_follow_the_recording_start(night, tmp_path):
     """A separate annotation EDF+ that starts 60 s after the recording has its onsets shifted by 60 s."""
     from edfio import Edf, EdfAnnotation
@@ -152,6 +185,28 @@ def test_embedded_edf_plus_annotations_are_paired_and_parsed(tmp_path):
     labels = epoch_labels(annotations, 10)
     assert labels["stage"].tolist() == [0, 0, 0, 2, 2, 2, 2, 4, 4, -1]
     assert [e["concept"] for e in annotations.events] == ["A"]  # a bare code is an event, not a stage
+
+
+def test_malformed_embedded_annotations_fail_the_night_by_name(tmp_path):
+    """An EDF+C recording whose own annotation signal is malformed is a failed night naming the fault, not a
+    night "without an annotation file" that --allow-unscored would write unlabelled."""
+    from dataset.synthetic_layouts import SHHS1_LAYOUT
+    from dataset.synthetic_writers import write_edf
+
+    src = tmp_path / "src"
+    src.mkdir()
+    signals = {key: np.zeros(int(rate) * 300) for key, _, rate, *_ in SHHS1_LAYOUT}
+    signals["eeg_c4"] = np.random.default_rng(0).normal(0, 20, 125 * 300)
+    stages = [(0, 90, "Sleep stage W"), (90, 120, "Sleep stage 2"), (210, 90, "Sleep stage R")]
+    write_edf(src / "own-2.edf", [SHHS1_LAYOUT[7]], signals, datetime.time(22, 0), stages)
+    data = (src / "own-2.edf").read_bytes()
+    assert data.count(b"+90\x15") == 1
+    (src / "own-2.edf").write_bytes(data.replace(b"+90\x15", b"+9x\x15"))
+    (job,) = discover(src)
+    assert job.xml == job.edf
+    for allow_unscored in (False, True):
+        row = parse(src, tmp_path / f"dst{allow_unscored}", allow_unscored=allow_unscored).iloc[0]
+        assert row["status"] == "failed" and "malformed EDF+ annotation" in row["reason"], row.to_dict()
 
 
 def test_hypnogram_codes_and_errors(tmp_path):

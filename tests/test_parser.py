@@ -208,9 +208,13 @@ def test_row_groups_hold_16_to_32_epochs(n_epochs):
 def test_units_latin1_and_utf8_micro_sign(raw, factor):
     from types import SimpleNamespace
 
+    from dataset.edf_reader import _text
     from dataset.signal_processing import _unit_factor
 
-    got = _unit_factor(CHANNEL_BY_NAME["eeg_c4"], SimpleNamespace(physical_dimension=raw.decode("latin-1")))
+    unit = _text(raw.ljust(8))  # as the header reader decodes the field: the unit the manifest shows
+    assert unit == {b"\xb5V": "\u00b5V", "\u00b5V".encode(): "\u00b5V", "\u03bcV".encode(): "\u03bcV"}.get(raw, unit)
+    assert "\u00c2" not in unit and "\u00ce" not in unit  # no UTF-8 read as latin-1 ("ÂµV")
+    got = _unit_factor(CHANNEL_BY_NAME["eeg_c4"], SimpleNamespace(physical_dimension=unit))
     assert got == ((factor, "uV", False) if factor else (1.0, "uV", True))
 
 
