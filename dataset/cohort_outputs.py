@@ -1,7 +1,7 @@
 """The cohort-level files of a parser run (docs/data.md §2.4): manifest.parquet/.csv, events.parquet, splits.json.
 
-`manifest_frame` fixes the manifest's column order and types, `events_table` gathers the events of the ok
-recordings, `write_cohort_outputs` writes them all atomically and makes or extends the subject split;
+`manifest_frame` fixes the manifest's column order and types, `flag_same_content` warns on a second copy of an EDF
+under another name, `events_table` gathers the events of the ok recordings, `write_cohort_outputs` writes them all atomically and makes or extends the subject split;
 `check_kept_splits` refuses, before any night is processed, a run whose subject ids no longer fit the kept split.
 """
 
@@ -89,6 +89,29 @@ def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
         elif name in FLOAT_COLUMNS or name.startswith(("median_", "iqr_")):
             frame[name] = frame[name].astype("float64")
     return frame.sort_values("recording_id", kind="stable").reset_index(drop=True)
+
+
+def flag_same_content(rows: list[dict]) -> list[str]:
+    """Warn (manifest `warnings`) on every ok row whose EDF has the same content (`edf_sha256`) as an earlier ok
+    row (rows in path order): one night under two names is two recordings, perhaps of two subjects, and can sit
+    in `train` and `test` at once. Both stay ok (two test nights written alike are not one night). Returns one
+    line per copy."""
+    first: dict[str, dict] = {}
+    lines = []
+    for row in rows:
+        digest = row.get("edf_sha256")
+        if row.get("status") != "ok" or not isinstance(digest, str) or not digest:
+            continue
+        kept = first.setdefault(digest, row)
+        if kept is not row:
+            note = (
+                f"the same EDF content as {kept['edf']} (recording {kept['recording_id']}): if it is one night, "
+                "remove a copy, or both may fall into different splits"
+            )
+            held = [w for w in str(row.get("warnings") or "").split("; ") if w]
+            row["warnings"] = "; ".join(held + [note] * (note not in held))  # a reused row may hold it already
+            lines.append(f"{row['recording_id']}: {note}")
+    return lines
 
 
 def events_table(results: list[tuple[dict, list[dict]]]) -> pd.DataFrame:

@@ -35,7 +35,14 @@ from tqdm import tqdm
 from dataset.annotations import check_subject_regex
 from dataset.atomic_files import STORAGE_ERRNOS, write_atomic
 from dataset.channel_map import load_channel_map
-from dataset.cohort_outputs import check_kept_splits, events_table, manifest_frame, write_cohort_outputs, write_frame
+from dataset.cohort_outputs import (
+    check_kept_splits,
+    events_table,
+    flag_same_content,
+    manifest_frame,
+    write_cohort_outputs,
+    write_frame,
+)
 from dataset.constants import CHANNEL_BY_NAME
 from dataset.discovery import discover
 from dataset.recording_job import clear_output, job_row, package_version, run_job
@@ -187,6 +194,8 @@ def parse_cohort(
         stop = next((r["stop"] for r in results if r["stop"] is not None), None)
         if stop is not None:  # a full or read-only disk: stop before the cohort files, so the earlier ones stay
             raise stop
+        for line in flag_same_content([r["row"] for r in results]):  # within a shard; `merge_shards`: across them
+            print(f"warning: {line}", flush=True)  # stdout: stderr is for errors
         manifest = manifest_frame([r["row"] for r in results], config.channels)
         events = events_table([(r["row"], r["events"]) for r in results])
         record = {
@@ -299,7 +308,10 @@ def _merge(
     if len(digests) > 1:
         raise ValueError(f"{dst}: the shards were parsed with different settings (config digests {sorted(digests)})")
     channels = tuple(c for c in CHANNEL_BY_NAME if f"median_{c}" in manifest.columns)
-    manifest = manifest_frame(manifest.to_dict("records"), channels)
+    rows = manifest.to_dict("records")
+    for line in flag_same_content(sorted(rows, key=lambda row: str(row.get("edf") or ""))):  # notes rows in place
+        print(f"warning: {line}", flush=True)  # stdout: stderr is for errors
+    manifest = manifest_frame(rows, channels)
     events = [pd.read_parquet(dst / f"events.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)]
     events = pd.concat(events, ignore_index=True).sort_values(
         ["recording_id", "start_s"], kind="stable", ignore_index=True

@@ -529,10 +529,15 @@ def open_reported(make: Callable[[], _CohortIndex], what: str, report: bool = Tr
         except (ValueError, OSError, KeyError) as err:
             raise UsageError(f"{what}: {err}") from err
     if dataset.skipped and report:
-        reasons = Counter(dataset.skipped.values())
+        by_reason: dict[str, list[str]] = {}
+        for recording_id, reason in dataset.skipped.items():
+            by_reason.setdefault(reason, []).append(recording_id)
         print(
             f"{what}: skipped {len(dataset.skipped)} recording(s): "
-            + "; ".join(f"{n} x {reason}" for reason, n in reasons.most_common()),
+            + "; ".join(
+                f"{len(ids)} x {reason} ({', '.join(sorted(ids)[:3])}{', ...' if len(ids) > 3 else ''})"
+                for reason, ids in sorted(by_reason.items(), key=lambda item: -len(item[1]))
+            ),
             flush=True,
         )
     return dataset

@@ -478,7 +478,15 @@ def night_info(
         if CHANNEL_BY_NAME[name].electrophysiology:
             info[f"unit_assumed_{name}"] = bool(result.unit_assumed) if result else False
     info.update(night_summary(labels, events if annotations is not None else None, kept_s))
-    info["warnings"] = "; ".join(header.warnings + (annotations.warnings if annotations is not None else []))
+    lost = []  # what the night lacks or loses, said once here rather than only when a run skips it
+    missing = [n for n in config.channels if n not in channels and n not in dropped]
+    if missing:
+        lost.append(f"no channel found for {', '.join(missing)} (dataset/README.md, 'Channels'; or --channel-map)")
+    if annotations is not None and signal_s - kept_s >= EPOCH_S:
+        lost.append(
+            f"the scoring ends at {scored_s:g} s, the signal at {signal_s:g} s: {signal_s - kept_s:g} s not kept"
+        )
+    info["warnings"] = "; ".join(header.warnings + (annotations.warnings if annotations is not None else []) + lost)
     return info
 
 

@@ -54,6 +54,7 @@ from models.transformer import TransformerStack, init_vit_weights, random_maskin
 # The six 100-Hz electrophysiology channels, in the order of dataset.constants.EPHYS_CHANNELS (models may not
 # import dataset/; tests/test_synthsleepnet.py checks that the two agree).
 DEFAULT_CHANNELS: tuple[str, ...] = ("eeg_c4", "eeg_c3", "eog_l", "eog_r", "emg", "ecg")
+MASK_MODES = ("independent", "shared", "channel")
 # Parts of a NeuroNet's masked autoencoder that the multimodal model does not use (removed from its copies).
 _UNUSED_AUTOENCODER_PARTS = ("decoder_embed", "mask_token", "decoder", "decoder_pred", "decoder_pos_embed")
 
@@ -79,6 +80,9 @@ class SynthSleepNetConfig:
     decoder_depth: int = 3
     mlp_ratio: float = 4.0
     mask_ratio: float = 0.4
+    # independent (published): each channel its own random frames; shared: the same frame positions in every
+    # channel of one token count; channel: whole channels, round(ratio x C) of them (at least 1, at most C - 1)
+    mask_mode: str = "independent"
     # contrastive heads and loss
     projector_hidden: tuple[int, ...] = (512, 256)
     temperature: float = 0.1
@@ -126,6 +130,12 @@ class SynthSleepNetConfig:
             )
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"SynthSleepNet config: mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.mask_mode not in MASK_MODES:
+            raise ValueError(
+                f"SynthSleepNet config: mask_mode must be one of {', '.join(MASK_MODES)}, got {self.mask_mode!r}"
+            )
+        if self.mask_mode == "channel" and len(self.channels) < 2:
+            raise ValueError("SynthSleepNet config: mask_mode channel masks whole channels and needs at least two")
         if not self.projector_hidden:
             raise ValueError("SynthSleepNet config: projector_hidden needs at least one layer width")
         if self.temperature <= 0:
@@ -387,16 +397,37 @@ class SynthSleepNet(nn.Module):
     def forward_encoder(
         self, signals: Mapping[str, torch.Tensor], mask_ratio: float, generator: torch.Generator | None = None
     ):
-        """Encode every channel, mask each independently, fuse the visible tokens.
+        """Encode every channel, mask (by `config.mask_mode`), fuse the visible tokens.
 
         Returns tokens {ch: (B, N, E)}, masks {ch: (B, N)}, ids_restore {ch: (B, N)}, fused (B, ΣK, F),
-        kept {ch: K} (chunk sizes of `fused`, in input order).
+        kept {ch: K} (chunk sizes of `fused`, in input order; 0 for a channel masked whole).
         """
         tokens, masks, ids_restore, visible, kept = {}, {}, {}, [], {}
+        mode = self.config.mask_mode
+        hidden: set[str] = set()
+        if mode == "channel" and mask_ratio > 0:
+            n_hidden = min(len(signals) - 1, max(1, round(mask_ratio * len(signals))))
+            order = torch.randperm(len(signals), generator=generator, device=generator.device if generator else "cpu")
+            hidden = {list(signals)[int(i)] for i in order[:n_hidden]}
+        noise: dict[int, torch.Tensor] = {}  # shared mode: one draw per token count, for every channel of that count
         for channel, signal in signals.items():
             tokens[channel] = self.encoders[channel](signal)  # (B, N, E)
             embedded = self._embed(channel, tokens[channel])  # (B, N, F)
-            channel_kept, masks[channel], ids_restore[channel] = random_masking(embedded, mask_ratio, generator)
+            batch, n_tokens, _ = embedded.shape
+            if mode == "channel":  # a channel is hidden whole (no token kept) or seen whole
+                hide = channel in hidden
+                channel_kept = embedded[:, :0] if hide else embedded
+                masks[channel] = embedded.new_full((batch, n_tokens), float(hide))
+                ids_restore[channel] = torch.arange(n_tokens, device=embedded.device).expand(batch, -1)
+            else:
+                draw = None
+                if mode == "shared":
+                    if n_tokens not in noise:
+                        noise[n_tokens] = torch.rand(batch, n_tokens, device=embedded.device, generator=generator)
+                    draw = noise[n_tokens]
+                channel_kept, masks[channel], ids_restore[channel] = random_masking(
+                    embedded, mask_ratio, generator, noise=draw
+                )
             visible.append(channel_kept)  # (B, K, F)
             kept[channel] = channel_kept.shape[1]
         fused = self.fusion(torch.cat(visible, dim=1))  # (B, ΣK, F)
@@ -406,12 +437,20 @@ class SynthSleepNet(nn.Module):
         self, fused: torch.Tensor, ids_restore: Mapping[str, torch.Tensor], kept: Mapping[str, int]
     ) -> dict[str, torch.Tensor]:
         """Split `fused` (B, ΣK, F) into per-channel chunks in input order; decoder m predicts channel m's
-        encoder tokens at every position → {ch: (B, N, E)}."""
+        encoder tokens at every position → {ch: (B, N, E)}. A channel masked whole (`mask_mode` channel) has no
+        chunk: its decoder reads every fused token followed by its N mask tokens and predicts from those."""
         chunks = torch.split(fused, [kept[ch] for ch in kept], dim=1)  # (B, K_m, F) each, same order as `kept`
+        context = self.decoder_embed(fused) if any(k == 0 for k in kept.values()) else None  # (B, ΣK, F_dec)
         predictions = {}
         for channel, chunk in zip(kept, chunks):
-            visible = self.decoder_embed(chunk)  # (B, K, F_dec)
             restore = ids_restore[channel]
+            if kept[channel] == 0:
+                n_tokens = restore.shape[1]
+                queries = self.mask_token.to(context.dtype).expand(context.shape[0], n_tokens, -1)
+                x = torch.cat([context, queries + self.decoder_pos_embed[:, :n_tokens]], dim=1)  # (B, ΣK + N, F_dec)
+                predictions[channel] = self.decoder_preds[channel](self.decoders[channel](x)[:, -n_tokens:])
+                continue
+            visible = self.decoder_embed(chunk)  # (B, K, F_dec)
             x = (
                 unshuffle(visible, self.mask_token, restore) + self.decoder_pos_embed[:, : restore.shape[1]]
             )  # (B, N, F_dec)
@@ -451,7 +490,8 @@ class SynthSleepNet(nn.Module):
             recon.append(recon_m)
             contrastive.append(contrastive_m)
             accuracy.append(info["accuracy"])
-        out["recon"] = torch.stack(recon).mean()
+        masked = [r for r, m in zip(recon, parts.masks.values()) if bool(m.any())]  # channel mode: hidden ones
+        out["recon"] = torch.stack(masked or recon).mean()
         out["contrastive"] = torch.stack(contrastive).mean()
         out["contrastive_accuracy"] = torch.stack(accuracy).mean().detach()
         out["loss"] = out["recon"] + self.config.alpha * out["contrastive"]

@@ -31,11 +31,17 @@ def n_kept(n_tokens: int, mask_ratio: float) -> int:
     return max(1, int(round(n_tokens * (1.0 - mask_ratio))))
 
 
-def random_masking(tokens: torch.Tensor, mask_ratio: float, generator: torch.Generator | None = None):
+def random_masking(
+    tokens: torch.Tensor,
+    mask_ratio: float,
+    generator: torch.Generator | None = None,
+    noise: torch.Tensor | None = None,
+):
     """MAE per-sample random masking: keep the round(N·(1-r)) tokens with the smallest uniform noise.
 
     Args:
         tokens: (B, N, D).
+        noise: (B, N) the draw to rank, when several token sets must mask the same positions; else drawn here.
     Returns:
         kept: (B, K, D) kept tokens in shuffled order.
         mask: (B, N) float, 1 = masked (to reconstruct), 0 = kept, in original token order.
@@ -43,7 +49,8 @@ def random_masking(tokens: torch.Tensor, mask_ratio: float, generator: torch.Gen
     """
     batch, n_tokens, dim = tokens.shape
     keep = n_kept(n_tokens, mask_ratio)
-    noise = torch.rand(batch, n_tokens, device=tokens.device, generator=generator)  # (B, N) in [0, 1)
+    if noise is None:
+        noise = torch.rand(batch, n_tokens, device=tokens.device, generator=generator)  # (B, N) in [0, 1)
     ids_shuffle = torch.argsort(noise, dim=1)  # (B, N) ascending: first `keep` are kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)  # (B, N) inverse permutation
     ids_keep = ids_shuffle[:, :keep]  # (B, K)

@@ -19,6 +19,7 @@ import pytest
 
 from dataset.data_parser import main
 from dataset.synthetic import generate_cohort, generate_night
+from tests.parser_nights import DEFAULT_STAGES, SHHS1, make_night, parse
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -284,3 +285,18 @@ def test_workers_and_resource_tracker_exit_when_the_parser_is_killed(tmp_path):
         for child in alive():  # never leave them behind, even when the test fails
             child.kill()
     assert not left, left
+
+
+def test_what_a_night_lacks_or_loses_is_in_its_warnings(tmp_path):
+    """A night without an EMG channel and a scoring that ends 90 s before the signal are ok, and the manifest's
+    warnings say both, so a run that later skips the night for its EMG is not the first to tell."""
+    layout = {key: spec for key, spec in SHHS1.items() if key != "emg"}
+    make_night(tmp_path / "src", "w-1", seconds=30 * len(DEFAULT_STAGES) + 90, layout=layout)
+    make_night(tmp_path / "src", "w-2")
+    rows = parse(tmp_path / "src", tmp_path / "dst").set_index("recording_id")
+    assert (rows["status"] == "ok").all()
+    warned = rows.loc["w-1", "warnings"]
+    assert "no channel found for emg" in warned
+    end = 30 * len(DEFAULT_STAGES)
+    assert f"the scoring ends at {end} s, the signal at {end + 90} s: 90 s not kept" in warned
+    assert rows.loc["w-2", "warnings"] == ""

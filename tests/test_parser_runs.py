@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -120,8 +121,13 @@ def test_shards_and_merge_equal_a_single_run_with_workers(tmp_path):
     for i in range(7):
         make_night(tmp_path / "src", f"c-{i:03d}", markers={"eeg_c4": i})
     make_night(tmp_path / "src", "bad-007", xml=False)
+    for suffix in (".edf", "-nsrr.xml"):  # night c-001 again under another subject's name
+        shutil.copy(tmp_path / "src" / f"c-001{suffix}", tmp_path / "src" / f"copy-901{suffix}")
     single = parse(tmp_path / "src", tmp_path / "single", workers=2)
     assert single.attrs["runs"]["c-003"]["max_rss_mb"] > 0
+    copy = single.set_index("recording_id").loc["copy-901"]  # both stay ok, the copy carries the warning
+    assert copy["status"] == "ok" and "the same EDF content as" in copy["warnings"] and "c-001.edf" in copy["warnings"]
+    assert "same EDF content" not in single.set_index("recording_id").loc["c-001", "warnings"]
     for k in (1, 2, 3):
         if k == 3:
             with pytest.raises(ValueError, match=r"shards \[3\] of 3 have not finished"):
@@ -168,6 +174,7 @@ def test_a_subject_whose_night_fails_once_keeps_its_split(tmp_path, capsys):
     stamp = (dst / "manifest.parquet").stat().st_mtime_ns
     make_night(src, "c-3")  # a new night: not processed when the run is refused
     argv = ["--src", str(src), "--dst", str(dst), "--no-progress", "--subject-regex", r"(c-\d)"]
+    capsys.readouterr()  # the earlier runs' warnings (these nights are written alike)
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {dst / 'splits.json'}: ") and "--resplit" in err and err.count("\n") == 1
