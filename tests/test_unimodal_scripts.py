@@ -16,6 +16,7 @@ from dataset import data_parser
 from dataset.constants import MODALITY_CHANNELS
 from models.neuronet import build_neuronet
 from pretrained.unimodal.pretrain import MODALITIES, PROBE_TARGET_BY_MODALITY, main
+from tests.checks import exit_code
 from utils.checkpoint import load_checkpoint
 from utils.run_logging import read_jsonl
 
@@ -93,6 +94,27 @@ def test_bad_channels_and_data_are_reported(cohort, tmp_path):
     data_parser.parse_cohort(cohort.parent / "src", eeg_only, workers=1, channels=["eeg_c4", "eeg_c3"], progress=False)
     with pytest.raises(SystemExit, match=r"split 'pretrain'.*\['emg'\] not present in any"):
         main(["--data", str(eeg_only), "--out", str(tmp_path / "d"), *SMOKE], modality="emg")
+
+
+def test_another_modalitys_checkpoint_or_probe_target_is_not_resumed(cohort, tmp_path, capsys):
+    """An EEG run resumed from the ECG run's checkpoint would label ECG weights 'eeg'; a changed --monitor-target
+    would keep selecting best.pt by the old one. Both are refused before any work, the folders unchanged."""
+    ecg = tmp_path / "ecg"
+    assert main(["--data", str(cohort), "--out", str(ecg), *SMOKE], modality="ecg") == 0
+    capsys.readouterr()
+    eeg = tmp_path / "eeg"
+    argv = ["--data", str(cohort), "--out", str(eeg), "--resume", str(ecg / "last.pt"), *SMOKE]
+    assert exit_code(lambda a: main(a, modality="eeg"), argv) == 2
+    err = capsys.readouterr().err
+    assert "holds a model of modality 'ecg', this run trains 'eeg'" in err and err.count("\n") == 1
+    assert not eeg.exists()
+    before = sorted(p.name for p in ecg.iterdir())
+    argv = ["--data", str(cohort), "--out", str(ecg), "--monitor-target", "stage", "--max-steps", "4"]
+    assert exit_code(lambda a: main(a, modality="ecg"), [*argv, *SMOKE[:2], *SMOKE[4:]]) == 2
+    assert (
+        "monitor_target 'apnea' -> 'stage'" in capsys.readouterr().err
+        and sorted(p.name for p in ecg.iterdir()) == before
+    )
 
 
 def test_scripts_run_as_file_and_as_module():

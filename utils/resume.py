@@ -4,7 +4,8 @@ the same folder leaves behind when training starts again.
 
 A checkpoint belongs to another run when it trained another model kind, on other data or another split of it,
 with other labels, another backbone (`RESUME_IDENTITY_KEYS`, compared by value; the split by the content of
-splits.json), selected its best checkpoint by another val metric or val subset, or stepped with another
+splits.json), selected its best checkpoint by another val metric, probe target or val subset (a pretraining
+script also refuses a checkpoint of another modality), or stepped with another
 effective batch (its steps per pass and lr schedule would no longer match the position it resumes at). Other
 changed options (`RESUME_CHECKED_KEYS`) are resumed with a warning, the new lr and weight decay applying from
 the resumed step on, unless the run is finished under the new budget (`utils.engine.Trainer.resume` refuses
@@ -46,6 +47,8 @@ RESUME_IDENTITY_KEYS = (
     "pooling",
     "select_metric",
     "max_val_recordings",
+    "monitor_target",
+    "monitor_metric",
 )
 BATCH_KEYS = ("batch_size", "accum_steps")  # their product is the effective batch of one process
 
@@ -65,14 +68,21 @@ def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:
 
 
 def read_resume_checkpoint(
-    resume: str | None, run_dir: Path, model_kind: str | None = None, cfg: Any = None, advice: str | None = None
+    resume: str | None,
+    run_dir: Path,
+    model_kind: str | None = None,
+    cfg: Any = None,
+    advice: str | None = None,
+    metadata: dict[str, Any] | None = None,
 ) -> tuple[Path | None, dict[str, Any] | None]:
     """The training checkpoint `--resume` points at (`resolve_resume`), read and checked, or (None, None) for a
     fresh start. UsageError naming the file and what to do when it cannot be read (truncated, corrupt, not a
     checkpoint), holds another `model_kind` than this run trains, or (with `cfg`) belongs to another run (module
     docstring). Scripts call it before reading any data, so a bad checkpoint changes nothing; `fit` calls it to
     resume. `advice`: what to do about an unreadable checkpoint or one of another kind, where the default advice
-    does not apply (a phase of a run, whose own checkpoint no --resume names)."""
+    does not apply (a phase of a run, whose own checkpoint no --resume names). `metadata`: values the
+    checkpoint's metadata must hold where it records them (e.g. {"modality": "eeg"}: one NeuroNet kind serves
+    every modality)."""
     path = resolve_resume(resume, run_dir)
     if path is None:
         return None, None
@@ -89,6 +99,10 @@ def read_resume_checkpoint(
         raise UsageError(f"{err}; {advice}") from None
     if model_kind is not None and state["model_kind"] != model_kind:
         raise UsageError(f"{path}: holds a {state['model_kind']!r} model, this run trains {model_kind!r}; {advice}")
+    recorded = state.get("metadata") or {}
+    for key, wanted in (metadata or {}).items():
+        if recorded.get(key, wanted) != wanted:
+            raise UsageError(f"{path}: holds a model of {key} {recorded[key]!r}, this run trains {wanted!r}; {advice}")
     if cfg is None:
         return path, state
     saved = {LEGACY_KEYS.get(k, k): v for k, v in (state.get("config") or {}).items()}

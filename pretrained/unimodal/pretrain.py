@@ -165,7 +165,8 @@ def run(argv: list[str] | None, modality: str) -> int:
         )
     except (ValueError, TypeError) as err:
         raise UsageError(f"--preset {cfg.preset} / --model-arg: {err}") from None
-    read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND, cfg)  # an unreadable checkpoint fails before any work
+    # before any work: an unreadable checkpoint, or one of another run (another modality's NeuroNet too)
+    read_resume_checkpoint(cfg.resume, cfg.out, MODEL_KIND, cfg, metadata={"modality": modality})
     ctx = setup_run(cfg)
     try:
         train_set = open_split(cfg, "pretrain", report=ctx.is_main)
