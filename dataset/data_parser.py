@@ -479,6 +479,13 @@ def main(argv: list[str] | None = None) -> int:
                 subject_regex=args.subject_regex,
                 **split_args,
             )
+    except KeyboardInterrupt:
+        print(
+            "interrupted: the nights written so far are kept, the cohort files are not updated; the same command "
+            "goes on from there",
+            file=sys.stderr,
+        )
+        return 130
     except (OSError, ValueError) as err:  # no SRC, unusable DST, missing shards, full disk: not one recording
         message = str(err)
         if isinstance(err, OSError) and err.errno in STORAGE_ERRNOS and err.filename:

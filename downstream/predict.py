@@ -628,6 +628,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_config(parser, argv, required=("checkpoint", "edf", "out"))
     args = args.replace(edf=Path(args.edf), out=Path(args.out))
     try:
+        return run(args)
+    except KeyboardInterrupt:
+        print(f"interrupted: nothing of this run was written; {args.out} is as it was", file=sys.stderr, flush=True)
+        return 130
+
+
+def run(args: Any) -> int:
+    """`main` once the options are parsed: the inputs checked (one `error:` line, exit 2), then the night or cohort."""
+    try:
         check_out(args.out)
         single = args.edf.is_file() and is_edf(args.edf)
         nights = None if single else night_inputs(args.edf, args.out)

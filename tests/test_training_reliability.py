@@ -6,17 +6,21 @@ one log record. Toy engine runs (tests/test_engine.py) and one tiny unimodal run
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 
 import pytest
+import torch
 from test_engine import ToyDataset, ToyModel, run_toy, step_losses, toy_cfg, toy_loss
 
 from dataset import data_parser, synthetic
 from models.loading import read_checkpoint
 from pretrained.unimodal.pretrain import main as unimodal_main
+from tests.checks import exit_code
 from utils.checkpoint import load_checkpoint
 from utils.config import UsageError, build_parser, parse_config
-from utils.engine import fit, setup_run
+from utils.engine import Trainer, fit, setup_run
 from utils.resume import read_resume_checkpoint
 from utils.run_logging import read_jsonl
 
@@ -251,3 +255,69 @@ def test_nan_loss_in_a_script_is_one_error_line(cohort, tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert exit_info.value.code == 1 and err.startswith("error: loss is nan") and "Traceback" not in err
     assert "no checkpoint of this run" in err
+
+
+# ------------------------------------------------------------------------------------------ Ctrl-C / SIGTERM
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_signal_saves_the_step_and_the_same_command_ends_as_an_unbroken_run(
+    cohort, tmp_path, capsys, monkeypatch, signum
+):
+    """A signal in the middle of a pass stops the run at the next optimizer step with last.pt saved there and one
+    `interrupted:` line (exit 130); the same command then resumes it and ends with the weights an uninterrupted
+    run has."""
+    argv = ["--data", str(cohort), *TINY, "--max-steps", "6", "--passes", "1", "--seed", "3"]
+    unbroken = tmp_path / "unbroken"
+    assert unimodal_main([*argv, "--out", str(unbroken)], modality="eeg") == 0
+    out = tmp_path / "interrupted"
+    original = Trainer._optimizer_step
+
+    def signalled(self):
+        grad_norm = original(self)
+        if self.step == 3:
+            os.kill(os.getpid(), signum)  # served at once by the handler: the request is seen after this step
+        return grad_norm
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", signalled)
+    capsys.readouterr()
+    assert exit_code(lambda a: unimodal_main(a, modality="eeg"), [*argv, "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"interrupted: {signal.Signals(signum).name} at step 3, in pass 1: saved ")
+    assert load_checkpoint(out / "last.pt")["step"] == 3 and not (out / "metrics.json").exists()
+    monkeypatch.setattr(Trainer, "_optimizer_step", original)
+    assert unimodal_main([*argv, "--out", str(out)], modality="eeg") == 0
+    again, reference = load_checkpoint(out / "last.pt"), load_checkpoint(unbroken / "last.pt")
+    assert again["step"] == reference["step"] == 6
+    assert all(torch.equal(again["model"][k], v) for k, v in reference["model"].items())
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are given back
+
+
+def test_ctrl_c_outside_training_is_one_line_in_every_script(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while the parser, predict.py or a training script's set-up runs: one `interrupted:` line, 130."""
+    from dataset import data_parser as parser_module
+    from downstream import predict
+    from utils.config import reported_errors
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(parser_module, "parse_cohort", interrupt)
+    (tmp_path / "src").mkdir()
+    argv = ["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "dst"), "--no-progress"]
+    assert parser_module.main(argv) == 130
+    monkeypatch.setattr(predict, "load_runs", interrupt)
+    edf = tmp_path / "n.edf"
+    edf.write_bytes(b"0       " + b" " * 248)
+    try:
+        code = predict.main(["--checkpoint", str(tmp_path), "--edf", str(edf), "--out", str(tmp_path / "o")])
+    except KeyboardInterrupt:
+        code = "traceback"
+    assert code == 130
+
+    def script() -> int:
+        with reported_errors():
+            raise KeyboardInterrupt
+        return 0
+
+    assert exit_code(lambda argv: script(), []) == 130
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("interrupted: ") for line in lines)

@@ -55,6 +55,11 @@ class UsageError(Exception):
     (`reported_errors`)."""
 
 
+class Interrupted(Exception):
+    """A run stopped by Ctrl-C or SIGTERM after saving what resumes it; the message says where and how. A script's
+    `main` prints it as one `interrupted:` line, exit status 130 (`reported_errors`)."""
+
+
 class ErrorExit(SystemExit):
     """SystemExit with an exit status whose str() is the message already printed (callers and tests can read it)."""
 
@@ -69,7 +74,8 @@ class ErrorExit(SystemExit):
 @contextmanager
 def reported_errors() -> Iterator[None]:
     """Wrap a training script's `main`: a `UsageError` becomes `error: <message>` on stderr and exit status 2; a
-    training failure (`FloatingPointError`: a non-finite loss) becomes `error: <message>` and exit status 1. Anything
+    training failure (`FloatingPointError`: a non-finite loss) becomes `error: <message>` and exit status 1; Ctrl-C
+    or SIGTERM one `interrupted:` line and exit status 130 (training saves last.pt first: `Interrupted`). Anything
     else is a bug and keeps its traceback."""
     try:
         yield
@@ -79,6 +85,13 @@ def reported_errors() -> Iterator[None]:
     except FloatingPointError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise ErrorExit(str(err), 1) from None
+    except Interrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr, flush=True)
+        raise ErrorExit(str(err), 130) from None
+    except KeyboardInterrupt:
+        message = "stopped by Ctrl-C; what was written before stays (rerun the command: training resumes from last.pt)"
+        print(f"interrupted: {message}", file=sys.stderr, flush=True)
+        raise ErrorExit(message, 130) from None
 
 
 # --------------------------------------------------------------------------- the resolved configuration

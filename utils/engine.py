@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -49,7 +50,15 @@ from utils.checkpoint import (
     restore_rng_state,
     sha256_file,
 )
-from utils.config import Config, UsageError, config_differences, config_to_dict, save_config, to_plain
+from utils.config import (
+    Config,
+    Interrupted,
+    UsageError,
+    config_differences,
+    config_to_dict,
+    save_config,
+    to_plain,
+)
 from utils.config_file import LEGACY_KEYS
 from utils.distributed import (
     DistContext,
@@ -59,6 +68,7 @@ from utils.distributed import (
     broadcast_object,
     init_distributed,
 )
+from utils.interrupt import StopRequest
 from utils.optim import REFERENCE_BATCH, param_groups, scaled_lr, warmup_cosine
 from utils.resume import RESUME_CHECKED_KEYS, check_resumed_batch, clear_run_results, read_resume_checkpoint
 from utils.run_logging import RunLogger, check_run_logs, format_count, progress_bar
@@ -80,6 +90,7 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle (`StopRequest`)
 
 
 @contextmanager
@@ -258,6 +269,7 @@ class Trainer:
         self.n_trainable = sum(p.numel() for p in self.trainable)
         seed_everything(cfg.seed + ctx.rank)  # per-rank streams (masking, dropout); restored on resume
 
+        self.stop = StopRequest()  # entered around the training loop (`fit`)
         self.sampler = ResumableDistributedSampler(train_set, ctx.world_size, ctx.rank, shuffle=True, seed=cfg.seed)
         self.loader_generator = torch.Generator()  # reseeded per epoch: worker seeds do not depend on history
         self.loader = DataLoader(
@@ -502,6 +514,8 @@ class Trainer:
             if self.step >= self.step_cap:
                 reason = "completed" if self.step >= self.total_steps else "max_steps"
                 return reason, samples, time.monotonic() - started
+            if self.stop.name is not None and self.batch_in_epoch < self.used_batches:  # Ctrl-C, SIGTERM: saved
+                return "interrupted", samples, time.monotonic() - started  # by `fit` (at a pass's end: as usual)
             if self.deadline is not None:
                 out_of_time = time.monotonic() > self.deadline
                 if broadcast_object(out_of_time, self.ctx):  # every rank stops at the same step
@@ -550,6 +564,43 @@ class Trainer:
             )
         return record, improved
 
+    def _train_passes(self, stop_reason: str | None, logger: RunLogger, bar) -> dict[str, Any]:
+        """The training loop of `fit`: passes until the budget ends; returns the last pass's record with the
+        reason under "stopped". A stop request (`StopRequest`) saves last.pt and raises `Interrupted`."""
+        cfg, ctx = self.cfg, self.ctx
+        record: dict[str, Any] = {}
+        while stop_reason is None:
+            stop_reason, samples, seconds = self._train_epoch(logger, bar)
+            if stop_reason == "interrupted":
+                self.save(("last.pt",), {})
+                self._interrupted(bar, logger, f"at step {self.step}, in pass {self.epoch + 1}")
+            record, improved = self._end_epoch(samples, seconds)
+            logger.log_epoch(record)
+            if ctx.is_main:
+                bar.write(
+                    f"pass {self.epoch + 1}/{cfg.passes} "
+                    + " ".join(
+                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in record.items()
+                        if k != "epoch"
+                    )
+                )
+            if self.batch_in_epoch >= self.used_batches:  # the epoch is complete
+                self.epoch, self.batch_in_epoch, self.meter = self.epoch + 1, 0, _Meter()
+                if stop_reason is None and self.epoch >= cfg.passes:
+                    stop_reason = "completed"
+            self.save(("last.pt", "best.pt") if improved else ("last.pt",), record)
+            if self.stop.name is not None and stop_reason is None:  # signalled during the pass's end
+                self._interrupted(bar, logger, f"at the end of pass {self.epoch}, step {self.step}")
+        return {**record, "stopped": stop_reason}
+
+    def _interrupted(self, bar, logger: RunLogger, where: str) -> None:
+        bar.close()
+        logger.close()
+        raise Interrupted(
+            f"{self.stop.name} {where}: saved {self.run_dir / 'last.pt'}; the same command resumes from there"
+        )
+
     def fit(self) -> dict[str, Any]:
         cfg, ctx = self.cfg, self.ctx
         if ctx.is_main:
@@ -592,24 +643,9 @@ class Trainer:
             else None
         )
         record: dict[str, Any] = {}
-        while stop_reason is None:
-            stop_reason, samples, seconds = self._train_epoch(logger, bar)
-            record, improved = self._end_epoch(samples, seconds)
-            logger.log_epoch(record)
-            if ctx.is_main:
-                bar.write(
-                    f"pass {self.epoch + 1}/{cfg.passes} "
-                    + " ".join(
-                        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                        for k, v in record.items()
-                        if k != "epoch"
-                    )
-                )
-            if self.batch_in_epoch >= self.used_batches:  # the epoch is complete
-                self.epoch, self.batch_in_epoch, self.meter = self.epoch + 1, 0, _Meter()
-                if stop_reason is None and self.epoch >= cfg.passes:
-                    stop_reason = "completed"
-            self.save(("last.pt", "best.pt") if improved else ("last.pt",), record)
+        with self.stop if ctx.world_size == 1 else nullcontext():
+            record = self._train_passes(stop_reason, logger, bar)
+        stop_reason = record.pop("stopped")
         bar.close()
         summary = {
             "stopped": stop_reason,
