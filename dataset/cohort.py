@@ -33,8 +33,15 @@ def resolve_split(data_dir: str | Path, split: str | list[str] | tuple[str, ...]
             raise ValueError(f"unknown split {split!r}: use one of {list(SPLIT_NAMES)} or a list of recording ids")
         path = Path(data_dir) / "splits.json"
         if not path.is_file():
+            made = (Path(data_dir) / "manifest.parquet").is_file()
             raise FileNotFoundError(
-                f"{path}: no splits file; run the data parser on this folder first (docs/data.md §2.4)"
+                f"{path}: no splits file; "
+                + (
+                    "the parser writes it only for a cohort with subjects enough for pretrain, val and test (its "
+                    "run said why not): add nights and run it again (docs/data.md §2.4)"
+                    if made
+                    else "run the data parser on this folder first (docs/data.md §2.4)"
+                )
             )
         recordings = read_splits(path)["recordings"][split]
         if not recordings:

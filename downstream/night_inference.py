@@ -62,7 +62,7 @@ def load_runs(runs: Mapping[str, Path | None], device: torch.device) -> dict[str
             raise InputError(f"{run}: cannot load the {task} run ({one_line(err)})") from None
         if model.task != task:
             option = "--checkpoint" if task == "sleep_stage" else f"--{task}"
-            raise InputError(f"{model.checkpoint}: a {model.task} run, but {option} expects a {task} run")
+            raise InputError(f"{model.checkpoint}: a run of task {model.task}, but {option} expects one of task {task}")
         model.model.to(device).eval()
         loaded[task] = model
     return loaded

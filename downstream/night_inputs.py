@@ -95,6 +95,8 @@ def night_inputs(source: Path, out: Path | None = None) -> list[NightInput]:
         except (OSError, UnicodeDecodeError) as err:
             raise InputError(f"--edf {source}: cannot read the list of EDF files ({one_line(err)})") from None
         entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
+        if not any(entry.lower().endswith(".edf") for entry in entries):  # e.g. an XML scoring given as --edf
+            raise InputError(f"--edf {source}: neither an EDF file nor a list of EDF paths (one .edf per line)")
         nights = paired_inputs(
             [(source.parent / entry) if not Path(entry).is_absolute() else Path(entry) for entry in entries]
         )

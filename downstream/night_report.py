@@ -415,7 +415,7 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
-        report = f"[{r['night']}]({r['report']})" if r["report"] else r["night"]
+        report = f"[{r['night']}](<{r['report']}>)" if r["report"] else r["night"]  # <...>: names with spaces
         reason = str(r["reason"] or "").replace("|", "/")
         unreliable = " (UNRELIABLE)" if r["ahi_reliable"] is False else ""
         lines.append(

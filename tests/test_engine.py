@@ -616,3 +616,10 @@ def test_the_console_counts_passes_and_the_logs_keep_their_fields(tmp_path, caps
     assert "pass 1/2 step=3" in out and "pass 2/2 step=6" in out and "epoch 1/2" not in out
     records = [r for r in read_jsonl(tmp_path / "run" / "log.jsonl") if r["kind"] == "epoch"]
     assert [r["epoch"] for r in records] == [1, 2]
+
+
+def test_a_warmup_longer_than_the_run_is_said(tmp_path, capsys):
+    run_toy(tmp_path / "long", "--passes", "1", "--batch-size", "4", "--warmup-steps", "30", "--no-progress")
+    assert "warning: the warmup (30 steps) is longer than the run (6 steps of 1 pass(es))" in capsys.readouterr().out
+    run_toy(tmp_path / "short", "--passes", "2", "--batch-size", "4", "--warmup-steps", "6", "--no-progress")
+    assert "warning: the warmup" not in capsys.readouterr().out

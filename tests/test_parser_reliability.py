@@ -300,3 +300,17 @@ def test_what_a_night_lacks_or_loses_is_in_its_warnings(tmp_path):
     end = 30 * len(DEFAULT_STAGES)
     assert f"the scoring ends at {end} s, the signal at {end + 90} s: 90 s not kept" in warned
     assert rows.loc["w-2", "warnings"] == ""
+
+
+def test_a_cohort_too_small_to_split_says_so_where_the_split_is_read(tmp_path, capsys):
+    """One night parses (exit 0) but makes no splits.json; a run reading a split then says why, rather than to
+    run the parser that just ran."""
+    from dataset.cohort import resolve_split
+
+    make_night(tmp_path / "src", "s-1")
+    assert main(["--src", str(tmp_path / "src"), "--dst", str(tmp_path / "dst"), "--no-progress"]) == 0
+    assert "splits.json not written" in capsys.readouterr().err and not (tmp_path / "dst" / "splits.json").exists()
+    with pytest.raises(FileNotFoundError, match="subjects enough for pretrain, val and test"):
+        resolve_split(tmp_path / "dst", "train")
+    with pytest.raises(FileNotFoundError, match="run the data parser on this folder first"):
+        resolve_split(tmp_path / "nothing", "train")

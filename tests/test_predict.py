@@ -198,7 +198,7 @@ def test_bad_inputs_exit_2_with_the_file_named(predict_runs, night, tmp_path, ca
         predict.main(["--checkpoint", str(predict_runs["apnea"]), "--edf", str(night[0]), "--out", str(tmp_path / "c")])
         == 2
     )
-    assert "expects a sleep_stage run" in capsys.readouterr().err
+    assert "expects one of task sleep_stage" in capsys.readouterr().err
     # a pretraining checkpoint where a downstream run is expected: what to train first
     backbone = predict_runs["stage"].parent / "fusion.pt"
     assert predict.main(["--checkpoint", str(backbone), "--edf", str(night[0]), "--out", str(tmp_path / "d")]) == 2
@@ -497,6 +497,7 @@ def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(p
         assert float(summary.loc[name, "tst_min"]) == pytest.approx(report["sleep"]["tst_min"])
     assert json.loads((out / "a-100001" / "report.json").read_text())["agreement"] is not None
     assert not (out / "c-100003").exists() and "failed" in (out / "summary.md").read_text()
+    assert "[a-100001](<a-100001/report.md>)" in (out / "summary.md").read_text()  # a link whatever the name holds
     assert "c-100003" in capsys.readouterr().out
 
     listing = tmp_path / "nights.txt"
@@ -510,6 +511,12 @@ def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(p
     assert pd.read_csv(out / "summary.csv")["night"].tolist() == ["a-100001"]
     assert predict.main([*args, "--edf", str(cohort / "none-*.edf")]) == 2
     assert capsys.readouterr().err.startswith("error: --edf ")
+    xml = cohort / "a-100001-nsrr.xml"  # a scoring file given as --edf is not a list of nights
+    assert predict.main([*args, "--edf", str(xml)]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"error: --edf {xml}: neither an EDF file nor a list of EDF paths (one .edf per line)\n"
+    )
 
 
 def test_a_report_folder_inside_the_cohort_and_a_cohort_that_fails_whole(predict_runs, tmp_path, capsys):

@@ -298,6 +298,12 @@ class Trainer:
         self.warmup = (
             cfg.warmup_steps if cfg.warmup_steps is not None else round(cfg.warmup_passes * self.steps_per_epoch)
         )
+        if self.warmup > self.total_steps and ctx.is_main:
+            print(
+                f"warning: the warmup ({self.warmup} steps) is longer than the run ({self.total_steps} steps of "
+                f"{cfg.passes} pass(es)): the lr never reaches its peak; lower --warmup-passes / --warmup-steps",
+                flush=True,
+            )
         self.lr = scaled_lr(cfg.base_lr, self.effective_batch)
         self.optimizer = torch.optim.AdamW(
             param_groups(self.model, cfg.weight_decay),
