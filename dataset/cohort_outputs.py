@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from dataset.atomic_files import write_all_atomic, write_atomic
-from dataset.constants import EPHYS_CHANNELS, EVENT_TYPES
+from dataset.constants import EPHYS_CHANNELS, LABEL_EVENT_COLUMNS
 from dataset.labels import EVENT_TABLE_COLUMNS, events_frame
 from dataset.splits import check_same_subjects, extend_splits, make_splits, read_splits, splits_json
 
@@ -38,7 +38,7 @@ STRING_COLUMNS = (
     "channel_map_channels",
     "nonstandard_channels",
 )
-INT_COLUMNS = ("n_epochs", "n_scored", *(f"n_{e}" for e in EVENT_TYPES))
+INT_COLUMNS = ("n_epochs", "n_scored", *(f"n_{e}" for e in LABEL_EVENT_COLUMNS))
 FLOAT_COLUMNS = ("signal_s", "scored_s", "kept_s", "tst_min", "ahi_scored", "ahi_a0h3a", "ahi_a0h4", "ahi_all")
 
 
@@ -64,7 +64,7 @@ def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
     columns += [f"unit_assumed_{c}" for c in channels if c in EPHYS_CHANNELS]
     columns += [
         "dropped_channels",
-        *(f"n_{e}" for e in EVENT_TYPES),
+        *(f"n_{e}" for e in LABEL_EVENT_COLUMNS),
         "tst_min",
         "ahi_scored",
         "ahi_a0h3a",

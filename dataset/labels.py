@@ -179,7 +179,7 @@ def events_scored(labels: dict[str, np.ndarray]) -> bool:
 
 
 def night_summary(labels: dict[str, np.ndarray], events: list[dict] | None, kept_s: float) -> dict:
-    """Manifest numbers of a night: `n_<event>` (events starting before kept_s), `n_scored` (epochs with a
+    """Manifest numbers of a night: `n_<event>` (events starting before kept_s; `n_apnea` all three apnea types), `n_scored` (epochs with a
     stage), `tst_min` (minutes of N1-REM epochs) and the scored AHI (apneas + hypopneas starting in a sleep
     epoch, per hour of sleep; NaN without sleep) under each hypopnea rule of `dataset.scored_events`:
     `ahi_a0h3a`, `ahi_a0h4`, `ahi_all`; `ahi_scored` is the default rule's (`DEFAULT_HYPOPNEA_RULE`, AASM:
@@ -189,7 +189,9 @@ def night_summary(labels: dict[str, np.ndarray], events: list[dict] | None, kept
     summary: dict = {"n_scored": int(np.count_nonzero(stages != STAGE_UNSCORED))}
     ahi_columns = {rule: AHI_COLUMN_OF_RULE[rule] for rule in HYPOPNEA_RULES}
     unknown = (
-        {f"n_{e}": None for e in EVENT_TYPES} | {"ahi_scored": np.nan} | dict.fromkeys(ahi_columns.values(), np.nan)
+        {f"n_{e}": None for e in LABEL_EVENT_COLUMNS}
+        | {"ahi_scored": np.nan}
+        | dict.fromkeys(ahi_columns.values(), np.nan)
     )
     if events is None:
         return {**summary, **unknown, "tst_min": np.nan}
@@ -200,6 +202,7 @@ def night_summary(labels: dict[str, np.ndarray], events: list[dict] | None, kept
         return {**summary, **unknown}
     for name in EVENT_TYPES:
         summary[f"n_{name}"] = sum(1 for e in events if e["type"] == name and e["start_s"] < kept_s)
+    summary["n_apnea"] = sum(summary[f"n_{name}"] for name in APNEA_TYPES)  # as the `apnea` label: all three
     # events starting at or after kept_s are outside the night, also as what qualifies a hypopnea
     annotated = scored_events([e for e in events if e["start_s"] < kept_s])
     for rule, column in ahi_columns.items():

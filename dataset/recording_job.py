@@ -28,7 +28,14 @@ from dataset.discovery import Job
 from dataset.edf_reader import EdfError
 from dataset.labels import EVENT_TABLE_COLUMNS, LABEL_COLUMNS
 from dataset.nsrr_xml import XmlError
-from dataset.signal_processing import FORMAT_VERSION, Night, ProcessingConfig, SkipRecording, process_recording
+from dataset.signal_processing import (
+    FORMAT_VERSION,
+    HELD_CHANNELS,
+    Night,
+    ProcessingConfig,
+    SkipRecording,
+    process_recording,
+)
 
 # an event as the Parquet metadata keeps it, so that a rerun rebuilds events.parquet without processing again:
 # its columns but those derived from the recording (recording_id, beyond_end)
@@ -92,7 +99,9 @@ def _processing_record(night: Night, config: ProcessingConfig) -> dict:
                 "method": "scipy.signal.resample_poly",
                 "window": "kaiser(5.0)",
                 "padtype": config.resample_padtype,
-                "up_down": {n: [c.up, c.down] for n, c in night.channels.items()},
+                "up_down": {n: [c.up, c.down] for n, c in night.channels.items() if n not in HELD_CHANNELS},
+                "hold": {n: [c.up, c.down] for n, c in night.channels.items() if n in HELD_CHANNELS},
+                "hold_method": "sample-and-hold: each output sample the latest reading at or before its time",
                 "target_fs": {n: CHANNEL_BY_NAME[n].target_fs for n in night.channels},
             },
             {

@@ -125,6 +125,7 @@ def test_labels_equal_truth_for_every_epoch(tmp_path, style, shuffle):
     assert frame["mixed_apnea"].sum() == 0
     row = manifest.iloc[0]
     assert (row["n_obstructive_apnea"], row["n_central_apnea"], row["n_hypopnea"], row["n_arousal"]) == (1, 1, 1, 1)
+    assert row["n_apnea"] == row["n_obstructive_apnea"] + row["n_central_apnea"] + row["n_mixed_apnea"] == 2
     asleep = sum(STAGE_TRUTH[s] >= 1 for s in DEFAULT_STAGES)
     assert row["tst_min"] == asleep / 2
     # apnea events start at 95 s (epoch 3, N2) and 100 s (epoch 3); hypopnea at 301.5 s (epoch 10, REM)
@@ -172,6 +173,7 @@ def test_parquet_layout_and_metadata(tmp_path):
     steps = {s["step"]: s for s in json.loads(kv["processing"])["steps"]}
     assert steps["bandpass"]["zero_phase"] is True and steps["bandpass"]["bands_hz"]["emg"] == [25.0, 49.0]
     assert steps["resample"]["up_down"]["eeg_c4"] == [4, 5] and steps["resample"]["up_down"]["eog_l"] == [2, 1]
+    assert "spo2" not in steps["resample"]["up_down"] and steps["resample"]["hold"] == {"spo2": [10, 1]}  # held
     assert json.loads(kv["rates"])["spo2"] == {
         "native_hz": 1.0,
         "fs": 10,
