@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
-from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -32,6 +32,7 @@ from dataset.constants import STAGE_NAMES
 from utils.checkpoint import unwrap_model
 from utils.config import Config, UsageError, positive_int
 from utils.engine import evaluating
+from utils.metrics import cohen_kappa
 
 
 @dataclass(frozen=True)
@@ -178,11 +179,14 @@ def _knn(train_x: np.ndarray, train_y: np.ndarray, k: int, pca_dim: int):
 
 
 def classification_scores(true: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
-    """Accuracy, macro-F1 and Cohen's kappa of predicted vs true class indices (N,)."""
+    """Accuracy, macro-F1 and Cohen's kappa of predicted vs true class indices (N,); kappa is NaN (undefined,
+    quietly) when both hold one and the same class, e.g. a val sample of one stage."""
+    true, predicted = np.asarray(true), np.asarray(predicted)
+    n_classes = int(max(true.max(initial=0), predicted.max(initial=0))) + 1
     return {
         "accuracy": float(accuracy_score(true, predicted)),
         "f1": float(f1_score(true, predicted, average="macro")),
-        "kappa": float(cohen_kappa_score(true, predicted)),
+        "kappa": cohen_kappa(true, predicted, n_classes),
     }
 
 
