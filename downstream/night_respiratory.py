@@ -29,8 +29,8 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
   (times a calibration factor) instead of an event model, when the night lacks a respiratory channel the event
   model reads, when valid SpO2 covers less than `MIN_SPO2_SLEEP_FRACTION` of predicted sleep (the model's
   desaturation input is missing there), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
-  index per hour of sleep from so little sleep says little: the 2 h of sleep below which the AASM's split-night
-  and the US Medicare rules do not accept an AHI as it stands), when the staging model's validation kappa is
+  index per hour extrapolated six times or more: 0.5 min of sleep and one apnea read "120.0, severe"; between
+  that and `CLINICAL_SLEEP_MIN` the report notes how little sleep the index rests on), when the staging model's validation kappa is
   below `STAGING_KAPPA_MIN`, when the event model's validation event F1 (apnea or hypopnea) is below
   `EVENT_F1_MIN`, or its validation AHI severity kappa below `SEVERITY_KAPPA_MIN` or measured on fewer than
   `MIN_VALIDATION_NIGHTS` nights, or when a validation number is not there to check.
@@ -75,7 +75,8 @@ EVENT_F1_MIN = 0.5  # validation event F1 (apnea and hypopnea) below this: unrel
 SEVERITY_KAPPA_MIN = 0.6  # validation AHI severity kappa below this: unreliable
 STAGING_KAPPA_MIN = 0.6  # staging validation kappa below this: unreliable (the AHI's hours of sleep)
 MIN_VALIDATION_NIGHTS = MIN_AGREEMENT_NIGHTS  # severity kappa from fewer validation nights says little
-MIN_SLEEP_MIN = 120.0  # less predicted sleep than this (minutes): unreliable
+MIN_SLEEP_MIN = 10.0  # less predicted sleep than this (minutes, 20 epochs): unreliable
+CLINICAL_SLEEP_MIN = 120.0  # less than this: the report notes it (AASM split-night and Medicare ask for 2 h of sleep)
 MIN_SPO2_SLEEP_FRACTION = 0.5  # valid SpO2 over less of predicted sleep than this: unreliable
 WITHHELD_INDICES = ("ahi", "ahi_rem", "ahi_nrem", "apnea_index", "hypopnea_index")
 THRESHOLDS = {

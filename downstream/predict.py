@@ -107,6 +107,8 @@ from downstream.night_report import (
     write_outputs,
 )
 from downstream.night_respiratory import (
+    CLINICAL_SLEEP_MIN,
+    MIN_SLEEP_MIN,
     EventRun,
     assess_reliability,
     detect_night_events,
@@ -414,6 +416,11 @@ def predict_night(
         notes.append(
             f"the last {tail_s:g} s of the recording, less than a {EPOCH_S}-s epoch, are not predicted (nor in the "
             "recording time)"
+        )
+    if ahi is not None and not ahi.get("withheld") and MIN_SLEEP_MIN <= stats["tst_min"] < CLINICAL_SLEEP_MIN:
+        notes.append(
+            f"the AHI rests on {_fmt(stats['tst_min'])} min of predicted sleep; clinical criteria (AASM split-night, "
+            f"Medicare) ask for at least {CLINICAL_SLEEP_MIN:g} min"
         )
     if channels["missing"]:
         notes.append(f"missing channels {', '.join(channels['missing'])}: predicted without them")

@@ -18,7 +18,7 @@ import pytest
 
 from dataset import synthetic
 from dataset.nsrr_xml import parse_nsrr_xml
-from downstream import evaluate, night_respiratory, predict
+from downstream import evaluate, predict
 from downstream.night_inference import recording_start
 from downstream.night_report import _fmt_index
 from downstream.night_respiratory import (
@@ -129,8 +129,8 @@ def test_reliability_reasons_and_thresholds():
 
 
 def test_little_sleep_or_little_valid_spo2_is_unreliable():
-    """An index per hour of sleep from under 2 h of sleep, or an event model that lacked valid SpO2 over most of
-    sleep, is flagged; an all-wake night (TST 0, no index at all) too."""
+    """An index per hour of sleep from under 10 min of sleep, or an event model that lacked valid SpO2 over most
+    of sleep, is flagged; an all-wake night (TST 0, no index at all) too."""
     full = {"spo2_valid_sleep_min": 380.0}
     assert assess_reliability("event model", {"val_kappa": 0.8}, STRONG_EVENTS, [], 400.0, full)["reliable"] is True
     short = assess_reliability("event model", {"val_kappa": 0.8}, STRONG_EVENTS, [], 0.5, {"spo2_valid_sleep_min": 0.5})
@@ -234,10 +234,9 @@ def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(
 
 
 def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(
-    predict_runs, event_features_run, apneic_night, tmp_path, monkeypatch
+    predict_runs, event_features_run, apneic_night, tmp_path
 ):
     edf, xml = apneic_night
-    monkeypatch.setattr(night_respiratory, "MIN_SLEEP_MIN", 10.0)  # a 1-h night; the 2-h rule is tested above
 
     def strong_events(metrics):
         metrics["val"]["n_recordings"] = 20
@@ -280,6 +279,10 @@ def test_strong_validation_is_reliable_and_scored_ahi_follows_the_rule(
     markdown = (out / "report.md").read_text()
     assert "UNRELIABLE" not in markdown and f"**{_fmt_index(report['ahi']['ahi'])} events/h" in markdown
     assert any("rule 3a" in note and "rule all" in note for note in report["notes"])
+    tst = report["sleep"]["tst_min"]  # a 1-h night: reliable, with the clinical minimum of sleep noted
+    assert MIN_SLEEP_MIN <= tst < 120 and any(
+        f"rests on {tst:.1f} min of predicted sleep" in n for n in report["notes"]
+    )
 
 
 def test_a_night_without_respiratory_channels_is_flagged(predict_runs, event_features_run, tmp_path):
