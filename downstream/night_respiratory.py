@@ -22,9 +22,10 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
 - SpO2 mean, minimum and minutes below 90 %: over the valid seconds of predicted sleep epochs.
 - Latency to persistent sleep: from the recording start to the first epoch of the first 10 min (20
   consecutive 30-s epochs) of predicted sleep; NaN when the night never has 10 min of unbroken sleep.
-- A night that lacks a respiratory channel the event model reads gets no AHI (`withheld`): the model never saw
-  a night without it, and its trees read the missing features as "no event", so the index would be a
-  confident 0. The indices are NaN, the severity "not estimated", and the reason is given.
+- A night without airflow gets no AHI (`withheld`, `WITHHOLD_WITHOUT`): no apnea or hypopnea is scored without
+  a flow signal (AASM), and the event model's trees read the missing features as "no event", so the index would
+  be a confident 0. The indices are NaN, the severity "not estimated", and the reason is given. A night that
+  lacks another channel the model reads (an effort belt, SpO2) keeps its estimate, flagged UNRELIABLE.
 - Reliability (`assess_reliability`): the AHI estimate is UNRELIABLE when it comes from runs of positive epochs
   (times a calibration factor) instead of an event model, when the night lacks a respiratory channel the event
   model reads, when valid SpO2 covers less than `MIN_SPO2_SLEEP_FRACTION` of predicted sleep (the model's
@@ -79,6 +80,7 @@ MIN_SLEEP_MIN = 10.0  # less predicted sleep than this (minutes, 20 epochs): unr
 CLINICAL_SLEEP_MIN = 120.0  # less than this: the report notes it (AASM split-night and Medicare ask for 2 h of sleep)
 MIN_SPO2_SLEEP_FRACTION = 0.5  # valid SpO2 over less of predicted sleep than this: unreliable
 WITHHELD_INDICES = ("ahi", "ahi_rem", "ahi_nrem", "apnea_index", "hypopnea_index")
+WITHHOLD_WITHOUT = ("airflow",)  # a night lacking one of these gets no AHI at all
 THRESHOLDS = {
     "event_f1_min": EVENT_F1_MIN,
     "severity_kappa_min": SEVERITY_KAPPA_MIN,

@@ -109,6 +109,7 @@ from downstream.night_report import (
 from downstream.night_respiratory import (
     CLINICAL_SLEEP_MIN,
     MIN_SLEEP_MIN,
+    WITHHOLD_WITHOUT,
     EventRun,
     assess_reliability,
     detect_night_events,
@@ -353,7 +354,8 @@ def predict_night(
 
         def summary(upto: int | None = None) -> dict[str, Any]:  # the AHI of the first `upto` epochs
             estimate = event_summary(found, counted, stages[:upto], event_run.hypopnea_rule)
-            return withheld(estimate, lacking(missing_respiratory)) if missing_respiratory else estimate
+            blind = any(channel in WITHHOLD_WITHOUT for channel in missing_respiratory)
+            return withheld(estimate, lacking(missing_respiratory)) if blind else estimate
 
         ahi = summary()
         model_table = model_event_table(found, counted, sleep, clock_times_at(edf_path, [e.onset_s for e in found]))

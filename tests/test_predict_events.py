@@ -321,6 +321,18 @@ def test_a_night_without_respiratory_channels_is_flagged(predict_runs, event_fea
     assert report["n_epochs"] == 35 and report["sleep"]["trt_min"] == 17.5
     assert any(note.startswith("the last 17 s of the recording") for note in report["notes"])
 
+    # without SpO2 only, flow and effort remain: the estimate stands, flagged
+    edf = tmp_path / "nospo2-900013.edf"
+    synthetic.generate_night(edf, tmp_path / "nospo2-900013-nsrr.xml", "nospo2-900013", hours=0.3, seed=23,
+                             missing_channels=("spo2",))  # fmt: skip
+    args = ["--checkpoint", str(predict_runs["stage"]), "--events", str(event_features_run), "--no-progress"]
+    assert predict.main([*args, "--edf", str(edf), "--out", str(tmp_path / "out2")]) == 0
+    report = json.loads((tmp_path / "out2" / "report.json").read_text())
+    assert "withheld" not in report["ahi"] and report["ahi"]["severity_name"] != "not estimated"
+    assert report["reliability"]["reliable"] is False and any(
+        "lacks spo2" in r for r in report["reliability"]["reasons"]
+    )
+
 
 def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(
     predict_argv, predict_runs, apneic_night, tmp_path, capsys
