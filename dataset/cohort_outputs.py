@@ -93,9 +93,9 @@ def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
 
 def flag_same_content(rows: list[dict]) -> list[str]:
     """Warn (manifest `warnings`) on every ok row whose EDF has the same content (`edf_sha256`) as an earlier ok
-    row (rows in path order): one night under two names is two recordings, perhaps of two subjects, and can sit
-    in `train` and `test` at once. Both stay ok (two test nights written alike are not one night). Returns one
-    line per copy."""
+    row (rows in EDF path order, as every caller sorts them, so shards and one run agree): one night under two
+    names is two recordings, perhaps of two subjects, and can sit in `train` and `test` at once. Both stay ok
+    (two test nights written alike are not one night). Returns one line per copy."""
     first: dict[str, dict] = {}
     lines = []
     for row in rows:

@@ -194,7 +194,8 @@ def parse_cohort(
         stop = next((r["stop"] for r in results if r["stop"] is not None), None)
         if stop is not None:  # a full or read-only disk: stop before the cohort files, so the earlier ones stay
             raise stop
-        for line in flag_same_content([r["row"] for r in results]):  # within a shard; `merge_shards`: across them
+        by_path = sorted((r["row"] for r in results), key=lambda row: str(row.get("edf") or ""))  # as `_merge` does
+        for line in flag_same_content(by_path):  # within a shard; `merge_shards`: across them
             print(f"warning: {line}", flush=True)  # stdout: stderr is for errors
         manifest = manifest_frame([r["row"] for r in results], config.channels)
         events = events_table([(r["row"], r["events"]) for r in results])

@@ -32,6 +32,7 @@ from dataset.datasets import EpochDataset, SequenceDataset
 from dataset.tiling import Tiling
 from downstream.results import PredictionCollector, Predictions
 from models.heads import NIGHT_NORMS
+from utils.interrupt import quiet_worker
 
 TILE_EPOCHS = 20  # epochs read together per recording while encoding (I/O only; each epoch is encoded alone)
 
@@ -316,7 +317,13 @@ def encode_recordings(
             data_dir, missing, list(channels), task=None, epochs_per_window=TILE_EPOCHS, tiling=True
         )
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {r: [] for r in missing}
-        loader = DataLoader(tiles, batch_size=max(1, batch_epochs // TILE_EPOCHS), shuffle=False, num_workers=workers)
+        loader = DataLoader(
+            tiles,
+            batch_size=max(1, batch_epochs // TILE_EPOCHS),
+            shuffle=False,
+            num_workers=workers,
+            worker_init_fn=quiet_worker,
+        )
         for batch in tqdm(
             loader, desc=f"encode {len(missing)} recordings", unit="batch", leave=False, disable=not progress
         ):

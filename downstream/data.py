@@ -26,6 +26,7 @@ from downstream.cache import VectorStore, cache_key, encode_recordings
 from models.heads import EpochEncoder
 from utils.config import UsageError
 from utils.engine import autocast_context, evaluating
+from utils.interrupt import quiet_worker
 
 
 def val_split(cfg: argparse.Namespace) -> str | list[str]:
@@ -143,7 +144,9 @@ def apply_epochs(
 ) -> FeatureDataset:
     """`function({channel: (B, 3000)}) -> (B, K)` over every item of a labelled EpochDataset, in order, without
     gradients (the caller sets eval mode): outputs (N, K) float32 on the CPU, with the labels (N,)."""
-    loader = DataLoader(dataset, batch_size=eval_batch_size(cfg), shuffle=False, num_workers=cfg.workers)
+    loader = DataLoader(
+        dataset, batch_size=eval_batch_size(cfg), shuffle=False, num_workers=cfg.workers, worker_init_fn=quiet_worker
+    )
     outputs, labels = [], []
     for batch in tqdm(
         loader, desc=f"encode {dataset.split}", unit="batch", leave=False, disable=not getattr(cfg, "progress", False)

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataset.annotations import subject_of
+from dataset.annotations import edf_annotation_texts, subject_of
 from dataset.discovery import discover
+from dataset.edf_reader import EdfError, read_edf_header
 from downstream.night_inference import InputError, one_line
 from utils.checkpoint import in_staging
 
@@ -34,6 +35,16 @@ def is_edf(path: Path) -> bool:
         return True
     with open(path, "rb") as handle:
         return handle.read(8) == b"0       "
+
+
+def own_scoring_readable(edf: str | Path) -> bool:
+    """Whether an EDF+ recording's own annotations (paired as its scoring by `discover`) can be read. The parser
+    fails such a night by name; a prediction needs no scoring, so it predicts the night without one."""
+    try:
+        edf_annotation_texts(read_edf_header(edf))
+    except (EdfError, OSError, ValueError):
+        return False
+    return True
 
 
 def edf_root(edf: Path) -> Path:
@@ -82,7 +93,7 @@ def night_inputs(source: Path, out: Path | None = None) -> list[NightInput]:
                 job.recording_id,
                 job.subject_id,
                 Path(job.edf) if job.edf else None,
-                Path(job.xml) if job.xml else None,
+                Path(job.xml) if job.xml and (job.xml != job.edf or own_scoring_readable(job.xml)) else None,
                 f"{job.edf}: {job.problem}"
                 if job.problem
                 else ("" if job.edf else f"{job.xml}: no EDF file for this annotation file"),
@@ -95,11 +106,10 @@ def night_inputs(source: Path, out: Path | None = None) -> list[NightInput]:
         except (OSError, UnicodeDecodeError) as err:
             raise InputError(f"--edf {source}: cannot read the list of EDF files ({one_line(err)})") from None
         entries = [line.strip() for line in lines if line.strip() and not line.strip().startswith("#")]
-        if not any(entry.lower().endswith(".edf") for entry in entries):  # e.g. an XML scoring given as --edf
-            raise InputError(f"--edf {source}: neither an EDF file nor a list of EDF paths (one .edf per line)")
-        nights = paired_inputs(
-            [(source.parent / entry) if not Path(entry).is_absolute() else Path(entry) for entry in entries]
-        )
+        paths = [(source.parent / entry) if not Path(entry).is_absolute() else Path(entry) for entry in entries]
+        if not any(is_edf(path) if path.is_file() else path.suffix.lower() == ".edf" for path in paths):  # an XML?
+            raise InputError(f"--edf {source}: neither an EDF file nor a list of EDF paths (one per line)")
+        nights = paired_inputs(paths)
     elif any(char in text for char in "*?["):
         nights = paired_inputs([Path(p) for p in sorted(glob.glob(text, recursive=True)) if Path(p).is_file()])
     else:

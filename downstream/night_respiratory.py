@@ -294,14 +294,14 @@ def assess_reliability(
     staging: Mapping[str, Any],
     events: Mapping[str, Any] | None,
     missing_respiratory: Sequence[str],
-    tst_min: float,
+    tst_min: float | None = None,
     oximetry: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """{"reliable", "reasons", "thresholds"} of the night's AHI estimate (module docstring). `source`: "event
     model", "epoch runs" or None (no AHI); `staging`: the staging run's validation numbers (val_kappa);
     `events`: the event run's (`event_validation`); `missing_respiratory`: channels the event model reads that
-    the night lacks; `tst_min`: the night's predicted sleep; `oximetry`: its `oximetry_summary` (None without
-    SpO2)."""
+    the night lacks; `tst_min`: the night's predicted sleep (None: not checked); `oximetry`: its
+    `oximetry_summary` (None without SpO2)."""
     reasons = []
     if source is None:
         return {
@@ -314,7 +314,7 @@ def assess_reliability(
             "the AHI comes from runs of positive 30-s epochs times a calibration factor, not from "
             "detected events (give --events)"
         )
-    if not tst_min >= MIN_SLEEP_MIN:
+    if tst_min is not None and not tst_min >= MIN_SLEEP_MIN:
         reasons.append(
             f"{tst_min:.1f} min of predicted sleep (< {MIN_SLEEP_MIN:g}): an index per hour of sleep from so "
             "little sleep says little"
@@ -341,7 +341,7 @@ def assess_reliability(
             reasons.append(f"the event model's AHI was validated on {nights} night(s) (< {MIN_VALIDATION_NIGHTS})")
         if missing_respiratory:
             reasons.append(lacking(missing_respiratory))
-        if oximetry is not None and tst_min > 0:
+        if oximetry is not None and tst_min:
             covered = _number(oximetry.get("spo2_valid_sleep_min")) / tst_min
             if not covered >= MIN_SPO2_SLEEP_FRACTION:
                 reasons.append(

@@ -22,6 +22,7 @@ from dataset.datasets import SequenceDataset
 from downstream.cache import VectorStore, epoch_labels, predict_tiles
 from downstream.data import epoch_dataset, eval_batch_size
 from downstream.results import PredictionCollector, Predictions
+from utils.interrupt import quiet_worker
 
 
 def predict_stored_epochs(
@@ -61,7 +62,7 @@ def predict_windows(
     if not windows.tiling:
         raise ValueError("predict_windows needs a SequenceDataset in tiling mode (every epoch exactly once)")
     collector = PredictionCollector(n_classes)
-    loader = DataLoader(windows, batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(windows, batch_size=batch_size, shuffle=False, num_workers=workers, worker_init_fn=quiet_worker)
     for batch in tqdm(loader, desc=f"predict {windows.split}", unit="batch", leave=False, disable=not progress):
         owned = batch["owned"].numpy()  # (B, T) bool
         probabilities = predict_batch(batch).float().cpu().numpy()  # (B, T, C)

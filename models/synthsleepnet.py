@@ -490,8 +490,10 @@ class SynthSleepNet(nn.Module):
             recon.append(recon_m)
             contrastive.append(contrastive_m)
             accuracy.append(info["accuracy"])
-        masked = [r for r, m in zip(recon, parts.masks.values()) if bool(m.any())]  # channel mode: hidden ones
-        out["recon"] = torch.stack(masked or recon).mean()
+        # the mean over channels with a masked token (all but the seen ones of `channel` mode), weighted rather than
+        # selected: no host sync, and every decoder stays in the graph (zero gradient), as distributed runs need
+        has_masked = torch.stack([mask.amax() for mask in parts.masks.values()]).to(recon[0].dtype)  # (M,)
+        out["recon"] = (torch.stack(recon) * has_masked).sum() / has_masked.sum().clamp_min(1.0)
         out["contrastive"] = torch.stack(contrastive).mean()
         out["contrastive_accuracy"] = torch.stack(accuracy).mean().detach()
         out["loss"] = out["recon"] + self.config.alpha * out["contrastive"]

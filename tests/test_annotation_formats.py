@@ -21,6 +21,7 @@ from dataset.nsrr_xml import XmlError
 from dataset.signal_processing import process_recording
 from dataset.synthetic import generate_night
 from dataset.synthetic_writers import write_hypnogram_edf, write_scoring
+from downstream.night_inputs import night_inputs
 from tests.parser_nights import make_night, parse, read_table
 
 STAGE_ONLY = ("txt", "csv")
@@ -207,6 +208,8 @@ def test_malformed_embedded_annotations_fail_the_night_by_name(tmp_path):
     for allow_unscored in (False, True):
         row = parse(src, tmp_path / f"dst{allow_unscored}", allow_unscored=allow_unscored).iloc[0]
         assert row["status"] == "failed" and "malformed EDF+ annotation" in row["reason"], row.to_dict()
+    (night,) = night_inputs(src)  # a prediction needs no scoring: predicted without it
+    assert night.edf == src / "own-2.edf" and night.xml is None and not night.problem
 
 
 def test_hypnogram_codes_and_errors(tmp_path):

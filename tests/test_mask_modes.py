@@ -85,3 +85,15 @@ def test_each_mode_trains_and_draws_other_channels_each_step(unimodal_nets, mode
     if mode == "channel":
         assert len(set(drawn)) > 1  # other channels hidden at other steps
     assert model.fusion.blocks[0].attn.qkv.weight.grad is not None
+
+
+def test_channel_mode_keeps_every_decoder_in_the_graph(unimodal_nets):
+    """The seen channels' decoders add nothing to the loss but still get a (zero) gradient: a distributed run
+    without unused-parameter detection needs every trainable parameter to take part in each step."""
+    model, _, parts = masked_pass(unimodal_nets, "channel", fusion_depth=1)
+    model.train()
+    model.forward_loss(parts)["loss"].backward()
+    seen = [ch for ch, mask in parts.masks.items() if not bool(mask.any())]
+    for ch in seen:
+        grads = [p.grad for p in model.decoders[ch].parameters()]
+        assert all(g is not None for g in grads) and all(float(g.abs().sum()) == 0 for g in grads)

@@ -121,13 +121,17 @@ def test_shards_and_merge_equal_a_single_run_with_workers(tmp_path):
     for i in range(7):
         make_night(tmp_path / "src", f"c-{i:03d}", markers={"eeg_c4": i})
     make_night(tmp_path / "src", "bad-007", xml=False)
-    for suffix in (".edf", "-nsrr.xml"):  # night c-001 again under another subject's name
+    for suffix in (".edf", "-nsrr.xml"):  # night c-001 again under other names: one sorting after it, one before
         shutil.copy(tmp_path / "src" / f"c-001{suffix}", tmp_path / "src" / f"copy-901{suffix}")
+        shutil.copy(tmp_path / "src" / f"c-001{suffix}", tmp_path / "src" / f"c-001-2{suffix}")
     single = parse(tmp_path / "src", tmp_path / "single", workers=2)
     assert single.attrs["runs"]["c-003"]["max_rss_mb"] > 0
     copy = single.set_index("recording_id").loc["copy-901"]  # both stay ok, the copy carries the warning
-    assert copy["status"] == "ok" and "the same EDF content as" in copy["warnings"] and "c-001.edf" in copy["warnings"]
-    assert "same EDF content" not in single.set_index("recording_id").loc["c-001", "warnings"]
+    assert (
+        copy["status"] == "ok" and "the same EDF content as" in copy["warnings"] and "c-001-2.edf" in copy["warnings"]
+    )
+    assert "same EDF content" not in single.set_index("recording_id").loc["c-001-2", "warnings"]  # the first path
+    assert "c-001-2.edf" in single.set_index("recording_id").loc["c-001", "warnings"]
     for k in (1, 2, 3):
         if k == 3:
             with pytest.raises(ValueError, match=r"shards \[3\] of 3 have not finished"):

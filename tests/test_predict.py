@@ -514,8 +514,7 @@ def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(p
     xml = cohort / "a-100001-nsrr.xml"  # a scoring file given as --edf is not a list of nights
     assert predict.main([*args, "--edf", str(xml)]) == 2
     assert (
-        capsys.readouterr().err
-        == f"error: --edf {xml}: neither an EDF file nor a list of EDF paths (one .edf per line)\n"
+        capsys.readouterr().err == f"error: --edf {xml}: neither an EDF file nor a list of EDF paths (one per line)\n"
     )
 
 

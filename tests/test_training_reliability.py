@@ -9,6 +9,10 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -321,3 +325,25 @@ def test_ctrl_c_outside_training_is_one_line_in_every_script(tmp_path, capsys, m
     assert exit_code(lambda argv: script(), []) == 130
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 3 and all(line.startswith("interrupted: ") for line in lines)
+
+
+def test_sigterm_to_the_process_group_with_workers_stops_cleanly(cohort, tmp_path):
+    """A scheduler's SIGTERM reaches the DataLoader workers too (the whole process group): they leave it to the main
+    process, which saves last.pt at its next step and exits 130 with one `interrupted:` line."""
+    out = tmp_path / "eeg"
+    script = Path(__file__).resolve().parent.parent / "pretrained" / "unimodal" / "eeg" / "train.py"
+    argv = [sys.executable, str(script), "--data", str(cohort), "--out", str(out), "--preset", "tiny"]
+    argv += ["--batch-size", "4", "--workers", "2", "--no-progress", "--no-monitor", "--log-every", "1"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                               start_new_session=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out / "steps.jsonl").is_file():
+        time.sleep(0.2)
+    while time.monotonic() < deadline and len(read_jsonl(out / "steps.jsonl")) < 2:
+        time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("interrupted: SIGTERM at step ") and "Traceback" not in err
+    assert load_checkpoint(out / "last.pt")["step"] >= 2

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import random
-import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -68,7 +67,7 @@ from utils.distributed import (
     broadcast_object,
     init_distributed,
 )
-from utils.interrupt import StopRequest
+from utils.interrupt import StopRequest, quiet_worker
 from utils.optim import REFERENCE_BATCH, param_groups, scaled_lr, warmup_cosine
 from utils.resume import RESUME_CHECKED_KEYS, check_resumed_batch, clear_run_results, read_resume_checkpoint
 from utils.run_logging import RunLogger, check_run_logs, format_count, progress_bar
@@ -90,7 +89,7 @@ def seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle (`StopRequest`)
+    quiet_worker()  # Ctrl-C and SIGTERM are the main process's to serve (`StopRequest`)
 
 
 @contextmanager
@@ -604,7 +603,8 @@ class Trainer:
         bar.close()
         logger.close()
         raise Interrupted(
-            f"{self.stop.name} {where}: saved {self.run_dir / 'last.pt'}; the same command resumes from there"
+            f"{self.stop.name} {where}: saved {self.run_dir / 'last.pt'}; the command again with --resume auto (the "
+            "default) goes on from there"
         )
 
     def fit(self) -> dict[str, Any]:

@@ -15,8 +15,8 @@ class StopRequest:
     """Ctrl-C (SIGINT) or SIGTERM while training, caught so the run stops at the next optimizer step and saves
     last.pt there (resumed exactly by the same command) instead of losing the pass. A second signal stops at once
     (KeyboardInterrupt). Active in the main thread of a single-process run only: the ranks of a distributed run
-    would see a signal at different steps. DataLoader workers ignore SIGINT (`seed_worker`), so Ctrl-C in a
-    terminal does not kill them under the run."""
+    would see a signal at different steps. DataLoader workers ignore both signals (`quiet_worker`), so Ctrl-C in
+    a terminal or a SIGTERM to the whole process group (a scheduler's) does not kill them under the run."""
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -40,3 +40,10 @@ class StopRequest:
             raise KeyboardInterrupt
         self.name = signal.Signals(signum).name
         print(f"\n{self.name}: saving last.pt at the next step (again to stop at once)", file=sys.stderr, flush=True)
+
+
+def quiet_worker(worker_id: int | None = None) -> None:
+    """DataLoader `worker_init_fn`: the worker ignores SIGINT and SIGTERM (PyTorch's worker handler would end it on
+    SIGTERM, failing the run under `StopRequest`); the main process serves them and shuts its workers down."""
+    for sig in StopRequest.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

@@ -32,6 +32,7 @@ from dataset.constants import STAGE_NAMES
 from utils.checkpoint import unwrap_model
 from utils.config import Config, UsageError, positive_int
 from utils.engine import evaluating
+from utils.interrupt import quiet_worker
 from utils.metrics import cohen_kappa
 
 
@@ -122,7 +123,12 @@ def encode_dataset(
     (B, samples) tensor the model encodes (a single-channel encoder), or channel names, whose
     {channel: (B, samples)} dict it encodes (a multichannel model)."""
     loader = DataLoader(
-        dataset, batch_size=batch_size, shuffle=False, num_workers=workers, generator=torch.Generator().manual_seed(0)
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        num_workers=workers,
+        generator=torch.Generator().manual_seed(0),
+        worker_init_fn=quiet_worker,
     )
     features, labels = [], []
     with evaluating(model):
