@@ -73,6 +73,7 @@ def test_engine_writes_config_only_when_training_starts_and_keeps_history(tmp_pa
     assert (out / "config.json").read_text() == first and not (out / "config.1.json").exists()
 
     run_toy(out, "--max-steps", "2")  # the same options again: no history entry
+    run_toy(out, "--max-steps", "2", "--no-progress", "--resume", "auto")  # nor for how it is shown or started
     assert not (out / "config.1.json").exists()
     run_toy(out, "--max-steps", "4")  # resumed with a larger cap: the earlier config is kept
     assert (out / "config.1.json").read_text() == first

@@ -536,6 +536,9 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+UNRECORDED_DIFFERENCES = ("progress", "resume")  # how a run was shown or started: no reason to keep the old config
+
+
 def save_config(
     cfg: Config | argparse.Namespace,
     path: str | Path,
@@ -543,8 +546,9 @@ def save_config(
     keep_previous: bool = False,
 ) -> Path:
     """Write the resolved config as JSON (atomic); `derived` values (world size, effective lr, ...) go under
-    `_derived` for the record. With `keep_previous`, an existing file whose options differ is first renamed to
-    `config.<n>.json` (the next free n), so a run directory keeps the config of every run that started there."""
+    `_derived` for the record. With `keep_previous`, an existing file whose options differ (beyond
+    `UNRECORDED_DIFFERENCES`) is first renamed to `config.<n>.json` (the next free n), so a run directory keeps the
+    config of every run that started there."""
     record = config_to_dict(cfg)
     if derived:
         record[DERIVED_KEY] = to_plain(dict(derived))
@@ -556,8 +560,9 @@ def save_config(
             previous = json.loads(path.read_text())
         except (OSError, ValueError):
             previous = None  # unreadable: kept as history all the same
-        options = {k: v for k, v in json.loads(text).items() if k != DERIVED_KEY}
-        if not isinstance(previous, dict) or {k: v for k, v in previous.items() if k != DERIVED_KEY} != options:
+        ignored = (DERIVED_KEY, *UNRECORDED_DIFFERENCES)
+        options = {k: v for k, v in json.loads(text).items() if k not in ignored}
+        if not isinstance(previous, dict) or {k: v for k, v in previous.items() if k not in ignored} != options:
             n = 1
             while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
                 n += 1
