@@ -17,7 +17,8 @@
    a fixed warmup (`--warmup-steps`) and then a CONSTANT lr (--min-lr-ratio 1), stopped by --max-steps: the
    schedule does not depend on the budget, so a unimodal run of budget b is the run of the budget before it
    resumed to b steps (the same model a fresh run gives; the unimodal chain costs the largest budget once).
-   Each multimodal run starts afresh on its budget's unimodal models. Each run's process CPU time
+   Each multimodal run starts afresh on its budget's unimodal models, masking by `--mask-mode` (an OUT keeps
+   the mode it was made with). Each run's process CPU time
    (getrusage of the child) is stored; a budget's pretraining CPU-minutes = its unimodal chain up to it +
    its multimodal run. After the smallest budget the CPU of every budget is estimated from the measured step
    rates and printed (refined after the second budget, which also fits the start-up cost of a run); the
@@ -247,6 +248,7 @@ def pretrain_multimodal(
         "none",
         "--unimodal",
         ",".join(f"{m}={unimodal[m]}" for m in MODALITIES),
+        *(("--model-arg", f"mask_mode={args.mask_mode}") if args.mask_mode != "independent" else ()),
     )
     write_json(partial / "cpu.json", {"cpu_s": cpu, "steps": budget, "from_steps": 0})
     os.replace(partial, run)
@@ -525,6 +527,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv, __doc__)
     started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
+    kept = args.out / "settings.json"
+    made_with = json.loads(kept.read_text()).get("mask_mode", "independent") if kept.is_file() else args.mask_mode
+    if made_with != args.mask_mode:  # its pretrained runs would stand in for the other masking's
+        print(f"error: --out {args.out}: made with --mask-mode {made_with}; give another --out", file=sys.stderr)
+        return 2
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
     write_json(args.out / "settings.json", settings)
     amounts = prepare_data(args)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from models.mamba import DIRECTIONS
+from models.synthsleepnet import MASK_MODES
 
 EXTRA_SUBJECT_START = 300001  # extra subjects' ids; the base cohort's are 200001 + night index
 SIZES: dict[str, dict[str, Any]] = {
@@ -101,6 +102,13 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     parser.add_argument("--lr", type=float, default=2e-3, help="unimodal base lr (x batch / 256)")
     parser.add_argument("--multimodal-lr", type=float, default=1e-3, help="multimodal base lr (x batch / 256)")
     parser.add_argument(
+        "--mask-mode",
+        choices=MASK_MODES,
+        default="independent",
+        help="SynthSleepNet masking of every multimodal pretraining (docs/models.md): independent (published), "
+        "shared or channel; an OUT keeps the mode it was made with",
+    )
+    parser.add_argument(
         "--max-pretrain-cpu-min",
         type=float,
         default=90.0,
@@ -123,9 +131,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--finetune-fractions",
-        type=fraction_list,
+        type=optional_fraction_list,
         default=[0.05, 1.0],
-        help="label fractions fine-tuned, comma-separated",
+        help="label fractions fine-tuned, comma-separated, or none",
     )
     parser.add_argument(
         "--finetune-budgets",
@@ -170,10 +178,10 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--scratch-context-fractions",
-        type=fraction_list,
+        type=optional_fraction_list,
         default=[1.0],
         help="label fractions at which supervised-from-scratch also trains fine-tuning's temporal architecture "
-        "(windows of 20 epochs, Mamba2 context; rows scratch_finetune), comma-separated",
+        "(windows of 20 epochs, Mamba2 context; rows scratch_finetune), comma-separated, or none",
     )
     parser.add_argument(
         "--scratch-context-passes",

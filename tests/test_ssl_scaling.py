@@ -282,6 +282,30 @@ def test_scratch_with_temporal_context_runs_at_its_fractions(monkeypatch, tmp_pa
         assert extra[extra.index("--eval-stride") + 1] == stride
 
 
+def test_the_mask_mode_reaches_multimodal_pretraining_and_keeps_its_out(monkeypatch, tmp_path, capsys):
+    """--mask-mode is forwarded to every multimodal pretraining (the published mode adds nothing), and an OUT made
+    with one mode is refused with another: its pretrained runs would stand in for the other masking's."""
+    scripts = []
+
+    def run_script(script, *args):
+        scripts.append([str(v) for v in args])
+        Path(args[args.index("--out") + 1]).mkdir(parents=True)  # what the script would write
+        return 1.0
+
+    monkeypatch.setattr(ssl_scaling, "run_script", run_script)
+    monkeypatch.setattr(ssl_scaling, "passes_for", lambda *a, **k: 1)
+    for mode in ("channel", "independent"):
+        args = ssl_scaling_options.parse_args(["--out", str(tmp_path / mode), "--mask-mode", mode], "d")
+        ssl_scaling.pretrain_multimodal(args, tmp_path, tmp_path / mode, 100, dict.fromkeys(ssl_scaling.MODALITIES))
+    assert scripts[0][scripts[0].index("--model-arg") + 1] == "mask_mode=channel" and "--model-arg" not in scripts[1]
+    (tmp_path / "made").mkdir()
+    (tmp_path / "made" / "settings.json").write_text(json.dumps({"mask_mode": "channel"}))
+    assert ssl_scaling.main(["--out", str(tmp_path / "made")]) == 2
+    assert capsys.readouterr().err.startswith("error: --out ") and (tmp_path / "made" / "settings.json").read_text()
+    none = ssl_scaling_options.parse_args(["--out", str(tmp_path), "--finetune-fractions", "none"], "d")
+    assert none.finetune_fractions == []
+
+
 @pytest.mark.slow
 def test_benchmark_end_to_end_at_tiny_size(tmp_path):
     """--size tiny (6 nights x 2 h + 6 extra, budgets 4 and 16 steps), every staging method, then a rerun
