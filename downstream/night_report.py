@@ -417,7 +417,8 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
     for r in rows:
         report = f"[{r['night']}](<{r['report']}>)" if r["report"] else r["night"]  # <...>: names with spaces
         reason = str(r["reason"] or "").replace("|", "/")
-        unreliable = " (UNRELIABLE)" if r["ahi_reliable"] is False else ""
+        estimated = isinstance(r["ahi_estimated"], (int, float)) and math.isfinite(r["ahi_estimated"])
+        unreliable = " (UNRELIABLE)" if r["ahi_reliable"] is False and estimated else ""  # not beside an n/a
         lines.append(
             f"| {report} | {r['subject']} | {r['status']} | {_fmt(r['tst_min'])} | "
             f"{_fmt(r['sleep_efficiency_pct'])} | {_fmt_index(r['ahi_estimated'])}{unreliable} | "
