@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +43,7 @@ from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digita
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.nsrr_xml import NsrrAnnotations
 
+SCORING_SUFFIXES = (".xml", ".txt", ".csv")  # files named like a night's that may hold its scoring
 FORMAT_VERSION = 6  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
 NORMAL_IQR_PER_SD = 1.349  # IQR of a normal distribution in standard deviations
 
@@ -513,9 +515,17 @@ def process_recording(
     annotations = read_annotations(xml_path, header) if xml_path is not None else None
     timings["read"] = time.perf_counter() - tick
     if annotations is None and not config.allow_unscored:
+        stem = edf_path.stem  # e.g. a browser's "<stem>-nsrr (1).xml": a scoring under a name the pairing skips
+        near = sorted(
+            p.name
+            for p in edf_path.parent.glob(f"{glob_escape(stem)}*")
+            if p.suffix.lower() in SCORING_SUFFIXES and not p.name[len(stem) : len(stem) + 1].isalnum()
+        )
         raise SkipRecording(
             f"{edf_path}: no NSRR XML or other annotation file (Profusion XML, EDF+ hypnogram or hypnogram text; "
-            "dataset/README.md, 'Pairing'); use --allow-unscored to write it unlabelled"
+            "dataset/README.md, 'Pairing')"
+            + (f"; {', '.join(near[:3])} beside it is not a name the pairing takes" if near else "")
+            + "; use --allow-unscored to write it unlabelled"
         )
 
     found = find_channels(header, config.channels, config.channel_map, recording_id)

@@ -314,3 +314,15 @@ def test_a_cohort_too_small_to_split_says_so_where_the_split_is_read(tmp_path, c
         resolve_split(tmp_path / "dst", "train")
     with pytest.raises(FileNotFoundError, match="run the data parser on this folder first"):
         resolve_split(tmp_path / "nothing", "train")
+
+
+def test_a_scoring_under_a_name_the_pairing_skips_is_named_in_the_reason(tmp_path):
+    """A browser's second download "<night>-nsrr (1).xml" is not paired; the night's skip reason names it (and not
+    the scoring of another night whose name merely starts alike)."""
+    make_night(tmp_path / "src", "b-1")
+    (tmp_path / "src" / "b-1-nsrr.xml").rename(tmp_path / "src" / "b-1-nsrr (1).xml")
+    make_night(tmp_path / "src", "b-12")
+    rows = parse(tmp_path / "src", tmp_path / "dst").set_index("recording_id")
+    reason = rows.loc["b-1", "reason"]
+    assert rows.loc["b-1", "status"] == "skipped" and "b-1-nsrr (1).xml beside it is not a name the pairing" in reason
+    assert "b-12" not in reason
