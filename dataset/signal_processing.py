@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -492,6 +491,26 @@ def night_info(
     return info
 
 
+def unpaired_scorings_beside(edf_path: Path) -> list[str]:
+    """Files beside an EDF named like it (any case) with a scoring's suffix, e.g. a browser's second download
+    "<stem>-nsrr (1).xml", that the pairing did not take; a file that starts with the name of another EDF of the
+    folder (`<stem>-x-nsrr.xml` beside `<stem>-x.edf`) is that night's and not named."""
+    stem = edf_path.stem.lower()
+    try:
+        names = [p.name for p in edf_path.parent.iterdir()]
+    except OSError:
+        return []
+    others = [n[:-4].lower() for n in names if n.lower().endswith(".edf") and n[:-4].lower() != stem]
+    return sorted(
+        name
+        for name in names
+        if name.lower().startswith(stem)
+        and Path(name).suffix.lower() in SCORING_SUFFIXES
+        and not name[len(stem) : len(stem) + 1].isalnum()
+        and not any(len(other) > len(stem) and name.lower().startswith(other) for other in others)
+    )
+
+
 def process_recording(
     edf_path: str | Path,
     xml_path: str | Path | None,
@@ -515,12 +534,7 @@ def process_recording(
     annotations = read_annotations(xml_path, header) if xml_path is not None else None
     timings["read"] = time.perf_counter() - tick
     if annotations is None and not config.allow_unscored:
-        stem = edf_path.stem  # e.g. a browser's "<stem>-nsrr (1).xml": a scoring under a name the pairing skips
-        near = sorted(
-            p.name
-            for p in edf_path.parent.glob(f"{glob_escape(stem)}*")
-            if p.suffix.lower() in SCORING_SUFFIXES and not p.name[len(stem) : len(stem) + 1].isalnum()
-        )
+        near = unpaired_scorings_beside(edf_path)
         raise SkipRecording(
             f"{edf_path}: no NSRR XML or other annotation file (Profusion XML, EDF+ hypnogram or hypnogram text; "
             "dataset/README.md, 'Pairing')"

@@ -322,7 +322,11 @@ def test_a_scoring_under_a_name_the_pairing_skips_is_named_in_the_reason(tmp_pat
     make_night(tmp_path / "src", "b-1")
     (tmp_path / "src" / "b-1-nsrr.xml").rename(tmp_path / "src" / "b-1-nsrr (1).xml")
     make_night(tmp_path / "src", "b-12")
+    make_night(tmp_path / "src", "b-1-x")  # its b-1-x-nsrr.xml is its own
+    make_night(tmp_path / "src", "c-1")
+    (tmp_path / "src" / "c-1-nsrr.xml").rename(tmp_path / "src" / "C-1-NSRR (1).xml")  # the pairing ignores case
     rows = parse(tmp_path / "src", tmp_path / "dst").set_index("recording_id")
     reason = rows.loc["b-1", "reason"]
-    assert rows.loc["b-1", "status"] == "skipped" and "b-1-nsrr (1).xml beside it is not a name the pairing" in reason
-    assert "b-12" not in reason
+    assert rows.loc["b-1", "status"] == "skipped" and "; b-1-nsrr (1).xml beside it is not a name the pairing" in reason
+    assert "b-12" not in reason and "b-1-x" not in reason and rows.loc["b-1-x", "status"] == "ok"
+    assert "C-1-NSRR (1).xml beside it" in rows.loc["c-1", "reason"]

@@ -301,7 +301,8 @@ def test_the_mask_mode_reaches_multimodal_pretraining_and_keeps_its_out(monkeypa
     (tmp_path / "made").mkdir()
     (tmp_path / "made" / "settings.json").write_text(json.dumps({"mask_mode": "channel"}))
     assert ssl_scaling.main(["--out", str(tmp_path / "made")]) == 2
-    assert capsys.readouterr().err.startswith("error: --out ") and (tmp_path / "made" / "settings.json").read_text()
+    assert capsys.readouterr().err.startswith("error: --out ")
+    assert json.loads((tmp_path / "made" / "settings.json").read_text()) == {"mask_mode": "channel"}  # unchanged
     none = ssl_scaling_options.parse_args(["--out", str(tmp_path), "--finetune-fractions", "none"], "d")
     assert none.finetune_fractions == []
 

@@ -23,7 +23,7 @@ from models.loading import read_checkpoint
 from pretrained.unimodal.pretrain import main as unimodal_main
 from tests.checks import exit_code
 from utils.checkpoint import load_checkpoint
-from utils.config import UsageError, build_parser, parse_config
+from utils.config import UsageError, build_parser, parse_config, save_config
 from utils.engine import Trainer, fit, setup_run
 from utils.resume import read_resume_checkpoint
 from utils.run_logging import read_jsonl
@@ -75,6 +75,11 @@ def test_engine_writes_config_only_when_training_starts_and_keeps_history(tmp_pa
     run_toy(out, "--max-steps", "2")  # the same options again: no history entry
     run_toy(out, "--max-steps", "2", "--no-progress", "--resume", "auto")  # nor for how it is shown or started
     assert not (out / "config.1.json").exists()
+    resumed = toy_cfg(out, "--max-steps", "2", "--resume", str(out / "last.pt"))
+    save_config(resumed, out / "config.json", keep_previous=True)  # where the weights came from is recorded
+    assert json.loads((out / "config.1.json").read_text())["resume"] == "auto"
+    assert json.loads((out / "config.json").read_text())["resume"] == str(out / "last.pt")
+    (out / "config.1.json").replace(out / "config.json")  # back to the run's own record for what follows
     run_toy(out, "--max-steps", "4")  # resumed with a larger cap: the earlier config is kept
     assert (out / "config.1.json").read_text() == first
     assert json.loads((out / "config.json").read_text())["max_steps"] == 4

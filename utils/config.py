@@ -44,7 +44,7 @@ from utils.config_file import DERIVED_KEY, check_keys, load_config_file
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_HISTORY_HELP = (
     "config.json is written when training really starts (after the data, checkpoints and options "
-    "are checked); an earlier, different config.json there is kept as config.<n>.json"
+    "are checked); an earlier config.json with other options there is kept as config.<n>.json"
 )
 
 
@@ -536,7 +536,8 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-UNRECORDED_DIFFERENCES = ("progress", "resume")  # how a run was shown or started: no reason to keep the old config
+UNRECORDED_DIFFERENCES = ("progress",)  # how a run was shown: no reason to keep the old config
+UNRECORDED_RESUMES = ("auto", "none", "no", "false", "")  # how a run started; a checkpoint path is recorded
 
 
 def save_config(
@@ -546,9 +547,10 @@ def save_config(
     keep_previous: bool = False,
 ) -> Path:
     """Write the resolved config as JSON (atomic); `derived` values (world size, effective lr, ...) go under
-    `_derived` for the record. With `keep_previous`, an existing file whose options differ (beyond
-    `UNRECORDED_DIFFERENCES`) is first renamed to `config.<n>.json` (the next free n), so a run directory keeps the
-    config of every run that started there."""
+    `_derived` for the record. With `keep_previous`, an existing file whose options differ is first renamed to
+    `config.<n>.json` (the next free n), so a run directory keeps the config of every run that started there; a
+    difference in `--no-progress` alone, or between `--resume auto` and `none`, makes no entry (a `--resume` path,
+    where the weights came from, does)."""
     record = config_to_dict(cfg)
     if derived:
         record[DERIVED_KEY] = to_plain(dict(derived))
@@ -560,9 +562,14 @@ def save_config(
             previous = json.loads(path.read_text())
         except (OSError, ValueError):
             previous = None  # unreadable: kept as history all the same
-        ignored = (DERIVED_KEY, *UNRECORDED_DIFFERENCES)
-        options = {k: v for k, v in json.loads(text).items() if k not in ignored}
-        if not isinstance(previous, dict) or {k: v for k, v in previous.items() if k not in ignored} != options:
+
+        def recorded(options: dict) -> dict:  # the options a history entry is kept for
+            kept = {k: v for k, v in options.items() if k not in (DERIVED_KEY, *UNRECORDED_DIFFERENCES)}
+            if str(kept.get("resume", "")).lower() in UNRECORDED_RESUMES:
+                kept.pop("resume", None)
+            return kept
+
+        if not isinstance(previous, dict) or recorded(previous) != recorded(json.loads(text)):
             n = 1
             while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
                 n += 1
