@@ -528,7 +528,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     kept = args.out / "settings.json"
-    made_with = json.loads(kept.read_text()).get("mask_mode", "independent") if kept.is_file() else args.mask_mode
+    try:
+        made_with = json.loads(kept.read_text()).get("mask_mode", "independent") if kept.is_file() else args.mask_mode
+    except (OSError, ValueError, AttributeError) as err:
+        print(f"error: {kept}: unreadable ({err}); give another --out", file=sys.stderr)
+        return 2
     if made_with != args.mask_mode:  # its pretrained runs would stand in for the other masking's
         print(f"error: --out {args.out}: made with --mask-mode {made_with}; give another --out", file=sys.stderr)
         return 2

@@ -303,6 +303,8 @@ def test_the_mask_mode_reaches_multimodal_pretraining_and_keeps_its_out(monkeypa
     assert ssl_scaling.main(["--out", str(tmp_path / "made")]) == 2
     assert capsys.readouterr().err.startswith("error: --out ")
     assert json.loads((tmp_path / "made" / "settings.json").read_text()) == {"mask_mode": "channel"}  # unchanged
+    (tmp_path / "made" / "settings.json").write_text("{not json")
+    assert ssl_scaling.main(["--out", str(tmp_path / "made")]) == 2 and "unreadable" in capsys.readouterr().err
     none = ssl_scaling_options.parse_args(["--out", str(tmp_path), "--finetune-fractions", "none"], "d")
     assert none.finetune_fractions == []
 
