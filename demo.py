@@ -83,6 +83,44 @@ def _banner(text: str) -> None:
     print(f"\n=== {text} " + "=" * max(0, 70 - len(text)), flush=True)
 
 
+def recipe(args: argparse.Namespace) -> dict:
+    """What the demo's outputs depend on: its options and the budgets and settings above. A folder made with
+    another recipe is refused (`check_recipe`): a rerun skips finished stages, which would report that recipe's
+    runs under this one's name."""
+    return {
+        "nights": args.nights,
+        "hours": args.hours,
+        "seed": args.seed,
+        "presets": [UNIMODAL_PRESET, MULTIMODAL_PRESET],
+        "mask_mode": MULTIMODAL_MASK_MODE,
+        "unimodal_passes": UNIMODAL_PASSES,
+        "multimodal_passes": MULTIMODAL_PASSES,
+        "probe_passes": {str(k): v for k, v in PROBE_PASSES.items()},
+        "scratch_passes": {str(k): v for k, v in SCRATCH_PASSES.items()},
+        "fine_tuning": [FINE_TUNING_PASSES, FINE_TUNING_MAX_STEPS],
+        "event_probe_steps": EVENT_PROBE_STEPS,
+        "neighbour_epochs": NEIGHBOUR_EPOCHS,
+        "night_norm": NIGHT_NORM,
+    }
+
+
+def check_recipe(out: Path, wanted: dict) -> str:
+    """ "" when `out` is new or was made with `wanted` (written then to OUT/recipe.json), else why not."""
+    path = out / "recipe.json"
+    if path.is_file():
+        try:
+            made = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            return f"{path}: unreadable ({err})"
+        differs = [f"{k}: {made.get(k)} -> {v}" for k, v in wanted.items() if made.get(k) != v]
+        return f"made with another recipe ({'; '.join(differs[:3])})" if differs else ""
+    if (out / "runs").exists():
+        return "made by an earlier version of the demo (no recipe.json)"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(wanted, indent=2, sort_keys=True) + "\n")
+    return ""
+
+
 def _completed(run: Path) -> Path | None:
     """`run`/log.jsonl when its last summary says the training completed its budget, else None: `last.pt` alone is
     also written after every pass and by a run cut short, which a rerun must continue (`--resume auto`)."""
@@ -261,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.time()
     out = args.out
+    problem = check_recipe(out, recipe(args))
+    if problem:
+        print(f"error: --out {out}: {problem}; `make clean-demo` (or another --out) to run this demo", file=sys.stderr)
+        return 2
     src, dst, runs = out / "cohort", out / "parsed", out / "runs"
     common = ("--workers", "0", "--seed", args.seed)
 

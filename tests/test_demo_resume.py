@@ -85,3 +85,22 @@ def test_a_failed_downstream_run_stops_the_demo_and_the_runs_beside_it(tmp_path,
     assert time.monotonic() - started < 30  # the slow run beside it was stopped, not waited for
     assert "error: --data: not a parsed cohort" in capsys.readouterr().out
     assert not (tmp_path / "logs" / "never.log").exists()
+
+
+def test_a_folder_of_another_recipe_is_refused_before_any_work(tmp_path, capsys):
+    """A rerun skips finished stages: in a folder made with other budgets or masking it would report those runs
+    under this recipe's name, so such a folder is refused, and so is one of a demo that recorded no recipe."""
+    demo = _demo()
+    out = tmp_path / "demo_out"
+    wanted = demo.recipe(demo.argparse.Namespace(nights=16, hours=2.0, seed=0))
+    assert demo.check_recipe(out, wanted) == "" and json.loads((out / "recipe.json").read_text()) == wanted
+    assert demo.check_recipe(out, wanted) == ""  # the same recipe goes on
+    older = dict(wanted, mask_mode="independent")
+    (out / "recipe.json").write_text(json.dumps(older))
+    assert demo.main(["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "made with another recipe (mask_mode: independent -> channel)" in err and err.count("\n") == 1
+    assert sorted(p.name for p in out.iterdir()) == ["recipe.json"]  # nothing generated
+    (out / "recipe.json").unlink()
+    (out / "runs").mkdir()
+    assert "earlier version of the demo" in demo.check_recipe(out, wanted)
