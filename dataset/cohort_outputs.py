@@ -1,8 +1,9 @@
 """The cohort-level files of a parser run (docs/data.md §2.4): manifest.parquet/.csv, events.parquet, splits.json.
 
-`manifest_frame` fixes the manifest's column order and types, `flag_same_content` warns on a second copy of an EDF
-under another name, `events_table` gathers the events of the ok recordings, `write_cohort_outputs` writes them all atomically and makes or extends the subject split;
-`check_kept_splits` refuses, before any night is processed, a run whose subject ids no longer fit the kept split.
+`manifest_frame` fixes the manifest's column order and types, `flag_same_content` warns on a second copy of an
+EDF under another name, `events_table` gathers the events of the ok recordings, `write_cohort_outputs` writes
+them all atomically and makes or extends the subject split; `check_kept_splits` refuses, before any night is
+processed, a run whose subject ids no longer fit the kept split.
 """
 
 from __future__ import annotations
@@ -92,13 +93,14 @@ def manifest_frame(rows: list[dict], channels: tuple[str, ...]) -> pd.DataFrame:
 
 
 def flag_same_content(rows: list[dict]) -> list[str]:
-    """Warn (manifest `warnings`) on every ok row whose EDF has the same content (`edf_sha256`) as an earlier ok
-    row (rows in EDF path order, as every caller sorts them, so shards and one run agree): one night under two
-    names is two recordings, perhaps of two subjects, and can sit in `train` and `test` at once. Both stay ok
-    (two test nights written alike are not one night). Returns one line per copy."""
+    """Warn (manifest `warnings`, the rows changed in place) on every ok row whose EDF has the same content
+    (`edf_sha256`) as an ok row earlier in EDF path order (so shards and one run agree whatever order they hold
+    the rows in): one night under two names is two recordings, perhaps of two subjects, and can sit in `train`
+    and `test` at once. Both stay ok (two test nights written alike are not one night). Returns one line per
+    copy."""
     first: dict[str, dict] = {}
     lines = []
-    for row in rows:
+    for row in sorted(rows, key=lambda row: str(row.get("edf") or "")):
         digest = row.get("edf_sha256")
         if row.get("status") != "ok" or not isinstance(digest, str) or not digest:
             continue

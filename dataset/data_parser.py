@@ -194,8 +194,7 @@ def parse_cohort(
         stop = next((r["stop"] for r in results if r["stop"] is not None), None)
         if stop is not None:  # a full or read-only disk: stop before the cohort files, so the earlier ones stay
             raise stop
-        by_path = sorted((r["row"] for r in results), key=lambda row: str(row.get("edf") or ""))  # as `_merge` does
-        for line in flag_same_content(by_path):  # within a shard; `merge_shards`: across them
+        for line in flag_same_content([r["row"] for r in results]):  # within a shard; `merge_shards`: across them
             print(f"warning: {line}", flush=True)  # stdout: stderr is for errors
         manifest = manifest_frame([r["row"] for r in results], config.channels)
         events = events_table([(r["row"], r["events"]) for r in results])
@@ -310,7 +309,7 @@ def _merge(
         raise ValueError(f"{dst}: the shards were parsed with different settings (config digests {sorted(digests)})")
     channels = tuple(c for c in CHANNEL_BY_NAME if f"median_{c}" in manifest.columns)
     rows = manifest.to_dict("records")
-    for line in flag_same_content(sorted(rows, key=lambda row: str(row.get("edf") or ""))):  # notes rows in place
+    for line in flag_same_content(rows):  # notes the rows in place
         print(f"warning: {line}", flush=True)  # stdout: stderr is for errors
     manifest = manifest_frame(rows, channels)
     events = [pd.read_parquet(dst / f"events.shard-{k}-of-{n}.parquet") for k in range(1, n + 1)]
