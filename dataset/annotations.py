@@ -62,6 +62,7 @@ Annotations = NsrrAnnotations  # one container for every format
 
 # Annotation file names for an EDF `<name>.edf`, in the order they are preferred (lower-case suffixes).
 ANNOTATION_SUFFIXES = ("-nsrr.xml", "-profusion.xml", ".hypnogram.txt", ".hypnogram.csv", ".xml")
+SCORING_EXTENSIONS = frozenset(Path(suffix).suffix for suffix in ANNOTATION_SUFFIXES)  # .xml, .txt, .csv
 HYPNOGRAM_EDF = re.compile(r"^(?P<key>.{7}).*[-_]hypnogram\.edf$", re.IGNORECASE)
 SLEEP_EDF_NAME = re.compile(r"^(?P<study>SC4|ST7)(?P<subject>\d{2})(?P<night>\d)\w{2}(?:-PSG)?$", re.IGNORECASE)
 STAGE_COLUMNS = ("stage", "sleep_stage", "hypnogram")
@@ -104,6 +105,27 @@ def recording_of(file_name: str) -> str:
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return Path(name).stem
+
+
+def unpaired_scorings_beside(edf_path: Path) -> list[str]:
+    """Files beside an EDF named like it (any case) with the extension of a pairing suffix
+    (`ANNOTATION_SUFFIXES`), e.g. a browser's second download
+    "<stem>-nsrr (1).xml", that the pairing did not take; a file that starts with the name of another EDF of the
+    folder (`<stem>-x-nsrr.xml` beside `<stem>-x.edf`) is that night's and not named."""
+    stem = edf_path.stem.lower()
+    try:
+        names = [p.name for p in edf_path.parent.iterdir()]
+    except OSError:
+        return []
+    others = [n[:-4].lower() for n in names if n.lower().endswith(".edf") and n[:-4].lower() != stem]
+    return sorted(
+        name
+        for name in names
+        if name.lower().startswith(stem)
+        and Path(name).suffix.lower() in SCORING_EXTENSIONS
+        and not name[len(stem) : len(stem) + 1].isalnum()
+        and not any(len(other) > len(stem) and name.lower().startswith(other) for other in others)
+    )
 
 
 def subject_of(recording_id: str, subject_regex: str | re.Pattern | None = None) -> str:

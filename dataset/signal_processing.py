@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from scipy import signal as sps
 
-from dataset.annotations import read_annotations
+from dataset.annotations import read_annotations, unpaired_scorings_beside
 from dataset.channel_map import (
     ChannelMap,
     ChannelMapError,
@@ -42,7 +42,6 @@ from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digita
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.nsrr_xml import NsrrAnnotations
 
-SCORING_SUFFIXES = (".xml", ".txt", ".csv")  # files named like a night's that may hold its scoring
 FORMAT_VERSION = 6  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
 NORMAL_IQR_PER_SD = 1.349  # IQR of a normal distribution in standard deviations
 
@@ -489,26 +488,6 @@ def night_info(
         )
     info["warnings"] = "; ".join(header.warnings + (annotations.warnings if annotations is not None else []) + lost)
     return info
-
-
-def unpaired_scorings_beside(edf_path: Path) -> list[str]:
-    """Files beside an EDF named like it (any case) with a scoring's suffix, e.g. a browser's second download
-    "<stem>-nsrr (1).xml", that the pairing did not take; a file that starts with the name of another EDF of the
-    folder (`<stem>-x-nsrr.xml` beside `<stem>-x.edf`) is that night's and not named."""
-    stem = edf_path.stem.lower()
-    try:
-        names = [p.name for p in edf_path.parent.iterdir()]
-    except OSError:
-        return []
-    others = [n[:-4].lower() for n in names if n.lower().endswith(".edf") and n[:-4].lower() != stem]
-    return sorted(
-        name
-        for name in names
-        if name.lower().startswith(stem)
-        and Path(name).suffix.lower() in SCORING_SUFFIXES
-        and not name[len(stem) : len(stem) + 1].isalnum()
-        and not any(len(other) > len(stem) and name.lower().startswith(other) for other in others)
-    )
 
 
 def process_recording(
