@@ -108,10 +108,10 @@ def recording_of(file_name: str) -> str:
 
 
 def unpaired_scorings_beside(edf_path: Path) -> list[str]:
-    """Files beside an EDF named like it (any case) with the extension of a pairing suffix
-    (`ANNOTATION_SUFFIXES`), e.g. a browser's second download
-    "<stem>-nsrr (1).xml", that the pairing did not take; a file that starts with the name of another EDF of the
-    folder (`<stem>-x-nsrr.xml` beside `<stem>-x.edf`) is that night's and not named."""
+    """Files beside an EDF named like it (any case) with the extension of a pairing suffix (`ANNOTATION_SUFFIXES`),
+    e.g. a browser's second download "<stem>-nsrr (1).xml", that the pairing did not take; a file that starts
+    with the name of another EDF of the folder (`<stem>-x-nsrr.xml` beside `<stem>-x.edf`) is that night's and
+    not named."""
     stem = edf_path.stem.lower()
     try:
         names = [p.name for p in edf_path.parent.iterdir()]

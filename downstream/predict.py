@@ -351,10 +351,10 @@ def predict_night(
     missing_respiratory = channels["models"]["events"]["missing"] if event_run is not None else []
     if event_run is not None:
         found, counted = detect_night_events(event_run, epochs, info)
+        blind = any(channel in WITHHOLD_WITHOUT for channel in missing_respiratory)
 
         def summary(upto: int | None = None) -> dict[str, Any]:  # the AHI of the first `upto` epochs
             estimate = event_summary(found, counted, stages[:upto], event_run.hypopnea_rule)
-            blind = any(channel in WITHHOLD_WITHOUT for channel in missing_respiratory)
             return withheld(estimate, lacking(missing_respiratory)) if blind else estimate
 
         ahi = summary()

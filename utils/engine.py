@@ -648,7 +648,6 @@ class Trainer:
             if self.step >= self.step_cap
             else None
         )
-        record: dict[str, Any] = {}
         with self.stop if ctx.world_size == 1 else nullcontext():
             record = self._train_passes(stop_reason, logger, bar)
         stop_reason = record.pop("stopped")
