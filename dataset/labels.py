@@ -179,9 +179,10 @@ def events_scored(labels: dict[str, np.ndarray]) -> bool:
 
 
 def night_summary(labels: dict[str, np.ndarray], events: list[dict] | None, kept_s: float) -> dict:
-    """Manifest numbers of a night: `n_<event>` (events starting before kept_s; `n_apnea` all three apnea types), `n_scored` (epochs with a
-    stage), `tst_min` (minutes of N1-REM epochs) and the scored AHI (apneas + hypopneas starting in a sleep
-    epoch, per hour of sleep; NaN without sleep) under each hypopnea rule of `dataset.scored_events`:
+    """Manifest numbers of a night: `n_<event>` (events starting before kept_s; `n_apnea` all three apnea
+    types), `n_scored` (epochs with a stage), `tst_min` (minutes of N1-REM epochs) and the scored AHI (apneas +
+    hypopneas starting in a sleep epoch, per hour of sleep; NaN without sleep) under each hypopnea rule of
+    `dataset.scored_events`:
     `ahi_a0h3a`, `ahi_a0h4`, `ahi_all`; `ahi_scored` is the default rule's (`DEFAULT_HYPOPNEA_RULE`, AASM:
     >= 3 % desaturation or an arousal). Without annotations (`events` None) everything but `n_scored` is unknown;
     when `labels` say the events were not scored (a hypnogram), `n_<event>` are None and the AHIs NaN."""

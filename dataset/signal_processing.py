@@ -391,7 +391,8 @@ def process_channel(
         epochs = continuous[: n_epochs * samples].astype(np.float32).reshape(n_epochs, samples)
     del continuous
     if not np.isfinite(epochs).all():
-        return f"invalid values: beyond 32-bit floats in {unit} (physical range [{signal.physical_min:g}, {signal.physical_max:g}])"
+        physical = f"[{signal.physical_min:g}, {signal.physical_max:g}]"
+        return f"invalid values: beyond 32-bit floats in {unit} (physical range {physical})"
     now = time.perf_counter()
     timings["resample_filter"] = timings.get("resample_filter", 0.0) + now - tick
     tick = now

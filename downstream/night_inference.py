@@ -350,7 +350,8 @@ def channel_report(
             inner = part.removeprefix(f"{channel} (")
             return inner[:-1] if inner != part and inner.endswith(")") else part
         labels = read_edf_header(edf_path).labels
-        return f"no label matches (tried {', '.join(dict.fromkeys(looked_for(channel, channel_map, edf_path.stem, labels)))})"
+        tried = dict.fromkeys(looked_for(channel, channel_map, edf_path.stem, labels))
+        return f"no label matches (tried {', '.join(tried)})"
 
     def why_unusable(channels: Sequence[str]) -> str:
         return "; ".join(dropped.get(ch) or f"{ch}: {reason(ch)}" for ch in channels)

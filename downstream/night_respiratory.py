@@ -31,10 +31,10 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
   model reads, when valid SpO2 covers less than `MIN_SPO2_SLEEP_FRACTION` of predicted sleep (the model's
   desaturation input is missing there), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
   index per hour extrapolated six times or more: 0.5 min of sleep and one apnea read "120.0, severe"; between
-  that and `CLINICAL_SLEEP_MIN` the report notes how little sleep the index rests on), when the staging model's validation kappa is
-  below `STAGING_KAPPA_MIN`, when the event model's validation event F1 (apnea or hypopnea) is below
-  `EVENT_F1_MIN`, or its validation AHI severity kappa below `SEVERITY_KAPPA_MIN` or measured on fewer than
-  `MIN_VALIDATION_NIGHTS` nights, or when a validation number is not there to check.
+  that and `CLINICAL_SLEEP_MIN` the report notes how little sleep the index rests on), when the staging
+  model's validation kappa is below `STAGING_KAPPA_MIN`, when the event model's validation event F1 (apnea or
+  hypopnea) is below `EVENT_F1_MIN`, or its validation AHI severity kappa below `SEVERITY_KAPPA_MIN` or measured
+  on fewer than `MIN_VALIDATION_NIGHTS` nights, or when a validation number is not there to check.
 """
 
 from __future__ import annotations
@@ -242,7 +242,8 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
         else math.nan,
         "spo2_valid_sleep_min": float(values.size / 60.0),
         "basis": "predicted sleep",
-        "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % (ODI {ODI_4_DROP_PCT:g} %: >= {ODI_4_DROP_PCT:g} %) below the "
+        "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % (ODI {ODI_4_DROP_PCT:g} %: >= {ODI_4_DROP_PCT:g} %) "
+        "below the "
         f"{SPO2_BASELINE_PERCENTILE:g}th percentile of the preceding {DESAT_BASELINE_S} s for >= {DESAT_MIN_S} s; "
         "ODI per hour of valid SpO2 in predicted sleep",
     }, desats

@@ -549,7 +549,8 @@ class SynthSleepNet(nn.Module):
             f"{frozen / 1e6:.2f} M, LoRA {lora / 1e3:.1f} k: rank {c.lora_rank}, alpha {c.lora_alpha:g}"
             f"{', rs' if c.lora_rslora else ''}); channels {encoders}; fusion {c.fusion_dim}/{c.fusion_heads}h"
             f" x{c.fusion_depth}, decoders {c.decoder_dim}/{c.decoder_heads}h x{c.decoder_depth}, mask "
-            f"{c.mask_ratio:g}{'' if c.mask_mode == 'independent' else f' ({c.mask_mode})'}, tau {c.temperature:g}, alpha {c.alpha:g}"
+            f"{c.mask_ratio:g}{'' if c.mask_mode == 'independent' else f' ({c.mask_mode})'}, tau {c.temperature:g}, "
+            f"alpha {c.alpha:g}"
         )
 
 
