@@ -194,6 +194,22 @@ def encode_store(
         )
 
 
+def recordings_to_store(cfg: Any, train: EpochDataset, val: EpochDataset, test: Any) -> tuple[list[str], bool]:
+    """The recordings a per-epoch method on stored vectors encodes (or featurises) once, and whether the train
+    recordings are among them whole: every val and test epoch, and, with --cache-dir, --neighbour-epochs or
+    --night-norm, every epoch of the train recordings (the neighbours of a labelled epoch need not be labelled,
+    and a night's statistics take all its epochs); otherwise the labelled train epochs are computed alone."""
+    whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0 or cfg.night_norm != "none"
+    wanted = set(val.recordings) | set(test.recordings) | (set(train.recordings) if whole_train else set())
+    return sorted(wanted), whole_train
+
+
+def night_context(store: VectorStore, cfg: Any) -> VectorStore:
+    """`store` as the classifier reads it: standardised over each whole night (--night-norm), then laid out with
+    the neighbours (--neighbour-epochs): (n, (2K + 1) D) per recording."""
+    return store.night_normalised(cfg.night_norm).with_neighbours(cfg.neighbour_epochs)
+
+
 def stored_features(store: VectorStore, dataset: EpochDataset) -> FeatureDataset:
     """The stored vectors of a labelled EpochDataset's samples, in its order: features (N, D), labels (N,)."""
     recordings, epochs = dataset.sample_index()

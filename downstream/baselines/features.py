@@ -59,6 +59,8 @@ from downstream.data import (
     check_two_classes,
     encode_store,
     epoch_dataset,
+    night_context,
+    recordings_to_store,
     stored_features,
     val_split,
     window_dataset,
@@ -345,14 +347,8 @@ def run(argv: list[str] | None) -> int:
     counts = train_set.class_counts()
     check_two_classes(counts)
     started = time.monotonic()
-    # every val and test epoch (and, with --cache-dir, --neighbour-epochs or --night-norm, every epoch of the train
-    # recordings: the neighbours of a labelled epoch need not be labelled, and a night's statistics take all its
-    # epochs) featurised or encoded once
-    whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0 or cfg.night_norm != "none"
-    wanted = set(val_set.recordings) | set(test_windows.recordings)
-    store = inputs.store(cfg, sorted(wanted | (set(train_set.recordings) if whole_train else set())))
-    # standardised over each whole night, then laid out with the neighbours: (n, (2K + 1) F) per recording
-    store = store.night_normalised(cfg.night_norm).with_neighbours(cfg.neighbour_epochs)
+    stored, whole_train = recordings_to_store(cfg, train_set, val_set, test_windows)
+    store = night_context(inputs.store(cfg, stored), cfg)
     # the labelled train epochs: from the store, or, without it, only the selected epochs (at 1 % labels far
     # fewer than whole recordings)
     if whole_train:

@@ -43,6 +43,8 @@ from downstream.data import (
     epoch_dataset,
     eval_batch_size,
     fitted_batch,
+    night_context,
+    recordings_to_store,
     stored_features,
     val_split,
     window_dataset,
@@ -178,21 +180,8 @@ def run(argv: list[str] | None) -> int:
         batch_size, window_batch = eval_batch_size(cfg), eval_batch_size(cfg, TEST_WINDOW)
 
         if frozen:
-            # every val and test epoch (and, with --cache-dir, --neighbour-epochs or --night-norm, every epoch of
-            # the train recordings: the neighbours of a labelled epoch need not be labelled, and a night's
-            # statistics take all its epochs) encoded once
-            whole_train = bool(cfg.cache_dir) or cfg.neighbour_epochs > 0 or cfg.night_norm != "none"
-            wanted = set(val_set.recordings) | set(test_windows.recordings)
-            store = encode_store(
-                cfg,
-                encoder,
-                source,
-                channels,
-                sorted(wanted | (set(train_set.recordings) if whole_train else set())),
-                ctx.device,
-            )
-            # standardised over each whole night, then laid out with the neighbours: (n, (2K + 1) D) per recording
-            store = store.night_normalised(cfg.night_norm).with_neighbours(cfg.neighbour_epochs)
+            stored, whole_train = recordings_to_store(cfg, train_set, val_set, test_windows)
+            store = night_context(encode_store(cfg, encoder, source, channels, stored, ctx.device), cfg)
             cached_train = (
                 stored_features(store, train_set)
                 if whole_train
