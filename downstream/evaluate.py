@@ -64,6 +64,7 @@ from downstream.results import (
 from utils.ahi import ahi_agreement, estimate_ahi, event_calibration
 from utils.config import ArgumentParser, UsageError, check_out_dir, parse_config, save_config
 from utils.plots import label_fraction_png
+from utils.resume import REPLACEMENT
 from utils.sleep_stats import SLEEP_STAGES
 
 HEADLINE_OF_TASK: dict[str, str] = {"sleep_stage": "kappa", "apnea": "auroc", "hypopnea": "auroc"}
@@ -119,7 +120,8 @@ def find_runs(paths: Iterable[str | Path]) -> list[Path]:
         if (path / "metrics.json").is_file():
             runs.append(path)
         elif path.is_dir():
-            found = sorted(p.parent for p in path.rglob("metrics.json"))
+            # not a replacement still training (utils.resume): its run is the folder above until it finishes
+            found = sorted(p.parent for p in path.rglob("metrics.json") if REPLACEMENT not in p.relative_to(path).parts)
             if not found:
                 raise FileNotFoundError(f"{path}: no metrics.json in this folder or below it")
             runs += found
@@ -388,7 +390,21 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             "",
             markdown_table(event_rows, columns),
         ]
+    cut = clock_cut_runs(rows)
+    if cut:
+        sections += [CLOCK_CUT, "", *(f"- {run}" for run in cut), ""]
     return "\n".join(sections)
+
+
+CLOCK_CUT = (
+    "Stopped by `--max-minutes` (a wall-clock budget: the same command on another machine, or a busier one, trains "
+    "another number of steps and gives other numbers):"
+)
+
+
+def clock_cut_runs(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The runs of `rows` whose training the wall clock stopped."""
+    return [str(r["run"]) for r in rows if r.get("stopped") == "max_minutes"]
 
 
 def write_comparison(
@@ -474,6 +490,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --out {args.out}: cannot write the comparison ({_one_line(err)})", file=sys.stderr)
         return 2
     print(f"{len(rows)} run(s) -> {args.out / 'comparison.md'}, comparison.csv, label_fraction.png")
+    for run in clock_cut_runs(rows):
+        print(f"warning: {run}: stopped by --max-minutes; its numbers do not reproduce on another machine")
     print(
         pd.DataFrame(rows)[["method", "backbone", "task", "label_fraction", "kappa", "auroc"]].to_string(
             index=False, float_format=lambda v: f"{v:.3f}"

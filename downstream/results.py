@@ -292,6 +292,8 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         "seed": metrics.get("seed"),
         "n_test_subjects": test["n_subjects"],
         "n_test_epochs": test["n_epochs"],
+        # how training ended ("max_minutes": cut by the wall clock); None: not recorded (runs without the engine)
+        "stopped": (metrics.get("training") or {}).get("stopped"),
     }
     for name in CI_METRICS:
         row[name] = as_number(test["pooled"].get(name))

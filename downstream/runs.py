@@ -38,6 +38,7 @@ from utils.ahi import EVENT_FAMILIES, event_calibration
 from utils.checkpoint import load_checkpoint
 from utils.distributed import DistContext
 from utils.engine import evaluating
+from utils.resume import publish_run, run_folder
 
 
 def train_summary(counts: Sequence[int], recordings: Sequence[str], subjects: Sequence[str]) -> dict[str, Any]:
@@ -146,7 +147,11 @@ def finish_run(
         "val": {k: v for k, v in selected.items() if k.startswith("val_")},
     }
     calibration = (checkpoint.get("metadata") or {}).get("event_calibration")  # written by `fit_and_select`
-    return report(cfg, predictions, {**info, "selection": selection}, calibration)
+    # how training ended ("max_minutes": cut by the wall clock, so its numbers depend on the machine's speed)
+    training = {k: summary.get(k) for k in ("stopped", "step", "epochs_completed")}
+    record = report(cfg, predictions, {**info, "selection": selection, "training": training}, calibration)
+    publish_run(out)  # a run trained beside an earlier one replaces it now, whole
+    return record
 
 
 def report(
@@ -170,7 +175,7 @@ def report(
         if isinstance(test["pooled"].get(k), float)
     )
     print(
-        f"test ({test['n_subjects']} subjects, {test['n_epochs']} epochs): {headline} -> {cfg.out}/metrics.json",
+        f"test ({test['n_subjects']} subjects, {test['n_epochs']} epochs): {headline} -> {run_folder(cfg.out)}/metrics.json",
         flush=True,
     )
     return record

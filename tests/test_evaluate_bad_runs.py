@@ -112,6 +112,22 @@ def test_hand_made_runs_make_a_table(runs, tmp_path):
     ]
 
 
+def test_a_run_cut_by_the_wall_clock_is_named(runs, tmp_path, capsys):
+    """A run whose training `--max-minutes` stopped gives numbers another machine does not reproduce: the
+    comparison names it (comparison.md and a warning line); a run stopped by its steps is not named."""
+    edit_metrics(runs["stage"], _set({"stopped": "max_minutes", "step": 40, "epochs_completed": 1}, "training"))
+    edit_metrics(runs["apnea"], _set({"stopped": "max_steps", "step": 10, "epochs_completed": 0}, "training"))
+    out = tmp_path / "table"
+    assert exit_code(evaluate.main, argv_of(runs, out)) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {runs['stage']}: stopped by --max-minutes; its numbers do not reproduce on another machine"
+    ]
+    markdown = (out / "comparison.md").read_text()
+    assert f"- {runs['stage']}" in markdown and str(runs["apnea"]) not in markdown.split(evaluate.CLOCK_CUT)[1]
+    assert list(pd.read_csv(out / "comparison.csv")["stopped"].fillna("")) == ["max_minutes", "max_steps", ""]
+
+
 def _drop(*keys: str):
     def change(metrics: dict) -> None:
         section = metrics

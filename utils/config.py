@@ -557,27 +557,41 @@ def save_config(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(record, indent=2, sort_keys=True) + "\n"
-    if keep_previous and path.is_file():
-        try:
-            previous = json.loads(path.read_text())
-        except (OSError, ValueError):
-            previous = None  # unreadable: kept as history all the same
-
-        def recorded(options: dict) -> dict:  # the options a history entry is kept for
-            kept = {k: v for k, v in options.items() if k not in (DERIVED_KEY, *UNRECORDED_DIFFERENCES)}
-            if str(kept.get("resume", "")).lower() in UNRECORDED_RESUMES:
-                kept.pop("resume", None)
-            return kept
-
-        if not isinstance(previous, dict) or recorded(previous) != recorded(json.loads(text)):
-            n = 1
-            while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
-                n += 1
-            os.replace(path, path.with_name(f"{path.stem}.{n}{path.suffix}"))
+    if keep_previous:
+        keep_config_history(path, json.loads(text))
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text)
     tmp.replace(path)
     return path
+
+
+def keep_config_history(path: Path, record: Mapping[str, Any]) -> None:
+    """Before `record` is written as `path` (a run's config.json): an existing file whose options differ (or that
+    cannot be read) is renamed to `config.<n>.json`, the next free n; a difference in `--no-progress` alone, or
+    between `--resume auto` and `none`, keeps no entry."""
+    if not path.is_file():
+        return
+    try:
+        previous = json.loads(path.read_text())
+    except (OSError, ValueError):
+        previous = None  # unreadable: kept as history all the same
+
+    def recorded(options: Mapping[str, Any]) -> dict:  # the options a history entry is kept for
+        kept = {k: v for k, v in options.items() if k not in (DERIVED_KEY, *UNRECORDED_DIFFERENCES)}
+        if str(kept.get("resume", "")).lower() in UNRECORDED_RESUMES:
+            kept.pop("resume", None)
+        return kept
+
+    if not isinstance(previous, dict) or recorded(previous) != recorded(record):
+        os.replace(path, next_history_name(path))
+
+
+def next_history_name(path: Path) -> Path:
+    """`config.<n>.json` beside `path` (config.json) for the first n not taken."""
+    n = 1
+    while path.with_name(f"{path.stem}.{n}{path.suffix}").exists():
+        n += 1
+    return path.with_name(f"{path.stem}.{n}{path.suffix}")
 
 
 def config_differences(saved: Any, current: Any, limit: int = 3, what: str = "model") -> str:

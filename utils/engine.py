@@ -49,15 +49,7 @@ from utils.checkpoint import (
     restore_rng_state,
     sha256_file,
 )
-from utils.config import (
-    Config,
-    Interrupted,
-    UsageError,
-    config_differences,
-    config_to_dict,
-    save_config,
-    to_plain,
-)
+from utils.config import Config, Interrupted, UsageError, config_differences, config_to_dict, save_config, to_plain
 from utils.config_file import LEGACY_KEYS
 from utils.distributed import (
     DistContext,
@@ -69,7 +61,16 @@ from utils.distributed import (
 )
 from utils.interrupt import StopRequest, quiet_worker
 from utils.optim import REFERENCE_BATCH, param_groups, scaled_lr, warmup_cosine
-from utils.resume import RESUME_CHECKED_KEYS, check_resumed_batch, clear_run_results, read_resume_checkpoint
+from utils.resume import (
+    REPLACING,
+    RESUME_CHECKED_KEYS,
+    check_resumed_batch,
+    clear_run_results,
+    is_replacement,
+    read_resume_checkpoint,
+    run_folder,
+    start_training_folder,
+)
 from utils.run_logging import RunLogger, check_run_logs, format_count, progress_bar
 
 LossFn = Callable[[nn.Module, Any, torch.device], Mapping[str, torch.Tensor]]
@@ -170,11 +171,13 @@ def run_derived(cfg: Config, ctx: DistContext) -> dict[str, Any]:
 
 def setup_run(cfg: Config) -> DistContext:
     """Join torchrun's process group (or run single-process) and seed everything with `cfg.seed` (so the model
-    is initialised identically on every rank). Writes nothing: `fit` writes config.json when training starts.
+    is initialised identically on every rank). Writes nothing (`fit` writes config.json when training starts)
+    but empties a given-up replacement folder (`utils.resume.start_training_folder`).
     (Option values were checked when they were parsed: utils/config.py.)"""
     ctx = init_distributed(cfg.device, cfg.dist_backend, cfg.dist_timeout_min)
     seed_everything(cfg.seed)
     if ctx.is_main:
+        start_training_folder(cfg.resume, cfg.out)
         derived = run_derived(cfg, ctx)
         amp = (
             "off"
@@ -186,7 +189,7 @@ def setup_run(cfg: Config) -> DistContext:
             )
         )
         print(
-            f"run dir {cfg.out} | device {ctx.device} x {ctx.world_size} process(es) | amp {amp} | "
+            f"run dir {cfg.out}{REPLACING if is_replacement(cfg.out) else ''} | device {ctx.device} x {ctx.world_size} process(es) | amp {amp} | "
             f"effective batch {derived['effective_batch_size']} -> lr {derived['lr_scaled']:.3g} "
             f"(base {cfg.base_lr:g} x batch / {REFERENCE_BATCH})",
             flush=True,
@@ -664,8 +667,8 @@ class Trainer:
             "parameters": self.n_parameters,
             "trainable_parameters": self.n_trainable,
             "best": self.best,
-            "last_checkpoint": str(self.run_dir / "last.pt"),
-            "best_checkpoint": str(self.run_dir / "best.pt") if self.best["value"] is not None else None,
+            "last_checkpoint": str(run_folder(self.run_dir) / "last.pt"),  # where they are once published
+            "best_checkpoint": str(run_folder(self.run_dir) / "best.pt") if self.best["value"] is not None else None,
             "wall_time_s": time.monotonic() - self.wall_start,
             "final": record,
         }

@@ -2,6 +2,11 @@
 checkpoint, read, and refused with one UsageError when it belongs to another run; and what an earlier run in
 the same folder leaves behind when training starts again.
 
+A run that does not go on from the last.pt of its --out while that folder holds an earlier run (a fresh start, or
+weights from another checkpoint) trains in OUT/.next (`training_folder`): the earlier run stays whole, in place,
+until the new one finishes and `publish_run` moves it in; a failed or killed run leaves OUT as it was, and
+`--resume auto` goes on from OUT/.next/last.pt.
+
 A checkpoint belongs to another run when it trained another model kind, on other data or another split of it,
 with other labels, another backbone (`RESUME_IDENTITY_KEYS`, compared by value; the split by the content of
 splits.json), selected its best checkpoint by another val metric, probe target or val subset (a pretraining
@@ -15,12 +20,15 @@ that: nothing would be trained under the options its record would name).
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 from utils.checkpoint import load_checkpoint, sha256_file
-from utils.config import UsageError, to_plain
+from utils.config import UsageError, keep_config_history, next_history_name, to_plain
 from utils.config_file import LEGACY_KEYS
+from utils.run_logging import LOG_NAMES
 
 FRESH_START = ("", "none", "no", "false")  # --resume values that start afresh
 RESUME_CHECKED_KEYS = (
@@ -166,3 +174,89 @@ def clear_run_results(run_dir: Path, checkpoints: bool) -> None:
     names = ("metrics.json", *(("best.pt", "last.pt") if checkpoints else ()))
     for name in names:
         (run_dir / name).unlink(missing_ok=True)
+
+
+REPLACEMENT = ".next"  # the folder in --out where a run that replaces the earlier one trains until it finishes
+REPLACING = " (replaces the earlier run in the folder above when it finishes; until then that run stays whole)"
+RUN_FILES = ("last.pt", "best.pt", "metrics.json")  # what shows that a folder holds a run
+
+
+def holds_run(folder: Path) -> bool:
+    return any((Path(folder) / name).is_file() for name in RUN_FILES)
+
+
+def training_folder(resume: str | None, out: str | Path) -> Path:
+    """The folder a run of `--resume resume --out out` trains in (nothing is written): `out`, or `out/.next` when
+    `out` holds an earlier run that this one does not go on from (a fresh start, or weights from a checkpoint
+    other than OUT/last.pt); `--resume auto` goes on in `out/.next` when an unfinished replacement left its
+    last.pt there, before the run of `out` itself."""
+    out = Path(out)
+    stage = out / REPLACEMENT
+    if resume is None or str(resume).lower() in FRESH_START:
+        return stage if holds_run(out) else out
+    if str(resume).lower() == "auto":
+        return stage if (stage / "last.pt").is_file() else out
+    path = Path(resume).absolute()
+    if stage.absolute() in path.parents:
+        return stage
+    return stage if holds_run(out) and path != (out / "last.pt").absolute() else out
+
+
+def is_replacement(folder: str | Path) -> bool:
+    return Path(folder).name == REPLACEMENT
+
+
+def run_folder(folder: str | Path) -> Path:
+    """Where the run trained in `folder` (`training_folder`) is found once it finished."""
+    return Path(folder).parent if is_replacement(folder) else Path(folder)
+
+
+def start_training_folder(resume: str | None, folder: str | Path) -> None:
+    """When training starts (`utils.engine.setup_run`, main process): a replacement folder that this run does not
+    go on from is emptied; what it holds is a replacement given up by a later `--resume none`."""
+    folder = Path(folder)
+    if not is_replacement(folder) or not folder.is_dir():
+        return
+    resumed = resolve_resume(resume, folder)
+    if resumed is None or folder.absolute() not in resumed.absolute().parents:
+        shutil.rmtree(folder)
+
+
+def publish_run(folder: str | Path) -> Path:
+    """The run trained in `folder` replaces the earlier run of its --out once it finished (main process, after
+    every output was written): the earlier run's checkpoints, results and logs go, this run's files move in
+    (last.pt last), and the earlier config.json stays as history (`config.<n>.json`) when its options differ.
+    Returns the run's folder; a run trained in its --out directly stays where it is."""
+    folder = Path(folder)
+    if not is_replacement(folder):
+        return folder
+    out = folder.parent
+    for config in sorted(folder.rglob("config*.json")):  # the options it records: where the run is from now on
+        try:
+            record = json.loads(config.read_text())
+        except (OSError, ValueError):
+            continue
+        recorded = Path(str(record.get("out", ""))) if isinstance(record, dict) else None
+        if recorded is not None and (recorded == folder or folder in recorded.parents):
+            record["out"] = str(out / recorded.relative_to(folder))
+            config.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    clear_run_results(out, checkpoints=True)
+    for name in LOG_NAMES:
+        earlier = out / name
+        if earlier.is_dir() and not earlier.is_symlink():
+            shutil.rmtree(earlier)
+        else:
+            earlier.unlink(missing_ok=True)
+    config = folder / "config.json"
+    if config.is_file():
+        keep_config_history(out / "config.json", json.loads(config.read_text()))
+    history = sorted(folder.glob("config.*.json"), key=lambda p: int(p.stem.partition(".")[2] or 0))
+    for earlier in history:  # this run's own history (a resume with other options), after the earlier run's
+        os.replace(earlier, next_history_name(out / "config.json"))
+    for entry in sorted(folder.iterdir(), key=lambda p: p.name == "last.pt"):
+        target = out / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    folder.rmdir()
+    return out

@@ -36,6 +36,9 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+LOG_NAMES = ("log.jsonl", "steps.jsonl", "tensorboard")  # what a RunLogger writes in its run directory
+
+
 class RunLogger:
     """Writes RUN_DIR/log.jsonl and RUN_DIR/steps.jsonl (and TensorBoard events when asked and installed).
 
@@ -45,8 +48,7 @@ class RunLogger:
     def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = False, fresh: bool = False):
         self.run_dir = Path(run_dir)
         self.enabled = enabled
-        self.log_path = self.run_dir / "log.jsonl"
-        self.steps_path = self.run_dir / "steps.jsonl"
+        self.log_path, self.steps_path = self.run_dir / LOG_NAMES[0], self.run_dir / LOG_NAMES[1]
         self.writer = None
         if not enabled:
             return
@@ -64,7 +66,7 @@ class RunLogger:
                     file=sys.stderr,
                 )
             else:
-                self.writer = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+                self.writer = SummaryWriter(log_dir=str(self.run_dir / LOG_NAMES[2]))
 
     def rewind(self, step: int) -> None:
         """Drop step and epoch lines written after optimizer step `step` (a run resumed from a checkpoint older

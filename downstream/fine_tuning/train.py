@@ -77,7 +77,7 @@ from utils.config import (
 )
 from utils.distributed import cleanup
 from utils.engine import autocast_context, setup_run
-from utils.resume import FRESH_START, check_resumed_backbone, read_resume_checkpoint
+from utils.resume import FRESH_START, check_resumed_backbone, read_resume_checkpoint, training_folder
 
 # base_lr is the base rate of the engine's rule base_lr x effective_batch / 256: 3.2e-3 x 8 windows / 256 = 1e-4
 DEFAULTS: dict[str, Any] = {
@@ -381,6 +381,7 @@ def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_fine_tuning_parser()
     cfg = parse_downstream(parser, argv, method_of)
+    cfg = cfg.replace(out=training_folder(cfg.resume, cfg.out))  # an earlier run there stays until this one ends
     size = cfg.epochs_per_window
     if cfg.stride is not None and cfg.stride > size:  # windows with gaps would not train on the epochs there
         raise UsageError(f"--stride {cfg.stride} is longer than the window (--epochs-per-window {size})")

@@ -67,7 +67,7 @@ from utils.batchnorm import debias_batchnorm
 from utils.config import UsageError, load_config_file, mark_required, reported_errors, script_prog
 from utils.distributed import cleanup
 from utils.engine import autocast_context, setup_run
-from utils.resume import check_resumed_backbone, read_resume_checkpoint
+from utils.resume import check_resumed_backbone, read_resume_checkpoint, training_folder
 
 # The head trains on cached vectors, so epochs cost milliseconds: small batches and many epochs give enough
 # optimizer steps at 1-5 % labels (batch 256 x 30 epochs was 30 steps at 5 % labels and val kappa still rising).
@@ -125,6 +125,7 @@ def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_probe_parser(init_of(argv))
     cfg = parse_downstream(parser, argv, method_of)
+    cfg = cfg.replace(out=training_folder(cfg.resume, cfg.out))  # an earlier run there stays until this one ends
     if cfg.neighbour_epochs and cfg.init != "pretrained":
         parser.error("--neighbour-epochs needs --init pretrained (the head reads stored vectors of whole recordings)")
     if cfg.night_norm != "none" and cfg.init != "pretrained":

@@ -42,7 +42,7 @@ from utils.config import Config, UsageError, build_parser, check_out_dir, parse_
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits, resolve_monitor_metric
-from utils.resume import read_resume_checkpoint
+from utils.resume import publish_run, read_resume_checkpoint, training_folder
 
 MODEL_KIND = SYNTHSLEEPNET
 UNIMODAL_MODALITIES: tuple[str, ...] = ENCODER_MODALITIES  # eeg, eog, emg, ecg, airflow, thor, abdo, spo2
@@ -186,6 +186,7 @@ def run(argv: list[str] | None) -> int:
     parser = build_multimodal_parser()
     cfg = resolve_monitor_metric(parse_config(parser, argv))  # what config.json records
     check_out_dir(cfg.out)
+    cfg = cfg.replace(out=training_folder(cfg.resume, cfg.out))  # an earlier run there stays until this one ends
     if not Path(cfg.data).is_dir():
         raise UsageError(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
     if isinstance(cfg.unimodal, (str, Mapping)):  # from a --config file
@@ -258,6 +259,8 @@ def run(argv: list[str] | None) -> int:
                 "representation": "mean fusion token",
             },
         )
+        if ctx.is_main:
+            publish_run(cfg.out)
     finally:
         cleanup(ctx)
     return 0

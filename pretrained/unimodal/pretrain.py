@@ -41,7 +41,7 @@ from utils.config import Config, UsageError, build_parser, check_out_dir, parse_
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits, resolve_monitor_metric
-from utils.resume import read_resume_checkpoint
+from utils.resume import publish_run, read_resume_checkpoint, training_folder
 
 MODEL_KIND = NEURONET
 PROBE_TARGET_BY_MODALITY: dict[str, str] = {
@@ -155,6 +155,7 @@ def run(argv: list[str] | None, modality: str) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     cfg = resolve_monitor_metric(parse_config(build_pretrain_parser(modality), argv))  # what config.json records
     check_out_dir(cfg.out)
+    cfg = cfg.replace(out=training_folder(cfg.resume, cfg.out))  # an earlier run there stays until this one ends
     if not Path(cfg.data).is_dir():
         raise UsageError(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
     _check_channels(cfg.channels, modality)
@@ -194,6 +195,8 @@ def run(argv: list[str] | None, modality: str) -> int:
             monitor_mode="max",
             metadata={"modality": modality, "channels": list(cfg.channels), "probe_target": cfg.monitor_target},
         )
+        if ctx.is_main:
+            publish_run(cfg.out)
     finally:
         cleanup(ctx)
     return 0

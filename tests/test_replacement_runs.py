@@ -1,0 +1,120 @@
+"""A run started afresh over an earlier run of the same --out trains in OUT/.next and replaces the earlier run
+only when it finished (utils.resume): a crash, a failed test evaluation or a kill leaves OUT byte for byte as it
+was; `--resume auto` goes on in OUT/.next, and the published run is the run an unbroken start would have made."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_downstream import RUN, backbones, cohort  # noqa: F401 (module fixtures)
+
+from downstream import evaluate, runs
+from downstream.linear_probing import train as linear_probing
+from pretrained.unimodal.pretrain import main as unimodal_main
+from utils.checkpoint import load_checkpoint
+from utils.engine import Trainer
+from utils.resume import REPLACEMENT, training_folder
+from utils.run_logging import read_jsonl
+
+TINY = ["--preset", "tiny", "--batch-size", "4", "--workers", "0", "--no-progress", "--no-monitor"]
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    """Every file below `folder` outside a replacement in progress, by relative path."""
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and REPLACEMENT not in p.relative_to(folder).parts
+    }
+
+
+def test_where_a_run_trains(tmp_path):
+    out = tmp_path / "run"
+    assert training_folder("none", out) == out and training_folder("auto", out) == out  # nothing there yet
+    out.mkdir()
+    (out / "config.json").write_text("{}")  # a run that never saved a checkpoint is no run to keep
+    assert training_folder("none", out) == out
+    (out / "last.pt").write_bytes(b"x")
+    assert training_folder("none", out) == out / REPLACEMENT
+    assert training_folder("auto", out) == out  # goes on from OUT/last.pt
+    assert training_folder(str(out / "last.pt"), out) == out
+    assert training_folder(str(tmp_path / "other.pt"), out) == out / REPLACEMENT  # other weights: a new run
+    (out / REPLACEMENT).mkdir()
+    assert training_folder("auto", out) == out  # a replacement that saved nothing has nothing to go on from
+    (out / REPLACEMENT / "last.pt").write_bytes(b"x")
+    assert training_folder("auto", out) == out / REPLACEMENT
+    assert training_folder(str(out / REPLACEMENT / "best.pt"), out) == out / REPLACEMENT
+
+
+def test_a_crashed_fresh_start_leaves_the_earlier_run_and_goes_on_to_replace_it(tmp_path, monkeypatch, capsys):
+    from dataset import data_parser, synthetic
+
+    synthetic.generate_cohort(tmp_path / "src", nights=5, hours=0.25, seed=0)
+    data_parser.parse_cohort(tmp_path / "src", tmp_path / "dst", workers=1, progress=False)
+    data = ["--data", str(tmp_path / "dst")]
+    out, unbroken = tmp_path / "eeg", tmp_path / "unbroken"
+    assert unimodal_main([*data, "--out", str(out), *TINY, "--max-steps", "2"], modality="eeg") == 0
+    earlier = files_of(out)
+    again = [*data, *TINY, "--max-steps", "4", "--seed", "5", "--save-every-steps", "1"]
+    assert unimodal_main([*again, "--out", str(unbroken)], modality="eeg") == 0
+
+    original = Trainer._optimizer_step
+
+    def crashing(self):
+        grad_norm = original(self)
+        if self.step == 3:
+            raise OSError("disk full")
+        return grad_norm
+
+    monkeypatch.setattr(Trainer, "_optimizer_step", crashing)
+    with pytest.raises(OSError, match="disk full"):
+        unimodal_main([*again, "--out", str(out), "--resume", "none"], modality="eeg")
+    assert "replaces the earlier run" in capsys.readouterr().out
+    assert files_of(out) == earlier  # every byte of the earlier run, logs and config included
+    assert load_checkpoint(out / REPLACEMENT / "last.pt")["step"] == 2
+    monkeypatch.setattr(Trainer, "_optimizer_step", original)
+
+    assert unimodal_main([*again, "--out", str(out)], modality="eeg") == 0  # --resume auto: goes on in .next
+    assert not (out / REPLACEMENT).exists()
+    published, reference = load_checkpoint(out / "last.pt"), load_checkpoint(unbroken / "last.pt")
+    assert published["step"] == reference["step"] == 4
+    assert all(torch.equal(published["model"][k], v) for k, v in reference["model"].items())
+    config = json.loads((out / "config.json").read_text())
+    assert config["out"] == str(out) and config["seed"] == 5
+    assert (out / "config.1.json").read_bytes() == earlier["config.json"]  # the replaced run's options stay
+
+    def logged(run):  # the run's pass records, without their timings
+        records = [r for r in read_jsonl(run / "log.jsonl") if r["kind"] == "epoch"]
+        return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in records]
+
+    assert logged(out) == logged(unbroken) and logged(out)
+    summary = [r for r in read_jsonl(out / "log.jsonl") if r["kind"] == "summary"][-1]
+    assert summary["last_checkpoint"] == str(out / "last.pt")  # where it is now, not where it was trained
+
+
+def test_a_probe_whose_test_evaluation_fails_leaves_the_earlier_results(cohort, backbones, tmp_path, monkeypatch):  # noqa: F811
+    out = tmp_path / "probe"
+    argv = ["--data", str(cohort), "--backbone", str(backbones["eeg"]), "--out", str(out), *RUN[:-2]]
+    argv += "--task sleep_stage --epochs 2 --batch-size 32".split()
+    assert linear_probing.main(argv) == 0
+    earlier = files_of(out)
+
+    def failing(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(runs, "write_run_report", failing)
+    with pytest.raises(OSError, match="no space"):
+        linear_probing.main([*argv, "--seed", "7", "--resume", "none"])
+    assert files_of(out) == earlier
+    assert evaluate.find_runs([tmp_path]) == [out]  # the unfinished replacement is no run of the comparison
+    monkeypatch.undo()
+
+    assert linear_probing.main([*argv, "--seed", "7"]) == 0  # trained already: evaluated on test and published
+    assert not (out / REPLACEMENT).exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["seed"] == 7 and set(metrics["outputs"].values()) <= {p.name for p in out.iterdir()}
+    assert metrics["training"] == {"stopped": "completed", "step": metrics["training"]["step"], "epochs_completed": 2}
+    assert json.loads((out / "config.1.json").read_text())["seed"] != 7
