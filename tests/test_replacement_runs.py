@@ -16,7 +16,7 @@ from downstream.linear_probing import train as linear_probing
 from pretrained.unimodal.pretrain import main as unimodal_main
 from utils.checkpoint import load_checkpoint
 from utils.engine import Trainer
-from utils.resume import REPLACEMENT, training_folder
+from utils.resume import REPLACEMENT, start_training_folder, training_folder
 from utils.run_logging import read_jsonl
 
 TINY = ["--preset", "tiny", "--batch-size", "4", "--workers", "0", "--no-progress", "--no-monitor"]
@@ -47,6 +47,23 @@ def test_where_a_run_trains(tmp_path):
     (out / REPLACEMENT / "last.pt").write_bytes(b"x")
     assert training_folder("auto", out) == out / REPLACEMENT
     assert training_folder(str(out / REPLACEMENT / "best.pt"), out) == out / REPLACEMENT
+
+
+def test_a_run_in_the_folder_itself_gives_up_an_abandoned_replacement(tmp_path):
+    """A replacement killed before the earlier run's files were removed by hand: a fresh run then trains in --out
+    itself, and the abandoned replacement goes, or `--resume auto` would later prefer it to the newer run."""
+    out = tmp_path / "run"
+    (out / REPLACEMENT).mkdir(parents=True)
+    (out / REPLACEMENT / "last.pt").write_bytes(b"x")
+    assert training_folder("none", out) == out
+    start_training_folder("none", out)
+    assert not (out / REPLACEMENT).exists()
+    (out / REPLACEMENT).mkdir()
+    (out / REPLACEMENT / "last.pt").write_bytes(b"x")
+    start_training_folder("auto", out / REPLACEMENT)  # going on from it keeps it
+    assert (out / REPLACEMENT / "last.pt").is_file()
+    start_training_folder("none", out / REPLACEMENT)  # starting it afresh empties it
+    assert not (out / REPLACEMENT).exists()
 
 
 def test_a_crashed_fresh_start_leaves_the_earlier_run_and_goes_on_to_replace_it(tmp_path, monkeypatch, capsys):

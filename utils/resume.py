@@ -213,9 +213,15 @@ def run_folder(folder: str | Path) -> Path:
 
 def start_training_folder(resume: str | None, folder: str | Path) -> None:
     """When training starts (`utils.engine.setup_run`, main process): a replacement folder that this run does not
-    go on from is emptied; what it holds is a replacement given up by a later `--resume none`."""
+    go on from is emptied; what it holds is a replacement given up by a later `--resume none` (or by a run in its
+    --out itself, which `--resume auto` would otherwise pass over for it)."""
     folder = Path(folder)
-    if not is_replacement(folder) or not folder.is_dir():
+    if not is_replacement(folder):
+        folder = folder / REPLACEMENT
+        if folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder)
+        return
+    if not folder.is_dir():
         return
     resumed = resolve_resume(resume, folder)
     if resumed is None or folder.absolute() not in resumed.absolute().parents:
