@@ -41,13 +41,12 @@ import io
 import math
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
-from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digital, read_edf_header
+from dataset.edf_reader import EdfError, EdfHeader, read_edf_header, read_tals
 from dataset.nsrr_xml import (
     NsrrAnnotations,
     XmlError,
@@ -315,28 +314,6 @@ def start_offset(annotation: EdfHeader, recording: EdfHeader) -> tuple[float, st
     )
 
 
-def _tals(
-    header: EdfHeader, signal: EdfSignalHeader, n_records: int | None = None
-) -> Iterator[tuple[float, float | None, list[str]]]:
-    """(onset s, duration s or None, texts) of every TAL of one `EDF Annotations` signal, in file order (of the
-    first `n_records` data records when given); onsets as written, from the header's start time."""
-    raw = read_digital(header, signal, n_records).astype("<i2").tobytes()  # (records * samples * 2,) bytes
-    size = 2 * signal.samples_per_record
-    for record in range(len(raw) // size):
-        text = raw[record * size : (record + 1) * size].decode("utf-8", errors="replace")
-        for tal in text.split("\x14\x00"):
-            tal = tal.strip("\x00")
-            if not tal:
-                continue
-            timing, *texts = tal.split("\x14")
-            onset, _, duration = timing.partition("\x15")
-            try:
-                start, length = float(onset), float(duration) if duration else None
-            except ValueError:
-                raise EdfError(f"{header.path}: malformed EDF+ annotation {tal!r} in data record {record}") from None
-            yield start, length, texts
-
-
 def edf_annotation_texts(header: EdfHeader) -> list[tuple[float, float | None, str]]:
     """(onset s, duration s or None, text) of every annotation of the file's `EDF Annotations` signals, in file
     order; onsets from the header's start time; the time-keeping TAL of each record (empty text) is left out."""
@@ -344,7 +321,7 @@ def edf_annotation_texts(header: EdfHeader) -> list[tuple[float, float | None, s
         (onset, duration, text)
         for signal in header.signals
         if signal.is_annotation
-        for onset, duration, texts in _tals(header, signal)
+        for _, onset, duration, texts in read_tals(header, signal)
         for text in texts
         if text.strip()
     ]
@@ -357,7 +334,7 @@ def first_sample_s(header: EdfHeader) -> float:
     signal = next((s for s in header.signals if s.is_annotation), None)
     if signal is None or not header.labels:
         return 0.0
-    onset, _, texts = next(_tals(header, signal, n_records=1), (0.0, None, [""]))
+    _, onset, _, texts = next(read_tals(header, signal, n_records=1), (0, 0.0, None, [""]))
     return onset if texts[:1] == [""] else 0.0  # a first TAL with a text is not a time-keeping TAL
 
 

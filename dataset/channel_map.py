@@ -38,20 +38,27 @@ EEG_SLOTS = ("eeg_c4", "eeg_c3")
 COMMON_LEVELS: dict[str, tuple[tuple[str, ...], ...]] = {
     "eeg_c4": (("C4-M1", "C4-A1", "EEG C4-M1", "EEG C4-A1"), ("C4 - M1|A1",)),
     "eeg_c3": (("C3-M2", "C3-A2", "EEG C3-M2", "EEG C3-A2"), ("C3 - M2|A2",)),
-    "eog_l": (("EOG(L)",), ("E1-M2", "E1-A2", "LOC-M2", "LOC-A2", "EOG E1-M2", "EOG LOC-A2"), ("LOC|E1 - M2|A2",)),
+    "eog_l": (
+        ("EOG(L)",),
+        ("E1-M2", "E1-A2", "LOC-M2", "LOC-A2", "EOG E1-M2", "EOG LOC-A2"),
+        ("LOC|E1 - M2|A2",),
+        ("LOC-A1", "EOG LOC-A1", "E1-M1", "EOG E1-M1"),  # one mastoid for both eyes (Alice, some Natus montages)
+    ),
     "eog_r": (
         ("EOG(R)",),
         ("E2-M1", "E2-A1", "ROC-M1", "ROC-A1", "E2-M2", "EOG E2-M1", "EOG ROC-A1"),
         ("ROC|E2 - M1|A1",),
+        ("ROC-A2", "EOG ROC-A2", "EOG E2-M2"),
     ),
     "emg": (
         ("Chin1-Chin2", "Chin 1-Chin 2", "EMG Chin", "Chin EMG", "EMG submental", "Chin"),
         ("Chin1|L Chin|Chin L - Chin2|R Chin|Chin R",),
     ),
-    "ecg": (("ECG", "EKG"), ("ECG II",)),
+    "ecg": (("ECG", "EKG"), ("ECG II", "EKG II"), ("ECG I", "EKG I", "ECG1", "EKG1")),  # lead II before lead I
     "airflow": (
-        ("Pressure", "Pres", "Nasal Pressure", "NASAL PRES", "Cannula Flow", "Cannula"),
-        ("Flow", "Airflow", "Thermistor", "Resp oro-nasal"),
+        # nasal pressure (Embla "Flow Patient", Pro-Tech "PTAF"), then the oronasal thermistor
+        ("Pressure", "Pres", "Nasal Pressure", "NASAL PRES", "Cannula Flow", "Cannula", "Flow Patient", "PTAF"),
+        ("Flow", "Airflow", "Thermistor", "Resp oro-nasal", "Therm", "Oronasal Therm", "Oral Thermistor"),
     ),
     "thor": (("Thor", "Thorax", "Thoracic", "Chest", "THOR EFFORT", "Effort THO", "Thoracic Effort", "Resp thoracic"),),
     "abdo": (

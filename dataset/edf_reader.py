@@ -6,11 +6,13 @@ signal's own gain and offset:
 
     physical = (digital - digital_min) * (physical_max - physical_min) / (digital_max - digital_min) + physical_min
 
-Robustness (docs/data.md §2.4): an empty file, a file that is not an EDF, a BDF (24-bit), an EDF+D (discontinuous)
-file or a file without one whole data record raise `EdfError` naming the file. A cut final data record is
+Robustness (docs/data.md §2.4): an empty file, a file that is not an EDF, a BDF (24-bit), an EDF+D file with a
+gap between data records (one without a gap is read as continuous, with a warning) or a file without one whole
+data record raise `EdfError` naming the file. A cut final data record is
 ignored (the file is read up to its last whole record and `truncated` is set); a header record count of -1
-(unknown), 0 or one that disagrees with the file size is replaced by the count the file holds, with a warning
-(the manifest's `warnings`); a count below -1 is an `EdfError`. EDF+ annotation signals
+(unknown), 0 or one larger than the file holds is replaced by the count the file holds, one smaller is kept
+(the bytes after its last record are ignored), each with a warning (the manifest's `warnings`); a count below
+-1 is an `EdfError`. EDF+ annotation signals
 ("EDF Annotations") keep their place in the record layout but are never offered as channels.
 
 Reference: https://www.edfplus.info/specs/edf.html
@@ -19,6 +21,7 @@ Reference: https://www.edfplus.info/specs/edf.html
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -191,8 +194,6 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     declared_bytes = _number(path, "bytes in header", fixed[184:192], int)
     if declared_bytes != header.header_bytes:
         header.warnings.append(f"header size field {declared_bytes} != 256*(signals+1) = {header.header_bytes}")
-    if header.reserved.upper().startswith("EDF+D"):
-        raise EdfError(f"{path}: EDF+D (discontinuous) recordings are not supported")
     if header.record_duration < 0:
         raise EdfError(f"{path}: data record duration {float(header.record_duration)} s, expected > 0")
 
@@ -266,7 +267,58 @@ def read_edf_header(path: str | Path) -> EdfHeader:
             header.warnings.append(f"header declares {declared} data records, file holds {available} whole records")
     if header.n_records == 0:
         raise EdfError(f"{path}: no complete data record ({data_bytes} data bytes, {record_bytes} per record)")
+    if header.reserved.upper().startswith("EDF+D"):
+        check_contiguous(header)
     return header
+
+
+def read_tals(
+    header: EdfHeader, signal: EdfSignalHeader, n_records: int | None = None
+) -> Iterator[tuple[int, float, float | None, list[str]]]:
+    """(data record, onset s, duration s or None, texts) of every TAL of one `EDF Annotations` signal, in file
+    order (of the first `n_records` data records when given); onsets as written, from the header's start time.
+    The first TAL of each record is its time-keeping TAL (empty text; EDF+ spec 2.2.4)."""
+    raw = read_digital(header, signal, n_records).astype("<i2").tobytes()  # (records * samples * 2,) bytes
+    size = 2 * signal.samples_per_record
+    for record in range(len(raw) // size):
+        text = raw[record * size : (record + 1) * size].decode("utf-8", errors="replace")
+        for tal in text.split("\x14\x00"):
+            tal = tal.strip("\x00")
+            if not tal:
+                continue
+            timing, *texts = tal.split("\x14")
+            onset, _, duration = timing.partition("\x15")
+            try:
+                start, length = float(onset), float(duration) if duration else None
+            except ValueError:
+                raise EdfError(f"{header.path}: malformed EDF+ annotation {tal!r} in data record {record}") from None
+            yield record, start, length, texts
+
+
+def check_contiguous(header: EdfHeader) -> None:
+    """An EDF+D file is read only when its data records follow each other without a gap, as many recorders write
+    EDF+D by default: each record's time-keeping onset must be the first one's plus its index times the record
+    duration (1 ms of rounding allowed); otherwise an `EdfError` says where the first gap is."""
+    if not header.labels:  # annotations only: no samples whose times could be wrong
+        return
+    signal = next((s for s in header.signals if s.is_annotation), None)
+    if signal is None:
+        raise EdfError(f"{header.path}: EDF+D file without an 'EDF Annotations' signal: its records' times are unknown")
+    first: dict[int, float] = {}
+    for record, onset, _, _ in read_tals(header, signal):
+        first.setdefault(record, onset)
+    step = float(header.record_duration)
+    for record in range(header.n_records):
+        if record not in first:
+            raise EdfError(f"{header.path}: EDF+D data record {record} has no time-keeping annotation")
+        gap = first[record] - first[0] - record * step
+        if abs(gap) > 1e-3:
+            raise EdfError(
+                f"{header.path}: EDF+D (discontinuous) with a gap: data record {record} starts at {first[record]:g} s, "
+                f"{gap:+g} s from where the record before it ends; recordings with gaps are not supported (export "
+                "each continuous segment as its own EDF+C file)"
+            )
+    header.warnings.append("EDF+D without a gap between its data records: read as continuous")
 
 
 def read_digital(header: EdfHeader, signal: EdfSignalHeader, n_records: int | None = None) -> np.ndarray:

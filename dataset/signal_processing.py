@@ -458,8 +458,10 @@ def night_info(
     labels: dict[str, np.ndarray],
     events: list[dict],
     config: ProcessingConfig,
+    unused: list[str] | None = None,
 ) -> dict:
-    """Manifest fields of a processed night (see dataset/README.md for their meaning)."""
+    """Manifest fields of a processed night (see dataset/README.md for their meaning); `unused`: the EDF's signal
+    labels that fed no channel, named when a channel was not found."""
     kept_s = float(n_epochs * EPOCH_S)
     info = {
         "n_epochs": n_epochs,
@@ -482,7 +484,10 @@ def night_info(
     lost = []  # what the night lacks or loses, said once here rather than only when a run skips it
     missing = [n for n in config.channels if n not in channels and n not in dropped]
     if missing:
-        lost.append(f"no channel found for {', '.join(missing)} (dataset/README.md, 'Channels'; or --channel-map)")
+        others = f"signals not used: {', '.join(unused[:8])}{', ...' if len(unused) > 8 else ''}; " if unused else ""
+        lost.append(
+            f"no channel found for {', '.join(missing)} ({others}dataset/README.md, 'Channels'; or --channel-map)"
+        )
     if annotations is not None and signal_s - kept_s >= EPOCH_S:
         lost.append(
             f"the scoring ends at {scored_s:g} s, the signal at {signal_s:g} s: {signal_s - kept_s:g} s not kept"
@@ -569,7 +574,11 @@ def process_recording(
         raise SkipRecording(
             f"{edf_path}: no usable electrophysiology channel ({'; '.join(f'{n} {w}' for n, w in dropped.items())})"
         )
-    info = night_info(header, annotations, n_epochs, signal_s, scored_s, channels, dropped, labels, events, config)
+    used = {label for source, _ in found.values() for label in source.labels}
+    unused = [label for label in header.labels if label not in used]
+    info = night_info(
+        header, annotations, n_epochs, signal_s, scored_s, channels, dropped, labels, events, config, unused
+    )
     info.update(source_info({name: found[name][0] for name in channels}))
     return Night(recording_id, channels, labels, events, info, timings)
 

@@ -105,6 +105,29 @@ def test_effort_belts_under_embla_and_somnomedics_labels():
     assert found == {"eeg_c4": "C4-M1", "thor": "Effort THO", "abdo": "Effort ABD", "spo2": "SpO2"}
 
 
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (  # Embla
+            ["C4-M1", "E1-M2", "E2-M1", "Flow Patient", "Therm", "ECG II", "SpO2"],
+            {"airflow": "Flow Patient", "ecg": "ECG II", "eog_r": "E2-M1"},
+        ),
+        (  # Natus / Pro-Tech
+            ["C4-M1", "EOG LOC-A2", "EOG ROC-A2", "PTAF", "Therm", "EKG", "SpO2"],
+            {"airflow": "PTAF", "ecg": "EKG", "eog_r": "EOG ROC-A2"},
+        ),
+        (  # Alice
+            ["C4-A1", "EOG LOC-A2", "EOG ROC-A1", "Airflow", "ECG I", "SpO2"],
+            {"airflow": "Airflow", "ecg": "ECG I", "eog_r": "EOG ROC-A1"},
+        ),
+        (["C4-M1", "ECG I", "ECG II", "Therm"], {"ecg": "ECG II", "airflow": "Therm"}),  # lead II first
+    ],
+)
+def test_vendor_export_labels(labels, expected):
+    found = texts(labels, channels=["eeg_c4", "eog_r", "ecg", "airflow"], cohort="clinical")
+    assert {name: found.get(name) for name in expected} == expected
+
+
 def test_mesa_eeg1_eeg2_never_fill_central_slots():
     """EEG1 is Fz-Cz and EEG2 Cz-Oz in MESA: only EEG3 (C4-M1) is a central channel, by name or by labels."""
     for cohort in ("mesa", None):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dataset.annotations import annotation_format, read_annotations
-from dataset.edf_reader import read_edf_header
+from dataset.edf_reader import EdfError, read_digital, read_edf_header
 from dataset.labels import epoch_labels, night_summary
 from dataset.nsrr_xml import XmlError, event_type
 from dataset.scored_events import events_per_hour
@@ -54,10 +54,13 @@ def _edf_plus(
     record_start: float = 0.0,
     eeg: np.ndarray | None = None,
     seconds: int = 30 * len(STAGES),
+    kind: str = "EDF+C",
+    gap: tuple[int, float] = (0, 0.0),
 ) -> Path:
     """An EDF+C of 1-s records: a 100-Hz `EEG` (µV) when `eeg` is given (else annotations only) and an `EDF
     Annotations` signal whose record k starts with the time-keeping TAL `record_start + k` (seconds after the
-    header's start time, EDF+ spec 2.2.4) and holds annotation k of `tals` (onset from the header's start, s)."""
+    header's start time, EDF+ spec 2.2.4; `gap` (k, s): from record k on, s later, an EDF+D gap) and holds
+    annotation k of `tals` (onset from the header's start, s); `kind` is the reserved field's EDF+C or EDF+D."""
     signals = [("EDF Annotations", "", -1, 1, 60)] + ([("EEG", "uV", -500, 500, 100)] if eeg is not None else [])
     rows = [
         [label, "", unit, f"{lo}", f"{hi}", "-32768", "32767", "", f"{n}", ""] for label, unit, lo, hi, n in signals
@@ -71,14 +74,14 @@ def _edf_plus(
         + "01.01.21"
         + "22.00.00"
         + f"{256 * (1 + len(signals))}".ljust(8)
-        + "EDF+C".ljust(44)
+        + kind.ljust(44)
         + f"{seconds}".ljust(8)
         + "1".ljust(8)
         + f"{len(signals)}".ljust(4)
     )
     records = []
     for k in range(seconds):
-        text = f"{record_start + k:+g}\x14\x14\x00"
+        text = f"{record_start + k + (gap[1] if k >= gap[0] else 0.0):+g}\x14\x14\x00"
         if k < len(tals):
             onset, duration, words = tals[k]
             text += f"{onset:+g}\x15{duration:g}\x14{words}\x14\x00"
@@ -240,3 +243,19 @@ def test_profusion_xml_is_recognised_in_any_encoding(tmp_path):
     with pytest.raises(XmlError, match="malformed XML") as err:
         read_annotations(garbage)
     assert str(garbage) in str(err.value)
+
+
+# ------------------------------------------------------------------------------------------- EDF+D
+def test_edf_plus_d_without_a_gap_is_read_as_continuous_and_with_one_is_refused(tmp_path):
+    """Many recorders write EDF+D by default: one whose data records follow each other gives the same samples and
+    stages as its EDF+C twin (with a warning); a gap is one EdfError saying where, never a silent shift."""
+    eeg = 100.0 * np.sin(2 * np.pi * 0.5 * np.arange(100 * 30 * len(STAGES)) / 100.0)
+    tals = [(30.0 * i, 30.0, EDF_STAGE[stage]) for i, stage in enumerate(STAGES)]
+    twin = read_edf_header(_edf_plus(tmp_path / "c.edf", tals, eeg=eeg))
+    plus_d = read_edf_header(_edf_plus(tmp_path / "d.edf", tals, eeg=eeg, kind="EDF+D"))
+    assert any("EDF+D without a gap" in w for w in plus_d.warnings) and not twin.warnings
+    assert np.array_equal(read_digital(plus_d, plus_d.signals[1]), read_digital(twin, twin.signals[1]))
+    stages = [epoch_labels(read_annotations(tmp_path / n), len(STAGES))["stage"] for n in ("c.edf", "d.edf")]
+    assert stages[0].tolist() == stages[1].tolist() == STAGES
+    with pytest.raises(EdfError, match=r"gap: data record 10 starts at 15 s, \+5 s from where"):
+        read_edf_header(_edf_plus(tmp_path / "g.edf", tals, eeg=eeg, kind="EDF+D", gap=(10, 5.0)))

@@ -288,15 +288,16 @@ def test_workers_and_resource_tracker_exit_when_the_parser_is_killed(tmp_path):
 
 
 def test_what_a_night_lacks_or_loses_is_in_its_warnings(tmp_path):
-    """A night without an EMG channel and a scoring that ends 90 s before the signal are ok, and the manifest's
+    """A night without a known EMG label and a scoring that ends 90 s before the signal are ok, and the manifest's
     warnings say both, so a run that later skips the night for its EMG is not the first to tell."""
     layout = {key: spec for key, spec in SHHS1.items() if key != "emg"}
+    layout["emg"] = ("Mentalis", *SHHS1["emg"][1:])  # a label no table knows
     make_night(tmp_path / "src", "w-1", seconds=30 * len(DEFAULT_STAGES) + 90, layout=layout)
     make_night(tmp_path / "src", "w-2")
     rows = parse(tmp_path / "src", tmp_path / "dst").set_index("recording_id")
     assert (rows["status"] == "ok").all()
     warned = rows.loc["w-1", "warnings"]
-    assert "no channel found for emg" in warned
+    assert "no channel found for emg (signals not used: H.R., Mentalis; " in warned  # what could be mapped
     end = 30 * len(DEFAULT_STAGES)
     assert f"the scoring ends at {end} s, the signal at {end + 90} s: 90 s not kept" in warned
     assert rows.loc["w-2", "warnings"] == ""
