@@ -5,6 +5,8 @@ was; `--resume auto` goes on in OUT/.next, and the published run is the run an u
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,11 @@ from test_downstream import RUN, backbones, cohort  # noqa: F401 (module fixture
 from downstream import evaluate, runs
 from downstream.linear_probing import train as linear_probing
 from pretrained.unimodal.pretrain import main as unimodal_main
+from utils import resume
 from utils.checkpoint import load_checkpoint
+from utils.config import UsageError
 from utils.engine import Trainer
-from utils.resume import REPLACEMENT, start_training_folder, training_folder
+from utils.resume import PUBLISHING, REPLACEMENT, lock_run_folder, publish_run, start_training_folder, training_folder
 from utils.run_logging import read_jsonl
 
 TINY = ["--preset", "tiny", "--batch-size", "4", "--workers", "0", "--no-progress", "--no-monitor"]
@@ -41,9 +45,12 @@ def test_where_a_run_trains(tmp_path):
     assert training_folder("none", out) == out / REPLACEMENT
     assert training_folder("auto", out) == out  # goes on from OUT/last.pt
     assert training_folder(str(out / "last.pt"), out) == out
-    assert training_folder(str(tmp_path / "other.pt"), out) == out / REPLACEMENT  # other weights: a new run
+    assert training_folder(str(tmp_path / "other.pt"), out) == out  # a resume goes on in its --out
     (out / REPLACEMENT).mkdir()
     assert training_folder("auto", out) == out  # a replacement that saved nothing has nothing to go on from
+    (out / REPLACEMENT / "context_phase").mkdir()
+    (out / REPLACEMENT / "context_phase" / "last.pt").write_bytes(b"x")  # fine-tuning killed in its first phase
+    assert training_folder("auto", out) == out / REPLACEMENT
     (out / REPLACEMENT / "last.pt").write_bytes(b"x")
     assert training_folder("auto", out) == out / REPLACEMENT
     assert training_folder(str(out / REPLACEMENT / "best.pt"), out) == out / REPLACEMENT
@@ -135,3 +142,64 @@ def test_a_probe_whose_test_evaluation_fails_leaves_the_earlier_results(cohort, 
     assert metrics["seed"] == 7 and set(metrics["outputs"].values()) <= {p.name for p in out.iterdir()}
     assert metrics["training"] == {"stopped": "completed", "step": metrics["training"]["step"], "epochs_completed": 2}
     assert json.loads((out / "config.1.json").read_text())["seed"] != 7
+
+
+def test_a_publish_killed_half_way_is_finished_by_the_next_command(tmp_path, monkeypatch):
+    """Killed after two of its files moved in, a publish leaves OUT mixed; the next command in OUT moves the rest
+    in and removes what of the earlier run the new one does not overwrite, never a file already moved in."""
+    out, stage = tmp_path / "run", tmp_path / "run" / REPLACEMENT
+    stage.mkdir(parents=True)
+    for name in ("best.pt", "last.pt", "steps.jsonl", "predictions.parquet"):
+        (out / name).write_text(f"earlier {name}")
+    (out / "metrics.json").write_text(json.dumps({"outputs": {"predictions": "predictions.parquet"}}))
+    (out / "config.json").write_text(json.dumps({"seed": 0, "out": str(out)}))
+    for name in ("best.pt", "last.pt", "log.jsonl", "metrics.json"):
+        (stage / name).write_text(f"new {name}")
+    (stage / "config.json").write_text(json.dumps({"seed": 1, "out": str(stage)}))
+    moved, real = [], resume.os.replace
+
+    def killed(source, target):
+        if Path(target).parent == out and Path(source).parent == stage and not Path(target).name.startswith("config"):
+            if len(moved) == 2:
+                raise KeyboardInterrupt  # as a kill would
+            moved.append(Path(target).name)
+        real(source, target)
+
+    monkeypatch.setattr(resume.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        publish_run(stage)
+    monkeypatch.undo()
+    assert (stage / PUBLISHING).is_file() and len(moved) == 2
+    assert training_folder("auto", out) == out  # finished first: the replacement is the run of OUT now
+    assert not stage.exists()
+    assert {p.name: p.read_text() for p in out.iterdir() if p.suffix != ".json"} == {
+        "best.pt": "new best.pt",
+        "last.pt": "new last.pt",
+        "log.jsonl": "new log.jsonl",
+    }
+    assert json.loads((out / "config.json").read_text()) == {"seed": 1, "out": str(out)}
+    assert json.loads((out / "config.1.json").read_text())["seed"] == 0
+
+
+def test_a_second_process_cannot_train_in_a_folder_in_use(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
+            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UsageError, match="another training run is using this folder"):
+            lock_run_folder(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    lock_run_folder(out)  # free again

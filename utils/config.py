@@ -536,7 +536,7 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-UNRECORDED_DIFFERENCES = ("progress",)  # how a run was shown: no reason to keep the old config
+UNRECORDED_DIFFERENCES = ("progress", "out")  # how a run was shown, where its folder is: no reason to keep it
 UNRECORDED_RESUMES = ("auto", "none", "no", "false", "")  # how a run started; a checkpoint path is recorded
 
 
@@ -549,7 +549,7 @@ def save_config(
     """Write the resolved config as JSON (atomic); `derived` values (world size, effective lr, ...) go under
     `_derived` for the record. With `keep_previous`, an existing file whose options differ is first renamed to
     `config.<n>.json` (the next free n), so a run directory keeps the config of every run that started there; a
-    difference in `--no-progress` alone, or between `--resume auto` and `none`, makes no entry (a `--resume` path,
+    difference in `--no-progress` or `--out` alone, or between `--resume auto` and `none`, makes no entry (a `--resume` path,
     where the weights came from, does)."""
     record = config_to_dict(cfg)
     if derived:
@@ -567,7 +567,7 @@ def save_config(
 
 def keep_config_history(path: Path, record: Mapping[str, Any]) -> None:
     """Before `record` is written as `path` (a run's config.json): an existing file whose options differ (or that
-    cannot be read) is renamed to `config.<n>.json`, the next free n; a difference in `--no-progress` alone, or
+    cannot be read) is renamed to `config.<n>.json`, the next free n; a difference in `--no-progress` or `--out` alone, or
     between `--resume auto` and `none`, keeps no entry."""
     if not path.is_file():
         return

@@ -19,6 +19,7 @@ that: nothing would be trained under the options its record would name).
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -115,7 +116,7 @@ def read_resume_checkpoint(
         return path, state
     saved = {LEGACY_KEYS.get(k, k): v for k, v in (state.get("config") or {}).items()}
     # another run's checkpoint: its best.pt is that run's too, and a fresh start here would remove its results
-    advice = f"give this run another --out (or --resume none to replace the run in {Path(run_dir)})"
+    advice = f"give this run another --out (or --resume none to replace the run in {run_folder(run_dir)})"
     for k in RESUME_IDENTITY_KEYS:
         old, new = saved.get(k), to_plain(getattr(cfg, k, None))
         paths = k in ("data", "backbone") and old is not None and new is not None  # compared as files
@@ -177,8 +178,10 @@ def clear_run_results(run_dir: Path, checkpoints: bool) -> None:
 
 
 REPLACEMENT = ".next"  # the folder in --out where a run that replaces the earlier one trains until it finishes
+PUBLISHING = ".publishing"  # in REPLACEMENT while it moves in: what of the earlier run goes (JSON)
 REPLACING = " (replaces the earlier run in the folder above when it finishes; until then that run stays whole)"
 RUN_FILES = ("last.pt", "best.pt", "metrics.json")  # what shows that a folder holds a run
+_HELD: dict[str, int] = {}  # folders this process holds the lock of (released when it ends)
 
 
 def holds_run(folder: Path) -> bool:
@@ -186,57 +189,98 @@ def holds_run(folder: Path) -> bool:
 
 
 def training_folder(resume: str | None, out: str | Path) -> Path:
-    """The folder a run of `--resume resume --out out` trains in (nothing is written): `out`, or `out/.next` when
-    `out` holds an earlier run that this one does not go on from (a fresh start, or weights from a checkpoint
-    other than OUT/last.pt); `--resume auto` goes on in `out/.next` when an unfinished replacement left its
-    last.pt there, before the run of `out` itself."""
+    """The folder a run of `--resume resume --out out` trains in: `out`, or `out/.next` for a fresh start while
+    `out` holds an earlier run; `--resume auto` goes on in `out/.next` when an unfinished replacement saved a
+    checkpoint there (its own last.pt, or a phase's), before the run of `out` itself; a `--resume` path goes on
+    in the folder that holds it. A replacement killed while it was being moved in is moved in first (the one
+    thing written here: it finished)."""
     out = Path(out)
     stage = out / REPLACEMENT
+    if (stage / PUBLISHING).is_file():
+        publish_run(stage)
     if resume is None or str(resume).lower() in FRESH_START:
         return stage if holds_run(out) else out
     if str(resume).lower() == "auto":
-        return stage if (stage / "last.pt").is_file() else out
-    path = Path(resume).absolute()
-    if stage.absolute() in path.parents:
-        return stage
-    return stage if holds_run(out) and path != (out / "last.pt").absolute() else out
+        return stage if resumable(stage) else out
+    return stage if stage.absolute() in Path(resume).absolute().parents else out
+
+
+def resumable(stage: Path) -> bool:
+    """Whether a replacement folder holds a checkpoint to go on from (a phase's in a subfolder included)."""
+    return stage.is_dir() and any(path.is_file() for path in stage.rglob("last.pt"))
 
 
 def is_replacement(folder: str | Path) -> bool:
     return Path(folder).name == REPLACEMENT
 
 
-def run_folder(folder: str | Path) -> Path:
-    """Where the run trained in `folder` (`training_folder`) is found once it finished."""
-    return Path(folder).parent if is_replacement(folder) else Path(folder)
+def run_folder(path: str | Path) -> Path:
+    """Where `path`, in or below a replacement folder (`training_folder`), is found once the run finished."""
+    parts = Path(path).parts
+    if REPLACEMENT not in parts:
+        return Path(path)
+    i = parts.index(REPLACEMENT)
+    return Path(*parts[:i], *parts[i + 1 :])
+
+
+def lock_run_folder(out: str | Path) -> None:
+    """Keep other processes out of `out` while this one trains there (main process, when training starts): two
+    runs in one folder would remove or mix each other's checkpoints. UsageError when another process holds it."""
+    out = Path(out)
+    key = str(out.resolve())
+    if key in _HELD:  # a later run of this same process
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out, os.O_RDONLY)  # the folder itself is locked: no lock file among the run's files
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(
+            f"--out {out}: another training run is using this folder; wait for it, or give another --out"
+        ) from None
+    _HELD[key] = fd
 
 
 def start_training_folder(resume: str | None, folder: str | Path) -> None:
-    """When training starts (`utils.engine.setup_run`, main process): a replacement folder that this run does not
-    go on from is emptied; what it holds is a replacement given up by a later `--resume none` (or by a run in its
-    --out itself, which `--resume auto` would otherwise pass over for it)."""
+    """When training starts (`utils.engine.setup_run`, main process): the run's folder is locked
+    (`lock_run_folder`), and a replacement folder that this run does not go on from is emptied: what it holds is
+    a replacement given up by a later `--resume none`, or by a run in its --out itself (which `--resume auto`
+    would otherwise pass over for it)."""
     folder = Path(folder)
-    if not is_replacement(folder):
-        folder = folder / REPLACEMENT
-        if folder.is_dir() and not folder.is_symlink():
-            shutil.rmtree(folder)
+    lock_run_folder(run_folder(folder))
+    stage = folder if is_replacement(folder) else folder / REPLACEMENT
+    if not stage.is_dir() or stage.is_symlink():
         return
-    if not folder.is_dir():
-        return
-    resumed = resolve_resume(resume, folder)
-    if resumed is None or folder.absolute() not in resumed.absolute().parents:
-        shutil.rmtree(folder)
+    if folder == stage:
+        auto = str(resume).lower() == "auto" and resumable(stage)
+        resumed = resolve_resume(resume, stage) if not auto else None
+        if auto or (resumed is not None and stage.absolute() in resumed.absolute().parents):
+            return
+    shutil.rmtree(stage)
 
 
 def publish_run(folder: str | Path) -> Path:
     """The run trained in `folder` replaces the earlier run of its --out once it finished (main process, after
     every output was written): the earlier run's checkpoints, results and logs go, this run's files move in
     (last.pt last), and the earlier config.json stays as history (`config.<n>.json`) when its options differ.
-    Returns the run's folder; a run trained in its --out directly stays where it is."""
+    What of the earlier run goes is written down first (`PUBLISHING`), so a publish killed half-way is finished by
+    the next run in the folder (`training_folder`) without touching a file already moved in. Returns the run's
+    folder; a run trained in its --out directly stays where it is."""
     folder = Path(folder)
     if not is_replacement(folder):
         return folder
-    out = folder.parent
+    out, marker = folder.parent, folder / PUBLISHING
+    if not marker.is_file():
+        try:
+            outputs = dict(json.loads((out / "metrics.json").read_text()).get("outputs") or {}).values()
+        except (OSError, ValueError, TypeError, AttributeError):
+            outputs = []
+        names = {*RUN_FILES, *LOG_NAMES, *(str(n) for n in outputs if "/" not in str(n))}
+        drop = sorted(n for n in names if (out / n).exists() and not (folder / n).exists())
+        tmp = marker.with_name(marker.name + ".tmp")
+        tmp.write_text(json.dumps({"drop": drop}))
+        os.replace(tmp, marker)
     for config in sorted(folder.rglob("config*.json")):  # the options it records: where the run is from now on
         try:
             record = json.loads(config.read_text())
@@ -246,23 +290,24 @@ def publish_run(folder: str | Path) -> Path:
         if recorded is not None and (recorded == folder or folder in recorded.parents):
             record["out"] = str(out / recorded.relative_to(folder))
             config.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    clear_run_results(out, checkpoints=True)
-    for name in LOG_NAMES:
+    if (folder / "config.json").is_file():
+        keep_config_history(out / "config.json", json.loads((folder / "config.json").read_text()))
+    history = sorted(folder.glob("config.*.json"), key=lambda p: int(p.stem.partition(".")[2] or 0))
+    for earlier in history:  # this run's own history (a resume with other options), after the earlier run's
+        os.replace(earlier, next_history_name(out / "config.json"))
+    for name in json.loads(marker.read_text())["drop"]:
         earlier = out / name
         if earlier.is_dir() and not earlier.is_symlink():
             shutil.rmtree(earlier)
         else:
             earlier.unlink(missing_ok=True)
-    config = folder / "config.json"
-    if config.is_file():
-        keep_config_history(out / "config.json", json.loads(config.read_text()))
-    history = sorted(folder.glob("config.*.json"), key=lambda p: int(p.stem.partition(".")[2] or 0))
-    for earlier in history:  # this run's own history (a resume with other options), after the earlier run's
-        os.replace(earlier, next_history_name(out / "config.json"))
     for entry in sorted(folder.iterdir(), key=lambda p: p.name == "last.pt"):
+        if entry.name == PUBLISHING:
+            continue
         target = out / entry.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
         os.replace(entry, target)
+    marker.unlink()
     folder.rmdir()
     return out
