@@ -61,6 +61,7 @@ from downstream.results import (
     summary_row,
     variant_suffix,
 )
+from models.loading import half_replaced
 from utils.ahi import ahi_agreement, estimate_ahi, event_calibration
 from utils.config import ArgumentParser, UsageError, check_out_dir, parse_config, save_config
 from utils.plots import label_fraction_png
@@ -161,6 +162,8 @@ def read_run_metrics(run: Path) -> dict[str, Any]:
     """A run's metrics.json; ValueError naming the file when it is unreadable, not JSON, not a run record, or
     lacks what the comparison table reads of it (`TABLE_KEYS`)."""
     path = Path(run) / "metrics.json"
+    if half_replaced(run):
+        raise ValueError(f"{path}: {half_replaced(run)}")
     try:
         metrics = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

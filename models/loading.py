@@ -52,6 +52,22 @@ TRAINING_KEYS = ("format_version", *MODEL_KEYS, "epoch", "step", "config")  # wh
 RUN_CHECKPOINTS = ("best.pt", "last.pt")  # a run directory's checkpoints, in order of preference
 
 
+# A run that replaces an earlier one in its folder trains in FOLDER/REPLACEMENT and is moved in when it finished;
+# FOLDER/REPLACEMENT/PUBLISHING exists while it moves in (utils/resume.py): the folder then holds parts of both.
+REPLACEMENT = ".next"
+PUBLISHING = ".publishing"
+
+
+def half_replaced(folder: str | Path) -> str:
+    """Why `folder` cannot be read as one run: it was stopped while a new run moved in; "" when it can."""
+    if not (Path(folder) / REPLACEMENT / PUBLISHING).is_file():
+        return ""
+    return (
+        f"its folder was stopped while a new run moved in from {Path(folder) / REPLACEMENT}; the new run's training "
+        "command (any --resume) finishes it"
+    )
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be used: missing, unreadable, of another format, kind or shape. The message is one
     line that starts with the file's path (scripts print it as `error: ...`)."""
@@ -106,6 +122,9 @@ def read_checkpoint(
     file) naming the file. The dict gets `path`: the file read.
     """
     path = checkpoint_path(path) if run_directory else Path(path)
+    problem = half_replaced(path.parent)
+    if problem:
+        raise CheckpointError(f"{path}: {problem}")
     if not path.is_file():
         raise CheckpointNotFound(f"{path}: checkpoint not found")
     try:

@@ -4,7 +4,10 @@ was; `--resume auto` goes on in OUT/.next, and the published run is the run an u
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -15,12 +18,21 @@ from test_downstream import RUN, backbones, cohort  # noqa: F401 (module fixture
 
 from downstream import evaluate, runs
 from downstream.linear_probing import train as linear_probing
+from models.loading import CheckpointError, read_checkpoint
 from pretrained.unimodal.pretrain import main as unimodal_main
 from utils import resume
 from utils.checkpoint import load_checkpoint
 from utils.config import UsageError
 from utils.engine import Trainer
-from utils.resume import PUBLISHING, REPLACEMENT, lock_run_folder, publish_run, start_training_folder, training_folder
+from utils.resume import (
+    PUBLISHING,
+    REPLACEMENT,
+    carried_best,
+    lock_run_folder,
+    publish_run,
+    start_training_folder,
+    training_folder,
+)
 from utils.run_logging import read_jsonl
 
 TINY = ["--preset", "tiny", "--batch-size", "4", "--workers", "0", "--no-progress", "--no-monitor"]
@@ -45,7 +57,8 @@ def test_where_a_run_trains(tmp_path):
     assert training_folder("none", out) == out / REPLACEMENT
     assert training_folder("auto", out) == out  # goes on from OUT/last.pt
     assert training_folder(str(out / "last.pt"), out) == out
-    assert training_folder(str(tmp_path / "other.pt"), out) == out  # a resume goes on in its --out
+    assert training_folder(str(out / "best.pt"), out) == out  # goes on with this folder's run
+    assert training_folder(str(tmp_path / "other.pt"), out) == out / REPLACEMENT  # another folder's: a new run
     (out / REPLACEMENT).mkdir()
     assert training_folder("auto", out) == out  # a replacement that saved nothing has nothing to go on from
     (out / REPLACEMENT / "context_phase").mkdir()
@@ -153,6 +166,8 @@ def test_a_publish_killed_half_way_is_finished_by_the_next_command(tmp_path, mon
         (out / name).write_text(f"earlier {name}")
     (out / "metrics.json").write_text(json.dumps({"outputs": {"predictions": "predictions.parquet"}}))
     (out / "config.json").write_text(json.dumps({"seed": 0, "out": str(out)}))
+    (out / "context_phase").mkdir()  # a phase of the earlier run that the new one does not have
+    (out / "context_phase" / "last.pt").write_text("earlier phase")
     for name in ("best.pt", "last.pt", "log.jsonl", "metrics.json"):
         (stage / name).write_text(f"new {name}")
     (stage / "config.json").write_text(json.dumps({"seed": 1, "out": str(stage)}))
@@ -170,36 +185,85 @@ def test_a_publish_killed_half_way_is_finished_by_the_next_command(tmp_path, mon
         publish_run(stage)
     monkeypatch.undo()
     assert (stage / PUBLISHING).is_file() and len(moved) == 2
+    with pytest.raises(CheckpointError, match="stopped while a new run moved in"):  # parts of two runs
+        read_checkpoint(out)
+    with pytest.raises(ValueError, match="stopped while a new run moved in"):
+        evaluate.read_run_metrics(out)
     assert training_folder("auto", out) == out  # finished first: the replacement is the run of OUT now
     assert not stage.exists()
-    assert {p.name: p.read_text() for p in out.iterdir() if p.suffix != ".json"} == {
+    assert {p.name: p.read_text() for p in out.iterdir() if p.is_file() and p.suffix != ".json"} == {
         "best.pt": "new best.pt",
         "last.pt": "new last.pt",
         "log.jsonl": "new log.jsonl",
     }
     assert json.loads((out / "config.json").read_text()) == {"seed": 1, "out": str(out)}
     assert json.loads((out / "config.1.json").read_text())["seed"] == 0
+    assert not (out / "context_phase").exists()
+
+
+def test_a_signal_during_a_publish_waits_until_the_run_is_in_place(tmp_path, monkeypatch):
+    out, stage = tmp_path / "run", tmp_path / "run" / REPLACEMENT
+    stage.mkdir(parents=True)
+    (out / "last.pt").write_text("earlier")
+    for name in ("best.pt", "last.pt", "log.jsonl"):
+        (stage / name).write_text(f"new {name}")
+    real = resume.os.replace
+
+    def interrupted(source, target):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the moves
+        real(source, target)
+
+    monkeypatch.setattr(resume.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        publish_run(stage)
+    assert not stage.exists() and {p.name: p.read_text() for p in out.iterdir()} == {
+        "best.pt": "new best.pt",
+        "last.pt": "new last.pt",
+        "log.jsonl": "new log.jsonl",
+    }
+
+
+def test_a_checkpoint_resumed_into_another_folder_brings_its_best(tmp_path):
+    source, target = tmp_path / "a", tmp_path / "b"
+    source.mkdir()
+    (source / "last.pt").write_bytes(b"last")
+    best = {"metric": "val_kappa", "mode": "max", "value": 0.5, "epoch": 3, "step": 30}
+    assert carried_best(source / "last.pt", source, best) == best  # its own folder: as saved
+    assert carried_best(source / "last.pt", target, best)["value"] is None  # no best.pt to bring: saved anew
+    (source / "best.pt").write_bytes(b"best")
+    assert carried_best(source / "last.pt", target, best) == best and (target / "best.pt").read_bytes() == b"best"
+
+
+def test_a_cut_publish_is_finished_only_by_the_folders_lock_holder(tmp_path):
+    out, stage = tmp_path / "run", tmp_path / "run" / REPLACEMENT
+    stage.mkdir(parents=True)
+    (stage / "last.pt").write_text("new")
+    (stage / PUBLISHING).write_text(json.dumps({"drop": []}))
+    with held_elsewhere(out):
+        with pytest.raises(UsageError, match="another training run is using this folder"):
+            training_folder("auto", out)
+        assert (stage / "last.pt").is_file() and not (out / "last.pt").exists()  # left to the holder
+
+
+@contextlib.contextmanager
+def held_elsewhere(folder: Path):
+    """`folder` locked by another process, as a training run there holds it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    script = (
+        "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); fcntl.flock(fd, fcntl.LOCK_EX); "
+        "print('held', flush=True); time.sleep(60)"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", script, str(folder)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_a_second_process_cannot_train_in_a_folder_in_use(tmp_path):
     out = tmp_path / "run"
-    out.mkdir()
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import fcntl, os, sys, time; fd = os.open(sys.argv[1], os.O_RDONLY); "
-            "fcntl.flock(fd, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(UsageError, match="another training run is using this folder"):
-            lock_run_folder(out)
-    finally:
-        holder.kill()
-        holder.wait()
+    with held_elsewhere(out), pytest.raises(UsageError, match="another training run is using this folder"):
+        lock_run_folder(out)
     lock_run_folder(out)  # free again

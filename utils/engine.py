@@ -64,6 +64,7 @@ from utils.optim import REFERENCE_BATCH, param_groups, scaled_lr, warmup_cosine
 from utils.resume import (
     REPLACING,
     RESUME_CHECKED_KEYS,
+    carried_best,
     check_resumed_batch,
     clear_run_results,
     is_replacement,
@@ -388,7 +389,7 @@ class Trainer:
             )
         if changed and ctx.is_main:
             print(f"warning: resuming {path} with changed options (checkpoint -> now): {changed}", flush=True)
-        self.best = dict(ckpt.get("best") or self.best)
+        self.best = carried_best(path, self.run_dir, dict(ckpt.get("best") or self.best), copy=ctx.is_main)
         if Path(path) == self.run_dir / "last.pt":
             self.saved["last.pt"] = self.step
         if self.best.get("step") is not None and (self.run_dir / "best.pt").is_file():

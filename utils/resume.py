@@ -2,10 +2,12 @@
 checkpoint, read, and refused with one UsageError when it belongs to another run; and what an earlier run in
 the same folder leaves behind when training starts again.
 
-A run that does not go on from the last.pt of its --out while that folder holds an earlier run (a fresh start, or
-weights from another checkpoint) trains in OUT/.next (`training_folder`): the earlier run stays whole, in place,
-until the new one finishes and `publish_run` moves it in; a failed or killed run leaves OUT as it was, and
-`--resume auto` goes on from OUT/.next/last.pt.
+A run that does not go on from its own --out (a fresh start, or another folder's checkpoint) while that folder
+holds an earlier run trains in OUT/.next (`training_folder`): the earlier run stays whole, in place, until the new
+one finishes and `publish_run` moves it in; a failed or killed run leaves OUT as it was, `--resume auto` goes on
+in OUT/.next, and a publish cut short is finished by the next command in OUT. A resumed checkpoint's best.pt
+comes along when it is resumed into another folder (`carried_best`). The folder is locked while a run trains
+there (`lock_run_folder`).
 
 A checkpoint belongs to another run when it trained another model kind, on other data or another split of it,
 with other labels, another backbone (`RESUME_IDENTITY_KEYS`, compared by value; the split by the content of
@@ -23,9 +25,14 @@ import fcntl
 import json
 import os
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from models.loading import PUBLISHING, REPLACEMENT  # the replacement folder; its list of what goes (JSON)
 from utils.checkpoint import load_checkpoint, sha256_file
 from utils.config import UsageError, keep_config_history, next_history_name, to_plain
 from utils.config_file import LEGACY_KEYS
@@ -177,8 +184,6 @@ def clear_run_results(run_dir: Path, checkpoints: bool) -> None:
         (run_dir / name).unlink(missing_ok=True)
 
 
-REPLACEMENT = ".next"  # the folder in --out where a run that replaces the earlier one trains until it finishes
-PUBLISHING = ".publishing"  # in REPLACEMENT while it moves in: what of the earlier run goes (JSON)
 REPLACING = " (replaces the earlier run in the folder above when it finishes; until then that run stays whole)"
 RUN_FILES = ("last.pt", "best.pt", "metrics.json")  # what shows that a folder holds a run
 _HELD: dict[str, int] = {}  # folders this process holds the lock of (released when it ends)
@@ -189,20 +194,24 @@ def holds_run(folder: Path) -> bool:
 
 
 def training_folder(resume: str | None, out: str | Path) -> Path:
-    """The folder a run of `--resume resume --out out` trains in: `out`, or `out/.next` for a fresh start while
-    `out` holds an earlier run; `--resume auto` goes on in `out/.next` when an unfinished replacement saved a
-    checkpoint there (its own last.pt, or a phase's), before the run of `out` itself; a `--resume` path goes on
-    in the folder that holds it. A replacement killed while it was being moved in is moved in first (the one
-    thing written here: it finished)."""
+    """The folder a run of `--resume resume --out out` trains in: `out`, or `out/.next` for a fresh start (or one
+    from another folder's checkpoint) while `out` holds an earlier run; `--resume auto` goes on in `out/.next`
+    when an unfinished replacement saved a checkpoint there (its own last.pt, or a phase's), before the run of
+    `out` itself; a `--resume` path in `out` or `out/.next` goes on there. A replacement cut short while it was
+    being moved in is moved in first, under the folder's lock (the one thing written here: it finished)."""
     out = Path(out)
     stage = out / REPLACEMENT
-    if (stage / PUBLISHING).is_file():
+    if (stage / PUBLISHING).is_file() and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 alone
+        lock_run_folder(out)  # not while the run that was publishing is still at it
         publish_run(stage)
     if resume is None or str(resume).lower() in FRESH_START:
         return stage if holds_run(out) else out
     if str(resume).lower() == "auto":
         return stage if resumable(stage) else out
-    return stage if stage.absolute() in Path(resume).absolute().parents else out
+    parents = Path(resume).absolute().parents
+    if stage.absolute() in parents or out.absolute() in parents:  # goes on with the replacement, or the run
+        return stage if stage.absolute() in parents else out
+    return stage if holds_run(out) else out  # another folder's checkpoint: a new run of this folder
 
 
 def resumable(stage: Path) -> bool:
@@ -270,6 +279,33 @@ def publish_run(folder: str | Path) -> Path:
     folder = Path(folder)
     if not is_replacement(folder):
         return folder
+    with signals_deferred():  # Ctrl-C or SIGTERM wait until the run is in place (a kill is finished later)
+        return _publish(folder)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM noted, not acted on, until the block ends; then the first is raised again for the
+    handler that was in place. (Python runs signal handlers in the main thread whichever thread the kernel
+    picks, so swapping the handlers holds where masking the main thread would not.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    held = (signal.SIGINT, signal.SIGTERM)
+    previous = {number: signal.getsignal(number) for number in held}
+    for number in held:
+        signal.signal(number, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])
+
+
+def _publish(folder: Path) -> Path:
     out, marker = folder.parent, folder / PUBLISHING
     if not marker.is_file():
         try:
@@ -277,6 +313,8 @@ def publish_run(folder: str | Path) -> Path:
         except (OSError, ValueError, TypeError, AttributeError):
             outputs = []
         names = {*RUN_FILES, *LOG_NAMES, *(str(n) for n in outputs if "/" not in str(n))}
+        phases = [p for p in out.iterdir() if p != folder and p.is_dir() and not p.is_symlink() and holds_run(p)]
+        names |= {p.name for p in phases}  # a phase of the earlier run (fine-tuning's context_phase/)
         drop = sorted(n for n in names if (out / n).exists() and not (folder / n).exists())
         tmp = marker.with_name(marker.name + ".tmp")
         tmp.write_text(json.dumps({"drop": drop}))
@@ -289,9 +327,13 @@ def publish_run(folder: str | Path) -> Path:
         recorded = Path(str(record.get("out", ""))) if isinstance(record, dict) else None
         if recorded is not None and (recorded == folder or folder in recorded.parents):
             record["out"] = str(out / recorded.relative_to(folder))
-            config.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    if (folder / "config.json").is_file():
+            tmp = config.with_name(f".{config.name}.tmp")  # a kill here must not leave a cut config.json
+            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, config)
+    try:
         keep_config_history(out / "config.json", json.loads((folder / "config.json").read_text()))
+    except (OSError, ValueError):  # none, or unreadable: nothing to compare the earlier config.json with
+        pass
     history = sorted(folder.glob("config.*.json"), key=lambda p: int(p.stem.partition(".")[2] or 0))
     for earlier in history:  # this run's own history (a resume with other options), after the earlier run's
         os.replace(earlier, next_history_name(out / "config.json"))
@@ -311,3 +353,21 @@ def publish_run(folder: str | Path) -> Path:
     marker.unlink()
     folder.rmdir()
     return out
+
+
+def carried_best(path: str | Path, run_dir: str | Path, best: dict[str, Any], copy: bool = True) -> dict[str, Any]:
+    """The best-checkpoint record a run resumed from `path` into `run_dir` goes on with. From its own folder: as
+    saved. From another folder: that folder's best.pt comes along (copied when `copy`: the main process), as
+    the record names it; without one the record is reset, so the next monitored pass is saved as best.pt rather
+    than none being saved for a value no file holds."""
+    source = Path(path).parent
+    if source.resolve() == Path(run_dir).resolve() or best.get("value") is None:
+        return best
+    if not (source / "best.pt").is_file():
+        return {**best, "value": None, "epoch": None, "step": None}
+    if copy:
+        Path(run_dir).mkdir(parents=True, exist_ok=True)
+        tmp = Path(run_dir) / f".best.pt.{os.getpid()}.tmp"
+        shutil.copyfile(source / "best.pt", tmp)
+        os.replace(tmp, Path(run_dir) / "best.pt")
+    return best
