@@ -46,9 +46,9 @@ COMMON_LEVELS: dict[str, tuple[tuple[str, ...], ...]] = {
     ),
     "eog_r": (
         ("EOG(R)",),
-        ("E2-M1", "E2-A1", "ROC-M1", "ROC-A1", "E2-M2", "EOG E2-M1", "EOG ROC-A1"),
+        ("E2-M1", "E2-A1", "ROC-M1", "ROC-A1", "E2-M2", "EOG E2-M1", "EOG ROC-A1", "EOG E2-M2"),
         ("ROC|E2 - M1|A1",),
-        ("ROC-A2", "EOG ROC-A2", "EOG E2-M2"),
+        ("ROC-A2", "EOG ROC-A2"),
     ),
     "emg": (
         ("Chin1-Chin2", "Chin 1-Chin 2", "EMG Chin", "Chin EMG", "EMG submental", "Chin"),

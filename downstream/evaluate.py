@@ -162,8 +162,9 @@ def read_run_metrics(run: Path) -> dict[str, Any]:
     """A run's metrics.json; ValueError naming the file when it is unreadable, not JSON, not a run record, or
     lacks what the comparison table reads of it (`TABLE_KEYS`)."""
     path = Path(run) / "metrics.json"
-    if half_replaced(run):
-        raise ValueError(f"{path}: {half_replaced(run)}")
+    problem = half_replaced(run)
+    if problem:
+        raise ValueError(f"{path}: {problem}")
     try:
         metrics = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:

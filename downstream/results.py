@@ -271,6 +271,14 @@ def eval_stride(metrics: Mapping[str, Any]) -> int | None:
     return windows.get("eval_stride", windows.get("epochs_per_window"))
 
 
+def training_stop(metrics: Mapping[str, Any]) -> str | None:
+    """How a run's training ended ("max_minutes" when the clock cut it or its first phase); None: not recorded."""
+    training = metrics.get("training") or {}
+    if training.get("context_phase_stopped") == "max_minutes":
+        return "max_minutes"
+    return training.get("stopped")
+
+
 def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
     """One flat table row of a run's metrics.json: identity, headline metrics with CI ends (`<m>_low/_high`)."""
     test = metrics["test"]
@@ -293,7 +301,7 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         "n_test_subjects": test["n_subjects"],
         "n_test_epochs": test["n_epochs"],
         # how training ended ("max_minutes": cut by the wall clock); None: not recorded (runs without the engine)
-        "stopped": (metrics.get("training") or {}).get("stopped"),
+        "stopped": training_stop(metrics),
     }
     for name in CI_METRICS:
         row[name] = as_number(test["pooled"].get(name))

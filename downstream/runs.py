@@ -124,7 +124,8 @@ def finish_run(
     predict_test: Callable[[nn.Module, torch.device], Predictions],
     info: Mapping[str, Any],
 ) -> dict[str, Any] | None:
-    """Load the checkpoint selected on `val`, predict `test` once, write the report (main process only)."""
+    """Load the checkpoint selected on `val`, predict `test` once, write the report, and publish a run trained
+    beside an earlier one (`utils.resume.publish_run`) (main process only)."""
     if not ctx.is_main:
         return None
     out = Path(cfg.out)
@@ -149,6 +150,8 @@ def finish_run(
     calibration = (checkpoint.get("metadata") or {}).get("event_calibration")  # written by `fit_and_select`
     # how training ended ("max_minutes": cut by the wall clock, so its numbers depend on the machine's speed)
     training = {k: summary.get(k) for k in ("stopped", "step", "epochs_completed")}
+    if summary.get("context_phase_stopped"):  # fine-tuning's first phase, cut by the clock too
+        training["context_phase_stopped"] = summary["context_phase_stopped"]
     record = report(cfg, predictions, {**info, "selection": selection, "training": training}, calibration)
     publish_run(out)  # a run trained beside an earlier one replaces it now, whole
     return record

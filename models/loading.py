@@ -63,8 +63,8 @@ def half_replaced(folder: str | Path) -> str:
     if not (Path(folder) / REPLACEMENT / PUBLISHING).is_file():
         return ""
     return (
-        f"its folder was stopped while a new run moved in from {Path(folder) / REPLACEMENT}; the new run's training "
-        "command (any --resume) finishes it"
+        f"a new run is moving into its folder from {Path(folder) / REPLACEMENT}, or was stopped while it did; "
+        "the new run's training command (any --resume) finishes the move"
     )
 
 

@@ -117,15 +117,18 @@ def test_a_run_cut_by_the_wall_clock_is_named(runs, tmp_path, capsys):
     comparison names it (comparison.md and a warning line); a run stopped by its steps is not named."""
     edit_metrics(runs["stage"], _set({"stopped": "max_minutes", "step": 40, "epochs_completed": 1}, "training"))
     edit_metrics(runs["apnea"], _set({"stopped": "max_steps", "step": 10, "epochs_completed": 0}, "training"))
+    cut_first_phase = {"stopped": "completed", "step": 9, "epochs_completed": 1, "context_phase_stopped": "max_minutes"}
+    edit_metrics(runs["hypopnea"], _set(cut_first_phase, "training"))
     out = tmp_path / "table"
     assert exit_code(evaluate.main, argv_of(runs, out)) == 0
     warnings = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
     assert warnings == [
-        f"warning: {runs['stage']}: stopped by --max-minutes; its numbers do not reproduce on another machine"
+        f"warning: {run}: stopped by --max-minutes; its numbers do not reproduce on another machine"
+        for run in (runs["stage"], runs["hypopnea"])
     ]
     markdown = (out / "comparison.md").read_text()
     assert f"- {runs['stage']}" in markdown and str(runs["apnea"]) not in markdown.split(evaluate.CLOCK_CUT)[1]
-    assert list(pd.read_csv(out / "comparison.csv")["stopped"].fillna("")) == ["max_minutes", "max_steps", ""]
+    assert list(pd.read_csv(out / "comparison.csv")["stopped"]) == ["max_minutes", "max_steps", "max_minutes"]
 
 
 def _drop(*keys: str):

@@ -21,7 +21,7 @@ from downstream.linear_probing import train as linear_probing
 from models.loading import CheckpointError, read_checkpoint
 from pretrained.unimodal.pretrain import main as unimodal_main
 from utils import resume
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, save_model_checkpoint
 from utils.config import UsageError
 from utils.engine import Trainer
 from utils.resume import (
@@ -128,8 +128,6 @@ def test_a_crashed_fresh_start_leaves_the_earlier_run_and_goes_on_to_replace_it(
         return [{k: v for k, v in r.items() if "time" not in k and "per_s" not in k} for r in records]
 
     assert logged(out) == logged(unbroken) and logged(out)
-    summary = [r for r in read_jsonl(out / "log.jsonl") if r["kind"] == "summary"][-1]
-    assert summary["last_checkpoint"] == str(out / "last.pt")  # where it is now, not where it was trained
 
 
 def test_a_probe_whose_test_evaluation_fails_leaves_the_earlier_results(cohort, backbones, tmp_path, monkeypatch):  # noqa: F811
@@ -168,6 +166,8 @@ def test_a_publish_killed_half_way_is_finished_by_the_next_command(tmp_path, mon
     (out / "config.json").write_text(json.dumps({"seed": 0, "out": str(out)}))
     (out / "context_phase").mkdir()  # a phase of the earlier run that the new one does not have
     (out / "context_phase" / "last.pt").write_text("earlier phase")
+    (out / "probe-lf0.1").mkdir()  # another run kept below this one (a probe of this backbone): not the run's
+    (out / "probe-lf0.1" / "metrics.json").write_text("{}")
     for name in ("best.pt", "last.pt", "log.jsonl", "metrics.json"):
         (stage / name).write_text(f"new {name}")
     (stage / "config.json").write_text(json.dumps({"seed": 1, "out": str(stage)}))
@@ -185,9 +185,9 @@ def test_a_publish_killed_half_way_is_finished_by_the_next_command(tmp_path, mon
         publish_run(stage)
     monkeypatch.undo()
     assert (stage / PUBLISHING).is_file() and len(moved) == 2
-    with pytest.raises(CheckpointError, match="stopped while a new run moved in"):  # parts of two runs
+    with pytest.raises(CheckpointError, match="a new run is moving into its folder"):  # parts of two runs
         read_checkpoint(out)
-    with pytest.raises(ValueError, match="stopped while a new run moved in"):
+    with pytest.raises(ValueError, match="a new run is moving into its folder"):
         evaluate.read_run_metrics(out)
     assert training_folder("auto", out) == out  # finished first: the replacement is the run of OUT now
     assert not stage.exists()
@@ -198,7 +198,7 @@ def test_a_publish_killed_half_way_is_finished_by_the_next_command(tmp_path, mon
     }
     assert json.loads((out / "config.json").read_text()) == {"seed": 1, "out": str(out)}
     assert json.loads((out / "config.1.json").read_text())["seed"] == 0
-    assert not (out / "context_phase").exists()
+    assert not (out / "context_phase").exists() and (out / "probe-lf0.1" / "metrics.json").is_file()
 
 
 def test_a_signal_during_a_publish_waits_until_the_run_is_in_place(tmp_path, monkeypatch):
@@ -225,13 +225,14 @@ def test_a_signal_during_a_publish_waits_until_the_run_is_in_place(tmp_path, mon
 
 def test_a_checkpoint_resumed_into_another_folder_brings_its_best(tmp_path):
     source, target = tmp_path / "a", tmp_path / "b"
-    source.mkdir()
-    (source / "last.pt").write_bytes(b"last")
-    best = {"metric": "val_kappa", "mode": "max", "value": 0.5, "epoch": 3, "step": 30}
+    save_model_checkpoint(source / "last.pt", "toy", {}, {})
+    best = {"metric": "val_kappa", "mode": "max", "value": 0.5, "epoch": 1, "step": 1}
     assert carried_best(source / "last.pt", source, best) == best  # its own folder: as saved
     assert carried_best(source / "last.pt", target, best)["value"] is None  # no best.pt to bring: saved anew
-    (source / "best.pt").write_bytes(b"best")
-    assert carried_best(source / "last.pt", target, best) == best and (target / "best.pt").read_bytes() == b"best"
+    save_model_checkpoint(source / "best.pt", "toy", {}, {})  # written at step 1
+    assert carried_best(source / "last.pt", target, {**best, "step": 30})["value"] is None  # not the record's
+    assert carried_best(source / "last.pt", target, best) == best
+    assert (target / "best.pt").read_bytes() == (source / "best.pt").read_bytes()
 
 
 def test_a_cut_publish_is_finished_only_by_the_folders_lock_holder(tmp_path):
@@ -267,3 +268,20 @@ def test_a_second_process_cannot_train_in_a_folder_in_use(tmp_path):
     with held_elsewhere(out), pytest.raises(UsageError, match="another training run is using this folder"):
         lock_run_folder(out)
     lock_run_folder(out)  # free again
+
+
+def test_fine_tuning_afresh_over_a_run_without_its_first_phase(cohort, backbones, tmp_path):  # noqa: F811
+    """The new run's first phase is read from where it trained (OUT/.next/context_phase), not from the folder it
+    will be published to, which holds no such phase here (the earlier run skipped it)."""
+    from downstream.fine_tuning import train as fine_tuning
+
+    out = tmp_path / "ft"
+    argv = ["--data", str(cohort), "--backbone", str(backbones["eeg"]), "--out", str(out), *RUN[:-2]]
+    argv += "--task sleep_stage --epochs-per-window 8 --stride 4 --epochs 1 --max-steps 2 --batch-size 2".split()
+    argv += "--context-epochs 2 --context-batch-size 4".split()
+    assert fine_tuning.main([*argv, "--context-passes", "0"]) == 0
+    assert not (out / "context_phase").exists()
+    assert fine_tuning.main([*argv, "--resume", "none", "--seed", "7"]) == 0
+    phase = json.loads((out / "context_phase" / "config.json").read_text())
+    assert phase["out"] == str(out / "context_phase") and not (out / REPLACEMENT).exists()
+    assert json.loads((out / "metrics.json").read_text())["seed"] == 7

@@ -69,7 +69,6 @@ from utils.resume import (
     clear_run_results,
     is_replacement,
     read_resume_checkpoint,
-    run_folder,
     start_training_folder,
 )
 from utils.run_logging import RunLogger, check_run_logs, format_count, progress_bar
@@ -668,8 +667,8 @@ class Trainer:
             "parameters": self.n_parameters,
             "trainable_parameters": self.n_trainable,
             "best": self.best,
-            "last_checkpoint": str(run_folder(self.run_dir / "last.pt")),  # where they are once published
-            "best_checkpoint": str(run_folder(self.run_dir / "best.pt")) if self.best["value"] is not None else None,
+            "last_checkpoint": str(self.run_dir / "last.pt"),
+            "best_checkpoint": str(self.run_dir / "best.pt") if self.best["value"] is not None else None,
             "wall_time_s": time.monotonic() - self.wall_start,
             "final": record,
         }

@@ -27,11 +27,13 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from dataset.atomic_files import write_atomic
 from models.loading import PUBLISHING, REPLACEMENT  # the replacement folder; its list of what goes (JSON)
 from utils.checkpoint import load_checkpoint, sha256_file
 from utils.config import UsageError, keep_config_history, next_history_name, to_plain
@@ -165,20 +167,24 @@ def check_resumed_backbone(path: Path, state: dict[str, Any], sha256: str | None
         )
 
 
+def result_files(run_dir: Path) -> list[str]:
+    """Names of the files an earlier finish left in `run_dir` as its results: those its metrics.json lists under
+    "outputs" (predictions, tables, figures), plain files of this folder only."""
+    try:
+        outputs = dict(json.loads((Path(run_dir) / "metrics.json").read_text()).get("outputs") or {})
+    except (OSError, ValueError, TypeError, AttributeError):
+        return []
+    return [str(n) for n in outputs.values() if (Path(run_dir) / str(n)).parent == Path(run_dir)]
+
+
 def clear_run_results(run_dir: Path, checkpoints: bool) -> None:
     """Before training changes a run's model: remove what its folder holds as results of an earlier finish
     (metrics.json and the files it lists under "outputs": predictions, tables, figures), so no report of one
     model stays beside another's checkpoints; with `checkpoints` (a fresh start) also best.pt and last.pt."""
     run_dir = Path(run_dir)
-    metrics = run_dir / "metrics.json"
-    try:
-        outputs = dict(json.loads(metrics.read_text()).get("outputs") or {})
-    except (OSError, ValueError, TypeError, AttributeError):
-        outputs = {}
-    for name in outputs.values():
-        target = run_dir / str(name)
-        if target.parent == run_dir and target.is_file():  # plain files of this folder only
-            target.unlink()
+    for name in result_files(run_dir):
+        if (run_dir / name).is_file():
+            (run_dir / name).unlink()
     names = ("metrics.json", *(("best.pt", "last.pt") if checkpoints else ()))
     for name in names:
         (run_dir / name).unlink(missing_ok=True)
@@ -186,6 +192,7 @@ def clear_run_results(run_dir: Path, checkpoints: bool) -> None:
 
 REPLACING = " (replaces the earlier run in the folder above when it finishes; until then that run stays whole)"
 RUN_FILES = ("last.pt", "best.pt", "metrics.json")  # what shows that a folder holds a run
+PHASE_FOLDERS = ("context_phase",)  # where a phase of a run trains, in its folder (fine-tuning's first phase)
 _HELD: dict[str, int] = {}  # folders this process holds the lock of (released when it ends)
 
 
@@ -201,16 +208,21 @@ def training_folder(resume: str | None, out: str | Path) -> Path:
     being moved in is moved in first, under the folder's lock (the one thing written here: it finished)."""
     out = Path(out)
     stage = out / REPLACEMENT
-    if (stage / PUBLISHING).is_file() and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 alone
-        lock_run_folder(out)  # not while the run that was publishing is still at it
-        publish_run(stage)
+    if (stage / PUBLISHING).is_file():
+        if os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 finishes it, the others wait for that
+            lock_run_folder(out)  # not while the run that was publishing is still at it
+            publish_run(stage)
+        while (stage / PUBLISHING).is_file():
+            time.sleep(0.2)
     if resume is None or str(resume).lower() in FRESH_START:
         return stage if holds_run(out) else out
     if str(resume).lower() == "auto":
         return stage if resumable(stage) else out
-    parents = Path(resume).absolute().parents
-    if stage.absolute() in parents or out.absolute() in parents:  # goes on with the replacement, or the run
-        return stage if stage.absolute() in parents else out
+    parents = Path(resume).resolve().parents  # a symbolic link to --out is the same folder
+    if stage.resolve() in parents:
+        return stage  # goes on with the replacement
+    if out.resolve() in parents:
+        return out  # goes on with the run of this folder
     return stage if holds_run(out) else out  # another folder's checkpoint: a new run of this folder
 
 
@@ -308,17 +320,9 @@ def signals_deferred() -> Iterator[None]:
 def _publish(folder: Path) -> Path:
     out, marker = folder.parent, folder / PUBLISHING
     if not marker.is_file():
-        try:
-            outputs = dict(json.loads((out / "metrics.json").read_text()).get("outputs") or {}).values()
-        except (OSError, ValueError, TypeError, AttributeError):
-            outputs = []
-        names = {*RUN_FILES, *LOG_NAMES, *(str(n) for n in outputs if "/" not in str(n))}
-        phases = [p for p in out.iterdir() if p != folder and p.is_dir() and not p.is_symlink() and holds_run(p)]
-        names |= {p.name for p in phases}  # a phase of the earlier run (fine-tuning's context_phase/)
+        names = {*RUN_FILES, *LOG_NAMES, *PHASE_FOLDERS, *result_files(out)}
         drop = sorted(n for n in names if (out / n).exists() and not (folder / n).exists())
-        tmp = marker.with_name(marker.name + ".tmp")
-        tmp.write_text(json.dumps({"drop": drop}))
-        os.replace(tmp, marker)
+        write_atomic(marker, lambda tmp: tmp.write_text(json.dumps({"drop": drop})))
     for config in sorted(folder.rglob("config*.json")):  # the options it records: where the run is from now on
         try:
             record = json.loads(config.read_text())
@@ -327,9 +331,8 @@ def _publish(folder: Path) -> Path:
         recorded = Path(str(record.get("out", ""))) if isinstance(record, dict) else None
         if recorded is not None and (recorded == folder or folder in recorded.parents):
             record["out"] = str(out / recorded.relative_to(folder))
-            tmp = config.with_name(f".{config.name}.tmp")  # a kill here must not leave a cut config.json
-            tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, config)
+            text = json.dumps(record, indent=2, sort_keys=True) + "\n"
+            write_atomic(config, lambda tmp, text=text: tmp.write_text(text))  # a kill: never a cut config.json
     try:
         keep_config_history(out / "config.json", json.loads((folder / "config.json").read_text()))
     except (OSError, ValueError):  # none, or unreadable: nothing to compare the earlier config.json with
@@ -346,6 +349,9 @@ def _publish(folder: Path) -> Path:
     for entry in sorted(folder.iterdir(), key=lambda p: p.name == "last.pt"):
         if entry.name == PUBLISHING:
             continue
+        if entry.name.endswith(".tmp"):  # a temp file of a write that was killed: not part of the run
+            entry.unlink()
+            continue
         target = out / entry.name
         if target.is_dir() and not target.is_symlink():
             shutil.rmtree(target)
@@ -358,12 +364,16 @@ def _publish(folder: Path) -> Path:
 def carried_best(path: str | Path, run_dir: str | Path, best: dict[str, Any], copy: bool = True) -> dict[str, Any]:
     """The best-checkpoint record a run resumed from `path` into `run_dir` goes on with. From its own folder: as
     saved. From another folder: that folder's best.pt comes along (copied when `copy`: the main process), as
-    the record names it; without one the record is reset, so the next monitored pass is saved as best.pt rather
+    the record names it (the same step); without one the record is reset, so the next monitored pass is saved as best.pt rather
     than none being saved for a value no file holds."""
     source = Path(path).parent
     if source.resolve() == Path(run_dir).resolve() or best.get("value") is None:
         return best
-    if not (source / "best.pt").is_file():
+    try:
+        step = load_checkpoint(source / "best.pt").get("step") if (source / "best.pt").is_file() else None
+    except ValueError:  # unreadable: as if there were none
+        step = None
+    if step is None or step != best.get("step"):  # none, or not the one the record names: saved anew
         return {**best, "value": None, "epoch": None, "step": None}
     if copy:
         Path(run_dir).mkdir(parents=True, exist_ok=True)

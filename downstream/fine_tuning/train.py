@@ -77,7 +77,13 @@ from utils.config import (
 )
 from utils.distributed import cleanup
 from utils.engine import autocast_context, setup_run
-from utils.resume import FRESH_START, check_resumed_backbone, read_resume_checkpoint, training_folder
+from utils.resume import (
+    FRESH_START,
+    PHASE_FOLDERS,
+    check_resumed_backbone,
+    read_resume_checkpoint,
+    training_folder,
+)
 
 # base_lr is the base rate of the engine's rule base_lr x effective_batch / 256: 3.2e-3 x 8 windows / 256 = 1e-4
 DEFAULTS: dict[str, Any] = {
@@ -273,7 +279,7 @@ def context_phase_config(cfg: Config, n_windows: int) -> Config:
     last.pt unless the run starts afresh: a --resume file is phase 2's checkpoint."""
     batch_size = cfg.context_batch_size if n_windows >= cfg.context_batch_size else max(2, n_windows)
     return cfg.replace(
-        out=Path(cfg.out) / "context_phase",
+        out=Path(cfg.out) / PHASE_FOLDERS[0],  # context_phase/
         resume="none" if str(cfg.resume).lower() in FRESH_START else "auto",
         passes=cfg.context_passes,
         batch_size=batch_size,
@@ -304,11 +310,11 @@ def train_context_phase(
     selected: EpochDataset,
     val_windows: SequenceDataset,
     weights: torch.Tensor | None,
-) -> dict | None:
+) -> tuple[dict | None, str]:
     """Phase 1: the context and head of `model` trained on cached frozen vectors with `phase_cfg`
     (`context_phase_config`), selected on `val` in the tiling of `val_windows` (kept in --out/context_phase).
     Loads the selected weights into `model`; returns their `val_*` metrics (None if no epoch had a finite
-    score)."""
+    score) and how the phase stopped (the engine's "stopped": "max_minutes" when the clock cut it)."""
     phase_dir = Path(phase_cfg.out)  # its checkpoint first, before any vector is encoded; no --resume names it
     advice = f"it is phase 1's own checkpoint: remove {phase_dir} to train phase 1 again, or --resume none"
     read_resume_checkpoint(phase_cfg.resume, phase_dir, CONTEXT_HEAD, phase_cfg, advice=advice)
@@ -353,10 +359,10 @@ def train_context_phase(
         metadata={"task": cfg.task, "channels": channels, "phase": "context"},
     )
     if not summary.get("best_checkpoint"):
-        return None
+        return None, summary["stopped"]
     checkpoint = load_checkpoint(summary["best_checkpoint"])
     head.load_state_dict(checkpoint["model"])
-    return {k: v for k, v in (checkpoint.get("metrics") or {}).items() if k.startswith("val_")}
+    return {k: v for k, v in (checkpoint.get("metrics") or {}).items() if k.startswith("val_")}, summary["stopped"]
 
 
 def window_predictor(model: torch.nn.Module, device: torch.device, channels: list[str], cfg: Config):
@@ -462,10 +468,10 @@ def run(argv: list[str] | None) -> int:
             debias_batchnorm(model)
         weights = class_weights(train_set.counts, cfg.class_weights)
         loss = ClassificationLoss(weights, channels=channels, valid_key="valid")
-        initial_best, deadline = None, None
+        initial_best, deadline, phase_stopped = None, None, None
         if phase_cfg is not None:
             run_started = time.monotonic()  # --max-minutes covers both phases from here
-            initial_best = train_context_phase(
+            initial_best, phase_stopped = train_context_phase(
                 cfg, phase_cfg, ctx, model, source, channels, train_set, selected, val_windows, weights
             )
             deadline = fine_tuning_deadline(cfg, run_started)
@@ -518,7 +524,7 @@ def run(argv: list[str] | None) -> int:
             "evaluation": f"tiling: windows every {eval_stride} epochs + one aligned to the recording end; "
             "each epoch predicted once, by the window where it is most central",
         }
-        finish_run(cfg, ctx, model, summary, predict_test, info)
+        finish_run(cfg, ctx, model, {**summary, "context_phase_stopped": phase_stopped}, predict_test, info)
     finally:
         cleanup(ctx)
     return 0
