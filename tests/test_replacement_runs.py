@@ -214,8 +214,14 @@ def test_a_signal_during_a_publish_waits_until_the_run_is_in_place(tmp_path, mon
         real(source, target)
 
     monkeypatch.setattr(resume.os, "replace", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        publish_run(stage)
+    previous = signal.signal(
+        signal.SIGINT, signal.default_int_handler
+    )  # as in a terminal (a background job ignores it)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            publish_run(stage)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert not stage.exists() and {p.name: p.read_text() for p in out.iterdir()} == {
         "best.pt": "new best.pt",
         "last.pt": "new last.pt",
