@@ -178,7 +178,8 @@ def report(
         if isinstance(test["pooled"].get(k), float)
     )
     print(
-        f"test ({test['n_subjects']} subjects, {test['n_epochs']} epochs): {headline} -> {run_folder(cfg.out)}/metrics.json",
+        f"test ({test['n_subjects']} subjects, {test['n_epochs']} epochs): {headline} -> "
+        f"{run_folder(cfg.out)}/metrics.json",
         flush=True,
     )
     return record

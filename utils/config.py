@@ -537,7 +537,8 @@ def to_plain(value: Any) -> Any:
 
 
 UNRECORDED_DIFFERENCES = ("progress", "out")  # how a run was shown, where its folder is: no reason to keep it
-UNRECORDED_RESUMES = ("auto", "none", "no", "false", "")  # how a run started; a checkpoint path is recorded
+FRESH_START = ("", "none", "no", "false")  # --resume values that start afresh
+UNRECORDED_RESUMES = ("auto", *FRESH_START)  # how a run started; a checkpoint path is recorded
 
 
 def save_config(
@@ -548,9 +549,8 @@ def save_config(
 ) -> Path:
     """Write the resolved config as JSON (atomic); `derived` values (world size, effective lr, ...) go under
     `_derived` for the record. With `keep_previous`, an existing file whose options differ is first renamed to
-    `config.<n>.json` (the next free n), so a run directory keeps the config of every run that started there; a
-    difference in `--no-progress` or `--out` alone, or between `--resume auto` and `none`, makes no entry (a `--resume` path,
-    where the weights came from, does)."""
+    `config.<n>.json` (the next free n, `keep_config_history`), so a run directory keeps the config of every run
+    that started there."""
     record = config_to_dict(cfg)
     if derived:
         record[DERIVED_KEY] = to_plain(dict(derived))
@@ -567,8 +567,9 @@ def save_config(
 
 def keep_config_history(path: Path, record: Mapping[str, Any]) -> None:
     """Before `record` is written as `path` (a run's config.json): an existing file whose options differ (or that
-    cannot be read) is renamed to `config.<n>.json`, the next free n; a difference in `--no-progress` or `--out` alone, or
-    between `--resume auto` and `none`, keeps no entry."""
+    cannot be read) is renamed to `config.<n>.json`, the next free n; a difference in `--no-progress` or `--out`
+    alone, or between `--resume auto` and `none`, keeps no entry (a `--resume` path, where the weights came from,
+    does)."""
     if not path.is_file():
         return
     try:

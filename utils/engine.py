@@ -189,7 +189,8 @@ def setup_run(cfg: Config) -> DistContext:
             )
         )
         print(
-            f"run dir {cfg.out}{REPLACING if is_replacement(cfg.out) else ''} | device {ctx.device} x {ctx.world_size} process(es) | amp {amp} | "
+            f"run dir {cfg.out}{REPLACING if is_replacement(cfg.out) else ''} | device {ctx.device} x "
+            f"{ctx.world_size} process(es) | amp {amp} | "
             f"effective batch {derived['effective_batch_size']} -> lr {derived['lr_scaled']:.3g} "
             f"(base {cfg.base_lr:g} x batch / {REFERENCE_BATCH})",
             flush=True,

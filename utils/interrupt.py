@@ -1,6 +1,7 @@
 """Ctrl-C and SIGTERM during training (docs/training.md §4): `StopRequest` turns the first signal into a request
 that the training loop (`utils.engine.Trainer`) serves at its next optimizer step by saving last.pt and raising
 `utils.config.Interrupted`; a script's `reported_errors` prints it as one line, exit status 130.
+`signals_deferred` holds both back over a block that must not be cut (moving a finished run into place).
 """
 
 from __future__ import annotations
@@ -8,6 +9,8 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 
@@ -47,3 +50,24 @@ def quiet_worker(worker_id: int | None = None) -> None:
     SIGTERM, failing the run under `StopRequest`); the main process serves them and shuts its workers down."""
     for sig in StopRequest.SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM noted, not acted on, until the block ends; then the first is raised again for the
+    handler that was in place. (Python runs signal handlers in the main thread whichever thread the kernel
+    picks, so swapping the handlers holds where masking the main thread would not.)"""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {number: signal.getsignal(number) for number in StopRequest.SIGNALS}
+    for number in StopRequest.SIGNALS:
+        signal.signal(number, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
+        if caught:
+            signal.raise_signal(caught[0])

@@ -25,22 +25,18 @@ import fcntl
 import json
 import os
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from dataset.atomic_files import write_atomic
 from models.loading import PUBLISHING, REPLACEMENT  # the replacement folder; its list of what goes (JSON)
 from utils.checkpoint import load_checkpoint, sha256_file
-from utils.config import UsageError, keep_config_history, next_history_name, to_plain
+from utils.config import FRESH_START, UsageError, keep_config_history, next_history_name, to_plain
 from utils.config_file import LEGACY_KEYS
+from utils.interrupt import signals_deferred
 from utils.run_logging import LOG_NAMES
 
-FRESH_START = ("", "none", "no", "false")  # --resume values that start afresh
 RESUME_CHECKED_KEYS = (
     "base_lr",
     "passes",
@@ -218,12 +214,16 @@ def training_folder(resume: str | None, out: str | Path) -> Path:
         return stage if holds_run(out) else out
     if str(resume).lower() == "auto":
         return stage if resumable(stage) else out
-    parents = Path(resume).resolve().parents  # a symbolic link to --out is the same folder
-    if stage.resolve() in parents:
+    if inside(resume, stage):
         return stage  # goes on with the replacement
-    if out.resolve() in parents:
+    if inside(resume, out):
         return out  # goes on with the run of this folder
     return stage if holds_run(out) else out  # another folder's checkpoint: a new run of this folder
+
+
+def inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether `path` lies below `folder` (symbolic links resolved: a link to --out is the same folder)."""
+    return Path(folder).resolve() in Path(path).resolve().parents
 
 
 def resumable(stage: Path) -> bool:
@@ -276,7 +276,7 @@ def start_training_folder(resume: str | None, folder: str | Path) -> None:
     if folder == stage:
         auto = str(resume).lower() == "auto" and resumable(stage)
         resumed = resolve_resume(resume, stage) if not auto else None
-        if auto or (resumed is not None and stage.absolute() in resumed.absolute().parents):
+        if auto or (resumed is not None and inside(resumed, stage)):
             return
     shutil.rmtree(stage)
 
@@ -293,28 +293,6 @@ def publish_run(folder: str | Path) -> Path:
         return folder
     with signals_deferred():  # Ctrl-C or SIGTERM wait until the run is in place (a kill is finished later)
         return _publish(folder)
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """SIGINT and SIGTERM noted, not acted on, until the block ends; then the first is raised again for the
-    handler that was in place. (Python runs signal handlers in the main thread whichever thread the kernel
-    picks, so swapping the handlers holds where masking the main thread would not.)"""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    held = (signal.SIGINT, signal.SIGTERM)
-    previous = {number: signal.getsignal(number) for number in held}
-    for number in held:
-        signal.signal(number, lambda signum, frame: caught.append(signum))
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
-        if caught:
-            signal.raise_signal(caught[0])
 
 
 def _publish(folder: Path) -> Path:
@@ -363,9 +341,9 @@ def _publish(folder: Path) -> Path:
 
 def carried_best(path: str | Path, run_dir: str | Path, best: dict[str, Any], copy: bool = True) -> dict[str, Any]:
     """The best-checkpoint record a run resumed from `path` into `run_dir` goes on with. From its own folder: as
-    saved. From another folder: that folder's best.pt comes along (copied when `copy`: the main process), as
-    the record names it (the same step); without one the record is reset, so the next monitored pass is saved as best.pt rather
-    than none being saved for a value no file holds."""
+    saved. From another folder: that folder's best.pt comes along (copied when `copy`: the main process) when it
+    is the one the record names (the same step); otherwise the record is reset, so the next monitored pass is
+    saved as best.pt rather than none being saved for a value no file holds."""
     source = Path(path).parent
     if source.resolve() == Path(run_dir).resolve() or best.get("value") is None:
         return best
@@ -377,7 +355,5 @@ def carried_best(path: str | Path, run_dir: str | Path, best: dict[str, Any], co
         return {**best, "value": None, "epoch": None, "step": None}
     if copy:
         Path(run_dir).mkdir(parents=True, exist_ok=True)
-        tmp = Path(run_dir) / f".best.pt.{os.getpid()}.tmp"
-        shutil.copyfile(source / "best.pt", tmp)
-        os.replace(tmp, Path(run_dir) / "best.pt")
+        write_atomic(Path(run_dir) / "best.pt", lambda tmp: shutil.copyfile(source / "best.pt", tmp))
     return best

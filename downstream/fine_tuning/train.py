@@ -64,6 +64,7 @@ from models.mamba import DIRECTIONS
 from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import load_checkpoint
 from utils.config import (
+    FRESH_START,
     Config,
     UsageError,
     mark_required,
@@ -77,13 +78,7 @@ from utils.config import (
 )
 from utils.distributed import cleanup
 from utils.engine import autocast_context, setup_run
-from utils.resume import (
-    FRESH_START,
-    PHASE_FOLDERS,
-    check_resumed_backbone,
-    read_resume_checkpoint,
-    training_folder,
-)
+from utils.resume import PHASE_FOLDERS, check_resumed_backbone, read_resume_checkpoint, training_folder
 
 # base_lr is the base rate of the engine's rule base_lr x effective_batch / 256: 3.2e-3 x 8 windows / 256 = 1e-4
 DEFAULTS: dict[str, Any] = {
