@@ -67,6 +67,7 @@ SLEEP_EDF_NAME = re.compile(r"^(?P<study>SC4|ST7)(?P<subject>\d{2})(?P<night>\d)
 STAGE_COLUMNS = ("stage", "sleep_stage", "hypnogram")
 YASA_CODES = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "-1": STAGE_UNSCORED, "-2": STAGE_UNSCORED}
 DAY_S = 86400.0
+CLOCK_TOLERANCE_S = 60.0  # an NSRR ClockTime this close to the EDF's start time is the same recording
 
 
 # ------------------------------------------------------------------------------------------------ names
@@ -267,7 +268,18 @@ def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
 def _clock_s(header: EdfHeader) -> float | None:
     """Seconds since midnight of the header's start time ("hh.mm.ss"; "hh:mm:ss" as some writers put it), or None
     when it is unreadable."""
-    found = re.fullmatch(r"\s*(\d{1,2})[.:](\d{1,2})[.:](\d{1,2})\s*", header.starttime)
+    return _clock_text_s(header.starttime, whole=True)
+
+
+def _clock_text_s(text: str, whole: bool) -> float | None:
+    """Seconds since midnight of "hh.mm.ss" or "hh:mm:ss": the whole text, or (`whole=False`) its last such time, as
+    NSRR writes a ClockTime ("00.00.00 22.00.00", the first part a placeholder date). None when unreadable."""
+    pattern = r"(\d{1,2})[.:](\d{1,2})[.:](\d{1,2})(?:\.\d+)?"
+    if whole:
+        found = re.fullmatch(rf"\s*{pattern}\s*", text)
+    else:
+        matches = list(re.finditer(rf"(?<![\d.:]){pattern}(?![\d.:])", text))
+        found = matches[-1] if matches else None
     if not found:
         return None
     hour, minute, second = (int(v) for v in found.groups())
@@ -436,7 +448,34 @@ def read_annotations(path: str | Path, recording: EdfHeader | None = None) -> Ns
         return parse_hypnogram_text(path)
     if kind == "profusion":
         return parse_profusion_xml(path)
-    return parse_nsrr_xml(path)
+    annotations = parse_nsrr_xml(path)
+    if recording is not None:
+        annotations.warnings.extend(recording_mismatch(annotations, recording))
+    return annotations
+
+
+def recording_mismatch(annotations: NsrrAnnotations, recording: EdfHeader) -> list[str]:
+    """Warnings when an NSRR file's "Recording Start Time" record describes another recording than the EDF it is
+    paired with: a ClockTime more than `CLOCK_TOLERANCE_S` from the EDF's start time (across midnight taken the
+    short way), or a Duration at least one epoch longer or shorter than the EDF. A scoring copied from another
+    night is otherwise silent: its stages simply label this night's epochs. Either field missing or unreadable:
+    nothing to compare."""
+    notes = []
+    theirs, mine = _clock_text_s(annotations.recording_clock, whole=False), _clock_s(recording)
+    if theirs is not None and mine is not None:
+        gap = (theirs - mine + DAY_S / 2) % DAY_S - DAY_S / 2
+        if abs(gap) > CLOCK_TOLERANCE_S:
+            notes.append(
+                f"{annotations.path}: its Recording Start Time is {annotations.recording_clock.strip()!r}, the EDF "
+                f"starts at {recording.starttime.strip()} ({gap:+g} s): is it this night's scoring?"
+            )
+    length, signal_s = annotations.recording_s, recording.duration_s
+    if math.isfinite(length) and abs(length - signal_s) >= EPOCH_S:
+        notes.append(
+            f"{annotations.path}: scored on a recording of {length:g} s, the EDF holds {signal_s:g} s: is it this "
+            "night's scoring?"
+        )
+    return notes
 
 
 def has_embedded_stages(edf_path: str | Path) -> bool:

@@ -9,7 +9,9 @@ The result splits the events into stage events (an `EventType` `Stages|Stages`, 
 `dataset.constants.STAGE_CONCEPTS` whatever its `EventType`, `Movement|6` and `Unscored|9` included; class -1 for
 movement, unscored and unknown codes) and every other scored event (canonical type per
 `dataset.constants.EVENT_CONCEPT_NAMES`, "arousal" for any concept whose name contains "arousal", else
-"other"). The "Recording Start Time" record is dropped. An NSRR file is the scorer's whole event list, so its
+"other"). The "Recording Start Time" record is no event: its `ClockTime` and `Duration` are kept
+(`recording_clock`, `recording_s`) so that `dataset.annotations.read_annotations` can tell a scoring written for
+another night from this one. An NSRR file is the scorer's whole event list, so its
 events always count as scored: a night without a respiratory event or arousal in it had none.
 """
 
@@ -85,6 +87,8 @@ class NsrrAnnotations:
     events: list[dict]  # {"type", "concept", "start_s", "duration_s", "spo2_nadir", "spo2_baseline"} in file order
     events_scored: bool = True
     warnings: list[str] = field(default_factory=list)
+    recording_clock: str = ""  # NSRR "Recording Start Time" ClockTime as written ("00.00.00 22.00.00"), or ""
+    recording_s: float = math.nan  # that record's Duration: the length of the recording the file was scored on
 
     @property
     def scored_s(self) -> float:
@@ -155,12 +159,16 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
             break
 
     starts, durations, classes, stage_concepts, events = [], [], [], [], []
+    recording_clock, recording_s = "", math.nan
     for index, element in enumerate(scored):
         fields = _children(element)
         concept = fields.get("eventconcept", "")
         kind = _norm(fields.get("eventtype", "")).split("|", 1)[0]
         is_stage = kind in ("stages", "stage") or is_stage_concept(concept)
         if not is_stage and concept_name(concept) == RECORDING_START:
+            if not recording_clock and math.isnan(recording_s):  # the first such record describes the file
+                recording_clock = fields.get("clocktime", "")
+                recording_s = optional_float(fields.get("duration"))
             continue
         which = f"ScoredEvent #{index} ({concept or 'no concept'})"
         start = event_seconds(path, which, "Start", fields.get("start"))
@@ -195,4 +203,6 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
         stage_class=np.asarray(classes, dtype=np.int8),
         stage_concept=stage_concepts,
         events=events,
+        recording_clock=recording_clock,
+        recording_s=recording_s,
     )

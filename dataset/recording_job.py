@@ -233,7 +233,8 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
             raise XmlError(f"{job.xml}: cannot read ({err.strerror or err})") from None
         timings["hash"] = time.perf_counter() - tick
         out.with_name(f".{out.name}.tmp").unlink(missing_ok=True)  # left by an interrupted run
-        reuse = None if overwrite else _reusable(out, row["edf_sha256"], row["xml_sha256"], config.digest())
+        unwanted = job.xml is None and not config.allow_unscored  # an unscored night's table, no longer asked for
+        reuse = None if overwrite or unwanted else _reusable(out, row["edf_sha256"], row["xml_sha256"], config.digest())
         if reuse is not None:
             old, result["events"] = reuse
             row.update({k: v for k, v in old.items() if k not in ("edf", "xml", "cohort", "subject_id")})

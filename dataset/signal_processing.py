@@ -52,8 +52,8 @@ class SkipRecording(Exception):
 
 @dataclass(frozen=True)
 class ProcessingConfig:
-    """Everything that changes the numbers written for a night; its digest decides whether a rerun may reuse
-    an existing Parquet file.
+    """Everything that changes the numbers written for a night, and which nights are written (`allow_unscored`);
+    its digest (of the former only) decides whether a rerun may reuse an existing Parquet file.
 
     `bands` overrides the band-pass of channels by name ((low, high) Hz, or None for no band-pass); defaults
     come from `dataset.constants.CHANNELS`. A flat electrophysiology channel has an IQR below
@@ -102,7 +102,10 @@ class ProcessingConfig:
         return record
 
     def digest(self) -> str:
-        text = json.dumps({"format": FORMAT_VERSION, **self.as_dict()}, sort_keys=True, default=list)
+        """What a night's table was made with. `allow_unscored` decides which nights are written, not what is
+        written for one, so it is taken at its default: a night parsed with or without it is the same table."""
+        record = {**self.as_dict(), "allow_unscored": False}
+        text = json.dumps({"format": FORMAT_VERSION, **record}, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -492,6 +495,8 @@ def night_info(
         lost.append(
             f"the scoring ends at {scored_s:g} s, the signal at {signal_s:g} s: {signal_s - kept_s:g} s not kept"
         )
+    if annotations is not None and scored_s - signal_s >= EPOCH_S:  # a cut file, or another night's scoring
+        lost.append(f"the scoring runs to {scored_s:g} s, past the signal's end at {signal_s:g} s")
     info["warnings"] = "; ".join(header.warnings + (annotations.warnings if annotations is not None else []) + lost)
     return info
 

@@ -81,12 +81,16 @@ def stage_events(stages: list[int], shuffle: bool = False) -> list[tuple]:
     return runs
 
 
-def write_xml(path: Path, events: list[tuple], style: str = "lf") -> None:
+def write_xml(
+    path: Path, events: list[tuple], style: str = "lf", clock: str = "00.00.00", recording_s: float | None = None
+) -> None:
     """NSRR XML; events are (EventType, EventConcept, start, duration[, SpO2 nadir[, SpO2 baseline]]); style lf |
-    crlf | one-line."""
+    crlf | one-line. Its Recording Start Time record: ClockTime `clock` (that of `write_edf`'s files) and, when
+    given, Duration `recording_s`."""
+    length = f"<Duration>{recording_s}</Duration>" if recording_s is not None else ""
     items = [
         "<ScoredEvent><EventType/><EventConcept>Recording Start Time</EventConcept><Start>0</Start>"
-        "<Duration>36000</Duration><ClockTime>00.00.00 22.00.00</ClockTime></ScoredEvent>"
+        f"{length}<ClockTime>00.00.00 {clock}</ClockTime></ScoredEvent>"
     ]
     for kind, concept, start, duration, *spo2 in events:
         extra = "".join(f"<{tag}>{v}</{tag}>" for tag, v in zip(("SpO2Nadir", "SpO2Baseline"), spo2))
@@ -139,9 +143,10 @@ def make_night(
     """A flat-layout night <name>.edf + <name>-nsrr.xml; returns the EDF path."""
     folder.mkdir(parents=True, exist_ok=True)
     edf = folder / f"{name}.edf"
-    write_edf(edf, 30 * len(stages) if seconds is None else seconds, **edf_options)
+    seconds = 30 * len(stages) if seconds is None else seconds
+    write_edf(edf, seconds, **edf_options)
     if xml:
-        write_xml(folder / f"{name}-nsrr.xml", stage_events(stages, shuffle) + list(events), style)
+        write_xml(folder / f"{name}-nsrr.xml", stage_events(stages, shuffle) + list(events), style, recording_s=seconds)
     return edf
 
 

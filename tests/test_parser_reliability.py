@@ -303,6 +303,72 @@ def test_what_a_night_lacks_or_loses_is_in_its_warnings(tmp_path):
     assert rows.loc["w-2", "warnings"] == ""
 
 
+def test_another_nights_scoring_is_named_in_the_warnings(tmp_path):
+    """A 30-min EDF paired with the scoring of an 8-h night that started at 01:30 (its stages run to 8 h) parses,
+    as the labels of its first 30 min are all the file gives, but the manifest says the scoring is not this
+    night's: its Recording Start Time disagrees in clock and length, and its stages run past the signal."""
+    from tests.parser_nights import stage_events, write_edf, write_xml
+
+    src = tmp_path / "src"
+    src.mkdir()
+    write_edf(src / "x-1.edf", 1800)
+    stages = [0, 1, 2, 2, 3, 4] * 160  # 960 epochs: 8 h
+    write_xml(src / "x-1-nsrr.xml", stage_events(stages), clock="01.30.00", recording_s=28800)
+    make_night(src, "x-2")  # its own scoring: no warning
+    rows = parse(src, tmp_path / "dst").set_index("recording_id")
+    warned = rows.loc["x-1", "warnings"]
+    assert rows.loc["x-1", "status"] == "ok" and rows.loc["x-1", "n_epochs"] == 60
+    assert "its Recording Start Time is '00.00.00 01.30.00', the EDF starts at 00.00.00 (+5400 s)" in warned
+    assert "scored on a recording of 28800 s, the EDF holds 1800 s: is it this night's scoring?" in warned
+    assert "the scoring runs to 28800 s, past the signal's end at 1800 s" in warned
+    assert rows.loc["x-2", "warnings"] == ""
+
+
+def test_a_start_clock_across_midnight_or_a_short_last_epoch_is_no_mismatch(tmp_path):
+    """The ClockTime is compared on the clock (23:59:30 vs 00:00:10 is 40 s apart, within tolerance), and a length
+    that differs by less than one epoch is the same recording."""
+    from dataset.annotations import read_annotations
+    from dataset.edf_reader import read_edf_header
+    from tests.parser_nights import stage_events, write_edf, write_xml
+
+    write_edf(tmp_path / "m.edf", 600)
+    header = read_edf_header(tmp_path / "m.edf")
+    for clock, length, expected in (
+        ("00.00.40", 629, 0),
+        ("23.59.30", 571, 0),
+        ("00.01.01", 600, 1),
+        ("00.00.00", 630, 1),
+    ):
+        write_xml(tmp_path / "m-nsrr.xml", stage_events([0] * 20), clock=clock, recording_s=length)
+        warnings = read_annotations(tmp_path / "m-nsrr.xml", header).warnings
+        assert len(warnings) == expected, (clock, length, warnings)
+
+
+def test_allow_unscored_alone_reuses_every_scored_night(tmp_path):
+    """`--allow-unscored` decides which nights are written, not what is written for a scored one: switching it
+    on reuses the scored nights' tables and writes the unscored one; switching it off again removes that one."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    make_night(src, "u-1")
+    make_night(src, "u-2")
+    make_night(src, "u-3", xml=False)
+    parse(src, dst)
+    rows = parse(src, dst, allow_unscored=True)
+    assert rows.attrs["runs"]["u-1"]["reused"] and rows.attrs["runs"]["u-2"]["reused"]
+    assert rows.set_index("recording_id").loc["u-3", "status"] == "ok"
+    rows = parse(src, dst).set_index("recording_id")
+    assert rows.loc["u-3", "status"] == "skipped" and not (dst / "recordings" / "u-3.parquet").exists()
+    assert rows.attrs["runs"]["u-1"]["reused"]
+
+
+def test_two_signals_with_one_label_are_named(tmp_path):
+    """Labels are not unique by the EDF standard; which of two `EEG` signals feeds the channel is said."""
+    layout = dict(SHHS1)
+    layout["eeg_c3"] = ("EEG", *SHHS1["eeg_c3"][1:])
+    make_night(tmp_path / "src", "d-1", layout=layout)
+    rows = parse(tmp_path / "src", tmp_path / "dst").set_index("recording_id")
+    assert "are both labelled 'EEG': a channel read by that label takes signal" in rows.loc["d-1", "warnings"]
+
+
 def test_a_cohort_too_small_to_split_says_so_where_the_split_is_read(tmp_path, capsys):
     """One night parses (exit 0) but makes no splits.json; a run reading a split then says why, rather than to
     run the parser that just ran."""
