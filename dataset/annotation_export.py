@@ -43,6 +43,7 @@ import pandas as pd
 from dataset.constants import EPOCH_S, STAGE_NAMES, STAGE_UNSCORED
 from utils.metrics import event_runs
 
+EDF_YEARS = (1985, 2084)  # the start dates an EDF header can hold (dd.mm.yy; 85-99 are 19xx)
 EVENT_EPOCHS = 2  # at most two epochs per exported event: a run of k epochs = ceil(k / 2) events
 NSRR_STAGE_CONCEPT = {
     0: "Wake|0",
@@ -185,9 +186,11 @@ def write_edf_annotations(
     epoch_s: float = EPOCH_S,
 ) -> Path:
     """An annotation-only EDF+C file at `path` (written whole by edfio); `start` is the recording start (the source
-    EDF's), unknown when None."""
+    EDF's), unknown when None or outside the years EDF can hold (1985-2084)."""
     from edfio import Edf, EdfAnnotation, Recording
 
+    if start is not None and not EDF_YEARS[0] <= start.year <= EDF_YEARS[1]:
+        start = None
     annotations = [
         EdfAnnotation(onset, duration, text) for onset, duration, text in edf_annotation_list(stages, events, epoch_s)
     ]

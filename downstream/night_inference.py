@@ -275,7 +275,10 @@ def recording_start(edf_path: Path) -> datetime.datetime | None:
         date = datetime.date(1900 + year if year >= 85 else 2000 + year, month, day)
     except ValueError:
         date = datetime.date(1985, 1, 1)
-    return datetime.datetime.combine(date, clock) + offset
+    try:
+        return datetime.datetime.combine(date, clock) + offset
+    except OverflowError:  # a first record dated past the year 9999
+        return None
 
 
 def night_processing(

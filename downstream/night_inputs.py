@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataset.annotations import edf_annotation_texts, subject_of
+from dataset.annotations import edf_annotation_texts, is_annotation_edf, subject_of
 from dataset.discovery import discover
 from dataset.edf_reader import EdfError, read_edf_header
 from downstream.night_inference import InputError, one_line
+from downstream.night_report import PREDICTED_EDF, PREDICTED_NSRR, REPORT_MARKERS
 from utils.checkpoint import in_staging
 
 
@@ -47,6 +48,12 @@ def own_scoring_readable(edf: str | Path) -> bool:
     return True
 
 
+def predicted_annotation(path: Path) -> bool:
+    """Whether `path` is the annotation file an earlier `predict.py` wrote beside a night's report (its stages and
+    events as NSRR XML or EDF+): an output, never a night or its scoring, wherever it lies."""
+    return path.name in (PREDICTED_NSRR, PREDICTED_EDF) and (path.parent / REPORT_MARKERS[0]).is_file()
+
+
 def edf_root(edf: Path) -> Path:
     """The folder the parser's `discover` pairs an EDF in: the NSRR download root of `<root>/polysomnography/edfs/
     <rel>/<name>.edf`, else the EDF's own folder."""
@@ -63,6 +70,8 @@ def paired_inputs(edfs: Sequence[Path]) -> list[NightInput]:
     jobs_of: dict[Path, dict[Path, Any]] = {}
     nights = []
     for edf in edfs:
+        if is_annotation_edf(edf.name):  # a Sleep-EDF hypnogram: the scoring of the night it names, never a night
+            continue
         name = edf.stem
         if not edf.is_file():
             nights.append(NightInput(name, subject_of(name), edf, None, f"{edf}: no such file"))
@@ -81,7 +90,8 @@ def night_inputs(source: Path, out: Path | None = None) -> list[NightInput]:
     """The nights of `--edf` when it is a folder (the parser's `discover`: every EDF below it, paired with its
     annotation file), a glob pattern, or a list file (one EDF path per line, relative to the list's folder; blank
     lines and # comments skipped). Files inside `out` (the report folder, which may lie below `--edf`: its
-    predicted annotations are EDF and XML files too) are never nights. Raises InputError when it names no EDF."""
+    predicted annotations are EDF and XML files too), those an earlier prediction wrote beside its report, and
+    Sleep-EDF hypnogram files are never nights. Raises InputError when it names no EDF."""
     text = str(source)
     if source.is_dir():
         try:
@@ -116,6 +126,10 @@ def night_inputs(source: Path, out: Path | None = None) -> list[NightInput]:
         raise InputError(f"--edf {source}: no such file, folder or glob pattern")
     if out is not None:
         nights = [n for n in nights if (path := n.edf or n.xml) is None or not in_staging(path, out)]
+    nights = [n for n in nights if (path := n.edf or n.xml) is None or not predicted_annotation(path)]
+    for night in nights:  # an earlier prediction's NSRR XML is no scoring either
+        if night.xml is not None and predicted_annotation(night.xml):
+            night.xml = None
     if not any(night.edf is not None for night in nights):
         raise InputError(f"--edf {source}: names no EDF file")
     seen: dict[str, Path | None] = {}

@@ -27,6 +27,7 @@ from utils.metrics import event_runs
 from utils.plots import hypnogram_png
 
 REPORT_MARKERS = ("report.json", "summary.csv")  # a folder holding one of these was written by predict.py
+PREDICTED_NSRR, PREDICTED_EDF = "predicted-nsrr.xml", "predicted-annotations.edf"  # beside a night's report.json
 
 
 def strict(value: Any) -> Any:
@@ -291,12 +292,12 @@ def write_annotations(out: Path, result: Mapping[str, Any], paths: dict[str, Pat
     typed = result.get("typed_events")
     stages, events = result["stages"], typed if typed is not None else (result.get("event_epochs") or {})
     start = result.get("start")
-    paths["nsrr_xml"] = out / "predicted-nsrr.xml"
+    paths["nsrr_xml"] = out / PREDICTED_NSRR
     paths["nsrr_xml"].write_text(
         annotation_export.nsrr_xml(stages, events, EPOCH_S, start.strftime("%H.%M.%S") if start else None)
     )
     paths["edf_annotations"] = annotation_export.write_edf_annotations(
-        out / "predicted-annotations.edf", stages, events, start, EPOCH_S
+        out / PREDICTED_EDF, stages, events, start, EPOCH_S
     )
     paths["yasa_hypnogram"] = out / "hypnogram-yasa.txt"
     paths["yasa_hypnogram"].write_text(annotation_export.yasa_text(stages))

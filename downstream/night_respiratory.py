@@ -24,7 +24,8 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
   consecutive 30-s epochs) of predicted sleep; NaN when the night never has 10 min of unbroken sleep.
 - A night without airflow gets no AHI (`withheld`, `WITHHOLD_WITHOUT`): no apnea or hypopnea is scored without
   a flow signal (AASM), and the event model's trees read the missing features as "no event", so the index would
-  be a confident 0. The indices are NaN, the severity "not estimated", and the reason is given. A night that
+  be a confident 0. The indices are NaN, the severity "not estimated", and the reason is given; `predict.py`
+  lists, exports and counts no apnea or hypopnea for such a night (desaturations stay). A night that
   lacks another channel the model reads (an effort belt, SpO2) keeps its estimate, flagged UNRELIABLE.
 - Reliability (`assess_reliability`): the AHI estimate is UNRELIABLE when it comes from runs of positive epochs
   (times a calibration factor) instead of an event model, when the night lacks a respiratory channel the event
@@ -32,7 +33,7 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
   desaturation input is missing there), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
   index per hour extrapolated six times or more: 0.5 min of sleep and one apnea read "120.0, severe"; between
   that and `CLINICAL_SLEEP_MIN` the report notes how little sleep the index rests on), when the staging
-  model's validation kappa is below `STAGING_KAPPA_MIN`, when the event model's validation event F1 (apnea or
+  model's validation kappa is below `STAGING_KAPPA_MIN` or the night lacks a channel the staging model reads, when the event model's validation event F1 (apnea or
   hypopnea) is below `EVENT_F1_MIN`, or its validation AHI severity kappa below `SEVERITY_KAPPA_MIN` or measured
   on fewer than `MIN_VALIDATION_NIGHTS` nights, or when a validation number is not there to check.
 """
@@ -276,7 +277,7 @@ def persistent_sleep_latency(
 # ---------------------------------------------------------------------------------------- reliability
 def withheld(summary: Mapping[str, Any], reason: str) -> dict[str, Any]:
     """`summary` (`utils.ahi.event_summary`) with its indices NaN, its severity "not estimated" and `reason`
-    under "withheld"; the event counts stay, as what the model found."""
+    under "withheld"; its event counts as given."""
     return {
         **summary,
         **dict.fromkeys(WITHHELD_INDICES, math.nan),
@@ -297,12 +298,14 @@ def assess_reliability(
     missing_respiratory: Sequence[str],
     tst_min: float | None = None,
     oximetry: Mapping[str, Any] | None = None,
+    missing_staging: Sequence[str] = (),
 ) -> dict[str, Any]:
     """{"reliable", "reasons", "thresholds"} of the night's AHI estimate (module docstring). `source`: "event
     model", "epoch runs" or None (no AHI); `staging`: the staging run's validation numbers (val_kappa);
     `events`: the event run's (`event_validation`); `missing_respiratory`: channels the event model reads that
     the night lacks; `tst_min`: the night's predicted sleep (None: not checked); `oximetry`: its
-    `oximetry_summary` (None without SpO2)."""
+    `oximetry_summary` (None without SpO2); `missing_staging`: channels the staging model reads that the night
+    lacks (its validation kappa was measured with them, and the AHI's hours of sleep come from its stages)."""
     reasons = []
     if source is None:
         return {
@@ -325,6 +328,11 @@ def assess_reliability(
         reasons.append("the staging model has no validation kappa to check (sleep time may be wrong)")
     elif kappa < STAGING_KAPPA_MIN:
         reasons.append(f"staging validation kappa {kappa:.2f} < {STAGING_KAPPA_MIN} (sleep time may be wrong)")
+    if missing_staging:
+        reasons.append(
+            f"the night lacks {', '.join(missing_staging)}, read by the staging model (its validation kappa was "
+            "measured with them; sleep time may be wrong)"
+        )
     if events is not None:
         for family in ("apnea", "hypopnea"):
             f1 = _number(events.get(f"event_f1_{family}"))

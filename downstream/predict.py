@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shutil
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -350,8 +351,9 @@ def predict_night(
     ahi, model_table, typed, oximetry = None, None, [], None
     missing_respiratory = channels["models"]["events"]["missing"] if event_run is not None else []
     if event_run is not None:
-        found, counted = detect_night_events(event_run, epochs, info)
         blind = any(channel in WITHHOLD_WITHOUT for channel in missing_respiratory)
+        # no apnea or hypopnea is scored without flow: none is listed, exported or counted (the AHI is withheld)
+        found, counted = detect_night_events(event_run, epochs, info) if not blind else ([], [])
 
         def summary(upto: int | None = None) -> dict[str, Any]:  # the AHI of the first `upto` epochs
             estimate = event_summary(found, counted, stages[:upto], event_run.hypopnea_rule)
@@ -402,6 +404,7 @@ def predict_night(
         missing_respiratory,
         stats["tst_min"],
         oximetry,
+        channels["models"]["sleep_stage"]["missing"],
     )
     warnings_ = []
     if info.get("truncated"):
@@ -514,12 +517,9 @@ def predict_cohort(
                 night.edf, runs, night.xml, device, batch_size, False, identities, processing, event_run, hypopnea_rule
             )
             write_outputs(stage / night.recording, result)
-        except InputError as err:
-            rows.append(summary_row(night, None, "failed", str(err)))
-            print(f"failed: {err}", flush=True)
-            continue
         except Exception as err:  # noqa: BLE001 - one night's unexpected failure must not stop the cohort
-            reason = f"{night.edf}: {type(err).__name__}: {one_line(err)}"
+            shutil.rmtree(stage / night.recording, ignore_errors=True)  # a failed night leaves no part of a report
+            reason = str(err) if isinstance(err, InputError) else f"{night.edf}: {type(err).__name__}: {one_line(err)}"
             rows.append(summary_row(night, None, "failed", reason))
             print(f"failed: {reason}", flush=True)
             continue
@@ -559,6 +559,9 @@ def report_night(
     except InputError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         return 2
+    except Exception as err:  # noqa: BLE001 - a fault not foreseen: one line naming the night, as in a cohort
+        print(f"error: {args.edf}: {type(err).__name__}: {one_line(err)}", file=sys.stderr, flush=True)
+        return 1
     report = result["report"]
     if report["channels"]["missing"]:
         print(
@@ -578,6 +581,9 @@ def report_night(
     except OSError as err:
         print(f"error: --out {args.out}: cannot write the report ({one_line(err)})", file=sys.stderr, flush=True)
         return 2
+    except Exception as err:  # noqa: BLE001 - the staged folder is dropped: --out stays as it was
+        print(f"error: {args.edf}: {type(err).__name__}: {one_line(err)}", file=sys.stderr, flush=True)
+        return 1
     paths = {key: Path(args.out) / path.name for key, path in paths.items()}
     s, estimate = report["sleep"], report["ahi"]
     ahi = ""

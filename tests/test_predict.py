@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -239,7 +240,6 @@ def _event_run_copy(run: Path, copy: Path, checkpoint_scale: float | None, metri
     """A copy of an event run whose checkpoints' metadata hold `event_calibration` scale `checkpoint_scale`
     (None: no calibration, as a run trained before checkpoints carried it) and whose metrics.json says
     `metrics_scale`."""
-    import shutil
 
     shutil.copytree(run, copy)
     for name in ("best.pt", "last.pt"):
@@ -466,77 +466,6 @@ def test_the_whole_night_is_predicted_when_the_scoring_is_shorter(predict_argv, 
     assert agreement["ahi"]["estimated"] == pytest.approx(part["ahi_est"], nan_ok=True)
     summary = (out / "report.md").read_text()
     assert f"(the {n_scored} scored epochs)" in summary and f"both over the {n_scored} scored epochs" in summary
-
-
-def test_a_cohort_folder_glob_or_list_gives_one_report_per_night_and_a_summary(predict_runs, tmp_path, capsys):
-    """One bad night is a failed row with its reason (exit 1), never the end of the cohort; each EDF gets the XML
-    the parser pairs it with (beside it), or none."""
-    cohort = tmp_path / "cohort"
-    synthetic.generate_night(cohort / "a-100001.edf", cohort / "a-100001-nsrr.xml", "a-100001", hours=0.1, seed=11)
-    synthetic.generate_night(cohort / "b-100002.edf", tmp_path / "elsewhere-nsrr.xml", "b-100002", hours=0.1, seed=12)
-    (cohort / "c-100003.edf").write_bytes(b"not an EDF" * 50)
-    out = tmp_path / "out"
-    args = [
-        "--checkpoint",
-        str(predict_runs["stage"]),
-        "--apnea",
-        str(predict_runs["apnea"]),
-        "--out",
-        str(out),
-        "--no-progress",
-    ]
-    assert predict.main([*args, "--edf", str(cohort)]) == 1
-    summary = pd.read_csv(out / "summary.csv", keep_default_na=False).set_index("night")
-    assert list(summary.index) == ["a-100001", "b-100002", "c-100003"]
-    assert summary["status"].tolist() == ["ok", "ok", "failed"] and "c-100003.edf" in summary.loc["c-100003", "reason"]
-    assert summary.loc["a-100001", "subject"] == 100001
-    assert summary.loc["a-100001", "xml"] == str(cohort / "a-100001-nsrr.xml") and summary.loc["b-100002", "xml"] == ""
-    for name in ("a-100001", "b-100002"):
-        report = json.loads((out / name / "report.json").read_text())
-        assert report["recording"] == name and (out / name / "events.csv").is_file()
-        assert float(summary.loc[name, "tst_min"]) == pytest.approx(report["sleep"]["tst_min"])
-    assert json.loads((out / "a-100001" / "report.json").read_text())["agreement"] is not None
-    assert not (out / "c-100003").exists() and "failed" in (out / "summary.md").read_text()
-    assert "[a-100001](<a-100001/report.md>)" in (out / "summary.md").read_text()  # a link whatever the name holds
-    assert "c-100003" in capsys.readouterr().out
-
-    listing = tmp_path / "nights.txt"
-    listing.write_text("# two nights\ncohort/a-100001.edf\n\ncohort/b-100002.edf\n")
-    assert predict.main([*args, "--edf", str(listing)]) == 0
-    listed = pd.read_csv(out / "summary.csv", keep_default_na=False)
-    assert listed["night"].tolist() == ["a-100001", "b-100002"] and (listed["status"] == "ok").all()
-    assert listed["xml"].tolist() == [str(cohort / "a-100001-nsrr.xml"), ""]
-    assert not (out / "c-100003").exists()  # the earlier cohort report was replaced whole
-    assert predict.main([*args, "--edf", str(cohort / "a-*.edf")]) == 0
-    assert pd.read_csv(out / "summary.csv")["night"].tolist() == ["a-100001"]
-    assert predict.main([*args, "--edf", str(cohort / "none-*.edf")]) == 2
-    assert capsys.readouterr().err.startswith("error: --edf ")
-    xml = cohort / "a-100001-nsrr.xml"  # a scoring file given as --edf is not a list of nights
-    assert predict.main([*args, "--edf", str(xml)]) == 2
-    assert (
-        capsys.readouterr().err == f"error: --edf {xml}: neither an EDF file nor a list of EDF paths (one per line)\n"
-    )
-
-
-def test_a_report_folder_inside_the_cohort_and_a_cohort_that_fails_whole(predict_runs, tmp_path, capsys):
-    """--out below --edf: its own predicted EDF and XML files are never nights, so the same command runs again
-    alike. A cohort of which no night can be predicted is a failed run: the earlier reports stay as they were."""
-    study = tmp_path / "study"
-    synthetic.generate_night(study / "a-100001.edf", study / "a-100001-nsrr.xml", "a-100001", hours=0.1, seed=11)
-    out = study / "predictions"
-    args = ["--checkpoint", str(predict_runs["stage"]), "--out", str(out), "--no-progress", "--edf", str(study)]
-    assert predict.main(args) == 0
-    assert (out / "a-100001" / "predicted-nsrr.xml").is_file()
-    assert predict.main(args) == 0  # not its own outputs as nights
-    assert pd.read_csv(out / "summary.csv")["night"].tolist() == ["a-100001"]
-    before = sorted(p.relative_to(out) for p in out.rglob("*"))
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "x-100009.edf").write_bytes(b"not an EDF" * 50)
-    capsys.readouterr()
-    assert predict.main([*args[:-1], str(broken)]) == 1
-    assert "no night could be predicted" in capsys.readouterr().err
-    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
 
 
 def test_standard_annotation_files_agree_with_the_hypnogram(predict_argv, night, tmp_path):

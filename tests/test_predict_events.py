@@ -126,6 +126,12 @@ def test_reliability_reasons_and_thresholds():
     assert "validated on 9 night(s)" in text and "lacks spo2" in text and "apnea event F1" not in text
     epochs = assess_reliability("epoch runs", {"val_kappa": 0.9}, None, [], 400.0)
     assert epochs["reliable"] is False and "runs of positive 30-s epochs" in epochs["reasons"][0]
+    # staged from the chin EMG alone: the hours of sleep the index divides by are in doubt
+    partial = assess_reliability("event model", {"val_kappa": 0.8}, STRONG_EVENTS, [], 400.0, None, ["eeg_c4", "eog_l"])
+    assert partial["reliable"] is False and partial["reasons"] == [
+        "the night lacks eeg_c4, eog_l, read by the staging model (its validation kappa was measured with them; "
+        "sleep time may be wrong)"
+    ]
 
 
 def test_little_sleep_or_little_valid_spo2_is_unreliable():
@@ -332,6 +338,26 @@ def test_a_night_without_respiratory_channels_is_flagged(predict_runs, event_fea
     assert report["reliability"]["reliable"] is False and any(
         "lacks spo2" in r for r in report["reliability"]["reasons"]
     )
+
+
+def test_a_night_without_airflow_scores_no_apnea_or_hypopnea(predict_runs, event_features_run, tmp_path):
+    """Effort belts and SpO2 but no flow: the AHI is withheld, and no apnea or hypopnea is listed in events.csv
+    or exported as scored (desaturations stay)."""
+    edf = tmp_path / "noflow-900014.edf"
+    synthetic.generate_night(edf, tmp_path / "noflow-900014-nsrr.xml", "noflow-900014", hours=0.5, seed=21,
+                             missing_channels=("airflow",))  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["--checkpoint", str(predict_runs["stage"]), "--events", str(event_features_run), "--no-progress"]
+    assert predict.main([*argv, "--edf", str(edf), "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["ahi"]["severity_name"] == "not estimated" and report["ahi"]["withheld"].startswith(
+        "the night lacks airflow"
+    )
+    events = pd.read_csv(out / "events.csv")
+    respiratory = events["type"].str.contains("apnea|hypopnea") if len(events) else []
+    assert not any(respiratory)
+    xml = (out / "predicted-nsrr.xml").read_text()
+    assert "Apnea" not in xml and "Hypopnea" not in xml
 
 
 def test_epoch_runs_alone_are_flagged_and_a_bad_event_run_is_an_input_error(
