@@ -288,7 +288,9 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
         metrics = read_run_metrics(run)
         metrics_of[run] = metrics
         rows.append(table_row(run, metrics))
-    key = lambda r: (  # noqa: E731
+    cohort_of_row = {str(run): metrics.get("data") for run, metrics in metrics_of.items()}
+    key = lambda r: (  # noqa: E731 - one setup: what the pair's two runs must share, with the cohort
+        r.get("label_rule"),
         r["method"],
         r["backbone"],
         r.get("neighbour_epochs"),
@@ -303,8 +305,19 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     for row in rows:
         if row["task"] != "apnea":
             continue
-        partners = [r for r in rows if r["task"] == "hypopnea" and key(r) == key(row)]
-        if not partners:
+        cohorts = lambda r: (cohort_of_row[r["run"]], cohort_of_row[row["run"]])  # noqa: E731
+        partners = [
+            r
+            for r in rows
+            if r["task"] == "hypopnea" and key(r) == key(row) and (None in cohorts(r) or len(set(cohorts(r))) == 1)
+        ]  # a run without its cohort is paired, and `cohort_of` then says what it lacks
+        if len(partners) > 1:  # runs this table cannot tell apart (e.g. another --select-metric): no pair guessed
+            print(
+                f"warning: {row['run']}: {len(partners)} hypopnea runs of the same setup "
+                f"({', '.join(r['run'] for r in partners)}); no combined AHI for it",
+                flush=True,
+            )
+        if len(partners) != 1:
             continue
         apnea_run, hypopnea_run = Path(row["run"]), Path(partners[0]["run"])
         partner = partners[0]
@@ -370,6 +383,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             "eval_stride",
             "label_fraction",
             "train_subjects",
+            *(("label_rule",) if task != "sleep_stage" else ()),
             "seed",
             "n_test_subjects",
         ) + metrics

@@ -9,11 +9,13 @@ one `error:` line, exit status 2 (`utils.config.reported_errors`).
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
+from downstream.results import FINE_TUNE, LINEAR_PROBE, SCRATCH_FINETUNE, SCRATCH_PROBE
 from models.heads import NIGHT_NORMS, POOLINGS
 from models.loading import SYNTHSLEEPNET
 from utils.config import (
@@ -249,6 +251,24 @@ def parse_downstream(
         name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}{night}{pooled}-seed{cfg.seed}"
         cfg = cfg.replace(out=Path("runs") / "downstream" / cfg.method / name)
     check_out_dir(cfg.out)
+    if cfg.method in ENGINE_METHODS:  # the feature baseline checks its own --out (`features.earlier_run`)
+        refuse_foreign_run(cfg.out, lambda record: record.get("method") in ENGINE_METHODS)
     if getattr(cfg, "cache_dir", None) is not None:
         check_out_dir(cfg.cache_dir, "--cache-dir")
     return cfg
+
+
+ENGINE_METHODS = (LINEAR_PROBE, FINE_TUNE, SCRATCH_PROBE, SCRATCH_FINETUNE)  # runs of utils/engine.py
+
+
+def refuse_foreign_run(out: Path, own: Callable[[Mapping[str, Any]], bool]) -> None:
+    """UsageError when `out` holds the finished run of another script (its metrics.json, for which `own` is
+    false): a new run would publish beside files it does not know of (a detector's model.pkl, another method's
+    report), and the folder would describe one run while holding another's."""
+    try:
+        record = json.loads((Path(out) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return
+    if isinstance(record, dict) and not own(record):
+        what = f"{record.get('method', '?')} {record.get('task', '?')}"
+        raise UsageError(f"--out {out}: holds a run of another script ({what}); give a new or empty folder")

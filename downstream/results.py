@@ -257,11 +257,14 @@ def context_direction(metrics: Mapping[str, Any]) -> str | None:
 def variant_suffix(row: Mapping[str, Any]) -> str:
     """What sets a run apart from its method's plain form, for labels: " ±K" when it read K neighbouring epochs,
     " (forward context)" when its temporal context is the published causal one, " (per channel)" when it read a
-    backbone's tokens pooled per channel, " (night zscore)" when its vectors were standardised over each night."""
+    backbone's tokens pooled per channel, " (night zscore)" when its vectors were standardised over each night,
+    " (label rule any)" when its event labels followed another rule than the published midpoint one."""
     neighbours = f" ±{row['neighbour_epochs']}" if row.get("neighbour_epochs") else ""
     pooled = " (per channel)" if row.get("pooling") == "channel" else ""
     night = f" (night {row['night_norm']})" if row.get("night_norm") not in (None, "none") else ""
-    return neighbours + (" (forward context)" if row.get("context_direction") == "forward" else "") + pooled + night
+    rule = f" (label rule {row['label_rule']})" if row.get("label_rule") not in (None, "midpoint") else ""
+    forward = " (forward context)" if row.get("context_direction") == "forward" else ""
+    return neighbours + forward + pooled + night + rule
 
 
 def eval_stride(metrics: Mapping[str, Any]) -> int | None:
@@ -297,6 +300,8 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
         "train_subjects": metrics.get("train_subjects"),
+        # which epochs count as events (`--label-rule`); None for staging, which has no such rule
+        "label_rule": metrics.get("label_rule") if metrics["task"] != "sleep_stage" else None,
         "seed": metrics.get("seed"),
         "n_test_subjects": test["n_subjects"],
         "n_test_epochs": test["n_epochs"],

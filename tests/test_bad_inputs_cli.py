@@ -258,3 +258,37 @@ def test_real_command_line(script, case, inputs, tmp_path):
     assert ran.returncode == code, ran.stderr[-3000:]
     assert_one_error_line(ran.stderr, expect)
     assert snapshot(tmp_path) == before
+
+
+def test_a_run_of_another_script_in_out_is_refused(inputs, tmp_path, capsys):
+    """Event detection into a probe's folder, a probe into an event detector's, or event detection into a folder
+    of other files: one error line naming --out, exit 2, the folder unchanged. Each run's folder holds its own
+    run only, so no report describes another run's checkpoints and no stale detector stays behind."""
+    from downstream.event_detection import train as event_detection
+
+    data = inputs.root / "dst"
+    probe = shutil.copytree(inputs.run, tmp_path / "probe")
+    detector = tmp_path / "detector"
+    detector.mkdir()
+    (detector / "metrics.json").write_text(json.dumps({"task": "event_detection", "method": "features"}))
+    (detector / "model.pkl").write_bytes(b"detector")
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("score night 3\n")
+    cases = [
+        (event_detection.main, ["--data", str(data), "--out", str(probe)], "another script (linear_probe sleep_stage)"),
+        (
+            linear_probing.main,
+            ["--data", str(data), "--backbone", str(inputs.backbone), "--task", "apnea", "--out", str(detector)],
+            "another script (features event_detection)",
+        ),
+        (event_detection.main, ["--data", str(data), "--out", str(notes)], "not a run of this script"),
+    ]
+    before = snapshot(probe, detector, notes)
+    for main, argv, expect in cases:
+        capsys.readouterr()
+        assert exit_code(main, [*argv, "--no-progress"]) == 2
+        err = capsys.readouterr().err
+        assert_one_error_line(err, "--out")
+        assert expect in err
+    assert snapshot(probe, detector, notes) == before

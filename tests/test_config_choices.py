@@ -36,6 +36,42 @@ def choices_parser() -> ArgumentParser:
     return parser
 
 
+def text_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="t")
+    parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--backbone", type=Path, default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("runs", nargs="*", type=Path, default=[])
+    return parser
+
+
+@pytest.mark.parametrize(
+    "values, key",
+    [
+        ({"backbone": ["a", "b"]}, "backbone"),
+        ({"backbone": {"path": "a"}}, "backbone"),
+        ({"device": True}, "device"),
+        ({"runs": "runs/probe"}, "runs"),  # one path for a list: not read one character at a time
+        ({"runs": [5, ["x"]]}, "runs"),
+    ],
+)
+def test_config_value_of_the_wrong_kind_for_a_text_option_is_one_error_line(values, key, tmp_path, capsys):
+    config = write_config(tmp_path / "options.json", values)
+    with pytest.raises(SystemExit) as exit_info:
+        parse_config(text_parser(), ["--config", str(config)], required=())
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, str(config))
+    assert f"option {key} = " in err and "should be a " in err
+
+
+def test_config_number_for_a_text_option_is_its_text(tmp_path):
+    """A YAML `backbone: 5` is the path "5", converted as the command line's `--backbone 5` would be."""
+    config = write_config(tmp_path / "options.json", {"backbone": 5, "device": 0, "runs": ["a", 7]})
+    cfg = parse_config(text_parser(), ["--config", str(config)], required=())
+    assert cfg.backbone == Path("5") and cfg.device == "0" and cfg.runs == [Path("a"), Path("7")]
+
+
 # --------------------------------------------------------------------------------------- the parser
 @pytest.mark.parametrize(
     "values, key",

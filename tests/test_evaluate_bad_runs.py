@@ -112,6 +112,25 @@ def test_hand_made_runs_make_a_table(runs, tmp_path):
     ]
 
 
+def test_the_ahi_pairs_runs_of_one_label_rule_and_never_guesses(runs, tmp_path, capsys):
+    """A hypopnea run with `--label-rule any` beside the midpoint pair (its path sorts first) is not the apnea
+    run's partner, and the table says which rule each row used; two partners of one setup make no pair."""
+    other = shutil.copytree(runs["hypopnea"], runs["hypopnea"].with_name("a-hypopnea-any"))
+    for run, rule in ((runs["apnea"], "midpoint"), (runs["hypopnea"], "midpoint"), (other, "any")):
+        edit_metrics(run, lambda m, rule=rule: m.update(label_rule=rule))
+    out = tmp_path / "table"
+    assert exit_code(evaluate.main, [*argv_of(runs, out)[:-2], str(other), "--out", str(out)]) == 0
+    rows = pd.read_csv(out / "comparison.csv").set_index("run")
+    assert rows.loc[str(runs["hypopnea"]), "ahi_n"] == 2 and np.isnan(rows.loc[str(other), "ahi_n"])
+    assert rows.loc[str(other), "label_rule"] == "any" and rows.loc[str(runs["stage"]), "label_rule"] != "any"
+    assert "| any |" in (out / "comparison.md").read_text()
+    edit_metrics(other, lambda m: m.update(label_rule="midpoint"))  # now two hypopnea runs of the same setup
+    assert exit_code(evaluate.main, [*argv_of(runs, out)[:-2], str(other), "--out", str(out)]) == 0
+    assert "2 hypopnea runs of the same setup" in capsys.readouterr().out
+    table = pd.read_csv(out / "comparison.csv")
+    assert "ahi_n" not in table or table["ahi_n"].isna().all()
+
+
 def test_a_run_cut_by_the_wall_clock_is_named(runs, tmp_path, capsys):
     """A run whose training `--max-minutes` stopped gives numbers another machine does not reproduce: the
     comparison names it (comparison.md and a warning line); a run stopped by its steps is not named."""

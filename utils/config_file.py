@@ -133,11 +133,40 @@ def check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], where
             if not isinstance(value, expected) or isinstance(value, bool):
                 kind = "an integer" if expected is int else "a number"
                 raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} should be {kind}")
+        elif action.choices is None and action.type not in (int, float) and type(action) in TEXT_ACTIONS:
+            checked[action.dest] = _text_value(action, value, f"{where}: option {named.get(action.dest, action.dest)}")
         checked[action.dest] = _as_choice_text(action, checked[action.dest])
         problem = _choice_error(action, checked[action.dest])  # argparse checks choices after type=, as here
         if problem:
             raise ValueError(f"{where}: option {named.get(action.dest, action.dest)} = {value!r} {problem}")
     return checked
+
+
+TEXT_ACTIONS = (argparse._StoreAction, argparse._AppendAction)  # plain options; others check their own values
+
+
+def _text_value(action: argparse.Action, value: Any, what: str) -> Any:
+    """A file value of an option whose command-line value is text (a path, a name, a comma list): a number is
+    taken as its text, which argparse then converts as it would the command line's. Anything else (a list for
+    one path, one text for a list option, a mapping, true/false) is a ValueError naming the option, rather than
+    a fault deep in the run."""
+    many = action.nargs in ("*", "+") or isinstance(action.nargs, int) or isinstance(action, argparse._AppendAction)
+    free = action.type not in (None, str, Path)  # its own parser (a comma list, NAME=RUN pairs) may take a list
+
+    def text(item: Any) -> Any:
+        if isinstance(item, (str, Path)):  # a Path: a script's own defaults
+            return item
+        if isinstance(item, (int, float)) and not isinstance(item, bool):
+            return str(item)
+        if free and not many and isinstance(item, (list, tuple, dict)):
+            return item
+        raise ValueError(f"{what} = {value!r} should be {'a list of texts' if many else 'a text'}")
+
+    if not many:
+        return text(value)
+    if not isinstance(value, (list, tuple)):  # as the command line gives; one path is a list of one
+        raise ValueError(f"{what} = {value!r} should be a list of texts")
+    return [text(item) for item in value]
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
