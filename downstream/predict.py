@@ -429,6 +429,8 @@ def predict_night(
         )
     if channels["missing"]:
         notes.append(f"missing channels {', '.join(channels['missing'])}: predicted without them")
+    if n_epochs and not times[0]:
+        notes.append("the recording's start time or date could not be read: the clock times are left blank")
     if labels is not None and info["scored_part_epochs"] < n_epochs:
         notes.append(
             f"the scoring covers the first {info['scored_part_epochs']} of the {n_epochs} predicted epochs; "

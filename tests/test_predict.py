@@ -597,3 +597,15 @@ def test_a_recording_shorter_than_one_epoch_is_named_as_such(predict_runs, tmp_p
     argv = ["--checkpoint", str(predict_runs["stage"]), "--edf", str(edf), "--out", str(tmp_path / "out")]
     assert predict.main([*argv, "--no-progress"]) == 2
     assert "shorter than one 30-s epoch (signal 20 s)" in capsys.readouterr().err
+
+
+def test_an_unreadable_start_time_leaves_blank_clock_times_and_says_so(predict_argv, night, tmp_path):
+    edf = tmp_path / "nostart-900001.edf"
+    data = bytearray(night[0].read_bytes())
+    data[176:184] = b"xx.yy.zz"  # the header's start time
+    edf.write_bytes(bytes(data))
+    out = tmp_path / "out"
+    assert predict.main(predict_argv(edf, out)) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["start_time"] is None and pd.read_csv(out / "hypnogram.csv")["time"].isna().all()
+    assert "the recording's start time or date could not be read: the clock times are left blank" in report["notes"]

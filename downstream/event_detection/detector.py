@@ -9,6 +9,7 @@ hypopneas of the AHI. Times are seconds from the recording start; one feature ro
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,7 +95,8 @@ def event_summaries(features: np.ndarray, events: list[Event]) -> np.ndarray:
         first = min(max(int(math.floor(event.onset_s)), 0), n - 1)
         last = min(max(int(math.ceil(event.end_s)) - 1, first), n - 1)
         after = min(last + 10, n - 1)
-        with np.errstate(all="ignore"):
+        with warnings.catch_warnings():  # a column all NaN (a channel the night lacks): NaN, quietly
+            warnings.simplefilter("ignore", RuntimeWarning)
             mean = (
                 np.nanmean(features[first : last + 1], axis=0)
                 if not np.isnan(features[first : last + 1]).all()
