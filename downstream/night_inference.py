@@ -34,6 +34,7 @@ from dataset.tiling import Tiling
 from downstream.cache import RecordingVectors, VectorStore, neighbour_vectors, night_normalised, predict_tiles
 from downstream.predictions import epochwise, predict_windows
 from downstream.runs import PROCESSING_KEYS, DownstreamModel, load_downstream_run
+from models.heads import PER_CHANNEL_POOLINGS
 from models.loading import TEMPORAL_CLASSIFIER
 
 EVENT_TASKS: tuple[str, ...] = ("apnea", "hypopnea")  # the per-epoch event runs
@@ -367,7 +368,7 @@ def channel_report(
             raise InputError(
                 f"{edf_path}: none of the channels the {task} model needs is usable ({why_unusable(run.channels)})"
             )
-        if missing and getattr(getattr(run.model, "encoder", None), "pooling", "mean") == "channel":
+        if missing and getattr(getattr(run.model, "encoder", None), "pooling", "mean") in PER_CHANNEL_POOLINGS:
             raise InputError(
                 f"{edf_path}: the {task} model keeps each channel apart (--pooling channel) and needs all of "
                 f"{', '.join(run.channels)}; unusable here: {why_unusable(missing)}"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TASKS
 from downstream.results import FINE_TUNE, LINEAR_PROBE, SCRATCH_FINETUNE, SCRATCH_PROBE
-from models.heads import NIGHT_NORMS, POOLINGS
+from models.heads import NIGHT_NORMS, PER_CHANNEL_POOLINGS, POOLINGS
 from models.loading import SYNTHSLEEPNET
 from utils.config import (
     CONFIG_HISTORY_HELP,
@@ -145,16 +145,18 @@ def add_pooling_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser
         choices=POOLINGS,
         default="mean",
         help="with a SynthSleepNet backbone: mean = the mean fused token (D numbers); channel = the mean fused "
-        "token of each channel, concatenated (C x D), as the hand-crafted features keep channels apart (every "
-        "channel must then be present in every night)",
+        "token of each channel, concatenated (C x D), as the hand-crafted features keep channels apart; "
+        "channel_stats = each channel's mean and standard deviation over its frames (2 x C x D), keeping what "
+        "changes within the epoch (every channel must be present in every night with either)",
     )
     return parser
 
 
 def check_pooling(cfg: Config, source: BackboneSource) -> None:
-    """UsageError when --pooling channel meets a backbone that reads one channel."""
-    if getattr(cfg, "pooling", "mean") == "channel" and source.kind != SYNTHSLEEPNET:
-        raise UsageError(f"--pooling channel: backbone {source.name} is a unimodal NeuroNet (one channel)")
+    """UsageError when a per-channel --pooling meets a backbone that reads one channel."""
+    pooling = getattr(cfg, "pooling", "mean")
+    if pooling in PER_CHANNEL_POOLINGS and source.kind != SYNTHSLEEPNET:
+        raise UsageError(f"--pooling {pooling}: backbone {source.name} is a unimodal NeuroNet (one channel)")
 
 
 def add_backbone_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -246,7 +248,7 @@ def parse_downstream(
     if cfg.out is None:
         subjects = f"-n{cfg.train_subjects}" if cfg.train_subjects else ""
         neighbours = f"-nb{cfg.neighbour_epochs}" if getattr(cfg, "neighbour_epochs", 0) else ""
-        pooled = "-per-channel" if getattr(cfg, "pooling", "mean") == "channel" else ""
+        pooled = {"channel": "-per-channel", "channel_stats": "-channel-stats"}.get(getattr(cfg, "pooling", "mean"), "")
         night = f"-night-{cfg.night_norm}" if getattr(cfg, "night_norm", "none") != "none" else ""
         name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}{night}{pooled}-seed{cfg.seed}"
         cfg = cfg.replace(out=Path("runs") / "downstream" / cfg.method / name)

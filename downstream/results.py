@@ -260,7 +260,7 @@ def variant_suffix(row: Mapping[str, Any]) -> str:
     backbone's tokens pooled per channel, " (night zscore)" when its vectors were standardised over each night,
     " (label rule any)" when its event labels followed another rule than the published midpoint one."""
     neighbours = f" ±{row['neighbour_epochs']}" if row.get("neighbour_epochs") else ""
-    pooled = " (per channel)" if row.get("pooling") == "channel" else ""
+    pooled = {"channel": " (per channel)", "channel_stats": " (per channel, mean and sd)"}.get(row.get("pooling"), "")
     night = f" (night {row['night_norm']})" if row.get("night_norm") not in (None, "none") else ""
     rule = f" (label rule {row['label_rule']})" if row.get("label_rule") not in (None, "midpoint") else ""
     forward = " (forward context)" if row.get("context_direction") == "forward" else ""

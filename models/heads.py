@@ -56,9 +56,11 @@ from models.synthsleepnet import ChannelEncoder, SynthSleepNet
 ENCODER_MODES: tuple[str, ...] = ("frozen", "lora", "full")
 TOKEN_SOURCES: tuple[str, ...] = ("fusion", "encoder")  # what `EpochEncoder.frame_tokens` reads
 # how `EpochEncoder` pools a SynthSleepNet's fused tokens into one vector per epoch: "mean" over every token (D
-# numbers), or "channel": the mean token of each channel, concatenated (C·D), as the hand-crafted features keep
-# channels apart
-POOLINGS: tuple[str, ...] = ("mean", "channel")
+# numbers); "channel": the mean token of each channel, concatenated (C·D), as the hand-crafted features keep
+# channels apart; "channel_stats": each channel's mean and standard deviation over its frames (2·C·D), so what
+# changes within the 30 s (a spindle, a K-complex, an eye movement in one 4-s frame) is not averaged away
+POOLINGS: tuple[str, ...] = ("mean", "channel", "channel_stats")
+PER_CHANNEL_POOLINGS: tuple[str, ...] = ("channel", "channel_stats")  # a SynthSleepNet with every channel present
 NIGHT_NORMS = ("none", "zscore")  # how a night's vectors are standardised before a head (downstream.cache)
 FINE_TUNING_LORA = LoraSettings(rank=4, alpha=8.0)  # docs/models.md §3.3: new LoRA (rank 4, alpha 8) while fine-tuning
 # SynthSleepNet attributes used only by the self-supervised objective (removed for downstream use).
@@ -148,8 +150,9 @@ class EpochEncoder(nn.Module):
         mode: "frozen", "lora" or "full" (module docstring).
         lora: settings of the new adapters in "lora" mode (default rank 4, alpha 8, rsLoRA, on attn.proj).
         tune_fusion: "lora" mode with a SynthSleepNet: whether its adapters and fusion transformer train.
-        pooling: "mean" (the mean fused token, D) or "channel" (each channel's mean fused token, C·D; a
-            SynthSleepNet only, and every input must then hold every channel); see POOLINGS.
+        pooling: "mean" (the mean fused token, D), "channel" (each channel's mean fused token, C·D) or
+            "channel_stats" (each channel's mean and standard deviation, 2·C·D); the per-channel ones need a
+            SynthSleepNet, and every input must then hold every channel; see POOLINGS.
     """
 
     def __init__(
@@ -166,7 +169,7 @@ class EpochEncoder(nn.Module):
             raise ValueError(f"EpochEncoder: mode must be one of {ENCODER_MODES}, got {mode!r}")
         if pooling not in POOLINGS:
             raise ValueError(f"EpochEncoder: pooling must be one of {POOLINGS}, got {pooling!r}")
-        if pooling == "channel" and not isinstance(backbone, SynthSleepNet):
+        if pooling in PER_CHANNEL_POOLINGS and not isinstance(backbone, SynthSleepNet):
             raise ValueError("EpochEncoder: per-channel pooling needs a SynthSleepNet; a NeuroNet reads one channel")
         self.pooling = pooling
         self.channels: tuple[str, ...] = tuple(channels)
@@ -223,7 +226,8 @@ class EpochEncoder(nn.Module):
     @property
     def embed_dim(self) -> int:
         """Width of `forward`'s vectors: the backbone's, times the channels with per-channel pooling."""
-        return self._dim * (len(self.channels) if self.pooling == "channel" else 1)
+        per_channel = {"channel": 1, "channel_stats": 2}.get(self.pooling, 0)
+        return self._dim * (per_channel * len(self.channels) if per_channel else 1)
 
     def train(self, mode: bool = True) -> EpochEncoder:
         super().train(mode)  # ChannelEncoder keeps its frozen weights in eval mode here
@@ -243,8 +247,8 @@ class EpochEncoder(nn.Module):
         """{channel: (N, n_samples)} robust-scaled epochs (3000 samples at 100 Hz, 300 for the 10-Hz respiratory
         channels) → pooled representation (N, embed_dim): the mean token (D), or with per-channel pooling
         `channel_vectors` (C·D)."""
-        if self.pooling == "channel":
-            return self.channel_vectors(signals)
+        if self.pooling in PER_CHANNEL_POOLINGS:
+            return self.channel_vectors(signals, spread=self.pooling == "channel_stats")
         if self.backbone_kind == NEURONET:
             channel = self.channels[0]
             if signals.get(channel) is None:
@@ -293,17 +297,20 @@ class EpochEncoder(nn.Module):
         sizes = [self.net.encoders[ch].n_frames for ch in used]
         return dict(zip(used, torch.split(tokens, sizes, dim=1)))  # (n, N_m, F) each
 
-    def channel_vectors(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    def channel_vectors(self, signals: Mapping[str, torch.Tensor], spread: bool = False) -> torch.Tensor:
         """{channel: (N, n_samples)} → (N, C·D): the mean fused token of each of `channels` (a SynthSleepNet; every
-        channel present), concatenated in that order. `forward` averages the same tokens over all channels at
-        once; this keeps the channels apart, as the hand-crafted features do."""
+        channel present), concatenated in that order; with `spread`, (N, 2·C·D): each channel's mean, then each
+        channel's standard deviation over its frames (biased). `forward` averages the same tokens over all
+        channels at once; this keeps the channels apart, as the hand-crafted features do."""
         if self.backbone_kind != SYNTHSLEEPNET:
             raise ValueError("EpochEncoder: per-channel vectors need a SynthSleepNet; a NeuroNet reads one channel")
         missing = [ch for ch in self.channels if signals.get(ch) is None]
         if missing:
             raise ValueError(f"EpochEncoder: per-channel vectors need every channel; input lacks {missing}")
         tokens = self.frame_tokens(signals, "fusion")  # {channel: (N, N_m, D)}
-        return torch.cat([tokens[ch].mean(dim=1) for ch in self.channels], dim=1)
+        means = [tokens[ch].mean(dim=1) for ch in self.channels]
+        spreads = [tokens[ch].std(dim=1, unbiased=False) for ch in self.channels] if spread else []
+        return torch.cat(means + spreads, dim=1)
 
     def to_config(self) -> dict[str, Any]:
         return {

@@ -49,6 +49,32 @@ def test_the_encoder_pools_each_channel_apart_and_keeps_the_choice(backbones):
         EpochEncoder(load_backbone(backbones["fusion"]), CHANNELS, pooling="max")
 
 
+def test_channel_stats_adds_each_channels_spread_over_its_frames(backbones, cohort, tmp_path):
+    """`channel_stats`: each channel's mean fused token, then each channel's standard deviation over its frames
+    (2·C·D); it travels with a probe into inference like `channel`."""
+    channel = EpochEncoder(load_backbone(backbones["fusion"]), CHANNELS, "frozen", pooling="channel").eval()
+    stats = EpochEncoder(load_backbone(backbones["fusion"]), CHANNELS, "frozen", pooling="channel_stats").eval()
+    signals = {ch: torch.randn(3, 3000) for ch in CHANNELS}
+    with torch.no_grad():
+        vectors = stats(signals)
+        tokens = stats.frame_tokens(signals, "fusion")
+        spread = torch.cat([tokens[ch].std(dim=1, unbiased=False) for ch in CHANNELS], dim=1)
+        assert vectors.shape == (3, stats.embed_dim) and stats.embed_dim == 2 * channel.embed_dim
+        half = channel.embed_dim
+        assert torch.allclose(vectors[:, :half], channel(signals)) and torch.allclose(vectors[:, half:], spread)
+        assert (vectors[:, half:] > 0).all()
+    rebuilt = build_epoch_encoder(stats.to_config())
+    rebuilt.load_state_dict(stats.state_dict())
+    with torch.no_grad():
+        assert rebuilt.pooling == "channel_stats" and torch.allclose(rebuilt.eval()(signals), vectors)
+    probe = tmp_path / "probe"
+    base = ["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--task", "sleep_stage", *RUN]
+    assert linear_probing.main([*base, "--out", str(probe), "--epochs", "1", "--pooling", "channel_stats"]) == 0
+    assert json.loads((probe / "metrics.json").read_text())["pooling"] == "channel_stats"
+    model = load_downstream_run(probe)
+    assert model.model.encoder.pooling == "channel_stats"
+
+
 def test_probe_and_fine_tuning_train_and_reload_per_channel(cohort, backbones, tmp_path, capsys):
     base = ["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--task", "sleep_stage", *RUN]
     probe, tuned = tmp_path / "probe", tmp_path / "tuned"
