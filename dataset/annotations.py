@@ -278,11 +278,18 @@ def _clock_text_s(text: str, whole: bool) -> float | None:
     if whole:
         found = re.fullmatch(rf"\s*{pattern}\s*", text)
     else:
-        matches = list(re.finditer(rf"(?<![\d.:]){pattern}(?![\d.:])", text))
+        matches = list(re.finditer(rf"(?<![\d.:]){pattern}(?![\d.:])(?:\s*([AaPp])\.?[Mm]\.?)?", text))
         found = matches[-1] if matches else None
     if not found:
         return None
-    hour, minute, second = (int(v) for v in found.groups())
+    if not whole and found.group(4):  # "11:01:25 PM": a 12-hour clock
+        hour = int(found.group(1))
+        if not 1 <= hour <= 12:
+            return None
+        seconds = _clock_text_s(found.group(0)[: found.end(3) - found.start(0)], whole=True)
+        half = 0.0 if found.group(4).lower() == "a" else 12 * 3600.0
+        return None if seconds is None else (seconds % (12 * 3600.0)) + half
+    hour, minute, second = (int(v) for v in found.groups()[:3])
     return 3600.0 * hour + 60.0 * minute + second if hour < 24 and minute < 60 and second < 60 else None
 
 
@@ -457,12 +464,13 @@ def read_annotations(path: str | Path, recording: EdfHeader | None = None) -> Ns
 def recording_mismatch(annotations: NsrrAnnotations, recording: EdfHeader) -> list[str]:
     """Warnings when an NSRR file's "Recording Start Time" record describes another recording than the EDF it is
     paired with: a ClockTime more than `CLOCK_TOLERANCE_S` from the EDF's start time (across midnight taken the
-    short way), or a Duration at least one epoch longer or shorter than the EDF. A scoring copied from another
-    night is otherwise silent: its stages simply label this night's epochs. Either field missing or unreadable:
-    nothing to compare."""
+    short way; a 12-hour "11:01:25 PM" read as such), or a Duration at least one epoch longer or shorter than
+    the EDF. A scoring copied from another night is otherwise silent: its stages simply label this night's
+    epochs. Either field missing or unreadable, or either clock exactly 00:00:00 (what anonymisers and some
+    writers put for a start not kept): nothing to compare."""
     notes = []
     theirs, mine = _clock_text_s(annotations.recording_clock, whole=False), _clock_s(recording)
-    if theirs is not None and mine is not None:
+    if theirs is not None and mine is not None and 0.0 not in (theirs, mine):  # 00.00.00: often "not kept"
         gap = (theirs - mine + DAY_S / 2) % DAY_S - DAY_S / 2
         if abs(gap) > CLOCK_TOLERANCE_S:
             notes.append(

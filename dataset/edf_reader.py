@@ -241,14 +241,6 @@ def read_edf_header(path: str | Path) -> EdfHeader:
         )
         header.signals.append(signal)
         offset += samples
-    first_of: dict[str, int] = {}
-    for signal in header.signals:  # labels are not unique by the standard; a channel is read by its label
-        first = first_of.setdefault(signal.label, signal.index)
-        if first != signal.index and not signal.is_annotation:
-            header.warnings.append(
-                f"signals {first} and {signal.index} are both labelled {signal.label!r}: a channel read by that label "
-                f"takes signal {first}"
-            )
 
     if header.record_duration == 0 and header.labels:  # EDF+: duration 0 only in annotation-only files
         raise EdfError(f"{path}: data record duration 0 s, expected > 0")

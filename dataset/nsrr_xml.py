@@ -97,6 +97,13 @@ class NsrrAnnotations:
             return 0.0
         return float(np.max(self.stage_start + self.stage_duration))
 
+    @property
+    def staged_s(self) -> float:
+        """End of the last stage event that stages (wake or a sleep stage; not movement or unscored), 0 when none:
+        a recorder stopped before the scorer's last "unscored" block ends is no mismatch."""
+        staged = self.stage_class >= 0
+        return float(np.max((self.stage_start + self.stage_duration)[staged])) if staged.any() else 0.0
+
 
 def local_tag(tag: object) -> str:
     """An element's tag without its XML namespace, lower-case ("" for comments and processing instructions)."""

@@ -155,6 +155,12 @@ def find_channels(
         )
     except ChannelMapError as err:
         raise EdfError(f"{header.path}: {err}") from None
+    for name, source in sources.items():  # labels are not unique by the standard: the first of equals was taken
+        for i in source.indices:
+            twins = [s.index for s in signals if s.label == signals[i].label]
+            note = f"{name}: signals {' and '.join(map(str, twins))} are all labelled {signals[i].label!r}; took {twins[0]}"
+            if len(twins) > 1 and note not in header.warnings:
+                header.warnings.append(note)
     return {name: (source, tuple(signals[i] for i in source.indices)) for name, source in sources.items()}
 
 
@@ -495,10 +501,17 @@ def night_info(
         lost.append(
             f"the scoring ends at {scored_s:g} s, the signal at {signal_s:g} s: {signal_s - kept_s:g} s not kept"
         )
-    if annotations is not None and scored_s - signal_s >= EPOCH_S:  # a cut file, or another night's scoring
-        lost.append(f"the scoring runs to {scored_s:g} s, past the signal's end at {signal_s:g} s")
+    lost += scoring_past_signal(annotations, signal_s) if annotations is not None else []
     info["warnings"] = "; ".join(header.warnings + (annotations.warnings if annotations is not None else []) + lost)
     return info
+
+
+def scoring_past_signal(annotations: NsrrAnnotations, signal_s: float) -> list[str]:
+    """A note when the scoring stages an epoch or more past the signal's end: a file cut short, or the scoring of
+    another, longer night."""
+    if annotations.staged_s - signal_s < EPOCH_S:
+        return []
+    return [f"the scoring stages up to {annotations.staged_s:g} s, past the signal's end at {signal_s:g} s"]
 
 
 def process_recording(

@@ -279,6 +279,14 @@ def table_row(run: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
         ) from None
 
 
+def same_cohort(one: Any, other: Any) -> bool:
+    """Whether two runs' recorded cohorts (`data`) are one folder, however it was reached. A run without a usable
+    record is taken as paired, and `cohort_of` then says what it lacks."""
+    if not isinstance(one, str) or not isinstance(other, str):
+        return True
+    return one == other or Path(one).resolve() == Path(other).resolve()
+
+
 def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     """Table rows of the runs, with the combined AHI agreement filled in for apnea + hypopnea pairs. Every file
     of the runs is read here (ValueError naming the first that is missing, unreadable or incomplete), so nothing
@@ -305,12 +313,13 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
     for row in rows:
         if row["task"] != "apnea":
             continue
-        cohorts = lambda r: (cohort_of_row[r["run"]], cohort_of_row[row["run"]])  # noqa: E731
         partners = [
             r
             for r in rows
-            if r["task"] == "hypopnea" and key(r) == key(row) and (None in cohorts(r) or len(set(cohorts(r))) == 1)
-        ]  # a run without its cohort is paired, and `cohort_of` then says what it lacks
+            if r["task"] == "hypopnea"
+            and key(r) == key(row)
+            and same_cohort(cohort_of_row[r["run"]], cohort_of_row[row["run"]])
+        ]
         if len(partners) > 1:  # runs this table cannot tell apart (e.g. another --select-metric): no pair guessed
             print(
                 f"warning: {row['run']}: {len(partners)} hypopnea runs of the same setup "

@@ -29,7 +29,7 @@ from dataset.channel_map import ChannelMap, looked_for
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, LABEL_EVENT_COLUMNS, STAGE_UNSCORED, TASKS
 from dataset.edf_reader import EdfError, read_edf_header
 from dataset.labels import epoch_labels, labels_frame, night_summary
-from dataset.signal_processing import ProcessingConfig
+from dataset.signal_processing import ProcessingConfig, scoring_past_signal
 from dataset.tiling import Tiling
 from downstream.cache import RecordingVectors, VectorStore, neighbour_vectors, night_normalised, predict_tiles
 from downstream.predictions import epochwise, predict_windows
@@ -269,7 +269,7 @@ def recording_start(edf_path: Path) -> datetime.datetime | None:
         header = read_edf_header(edf_path)
         clock = datetime.datetime.strptime(header.starttime, "%H.%M.%S").time()
         offset = datetime.timedelta(seconds=first_sample_s(header))
-    except (EdfError, ValueError):
+    except (EdfError, ValueError, OverflowError):  # a first record dated beyond what a timedelta holds
         return None
     try:
         day, month, year = (int(v) for v in header.startdate.split("."))
@@ -368,9 +368,10 @@ def channel_report(
             raise InputError(
                 f"{edf_path}: none of the channels the {task} model needs is usable ({why_unusable(run.channels)})"
             )
-        if missing and getattr(getattr(run.model, "encoder", None), "pooling", "mean") in PER_CHANNEL_POOLINGS:
+        pooling = getattr(getattr(run.model, "encoder", None), "pooling", "mean")
+        if missing and pooling in PER_CHANNEL_POOLINGS:
             raise InputError(
-                f"{edf_path}: the {task} model keeps each channel apart (--pooling channel) and needs all of "
+                f"{edf_path}: the {task} model keeps each channel apart (--pooling {pooling}) and needs all of "
                 f"{', '.join(run.channels)}; unusable here: {why_unusable(missing)}"
             )
         models[task] = {
@@ -416,7 +417,8 @@ def scored_labels(
     """Labels of the whole night's `n_epochs` from its annotation file (NSRR XML or any format the parser reads,
     `dataset.annotations.read_annotations`; `dataset.labels.epoch_labels`), -1 after the scored part (epochs past
     min(signal, scoring) as the parser trims), and the parser's manifest numbers of the scored part
-    (`ahi_scored`, `tst_min`, ...). Raises XmlError / EdfError."""
+    (`ahi_scored`, `tst_min`, ...) with `scoring_warnings`, the parser's notes of this scoring. Raises XmlError /
+    EdfError."""
     annotations = read_annotations(xml_path, read_edf_header(edf_path))
     scored_s = annotations.scored_s or signal_s  # no stage event: nothing scored, the whole signal kept
     n_scored = min(n_epochs, int(math.floor(min(signal_s, scored_s) / EPOCH_S + 1e-9)))
@@ -424,4 +426,11 @@ def scored_labels(
     for name in ("stage", *LABEL_EVENT_COLUMNS):
         labels[name][n_scored:] = STAGE_UNSCORED  # not scored: never compared
     summary = night_summary(epoch_labels(annotations, n_scored), annotations.events, n_scored * float(EPOCH_S))
-    return labels_frame(labels), {**summary, "scored_s": scored_s, "scored_part_epochs": n_scored}
+    # what the parser would note of this scoring (another night's, a start taken across midnight, ...)
+    notes = [*annotations.warnings, *scoring_past_signal(annotations, signal_s)]
+    return labels_frame(labels), {
+        **summary,
+        "scored_s": scored_s,
+        "scored_part_epochs": n_scored,
+        "scoring_warnings": notes,
+    }

@@ -52,7 +52,8 @@ must be new, empty, or an earlier predict.py output.
 
 A SynthSleepNet model missing some of its channels predicts from the others (dropped from the fusion input, not
 zero-filled) and the report names them. Unreadable or malformed inputs end with one `error: FILE: ...` line and
-exit code 2.
+exit code 2; a fault not foreseen while one night is predicted or written, with one `error: EDF: ...` line and
+exit code 1 (`--out` as it was).
 """
 
 from __future__ import annotations
@@ -406,7 +407,7 @@ def predict_night(
         oximetry,
         channels["models"]["sleep_stage"]["missing"],
     )
-    warnings_ = []
+    warnings_ = [f"scoring: {note}" for note in info.get("scoring_warnings", [])]  # the agreement rests on it
     if info.get("truncated"):
         warnings_.append(
             f"truncated EDF ({info.get('warnings') or 'last data record cut'}): predicted the "
@@ -430,7 +431,7 @@ def predict_night(
     if channels["missing"]:
         notes.append(f"missing channels {', '.join(channels['missing'])}: predicted without them")
     if n_epochs and not times[0]:
-        notes.append("the recording's start time or date could not be read: the clock times are left blank")
+        notes.append("the recording's start time could not be read: the clock times are left blank")
     if labels is not None and info["scored_part_epochs"] < n_epochs:
         notes.append(
             f"the scoring covers the first {info['scored_part_epochs']} of the {n_epochs} predicted epochs; "

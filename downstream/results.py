@@ -300,8 +300,8 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
         "train_subjects": metrics.get("train_subjects"),
-        # which epochs count as events (`--label-rule`); None for staging, which has no such rule
-        "label_rule": metrics.get("label_rule") if metrics["task"] != "sleep_stage" else None,
+        # which epochs count as events (`--label-rule`; runs written before it: midpoint); None for staging
+        "label_rule": (metrics.get("label_rule") or "midpoint") if metrics["task"] != "sleep_stage" else None,
         "seed": metrics.get("seed"),
         "n_test_subjects": test["n_subjects"],
         "n_test_epochs": test["n_epochs"],

@@ -246,7 +246,7 @@ class EpochEncoder(nn.Module):
     def forward(self, signals: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """{channel: (N, n_samples)} robust-scaled epochs (3000 samples at 100 Hz, 300 for the 10-Hz respiratory
         channels) → pooled representation (N, embed_dim): the mean token (D), or with per-channel pooling
-        `channel_vectors` (C·D)."""
+        `channel_vectors` (C·D, or 2·C·D with the spread)."""
         if self.pooling in PER_CHANNEL_POOLINGS:
             return self.channel_vectors(signals, spread=self.pooling == "channel_stats")
         if self.backbone_kind == NEURONET:

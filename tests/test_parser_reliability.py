@@ -312,36 +312,58 @@ def test_another_nights_scoring_is_named_in_the_warnings(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     write_edf(src / "x-1.edf", 1800)
+    _started_at(src / "x-1.edf", b"22.00.00")
     stages = [0, 1, 2, 2, 3, 4] * 160  # 960 epochs: 8 h
     write_xml(src / "x-1-nsrr.xml", stage_events(stages), clock="01.30.00", recording_s=28800)
     make_night(src, "x-2")  # its own scoring: no warning
     rows = parse(src, tmp_path / "dst").set_index("recording_id")
     warned = rows.loc["x-1", "warnings"]
     assert rows.loc["x-1", "status"] == "ok" and rows.loc["x-1", "n_epochs"] == 60
-    assert "its Recording Start Time is '00.00.00 01.30.00', the EDF starts at 00.00.00 (+5400 s)" in warned
+    assert "its Recording Start Time is '00.00.00 01.30.00', the EDF starts at 22.00.00 (+12600 s)" in warned
     assert "scored on a recording of 28800 s, the EDF holds 1800 s: is it this night's scoring?" in warned
-    assert "the scoring runs to 28800 s, past the signal's end at 1800 s" in warned
+    assert "the scoring stages up to 28800 s, past the signal's end at 1800 s" in warned
     assert rows.loc["x-2", "warnings"] == ""
 
 
+def _started_at(edf: Path, clock: bytes) -> Path:
+    data = bytearray(edf.read_bytes())
+    data[176:184] = clock  # the header's start time
+    edf.write_bytes(bytes(data))
+    return edf
+
+
 def test_a_start_clock_across_midnight_or_a_short_last_epoch_is_no_mismatch(tmp_path):
-    """The ClockTime is compared on the clock (23:59:30 vs 00:00:10 is 40 s apart, within tolerance), and a length
-    that differs by less than one epoch is the same recording."""
+    """The ClockTime is compared on the clock (23:59:30 vs 00:00:10 is 40 s apart, within tolerance; a 12-hour
+    "10:00:30 PM" is 22:00:30), a length that differs by less than one epoch is the same recording, and a clock
+    of 00.00.00 (a start not kept) is not compared."""
     from dataset.annotations import read_annotations
     from dataset.edf_reader import read_edf_header
     from tests.parser_nights import stage_events, write_edf, write_xml
 
     write_edf(tmp_path / "m.edf", 600)
-    header = read_edf_header(tmp_path / "m.edf")
-    for clock, length, expected in (
-        ("00.00.40", 629, 0),
-        ("23.59.30", 571, 0),
-        ("00.01.01", 600, 1),
-        ("00.00.00", 630, 1),
-    ):
-        write_xml(tmp_path / "m-nsrr.xml", stage_events([0] * 20), clock=clock, recording_s=length)
-        warnings = read_annotations(tmp_path / "m-nsrr.xml", header).warnings
-        assert len(warnings) == expected, (clock, length, warnings)
+    cases = {
+        b"00.00.10": (("23.59.30", 629, 0), ("23.59.30", 571, 0), ("00.01.11", 600, 1), ("00.00.10", 630, 1)),
+        b"22.00.00": (("10:00:30 PM", 600, 0), ("10:00:30 AM", 600, 1), ("00.00.00 22.00.20", 600, 0)),
+        b"00.00.00": (("11:01:25 PM", 600, 0), ("00.00.00 05.00.00", 600, 0)),
+    }
+    for start, checks in cases.items():
+        header = read_edf_header(_started_at(tmp_path / "m.edf", start))
+        for clock, length, expected in checks:
+            write_xml(tmp_path / "m-nsrr.xml", stage_events([0] * 20), clock=clock, recording_s=length)
+            warnings = read_annotations(tmp_path / "m-nsrr.xml", header).warnings
+            assert len(warnings) == expected, (start, clock, length, warnings)
+
+
+def test_an_unscored_tail_past_the_signal_is_no_mismatch(tmp_path):
+    """A recorder that stopped before the scorer's closing "unscored" block ends: no warning."""
+    from tests.parser_nights import stage_events, write_edf, write_xml
+
+    (tmp_path / "src").mkdir()
+    write_edf(tmp_path / "src" / "t-1.edf", 1200)
+    events = stage_events([0, 1, 2, 2] * 10) + [("Stages|Stages", "Unscored|9", 1200.0, 600.0)]
+    write_xml(tmp_path / "src" / "t-1-nsrr.xml", events, recording_s=1200)
+    rows = parse(tmp_path / "src", tmp_path / "dst").set_index("recording_id")
+    assert rows.loc["t-1", "status"] == "ok" and rows.loc["t-1", "warnings"] == ""
 
 
 def test_allow_unscored_alone_reuses_every_scored_night(tmp_path):
@@ -366,7 +388,7 @@ def test_two_signals_with_one_label_are_named(tmp_path):
     layout["eeg_c3"] = ("EEG", *SHHS1["eeg_c3"][1:])
     make_night(tmp_path / "src", "d-1", layout=layout)
     rows = parse(tmp_path / "src", tmp_path / "dst").set_index("recording_id")
-    assert "are both labelled 'EEG': a channel read by that label takes signal" in rows.loc["d-1", "warnings"]
+    assert "eeg_c4: signals 2 and 7 are all labelled 'EEG'; took 2" in rows.loc["d-1", "warnings"]
 
 
 def test_a_cohort_too_small_to_split_says_so_where_the_split_is_read(tmp_path, capsys):

@@ -608,4 +608,22 @@ def test_an_unreadable_start_time_leaves_blank_clock_times_and_says_so(predict_a
     assert predict.main(predict_argv(edf, out)) == 0
     report = json.loads((out / "report.json").read_text())
     assert report["start_time"] is None and pd.read_csv(out / "hypnogram.csv")["time"].isna().all()
-    assert "the recording's start time or date could not be read: the clock times are left blank" in report["notes"]
+    assert "the recording's start time could not be read: the clock times are left blank" in report["notes"]
+
+
+def test_a_scoring_of_another_recording_is_named_in_the_report(predict_argv, night, tmp_path):
+    """--xml of another night (its Recording Start Time says 8 h): the agreement is computed, and the report's
+    warnings say the scoring may not be this night's, as the parser's manifest would."""
+    edf, xml = night
+    other = tmp_path / "other-nsrr.xml"
+    text = xml.read_text()
+    start = text.index("<Duration>", text.index("Recording Start Time"))
+    other.write_text(text[:start] + "<Duration>28800.0</Duration>" + text[text.index("</Duration>", start) + 11 :])
+    out = tmp_path / "out"
+    assert predict.main(predict_argv(edf, out, "--xml", str(other))) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert any(
+        w.startswith("scoring: ") and "scored on a recording of 28800 s" in w and "this night's scoring?" in w
+        for w in report["warnings"]
+    )
+    assert report["agreement"] is not None

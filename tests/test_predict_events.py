@@ -340,9 +340,11 @@ def test_a_night_without_respiratory_channels_is_flagged(predict_runs, event_fea
     )
 
 
-def test_a_night_without_airflow_scores_no_apnea_or_hypopnea(predict_runs, event_features_run, tmp_path):
+def test_a_night_without_airflow_scores_no_apnea_or_hypopnea(predict_runs, event_features_run, tmp_path, monkeypatch):
     """Effort belts and SpO2 but no flow: the AHI is withheld, and no apnea or hypopnea is listed in events.csv
-    or exported as scored (desaturations stay)."""
+    or exported as scored (desaturations stay), whatever the event model would find from the belts."""
+    found = [Event(60.0, 15.0, "obstructive_apnea"), Event(300.0, 20.0, "hypopnea")]
+    monkeypatch.setattr(predict, "detect_night_events", lambda *_args: (found, [True, True]))
     edf = tmp_path / "noflow-900014.edf"
     synthetic.generate_night(edf, tmp_path / "noflow-900014-nsrr.xml", "noflow-900014", hours=0.5, seed=21,
                              missing_channels=("airflow",))  # fmt: skip

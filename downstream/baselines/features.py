@@ -3,7 +3,7 @@ powers and signal statistics per channel), or, with --backbone, a frozen pretrai
 
     python downstream/baselines/features.py --data DST --task sleep_stage|apnea|hypopnea \
         [--label-fraction 0.01|0.05|1.0] [--train-subjects N] [--channels eeg_c4,eog_l,...] [--out DIR] \
-        [--backbone RUN [--pooling mean|channel]]
+        [--backbone RUN [--pooling mean|channel|channel_stats]]
 
 Same splits, label fractions, leakage guard, test tiling and outputs as the linear probe and fine-tuning
 (the `downstream` library modules), so its row in `downstream/evaluate.py`'s table is directly comparable:
