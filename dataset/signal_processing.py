@@ -155,12 +155,15 @@ def find_channels(
         )
     except ChannelMapError as err:
         raise EdfError(f"{header.path}: {err}") from None
-    for name, source in sources.items():  # labels are not unique by the standard: the first of equals was taken
+    readers: dict[str, list[str]] = {}  # labels are not unique by the standard: the first of equals was taken
+    for name, source in sources.items():
         for i in source.indices:
-            twins = [s.index for s in signals if s.label == signals[i].label]
-            note = f"{name}: signals {' and '.join(map(str, twins))} are all labelled {signals[i].label!r}; took {twins[0]}"
-            if len(twins) > 1 and note not in header.warnings:
-                header.warnings.append(note)
+            readers.setdefault(signals[i].label, []).append(name)
+    for label, names in readers.items():
+        twins = [s.index for s in signals if s.label == label]
+        note = f"signals {' and '.join(map(str, twins))} are all labelled {label!r}; {', '.join(names)} took {twins[0]}"
+        if len(twins) > 1 and note not in header.warnings:
+            header.warnings.append(note)
     return {name: (source, tuple(signals[i] for i in source.indices)) for name, source in sources.items()}
 
 

@@ -281,7 +281,8 @@ def table_row(run: Path, metrics: Mapping[str, Any]) -> dict[str, Any]:
 
 def same_cohort(one: Any, other: Any) -> bool:
     """Whether two runs' recorded cohorts (`data`) are one folder, however it was reached. A run without a usable
-    record is taken as paired, and `cohort_of` then says what it lacks."""
+    record is taken as paired: the pair's AHI is read from the apnea run's cohort (`cohort_of`, which says what
+    that run lacks)."""
     if not isinstance(one, str) or not isinstance(other, str):
         return True
     return one == other or Path(one).resolve() == Path(other).resolve()

@@ -388,7 +388,7 @@ def test_two_signals_with_one_label_are_named(tmp_path):
     layout["eeg_c3"] = ("EEG", *SHHS1["eeg_c3"][1:])
     make_night(tmp_path / "src", "d-1", layout=layout)
     rows = parse(tmp_path / "src", tmp_path / "dst").set_index("recording_id")
-    assert "eeg_c4: signals 2 and 7 are all labelled 'EEG'; took 2" in rows.loc["d-1", "warnings"]
+    assert "signals 2 and 7 are all labelled 'EEG'; eeg_c4 took 2" in rows.loc["d-1", "warnings"]
 
 
 def test_a_cohort_too_small_to_split_says_so_where_the_split_is_read(tmp_path, capsys):
