@@ -273,13 +273,15 @@ def _clock_s(header: EdfHeader) -> float | None:
 
 def _clock_text_s(text: str, whole: bool) -> float | None:
     """Seconds since midnight of "hh.mm.ss" or "hh:mm:ss": the whole text, or (`whole=False`) its last such time, as
-    NSRR writes a ClockTime ("00.00.00 22.00.00", the first part a placeholder date). None when unreadable."""
+    NSRR writes a ClockTime ("00.00.00 22.00.00", the first part a placeholder date), the last with colons where
+    there is one ("22:00:00 01.01.01"). None when unreadable."""
     pattern = r"(\d{1,2})[.:](\d{1,2})[.:](\d{1,2})(?:\.\d+)?"
     if whole:
         found = re.fullmatch(rf"\s*{pattern}\s*", text)
     else:
         matches = list(re.finditer(rf"(?<![\d.:]){pattern}(?![\d.:])(?:\s*([AaPp])\.?[Mm]\.?)?", text))
-        found = matches[-1] if matches else None
+        colon = [m for m in matches if ":" in m.group(0)]  # "22:00:00 01.01.01": the colons mark the time
+        found = (colon or matches)[-1] if matches else None
     if not found:
         return None
     if not whole and found.group(4):  # "11:01:25 PM": a 12-hour clock
