@@ -191,6 +191,10 @@ def bad_case(case: str, script: str, inputs: Inputs, tmp: Path) -> tuple[list[st
     elif case == "out_below_a_file":
         (tmp / "a_file").write_text("not a folder\n")
         out, expect = tmp / "a_file" / "run", "--out"
+    elif case == "model_arg_unbuildable":  # accepted by the config's checks, refused by the model's own
+        if script != "unimodal":
+            return None
+        extra, expect = ["--model-arg", "mask_ratio=0"], "masks none of 27 frames"
     else:
         raise AssertionError(case)
     return [*valid_args(script, inputs), *extra, "--data", str(data), "--out", str(out)], expect
@@ -215,6 +219,7 @@ CASES = (
     "cache_dir_is_a_file",
     "accumulation_beyond_data",
     "out_below_a_file",
+    "model_arg_unbuildable",
 )
 
 

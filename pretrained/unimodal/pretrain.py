@@ -31,6 +31,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from dataset.constants import CHANNEL_BY_NAME, ENCODER_MODALITIES, ENCODER_MODALITY, EPOCH_S, MODALITY_CHANNELS, RESP_FS
 from dataset.datasets import EpochDataset, open_reported
 from dataset.neighbours import NeighbourPairs
@@ -164,6 +166,8 @@ def run(argv: list[str] | None, modality: str) -> int:
             cfg.preset,
             **{**modality_geometry(modality, cfg.preset), "detach_target": cfg.detach_target, **cfg.model_args},
         )
+        with torch.device("meta"):  # the model's own checks (frames to mask, stage widths), before --out is touched
+            build_neuronet(model_config)
     except (ValueError, TypeError) as err:
         raise UsageError(f"--preset {cfg.preset} / --model-arg: {err}") from None
     # before any work: an unreadable checkpoint, or one of another run (another modality's NeuroNet too)
