@@ -95,5 +95,8 @@ def test_a_finished_run_is_not_rerun_under_other_options(tmp_path):
     with pytest.raises(UsageError, match=r"a finished run \(step 3\) with other options.*'seed': \(0, 9\)"):
         run_toy(run, "--passes", "1", "--seed", "9")
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    with pytest.raises(UsageError, match=r"a finished run \(step 3\) with other options.*'max_steps': \(0, 2\)"):
+        run_toy(run, "--passes", "1", "--max-steps", "2")  # a cap below the step reached trains nothing either
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     _, summary = run_toy(run, "--passes", "2", "--seed", "9")
     assert summary["step"] == 6

@@ -380,7 +380,10 @@ class Trainer:
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         self.epoch, self.batch_in_epoch, self.step = int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]), int(ckpt["step"])
-        if changed and (self.epoch >= cfg.passes or self.step >= self.step_cap):
+        cap = getattr(cfg, "max_steps", None)  # another cap alone goes on silently, unless nothing is left to train
+        capped = {"max_steps": (saved["max_steps"], cap)} if saved.get("max_steps", cap) != cap else {}
+        if (changed or capped) and (self.epoch >= cfg.passes or self.step >= self.step_cap):
+            changed = {**changed, **capped}
             # nothing is left to train, yet config.json and the results would name the changed options
             raise UsageError(
                 f"{path}: a finished run (step {self.step}) with other options than this one (checkpoint -> now: "
