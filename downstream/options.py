@@ -18,6 +18,7 @@ from dataset.constants import CHANNEL_BY_NAME, EPHYS_CHANNELS, EPOCH_SAMPLES, TA
 from downstream.results import FINE_TUNE, LINEAR_PROBE, SCRATCH_FINETUNE, SCRATCH_PROBE
 from models.heads import NIGHT_NORMS, PER_CHANNEL_POOLINGS, POOLINGS
 from models.loading import SYNTHSLEEPNET
+from utils.checkpoint import replaceable
 from utils.config import (
     CONFIG_HISTORY_HELP,
     Config,
@@ -253,7 +254,7 @@ def parse_downstream(
         name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}{night}{pooled}-seed{cfg.seed}"
         cfg = cfg.replace(out=Path("runs") / "downstream" / cfg.method / name)
     check_out_dir(cfg.out)
-    if cfg.method in ENGINE_METHODS:  # the feature baseline checks its own --out (`features.earlier_run`)
+    if cfg.method in ENGINE_METHODS:  # the feature baseline checks its own --out (`check_run_folder`)
         refuse_foreign_run(cfg.out, lambda record: record.get("method") in ENGINE_METHODS)
     if getattr(cfg, "cache_dir", None) is not None:
         check_out_dir(cfg.cache_dir, "--cache-dir")
@@ -263,14 +264,35 @@ def parse_downstream(
 ENGINE_METHODS = (LINEAR_PROBE, FINE_TUNE, SCRATCH_PROBE, SCRATCH_FINETUNE)  # runs of utils/engine.py
 
 
+def run_record(out: Path) -> dict[str, Any] | None:
+    """The metrics.json of the finished run in `out`, or None when there is none that can be read."""
+    try:
+        record = json.loads((Path(out) / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
 def refuse_foreign_run(out: Path, own: Callable[[Mapping[str, Any]], bool]) -> None:
     """UsageError when `out` holds the finished run of another script (its metrics.json, for which `own` is
     false): a new run would publish beside files it does not know of (a detector's model.pkl, another method's
     report), and the folder would describe one run while holding another's."""
-    try:
-        record = json.loads((Path(out) / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return
-    if isinstance(record, dict) and not own(record):
+    record = run_record(out)
+    if record is not None and not own(record):
         what = f"{record.get('method', '?')} {record.get('task', '?')}"
-        raise UsageError(f"--out {out}: holds a run of another script ({what}); give a new or empty folder")
+        raise UsageError(
+            f"--out {out}: a folder holding other files (a run of another script ({what})); give a new or empty folder"
+        )
+
+
+def check_run_folder(out: Path, own: Callable[[Mapping[str, Any]], bool], whole: bool = False) -> None:
+    """UsageError unless `out` is new, an empty folder, or holds a finished run of the calling script (`own` of its
+    metrics.json), for the scripts that write no checkpoint to resume from. `whole`: the run replaces the folder
+    whole, which a symbolic link cannot be (`utils.checkpoint.staged_folder`)."""
+    if replaceable(Path(out), ()):
+        return
+    refuse_foreign_run(out, own)
+    if run_record(out) is None or (whole and Path(out).is_symlink()):
+        raise UsageError(
+            f"--out {out}: a folder holding other files (not a run of this script); give a new or empty folder"
+        )

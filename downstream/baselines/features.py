@@ -38,7 +38,6 @@ whole at the end (staged beside it, then swapped in): a run that fails or is kil
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import pickle
 import shutil
@@ -72,6 +71,7 @@ from downstream.options import (
     add_pooling_args,
     add_task_args,
     check_pooling,
+    check_run_folder,
     parse_downstream,
 )
 from downstream.predictions import predict_stored_epochs
@@ -80,7 +80,7 @@ from downstream.runs import report, run_info, train_summary
 from downstream.training import class_weights, selection_scores
 from models.heads import EpochEncoder
 from utils import features as features_module
-from utils.checkpoint import replaceable, sha256_file, staged_folder
+from utils.checkpoint import sha256_file, staged_folder
 from utils.config import (
     CONFIG_HISTORY_HELP,
     ArgumentParser,
@@ -316,24 +316,12 @@ def representation(cfg: Config) -> Representation:
     return Representation(device, list(source.channels), source, encoder.to(device).eval())
 
 
-def earlier_run(out: Path) -> bool:
-    """Whether `out` is a real folder holding a finished run of this script (its metrics.json names the method),
-    which a new run may replace whole; an event-detection run also writes model.pkl, so that file proves nothing."""
-    try:
-        method = json.loads((out / "metrics.json").read_text()).get("method")
-    except (OSError, ValueError, AttributeError):
-        return False
-    return not out.is_symlink() and method in (FEATURES_HGB, BACKBONE_HGB)
-
-
 def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_features_parser()
     cfg = parse_downstream(parser, argv, lambda c: BACKBONE_HGB if c.backbone is not None else FEATURES_HGB)
-    if not replaceable(Path(cfg.out), ()) and not earlier_run(Path(cfg.out)):  # --out is replaced whole
-        raise UsageError(
-            f"--out {cfg.out}: a folder holding other files (not a run of this script); give a new or empty folder"
-        )
+    # --out is replaced whole; a run of this script names its method (an event detector's model.pkl proves nothing)
+    check_run_folder(cfg.out, lambda record: record.get("method") in (FEATURES_HGB, BACKBONE_HGB), whole=True)
     assert_no_test_leakage(cfg.data)
     if cfg.channels is not None and not cfg.channels:
         raise UsageError("--channels: name at least one channel")

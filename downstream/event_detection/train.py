@@ -71,10 +71,9 @@ from downstream.event_detection.scoring import evaluate_split
 from downstream.event_detection.selection import select_decoding
 from downstream.event_detection.token_methods import DEFAULT_STEPS, TOKEN_METHODS, fit_tokens
 from downstream.leakage import LeakageError, assert_no_test_leakage
-from downstream.options import refuse_foreign_run
+from downstream.options import check_run_folder
 from downstream.runs import cohort_processing
 from models.heads import TOKEN_SOURCES
-from utils.checkpoint import replaceable
 from utils.config import (
     ArgumentParser,
     Config,
@@ -275,12 +274,7 @@ def parse_args(argv: list[str] | None) -> Config:
         )
     cfg = cfg.replace(**resolved)
     check_out_dir(cfg.out)
-    if not replaceable(Path(cfg.out), ()):  # an empty or new folder, or an earlier run of this script
-        refuse_foreign_run(cfg.out, lambda record: record.get("task") == "event_detection")
-        if not (Path(cfg.out) / "metrics.json").is_file():
-            raise UsageError(
-                f"--out {cfg.out}: a folder holding other files (not a run of this script); give a new or empty folder"
-            )
+    check_run_folder(cfg.out, lambda record: record.get("task") == "event_detection")
     if cfg.cache_dir is not None:
         check_out_dir(cfg.cache_dir, "--cache-dir")
     return cfg
