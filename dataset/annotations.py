@@ -284,14 +284,11 @@ def _clock_text_s(text: str, whole: bool) -> float | None:
         found = (colon or matches)[-1] if matches else None
     if not found:
         return None
-    if not whole and found.group(4):  # "11:01:25 PM": a 12-hour clock
-        hour = int(found.group(1))
+    hour, minute, second = (int(v) for v in found.groups()[:3])
+    if not whole and found.group(4):  # "11:01:25 PM": a 12-hour clock, 12 AM the midnight hour
         if not 1 <= hour <= 12:
             return None
-        seconds = _clock_text_s(found.group(0)[: found.end(3) - found.start(0)], whole=True)
-        half = 0.0 if found.group(4).lower() == "a" else 12 * 3600.0
-        return None if seconds is None else (seconds % (12 * 3600.0)) + half
-    hour, minute, second = (int(v) for v in found.groups()[:3])
+        hour = hour % 12 + (12 if found.group(4).lower() == "p" else 0)
     return 3600.0 * hour + 60.0 * minute + second if hour < 24 and minute < 60 and second < 60 else None
 
 

@@ -33,9 +33,10 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
   desaturation input is missing there), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
   index per hour extrapolated six times or more: 0.5 min of sleep and one apnea read "120.0, severe"; between
   that and `CLINICAL_SLEEP_MIN` the report notes how little sleep the index rests on), when the staging
-  model's validation kappa is below `STAGING_KAPPA_MIN` or the night lacks a channel the staging model reads, when the event model's validation event F1 (apnea or
-  hypopnea) is below `EVENT_F1_MIN`, or its validation AHI severity kappa below `SEVERITY_KAPPA_MIN` or measured
-  on fewer than `MIN_VALIDATION_NIGHTS` nights, or when a validation number is not there to check.
+  model's validation kappa is below `STAGING_KAPPA_MIN` or the night lacks a channel the staging model reads,
+  when the event model's validation event F1 (apnea or hypopnea) is below `EVENT_F1_MIN`, or its validation AHI
+  severity kappa below `SEVERITY_KAPPA_MIN` or measured on fewer than `MIN_VALIDATION_NIGHTS` nights, or when a
+  validation number is not there to check.
 """
 
 from __future__ import annotations
