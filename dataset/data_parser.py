@@ -345,7 +345,7 @@ def summary_text(manifest: pd.DataFrame, max_reasons: int = 40) -> str:
 def build_parser() -> argparse.ArgumentParser:
     # the command line shares the option checks of every script (one `error:` line, exit 2); the library part of
     # this module imports nothing from utils/
-    from utils.config import ArgumentParser, mark_required, non_negative_int, positive_int, probability
+    from utils.config import ArgumentParser, mark_required, non_negative_int, path_arg, positive_int, probability
 
     parser = ArgumentParser(
         prog="python dataset/data_parser.py",
@@ -355,12 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
     mark_required(parser, "dst")
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         default=None,
         help="JSON or YAML file of options (keys as the long option names); flags win",
     )
-    parser.add_argument("--src", type=Path, default=None, help="NSRR download root or flat folder of EDF + XML")
-    parser.add_argument("--dst", type=Path, default=None, help="output folder (recordings/, manifest, events, splits)")
+    parser.add_argument("--src", type=path_arg, default=None, help="NSRR download root or flat folder of EDF + XML")
+    parser.add_argument(
+        "--dst", type=path_arg, default=None, help="output folder (recordings/, manifest, events, splits)"
+    )
     parser.add_argument("--workers", type=positive_int, default=1, help="parallel processes (one night each at a time)")
     parser.add_argument("--overwrite", action="store_true", help="reprocess recordings whose output is complete")
     parser.add_argument(
@@ -386,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--channel-map",
-        type=Path,
+        type=path_arg,
         default=None,
         metavar="MAP",
         help='YAML or JSON file: canonical channel -> label, "A - B" derivation or list of labels '

@@ -63,7 +63,7 @@ from downstream.results import (
 )
 from models.loading import half_replaced
 from utils.ahi import ahi_agreement, estimate_ahi, event_calibration
-from utils.config import ArgumentParser, UsageError, check_out_dir, parse_config, save_config
+from utils.config import ArgumentParser, UsageError, check_out_dir, parse_config, path_arg, save_config
 from utils.plots import label_fraction_png
 from utils.resume import REPLACEMENT
 from utils.sleep_stats import SLEEP_STAGES
@@ -487,16 +487,16 @@ def main(argv: list[str] | None = None) -> int:
         epilog=__doc__.split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("runs", nargs="*", type=Path, help="run directories (with metrics.json) or folders of them")
+    parser.add_argument("runs", nargs="*", type=path_arg, help="run directories (with metrics.json) or folders of them")
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         default=None,
         help='JSON or YAML file of these options (e.g. {"runs": [...], "out": ...}); flags win',
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_arg,
         default=Path("runs") / "downstream" / "comparison",
         help="folder for comparison.md, comparison.csv, label_fraction.png",
     )

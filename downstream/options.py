@@ -29,6 +29,7 @@ from utils.config import (
     fraction,
     non_negative_int,
     parse_config,
+    path_arg,
     positive_int,
     probability,
 )
@@ -164,7 +165,7 @@ def add_backbone_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     group = parser.add_argument_group("backbone and head")
     group.add_argument(
         "--backbone",
-        type=Path,
+        type=path_arg,
         default=None,
         help="pretraining run directory or checkpoint (NeuroNet or SynthSleepNet)",
     )
@@ -176,7 +177,7 @@ def add_backbone_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParse
     )
     group.add_argument(
         "--cache-dir",
-        type=Path,
+        type=path_arg,
         default=None,
         help="keep the frozen backbone's vectors of every encoded recording here and reuse them in "
         "later runs with the same backbone file and channels (default: encode in memory)",

@@ -134,7 +134,7 @@ from utils.ahi import (
     severity_name,
 )
 from utils.checkpoint import staged_folder
-from utils.config import ArgumentParser, UsageError, parse_config, positive_int, save_config
+from utils.config import ArgumentParser, UsageError, parse_config, path_arg, positive_int, save_config
 from utils.distributed import resolve_device
 from utils.metrics import binary_class_names, classification_metrics, event_runs
 from utils.sleep_stats import SLEEP_STAGES, sleep_statistics
@@ -155,16 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         default=None,
         help="JSON or YAML file of these options (keys as in the config.json it writes); explicit flags win",
     )
-    parser.add_argument("--checkpoint", type=Path, default=None, help="sleep-staging run (required)")
-    parser.add_argument("--apnea", type=Path, default=None, help="apnea run (optional)")
-    parser.add_argument("--hypopnea", type=Path, default=None, help="hypopnea run (optional)")
+    parser.add_argument("--checkpoint", type=path_arg, default=None, help="sleep-staging run (required)")
+    parser.add_argument("--apnea", type=path_arg, default=None, help="apnea run (optional)")
+    parser.add_argument("--hypopnea", type=path_arg, default=None, help="hypopnea run (optional)")
     parser.add_argument(
         "--events",
-        type=Path,
+        type=path_arg,
         default=None,
         help="event_detection run (downstream/event_detection/train.py, --method features): typed "
         "respiratory events with onsets and durations, the AHI from them (overall, REM, NREM), "
@@ -179,27 +179,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--edf",
-        type=Path,
+        type=path_arg,
         default=None,
         help="the night's EDF file, or a cohort: a folder (every EDF below it), a glob pattern "
         "(quoted) or a list file (one EDF path per line); required",
     )
     parser.add_argument(
         "--xml",
-        type=Path,
+        type=path_arg,
         default=None,
         help="optional NSRR XML of a single EDF: adds agreement with its scoring (a cohort's EDFs are "
         "paired with their annotation files as the parser pairs them)",
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_arg,
         default=None,
         help="output folder (required): new, empty, or an earlier predict.py output, which is replaced whole",
     )
     parser.add_argument(
         "--channel-map",
-        type=Path,
+        type=path_arg,
         default=None,
         metavar="MAP",
         help="YAML or JSON channel map (canonical name -> EDF label, 'A - B' derivation or a list of "

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from models.config_fields import check_field_types
 from models.frame_backbone import (
     LogSpectrumFrameBackbone,
     MultiScaleFrameBackbone,
@@ -84,11 +85,8 @@ class NeuroNetConfig:
     positive_pair: str = "same"
     positive_shift_s: float = 10.0
 
-    _TUPLES = ("backbone_channels", "backbone_strides", "branch_kernels", "pool_kernels", "projector_hidden")
-
     def __post_init__(self) -> None:
-        for name in self._TUPLES:
-            setattr(self, name, tuple(int(v) for v in getattr(self, name)))
+        check_field_types(self, "NeuroNet config")
         for dim, heads, what in (
             (self.encoder_dim, self.encoder_heads, "encoder"),
             (self.decoder_dim, self.decoder_heads, "decoder"),

@@ -39,6 +39,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
+from models.config_fields import check_field_types
 from models.lora import LoraSettings, add_lora, freeze, lora_parameters, set_lora_dropout_mode
 from models.neuronet import (
     NeuroNet,
@@ -95,13 +96,8 @@ class SynthSleepNetConfig:
     lora_targets: tuple[str, ...] = ("attn.proj",)
     encoders: dict[str, dict[str, Any]] = field(default_factory=dict)
 
-    _TUPLES = ("channels", "projector_hidden", "lora_targets")
-
     def __post_init__(self) -> None:
-        for name in self._TUPLES:
-            value = getattr(self, name)
-            setattr(self, name, (value,) if isinstance(value, str) else tuple(value))
-        self.projector_hidden = tuple(int(v) for v in self.projector_hidden)
+        check_field_types(self, "SynthSleepNet config", text_tuples=("channels", "lora_targets"))
         self.encoders = {str(k): dict(v) for k, v in dict(self.encoders).items()}
         if not self.channels:
             raise ValueError("SynthSleepNet config: channels is empty; name at least one, e.g. ['eeg_c4']")

@@ -191,10 +191,17 @@ def bad_case(case: str, script: str, inputs: Inputs, tmp: Path) -> tuple[list[st
     elif case == "out_below_a_file":
         (tmp / "a_file").write_text("not a folder\n")
         out, expect = tmp / "a_file" / "run", "--out"
+    elif case == "blank_out":  # `--out "$UNSET"`: not the current folder
+        out, expect = "", "--out must be a file or folder name, got ''"
     elif case == "model_arg_unbuildable":  # accepted by the config's checks, refused by the model's own
         if script != "unimodal":
             return None
         extra, expect = ["--model-arg", "mask_ratio=0"], "masks none of 27 frames"
+    elif case == "model_arg_wrong_type":  # refused by the field's name, not by a comparison deep in the config
+        if script not in ("unimodal", "multimodal"):
+            return None
+        field = "encoder_depth" if script == "unimodal" else "fusion_depth"
+        extra, expect = ["--model-arg", f"{field}=deep"], f"{field} must be an integer, got 'deep'"
     else:
         raise AssertionError(case)
     return [*valid_args(script, inputs), *extra, "--data", str(data), "--out", str(out)], expect
@@ -219,7 +226,9 @@ CASES = (
     "cache_dir_is_a_file",
     "accumulation_beyond_data",
     "out_below_a_file",
+    "blank_out",
     "model_arg_unbuildable",
+    "model_arg_wrong_type",
 )
 
 
@@ -230,13 +239,15 @@ def test_bad_input_is_one_error_line_and_changes_nothing(script, case, inputs, t
     if made is None:
         pytest.skip(f"{script} reads no checkpoint")
     argv, expect = made
-    before = snapshot(tmp_path, inputs.cohort.parent)
+    out = Path(argv[len(argv) - 1 - argv[::-1].index("--out") + 1])
+    before, out_existed = snapshot(tmp_path, inputs.cohort.parent), out.exists()
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
         SCRIPTS[script][0](argv)
     assert exit_info.value.code == 2
     assert_one_error_line(capsys.readouterr().err, expect)
     assert snapshot(tmp_path, inputs.cohort.parent) == before
+    assert out.exists() == out_existed, f"{out}: made (or removed) by a refused run"
 
 
 @pytest.mark.parametrize(

@@ -150,6 +150,7 @@ def test_detach_target_flag_reaches_the_model(monkeypatch, tmp_path):
     from pretrained.unimodal import pretrain
 
     seen = {}
+    monkeypatch.setattr(pretrain, "check_cohort", lambda data, split: None)  # no cohort needed to build the config
     monkeypatch.setattr(pretrain, "setup_run", lambda cfg: (_ for _ in ()).throw(SystemExit(0)))
     real = pretrain.neuronet_config
     monkeypatch.setattr(pretrain, "neuronet_config", lambda *a, **k: seen.setdefault("cfg", real(*a, **k)))

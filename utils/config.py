@@ -76,9 +76,16 @@ def reported_errors() -> Iterator[None]:
     """Wrap a training script's `main`: a `UsageError` becomes `error: <message>` on stderr and exit status 2; a
     training failure (`FloatingPointError`: a non-finite loss) becomes `error: <message>` and exit status 1; Ctrl-C
     or SIGTERM one `interrupted:` line and exit status 130 (training saves last.pt first: `Interrupted`). Anything
-    else is a bug and keeps its traceback."""
+    else is a bug and keeps its traceback. In every case a run folder the script made and wrote nothing into is
+    removed again (`utils.resume.discard_unused_run_folders`)."""
     try:
-        yield
+        try:
+            yield
+        except BaseException:
+            from utils.resume import discard_unused_run_folders  # here: that module imports this one
+
+            discard_unused_run_folders()  # a run folder this one made and wrote nothing into goes
+            raise
     except UsageError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise ErrorExit(str(err), 2) from None
@@ -253,6 +260,16 @@ def bounded(
     return check
 
 
+def path_arg(value: str | Path) -> Path:
+    """A file or folder option's value as a Path; a blank one is refused (`Path("")` would be the current folder,
+    so `--out ""` from an unset shell variable would write a run into wherever the command was started)."""
+    if not isinstance(value, (str, Path)) or not str(value).strip():
+        raise argparse.ArgumentTypeError(f"must be a file or folder name, got {value!r}")
+    return Path(value)
+
+
+path_arg.checks_values = True  # parse_config applies it to --config values too
+
 positive_int = bounded(int, low=1)
 non_negative_int = bounded(int, low=0)
 positive_float = bounded(float, low=0, low_open=True)
@@ -274,6 +291,19 @@ def check_out_dir(path: str | Path, option: str = "--out") -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UsageError(f"{option} {path}: {existing} is not writable")
     return path
+
+
+def check_cohort(data: str | Path, split: str) -> None:
+    """UsageError naming --data when it is no parsed cohort with recordings in `split` (no folder, no or an
+    unreadable splits.json, an empty split), so that a script refuses it before it makes its run folder."""
+    from dataset.cohort import resolve_split  # here: it loads pandas and pyarrow, which parsing options needs not
+
+    if not Path(data).is_dir():
+        raise UsageError(f"--data {data}: no such folder (run dataset/data_parser.py to make it)")
+    try:
+        resolve_split(data, split)
+    except (OSError, ValueError) as err:
+        raise UsageError(f"--data {data}: {err}") from None
 
 
 def comma_list(text: str) -> list[str]:
@@ -315,7 +345,7 @@ def build_parser(
     mark_required(parser, "data")
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         default=None,
         help="JSON or YAML file of options (keys as in config.json); its values become defaults, explicit flags win; "
         "an unknown key or a bad value is an error",
@@ -323,7 +353,7 @@ def build_parser(
 
     data = parser.add_argument_group("data")
     data.add_argument(
-        "--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)"
+        "--data", type=path_arg, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)"
     )
     data.add_argument("--channels", type=comma_list, default=None, help="comma-separated canonical channel names")
     data.add_argument(
@@ -415,7 +445,7 @@ def build_parser(
     run = parser.add_argument_group("run")
     run.add_argument(
         "--out",
-        type=Path,
+        type=path_arg,
         default=Path("runs/train"),
         help=f"run directory (config, logs, checkpoints); {CONFIG_HISTORY_HELP}",
     )
@@ -479,8 +509,10 @@ def build_parser(
     )
     for add in add_options:
         add(parser)
-    if defaults:
-        parser.set_defaults(**check_keys(parser, defaults, "build_parser(defaults=...)"))
+    if defaults:  # a None default: the script derives the value itself (e.g. --out from the task and fraction)
+        unset = {key: None for key, value in defaults.items() if value is None}
+        values = {key: value for key, value in defaults.items() if value is not None}
+        parser.set_defaults(**check_keys(parser, values, "build_parser(defaults=...)"), **unset)
     return parser
 
 

@@ -10,7 +10,7 @@ import argparse
 import json
 import re
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import yaml
@@ -106,7 +106,8 @@ def check_keys(parser: argparse.ArgumentParser, values: Mapping[str, Any], where
                 allowed = f"; one of: {', '.join(map(str, action.choices))}" if action.choices is not None else ""
                 raise ValueError(
                     f"{where}: option {named.get(action.dest, action.dest)} = null: give a value (default "
-                    f"{action.default!r}{allowed}) or leave the key out"
+                    f"{str(action.default) if isinstance(action.default, PurePath) else repr(action.default)}{allowed}) or "
+                    "leave the key out"
                 )
             continue
         value = values[action.dest]

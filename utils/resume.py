@@ -190,6 +190,7 @@ REPLACING = " (replaces the earlier run in the folder above when it finishes; un
 RUN_FILES = ("last.pt", "best.pt", "metrics.json")  # what shows that a folder holds a run
 PHASE_FOLDERS = ("context_phase",)  # where a phase of a run trains, in its folder (fine-tuning's first phase)
 _HELD: dict[str, int] = {}  # folders this process holds the lock of (released when it ends)
+_MADE: dict[str, Path] = {}  # of those, the ones it made: folder -> the topmost folder it made for it
 
 
 def holds_run(folder: Path) -> bool:
@@ -251,7 +252,13 @@ def lock_run_folder(out: str | Path) -> None:
     key = str(out.resolve())
     if key in _HELD:  # a later run of this same process
         return
+    top = out
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent
+    made = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
+    if made:
+        _MADE[key] = top
     fd = os.open(out, os.O_RDONLY)  # the folder itself is locked: no lock file among the run's files
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -261,6 +268,28 @@ def lock_run_folder(out: str | Path) -> None:
             f"--out {out}: another training run is using this folder; wait for it, or give another --out"
         ) from None
     _HELD[key] = fd
+
+
+def discard_unused_run_folders() -> None:
+    """After a run failed (`utils.config.reported_errors`): every run folder this process made and wrote nothing
+    into is unlocked and removed, with the folders made above it, so a refused or failed run leaves no trace."""
+    for key, top in list(_MADE.items()):
+        folder = Path(key)
+        try:
+            if any(folder.iterdir()):
+                continue
+        except OSError:
+            continue
+        os.close(_HELD.pop(key))
+        del _MADE[key]
+        while True:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            if folder == top:
+                break
+            folder = folder.parent
 
 
 def start_training_folder(resume: str | None, folder: str | Path) -> None:

@@ -91,6 +91,7 @@ from utils.config import (
     mark_required,
     non_negative_float,
     non_negative_int,
+    path_arg,
     positive_float,
     positive_int,
     reported_errors,
@@ -112,14 +113,14 @@ def build_features_parser() -> argparse.ArgumentParser:
     mark_required(parser, "data", "task")
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         default=None,
         help="JSON or YAML file of options (keys as in config.json); explicit flags win; an unknown "
         "key or a bad value is an error",
     )
     data = parser.add_argument_group("data")
     data.add_argument(
-        "--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)"
+        "--data", type=path_arg, default=None, help="parsed cohort folder (data_parser's DST; holds splits.json)"
     )
     data.add_argument(
         "--channels",
@@ -130,7 +131,7 @@ def build_features_parser() -> argparse.ArgumentParser:
     )
     data.add_argument(
         "--backbone",
-        type=Path,
+        type=path_arg,
         default=None,
         help="pretraining run directory or checkpoint (NeuroNet or SynthSleepNet): the trees read its frozen "
         "epoch vectors instead of the hand-crafted features",
@@ -140,10 +141,10 @@ def build_features_parser() -> argparse.ArgumentParser:
         "--batch-size", type=positive_int, default=256, help="epochs per batch of feature extraction or encoding"
     )
     run = parser.add_argument_group("run")
-    run.add_argument("--out", type=Path, default=None, help=f"run directory; {CONFIG_HISTORY_HELP}")
+    run.add_argument("--out", type=path_arg, default=None, help=f"run directory; {CONFIG_HISTORY_HELP}")
     run.add_argument(
         "--cache-dir",
-        type=Path,
+        type=path_arg,
         default=None,
         help="keep the features (or --backbone vectors) of every recording used here and reuse them in later "
         "runs (the key names the channels and the feature code's or the backbone file's SHA-256)",

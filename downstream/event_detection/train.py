@@ -84,6 +84,7 @@ from utils.config import (
     non_negative_float,
     non_negative_int,
     parse_config,
+    path_arg,
     positive_float,
     positive_int,
     probability,
@@ -101,11 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--config",
-        type=Path,
+        type=path_arg,
         default=None,
         help="JSON or YAML file of options (keys as in config.json); explicit flags win",
     )
-    parser.add_argument("--data", type=Path, default=None, help="parsed cohort folder (data_parser's DST)")
+    parser.add_argument("--data", type=path_arg, default=None, help="parsed cohort folder (data_parser's DST)")
     parser.add_argument(
         "--method",
         choices=METHODS,
@@ -116,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--out",
-        type=Path,
+        type=path_arg,
         default=None,
         help="run directory (default: runs/downstream/event_detection/<method>-<rule>-lf<fraction>-seed<seed>)",
     )
@@ -169,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens = parser.add_argument_group("token methods (probe, finetune, scratch)")
     tokens.add_argument(
         "--backbone",
-        type=Path,
+        type=path_arg,
         default=None,
         help="pretraining run directory or checkpoint (SynthSleepNet or unimodal NeuroNet); scratch: "
         "its architecture only",
@@ -230,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokens.add_argument("--head-dropout", type=probability, default=0.1, help="dropout in the temporal conv head")
     tokens.add_argument(
         "--cache-dir",
-        type=Path,
+        type=path_arg,
         default=None,
         help="probe: keep each night's per-second vectors here (keyed by backbone file, channels "
         "and token layout) and reuse them",

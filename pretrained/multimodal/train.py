@@ -38,7 +38,16 @@ from models.neuronet import NeuroNet
 from models.synthsleepnet import SynthSleepNet, build_synthsleepnet, synthsleepnet_config
 from utils.batchnorm import debias_batchnorm
 from utils.checkpoint import sha256_file
-from utils.config import Config, UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
+from utils.config import (
+    Config,
+    UsageError,
+    build_parser,
+    check_cohort,
+    check_out_dir,
+    parse_config,
+    reported_errors,
+    script_prog,
+)
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits, resolve_monitor_metric
@@ -187,8 +196,7 @@ def run(argv: list[str] | None) -> int:
     cfg = resolve_monitor_metric(parse_config(parser, argv))  # what config.json records
     check_out_dir(cfg.out)
     cfg = cfg.replace(out=training_folder(cfg.resume, cfg.out))  # an earlier run there stays until this one ends
-    if not Path(cfg.data).is_dir():
-        raise UsageError(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
+    check_cohort(cfg.data, "pretrain")
     if isinstance(cfg.unimodal, (str, Mapping)):  # from a --config file
         try:
             cfg = cfg.replace(unimodal=parse_unimodal(cfg.unimodal))

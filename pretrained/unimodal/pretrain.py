@@ -39,7 +39,16 @@ from dataset.neighbours import NeighbourPairs
 from models.loading import NEURONET
 from models.neuronet import build_neuronet, neuronet_config, respiratory_geometry
 from utils.batchnorm import debias_batchnorm
-from utils.config import Config, UsageError, build_parser, check_out_dir, parse_config, reported_errors, script_prog
+from utils.config import (
+    Config,
+    UsageError,
+    build_parser,
+    check_cohort,
+    check_out_dir,
+    parse_config,
+    reported_errors,
+    script_prog,
+)
 from utils.distributed import DistContext, cleanup
 from utils.engine import fit, setup_run
 from utils.knn_probe import KnnMonitor, add_knn_args, monitor_on_splits, resolve_monitor_metric
@@ -158,8 +167,7 @@ def run(argv: list[str] | None, modality: str) -> int:
     cfg = resolve_monitor_metric(parse_config(build_pretrain_parser(modality), argv))  # what config.json records
     check_out_dir(cfg.out)
     cfg = cfg.replace(out=training_folder(cfg.resume, cfg.out))  # an earlier run there stays until this one ends
-    if not Path(cfg.data).is_dir():
-        raise UsageError(f"--data {cfg.data}: no such folder (run dataset/data_parser.py to make it)")
+    check_cohort(cfg.data, "pretrain")
     _check_channels(cfg.channels, modality)
     try:
         model_config = neuronet_config(
