@@ -198,7 +198,7 @@ def build_downstream_parser(
         if action.dest == "out":
             action.help = (
                 "run directory (default: runs/downstream/<method>/<task>-lf<fraction>[-n<subjects>][-nb<K>]"
-                f"[-per-channel]-seed<seed>); {CONFIG_HISTORY_HELP}"
+                f"[-night-zscore][-per-channel|-channel-stats][-logistic]-seed<seed>); {CONFIG_HISTORY_HELP}"
             )
     return parser
 
@@ -252,7 +252,8 @@ def parse_downstream(
         neighbours = f"-nb{cfg.neighbour_epochs}" if getattr(cfg, "neighbour_epochs", 0) else ""
         pooled = {"channel": "-per-channel", "channel_stats": "-channel-stats"}.get(getattr(cfg, "pooling", "mean"), "")
         night = f"-night-{cfg.night_norm}" if getattr(cfg, "night_norm", "none") != "none" else ""
-        name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}{night}{pooled}-seed{cfg.seed}"
+        head = "-logistic" if getattr(cfg, "head", "mlp") == "logistic" else ""
+        name = f"{cfg.task}-lf{cfg.label_fraction:g}{subjects}{neighbours}{night}{pooled}{head}-seed{cfg.seed}"
         cfg = cfg.replace(out=Path("runs") / "downstream" / cfg.method / name)
     check_out_dir(cfg.out)
     if cfg.method in ENGINE_METHODS:  # the feature baseline checks its own --out (`check_run_folder`)

@@ -258,13 +258,15 @@ def variant_suffix(row: Mapping[str, Any]) -> str:
     """What sets a run apart from its method's plain form, for labels: " ±K" when it read K neighbouring epochs,
     " (forward context)" when its temporal context is the published causal one, " (per channel)" when it read a
     backbone's tokens pooled per channel, " (night zscore)" when its vectors were standardised over each night,
+    " (logistic head)" for a probe whose head was fitted by L-BFGS,
     " (label rule any)" when its event labels followed another rule than the published midpoint one."""
     neighbours = f" ±{row['neighbour_epochs']}" if row.get("neighbour_epochs") else ""
     pooled = {"channel": " (per channel)", "channel_stats": " (per channel, mean and sd)"}.get(row.get("pooling"), "")
     night = f" (night {row['night_norm']})" if row.get("night_norm") not in (None, "none") else ""
+    head = " (logistic head)" if row.get("head") == "logistic" else ""
     rule = f" (label rule {row['label_rule']})" if row.get("label_rule") not in (None, "midpoint") else ""
     forward = " (forward context)" if row.get("context_direction") == "forward" else ""
-    return neighbours + forward + pooled + night + rule
+    return neighbours + forward + pooled + night + head + rule
 
 
 def eval_stride(metrics: Mapping[str, Any]) -> int | None:
@@ -296,6 +298,8 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
         # how each night's vectors were standardised (the probe and the trees; runs written before: none); None:
         # the method has no such option
         "night_norm": metrics.get("night_norm", "none" if metrics["method"] in NIGHT_NORM_METHODS else None),
+        # the probe's head (runs written before the option: mlp); None: the method has no such option
+        "head": metrics.get("head", "mlp" if metrics["method"] == LINEAR_PROBE else None),
         "eval_stride": eval_stride(metrics),
         "task": metrics["task"],
         "label_fraction": metrics["label_fraction"],
@@ -363,6 +367,11 @@ def run_markdown(metrics: Mapping[str, Any]) -> str:
         *([f"- neighbouring epochs read: ±{metrics['neighbour_epochs']}"] if metrics.get("neighbour_epochs") else []),
         *([f"- temporal context: {context_direction(metrics)}"] if context_direction(metrics) else []),
         *([f"- backbone tokens pooled: {metrics['pooling']}"] if metrics.get("pooling") else []),
+        *(
+            [f"- head: one linear layer fitted by L-BFGS, L2 {metrics['l2']:g} chosen on val"]
+            if metrics.get("head") == "logistic"
+            else []
+        ),
         *(
             [f"- vectors standardised over each night: {metrics['night_norm']}"]
             if metrics.get("night_norm") not in (None, "none")

@@ -1,13 +1,16 @@
 """Training and model selection of a downstream model (docs/training.md 4.5): class weights, the
 class-weighted cross-entropy, `val` scores after every pass (`SelectionMonitor`, the engine's monitor) and
-`fit_and_select`, the shared engine (`utils.engine.fit`) with best.pt selected by `val_<--select-metric>`.
+`fit_and_select`, the shared engine (`utils.engine.fit`) with best.pt selected by `val_<--select-metric>`;
+`fit_logistic_and_select`, the linear probe's logistic head (`downstream.logistic`) selected the same way.
 `test` is never used here.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,12 +20,19 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dataset.constants import TASKS
+from downstream.data import FeatureDataset
+from downstream.logistic import PenaltyFit, fit_logistic_head
 from downstream.options import SELECT_METRICS
+from models.heads import MLPHead
+from models.loading import MLP_HEAD
 from utils.ahi import EVENT_FAMILIES, event_calibration
-from utils.config import UsageError
+from utils.checkpoint import save_model_checkpoint, sha256_file
+from utils.config import UsageError, config_to_dict, save_config
 from utils.distributed import DistContext
-from utils.engine import evaluating, fit
+from utils.engine import evaluating, fit, run_derived
 from utils.metrics import classification_metrics
+from utils.resume import clear_run_results
+from utils.run_logging import RunLogger
 
 
 def class_weights(counts: Sequence[int], mode: str) -> torch.Tensor | None:
@@ -104,6 +114,14 @@ class SelectionMonitor:
         return selection_scores(np.asarray(labels), np.asarray(probabilities), self.task)
 
 
+def with_calibration(cfg: argparse.Namespace, metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """`metadata` with the run's `utils.ahi.event_calibration` (fitted on `val` labels) for apnea and hypopnea: the
+    AHI scale travels with the model, for predict.py."""
+    if cfg.task in EVENT_FAMILIES and "event_calibration" not in metadata:
+        return {**metadata, "event_calibration": event_calibration(cfg.data, cfg.task, cfg.label_rule)}
+    return dict(metadata)
+
+
 def fit_and_select(
     cfg: argparse.Namespace,
     ctx: DistContext,
@@ -128,8 +146,7 @@ def fit_and_select(
             f"{train_size} training sample(s); the head's BatchNorm needs at least 2 "
             "(raise --label-fraction or --train-subjects)"
         )
-    if cfg.task in EVENT_FAMILIES and "event_calibration" not in metadata:  # the AHI scale travels with the model
-        metadata = {**metadata, "event_calibration": event_calibration(cfg.data, cfg.task, cfg.label_rule)}
+    metadata = with_calibration(cfg, metadata)
     return fit(
         cfg,
         model,
@@ -145,3 +162,73 @@ def fit_and_select(
         initial_best=initial_best,
         deadline=deadline,
     )
+
+
+def fit_logistic_and_select(
+    cfg: argparse.Namespace,
+    ctx: DistContext,
+    head: MLPHead,
+    train_data: FeatureDataset,
+    *,
+    weights: torch.Tensor | None,
+    monitor: SelectionMonitor,
+    metadata: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The linear probe's `--head logistic` (`downstream.logistic`): one head per penalty of `--l2-grid`, fitted
+    on the cached train vectors, the best on `val_<--select-metric>` written as best.pt and last.pt (kind
+    `mlp_head`), one log.jsonl line per penalty; returns a summary as `fit_and_select` does. Single process."""
+    out = Path(cfg.out)
+    save_config(cfg, out / "config.json", derived=run_derived(cfg, ctx), keep_previous=True)
+    clear_run_results(out, checkpoints=True)
+    logger = RunLogger(out, fresh=True)
+    metric, mode = f"val_{cfg.select_metric}", SELECT_METRICS[cfg.select_metric]
+    started = time.monotonic()
+
+    def report(fit: PenaltyFit) -> None:
+        record = {"l2": fit.l2, "objective": fit.objective, "lbfgs_iterations": fit.iterations, **fit.scores}
+        logger.log_epoch({"epoch": len(logged) + 1, "step": len(logged) + 1, "partial": False, **record})
+        logged.append(record)
+        shown = " ".join(f"{k}={v:.4g}" for k, v in fit.scores.items() if isinstance(v, float))
+        print(f"l2 {fit.l2:g}: {shown} ({fit.iterations} L-BFGS iterations)", flush=True)
+
+    logged: list[dict[str, Any]] = []
+    best, fits = fit_logistic_head(
+        head,
+        train_data.features,
+        train_data.labels,
+        weights,
+        lambda model: monitor(model, ctx.device),
+        metric,
+        mode,
+        cfg.l2_grid,
+        report,
+    )
+    state = {k: v.cpu() for k, v in head.state_dict().items()}
+    chosen = {**best.scores, "l2": best.l2}
+    for name in ("best.pt", "last.pt"):  # last.pt last, as the engine writes them
+        save_model_checkpoint(
+            out / name,
+            MLP_HEAD,
+            head.to_config(),
+            state,
+            metadata=with_calibration(cfg, {**metadata, "l2": best.l2}),
+            splits_sha256=sha256_file(Path(cfg.data) / "splits.json"),
+            metrics=chosen,
+            config=config_to_dict(cfg),
+            step=len(fits),
+            epoch=len(fits),
+        )
+    summary = {
+        "stopped": "completed",
+        "epochs_completed": len(fits),
+        "step": len(fits),
+        "head": "logistic",
+        "l2": best.l2,
+        "best": {"metric": metric, "mode": mode, "value": best.scores.get(metric), "l2": best.l2},
+        "last_checkpoint": str(out / "last.pt"),
+        "best_checkpoint": str(out / "best.pt"),
+        "wall_time_s": time.monotonic() - started,
+    }
+    logger.log_summary(summary)
+    logger.close()
+    return summary

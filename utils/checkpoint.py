@@ -22,7 +22,7 @@ import os
 import random
 import shutil
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -225,10 +225,17 @@ def save_model_checkpoint(
     state: dict,
     metadata: dict | None = None,
     splits_sha256: str | None = None,
+    *,
+    metrics: Mapping[str, Any] | None = None,
+    config: Mapping[str, Any] | None = None,
+    step: int = 1,
+    epoch: int = 1,
 ) -> Path:
-    """A model without training state (untrained, converted or imported weights) as a checkpoint with every key
-    the engine writes: optimizer, scheduler and scaler empty, one step of one pass. Readable by every script
-    that takes a `--backbone` or a run, as if the engine had written it."""
+    """A model without training state (untrained, converted, imported or solved in closed form, like the
+    logistic probe head) as a checkpoint with every key the engine writes: optimizer, scheduler and scaler
+    empty; `step` and `epoch` (default one step of one pass), the `metrics` it was selected by and the run's
+    `config` as the engine records them. Readable by every script that takes a `--backbone` or a run, as if the
+    engine had written it."""
     return atomic_save(
         {
             "format_version": FORMAT_VERSION,
@@ -238,13 +245,13 @@ def save_model_checkpoint(
             "optimizer": {},
             "scheduler": {},
             "scaler": {},
-            "epoch": 1,
+            "epoch": int(epoch),
             "batch_in_epoch": 0,
-            "step": 1,
+            "step": int(step),
             "rng": [],
-            "config": {},
+            "config": dict(config or {}),
             "version": {},
-            "metrics": {},
+            "metrics": {k: plain_number(v) for k, v in (metrics or {}).items()},
             "best": {},
             "splits_sha256": splits_sha256,
             "meter": {},

@@ -12,7 +12,9 @@ With `--neighbour-epochs K` the head reads each epoch's vector with those of its
 (`downstream.cache.neighbour_vectors`; the train recordings are then encoded whole), as the scorer and the
 feature baseline's `--neighbour-epochs` see the epochs around the one they stage.
 The checkpoints (kind `mlp_head`) hold the head; metrics.json and the checkpoint metadata name the backbone file
-and its SHA-256.
+and its SHA-256. With `--head logistic` the head is one linear layer fitted to convergence on the cached vectors
+by L-BFGS for each L2 penalty of `--l2-grid`, the best on `val` kept (`downstream.logistic`): no passes, no
+randomness.
 
 With `--init random` this is the supervised-from-scratch baseline of the same architecture: backbone (config
 from --backbone, or --preset over --channels) randomly initialised and trained with the head, end to end,
@@ -29,6 +31,7 @@ metrics.json, predictions.parquet, confusion_matrix.png, results.md (and hypnogr
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +53,7 @@ from downstream.data import (
     window_dataset,
 )
 from downstream.leakage import assert_no_test_leakage
+from downstream.logistic import L2_GRID
 from downstream.options import (
     add_neighbour_args,
     add_pooling_args,
@@ -60,11 +64,24 @@ from downstream.options import (
 from downstream.predictions import epochwise, predict_stored_epochs, predict_windows
 from downstream.results import LINEAR_PROBE, SCRATCH_PROBE
 from downstream.runs import checkpoint_metadata, finish_run, run_info, train_summary
-from downstream.training import ClassificationLoss, SelectionMonitor, class_weights, fit_and_select
+from downstream.training import (
+    ClassificationLoss,
+    SelectionMonitor,
+    class_weights,
+    fit_and_select,
+    fit_logistic_and_select,
+)
 from models.heads import EpochClassifier, EpochEncoder, MLPHead
 from models.loading import EPOCH_CLASSIFIER, MLP_HEAD
 from utils.batchnorm import debias_batchnorm
-from utils.config import UsageError, load_config_file, mark_required, reported_errors, script_prog
+from utils.config import (
+    UsageError,
+    load_config_file,
+    mark_required,
+    positive_float,
+    reported_errors,
+    script_prog,
+)
 from utils.distributed import cleanup
 from utils.engine import autocast_context, setup_run
 from utils.resume import check_resumed_backbone, read_resume_checkpoint, training_folder
@@ -82,6 +99,29 @@ DEFAULTS: dict[str, Any] = {
 # --init random trains ~1.8 M weights end to end: small batches for many steps (lr scaled to 5e-4 at batch 32).
 SCRATCH_DEFAULTS: dict[str, Any] = {**DEFAULTS, "passes": 30, "batch_size": 32, "base_lr": 4e-3, "warmup_passes": 0.1}
 TEST_WINDOW = 20  # test epochs are read in tiles of 20 consecutive epochs (I/O only: the tiles do not change the input)
+
+
+def add_head_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """--head and --l2-grid: how the probe's classifier is trained on the cached vectors."""
+    group = parser.add_argument_group("probe head")
+    group.add_argument(
+        "--head",
+        choices=("mlp", "logistic"),
+        default="mlp",
+        help="mlp: the MLP head of --head-hidden, trained by AdamW for --passes, best pass on val; logistic: one "
+        "linear layer fitted to convergence by full-batch L-BFGS on the standardised vectors for each penalty "
+        "of --l2-grid, the best penalty on val (deterministic; needs --init pretrained)",
+    )
+    group.add_argument(
+        "--l2-grid",
+        type=positive_float,
+        nargs="+",
+        default=list(L2_GRID),
+        metavar="L2",
+        help="--head logistic: the L2 penalties tried, per mean class-weighted cross-entropy on vectors "
+        "standardised over the labelled train epochs",
+    )
+    return parser
 
 
 def method_of(cfg) -> str:
@@ -108,7 +148,7 @@ def build_probe_parser(init: str = "pretrained"):
         "--init random, the same architecture trained from scratch (own defaults: batch 32, base lr 4e-3, warmup "
         "0.1 pass). Model selection on `val`, one evaluation on `test`.",
         SCRATCH_DEFAULTS if init == "random" else DEFAULTS,
-        extra=[add_neighbour_args, add_pooling_args],
+        extra=[add_neighbour_args, add_pooling_args, add_head_args],
     )
     parser.prog = script_prog(__file__)
     return mark_required(parser, "task")
@@ -125,6 +165,12 @@ def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_probe_parser(init_of(argv))
     cfg = parse_downstream(parser, argv, method_of)
+    if cfg.head == "logistic":  # one linear layer, solved afresh in seconds: nothing to go on from
+        if cfg.init != "pretrained":
+            parser.error("--head logistic needs --init pretrained (it is fitted on stored vectors)")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError("--head logistic runs in one process: start it without torchrun")
+        cfg = cfg.replace(head_hidden=[], resume="none")
     cfg = cfg.replace(out=training_folder(cfg.resume, cfg.out))  # an earlier run there stays until this one ends
     if cfg.neighbour_epochs and cfg.init != "pretrained":
         parser.error("--neighbour-epochs needs --init pretrained (the head reads stored vectors of whole recordings)")
@@ -237,11 +283,20 @@ def run(argv: list[str] | None) -> int:
         if cfg.debias_batchnorm:
             debias_batchnorm(model)
         monitor = SelectionMonitor(predict_val, cfg.task) if ctx.is_main else None
-        summary = fit_and_select(
-            fit_cfg, ctx, model, train_data, model_kind=kind, loss=loss, monitor=monitor, metadata=metadata
-        )
+        if cfg.head == "logistic":
+            summary = fit_logistic_and_select(
+                cfg, ctx, model, train_data, weights=weights, monitor=monitor, metadata=metadata
+            )
+        else:
+            summary = fit_and_select(
+                fit_cfg, ctx, model, train_data, model_kind=kind, loss=loss, monitor=monitor, metadata=metadata
+            )
         info = run_info(cfg, channels, train_summary(counts, train_set.recordings, train_set.subjects), source)
         info["pooling"] = cfg.pooling  # how the encoder's tokens became the head's vector
+        if frozen:  # how the head was trained on the stored vectors, and the penalty val chose for a fitted one
+            info["head"] = cfg.head
+            if cfg.head == "logistic":
+                info["l2"] = summary["l2"]
         if frozen:  # how each night's vectors were standardised (a model trained end to end reads none)
             info["night_norm"] = cfg.night_norm
         finish_run(cfg, ctx, model, summary, predict_test, info)
