@@ -65,6 +65,8 @@ SCORING_EXTENSIONS = frozenset(Path(suffix).suffix for suffix in ANNOTATION_SUFF
 HYPNOGRAM_EDF = re.compile(r"^(?P<key>.{7}).*[-_]hypnogram\.edf$", re.IGNORECASE)
 SLEEP_EDF_NAME = re.compile(r"^(?P<study>SC4|ST7)(?P<subject>\d{2})(?P<night>\d)\w{2}(?:-PSG)?$", re.IGNORECASE)
 STAGE_COLUMNS = ("stage", "sleep_stage", "hypnogram")
+ONSET_COLUMNS = ("onset", "onset_s", "start_s", "start")  # seconds from the recording's start (BIDS, predict.py)
+EPOCH_COLUMNS = ("epoch", "epoch_index", "epoch_number")
 YASA_CODES = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "-1": STAGE_UNSCORED, "-2": STAGE_UNSCORED}
 DAY_S = 86400.0
 CLOCK_TOLERANCE_S = 60.0  # an NSRR ClockTime this close to the EDF's start time is the same recording
@@ -311,13 +313,19 @@ def start_offset(annotation: EdfHeader, recording: EdfHeader) -> tuple[float, st
     midnight or could not be taken at all. Anonymised files often carry one date for both (01.01.85), none
     (`Startdate X`) or an unreadable one (00.00.00), so a scoring started at 00:00:20 for a recording started at
     23:59:50 the same "day" would be placed almost 24 h early: unless both dates are known and differ, the clock
-    difference is wrapped into (-12 h, 12 h]. An unreadable start time puts the scoring at the recording's start,
-    with a warning."""
+    difference is wrapped into (-12 h, 12 h]. An unreadable start time, or 00.00.00 in one file beside a real
+    clock in the other (a start not kept), puts the scoring at the recording's start, with a warning."""
     mine, theirs = _clock_s(annotation), _clock_s(recording)
     if mine is None or theirs is None:
         return 0.0, (
             f"{annotation.path}: start time {annotation.starttime!r} or the recording's {recording.starttime!r} "
             "unreadable; the scoring is taken to start with the recording"
+        )
+    if (mine == 0.0) != (theirs == 0.0):  # 00.00.00 beside a real clock: a start that was not kept
+        return 0.0, (
+            f"{annotation.path}: start time {annotation.starttime.strip()}, the recording's "
+            f"{recording.starttime.strip()}; 00.00.00 is what anonymisers write for a start not kept, so the "
+            "scoring is taken to start with the recording"
         )
     offset = mine - theirs
     days = (_date(annotation), _date(recording))
@@ -405,8 +413,10 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
         if column is None:
             raise XmlError(f"{path}: no stage column (expected a header naming one of {', '.join(STAGE_COLUMNS)})")
         tokens = [(n, row[column].strip() if column < len(row) else "") for (n, _), row in zip(lines[1:], rows[1:])]
+        starts = _stage_starts(path, header, rows[1:], [n for n, _ in lines[1:]])
     else:
         tokens = lines[1:] if first.lower() in STAGE_COLUMNS else lines
+        starts = None
     yasa = "yasa" in path.name.lower() or any(token == "-2" for _, token in tokens)
     stages = []
     for k, (line_no, token) in enumerate(tokens):
@@ -416,8 +426,38 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
                 f"{path}: line {line_no}: unknown stage {token!r} (accepted: W N1 N2 N3 N4 R REM ? "
                 f"or R&K codes 0-5, 4 = stage 4, 5 = REM)"
             )
-        stages.append((k * float(EPOCH_S), float(EPOCH_S), stage, token))
+        stages.append((k * float(EPOCH_S) if starts is None else starts[k], float(EPOCH_S), stage, token))
     return _container(path, float(EPOCH_S), stages, [], events_scored=False)
+
+
+def _stage_starts(path: Path, header: list[str], rows: list[list[str]], line_numbers: list[int]) -> list[float] | None:
+    """Each row's start in seconds from a delimited hypnogram's onset column (`ONSET_COLUMNS`), or None to place
+    row k at 30 k s. An epoch column (`EPOCH_COLUMNS`) without an onset column must count the rows from 0 or 1
+    without a gap: a hypnogram that skips or repeats epochs is refused, since its stages would be misplaced."""
+    onset = next((header.index(c) for c in ONSET_COLUMNS if c in header), None)
+    epoch = next((header.index(c) for c in EPOCH_COLUMNS if c in header), None)
+    column = onset if onset is not None else epoch
+    if column is None:
+        return None
+    values = []
+    for line_no, row in zip(line_numbers, rows):
+        text = row[column].strip() if column < len(row) else ""
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise XmlError(f"{path}: line {line_no}: column {header[column]!r} is {text!r}, expected a number >= 0")
+        values.append(value)
+    if onset is not None:
+        return values
+    first = values[0] if values else 0.0
+    if first not in (0.0, 1.0) or any(b - a != 1.0 for a, b in zip(values, values[1:])):
+        raise XmlError(
+            f"{path}: column {header[column]!r} does not count the rows 0, 1, 2, ... (or 1, 2, 3, ...) without a "
+            "gap; give each row's start in seconds in an 'onset' column"
+        )
+    return None
 
 
 def _root_tag(path: Path) -> str:

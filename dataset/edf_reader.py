@@ -57,6 +57,9 @@ class EdfSignalHeader:
     samples_per_record: int
     record_offset: int  # first sample of this signal inside a data record (in int16 samples)
     rate: Fraction  # samples per second, exact (samples_per_record / record duration)
+    # why the signal cannot be read (a range field that is no number, no samples), None when it can: the file
+    # stays readable, and the signal is dropped by name should a channel be taken from it
+    problem: str | None = None
 
     @property
     def sampling_rate(self) -> float:
@@ -222,22 +225,35 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     for i in range(n_signals):
         label = _text(fields["label"][i])
         what = f"signal {i} ({label!r})"
-        samples = _number(path, f"samples per record of {what}", fields["samples"][i], int)
-        if samples < 1:
+        samples = _number(path, f"samples per record of {what}", fields["samples"][i], int)  # the record layout
+        if samples < 0:
             raise EdfError(f"{path}: {what} has {samples} samples per data record")
+        ranges, problem = {}, None if samples else "0 samples per data record"
+        for key, name, kind in (
+            ("pmin", "physical minimum", float),
+            ("pmax", "physical maximum", float),
+            ("dmin", "digital minimum", int),
+            ("dmax", "digital maximum", int),
+        ):
+            try:
+                ranges[key] = _number(path, f"{name} of {what}", fields[key][i], kind)
+            except EdfError:  # one unusable signal does not make the file unreadable
+                ranges[key] = kind(0)
+                problem = problem or f"header field {name} is {_text(fields[key][i])!r}, expected a number"
         signal = EdfSignalHeader(
             index=i,
             label=label,
             transducer=_text(fields["transducer"][i]),
             physical_dimension=_text(fields["dimension"][i]),
-            physical_min=_number(path, f"physical minimum of {what}", fields["pmin"][i]),
-            physical_max=_number(path, f"physical maximum of {what}", fields["pmax"][i]),
-            digital_min=_number(path, f"digital minimum of {what}", fields["dmin"][i], int),
-            digital_max=_number(path, f"digital maximum of {what}", fields["dmax"][i], int),
+            physical_min=ranges["pmin"],
+            physical_max=ranges["pmax"],
+            digital_min=ranges["dmin"],
+            digital_max=ranges["dmax"],
             prefiltering=_text(fields["prefilter"][i]),
             samples_per_record=samples,
             record_offset=offset,
             rate=Fraction(samples) / header.record_duration if header.record_duration else Fraction(0),
+            problem=problem,
         )
         header.signals.append(signal)
         offset += samples
@@ -245,6 +261,11 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     if header.record_duration == 0 and header.labels:  # EDF+: duration 0 only in annotation-only files
         raise EdfError(f"{path}: data record duration 0 s, expected > 0")
     record_bytes = 2 * header.record_samples
+    if record_bytes == 0:
+        raise EdfError(f"{path}: no signal has samples in a data record")
+    if declared_bytes != header.header_bytes and _fits(file_size, declared_bytes, header, record_bytes):
+        header.warnings[-1] += f"; the data read from byte {declared_bytes}, where the file size puts it"
+        header.header_bytes = declared_bytes  # the file holds exactly the declared records after that many bytes
     data_bytes = file_size - header.header_bytes
     available = max(data_bytes, 0) // record_bytes
     partial = max(data_bytes, 0) % record_bytes
@@ -270,6 +291,15 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     if header.reserved.upper().startswith("EDF+D"):
         check_contiguous(header)
     return header
+
+
+def _fits(file_size: int, header_bytes: int, header: EdfHeader, record_bytes: int) -> bool:
+    """Whether the header's record count fills the file exactly after `header_bytes` (a header-size field that
+    disagrees with 256 x (signals + 1) is believed only then), and not after the computed size."""
+    declared = header.n_records_header
+    if declared <= 0 or header_bytes < 256 or header_bytes > file_size:
+        return False
+    return file_size - header_bytes == declared * record_bytes != file_size - header.header_bytes
 
 
 def read_tals(

@@ -90,6 +90,23 @@ class NsrrAnnotations:
     recording_clock: str = ""  # NSRR "Recording Start Time" ClockTime as written ("00.00.00 22.00.00"), or ""
     recording_s: float = math.nan  # that record's Duration: the length of the recording the file was scored on
 
+    def __post_init__(self) -> None:
+        """An event written twice (every field alike: a scoring merged from two exports, a copy-paste) is kept
+        once, with a warning: counted twice it would double the night's event counts and AHI."""
+        seen: set[tuple] = set()
+        kept = []
+        for event in self.events:  # NaN (a field not written) is alike to NaN here
+            key = tuple((k, None if isinstance(v, float) and math.isnan(v) else v) for k, v in sorted(event.items()))
+            if key not in seen:
+                seen.add(key)
+                kept.append(event)
+        if len(kept) < len(self.events):
+            self.warnings.append(
+                f"{self.path}: {len(self.events) - len(kept)} event(s) written twice (the same type, concept, "
+                "start, duration and SpO2 values) counted once"
+            )
+            self.events = kept
+
     @property
     def scored_s(self) -> float:
         """End of the last stage event (Start + Duration), 0 when there is none."""
@@ -142,7 +159,9 @@ def optional_float(text: str | None) -> float:
 
 
 def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
-    """Read one NSRR annotation file. Raises `XmlError` for malformed XML or an event without valid times."""
+    """Read one NSRR annotation file. Raises `XmlError` for malformed XML or a stage or labelled event without
+    valid times; an event that gives no label (a marker such as "Lights off") without them is left out, with a
+    warning."""
     path = Path(path)
     try:
         root = ET.parse(path).getroot()
@@ -165,7 +184,7 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
                 raise XmlError(f"{path}: EpochLength is {el.text!r}, expected seconds") from None
             break
 
-    starts, durations, classes, stage_concepts, events = [], [], [], [], []
+    starts, durations, classes, stage_concepts, events, untimed = [], [], [], [], [], []
     recording_clock, recording_s = "", math.nan
     for index, element in enumerate(scored):
         fields = _children(element)
@@ -178,8 +197,17 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
                 recording_s = optional_float(fields.get("duration"))
             continue
         which = f"ScoredEvent #{index} ({concept or 'no concept'})"
-        start = event_seconds(path, which, "Start", fields.get("start"))
-        duration = event_seconds(path, which, "Duration", fields.get("duration"))
+        # docs/data.md §2.3: labels come from Respiratory|Respiratory and Arousals|Arousals events (a missing EventType
+        # is accepted); a labelled concept under any other EventType is kept as "other".
+        kind_of = None if is_stage else event_type(concept) if kind in LABEL_EVENT_KINDS else "other"
+        try:
+            start = event_seconds(path, which, "Start", fields.get("start"))
+            duration = event_seconds(path, which, "Duration", fields.get("duration"))
+        except XmlError:
+            if kind_of != "other":  # a stage or a labelled event without its times: the labels would be wrong
+                raise
+            untimed.append(which)  # a marker ("Lights off") without a Duration labels nothing: left out
+            continue
         if is_stage:
             starts.append(start)
             durations.append(duration)
@@ -187,9 +215,6 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
             stage_concepts.append(concept)
             continue
         nadir, baseline = (optional_float(fields.get(name)) for name in ("spo2nadir", "spo2baseline"))
-        # docs/data.md §2.3: labels come from Respiratory|Respiratory and Arousals|Arousals events (a missing EventType
-        # is accepted); a labelled concept under any other EventType is kept as "other".
-        kind_of = event_type(concept) if kind in LABEL_EVENT_KINDS else "other"
         events.append(
             {
                 "type": kind_of,
@@ -212,4 +237,10 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
         events=events,
         recording_clock=recording_clock,
         recording_s=recording_s,
+        warnings=[
+            f"{path}: {len(untimed)} event(s) that give no label left out for a missing or unreadable Start or "
+            f"Duration ({', '.join(untimed[:3])}{', ...' if len(untimed) > 3 else ''})"
+        ]
+        if untimed
+        else [],
     )

@@ -343,6 +343,8 @@ def process_channel(
     With `reference` the channel is the derivation `signal - reference`, computed in physical units at the shared
     native rate before any other step; a sample is clipped when either input is at its digital limits."""
     for part in (signal,) if reference is None else (signal, reference):
+        if part.problem is not None:
+            return f"invalid header: {part.problem}"
         if part.digital_max <= part.digital_min:
             return f"invalid header: digital range [{part.digital_min}, {part.digital_max}]"
         if part.physical_max == part.physical_min:  # every sample is that one value (inverted ranges are legal)

@@ -126,19 +126,22 @@ def test_a_hypnogram_started_after_midnight_follows_the_recording(tmp_path, reco
 
 
 @pytest.mark.parametrize(
-    "date, clock, start, warned",
+    "date, clock, edf_clock, start, warned",
     [
-        (b"00.00.00", None, 30.0, False),
-        (b"        ", None, 30.0, False),
-        (None, b"22:00:30", 30.0, False),
-        (None, b"22.00.3x", 0.0, True),
+        (b"00.00.00", None, None, 30.0, False),
+        (b"        ", None, None, 30.0, False),
+        (None, b"22:00:30", None, 30.0, False),
+        (None, b"22.00.3x", None, 0.0, True),
+        (None, b"00.00.00", None, 0.0, True),
+        (None, None, b"00.00.00", 0.0, True),
     ],
-    ids=["date-zeros", "date-blank", "time-with-colons", "time-unreadable"],
+    ids=["date-zeros", "date-blank", "time-with-colons", "time-unreadable", "time-zeros", "recording-time-zeros"],
 )
-def test_a_hypnogram_with_an_odd_start_field_keeps_its_clock(tmp_path, date, clock, start, warned):
+def test_a_hypnogram_with_an_odd_start_field_keeps_its_clock(tmp_path, date, clock, edf_clock, start, warned):
     """Recording 22:00:00, hypnogram 22:00:30: an unreadable start DATE (00.00.00, blank) is an unknown date, so
     the clock difference still places the scoring 30 s in; a time written with colons is read; an unreadable
-    time puts the scoring at the recording's start and says so."""
+    time puts the scoring at the recording's start and says so, as does a time of 00.00.00 in one of the files
+    (an anonymiser's "not kept": taken as midnight it would shift every stage by 22 h, wrapped to -2 h)."""
     from edfio import Edf, EdfAnnotation, EdfSignal
 
     edf, hypnogram = tmp_path / "SC4002E0-PSG.edf", tmp_path / "SC4002EC-Hypnogram.edf"
@@ -152,10 +155,12 @@ def test_a_hypnogram_with_an_odd_start_field_keeps_its_clock(tmp_path, date, clo
             data[168:176] = date
         if clock is not None and path == hypnogram:
             data[176:184] = clock
+        if edf_clock is not None and path == edf:
+            data[176:184] = edf_clock
         path.write_bytes(bytes(data))
     annotations = read_annotations(hypnogram, read_edf_header(edf))
     assert annotations.stage_start.tolist() == [start, start + 300.0]
-    assert any("unreadable" in w for w in annotations.warnings) is warned
+    assert any("unreadable" in w or "not kept" in w for w in annotations.warnings) is warned
 
 
 def test_edf_annotations_follow_the_recording_start(night, tmp_path):
@@ -227,6 +232,31 @@ def test_hypnogram_codes_and_errors(tmp_path):
     nocol.write_text("epoch,label2\n0,W\n")
     with pytest.raises(XmlError, match="no stage column"):
         parse_hypnogram_text(nocol)
+
+
+def test_a_hypnogram_csv_is_placed_by_its_own_time_column(tmp_path):
+    """A delimited hypnogram with an onset column (BIDS `onset`, predict.py's `start_s`) places each row at its
+    onset: scored from lights-off at 120 s, its first stage labels the fifth epoch, not the first. An epoch
+    column alone must count the rows; one that skips an epoch is refused rather than read row by row."""
+    late = tmp_path / "d.hypnogram.csv"
+    late.write_text("onset,duration,stage\n120,30,N2\n150,30,N3\n180,30,R\n")
+    parsed = parse_hypnogram_text(late)
+    assert parsed.stage_start.tolist() == [120.0, 150.0, 180.0] and parsed.stage_class.tolist() == [2, 3, 4]
+    own = tmp_path / "e.hypnogram.csv"  # the columns of downstream/predict.py's hypnogram.csv
+    own.write_text("epoch,start_s,time,stage\n0,0,22:00:00,W\n1,30,22:00:30,N1\n")
+    assert parse_hypnogram_text(own).stage_start.tolist() == [0.0, 30.0]
+    counted = tmp_path / "f.hypnogram.csv"
+    counted.write_text("epoch;stage\n1;W\n2;N1\n3;N2\n")
+    assert parse_hypnogram_text(counted).stage_start.tolist() == [0.0, 30.0, 60.0]
+    for text, match in (
+        ("epoch,stage\n0,W\n2,N1\n", "without a gap"),
+        ("epoch,stage\n5,W\n6,N1\n", "without a gap"),
+        ("onset,stage\n0,W\nlater,N1\n", "line 3: column 'onset' is 'later'"),
+    ):
+        odd = tmp_path / "g.hypnogram.csv"
+        odd.write_text(text)
+        with pytest.raises(XmlError, match=match):
+            parse_hypnogram_text(odd)
 
 
 def test_pairing_prefers_formats_in_order_and_sleep_edf_prefix(tmp_path):

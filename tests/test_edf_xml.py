@@ -379,3 +379,76 @@ def test_movement_and_unscored_without_event_type_are_stage_events(tmp_path):
     assert annotations.stage_class.tolist() == [0, 2, -1, -1]
     assert [e["type"] for e in annotations.events] == ["hypopnea"]
     assert epoch_labels(annotations, 13)["stage"].tolist() == [0, 0, 2, 2] + [-1] * 9
+
+
+def test_a_header_size_field_that_the_file_size_confirms_places_the_data(tmp_path):
+    """A writer that pads its header and says so in the header-size field: the data are read from the declared
+    byte when only that fits the record count and the file size; a field the file size does not confirm is
+    only a warning (the data start after 256 x (signals + 1) bytes, as the signal count says)."""
+    path = tmp_path / "padded.edf"
+    expected = [s.data.copy() for s in _mixed_edf(path).signals]  # read now: edfio reads the file lazily
+    data = bytearray(path.read_bytes())
+    computed = 256 * (len(expected) + 1)
+    data[184:192] = f"{computed + 512:<8d}".encode()
+    padded = tmp_path / "padded2.edf"
+    padded.write_bytes(bytes(data[:computed]) + b" " * 512 + bytes(data[computed:]))
+    header = read_edf_header(padded)
+    assert header.header_bytes == computed + 512 and "where the file size puts it" in header.warnings[0]
+    for signal, values in zip(header.signals, expected):
+        np.testing.assert_allclose(read_signal(header, signal.label)[0], values, atol=abs(signal.gain))
+    path.write_bytes(bytes(data))  # the field says 512 more bytes, the file has none: the signal count wins
+    header = read_edf_header(path)
+    assert header.header_bytes == computed and "header size field" in header.warnings[0]
+    assert "where the file size puts it" not in header.warnings[0]
+
+
+@pytest.mark.parametrize("field, value", [(104, b"-3276,8 "), (128, b"        "), (216, b"0       ")])
+def test_one_unreadable_signal_header_leaves_the_others_readable(tmp_path, field, value):
+    """A range field that is no number, or no samples, in one signal's header: that signal carries the problem
+    (a channel taken from it is dropped by name), the file and its other signals are read as written."""
+    path = tmp_path / "odd.edf"
+    expected = [s.data.copy() for s in _mixed_edf(path).signals]  # read now: edfio reads the file lazily
+    header = read_edf_header(path)
+    n, data = len(header.signals), bytearray(path.read_bytes())
+    # the signal header block holds each field for every signal in turn: `field` is the field's offset per
+    # signal (pmin 104, dmax 128, samples 216); the last signal's (SaO2, the last in each record) is changed
+    start = 256 + field * n + 8 * (n - 1)
+    data[start : start + 8] = value
+    if field == 216:  # no samples: the records do not hold that signal's sample either
+        head, record = bytes(data[: header.header_bytes]), 2 * header.record_samples
+        body, cut = bytes(data[header.header_bytes :]), 2 * header.signals[-1].samples_per_record
+        data = bytearray(head + b"".join(body[k : k + record - cut] for k in range(0, len(body), record)))
+    path.write_bytes(bytes(data))
+    header = read_edf_header(path)
+    assert header.signals[-1].problem is not None and all(s.problem is None for s in header.signals[:-1])
+    for signal, values in zip(header.signals[:-1], expected):
+        np.testing.assert_allclose(read_signal(header, signal.label)[0], values, atol=abs(signal.gain))
+
+
+def test_an_event_written_twice_counts_once_and_an_untimed_marker_is_left_out(tmp_path):
+    """The same apnea twice (a scoring merged from two exports) is one event, with a warning: twice, it would
+    double the night's apnea count and AHI. A marker without a Duration ("Lights off") gives no label and is left
+    out with a warning; a labelled event or a stage without one still fails the file by name."""
+    path = tmp_path / "twice-nsrr.xml"
+    apnea = _event("Respiratory|Respiratory", "Obstructive apnea|Obstructive Apnea", 40, 12)
+    marker = (
+        "<ScoredEvent><EventType>Miscellaneous|Miscellaneous</EventType>"
+        "<EventConcept>Lights off|Lights off</EventConcept><Start>0</Start></ScoredEvent>"
+    )
+    stages = _event("Stages|Stages", "Stage 2 sleep|2", 0, 120)
+    path.write_bytes(
+        _xml([stages, apnea, apnea, marker, _event("Respiratory|Respiratory", "Hypopnea|Hypopnea", 40, 12)])
+    )
+    parsed = parse_nsrr_xml(path)
+    assert [e["type"] for e in parsed.events] == ["obstructive_apnea", "hypopnea"]
+    assert any("1 event(s) written twice" in w for w in parsed.warnings)
+    assert any("Lights off" in w and "left out" in w for w in parsed.warnings)
+    for untimed in (
+        "<ScoredEvent><EventType>Respiratory|Respiratory</EventType><EventConcept>Hypopnea|Hypopnea</EventConcept>"
+        "<Start>10</Start></ScoredEvent>",
+        "<ScoredEvent><EventType>Stages|Stages</EventType><EventConcept>Wake|0</EventConcept>"
+        "<Start>0</Start></ScoredEvent>",
+    ):
+        path.write_bytes(_xml([stages, untimed]))
+        with pytest.raises(XmlError, match="has Duration None"):
+            parse_nsrr_xml(path)
