@@ -507,6 +507,13 @@ def night_info(
             f"the scoring ends at {scored_s:g} s, the signal at {signal_s:g} s: {signal_s - kept_s:g} s not kept"
         )
     lost += scoring_past_signal(annotations, signal_s) if annotations is not None else []
+    for name, result in channels.items():  # resampling adds nothing above the native Nyquist frequency
+        band, nyquist = config.band(CHANNEL_BY_NAME[name]), result.native_rate / 2
+        if band is not None and band[1] - nyquist > (band[1] - band[0]) / 2:  # most of the band is not there
+            lost.append(
+                f"{name} recorded at {result.native_rate:g} Hz holds only {band[0]:g}-{nyquist:g} Hz of its "
+                f"{band[0]:g}-{band[1]:g} Hz band (a model trained on higher rates reads it otherwise)"
+            )
     info["warnings"] = "; ".join(header.warnings + (annotations.warnings if annotations is not None else []) + lost)
     return info
 

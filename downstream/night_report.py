@@ -28,6 +28,24 @@ from utils.plots import hypnogram_png
 
 REPORT_MARKERS = ("report.json", "summary.csv")  # a folder holding one of these was written by predict.py
 PREDICTED_NSRR, PREDICTED_EDF = "predicted-nsrr.xml", "predicted-annotations.edf"  # beside a night's report.json
+# every file predict.py writes: a night's report set (`write_outputs`), a cohort's summary, the run's config
+REPORT_FILES = frozenset(
+    {
+        "report.json",
+        "report.md",
+        "config.json",
+        "hypnogram.csv",
+        "hypnogram.png",
+        "hypnogram-yasa.txt",
+        "events.csv",
+        "epoch_events.csv",
+        "events.tsv",
+        PREDICTED_NSRR,
+        PREDICTED_EDF,
+        "summary.csv",
+        "summary.md",
+    }
+)
 
 
 def strict(value: Any) -> Any:
@@ -268,13 +286,21 @@ def check_out(out: Path) -> None:
     """Refuse an `--out` this run could not write, before any night is processed (InputError).
 
     `out` must be new, an empty folder, or an earlier predict.py output (a folder holding report.json or
-    summary.csv), which the new report set then replaces as a whole: nothing of the earlier run stays beside it.
+    summary.csv, and nothing predict.py does not write: `foreign_files`), which the new report set then replaces
+    as a whole: nothing of the earlier run stays beside it, and nothing else is lost with it.
     """
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
     if out.is_dir() and not replaceable(out, REPORT_MARKERS):
         raise InputError(
             f"--out {out}: a folder holding other files (not a predict.py report); give a new or empty folder"
+        )
+    foreign = foreign_files(out) if out.is_dir() else []
+    if foreign:  # the whole folder is replaced: an input kept there, or a user's file, would go with it
+        shown = ", ".join(str(path.relative_to(out)) for path in foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise InputError(
+            f"--out {out}: an earlier report folder that also holds files predict.py does not write ({shown}), "
+            "which replacing it would delete; move them, or give a new or empty folder"
         )
     existing = out.absolute().parent
     while not existing.exists() and existing != existing.parent:
@@ -283,6 +309,18 @@ def check_out(out: Path) -> None:
         raise InputError(f"--out {out}: cannot be created ({existing} is not a folder)")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise InputError(f"--out {out}: cannot be created ({existing} is not writable)")
+
+
+def foreign_files(out: Path) -> list[Path]:
+    """What in the folder `out` predict.py did not write: files not named as its outputs (`REPORT_FILES`) in it or
+    in a night's folder one level down (a cohort's reports), and anything deeper or not a plain file."""
+    foreign = []
+    for path in sorted(Path(out).iterdir()):
+        inner = sorted(path.iterdir()) if path.is_dir() and not path.is_symlink() else [path]
+        for item in inner:
+            if item.is_symlink() or not item.is_file() or item.name not in REPORT_FILES:
+                foreign.append(item)
+    return foreign
 
 
 def write_annotations(out: Path, result: Mapping[str, Any], paths: dict[str, Path]) -> None:
@@ -303,6 +341,36 @@ def write_annotations(out: Path, result: Mapping[str, Any], paths: dict[str, Pat
     paths["yasa_hypnogram"].write_text(annotation_export.yasa_text(stages))
     paths["bids_events"] = out / "events.tsv"
     paths["bids_events"].write_text(annotation_export.bids_events_tsv(stages, events, EPOCH_S))
+
+
+def night_warnings(
+    info: Mapping[str, Any],
+    unusable_scoring: str | None,
+    staging: Mapping[str, Any],
+    reliability: Mapping[str, Any],
+) -> list[str]:
+    """The report's warnings of one night: what its scoring's reading said (the agreement rests on it), a scoring
+    that could not be read, a truncated EDF, staging channels the night lacks (the hypnogram and every sleep
+    statistic rest on the staging model), and an unreliable AHI. `info`: the night's processing info; `staging`:
+    the staging model's channel report (`used`, `missing`); `reliability`: `assess_reliability`'s verdict."""
+    warnings_ = [f"scoring: {note}" for note in info.get("scoring_warnings", [])]
+    if unusable_scoring is not None:
+        warnings_.append(f"scoring not read, so no agreement: {unusable_scoring}")
+    if info.get("truncated"):
+        warnings_.append(
+            f"truncated EDF ({info.get('warnings') or 'last data record cut'}): predicted the "
+            f"{_fmt(float(info['kept_s']) / 60)} min of whole data records; the end of the night is "
+            "missing"
+        )
+    if staging["missing"]:
+        warnings_.append(
+            f"the staging model reads {', '.join(staging['missing'])}, which this night lacks: the hypnogram, sleep "
+            f"time and sleep efficiency come from {', '.join(staging['used'])} alone and may be wrong (its "
+            "validation kappa was measured with every channel)"
+        )
+    if reliability["reliable"] is False:
+        warnings_.append("UNRELIABLE AHI estimate: " + "; ".join(reliability["reasons"]))
+    return warnings_
 
 
 def write_outputs(out: str | Path, result: Mapping[str, Any]) -> dict[str, Path]:

@@ -103,6 +103,7 @@ from downstream.night_report import (
     check_out,
     event_rows,
     model_event_table,
+    night_warnings,
     strict,
     summary_markdown,
     summary_row,
@@ -261,6 +262,7 @@ def predict_night(
     processing: ProcessingConfig = DEFAULT_PROCESSING,
     event_run: EventRun | None = None,
     hypopnea_rule: str = DEFAULT_HYPOPNEA_RULE,
+    scoring_optional: bool = False,
 ) -> dict[str, Any]:
     """Process and predict one night in memory. Returns {"hypnogram": DataFrame, "events": DataFrame | None,
     "report": dict, "stages": (n,) int, "scored": (n,) int | None, "event_epochs", "typed_events", "start"}.
@@ -270,7 +272,9 @@ def predict_night(
     with the scoring counts the scored epochs only. `identities`: `share_encoders(runs)`, computed once per
     cohort (default: here). `processing`: how the night is processed (`night_processing`: as the models'
     cohorts were, with a user channel map tried before the built-in alias tables as the parser does). `event_run`: the event model (`--events`); its
-    respiratory channels are read in the same single pass over the EDF. `hypopnea_rule`: of the scored AHI."""
+    respiratory channels are read in the same single pass over the EDF. `hypopnea_rule`: of the scored AHI.
+    `scoring_optional`: a scoring that cannot be read (found beside the night in a cohort, not named by the user)
+    is a warning, and the night is predicted without agreement, instead of an InputError."""
     edf_path, device = Path(edf_path), torch.device(device)
     xml_path = Path(xml_path) if xml_path is not None else None
     for path in (edf_path, xml_path):
@@ -283,12 +287,18 @@ def predict_night(
     ]
     try:
         epochs, _, info = load_night(edf_path, None, channels=wanted, config=processing)
-        labels = None
-        if xml_path is not None:
-            labels, scoring = scored_labels(xml_path, edf_path, int(info["n_epochs"]), float(info["signal_s"]))
-            info = {**info, **scoring}
     except (EdfError, XmlError, SkipRecording, ValueError) as err:
         raise InputError(one_line(err)) from None
+    labels, unusable_scoring = None, None
+    if xml_path is not None:
+        try:
+            labels, scoring = scored_labels(xml_path, edf_path, int(info["n_epochs"]), float(info["signal_s"]))
+            info = {**info, **scoring}
+        except (EdfError, XmlError, SkipRecording, ValueError) as err:
+            if not scoring_optional:  # a scoring the user named: its fault is the error
+                raise InputError(one_line(err)) from None
+            unusable_scoring = one_line(err)  # a scoring found beside the night: predicted without agreement
+            xml_path = None
     channels = channel_report(runs, epochs, info, edf_path, event_run, processing.channel_map)
     recording, n_epochs = edf_path.stem, int(info["n_epochs"])
     times = clock_times(edf_path, n_epochs)
@@ -407,15 +417,7 @@ def predict_night(
         oximetry,
         channels["models"]["sleep_stage"]["missing"],
     )
-    warnings_ = [f"scoring: {note}" for note in info.get("scoring_warnings", [])]  # the agreement rests on it
-    if info.get("truncated"):
-        warnings_.append(
-            f"truncated EDF ({info.get('warnings') or 'last data record cut'}): predicted the "
-            f"{_fmt(float(info['kept_s']) / 60)} min of whole data records; the end of the night is "
-            "missing"
-        )
-    if reliability["reliable"] is False:
-        warnings_.append("UNRELIABLE AHI estimate: " + "; ".join(reliability["reasons"]))
+    warnings_ = night_warnings(info, unusable_scoring, channels["models"]["sleep_stage"], reliability)
     notes = []
     tail_s = float(info.get("signal_s") or 0.0) - n_epochs * float(EPOCH_S)
     if tail_s > 1e-6 and not info.get("truncated"):
@@ -516,8 +518,9 @@ def predict_cohort(
             print(f"failed: {night.problem}", flush=True)
             continue
         try:
+            options = dict(processing=processing, event_run=event_run, hypopnea_rule=hypopnea_rule)
             result = predict_night(
-                night.edf, runs, night.xml, device, batch_size, False, identities, processing, event_run, hypopnea_rule
+                night.edf, runs, night.xml, device, batch_size, False, identities, **options, scoring_optional=True
             )
             write_outputs(stage / night.recording, result)
         except Exception as err:  # noqa: BLE001 - one night's unexpected failure must not stop the cohort

@@ -203,6 +203,12 @@ def fit_logistic_and_select(
         cfg.l2_grid,
         report,
     )
+    if len(fits) > 1 and best.l2 in (fits[0].l2, fits[-1].l2):  # the grid may stop short of the best penalty
+        print(
+            f"warning: val chose the {'largest' if best.l2 == fits[0].l2 else 'smallest'} penalty of --l2-grid "
+            f"({best.l2:g}); a grid reaching beyond it may find a better one",
+            flush=True,
+        )
     state = {k: v.cpu() for k, v in head.state_dict().items()}
     chosen = {**best.scores, "l2": best.l2}
     for name in ("best.pt", "last.pt"):  # last.pt last, as the engine writes them

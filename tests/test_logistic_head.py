@@ -104,6 +104,7 @@ def test_probe_with_the_logistic_head(cohort, backbones, tmp_path, capsys):  # n
     argv = ["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--task", "sleep_stage", *RUN]
     options = ["--head", "logistic", "--l2-grid", "1", "0.01", "--neighbour-epochs", "1", "--night-norm", "zscore"]
     assert linear_probing.main([*argv, "--out", str(out), *options]) == 0
+    assert "warning: val chose the" in capsys.readouterr().out  # of two penalties, one is at an end
     config = json.loads((out / "config.json").read_text())
     assert config["head"] == "logistic" and config["head_hidden"] == [] and config["l2_grid"] == [1.0, 0.01]
     lines = [r for r in read_jsonl(out / "log.jsonl") if r.get("kind") == "epoch"]

@@ -283,6 +283,16 @@ def test_shhs2_rates_and_labels(tmp_path):
     assert tone_amplitude(unscaled(frame, row, "eog_r")) == pytest.approx(40.0, rel=0.02)
     assert channel(frame, "airflow").shape == (20, 300)
     assert dominant_hz(channel(frame, "airflow"), 10) == pytest.approx(0.3, abs=0.02)
+    assert "holds only" not in row["warnings"]  # each rate keeps most of its channel's band
+
+
+def test_a_rate_that_keeps_little_of_the_band_is_said(tmp_path):
+    """Resampling up adds nothing above the native Nyquist frequency: a chin EMG at 64 Hz keeps 25-32 Hz of its
+    25-49 Hz band, and the manifest says so (an EOG at 50 Hz keeps most of its 0.5-40 Hz band: no note)."""
+    make_night(tmp_path / "src", "n-1", overrides={"emg": {"rate": 64}, "eog_l": {"rate": 50}})
+    row = parse(tmp_path / "src", tmp_path / "dst").iloc[0]
+    assert "emg recorded at 64 Hz holds only 25-32 Hz of its 25-49 Hz band" in row["warnings"]
+    assert "eog_l recorded" not in row["warnings"]
 
 
 def test_missing_channels_are_left_out(tmp_path):

@@ -142,6 +142,10 @@ def test_missing_channel_still_predicts_and_is_named(predict_runs, tmp_path, cap
     assert report["channels"]["missing"] == ["eog_l"]
     assert report["channels"]["models"]["sleep_stage"]["used"] == ["eeg_c4"]
     assert "eog_l" in (out / "report.md").read_text() and "eog_l" in capsys.readouterr().out
+    # the sleep statistics themselves are flagged, with or without an AHI to flag
+    flagged = "the staging model reads eog_l, which this night lacks: the hypnogram, sleep time and sleep efficiency"
+    assert any(w.startswith(flagged) for w in report["warnings"])
+    assert f"**Warning: {flagged}" in (out / "report.md").read_text()
     hypnogram = pd.read_csv(out / "hypnogram.csv")
     assert len(hypnogram) == report["n_epochs"] == 24
     assert np.allclose(hypnogram[[f"p_{s}" for s in STAGE_NAMES]].sum(axis=1), 1.0, atol=1e-4)
@@ -339,6 +343,17 @@ def test_out_that_is_a_file_is_refused_before_any_work(predict_runs, night, tmp_
         predict.main(["--checkpoint", str(predict_runs["stage"]), "--edf", str(night[0]), "--out", str(foreign)]) == 2
     )
     assert "not a predict.py report" in capsys.readouterr().err and (foreign / "mine.txt").read_text() == "x"
+    # an earlier report folder that also holds a user's file, or the input night itself: replacing it would
+    # delete them, so it is refused (a marker file alone does not make a folder predict.py's to replace)
+    (foreign / "summary.csv").write_text("a,b\n")
+    kept = foreign / "night.edf"
+    kept.write_bytes(night[0].read_bytes())
+    before = _tree_digest(foreign)
+    argv = ["--checkpoint", str(predict_runs["stage"]), "--edf", str(kept), "--out", str(foreign), "--no-progress"]
+    assert predict.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds files predict.py does not write (mine.txt, night.edf)" in err and err.count("\n") == 1
+    assert _tree_digest(foreign) == before
 
 
 def test_a_new_report_replaces_the_old_one_whole_and_a_failed_run_changes_nothing(predict_runs, night, tmp_path):

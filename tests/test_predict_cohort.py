@@ -138,3 +138,22 @@ def test_a_night_that_fails_while_its_files_are_written_leaves_none(predict_runs
     err = capsys.readouterr().err
     assert err == f"error: {cohort / 'a-100001.edf'}: ValueError: EDF only allows dates from 1985 to 2084\n"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_night_whose_scoring_beside_it_is_unreadable_is_predicted_without_agreement(predict_runs, tmp_path):
+    """In a cohort the scoring is found beside the night, and only the agreement needs it: an unreadable one is a
+    warning and the night is predicted. A scoring the user names with --xml is read or refused."""
+    cohort = tmp_path / "cohort"
+    edf, xml = cohort / "d-100004.edf", cohort / "d-100004-nsrr.xml"
+    synthetic.generate_night(edf, xml, "d-100004", hours=0.1, seed=13)
+    xml.write_text("<PSGAnnotation><ScoredEvents><ScoredEvent>")  # cut short
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(predict_runs["stage"]), "--no-progress"]
+    assert predict.main([*args, "--edf", str(cohort), "--out", str(out)]) == 0
+    summary = pd.read_csv(out / "summary.csv", keep_default_na=False)
+    assert summary["status"].tolist() == ["ok"]
+    report = json.loads((out / "d-100004" / "report.json").read_text())
+    assert report["agreement"] is None and report["xml"] is None
+    assert any(w.startswith("scoring not read, so no agreement: ") and str(xml) in w for w in report["warnings"])
+    assert predict.main([*args, "--edf", str(edf), "--xml", str(xml), "--out", str(tmp_path / "one")]) == 2
+    assert not (tmp_path / "one").exists()
