@@ -294,8 +294,18 @@ def _clock_text_s(text: str, whole: bool) -> float | None:
     return 3600.0 * hour + 60.0 * minute + second if hour < 24 and minute < 60 and second < 60 else None
 
 
+MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+
 def _date(header: EdfHeader) -> datetime.date | None:
-    """The header's start date ("dd.mm.yy", years 1985-2084), or None when unreadable (e.g. 00.00.00, blank)."""
+    """The header's start date: an EDF+ recording field's "Startdate dd-MMM-yyyy" (four-digit year), else the
+    start-date field ("dd.mm.yy", years 1985-2084); None when unreadable (e.g. 00.00.00, blank)."""
+    found = re.match(r"startdate\s+(\d{1,2})-([a-z]{3})-(\d{4})\b", header.recording.strip(), re.IGNORECASE)
+    if header.reserved.upper().startswith("EDF+") and found and found.group(2).upper() in MONTHS:
+        try:
+            return datetime.date(int(found.group(3)), MONTHS.index(found.group(2).upper()) + 1, int(found.group(1)))
+        except ValueError:
+            pass  # an impossible date there: the start-date field may still be read
     try:
         day, month, year = (int(v) for v in header.startdate.split("."))
         return datetime.date(1985 + (year - 85) % 100, month, day)
@@ -314,29 +324,35 @@ def start_offset(annotation: EdfHeader, recording: EdfHeader) -> tuple[float, st
     (`Startdate X`) or an unreadable one (00.00.00), so a scoring started at 00:00:20 for a recording started at
     23:59:50 the same "day" would be placed almost 24 h early: unless both dates are known and differ, the clock
     difference is wrapped into (-12 h, 12 h]. An unreadable start time, or 00.00.00 in one file beside a real
-    clock in the other (a start not kept), puts the scoring at the recording's start, with a warning."""
+    clock more than `CLOCK_TOLERANCE_S` from midnight in the other (a start not kept; a scoring started at
+    midnight 30 s after its recording is read as written), puts the scoring at the recording's start, with a
+    warning."""
     mine, theirs = _clock_s(annotation), _clock_s(recording)
     if mine is None or theirs is None:
         return 0.0, (
             f"{annotation.path}: start time {annotation.starttime!r} or the recording's {recording.starttime!r} "
             "unreadable; the scoring is taken to start with the recording"
         )
-    if (mine == 0.0) != (theirs == 0.0):  # 00.00.00 beside a real clock: a start that was not kept
+    offset = mine - theirs
+    near = abs(offset - DAY_S * round(offset / DAY_S)) <= CLOCK_TOLERANCE_S  # e.g. 23.59.30 and 00.00.00
+    if (mine == 0.0) != (theirs == 0.0) and not near:  # 00.00.00 beside a real clock: a start that was not kept
         return 0.0, (
             f"{annotation.path}: start time {annotation.starttime.strip()}, the recording's "
             f"{recording.starttime.strip()}; 00.00.00 is what anonymisers write for a start not kept, so the "
             "scoring is taken to start with the recording"
         )
-    offset = mine - theirs
     days = (_date(annotation), _date(recording))
-    if None not in days and days[0] != days[1] and not (_date_unknown(annotation) or _date_unknown(recording)):
-        return offset + DAY_S * (days[0] - days[1]).days, None
+    apart = None if None in days else (days[0] - days[1]).days
+    # a scoring started one day after (or before) its recording's date: across midnight as written; dates further
+    # apart are no night's (a century read two ways, an anonymiser's shift): the clocks are wrapped as below
+    if apart in (-1, 1) and not (_date_unknown(annotation) or _date_unknown(recording)):
+        return offset + DAY_S * apart, None
     wrapped = offset - DAY_S * math.ceil((offset - DAY_S / 2) / DAY_S)
     if wrapped == offset:
         return offset, None
     return wrapped, (
         f"{annotation.path}: starts at {annotation.starttime}, the recording at {recording.starttime} with "
-        f"dates equal or unknown; taken across midnight ({wrapped:+g} s, not {offset:+g} s)"
+        f"dates equal, unknown or days apart; taken across midnight ({wrapped:+g} s, not {offset:+g} s)"
     )
 
 

@@ -102,12 +102,13 @@ def test_a_stage_only_night_is_parsed_with_its_events_not_scored(tmp_path):
 
 @pytest.mark.parametrize(
     "recording_day, hypnogram_day, warned",
-    [(None, None, True), (1, 1, True), (1, 2, False)],
-    ids=["dates-unknown", "dates-equal", "next-day"],
+    [(None, None, True), (1, 1, True), (1, 2, False), (1, 9, True)],
+    ids=["dates-unknown", "dates-equal", "next-day", "days-apart"],
 )
 def test_a_hypnogram_started_after_midnight_follows_the_recording(tmp_path, recording_day, hypnogram_day, warned):
     """Recording 23:59:50, Sleep-EDF hypnogram 00:00:20: the scoring starts 30 s in. With unknown or equal
-    (anonymised) dates the clock difference is taken across midnight, and the manifest's warnings say so."""
+    (anonymised) dates, or dates days apart (no night's: a shifted or misread date), the clock difference is
+    taken across midnight, and the manifest's warnings say so."""
     from edfio import Edf, EdfAnnotation, EdfSignal, Recording
 
     def write(path, day, clock, signals=(), annotations=()):  # day of January 2001, None: date unknown
@@ -134,14 +135,24 @@ def test_a_hypnogram_started_after_midnight_follows_the_recording(tmp_path, reco
         (None, b"22.00.3x", None, 0.0, True),
         (None, b"00.00.00", None, 0.0, True),
         (None, None, b"00.00.00", 0.0, True),
+        (None, b"00.00.00", b"23.59.30", 30.0, False),
     ],
-    ids=["date-zeros", "date-blank", "time-with-colons", "time-unreadable", "time-zeros", "recording-time-zeros"],
+    ids=[
+        "date-zeros",
+        "date-blank",
+        "time-with-colons",
+        "time-unreadable",
+        "time-zeros",
+        "recording-time-zeros",
+        "time-zeros-at-midnight",
+    ],
 )
 def test_a_hypnogram_with_an_odd_start_field_keeps_its_clock(tmp_path, date, clock, edf_clock, start, warned):
     """Recording 22:00:00, hypnogram 22:00:30: an unreadable start DATE (00.00.00, blank) is an unknown date, so
     the clock difference still places the scoring 30 s in; a time written with colons is read; an unreadable
     time puts the scoring at the recording's start and says so, as does a time of 00.00.00 in one of the files
-    (an anonymiser's "not kept": taken as midnight it would shift every stage by 22 h, wrapped to -2 h)."""
+    (an anonymiser's "not kept": taken as midnight it would shift every stage by 22 h, wrapped to -2 h), unless
+    the other clock is within a minute of midnight (a scoring started at midnight, 30 s after its recording)."""
     from edfio import Edf, EdfAnnotation, EdfSignal
 
     edf, hypnogram = tmp_path / "SC4002E0-PSG.edf", tmp_path / "SC4002EC-Hypnogram.edf"
