@@ -104,3 +104,18 @@ def test_a_folder_of_another_recipe_is_refused_before_any_work(tmp_path, capsys)
     (out / "recipe.json").unlink()
     (out / "runs").mkdir()
     assert "earlier version of the demo" in demo.check_recipe(out, wanted)
+
+
+def test_each_probe_gets_the_head_its_recipe_names(tmp_path):
+    """The staging probe at 5 % labels is fitted (`--head logistic`, no passes); every other probe trains its MLP
+    head for the demo's passes; the recipe names the fitted ones."""
+    demo = _demo()
+    jobs = demo.downstream_jobs(tmp_path, tmp_path / "mm", tmp_path / "ds", tmp_path / "ev", tmp_path / "c", 0)
+    probes = {job.name: [str(a) for a in job.args] for job in jobs if job.name.startswith("probe-")}
+    assert set(probes) == {f"probe-{t}-lf{f:g}" for t in demo.TASKS for f in demo.FRACTIONS}
+    for name, args in probes.items():
+        fitted = name == "probe-sleep_stage-lf0.05"
+        assert args[args.index("--head") + 1] == "logistic" if fitted else "--head" not in args, name
+        assert ("--passes" in args) is not fitted, name
+    recipe = demo.recipe(demo.argparse.Namespace(nights=16, hours=2.0, seed=0))
+    assert recipe["probe_head"] == {"sleep_stage-lf0.05": "logistic"}
