@@ -155,6 +155,8 @@ def _missing_table_key(metrics: Mapping[str, Any]) -> str | None:
             not wants_section and (isinstance(section, bool) or not isinstance(section, (int, float)))
         ):
             return f"{'.'.join(keys)} is {json.dumps(section)[:40]}, not {'an object' if wants_section else 'a number'}"
+    if not 0 < metrics["label_fraction"] <= 1:  # a fraction of the train labels; the plot's axis is logarithmic
+        return f"label_fraction is {metrics['label_fraction']}, not in (0, 1]"
     return None
 
 
@@ -298,6 +300,16 @@ def comparison_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
         metrics_of[run] = metrics
         rows.append(table_row(run, metrics))
     cohort_of_row = {str(run): metrics.get("data") for run, metrics in metrics_of.items()}
+    cohorts: list[Any] = []
+    for data in cohort_of_row.values():
+        if not any(same_cohort(data, seen) for seen in cohorts):
+            cohorts.append(data)
+    if len(cohorts) > 1:  # one table, several cohorts: each row stands, but rows of two cohorts do not compare
+        print(
+            f"warning: the runs come from {len(cohorts)} cohorts ({', '.join(str(c) for c in cohorts)}); the `run` "
+            "column says which row is which",
+            flush=True,
+        )
     key = lambda r: (  # noqa: E731 - one setup: what the pair's two runs must share, with the cohort
         r.get("label_rule"),
         r["method"],
@@ -386,20 +398,24 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             else ("auroc", "auprc", "kappa", "event_index_icc", "ahi_icc", "ahi_r", "ahi_severity_kappa")
         )
         columns = (
-            "method",
-            "backbone",
-            "neighbour_epochs",
-            "context_direction",
-            "pooling",
-            "night_norm",
-            "head",
-            "eval_stride",
-            "label_fraction",
-            "train_subjects",
-            *(("label_rule",) if task != "sleep_stage" else ()),
-            "seed",
-            "n_test_subjects",
-        ) + metrics
+            (
+                "method",
+                "backbone",
+                "neighbour_epochs",
+                "context_direction",
+                "pooling",
+                "night_norm",
+                "head",
+                "eval_stride",
+                "label_fraction",
+                "train_subjects",
+                *(("label_rule",) if task != "sleep_stage" else ()),
+                "seed",
+                "n_test_subjects",
+            )
+            + metrics
+            + ("run",)
+        )  # the run folder: what tells apart runs of one setup (another --l2-grid, seed, cohort)
         sections += [f"## {task}", "", markdown_table(task_rows, columns)]
     event_rows = [r for r in rows if r["task"] == EVENT_DETECTION]
     if event_rows:
@@ -411,6 +427,7 @@ def comparison_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
             "hypopnea_rule",
             "n_test_subjects",
             *EVENT_DETECTION_METRICS,
+            "run",
         )
         sections += [
             f"## {EVENT_DETECTION}",

@@ -289,7 +289,7 @@ def summary_row(metrics: Mapping[str, Any], run: str = "") -> dict[str, Any]:
     test = metrics["test"]
     row: dict[str, Any] = {
         "method": metrics["method"],
-        "backbone": metrics.get("backbone_name") or "",
+        "backbone": str(metrics.get("backbone_name") or ""),  # a hand-edited record may hold another type
         "neighbour_epochs": metrics.get("neighbour_epochs"),  # None: the method has no such option
         "context_direction": context_direction(metrics),
         # how a backbone's tokens were pooled (trees on frozen vectors; runs written before the option: mean);

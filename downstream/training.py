@@ -178,7 +178,8 @@ def fit_logistic_and_select(
     on the cached train vectors, the best on `val_<--select-metric>` written as best.pt and last.pt (kind
     `mlp_head`), one log.jsonl line per penalty; returns a summary as `fit_and_select` does. Single process."""
     out = Path(cfg.out)
-    save_config(cfg, out / "config.json", derived=run_derived(cfg, ctx), keep_previous=True)
+    derived = {k: v for k, v in run_derived(cfg, ctx).items() if k not in ("effective_batch_size", "lr_scaled")}
+    save_config(cfg, out / "config.json", derived=derived, keep_previous=True)  # no optimizer: no batch nor lr
     clear_run_results(out, checkpoints=True)
     logger = RunLogger(out, fresh=True)
     metric, mode = f"val_{cfg.select_metric}", SELECT_METRICS[cfg.select_metric]

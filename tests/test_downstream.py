@@ -598,9 +598,7 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
     assert set(apnea["event_index"]["per_recording"]) == set(splits_of(cohort)["recordings"]["test"])
 
     table = tmp_path / "comparison"
-    options = (
-        tmp_path / "evaluate.json"
-    )  # docs/architecture.md §1: every step takes --config and saves what it ran with
+    options = tmp_path / "evaluate.json"  # docs/architecture.md §1: every step takes --config, saves what it ran with
     options.write_text(json.dumps({"runs": [str(probe_runs[0]), str(tmp_path)], "out": str(table)}))
     assert evaluate_script.main(["--config", str(options)]) == 0
     assert json.loads((table / "config.json").read_text())["runs"] == [str(probe_runs[0]), str(tmp_path)]
@@ -618,6 +616,7 @@ def test_feature_baseline_and_comparison_table(cohort, probe_runs, tmp_path):
         assert (events[f"ahi_scale_{task}"] == stored["event_calibration"]["scale"]).all()
     text = (table / "comparison.md").read_text()
     assert "## sleep_stage" in text and "## apnea" in text and "linear_probe" in text
+    assert f"| {probe_runs[0]} |" in text  # the run column tells apart runs of one setup
     # with --cache-dir (filled by the first run, read by the second) the features and so the results are the same
     for name in ("cached_a", "cached_b"):
         assert (

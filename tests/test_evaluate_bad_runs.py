@@ -97,6 +97,13 @@ def argv_of(runs: dict[str, Path], out: Path) -> list[str]:
     return [str(runs[name]) for name in ("stage", "apnea", "hypopnea")] + ["--out", str(out)]
 
 
+def test_a_backbone_name_of_another_type_is_read_as_text(runs, tmp_path):
+    """A hand-edited record's backbone_name 5 is the backbone "5" in the table, not a traceback."""
+    edit_metrics(runs["stage"], _set(5, "backbone_name"))
+    assert evaluate.main([str(runs["stage"]), "--out", str(tmp_path / "table")]) == 0
+    assert "| 5 |" in (tmp_path / "table" / "comparison.md").read_text()
+
+
 def test_hand_made_runs_make_a_table(runs, tmp_path):
     out = tmp_path / "table"
     assert exit_code(evaluate.main, argv_of(runs, out)) == 0
@@ -191,6 +198,9 @@ def break_run(case: str, runs: dict[str, Path]) -> str:
     if case == "label_fraction_text":
         edit_metrics(hypopnea, _set("all", "label_fraction"))
         return f"{hypopnea / 'metrics.json'}: incomplete run record (label_fraction"
+    if case == "label_fraction_zero":  # a fraction of the train labels, on the plot's logarithmic axis
+        edit_metrics(hypopnea, _set(0, "label_fraction"))
+        return f"{hypopnea / 'metrics.json'}: incomplete run record (label_fraction is 0, not in (0, 1])"
     if case == "ci_not_a_pair":
         edit_metrics(stage, _set({"kappa": 0.5}, "test", "ci"))
         return f"{stage / 'metrics.json'}: incomplete run record"
@@ -224,6 +234,7 @@ CASES = (
     "no_pooled",
     "test_is_a_list",
     "label_fraction_text",
+    "label_fraction_zero",
     "ci_not_a_pair",
     "event_detection_no_events",
     "predictions_deleted",
@@ -300,3 +311,14 @@ def test_real_command_line_names_the_missing_key(runs, tmp_path):
     assert ran.returncode == 2, ran.stderr[-3000:]
     assert_one_error_line(ran.stderr, expect)
     assert not out.exists()
+
+
+def test_runs_of_two_cohorts_are_warned_about(runs, tmp_path, capsys):
+    """One table over runs of two cohorts: each row stands, with its run folder, and the table says so."""
+    other = tmp_path / "other_cohort"
+    shutil.copytree(runs["cohort"], other)
+    edit_metrics(runs["stage"], _set(str(other), "data"))
+    assert evaluate.main([str(runs["stage"]), str(runs["apnea"]), "--out", str(tmp_path / "table")]) == 0
+    out = capsys.readouterr().out
+    assert "warning: the runs come from 2 cohorts" in out
+    assert f"| {runs['stage']} |" in (tmp_path / "table" / "comparison.md").read_text()

@@ -241,6 +241,10 @@ def test_backbone_without_a_channel_of_the_nights_is_one_error_line(
         (["--method", "probe"], "error: --method probe needs --backbone"),
         (["--method", "probe", "--backbone", str(tmp_path / "nothing.pt")], "error: --backbone"),
         (["--method", "probe", "--backbone", str(backbone), "--token-channels", "eeg_c4"], "error: --token-channels"),
+        (
+            ["--method", "features"],
+            "error: --steps, --batch-windows, --eval-every, --head-width",
+        ),  # FAST: token options
     ):
         with pytest.raises(SystemExit) as exit_info:
             event_detection.main(

@@ -134,4 +134,15 @@ def test_probe_with_the_logistic_head(cohort, backbones, tmp_path, capsys):  # n
     with pytest.raises(SystemExit):
         linear_probing.main([*argv, "--out", str(tmp_path / "bad"), "--head", "logistic", "--l2-grid", "0"])
     assert "--l2-grid" in capsys.readouterr().err
+    # an option the chosen head does not use is refused, so config.json names only settings that had an effect
+    for extra, message in (
+        (["--head", "logistic", "--passes", "7", "--head-dropout", "0.2"], "--passes, --head-dropout: not used by"),
+        (["--head", "logistic", "--resume", str(out / "last.pt")], "--head logistic is fitted afresh"),
+        (["--l2-grid", "5"], "--l2-grid: only --head logistic uses it"),
+    ):
+        with pytest.raises(SystemExit):
+            linear_probing.main([*argv, "--out", str(tmp_path / "bad"), *extra])
+        assert message in capsys.readouterr().err, extra
+    assert not (tmp_path / "bad").exists()
+    assert "lr_scaled" not in config["_derived"] and "effective_batch_size" not in config["_derived"]
     assert np.isfinite(metrics["test"]["pooled"]["kappa"])

@@ -132,6 +132,24 @@ def test_a_checkpoint_of_other_data_or_labels_is_never_resumed_as_this_run(tmp_p
         run_toy(out, "--max-steps", "2", "--data", str(tmp_path / "elsewhere"))
 
 
+@pytest.mark.parametrize(
+    "key, old, new",
+    [("class_weights", "balanced", "none"), ("head_dropout", 0.5, 0.1), ("context_passes", 2, 5)],
+)
+def test_a_checkpoint_of_other_class_weights_head_or_first_phase_is_not_resumed(tmp_path, key, old, new):
+    """Other class weights or head dropout would train one model under two losses; another first phase of
+    fine-tuning would be recorded but not trained (the second phase resumes past it): each is another run."""
+    from types import SimpleNamespace
+
+    from utils.checkpoint import save_model_checkpoint
+
+    config = {"task": "sleep_stage", key: old}
+    save_model_checkpoint(tmp_path / "last.pt", "toy", {}, {}, config=config)
+    assert read_resume_checkpoint("auto", tmp_path, "toy", SimpleNamespace(**config))[0] is not None
+    with pytest.raises(UsageError, match=rf"trained with other options than this run \({key} {old!r} -> {new!r}\)"):
+        read_resume_checkpoint("auto", tmp_path, "toy", SimpleNamespace(**{**config, key: new}))
+
+
 # ------------------------------------------------------------------------------------------ logs
 def test_cut_last_log_line_is_dropped_on_resume(tmp_path):
     run_toy(tmp_path / "straight", "--max-steps", "4")

@@ -10,7 +10,8 @@ comes along when it is resumed into another folder (`carried_best`). The folder 
 there (`lock_run_folder`).
 
 A checkpoint belongs to another run when it trained another model kind, on other data or another split of it,
-with other labels, another backbone (`RESUME_IDENTITY_KEYS`, compared by value; the split by the content of
+with other labels, another backbone, other class weights, another head or first phase of fine-tuning
+(`RESUME_IDENTITY_KEYS`, compared by value; the split by the content of
 splits.json), selected its best checkpoint by another val metric, probe target or val subset (a pretraining
 script also refuses a checkpoint of another modality), or stepped with another
 effective batch (its steps per pass and lr schedule would no longer match the position it resumes at). Other
@@ -63,6 +64,16 @@ RESUME_IDENTITY_KEYS = (
     "max_val_recordings",
     "monitor_target",
     "monitor_metric",
+    # what the loss weighs and the head is: a resume with others would train one model under two sets of them
+    "class_weights",
+    "head_hidden",
+    "head_dropout",
+    # fine-tuning's first phase, which a resumed second phase does not train again: its record must stay true
+    "context_passes",
+    "context_base_lr",
+    "context_batch_size",
+    "context_direction",
+    "context_norm",
 )
 BATCH_KEYS = ("batch_size", "accum_steps")  # their product is the effective batch of one process
 

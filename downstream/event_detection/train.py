@@ -251,6 +251,11 @@ def parse_args(argv: list[str] | None) -> Config:
     if not 0 <= cfg.min_duration_s:
         parser.error(f"--min-duration-s must be >= 0, got {cfg.min_duration_s}")
     resolved: dict[str, Any] = {}
+    if cfg.method not in TOKEN_METHODS:  # the trees read none of them: config.json must not name them as used
+        group = next(g for g in parser._action_groups if g.title.startswith("token methods"))
+        given = [a.option_strings[0] for a in group._group_actions if getattr(cfg, a.dest) != a.default]
+        if given:
+            parser.error(f"{', '.join(given)}: only the token methods (probe, finetune, scratch) use them")
     if cfg.method in TOKEN_METHODS:
         if cfg.backbone is None:
             parser.error(

@@ -124,6 +124,46 @@ def add_head_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+# what trains the MLP head and not a fitted one: a value other than the default with --head logistic is refused
+MLP_ONLY = (
+    "passes",
+    "base_lr",
+    "weight_decay",
+    "adam_betas",
+    "warmup_passes",
+    "warmup_steps",
+    "min_lr_ratio",
+    "clip_grad",
+    "accum_steps",
+    "max_steps",
+    "max_minutes",
+    "save_every_steps",
+    "head_hidden",
+    "head_dropout",
+    "debias_batchnorm",
+)
+
+
+def check_head_options(parser: argparse.ArgumentParser, cfg) -> None:
+    """Refuse options the chosen head does not use (so config.json never names a setting that had no effect):
+    with --head logistic the MLP's training options (`MLP_ONLY`) and a --resume checkpoint (a fitted head has
+    nothing to go on from), with the MLP head an --l2-grid; --head logistic also needs --init pretrained and one
+    process."""
+    changed = [key for key in MLP_ONLY if getattr(cfg, key) != parser.get_default(key)]
+    if cfg.head == "logistic":
+        if cfg.init != "pretrained":
+            parser.error("--head logistic needs --init pretrained (it is fitted on stored vectors)")
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise UsageError("--head logistic runs in one process: start it without torchrun")
+        if changed:
+            names = ", ".join("--" + key.replace("_", "-") for key in changed)
+            parser.error(f"{names}: not used by --head logistic (a linear layer fitted by L-BFGS); leave them out")
+        if str(cfg.resume).lower() not in ("auto", "none"):
+            parser.error("--resume: --head logistic is fitted afresh each run (nothing to resume); leave it out")
+    elif cfg.l2_grid != parser.get_default("l2_grid"):
+        parser.error("--l2-grid: only --head logistic uses it (the MLP head trains with --weight-decay)")
+
+
 def method_of(cfg) -> str:
     return LINEAR_PROBE if cfg.init == "pretrained" else SCRATCH_PROBE
 
@@ -165,11 +205,8 @@ def run(argv: list[str] | None) -> int:
     """`main` without the error reporting: input problems raise UsageError (or argparse's SystemExit)."""
     parser = build_probe_parser(init_of(argv))
     cfg = parse_downstream(parser, argv, method_of)
+    check_head_options(parser, cfg)
     if cfg.head == "logistic":  # one linear layer, solved afresh in seconds: nothing to go on from
-        if cfg.init != "pretrained":
-            parser.error("--head logistic needs --init pretrained (it is fitted on stored vectors)")
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            raise UsageError("--head logistic runs in one process: start it without torchrun")
         cfg = cfg.replace(head_hidden=[], resume="none")
     cfg = cfg.replace(out=training_folder(cfg.resume, cfg.out))  # an earlier run there stays until this one ends
     if cfg.neighbour_epochs and cfg.init != "pretrained":
