@@ -473,10 +473,13 @@ def write_rows(
     out_dir = Path(out_dir)
     csv_text = pd.DataFrame(rows).to_csv(index=False)
     markdown = comparison_markdown(rows)
+    # a series joins one setup's runs across label fractions: seeds and subject counts that differ between the
+    # table's runs get series of their own (one line through runs of two seeds at a fraction would zigzag)
+    apart = [key for key in ("seed", "train_subjects") if len({str(r.get(key)) for r in rows}) > 1]
     for row in rows:
         with_backbone = row["backbone"] and not row["backbone"].startswith("none")
         row["series"] = row["method"] + (f" / {row['backbone']}" if with_backbone else "")
-        row["series"] += variant_suffix(row)
+        row["series"] += variant_suffix(row) + "".join(f" ({key} {row.get(key)})" for key in apart)
     with tempfile.TemporaryDirectory(prefix="comparison-") as scratch:  # made whole before OUT is touched
         png = label_fraction_png(
             [{**r, "method": r["series"]} for r in rows], Path(scratch) / "label_fraction.png", HEADLINE_OF_TASK

@@ -322,3 +322,13 @@ def test_runs_of_two_cohorts_are_warned_about(runs, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "warning: the runs come from 2 cohorts" in out
     assert f"| {runs['stage']} |" in (tmp_path / "table" / "comparison.md").read_text()
+
+
+def test_runs_of_two_seeds_are_plotted_as_two_series(runs, tmp_path):
+    """The plot joins one setup's runs across label fractions; two seeds of it are two lines, not one zigzag."""
+    other = tmp_path / "stage_seed_7"
+    shutil.copytree(runs["stage"], other)
+    edit_metrics(other, _set(7, "seed"))
+    rows = evaluate.write_rows(evaluate.comparison_rows([runs["stage"], other]), tmp_path / "table")
+    series = sorted(row["series"] for row in rows)
+    assert len(set(series)) == 2 and series[1].endswith("(seed 7)"), series
