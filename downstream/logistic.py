@@ -25,9 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from utils.metrics import improves
+
 # x3.16 apart; with 144 labelled epochs (1 % of the learning curve's) val chose 10 of a grid ending there
 L2_GRID: tuple[float, ...] = (100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003, 0.001)
-MAX_ITERATIONS = 500  # L-BFGS iterations per penalty (each: one pass over the vectors, plus line-search ones)
+# L-BFGS iterations per penalty at most (each: one pass over the vectors, plus line-search ones); the fits of the
+# learning curve's cohort stopped at their tolerances after 30-100; a fit cut by the cap is flagged `converged` False
+MAX_ITERATIONS = 500
 
 
 @dataclass
@@ -39,6 +43,7 @@ class PenaltyFit:
     objective: float
     iterations: int
     state: dict[str, torch.Tensor]
+    converged: bool = True  # False: L-BFGS stopped at its iteration cap, not at its tolerances
 
 
 def standardisation(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +118,7 @@ def fit_logistic_head(
         w, b, reached, iterations = fit_penalty(z, y, weights, l2, start)
         start = (w, b)
         with torch.no_grad():  # fold the standardisation in: W z + b = (W / sd) x + (b - W mean / sd)
-            linear.weight.copy_(w / sd)
+            linear.weight.copy_(w / sd)  # fitted on the CPU; copied to wherever the head is scored
             linear.bias.copy_(b - (w / sd) @ mean)
         fit = PenaltyFit(
             l2,
@@ -121,11 +126,13 @@ def fit_logistic_head(
             reached,
             iterations,
             {k: v.detach().clone() for k, v in head.state_dict().items()},
+            converged=iterations < MAX_ITERATIONS,
         )
         fits.append(fit)
         if report is not None:
             report(fit)
-        if best is None or _better(fit.scores.get(metric, math.nan), best.scores.get(metric, math.nan), mode):
+        current = None if best is None else best.scores.get(metric)
+        if best is None or improves(fit.scores.get(metric), current if _finite(current) else None, mode):
             best = fit
     if best is None:
         raise ValueError("l2_grid is empty: give at least one penalty")
@@ -133,11 +140,24 @@ def fit_logistic_head(
     return best, fits
 
 
-def _better(value: float, current: float, mode: str) -> bool:
-    """Whether `value` beats `current` under `mode` ("max" or "min"); a non-finite value never does."""
-    if not math.isfinite(value):
-        return False
-    return not math.isfinite(current) or (value > current if mode == "max" else value < current)
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def selection_note(best: PenaltyFit, fits: Sequence[PenaltyFit], metric: str) -> str | None:
+    """A warning about the penalty val chose, or None: no penalty gave a finite `metric` (the largest was kept),
+    or the chosen one is at an end of a grid whose scores differ (a grid reaching beyond it may do better)."""
+    values = [fit.scores.get(metric) for fit in fits]
+    if not any(_finite(v) for v in values):
+        return f"no penalty gave a finite {metric}; the largest ({fits[0].l2:g}) was kept"
+    if len({v for v in values if _finite(v)}) < 2 or len(fits) < 2:  # one score for all: no end to speak of
+        return None
+    if best is fits[0] or best is fits[-1]:
+        end = "largest" if best is fits[0] else "smallest"
+        return (
+            f"val chose the {end} penalty of --l2-grid ({best.l2:g}); a grid reaching beyond it may find a better one"
+        )
+    return None
 
 
 def _only_linear(head: nn.Module) -> nn.Linear:

@@ -362,7 +362,8 @@ def night_warnings(
             f"{_fmt(float(info['kept_s']) / 60)} min of whole data records; the end of the night is "
             "missing"
         )
-    if staging["missing"]:
+    said = reliability["reliable"] is False and any("read by the staging model" in r for r in reliability["reasons"])
+    if staging["missing"] and not said:  # an unreliable AHI's reasons already name them, and the sleep time
         warnings_.append(
             f"the staging model reads {', '.join(staging['missing'])}, which this night lacks: the hypnogram, sleep "
             f"time and sleep efficiency come from {', '.join(staging['used'])} alone and may be wrong (its "

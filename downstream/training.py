@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from dataset.constants import TASKS
 from downstream.data import FeatureDataset
-from downstream.logistic import PenaltyFit, fit_logistic_head
+from downstream.logistic import PenaltyFit, fit_logistic_head, selection_note
 from downstream.options import SELECT_METRICS
 from models.heads import MLPHead
 from models.loading import MLP_HEAD
@@ -186,13 +186,23 @@ def fit_logistic_and_select(
     started = time.monotonic()
 
     def report(fit: PenaltyFit) -> None:
-        record = {"l2": fit.l2, "objective": fit.objective, "lbfgs_iterations": fit.iterations, **fit.scores}
+        record = {
+            "l2": fit.l2,
+            "objective": fit.objective,
+            "lbfgs_iterations": fit.iterations,
+            "converged": fit.converged,
+            **fit.scores,
+        }
         logger.log_epoch({"epoch": len(logged) + 1, "step": len(logged) + 1, "partial": False, **record})
         logged.append(record)
         shown = " ".join(f"{k}={v:.4g}" for k, v in fit.scores.items() if isinstance(v, float))
         print(f"l2 {fit.l2:g}: {shown} ({fit.iterations} L-BFGS iterations)", flush=True)
+        if not fit.converged:
+            print(f"warning: l2 {fit.l2:g}: L-BFGS stopped at its {fit.iterations}-iteration cap, not converged")
 
     logged: list[dict[str, Any]] = []
+    head.to(ctx.device)  # scored on val where the vectors go (the fit itself runs on the CPU)
+    metadata = with_calibration(cfg, metadata)
     best, fits = fit_logistic_head(
         head,
         train_data.features,
@@ -204,12 +214,9 @@ def fit_logistic_and_select(
         cfg.l2_grid,
         report,
     )
-    if len(fits) > 1 and best.l2 in (fits[0].l2, fits[-1].l2):  # the grid may stop short of the best penalty
-        print(
-            f"warning: val chose the {'largest' if best.l2 == fits[0].l2 else 'smallest'} penalty of --l2-grid "
-            f"({best.l2:g}); a grid reaching beyond it may find a better one",
-            flush=True,
-        )
+    note = selection_note(best, fits, metric)
+    if note is not None:
+        print(f"warning: {note}", flush=True)
     state = {k: v.cpu() for k, v in head.state_dict().items()}
     chosen = {**best.scores, "l2": best.l2}
     for name in ("best.pt", "last.pt"):  # last.pt last, as the engine writes them
@@ -218,7 +225,7 @@ def fit_logistic_and_select(
             MLP_HEAD,
             head.to_config(),
             state,
-            metadata=with_calibration(cfg, {**metadata, "l2": best.l2}),
+            metadata={**metadata, "l2": best.l2},
             splits_sha256=sha256_file(Path(cfg.data) / "splits.json"),
             metrics=chosen,
             config=config_to_dict(cfg),

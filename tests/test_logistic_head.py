@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from downstream.linear_probing import train as linear_probing
-from downstream.logistic import fit_logistic_head, fit_penalty, standardisation
+from downstream.logistic import PenaltyFit, fit_logistic_head, fit_penalty, selection_note, standardisation
 from downstream.results import summary_row, variant_suffix
 from models.heads import MLPHead
 
@@ -96,6 +96,32 @@ def test_penalty_chosen_on_val_and_deterministic():
         fit_logistic_head(MLPHead(6, 3, hidden=()), x[:1], y[:1], None, lambda m: {}, "val_kappa", "max", [1.0])
 
 
+def test_the_choice_of_penalty_is_warned_about_only_when_it_says_something():
+    """An end of the grid is worth a warning only when the scores differ; no finite score at all is its own."""
+
+    def fits(*values):
+        return [PenaltyFit(l2, {"val_kappa": v}, 0.0, 10, {}) for l2, v in zip((10.0, 1.0, 0.1), values)]
+
+    middle = fits(0.5, 0.7, 0.6)
+    assert selection_note(middle[1], middle, "val_kappa") is None
+    top = fits(0.8, 0.7, 0.6)
+    assert "largest penalty of --l2-grid (10)" in selection_note(top[0], top, "val_kappa")
+    low = fits(0.5, 0.6, 0.7)
+    assert "smallest penalty of --l2-grid (0.1)" in selection_note(low[2], low, "val_kappa")
+    tied = fits(0.7, 0.7, 0.7)
+    assert selection_note(tied[0], tied, "val_kappa") is None
+    broken = fits(float("nan"), float("nan"), float("nan"))
+    assert (
+        selection_note(broken[0], broken, "val_kappa")
+        == "no penalty gave a finite val_kappa; the largest (10) was kept"
+    )
+    x, y = blobs(60, 3)
+    chosen, _ = fit_logistic_head(
+        MLPHead(6, 3, hidden=()), x, y, None, lambda m: {"val_kappa": float("nan")}, "val_kappa", "max", [1.0, 0.1]
+    )
+    assert chosen.l2 == 1.0 and chosen.converged
+
+
 def test_probe_with_the_logistic_head(cohort, backbones, tmp_path, capsys):  # noqa: F811
     """A probe run with --head logistic: one log line per penalty, the val-best one in best.pt (an MLP head
     without hidden layers that predict.py reads as any probe), the same head again from the same vectors, and
@@ -104,10 +130,12 @@ def test_probe_with_the_logistic_head(cohort, backbones, tmp_path, capsys):  # n
     argv = ["--data", str(cohort), "--backbone", str(backbones["fusion"]), "--task", "sleep_stage", *RUN]
     options = ["--head", "logistic", "--l2-grid", "1", "0.01", "--neighbour-epochs", "1", "--night-norm", "zscore"]
     assert linear_probing.main([*argv, "--out", str(out), *options]) == 0
-    assert "warning: val chose the" in capsys.readouterr().out  # of two penalties, one is at an end
+    printed = capsys.readouterr().out  # of two penalties with different scores, the one chosen is at an end
+    lines = [r for r in read_jsonl(out / "log.jsonl") if r.get("kind") == "epoch"]
+    assert ("warning: val chose the" in printed) is (lines[0]["val_kappa"] != lines[1]["val_kappa"])
+    assert all(r["converged"] for r in lines)
     config = json.loads((out / "config.json").read_text())
     assert config["head"] == "logistic" and config["head_hidden"] == [] and config["l2_grid"] == [1.0, 0.01]
-    lines = [r for r in read_jsonl(out / "log.jsonl") if r.get("kind") == "epoch"]
     assert [r["l2"] for r in lines] == [1.0, 0.01]
     checkpoint = load_checkpoint(out / "best.pt")
     chosen = max(lines, key=lambda r: r["val_kappa"])  # the first of equals: the larger penalty
@@ -134,9 +162,13 @@ def test_probe_with_the_logistic_head(cohort, backbones, tmp_path, capsys):  # n
     with pytest.raises(SystemExit):
         linear_probing.main([*argv, "--out", str(tmp_path / "bad"), "--head", "logistic", "--l2-grid", "0"])
     assert "--l2-grid" in capsys.readouterr().err
-    # an option the chosen head does not use is refused, so config.json names only settings that had an effect
+    # an option the chosen head does not use is refused, so config.json names only settings that had an effect,
+    # given on the command line or in a --config file
+    config_file = tmp_path / "probe.json"
+    config_file.write_text(json.dumps({"head": "logistic", "passes": 7}))
     for extra, message in (
         (["--head", "logistic", "--passes", "7", "--head-dropout", "0.2"], "--passes, --head-dropout: not used by"),
+        (["--config", str(config_file)], "--passes: not used by --head logistic"),
         (["--head", "logistic", "--resume", str(out / "last.pt")], "--head logistic is fitted afresh"),
         (["--l2-grid", "5"], "--l2-grid: only --head logistic uses it"),
     ):

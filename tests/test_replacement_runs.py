@@ -291,3 +291,19 @@ def test_fine_tuning_afresh_over_a_run_without_its_first_phase(cohort, backbones
     phase = json.loads((out / "context_phase" / "config.json").read_text())
     assert phase["out"] == str(out / "context_phase") and not (out / REPLACEMENT).exists()
     assert json.loads((out / "metrics.json").read_text())["seed"] == 7
+
+
+def test_a_failed_run_removes_only_the_folders_it_made(tmp_path, monkeypatch):
+    """`--out` given relative, below an empty folder that was there before: after a failed run the folders the run
+    made go, the empty folder above them and the current folder stay."""
+    from utils.resume import discard_unused_run_folders
+
+    work = tmp_path / "work"
+    (work / "existing").mkdir(parents=True)
+    monkeypatch.chdir(work)
+    lock_run_folder(Path("existing/made/run"))
+    lock_run_folder(Path("kept"))
+    (work / "kept" / "config.json").write_text("{}")  # a run that wrote something stays whole
+    discard_unused_run_folders()
+    assert not (work / "existing" / "made").exists()
+    assert (work / "existing").is_dir() and work.is_dir() and (work / "kept" / "config.json").is_file()

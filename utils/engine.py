@@ -60,6 +60,7 @@ from utils.distributed import (
     init_distributed,
 )
 from utils.interrupt import StopRequest, quiet_worker
+from utils.metrics import improves
 from utils.optim import REFERENCE_BATCH, param_groups, scaled_lr, warmup_cosine
 from utils.resume import (
     REPLACING,
@@ -561,11 +562,7 @@ class Trainer:
         if self.device.type == "cuda":
             record["max_memory_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         best, value = self.best, record.get(self.best["metric"])
-        improved = (
-            value is not None
-            and math.isfinite(value)
-            and (best["value"] is None or (value > best["value"] if best["mode"] == "max" else value < best["value"]))
-        )
+        improved = improves(value, best["value"], best["mode"])
         if improved:
             best.update(value=float(value), epoch=self.epoch + 1, step=self.step)
         elif (value is None or not math.isfinite(value)) and self.ctx.is_main:

@@ -16,6 +16,7 @@ present) are NaN, never an exception.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -521,3 +522,11 @@ def icc(ratings, kind: str = "2,1") -> float:
     if denominator <= 0:
         return float("nan")
     return float((ms_rows - ms_error) / denominator)
+
+
+def improves(value: float | None, best: float | None, mode: str) -> bool:
+    """Whether a monitored `value` beats the `best` so far (None: none yet) under `mode` ("max" or "min"); a
+    missing or non-finite value never does."""
+    if value is None or not math.isfinite(value):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)

@@ -263,7 +263,7 @@ def lock_run_folder(out: str | Path) -> None:
     key = str(out.resolve())
     if key in _HELD:  # a later run of this same process
         return
-    top = out
+    top = Path(key)  # the topmost folder this call makes (absolute, as the key is)
     while not top.parent.exists() and top.parent != top:
         top = top.parent
     made = not out.exists()
@@ -293,12 +293,10 @@ def discard_unused_run_folders() -> None:
             continue
         os.close(_HELD.pop(key))
         del _MADE[key]
-        while True:
+        while folder == top or top in folder.parents:  # never above the folders this process made
             try:
                 folder.rmdir()
             except OSError:
-                break
-            if folder == top:
                 break
             folder = folder.parent
 

@@ -252,7 +252,8 @@ def parse_args(argv: list[str] | None) -> Config:
         parser.error(f"--min-duration-s must be >= 0, got {cfg.min_duration_s}")
     resolved: dict[str, Any] = {}
     if cfg.method not in TOKEN_METHODS:  # the trees read none of them: config.json must not name them as used
-        group = next(g for g in parser._action_groups if g.title.startswith("token methods"))
+        fresh = build_parser()  # its defaults: `parser`'s now hold a --config file's values
+        group = next(g for g in fresh._action_groups if g.title.startswith("token methods"))
         given = [a.option_strings[0] for a in group._group_actions if getattr(cfg, a.dest) != a.default]
         if given:
             parser.error(f"{', '.join(given)}: only the token methods (probe, finetune, scratch) use them")

@@ -75,6 +75,7 @@ from models.heads import EpochClassifier, EpochEncoder, MLPHead
 from models.loading import EPOCH_CLASSIFIER, MLP_HEAD
 from utils.batchnorm import debias_batchnorm
 from utils.config import (
+    UNRECORDED_RESUMES,
     UsageError,
     load_config_file,
     mark_required,
@@ -149,7 +150,8 @@ def check_head_options(parser: argparse.ArgumentParser, cfg) -> None:
     with --head logistic the MLP's training options (`MLP_ONLY`) and a --resume checkpoint (a fitted head has
     nothing to go on from), with the MLP head an --l2-grid; --head logistic also needs --init pretrained and one
     process."""
-    changed = [key for key in MLP_ONLY if getattr(cfg, key) != parser.get_default(key)]
+    fresh = build_probe_parser(cfg.init)  # its defaults: `parser`'s now hold a --config file's values
+    changed = [key for key in MLP_ONLY if getattr(cfg, key) != fresh.get_default(key)]
     if cfg.head == "logistic":
         if cfg.init != "pretrained":
             parser.error("--head logistic needs --init pretrained (it is fitted on stored vectors)")
@@ -158,9 +160,9 @@ def check_head_options(parser: argparse.ArgumentParser, cfg) -> None:
         if changed:
             names = ", ".join("--" + key.replace("_", "-") for key in changed)
             parser.error(f"{names}: not used by --head logistic (a linear layer fitted by L-BFGS); leave them out")
-        if str(cfg.resume).lower() not in ("auto", "none"):
+        if str(cfg.resume).lower() not in UNRECORDED_RESUMES:
             parser.error("--resume: --head logistic is fitted afresh each run (nothing to resume); leave it out")
-    elif cfg.l2_grid != parser.get_default("l2_grid"):
+    elif cfg.l2_grid != fresh.get_default("l2_grid"):
         parser.error("--l2-grid: only --head logistic uses it (the MLP head trains with --weight-decay)")
 
 
