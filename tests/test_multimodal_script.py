@@ -86,6 +86,17 @@ def test_script_trains_resumes_and_writes_a_loadable_backbone(cohort, unimodal_r
     assert "resumed from" in capsys.readouterr().out
     assert [s["step"] for s in read_jsonl(out / "steps.jsonl")] == [1, 2, 3, 4]
     assert load_checkpoint(out / "last.pt")["step"] == 4
+    # resumed without --unimodal, config.json still names the runs the encoders came from
+    assert json.loads((out / "config.json").read_text())["unimodal"]["eeg"] == str(unimodal_runs["eeg"] / "best.pt")
+    # a resume naming another EEG run than the one whose encoder the checkpoint froze is refused
+    other = tmp_path / "eeg_other"
+    eeg_args = ["--data", str(cohort), "--out", str(other), *COMMON, "--max-steps", "2", "--no-monitor"]
+    assert unimodal_main(eeg_args, modality="eeg") == 0
+    swapped = unimodal_arg({**unimodal_runs, "eeg": other})
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--unimodal", swapped, "--max-steps", "5", "--no-monitor"])
+    assert exit_info.value.code == 2 and "eeg encoder(s) come from other unimodal runs" in capsys.readouterr().err
+    assert load_checkpoint(out / "last.pt")["step"] == 4
 
     # the backbone from the run's checkpoint alone
     backbone = load_backbone(out / "last.pt")

@@ -372,3 +372,20 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly(cohort, tmp_pat
     assert process.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1].startswith("interrupted: SIGTERM at step ") and "Traceback" not in err
     assert load_checkpoint(out / "last.pt")["step"] >= 2
+
+
+def test_a_finished_run_rerun_keeps_its_record_and_refuses_other_options(cohort, tmp_path, capsys):
+    """Rerun as it was, a finished run trains nothing and leaves every file as it was (its log's summary
+    included); rerun with an option that changes what it learns (here the reconstruction target's gradient),
+    it is refused, since config.json would name an option nothing was trained under."""
+    out = tmp_path / "eeg"
+    argv = ["--data", str(cohort), "--out", str(out), *TINY, "--max-steps", "2"]
+    assert unimodal_main(argv, modality="eeg") == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir()}
+    assert unimodal_main(argv, modality="eeg") == 0
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        unimodal_main([*argv, "--detach-target"], modality="eeg")
+    assert exit_info.value.code == 2 and "'detach_target': (False, True)" in capsys.readouterr().err
+    assert {path.name: path.read_bytes() for path in out.iterdir()} == before

@@ -64,7 +64,8 @@ from utils.metrics import improves
 from utils.optim import REFERENCE_BATCH, param_groups, scaled_lr, warmup_cosine
 from utils.resume import (
     REPLACING,
-    RESUME_CHECKED_KEYS,
+    RESUME_IDENTITY_KEYS,
+    RUNTIME_KEYS,
     carried_best,
     check_resumed_batch,
     clear_run_results,
@@ -72,7 +73,7 @@ from utils.resume import (
     read_resume_checkpoint,
     start_training_folder,
 )
-from utils.run_logging import RunLogger, check_run_logs, format_count, progress_bar
+from utils.run_logging import RunLogger, check_run_logs, finished_summary, format_count, progress_bar
 
 LossFn = Callable[[nn.Module, Any, torch.device], Mapping[str, torch.Tensor]]
 Monitor = Callable[[nn.Module, torch.device], Mapping[str, float]]
@@ -353,10 +354,12 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         saved = {LEGACY_KEYS.get(k, k): v for k, v in ckpt["config"].items()}  # checkpoints of the old names too
         check_resumed_batch(path, saved, cfg)
-        changed = {
+        changed = {  # what the run learns with (RESUME_IDENTITY_KEYS were refused when the checkpoint was read)
             k: (saved.get(k), to_plain(getattr(cfg, k)))
-            for k in RESUME_CHECKED_KEYS
-            if hasattr(cfg, k) and saved.get(k) != to_plain(getattr(cfg, k))
+            for k in sorted(set(saved) | set(vars(cfg)))
+            if k not in RUNTIME_KEYS and k not in RESUME_IDENTITY_KEYS and not k.startswith("_")
+            if k in saved and hasattr(cfg, k)
+            if saved.get(k) != to_plain(getattr(cfg, k))
         }
         # the options of this run, which the loaded optimizer and scheduler states would replace by the checkpoint's
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
@@ -383,13 +386,11 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = int(ckpt["epoch"]), int(ckpt["batch_in_epoch"]), int(ckpt["step"])
         cap = getattr(cfg, "max_steps", None)  # another cap alone goes on silently, unless nothing is left to train
         capped = {"max_steps": (saved["max_steps"], cap)} if saved.get("max_steps", cap) != cap else {}
-        if (changed or capped) and (self.epoch >= cfg.passes or self.step >= self.step_cap):
-            changed = {**changed, **capped}
-            # nothing is left to train, yet config.json and the results would name the changed options
-            raise UsageError(
+        if (changed or capped) and (self.epoch >= cfg.passes or self.step >= self.step_cap):  # nothing to train,
+            raise UsageError(  # yet config.json and the results would name the changed options
                 f"{path}: a finished run (step {self.step}) with other options than this one (checkpoint -> now: "
-                f"{changed}); nothing would be trained under them: give another --out, or --resume none to train "
-                "afresh with them"
+                f"{ {**changed, **capped} }); nothing would be trained under them: give another --out, or --resume "
+                "none to train afresh with them"
             )
         if changed and ctx.is_main:
             print(f"warning: resuming {path} with changed options (checkpoint -> now): {changed}", flush=True)
@@ -626,6 +627,8 @@ class Trainer:
             except ValueError as err:
                 raise UsageError(f"{err}; or start afresh with --resume none") from None
         del checkpoint
+        if resume_path and self.step >= self.step_cap and (earlier := finished_summary(self.run_dir)):
+            return earlier  # a finished run rerun as it was: nothing to train, and its record stays as it is
         if ctx.is_main:  # training really starts: the inputs were checked (utils/config.py, config.json rule)
             derived = run_derived(cfg, ctx)
             if self.budget_given:

@@ -15,9 +15,9 @@ with other labels, another backbone, other class weights, another head or first 
 splits.json), selected its best checkpoint by another val metric, probe target or val subset (a pretraining
 script also refuses a checkpoint of another modality), or stepped with another
 effective batch (its steps per pass and lr schedule would no longer match the position it resumes at). Other
-changed options (`RESUME_CHECKED_KEYS`) are resumed with a warning, the new lr and weight decay applying from
-the resumed step on, unless the run is finished under the new budget (`utils.engine.Trainer.resume` refuses
-that: nothing would be trained under the options its record would name).
+changed options (all but `RUNTIME_KEYS`, how a run is carried out) are resumed with a warning, the new lr and
+weight decay applying from the resumed step on, unless the run is finished under the new budget
+(`utils.engine.Trainer.resume` refuses that: nothing would be trained under the options its record would name).
 """
 
 from __future__ import annotations
@@ -38,18 +38,6 @@ from utils.config_file import LEGACY_KEYS
 from utils.interrupt import signals_deferred
 from utils.run_logging import LOG_NAMES
 
-RESUME_CHECKED_KEYS = (
-    "base_lr",
-    "passes",
-    "seed",
-    "weight_decay",
-    "warmup_passes",
-    "warmup_steps",
-    "min_lr_ratio",
-    "channels",
-    "preset",
-    "model_args",
-)
 # what a run learns from and is selected by: a checkpoint trained with other values is another run, never resumed
 RESUME_IDENTITY_KEYS = (
     "data",
@@ -76,6 +64,29 @@ RESUME_IDENTITY_KEYS = (
     "context_norm",
 )
 BATCH_KEYS = ("batch_size", "accum_steps")  # their product is the effective batch of one process
+# how a run is carried out, not what it trains: any other option changed over a finished run is refused (nothing
+# would be trained under it, yet config.json would name it), and over an unfinished one warned about
+RUNTIME_KEYS = (
+    "out",
+    "resume",
+    "config",
+    "progress",
+    "workers",
+    "device",
+    "log_every",
+    "tensorboard",
+    "save_every_steps",
+    "eval_batch_size",
+    "dist_backend",
+    "dist_timeout_min",
+    "find_unused_parameters",
+    "max_minutes",
+    "max_steps",  # compared on its own: a larger cap goes on with a capped run
+    "method",
+    "cache_dir",
+    "hypnograms",
+    "unimodal",  # paths, however spelled: the multimodal script compares the encoders by content
+)
 
 
 def resolve_resume(resume: str | None, run_dir: Path) -> Path | None:

@@ -131,6 +131,14 @@ class RunLogger:
             self.writer = None
 
 
+def finished_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The last `{"kind": "summary"}` record of RUN_DIR/log.jsonl without its kind: what a finished run's
+    `fit` returned, returned again by a rerun that has nothing to train. None without a log or a summary."""
+    path = Path(run_dir) / "log.jsonl"
+    summaries = [r for r in read_jsonl(path) if r.get("kind") == "summary"] if path.is_file() else []
+    return {k: v for k, v in summaries[-1].items() if k != "kind"} if summaries else None
+
+
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """All records of a JSON-lines file. A cut last line (what a killed writer leaves) is dropped with a warning;
     an unreadable line before it is a ValueError naming the file and the line number."""

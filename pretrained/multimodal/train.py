@@ -152,6 +152,21 @@ def load_unimodal(runs: Mapping[str, str], needed: set[str]) -> tuple[dict[str, 
     return nets, provenance
 
 
+def check_resumed_encoders(path: Path | None, state: Mapping | None, provenance: Mapping[str, dict]) -> None:
+    """UsageError when the checkpoint resumed (`path`, `state`) froze encoders of other unimodal runs than
+    `--unimodal` names (compared by content, SHA-256): its weights would go on while the record named these."""
+    if path is None or state is None:
+        return
+    recorded = (state.get("metadata") or {}).get("unimodal") or {}
+    other = [m for m, record in provenance.items() if m in recorded and recorded[m].get("sha256") != record["sha256"]]
+    if other:
+        sources = ", ".join(f"{m}: {recorded[m].get('path')}" for m in other)
+        raise UsageError(
+            f"{path}: its {', '.join(other)} encoder(s) come from other unimodal runs than --unimodal names "
+            f"({sources}); resume with those, or start afresh with --resume none"
+        )
+
+
 def open_split(cfg: Config, split: str, task: str | None = None) -> EpochDataset:
     """EpochDataset of one split with every channel of --channels; prints the recordings skipped and why."""
     return open_reported(
@@ -215,6 +230,7 @@ def run(argv: list[str] | None) -> int:
     nets, provenance = None, None
     if cfg.unimodal is not None:
         nets, provenance = load_unimodal(cfg.unimodal, set(channel_modality.values()))
+        check_resumed_encoders(resume_from, resumed, provenance)
     elif resume_from is None:
         parser.error(
             "--unimodal is required (e.g. --unimodal eeg=runs/unimodal/eeg,eog=runs/unimodal/eog,"
@@ -231,6 +247,8 @@ def run(argv: list[str] | None) -> int:
         except ValueError as err:
             raise UsageError(f"--resume {resume_from}: {err}") from None
         provenance = (resumed.get("metadata") or {}).get("unimodal")
+        if provenance:  # config.json names the runs the encoders came from, so --config reruns the job
+            cfg = cfg.replace(unimodal={modality: record["path"] for modality, record in provenance.items()})
     del resumed  # fit reads the checkpoint again when it resumes
 
     ctx = setup_run(cfg)
