@@ -24,6 +24,7 @@ from utils.config import (
     Config,
     UsageError,
     build_parser,
+    check_cohort,
     check_out_dir,
     comma_list,
     fraction,
@@ -214,8 +215,7 @@ def check_task_options(parser: argparse.ArgumentParser, cfg: Config) -> None:
             f"--select-metric {cfg.select_metric}: task {cfg.task} has no val_{cfg.select_metric} "
             f"({TASKS[cfg.task]} classes); its metrics: auto, {', '.join(task_metrics(cfg.task))}"
         )
-    if not Path(cfg.data).is_dir() or not (Path(cfg.data) / "splits.json").is_file():
-        raise UsageError(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
+    check_cohort(cfg.data, "train")
     if cfg.task == "sleep_stage" and cfg.label_rule != "midpoint":
         parser.error("--label-rule applies to the event tasks only")
 

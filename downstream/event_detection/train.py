@@ -78,6 +78,7 @@ from utils.config import (
     ArgumentParser,
     Config,
     UsageError,
+    check_cohort,
     check_out_dir,
     comma_list,
     fraction,
@@ -246,8 +247,7 @@ def parse_args(argv: list[str] | None) -> Config:
     --out), as a frozen Config: config.json records these values."""
     parser = build_parser()
     cfg = parse_config(parser, argv)
-    if not cfg.data.is_dir() or not (cfg.data / "splits.json").is_file():
-        raise UsageError(f"--data {cfg.data}: no parsed cohort with splits.json there (run dataset/data_parser.py)")
+    check_cohort(cfg.data, "train")
     if not 0 <= cfg.min_duration_s:
         parser.error(f"--min-duration-s must be >= 0, got {cfg.min_duration_s}")
     resolved: dict[str, Any] = {}
