@@ -355,11 +355,10 @@ class Trainer:
         saved = {LEGACY_KEYS.get(k, k): v for k, v in ckpt["config"].items()}  # checkpoints of the old names too
         check_resumed_batch(path, saved, cfg)
         changed = {  # what the run learns with (RESUME_IDENTITY_KEYS were refused when the checkpoint was read)
-            k: (saved.get(k), to_plain(getattr(cfg, k)))
-            for k in sorted(set(saved) | set(vars(cfg)))
-            if k not in RUNTIME_KEYS and k not in RESUME_IDENTITY_KEYS and not k.startswith("_")
-            if k in saved and hasattr(cfg, k)
-            if saved.get(k) != to_plain(getattr(cfg, k))
+            k: (saved[k], to_plain(getattr(cfg, k)))
+            for k in sorted(saved)
+            if k not in RUNTIME_KEYS and k not in RESUME_IDENTITY_KEYS and not k.startswith("_") and hasattr(cfg, k)
+            if saved[k] != to_plain(getattr(cfg, k))
         }
         # the options of this run, which the loaded optimizer and scheduler states would replace by the checkpoint's
         fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
