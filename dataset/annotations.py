@@ -67,6 +67,7 @@ SLEEP_EDF_NAME = re.compile(r"^(?P<study>SC4|ST7)(?P<subject>\d{2})(?P<night>\d)
 STAGE_COLUMNS = ("stage", "sleep_stage", "hypnogram")
 ONSET_COLUMNS = ("onset", "onset_s", "start_s", "start")  # seconds from the recording's start (BIDS, predict.py)
 EPOCH_COLUMNS = ("epoch", "epoch_index", "epoch_number")
+DURATION_COLUMNS = ("duration", "duration_s")  # a row spanning several epochs (a run of one stage), in seconds
 YASA_CODES = {"0": 0, "1": 1, "2": 2, "3": 3, "4": 4, "-1": STAGE_UNSCORED, "-2": STAGE_UNSCORED}
 DAY_S = 86400.0
 CLOCK_TOLERANCE_S = 60.0  # an NSRR ClockTime this close to the EDF's start time is the same recording
@@ -407,7 +408,8 @@ def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) 
 
 
 def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
-    """A per-epoch hypnogram: one stage token per line, or the `stage` column of a delimited file."""
+    """A per-epoch hypnogram: one stage token per line, or the `stage` column of a delimited file (with, if
+    given, each row's start (`ONSET_COLUMNS`) or epoch number, and its duration when a row is a run of epochs)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -429,10 +431,12 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
         if column is None:
             raise XmlError(f"{path}: no stage column (expected a header naming one of {', '.join(STAGE_COLUMNS)})")
         tokens = [(n, row[column].strip() if column < len(row) else "") for (n, _), row in zip(lines[1:], rows[1:])]
-        starts = _stage_starts(path, header, rows[1:], [n for n, _ in lines[1:]])
+        line_numbers = [n for n, _ in lines[1:]]
+        durations = _row_numbers(path, header, DURATION_COLUMNS, rows[1:], line_numbers, positive=True)
+        starts = _stage_starts(path, header, rows[1:], line_numbers, durations)
     else:
         tokens = lines[1:] if first.lower() in STAGE_COLUMNS else lines
-        starts = None
+        starts = durations = None
     yasa = "yasa" in path.name.lower() or any(token == "-2" for _, token in tokens)
     stages = []
     for k, (line_no, token) in enumerate(tokens):
@@ -442,17 +446,22 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
                 f"{path}: line {line_no}: unknown stage {token!r} (accepted: W N1 N2 N3 N4 R REM ? "
                 f"or R&K codes 0-5, 4 = stage 4, 5 = REM)"
             )
-        stages.append((k * float(EPOCH_S) if starts is None else starts[k], float(EPOCH_S), stage, token))
+        start = k * float(EPOCH_S) if starts is None else starts[k]
+        stages.append((start, float(EPOCH_S) if durations is None else durations[k], stage, token))
     return _container(path, float(EPOCH_S), stages, [], events_scored=False)
 
 
-def _stage_starts(path: Path, header: list[str], rows: list[list[str]], line_numbers: list[int]) -> list[float] | None:
-    """Each row's start in seconds from a delimited hypnogram's onset column (`ONSET_COLUMNS`), or None to place
-    row k at 30 k s. An epoch column (`EPOCH_COLUMNS`) without an onset column must count the rows from 0 or 1
-    without a gap: a hypnogram that skips or repeats epochs is refused, since its stages would be misplaced."""
-    onset = next((header.index(c) for c in ONSET_COLUMNS if c in header), None)
-    epoch = next((header.index(c) for c in EPOCH_COLUMNS if c in header), None)
-    column = onset if onset is not None else epoch
+def _row_numbers(
+    path: Path,
+    header: list[str],
+    names: tuple[str, ...],
+    rows: list[list[str]],
+    line_numbers: list[int],
+    positive: bool = False,
+) -> list[float] | None:
+    """The numbers of the first column of `header` named in `names`, one per row (>= 0, or > 0 if `positive`);
+    None without such a column."""
+    column = next((header.index(c) for c in names if c in header), None)
     if column is None:
         return None
     values = []
@@ -462,16 +471,43 @@ def _stage_starts(path: Path, header: list[str], rows: list[list[str]], line_num
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0:
-            raise XmlError(f"{path}: line {line_no}: column {header[column]!r} is {text!r}, expected a number >= 0")
+        if not math.isfinite(value) or value < 0 or (positive and value == 0):
+            expected = "a number > 0" if positive else "a number >= 0"
+            raise XmlError(f"{path}: line {line_no}: column {header[column]!r} is {text!r}, expected {expected}")
         values.append(value)
-    if onset is not None:
-        return values
+    return values
+
+
+def _stage_starts(
+    path: Path,
+    header: list[str],
+    rows: list[list[str]],
+    line_numbers: list[int],
+    durations: list[float] | None,
+) -> list[float] | None:
+    """Each row's start in seconds from a delimited hypnogram's onset column (`ONSET_COLUMNS`); without one, from
+    the `durations` of the rows before it (rows of runs follow each other), or None to place row k at 30 k s. An
+    epoch column (`EPOCH_COLUMNS`) without an onset column must count the rows from 0 or 1 without a gap: a
+    hypnogram that skips or repeats epochs is refused, since its stages would be misplaced."""
+    onsets = _row_numbers(path, header, ONSET_COLUMNS, rows, line_numbers)
+    if onsets is not None:
+        return onsets
+    if durations is not None and not any(c in header for c in EPOCH_COLUMNS):
+        return [float(sum(durations[:k])) for k in range(len(durations))]
+    values = _row_numbers(path, header, EPOCH_COLUMNS, rows, line_numbers)
+    if values is None:
+        return None
+    column = next(header.index(c) for c in EPOCH_COLUMNS if c in header)
     first = values[0] if values else 0.0
     if first not in (0.0, 1.0) or any(b - a != 1.0 for a, b in zip(values, values[1:])):
         raise XmlError(
             f"{path}: column {header[column]!r} does not count the rows 0, 1, 2, ... (or 1, 2, 3, ...) without a "
             "gap; give each row's start in seconds in an 'onset' column"
+        )
+    if durations is not None and any(d != EPOCH_S for d in durations):
+        raise XmlError(
+            f"{path}: rows numbered by {header[column]!r} last other than {EPOCH_S} s; give each row's start in "
+            "seconds in an 'onset' column"
         )
     return None
 

@@ -109,6 +109,7 @@ STAGE_TOKENS: dict[str, int] = {
             "MOVEMENT",
             "MOVEMENT TIME",
             "A",
+            "ART",  # YASA's string hypnograms (with UNS)
             "ARTIFACT",
             "ARTEFACT",
             "6",

@@ -59,7 +59,7 @@ class ProcessingConfig:
     come from `dataset.constants.CHANNELS`. A flat electrophysiology channel has an IQR below
     max(`flat_levels` digital steps, `flat_iqr_uv` µV); a flat respiratory channel has a range below one digital
     step. A clipped channel has more than `clip_fraction` of its kept samples at the digital limits (for SpO2, only
-    limits inside its physical range 0-100 %: `clip_levels`).
+    a lower limit above 0 %: `clip_levels`).
     """
 
     channels: tuple[str, ...] = tuple(CHANNEL_BY_NAME)
@@ -319,14 +319,17 @@ def _unit_factor(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[float, str
 
 
 def clip_levels(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[int, ...]:
-    """Digital values whose samples count as clipped: both digital limits, except, for SpO2, a limit at or beyond
-    `SPO2_RANGE_PCT` (in %: a 0-100 % header's 100 % is a valid reading and its 0 % a probe-off dropout; no true
-    reading can lie past them, so none is cut off). A limit inside the range (e.g. 50 %) still clips."""
+    """Digital values whose samples count as clipped: both digital limits, except for SpO2, where only the lower
+    limit can clip, and only inside `SPO2_RANGE_PCT` (a floor such as 50 % hides the depth of desaturations; a 0 %
+    floor is a probe-off dropout, not a cut reading). SpO2's upper limit never clips: a healthy night rests on its
+    highest reading, and writers that set the header's range from the data (edfio, MNE's export) put that
+    reading on the digital maximum for most of the night."""
     limits = ((signal.digital_min, signal.physical_min), (signal.digital_max, signal.physical_max))
     if spec.name != "spo2":
         return tuple(digital for digital, _ in limits)
     factor = _unit_factor(spec, signal)[0]
-    return tuple(d for d, physical in limits if SPO2_RANGE_PCT[0] < physical * factor < SPO2_RANGE_PCT[1])
+    digital, physical = min(limits, key=lambda limit: limit[1])  # the lower reading (a range may be inverted)
+    return (digital,) if SPO2_RANGE_PCT[0] < physical * factor < SPO2_RANGE_PCT[1] else ()
 
 
 def process_channel(

@@ -380,7 +380,7 @@ def predict_night(
     elif epoch_ahi:
         ahi = {
             "source": "epoch runs",
-            "hypopnea_rule": None,
+            "hypopnea_rule": DEFAULT_HYPOPNEA_RULE,  # the rule of the scored AHI each run's calibration estimates
             "ahi": stats["ahi_est"],
             "severity": stats["ahi_severity"],
             "severity_name": stats["ahi_severity_name"],
@@ -443,11 +443,9 @@ def predict_night(
         notes.append(
             "the AHI needs both --apnea and --hypopnea runs (or --events); only the given type's index is reported"
         )
-    if event_run is not None and event_run.hypopnea_rule != hypopnea_rule:
-        notes.append(
-            f"the event model counts hypopneas under rule {event_run.hypopnea_rule}; the scored AHI uses "
-            f"rule {hypopnea_rule}"
-        )
+    if ahi is not None and labels is not None and ahi["hypopnea_rule"] != hypopnea_rule:
+        counts = "the event model counts" if event_run is not None else "the epoch runs' AHI estimates"
+        notes.append(f"{counts} hypopneas under rule {ahi['hypopnea_rule']}; the scored AHI uses rule {hypopnea_rule}")
 
     report = {
         "recording": recording,

@@ -16,7 +16,7 @@ from dataset.constants import EVENT_TYPES, LABEL_EVENT_COLUMNS
 from dataset.data_parser import parse_cohort
 from dataset.discovery import discover
 from dataset.edf_reader import read_edf_header
-from dataset.labels import LABEL_COLUMNS, epoch_labels
+from dataset.labels import LABEL_COLUMNS, epoch_labels, epoch_stages
 from dataset.nsrr_xml import XmlError
 from dataset.signal_processing import process_recording
 from dataset.synthetic import generate_night
@@ -265,6 +265,32 @@ def test_a_hypnogram_csv_is_placed_by_its_own_time_column(tmp_path):
         ("onset,stage\n0,W\nlater,N1\n", "line 3: column 'onset' is 'later'"),
     ):
         odd = tmp_path / "g.hypnogram.csv"
+        odd.write_text(text)
+        with pytest.raises(XmlError, match=match):
+            parse_hypnogram_text(odd)
+
+
+def test_a_hypnogram_csv_of_runs_spans_each_rows_duration(tmp_path):
+    """A row with a duration is a run of epochs (Sleep-EDF's stage runs written as CSV); without an onset column the
+    runs follow each other. YASA's string export (`ART`, `UNS`) reads as unscored."""
+    expected = [0, 0, 0, 1, 1, 2, 2, 2, 2, 4]
+    for name, text in (
+        ("a", "onset,duration,stage\n0,90,W\n90,60,N1\n150,120,N2\n270,30,R\n"),
+        ("b", "duration;stage\n90;W\n60;N1\n120;N2\n30;R\n"),
+    ):
+        runs = tmp_path / f"{name}.hypnogram.csv"
+        runs.write_text(text)
+        parsed = parse_hypnogram_text(runs)
+        stages = epoch_stages(parsed.stage_start, parsed.stage_duration, parsed.stage_class, 10)
+        assert stages.tolist() == expected, name
+    yasa = tmp_path / "c.hypnogram.csv"
+    yasa.write_text("Epoch,Stage\n0,WAKE\n1,ART\n2,UNS\n3,N2\n")
+    assert parse_hypnogram_text(yasa).stage_class.tolist() == [0, -1, -1, 2]
+    for text, match in (
+        ("onset,duration,stage\n0,0,W\n", "line 2: column 'duration' is '0', expected a number > 0"),
+        ("epoch,duration,stage\n0,60,W\n1,30,N1\n", "last other than 30 s"),
+    ):
+        odd = tmp_path / "d.hypnogram.csv"
         odd.write_text(text)
         with pytest.raises(XmlError, match=match):
             parse_hypnogram_text(odd)

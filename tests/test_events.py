@@ -120,6 +120,9 @@ def test_matching_threshold_and_type():
     scored = [Event(100, 20, "obstructive_apnea")]
     assert match_events([Event(115, 20, "obstructive_apnea")], scored) == []  # IoU 5/35 < 0.2
     assert match_events([Event(110, 20, "obstructive_apnea")], scored)[0][2] == pytest.approx(10 / 30)
+    on_threshold = event_detection_metrics([Event(15, 10, "hypopnea")], [Event(14.4, 50, "hypopnea")], ["hypopnea"])
+    assert on_threshold["hypopnea"]["tp"] == 1  # IoU 10/50 = 0.2, in floating point 0.19999999999999998
+    assert match_events([Event(15, 10, "hypopnea")], [Event(14.4, 50.1, "hypopnea")]) == []  # 10/50.1 < 0.2
     wrong_type = [Event(100, 20, "central_apnea")]
     metrics = event_detection_metrics(wrong_type, scored)
     assert metrics["obstructive_apnea"]["fn"] == 1 and metrics["central_apnea"]["fp"] == 1

@@ -126,3 +126,16 @@ def test_spo2_at_a_limit_inside_its_range_is_still_clipping(tmp_path):
     spo2[:800] = 55.0  # below the header's minimum: written at its digital minimum
     epochs, info = _night(tmp_path, spo2, (60.0, 100.0))
     assert "spo2" not in epochs and "clipped" in info["dropped_channels"]
+
+
+@pytest.mark.parametrize("inverted", [False, True], ids=["range", "inverted-range"])
+def test_spo2_resting_on_a_header_max_set_from_the_data_is_kept(tmp_path, inverted):
+    """Writers that set the physical range from the data (edfio's and MNE's defaults) put a healthy night's top
+    reading on the digital maximum for most of the night: that is the baseline, not clipping."""
+    spo2 = np.full(20 * 60, 97.0)
+    spo2[::3] = 96.0
+    spo2[200:240] = 91.0  # the night's lowest reading: the header's minimum
+    epochs, info = _night(tmp_path, spo2, (97.0, 91.0) if inverted else (91.0, 97.0))
+    assert "spo2" in epochs and info["dropped_channels"] == ""
+    summary, desats = oximetry_summary(night_spo2(epochs, info), np.full(info["n_epochs"], N2))
+    assert [(d.onset_s, d.duration_s) for d in desats] == [(200.0, 40.0)]

@@ -275,8 +275,9 @@ def test_the_ahi_uses_each_event_runs_stored_scale(predict_runs, night, tmp_path
     """predict.py multiplies each event type's count by the `event_calibration` scale in its run's checkpoint
     metadata (scored per counted event on val labels), not by what metrics.json says; the raw count stays in
     `ahi_est_uncalibrated`. A run whose checkpoint holds no calibration (trained before checkpoints carried it)
-    falls back to its metrics.json."""
-    edf, _ = night
+    falls back to its metrics.json. Their AHI estimates the scored AHI under rule 3a, which the calibration counts:
+    a comparison under another rule says so."""
+    edf, xml = night
     scaled = {
         "apnea": _event_run_copy(predict_runs["apnea"], tmp_path / "apnea", 1.5, metrics_scale=7.0),
         "hypopnea": _event_run_copy(predict_runs["hypopnea"], tmp_path / "hypopnea", None, metrics_scale=3.0),
@@ -295,6 +296,10 @@ def test_the_ahi_uses_each_event_runs_stored_scale(predict_runs, night, tmp_path
                 str(scaled["hypopnea"]),
                 "--edf",
                 str(edf),
+                "--xml",
+                str(xml),
+                "--hypopnea-rule",
+                "4",
                 "--out",
                 str(out),
                 "--no-progress",
@@ -303,6 +308,8 @@ def test_the_ahi_uses_each_event_runs_stored_scale(predict_runs, night, tmp_path
         == 0
     )
     report = json.loads((out / "report.json").read_text())
+    assert report["ahi"]["source"] == "epoch runs" and report["ahi"]["hypopnea_rule"] == "3a"
+    assert any("AHI estimates hypopneas under rule 3a" in n and "rule 4" in n for n in report["notes"])
     counted = {task: report["events"][task]["n_events_in_sleep"] for task in ("apnea", "hypopnea")}
     sleep_h = report["sleep"]["tst_min"] / 60
     assert sleep_h > 0 and report["events"]["apnea"]["event_scale"] == 1.5

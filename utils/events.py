@@ -89,6 +89,10 @@ def decode_events(
     return events
 
 
+# a pair exactly on the threshold matches: 10 s of 50 s (onsets of 0.1-s scoring) divides to 0.19999999999999998
+IOU_ROUNDING = 1e-9
+
+
 def iou(a: Event, b: Event) -> float:
     """Intersection over union of two events' intervals (0 when they only touch)."""
     overlap = min(a.end_s, b.end_s) - max(a.onset_s, b.onset_s)
@@ -110,7 +114,7 @@ def match_events(
             if same_type and p.type != s.type:
                 continue
             value = iou(p, s)
-            if value >= min_iou:
+            if value >= min_iou - IOU_ROUNDING:
                 candidates.append((-value, s.onset_s, p.onset_s, i, j))
     candidates.sort()
     used_p, used_s, pairs = set(), set(), []
