@@ -64,6 +64,7 @@ ANNOTATION_SUFFIXES = ("-nsrr.xml", "-profusion.xml", ".hypnogram.txt", ".hypnog
 SCORING_EXTENSIONS = frozenset(Path(suffix).suffix for suffix in ANNOTATION_SUFFIXES)  # .xml, .txt, .csv
 HYPNOGRAM_EDF = re.compile(r"^(?P<key>.{7}).*[-_]hypnogram\.edf$", re.IGNORECASE)
 SLEEP_EDF_NAME = re.compile(r"^(?P<study>SC4|ST7)(?P<subject>\d{2})(?P<night>\d)\w{2}(?:-PSG)?$", re.IGNORECASE)
+BIDS_NAME = re.compile(r"^sub-(?P<subject>[A-Za-z0-9]+)(?:_|$)")  # sub-01_ses-2_task-sleep_run-1_eeg
 STAGE_COLUMNS = ("stage", "sleep_stage", "hypnogram")
 ONSET_COLUMNS = ("onset", "onset_s", "start_s", "start")  # seconds from the recording's start (BIDS, predict.py)
 EPOCH_COLUMNS = ("epoch", "epoch_index", "epoch_number")
@@ -134,7 +135,8 @@ def unpaired_scorings_beside(edf_path: Path) -> list[str]:
 def subject_of(recording_id: str, subject_regex: str | re.Pattern | None = None) -> str:
     """Subject id of a recording (dataset/README.md "Subject ids"): with `subject_regex`, its one group
     (`re.search`; ValueError when it does not match); Sleep-EDF names `SC4ssN..` / `ST7ssN..` -> `SCss` / `STss`;
-    else the NSRR rule, the part after the last '-' (`shhs1-200001` -> `200001`)."""
+    BIDS names `sub-<label>_...` -> `<label>` (every session and run of a participant); else the NSRR rule, the
+    part after the last '-' (`shhs1-200001` -> `200001`)."""
     if subject_regex is not None:
         pattern = re.compile(subject_regex) if isinstance(subject_regex, str) else subject_regex
         match = pattern.search(recording_id)
@@ -144,6 +146,9 @@ def subject_of(recording_id: str, subject_regex: str | re.Pattern | None = None)
     match = SLEEP_EDF_NAME.match(recording_id)
     if match:
         return f"{match['study'][:2].upper()}{match['subject']}"
+    match = BIDS_NAME.match(recording_id)
+    if match:
+        return match["subject"]
     return recording_id.rsplit("-", 1)[-1]
 
 

@@ -188,7 +188,8 @@ def parse_cohort(
     if shard is not None:
         jobs = [j for j in jobs if shard_of(j.recording_id, shard[1]) == shard[0]]
     check_kept_splits(dst, {j.recording_id: j.subject_id for j in jobs if j.subject_id and j.owns_output}, resplit)
-    _check_writable(dst / "recordings")
+    for folder in (dst / "recordings", dst):  # the tables, then the cohort files beside them
+        _check_writable(folder)
     with dst_lock(dst, shard):
         results = _run_jobs(jobs, dst, config, workers, overwrite, progress)
         stop = next((r["stop"] for r in results if r["stop"] is not None), None)

@@ -82,36 +82,55 @@ def _encodable(job: Job) -> Job:
     return job
 
 
-def _walk(tops: Sequence[Path]) -> tuple[list[Path], list[_Tree], list[Path]]:
-    """The files below `tops` in sorted order, the NSRR roots among their folders, and the hidden entries left out.
+def _walk(tops: Sequence[Path]) -> tuple[list[Path], list[_Tree], list[Path], list[str]]:
+    """The files below `tops` in sorted order, the NSRR roots among their folders, the hidden entries left out,
+    and a line for each folder that could not be read.
 
     Linked folders are followed (a cohort folder moved to another disk and linked back is searched like the others);
-    each real folder (st_dev, st_ino) is entered once, so a link loop ends. A name starting with '.' is never an
-    input and a hidden folder is never entered: macOS `._` copies beside every file on FAT/exFAT drives, a trash or
-    snapshot folder (.Trash-1000/, .snapshot/) holding an old copy of a night."""
+    each real folder (st_dev, st_ino) is listed once, under the path that reaches it without a link where there is
+    one (a convenience link `edfs/current -> shhs1` must not take the night out of its NSRR place), so a link loop
+    ends too. A name starting with '.' is never an input and a hidden folder is never entered: macOS `._` copies
+    beside every file on FAT/exFAT drives, a trash or snapshot folder (.Trash-1000/, .snapshot/) holding an old
+    copy of a night."""
     files: list[Path] = []
     trees: list[_Tree] = []
     hidden: list[Path] = []
-    entered: set[tuple[int, int]] = set()
+    unreadable: dict[str, str] = {}  # folder -> its line
+    listed: set[tuple[int, int]] = set()
+
+    def failed(err: OSError) -> None:
+        line = f"{err.filename}: cannot read folder ({err.strerror or err}); nothing below it is listed"
+        unreadable.setdefault(str(err.filename), line)
+
     for top in tops:
-        for path, folders, names in os.walk(top, followlinks=True):
-            info = os.stat(path)
-            if (info.st_dev, info.st_ino) in entered:
-                folders.clear()
-                continue
-            entered.add((info.st_dev, info.st_ino))
-            here = Path(path)
-            if _is_root(here, folders):
-                trees.append(_Tree(here / "edfs", tuple(here / m for m in MIRRORS if m in folders)))
-            hidden += [here / name for name in (*folders, *names) if name.startswith(".")]
-            folders[:] = sorted(name for name in folders if not name.startswith("."))
-            files += [here / name for name in names if not name.startswith(".")]
-    return sorted(files), trees, hidden
+        for follow in (False, True):  # the paths without links first; then what only links reach
+            seen: set[tuple[int, int]] = set()  # this pass's folders: a link loop ends
+            for path, folders, names in os.walk(top, followlinks=follow, onerror=failed):
+                info = os.stat(path)
+                key = (info.st_dev, info.st_ino)
+                if key in seen:
+                    folders.clear()
+                    continue
+                seen.add(key)
+                here = Path(path)
+                if key not in listed:  # else listed by the first pass, or reached again through another link
+                    listed.add(key)
+                    if _is_root(here, folders):
+                        trees.append(_Tree(here / "edfs", tuple(here / m for m in MIRRORS if m in folders)))
+                    hidden += [here / name for name in (*folders, *names) if name.startswith(".")]
+                    files += [here / name for name in names if not name.startswith(".")]
+                folders[:] = sorted(name for name in folders if not name.startswith("."))
+    return sorted(files), trees, hidden, list(unreadable.values())
+
+
+def _dangling(path: Path) -> bool:
+    """Whether `path` is a symbolic link whose target does not exist."""
+    return path.is_symlink() and not path.exists()
 
 
 def _enclosing_tree(src: Path) -> _Tree | None:
     """The NSRR tree when `src` is a root's edfs/ folder or a sub-folder of it: its mirrors lie outside `src`."""
-    here = Path(os.path.abspath(src))  # `..` resolved: SRC may be given as `.` or `..` inside edfs/
+    here = Path(os.path.realpath(src))  # `..` and links resolved: SRC may be `.` inside edfs/, or a link to it
     for edfs in (here, *here.parents):
         root = edfs.parent
         if edfs.name == "edfs" and _is_root(root, [m for m in ("edfs", *MIRRORS) if (root / m).is_dir()]):
@@ -145,7 +164,9 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
     if not src.is_dir():
         raise FileNotFoundError(f"{src}: source folder not found")
     enclosing = _enclosing_tree(src)
-    files, trees, hidden = _walk([*enclosing.mirrors, src] if enclosing else [src])
+    files, trees, hidden, unreadable = _walk([*enclosing.mirrors, src] if enclosing else [src])
+    for line in unreadable:
+        print(f"warning: {line}", file=sys.stderr)
     ignored = sorted(p for p in hidden if p.suffix.lower() == ".edf" or annotation_key(p.name) or p.is_dir())
     if ignored:
         print(
@@ -165,7 +186,12 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
                 return *bases[base], folder.relative_to(base)
         return None, False, Path()
 
-    edfs = [p for p in files if p.suffix.lower() == ".edf" and not is_annotation_edf(p.name) and p.is_file()]
+    # a link whose target is gone is still a recording the user gave: it fails with the reason, it does not vanish
+    edfs = [
+        p
+        for p in files
+        if p.suffix.lower() == ".edf" and not is_annotation_edf(p.name) and (p.is_file() or _dangling(p))
+    ]
     xmls: dict[tuple[Path, str], list[Path]] = {}  # (folder, pairing key) -> annotation files
     for path in files:
         key = annotation_key(path.name)
@@ -200,7 +226,7 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
             found = [xml for folder in folders for xml in xmls.get((folder, key), [])]
             paired.update(found)
             candidates = candidates or found
-        if not candidates and has_embedded_stages(edf):
+        if not candidates and not _dangling(edf) and has_embedded_stages(edf):
             candidates = [edf]
         pairs.append((edf, candidates))
     owner: dict[str, Path] = {}  # an unpaired namesake sorting first (a stray copy) must not shadow the labelled night
@@ -217,6 +243,8 @@ def discover(src: str | Path, subject_regex: str | None = None) -> list[Job]:
                 f"duplicate recording id, also in {owner[name]} (the one processed: the first in path order with "
                 "an annotation file, else the first)"
             )
+        elif _dangling(edf):
+            problem = f"a link to {os.readlink(edf)}, which does not exist"
         elif len(candidates) > 1:
             problem = f"ambiguous annotation files {' and '.join(map(str, candidates))}"
         elif subject_problem:

@@ -330,6 +330,9 @@ def test_pairing_prefers_formats_in_order_and_sleep_edf_prefix(tmp_path):
 def test_subject_id_rules():
     assert subject_of("shhs1-200001") == "200001"
     assert subject_of("SC4012E0-PSG") == "SC01" and subject_of("ST7022J0-PSG") == "ST02"
+    runs = ("sub-01_ses-1_task-sleep_run-1_eeg", "sub-01_ses-2_task-sleep_run-2_eeg", "sub-01")
+    assert {subject_of(name) for name in runs} == {"01"}  # BIDS: every session and run of one participant
+    assert subject_of("sub-mesa-0001") == "0001"  # not a BIDS name: the NSRR rule
     assert subject_of("site3_pt0042_night2", check_subject_regex(r"pt(\d+)")) == "0042"
     with pytest.raises(ValueError, match="exactly one group"):
         check_subject_regex(r"(a)(b)")

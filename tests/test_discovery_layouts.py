@@ -199,3 +199,46 @@ def test_unpaired_annotation_rows_get_the_subject_and_cohort_of_their_night(tmp_
         ("mesa-sleep-0002", "0002", "mesa-sleep", True),
         ("homepap-lab-full-1600002", "1600002", "lab", True),
     ]
+
+
+def test_a_link_never_takes_a_night_out_of_its_nsrr_place(tmp_path, monkeypatch, capsys):
+    """A convenience link `edfs/current -> shhs1` (sorting first) and an SRC given as a link to edfs/shhs1 pair as
+    the real folders do; a link whose target is gone fails with its reason; a folder that cannot be read is named
+    on stderr instead of vanishing."""
+    root = tmp_path / "shhs"
+    touch(
+        root,
+        "polysomnography/edfs/shhs1/shhs1-200001.edf",
+        "polysomnography/annotations-events-nsrr/shhs1/shhs1-200001-nsrr.xml",
+    )
+    edfs = root / "polysomnography/edfs"
+    os.symlink(edfs / "shhs1", edfs / "current")
+    whole = pairs(root)
+    assert whole == [
+        (
+            "shhs1-200001",
+            "polysomnography/edfs/shhs1/shhs1-200001.edf",
+            "polysomnography/annotations-events-nsrr/shhs1/shhs1-200001-nsrr.xml",
+            "",
+        )
+    ]
+    os.symlink(edfs / "shhs1", tmp_path / "mine")
+    assert [(j.recording_id, j.cohort, bool(j.xml), j.problem) for j in discover(tmp_path / "mine")] == [
+        ("shhs1-200001", "shhs1", True, "")
+    ]
+    os.symlink(tmp_path / "moved.edf", edfs / "shhs1/shhs1-200002.edf")
+    gone = {j.recording_id: j.problem for j in discover(root)}["shhs1-200002"]
+    assert gone.endswith(f"a link to {tmp_path / 'moved.edf'}, which does not exist")
+
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).endswith("annotations-events-nsrr"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    capsys.readouterr()
+    monkeypatch.setattr(os, "scandir", scandir)
+    discover(root)
+    err = capsys.readouterr().err
+    assert err.count("annotations-events-nsrr: cannot read folder (Permission denied)") == 1

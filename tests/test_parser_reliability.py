@@ -168,6 +168,28 @@ def test_read_only_recordings_folder_is_an_environment_error(tmp_path, capsys):
     assert not (dst / "manifest.parquet").exists()
 
 
+def test_a_dst_whose_own_folder_is_read_only_stops_before_any_night(tmp_path, monkeypatch, capsys):
+    """DST read-only while DST/recordings is writable: the cohort files could not be written at the end, so the run
+    stops before it processes (and replaces the tables of) any night."""
+    from dataset import data_parser
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    generate_cohort(src, nights=1, hours=0.1, seed=0, layout="flat")
+    (dst / "recordings").mkdir(parents=True)
+    real_write = Path.write_bytes
+
+    def write_bytes(self, data):
+        if self.parent == dst:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_write(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", write_bytes)
+    monkeypatch.setattr(data_parser, "_run_jobs", lambda *a, **k: pytest.fail("processed nights"))
+    assert main(["--src", str(src), "--dst", str(dst), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {dst}: cannot create or write") and err.count("\n") == 1
+
+
 def test_a_table_that_cannot_be_written_or_removed_fails_that_night_only(tmp_path, monkeypatch, capsys):
     """What a read-only DST/recordings does to a rerun with --overwrite: writing fails, and so does removing
     the old table once the manifest is written; the night must fail with its reason, the removal failure is
