@@ -33,19 +33,25 @@ def write_atomic(path: Path, write: Callable[[Path], object], tmp: Path | None =
     _write_then_rename([(path, write, tmp or _temp_of(path))])
 
 
-def write_all_atomic(writes: Sequence[tuple[Path, Callable[[Path], object]]]) -> None:
+def write_all_atomic(
+    writes: Sequence[tuple[Path, Callable[[Path], object]]], ready: Sequence[tuple[Path, Path]] = ()
+) -> None:
     """`write_atomic` for files that belong together: every `write(tmp)` first, then the renames. When one write
     fails (a full disk), every temp file is removed and no target has changed, so readers never see the new
-    manifest beside the old splits. The renames need no space; one that fails all the same (a target that is a
-    folder) leaves the files renamed before it replaced, and removes the other temp files."""
-    _write_then_rename([(path, write, _temp_of(path)) for path, write in writes])
+    manifest beside the old splits. `ready`: (target, file already written elsewhere on the same disk, e.g. a
+    staged table) pairs renamed first, before the written files, and left where they are when a write fails. The
+    renames need no space; one that fails all the same (a target that is a folder) leaves the files renamed before
+    it replaced, and removes the other temp files."""
+    _write_then_rename([(path, write, _temp_of(path)) for path, write in writes], ready)
 
 
 def _temp_of(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp")
 
 
-def _write_then_rename(writes: Sequence[tuple[Path, Callable[[Path], object], Path]]) -> None:
+def _write_then_rename(
+    writes: Sequence[tuple[Path, Callable[[Path], object], Path]], ready: Sequence[tuple[Path, Path]] = ()
+) -> None:
     written: list[Path] = []
     for path, write, tmp in writes:
         try:
@@ -59,6 +65,14 @@ def _write_then_rename(writes: Sequence[tuple[Path, Callable[[Path], object], Pa
             if stop is None:
                 raise
             raise stop from None
+    try:
+        for path, done in ready:
+            os.replace(done, path)
+    except OSError:
+        for left in written:
+            with contextlib.suppress(OSError):
+                left.unlink(missing_ok=True)
+        raise
     for index, (path, _, tmp) in enumerate(writes):
         try:
             os.replace(tmp, path)

@@ -9,12 +9,12 @@ processed, a run whose subject ids no longer fit the kept split.
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from dataset.atomic_files import write_all_atomic, write_atomic
+from dataset.atomic_files import write_all_atomic
 from dataset.constants import EPHYS_CHANNELS, LABEL_EVENT_COLUMNS
 from dataset.labels import EVENT_TABLE_COLUMNS, events_frame
 from dataset.splits import check_same_subjects, extend_splits, make_splits, read_splits, splits_json
@@ -130,12 +130,8 @@ def events_table(results: list[tuple[dict, list[dict]]]) -> pd.DataFrame:
     )[list(EVENT_TABLE_COLUMNS)]
 
 
-def write_frame(frame: pd.DataFrame, path: Path, csv: bool = False) -> None:
-    """Write `frame` to `path` as Parquet (or CSV) atomically (`write_atomic`)."""
-    write_atomic(path, _frame_writer(frame, csv))
-
-
-def _frame_writer(frame: pd.DataFrame, csv: bool = False) -> Callable[[Path], object]:
+def frame_writer(frame: pd.DataFrame, csv: bool = False) -> Callable[[Path], object]:
+    """Writes `frame` as Parquet (or CSV) to the path it is given (a temp file of `write_all_atomic`)."""
     return lambda tmp: frame.to_csv(tmp, index=False) if csv else frame.to_parquet(tmp, index=False)
 
 
@@ -154,10 +150,17 @@ def check_kept_splits(dst: Path, subject_of: dict[str, str], resplit: bool = Fal
 
 
 def write_cohort_outputs(
-    dst: Path, manifest: pd.DataFrame, events: pd.DataFrame, split_args: dict, resplit: bool = False
+    dst: Path,
+    manifest: pd.DataFrame,
+    events: pd.DataFrame,
+    split_args: dict,
+    resplit: bool = False,
+    writes: Sequence[tuple[Path, Callable[[Path], object]]] = (),
+    ready: Sequence[tuple[Path, Path]] = (),
 ) -> dict | None:
     """manifest.parquet/.csv, events.parquet and splits.json (None when the cohort is too small to split), written
-    together (`write_all_atomic`): a failed write leaves all four as they were. ValueError, before anything is written, when the kept split's subject ids changed; `SplitsFileError` when the
+    together (`write_all_atomic`) with the other `writes` (the processing record) and the staged tables of
+    `ready` moved in first: a failed write leaves them all as they were. ValueError, before anything is written, when the kept split's subject ids changed; `SplitsFileError` when the
     kept file is unreadable (`check_kept_splits` refuses that before any night is processed)."""
     path = dst / "splits.json"
     splits = None
@@ -185,11 +188,12 @@ def write_cohort_outputs(
         except ValueError as err:
             print(f"splits.json not written: {err}", file=sys.stderr)
     writes = [
-        (dst / "manifest.parquet", _frame_writer(manifest)),
-        (dst / "manifest.csv", _frame_writer(manifest, csv=True)),
-        (dst / "events.parquet", _frame_writer(events)),
+        *writes,
+        (dst / "manifest.parquet", frame_writer(manifest)),
+        (dst / "manifest.csv", frame_writer(manifest, csv=True)),
+        (dst / "events.parquet", frame_writer(events)),
     ]
     if splits is not None:
         writes.append((path, lambda tmp: tmp.write_text(splits_json(splits))))
-    write_all_atomic(writes)
+    write_all_atomic(writes, ready)
     return splits

@@ -23,9 +23,10 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -33,19 +34,19 @@ import pandas as pd
 from tqdm import tqdm
 
 from dataset.annotations import check_subject_regex
-from dataset.atomic_files import STORAGE_ERRNOS, write_atomic
+from dataset.atomic_files import STORAGE_ERRNOS, write_all_atomic
 from dataset.channel_map import load_channel_map
 from dataset.cohort_outputs import (
     check_kept_splits,
     events_table,
     flag_same_content,
+    frame_writer,
     manifest_frame,
     write_cohort_outputs,
-    write_frame,
 )
 from dataset.constants import CHANNEL_BY_NAME
 from dataset.discovery import discover
-from dataset.recording_job import clear_output, job_row, package_version, run_job
+from dataset.recording_job import clear_output, job_row, package_version, recording_file, run_job, staging_folder
 from dataset.signal_processing import ProcessingConfig, load_night, process_recording
 from dataset.splits import check_split_options, make_splits, write_splits
 from dataset.worker_pool import run_in_workers
@@ -132,13 +133,9 @@ def dst_lock(dst: Path, shard: tuple[int, int] | None = None) -> Iterator[None]:
             os.close(fd)
 
 
-def _write_record(record: dict, path: Path) -> None:
-    """`record` as JSON at `path`, atomically (`write_atomic`: a full disk raises naming `path`)."""
-    write_atomic(
-        path,
-        lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=list) + "\n"),
-        path.with_name(f".{path.name}.{os.getpid()}.tmp"),
-    )
+def _record_writer(record: dict) -> Callable[[Path], object]:
+    """Writes `record` as JSON to the path it is given (a temp file of `write_all_atomic`)."""
+    return lambda tmp: tmp.write_text(json.dumps(record, indent=1, default=list) + "\n")
 
 
 def parse_cohort(
@@ -190,8 +187,10 @@ def parse_cohort(
     check_kept_splits(dst, {j.recording_id: j.subject_id for j in jobs if j.subject_id and j.owns_output}, resplit)
     for folder in (dst / "recordings", dst):  # the tables, then the cohort files beside them
         _check_writable(folder)
+    tag = f"shard-{shard[0]}-of-{shard[1]}" if shard else ""
+    staging = staging_folder(dst, tag)
     with dst_lock(dst, shard):
-        results = _run_jobs(jobs, dst, config, workers, overwrite, progress)
+        results = _run_jobs(jobs, dst, config, workers, overwrite, progress, staging)
         stop = next((r["stop"] for r in results if r["stop"] is not None), None)
         if stop is not None:  # a full or read-only disk: stop before the cohort files, so the earlier ones stay
             raise stop
@@ -207,20 +206,21 @@ def parse_cohort(
             "config": config.as_dict(),
             "config_digest": config.digest(),
         }
-        name = f"parser_config.shard-{shard[0]}-of-{shard[1]}.json" if shard else "parser_config.json"
-        _write_record(record, dst / name)  # after the nights: a run that stops keeps the earlier record
+        # the staged tables, the record and the manifest go in together, after the nights: a run that stops
+        # before (Ctrl-C, a full disk) leaves every table, record and manifest of the earlier run as it was
+        ready = [(recording_file(dst, r["row"]["recording_id"]), Path(r["staged"])) for r in results if r["staged"]]
+        name = f"parser_config.{tag}.json" if shard else "parser_config.json"
+        writes = [(dst / name, _record_writer(record))]
         if shard is not None:
-            tag = f"shard-{shard[0]}-of-{shard[1]}"
-            write_frame(manifest, dst / f"manifest.{tag}.parquet")
-            write_frame(events, dst / f"events.{tag}.parquet")
+            writes += [
+                (dst / f"manifest.{tag}.parquet", frame_writer(manifest)),
+                (dst / f"events.{tag}.parquet", frame_writer(events)),
+            ]
+            write_all_atomic(writes, ready)
         else:
-            write_cohort_outputs(
-                dst,
-                manifest,
-                events,
-                dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects),
-                resplit,
-            )
+            split_args = dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects)
+            write_cohort_outputs(dst, manifest, events, split_args, resplit, writes, ready)
+        shutil.rmtree(staging, ignore_errors=True)  # what is left there is another run's, with other settings
         # only now, with the new manifest in place, the tables of nights no longer ok go: a run cut short before
         # it leaves the earlier manifest and the tables it lists as they were
         for job, result in zip(jobs, results, strict=True):
@@ -234,7 +234,7 @@ def parse_cohort(
 
 
 def _run_jobs(
-    jobs: list, dst: Path, config: ProcessingConfig, workers: int, overwrite: bool, progress: bool
+    jobs: list, dst: Path, config: ProcessingConfig, workers: int, overwrite: bool, progress: bool, staging: Path
 ) -> list[dict]:
     """`run_job` for every job, in `workers` processes or here, in job order; at the first storage error no
     further night is started (the nights already running in other workers finish)."""
@@ -242,7 +242,7 @@ def _run_jobs(
     bar = tqdm(total=len(jobs), desc="parsing nights", unit="night", disable=not progress)
     if workers <= 1 or len(jobs) <= 1:
         for job in jobs:
-            results.append(run_job(job, dst, config, overwrite))
+            results.append(run_job(job, dst, config, overwrite, staging))
             bar.update()
             if results[-1]["stop"] is not None:
                 break
@@ -259,10 +259,11 @@ def _run_jobs(
                 "reused": False,
                 "cpu_s": float("nan"),
                 "max_rss_mb": float("nan"),
+                "staged": None,
                 "stop": None,
             }
 
-        work = functools.partial(run_job, dst=str(dst), config=config, overwrite=overwrite)
+        work = functools.partial(run_job, dst=str(dst), config=config, overwrite=overwrite, staging=str(staging))
         results = run_in_workers(
             jobs, work, workers, on_death=died, done=bar.update, stop_when=lambda r: r["stop"] is not None
         )
@@ -317,15 +318,10 @@ def _merge(
     events = pd.concat(events, ignore_index=True).sort_values(
         ["recording_id", "start_s"], kind="stable", ignore_index=True
     )
-    write_cohort_outputs(
-        dst,
-        manifest,
-        events,
-        dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects),
-        resplit,
-    )
-    # the cohort's processing record, as a single run writes it (downstream runs read it: `cohort_processing`)
-    _write_record({**records[0], "shard": None}, dst / "parser_config.json")
+    # with the cohort's processing record, as a single run writes it (downstream runs read it: `cohort_processing`)
+    split_args = dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects)
+    record = [(dst / "parser_config.json", _record_writer({**records[0], "shard": None}))]
+    write_cohort_outputs(dst, manifest, events, split_args, resplit, record)
     return manifest
 
 

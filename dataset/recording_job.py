@@ -2,7 +2,8 @@
 
 `run_job` hashes the sources, reuses a complete earlier table made from the same sources and settings, else runs
 `dataset.signal_processing.process_recording` (read, resample, filter, trim, scale) and writes the epoch table
-with its metadata atomically; the parser removes the old table of a recording that is no longer ok once its new
+with its metadata atomically, into the run's staging folder (the parser moves the staged tables in together
+with the new manifest); the parser removes the old table of a recording that is no longer ok once its new
 manifest is in place (`clear_output`). It never raises for a bad input: the outcome is a manifest row. A full,
 over-quota or read-only disk is no fault of the recording: the result carries the error as "stop", the earlier
 table is kept, and the parser ends the run (exit 2). `dataset.data_parser` runs it for every job, in workers or
@@ -205,18 +206,31 @@ def job_row(job: Job) -> dict:
     }
 
 
-def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool = False) -> dict:
+def staging_folder(dst: Path, tag: str = "") -> Path:
+    """Where a run writes its new tables until its manifest goes in with them (`tag`: a shard's), on the disk of
+    DST/recordings so that moving them in is a rename."""
+    return dst / "recordings" / f".staging{f'-{tag}' if tag else ''}"
+
+
+def run_job(
+    job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool = False, staging: str | Path | None = None
+) -> dict:
     """Process one recording into DST/recordings (or reuse its output). Never raises for a bad input.
 
+    With `staging` (`staging_folder`) a new table is written there, not over the table the earlier manifest
+    lists: the parser moves it in together with the new manifest, so a run that stops changes nothing the
+    earlier run left; a table staged by an interrupted run with the same sources and settings is reused.
     Returns {"row": manifest row, "events": [event dicts], "timings": {step: wall s}, "reused": bool,
-    "cpu_s": CPU seconds of this recording, "max_rss_mb": peak RSS of this process so far, "stop": None, or the
-    storage error (`storage_error`) that must end the run; the earlier table is then left as it was}.
+    "staged": the staged table to move to DST/recordings, or None, "cpu_s": CPU seconds of this recording,
+    "max_rss_mb": peak RSS of this process so far, "stop": None, or the storage error (`storage_error`) that must
+    end the run; the earlier table is then left as it was}.
     """
     dst = Path(dst)
     row = job_row(job)
     out = recording_file(dst, job.recording_id)
+    staged = out if staging is None else Path(staging) / out.name
     timings: dict[str, float] = {}
-    result = {"row": row, "events": [], "timings": timings, "reused": False, "stop": None}
+    result = {"row": row, "events": [], "timings": timings, "reused": False, "staged": None, "stop": None}
     tick, cpu = time.perf_counter(), time.process_time()
     try:
         if job.problem:  # duplicate id or ambiguous annotation files: never guess which file is meant
@@ -232,9 +246,13 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
         except OSError as err:
             raise XmlError(f"{job.xml}: cannot read ({err.strerror or err})") from None
         timings["hash"] = time.perf_counter() - tick
-        out.with_name(f".{out.name}.tmp").unlink(missing_ok=True)  # left by an interrupted run
+        for path in {out, staged}:
+            path.with_name(f".{path.name}.tmp").unlink(missing_ok=True)  # left by an interrupted run
         unwanted = job.xml is None and not config.allow_unscored  # an unscored night's table, no longer asked for
-        reuse = None if overwrite or unwanted else _reusable(out, row["edf_sha256"], row["xml_sha256"], config.digest())
+        reuse, sources = None, (row["edf_sha256"], row["xml_sha256"], config.digest())
+        for path in () if overwrite or unwanted else dict.fromkeys((out, staged)):
+            if reuse is None and (reuse := _reusable(path, *sources)) is not None and path != out:
+                result["staged"] = str(path)
         if reuse is not None:
             old, result["events"] = reuse
             row.update({k: v for k, v in old.items() if k not in ("edf", "xml", "cohort", "subject_id")})
@@ -245,8 +263,9 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
             row["parquet"] = str(out.relative_to(dst))
             timings.update(night.timings)
             tick = time.perf_counter()
-            out.parent.mkdir(parents=True, exist_ok=True)
-            _write_parquet(night, row, config, out)
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            _write_parquet(night, row, config, staged)
+            result["staged"] = str(staged) if staged != out else None
             timings["write"] = time.perf_counter() - tick
             result["events"] = night.events
     except SkipRecording as why:
@@ -257,7 +276,7 @@ def run_job(job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool
         result["stop"] = storage_error(err, out)  # ... but a full or read-only disk stops the run
         row.update(status="failed", reason=f"{job.edf}: unexpected {type(err).__name__}: {err}")
     if row["status"] != "ok":  # its earlier table is removed once the new manifest is in place (`clear_output`)
-        result["events"] = []
+        result["events"], result["staged"] = [], None
     row["reason"] = " ".join(str(row["reason"]).split())  # one line
     result["cpu_s"] = time.process_time() - cpu
     result["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

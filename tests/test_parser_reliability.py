@@ -245,7 +245,7 @@ def start_parser(tmp_path: Path, nights: int = 6, hours: float = 1.0) -> tuple[s
             stderr=subprocess.STDOUT,
         )
     deadline = time.monotonic() + 120
-    while not list((dst / "recordings").glob("*.parquet")) and process.poll() is None:
+    while not list((dst / "recordings").glob("**/*.parquet")) and process.poll() is None:  # staged tables too
         assert time.monotonic() < deadline, "the parser wrote no table in 120 s"
         time.sleep(0.005)
     assert process.poll() is None, "the parser finished before the test could act"

@@ -42,8 +42,40 @@ def test_a_full_disk_stops_the_rerun_and_keeps_every_earlier_output(tmp_path, mo
     monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
     assert main(["--src", str(src), "--dst", str(dst), "--overwrite", "--no-progress"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
-    assert line.startswith(f"error: {dst / 'recordings' / 'd-0.parquet'}: cannot write ({os.strerror(code)})")
+    staged = dst / "recordings" / ".staging" / "d-0.parquet"  # a new table waits there for the new manifest
+    assert line.startswith(f"error: {staged}: cannot write ({os.strerror(code)})")
     assert _snapshot(dst) == before | {".parser.lock": (dst / ".parser.lock").read_bytes()}
+
+
+def test_a_rerun_with_other_settings_stopped_midway_changes_nothing_and_resumes(tmp_path, monkeypatch):
+    """A rerun with other channels, stopped by Ctrl-C after two of three nights: every table still matches the
+    earlier manifest and parser_config.json. The same command again reuses the two nights it made and moves all
+    three tables in with the new manifest."""
+    from dataset import data_parser
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(3):
+        make_night(src, f"c-{i}")
+    parse(src, dst)
+    before = _snapshot(dst)
+    real_run_job, calls = data_parser.run_job, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(args[0].recording_id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_run_job(*args, **kwargs)
+
+    monkeypatch.setattr(data_parser, "run_job", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        parse(src, dst, channels=["eeg_c4"])
+    after = {k: v for k, v in _snapshot(dst).items() if not k.startswith("recordings/.staging/")}
+    assert after == before | {".parser.lock": (dst / ".parser.lock").read_bytes()}
+    monkeypatch.setattr(data_parser, "run_job", real_run_job)
+    manifest = parse(src, dst, channels=["eeg_c4"])
+    assert [run["reused"] for run in manifest.attrs["runs"].values()] == [True, True, False]
+    assert set(pq.read_schema(dst / "recordings" / "c-0.parquet").names) & {"eeg_c3", "eeg_c4"} == {"eeg_c4"}
+    assert not (dst / "recordings" / ".staging").exists()
 
 
 def test_a_full_disk_at_the_manifest_names_it_and_keeps_the_earlier_one(tmp_path, monkeypatch, capsys):
