@@ -42,7 +42,7 @@ from dataset.edf_reader import EdfError, EdfHeader, EdfSignalHeader, read_digita
 from dataset.labels import epoch_labels, labels_frame, night_summary
 from dataset.nsrr_xml import NsrrAnnotations
 
-FORMAT_VERSION = 6  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
+FORMAT_VERSION = 7  # bump when the Parquet layout or the processing changes meaning (forces re-parsing)
 NORMAL_IQR_PER_SD = 1.349  # IQR of a normal distribution in standard deviations
 
 
@@ -124,6 +124,9 @@ class ChannelResult:
     up: int
     down: int
     edf_unit: str = ""  # physical dimension as written in the EDF header (e.g. "mV"), before conversion
+    flat_epochs: np.ndarray | None = (
+        None  # (n_epochs,) bool: flat epochs (lead-off) of a channel kept, not in its scale
+    )
 
 
 @dataclass
@@ -417,10 +420,19 @@ def process_channel(
     kept_values = epochs.reshape(-1)
     q25, median, q75 = quartiles(kept_values)
     iqr = q75 - q25
+    flat_epochs = np.zeros(len(epochs), dtype=bool)
     if spec.electrophysiology:
         threshold = max(config.flat_levels * step, config.flat_iqr_uv)
         flat = iqr < threshold
         why = f"flat: IQR {iqr:.3g} {unit} < {threshold:.3g}"
+        if assumed:
+            why += f" (its unit {signal.physical_dimension.strip()!r} is unknown and was taken as uV)"
+        if not flat:  # a lead-off stretch: its epochs must not shrink the scale of every other epoch of the night
+            upper, lower = np.percentile(epochs, (75, 25), axis=1)
+            flat_epochs = upper - lower < threshold
+            if flat_epochs.any():
+                q25, median, q75 = quartiles(epochs[~flat_epochs].reshape(-1))
+                iqr = q75 - q25
     else:
         spread = float(kept_values.max() - kept_values.min())
         flat = spread < step
@@ -450,6 +462,7 @@ def process_channel(
         ratio.numerator,
         ratio.denominator,
         signal.physical_dimension,
+        flat_epochs,
     )
 
 
@@ -517,6 +530,15 @@ def night_info(
                 f"{name} recorded at {result.native_rate:g} Hz holds only {band[0]:g}-{nyquist:g} Hz of its "
                 f"{band[0]:g}-{band[1]:g} Hz band (a model trained on higher rates reads it otherwise)"
             )
+    for name, result in channels.items():
+        flat = result.flat_epochs
+        if flat is not None and flat.any():
+            first = int(np.argmax(flat))
+            lost.append(
+                f"{name} is flat in {int(flat.sum())} of {flat.size} epochs ({flat.sum() * EPOCH_S / 60:g} min, the "
+                f"first at {first * EPOCH_S:g} s; lead-off?): they carry no {name} signal and are left out of its "
+                "scaling"
+            )
     info["warnings"] = "; ".join(header.warnings + (annotations.warnings if annotations is not None else []) + lost)
     return info
 
@@ -578,7 +600,8 @@ def process_recording(
     n_epochs = int(math.floor(min(signal_s, scored_s) / EPOCH_S + 1e-9))
     if n_epochs < 1:
         if signal_s < EPOCH_S:
-            raise SkipRecording(f"{edf_path}: shorter than one {EPOCH_S}-s epoch (signal {signal_s:g} s)")
+            cut = "".join(f"; {w}" for w in header.warnings)  # a truncated file says so, not only how short it is
+            raise SkipRecording(f"{edf_path}: shorter than one {EPOCH_S}-s epoch (signal {signal_s:g} s{cut})")
         what = "no stage event" if scored_s == 0 else f"signal {signal_s:g} s, scored {scored_s:g} s"
         raise SkipRecording(f"{edf_path}: no scored epoch ({what})")
     tick = time.perf_counter()

@@ -350,7 +350,7 @@ def night_warnings(
     reliability: Mapping[str, Any],
 ) -> list[str]:
     """The report's warnings of one night: what its scoring's reading said (the agreement rests on it), a scoring
-    that could not be read, a truncated EDF, staging channels the night lacks (the hypnogram and every sleep
+    that could not be read, a truncated EDF or what else reading the recording found, staging channels the night lacks (the hypnogram and every sleep
     statistic rest on the staging model), and an unreliable AHI. `info`: the night's processing info; `staging`:
     the staging model's channel report (`used`, `missing`); `reliability`: `assess_reliability`'s verdict."""
     warnings_ = [f"scoring: {note}" for note in info.get("scoring_warnings", [])]
@@ -362,6 +362,8 @@ def night_warnings(
             f"{_fmt(float(info['kept_s']) / 60)} min of whole data records; the end of the night is "
             "missing"
         )
+    elif info.get("warnings"):  # what reading the recording found: a low rate, a lead-off stretch, a doubled label
+        warnings_.append(f"recording: {info['warnings']}")
     said = reliability["reliable"] is False and any("read by the staging model" in r for r in reliability["reasons"])
     if staging["missing"] and not said:  # an unreliable AHI's reasons already name them, and the sleep time
         warnings_.append(

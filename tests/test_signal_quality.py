@@ -1,0 +1,62 @@
+"""Signal quality a night carries into its report: a lead-off stretch, an EEG whose unit is unknown, a file cut to
+its first data record; and that what reading a recording found reaches predict.py's warnings."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dataset.signal_processing import SkipRecording, load_night
+from dataset.synthetic_writers import write_edf
+from downstream.night_report import night_warnings
+
+SECONDS = 3600
+
+
+def _eeg_night(path: Path, eeg: np.ndarray, unit: str = "uV", limits: tuple[float, float] = (-250.0, 250.0)) -> Path:
+    write_edf(path, [("eeg", "C4-M1", 125, unit, *limits)], {"eeg": eeg}, datetime.time(23, 0, 0))
+    return path
+
+
+def test_a_lead_off_stretch_is_named_and_left_out_of_the_channels_scale(tmp_path):
+    """C4 at 0 for 20 of 60 minutes: the channel is kept, its scale is that of the other epochs (the zeros would
+    shrink the IQR and mis-scale every epoch of the night), and a warning names the channel and the stretch."""
+    eeg = np.random.default_rng(0).normal(0.0, 20.0, SECONDS * 125)
+    _, _, whole = load_night(_eeg_night(tmp_path / "whole.edf", eeg), channels=["eeg_c4"])
+    eeg[1200 * 125 : 2400 * 125] = 0.0
+    epochs, _, info = load_night(_eeg_night(tmp_path / "off.edf", eeg), channels=["eeg_c4"])
+    assert "eeg_c4" in epochs and info["dropped_channels"] == ""
+    assert info["iqr_eeg_c4"] == pytest.approx(whole["iqr_eeg_c4"], rel=0.03)
+    assert "eeg_c4 is flat in 40 of 120 epochs (20 min, the first at 1200 s; lead-off?)" in info["warnings"]
+    assert "flat" not in whole["warnings"]
+    np.testing.assert_allclose(np.percentile(epochs["eeg_c4"][:40], (25, 75)), (-0.5, 0.5), atol=0.05)
+
+
+def test_a_flat_channel_whose_unit_was_unknown_says_so(tmp_path):
+    """An EEG in volts written with a blank unit reads as microvolts and is flat; the reason names the unit."""
+    eeg = np.random.default_rng(1).normal(0.0, 20e-6, 600 * 125)
+    path = _eeg_night(tmp_path / "volts.edf", eeg, unit="", limits=(-250e-6, 250e-6))
+    with pytest.raises(SkipRecording) as caught:
+        load_night(path, channels=["eeg_c4"])
+    assert "flat: IQR" in str(caught.value) and "its unit '' is unknown and was taken as uV" in str(caught.value)
+
+
+def test_a_file_cut_to_its_first_record_says_it_is_truncated(tmp_path):
+    eeg = np.random.default_rng(2).normal(0.0, 20.0, 600 * 125)
+    path = _eeg_night(tmp_path / "cut.edf", eeg)
+    data = path.read_bytes()
+    header_bytes = int(data[184:192])
+    path.write_bytes(data[: header_bytes + 125 * 2 + 10])  # the first 1-s record and a few bytes of the next
+    with pytest.raises(SkipRecording, match=r"signal 1 s; header declares 600 data records, file holds 1 whole"):
+        load_night(path, channels=["eeg_c4"])
+
+
+def test_what_reading_the_recording_found_is_a_report_warning():
+    info = {"warnings": "emg recorded at 50 Hz holds only 10-25 Hz of its 10-49 Hz band", "truncated": False}
+    staging = {"missing": [], "used": ["eeg_c4"]}
+    reliability = {"reliable": True, "reasons": []}
+    assert night_warnings(info, None, staging, reliability) == [f"recording: {info['warnings']}"]
+    assert night_warnings({"warnings": ""}, None, staging, reliability) == []
