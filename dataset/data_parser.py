@@ -157,6 +157,9 @@ def parse_cohort(
 ) -> pd.DataFrame:
     """Parse every recording under `src` into `dst` and return the manifest.
 
+    `workers` spawned processes process the nights, one each at a time, so a night that kills its process fails
+    alone; `workers=0` processes them in this process (a crash there ends the run).
+
     With `shard=(K, N)` only the K-th of N shards is processed and DST/manifest.shard-K-of-N.parquet (+ events)
     is written instead of the final files (combine with `merge_shards`). `manifest.attrs["runs"]` holds per-
     recording timings, reuse flags and worker peak RSS (MB). Raises ValueError before any night is processed for
@@ -165,6 +168,8 @@ def parse_cohort(
     tables, manifest, events, splits and parser_config.json are then left as they were).
     """
     dst = Path(dst)
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
     check_split_options(test_frac, val_frac, train_subjects)
     base = config or ProcessingConfig()
     config = ProcessingConfig(
@@ -236,11 +241,13 @@ def parse_cohort(
 def _run_jobs(
     jobs: list, dst: Path, config: ProcessingConfig, workers: int, overwrite: bool, progress: bool, staging: Path
 ) -> list[dict]:
-    """`run_job` for every job, in `workers` processes or here, in job order; at the first storage error no
-    further night is started (the nights already running in other workers finish)."""
+    """`run_job` for every job, in `workers` spawned processes (0: here, in this process), in job order; at the
+    first storage error no further night is started (the nights already running in other workers finish). In
+    workers a night that kills its process (the OOM killer, a crash in native code) fails alone; here it would
+    end the run."""
     results = []
     bar = tqdm(total=len(jobs), desc="parsing nights", unit="night", disable=not progress)
-    if workers <= 1 or len(jobs) <= 1:
+    if workers == 0:
         for job in jobs:
             results.append(run_job(job, dst, config, overwrite, staging))
             bar.update()
@@ -342,7 +349,7 @@ def summary_text(manifest: pd.DataFrame, max_reasons: int = 40) -> str:
 def build_parser() -> argparse.ArgumentParser:
     # the command line shares the option checks of every script (one `error:` line, exit 2); the library part of
     # this module imports nothing from utils/
-    from utils.config import ArgumentParser, mark_required, non_negative_int, path_arg, positive_int, probability
+    from utils.config import ArgumentParser, mark_required, non_negative_int, path_arg, probability
 
     parser = ArgumentParser(
         prog="python dataset/data_parser.py",
@@ -360,7 +367,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dst", type=path_arg, default=None, help="output folder (recordings/, manifest, events, splits)"
     )
-    parser.add_argument("--workers", type=positive_int, default=1, help="parallel processes (one night each at a time)")
+    parser.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=1,
+        help="worker processes, one night each at a time (0: in this process, where a night that crashes or runs "
+        "out of memory ends the run)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="reprocess recordings whose output is complete")
     parser.add_argument(
         "--channels",

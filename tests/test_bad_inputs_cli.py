@@ -160,8 +160,8 @@ def bad_case(script: str, case: str, inputs: Inputs, tmp: Path) -> tuple[list[st
         elif case == "empty_src":
             src, expect = tmp / "no_nights", "no_nights"
             src.mkdir()
-        elif case == "zero_workers":
-            extra, expect = ["--workers", "0"], "--workers"
+        elif case == "negative_workers":
+            extra, expect = ["--workers", "-1"], "--workers"
         elif case == "bad_fraction":
             extra, expect = ["--test-frac", "1.5"], "--test-frac"
         elif case == "not_a_number":
@@ -215,7 +215,7 @@ CASES = {
     "data_parser": (
         "missing_src",
         "empty_src",
-        "zero_workers",
+        "negative_workers",
         "bad_fraction",
         "not_a_number",
         "band_above_nyquist",

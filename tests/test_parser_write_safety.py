@@ -39,8 +39,8 @@ def test_a_full_disk_stops_the_rerun_and_keeps_every_earlier_output(tmp_path, mo
     def full(*args, **kwargs):
         raise OSError(code, "Error writing bytes to file")  # as pyarrow raises it: no file named
 
-    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)
-    assert main(["--src", str(src), "--dst", str(dst), "--overwrite", "--no-progress"]) == 2
+    monkeypatch.setattr(pq.ParquetWriter, "write_table", full)  # in this process: --workers 0
+    assert main(["--src", str(src), "--dst", str(dst), "--overwrite", "--workers", "0", "--no-progress"]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     staged = dst / "recordings" / ".staging" / "d-0.parquet"  # a new table waits there for the new manifest
     assert line.startswith(f"error: {staged}: cannot write ({os.strerror(code)})")
@@ -68,7 +68,7 @@ def test_a_rerun_with_other_settings_stopped_midway_changes_nothing_and_resumes(
 
     monkeypatch.setattr(data_parser, "run_job", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        parse(src, dst, channels=["eeg_c4"])
+        parse(src, dst, channels=["eeg_c4"], workers=0)
     after = {k: v for k, v in _snapshot(dst).items() if not k.startswith("recordings/.staging/")}
     assert after == before | {".parser.lock": (dst / ".parser.lock").read_bytes()}
     monkeypatch.setattr(data_parser, "run_job", real_run_job)
