@@ -537,7 +537,7 @@ def night_info(
             lost.append(
                 f"{name} is flat in {int(flat.sum())} of {flat.size} epochs ({flat.sum() * EPOCH_S / 60:g} min, the "
                 f"first at {first * EPOCH_S:g} s; lead-off?): they carry no {name} signal and are left out of its "
-                "scaling"
+                "scaling; stages scored or predicted there may be wrong"
             )
     info["warnings"] = "; ".join(header.warnings + (annotations.warnings if annotations is not None else []) + lost)
     return info

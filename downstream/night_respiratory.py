@@ -30,7 +30,9 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
 - Reliability (`assess_reliability`): the AHI estimate is UNRELIABLE when it comes from runs of positive epochs
   (times a calibration factor) instead of an event model, when the night lacks a respiratory channel the event
   model reads, when valid SpO2 covers less than `MIN_SPO2_SLEEP_FRACTION` of predicted sleep (the model's
-  desaturation input is missing there), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
+  desaturation input is missing there) or the airflow carries a signal over less than `MIN_FLOW_SLEEP_FRACTION`
+  of it (`flow_loss`: stretches of 3 min or more with next to no flow, a cannula off; the report warns about any
+  such stretch), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
   index per hour extrapolated six times or more: 0.5 min of sleep and one apnea read "120.0, severe"; between
   that and `CLINICAL_SLEEP_MIN` the report notes how little sleep the index rests on), when the staging
   model's validation kappa is below `STAGING_KAPPA_MIN` or the night lacks a channel the staging model reads,
@@ -81,6 +83,9 @@ MIN_VALIDATION_NIGHTS = MIN_AGREEMENT_NIGHTS  # severity kappa from fewer valida
 MIN_SLEEP_MIN = 10.0  # less predicted sleep than this (minutes, 20 epochs): unreliable
 CLINICAL_SLEEP_MIN = 120.0  # less than this: the report notes it (AASM split-night and Medicare ask for 2 h of sleep)
 MIN_SPO2_SLEEP_FRACTION = 0.5  # valid SpO2 over less of predicted sleep than this: unreliable
+FLOW_LOSS_FRACTION = 0.02  # an epoch whose airflow range is below this share of the night's median epoch range ...
+FLOW_LOSS_MIN_EPOCHS = 6  # ... in a stretch of 3 min or more carries no flow signal (a cannula off; no apnea lasts so)
+MIN_FLOW_SLEEP_FRACTION = 0.8  # airflow signal over less of predicted sleep than this: unreliable
 WITHHELD_INDICES = ("ahi", "ahi_rem", "ahi_nrem", "apnea_index", "hypopnea_index")
 WITHHOLD_WITHOUT = ("airflow",)  # a night lacking one of these gets no AHI at all
 THRESHOLDS = {
@@ -90,6 +95,7 @@ THRESHOLDS = {
     "min_validation_nights": MIN_VALIDATION_NIGHTS,
     "min_sleep_min": MIN_SLEEP_MIN,
     "min_spo2_sleep_fraction": MIN_SPO2_SLEEP_FRACTION,
+    "min_flow_sleep_fraction": MIN_FLOW_SLEEP_FRACTION,
 }
 EVENT_METHODS = ("features",)  # event-model methods predict.py runs (token methods need their backbone's tokens)
 
@@ -251,6 +257,45 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
     }, desats
 
 
+def flow_loss(airflow: np.ndarray) -> np.ndarray:
+    """(n_epochs,) bool: the epochs of `airflow` ((n_epochs, samples), as the parser scales it) that carry no flow
+    signal: stretches of `FLOW_LOSS_MIN_EPOCHS` or more whose range is below `FLOW_LOSS_FRACTION` of the night's
+    median epoch range (a cannula off or a flat channel; an apnea reduces flow for tens of seconds, not minutes)."""
+    spread = np.ptp(np.asarray(airflow, dtype=np.float64), axis=1)
+    low = spread <= FLOW_LOSS_FRACTION * float(np.median(spread)) if spread.size else spread.astype(bool)
+    lost = np.zeros(spread.size, dtype=bool)
+    for start, length in event_runs(low.astype(np.int8), FLOW_LOSS_MIN_EPOCHS):
+        lost[start : start + length] = True
+    return lost
+
+
+def without_lost_flow(
+    found: list[Event], counted: list[bool], airflow: np.ndarray, stages: np.ndarray
+) -> tuple[list[Event], list[bool], dict[str, Any]]:
+    """The events whose midpoint lies where the airflow carries a signal (`flow_loss`: an "apnea" where a cannula
+    came off is the sensor, not the sleeper), their `counted` flags, and the summary: minutes of the night and of
+    predicted sleep without flow, where it starts, the events left out, and a warning when flow was lost."""
+    lost = flow_loss(airflow)
+    kept = [
+        k for k, e in enumerate(found) if not lost[min(int((e.onset_s + e.duration_s / 2) // EPOCH_S), lost.size - 1)]
+    ]
+    sleep = np.isin(np.asarray(stages)[: lost.size], SLEEP_STAGES)
+    lost_min, dropped = float(lost.sum() * EPOCH_S / 60), len(found) - len(kept)
+    first_s = float(np.argmax(lost) * EPOCH_S) if lost.any() else None
+    summary = {
+        "flow_lost_min": lost_min,
+        "flow_lost_sleep_min": float((lost[: sleep.size] & sleep).sum() * EPOCH_S / 60),
+        "flow_valid_sleep_min": float((~lost[: sleep.size] & sleep).sum() * EPOCH_S / 60),
+        "flow_lost_first_s": first_s,
+        "events_left_out": dropped,
+        "warning": None
+        if first_s is None
+        else f"the airflow carries no signal for {lost_min:g} min, the first stretch at {first_s:g} s (a cannula "
+        f"off?): no apnea or hypopnea can be seen there ({dropped} event(s) detected there left out)",
+    }
+    return [found[k] for k in kept], [counted[k] for k in kept], summary
+
+
 def night_spo2(epochs: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> np.ndarray | None:
     """The night's per-second SpO2 in % from its processed epochs, or None without a usable SpO2 channel (the
     processing stores SpO2 in %, an EDF's fraction x 100: `dataset.signal_processing`)."""
@@ -300,13 +345,15 @@ def assess_reliability(
     tst_min: float | None = None,
     oximetry: Mapping[str, Any] | None = None,
     missing_staging: Sequence[str] = (),
+    flow: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """{"reliable", "reasons", "thresholds"} of the night's AHI estimate (module docstring). `source`: "event
     model", "epoch runs" or None (no AHI); `staging`: the staging run's validation numbers (val_kappa);
     `events`: the event run's (`event_validation`); `missing_respiratory`: channels the event model reads that
     the night lacks; `tst_min`: the night's predicted sleep (None: not checked); `oximetry`: its
     `oximetry_summary` (None without SpO2); `missing_staging`: channels the staging model reads that the night
-    lacks (its validation kappa was measured with them, and the AHI's hours of sleep come from its stages)."""
+    lacks (its validation kappa was measured with them, and the AHI's hours of sleep come from its stages);
+    `flow`: its `flow_summary` (None without airflow)."""
     reasons = []
     if source is None:
         return {
@@ -357,5 +404,13 @@ def assess_reliability(
                 reasons.append(
                     f"valid SpO2 covers {100 * covered:.0f} % of predicted sleep (< "
                     f"{100 * MIN_SPO2_SLEEP_FRACTION:.0f} %): the event model's desaturation input is missing there"
+                )
+        if flow is not None and tst_min:
+            covered = _number(flow.get("flow_valid_sleep_min")) / tst_min
+            if not covered >= MIN_FLOW_SLEEP_FRACTION:
+                reasons.append(
+                    f"the airflow carries a signal over {100 * covered:.0f} % of predicted sleep (< "
+                    f"{100 * MIN_FLOW_SLEEP_FRACTION:.0f} %): no apnea or hypopnea can be seen where it is lost, "
+                    "yet those hours count in the index"
                 )
     return {"reliable": not reasons, "reasons": reasons, "thresholds": THRESHOLDS}

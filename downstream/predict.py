@@ -122,6 +122,7 @@ from downstream.night_respiratory import (
     oximetry_summary,
     persistent_sleep_latency,
     withheld,
+    without_lost_flow,
 )
 from downstream.runs import DownstreamModel
 from utils.ahi import (
@@ -359,12 +360,14 @@ def predict_night(
                 "event_scale": scales[task],
                 "index_per_h": estimate_ahi(*alone, sleep, EPOCH_S, MAX_EVENT_EPOCHS, (scales[task], scales[task])),
             }
-    ahi, model_table, typed, oximetry = None, None, [], None
+    ahi, model_table, typed, oximetry, flow = None, None, [], None, None
     missing_respiratory = channels["models"]["events"]["missing"] if event_run is not None else []
     if event_run is not None:
         blind = any(channel in WITHHOLD_WITHOUT for channel in missing_respiratory)
         # no apnea or hypopnea is scored without flow: none is listed, exported or counted (the AHI is withheld)
         found, counted = detect_night_events(event_run, epochs, info) if not blind else ([], [])
+        if "airflow" in epochs and not blind:  # a cannula off for part of the night: flagged, not silent
+            found, counted, flow = without_lost_flow(found, counted, epochs["airflow"], stages)
 
         def summary(upto: int | None = None) -> dict[str, Any]:  # the AHI of the first `upto` epochs
             estimate = event_summary(found, counted, stages[:upto], event_run.hypopnea_rule)
@@ -416,8 +419,10 @@ def predict_night(
         stats["tst_min"],
         oximetry,
         channels["models"]["sleep_stage"]["missing"],
+        flow,
     )
     warnings_ = night_warnings(info, unusable_scoring, channels["models"]["sleep_stage"], reliability)
+    warnings_ += [flow["warning"]] if flow and flow["warning"] else []
     notes = []
     tail_s = float(info.get("signal_s") or 0.0) - n_epochs * float(EPOCH_S)
     if tail_s > 1e-6 and not info.get("truncated"):
@@ -459,6 +464,7 @@ def predict_night(
         "sleep": stats,
         "ahi": ahi,
         "oximetry": oximetry,
+        "airflow": {k: v for k, v in flow.items() if k != "warning"} if flow else None,
         "reliability": reliability,
         "validation": validation,
         "events": event_summary_ or None,

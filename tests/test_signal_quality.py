@@ -1,5 +1,5 @@
 """Signal quality a night carries into its report: a lead-off stretch, an EEG whose unit is unknown, a file cut to
-its first data record; and that what reading a recording found reaches predict.py's warnings."""
+its first data record, a cannula off; and that what reading a recording found reaches predict.py's warnings."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from dataset.scored_events import Event
 from dataset.signal_processing import SkipRecording, load_night
 from dataset.synthetic_writers import write_edf
 from downstream.night_report import night_warnings
+from downstream.night_respiratory import assess_reliability, without_lost_flow
 
 SECONDS = 3600
 
@@ -60,3 +62,28 @@ def test_what_reading_the_recording_found_is_a_report_warning():
     reliability = {"reliable": True, "reasons": []}
     assert night_warnings(info, None, staging, reliability) == [f"recording: {info['warnings']}"]
     assert night_warnings({"warnings": ""}, None, staging, reliability) == []
+
+
+def test_a_cannula_off_leaves_its_events_out_and_flags_the_ahi():
+    """Airflow flat for 5 min (a cannula off): those epochs carry no flow, an "apnea" detected there is left out,
+    and with flow over less than 80 % of sleep the AHI is unreliable. A 60-s low-flow stretch (an apnea) is no
+    loss."""
+    t = np.arange(300) / 10.0
+    airflow = np.tile(np.sin(2 * np.pi * t / 4.0), (40, 1))
+    airflow[10:20] = 0.0
+    airflow[30:32] *= 0.01  # an apnea: a minute of next to no flow
+    stages = np.full(40, 2)
+    found = [Event(100.0, 20.0, "obstructive_apnea"), Event(320.0, 90.0, "obstructive_apnea")]
+    kept, counted, flow = without_lost_flow(found, [True, True], airflow, stages)
+    assert kept == found[:1] and counted == [True]
+    assert flow["flow_lost_min"] == 5.0 and flow["flow_valid_sleep_min"] == 15.0 and flow["flow_lost_first_s"] == 300
+    assert flow["events_left_out"] == 1 and "no signal for 5 min, the first stretch at 300 s" in flow["warning"]
+    events = {"event_f1_apnea": 0.9, "event_f1_hypopnea": 0.9, "ahi_severity_kappa": 0.9, "ahi_n": 30}
+    verdict = assess_reliability("event model", {"val_kappa": 0.9}, events, [], 20.0, None, (), flow)
+    assert (
+        verdict["reliable"] is False
+        and "airflow carries a signal over 75 % of predicted sleep" in verdict["reasons"][0]
+    )
+    _, _, whole = without_lost_flow([], [], np.tile(np.sin(2 * np.pi * t / 4.0), (40, 1)), stages)
+    assert whole["flow_lost_min"] == 0.0 and whole["warning"] is None
+    assert assess_reliability("event model", {"val_kappa": 0.9}, events, [], 20.0, None, (), whole)["reliable"]
