@@ -437,7 +437,7 @@ def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
             raise XmlError(f"{path}: no stage column (expected a header naming one of {', '.join(STAGE_COLUMNS)})")
         tokens = [(n, row[column].strip() if column < len(row) else "") for (n, _), row in zip(lines[1:], rows[1:])]
         line_numbers = [n for n, _ in lines[1:]]
-        durations = _row_numbers(path, header, DURATION_COLUMNS, rows[1:], line_numbers, positive=True)
+        durations = _row_numbers(path, header, DURATION_COLUMNS, rows[1:], line_numbers, blank=float(EPOCH_S))
         starts = _stage_starts(path, header, rows[1:], line_numbers, durations)
     else:
         tokens = lines[1:] if first.lower() in STAGE_COLUMNS else lines
@@ -462,24 +462,26 @@ def _row_numbers(
     names: tuple[str, ...],
     rows: list[list[str]],
     line_numbers: list[int],
-    positive: bool = False,
+    blank: float | None = None,
 ) -> list[float] | None:
-    """The numbers of the first column of `header` named in `names`, one per row (>= 0, or > 0 if `positive`);
-    None without such a column."""
+    """The numbers (>= 0) of the first column of `header` named in `names`, one per row; None without such a
+    column. With `blank`, an empty, `n/a` or 0 cell reads as `blank` (a BIDS duration not given: one epoch)."""
     column = next((header.index(c) for c in names if c in header), None)
     if column is None:
         return None
     values = []
     for line_no, row in zip(line_numbers, rows):
         text = row[column].strip() if column < len(row) else ""
+        if blank is not None and text.lower() in ("", "n/a", "na"):
+            values.append(blank)
+            continue
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0 or (positive and value == 0):
-            expected = "a number > 0" if positive else "a number >= 0"
-            raise XmlError(f"{path}: line {line_no}: column {header[column]!r} is {text!r}, expected {expected}")
-        values.append(value)
+        if not math.isfinite(value) or value < 0:
+            raise XmlError(f"{path}: line {line_no}: column {header[column]!r} is {text!r}, expected a number >= 0")
+        values.append(blank if blank is not None and value == 0 else value)
     return values
 
 

@@ -229,7 +229,7 @@ def parse_cohort(
         # only now, with the new manifest in place, the tables of nights no longer ok go: a run cut short before
         # it leaves the earlier manifest and the tables it lists as they were
         for job, result in zip(jobs, results, strict=True):
-            note = clear_output(job, dst) if result["row"]["status"] != "ok" else ""
+            note = clear_output(job, dst) if result["row"]["status"] != "ok" and not result.get("keep_table") else ""
             if note:
                 print(f"{job.recording_id}: {note.lstrip('; ')}", file=sys.stderr)
     manifest.attrs["runs"] = {
@@ -255,10 +255,21 @@ def _run_jobs(
                 break
     else:
 
-        def died(index: int, reason: str) -> dict:  # the night a dead worker held fails alone
+        def died(index: int, reason: str) -> dict:
+            """The night a worker killed by a signal held (the OOM killer, a crash in native code) fails alone,
+            its earlier table kept (nothing is wrong with it; a rerun may reuse it). A worker that exited by itself
+            never got to run the night (an import or start-up failure: e.g. a script that calls parse_cohort
+            without `if __name__ == "__main__":`, which every spawned worker runs again): the run stops, every
+            earlier output kept."""
             job = jobs[index]
             row = job_row(job)
             row.update(status="failed", reason=f"{job.edf}: {reason}")
+            stop = None
+            if "exit code" in reason:
+                stop = OSError(
+                    f"a parser worker exited before it finished {job.edf} ({reason}); a script that calls "
+                    "parse_cohort needs `if __name__ == '__main__':` (or workers=0); earlier outputs are kept"
+                )
             return {
                 "row": row,
                 "events": [],
@@ -267,7 +278,8 @@ def _run_jobs(
                 "cpu_s": float("nan"),
                 "max_rss_mb": float("nan"),
                 "staged": None,
-                "stop": None,
+                "keep_table": True,
+                "stop": stop,
             }
 
         work = functools.partial(run_job, dst=str(dst), config=config, overwrite=overwrite, staging=str(staging))

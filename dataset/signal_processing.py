@@ -59,7 +59,7 @@ class ProcessingConfig:
     come from `dataset.constants.CHANNELS`. A flat electrophysiology channel has an IQR below
     max(`flat_levels` digital steps, `flat_iqr_uv` µV); a flat respiratory channel has a range below one digital
     step. A clipped channel has more than `clip_fraction` of its kept samples at the digital limits (for SpO2, only
-    a lower limit above 0 %: `clip_levels`).
+    a lower limit above 0 % of a range reaching 100 %: `clip_levels`).
     """
 
     channels: tuple[str, ...] = tuple(CHANNEL_BY_NAME)
@@ -323,16 +323,19 @@ def _unit_factor(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[float, str
 
 def clip_levels(spec: ChannelSpec, signal: EdfSignalHeader) -> tuple[int, ...]:
     """Digital values whose samples count as clipped: both digital limits, except for SpO2, where only the lower
-    limit can clip, and only inside `SPO2_RANGE_PCT` (a floor such as 50 % hides the depth of desaturations; a 0 %
-    floor is a probe-off dropout, not a cut reading). SpO2's upper limit never clips: a healthy night rests on its
-    highest reading, and writers that set the header's range from the data (edfio, MNE's export) put that
-    reading on the digital maximum for most of the night."""
+    limit of a range reaching 100 % can clip, and only inside `SPO2_RANGE_PCT` (a floor such as 50 % hides the
+    depth of desaturations; a 0 % floor is a probe-off dropout, not a cut reading). SpO2's upper limit never
+    clips: a healthy night rests on its highest reading. A range ending below 100 % was set from the data by the
+    writer (edfio's and MNE's export defaults), which puts the night's highest and lowest readings on the
+    digital limits: neither clips."""
     limits = ((signal.digital_min, signal.physical_min), (signal.digital_max, signal.physical_max))
     if spec.name != "spo2":
         return tuple(digital for digital, _ in limits)
     factor = _unit_factor(spec, signal)[0]
-    digital, physical = min(limits, key=lambda limit: limit[1])  # the lower reading (a range may be inverted)
-    return (digital,) if SPO2_RANGE_PCT[0] < physical * factor < SPO2_RANGE_PCT[1] else ()
+    (digital, low), (_, high) = sorted(limits, key=lambda limit: limit[1])  # a range may be inverted
+    if high * factor < SPO2_RANGE_PCT[1]:  # a range set from the data (no oximeter ends below 100 %): no limit clips
+        return ()
+    return (digital,) if SPO2_RANGE_PCT[0] < low * factor < SPO2_RANGE_PCT[1] else ()
 
 
 def process_channel(
@@ -430,6 +433,8 @@ def process_channel(
         if not flat:  # a lead-off stretch: its epochs must not shrink the scale of every other epoch of the night
             upper, lower = np.percentile(epochs, (75, 25), axis=1)
             flat_epochs = upper - lower < threshold
+            if flat_epochs.all():  # each epoch flat, the night not (a slow drift without a high-pass): no stretch
+                flat_epochs[:] = False
             if flat_epochs.any():
                 q25, median, q75 = quartiles(epochs[~flat_epochs].reshape(-1))
                 iqr = q75 - q25

@@ -83,7 +83,8 @@ MIN_VALIDATION_NIGHTS = MIN_AGREEMENT_NIGHTS  # severity kappa from fewer valida
 MIN_SLEEP_MIN = 10.0  # less predicted sleep than this (minutes, 20 epochs): unreliable
 CLINICAL_SLEEP_MIN = 120.0  # less than this: the report notes it (AASM split-night and Medicare ask for 2 h of sleep)
 MIN_SPO2_SLEEP_FRACTION = 0.5  # valid SpO2 over less of predicted sleep than this: unreliable
-FLOW_LOSS_FRACTION = 0.02  # an epoch whose airflow range is below this share of the night's median epoch range ...
+FLOW_LOSS_FRACTION = 0.02  # an epoch whose airflow range is below this share of the night's breathing range ...
+FLOW_REFERENCE_PERCENTILE = 95  # ... (this percentile of the epochs' ranges: a real one while 5 % of epochs breathe)
 FLOW_LOSS_MIN_EPOCHS = 6  # ... in a stretch of 3 min or more carries no flow signal (a cannula off; no apnea lasts so)
 MIN_FLOW_SLEEP_FRACTION = 0.8  # airflow signal over less of predicted sleep than this: unreliable
 WITHHELD_INDICES = ("ahi", "ahi_rem", "ahi_nrem", "apnea_index", "hypopnea_index")
@@ -260,9 +261,12 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
 def flow_loss(airflow: np.ndarray) -> np.ndarray:
     """(n_epochs,) bool: the epochs of `airflow` ((n_epochs, samples), as the parser scales it) that carry no flow
     signal: stretches of `FLOW_LOSS_MIN_EPOCHS` or more whose range is below `FLOW_LOSS_FRACTION` of the night's
-    median epoch range (a cannula off or a flat channel; an apnea reduces flow for tens of seconds, not minutes)."""
+    breathing range (`FLOW_REFERENCE_PERCENTILE` of the epochs' ranges, so a night that lost flow for most of its
+    length still measures against its breathing) (a cannula off or a flat channel; an apnea reduces flow for tens
+    of seconds, not minutes)."""
     spread = np.ptp(np.asarray(airflow, dtype=np.float64), axis=1)
-    low = spread <= FLOW_LOSS_FRACTION * float(np.median(spread)) if spread.size else spread.astype(bool)
+    reference = float(np.percentile(spread, FLOW_REFERENCE_PERCENTILE)) if spread.size else 0.0
+    low = spread <= FLOW_LOSS_FRACTION * reference
     lost = np.zeros(spread.size, dtype=bool)
     for start, length in event_runs(low.astype(np.int8), FLOW_LOSS_MIN_EPOCHS):
         lost[start : start + length] = True

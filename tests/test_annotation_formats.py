@@ -286,8 +286,11 @@ def test_a_hypnogram_csv_of_runs_spans_each_rows_duration(tmp_path):
     yasa = tmp_path / "c.hypnogram.csv"
     yasa.write_text("Epoch,Stage\n0,WAKE\n1,ART\n2,UNS\n3,N2\n")
     assert parse_hypnogram_text(yasa).stage_class.tolist() == [0, -1, -1, 2]
+    unstated = tmp_path / "e.hypnogram.csv"  # BIDS: a duration not given (n/a, 0) is one epoch
+    unstated.write_text("onset\tduration\tstage\n0\tn/a\tW\n30\t0\tN1\n60\t\tN2\n")
+    assert parse_hypnogram_text(unstated).stage_duration.tolist() == [30.0, 30.0, 30.0]
     for text, match in (
-        ("onset,duration,stage\n0,0,W\n", "line 2: column 'duration' is '0', expected a number > 0"),
+        ("onset,duration,stage\n0,-30,W\n", "line 2: column 'duration' is '-30', expected a number >= 0"),
         ("epoch,duration,stage\n0,60,W\n1,30,N1\n", "last other than 30 s"),
     ):
         odd = tmp_path / "d.hypnogram.csv"

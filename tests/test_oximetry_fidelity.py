@@ -139,3 +139,6 @@ def test_spo2_resting_on_a_header_max_set_from_the_data_is_kept(tmp_path, invert
     assert "spo2" in epochs and info["dropped_channels"] == ""
     summary, desats = oximetry_summary(night_spo2(epochs, info), np.full(info["n_epochs"], N2))
     assert [(d.onset_s, d.duration_s) for d in desats] == [(200.0, 40.0)]
+    steady = np.where(np.arange(spo2.size) % 3 == 0, 97.0, 96.0)  # resting on its lowest reading: the minimum
+    epochs, info = _night(tmp_path, steady, (97.0, 96.0) if inverted else (96.0, 97.0))
+    assert "spo2" in epochs and info["dropped_channels"] == ""

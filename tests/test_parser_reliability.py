@@ -450,3 +450,23 @@ def test_a_scoring_under_a_name_the_pairing_skips_is_named_in_the_reason(tmp_pat
     assert rows.loc["b-1", "status"] == "skipped" and "; b-1-nsrr (1).xml beside it is not a name the pairing" in reason
     assert "b-12" not in reason and "b-1-x" not in reason and rows.loc["b-1-x", "status"] == "ok"
     assert "C-1-NSRR (1).xml beside it" in rows.loc["c-1", "reason"]
+
+
+def test_a_worker_that_cannot_start_stops_the_run_and_keeps_every_table(tmp_path):
+    """A script that calls parse_cohort without a `__main__` guard: every spawned worker runs it again and exits
+    (the cohort is locked by the script). That is no fault of the nights: the run stops with the reason, and the
+    earlier tables and manifest stay as they were."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(2):
+        make_night(src, f"u-{i}")
+    parse(src, dst, workers=0)
+    before = {p.name: p.read_bytes() for p in (dst / "recordings").glob("*.parquet")}
+    manifest = (dst / "manifest.parquet").read_bytes()
+    script = tmp_path / "unguarded.py"
+    script.write_text(f"from dataset.data_parser import parse_cohort\nparse_cohort({str(src)!r}, {str(dst)!r})\n")
+    done = subprocess.run(
+        [sys.executable, str(script)], cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ}
+    )
+    assert done.returncode != 0 and "needs `if __name__ == '__main__':`" in done.stderr
+    assert {p.name: p.read_bytes() for p in (dst / "recordings").glob("*.parquet")} == before
+    assert (dst / "manifest.parquet").read_bytes() == manifest
