@@ -253,7 +253,9 @@ def parse_profusion_xml(path: str | Path) -> NsrrAnnotations:
         try:
             epoch_length = float((found.text or "").strip())
         except ValueError:
-            raise XmlError(f"{path}: EpochLength is {found.text!r}, expected seconds") from None
+            epoch_length = math.nan
+        if not (math.isfinite(epoch_length) and epoch_length > 0):
+            raise XmlError(f"{path}: EpochLength is {found.text!r}, expected a number of seconds > 0")
     codes = [(el.text or "").strip() for el in root.iter() if local_tag(el.tag) == "sleepstage"]
     stages = [
         (k * epoch_length, epoch_length, STAGE_CODE_TO_CLASS.get(code, STAGE_UNSCORED), code)
@@ -401,9 +403,12 @@ def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) 
     stages, events = [], []
     for onset, duration, text in edf_annotation_texts(header):
         stage = edf_stage_of_text(text)
-        start = onset + offset
-        if stage is not None:
-            stages.append((start, float(EPOCH_S) if duration is None else duration, stage, text))
+        start = event_seconds(path, f"annotation {text!r}", "Start", onset + offset)  # a finite time, or the fault
+        if stage is not None:  # without a duration (or MNE's point annotation, 0 s) a stage covers one epoch
+            span = event_seconds(path, f"stage {text!r} at {onset:g} s", "Duration", duration or float(EPOCH_S))
+            stages.append((start, span, stage, text))
+        elif duration is None and event_type(text) != "other":  # an apnea without its length: epochs unknowable
+            raise XmlError(f"{path}: event {text!r} at {onset:g} s has no duration, so its epochs cannot be labelled")
         else:
             events.append(_event(path, text, start, 0.0 if duration is None else duration))
     # respiratory scoring shows in an apnea or hypopnea; arousals or desaturations alone do not say that a night

@@ -96,7 +96,7 @@ def _walk(tops: Sequence[Path]) -> tuple[list[Path], list[_Tree], list[Path], li
     trees: list[_Tree] = []
     hidden: list[Path] = []
     unreadable: dict[str, str] = {}  # folder -> its line
-    listed: set[tuple[int, int]] = set()
+    listed: dict[tuple[int, int], str] = {}  # real folder -> the path it is listed under
 
     def failed(err: OSError) -> None:
         line = f"{err.filename}: cannot read folder ({err.strerror or err}); nothing below it is listed"
@@ -108,13 +108,13 @@ def _walk(tops: Sequence[Path]) -> tuple[list[Path], list[_Tree], list[Path], li
             for path, folders, names in os.walk(top, followlinks=follow, onerror=failed):
                 info = os.stat(path)
                 key = (info.st_dev, info.st_ino)
-                if key in seen:
+                if key in seen or listed.get(key, path) != path:  # listed under another path: below is reached there
                     folders.clear()
                     continue
                 seen.add(key)
                 here = Path(path)
-                if key not in listed:  # else listed by the first pass, or reached again through another link
-                    listed.add(key)
+                if key not in listed:  # else listed by the first pass; entered again for the links below it
+                    listed[key] = path
                     if _is_root(here, folders):
                         trees.append(_Tree(here / "edfs", tuple(here / m for m in MIRRORS if m in folders)))
                     hidden += [here / name for name in (*folders, *names) if name.startswith(".")]

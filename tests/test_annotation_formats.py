@@ -4,6 +4,7 @@ events "not scored"); start times across midnight; pairing and subject-id rules.
 from __future__ import annotations
 
 import datetime
+import math
 import shutil
 
 import numpy as np
@@ -354,3 +355,29 @@ def test_subject_regex_in_the_parser(tmp_path, night):
     manifest = parse_cohort(src, tmp_path / "out", progress=False, subject_regex=r"_pt(\d+)_").set_index("recording_id")
     assert manifest.loc["clinicA_pt07_n1", "subject_id"] == "07" and manifest.loc["clinicA_pt07_n1", "status"] == "ok"
     assert manifest.loc["other", "status"] == "failed" and "does not match" in manifest.loc["other", "reason"]
+
+
+def test_edf_annotation_times_that_cannot_place_a_label_fail_the_night(tmp_path, monkeypatch):
+    """MNE's point annotations (0 s) of stages cover one epoch each; an apnea without a duration, a time that is
+    not a finite number and a Profusion EpochLength of 0 each fail with the fault named, never mislabel epochs."""
+    import dataset.annotations as annotations
+
+    points = tmp_path / "p-Hypnogram.edf"
+    write_hypnogram_edf(points, [("Sleep stage W", 0.0, 0.0), ("Sleep stage 2", 30.0, 0.0)], datetime.time(22))
+    parsed = read_annotations(points)
+    assert parsed.stage_class.tolist() == [0, 2] and parsed.stage_duration.tolist() == [30.0, 30.0]
+    apnea = tmp_path / "a-Hypnogram.edf"
+    write_hypnogram_edf(apnea, [("Sleep stage 2", 0.0, 60.0), ("Obstructive Apnea", 10.5, None)], datetime.time(22))
+    with pytest.raises(XmlError, match=r"event 'Obstructive Apnea' at 10.5 s has no duration"):
+        read_annotations(apnea)
+    for duration in (math.nan, math.inf):
+        monkeypatch.setattr(annotations, "edf_annotation_texts", lambda header, d=duration: [(0.0, d, "Sleep stage R")])
+        with pytest.raises(XmlError, match=f"stage 'Sleep stage R' at 0 s has Duration {duration}"):
+            read_annotations(points)
+    epoch0 = tmp_path / "z-profusion.xml"
+    epoch0.write_text(
+        "<CMPStudyConfig><EpochLength>0</EpochLength><SleepStages><SleepStage>2</SleepStage>"
+        "</SleepStages></CMPStudyConfig>"
+    )
+    with pytest.raises(XmlError, match="EpochLength is '0', expected a number of seconds > 0"):
+        read_annotations(epoch0)

@@ -222,6 +222,17 @@ def test_a_link_never_takes_a_night_out_of_its_nsrr_place(tmp_path, monkeypatch,
             "",
         )
     ]
+    touch(tmp_path / "disk2", "extra/shhs1-200003.edf")  # a sub-folder linked in from another disk
+    touch(root, "polysomnography/annotations-events-nsrr/shhs1/extra/shhs1-200003-nsrr.xml")
+    os.symlink(tmp_path / "disk2/extra", edfs / "shhs1/extra")
+    assert pairs(root)[1] == (
+        "shhs1-200003",
+        "polysomnography/edfs/shhs1/extra/shhs1-200003.edf",
+        "polysomnography/annotations-events-nsrr/shhs1/extra/shhs1-200003-nsrr.xml",
+        "",
+    )
+    os.remove(edfs / "shhs1/extra")
+    shutil.rmtree(root / "polysomnography/annotations-events-nsrr/shhs1/extra")
     os.symlink(edfs / "shhs1", tmp_path / "mine")
     assert [(j.recording_id, j.cohort, bool(j.xml), j.problem) for j in discover(tmp_path / "mine")] == [
         ("shhs1-200001", "shhs1", True, "")
