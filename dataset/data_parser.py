@@ -46,7 +46,16 @@ from dataset.cohort_outputs import (
 )
 from dataset.constants import CHANNEL_BY_NAME
 from dataset.discovery import discover
-from dataset.recording_job import clear_output, job_row, package_version, recording_file, run_job, staging_folder
+from dataset.recording_job import (
+    clear_output,
+    job_row,
+    package_version,
+    recording_file,
+    remove_staging,
+    reusable_table,
+    run_job,
+    staging_folder,
+)
 from dataset.signal_processing import ProcessingConfig, load_night, process_recording
 from dataset.splits import check_split_options, make_splits, write_splits
 from dataset.worker_pool import run_in_workers
@@ -194,6 +203,7 @@ def parse_cohort(
         _check_writable(folder)
     tag = f"shard-{shard[0]}-of-{shard[1]}" if shard else ""
     staging = staging_folder(dst, tag)
+    _warn_space(dst, jobs, config, overwrite)
     with dst_lock(dst, shard):
         results = _run_jobs(jobs, dst, config, workers, overwrite, progress, staging)
         stop = next((r["stop"] for r in results if r["stop"] is not None), None)
@@ -216,16 +226,20 @@ def parse_cohort(
         ready = [(recording_file(dst, r["row"]["recording_id"]), Path(r["staged"])) for r in results if r["staged"]]
         name = f"parser_config.{tag}.json" if shard else "parser_config.json"
         writes = [(dst / name, _record_writer(record))]
-        if shard is not None:
+        if shard is not None:  # its tables stay staged: `--merge` moves them in with the cohort's manifest
             writes += [
                 (dst / f"manifest.{tag}.parquet", frame_writer(manifest)),
                 (dst / f"events.{tag}.parquet", frame_writer(events)),
             ]
-            write_all_atomic(writes, ready)
+            write_all_atomic(writes)
+            keep = {staged.name for _, staged in ready}
+            for left in staging.glob("*.parquet") if staging.is_dir() else ():  # an earlier stopped run's
+                if left.name not in keep:
+                    left.unlink(missing_ok=True)
         else:
             split_args = dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects)
             write_cohort_outputs(dst, manifest, events, split_args, resplit, writes, ready)
-        shutil.rmtree(staging, ignore_errors=True)  # what is left there is another run's, with other settings
+            remove_staging(dst)  # a full run holds DST alone: what is staged is a stopped run's, or unmerged shards'
         # only now, with the new manifest in place, the tables of nights no longer ok go: a run cut short before
         # it leaves the earlier manifest and the tables it lists as they were
         for job, result in zip(jobs, results, strict=True):
@@ -236,6 +250,28 @@ def parse_cohort(
         r["row"]["recording_id"]: {k: r[k] for k in ("timings", "reused", "cpu_s", "max_rss_mb")} for r in results
     }
     return manifest
+
+
+def _warn_space(dst: Path, jobs: list, config: ProcessingConfig, overwrite: bool) -> None:
+    """A warning before any night when a rerun that remakes every table (other settings, or --overwrite) may not
+    find the room: the new tables are staged beside the earlier ones until the run ends, so it needs about their
+    size again (a run stopped for want of space keeps every earlier output)."""
+    try:
+        earlier = json.loads((dst / "parser_config.json").read_text()).get("config_digest")
+    except (OSError, ValueError, AttributeError):
+        return
+    if earlier == config.digest() and not overwrite:
+        return  # only the nights whose sources changed are made again
+    tables = [recording_file(dst, j.recording_id) for j in jobs if j.owns_output]
+    need = sum(t.stat().st_size for t in tables if t.is_file())
+    free = shutil.disk_usage(dst).free
+    if need > free:
+        print(
+            f"warning: {dst}: this run makes every table again and stages them beside the earlier ones until it "
+            f"ends: about {need / 2**30:.1f} GiB, with {free / 2**30:.1f} GiB free (a run that runs out of space "
+            "stops and keeps every earlier output; parse into a new DST to keep the earlier one whole)",
+            file=sys.stderr,
+        )
 
 
 def _run_jobs(
@@ -337,10 +373,18 @@ def _merge(
     events = pd.concat(events, ignore_index=True).sort_values(
         ["recording_id", "start_s"], kind="stable", ignore_index=True
     )
-    # with the cohort's processing record, as a single run writes it (downstream runs read it: `cohort_processing`)
+    # with the cohort's processing record, as a single run writes it (downstream runs read it: `cohort_processing`),
+    # and the tables the shards staged for it (those made from the row's sources with the shards' settings)
     split_args = dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects)
     record = [(dst / "parser_config.json", _record_writer({**records[0], "shard": None}))]
-    write_cohort_outputs(dst, manifest, events, split_args, resplit, record)
+    ready = []
+    for row in manifest[manifest["status"] == "ok"].itertuples():
+        staged = staging_folder(dst, f"shard-{shard_of(row.recording_id, n)}-of-{n}") / f"{row.recording_id}.parquet"
+        xml_sha = row.xml_sha256 if isinstance(row.xml_sha256, str) else None
+        if reusable_table(staged, row.edf_sha256, xml_sha, records[0].get("config_digest")) is not None:
+            ready.append((recording_file(dst, row.recording_id), staged))
+    write_cohort_outputs(dst, manifest, events, split_args, resplit, record, ready)
+    remove_staging(dst)
     return manifest
 
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import math
 import resource
+import shutil
 import time
 from pathlib import Path
 
@@ -168,7 +169,7 @@ def _write_parquet(night: Night, row: dict, config: ProcessingConfig, path: Path
     write_atomic(path, write)
 
 
-def _reusable(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tuple[dict, list[dict]] | None:
+def reusable_table(path: Path, edf_sha: str, xml_sha: str | None, digest: str) -> tuple[dict, list[dict]] | None:
     """(manifest row, events) of a complete output made from the same sources and settings, else None."""
     if not path.is_file():
         return None
@@ -212,6 +213,12 @@ def staging_folder(dst: Path, tag: str = "") -> Path:
     return dst / "recordings" / f".staging{f'-{tag}' if tag else ''}"
 
 
+def remove_staging(dst: Path) -> None:
+    """Remove every staging folder of DST (a run that holds DST alone: a full run, a merge)."""
+    for folder in (dst / "recordings").glob(".staging*"):
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def run_job(
     job: Job, dst: str | Path, config: ProcessingConfig, overwrite: bool = False, staging: str | Path | None = None
 ) -> dict:
@@ -251,7 +258,7 @@ def run_job(
         unwanted = job.xml is None and not config.allow_unscored  # an unscored night's table, no longer asked for
         reuse, sources = None, (row["edf_sha256"], row["xml_sha256"], config.digest())
         for path in () if overwrite or unwanted else dict.fromkeys((out, staged)):
-            if reuse is None and (reuse := _reusable(path, *sources)) is not None and path != out:
+            if reuse is None and (reuse := reusable_table(path, *sources)) is not None and path != out:
                 result["staged"] = str(path)
         if reuse is not None:
             old, result["events"] = reuse

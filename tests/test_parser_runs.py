@@ -314,3 +314,22 @@ def test_the_polysomnography_folder_is_an_nsrr_root_and_nothing_parsed_is_an_err
         xml = next(root.rglob(f"{edf.stem}-nsrr.xml"))
         (folder / xml.name).write_bytes(xml.read_bytes())
     assert sorted(j.recording_id for j in discover(flat)) == sorted(j.recording_id for j in discover(root))
+
+
+def test_shard_reruns_stage_their_tables_until_the_merge(tmp_path):
+    """Shards rerun with other channels change no table the cohort's manifest lists: their tables wait staged
+    until `--merge` moves them in with the new manifest; a full run or a merge leaves no staging folder."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(4):
+        make_night(src, f"s-{i}")
+    parse(src, dst, workers=0)
+    tables = lambda: {p.name: p.read_bytes() for p in (dst / "recordings").glob("*.parquet")}  # noqa: E731
+    before = tables()
+    for k in (1, 2):
+        parse(src, dst, shard=(k, 2), channels=["eeg_c4"], workers=0)
+        assert tables() == before
+    merge_shards(dst)
+    after = tables()
+    assert after.keys() == before.keys() and all(after[name] != before[name] for name in before)
+    assert "iqr_eeg_c3" not in pd.read_parquet(dst / "manifest.parquet").columns  # the merged settings
+    assert not list((dst / "recordings").glob(".staging*"))

@@ -208,3 +208,23 @@ def test_a_failed_rename_leaves_no_temp_file_behind(tmp_path):
         write_all_atomic(writes)
     assert (tmp_path / "a.txt").read_text() == "a.txt" and not (tmp_path / "c.txt").exists()
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_rerun_that_remakes_every_table_warns_when_the_room_is_not_there(tmp_path, monkeypatch, capsys):
+    """Tables are staged beside the earlier ones until the run ends: a rerun with other settings needs their size
+    again, and says so before the first night when the disk has less free; a rerun as it was does not."""
+    from collections import namedtuple
+
+    from dataset import data_parser
+
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    for i in range(2):
+        make_night(src, f"w-{i}")
+    parse(src, dst, workers=0)
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(data_parser.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1000))
+    capsys.readouterr()
+    parse(src, dst, workers=0)
+    assert "stages them beside" not in capsys.readouterr().err
+    parse(src, dst, workers=0, channels=["eeg_c4"])
+    assert "this run makes every table again and stages them beside the earlier ones" in capsys.readouterr().err
