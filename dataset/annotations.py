@@ -407,8 +407,10 @@ def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) 
         if stage is not None:  # without a duration (or MNE's point annotation, 0 s) a stage covers one epoch
             span = event_seconds(path, f"stage {text!r} at {onset:g} s", "Duration", duration or float(EPOCH_S))
             stages.append((start, span, stage, text))
-        elif duration is None and event_type(text) != "other":  # an apnea without its length: epochs unknowable
-            raise XmlError(f"{path}: event {text!r} at {onset:g} s has no duration, so its epochs cannot be labelled")
+        elif not duration and event_type(text) != "other":  # an apnea without its length: epochs unknowable
+            raise XmlError(
+                f"{path}: event {text!r} at {onset:g} s has no duration (or 0 s), so its epochs cannot be labelled"
+            )
         else:
             events.append(_event(path, text, start, 0.0 if duration is None else duration))
     # respiratory scoring shows in an apnea or hypopnea; arousals or desaturations alone do not say that a night

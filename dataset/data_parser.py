@@ -58,7 +58,7 @@ from dataset.recording_job import (
 )
 from dataset.signal_processing import ProcessingConfig, load_night, process_recording
 from dataset.splits import check_split_options, make_splits, write_splits
-from dataset.worker_pool import run_in_workers
+from dataset.worker_pool import NOT_STARTED, run_in_workers
 
 __all__ = [
     "discover",
@@ -242,8 +242,9 @@ def parse_cohort(
             remove_staging(dst)  # a full run holds DST alone: what is staged is a stopped run's, or unmerged shards'
         # only now, with the new manifest in place, the tables of nights no longer ok go: a run cut short before
         # it leaves the earlier manifest and the tables it lists as they were
-        for job, result in zip(jobs, results, strict=True):
-            note = clear_output(job, dst) if result["row"]["status"] != "ok" and not result.get("keep_table") else ""
+        for job, result in zip(jobs, results, strict=True):  # a shard's: at `--merge`, where the manifest goes in
+            cleared = result["row"]["status"] != "ok" and not result.get("keep_table") and shard is None
+            note = clear_output(job, dst) if cleared else ""
             if note:
                 print(f"{job.recording_id}: {note.lstrip('; ')}", file=sys.stderr)
     manifest.attrs["runs"] = {
@@ -293,17 +294,17 @@ def _run_jobs(
 
         def died(index: int, reason: str) -> dict:
             """The night a worker killed by a signal held (the OOM killer, a crash in native code) fails alone,
-            its earlier table kept (nothing is wrong with it; a rerun may reuse it). A worker that exited by itself
-            never got to run the night (an import or start-up failure: e.g. a script that calls parse_cohort
-            without `if __name__ == "__main__":`, which every spawned worker runs again): the run stops, every
-            earlier output kept."""
+            its earlier table kept (nothing is wrong with it; a rerun may reuse it). A worker that died before it
+            started never ran the night (an import failure: e.g. a script that calls parse_cohort without
+            `if __name__ == "__main__":`, which every spawned worker runs again): the run stops, every earlier
+            output kept."""
             job = jobs[index]
             row = job_row(job)
             row.update(status="failed", reason=f"{job.edf}: {reason}")
             stop = None
-            if "exit code" in reason:
+            if reason.startswith(NOT_STARTED):
                 stop = OSError(
-                    f"a parser worker exited before it finished {job.edf} ({reason}); a script that calls "
+                    f"a parser worker could not start for {job.edf} ({reason}); a script that calls "
                     "parse_cohort needs `if __name__ == '__main__':` (or workers=0); earlier outputs are kept"
                 )
             return {
@@ -377,14 +378,29 @@ def _merge(
     # and the tables the shards staged for it (those made from the row's sources with the shards' settings)
     split_args = dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects)
     record = [(dst / "parser_config.json", _record_writer({**records[0], "shard": None}))]
-    ready = []
+    ready, missing = [], {}
     for row in manifest[manifest["status"] == "ok"].itertuples():
-        staged = staging_folder(dst, f"shard-{shard_of(row.recording_id, n)}-of-{n}") / f"{row.recording_id}.parquet"
-        xml_sha = row.xml_sha256 if isinstance(row.xml_sha256, str) else None
-        if reusable_table(staged, row.edf_sha256, xml_sha, records[0].get("config_digest")) is not None:
+        k = shard_of(row.recording_id, n)
+        staged = staging_folder(dst, f"shard-{k}-of-{n}") / f"{row.recording_id}.parquet"
+        sources = (
+            row.edf_sha256,
+            row.xml_sha256 if isinstance(row.xml_sha256, str) else None,
+            records[0]["config_digest"],
+        )
+        if reusable_table(staged, *sources) is not None:
             ready.append((recording_file(dst, row.recording_id), staged))
+        elif reusable_table(recording_file(dst, row.recording_id), *sources) is None:
+            missing.setdefault(k, row.recording_id)
+    if missing:  # e.g. a shard stopped after its manifest was written by a run with other settings
+        raise ValueError(
+            f"{dst}: the table of {next(iter(missing.values()))} (and maybe others) was not made with the shards' "
+            f"settings; rerun shard(s) {', '.join(f'{k}/{n}' for k in sorted(missing))}, then --merge"
+        )
     write_cohort_outputs(dst, manifest, events, split_args, resplit, record, ready)
     remove_staging(dst)
+    ok = set(manifest.loc[manifest["status"] == "ok", "recording_id"])
+    for rid in set(manifest["recording_id"]) - ok:  # a night no longer ok: its table goes with the new manifest
+        recording_file(dst, rid).unlink(missing_ok=True)
     return manifest
 
 

@@ -68,10 +68,14 @@ def _init_worker(parent_pid: int | None = None) -> None:
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS")
 
 
+READY = "ready"  # a worker's first message: it started (what dies before it never ran an item)
+
+
 def _worker_main(connection, parent_pid: int, work: Callable[[Any], Any]) -> None:
-    """A worker process: run `work` on the (index, item) the parent sends, reply (index, result), until None or
-    EOF."""
+    """A worker process: say `READY`, then run `work` on the (index, item) the parent sends, reply (index,
+    result), until None or EOF."""
     _init_worker(parent_pid)
+    connection.send(READY)
     while True:
         try:
             message = connection.recv()
@@ -81,6 +85,9 @@ def _worker_main(connection, parent_pid: int, work: Callable[[Any], Any]) -> Non
             return
         index, item = message
         connection.send((index, work(item)))
+
+
+NOT_STARTED = "worker could not start"  # the reason's prefix for a worker that died before it said READY
 
 
 def worker_death_reason(exitcode: int | None) -> str:
@@ -109,7 +116,9 @@ def run_in_workers(
     time over its own pipe, so the parent always knows which item a worker holds. A worker that dies (the OOM
     killer's SIGKILL on a huge night, a crash in native code) gives `on_death(index, reason)` as that item's
     result, reason e.g. "worker died: signal 9 (SIGKILL) / out of memory?"; the item is not retried (it would
-    most likely die again); a fresh worker takes the dead one's place and every other item goes on unaffected.
+    most likely die again); a fresh worker takes the dead one's place and every other item goes on unaffected. A
+    worker that died before it started (an import failure: its item never ran) gives a reason starting with
+    `NOT_STARTED`.
     `done()` is called after each item (a progress bar). Once a result satisfies `stop_when` (a full disk), no
     further item is started: the items already running finish, and the results returned are those of the items
     done, still in item order (the others are left out). Workers run one thread each (`THREAD_VARIABLES` set to 1
@@ -121,6 +130,7 @@ def run_in_workers(
     pool: list[tuple] = []  # (connection, process) of every worker started, for the clean-up
     idle: list[tuple] = []
     running: dict = {}  # connection -> (process, job index)
+    started: set = set()  # connections of workers that said READY
     stopped = False
 
     def start() -> None:
@@ -163,16 +173,24 @@ def run_in_workers(
             for connection, (process, index) in list(running.items()):
                 if connection not in ready and process.sentinel not in ready:
                     continue
-                del running[connection]
                 try:
                     reply = connection.recv() if connection.poll() else None
+                    if reply == READY:
+                        started.add(connection)
+                        reply = connection.recv() if connection.poll() else None
+                        if reply is None and process.sentinel not in ready:
+                            continue  # it started; its item is still running
                 except (EOFError, OSError):  # the pipe closed mid-message: the worker died
                     reply = None
+                del running[connection]
                 if reply is not None and reply[0] == index:
                     results[index] = reply[1]
                     idle.append((connection, process))
                 else:
-                    results[index] = on_death(index, worker_death_reason(retire(connection, process)))
+                    reason = worker_death_reason(retire(connection, process))
+                    if connection not in started:
+                        reason = f"{NOT_STARTED}: {reason}"
+                    results[index] = on_death(index, reason)
                     if pending and not stopped:
                         start()
                 stopped = stopped or bool(stop_when(results[index]))

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from dataset.constants import CHANNEL_BY_NAME
-from dataset.data_parser import main, merge_shards
+from dataset.data_parser import main, merge_shards, shard_of
 from dataset.discovery import discover
 from tests.parser_nights import (
     DEFAULT_STAGES,
@@ -333,3 +333,11 @@ def test_shard_reruns_stage_their_tables_until_the_merge(tmp_path):
     assert after.keys() == before.keys() and all(after[name] != before[name] for name in before)
     assert "iqr_eeg_c3" not in pd.read_parquet(dst / "manifest.parquet").columns  # the merged settings
     assert not list((dst / "recordings").glob(".staging*"))
+    (src / "s-1.edf").write_bytes(b"0" * 10)  # a night that now fails: its table goes with the merged manifest
+    rows = parse(src, dst, shard=(shard_of("s-1", 2), 2), channels=["eeg_c4"], workers=0).set_index("recording_id")
+    assert rows.loc["s-1", "status"] == "failed" and (dst / "recordings" / "s-1.parquet").exists()
+    merge_shards(dst)
+    assert not (dst / "recordings" / "s-1.parquet").exists()
+    parse(src, dst, workers=0)  # a full run with the first settings; the shard manifests stay behind
+    with pytest.raises(ValueError, match="was not made with the shards' settings; rerun shard"):
+        merge_shards(dst)

@@ -174,6 +174,21 @@ def test_the_worker_pool_starts_no_item_after_a_stopping_result(tmp_path):
     assert run_in_workers(items, _mark_and_return, 2, on_death=lambda i, reason: -1) == list(range(6))
 
 
+def _exit_on_two(item: int) -> int:
+    """Exits the worker the way a native library's exit(3) would, on item 2."""
+    if item == 2:
+        os._exit(3)
+    return item
+
+
+def test_a_worker_that_exits_midway_fails_its_item_alone(tmp_path):
+    """One worker that started and ran items, then exits with a code on one: that item gets its death reason (not
+    the could-not-start one that stops a parser run), and the others go on in a fresh worker."""
+    reasons = {}
+    results = run_in_workers(list(range(4)), _exit_on_two, 1, on_death=lambda i, reason: reasons.setdefault(i, reason))
+    assert results == [0, 1, "worker died: exit code 3", 3] and reasons == {2: "worker died: exit code 3"}
+
+
 def test_a_full_disk_at_the_splits_keeps_the_manifest_that_matches_them(tmp_path, monkeypatch, capsys):
     """A new night is parsed, then writing splits.json fails: the new manifest, CSV and events are not put in
     place either, so the cohort files never disagree (a manifest listing a night the splits lack)."""
