@@ -294,7 +294,7 @@ def _run_jobs(
 
         def died(index: int, reason: str) -> dict:
             """The night a worker killed by a signal held (the OOM killer, a crash in native code) fails alone,
-            its earlier table kept (nothing is wrong with it; a rerun may reuse it). A worker that died before it
+            its earlier table kept (nothing is wrong with it; a rerun may reuse it). A worker that exited before it
             started never ran the night (an import failure: e.g. a script that calls parse_cohort without
             `if __name__ == "__main__":`, which every spawned worker runs again): the run stops, every earlier
             output kept."""
@@ -302,7 +302,7 @@ def _run_jobs(
             row = job_row(job)
             row.update(status="failed", reason=f"{job.edf}: {reason}")
             stop = None
-            if reason.startswith(NOT_STARTED):
+            if reason.startswith(NOT_STARTED) and "exit code" in reason:  # (a signal then is no fault of the script)
                 stop = OSError(
                     f"a parser worker could not start for {job.edf} ({reason}); a script that calls "
                     "parse_cohort needs `if __name__ == '__main__':` (or workers=0); earlier outputs are kept"

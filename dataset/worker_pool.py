@@ -75,7 +75,10 @@ def _worker_main(connection, parent_pid: int, work: Callable[[Any], Any]) -> Non
     """A worker process: say `READY`, then run `work` on the (index, item) the parent sends, reply (index,
     result), until None or EOF."""
     _init_worker(parent_pid)
-    connection.send(READY)
+    try:
+        connection.send(READY)
+    except OSError:  # the parser closed the pipe while this worker started (it stopped or finished): nothing to do
+        return
     while True:
         try:
             message = connection.recv()
