@@ -220,6 +220,8 @@ def parse_cohort(
             "version": package_version(),
             "config": config.as_dict(),
             "config_digest": config.digest(),
+            # nights whose worker was killed keep their earlier table (a shard's until `--merge`)
+            "kept_tables": sorted(r["row"]["recording_id"] for r in results if r.get("keep_table")),
         }
         # the staged tables, the record and the manifest go in together, after the nights: a run that stops
         # before (Ctrl-C, a full disk) leaves every table, record and manifest of the earlier run as it was
@@ -377,16 +379,14 @@ def _merge(
     # with the cohort's processing record, as a single run writes it (downstream runs read it: `cohort_processing`),
     # and the tables the shards staged for it (those made from the row's sources with the shards' settings)
     split_args = dict(seed=split_seed, test_frac=test_frac, val_frac=val_frac, train_subjects=train_subjects)
-    record = [(dst / "parser_config.json", _record_writer({**records[0], "shard": None}))]
+    kept = {rid for r in records for rid in r.get("kept_tables") or ()}  # nights whose worker was killed
+    record = [(dst / "parser_config.json", _record_writer({**records[0], "shard": None, "kept_tables": sorted(kept)}))]
     ready, missing = [], {}
     for row in manifest[manifest["status"] == "ok"].itertuples():
         k = shard_of(row.recording_id, n)
         staged = staging_folder(dst, f"shard-{k}-of-{n}") / f"{row.recording_id}.parquet"
-        sources = (
-            row.edf_sha256,
-            row.xml_sha256 if isinstance(row.xml_sha256, str) else None,
-            records[0]["config_digest"],
-        )
+        xml_sha = row.xml_sha256 if isinstance(row.xml_sha256, str) and row.xml_sha256 else None  # "": unscored
+        sources = (row.edf_sha256, xml_sha, records[0].get("config_digest"))
         if reusable_table(staged, *sources) is not None:
             ready.append((recording_file(dst, row.recording_id), staged))
         elif reusable_table(recording_file(dst, row.recording_id), *sources) is None:
@@ -399,8 +399,13 @@ def _merge(
     write_cohort_outputs(dst, manifest, events, split_args, resplit, record, ready)
     remove_staging(dst)
     ok = set(manifest.loc[manifest["status"] == "ok", "recording_id"])
-    for rid in set(manifest["recording_id"]) - ok:  # a night no longer ok: its table goes with the new manifest
-        recording_file(dst, rid).unlink(missing_ok=True)
+    for rid in sorted(set(manifest["recording_id"]) - ok - kept):  # no longer ok: the table goes with the manifest
+        table = recording_file(dst, rid)
+        for path in (table, table.with_name(f".{table.name}.tmp")):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as err:
+                print(f"{rid}: could not remove the old {path} ({err.strerror or err})", file=sys.stderr)
     return manifest
 
 

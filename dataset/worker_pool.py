@@ -186,7 +186,8 @@ def run_in_workers(
                 except (EOFError, OSError):  # the pipe closed mid-message: the worker died
                     reply = None
                 del running[connection]
-                if reply is not None and reply[0] == index:
+                died = reply is None or reply[0] != index
+                if not died:
                     results[index] = reply[1]
                     idle.append((connection, process))
                 else:
@@ -194,9 +195,9 @@ def run_in_workers(
                     if connection not in started:
                         reason = f"{NOT_STARTED}: {reason}"
                     results[index] = on_death(index, reason)
-                    if pending and not stopped:
-                        start()
                 stopped = stopped or bool(stop_when(results[index]))
+                if died and pending and not stopped:
+                    start()  # a fresh worker for the dead one, unless its death stops the run
                 done()
         finished = True
     finally:

@@ -341,3 +341,18 @@ def test_shard_reruns_stage_their_tables_until_the_merge(tmp_path):
     parse(src, dst, workers=0)  # a full run with the first settings; the shard manifests stay behind
     with pytest.raises(ValueError, match="was not made with the shards' settings; rerun shard"):
         merge_shards(dst)
+
+
+def test_shards_of_a_cohort_with_an_unscored_night_merge(tmp_path):
+    """An unscored night (`--allow-unscored`) has no scoring hash: its staged table is still the one the merge
+    moves in, so the merged cohort equals a single run's."""
+    src = tmp_path / "src"
+    for i in range(3):
+        make_night(src, f"a-{i}", xml=i != 0)
+    for k in (1, 2):
+        parse(src, tmp_path / "sharded", shard=(k, 2), allow_unscored=True, workers=0)
+    merged = merge_shards(tmp_path / "sharded")
+    single = parse(src, tmp_path / "single", allow_unscored=True, workers=0)
+    assert (merged["status"] == "ok").all() and len(merged) == 3
+    for rid in single["recording_id"]:
+        assert read_table(tmp_path / "sharded", rid).equals(read_table(tmp_path / "single", rid))
