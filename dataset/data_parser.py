@@ -52,6 +52,7 @@ from dataset.recording_job import (
     package_version,
     recording_file,
     remove_staging,
+    remove_table,
     reusable_table,
     run_job,
     staging_folder,
@@ -400,12 +401,9 @@ def _merge(
     remove_staging(dst)
     ok = set(manifest.loc[manifest["status"] == "ok", "recording_id"])
     for rid in sorted(set(manifest["recording_id"]) - ok - kept):  # no longer ok: the table goes with the manifest
-        table = recording_file(dst, rid)
-        for path in (table, table.with_name(f".{table.name}.tmp")):
-            try:
-                path.unlink(missing_ok=True)
-            except OSError as err:
-                print(f"{rid}: could not remove the old {path} ({err.strerror or err})", file=sys.stderr)
+        note = remove_table(dst, rid)
+        if note:
+            print(f"{rid}: {note.lstrip('; ')}", file=sys.stderr)
     return manifest
 
 

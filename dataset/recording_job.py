@@ -296,7 +296,13 @@ def clear_output(job: Job, dst: Path) -> str:
     earlier manifest may still list the table as ok. Never raises: returns a note when removal failed."""
     if not job.owns_output:  # a duplicate id must never touch the output of the first file with that id
         return ""
-    out = recording_file(dst, job.recording_id)
+    return remove_table(dst, job.recording_id)
+
+
+def remove_table(dst: Path, recording_id: str) -> str:
+    """Remove DST's table of `recording_id` and its half-written temp file. Never raises: returns a note (starting
+    "; ") when removal failed."""
+    out = recording_file(dst, recording_id)
     notes = []
     for path in (out, out.with_name(f".{out.name}.tmp")):
         try:

@@ -124,9 +124,8 @@ class ChannelResult:
     up: int
     down: int
     edf_unit: str = ""  # physical dimension as written in the EDF header (e.g. "mV"), before conversion
-    flat_epochs: np.ndarray | None = (
-        None  # (n_epochs,) bool: flat epochs (lead-off) of a channel kept, not in its scale
-    )
+    # (n_epochs,) bool: the flat epochs (lead-off) of a channel kept, left out of its median and IQR
+    flat_epochs: np.ndarray | None = None
 
 
 @dataclass
@@ -535,7 +534,6 @@ def night_info(
                 f"{name} recorded at {result.native_rate:g} Hz holds only {band[0]:g}-{nyquist:g} Hz of its "
                 f"{band[0]:g}-{band[1]:g} Hz band (a model trained on higher rates reads it otherwise)"
             )
-    for name, result in channels.items():
         flat = result.flat_epochs
         if flat is not None and flat.any():
             first = int(np.argmax(flat))

@@ -350,8 +350,8 @@ def night_warnings(
     reliability: Mapping[str, Any],
 ) -> list[str]:
     """The report's warnings of one night: what its scoring's reading said (the agreement rests on it), a scoring
-    that could not be read, a truncated EDF or what else reading the recording found, staging channels the night lacks (the hypnogram and every sleep
-    statistic rest on the staging model), and an unreliable AHI. `info`: the night's processing info; `staging`:
+    that could not be read, a truncated EDF or what else reading the recording found, staging channels the night
+    lacks (the hypnogram and every sleep statistic rest on the staging model), and an unreliable AHI. `info`: the night's processing info; `staging`:
     the staging model's channel report (`used`, `missing`); `reliability`: `assess_reliability`'s verdict."""
     warnings_ = [f"scoring: {note}" for note in info.get("scoring_warnings", [])]
     if unusable_scoring is not None:

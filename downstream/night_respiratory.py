@@ -87,6 +87,8 @@ FLOW_LOSS_FRACTION = 0.02  # an epoch whose airflow range is below this share of
 FLOW_REFERENCE_PERCENTILE = 95  # ... (this percentile of the epochs' ranges: a real one while 5 % of epochs breathe)
 FLOW_LOSS_MIN_EPOCHS = 6  # ... in a stretch of 3 min or more carries no flow signal (a cannula off; no apnea lasts so)
 MIN_FLOW_SLEEP_FRACTION = 0.8  # airflow signal over less of predicted sleep than this: unreliable
+SPO2_LOST = "the event model's desaturation input is missing there"
+FLOW_LOST = "no apnea or hypopnea can be seen where it is lost, yet those hours count in the index"
 WITHHELD_INDICES = ("ahi", "ahi_rem", "ahi_nrem", "apnea_index", "hypopnea_index")
 WITHHOLD_WITHOUT = ("airflow",)  # a night lacking one of these gets no AHI at all
 THRESHOLDS = {
@@ -357,7 +359,7 @@ def assess_reliability(
     the night lacks; `tst_min`: the night's predicted sleep (None: not checked); `oximetry`: its
     `oximetry_summary` (None without SpO2); `missing_staging`: channels the staging model reads that the night
     lacks (its validation kappa was measured with them, and the AHI's hours of sleep come from its stages);
-    `flow`: its `flow_summary` (None without airflow)."""
+    `flow`: the summary `without_lost_flow` gives (None without airflow)."""
     reasons = []
     if source is None:
         return {
@@ -402,19 +404,12 @@ def assess_reliability(
             reasons.append(f"the event model's AHI was validated on {nights} night(s) (< {MIN_VALIDATION_NIGHTS})")
         if missing_respiratory:
             reasons.append(lacking(missing_respiratory))
-        if oximetry is not None and tst_min:
-            covered = _number(oximetry.get("spo2_valid_sleep_min")) / tst_min
-            if not covered >= MIN_SPO2_SLEEP_FRACTION:
-                reasons.append(
-                    f"valid SpO2 covers {100 * covered:.0f} % of predicted sleep (< "
-                    f"{100 * MIN_SPO2_SLEEP_FRACTION:.0f} %): the event model's desaturation input is missing there"
-                )
-        if flow is not None and tst_min:
-            covered = _number(flow.get("flow_valid_sleep_min")) / tst_min
-            if not covered >= MIN_FLOW_SLEEP_FRACTION:
-                reasons.append(
-                    f"the airflow carries a signal over {100 * covered:.0f} % of predicted sleep (< "
-                    f"{100 * MIN_FLOW_SLEEP_FRACTION:.0f} %): no apnea or hypopnea can be seen where it is lost, "
-                    "yet those hours count in the index"
-                )
+        coverage = (  # (summary, its minutes of valid signal in sleep, minimum share, what it says, why it matters)
+            (oximetry, "spo2_valid_sleep_min", MIN_SPO2_SLEEP_FRACTION, "valid SpO2 covers", SPO2_LOST),
+            (flow, "flow_valid_sleep_min", MIN_FLOW_SLEEP_FRACTION, "the airflow carries a signal over", FLOW_LOST),
+        )
+        for summary, key, minimum, what, why in coverage:
+            covered = _number(summary.get(key)) / tst_min if summary is not None and tst_min else math.inf
+            if not covered >= minimum:
+                reasons.append(f"{what} {100 * covered:.0f} % of predicted sleep (< {100 * minimum:.0f} %): {why}")
     return {"reliable": not reasons, "reasons": reasons, "thresholds": THRESHOLDS}
