@@ -31,8 +31,9 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
   (times a calibration factor) instead of an event model, when the night lacks a respiratory channel the event
   model reads, when valid SpO2 covers less than `MIN_SPO2_SLEEP_FRACTION` of predicted sleep (the model's
   desaturation input is missing there) or the airflow carries a signal over less than `MIN_FLOW_SLEEP_FRACTION`
-  of it (`flow_loss`: stretches of 3 min or more with next to no flow, a cannula off; the report warns about any
-  such stretch), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
+  of it (`signal_loss`: stretches of 3 min or more with next to no flow, a cannula off; the report warns about
+  any such stretch), when an effort belt carries a signal over less than `MIN_EFFORT_SLEEP_FRACTION` of it (the
+  same rule: a belt off; `effort_loss`), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
   index per hour extrapolated six times or more: 0.5 min of sleep and one apnea read "120.0, severe"; between
   that and `CLINICAL_SLEEP_MIN` the report notes how little sleep the index rests on), when the staging
   model's validation kappa is below `STAGING_KAPPA_MIN` or the night lacks a channel the staging model reads,
@@ -87,8 +88,11 @@ FLOW_LOSS_FRACTION = 0.02  # an epoch whose airflow range is below this share of
 FLOW_REFERENCE_PERCENTILE = 95  # ... (this percentile of the epochs' ranges: a real one while 5 % of epochs breathe)
 FLOW_LOSS_MIN_EPOCHS = 6  # ... in a stretch of 3 min or more carries no flow signal (a cannula off; no apnea lasts so)
 MIN_FLOW_SLEEP_FRACTION = 0.8  # airflow signal over less of predicted sleep than this: unreliable
+MIN_EFFORT_SLEEP_FRACTION = 0.8  # an effort belt's signal over less of predicted sleep than this: unreliable
+EFFORT_CHANNELS = ("thor", "abdo")
 SPO2_LOST = "the event model's desaturation input is missing there"
 FLOW_LOST = "no apnea or hypopnea can be seen where it is lost, yet those hours count in the index"
+EFFORT_LOST = "the event model's effort input is missing there"
 WITHHELD_INDICES = ("ahi", "ahi_rem", "ahi_nrem", "apnea_index", "hypopnea_index")
 WITHHOLD_WITHOUT = ("airflow",)  # a night lacking one of these gets no AHI at all
 THRESHOLDS = {
@@ -99,6 +103,7 @@ THRESHOLDS = {
     "min_sleep_min": MIN_SLEEP_MIN,
     "min_spo2_sleep_fraction": MIN_SPO2_SLEEP_FRACTION,
     "min_flow_sleep_fraction": MIN_FLOW_SLEEP_FRACTION,
+    "min_effort_sleep_fraction": MIN_EFFORT_SLEEP_FRACTION,
 }
 EVENT_METHODS = ("features",)  # event-model methods predict.py runs (token methods need their backbone's tokens)
 
@@ -260,13 +265,13 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
     }, desats
 
 
-def flow_loss(airflow: np.ndarray) -> np.ndarray:
-    """(n_epochs,) bool: the epochs of `airflow` ((n_epochs, samples), as the parser scales it) that carry no flow
-    signal: stretches of `FLOW_LOSS_MIN_EPOCHS` or more whose range is below `FLOW_LOSS_FRACTION` of the night's
-    breathing range (`FLOW_REFERENCE_PERCENTILE` of the epochs' ranges, so a night that lost flow for most of its
-    length still measures against its breathing) (a cannula off or a flat channel; an apnea reduces flow for tens
-    of seconds, not minutes)."""
-    spread = np.ptp(np.asarray(airflow, dtype=np.float64), axis=1)
+def signal_loss(signal: np.ndarray) -> np.ndarray:
+    """(n_epochs,) bool: the epochs of a breathing signal (airflow or an effort belt; (n_epochs, samples), as the
+    parser scales it) that carry no signal: stretches of `FLOW_LOSS_MIN_EPOCHS` or more whose range is below
+    `FLOW_LOSS_FRACTION` of the night's breathing range (`FLOW_REFERENCE_PERCENTILE` of the epochs' ranges, so a
+    night that lost the signal for most of its length still measures against its breathing) (a cannula or belt
+    off, a flat channel; an apnea reduces flow for tens of seconds, not minutes)."""
+    spread = np.ptp(np.asarray(signal, dtype=np.float64), axis=1)
     reference = float(np.percentile(spread, FLOW_REFERENCE_PERCENTILE)) if spread.size else 0.0
     low = spread <= FLOW_LOSS_FRACTION * reference
     lost = np.zeros(spread.size, dtype=bool)
@@ -275,31 +280,62 @@ def flow_loss(airflow: np.ndarray) -> np.ndarray:
     return lost
 
 
+def loss_summary(lost: np.ndarray, stages: np.ndarray, key: str) -> dict[str, Any]:
+    """Minutes of the night and of predicted sleep without signal (`lost`: `signal_loss`), minutes of predicted
+    sleep with it, and where the first stretch starts (None: no loss), under `<key>_lost_min`, ..."""
+    sleep = np.isin(np.asarray(stages)[: lost.size], SLEEP_STAGES)
+    return {
+        f"{key}_lost_min": float(lost.sum() * EPOCH_S / 60),
+        f"{key}_lost_sleep_min": float((lost[: sleep.size] & sleep).sum() * EPOCH_S / 60),
+        f"{key}_valid_sleep_min": float((~lost[: sleep.size] & sleep).sum() * EPOCH_S / 60),
+        f"{key}_lost_first_s": float(np.argmax(lost) * EPOCH_S) if lost.any() else None,
+    }
+
+
 def without_lost_flow(
     found: list[Event], counted: list[bool], airflow: np.ndarray, stages: np.ndarray
 ) -> tuple[list[Event], list[bool], dict[str, Any]]:
-    """The events whose midpoint lies where the airflow carries a signal (`flow_loss`: an "apnea" where a cannula
-    came off is the sensor, not the sleeper), their `counted` flags, and the summary: minutes of the night and of
-    predicted sleep without flow, where it starts, the events left out, and a warning when flow was lost."""
-    lost = flow_loss(airflow)
+    """The events whose midpoint lies where the airflow carries a signal (`signal_loss`: an "apnea" where a
+    cannula came off is the sensor, not the sleeper), their `counted` flags, and the summary: minutes of the night
+    and of predicted sleep without flow, where it starts, the events left out, and a warning when flow was lost."""
+    lost = signal_loss(airflow)
     kept = [
         k for k, e in enumerate(found) if not lost[min(int((e.onset_s + e.duration_s / 2) // EPOCH_S), lost.size - 1)]
     ]
-    sleep = np.isin(np.asarray(stages)[: lost.size], SLEEP_STAGES)
-    lost_min, dropped = float(lost.sum() * EPOCH_S / 60), len(found) - len(kept)
-    first_s = float(np.argmax(lost) * EPOCH_S) if lost.any() else None
-    summary = {
-        "flow_lost_min": lost_min,
-        "flow_lost_sleep_min": float((lost[: sleep.size] & sleep).sum() * EPOCH_S / 60),
-        "flow_valid_sleep_min": float((~lost[: sleep.size] & sleep).sum() * EPOCH_S / 60),
-        "flow_lost_first_s": first_s,
-        "events_left_out": dropped,
-        "warning": None
+    summary = loss_summary(lost, stages, "flow")
+    dropped, first_s = len(found) - len(kept), summary["flow_lost_first_s"]
+    summary["events_left_out"] = dropped
+    summary["warning"] = (
+        None
         if first_s is None
-        else f"the airflow carries no signal for {lost_min:g} min, the first stretch at {first_s:g} s (a cannula "
-        f"off?): no apnea or hypopnea can be seen there ({dropped} event(s) detected there left out)",
-    }
+        else f"the airflow carries no signal for {summary['flow_lost_min']:g} min, the first stretch at {first_s:g} s "
+        f"(a cannula off?): no apnea or hypopnea can be seen there ({dropped} event(s) detected there left out)"
+    )
     return [found[k] for k in kept], [counted[k] for k in kept], summary
+
+
+def without_warning(summary: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A loss summary as the report stores it: its warning is among the report's warnings."""
+    return None if summary is None else {k: v for k, v in summary.items() if k != "warning"}
+
+
+def effort_loss(epochs: Mapping[str, np.ndarray], stages: np.ndarray) -> dict[str, dict[str, Any]]:
+    """{belt: summary} for each effort belt of `EFFORT_CHANNELS` the night has: `loss_summary` under the belt's
+    name, and a warning when it lost its signal (a belt off or slipped for 3 min or more). Events there are kept
+    (the airflow still shows them), but the event model reads no effort there."""
+    found = {}
+    for belt in EFFORT_CHANNELS:
+        if belt in epochs:
+            summary = loss_summary(signal_loss(epochs[belt]), stages, belt)
+            first_s = summary[f"{belt}_lost_first_s"]
+            summary["warning"] = (
+                None
+                if first_s is None
+                else f"the {belt} belt carries no signal for {summary[f'{belt}_lost_min']:g} min, the first stretch "
+                f"at {first_s:g} s (a belt off?): the event model reads no effort there"
+            )
+            found[belt] = summary
+    return found
 
 
 def night_spo2(epochs: Mapping[str, np.ndarray], info: Mapping[str, Any]) -> np.ndarray | None:
@@ -352,6 +388,7 @@ def assess_reliability(
     oximetry: Mapping[str, Any] | None = None,
     missing_staging: Sequence[str] = (),
     flow: Mapping[str, Any] | None = None,
+    effort: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """{"reliable", "reasons", "thresholds"} of the night's AHI estimate (module docstring). `source`: "event
     model", "epoch runs" or None (no AHI); `staging`: the staging run's validation numbers (val_kappa);
@@ -359,7 +396,7 @@ def assess_reliability(
     the night lacks; `tst_min`: the night's predicted sleep (None: not checked); `oximetry`: its
     `oximetry_summary` (None without SpO2); `missing_staging`: channels the staging model reads that the night
     lacks (its validation kappa was measured with them, and the AHI's hours of sleep come from its stages);
-    `flow`: the summary `without_lost_flow` gives (None without airflow)."""
+    `flow`: the summary `without_lost_flow` gives (None without airflow); `effort`: `effort_loss`'s."""
     reasons = []
     if source is None:
         return {
@@ -407,6 +444,16 @@ def assess_reliability(
         coverage = (  # (summary, its minutes of valid signal in sleep, minimum share, what it says, why it matters)
             (oximetry, "spo2_valid_sleep_min", MIN_SPO2_SLEEP_FRACTION, "valid SpO2 covers", SPO2_LOST),
             (flow, "flow_valid_sleep_min", MIN_FLOW_SLEEP_FRACTION, "the airflow carries a signal over", FLOW_LOST),
+            *(
+                (
+                    belt_loss,
+                    f"{belt}_valid_sleep_min",
+                    MIN_EFFORT_SLEEP_FRACTION,
+                    f"the {belt} belt carries a signal over",
+                    EFFORT_LOST,
+                )
+                for belt, belt_loss in (effort or {}).items()
+            ),
         )
         for summary, key, minimum, what, why in coverage:
             covered = _number(summary.get(key)) / tst_min if summary is not None and tst_min else math.inf

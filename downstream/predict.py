@@ -29,11 +29,12 @@ predicts every epoch exactly once), and DIR receives (`downstream.night_report`)
   from its counted events with onset in predicted sleep per hour of predicted sleep, overall, in REM and in NREM;
   without it, when both epoch runs are given, the runs of positive epochs times each run's `event_calibration`
   scale, read from the run's checkpoint metadata (`sleep.ahi_est`, `utils.ahi.epoch_run_ahi`); `oximetry`
-  (--events): ODI, SpO2 mean / minimum / minutes below 90 % from the SpO2 signal;
-  `validation`: each model's recorded `val` numbers; `reliability`: whether the AHI estimate can be trusted and
-  why not (an UNRELIABLE estimate gets a banner in report.md, a `warning:` line on the console and no bold);
-  channels the models wanted but the night lacks; `warnings` (a truncated EDF); with an XML, agreement with the
-  scoring on its scored epochs (accuracy, kappa, confusion matrix; scored AHI under --hypopnea-rule vs estimated).
+  (--events): ODI, SpO2 mean / minimum / minutes below 90 % from the SpO2 signal; `airflow` / `effort`: minutes
+  without signal (a cannula or belt off); `validation`: each model's `val` numbers; `reliability`: whether the
+  AHI estimate can be trusted and why not (an UNRELIABLE estimate gets a banner in report.md, a `warning:` line on
+  the console and no bold); channels the models wanted but the night lacks; `warnings` (a truncated EDF); with an
+  XML, agreement with the scoring on its scored epochs (accuracy, kappa, confusion matrix; scored AHI under
+  --hypopnea-rule vs estimated).
 - the predicted stages and events in standard formats (`dataset.annotation_export`): predicted-nsrr.xml (NSRR
   XML), predicted-annotations.edf (EDF+ annotations), hypnogram-yasa.txt (YASA codes, one per epoch: 0 W, 1 N1,
   2 N2, 3 N3, 4 REM) and events.tsv (BIDS: onset, duration, trial_type); the events are the event model's typed
@@ -46,14 +47,12 @@ DIR/<night>/ (the files above) per night and DIR/summary.csv + summary.md (night
 sleep efficiency, AHI estimated (its source, reliable or not) / scored, severity, ODI). A night that cannot be read
 is a `failed` row with its reason and the cohort goes on; the exit code is then 1.
 
-DIR is written whole or not at all: the report set is built in a sibling folder and swapped in, so an earlier
-report in DIR is replaced entirely (nothing stale stays beside it) and a failed run leaves it unchanged. DIR
-must be new, empty, or an earlier predict.py output.
+DIR is written whole or not at all (built in a sibling folder, then swapped in): an earlier report in DIR is
+replaced entirely and a failed run leaves it unchanged. DIR must be new, empty, or an earlier predict.py output.
 
-A SynthSleepNet model missing some of its channels predicts from the others (dropped from the fusion input, not
-zero-filled) and the report names them. Unreadable or malformed inputs end with one `error: FILE: ...` line and
-exit code 2; a fault not foreseen while one night is predicted or written, with one `error: EDF: ...` line and
-exit code 1 (`--out` as it was).
+A SynthSleepNet model missing some of its channels predicts from the others (dropped from the fusion, not
+zero-filled) and the report names them. Unreadable or malformed inputs end with one `error: FILE: ...` line, exit
+code 2; a fault not foreseen while a night is predicted or written with one `error: EDF: ...` line, exit code 1.
 """
 
 from __future__ import annotations
@@ -116,6 +115,7 @@ from downstream.night_respiratory import (
     EventRun,
     assess_reliability,
     detect_night_events,
+    effort_loss,
     lacking,
     load_event_run,
     night_spo2,
@@ -123,6 +123,7 @@ from downstream.night_respiratory import (
     persistent_sleep_latency,
     withheld,
     without_lost_flow,
+    without_warning,
 )
 from downstream.runs import DownstreamModel
 from utils.ahi import (
@@ -360,7 +361,7 @@ def predict_night(
                 "event_scale": scales[task],
                 "index_per_h": estimate_ahi(*alone, sleep, EPOCH_S, MAX_EVENT_EPOCHS, (scales[task], scales[task])),
             }
-    ahi, model_table, typed, oximetry, flow = None, None, [], None, None
+    ahi, model_table, typed, oximetry, flow, effort = None, None, [], None, None, None
     missing_respiratory = channels["models"]["events"]["missing"] if event_run is not None else []
     if event_run is not None:
         blind = any(channel in WITHHOLD_WITHOUT for channel in missing_respiratory)
@@ -368,6 +369,7 @@ def predict_night(
         found, counted = detect_night_events(event_run, epochs, info) if not blind else ([], [])
         if "airflow" in epochs and not blind:  # a cannula off for part of the night: flagged, not silent
             found, counted, flow = without_lost_flow(found, counted, epochs["airflow"], stages)
+        effort = effort_loss(epochs, stages) if not blind else None  # a belt off: its effort input is missing
 
         def summary(upto: int | None = None) -> dict[str, Any]:  # the AHI of the first `upto` epochs
             estimate = event_summary(found, counted, stages[:upto], event_run.hypopnea_rule)
@@ -420,9 +422,10 @@ def predict_night(
         oximetry,
         channels["models"]["sleep_stage"]["missing"],
         flow,
+        effort,
     )
     warnings_ = night_warnings(info, unusable_scoring, channels["models"]["sleep_stage"], reliability)
-    warnings_ += [flow["warning"]] if flow and flow["warning"] else []
+    warnings_ += [s["warning"] for s in [flow, *(effort or {}).values()] if s and s["warning"]]
     notes = []
     tail_s = float(info.get("signal_s") or 0.0) - n_epochs * float(EPOCH_S)
     if tail_s > 1e-6 and not info.get("truncated"):
@@ -464,7 +467,8 @@ def predict_night(
         "sleep": stats,
         "ahi": ahi,
         "oximetry": oximetry,
-        "airflow": {k: v for k, v in flow.items() if k != "warning"} if flow else None,
+        "airflow": without_warning(flow),
+        "effort": {belt: without_warning(loss) for belt, loss in effort.items()} if effort else None,
         "reliability": reliability,
         "validation": validation,
         "events": event_summary_ or None,

@@ -220,6 +220,9 @@ def test_events_give_the_ahi_from_typed_events_over_predicted_sleep(
     assert oximetry["odi"] is not None and oximetry["n_desaturations"] > 0
     assert 80 < oximetry["spo2_mean_pct"] < 100 and oximetry["spo2_min_pct"] <= oximetry["spo2_mean_pct"]
     assert report["agreement"]["ahi"]["hypopnea_rule"] == "3a" and report["agreement"]["ahi"]["scored"] > 0
+    # every breathing signal carries through the night: no loss, no warning
+    assert report["airflow"]["flow_lost_min"] == 0 and "warning" not in report["airflow"]
+    assert {belt: loss[f"{belt}_lost_min"] for belt, loss in report["effort"].items()} == {"thor": 0, "abdo": 0}
 
     # weak validation on 2 val nights: flagged, not bold, said on the console
     assert report["reliability"]["reliable"] is False

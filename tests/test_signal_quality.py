@@ -1,5 +1,6 @@
 """Signal quality a night carries into its report: a lead-off stretch, an EEG whose unit is unknown, a file cut to
-its first data record, a cannula off; and that what reading a recording found reaches predict.py's warnings."""
+its first data record, a cannula or belt off; and that what reading a recording found reaches predict.py's
+warnings."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataset.scored_events import Event
 from dataset.signal_processing import SkipRecording, load_night
 from dataset.synthetic_writers import write_edf
 from downstream.night_report import night_warnings
-from downstream.night_respiratory import assess_reliability, without_lost_flow
+from downstream.night_respiratory import assess_reliability, effort_loss, without_lost_flow
 
 SECONDS = 3600
 
@@ -87,3 +88,26 @@ def test_a_cannula_off_leaves_its_events_out_and_flags_the_ahi():
     _, _, whole = without_lost_flow([], [], np.tile(np.sin(2 * np.pi * t / 4.0), (40, 1)), stages)
     assert whole["flow_lost_min"] == 0.0 and whole["warning"] is None
     assert assess_reliability("event model", {"val_kappa": 0.9}, events, [], 20.0, None, (), whole)["reliable"]
+
+
+def test_a_belt_off_flags_the_ahi_and_keeps_its_events():
+    """The thoracic belt flat for 10 of 20 min (a belt off): a warning names it and the AHI is unreliable (the
+    event model reads no effort there); the abdominal belt, breathing throughout, adds no reason."""
+    t = np.arange(300) / 10.0
+    breathing = np.tile(np.sin(2 * np.pi * t / 4.0), (40, 1))
+    thor = breathing.copy()
+    thor[20:] = 0.001 * np.random.default_rng(3).normal(size=(20, 300))  # a slipped belt: noise, no breathing
+    stages = np.array([0] * 4 + [2] * 36)
+    effort = effort_loss({"thor": thor, "abdo": breathing, "airflow": breathing}, stages)
+    assert set(effort) == {"thor", "abdo"} and effort["abdo"]["warning"] is None
+    assert effort["thor"]["thor_lost_min"] == 10.0 and effort["thor"]["thor_valid_sleep_min"] == 8.0
+    assert "thor belt carries no signal for 10 min, the first stretch at 600 s" in effort["thor"]["warning"]
+    events = {"event_f1_apnea": 0.9, "event_f1_hypopnea": 0.9, "ahi_severity_kappa": 0.9, "ahi_n": 30}
+    verdict = assess_reliability("event model", {"val_kappa": 0.9}, events, [], 18.0, None, (), None, effort)
+    assert verdict["reliable"] is False and verdict["reasons"] == [
+        "the thor belt carries a signal over 44 % of predicted sleep (< 80 %): the event model's effort input is "
+        "missing there"
+    ]
+    assert effort_loss({"airflow": breathing}, stages) == {}
+    whole = effort_loss({"thor": breathing, "abdo": breathing}, stages)
+    assert assess_reliability("event model", {"val_kappa": 0.9}, events, [], 18.0, None, (), None, whole)["reliable"]
