@@ -17,7 +17,14 @@ import pandas as pd
 from dataset.atomic_files import write_all_atomic
 from dataset.constants import EPHYS_CHANNELS, LABEL_EVENT_COLUMNS
 from dataset.labels import EVENT_TABLE_COLUMNS, events_frame
-from dataset.splits import check_same_subjects, extend_splits, make_splits, read_splits, splits_json
+from dataset.splits import (
+    check_same_subjects,
+    empty_splits_warning,
+    extend_splits,
+    make_splits,
+    read_splits,
+    splits_json,
+)
 
 STRING_COLUMNS = (
     "recording_id",
@@ -195,5 +202,7 @@ def write_cohort_outputs(
     ]
     if splits is not None:
         writes.append((path, lambda tmp: tmp.write_text(splits_json(splits))))
+        if (warning := empty_splits_warning(splits)) is not None:
+            print(warning, file=sys.stderr)
     write_all_atomic(writes, ready)
     return splits

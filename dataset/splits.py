@@ -96,6 +96,22 @@ def make_splits(
     }
 
 
+def empty_splits_warning(splits: Mapping) -> str | None:
+    """A warning naming the splits of `splits` that hold no recording (with 2 labelled subjects and nothing
+    unlabelled, test and val take one each and pretrain / train are empty), or None when each holds one
+    (`train` may be empty when `--train-subjects 0` asked for none)."""
+    asked = [name for name in SPLIT_NAMES if name != "train" or splits.get("train_subjects", 1)]  # 0: none asked
+    empty = [name for name in asked if not splits["recordings"].get(name)]
+    if not empty:
+        return None
+    subjects = sorted({s for ids in splits["subjects"].values() for s in ids})
+    return (
+        f"warning: split(s) {', '.join(empty)} hold no recording ({len(subjects)} subject(s) in all): the scripts "
+        f"that read them will refuse the cohort; pretraining needs a `pretrain` subject and downstream training a "
+        f"labelled `train` one beside those of `val` and `test` (at least 3 labelled subjects)"
+    )
+
+
 def check_same_subjects(old: dict, subject_of: Mapping[str, str]) -> None:
     """ValueError when a recording listed in a split of `old` now belongs to a subject that split does not hold
     (`subject_of`: recording id -> subject id of this run): the subject ids changed since the split was made."""

@@ -453,7 +453,13 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
     )
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--nights", type=positive_int, default=8, help="nights to generate, one subject each")
+    parser.add_argument(
+        "--nights",
+        type=positive_int,
+        default=8,
+        help="nights to generate, one subject each (sleep-edf: nights 2k and 2k+1 are subject k; the shhs2 "
+        "variation makes its night a second one of night 0's subject); a usable cohort needs at least 3 subjects",
+    )
     parser.add_argument("--hours", type=positive_float, default=8.0, help="scored hours per night")
     parser.add_argument("--seed", type=non_negative_int, default=0, help="random seed: the same seed, the same cohort")
     parser.add_argument(

@@ -151,10 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="predict.py",
         description=__doc__.split("\n\n")[0],
         epilog="Runs: a linear-probing or fine-tuning run directory (best.pt, else last.pt) or a checkpoint file. "
-        "--checkpoint must be a sleep_stage run; --events (an event_detection run) adds typed events, the "
-        "AHI from them, ODI and SpO2; --apnea and --hypopnea add per-epoch events (both together: an AHI "
-        "estimate flagged unreliable). Exit codes: 0 ok, 1 some night of a cohort failed (see summary.csv), 2 bad input "
-        "(unreadable EDF, malformed XML, bad run, no usable channel, unusable --out).",
+        "--checkpoint must be a sleep_stage run; --events (an event_detection run) adds typed events, the AHI from "
+        "them, ODI and SpO2; --apnea and --hypopnea add per-epoch events (both: an AHI estimate flagged unreliable). "
+        "Exit codes: 0 ok, 1 some night of a cohort failed (see summary.csv; none predicted: nothing written), 2 "
+        "bad input (unreadable EDF, malformed XML, bad run, no usable channel, unusable --out).",
     )
     parser.add_argument(
         "--config",

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dataset.splits import SPLIT_NAMES, extend_splits, make_splits, read_splits, write_splits
+from dataset.splits import SPLIT_NAMES, empty_splits_warning, extend_splits, make_splits, read_splits, write_splits
 
 
 def manifest_of(
@@ -110,6 +110,16 @@ def test_two_subjects_still_give_one_test_and_one_val_subject():
     check_invariants(splits, manifest)
     assert len(splits["subjects"]["test"]) == 1 and len(splits["subjects"]["val"]) == 1
     assert splits["subjects"]["pretrain"] == ["800001"] and splits["subjects"]["train"] == []
+    assert "split(s) train hold no recording (3 subject(s) in all)" in empty_splits_warning(splits)
+
+
+def test_splits_left_empty_are_named():
+    """Two subjects and nothing unlabelled: test and val take one each, and the warning names pretrain and
+    train, which every pretraining and downstream script would refuse; `--train-subjects 0` asks for no train."""
+    two = make_splits(manifest_of(2))
+    assert "split(s) pretrain, train hold no recording (2 subject(s) in all)" in empty_splits_warning(two)
+    assert empty_splits_warning(make_splits(manifest_of(6))) is None
+    assert empty_splits_warning(make_splits(manifest_of(6), train_subjects=0)) is None
 
 
 def test_too_few_subjects_or_bad_fractions_raise():

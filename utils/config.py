@@ -166,10 +166,11 @@ class Config:
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Help with each option's default, except None: such an option is computed or off when not given, and its
-    help says which ("(default: None)" would say nothing)."""
+    help says which ("(default: None)" would say nothing); nor for a switch (`store_true` / `store_false`), whose
+    "(default: True)" of `--no-monitor` would read as the switch being on."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default is None:
+        if action.default is None or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
             return action.help or ""
         return super()._get_help_string(action)
 
