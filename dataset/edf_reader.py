@@ -12,7 +12,9 @@ data record raise `EdfError` naming the file. A cut final data record is
 ignored (the file is read up to its last whole record and `truncated` is set); a header record count of -1
 (unknown), 0 or one larger than the file holds is replaced by the count the file holds, one smaller is kept
 (the bytes after its last record are ignored), each with a warning (the manifest's `warnings`); a count below
--1 is an `EdfError`. EDF+ annotation signals
+-1 is an `EdfError`, as are an integer field written otherwise ("124.9"), samples per record that add up to
+another record size than the data holds (`check_layout`), a recording longer than `MAX_RECORDING_H` and an EDF+
+annotation time that is no finite number; a digital range beyond 16 bits is a signal `problem`. EDF+ annotation signals
 ("EDF Annotations") keep their place in the record layout but are never offered as channels.
 
 Reference: https://www.edfplus.info/specs/edf.html
@@ -21,6 +23,7 @@ Reference: https://www.edfplus.info/specs/edf.html
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
@@ -30,6 +33,9 @@ from pathlib import Path
 import numpy as np
 
 ANNOTATION_LABEL = "edf annotations"
+INTEGER = re.compile(r"[+-]?[0-9]+(\.0*)?")  # an integer header field as written (a trailing ".0" tolerated)
+DIGITAL_RANGE = (-32768, 32767)  # 16-bit samples: a digital range beyond this cannot be the data's
+MAX_RECORDING_H = 72.0  # a header declaring a longer recording is refused (a record duration off by 1000s)
 
 
 class EdfError(ValueError):
@@ -146,9 +152,15 @@ def _text(raw: bytes) -> str:
 
 
 def _number(path: Path, what: str, raw: bytes, kind=float):
+    """A numeric header field as `kind` (float, Decimal or int); an int field must be written as an integer
+    ("125", or "125.0" as some writers put it): "124.9" or "1e2" would set a record layout other than the data's."""
     text = _text(raw)
+    if kind is int:
+        if not INTEGER.fullmatch(text):
+            raise EdfError(f"{path}: header field {what} is {text!r}, expected an integer")
+        return int(text.split(".")[0])
     try:
-        value = Decimal(text) if kind is Decimal else kind(float(text)) if kind is int else kind(text)
+        value = Decimal(text) if kind is Decimal else kind(text)
         if not np.isfinite(float(value)):
             raise ValueError(text)
     except (ValueError, InvalidOperation, OverflowError):
@@ -240,6 +252,16 @@ def read_edf_header(path: str | Path) -> EdfHeader:
             except EdfError:  # one unusable signal does not make the file unreadable
                 ranges[key] = kind(0)
                 problem = problem or f"header field {name} is {_text(fields[key][i])!r}, expected a number"
+        if (
+            not DIGITAL_RANGE[0]
+            <= min(ranges["dmin"], ranges["dmax"])
+            <= max(ranges["dmin"], ranges["dmax"])
+            <= (DIGITAL_RANGE[1])
+        ):
+            problem = problem or (
+                f"digital range [{ranges['dmin']}, {ranges['dmax']}] outside the 16-bit samples' "
+                f"[{DIGITAL_RANGE[0]}, {DIGITAL_RANGE[1]}]"
+            )
         signal = EdfSignalHeader(
             index=i,
             label=label,
@@ -272,6 +294,7 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     declared = header.n_records_header
     if declared < -1:
         raise EdfError(f"{path}: header declares {declared} data records, expected -1 (unknown) or a count >= 0")
+    check_layout(header, data_bytes, record_bytes)
     if declared <= 0:  # -1: unknown (allowed while recording); 0: not updated when the file was closed
         what = "-1 (unknown)" if declared == -1 else "0"
         header.warnings.append(f"header record count {what}: counted {available} whole records from the file size")
@@ -293,6 +316,34 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     return header
 
 
+def check_layout(header: EdfHeader, data_bytes: int, record_bytes: int) -> None:
+    """Refuse a header whose record layout cannot be the data's: a recording longer than `MAX_RECORDING_H` (a
+    record duration off by a factor), or data that holds exactly the declared count of records of another size,
+    not a whole number of records of the header's (a samples-per-record field that is wrong shifts every later
+    sample into another signal: a truncated file or bytes after the last record do not divide so, but for a
+    coincidence that the record size within half its own excludes further)."""
+    declared, path = header.n_records_header, header.path
+    available = max(data_bytes, 0) // record_bytes
+    records = declared if 0 < declared <= available else available  # the count that will be read
+    hours = records * float(header.record_duration) / 3600
+    if hours > MAX_RECORDING_H:
+        raise EdfError(
+            f"{path}: {records} data records of {float(header.record_duration):g} s make {hours:.0f} h, more than "
+            f"the {MAX_RECORDING_H:g} h of any night (a wrong record duration?)"
+        )
+    implied = data_bytes // declared if declared > 1 else 0  # bytes per record if the data holds `declared`
+    if (
+        data_bytes % record_bytes
+        and data_bytes == implied * declared
+        and 2 * abs(implied - record_bytes) < record_bytes
+    ):
+        raise EdfError(
+            f"{path}: the data holds {declared} records of {data_bytes // declared} bytes, not of the {record_bytes} "
+            "bytes the signals' samples per data record add up to: a samples-per-record field is wrong, and every "
+            "signal would be read misaligned"
+        )
+
+
 def _fits(file_size: int, header_bytes: int, header: EdfHeader, record_bytes: int) -> bool:
     """Whether the header's record count fills the file exactly after `header_bytes` (a header-size field that
     disagrees with 256 x (signals + 1) is believed only then), and not after the computed size."""
@@ -308,6 +359,8 @@ def read_tals(
     """(data record, onset s, duration s or None, texts) of every TAL of one `EDF Annotations` signal, in file
     order (of the first `n_records` data records when given); onsets as written, from the header's start time.
     The first TAL of each record is its time-keeping TAL (empty text; EDF+ spec 2.2.4)."""
+    if signal.samples_per_record <= 0:
+        raise EdfError(f"{header.path}: its EDF Annotations signal has {signal.samples_per_record} samples per record")
     raw = read_digital(header, signal, n_records).astype("<i2").tobytes()  # (records * samples * 2,) bytes
     size = 2 * signal.samples_per_record
     for record in range(len(raw) // size):
@@ -320,6 +373,8 @@ def read_tals(
             onset, _, duration = timing.partition("\x15")
             try:
                 start, length = float(onset), float(duration) if duration else None
+                if not np.isfinite([start, length if length is not None else 0.0]).all():
+                    raise ValueError(timing)
             except ValueError:
                 raise EdfError(f"{header.path}: malformed EDF+ annotation {tal!r} in data record {record}") from None
             yield record, start, length, texts
