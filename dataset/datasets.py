@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
@@ -41,7 +42,7 @@ from dataset.cohort import (
 )
 from dataset.constants import CHANNEL_BY_NAME, TASKS
 from dataset.tiling import Tiling, Window
-from utils.config import UsageError
+from utils.config import UsageError, one_line
 
 
 class ParquetEpochReader:
@@ -79,8 +80,8 @@ class ParquetEpochReader:
         if parquet is None:
             try:
                 parquet = pq.ParquetFile(info.path, memory_map=True)
-            except OSError as err:
-                raise OSError(f"{info.path}: cannot open recording file ({err})") from err
+            except (OSError, pa.ArrowException) as err:
+                raise UsageError(f"{info.path}: cannot open recording file ({one_line(err)})") from err
             self._files[key] = parquet
             if len(self._files) > self.max_open_files:
                 self._files.popitem(last=False)[1].close()
@@ -101,7 +102,12 @@ class ParquetEpochReader:
                 out[name] = cached
         if wanted:
             # single-threaded: Arrow's thread pool makes a small read 2x slower and fights DataLoader workers
-            table = parquet.read_row_group(row_group, columns=wanted, use_threads=False)
+            try:
+                table = parquet.read_row_group(row_group, columns=wanted, use_threads=False)
+            except (OSError, pa.ArrowException) as err:  # damaged after its footer was read: bad input, no bug
+                raise UsageError(
+                    f"{info.path}: row group {row_group} is unreadable ({one_line(err)}); parse the night again"
+                ) from err
             for name in wanted:
                 column = table.column(name).combine_chunks()
                 if column.null_count:
@@ -156,6 +162,10 @@ class _CohortIndex(Dataset):
     as (info, labels, usable). So every method draws the same subjects and epochs for a seed, whichever
     channels it reads; one that cannot read a night only loses that night's share of the draw.
     """
+
+    def recording_epochs(self) -> dict[str, int]:
+        """{recording id: its number of epochs} of the usable recordings."""
+        return {info.recording_id: info.n_epochs for info in self._infos}
 
     def __init__(self, data_dir, split, channels, task, label_rule, n_subjects, seed, need_all_channels):
         self.data_dir = Path(data_dir)

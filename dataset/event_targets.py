@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from dataset.constants import APNEA_TYPES
 from dataset.labels import scored_events
@@ -90,7 +91,10 @@ def read_event_table(data_dir: str | Path) -> pd.DataFrame:
     path = Path(data_dir) / "events.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no events table; run dataset/data_parser.py on this folder")
-    table = pd.read_parquet(path)
+    try:
+        table = pd.read_parquet(path)
+    except (OSError, pa.ArrowException) as err:
+        raise ValueError(f"{path}: not a readable Parquet file ({str(err).strip().splitlines()[0]})") from None
     missing = [c for c in EVENT_COLUMNS[:4] if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing} (expected {list(EVENT_COLUMNS)}, docs/data.md)")

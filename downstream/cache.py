@@ -301,7 +301,8 @@ def encode_recordings(
     progress: bool = False,
 ) -> VectorStore:
     """Every epoch of `recordings` through `encode({channel: (n, 3000)}) -> (n, D)` (the caller holds the backbone
-    in eval mode and any autocast), each epoch exactly once; cached under `cache_dir/key` when both are given."""
+    in eval mode and any autocast), each epoch exactly once; cached under `cache_dir/key` when both are given,
+    each recording as soon as its last epoch is encoded (a run stopped midway keeps the recordings it finished)."""
     data_dir = Path(data_dir)
     folder = Path(cache_dir) / key if cache_dir is not None and key is not None else None
     found: dict[str, RecordingVectors] = {}
@@ -317,6 +318,17 @@ def encode_recordings(
             data_dir, missing, list(channels), task=None, epochs_per_window=TILE_EPOCHS, tiling=True
         )
         parts: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {r: [] for r in missing}
+        left = tiles.recording_epochs()  # epochs still to encode, per recording
+
+        def finish(recording: str) -> None:
+            epochs = np.concatenate([p[0] for p in parts[recording]])
+            vectors = np.concatenate([p[1] for p in parts[recording]])
+            order = np.argsort(epochs, kind="stable")
+            found[recording] = RecordingVectors(epochs[order].astype(np.int64), vectors[order])
+            parts[recording].clear()
+            if folder is not None:
+                _write_cached(folder / f"{recording}.npz", found[recording], stamps[recording])
+
         loader = DataLoader(
             tiles,
             batch_size=max(1, batch_epochs // TILE_EPOCHS),
@@ -335,16 +347,15 @@ def encode_recordings(
             for recording in np.unique(owners):
                 at = owners == recording
                 parts[recording].append((epochs[at], vectors[at]))
+                left[recording] -= int(at.sum())
+                if left[recording] == 0:
+                    finish(recording)
         for recording in missing:
-            if not parts[recording]:
+            if recording not in found and parts[recording]:
+                finish(recording)
+            if recording not in found:
                 raise ValueError(
                     f"{recording_path(data_dir, recording)}: no epoch to encode "
                     f"(skipped: {tiles.skipped.get(recording, 'unknown reason')})"
                 )
-            epochs = np.concatenate([p[0] for p in parts[recording]])
-            vectors = np.concatenate([p[1] for p in parts[recording]])
-            order = np.argsort(epochs, kind="stable")
-            found[recording] = RecordingVectors(epochs[order].astype(np.int64), vectors[order])
-            if folder is not None:
-                _write_cached(folder / f"{recording}.npz", found[recording], stamps[recording])
     return VectorStore({r: found[r] for r in recordings})

@@ -36,6 +36,7 @@ from downstream.predictions import epochwise, predict_windows
 from downstream.runs import PROCESSING_KEYS, DownstreamModel, load_downstream_run
 from models.heads import PER_CHANNEL_POOLINGS
 from models.loading import TEMPORAL_CLASSIFIER
+from utils.config import one_line  # noqa: F401 - re-exported for the inference modules
 
 EVENT_TASKS: tuple[str, ...] = ("apnea", "hypopnea")  # the per-epoch event runs
 PROBE_WINDOW = 32  # epochs per window when a per-epoch model runs through the tiling (any size gives the same)
@@ -43,12 +44,6 @@ PROBE_WINDOW = 32  # epochs per window when a per-epoch model runs through the t
 
 class InputError(Exception):
     """Bad input (file, checkpoint or channels): reported as one `error:` line, exit code 2."""
-
-
-def one_line(err: BaseException | str) -> str:
-    """The first line of an error message (torch and friends add paragraphs of advice)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def load_runs(runs: Mapping[str, Path | None], device: torch.device) -> dict[str, DownstreamModel]:

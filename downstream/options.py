@@ -216,6 +216,13 @@ def check_task_options(parser: argparse.ArgumentParser, cfg: Config) -> None:
             f"({TASKS[cfg.task]} classes); its metrics: auto, {', '.join(task_metrics(cfg.task))}"
         )
     check_cohort(cfg.data, "train")
+    if cfg.task != "sleep_stage":  # the event tasks' AHI calibration reads the events table after the encoding
+        from dataset.event_targets import read_event_table  # here: pandas, which parsing options needs not
+
+        try:
+            read_event_table(cfg.data)
+        except (FileNotFoundError, ValueError) as err:
+            raise UsageError(f"--data {cfg.data}: {err}") from None
     if cfg.task == "sleep_stage" and cfg.label_rule != "midpoint":
         parser.error("--label-rule applies to the event tasks only")
 

@@ -202,6 +202,16 @@ def bad_case(case: str, script: str, inputs: Inputs, tmp: Path) -> tuple[list[st
             return None
         field = "encoder_depth" if script == "unimodal" else "fusion_depth"
         extra, expect = ["--model-arg", f"{field}=deep"], f"{field} must be an integer, got 'deep'"
+    elif case == "model_arg_no_yaml":
+        if script not in ENGINE_SCRIPTS:
+            return None
+        extra, expect = ["--model-arg", "encoder_dim=[1"], "--model-arg encoder_dim=[1: the value is no YAML"
+    elif case == "garbled_events_table":  # read after the whole encoding, for the AHI calibration: checked first
+        if script not in ("probe", "fine_tuning", "features"):
+            return None
+        data, expect = copy_cohort(inputs, tmp), "events.parquet: not a readable Parquet file"
+        (data / "events.parquet").write_bytes(b"PAR1 cut short")
+        extra = ["--task", "apnea"]
     else:
         raise AssertionError(case)
     return [*valid_args(script, inputs), *extra, "--data", str(data), "--out", str(out)], expect
@@ -229,6 +239,8 @@ CASES = (
     "blank_out",
     "model_arg_unbuildable",
     "model_arg_wrong_type",
+    "model_arg_no_yaml",
+    "garbled_events_table",
 )
 
 

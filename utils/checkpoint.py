@@ -218,6 +218,16 @@ def staged_folder(out: Path) -> Iterator[Path]:
     shutil.rmtree(old, ignore_errors=True)
 
 
+@contextmanager
+def staged_run_folder(out: Path) -> Iterator[Path]:
+    """`staged_folder` for a run folder that keeps its config history: the earlier runs' config*.json are carried
+    into the stage, so `save_config(..., keep_previous=True)` there keeps them as it would in place."""
+    with staged_folder(out) as stage:
+        for earlier in sorted(Path(out).glob("config*.json")) if Path(out).is_dir() else []:
+            shutil.copy2(earlier, stage / earlier.name)
+        yield stage
+
+
 def save_model_checkpoint(
     path: str | Path,
     kind: str,

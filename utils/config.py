@@ -60,6 +60,16 @@ class Interrupted(Exception):
     `main` prints it as one `interrupted:` line, exit status 130 (`reported_errors`)."""
 
 
+def one_line(err: BaseException | str) -> str:
+    """The first line of an error message (torch and friends add paragraphs of advice). An error a DataLoader
+    worker raised reaches the main process as "Caught <type> in DataLoader worker process N. Original Traceback
+    ...": its own message is then the traceback's last line, without the type's name."""
+    text = str(err).strip()
+    if text.startswith("Caught ") and "\nOriginal Traceback" in text:
+        text = re.sub(r"^[\w.]+: ", "", text.splitlines()[-1].strip())
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class ErrorExit(SystemExit):
     """SystemExit with an exit status whose str() is the message already printed (callers and tests can read it)."""
 
@@ -87,8 +97,9 @@ def reported_errors() -> Iterator[None]:
             discard_unused_run_folders()  # a run folder this one made and wrote nothing into goes
             raise
     except UsageError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        raise ErrorExit(str(err), 2) from None
+        message = one_line(err) if str(err).startswith("Caught ") else str(err)  # raised in a loader worker
+        print(f"error: {message}", file=sys.stderr, flush=True)
+        raise ErrorExit(message, 2) from None
     except FloatingPointError as err:
         print(f"error: {err}", file=sys.stderr, flush=True)
         raise ErrorExit(str(err), 1) from None
@@ -96,7 +107,10 @@ def reported_errors() -> Iterator[None]:
         print(f"interrupted: {err}", file=sys.stderr, flush=True)
         raise ErrorExit(str(err), 130) from None
     except KeyboardInterrupt:
-        message = "stopped by Ctrl-C; what was written before stays (rerun the command: training resumes from last.pt)"
+        message = (
+            "stopped by Ctrl-C; what was written before stays (rerun the command: training resumes from a last.pt "
+            "it wrote, and recordings encoded into --cache-dir are read back)"
+        )
         print(f"interrupted: {message}", file=sys.stderr, flush=True)
         raise ErrorExit(message, 130) from None
 
@@ -324,7 +338,10 @@ class KeyValueAction(argparse.Action):
         if not sep or not key.strip():
             parser.error(f"{option_string}: expected KEY=VALUE, got {values!r}")
         items = dict(getattr(namespace, self.dest) or {})
-        items[key.strip()] = yaml.safe_load(raw)
+        try:
+            items[key.strip()] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            parser.error(f"{option_string} {values}: the value is no YAML ({one_line(err)})")
         setattr(namespace, self.dest, items)
 
 

@@ -6,6 +6,9 @@ that the training loop (`utils.engine.Trainer`) serves at its next optimizer ste
 
 from __future__ import annotations
 
+import atexit
+import multiprocessing
+import multiprocessing.util  # its exit handler first: `atexit` runs ours (registered below) before it
 import signal
 import sys
 import threading
@@ -50,6 +53,19 @@ def quiet_worker(worker_id: int | None = None) -> None:
     SIGTERM, failing the run under `StopRequest`); the main process serves them and shuts its workers down."""
     for sig in StopRequest.SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+@atexit.register
+def _end_loader_workers() -> None:
+    """At exit, kill the daemonic children (DataLoader workers) still running. A loader cut short by an error
+    keeps its workers while the error's traceback holds it; multiprocessing's own exit handler would then send
+    them SIGTERM, which `quiet_worker` ignores, and wait for them for ever, the run folder still locked. (PyTorch's
+    SIGCHLD handler, which reports a killed worker as an error, is set back to the default first.)"""
+    workers = [child for child in multiprocessing.active_children() if child.daemon]
+    if workers and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    for child in workers:
+        child.kill()
 
 
 @contextmanager

@@ -26,6 +26,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
 from dataset.cohort import UnreadableRecording
 from dataset.constants import STAGE_NAMES
@@ -117,11 +118,12 @@ def encode_dataset(
     batch_size: int = 256,
     workers: int = 0,
     input_key: str | Sequence[str] = "signal",
+    progress: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled representations (N, D) float32 and labels (N,) int64 of every item (items need `input_key`
     and `label`), in eval mode; the model's train/eval flags are restored afterwards. `input_key`: one key, whose
     (B, samples) tensor the model encodes (a single-channel encoder), or channel names, whose
-    {channel: (B, samples)} dict it encodes (a multichannel model)."""
+    {channel: (B, samples)} dict it encodes (a multichannel model). `progress`: a bar over the batches."""
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -132,7 +134,7 @@ def encode_dataset(
     )
     features, labels = [], []
     with evaluating(model):
-        for batch in loader:
+        for batch in tqdm(loader, desc="k-NN probe: encode", unit="batch", leave=False, disable=not progress):
             if "label" not in batch:
                 raise KeyError("k-NN probe: dataset items carry no 'label' (build the dataset with a task)")
             if isinstance(input_key, str):
@@ -231,7 +233,9 @@ class KnnMonitor:
         workers: int = 0,
         seed: int = 0,
         input_key: str | Sequence[str] = "signal",
+        progress: bool = False,
     ):
+        self.progress = progress  # a bar over each encoding (tens of minutes for preset B on a CPU)
         self.target = probe_target(target) if isinstance(target, str) else target
         self.k, self.pca_dim, self.batch_size, self.workers, self.input_key = k, pca_dim, batch_size, workers, input_key
         self.train_indices = subsample_indices(len(train_set), max_train, seed)
@@ -243,7 +247,7 @@ class KnnMonitor:
         """{"train": (x, y), "val": (x, y)} with unlabelled epochs removed and labels mapped to the target."""
         out = {}
         for split, subset in (("train", self.train_set), ("val", self.val_set)):
-            x, y = encode_dataset(model, subset, device, self.batch_size, self.workers, self.input_key)
+            x, y = encode_dataset(model, subset, device, self.batch_size, self.workers, self.input_key, self.progress)
             y = self.target.map_labels(y)
             keep = y >= 0
             out[split] = (x[keep], y[keep])
@@ -286,6 +290,7 @@ def build_knn_monitor(
         workers=cfg.workers,
         seed=cfg.seed,
         input_key=input_key,
+        progress=getattr(cfg, "progress", False),
     )
 
 

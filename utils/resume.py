@@ -65,7 +65,9 @@ RESUME_IDENTITY_KEYS = (
 )
 BATCH_KEYS = ("batch_size", "accum_steps")  # their product is the effective batch of one process
 # how a run is carried out, not what it trains: any other option changed over a finished run is refused (nothing
-# would be trained under it, yet config.json would name it), and over an unfinished one warned about
+# would be trained under it, yet config.json would name it), and over an unfinished one warned about. Some move
+# the numbers at float rounding only: another device, batch size for evaluation, or --cache-dir (its vectors are
+# encoded in other batches than without it, equal to about 1e-6)
 RUNTIME_KEYS = (
     "out",
     "resume",
@@ -212,6 +214,21 @@ REPLACING = " (replaces the earlier run in the folder above when it finishes; un
 RUN_FILES = ("last.pt", "best.pt", "metrics.json")  # what shows that a folder holds a run
 PHASE_FOLDERS = ("context_phase",)  # where a phase of a run trains, in its folder (fine-tuning's first phase)
 _HELD: dict[str, int] = {}  # folders this process holds the lock of (released when it ends)
+
+
+def _close_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker): close the run-folder locks inherited with the parent's descriptors
+    (the lock stays the parent's). Held open there, they kept a folder locked for seconds after the parent was
+    killed, and a rerun started at once was refused as "another training run"."""
+    for fd in _HELD.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_locks)
 _MADE: dict[str, Path] = {}  # of those, the ones it made: folder -> the topmost folder it made for it
 
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import math
 import pickle
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -80,7 +79,7 @@ from downstream.runs import report, run_info, train_summary
 from downstream.training import class_weights, selection_scores
 from models.heads import EpochEncoder
 from utils import features as features_module
-from utils.checkpoint import sha256_file, staged_folder
+from utils.checkpoint import sha256_file, staged_run_folder
 from utils.config import (
     CONFIG_HISTORY_HELP,
     ArgumentParser,
@@ -349,7 +348,8 @@ def run(argv: list[str] | None) -> int:
     val_x, val_y = val.features.numpy(), val.labels.numpy()
     print(
         f"{cfg.method} | task {cfg.task} | {inputs.name} | channels {', '.join(channels)} | train {train_x.shape} "
-        f"(per class {counts.tolist()}) | val {val_x.shape} | inputs {time.monotonic() - started:.1f} s",
+        f"(per class {counts.tolist()}) | val {val_x.shape} | inputs {time.monotonic() - started:.1f} s | fitting "
+        f"{cfg.hgb_max_iter} boosting iterations ...",
         flush=True,
     )
 
@@ -392,9 +392,7 @@ def run(argv: list[str] | None) -> int:
         "class_balance": "prior shift by balanced class weights" if weights is not None else "none",
     }
     out = Path(cfg.out)
-    with staged_folder(out) as stage:  # the run's folder appears whole or not at all: a failed run leaves the old
-        for earlier in sorted(out.glob("config*.json")) if out.is_dir() else []:  # the config history stays
-            shutil.copy2(earlier, stage / earlier.name)
+    with staged_run_folder(out) as stage:  # the run's folder appears whole or not at all: a failed run leaves the old
         save_config(cfg, stage / "config.json", keep_previous=True)
         with (stage / "model.pkl").open("wb") as handle:
             pickle.dump(classifier, handle)

@@ -61,7 +61,7 @@ def fit_features(
     counts = np.bincount(train_y, minlength=len(RESPIRATORY_CLASSES))
     print(
         f"event_detection | {cfg.method} | train {train_x.shape} (per class {counts.tolist()}) | val "
-        f"{len(nights['val'])} nights | features {time.monotonic() - started:.1f} s",
+        f"{len(nights['val'])} nights | features {time.monotonic() - started:.1f} s | fitting the trees ...",
         flush=True,
     )
     check_two_classes(counts, "seconds", "--label-fraction")

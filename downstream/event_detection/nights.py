@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -17,7 +18,7 @@ from dataset.event_targets import read_event_table
 from dataset.splits import read_splits
 from downstream.event_detection.detector import Night, load_night, present_channels
 from downstream.event_detection.head import TrainNight
-from utils.config import Config, UsageError
+from utils.config import Config, UsageError, one_line
 
 
 def load_split_nights(cfg: Config) -> dict[str, list[Night]]:
@@ -45,8 +46,8 @@ def load_split_nights(cfg: Config) -> dict[str, list[Night]]:
     for rid in every:
         try:
             channels[rid] = present_channels(cfg.data, rid)
-        except OSError as err:
-            raise UsageError(f"{cfg.data / 'recordings' / (rid + '.parquet')}: unreadable ({err})") from None
+        except (OSError, pa.ArrowException) as err:
+            raise UsageError(f"{cfg.data / 'recordings' / (rid + '.parquet')}: unreadable ({one_line(err)})") from None
     with_features = cfg.method == "features"  # the token methods check the backbone's channels instead
     if with_features and not any(channels.values()):
         raise UsageError(
@@ -70,7 +71,11 @@ def load_split_nights(cfg: Config) -> dict[str, list[Night]]:
             if rid not in manifest.index:
                 raise UsageError(f"{cfg.data / 'manifest.parquet'}: no ok row for recording {rid!r} of splits.json")
             row = manifest.loc[rid].to_dict()
-            nights[split].append(load_night(cfg.data, rid, str(row.get("subject_id", rid)), events, row, with_features))
+            try:
+                night = load_night(cfg.data, rid, str(row.get("subject_id", rid)), events, row, with_features)
+            except (OSError, pa.ArrowException) as err:  # damaged after its footer was read
+                raise UsageError(f"{recording_path(cfg.data, rid)}: unreadable ({one_line(err)})") from None
+            nights[split].append(night)
             bar.update()
     bar.close()
     # a night scored for stages only (a hypnogram) has its event flags -1: no event target, neither "no event"

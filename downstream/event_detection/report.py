@@ -1,9 +1,8 @@
 """What an event-detection run writes in --out: config.json, model.pkl, metrics.json, events.csv, results.md
-(and finetune / scratch: encoder.pt), each written atomically (temp file + rename) at the end of the run."""
+(and finetune / scratch: encoder.pt), written at the end of the run into a staged folder that replaces --out whole."""
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import pickle
@@ -13,10 +12,10 @@ from typing import Any
 import pandas as pd
 import torch
 
-from dataset.atomic_files import write_all_atomic
 from downstream.event_detection.detector import EventDetector
 from downstream.event_detection.scoring import DETECTION_KEYS
 from downstream.results import json_safe
+from utils.checkpoint import staged_run_folder
 from utils.config import Config, save_config
 
 
@@ -88,9 +87,6 @@ def results_markdown(metrics: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-TORCH_FILES = frozenset({"encoder.pt"})  # the extra files a method may write (the fine-tuned encoder)
-
-
 def write_outputs(
     cfg: Config,
     detector: EventDetector,
@@ -98,25 +94,17 @@ def write_outputs(
     event_rows: list[dict],
     files: dict[str, Any] | None = None,
 ) -> None:
-    """The results of a run, written together (`write_all_atomic`: a failed write changes none of an earlier
-    run's), then config.json (an earlier one with other options kept as config.<n>.json); `files`: extra torch
-    files (name -> object, of `TORCH_FILES`). An earlier run's torch file that this run does not write is removed."""
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    """The results of a run and its config.json (an earlier one with other options kept as config.<n>.json),
+    written into a staged folder that replaces --out whole (`staged_run_folder`: a failed or killed run leaves an
+    earlier run's folder as it was, never half of each); `files`: extra torch files (name -> object: the token
+    methods' fine-tuned encoder.pt)."""
     record = json_safe(metrics)
     columns = ["recording_id", "onset_s", "duration_s", "type", "probability", "counted"]
-    buffer = io.StringIO()
-    pd.DataFrame(event_rows, columns=columns).to_csv(buffer, index=False, float_format="%.3f")
-    writes = [
-        (out / name, lambda p, payload=payload: torch.save(payload, p)) for name, payload in (files or {}).items()
-    ]
-    writes += [
-        (out / "model.pkl", lambda p: p.write_bytes(pickle.dumps(detector))),
-        (out / "events.csv", lambda p: p.write_text(buffer.getvalue())),
-        (out / "metrics.json", lambda p: p.write_text(json.dumps(record, indent=1) + "\n")),
-        (out / "results.md", lambda p: p.write_text(results_markdown(record))),
-    ]
-    write_all_atomic(writes)
-    for name in TORCH_FILES - set(files or {}):  # an earlier run's file that this run's method does not write
-        (out / name).unlink(missing_ok=True)
-    save_config(cfg, out / "config.json", keep_previous=True)
+    with staged_run_folder(Path(cfg.out)) as stage:
+        for name, payload in (files or {}).items():
+            torch.save(payload, stage / name)
+        (stage / "model.pkl").write_bytes(pickle.dumps(detector))
+        pd.DataFrame(event_rows, columns=columns).to_csv(stage / "events.csv", index=False, float_format="%.3f")
+        (stage / "metrics.json").write_text(json.dumps(record, indent=1) + "\n")
+        (stage / "results.md").write_text(results_markdown(record))
+        save_config(cfg, stage / "config.json", keep_previous=True)
