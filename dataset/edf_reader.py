@@ -13,7 +13,7 @@ ignored (the file is read up to its last whole record and `truncated` is set); a
 (unknown), 0 or one larger than the file holds is replaced by the count the file holds, one smaller is kept
 (the bytes after its last record are ignored), each with a warning (the manifest's `warnings`); a count below
 -1 is an `EdfError`, as are an integer field written otherwise ("124.9"), samples per record that add up to
-another record size than the data holds (`check_layout`), a recording longer than `MAX_RECORDING_H` and an EDF+
+a smaller record than the data holds (`check_layout`), a recording longer than `MAX_RECORDING_H` and an EDF+
 annotation time that is no finite number; a digital range beyond 16 bits is a signal `problem`. EDF+ annotation signals
 ("EDF Annotations") keep their place in the record layout but are never offered as channels.
 
@@ -318,10 +318,11 @@ def read_edf_header(path: str | Path) -> EdfHeader:
 
 def check_layout(header: EdfHeader, data_bytes: int, record_bytes: int) -> None:
     """Refuse a header whose record layout cannot be the data's: a recording longer than `MAX_RECORDING_H` (a
-    record duration off by a factor), or data that holds exactly the declared count of records of another size,
-    not a whole number of records of the header's (a samples-per-record field that is wrong shifts every later
-    sample into another signal: a truncated file or bytes after the last record do not divide so, but for a
-    coincidence that the record size within half its own excludes further)."""
+    record duration off by a factor), or data longer than the declared records that holds exactly that many
+    records of a larger size, and not a whole number of the header's (a samples-per-record field too small, e.g.
+    0 for a signal that has samples, shifts every later sample into another signal). Bytes after the last record
+    rarely divide so. Data SHORTER than the declared records is read as a truncated file: a file cut mid-record
+    divides by the record count as often as a field too large would, and cut files are common."""
     declared, path = header.n_records_header, header.path
     available = max(data_bytes, 0) // record_bytes
     records = declared if 0 < declared <= available else available  # the count that will be read
@@ -332,11 +333,7 @@ def check_layout(header: EdfHeader, data_bytes: int, record_bytes: int) -> None:
             f"the {MAX_RECORDING_H:g} h of any night (a wrong record duration?)"
         )
     implied = data_bytes // declared if declared > 1 else 0  # bytes per record if the data holds `declared`
-    if (
-        data_bytes % record_bytes
-        and data_bytes == implied * declared
-        and 2 * abs(implied - record_bytes) < record_bytes
-    ):
+    if data_bytes % record_bytes and data_bytes == implied * declared and record_bytes < implied < 2 * record_bytes:
         raise EdfError(
             f"{path}: the data holds {declared} records of {data_bytes // declared} bytes, not of the {record_bytes} "
             "bytes the signals' samples per data record add up to: a samples-per-record field is wrong, and every "

@@ -295,6 +295,7 @@ def test_linear_probe_outputs_and_determinism(probe_runs, cohort, backbones):
 
 
 def test_vector_cache_encodes_each_epoch_once_and_is_reused(cohort, backbones, tmp_path):
+    cohort = Path(shutil.copytree(cohort, tmp_path / "cohort"))  # it "re-parses" a night: not the shared one's
     encoder = EpochEncoder(load_backbone(backbones["fusion"]), ["eeg_c4", "eog_l"], "frozen")
     channels, calls = list(encoder.channels), []
 

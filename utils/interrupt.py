@@ -14,6 +14,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 
@@ -55,13 +56,24 @@ def quiet_worker(worker_id: int | None = None) -> None:
         signal.signal(sig, signal.SIG_IGN)
 
 
+def _ignores_sigterm(pid: int | None) -> bool:
+    """Whether process `pid` ignores SIGTERM (its SigIgn mask in /proc; False where that cannot be read)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+    ignored = next((line.split()[1] for line in status.splitlines() if line.startswith("SigIgn:")), "0")
+    return bool(int(ignored, 16) >> (signal.SIGTERM - 1) & 1)
+
+
 @atexit.register
 def _end_loader_workers() -> None:
-    """At exit, kill the daemonic children (DataLoader workers) still running. A loader cut short by an error
-    keeps its workers while the error's traceback holds it; multiprocessing's own exit handler would then send
-    them SIGTERM, which `quiet_worker` ignores, and wait for them for ever, the run folder still locked. (PyTorch's
-    SIGCHLD handler, which reports a killed worker as an error, is set back to the default first.)"""
-    workers = [child for child in multiprocessing.active_children() if child.daemon]
+    """At exit, kill the daemonic children still running that ignore SIGTERM: this project's DataLoader workers
+    (`quiet_worker`), no other child process (read from /proc, so on Linux only). A loader cut short by an error
+    keeps its workers while the error's traceback holds it; multiprocessing's own exit handler would then send them
+    SIGTERM, which they ignore, and wait for them for ever, the run folder still locked. (PyTorch's SIGCHLD
+    handler, which reports a killed worker as an error, is set back to the default first.)"""
+    workers = [child for child in multiprocessing.active_children() if child.daemon and _ignores_sigterm(child.pid)]
     if workers and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     for child in workers:

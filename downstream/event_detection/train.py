@@ -120,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=path_arg,
         default=None,
-        help="run directory (default: runs/downstream/event_detection/<method>-<rule>-lf<fraction>-seed<seed>)",
+        help="run directory, replaced whole when the run ends (an earlier run there goes, files beside it too; "
+        "default: runs/downstream/event_detection/<method>-<rule>-lf<fraction>-seed<seed>)",
     )
     parser.add_argument("--seed", type=non_negative_int, default=0, help="seed of the model, sampling and bootstrap")
     parser.add_argument(
@@ -281,7 +282,8 @@ def parse_args(argv: list[str] | None) -> Config:
         )
     cfg = cfg.replace(**resolved)
     check_out_dir(cfg.out)
-    check_run_folder(cfg.out, lambda record: record.get("task") == "event_detection")
+    # --out is replaced whole at the end (staged beside it): no symbolic link, nothing else kept in it
+    check_run_folder(cfg.out, lambda record: record.get("task") == "event_detection", whole=True)
     if cfg.cache_dir is not None:
         check_out_dir(cfg.cache_dir, "--cache-dir")
     return cfg
