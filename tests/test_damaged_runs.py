@@ -124,3 +124,35 @@ def test_an_encoding_stopped_midway_keeps_the_recordings_it_finished(cohort, tmp
     assert sum(encoded) == sum(n_epochs[r] for r in recordings[2:])
     ids, epochs = np.repeat(recordings[0], 3), np.arange(3)
     assert store.gather(ids, epochs).shape == (3, 3)
+
+
+def test_the_exit_handler_leaves_other_child_processes_alone(tmp_path):
+    """Only children that ignore SIGTERM (the loader workers) are killed at exit: a caller's pool, left open, still
+    shuts down (killing its idle workers left the pool's lock held and the exit hung), and a daemonic helper still
+    gets the SIGTERM it cleans up on."""
+    flag = tmp_path / "flushed.txt"
+    script = tmp_path / "caller.py"
+    script.write_text(
+        f"""
+import multiprocessing, os, signal, time
+import utils.interrupt  # noqa: F401 - registers the exit handler
+
+
+def helper(ready):
+    signal.signal(signal.SIGTERM, lambda *_: (open({str(flag)!r}, "w").write("done"), os._exit(0)))
+    ready.set()
+    while True:
+        time.sleep(0.05)
+
+
+if __name__ == "__main__":
+    pool = multiprocessing.Pool(2)
+    assert pool.map(abs, [-1, -2, -3]) == [1, 2, 3]
+    ready = multiprocessing.Event()
+    multiprocessing.Process(target=helper, args=(ready,), daemon=True).start()
+    ready.wait()
+"""
+    )
+    done = subprocess.run([sys.executable, str(script)], env=_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert flag.read_text() == "done"
