@@ -252,12 +252,7 @@ def read_edf_header(path: str | Path) -> EdfHeader:
             except EdfError:  # one unusable signal does not make the file unreadable
                 ranges[key] = kind(0)
                 problem = problem or f"header field {name} is {_text(fields[key][i])!r}, expected a number"
-        if (
-            not DIGITAL_RANGE[0]
-            <= min(ranges["dmin"], ranges["dmax"])
-            <= max(ranges["dmin"], ranges["dmax"])
-            <= (DIGITAL_RANGE[1])
-        ):
+        if not all(DIGITAL_RANGE[0] <= ranges[key] <= DIGITAL_RANGE[1] for key in ("dmin", "dmax")):
             problem = problem or (
                 f"digital range [{ranges['dmin']}, {ranges['dmax']}] outside the 16-bit samples' "
                 f"[{DIGITAL_RANGE[0]}, {DIGITAL_RANGE[1]}]"
@@ -294,7 +289,6 @@ def read_edf_header(path: str | Path) -> EdfHeader:
     declared = header.n_records_header
     if declared < -1:
         raise EdfError(f"{path}: header declares {declared} data records, expected -1 (unknown) or a count >= 0")
-    check_layout(header, data_bytes, record_bytes)
     if declared <= 0:  # -1: unknown (allowed while recording); 0: not updated when the file was closed
         what = "-1 (unknown)" if declared == -1 else "0"
         header.warnings.append(f"header record count {what}: counted {available} whole records from the file size")
@@ -311,25 +305,24 @@ def read_edf_header(path: str | Path) -> EdfHeader:
             header.warnings.append(f"header declares {declared} data records, file holds {available} whole records")
     if header.n_records == 0:
         raise EdfError(f"{path}: no complete data record ({data_bytes} data bytes, {record_bytes} per record)")
+    check_layout(header, data_bytes, record_bytes)
     if header.reserved.upper().startswith("EDF+D"):
         check_contiguous(header)
     return header
 
 
 def check_layout(header: EdfHeader, data_bytes: int, record_bytes: int) -> None:
-    """Refuse a header whose record layout cannot be the data's: a recording longer than `MAX_RECORDING_H` (a
+    """Refuse a header (its `n_records` worked out) whose record layout cannot be the data's: a recording longer than `MAX_RECORDING_H` (a
     record duration off by a factor), or data longer than the declared records that holds exactly that many
     records of a larger size, and not a whole number of the header's (a samples-per-record field too small, e.g.
     0 for a signal that has samples, shifts every later sample into another signal). Bytes after the last record
     rarely divide so. Data SHORTER than the declared records is read as a truncated file: a file cut mid-record
     divides by the record count as often as a field too large would, and cut files are common."""
     declared, path = header.n_records_header, header.path
-    available = max(data_bytes, 0) // record_bytes
-    records = declared if 0 < declared <= available else available  # the count that will be read
-    hours = records * float(header.record_duration) / 3600
+    hours = header.n_records * float(header.record_duration) / 3600
     if hours > MAX_RECORDING_H:
         raise EdfError(
-            f"{path}: {records} data records of {float(header.record_duration):g} s make {hours:.0f} h, more than "
+            f"{path}: {header.n_records} data records of {float(header.record_duration):g} s make {hours:.0f} h, more than "
             f"the {MAX_RECORDING_H:g} h of any night (a wrong record duration?)"
         )
     implied = data_bytes // declared if declared > 1 else 0  # bytes per record if the data holds `declared`

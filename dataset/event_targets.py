@@ -29,6 +29,7 @@ import pyarrow as pa
 from dataset.constants import APNEA_TYPES
 from dataset.labels import scored_events
 from dataset.scored_events import RESPIRATORY_EVENT_TYPES, Event
+from utils.config import one_line
 
 RESPIRATORY_CLASSES: tuple[str, ...] = ("none", *RESPIRATORY_EVENT_TYPES)  # index = per-second class
 HYPOPNEA_CLASS = RESPIRATORY_CLASSES.index("hypopnea")
@@ -94,7 +95,7 @@ def read_event_table(data_dir: str | Path) -> pd.DataFrame:
     try:
         table = pd.read_parquet(path)
     except (OSError, pa.ArrowException) as err:
-        raise ValueError(f"{path}: not a readable Parquet file ({str(err).strip().splitlines()[0]})") from None
+        raise ValueError(f"{path}: not a readable Parquet file ({one_line(err)})") from None
     missing = [c for c in EVENT_COLUMNS[:4] if c not in table.columns]
     if missing:
         raise ValueError(f"{path}: missing column(s) {missing} (expected {list(EVENT_COLUMNS)}, docs/data.md)")

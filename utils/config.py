@@ -60,13 +60,20 @@ class Interrupted(Exception):
     `main` prints it as one `interrupted:` line, exit status 130 (`reported_errors`)."""
 
 
-def one_line(err: BaseException | str) -> str:
-    """The first line of an error message (torch and friends add paragraphs of advice). An error a DataLoader
-    worker raised reaches the main process as "Caught <type> in DataLoader worker process N. Original Traceback
-    ...": its own message is then the traceback's last line, without the type's name."""
-    text = str(err).strip()
+def worker_message(text: str) -> str:
+    """An error's own message: one a DataLoader worker raised reaches the main process as "Caught <type> in
+    DataLoader worker process N. Original Traceback ...", whose last line holds it after the type's name; any
+    other message is returned as it is."""
+    text = text.strip()
     if text.startswith("Caught ") and "\nOriginal Traceback" in text:
-        text = re.sub(r"^[\w.]+: ", "", text.splitlines()[-1].strip())
+        return re.sub(r"^[\w.]+: ", "", text.splitlines()[-1].strip())
+    return text
+
+
+def one_line(err: BaseException | str) -> str:
+    """The first line of an error message (torch and friends add paragraphs of advice; a loader worker's
+    traceback: `worker_message`)."""
+    text = worker_message(str(err))
     return text.splitlines()[0] if text else type(err).__name__
 
 
@@ -97,7 +104,7 @@ def reported_errors() -> Iterator[None]:
             discard_unused_run_folders()  # a run folder this one made and wrote nothing into goes
             raise
     except UsageError as err:
-        message = one_line(err) if str(err).startswith("Caught ") else str(err)  # raised in a loader worker
+        message = worker_message(str(err))  # raised in a loader worker: its own message
         print(f"error: {message}", file=sys.stderr, flush=True)
         raise ErrorExit(message, 2) from None
     except FloatingPointError as err:

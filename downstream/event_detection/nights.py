@@ -47,7 +47,7 @@ def load_split_nights(cfg: Config) -> dict[str, list[Night]]:
         try:
             channels[rid] = present_channels(cfg.data, rid)
         except (OSError, pa.ArrowException) as err:
-            raise UsageError(f"{cfg.data / 'recordings' / (rid + '.parquet')}: unreadable ({one_line(err)})") from None
+            raise UsageError(f"{recording_path(cfg.data, rid)}: unreadable ({one_line(err)})") from None
     with_features = cfg.method == "features"  # the token methods check the backbone's channels instead
     if with_features and not any(channels.values()):
         raise UsageError(
