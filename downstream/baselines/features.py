@@ -77,6 +77,7 @@ from downstream.predictions import predict_stored_epochs
 from downstream.results import BACKBONE_HGB, FEATURES_HGB, attach_context
 from downstream.runs import report, run_info, train_summary
 from downstream.training import class_weights, selection_scores
+from downstream.trees import fit_trees
 from models.heads import EpochEncoder
 from utils import features as features_module
 from utils.checkpoint import sha256_file, staged_run_folder
@@ -355,7 +356,7 @@ def run(argv: list[str] | None) -> int:
 
     weights = class_weights(counts, cfg.class_weights)
     weights = None if weights is None else weights.numpy().astype(np.float64)  # (C,) prior-shift weights
-    classifier = make_classifier(cfg, cfg.hgb_max_iter).fit(train_x, train_y)
+    classifier = fit_trees(make_classifier(cfg, cfg.hgb_max_iter), train_x, train_y, progress=cfg.progress)
     best, best_score, curve = select_iterations(classifier, val_x, val_y, weights, cfg)
     if best != classifier.n_iter_:
         first_iterations(classifier, best, lambda: classifier.set_params(max_iter=best).fit(train_x, train_y))

@@ -15,6 +15,7 @@ from dataset.scored_events import qualifying_events
 from downstream.data import check_two_classes
 from downstream.event_detection.detector import EventDetector, Night, event_summaries
 from downstream.event_detection.nights import training_seconds
+from downstream.trees import fit_trees
 from utils.config import Config
 from utils.features import respiratory_features
 
@@ -67,7 +68,7 @@ def fit_features(
     check_two_classes(counts, "seconds", "--label-fraction")
     feature_names = respiratory_features({}, 1)[1]  # the column names (values of no channel: NaN)
     detector = EventDetector(
-        make_classifier(cfg).fit(train_x, train_y),
+        fit_trees(make_classifier(cfg), train_x, train_y, progress=cfg.progress),
         feature_names,
         min_duration_s=cfg.min_duration_s,
         hypopnea_rule=cfg.hypopnea_rule,
