@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_CODE_TO_CLASS, STAGE_TOKENS, STAGE_UNSCORED
+from dataset.constants import APNEA_TYPES, EPOCH_S, STAGE_CODE_TO_CLASS, STAGE_UNSCORED
 from dataset.edf_reader import EdfError, EdfHeader, read_edf_header, read_tals
 from dataset.nsrr_xml import (
     NsrrAnnotations,
@@ -55,6 +55,7 @@ from dataset.nsrr_xml import (
     local_tag,
     optional_float,
     parse_nsrr_xml,
+    stage_of_text,
 )
 
 Annotations = NsrrAnnotations  # one container for every format
@@ -170,17 +171,6 @@ def check_subject_regex(text: str) -> re.Pattern:
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def stage_of_text(text: str) -> int | None:
-    """Stage class of an annotation text or hypnogram token (`"Sleep stage R"` -> 4, `"N2"` -> 2,
-    `"Movement time"` -> -1); None when the text is not a stage."""
-    token = " ".join(text.split()).upper()
-    if token.startswith("SLEEP STAGE "):
-        return STAGE_TOKENS.get(token[len("SLEEP STAGE ") :], STAGE_UNSCORED)
-    if token.startswith("SLEEP_STAGE_"):  # EDF+ exports written by MNE
-        return STAGE_TOKENS.get(token[len("SLEEP_STAGE_") :], STAGE_UNSCORED)
-    return STAGE_TOKENS.get(token)
-
-
 EDF_STAGE_WORDS = ("W", "WAKE", "N1", "N2", "N3", "N4", "R", "REM", "MOVEMENT TIME")
 
 
@@ -305,7 +295,7 @@ def _clock_text_s(text: str, whole: bool) -> float | None:
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
 
 
-def _date(header: EdfHeader) -> datetime.date | None:
+def start_date(header: EdfHeader) -> datetime.date | None:
     """The header's start date: an EDF+ recording field's "Startdate dd-MMM-yyyy" (four-digit year), else the
     start-date field ("dd.mm.yy", years 1985-2084); None when unreadable (e.g. 00.00.00, blank)."""
     found = re.match(r"startdate\s+(\d{1,2})-([a-z]{3})-(\d{4})\b", header.recording.strip(), re.IGNORECASE)
@@ -349,7 +339,7 @@ def start_offset(annotation: EdfHeader, recording: EdfHeader) -> tuple[float, st
             f"{recording.starttime.strip()}; 00.00.00 is what anonymisers write for a start not kept, so the "
             "scoring is taken to start with the recording"
         )
-    days = (_date(annotation), _date(recording))
+    days = (start_date(annotation), start_date(recording))
     apart = None if None in days else (days[0] - days[1]).days
     # a scoring started one day after (or before) its recording's date: across midnight as written; dates further
     # apart are no night's (a century read two ways, an anonymiser's shift): the clocks are wrapped as below
@@ -419,14 +409,30 @@ def parse_edf_annotations(path: str | Path, recording: EdfHeader | None = None) 
     return _container(path, float(EPOCH_S), stages, events, events_scored, [warning] if warning else [])
 
 
+def decode_text(data: bytes) -> str:
+    """A text file's bytes as text: UTF-16 when it starts with its byte-order mark (spreadsheets' "Unicode text"),
+    else UTF-8 (a byte-order mark dropped), else latin-1, which reads any byte. Stage tokens are ASCII, so a
+    comment or a name in another encoding (`# Patient: Müller` in latin-1) does not stop the file; a token
+    garbled by the wrong guess is refused as an unknown stage."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError:
+            pass
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
 def parse_hypnogram_text(path: str | Path) -> NsrrAnnotations:
     """A per-epoch hypnogram: one stage token per line, or the `stage` column of a delimited file (with, if
     given, each row's start (`ONSET_COLUMNS`) or epoch number, and its duration when a row is a run of epochs)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as err:
-        raise XmlError(f"{path}: cannot read hypnogram ({getattr(err, 'strerror', None) or err})") from None
+        text = decode_text(path.read_bytes())
+    except OSError as err:
+        raise XmlError(f"{path}: cannot read hypnogram ({err.strerror or err})") from None
     lines = [
         (n, line.strip())
         for n, line in enumerate(text.splitlines(), 1)

@@ -24,7 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from dataset.constants import EVENT_CONCEPT_NAMES, STAGE_CONCEPTS, STAGE_UNSCORED
+from dataset.constants import (
+    EVENT_CONCEPT_NAMES,
+    STAGE_CODE_TO_CLASS,
+    STAGE_CONCEPTS,
+    STAGE_NAMES,
+    STAGE_TOKENS,
+    STAGE_UNSCORED,
+)
 
 RECORDING_START = "recording start time"
 LABEL_EVENT_KINDS = ("respiratory", "arousals", "arousal", "")  # EventType name parts whose events give labels
@@ -50,15 +57,66 @@ def _stage_key(concept: str) -> str:
     return f"{_norm(name)}|{_norm(code)}"
 
 
+def stage_of_text(text: str) -> int | None:
+    """Stage class of an annotation text or hypnogram token (`"Sleep stage R"` -> 4, `"N2"` -> 2,
+    `"Movement time"` -> -1); None when the text is not a stage."""
+    token = " ".join(text.split()).upper()
+    if token.startswith("SLEEP STAGE "):
+        return STAGE_TOKENS.get(token[len("SLEEP STAGE ") :], STAGE_UNSCORED)
+    if token.startswith("SLEEP_STAGE_"):  # EDF+ exports written by MNE
+        return STAGE_TOKENS.get(token[len("SLEEP_STAGE_") :], STAGE_UNSCORED)
+    return STAGE_TOKENS.get(token)
+
+
+def _stage_name_class(name: str) -> int | None:
+    """Stage class of a concept's name part written another way than NSRR's ("REM", "Stage R", "REM sleep", "Stage
+    N2", "Stage 1 sleep", "Wake", "Movement"): `stage_of_text` of the name without "stage" / "sleep" words; None
+    when it names no stage (a bare number does not, "Stage 1" does)."""
+    words = _norm(name).replace("_", " ").split()
+    token = " ".join(w for w in words if w not in ("stage", "sleep")).upper()
+    if not token or (token.lstrip("-").isdigit() and "stage" not in words):
+        return None
+    return stage_of_text(token)
+
+
+def _code_class(code: str) -> int | None:
+    """Stage class of a concept's code part when it is an NSRR stage code (0-5; 6-9 movement / unscored)."""
+    code = _norm(code)
+    if code in STAGE_CODE_TO_CLASS:
+        return STAGE_CODE_TO_CLASS[code]
+    return STAGE_UNSCORED if code in ("6", "7", "8", "9") else None
+
+
+def stage_reading(concept: str) -> tuple[int | None, str]:
+    """(stage class or None, how it was read) of a concept: an NSRR stage concept of
+    `dataset.constants.STAGE_CONCEPTS` as written ("exact"); else its code when that is an NSRR stage code
+    ("code": `REM|5`, `Stage R|5`); else its name when that names a stage ("name": `REM sleep`, `Stage N2`);
+    None ("unknown") otherwise. Movement and unscored are class -1."""
+    key = _stage_key(concept)
+    if key in STAGE_CONCEPTS:
+        return STAGE_CONCEPTS[key], "exact"
+    name, _, code = concept.partition("|")
+    by_code = _code_class(code)
+    if by_code is not None:
+        return by_code, "code"
+    by_name = _stage_name_class(name)
+    return (by_name, "name") if by_name is not None else (None, "unknown")
+
+
 def stage_class(concept: str) -> int:
-    """Stage class (0 W, 1 N1, 2 N2, 3 N3, 4 REM) of a stage concept; -1 for movement, unscored and unknown codes."""
-    return STAGE_CONCEPTS.get(_stage_key(concept), STAGE_UNSCORED)
+    """Stage class (0 W, 1 N1, 2 N2, 3 N3, 4 REM) of a stage event's concept (`stage_reading`); -1 for movement,
+    unscored and a concept that names no stage."""
+    value, _ = stage_reading(concept)
+    return STAGE_UNSCORED if value is None else value
 
 
 def is_stage_concept(concept: str) -> bool:
-    """True for a stage concept (a sleep class, `Movement|6` or `Unscored|9`): a stage event whatever its
-    EventType, so that a movement or unscored period written without one still extends the scored night."""
-    return _stage_key(concept) in STAGE_CONCEPTS
+    """True for a concept that is a stage event whatever its EventType: an NSRR stage concept (a sleep class,
+    `Movement|6` or `Unscored|9`), or one whose name names a stage (`REM sleep`, `Stage R|5`), so that a stage or
+    a movement period written without a `Stages` EventType still stages and extends the scored night. A bare
+    code (`1|1`) needs the EventType."""
+    key = _stage_key(concept)
+    return key in STAGE_CONCEPTS or _stage_name_class(concept.partition("|")[0]) is not None
 
 
 def event_type(concept: str) -> str:
@@ -185,6 +243,7 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
             break
 
     starts, durations, classes, stage_concepts, events, untimed = [], [], [], [], [], []
+    read_as: dict[str, dict[str, int]] = {}  # stage concepts not written as NSRR writes them, by how they were read
     recording_clock, recording_s = "", math.nan
     for index, element in enumerate(scored):
         fields = _children(element)
@@ -211,8 +270,12 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
         if is_stage:
             starts.append(start)
             durations.append(duration)
-            classes.append(stage_class(concept))
+            value, how = stage_reading(concept)
+            classes.append(STAGE_UNSCORED if value is None else value)
             stage_concepts.append(concept)
+            if how in ("code", "name", "unknown"):
+                read_as.setdefault(how, {}).setdefault(concept, 0)
+                read_as[how][concept] += 1
             continue
         nadir, baseline = (optional_float(fields.get(name)) for name in ("spo2nadir", "spo2baseline"))
         events.append(
@@ -237,10 +300,33 @@ def parse_nsrr_xml(path: str | Path) -> NsrrAnnotations:
         events=events,
         recording_clock=recording_clock,
         recording_s=recording_s,
-        warnings=[
-            f"{path}: {len(untimed)} event(s) that give no label left out for a missing or unreadable Start or "
-            f"Duration ({', '.join(untimed[:3])}{', ...' if len(untimed) > 3 else ''})"
-        ]
-        if untimed
-        else [],
+        warnings=(
+            [
+                f"{path}: {len(untimed)} event(s) that give no label left out for a missing or unreadable Start or "
+                f"Duration ({', '.join(untimed[:3])}{', ...' if len(untimed) > 3 else ''})"
+            ]
+            if untimed
+            else []
+        )
+        + stage_warnings(path, read_as),
     )
+
+
+def stage_label(value: int) -> str:
+    return STAGE_NAMES[value] if value >= 0 else "unscored"
+
+
+def stage_warnings(path: Path, read_as: dict[str, dict[str, int]]) -> list[str]:
+    """The manifest notes on stage concepts not written as NSRR writes them: read by their code or name (which
+    class each became), or naming no stage (their epochs unscored, -1)."""
+    notes = []
+    for how in ("code", "name"):
+        if read_as.get(how):
+            shown = ", ".join(
+                f"'{c}' -> {stage_label(stage_class(c))} ({n})" for c, n in sorted(read_as[how].items())[:5]
+            )
+            notes.append(f"{path}: stage concept(s) read by their {how}: {shown}")
+    if read_as.get("unknown"):
+        shown = ", ".join(f"'{c}' ({n})" for c, n in sorted(read_as["unknown"].items())[:5])
+        notes.append(f"{path}: stage event(s) of a concept that names no stage, their epochs unscored: {shown}")
+    return notes

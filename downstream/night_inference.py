@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from dataset.annotations import first_sample_s, read_annotations
+from dataset.annotations import first_sample_s, read_annotations, start_date
 from dataset.channel_map import ChannelMap, looked_for
 from dataset.constants import CHANNEL_BY_NAME, EPOCH_S, LABEL_EVENT_COLUMNS, STAGE_UNSCORED, TASKS
 from dataset.edf_reader import EdfError, read_edf_header
@@ -256,7 +256,8 @@ def predict_all(
 
 # ---------------------------------------------------------------------------------------- night
 def recording_start(edf_path: Path) -> datetime.datetime | None:
-    """Time of the recording's first sample: the EDF header's start (dd.mm.yy, hh.mm.ss; EDF years 85-99 are 19xx)
+    """Time of the recording's first sample: the EDF header's start (`dataset.annotations.start_date`: an EDF+
+    "Startdate dd-MMM-yyyy", else dd.mm.yy with EDF years 85-99 as 19xx; hh.mm.ss)
     plus, in EDF+, the first data record's time-keeping onset (a sub-second start, or records that begin later
     than the header's time: `dataset.annotations.first_sample_s`); None if unreadable. An unreadable date alone
     gives 1985-01-01 (the EDF "unknown" date) with the clock time."""
@@ -266,11 +267,7 @@ def recording_start(edf_path: Path) -> datetime.datetime | None:
         offset = datetime.timedelta(seconds=first_sample_s(header))
     except (EdfError, ValueError, OverflowError):  # a first record dated beyond what a timedelta holds
         return None
-    try:
-        day, month, year = (int(v) for v in header.startdate.split("."))
-        date = datetime.date(1900 + year if year >= 85 else 2000 + year, month, day)
-    except ValueError:
-        date = datetime.date(1985, 1, 1)
+    date = start_date(header) or datetime.date(1985, 1, 1)
     try:
         return datetime.datetime.combine(date, clock) + offset
     except OverflowError:  # a first record dated past the year 9999

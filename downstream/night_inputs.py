@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataset.annotations import edf_annotation_texts, is_annotation_edf, subject_of
+from dataset.annotations import is_annotation_edf, subject_of
 from dataset.discovery import discover
-from dataset.edf_reader import EdfError, read_edf_header
 from downstream.night_inference import InputError, one_line
 from downstream.night_report import PREDICTED_EDF, PREDICTED_NSRR, REPORT_MARKERS
 from utils.checkpoint import in_staging
@@ -36,16 +35,6 @@ def is_edf(path: Path) -> bool:
         return True
     with open(path, "rb") as handle:
         return handle.read(8) == b"0       "
-
-
-def own_scoring_readable(edf: str | Path) -> bool:
-    """Whether an EDF+ recording's own annotations (paired as its scoring by `discover`) can be read. The parser
-    fails such a night by name; a prediction needs no scoring, so it predicts the night without one."""
-    try:
-        edf_annotation_texts(read_edf_header(edf))
-    except (EdfError, OSError, ValueError):
-        return False
-    return True
 
 
 def predicted_annotation(path: Path) -> bool:
@@ -103,7 +92,7 @@ def night_inputs(source: Path, out: Path | None = None) -> list[NightInput]:
                 job.recording_id,
                 job.subject_id,
                 Path(job.edf) if job.edf else None,
-                Path(job.xml) if job.xml and (job.xml != job.edf or own_scoring_readable(job.xml)) else None,
+                Path(job.xml) if job.xml else None,
                 f"{job.edf}: {job.problem}"
                 if job.problem
                 else ("" if job.edf else f"{job.xml}: no EDF file for this annotation file"),

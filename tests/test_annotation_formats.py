@@ -225,8 +225,8 @@ def test_malformed_embedded_annotations_fail_the_night_by_name(tmp_path):
     for allow_unscored in (False, True):
         row = parse(src, tmp_path / f"dst{allow_unscored}", allow_unscored=allow_unscored).iloc[0]
         assert row["status"] == "failed" and "malformed EDF+ annotation" in row["reason"], row.to_dict()
-    (night,) = night_inputs(src)  # a prediction needs no scoring: predicted without it
-    assert night.edf == src / "own-2.edf" and night.xml is None and not night.problem
+    (night,) = night_inputs(src)  # its own scoring still: predict.py reads it and notes why there is no agreement
+    assert night.edf == src / "own-2.edf" and night.xml == night.edf and not night.problem
 
 
 def test_hypnogram_codes_and_errors(tmp_path):
@@ -244,6 +244,27 @@ def test_hypnogram_codes_and_errors(tmp_path):
     nocol.write_text("epoch,label2\n0,W\n")
     with pytest.raises(XmlError, match="no stage column"):
         parse_hypnogram_text(nocol)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        "# Patient: Müller\nW\nN2\nR\n".encode("latin-1"),  # a comment in another encoding
+        "\ufeff# Patient: Müller\nW\nN2\nR\n".encode("utf-8"),  # UTF-8 with its byte-order mark
+        "# Patient: Müller\r\nW\r\nN2\r\nR\r\n".encode("utf-16"),  # a spreadsheet's "Unicode text"
+    ],
+)
+def test_a_hypnogram_in_another_encoding_reads(tmp_path, data):
+    path = tmp_path / "a.hypnogram.txt"
+    path.write_bytes(data)
+    assert parse_hypnogram_text(path).stage_class.tolist() == [0, 2, 4]
+
+
+def test_a_garbled_stage_token_is_refused(tmp_path):
+    path = tmp_path / "a.hypnogram.txt"
+    path.write_bytes("W\nN2\nRÉM\n".encode("latin-1"))
+    with pytest.raises(XmlError, match="line 3: unknown stage"):
+        parse_hypnogram_text(path)
 
 
 def test_a_hypnogram_csv_is_placed_by_its_own_time_column(tmp_path):

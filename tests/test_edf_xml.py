@@ -10,7 +10,7 @@ from edfio import Edf, EdfAnnotation, EdfSignal, read_edf
 
 from dataset.edf_reader import EdfError, read_digital, read_edf_header, read_signal, to_physical
 from dataset.labels import covered_seconds, epoch_labels, epoch_stages, merge_intervals, midpoint_flags
-from dataset.nsrr_xml import XmlError, event_type, parse_nsrr_xml, stage_class
+from dataset.nsrr_xml import XmlError, event_type, parse_nsrr_xml, stage_class, stage_reading
 
 
 # ----------------------------------------------------------------------------------------------- EDF reader
@@ -254,6 +254,51 @@ def test_concept_tables():
     assert event_type("Hypopnea|Hypopnea") == "hypopnea"
     assert event_type("Arousal|Arousal ()") == "arousal"
     assert event_type("Unsure|Unsure") == "other"
+
+
+@pytest.mark.parametrize(
+    "concept, value, how",
+    [
+        ("REM sleep|5", 4, "exact"),
+        ("REM|5", 4, "code"),  # other exporters' names, NSRR's codes
+        ("Stage R|5", 4, "code"),
+        ("Stage N3|3", 3, "code"),
+        ("Stage 4|4", 3, "code"),
+        ("Movement Time|6", -1, "code"),
+        ("REM sleep", 4, "name"),  # no code
+        ("Stage 1 sleep", 1, "name"),
+        ("Sleep stage 2", 2, "name"),
+        ("wake", 0, "name"),
+        ("Stage_R", 4, "name"),
+        ("Foo|12", None, "unknown"),
+        ("1", None, "unknown"),  # a bare number is a code only after "|"
+    ],
+)
+def test_stage_concepts_written_another_way(concept, value, how):
+    assert stage_reading(concept) == (value, how)
+    assert stage_class(concept) == (-1 if value is None else value)
+
+
+def test_stage_concepts_read_by_code_or_name_stage_and_warn(tmp_path):
+    path = tmp_path / "a-nsrr.xml"
+    events = [
+        _event("Stages|Stages", "Wake|0", 0, 30),
+        _event("Stages|Stages", "Stage N2|2", 30, 60),
+        _event("", "REM sleep", 90, 60),  # no EventType, no code: a stage by its name
+        _event("Stages|Stages", "Doze|12", 150, 30),
+        _event("Respiratory|Respiratory", "Hypopnea|Hypopnea", 40, 12),
+    ]
+    path.write_bytes(_xml(events))
+    ann = parse_nsrr_xml(path)
+    np.testing.assert_array_equal(ann.stage_class, [0, 2, 4, -1])
+    assert [e["type"] for e in ann.events] == ["hypopnea"]
+    notes = "\n".join(ann.warnings)
+    assert "read by their code: 'Stage N2|2' -> N2 (1)" in notes
+    assert "read by their name: 'REM sleep' -> REM (1)" in notes
+    assert "names no stage, their epochs unscored: 'Doze|12' (1)" in notes
+    clean = tmp_path / "b-nsrr.xml"
+    clean.write_bytes(_xml(XML_EVENTS))
+    assert parse_nsrr_xml(clean).warnings == []  # NSRR's own concepts: nothing to say
 
 
 @pytest.mark.parametrize(

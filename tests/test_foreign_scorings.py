@@ -259,3 +259,13 @@ def test_edf_plus_d_without_a_gap_is_read_as_continuous_and_with_one_is_refused(
     assert stages[0].tolist() == stages[1].tolist() == STAGES
     with pytest.raises(EdfError, match=r"gap: data record 10 starts at 15 s, \+5 s from where"):
         read_edf_header(_edf_plus(tmp_path / "g.edf", tals, eeg=eeg, kind="EDF+D", gap=(10, 5.0)))
+
+
+def test_the_report_clock_takes_the_edf_plus_four_digit_year(tmp_path):
+    """EDF's dd.mm.yy ends at 2084; an EDF+ recording field's "Startdate dd-MMM-yyyy" carries the year beyond."""
+    recording = _edf_plus(tmp_path / "r.edf", [(0.0, 30.0, "Sleep stage W")], eeg=np.zeros(100 * 30 * len(STAGES)))
+    data = bytearray(recording.read_bytes())
+    data[88:109] = b"Startdate 02-MAR-2086"
+    data[168:176] = b"02.03.yy"  # the EDF+ spec's field for a year after 2084
+    recording.write_bytes(bytes(data))
+    assert recording_start(recording) == datetime.datetime(2086, 3, 2, 22, 0, 0)
