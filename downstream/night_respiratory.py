@@ -87,6 +87,8 @@ MIN_SPO2_SLEEP_FRACTION = 0.5  # valid SpO2 over less of predicted sleep than th
 FLOW_LOSS_FRACTION = 0.02  # an epoch whose airflow range is below this share of the night's breathing range ...
 FLOW_REFERENCE_PERCENTILE = 95  # ... (this percentile of the epochs' ranges: a real one while 5 % of epochs breathe)
 FLOW_LOSS_MIN_EPOCHS = 6  # ... in a stretch of 3 min or more carries no flow signal (a cannula off; no apnea lasts so)
+BREATHING_BAND_HZ = (0.1, 0.7)  # breathing rates of 6 to 42 a minute ...
+BREATHING_SHARE_MIN = 0.3  # ... an epoch with less of its power (above 0.05 Hz) there has no breathing rhythm (noise)
 MIN_FLOW_SLEEP_FRACTION = 0.8  # airflow signal over less of predicted sleep than this: unreliable
 MIN_EFFORT_SLEEP_FRACTION = 0.8  # an effort belt's signal over less of predicted sleep than this: unreliable
 EFFORT_CHANNELS = ("thor", "abdo")
@@ -267,17 +269,36 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
 
 def signal_loss(signal: np.ndarray) -> np.ndarray:
     """(n_epochs,) bool: the epochs of a breathing signal (airflow or an effort belt; (n_epochs, samples), as the
-    parser scales it) that carry no signal: stretches of `FLOW_LOSS_MIN_EPOCHS` or more whose range is below
-    `FLOW_LOSS_FRACTION` of the night's breathing range (`FLOW_REFERENCE_PERCENTILE` of the epochs' ranges, so a
-    night that lost the signal for most of its length still measures against its breathing) (a cannula or belt
-    off, a flat channel; an apnea reduces flow for tens of seconds, not minutes)."""
-    spread = np.ptp(np.asarray(signal, dtype=np.float64), axis=1)
-    reference = float(np.percentile(spread, FLOW_REFERENCE_PERCENTILE)) if spread.size else 0.0
-    low = spread <= FLOW_LOSS_FRACTION * reference
+    parser scales it) that carry no signal: stretches of `FLOW_LOSS_MIN_EPOCHS` or more (a cannula or belt off,
+    a flat channel; an apnea reduces flow for tens of seconds, not minutes) of epochs that either
+    - have a range below `FLOW_LOSS_FRACTION` of the night's breathing range (`FLOW_REFERENCE_PERCENTILE` of the
+      epochs' ranges: a real one while some of the night breathes), or
+    - have no breathing rhythm: less than `BREATHING_SHARE_MIN` of their power (above 0.05 Hz) at breathing rates
+      (`BREATHING_BAND_HZ`), as sensor noise has (white noise about 0.13), whatever its amplitude; this holds
+      when the noise is all the night has, where the range rule measures the noise against itself."""
+    x = np.asarray(signal, dtype=np.float64)
+    if x.ndim != 2 or x.shape[0] == 0:
+        return np.zeros(x.shape[0] if x.ndim else 0, dtype=bool)
+    spread = np.ptp(x, axis=1)
+    reference = float(np.percentile(spread, FLOW_REFERENCE_PERCENTILE))
+    low = (spread <= FLOW_LOSS_FRACTION * reference) | (breathing_share(x) < BREATHING_SHARE_MIN)
     lost = np.zeros(spread.size, dtype=bool)
     for start, length in event_runs(low.astype(np.int8), FLOW_LOSS_MIN_EPOCHS):
         lost[start : start + length] = True
     return lost
+
+
+def breathing_share(epochs: np.ndarray) -> np.ndarray:
+    """(n_epochs,) share of each 30-s epoch's power above 0.05 Hz that lies at breathing rates
+    (`BREATHING_BAND_HZ`); 0 for an epoch without power there (a flat one)."""
+    centred = epochs - epochs.mean(axis=1, keepdims=True)
+    power = np.abs(np.fft.rfft(centred, axis=1)) ** 2
+    freqs = np.fft.rfftfreq(epochs.shape[1], d=EPOCH_S / epochs.shape[1])
+    band = (freqs >= BREATHING_BAND_HZ[0]) & (freqs <= BREATHING_BAND_HZ[1])
+    total = power[:, freqs >= 0.05].sum(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = power[:, band].sum(axis=1) / total
+    return np.where(total > 0, share, 0.0)
 
 
 def loss_summary(lost: np.ndarray, stages: np.ndarray, key: str) -> dict[str, Any]:

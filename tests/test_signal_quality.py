@@ -14,7 +14,7 @@ from dataset.scored_events import Event
 from dataset.signal_processing import SkipRecording, load_night
 from dataset.synthetic_writers import write_edf
 from downstream.night_report import night_warnings
-from downstream.night_respiratory import assess_reliability, effort_loss, without_lost_flow
+from downstream.night_respiratory import assess_reliability, effort_loss, signal_loss, without_lost_flow
 
 SECONDS = 3600
 
@@ -111,3 +111,22 @@ def test_a_belt_off_flags_the_ahi_and_keeps_its_events():
     assert effort_loss({"airflow": breathing}, stages) == {}
     whole = effort_loss({"thor": breathing, "abdo": breathing}, stages)
     assert assess_reliability("event model", {"val_kappa": 0.9}, events, [], 18.0, None, (), None, whole)["reliable"]
+
+
+def test_a_cannula_recording_noise_most_of_the_night_is_no_flow():
+    """A cannula off from the second epoch on records sensor noise: with next to the whole night noise, its range
+    is the night's own reference, yet it has no breathing rhythm, so it carries no flow. Breathing with noise,
+    at changing rates and depths, and a 90-s apnea keep their flow."""
+    rng = np.random.default_rng(5)
+    t = np.arange(300) / 10.0
+    breathing = np.stack([np.sin(2 * np.pi * t / rng.uniform(2.5, 6.0)) * rng.uniform(0.3, 1.0) for _ in range(40)])
+    noisy = breathing + 0.3 * rng.normal(size=breathing.shape)
+    noisy[20:23] = 0.02 * rng.normal(size=(3, 300))  # an apnea of 90 s
+    assert not signal_loss(noisy).any()
+    off = 0.01 * rng.normal(size=(40, 300))
+    off[0] = breathing[0]
+    lost = signal_loss(off)
+    assert lost[1:].all() and not lost[0]
+    _, _, flow = without_lost_flow([], [], off, np.full(40, 2))
+    assert flow["flow_lost_min"] == 19.5 and flow["flow_lost_first_s"] == 30.0
+    assert not signal_loss(np.zeros((0, 300))).any()
