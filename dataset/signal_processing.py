@@ -145,15 +145,24 @@ class Night:
 
 
 def find_channels(
-    header: EdfHeader, names: tuple[str, ...], channel_map: ChannelMap = (), cohort: str | None = None
+    header: EdfHeader,
+    names: tuple[str, ...],
+    channel_map: ChannelMap = (),
+    cohort: str | None = None,
+    exclude: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, tuple[Source, tuple[EdfSignalHeader, ...]]]:
     """Canonical name -> (Source, its EDF signals: one, or plus and minus of a derivation), chosen by
     `dataset.channel_map.resolve_channels` (built-in tables of `cohort`, a name or recording id, and the user
-    map). An ambiguous match raises EdfError naming the file and both labels."""
+    map); signals labelled as in `exclude` are passed over (a source found unusable: the next candidate). An
+    ambiguous match raises EdfError naming the file and both labels."""
     signals = [s for s in header.signals if not s.is_annotation]
     try:
         sources = resolve_channels(
-            [s.label for s in signals], [s.sampling_rate for s in signals], channel_map, cohort, names
+            [s.label if s.label not in exclude else "" for s in signals],
+            [s.sampling_rate for s in signals],
+            channel_map,
+            cohort,
+            names,
         )
     except ChannelMapError as err:
         raise EdfError(f"{header.path}: {err}") from None
@@ -618,17 +627,39 @@ def process_recording(
 
     channels: dict[str, ChannelResult] = {}
     dropped: dict[str, str] = {}
-    for name, (source, signals) in found.items():
-        if source.problem:
-            dropped[name] = source.problem
-            continue
-        outcome = process_channel(
-            header, signals[0], CHANNEL_BY_NAME[name], n_epochs, config, timings, signals[1] if source.derived else None
-        )
-        if isinstance(outcome, str):
-            dropped[name] = f"{source.text!r} {outcome}"
-        else:
-            channels[name] = outcome
+    for name, (source, signals) in list(found.items()):
+        failed: set[str] = set()  # labels of this channel's sources that were not usable
+        tried: list[str] = []  # why each source tried before was not usable
+        while True:
+            if source.problem:
+                outcome = source.problem
+            else:
+                outcome = process_channel(
+                    header,
+                    signals[0],
+                    CHANNEL_BY_NAME[name],
+                    n_epochs,
+                    config,
+                    timings,
+                    signals[1] if source.derived else None,
+                )
+            if not isinstance(outcome, str):
+                channels[name] = outcome
+                if tried:
+                    header.warnings.append(f"{name}: {'; '.join(tried)}; {source.text!r} read instead")
+                    found[name] = (source, signals)  # the manifest's channel_sources name what was read
+                break
+            tried.append(outcome if source.problem else f"{source.text!r} {outcome}")
+            # the next candidate of a lower priority (airflow: the thermistor after a flat nasal pressure)
+            failed |= set(source.labels)
+            try:
+                fallback = find_channels(header, (name,), config.channel_map, recording_id, exclude=failed).get(name)
+            except EdfError:  # two candidates at the next level: none is chosen for the user
+                fallback = None
+            if fallback is None:
+                dropped[name] = "; ".join(tried)
+                break
+            source, signals = fallback
     if not any(n in channels for n in ephys):
         raise SkipRecording(
             f"{edf_path}: no usable electrophysiology channel ({'; '.join(f'{n} {w}' for n, w in dropped.items())})"

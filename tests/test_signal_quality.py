@@ -130,3 +130,32 @@ def test_a_cannula_recording_noise_most_of_the_night_is_no_flow():
     _, _, flow = without_lost_flow([], [], off, np.full(40, 2))
     assert flow["flow_lost_min"] == 19.5 and flow["flow_lost_first_s"] == 30.0
     assert not signal_loss(np.zeros((0, 300))).any()
+
+
+def test_a_flat_nasal_pressure_falls_back_to_the_thermistor(tmp_path):
+    """Airflow takes nasal pressure before the thermistor; a flat pressure channel (a cannula never connected)
+    is not the night's airflow while a thermistor breathes beside it: it is read instead, with a warning."""
+    seconds = 600
+    rng = np.random.default_rng(2)
+    t = np.arange(seconds * 10) / 10.0
+    signals = {
+        "eeg": rng.normal(0.0, 20.0, seconds * 125),
+        "pres": np.zeros(seconds * 10),
+        "therm": np.sin(2 * np.pi * t / 4.0) * 50.0,
+    }
+    layout = [
+        ("eeg", "C4-M1", 125, "uV", -250.0, 250.0),
+        ("pres", "Pressure", 10, "cmH2O", -5.0, 5.0),
+        ("therm", "Thermistor", 10, "uV", -100.0, 100.0),
+    ]
+    path = tmp_path / "flow.edf"
+    write_edf(path, layout, signals, datetime.time(23, 0, 0))
+    epochs, _, info = load_night(path, channels=["eeg_c4", "airflow"])
+    assert "airflow" in epochs and info["dropped_channels"] == ""
+    assert "airflow: 'Pressure' flat: range" in info["warnings"] and "'Thermistor' read instead" in info["warnings"]
+    assert "airflow:Thermistor" in info["channel_sources"]
+    signals["therm"][:] = 0.0  # both flat: dropped, each reason given
+    write_edf(path, layout, signals, datetime.time(23, 0, 0))
+    epochs, _, info = load_night(path, channels=["eeg_c4", "airflow"])
+    assert "airflow" not in epochs
+    assert "'Pressure' flat" in info["dropped_channels"] and "'Thermistor' flat" in info["dropped_channels"]
