@@ -178,6 +178,10 @@ def find_channels(
     return {name: (source, tuple(signals[i] for i in source.indices)) for name, source in sources.items()}
 
 
+# An electrophysiology channel flat over most of the night (IQR below the flat threshold) is still read when this
+# many of its epochs, and this share of them, carry a signal: a lead off for hours leaves the hours before it.
+MIN_SIGNAL_EPOCHS = 20
+MIN_SIGNAL_FRACTION = 0.1
 STAGE_FACTOR_LIMIT = 1000  # up and down of one polyphase stage at most (its filter has 20 x max(up, down) taps)
 PRIME_LIMIT = 2**15  # a prime factor of up or down above this (e.g. a record of 0.999983 s) is not resampled exactly
 
@@ -434,13 +438,16 @@ def process_channel(
     flat_epochs = np.zeros(len(epochs), dtype=bool)
     if spec.electrophysiology:
         threshold = max(config.flat_levels * step, config.flat_iqr_uv)
-        flat = iqr < threshold
+        upper, lower = np.percentile(epochs, (75, 25), axis=1)
+        flat_epochs = upper - lower < threshold
+        carrying = int((~flat_epochs).sum())  # epochs with a signal: a lead off for most of the night keeps them
+        flat = iqr < threshold and carrying < max(MIN_SIGNAL_EPOCHS, MIN_SIGNAL_FRACTION * len(epochs))
         why = f"flat: IQR {iqr:.3g} {unit} < {threshold:.3g}"
+        if carrying:
+            why += f" (a signal in {carrying} of {len(epochs)} epochs)"
         if assumed:
             why += f" (its unit {signal.physical_dimension.strip()!r} is unknown and was taken as uV)"
         if not flat:  # a lead-off stretch: its epochs must not shrink the scale of every other epoch of the night
-            upper, lower = np.percentile(epochs, (75, 25), axis=1)
-            flat_epochs = upper - lower < threshold
             if flat_epochs.all():  # each epoch flat, the night not (a slow drift without a high-pass): no stretch
                 flat_epochs[:] = False
             if flat_epochs.any():

@@ -159,3 +159,18 @@ def test_a_flat_nasal_pressure_falls_back_to_the_thermistor(tmp_path):
     epochs, _, info = load_night(path, channels=["eeg_c4", "airflow"])
     assert "airflow" not in epochs
     assert "'Pressure' flat" in info["dropped_channels"] and "'Thermistor' flat" in info["dropped_channels"]
+
+
+def test_a_lead_off_over_most_of_the_night_keeps_the_hours_before_it(tmp_path):
+    """C4 off for 40 of 60 minutes: the night's IQR is that of the zeros, yet 20 minutes carry a signal, so the
+    channel is read, scaled by them, and the stretch named. Off for 57 minutes (3 minutes of signal): flat."""
+    eeg = np.random.default_rng(4).normal(0.0, 20.0, SECONDS * 125)
+    _, _, whole = load_night(_eeg_night(tmp_path / "whole.edf", eeg), channels=["eeg_c4"])
+    eeg[1200 * 125 :] = 0.0
+    epochs, _, info = load_night(_eeg_night(tmp_path / "off.edf", eeg), channels=["eeg_c4"])
+    assert "eeg_c4" in epochs and info["dropped_channels"] == ""
+    assert info["iqr_eeg_c4"] == pytest.approx(whole["iqr_eeg_c4"], rel=0.03)
+    assert "eeg_c4 is flat in 80 of 120 epochs (40 min, the first at 1200 s; lead-off?)" in info["warnings"]
+    eeg[180 * 125 : 1200 * 125] = 0.0
+    with pytest.raises(SkipRecording, match=r"flat: IQR 0 uV < 0.1 \(a signal in 6 of 120 epochs\)"):
+        load_night(_eeg_night(tmp_path / "gone.edf", eeg), channels=["eeg_c4"])
