@@ -30,9 +30,9 @@ from dataset.discovery import Job
 from dataset.edf_reader import EdfError
 from dataset.labels import EVENT_TABLE_COLUMNS, LABEL_COLUMNS
 from dataset.nsrr_xml import XmlError
+from dataset.resampling import HELD_CHANNELS
 from dataset.signal_processing import (
     FORMAT_VERSION,
-    HELD_CHANNELS,
     Night,
     ProcessingConfig,
     SkipRecording,

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dataset.signal_processing import hold, load_night, resample, resample_stages
+from dataset.resampling import hold, resample, resample_stages
+from dataset.signal_processing import load_night
 from dataset.synthetic_writers import write_edf
 from downstream.night_respiratory import night_spo2, oximetry_summary, spo2_percent
 from utils.features import respiratory_features

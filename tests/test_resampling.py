@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from dataset.signal_processing import PRIME_LIMIT, STAGE_FACTOR_LIMIT, resample_stages
+from dataset.resampling import PRIME_LIMIT, STAGE_FACTOR_LIMIT, resample_stages
 from tests.parser_nights import SHHS1, make_night, parse, read_table, unscaled
 
 NIGHT_S = 8 * 3600.0
