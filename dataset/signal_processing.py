@@ -599,7 +599,8 @@ def load_night(
     Returns (epochs, labels, info): `epochs` maps canonical channel names to (n_epochs, samples) float32 arrays
     (3000 samples at 100 Hz, 300 at 10 Hz for respiratory channels; robust-scaled); `labels` is a DataFrame
     (`epoch`, `stage`, event columns) or None without `xml_path`; `info` holds the manifest fields (rates,
-    medians and IQRs, dropped channels, n_epochs, kept_s, ...). Without an XML file (or with one that holds
+    medians and IQRs, dropped channels, n_epochs, kept_s, ...) and `flat_epochs`, each channel's number of flat
+    (lead-off) epochs. Without an XML file (or with one that holds
     no stage event) the whole recording is kept (floor(signal_s / 30) epochs). Raises `EdfError` / `XmlError`
     for unreadable files and `SkipRecording` when no electrophysiology channel is usable.
     """
@@ -609,4 +610,5 @@ def load_night(
     night = process_recording(edf_path, xml_path, config, require_scored=False)
     epochs = {name: result.epochs for name, result in night.channels.items()}
     labels = labels_frame(night.labels) if xml_path is not None else None
-    return epochs, labels, night.info
+    flat = {n: int(r.flat_epochs.sum()) for n, r in night.channels.items() if r.flat_epochs is not None}
+    return epochs, labels, {**night.info, "flat_epochs": flat}

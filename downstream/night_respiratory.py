@@ -89,6 +89,7 @@ FLOW_REFERENCE_PERCENTILE = 95  # ... (this percentile of the epochs' ranges: a 
 FLOW_LOSS_MIN_EPOCHS = 6  # ... in a stretch of 3 min or more carries no flow signal (a cannula off; no apnea lasts so)
 BREATHING_BAND_HZ = (0.1, 0.7)  # breathing rates of 6 to 42 a minute ...
 BREATHING_SHARE_MIN = 0.3  # ... an epoch with less of its power (above 0.05 Hz) there has no breathing rhythm (noise)
+MAX_STAGING_LEAD_OFF_FRACTION = 0.2  # a staging channel flat (lead-off) over more of the night than this: unreliable
 MIN_FLOW_SLEEP_FRACTION = 0.8  # airflow signal over less of predicted sleep than this: unreliable
 MIN_EFFORT_SLEEP_FRACTION = 0.8  # an effort belt's signal over less of predicted sleep than this: unreliable
 EFFORT_CHANNELS = ("thor", "abdo")
@@ -410,6 +411,7 @@ def assess_reliability(
     missing_staging: Sequence[str] = (),
     flow: Mapping[str, Any] | None = None,
     effort: Mapping[str, Mapping[str, Any]] | None = None,
+    staging_lead_off: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
     """{"reliable", "reasons", "thresholds"} of the night's AHI estimate (module docstring). `source`: "event
     model", "epoch runs" or None (no AHI); `staging`: the staging run's validation numbers (val_kappa);
@@ -417,7 +419,9 @@ def assess_reliability(
     the night lacks; `tst_min`: the night's predicted sleep (None: not checked); `oximetry`: its
     `oximetry_summary` (None without SpO2); `missing_staging`: channels the staging model reads that the night
     lacks (its validation kappa was measured with them, and the AHI's hours of sleep come from its stages);
-    `flow`: the summary `without_lost_flow` gives (None without airflow); `effort`: `effort_loss`'s."""
+    `flow`: the summary `without_lost_flow` gives (None without airflow); `effort`: `effort_loss`'s;
+    `staging_lead_off`: {channel: share of the night's epochs it is flat in} for the channels the staging model
+    reads."""
     reasons = []
     if source is None:
         return {
@@ -445,6 +449,12 @@ def assess_reliability(
             f"the night lacks {', '.join(missing_staging)}, read by the staging model (its validation kappa was "
             "measured with them; sleep time may be wrong)"
         )
+    for channel, share in sorted((staging_lead_off or {}).items()):
+        if share > MAX_STAGING_LEAD_OFF_FRACTION:
+            reasons.append(
+                f"{channel}, read by the staging model, is flat (lead-off) over {100 * share:.0f} % of the night "
+                f"(> {100 * MAX_STAGING_LEAD_OFF_FRACTION:.0f} %): sleep time may be wrong"
+            )
     if events is not None:
         for family in ("apnea", "hypopnea"):
             f1 = _number(events.get(f"event_f1_{family}"))

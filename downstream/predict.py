@@ -405,11 +405,7 @@ def predict_night(
                 MAX_EVENT_EPOCHS,
                 (scales["apnea"], scales["hypopnea"]),
             )
-            scored_ahi = {
-                "ahi": within["ahi_est"],
-                "severity": within["ahi_severity"],
-                "severity_name": within["ahi_severity_name"],
-            }
+            scored_ahi = {"ahi": within["ahi_est"]} | {k: within[f"ahi_{k}"] for k in ("severity", "severity_name")}
     validation = {task: run_validation(run) for task, run in runs.items()}
     if event_run is not None:
         validation["events"] = event_run.validation
@@ -423,6 +419,7 @@ def predict_night(
         channels["models"]["sleep_stage"]["missing"],
         flow,
         effort,
+        {ch: info.get("flat_epochs", {}).get(ch, 0) / n_epochs for ch in channels["models"]["sleep_stage"]["used"]},
     )
     warnings_ = night_warnings(info, unusable_scoring, channels["models"]["sleep_stage"], reliability)
     warnings_ += [s["warning"] for s in [flow, *(effort or {}).values()] if s and s["warning"]]

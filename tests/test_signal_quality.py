@@ -174,3 +174,19 @@ def test_a_lead_off_over_most_of_the_night_keeps_the_hours_before_it(tmp_path):
     eeg[180 * 125 : 1200 * 125] = 0.0
     with pytest.raises(SkipRecording, match=r"flat: IQR 0 uV < 0.1 \(a signal in 6 of 120 epochs\)"):
         load_night(_eeg_night(tmp_path / "gone.edf", eeg), channels=["eeg_c4"])
+
+
+def test_a_staging_channel_off_for_much_of_the_night_flags_the_ahi(tmp_path):
+    """The AHI's hours of sleep come from the stages: a staging channel flat over more than a fifth of the night
+    makes them doubtful, a shorter lead-off does not. load_night counts each channel's flat epochs."""
+    eeg = np.random.default_rng(6).normal(0.0, 20.0, SECONDS * 125)
+    eeg[1200 * 125 : 2400 * 125] = 0.0
+    _, _, info = load_night(_eeg_night(tmp_path / "off.edf", eeg), channels=["eeg_c4"])
+    assert info["flat_epochs"] == {"eeg_c4": 40}
+    events = {"event_f1_apnea": 0.9, "event_f1_hypopnea": 0.9, "ahi_severity_kappa": 0.9, "ahi_n": 30}
+    check = {"val_kappa": 0.9}
+    verdict = assess_reliability("event model", check, events, [], 60.0, None, (), None, None, {"eeg_c4": 40 / 120})
+    assert verdict["reliable"] is False and verdict["reasons"] == [
+        "eeg_c4, read by the staging model, is flat (lead-off) over 33 % of the night (> 20 %): sleep time may be wrong"
+    ]
+    assert assess_reliability("event model", check, events, [], 60.0, None, (), None, None, {"eeg_c4": 0.1})["reliable"]
