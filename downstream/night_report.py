@@ -78,6 +78,18 @@ def _fmt_index(value: Any) -> str:
     return f"{math.floor(float(value) * 10 + 1e-9) / 10:.1f}"
 
 
+def oximetry_note(oximetry: Mapping[str, Any]) -> list[str]:
+    """report.md's lines under the oximetry table when valid SpO2 covers too little of predicted sleep."""
+    share = oximetry.get("spo2_valid_sleep_share")
+    if oximetry.get("reliable") is not False or share is None or not math.isfinite(share):
+        return []
+    return [
+        f"**UNRELIABLE**: valid SpO2 over {100 * share:.0f} % of predicted sleep (an oximeter off or dropping out): "
+        "the figures above rest on that part only.",
+        "",
+    ]
+
+
 def report_markdown(report: Mapping[str, Any]) -> str:
     """report.md: the sleep report as tables (values from report.json)."""
     s = report["sleep"]
@@ -251,6 +263,7 @@ def respiratory_markdown(report: Mapping[str, Any], unreliable: bool) -> list[st
             f"| time below 90 % in sleep (min) | {_fmt(oximetry['spo2_below_90_min'])} |",
             f"| valid SpO2 in sleep (min) | {_fmt(oximetry['spo2_valid_sleep_min'])} |",
             "",
+            *oximetry_note(oximetry),
             f"Rule: {oximetry['rule']}; SpO2 in % from the signal (the parser's scaling undone), seconds "
             "outside 50-100 % left out.",
         ]

@@ -233,8 +233,9 @@ def desaturations_by_drop(
 
 
 def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, Any], list[Event]]:
-    """ODI (3 % and 4 %), SpO2 mean / minimum / minutes below 90 % over predicted sleep, and the 3 %
-    desaturations (module docstring)."""
+    """ODI (3 % and 4 %), SpO2 mean / minimum / minutes below 90 % over predicted sleep, the share of predicted
+    sleep with valid SpO2 (`reliable`: at least `MIN_SPO2_SLEEP_FRACTION`), and the 3 % desaturations (module
+    docstring)."""
     stages = np.asarray(stages)
     sleep = np.isin(stages, SLEEP_STAGES)
     asleep = sleep_epochs_of(np.arange(spo2.size) + 0.5, sleep) & np.isfinite(spo2)
@@ -247,6 +248,8 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
     def index(count: int) -> float:  # no valid oximetry in sleep: the index is unknown, not 0
         return count / valid_h if values.size else math.nan
 
+    sleep_s = float(sleep.sum() * EPOCH_S)
+    share = values.size / sleep_s if sleep_s else math.nan  # of predicted sleep, the seconds of valid SpO2
     found = desaturations_by_drop(spo2, (DESAT_DROP_PCT, ODI_4_DROP_PCT))
     desats, n_in_sleep = found[DESAT_DROP_PCT], in_sleep(found[DESAT_DROP_PCT])
     return {
@@ -260,6 +263,8 @@ def oximetry_summary(spo2: np.ndarray, stages: np.ndarray) -> tuple[dict[str, An
         if values.size
         else math.nan,
         "spo2_valid_sleep_min": float(values.size / 60.0),
+        "spo2_valid_sleep_share": share,
+        "reliable": bool(share >= MIN_SPO2_SLEEP_FRACTION),  # False too without sleep (nan)
         "basis": "predicted sleep",
         "rule": f"desaturation: SpO2 >= {DESAT_DROP_PCT:g} % (ODI {ODI_4_DROP_PCT:g} %: >= {ODI_4_DROP_PCT:g} %) "
         "below the "

@@ -20,7 +20,7 @@ from dataset import synthetic
 from dataset.nsrr_xml import parse_nsrr_xml
 from downstream import evaluate, predict
 from downstream.night_inference import recording_start
-from downstream.night_report import _fmt_index
+from downstream.night_report import _fmt_index, oximetry_note
 from downstream.night_respiratory import (
     EVENT_F1_MIN,
     MIN_SLEEP_MIN,
@@ -75,6 +75,13 @@ def test_the_odi_counts_hours_of_valid_oximetry_and_has_a_4_percent_variant():
     spo2[3450:3470] = 93.5  # 3.5 % below the 97 % baseline
     summary, _ = oximetry_summary(spo2, np.full(240, 2))
     assert summary["odi"] == pytest.approx(13.0) and summary["odi_4"] == pytest.approx(12.0)
+    assert summary["spo2_valid_sleep_share"] == 0.5 and summary["reliable"] and oximetry_note(summary) == []
+    spo2[1800:] = np.nan  # the probe off after 30 min: a quarter of sleep left
+    summary, _ = oximetry_summary(spo2, np.full(240, 2))
+    assert summary["spo2_valid_sleep_share"] == 0.25 and summary["reliable"] is False
+    assert oximetry_note(summary)[0].startswith("**UNRELIABLE**: valid SpO2 over 25 % of predicted sleep")
+    summary, _ = oximetry_summary(spo2, np.zeros(240, dtype=int))  # no sleep: no share, nothing to say
+    assert math.isnan(summary["spo2_valid_sleep_share"]) and oximetry_note(summary) == []
 
 
 def test_spo2_is_unscaled_to_percent_and_artefacts_dropped():
