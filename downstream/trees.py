@@ -1,42 +1,51 @@
 """Gradient-boosted trees fitted with a progress bar: the feature baseline's and the event detector's
-`HistGradientBoostingClassifier`, grown `chunk` boosting iterations at a time (warm start) so that a fit of many
-minutes shows how far it is. Without early stopping or subsampling each iteration depends only on those before
-it, so the chunked fit builds exactly the trees of one fit with the same `max_iter`.
+`HistGradientBoostingClassifier`. scikit-learn reports each boosting iteration as it starts (`verbose=2`: a
+"[k/n]" line); that report is read, never shown, to move a tqdm bar, so the fit itself is the plain fit (the same
+trees, no extra work but the report).
 """
 
 from __future__ import annotations
+
+import contextlib
+import io
+import re
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from tqdm.auto import tqdm
 
+ITERATION = re.compile(r"\[(\d+)/\d+\]")  # scikit-learn's report of the iteration starting
+
+
+class _IterationReader(io.TextIOBase):
+    """A stdout stand-in that moves `bar` to the iterations done by the "[k/n]" reports written to it."""
+
+    def __init__(self, bar: tqdm):
+        self.bar = bar
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        for started in ITERATION.findall(text):
+            self.bar.update(max(int(started) - 1 - self.bar.n, 0))
+        return len(text)
+
 
 def fit_trees(
-    classifier: HistGradientBoostingClassifier,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    progress: bool,
-    desc: str = "trees",
-    chunk: int = 10,
+    classifier: HistGradientBoostingClassifier, x: np.ndarray, y: np.ndarray, *, progress: bool, desc: str = "trees"
 ) -> HistGradientBoostingClassifier:
-    """`classifier.fit(x, y)`, in place and returned, with a tqdm bar over its boosting iterations (--no-progress:
-    silent). The classifier must be unfitted and must not stop early (`early_stopping=False`); its `warm_start` is
-    left as it was."""
-    if classifier.get_params()["early_stopping"] is not False:
-        raise ValueError("fit_trees grows a fixed number of iterations: set early_stopping=False")
-    if hasattr(classifier, "n_iter_"):
-        raise ValueError("fit_trees fits an unfitted classifier; this one is fitted already")
-    total, warm = int(classifier.max_iter), classifier.warm_start
-    with tqdm(total=total, desc=desc, unit="iteration", leave=False, disable=not progress) as bar:
+    """`classifier.fit(x, y)`, returned, with a tqdm bar over its boosting iterations (--no-progress: the plain
+    fit). What scikit-learn prints while fitting is read for the bar, not shown; `verbose` is left as it was."""
+    if not progress:
+        return classifier.fit(x, y)
+    verbose = classifier.verbose
+    with tqdm(total=int(classifier.max_iter), desc=desc, unit="iteration", leave=False) as bar:
         try:
-            classifier.set_params(warm_start=True)
-            for grown in range(min(chunk, total), total + chunk, chunk):
-                classifier.set_params(max_iter=min(grown, total))
+            classifier.set_params(verbose=2)
+            with contextlib.redirect_stdout(_IterationReader(bar)):
                 classifier.fit(x, y)
-                bar.update(classifier.n_iter_ - bar.n)
-                if grown >= total:
-                    break
+            bar.update(classifier.n_iter_ - bar.n)
         finally:
-            classifier.set_params(max_iter=total, warm_start=warm)
+            classifier.set_params(verbose=verbose)
     return classifier
