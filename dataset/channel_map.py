@@ -262,11 +262,13 @@ def resolve_channels(
     user_map: ChannelMap | dict | None = None,
     cohort: str | None = None,
     channels: tuple[str, ...] | list[str] | None = None,
+    exclude: set[str] | frozenset[str] = frozenset(),
 ) -> dict[str, Source]:
     """Canonical name -> Source for the channels found among `labels` (data signals of one EDF, in file order,
     with their native `rates` in Hz). `user_map` candidates are tried before the built-in table of `cohort`
-    (see `cohort_table`); a channel the user maps to nothing (null / []) is never resolved. Raises
-    ChannelMapError when two different labels match at the same priority level."""
+    (see `cohort_table`, which reads every label); a channel the user maps to nothing (null / []) is never
+    resolved; labels in `exclude` (sources found unusable) match nothing. Raises ChannelMapError when two
+    different labels match at the same priority level."""
     if isinstance(user_map, dict) or user_map is None:
         user_map = parse_channel_map(user_map or None)
     user = dict(user_map)
@@ -274,10 +276,13 @@ def resolve_channels(
     by_key: dict[str, int] = {}
     distinct: dict[str, str] = {}
     for index, label in enumerate(labels):
+        if label in exclude:
+            continue
         key = label_key(label)
         by_key.setdefault(key, index)  # the first of identical labels wins
         distinct.setdefault(key, label)
-    collisions = {key: [name for name in dict.fromkeys(labels) if label_key(name) == key] for key in by_key}
+    kept = [name for name in dict.fromkeys(labels) if name not in exclude]
+    collisions = {key: [name for name in kept if label_key(name) == key] for key in by_key}
     standard = standard_eeg_keys(table)
 
     resolved: dict[str, Source] = {}

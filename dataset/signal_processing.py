@@ -158,11 +158,7 @@ def find_channels(
     signals = [s for s in header.signals if not s.is_annotation]
     try:
         sources = resolve_channels(
-            [s.label if s.label not in exclude else "" for s in signals],
-            [s.sampling_rate for s in signals],
-            channel_map,
-            cohort,
-            names,
+            [s.label for s in signals], [s.sampling_rate for s in signals], channel_map, cohort, names, exclude
         )
     except ChannelMapError as err:
         raise EdfError(f"{header.path}: {err}") from None
@@ -571,7 +567,7 @@ def process_recording(
                 fallback = find_channels(header, (name,), config.channel_map, recording_id, exclude=failed).get(name)
             except EdfError:  # two candidates at the next level: none is chosen for the user
                 fallback = None
-            if fallback is None:
+            if fallback is None or set(fallback[0].labels) <= failed:  # none left, or one already found unusable
                 dropped[name] = "; ".join(tried)
                 break
             source, signals = fallback

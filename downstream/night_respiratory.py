@@ -87,8 +87,9 @@ MIN_SPO2_SLEEP_FRACTION = 0.5  # valid SpO2 over less of predicted sleep than th
 FLOW_LOSS_FRACTION = 0.02  # an epoch whose airflow range is below this share of the night's breathing range ...
 FLOW_REFERENCE_PERCENTILE = 95  # ... (this percentile of the epochs' ranges: a real one while 5 % of epochs breathe)
 FLOW_LOSS_MIN_EPOCHS = 6  # ... in a stretch of 3 min or more carries no flow signal (a cannula off; no apnea lasts so)
-BREATHING_BAND_HZ = (0.1, 0.7)  # breathing rates of 6 to 42 a minute ...
-BREATHING_SHARE_MIN = 0.3  # ... an epoch with less of its power (above 0.05 Hz) there has no breathing rhythm (noise)
+BREATHING_RATES_HZ = (0.1, 1.5)  # breathing at 6 to 90 a minute (adults to infants) ...
+RHYTHM_HALF_WIDTH_HZ = 0.1  # ... puts its power in a band this wide on either side of its rate (a rate that wanders)
+RHYTHM_SHARE_MIN = 0.25  # an epoch with less of its power (above 0.05 Hz) in any such band has no breathing rhythm
 MAX_STAGING_LEAD_OFF_FRACTION = 0.2  # a staging channel flat (lead-off) over more of the night than this: unreliable
 MIN_FLOW_SLEEP_FRACTION = 0.8  # airflow signal over less of predicted sleep than this: unreliable
 MIN_EFFORT_SLEEP_FRACTION = 0.8  # an effort belt's signal over less of predicted sleep than this: unreliable
@@ -279,15 +280,15 @@ def signal_loss(signal: np.ndarray) -> np.ndarray:
     a flat channel; an apnea reduces flow for tens of seconds, not minutes) of epochs that either
     - have a range below `FLOW_LOSS_FRACTION` of the night's breathing range (`FLOW_REFERENCE_PERCENTILE` of the
       epochs' ranges: a real one while some of the night breathes), or
-    - have no breathing rhythm: less than `BREATHING_SHARE_MIN` of their power (above 0.05 Hz) at breathing rates
-      (`BREATHING_BAND_HZ`), as sensor noise has (white noise about 0.13), whatever its amplitude; this holds
-      when the noise is all the night has, where the range rule measures the noise against itself."""
+    - have no breathing rhythm: less than `RHYTHM_SHARE_MIN` of their power around any one breathing rate
+      (`breathing_share`), as sensor noise has, whatever its amplitude; this holds when the noise is all the
+      night has, where the range rule measures the noise against itself."""
     x = np.asarray(signal, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] == 0:
         return np.zeros(x.shape[0] if x.ndim else 0, dtype=bool)
     spread = np.ptp(x, axis=1)
     reference = float(np.percentile(spread, FLOW_REFERENCE_PERCENTILE))
-    low = (spread <= FLOW_LOSS_FRACTION * reference) | (breathing_share(x) < BREATHING_SHARE_MIN)
+    low = (spread <= FLOW_LOSS_FRACTION * reference) | (breathing_share(x) < RHYTHM_SHARE_MIN)
     lost = np.zeros(spread.size, dtype=bool)
     for start, length in event_runs(low.astype(np.int8), FLOW_LOSS_MIN_EPOCHS):
         lost[start : start + length] = True
@@ -295,16 +296,22 @@ def signal_loss(signal: np.ndarray) -> np.ndarray:
 
 
 def breathing_share(epochs: np.ndarray) -> np.ndarray:
-    """(n_epochs,) share of each 30-s epoch's power above 0.05 Hz that lies at breathing rates
-    (`BREATHING_BAND_HZ`); 0 for an epoch without power there (a flat one)."""
+    """(n_epochs,) the largest share of each 30-s epoch's power above 0.05 Hz that lies within
+    `RHYTHM_HALF_WIDTH_HZ` of one breathing rate (`BREATHING_RATES_HZ`): near 1 for breathing, however noisy its
+    amplitude, about 0.08 for white noise (at most 0.16 in 3,000 epochs); 0 for an epoch without power (flat)."""
     centred = epochs - epochs.mean(axis=1, keepdims=True)
     power = np.abs(np.fft.rfft(centred, axis=1)) ** 2
     freqs = np.fft.rfftfreq(epochs.shape[1], d=EPOCH_S / epochs.shape[1])
-    band = (freqs >= BREATHING_BAND_HZ[0]) & (freqs <= BREATHING_BAND_HZ[1])
-    total = power[:, freqs >= 0.05].sum(axis=1)
+    power[:, freqs < 0.05] = 0.0  # drift and the mean
+    total = power.sum(axis=1)
+    cumulative = np.concatenate([np.zeros((power.shape[0], 1)), np.cumsum(power, axis=1)], axis=1)
+    half = int(round(RHYTHM_HALF_WIDTH_HZ / freqs[1])) if freqs.size > 1 else 0
+    best = np.zeros(power.shape[0])
+    for k in np.flatnonzero((freqs >= BREATHING_RATES_HZ[0]) & (freqs <= BREATHING_RATES_HZ[1])):
+        low, high = max(k - half, 0), min(k + half + 1, power.shape[1])
+        best = np.maximum(best, cumulative[:, high] - cumulative[:, low])
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = power[:, band].sum(axis=1) / total
-    return np.where(total > 0, share, 0.0)
+        return np.where(total > 0, best / total, 0.0)
 
 
 def loss_summary(lost: np.ndarray, stages: np.ndarray, key: str) -> dict[str, Any]:

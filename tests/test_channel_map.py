@@ -136,6 +136,15 @@ def test_mesa_eeg1_eeg2_never_fill_central_slots():
         assert found["airflow"] == "Pres" and found["ecg"] == "EKG" and found["eog_l"] == "EOG-L"
 
 
+def test_excluded_sources_give_way_to_the_next_candidate_in_the_same_table():
+    """A source found unusable is excluded and the next candidate taken, the cohort still told by every label:
+    MESA's flat EEG3 leaves eeg_c4 unfilled (EEG1 is Fz-Cz there), not read from EEG1 as SHHS's "EEG 1"."""
+    rates = [100.0] * len(MESA)
+    for cohort in ("mesa", None):
+        found = resolve_channels(MESA, rates, None, cohort, ("eeg_c4", "airflow"), exclude={"EEG3", "Pres"})
+        assert "eeg_c4" not in found and found["airflow"].text == "Flow"  # the thermistor after nasal pressure
+
+
 def test_referential_derivations_are_computed():
     found = texts(MROS, cohort="mros-visit1-aa0001")
     assert found["eeg_c4"] == "C4 - A1" and found["eeg_c3"] == "C3 - A2"

@@ -132,6 +132,21 @@ def test_a_cannula_recording_noise_most_of_the_night_is_no_flow():
     assert not signal_loss(np.zeros((0, 300))).any()
 
 
+@pytest.mark.parametrize("per_minute", [6, 15, 48, 80])
+@pytest.mark.parametrize("noise", [0.0, 1.0])
+def test_breathing_at_any_rate_with_noise_keeps_its_flow(per_minute, noise):
+    """Slow adult breathing to an infant's 80 a minute, its rate and depth wandering, with noise as large as the
+    breath itself: a rhythm, never lost; white noise alone is."""
+    rng = np.random.default_rng(per_minute)
+    t = np.arange(300) / 10.0
+    rate = per_minute / 60.0 * np.exp(np.cumsum(rng.normal(0.0, 0.01, (40, 300)), axis=1))  # Hz, wandering
+    phase = 2 * np.pi * np.cumsum(rate, axis=1) / 10.0
+    depth = 1.0 + 0.3 * np.sin(2 * np.pi * t / 40.0)
+    flow = depth * np.sin(phase) + noise * rng.normal(size=(40, 300))
+    assert not signal_loss(flow).any()
+    assert signal_loss(rng.normal(size=(40, 300))).all()
+
+
 def test_a_flat_nasal_pressure_falls_back_to_the_thermistor(tmp_path):
     """Airflow takes nasal pressure before the thermistor; a flat pressure channel (a cannula never connected)
     is not the night's airflow while a thermistor breathes beside it: it is read instead, with a warning."""
