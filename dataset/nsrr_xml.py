@@ -112,11 +112,13 @@ def stage_class(concept: str) -> int:
 
 def is_stage_concept(concept: str) -> bool:
     """True for a concept that is a stage event whatever its EventType: an NSRR stage concept (a sleep class,
-    `Movement|6` or `Unscored|9`), or one whose name names a stage (`REM sleep`, `Stage R|5`), so that a stage or
-    a movement period written without a `Stages` EventType still stages and extends the scored night. A bare
-    code (`1|1`) needs the EventType."""
-    key = _stage_key(concept)
-    return key in STAGE_CONCEPTS or _stage_name_class(concept.partition("|")[0]) is not None
+    `Movement|6` or `Unscored|9`), or one whose name says it is a stage (`REM sleep`, `Stage R|5`, `Sleep stage
+    2`: "stage" or "sleep" and a stage), so that a stage written without a `Stages` EventType still stages and
+    extends the scored night. A bare stage word (`Wake|Wake`, `Artifact`, `Movement`: a technician's note, an
+    artefact mark) or code (`1|1`) is a stage only under `Stages|Stages`."""
+    name = concept.partition("|")[0]
+    says_stage = {"stage", "sleep"} & set(_norm(name).replace("_", " ").split())
+    return _stage_key(concept) in STAGE_CONCEPTS or (bool(says_stage) and _stage_name_class(name) is not None)
 
 
 def event_type(concept: str) -> str:

@@ -287,11 +287,14 @@ def test_stage_concepts_read_by_code_or_name_stage_and_warn(tmp_path):
         _event("", "REM sleep", 90, 60),  # no EventType, no code: a stage by its name
         _event("Stages|Stages", "Doze|12", 150, 30),
         _event("Respiratory|Respiratory", "Hypopnea|Hypopnea", 40, 12),
+        _event("Technician Notes|Technician Notes", "Wake|Wake", 35, 1),  # a note, not a stage
+        _event("", "Artifact|Artifact", 60, 30),  # an artefact mark, not a stage
+        _event("Stages|Stages", "Wake|W", 180, 30),  # a stage word under Stages: a stage
     ]
     path.write_bytes(_xml(events))
     ann = parse_nsrr_xml(path)
-    np.testing.assert_array_equal(ann.stage_class, [0, 2, 4, -1])
-    assert [e["type"] for e in ann.events] == ["hypopnea"]
+    np.testing.assert_array_equal(ann.stage_class, [0, 2, 4, -1, 0])
+    assert [e["type"] for e in ann.events] == ["hypopnea", "other", "other"]
     notes = "\n".join(ann.warnings)
     assert "read by their code: 'Stage N2|2' -> N2 (1)" in notes
     assert "read by their name: 'REM sleep' -> REM (1)" in notes
