@@ -413,6 +413,16 @@ def lacking(missing_respiratory: Sequence[str]) -> str:
     return f"the night lacks {', '.join(missing_respiratory)}, read by the event model"
 
 
+def withhold_reason(missing_respiratory: Sequence[str], flow: Mapping[str, Any] | None) -> str | None:
+    """Why the night gets no AHI, or None: it lacks a channel of `WITHHOLD_WITHOUT`, or its airflow carries no
+    signal anywhere in predicted sleep (`flow`: `without_lost_flow`'s summary), where no event can be seen."""
+    if any(channel in WITHHOLD_WITHOUT for channel in missing_respiratory):
+        return lacking(missing_respiratory)
+    if flow is not None and flow["flow_valid_sleep_min"] == 0 and flow["flow_lost_sleep_min"] > 0:
+        return "the airflow carries no signal in predicted sleep (a cannula off all night?)"
+    return None
+
+
 def assess_reliability(
     source: str | None,
     staging: Mapping[str, Any],

@@ -116,12 +116,12 @@ from downstream.night_respiratory import (
     assess_reliability,
     detect_night_events,
     effort_loss,
-    lacking,
     load_event_run,
     night_spo2,
     oximetry_summary,
     persistent_sleep_latency,
     withheld,
+    withhold_reason,
     without_lost_flow,
     without_warning,
 )
@@ -371,9 +371,11 @@ def predict_night(
             found, counted, flow = without_lost_flow(found, counted, epochs["airflow"], stages)
         effort = effort_loss(epochs, stages) if not blind else None  # a belt off: its effort input is missing
 
+        reason = withhold_reason(missing_respiratory, flow)
+
         def summary(upto: int | None = None) -> dict[str, Any]:  # the AHI of the first `upto` epochs
             estimate = event_summary(found, counted, stages[:upto], event_run.hypopnea_rule)
-            return withheld(estimate, lacking(missing_respiratory)) if blind else estimate
+            return withheld(estimate, reason) if reason else estimate
 
         ahi = summary()
         model_table = model_event_table(found, counted, sleep, clock_times_at(edf_path, [e.onset_s for e in found]))

@@ -14,7 +14,13 @@ from dataset.scored_events import Event
 from dataset.signal_processing import SkipRecording, load_night
 from dataset.synthetic_writers import write_edf
 from downstream.night_report import night_warnings
-from downstream.night_respiratory import assess_reliability, effort_loss, signal_loss, without_lost_flow
+from downstream.night_respiratory import (
+    assess_reliability,
+    effort_loss,
+    signal_loss,
+    withhold_reason,
+    without_lost_flow,
+)
 
 SECONDS = 3600
 
@@ -205,3 +211,20 @@ def test_a_staging_channel_off_for_much_of_the_night_flags_the_ahi(tmp_path):
         "eeg_c4, read by the staging model, is flat (lead-off) over 33 % of the night (> 20 %): sleep time may be wrong"
     ]
     assert assess_reliability("event model", check, events, [], 60.0, None, (), None, None, {"eeg_c4": 0.1})["reliable"]
+
+
+def test_no_ahi_without_flow_anywhere_in_sleep():
+    """A night lacking airflow, or whose airflow carries no signal in any epoch of predicted sleep, gets no AHI (an
+    index of 0 would read as a healthy night); flow lost over part of sleep keeps it, flagged elsewhere."""
+    t = np.arange(300) / 10.0
+    stages = np.array([0] * 4 + [2] * 36)
+    breathing = np.tile(np.sin(2 * np.pi * t / 4.0), (40, 1))
+    off = breathing.copy()
+    off[4:] = 0.0  # the cannula off when sleep begins
+    _, _, lost = without_lost_flow([], [], off, stages)
+    assert withhold_reason([], lost) == "the airflow carries no signal in predicted sleep (a cannula off all night?)"
+    _, _, part = without_lost_flow([], [], breathing, stages)
+    assert withhold_reason([], part) is None
+    assert withhold_reason(["airflow"], None) == "the night lacks airflow, read by the event model"
+    _, _, awake = without_lost_flow([], [], off, np.zeros(40, dtype=int))  # no sleep: nothing lost in it
+    assert withhold_reason([], awake) is None
