@@ -22,7 +22,8 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
 - SpO2 mean, minimum and minutes below 90 %: over the valid seconds of predicted sleep epochs.
 - Latency to persistent sleep: from the recording start to the first epoch of the first 10 min (20
   consecutive 30-s epochs) of predicted sleep; NaN when the night never has 10 min of unbroken sleep.
-- A night without airflow gets no AHI (`withheld`, `WITHHOLD_WITHOUT`): no apnea or hypopnea is scored without
+- A night without airflow, or whose airflow carries no signal in any epoch of predicted sleep, gets no AHI
+  (`withhold_reason`, `withheld`, `WITHHOLD_WITHOUT`): no apnea or hypopnea is scored without
   a flow signal (AASM), and the event model's trees read the missing features as "no event", so the index would
   be a confident 0. The indices are NaN, the severity "not estimated", and the reason is given; `predict.py`
   lists, exports and counts no apnea or hypopnea for such a night (desaturations stay). A night that
@@ -31,12 +32,13 @@ Rules (docs/evaluation.md, "Events"; stated again in report.md):
   (times a calibration factor) instead of an event model, when the night lacks a respiratory channel the event
   model reads, when valid SpO2 covers less than `MIN_SPO2_SLEEP_FRACTION` of predicted sleep (the model's
   desaturation input is missing there) or the airflow carries a signal over less than `MIN_FLOW_SLEEP_FRACTION`
-  of it (`signal_loss`: stretches of 3 min or more with next to no flow, a cannula off; the report warns about
-  any such stretch), when an effort belt carries a signal over less than `MIN_EFFORT_SLEEP_FRACTION` of it (the
+  of it (`signal_loss`: stretches of 3 min or more with next to no flow or no breathing rhythm, a cannula off;
+  the report warns about any such stretch), when an effort belt carries a signal over less than `MIN_EFFORT_SLEEP_FRACTION` of it (the
   same rule: a belt off; `effort_loss`), when the night has less than `MIN_SLEEP_MIN` of predicted sleep (an
   index per hour extrapolated six times or more: 0.5 min of sleep and one apnea read "120.0, severe"; between
   that and `CLINICAL_SLEEP_MIN` the report notes how little sleep the index rests on), when the staging
-  model's validation kappa is below `STAGING_KAPPA_MIN` or the night lacks a channel the staging model reads,
+  model's validation kappa is below `STAGING_KAPPA_MIN`, the night lacks a channel the staging model reads or
+  one is flat (lead-off) over more than `MAX_STAGING_LEAD_OFF_FRACTION` of the night,
   when the event model's validation event F1 (apnea or hypopnea) is below `EVENT_F1_MIN`, or its validation AHI
   severity kappa below `SEVERITY_KAPPA_MIN` or measured on fewer than `MIN_VALIDATION_NIGHTS` nights, or when a
   validation number is not there to check.
