@@ -262,12 +262,13 @@ def resolve_channels(
     user_map: ChannelMap | dict | None = None,
     cohort: str | None = None,
     channels: tuple[str, ...] | list[str] | None = None,
-    exclude: set[str] | frozenset[str] = frozenset(),
+    exclude: set[tuple[str, ...]] | frozenset[tuple[str, ...]] = frozenset(),
 ) -> dict[str, Source]:
     """Canonical name -> Source for the channels found among `labels` (data signals of one EDF, in file order,
     with their native `rates` in Hz). `user_map` candidates are tried before the built-in table of `cohort`
     (see `cohort_table`, which reads every label); a channel the user maps to nothing (null / []) is never
-    resolved; labels in `exclude` (sources found unusable) match nothing. Raises ChannelMapError when two
+    resolved; a source whose labels (one, or plus and minus of a derivation) are in `exclude` (found unusable)
+    is passed over for the next candidate, its electrodes still free to pair otherwise. Raises ChannelMapError when two
     different labels match at the same priority level."""
     if isinstance(user_map, dict) or user_map is None:
         user_map = parse_channel_map(user_map or None)
@@ -276,13 +277,10 @@ def resolve_channels(
     by_key: dict[str, int] = {}
     distinct: dict[str, str] = {}
     for index, label in enumerate(labels):
-        if label in exclude:
-            continue
         key = label_key(label)
         by_key.setdefault(key, index)  # the first of identical labels wins
         distinct.setdefault(key, label)
-    kept = [name for name in dict.fromkeys(labels) if name not in exclude]
-    collisions = {key: [name for name in kept if label_key(name) == key] for key in by_key}
+    collisions = {key: [name for name in dict.fromkeys(labels) if label_key(name) == key] for key in by_key}
     standard = standard_eeg_keys(table)
 
     resolved: dict[str, Source] = {}
@@ -303,6 +301,7 @@ def resolve_channels(
                 found = _match_level(level, by_key, list(labels), origin == "user map")
             except ChannelMapError as err:
                 raise ChannelMapError(f"{channel}: {err}") from None
+            found = [f for f in found if tuple(labels[i] for i in f) not in exclude]
             if len(found) > 1:
                 names = " and ".join(repr(DERIVATION_SEP.join(labels[i] for i in f)) for f in found)
                 raise ChannelMapError(

@@ -149,11 +149,11 @@ def find_channels(
     names: tuple[str, ...],
     channel_map: ChannelMap = (),
     cohort: str | None = None,
-    exclude: set[str] | frozenset[str] = frozenset(),
+    exclude: set[tuple[str, ...]] | frozenset[tuple[str, ...]] = frozenset(),
 ) -> dict[str, tuple[Source, tuple[EdfSignalHeader, ...]]]:
     """Canonical name -> (Source, its EDF signals: one, or plus and minus of a derivation), chosen by
     `dataset.channel_map.resolve_channels` (built-in tables of `cohort`, a name or recording id, and the user
-    map); signals labelled as in `exclude` are passed over (a source found unusable: the next candidate). An
+    map); sources whose labels are in `exclude` are passed over (found unusable: the next candidate). An
     ambiguous match raises EdfError naming the file and both labels."""
     signals = [s for s in header.signals if not s.is_annotation]
     try:
@@ -539,7 +539,7 @@ def process_recording(
     channels: dict[str, ChannelResult] = {}
     dropped: dict[str, str] = {}
     for name, (source, signals) in list(found.items()):
-        failed: set[str] = set()  # labels of this channel's sources that were not usable
+        failed: set[tuple[str, ...]] = set()  # this channel's sources (their labels) that were not usable
         tried: list[str] = []  # why each source tried before was not usable
         while True:
             if source.problem:
@@ -562,12 +562,12 @@ def process_recording(
                 break
             tried.append(outcome if source.problem else f"{source.text!r} {outcome}")
             # the next candidate of a lower priority (airflow: the thermistor after a flat nasal pressure)
-            failed |= set(source.labels)
+            failed.add(tuple(source.labels))
             try:
                 fallback = find_channels(header, (name,), config.channel_map, recording_id, exclude=failed).get(name)
             except EdfError:  # two candidates at the next level: none is chosen for the user
                 fallback = None
-            if fallback is None or set(fallback[0].labels) <= failed:  # none left, or one already found unusable
+            if fallback is None or tuple(fallback[0].labels) in failed:  # none left (or one already tried)
                 dropped[name] = "; ".join(tried)
                 break
             source, signals = fallback

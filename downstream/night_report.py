@@ -84,7 +84,7 @@ def oximetry_note(oximetry: Mapping[str, Any]) -> list[str]:
     if oximetry.get("reliable") is not False or share is None or not math.isfinite(share):
         return []
     return [
-        f"**UNRELIABLE**: valid SpO2 over {100 * share:.0f} % of predicted sleep (an oximeter off or dropping out): "
+        f"**UNRELIABLE**: valid SpO2 over {100 * share:.1f} % of predicted sleep (an oximeter off or dropping out): "
         "the figures above rest on that part only.",
         "",
     ]

@@ -476,7 +476,7 @@ def assess_reliability(
     for channel, share in sorted((staging_lead_off or {}).items()):
         if share > MAX_STAGING_LEAD_OFF_FRACTION:
             reasons.append(
-                f"{channel}, read by the staging model, is flat (lead-off) over {100 * share:.0f} % of the night "
+                f"{channel}, read by the staging model, is flat (lead-off) over {100 * share:.1f} % of the night "
                 f"(> {100 * MAX_STAGING_LEAD_OFF_FRACTION:.0f} %): sleep time may be wrong"
             )
     if events is not None:

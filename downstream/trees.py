@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+import threading
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -35,9 +36,10 @@ class _IterationReader(io.TextIOBase):
 def fit_trees(
     classifier: HistGradientBoostingClassifier, x: np.ndarray, y: np.ndarray, *, progress: bool, desc: str = "trees"
 ) -> HistGradientBoostingClassifier:
-    """`classifier.fit(x, y)`, returned, with a tqdm bar over its boosting iterations (--no-progress: the plain
-    fit). What scikit-learn prints while fitting is read for the bar, not shown; `verbose` is left as it was."""
-    if not progress:
+    """`classifier.fit(x, y)`, returned, with a tqdm bar over its boosting iterations (--no-progress, or off the
+    main thread: the plain fit). What scikit-learn prints while fitting is read for the bar, not shown (stdout is
+    the process's: another thread's print during the fit would be read too); `verbose` is left as it was."""
+    if not progress or threading.current_thread() is not threading.main_thread():
         return classifier.fit(x, y)
     verbose = classifier.verbose
     with tqdm(total=int(classifier.max_iter), desc=desc, unit="iteration", leave=False) as bar:

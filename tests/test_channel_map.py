@@ -141,8 +141,17 @@ def test_excluded_sources_give_way_to_the_next_candidate_in_the_same_table():
     MESA's flat EEG3 leaves eeg_c4 unfilled (EEG1 is Fz-Cz there), not read from EEG1 as SHHS's "EEG 1"."""
     rates = [100.0] * len(MESA)
     for cohort in ("mesa", None):
-        found = resolve_channels(MESA, rates, None, cohort, ("eeg_c4", "airflow"), exclude={"EEG3", "Pres"})
+        found = resolve_channels(MESA, rates, None, cohort, ("eeg_c4", "airflow"), exclude={("EEG3",), ("Pres",)})
         assert "eeg_c4" not in found and found["airflow"].text == "Flow"  # the thermistor after nasal pressure
+
+
+def test_an_excluded_derivation_leaves_its_electrodes_free():
+    """C4 - M1 found unusable (M1 off): C4 - M2 is the next candidate, C4 pairs again."""
+    labels = ["C4", "M1", "M2"]
+    user = {"eeg_c4": ["C4 - M1", "C4 - M2"]}
+    assert resolve_channels(labels, [256.0] * 3, user, None, ("eeg_c4",))["eeg_c4"].text == "C4 - M1"
+    found = resolve_channels(labels, [256.0] * 3, user, None, ("eeg_c4",), exclude={("C4", "M1")})
+    assert found["eeg_c4"].text == "C4 - M2"
 
 
 def test_referential_derivations_are_computed():

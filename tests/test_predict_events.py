@@ -79,7 +79,7 @@ def test_the_odi_counts_hours_of_valid_oximetry_and_has_a_4_percent_variant():
     spo2[1800:] = np.nan  # the probe off after 30 min: a quarter of sleep left
     summary, _ = oximetry_summary(spo2, np.full(240, 2))
     assert summary["spo2_valid_sleep_share"] == 0.25 and summary["reliable"] is False
-    assert oximetry_note(summary)[0].startswith("**UNRELIABLE**: valid SpO2 over 25 % of predicted sleep")
+    assert oximetry_note(summary)[0].startswith("**UNRELIABLE**: valid SpO2 over 25.0 % of predicted sleep")
     summary, _ = oximetry_summary(spo2, np.zeros(240, dtype=int))  # no sleep: no share, nothing to say
     assert math.isnan(summary["spo2_valid_sleep_share"]) and oximetry_note(summary) == []
 

@@ -208,7 +208,7 @@ def test_a_staging_channel_off_for_much_of_the_night_flags_the_ahi(tmp_path):
     check = {"val_kappa": 0.9}
     verdict = assess_reliability("event model", check, events, [], 60.0, None, (), None, None, {"eeg_c4": 40 / 120})
     assert verdict["reliable"] is False and verdict["reasons"] == [
-        "eeg_c4, read by the staging model, is flat (lead-off) over 33 % of the night (> 20 %): sleep time may be wrong"
+        "eeg_c4, read by the staging model, is flat (lead-off) over 33.3 % of the night (> 20 %): sleep time may be wrong"
     ]
     assert assess_reliability("event model", check, events, [], 60.0, None, (), None, None, {"eeg_c4": 0.1})["reliable"]
 

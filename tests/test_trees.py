@@ -1,6 +1,8 @@
 """The trees' fit with a progress bar (downstream/trees.py): the same model as a plain fit, a bar, no output."""
 
 import io
+import sys
+import threading
 
 import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -43,4 +45,15 @@ def test_the_bar_follows_the_iteration_reports():
 def test_silent_without_progress(capsys):
     x, y = data(200)
     fit_trees(trees(), x, y, progress=False)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_off_the_main_thread_the_fit_is_plain(capsys):
+    """stdout is the process's: a fit in another thread shows no bar and leaves stdout alone."""
+    x, y = data(200)
+    stdout, done = sys.stdout, []
+    thread = threading.Thread(target=lambda: done.append(fit_trees(trees(), x, y, progress=True)))
+    thread.start()
+    thread.join()
+    assert done[0].n_iter_ == 23 and sys.stdout is stdout
     assert capsys.readouterr() == ("", "")
