@@ -320,15 +320,23 @@ def stage_label(value: int) -> str:
 
 def stage_warnings(path: Path, read_as: dict[str, dict[str, int]]) -> list[str]:
     """The manifest notes on stage concepts not written as NSRR writes them: read by their code or name (which
-    class each became), or naming no stage (their epochs unscored, -1)."""
+    class each became), or naming no stage (their epochs unscored, -1); five concepts of each kind at most, with
+    their numbers of events, and how many more."""
+
+    def more(concepts: dict[str, int]) -> str:
+        return f", and {len(concepts) - 5} more" if len(concepts) > 5 else ""
+
     notes = []
     for how in ("code", "name"):
         if read_as.get(how):
             shown = ", ".join(
                 f"'{c}' -> {stage_label(stage_class(c))} ({n})" for c, n in sorted(read_as[how].items())[:5]
             )
-            notes.append(f"{path}: stage concept(s) read by their {how}: {shown}")
+            notes.append(f"{path}: stage concept(s) read by their {how}: {shown}{more(read_as[how])}")
     if read_as.get("unknown"):
         shown = ", ".join(f"'{c}' ({n})" for c, n in sorted(read_as["unknown"].items())[:5])
-        notes.append(f"{path}: stage event(s) of a concept that names no stage, their epochs unscored: {shown}")
+        notes.append(
+            f"{path}: stage event(s) of a concept that names no stage, their epochs unscored: {shown}"
+            f"{more(read_as['unknown'])}"
+        )
     return notes

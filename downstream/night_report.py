@@ -288,9 +288,10 @@ def respiratory_markdown(report: Mapping[str, Any], unreliable: bool) -> list[st
             lines += [
                 "",
                 "An AHI estimate is flagged unreliable below: "
-                + ", ".join(f"{k} {v}" for k, v in thresholds.items())
-                + "; when it comes from epoch runs; or when the night "
-                "lacks a respiratory channel the event model reads.",
+                + ", ".join(f"{k} {v}" for k, v in thresholds.items() if not k.startswith("max_"))
+                + "".join(f"; above {k} {v}" for k, v in thresholds.items() if k.startswith("max_"))
+                + "; when it comes from epoch runs; or when the night lacks a respiratory channel the event model "
+                "reads or a channel the staging model reads.",
             ]
     return lines
 
@@ -443,6 +444,7 @@ SUMMARY_COLUMNS = (
     "ahi_estimated_scored_part",
     "severity",
     "odi",
+    "odi_reliable",
     "spo2_valid_sleep_min",
     "truncated",
     "missing_channels",
@@ -479,6 +481,7 @@ def summary_row(night: Any, report: Mapping[str, Any] | None, status: str, reaso
             ahi_estimated_scored_part=ahi.get("estimated"),
             severity=estimate.get("severity_name", ""),
             odi=(report.get("oximetry") or {}).get("odi"),
+            odi_reliable=(report.get("oximetry") or {}).get("reliable"),
             spo2_valid_sleep_min=(report.get("oximetry") or {}).get("spo2_valid_sleep_min"),
             truncated=bool(report["processing"]["truncated"]),
             missing_channels=",".join(report["channels"]["missing"]),
@@ -504,11 +507,12 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
         reason = str(r["reason"] or "").replace("|", "/")
         estimated = isinstance(r["ahi_estimated"], (int, float)) and math.isfinite(r["ahi_estimated"])
         unreliable = " (UNRELIABLE)" if r["ahi_reliable"] is False and estimated else ""  # not beside an n/a
+        odi_flag = " (UNRELIABLE)" if r.get("odi_reliable") is False and _fmt_index(r["odi"]) != "n/a" else ""
         lines.append(
             f"| {report} | {r['subject']} | {r['status']} | {_fmt(r['tst_min'])} | "
             f"{_fmt(r['sleep_efficiency_pct'])} | {_fmt_index(r['ahi_estimated'])}{unreliable} | "
             f"{r['severity'] or ''} | {_fmt_index(r['ahi_scored'])} | {_fmt_index(r['ahi_estimated_scored_part'])} | "
-            f"{_fmt_index(r['odi'])} | {reason} |"
+            f"{_fmt_index(r['odi'])}{odi_flag} | {reason} |"
         )
     return "\n".join(lines) + "\n"
 

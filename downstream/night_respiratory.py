@@ -110,6 +110,7 @@ THRESHOLDS = {
     "min_spo2_sleep_fraction": MIN_SPO2_SLEEP_FRACTION,
     "min_flow_sleep_fraction": MIN_FLOW_SLEEP_FRACTION,
     "min_effort_sleep_fraction": MIN_EFFORT_SLEEP_FRACTION,
+    "max_staging_lead_off_fraction": MAX_STAGING_LEAD_OFF_FRACTION,
 }
 EVENT_METHODS = ("features",)  # event-model methods predict.py runs (token methods need their backbone's tokens)
 
@@ -421,7 +422,7 @@ def withhold_reason(missing_respiratory: Sequence[str], flow: Mapping[str, Any] 
     if any(channel in WITHHOLD_WITHOUT for channel in missing_respiratory):
         return lacking(missing_respiratory)
     if flow is not None and flow["flow_valid_sleep_min"] == 0 and flow["flow_lost_sleep_min"] > 0:
-        return "the airflow carries no signal in predicted sleep (a cannula off all night?)"
+        return "the airflow carries no signal in predicted sleep (a cannula off?)"
     return None
 
 

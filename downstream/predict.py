@@ -370,8 +370,8 @@ def predict_night(
         if "airflow" in epochs and not blind:  # a cannula off for part of the night: flagged, not silent
             found, counted, flow = without_lost_flow(found, counted, epochs["airflow"], stages)
         effort = effort_loss(epochs, stages) if not blind else None  # a belt off: its effort input is missing
-
-        reason = withhold_reason(missing_respiratory, flow)
+        reason = withhold_reason(missing_respiratory, flow)  # no AHI: none listed either (flow only outside sleep)
+        found, counted = ([], []) if reason else (found, counted)
 
         def summary(upto: int | None = None) -> dict[str, Any]:  # the AHI of the first `upto` epochs
             estimate = event_summary(found, counted, stages[:upto], event_run.hypopnea_rule)

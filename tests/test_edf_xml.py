@@ -500,3 +500,12 @@ def test_an_event_written_twice_counts_once_and_an_untimed_marker_is_left_out(tm
         path.write_bytes(_xml([stages, untimed]))
         with pytest.raises(XmlError, match="has Duration None"):
             parse_nsrr_xml(path)
+
+
+def test_stage_concept_warnings_name_five_and_count_the_rest(tmp_path):
+    path = tmp_path / "a-nsrr.xml"
+    path.write_bytes(_xml([_event("Stages|Stages", f"Doze {k}|1{k}", 30.0 * k, 30) for k in range(7)]))
+    (note,) = parse_nsrr_xml(path).warnings
+    assert note.endswith(
+        "'Doze 0|10' (1), 'Doze 1|11' (1), 'Doze 2|12' (1), 'Doze 3|13' (1), 'Doze 4|14' (1), and 2 more"
+    )

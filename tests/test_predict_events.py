@@ -20,7 +20,7 @@ from dataset import synthetic
 from dataset.nsrr_xml import parse_nsrr_xml
 from downstream import evaluate, predict
 from downstream.night_inference import recording_start
-from downstream.night_report import _fmt_index, oximetry_note
+from downstream.night_report import SUMMARY_COLUMNS, _fmt_index, oximetry_note, summary_markdown
 from downstream.night_respiratory import (
     EVENT_F1_MIN,
     MIN_SLEEP_MIN,
@@ -414,3 +414,21 @@ def test_evaluate_has_an_event_detection_row(event_features_run, predict_runs, t
     assert row["event_f1_apnea"] == pytest.approx(metrics["events"]["apnea"]["f1"])
     assert row["epoch_auroc_hypopnea"] == pytest.approx(metrics["epoch"]["hypopnea"]["auroc"])
     assert "## event_detection" in (out / "comparison.md").read_text()
+
+
+def test_the_cohort_summary_flags_an_odi_over_too_little_spo2():
+    row = dict.fromkeys(SUMMARY_COLUMNS, "") | {
+        "night": "a-1",
+        "status": "ok",
+        "tst_min": 300.0,
+        "sleep_efficiency_pct": 80.0,
+        "ahi_estimated": 4.0,
+        "ahi_reliable": True,
+        "ahi_scored": None,
+        "ahi_estimated_scored_part": None,
+        "odi": 0.0,
+        "odi_reliable": False,
+    }
+    assert "| 0.0 (UNRELIABLE) |" in summary_markdown([row])
+    assert "| 0.0 |" in summary_markdown([row | {"odi_reliable": True}])
+    assert "n/a (UNRELIABLE)" not in summary_markdown([row | {"odi": math.nan}])
