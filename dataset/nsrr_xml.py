@@ -68,11 +68,16 @@ def stage_of_text(text: str) -> int | None:
     return STAGE_TOKENS.get(token)
 
 
+def _name_words(name: str) -> list[str]:
+    """A concept's name part as lower-case words ("_" a space): `"Stage_R"` -> `["stage", "r"]`."""
+    return _norm(name).replace("_", " ").split()
+
+
 def _stage_name_class(name: str) -> int | None:
     """Stage class of a concept's name part written another way than NSRR's ("REM", "Stage R", "REM sleep", "Stage
     N2", "Stage 1 sleep", "Wake", "Movement"): `stage_of_text` of the name without "stage" / "sleep" words; None
     when it names no stage (a bare number does not, "Stage 1" does)."""
-    words = _norm(name).replace("_", " ").split()
+    words = _name_words(name)
     token = " ".join(w for w in words if w not in ("stage", "sleep")).upper()
     if not token or (token.lstrip("-").isdigit() and "stage" not in words):
         return None
@@ -117,7 +122,7 @@ def is_stage_concept(concept: str) -> bool:
     extends the scored night. A bare stage word (`Wake|Wake`, `Artifact`, `Movement`: a technician's note, an
     artefact mark) or code (`1|1`) is a stage only under `Stages|Stages`."""
     name = concept.partition("|")[0]
-    says_stage = {"stage", "sleep"} & set(_norm(name).replace("_", " ").split())
+    says_stage = {"stage", "sleep"} & set(_name_words(name))
     return _stage_key(concept) in STAGE_CONCEPTS or (bool(says_stage) and _stage_name_class(name) is not None)
 
 

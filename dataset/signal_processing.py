@@ -567,7 +567,7 @@ def process_recording(
                 fallback = find_channels(header, (name,), config.channel_map, recording_id, exclude=failed).get(name)
             except EdfError:  # two candidates at the next level: none is chosen for the user
                 fallback = None
-            if fallback is None or tuple(fallback[0].labels) in failed:  # none left (or one already tried)
+            if fallback is None:  # none left (`exclude` keeps a source tried from being found again)
                 dropped[name] = "; ".join(tried)
                 break
             source, signals = fallback

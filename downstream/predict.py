@@ -111,7 +111,6 @@ from downstream.night_report import (
 from downstream.night_respiratory import (
     CLINICAL_SLEEP_MIN,
     MIN_SLEEP_MIN,
-    WITHHOLD_WITHOUT,
     EventRun,
     assess_reliability,
     detect_night_events,
@@ -364,7 +363,7 @@ def predict_night(
     ahi, model_table, typed, oximetry, flow, effort = None, None, [], None, None, None
     missing_respiratory = channels["models"]["events"]["missing"] if event_run is not None else []
     if event_run is not None:
-        blind = any(channel in WITHHOLD_WITHOUT for channel in missing_respiratory)
+        blind = withhold_reason(missing_respiratory, None) is not None  # lacking airflow: nothing is detected
         # no apnea or hypopnea is scored without flow: none is listed, exported or counted (the AHI is withheld)
         found, counted = detect_night_events(event_run, epochs, info) if not blind else ([], [])
         if "airflow" in epochs and not blind:  # a cannula off for part of the night: flagged, not silent
